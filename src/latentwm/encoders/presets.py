@@ -1,0 +1,52 @@
+"""Named DINO encoder presets: hub id, model family and the shapes they produce.
+
+Plain data with no heavy imports, so configs can be validated (latent width, token grid) before torch or
+transformers are loaded. `encoders/dino.py` turns a preset into a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EncoderPreset:
+    hub_id: str | None  # None: built from `tiny_config` with random weights, never downloaded
+    family: str  # "dinov2" | "dinov2-reg" | "dinov3"
+    hidden_size: int  # D, width of every patch token
+    patch_size: int
+    num_registers: int  # extra tokens after CLS that are dropped with it
+    tiny_config: dict | None = None  # transformers config kwargs for random-weight presets
+
+
+ENCODER_PRESETS: dict[str, EncoderPreset] = {
+    "dinov2-s": EncoderPreset("facebook/dinov2-small", "dinov2", 384, 14, 0),
+    "dinov2-b": EncoderPreset("facebook/dinov2-base", "dinov2", 768, 14, 0),
+    "dinov2-l": EncoderPreset("facebook/dinov2-large", "dinov2", 1024, 14, 0),
+    "dinov2-reg-s": EncoderPreset("facebook/dinov2-with-registers-small", "dinov2-reg", 384, 14, 4),
+    "dinov2-reg-b": EncoderPreset("facebook/dinov2-with-registers-base", "dinov2-reg", 768, 14, 4),
+    "dinov2-reg-l": EncoderPreset("facebook/dinov2-with-registers-large", "dinov2-reg", 1024, 14, 4),
+    "dinov3-s": EncoderPreset("facebook/dinov3-vits16-pretrain-lvd1689m", "dinov3", 384, 16, 4),
+    "dinov3-b": EncoderPreset("facebook/dinov3-vitb16-pretrain-lvd1689m", "dinov3", 768, 16, 4),
+    "dinov3-l": EncoderPreset("facebook/dinov3-vitl16-pretrain-lvd1689m", "dinov3", 1024, 16, 4),
+    # Random-weight stand-ins with the real architectures, for tests and the CPU demo. Never "pretrained".
+    "tiny-random": EncoderPreset(
+        None, "dinov2", 64, 14, 0,
+        dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, patch_size=14),
+    ),
+    "tiny-random-reg": EncoderPreset(
+        None, "dinov2-reg", 64, 14, 4,
+        dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, patch_size=14,
+             num_register_tokens=4),
+    ),
+    "tiny-random-v3": EncoderPreset(
+        None, "dinov3", 64, 16, 4,
+        dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, patch_size=16,
+             num_register_tokens=4),
+    ),
+    # ViT-S-sized random config: real compute cost without downloads (benchmarks).
+    "vits-random": EncoderPreset(
+        None, "dinov2", 384, 14, 0,
+        dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536, patch_size=14),
+    ),
+}

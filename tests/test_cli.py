@@ -1,0 +1,42 @@
+import pytest
+
+from latentwm.cli import main
+
+
+def test_help_lists_the_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for cmd in ("demo", "generate", "encode", "train", "rollout", "plan", "eval", "train-decoder", "rl"):
+        assert f"  {cmd} " in out
+
+
+def test_command_help_shows_fields(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--preset", "tiny", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for f in ("--model.width", "--train.steps", "--objective.bootstrap-fraction", "--data.cache-dir"):
+        assert f in out
+
+
+def test_unknown_preset_is_rejected(capsys):
+    assert main(["train", "--preset", "huge"]) == 2
+    assert "unknown preset 'huge'" in capsys.readouterr().err
+
+
+def test_bad_value_names_the_field(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--preset", "tiny", "--model.width", "-8"])
+    assert e.value.code == 2
+    assert "model.width must be > 0" in capsys.readouterr().err.replace("│", "")
+
+
+def test_action_dim_mismatch_is_rejected(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--preset", "tiny", "--data.env-action-dim", "7"])
+    assert "model.action_dim" in capsys.readouterr().err.replace("│", "").replace("\n", " ")
+
+
+def test_unknown_command(capsys):
+    assert main(["fly"]) == 2
+    assert "not a latentwm command" in capsys.readouterr().err
