@@ -1,0 +1,176 @@
+"""Atomic, verified checkpoints: never lose work, never load half a file.
+
+Layout: `<root>/step_00001000/` holding `state.pt` (model, EMA, optimizer, scheduler, step, data position, config),
+`rng_rank{r}.pt` (every rank's RNG states, so a resumed run draws the same noise) and `manifest.json` (size and
+SHA-256 of every file), written last. Everything is first written to a temporary directory that is renamed into
+place only when complete, so a crash mid-write leaves no directory that looks finished; a checkpoint damaged later
+(truncated copy, disk error) fails its manifest check and `latest_checkpoint` falls back to the previous one.
+
+For FSDP2 the model and optimizer live in `dcp/` written with torch.distributed.checkpoint (each rank its shards).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+_STEP_DIR = re.compile(r"^step_(\d{8})$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete or corrupt; the message names the directory."""
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _save_file(obj, path: Path) -> None:
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def step_dir(root: str | os.PathLike, step: int) -> Path:
+    return Path(root) / f"step_{step:08d}"
+
+
+def save_checkpoint(root: str | os.PathLike, step: int, state: dict, *, rank: int = 0, world_size: int = 1,
+                    barrier=lambda: None, keep_last: int = 3, sharded_state: dict | None = None) -> Path:
+    """Write a checkpoint for `step` atomically; every rank calls this (rank 0 owns `state` and the rename).
+
+    state: plain state (tensors, numbers) saved by rank 0. sharded_state: FSDP2 model/optimizer state dicts saved
+    collectively with torch.distributed.checkpoint. Returns the final directory.
+    """
+    root = Path(root)
+    final = step_dir(root, step)
+    tmp = root / f".tmp_step_{step:08d}"
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)  # left over from a crash: never reused
+        tmp.mkdir()
+    barrier()
+    _save_file(rng_state(), tmp / f"rng_rank{rank}.pt")
+    if sharded_state is not None:
+        import torch.distributed.checkpoint as dcp
+
+        dcp.save(sharded_state, checkpoint_id=str(tmp / "dcp"))
+    if rank == 0:
+        _save_file({**state, "world_size": world_size}, tmp / "state.pt")
+    barrier()
+    if rank == 0:
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        manifest = {"step": step, "world_size": world_size,
+                    "files": {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+                              for p in files}}
+        with open(tmp / "manifest.json", "w") as f:
+            json.dump(manifest, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        if final.exists():  # re-saving the same step (e.g. final save after a periodic one)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(root)
+        prune(root, keep_last)
+    barrier()
+    return final
+
+
+def verify(path: str | os.PathLike) -> None:
+    """Raise CheckpointError unless every file listed in the manifest exists with its size and hash."""
+    path = Path(path)
+    man = path / "manifest.json"
+    try:
+        manifest = json.loads(man.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: manifest missing or unreadable ({e})") from e
+    for name, info in manifest["files"].items():
+        f = path / name
+        if not f.is_file():
+            raise CheckpointError(f"checkpoint {path}: file {name} is missing")
+        if f.stat().st_size != info["bytes"]:
+            raise CheckpointError(f"checkpoint {path}: {name} has {f.stat().st_size} bytes, manifest says "
+                                  f"{info['bytes']} (truncated?)")
+        if _sha256(f) != info["sha256"]:
+            raise CheckpointError(f"checkpoint {path}: {name} does not match its SHA-256 (corrupt)")
+
+
+def list_checkpoints(root: str | os.PathLike) -> list[Path]:
+    """Finished checkpoint directories under root, oldest first (temporary ones are ignored)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name))
+
+
+def latest_checkpoint(root: str | os.PathLike) -> Path | None:
+    """The newest checkpoint that passes verification; damaged newer ones are reported and skipped."""
+    for path in reversed(list_checkpoints(root)):
+        try:
+            verify(path)
+            return path
+        except CheckpointError as e:
+            warnings.warn(f"skipping damaged checkpoint: {e}", stacklevel=2)
+    return None
+
+
+def load_checkpoint(path: str | os.PathLike, rank: int = 0, map_location="cpu") -> dict:
+    """Load `state.pt` (+ this rank's RNG state under key "rng") from a verified checkpoint directory."""
+    path = Path(path)
+    verify(path)
+    state = torch.load(path / "state.pt", map_location=map_location, weights_only=False)
+    rng = path / f"rng_rank{rank}.pt"
+    state["rng"] = torch.load(rng, weights_only=False) if rng.exists() else None
+    state["path"] = path
+    return state
+
+
+def prune(root: str | os.PathLike, keep_last: int) -> None:
+    """Delete all but the newest `keep_last` checkpoints."""
+    ckpts = list_checkpoints(root)
+    for old in ckpts[: max(0, len(ckpts) - keep_last)]:
+        shutil.rmtree(old, ignore_errors=True)
