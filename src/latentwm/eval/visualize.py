@@ -1,0 +1,101 @@
+"""Pictures people look at: PCA-of-features videos, side-by-side rollouts, GIFs and plots.
+
+Until a decoder is trained, latents are shown as a PCA of the DINO features: the three leading principal components of
+the *ground-truth* tokens of a clip map to RGB, and predictions are projected with the same basis and scale, so
+colours are comparable between real and predicted frames.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class FeaturePCA:
+    """3-component PCA fitted on latents (..., N, D); maps latents to RGB images on the token grid."""
+
+    def __init__(self, latents: torch.Tensor):
+        x = latents.reshape(-1, latents.shape[-1]).float()
+        self.mean = x.mean(0)
+        _, _, v = torch.pca_lowrank(x - self.mean, q=min(3, x.shape[-1]), center=False)
+        self.basis = v[:, :3]  # (D, 3)
+        p = (x - self.mean) @ self.basis
+        self.lo, self.hi = torch.quantile(p, 0.01, dim=0), torch.quantile(p, 0.99, dim=0)
+
+    def to_rgb(self, latents: torch.Tensor, size: int = 128) -> np.ndarray:
+        """latents (T, N, D) on a square grid -> (T, size, size, 3) uint8 (nearest upsampling keeps tokens visible)."""
+        T, N, _ = latents.shape
+        g = int(round(N**0.5))
+        if g * g != N:
+            raise ValueError(f"to_rgb: {N} tokens are not a square grid")
+        p = ((latents.float() - self.mean) @ self.basis - self.lo) / (self.hi - self.lo).clamp_min(1e-6)
+        img = p.clamp(0, 1).reshape(T, g, g, -1).permute(0, 3, 1, 2)
+        if img.shape[1] < 3:
+            img = torch.cat([img, img[:, :1].expand(-1, 3 - img.shape[1], -1, -1)], 1)
+        img = torch.nn.functional.interpolate(img, size=(size, size), mode="nearest")
+        return (img.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+
+
+def side_by_side(*videos: np.ndarray, gap: int = 4) -> np.ndarray:
+    """Concatenate (T, H, W, 3) videos horizontally with a white gap; shorter ones hold their last frame."""
+    T = max(len(v) for v in videos)
+    H = max(v.shape[1] for v in videos)
+    cols = []
+    for i, v in enumerate(videos):
+        v = np.concatenate([v, np.repeat(v[-1:], T - len(v), 0)]) if len(v) < T else v
+        if v.shape[1] < H:
+            v = np.pad(v, ((0, 0), (0, H - v.shape[1]), (0, 0), (0, 0)), constant_values=255)
+        cols.append(v)
+        if i < len(videos) - 1:
+            cols.append(np.full((T, H, gap, 3), 255, np.uint8))
+    return np.concatenate(cols, axis=2)
+
+
+def rollout_video(context: torch.Tensor, truth: torch.Tensor, pred: torch.Tensor, size: int = 128) -> np.ndarray:
+    """Real | predicted PCA video of one clip: context (C, N, D), truth and pred (H, N, D) -> (C + H, h, w, 3).
+
+    Context frames appear on both sides (the prediction starts after them); predicted frames get a red border.
+    """
+    pca = FeaturePCA(torch.cat([context, truth]))
+    real = pca.to_rgb(torch.cat([context, truth]), size)
+    fake = pca.to_rgb(torch.cat([context, pred]), size)
+    fake[len(context):, :3] = fake[len(context):, -3:] = (220, 40, 40)
+    fake[len(context):, :, :3] = fake[len(context):, :, -3:] = (220, 40, 40)
+    return side_by_side(real, fake)
+
+
+def save_gif(path: str | Path, frames: np.ndarray, fps: float = 4.0) -> Path:
+    """frames (T, H, W, 3) uint8 -> looping GIF."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imgs = [Image.fromarray(f) for f in frames]
+    imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
+    return path
+
+
+def plot_curves(path: str | Path, series: dict[str, tuple[list, list]], title: str, xlabel: str, ylabel: str,
+                logy: bool = False) -> Path:
+    """series: name -> (xs, ys). Writes a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (xs, ys) in series.items():
+        ax.plot(xs, ys, label=name, marker="o" if len(xs) < 30 else None)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,120 @@
+"""K-step sampling with the KV cache: observe context frames, then generate futures autoregressively.
+
+To generate frame t with K steps (K a power of two ≤ k_max): z ← ε, τ ← 0, d ← 1/K; K times:
+x̂ = f(z, τ, d, cache); z ← z + d·(x̂ − z)/(1 − τ); τ ← τ + d. The last x̂ is the frame. One extra pass writes the
+finished frame into the cache at signal level τ_ctx (1.0 clean; e.g. 0.9 lightly re-noised, which makes long rollouts
+robust to their own errors). Observed context frames enter the cache the same way.
+
+Action convention (DESIGN.md section 3): actions[:, t] is taken after frame t, so frame t+1 is generated from
+actions[:, t]. A rollout of H frames after C context frames needs actions[:, :C + H − 1].
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def _ones(x: torch.Tensor, value: float) -> torch.Tensor:
+    return torch.full((x.shape[0],), value, device=x.device, dtype=torch.float32)
+
+
+def _action_at(actions, action_mask, t: int, batch: int):
+    """The action that led into frame t (taken after frame t − 1), or None at t = 0 / without actions."""
+    if actions is None or t == 0:
+        return None, None
+    a = actions[:, t - 1]
+    m = None if action_mask is None else action_mask[:, t - 1]
+    if a.shape[0] != batch:  # one action sequence shared by every candidate
+        a = a.expand(batch, *a.shape[1:])
+        m = None if m is None else m.expand(batch)
+    return a, m
+
+
+def commit_frame(model, cache, x: torch.Tensor, prev_action=None, prev_action_mask=None, tau_ctx: float = 1.0,
+                 noise: torch.Tensor | None = None) -> None:
+    """Write the finished frame x (B, N, D) into the cache at signal level tau_ctx (one pass, output unused)."""
+    z = x
+    if tau_ctx < 1.0:
+        eps = torch.randn_like(x) if noise is None else noise
+        z = (1.0 - tau_ctx) * eps + tau_ctx * x
+    d_min = 1.0 / model.cfg.k_max
+    model.step(z, _ones(x, tau_ctx), _ones(x, d_min), prev_action, prev_action_mask, cache=cache, commit=True)
+
+
+def sample_frame(model, cache, sample_steps: int, noise: torch.Tensor, prev_action=None, prev_action_mask=None,
+                 batch: int | None = None) -> torch.Tensor:
+    """Generate one frame (B, N, D) with K = sample_steps denoising steps; the cache is read, not written.
+
+    noise: (B, N, D), or (1, N, D) shared by all B candidates (common random numbers).
+    """
+    B = batch or noise.shape[0]
+    z = noise.expand(B, *noise.shape[1:]) if noise.shape[0] != B else noise
+    d = 1.0 / sample_steps
+    tau = 0.0
+    x_hat = z
+    for k in range(sample_steps):
+        x_hat = model.step(z, torch.full((B,), tau, device=z.device), torch.full((B,), d, device=z.device),
+                           prev_action, prev_action_mask, cache=cache, commit=False)
+        if k < sample_steps - 1:
+            z = z + d * (x_hat - z) / (1.0 - tau)
+            tau += d
+    return x_hat
+
+
+def observe(model, context: torch.Tensor, actions=None, action_mask=None, tau_ctx: float = 1.0, cache=None,
+            noise: torch.Tensor | None = None):
+    """Enter observed frames context (B, C, N, D) into a cache (a new one when None); returns the cache.
+
+    actions (B, ≥C−1, A), actions[:, t] taken after context frame t (the first frame enters without an action);
+    noise (B, C, N, D) for re-noised context (tau_ctx < 1).
+    """
+    B, C = context.shape[:2]
+    if actions is not None and action_mask is None:
+        action_mask = torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device)
+    if cache is None:
+        cache = model.init_cache(B, device=context.device, dtype=context.dtype)
+    for c in range(C):
+        a, m = _action_at(actions, action_mask, c, B)
+        commit_frame(model, cache, context[:, c], a, m, tau_ctx, None if noise is None else noise[:, c])
+    return cache
+
+
+def rollout(model, context: torch.Tensor, horizon: int, actions: torch.Tensor | None = None,
+            action_mask: torch.Tensor | None = None, sample_steps: int = 4, tau_ctx: float = 1.0,
+            noise: torch.Tensor | None = None, generator: torch.Generator | None = None, cache=None,
+            grad: bool = False) -> torch.Tensor:
+    """Predict `horizon` frames after the observed `context` (B, C, N, D). Returns (B, H, N, D).
+
+    actions: (B or 1, C + H − 1, A) or None (action-free); action_mask (B or 1, C + H − 1) bool.
+    noise: (B or 1, H, N, D) fixed noise per generated frame (common random numbers for planning); otherwise drawn
+    from `generator` (or the global RNG). cache: an already observed history (then `context` may hold zero frames
+    and is only used for shapes); grad: keep the graph (gradient planners, K = 1).
+    """
+    B, C, N, D = context.shape
+    if actions is not None and actions.shape[1] < C + horizon - 1:
+        raise ValueError(f"rollout: actions has {actions.shape[1]} steps, needs C + H − 1 = {C + horizon - 1} "
+                         f"(context {C}, horizon {horizon})")
+    if noise is not None and (noise.shape[1] < horizon or noise.shape[2:] != (N, D)):
+        raise ValueError(f"rollout: noise must be (B or 1, {horizon}, {N}, {D}), got {tuple(noise.shape)}")
+    if actions is not None and action_mask is None:  # given actions are known actions
+        action_mask = torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device)
+    ctx = contextlib.nullcontext() if grad else torch.no_grad()
+    with ctx:
+        if cache is None:
+            cache = observe(model, context, actions, action_mask, tau_ctx)
+        B_out = max(B, cache.batch_size)  # an expanded cache: one history, many candidates
+        frames = []
+        for h in range(horizon):
+            t = C + h
+            a, m = _action_at(actions, action_mask, t, B_out)
+            if noise is not None:
+                eps = noise[:, h]
+            else:  # a generator must live on context.device
+                eps = torch.randn((B_out, N, D), generator=generator, device=context.device, dtype=context.dtype)
+            x = sample_frame(model, cache, sample_steps, eps, a, m, batch=B_out)
+            frames.append(x)
+            if h < horizon - 1:  # the last frame is never attended to
+                commit_frame(model, cache, x, a, m, tau_ctx)
+    return torch.stack(frames, dim=1)

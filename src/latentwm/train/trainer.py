@@ -1,0 +1,308 @@
+"""Dynamics training: shortcut forcing, AdamW + warmup/cosine, EMA, bf16 autocast, accumulation, DDP/FSDP2,
+atomic checkpoints with exact resume, non-finite step skipping, logs, periodic rollout evaluation with videos.
+
+Determinism (what makes resume and DDP exact): the data stream is indexed by a global sample number k — the optimizer
+step s, micro-batch j and rank r read samples k = (s·accum + j)·G + r·m + i (G global micro-batch, m per rank) — and
+every sample's noise comes from a generator seeded by (seed, k). So a resumed run reads and draws exactly what the
+uninterrupted run would have, and any split of the global batch over ranks computes the same loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from latentwm.config import ConfigError, ExperimentConfig
+from latentwm.data.batch import WorldBatch, collate
+from latentwm.model.dynamics import DynamicsModel
+from latentwm.objectives.shortcut_forcing import ShortcutForcing
+from latentwm.train import checkpoint as ckpt
+from latentwm.train.distributed import DistInfo, init_distributed, unwrap, wrap_model
+from latentwm.train.logging import RunLogger
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite steps; the last good checkpoint is intact."""
+
+
+class StreamBatchSampler(Sampler):
+    """Infinite micro-batches of global sample numbers for one rank, starting at micro-batch `start`."""
+
+    def __init__(self, global_micro: int, rank: int, world_size: int, start: int = 0):
+        self.G, self.m, self.rank, self.start = global_micro, global_micro // world_size, rank, start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        p = self.start
+        while True:
+            base = p * self.G + self.rank * self.m
+            yield list(range(base, base + self.m))
+            p += 1
+
+
+def sample_seed(seed: int, k: int) -> int:
+    return (seed * 1_000_003 + k * 7919 + 17) % (2**62)
+
+
+def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup to 1, then cosine to min_ratio at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on norms, biases, embeddings and learned tokens (1-D tensors)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach(), 1.0 - decay)
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    nonfinite: int = 0
+    history: list = field(default_factory=list)  # (step, loss) of every logged step, for reports
+
+
+class Trainer:
+    """`Trainer(cfg, train_set, eval_set).fit()`.
+
+    train_set: map-style Dataset whose `[k]` is a ClipSample for any global sample number k ≥ 0 (deterministic in k).
+    eval_set: a finite Dataset of ClipSamples with ≥ rollout.context + rollout.horizon frames (or None).
+    extra_state: facts saved in every checkpoint (normalization stats, encoder label, frame skip, ...).
+    """
+
+    def __init__(self, cfg: ExperimentConfig, train_set: Dataset, eval_set: Dataset | None = None,
+                 dist: DistInfo | None = None, extra_state: dict | None = None, device: str = "auto",
+                 on_eval=None):
+        self.cfg, self.train_set, self.eval_set = cfg, train_set, eval_set
+        self.dist = dist or init_distributed(device)
+        self.extra_state = extra_state or {}
+        self.on_eval = on_eval  # callback(step, results) for reports
+        tc = cfg.train
+        self.out = Path(tc.out_dir)
+        self.ckpt_dir = self.out / "checkpoints"
+        G = cfg.data.batch_size
+        if G % tc.grad_accum or (G // tc.grad_accum) % self.dist.world_size:
+            raise ConfigError(f"data.batch_size ({G}) must be divisible by train.grad_accum ({tc.grad_accum}) × "
+                              f"world size ({self.dist.world_size})")
+        self.global_micro = G // tc.grad_accum
+        self.device = self.dist.device
+        torch.manual_seed(tc.seed)  # identical initial weights on every rank
+        self.model = DynamicsModel(cfg.model).to(self.device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.wrapped = wrap_model(self.model, tc.distributed, self.dist)
+        self.forward = torch.compile(self.wrapped) if tc.compile else self.wrapped
+        self.opt = torch.optim.AdamW(param_groups(self.model, tc.weight_decay), lr=tc.lr,
+                                     betas=(tc.beta1, tc.beta2), fused=self.device.type == "cuda")
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, partial(lr_lambda, warmup=tc.warmup_steps, total=tc.steps, min_ratio=tc.min_lr_ratio))
+        self.objective = ShortcutForcing(cfg.objective, cfg.model.k_max)
+        self.state = TrainState()
+        use_bf16 = tc.precision == "bf16" or (tc.precision == "auto" and self.device.type == "cuda")
+        self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16)
+        self.log = RunLogger(self.out, enabled=self.dist.is_main, wandb=tc.wandb, config=cfg.to_dict())
+
+    # -------------------------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {"model": unwrap(self.model).state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "step": self.state.step, "nonfinite": self.state.nonfinite, "history": self.state.history,
+                "data_position": self.state.step * self.cfg.train.grad_accum,
+                "config": self.cfg.to_dict(), **self.extra_state}
+
+    def save(self) -> Path:
+        return ckpt.save_checkpoint(self.ckpt_dir, self.state.step, self.state_dict() if self.dist.is_main else {},
+                                    rank=self.dist.rank, world_size=self.dist.world_size,
+                                    barrier=self.dist.barrier, keep_last=self.cfg.train.keep_last)
+
+    def restore(self) -> Path | None:
+        latest = ckpt.latest_checkpoint(self.ckpt_dir)
+        if latest is None:
+            return None
+        st = ckpt.load_checkpoint(latest, rank=self.dist.rank, map_location=self.device)
+        unwrap(self.model).load_state_dict(st["model"])
+        self.ema.load_state_dict(st["ema"])
+        self.opt.load_state_dict(st["optimizer"])
+        self.sched.load_state_dict(st["scheduler"])
+        self.state = TrainState(st["step"], st["nonfinite"], list(st.get("history", [])))
+        if st["rng"] is not None:
+            ckpt.set_rng_state(st["rng"])
+        return latest
+
+    # -------------------------------------------------------------------------------------------------- loop
+    def _loader(self, start_micro: int) -> Iterator[WorldBatch]:
+        sampler = StreamBatchSampler(self.global_micro, self.dist.rank, self.dist.world_size, start_micro)
+        nw = self.cfg.data.num_workers
+        loader = DataLoader(self.train_set, batch_sampler=sampler, num_workers=nw,
+                            collate_fn=partial(collate, action_dim=self.cfg.model.action_dim),
+                            pin_memory=self.device.type == "cuda", persistent_workers=nw > 0,
+                            prefetch_factor=4 if nw > 0 else None)
+        return iter(loader)
+
+    def _micro_seeds(self, micro: int) -> list[int]:
+        m = self.global_micro // self.dist.world_size
+        base = micro * self.global_micro + self.dist.rank * m
+        return [sample_seed(self.cfg.train.seed, k) for k in range(base, base + m)]
+
+    def fit(self) -> dict:
+        tc = self.cfg.train
+        existing = ckpt.list_checkpoints(self.ckpt_dir)
+        if tc.resume:
+            where = self.restore()
+            if self.dist.is_main and where is not None:
+                print(f"resumed from {where} (step {self.state.step})")
+        elif existing:
+            raise ConfigError(f"train.out_dir {self.out} already has checkpoints ({existing[-1].name}); pass "
+                              "--train.resume to continue it or choose another out_dir")
+        data = self._loader(self.state.step * tc.grad_accum)
+        bar = None
+        if self.dist.is_main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=tc.steps, initial=self.state.step, desc="train", dynamic_ncols=True)
+        acc: dict[str, torch.Tensor] = {}
+        n_acc, t_log, frames_log = 0, time.perf_counter(), 0
+        unwrapped = unwrap(self.model)
+        while self.state.step < tc.steps:
+            step = self.state.step
+            micro0 = step * tc.grad_accum
+            batches = [next(data) for _ in range(tc.grad_accum)]
+            local_valid = sum(int(b.valid.sum()) for b in batches)  # counted on the host before the copy
+            frames_log += local_valid
+            batches = [b.to(self.device, non_blocking=True) for b in batches]
+            n_valid = self.dist.all_reduce_sum(torch.tensor(float(local_valid), device=self.device))
+            # DDP averages gradients over ranks: scale so the sum is the global mean over valid frames
+            normalizer = n_valid / self.dist.world_size
+            self.opt.zero_grad(set_to_none=True)
+            step_metrics: dict[str, torch.Tensor] = {}
+            for j, b in enumerate(batches):
+                sync = j == len(batches) - 1 or not hasattr(self.wrapped, "no_sync")
+                ctx = self.wrapped.no_sync() if not sync else contextlib.nullcontext()
+                with ctx, torch.autocast(**self.autocast):
+                    loss, metrics = self.objective(
+                        self.forward, b.latents, b.actions, b.action_mask, b.valid, global_step=step,
+                        bootstrap_model=unwrapped, seeds=self._micro_seeds(micro0 + j), normalizer=normalizer)
+                loss.backward()
+                for k, v in metrics.items():
+                    step_metrics[k] = step_metrics.get(k, 0) + v.detach() / len(batches)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+            if hasattr(grad_norm, "full_tensor"):  # FSDP2 returns a DTensor
+                grad_norm = grad_norm.full_tensor()
+            if torch.isfinite(grad_norm):
+                self.opt.step()
+                self.sched.step()
+                decay = min(tc.ema_decay, (1 + step) / (10 + step))
+                ema_update(self.ema, unwrapped, decay)
+                step_metrics["grad_norm"] = grad_norm.detach()
+                for k, v in step_metrics.items():
+                    acc[k] = acc.get(k, 0) + v
+                n_acc += 1
+            else:  # skipped, but its data is consumed: the same bad batch is not retried forever
+                self._nonfinite(step)
+            self.state.step = step = step + 1
+            if bar is not None:
+                bar.update(1)
+            if (step % tc.log_every == 0 or step == tc.steps) and n_acc:
+                self._log_train(step, acc, n_acc, frames_log, time.perf_counter() - t_log, bar)
+                acc, n_acc, t_log, frames_log = {}, 0, time.perf_counter(), 0
+            if self.eval_set is not None and (step % tc.eval_every == 0 or step == tc.steps):
+                self.evaluate(step)
+            if step % tc.ckpt_every == 0 or step == tc.steps:
+                self.save()
+        if bar is not None:
+            bar.close()
+        self.log.close()
+        return {"step": self.state.step, "history": self.state.history, "nonfinite": self.state.nonfinite}
+
+    def _nonfinite(self, step: int) -> None:
+        self.state.nonfinite += 1
+        self.opt.zero_grad(set_to_none=True)
+        msg = f"step {step}: non-finite loss/gradient, step skipped ({self.state.nonfinite} so far)"
+        if self.dist.is_main:
+            print(msg)
+            self.log.scalars(step, {"nonfinite_steps": self.state.nonfinite})
+        if self.state.nonfinite > self.cfg.train.max_nonfinite:
+            last = ckpt.latest_checkpoint(self.ckpt_dir)
+            raise TrainingDiverged(
+                f"{self.state.nonfinite} non-finite steps (budget train.max_nonfinite = "
+                f"{self.cfg.train.max_nonfinite}); stopping. Last good checkpoint: {last or 'none yet'}. Lower "
+                "train.lr, check the data for NaN/inf, or raise the budget.")
+
+    def _log_train(self, step, acc, n_acc, frames, seconds, bar) -> None:
+        vals = {k: v / max(1, n_acc) for k, v in acc.items()}
+        # losses differ per rank (different samples): report the mean over ranks
+        vals = {k: float(self.dist.all_reduce_mean(torch.as_tensor(v, device=self.device, dtype=torch.float32)))
+                for k, v in vals.items()}
+        fps = frames * self.dist.world_size / max(seconds, 1e-9)
+        m = self.cfg.model
+        tokens_per_frame = m.registers + 2 + m.num_latent_tokens // m.patch_group**2
+        flops = 3 * unwrap(self.model).flops_per_frame(self.cfg.data.clip_len) * fps
+        vals.update({"lr": self.sched.get_last_lr()[0], "frames_per_s": fps, "tokens_per_s": fps * tokens_per_frame,
+                     "train_flops_per_s": flops})
+        self.state.history.append((step, vals["loss"]))
+        if self.dist.is_main:
+            self.log.scalars(step, vals, prefix="train/")
+            if bar is not None:
+                bar.set_postfix(loss=f"{vals['loss']:.4f}", fps=f"{fps:.0f}")
+
+    # -------------------------------------------------------------------------------------------------- eval
+    def eval_batches(self, batch_size: int = 16) -> Iterator[WorldBatch]:
+        loader = DataLoader(self.eval_set, batch_size=batch_size, shuffle=False,
+                            collate_fn=partial(collate, action_dim=self.cfg.model.action_dim))
+        return iter(loader)
+
+    def evaluate(self, step: int) -> dict:
+        """Rollout error per horizon vs ground truth and copy-last, with the EMA weights; a PCA video."""
+        from latentwm.eval.metrics import rollout_errors
+        from latentwm.eval.visualize import rollout_video, save_gif
+
+        r = self.cfg.rollout
+        model = self.ema if r.use_ema else unwrap(self.model)
+        res = rollout_errors(model, self.eval_batches(), r.context, r.horizon, r.sample_steps, r.tau_ctx,
+                             seed=self.cfg.train.seed, device=self.device, keep_predictions=2)
+        if self.dist.is_main:
+            vals = {f"h{h}_model": e for h, e in zip(res["horizons"], res["model_error"])}
+            vals.update({f"h{h}_copy_last": e for h, e in zip(res["horizons"], res["copy_last_error"])})
+            vals["mean_model"] = sum(res["model_error"]) / len(res["model_error"])
+            vals["mean_copy_last"] = sum(res["copy_last_error"]) / len(res["copy_last_error"])
+            self.log.scalars(step, vals, prefix="eval/")
+            truth, pred, ctx = res["examples"][0]
+            video = rollout_video(ctx[0], truth[0], pred[0])
+            save_gif(self.out / "eval" / f"rollout_step{step:08d}.gif", video)
+            self.log.image(step, "eval/rollout_last_frame", video[-1])
+            if self.on_eval is not None:
+                self.on_eval(step, res)
+        return res
+
+
+def train(cfg: ExperimentConfig) -> dict:
+    """`latentwm train`: build the datasets from the latent cache, then fit."""
+    from latentwm.data.clips import make_clip_datasets
+
+    train_set, eval_set, extra = make_clip_datasets(cfg)
+    dist = init_distributed()
+    try:
+        return Trainer(cfg, train_set, eval_set, dist=dist, extra_state=extra).fit()
+    finally:
+        from latentwm.train.distributed import shutdown
+
+        shutdown(dist)
