@@ -1,0 +1,236 @@
+"""Clips for training and evaluation, cut from a LatentCache.
+
+A clip is `clip_len` frames `frame_skip` apart. The action of a kept frame t concatenates the `frame_skip` raw
+actions a[t], …, a[t+k−1] (each normalized with the dataset's per-env-step statistics first), exactly as
+`Episode.with_frame_skip`; it is known only if all of them were recorded. Rewards of a kept frame sum the raw rewards
+until the next kept frame. Latents are normalized per channel with the cache's latent statistics.
+
+Splits are by episode (all cameras of an episode land on the same side), chosen by a seeded hash. Training clips are
+drawn at random but deterministically: item k of epoch e is a function of (seed, e·len + k) only, and any k ≥ 0 is
+valid (the trainer indexes a global sample stream), so resuming reproduces the data exactly. Evaluation clips sit on
+a fixed grid of starts (every `clip_len · frame_skip` frames), on every camera.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import partial
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from latentwm.data.batch import ClipSample, WorldBatchMetadata, collate
+from latentwm.data.latent_cache import LatentCache
+
+
+def split_episodes(keys: list[str], eval_fraction: float, seed: int) -> set[str]:
+    """The eval episodes: round(fraction·n) keys (≥ 1 when fraction > 0 and n ≥ 2) with the lowest seeded hash.
+
+    A key's side depends only on its own hash rank, so adding episodes moves few of them.
+    """
+    if not keys or eval_fraction <= 0:
+        return set()
+    n = len(keys)
+    n_eval = min(max(int(round(eval_fraction * n)), 1 if n >= 2 else 0), n if eval_fraction >= 1 else n - 1)
+    h = sorted(keys, key=lambda k: hashlib.sha1(f"{seed}:{k}".encode()).hexdigest())
+    return set(h[:n_eval])
+
+
+class LatentClipDataset(Dataset):
+    """`ClipSample`s (latents, actions, action_mask, proprio, rewards, meta) of one split of a LatentCache.
+
+    split: "train" (random clips, `len()` = epoch_size, any index ≥ 0 valid), "eval" (fixed grid) or "all" (fixed
+    grid over every episode). Indices may also be (epoch, i) pairs, as `ClipSampler` yields them.
+    """
+
+    def __init__(self, cache: LatentCache | str, clip_len: int, frame_skip: int = 1, action_dim: int | None = None,
+                 split: str = "train", eval_fraction: float = 0.1, seed: int = 0, normalize: bool = True,
+                 epoch_size: int | None = None, eval_stride: int | None = None):
+        if split not in ("train", "eval", "all"):
+            raise ValueError(f"LatentClipDataset: split must be 'train', 'eval' or 'all', got {split!r}")
+        if clip_len < 1 or frame_skip < 1:
+            raise ValueError(f"LatentClipDataset: clip_len and frame_skip must be >= 1, got {clip_len}, {frame_skip}")
+        self.cache = cache if isinstance(cache, LatentCache) else LatentCache(cache)
+        self.clip_len, self.frame_skip, self.split, self.seed = clip_len, frame_skip, split, seed
+        self.normalize, self.epoch = normalize, 0
+        self.span = (clip_len - 1) * frame_skip + 1  # raw frames a clip covers
+        entries = self.cache.entries
+        groups: dict[str, list[int]] = {}
+        for i, e in enumerate(entries):
+            groups.setdefault(f"{e['dataset']}/{e['episode_id']}", []).append(i)
+        held_out = split_episodes(sorted(groups), eval_fraction, seed)
+        chosen = {k: v for k, v in groups.items() if split == "all" or (k in held_out) == (split == "eval")}
+        self.short = sorted(k for k, v in chosen.items() if min(entries[i]["length"] for i in v) < self.span)
+        self.groups = [(k, v) for k, v in sorted(chosen.items()) if k not in self.short]
+        self.num_skipped = len(self.short)
+        # statistics
+        self.latent_mean = self.latent_std = None
+        if normalize:
+            ls = self.cache.latent_stats
+            self.latent_mean, self.latent_std = ls.mean.astype(np.float32), ls.std.astype(np.float32)
+        self.ds_stats = self.cache.dataset_stats
+        widths = {e["action_dim"] for _, v in self.groups for e in (entries[i] for i in v)} - {None}
+        self.action_dim = action_dim if action_dim is not None else frame_skip * max(widths, default=0)
+        if frame_skip * max(widths, default=0) > self.action_dim:
+            raise ValueError(f"LatentClipDataset: actions of {max(widths)} per env step × frame_skip {frame_skip} "
+                             f"= {frame_skip * max(widths)} exceed action_dim {self.action_dim}")
+        # where clips can start
+        lengths = [min(entries[i]["length"] for i in v) for _, v in self.groups]
+        self._cum = np.cumsum([L - self.span + 1 for L in lengths]).astype(np.int64)
+        stride = eval_stride or clip_len * frame_skip
+        self.grid = [(i, s) for (_, v), L in zip(self.groups, lengths) for i in v
+                     for s in range(0, L - self.span + 1, stride)]
+        n_grid_train = sum(len(range(0, L - self.span + 1, stride)) for L in lengths)
+        self.epoch_size = epoch_size or max(1, n_grid_train)
+        if split == "train" and not self.groups:
+            raise ValueError(f"LatentClipDataset: no training episode of the cache {self.cache.path} has the "
+                             f"{self.span} frames one clip needs ({self.num_skipped} too short)")
+
+    # ------------------------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.epoch_size if self.split == "train" else len(self.grid)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def clip_at(self, index) -> tuple[int, int]:
+        """(cache entry index, start frame) of item `index` (int, or (epoch, i))."""
+        epoch, i = index if isinstance(index, (tuple, list)) else (self.epoch, index)
+        i = int(i)
+        if self.split != "train":
+            return self.grid[i]
+        k = int(epoch) * self.epoch_size + i
+        rng = np.random.default_rng([self.seed, 0xC1195, k])
+        u = int(rng.integers(int(self._cum[-1])))
+        g = int(np.searchsorted(self._cum, u, side="right"))
+        start = u - (int(self._cum[g - 1]) if g else 0)
+        cams = self.groups[g][1]
+        return cams[int(rng.integers(len(cams)))], start
+
+    def __getitem__(self, index) -> ClipSample:
+        return self.make_clip(*self.clip_at(index))
+
+    def frames_of(self, start: int) -> np.ndarray:
+        return start + self.frame_skip * np.arange(self.clip_len)
+
+    def states_for(self, index) -> np.ndarray | None:
+        """Simulator states (clip_len, S) of item `index`'s frames, or None if the cache has none."""
+        entry, start = self.clip_at(index)
+        states = self.cache.raw(entry).get("states")
+        return None if states is None else states[self.frames_of(start)]
+
+    def make_clip(self, entry: int, start: int) -> ClipSample:
+        e, raw = self.cache.entries[entry], self.cache.raw(entry)
+        T, fs, t = e["length"], self.frame_skip, self.frames_of(start)
+        lat = raw["latents"][t].astype(np.float32)
+        if self.normalize:
+            lat = (lat - self.latent_mean) / self.latent_std
+        stats = self.ds_stats.get(e["dataset"])
+        steps = t[:, None] + np.arange(fs)  # (L, fs): the raw steps each clip step spans
+        inside = steps < T
+        steps = np.minimum(steps, T - 1)
+        actions = mask = None
+        if raw.get("actions") is not None:
+            a = raw["actions"].astype(np.float32)
+            if self.normalize:
+                if stats is None or stats.actions is None:
+                    raise ValueError(f"cache {self.cache.path}: no action statistics for dataset {e['dataset']!r}")
+                a = stats.actions.normalize(a)
+            mask = inside.all(1) & raw["action_mask"][steps].all(1)
+            actions = np.where(mask[:, None], a[steps].reshape(len(t), -1), 0.0).astype(np.float32)
+        proprio = raw.get("proprio")
+        if proprio is not None:
+            proprio = proprio[t].astype(np.float32)
+            if self.normalize and stats is not None and stats.proprio is not None:
+                proprio = stats.proprio.normalize(proprio)
+        rewards = raw.get("rewards")
+        if rewards is not None:
+            rewards = np.where(inside, rewards[steps], 0.0).sum(1, dtype=np.float32)
+        meta = WorldBatchMetadata(dataset=e["dataset"], episode_id=e["episode_id"], camera=e["camera"],
+                                  start_frame=int(start), frame_stride=fs, fps=float(e.get("fps") or 0.0) / fs,
+                                  text=tuple(e.get("text") or ()), success=e.get("success"))
+        return ClipSample(latents=torch.from_numpy(lat), actions=_t(actions), action_mask=_t(mask),
+                          proprio=_t(proprio), rewards=_t(rewards), meta=meta)
+
+
+def _t(a):
+    return None if a is None else torch.from_numpy(np.ascontiguousarray(a))
+
+
+class ClipSampler(Sampler):
+    """This rank's share of one epoch: items i ≡ rank (mod world_size), yielded as (epoch, i).
+
+    drop_last: every rank gets the same count (training); otherwise the remainder goes to the first ranks
+    (evaluation sees every item exactly once). `start` skips this rank's first items (resume mid-epoch).
+    Train-mode datasets draw item i of epoch e from (seed, e·len + i), so no shuffling is needed.
+    shuffle permutes the epoch's order with (seed, epoch) before splitting.
+    """
+
+    def __init__(self, num_items: int, rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = False,
+                 drop_last: bool = False, start: int = 0):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"ClipSampler: need 0 <= rank < world_size, got {rank}, {world_size}")
+        self.n, self.rank, self.world, self.seed = num_items, rank, world_size, seed
+        self.shuffle, self.drop_last, self.start, self.epoch = shuffle, drop_last, start, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Iterate epoch `epoch` from this rank's item `start` on (to resume mid-epoch)."""
+        self.epoch, self.start = int(epoch), int(start)
+
+    def _indices(self) -> list[int]:
+        order = np.arange(self.n)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        if self.drop_last:
+            order = order[: (self.n // self.world) * self.world]
+        return order[self.rank:: self.world].tolist()[self.start:]
+
+    def __iter__(self):
+        return iter([(self.epoch, i) for i in self._indices()])
+
+    def __len__(self) -> int:
+        return len(self._indices())
+
+
+def make_loader(dataset: LatentClipDataset, batch_size: int, num_workers: int = 0, rank: int = 0,
+                world_size: int = 1, seed: int = 0, shuffle: bool = False, drop_last: bool | None = None,
+                start: int = 0) -> DataLoader:
+    """DataLoader of WorldBatches for this rank. Call `loader.sampler.set_epoch(e)` before each epoch.
+
+    `batch_size` is per rank. Workers get whole batches (map-style), and items are deterministic in their index,
+    so the result does not depend on num_workers.
+    """
+    if drop_last is None:
+        drop_last = dataset.split == "train"
+    sampler = ClipSampler(len(dataset), rank, world_size, seed, shuffle, drop_last, start)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      collate_fn=partial(collate, action_dim=max(1, dataset.action_dim)), drop_last=drop_last,
+                      persistent_workers=False)
+
+
+def make_clip_datasets(cfg) -> tuple[LatentClipDataset, LatentClipDataset | None, dict]:
+    """(train set, eval set or None, facts for checkpoints) from an ExperimentConfig's data section."""
+    from latentwm.config import ConfigError
+
+    d = cfg.data
+    cache = LatentCache(d.cache_dir)
+    info = cache.info
+    if info["latent_dim"] != cfg.model.latent_dim or info["num_tokens"] != cfg.model.num_latent_tokens:
+        raise ConfigError(f"data.cache_dir {d.cache_dir} holds latents of N = {info['num_tokens']}, D = "
+                          f"{info['latent_dim']} (encoder {info['encoder']}), but the model expects N = "
+                          f"{cfg.model.num_latent_tokens}, D = {cfg.model.latent_dim}")
+    kw = dict(frame_skip=d.frame_skip, action_dim=cfg.model.action_dim, eval_fraction=d.eval_fraction, seed=d.seed)
+    train_set = LatentClipDataset(cache, d.clip_len, split="train", **kw)
+    eval_len = max(d.clip_len, cfg.rollout.context + cfg.rollout.horizon)
+    eval_set = LatentClipDataset(cache, eval_len, split="eval", **kw) if d.eval_fraction > 0 else None
+    if eval_set is not None and len(eval_set) == 0:
+        print(f"no eval clip of {eval_len} frames fits the held-out episodes ({eval_set.num_skipped} too short)")
+        eval_set = None
+    stats = cache.latent_stats
+    extra = dict(data_stats=dict(latents=stats.to_dict(),
+                                 datasets={k: v.to_dict() for k, v in cache.dataset_stats.items()}),
+                 encoder=info["encoder"], frame_skip=d.frame_skip, cache_info=info)
+    if train_set.num_skipped:
+        print(f"{train_set.num_skipped} training episodes shorter than one clip ({train_set.span} frames) skipped")
+    return train_set, eval_set, extra

@@ -1,0 +1,399 @@
+"""Encoded episodes as WebDataset tar shards + an index: written resumably (and by several ranks), read at random.
+
+Layout of a cache directory:
+
+    cache.json             encoder label, image size, N tokens, D, fps, dtype (float16), user facts
+    plan.json              which items (episode keys) go to which shard, fixed before anything is written
+    shard-000000.tar ...   WebDataset shards, one sample per (episode, camera) keyed `{dataset}/{episode}/{camera}`
+                           ('%', '.', '/' in a part escaped as %25, %2E, %2F: webdataset splits keys at dots), files
+                           `.latents.npy` (T, N, D) fp16, `.actions.npy` (T, A) f32, `.action_mask.npy` (T,) bool,
+                           `.proprio.npy`, `.rewards.npy`, `.states.npy`, `.meta.json`
+    index/rank-00000.json  per writer rank: its completed shards with their entries (byte offsets of every file in
+                           the tar) and partial sums for statistics; rewritten atomically after each shard
+    latent_stats.json      per-channel mean/std (D,) of the stored latents (NormStats)    } once every planned
+    stats/<dataset>.json   DatasetStats (per env-step actions, proprio)                   } shard is complete
+
+A shard is written to `.<name>.tmp`, fsynced, renamed, and only then listed in the index: a reader (which reads only
+listed shards) never sees a half-written one; a temp file left by a crash is deleted and the shard rewritten.
+Ranks own disjoint shards (k % world_size == rank) and separate index files, merged on read, so nothing races.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from latentwm.data.episodes import DatasetStats, Episode, EpisodeError, NormStats, frames_at
+
+FORMAT, VERSION = "latentwm-latent-cache", 1
+SHARD = "shard-{:06d}.tar"
+
+
+class CacheError(ValueError):
+    """The cache directory is missing, inconsistent, or was written for something else; the message says which."""
+
+
+def _escape(part: str) -> str:
+    return str(part).replace("%", "%25").replace(".", "%2E").replace("/", "%2F")
+
+
+def sample_key(dataset: str, episode_id: str, camera: str) -> str:
+    """WebDataset key `{dataset}/{episode}/{camera}` with dots (and slashes inside parts) escaped."""
+    return "/".join(_escape(p) for p in (dataset, episode_id, camera))
+
+
+def _atomic_write(path: Path, data: bytes | str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _npy(a: np.ndarray) -> bytes:
+    np.save(buf := io.BytesIO(), np.ascontiguousarray(a), allow_pickle=False)
+    return buf.getvalue()
+
+
+class _Sums:
+    """count / sum / sum of squares per channel (float64): statistics that merge across shards and ranks."""
+
+    def __init__(self, d: dict | None = None):
+        d = d or {}
+        self.n = int(d.get("count", 0))
+        self.s, self.q = (None, None) if not self.n else (np.asarray(d["sum"], np.float64),
+                                                          np.asarray(d["sumsq"], np.float64))
+
+    def add(self, o: "_Sums | np.ndarray") -> "_Sums":
+        """Merge other sums, or rows (..., C) of values."""
+        if isinstance(o, np.ndarray):
+            x = o.astype(np.float64).reshape(-1, o.shape[-1])
+            o = _Sums(dict(count=len(x), sum=x.sum(0), sumsq=(x * x).sum(0)))
+        if o.n:
+            self.s, self.q = (o.s, o.q) if self.s is None else (self.s + o.s, self.q + o.q)
+            self.n += o.n
+        return self
+
+    def to_dict(self) -> dict:
+        return dict(count=self.n, sum=None if not self.n else self.s.tolist(), sumsq=None if not self.n else
+                    self.q.tolist())
+
+    def stats(self, min_std: float = 1e-3) -> NormStats | None:
+        if not self.n:  # same estimator and std floor as `compute_norm_stats`
+            return None
+        mean = self.s / self.n
+        return NormStats(mean, np.maximum(np.sqrt(np.maximum(self.q / self.n - mean * mean, 0.0)), min_std), self.n)
+
+
+class LatentCacheWriter:
+    """Appends samples to tar shards of `out_dir`; `add` one (episode, camera) at a time.
+
+    Shards roll over at `shard_size_mb` (None: only when `close_shard`/`open_shard` is called, as `encode_to_cache`
+    does to follow its plan). Use as a context manager: an exception discards the open shard's temp file.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, shard_size_mb: float | None = 256.0, encoder_label: str = "unknown",
+                 meta: dict | None = None, rank: int = 0, image_size: int | None = None):
+        (out := Path(out_dir)).mkdir(parents=True, exist_ok=True)
+        self.out, self.limit = out, None if shard_size_mb is None else int(shard_size_mb * 2**20)
+        self.label, self.meta, self.image_size = encoder_label, dict(meta or {}), image_size
+        self.index_path = self.out / "index" / f"rank-{rank:05d}.json"
+        self.records = (_read_json(self.index_path) or {}).get("shards", {})
+        self._info, self._tar, self._name = _read_json(self.out / "cache.json"), None, None
+
+    # ------------------------------------------------------------------------------------------------ shards
+    def open_shard(self, name: str | None = None) -> str:
+        self.close_shard()
+        if name is None:  # next number after every shard this directory knows of
+            known = {*self.records, *merged_records(self.out), *(p.name for p in self.out.glob("shard-*.tar"))}
+            name = SHARD.format(max((int(n[6:-4]) for n in known if n[6:-4].isdigit()), default=-1) + 1)
+        self._name, self._entries, self._skipped, self._items = name, [], [], []  # items: in processing order
+        self._stats, self._tmp = dict(latents=_Sums(), actions={}, proprio={}), self.out / f".{name}.tmp"
+        self._tar = tarfile.open(self._tmp, "w", format=tarfile.PAX_FORMAT)
+        return name
+
+    def close_shard(self) -> dict | None:
+        """Finish the open shard: fsync, rename into place, then record it in this rank's index."""
+        if self._tar is None:
+            return None
+        self._tar.close()
+        with open(self._tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        final = self.out / self._name
+        with tarfile.open(self._tmp) as tf:  # byte offsets of every file: random access without parsing the tar
+            offsets = {m.name: (m.offset_data, m.size) for m in tf.getmembers()}
+        for e in self._entries:
+            e["files"] = {ext: offsets[f"{e['key']}.{ext}"] for ext in e.pop("_exts")}
+        os.replace(self._tmp, final)
+        rec = dict(name=self._name, bytes=final.stat().st_size, items=self._items, entries=self._entries,
+                   skipped=self._skipped, stats={k: v.to_dict() if isinstance(v, _Sums) else {
+                       d: x.to_dict() for d, x in v.items()} for k, v in self._stats.items()})
+        self.records[self._name], self._tar, self._name = rec, None, None
+        _atomic_write(self.index_path, json.dumps(dict(format=FORMAT, version=VERSION, shards=self.records)))
+        return rec
+
+    def abort_shard(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+            self._tmp.unlink(missing_ok=True)
+            self._tar = self._name = None
+
+    def skip(self, item: str, error: str) -> None:
+        """Record an item that could not be read (counted in the index, never retried silently)."""
+        if self._tar is None:
+            self.open_shard()
+        self._skipped.append(dict(item=item, error=error))
+        self._items += [item] if item not in self._items else []
+
+    # ------------------------------------------------------------------------------------------------ samples
+    def add(self, episode_id: str, camera: str, latents: np.ndarray, *, dataset: str, actions=None,
+            action_mask=None, proprio=None, rewards=None, states=None, meta: dict | None = None,
+            item: str | None = None) -> str:
+        """Store one (episode, camera): latents (T, N, D) → fp16; optional per-step arrays (T, ...)."""
+        lat = np.asarray(latents)
+        if lat.ndim != 3 or not np.isfinite(lat).all():
+            raise CacheError(f"{dataset}/{episode_id}/{camera}: latents must be finite (T, N, D), got {lat.shape}")
+        self._check_info(lat, meta or {})
+        if self._tar is None or (self.limit is not None and self._tar.offset > self.limit):
+            self.open_shard()
+        T, key = len(lat), sample_key(dataset, episode_id, camera)
+        if actions is not None and action_mask is None:
+            action_mask = np.ones(T, dtype=bool)
+        arrays = dict(latents=lat.astype(np.float16), actions=actions, action_mask=action_mask, proprio=proprio,
+                      rewards=rewards, states=states)
+        for name, a in arrays.items():
+            if a is not None and len(a) != T:
+                raise CacheError(f"{key}: `{name}` has {len(a)} steps for {T} latent frames")
+        meta = dict(meta or {}, dataset=dataset, episode_id=episode_id, camera=camera, length=T)
+        files = {f"{n}.npy": _npy(a) for n, a in arrays.items() if a is not None}
+        files["meta.json"] = json.dumps(meta).encode()
+        for ext, data in files.items():
+            ti = tarfile.TarInfo(f"{key}.{ext}")
+            ti.size, ti.mode, ti.mtime = len(data), 0o644, 0  # deterministic bytes
+            self._tar.addfile(ti, io.BytesIO(data))
+        st = self._stats
+        st["latents"].add(arrays["latents"])
+        if actions is not None:
+            st["actions"].setdefault(dataset, _Sums()).add(np.asarray(actions)[np.asarray(action_mask, bool)])
+        if proprio is not None:
+            st["proprio"].setdefault(dataset, _Sums()).add(np.asarray(proprio))
+        item = item or f"{dataset}/{episode_id}"
+        self._entries.append(dict({k: v for k, v in meta.items() if k != "extras"}, key=key, item=item,
+                                  shard=self._name, _exts=list(files),
+                                  action_dim=None if actions is None else int(np.asarray(actions).shape[1]),
+                                  proprio_dim=None if proprio is None else int(np.asarray(proprio).shape[1])))
+        self._items += [item] if item not in self._items else []
+        return key
+
+    def add_episode(self, ep: Episode, camera: str, latents: np.ndarray, item: str | None = None) -> str:
+        meta = dict(fps=ep.fps, success=ep.success, text=list(ep.text), frame_skip=ep.frame_skip, extras=ep.extras)
+        return self.add(ep.episode_id, camera, latents, dataset=ep.dataset, actions=ep.actions,
+                        action_mask=None if ep.actions is None else ep.mask(), proprio=ep.proprio,
+                        rewards=ep.rewards, states=ep.states, meta=meta, item=item)
+
+    def _check_info(self, lat: np.ndarray, meta: dict) -> None:
+        N, D, g = int(lat.shape[1]), int(lat.shape[2]), int(round(lat.shape[1] ** 0.5))
+        if self._info is None:
+            self._info = dict(self.meta, format=FORMAT, version=VERSION, encoder=self.label, image_size=self.image_size,
+                              num_tokens=N, latent_dim=D, grid=g if g * g == N else None, fps=meta.get("fps"),
+                              dtype="float16")
+            _atomic_write(self.out / "cache.json", json.dumps(self._info, indent=1))
+        if (want := (self._info.get("encoder"), self._info.get("num_tokens"), self._info.get("latent_dim"))) != (
+                self.label, N, D):
+            raise CacheError(f"latent cache {self.out} holds (encoder, N, D) = {want}, refusing to add {self.label!r} "
+                             f"latents of N = {N}, D = {D}; use another directory")
+
+    close = close_shard
+
+    def __enter__(self) -> "LatentCacheWriter":
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        self.abort_shard() if exc_type is not None else self.close_shard()
+
+
+def merged_records(cache_dir: str | os.PathLike) -> dict[str, dict]:
+    """Completed shards from every rank's index file (a shard listed twice has identical records)."""
+    return {k: v for p in sorted(Path(cache_dir).glob("index/rank-*.json"))
+            for k, v in (_read_json(p) or {}).get("shards", {}).items()}
+
+
+def write_stats(cache_dir: str | os.PathLike) -> tuple[NormStats | None, dict[str, DatasetStats]]:
+    """Merge the shards' sums into latent_stats.json and stats/<dataset>.json (atomic writes)."""
+    cache_dir = Path(cache_dir)
+    lat, ds = _stats_from_records(merged_records(cache_dir))
+    if lat is not None:
+        _atomic_write(cache_dir / "latent_stats.json", json.dumps(lat.to_dict()))
+    for name, s in ds.items():
+        _atomic_write(cache_dir / "stats" / f"{_escape(name)}.json", json.dumps(s.to_dict(), indent=1))
+    return lat, ds
+
+
+def _stats_from_records(records: dict) -> tuple[NormStats | None, dict[str, DatasetStats]]:
+    lat, per = _Sums(), {"actions": {}, "proprio": {}}
+    for rec in records.values():
+        lat.add(_Sums(rec["stats"]["latents"]))
+        for q, sums in per.items():
+            for k, v in rec["stats"][q].items():
+                sums.setdefault(k, _Sums()).add(_Sums(v))
+    names = sorted({e["dataset"] for r in records.values() for e in r["entries"]})
+    return lat.stats(), {n: DatasetStats(n, **{q: s[n].stats() if n in s else None for q, s in per.items()})
+                         for n in names}
+
+
+def encode_to_cache(items: Iterable[tuple[str, Callable[[], Episode]]],
+                    encode_fn: Callable[[np.ndarray], np.ndarray], out_dir: str | os.PathLike, *,
+                    encoder_label: str, episodes_per_shard: int = 32, rank: int = 0, world_size: int = 1,
+                    image_size: int | None = None, meta: dict | None = None, cameras: list[str] | None = None,
+                    show_progress: bool = True) -> dict:
+    """Encode every item's frames with `encode_fn` ((T, H, W, 3) uint8 → (T, N, D)) into the cache at `out_dir`.
+
+    Item k goes to shard k // episodes_per_shard (the plan, written first); this rank writes the shards with
+    shard % world_size == rank that the index does not list as complete. An unreadable episode (EpisodeError) is
+    skipped and counted. When all shards are complete the statistics files are written. Returns a summary dict.
+    """
+    loaders = dict(items := list(items))
+    keys = [k for k, _ in items]
+    if len(loaders) != len(keys) or not 0 <= rank < world_size or episodes_per_shard <= 0:
+        raise CacheError(f"encode_to_cache: need unique item keys, 0 <= rank < world_size, episodes_per_shard > 0; "
+                         f"got {len(keys) - len(loaders)} duplicates, {rank}, {world_size}, {episodes_per_shard}")
+    (out := Path(out_dir)).mkdir(parents=True, exist_ok=True)
+    plan = dict(format=FORMAT, version=VERSION, episodes_per_shard=episodes_per_shard,
+                shards=[dict(name=SHARD.format(j), items=keys[s: s + episodes_per_shard])
+                        for j, s in enumerate(range(0, len(keys), episodes_per_shard))])
+    if (old := _read_json(out / "plan.json")) is None:
+        _atomic_write(out / "plan.json", json.dumps(plan))
+    elif old != plan:
+        n_old = sum(len(s["items"]) for s in old.get("shards", []))
+        raise CacheError(f"latent cache {out} was planned for a different list of {n_old} items "
+                         f"({old.get('episodes_per_shard')} per shard); encode into a new directory or delete it")
+    done = _complete(out, merged_records(out), plan)
+    mine = [j for j, s in enumerate(plan["shards"]) if j % world_size == rank and s["name"] not in done]
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=sum(len(plan["shards"][j]["items"]) for j in mine), desc=f"encode (rank {rank})", unit="ep",
+               disable=not show_progress, dynamic_ncols=True)
+    n_eps = n_skip = 0
+    with LatentCacheWriter(out, None, encoder_label, meta, rank=rank, image_size=image_size) as w:
+        for j in mine:
+            (out / f".{plan['shards'][j]['name']}.tmp").unlink(missing_ok=True)  # an interrupted attempt
+            w.open_shard(plan["shards"][j]["name"])
+            for key in plan["shards"][j]["items"]:
+                try:
+                    ep = loaders[key]()
+                    cams = cameras or ep.cameras
+                    if missing := [c for c in cams if c not in ep.frames]:
+                        raise EpisodeError(f"episode {key} has no camera {missing} (has {ep.cameras})")
+                    frames = {c: frames_at(ep.frames[c], range(len(ep))) for c in cams}
+                except EpisodeError as e:  # bad data: skipped, counted, named
+                    w.skip(key, str(e))
+                    n_skip += 1
+                    print(f"encode: skipping {key}: {e}")
+                else:
+                    for cam in cams:
+                        lat = np.asarray(encode_fn(frames[cam]))
+                        if lat.ndim != 3 or lat.shape[0] != len(ep):
+                            raise CacheError(f"encode_fn returned {lat.shape} for {len(ep)} frames of {key}; "
+                                             "expected (T, N, D)")
+                        w.add_episode(ep, cam, lat, item=key)
+                    n_eps += 1
+                bar.update(1)
+            w.close_shard()
+    bar.close()
+    if complete := len(_complete(out, merged_records(out), plan)) == len(plan["shards"]):
+        write_stats(out)
+    return dict(shards_written=[plan["shards"][j]["name"] for j in mine], episodes=n_eps, skipped=n_skip,
+                complete=complete, num_shards=len(plan["shards"]))
+
+
+def _complete(out: Path, records: dict, plan: dict) -> set[str]:
+    """Shards of `plan` that are listed in the index, present with the recorded size, and hold the planned items."""
+    return {s["name"] for s in plan["shards"] if (r := records.get(s["name"])) is not None and r["items"] == s["items"]
+            and (out / s["name"]).exists() and (out / s["name"]).stat().st_size == r["bytes"]}
+
+
+class LatentCache:
+    """Reader: `entries` (one row per (episode, camera)), `load_episode(i)`, statistics and `info` (cache.json).
+
+    Files are read by byte offset from the index (no tar parsing), decoded samples kept in an LRU of
+    `memory_mb` (a small cache such as Push-T's stays entirely in memory after first use).
+    """
+
+    def __init__(self, path: str | os.PathLike, memory_mb: float = 2048.0):
+        self.path = Path(path)
+        self.info = _read_json(self.path / "cache.json")
+        if self.info is None or self.info.get("format") != FORMAT:
+            raise CacheError(f"{self.path} is not a latent cache (no cache.json); create one with `latentwm encode`")
+        self.plan = _read_json(self.path / "plan.json")
+        records = merged_records(self.path)
+        order = [s["name"] for s in self.plan["shards"]] if self.plan else sorted(records)
+        self.records = {n: records[n] for n in order if n in records}
+        self.missing_shards = [n for n in order if n not in records]
+        self.complete = not self.missing_shards  # every planned shard is written
+        self.entries: list[dict] = [e for r in self.records.values() for e in r["entries"]]
+        self.skipped = [s for r in self.records.values() for s in r.get("skipped", [])]
+        self._by_key = {e["key"]: i for i, e in enumerate(self.entries)}
+        self._budget, self._used = int(memory_mb * 2**20), 0
+        self._lru: OrderedDict[int, dict] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def latent_stats(self) -> NormStats:
+        d = _read_json(self.path / "latent_stats.json")
+        return NormStats.from_dict(d) if d is not None else _stats_from_records(self.records)[0]
+
+    @property
+    def dataset_stats(self) -> dict[str, DatasetStats]:
+        files = {n: self.path / "stats" / f"{_escape(n)}.json" for n in {e["dataset"] for e in self.entries}}
+        if all(p.exists() for p in files.values()):
+            return {n: DatasetStats.load(p) for n, p in sorted(files.items())}
+        return _stats_from_records(self.records)[1]
+
+    def find(self, dataset: str, episode_id: str, camera: str) -> int:
+        return self._by_key[sample_key(dataset, episode_id, camera)]
+
+    def raw(self, i: int) -> dict:
+        """Stored arrays of entry i (latents fp16, shared: do not modify) and `meta`."""
+        if i in self._lru:
+            self._lru.move_to_end(i)
+            return self._lru[i]
+        e, out = self.entries[i], {}
+        with open(self.path / e["shard"], "rb") as fh:  # opened per read: safe in forked DataLoader workers
+            for ext, (off, size) in e["files"].items():
+                fh.seek(off)
+                if len(data := fh.read(size)) != size:
+                    raise CacheError(f"{self.path / e['shard']}: truncated while reading {e['key']}.{ext}")
+                out[ext.split(".")[0]] = (json.loads(data) if ext.endswith(".json")
+                                          else np.load(io.BytesIO(data), allow_pickle=False))
+        self._lru[i], self._used = out, self._used + _nbytes(out)
+        while self._used > self._budget and len(self._lru) > 1:
+            self._used -= _nbytes(self._lru.popitem(last=False)[1])
+        return out
+
+    def load_episode(self, i: int, dtype=np.float32) -> dict:
+        """Arrays of entry i (latents as `dtype`; others as stored) plus `meta` (dict)."""
+        out = dict(self.raw(i))
+        out["latents"] = out["latents"].astype(dtype)
+        return out
+
+    def __getstate__(self) -> dict:  # pickled to spawned workers without the decoded samples
+        return {**self.__dict__, "_lru": OrderedDict(), "_used": 0}
+
+
+def _nbytes(d: dict) -> int:
+    return sum(v.nbytes for v in d.values() if isinstance(v, np.ndarray))

@@ -1,0 +1,189 @@
+"""Push-T (gym-pusht) for data generation and planning: pixels, the full simulator state, exact reset to a state.
+
+A thin wrapper over the real `gym_pusht/PushT-v0` (pymunk physics, pygame rendering, headless). What it adds:
+
+- `state()`: DINO-WM's 7-D state [agent x, agent y, block x, block y, block angle, agent vx, agent vy] (pixels of the
+  512×512 arena, angle wrapped to [0, 2π), velocities in px/s), taken from the simulator bodies.
+- `reset(state=...)` that reproduces a saved state *exactly*. gym-pusht's `reset_to_state` sets the block position
+  before its angle (legacy order), and pymunk rotates about the centre of gravity, so the block ends up elsewhere;
+  it then steps the physics once, which pushes a block the agent touches. We pre-compensate the position so the
+  env's own reset lands in the right place, then set the bodies exactly (angle first), restore the agent's velocity,
+  zero the block's velocities (not part of the state) and re-render. The frame equals the one recorded at that state.
+- `goal_reached` / `goal_metrics` / `state_distance`: DINO-WM's Push-T success test and a documented distance.
+
+The env's own task signals are kept in `info`: `coverage` of the fixed green goal zone, `reward` (= coverage / 0.95,
+clipped to 1) and `is_success` (coverage > 0.95).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # headless pygame, before gym_pusht imports it
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+
+import math  # noqa: E402
+import warnings  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+STATE_DIM = 7
+ACTION_DIM = 2
+FPS = 10.0
+ARENA = 512.0
+# DINO-WM's success thresholds (dino_wm env/pusht eval_state)
+POS_TOL = 20.0
+ANGLE_TOL = math.pi / 9
+
+
+def angle_diff(a, b):
+    """|a − b| wrapped to [0, π] (radians); broadcasts."""
+    d = np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) % (2 * math.pi)
+    return np.minimum(d, 2 * math.pi - d)
+
+
+def goal_metrics(state, goal_state) -> dict:
+    """DINO-WM's Push-T evaluation of `state` against `goal_state` (7-D or 5-D state vectors).
+
+    block_pos_diff / agent_pos_diff: Euclidean distances in arena pixels; angle_diff: wrapped block angle difference
+    (radians); success: block within 20 px, block angle within π/9 and agent within 20 px of the goal's;
+    state_dist: `state_distance`; dino_wm_state_dist: DINO-WM's ‖goal − state‖ over the vectors as given.
+    """
+    s, g = np.asarray(state, dtype=np.float64), np.asarray(goal_state, dtype=np.float64)
+    agent = float(np.linalg.norm(s[:2] - g[:2]))
+    block = float(np.linalg.norm(s[2:4] - g[2:4]))
+    ang = float(angle_diff(s[4], g[4]))
+    n = min(len(s), len(g))
+    return dict(success=bool(block < POS_TOL and ang < ANGLE_TOL and agent < POS_TOL), block_pos_diff=block,
+                agent_pos_diff=agent, angle_diff=ang, state_dist=block + agent + math.degrees(ang),
+                dino_wm_state_dist=float(np.linalg.norm(s[:n] - g[:n])))
+
+
+def goal_reached(state, goal_state) -> bool:
+    """DINO-WM's Push-T success: block position within 20 px, block angle within π/9 (wrapped), agent within 20 px."""
+    return goal_metrics(state, goal_state)["success"]
+
+
+def state_distance(state, goal_state) -> float:
+    """block position distance (px) + agent position distance (px) + wrapped block angle difference in degrees.
+
+    Degrees put the angle on the same scale as the success thresholds (π/9 = 20°, positions 20 px), so each term
+    reads "how many success tolerances away", roughly. Velocities are ignored. 0 iff poses are equal.
+    """
+    return goal_metrics(state, goal_state)["state_dist"]
+
+
+class PushTEnv:
+    """gym-pusht with 7-D state, exact state resets and the DINO-WM success test.
+
+    `reset(seed, state) -> (frame, info)`, `step(action) -> (frame, reward, terminated, truncated, info)`;
+    frames are uint8 (image_size, image_size, 3); actions are agent target positions in [0, 512]² (clipped: the
+    agent is kinematic and would pass through the walls). `info` has `state` (7,), `coverage`, `is_success`.
+    """
+
+    dataset = "pusht"
+    fps = FPS
+    action_dim = ACTION_DIM
+    state_dim = STATE_DIM
+
+    def __init__(self, image_size: int = 96, max_episode_steps: int | None = None):
+        import gymnasium as gym
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import gym_pusht  # noqa: F401  (registers gym_pusht/PushT-v0)
+
+            self._env = gym.make("gym_pusht/PushT-v0", obs_type="pixels_agent_pos", render_mode="rgb_array",
+                                 observation_width=image_size, observation_height=image_size,
+                                 max_episode_steps=max_episode_steps or 10**9, disable_env_checker=True)
+        self.image_size = image_size
+        self._frame: np.ndarray | None = None
+        self._last_info: dict = {}
+
+    @property
+    def sim(self):
+        """The underlying gym_pusht PushTEnv (pymunk bodies `agent`, `block`, `space`)."""
+        return self._env.unwrapped
+
+    # ------------------------------------------------------------------------------------------------------------
+    def reset(self, seed: int | None = None, state=None) -> tuple[np.ndarray, dict]:
+        """Random start (the env's own distribution, seeded) or exactly `state` (5-D or 7-D)."""
+        options = None
+        if state is not None:
+            state = np.asarray(state, dtype=np.float64)
+            if state.shape not in ((5,), (7,)):
+                raise ValueError(f"PushTEnv.reset: state must have 5 or 7 entries, got shape {state.shape}")
+            options = {"reset_to_state": self._legacy_reset_state(state)}
+        obs, info = self._env.reset(seed=seed, options=options)
+        if state is not None:
+            self._set_exact(state)
+            obs = {"pixels": self.sim._render()}
+        self._frame = obs["pixels"]
+        coverage = float(self.sim._get_coverage())
+        self._last_info = self._info(coverage)
+        return self._frame, dict(self._last_info)
+
+    def step(self, action) -> tuple[np.ndarray, float, bool, bool, dict]:
+        a = np.clip(np.asarray(action, dtype=np.float64).reshape(2), 0.0, ARENA)
+        obs, reward, terminated, truncated, info = self._env.step(a)
+        self._frame = obs["pixels"]
+        self._last_info = self._info(float(info["coverage"]))
+        return self._frame, float(reward), bool(terminated), bool(truncated), dict(self._last_info)
+
+    def frame(self) -> np.ndarray:
+        """The current observation, uint8 (image_size, image_size, 3)."""
+        if self._frame is None:
+            raise RuntimeError("PushTEnv.frame() before reset()")
+        return self._frame
+
+    def render(self, size: int = 256) -> np.ndarray:
+        """A larger view of the current scene for videos, uint8 (size, size, 3)."""
+        sim = self.sim
+        return sim._get_img(sim._draw(), width=size, height=size, render_action=False)
+
+    def state(self) -> np.ndarray:
+        """[agent x, agent y, block x, block y, block angle ∈ [0, 2π), agent vx, agent vy] (float64)."""
+        sim = self.sim
+        ax, ay = sim.agent.position
+        bx, by = sim.block.position
+        vx, vy = sim.agent.velocity
+        return np.array([ax, ay, bx, by, sim.block.angle % (2 * math.pi), vx, vy], dtype=np.float64)
+
+    @property
+    def goal_pose(self) -> np.ndarray:
+        """The env's fixed green goal zone pose [x, y, angle] (what `coverage` measures)."""
+        return np.asarray(self.sim.goal_pose, dtype=np.float64)
+
+    goal_reached = staticmethod(goal_reached)
+    goal_metrics = staticmethod(goal_metrics)
+    state_distance = staticmethod(state_distance)
+
+    def close(self) -> None:
+        self._env.close()
+
+    # ------------------------------------------------------------------------------------------------------------
+    def _info(self, coverage: float) -> dict:
+        state = self.state()
+        return dict(state=state, agent_pos=state[:2].copy(), coverage=coverage,
+                    is_success=bool(coverage > self.sim.success_threshold))
+
+    def _legacy_reset_state(self, state: np.ndarray) -> list[float]:
+        """The 5-D `reset_to_state` that gym-pusht's legacy order (position, then angle about the CoG) turns into
+        the block pose `state[2:5]`: origin = p + c − R(θ)c  ⇒  p = origin − c + R(θ)c."""
+        block = getattr(self.sim, "block", None)  # absent before the first reset; gym-pusht's tee has CoG (0, 45)
+        cog = np.asarray(block.center_of_gravity if block is not None else (0.0, 45.0), dtype=np.float64)
+        th = float(state[4])
+        rot = np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
+        p = state[2:4] - cog + rot @ cog
+        return [float(state[0]), float(state[1]), float(p[0]), float(p[1]), th]
+
+    def _set_exact(self, state: np.ndarray) -> None:
+        sim = self.sim
+        sim.agent.position = (float(state[0]), float(state[1]))
+        sim.agent.velocity = (float(state[5]), float(state[6])) if len(state) == 7 else (0.0, 0.0)
+        sim.block.angle = float(state[4])  # angle first: then the position is exact
+        sim.block.position = (float(state[2]), float(state[3]))
+        sim.block.velocity = (0.0, 0.0)
+        sim.block.angular_velocity = 0.0
+        for body in (sim.agent, sim.block):  # refresh shape caches (what rendering and collisions read)
+            sim.space.reindex_shapes_for_body(body)
