@@ -65,6 +65,7 @@ def test_frame_skip_actions_match_episode_with_frame_skip(cache):
     entry, start = ds_states.clip_at(0)
     e = c.entries[entry]
     np.testing.assert_array_equal(ds_states.states_for(0), eps[e["episode_id"]].states[start:start + 21:5])
+    np.testing.assert_array_equal(ds_states[0].states.numpy(), ds_states.states_for(0))  # travels in the sample
 
 
 def test_splits_are_by_episode_disjoint_and_seeded(cache):

@@ -13,7 +13,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-_TENSORS = ("latents", "frames", "actions", "action_mask", "valid", "proprio", "rewards", "terminal", "text_ids")
+_TENSORS = ("latents", "frames", "actions", "action_mask", "valid", "proprio", "rewards", "terminal", "states",
+            "text_ids")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class ClipSample:
     proprio: torch.Tensor | None = None  # (T, P)
     rewards: torch.Tensor | None = None  # (T,)
     terminal: torch.Tensor | None = None  # (T,) bool
+    states: torch.Tensor | None = None  # (T, S) float64 simulator state (goals, scoring)
     meta: WorldBatchMetadata | None = None
 
     def __len__(self) -> int:
@@ -60,6 +62,7 @@ class WorldBatch:
     proprio: torch.Tensor | None = None  # (B, T, P)
     rewards: torch.Tensor | None = None  # (B, T)
     terminal: torch.Tensor | None = None  # (B, T) bool
+    states: torch.Tensor | None = None  # (B, T, S) float64 simulator state
     text_ids: torch.Tensor | None = None  # (B, L) long
     meta: list[WorldBatchMetadata] = field(default_factory=list)
 
@@ -123,8 +126,8 @@ def collate(samples: Sequence[ClipSample], action_dim: int) -> WorldBatch:
                              f"sample 0 has {tuple(out[name].shape[2:])}")
         out[name][i, : len(value)] = value
 
-    kinds = {n: [getattr(s, n) is not None for s in samples] for n in ("latents", "frames", "proprio", "rewards",
-                                                                          "terminal")}
+    kinds = {n: [getattr(s, n) is not None for s in samples]
+             for n in ("latents", "frames", "proprio", "rewards", "terminal", "states")}
     for name, present in kinds.items():
         if any(present) and not all(present):
             raise ValueError(f"collate: `{name}` is present in some samples and missing in others")

@@ -150,8 +150,10 @@ class LatentClipDataset(Dataset):
         meta = WorldBatchMetadata(dataset=e["dataset"], episode_id=e["episode_id"], camera=e["camera"],
                                   start_frame=int(start), frame_stride=fs, fps=float(e.get("fps") or 0.0) / fs,
                                   text=tuple(e.get("text") or ()), success=e.get("success"))
+        states = raw.get("states")
         return ClipSample(latents=torch.from_numpy(lat), actions=_t(actions), action_mask=_t(mask),
-                          proprio=_t(proprio), rewards=_t(rewards), meta=meta)
+                          proprio=_t(proprio), rewards=_t(rewards),
+                          states=None if states is None else _t(states[t].astype(np.float64)), meta=meta)
 
 
 def _t(a):
