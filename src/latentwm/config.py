@@ -377,7 +377,7 @@ class ExperimentConfig:
 
 
 def _tiny() -> ExperimentConfig:
-    """Tests: ~60k parameters; 4×4 latent grid of the 64-wide tiny-random encoder."""
+    """Tests: 54k parameters; 4×4 latent grid of the 64-wide tiny-random encoder."""
     enc = EncoderConfig(name="tiny-random", image_size=56, batch_size=32)
     model = ModelConfig(latent_dim=64, latent_grid=4, width=32, depth=4, heads=4, kv_heads=2, time_every=2,
                         registers=2, action_dim=10, context_frames=8, softcap=50.0, k_max=8)
@@ -393,14 +393,14 @@ def _tiny() -> ExperimentConfig:
 
 
 def _smoke() -> ExperimentConfig:
-    """CI demo (`latentwm demo --preset smoke`, < 5 minutes): the tiny model on a short run."""
+    """CI demo (`latentwm demo --preset smoke`, < 5 minutes): the tiny model (54k parameters), a short run."""
     base = _tiny()
     return base.replace(preset="smoke", train=dataclasses.replace(base.train, steps=150, eval_every=150,
                                                                     ckpt_every=150))
 
 
 def _cpu() -> ExperimentConfig:
-    """The CPU demo: ~0.8M parameters; 8×8 grid of the 64-wide tiny-random encoder at 112 px."""
+    """The CPU demo: 1.13M parameters; 8×8 grid of the 64-wide tiny-random encoder at 112 px."""
     enc = EncoderConfig(name="tiny-random", image_size=112, batch_size=64)
     model = ModelConfig(latent_dim=64, latent_grid=8, width=128, depth=6, heads=4, kv_heads=2, time_every=2,
                         registers=4, action_dim=10, context_frames=16, softcap=50.0, k_max=32)
@@ -428,17 +428,17 @@ def _gpu(name: str, enc_name: str, width: int, depth: int, heads: int, kv_heads:
 
 
 def _small() -> ExperimentConfig:
-    """One GPU: ~51M parameters; DINOv2-S (384-wide, 16×16 grid) latents grouped 2×2."""
+    """One GPU: 46M parameters; DINOv2-S (384-wide, 16×16 grid) latents grouped 2×2."""
     return _gpu("small", "dinov2-s", 512, 16, 8, 2)
 
 
 def _base() -> ExperimentConfig:
-    """A node of GPUs: ~290M parameters; DINOv2-B with registers (768-wide), grouped 2×2."""
+    """A node of GPUs: 272M parameters; DINOv2-B with registers (768-wide), grouped 2×2."""
     return _gpu("base", "dinov2-reg-b", 1024, 24, 16, 4)
 
 
 def _large() -> ExperimentConfig:
-    """Many nodes (FSDP2): ~1.1B parameters; DINOv3-L (1024-wide, 16×16 grid at 256 px), grouped 2×2."""
+    """Many nodes (FSDP2): 1.08B parameters; DINOv3-L (1024-wide, 16×16 grid at 256 px), grouped 2×2."""
     cfg = _gpu("large", "dinov3-l", 2048, 24, 16, 4)
     return cfg.replace(train__distributed="fsdp")
 

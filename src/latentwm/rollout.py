@@ -74,7 +74,7 @@ def observe(model, context: torch.Tensor, actions=None, action_mask=None, tau_ct
     if actions is not None and action_mask is None:
         action_mask = torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device)
     if cache is None:
-        cache = model.init_cache(B, device=context.device, dtype=context.dtype)
+        cache = model.init_cache(B, device=context.device)  # dtype follows autocast
     for c in range(C):
         a, m = _action_at(actions, action_mask, c, B)
         commit_frame(model, cache, context[:, c], a, m, tau_ctx, None if noise is None else noise[:, c])

@@ -1,0 +1,248 @@
+"""The dynamics model f_θ(z_τ, τ, d, actions, history) -> x̂ (DESIGN section 5): token layout, embeddings, head.
+
+Tokens per frame t (S = R + 1 + 1 + N'), in this order:
+  [R registers | 1 shortcut | 1 action | N' latent]
+- registers: R learned vectors, the same in every frame (scratch space for global state).
+- shortcut: MLP(sinusoidal features of τ_t) + table[log2(1/d_t)]. τ is embedded continuously so off-grid signal
+  levels (a re-noised context at τ_ctx = 0.9) are meaningful; d is one of log2(k_max) + 1 powers of two, so a table.
+  Off-grid d is rounded to the nearest power of two in log space (no value check: it would sync the GPU).
+- action: Linear(action that led INTO frame t); a learned no-action vector where it is unknown and at t = 0.
+  Batches store actions[:, t] = action taken after frame t (DESIGN section 3), so forward() shifts by one.
+  Unknown actions are replaced by 0 with torch.where before the linear layer and the result by the no-action vector,
+  so NaN / huge values in masked entries cannot reach the output or the gradients.
+- latent: Linear(z) per token; with patch_group 2 each 2×2 block of the grid is one token of 4·D features.
+Head: the stack's final RMSNorm, then Linear on the latent tokens -> x̂ (B, T, N, D) (ungrouped).
+
+Init: inputs and hidden projections N(0, 0.02) (GPT-2 style); the output projections of every attention and MLP
+residual branch are zero, so each block starts as the identity and the residual stream is exactly the input
+embedding at step 0 — deep stacks then start well conditioned without depth-dependent scaling (as DiT's adaLN-zero /
+ReZero). The head is zero too, so the untrained model predicts x̂ = 0 = the mean of normalized latents (loss ≈ 1)
+instead of a random linear map of the noise. Gradients still reach everything after the first optimizer step.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+from latentwm.config import ModelConfig
+from latentwm.model.layers import linear_flops
+from latentwm.model.transformer import KVCache, Transformer
+
+_WARNED: set[str] = set()  # one-time warnings already given
+
+TAU_FEATURES = 64
+"""Sinusoidal features of τ fed to the shortcut MLP (32 frequencies × sin, cos)."""
+
+
+def tau_features(tau: torch.Tensor, dim: int = TAU_FEATURES) -> torch.Tensor:
+    """(...,) τ in [0, 1] -> (..., dim) float32: cos/sin of 1000·τ at periods 2π .. 2π·10⁴ (diffusion-style)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=tau.device, dtype=torch.float32) / half)
+    args = tau.float()[..., None] * 1000.0 * freqs
+    return torch.cat([args.cos(), args.sin()], dim=-1)
+
+
+class DynamicsModel(nn.Module):
+    """Block-causal space/time transformer predicting clean latents x̂ from noisy z (x-prediction)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        g = cfg.patch_group
+        self.grid = cfg.latent_grid // g  # side of the (grouped) token grid
+        self.num_tokens = self.grid**2  # N'
+        self.patch_dim = cfg.latent_dim * g * g
+        self.special = cfg.registers + 2  # registers + shortcut + action
+        self.tokens_per_frame = self.special + self.num_tokens  # S
+        self.num_step_sizes = int(math.log2(cfg.k_max)) + 1
+        W = cfg.width
+        self.registers = nn.Parameter(torch.empty(cfg.registers, W))
+        self.tau_mlp = nn.Sequential(nn.Linear(TAU_FEATURES, W), nn.SiLU(), nn.Linear(W, W))
+        self.step_embed = nn.Embedding(self.num_step_sizes, W)
+        self.action_in = nn.Linear(cfg.action_dim, W)
+        self.no_action = nn.Parameter(torch.empty(W))
+        self.latent_in = nn.Linear(self.patch_dim, W)
+        self.transformer = Transformer(cfg, special=self.special, grid=self.grid)
+        self.head = nn.Linear(W, self.patch_dim)
+        self.reset_parameters()
+
+    # ---------------------------------------------------------------------------------------------- init, size
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, std=0.02)
+            elif hasattr(m, "weight") and m.__class__.__name__ == "RMSNorm":
+                nn.init.ones_(m.weight)
+        nn.init.normal_(self.registers, std=0.02)
+        nn.init.normal_(self.no_action, std=0.02)
+        for blk in self.transformer.blocks:  # every residual branch starts at zero: blocks are identities
+            nn.init.zeros_(blk.attn.o.weight)
+            nn.init.zeros_(blk.mlp.down.weight)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_frame(self, context_len: int) -> int:
+        """Analytic matmul FLOPs (2 per multiply-add) of one forward for one generated frame that attends to
+        `context_len` earlier frames (capped by the window). Training costs ≈ 3× this per frame (fwd + bwd)."""
+        c, S, W = self.cfg, self.tokens_per_frame, self.cfg.width
+        qkvo = linear_flops(S, W, W) * 2 + linear_flops(S, W, 2 * c.kv_heads * c.head_dim)
+        mlp = linear_flops(S, W, 2 * c.mlp_hidden) + linear_flops(S, c.mlp_hidden, W)
+        ctx = min(context_len + 1, c.context_frames)
+        attn_space = 2 * 2 * S * S * W  # logits + weighted values, all heads
+        attn_time = 2 * 2 * S * ctx * W
+        n_time = len(self.transformer.time_layers)
+        stack = c.depth * (qkvo + mlp) + (c.depth - n_time) * attn_space + n_time * attn_time
+        io = (linear_flops(self.num_tokens, self.patch_dim, W) * 2 + linear_flops(1, c.action_dim, W)
+              + linear_flops(1, TAU_FEATURES, W) + linear_flops(1, W, W))
+        return int(stack + io)
+
+    # ---------------------------------------------------------------------------------------------- embeddings
+
+    def group(self, z: torch.Tensor) -> torch.Tensor:
+        """(..., N, D) on the latent grid (row-major) -> (..., N', D·g²)."""
+        g = self.cfg.patch_group
+        if g == 1:
+            return z
+        return rearrange(z, "... (h p w q) d -> ... (h w) (p q d)", h=self.grid, p=g, q=g)
+
+    def ungroup(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., N', D·g²) -> (..., N, D); inverse of `group`."""
+        g = self.cfg.patch_group
+        if g == 1:
+            return x
+        return rearrange(x, "... (h w) (p q d) -> ... (h p w q) d", h=self.grid, p=g, q=g)
+
+    def _embed_actions(self, a: torch.Tensor | None, known: torch.Tensor | None, B: int, T: int) -> torch.Tensor:
+        """a (B, T, A) action that led into each frame, known (B, T) bool -> (B, T, W) action tokens."""
+        none = self.no_action.expand(B, T, -1)
+        if a is None or known is None:
+            return none
+        k = known[..., None]
+        a = torch.where(k, a, torch.zeros((), dtype=a.dtype, device=a.device))  # NaN-safe masking
+        a = F.pad(a, (0, self.cfg.action_dim - a.shape[-1]))
+        return torch.where(k, self.action_in(a), none)
+
+    def _tokens(self, z, tau, d, act) -> torch.Tensor:
+        """z (B, T, N, D), tau (B, T), d (B, T), act (B, T, W) -> tokens (B, T, S, W)."""
+        B, T = z.shape[:2]
+        lat = self.latent_in(self.group(z))  # (B, T, N', W)
+        idx = torch.round(-torch.log2(d.float())).clamp(0, self.num_step_sizes - 1).long()
+        short = self.tau_mlp(tau_features(tau)) + self.step_embed(idx)  # (B, T, W)
+        reg = self.registers.expand(B, T, -1, -1)  # (B, T, R, W)
+        parts = [reg, short[:, :, None], act[:, :, None], lat]
+        # The residual stream runs in the parameters' dtype: fp32 under bf16 autocast (the linears' bf16 outputs
+        # are upcast here and when added back), so small residual updates are not rounded away across depth.
+        dt = self.registers.dtype
+        return torch.cat([p.to(dt) for p in parts], dim=2)
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        """h (..., S, W) final-normed -> x̂ (..., N, D)."""
+        return self.ungroup(self.head(h[..., self.special:, :])).float()
+
+    # ---------------------------------------------------------------------------------------------- checks
+
+    def _check_latents(self, z: torch.Tensor, frame_dims: str) -> None:
+        c = self.cfg
+        want_ndim = 4 if frame_dims == "B, T" else 3
+        if z.dim() != want_ndim or z.shape[-2] != c.num_latent_tokens or z.shape[-1] != c.latent_dim:
+            raise ValueError(f"z: expected shape ({frame_dims}, N={c.num_latent_tokens}, D={c.latent_dim}), "
+                             f"got {tuple(z.shape)}")
+
+    @staticmethod
+    def _per_frame(x, shape: tuple, name: str, dims: str, device) -> torch.Tensor:
+        x = torch.as_tensor(x, device=device)
+        if x.dim() == 0:
+            return x.float().expand(shape)
+        if tuple(x.shape) != tuple(shape):
+            raise ValueError(f"{name}: expected shape ({dims}) = {tuple(shape)} or a scalar, got {tuple(x.shape)}")
+        return x.float()
+
+    def _check_actions(self, a, mask, lead: tuple, dims: str, names: tuple[str, str]):
+        if a is None:
+            return None, None
+        if a.dim() != len(lead) + 1 or tuple(a.shape[:-1]) != lead or a.shape[-1] > self.cfg.action_dim:
+            raise ValueError(f"{names[0]}: expected shape ({dims}, A) = {lead + ('A',)} with "
+                             f"A <= model.action_dim = {self.cfg.action_dim}, got {tuple(a.shape)}")
+        if mask is None:
+            if "none-mask" not in _WARNED:
+                _WARNED.add("none-mask")
+                warnings.warn(f"{names[0]} given with {names[1]}=None: treated as unknown (ignored), as the API "
+                              f"defines; pass {names[1]} (True where known) to condition on them.", stacklevel=3)
+            return None, None
+        if tuple(mask.shape) != lead:
+            raise ValueError(f"{names[1]}: expected shape ({dims}) = {lead}, got {tuple(mask.shape)}")
+        return a, mask.to(device=a.device, dtype=torch.bool)
+
+    # ---------------------------------------------------------------------------------------------- API
+
+    def forward(self, z, tau, step, actions=None, action_mask=None, return_hidden=False):
+        """Full sequence, frames 0..T−1 (block-causal: frame t sees frames ≤ t within the window).
+
+        z (B, T, N, D) noisy latents; tau (B, T) signal levels in [0, 1]; step (B, T) step sizes d (powers of two in
+        [1/k_max, 1]); tau/step may be scalars. actions (B, T, A), A <= action_dim (zero-padded), actions[:, t] taken
+        after frame t; action_mask (B, T) bool, False = unknown; None (or actions None) = all unknown.
+        -> x̂ (B, T, N, D) float32; with return_hidden also hidden (B, T, S, W) final-normed token outputs.
+        """
+        self._check_latents(z, "B, T")
+        B, T = z.shape[:2]
+        tau = self._per_frame(tau, (B, T), "tau", "B, T", z.device)
+        d = self._per_frame(step, (B, T), "step", "B, T", z.device)
+        a, known = self._check_actions(actions, action_mask, (B, T), "B, T", ("actions", "action_mask"))
+        if a is not None:  # the token of frame t embeds the action that led into it: a[:, t − 1]; none at t = 0
+            a = torch.cat([torch.zeros_like(a[:, :1]), a[:, :-1]], 1)
+            known = torch.cat([torch.zeros_like(known[:, :1]), known[:, :-1]], 1)
+        h = self.transformer(self._tokens(z, tau, d, self._embed_actions(a, known, B, T)))
+        x_hat = self._head(h)
+        return (x_hat, h) if return_hidden else x_hat
+
+    def init_cache(self, batch_size: int, device=None, dtype=None) -> KVCache:
+        """An empty KV cache for `batch_size` sequences. device defaults to the parameters'; dtype to the active
+        autocast dtype on that device (bf16 keys are what autocast produces: storing them in fp32 would only double
+        the memory and add a cast per step), else the parameters'."""
+        if dtype is None:
+            dev = torch.device(device) if device is not None else self.registers.device
+            if dev.type in ("cuda", "cpu", "xpu") and torch.is_autocast_enabled(dev.type):
+                dtype = torch.get_autocast_dtype(dev.type)
+        return self.transformer.init_cache(batch_size, device=device, dtype=dtype)
+
+    def step(self, z, tau, step, prev_action=None, prev_action_mask=None, cache=None, commit=False,
+             return_hidden=False):
+        """One new frame at absolute index cache.time_index (0 without a cache), attending to the cached frames.
+
+        z (B, N, D); tau (B,), step (B,) (or scalars); prev_action (B, A): the action that led into this frame,
+        prev_action_mask (B,) bool (None = unknown; ignored at time index 0, like frame 0 of forward()).
+        commit=False leaves the cache untouched (denoising steps); commit=True appends this frame's keys/values
+        (window-bounded) and advances cache.time_index. -> x̂ (B, N, D) [, hidden (B, S, W)].
+        Equals forward() on the whole sequence at this frame, to float tolerance.
+        """
+        self._check_latents(z, "B")
+        B = z.shape[0]
+        tau = self._per_frame(tau, (B,), "tau", "B", z.device)[:, None]
+        d = self._per_frame(step, (B,), "step", "B", z.device)[:, None]
+        a, known = self._check_actions(prev_action, prev_action_mask, (B,), "B", ("prev_action", "prev_action_mask"))
+        if cache is not None and cache.batch_size != B:
+            raise ValueError(f"cache: holds batch {cache.batch_size}, z has batch {B} (use cache.expand(n))")
+        if a is None or cache is None or cache.time_index == 0:
+            act = self._embed_actions(None, None, B, 1)
+        else:
+            act = self._embed_actions(a[:, None], known[:, None], B, 1)
+        h = self.transformer.step(self._tokens(z[:, None], tau, d, act)[:, 0], cache, commit)
+        x_hat = self._head(h)
+        return (x_hat, h) if return_hidden else x_hat
+
+
+__all__ = ["DynamicsModel", "KVCache", "tau_features", "TAU_FEATURES"]

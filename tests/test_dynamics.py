@@ -1,0 +1,402 @@
+"""DynamicsModel: causality, cached generation == full recomputation, backends, action masking, contracts,
+a tiny overfit, and the presets' parameter counts."""
+
+import dataclasses
+import math
+import re
+import warnings
+
+import pytest
+import torch
+
+from latentwm.config import PRESETS, approx_param_count, get_preset
+from latentwm.model import DynamicsModel, dynamics, layers
+
+TINY = get_preset("tiny").model  # D 64, grid 4 (N 16), width 32, depth 4, time_every 2, window 8, k_max 8
+# (attention, softcap): eager reference; fused = SDPA without a cap; fused = flex_attention with a cap (forced on
+# CPU through layers.FLEX_ON_CPU, forward only, so those tests run under no_grad)
+BACKENDS = [("eager", 50.0), ("fused", None), ("fused", 2.0)]
+
+
+@pytest.fixture(autouse=True)
+def _flex_on_cpu(monkeypatch):
+    monkeypatch.setattr(layers, "FLEX_ON_CPU", True)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny matmuls: two threads only add sync cost, and oversubscribe badly when other jobs share the 2 cores
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _cfg(**kw):
+    kw.setdefault("attention", "eager")
+    return dataclasses.replace(TINY, **kw)
+
+
+def _model(cfg, seed=0):
+    """Perturbed away from the zero init (blocks identity, head 0) so every output depends on every input."""
+    torch.manual_seed(seed)
+    m = DynamicsModel(cfg)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return m
+
+
+def _inputs(cfg, B, T, seed=0, A=4):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(B, T, cfg.num_latent_tokens, cfg.latent_dim, generator=g)
+    tau = torch.rand(B, T, generator=g)
+    step = 2.0 ** -torch.randint(0, int(math.log2(cfg.k_max)) + 1, (B, T), generator=g).float()
+    actions = torch.randn(B, T, A, generator=g)
+    mask = torch.rand(B, T, generator=g) > 0.3
+    return z, tau, step, actions, mask
+
+
+# ------------------------------------------------------------------------------------------------ causality
+
+
+@pytest.mark.parametrize("attention,softcap", BACKENDS)
+@pytest.mark.parametrize("group", [1, 2])
+@torch.no_grad()
+def test_causality(attention, softcap, group):
+    cfg = _cfg(attention=attention, softcap=softcap, patch_group=group)
+    m = _model(cfg)
+    z, tau, step, a, mask = _inputs(cfg, 2, 5)
+    mask[:] = True
+    base = m(z, tau, step, a, mask)
+    for t in (1, 3):
+        for what in ("z", "tau", "step", "action"):
+            z2, tau2, step2, a2 = z.clone(), tau.clone(), step.clone(), a.clone()
+            if what == "z":
+                z2[:, t] += 1.0
+            elif what == "tau":
+                tau2[:, t] = 1.0 - tau2[:, t]
+            elif what == "step":
+                step2[:, t] = torch.where(step[:, t] == 1.0, 0.5, 1.0)
+            else:
+                a2[:, t - 1] += 1.0  # the action that led into frame t
+            out = m(z2, tau2, step2, a2, mask)
+            torch.testing.assert_close(out[:, :t], base[:, :t], atol=1e-6, rtol=0, msg=f"{what} at {t} leaked back")
+            assert (out[:, t] - base[:, t]).abs().max() > 1e-4, f"changing {what} at {t} did not change frame {t}"
+
+
+@torch.no_grad()
+def test_time_window_bounds_the_receptive_field():
+    # one time layer with window 3: frame t sees frames t−2..t only
+    cfg = _cfg(depth=2, time_every=2, context_frames=3)
+    m = _model(cfg)
+    z, tau, step, _, _ = _inputs(cfg, 1, 6)
+    base = m(z, tau, step)
+    z[:, 0] += 5.0
+    out = m(z, tau, step)
+    assert (out[:, 2] - base[:, 2]).abs().max() > 1e-4
+    torch.testing.assert_close(out[:, 3:], base[:, 3:], atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------------ KV cache
+
+
+def _run_cached(m, cfg, B, T, seed=0, group_check=True):
+    """Generate T frames with the cache: per frame two commit=False denoising steps (their own z, τ, d), then a
+    commit pass with the 'finished' frame at its own τ/d; each output must equal the full recomputation."""
+    z_den, tau_den, d_den, a, mask = _inputs(cfg, B, T, seed)
+    z_c, tau_c, d_c, _, _ = _inputs(cfg, B, T, seed + 1)
+    tau_c = torch.where(tau_c > 0.5, 1.0, 0.9)  # committed context at τ_ctx 1.0 or 0.9 (per sample and frame)
+    cache = m.init_cache(B)
+    worst = 0.0
+    for t in range(T):
+        prev, pm = (a[:, t - 1], mask[:, t - 1]) if t else (None, None)
+        for k in range(2):
+            zt = z_den[:, t] + k
+            x_step = m.step(zt, tau_den[:, t], d_den[:, t], prev, pm, cache=cache)
+            z_full = torch.cat([z_c[:, :t], zt[:, None]], 1)
+            tau_full = torch.cat([tau_c[:, :t], tau_den[:, t:t + 1]], 1)
+            d_full = torch.cat([d_c[:, :t], d_den[:, t:t + 1]], 1)
+            ref = m(z_full, tau_full, d_full, a[:, :t + 1], mask[:, :t + 1])[:, t]
+            worst = max(worst, (x_step - ref).abs().max().item())
+        assert cache.time_index == t and cache.length == min(t, cfg.context_frames - 1)
+        x_c = m.step(z_c[:, t], tau_c[:, t], d_c[:, t], prev, pm, cache=cache, commit=True)
+        ref = m(z_c[:, :t + 1], tau_c[:, :t + 1], d_c[:, :t + 1], a[:, :t + 1], mask[:, :t + 1])[:, t]
+        worst = max(worst, (x_c - ref).abs().max().item())
+    return worst
+
+
+@pytest.mark.parametrize("T", [3, 8, 13])
+@pytest.mark.parametrize("attention,softcap", BACKENDS)
+@torch.no_grad()
+def test_cached_generation_equals_full_recompute(T, attention, softcap):
+    cfg = _cfg(attention=attention, softcap=softcap)  # window 8: T = 13 slides it
+    assert _run_cached(_model(cfg), cfg, 2, T) < 1e-4
+
+
+@torch.no_grad()
+def test_cached_generation_patch_group_2_small_window():
+    cfg = _cfg(patch_group=2, context_frames=3)
+    assert _run_cached(_model(cfg), cfg, 2, 7) < 1e-4
+
+
+@pytest.mark.parametrize("hist", [3, 10])
+@pytest.mark.parametrize("attention,softcap", [("eager", 50.0), ("fused", None)])
+@torch.no_grad()
+def test_expanded_cache_equals_separate_recomputations(hist, attention, softcap):
+    cfg = _cfg(attention=attention, softcap=softcap)
+    m = _model(cfg)
+    B, n, F = 2, 3, 4
+    zh, tauh, dh, ah, mh = _inputs(cfg, B, hist, seed=1)
+    mh[:] = True
+    cache = m.init_cache(B)
+    for t in range(hist):
+        prev, pm = (ah[:, t - 1], mh[:, t - 1]) if t else (None, None)
+        m.step(zh[:, t], tauh[:, t], dh[:, t], prev, pm, cache=cache, commit=True)
+    cache = cache.expand(n)  # history b -> candidates b·n .. b·n + n − 1
+    zf, tauf, df, af, mf = _inputs(cfg, B * n, F, seed=2)
+    mf[:] = True
+    rep = lambda x: x.repeat_interleave(n, 0)  # noqa: E731
+    z_all = torch.cat([rep(zh), zf], 1)
+    tau_all, d_all = torch.cat([rep(tauh), tauf], 1), torch.cat([rep(dh), df], 1)
+    # the action leading into future frame f is af[:, f − 1]; into the first future frame it is the history's last
+    a_all = torch.cat([rep(ah)[:, :hist - 1], af], 1)[:, :hist + F]
+    a_all = torch.cat([a_all, torch.zeros_like(a_all[:, :1])], 1)[:, :hist + F]
+    m_all = torch.ones(B * n, hist + F, dtype=torch.bool)
+    for f in range(F):
+        if f == 2:
+            cache = cache.expand(1)  # expanding an expanded cache with a suffix merges once; same results
+        t = hist + f
+        x = m.step(zf[:, f], tauf[:, f], df[:, f], a_all[:, t - 1], m_all[:, t - 1], cache=cache, commit=True)
+        ref = m(z_all[:, :t + 1], tau_all[:, :t + 1], d_all[:, :t + 1], a_all[:, :t + 1], m_all[:, :t + 1])
+        assert (x - ref[:, t]).abs().max() < 1e-4
+        per_candidate = ref[:, t].view(B, n, *ref.shape[2:])
+        assert (per_candidate[:, 0] - per_candidate[:, 1]).abs().max() > 1e-4  # candidates really differ
+
+
+@torch.no_grad()
+def test_step_without_cache_is_frame_zero():
+    cfg = _cfg()
+    m = _model(cfg)
+    z, tau, step, a, mask = _inputs(cfg, 3, 1)
+    mask[:] = True
+    x, h = m.step(z[:, 0], tau[:, 0], step[:, 0], a[:, 0], mask[:, 0], return_hidden=True)  # action ignored at t=0
+    ref, href = m(z, tau, step, return_hidden=True)
+    torch.testing.assert_close(x, ref[:, 0], atol=1e-5, rtol=0)
+    assert h.shape == (3, m.tokens_per_frame, cfg.width) and href.shape == (3, 1, m.tokens_per_frame, cfg.width)
+
+
+# ------------------------------------------------------------------------------------------------ backends
+
+
+@pytest.mark.parametrize("group", [1, 2])
+@pytest.mark.parametrize("softcap", [None, 2.0])
+@torch.no_grad()
+def test_backends_agree(group, softcap):
+    cfg_e = _cfg(attention="eager", softcap=softcap, patch_group=group, context_frames=4)
+    m = _model(cfg_e)
+    m_f = DynamicsModel(dataclasses.replace(cfg_e, attention="fused"))
+    m_f.load_state_dict(m.state_dict())
+    z, tau, step, a, mask = _inputs(cfg_e, 2, 7)  # T 7 > window 4: the band mask path
+    torch.testing.assert_close(m_f(z, tau, step, a, mask), m(z, tau, step, a, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_fused_trains_on_cpu_with_softcap():
+    # flex has no CPU backward: the fused backend must still train (eager math fallback)
+    m = _model(_cfg(attention="fused", softcap=50.0))
+    z, tau, step, a, mask = _inputs(m.cfg, 2, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m(z, tau, step, a, mask).square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+
+
+# ------------------------------------------------------------------------------------------------ actions
+
+
+def test_masked_actions_have_no_influence():
+    cfg = _cfg()
+    m = _model(cfg)
+    z, tau, step, a, mask = _inputs(cfg, 3, 5)
+    mask[:, ::2] = False
+    base = m(z, tau, step, a, mask)
+    for bad in (float("nan"), 1e30, -float("inf")):
+        a2 = a.clone()
+        a2[~mask] = bad
+        a2[:, -1] = bad  # the last action leads out of the clip: never used
+        out = m(z, tau, step, a2, mask)
+        assert torch.equal(out, base)
+        out.square().mean().backward()
+        assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+        m.zero_grad()
+    none = torch.zeros_like(mask)
+    torch.testing.assert_close(m(z, tau, step, a, none), m(z, tau, step), atol=0, rtol=0)
+    dynamics._WARNED.discard("none-mask")
+    with pytest.warns(UserWarning, match="treated as unknown"):
+        torch.testing.assert_close(m(z, tau, step, a, None), m(z, tau, step), atol=0, rtol=0)
+    assert not torch.equal(m(z, tau, step, a, torch.ones_like(mask)), m(z, tau, step))  # known actions do matter
+
+
+@torch.no_grad()
+def test_step_masked_prev_action_has_no_influence():
+    cfg = _cfg()
+    m = _model(cfg)
+    z = torch.randn(2, 2, 16, 64)
+    cache = m.init_cache(2)
+    m.step(z[:, 0], 1.0, 0.125, cache=cache, commit=True)
+    ref = m.step(z[:, 1], 0.3, 0.5, None, None, cache=cache)
+    bad = torch.tensor([[float("nan")] * 10, [1e30] * 10])
+    out = m.step(z[:, 1], 0.3, 0.5, bad, torch.tensor([False, False]), cache=cache)
+    assert torch.equal(out, ref)
+    out = m.step(z[:, 1], 0.3, 0.5, torch.randn(2, 10), torch.tensor([True, False]), cache=cache)
+    assert (out[0] - ref[0]).abs().max() > 1e-4 and torch.equal(out[1], ref[1])
+
+
+# ------------------------------------------------------------------------------------------------ reach
+
+
+@pytest.mark.parametrize("group", [1, 2])
+def test_registers_and_shortcut_reach_every_latent_token(group):
+    cfg = _cfg(patch_group=group)
+    m = _model(cfg)
+    z, tau, step, a, mask = _inputs(cfg, 1, 3)
+    mask[:] = True
+    x = m(z, tau, step, a, mask)  # (1, 3, N, D)
+    params = {"registers": m.registers, "tau_mlp": m.tau_mlp[0].weight, "step_embed": m.step_embed.weight,
+              "action_in": m.action_in.weight}
+    for n in range(cfg.num_latent_tokens):
+        grads = torch.autograd.grad(x[0, -1, n].sum(), list(params.values()), retain_graph=True)
+        for name, g in zip(params, grads):
+            assert g.abs().sum() > 0, f"latent token {n} does not depend on {name}"
+    tau_in = tau.clone().requires_grad_()
+    g = torch.autograd.grad(m(z, tau_in, step)[0, -1].sum(-1).sum(), tau_in)[0]
+    assert g[0, -1] != 0
+
+
+# ------------------------------------------------------------------------------------------------ contracts
+
+
+def test_shapes_and_errors():
+    cfg = _cfg()
+    m = _model(cfg)
+    z, tau, step, a, mask = _inputs(cfg, 2, 3)
+    x, h = m(z, tau, step, a, mask, return_hidden=True)
+    assert x.shape == z.shape and x.dtype == torch.float32
+    assert h.shape == (2, 3, cfg.registers + 2 + 16, cfg.width) and m.tokens_per_frame == cfg.registers + 18
+    assert m(z, 1.0, 0.125).shape == z.shape  # scalar τ / d broadcast
+    with pytest.raises(ValueError, match=r"z: expected shape \(B, T, N=16, D=64\)"):
+        m(torch.randn(2, 3, 16, 65), tau, step)
+    with pytest.raises(ValueError, match=r"z: expected shape \(B, T, N=16, D=64\), got \(2, 3, 15, 64\)"):
+        m(torch.randn(2, 3, 15, 64), tau, step)
+    with pytest.raises(ValueError, match=r"actions: expected shape .*A <= model.action_dim = 10"):
+        m(z, tau, step, torch.randn(2, 3, 11), mask)
+    with pytest.raises(ValueError, match=r"tau: expected shape \(B, T\) = \(2, 3\)"):
+        m(z, tau[:, 0], step)
+    with pytest.raises(ValueError, match=r"step: expected shape"):
+        m(z, tau, step[:, :2])
+    with pytest.raises(ValueError, match=r"action_mask: expected shape"):
+        m(z, tau, step, a, mask[:, :2])
+    with pytest.raises(ValueError, match=r"z: expected shape \(B, N=16, D=64\)"):
+        m.step(z, tau[:, 0], step[:, 0])
+    with pytest.raises(ValueError, match=r"prev_action: expected shape"):
+        m.step(z[:, 0], tau[:, 0], step[:, 0], torch.randn(2, 11), mask[:, 0])
+    g = _cfg(patch_group=2)
+    assert DynamicsModel(g)(z, tau, step).shape == z.shape
+
+
+def test_bf16_autocast_forward_and_cache():
+    # the CUDA bf16 path's dtype plumbing, exercised with CPU autocast
+    cfg = _cfg(attention="fused", softcap=None)
+    m = _model(cfg)
+    z, tau, step, a, mask = _inputs(cfg, 2, 3)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        full = m(z, tau, step, a, mask)
+        cache = m.init_cache(2)
+        assert cache.dtype == torch.bfloat16  # follows autocast
+        outs = [m.step(z[:, t], tau[:, t], step[:, t], a[:, t - 1] if t else None, mask[:, t - 1] if t else None,
+                       cache=cache, commit=True) for t in range(3)]
+    ref = m(z, tau, step, a, mask).detach()
+    assert full.dtype == torch.float32 and torch.isfinite(full).all()
+    scale = ref.abs().max()
+    assert (full - ref).abs().max() < 0.05 * scale
+    assert (torch.stack(outs, 1) - full).abs().max() < 0.05 * scale
+
+
+def test_flops_per_frame():
+    m = DynamicsModel(_cfg())
+    f = [m.flops_per_frame(c) for c in (0, 3, 7, 20)]
+    assert 0 < f[0] < f[1] < f[2] == f[3]  # grows with context until the window (8 incl. the new frame)
+
+
+# ------------------------------------------------------------------------------------------------ learning
+
+
+def test_tiny_model_learns_a_moving_pattern():
+    """A grating moving one cell per frame across the 4×4 latent grid (random phase per clip), trained with
+    diffusion forcing (every frame its own random τ), x-prediction. The loss must fall ≥ 10×, and with a clean
+    history the model must predict the next frame from pure noise (τ = 0), i.e. it learned the motion."""
+    torch.manual_seed(0)
+    cfg = _cfg()
+    m = DynamicsModel(cfg)
+    G, N, D, T = cfg.latent_grid, cfg.num_latent_tokens, cfg.latent_dim, 4
+    g = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(D, D, generator=g))[0][:, :2].T * math.sqrt(D / 2)  # (2, D)
+    col, row = torch.arange(N) % G, torch.arange(N) // G
+
+    def clips(B):  # (B, T, N, D): phase k·(col − t) + 0.5·row + φ: shifts one column per frame
+        phase = (torch.rand(B, generator=g)[:, None, None] * 2 * math.pi
+                 + 2 * math.pi / G * (col - torch.arange(T)[:, None]) + 0.5 * row)
+        return torch.stack([phase.cos(), phase.sin()], -1) @ basis
+
+    def noisy(x):
+        tau = torch.rand(x.shape[:2], generator=g)
+        z = (1 - tau[..., None, None]) * torch.randn(x.shape, generator=g) + tau[..., None, None] * x
+        return z, tau
+
+    x_eval = clips(64)
+    z_eval, tau_eval = noisy(x_eval)
+
+    def eval_loss():
+        with torch.no_grad():
+            return (m(z_eval, tau_eval, 1 / cfg.k_max) - x_eval).square().mean().item()
+
+    before = eval_loss()
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    for _ in range(400):
+        x = clips(16)
+        z, tau = noisy(x)
+        loss = (m(z, tau, 1 / cfg.k_max) - x).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = eval_loss()
+    assert before / after >= 10, (before, after)
+    with torch.no_grad():
+        z = x_eval.clone()
+        z[:, -1] = torch.randn(z[:, -1].shape, generator=g)
+        tau = torch.ones(64, T)
+        tau[:, -1] = 0.0
+        pred = m(z, tau, 1 / cfg.k_max)[:, -1]
+    err, base = (pred - x_eval[:, -1]).square().mean(), x_eval[:, -1].square().mean()
+    assert err < 0.2 * base, (err, base)
+
+
+# ------------------------------------------------------------------------------------------------ sizes
+
+
+def test_preset_parameter_counts_on_meta(capsys):
+    rows = []
+    for name in PRESETS:
+        cfg = get_preset(name).model
+        with torch.device("meta"):
+            m = DynamicsModel(cfg)
+        assert all(p.is_meta for p in m.parameters())
+        n = m.num_parameters()
+        rows.append(f"{name}: {n:,} parameters, {m.flops_per_frame(cfg.context_frames) / 1e9:.3f} GFLOP/frame")
+        assert abs(n - approx_param_count(cfg)) <= 0.03 * n, (name, n, approx_param_count(cfg))
+        # the count quoted in the preset's docstring ("54k parameters", "1.13M", "46M", "1.08B") stays true
+        doc = re.search(r"([\d.]+)([kMB]) parameters", PRESETS[name].__doc__)
+        quoted = float(doc.group(1)) * {"k": 1e3, "M": 1e6, "B": 1e9}[doc.group(2)]
+        assert abs(quoted - n) <= 0.05 * n, (name, quoted, n)
+    with capsys.disabled():
+        print("\n" + "\n".join(rows))
