@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from typing import Literal
 from typing import Callable
 
 import tyro
@@ -53,6 +54,37 @@ class EncodeConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """Roll a trained model out on held-out clips of a latent cache: error per horizon vs copy-last, and videos."""
+
+    checkpoint: str = "runs/demo/train"
+    """A run folder (its latest complete checkpoint is used) or one checkpoint directory."""
+    cache_dir: str = ""
+    """Latent cache to evaluate on (empty: the one the model was trained on)."""
+    out_dir: str = "runs/eval"
+    split: Literal["eval", "all"] = "eval"
+    """eval: the held-out episodes of the training split; all: every episode of the cache."""
+    context: int = 0
+    """Observed frames (0: the checkpoint's rollout.context)."""
+    horizon: int = 0
+    """Predicted frames (0: the checkpoint's rollout.horizon)."""
+    sample_steps: int = 0
+    """Denoising steps per frame (0: the checkpoint's rollout.sample_steps)."""
+    tau_ctx: float = 1.0
+    videos: int = 4
+    """Side-by-side real/predicted GIFs to write."""
+    use_ema: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        for n in ("context", "horizon", "sample_steps", "videos"):
+            if getattr(self, n) < 0:
+                raise ConfigError(f"eval.{n} must be >= 0, got {getattr(self, n)}")
+        if not 0 < self.tau_ctx <= 1:
+            raise ConfigError(f"eval.tau_ctx must be in (0, 1], got {self.tau_ctx}")
+
+
+@dataclass(frozen=True)
 class Command:
     summary: str
     make_default: Callable[[str], object]  # preset name -> default config
@@ -68,6 +100,84 @@ def _run_generate(cfg: GenerateConfig):
     print(f"{len(paths)} episodes in {cfg.out_dir}")
 
 
+def _run_encode(cfg: EncodeConfig):
+    from latentwm.data.latent_cache import encode_to_cache
+    from latentwm.encoders.dino import DinoEncoder
+    from latentwm.train.distributed import init_distributed, shutdown
+
+    if cfg.source != "pusht":
+        raise ConfigError(f"encode.source: unknown source {cfg.source!r}; available: pusht")
+    from latentwm.data.sources.pusht import load_pusht
+
+    items = load_pusht(cfg.root)
+    if not items:
+        raise ConfigError(f"encode.root: no episode_*.npz files in {cfg.root} (run `latentwm generate pusht`)")
+    dist = init_distributed()  # under torchrun each rank encodes its own shards
+    try:
+        enc = DinoEncoder.from_config(cfg.encoder, device=dist.device)
+        res = encode_to_cache(items, lambda f: enc.encode(f).cpu().numpy(), cfg.out_dir,
+                              encoder_label=enc.weights_label, episodes_per_shard=cfg.episodes_per_shard,
+                              rank=dist.rank, world_size=dist.world_size, image_size=cfg.encoder.image_size,
+                              show_progress=dist.is_main)
+    finally:
+        shutdown(dist)
+    print(f"{res['episodes']} episodes encoded into {len(res['shards_written'])} shards, {res['skipped']} skipped; "
+          f"cache {'complete' if res['complete'] else 'incomplete'}: {cfg.out_dir}")
+
+
+def _run_eval(cfg: EvalConfig):
+    import json
+    from pathlib import Path
+
+    from latentwm.data.clips import LatentClipDataset
+    from latentwm.eval.metrics import rollout_errors
+    from latentwm.eval.visualize import plot_curves, rollout_video, save_gif
+    from latentwm.train.checkpoint import load_world_model
+    from latentwm.train.trainer import eval_loader
+
+    model, exp, state = load_world_model(cfg.checkpoint, ema=cfg.use_ema)
+    r = exp.rollout
+    C, H, K = cfg.context or r.context, cfg.horizon or r.horizon, cfg.sample_steps or r.sample_steps
+    d = exp.data
+    data = LatentClipDataset(cfg.cache_dir or d.cache_dir, C + H, frame_skip=d.frame_skip,
+                             action_dim=exp.model.action_dim, split=cfg.split, eval_fraction=d.eval_fraction,
+                             seed=d.seed)
+    if len(data) == 0:
+        raise ConfigError(f"eval: no {cfg.split} clip of {C + H} frames in {data.cache.path}")
+    res = rollout_errors(model, eval_loader(data, exp.model.action_dim), C, H, K, cfg.tau_ctx, seed=cfg.seed,
+                         keep_predictions=cfg.videos)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    examples = res.pop("examples", [])
+    n = 0
+    for truth, pred, ctx in examples:
+        for b in range(truth.shape[0]):
+            save_gif(out / f"rollout_{n}.gif", rollout_video(ctx[b], truth[b], pred[b]), fps=2.0)
+            n += 1
+    plot_curves(out / "rollout_error.png", {"model": (res["horizons"], res["model_error"]),
+                                             "copy last frame": (res["horizons"], res["copy_last_error"])},
+                f"Rollout error ({cfg.split} clips)", "horizon (model steps)", "latent MSE")
+    res.update(checkpoint=str(state["path"]), step=state["step"], context=C, sample_steps=K, tau_ctx=cfg.tau_ctx,
+               encoder=state.get("encoder"))
+    (out / "metrics.json").write_text(json.dumps(res, indent=1))
+    print("horizon  model     copy-last")
+    for h, m, c in zip(res["horizons"], res["model_error"], res["copy_last_error"]):
+        print(f"{h:>7}  {m:.5f}  {c:.5f}")
+    print(f"{res['num_clips']} clips; metrics, plot and {n} videos in {out}")
+
+
+def _run_demo(cfg):
+    from latentwm.demo import run_demo
+
+    run_demo(cfg)
+
+
+def _demo_default(preset: str):
+    from latentwm.demo import DemoConfig
+
+    return DemoConfig(preset=preset)
+
+
 def _run_train(cfg: ExperimentConfig):
     from latentwm.train.trainer import train
 
@@ -75,19 +185,23 @@ def _run_train(cfg: ExperimentConfig):
 
 
 COMMANDS: dict[str, Command] = {
+    "demo": Command("the embedded default, end to end on CPU (Push-T): generate → encode → train → roll out → report",
+                    _demo_default, _run_demo),
     "generate": Command("simulated Push-T episodes (scripted + random-walk policies)",
                         lambda preset: GenerateConfig(), _run_generate),
+    "encode": Command("frames → DINO latents → cache shards (resumable, torchrun-parallel)",
+                      lambda preset: EncodeConfig(encoder=get_preset(preset).encoder), _run_encode),
+    "rollout": Command("predict futures of held-out clips from their context and actions; side-by-side videos",
+                       lambda preset: EvalConfig(videos=8, out_dir="runs/rollout"), _run_eval),
+    "eval": Command("rollout error of a trained model vs ground truth and copy-last-frame; plot and videos",
+                    lambda preset: EvalConfig(), _run_eval),
     "train": Command("dynamics training with shortcut forcing (single process or torchrun)",
                      get_preset, _run_train),
 }
 
 # Commands of DESIGN.md section 10 not available in this version yet: listed so users see the whole tool.
 PLANNED = {
-    "demo": "the embedded default, end to end on CPU (Push-T): generate → encode → train → roll out → plan → report",
-    "encode": "frames → DINO latents → cache shards (resumable, torchrun-parallel)",
-    "rollout": "predict futures from observed frames and actions; videos",
     "plan": "goal-conditioned MPC (CEM / MPPI / gradient) in a real environment",
-    "eval": "rollout metrics against ground truth and the copy-last-frame baseline",
     "train-decoder": "RAE-style decoder from latents back to pixels",
     "rl": "reward/value/policy heads and PMPO imagination training",
 }

@@ -406,10 +406,10 @@ def _cpu() -> ExperimentConfig:
                         registers=4, action_dim=10, context_frames=16, softcap=50.0, k_max=32)
     return ExperimentConfig(
         preset="cpu", encoder=enc, model=model,
-        objective=ObjectiveConfig(bootstrap_start=500),
+        objective=ObjectiveConfig(bootstrap_start=400),
         rollout=RolloutConfig(sample_steps=4, context=4, horizon=8),
         data=DataConfig(clip_len=12, batch_size=16),
-        train=TrainConfig(steps=3000, lr=1e-3, warmup_steps=200, eval_every=1000, ckpt_every=500,
+        train=TrainConfig(steps=1200, lr=1e-3, warmup_steps=100, eval_every=400, ckpt_every=200,
                           ema_decay=0.995),
     )
 

@@ -18,6 +18,7 @@ several times faster than decoding at full size and resizing in torch. The torch
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -37,6 +38,7 @@ DEFAULT_TOLERANCE_PERIODS = 1.5
 TRUNCATION_SLACK_PERIODS = 3.0
 
 Size = int | tuple[int, int] | None
+PathLike = str | os.PathLike
 
 
 class VideoError(RuntimeError):
@@ -63,9 +65,7 @@ def _hw(size: Size) -> tuple[int, int] | None:
     return int(h), int(w)
 
 
-def _open(
-    path: str | os.PathLike, threads: str = "SLICE"
-) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+def _open(path: PathLike, threads: str = "SLICE") -> tuple[av.container.InputContainer, av.VideoStream]:
     p = Path(path)
     if not p.is_file():
         raise VideoError(f"{p}: video file not found")
@@ -83,18 +83,18 @@ def _open(
     return container, stream
 
 
-def _fps(stream: av.video.stream.VideoStream) -> float:
+def _fps(stream: av.VideoStream) -> float:
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     if rate:
         return float(rate)
     return float(1 / stream.time_base) if stream.time_base else 30.0  # last resort: one frame per tick
 
 
-def _start_s(stream: av.video.stream.VideoStream) -> float:
+def _start_s(stream: av.VideoStream) -> float:
     return float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
 
 
-def probe_video(path: str | os.PathLike) -> VideoInfo:
+def probe_video(path: PathLike) -> VideoInfo:
     """Read container/stream headers (no decoding)."""
     container, stream = _open(path)
     with container:
@@ -107,7 +107,8 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             duration = stream.frames / fps if stream.frames else 0.0
         num = stream.frames or int(round(duration * fps))
         cc = stream.codec_context
-        return VideoInfo(str(path), fps, int(num), duration, cc.width, cc.height, cc.name)
+        # canonical_name is the format ("av1"), cc.name the decoder that reads it ("libdav1d")
+        return VideoInfo(str(path), fps, int(num), duration, cc.width, cc.height, cc.codec.canonical_name)
 
 
 def _to_rgb(frame: av.VideoFrame, hw: tuple[int, int] | None) -> np.ndarray:
@@ -116,19 +117,13 @@ def _to_rgb(frame: av.VideoFrame, hw: tuple[int, int] | None) -> np.ndarray:
     return frame.to_ndarray(format="rgb24", height=hw[0], width=hw[1], interpolation="BICUBIC")
 
 
-def _match(
-    container: av.container.InputContainer,
-    stream: av.video.stream.VideoStream,
-    path: str | os.PathLike,
-    targets: Iterator[float],
-    tol: float,
-    end_tol: float,
-) -> Iterator[tuple[float, float, av.VideoFrame | None]]:
-    """Yield ``(target, frame_time, frame)`` for ascending targets, frame = nearest decoded frame.
+def _match(container, stream, path, targets: Iterator[float], tol: float, end_tol: float) -> Iterator[tuple]:
+    """Yield ``(target, frame_time, av.VideoFrame)`` for ascending targets, frame = nearest decoded frame.
 
     Seeks to the keyframe before the first target and again whenever the next target is more than RESEEK_GAP_S
-    ahead of the decode position. Yields ``(target, nan, None)`` once and stops when the stream ends more than
-    ``end_tol`` before a target. Raises VideoError on decode errors or when the nearest frame is farther than ``tol``.
+    ahead of the decode position. Yields ``(target, last_frame_time, None)`` once and stops when the stream ends
+    more than ``end_tol`` before a target. Raises VideoError on decode errors or when the nearest frame is
+    farther than ``tol``.
     """
     period = 1.0 / _fps(stream)
     start = _start_s(stream)
@@ -142,7 +137,7 @@ def _match(
             if seek_s > start or not fresh:
                 _seek(container, stream, path, seek_s)
             fresh = False
-            frames = _decode(container, stream, path, period)
+            frames = _decode(container, stream, path, period, seek_s)
             first = next(frames, None)
             if first is None or first[0] <= t or seek_s <= start:
                 break
@@ -166,7 +161,7 @@ def _match(
                 yield t, prev[0], prev[1]
                 t = next(targets, None)
             if t is not None:
-                yield t, math.nan, None
+                yield t, (prev[0] if prev is not None else math.nan), None
                 return
 
 
@@ -178,10 +173,9 @@ def _seek(container, stream, path, seconds: float) -> None:
         raise VideoError(f"{path}: cannot seek to t={seconds:.4f}s (past the end or corrupt index?): {e}") from e
 
 
-def _decode(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: str | os.PathLike, period: float
-) -> Iterator[tuple[float, av.VideoFrame]]:
-    """Decode forward from the current position, yielding ``(time_s, frame)`` in presentation order.
+def _decode(container, stream, path, period: float, from_s: float) -> Iterator[tuple[float, av.VideoFrame]]:
+    """Decode forward from the current position (last seek target ``from_s``), yielding ``(time_s, frame)`` in
+    presentation order.
 
     Frame-threaded decoding swallows the error a truncated last packet causes and simply stops early, so besides
     decoder errors we check the demuxer's corrupt-packet and the decoder's corrupt-frame flags, and on reaching the
@@ -204,7 +198,8 @@ def _decode(
         raise VideoError(f"{path}: decode error after t={last:.4f}s: {e}") from e
     if stream.duration is not None:
         header_end = _start_s(stream) + float(stream.duration * stream.time_base)
-        if last + period < header_end - TRUNCATION_SLACK_PERIODS * period:
+        # from_s: a seek past the end that decodes nothing is "past the end", not truncation
+        if max(last, from_s) + period < header_end - TRUNCATION_SLACK_PERIODS * period:
             raise VideoError(
                 f"{path}: decodable frames end at t={last:.4f}s but the header says the stream lasts until "
                 f"{header_end:.4f}s (truncated file?)"
@@ -212,10 +207,7 @@ def _decode(
 
 
 def read_frames(
-    path: str | os.PathLike,
-    timestamps: Sequence[float] | np.ndarray,
-    size: Size = None,
-    tolerance_s: float | None = None,
+    path: PathLike, timestamps: Sequence[float] | np.ndarray, size: Size = None, tolerance_s: float | None = None
 ) -> np.ndarray:
     """Frames nearest to ``timestamps`` (seconds; any order, duplicates allowed) → uint8 ``(T, H, W, 3)``.
 
@@ -226,7 +218,9 @@ def read_frames(
     if not np.all(np.isfinite(ts)):
         raise ValueError(f"non-finite timestamps requested from {path}")
     backend = os.environ.get("LATENTWM_VIDEO_BACKEND", "pyav").lower()
-    if backend in ("torchcodec", "auto") and len(ts):
+    if backend not in ("pyav", "torchcodec", "auto"):
+        raise ValueError(f"LATENTWM_VIDEO_BACKEND must be pyav, torchcodec or auto, not {backend!r}")
+    if backend != "pyav" and len(ts):
         try:
             import torchcodec  # noqa: F401
         except ImportError as e:
@@ -247,7 +241,8 @@ def read_frames(
         last_key, last_rgb = None, None  # neighbouring requests often share a frame: convert it once
         for t, p, frame in _match(container, stream, path, iter(ts[order].tolist()), tol, tol):
             if frame is None:
-                raise VideoError(f"{path}: timestamp {t:.4f}s is past the end of the decodable stream")
+                last = f"last frame at {p:.4f}s" if p == p else "nothing decodable there"
+                raise VideoError(f"{path}: timestamp {t:.4f}s is past the end of the stream ({last})")
             if p != last_key:
                 last_key, last_rgb = p, _to_rgb(frame, hw)
             if out is None:
@@ -259,7 +254,7 @@ def read_frames(
 
 
 def _read_frames_torchcodec(path, ts: np.ndarray, size: Size, tolerance_s: float | None) -> np.ndarray:
-    """torchcodec branch (opt-in, untested on CPU CI). ``get_frames_played_at(t)`` returns the frame whose
+    """torchcodec (>= 0.2) branch: opt-in, untested on CPU CI. ``get_frames_played_at(t)`` returns the frame whose
     [pts, pts + duration) contains t, so asking at t + half a period gives the nearest frame for constant-rate video.
     """
     import torch
@@ -269,7 +264,8 @@ def _read_frames_torchcodec(path, ts: np.ndarray, size: Size, tolerance_s: float
     if not Path(path).is_file():
         raise VideoError(f"{path}: video file not found")
     try:
-        dec = VideoDecoder(str(path), dimension_order="NHWC", seek_mode="exact")
+        # approximate: no full-file scan per call (hour-long EPIC files); the pts check below guards the result
+        dec = VideoDecoder(str(path), dimension_order="NHWC", seek_mode="approximate")
         md = dec.metadata
         fps = float(md.average_fps)
         query = np.clip(ts + 0.5 / fps, md.begin_stream_seconds, md.end_stream_seconds - 1e-6)
@@ -290,44 +286,44 @@ def _read_frames_torchcodec(path, ts: np.ndarray, size: Size, tolerance_s: float
     return data.contiguous().numpy()
 
 
-def read_clip(path: str | os.PathLike, start_s: float, num_frames: int, fps: float, size: Size = None) -> np.ndarray:
+def read_clip(path: PathLike, start_s: float, num_frames: int, fps: float, size: Size = None) -> np.ndarray:
     """``num_frames`` frames at ``start_s + k / fps`` → uint8 ``(num_frames, H, W, 3)``."""
     return read_frames(path, start_s + np.arange(num_frames) / fps, size=size)
 
 
 def iter_frames(
-    path: str | os.PathLike,
-    fps: float | None = None,
-    size: Size = None,
-    start_s: float = 0.0,
-    end_s: float | None = None,
+    path: PathLike, fps: float | None = None, size: Size = None, start_s: float = 0.0, end_s: float | None = None
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Stream ``(timestamp_s, frame (H, W, 3) uint8)`` over [start_s, end_s] without holding the video in memory.
 
     ``fps=None`` yields every native frame with its own timestamp; otherwise the grid ``start_s + k / fps``
-    (starting no earlier than the first frame) is resampled by nearest frame, stopping at ``end_s`` or the end of
-    the stream.
+    (starting no earlier than the first frame) is resampled by nearest frame, stopping at ``end_s`` or when the
+    last frame's display interval ends. Raises VideoError if the file turns out truncated or corrupt.
     """
+    if fps is not None and not fps > 0:
+        raise ValueError(f"iter_frames fps must be positive, got {fps}")
     hw = _hw(size)
     container, stream = _open(path, threads="AUTO")
     with container:
         end = math.inf if end_s is None else end_s
         if fps is None:
             period = 1.0 / _fps(stream)
-            if start_s > _start_s(stream):
-                _seek(container, stream, path, start_s - period)
-            for p, frame in _decode(container, stream, path, period):
+            from_s = _start_s(stream)
+            if start_s > from_s:
+                from_s = start_s - period
+                _seek(container, stream, path, from_s)
+            for p, frame in _decode(container, stream, path, period, from_s):
                 if p > end + 1e-9:
                     break
                 if p >= start_s - 1e-9:
                     yield p, _to_rgb(frame, hw)
             return
         t0 = max(start_s, _start_s(stream))
-        grid = (t for k in range(2**62) if (t := t0 + k / fps) <= end + 1e-9)
+        grid = itertools.takewhile(lambda t: t <= end + 1e-9, (t0 + k / fps for k in itertools.count()))
         period = 1.0 / _fps(stream)
-        # Past the last frame, stop once a grid point is nearer to where the next frame would be (count =
-        # ceil(duration * fps)); inside the stream, holes wider than the usual tolerance still raise.
-        end_tol = 0.5 * period + 1e-6
+        # Past the last frame, keep grid points while it is still on screen (t < last + period, so the count is
+        # ceil(duration * fps); 1e-6 absorbs float error in k / fps); holes inside the stream still raise.
+        end_tol = period - 1e-6
         last_key, last_rgb = None, None
         for t, p, frame in _match(container, stream, path, grid, DEFAULT_TOLERANCE_PERIODS * period, end_tol):
             if frame is None:
@@ -348,9 +344,10 @@ def _rate(fps: float | Fraction) -> Fraction:
 
 
 def write_video(
-    path: str | os.PathLike, frames: np.ndarray, fps: float | Fraction, codec: str | None = None, crf: int = 18
+    path: PathLike, frames: np.ndarray, fps: float | Fraction, codec: str | None = None, crf: int = 18,
+    faststart: bool = False,
 ) -> None:
-    """Write uint8 ``(T, H, W, 3)`` RGB frames to ``path``.
+    """Write uint8 ``(T, H, W, 3)`` RGB frames to ``path`` (``faststart``: MP4 index first, for web streaming).
 
     ``.gif`` is written with Pillow (adaptive palette; PyAV's gif encoder only does a fixed 3-3-2 palette).
     Otherwise ``codec`` defaults to libx264 when this FFmpeg build has it, else mpeg4; 4:2:0 needs even sizes, so
@@ -373,7 +370,7 @@ def write_video(
     if pad_h or pad_w:
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
     rate = _rate(fps)
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else None) as out:
         stream = out.add_stream(codec, rate=rate)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"

@@ -174,3 +174,24 @@ def prune(root: str | os.PathLike, keep_last: int) -> None:
     ckpts = list_checkpoints(root)
     for old in ckpts[: max(0, len(ckpts) - keep_last)]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def load_world_model(path: str | os.PathLike, ema: bool = True, device="cpu"):
+    """(model, ExperimentConfig, state) from a checkpoint directory, or the latest one under a run folder.
+
+    ema=True loads the EMA weights (what sampling uses). state holds the saved facts (data_stats, encoder, ...).
+    """
+    from latentwm.config import ExperimentConfig
+    from latentwm.model.dynamics import DynamicsModel
+
+    path = Path(path)
+    if not (path / "manifest.json").exists():
+        found = latest_checkpoint(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
+        if found is None:
+            raise CheckpointError(f"no complete checkpoint in {path}")
+        path = found
+    state = load_checkpoint(path, map_location=device)
+    cfg = ExperimentConfig.from_dict(state["config"])
+    model = DynamicsModel(cfg.model).to(device)
+    model.load_state_dict(state["ema" if ema else "model"])
+    return model.eval().requires_grad_(False), cfg, state

@@ -266,9 +266,7 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------------------- eval
     def eval_batches(self, batch_size: int = 16) -> Iterator[WorldBatch]:
-        loader = DataLoader(self.eval_set, batch_size=batch_size, shuffle=False,
-                            collate_fn=partial(collate, action_dim=self.cfg.model.action_dim))
-        return iter(loader)
+        return eval_loader(self.eval_set, self.cfg.model.action_dim, batch_size)
 
     def evaluate(self, step: int) -> dict:
         """Rollout error per horizon vs ground truth and copy-last, with the EMA weights; a PCA video."""
@@ -292,6 +290,12 @@ class Trainer:
             if self.on_eval is not None:
                 self.on_eval(step, res)
         return res
+
+
+def eval_loader(dataset: Dataset, action_dim: int, batch_size: int = 16) -> Iterator[WorldBatch]:
+    """Batches of a finite evaluation dataset, in order."""
+    return iter(DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                           collate_fn=partial(collate, action_dim=action_dim)))
 
 
 def train(cfg: ExperimentConfig) -> dict:

@@ -1,0 +1,124 @@
+"""The demo's report folder: report.md, metrics.json, training curves, rollout-error plot and rollout GIFs.
+
+`metrics.json` is the machine-readable contract (later stages add their sections: planning, decoder, rl):
+  rollout.horizons, rollout.model_error, rollout.copy_last_error (aligned lists, latent MSE),
+  encoder.weights ("random" or "pretrained:<id>"), wall_time_s, ...
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from latentwm.config import ExperimentConfig
+from latentwm.eval.visualize import plot_curves, rollout_video, save_gif
+from latentwm.train.logging import read_metrics
+
+
+def weights_field(label: str) -> str:
+    """'random:tiny-random' -> 'random'; 'pretrained:facebook/dinov2-small' stays as it is."""
+    return "random" if label.startswith("random") else label
+
+
+def write_report(out: str | Path, exp: ExperimentConfig, results: dict, train_dir: Path, encoder_label: str,
+                 wall_time_s: float, data: dict, model_parameters: int | None = None) -> Path:
+    """results: {"tau_ctx=1.0": rollout_errors(...), "tau_ctx=0.9": ...}. Returns the report folder."""
+    out = Path(out)
+    (out / "rollouts").mkdir(parents=True, exist_ok=True)
+    main = results["tau_ctx=1.0"]
+    renoised = results.get("tau_ctx=0.9")
+    H = main["horizons"]
+    beats = [m < c for m, c in zip(main["model_error"], main["copy_last_error"])]
+
+    # ---- plots
+    recs = read_metrics(train_dir / "metrics.jsonl") if (train_dir / "metrics.jsonl").exists() else []
+    tr = [(r["step"], r["train/loss"]) for r in recs if "train/loss" in r]
+    ev = [(r["step"], r["eval/mean_model"], r["eval/mean_copy_last"]) for r in recs if "eval/mean_model" in r]
+    series = {"train loss (shortcut forcing)": ([s for s, _ in tr], [v for _, v in tr])}
+    plot_curves(out / "training_curve.png", series, "Training loss", "step", "loss", logy=True)
+    if ev:
+        plot_curves(out / "eval_curve.png",
+                    {"model (EMA)": ([e[0] for e in ev], [e[1] for e in ev]),
+                     "copy last frame": ([e[0] for e in ev], [e[2] for e in ev])},
+                    "Held-out rollout error (mean over horizons)", "step", "latent MSE")
+    err_series = {"model, clean context (τ_ctx=1.0)": (H, main["model_error"]),
+                  "copy last frame": (H, main["copy_last_error"])}
+    if renoised:
+        err_series["model, re-noised context (τ_ctx=0.9)"] = (H, renoised["model_error"])
+    plot_curves(out / "rollout_error.png", err_series, "Rollout error per horizon (held-out episodes)",
+                "horizon (model steps)", "latent MSE")
+
+    # ---- videos
+    gifs = []
+    for i, (truth, pred, ctx) in enumerate(_examples(main)):
+        gifs.append(save_gif(out / "rollouts" / f"rollout_{i}.gif", rollout_video(ctx, truth, pred), fps=2.0))
+
+    # ---- metrics.json
+    weights = weights_field(encoder_label)
+    metrics = {
+        "rollout": {"horizons": H, "model_error": main["model_error"], "copy_last_error": main["copy_last_error"],
+                    "metric": "latent MSE (normalized DINO features), mean over held-out clips",
+                    "num_clips": main["num_clips"], "beats_copy_last": beats,
+                    "context": exp.rollout.context, "sample_steps": exp.rollout.sample_steps,
+                    "by_group": main["by_group"]},
+        "encoder": {"weights": weights, "label": encoder_label, "name": exp.encoder.name,
+                    "image_size": exp.encoder.image_size},
+        "training": {"steps": tr[-1][0] if tr else 0, "final_loss": tr[-1][1] if tr else None,
+                     "preset": exp.preset, "model_parameters": model_parameters},
+        "data": data,
+        "wall_time_s": wall_time_s,
+    }
+    if renoised:
+        metrics["rollout"]["renoised_context"] = {"tau_ctx": 0.9, "model_error": renoised["model_error"]}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+
+    # ---- report.md
+    random_note = ("**The encoder has random weights** (`%s`): the latents are features of an untrained DINOv2 "
+                   "architecture, not pretrained DINO features. Pass a real encoder (e.g. `--encoder.name "
+                   "dinov2-s` with local weights) for meaningful features." % encoder_label
+                   if weights == "random" else f"Encoder weights: `{weights}`.")
+    ren = [f"{e:.4f}" for e in renoised["model_error"]] if renoised else [""] * len(H)
+    rows = "\n".join(f"| {h} | {m:.4f} | {c:.4f} | {r} | {'yes' if b else 'no'} |"
+                     for h, m, c, r, b in zip(H, main["model_error"], main["copy_last_error"], ren, beats))
+    md = f"""# latentwm demo report — Push-T
+
+{random_note}
+
+- preset `{exp.preset}`: dynamics model of {model_parameters or '?'} parameters, {metrics['training']['steps']} steps
+- data: {data.get('episodes')} simulated Push-T episodes of {data.get('env_steps_per_episode')} env steps, frame skip
+  {exp.data.frame_skip} ({exp.data.frame_skip * 2}-D actions per model step), 10% of episodes held out
+- wall time: {wall_time_s / 60:.1f} min
+
+## Rollouts on held-out episodes
+
+{exp.rollout.context} observed frames, then {len(H)} predicted frames from the dataset's actions with
+{exp.rollout.sample_steps}-step sampling (EMA weights), against copying the last observed frame. Error is the mean
+squared error of normalized latents ({main['num_clips']} clips). The model beats the baseline at
+{sum(beats)}/{len(beats)} horizons.
+
+| horizon | model | copy last | model, τ_ctx = 0.9 | model better |
+|---|---|---|---|---|
+{rows}
+
+![rollout error](rollout_error.png)
+
+## Training
+
+![training loss](training_curve.png)
+{"![held-out error during training](eval_curve.png)" if ev else ""}
+
+## Real vs predicted (PCA of features)
+
+Left: real; right: predicted (red border) after the same context. Colours are the 3 leading principal components of
+the real clip's features, shared by both sides.
+
+{chr(10).join(f'![rollout {i}](rollouts/{p.name})' for i, p in enumerate(gifs))}
+"""
+    (out / "report.md").write_text(md)
+    return out
+
+
+def _examples(res: dict):
+    for truth, pred, ctx in res.get("examples", []):
+        for b in range(truth.shape[0]):
+            yield truth[b], pred[b], ctx[b]
