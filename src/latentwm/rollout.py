@@ -33,11 +33,12 @@ def _action_at(actions, action_mask, t: int, batch: int):
 
 
 def commit_frame(model, cache, x: torch.Tensor, prev_action=None, prev_action_mask=None, tau_ctx: float = 1.0,
-                 noise: torch.Tensor | None = None) -> None:
+                 noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> None:
     """Write the finished frame x (B, N, D) into the cache at signal level tau_ctx (one pass, output unused)."""
     z = x
     if tau_ctx < 1.0:
-        eps = torch.randn_like(x) if noise is None else noise
+        eps = noise if noise is not None else torch.randn(x.shape, generator=generator, device=x.device,
+                                                           dtype=x.dtype)
         z = (1.0 - tau_ctx) * eps + tau_ctx * x
     d_min = 1.0 / model.cfg.k_max
     model.step(z, _ones(x, tau_ctx), _ones(x, d_min), prev_action, prev_action_mask, cache=cache, commit=True)
@@ -64,7 +65,7 @@ def sample_frame(model, cache, sample_steps: int, noise: torch.Tensor, prev_acti
 
 
 def observe(model, context: torch.Tensor, actions=None, action_mask=None, tau_ctx: float = 1.0, cache=None,
-            noise: torch.Tensor | None = None):
+            noise: torch.Tensor | None = None, generator: torch.Generator | None = None):
     """Enter observed frames context (B, C, N, D) into a cache (a new one when None); returns the cache.
 
     actions (B, ≥C−1, A), actions[:, t] taken after context frame t (the first frame enters without an action);
@@ -77,7 +78,7 @@ def observe(model, context: torch.Tensor, actions=None, action_mask=None, tau_ct
         cache = model.init_cache(B, device=context.device)  # dtype follows autocast
     for c in range(C):
         a, m = _action_at(actions, action_mask, c, B)
-        commit_frame(model, cache, context[:, c], a, m, tau_ctx, None if noise is None else noise[:, c])
+        commit_frame(model, cache, context[:, c], a, m, tau_ctx, None if noise is None else noise[:, c], generator)
     return cache
 
 
@@ -89,8 +90,9 @@ def rollout(model, context: torch.Tensor, horizon: int, actions: torch.Tensor | 
 
     actions: (B or 1, C + H − 1, A) or None (action-free); action_mask (B or 1, C + H − 1) bool.
     noise: (B or 1, H, N, D) fixed noise per generated frame (common random numbers for planning); otherwise drawn
-    from `generator` (or the global RNG). cache: an already observed history (then `context` may hold zero frames
-    and is only used for shapes); grad: keep the graph (gradient planners, K = 1).
+    from `generator` (or the global RNG), which also draws the re-noising of context frames when tau_ctx < 1.
+    cache: an already observed history (then `context` is only used for shapes and to position the actions);
+    grad: keep the graph (gradient planners, K = 1).
     """
     B, C, N, D = context.shape
     if actions is not None and actions.shape[1] < C + horizon - 1:
@@ -103,7 +105,7 @@ def rollout(model, context: torch.Tensor, horizon: int, actions: torch.Tensor | 
     ctx = contextlib.nullcontext() if grad else torch.no_grad()
     with ctx:
         if cache is None:
-            cache = observe(model, context, actions, action_mask, tau_ctx)
+            cache = observe(model, context, actions, action_mask, tau_ctx, generator=generator)
         B_out = max(B, cache.batch_size)  # an expanded cache: one history, many candidates
         frames = []
         for h in range(horizon):
@@ -116,5 +118,5 @@ def rollout(model, context: torch.Tensor, horizon: int, actions: torch.Tensor | 
             x = sample_frame(model, cache, sample_steps, eps, a, m, batch=B_out)
             frames.append(x)
             if h < horizon - 1:  # the last frame is never attended to
-                commit_frame(model, cache, x, a, m, tau_ctx)
+                commit_frame(model, cache, x, a, m, tau_ctx, generator=generator)
     return torch.stack(frames, dim=1)
