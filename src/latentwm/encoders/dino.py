@@ -106,6 +106,8 @@ class DinoEncoder(nn.Module):
         self.backbone.requires_grad_(False).eval()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_scale", 1.0 / (255.0 * self.std), persistent=False)
+        self.register_buffer("_shift", -self.mean / self.std, persistent=False)
         self.stats: NormStats | None = None
         self._stat_tensors: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -153,12 +155,15 @@ class DinoEncoder(nn.Module):
             raise ValueError(f"encoder: frames must be (B, H, W, 3) or (B, 3, H, W) with 3 channels, got "
                              f"{tuple(x.shape)}")
         if x.shape[-1] == 3 and x.shape[1] != 3:
-            x = x.permute(0, 3, 1, 2)
-        x = x.to(self.device, non_blocking=True).float().div_(255.0)
+            x = x.permute(0, 3, 1, 2).contiguous()  # reorder while still 1 byte per value: 10× cheaper
+        x = x.to(self.device, non_blocking=True)
         S = self.cfg.image_size
         if x.shape[-2:] != (S, S):
-            x = F.interpolate(x, size=(S, S), mode="bicubic", antialias=True, align_corners=False).clamp_(0, 1)
-        return (x - self.mean) / self.std
+            x = F.interpolate(x.float().div_(255.0), size=(S, S), mode="bicubic", antialias=True,
+                              align_corners=False).clamp_(0, 1)
+            return ((x - self.mean) / self.std).contiguous()
+        # already at size: one conversion and two in-place passes, x·(1/(255·std)) − mean/std
+        return x.float().mul_(self._scale).add_(self._shift)
 
     @torch.inference_mode()
     def forward_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
