@@ -123,11 +123,15 @@ def test_nonfinite_steps_are_skipped_then_the_run_stops(tmp_path):
                 device="cpu").fit()
 
 
-def test_two_process_ddp_matches_single_process(tmp_path):
-    single = _cfg(tmp_path / "single", train__steps=4, data__batch_size=4)
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_process_run_matches_single_process(tmp_path, strategy):
+    # bootstrap on from step 2, so the FSDP teacher passes (collectives) are exercised too
+    kw = dict(train__steps=4, data__batch_size=4, objective__bootstrap_start=2, train__distributed=strategy)
+    single = _cfg(tmp_path / "single", **kw)
     _run(single)
-    ddp = _cfg(tmp_path / "ddp", train__steps=4, data__batch_size=4)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29631",
+    ddp = _cfg(tmp_path / "ddp", **kw)
+    port = "29631" if strategy == "ddp" else "29632"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
            str(SCRIPT), json.dumps(ddp.to_dict())]
     r = subprocess.run(cmd, capture_output=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, (r.stdout + r.stderr).decode()[-3000:]

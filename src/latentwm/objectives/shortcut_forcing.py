@@ -125,14 +125,16 @@ class ShortcutForcing:
     def __call__(self, model: Denoiser, x: torch.Tensor, actions: torch.Tensor | None = None,
                  action_mask: torch.Tensor | None = None, valid: torch.Tensor | None = None,
                  global_step: int = 0, bootstrap_model: Denoiser | None = None, seeds: list[int] | None = None,
-                 normalizer: float | torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 normalizer: float | torch.Tensor | None = None, collective_safe: bool = False
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """x (B, T, N, D) clean latents; actions (B, T, A); action_mask, valid (B, T) bool.
 
         bootstrap_model computes the no-grad half steps (defaults to `model`; pass the unwrapped module under
         DDP/FSDP). seeds: per-sample seeds for the random draws (see `draw`). The loss is Σ w·ℓ over valid frames
         divided by `normalizer` (default: this batch's valid-frame count); a trainer passes the global count of
         the whole optimizer step (all micro-batches, all ranks) so that accumulation and DDP give exactly the
-        single-process gradient.
+        single-process gradient. collective_safe (FSDP): the teacher passes run on the whole batch whenever the
+        bootstrap is active, so every rank runs the same number of forwards (their all-gathers must match).
         """
         B, T = x.shape[:2]
         device = x.device
@@ -141,10 +143,13 @@ class ShortcutForcing:
         x_hat = model(z, tau, step, actions, action_mask)
 
         target = x
-        if boot.any():
+        teacher = bootstrap_model or model
+        if collective_safe and self.active(global_step):
+            full = bootstrap_target(teacher, z, tau, step, actions, action_mask)
+            target = torch.where(boot[:, None, None, None], full, x)
+        elif boot.any():
             idx = boot.nonzero().squeeze(1)
             sub = lambda t: None if t is None else t[idx]  # noqa: E731
-            teacher = bootstrap_model or model
             target = x.clone()
             target[idx] = bootstrap_target(teacher, z[idx], tau[idx], step[idx], sub(actions), sub(action_mask))
         per_frame = (x_hat.float() - target.float()).pow(2).mean(dim=(-2, -1))  # (B, T)

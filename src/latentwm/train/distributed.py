@@ -90,7 +90,8 @@ def wrap_model(model: nn.Module, strategy: str, info: DistInfo) -> nn.Module:
     if strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        for block in getattr(model, "blocks", []):
+        stack = getattr(model, "transformer", model)
+        for block in getattr(stack, "blocks", []):  # one all-gather per block keeps peak memory at one block
             fully_shard(block)
         fully_shard(model)
         return model

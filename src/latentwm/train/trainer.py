@@ -109,6 +109,9 @@ class Trainer:
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
         self.model = DynamicsModel(cfg.model).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.fsdp = tc.distributed == "fsdp" and self.dist.enabled
+        if self.fsdp:  # the EMA is sharded like the model, so its update is a local op on matching shards
+            wrap_model(self.ema, "fsdp", self.dist)
         self.wrapped = wrap_model(self.model, tc.distributed, self.dist)
         self.forward = torch.compile(self.wrapped) if tc.compile else self.wrapped
         self.opt = torch.optim.AdamW(param_groups(self.model, tc.weight_decay), lr=tc.lr,
@@ -122,15 +125,42 @@ class Trainer:
         self.log = RunLogger(self.out, enabled=self.dist.is_main, wandb=tc.wandb, config=cfg.to_dict())
 
     # -------------------------------------------------------------------------------------------------- state
+    def _weights_state(self) -> dict:
+        """Model, EMA and optimizer state; under FSDP2 gathered into full tensors (a collective: every rank)."""
+        if not self.fsdp:
+            return {"model": unwrap(self.model).state_dict(), "ema": self.ema.state_dict(),
+                    "optimizer": self.opt.state_dict()}
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                             get_optimizer_state_dict)
+
+        full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return {"model": get_model_state_dict(self.model, options=full),
+                "ema": get_model_state_dict(self.ema, options=full),
+                "optimizer": get_optimizer_state_dict(self.model, self.opt, options=full)}
+
+    def _load_weights_state(self, st: dict) -> None:
+        if not self.fsdp:
+            unwrap(self.model).load_state_dict(st["model"])
+            self.ema.load_state_dict(st["ema"])
+            self.opt.load_state_dict(st["optimizer"])
+            return
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                             set_optimizer_state_dict)
+
+        full = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(self.model, st["model"], options=full)
+        set_model_state_dict(self.ema, st["ema"], options=full)
+        set_optimizer_state_dict(self.model, self.opt, st["optimizer"], options=full)
+
     def state_dict(self) -> dict:
-        return {"model": unwrap(self.model).state_dict(), "ema": self.ema.state_dict(),
-                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+        return {**self._weights_state(), "scheduler": self.sched.state_dict(),
                 "step": self.state.step, "nonfinite": self.state.nonfinite, "history": self.state.history,
                 "data_position": self.state.step * self.cfg.train.grad_accum,
                 "config": self.cfg.to_dict(), **self.extra_state}
 
     def save(self) -> Path:
-        return ckpt.save_checkpoint(self.ckpt_dir, self.state.step, self.state_dict() if self.dist.is_main else {},
+        state = self.state_dict() if (self.dist.is_main or self.fsdp) else {}  # FSDP gathers on every rank
+        return ckpt.save_checkpoint(self.ckpt_dir, self.state.step, state if self.dist.is_main else {},
                                     rank=self.dist.rank, world_size=self.dist.world_size,
                                     barrier=self.dist.barrier, keep_last=self.cfg.train.keep_last)
 
@@ -139,9 +169,7 @@ class Trainer:
         if latest is None:
             return None
         st = ckpt.load_checkpoint(latest, rank=self.dist.rank, map_location=self.device)
-        unwrap(self.model).load_state_dict(st["model"])
-        self.ema.load_state_dict(st["ema"])
-        self.opt.load_state_dict(st["optimizer"])
+        self._load_weights_state(st)
         self.sched.load_state_dict(st["scheduler"])
         self.state = TrainState(st["step"], st["nonfinite"], list(st.get("history", [])))
         if st["rng"] is not None:
@@ -200,7 +228,8 @@ class Trainer:
                 with ctx, torch.autocast(**self.autocast):
                     loss, metrics = self.objective(
                         self.forward, b.latents, b.actions, b.action_mask, b.valid, global_step=step,
-                        bootstrap_model=unwrapped, seeds=self._micro_seeds(micro0 + j), normalizer=normalizer)
+                        bootstrap_model=unwrapped, seeds=self._micro_seeds(micro0 + j), normalizer=normalizer,
+                        collective_safe=self.fsdp)
                 loss.backward()
                 for k, v in metrics.items():
                     step_metrics[k] = step_metrics.get(k, 0) + v.detach() / len(batches)
