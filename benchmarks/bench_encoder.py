@@ -2,9 +2,10 @@
 
     python benchmarks/bench_encoder.py
 
-Bare = `model(pixel_values)` on frames already resized and normalized at the encoder resolution. Wrapper = the full
-`encode` from uint8 frames at that resolution (uint8 → float, ImageNet normalization, forward, drop CLS/registers,
-LayerNorm without affine, chunking). Interleaved repeats, medians. Target: wrapper/bare ≥ 0.95.
+Bare = `model(pixel_values)` on frames already converted to float at the encoder resolution (the model's input).
+Wrapper = the full `encode` from uint8 frames at that resolution (uint8 → float, forward, drop CLS/registers,
+LayerNorm without affine, chunking; the ImageNet normalization and the norm's affine are folded into the frozen
+weights, so they cost nothing). Interleaved repeats, medians. Target: wrapper/bare ≥ 0.95.
 """
 
 from __future__ import annotations

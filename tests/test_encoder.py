@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from latentwm.config import EncoderConfig
 from latentwm.data.episodes import NormStats
-from latentwm.encoders.dino import DinoEncoder, EncoderWeightsMissing, compute_latent_stats
+from latentwm.encoders.dino import DinoEncoder, EncoderWeightsMissing, compute_latent_stats, load_backbone
 
 FAMILIES = [("tiny-random", 56, 0), ("tiny-random-reg", 56, 4), ("tiny-random-v3", 64, 4)]
 
@@ -29,10 +29,15 @@ def test_shapes_determinism_and_dropped_tokens(name, size, regs):
     assert enc.skip == 1 + regs and enc.is_random and enc.weights_label == f"random:{name}"
     # a second encoder from the same config is the same function
     torch.testing.assert_close(DinoEncoder.from_config(cfg).encode(frames), x, rtol=0, atol=0)
-    # the output is exactly the patch tokens of the bare model (CLS/registers dropped), LayerNorm-ed without affine
-    pixels = enc.preprocess(frames)
+    # the output is exactly the patch tokens of the untouched model (CLS/registers dropped) on ImageNet-normalized
+    # pixels, LayerNorm-ed without affine (the wrapper folds normalization and the norm's affine into the weights)
+    bare = load_backbone(cfg)[0].eval()
+    x01 = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    x01 = F.interpolate(x01, size=(size, size), mode="bicubic", antialias=True).clamp(0, 1)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    pixels = (x01 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     with torch.no_grad():
-        out = enc.backbone(pixel_values=pixels, output_hidden_states=True)
+        out = bare(pixel_values=pixels, output_hidden_states=True)
     assert out.last_hidden_state.shape[1] == g * g + 1 + regs
     pre_norm = out.hidden_states[-1]  # the last block's output, before the final norm (all three families)
     eps = getattr(enc.backbone.config, "layer_norm_eps", 1e-6)
@@ -93,8 +98,6 @@ def test_missing_offline_weights_say_how_to_get_them(tmp_path, monkeypatch):
 def test_local_folder_loads_like_the_hub(tmp_path, name, size):
     cfg = EncoderConfig(name=name, image_size=size)
     ref = DinoEncoder.from_config(cfg)
-    from latentwm.encoders.dino import load_backbone
-
     backbone, _ = load_backbone(cfg)  # fresh, with its affine final norm, as a user would save it
     backbone.save_pretrained(tmp_path / "model")
     local = DinoEncoder.from_config(EncoderConfig(name=str(tmp_path / "model"), image_size=size))

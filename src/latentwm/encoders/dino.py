@@ -3,9 +3,12 @@
 uint8 frames → resize (bicubic, antialias) to image_size² → ImageNet mean/std → ViT → patch tokens only (CLS and
 register tokens dropped) → LayerNorm without affine (RAE's normalization) → optionally per-channel dataset statistics.
 
-The affine-free final LayerNorm is obtained by setting the model's own final norm to weight 1 / bias 0 at load time:
-`last_hidden_state` then *is* LayerNorm(h) without affine, with the model's eps, at zero extra cost over the bare
-model forward (no hooks, no copies of intermediate layers).
+Two exact rewrites of the frozen weights at load time make the wrapper cost no more than the bare model forward:
+- the affine-free final LayerNorm: the model's own final norm gets weight 1 / bias 0, so `last_hidden_state` *is*
+  LayerNorm(h) without affine, with the model's eps (no hooks, no copies of intermediate layers);
+- the ImageNet normalization is folded into the patch-embedding convolution (it is linear, and the convolution is the
+  first thing that sees the pixels): W' = W / (255·std_c), b' = b − Σ W·mean_c/std_c. The model then takes float
+  pixels in [0, 255] straight from uint8, and channels-last frames need no transposed copy.
 """
 
 from __future__ import annotations
@@ -54,6 +57,14 @@ def _final_norm(model: nn.Module) -> nn.Module:
     raise ValueError(f"encoder: cannot find the final LayerNorm of {type(model).__name__}")
 
 
+def _patch_conv(model: nn.Module) -> nn.Conv2d:
+    pe = model.embeddings.patch_embeddings
+    conv = getattr(pe, "projection", pe)
+    if not isinstance(conv, nn.Conv2d):
+        raise ValueError(f"encoder: cannot find the patch-embedding convolution of {type(model).__name__}")
+    return conv
+
+
 def load_backbone(cfg: EncoderConfig) -> tuple[nn.Module, str]:
     """(transformers model, weights label) for a preset or a local folder / hub id."""
     preset = ENCODER_PRESETS.get(cfg.name)
@@ -99,15 +110,20 @@ class DinoEncoder(nn.Module):
             raise ValueError(f"encoder.image_size {cfg.image_size} is not a multiple of the patch size "
                              f"{self.patch_size} of {cfg.name!r}")
         self.skip = 1 + int(getattr(bc, "num_register_tokens", 0) or 0)  # CLS + registers come first
-        norm = _final_norm(backbone)
-        with torch.no_grad():  # RAE: the final LayerNorm without its affine
-            norm.weight.fill_(1.0)
+        norm, conv = _final_norm(backbone), _patch_conv(backbone)
+        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        with torch.no_grad():
+            norm.weight.fill_(1.0)  # RAE: the final LayerNorm without its affine
             norm.bias.zero_()
+            w = conv.weight.double()  # fold (x/255 − mean)/std into the first (linear) layer
+            shift = (w * (mean / std).double().view(1, 3, 1, 1)).sum((1, 2, 3))
+            conv.weight.copy_(w / (255.0 * std.double()).view(1, 3, 1, 1))
+            if conv.bias is None:
+                conv.bias = nn.Parameter(torch.zeros(conv.out_channels, dtype=conv.weight.dtype))
+            conv.bias.copy_(conv.bias.double() - shift)
         self.backbone.requires_grad_(False).eval()
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("_scale", 1.0 / (255.0 * self.std), persistent=False)
-        self.register_buffer("_shift", -self.mean / self.std, persistent=False)
+        self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)  # kept for reference / decoders
+        self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
         self.stats: NormStats | None = None
         self._stat_tensors: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -147,7 +163,9 @@ class DinoEncoder(nn.Module):
             torch.as_tensor(stats.std, dtype=torch.float32, device=self.device))
 
     def preprocess(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """uint8 (B, H, W, 3) or (B, 3, H, W) -> normalized float (B, 3, S, S), S = image_size."""
+        """uint8 (B, H, W, 3) or (B, 3, H, W) -> float pixels in [0, 255], (B, 3, S, S), S = image_size.
+
+        (The ImageNet normalization lives in the patch convolution, see the module docstring.)"""
         x = torch.as_tensor(frames)
         if x.dtype != torch.uint8:
             raise ValueError(f"encoder: frames must be uint8 (B, H, W, 3) or (B, 3, H, W), got dtype {x.dtype}")
@@ -155,15 +173,12 @@ class DinoEncoder(nn.Module):
             raise ValueError(f"encoder: frames must be (B, H, W, 3) or (B, 3, H, W) with 3 channels, got "
                              f"{tuple(x.shape)}")
         if x.shape[-1] == 3 and x.shape[1] != 3:
-            x = x.permute(0, 3, 1, 2).contiguous()  # reorder while still 1 byte per value: 10× cheaper
-        x = x.to(self.device, non_blocking=True)
+            x = x.permute(0, 3, 1, 2)  # a channels-last view: the convolution reads it without a copy
+        x = x.to(self.device, non_blocking=True).float()
         S = self.cfg.image_size
         if x.shape[-2:] != (S, S):
-            x = F.interpolate(x.float().div_(255.0), size=(S, S), mode="bicubic", antialias=True,
-                              align_corners=False).clamp_(0, 1)
-            return ((x - self.mean) / self.std).contiguous()
-        # already at size: one conversion and two in-place passes, x·(1/(255·std)) − mean/std
-        return x.float().mul_(self._scale).add_(self._shift)
+            x = F.interpolate(x, size=(S, S), mode="bicubic", antialias=True, align_corners=False).clamp_(0, 255)
+        return x
 
     @torch.inference_mode()
     def forward_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
