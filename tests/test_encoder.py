@@ -54,6 +54,12 @@ def test_channels_first_and_video_inputs_agree():
     torch.testing.assert_close(a, b)
     v = enc.encode_video(f.reshape(2, 2, *f.shape[1:]))
     torch.testing.assert_close(v.reshape(4, *a.shape[1:]), a)
+    # frames already at image_size go through a reused pixel buffer: results never leak between calls
+    g = _frames(4, size=56, seed=1)
+    first = enc.encode(g).clone()
+    enc.encode(_frames(4, size=56, seed=2))
+    torch.testing.assert_close(enc.encode(g), first, rtol=0, atol=0)
+    torch.testing.assert_close(first, enc.forward_pixels(enc.preprocess(g)), rtol=0, atol=0)
 
 
 def test_frozen_and_eval():

@@ -162,10 +162,7 @@ class DinoEncoder(nn.Module):
             torch.as_tensor(stats.mean, dtype=torch.float32, device=self.device),
             torch.as_tensor(stats.std, dtype=torch.float32, device=self.device))
 
-    def preprocess(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """uint8 (B, H, W, 3) or (B, 3, H, W) -> float pixels in [0, 255], (B, 3, S, S), S = image_size.
-
-        (The ImageNet normalization lives in the patch convolution, see the module docstring.)"""
+    def _check(self, frames) -> torch.Tensor:
         x = torch.as_tensor(frames)
         if x.dtype != torch.uint8:
             raise ValueError(f"encoder: frames must be uint8 (B, H, W, 3) or (B, 3, H, W), got dtype {x.dtype}")
@@ -174,7 +171,25 @@ class DinoEncoder(nn.Module):
                              f"{tuple(x.shape)}")
         if x.shape[-1] == 3 and x.shape[1] != 3:
             x = x.permute(0, 3, 1, 2)  # a channels-last view: the convolution reads it without a copy
-        x = x.to(self.device, non_blocking=True).float()
+        return x
+
+    def _pixels(self, frames) -> torch.Tensor:
+        """Like `preprocess`, but frames already at image_size are converted into a reused buffer: a fresh
+        float buffer per call costs page faults comparable to a small model's whole forward on the CPU."""
+        x = self._check(frames)
+        S = self.cfg.image_size
+        if x.shape[-2:] != (S, S) or self.device.type != "cpu":
+            return self.preprocess(frames)
+        buf = getattr(self, "_buf", None)
+        if buf is None or buf.shape != x.shape or buf.stride() != x.stride():
+            buf = self._buf = torch.empty_strided(x.shape, x.stride(), dtype=torch.float32)
+        return buf.copy_(x)
+
+    def preprocess(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """uint8 (B, H, W, 3) or (B, 3, H, W) -> float pixels in [0, 255], (B, 3, S, S), S = image_size.
+
+        (The ImageNet normalization lives in the patch convolution, see the module docstring.)"""
+        x = self._check(frames).to(self.device, non_blocking=True).float()
         S = self.cfg.image_size
         if x.shape[-2:] != (S, S):
             x = F.interpolate(x, size=(S, S), mode="bicubic", antialias=True, align_corners=False).clamp_(0, 255)
@@ -195,7 +210,7 @@ class DinoEncoder(nn.Module):
     def encode(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
         """uint8 frames (B, H, W, 3) or (B, 3, H, W) -> (B, N, D) float32, in chunks of cfg.batch_size."""
         n = len(frames)
-        outs = [self.forward_pixels(self.preprocess(frames[i : i + self.cfg.batch_size]))
+        outs = [self.forward_pixels(self._pixels(frames[i : i + self.cfg.batch_size]))
                 for i in range(0, n, self.cfg.batch_size)]
         if not outs:
             return torch.zeros(0, self.num_tokens, self.dim, device=self.device)
