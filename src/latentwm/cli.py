@@ -40,17 +40,28 @@ class GenerateConfig:
 class EncodeConfig:
     """Frames → frozen DINO latents → WebDataset shards + index (resumable; run under torchrun to split work)."""
 
-    source: str = "pusht"
-    """Dataset reader: pusht (episodes from `latentwm generate pusht`)."""
+    source: Literal["pusht", "droid", "epic", "video-folder"] = "pusht"
+    """Dataset reader: pusht (`latentwm generate pusht` output), droid (LeRobot v3 / v2.1 or raw DROID), epic
+    (EPIC-KITCHENS-100 tree with its CSVs), video-folder (any folder of videos, optional captions)."""
     root: str = "data/pusht_episodes"
     """Where the source's files are."""
     out_dir: str = "data/pusht_latents"
     encoder: EncoderConfig = field(default_factory=lambda: get_preset("cpu").encoder)
     episodes_per_shard: int = 32
+    fps: float = 0.0
+    """Frame rate to sample video sources at (0: native; e.g. 10 for EPIC's 50/60 fps, 4 for DROID as V-JEPA 2)."""
+    segment_s: float = -1.0
+    """Cut long videos into episodes of this many seconds (-1: the source's default, 0: whole videos)."""
+    cameras: str = ""
+    """Comma-separated cameras to encode (droid; empty: all three)."""
+    options: str = ""
+    """Extra reader options as k=v pairs separated by spaces (see each reader's OPTIONS)."""
 
     def __post_init__(self):
         if self.episodes_per_shard <= 0:
             raise ConfigError(f"encode.episodes_per_shard must be > 0, got {self.episodes_per_shard}")
+        if self.fps < 0:
+            raise ConfigError(f"encode.fps must be >= 0, got {self.fps}")
 
 
 @dataclass(frozen=True)
@@ -100,18 +111,44 @@ def _run_generate(cfg: GenerateConfig):
     print(f"{len(paths)} episodes in {cfg.out_dir}")
 
 
+def _parse_options(text: str) -> dict:
+    out = {}
+    for kv in text.split():
+        k, sep, v = kv.partition("=")
+        if not sep:
+            raise ConfigError(f"encode.options: expected k=v pairs, got {kv!r}")
+        out[k] = None if v in ("", "None", "none") else (float(v) if v.replace(".", "", 1).isdigit() else v)
+    return out
+
+
+def _source_items(cfg: EncodeConfig) -> list:
+    """(key, loader) pairs of the chosen source; frames are decoded at the encoder's resolution."""
+    if cfg.source == "pusht":
+        from latentwm.data.sources.pusht import load_pusht
+
+        return load_pusht(cfg.root)
+    from latentwm.data.sources import droid, epic_kitchens, video_folder
+
+    loaders = {"droid": droid.load_droid, "epic": epic_kitchens.load_epic_kitchens,
+               "video-folder": video_folder.load_video_folder}
+    kw = dict(fps=cfg.fps or None, size=cfg.encoder.image_size)
+    if cfg.cameras:
+        if cfg.source != "droid":
+            raise ConfigError(f"encode.cameras applies to the droid source only, not {cfg.source!r}")
+        kw["cameras"] = cfg.cameras
+    if cfg.segment_s >= 0 and cfg.source != "droid":
+        kw["segment_s"] = cfg.segment_s or None
+    return loaders[cfg.source](cfg.root, **kw, **_parse_options(cfg.options))
+
+
 def _run_encode(cfg: EncodeConfig):
     from latentwm.data.latent_cache import encode_to_cache
     from latentwm.encoders.dino import DinoEncoder
     from latentwm.train.distributed import init_distributed, shutdown
 
-    if cfg.source != "pusht":
-        raise ConfigError(f"encode.source: unknown source {cfg.source!r}; available: pusht")
-    from latentwm.data.sources.pusht import load_pusht
-
-    items = load_pusht(cfg.root)
+    items = _source_items(cfg)
     if not items:
-        raise ConfigError(f"encode.root: no episode_*.npz files in {cfg.root} (run `latentwm generate pusht`)")
+        raise ConfigError(f"encode.root: no {cfg.source} episodes found in {cfg.root}")
     dist = init_distributed()  # under torchrun each rank encodes its own shards
     try:
         enc = DinoEncoder.from_config(cfg.encoder, device=dist.device)

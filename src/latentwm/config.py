@@ -212,10 +212,21 @@ class DataConfig:
     num_workers: int = 0
     eval_fraction: float = 0.1
     """Share of episodes held out for evaluation (by episode, never by clip)."""
+    mixture: str = ""
+    """Train on a weighted mixture of caches instead of cache_dir, e.g. "epic=/d/epic:0.7,droid=/d/droid:0.3"."""
+    mixture_block: int = 1000
+    """The mixture's proportions are exact within every block of this many samples."""
     seed: int = 0
 
     def __post_init__(self):
-        _positive(self, "data", "clip_len", "frame_skip", "batch_size")
+        _positive(self, "data", "clip_len", "frame_skip", "batch_size", "mixture_block")
+        if self.mixture:
+            from latentwm.data.mixture import MixtureSpec
+
+            try:
+                MixtureSpec.parse(self.mixture)
+            except ValueError as e:
+                raise ConfigError(f"data.mixture: {e}") from None
         _nonneg(self, "data", "env_action_dim", "num_workers")
         _unit(self, "data", "eval_fraction")
 

@@ -216,6 +216,19 @@ def make_clip_datasets(cfg) -> tuple[LatentClipDataset, LatentClipDataset | None
     from latentwm.config import ConfigError
 
     d = cfg.data
+    eval_len = max(d.clip_len, cfg.rollout.context + cfg.rollout.horizon)
+    if d.mixture:
+        from latentwm.data.mixture import MixtureSpec, make_mixture_datasets
+
+        spec = MixtureSpec.parse(d.mixture, seed=d.seed, block=d.mixture_block)
+        train_set, eval_set, extra = make_mixture_datasets(spec, d.clip_len, d.frame_skip, cfg.model.action_dim,
+                                                           d.eval_fraction, d.seed, eval_len)
+        first = LatentCache(spec.sources[0].cache_dir).info
+        if first["latent_dim"] != cfg.model.latent_dim or first["num_tokens"] != cfg.model.num_latent_tokens:
+            raise ConfigError(f"data.mixture: caches hold latents of N = {first['num_tokens']}, D = "
+                              f"{first['latent_dim']}, the model expects N = {cfg.model.num_latent_tokens}, "
+                              f"D = {cfg.model.latent_dim}")
+        return train_set, eval_set, extra
     cache = LatentCache(d.cache_dir)
     info = cache.info
     if info["latent_dim"] != cfg.model.latent_dim or info["num_tokens"] != cfg.model.num_latent_tokens:
@@ -224,7 +237,6 @@ def make_clip_datasets(cfg) -> tuple[LatentClipDataset, LatentClipDataset | None
                           f"{cfg.model.num_latent_tokens}, D = {cfg.model.latent_dim}")
     kw = dict(frame_skip=d.frame_skip, action_dim=cfg.model.action_dim, eval_fraction=d.eval_fraction, seed=d.seed)
     train_set = LatentClipDataset(cache, d.clip_len, split="train", **kw)
-    eval_len = max(d.clip_len, cfg.rollout.context + cfg.rollout.horizon)
     eval_set = LatentClipDataset(cache, eval_len, split="eval", **kw) if d.eval_fraction > 0 else None
     if eval_set is not None and len(eval_set) == 0:
         print(f"no eval clip of {eval_len} frames fits the held-out episodes ({eval_set.num_skipped} too short)")

@@ -31,6 +31,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from latentwm.data.episodes import DatasetStats, Episode, EpisodeError, NormStats, frames_at
+from latentwm.data.video import VideoError
 
 FORMAT, VERSION = "latentwm-latent-cache", 1
 SHARD = "shard-{:06d}.tar"
@@ -298,7 +299,7 @@ def encode_to_cache(items: Iterable[tuple[str, Callable[[], Episode]]],
                     if missing := [c for c in cams if c not in ep.frames]:
                         raise EpisodeError(f"episode {key} has no camera {missing} (has {ep.cameras})")
                     frames = {c: frames_at(ep.frames[c], range(len(ep))) for c in cams}
-                except EpisodeError as e:  # bad data: skipped, counted, named
+                except (EpisodeError, VideoError) as e:  # bad data: skipped, counted, named
                     w.skip(key, str(e))
                     n_skip += 1
                     print(f"encode: skipping {key}: {e}")

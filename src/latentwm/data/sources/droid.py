@@ -1,0 +1,405 @@
+"""DROID robot episodes: the LeRobot v3 / v2.1 layouts (pyarrow + PyAV, no `lerobot` dependency) and raw DROID
+(`trajectory.h5` + per-camera MP4, via h5py).
+
+`load_droid(root)` detects the layout and returns `[(key, loader)]`; a loader returns an `Episode` with
+
+- frames: every camera (or `cameras=`), named as in the LeRobot port: `exterior_1_left`, `exterior_2_left`,
+  `wrist_left` (`observation.images.` dropped), decoded lazily (`CheckedVideoFrames`, at the episode's timestamps
+  inside the possibly multi-episode MP4);
+- actions (T, 7): end-effector deltas from the *measured* poses at the sampled rate (DESIGN.md section 3; V-JEPA
+  2-AC's recipe): xyz(t+1) − xyz(t), the extrinsic-xyz Euler angles of R(t+1)·R(t)ᵀ, gripper(t+1) − gripper(t);
+  the last frame's action is unknown (`action_mask` False). DROID's own `action` field is not used.
+- proprio (T, 7): measured cartesian pose (xyz + Euler xyz, as stored) and gripper position;
+- text: the episode's tasks / language instructions (up to three in DROID), deduplicated;
+- success: `is_episode_successful` (LeRobot) or the metadata's `success` / a `success`/`failure` folder (raw);
+- extras: layout, source episode index/path, native fps, sampled raw indices.
+
+`fps=None` keeps the native 15 Hz; `fps=f` keeps the raw steps nearest to the grid k/f (V-JEPA 2-AC uses 4), and
+the actions are computed between the kept steps. Frame accuracy: LeRobot frames are located at
+`from_timestamp + timestamp` of their row (v3) or `timestamp` (v2.1); raw DROID frame k is at k / video fps.
+
+LeRobot v3: `meta/info.json` (fps, features, `data_path`/`video_path` templates), `meta/episodes/chunk-*/file-*.parquet`
+(per episode: `episode_index`, `length`, `tasks`, `data/chunk_index`, `data/file_index`,
+`videos/<key>/{chunk_index,file_index,from_timestamp,to_timestamp}`), `data/chunk-*/file-*.parquet` (rows of many
+episodes), `videos/<key>/chunk-*/file-*.mp4`. v2.1: `meta/episodes.jsonl` and one parquet / MP4 per episode.
+Raw: `<episode dir>/trajectory.h5` (`observation/robot_state/{cartesian_position (T, 6), gripper_position (T,)}`),
+`metadata_*.json` (`{ext1,ext2,wrist}_cam_serial`, `current_task`, `success`), `recordings/MP4/<serial>.mp4`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from latentwm.data.episodes import Episode, EpisodeError
+from latentwm.data.sources.video_folder import CheckedVideoFrames
+
+OPTIONS = ("fps=<float|None: native 15> cameras=<comma list: all> size=<int|None> layout=auto|v3|v2.1|raw "
+           "success_only=False episodes=<indices> dataset=droid")
+IMAGE_PREFIX = "observation.images."
+POSE_KEY, GRIPPER_KEY = "observation.state.cartesian_position", "observation.state.gripper_position"
+LANGUAGE_KEYS = ("language_instruction", "language_instruction_2", "language_instruction_3")
+SUCCESS_KEY = "is_episode_successful"
+RAW_CAMERAS = {"ext1_cam_serial": "exterior_1_left", "ext2_cam_serial": "exterior_2_left",
+               "wrist_cam_serial": "wrist_left"}
+DROID_FPS = 15.0
+
+Item = tuple[str, Callable[[], Episode]]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Action math
+
+
+def euler_to_matrix(euler: np.ndarray) -> np.ndarray:
+    """(..., 3) extrinsic x-y-z Euler angles (rad; scipy's "xyz") → (..., 3, 3) R = Rz(γ)·Ry(β)·Rx(α)."""
+    a, b, g = np.moveaxis(np.asarray(euler, dtype=np.float64), -1, 0)
+    ca, sa, cb, sb, cg, sg = np.cos(a), np.sin(a), np.cos(b), np.sin(b), np.cos(g), np.sin(g)
+    R = np.empty(a.shape + (3, 3))
+    R[..., 0, 0], R[..., 0, 1], R[..., 0, 2] = cg * cb, cg * sb * sa - sg * ca, cg * sb * ca + sg * sa
+    R[..., 1, 0], R[..., 1, 1], R[..., 1, 2] = sg * cb, sg * sb * sa + cg * ca, sg * sb * ca - cg * sa
+    R[..., 2, 0], R[..., 2, 1], R[..., 2, 2] = -sb, cb * sa, cb * ca
+    return R
+
+
+def matrix_to_euler(R: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) rotation matrices → (..., 3) extrinsic x-y-z Euler angles, β in [−π/2, π/2] (gimbal lock: α = 0)."""
+    R = np.asarray(R, dtype=np.float64)
+    sb = np.clip(-R[..., 2, 0], -1.0, 1.0)
+    b = np.arcsin(sb)
+    lock = np.abs(sb) > 1 - 1e-9
+    a = np.where(lock, 0.0, np.arctan2(R[..., 2, 1], R[..., 2, 2]))
+    g = np.where(lock, np.arctan2(-R[..., 0, 1], R[..., 1, 1]), np.arctan2(R[..., 1, 0], R[..., 0, 0]))
+    return np.stack([a, b, g], -1)
+
+
+def pose_actions(cartesian: np.ndarray, gripper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """7-D end-effector deltas between consecutive kept steps: (actions (T, 7) float32, mask (T,) bool).
+
+    actions[t] = [xyz(t+1) − xyz(t), euler(R(t+1)·R(t)ᵀ), g(t+1) − g(t)]; the last row is 0 with mask False.
+    """
+    cart = np.asarray(cartesian, dtype=np.float64).reshape(len(cartesian), -1)
+    grip = np.asarray(gripper, dtype=np.float64).reshape(len(gripper), -1)[:, :1]
+    if cart.shape[1] != 6 or len(grip) != len(cart):
+        raise ValueError(f"need cartesian (T, 6) and gripper (T, 1), got {cart.shape} and {grip.shape}")
+    T = len(cart)
+    actions = np.zeros((T, 7), dtype=np.float64)
+    if T > 1:
+        R = euler_to_matrix(cart[:, 3:6])
+        actions[:-1, :3] = cart[1:, :3] - cart[:-1, :3]
+        actions[:-1, 3:6] = matrix_to_euler(R[1:] @ np.swapaxes(R[:-1], -1, -2))
+        actions[:-1, 6] = grip[1:, 0] - grip[:-1, 0]
+    mask = np.arange(T) < T - 1
+    return actions.astype(np.float32), mask
+
+
+def sample_steps(num_steps: int, native_fps: float, fps: float | None) -> np.ndarray:
+    """Raw step indices kept at `fps` (nearest to k·native/fps), all of them when fps is None or ≥ native."""
+    if fps is None or fps >= native_fps:
+        return np.arange(num_steps)
+    if fps <= 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    idx = np.round(np.arange(0, num_steps / native_fps * fps) * native_fps / fps).astype(np.int64)
+    return np.unique(idx[idx < num_steps])
+
+
+def _texts(*groups) -> list[str]:
+    out: list[str] = []
+    for g in groups:
+        for t in ([g] if isinstance(g, str) else (g or [])):
+            t = str(t).strip() if t is not None else ""
+            if t and t not in out:
+                out.append(t)
+    return out
+
+
+def _episode(dataset: str, episode_id: str, native_fps: float, fps: float | None, frames: dict, cart, grip,
+             text: list[str], success, extras: dict) -> Episode:
+    cart = np.asarray(cart, dtype=np.float64).reshape(len(cart), -1)
+    grip = np.asarray(grip, dtype=np.float64).reshape(len(grip), -1)[:, :1]
+    try:
+        actions, mask = pose_actions(cart, grip)
+    except ValueError as e:
+        raise EpisodeError(f"episode {dataset}/{episode_id}: {e}") from e
+    if not np.isfinite(cart).all() or not np.isfinite(grip).all():
+        bad = ~(np.isfinite(cart).all(1) & np.isfinite(grip).all(1))
+        mask = mask & ~bad & ~np.roll(bad, -1)  # an action is known only if both of its poses are
+        actions[~mask] = 0.0
+    proprio = np.concatenate([cart, grip], 1).astype(np.float32)
+    return Episode(dataset=dataset, episode_id=episode_id, fps=float(fps if fps and fps < native_fps else native_fps),
+                   frames=frames, actions=actions, action_mask=mask, proprio=np.nan_to_num(proprio), text=text,
+                   success=None if success is None else bool(success), extras=extras)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# LeRobot (v3 and v2.1)
+
+
+class _TableCache:
+    """A few recently read parquet tables (episodes of one data file are read one after the other)."""
+
+    def __init__(self, size: int = 2):
+        self.size, self.tables = size, OrderedDict()
+
+    def get(self, path: Path, columns: list[str]):
+        import pyarrow.parquet as pq
+
+        key = (str(path), tuple(columns))
+        if key in self.tables:
+            self.tables.move_to_end(key)
+            return self.tables[key]
+        table = pq.read_table(path, columns=columns)
+        self.tables[key] = table
+        while len(self.tables) > self.size:
+            self.tables.popitem(last=False)
+        return table
+
+
+def _column(table, name: str) -> np.ndarray:
+    col = table.column(name).combine_chunks()
+    import pyarrow as pa
+
+    if pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type) or pa.types.is_large_list(col.type):
+        width = len(col[0]) if len(col) else 0
+        return np.asarray(col.flatten().to_numpy(zero_copy_only=False)).reshape(len(col), width)
+    return np.asarray(col.to_numpy(zero_copy_only=False))
+
+
+class LeRobotDroid:
+    """Reader of one LeRobot-format (v3.0 or v2.1) dataset directory; `items()` lists its episodes."""
+
+    def __init__(self, root: str | os.PathLike, *, fps: float | None = None, cameras: Sequence[str] | None = None,
+                 size=None, dataset: str = "droid", success_only: bool = False,
+                 episodes: Sequence[int] | None = None):
+        self.root, self.fps, self.size, self.dataset = Path(root), fps, size, dataset
+        info_path = self.root / "meta" / "info.json"
+        try:
+            self.info = json.loads(info_path.read_text())
+        except (OSError, ValueError) as e:
+            raise FileNotFoundError(f"{info_path}: cannot read LeRobot info.json: {e}") from e
+        self.version = str(self.info.get("codebase_version", "v3.0"))
+        self.native_fps = float(self.info.get("fps", DROID_FPS))
+        feats = self.info.get("features", {})
+        self.video_keys = [k for k, v in feats.items() if v.get("dtype") == "video"]
+        names = {k: k[len(IMAGE_PREFIX):] if k.startswith(IMAGE_PREFIX) else k for k in self.video_keys}
+        if cameras:
+            unknown = [c for c in cameras if c not in names.values() and c not in names]
+            if unknown:
+                raise ValueError(f"{self.root}: no camera {unknown}; available {sorted(names.values())}")
+            self.video_keys = [k for k in self.video_keys if k in cameras or names[k] in cameras]
+        if not self.video_keys:
+            raise ValueError(f"{self.root}: info.json lists no video features")
+        self.camera_names = names
+        for k in (POSE_KEY, GRIPPER_KEY):
+            if k not in feats:
+                raise ValueError(f"{self.root}: feature {k!r} (needed for pose actions) missing; has {sorted(feats)}")
+        self.lang_keys = [k for k in LANGUAGE_KEYS if k in feats]
+        self.success_key = SUCCESS_KEY if SUCCESS_KEY in feats else None
+        self.columns = ["episode_index", "timestamp", POSE_KEY, GRIPPER_KEY, *self.lang_keys] + (
+            [self.success_key] if self.success_key else [])
+        self.episodes = self._read_episodes()
+        if episodes is not None:
+            want = set(int(i) for i in episodes)
+            self.episodes = [e for e in self.episodes if int(e["episode_index"]) in want]
+        self.success_only = success_only
+        self._tables = _TableCache()
+
+    # -- metadata -------------------------------------------------------------------------------------------
+    def _read_episodes(self) -> list[dict]:
+        if self.version.startswith("v2"):
+            path = self.root / "meta" / "episodes.jsonl"
+            try:
+                return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            except (OSError, ValueError) as e:
+                raise FileNotFoundError(f"{path}: cannot read LeRobot v2 episode list: {e}") from e
+        import pyarrow.parquet as pq
+
+        files = sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"{self.root}/meta/episodes: no chunk-*/file-*.parquet (LeRobot v3 layout)")
+        rows: list[dict] = []
+        for f in files:  # only the columns we need: the stats columns are many
+            names = pq.read_schema(f).names
+            cols = [c for c in names if c in ("episode_index", "length", "tasks", "data/chunk_index",
+                                              "data/file_index", "dataset_from_index", "dataset_to_index")
+                    or (c.startswith("videos/") and c.split("/")[-1] in ("chunk_index", "file_index",
+                                                                         "from_timestamp", "to_timestamp"))]
+            rows += pq.read_table(f, columns=cols).to_pylist()
+        return sorted(rows, key=lambda r: int(r["episode_index"]))
+
+    def _data_path(self, ep: dict) -> Path:
+        tpl = self.info.get("data_path")
+        if self.version.startswith("v2"):
+            tpl = tpl or "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
+            chunk = int(ep["episode_index"]) // int(self.info.get("chunks_size", 1000))
+            return self.root / tpl.format(episode_chunk=chunk, episode_index=int(ep["episode_index"]))
+        tpl = tpl or "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+        return self.root / tpl.format(chunk_index=int(ep["data/chunk_index"]), file_index=int(ep["data/file_index"]))
+
+    def _video(self, ep: dict, key: str) -> tuple[Path, float]:
+        """(video file, time of the episode's first frame in it)."""
+        tpl = self.info.get("video_path")
+        if self.version.startswith("v2"):
+            tpl = tpl or "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
+            chunk = int(ep["episode_index"]) // int(self.info.get("chunks_size", 1000))
+            return self.root / tpl.format(episode_chunk=chunk, video_key=key,
+                                          episode_index=int(ep["episode_index"])), 0.0
+        tpl = tpl or "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+        path = self.root / tpl.format(video_key=key, chunk_index=int(ep[f"videos/{key}/chunk_index"]),
+                                      file_index=int(ep[f"videos/{key}/file_index"]))
+        return path, float(ep[f"videos/{key}/from_timestamp"])
+
+    # -- episodes ---------------------------------------------------------------------------------------------
+    def items(self) -> list[Item]:
+        return [(f"{self.dataset}/episode_{int(e['episode_index']):06d}", self._loader(e)) for e in self.episodes]
+
+    def _loader(self, ep: dict) -> Callable[[], Episode]:
+        return lambda: self.load(ep)
+
+    def load(self, ep: dict) -> Episode:
+        idx = int(ep["episode_index"])
+        eid = f"episode_{idx:06d}"
+        name = f"{self.dataset}/{eid}"
+        path = self._data_path(ep)
+        try:
+            table = self._tables.get(path, self.columns)
+            import pyarrow.compute as pc
+
+            rows = table.filter(pc.equal(table.column("episode_index"), idx))
+            if rows.num_rows == 0:
+                raise EpisodeError(f"episode {name}: no rows with episode_index {idx} in {path}")
+            ts = _column(rows, "timestamp").astype(np.float64)
+            order = np.argsort(ts, kind="stable")
+            cart, grip = _column(rows, POSE_KEY)[order], _column(rows, GRIPPER_KEY)[order]
+            lang = [x for k in self.lang_keys for x in _column(rows, k)[order].tolist()]
+            success = bool(_column(rows, self.success_key).reshape(-1)[0]) if self.success_key else None
+        except EpisodeError:
+            raise
+        except Exception as e:  # pyarrow raises many types for missing/corrupt files
+            raise EpisodeError(f"episode {name}: cannot read {path}: {type(e).__name__}: {e}") from e
+        ts = ts[order]
+        if self.success_only and success is False:
+            raise EpisodeError(f"episode {name}: not successful (success_only=True)")
+        keep = sample_steps(len(ts), self.native_fps, self.fps)
+        frames = {}
+        for key in self.video_keys:
+            vpath, t0 = self._video(ep, key)
+            if not vpath.is_file():
+                raise EpisodeError(f"episode {name}: video file {vpath} not found")
+            frames[self.camera_names[key]] = CheckedVideoFrames(vpath, t0 + ts[keep], self.size, episode=name)
+        text = _texts(ep.get("tasks"), *lang)
+        return _episode(self.dataset, eid, self.native_fps, self.fps, frames, cart[keep], grip[keep], text, success,
+                        dict(layout=f"lerobot-{self.version}", episode_index=idx, native_fps=self.native_fps,
+                             raw_steps=keep.tolist() if len(keep) != len(ts) else None))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Raw DROID
+
+
+def raw_episode(ep_dir: str | os.PathLike, *, fps: float | None = None, cameras: Sequence[str] | None = None,
+                size=None, dataset: str = "droid", episode_id: str | None = None,
+                success_only: bool = False) -> Episode:
+    """One raw DROID episode directory (trajectory.h5, metadata_*.json, recordings/MP4/<serial>.mp4)."""
+    import h5py
+
+    ep_dir = Path(ep_dir)
+    eid = episode_id or ep_dir.name
+    name = f"{dataset}/{eid}"
+    h5 = ep_dir / "trajectory.h5"
+    try:
+        with h5py.File(h5, "r") as f:
+            rs = f["observation/robot_state"]
+            cart = np.asarray(rs["cartesian_position"], dtype=np.float64)
+            grip = np.asarray(rs["gripper_position"], dtype=np.float64).reshape(len(cart), -1)
+    except Exception as e:  # OSError, KeyError from h5py
+        raise EpisodeError(f"episode {name}: cannot read {h5}: {type(e).__name__}: {e}") from e
+    meta: dict = {}
+    meta_files = sorted(ep_dir.glob("metadata*.json"))
+    if meta_files:
+        try:
+            meta = json.loads(meta_files[0].read_text())
+        except (OSError, ValueError) as e:
+            raise EpisodeError(f"episode {name}: cannot read {meta_files[0]}: {e}") from e
+    mp4_dir = ep_dir / "recordings" / "MP4"
+    cams: dict[str, Path] = {}
+    for field, cam in RAW_CAMERAS.items():
+        if meta.get(field):
+            cams[cam] = mp4_dir / f"{meta[field]}.mp4"
+    if not cams:  # no metadata: every non-stereo MP4, named by its file
+        cams = {p.stem: p for p in sorted(mp4_dir.glob("*.mp4")) if not p.stem.endswith("-stereo")}
+    if cameras:
+        if missing := [c for c in cameras if c not in cams]:
+            raise EpisodeError(f"episode {name}: no camera {missing} (has {sorted(cams)})")
+        cams = {c: cams[c] for c in cameras}
+    if not cams:
+        raise EpisodeError(f"episode {name}: no camera MP4 in {mp4_dir}")
+    success = meta.get("success")
+    if success is None:
+        parts = {p.lower() for p in ep_dir.parts}
+        success = True if "success" in parts else False if "failure" in parts else None
+    if success_only and success is False:
+        raise EpisodeError(f"episode {name}: not successful (success_only=True)")
+    from latentwm.data.sources.video_folder import probe_or_error
+
+    frames = {}
+    native = DROID_FPS
+    keep = sample_steps(len(cart), native, fps)
+    for cam, path in cams.items():
+        info = probe_or_error(path, name)  # missing/garbage file → EpisodeError naming it
+        frames[cam] = CheckedVideoFrames(path, keep / info.fps, size, episode=name)
+    text = _texts(meta.get("current_task"), *(meta.get(k) for k in LANGUAGE_KEYS))
+    return _episode(dataset, eid, native, fps, frames, cart[keep], grip[keep], text, success,
+                    dict(layout="droid-raw", path=str(ep_dir), native_fps=native,
+                         raw_steps=keep.tolist() if len(keep) != len(cart) else None))
+
+
+def find_raw_episodes(root: str | os.PathLike) -> list[Path]:
+    return sorted(p.parent for p in Path(root).rglob("trajectory.h5"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def detect_layout(root: str | os.PathLike) -> str:
+    """"v3" / "v2.1" (LeRobot, from meta/info.json) or "raw" (trajectory.h5 files below root)."""
+    root = Path(root)
+    info = root / "meta" / "info.json"
+    if info.is_file():
+        try:
+            v = str(json.loads(info.read_text()).get("codebase_version", "v3.0"))
+        except ValueError as e:
+            raise ValueError(f"{info}: not JSON: {e}") from e
+        return "v2.1" if v.startswith("v2") else "v3"
+    if next(iter(Path(root).rglob("trajectory.h5")), None) is not None:
+        return "raw"
+    raise FileNotFoundError(f"{root}: neither a LeRobot dataset (meta/info.json) nor raw DROID (trajectory.h5)")
+
+
+def load_droid(root: str | os.PathLike, *, fps: float | None = None, cameras: Sequence[str] | str | None = None,
+               size=None, layout: str = "auto", success_only: bool = False, episodes: Sequence[int] | None = None,
+               dataset: str = "droid") -> list[Item]:
+    """`[(key, loader)]` of the DROID episodes under `root` (LeRobot v3 / v2.1 or raw; see the module docstring)."""
+    if isinstance(cameras, str):
+        cameras = [c for c in cameras.split(",") if c]
+    layout = detect_layout(root) if layout == "auto" else layout
+    if layout in ("v3", "v2.1", "v2", "lerobot"):
+        return LeRobotDroid(root, fps=fps, cameras=cameras, size=size, dataset=dataset, success_only=success_only,
+                            episodes=episodes).items()
+    if layout != "raw":
+        raise ValueError(f"load_droid: layout must be auto, v3, v2.1 or raw, got {layout!r}")
+    root = Path(root)
+    dirs = find_raw_episodes(root)
+    if episodes is not None:
+        dirs = [dirs[i] for i in episodes]
+    items = []
+    for d in dirs:
+        eid = d.relative_to(root).as_posix() if d != root else d.name
+        items.append((f"{dataset}/{eid}", lambda d=d, eid=eid: raw_episode(
+            d, fps=fps, cameras=cameras, size=size, dataset=dataset, episode_id=eid, success_only=success_only)))
+    return items

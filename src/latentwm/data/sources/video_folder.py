@@ -1,0 +1,221 @@
+"""Any folder of videos (+ optional captions) as action-free episodes: Something-Something V2, Kinetics, Ego4D, ...
+
+`load_video_folder(root)` lists every video under `root` (recursively; .mp4 .m4v .mkv .webm .avi .mov, any case)
+as `[(key, loader)]`; a loader returns an `Episode` (dataset `dataset`, default the folder's name; episode id = the
+path relative to `root` without its suffix; one camera, `camera`, default "main"; `actions` None) whose frames stay
+lazy: a `CheckedVideoFrames` decodes only the frames asked for, so hour-long videos never sit in memory.
+
+Frame rate: `fps=None` keeps every native frame; `fps=f` samples the grid 0, 1/f, 2/f, ... (nearest frame) over the
+video. `segment_s` cuts each video into episodes of at most that many seconds (keys `<id>@<k>`), which needs the
+durations up front, so the listing probes every video header (no decoding); without it there is one item per video
+and a video is probed only when its loader runs.
+
+Captions (optional): `captions=` a CSV or JSON file, else `captions.csv` / `captions.json` in `root` if present.
+CSV: a column naming the video (`video`, `path`, `video_id`, `id`, `file` or `filename`; with or without suffix,
+relative to root or just the stem) and a text column (`caption`, `text`, `label`, `narration`, `template` or
+`description`); several rows per video give several texts. JSON: `{video: text | [texts]}` or a list of objects with
+those same keys (Something-Something V2's `{"id", "label", "template"}` files work as they are).
+
+Bad data: a missing, corrupt or truncated video raises `EpisodeError` naming the file (from the loader, or later
+when its frames are decoded), which `encode_to_cache` skips and counts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from latentwm.data.episodes import Episode, EpisodeError, VideoFrames
+
+OPTIONS = ("fps=<float|None> size=<int|None> segment_s=<float|None> camera=main dataset=<folder name> "
+           "captions=<csv|json path> extensions=mp4,mkv,webm,avi,mov,m4v")
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov")
+_ID_COLUMNS = ("video", "path", "video_id", "id", "file", "filename", "video_path")
+_TEXT_COLUMNS = ("caption", "text", "label", "narration", "template", "description", "sentence")
+
+Item = tuple[str, Callable[[], Episode]]
+
+
+class CheckedVideoFrames(VideoFrames):
+    """`VideoFrames` whose decode errors (missing/corrupt/truncated file, frame past the end) are `EpisodeError`s
+    naming the episode and file, the error `encode_to_cache` skips and counts."""
+
+    def __init__(self, path, timestamps, size=None, episode: str = ""):
+        super().__init__(path, timestamps, size)
+        self.episode = episode
+
+    def get(self, indices: Sequence[int]) -> np.ndarray:
+        from latentwm.data.video import VideoError
+
+        try:
+            return super().get(indices)
+        except VideoError as e:
+            raise EpisodeError(f"episode {self.episode}: cannot decode {self.path}: {e}") from e
+
+
+def sample_grid(num_native: int, native_fps: float, fps: float | None, start_s: float = 0.0,
+                end_s: float | None = None) -> np.ndarray:
+    """Timestamps (s) of the frames an episode keeps from a video of `num_native` frames at `native_fps`.
+
+    fps None: the native frames k/native_fps in [start_s, end_s); else the grid start_s + k/fps while it lies before
+    both end_s and the end of the last native frame's display interval (so a 10 s video at 4 fps gives 40 frames).
+    """
+    if native_fps <= 0 or num_native <= 0:
+        return np.zeros(0)
+    video_end = num_native / native_fps
+    end = video_end if end_s is None else min(end_s, video_end)
+    if fps is None:
+        k0 = int(math.ceil(start_s * native_fps - 1e-6))
+        k1 = int(math.ceil(end * native_fps - 1e-6))
+        return np.arange(k0, max(k0, k1)) / native_fps
+    if fps <= 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    n = int(math.ceil((end - start_s) * fps - 1e-6))
+    return start_s + np.arange(max(n, 0)) / fps
+
+
+def segments(duration_s: float, segment_s: float | None) -> list[tuple[float, float]]:
+    """[(start, end)] cutting [0, duration) into pieces of `segment_s` (a last piece shorter than a quarter segment
+    joins the one before it); one piece when segment_s is None."""
+    if segment_s is None or duration_s <= segment_s:
+        return [(0.0, float(duration_s))]
+    if segment_s <= 0:
+        raise ValueError(f"segment_s must be > 0, got {segment_s}")
+    starts = list(np.arange(0.0, duration_s, segment_s))
+    if len(starts) > 1 and duration_s - starts[-1] < 0.25 * segment_s:
+        starts.pop()
+    return [(float(s), float(starts[i + 1]) if i + 1 < len(starts) else float(duration_s))
+            for i, s in enumerate(starts)]
+
+
+def find_videos(root: str | os.PathLike, extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
+    exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+    root = Path(root)
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in exts and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def read_captions(path: str | os.PathLike) -> dict[str, list[str]]:
+    """video name (as written in the file, suffix dropped) → texts, from a CSV or JSON captions file."""
+    path = Path(path)
+    out: dict[str, list[str]] = {}
+
+    def add(vid, text):
+        if vid is None or text is None or str(text).strip() == "":
+            return
+        key = _stem(str(vid))
+        for t in (text if isinstance(text, list) else [text]):
+            if str(t).strip() and str(t) not in out.setdefault(key, []):
+                out[key].append(str(t))
+
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(path.read_text())
+            if isinstance(data, dict):
+                for vid, text in data.items():
+                    add(vid, text)
+            else:
+                for row in data:
+                    vid = next((row[c] for c in _ID_COLUMNS if c in row), None)
+                    add(vid, next((row[c] for c in _TEXT_COLUMNS if c in row), None))
+        else:
+            with open(path, newline="") as fh:
+                reader = csv.DictReader(fh)
+                cols = [c.strip().lower() for c in reader.fieldnames or []]
+                id_col = next((c for c in _ID_COLUMNS if c in cols), None)
+                text_col = next((c for c in _TEXT_COLUMNS if c in cols), None)
+                if id_col is None or text_col is None:
+                    raise ValueError(f"needs a video column ({'/'.join(_ID_COLUMNS)}) and a text column "
+                                     f"({'/'.join(_TEXT_COLUMNS)}); has {cols}")
+                for row in reader:
+                    row = {k.strip().lower(): v for k, v in row.items() if k is not None}
+                    add(row[id_col], row[text_col])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"captions file {path}: {e}") from e
+    return out
+
+
+def _stem(name: str) -> str:
+    p = name.replace("\\", "/")
+    for ext in VIDEO_EXTENSIONS:
+        if p.lower().endswith(ext):
+            return p[: -len(ext)]
+    return p
+
+
+def probe_or_error(path: Path, episode: str):
+    from latentwm.data.video import VideoError, probe_video
+
+    try:
+        return probe_video(path)
+    except VideoError as e:
+        raise EpisodeError(f"episode {episode}: {e}") from e
+
+
+def video_episode(path: Path, *, dataset: str, episode_id: str, camera: str, fps: float | None, size,
+                  text: list[str], start_s: float = 0.0, end_s: float | None = None, native_fps: float | None = None,
+                  num_native: int | None = None, extras: dict | None = None) -> Episode:
+    """One lazy episode of `path` over [start_s, end_s) (probing the header when native fps/count are not given)."""
+    name = f"{dataset}/{episode_id}"
+    if native_fps is None or num_native is None:
+        info = probe_or_error(path, name)
+        native_fps, num_native = info.fps, info.num_frames
+    ts = sample_grid(num_native, native_fps, fps, start_s, end_s)
+    if not len(ts):
+        raise EpisodeError(f"episode {name}: no frames in [{start_s}, {end_s}) of {path}")
+    return Episode(dataset=dataset, episode_id=episode_id, fps=float(fps or native_fps),
+                   frames={camera: CheckedVideoFrames(path, ts, size, episode=name)}, text=list(text),
+                   extras=dict(extras or {}, path=str(path), start_s=float(ts[0]), native_fps=float(native_fps)))
+
+
+def load_video_folder(root: str | os.PathLike, *, fps: float | None = None, size: int | tuple[int, int] | None = None,
+                      segment_s: float | None = None, camera: str = "main", dataset: str | None = None,
+                      captions: str | os.PathLike | None = None,
+                      extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Item]:
+    """`[(key, loader)]` for every video under `root` (see the module docstring); keys are `{dataset}/{id}`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"video folder {root} does not exist")
+    dataset = dataset or root.resolve().name
+    if captions is None:
+        captions = next((root / n for n in ("captions.csv", "captions.json") if (root / n).is_file()), None)
+    texts = read_captions(captions) if captions is not None else {}
+    items: list[Item] = []
+    for path in find_videos(root, extensions):
+        vid = path.relative_to(root).with_suffix("").as_posix()
+        text = texts.get(vid) or texts.get(path.stem) or []
+        if segment_s is None:
+            items.append((f"{dataset}/{vid}", _loader(path, dataset, vid, camera, fps, size, text)))
+            continue
+        try:
+            info = probe_or_error(path, f"{dataset}/{vid}")
+        except EpisodeError as e:  # listed anyway, so the encode summary names it
+            items.append((f"{dataset}/{vid}", _failing(e)))
+            continue
+        for k, (s, e) in enumerate(segments(info.num_frames / info.fps, segment_s)):
+            eid = f"{vid}@{k:04d}"
+            items.append((f"{dataset}/{eid}", _loader(path, dataset, eid, camera, fps, size, text, s, e,
+                                                      info.fps, info.num_frames)))
+    return items
+
+
+def _loader(path, dataset, episode_id, camera, fps, size, text, start_s=0.0, end_s=None, native_fps=None,
+            num_native=None) -> Callable[[], Episode]:
+    def load() -> Episode:
+        return video_episode(path, dataset=dataset, episode_id=episode_id, camera=camera, fps=fps, size=size,
+                             text=text, start_s=start_s, end_s=end_s, native_fps=native_fps, num_native=num_native)
+
+    return load
+
+
+def _failing(err: EpisodeError) -> Callable[[], Episode]:
+    def load() -> Episode:
+        raise err
+
+    return load
