@@ -1,0 +1,79 @@
+"""Goal costs on DINO features and the latent objective every planner minimizes.
+
+`LatentGoalObjective` observes the history ONCE per planning call (one KV cache) and scores any number of candidate
+action sequences against it: the cache is broadcast to the candidates (`KVCache.expand`, the history's keys/values
+are not copied per candidate) and the sampling noise is shared by all candidates (common random numbers), so cost
+differences come from the actions, not from the noise.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from latentwm.rollout import observe, rollout
+
+
+def latent_cost(pred: torch.Tensor, goal: torch.Tensor, kind: str = "mse", all_frames: bool = False) -> torch.Tensor:
+    """pred (P, H, N, D) predicted latents, goal (N, D) or (1, N, D) -> cost (P,).
+
+    Default (DINO-WM): mean squared error over all patch tokens of the last predicted frame. all_frames weights
+    every predicted frame, later frames more (weights 1..H, normalized), which rewards getting there early.
+    """
+    goal = goal.reshape(1, 1, *goal.shape[-2:]).to(pred.dtype)
+    if kind == "mse":
+        per = (pred - goal).pow(2).mean(dim=(-2, -1))
+    elif kind == "l1":
+        per = (pred - goal).abs().mean(dim=(-2, -1))
+    elif kind == "cosine":
+        per = 1 - F.cosine_similarity(pred, goal.expand_as(pred), dim=-1).mean(-1)
+    else:
+        raise ValueError(f"plan.cost must be mse, l1 or cosine, got {kind!r}")
+    if not all_frames:
+        return per[:, -1]
+    w = torch.arange(1, per.shape[1] + 1, device=per.device, dtype=per.dtype)
+    return (per * w).sum(1) / w.sum()
+
+
+class LatentGoalObjective:
+    """cost(actions (P, H, A)) -> (P,) for candidate action sequences after one observed history.
+
+    context: (1, C, N, D) observed latents (normalized); context_actions: (1, C − 1, A) actions taken between them
+    (or None); goal: (N, D). Actions are in the model's (normalized, frame-skip-concatenated) action space.
+    """
+
+    def __init__(self, model, context: torch.Tensor, goal: torch.Tensor, context_actions: torch.Tensor | None = None,
+                 sample_steps: int = 1, tau_ctx: float = 1.0, cost: str = "mse", all_frames: bool = False,
+                 seed: int = 0):
+        self.model, self.context, self.goal = model, context, goal
+        self.sample_steps, self.tau_ctx, self.kind, self.all_frames = sample_steps, tau_ctx, cost, all_frames
+        self.C = context.shape[1]
+        A = model.cfg.action_dim
+        self.context_actions = (torch.zeros(1, self.C - 1, A, device=context.device) if context_actions is None
+                                else context_actions.reshape(1, self.C - 1, -1))
+        ctx_mask = torch.full((1, self.C - 1), context_actions is not None, device=context.device)
+        self.ctx_mask = ctx_mask
+        with torch.no_grad():
+            self.cache = observe(model, context, self.context_actions, ctx_mask, tau_ctx)  # once per call
+        self.generator = torch.Generator(device=context.device).manual_seed(seed)
+        self._noise: torch.Tensor | None = None
+        self.evaluations = 0
+
+    def noise(self, horizon: int) -> torch.Tensor:
+        """(1, H, N, D) noise shared by every candidate and every iteration of this planning call."""
+        if self._noise is None or self._noise.shape[1] < horizon:
+            N, D = self.context.shape[-2:]
+            self._noise = torch.randn((1, horizon, N, D), generator=self.generator, device=self.context.device)
+        return self._noise[:, :horizon]
+
+    def predict(self, actions: torch.Tensor, grad: bool = False) -> torch.Tensor:
+        """actions (P, H, A) -> predicted latents (P, H, N, D)."""
+        P, H, _ = actions.shape
+        full = torch.cat([self.context_actions.expand(P, -1, -1), actions], 1)  # (P, C − 1 + H, A)
+        mask = torch.cat([self.ctx_mask.expand(P, -1), torch.ones(P, H, dtype=torch.bool, device=actions.device)], 1)
+        self.evaluations += P
+        return rollout(self.model, self.context, H, full, mask, sample_steps=self.sample_steps, tau_ctx=self.tau_ctx,
+                       noise=self.noise(H), cache=self.cache.expand(P), grad=grad)
+
+    def __call__(self, actions: torch.Tensor, grad: bool = False) -> torch.Tensor:
+        return latent_cost(self.predict(actions, grad=grad), self.goal, self.kind, self.all_frames)

@@ -1,0 +1,108 @@
+import dataclasses
+
+import pytest
+import torch
+
+from latentwm.config import PlanConfig, get_preset
+from latentwm.model.dynamics import DynamicsModel
+from latentwm.planning import PLANNERS, LatentGoalObjective, latent_cost, shift_plan
+from latentwm.rollout import rollout
+
+H, A = 3, 2
+LOW, HIGH = -torch.ones(A), torch.ones(A)
+CFG = PlanConfig(population=128, elites=12, iterations=25, init_std=1.0, temperature=0.05, grad_lr=0.1,
+                 grad_steps=150, horizon=H)
+
+
+class LinearToyModel:
+    """A differentiable stand-in for a world model: the predicted latent is a fixed linear map of the actions, so
+    the cost ‖M·vec(a) − g‖² is a quadratic with a known minimizer."""
+
+    def __init__(self, target):
+        g = torch.Generator().manual_seed(0)
+        self.M = torch.linalg.qr(torch.randn(H * A, H * A, generator=g))[0]  # well conditioned: cost = ‖a − t‖²
+        self.goal = self.M @ target.reshape(-1)
+
+    def __call__(self, actions, grad=False):
+        with torch.set_grad_enabled(grad or torch.is_grad_enabled()):
+            pred = actions.reshape(actions.shape[0], -1) @ self.M.T
+            return (pred - self.goal).pow(2).sum(-1)
+
+
+@pytest.mark.parametrize("name", list(PLANNERS))
+def test_planners_find_the_optimum_of_a_quadratic(name):
+    target = torch.tensor([[0.5, -0.3], [0.1, 0.7], [-0.6, 0.2]])
+    res = PLANNERS[name](LinearToyModel(target), H, LOW, HIGH, CFG, generator=torch.Generator().manual_seed(1))
+    assert res.actions.shape == (H, A)
+    assert (res.actions - target).abs().max() < 0.08, (name, res.actions, res.cost)
+    assert res.history == sorted(res.history, reverse=True)  # the best cost never gets worse
+
+
+@pytest.mark.parametrize("name", list(PLANNERS))
+def test_bounds_are_respected(name):
+    target = torch.tensor([[3.0, -3.0], [0.2, 5.0], [-4.0, 0.0]])  # outside the box
+    res = PLANNERS[name](LinearToyModel(target), H, LOW, HIGH, CFG, generator=torch.Generator().manual_seed(2))
+    assert (res.actions >= LOW).all() and (res.actions <= HIGH).all()
+
+
+def test_warm_start_is_kept_when_nothing_beats_it():
+    target = torch.zeros(H, A)
+    cfg = dataclasses.replace(CFG, iterations=1, population=4, elites=2)
+    res = PLANNERS["cem"](LinearToyModel(target), H, LOW, HIGH, cfg, init=target.clone())
+    assert res.cost == pytest.approx(0.0, abs=1e-9) and torch.equal(res.actions, target)
+    assert torch.equal(shift_plan(torch.arange(6.).reshape(3, 2), 1), torch.tensor([[2., 3.], [4., 5.], [4., 5.]]))
+
+
+def _model():
+    torch.manual_seed(0)
+    m = DynamicsModel(get_preset("tiny").model).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    return m
+
+
+def test_shared_history_batching_equals_one_by_one():
+    m = _model()
+    c = m.cfg
+    ctx = torch.randn(1, 3, c.num_latent_tokens, c.latent_dim)
+    ctx_actions = torch.randn(1, 2, c.action_dim)
+    goal = torch.randn(c.num_latent_tokens, c.latent_dim)
+    cands = torch.randn(6, 4, c.action_dim)
+    for K in (1, 2):
+        obj = LatentGoalObjective(m, ctx, goal, ctx_actions, sample_steps=K, seed=3)
+        batched = obj(cands)
+        noise = obj.noise(4)
+        for i in range(6):  # each candidate on its own: observe the history again, roll out, score
+            full = torch.cat([ctx_actions, cands[i : i + 1]], 1)
+            pred = rollout(m, ctx, 4, full, sample_steps=K, noise=noise)
+            one = latent_cost(pred, goal)
+            torch.testing.assert_close(batched[i : i + 1], one, atol=1e-5, rtol=1e-4)
+    assert obj.evaluations == 6
+
+
+def test_gradient_planner_descends_through_the_model():
+    m = _model()
+    c = m.cfg
+    ctx = torch.randn(1, 1, c.num_latent_tokens, c.latent_dim)
+    goal_actions = torch.rand(1, 2, c.action_dim) * 2 - 1
+    obj = LatentGoalObjective(m, ctx, torch.zeros(c.num_latent_tokens, c.latent_dim), seed=0)
+    goal = obj.predict(goal_actions)[0, -1]  # a reachable goal
+    obj = LatentGoalObjective(m, ctx, goal, seed=0)
+    low, high = -torch.ones(c.action_dim), torch.ones(c.action_dim)
+    cfg = dataclasses.replace(CFG, grad_steps=30, grad_lr=0.05)
+    start = float(obj(torch.zeros(1, 2, c.action_dim)))
+    res = PLANNERS["gradient"](obj, 2, low, high, cfg, generator=torch.Generator().manual_seed(0))
+    assert res.cost < 0.5 * start and (res.actions.abs() <= 1).all()
+
+
+def test_cost_options():
+    pred = torch.zeros(2, 3, 4, 5)
+    pred[1, -1] = 1.0
+    goal = torch.ones(4, 5)
+    assert latent_cost(pred, goal).tolist() == [1.0, 0.0]
+    assert latent_cost(pred, goal, "l1").tolist() == [1.0, 0.0]
+    assert latent_cost(pred, goal, all_frames=True)[1] == pytest.approx(1 - 3 / 6)
+    assert latent_cost(pred + 1, goal, "cosine")[0] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="plan.cost"):
+        latent_cost(pred, goal, "huber")
