@@ -14,7 +14,7 @@ from pathlib import Path
 from latentwm.config import ConfigError, ExperimentConfig, get_preset
 
 # Demo sizes per preset: (episodes, env steps per episode). Push-T runs at 10 Hz; frame skip 5 → 2 model steps/s.
-DEMO_DATA = {"smoke": (24, 100), "cpu": (400, 200), "tiny": (24, 100)}
+DEMO_DATA = {"smoke": (24, 100), "cpu": (240, 200), "tiny": (24, 100)}
 
 
 @dataclass(frozen=True)
