@@ -5,12 +5,12 @@ import torch
 
 from latentwm.config import PlanConfig, get_preset
 from latentwm.model.dynamics import DynamicsModel
-from latentwm.planning import PLANNERS, LatentGoalObjective, latent_cost, shift_plan
+from latentwm.planning import PLANNERS, LatentGoalObjective, latent_cost, plan, shift_plan
 from latentwm.rollout import rollout
 
 H, A = 3, 2
 LOW, HIGH = -torch.ones(A), torch.ones(A)
-CFG = PlanConfig(population=128, elites=12, iterations=25, init_std=1.0, temperature=0.05, grad_lr=0.1,
+CFG = PlanConfig(population=128, elites=12, iterations=25, init_std=1.0, temperature=0.5, grad_lr=0.1,
                  grad_steps=150, horizon=H)
 
 
@@ -102,7 +102,47 @@ def test_cost_options():
     goal = torch.ones(4, 5)
     assert latent_cost(pred, goal).tolist() == [1.0, 0.0]
     assert latent_cost(pred, goal, "l1").tolist() == [1.0, 0.0]
-    assert latent_cost(pred, goal, all_frames=True)[1] == pytest.approx(1 - 3 / 6)
+    assert latent_cost(pred, goal, all_frames=True)[1] == pytest.approx(3 / 7)  # weights 1, 2, 4 (DINO-WM)
     assert latent_cost(pred + 1, goal, "cosine")[0] == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="plan.cost"):
         latent_cost(pred, goal, "huber")
+
+
+def test_plan_entry_point_observes_once_and_maps_the_planning_space():
+    """`plan` builds the objective on one shared history (or a given cache) and returns bounded plans; with
+    `expand` the search runs in a smaller space (one held action per step)."""
+    m = _model()
+    c = m.cfg
+    ctx = torch.randn(1, 2, c.num_latent_tokens, c.latent_dim)
+    ctx_actions = torch.randn(1, 1, c.action_dim)
+    goal = torch.randn(c.num_latent_tokens, c.latent_dim)
+    cfg = dataclasses.replace(CFG, population=16, elites=4, iterations=2, grad_steps=2)
+    low, high = -torch.ones(2), torch.ones(2)
+
+    def expand(a):  # (…, H, 2) -> (…, H, A): the 2-D action repeated, zero-padded
+        return torch.nn.functional.pad(a.repeat(*([1] * (a.dim() - 1)), 2), (0, c.action_dim - 4))
+
+    for name in PLANNERS:
+        gen = torch.Generator().manual_seed(0)
+        res = plan(m, ctx, goal, 3, cfg, low, high, history_actions=ctx_actions, planner=name, generator=gen,
+                   seed=5, expand=expand)
+        assert res.actions.shape == (3, 2) and (res.actions.abs() <= 1).all()
+        assert res.seconds > 0 and res.evaluations > 0
+        obj = LatentGoalObjective(m, ctx, goal, ctx_actions, sample_steps=1, seed=5)
+        assert float(obj(expand(res.actions)[None])) == pytest.approx(res.cost, rel=1e-4, abs=1e-5)
+    # a given history cache is used as is (not observed again) and gives the same plan
+    from latentwm.rollout import observe
+
+    cache = observe(m, ctx, ctx_actions)
+    a = plan(m, ctx, goal, 3, cfg, low, high, history_actions=ctx_actions, cache=cache, planner="cem",
+             generator=torch.Generator().manual_seed(0), seed=5, expand=expand)
+    b = plan(m, ctx, goal, 3, cfg, low, high, history_actions=ctx_actions, planner="cem",
+             generator=torch.Generator().manual_seed(0), seed=5, expand=expand)
+    torch.testing.assert_close(a.actions, b.actions)
+    assert a.cost == pytest.approx(b.cost, rel=1e-5)
+    c16 = plan(m, ctx, goal, 3, cfg, low, high, history_actions=ctx_actions, planner="cem",
+               generator=torch.Generator().manual_seed(0), seed=5, expand=expand, bf16=True)  # bf16 rollouts
+    assert c16.actions.dtype == torch.float32 and (c16.actions.abs() <= 1).all()
+    assert c16.cost == pytest.approx(b.cost, rel=0.05)
+    with pytest.raises(ValueError, match="plan.planner"):
+        plan(m, ctx, goal, 3, cfg, low, high, planner="beam")

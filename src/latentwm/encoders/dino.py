@@ -3,17 +3,23 @@
 uint8 frames → resize (bicubic, antialias) to image_size² → ImageNet mean/std → ViT → patch tokens only (CLS and
 register tokens dropped) → LayerNorm without affine (RAE's normalization) → optionally per-channel dataset statistics.
 
-Two exact rewrites of the frozen weights at load time make the wrapper cost no more than the bare model forward:
-- the affine-free final LayerNorm: the model's own final norm gets weight 1 / bias 0, so `last_hidden_state` *is*
-  LayerNorm(h) without affine, with the model's eps (no hooks, no copies of intermediate layers);
-- the ImageNet normalization is folded into the patch-embedding convolution (it is linear, and the convolution is the
-  first thing that sees the pixels): W' = W / (255·std_c), b' = b − Σ W·mean_c/std_c. The model then takes float
-  pixels in [0, 255] straight from uint8, and channels-last frames need no transposed copy.
+Two exact rewrites of the frozen weights at load time keep the wrapper as cheap as the bare model forward:
+- LayerNorm without affine: the model's own final norm gets weight 1 / bias 0, so `last_hidden_state` *is*
+  LayerNorm(h) without affine, with the model's eps (RAE sets that norm's weight/bias to None: the same function).
+  No `output_hidden_states=True` (a tuple of every layer) and no hooks.
+- CPU (fp32) only: the ImageNet normalization is folded into the patch-embedding convolution (linear, and the first
+  thing that sees the pixels): W' = W / (255·std_c), b' = b − Σ W·mean_c/std_c. The model then takes float pixels in
+  [0, 255] straight from uint8; a separate per-channel pass over channels-last pixels would cost more than a tiny
+  model's whole 5% overhead budget. Not on CUDA: under bf16 autocast the uncentred [0, 255] input and the large
+  folded bias lose precision (patch-embedding error ~3× the unfolded one on a random ViT-S, measured), while an
+  elementwise normalization costs nothing there. `encoder.folded` says which; `preprocess` returns what `backbone`
+  expects either way.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentwm.config import EncoderConfig
-from latentwm.data.episodes import NormStats, compute_norm_stats
+from latentwm.config import ConfigError, EncoderConfig
+from latentwm.data.episodes import NormStats
 from latentwm.encoders.presets import ENCODER_PRESETS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+STATS_EPS = 1e-5  # (x − mean) / (std + eps); RAE's eps (it divides by sqrt(var + eps))
 
-# transformers model_type -> (model class name, config class name)
+# transformers model_type (config.json) -> (model class, config class)
 _FAMILIES = {
     "dinov2": ("Dinov2Model", "Dinov2Config"),
     "dinov2_with_registers": ("Dinov2WithRegistersModel", "Dinov2WithRegistersConfig"),
@@ -38,7 +45,78 @@ _PRESET_FAMILY = {"dinov2": "dinov2", "dinov2-reg": "dinov2_with_registers", "di
 
 
 class EncoderWeightsMissing(RuntimeError):
-    """Pretrained weights are not on this machine (and downloading is off)."""
+    """Pretrained weights are not on this machine (and downloading is off); the message says how to get them."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dataset statistics of the latents
+
+
+@dataclass(frozen=True)
+class LatentStats(NormStats):
+    """Per-channel mean/std (D,) of LayerNorm-ed latents over every token of a dataset, and the encoder they came
+    from (`weights_label`). A NormStats, so the latent cache / planners take it as is; `normalize` uses the same
+    (x − mean) / (std + eps) as `DinoEncoder.set_stats`."""
+
+    encoder: str = ""
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / (self.std + STATS_EPS)).astype(np.float32)
+
+    def denormalize(self, x: np.ndarray) -> np.ndarray:
+        return (x * (self.std + STATS_EPS) + self.mean).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "encoder": self.encoder}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LatentStats:
+        return cls(np.asarray(d["mean"], np.float64), np.asarray(d["std"], np.float64), int(d["count"]),
+                   str(d.get("encoder", "")))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """safetensors file: float64 `mean`/`std` tensors; count and encoder in its JSON header metadata."""
+        from safetensors.numpy import save_file
+
+        save_file({k: np.ascontiguousarray(getattr(self, k), np.float64) for k in ("mean", "std")}, str(path),
+                  metadata={"format": "latentwm.LatentStats/1", "count": str(self.count), "encoder": self.encoder})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> LatentStats:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="np") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != "latentwm.LatentStats/1":
+                raise ValueError(f"{path}: not a LatentStats file (metadata format {meta.get('format')!r})")
+            return cls(f.get_tensor("mean"), f.get_tensor("std"), int(meta["count"]), meta.get("encoder", ""))
+
+
+def compute_latent_stats(latents, encoder: str = "", min_std: float = 1e-3) -> LatentStats:
+    """Per-channel mean/std over every token of an iterable of (..., D) latent chunks (torch or numpy), streamed.
+
+    Chunks are merged with Chan et al.'s parallel Welford update in float64 (no E[x²] − E[x]² cancellation), so
+    memory is one chunk. std is the population std, floored at `min_std` like the cache's NormStats (a dead
+    channel must not blow up by 1/eps)."""
+    n, mean, m2 = 0, 0.0, 0.0
+    for chunk in latents:
+        x = torch.as_tensor(chunk).detach().to("cpu", torch.float64)
+        x = x.reshape(-1, x.shape[-1])  # (tokens, D)
+        if len(x) == 0:
+            continue
+        nb, mb = len(x), x.mean(0)
+        delta, tot = mb - mean, n + nb
+        mean = mean + delta * (nb / tot)
+        m2 = m2 + ((x - mb) ** 2).sum(0) + delta**2 * (n * nb / tot)
+        n = tot
+    if n == 0:
+        raise ValueError("compute_latent_stats: no latents (empty iterable)")
+    std = torch.sqrt(m2 / n).clamp_min(min_std)
+    return LatentStats(mean.numpy(), std.numpy(), int(n), encoder)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading
 
 
 def _classes(model_type: str):
@@ -50,102 +128,136 @@ def _classes(model_type: str):
     return getattr(transformers, m), getattr(transformers, c)
 
 
-def _final_norm(model: nn.Module) -> nn.Module:
-    for name in ("layernorm", "norm"):
+def _missing(cfg: EncoderConfig, source: str, local: bool, cause: Exception | None) -> EncoderWeightsMissing:
+    from huggingface_hub import constants
+
+    if local:
+        what = "does not hold a loadable transformers model" if Path(source).expanduser().exists() else "does not exist"
+        msg = (f"encoder {cfg.name!r}: the local folder {source!r} {what} (expected config.json + "
+               "model.safetensors, as written by `model.save_pretrained(folder)` or `hf download --local-dir`).")
+    else:
+        gated = (" DINOv3 checkpoints are gated: first accept their license on the model page "
+                 f"(https://huggingface.co/{source}) and log in (`hf auth login`).") if "dinov3" in source else ""
+        msg = (f"encoder {cfg.name!r}: weights of {source!r} are not in the Hugging Face cache "
+               f"{constants.HF_HUB_CACHE} (HF_HOME={os.environ.get('HF_HOME', '<unset>')}, "
+               f"local_files_only={cfg.local_files_only}). On a machine with internet run `hf download {source}` "
+               f"(`huggingface-cli download {source}` with huggingface_hub < 1.0) and copy the cache here "
+               f"(or point HF_HOME at it), or pass a local folder: --encoder.name /path/to/folder.{gated}")
+    if cause is not None:
+        msg += f" Cause: {type(cause).__name__}: {cause}"
+    return EncoderWeightsMissing(msg)
+
+
+def load_backbone(cfg: EncoderConfig) -> tuple[nn.Module, str]:
+    """(untouched transformers model in fp32, weights label) for a preset, a hub id or a local folder."""
+    preset = ENCODER_PRESETS.get(cfg.name)
+    if preset is not None and preset.hub_id is None:  # random weights from a config: deterministic, never downloaded
+        model_cls, config_cls = _classes(_PRESET_FAMILY[preset.family])
+        torch.manual_seed(cfg.seed)
+        return model_cls(config_cls(image_size=cfg.image_size, **preset.tiny_config)), f"random:{cfg.name}"
+    source = preset.hub_id if preset is not None else cfg.name
+    path = Path(source).expanduser()
+    local = path.exists() or path.is_absolute() or source.startswith((".", "~")) or source.count("/") > 1
+    if local and not path.is_dir():
+        raise _missing(cfg, source, True, None)
+    from transformers import AutoConfig
+
+    try:
+        src = str(path) if local else source
+        conf = AutoConfig.from_pretrained(src, local_files_only=cfg.local_files_only)
+        model_cls, _ = _classes(conf.model_type)
+        # dtype: transformers 5 loads in the checkpoint's dtype by default ("auto"); keep fp32 master weights
+        # (bf16 happens under autocast on CUDA only).
+        model = model_cls.from_pretrained(src, local_files_only=cfg.local_files_only, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        if "unsupported model type" in str(e):
+            raise
+        raise _missing(cfg, source, local, e) from e
+    return model, f"pretrained:{source}"
+
+
+def _final_norm(model: nn.Module) -> nn.LayerNorm:
+    for name in ("layernorm", "norm"):  # Dinov2*: layernorm; DINOv3ViTModel: norm
         if isinstance(getattr(model, name, None), nn.LayerNorm):
             return getattr(model, name)
     raise ValueError(f"encoder: cannot find the final LayerNorm of {type(model).__name__}")
 
 
 def _patch_conv(model: nn.Module) -> nn.Conv2d:
-    pe = model.embeddings.patch_embeddings
+    pe = model.embeddings.patch_embeddings  # Dinov2*: a module with .projection; DINOv3: the Conv2d itself
     conv = getattr(pe, "projection", pe)
     if not isinstance(conv, nn.Conv2d):
         raise ValueError(f"encoder: cannot find the patch-embedding convolution of {type(model).__name__}")
     return conv
 
 
-def load_backbone(cfg: EncoderConfig) -> tuple[nn.Module, str]:
-    """(transformers model, weights label) for a preset or a local folder / hub id."""
-    preset = ENCODER_PRESETS.get(cfg.name)
-    if preset is not None and preset.hub_id is None:  # random weights, built from a config: never downloaded
-        model_cls, config_cls = _classes(_PRESET_FAMILY[preset.family])
-        torch.manual_seed(cfg.seed)
-        conf = config_cls(image_size=cfg.image_size, **preset.tiny_config)
-        return model_cls(conf), f"random:{cfg.name}"
-    source = preset.hub_id if preset is not None else cfg.name
-    from transformers import AutoConfig
-
-    try:
-        conf = AutoConfig.from_pretrained(source, local_files_only=cfg.local_files_only)
-        model_cls, _ = _classes(conf.model_type)
-        model = model_cls.from_pretrained(source, local_files_only=cfg.local_files_only)
-    except (OSError, ValueError) as e:
-        if isinstance(e, ValueError) and "unsupported model type" in str(e):
-            raise
-        where = "the local folder" if Path(source).exists() else "the Hugging Face cache"
-        raise EncoderWeightsMissing(
-            f"encoder {cfg.name!r}: no weights for {source!r} in {where} "
-            f"(HF_HOME={os.environ.get('HF_HOME', '~/.cache/huggingface')}, local_files_only="
-            f"{cfg.local_files_only}). On a machine with internet run `huggingface-cli download {source}` (DINOv3 "
-            "checkpoints are gated: accept their license on the hub first) and copy the cache here, or save the "
-            "model with `save_pretrained(folder)` and pass `--encoder.name /path/to/folder`. "
-            f"Cause: {type(e).__name__}: {e}") from e
-    return model, f"pretrained:{source}"
+# ---------------------------------------------------------------------------------------------------------------
+# The encoder
 
 
 class DinoEncoder(nn.Module):
-    """Frozen patch-token encoder. `encode(frames)` -> (B, N, D) float32 latents on `device`.
+    """Frozen patch-token encoder: `encode(frames)` -> (B, N, D) float32 latents on `device`.
 
     Always in eval mode and without gradients; bf16 autocast on CUDA. `weights_label` says what the weights are
     ("random:tiny-random" or "pretrained:facebook/dinov2-small"); everything that stores latents records it.
     """
 
-    def __init__(self, backbone: nn.Module, cfg: EncoderConfig, weights_label: str):
+    def __init__(self, backbone: nn.Module, cfg: EncoderConfig, weights_label: str, fold_normalization: bool = True):
         super().__init__()
-        self.cfg, self.backbone, self.weights_label = cfg, backbone, weights_label
+        self.cfg, self.backbone, self.weights_label, self.folded = cfg, backbone, weights_label, fold_normalization
         bc = backbone.config
-        self.patch_size = bc.patch_size if isinstance(bc.patch_size, int) else bc.patch_size[0]
-        if cfg.image_size % self.patch_size:
-            raise ValueError(f"encoder.image_size {cfg.image_size} is not a multiple of the patch size "
-                             f"{self.patch_size} of {cfg.name!r}")
+        self._patch = bc.patch_size if isinstance(bc.patch_size, int) else bc.patch_size[0]
+        if cfg.image_size % self._patch:
+            raise ConfigError(f"encoder.image_size must be a multiple of the patch size {self._patch} of "
+                              f"{cfg.name!r}, got {cfg.image_size}")
         self.skip = 1 + int(getattr(bc, "num_register_tokens", 0) or 0)  # CLS + registers come first
-        norm, conv = _final_norm(backbone), _patch_conv(backbone)
-        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        mean, std = torch.tensor(IMAGENET_MEAN, dtype=torch.float64), torch.tensor(IMAGENET_STD, dtype=torch.float64)
+        norm = _final_norm(backbone)
         with torch.no_grad():
             norm.weight.fill_(1.0)  # RAE: the final LayerNorm without its affine
             norm.bias.zero_()
-            w = conv.weight.double()  # fold (x/255 − mean)/std into the first (linear) layer
-            shift = (w * (mean / std).double().view(1, 3, 1, 1)).sum((1, 2, 3))
-            conv.weight.copy_(w / (255.0 * std.double()).view(1, 3, 1, 1))
-            if conv.bias is None:
-                conv.bias = nn.Parameter(torch.zeros(conv.out_channels, dtype=conv.weight.dtype))
-            conv.bias.copy_(conv.bias.double() - shift)
+            if fold_normalization:  # (x/255 − mean)/std folded into the first (linear) layer, in float64
+                conv = _patch_conv(backbone)
+                w = conv.weight.double()
+                shift = (w * (mean / std).view(1, 3, 1, 1)).sum((1, 2, 3))
+                conv.weight.copy_(w / (255.0 * std).view(1, 3, 1, 1))
+                if conv.bias is None:
+                    conv.bias = nn.Parameter(torch.zeros(conv.out_channels, dtype=conv.weight.dtype,
+                                                         device=conv.weight.device))
+                conv.bias.copy_(conv.bias.double() - shift)
         self.backbone.requires_grad_(False).eval()
-        self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)  # kept for reference / decoders
-        self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
+        # pixels in [0, 255] -> ImageNet-normalized, for the unfolded path: (x − 255·mean) · 1/(255·std)
+        self.register_buffer("px_shift", (255 * mean).float().view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("px_scale", (1 / (255 * std)).float().view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("stat_mean", None, persistent=False)  # (D,), set by set_stats
+        self.register_buffer("stat_scale", None, persistent=False)  # (D,) = 1 / (std + eps)
         self.stats: NormStats | None = None
-        self._stat_tensors: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._buf: torch.Tensor | None = None
 
     @classmethod
     def from_config(cls, cfg: EncoderConfig, device: torch.device | str | None = None) -> DinoEncoder:
+        device = torch.device(device or "cpu")
         backbone, label = load_backbone(cfg)
-        return cls(backbone, cfg, label).to(device or "cpu")
+        return cls(backbone, cfg, label, fold_normalization=device.type == "cpu").to(device)
 
     def train(self, mode: bool = True) -> DinoEncoder:
         return super().train(False)  # frozen: never leaves eval mode (no dropout, fixed norms)
 
     @property
     def is_random(self) -> bool:
-        return self.weights_label.startswith("random")
+        return self.weights_label.startswith("random:")
 
     @property
     def dim(self) -> int:
         return int(self.backbone.config.hidden_size)
 
     @property
+    def patch_size(self) -> int:
+        return self._patch
+
+    @property
     def grid(self) -> int:
-        return self.cfg.image_size // self.patch_size
+        return self.cfg.image_size // self._patch
 
     @property
     def num_tokens(self) -> int:
@@ -153,76 +265,95 @@ class DinoEncoder(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.mean.device
+        return self.px_shift.device
 
     def set_stats(self, stats: NormStats | None) -> None:
-        """Per-channel dataset statistics applied after the LayerNorm: (x − mean) / std."""
+        """Apply per-channel dataset statistics after the LayerNorm: (x − mean) / (std + eps); None turns it off.
+
+        Stats that name another encoder (LatentStats.encoder ≠ weights_label) are refused: they would silently
+        mis-scale every channel."""
+        if stats is not None:
+            other = getattr(stats, "encoder", "")
+            if other and other != self.weights_label:
+                raise ValueError(f"encoder: stats were computed with {other!r}, this encoder is "
+                                 f"{self.weights_label!r}")
+            if np.shape(stats.mean) != (self.dim,) or np.shape(stats.std) != (self.dim,):
+                raise ValueError(f"encoder: stats must have mean/std of shape ({self.dim},), got "
+                                 f"{np.shape(stats.mean)} / {np.shape(stats.std)}")
         self.stats = stats
-        self._stat_tensors = None if stats is None else (
-            torch.as_tensor(stats.mean, dtype=torch.float32, device=self.device),
-            torch.as_tensor(stats.std, dtype=torch.float32, device=self.device))
+        f32 = dict(dtype=torch.float32, device=self.device)
+        self.stat_mean = None if stats is None else torch.as_tensor(np.asarray(stats.mean), **f32)
+        self.stat_scale = None if stats is None else torch.as_tensor(1 / (np.asarray(stats.std) + STATS_EPS), **f32)
 
     def _check(self, frames) -> torch.Tensor:
+        """uint8 (B, H, W, 3) or (B, 3, H, W) -> a (B, 3, H, W) view (channels-last memory for the former)."""
+        if isinstance(frames, np.ndarray) and any(s < 0 for s in frames.strides):
+            frames = np.ascontiguousarray(frames)  # e.g. x[..., ::-1] (BGR → RGB): torch cannot view it
         x = torch.as_tensor(frames)
         if x.dtype != torch.uint8:
-            raise ValueError(f"encoder: frames must be uint8 (B, H, W, 3) or (B, 3, H, W), got dtype {x.dtype}")
+            raise ValueError(f"encoder: frames must be uint8 in [0, 255], shaped (B, H, W, 3) or (B, 3, H, W); got "
+                             f"dtype {x.dtype} (from floats in [0, 1]: (x * 255).round().to(torch.uint8))")
         if x.dim() != 4 or (x.shape[-1] != 3 and x.shape[1] != 3):
-            raise ValueError(f"encoder: frames must be (B, H, W, 3) or (B, 3, H, W) with 3 channels, got "
+            raise ValueError(f"encoder: frames must be (B, H, W, 3) or (B, 3, H, W) with 3 channels, got shape "
                              f"{tuple(x.shape)}")
         if x.shape[-1] == 3 and x.shape[1] != 3:
-            x = x.permute(0, 3, 1, 2)  # a channels-last view: the convolution reads it without a copy
+            x = x.permute(0, 3, 1, 2)  # a view: the convolution reads channels-last memory without a copy
         return x
 
-    def _pixels(self, frames) -> torch.Tensor:
-        """Like `preprocess`, but frames already at image_size are converted into a reused buffer: a fresh
-        float buffer per call costs page faults comparable to a small model's whole forward on the CPU."""
-        x = self._check(frames)
+    def _pixels(self, x: torch.Tensor, reuse: bool) -> torch.Tensor:
+        """Checked uint8 (B, 3, H, W) -> what `backbone` takes, (B, 3, S, S) float32 on `device`."""
         S = self.cfg.image_size
-        if x.shape[-2:] != (S, S) or self.device.type != "cpu":
-            return self.preprocess(frames)
-        buf = getattr(self, "_buf", None)
-        if buf is None or buf.shape != x.shape or buf.stride() != x.stride():
-            buf = self._buf = torch.empty_strided(x.shape, x.stride(), dtype=torch.float32)
-        return buf.copy_(x)
+        if reuse and self.device.type == "cpu" and x.shape[-2:] == (S, S):
+            # Frames already at image_size: convert into a reused buffer. A fresh 4·B·3·S² byte buffer per call
+            # costs page faults comparable to a small model's whole forward on the CPU.
+            if self._buf is None or (self._buf.shape, self._buf.stride()) != (x.shape, x.stride()):
+                self._buf = torch.empty_strided(x.shape, x.stride(), dtype=torch.float32)
+            p = self._buf.copy_(x)
+        else:
+            p = x.to(self.device, non_blocking=True).float()  # uint8 crosses to the GPU: 4× less traffic
+            if p.shape[-2:] != (S, S):
+                p = F.interpolate(p, size=(S, S), mode="bicubic", antialias=True, align_corners=False).clamp_(0, 255)
+        if not self.folded:
+            p = p.sub_(self.px_shift).mul_(self.px_scale)
+        return p
 
     def preprocess(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """uint8 (B, H, W, 3) or (B, 3, H, W) -> float pixels in [0, 255], (B, 3, S, S), S = image_size.
+        """uint8 (B, H, W, 3) or (B, 3, H, W) -> (B, 3, S, S) float32 backbone input, S = image_size: pixels in
+        [0, 255] when the normalization is folded into the weights (CPU), ImageNet-normalized otherwise (CUDA)."""
+        return self._pixels(self._check(frames), reuse=False)
 
-        (The ImageNet normalization lives in the patch convolution, see the module docstring.)"""
-        x = self._check(frames).to(self.device, non_blocking=True).float()
-        S = self.cfg.image_size
-        if x.shape[-2:] != (S, S):
-            x = F.interpolate(x, size=(S, S), mode="bicubic", antialias=True, align_corners=False).clamp_(0, 255)
-        return x
-
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: see `encode`
     def forward_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Preprocessed (B, 3, S, S) -> patch latents (B, N, D) float32 (LayerNorm-ed, stats applied if set)."""
+        """`preprocess` output (B, 3, S, S) -> (B, N, D) float32 latents (stats applied if set)."""
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            h = self.backbone(pixel_values=pixels).last_hidden_state
-        x = h[:, self.skip:].float()
-        if self._stat_tensors is not None:
-            m, s = self._stat_tensors
-            x = (x - m) / s
+            h = self.backbone(pixel_values=pixels).last_hidden_state  # (B, skip + N, D), LayerNorm-ed, no affine
+        x = h[:, self.skip:].float()  # (B, N, D) patch tokens only (a view: CLS and registers are never copied)
+        if self.stat_mean is not None:
+            x = (x - self.stat_mean) * self.stat_scale
         return x
 
-    @torch.inference_mode()
+    forward = forward_pixels
+
     def encode(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """uint8 frames (B, H, W, 3) or (B, 3, H, W) -> (B, N, D) float32, in chunks of cfg.batch_size."""
-        n = len(frames)
-        outs = [self.forward_pixels(self._pixels(frames[i : i + self.cfg.batch_size]))
-                for i in range(0, n, self.cfg.batch_size)]
+        """uint8 frames (B, H, W, 3) or (B, 3, H, W) -> (B, N, D) float32 on `device`, in chunks of batch_size.
+
+        No gradients, under `torch.no_grad` rather than `inference_mode`: inference tensors cannot enter autograd
+        later ("inference tensors cannot be saved for backward", e.g. context latents in the gradient planner) and
+        turning them into ordinary tensors costs a full copy of the output (~2% of a tiny model's CPU forward);
+        inference_mode saves nothing measurable on a ViT's few large ops. One chunk comes back without a copy, as
+        a view of the model's output that skips the CLS/register rows (not contiguous: numpy takes it as is, call
+        `.contiguous()` for APIs that need it)."""
+        bs = self.cfg.batch_size
+        outs = [self.forward_pixels(self._pixels(self._check(frames[i : i + bs]), reuse=True))
+                for i in range(0, len(frames), bs)]
         if not outs:
             return torch.zeros(0, self.num_tokens, self.dim, device=self.device)
-        return torch.cat(outs)
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def encode_video(self, clips: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """uint8 clips (B, T, H, W, 3) -> (B, T, N, D)."""
+        """uint8 clips (B, T, H, W, 3) or (B, T, 3, H, W) -> (B, T, N, D)."""
+        if clips.ndim != 5:
+            raise ValueError(f"encoder: clips must be (B, T, H, W, 3) or (B, T, 3, H, W), got shape "
+                             f"{tuple(clips.shape)}")
         B, T = clips.shape[:2]
-        flat = clips.reshape(B * T, *clips.shape[2:])
-        return self.encode(flat).reshape(B, T, self.num_tokens, self.dim)
-
-
-def compute_latent_stats(latents) -> NormStats:
-    """Per-channel mean/std over every token of an iterable of (..., D) latents (float64 sums)."""
-    return compute_norm_stats([np.asarray(x, dtype=np.float64).reshape(-1, np.shape(x)[-1]) for x in latents])
+        return self.encode(clips.reshape(B * T, *clips.shape[2:])).reshape(B, T, self.num_tokens, self.dim)

@@ -16,7 +16,10 @@ class EncoderPreset:
     hidden_size: int  # D, width of every patch token
     patch_size: int
     num_registers: int  # extra tokens after CLS that are dropped with it
-    tiny_config: dict | None = None  # transformers config kwargs for random-weight presets
+    # transformers config kwargs for random-weight presets. Only real fields of the family's config class: unknown
+    # kwargs are stored silently and change nothing (Dinov2 configs size the MLP by mlp_ratio, DINOv3 by
+    # intermediate_size), so tests check every key against the built model's config.
+    tiny_config: dict | None = None
 
 
 ENCODER_PRESETS: dict[str, EncoderPreset] = {
@@ -30,13 +33,15 @@ ENCODER_PRESETS: dict[str, EncoderPreset] = {
     "dinov3-b": EncoderPreset("facebook/dinov3-vitb16-pretrain-lvd1689m", "dinov3", 768, 16, 4),
     "dinov3-l": EncoderPreset("facebook/dinov3-vitl16-pretrain-lvd1689m", "dinov3", 1024, 16, 4),
     # Random-weight stand-ins with the real architectures, for tests and the CPU demo. Never "pretrained".
+    # (Dinov2 MLPs are mlp_ratio·hidden = 256 wide here: what these presets have always built, since an earlier
+    # intermediate_size=128 was ignored by Dinov2Config. Kept so existing latent caches stay valid.)
     "tiny-random": EncoderPreset(
         None, "dinov2", 64, 14, 0,
-        dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, patch_size=14),
+        dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=4, patch_size=14),
     ),
     "tiny-random-reg": EncoderPreset(
         None, "dinov2-reg", 64, 14, 4,
-        dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, patch_size=14,
+        dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=4, patch_size=14,
              num_register_tokens=4),
     ),
     "tiny-random-v3": EncoderPreset(
@@ -47,6 +52,6 @@ ENCODER_PRESETS: dict[str, EncoderPreset] = {
     # ViT-S-sized random config: real compute cost without downloads (benchmarks).
     "vits-random": EncoderPreset(
         None, "dinov2", 384, 14, 0,
-        dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536, patch_size=14),
+        dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, mlp_ratio=4, patch_size=14),
     ),
 }

@@ -18,7 +18,8 @@ def latent_cost(pred: torch.Tensor, goal: torch.Tensor, kind: str = "mse", all_f
     """pred (P, H, N, D) predicted latents, goal (N, D) or (1, N, D) -> cost (P,).
 
     Default (DINO-WM): mean squared error over all patch tokens of the last predicted frame. all_frames weights
-    every predicted frame, later frames more (weights 1..H, normalized), which rewards getting there early.
+    every predicted frame, later frames more: weights 2^h for h = 0..H−1, normalized to sum 1 (DINO-WM's objective
+    mode "all" with base 2), which rewards getting there early and staying.
     """
     goal = goal.reshape(1, 1, *goal.shape[-2:]).to(pred.dtype)
     if kind == "mse":
@@ -31,7 +32,7 @@ def latent_cost(pred: torch.Tensor, goal: torch.Tensor, kind: str = "mse", all_f
         raise ValueError(f"plan.cost must be mse, l1 or cosine, got {kind!r}")
     if not all_frames:
         return per[:, -1]
-    w = torch.arange(1, per.shape[1] + 1, device=per.device, dtype=per.dtype)
+    w = 2.0 ** torch.arange(per.shape[1], device=per.device, dtype=per.dtype)
     return (per * w).sum(1) / w.sum()
 
 
@@ -40,11 +41,13 @@ class LatentGoalObjective:
 
     context: (1, C, N, D) observed latents (normalized); context_actions: (1, C − 1, A) actions taken between them
     (or None); goal: (N, D). Actions are in the model's (normalized, frame-skip-concatenated) action space.
+    cache: the history already observed into a KV cache of batch 1 (then it is not observed again; `context` only
+    gives shapes and the frame count C that positions the actions).
     """
 
     def __init__(self, model, context: torch.Tensor, goal: torch.Tensor, context_actions: torch.Tensor | None = None,
                  sample_steps: int = 1, tau_ctx: float = 1.0, cost: str = "mse", all_frames: bool = False,
-                 seed: int = 0):
+                 seed: int = 0, cache=None):
         self.model, self.context, self.goal = model, context, goal
         self.sample_steps, self.tau_ctx, self.kind, self.all_frames = sample_steps, tau_ctx, cost, all_frames
         self.C = context.shape[1]
@@ -53,9 +56,14 @@ class LatentGoalObjective:
                                 else context_actions.reshape(1, self.C - 1, -1))
         ctx_mask = torch.full((1, self.C - 1), context_actions is not None, device=context.device)
         self.ctx_mask = ctx_mask
-        with torch.no_grad():
-            self.cache = observe(model, context, self.context_actions, ctx_mask, tau_ctx)  # once per call
         self.generator = torch.Generator(device=context.device).manual_seed(seed)
+        if cache is None:
+            with torch.no_grad():  # once per planning call
+                cache = observe(model, context, self.context_actions, ctx_mask, tau_ctx, generator=self.generator)
+        elif cache.batch_size != 1:
+            raise ValueError(f"LatentGoalObjective: the history cache must hold one history, got batch "
+                             f"{cache.batch_size}")
+        self.cache = cache
         self._noise: torch.Tensor | None = None
         self.evaluations = 0
 
@@ -73,7 +81,7 @@ class LatentGoalObjective:
         mask = torch.cat([self.ctx_mask.expand(P, -1), torch.ones(P, H, dtype=torch.bool, device=actions.device)], 1)
         self.evaluations += P
         return rollout(self.model, self.context, H, full, mask, sample_steps=self.sample_steps, tau_ctx=self.tau_ctx,
-                       noise=self.noise(H), cache=self.cache.expand(P), grad=grad)
+                       noise=self.noise(H), generator=self.generator, cache=self.cache.expand(P), grad=grad)
 
     def __call__(self, actions: torch.Tensor, grad: bool = False) -> torch.Tensor:
         return latent_cost(self.predict(actions, grad=grad), self.goal, self.kind, self.all_frames)

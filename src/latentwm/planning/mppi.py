@@ -5,18 +5,22 @@ from __future__ import annotations
 import torch
 
 from latentwm.config import PlanConfig
-from latentwm.planning.base import PlanResult, initial_mean
+from latentwm.planning.base import PlanResult, initial_mean, initial_std, min_std
 
 
 @torch.no_grad()
 def plan_mppi(objective, horizon: int, low: torch.Tensor, high: torch.Tensor, cfg: PlanConfig,
               init: torch.Tensor | None = None, generator: torch.Generator | None = None) -> PlanResult:
-    """Weights ∝ exp(−(cost − min cost) / temperature) (costs rescaled to [0, 1] per iteration so the temperature
-    means the same thing whatever the cost's units); the mean moves to the weighted average, the spread shrinks
-    to the weighted standard deviation."""
+    """Sampling as CEM; the update is the exponentially weighted average of all samples.
+
+    Weights ∝ exp(−(cost − min cost) / (temperature · σ_cost)), σ_cost the standard deviation of this iteration's
+    costs: the temperature is in units of the population's cost spread, so it means the same whatever the cost's
+    scale (latent MSE of a good model is ~1e-2, of a bad one ~1). The mean moves to the weighted average, the
+    spread shrinks to the weighted standard deviation. The best candidate scored is returned.
+    """
     mean = initial_mean(horizon, low, high, init)
-    span = (high - low).clamp_min(1e-6)
-    std = cfg.init_std * span / 2 * torch.ones_like(mean)
+    std = initial_std(mean, low, high, cfg.init_std)
+    floor = min_std(low, high)
     best, best_cost, hist = mean.clone(), float("inf"), []
     for _ in range(cfg.iterations):
         eps = torch.randn((cfg.population, *mean.shape), generator=generator, device=mean.device)
@@ -26,9 +30,9 @@ def plan_mppi(objective, horizon: int, low: torch.Tensor, high: torch.Tensor, cf
         i = int(torch.argmin(costs))
         if float(costs[i]) < best_cost:
             best_cost, best = float(costs[i]), samples[i].clone()
-        c = (costs - costs.min()) / (costs.max() - costs.min()).clamp_min(1e-12)
+        c = (costs - costs[i]) / costs.std().clamp_min(1e-12)
         w = torch.softmax(-c / cfg.temperature, 0)[:, None, None]
         mean = (w * samples).sum(0)
-        std = ((w * (samples - mean) ** 2).sum(0)).sqrt().clamp_min(1e-3 * span)
+        std = torch.max(((w * (samples - mean) ** 2).sum(0)).sqrt(), floor)
         hist.append(best_cost)
     return PlanResult(best, best_cost, hist)

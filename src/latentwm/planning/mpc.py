@@ -1,0 +1,302 @@
+"""Receding-horizon MPC against a real environment: observe → encode → plan → execute the first actions → repeat.
+
+Pieces:
+- `ActionCodec`: the model's action space ⇄ environment actions. A model step's action is `frame_skip` env actions,
+  each normalized with the dataset's per-env-step statistics, concatenated, zero-padded to the model's action_dim
+  (exactly `data/clips.py`'s recipe). Bounds map the env's action box into that space (padding pinned to 0). With
+  `repeat=True` planners search one env action per model step, held for its `frame_skip` env steps (Push-T: an
+  agent target held for 0.5 s): a 2-D instead of a 10-D search per step, which small CPU populations need.
+- `LatentObserver`: frames → encoder → latents normalized with the training cache's latent statistics.
+- Policies, all with `reset(goal_frame, info)` and `act(new_frames, info) -> env actions (n, a)` (n = 0: done):
+  `MPCPolicy` (a planner on the world model), `RandomPolicy`, `ReplayPolicy` (fixed actions, e.g. the dataset's).
+- `run_episode`: resets the env to a start state and alternates `act` and execution, up to `max_replans` chunks.
+
+Success (DINO-WM's convention, `dino_wm/planning/mpc.py`): the Push-T test (block within 20 px, block angle within
+π/9, agent within 20 px of the goal state's) is evaluated on the state reached at the end of every executed chunk
+(every replanning point); an episode succeeds when any of them passes, and it stops there (DINO-WM masks the actions
+of finished episodes). The final distance is `state_distance` of the last state (px + px + degrees).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from latentwm.config import PlanConfig
+from latentwm.data.episodes import NormStats
+from latentwm.envs.pusht import goal_metrics
+from latentwm.planning.base import PlanResult, initial_std, plan, shift_plan
+
+
+def _norm_stats(s) -> NormStats:
+    return s if isinstance(s, NormStats) else NormStats.from_dict(s)
+
+
+def derive_seed(*parts: int) -> int:
+    """A 62-bit seed that depends on every part (e.g. base seed, goal index, replanning step)."""
+    return int(np.random.default_rng([int(p) & 0xFFFFFFFF for p in parts]).integers(2**62))
+
+
+@dataclass(frozen=True)
+class ActionCodec:
+    """Model actions (…, A) ⇄ env actions; see the module docstring. `repeat`: planners search (H, a) instead of
+    (H, A) (one env action per model step, held for `frame_skip` env steps)."""
+
+    mean: np.ndarray  # (a,) per env step
+    std: np.ndarray  # (a,)
+    frame_skip: int
+    action_dim: int  # the model's A ≥ frame_skip · a
+    env_low: np.ndarray  # (a,)
+    env_high: np.ndarray  # (a,)
+    repeat: bool = True
+
+    @classmethod
+    def from_stats(cls, action_stats, frame_skip: int, action_dim: int, env_low=0.0, env_high=512.0,
+                   repeat: bool = True) -> "ActionCodec":
+        s = _norm_stats(action_stats)
+        a = len(s.mean)
+        if a * frame_skip > action_dim:
+            raise ValueError(f"ActionCodec: {a}-D env actions × frame_skip {frame_skip} exceed the model's "
+                             f"action_dim {action_dim}")
+        lo, hi = np.broadcast_to(np.asarray(env_low, np.float64), (a,)), np.broadcast_to(np.asarray(env_high,
+                                                                                                     np.float64), (a,))
+        return cls(np.asarray(s.mean, np.float64), np.asarray(s.std, np.float64), int(frame_skip), int(action_dim),
+                   lo.copy(), hi.copy(), repeat)
+
+    @property
+    def env_dim(self) -> int:
+        return len(self.mean)
+
+    @property
+    def plan_dim(self) -> int:
+        """Width of one planned step: a with `repeat`, else the model's A."""
+        return self.env_dim if self.repeat else self.action_dim
+
+    # ---- model space ⇄ env space ---------------------------------------------------------------------------
+    def normalize(self, env_actions: np.ndarray) -> np.ndarray:
+        return ((np.asarray(env_actions, np.float64) - self.mean) / self.std).astype(np.float32)
+
+    def to_model(self, env_actions: np.ndarray) -> torch.Tensor:
+        """(k·frame_skip, a) env actions -> (k, A) model actions (as `make_clip` builds them)."""
+        n = self.normalize(env_actions).reshape(-1, self.frame_skip * self.env_dim)
+        out = np.zeros((len(n), self.action_dim), np.float32)
+        out[:, : n.shape[1]] = n
+        return torch.from_numpy(out)
+
+    def to_env(self, model_actions) -> np.ndarray:
+        """(k, A) model actions -> (k·frame_skip, a) env actions, denormalized and clipped to the env's box."""
+        a = torch.as_tensor(model_actions).detach().cpu().double().numpy()[:, : self.frame_skip * self.env_dim]
+        env = a.reshape(-1, self.env_dim) * self.std + self.mean
+        return np.clip(env, self.env_low, self.env_high)
+
+    # ---- planning space -------------------------------------------------------------------------------------
+    def expand(self, plan_actions: torch.Tensor) -> torch.Tensor:
+        """(…, H, plan_dim) -> (…, H, A) (differentiable): tile the held action `frame_skip` times, zero-pad."""
+        if not self.repeat:
+            return plan_actions
+        x = plan_actions.repeat(*([1] * (plan_actions.dim() - 1)), self.frame_skip)  # [a, a, …] per step
+        pad = self.action_dim - x.shape[-1]
+        return torch.nn.functional.pad(x, (0, pad)) if pad else x
+
+    def bounds(self, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(plan_dim,) low/high in the planning space (normalized env box; model padding pinned to 0)."""
+        lo = ((self.env_low - self.mean) / self.std).astype(np.float32)
+        hi = ((self.env_high - self.mean) / self.std).astype(np.float32)
+        if not self.repeat:
+            k = self.frame_skip * self.env_dim
+            lo = np.concatenate([np.tile(lo, self.frame_skip), np.zeros(self.action_dim - k, np.float32)])
+            hi = np.concatenate([np.tile(hi, self.frame_skip), np.zeros(self.action_dim - k, np.float32)])
+        return torch.from_numpy(lo).to(device), torch.from_numpy(hi).to(device)
+
+    def hold(self, env_action: np.ndarray, horizon: int, device=None) -> torch.Tensor:
+        """(H, plan_dim): command `env_action` (e.g. the agent's own position: stay) at every step."""
+        a = np.asarray(env_action, np.float64).reshape(1, -1)
+        step = self.normalize(a)[0] if self.repeat else self.to_model(np.repeat(a, self.frame_skip, 0))[0]
+        return torch.as_tensor(np.asarray(step, np.float32), device=device).expand(horizon, -1).clone()
+
+
+class LatentObserver:
+    """uint8 frames (B, H, W, 3) -> (B, N, D) latents on `device`, normalized (x − mean) / std with the latent
+    statistics the model was trained with. `encode` must return the encoder's LayerNorm-ed tokens WITHOUT dataset
+    statistics (`DinoEncoder.encode` before `set_stats`), or pass stats=None when it already applies them."""
+
+    def __init__(self, encode: Callable[[np.ndarray], torch.Tensor], latent_stats=None, device=None):
+        self.encode, self.device = encode, torch.device(device or "cpu")
+        self.mean = self.std = None
+        if latent_stats is not None:
+            s = _norm_stats(latent_stats)
+            self.mean = torch.as_tensor(s.mean, dtype=torch.float32, device=self.device)
+            self.std = torch.as_tensor(s.std, dtype=torch.float32, device=self.device)
+
+    def __call__(self, frames: np.ndarray) -> torch.Tensor:
+        x = torch.as_tensor(self.encode(np.ascontiguousarray(frames))).to(self.device, torch.float32)
+        return x if self.mean is None else (x - self.mean) / self.std
+
+
+class Policy(Protocol):
+    name: str
+
+    def reset(self, goal_frame: np.ndarray, info: dict, seed: int = 0) -> None: ...
+
+    def act(self, new_frames: list[np.ndarray], info: dict) -> np.ndarray: ...
+
+
+class MPCPolicy:
+    """Plan with the world model at every call; return the first `exec_steps` planned model steps as env actions.
+
+    History: the latents of the frames at model-step boundaries (the start frame, then every `frame_skip`-th env
+    frame) and the model actions executed between them; the last `context` of them are observed once per planning
+    call into one KV cache shared by all candidates. init "hold": the first plan starts from commanding the agent's
+    current position (`info["agent_pos"]`, part of gym-pusht's observation), the analogue of DINO-WM's zero mean
+    for its relative actions; "center": the middle of the action box. Later plans warm-start from the previous plan
+    shifted by the executed steps (cfg.warm_start). bf16: candidate rollouts under bf16 autocast (see `plan`).
+    """
+
+    def __init__(self, model, observer: LatentObserver, codec: ActionCodec, cfg: PlanConfig,
+                 planner: str | None = None, context: int = 4, tau_ctx: float = 1.0, init: str = "hold",
+                 bf16: bool = False):
+        if init not in ("hold", "center"):
+            raise ValueError(f"MPCPolicy: init must be 'hold' or 'center', got {init!r}")
+        self.model, self.observer, self.codec, self.cfg = model, observer, codec, cfg
+        self.name = planner or cfg.planner
+        self.context = max(1, min(context, model.cfg.context_frames - 1))
+        self.tau_ctx, self.init, self.bf16 = tau_ctx, init, bf16
+        self.horizon = cfg.horizon
+        self.exec_steps = min(cfg.exec_steps, cfg.horizon)
+        self.device = next(model.parameters()).device
+        self.low, self.high = codec.bounds(self.device)
+        self.plan_seconds: list[float] = []
+        self.results: list[PlanResult] = []
+
+    def reset(self, goal_frame: np.ndarray, info: dict, seed: int = 0) -> None:
+        self.goal = self.observer(goal_frame[None])[0]
+        self.latents: list[torch.Tensor] = []
+        self.actions: list[torch.Tensor] = []  # model actions executed between consecutive latents
+        self.prev: torch.Tensor | None = None
+        self.seed, self.calls = seed, 0
+        self.plan_seconds, self.results = [], []
+
+    def act(self, new_frames: list[np.ndarray], info: dict) -> np.ndarray:
+        if new_frames:
+            self.latents.extend(self.observer(np.stack(new_frames)))
+        C = min(self.context, len(self.latents))
+        history = torch.stack(self.latents[-C:])[None]
+        hist_actions = torch.stack(self.actions[len(self.actions) - (C - 1):])[None] if C > 1 else None
+        if self.prev is not None and self.cfg.warm_start:
+            init = shift_plan(self.prev, self.exec_steps)
+        elif self.init == "hold" and "agent_pos" in info:
+            init = self.codec.hold(info["agent_pos"], self.horizon, self.device)
+        else:
+            init = None
+        s = derive_seed(self.seed, self.calls)
+        gen = torch.Generator(device=self.device).manual_seed(s)
+        res = plan(self.model, history, self.goal, self.horizon, self.cfg, self.low, self.high,
+                   history_actions=hist_actions, init=init, planner=self.name, generator=gen, seed=s,
+                   tau_ctx=self.tau_ctx, expand=self.codec.expand, bf16=self.bf16)
+        self.calls += 1
+        self.plan_seconds.append(res.seconds)
+        self.results.append(res)
+        self.prev = res.actions
+        chosen = self.codec.expand(res.actions[: self.exec_steps]).detach()
+        self.actions.extend(chosen.to(self.device))
+        return self.codec.to_env(chosen)
+
+
+class RandomPolicy:
+    """Random actions on the same budget: each call draws `exec_steps` model steps from the planners' initial
+    sampling distribution (Gaussian of std cfg.init_std around holding the agent's position, clipped to the
+    bounds, in the same planning space), i.e. what a planner does without a model."""
+
+    name = "random"
+
+    def __init__(self, codec: ActionCodec, cfg: PlanConfig):
+        self.codec, self.cfg = codec, cfg
+        self.exec_steps = min(cfg.exec_steps, cfg.horizon)
+        self.low, self.high = codec.bounds()
+
+    def reset(self, goal_frame: np.ndarray, info: dict, seed: int = 0) -> None:
+        self.gen = torch.Generator().manual_seed(derive_seed(seed, 0x7A4D))
+
+    def act(self, new_frames: list[np.ndarray], info: dict) -> np.ndarray:
+        if "agent_pos" in info:
+            mean = self.codec.hold(info["agent_pos"], self.exec_steps)
+        else:
+            mean = ((self.low + self.high) / 2).expand(self.exec_steps, -1)
+        std = initial_std(mean, self.low, self.high, self.cfg.init_std)
+        a = mean + std * torch.randn(mean.shape, generator=self.gen)
+        a = torch.max(torch.min(a, self.high), self.low)
+        return self.codec.to_env(self.codec.expand(a))
+
+
+class ReplayPolicy:
+    """Executes fixed env actions once (e.g. the dataset's own actions from the start state: the open-loop oracle
+    that produced the goal), then stops."""
+
+    def __init__(self, env_actions: np.ndarray, name: str = "dataset_actions"):
+        self.env_actions, self.name = np.asarray(env_actions, np.float64), name
+
+    def reset(self, goal_frame: np.ndarray, info: dict, seed: int = 0) -> None:
+        self.done = False
+
+    def act(self, new_frames: list[np.ndarray], info: dict) -> np.ndarray:
+        if self.done:
+            return np.zeros((0, self.env_actions.shape[-1]))
+        self.done = True
+        return self.env_actions
+
+
+def run_episode(env, policy, start_state: np.ndarray, goal_state: np.ndarray, goal_frame: np.ndarray,
+                max_replans: int, frame_skip: int, seed: int = 0, stop_on_success: bool = True,
+                record: bool = False) -> dict:
+    """One goal-reaching episode from `start_state` (the env is reset to it exactly).
+
+    Each of at most `max_replans` chunks: policy.act(frames at model-step boundaries since the last call, info) ->
+    env actions, executed; then DINO-WM's Push-T test on the state reached (see the module docstring).
+    Returns success, success_step (env steps when first successful, or None), final_distance, final
+    block_pos_diff / angle_diff / agent_pos_diff, start_distance and start_success (the goal test already passed
+    at the start),
+    seconds_per_plan (mean planning wall time per call, 0 for policies that do not plan), plans, env_steps, and
+    `frames` (T, H, W, 3) of the executed episode when `record`.
+    """
+    frame, info = env.reset(state=start_state)
+    policy.reset(goal_frame, info, seed=seed)
+    m0 = goal_metrics(env.state(), goal_state)
+    start_success = bool(m0["success"])
+    boundary, frames, steps = [frame], [frame] if record else [], 0
+    success, success_step = False, None
+    for _ in range(max_replans):
+        env_actions = policy.act(boundary, info)
+        boundary = []
+        if len(env_actions) == 0:
+            break
+        for i, a in enumerate(env_actions):
+            frame, _, _, _, info = env.step(a)
+            steps += 1
+            if record:
+                frames.append(frame)
+            if (i + 1) % frame_skip == 0:
+                boundary.append(frame)
+        if goal_metrics(env.state(), goal_state)["success"]:
+            success, success_step = True, steps
+            if stop_on_success:
+                break
+    m = goal_metrics(env.state(), goal_state)
+    secs = getattr(policy, "plan_seconds", [])
+    return {"success": success, "success_step": success_step, "final_distance": float(m["state_dist"]),
+            "block_pos_diff": m["block_pos_diff"], "angle_diff": m["angle_diff"],
+            "agent_pos_diff": m["agent_pos_diff"], "start_distance": float(m0["state_dist"]),
+            "start_success": start_success,
+            "seconds_per_plan": float(np.mean(secs)) if secs else 0.0, "plans": len(secs), "env_steps": steps,
+            "frames": np.stack(frames) if record else None}
+
+
+def run_mpc(env, model, observer: LatentObserver, codec: ActionCodec, cfg: PlanConfig, start_state: np.ndarray,
+            goal_state: np.ndarray, goal_frame: np.ndarray, max_replans: int = 2, planner: str | None = None,
+            context: int = 4, tau_ctx: float = 1.0, seed: int = 0, record: bool = False) -> dict:
+    """`run_episode` with an `MPCPolicy` (receding-horizon planning on the world model)."""
+    policy = MPCPolicy(model, observer, codec, cfg, planner=planner, context=context, tau_ctx=tau_ctx)
+    return run_episode(env, policy, start_state, goal_state, goal_frame, max_replans, codec.frame_skip, seed=seed,
+                       record=record)
