@@ -43,3 +43,50 @@ def test_encode_video_folder_then_train_on_a_mixture(tmp_path, capsys):
     assert abs(names.count("videos_a") / 400 - 0.75) < 0.05
     out = Trainer(cfg, train_set, None, extra_state=extra, device="cpu").fit()
     assert out["step"] == 3
+
+
+def test_pool_averages_2x2_cells_of_the_token_grid():
+    import torch
+
+    from latentwm.config import EncoderConfig
+    from latentwm.encoders.dino import DinoEncoder
+
+    frames = np.random.default_rng(3).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
+    full = DinoEncoder.from_config(EncoderConfig(name="tiny-random", image_size=56))
+    pooled = DinoEncoder.from_config(EncoderConfig(name="tiny-random", image_size=56, pool=2))
+    assert (full.grid, full.num_tokens, pooled.patch_grid, pooled.grid, pooled.num_tokens) == (4, 16, 4, 2, 4)
+    x, y = full.encode(frames), pooled.encode(frames)  # (3, 16, 64), (3, 4, 64)
+    assert y.shape == (3, 4, 64)
+    g = x.reshape(3, 4, 4, 64)  # row-major token grid
+    want = torch.stack([g[:, 2 * r: 2 * r + 2, 2 * c: 2 * c + 2].mean((1, 2)) for r in range(2) for c in range(2)], 1)
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(y[:, 0], y[:, 3])  # different cells, not one global mean
+
+
+def test_encode_pool_is_recorded_and_a_disagreeing_config_is_rejected(tmp_path):
+    import pytest
+
+    from latentwm.config import ConfigError
+
+    src = _folder(tmp_path / "videos", 2, 4)
+    assert main(["encode", "--preset", "tiny", "--source", "video-folder", "--root", str(src),
+                 "--out-dir", str(tmp_path / "lat"), "--encoder.pool", "2"]) == 0
+    cache = LatentCache(tmp_path / "lat")
+    assert (cache.info["pool"], cache.info["num_tokens"], cache.info["grid"]) == (2, 4, 2)
+    assert cache.load_episode(0)["latents"].shape == (40, 4, 64)
+    base = dict(data__cache_dir=str(tmp_path / "lat"), data__env_action_dim=0, data__eval_fraction=0.0)
+    with pytest.raises(ConfigError, match=r"encoder.pool = 2.*encoder.pool = 1"):
+        make_clip_datasets(get_preset("tiny").replace(**base))
+    with pytest.raises(ConfigError, match="encoder.pool must be 1 or 2"):
+        get_preset("tiny").replace(encoder__pool=3)
+    train_set, _, extra = make_clip_datasets(get_preset("tiny").replace(encoder__pool=2, model__latent_grid=2, **base))
+    assert train_set[0].latents.shape == (6, 4, 64) and extra["cache_info"]["pool"] == 2
+    # a pooled and an unpooled cache do not mix
+    assert main(["encode", "--preset", "tiny", "--source", "video-folder", "--root", str(src),
+                 "--out-dir", str(tmp_path / "lat1")]) == 0
+    assert LatentCache(tmp_path / "lat1").info["pool"] == 1
+    from latentwm.data.mixture import MixtureSpec, make_mixture_datasets
+
+    spec = MixtureSpec.parse(f"a={tmp_path / 'lat'},b={tmp_path / 'lat1'}")
+    with pytest.raises(ValueError, match="pool"):
+        make_mixture_datasets(spec, 6, eval_fraction=0.0)

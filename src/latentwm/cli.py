@@ -47,6 +47,7 @@ class EncodeConfig:
     """Where the source's files are."""
     out_dir: str = "data/pusht_latents"
     encoder: EncoderConfig = field(default_factory=lambda: get_preset("cpu").encoder)
+    """`--encoder.pool 2` stores 2×2-pooled tokens (N/4; recorded in cache.json, training must use the same)."""
     episodes_per_shard: int = 32
     fps: float = 0.0
     """Frame rate to sample video sources at (0: native; e.g. 10 for EPIC's 50/60 fps, 4 for DROID as V-JEPA 2)."""
@@ -155,7 +156,7 @@ def _run_encode(cfg: EncodeConfig):
         res = encode_to_cache(items, lambda f: enc.encode(f).cpu().numpy(), cfg.out_dir,
                               encoder_label=enc.weights_label, episodes_per_shard=cfg.episodes_per_shard,
                               rank=dist.rank, world_size=dist.world_size, image_size=cfg.encoder.image_size,
-                              show_progress=dist.is_main)
+                              meta=dict(pool=cfg.encoder.pool), show_progress=dist.is_main)
     finally:
         shutdown(dist)
     print(f"{res['episodes']} episodes encoded into {len(res['shards_written'])} shards, {res['skipped']} skipped; "

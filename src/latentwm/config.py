@@ -58,9 +58,13 @@ class EncoderConfig:
     """Frames per encoder forward."""
     seed: int = 0
     """Seed for random-weight presets (tiny-random, ...): same seed, same encoder."""
+    pool: int = 1
+    """1, or 2 to average-pool the patch-token grid 2×2 (N → N/4 tokens; a latent cache records it)."""
 
     def __post_init__(self):
         _positive(self, "encoder", "image_size", "batch_size")
+        if self.pool not in (1, 2):
+            raise ConfigError(f"encoder.pool must be 1 or 2, got {self.pool}")
         preset = ENCODER_PRESETS.get(self.name)
         if preset is None and not ("/" in self.name or "\\" in self.name or self.name.startswith(".")):
             raise ConfigError(
@@ -72,6 +76,9 @@ class EncoderConfig:
                 f"encoder.image_size must be a multiple of the patch size {preset.patch_size} of "
                 f"{self.name!r}, got {self.image_size}"
             )
+        if preset is not None and (self.image_size // preset.patch_size) % self.pool:
+            raise ConfigError(f"encoder.pool {self.pool} needs an even patch grid; image_size {self.image_size} / "
+                              f"patch {preset.patch_size} = {self.image_size // preset.patch_size}")
 
     @property
     def preset(self):
@@ -79,9 +86,9 @@ class EncoderConfig:
 
     @property
     def grid(self) -> int | None:
-        """Side of the patch-token grid, or None when the encoder is a local model not yet loaded."""
+        """Side of the latent token grid (after pooling), or None when the encoder is a local model not yet loaded."""
         p = self.preset
-        return None if p is None else self.image_size // p.patch_size
+        return None if p is None else self.image_size // p.patch_size // self.pool
 
 
 @dataclass(frozen=True)
@@ -337,8 +344,8 @@ class ExperimentConfig:
                     f"{self.encoder.name!r} ({enc.hidden_size})")
             if self.model.latent_grid != self.encoder.grid:
                 raise ConfigError(
-                    f"model.latent_grid ({self.model.latent_grid}) must equal encoder.image_size / patch = "
-                    f"{self.encoder.image_size} / {enc.patch_size} = {self.encoder.grid}")
+                    f"model.latent_grid ({self.model.latent_grid}) must equal encoder.image_size / patch / pool = "
+                    f"{self.encoder.image_size} / {enc.patch_size} / {self.encoder.pool} = {self.encoder.grid}")
         if self.data.action_dim > self.model.action_dim:
             raise ConfigError(
                 f"model.action_dim ({self.model.action_dim}) is smaller than the data's action width "

@@ -211,6 +211,17 @@ def make_loader(dataset: LatentClipDataset, batch_size: int, num_workers: int = 
                       persistent_workers=False)
 
 
+def check_pool(info: dict, cfg, where: str) -> None:
+    """A cache encoded with another `encoder.pool` than the config's holds a different token grid: refuse it."""
+    from latentwm.config import ConfigError
+    from latentwm.data.latent_cache import cache_pool
+
+    if (have := cache_pool(info)) != cfg.encoder.pool:
+        raise ConfigError(f"{where} was encoded with encoder.pool = {have} (N = {info['num_tokens']} tokens), this "
+                          f"config has encoder.pool = {cfg.encoder.pool}: pass --encoder.pool {have} (and the matching "
+                          "model.latent_grid) or encode the data again")
+
+
 def make_clip_datasets(cfg) -> tuple[LatentClipDataset, LatentClipDataset | None, dict]:
     """(train set, eval set or None, facts for checkpoints) from an ExperimentConfig's data section."""
     from latentwm.config import ConfigError
@@ -224,6 +235,7 @@ def make_clip_datasets(cfg) -> tuple[LatentClipDataset, LatentClipDataset | None
         train_set, eval_set, extra = make_mixture_datasets(spec, d.clip_len, d.frame_skip, cfg.model.action_dim,
                                                            d.eval_fraction, d.seed, eval_len)
         first = LatentCache(spec.sources[0].cache_dir).info
+        check_pool(first, cfg, f"data.mixture source {spec.sources[0].cache_dir}")
         if first["latent_dim"] != cfg.model.latent_dim or first["num_tokens"] != cfg.model.num_latent_tokens:
             raise ConfigError(f"data.mixture: caches hold latents of N = {first['num_tokens']}, D = "
                               f"{first['latent_dim']}, the model expects N = {cfg.model.num_latent_tokens}, "
@@ -231,6 +243,7 @@ def make_clip_datasets(cfg) -> tuple[LatentClipDataset, LatentClipDataset | None
         return train_set, eval_set, extra
     cache = LatentCache(d.cache_dir)
     info = cache.info
+    check_pool(info, cfg, f"data.cache_dir {d.cache_dir}")
     if info["latent_dim"] != cfg.model.latent_dim or info["num_tokens"] != cfg.model.num_latent_tokens:
         raise ConfigError(f"data.cache_dir {d.cache_dir} holds latents of N = {info['num_tokens']}, D = "
                           f"{info['latent_dim']} (encoder {info['encoder']}), but the model expects N = "

@@ -2,7 +2,7 @@
 
 Layout of a cache directory:
 
-    cache.json             encoder label, image size, N tokens, D, fps, dtype (float16), user facts
+    cache.json             encoder label, image size, token pooling, N tokens, D, fps, dtype (float16), user facts
     plan.json              which items (episode keys) go to which shard, fixed before anything is written
     shard-000000.tar ...   WebDataset shards, one sample per (episode, camera) keyed `{dataset}/{episode}/{camera}`
                            ('%', '.', '/' in a part escaped as %25, %2E, %2F: webdataset splits keys at dots), files
@@ -212,10 +212,12 @@ class LatentCacheWriter:
                               num_tokens=N, latent_dim=D, grid=g if g * g == N else None, fps=meta.get("fps"),
                               dtype="float16")
             _atomic_write(self.out / "cache.json", json.dumps(self._info, indent=1))
-        if (want := (self._info.get("encoder"), self._info.get("num_tokens"), self._info.get("latent_dim"))) != (
-                self.label, N, D):
-            raise CacheError(f"latent cache {self.out} holds (encoder, N, D) = {want}, refusing to add {self.label!r} "
-                             f"latents of N = {N}, D = {D}; use another directory")
+        have = (self._info.get("encoder"), cache_pool(self._info), self._info.get("num_tokens"),
+                self._info.get("latent_dim"))
+        if have != (self.label, cache_pool(self.meta), N, D):
+            raise CacheError(f"latent cache {self.out} holds (encoder, pool, N, D) = {have}, refusing to add "
+                             f"{self.label!r} latents of pool = {cache_pool(self.meta)}, N = {N}, D = {D}; use "
+                             "another directory")
 
     close = close_shard
 
@@ -224,6 +226,11 @@ class LatentCacheWriter:
 
     def __exit__(self, exc_type, *_) -> None:
         self.abort_shard() if exc_type is not None else self.close_shard()
+
+
+def cache_pool(info: dict) -> int:
+    """The encoder's token pooling recorded in cache.json (`pool`; caches written before it existed: 1)."""
+    return int(info.get("pool") or 1)
 
 
 def merged_records(cache_dir: str | os.PathLike) -> dict[str, dict]:

@@ -251,14 +251,15 @@ def make_mixture_datasets(spec: MixtureSpec, clip_len: int, frame_skip: int = 1,
     from torch.utils.data import ConcatDataset
 
     from latentwm.data.clips import LatentClipDataset
-    from latentwm.data.latent_cache import LatentCache
+    from latentwm.data.latent_cache import LatentCache, cache_pool
 
     if not spec.sources:
         raise ValueError("mixture spec has no sources")
     caches = {s.name: LatentCache(os.fspath(s.cache_dir)) for s in spec.sources}
-    shapes = {n: (c.info["encoder"], c.info["num_tokens"], c.info["latent_dim"]) for n, c in caches.items()}
+    shapes = {n: (c.info["encoder"], cache_pool(c.info), c.info["num_tokens"], c.info["latent_dim"])
+              for n, c in caches.items()}
     if len(set(shapes.values())) != 1:
-        raise ValueError(f"mixture sources hold different latents (encoder, N, D): {shapes}")
+        raise ValueError(f"mixture sources hold different latents (encoder, pool, N, D): {shapes}")
     kw = dict(frame_skip=frame_skip, action_dim=action_dim, eval_fraction=eval_fraction, seed=seed)
     train = [(s.name, LatentClipDataset(caches[s.name], clip_len, split="train", **kw), s.weight) for s in spec.sources]
     evals = []

@@ -1,7 +1,8 @@
 """Frozen DINOv2 / DINOv2-with-registers / DINOv3 encoder through Hugging Face transformers (DESIGN.md section 4).
 
 uint8 frames → resize (bicubic, antialias) to image_size² → ImageNet mean/std → ViT → patch tokens only (CLS and
-register tokens dropped) → LayerNorm without affine (RAE's normalization) → optionally per-channel dataset statistics.
+register tokens dropped) → LayerNorm without affine (RAE's normalization) → optionally 2×2 average pooling of the
+token grid (`cfg.pool`; N → N/4, a 4× smaller latent cache) → optionally per-channel dataset statistics.
 
 Two exact rewrites of the frozen weights at load time keep the wrapper as cheap as the bare model forward:
 - LayerNorm without affine: the model's own final norm gets weight 1 / bias 0, so `last_hidden_state` *is*
@@ -115,6 +116,15 @@ def compute_latent_stats(latents, encoder: str = "", min_std: float = 1e-3) -> L
     return LatentStats(mean.numpy(), std.numpy(), int(n), encoder)
 
 
+def pool_tokens(x: torch.Tensor, grid: int, pool: int) -> torch.Tensor:
+    """Average-pool row-major patch tokens (B, grid², D) over pool×pool cells -> (B, (grid/pool)², D), row-major."""
+    B, N, D = x.shape
+    if N != grid * grid or grid % pool:
+        raise ValueError(f"pool_tokens: {N} tokens are not a {grid}×{grid} grid divisible by {pool}")
+    g = grid // pool
+    return x.reshape(B, g, pool, g, pool, D).mean((2, 4)).reshape(B, g * g, D)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Loading
 
@@ -210,6 +220,9 @@ class DinoEncoder(nn.Module):
         if cfg.image_size % self._patch:
             raise ConfigError(f"encoder.image_size must be a multiple of the patch size {self._patch} of "
                               f"{cfg.name!r}, got {cfg.image_size}")
+        if (cfg.image_size // self._patch) % cfg.pool:
+            raise ConfigError(f"encoder.pool {cfg.pool} needs an even patch grid; image_size {cfg.image_size} / "
+                              f"patch {self._patch} = {cfg.image_size // self._patch}")
         self.skip = 1 + int(getattr(bc, "num_register_tokens", 0) or 0)  # CLS + registers come first
         mean, std = torch.tensor(IMAGENET_MEAN, dtype=torch.float64), torch.tensor(IMAGENET_STD, dtype=torch.float64)
         norm = _final_norm(backbone)
@@ -256,8 +269,18 @@ class DinoEncoder(nn.Module):
         return self._patch
 
     @property
-    def grid(self) -> int:
+    def patch_grid(self) -> int:
+        """Side of the ViT's patch grid (before pooling)."""
         return self.cfg.image_size // self._patch
+
+    @property
+    def pool(self) -> int:
+        return self.cfg.pool
+
+    @property
+    def grid(self) -> int:
+        """Side of the output token grid: patch_grid / pool."""
+        return self.patch_grid // self.cfg.pool
 
     @property
     def num_tokens(self) -> int:
@@ -328,6 +351,8 @@ class DinoEncoder(nn.Module):
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             h = self.backbone(pixel_values=pixels).last_hidden_state  # (B, skip + N, D), LayerNorm-ed, no affine
         x = h[:, self.skip:].float()  # (B, N, D) patch tokens only (a view: CLS and registers are never copied)
+        if self.cfg.pool > 1:  # after the LayerNorm, so stats describe the pooled tokens the cache stores
+            x = pool_tokens(x, self.patch_grid, self.cfg.pool)
         if self.stat_mean is not None:
             x = (x - self.stat_mean) * self.stat_scale
         return x
