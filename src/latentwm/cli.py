@@ -112,34 +112,15 @@ def _run_generate(cfg: GenerateConfig):
     print(f"{len(paths)} episodes in {cfg.out_dir}")
 
 
-def _parse_options(text: str) -> dict:
-    out = {}
-    for kv in text.split():
-        k, sep, v = kv.partition("=")
-        if not sep:
-            raise ConfigError(f"encode.options: expected k=v pairs, got {kv!r}")
-        out[k] = None if v in ("", "None", "none") else (float(v) if v.replace(".", "", 1).isdigit() else v)
-    return out
-
-
 def _source_items(cfg: EncodeConfig) -> list:
     """(key, loader) pairs of the chosen source; frames are decoded at the encoder's resolution."""
-    if cfg.source == "pusht":
-        from latentwm.data.sources.pusht import load_pusht
+    from latentwm.data.sources import load_source, parse_options
 
-        return load_pusht(cfg.root)
-    from latentwm.data.sources import droid, epic_kitchens, video_folder
-
-    loaders = {"droid": droid.load_droid, "epic": epic_kitchens.load_epic_kitchens,
-               "video-folder": video_folder.load_video_folder}
-    kw = dict(fps=cfg.fps or None, size=cfg.encoder.image_size)
-    if cfg.cameras:
-        if cfg.source != "droid":
-            raise ConfigError(f"encode.cameras applies to the droid source only, not {cfg.source!r}")
-        kw["cameras"] = cfg.cameras
-    if cfg.segment_s >= 0 and cfg.source != "droid":
-        kw["segment_s"] = cfg.segment_s or None
-    return loaders[cfg.source](cfg.root, **kw, **_parse_options(cfg.options))
+    try:
+        return load_source(cfg.source, cfg.root, size=cfg.encoder.image_size, fps=cfg.fps or None,
+                           segment_s=cfg.segment_s, cameras=cfg.cameras, options=parse_options(cfg.options))
+    except ValueError as e:
+        raise ConfigError(f"encode (--source {cfg.source} --root {cfg.root}): {e}") from e
 
 
 def _run_encode(cfg: EncodeConfig):

@@ -223,6 +223,18 @@ class DataConfig:
     """Train on a weighted mixture of caches instead of cache_dir, e.g. "epic=/d/epic:0.7,droid=/d/droid:0.3"."""
     mixture_block: int = 1000
     """The mixture's proportions are exact within every block of this many samples."""
+    online_encode: bool = False
+    """Read raw episodes from episodes_dir and encode their frames on the device inside the training loop (the same
+    clips and batches as a latent cache of them) instead of reading cache_dir."""
+    source: Literal["pusht", "droid", "epic", "video-folder"] = "pusht"
+    """online_encode: the reader of episodes_dir (as `latentwm encode --source`)."""
+    episodes_dir: str = ""
+    """online_encode: where the source's raw episodes are."""
+    source_options: str = ""
+    """online_encode: reader options as k=v pairs (fps=10 segment_s=30 cameras=wrist_left ...)."""
+    latent_stats: str = ""
+    """online_encode: per-channel latent statistics from a latent cache directory (of the same encoder) or a
+    LatentStats .safetensors file; empty: estimated at start from up to 1024 frames of the episodes."""
     seed: int = 0
 
     def __post_init__(self):

@@ -14,6 +14,7 @@ a fixed grid of starts (every `clip_len · frame_skip` frames), on every camera.
 from __future__ import annotations
 
 import hashlib
+import os
 from functools import partial
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from latentwm.data.batch import ClipSample, WorldBatchMetadata, collate
+from latentwm.data.episodes import frames_at
 from latentwm.data.latent_cache import LatentCache
 
 
@@ -40,6 +42,9 @@ def split_episodes(keys: list[str], eval_fraction: float, seed: int) -> set[str]
 class LatentClipDataset(Dataset):
     """`ClipSample`s (latents, actions, action_mask, proprio, rewards, meta) of one split of a LatentCache.
 
+    `cache` may also be an `online.EpisodeStore` (raw episodes behind the same interface): the clips are then the
+    same, with `frames` (T, 3, H, W) uint8 in place of latents, for the trainer to encode on the device.
+
     split: "train" (random clips, `len()` = epoch_size, any index ≥ 0 valid), "eval" (fixed grid) or "all" (fixed
     grid over every episode). Indices may also be (epoch, i) pairs, as `ClipSampler` yields them.
     """
@@ -51,7 +56,7 @@ class LatentClipDataset(Dataset):
             raise ValueError(f"LatentClipDataset: split must be 'train', 'eval' or 'all', got {split!r}")
         if clip_len < 1 or frame_skip < 1:
             raise ValueError(f"LatentClipDataset: clip_len and frame_skip must be >= 1, got {clip_len}, {frame_skip}")
-        self.cache = cache if isinstance(cache, LatentCache) else LatentCache(cache)
+        self.cache = LatentCache(cache) if isinstance(cache, (str, os.PathLike)) else cache
         self.clip_len, self.frame_skip, self.split, self.seed = clip_len, frame_skip, split, seed
         self.normalize, self.epoch = normalize, 0
         self.span = (clip_len - 1) * frame_skip + 1  # raw frames a clip covers
@@ -123,9 +128,14 @@ class LatentClipDataset(Dataset):
     def make_clip(self, entry: int, start: int) -> ClipSample:
         e, raw = self.cache.entries[entry], self.cache.raw(entry)
         T, fs, t = e["length"], self.frame_skip, self.frames_of(start)
-        lat = raw["latents"][t].astype(np.float32)
-        if self.normalize:
-            lat = (lat - self.latent_mean) / self.latent_std
+        lat = frames = None
+        if "latents" in raw:
+            lat = raw["latents"][t].astype(np.float32)
+            if self.normalize:
+                lat = (lat - self.latent_mean) / self.latent_std
+            lat = torch.from_numpy(lat)
+        else:  # raw episodes: encoded (and normalized with latent_mean/std) by the trainer's OnlineEncoding
+            frames = torch.from_numpy(np.ascontiguousarray(frames_at(raw["frames"], t))).permute(0, 3, 1, 2)
         stats = self.ds_stats.get(e["dataset"])
         steps = t[:, None] + np.arange(fs)  # (L, fs): the raw steps each clip step spans
         inside = steps < T
@@ -151,7 +161,7 @@ class LatentClipDataset(Dataset):
                                   start_frame=int(start), frame_stride=fs, fps=float(e.get("fps") or 0.0) / fs,
                                   text=tuple(e.get("text") or ()), success=e.get("success"))
         states = raw.get("states")
-        return ClipSample(latents=torch.from_numpy(lat), actions=_t(actions), action_mask=_t(mask),
+        return ClipSample(latents=lat, frames=frames, actions=_t(actions), action_mask=_t(mask),
                           proprio=_t(proprio), rewards=_t(rewards),
                           states=None if states is None else _t(states[t].astype(np.float64)), meta=meta)
 

@@ -88,12 +88,15 @@ class Trainer:
     train_set: map-style Dataset whose `[k]` is a ClipSample for any global sample number k ≥ 0 (deterministic in k).
     eval_set: a finite Dataset of ClipSamples with ≥ rollout.context + rollout.horizon frames (or None).
     extra_state: facts saved in every checkpoint (normalization stats, encoder label, frame skip, ...).
+    batch_transform: applied to every batch on the device before the model sees it (online encoding: frames →
+    latents, `data.online.OnlineEncoding`).
     """
 
     def __init__(self, cfg: ExperimentConfig, train_set: Dataset, eval_set: Dataset | None = None,
                  dist: DistInfo | None = None, extra_state: dict | None = None, device: str = "auto",
-                 on_eval=None):
+                 on_eval=None, batch_transform=None):
         self.cfg, self.train_set, self.eval_set = cfg, train_set, eval_set
+        self.batch_transform = batch_transform
         self.dist = dist or init_distributed(device)
         self.extra_state = extra_state or {}
         self.on_eval = on_eval  # callback(step, results) for reports
@@ -217,6 +220,8 @@ class Trainer:
             local_valid = sum(int(b.valid.sum()) for b in batches)  # counted on the host before the copy
             frames_log += local_valid
             batches = [b.to(self.device, non_blocking=True) for b in batches]
+            if self.batch_transform is not None:
+                batches = [self.batch_transform(b) for b in batches]
             n_valid = self.dist.all_reduce_sum(torch.tensor(float(local_valid), device=self.device))
             # DDP averages gradients over ranks: scale so the sum is the global mean over valid frames
             normalizer = n_valid / self.dist.world_size
@@ -295,7 +300,10 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------------------- eval
     def eval_batches(self, batch_size: int = 16) -> Iterator[WorldBatch]:
-        return eval_loader(self.eval_set, self.cfg.model.action_dim, batch_size)
+        batches = eval_loader(self.eval_set, self.cfg.model.action_dim, batch_size)
+        if self.batch_transform is None:
+            return batches
+        return (self.batch_transform(b.to(self.device)) for b in batches)
 
     def evaluate(self, step: int) -> dict:
         """Rollout error per horizon vs ground truth and copy-last, with the EMA weights; a PCA video."""
@@ -328,13 +336,22 @@ def eval_loader(dataset: Dataset, action_dim: int, batch_size: int = 16) -> Iter
 
 
 def train(cfg: ExperimentConfig) -> dict:
-    """`latentwm train`: build the datasets from the latent cache, then fit."""
+    """`latentwm train`: build the datasets from the latent cache (or raw episodes, encoded online), then fit."""
     from latentwm.data.clips import make_clip_datasets
 
-    train_set, eval_set, extra = make_clip_datasets(cfg)
     dist = init_distributed()
     try:
-        return Trainer(cfg, train_set, eval_set, dist=dist, extra_state=extra).fit()
+        transform = None
+        if cfg.data.online_encode:
+            from latentwm.data.online import make_online_datasets
+            from latentwm.encoders.dino import DinoEncoder
+
+            enc = DinoEncoder.from_config(cfg.encoder, device=dist.device)
+            train_set, eval_set, extra, transform = make_online_datasets(cfg, enc.encode, enc.weights_label,
+                                                                         show_progress=dist.is_main)
+        else:
+            train_set, eval_set, extra = make_clip_datasets(cfg)
+        return Trainer(cfg, train_set, eval_set, dist=dist, extra_state=extra, batch_transform=transform).fit()
     finally:
         from latentwm.train.distributed import shutdown
 

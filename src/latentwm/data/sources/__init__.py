@@ -1,0 +1,53 @@
+"""One reader per dataset; `load_source` picks one by name for `latentwm encode --source` and online training."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from latentwm.data.episodes import Episode
+
+SOURCES = ("pusht", "droid", "epic", "video-folder")
+Item = tuple[str, Callable[[], Episode]]
+
+
+def parse_options(text: str) -> dict:
+    """'k=v k2=v2' → {k: v}: numbers become floats, '' / None / none become None, anything else stays a string."""
+    out = {}
+    for kv in text.split():
+        k, sep, v = kv.partition("=")
+        if not sep or not k:
+            raise ValueError(f"reader options: expected k=v pairs, got {kv!r}")
+        out[k] = None if v in ("", "None", "none") else (float(v) if v.replace(".", "", 1).isdigit() else v)
+    return out
+
+
+def load_source(source: str, root: str | os.PathLike, *, size: int | None = None, fps: float | None = None,
+                segment_s: float = -1.0, cameras: str = "", options: dict | None = None) -> list[Item]:
+    """`[(key, loader)]` of the episodes of `source` under `root`, video frames decoded at `size`² (None: native).
+
+    fps: sampling rate of video sources (None: native). segment_s: cut long videos into episodes of this many seconds
+    (< 0: the reader's default, 0: whole videos; not droid). cameras: comma-separated (droid only). options: further
+    keyword arguments of the reader (its OPTIONS)."""
+    options = dict(options or {})
+    if source == "pusht":
+        from latentwm.data.sources.pusht import load_pusht
+
+        if options or cameras or fps:
+            raise ValueError("the pusht source takes no reader options, cameras or fps (its episodes are stored "
+                             "at the simulator's rate)")
+        return load_pusht(root)
+    from latentwm.data.sources import droid, epic_kitchens, video_folder
+
+    loaders = {"droid": droid.load_droid, "epic": epic_kitchens.load_epic_kitchens,
+               "video-folder": video_folder.load_video_folder}
+    if source not in loaders:
+        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    kw = dict(fps=fps or None, size=size)
+    if cameras:
+        if source != "droid":
+            raise ValueError(f"cameras apply to the droid source only, not {source!r}")
+        kw["cameras"] = cameras
+    if segment_s >= 0 and source != "droid":
+        kw["segment_s"] = segment_s or None
+    return loaders[source](root, **kw, **options)
