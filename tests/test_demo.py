@@ -21,6 +21,14 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
     assert "random weights" in report
     for f in ("training_curve.png", "rollout_error.png", "rollouts/rollout_0.gif"):
         assert (out / "report" / f).stat().st_size > 0
+    pl = m["planning"]  # the MPC stage: every planner and both baselines on the same goals
+    methods = {"cem", "mppi", "gradient", "random", "dataset_actions"}
+    assert set(pl["success_rate"]) == set(pl["final_distance"]) == methods and pl["num_goals"] == 2
+    assert pl["success_rate"]["dataset_actions"] == 1.0  # replaying the episode reproduces its goal
+    assert all(0 <= v <= 1 for v in pl["success_rate"].values()) and pl["seconds_per_plan"]["cem"] > 0
+    assert "## Goal-conditioned planning" in report and "| cem |" in report
+    assert (out / "report" / "planning" / "planning.json").exists()
+    assert (out / "report" / "planning" / "videos").is_dir()
 
     # re-running resumes every stage instead of redoing it
     assert main(["demo", "--preset", "smoke", "--out-dir", str(out)]) == 0
@@ -31,3 +39,4 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
     ev = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert ev["model_error"] == r["model_error"] and ev["num_clips"] == r["num_clips"]
     assert (tmp_path / "ev" / "rollout_0.gif").exists()
+

@@ -1,4 +1,4 @@
-"""`latentwm demo`: Push-T end to end on a CPU — generate → encode → train → evaluate → report.
+"""`latentwm demo`: Push-T end to end on a CPU — generate → encode → train → evaluate → plan → report.
 
 Every stage is resumable: re-running the demo reuses finished episodes, shards and training checkpoints, so an
 interrupted demo continues where it stopped. `--fresh` starts over in the same folder.
@@ -15,6 +15,8 @@ from latentwm.config import ConfigError, ExperimentConfig, get_preset
 
 # Demo sizes per preset: (episodes, env steps per episode). Push-T runs at 10 Hz; frame skip 5 → 2 model steps/s.
 DEMO_DATA = {"smoke": (24, 100), "cpu": (240, 200), "tiny": (24, 100)}
+# Planning goals per preset (DINO-WM's protocol on held-out episodes; ~12 s per goal for all methods on the cpu model).
+DEMO_GOALS = {"smoke": 2, "cpu": 20, "tiny": 2}
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,10 @@ class DemoConfig:
     """Environment steps per episode (0: the preset's default)."""
     train_steps: int = 0
     """Optimizer steps (0: the preset's train.steps)."""
+    plan_goals: int = -1
+    """Planning goals for the MPC stage (-1: the preset's default, 0: skip planning)."""
+    planners: tuple[str, ...] = ("cem", "mppi", "gradient")
+    """Planners scored beside the random and dataset-action baselines."""
     seed: int = 0
     fresh: bool = False
     """Delete the demo folder first instead of resuming."""
@@ -40,6 +46,11 @@ class DemoConfig:
         for n in ("episodes", "max_steps", "train_steps"):
             if getattr(self, n) < 0:
                 raise ConfigError(f"demo.{n} must be >= 0, got {getattr(self, n)}")
+        if self.plan_goals < -1:
+            raise ConfigError(f"demo.plan_goals must be >= -1, got {self.plan_goals}")
+        bad = set(self.planners) - {"cem", "mppi", "gradient"}
+        if bad:
+            raise ConfigError(f"demo.planners: unknown {sorted(bad)}; choose from cem, mppi, gradient")
 
     def experiment(self) -> ExperimentConfig:
         base = get_preset(self.preset)
@@ -49,6 +60,9 @@ class DemoConfig:
         if self.train_steps:
             kw["train__steps"] = self.train_steps
         return base.replace(**kw)
+
+    def goals(self) -> int:
+        return DEMO_GOALS[self.preset] if self.plan_goals < 0 else self.plan_goals
 
     def data_size(self) -> tuple[int, int]:
         n, steps = DEMO_DATA[self.preset]
@@ -67,7 +81,7 @@ def run_demo(cfg: DemoConfig) -> Path:
         shutil.rmtree(out)
     exp = cfg.experiment()
     n_eps, max_steps = cfg.data_size()
-    stage = _stages(5)
+    stage = _stages(6)
 
     stage("generate Push-T episodes (gym-pusht, scripted pushing + random walks)")
     generate_pusht(out / "episodes", num_episodes=n_eps, max_steps=max_steps, seed=cfg.seed)
@@ -91,12 +105,25 @@ def run_demo(cfg: DemoConfig) -> Path:
     stage("evaluate rollouts on held-out episodes")
     results = evaluate(trainer, exp)
 
+    planning = None
+    if cfg.goals():
+        stage(f"plan toward {cfg.goals()} held-out goals in the real Push-T env "
+              f"({', '.join(cfg.planners)} vs random and dataset actions)")
+        from latentwm.planning.evaluate import demo_plan_config, evaluate_planning
+
+        planning = evaluate_planning(trainer.ema, out / "episodes", out / "latents",
+                                     plan_cfg=demo_plan_config(exp.plan, num_goals=cfg.goals()),
+                                     planners=tuple(cfg.planners), config=exp, encoder=encoder,
+                                     out_dir=out / "report" / "planning", seed=cfg.seed, device="cpu")
+    else:
+        stage("planning skipped (--plan-goals 0)")
+
     stage("write the report")
     from latentwm.eval.report import write_report
 
     report = write_report(out / "report", exp, results, train_dir=Path(exp.train.out_dir),
                           encoder_label=encoder.weights_label, wall_time_s=time.time() - t0,
-                          model_parameters=trainer.model.num_parameters(),
+                          model_parameters=trainer.model.num_parameters(), planning=planning,
                           data={"episodes": n_eps, "env_steps_per_episode": max_steps,
                                 "train_clips_per_epoch": len(train_set), "eval_clips": len(eval_set)})
     print(f"\nreport: {report / 'report.md'}\nmetrics: {report / 'metrics.json'}")

@@ -21,8 +21,10 @@ def weights_field(label: str) -> str:
 
 
 def write_report(out: str | Path, exp: ExperimentConfig, results: dict, train_dir: Path, encoder_label: str,
-                 wall_time_s: float, data: dict, model_parameters: int | None = None) -> Path:
-    """results: {"tau_ctx=1.0": rollout_errors(...), "tau_ctx=0.9": ...}. Returns the report folder."""
+                 wall_time_s: float, data: dict, model_parameters: int | None = None,
+                 planning: dict | None = None) -> Path:
+    """results: {"tau_ctx=1.0": rollout_errors(...), "tau_ctx=0.9": ...}; planning: an `evaluate_planning` result
+    whose files were written under out/planning (or None). Returns the report folder."""
     out = Path(out)
     (out / "rollouts").mkdir(parents=True, exist_ok=True)
     main = results["tau_ctx=1.0"]
@@ -70,6 +72,10 @@ def write_report(out: str | Path, exp: ExperimentConfig, results: dict, train_di
     }
     if renoised:
         metrics["rollout"]["renoised_context"] = {"tau_ctx": 0.9, "model_error": renoised["model_error"]}
+    if planning is not None:
+        metrics["planning"] = {k: planning[k] for k in ("success_rate", "final_distance", "seconds_per_plan",
+                                                         "num_goals", "start_distance", "start_success_rate",
+                                                         "success_step", "settings", "convention")}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
 
     # ---- report.md
@@ -102,6 +108,7 @@ squared error of normalized latents ({main['num_clips']} clips). The model beats
 
 ![rollout error](rollout_error.png)
 
+{_planning_section(planning) if planning is not None else ""}
 ## Training
 
 ![training loss](training_curve.png)
@@ -122,3 +129,31 @@ def _examples(res: dict):
     for truth, pred, ctx in res.get("examples", []):
         for b in range(truth.shape[0]):
             yield truth[b], pred[b], ctx[b]
+
+
+def _planning_section(planning: dict) -> str:
+    from latentwm.planning.evaluate import planning_table
+
+    sr, fd = planning["success_rate"], planning["final_distance"]
+    verdict = []
+    for m in (k for k in sr if k not in ("random", "dataset_actions")):
+        if "random" in sr:
+            verdict.append(f"{m}: success {sr[m]:.2f} vs random {sr['random']:.2f} "
+                           f"({'higher' if sr[m] > sr['random'] else 'not higher'}), final distance "
+                           f"{fd[m]:.1f} vs {fd['random']:.1f} ({'lower' if fd[m] < fd['random'] else 'not lower'})")
+    videos = "\n".join(f"![{Path(v).stem}](planning/{v})" for v in planning.get("videos", []))
+    return f"""## Goal-conditioned planning in the real Push-T environment
+
+DINO-WM's protocol: each goal is the frame a held-out episode reaches {planning['settings'].get('goal_offset')}
+env steps after a random start; the environment is reset to the start state; the planners run receding-horizon MPC
+on the world model (latent MSE to the goal's features), the baselines execute random actions or replay the
+episode's own actions (the oracle that produced the goal). Same goals and seeds for every method.
+
+{planning_table(planning)}
+
+{"; ".join(verdict)}.
+
+Executed episodes (left) beside the goal image (right); the strip turns green once the goal test passes.
+
+{videos}
+"""
