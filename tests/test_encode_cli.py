@@ -90,3 +90,44 @@ def test_encode_pool_is_recorded_and_a_disagreeing_config_is_rejected(tmp_path):
     spec = MixtureSpec.parse(f"a={tmp_path / 'lat'},b={tmp_path / 'lat1'}")
     with pytest.raises(ValueError, match="pool"):
         make_mixture_datasets(spec, 6, eval_fraction=0.0)
+
+
+def test_torchrun_two_ranks_write_the_same_cache_as_one_process(tmp_path):
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from latentwm.data.episodes import Episode, save_episode
+    from latentwm.data.latent_cache import merged_records
+    from latentwm.data.sources.pusht import episode_path
+
+    rng = np.random.default_rng(5)
+    for i in range(7):  # 4 shards of 2 (the last holds 1): rank 0 writes shards 0, 2; rank 1 writes 1, 3
+        save_episode(Episode("toy", f"ep{i}", 10.0, {"main": rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)},
+                             actions=rng.normal(size=(6, 2)).astype(np.float32)), episode_path(tmp_path / "eps", i))
+    args = ["encode", "--preset", "tiny", "--source", "pusht", "--root", str(tmp_path / "eps"),
+            "--episodes-per-shard", "2"]
+    assert main([*args, "--out-dir", str(tmp_path / "one")]) == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
+           "-m", "latentwm.cli", *args, "--out-dir", str(tmp_path / "two")]
+    r = subprocess.run(cmd, capture_output=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = (r.stdout + r.stderr).decode()
+    assert r.returncode == 0, out[-3000:]
+    assert "7 episodes encoded into 4 shards, 0 skipped; cache complete" in out  # totals over both ranks
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert sorted(p.name for p in (two / "index").iterdir()) == ["rank-00000.json", "rank-00001.json"]
+    assert {n: r["items"] for n, r in merged_records(two).items() if int(n[6:-4]) % 2 == 1} == {
+        n: r["items"] for n, r in json.loads((two / "index" / "rank-00001.json").read_text())["shards"].items()}
+    for name in ("plan.json", "cache.json", *(f"shard-{j:06d}.tar" for j in range(4))):
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    assert merged_records(one) == merged_records(two)
+    a, b = LatentCache(one), LatentCache(two)
+    np.testing.assert_allclose(a.latent_stats.mean, b.latent_stats.mean, rtol=1e-12)
+    np.testing.assert_allclose(a.latent_stats.std, b.latent_stats.std, rtol=1e-12)
+    assert (two / "latent_stats.json").exists() and (two / "stats" / "toy.json").exists()
+    np.testing.assert_allclose(a.dataset_stats["toy"].actions.mean, b.dataset_stats["toy"].actions.mean, rtol=1e-12)

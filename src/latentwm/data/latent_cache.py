@@ -321,10 +321,22 @@ def encode_to_cache(items: Iterable[tuple[str, Callable[[], Episode]]],
                 bar.update(1)
             w.close_shard()
     bar.close()
-    if complete := len(_complete(out, merged_records(out), plan)) == len(plan["shards"]):
-        write_stats(out)
+    complete = finalize_cache(out)
     return dict(shards_written=[plan["shards"][j]["name"] for j in mine], episodes=n_eps, skipped=n_skip,
                 complete=complete, num_shards=len(plan["shards"]))
+
+
+def finalize_cache(cache_dir: str | os.PathLike) -> bool:
+    """Write the statistics files if every planned shard is complete; returns whether it is. Ranks call it after
+    their own shards (the last to finish sees them all) and rank 0 again after a barrier, so the job's end state
+    never depends on which rank finished last."""
+    out = Path(cache_dir)
+    plan = _read_json(out / "plan.json")
+    if plan is None:
+        return False
+    if complete := len(_complete(out, merged_records(out), plan)) == len(plan["shards"]):
+        write_stats(out)
+    return complete
 
 
 def _complete(out: Path, records: dict, plan: dict) -> set[str]:
