@@ -40,3 +40,10 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
     assert ev["model_error"] == r["model_error"] and ev["num_clips"] == r["num_clips"]
     assert (tmp_path / "ev" / "rollout_0.gif").exists()
 
+    # the plan command on the demo's checkpoint reproduces the demo's planning numbers for the same goals
+    assert main(["plan", "--checkpoint", str(out / "train"), "--episodes-dir", str(out / "episodes"),
+                 "--cache-dir", str(out / "latents"), "--out-dir", str(tmp_path / "pl"), "--plan.num-goals", "2",
+                 "--planners", "cem", "--baselines", "random", "--videos", "0"]) == 0
+    p2 = json.loads((tmp_path / "pl" / "planning.json").read_text())
+    for k in ("cem", "random"):
+        assert p2["final_distance"][k] == m["planning"]["final_distance"][k]

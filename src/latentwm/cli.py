@@ -12,7 +12,7 @@ from typing import Callable
 
 import tyro
 
-from latentwm.config import PRESETS, ConfigError, EncoderConfig, ExperimentConfig, get_preset
+from latentwm.config import PRESETS, ConfigError, EncoderConfig, ExperimentConfig, PlanConfig, get_preset
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,66 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class PlanRunConfig:
+    """Goal-conditioned MPC against the real gym-pusht environment, scored with DINO-WM's Push-T protocol beside
+    random actions and the dataset's own actions, on the same goals and seeds."""
+
+    checkpoint: str = "runs/demo/train"
+    """A training run folder (its latest complete checkpoint, EMA weights) or one checkpoint directory."""
+    episodes_dir: str = "runs/demo/episodes"
+    """Push-T episode files (`latentwm generate`); goals come from the held-out ones."""
+    cache_dir: str = ""
+    """The training latent cache (its episode list defines the held-out split; empty: the checkpoint's)."""
+    out_dir: str = "runs/plan"
+    planners: tuple[Literal["cem", "mppi", "gradient"], ...] = ("cem", "mppi", "gradient")
+    baselines: tuple[Literal["random", "dataset_actions"], ...] = ("random", "dataset_actions")
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    """Planner settings (preset cpu/smoke/tiny: demo scale; larger presets: DINO-WM's 300 × 30 × 30)."""
+    max_replans: int = 0
+    """Plans per episode (0: a budget of twice the goal distance)."""
+    context: int = 0
+    """Observed history frames per plan (0: the checkpoint's rollout.context)."""
+    repeat_actions: bool = True
+    """Search one env action per model step, held for the frame skip (else the full frame-skip-concatenated
+    action)."""
+    videos: int = 4
+    """Goals whose executed episodes (next to the goal image) are written as GIFs, for every method."""
+    bf16: Literal["auto", "on", "off"] = "auto"
+    """Candidate rollouts under bf16 autocast (auto: on CUDA and CPUs with bf16 units)."""
+    device: str = "auto"
+    """auto: cuda when available, else cpu."""
+
+    def __post_init__(self):
+        for n in ("max_replans", "context", "videos"):
+            if getattr(self, n) < 0:
+                raise ConfigError(f"plan.{n} must be >= 0, got {getattr(self, n)}")
+        if not self.planners and not self.baselines:
+            raise ConfigError("plan: give at least one of --planners / --baselines")
+
+
+def _plan_default(preset: str):
+    from latentwm.planning.evaluate import demo_plan_config
+
+    small = preset in ("tiny", "smoke", "cpu")
+    return PlanRunConfig(plan=demo_plan_config(get_preset(preset).plan) if small else get_preset(preset).plan)
+
+
+def _run_plan(cfg: PlanRunConfig):
+    import torch
+
+    from latentwm.planning.evaluate import evaluate_planning, planning_table
+
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    res = evaluate_planning(cfg.checkpoint, cfg.episodes_dir, cfg.cache_dir or None, plan_cfg=cfg.plan,
+                            planners=tuple(cfg.planners), baselines=tuple(cfg.baselines), out_dir=cfg.out_dir,
+                            max_replans=cfg.max_replans or None, context=cfg.context or None,
+                            repeat_actions=cfg.repeat_actions, num_videos=cfg.videos,
+                            bf16=None if cfg.bf16 == "auto" else cfg.bf16 == "on", device=device)
+    print(planning_table(res))
+    print(f"planning.json, per-goal results and videos in {cfg.out_dir}")
+
+
+@dataclass(frozen=True)
 class Command:
     summary: str
     make_default: Callable[[str], object]  # preset name -> default config
@@ -124,7 +184,7 @@ def _source_items(cfg: EncodeConfig) -> list:
 
 
 def _run_encode(cfg: EncodeConfig):
-    from latentwm.data.latent_cache import encode_to_cache, finalize_cache
+    from latentwm.data.latent_cache import encode_to_cache
     from latentwm.encoders.dino import DinoEncoder
     from latentwm.train.distributed import init_distributed, shutdown
 
@@ -138,20 +198,10 @@ def _run_encode(cfg: EncodeConfig):
                               encoder_label=enc.weights_label, episodes_per_shard=cfg.episodes_per_shard,
                               rank=dist.rank, world_size=dist.world_size, image_size=cfg.encoder.image_size,
                               meta=dict(pool=cfg.encoder.pool), show_progress=dist.is_main)
-        n_shards = len(res["shards_written"])
-        if dist.enabled:  # totals over ranks; the all-reduce returns once every rank has listed its shards
-            import torch
-
-            tot = dist.all_reduce_sum(torch.tensor([res["episodes"], res["skipped"], n_shards], dtype=torch.float64,
-                                                   device=dist.device)).tolist()
-            res.update(episodes=int(tot[0]), skipped=int(tot[1]),
-                       complete=finalize_cache(cfg.out_dir) if dist.is_main else res["complete"])
-            n_shards = int(tot[2])
     finally:
         shutdown(dist)
-    if dist.is_main:
-        print(f"{res['episodes']} episodes encoded into {n_shards} shards, {res['skipped']} skipped; "
-              f"cache {'complete' if res['complete'] else 'incomplete'}: {cfg.out_dir}")
+    print(f"{res['episodes']} episodes encoded into {len(res['shards_written'])} shards, {res['skipped']} skipped; "
+          f"cache {'complete' if res['complete'] else 'incomplete'}: {cfg.out_dir}")
 
 
 def _run_eval(cfg: EvalConfig):
@@ -226,11 +276,12 @@ COMMANDS: dict[str, Command] = {
                     lambda preset: EvalConfig(), _run_eval),
     "train": Command("dynamics training with shortcut forcing (single process or torchrun)",
                      get_preset, _run_train),
+    "plan": Command("goal-conditioned MPC (CEM / MPPI / gradient) in the real Push-T env vs random and dataset "
+                    "actions", _plan_default, _run_plan),
 }
 
 # Commands of DESIGN.md section 10 not available in this version yet: listed so users see the whole tool.
 PLANNED = {
-    "plan": "goal-conditioned MPC (CEM / MPPI / gradient) in a real environment",
     "train-decoder": "RAE-style decoder from latents back to pixels",
     "rl": "reward/value/policy heads and PMPO imagination training",
 }
