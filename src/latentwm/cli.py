@@ -184,7 +184,7 @@ def _source_items(cfg: EncodeConfig) -> list:
 
 
 def _run_encode(cfg: EncodeConfig):
-    from latentwm.data.latent_cache import encode_to_cache
+    from latentwm.data.latent_cache import encode_to_cache, finalize_cache
     from latentwm.encoders.dino import DinoEncoder
     from latentwm.train.distributed import init_distributed, shutdown
 
@@ -198,10 +198,20 @@ def _run_encode(cfg: EncodeConfig):
                               encoder_label=enc.weights_label, episodes_per_shard=cfg.episodes_per_shard,
                               rank=dist.rank, world_size=dist.world_size, image_size=cfg.encoder.image_size,
                               meta=dict(pool=cfg.encoder.pool), show_progress=dist.is_main)
+        n_shards = len(res["shards_written"])
+        if dist.enabled:  # totals over ranks; the all-reduce returns once every rank has listed its shards
+            import torch
+
+            tot = dist.all_reduce_sum(torch.tensor([res["episodes"], res["skipped"], n_shards], dtype=torch.float64,
+                                                   device=dist.device)).tolist()
+            res.update(episodes=int(tot[0]), skipped=int(tot[1]),
+                       complete=finalize_cache(cfg.out_dir) if dist.is_main else res["complete"])
+            n_shards = int(tot[2])
     finally:
         shutdown(dist)
-    print(f"{res['episodes']} episodes encoded into {len(res['shards_written'])} shards, {res['skipped']} skipped; "
-          f"cache {'complete' if res['complete'] else 'incomplete'}: {cfg.out_dir}")
+    if dist.is_main:
+        print(f"{res['episodes']} episodes encoded into {n_shards} shards, {res['skipped']} skipped; "
+              f"cache {'complete' if res['complete'] else 'incomplete'}: {cfg.out_dir}")
 
 
 def _run_eval(cfg: EvalConfig):
