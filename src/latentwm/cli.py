@@ -207,6 +207,7 @@ def _run_encode(cfg: EncodeConfig):
             res.update(episodes=int(tot[0]), skipped=int(tot[1]),
                        complete=finalize_cache(cfg.out_dir) if dist.is_main else res["complete"])
             n_shards = int(tot[2])
+            dist.barrier()  # leave together: a gloo rank tearing down while its peer still works can abort
     finally:
         shutdown(dist)
     if dist.is_main:
