@@ -9,6 +9,9 @@ Splits are by episode (all cameras of an episode land on the same side), chosen 
 drawn at random but deterministically: item k of epoch e is a function of (seed, e·len + k) only, and any k ≥ 0 is
 valid (the trainer indexes a global sample stream), so resuming reproduces the data exactly. Evaluation clips sit on
 a fixed grid of starts (every `clip_len · frame_skip` frames), on every camera.
+
+Text: an episode's text, except where its entry carries timed narrations (`extras["narrations"]`, EPIC-KITCHENS):
+then only the narrations overlapping the clip's own frames, in training and evaluation clips alike.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from latentwm.data.batch import ClipSample, WorldBatchMetadata, collate
-from latentwm.data.episodes import frames_at
+from latentwm.data.episodes import frames_at, narrations_in
 from latentwm.data.latent_cache import LatentCache
 
 
@@ -157,9 +160,13 @@ class LatentClipDataset(Dataset):
         rewards = raw.get("rewards")
         if rewards is not None:
             rewards = np.where(inside, rewards[steps], 0.0).sum(1, dtype=np.float32)
+        text = tuple(e.get("text") or ())
+        extras = (raw.get("meta") or {}).get("extras") or {}
+        if extras.get("narrations"):  # timed narrations (EPIC): only those overlapping this clip's frames
+            text = tuple(narrations_in(extras, int(t[0]), int(t[-1]) + 1))
         meta = WorldBatchMetadata(dataset=e["dataset"], episode_id=e["episode_id"], camera=e["camera"],
                                   start_frame=int(start), frame_stride=fs, fps=float(e.get("fps") or 0.0) / fs,
-                                  text=tuple(e.get("text") or ()), success=e.get("success"))
+                                  text=text, success=e.get("success"))
         states = raw.get("states")
         return ClipSample(latents=lat, frames=frames, actions=_t(actions), action_mask=_t(mask),
                           proprio=_t(proprio), rewards=_t(rewards),

@@ -46,6 +46,16 @@ class VideoFrames:
         return read_frames(self.path, self.timestamps[np.asarray(indices)], size=self.size)
 
 
+def narrations_in(extras: dict, start: int, end: int) -> list[str]:
+    """Narrations (unique, in time order) overlapping frames [start, end) of an episode whose `extras["narrations"]`
+    lists `[first_frame, end_frame, text]` spans (end exclusive; EPIC-KITCHENS): what a clip of those frames shows."""
+    out: list[str] = []
+    for s, e, text in extras.get("narrations") or []:
+        if s < end and e > start and text not in out:
+            out.append(text)
+    return out
+
+
 def frames_at(frames: np.ndarray | FrameSource, indices: Sequence[int]) -> np.ndarray:
     """(k, H, W, 3) uint8 frames at `indices`, whether held in memory or decoded lazily."""
     if isinstance(frames, np.ndarray):

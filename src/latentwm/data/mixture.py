@@ -16,8 +16,9 @@ workers whole batches, so a mixture needs no sharding of its own there and resum
 For other loops, `MixtureStream` is an IterableDataset over the numbers k ≡ (rank·num_workers + worker) mod
 (world_size·num_workers) from `start` on, with `state_dict()` / `load_state_dict()` of its position.
 
-Narrations: when a source is a LatentClipDataset whose cache entries carry `extras["narrations"]` (EPIC-KITCHENS),
-a clip's metadata text is narrowed to the narrations overlapping its own frames.
+Optional fields: a batch cannot mix samples with and without proprio / rewards / terminal / states, so the mixture
+keeps only those every source has; the evaluation set (`ConcatClips`, every source's held-out grid) keeps the same.
+Narrations are narrowed to each clip's frames by `LatentClipDataset.make_clip` itself.
 """
 
 from __future__ import annotations
@@ -166,11 +167,7 @@ class MixtureDataset(Dataset):
         return replace(sample, **self._drop) if self._drop else sample
 
     def _get(self, s: int, idx) -> ClipSample:
-        ds = self.datasets[s]
-        if hasattr(ds, "clip_at") and hasattr(ds, "make_clip"):
-            entry, start = ds.clip_at(idx)
-            return _narrow_text(ds, entry, start, ds.make_clip(entry, start))
-        return ds[idx]
+        return self.datasets[s][idx]
 
     def state_dict(self) -> dict:
         """What fixes the schedule (saved with checkpoints; `check_state` refuses a resume with a different one)."""
@@ -189,17 +186,30 @@ def _is_stream(ds) -> bool:
     return getattr(ds, "split", None) == "train"  # LatentClipDataset: any training index ≥ 0 is a fresh clip
 
 
-def _narrow_text(ds, entry: int, start: int, sample: ClipSample) -> ClipSample:
-    try:
-        extras = ds.cache.raw(entry)["meta"].get("extras") or {}
-    except (AttributeError, KeyError, TypeError):
-        return sample
-    if not extras.get("narrations") or sample.meta is None:
-        return sample
-    from latentwm.data.sources.epic_kitchens import narrations_in
+class ConcatClips(Dataset):
+    """Finite clip datasets one after another (an evaluation set over several sources), keeping only the optional
+    per-step `fields` (default: those every part's first sample has), so any of its items batch together.
+    `parts[i]` and `offsets` say which part an item comes from."""
 
-    end = start + (len(sample) - 1) * ds.frame_skip + 1
-    return replace(sample, meta=replace(sample.meta, text=tuple(narrations_in(extras, start, end))))
+    def __init__(self, parts: Sequence[Dataset], fields: Sequence[str] | None = None):
+        self.parts = [p for p in parts if len(p)]
+        if not self.parts:
+            raise ValueError("ConcatClips needs at least one non-empty dataset")
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+        have = [f for f in OPTIONAL_FIELDS if all(getattr(p[0], f) is not None for p in self.parts)]
+        self.fields = tuple(f for f in have if fields is None or f in fields)
+        self._drop = {f: None for f in OPTIONAL_FIELDS if f not in self.fields}
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i: int) -> ClipSample:
+        i = int(i)
+        if not 0 <= i < len(self):
+            raise IndexError(f"ConcatClips index {i} out of range [0, {len(self)})")
+        j = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        sample = self.parts[j][i - int(self.offsets[j])]
+        return replace(sample, **self._drop) if self._drop else sample
 
 
 class MixtureStream(IterableDataset):
@@ -246,10 +256,9 @@ class MixtureStream(IterableDataset):
 def make_mixture_datasets(spec: MixtureSpec, clip_len: int, frame_skip: int = 1, action_dim: int | None = None,
                           eval_fraction: float = 0.1, seed: int = 0, eval_len: int | None = None
                           ) -> tuple[MixtureDataset, Dataset | None, dict]:
-    """(training mixture, evaluation set = every source's held-out grid concatenated or None, facts for checkpoints)
-    from a spec of latent caches. All caches must hold latents of the same encoder, N and D."""
-    from torch.utils.data import ConcatDataset
-
+    """(training mixture, evaluation set = every source's held-out grid concatenated (`ConcatClips`, the optional
+    fields the training mixture keeps) or None, facts for checkpoints) from a spec of latent caches. All caches must
+    hold latents of the same encoder, pooling, N and D."""
     from latentwm.data.clips import LatentClipDataset
     from latentwm.data.latent_cache import LatentCache, cache_pool
 
@@ -273,4 +282,4 @@ def make_mixture_datasets(spec: MixtureSpec, clip_len: int, frame_skip: int = 1,
                  data_stats={n: dict(latents=c.latent_stats.to_dict(),
                                      datasets={k: v.to_dict() for k, v in c.dataset_stats.items()})
                              for n, c in caches.items()})
-    return mixture, (ConcatDataset(evals) if evals else None), extra
+    return mixture, (ConcatClips(evals, fields=mixture.fields) if evals else None), extra

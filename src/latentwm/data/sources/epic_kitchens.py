@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from latentwm.data.episodes import Episode, EpisodeError
+from latentwm.data.episodes import Episode, EpisodeError, narrations_in  # noqa: F401  (re-exported)
 from latentwm.data.sources.video_folder import CheckedVideoFrames, sample_grid, segments
 
 OPTIONS = ("fps=<float|None: native> size=<int|None> segment_s=30 annotations=<dir: root> "
@@ -72,15 +72,6 @@ def read_narrations(path: str | os.PathLike) -> dict[str, list[tuple[float, floa
             except (KeyError, ValueError) as e:
                 raise ValueError(f"{path}: bad row {row}: {e}") from e
     return {k: sorted(v) for k, v in out.items()}
-
-
-def narrations_in(extras: dict, start: int, end: int) -> list[str]:
-    """Narrations (unique, in time order) overlapping frames [start, end) of an episode with `extras["narrations"]`."""
-    out: list[str] = []
-    for s, e, text in extras.get("narrations") or []:
-        if s < end and e > start and text not in out:
-            out.append(text)
-    return out
 
 
 class RgbFrames:
