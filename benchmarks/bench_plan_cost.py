@@ -12,8 +12,9 @@ real simulator standing in for the world model.
 - CEM on the simulator: the demo's CEM settings, two plans of 5 model steps per goal, candidates scored by executing
   them in the real simulator (a perfect world model) and applying the cost; DINO-WM's success test.
 
-Costs: `latent` (MSE of the run's normalized encoder features of the last frame: what planning uses), `pixel` (MSE of
-raw frames) and `state` (the true state distance: the planner's ceiling). When CEM with a perfect model fails on the
+Costs: `latent` (MSE of the run's normalized encoder features of the last frame: what planning uses), `latent_raw`
+(the same features before the per-channel dataset statistics, as DINO-WM compares them), `pixel` (MSE of raw
+frames) and `state` (the true state distance: the planner's ceiling). When CEM with a perfect model fails on the
 latent cost, no world model trained on those latents can plan well: the encoder is the bottleneck, not the dynamics.
 """
 
@@ -37,7 +38,7 @@ from latentwm.planning.evaluate import demo_plan_config, held_out_episodes, samp
 from latentwm.planning.mpc import ActionCodec, LatentObserver  # noqa: E402
 from latentwm.train.checkpoint import load_world_model  # noqa: E402
 
-COSTS = ("latent", "pixel", "state")
+COSTS = ("latent", "latent_raw", "pixel", "state")
 
 
 def spearman(a, b) -> float:
@@ -61,7 +62,10 @@ class SimCosts:
             dists.append(goal_metrics(self.sim.state(), goal_state)["state_dist"])
         frames = np.stack(frames)
         lat = self.observer(frames)  # (P, N, D)
+        raw = self.observer.encode(frames).float()  # LayerNorm-ed features before the dataset statistics
+        goal_raw = goal_latent * self.observer.std + self.observer.mean
         return {"latent": ((lat - goal_latent) ** 2).mean((1, 2)).numpy(),
+                "latent_raw": ((raw - goal_raw) ** 2).mean((1, 2)).numpy(),
                 "pixel": ((frames.astype(np.float32) - goal_frame.astype(np.float32)) ** 2).mean((1, 2, 3)),
                 "state": np.asarray(dists)}
 
