@@ -239,6 +239,19 @@ def check_pool(info: dict, cfg, where: str) -> None:
                           "model.latent_grid) or encode the data again")
 
 
+def train_eval_sets(source, cfg, eval_len: int):
+    """Training clips (data.clip_len) and held-out clips (eval_len frames, or None when nothing fits / no split) of
+    one latent source (a LatentCache or an online EpisodeStore), split by episode as data.eval_fraction / seed say."""
+    d = cfg.data
+    kw = dict(frame_skip=d.frame_skip, action_dim=cfg.model.action_dim, eval_fraction=d.eval_fraction, seed=d.seed)
+    train_set = LatentClipDataset(source, d.clip_len, split="train", **kw)
+    eval_set = LatentClipDataset(source, eval_len, split="eval", **kw) if d.eval_fraction > 0 else None
+    if eval_set is not None and len(eval_set) == 0:
+        print(f"no eval clip of {eval_len} frames fits the held-out episodes ({eval_set.num_skipped} too short)")
+        eval_set = None
+    return train_set, eval_set
+
+
 def make_clip_datasets(cfg) -> tuple[LatentClipDataset, LatentClipDataset | None, dict]:
     """(train set, eval set or None, facts for checkpoints) from an ExperimentConfig's data section."""
     from latentwm.config import ConfigError
@@ -265,12 +278,7 @@ def make_clip_datasets(cfg) -> tuple[LatentClipDataset, LatentClipDataset | None
         raise ConfigError(f"data.cache_dir {d.cache_dir} holds latents of N = {info['num_tokens']}, D = "
                           f"{info['latent_dim']} (encoder {info['encoder']}), but the model expects N = "
                           f"{cfg.model.num_latent_tokens}, D = {cfg.model.latent_dim}")
-    kw = dict(frame_skip=d.frame_skip, action_dim=cfg.model.action_dim, eval_fraction=d.eval_fraction, seed=d.seed)
-    train_set = LatentClipDataset(cache, d.clip_len, split="train", **kw)
-    eval_set = LatentClipDataset(cache, eval_len, split="eval", **kw) if d.eval_fraction > 0 else None
-    if eval_set is not None and len(eval_set) == 0:
-        print(f"no eval clip of {eval_len} frames fits the held-out episodes ({eval_set.num_skipped} too short)")
-        eval_set = None
+    train_set, eval_set = train_eval_sets(cache, cfg, eval_len)
     stats = cache.latent_stats
     extra = dict(data_stats=dict(latents=stats.to_dict(),
                                  datasets={k: v.to_dict() for k, v in cache.dataset_stats.items()}),

@@ -179,7 +179,7 @@ def make_online_datasets(cfg, encode_fn: EncodeFn, encoder_label: str, stats_fra
     """(train set, eval set or None, facts for checkpoints, OnlineEncoding) for an ExperimentConfig with
     data.online_encode: the clips of `make_clip_datasets` over a cache of the same episodes, with frames."""
     from latentwm.config import ConfigError
-    from latentwm.data.clips import LatentClipDataset
+    from latentwm.data.clips import train_eval_sets
     from latentwm.data.sources import load_source, parse_options
 
     d = cfg.data
@@ -211,12 +211,7 @@ def make_online_datasets(cfg, encode_fn: EncodeFn, encoder_label: str, stats_fra
         raise ConfigError(f"data.latent_stats: statistics of width {np.shape(stats.mean)}, the latents have D = {D}")
     store.latent_stats = stats
     eval_len = max(d.clip_len, cfg.rollout.context + cfg.rollout.horizon)
-    kw = dict(frame_skip=d.frame_skip, action_dim=cfg.model.action_dim, eval_fraction=d.eval_fraction, seed=d.seed)
-    train_set = LatentClipDataset(store, d.clip_len, split="train", **kw)
-    eval_set = LatentClipDataset(store, eval_len, split="eval", **kw) if d.eval_fraction > 0 else None
-    if eval_set is not None and len(eval_set) == 0:
-        print(f"no eval clip of {eval_len} frames fits the held-out episodes ({eval_set.num_skipped} too short)")
-        eval_set = None
+    train_set, eval_set = train_eval_sets(store, cfg, eval_len)
     info = dict(format="online", encoder=encoder_label, pool=cfg.encoder.pool, image_size=cfg.encoder.image_size,
                 num_tokens=N, latent_dim=D, source=d.source, episodes_dir=str(d.episodes_dir),
                 skipped=len(store.skipped))
