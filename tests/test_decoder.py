@@ -175,6 +175,26 @@ def test_checkpoint_round_trip_and_exact_resume(data):
     assert np.array_equal(frames, dec.decode(lat).numpy())
 
 
+def test_rollout_video_uses_a_decoder_when_given(data):
+    from latentwm.eval.visualize import decoded_frames, rollout_video
+
+    tmp, cfg, sets = data
+    run = tmp / "full"  # written by the round-trip test; train one here when run alone
+    if not (run / "metrics.json").exists():
+        _trainer(cfg, sets, out_dir=str(run), epochs=1).fit()
+    dec, state = load_decoder(run)
+    st = NormStats.from_dict(dict(mean=state["latent_stats"]["mean"], std=state["latent_stats"]["std"], count=1))
+    lat = sets[1].latents[:6].float()  # (6, N, D) in the encoder's space
+    norm = torch.from_numpy(st.normalize(lat.numpy()))  # as a world model sees them
+    frames = decoded_frames(str(run), norm, latent_stats=st, size=16)
+    assert np.abs(frames.astype(int) - dec.decode(lat).numpy().astype(int)).max() <= 1  # float32 round trip
+    pca = rollout_video(norm[:2], norm[2:], norm[2:] + 0.1, size=32)
+    video = rollout_video(norm[:2], norm[2:], norm[2:] + 0.1, size=32, decoder=dec, latent_stats=st)
+    assert video.shape == pca.shape == (6, 32, 2 * 32 + 4, 3)
+    assert np.array_equal(video[:, :, :32], decoded_frames(dec, norm, st, size=32))  # the real side is decoded
+    assert not np.array_equal(video, pca)
+
+
 def test_cli_online_encoding(data, capsys):
     tmp, cfg, _ = data
     out = tmp / "cli"

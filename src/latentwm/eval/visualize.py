@@ -1,4 +1,4 @@
-"""Pictures people look at: PCA-of-features videos, side-by-side rollouts, GIFs and plots.
+"""Pictures people look at: PCA-of-features or decoded videos, side-by-side rollouts, GIFs and plots.
 
 Until a decoder is trained, latents are shown as a PCA of the DINO features: the three leading principal components of
 the *ground-truth* tokens of a clip map to RGB, and predictions are projected with the same basis and scale, so
@@ -53,14 +53,42 @@ def side_by_side(*videos: np.ndarray, gap: int = 4) -> np.ndarray:
     return np.concatenate(cols, axis=2)
 
 
-def rollout_video(context: torch.Tensor, truth: torch.Tensor, pred: torch.Tensor, size: int = 128) -> np.ndarray:
-    """Real | predicted PCA video of one clip: context (C, N, D), truth and pred (H, N, D) -> (C + H, h, w, 3).
+def decoded_frames(decoder, latents: torch.Tensor, latent_stats=None, size: int = 128) -> np.ndarray:
+    """Latents (T, N, D) -> (T, size, size, 3) uint8 pixels through a trained decoder (`encoders.decoder`).
 
-    Context frames appear on both sides (the prediction starts after them); predicted frames get a red border.
+    decoder: an RAEDecoder or the path of a `latentwm train-decoder` run / checkpoint. latent_stats: the NormStats
+    (or its dict) the latents were normalized with — a dynamics checkpoint's `data_stats["latents"]`; None when they
+    are the encoder's own LayerNorm-ed latents."""
+    from latentwm.encoders.decoder import decode_latents, load_decoder
+
+    if isinstance(decoder, (str, Path)):
+        decoder = load_decoder(decoder)[0]
+    img = torch.from_numpy(decode_latents(decoder, latents.detach().cpu(), latent_stats)).permute(0, 3, 1, 2)
+    if img.shape[-1] != size:
+        img = torch.nn.functional.interpolate(img.float(), size=(size, size), mode="bilinear", antialias=True,
+                                              align_corners=False).round().clamp(0, 255).to(torch.uint8)
+    return img.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def rollout_video(context: torch.Tensor, truth: torch.Tensor, pred: torch.Tensor, size: int = 128, decoder=None,
+                  latent_stats=None) -> np.ndarray:
+    """Real | predicted video of one clip: context (C, N, D), truth and pred (H, N, D) -> (C + H, h, w, 3).
+
+    Frames are decoded to pixels when a decoder (or its run folder) is given (`decoded_frames`, with the
+    latent_stats the latents are normalized with), PCA-of-features otherwise. Context frames appear on both sides
+    (the prediction starts after them); predicted frames get a red border.
     """
-    pca = FeaturePCA(torch.cat([context, truth]))
-    real = pca.to_rgb(torch.cat([context, truth]), size)
-    fake = pca.to_rgb(torch.cat([context, pred]), size)
+    if decoder is not None:
+        if isinstance(decoder, (str, Path)):
+            from latentwm.encoders.decoder import load_decoder
+
+            decoder = load_decoder(decoder)[0]  # once for both sides
+        real = decoded_frames(decoder, torch.cat([context, truth]), latent_stats, size)
+        fake = decoded_frames(decoder, torch.cat([context, pred]), latent_stats, size)
+    else:
+        pca = FeaturePCA(torch.cat([context, truth]))
+        real = pca.to_rgb(torch.cat([context, truth]), size)
+        fake = pca.to_rgb(torch.cat([context, pred]), size)
     fake[len(context):, :3] = fake[len(context):, -3:] = (220, 40, 40)
     fake[len(context):, :, :3] = fake[len(context):, :, -3:] = (220, 40, 40)
     return side_by_side(real, fake)
