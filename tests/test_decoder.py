@@ -195,6 +195,24 @@ def test_rollout_video_uses_a_decoder_when_given(data):
     assert not np.array_equal(video, pca)
 
 
+def test_eval_command_decodes_rollout_videos(data):
+    """`latentwm eval --decoder RUN`: rollout GIFs of a dynamics checkpoint decoded through the decoder."""
+    from PIL import Image
+
+    tmp, cfg, sets = data
+    run = tmp / "dec_for_eval"
+    _trainer(cfg, sets, out_dir=str(run), epochs=1).fit()
+    common = ["--preset", "tiny", "--data.cache-dir", cfg.cache_dir, "--data.frame-skip", "2",
+              "--data.eval-fraction", "0.34"]
+    assert main(["train", *common, "--train.out-dir", str(tmp / "wm"), "--train.steps", "4",
+                 "--train.eval-every", "100", "--train.ckpt-every", "4"]) == 0
+    for name, extra in (("pca", []), ("decoded", ["--decoder", str(run)])):
+        assert main(["eval", "--checkpoint", str(tmp / "wm"), "--out-dir", str(tmp / name), "--videos", "1",
+                     *extra]) == 0
+    pca, decoded = (np.asarray(Image.open(tmp / n / "rollout_0.gif").convert("RGB")) for n in ("pca", "decoded"))
+    assert pca.shape == decoded.shape and not np.array_equal(pca, decoded)
+
+
 def test_cli_online_encoding(data, capsys):
     tmp, cfg, _ = data
     out = tmp / "cli"

@@ -85,6 +85,8 @@ class EvalConfig:
     tau_ctx: float = 1.0
     videos: int = 4
     """Side-by-side real/predicted GIFs to write."""
+    decoder: str = ""
+    """A `latentwm train-decoder` run folder or checkpoint: videos show decoded frames (empty: PCA of features)."""
     use_ema: bool = True
     seed: int = 0
 
@@ -239,10 +241,17 @@ def _run_eval(cfg: EvalConfig):
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     examples = res.pop("examples", [])
+    dec = None
+    if cfg.decoder and examples:
+        from latentwm.encoders.decoder import load_decoder
+
+        dec = load_decoder(cfg.decoder)[0]
     n = 0
     for truth, pred, ctx in examples:
         for b in range(truth.shape[0]):
-            save_gif(out / f"rollout_{n}.gif", rollout_video(ctx[b], truth[b], pred[b]), fps=2.0)
+            video = rollout_video(ctx[b], truth[b], pred[b], decoder=dec,
+                                  latent_stats=state["data_stats"]["latents"] if dec is not None else None)
+            save_gif(out / f"rollout_{n}.gif", video, fps=2.0)
             n += 1
     plot_curves(out / "rollout_error.png", {"model": (res["horizons"], res["model_error"]),
                                              "copy last frame": (res["horizons"], res["copy_last_error"])},
