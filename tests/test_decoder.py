@@ -263,3 +263,24 @@ def test_torchrun_two_ranks_match_one_process(data):
     torchrun("--out-dir", str(tmp / "ddp_gan"), "--adv-weight", "0.5", "--disc-start-epoch", "1")
     gan = load_decoder(tmp / "ddp_gan")[1]
     assert "disc" in gan and json.loads((tmp / "ddp_gan" / "metrics.json").read_text())["psnr"] > 0
+
+
+def test_lpips_fallback_notice_once_and_cli_help(capsys):
+    from latentwm.eval import decoder_metrics
+    from latentwm.train.decoder_trainer import default_decoder_config
+
+    if decoder_metrics.load_lpips()[0] is None:  # this machine has no LPIPS weights: one notice, SSIM instead
+        decoder_metrics._notices.clear()
+        capsys.readouterr()
+        a, b = PerceptualLoss("auto"), PerceptualLoss("auto")
+        assert a.kind == b.kind == "ssim"
+        assert capsys.readouterr().out.count("LPIPS unavailable") == 1
+    assert PerceptualLoss("off").kind == "off"
+    big = default_decoder_config("small")
+    assert big.size == "B" and big.patch_size == 16 and big.adv_weight > 0 and big.encoder.name == "dinov2-s"
+    with pytest.raises(SystemExit) as e:
+        main(["train-decoder", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for f in ("--noise-tau", "--adv-weight", "--disc-start-epoch", "--cache-dir", "--encoder.name", "--size"):
+        assert f in out
