@@ -21,6 +21,9 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
     assert "random weights" in report
     for f in ("training_curve.png", "rollout_error.png", "rollouts/rollout_0.gif"):
         assert (out / "report" / f).stat().st_size > 0
+    dec = m["decoder"]  # the videos are rendered by the demo's own decoder
+    assert dec["psnr"] > dec["mean_image_psnr"] + 3 and "(decoded frames)" in report  # readable, not the mean
+    assert (out / "report" / "decoder_reconstructions.png").stat().st_size > 0
     pl = m["planning"]  # the MPC stage: every planner and both baselines on the same goals
     methods = {"cem", "mppi", "gradient", "random", "dataset_actions"}
     assert set(pl["success_rate"]) == set(pl["final_distance"]) == methods and pl["num_goals"] == 2

@@ -193,6 +193,9 @@ class RolloutConfig:
     horizon: int = 8
     """Frames predicted in evaluation rollouts."""
     use_ema: bool = True
+    decoder: str = ""
+    """A `latentwm train-decoder` run (or checkpoint) on the same encoder's latents: evaluation videos show decoded
+    frames; empty: PCA of the features."""
 
     def __post_init__(self):
         _positive(self, "rollout", "sample_steps", "context", "horizon")

@@ -1,4 +1,4 @@
-"""`latentwm demo`: Push-T end to end on a CPU — generate → encode → train → evaluate → plan → report.
+"""`latentwm demo`: Push-T end to end on a CPU — generate → encode → decoder → train → evaluate → plan → report.
 
 Every stage is resumable: re-running the demo reuses finished episodes, shards and training checkpoints, so an
 interrupted demo continues where it stopped. `--fresh` starts over in the same folder.
@@ -17,6 +17,8 @@ from latentwm.config import ConfigError, ExperimentConfig, get_preset
 DEMO_DATA = {"smoke": (24, 100), "cpu": (240, 200), "tiny": (24, 100)}
 # Planning goals per preset (DINO-WM's protocol on held-out episodes; ~12 s per goal for all methods on the cpu model).
 DEMO_GOALS = {"smoke": 2, "cpu": 20, "tiny": 2}
+# The latents → pixels decoder that makes the videos readable: (frames it trains on, epochs, minutes at most).
+DEMO_DECODER = {"smoke": (400, 40, 1.0), "cpu": (4000, 8, 4.0), "tiny": (400, 40, 1.0)}
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ def run_demo(cfg: DemoConfig) -> Path:
         shutil.rmtree(out)
     exp = cfg.experiment()
     n_eps, max_steps = cfg.data_size()
-    stage = _stages(6)
+    stage = _stages(7)
 
     stage("generate Push-T episodes (gym-pusht, scripted pushing + random walks)")
     generate_pusht(out / "episodes", num_episodes=n_eps, max_steps=max_steps, seed=cfg.seed)
@@ -91,6 +93,10 @@ def run_demo(cfg: DemoConfig) -> Path:
     encode_to_cache(load_pusht(out / "episodes"), lambda f: encoder.encode(f).numpy(), out / "latents",
                     encoder_label=encoder.weights_label, image_size=exp.encoder.image_size,
                     episodes_per_shard=32)
+
+    stage("train the latents → pixels decoder (RAE-style) that renders the videos")
+    decoder = train_demo_decoder(cfg, out)
+    exp = exp.replace(rollout__decoder=str(out / "decoder"))
 
     stage(f"train the dynamics model ({exp.preset} preset, {exp.train.steps} steps)")
     from latentwm.data.clips import make_clip_datasets
@@ -123,11 +129,31 @@ def run_demo(cfg: DemoConfig) -> Path:
 
     report = write_report(out / "report", exp, results, train_dir=Path(exp.train.out_dir),
                           encoder_label=encoder.weights_label, wall_time_s=time.time() - t0,
-                          model_parameters=trainer.model.num_parameters(), planning=planning,
+                          model_parameters=trainer.model.num_parameters(), planning=planning, decoder=decoder,
+                          latent_stats=extra["data_stats"]["latents"],
                           data={"episodes": n_eps, "env_steps_per_episode": max_steps,
                                 "train_clips_per_epoch": len(train_set), "eval_clips": len(eval_set)})
     print(f"\nreport: {report / 'report.md'}\nmetrics: {report / 'metrics.json'}")
     return report
+
+
+def train_demo_decoder(cfg: DemoConfig, out: Path) -> dict:
+    """Train (or, when finished before, reuse) the demo's decoder on its episodes and latent cache; returns its
+    held-out metrics (PSNR / SSIM vs the mean image) with the run folder under "path"."""
+    import dataclasses
+    import json
+
+    from latentwm.train.decoder_trainer import default_decoder_config, train_decoder
+
+    frames, epochs, minutes = DEMO_DECODER[cfg.preset]
+    n_eps, max_steps = cfg.data_size()
+    dcfg = dataclasses.replace(default_decoder_config(cfg.preset), episodes_dir=str(out / "episodes"),
+                               cache_dir=str(out / "latents"), out_dir=str(out / "decoder"), epochs=epochs,
+                               max_minutes=minutes, frame_stride=max(1, n_eps * max_steps // frames),
+                               max_frames=frames, resume=True, device="cpu", seed=cfg.seed)
+    done = out / "decoder" / "metrics.json"
+    res = json.loads(done.read_text()) if done.exists() else train_decoder(dcfg)
+    return {**res, "path": str(out / "decoder")}
 
 
 def evaluate(trainer, exp: ExperimentConfig) -> dict:

@@ -22,9 +22,11 @@ def weights_field(label: str) -> str:
 
 def write_report(out: str | Path, exp: ExperimentConfig, results: dict, train_dir: Path, encoder_label: str,
                  wall_time_s: float, data: dict, model_parameters: int | None = None,
-                 planning: dict | None = None) -> Path:
+                 planning: dict | None = None, decoder: dict | None = None, latent_stats=None) -> Path:
     """results: {"tau_ctx=1.0": rollout_errors(...), "tau_ctx=0.9": ...}; planning: an `evaluate_planning` result
-    whose files were written under out/planning (or None). Returns the report folder."""
+    whose files were written under out/planning (or None); decoder: a `train-decoder` run's metrics with its folder
+    under "path" (videos are then decoded frames, with `latent_stats` undoing the model's normalization; PCA of the
+    features otherwise). Returns the report folder."""
     out = Path(out)
     (out / "rollouts").mkdir(parents=True, exist_ok=True)
     main = results["tau_ctx=1.0"]
@@ -51,9 +53,20 @@ def write_report(out: str | Path, exp: ExperimentConfig, results: dict, train_di
                 "horizon (model steps)", "latent MSE")
 
     # ---- videos
+    dec = None
+    if decoder is not None:
+        import shutil
+
+        from latentwm.encoders.decoder import load_decoder
+
+        dec = load_decoder(decoder["path"])[0]
+        grids = sorted((Path(decoder["path"]) / "eval").glob("recon_step*.png"))
+        if grids:
+            shutil.copyfile(grids[-1], out / "decoder_reconstructions.png")
     gifs = []
     for i, (truth, pred, ctx) in enumerate(_examples(main)):
-        gifs.append(save_gif(out / "rollouts" / f"rollout_{i}.gif", rollout_video(ctx, truth, pred), fps=2.0))
+        video = rollout_video(ctx, truth, pred, decoder=dec, latent_stats=latent_stats)
+        gifs.append(save_gif(out / "rollouts" / f"rollout_{i}.gif", video, fps=2.0))
 
     # ---- metrics.json
     weights = weights_field(encoder_label)
@@ -72,6 +85,10 @@ def write_report(out: str | Path, exp: ExperimentConfig, results: dict, train_di
     }
     if renoised:
         metrics["rollout"]["renoised_context"] = {"tau_ctx": 0.9, "model_error": renoised["model_error"]}
+    if decoder is not None:
+        metrics["decoder"] = {k: decoder[k] for k in ("psnr", "ssim", "lpips", "mean_image_psnr", "mean_image_ssim",
+                                                     "split", "epochs", "train_seconds", "parameters", "perceptual")
+                              if k in decoder}
     if planning is not None:
         metrics["planning"] = {k: planning[k] for k in ("success_rate", "final_distance", "seconds_per_plan",
                                                          "num_goals", "start_distance", "start_success_rate",
@@ -114,10 +131,7 @@ squared error of normalized latents ({main['num_clips']} clips). The model beats
 ![training loss](training_curve.png)
 {"![held-out error during training](eval_curve.png)" if ev else ""}
 
-## Real vs predicted (PCA of features)
-
-Left: real; right: predicted (red border) after the same context. Colours are the 3 leading principal components of
-the real clip's features, shared by both sides.
+{_videos_section(decoder)}
 
 {chr(10).join(f'![rollout {i}](rollouts/{p.name})' for i, p in enumerate(gifs))}
 """
@@ -156,4 +170,22 @@ episode's own actions (the oracle that produced the goal). Same goals and seeds 
 Executed episodes (left) beside the goal image (right); the strip turns green once the goal test passes.
 
 {videos}
+"""
+
+
+def _videos_section(decoder: dict | None) -> str:
+    if decoder is None:
+        return """## Real vs predicted (PCA of features)
+
+Left: real; right: predicted (red border) after the same context. Colours are the 3 leading principal components of
+the real clip's features, shared by both sides.
+"""
+    return f"""## Real vs predicted (decoded frames)
+
+Left: real; right: predicted (red border) after the same context. Both sides are latents rendered by the RAE-style
+decoder (`{decoder['path']}`): held-out PSNR {decoder['psnr']:.2f} dB, SSIM {decoder['ssim']:.3f} (the mean image:
+{decoder['mean_image_psnr']:.2f} dB, {decoder['mean_image_ssim']:.3f}). Decoder originals (top) vs reconstructions
+(bottom) on held-out frames:
+
+![decoder reconstructions](decoder_reconstructions.png)
 """

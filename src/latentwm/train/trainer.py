@@ -305,8 +305,19 @@ class Trainer:
             return batches
         return (self.batch_transform(b.to(self.device)) for b in batches)
 
+    def _decoder(self):
+        """The rollout.decoder, loaded once (None: PCA videos)."""
+        if not self.cfg.rollout.decoder:
+            return None
+        if getattr(self, "_dec", None) is None:
+            from latentwm.encoders.decoder import load_decoder
+
+            self._dec = load_decoder(self.cfg.rollout.decoder)[0]
+        return self._dec
+
     def evaluate(self, step: int) -> dict:
-        """Rollout error per horizon vs ground truth and copy-last, with the EMA weights; a PCA video."""
+        """Rollout error per horizon vs ground truth and copy-last, with the EMA weights; a video (decoded frames
+        with rollout.decoder, PCA of the features otherwise)."""
         from latentwm.eval.metrics import rollout_errors
         from latentwm.eval.visualize import rollout_video, save_gif
 
@@ -321,7 +332,8 @@ class Trainer:
             vals["mean_copy_last"] = sum(res["copy_last_error"]) / len(res["copy_last_error"])
             self.log.scalars(step, vals, prefix="eval/")
             truth, pred, ctx = res["examples"][0]
-            video = rollout_video(ctx[0], truth[0], pred[0])
+            video = rollout_video(ctx[0], truth[0], pred[0], decoder=self._decoder(),
+                                  latent_stats=self.extra_state.get("data_stats", {}).get("latents"))
             save_gif(self.out / "eval" / f"rollout_step{step:08d}.gif", video)
             self.log.image(step, "eval/rollout_last_frame", video[-1])
             if self.on_eval is not None:
