@@ -120,3 +120,78 @@ def test_heads_check_their_inputs():
         h.dist(torch.zeros(5, 4))
     assert h.dist(torch.zeros(5, 4), torch.zeros(3)).sample().shape == (5, 2)
     assert math.isfinite(float(h.dist(torch.zeros(1, 4), torch.zeros(3)).entropy()))
+
+
+def _tiny_model():
+    from latentwm.config import get_preset
+    from latentwm.model.dynamics import DynamicsModel
+
+    torch.manual_seed(0)
+    return DynamicsModel(get_preset("tiny").model).eval().requires_grad_(False)
+
+
+def _batch(model, B=3, T=5):
+    from latentwm.data.batch import WorldBatch
+
+    c = model.cfg
+    g = torch.Generator().manual_seed(0)
+    return WorldBatch(latents=torch.randn(B, T, c.num_latent_tokens, c.latent_dim, generator=g),
+                      actions=torch.rand(B, T, c.action_dim, generator=g) * 2 - 1,
+                      action_mask=torch.ones(B, T, dtype=torch.bool), valid=torch.ones(B, T, dtype=torch.bool),
+                      rewards=torch.rand(B, T, generator=g))
+
+
+def test_phase_one_heads_learn_bc_and_rewards_on_frozen_features():
+    from latentwm.rl.bc import dataset_features, heads_loss
+
+    m = _tiny_model()
+    b = _batch(m)
+    feats = dataset_features(m, b)
+    F = m.cfg.registers * m.cfg.width
+    assert feats.shape == (3, 5, F) and not feats.requires_grad
+    A = m.cfg.action_dim
+    heads = AgentHeads(F, A, -torch.ones(A), torch.ones(A), hidden=64, reward_steps=2)
+    opt = torch.optim.Adam(heads.parameters(), lr=3e-3)
+    first = None
+    for _ in range(60):
+        loss, stats = heads_loss(heads, feats, b)
+        first = first if first is not None else (stats["bc/nll"], stats["reward/ce"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert stats["bc/nll"] < first[0] - 1.0 and stats["reward/ce"] < first[1]
+    # the future never leaks into a frame's features: changing the last frame leaves earlier features as they were
+    b2 = _batch(m)
+    b2.latents[:, -1] += 3.0
+    torch.testing.assert_close(dataset_features(m, b2)[:, :-1], feats[:, :-1])
+
+
+def test_imagination_shapes_and_the_world_model_never_changes():
+    from latentwm.rl.imagination import imagination_loss, imagine, trainable_parameters
+
+    m = _tiny_model()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    b = _batch(m, B=4, T=3)
+    F, A = m.cfg.registers * m.cfg.width, m.cfg.action_dim
+    heads = AgentHeads(F, A, -torch.ones(A), torch.ones(A), hidden=32, reward_steps=2)
+    prior = AgentHeads(F, A, -torch.ones(A), torch.ones(A), hidden=32, reward_steps=2)
+    prior.load_state_dict(heads.state_dict())
+    reward_before = {k: v.clone() for k, v in heads.reward.state_dict().items()}
+    opt = torch.optim.Adam(trainable_parameters(heads), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        traj = imagine(m, heads, b.latents, b.actions[:, :2], b.action_mask[:, :2], horizon=4, sample_steps=2,
+                       generator=gen)
+        loss, stats = imagination_loss(heads, prior, traj)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    N, D = m.cfg.num_latent_tokens, m.cfg.latent_dim
+    assert traj["feats"].shape == (4, 5, F) and traj["actions"].shape == (4, 4, A)
+    assert traj["rewards"].shape == (4, 4) and traj["latents"].shape == (4, 4, N, D)
+    assert bool((traj["actions"].abs() <= 1).all())
+    assert {"imagine/return", "imagine/entropy", "pmpo/positive_fraction"} <= set(stats)
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    for k, v in heads.reward.state_dict().items():
+        assert torch.equal(v, reward_before[k]), k

@@ -36,7 +36,7 @@ def pmpo_loss(log_prob: torch.Tensor, advantages: torch.Tensor, kl: torch.Tensor
     if kl is not None:
         kl_mean = (kl * m).sum() / m.sum().clamp_min(1)
         loss = loss + beta * kl_mean
-    stats = {"pmpo/positive_fraction": float(pos.sum() / m.sum().clamp_min(1)),
-             "pmpo/loss_positive": float(loss_pos), "pmpo/loss_negative": float(loss_neg),
-             "pmpo/kl_to_prior": float(kl_mean)}
+    stats = {"pmpo/positive_fraction": float(pos.sum() / m.sum().clamp_min(1)),  # detached floats for logging
+             "pmpo/loss_positive": float(loss_pos.detach()), "pmpo/loss_negative": float(loss_neg.detach()),
+             "pmpo/kl_to_prior": float(kl_mean.detach())}
     return loss, stats

@@ -1,0 +1,66 @@
+"""Phase 1 (`latentwm rl --phase heads`): behaviour cloning and the reward model on the offline dataset, world model
+frozen. Also where frame features come from (a teacher-forced, clean pass of the dynamics model).
+
+Alignment (clips.py / DynamicsModel): actions[:, t] is taken after frame t; rewards[:, t] is what executing it
+returns (summed over the frame skip), i.e. the reward received on arriving at frame t + 1. Features of frame t have
+seen a_{t−1} but not a_t, so the policy at t is trained on a_t and the reward head at t on rewards[t − 1 + l],
+l = 0..L−1 (t ≥ 1).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from latentwm.data.batch import WorldBatch
+from latentwm.rl.heads import AgentHeads, frame_features
+
+
+def clean_step(model) -> float:
+    return 1.0 / model.cfg.k_max
+
+
+@torch.no_grad()
+def dataset_features(model, batch: WorldBatch) -> torch.Tensor:
+    """Frame features (B, T, R·W) of a batch of clean latent clips (τ = 1, the dataset's actions)."""
+    _, h = model(batch.latents, 1.0, clean_step(model), batch.actions, batch.action_mask, return_hidden=True)
+    return frame_features(h, model.cfg.registers)
+
+
+def heads_loss(heads: AgentHeads, feats: torch.Tensor, batch: WorldBatch, reward_weight: float = 1.0,
+               goal: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """BC negative log-likelihood of the dataset's known actions + two-hot reward cross-entropy (L steps ahead).
+
+    feats (B, T, F) frame features; batch supplies actions (B, T, A), action_mask (B, T), valid (B, T), rewards
+    (B, T) (optional: without rewards only the policy trains)."""
+    B, T = feats.shape[:2]
+    valid = batch.valid
+    act_ok = valid & batch.action_mask if batch.action_mask is not None else torch.zeros_like(valid)
+    act_ok = act_ok & torch.cat([valid[:, 1:], torch.zeros_like(valid[:, :1])], 1)  # the next frame exists
+    stats: dict = {}
+    loss = feats.sum() * 0
+    if act_ok.any():
+        a = batch.actions[..., : heads.action_dim]
+        nll = -heads.dist(feats, goal).log_prob(a)
+        bc = (nll * act_ok).sum() / act_ok.sum()
+        loss = loss + bc
+        stats["bc/nll"] = float(bc.detach())
+    if batch.rewards is not None and reward_weight > 0 and T > 1:
+        L = heads.reward_steps
+        logits = heads.reward_logits(feats[:, 1:], goal)  # frames 1..T−1: (B, T − 1, L, bins)
+        rew = batch.rewards.float()
+        ok_r = valid & torch.cat([valid[:, 1:], torch.zeros_like(valid[:, :1])], 1)  # reward of t → t + 1 known
+        tgt = torch.zeros(B, T - 1, L, device=feats.device)
+        msk = torch.zeros(B, T - 1, L, dtype=torch.bool, device=feats.device)
+        for lag in range(L):  # frame t (1..T−1) predicts rewards[t − 1 + lag]
+            n = T - 1 - lag
+            tgt[:, :n, lag] = rew[:, lag: lag + n]
+            msk[:, :n, lag] = ok_r[:, lag: lag + n]
+        ce = heads.twohot.loss(logits, tgt)
+        r_loss = (ce * msk).sum() / msk.sum().clamp_min(1)
+        loss = loss + reward_weight * r_loss
+        stats["reward/ce"] = float(r_loss.detach())
+        with torch.no_grad():
+            pred = heads.twohot.decode(logits[..., 0, :])
+            m0 = msk[..., 0]
+            stats["reward/abs_error"] = float(((pred - tgt[..., 0]).abs() * m0).sum() / m0.sum().clamp_min(1))
+    return loss, stats
