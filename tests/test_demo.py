@@ -50,3 +50,14 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
     p2 = json.loads((tmp_path / "pl" / "planning.json").read_text())
     for k in ("cem", "random"):
         assert p2["final_distance"][k] == m["planning"]["final_distance"][k]
+
+    # offline RL on the demo's model and data: every phase runs, the table has BC, PMPO and random side by side
+    assert main(["rl", "--checkpoint", str(out / "train"), "--out-dir", str(tmp_path / "rl"), "--heads-steps", "30",
+                 "--imagine-steps", "4", "--batch-size", "8", "--horizon", "3", "--sample-steps", "2",
+                 "--eval-episodes", "1", "--eval-max-steps", "3", "--videos", "1", "--hidden", "32"]) == 0
+    rl = json.loads((tmp_path / "rl" / "eval" / "metrics.json").read_text())
+    assert set(rl["methods"]) == {"bc", "pmpo", "random"}
+    assert all(0 <= r["max_coverage"] <= 1 for r in rl["methods"].values())
+    assert (tmp_path / "rl" / "eval" / "videos" / "episode00_pmpo.gif").exists()
+    logged = (tmp_path / "rl" / "imagine" / "metrics.jsonl").read_text()
+    assert "imagine/return" in logged and "pmpo/positive_fraction" in logged

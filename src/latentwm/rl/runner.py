@@ -1,0 +1,235 @@
+"""`latentwm rl`: phase `heads` (BC + reward model), phase `imagine` (PMPO in the frozen model), phase `eval` (the
+real environment), or `all` in sequence. Each phase checkpoints atomically into out_dir/<phase>/ and resumes from
+its latest checkpoint; later phases start from the previous phase's final heads.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from latentwm.config import ConfigError
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """Offline RL inside a trained world model (Dreamer 4's recipe), evaluated in gym-pusht."""
+
+    checkpoint: str = "runs/demo/train"
+    """The dynamics run (its latest checkpoint, EMA weights; frozen throughout)."""
+    cache_dir: str = ""
+    """Latent cache with actions and rewards (empty: the one the model was trained on)."""
+    out_dir: str = "runs/rl"
+    phase: Literal["heads", "imagine", "eval", "all"] = "all"
+    heads_steps: int = 600
+    imagine_steps: int = 300
+    batch_size: int = 32
+    clip_len: int = 8
+    lr: float = 3e-4
+    hidden: int = 256
+    reward_steps: int = 4
+    """Multi-token reward prediction: the rewards of arriving at this frame and the next L − 1."""
+    horizon: int = 8
+    """Imagined model steps per rollout."""
+    sample_steps: int = 4
+    """K for imagined frames (d = 1/K)."""
+    context: int = 4
+    """Dataset frames observed before imagining (and the policy's history in the real env)."""
+    gamma: float = 0.97
+    lam: float = 0.95
+    alpha: float = 0.5
+    """PMPO: weight of the negative-advantage set (1 − alpha on the positive set)."""
+    beta: float = 0.3
+    """PMPO: KL-to-BC-prior weight."""
+    eval_episodes: int = 10
+    eval_max_steps: int = 40
+    """Model steps per evaluation episode (× frame skip env steps)."""
+    videos: int = 2
+    log_every: int = 20
+    ckpt_every: int = 200
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        for n in ("heads_steps", "imagine_steps", "batch_size", "clip_len", "lr", "hidden", "reward_steps",
+                  "horizon", "sample_steps", "context", "eval_episodes", "eval_max_steps", "log_every",
+                  "ckpt_every"):
+            if getattr(self, n) <= 0:
+                raise ConfigError(f"rl.{n} must be > 0, got {getattr(self, n)!r}")
+        for n in ("gamma", "lam", "alpha"):
+            if not 0 <= getattr(self, n) <= 1:
+                raise ConfigError(f"rl.{n} must be in [0, 1], got {getattr(self, n)!r}")
+        if self.clip_len < 2:
+            raise ConfigError("rl.clip_len must be >= 2 (rewards need a next frame)")
+
+
+class RLRun:
+    def __init__(self, cfg: RLConfig):
+        from latentwm.data.clips import LatentClipDataset
+        from latentwm.planning.mpc import ActionCodec
+        from latentwm.train.checkpoint import load_world_model
+
+        self.cfg = cfg
+        self.device = torch.device(cfg.device if cfg.device != "auto" else
+                                   ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model, self.exp, state = load_world_model(cfg.checkpoint, ema=True, device=self.device)
+        self.model.requires_grad_(False).eval()
+        self.state = state
+        d = self.exp.data
+        self.data = LatentClipDataset(cfg.cache_dir or d.cache_dir, cfg.clip_len, frame_skip=d.frame_skip,
+                                      action_dim=self.exp.model.action_dim, split="train",
+                                      eval_fraction=d.eval_fraction, seed=d.seed)
+        if len(self.data) == 0:
+            raise ConfigError(f"rl: no training clip of {cfg.clip_len} frames in {self.data.cache.path}")
+        ds = state["data_stats"]["datasets"]
+        stats = (ds.get("pusht") or next(iter(ds.values())))["actions"]
+        if stats is None:
+            raise ConfigError("rl: the model's dataset has no actions (trained action-free); RL needs actions")
+        self.codec = ActionCodec.from_stats(stats, state.get("frame_skip") or d.frame_skip,
+                                            self.exp.model.action_dim, repeat=False)
+        self.low, self.high = (t.to(self.device) for t in self.codec.bounds())
+        self.feature_dim = self.model.cfg.registers * self.model.cfg.width
+        self.out = Path(cfg.out_dir)
+
+    def new_heads(self):
+        from latentwm.rl.heads import AgentHeads
+
+        return AgentHeads(self.feature_dim, self.exp.model.action_dim, self.low, self.high, hidden=self.cfg.hidden,
+                          reward_steps=self.cfg.reward_steps).to(self.device)
+
+    def batch(self, step: int):
+        from latentwm.data.batch import collate
+
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)  # resumable: data depends on the step
+        idx = torch.randint(len(self.data), (self.cfg.batch_size,), generator=g).tolist()
+        return collate([self.data[i] for i in idx], action_dim=self.exp.model.action_dim).to(self.device)
+
+    # -------------------------------------------------------------------------------------------------------------
+    def _train(self, phase: str, steps: int, heads, params, loss_fn) -> None:
+        from tqdm.auto import tqdm
+
+        from latentwm.train import checkpoint as ckpt
+        from latentwm.train.logging import RunLogger
+
+        root = self.out / phase
+        opt = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=0.0)
+        step = 0
+        last = ckpt.latest_checkpoint(root / "checkpoints")
+        if last is not None:
+            st = ckpt.load_checkpoint(last, map_location=self.device)
+            heads.load_state_dict(st["heads"])
+            opt.load_state_dict(st["optimizer"])
+            step = st["step"]
+            print(f"rl {phase}: resumed from {last} (step {step})")
+        log = RunLogger(root, config=asdict(self.cfg))
+        bar = tqdm(total=steps, initial=step, desc=f"rl {phase}", dynamic_ncols=True)
+        while step < steps:
+            loss, stats = loss_fn(step)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"rl {phase}: non-finite loss at step {step} ({stats})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            step += 1
+            bar.update(1)
+            if step % self.cfg.log_every == 0 or step == steps:
+                log.scalars(step, {"loss": float(loss.detach()), **stats}, prefix=f"{phase}/")
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            if step % self.cfg.ckpt_every == 0 or step == steps:
+                ckpt.save_checkpoint(root / "checkpoints", step, {"heads": heads.state_dict(), "step": step,
+                                                                  "optimizer": opt.state_dict(),
+                                                                  "config": asdict(self.cfg)}, keep_last=2)
+        bar.close()
+        log.close()
+
+    def final_heads(self, phase: str):
+        from latentwm.train import checkpoint as ckpt
+
+        last = ckpt.latest_checkpoint(self.out / phase / "checkpoints")
+        if last is None:
+            raise ConfigError(f"rl: phase {phase!r} has no checkpoint in {self.out / phase} (run it first)")
+        heads = self.new_heads()
+        heads.load_state_dict(ckpt.load_checkpoint(last, map_location=self.device)["heads"])
+        return heads
+
+    def phase_heads(self) -> None:
+        from latentwm.rl.bc import dataset_features, heads_loss
+
+        heads = self.new_heads()
+
+        def loss_fn(step):
+            b = self.batch(step)
+            return heads_loss(heads, dataset_features(self.model, b), b)
+
+        self._train("heads", self.cfg.heads_steps, heads, list(heads.parameters()), loss_fn)
+
+    def phase_imagine(self) -> None:
+        from latentwm.rl.imagination import imagination_loss, imagine, trainable_parameters
+
+        prior = self.final_heads("heads").requires_grad_(False)
+        heads = copy.deepcopy(prior).requires_grad_(True)
+        c = self.cfg
+        C = min(c.context, c.clip_len)
+
+        def loss_fn(step):
+            b = self.batch(10**9 + step)  # a different stream from phase 1's
+            gen = torch.Generator(device=self.device).manual_seed(c.seed * 7919 + step)
+            traj = imagine(self.model, heads, b.latents[:, :C], b.actions[:, : C - 1], b.action_mask[:, : C - 1],
+                           c.horizon, c.sample_steps, generator=gen)
+            return imagination_loss(heads, prior, traj, c.gamma, c.lam, c.alpha, c.beta)
+
+        self._train("imagine", c.imagine_steps, heads, trainable_parameters(heads), loss_fn)
+
+    def phase_eval(self) -> dict:
+        from latentwm.data.episodes import NormStats
+        from latentwm.encoders.dino import DinoEncoder
+        from latentwm.planning.mpc import LatentObserver
+        from latentwm.rl.evaluate import evaluate_agents
+
+        policies = {"bc": self.final_heads("heads")}
+        if (self.out / "imagine" / "checkpoints").is_dir():
+            policies["pmpo"] = self.final_heads("imagine")
+        encoder = DinoEncoder.from_config(self.exp.encoder, device=self.device)
+        observer = LatentObserver(encoder.encode, NormStats.from_dict(self.state["data_stats"]["latents"]),
+                                  device=self.device)
+        t0 = time.time()
+        res = evaluate_agents(self.model, policies, observer, self.codec, self.cfg.context, self.cfg.eval_episodes,
+                              self.cfg.eval_max_steps, self.cfg.seed, out_dir=self.out / "eval",
+                              videos=self.cfg.videos)
+        out = {"methods": res, "episodes": self.cfg.eval_episodes, "max_model_steps": self.cfg.eval_max_steps,
+               "frame_skip": self.codec.frame_skip, "wall_time_s": time.time() - t0,
+               "convention": "gym-pusht: success = goal-zone coverage > 95 % at any step; max_coverage = best "
+                             "coverage reached; return = sum of env rewards"}
+        (self.out / "eval").mkdir(parents=True, exist_ok=True)
+        (self.out / "eval" / "metrics.json").write_text(json.dumps(out, indent=1))
+        return out
+
+
+def rl_table(res: dict) -> str:
+    lines = ["| policy | success rate | max coverage | return |", "|---|---|---|---|"]
+    for m, r in res["methods"].items():
+        lines.append(f"| {m} | {r['success']:.2f} | {r['max_coverage']:.3f} | {r['return']:.2f} |")
+    return "\n".join(lines)
+
+
+def run_rl(cfg: RLConfig) -> dict | None:
+    run = RLRun(cfg)
+    phases = ["heads", "imagine", "eval"] if cfg.phase == "all" else [cfg.phase]
+    res = None
+    for p in phases:
+        print(f"rl: phase {p}")
+        if p == "heads":
+            run.phase_heads()
+        elif p == "imagine":
+            run.phase_imagine()
+        else:
+            res = run.phase_eval()
+            print(rl_table(res))
+    return res
