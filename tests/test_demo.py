@@ -7,7 +7,7 @@ from latentwm.cli import main
 
 def test_smoke_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--preset", "smoke", "--out-dir", str(out)]) == 0
+    assert main(["demo", "--preset", "smoke", "--out-dir", str(out), "--rl"]) == 0
     printed = capsys.readouterr().out
     assert str(out / "report" / "report.md") in printed  # the report's location is printed at the end
     m = json.loads((out / "report" / "metrics.json").read_text())
@@ -24,6 +24,7 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
     dec = m["decoder"]  # the videos are rendered by the demo's own decoder
     assert dec["psnr"] > dec["mean_image_psnr"] + 3 and "(decoded frames)" in report  # readable, not the mean
     assert (out / "report" / "decoder_reconstructions.png").stat().st_size > 0
+    assert set(m["rl"]["methods"]) == {"bc", "pmpo", "random"} and "## Offline RL in the world model" in report
     pl = m["planning"]  # the MPC stage: every planner and both baselines on the same goals
     methods = {"cem", "mppi", "gradient", "random", "dataset_actions"}
     assert set(pl["success_rate"]) == set(pl["final_distance"]) == methods and pl["num_goals"] == 2

@@ -38,6 +38,9 @@ class DemoConfig:
     """Planning goals for the MPC stage (-1: the preset's default, 0: skip planning)."""
     planners: tuple[str, ...] = ("cem", "mppi", "gradient")
     """Planners scored beside the random and dataset-action baselines."""
+    rl: bool = False
+    """Also run offline RL (`latentwm rl`: BC + reward heads, PMPO in imagination, gym-pusht evaluation) and add
+    its section to the report."""
     seed: int = 0
     fresh: bool = False
     """Delete the demo folder first instead of resuming."""
@@ -124,12 +127,23 @@ def run_demo(cfg: DemoConfig) -> Path:
     else:
         stage("planning skipped (--plan-goals 0)")
 
+    rl = None
+    if cfg.rl:
+        print("\n[+] offline RL in the frozen model (BC + reward heads → PMPO in imagination → gym-pusht)")
+        from latentwm.rl.runner import RLConfig, run_rl
+
+        small = cfg.preset != "cpu"
+        rl = run_rl(RLConfig(checkpoint=str(out / "train"), cache_dir=str(out / "latents"), out_dir=str(out / "rl"),
+                             seed=cfg.seed, device="cpu",
+                             **(dict(heads_steps=60, imagine_steps=8, batch_size=8, hidden=64, eval_episodes=2,
+                                     eval_max_steps=5) if small else {})))
+
     stage("write the report")
     from latentwm.eval.report import write_report
 
     report = write_report(out / "report", exp, results, train_dir=Path(exp.train.out_dir),
                           encoder_label=encoder.weights_label, wall_time_s=time.time() - t0,
-                          model_parameters=trainer.model.num_parameters(), planning=planning, decoder=decoder,
+                          model_parameters=trainer.model.num_parameters(), planning=planning, decoder=decoder, rl=rl,
                           latent_stats=extra["data_stats"]["latents"],
                           data={"episodes": n_eps, "env_steps_per_episode": max_steps,
                                 "train_clips_per_epoch": len(train_set), "eval_clips": len(eval_set)})

@@ -22,7 +22,8 @@ def weights_field(label: str) -> str:
 
 def write_report(out: str | Path, exp: ExperimentConfig, results: dict, train_dir: Path, encoder_label: str,
                  wall_time_s: float, data: dict, model_parameters: int | None = None,
-                 planning: dict | None = None, decoder: dict | None = None, latent_stats=None) -> Path:
+                 planning: dict | None = None, decoder: dict | None = None, latent_stats=None,
+                 rl: dict | None = None) -> Path:
     """results: {"tau_ctx=1.0": rollout_errors(...), "tau_ctx=0.9": ...}; planning: an `evaluate_planning` result
     whose files were written under out/planning (or None); decoder: a `train-decoder` run's metrics with its folder
     under "path" (videos are then decoded frames, with `latent_stats` undoing the model's normalization; PCA of the
@@ -89,6 +90,8 @@ def write_report(out: str | Path, exp: ExperimentConfig, results: dict, train_di
         metrics["decoder"] = {k: decoder[k] for k in ("psnr", "ssim", "lpips", "mean_image_psnr", "mean_image_ssim",
                                                      "split", "epochs", "train_seconds", "parameters", "perceptual")
                               if k in decoder}
+    if rl is not None:
+        metrics["rl"] = rl
     if planning is not None:
         metrics["planning"] = {k: planning[k] for k in ("success_rate", "final_distance", "seconds_per_plan",
                                                          "num_goals", "start_distance", "start_success_rate",
@@ -126,6 +129,7 @@ squared error of normalized latents ({main['num_clips']} clips). The model beats
 ![rollout error](rollout_error.png)
 
 {_planning_section(planning) if planning is not None else ""}
+{_rl_section(rl) if rl is not None else ""}
 ## Training
 
 ![training loss](training_curve.png)
@@ -188,4 +192,26 @@ decoder (`{decoder['path']}`): held-out PSNR {decoder['psnr']:.2f} dB, SSIM {dec
 (bottom) on held-out frames:
 
 ![decoder reconstructions](decoder_reconstructions.png)
+"""
+
+
+def _rl_section(rl: dict) -> str:
+    from latentwm.rl.runner import rl_table
+
+    m = rl["methods"]
+    verdict = ""
+    if "pmpo" in m and "bc" in m:
+        d_s, d_c = m["pmpo"]["success"] - m["bc"]["success"], m["pmpo"]["max_coverage"] - m["bc"]["max_coverage"]
+        verdict = (f"Imagination training {'helped' if d_c > 0 or d_s > 0 else 'did not help'}: PMPO − BC = "
+                   f"{d_s:+.2f} success rate, {d_c:+.3f} best coverage.")
+    return f"""## Offline RL in the world model
+
+Agent heads on the frozen model's register features: behaviour cloning + a multi-token reward model on the dataset
+(BC), then PMPO on policy rollouts imagined by the model (λ-returns from the value head, KL to the BC prior). Scored
+in the real gym-pusht environment on {rl['episodes']} seeded resets, {rl['max_model_steps']} model steps each
+({rl['convention']}).
+
+{rl_table(rl)}
+
+{verdict} Videos: `rl/eval/videos/`.
 """
