@@ -40,10 +40,15 @@ def heads_loss(heads: AgentHeads, feats: torch.Tensor, batch: WorldBatch, reward
     loss = feats.sum() * 0
     if act_ok.any():
         a = batch.actions[..., : heads.action_dim]
-        nll = -heads.dist(feats, goal).log_prob(a)
+        dist = heads.dist(feats, goal)
+        nll = -dist.log_prob(a)
         bc = (nll * act_ok).sum() / act_ok.sum()
         loss = loss + bc
         stats["bc/nll"] = float(bc.detach())
+        with torch.no_grad():  # how much of the actions' variance the policy's mode explains
+            err = ((dist.mode() - a) ** 2).mean(-1)
+            var = ((a - a[act_ok].mean(0)) ** 2).mean(-1)
+            stats["bc/mode_mse_over_var"] = float((err * act_ok).sum() / (var * act_ok).sum().clamp_min(1e-8))
     if batch.rewards is not None and reward_weight > 0 and T > 1:
         L = heads.reward_steps
         logits = heads.reward_logits(feats[:, 1:], goal)  # frames 1..T−1: (B, T − 1, L, bins)
