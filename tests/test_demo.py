@@ -2,6 +2,8 @@
 
 import json
 
+import torch
+
 from latentwm.cli import main
 
 
@@ -62,3 +64,14 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
     assert (tmp_path / "rl" / "eval" / "videos" / "episode00_pmpo.gif").exists()
     logged = (tmp_path / "rl" / "imagine" / "metrics.jsonl").read_text()
     assert "imagine/return" in logged and "pmpo/positive_fraction" in logged
+
+    # --finetune-world-model trains the dynamics model with the heads (its own loss keeps it a world model); the
+    # imagine phase then runs on those weights
+    from latentwm.train import checkpoint as ckpt
+
+    assert main(["rl", "--checkpoint", str(out / "train"), "--out-dir", str(tmp_path / "rlft"), "--phase", "heads",
+                 "--finetune-world-model", "--heads-steps", "3", "--batch-size", "4", "--hidden", "16"]) == 0
+    st = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "rlft" / "heads" / "checkpoints"))
+    original = ckpt.load_world_model(out / "train")[0].state_dict()
+    assert any(not torch.equal(v, st["world_model"][k]) for k, v in original.items())
+    assert "world_model/loss" in (tmp_path / "rlft" / "heads" / "metrics.jsonl").read_text()

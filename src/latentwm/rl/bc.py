@@ -19,10 +19,11 @@ def clean_step(model) -> float:
     return 1.0 / model.cfg.k_max
 
 
-@torch.no_grad()
-def dataset_features(model, batch: WorldBatch) -> torch.Tensor:
-    """Frame features (B, T, R·W) of a batch of clean latent clips (τ = 1, the dataset's actions)."""
-    _, h = model(batch.latents, 1.0, clean_step(model), batch.actions, batch.action_mask, return_hidden=True)
+def dataset_features(model, batch: WorldBatch, grad: bool = False) -> torch.Tensor:
+    """Frame features (B, T, R·W) of a batch of clean latent clips (τ = 1, the dataset's actions); grad=True keeps
+    the graph into the model (fine-tuning it with the heads)."""
+    with torch.set_grad_enabled(grad):
+        _, h = model(batch.latents, 1.0, clean_step(model), batch.actions, batch.action_mask, return_hidden=True)
     return frame_features(h, model.cfg.registers)
 
 

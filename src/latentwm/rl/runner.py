@@ -41,6 +41,10 @@ class RLConfig:
     """K for imagined frames (d = 1/K)."""
     context: int = 4
     """Dataset frames observed before imagining (and the policy's history in the real env)."""
+    finetune_world_model: bool = False
+    """Phase heads: also train the world model (its shortcut-forcing loss on the same clips keeps it a world
+    model; lr × world_model_lr_scale); later phases then use the fine-tuned weights, frozen."""
+    world_model_lr_scale: float = 0.1
     gamma: float = 0.97
     lam: float = 0.95
     alpha: float = 0.5
@@ -80,6 +84,9 @@ class RLRun:
                                    ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model, self.exp, state = load_world_model(cfg.checkpoint, ema=True, device=self.device)
         self.model.requires_grad_(False).eval()
+        self.out = Path(cfg.out_dir)
+        if cfg.phase not in ("heads", "all"):
+            self._load_finetuned()
         self.state = state
         d = self.exp.data
         self.data = LatentClipDataset(cfg.cache_dir or d.cache_dir, cfg.clip_len, frame_skip=d.frame_skip,
@@ -95,7 +102,6 @@ class RLRun:
                                             self.exp.model.action_dim, repeat=False)
         self.low, self.high = (t.to(self.device) for t in self.codec.bounds())
         self.feature_dim = self.model.cfg.registers * self.model.cfg.width
-        self.out = Path(cfg.out_dir)
 
     def new_heads(self):
         from latentwm.rl.heads import AgentHeads
@@ -111,19 +117,36 @@ class RLRun:
         return collate([self.data[i] for i in idx], action_dim=self.exp.model.action_dim).to(self.device)
 
     # -------------------------------------------------------------------------------------------------------------
-    def _train(self, phase: str, steps: int, heads, params, loss_fn) -> None:
+    def _load_finetuned(self) -> None:
+        """Use the world model fine-tuned in phase heads, when it was."""
+        from latentwm.train import checkpoint as ckpt
+
+        last = ckpt.latest_checkpoint(self.out / "heads" / "checkpoints")
+        if last is not None:
+            st = ckpt.load_checkpoint(last, map_location=self.device)
+            if "world_model" in st:
+                self.model.load_state_dict(st["world_model"])
+                print(f"rl: using the world model fine-tuned in phase heads ({last})")
+
+    def _train(self, phase: str, steps: int, heads, params, loss_fn, model=None) -> None:
         from tqdm.auto import tqdm
 
         from latentwm.train import checkpoint as ckpt
         from latentwm.train.logging import RunLogger
 
         root = self.out / phase
-        opt = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=0.0)
+        groups = [{"params": params}]
+        if model is not None:  # fine-tuning the world model too, at a smaller learning rate
+            groups.append({"params": list(model.parameters()), "lr": self.cfg.lr * self.cfg.world_model_lr_scale})
+        opt = torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=0.0)
+        every = [p for g in groups for p in g["params"]]
         step = 0
         last = ckpt.latest_checkpoint(root / "checkpoints")
         if last is not None:
             st = ckpt.load_checkpoint(last, map_location=self.device)
             heads.load_state_dict(st["heads"])
+            if model is not None:
+                model.load_state_dict(st["world_model"])
             opt.load_state_dict(st["optimizer"])
             step = st["step"]
             print(f"rl {phase}: resumed from {last} (step {step})")
@@ -135,7 +158,7 @@ class RLRun:
                 raise FloatingPointError(f"rl {phase}: non-finite loss at step {step} ({stats})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            torch.nn.utils.clip_grad_norm_(every, 1.0)
             opt.step()
             step += 1
             bar.update(1)
@@ -143,9 +166,11 @@ class RLRun:
                 log.scalars(step, {"loss": float(loss.detach()), **stats}, prefix=f"{phase}/")
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
             if step % self.cfg.ckpt_every == 0 or step == steps:
-                ckpt.save_checkpoint(root / "checkpoints", step, {"heads": heads.state_dict(), "step": step,
-                                                                  "optimizer": opt.state_dict(),
-                                                                  "config": asdict(self.cfg)}, keep_last=2)
+                state = {"heads": heads.state_dict(), "step": step, "optimizer": opt.state_dict(),
+                         "config": asdict(self.cfg)}
+                if model is not None:
+                    state["world_model"] = model.state_dict()
+                ckpt.save_checkpoint(root / "checkpoints", step, state, keep_last=2)
         bar.close()
         log.close()
 
@@ -163,12 +188,26 @@ class RLRun:
         from latentwm.rl.bc import dataset_features, heads_loss
 
         heads = self.new_heads()
+        ft = self.cfg.finetune_world_model
+        if ft:
+            from latentwm.objectives.shortcut_forcing import ShortcutForcing
+
+            self.model.requires_grad_(True).train()
+            objective = ShortcutForcing(self.exp.objective, self.model.cfg.k_max)
 
         def loss_fn(step):
             b = self.batch(step)
-            return heads_loss(heads, dataset_features(self.model, b), b)
+            loss, stats = heads_loss(heads, dataset_features(self.model, b, grad=ft), b)
+            if ft:  # keep it a world model: its own objective on the same clips, bootstrap on
+                wm, _ = objective(self.model, b.latents, b.actions, b.action_mask, b.valid, global_step=10**9,
+                                  seeds=[self.cfg.seed * 1_000_003 + step * 4096 + i for i in range(len(b.latents))])
+                loss = loss + wm
+                stats["world_model/loss"] = float(wm.detach())
+            return loss, stats
 
-        self._train("heads", self.cfg.heads_steps, heads, list(heads.parameters()), loss_fn)
+        self._train("heads", self.cfg.heads_steps, heads, list(heads.parameters()), loss_fn,
+                    model=self.model if ft else None)
+        self.model.requires_grad_(False).eval()
 
     def phase_imagine(self) -> None:
         from latentwm.rl.imagination import imagination_loss, imagine, trainable_parameters
