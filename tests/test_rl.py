@@ -195,3 +195,18 @@ def test_imagination_shapes_and_the_world_model_never_changes():
         assert torch.equal(v, before[k]), k
     for k, v in heads.reward.state_dict().items():
         assert torch.equal(v, reward_before[k]), k
+
+
+def test_value_warmup_leaves_the_policy_alone():
+    from latentwm.rl.imagination import imagination_loss, imagine
+
+    m = _tiny_model()
+    b = _batch(m, B=2, T=2)
+    F, A = m.cfg.registers * m.cfg.width, m.cfg.action_dim
+    heads = AgentHeads(F, A, -torch.ones(A), torch.ones(A), hidden=16, reward_steps=1)
+    traj = imagine(m, heads, b.latents, b.actions[:, :1], b.action_mask[:, :1], horizon=2, sample_steps=1,
+                   generator=torch.Generator().manual_seed(0))
+    loss, _ = imagination_loss(heads, heads, traj, policy_weight=0.0)
+    loss.backward()
+    assert all(p.grad is None or not p.grad.any() for p in heads.policy.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in heads.value.parameters())

@@ -52,9 +52,10 @@ def imagine(model, heads: AgentHeads, context: torch.Tensor, context_actions: to
 
 
 def imagination_loss(heads: AgentHeads, prior: AgentHeads, traj: dict, gamma: float = 0.997, lam: float = 0.95,
-                     alpha: float = 0.5, beta: float = 0.3, goal: torch.Tensor | None = None) -> tuple[torch.Tensor,
-                                                                                                      dict]:
-    """PMPO policy loss + value regression on one imagined batch (`imagine`'s output; features detached)."""
+                     alpha: float = 0.5, beta: float = 0.3, goal: torch.Tensor | None = None,
+                     policy_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+    """PMPO policy loss (× policy_weight: 0 during the value warm-up) + value regression on one imagined batch
+    (`imagine`'s output; features detached)."""
     feats = traj["feats"].detach()  # (B, H + 1, F)
     B, H1 = feats.shape[:2]
     H = H1 - 1
@@ -74,7 +75,7 @@ def imagination_loss(heads: AgentHeads, prior: AgentHeads, traj: dict, gamma: fl
                   "imagine/advantage_mean": float(adv.mean()), "imagine/advantage_std": float(adv.std()),
                   "imagine/entropy": float(dist.entropy().mean().detach()),
                   "imagine/value_loss": float(v_loss.detach())})
-    return p_loss + v_loss, stats
+    return policy_weight * p_loss + v_loss, stats
 
 
 def trainable_parameters(heads: AgentHeads) -> list[torch.nn.Parameter]:

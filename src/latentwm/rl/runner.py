@@ -51,6 +51,9 @@ class RLConfig:
     """PMPO: weight of the negative-advantage set (1 − alpha on the positive set)."""
     beta: float = 0.3
     """PMPO: KL-to-BC-prior weight."""
+    value_warmup: int = 50
+    """Imagination steps that train only the value head first: PMPO uses the advantages' signs, and an untrained
+    value (≈ 0) makes every advantage positive (a batch with no signal)."""
     eval_episodes: int = 10
     eval_max_steps: int = 40
     """Model steps per evaluation episode (× frame skip env steps)."""
@@ -66,6 +69,8 @@ class RLConfig:
                   "ckpt_every"):
             if getattr(self, n) <= 0:
                 raise ConfigError(f"rl.{n} must be > 0, got {getattr(self, n)!r}")
+        if self.value_warmup < 0:
+            raise ConfigError(f"rl.value_warmup must be >= 0, got {self.value_warmup}")
         for n in ("gamma", "lam", "alpha"):
             if not 0 <= getattr(self, n) <= 1:
                 raise ConfigError(f"rl.{n} must be in [0, 1], got {getattr(self, n)!r}")
@@ -222,7 +227,8 @@ class RLRun:
             gen = torch.Generator(device=self.device).manual_seed(c.seed * 7919 + step)
             traj = imagine(self.model, heads, b.latents[:, :C], b.actions[:, : C - 1], b.action_mask[:, : C - 1],
                            c.horizon, c.sample_steps, generator=gen)
-            return imagination_loss(heads, prior, traj, c.gamma, c.lam, c.alpha, c.beta)
+            return imagination_loss(heads, prior, traj, c.gamma, c.lam, c.alpha, c.beta,
+                                    policy_weight=float(step >= c.value_warmup))
 
         self._train("imagine", c.imagine_steps, heads, trainable_parameters(heads), loss_fn)
 
