@@ -210,3 +210,14 @@ def test_value_warmup_leaves_the_policy_alone():
     loss.backward()
     assert all(p.grad is None or not p.grad.any() for p in heads.policy.parameters())
     assert any(p.grad is not None and p.grad.any() for p in heads.value.parameters())
+
+
+def test_feature_standardization_is_saved_with_the_heads():
+    h = AgentHeads(3, 1, -torch.ones(1), torch.ones(1), hidden=8)
+    f = torch.tensor([[1.0, 100.0, -5.0], [3.0, 300.0, -5.0]])
+    h.set_feature_stats(f)
+    torch.testing.assert_close(h.feat_mean, torch.tensor([2.0, 200.0, -5.0]))
+    h2 = AgentHeads(3, 1, -torch.ones(1), torch.ones(1), hidden=8)
+    h2.load_state_dict(h.state_dict())
+    torch.testing.assert_close(h2.dist(f).mean, h.dist(f).mean)
+    assert bool((h2.feat_std > 0).all())

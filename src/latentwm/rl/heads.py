@@ -86,6 +86,11 @@ class AgentHeads(nn.Module):
         self.register_buffer("low", low.float().clone())
         self.register_buffer("high", high.float().clone())
         self.twohot = TwoHot(num_bins)
+        # per-dimension standardization of the frozen features (set from data before training, saved with the
+        # heads): the transformer's outputs mix dimensions of very different scales, and without it the BC policy
+        # learned nothing on the cpu demo model (its mode explained none of the action variance)
+        self.register_buffer("feat_mean", torch.zeros(feature_dim))
+        self.register_buffer("feat_std", torch.ones(feature_dim))
         inp = feature_dim + goal_dim
         self.policy = mlp(inp, hidden, 2 * action_dim)
         self.reward = mlp(inp, hidden, reward_steps * num_bins)
@@ -94,7 +99,15 @@ class AgentHeads(nn.Module):
             nn.init.zeros_(head[-1].weight)
             nn.init.zeros_(head[-1].bias)
 
+    @torch.no_grad()
+    def set_feature_stats(self, feats: torch.Tensor) -> None:
+        """Per-dimension mean/std from a sample of features (…, F)."""
+        f = feats.detach().reshape(-1, self.feature_dim).float()
+        self.feat_mean.copy_(f.mean(0))
+        self.feat_std.copy_(f.std(0).clamp_min(1e-4))
+
     def _in(self, feats: torch.Tensor, goal: torch.Tensor | None) -> torch.Tensor:
+        feats = (feats.float() - self.feat_mean) / self.feat_std
         if self.goal_dim:
             if goal is None:
                 raise ValueError("AgentHeads: built with goal_dim > 0, pass goal (…, goal_dim)")

@@ -193,6 +193,8 @@ class RLRun:
         from latentwm.rl.bc import dataset_features, heads_loss
 
         heads = self.new_heads()
+        heads.set_feature_stats(torch.cat([dataset_features(self.model, self.batch(-1 - i)).flatten(0, 1)
+                                           for i in range(8)]))  # fixed from here on (a resume reloads them)
         ft = self.cfg.finetune_world_model
         if ft:
             from latentwm.objectives.shortcut_forcing import ShortcutForcing
