@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from latentwm.config import ConfigError
+from latentwm.config import ConfigError, _positive
 
 
 @dataclass(frozen=True)
@@ -64,11 +64,9 @@ class RLConfig:
     device: str = "auto"
 
     def __post_init__(self):
-        for n in ("heads_steps", "imagine_steps", "batch_size", "clip_len", "lr", "hidden", "reward_steps",
-                  "horizon", "sample_steps", "context", "eval_episodes", "eval_max_steps", "log_every",
-                  "ckpt_every"):
-            if getattr(self, n) <= 0:
-                raise ConfigError(f"rl.{n} must be > 0, got {getattr(self, n)!r}")
+        _positive(self, "rl", "heads_steps", "imagine_steps", "batch_size", "clip_len", "lr", "hidden",
+                  "reward_steps", "horizon", "sample_steps", "context", "eval_episodes", "eval_max_steps",
+                  "log_every", "ckpt_every")
         if self.value_warmup < 0:
             raise ConfigError(f"rl.value_warmup must be >= 0, got {self.value_warmup}")
         for n in ("gamma", "lam", "alpha"):
