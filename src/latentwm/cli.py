@@ -311,7 +311,8 @@ def _run_rl(cfg):
 
 
 COMMANDS: dict[str, Command] = {
-    "demo": Command("the embedded default, end to end on CPU (Push-T): generate → encode → train → roll out → report",
+    "demo": Command("the embedded default, end to end on CPU (Push-T): generate → encode → decoder → train → "
+                    "roll out → plan → report",
                     _demo_default, _run_demo),
     "generate": Command("simulated Push-T episodes (scripted + random-walk policies)",
                         lambda preset: GenerateConfig(), _run_generate),

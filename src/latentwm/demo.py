@@ -135,7 +135,8 @@ def run_demo(cfg: DemoConfig) -> Path:
         small = cfg.preset != "cpu"
         rl = run_rl(RLConfig(checkpoint=str(out / "train"), cache_dir=str(out / "latents"), out_dir=str(out / "rl"),
                              seed=cfg.seed, device="cpu",
-                             **(dict(heads_steps=60, imagine_steps=8, batch_size=8, hidden=64, eval_episodes=2,
+                             **(dict(heads_steps=60, imagine_steps=8, value_warmup=4, batch_size=8, hidden=64,
+                                     eval_episodes=2,
                                      eval_max_steps=5) if small else {})))
 
     stage("write the report")

@@ -31,7 +31,7 @@ class RLConfig:
     imagine_steps: int = 300
     batch_size: int = 32
     clip_len: int = 8
-    lr: float = 3e-4
+    lr: float = 1e-3
     hidden: int = 256
     reward_steps: int = 4
     """Multi-token reward prediction: the rewards of arriving at this frame and the next L − 1."""
@@ -45,13 +45,13 @@ class RLConfig:
     """Phase heads: also train the world model (its shortcut-forcing loss on the same clips keeps it a world
     model; lr × world_model_lr_scale); later phases then use the fine-tuned weights, frozen."""
     world_model_lr_scale: float = 0.1
-    gamma: float = 0.97
+    gamma: float = 0.9
     lam: float = 0.95
     alpha: float = 0.5
     """PMPO: weight of the negative-advantage set (1 − alpha on the positive set)."""
     beta: float = 0.3
     """PMPO: KL-to-BC-prior weight."""
-    value_warmup: int = 50
+    value_warmup: int = 100
     """Imagination steps that train only the value head first: PMPO uses the advantages' signs, and an untrained
     value (≈ 0) makes every advantage positive (a batch with no signal)."""
     eval_episodes: int = 10
