@@ -35,6 +35,9 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
     assert "## Goal-conditioned planning" in report and "| cem |" in report
     assert (out / "report" / "planning" / "planning.json").exists()
     assert (out / "report" / "planning" / "videos").is_dir()
+    st = pl["settings"]  # DINO-WM's visual + proprio objective, the agent read out by the demo's probe
+    assert st["proprio_term"] and st["proprio_weight"] == 1.0 and st["proprio_probe"]["heldout_rmse"] > 0
+    assert (out / "train" / "proprio_probe.safetensors").exists() and "proprio MSE" in report
 
     # re-running resumes every stage instead of redoing it
     assert main(["demo", "--preset", "smoke", "--out-dir", str(out)]) == 0

@@ -125,6 +125,10 @@ class PlanRunConfig:
     """Goals whose executed episodes (next to the goal image) are written as GIFs, for every method."""
     bf16: Literal["auto", "on", "off"] = "auto"
     """Candidate rollouts under bf16 autocast (auto: on CUDA and CPUs with bf16 units)."""
+    proprio_probe: str = "auto"
+    """DINO-WM's proprio term (weight plan.proprio-weight): 'auto' uses the run's proprio_probe.safetensors or trains
+    one on the training cache (about a minute on the cpu preset; saved to out_dir), a path uses that probe, 'none'
+    plans on the visual cost only."""
     device: str = "auto"
     """auto: cuda when available, else cpu."""
 
@@ -148,12 +152,18 @@ def _run_plan(cfg: PlanRunConfig):
 
     from latentwm.planning.evaluate import evaluate_planning, planning_table
 
+    from latentwm.planning.proprio import resolve_probe
+
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    probe = None
+    if cfg.plan.proprio_weight > 0 and cfg.planners:
+        probe = resolve_probe(cfg.checkpoint, cfg.proprio_probe, cfg.cache_dir or None, cfg.out_dir, device=device)
     res = evaluate_planning(cfg.checkpoint, cfg.episodes_dir, cfg.cache_dir or None, plan_cfg=cfg.plan,
                             planners=tuple(cfg.planners), baselines=tuple(cfg.baselines), out_dir=cfg.out_dir,
                             max_replans=cfg.max_replans or None, context=cfg.context or None,
                             repeat_actions=cfg.repeat_actions, num_videos=cfg.videos,
-                            bf16=None if cfg.bf16 == "auto" else cfg.bf16 == "on", device=device)
+                            bf16=None if cfg.bf16 == "auto" else cfg.bf16 == "on", proprio_probe=probe,
+                            device=device)
     print(planning_table(res))
     print(f"planning.json, per-goal results and videos in {cfg.out_dir}")
 

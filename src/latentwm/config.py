@@ -325,12 +325,17 @@ class PlanConfig:
     warm_start: bool = True
     goal_offset: int = 25
     """Goal = observation this many environment steps later in a held-out episode."""
+    proprio_weight: float = 1.0
+    """Weight of the proprio term (DINO-WM: visual MSE + 1.0 × proprio MSE), used when a proprio probe is given
+    (`planning/proprio.py`); 0 turns it off."""
     num_goals: int = 50
     seed: int = 0
 
     def __post_init__(self):
         _positive(self, "plan", "horizon", "population", "elites", "iterations", "init_std", "temperature",
                   "grad_lr", "grad_steps", "exec_steps", "sample_steps", "goal_offset", "num_goals")
+        if not self.proprio_weight >= 0:
+            raise ConfigError(f"plan.proprio_weight must be >= 0, got {self.proprio_weight}")
         if self.elites > self.population:
             raise ConfigError(f"plan.elites ({self.elites}) must be <= plan.population ({self.population})")
         if not _pow2(self.sample_steps):

@@ -17,6 +17,8 @@ from latentwm.config import ConfigError, ExperimentConfig, get_preset
 DEMO_DATA = {"smoke": (24, 100), "cpu": (240, 200), "tiny": (24, 100)}
 # Planning goals per preset (DINO-WM's protocol on held-out episodes; ~12 s per goal for all methods on the cpu model).
 DEMO_GOALS = {"smoke": 2, "cpu": 20, "tiny": 2}
+# Proprio probe for the planning cost: (Adam steps, clips whose frames it trains on).
+DEMO_PROBE = {"smoke": (200, 64), "cpu": (1500, 512), "tiny": (200, 64)}
 # The latents → pixels decoder that makes the videos readable: (frames it trains on, epochs, minutes at most).
 DEMO_DECODER = {"smoke": (400, 40, 1.0), "cpu": (4000, 8, 4.0), "tiny": (400, 40, 1.0)}
 
@@ -119,11 +121,19 @@ def run_demo(cfg: DemoConfig) -> Path:
         stage(f"plan toward {cfg.goals()} held-out goals in the real Push-T env "
               f"({', '.join(cfg.planners)} vs random and dataset actions)")
         from latentwm.planning.evaluate import demo_plan_config, evaluate_planning
+        from latentwm.planning.proprio import PROBE_FILE, train_proprio_probe
 
+        # DINO-WM plans on visual + proprio MSE; the agent state is read from the model's features by a probe
+        # (saved beside the checkpoints, where `latentwm plan` finds it).
+        steps, clips = DEMO_PROBE[cfg.preset]
+        probe, probe_metrics = train_proprio_probe(trainer.ema, out / "latents", exp, steps=steps, clips=clips,
+                                                   seed=cfg.seed)
+        probe.save(Path(exp.train.out_dir) / PROBE_FILE, probe_metrics)
         planning = evaluate_planning(trainer.ema, out / "episodes", out / "latents",
                                      plan_cfg=demo_plan_config(exp.plan, num_goals=cfg.goals()),
                                      planners=tuple(cfg.planners), config=exp, encoder=encoder,
-                                     out_dir=out / "report" / "planning", seed=cfg.seed, device="cpu")
+                                     out_dir=out / "report" / "planning", seed=cfg.seed, proprio_probe=probe,
+                                     device="cpu")
     else:
         stage("planning skipped (--plan-goals 0)")
 

@@ -59,6 +59,15 @@ def goal_metrics(state, goal_state) -> dict:
                 dino_wm_state_dist=float(np.linalg.norm(s[:n] - g[:n])))
 
 
+PROPRIO_INDEX = (0, 1, 5, 6)
+"""Push-T proprio = agent [x, y, vx, vy]: these entries of the 7-D state."""
+
+
+def proprio_from_state(state) -> np.ndarray:
+    """(…, 7) Push-T states -> (…, 4) proprio (agent x, y, vx, vy), as the episodes record it."""
+    return np.asarray(state)[..., list(PROPRIO_INDEX)].astype(np.float32)
+
+
 def goal_reached(state, goal_state) -> bool:
     """DINO-WM's Push-T success: block position within 20 px, block angle within π/9 (wrapped), agent within 20 px."""
     return goal_metrics(state, goal_state)["success"]

@@ -160,11 +160,21 @@ def _planning_section(planning: dict) -> str:
                            f"({'higher' if sr[m] > sr['random'] else 'not higher'}), final distance "
                            f"{fd[m]:.1f} vs {fd['random']:.1f} ({'lower' if fd[m] < fd['random'] else 'not lower'})")
     videos = "\n".join(f"![{Path(v).stem}](planning/{v})" for v in planning.get("videos", []))
+    st = planning["settings"]
+    cost = "latent MSE to the goal's features"
+    if st.get("proprio_term"):
+        pm = st.get("proprio_probe") or {}
+        cost += (f" + {st.get('proprio_weight', 1.0):g} × proprio MSE, as DINO-WM's objective; the agent position is "
+                 "read from the model's features of the last predicted frame by a probe trained on the training "
+                 "clips (`planning/proprio.py`)")
+        if "heldout_rmse" in pm:
+            cost += (f", held-out RMSE {pm['heldout_rmse']:.1f} px vs {pm['baseline_rmse']:.1f} px for the mean "
+                     f"position")
     return f"""## Goal-conditioned planning in the real Push-T environment
 
-DINO-WM's protocol: each goal is the frame a held-out episode reaches {planning['settings'].get('goal_offset')}
+DINO-WM's protocol: each goal is the frame a held-out episode reaches {st.get('goal_offset')}
 env steps after a random start; the environment is reset to the start state; the planners run receding-horizon MPC
-on the world model (latent MSE to the goal's features), the baselines execute random actions or replay the
+on the world model ({cost}), the baselines execute random actions or replay the
 episode's own actions (the oracle that produced the goal). Same goals and seeds for every method.
 
 {planning_table(planning)}

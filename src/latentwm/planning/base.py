@@ -86,7 +86,7 @@ class MappedObjective:
 def plan(model, history: torch.Tensor, goal: torch.Tensor, horizon: int, cfg, low: torch.Tensor,
          high: torch.Tensor, *, history_actions: torch.Tensor | None = None, cache=None,
          init: torch.Tensor | None = None, planner: str | None = None, generator: torch.Generator | None = None,
-         seed: int = 0, tau_ctx: float = 1.0, expand=None, bf16: bool = False) -> PlanResult:
+         seed: int = 0, tau_ctx: float = 1.0, expand=None, bf16: bool = False, proprio=None) -> PlanResult:
     """Plan `horizon` model-step actions from an observed history toward a goal image's latents.
 
     history: (1, C, N, D) normalized latents of the observed frames (oldest first); history_actions (1, C − 1, A)
@@ -97,7 +97,8 @@ def plan(model, history: torch.Tensor, goal: torch.Tensor, horizon: int, cfg, lo
     expand: optional differentiable map from the planning space (H, k) to model actions (H, A) (low/high/init
     are then in the planning space, and so is the result). bf16: run the candidate rollouts under bf16 autocast
     (plans and costs stay float32; on the `cpu` preset with AMX 1.6× faster per batch of 300, the top-30 candidates
-    unchanged in a check on a trained model). Returns a PlanResult whose actions lie within [low, high].
+    unchanged in a check on a trained model). proprio: a `ProprioGoal` term added to the cost (DINO-WM's visual +
+    proprio objective). Returns a PlanResult whose actions lie within [low, high].
     """
     from latentwm.planning import PLANNERS
     from latentwm.planning.cost import LatentGoalObjective
@@ -111,7 +112,8 @@ def plan(model, history: torch.Tensor, goal: torch.Tensor, horizon: int, cfg, lo
            else contextlib.nullcontext())
     with amp:
         obj = LatentGoalObjective(model, history, goal, history_actions, sample_steps=k, tau_ctx=tau_ctx,
-                                  cost=cfg.cost, all_frames=cfg.cost_all_frames, seed=seed, cache=cache)
+                                  cost=cfg.cost, all_frames=cfg.cost_all_frames, seed=seed, cache=cache,
+                                  proprio=proprio)
         res = PLANNERS[name](_Float32(obj if expand is None else MappedObjective(obj, expand)), horizon, low, high,
                              cfg, init=init, generator=generator)
     res.seconds, res.evaluations = time.perf_counter() - t0, obj.evaluations

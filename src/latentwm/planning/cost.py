@@ -42,13 +42,14 @@ class LatentGoalObjective:
     context: (1, C, N, D) observed latents (normalized); context_actions: (1, C − 1, A) actions taken between them
     (or None); goal: (N, D). Actions are in the model's (normalized, frame-skip-concatenated) action space.
     cache: the history already observed into a KV cache of batch 1 (then it is not observed again; `context` only
-    gives shapes and the frame count C that positions the actions).
+    gives shapes and the frame count C that positions the actions). proprio: a `planning.proprio.ProprioGoal`; its
+    term (on the features of the last predicted frame's clean pass) is added to the latent cost.
     """
 
     def __init__(self, model, context: torch.Tensor, goal: torch.Tensor, context_actions: torch.Tensor | None = None,
                  sample_steps: int = 1, tau_ctx: float = 1.0, cost: str = "mse", all_frames: bool = False,
-                 seed: int = 0, cache=None):
-        self.model, self.context, self.goal = model, context, goal
+                 seed: int = 0, cache=None, proprio=None):
+        self.model, self.context, self.goal, self.proprio = model, context, goal, proprio
         self.sample_steps, self.tau_ctx, self.kind, self.all_frames = sample_steps, tau_ctx, cost, all_frames
         self.C = context.shape[1]
         A = model.cfg.action_dim
@@ -74,14 +75,29 @@ class LatentGoalObjective:
             self._noise = torch.randn((1, horizon, N, D), generator=self.generator, device=self.context.device)
         return self._noise[:, :horizon]
 
-    def predict(self, actions: torch.Tensor, grad: bool = False) -> torch.Tensor:
-        """actions (P, H, A) -> predicted latents (P, H, N, D)."""
+    def predict(self, actions: torch.Tensor, grad: bool = False, features: bool = False):
+        """actions (P, H, A) -> predicted latents (P, H, N, D); with `features` also (P, F) register features of
+        the last predicted frame, from its clean pass (τ = 1: what the frame would write into the cache)."""
         P, H, _ = actions.shape
         full = torch.cat([self.context_actions.expand(P, -1, -1), actions], 1)  # (P, C − 1 + H, A)
         mask = torch.cat([self.ctx_mask.expand(P, -1), torch.ones(P, H, dtype=torch.bool, device=actions.device)], 1)
         self.evaluations += P
-        return rollout(self.model, self.context, H, full, mask, sample_steps=self.sample_steps, tau_ctx=self.tau_ctx,
-                       noise=self.noise(H), generator=self.generator, cache=self.cache.expand(P), grad=grad)
+        cache = self.cache.expand(P)
+        x = rollout(self.model, self.context, H, full, mask, sample_steps=self.sample_steps, tau_ctx=self.tau_ctx,
+                    noise=self.noise(H), generator=self.generator, cache=cache, grad=grad)
+        if not features:
+            return x
+        from latentwm.rl.heads import frame_features
+
+        last = self.C + H - 1  # its action is full[:, last − 1]; the cache holds frames 0 .. last − 1
+        ones = torch.ones(P, device=x.device)
+        with torch.set_grad_enabled(grad):
+            _, h = self.model.step(x[:, -1], ones, ones / self.model.cfg.k_max, full[:, last - 1], mask[:, last - 1],
+                                   cache=cache, commit=False, return_hidden=True)
+        return x, frame_features(h, self.model.cfg.registers)
 
     def __call__(self, actions: torch.Tensor, grad: bool = False) -> torch.Tensor:
-        return latent_cost(self.predict(actions, grad=grad), self.goal, self.kind, self.all_frames)
+        if self.proprio is None:
+            return latent_cost(self.predict(actions, grad=grad), self.goal, self.kind, self.all_frames)
+        x, feats = self.predict(actions, grad=grad, features=True)
+        return latent_cost(x, self.goal, self.kind, self.all_frames) + self.proprio(feats)

@@ -145,7 +145,7 @@ def evaluate_planning(model_or_run, episodes_dir: str | os.PathLike, cache_dir: 
                       *, baselines: tuple[str, ...] = BASELINES, config=None, data_stats: dict | None = None,
                       frame_skip: int | None = None, encoder=None, max_replans: int | None = None,
                       context: int | None = None, repeat_actions: bool = True, num_videos: int = 2,
-                      bf16: bool | None = None, device: str = "cpu", log=print) -> dict:
+                      bf16: bool | None = None, proprio_probe=None, device: str = "cpu", log=print) -> dict:
     """Score `planners` and `baselines` on the same `num_goals` Push-T goals; returns the metrics dict.
 
     model_or_run: a training run / checkpoint directory (model = its EMA weights; statistics, frame skip and
@@ -157,6 +157,8 @@ def evaluate_planning(model_or_run, episodes_dir: str | os.PathLike, cache_dir: 
     LayerNorm-ed latents without dataset statistics. max_replans: default ceil(2 · goal_offset / (exec_steps ·
     frame_skip)). context: history frames the planner observes (default config.rollout.context). bf16: candidate
     rollouts under bf16 autocast (None: where it is fast, `bf16_is_fast`; rankings unchanged in a check).
+    proprio_probe: a `ProprioProbe` (or its file / folder): planners add DINO-WM's proprio term (weight
+    plan_cfg.proprio_weight) on the agent state it reads from the model's features; None: visual cost only.
     out_dir: writes planning.json (the returned dict), planning_goals.json (per goal and method) and GIFs of the
     first `num_videos` goals for every method under videos/.
 
@@ -197,9 +199,14 @@ def evaluate_planning(model_or_run, episodes_dir: str | os.PathLike, cache_dir: 
     if max_replans is None:
         max_replans = max(1, math.ceil(2 * cfg.goal_offset / (exec_steps * codec.frame_skip)))
 
+    if isinstance(proprio_probe, (str, os.PathLike)):
+        from latentwm.planning.proprio import ProprioProbe
+
+        proprio_probe = ProprioProbe.load(proprio_probe, device=dev)
+    use_probe = proprio_probe is not None and cfg.proprio_weight > 0
     paths = held_out_episodes(episodes_dir, cache_dir, exp.data.eval_fraction, exp.data.seed)
     goals = sample_goals(paths, num_goals, cfg.goal_offset, seed)
-    from latentwm.envs.pusht import PushTEnv
+    from latentwm.envs.pusht import PushTEnv, proprio_from_state
 
     env = PushTEnv(image_size=goals[0].goal_frame.shape[0])
     methods = list(planners) + list(baselines)
@@ -208,13 +215,15 @@ def evaluate_planning(model_or_run, episodes_dir: str | os.PathLike, cache_dir: 
     out = Path(out_dir) if out_dir is not None else None
     log(f"planning: {len(goals)} goals {cfg.goal_offset} env steps ahead from {len(paths)} held-out episodes; "
         f"{', '.join(methods)}; ≤ {max_replans} plans × {exec_steps} model steps; population {cfg.population}, "
-        f"{cfg.iterations} iterations, horizon {cfg.horizon}, K = {cfg.sample_steps}")
+        f"{cfg.iterations} iterations, horizon {cfg.horizon}, K = {cfg.sample_steps}; cost: visual MSE"
+        + (f" + {cfg.proprio_weight:g} × proprio MSE (probe)" if use_probe else ""))
     try:
         for g in goals:
             line = []
             for m in methods:
                 if m in planners:
-                    policy = MPCPolicy(model, observer, codec, cfg, planner=m, context=context, bf16=bf16)
+                    policy = MPCPolicy(model, observer, codec, cfg, planner=m, context=context, bf16=bf16,
+                                       proprio_probe=proprio_probe if use_probe else None)
                     chunks = max_replans
                 elif m == "random":
                     policy, chunks = RandomPolicy(codec, cfg), max_replans
@@ -223,7 +232,8 @@ def evaluate_planning(model_or_run, episodes_dir: str | os.PathLike, cache_dir: 
                 record = out is not None and g.index < num_videos
                 with torch.random.fork_rng(devices=[]):
                     r = run_episode(env, policy, g.start_state, g.goal_state, g.goal_frame, chunks,
-                                    codec.frame_skip, seed=derive_seed(seed, g.index), record=record)
+                                    codec.frame_skip, seed=derive_seed(seed, g.index), record=record,
+                                    goal_proprio=proprio_from_state(g.goal_state))
                 frames = r.pop("frames")
                 if record:
                     from latentwm.eval.visualize import save_gif
@@ -253,7 +263,8 @@ def evaluate_planning(model_or_run, episodes_dir: str | os.PathLike, cache_dir: 
         "settings": {**{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("planner", "num_goals")},
                      "max_replans": max_replans, "budget_env_steps": max_replans * exec_steps * codec.frame_skip,
                      "frame_skip": codec.frame_skip, "context": context, "repeat_actions": repeat_actions,
-                     "bf16": bf16,
+                     "bf16": bf16, "proprio_term": use_probe,
+                     "proprio_probe": getattr(proprio_probe, "metrics", None) if use_probe else None,
                      "held_out_episodes": len(paths)},
         "convention": "DINO-WM Push-T success (block < 20 px, angle < π/9, agent < 20 px) at the end of any "
                       "executed chunk; final_distance = block px + agent px + angle degrees of the last state",

@@ -153,17 +153,20 @@ class MPCPolicy:
     current position (`info["agent_pos"]`, part of gym-pusht's observation), the analogue of DINO-WM's zero mean
     for its relative actions; "center": the middle of the action box. Later plans warm-start from the previous plan
     shifted by the executed steps (cfg.warm_start). bf16: candidate rollouts under bf16 autocast (see `plan`).
+    proprio_probe: a `ProprioProbe`; with cfg.proprio_weight > 0 and the goal's proprio (`info["goal_proprio"]` at
+    reset, raw units) the cost gains DINO-WM's proprio term.
     """
 
     def __init__(self, model, observer: LatentObserver, codec: ActionCodec, cfg: PlanConfig,
                  planner: str | None = None, context: int = 4, tau_ctx: float = 1.0, init: str = "hold",
-                 bf16: bool = False):
+                 bf16: bool = False, proprio_probe=None):
         if init not in ("hold", "center"):
             raise ValueError(f"MPCPolicy: init must be 'hold' or 'center', got {init!r}")
         self.model, self.observer, self.codec, self.cfg = model, observer, codec, cfg
         self.name = planner or cfg.planner
         self.context = max(1, min(context, model.cfg.context_frames - 1))
         self.tau_ctx, self.init, self.bf16 = tau_ctx, init, bf16
+        self.probe = proprio_probe if proprio_probe is not None and cfg.proprio_weight > 0 else None
         self.horizon = cfg.horizon
         self.exec_steps = min(cfg.exec_steps, cfg.horizon)
         self.device = next(model.parameters()).device
@@ -173,6 +176,14 @@ class MPCPolicy:
 
     def reset(self, goal_frame: np.ndarray, info: dict, seed: int = 0) -> None:
         self.goal = self.observer(goal_frame[None])[0]
+        self.proprio = None
+        if self.probe is not None:
+            if "goal_proprio" not in info:
+                raise ValueError("MPCPolicy: a proprio probe needs the goal's proprio (info['goal_proprio'] at reset)")
+            from latentwm.planning.proprio import ProprioGoal
+
+            self.probe.to(self.device)
+            self.proprio = ProprioGoal(self.probe, self.probe.normalize(info["goal_proprio"]), self.cfg.proprio_weight)
         self.latents: list[torch.Tensor] = []
         self.actions: list[torch.Tensor] = []  # model actions executed between consecutive latents
         self.prev: torch.Tensor | None = None
@@ -195,7 +206,7 @@ class MPCPolicy:
         gen = torch.Generator(device=self.device).manual_seed(s)
         res = plan(self.model, history, self.goal, self.horizon, self.cfg, self.low, self.high,
                    history_actions=hist_actions, init=init, planner=self.name, generator=gen, seed=s,
-                   tau_ctx=self.tau_ctx, expand=self.codec.expand, bf16=self.bf16)
+                   tau_ctx=self.tau_ctx, expand=self.codec.expand, bf16=self.bf16, proprio=self.proprio)
         self.calls += 1
         self.plan_seconds.append(res.seconds)
         self.results.append(res)
@@ -250,9 +261,10 @@ class ReplayPolicy:
 
 def run_episode(env, policy, start_state: np.ndarray, goal_state: np.ndarray, goal_frame: np.ndarray,
                 max_replans: int, frame_skip: int, seed: int = 0, stop_on_success: bool = True,
-                record: bool = False) -> dict:
+                record: bool = False, goal_proprio: np.ndarray | None = None) -> dict:
     """One goal-reaching episode from `start_state` (the env is reset to it exactly).
 
+    goal_proprio: the goal state's proprio (raw units), handed to the policy at reset (`info["goal_proprio"]`).
     Each of at most `max_replans` chunks: policy.act(frames at model-step boundaries since the last call, info) ->
     env actions, executed; then DINO-WM's Push-T test on the state reached (see the module docstring).
     Returns success, success_step (env steps when first successful, or None), final_distance, final
@@ -262,7 +274,7 @@ def run_episode(env, policy, start_state: np.ndarray, goal_state: np.ndarray, go
     `frames` (T, H, W, 3) of the executed episode when `record`.
     """
     frame, info = env.reset(state=start_state)
-    policy.reset(goal_frame, info, seed=seed)
+    policy.reset(goal_frame, info if goal_proprio is None else {**info, "goal_proprio": goal_proprio}, seed=seed)
     m0 = goal_metrics(env.state(), goal_state)
     start_success = bool(m0["success"])
     boundary, frames, steps = [frame], [frame] if record else [], 0

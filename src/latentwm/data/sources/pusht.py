@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from latentwm.data.episodes import Episode, EpisodeError, load_episode, save_episode
+from latentwm.envs.pusht import proprio_from_state
 
 CAMERA = "main"
 POLICIES = ("scripted", "random_walk")
@@ -123,7 +124,7 @@ def rollout_episode(env, index: int, seed: int, policy: str, max_steps: int) -> 
     travel = float(np.linalg.norm(np.diff(states_a[:, 2:4], axis=0), axis=1).sum()) if len(states) > 1 else 0.0
     return Episode(
         dataset="pusht", episode_id=f"episode_{index:06d}", fps=float(env.fps), frames={CAMERA: np.stack(frames)},
-        actions=np.asarray(actions, dtype=np.float32), proprio=states_a[:, [0, 1, 5, 6]].astype(np.float32),
+        actions=np.asarray(actions, dtype=np.float32), proprio=proprio_from_state(states_a),
         rewards=np.asarray(rewards, dtype=np.float32), states=states_a, success=bool(success),
         extras=dict(seed=int(seed + index), policy=policy, block_travel=travel),
     )

@@ -1,0 +1,215 @@
+"""Proprioception in the planning cost: a readout of the agent's own state from the world model, and its goal term.
+
+Why: DINO-WM's Push-T objective is last-frame visual MSE + 1.0 × proprio MSE (../shared/ANCHORS.md); its predictor
+carries proprio as extra channels of every token. Our dynamics model predicts encoder latents only, and on small
+frames a frozen encoder barely sees the agent (Push-T's agent is about 3 px wide in a 96 px frame) while the goal test
+needs it within 20 of 512 units: the visual term alone cannot place it (benchmarks/bench_plan_cost.py).
+
+`ProprioProbe` closes that gap without touching the model: a small MLP, trained on the frozen model's per-frame
+register features (clean latents, the dataset's actions: `rl.bc.dataset_features`), predicting the frame's proprio
+(normalized with the dataset's statistics, only the dims used, Push-T: agent x, y). The features of frame t have seen
+frame t, its history and the action that led into it, so on a predicted frame the probe reads where the model thinks
+the agent is. At planning time `LatentGoalObjective` runs the last predicted frame's clean pass (the pass that would
+write it into the cache) for its features, and adds `weight · mean((p̂ − p_goal)²)` (normalized units, as DINO-WM).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+PROBE_FILE = "proprio_probe.safetensors"
+
+
+class ProprioProbe(nn.Module):
+    """(…, F) frame features -> (…, k) normalized proprio of the dims `dims`.
+
+    Features are standardized per dimension with statistics of the training features (buffers, saved with the
+    weights); `prop_mean`/`prop_std` (P,) are the dataset's proprio statistics, kept to normalize goal states.
+    """
+
+    def __init__(self, feature_dim: int, dims: tuple[int, ...], prop_mean, prop_std, hidden: int = 256):
+        super().__init__()
+        self.feature_dim, self.dims, self.hidden = int(feature_dim), tuple(int(d) for d in dims), int(hidden)
+        self.net = nn.Sequential(nn.Linear(feature_dim, hidden), nn.LayerNorm(hidden), nn.SiLU(),
+                                 nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.SiLU(),
+                                 nn.Linear(hidden, len(self.dims)))
+        self.register_buffer("feat_mean", torch.zeros(feature_dim))
+        self.register_buffer("feat_std", torch.ones(feature_dim))
+        self.register_buffer("prop_mean", torch.as_tensor(np.asarray(prop_mean), dtype=torch.float32))
+        self.register_buffer("prop_std", torch.as_tensor(np.asarray(prop_std), dtype=torch.float32))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.net((feats.float() - self.feat_mean) / self.feat_std)
+
+    def normalize(self, proprio) -> torch.Tensor:
+        """(…, P) raw proprio (e.g. a goal state's) -> (…, k) normalized, the probed dims."""
+        p = torch.as_tensor(np.asarray(proprio, np.float32), device=self.prop_mean.device)
+        return ((p - self.prop_mean) / self.prop_std)[..., list(self.dims)]
+
+    def to_units(self, pred: torch.Tensor) -> torch.Tensor:
+        """(…, k) normalized predictions -> raw units (e.g. Push-T pixels of the 512 workspace)."""
+        d = list(self.dims)
+        return pred * self.prop_std[d] + self.prop_mean[d]
+
+    # ---- persistence -------------------------------------------------------------------------------------------
+    def meta(self) -> dict:
+        return dict(feature_dim=self.feature_dim, dims=list(self.dims), hidden=self.hidden,
+                    proprio_dim=int(self.prop_mean.numel()))
+
+    def save(self, path: str | os.PathLike, metrics: dict | None = None) -> Path:
+        """Atomic write of `path` (.safetensors) and its .json (meta + metrics)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(tmp))
+        meta = path.with_suffix(".json")
+        meta_tmp = meta.with_name(meta.name + ".tmp")
+        meta_tmp.write_text(json.dumps({**self.meta(), "metrics": metrics or {}}, indent=1))
+        os.replace(tmp, path)
+        os.replace(meta_tmp, meta)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device="cpu") -> "ProprioProbe":
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if path.is_dir():
+            path = path / PROBE_FILE
+        meta_path = path.with_suffix(".json")
+        if not path.exists() or not meta_path.exists():
+            raise FileNotFoundError(f"proprio probe: {path} (and its .json) not found")
+        meta = json.loads(meta_path.read_text())
+        state = load_file(str(path))
+        probe = cls(meta["feature_dim"], tuple(meta["dims"]), np.zeros(meta["proprio_dim"]),
+                    np.ones(meta["proprio_dim"]), hidden=meta["hidden"])
+        probe.load_state_dict(state)
+        probe.metrics = meta.get("metrics", {})
+        return probe.to(device).eval()
+
+
+@dataclass
+class ProprioGoal:
+    """The proprio term of a planning cost: weight · mean over dims of (probe(features) − goal)²."""
+
+    probe: ProprioProbe
+    goal: torch.Tensor  # (k,) normalized goal proprio
+    weight: float = 1.0
+
+    def __call__(self, feats: torch.Tensor) -> torch.Tensor:
+        """feats (P, F) features of each candidate's last predicted frame -> (P,)."""
+        return self.weight * (self.probe(feats) - self.goal.to(feats.device)).pow(2).mean(-1)
+
+
+def _features_and_targets(model, data, n_clips: int, dims, batch_size: int, seed: int, device):
+    from latentwm.data.batch import collate
+    from latentwm.rl.bc import dataset_features
+
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(data), generator=g)[:n_clips].tolist()
+    feats, targets = [], []
+    for i in range(0, len(idx), batch_size):
+        b = collate([data[j] for j in idx[i:i + batch_size]], action_dim=model.cfg.action_dim).to(device)
+        if b.proprio is None:
+            raise ValueError("proprio probe: the clips carry no proprio (the dataset records none)")
+        f = dataset_features(model, b)  # (B, T, F)
+        keep = b.valid if b.valid is not None else torch.ones(f.shape[:2], dtype=torch.bool, device=f.device)
+        feats.append(f[keep])
+        targets.append(b.proprio[..., list(dims)][keep].float())
+    return torch.cat(feats), torch.cat(targets)
+
+
+def train_proprio_probe(model, cache_dir: str | os.PathLike, exp, dims: tuple[int, ...] = (0, 1), steps: int = 1500,
+                        clips: int = 512, clip_len: int | None = None, hidden: int = 256, lr: float = 1e-3,
+                        batch_size: int = 256, seed: int = 0, device="cpu", log=print) -> tuple[ProprioProbe, dict]:
+    """Fit a `ProprioProbe` on the frozen `model`'s features of the cache's training clips; score held-out clips.
+
+    exp: the model's ExperimentConfig (clip split, frame skip). Features are computed once (no grad) for `clips`
+    clips per split, then the MLP trains `steps` Adam steps on minibatches of frames. Returns (probe, metrics) with
+    held-out RMSE in raw proprio units, the constant-mean baseline's, and R² per dim.
+    """
+    from latentwm.data.clips import LatentClipDataset
+
+    d = exp.data
+    clip_len = clip_len or exp.data.clip_len
+    kw = dict(frame_skip=d.frame_skip, action_dim=exp.model.action_dim, eval_fraction=d.eval_fraction, seed=d.seed)
+    train = LatentClipDataset(cache_dir, clip_len, split="train", **kw)
+    held = LatentClipDataset(cache_dir, clip_len, split="eval", **kw)
+    if len(train) == 0:
+        raise ValueError(f"proprio probe: no training clip of {clip_len} frames in {cache_dir}")
+    stats = next(iter(train.cache.dataset_stats.values())).proprio
+    if stats is None:
+        raise ValueError(f"proprio probe: the cache {cache_dir} has no proprio statistics (no proprio recorded)")
+    model.eval()
+    dev = torch.device(device)
+    xf, yf = _features_and_targets(model, train, clips, dims, 16, seed, dev)
+    probe = ProprioProbe(xf.shape[-1], dims, stats.mean, stats.std, hidden=hidden).to(dev)
+    probe.feat_mean.copy_(xf.mean(0))
+    probe.feat_std.copy_(xf.std(0).clamp_min(1e-4))
+    opt = torch.optim.Adam(probe.net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    g = torch.Generator(device="cpu").manual_seed(seed + 1)
+    for _ in range(steps):
+        i = torch.randint(len(xf), (min(batch_size, len(xf)),), generator=g).to(dev)
+        loss = (probe(xf[i]) - yf[i]).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    probe.eval()
+    metrics = {"train_frames": int(len(xf)), "steps": steps, "train_mse": float(loss)}
+    if len(held):
+        xe, ye = _features_and_targets(model, held, clips, dims, 16, seed, dev)
+        with torch.no_grad():
+            pe = probe(xe)
+        std = probe.prop_std[list(dims)]
+        err = ((pe - ye) * std).pow(2).mean(0)  # per dim, raw units²
+        base = ((ye - yf.mean(0)) * std).pow(2).mean(0)
+        metrics.update(heldout_frames=int(len(xe)), heldout_rmse=float(err.mean().sqrt()),
+                       baseline_rmse=float(base.mean().sqrt()),
+                       r2=[float(1 - e / b) for e, b in zip(err, base.clamp_min(1e-12))])
+        log(f"proprio probe (dims {list(dims)}): held-out RMSE {metrics['heldout_rmse']:.1f} vs "
+            f"{metrics['baseline_rmse']:.1f} for the mean (R² {', '.join(f'{r:.2f}' for r in metrics['r2'])}; "
+            f"{len(xf)} train / {len(xe)} held-out frames)")
+    probe.metrics = metrics
+    return probe, metrics
+
+
+def resolve_probe(checkpoint: str | os.PathLike, spec: str = "auto", cache_dir: str | os.PathLike | None = None,
+                  out_dir: str | os.PathLike | None = None, device="cpu", log=print) -> ProprioProbe | None:
+    """The probe `latentwm plan` uses. spec "none": no proprio term; a path: that probe; "auto": the run's own
+    (`<run>/proprio_probe.safetensors`, next to its checkpoints), else one trained now on the training cache and
+    saved under out_dir (None when the cache records no proprio: visual cost only, said in the log)."""
+    if spec == "none":
+        return None
+    if spec != "auto":
+        return ProprioProbe.load(spec, device=device)
+    ck = Path(checkpoint)
+    for d in (ck, ck.parent, ck.parent.parent):
+        if (d / PROBE_FILE).exists():
+            log(f"proprio probe: {d / PROBE_FILE}")
+            return ProprioProbe.load(d / PROBE_FILE, device=device)
+    from latentwm.train.checkpoint import load_world_model
+
+    model, exp, _ = load_world_model(checkpoint, ema=True, device=device)
+    cache = cache_dir or exp.data.cache_dir
+    try:
+        probe, metrics = train_proprio_probe(model.requires_grad_(False), cache, exp, device=device, log=log)
+    except ValueError as e:
+        log(f"proprio probe: none ({e}); planning with the visual cost only")
+        return None
+    if out_dir is not None:
+        log(f"proprio probe saved to {probe.save(Path(out_dir) / PROBE_FILE, metrics)}")
+    return probe
+
+
+__all__ = ["PROBE_FILE", "ProprioGoal", "ProprioProbe", "resolve_probe", "train_proprio_probe"]
