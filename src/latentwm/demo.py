@@ -121,14 +121,21 @@ def run_demo(cfg: DemoConfig) -> Path:
         stage(f"plan toward {cfg.goals()} held-out goals in the real Push-T env "
               f"({', '.join(cfg.planners)} vs random and dataset actions)")
         from latentwm.planning.evaluate import demo_plan_config, evaluate_planning
-        from latentwm.planning.proprio import PROBE_FILE, train_proprio_probe
+        from latentwm.planning.proprio import PROBE_FILE, ProprioProbe, train_proprio_probe
 
         # DINO-WM plans on visual + proprio MSE; the agent state is read from the model's features by a probe
         # (saved beside the checkpoints, where `latentwm plan` finds it).
-        steps, clips = DEMO_PROBE[cfg.preset]
-        probe, probe_metrics = train_proprio_probe(trainer.ema, out / "latents", exp, steps=steps, clips=clips,
-                                                   seed=cfg.seed)
-        probe.save(Path(exp.train.out_dir) / PROBE_FILE, probe_metrics)
+        probe_path = Path(exp.train.out_dir) / PROBE_FILE
+        probe = None
+        if probe_path.exists():  # resume: the probe of this model, when it is the one saved
+            probe = ProprioProbe.load(probe_path)
+            if probe.metrics.get("model_step") != trainer.state.step:
+                probe = None
+        if probe is None:
+            steps, clips = DEMO_PROBE[cfg.preset]
+            probe, probe_metrics = train_proprio_probe(trainer.ema, out / "latents", exp, steps=steps, clips=clips,
+                                                       seed=cfg.seed)
+            probe.save(probe_path, {**probe_metrics, "model_step": trainer.state.step})
         planning = evaluate_planning(trainer.ema, out / "episodes", out / "latents",
                                      plan_cfg=demo_plan_config(exp.plan, num_goals=cfg.goals()),
                                      planners=tuple(cfg.planners), config=exp, encoder=encoder,

@@ -64,7 +64,7 @@ class ProprioProbe(nn.Module):
                     proprio_dim=int(self.prop_mean.numel()))
 
     def save(self, path: str | os.PathLike, metrics: dict | None = None) -> Path:
-        """Atomic write of `path` (.safetensors) and its .json (meta + metrics)."""
+        """Atomic write of `path` (.safetensors) and its .json (meta + metrics; they become `self.metrics`)."""
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -76,6 +76,7 @@ class ProprioProbe(nn.Module):
         meta_tmp.write_text(json.dumps({**self.meta(), "metrics": metrics or {}}, indent=1))
         os.replace(tmp, path)
         os.replace(meta_tmp, meta)
+        self.metrics = metrics or {}
         return path
 
     @classmethod
