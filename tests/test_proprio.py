@@ -8,8 +8,7 @@ from latentwm.config import PlanConfig, get_preset
 from latentwm.envs.pusht import proprio_from_state
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.planning import LatentGoalObjective, latent_cost
-from latentwm.planning.proprio import ProprioGoal, ProprioProbe, resolve_probe
-from latentwm.rl.heads import frame_features
+from latentwm.planning.proprio import ProprioGoal, ProprioProbe, probe_features, resolve_probe
 
 
 def _model():
@@ -23,7 +22,7 @@ def _model():
 
 def _probe(m, dims=(0, 1)):
     torch.manual_seed(1)
-    F = m.cfg.registers * m.cfg.width
+    F = m.special * m.cfg.width
     return ProprioProbe(F, dims, prop_mean=[250.0, 260.0, 0.0, 0.0], prop_std=[100.0, 110.0, 5.0, 5.0], hidden=16)
 
 
@@ -47,7 +46,7 @@ def test_proprio_term_uses_the_last_frames_clean_pass():
         acts = torch.cat([ctx_actions, cands[i : i + 1], torch.zeros(1, 1, c.action_dim)], 1)  # the last is unused
         mask = torch.ones(acts.shape[:2], dtype=torch.bool)
         _, h = m(seq, 1.0, 1.0 / c.k_max, acts, mask, return_hidden=True)
-        feats = frame_features(h[:, -1], c.registers)
+        feats = probe_features(m, h[:, -1])
         want = latent_cost(pred[i : i + 1], goal) + 2.0 * (probe(feats) - term.goal).pow(2).mean(-1)
         torch.testing.assert_close(batched[i : i + 1], want, atol=1e-5, rtol=1e-4)
     # the term changes the ranking toward the candidate whose read-out proprio matches the goal

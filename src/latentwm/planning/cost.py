@@ -76,7 +76,7 @@ class LatentGoalObjective:
         return self._noise[:, :horizon]
 
     def predict(self, actions: torch.Tensor, grad: bool = False, features: bool = False):
-        """actions (P, H, A) -> predicted latents (P, H, N, D); with `features` also (P, F) register features of
+        """actions (P, H, A) -> predicted latents (P, H, N, D); with `features` also (P, F) `probe_features` of
         the last predicted frame, from its clean pass (τ = 1: what the frame would write into the cache)."""
         P, H, _ = actions.shape
         full = torch.cat([self.context_actions.expand(P, -1, -1), actions], 1)  # (P, C − 1 + H, A)
@@ -87,14 +87,14 @@ class LatentGoalObjective:
                     noise=self.noise(H), generator=self.generator, cache=cache, grad=grad)
         if not features:
             return x
-        from latentwm.rl.heads import frame_features
+        from latentwm.planning.proprio import probe_features
 
         last = self.C + H - 1  # its action is full[:, last − 1]; the cache holds frames 0 .. last − 1
         ones = torch.ones(P, device=x.device)
         with torch.set_grad_enabled(grad):
             _, h = self.model.step(x[:, -1], ones, ones / self.model.cfg.k_max, full[:, last - 1], mask[:, last - 1],
                                    cache=cache, commit=False, return_hidden=True)
-        return x, frame_features(h, self.model.cfg.registers)
+        return x, probe_features(self.model, h)
 
     def __call__(self, actions: torch.Tensor, grad: bool = False) -> torch.Tensor:
         if self.proprio is None:
