@@ -95,7 +95,9 @@ def write_report(out: str | Path, exp: ExperimentConfig, results: dict, train_di
     if planning is not None:
         metrics["planning"] = {k: planning[k] for k in ("success_rate", "final_distance", "seconds_per_plan",
                                                          "num_goals", "start_distance", "start_success_rate",
-                                                         "success_step", "settings", "convention")}
+                                                         "success_step", "settings", "convention", "block_pos_diff",
+                                                         "agent_pos_diff", "angle_diff_deg", "block_static_goals")
+                               if k in planning}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
 
     # ---- report.md
@@ -149,6 +151,16 @@ def _examples(res: dict):
             yield truth[b], pred[b], ctx[b]
 
 
+def _static_note(planning: dict) -> str:
+    if "block_static_goals" not in planning:
+        return ""
+    ba = planning["block_pos_diff"]
+    return (f" In {planning['block_static_goals']:.0%} of the goals the block pose already passes at the start (only "
+            f"the agent must get there); the block / agent / angle columns show what each method controls (e.g. "
+            + ", ".join(f"{m} ends {ba[m]:.0f} px from the goal block" for m in ba if m != "dataset_actions")
+            + ").")
+
+
 def _planning_section(planning: dict) -> str:
     from latentwm.planning.evaluate import planning_table
 
@@ -179,7 +191,7 @@ episode's own actions (the oracle that produced the goal). Same goals and seeds 
 
 {planning_table(planning)}
 
-{"; ".join(verdict)}.
+{"; ".join(verdict)}.{_static_note(planning)}
 
 Executed episodes (left) beside the goal image (right); the strip turns green once the goal test passes.
 

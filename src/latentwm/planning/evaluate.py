@@ -206,7 +206,7 @@ def evaluate_planning(model_or_run, episodes_dir: str | os.PathLike, cache_dir: 
     use_probe = proprio_probe is not None and cfg.proprio_weight > 0
     paths = held_out_episodes(episodes_dir, cache_dir, exp.data.eval_fraction, exp.data.seed)
     goals = sample_goals(paths, num_goals, cfg.goal_offset, seed)
-    from latentwm.envs.pusht import PushTEnv, proprio_from_state
+    from latentwm.envs.pusht import PushTEnv, goal_metrics, proprio_from_state
 
     env = PushTEnv(image_size=goals[0].goal_frame.shape[0])
     methods = list(planners) + list(baselines)
@@ -257,6 +257,12 @@ def evaluate_planning(model_or_run, episodes_dir: str | os.PathLike, cache_dir: 
         "seconds_per_plan": {m: mean(m, "seconds_per_plan") for m in planners},
         "num_goals": len(goals),
         "videos": videos,
+        "block_pos_diff": {m: mean(m, "block_pos_diff") for m in methods},
+        "agent_pos_diff": {m: mean(m, "agent_pos_diff") for m in methods},
+        "angle_diff_deg": {m: math.degrees(mean(m, "angle_diff")) for m in methods},
+        # goals whose block pose already passes at the start: only the agent has to get there
+        "block_static_goals": float(np.mean([goal_metrics(np.r_[g.goal_state[:2], g.start_state[2:]], g.goal_state)
+                                             ["success"] for g in goals])),
         "start_success_rate": float(np.mean([r["start_success"] for r in rows[methods[0]]])),
         "start_distance": float(np.mean([r["start_distance"] for r in rows[methods[0]]])),
         "success_step": {m: float(np.mean(s)) if s else None for m, s in steps.items()},
@@ -285,10 +291,14 @@ def _json_default(o):
 
 def planning_table(metrics: dict) -> str:
     """Markdown table of an `evaluate_planning` result (one row per method), with a settings line under it."""
-    lines = ["| method | success rate | final state distance | s / plan |", "|---|---|---|---|"]
+    parts = all(k in metrics for k in ("block_pos_diff", "agent_pos_diff", "angle_diff_deg"))
+    lines = ["| method | success rate | final state distance | " + ("block px | agent px | angle ° | " if parts else "")
+             + "s / plan |", "|---|---|---|" + ("---|---|---|" if parts else "") + "---|"]
     for m, sr in metrics["success_rate"].items():
         sp = metrics.get("seconds_per_plan", {}).get(m)
-        lines.append(f"| {m} | {sr:.2f} | {metrics['final_distance'][m]:.1f} | "
+        extra = (f"{metrics['block_pos_diff'][m]:.1f} | {metrics['agent_pos_diff'][m]:.1f} | "
+                 f"{metrics['angle_diff_deg'][m]:.1f} | " if parts else "")
+        lines.append(f"| {m} | {sr:.2f} | {metrics['final_distance'][m]:.1f} | {extra}"
                      f"{'–' if sp is None else f'{sp:.2f}'} |")
     s = metrics.get("settings", {})
     if s:
@@ -298,7 +308,11 @@ def planning_table(metrics: dict) -> str:
                      f"iterations, horizon {s.get('horizon')}, {s.get('exec_steps')} steps executed per plan, "
                      f"≤ {s.get('max_replans')} plans, K = {s.get('sample_steps')}; at the start: distance "
                      f"{metrics.get('start_distance', float('nan')):.1f}, goals already reached "
-                     f"{metrics.get('start_success_rate', 0):.2f}. Success: {metrics.get('convention', '')}.")
+                     f"{metrics.get('start_success_rate', 0):.2f}"
+                     + (f", goals whose block pose already passes (only the agent must get there) "
+                        f"{metrics['block_static_goals']:.2f}" if "block_static_goals" in metrics else "")
+                     + f". Success: {metrics.get('convention', '')}. Errors (block px, agent px, angle °) are "
+                     "means of the last states.")
     return "\n".join(lines)
 
 
