@@ -141,9 +141,11 @@ def test_evaluate_planning_is_deterministic_and_complete(episodes, tmp_path):
     assert list(a["seconds_per_plan"]) == ["cem", "gradient"] and a["num_goals"] == 2
     assert a["final_distance"] == b["final_distance"] and a["success_rate"] == b["success_rate"]
     assert a["success_rate"]["dataset_actions"] == 1.0
+    assert a["agent_pos_diff"]["dataset_actions"] < 1 and a["block_pos_diff"]["dataset_actions"] < 1
+    assert 0 <= a["block_static_goals"] <= 1 and set(a["angle_diff_deg"]) == set(methods)
     assert len(a["videos"]) == 4 and all((tmp_path / "a" / v).stat().st_size > 0 for v in a["videos"])
     assert json.loads((tmp_path / "a" / "planning.json").read_text())["num_goals"] == 2
     table = planning_table(a)
-    assert "| cem |" in table and "dataset_actions" in table
+    assert "| cem |" in table and "dataset_actions" in table and "agent px" in table
     with pytest.raises(ValueError, match="unknown methods"):
         evaluate_planning(model, episodes, **{**kw, "planners": ("beam",)})
