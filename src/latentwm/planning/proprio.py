@@ -161,9 +161,15 @@ def train_proprio_probe(model, cache_dir: str | os.PathLike, exp, dims: tuple[in
     held = LatentClipDataset(cache_dir, clip_len, split="eval", **kw)
     if len(train) == 0:
         raise ValueError(f"proprio probe: no training clip of {clip_len} frames in {cache_dir}")
-    stats = next(iter(train.cache.dataset_stats.values())).proprio
-    if stats is None:
+    with_prop = {k: v.proprio for k, v in train.cache.dataset_stats.items() if v.proprio is not None}
+    if not with_prop:
         raise ValueError(f"proprio probe: the cache {cache_dir} has no proprio statistics (no proprio recorded)")
+    if len(with_prop) > 1:  # each dataset's proprio means something else (Push-T agent xy vs DROID pose)
+        raise ValueError(f"proprio probe: the cache {cache_dir} mixes datasets with proprio ({sorted(with_prop)}); "
+                         "train the probe on a cache of the one dataset you plan in")
+    stats = next(iter(with_prop.values()))
+    if max(dims) >= len(stats.mean):
+        raise ValueError(f"proprio probe: dims {list(dims)} out of range for {len(stats.mean)}-D proprio")
     model.eval()
     dev = torch.device(device)
     xf, yf = _features_and_targets(model, train, clips, dims, 16, seed, dev)
