@@ -143,7 +143,9 @@ def test_evaluate_planning_is_deterministic_and_complete(episodes, tmp_path):
     assert a["success_rate"]["dataset_actions"] == 1.0
     assert a["agent_pos_diff"]["dataset_actions"] < 1 and a["block_pos_diff"]["dataset_actions"] < 1
     assert 0 <= a["block_static_goals"] <= 1 and set(a["angle_diff_deg"]) == set(methods)
-    assert len(a["videos"]) == 4 and all((tmp_path / "a" / v).stat().st_size > 0 for v in a["videos"])
+    first = [v for v in a["videos"] if v.startswith("videos/goal00_")]  # every method on the first goal; beyond
+    assert len(first) == 4 and all(v.endswith("_success.gif") for v in set(a["videos"]) - set(first))  # successes
+    assert all((tmp_path / "a" / v).stat().st_size > 0 for v in a["videos"])
     assert json.loads((tmp_path / "a" / "planning.json").read_text())["num_goals"] == 2
     table = planning_table(a)
     assert "| cem |" in table and "dataset_actions" in table and "agent px" in table

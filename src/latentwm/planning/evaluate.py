@@ -160,7 +160,7 @@ def evaluate_planning(model_or_run, episodes_dir: str | os.PathLike, cache_dir: 
     proprio_probe: a `ProprioProbe` (or its file / folder): planners add DINO-WM's proprio term (weight
     plan_cfg.proprio_weight) on the agent state it reads from the model's features; None: visual cost only.
     out_dir: writes planning.json (the returned dict), planning_goals.json (per goal and method) and GIFs of the
-    first `num_videos` goals for every method under videos/.
+    first `num_videos` goals for every method, and of each planner's first success, under videos/.
 
     Returns {"success_rate": {method: float}, "final_distance": {method: float}, "seconds_per_plan": {planner:
     float}, "num_goals", "videos": [paths relative to out_dir], "start_success_rate", "success_step",
@@ -212,6 +212,7 @@ def evaluate_planning(model_or_run, episodes_dir: str | os.PathLike, cache_dir: 
     methods = list(planners) + list(baselines)
     rows: dict[str, list[dict]] = {m: [] for m in methods}
     videos: list[str] = []
+    shown_success: set[str] = set()  # planners whose first successful episode is already a GIF
     out = Path(out_dir) if out_dir is not None else None
     log(f"planning: {len(goals)} goals {cfg.goal_offset} env steps ahead from {len(paths)} held-out episodes; "
         f"{', '.join(methods)}; ≤ {max_replans} plans × {exec_steps} model steps; population {cfg.population}, "
@@ -229,14 +230,18 @@ def evaluate_planning(model_or_run, episodes_dir: str | os.PathLike, cache_dir: 
                     policy, chunks = RandomPolicy(codec, cfg), max_replans
                 else:
                     policy, chunks = ReplayPolicy(g.actions), 1
-                record = out is not None and g.index < num_videos
+                record = out is not None  # frames are cheap at these sizes; kept only for the GIFs written
                 with torch.random.fork_rng(devices=[]):
                     r = run_episode(env, policy, g.start_state, g.goal_state, g.goal_frame, chunks,
                                     codec.frame_skip, seed=derive_seed(seed, g.index), record=record,
                                     goal_proprio=proprio_from_state(g.goal_state))
                 frames = r.pop("frames")
-                if record:
+                first_success = m in planners and r["success"] and m not in shown_success
+                if record and (g.index < num_videos or first_success):
                     from latentwm.eval.visualize import save_gif
+
+                    if first_success:
+                        shown_success.add(m)
 
                     name = f"videos/goal{g.index:02d}_{m}_{'success' if r['success'] else 'failure'}.gif"
                     save_gif(out / name, _video(frames, g.goal_frame, r["success_step"]), fps=10)
