@@ -130,5 +130,11 @@ def test_probe_trains_on_a_pusht_cache_and_scores_held_out(tmp_path):
                                    log=lambda *_: None)
     assert m["train_mse"] < 0.5 and m["heldout_rmse"] > 0 and m["baseline_rmse"] > 0 and len(m["r2"]) == 2
     assert probe.dims == (0, 1) and probe.prop_std.shape == (4,)
+    model = _model()
+    torch.manual_seed(123)  # whatever drew from the global RNG before: the same seed gives the same probe
+    again, _ = train_proprio_probe(model, tmp_path / "cache", exp, steps=150, clips=64, hidden=32,
+                                   log=lambda *_: None)
+    for k, v in probe.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[k], v, atol=0, rtol=0)
     with pytest.raises(ValueError, match="out of range"):
         train_proprio_probe(_model(), tmp_path / "cache", exp, dims=(0, 7), steps=1, clips=2)

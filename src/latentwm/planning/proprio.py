@@ -173,7 +173,9 @@ def train_proprio_probe(model, cache_dir: str | os.PathLike, exp, dims: tuple[in
     model.eval()
     dev = torch.device(device)
     xf, yf = _features_and_targets(model, train, clips, dims, 16, seed, dev)
-    probe = ProprioProbe(xf.shape[-1], dims, stats.mean, stats.std, hidden=hidden).to(dev)
+    with torch.random.fork_rng(devices=[]):  # the same probe for the same seed, whatever ran before
+        torch.manual_seed(seed)
+        probe = ProprioProbe(xf.shape[-1], dims, stats.mean, stats.std, hidden=hidden).to(dev)
     probe.feat_mean.copy_(xf.mean(0))
     probe.feat_std.copy_(xf.std(0).clamp_min(1e-4))
     opt = torch.optim.Adam(probe.net.parameters(), lr=lr)
