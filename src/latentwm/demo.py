@@ -28,7 +28,7 @@ class DemoConfig:
     """End-to-end Push-T on the CPU; writes a report folder (report.md, metrics.json, plots, GIFs)."""
 
     preset: str = "cpu"
-    """cpu (the full demo, about 30 min on 2 cores) or smoke (CI, about a minute)."""
+    """cpu (the full demo, 30–40 min on 2 cores) or smoke (CI, about a minute)."""
     out_dir: str = "runs/demo"
     episodes: int = 0
     """Episodes to simulate (0: the preset's default)."""
