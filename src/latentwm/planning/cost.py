@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from latentwm.planning.proprio import probe_features
 from latentwm.rollout import observe, rollout
 
 
@@ -87,8 +88,6 @@ class LatentGoalObjective:
                     noise=self.noise(H), generator=self.generator, cache=cache, grad=grad)
         if not features:
             return x
-        from latentwm.planning.proprio import probe_features
-
         last = self.C + H - 1  # its action is full[:, last − 1]; the cache holds frames 0 .. last − 1
         ones = torch.ones(P, device=x.device)
         with torch.set_grad_enabled(grad):

@@ -166,10 +166,11 @@ class MPCPolicy:
         self.name = planner or cfg.planner
         self.context = max(1, min(context, model.cfg.context_frames - 1))
         self.tau_ctx, self.init, self.bf16 = tau_ctx, init, bf16
-        self.probe = proprio_probe if proprio_probe is not None and cfg.proprio_weight > 0 else None
         self.horizon = cfg.horizon
         self.exec_steps = min(cfg.exec_steps, cfg.horizon)
         self.device = next(model.parameters()).device
+        use = proprio_probe is not None and cfg.proprio_weight > 0
+        self.probe = proprio_probe.to(self.device) if use else None
         self.low, self.high = codec.bounds(self.device)
         self.plan_seconds: list[float] = []
         self.results: list[PlanResult] = []
@@ -182,7 +183,6 @@ class MPCPolicy:
                 raise ValueError("MPCPolicy: a proprio probe needs the goal's proprio (info['goal_proprio'] at reset)")
             from latentwm.planning.proprio import ProprioGoal
 
-            self.probe.to(self.device)
             self.proprio = ProprioGoal(self.probe, self.probe.normalize(info["goal_proprio"]), self.cfg.proprio_weight)
         self.latents: list[torch.Tensor] = []
         self.actions: list[torch.Tensor] = []  # model actions executed between consecutive latents

@@ -25,6 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from latentwm.rl.bc import clean_step
+from latentwm.rl.heads import mlp
+
 PROBE_FILE = "proprio_probe.safetensors"
 
 
@@ -38,7 +41,7 @@ def probe_features(model, hidden: torch.Tensor) -> torch.Tensor:
 def clean_features(model, batch) -> torch.Tensor:
     """(B, T, F) probe features of a batch of clean latent clips (τ = 1, the dataset's actions), no grad."""
     with torch.no_grad():
-        _, h = model(batch.latents, 1.0, 1.0 / model.cfg.k_max, batch.actions, batch.action_mask, return_hidden=True)
+        _, h = model(batch.latents, 1.0, clean_step(model), batch.actions, batch.action_mask, return_hidden=True)
     return probe_features(model, h)
 
 
@@ -52,9 +55,7 @@ class ProprioProbe(nn.Module):
     def __init__(self, feature_dim: int, dims: tuple[int, ...], prop_mean, prop_std, hidden: int = 256):
         super().__init__()
         self.feature_dim, self.dims, self.hidden = int(feature_dim), tuple(int(d) for d in dims), int(hidden)
-        self.net = nn.Sequential(nn.Linear(feature_dim, hidden), nn.LayerNorm(hidden), nn.SiLU(),
-                                 nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.SiLU(),
-                                 nn.Linear(hidden, len(self.dims)))
+        self.net = mlp(feature_dim, hidden, len(self.dims))
         self.register_buffer("feat_mean", torch.zeros(feature_dim))
         self.register_buffer("feat_std", torch.ones(feature_dim))
         self.register_buffer("prop_mean", torch.as_tensor(np.asarray(prop_mean), dtype=torch.float32))
@@ -80,17 +81,13 @@ class ProprioProbe(nn.Module):
 
     def save(self, path: str | os.PathLike, metrics: dict | None = None) -> Path:
         """Atomic write of `path` (.safetensors) and its .json (meta + metrics; they become `self.metrics`)."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
+
+        from latentwm.data.latent_cache import _atomic_write
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(tmp))
-        meta = path.with_suffix(".json")
-        meta_tmp = meta.with_name(meta.name + ".tmp")
-        meta_tmp.write_text(json.dumps({**self.meta(), "metrics": metrics or {}}, indent=1))
-        os.replace(tmp, path)
-        os.replace(meta_tmp, meta)
+        _atomic_write(path, save({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}))
+        _atomic_write(path.with_suffix(".json"), json.dumps({**self.meta(), "metrics": metrics or {}}, indent=1))
         self.metrics = metrics or {}
         return path
 
