@@ -6,6 +6,10 @@ SHA-256 of every file), written last. Everything is first written to a temporary
 place only when complete, so a crash mid-write leaves no directory that looks finished; a checkpoint damaged later
 (truncated copy, disk error) fails its manifest check and `latest_checkpoint` falls back to the previous one.
 
+Files are loaded with `torch.load(weights_only=True)` only: unpickling a crafted file runs arbitrary code, and a
+recomputed manifest would not stop it. So everything saved is tensors and plain data (`plain_state` converts numpy
+values and paths at save time, and refuses anything else by its key); RNG states are stored the same way.
+
 For FSDP2 the model and optimizer live in `dcp/` written with torch.distributed.checkpoint (each rank its shards).
 """
 
@@ -14,10 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle  # only for its exception type: files are loaded with torch.load(weights_only=True)
 import random
 import re
 import shutil
 import warnings
+from collections import OrderedDict, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -31,18 +37,66 @@ class CheckpointError(RuntimeError):
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state as tensors and plain numbers, so the file loads with `weights_only=True`."""
+    version, internal, gauss_next = random.getstate()
+    kind, key, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [version, list(internal), gauss_next],
+             "numpy": {"kind": str(kind), "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+_PLAIN = (str, bytes, int, float, bool, complex, type(None), torch.dtype, torch.device, torch.Size)
+
+
+def plain_state(obj, where: str = "state"):
+    """`obj` with numpy values and paths turned into tensors / numbers / strings; anything else that
+    `torch.load(weights_only=True)` would refuse (a custom class) raises CheckpointError here, at save time, naming
+    its key — rather than a checkpoint that cannot be loaded later."""
+    if isinstance(obj, torch.Tensor) or type(obj) in _PLAIN:
+        return obj
+    if type(obj) in (dict, OrderedDict) or isinstance(obj, defaultdict):
+        out = {k: plain_state(v, f"{where}[{k!r}]") for k, v in obj.items()}
+        return OrderedDict(out) if type(obj) is OrderedDict else out
+    if type(obj) in (list, tuple, set):
+        return type(obj)(plain_state(v, f"{where}[{i}]") for i, v in enumerate(obj))
+    if isinstance(obj, np.ndarray) and obj.dtype != object:
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise CheckpointError(f"cannot save {where} of type {type(obj).__name__}: checkpoints hold only tensors and plain "
+                          "data (numbers, strings, lists, dicts), as they are loaded with weights_only=True")
+
+
+def _load(path: Path, map_location="cpu"):
+    """torch.load with weights_only=True: a file holding anything but tensors and plain data is refused, never
+    unpickled (unpickling a crafted file runs arbitrary code)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        why = f" (it references {found.group(1)})" if found else ""
+        raise CheckpointError(f"{path}: holds objects other than tensors and plain data (numbers, strings, lists, "
+                              f"dicts){why}; refusing to unpickle it, which could run code. Checkpoints written "
+                              "before latentwm loaded them with weights_only=True cannot be loaded") from e
+    except (RuntimeError, EOFError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable checkpoint file ({e})") from e
 
 
 def _sha256(path: Path) -> str:
@@ -99,7 +153,7 @@ def save_checkpoint(root: str | os.PathLike, step: int, state: dict, *, rank: in
 
         dcp.save(sharded_state, checkpoint_id=str(tmp / "dcp"))
     if rank == 0:
-        _save_file({**state, "world_size": world_size}, tmp / "state.pt")
+        _save_file(plain_state({**state, "world_size": world_size}), tmp / "state.pt")
     barrier()
     if rank == 0:
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
@@ -162,9 +216,9 @@ def load_checkpoint(path: str | os.PathLike, rank: int = 0, map_location="cpu") 
     """Load `state.pt` (+ this rank's RNG state under key "rng") from a verified checkpoint directory."""
     path = Path(path)
     verify(path)
-    state = torch.load(path / "state.pt", map_location=map_location, weights_only=False)
+    state = _load(path / "state.pt", map_location)
     rng = path / f"rng_rank{rank}.pt"
-    state["rng"] = torch.load(rng, weights_only=False) if rng.exists() else None
+    state["rng"] = _load(rng) if rng.exists() else None
     state["path"] = path
     return state
 

@@ -1,0 +1,16 @@
+"""Shared helpers of the fault-injection tests: rewrite a checkpoint file and give it a matching manifest (what an
+attacker or a careless copy can do), so that only the loader's own defences stand between the file and the run."""
+
+import hashlib
+import json
+from pathlib import Path
+
+
+def rewrite_manifest(ckpt_dir: Path) -> None:
+    """Recompute manifest.json of `ckpt_dir` from its files, so that it verifies whatever they hold."""
+    man = json.loads((ckpt_dir / "manifest.json").read_text())
+    files = sorted(p for p in ckpt_dir.rglob("*") if p.is_file() and p.name != "manifest.json")
+    man["files"] = {str(p.relative_to(ckpt_dir)): {"bytes": p.stat().st_size,
+                                                   "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+                    for p in files}
+    (ckpt_dir / "manifest.json").write_text(json.dumps(man))
