@@ -9,7 +9,8 @@ import warnings
 import pytest
 import torch
 
-from latentwm.config import PRESETS, approx_param_count, get_preset
+from latentwm.config import PRESETS, get_preset
+from latentwm.model.dynamics import approx_param_count
 from latentwm.model import DynamicsModel, dynamics, layers
 
 TINY = get_preset("tiny").model  # D 64, grid 4 (N 16), width 32, depth 4, time_every 2, window 8, k_max 8

@@ -7,6 +7,7 @@ import torch
 
 from latentwm.config import get_preset
 from latentwm.model import DynamicsModel, KVCache
+from latentwm.model.layout import TokenLayout
 from latentwm.model.transformer import Transformer
 
 
@@ -25,14 +26,14 @@ def _perturbed(cfg, seed=0):
 
 @pytest.mark.parametrize("depth,every,kinds", [(4, 2, "stst"), (6, 4, "ssstss"), (3, 1, "ttt")])
 def test_block_layout(depth, every, kinds):
-    t = Transformer(_cfg(depth=depth, time_every=every), special=4, grid=4)
+    t = Transformer(_cfg(depth=depth, time_every=every), TokenLayout(registers=2, latents=16))
     assert "".join(b.kind[0] for b in t.blocks) == kinds
     assert t.time_layers == [i for i, k in enumerate(kinds) if k == "t"]
 
 
 def test_blocks_start_as_identity():
     cfg = _cfg()
-    t = Transformer(cfg, special=4, grid=4)
+    t = Transformer(cfg, TokenLayout(registers=2, latents=16))
     for b in t.blocks:  # the model zeroes these in reset_parameters
         torch.nn.init.zeros_(b.attn.o.weight)
         torch.nn.init.zeros_(b.mlp.down.weight)

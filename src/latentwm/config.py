@@ -8,7 +8,6 @@ Cross-field checks (latent width vs encoder, action dims) live on `ExperimentCon
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -490,14 +489,3 @@ def get_preset(name: str) -> ExperimentConfig:
         return PRESETS[name]()
     except KeyError:
         raise ConfigError(f"preset: unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
-
-
-def approx_param_count(m: ModelConfig) -> int:
-    """Closed-form parameter count of the dynamics model (matches `DynamicsModel.num_parameters` to ~1%)."""
-    w, hd = m.width, m.head_dim
-    attn = w * w * 2 + 2 * w * m.kv_heads * hd + 2 * hd  # q, o, k, v, qk-norm
-    mlp = 3 * w * m.mlp_hidden
-    block = attn + mlp + 2 * w
-    g = m.patch_group**2
-    io = 2 * (m.latent_dim * g * w) + m.action_dim * w + (m.registers + 2) * w
-    return m.depth * block + io + math.ceil(w * 2 * 64)  # + τ / step-size embedding MLPs (order of magnitude)

@@ -1,6 +1,6 @@
 """The dynamics model f_θ(z_τ, τ, d, actions, history) -> x̂ (DESIGN section 5): token layout, embeddings, head.
 
-Tokens per frame t (S = R + 1 + 1 + N'), in this order:
+Tokens per frame t (S = R + 1 + 1 + N'), in the order `model/layout.py: TokenLayout` owns:
   [R registers | 1 shortcut | 1 action | N' latent]
 - registers: R learned vectors, the same in every frame (scratch space for global state).
 - shortcut: MLP(sinusoidal features of τ_t) + table[log2(1/d_t)]. τ is embedded continuously so off-grid signal
@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from latentwm.config import ModelConfig
-from latentwm.model.layers import linear_flops
+from latentwm.model.layers import decay_groups, linear_flops
+from latentwm.model.layout import TokenLayout
 from latentwm.model.transformer import KVCache, Transformer
 
 _WARNED: set[str] = set()  # one-time warnings already given
@@ -58,8 +59,9 @@ class DynamicsModel(nn.Module):
         self.grid = cfg.latent_grid // g  # side of the (grouped) token grid
         self.num_tokens = self.grid**2  # N'
         self.patch_dim = cfg.latent_dim * g * g
-        self.special = cfg.registers + 2  # registers + shortcut + action
-        self.tokens_per_frame = self.special + self.num_tokens  # S
+        self.layout = TokenLayout.from_config(cfg)
+        self.special = self.layout.special  # tokens before the latents
+        self.tokens_per_frame = self.layout.tokens_per_frame  # S
         self.num_step_sizes = int(math.log2(cfg.k_max)) + 1
         W = cfg.width
         self.registers = nn.Parameter(torch.empty(cfg.registers, W))
@@ -68,7 +70,7 @@ class DynamicsModel(nn.Module):
         self.action_in = nn.Linear(cfg.action_dim, W)
         self.no_action = nn.Parameter(torch.empty(W))
         self.latent_in = nn.Linear(self.patch_dim, W)
-        self.transformer = Transformer(cfg, special=self.special, grid=self.grid)
+        self.transformer = Transformer(cfg, self.layout)
         self.head = nn.Linear(W, self.patch_dim)
         self.reset_parameters()
 
@@ -94,6 +96,10 @@ class DynamicsModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups: weight decay on matrices only (not on norms, biases, embeddings' 1-D tokens)."""
+        return decay_groups(self, weight_decay)
 
     def flops_per_frame(self, context_len: int) -> int:
         """Analytic matmul FLOPs (2 per multiply-add) of one forward for one generated frame that attends to
@@ -143,7 +149,8 @@ class DynamicsModel(nn.Module):
         idx = torch.round(-torch.log2(d.float())).clamp(0, self.num_step_sizes - 1).long()
         short = self.tau_mlp(tau_features(tau)) + self.step_embed(idx)  # (B, T, W)
         reg = self.registers.expand(B, T, -1, -1)  # (B, T, R, W)
-        parts = [reg, short[:, :, None], act[:, :, None], lat]
+        slots = {"shortcut": short, "action": act}
+        parts = [reg, *(slots[name][:, :, None] for name in self.layout.conditions), lat]
         # The residual stream runs in the parameters' dtype: fp32 under bf16 autocast (the linears' bf16 outputs
         # are upcast here and when added back), so small residual updates are not rounded away across depth.
         dt = self.registers.dtype
@@ -151,7 +158,7 @@ class DynamicsModel(nn.Module):
 
     def _head(self, h: torch.Tensor) -> torch.Tensor:
         """h (..., S, W) final-normed -> x̂ (..., N, D)."""
-        return self.ungroup(self.head(h[..., self.special:, :])).float()
+        return self.ungroup(self.head(h[..., self.layout.latent_slice, :])).float()
 
     # ---------------------------------------------------------------------------------------------- checks
 
@@ -209,6 +216,16 @@ class DynamicsModel(nn.Module):
         x_hat = self._head(h)
         return (x_hat, h) if return_hidden else x_hat
 
+    @property
+    def clean_step(self) -> float:
+        """The finest step size 1/k_max: what a clean (τ = 1) frame is labelled with when features are read."""
+        return 1.0 / self.cfg.k_max
+
+    def clean_hidden(self, latents, actions=None, action_mask=None) -> torch.Tensor:
+        """latents (B, T, N, D) clean, actions (B, T, A), action_mask (B, T) -> hidden (B, T, S, W): the token
+        outputs of a clean pass (τ = 1), what probes and agent heads read (TokenLayout.special_slice)."""
+        return self(latents, 1.0, self.clean_step, actions, action_mask, return_hidden=True)[1]
+
     def init_cache(self, batch_size: int, device=None, dtype=None) -> KVCache:
         """An empty KV cache for `batch_size` sequences. device defaults to the parameters'; dtype to the active
         autocast dtype on that device (bf16 keys are what autocast produces: storing them in fp32 would only double
@@ -245,4 +262,15 @@ class DynamicsModel(nn.Module):
         return (x_hat, h) if return_hidden else x_hat
 
 
-__all__ = ["DynamicsModel", "KVCache", "tau_features", "TAU_FEATURES"]
+def approx_param_count(m: ModelConfig) -> int:
+    """Closed-form parameter count of the dynamics model (matches `DynamicsModel.num_parameters` to ~1%)."""
+    w, hd = m.width, m.head_dim
+    attn = w * w * 2 + 2 * w * m.kv_heads * hd + 2 * hd  # q, o, k, v, qk-norm
+    mlp = 3 * w * m.mlp_hidden
+    block = attn + mlp + 2 * w
+    g = m.patch_group**2
+    io = 2 * (m.latent_dim * g * w) + m.action_dim * w + TokenLayout.from_config(m).special * w
+    return m.depth * block + io + math.ceil(w * 2 * 64)  # + τ / step-size embedding MLPs (order of magnitude)
+
+
+__all__ = ["DynamicsModel", "approx_param_count", "KVCache", "tau_features", "TAU_FEATURES"]

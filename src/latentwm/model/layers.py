@@ -303,6 +303,26 @@ def linear_flops(tokens: int, fan_in: int, fan_out: int) -> int:
     return 2 * tokens * fan_in * fan_out
 
 
+def mlp(inp: int, hidden: int, out: int, layers: int = 2) -> nn.Sequential:
+    """`layers` × (Linear → LayerNorm → SiLU), then a Linear to `out`: the small heads and probes on model features."""
+    mods: list[nn.Module] = []
+    d = inp
+    for _ in range(layers):
+        mods += [nn.Linear(d, hidden), nn.LayerNorm(hidden), nn.SiLU()]
+        d = hidden
+    mods.append(nn.Linear(d, out))
+    return nn.Sequential(*mods)
+
+
+def decay_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: decay on matrices (ndim ≥ 2), none on norms, biases and learned 1-D tokens."""
+    decay, no_decay = [], []
+    for p in module.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 __all__ = ["RMSNorm", "SwiGLU", "Attention", "rope_1d", "rope_2d", "apply_rope", "soft_cap", "window_mask",
            "attention_logits", "eager_attention", "fused_attention", "flex_attention_capped", "cached_attention",
-           "linear_flops", "FLEX_ON_CPU"]
+           "linear_flops", "mlp", "decay_groups", "FLEX_ON_CPU"]

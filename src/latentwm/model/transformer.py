@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from latentwm.config import ModelConfig
 from latentwm.model.layers import Attention, RMSNorm, SwiGLU, cached_attention, rope_1d, rope_2d
+from latentwm.model.layout import TokenLayout
 
 
 _ROPE_MEMO = 4096
@@ -183,13 +184,14 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """The stack: blocks + final RMSNorm. Token layout within a frame: `special` non-latent tokens first, then the
-    grid² latent tokens in row-major order."""
+    """The stack: blocks + final RMSNorm. Token layout within a frame (TokenLayout): `layout.special` non-latent
+    tokens first, then the grid² latent tokens in row-major order."""
 
-    def __init__(self, cfg: ModelConfig, special: int, grid: int):
+    def __init__(self, cfg: ModelConfig, layout: TokenLayout):
         super().__init__()
-        self.cfg, self.special, self.grid = cfg, special, grid
-        self.tokens = special + grid * grid
+        self.grid = int(round(layout.latents**0.5))
+        self.cfg, self.special = cfg, layout.special
+        self.tokens = layout.tokens_per_frame
         kinds = ["time" if (i + 1) % cfg.time_every == 0 else "space" for i in range(cfg.depth)]
         self.blocks = nn.ModuleList(Block(cfg, kind) for kind in kinds)
         self.time_layers = [i for i, kind in enumerate(kinds) if kind == "time"]

@@ -25,8 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from latentwm.rl.bc import clean_step
-from latentwm.rl.heads import mlp
+from latentwm.model.layers import mlp
 
 PROBE_FILE = "proprio_probe.safetensors"
 
@@ -35,13 +34,13 @@ def probe_features(model, hidden: torch.Tensor) -> torch.Tensor:
     """hidden (..., S, W) final-normed token outputs -> (..., (R + 2)·W): the frame's registers, shortcut and action
     tokens (on the cpu demo model the action token's output adds what registers miss: held-out agent RMSE 34 vs
     54 px with registers alone)."""
-    return hidden[..., : model.special, :].flatten(-2).float()
+    return hidden[..., model.layout.special_slice, :].flatten(-2).float()
 
 
 def clean_features(model, batch) -> torch.Tensor:
     """(B, T, F) probe features of a batch of clean latent clips (τ = 1, the dataset's actions), no grad."""
     with torch.no_grad():
-        _, h = model(batch.latents, 1.0, clean_step(model), batch.actions, batch.action_mask, return_hidden=True)
+        h = model.clean_hidden(batch.latents, batch.actions, batch.action_mask)
     return probe_features(model, h)
 
 

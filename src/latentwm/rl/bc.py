@@ -15,16 +15,12 @@ from latentwm.data.batch import WorldBatch
 from latentwm.rl.heads import AgentHeads, frame_features
 
 
-def clean_step(model) -> float:
-    return 1.0 / model.cfg.k_max
-
-
 def dataset_features(model, batch: WorldBatch, grad: bool = False) -> torch.Tensor:
     """Frame features (B, T, R·W) of a batch of clean latent clips (τ = 1, the dataset's actions); grad=True keeps
     the graph into the model (fine-tuning it with the heads)."""
     with torch.set_grad_enabled(grad):
-        _, h = model(batch.latents, 1.0, clean_step(model), batch.actions, batch.action_mask, return_hidden=True)
-    return frame_features(h, model.cfg.registers)
+        h = model.clean_hidden(batch.latents, batch.actions, batch.action_mask)
+    return frame_features(h, model.layout)
 
 
 def heads_loss(heads: AgentHeads, feats: torch.Tensor, batch: WorldBatch, reward_weight: float = 1.0,

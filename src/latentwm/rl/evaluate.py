@@ -13,7 +13,6 @@ import torch
 
 from latentwm.config import PlanConfig
 from latentwm.planning.mpc import ActionCodec, LatentObserver, RandomPolicy, derive_seed
-from latentwm.rl.bc import clean_step
 from latentwm.rl.heads import AgentHeads, frame_features
 
 
@@ -41,8 +40,8 @@ class HeadsPolicy:
             acts[0, : C - 1] = torch.stack(self.actions[-(C - 1):])
         mask = torch.zeros(1, C, dtype=torch.bool, device=z.device)
         mask[0, : C - 1] = True
-        _, h = self.model(z, 1.0, clean_step(self.model), acts, mask, return_hidden=True)
-        a = self.heads.dist(frame_features(h[:, -1], self.model.cfg.registers)).mode()[0]
+        h = self.model.clean_hidden(z, acts, mask)
+        a = self.heads.dist(frame_features(h[:, -1], self.model.layout)).mode()[0]
         self.actions.append(a)
         return self.codec.to_env(a[None])
 

@@ -18,24 +18,16 @@ import math
 import torch
 from torch import nn
 
+from latentwm.model.layers import mlp
 from latentwm.rl.returns import TwoHot
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 1.0
 
 
-def mlp(inp: int, hidden: int, out: int, layers: int = 2) -> nn.Sequential:
-    mods: list[nn.Module] = []
-    d = inp
-    for _ in range(layers):
-        mods += [nn.Linear(d, hidden), nn.LayerNorm(hidden), nn.SiLU()]
-        d = hidden
-    mods.append(nn.Linear(d, out))
-    return nn.Sequential(*mods)
-
-
-def frame_features(hidden: torch.Tensor, registers: int) -> torch.Tensor:
-    """hidden (..., S, W) token outputs of the dynamics model -> (..., R·W) the register tokens' outputs."""
-    return hidden[..., :registers, :].flatten(-2).float()
+def frame_features(hidden: torch.Tensor, layout) -> torch.Tensor:
+    """hidden (..., S, W) token outputs of the dynamics model, layout its TokenLayout -> (..., R·W) the register
+    tokens' outputs."""
+    return hidden[..., layout.register_slice, :].flatten(-2).float()
 
 
 class TanhGaussian:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import torch
 
-from latentwm.rl.bc import clean_step
 from latentwm.rl.heads import AgentHeads, frame_features
 from latentwm.rl.pmpo import gaussian_kl, pmpo_loss
 from latentwm.rl.returns import lambda_returns
@@ -27,14 +26,14 @@ def imagine(model, heads: AgentHeads, context: torch.Tensor, context_actions: to
     feats (B, H + 1, F) (frame C−1 and the H imagined frames), actions (B, H, A) sampled, rewards (B, H) predicted,
     latents (B, H, N, D) imagined."""
     B, C = context.shape[:2]
-    d = clean_step(model)
+    d = model.clean_step
     cache = model.init_cache(B, device=context.device)
     h = None
     for t in range(C):
         pa = None if t == 0 or context_actions is None else context_actions[:, t - 1]
         pm = None if pa is None or context_mask is None else context_mask[:, t - 1]
         _, h = model.step(context[:, t], 1.0, d, pa, pm, cache=cache, commit=True, return_hidden=True)
-    feats = [frame_features(h, model.cfg.registers)]
+    feats = [frame_features(h, model.layout)]
     actions, latents = [], []
     N, D = context.shape[2:]
     known = torch.ones(B, dtype=torch.bool, device=context.device)
@@ -43,7 +42,7 @@ def imagine(model, heads: AgentHeads, context: torch.Tensor, context_actions: to
         noise = torch.randn((B, N, D), generator=generator, device=context.device)
         x = sample_frame(model, cache, sample_steps, noise, a, known)
         _, h = model.step(x, 1.0, d, a, known, cache=cache, commit=True, return_hidden=True)
-        feats.append(frame_features(h, model.cfg.registers))
+        feats.append(frame_features(h, model.layout))
         actions.append(a)
         latents.append(x)
     feats_t = torch.stack(feats, 1)

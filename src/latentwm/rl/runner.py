@@ -104,7 +104,7 @@ class RLRun:
         self.codec = ActionCodec.from_stats(stats, state.get("frame_skip") or d.frame_skip,
                                             self.exp.model.action_dim, repeat=False)
         self.low, self.high = (t.to(self.device) for t in self.codec.bounds())
-        self.feature_dim = self.model.cfg.registers * self.model.cfg.width
+        self.feature_dim = self.model.layout.registers * self.model.cfg.width
 
     def new_heads(self):
         from latentwm.rl.heads import AgentHeads

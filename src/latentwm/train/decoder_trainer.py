@@ -35,7 +35,8 @@ from latentwm.eval.decoder_metrics import PerceptualLoss, recon_grid, reconstruc
 from latentwm.train import checkpoint as ckpt
 from latentwm.train.distributed import DistInfo, init_distributed, shutdown, unwrap, wrap_model
 from latentwm.train.logging import RunLogger
-from latentwm.train.trainer import ema_update, lr_lambda, param_groups, sample_seed
+from latentwm.model.layers import decay_groups
+from latentwm.train.trainer import ema_update, lr_lambda, sample_seed
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ class DecoderTrainer:
         self.model.set_stats(self.facts["latent_stats"]["mean"], self.facts["latent_stats"]["std"])
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.wrapped = wrap_model(self.model, "ddp", self.dist)
-        self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
+        self.opt = torch.optim.AdamW(decay_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
         self.steps_per_epoch = max(1, len(train) // cfg.batch_size)
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, partial(

@@ -60,15 +60,6 @@ def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on norms, biases, embeddings and learned tokens (1-D tensors)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     for pe, pm in zip(ema.parameters(), model.parameters()):
@@ -117,7 +108,7 @@ class Trainer:
             wrap_model(self.ema, "fsdp", self.dist)
         self.wrapped = wrap_model(self.model, tc.distributed, self.dist)
         self.forward = torch.compile(self.wrapped) if tc.compile else self.wrapped
-        self.opt = torch.optim.AdamW(param_groups(self.model, tc.weight_decay), lr=tc.lr,
+        self.opt = torch.optim.AdamW(self.model.param_groups(tc.weight_decay), lr=tc.lr,
                                      betas=(tc.beta1, tc.beta2), fused=self.device.type == "cuda")
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, partial(lr_lambda, warmup=tc.warmup_steps, total=tc.steps, min_ratio=tc.min_lr_ratio))
@@ -287,8 +278,7 @@ class Trainer:
         vals = {k: float(self.dist.all_reduce_mean(torch.as_tensor(v, device=self.device, dtype=torch.float32)))
                 for k, v in vals.items()}
         fps = frames * self.dist.world_size / max(seconds, 1e-9)
-        m = self.cfg.model
-        tokens_per_frame = m.registers + 2 + m.num_latent_tokens // m.patch_group**2
+        tokens_per_frame = unwrap(self.model).tokens_per_frame
         flops = 3 * unwrap(self.model).flops_per_frame(self.cfg.data.clip_len) * fps
         vals.update({"lr": self.sched.get_last_lr()[0], "frames_per_s": fps, "tokens_per_s": fps * tokens_per_frame,
                      "train_flops_per_s": flops})

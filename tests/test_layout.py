@@ -1,0 +1,36 @@
+"""TokenLayout owns the slot order: the model, its head and the feature readers agree with it."""
+
+import pytest
+import torch
+
+from latentwm.config import get_preset
+from latentwm.model import DynamicsModel
+from latentwm.model.layout import CONDITION_SLOTS, TokenLayout
+
+
+def test_layout_indices():
+    lay = TokenLayout(registers=4, latents=16)
+    assert lay.special == 4 + len(CONDITION_SLOTS)
+    assert lay.tokens_per_frame == lay.special + 16
+    assert lay.slot("shortcut") == 4 and lay.slot("action") == 5
+    assert lay.register_slice == slice(0, 4)
+    assert lay.latent_slice == slice(lay.special, lay.tokens_per_frame)
+    with pytest.raises(KeyError, match="no slot 'text'"):
+        lay.slot("text")
+
+
+def test_model_follows_layout():
+    cfg = get_preset("tiny").model
+    m = DynamicsModel(cfg).eval()
+    lay = TokenLayout.from_config(cfg)
+    assert m.layout == lay and m.tokens_per_frame == lay.tokens_per_frame
+    z = torch.randn(2, 3, cfg.num_latent_tokens, cfg.latent_dim)
+    x_hat, h = m(z, 0.5, 0.25, return_hidden=True)
+    assert h.shape == (2, 3, lay.tokens_per_frame, cfg.width)
+    # the action slot's output is the only one that changes when an action is given (frame 1 sees a_0) ...
+    a = torch.randn(2, 3, cfg.action_dim)
+    tokens_plain = m._tokens(z, torch.full((2, 3), 0.5), torch.full((2, 3), 0.25), m._embed_actions(None, None, 2, 3))
+    tokens_act = m._tokens(z, torch.full((2, 3), 0.5), torch.full((2, 3), 0.25),
+                           m._embed_actions(a, torch.ones(2, 3, dtype=torch.bool), 2, 3))
+    changed = (tokens_plain - tokens_act).abs().amax(dim=(0, 1, 3)) > 0
+    assert changed.nonzero().flatten().tolist() == [lay.slot("action")]
