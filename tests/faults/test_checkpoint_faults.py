@@ -1,5 +1,8 @@
 """Fault injection on checkpoints: crafted pickles, state that would not load safely."""
 
+import os
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -66,3 +69,111 @@ def test_unsavable_object_is_refused_at_save_time_with_its_key(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match=r"state\['extra'\]\['obj'\] of type _RunsCode"):
         ckpt.save_checkpoint(tmp_path, 1, {"extra": {"obj": _RunsCode(tmp_path / "x")}})
     assert ckpt.list_checkpoints(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------ temp dirs, disk full
+def _state(v):
+    return {"model": {"w": torch.full((4,), float(v))}, "step": v}
+
+
+def test_two_writers_of_one_step_do_not_collide(tmp_path, monkeypatch):
+    """Another process saves the same step while this one is writing state.pt: each writes its own temp dir (the
+    old shared `.tmp_step_N` was deleted under the first writer, which then failed)."""
+    real_save = torch.save
+    calls = []
+
+    def save_and_race(obj, f, *a, **kw):
+        calls.append(1)
+        if len(calls) == 2:  # the first writer's state.pt: the second writer runs now
+            ckpt.save_checkpoint(tmp_path, 3, _state(30))
+        return real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(torch, "save", save_and_race)
+    ckpt.save_checkpoint(tmp_path, 3, _state(3))
+    monkeypatch.setattr(torch, "save", real_save)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000003"]
+    assert ckpt.load_checkpoint(tmp_path / "step_00000003")["step"] == 3  # the last rename wins, whole
+    assert not list(tmp_path.glob(".tmp_*"))
+
+
+def test_disk_full_removes_the_temp_dir_and_names_it(tmp_path, monkeypatch):
+    import errno
+
+    ckpt.save_checkpoint(tmp_path, 1, _state(1))
+
+    def full_disk(obj, f, *a, **kw):
+        f.write(b"\0" * 1000)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(ckpt.CheckpointError, match=r"step 2 to .*\.tmp_step_00000002.*No space left") as e:
+        ckpt.save_checkpoint(tmp_path, 2, _state(2))
+    assert isinstance(e.value.__cause__, OSError)
+    assert not list(tmp_path.glob(".tmp_*"))
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000001"]
+
+
+def test_stale_temp_dirs_are_ignored_then_removed_unless_their_writer_lives(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        names = {"legacy": ".tmp_step_00000005", "dead": ckpt._temp_name(5, pid=dead.pid),
+                 "live": ckpt._temp_name(5, pid=live.pid), "other_host": ckpt._temp_name(5, pid=1, host="elsewhere")}
+        for n in names.values():
+            (tmp_path / n).mkdir()
+            (tmp_path / n / "state.pt").write_bytes(b"partial")
+        assert ckpt.list_checkpoints(tmp_path) == [] and ckpt.resume_checkpoint(tmp_path) is None
+        ckpt.save_checkpoint(tmp_path, 5, _state(5))
+        left = {p.name for p in tmp_path.glob(".tmp_*")}
+        assert left == {names["live"], names["other_host"]}  # a writer elsewhere: kept until STALE_TEMP_S
+        old = time.time() - ckpt.STALE_TEMP_S - 10
+        os.utime(tmp_path / names["other_host"], (old, old))
+        ckpt.save_checkpoint(tmp_path, 6, _state(6))
+        assert {p.name for p in tmp_path.glob(".tmp_*")} == {names["live"]}
+    finally:
+        live.kill()
+        live.wait()
+
+
+# ------------------------------------------------------------------------------------------ damaged checkpoints
+def _damage(path, how="truncate"):
+    f = path / "state.pt"
+    data = f.read_bytes()
+    if how == "truncate":
+        f.write_bytes(data[: len(data) // 2])
+    else:  # same size, different bytes: only the hash sees it
+        f.write_bytes(data[:100] + bytes(b ^ 0xFF for b in data[100:200]) + data[200:])
+
+
+def test_resume_refuses_when_every_checkpoint_is_damaged(tmp_path):
+    paths = [ckpt.save_checkpoint(tmp_path, s, _state(s)) for s in (1, 2)]
+    _damage(paths[0], "truncate")
+    _damage(paths[1], "flip")
+    with pytest.warns(UserWarning), pytest.raises(ckpt.CheckpointError, match="none of the 2 checkpoints") as e:
+        ckpt.resume_checkpoint(tmp_path)
+    assert "step_00000001" in str(e.value) and "truncated" in str(e.value)
+    assert "step_00000002" in str(e.value) and "SHA-256" in str(e.value)
+    assert ckpt.resume_checkpoint(tmp_path / "empty") is None
+
+
+def test_resume_falls_back_past_a_damaged_newest(tmp_path):
+    ckpt.save_checkpoint(tmp_path, 1, _state(1))
+    _damage(ckpt.save_checkpoint(tmp_path, 2, _state(2)), "flip")
+    with pytest.warns(UserWarning, match="step_00000002"):
+        assert ckpt.resume_checkpoint(tmp_path).name == "step_00000001"
+
+
+def test_prune_keeps_the_new_checkpoint_and_good_ones_over_damaged_later_ones(tmp_path):
+    """A run resumed behind damaged checkpoints of later steps: they sort as newer, yet are the ones pruned."""
+    paths = {s: ckpt.save_checkpoint(tmp_path, s, _state(s), keep_last=5) for s in (1, 2, 8, 9)}
+    _damage(paths[8], "truncate")
+    _damage(paths[9], "flip")
+    with pytest.warns(UserWarning, match="deleting damaged"):
+        ckpt.save_checkpoint(tmp_path, 3, _state(3), keep_last=2)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000002", "step_00000003"]
+    ckpt.save_checkpoint(tmp_path, 4, _state(4), keep_last=0)  # even keep_last=0 keeps what was just written
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000004"]

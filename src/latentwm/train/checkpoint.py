@@ -21,7 +21,10 @@ import os
 import pickle  # only for its exception type: files are loaded with torch.load(weights_only=True)
 import random
 import re
+import secrets
 import shutil
+import socket
+import time
 import warnings
 from collections import OrderedDict, defaultdict
 from pathlib import Path
@@ -127,6 +130,67 @@ def _save_file(obj, path: Path) -> None:
         os.fsync(f.fileno())
 
 
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+_TMP_DIR = re.compile(r"^\.tmp_step_\d{8}(?:\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]+)?$")
+STALE_TEMP_S = 24 * 3600  # a temp dir untouched this long is a crashed save wherever its writer ran
+
+
+def _temp_name(step: int, pid: int | None = None, host: str | None = None) -> str:
+    """`.tmp_step_N.<host>.<pid>.<random>`: unique per save, so two processes saving the same step never write into
+    (or delete) each other's directory, and a leftover names the process that left it."""
+    return f".tmp_step_{step:08d}.{host or _HOST}.{os.getpid() if pid is None else pid}.{secrets.token_hex(4)}"
+
+
+def _agree_on_name(name: str, rank: int, world_size: int) -> str:
+    """Rank 0's temp name on every rank. Rank 0 creates the directory and the others write their RNG files (and
+    dcp shards) into it, so all must use one name; PIDs and hosts differ per rank, and a name derived from the
+    environment (torchrun's run id, SLURM's job id) would repeat across restarts of the same job, so rank 0 draws
+    it and broadcasts it (a collective: every rank calls save_checkpoint, as it always had to)."""
+    if world_size == 1:
+        return name
+    import torch.distributed as tdist
+
+    if not (tdist.is_available() and tdist.is_initialized()):
+        raise CheckpointError("save_checkpoint with world_size > 1 needs an initialized torch.distributed process "
+                              "group (the ranks agree on the temporary directory through it)")
+    cuda = tdist.get_backend() == "nccl"
+    buf = torch.zeros(256, dtype=torch.uint8, device=f"cuda:{torch.cuda.current_device()}" if cuda else "cpu")
+    if rank == 0:
+        raw = name.encode()
+        buf[: len(raw)] = torch.tensor(list(raw), dtype=torch.uint8)
+    tdist.broadcast(buf, src=0)
+    return bytes(buf.cpu().tolist()).rstrip(b"\0").decode()
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there: rely on the age rule
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
+
+
+def _remove_stale_temps(root: Path) -> None:
+    """Delete temp dirs of saves that crashed: their writer (a PID on this host) is gone, they carry no owner (the
+    older `.tmp_step_N` naming), or they were untouched for STALE_TEMP_S (a writer on another host). A live
+    writer's directory is left alone. Listing never sees them either way (`list_checkpoints` matches step_N only)."""
+    for p in root.iterdir():
+        m = _TMP_DIR.match(p.name)
+        if m is None:
+            continue
+        try:
+            age = time.time() - p.stat().st_mtime
+        except OSError:
+            continue
+        gone = m["pid"] is None or (m["host"] == _HOST and not _pid_alive(int(m["pid"])))
+        if gone or age > STALE_TEMP_S:
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def step_dir(root: str | os.PathLike, step: int) -> Path:
     return Path(root) / f"step_{step:08d}"
 
@@ -136,61 +200,105 @@ def save_checkpoint(root: str | os.PathLike, step: int, state: dict, *, rank: in
     """Write a checkpoint for `step` atomically; every rank calls this (rank 0 owns `state` and the rename).
 
     state: plain state (tensors, numbers) saved by rank 0. sharded_state: FSDP2 model/optimizer state dicts saved
-    collectively with torch.distributed.checkpoint. Returns the final directory.
+    collectively with torch.distributed.checkpoint. Returns the final directory. A failed write (disk full) removes
+    its temporary directory and raises CheckpointError naming it; the checkpoints already there are untouched.
     """
     root = Path(root)
     final = step_dir(root, step)
-    tmp = root / f".tmp_step_{step:08d}"
     if rank == 0:
         root.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)  # left over from a crash: never reused
-        tmp.mkdir()
-    barrier()
-    _save_file(rng_state(), tmp / f"rng_rank{rank}.pt")
-    if sharded_state is not None:
-        import torch.distributed.checkpoint as dcp
+        _remove_stale_temps(root)
+    tmp = root / _agree_on_name(_temp_name(step) if rank == 0 else "", rank, world_size)
+    try:
+        if rank == 0:
+            tmp.mkdir()
+        barrier()
+        _save_file(rng_state(), tmp / f"rng_rank{rank}.pt")
+        if sharded_state is not None:
+            import torch.distributed.checkpoint as dcp
 
-        dcp.save(sharded_state, checkpoint_id=str(tmp / "dcp"))
+            dcp.save(sharded_state, checkpoint_id=str(tmp / "dcp"))
+        if rank == 0:
+            _save_file(plain_state({**state, "world_size": world_size}), tmp / "state.pt")
+        barrier()
+        if rank == 0:
+            _publish(tmp, final, step, world_size)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise CheckpointError(f"could not write checkpoint step {step} to {tmp}: {e}. The partial directory was "
+                                  f"removed; earlier checkpoints in {root} are intact (free disk space?)") from e
+        raise
     if rank == 0:
-        _save_file(plain_state({**state, "world_size": world_size}), tmp / "state.pt")
-    barrier()
-    if rank == 0:
-        files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        manifest = {"step": step, "world_size": world_size,
-                    "files": {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-                              for p in files}}
-        with open(tmp / "manifest.json", "w") as f:
-            json.dump(manifest, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_dir(tmp)
-        if final.exists():  # re-saving the same step (e.g. final save after a periodic one)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(root)
-        prune(root, keep_last)
+        prune(root, keep_last, protect=final)
     barrier()
     return final
 
 
-def verify(path: str | os.PathLike) -> None:
-    """Raise CheckpointError unless every file listed in the manifest exists with its size and hash."""
+def _publish(tmp: Path, final: Path, step: int, world_size: int) -> None:
+    """Manifest (written last, fsynced), then the atomic rename of the finished directory into place."""
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    manifest = {"step": step, "world_size": world_size,
+                "files": {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+                          for p in files}}
+    with open(tmp / "manifest.json", "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(tmp)
+    if final.exists():  # re-saving the same step (e.g. final save after a periodic one)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    _KNOWN_GOOD[str(final)] = _fingerprint(final)
+
+
+def verify(path: str | os.PathLike, full: bool = True) -> None:
+    """Raise CheckpointError unless every file listed in the manifest exists with its size and (full=True) hash.
+
+    full=False reads no file data (manifest present, sizes right): it catches truncation and missing files cheaply.
+    """
     path = Path(path)
-    man = path / "manifest.json"
     try:
-        manifest = json.loads(man.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path}: manifest missing or unreadable ({e})") from e
-    for name, info in manifest["files"].items():
+        files = json.loads((path / "manifest.json").read_text())["files"]
+        files = {str(k): (int(v["bytes"]), str(v["sha256"])) for k, v in files.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"checkpoint {path}: manifest missing or unreadable ({e!r})") from e
+    for name, (size, sha) in files.items():
         f = path / name
         if not f.is_file():
             raise CheckpointError(f"checkpoint {path}: file {name} is missing")
-        if f.stat().st_size != info["bytes"]:
+        if f.stat().st_size != size:
             raise CheckpointError(f"checkpoint {path}: {name} has {f.stat().st_size} bytes, manifest says "
-                                  f"{info['bytes']} (truncated?)")
-        if _sha256(f) != info["sha256"]:
+                                  f"{size} (truncated?)")
+        if full and _sha256(f) != sha:
             raise CheckpointError(f"checkpoint {path}: {name} does not match its SHA-256 (corrupt)")
+    if full:
+        _KNOWN_GOOD[str(path)] = _fingerprint(path)
+
+
+# Checkpoints this process wrote or fully verified -> (name, size, mtime) of their files then. `prune` trusts them
+# while unchanged instead of hashing gigabytes at every save; explicit `verify` calls always hash.
+_KNOWN_GOOD: dict[str, tuple] = {}
+
+
+def _fingerprint(path: Path) -> tuple:
+    try:
+        return tuple(sorted((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns)
+                            for f in path.rglob("*") if f.is_file()))
+    except OSError:
+        return ()
+
+
+def _usable(path: Path) -> str | None:
+    """None if the checkpoint verifies, else why not: the cheap check first, the hashes only when not known good."""
+    try:
+        verify(path, full=False)
+        if _KNOWN_GOOD.get(str(path)) != _fingerprint(path):
+            verify(path)
+    except CheckpointError as e:
+        return str(e)
+    return None
 
 
 def list_checkpoints(root: str | os.PathLike) -> list[Path]:
@@ -212,6 +320,28 @@ def latest_checkpoint(root: str | os.PathLike) -> Path | None:
     return None
 
 
+def resume_checkpoint(root: str | os.PathLike) -> Path | None:
+    """The checkpoint to resume from: the newest that verifies (damaged newer ones are warned about and skipped);
+    None when root holds no checkpoint at all.
+
+    Raises CheckpointError listing every checkpoint and why it failed when there are checkpoints but none verifies:
+    starting over at step 0 beside them would silently discard the run (and, before `prune` protected new
+    checkpoints, delete the new ones, which sorted as older).
+    """
+    ckpts, failures = list_checkpoints(root), []
+    for path in reversed(ckpts):
+        try:
+            verify(path)
+            return path
+        except CheckpointError as e:
+            failures.append(str(e))
+            warnings.warn(f"skipping damaged checkpoint: {e}", stacklevel=2)
+    if not ckpts:
+        return None
+    raise CheckpointError(f"cannot resume: none of the {len(ckpts)} checkpoints in {root} verifies:\n  "
+                          + "\n  ".join(failures) + "\nRestore them from a copy, or move them away to start over")
+
+
 def load_checkpoint(path: str | os.PathLike, rank: int = 0, map_location="cpu") -> dict:
     """Load `state.pt` (+ this rank's RNG state under key "rng") from a verified checkpoint directory."""
     path = Path(path)
@@ -223,11 +353,25 @@ def load_checkpoint(path: str | os.PathLike, rank: int = 0, map_location="cpu") 
     return state
 
 
-def prune(root: str | os.PathLike, keep_last: int) -> None:
-    """Delete all but the newest `keep_last` checkpoints."""
-    ckpts = list_checkpoints(root)
-    for old in ckpts[: max(0, len(ckpts) - keep_last)]:
-        shutil.rmtree(old, ignore_errors=True)
+def prune(root: str | os.PathLike, keep_last: int, protect: str | os.PathLike | None = None) -> None:
+    """Keep the newest `keep_last` checkpoints that verify and delete the others, damaged ones always.
+
+    `protect` (the checkpoint just written) is never deleted and counts toward keep_last, so damaged checkpoints of
+    later steps (a run resumed behind them) can never push it, or the good ones before it, out.
+    """
+    keep = None if protect is None else Path(protect).name
+    kept = 0
+    for path in reversed(list_checkpoints(root)):
+        if path.name == keep:
+            kept += 1
+            continue
+        if kept < keep_last:
+            why = _usable(path)
+            if why is None:
+                kept += 1
+                continue
+            warnings.warn(f"deleting damaged checkpoint: {why}", stacklevel=2)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def load_world_model(path: str | os.PathLike, ema: bool = True, device="cpu"):

@@ -159,7 +159,7 @@ class Trainer:
                                     barrier=self.dist.barrier, keep_last=self.cfg.train.keep_last)
 
     def restore(self) -> Path | None:
-        latest = ckpt.latest_checkpoint(self.ckpt_dir)
+        latest = ckpt.resume_checkpoint(self.ckpt_dir)  # refuses when checkpoints exist but none verifies
         if latest is None:
             return None
         st = ckpt.load_checkpoint(latest, rank=self.dist.rank, map_location=self.device)
