@@ -91,8 +91,8 @@ def test_eager_matches_naive(softcap, causal, window):
 
 
 @pytest.mark.parametrize("causal,window", [(False, None), (True, None), (True, 3), (True, 20)])
-def test_sdpa_matches_eager_with_grad(causal, window):
-    q, k, v = (t.requires_grad_() for t in _qkv())
+def test_sdpa_matches_eager_with_grad(causal, window, device):
+    q, k, v = (t.to(device).requires_grad_() for t in _qkv())
     a = fused_attention(q, k, v, softcap=None, window=window, causal=causal)
     ga = torch.autograd.grad(a.square().sum(), (q, k, v))
     b = eager_attention(q, k, v, softcap=None, window=window, causal=causal)
@@ -103,17 +103,26 @@ def test_sdpa_matches_eager_with_grad(causal, window):
 
 
 @pytest.mark.parametrize("causal,window", [(False, None), (True, None), (True, 3)])
-def test_flex_matches_eager(monkeypatch, causal, window):
+def test_flex_matches_eager(monkeypatch, causal, window, device):
     monkeypatch.setattr(layers, "FLEX_ON_CPU", True)
-    q, k, v = _qkv(scale=3.0)
+    # head dim 16: the least flex_attention's GPU kernel takes (the CPU path takes 8 too)
+    q, k, v = (t.to(device) for t in _qkv(scale=3.0, e=8 if device.type == "cpu" else 16))
     with torch.no_grad():
         a = fused_attention(q, k, v, softcap=4.0, window=window, causal=causal)
         a2 = layers.flex_attention_capped(q, k, v, softcap=4.0, window=window, causal=causal)
     b = eager_attention(q, k, v, softcap=4.0, window=window, causal=causal)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(a2, b, atol=1e-5, rtol=1e-5)
+    assert device.type not in layers._flex_broken
+    if device.type != "cpu":  # flex has a backward off the CPU: gradients must match too
+        qkv = [t.clone().requires_grad_() for t in (q, k, v)]
+        ga = torch.autograd.grad(fused_attention(*qkv, softcap=4.0, window=window, causal=causal).square().sum(), qkv)
+        gb = torch.autograd.grad(eager_attention(*qkv, softcap=4.0, window=window, causal=causal).square().sum(), qkv)
+        for x, y in zip(ga, gb):
+            torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.cpu_only
 def test_fused_softcap_on_cpu_with_grad_falls_back(monkeypatch):
     monkeypatch.setattr(layers, "_warned", set())
     q, k, v = (t.requires_grad_() for t in _qkv())
@@ -128,12 +137,12 @@ def test_fused_softcap_on_cpu_with_grad_falls_back(monkeypatch):
 
 @pytest.mark.parametrize("softcap", [None, 3.0])
 @pytest.mark.parametrize("tp", [0, 4])
-def test_cached_attention_prefix_broadcast(softcap, tp):
+def test_cached_attention_prefix_broadcast(softcap, tp, device):
     torch.manual_seed(0)
     bp, m, S, H, Hkv, E, tl = 2, 3, 5, 4, 2, 8, 3
-    q = torch.randn(bp * m * S, H, 1, E) * 2
-    k, v = torch.randn(bp * m * S, Hkv, tl, E), torch.randn(bp * m * S, Hkv, tl, E)
-    kp, vp = torch.randn(bp * S, Hkv, tp, E), torch.randn(bp * S, Hkv, tp, E)
+    q = torch.randn(bp * m * S, H, 1, E, device=device) * 2
+    k, v = torch.randn(bp * m * S, Hkv, tl, E, device=device), torch.randn(bp * m * S, Hkv, tl, E, device=device)
+    kp, vp = torch.randn(bp * S, Hkv, tp, E, device=device), torch.randn(bp * S, Hkv, tp, E, device=device)
     out = cached_attention(q, [(k[:, :, :2], v[:, :, :2]), (k[:, :, 2:], v[:, :, 2:])], kp, vp, tokens=S, factor=m,
                            softcap=softcap)
 

@@ -31,9 +31,9 @@ def test_flow_target_near_clean_is_x():
     assert (z - x).abs().max() < 0.1
 
 
-def test_bootstrap_target_equals_flow_target_for_exact_model():
-    x = torch.randn(3, 5, 8, 6)
-    tau, step = sample_levels(3, 5, 64, torch.ones(3, dtype=torch.bool))
+def test_bootstrap_target_equals_flow_target_for_exact_model(device):
+    x = torch.randn(3, 5, 8, 6, device=device)
+    tau, step = sample_levels(3, 5, 64, torch.ones(3, dtype=torch.bool), device=device)
     z = corrupt(x, tau, torch.randn_like(x))
     target = bootstrap_target(oracle(x), z, tau, step, None, None)
     torch.testing.assert_close(target, x, atol=1e-5, rtol=1e-5)
@@ -90,9 +90,9 @@ def test_valid_mask_and_weights():
     assert ramp_weight(torch.tensor(1.0)) == 1.0 and abs(ramp_weight(torch.tensor(0.0)) - 0.1) < 1e-7
 
 
-def test_seeded_draws_do_not_depend_on_batch_split():
+def test_seeded_draws_do_not_depend_on_batch_split(device):
     obj = ShortcutForcing(ObjectiveConfig(bootstrap_fraction=0.5, bootstrap_start=0), 16)
-    x = torch.zeros(4, 3, 2, 2)
+    x = torch.zeros(4, 3, 2, 2, device=device)
     full = obj.draw(x, 10, seeds=[11, 12, 13, 14])
     a = obj.draw(x[:2], 10, seeds=[11, 12])
     b = obj.draw(x[2:], 10, seeds=[13, 14])

@@ -35,37 +35,37 @@ def test_shapes_and_seed_determinism():
     assert torch.equal(r1, r2) and not torch.allclose(r1, a[:, :3])
 
 
-def test_rollout_matches_full_forward_recomputation():
+def test_rollout_matches_full_forward_recomputation(device):
     # one denoising step from z = ε at τ = 0 is one forward pass; the cached rollout must equal the full
     # forward over [context, generated frames] where generated frames enter clean
-    m = _model()
+    m = _model().to(device)
     C, H = 2, 3
-    ctx = torch.randn(2, C, CFG.num_latent_tokens, CFG.latent_dim)
-    acts = torch.randn(2, C + H - 1, 10)
-    noise = torch.randn(2, H, CFG.num_latent_tokens, CFG.latent_dim)
+    ctx = torch.randn(2, C, CFG.num_latent_tokens, CFG.latent_dim, device=device)
+    acts = torch.randn(2, C + H - 1, 10, device=device)
+    noise = torch.randn(2, H, CFG.num_latent_tokens, CFG.latent_dim, device=device)
     out = rollout(m, ctx, H, acts, sample_steps=1, noise=noise)
     frames = torch.cat([ctx, out], 1)
-    acts = torch.cat([acts, torch.zeros(2, 1, 10)], 1)  # forward takes one action per frame; the last is unused
+    acts = torch.cat([acts, acts.new_zeros(2, 1, 10)], 1)  # forward takes one action per frame; the last is unused
     for h in range(H):
         z = frames[:, : C + h + 1].clone()
         z[:, C + h] = noise[:, h]
-        tau = torch.ones(2, C + h + 1)
+        tau = torch.ones(2, C + h + 1, device=device)
         tau[:, C + h] = 0.0
-        step = torch.full((2, C + h + 1), 1 / CFG.k_max)
+        step = torch.full((2, C + h + 1), 1 / CFG.k_max, device=device)
         step[:, C + h] = 1.0
-        mask = torch.ones(2, C + h + 1, dtype=torch.bool)
+        mask = torch.ones(2, C + h + 1, dtype=torch.bool, device=device)
         x = m(z, tau, step, acts[:, : C + h + 1], mask)
         torch.testing.assert_close(x[:, -1], out[:, h], atol=1e-4, rtol=1e-4)
 
 
-def test_shared_history_candidates_equal_separate_rollouts():
-    m = _model()
-    ctx = torch.randn(1, 3, CFG.num_latent_tokens, CFG.latent_dim)
+def test_shared_history_candidates_equal_separate_rollouts(device):
+    m = _model().to(device)
+    ctx = torch.randn(1, 3, CFG.num_latent_tokens, CFG.latent_dim, device=device)
     n, H = 4, 3
-    acts = torch.randn(n, 3 + H - 1, 10)
+    acts = torch.randn(n, 3 + H - 1, 10, device=device)
     acts[:, :2] = acts[:1, :2]  # the observed history's actions are shared
-    noise = torch.randn(1, H, CFG.num_latent_tokens, CFG.latent_dim)  # common random numbers
-    cache = observe(m, ctx, acts[:1], torch.ones(1, 4, dtype=torch.bool)).expand(n)
+    noise = torch.randn(1, H, CFG.num_latent_tokens, CFG.latent_dim, device=device)  # common random numbers
+    cache = observe(m, ctx, acts[:1], torch.ones(1, 4, dtype=torch.bool, device=device)).expand(n)
     batched = rollout(m, ctx, H, acts, sample_steps=2, noise=noise, cache=cache)
     for i in range(n):
         one = rollout(m, ctx, H, acts[i : i + 1], sample_steps=2, noise=noise)

@@ -45,14 +45,14 @@ def test_blocks_start_as_identity():
 
 def _fill(model, cache, frames, seed=0):
     g = torch.Generator().manual_seed(seed)
-    B = cache.batch_size
+    B, dev = cache.batch_size, next(model.parameters()).device
     for _ in range(frames):
-        model.step(torch.randn(B, 16, 64, generator=g), 1.0, 1 / 8, cache=cache, commit=True)
+        model.step(torch.randn(B, 16, 64, generator=g).to(dev), 1.0, 1 / 8, cache=cache, commit=True)
 
 
-def test_cache_window_and_time_index():
+def test_cache_window_and_time_index(device):
     cfg = _cfg(context_frames=4)
-    m = _perturbed(cfg)
+    m = _perturbed(cfg).to(device)
     cache = m.init_cache(2)
     assert (cache.length, cache.time_index, cache.window) == (0, 0, 4)
     S = m.tokens_per_frame
@@ -93,8 +93,8 @@ def _rep(x, n, S):
     return x.view(-1, 1, S, *x.shape[1:]).expand(-1, n, -1, -1, -1, -1).reshape(-1, *x.shape[1:])
 
 
-def test_expand_shares_history_without_copy():
-    m = _perturbed(_cfg())
+def test_expand_shares_history_without_copy(device):
+    m = _perturbed(_cfg()).to(device)
     S = m.tokens_per_frame
     cache = m.init_cache(2)
     with torch.no_grad():
