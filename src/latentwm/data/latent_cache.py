@@ -15,6 +15,8 @@ Layout of a cache directory:
 
 A shard is written to `.<name>.tmp`, fsynced, renamed, and only then listed in the index: a reader (which reads only
 listed shards) never sees a half-written one; a temp file left by a crash is deleted and the shard rewritten.
+Each index record carries the shard's checksum, checked before a resumed encode skips the shard; latents are checked
+finite when read (see `cache_integrity`; `verify_cache` checks a whole cache).
 Ranks own disjoint shards (k % world_size == rank) and separate index files, merged on read, so nothing races.
 """
 
@@ -30,15 +32,13 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from latentwm.data.cache_integrity import (CacheError, check_latents, file_checksum, npy_view, recheck,  # noqa: F401
+                                          verify_cache)
 from latentwm.data.episodes import DatasetStats, Episode, EpisodeError, NormStats, frames_at
 from latentwm.data.video import VideoError
 
 FORMAT, VERSION = "latentwm-latent-cache", 1
 SHARD = "shard-{:06d}.tar"
-
-
-class CacheError(ValueError):
-    """The cache directory is missing, inconsistent, or was written for something else; the message says which."""
 
 
 def _escape(part: str) -> str:
@@ -138,9 +138,10 @@ class LatentCacheWriter:
             offsets = {m.name: (m.offset_data, m.size) for m in tf.getmembers()}
         for e in self._entries:
             e["files"] = {ext: offsets[f"{e['key']}.{ext}"] for ext in e.pop("_exts")}
+        checksum = file_checksum(self._tmp)
         os.replace(self._tmp, final)
-        rec = dict(name=self._name, bytes=final.stat().st_size, items=self._items, entries=self._entries,
-                   skipped=self._skipped, stats={k: v.to_dict() if isinstance(v, _Sums) else {
+        rec = dict(name=self._name, bytes=final.stat().st_size, checksum=checksum, items=self._items,
+                   entries=self._entries, skipped=self._skipped, stats={k: v.to_dict() if isinstance(v, _Sums) else {
                        d: x.to_dict() for d, x in v.items()} for k, v in self._stats.items()})
         self.records[self._name], self._tar, self._name = rec, None, None
         _atomic_write(self.index_path, json.dumps(dict(format=FORMAT, version=VERSION, shards=self.records)))
@@ -288,7 +289,8 @@ def encode_to_cache(items: Iterable[tuple[str, Callable[[], Episode]]],
         n_old = sum(len(s["items"]) for s in old.get("shards", []))
         raise CacheError(f"latent cache {out} was planned for a different list of {n_old} items "
                          f"({old.get('episodes_per_shard')} per shard); encode into a new directory or delete it")
-    done = _complete(out, merged_records(out), plan)
+    ours = [s["name"] for j, s in enumerate(plan["shards"]) if j % world_size == rank]
+    done = recheck(out, records := merged_records(out), _complete(out, records, plan), ours)
     mine = [j for j, s in enumerate(plan["shards"]) if j % world_size == rank and s["name"] not in done]
     from tqdm.auto import tqdm
 
@@ -396,10 +398,10 @@ class LatentCache:
         with open(self.path / e["shard"], "rb") as fh:  # opened per read: safe in forked DataLoader workers
             for ext, (off, size) in e["files"].items():
                 fh.seek(off)
-                if len(data := fh.read(size)) != size:
+                if fh.readinto(data := bytearray(size)) != size:
                     raise CacheError(f"{self.path / e['shard']}: truncated while reading {e['key']}.{ext}")
-                out[ext.split(".")[0]] = (json.loads(data) if ext.endswith(".json")
-                                          else np.load(io.BytesIO(data), allow_pickle=False))
+                out[ext.split(".")[0]] = json.loads(data) if ext.endswith(".json") else npy_view(data)
+        check_latents(out.get("latents"), self.path / e["shard"], e)
         self._lru[i], self._used = out, self._used + _nbytes(out)
         while self._used > self._budget and len(self._lru) > 1:
             self._used -= _nbytes(self._lru.popitem(last=False)[1])
