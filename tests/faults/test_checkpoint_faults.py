@@ -11,7 +11,7 @@ from latentwm.config import get_preset
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.train import checkpoint as ckpt
 
-from helpers import rewrite_manifest
+from fault_helpers import rewrite_manifest
 
 
 class _RunsCode:
