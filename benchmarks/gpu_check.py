@@ -18,14 +18,16 @@ what it measured so far):
                16 and 32 cached context frames (the time window raised to 33 so that 32 are really attended); a
                frame is 224 px → 16×16 DINOv2-B latent tokens (grouped 2×2: 64 model tokens + 6 special)
   planning     one CEM call at DINO-WM's settings (population 300, 30 elites, 30 iterations, horizon 5, K = 1) on the
-               `small` preset after 4 observed frames: seconds per call (bf16 autocast on CUDA; fp32 too if time is
-               left)
+               `small` preset after 4 observed frames: seconds per call (bf16 autocast on CUDA; with --plan-fp32
+               also in fp32 if time is left)
   encoder      ViT-S/14 and ViT-B/14 DINOv2 (random weights: the real architectures, no downloads), 224 px uint8
                frames → latents through `DinoEncoder.encode` (bf16 autocast on CUDA): images/s
   train_small, train_base
                one shortcut-forcing optimizer step (flow-only loss, backward, grad clip, fused AdamW) at the `small`
-               and `base` presets, bf16 autocast, eager vs torch.compile: frames/s, tokens/s, peak memory, MFU =
-               3 × analytic forward FLOPs (DynamicsModel.flops_per_frame) per second ÷ the measured bf16 peak
+               and `base` presets, bf16 autocast, eager vs torch.compile (the whole model, as train.compile does;
+               --compile-scope blocks compiles each block instead): frames/s, tokens/s, peak memory, MFU = 3 ×
+               analytic forward FLOPs (DynamicsModel.flops_per_frame) per second ÷ the measured bf16 peak; the first
+               step's time (compilation included) is reported beside the steady-state one
 
 Random weights and random latents throughout (timing does not depend on them). `--quick`: tiny sizes on the CPU
 (the `tiny` preset in the small and base roles, a tiny random ViT, CEM 32 × 4 × 3, torch.compile with the aot_eager
@@ -65,8 +67,8 @@ sys.path.insert(0, str(HERE))
 ORDER = ["tests", "peak", "attention", "generation", "planning", "encoder", "train_small", "train_base"]
 """Cheap sections first; the two training sections (torch.compile) last, the base one taking what time is left."""
 
-BUDGET_S = {"tests": 110, "peak": 25, "attention": 60, "generation": 40, "planning": 40, "encoder": 30,
-            "train_small": 100, "train_base": 600}
+BUDGET_S = {"tests": 120, "peak": 25, "attention": 60, "generation": 40, "planning": 40, "encoder": 30,
+            "train_small": 110, "train_base": 600}
 """Wall-clock seconds per section on a GPU (a child process is killed at its budget); unused time flows on."""
 MIN_S = {"tests": 30, "peak": 8, "attention": 15, "generation": 12, "planning": 12, "encoder": 10,
          "train_small": 30, "train_base": 45}
@@ -199,8 +201,12 @@ def sec_tests(ctx: Ctx, rec: Recorder) -> None:
     """pytest over the device-agnostic tests with LATENTWM_TEST_DEVICE set to this run's device."""
     out = Path(ctx.args.out)
     log = out / "pytest.log"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "uses_device and not cpu_only",
-           *TEST_FILES]
+    cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "--durations=10", "-m",
+           "uses_device and not cpu_only", *TEST_FILES]
+    import importlib.util
+
+    if ctx.device.type != "cpu" and importlib.util.find_spec("xdist") is not None:
+        cmd[3:3] = ["-n", "4"]  # the GPU tests are mostly flex_attention compilations: run them 4 at a time
     env = {**os.environ, "LATENTWM_TEST_DEVICE": str(ctx.device), "PYTHONUNBUFFERED": "1"}
     rec.update(command=" ".join(cmd[1:]), device=str(ctx.device))
     print(f"  LATENTWM_TEST_DEVICE={ctx.device} {' '.join(cmd[1:])}  (log: {log})", flush=True)
@@ -216,7 +222,10 @@ def sec_tests(ctx: Ctx, rec: Recorder) -> None:
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected|xfailed|xpassed)",
                                                 text.splitlines()[-1] if text.strip() else "")}
     counts = {("errors" if k == "error" else k): v for k, v in counts.items()}
-    failures = [ln for ln in text.splitlines() if ln.startswith(("FAILED ", "ERROR "))][:20]
+    if rc is None:  # killed: no summary line; count the verbose per-test lines written so far
+        for word, key in (("PASSED", "passed"), ("FAILED", "failed"), ("SKIPPED", "skipped"), ("ERROR", "errors")):
+            counts[key] = len(re.findall(rf"(?:::\S+ {word}\b|\] {word} tests/)", text))
+    failures = sorted({ln for ln in text.splitlines() if ln.startswith(("FAILED ", "ERROR "))})[:20]
     rec.update(rc=rc, seconds=time.monotonic() - t0, passed=counts.get("passed", 0), failed=counts.get("failed", 0),
                errors=counts.get("errors", 0), skipped=counts.get("skipped", 0),
                deselected=counts.get("deselected", 0), failures=failures)
@@ -289,7 +298,8 @@ def sec_train(ctx: Ctx, rec: Recorder, role: str) -> None:
     B = (4 if ctx.quick else {"small": ctx.args.batch_small, "base": ctx.args.batch_base}[role])
     T = exp.data.clip_len
     torch.manual_seed(0)
-    model = DynamicsModel(m).to(dev)
+    with torch.device(dev):  # initialized where it runs (272M parameters: seconds on a CPU)
+        model = DynamicsModel(m)
     N, D, A = m.num_latent_tokens, m.latent_dim, m.action_dim
     batch = (torch.randn(B, T, N, D, device=dev), torch.randn(B, T, A, device=dev),
              torch.ones(B, T, dtype=torch.bool, device=dev), torch.ones(B, T, dtype=torch.bool, device=dev))
@@ -304,18 +314,26 @@ def sec_train(ctx: Ctx, rec: Recorder, role: str) -> None:
         if mode == "compile" and ctx.left() < (10 if ctx.quick else 25):
             rec.update(compile_skipped=f"only {ctx.left():.0f} s left")
             continue
-        net = model if mode == "eager" else torch.compile(model, backend=ctx.args.compile_backend)
+        net, label = model, mode
+        if mode == "compile" and ctx.args.compile_scope == "blocks":  # regional: each block compiled, reused
+            model.transformer.blocks = torch.nn.ModuleList(
+                torch.compile(b, backend=ctx.args.compile_backend) for b in model.transformer.blocks)
+            label = f"compile ({ctx.args.compile_backend}, per block)"
+        elif mode == "compile":  # the whole model, as the trainer's train.compile does
+            net = torch.compile(model, backend=ctx.args.compile_backend)
+            label = f"compile ({ctx.args.compile_backend})"
         step = _train_step_fn(model, net, obj, opt, batch, dev)
         _reset_peak(dev)
+        rec.update(last_phase=f"{mode}: first step (compiles)", last_phase_budget_left_s=round(ctx.left(), 1))
         t0 = time.perf_counter()
         step()  # includes compilation (flex kernels in eager mode on CUDA, the whole model with torch.compile)
         _sync(dev)
         first = time.perf_counter() - t0
         t, n = _time(step, ctx, budget_s=2.0 if ctx.quick else 8.0, min_reps=3, max_reps=30, warmup=1)
-        rec.row(preset=exp.preset, mode=mode + (f" ({ctx.args.compile_backend})" if mode == "compile" else ""),
-                batch=B, step_s=t, frames_per_s=B * T / t, tokens_per_s=B * T * S / t,
+        rec.row(preset=exp.preset, mode=label, batch=B, step_s=t, frames_per_s=B * T / t, tokens_per_s=B * T * S / t,
                 model_tflops_per_s=3 * fwd_flops / t / 1e12, peak_mem_gb=_peak_mem_gb(dev), first_step_s=first,
                 reps=n)
+        rec.update(last_phase=f"{mode}: done")
     from latentwm.model import layers
 
     rec.update(flex_fell_back=dev.type in layers._flex_broken)
@@ -406,7 +424,8 @@ def sec_generation(ctx: Ctx, rec: Recorder) -> None:
     window = 33
     mc = dataclasses.replace(exp.model, context_frames=window)
     torch.manual_seed(0)
-    model = DynamicsModel(mc).to(dev).eval().requires_grad_(False)
+    with torch.device(dev):
+        model = DynamicsModel(mc).eval().requires_grad_(False)
     N, D, A = mc.num_latent_tokens, mc.latent_dim, mc.action_dim
     contexts = (16, 32)
     rec.update(preset=exp.preset, params=model.num_parameters(), latent_tokens=N, model_tokens_per_frame=model
@@ -449,7 +468,8 @@ def sec_planning(ctx: Ctx, rec: Recorder) -> None:
     P, E, IT, H = (32, 4, 3, 5) if ctx.quick else (300, 30, 30, 5)
     cfg = _plan_config(P, E, IT, H)
     torch.manual_seed(0)
-    model = DynamicsModel(exp.model).to(dev).eval().requires_grad_(False)
+    with torch.device(dev):
+        model = DynamicsModel(exp.model).eval().requires_grad_(False)
     mc = exp.model
     N, D, A, C = mc.num_latent_tokens, mc.latent_dim, mc.action_dim, exp.rollout.context
     g = torch.Generator(device=dev).manual_seed(0)
@@ -459,7 +479,7 @@ def sec_planning(ctx: Ctx, rec: Recorder) -> None:
     low, high = torch.full((A,), -1.0, device=dev), torch.full((A,), 1.0, device=dev)
     rec.update(preset=exp.preset, params=model.num_parameters(), population=P, elites=E, iterations=IT, horizon=H,
                context=C, sample_steps=1)
-    precisions = ["bf16", "fp32"] if dev.type == "cuda" else ["fp32"]
+    precisions = (["bf16", "fp32"] if ctx.args.plan_fp32 else ["bf16"]) if dev.type == "cuda" else ["fp32"]
     for prec in precisions:
         bf16 = prec == "bf16"
         warm = _plan_config(P, E, 1, H)
@@ -546,12 +566,15 @@ def _run_inline(name: str, ctx: Ctx) -> dict:
 
 def _child_argv(args: argparse.Namespace) -> list[str]:
     out = ["--out", args.out, "--device", args.device, "--compile-backend", args.compile_backend,
+           "--compile-scope", args.compile_scope,
            "--batch-small", str(args.batch_small), "--batch-base", str(args.batch_base),
            "--encoder-batch", str(args.encoder_batch)]
     if args.quick:
         out.append("--quick")
     if args.no_compile:
         out.append("--no-compile")
+    if args.plan_fp32:
+        out.append("--plan-fp32")
     return out
 
 
@@ -699,9 +722,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--compile-backend", default=None, help="torch.compile backend (default inductor; aot_eager "
                                                              "under --quick)")
     ap.add_argument("--no-compile", action="store_true", help="training: eager only")
+    ap.add_argument("--compile-scope", choices=["model", "blocks"], default="model",
+                    help="training: torch.compile the whole model (as the trainer does) or each block (regional "
+                         "compilation: the compiled block is reused, so it compiles much faster)")
     ap.add_argument("--batch-small", type=int, default=32, help="clips per training step at small")
     ap.add_argument("--batch-base", type=int, default=16, help="clips per training step at base (and attention)")
     ap.add_argument("--encoder-batch", type=int, default=256)
+    ap.add_argument("--plan-fp32", action="store_true", help="planning: also one call in fp32 (CUDA)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-deadline", type=float, default=0.0, help=argparse.SUPPRESS)
