@@ -748,7 +748,8 @@ def main(argv: list[str] | None = None) -> int:
     wanted = [s for s in ORDER if not args.only or s in args.only.split(",")]
 
     t_start = time.monotonic()
-    out = Path(args.out)
+    out = Path(args.out).resolve()
+    args.out = str(out)  # children run in the repository root
     out.mkdir(parents=True, exist_ok=True)
     log = open(out / "gpu_check.log", "a")
 
