@@ -97,11 +97,21 @@ class WorldBatch:
         return self._map(lambda t: t.pin_memory())
 
     def __getitem__(self, idx) -> "WorldBatch":
-        """Select samples (int, slice, index tensor) keeping the batch dimension."""
-        if isinstance(idx, int):
-            idx = slice(idx, idx + 1)
-        meta = list(np.asarray(self.meta, dtype=object)[np.arange(self.batch_size)[idx]]) if self.meta else []
-        out = {n: getattr(self, n)[idx] for n in _TENSORS if getattr(self, n) is not None}
+        """Select samples (int, slice, list, index or bool-mask tensor/array) keeping the batch dimension.
+
+        A scalar index (int, 0-d tensor or array) selects one sample as a batch of one; a one-element index tensor
+        (e.g. `mask.nonzero().squeeze(1)` with one hit) too.
+        """
+        if isinstance(idx, slice):
+            pos = list(range(self.batch_size))[idx]
+            sel = idx
+        else:
+            arr = np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx)
+            pos = np.atleast_1d(np.arange(self.batch_size)[arr]).tolist()
+            sel = torch.tensor(pos, dtype=torch.long)
+        meta = [self.meta[i] for i in pos] if self.meta else []
+        out = {n: getattr(self, n)[sel.to(t.device) if isinstance(sel, torch.Tensor) else sel]
+               for n in _TENSORS if (t := getattr(self, n)) is not None}
         return WorldBatch(**out, meta=meta)
 
 
