@@ -8,12 +8,20 @@ clean latent x̂ = f(z_τ, τ, d, context) (x-prediction); its implied velocity 
 - Bootstrap term (d > 1/K_max): two no-grad half steps of the model give v* = (b₁ + b₂)/2; the loss is
   (1 − τ)²‖v̂ − v*‖² = ‖x̂ − (z_τ + (1 − τ)·v*)‖², so both terms are squared errors on x̂ with different targets.
 - Weight w(τ) = 0.9τ + 0.1; `valid` masks padding; the loss is the mean over valid frames of w·(mean over tokens).
+  Padded frames are replaced by zeros before anything is computed (torch.where, not a 0 weight: 0·NaN = NaN), so
+  whatever they hold, loss and gradients equal those of the zero-padded batch.
+- Bootstrap sequences: a stratified choice, not a coin flip per sequence. Sequence j of a stream bootstraps iff
+  (j·p mod q) ≥ q − p for the bootstrap fraction f = p/q: every run of L consecutive sequences holds ⌊f·L⌋ or ⌈f·L⌉
+  of them — exactly f·L when that is whole — and the long-run fraction is exactly f. With per-sample seeds, j is
+  the sample's position in the trainer's stream (recovered from its seed, see `stream_position`), so a sample's
+  choice depends on its own seed only (DDP equals one process) and every global batch is exact.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from fractions import Fraction
 
 import torch
 
@@ -57,6 +65,30 @@ def sample_levels(batch: int, frames: int, k_max: int, bootstrap: torch.Tensor,
     return levels_from_draws(bootstrap.to(device), exp, torch.rand(batch, frames, device=device), k_max)
 
 
+SEED_STRIDE, SEED_MODULUS = 7919, 2**62
+"""`train.loop.sample_seed(seed, k) = (c(seed) + SEED_STRIDE·k) mod SEED_MODULUS`: the trainer's per-sample seeds
+step by SEED_STRIDE along its sample stream (a test holds the two in step)."""
+_SEED_STRIDE_INV = pow(SEED_STRIDE, -1, SEED_MODULUS)
+
+
+def stream_position(seed: int) -> int:
+    """The position k of a trainer sample in its run's sample stream, up to a constant of the run: k + C(run seed)
+    (mod 2^62) for seed = sample_seed(run_seed, k). Consecutive samples get consecutive positions (a run wraps
+    around 2^62 at most once in 2^62 / batch batches). For other seeds, a pseudo-random number."""
+    return int(seed) * _SEED_STRIDE_INV % SEED_MODULUS
+
+
+def stratified_choice(positions: Sequence[int], fraction: float) -> list[bool]:
+    """Which of the sequences at stream `positions` bootstrap: (j·p mod q) ≥ q − p for fraction ≈ p/q.
+
+    Any L consecutive positions hold ⌊f·L⌋ or ⌈f·L⌉ chosen ones (exactly f·L when it is whole); each position's
+    answer depends on that position alone.
+    """
+    frac = Fraction(min(max(float(fraction), 0.0), 1.0)).limit_denominator(4096)
+    p, q = frac.numerator, frac.denominator
+    return [int(j) * p % q >= q - p for j in positions]
+
+
 def ramp_weight(tau: torch.Tensor) -> torch.Tensor:
     """w(τ) = 0.9τ + 0.1: frames near clean drive rollouts, so they weigh most."""
     return 0.9 * tau + 0.1
@@ -97,28 +129,35 @@ class ShortcutForcing:
 
         With `seeds` (one int per sample) every sample's draws come from its own generator, so a sample gets the
         same noise whatever the batch split across ranks or accumulation steps (DDP equals one process) and a
-        resumed run repeats them exactly. Without seeds the global RNG is used.
+        resumed run repeats them exactly. Without seeds the global RNG is used. Which sequences bootstrap is the
+        stratified choice of the module docstring: exact per batch, a function of each sample's own seed.
         """
         B, T = x.shape[:2]
         dev = x.device
         levels = max(1, int(math.log2(self.k_max)))
+        f = self.cfg.bootstrap_fraction
         if seeds is None:
-            r = torch.rand(B, device=dev)
+            # positions: a random phase, then a random order, so each batch holds ⌊f·B⌋ or ⌈f·B⌉ (f·B when whole)
+            phase = int(torch.randint(0, 2**31 - 1, ()))
+            chosen = torch.tensor(stratified_choice(range(phase, phase + B), f), dtype=torch.bool)
+            chosen = chosen[torch.randperm(B)].to(dev)
             exp = torch.randint(0, levels, (B, T), device=dev)
             u = torch.rand(B, T, device=dev)
             noise = torch.randn_like(x)
         else:
             if len(seeds) != B:
                 raise ValueError(f"draw: {len(seeds)} seeds for a batch of {B}")
-            rs, exps, us, noises = [], [], [], []
+            exps, us, noises = [], [], []
             for s in seeds:
                 g = torch.Generator(device=dev).manual_seed(int(s))
-                rs.append(torch.rand((1,), generator=g, device=dev))
+                torch.rand((1,), generator=g, device=dev)  # was the coin flip; kept so the draws after it stay
                 exps.append(torch.randint(0, levels, (T,), generator=g, device=dev))
                 us.append(torch.rand((T,), generator=g, device=dev))
                 noises.append(torch.randn(x.shape[1:], generator=g, device=dev, dtype=x.dtype))
-            r, exp, u, noise = torch.cat(rs), torch.stack(exps), torch.stack(us), torch.stack(noises)
-        boot = (r < self.cfg.bootstrap_fraction) & self.active(global_step)
+            exp, u, noise = torch.stack(exps), torch.stack(us), torch.stack(noises)
+            chosen = torch.tensor(stratified_choice([stream_position(s) for s in seeds], f), dtype=torch.bool,
+                                  device=dev)
+        boot = chosen & self.active(global_step)
         tau, step = levels_from_draws(boot, exp, u, self.k_max)
         return boot, tau, step, noise
 
@@ -138,6 +177,8 @@ class ShortcutForcing:
         """
         B, T = x.shape[:2]
         device = x.device
+        if valid is not None:  # padding may hold anything (NaN): the model and the loss see zeros there
+            x = torch.where(valid[..., None, None], x, torch.zeros((), dtype=x.dtype, device=device))
         boot, tau, step, noise = self.draw(x, global_step, seeds)
         z = corrupt(x, tau, noise)
         x_hat = model(z, tau, step, actions, action_mask)
@@ -153,6 +194,8 @@ class ShortcutForcing:
             target = x.clone()
             target[idx] = bootstrap_target(teacher, z[idx], tau[idx], step[idx], sub(actions), sub(action_mask))
         per_frame = (x_hat.float() - target.float()).pow(2).mean(dim=(-2, -1))  # (B, T)
+        if valid is not None:
+            per_frame = torch.where(valid, per_frame, torch.zeros((), device=device))
 
         valid_f = torch.ones(B, T, device=device) if valid is None else valid.float()
         w = (ramp_weight(tau) if self.cfg.ramp_weight else torch.ones_like(tau)) * valid_f
