@@ -22,7 +22,6 @@ threads oversubscribe and timings turn to noise (a 60× slowdown was measured wh
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 import warnings
@@ -34,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median_time, report, table  # noqa: E402
 
 from latentwm.config import PlanConfig, get_preset  # noqa: E402
+from latentwm.config.experiment import replace_nested  # noqa: E402
 from latentwm.model import DynamicsModel  # noqa: E402
 from latentwm.planning import LatentGoalObjective, plan  # noqa: E402
 from latentwm.rollout import observe, rollout  # noqa: E402
@@ -53,8 +53,8 @@ def main() -> None:
     exp = get_preset(args.preset)
     cfg = PlanConfig()  # DINO-WM: population 300, elites 30, iterations 30, horizon 5
     if args.quick:
-        cfg = dataclasses.replace(cfg, population=32, elites=4, iterations=3)
-    P, IT, H, C = cfg.population, cfg.iterations, cfg.horizon, exp.rollout.context
+        cfg = replace_nested(cfg, cem__population=32, cem__elites=4, cem__iterations=3)
+    P, IT, H, C = cfg.cem.population, cfg.cem.iterations, cfg.horizon, exp.rollout.context
     torch.manual_seed(0)
     model = DynamicsModel(exp.model).eval().requires_grad_(False)
     mc = model.cfg
@@ -76,7 +76,7 @@ def main() -> None:
                          seconds_per_call=call, measured="observe + 1 iteration × %d" % args.repeats))
         summary[f"cem_seconds_per_call_k{K}"] = call
         if K == 1:
-            check_cfg = dataclasses.replace(cfg, iterations=2, sample_steps=1)
+            check_cfg = replace_nested(cfg, cem__iterations=2, sample_steps=1)
             t = time.perf_counter()
             plan(model, ctx, goal, H, check_cfg, low, high, history_actions=ctx_actions, planner="cem",
                  generator=torch.Generator().manual_seed(0))
@@ -143,10 +143,10 @@ def main() -> None:
         cem_seconds_per_call_bf16=t_obs + IT * t16, shared_vs_naive_speedup_bf16=t16_naive / t16,
         k4_vs_k1_slowdown=summary["cem_seconds_per_call_k4"] / call,
         batch_efficiency_gap=gap, observe_seconds=t_obs,
-        preset=args.preset, population=P, elites=cfg.elites, iterations=IT, horizon=H,
+        preset=args.preset, population=P, elites=cfg.cem.elites, iterations=IT, horizon=H,
         context=C, threads=args.threads, quick=args.quick)
     notes = (f"`{args.preset}` preset ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, random "
-             f"weights), {C} observed history frames, CEM population {P}, {cfg.elites} elites, {IT} iterations, "
+             f"weights), {C} observed history frames, CEM population {P}, {cfg.cem.elites} elites, {IT} iterations, "
              f"horizon {H}, 10-D actions per model step; {args.threads} torch thread(s); medians of {args.repeats}. "
              f"Per call = observe ({t_obs:.3f} s) + {IT} × per-iteration scoring of {P} candidates. Check: one real "
              f"2-iteration `plan` call took {summary['check_real_2_iterations_s']:.2f} s vs "

@@ -34,7 +34,8 @@ from latentwm.data.episodes import NormStats  # noqa: E402
 from latentwm.encoders.dino import DinoEncoder  # noqa: E402
 from latentwm.envs.pusht import PushTEnv, goal_metrics  # noqa: E402
 from latentwm.planning.cem import plan_cem  # noqa: E402
-from latentwm.planning.evaluate import demo_plan_config, held_out_episodes, sample_goals  # noqa: E402
+from latentwm.config import get_preset  # noqa: E402
+from latentwm.planning.evaluate import held_out_episodes, sample_goals  # noqa: E402
 from latentwm.planning.mpc import ActionCodec, LatentObserver  # noqa: E402
 from latentwm.train.checkpoint import load_world_model  # noqa: E402
 
@@ -87,7 +88,7 @@ def main():
                                    exp.data.frame_skip, model.cfg.action_dim)
     encoder = DinoEncoder.from_config(exp.encoder)
     observer = LatentObserver(encoder.encode, NormStats.from_dict(stats["latents"]))
-    cfg = demo_plan_config()
+    cfg = get_preset("cpu").plan  # demo scale
     goals = sample_goals(held_out_episodes(run / "episodes", run / "latents", exp.data.eval_fraction, exp.data.seed),
                          args.goals, cfg.goal_offset, cfg.seed)
     sim_costs = SimCosts(codec, observer, goals[0].goal_frame.shape[0])
@@ -113,7 +114,8 @@ def main():
                 def objective(x, grad=False, s0=s0, c=c, g=g, goal_latent=goal_latent):
                     return torch.as_tensor(sim_costs(s0, x, g.goal_frame, goal_latent, g.goal_state)[c])
 
-                res = plan_cem(objective, cfg.horizon, low, high, cfg, init=codec.hold(s0[:2], cfg.horizon),
+                res = plan_cem(objective, cfg.horizon, low, high, cfg.cem, init_std=cfg.init_std,
+                               init=codec.hold(s0[:2], cfg.horizon),
                                generator=torch.Generator().manual_seed(1000 * g.index + rep))
                 for a in codec.to_env(codec.expand(res.actions)):
                     env.step(a)
@@ -142,7 +144,7 @@ def main():
                         "cem_on_simulator_final_distance"]), summary,
            f"Run {run} (encoder {encoder.weights_label}); {len(goals)} held-out goals {cfg.goal_offset} env steps "
            f"ahead (mean start distance {summary['start_distance']:.1f}); rank correlation over {args.samples} random "
-           f"5-step plans per goal; CEM population {cfg.population}, {cfg.elites} elites, {cfg.iterations} "
+           f"5-step plans per goal; CEM population {cfg.cem.population}, {cfg.cem.elites} elites, {cfg.cem.iterations} "
            "iterations, 2 plans × 5 model steps, candidates executed in the simulator. A planner on a learned model "
            "cannot beat CEM on the simulator with the same cost.")
 

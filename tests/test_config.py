@@ -2,8 +2,8 @@ import dataclasses
 
 import pytest
 
-from latentwm.config import (PRESETS, ConfigError, DataConfig, EncoderConfig, ExperimentConfig, ModelConfig,
-                             PlanConfig, TrainConfig, get_preset)
+from latentwm.config import (PRESETS, CEMConfig, ConfigError, DataConfig, EncoderConfig, ExperimentConfig,
+                             ModelConfig, TrainConfig, get_preset)
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -33,7 +33,7 @@ def test_unknown_preset_names_the_field():
     (lambda: DataConfig(clip_len=-1), "data.clip_len"),
     (lambda: DataConfig(eval_fraction=1.5), "data.eval_fraction"),
     (lambda: TrainConfig(lr=0), "train.lr"),
-    (lambda: PlanConfig(population=10, elites=20), "plan.elites"),
+    (lambda: CEMConfig(population=10, elites=20), "plan.cem.elites"),
     (lambda: EncoderConfig(name="dinov9-xxl"), "encoder.name"),
     (lambda: EncoderConfig(name="dinov2-s", image_size=200), "encoder.image_size"),
 ])

@@ -15,7 +15,7 @@ from latentwm.data.sources.pusht import episode_path
 from latentwm.encoders.decoder import (DECODER_SIZES, DecoderSpec, RAEDecoder, decode_latents, load_decoder,
                                        noise_augment, sincos_2d)
 from latentwm.encoders.dino import DinoEncoder
-from latentwm.encoders.presets import ENCODER_PRESETS
+from latentwm.config.registry import ENCODER_PRESETS
 from latentwm.eval.decoder_metrics import PerceptualLoss, psnr, recon_grid, ssim
 from latentwm.train.decoder_trainer import DecoderConfig, DecoderTrainer, load_frame_sets
 
@@ -186,7 +186,7 @@ def test_rollout_video_uses_a_decoder_when_given(data):
     st = NormStats.from_dict(dict(mean=state["latent_stats"]["mean"], std=state["latent_stats"]["std"], count=1))
     lat = sets[1].latents[:6].float()  # (6, N, D) in the encoder's space
     norm = torch.from_numpy(st.normalize(lat.numpy()))  # as a world model sees them
-    frames = decoded_frames(str(run), norm, latent_stats=st, size=16)
+    frames = decoded_frames(dec, norm, latent_stats=st, size=16)
     assert np.abs(frames.astype(int) - dec.decode(lat).numpy().astype(int)).max() <= 1  # float32 round trip
     pca = rollout_video(norm[:2], norm[2:], norm[2:] + 0.1, size=32)
     video = rollout_video(norm[:2], norm[2:], norm[2:] + 0.1, size=32, decoder=dec, latent_stats=st)
@@ -267,7 +267,7 @@ def test_torchrun_two_ranks_match_one_process(data):
 
 def test_lpips_fallback_notice_once_and_cli_help(capsys):
     from latentwm.eval import decoder_metrics
-    from latentwm.train.decoder_trainer import default_decoder_config
+    from latentwm.config import preset
 
     if decoder_metrics.load_lpips()[0] is None:  # this machine has no LPIPS weights: one notice, SSIM instead
         decoder_metrics._notices.clear()
@@ -276,7 +276,7 @@ def test_lpips_fallback_notice_once_and_cli_help(capsys):
         assert a.kind == b.kind == "ssim"
         assert capsys.readouterr().out.count("LPIPS unavailable") == 1
     assert PerceptualLoss("off").kind == "off"
-    big = default_decoder_config("small")
+    big = preset("small").decoder
     assert big.size == "B" and big.patch_size == 16 and big.adv_weight > 0 and big.encoder.name == "dinov2-s"
     with pytest.raises(SystemExit) as e:
         main(["train-decoder", "--help"])

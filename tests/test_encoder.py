@@ -16,7 +16,7 @@ from latentwm.encoders.dino import (
     compute_latent_stats,
     load_backbone,
 )
-from latentwm.encoders.presets import ENCODER_PRESETS
+from latentwm.config.registry import ENCODER_PRESETS
 
 # (preset, image_size, registers): grids 4×4 (patch 14) and 4×4 (patch 16)
 FAMILIES = [("tiny-random", 56, 0), ("tiny-random-reg", 56, 4), ("tiny-random-v3", 64, 4)]

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from latentwm.config import PlanConfig, get_preset
+from latentwm.config import CEMConfig, GradientConfig, MPPIConfig, PlanConfig, get_preset
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import DatasetStats, compute_norm_stats, load_episode
 from latentwm.data.sources.pusht import generate_pusht
 from latentwm.model.dynamics import DynamicsModel
-from latentwm.planning.evaluate import evaluate_planning, planning_table, sample_goals
+from latentwm.planning.evaluate import (PlanningOptions, WorldModelRun, evaluate_planning, planning_table,
+                                       sample_goals)
 from latentwm.planning.mpc import ActionCodec, LatentObserver, MPCPolicy, ReplayPolicy, run_episode
 
 FS = 5
@@ -44,8 +45,9 @@ def _model():
     return DynamicsModel(get_preset("tiny").model).eval().requires_grad_(False)
 
 
-CFG = PlanConfig(population=8, elites=2, iterations=2, horizon=3, exec_steps=2, grad_steps=2, goal_offset=10,
-                 num_goals=2)
+CFG = PlanConfig(horizon=3, exec_steps=2, goal_offset=10, num_goals=2,
+                 cem=CEMConfig(population=8, elites=2, iterations=2), mppi=MPPIConfig(population=8, iterations=2),
+                 gradient=GradientConfig(steps=2))
 
 
 def test_codec_matches_the_clip_recipe_and_round_trips():
@@ -132,10 +134,12 @@ def test_evaluate_planning_is_deterministic_and_complete(episodes, tmp_path):
     exp = get_preset("tiny").replace(data__cache_dir=str(tmp_path / "no-cache"), data__eval_fraction=0.5)
     stats = {"latents": {"mean": [0.0] * 64, "std": [1.0] * 64, "count": 1},
              "datasets": {"pusht": {"dataset": "pusht", "actions": STATS, "proprio": None}}}
-    kw = dict(plan_cfg=CFG, planners=("cem", "gradient"), config=exp, data_stats=stats, frame_skip=FS,
-              encoder=StandInEncoder(), max_replans=2, log=lambda *_: None)
-    a = evaluate_planning(model, episodes, out_dir=tmp_path / "a", num_videos=1, **kw)
-    b = evaluate_planning(model, episodes, out_dir=tmp_path / "b", num_videos=0, **kw)
+    run = WorldModelRun(model, exp, stats, FS)
+    opts = PlanningOptions(planners=("cem", "gradient"), max_replans=2, num_videos=1)
+    kw = dict(encoder=StandInEncoder(), log=lambda *_: None)
+    a = evaluate_planning(run, episodes, CFG, out_dir=tmp_path / "a", options=opts, **kw)
+    b = evaluate_planning(run, episodes, CFG, out_dir=tmp_path / "b", options=PlanningOptions(
+        planners=("cem", "gradient"), max_replans=2, num_videos=0), **kw)
     methods = ["cem", "gradient", "random", "dataset_actions"]
     assert list(a["success_rate"]) == methods and list(a["final_distance"]) == methods
     assert list(a["seconds_per_plan"]) == ["cem", "gradient"] and a["num_goals"] == 2
@@ -150,4 +154,4 @@ def test_evaluate_planning_is_deterministic_and_complete(episodes, tmp_path):
     table = planning_table(a)
     assert "| cem |" in table and "dataset_actions" in table and "agent px" in table
     with pytest.raises(ValueError, match="unknown methods"):
-        evaluate_planning(model, episodes, **{**kw, "planners": ("beam",)})
+        evaluate_planning(run, episodes, CFG, options=PlanningOptions(planners=("beam",)), **kw)

@@ -1,17 +1,18 @@
-import dataclasses
 
 import pytest
 import torch
 
-from latentwm.config import PlanConfig, get_preset
+from latentwm.config import CEMConfig, GradientConfig, MPPIConfig, PlanConfig, get_preset
+from latentwm.config.experiment import replace_nested
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.planning import PLANNERS, LatentGoalObjective, latent_cost, plan, shift_plan
 from latentwm.rollout import rollout
 
 H, A = 3, 2
 LOW, HIGH = -torch.ones(A), torch.ones(A)
-CFG = PlanConfig(population=128, elites=12, iterations=25, init_std=1.0, temperature=0.5, grad_lr=0.1,
-                 grad_steps=150, horizon=H)
+CFG = PlanConfig(init_std=1.0, horizon=H, cem=CEMConfig(population=128, elites=12, iterations=25),
+                 mppi=MPPIConfig(population=128, iterations=25, temperature=0.5),
+                 gradient=GradientConfig(steps=150, lr=0.1))
 
 
 class LinearToyModel:
@@ -32,7 +33,8 @@ class LinearToyModel:
 @pytest.mark.parametrize("name", list(PLANNERS))
 def test_planners_find_the_optimum_of_a_quadratic(name):
     target = torch.tensor([[0.5, -0.3], [0.1, 0.7], [-0.6, 0.2]])
-    res = PLANNERS[name](LinearToyModel(target), H, LOW, HIGH, CFG, generator=torch.Generator().manual_seed(1))
+    res = PLANNERS[name](LinearToyModel(target), H, LOW, HIGH, CFG.planner_config(name),
+                         generator=torch.Generator().manual_seed(1))
     assert res.actions.shape == (H, A)
     assert (res.actions - target).abs().max() < 0.08, (name, res.actions, res.cost)
     assert res.history == sorted(res.history, reverse=True)  # the best cost never gets worse
@@ -41,14 +43,16 @@ def test_planners_find_the_optimum_of_a_quadratic(name):
 @pytest.mark.parametrize("name", list(PLANNERS))
 def test_bounds_are_respected(name):
     target = torch.tensor([[3.0, -3.0], [0.2, 5.0], [-4.0, 0.0]])  # outside the box
-    res = PLANNERS[name](LinearToyModel(target), H, LOW, HIGH, CFG, generator=torch.Generator().manual_seed(2))
+    res = PLANNERS[name](LinearToyModel(target), H, LOW, HIGH, CFG.planner_config(name),
+                         generator=torch.Generator().manual_seed(2))
     assert (res.actions >= LOW).all() and (res.actions <= HIGH).all()
 
 
 def test_warm_start_is_kept_when_nothing_beats_it():
     target = torch.zeros(H, A)
-    cfg = dataclasses.replace(CFG, iterations=1, population=4, elites=2)
-    res = PLANNERS["cem"](LinearToyModel(target), H, LOW, HIGH, cfg, init=target.clone())
+    cfg = replace_nested(CFG, cem__iterations=1, cem__population=4, cem__elites=2, mppi__iterations=1,
+                         mppi__population=4)
+    res = PLANNERS["cem"](LinearToyModel(target), H, LOW, HIGH, cfg.cem, init=target.clone())
     assert res.cost == pytest.approx(0.0, abs=1e-9) and torch.equal(res.actions, target)
     assert torch.equal(shift_plan(torch.arange(6.).reshape(3, 2), 1), torch.tensor([[2., 3.], [4., 5.], [4., 5.]]))
 
@@ -90,9 +94,9 @@ def test_gradient_planner_descends_through_the_model():
     goal = obj.predict(goal_actions)[0, -1]  # a reachable goal
     obj = LatentGoalObjective(m, ctx, goal, seed=0)
     low, high = -torch.ones(c.action_dim), torch.ones(c.action_dim)
-    cfg = dataclasses.replace(CFG, grad_steps=30, grad_lr=0.05)
+    cfg = replace_nested(CFG, gradient__steps=30, gradient__lr=0.05)
     start = float(obj(torch.zeros(1, 2, c.action_dim)))
-    res = PLANNERS["gradient"](obj, 2, low, high, cfg, generator=torch.Generator().manual_seed(0))
+    res = PLANNERS["gradient"](obj, 2, low, high, cfg.gradient, generator=torch.Generator().manual_seed(0))
     assert res.cost < 0.5 * start and (res.actions.abs() <= 1).all()
 
 
@@ -116,7 +120,8 @@ def test_plan_entry_point_observes_once_and_maps_the_planning_space():
     ctx = torch.randn(1, 2, c.num_latent_tokens, c.latent_dim)
     ctx_actions = torch.randn(1, 1, c.action_dim)
     goal = torch.randn(c.num_latent_tokens, c.latent_dim)
-    cfg = dataclasses.replace(CFG, population=16, elites=4, iterations=2, grad_steps=2)
+    cfg = replace_nested(CFG, cem__population=16, cem__elites=4, cem__iterations=2, mppi__population=16,
+                         mppi__iterations=2, gradient__steps=2)
     low, high = -torch.ones(2), torch.ones(2)
 
     def expand(a):  # (…, H, 2) -> (…, H, A): the 2-D action repeated, zero-padded

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from latentwm.config import PlanConfig, get_preset
+from latentwm.config import CEMConfig, PlanConfig, ProbeConfig, get_preset
 from latentwm.envs.pusht import proprio_from_state
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.planning import LatentGoalObjective, latent_cost
@@ -93,7 +93,7 @@ def test_mpc_policy_needs_the_goal_proprio():
     m = _model()
     codec = ActionCodec.from_stats({"mean": [250.0, 260.0], "std": [100.0, 110.0], "count": 1}, 5, m.cfg.action_dim)
     observer = LatentObserver(lambda f: torch.zeros(len(f), m.cfg.num_latent_tokens, m.cfg.latent_dim))
-    cfg = PlanConfig(population=4, elites=2, iterations=1, horizon=2, exec_steps=1)
+    cfg = PlanConfig(horizon=2, exec_steps=1, cem=CEMConfig(population=4, elites=2, iterations=1))
     policy = MPCPolicy(m, observer, codec, cfg, proprio_probe=_probe(m))
     frame = np.zeros((96, 96, 3), np.uint8)
     with pytest.raises(ValueError, match="goal_proprio"):
@@ -126,15 +126,15 @@ def test_probe_trains_on_a_pusht_cache_and_scores_held_out(tmp_path):
     encode_to_cache(load_pusht(tmp_path / "eps"), encode, tmp_path / "cache", encoder_label="test", image_size=96,
                     show_progress=False)
     exp = get_preset("tiny").replace(data__cache_dir=str(tmp_path / "cache"), data__eval_fraction=0.25)
-    probe, m = train_proprio_probe(_model(), tmp_path / "cache", exp, steps=150, clips=64, hidden=32,
+    probe, m = train_proprio_probe(_model(), tmp_path / "cache", exp, ProbeConfig(steps=150, clips=64, hidden=32),
                                    log=lambda *_: None)
     assert m["train_mse"] < 0.5 and m["heldout_rmse"] > 0 and m["baseline_rmse"] > 0 and len(m["r2"]) == 2
     assert probe.dims == (0, 1) and probe.prop_std.shape == (4,)
     model = _model()
     torch.manual_seed(123)  # whatever drew from the global RNG before: the same seed gives the same probe
-    again, _ = train_proprio_probe(model, tmp_path / "cache", exp, steps=150, clips=64, hidden=32,
+    again, _ = train_proprio_probe(model, tmp_path / "cache", exp, ProbeConfig(steps=150, clips=64, hidden=32),
                                    log=lambda *_: None)
     for k, v in probe.state_dict().items():
         torch.testing.assert_close(again.state_dict()[k], v, atol=0, rtol=0)
     with pytest.raises(ValueError, match="out of range"):
-        train_proprio_probe(_model(), tmp_path / "cache", exp, dims=(0, 7), steps=1, clips=2)
+        train_proprio_probe(_model(), tmp_path / "cache", exp, ProbeConfig(steps=1, clips=2), dims=(0, 7))

@@ -8,10 +8,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from latentwm.config import ExperimentConfig
-from latentwm.eval.visualize import plot_curves, rollout_video, save_gif
+from latentwm.encoders.decoder import load_decoder
+from latentwm.eval.visualize import plot_curves, write_rollout_gifs
+from latentwm.planning.evaluate import planning_table
+from latentwm.rl.runner import rl_table
 from latentwm.train.logging import read_metrics
 
 
@@ -30,12 +34,41 @@ def write_report(out: str | Path, exp: ExperimentConfig, results: dict, train_di
     features otherwise). Returns the report folder."""
     out = Path(out)
     (out / "rollouts").mkdir(parents=True, exist_ok=True)
-    main = results["tau_ctx=1.0"]
-    renoised = results.get("tau_ctx=0.9")
-    H = main["horizons"]
-    beats = [m < c for m, c in zip(main["model_error"], main["copy_last_error"])]
+    main, renoised = results["tau_ctx=1.0"], results.get("tau_ctx=0.9")
+    train_curve, has_eval_curve = _plots(out, train_dir, main, renoised)
+    gifs = _videos(out, main, decoder, latent_stats)
+    metrics = {
+        "rollout": _rollout_metrics(exp, main, renoised),
+        "encoder": {"weights": weights_field(encoder_label), "label": encoder_label, "name": exp.encoder.name,
+                    "image_size": exp.encoder.image_size},
+        "training": {"steps": train_curve[-1][0] if train_curve else 0,
+                     "final_loss": train_curve[-1][1] if train_curve else None,
+                     "preset": exp.preset, "model_parameters": model_parameters},
+        "data": data,
+        "wall_time_s": wall_time_s,
+    }
+    if decoder is not None:
+        metrics["decoder"] = {k: decoder[k] for k in ("psnr", "ssim", "lpips", "mean_image_psnr", "mean_image_ssim",
+                                                     "split", "epochs", "train_seconds", "parameters", "perceptual")
+                              if k in decoder}
+    if rl is not None:
+        metrics["rl"] = rl
+    if planning is not None:
+        metrics["planning"] = {k: planning[k] for k in ("success_rate", "final_distance", "seconds_per_plan",
+                                                         "num_goals", "start_distance", "start_success_rate",
+                                                         "success_step", "settings", "convention", "block_pos_diff",
+                                                         "agent_pos_diff", "angle_diff_deg", "block_static_goals")
+                               if k in planning}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    md = _markdown(exp, main, renoised, metrics, encoder_label, has_eval_curve, gifs, planning, rl, decoder)
+    (out / "report.md").write_text(md)
+    return out
 
-    # ---- plots
+
+def _plots(out: Path, train_dir: Path, main: dict, renoised: dict | None) -> tuple[list, bool]:
+    """Training curve, held-out curve (when logged) and rollout error per horizon; returns ([(step, loss)], whether
+    the held-out curve exists)."""
+    H = main["horizons"]
     recs = read_metrics(train_dir / "metrics.jsonl") if (train_dir / "metrics.jsonl").exists() else []
     tr = [(r["step"], r["train/loss"]) for r in recs if "train/loss" in r]
     ev = [(r["step"], r["eval/mean_model"], r["eval/mean_copy_last"]) for r in recs if "eval/mean_model" in r]
@@ -52,55 +85,38 @@ def write_report(out: str | Path, exp: ExperimentConfig, results: dict, train_di
         err_series["model, re-noised context (τ_ctx=0.9)"] = (H, renoised["model_error"])
     plot_curves(out / "rollout_error.png", err_series, "Rollout error per horizon (held-out episodes)",
                 "horizon (model steps)", "latent MSE")
+    return tr, bool(ev)
 
-    # ---- videos
+
+def _videos(out: Path, main: dict, decoder: dict | None, latent_stats) -> list[Path]:
+    """Rollout GIFs (decoded frames when the demo trained a decoder) and the decoder's reconstruction grid."""
     dec = None
     if decoder is not None:
-        import shutil
-
-        from latentwm.encoders.decoder import load_decoder
-
         dec = load_decoder(decoder["path"])[0]
         grids = sorted((Path(decoder["path"]) / "eval").glob("recon_step*.png"))
         if grids:
             shutil.copyfile(grids[-1], out / "decoder_reconstructions.png")
-    gifs = []
-    for i, (truth, pred, ctx) in enumerate(_examples(main)):
-        video = rollout_video(ctx, truth, pred, decoder=dec, latent_stats=latent_stats)
-        gifs.append(save_gif(out / "rollouts" / f"rollout_{i}.gif", video, fps=2.0))
+    return write_rollout_gifs(main.get("examples", []), out / "rollouts", decoder=dec, latent_stats=latent_stats)
 
-    # ---- metrics.json
-    weights = weights_field(encoder_label)
-    metrics = {
-        "rollout": {"horizons": H, "model_error": main["model_error"], "copy_last_error": main["copy_last_error"],
-                    "metric": "latent MSE (normalized DINO features), mean over held-out clips",
-                    "num_clips": main["num_clips"], "beats_copy_last": beats,
-                    "context": exp.rollout.context, "sample_steps": exp.rollout.sample_steps,
-                    "by_group": main["by_group"]},
-        "encoder": {"weights": weights, "label": encoder_label, "name": exp.encoder.name,
-                    "image_size": exp.encoder.image_size},
-        "training": {"steps": tr[-1][0] if tr else 0, "final_loss": tr[-1][1] if tr else None,
-                     "preset": exp.preset, "model_parameters": model_parameters},
-        "data": data,
-        "wall_time_s": wall_time_s,
-    }
+
+def _rollout_metrics(exp: ExperimentConfig, main: dict, renoised: dict | None) -> dict:
+    res = {"horizons": main["horizons"], "model_error": main["model_error"],
+           "copy_last_error": main["copy_last_error"],
+           "metric": "latent MSE (normalized DINO features), mean over held-out clips",
+           "num_clips": main["num_clips"],
+           "beats_copy_last": [m < c for m, c in zip(main["model_error"], main["copy_last_error"])],
+           "context": exp.rollout.context, "sample_steps": exp.rollout.sample_steps, "by_group": main["by_group"]}
     if renoised:
-        metrics["rollout"]["renoised_context"] = {"tau_ctx": 0.9, "model_error": renoised["model_error"]}
-    if decoder is not None:
-        metrics["decoder"] = {k: decoder[k] for k in ("psnr", "ssim", "lpips", "mean_image_psnr", "mean_image_ssim",
-                                                     "split", "epochs", "train_seconds", "parameters", "perceptual")
-                              if k in decoder}
-    if rl is not None:
-        metrics["rl"] = rl
-    if planning is not None:
-        metrics["planning"] = {k: planning[k] for k in ("success_rate", "final_distance", "seconds_per_plan",
-                                                         "num_goals", "start_distance", "start_success_rate",
-                                                         "success_step", "settings", "convention", "block_pos_diff",
-                                                         "agent_pos_diff", "angle_diff_deg", "block_static_goals")
-                               if k in planning}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        res["renoised_context"] = {"tau_ctx": 0.9, "model_error": renoised["model_error"]}
+    return res
 
-    # ---- report.md
+
+def _markdown(exp: ExperimentConfig, main: dict, renoised: dict | None, metrics: dict, encoder_label: str,
+              has_eval_curve: bool, gifs: list[Path], planning: dict | None, rl: dict | None,
+              decoder: dict | None) -> str:
+    H, beats, data = main["horizons"], metrics["rollout"]["beats_copy_last"], metrics["data"]
+    params, steps = metrics["training"]["model_parameters"] or "?", metrics["training"]["steps"]
+    weights = metrics["encoder"]["weights"]
     random_note = ("**The encoder has random weights** (`%s`): the latents are features of an untrained DINOv2 "
                    "architecture, not pretrained DINO features. Pass a real encoder (e.g. `--encoder.name "
                    "dinov2-s` with local weights) for meaningful features." % encoder_label
@@ -108,14 +124,14 @@ def write_report(out: str | Path, exp: ExperimentConfig, results: dict, train_di
     ren = [f"{e:.4f}" for e in renoised["model_error"]] if renoised else [""] * len(H)
     rows = "\n".join(f"| {h} | {m:.4f} | {c:.4f} | {r} | {'yes' if b else 'no'} |"
                      for h, m, c, r, b in zip(H, main["model_error"], main["copy_last_error"], ren, beats))
-    md = f"""# latentwm demo report — Push-T
+    return f"""# latentwm demo report — Push-T
 
 {random_note}
 
-- preset `{exp.preset}`: dynamics model of {model_parameters or '?'} parameters, {metrics['training']['steps']} steps
+- preset `{exp.preset}`: dynamics model of {params} parameters, {steps} steps
 - data: {data.get('episodes')} simulated Push-T episodes of {data.get('env_steps_per_episode')} env steps, frame skip
   {exp.data.frame_skip} ({exp.data.frame_skip * 2}-D actions per model step), 10% of episodes held out
-- wall time: {wall_time_s / 60:.1f} min
+- wall time: {metrics['wall_time_s'] / 60:.1f} min
 
 ## Rollouts on held-out episodes
 
@@ -135,20 +151,12 @@ squared error of normalized latents ({main['num_clips']} clips). The model beats
 ## Training
 
 ![training loss](training_curve.png)
-{"![held-out error during training](eval_curve.png)" if ev else ""}
+{"![held-out error during training](eval_curve.png)" if has_eval_curve else ""}
 
 {_videos_section(decoder)}
 
 {chr(10).join(f'![rollout {i}](rollouts/{p.name})' for i, p in enumerate(gifs))}
 """
-    (out / "report.md").write_text(md)
-    return out
-
-
-def _examples(res: dict):
-    for truth, pred, ctx in res.get("examples", []):
-        for b in range(truth.shape[0]):
-            yield truth[b], pred[b], ctx[b]
 
 
 def _static_note(planning: dict) -> str:
@@ -162,8 +170,6 @@ def _static_note(planning: dict) -> str:
 
 
 def _planning_section(planning: dict) -> str:
-    from latentwm.planning.evaluate import planning_table
-
     sr, fd = planning["success_rate"], planning["final_distance"]
     verdict = []
     for m in (k for k in sr if k not in ("random", "dataset_actions")):
@@ -218,8 +224,6 @@ decoder (`{decoder['path']}`): held-out PSNR {decoder['psnr']:.2f} dB, SSIM {dec
 
 
 def _rl_section(rl: dict) -> str:
-    from latentwm.rl.runner import rl_table
-
     m = rl["methods"]
     verdict = ""
     if "pmpo" in m and "bc" in m:

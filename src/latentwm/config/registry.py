@@ -1,12 +1,29 @@
-"""Named DINO encoder presets: hub id, model family and the shapes they produce.
+"""Registries: every named choice a config can make, written once.
 
-Plain data with no heavy imports, so configs can be validated (latent width, token grid) before torch or
-transformers are loaded. `encoders/dino.py` turns a preset into a model.
+Plain data with no heavy imports, so configs can be validated before torch or transformers load. The modules that
+implement a choice key their tables by these names (`data.sources.load_source`, `planning.PLANNERS`,
+`encoders.dino`), and tests/test_registry.py holds them equal.
+
+- Sources: dataset readers (`latentwm encode --source`, online encoding, decoder training).
+- Planners and baselines: `latentwm plan` / the demo.
+- Encoder presets: hub id, model family and the shapes they produce (`encoders/dino.py` turns one into a model).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
+
+Source = Literal["pusht", "droid", "epic", "video-folder"]
+SOURCES: tuple[str, ...] = get_args(Source)
+
+Planner = Literal["cem", "mppi", "gradient"]
+PLANNER_NAMES: tuple[str, ...] = get_args(Planner)
+
+Baseline = Literal["random", "dataset_actions"]
+BASELINE_NAMES: tuple[str, ...] = get_args(Baseline)
+
+DecoderSizeName = Literal["tiny", "cpu", "B", "L", "XL"]
 
 
 @dataclass(frozen=True)

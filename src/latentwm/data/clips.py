@@ -286,3 +286,9 @@ def make_clip_datasets(cfg) -> tuple[LatentClipDataset, LatentClipDataset | None
     if train_set.num_skipped:
         print(f"{train_set.num_skipped} training episodes shorter than one clip ({train_set.span} frames) skipped")
     return train_set, eval_set, extra
+
+
+def eval_loader(dataset: Dataset, action_dim: int, batch_size: int = 16):
+    """Batches (WorldBatch) of a finite evaluation dataset, in order."""
+    return iter(DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                           collate_fn=partial(collate, action_dim=action_dim)))

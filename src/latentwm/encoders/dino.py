@@ -30,7 +30,7 @@ from torch import nn
 
 from latentwm.config import ConfigError, EncoderConfig
 from latentwm.data.episodes import NormStats
-from latentwm.encoders.presets import ENCODER_PRESETS
+from latentwm.config.registry import ENCODER_PRESETS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

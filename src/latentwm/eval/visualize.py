@@ -9,8 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
+from PIL import Image
+
+from latentwm.encoders.decoder import decode_latents
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
 
 class FeaturePCA:
@@ -56,13 +63,9 @@ def side_by_side(*videos: np.ndarray, gap: int = 4) -> np.ndarray:
 def decoded_frames(decoder, latents: torch.Tensor, latent_stats=None, size: int = 128) -> np.ndarray:
     """Latents (T, N, D) -> (T, size, size, 3) uint8 pixels through a trained decoder (`encoders.decoder`).
 
-    decoder: an RAEDecoder or the path of a `latentwm train-decoder` run / checkpoint. latent_stats: the NormStats
-    (or its dict) the latents were normalized with — a dynamics checkpoint's `data_stats["latents"]`; None when they
-    are the encoder's own LayerNorm-ed latents."""
-    from latentwm.encoders.decoder import decode_latents, load_decoder
-
-    if isinstance(decoder, (str, Path)):
-        decoder = load_decoder(decoder)[0]
+    decoder: an RAEDecoder (`encoders.decoder.load_decoder(run)[0]`). latent_stats: the NormStats (or its dict) the
+    latents were normalized with — a dynamics checkpoint's `data_stats["latents"]`; None when they are the encoder's
+    own LayerNorm-ed latents."""
     img = torch.from_numpy(decode_latents(decoder, latents.detach().cpu(), latent_stats)).permute(0, 3, 1, 2)
     if img.shape[-1] != size:
         img = torch.nn.functional.interpolate(img.float(), size=(size, size), mode="bilinear", antialias=True,
@@ -74,15 +77,11 @@ def rollout_video(context: torch.Tensor, truth: torch.Tensor, pred: torch.Tensor
                   latent_stats=None) -> np.ndarray:
     """Real | predicted video of one clip: context (C, N, D), truth and pred (H, N, D) -> (C + H, h, w, 3).
 
-    Frames are decoded to pixels when a decoder (or its run folder) is given (`decoded_frames`, with the
-    latent_stats the latents are normalized with), PCA-of-features otherwise. Context frames appear on both sides
-    (the prediction starts after them); predicted frames get a red border.
+    Frames are decoded to pixels when a decoder is given (`decoded_frames`, with the latent_stats the latents are
+    normalized with), PCA-of-features otherwise. Context frames appear on both sides (the prediction starts after
+    them); predicted frames get a red border.
     """
     if decoder is not None:
-        if isinstance(decoder, (str, Path)):
-            from latentwm.encoders.decoder import load_decoder
-
-            decoder = load_decoder(decoder)[0]  # once for both sides
         real = decoded_frames(decoder, torch.cat([context, truth]), latent_stats, size)
         fake = decoded_frames(decoder, torch.cat([context, pred]), latent_stats, size)
     else:
@@ -94,10 +93,20 @@ def rollout_video(context: torch.Tensor, truth: torch.Tensor, pred: torch.Tensor
     return side_by_side(real, fake)
 
 
+def write_rollout_gifs(examples, out_dir: str | Path, decoder=None, latent_stats=None, prefix: str = "rollout",
+                       fps: float = 2.0) -> list[Path]:
+    """One real | predicted GIF per clip of `rollout_errors(..., keep_predictions=n)["examples"]` (a list of
+    (truth (B, H, N, D), pred (B, H, N, D), context (B, C, N, D)) batches): `out_dir/<prefix>_<i>.gif`."""
+    paths = []
+    for truth, pred, ctx in examples:
+        for b in range(truth.shape[0]):
+            video = rollout_video(ctx[b], truth[b], pred[b], decoder=decoder, latent_stats=latent_stats)
+            paths.append(save_gif(Path(out_dir) / f"{prefix}_{len(paths)}.gif", video, fps=fps))
+    return paths
+
+
 def save_gif(path: str | Path, frames: np.ndarray, fps: float = 4.0) -> Path:
     """frames (T, H, W, 3) uint8 -> looping GIF."""
-    from PIL import Image
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     imgs = [Image.fromarray(f) for f in frames]
@@ -108,11 +117,6 @@ def save_gif(path: str | Path, frames: np.ndarray, fps: float = 4.0) -> Path:
 def plot_curves(path: str | Path, series: dict[str, tuple[list, list]], title: str, xlabel: str, ylabel: str,
                 logy: bool = False) -> Path:
     """series: name -> (xs, ys). Writes a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, (xs, ys) in series.items():
         ax.plot(xs, ys, label=name, marker="o" if len(xs) < 30 else None)

@@ -92,8 +92,8 @@ def plan(model, history: torch.Tensor, goal: torch.Tensor, horizon: int, cfg, lo
     history: (1, C, N, D) normalized latents of the observed frames (oldest first); history_actions (1, C − 1, A)
     the model-space actions taken between them (None: unknown). cache: the same history already observed (batch
     1), e.g. kept between calls by the caller; otherwise it is observed here, once. goal: (N, D). cfg: PlanConfig
-    (planner, population, elites, iterations, init_std, temperature, grad_lr, grad_steps, cost, cost_all_frames,
-    sample_steps). The gradient planner always rolls out with K = 1 (one differentiable denoising step per frame).
+    (planner, its section cfg.cem / cfg.mppi / cfg.gradient, init_std, cost, cost_all_frames, sample_steps). The
+    gradient planner always rolls out with K = 1 (one differentiable denoising step per frame).
     expand: optional differentiable map from the planning space (H, k) to model actions (H, A) (low/high/init
     are then in the planning space, and so is the result). bf16: run the candidate rollouts under bf16 autocast
     (plans and costs stay float32; on the `cpu` preset with AMX 1.6× faster per batch of 300, the top-30 candidates
@@ -114,8 +114,9 @@ def plan(model, history: torch.Tensor, goal: torch.Tensor, horizon: int, cfg, lo
         obj = LatentGoalObjective(model, history, goal, history_actions, sample_steps=k, tau_ctx=tau_ctx,
                                   cost=cfg.cost, all_frames=cfg.cost_all_frames, seed=seed, cache=cache,
                                   proprio=proprio)
+        sampling = {} if name == "gradient" else {"init_std": cfg.init_std}
         res = PLANNERS[name](_Float32(obj if expand is None else MappedObjective(obj, expand)), horizon, low, high,
-                             cfg, init=init, generator=generator)
+                             cfg.planner_config(name), init=init, generator=generator, **sampling)
     res.seconds, res.evaluations = time.perf_counter() - t0, obj.evaluations
     return res
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from latentwm.config import PlanConfig
+from latentwm.config import CEMConfig
 from latentwm.planning.base import PlanResult, initial_mean, initial_std, min_std
 
 
 @torch.no_grad()
-def plan_cem(objective, horizon: int, low: torch.Tensor, high: torch.Tensor, cfg: PlanConfig,
-             init: torch.Tensor | None = None, generator: torch.Generator | None = None) -> PlanResult:
+def plan_cem(objective, horizon: int, low: torch.Tensor, high: torch.Tensor, cfg: CEMConfig,
+             init_std: float = 1.0, init: torch.Tensor | None = None,
+             generator: torch.Generator | None = None) -> PlanResult:
     """Per-step diagonal Gaussian over (H, A), starting at the warm start (or the box centre) with std
-    `cfg.init_std` (normalized action units); samples are clipped to the bounds; each of the `iterations` scores
+    `init_std` (normalized action units); samples are clipped to the bounds; each of the `iterations` scores
     `population` samples in ONE batch, refits mean/std to the `elites` best.
 
     The current mean is always one of the candidates, so the result is never worse than the warm start; the
@@ -20,7 +21,7 @@ def plan_cem(objective, horizon: int, low: torch.Tensor, high: torch.Tensor, cfg
     except after the last refit).
     """
     mean = initial_mean(horizon, low, high, init)
-    std = initial_std(mean, low, high, cfg.init_std)
+    std = initial_std(mean, low, high, init_std)
     floor = min_std(low, high)
     best, best_cost, hist = mean.clone(), float("inf"), []
     for _ in range(cfg.iterations):

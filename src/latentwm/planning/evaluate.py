@@ -28,28 +28,101 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latentwm.config import PlanConfig
+from latentwm.config import BASELINE_NAMES, PLANNER_NAMES, ExperimentConfig, PlanConfig, PlanRunConfig
 from latentwm.data.clips import split_episodes
 from latentwm.data.episodes import NormStats, load_episode
+from latentwm.data.latent_cache import LatentCache
+from latentwm.encoders.dino import DinoEncoder
+from latentwm.envs.pusht import PushTEnv, goal_metrics, proprio_from_state
+from latentwm.eval.visualize import save_gif, side_by_side
 from latentwm.planning.base import bf16_is_fast
 from latentwm.planning.mpc import (ActionCodec, LatentObserver, MPCPolicy, RandomPolicy, ReplayPolicy, derive_seed,
                                    run_episode)
-
-BASELINES = ("random", "dataset_actions")
-
-# Demo scale: affordable on 2 CPU cores with the `cpu` preset (DINO-WM's full settings stay PlanConfig's defaults:
-# population 300, 30 elites, 30 iterations, 100 gradient steps). Planners search one agent target per model step
-# (repeat_actions), so 5 steps × 2-D instead of 5 × 10-D.
-DEMO_PLAN = dict(population=32, elites=6, iterations=4, horizon=5, exec_steps=5, sample_steps=1, init_std=1.0,
-                 temperature=0.5, grad_steps=6, grad_lr=0.3, num_goals=20)
+from latentwm.planning.proprio import ProprioProbe, resolve_probe
+from latentwm.train.checkpoint import load_world_model
 
 
-def demo_plan_config(base: PlanConfig | None = None, num_goals: int | None = None) -> PlanConfig:
-    """`base` (default PlanConfig()) with the demo-scale settings of DEMO_PLAN."""
-    kw = dict(DEMO_PLAN)
-    if num_goals is not None:
-        kw["num_goals"] = num_goals
-    return dataclasses.replace(base or PlanConfig(), **kw)
+@dataclass
+class WorldModelRun:
+    """A trained dynamics model with what acting in an environment needs from its run: the config, the
+    normalization statistics ({"latents": NormStats-dict, "datasets": {name: DatasetStats-dict}}), the frame skip
+    and the encoder label its latents came from (None: not recorded)."""
+
+    model: torch.nn.Module
+    exp: ExperimentConfig
+    data_stats: dict
+    frame_skip: int
+    encoder_label: str | None = None
+
+    @classmethod
+    def load(cls, checkpoint: str | os.PathLike, device="cpu") -> "WorldModelRun":
+        """A run folder or checkpoint: EMA weights, statistics and frame skip as saved."""
+        model, exp, state = load_world_model(checkpoint, ema=True, device=device)
+        return cls(model, exp, state["data_stats"], int(state.get("frame_skip") or exp.data.frame_skip),
+                   state.get("encoder"))
+
+    @classmethod
+    def from_cache(cls, model, exp: ExperimentConfig, cache_dir: str | os.PathLike | None = None) -> "WorldModelRun":
+        """A model in memory (e.g. the trainer's EMA) with the statistics of its latent cache."""
+        cache = LatentCache(cache_dir or exp.data.cache_dir)
+        stats = dict(latents=cache.latent_stats.to_dict(),
+                     datasets={k: v.to_dict() for k, v in cache.dataset_stats.items()})
+        return cls(model, exp, stats, exp.data.frame_skip, None)
+
+
+@dataclass(frozen=True)
+class PlanningOptions:
+    """What is evaluated and how (beside the planner settings, PlanConfig)."""
+
+    planners: tuple[str, ...] = PLANNER_NAMES
+    baselines: tuple[str, ...] = BASELINE_NAMES
+    num_goals: int | None = None
+    """None: plan_cfg.num_goals."""
+    seed: int | None = None
+    """None: plan_cfg.seed."""
+    max_replans: int | None = None
+    """None: a budget of twice the goal distance, ceil(2 · goal_offset / (exec_steps · frame_skip))."""
+    context: int | None = None
+    """History frames the planner observes (None: the run's rollout.context)."""
+    repeat_actions: bool = True
+    num_videos: int = 2
+    bf16: bool | None = None
+    """Candidate rollouts under bf16 autocast (None: where it is fast, `bf16_is_fast`)."""
+
+    def __post_init__(self):
+        unknown = set(self.planners) - set(PLANNER_NAMES) | set(self.baselines) - set(BASELINE_NAMES)
+        if unknown:
+            raise ValueError(f"evaluate_planning: unknown methods {sorted(unknown)}; planners "
+                             f"{list(PLANNER_NAMES)}, baselines {list(BASELINE_NAMES)}")
+
+
+@dataclass
+class _Session:
+    """Everything one evaluation resolved once: the planner settings, codec, observer and budget."""
+
+    run: WorldModelRun
+    cfg: PlanConfig
+    opts: PlanningOptions
+    codec: ActionCodec
+    observer: LatentObserver
+    context: int
+    bf16: bool
+    max_replans: int
+    probe: ProprioProbe | None
+    seed: int
+
+    @property
+    def exec_steps(self) -> int:
+        return min(self.cfg.exec_steps, self.cfg.horizon)
+
+    def policy(self, method: str, goal: "PlanningGoal"):
+        """(policy, chunks) of a method on one goal."""
+        if method in self.opts.planners:
+            return MPCPolicy(self.run.model, self.observer, self.codec, self.cfg, planner=method,
+                             context=self.context, bf16=self.bf16, proprio_probe=self.probe), self.max_replans
+        if method == "random":
+            return RandomPolicy(self.codec, self.cfg), self.max_replans
+        return ReplayPolicy(goal.actions), 1
 
 
 @dataclass
@@ -70,8 +143,6 @@ def held_out_episodes(episodes_dir: str | os.PathLike, cache_dir: str | os.PathL
     "dataset/episode_id" from the cache when given, else "pusht/<file stem>" for the files in episodes_dir)."""
     episodes_dir = Path(episodes_dir)
     if cache_dir is not None and (Path(cache_dir) / "cache.json").exists():
-        from latentwm.data.latent_cache import LatentCache
-
         keys = sorted({f"{e['dataset']}/{e['episode_id']}" for e in LatentCache(cache_dir).entries})
     else:
         keys = [f"pusht/{p.stem}" for p in sorted(episodes_dir.glob("episode_*.npz"))]
@@ -110,8 +181,6 @@ def sample_goals(episode_paths: list[Path], num_goals: int, goal_offset: int, se
 
 def _video(frames: np.ndarray, goal_frame: np.ndarray, success_step: int | None, scale: int = 2) -> np.ndarray:
     """Executed frames beside the goal image, enlarged; a strip under the episode turns green once successful."""
-    from latentwm.eval.visualize import side_by_side
-
     T = len(frames)
     ok = np.zeros(T, bool) if success_step is None else np.arange(T) >= success_step
     strip = np.where(ok[:, None, None, None], np.array([40, 180, 60], np.uint8), np.array([150, 150, 150], np.uint8))
@@ -121,128 +190,94 @@ def _video(frames: np.ndarray, goal_frame: np.ndarray, success_step: int | None,
     return out.repeat(scale, 1).repeat(scale, 2)
 
 
-def _resolve(model_or_run, config, data_stats, frame_skip, cache_dir, device):
-    if isinstance(model_or_run, (str, os.PathLike)):
-        from latentwm.train.checkpoint import load_world_model
-
-        model, exp, state = load_world_model(model_or_run, ema=True, device=device)
-        return (model, config or exp, data_stats or state.get("data_stats"),
-                frame_skip or state.get("frame_skip"), state.get("encoder"))
-    if config is None:
-        raise ValueError("evaluate_planning: pass config= (the ExperimentConfig) with a model object")
-    if data_stats is None:
-        from latentwm.data.latent_cache import LatentCache
-
-        cache = LatentCache(cache_dir or config.data.cache_dir)
-        data_stats = dict(latents=cache.latent_stats.to_dict(),
-                          datasets={k: v.to_dict() for k, v in cache.dataset_stats.items()})
-    return model_or_run, config, data_stats, frame_skip or config.data.frame_skip, None
-
-
-def evaluate_planning(model_or_run, episodes_dir: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
-                      plan_cfg: PlanConfig | None = None, planners: tuple[str, ...] = ("cem", "mppi", "gradient"),
-                      num_goals: int | None = None, out_dir: str | os.PathLike | None = None, seed: int | None = None,
-                      *, baselines: tuple[str, ...] = BASELINES, config=None, data_stats: dict | None = None,
-                      frame_skip: int | None = None, encoder=None, max_replans: int | None = None,
-                      context: int | None = None, repeat_actions: bool = True, num_videos: int = 2,
-                      bf16: bool | None = None, proprio_probe=None, device: str = "cpu", log=print) -> dict:
-    """Score `planners` and `baselines` on the same `num_goals` Push-T goals; returns the metrics dict.
-
-    model_or_run: a training run / checkpoint directory (model = its EMA weights; statistics, frame skip and
-    encoder label from the checkpoint), or a DynamicsModel with `config` (its ExperimentConfig) and the statistics
-    from `data_stats` ({"latents": NormStats-dict, "datasets": {"pusht": DatasetStats-dict}}) or the cache.
-    cache_dir: the training latent cache (its episode keys define the held-out split; default config.data.cache_dir
-    when it exists, else the episode files). plan_cfg: default config.plan (`demo_plan_config()` for demo scale).
-    encoder: None (build `DinoEncoder` from config.encoder), a DinoEncoder, or a callable frames -> (B, N, D)
-    LayerNorm-ed latents without dataset statistics. max_replans: default ceil(2 · goal_offset / (exec_steps ·
-    frame_skip)). context: history frames the planner observes (default config.rollout.context). bf16: candidate
-    rollouts under bf16 autocast (None: where it is fast, `bf16_is_fast`; rankings unchanged in a check).
-    proprio_probe: a `ProprioProbe` (or its file / folder): planners add DINO-WM's proprio term (weight
-    plan_cfg.proprio_weight) on the agent state it reads from the model's features; None: visual cost only.
-    out_dir: writes planning.json (the returned dict), planning_goals.json (per goal and method) and GIFs of the
-    first `num_videos` goals for every method, and of each planner's first success, under videos/.
-
-    Returns {"success_rate": {method: float}, "final_distance": {method: float}, "seconds_per_plan": {planner:
-    float}, "num_goals", "videos": [paths relative to out_dir], "start_success_rate", "success_step",
-    "settings", "convention", "wall_time_s"}; methods = planners + baselines.
-    """
-    t_start = time.time()
-    model, exp, data_stats, frame_skip, enc_label = _resolve(model_or_run, config, data_stats, frame_skip,
-                                                             cache_dir, device)
-    if cache_dir is None and Path(exp.data.cache_dir).is_dir():
-        cache_dir = exp.data.cache_dir
-    cfg = plan_cfg or exp.plan
-    num_goals = num_goals or cfg.num_goals
-    seed = cfg.seed if seed is None else seed
-    unknown = set(planners) - {"cem", "mppi", "gradient"} | set(baselines) - set(BASELINES)
-    if unknown:
-        raise ValueError(f"evaluate_planning: unknown methods {sorted(unknown)}")
-    datasets = data_stats["datasets"]
+def _session(run: WorldModelRun, cfg: PlanConfig, opts: PlanningOptions, encoder, proprio_probe) -> _Session:
+    datasets = run.data_stats["datasets"]
     ds = datasets.get("pusht") or next(iter(datasets.values()))
     if ds.get("actions") is None:
         raise ValueError("evaluate_planning: the run's dataset has no action statistics (trained without actions)")
-    codec = ActionCodec.from_stats(ds["actions"], int(frame_skip), model.cfg.action_dim, repeat=repeat_actions)
-    dev = next(model.parameters()).device
+    codec = ActionCodec.from_stats(ds["actions"], int(run.frame_skip), run.model.cfg.action_dim,
+                                   repeat=opts.repeat_actions)
+    dev = next(run.model.parameters()).device
     if encoder is None:
-        from latentwm.encoders.dino import DinoEncoder
-
-        encoder = DinoEncoder.from_config(exp.encoder, device=dev)
-        if enc_label and encoder.weights_label != enc_label:
-            raise ValueError(f"evaluate_planning: the model was trained on latents of {enc_label!r}, the encoder "
-                             f"config builds {encoder.weights_label!r}")
+        encoder = DinoEncoder.from_config(run.exp.encoder, device=dev)
+        if run.encoder_label and encoder.weights_label != run.encoder_label:
+            raise ValueError(f"evaluate_planning: the model was trained on latents of {run.encoder_label!r}, the "
+                             f"encoder config builds {encoder.weights_label!r}")
     encode = encoder.encode if hasattr(encoder, "encode") else encoder
-    observer = LatentObserver(encode, NormStats.from_dict(data_stats["latents"]), device=dev)
-    context = context or exp.rollout.context
-    if bf16 is None:
-        bf16 = bf16_is_fast(dev.type)
-    exec_steps = min(cfg.exec_steps, cfg.horizon)
-    if max_replans is None:
-        max_replans = max(1, math.ceil(2 * cfg.goal_offset / (exec_steps * codec.frame_skip)))
-
+    observer = LatentObserver(encode, NormStats.from_dict(run.data_stats["latents"]), device=dev)
     if isinstance(proprio_probe, (str, os.PathLike)):
-        from latentwm.planning.proprio import ProprioProbe
-
         proprio_probe = ProprioProbe.load(proprio_probe, device=dev)
-    use_probe = proprio_probe is not None and cfg.proprio_weight > 0
-    paths = held_out_episodes(episodes_dir, cache_dir, exp.data.eval_fraction, exp.data.seed)
-    goals = sample_goals(paths, num_goals, cfg.goal_offset, seed)
-    from latentwm.envs.pusht import PushTEnv, goal_metrics, proprio_from_state
+    exec_steps = min(cfg.exec_steps, cfg.horizon)
+    max_replans = opts.max_replans or max(1, math.ceil(2 * cfg.goal_offset / (exec_steps * codec.frame_skip)))
+    return _Session(run, cfg, opts, codec, observer, context=opts.context or run.exp.rollout.context,
+                    bf16=bf16_is_fast(dev.type) if opts.bf16 is None else opts.bf16, max_replans=max_replans,
+                    probe=proprio_probe if proprio_probe is not None and cfg.proprio_weight > 0 else None,
+                    seed=cfg.seed if opts.seed is None else opts.seed)
 
+
+def evaluate_planning(run: WorldModelRun, episodes_dir: str | os.PathLike, plan_cfg: PlanConfig | None = None, *,
+                      cache_dir: str | os.PathLike | None = None, options: PlanningOptions = PlanningOptions(),
+                      encoder=None, proprio_probe=None, out_dir: str | os.PathLike | None = None,
+                      log=print) -> dict:
+    """Score the planners and baselines of `options` on the same Push-T goals; returns the metrics dict.
+
+    run: the model and its statistics (`WorldModelRun.load(checkpoint)` or `.from_cache(model, exp)`). plan_cfg:
+    default run.exp.plan. cache_dir: the training latent cache (its episode keys define the held-out split; default
+    run.exp.data.cache_dir when it exists, else the episode files). encoder: None (build `DinoEncoder` from the
+    run's encoder config), a DinoEncoder, or a callable frames -> (B, N, D) LayerNorm-ed latents without dataset
+    statistics. proprio_probe: a `ProprioProbe` (or its file): planners add DINO-WM's proprio term (weight
+    plan_cfg.proprio_weight); None: visual cost only. out_dir: writes planning.json (the returned dict),
+    planning_goals.json (per goal and method) and GIFs of the first `num_videos` goals for every method, and of
+    each planner's first success, under videos/.
+
+    Returns {"success_rate": {method: float}, "final_distance": {method: float}, "seconds_per_plan": {planner:
+    float}, "num_goals", "videos": [paths relative to out_dir], "block_pos_diff" / "agent_pos_diff" /
+    "angle_diff_deg": {method: float}, "block_static_goals", "start_success_rate", "start_distance",
+    "success_step", "settings", "convention", "wall_time_s"}; methods = planners + baselines.
+    """
+    t_start = time.time()
+    s = _session(run, plan_cfg or run.exp.plan, options, encoder, proprio_probe)
+    if cache_dir is None and Path(run.exp.data.cache_dir).is_dir():
+        cache_dir = run.exp.data.cache_dir
+    paths = held_out_episodes(episodes_dir, cache_dir, run.exp.data.eval_fraction, run.exp.data.seed)
+    goals = sample_goals(paths, options.num_goals or s.cfg.num_goals, s.cfg.goal_offset, s.seed)
+    methods = list(options.planners) + list(options.baselines)
+    log(f"planning: {len(goals)} goals {s.cfg.goal_offset} env steps ahead from {len(paths)} held-out episodes; "
+        f"{', '.join(methods)}; ≤ {s.max_replans} plans × {s.exec_steps} model steps; horizon {s.cfg.horizon}, "
+        f"K = {s.cfg.sample_steps}; cost: visual MSE"
+        + (f" + {s.cfg.proprio_weight:g} × proprio MSE (probe)" if s.probe is not None else ""))
+    out = Path(out_dir) if out_dir is not None else None
+    rows, videos = _run_goals(s, goals, methods, out, log)
+    res = _summarize(s, goals, rows, methods, held_out=len(paths))
+    res.update(videos=videos, wall_time_s=time.time() - t_start)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "planning.json").write_text(json.dumps(res, indent=1))
+        (out / "planning_goals.json").write_text(json.dumps(rows, indent=1, default=_json_default))
+    return res
+
+
+def _run_goals(s: _Session, goals: list[PlanningGoal], methods: list[str], out: Path | None,
+               log) -> tuple[dict[str, list[dict]], list[str]]:
+    """Every method on every goal, from the same start state and seed; GIFs of the first goals and of each
+    planner's first success."""
     env = PushTEnv(image_size=goals[0].goal_frame.shape[0])
-    methods = list(planners) + list(baselines)
     rows: dict[str, list[dict]] = {m: [] for m in methods}
     videos: list[str] = []
-    shown_success: set[str] = set()  # planners whose first successful episode is already a GIF
-    out = Path(out_dir) if out_dir is not None else None
-    log(f"planning: {len(goals)} goals {cfg.goal_offset} env steps ahead from {len(paths)} held-out episodes; "
-        f"{', '.join(methods)}; ≤ {max_replans} plans × {exec_steps} model steps; population {cfg.population}, "
-        f"{cfg.iterations} iterations, horizon {cfg.horizon}, K = {cfg.sample_steps}; cost: visual MSE"
-        + (f" + {cfg.proprio_weight:g} × proprio MSE (probe)" if use_probe else ""))
+    shown_success: set[str] = set()
     try:
         for g in goals:
             line = []
             for m in methods:
-                if m in planners:
-                    policy = MPCPolicy(model, observer, codec, cfg, planner=m, context=context, bf16=bf16,
-                                       proprio_probe=proprio_probe if use_probe else None)
-                    chunks = max_replans
-                elif m == "random":
-                    policy, chunks = RandomPolicy(codec, cfg), max_replans
-                else:
-                    policy, chunks = ReplayPolicy(g.actions), 1
-                record = out is not None  # frames are cheap at these sizes; kept only for the GIFs written
+                policy, chunks = s.policy(m, g)
                 with torch.random.fork_rng(devices=[]):
                     r = run_episode(env, policy, g.start_state, g.goal_state, g.goal_frame, chunks,
-                                    codec.frame_skip, seed=derive_seed(seed, g.index), record=record,
+                                    s.codec.frame_skip, seed=derive_seed(s.seed, g.index), record=out is not None,
                                     goal_proprio=proprio_from_state(g.goal_state))
                 frames = r.pop("frames")
-                first_success = m in planners and r["success"] and m not in shown_success
-                if record and (g.index < num_videos or first_success):
-                    from latentwm.eval.visualize import save_gif
-
-                    if first_success:
-                        shown_success.add(m)
-
+                first_success = m in s.opts.planners and r["success"] and m not in shown_success
+                if out is not None and (g.index < s.opts.num_videos or first_success):
+                    shown_success.update([m] if first_success else [])
                     name = f"videos/goal{g.index:02d}_{m}_{'success' if r['success'] else 'failure'}.gif"
                     save_gif(out / name, _video(frames, g.goal_frame, r["success_step"]), fps=10)
                     videos.append(name)
@@ -251,17 +286,21 @@ def evaluate_planning(model_or_run, episodes_dir: str | os.PathLike, cache_dir: 
             log(f"  goal {g.index:2d} ({g.episode} t0={g.t0}): " + " | ".join(line))
     finally:
         env.close()
+    return rows, videos
 
+
+def _summarize(s: _Session, goals: list[PlanningGoal], rows: dict[str, list[dict]], methods: list[str],
+               held_out: int) -> dict:
     def mean(m, key):
         return float(np.mean([r[key] for r in rows[m]]))
 
     steps = {m: [r["success_step"] for r in rows[m] if r["success_step"] is not None] for m in methods}
-    res = {
+    cfg = s.cfg
+    return {
         "success_rate": {m: mean(m, "success") for m in methods},
         "final_distance": {m: mean(m, "final_distance") for m in methods},
-        "seconds_per_plan": {m: mean(m, "seconds_per_plan") for m in planners},
+        "seconds_per_plan": {m: mean(m, "seconds_per_plan") for m in s.opts.planners},
         "num_goals": len(goals),
-        "videos": videos,
         "block_pos_diff": {m: mean(m, "block_pos_diff") for m in methods},
         "agent_pos_diff": {m: mean(m, "agent_pos_diff") for m in methods},
         "angle_diff_deg": {m: math.degrees(mean(m, "angle_diff")) for m in methods},
@@ -270,21 +309,33 @@ def evaluate_planning(model_or_run, episodes_dir: str | os.PathLike, cache_dir: 
                                              ["success"] for g in goals])),
         "start_success_rate": float(np.mean([r["start_success"] for r in rows[methods[0]]])),
         "start_distance": float(np.mean([r["start_distance"] for r in rows[methods[0]]])),
-        "success_step": {m: float(np.mean(s)) if s else None for m, s in steps.items()},
+        "success_step": {m: float(np.mean(v)) if v else None for m, v in steps.items()},
         "settings": {**{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("planner", "num_goals")},
-                     "max_replans": max_replans, "budget_env_steps": max_replans * exec_steps * codec.frame_skip,
-                     "frame_skip": codec.frame_skip, "context": context, "repeat_actions": repeat_actions,
-                     "bf16": bf16, "proprio_term": use_probe,
-                     "proprio_probe": getattr(proprio_probe, "metrics", None) if use_probe else None,
-                     "held_out_episodes": len(paths)},
+                     "max_replans": s.max_replans, "budget_env_steps": s.max_replans * s.exec_steps *
+                     s.codec.frame_skip, "frame_skip": s.codec.frame_skip, "context": s.context,
+                     "repeat_actions": s.opts.repeat_actions, "bf16": s.bf16, "proprio_term": s.probe is not None,
+                     "proprio_probe": getattr(s.probe, "metrics", None) if s.probe is not None else None,
+                     "held_out_episodes": held_out},
         "convention": "DINO-WM Push-T success (block < 20 px, angle < π/9, agent < 20 px) at the end of any "
                       "executed chunk; final_distance = block px + agent px + angle degrees of the last state",
-        "wall_time_s": time.time() - t_start,
     }
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "planning.json").write_text(json.dumps(res, indent=1))
-        (out / "planning_goals.json").write_text(json.dumps(rows, indent=1, default=_json_default))
+
+
+def run_plan(cfg: PlanRunConfig) -> dict:
+    """`latentwm plan`: load the run, resolve the proprio probe, evaluate, print the table."""
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    probe = None
+    if cfg.plan.proprio_weight > 0 and cfg.planners:
+        probe = resolve_probe(cfg.checkpoint, cfg.proprio_probe, cfg.cache_dir or None, cfg.out_dir,
+                              probe_cfg=cfg.probe, device=device)
+    opts = PlanningOptions(planners=tuple(cfg.planners), baselines=tuple(cfg.baselines),
+                           max_replans=cfg.max_replans or None, context=cfg.context or None,
+                           repeat_actions=cfg.repeat_actions, num_videos=cfg.videos,
+                           bf16=None if cfg.bf16 == "auto" else cfg.bf16 == "on")
+    res = evaluate_planning(WorldModelRun.load(cfg.checkpoint, device=device), cfg.episodes_dir, cfg.plan,
+                            cache_dir=cfg.cache_dir or None, options=opts, proprio_probe=probe, out_dir=cfg.out_dir)
+    print(planning_table(res))
+    print(f"planning.json, per-goal results and videos in {cfg.out_dir}")
     return res
 
 
@@ -309,8 +360,7 @@ def planning_table(metrics: dict) -> str:
     if s:
         lines.append("")
         lines.append(f"{metrics['num_goals']} goals {s.get('goal_offset')} env steps ahead (held-out episodes); "
-                     f"population {s.get('population')}, elites {s.get('elites')}, {s.get('iterations')} "
-                     f"iterations, horizon {s.get('horizon')}, {s.get('exec_steps')} steps executed per plan, "
+                     f"{_search_text(s)}, horizon {s.get('horizon')}, {s.get('exec_steps')} steps executed per plan, "
                      f"≤ {s.get('max_replans')} plans, K = {s.get('sample_steps')}; at the start: distance "
                      f"{metrics.get('start_distance', float('nan')):.1f}, goals already reached "
                      f"{metrics.get('start_success_rate', 0):.2f}"
@@ -321,5 +371,11 @@ def planning_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["BASELINES", "DEMO_PLAN", "PlanningGoal", "demo_plan_config", "evaluate_planning", "held_out_episodes",
-           "planning_table", "sample_goals"]
+def _search_text(settings: dict) -> str:
+    """The sampling planners' sizes, from planning.json settings (per-planner sections, or the older flat keys)."""
+    cem = settings.get("cem") or settings
+    return f"population {cem.get('population')}, elites {cem.get('elites')}, {cem.get('iterations')} iterations"
+
+
+__all__ = ["PlanningGoal", "PlanningOptions", "WorldModelRun", "evaluate_planning", "held_out_episodes",
+           "planning_table", "run_plan", "sample_goals"]

@@ -28,6 +28,7 @@ import torch
 from latentwm.config import PlanConfig
 from latentwm.data.episodes import NormStats
 from latentwm.envs.pusht import goal_metrics
+from latentwm.planning.proprio import ProprioGoal
 from latentwm.planning.base import PlanResult, initial_std, plan, shift_plan
 
 
@@ -181,8 +182,6 @@ class MPCPolicy:
         if self.probe is not None:
             if "goal_proprio" not in info:
                 raise ValueError("MPCPolicy: a proprio probe needs the goal's proprio (info['goal_proprio'] at reset)")
-            from latentwm.planning.proprio import ProprioGoal
-
             self.proprio = ProprioGoal(self.probe, self.probe.normalize(info["goal_proprio"]), self.cfg.proprio_weight)
         self.latents: list[torch.Tensor] = []
         self.actions: list[torch.Tensor] = []  # model actions executed between consecutive latents
@@ -303,12 +302,3 @@ def run_episode(env, policy, start_state: np.ndarray, goal_state: np.ndarray, go
             "start_success": start_success,
             "seconds_per_plan": float(np.mean(secs)) if secs else 0.0, "plans": len(secs), "env_steps": steps,
             "frames": np.stack(frames) if record else None}
-
-
-def run_mpc(env, model, observer: LatentObserver, codec: ActionCodec, cfg: PlanConfig, start_state: np.ndarray,
-            goal_state: np.ndarray, goal_frame: np.ndarray, max_replans: int = 2, planner: str | None = None,
-            context: int = 4, tau_ctx: float = 1.0, seed: int = 0, record: bool = False) -> dict:
-    """`run_episode` with an `MPCPolicy` (receding-horizon planning on the world model)."""
-    policy = MPCPolicy(model, observer, codec, cfg, planner=planner, context=context, tau_ctx=tau_ctx)
-    return run_episode(env, policy, start_state, goal_state, goal_frame, max_replans, codec.frame_skip, seed=seed,
-                       record=record)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from latentwm.config import PlanConfig
+from latentwm.config import MPPIConfig
 from latentwm.planning.base import PlanResult, initial_mean, initial_std, min_std
 
 
 @torch.no_grad()
-def plan_mppi(objective, horizon: int, low: torch.Tensor, high: torch.Tensor, cfg: PlanConfig,
-              init: torch.Tensor | None = None, generator: torch.Generator | None = None) -> PlanResult:
+def plan_mppi(objective, horizon: int, low: torch.Tensor, high: torch.Tensor, cfg: MPPIConfig,
+              init_std: float = 1.0, init: torch.Tensor | None = None,
+             generator: torch.Generator | None = None) -> PlanResult:
     """Sampling as CEM; the update is the exponentially weighted average of all samples.
 
     Weights ∝ exp(−(cost − min cost) / (temperature · σ_cost)), σ_cost the standard deviation of this iteration's
@@ -19,7 +20,7 @@ def plan_mppi(objective, horizon: int, low: torch.Tensor, high: torch.Tensor, cf
     spread shrinks to the weighted standard deviation. The best candidate scored is returned.
     """
     mean = initial_mean(horizon, low, high, init)
-    std = initial_std(mean, low, high, cfg.init_std)
+    std = initial_std(mean, low, high, init_std)
     floor = min_std(low, high)
     best, best_cost, hist = mean.clone(), float("inf"), []
     for _ in range(cfg.iterations):

@@ -23,11 +23,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save
 from torch import nn
 
+from latentwm.config import ProbeConfig
+from latentwm.data.batch import collate
+from latentwm.data.clips import LatentClipDataset
+from latentwm.data.latent_cache import _atomic_write
 from latentwm.model.layers import mlp
+from latentwm.train.checkpoint import load_world_model
 
 PROBE_FILE = "proprio_probe.safetensors"
+_DEFAULT_PROBE = ProbeConfig()
 
 
 def probe_features(model, hidden: torch.Tensor) -> torch.Tensor:
@@ -80,10 +87,6 @@ class ProprioProbe(nn.Module):
 
     def save(self, path: str | os.PathLike, metrics: dict | None = None) -> Path:
         """Atomic write of `path` (.safetensors) and its .json (meta + metrics; they become `self.metrics`)."""
-        from safetensors.torch import save
-
-        from latentwm.data.latent_cache import _atomic_write
-
         path = Path(path)
         _atomic_write(path, save({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}))
         _atomic_write(path.with_suffix(".json"), json.dumps({**self.meta(), "metrics": metrics or {}}, indent=1))
@@ -92,8 +95,7 @@ class ProprioProbe(nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike, device="cpu") -> "ProprioProbe":
-        from safetensors.torch import load_file
-
+        """A probe saved by `save` (a file, or the folder holding proprio_probe.safetensors)."""
         path = Path(path)
         if path.is_dir():
             path = path / PROBE_FILE
@@ -123,8 +125,6 @@ class ProprioGoal:
 
 
 def _features_and_targets(model, data, n_clips: int, dims, batch_size: int, seed: int, device):
-    from latentwm.data.batch import collate
-
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(data), generator=g)[:n_clips].tolist()
     feats, targets = [], []
@@ -139,17 +139,16 @@ def _features_and_targets(model, data, n_clips: int, dims, batch_size: int, seed
     return torch.cat(feats), torch.cat(targets)
 
 
-def train_proprio_probe(model, cache_dir: str | os.PathLike, exp, dims: tuple[int, ...] = (0, 1), steps: int = 1500,
-                        clips: int = 512, clip_len: int | None = None, hidden: int = 256, lr: float = 1e-3,
-                        batch_size: int = 256, seed: int = 0, device="cpu", log=print) -> tuple[ProprioProbe, dict]:
+def train_proprio_probe(model, cache_dir: str | os.PathLike, exp, cfg: ProbeConfig = _DEFAULT_PROBE,
+                        dims: tuple[int, ...] = (0, 1), clip_len: int | None = None, seed: int = 0, device="cpu",
+                        log=print) -> tuple[ProprioProbe, dict]:
     """Fit a `ProprioProbe` on the frozen `model`'s features of the cache's training clips; score held-out clips.
 
-    exp: the model's ExperimentConfig (clip split, frame skip). Features are computed once (no grad) for `clips`
-    clips per split, then the MLP trains `steps` Adam steps on minibatches of frames. Returns (probe, metrics) with
+    exp: the model's ExperimentConfig (clip split, frame skip). Features are computed once (no grad) for
+    `cfg.clips` clips per split, then the MLP trains `cfg.steps` Adam steps on minibatches of frames. Returns
+    (probe, metrics) with
     held-out RMSE in raw proprio units, the constant-mean baseline's, and R² per dim.
     """
-    from latentwm.data.clips import LatentClipDataset
-
     d = exp.data
     clip_len = clip_len or exp.data.clip_len
     kw = dict(frame_skip=d.frame_skip, action_dim=exp.model.action_dim, eval_fraction=d.eval_fraction, seed=d.seed)
@@ -168,26 +167,26 @@ def train_proprio_probe(model, cache_dir: str | os.PathLike, exp, dims: tuple[in
         raise ValueError(f"proprio probe: dims {list(dims)} out of range for {len(stats.mean)}-D proprio")
     model.eval()
     dev = torch.device(device)
-    xf, yf = _features_and_targets(model, train, clips, dims, 16, seed, dev)
+    xf, yf = _features_and_targets(model, train, cfg.clips, dims, 16, seed, dev)
     with torch.random.fork_rng(devices=[]):  # the same probe for the same seed, whatever ran before
         torch.manual_seed(seed)
-        probe = ProprioProbe(xf.shape[-1], dims, stats.mean, stats.std, hidden=hidden).to(dev)
+        probe = ProprioProbe(xf.shape[-1], dims, stats.mean, stats.std, hidden=cfg.hidden).to(dev)
     probe.feat_mean.copy_(xf.mean(0))
     probe.feat_std.copy_(xf.std(0).clamp_min(1e-4))
-    opt = torch.optim.Adam(probe.net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    opt = torch.optim.Adam(probe.net.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
     g = torch.Generator(device="cpu").manual_seed(seed + 1)
-    for _ in range(steps):
-        i = torch.randint(len(xf), (min(batch_size, len(xf)),), generator=g).to(dev)
+    for _ in range(cfg.steps):
+        i = torch.randint(len(xf), (min(cfg.batch_size, len(xf)),), generator=g).to(dev)
         loss = (probe(xf[i]) - yf[i]).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
     probe.eval()
-    metrics = {"train_frames": int(len(xf)), "steps": steps, "train_mse": float(loss.detach())}
+    metrics = {"train_frames": int(len(xf)), "steps": cfg.steps, "train_mse": float(loss.detach())}
     if len(held):
-        xe, ye = _features_and_targets(model, held, clips, dims, 16, seed, dev)
+        xe, ye = _features_and_targets(model, held, cfg.clips, dims, 16, seed, dev)
         with torch.no_grad():
             pe = probe(xe)
         std = probe.prop_std[list(dims)]
@@ -204,7 +203,8 @@ def train_proprio_probe(model, cache_dir: str | os.PathLike, exp, dims: tuple[in
 
 
 def resolve_probe(checkpoint: str | os.PathLike, spec: str = "auto", cache_dir: str | os.PathLike | None = None,
-                  out_dir: str | os.PathLike | None = None, device="cpu", log=print) -> ProprioProbe | None:
+                  out_dir: str | os.PathLike | None = None, probe_cfg: ProbeConfig = _DEFAULT_PROBE, device="cpu",
+                  log=print) -> ProprioProbe | None:
     """The probe `latentwm plan` uses. spec "none": no proprio term; a path: that probe; "auto": the run's own
     (`<run>/proprio_probe.safetensors`, next to its checkpoints), else one trained now on the training cache and
     saved under out_dir (None when the cache records no proprio: visual cost only, said in the log)."""
@@ -217,12 +217,11 @@ def resolve_probe(checkpoint: str | os.PathLike, spec: str = "auto", cache_dir: 
         if (d / PROBE_FILE).exists():
             log(f"proprio probe: {d / PROBE_FILE}")
             return ProprioProbe.load(d / PROBE_FILE, device=device)
-    from latentwm.train.checkpoint import load_world_model
-
     model, exp, _ = load_world_model(checkpoint, ema=True, device=device)
     cache = cache_dir or exp.data.cache_dir
     try:
-        probe, metrics = train_proprio_probe(model.requires_grad_(False), cache, exp, device=device, log=log)
+        probe, metrics = train_proprio_probe(model.requires_grad_(False), cache, exp, probe_cfg, device=device,
+                                             log=log)
     except ValueError as e:
         log(f"proprio probe: none ({e}); planning with the visual cost only")
         return None

@@ -8,72 +8,12 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-from latentwm.config import ConfigError, _positive
-
-
-@dataclass(frozen=True)
-class RLConfig:
-    """Offline RL inside a trained world model (Dreamer 4's recipe), evaluated in gym-pusht."""
-
-    checkpoint: str = "runs/demo/train"
-    """The dynamics run (its latest checkpoint, EMA weights; frozen throughout)."""
-    cache_dir: str = ""
-    """Latent cache with actions and rewards (empty: the one the model was trained on)."""
-    out_dir: str = "runs/rl"
-    phase: Literal["heads", "imagine", "eval", "all"] = "all"
-    heads_steps: int = 600
-    imagine_steps: int = 300
-    batch_size: int = 32
-    clip_len: int = 8
-    lr: float = 1e-3
-    hidden: int = 256
-    reward_steps: int = 4
-    """Multi-token reward prediction: the rewards of arriving at this frame and the next L − 1."""
-    horizon: int = 8
-    """Imagined model steps per rollout."""
-    sample_steps: int = 4
-    """K for imagined frames (d = 1/K)."""
-    context: int = 4
-    """Dataset frames observed before imagining (and the policy's history in the real env)."""
-    finetune_world_model: bool = False
-    """Phase heads: also train the world model (its shortcut-forcing loss on the same clips keeps it a world
-    model; lr × world_model_lr_scale); later phases then use the fine-tuned weights, frozen."""
-    world_model_lr_scale: float = 0.1
-    gamma: float = 0.9
-    lam: float = 0.95
-    alpha: float = 0.5
-    """PMPO: weight of the negative-advantage set (1 − alpha on the positive set)."""
-    beta: float = 0.3
-    """PMPO: KL-to-BC-prior weight."""
-    value_warmup: int = 100
-    """Imagination steps that train only the value head first: PMPO uses the advantages' signs, and an untrained
-    value (≈ 0) makes every advantage positive (a batch with no signal)."""
-    eval_episodes: int = 10
-    eval_max_steps: int = 40
-    """Model steps per evaluation episode (× frame skip env steps)."""
-    videos: int = 2
-    log_every: int = 20
-    ckpt_every: int = 200
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self):
-        _positive(self, "rl", "heads_steps", "imagine_steps", "batch_size", "clip_len", "lr", "hidden",
-                  "reward_steps", "horizon", "sample_steps", "context", "eval_episodes", "eval_max_steps",
-                  "log_every", "ckpt_every")
-        if self.value_warmup < 0:
-            raise ConfigError(f"rl.value_warmup must be >= 0, got {self.value_warmup}")
-        for n in ("gamma", "lam", "alpha"):
-            if not 0 <= getattr(self, n) <= 1:
-                raise ConfigError(f"rl.{n} must be in [0, 1], got {getattr(self, n)!r}")
-        if self.clip_len < 2:
-            raise ConfigError("rl.clip_len must be >= 2 (rewards need a next frame)")
+from latentwm.config import ConfigError, RLConfig
 
 
 class RLRun:

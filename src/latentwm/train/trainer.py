@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -23,15 +21,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from latentwm.config import ConfigError, ExperimentConfig
 from latentwm.data.batch import WorldBatch, collate
+from latentwm.data.clips import eval_loader
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.objectives.shortcut_forcing import ShortcutForcing
-from latentwm.train import checkpoint as ckpt
 from latentwm.train.distributed import DistInfo, init_distributed, unwrap, wrap_model
 from latentwm.train.logging import RunLogger
-
-
-class TrainingDiverged(RuntimeError):
-    """Too many non-finite steps; the last good checkpoint is intact."""
+from latentwm.train.loop import (Loop, NonFiniteGuard, TrainingDiverged, autocast_args, lr_lambda,  # noqa: F401
+                                 optimizer_step, sample_seed)
 
 
 class StreamBatchSampler(Sampler):
@@ -48,29 +44,13 @@ class StreamBatchSampler(Sampler):
             p += 1
 
 
-def sample_seed(seed: int, k: int) -> int:
-    return (seed * 1_000_003 + k * 7919 + 17) % (2**62)
-
-
-def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """Linear warmup to 1, then cosine to min_ratio at `total`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    t = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-
-
-@torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm.detach(), 1.0 - decay)
-
-
-@dataclass
+@dataclass(frozen=True)
 class TrainState:
-    step: int = 0
-    nonfinite: int = 0
-    history: list = field(default_factory=list)  # (step, loss) of every logged step, for reports
+    """Where a run is: optimizer steps done, non-finite steps skipped, (step, loss) of every logged row."""
+
+    step: int
+    nonfinite: int
+    history: list
 
 
 class Trainer:
@@ -113,10 +93,18 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, partial(lr_lambda, warmup=tc.warmup_steps, total=tc.steps, min_ratio=tc.min_lr_ratio))
         self.objective = ShortcutForcing(cfg.objective, cfg.model.k_max)
-        self.state = TrainState()
-        use_bf16 = tc.precision == "bf16" or (tc.precision == "auto" and self.device.type == "cuda")
-        self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16)
+        self.history: list = []  # (step, loss) of every logged row, for reports
+        self.autocast = autocast_args(tc.precision, self.device)
         self.log = RunLogger(self.out, enabled=self.dist.is_main, wandb=tc.wandb, config=cfg.to_dict())
+        self.guard = NonFiniteGuard("train", tc.max_nonfinite, self.ckpt_dir, "train.max_nonfinite")
+        self.loop = Loop("train", self.out, tc.steps, state_fn=self.state_dict, load_fn=self.load_state_dict,
+                         log_every=tc.log_every, ckpt_every=tc.ckpt_every, keep_last=tc.keep_last,
+                         eval_every=tc.eval_every, logger=self.log, dist=self.dist,
+                         resume_flag="--train.resume", collective_state=self.fsdp)
+
+    @property
+    def state(self) -> TrainState:
+        return TrainState(self.loop.step, self.guard.count, self.history)
 
     # -------------------------------------------------------------------------------------------------- state
     def _weights_state(self) -> dict:
@@ -148,27 +136,18 @@ class Trainer:
 
     def state_dict(self) -> dict:
         return {**self._weights_state(), "scheduler": self.sched.state_dict(),
-                "step": self.state.step, "nonfinite": self.state.nonfinite, "history": self.state.history,
-                "data_position": self.state.step * self.cfg.train.grad_accum,
+                "nonfinite": self.guard.count, "history": self.history,
+                "data_position": self.loop.step * self.cfg.train.grad_accum,
                 "config": self.cfg.to_dict(), **self.extra_state}
 
-    def save(self) -> Path:
-        state = self.state_dict() if (self.dist.is_main or self.fsdp) else {}  # FSDP gathers on every rank
-        return ckpt.save_checkpoint(self.ckpt_dir, self.state.step, state if self.dist.is_main else {},
-                                    rank=self.dist.rank, world_size=self.dist.world_size,
-                                    barrier=self.dist.barrier, keep_last=self.cfg.train.keep_last)
-
-    def restore(self) -> Path | None:
-        latest = ckpt.resume_checkpoint(self.ckpt_dir)  # refuses when checkpoints exist but none verifies
-        if latest is None:
-            return None
-        st = ckpt.load_checkpoint(latest, rank=self.dist.rank, map_location=self.device)
+    def load_state_dict(self, st: dict) -> None:
         self._load_weights_state(st)
         self.sched.load_state_dict(st["scheduler"])
-        self.state = TrainState(st["step"], st["nonfinite"], list(st.get("history", [])))
-        if st["rng"] is not None:
-            ckpt.set_rng_state(st["rng"])
-        return latest
+        self.guard.count = st["nonfinite"]
+        self.history = list(st.get("history", []))
+
+    def save(self) -> Path:
+        return self.loop.save()
 
     # -------------------------------------------------------------------------------------------------- loop
     def _loader(self, start_micro: int) -> Iterator[WorldBatch]:
@@ -186,107 +165,61 @@ class Trainer:
         return [sample_seed(self.cfg.train.seed, k) for k in range(base, base + m)]
 
     def fit(self) -> dict:
+        """Train to train.steps (resuming with train.resume); returns {"step", "history", "nonfinite"}."""
         tc = self.cfg.train
-        existing = ckpt.list_checkpoints(self.ckpt_dir)
-        if tc.resume:
-            where = self.restore()
-            if self.dist.is_main and where is not None:
-                print(f"resumed from {where} (step {self.state.step})")
-        elif existing:
-            raise ConfigError(f"train.out_dir {self.out} already has checkpoints ({existing[-1].name}); pass "
-                              "--train.resume to continue it or choose another out_dir")
-        data = self._loader(self.state.step * tc.grad_accum)
-        bar = None
-        if self.dist.is_main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=tc.steps, initial=self.state.step, desc="train", dynamic_ncols=True)
-        acc: dict[str, torch.Tensor] = {}
-        n_acc, t_log, frames_log = 0, time.perf_counter(), 0
-        unwrapped = unwrap(self.model)
-        while self.state.step < tc.steps:
-            step = self.state.step
-            micro0 = step * tc.grad_accum
-            batches = [next(data) for _ in range(tc.grad_accum)]
-            local_valid = sum(int(b.valid.sum()) for b in batches)  # counted on the host before the copy
-            frames_log += local_valid
-            batches = [b.to(self.device, non_blocking=True) for b in batches]
-            if self.batch_transform is not None:
-                batches = [self.batch_transform(b) for b in batches]
-            n_valid = self.dist.all_reduce_sum(torch.tensor(float(local_valid), device=self.device))
-            # DDP averages gradients over ranks: scale so the sum is the global mean over valid frames
-            normalizer = n_valid / self.dist.world_size
-            self.opt.zero_grad(set_to_none=True)
-            step_metrics: dict[str, torch.Tensor] = {}
-            for j, b in enumerate(batches):
-                sync = j == len(batches) - 1 or not hasattr(self.wrapped, "no_sync")
-                ctx = self.wrapped.no_sync() if not sync else contextlib.nullcontext()
-                with ctx, torch.autocast(**self.autocast):
-                    loss, metrics = self.objective(
-                        self.forward, b.latents, b.actions, b.action_mask, b.valid, global_step=step,
-                        bootstrap_model=unwrapped, seeds=self._micro_seeds(micro0 + j), normalizer=normalizer,
-                        collective_safe=self.fsdp)
-                loss.backward()
-                for k, v in metrics.items():
-                    step_metrics[k] = step_metrics.get(k, 0) + v.detach() / len(batches)
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
-            if hasattr(grad_norm, "full_tensor"):  # FSDP2 returns a DTensor
-                grad_norm = grad_norm.full_tensor()
-            if torch.isfinite(grad_norm):
-                self.opt.step()
-                self.sched.step()
-                decay = min(tc.ema_decay, (1 + step) / (10 + step))
-                ema_update(self.ema, unwrapped, decay)
-                step_metrics["grad_norm"] = grad_norm.detach()
-                for k, v in step_metrics.items():
-                    acc[k] = acc.get(k, 0) + v
-                n_acc += 1
-            else:  # skipped, but its data is consumed: the same bad batch is not retried forever
-                self._nonfinite(step)
-            self.state.step = step = step + 1
-            if bar is not None:
-                bar.update(1)
-            if (step % tc.log_every == 0 or step == tc.steps) and n_acc:
-                self._log_train(step, acc, n_acc, frames_log, time.perf_counter() - t_log, bar)
-                acc, n_acc, t_log, frames_log = {}, 0, time.perf_counter(), 0
-            if self.eval_set is not None and (step % tc.eval_every == 0 or step == tc.steps):
-                self.evaluate(step)
-            if step % tc.ckpt_every == 0 or step == tc.steps:
-                self.save()
-        if bar is not None:
-            bar.close()
+        self.loop.resume(tc.resume, map_location=self.device)
+        self._data = self._loader(self.loop.step * tc.grad_accum)
+        self._frames = 0
+        self.loop.run(self.train_step, eval_fn=self.evaluate if self.eval_set is not None else None,
+                      on_log=self._log_row)
         self.log.close()
-        return {"step": self.state.step, "history": self.state.history, "nonfinite": self.state.nonfinite}
+        return {"step": self.loop.step, "history": self.history, "nonfinite": self.guard.count}
 
-    def _nonfinite(self, step: int) -> None:
-        self.state.nonfinite += 1
+    def train_step(self, step: int) -> dict:
+        """One optimizer step over grad_accum micro-batches; {} when skipped as non-finite."""
+        tc = self.cfg.train
+        batches = [next(self._data) for _ in range(tc.grad_accum)]
+        local_valid = sum(int(b.valid.sum()) for b in batches)  # counted on the host before the copy
+        self._frames += local_valid
+        batches = [b.to(self.device, non_blocking=True) for b in batches]
+        if self.batch_transform is not None:
+            batches = [self.batch_transform(b) for b in batches]
+        n_valid = self.dist.all_reduce_sum(torch.tensor(float(local_valid), device=self.device))
+        # DDP averages gradients over ranks: scale so the sum is the global mean over valid frames
+        normalizer = n_valid / self.dist.world_size
         self.opt.zero_grad(set_to_none=True)
-        msg = f"step {step}: non-finite loss/gradient, step skipped ({self.state.nonfinite} so far)"
-        if self.dist.is_main:
-            print(msg)
-            self.log.scalars(step, {"nonfinite_steps": self.state.nonfinite})
-        if self.state.nonfinite > self.cfg.train.max_nonfinite:
-            last = ckpt.latest_checkpoint(self.ckpt_dir)
-            raise TrainingDiverged(
-                f"{self.state.nonfinite} non-finite steps (budget train.max_nonfinite = "
-                f"{self.cfg.train.max_nonfinite}); stopping. Last good checkpoint: {last or 'none yet'}. Lower "
-                "train.lr, check the data for NaN/inf, or raise the budget.")
+        metrics: dict[str, torch.Tensor] = {}
+        for j, b in enumerate(batches):
+            sync = j == len(batches) - 1 or not hasattr(self.wrapped, "no_sync")
+            ctx = self.wrapped.no_sync() if not sync else contextlib.nullcontext()
+            with ctx, torch.autocast(**self.autocast):
+                loss, m = self.objective(
+                    self.forward, b.latents, b.actions, b.action_mask, b.valid, global_step=step,
+                    bootstrap_model=unwrap(self.model), seeds=self._micro_seeds(step * tc.grad_accum + j),
+                    normalizer=normalizer, collective_safe=self.fsdp)
+            loss.backward()
+            for k, v in m.items():
+                metrics[k] = metrics.get(k, 0) + v.detach() / len(batches)
+        # skipped or not, the step's data is consumed: the same bad batch is not retried forever
+        grad_norm = optimizer_step(self.opt, self.model.parameters(), tc.grad_clip, self.guard, step,
+                                   sched=self.sched, ema=self.ema, model=unwrap(self.model), ema_decay=tc.ema_decay,
+                                   log=self.log, verbose=self.dist.is_main)
+        if grad_norm is None:
+            return {}
+        return {**metrics, "grad_norm": grad_norm}
 
-    def _log_train(self, step, acc, n_acc, frames, seconds, bar) -> None:
-        vals = {k: v / max(1, n_acc) for k, v in acc.items()}
+    def _log_row(self, step: int, means: dict, seconds: float) -> dict:
         # losses differ per rank (different samples): report the mean over ranks
-        vals = {k: float(self.dist.all_reduce_mean(torch.as_tensor(v, device=self.device, dtype=torch.float32)))
-                for k, v in vals.items()}
-        fps = frames * self.dist.world_size / max(seconds, 1e-9)
-        tokens_per_frame = unwrap(self.model).tokens_per_frame
-        flops = 3 * unwrap(self.model).flops_per_frame(self.cfg.data.clip_len) * fps
-        vals.update({"lr": self.sched.get_last_lr()[0], "frames_per_s": fps, "tokens_per_s": fps * tokens_per_frame,
-                     "train_flops_per_s": flops})
-        self.state.history.append((step, vals["loss"]))
-        if self.dist.is_main:
-            self.log.scalars(step, vals, prefix="train/")
-            if bar is not None:
-                bar.set_postfix(loss=f"{vals['loss']:.4f}", fps=f"{fps:.0f}")
+        row = {k: float(self.dist.all_reduce_mean(torch.as_tensor(v, device=self.device, dtype=torch.float32)))
+               for k, v in means.items()}
+        fps = self._frames * self.dist.world_size / seconds
+        self._frames = 0
+        model = unwrap(self.model)
+        row.update({"lr": self.sched.get_last_lr()[0], "frames_per_s": fps,
+                    "tokens_per_s": fps * model.tokens_per_frame,
+                    "train_flops_per_s": 3 * model.flops_per_frame(self.cfg.data.clip_len) * fps})
+        self.history.append((step, row["loss"]))
+        return row
 
     # -------------------------------------------------------------------------------------------------- eval
     def eval_batches(self, batch_size: int = 16) -> Iterator[WorldBatch]:
@@ -329,12 +262,6 @@ class Trainer:
             if self.on_eval is not None:
                 self.on_eval(step, res)
         return res
-
-
-def eval_loader(dataset: Dataset, action_dim: int, batch_size: int = 16) -> Iterator[WorldBatch]:
-    """Batches of a finite evaluation dataset, in order."""
-    return iter(DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                           collate_fn=partial(collate, action_dim=action_dim)))
 
 
 def train(cfg: ExperimentConfig) -> dict:

@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from latentwm.config import GenerateConfig
 from latentwm.data.episodes import Episode, EpisodeError, load_episode, save_episode
 from latentwm.envs.pusht import proprio_from_state
 
@@ -207,3 +208,11 @@ def load_pusht(out_dir: str | os.PathLike) -> list[tuple[str, Callable[[], Episo
     """(key, loader) pairs for every episode file in `out_dir`, sorted: the input of `encode_to_cache`."""
     paths = sorted(Path(out_dir).glob("episode_*.npz"))
     return [(f"pusht/{p.stem}", (lambda p=p: load_episode(p))) for p in paths]
+
+
+def run_generate(cfg: GenerateConfig) -> list[Path]:
+    """`latentwm generate pusht`: simulate the episodes of cfg into cfg.out_dir (finished ones are kept)."""
+    paths = generate_pusht(cfg.out_dir, num_episodes=cfg.num_episodes, max_steps=cfg.max_steps, seed=cfg.seed,
+                           scripted_fraction=cfg.scripted_fraction, image_size=cfg.image_size)
+    print(f"{len(paths)} episodes in {cfg.out_dir}")
+    return paths

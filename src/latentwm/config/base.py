@@ -1,0 +1,44 @@
+"""The config error type and the field checks every config section uses (one way to validate).
+
+Checks are written so NaN fails them (`not v > 0` rather than `v <= 0`): a NaN learning rate is a bad config, not
+a silently diverging run.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class ConfigError(ValueError):
+    """A config value is out of range or inconsistent; the message names the field."""
+
+
+def positive(obj, prefix: str, *names: str) -> None:
+    """Each field is a number > 0 (NaN and None rejected)."""
+    for n in names:
+        v = getattr(obj, n)
+        if v is None or not v > 0 or (isinstance(v, float) and math.isinf(v)):
+            raise ConfigError(f"{prefix}.{n} must be > 0 and finite, got {v!r}")
+
+
+def nonneg(obj, prefix: str, *names: str) -> None:
+    """Each field is a finite number >= 0."""
+    for n in names:
+        v = getattr(obj, n)
+        if not v >= 0 or (isinstance(v, float) and math.isinf(v)):
+            raise ConfigError(f"{prefix}.{n} must be >= 0 and finite, got {v!r}")
+
+
+def unit(obj, prefix: str, *names: str) -> None:
+    """Each field lies in [0, 1]."""
+    for n in names:
+        v = getattr(obj, n)
+        if not 0.0 <= v <= 1.0:
+            raise ConfigError(f"{prefix}.{n} must be in [0, 1], got {v!r}")
+
+
+def pow2(v: int) -> bool:
+    return v > 0 and (v & (v - 1)) == 0
+
+
+__all__ = ["ConfigError", "nonneg", "positive", "pow2", "unit"]

@@ -1,0 +1,151 @@
+"""Settings of the commands that are not a training run: generate, encode, eval/rollout, demo (each command's
+section; `latentwm <command> --help` lists them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from latentwm.config.base import ConfigError, nonneg, positive, pow2, unit
+from latentwm.config.experiment import ExperimentConfig
+from latentwm.config.presets import PRESETS, get_preset, preset
+from latentwm.config.registry import PLANNER_NAMES, Planner, Source
+from latentwm.config.sections import EncoderConfig
+from latentwm.config.stages import DemoSizes
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Simulated Push-T episodes (gym-pusht) from a mix of scripted pushing and random-walk policies."""
+
+    out_dir: str = "data/pusht_episodes"
+    num_episodes: int = 200
+    max_steps: int = 200
+    """Environment steps per episode (10 Hz)."""
+    seed: int = 0
+    scripted_fraction: float = 0.7
+    """Share of episodes driven by the scripted pushing policy; the rest use a smoothed random walk."""
+    image_size: int = 96
+
+    def __post_init__(self):
+        positive(self, "generate", "num_episodes", "max_steps", "image_size")
+        unit(self, "generate", "scripted_fraction")
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """Frames → frozen DINO latents → WebDataset shards + index (resumable; run under torchrun to split work)."""
+
+    source: Source = "pusht"
+    """Dataset reader: pusht (`latentwm generate pusht` output), droid (LeRobot v3 / v2.1 or raw DROID), epic
+    (EPIC-KITCHENS-100 tree with its CSVs), video-folder (any folder of videos, optional captions)."""
+    root: str = "data/pusht_episodes"
+    """Where the source's files are."""
+    out_dir: str = "data/pusht_latents"
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    """`--encoder.pool 2` stores 2×2-pooled tokens (N/4; recorded in cache.json, training must use the same)."""
+    episodes_per_shard: int = 32
+    fps: float = 0.0
+    """Frame rate to sample video sources at (0: native; e.g. 10 for EPIC's 50/60 fps, 4 for DROID as V-JEPA 2)."""
+    segment_s: float = -1.0
+    """Cut long videos into episodes of this many seconds (-1: the source's default, 0: whole videos)."""
+    cameras: str = ""
+    """Comma-separated cameras to encode (droid; empty: all three)."""
+    options: str = ""
+    """Extra reader options as k=v pairs separated by spaces (see each reader's OPTIONS)."""
+
+    def __post_init__(self):
+        positive(self, "encode", "episodes_per_shard")
+        nonneg(self, "encode", "fps")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Roll a trained model out on held-out clips of a latent cache: error per horizon vs copy-last, and videos."""
+
+    checkpoint: str = "runs/demo/train"
+    """A run folder (its latest complete checkpoint is used) or one checkpoint directory."""
+    cache_dir: str = ""
+    """Latent cache to evaluate on (empty: the one the model was trained on)."""
+    out_dir: str = "runs/eval"
+    split: Literal["eval", "all"] = "eval"
+    """eval: the held-out episodes of the training split; all: every episode of the cache."""
+    context: int = 0
+    """Observed frames (0: the checkpoint's rollout.context)."""
+    horizon: int = 0
+    """Predicted frames (0: the checkpoint's rollout.horizon)."""
+    sample_steps: int = 0
+    """Denoising steps per frame (0: the checkpoint's rollout.sample_steps)."""
+    tau_ctx: float = 1.0
+    videos: int = 4
+    """Side-by-side real/predicted GIFs to write."""
+    decoder: str = ""
+    """A `latentwm train-decoder` run folder or checkpoint: videos show decoded frames (empty: PCA of features)."""
+    use_ema: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        nonneg(self, "eval", "context", "horizon", "videos", "sample_steps")
+        if self.sample_steps and not pow2(self.sample_steps):
+            raise ConfigError(f"eval.sample_steps must be 0 or a power of two, got {self.sample_steps}")
+        if not 0 < self.tau_ctx <= 1:
+            raise ConfigError(f"eval.tau_ctx must be in (0, 1], got {self.tau_ctx}")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """End-to-end Push-T on the CPU; writes a report folder (report.md, metrics.json, plots, GIFs)."""
+
+    preset: str = "cpu"
+    """Every stage's settings come from this preset: cpu (the full demo, 30–40 min on 2 cores), smoke (CI, about a
+    minute); GPU presets need their encoder's pretrained weights."""
+    out_dir: str = "runs/demo"
+    episodes: int = 0
+    """Episodes to simulate (0: the preset's default)."""
+    max_steps: int = 0
+    """Environment steps per episode (0: the preset's default)."""
+    train_steps: int = 0
+    """Optimizer steps (0: the preset's train.steps)."""
+    plan_goals: int = -1
+    """Planning goals for the MPC stage (-1: the preset's default, 0: skip planning)."""
+    planners: tuple[Planner, ...] = ("cem", "mppi", "gradient")
+    """Planners scored beside the random and dataset-action baselines."""
+    rl: bool = False
+    """Also run offline RL (`latentwm rl`: BC + reward heads, PMPO in imagination, gym-pusht evaluation) and add
+    its section to the report."""
+    seed: int = 0
+    fresh: bool = False
+    """Delete the demo folder first instead of resuming."""
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ConfigError(f"demo.preset must be one of {list(PRESETS)}, got {self.preset!r}")
+        nonneg(self, "demo", "episodes", "max_steps", "train_steps")
+        if self.plan_goals < -1:
+            raise ConfigError(f"demo.plan_goals must be >= -1, got {self.plan_goals}")
+        bad = set(self.planners) - set(PLANNER_NAMES)
+        if bad:
+            raise ConfigError(f"demo.planners: unknown {sorted(bad)}; choose from {', '.join(PLANNER_NAMES)}")
+
+    @property
+    def sizes(self) -> DemoSizes:
+        return preset(self.preset).demo
+
+    def experiment(self) -> ExperimentConfig:
+        base = get_preset(self.preset)
+        out = Path(self.out_dir)
+        kw = dict(data__cache_dir=str(out / "latents"), train__out_dir=str(out / "train"), train__resume=True,
+                  train__seed=self.seed, data__seed=self.seed)
+        if self.train_steps:
+            kw["train__steps"] = self.train_steps
+        return base.replace(**kw)
+
+    def goals(self) -> int:
+        return self.sizes.goals if self.plan_goals < 0 else self.plan_goals
+
+    def data_size(self) -> tuple[int, int]:
+        return self.episodes or self.sizes.episodes, self.max_steps or self.sizes.env_steps
+
+
+__all__ = ["DemoConfig", "EncodeConfig", "EvalConfig", "GenerateConfig"]

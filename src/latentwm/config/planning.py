@@ -1,0 +1,150 @@
+"""Planning settings (DESIGN section 6): one section per planner, the shared MPC settings around them, the
+state probe that adds DINO-WM's proprio term, and `latentwm plan`'s run settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from latentwm.config.base import ConfigError, nonneg, positive, pow2
+from latentwm.config.registry import Baseline, Planner
+
+
+@dataclass(frozen=True)
+class CEMConfig:
+    """Cross-entropy method: refit a Gaussian to the best `elites` of `population` samples, `iterations` times."""
+
+    population: int = 300
+    elites: int = 30
+    iterations: int = 30
+
+    def __post_init__(self):
+        positive(self, "plan.cem", "population", "elites", "iterations")
+        if self.elites > self.population:
+            raise ConfigError(f"plan.cem.elites ({self.elites}) must be <= plan.cem.population ({self.population})")
+
+
+@dataclass(frozen=True)
+class MPPIConfig:
+    """MPPI: a cost-weighted average of `population` samples (softmax of −cost / temperature), `iterations` times."""
+
+    population: int = 300
+    iterations: int = 30
+    temperature: float = 0.5
+    """In units of the population's cost spread (see planning/mppi.py)."""
+
+    def __post_init__(self):
+        positive(self, "plan.mppi", "population", "iterations", "temperature")
+
+
+@dataclass(frozen=True)
+class GradientConfig:
+    """Adam on the action sequence through a differentiable K = 1 rollout, projected into the action box."""
+
+    steps: int = 100
+    lr: float = 0.1
+    """In normalized action units."""
+
+    def __post_init__(self):
+        positive(self, "plan.gradient", "steps", "lr")
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    """Goal-conditioned MPC; the defaults are DINO-WM's Push-T settings (presets give demo-scale values)."""
+
+    planner: Planner = "cem"
+    horizon: int = 5
+    """Planned model steps (with frame skip 5: 25 environment steps)."""
+    exec_steps: int = 5
+    """Actions executed per replanning (receding horizon)."""
+    init_std: float = 1.0
+    """Initial sampling std in normalized action units (CEM, MPPI, and the random-action baseline)."""
+    cost: Literal["mse", "l1", "cosine"] = "mse"
+    cost_all_frames: bool = False
+    """Weight every predicted frame (later frames more) instead of only the last."""
+    sample_steps: int = 1
+    """K for the candidate rollouts (the gradient planner always uses 1)."""
+    warm_start: bool = True
+    goal_offset: int = 25
+    """Goal = observation this many environment steps later in a held-out episode."""
+    proprio_weight: float = 1.0
+    """Weight of the proprio term (DINO-WM: visual MSE + 1.0 × proprio MSE), used when a proprio probe is given
+    (`planning/proprio.py`); 0 turns it off."""
+    num_goals: int = 50
+    seed: int = 0
+    cem: CEMConfig = field(default_factory=CEMConfig)
+    mppi: MPPIConfig = field(default_factory=MPPIConfig)
+    gradient: GradientConfig = field(default_factory=GradientConfig)
+
+    def __post_init__(self):
+        positive(self, "plan", "horizon", "exec_steps", "init_std", "sample_steps", "goal_offset", "num_goals")
+        nonneg(self, "plan", "proprio_weight")
+        if not pow2(self.sample_steps):
+            raise ConfigError(f"plan.sample_steps must be a power of two, got {self.sample_steps}")
+
+    def planner_config(self, name: str | None = None):
+        """The section of planner `name` (default: `planner`)."""
+        return getattr(self, name or self.planner)
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """The proprio probe: an MLP reading the agent state from the frozen model's per-frame features, trained on the
+    training cache's clips (planning/proprio.py)."""
+
+    steps: int = 1500
+    """Adam steps on minibatches of frame features."""
+    clips: int = 512
+    """Clips per split whose frames are featurized (once, no grad)."""
+    hidden: int = 256
+    lr: float = 1e-3
+    batch_size: int = 256
+
+    def __post_init__(self):
+        positive(self, "probe", "steps", "clips", "hidden", "lr", "batch_size")
+
+
+@dataclass(frozen=True)
+class PlanRunConfig:
+    """Goal-conditioned MPC against the real gym-pusht environment, scored with DINO-WM's Push-T protocol beside
+    random actions and the dataset's own actions, on the same goals and seeds."""
+
+    checkpoint: str = "runs/demo/train"
+    """A training run folder (its latest complete checkpoint, EMA weights) or one checkpoint directory."""
+    episodes_dir: str = "runs/demo/episodes"
+    """Push-T episode files (`latentwm generate`); goals come from the held-out ones."""
+    cache_dir: str = ""
+    """The training latent cache (its episode list defines the held-out split; empty: the checkpoint's)."""
+    out_dir: str = "runs/plan"
+    planners: tuple[Planner, ...] = ("cem", "mppi", "gradient")
+    baselines: tuple[Baseline, ...] = ("random", "dataset_actions")
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    """Planner settings (the preset's plan section)."""
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    """Used when a proprio probe has to be trained (--proprio-probe auto without a saved one)."""
+    max_replans: int = 0
+    """Plans per episode (0: a budget of twice the goal distance)."""
+    context: int = 0
+    """Observed history frames per plan (0: the checkpoint's rollout.context)."""
+    repeat_actions: bool = True
+    """Search one env action per model step, held for the frame skip (else the full frame-skip-concatenated
+    action)."""
+    videos: int = 4
+    """Goals whose executed episodes (next to the goal image) are written as GIFs, for every method."""
+    bf16: Literal["auto", "on", "off"] = "auto"
+    """Candidate rollouts under bf16 autocast (auto: on CUDA and CPUs with bf16 units)."""
+    proprio_probe: str = "auto"
+    """DINO-WM's proprio term (weight plan.proprio-weight): 'auto' uses the run's proprio_probe.safetensors or trains
+    one on the training cache (about a minute on the cpu preset; saved to out_dir), a path uses that probe, 'none'
+    plans on the visual cost only."""
+    device: str = "auto"
+    """auto: cuda when available, else cpu."""
+
+    def __post_init__(self):
+        nonneg(self, "plan", "max_replans", "context", "videos")
+        if not self.planners and not self.baselines:
+            raise ConfigError("plan: give at least one of --planners / --baselines")
+
+
+__all__ = ["CEMConfig", "GradientConfig", "MPPIConfig", "PlanConfig", "PlanRunConfig", "ProbeConfig"]

@@ -1,0 +1,168 @@
+"""Settings of the stages around dynamics training: the latents → pixels decoder, offline RL, and how big
+the demo makes each stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from latentwm.config.base import ConfigError, nonneg, positive, unit
+from latentwm.config.registry import DecoderSizeName, Source
+from latentwm.config.sections import EncoderConfig
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Train the RAE-style latents → pixels decoder on frames and their latents."""
+
+    episodes_dir: str = "data/pusht_episodes"
+    """Raw episodes (the frames to reconstruct), read with `source`."""
+    source: Source = "pusht"
+    source_options: str = ""
+    """Reader options as k=v pairs (as `latentwm encode --options`)."""
+    cache_dir: str = "data/pusht_latents"
+    """Latent cache of those episodes (`latentwm encode`); empty: encode frames online with `encoder`."""
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    """The frozen encoder (online encoding only; a cache records its own)."""
+    out_dir: str = "runs/decoder"
+    size: DecoderSizeName = "cpu"
+    """Decoder width/depth: RAE's ViT-B / L / XL, or the small tiny / cpu sizes."""
+    patch_size: int = 8
+    """Output pixels per token side: images are token grid × patch_size pixels square (independent of the
+    encoder's patch)."""
+    epochs: int = 30
+    batch_size: int = 32
+    """Frames per optimizer step across all ranks."""
+    lr: float = 4e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    noise_tau: float = 0.8
+    """Noise augmentation of the standardized input latents: σ = noise_tau · U(0, 1) per frame (0: off)."""
+    l1_weight: float = 1.0
+    perceptual: Literal["auto", "ssim", "off"] = "auto"
+    """auto: LPIPS when available locally, else pixel SSIM (with a notice); ssim: always SSIM; off: none."""
+    perceptual_weight: float = 1.0
+    adv_weight: float = 0.0
+    """Adversarial term's scale on top of the adaptive weight (0: no discriminator)."""
+    disc_start_epoch: int = 5
+    """Epochs of reconstruction-only warm-up before the discriminator and the adversarial term switch on."""
+    disc_lr: float = 1e-4
+    disc_channels: int = 32
+    frame_stride: int = 1
+    """Use every k-th frame of an episode (neighbouring frames are near-duplicates)."""
+    max_frames: int = 50_000
+    """Cap on frames held in memory per split (evenly subsampled beyond it)."""
+    eval_fraction: float = 0.1
+    """Held-out share of episodes (the dynamics model's split: same fraction and seed → same episodes)."""
+    eval_frames: int = 256
+    """Held-out frames scored at every evaluation (evenly spaced)."""
+    grid_images: int = 8
+    """Originals vs reconstructions shown in each evaluation's picture."""
+    max_minutes: float = 0.0
+    """Stop (with a checkpoint and a final evaluation) after this much training time; 0: no limit."""
+    log_every: int = 20
+    eval_every: int = 1
+    """Evaluate every this many epochs."""
+    ckpt_every: int = 500
+    keep_last: int = 2
+    resume: bool = False
+    """Continue from the latest complete checkpoint in out_dir."""
+    max_nonfinite: int = 10
+    """Non-finite losses/gradients tolerated (step skipped, counted) before the run stops."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    device: str = "auto"
+    seed: int = 0
+    wandb: bool = False
+
+    def __post_init__(self):
+        positive(self, "decoder", "patch_size", "epochs", "batch_size", "lr", "grad_clip", "frame_stride",
+                 "max_frames", "eval_frames", "log_every", "eval_every", "ckpt_every", "keep_last", "disc_lr",
+                 "disc_channels")
+        nonneg(self, "decoder", "warmup_steps", "weight_decay", "noise_tau", "l1_weight", "perceptual_weight",
+               "adv_weight", "disc_start_epoch", "max_minutes", "grid_images", "max_nonfinite")
+        unit(self, "decoder", "min_lr_ratio", "ema_decay", "eval_fraction")
+        if self.l1_weight == 0 and (self.perceptual == "off" or self.perceptual_weight == 0):
+            raise ConfigError("decoder: l1_weight and the perceptual term are both off; nothing to train")
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """Offline RL inside a trained world model (Dreamer 4's recipe), evaluated in gym-pusht."""
+
+    checkpoint: str = "runs/demo/train"
+    """The dynamics run (its latest checkpoint, EMA weights; frozen throughout)."""
+    cache_dir: str = ""
+    """Latent cache with actions and rewards (empty: the one the model was trained on)."""
+    out_dir: str = "runs/rl"
+    phase: Literal["heads", "imagine", "eval", "all"] = "all"
+    heads_steps: int = 600
+    imagine_steps: int = 300
+    batch_size: int = 32
+    clip_len: int = 8
+    lr: float = 1e-3
+    hidden: int = 256
+    reward_steps: int = 4
+    """Multi-token reward prediction: the rewards of arriving at this frame and the next L − 1."""
+    horizon: int = 8
+    """Imagined model steps per rollout."""
+    sample_steps: int = 4
+    """K for imagined frames (d = 1/K)."""
+    context: int = 4
+    """Dataset frames observed before imagining (and the policy's history in the real env)."""
+    finetune_world_model: bool = False
+    """Phase heads: also train the world model (its shortcut-forcing loss on the same clips keeps it a world
+    model; lr × world_model_lr_scale); later phases then use the fine-tuned weights, frozen."""
+    world_model_lr_scale: float = 0.1
+    gamma: float = 0.9
+    lam: float = 0.95
+    alpha: float = 0.5
+    """PMPO: weight of the negative-advantage set (1 − alpha on the positive set)."""
+    beta: float = 0.3
+    """PMPO: KL-to-BC-prior weight."""
+    value_warmup: int = 100
+    """Imagination steps that train only the value head first: PMPO uses the advantages' signs, and an untrained
+    value (≈ 0) makes every advantage positive (a batch with no signal)."""
+    eval_episodes: int = 10
+    eval_max_steps: int = 40
+    """Model steps per evaluation episode (× frame skip env steps)."""
+    videos: int = 2
+    log_every: int = 20
+    ckpt_every: int = 200
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        positive(self, "rl", "heads_steps", "imagine_steps", "batch_size", "clip_len", "lr", "hidden",
+                 "reward_steps", "horizon", "sample_steps", "context", "eval_episodes", "eval_max_steps",
+                 "log_every", "ckpt_every", "world_model_lr_scale")
+        nonneg(self, "rl", "value_warmup", "beta", "videos")
+        unit(self, "rl", "gamma", "lam", "alpha")
+        if self.clip_len < 2:
+            raise ConfigError("rl.clip_len must be >= 2 (rewards need a next frame)")
+
+
+@dataclass(frozen=True)
+class DemoSizes:
+    """How big `latentwm demo` makes each stage (the preset's demo section). Push-T runs at 10 Hz; frame skip 5 → 2
+    model steps per second."""
+
+    episodes: int = 240
+    env_steps: int = 200
+    """Environment steps per simulated episode."""
+    goals: int = 20
+    """Planning goals (DINO-WM's protocol on held-out episodes; ~12 s per goal for all methods on the cpu model)."""
+    decoder_frames: int = 4000
+    """Frames the demo's decoder trains on (evenly strided over the episodes)."""
+    decoder_epochs: int = 8
+    decoder_minutes: float = 4.0
+    """Time cap of the decoder stage."""
+
+    def __post_init__(self):
+        positive(self, "demo", "episodes", "env_steps", "decoder_frames", "decoder_epochs", "decoder_minutes")
+        nonneg(self, "demo", "goals")
+
+
+__all__ = ["DecoderConfig", "DemoSizes", "RLConfig"]

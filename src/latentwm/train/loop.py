@@ -1,0 +1,210 @@
+"""The one training-loop core every trainer uses: step scheduling, autocast, the optimizer step (clipping, the
+non-finite policy, scheduler, EMA), logging and progress, periodic evaluation, atomic checkpoints with exact resume.
+
+Users (the dynamics trainer, the decoder trainer, the RL phases, the proprio probe) supply what differs — how one
+step computes its loss and what their state holds — and get the same behaviour everywhere:
+
+- **Non-finite policy** (`NonFiniteGuard`): a step whose loss or gradient is NaN/inf changes nothing (no optimizer,
+  scheduler or EMA update; its data is consumed so a bad batch is not retried forever) and is counted; after
+  `budget` such steps the run stops with `TrainingDiverged` naming the last good checkpoint. Skipped steps are logged.
+- **Resume**: an out dir with checkpoints is refused unless `resume` is set; with it, the newest verified checkpoint
+  is loaded (RNG states included) and the loop continues at its step, bit-for-bit on the CPU.
+- **EMA**: decay ramps as min(decay, (1 + step) / (10 + step)), so early averages are not dominated by the init.
+- **Autocast**: bf16 on CUDA under precision "auto", fp32 on the CPU, as configured.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from latentwm.config import ConfigError
+from latentwm.train import checkpoint as ckpt
+from latentwm.train.logging import RunLogger
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite steps; the last good checkpoint is intact."""
+
+
+def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup to 1, then cosine to min_ratio at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def sample_seed(seed: int, k: int) -> int:
+    """A generator seed for sample / step number k of a run seeded `seed` (what makes resume and DDP exact)."""
+    return (seed * 1_000_003 + k * 7919 + 17) % (2**62)
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    return min(decay, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach(), 1.0 - decay)
+
+
+def autocast_args(precision: str, device: torch.device) -> dict:
+    """torch.autocast kwargs: bf16 when asked, or under "auto" on CUDA; disabled (fp32) otherwise."""
+    on = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return dict(device_type=device.type, dtype=torch.bfloat16, enabled=on)
+
+
+class NonFiniteGuard:
+    """Counts skipped non-finite steps and stops the run beyond `budget` (see the module docstring)."""
+
+    def __init__(self, name: str, budget: int, checkpoints: Path | None = None, field: str = "max_nonfinite"):
+        self.name, self.budget, self.checkpoints, self.field, self.count = name, budget, checkpoints, field, 0
+
+    def ok(self, value: torch.Tensor, step: int, log: RunLogger | None = None, verbose: bool = True) -> bool:
+        """True when `value` (a loss or gradient norm) is finite; otherwise count the skipped step, maybe stop."""
+        if bool(torch.isfinite(value).all()):
+            return True
+        self.count += 1
+        if verbose:
+            print(f"{self.name} step {step}: non-finite loss/gradient, step skipped ({self.count} so far)")
+        if log is not None:
+            log.scalars(step, {"nonfinite_steps": self.count})
+        if self.count > self.budget:
+            last = ckpt.latest_checkpoint(self.checkpoints) if self.checkpoints is not None else None
+            raise TrainingDiverged(
+                f"{self.name}: {self.count} non-finite steps (budget {self.field} = {self.budget}); stopping. Last "
+                f"good checkpoint: "
+                f"{last or 'none yet'}. Lower the learning rate, check the data for NaN/inf, or raise the budget.")
+        return False
+
+
+def optimizer_step(opt: torch.optim.Optimizer, params, grad_clip: float | None, guard: NonFiniteGuard, step: int,
+                   *, sched=None, ema: torch.nn.Module | None = None, model: torch.nn.Module | None = None,
+                   ema_decay: float = 0.0, log: RunLogger | None = None, verbose: bool = True) -> torch.Tensor | None:
+    """Clip, check, step (optimizer, scheduler, EMA of `model` into `ema`). Returns the gradient norm, or None when
+    the step was skipped as non-finite (gradients are then cleared)."""
+    params = list(params)
+    if grad_clip:
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    else:
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params if p.grad is not None]))
+    if hasattr(norm, "full_tensor"):  # FSDP2 returns a DTensor
+        norm = norm.full_tensor()
+    if not guard.ok(norm, step, log, verbose):
+        opt.zero_grad(set_to_none=True)
+        return None
+    opt.step()
+    if sched is not None:
+        sched.step()
+    if ema is not None:
+        ema_update(ema, model, ema_decay_at(step, ema_decay))
+    return norm.detach()
+
+
+class Loop:
+    """Drive `step_fn(step) -> {name: tensor | float}` from the resumed step to `total`, with a progress bar,
+    running means logged every `log_every` steps, `eval_fn(step)` every `eval_every` steps and at the end, and
+    atomic checkpoints of `state_fn()` every `ckpt_every` steps and at the end.
+
+    State: `state_fn() -> dict` (rank 0's plain state; the loop adds "step"; called on every rank when
+    collective_state, as FSDP2's full-state gather needs) and `load_fn(state)` for resume.
+    dist: a DistInfo (collectives, rank); None = one process. max_minutes > 0 stops early (every rank at the
+    same step) with a checkpoint.
+    """
+
+    def __init__(self, name: str, out_dir: str | Path, total: int, *, state_fn: Callable[[], dict],
+                 load_fn: Callable[[dict], None], log_every: int = 10, ckpt_every: int = 500, keep_last: int = 3,
+                 eval_every: int = 0, max_minutes: float = 0.0, logger: RunLogger | None = None, dist=None,
+                 checkpoints: str | Path | None = None, resume_flag: str = "--resume", collective_state: bool = False):
+        self.name, self.out, self.total = name, Path(out_dir), total
+        self.ckpt_dir = Path(checkpoints) if checkpoints is not None else self.out / "checkpoints"
+        self.state_fn, self.load_fn = state_fn, load_fn
+        self.log_every, self.ckpt_every, self.keep_last = log_every, ckpt_every, keep_last
+        self.eval_every, self.max_minutes, self.dist = eval_every, max_minutes, dist
+        self.is_main = dist is None or dist.is_main
+        self.log = logger
+        self.step, self.resume_flag = 0, resume_flag
+        self.collective_state = collective_state  # FSDP2: gathering the full state is a collective (every rank)
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    def save(self) -> Path:
+        d = self.dist
+        state = {**self.state_fn(), "step": self.step} if self.is_main or self.collective_state else {}
+        state = state if self.is_main else {}
+        return ckpt.save_checkpoint(self.ckpt_dir, self.step, state, rank=d.rank if d else 0,
+                                    world_size=d.world_size if d else 1, barrier=d.barrier if d else (lambda: None),
+                                    keep_last=self.keep_last)
+
+    def resume(self, resume: bool, map_location="cpu") -> Path | None:
+        """Load the newest verified checkpoint when `resume`; refuse an out dir with checkpoints otherwise."""
+        existing = ckpt.list_checkpoints(self.ckpt_dir)
+        if not resume:
+            if existing:
+                raise ConfigError(f"{self.name}: {self.out} already has checkpoints ({existing[-1].name}); pass "
+                                  f"{self.resume_flag} to continue it or choose another out_dir")
+            return None
+        latest = ckpt.resume_checkpoint(self.ckpt_dir)
+        if latest is None:
+            return None
+        st = ckpt.load_checkpoint(latest, rank=self.dist.rank if self.dist else 0, map_location=map_location)
+        self.load_fn(st)
+        self.step = int(st["step"])
+        if st.get("rng") is not None:
+            ckpt.set_rng_state(st["rng"])
+        if self.is_main:
+            print(f"{self.name}: resumed from {latest} (step {self.step})")
+        return latest
+
+    # ------------------------------------------------------------------------------------------------ the loop
+    def run(self, step_fn: Callable[[int], dict], eval_fn: Callable[[int], object] | None = None,
+            on_log: Callable[[int, dict, float], dict] | None = None) -> int:
+        """Run to `total`; returns the step reached. on_log(step, means, seconds since the last row) -> the row to
+        write (e.g. reduced over ranks, with throughput and the learning rate; kept as history by the caller)."""
+        bar = tqdm(total=self.total, initial=self.step, desc=self.name, dynamic_ncols=True, disable=not self.is_main)
+        acc: dict[str, torch.Tensor | float] = {}
+        n_acc, t0, t_log = 0, time.monotonic(), time.monotonic()
+        while self.step < self.total:
+            metrics = step_fn(self.step)
+            self.step += 1
+            bar.update(1)
+            if metrics:  # a skipped (non-finite) step returns nothing to average
+                for k, v in metrics.items():
+                    acc[k] = acc.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v)
+                n_acc += 1
+            end = self.step == self.total
+            if (self.step % self.log_every == 0 or end) and n_acc:
+                means = {k: float(v) / n_acc for k, v in acc.items()}
+                if on_log is not None:
+                    means = on_log(self.step, means, max(time.monotonic() - t_log, 1e-9))
+                if self.is_main and self.log is not None:
+                    self.log.scalars(self.step, means, prefix="train/")
+                bar.set_postfix({k: f"{means[k]:.4f}" for k in list(means)[:2]})
+                acc, n_acc, t_log = {}, 0, time.monotonic()
+            over = self._over_time(t0)
+            if eval_fn is not None and self.eval_every and (self.step % self.eval_every == 0 or end or over):
+                eval_fn(self.step)
+            if self.step % self.ckpt_every == 0 or end or over:
+                self.save()
+            if over:
+                if self.is_main:
+                    print(f"{self.name}: time budget of {self.max_minutes} min reached at step {self.step}")
+                break
+        bar.close()
+        return self.step
+
+    def _over_time(self, t0: float) -> bool:
+        over = self.max_minutes > 0 and time.monotonic() - t0 > self.max_minutes * 60
+        if self.dist is not None and self.dist.enabled:  # every rank stops at the same step
+            over = bool(self.dist.all_reduce_sum(torch.tensor(float(over), device=self.dist.device)) > 0)
+        return over
+
+
+__all__ = ["Loop", "NonFiniteGuard", "TrainingDiverged", "autocast_args", "ema_decay_at", "ema_update", "lr_lambda",
+           "optimizer_step", "sample_seed"]
