@@ -12,8 +12,21 @@ actions[:, t]. A rollout of H frames after C context frames needs actions[:, :C 
 from __future__ import annotations
 
 import contextlib
+import operator
 
 import torch
+
+
+def check_sample_steps(sample_steps, k_max: int) -> int:
+    """K as an int, or a ValueError: K must be a power of two ≤ k_max (step size d = 1/K on the model's grid)."""
+    try:
+        k = operator.index(sample_steps)
+    except TypeError:
+        k = None
+    if isinstance(sample_steps, bool) or k is None or k < 1 or k & (k - 1) or k > k_max:
+        raise ValueError(f"sample_steps must be a power of two between 1 and the model's k_max = {k_max} (step "
+                         f"size 1/sample_steps on its grid), got {sample_steps!r}")
+    return k
 
 
 def _ones(x: torch.Tensor, value: float) -> torch.Tensor:
@@ -46,10 +59,12 @@ def commit_frame(model, cache, x: torch.Tensor, prev_action=None, prev_action_ma
 
 def sample_frame(model, cache, sample_steps: int, noise: torch.Tensor, prev_action=None, prev_action_mask=None,
                  batch: int | None = None) -> torch.Tensor:
-    """Generate one frame (B, N, D) with K = sample_steps denoising steps; the cache is read, not written.
+    """Generate one frame (B, N, D) with K = sample_steps denoising steps (a power of two ≤ k_max, else a
+    ValueError); the cache is read, not written.
 
     noise: (B, N, D), or (1, N, D) shared by all B candidates (common random numbers).
     """
+    sample_steps = check_sample_steps(sample_steps, model.cfg.k_max)
     B = batch or noise.shape[0]
     z = noise.expand(B, *noise.shape[1:]) if noise.shape[0] != B else noise
     d = 1.0 / sample_steps
@@ -91,10 +106,12 @@ def rollout(model, context: torch.Tensor, horizon: int, actions: torch.Tensor | 
     actions: (B or 1, C + H − 1, A) or None (action-free); action_mask (B or 1, C + H − 1) bool.
     noise: (B or 1, H, N, D) fixed noise per generated frame (common random numbers for planning); otherwise drawn
     from `generator` (or the global RNG), which also draws the re-noising of context frames when tau_ctx < 1.
+    sample_steps: K, a power of two ≤ the model's k_max (else a ValueError naming sample_steps).
     cache: an already observed history (then `context` is only used for shapes and to position the actions);
     grad: keep the graph (gradient planners, K = 1).
     """
     B, C, N, D = context.shape
+    check_sample_steps(sample_steps, model.cfg.k_max)
     if actions is not None and actions.shape[1] < C + horizon - 1:
         raise ValueError(f"rollout: actions has {actions.shape[1]} steps, needs C + H − 1 = {C + horizon - 1} "
                          f"(context {C}, horizon {horizon})")

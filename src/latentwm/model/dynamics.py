@@ -23,7 +23,6 @@ instead of a random linear map of the noise. Gradients still reach everything af
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 import torch.nn as nn
@@ -34,8 +33,6 @@ from latentwm.config import ModelConfig
 from latentwm.model.layers import decay_groups, linear_flops
 from latentwm.model.layout import TokenLayout
 from latentwm.model.transformer import KVCache, Transformer
-
-_WARNED: set[str] = set()  # one-time warnings already given
 
 TAU_FEATURES = 64
 """Sinusoidal features of τ fed to the shortcut MLP (32 frequencies × sin, cos)."""
@@ -184,12 +181,8 @@ class DynamicsModel(nn.Module):
         if a.dim() != len(lead) + 1 or tuple(a.shape[:-1]) != lead or a.shape[-1] > self.cfg.action_dim:
             raise ValueError(f"{names[0]}: expected shape ({dims}, A) = {lead + ('A',)} with "
                              f"A <= model.action_dim = {self.cfg.action_dim}, got {tuple(a.shape)}")
-        if mask is None:
-            if "none-mask" not in _WARNED:
-                _WARNED.add("none-mask")
-                warnings.warn(f"{names[0]} given with {names[1]}=None: treated as unknown (ignored), as the API "
-                              f"defines; pass {names[1]} (True where known) to condition on them.", stacklevel=3)
-            return None, None
+        if mask is None:  # no mask given: every action is known (as in rollout(); False in a mask = unknown)
+            return a, torch.ones(lead, dtype=torch.bool, device=a.device)
         if tuple(mask.shape) != lead:
             raise ValueError(f"{names[1]}: expected shape ({dims}) = {lead}, got {tuple(mask.shape)}")
         return a, mask.to(device=a.device, dtype=torch.bool)
@@ -201,7 +194,8 @@ class DynamicsModel(nn.Module):
 
         z (B, T, N, D) noisy latents; tau (B, T) signal levels in [0, 1]; step (B, T) step sizes d (powers of two in
         [1/k_max, 1]); tau/step may be scalars. actions (B, T, A), A <= action_dim (zero-padded), actions[:, t] taken
-        after frame t; action_mask (B, T) bool, False = unknown; None (or actions None) = all unknown.
+        after frame t; action_mask (B, T) bool, False = unknown; None = all known (no mask given);
+        actions None = all unknown.
         -> x̂ (B, T, N, D) float32; with return_hidden also hidden (B, T, S, W) final-normed token outputs.
         """
         self._check_latents(z, "B, T")
@@ -241,7 +235,8 @@ class DynamicsModel(nn.Module):
         """One new frame at absolute index cache.time_index (0 without a cache), attending to the cached frames.
 
         z (B, N, D); tau (B,), step (B,) (or scalars); prev_action (B, A): the action that led into this frame,
-        prev_action_mask (B,) bool (None = unknown; ignored at time index 0, like frame 0 of forward()).
+        prev_action_mask (B,) bool (False = unknown, None = known; prev_action None = unknown;
+        ignored at time index 0, like frame 0 of forward()).
         commit=False leaves the cache untouched (denoising steps); commit=True appends this frame's keys/values
         (window-bounded) and advances cache.time_index. -> x̂ (B, N, D) [, hidden (B, S, W)].
         Equals forward() on the whole sequence at this frame, to float tolerance.
