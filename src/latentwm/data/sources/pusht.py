@@ -8,11 +8,14 @@ rewards (T,) = the env's coverage reward of the step taken at t, states (T, 7) =
 extras = {seed, policy, block_travel}. An episode stops early when the env reports success.
 
 Episode i is a pure function of (seed + i, its policy), so generation is deterministic, resumable (existing files
-that load are kept; corrupt or partial ones are regenerated) and can run on several processes.
+that load are kept; corrupt or partial ones are regenerated) and can run on several processes. The settings are
+recorded in `generate.json` in the folder: generating again with another max_steps, image_size, scripted_fraction
+or seed is refused (a ConfigError naming the fields) instead of mixing episodes of two kinds; num_episodes may grow.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -154,12 +157,59 @@ def _generate_range(args: tuple) -> list[str]:
     return [str(episode_path(out_dir, i)) for i in indices]
 
 
+SETTINGS_FILE = "generate.json"
+MUST_MATCH = ("max_steps", "image_size", "scripted_fraction", "seed")
+"""Settings every episode of one folder shares (num_episodes may differ between runs)."""
+
+
+def folder_settings(out: Path) -> tuple[dict | None, str]:
+    """(settings, where they come from) of an episode folder: its generate.json or, for folders written before it
+    existed, what its first readable episode shows (image_size, seed); (None, "") for a folder without either."""
+    from latentwm.config import ConfigError
+
+    f = out / SETTINGS_FILE
+    if f.exists():
+        try:
+            return json.loads(f.read_text()), f"recorded in {f}"
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{f} is unreadable ({e}): delete it if {out} holds the episodes you ask for") from e
+    for p in sorted(out.glob("episode_*.npz")):
+        try:
+            ep = load_episode(p)
+        except EpisodeError:
+            continue
+        seen = {"image_size": int(ep.frames[CAMERA].shape[1])}
+        if "seed" in ep.extras:
+            seen["seed"] = int(ep.extras["seed"]) - int(p.stem.split("_")[-1])
+        return seen, f"seen in {p.name}"
+    return None, ""
+
+
+def check_and_record_settings(out: Path, settings: dict) -> None:
+    """Refuse (ConfigError naming the fields and the folder) to add episodes made with other MUST_MATCH settings
+    than those already in `out`; else record the settings (num_episodes: the largest asked for) atomically."""
+    from latentwm.config import ConfigError
+
+    have, source = folder_settings(out)
+    have = have or {}
+    diff = [k for k in MUST_MATCH if k in have and have[k] != settings[k]]
+    if diff:
+        what = "; ".join(f"{k} {have[k]} there, {settings[k]} now" for k in diff)
+        raise ConfigError(f"{out} holds Push-T episodes generated with other settings ({what}; {source}): use "
+                          f"another --out-dir, or the folder's settings to add episodes to it")
+    record = {**settings, "num_episodes": max(int(settings["num_episodes"]), int(have.get("num_episodes", 0)))}
+    tmp = out / f".{SETTINGS_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, out / SETTINGS_FILE)
+
+
 def generate_pusht(out_dir: str | os.PathLike, num_episodes: int, max_steps: int = 200, seed: int = 0,
                    scripted_fraction: float = 0.7, image_size: int = 96, show_progress: bool = True,
                    num_workers: int = 0) -> list[Path]:
     """Write episodes 0..num_episodes-1 to `out_dir` (skipping ones already there and readable); return all paths.
 
-    num_workers > 1 spreads episodes over that many processes (same files as a single process).
+    num_workers > 1 spreads episodes over that many processes (same files as a single process). A folder made with
+    another max_steps, image_size, scripted_fraction or seed is refused (ConfigError, nothing written).
     """
     if num_episodes < 0 or max_steps <= 0 or image_size <= 0:
         raise ValueError(f"generate_pusht: need num_episodes >= 0, max_steps > 0, image_size > 0; got "
@@ -168,6 +218,8 @@ def generate_pusht(out_dir: str | os.PathLike, num_episodes: int, max_steps: int
         raise ValueError(f"generate_pusht: scripted_fraction must be in [0, 1], got {scripted_fraction}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    check_and_record_settings(out, dict(num_episodes=num_episodes, max_steps=max_steps, image_size=image_size,
+                                        scripted_fraction=scripted_fraction, seed=seed))
     for stale in out.glob(".episode_*.npz.*.tmp"):  # temp files of an interrupted save
         stale.unlink(missing_ok=True)
     todo = [i for i in range(num_episodes) if not (episode_path(out, i).exists() and _is_valid(episode_path(out, i)))]
