@@ -1,11 +1,13 @@
 """Run logs: TensorBoard by default, Weights & Biases when installed and asked for, and a `metrics.jsonl` file.
 
-The JSONL file is what reports plot from (no TensorBoard parsing needed); only rank 0 logs.
+The JSONL file is what reports plot from (no TensorBoard parsing needed); only rank 0 logs. A resumed run calls
+`truncate_after(step)` first, so rows the interrupted run logged past its last checkpoint are not repeated.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -52,6 +54,38 @@ class RunLogger:
                 self._tb.add_scalar(k, v, step)
         if self._wandb is not None:
             self._wandb.log(values, step=step)
+
+    def truncate_after(self, step: int) -> int:
+        """Drop the rows of metrics.jsonl logged past `step` (and a torn last line), keeping the others verbatim;
+        returns how many rows were dropped. The file is rewritten atomically (a temp file renamed over it), and
+        TensorBoard events past `step` are purged when its writer reopens. For a run resumed at `step`."""
+        if not self.enabled:
+            return 0
+        path = self.out_dir / "metrics.jsonl"
+        self._jsonl.close()
+        keep, dropped = [], 0
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # torn by a crash
+            if int(row.get("step", 0)) <= step:
+                keep.append(line + "\n")
+            else:
+                dropped += 1
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w") as fh:
+            fh.writelines(keep)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        self._jsonl = open(path, "a")
+        if self._tb is not None:  # a new writer whose purge_step hides the old events past `step`
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb.close()
+            self._tb = SummaryWriter(str(self.out_dir / "tb"), purge_step=step + 1)
+        return dropped
 
     def image(self, step: int, tag: str, image: np.ndarray) -> None:
         """image: (H, W, 3) uint8."""
