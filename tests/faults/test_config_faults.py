@@ -1,0 +1,36 @@
+"""Fault injection on the command line: a NaN learning rate is a bad config, refused at start in one line."""
+
+import pytest
+
+from latentwm.cli import main
+
+# tyro wraps a ValueError raised while it builds a nested config section (ConfigError subclasses ValueError) into its
+# own multi-line error box and exits with SystemExit(2), so cli.main's one-line handler never sees it. Validation
+# itself works (NaN is refused, exit status 2); the message is not one line. Fixed when ConfigError (config/base.py)
+# no longer derives from ValueError: tyro only intercepts ValueError/TypeError from field constructors, so the error
+# then reaches cli.main and prints `latentwm train: train.lr must be > 0 and finite, got nan` (checked by hand).
+# Strict: the marker must go when it passes.
+_TYRO_BOX = pytest.mark.xfail(strict=True, raises=(AssertionError, SystemExit),
+                              reason="tyro turns the ConfigError of a nested section into a multi-line box")
+
+
+def _run(argv):
+    try:
+        return main(argv)
+    except SystemExit as e:  # what tyro's own error path does
+        return e.code
+
+
+@_TYRO_BOX
+@pytest.mark.parametrize("argv,field", [
+    (["train", "--preset", "tiny", "--train.lr", "nan"], "train.lr"),
+    (["train", "--preset", "tiny", "--train.lr", "inf"], "train.lr"),
+    (["train-decoder", "--preset", "tiny", "--lr", "nan"], "decoder.lr"),
+])
+def test_nan_learning_rate_is_refused_in_one_line(tmp_path, capsys, argv, field):
+    out = tmp_path / "run"
+    flag = "--train.out-dir" if argv[0] == "train" else "--out-dir"
+    code = _run([*argv, flag, str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()  # refused at start, nothing written
+    assert err.startswith(f"latentwm {argv[0]}: ") and len(err.strip().splitlines()) == 1 and field in err
