@@ -239,6 +239,44 @@ def check_pool(info: dict, cfg, where: str) -> None:
                           "model.latent_grid) or encode the data again")
 
 
+def check_action_width(cache, cfg, where: str) -> None:
+    """Every dataset of `cache` that has actions must record data.env_action_dim of them per env step (clips
+    concatenate frame_skip of them into one model-step action, so another width would be cut at the wrong places);
+    action-free datasets (video) pass whatever the setting."""
+    from latentwm.config import ConfigError
+
+    d = cfg.data
+    widths: dict[int, set[str]] = {}
+    for e in cache.entries:
+        if e.get("action_dim") is not None:
+            widths.setdefault(int(e["action_dim"]), set()).add(e["dataset"])
+    if any(w != d.env_action_dim for w in widths):
+        have = ", ".join(f"{w} per env step ({', '.join(sorted(ds))})" for w, ds in sorted(widths.items()))
+        raise ConfigError(f"{where} holds actions of {have}, but data.env_action_dim = {d.env_action_dim} (× "
+                          f"data.frame_skip {d.frame_skip} = {d.action_dim} per model step): pass "
+                          f"--data.env-action-dim {max(widths)} (model.action_dim must hold "
+                          f"{max(widths)} × frame_skip {d.frame_skip} = {max(widths) * d.frame_skip})")
+
+
+def check_complete(cache: LatentCache, where: str, allow_partial: bool = False) -> None:
+    """A cache whose encode has not finished (planned shards missing from its index) is refused with a ConfigError
+    saying how much is missing and how to finish it, unless allow_partial (then a loud warning)."""
+    from latentwm.config import ConfigError
+
+    if cache.complete:
+        return
+    miss = cache.missing_shards
+    total = len(cache.plan["shards"]) if cache.plan else len(miss) + len(cache.records)
+    what = (f"{where} {cache.path} is incomplete: {len(miss)} of {total} planned shards missing "
+            f"({', '.join(miss[:3])}{', ...' if len(miss) > 3 else ''}); its encode was interrupted or is still "
+            f"running")
+    if not allow_partial:
+        raise ConfigError(f"{what}. Finish it by running the same `latentwm encode` command again (it resumes "
+                          f"where it stopped), or pass --data.allow-partial to train on the {len(cache.records)} "
+                          f"encoded shards")
+    print(f"WARNING: {what}; training on the {len(cache.records)} encoded shards only (data.allow_partial)")
+
+
 def train_eval_sets(source, cfg, eval_len: int):
     """Training clips (data.clip_len) and held-out clips (eval_len frames, or None when nothing fits / no split) of
     one latent source (a LatentCache or an online EpisodeStore), split by episode as data.eval_fraction / seed say."""
@@ -252,16 +290,27 @@ def train_eval_sets(source, cfg, eval_len: int):
     return train_set, eval_set
 
 
-def make_clip_datasets(cfg) -> tuple[LatentClipDataset, LatentClipDataset | None, dict]:
-    """(train set, eval set or None, facts for checkpoints) from an ExperimentConfig's data section."""
+def make_clip_datasets(cfg, allow_partial: bool | None = None
+                       ) -> tuple[LatentClipDataset, LatentClipDataset | None, dict]:
+    """(train set, eval set or None, facts for checkpoints) from an ExperimentConfig's data section.
+
+    Refused with a ConfigError: caches whose actions are not data.env_action_dim wide per env step, and caches whose
+    encode has not finished unless allow_partial (default: the config's data.allow_partial, False without one).
+    """
     from latentwm.config import ConfigError
 
     d = cfg.data
+    if allow_partial is None:
+        allow_partial = bool(getattr(d, "allow_partial", False))
     eval_len = max(d.clip_len, cfg.rollout.context + cfg.rollout.horizon)
     if d.mixture:
         from latentwm.data.mixture import MixtureSpec, make_mixture_datasets
 
         spec = MixtureSpec.parse(d.mixture, seed=d.seed, block=d.mixture_block)
+        for s in spec.sources:
+            src = LatentCache(s.cache_dir)
+            check_complete(src, f"data.mixture source {s.name}:", allow_partial)
+            check_action_width(src, cfg, f"data.mixture source {s.name} ({s.cache_dir})")
         train_set, eval_set, extra = make_mixture_datasets(spec, d.clip_len, d.frame_skip, cfg.model.action_dim,
                                                            d.eval_fraction, d.seed, eval_len)
         first = LatentCache(spec.sources[0].cache_dir).info
@@ -273,7 +322,9 @@ def make_clip_datasets(cfg) -> tuple[LatentClipDataset, LatentClipDataset | None
         return train_set, eval_set, extra
     cache = LatentCache(d.cache_dir)
     info = cache.info
+    check_complete(cache, "data.cache_dir", allow_partial)
     check_pool(info, cfg, f"data.cache_dir {d.cache_dir}")
+    check_action_width(cache, cfg, f"data.cache_dir {d.cache_dir}")
     if info["latent_dim"] != cfg.model.latent_dim or info["num_tokens"] != cfg.model.num_latent_tokens:
         raise ConfigError(f"data.cache_dir {d.cache_dir} holds latents of N = {info['num_tokens']}, D = "
                           f"{info['latent_dim']} (encoder {info['encoder']}), but the model expects N = "
