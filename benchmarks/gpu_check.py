@@ -422,15 +422,18 @@ def sec_generation(ctx: Ctx, rec: Recorder) -> None:
     exp = _preset(ctx, "base")
     dev = ctx.device
     window = 33
-    mc = dataclasses.replace(exp.model, context_frames=window)
+    # GPU_CHECK_ATTENTION=eager|fused: the decode path's backend (fused = flex with the soft cap, which compiles per
+    # context length in a KV-cached loop)
+    mc = dataclasses.replace(exp.model, context_frames=window,
+                             attention=os.environ.get("GPU_CHECK_ATTENTION", exp.model.attention))
     torch.manual_seed(0)
     with torch.device(dev):
         model = DynamicsModel(mc).eval().requires_grad_(False)
     N, D, A = mc.num_latent_tokens, mc.latent_dim, mc.action_dim
     contexts = (16, 32)
     rec.update(preset=exp.preset, params=model.num_parameters(), latent_tokens=N, model_tokens_per_frame=model
-               .tokens_per_frame, window=window, preset_window=exp.model.context_frames, batch=1,
-               image_px=exp.encoder.image_size, precision="bf16 autocast")
+               .tokens_per_frame, window=window, attention=mc.attention, preset_window=exp.model.context_frames,
+               batch=1, image_px=exp.encoder.image_size, precision="bf16 autocast")
     g = torch.Generator(device=dev).manual_seed(0)
     frames = torch.randn(1, max(contexts) + 1, N, D, device=dev, generator=g)
     actions = torch.randn(1, max(contexts) + 1, A, device=dev, generator=g)
@@ -468,9 +471,9 @@ def sec_planning(ctx: Ctx, rec: Recorder) -> None:
     P, E, IT, H = (32, 4, 3, 5) if ctx.quick else (300, 30, 30, 5)
     cfg = _plan_config(P, E, IT, H)
     torch.manual_seed(0)
+    mc = dataclasses.replace(exp.model, attention=os.environ.get("GPU_CHECK_ATTENTION", exp.model.attention))
     with torch.device(dev):
-        model = DynamicsModel(exp.model).eval().requires_grad_(False)
-    mc = exp.model
+        model = DynamicsModel(mc).eval().requires_grad_(False)
     N, D, A, C = mc.num_latent_tokens, mc.latent_dim, mc.action_dim, exp.rollout.context
     g = torch.Generator(device=dev).manual_seed(0)
     hist = torch.randn(1, C, N, D, device=dev, generator=g)
@@ -478,7 +481,7 @@ def sec_planning(ctx: Ctx, rec: Recorder) -> None:
     goal = torch.randn(N, D, device=dev, generator=g)
     low, high = torch.full((A,), -1.0, device=dev), torch.full((A,), 1.0, device=dev)
     rec.update(preset=exp.preset, params=model.num_parameters(), population=P, elites=E, iterations=IT, horizon=H,
-               context=C, sample_steps=1)
+               context=C, sample_steps=1, attention=mc.attention)
     precisions = (["bf16", "fp32"] if ctx.args.plan_fp32 else ["bf16"]) if dev.type == "cuda" else ["fp32"]
     for prec in precisions:
         bf16 = prec == "bf16"
