@@ -85,7 +85,8 @@ def test_encode_pool_is_recorded_and_a_disagreeing_config_is_rejected(tmp_path):
     assert main(["encode", "--preset", "tiny", "--source", "video-folder", "--root", str(src),
                  "--out-dir", str(tmp_path / "lat1")]) == 0
     assert LatentCache(tmp_path / "lat1").info["pool"] == 1
-    from latentwm.data.mixture import MixtureSpec, make_mixture_datasets
+    from latentwm.data.clips import make_mixture_datasets
+    from latentwm.data.mixture import MixtureSpec
 
     spec = MixtureSpec.parse(f"a={tmp_path / 'lat'},b={tmp_path / 'lat1'}")
     with pytest.raises(ValueError, match="pool"):

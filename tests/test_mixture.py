@@ -10,8 +10,9 @@ from test_epic import write_epic
 from torch.utils.data import DataLoader, Dataset
 
 from latentwm.data.batch import ClipSample, WorldBatchMetadata, collate
+from latentwm.data.clips import make_mixture_datasets
 from latentwm.data.latent_cache import encode_to_cache
-from latentwm.data.mixture import MixtureDataset, MixtureSpec, MixtureStream, make_mixture_datasets, slot_counts
+from latentwm.data.mixture import MixtureDataset, MixtureSpec, MixtureStream, slot_counts
 from latentwm.data.sources.droid import load_droid
 from latentwm.data.sources.epic_kitchens import load_epic_kitchens
 

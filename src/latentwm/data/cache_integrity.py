@@ -1,9 +1,9 @@
-"""Integrity of latent caches: a checksum per shard, finite latents, and `verify_cache` (`latentwm verify CACHE`).
+"""Integrity of latent caches: a checksum per shard and finite latents (`data/verify.py`: `latentwm verify CACHE`).
 
 A shard's size alone does not prove it whole: a bad sector, a copy that wrote zeros, a shard overwritten by another
 job can all keep the size. So the writer records a checksum of every finished shard in the index, `encode` checks
 its own completed shards against it before skipping them on resume (a mismatch is encoded again), and
-`verify_cache` checks them all. CRC-32 (zlib) is the checksum: it detects accidental corruption, which is the
+`verify.verify_cache` checks them all. CRC-32 (zlib) is the checksum: it detects accidental corruption, which is the
 threat here (nobody forges cache shards to subvert training), and it runs at ~4 GB/s on one core against ~0.8 for
 BLAKE2b and ~1.7 for SHA-256 (12 MB arrays, this project's CI machine), so verifying a cache costs little more
 than reading it.
@@ -25,10 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from latentwm.config.base import LatentwmError
+
 CHECKSUM = "crc32"
 
 
-class CacheError(ValueError):
+class CacheError(LatentwmError, ValueError):
     """The cache directory is missing, inconsistent, or was written for something else; the message says which."""
 
 
@@ -106,28 +108,3 @@ def first_nonfinite(a: np.ndarray) -> tuple[int, ...] | None:
     elif not np.issubdtype(a.dtype, np.floating) or np.isfinite(a).all():
         return None
     return tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
-
-
-def verify_cache(path: str | os.PathLike) -> dict:
-    """Check every shard of the latent cache at `path` against its index record (presence, size, checksum);
-    what `latentwm verify CACHE` prints. Reads every shard once.
-
-    Returns {"path", "ok" (every planned shard present and sound), "complete" (every planned shard listed),
-    "shards": {name: {"status": "ok" | "bad" | "unchecked" (no checksum recorded), "reason": str | None,
-    "bytes": int}}, "missing": [planned shards not listed in the index], "num_ok", "num_bad", "num_unchecked",
-    "bytes"}. Raises CacheError when `path` is not a latent cache.
-    """
-    from latentwm.data.latent_cache import LatentCache
-
-    cache = LatentCache(path)
-    shards = {}
-    for name, rec in cache.records.items():
-        why = shard_problem(cache.path / name, rec)
-        status = "bad" if why else ("ok" if rec.get("checksum") else "unchecked")
-        shards[name] = dict(status=status, reason=why or (None if status == "ok" else "no checksum in the index "
-                                                          "(written before checksums): size checked only"),
-                            bytes=int(rec["bytes"]))
-    count = {s: sum(v["status"] == s for v in shards.values()) for s in ("ok", "bad", "unchecked")}
-    return dict(path=str(cache.path), ok=not count["bad"] and not cache.missing_shards, complete=cache.complete,
-                shards=shards, missing=list(cache.missing_shards), num_ok=count["ok"], num_bad=count["bad"],
-                num_unchecked=count["unchecked"], bytes=sum(v["bytes"] for v in shards.values()))

@@ -24,9 +24,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from latentwm.config import ConfigError
 from latentwm.data.batch import ClipSample, WorldBatchMetadata, collate
 from latentwm.data.episodes import frames_at, narrations_in
-from latentwm.data.latent_cache import LatentCache
+from latentwm.data.latent_cache import LatentCache, cache_pool
+from latentwm.data.mixture import ConcatClips, MixtureDataset, MixtureSpec
 
 
 def split_episodes(keys: list[str], eval_fraction: float, seed: int) -> set[str]:
@@ -228,11 +230,37 @@ def make_loader(dataset: LatentClipDataset, batch_size: int, num_workers: int = 
                       persistent_workers=False)
 
 
+def make_mixture_datasets(spec: MixtureSpec, clip_len: int, frame_skip: int = 1, action_dim: int | None = None,
+                          eval_fraction: float = 0.1, seed: int = 0, eval_len: int | None = None
+                          ) -> tuple[MixtureDataset, Dataset | None, dict]:
+    """(training mixture, evaluation set = every source's held-out grid concatenated (`ConcatClips`, the optional
+    fields the training mixture keeps) or None, facts for checkpoints) from a spec of latent caches. All caches must
+    hold latents of the same encoder, pooling, N and D."""
+    if not spec.sources:
+        raise ValueError("mixture spec has no sources")
+    caches = {s.name: LatentCache(os.fspath(s.cache_dir)) for s in spec.sources}
+    shapes = {n: (c.info["encoder"], cache_pool(c.info), c.info["num_tokens"], c.info["latent_dim"])
+              for n, c in caches.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"mixture sources hold different latents (encoder, pool, N, D): {shapes}")
+    kw = dict(frame_skip=frame_skip, action_dim=action_dim, eval_fraction=eval_fraction, seed=seed)
+    train = [(s.name, LatentClipDataset(caches[s.name], clip_len, split="train", **kw), s.weight) for s in spec.sources]
+    evals = []
+    if eval_fraction > 0:
+        for s in spec.sources:
+            ev = LatentClipDataset(caches[s.name], eval_len or clip_len, split="eval", **kw)
+            if len(ev):
+                evals.append(ev)
+    mixture = MixtureDataset(train, seed=spec.seed, block=spec.block)
+    extra = dict(mixture=mixture.state_dict(), frame_skip=frame_skip, encoder=next(iter(shapes.values()))[0],
+                 data_stats={n: dict(latents=c.latent_stats.to_dict(),
+                                     datasets={k: v.to_dict() for k, v in c.dataset_stats.items()})
+                             for n, c in caches.items()})
+    return mixture, (ConcatClips(evals, fields=mixture.fields) if evals else None), extra
+
+
 def check_pool(info: dict, cfg, where: str) -> None:
     """A cache encoded with another `encoder.pool` than the config's holds a different token grid: refuse it."""
-    from latentwm.config import ConfigError
-    from latentwm.data.latent_cache import cache_pool
-
     if (have := cache_pool(info)) != cfg.encoder.pool:
         raise ConfigError(f"{where} was encoded with encoder.pool = {have} (N = {info['num_tokens']} tokens), this "
                           f"config has encoder.pool = {cfg.encoder.pool}: pass --encoder.pool {have} (and the matching "
@@ -243,8 +271,6 @@ def check_action_width(cache, cfg, where: str) -> None:
     """Every dataset of `cache` that has actions must record data.env_action_dim of them per env step (clips
     concatenate frame_skip of them into one model-step action, so another width would be cut at the wrong places);
     action-free datasets (video) pass whatever the setting."""
-    from latentwm.config import ConfigError
-
     d = cfg.data
     widths: dict[int, set[str]] = {}
     for e in cache.entries:
@@ -261,8 +287,6 @@ def check_action_width(cache, cfg, where: str) -> None:
 def check_complete(cache: LatentCache, where: str, allow_partial: bool = False) -> None:
     """A cache whose encode has not finished (planned shards missing from its index) is refused with a ConfigError
     saying how much is missing and how to finish it, unless allow_partial (then a loud warning)."""
-    from latentwm.config import ConfigError
-
     if cache.complete:
         return
     miss = cache.missing_shards
@@ -297,15 +321,11 @@ def make_clip_datasets(cfg, allow_partial: bool | None = None
     Refused with a ConfigError: caches whose actions are not data.env_action_dim wide per env step, and caches whose
     encode has not finished unless allow_partial (default: the config's data.allow_partial, False without one).
     """
-    from latentwm.config import ConfigError
-
     d = cfg.data
     if allow_partial is None:
         allow_partial = bool(getattr(d, "allow_partial", False))
     eval_len = max(d.clip_len, cfg.rollout.context + cfg.rollout.horizon)
     if d.mixture:
-        from latentwm.data.mixture import MixtureSpec, make_mixture_datasets
-
         spec = MixtureSpec.parse(d.mixture, seed=d.seed, block=d.mixture_block)
         for s in spec.sources:
             src = LatentCache(s.cache_dir)

@@ -15,8 +15,11 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from latentwm.config.base import LatentwmError
+from latentwm.data.video import read_frames
 
-class EpisodeError(ValueError):
+
+class EpisodeError(LatentwmError, ValueError):
     """An episode's arrays disagree with each other or with the format; the message names episode and field."""
 
 
@@ -41,8 +44,6 @@ class VideoFrames:
         return len(self.timestamps)
 
     def get(self, indices: Sequence[int]) -> np.ndarray:
-        from latentwm.data.video import read_frames
-
         return read_frames(self.path, self.timestamps[np.asarray(indices)], size=self.size)
 
 
@@ -280,6 +281,36 @@ def compute_norm_stats(arrays: Sequence[np.ndarray], masks: Sequence[np.ndarray]
     mean = total / n
     std = np.sqrt(np.maximum(sq / n - mean * mean, 0.0))
     return NormStats(mean, np.maximum(std, min_std), n)
+
+
+class ChannelSums:
+    """count / sum / sum of squares per channel (float64): statistics that merge across shards and ranks."""
+
+    def __init__(self, d: dict | None = None):
+        d = d or {}
+        self.n = int(d.get("count", 0))
+        self.s, self.q = (None, None) if not self.n else (np.asarray(d["sum"], np.float64),
+                                                          np.asarray(d["sumsq"], np.float64))
+
+    def add(self, o: "ChannelSums | np.ndarray") -> "ChannelSums":
+        """Merge other sums, or rows (..., C) of values."""
+        if isinstance(o, np.ndarray):
+            x = o.astype(np.float64).reshape(-1, o.shape[-1])
+            o = ChannelSums(dict(count=len(x), sum=x.sum(0), sumsq=(x * x).sum(0)))
+        if o.n:
+            self.s, self.q = (o.s, o.q) if self.s is None else (self.s + o.s, self.q + o.q)
+            self.n += o.n
+        return self
+
+    def to_dict(self) -> dict:
+        return dict(count=self.n, sum=None if not self.n else self.s.tolist(), sumsq=None if not self.n else
+                    self.q.tolist())
+
+    def stats(self, min_std: float = 1e-3) -> NormStats | None:
+        if not self.n:  # same estimator and std floor as `compute_norm_stats`
+            return None
+        mean = self.s / self.n
+        return NormStats(mean, np.maximum(np.sqrt(np.maximum(self.q / self.n - mean * mean, 0.0)), min_std), self.n)
 
 
 @dataclass

@@ -16,7 +16,7 @@ Layout of a cache directory:
 A shard is written to `.<name>.tmp`, fsynced, renamed, and only then listed in the index: a reader (which reads only
 listed shards) never sees a half-written one; a temp file left by a crash is deleted and the shard rewritten.
 Each index record carries the shard's checksum, checked before a resumed encode skips the shard; latents are checked
-finite when read (see `cache_integrity`; `verify_cache` checks a whole cache).
+finite when read (see `cache_integrity`; `data/verify.py` checks a whole cache).
 Ranks own disjoint shards (k % world_size == rank) and separate index files, merged on read, so nothing races.
 """
 
@@ -32,9 +32,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from latentwm.data.cache_integrity import (CacheError, check_latents, file_checksum, npy_view, recheck,  # noqa: F401
-                                          verify_cache)
-from latentwm.data.episodes import DatasetStats, Episode, EpisodeError, NormStats, frames_at
+from latentwm.data.cache_integrity import CacheError, check_latents, file_checksum, npy_view, recheck  # noqa: F401
+from latentwm.data.episodes import ChannelSums, DatasetStats, Episode, EpisodeError, NormStats, frames_at
 from latentwm.data.video import VideoError
 
 FORMAT, VERSION = "latentwm-latent-cache", 1
@@ -69,36 +68,6 @@ def _npy(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-class _Sums:
-    """count / sum / sum of squares per channel (float64): statistics that merge across shards and ranks."""
-
-    def __init__(self, d: dict | None = None):
-        d = d or {}
-        self.n = int(d.get("count", 0))
-        self.s, self.q = (None, None) if not self.n else (np.asarray(d["sum"], np.float64),
-                                                          np.asarray(d["sumsq"], np.float64))
-
-    def add(self, o: "_Sums | np.ndarray") -> "_Sums":
-        """Merge other sums, or rows (..., C) of values."""
-        if isinstance(o, np.ndarray):
-            x = o.astype(np.float64).reshape(-1, o.shape[-1])
-            o = _Sums(dict(count=len(x), sum=x.sum(0), sumsq=(x * x).sum(0)))
-        if o.n:
-            self.s, self.q = (o.s, o.q) if self.s is None else (self.s + o.s, self.q + o.q)
-            self.n += o.n
-        return self
-
-    def to_dict(self) -> dict:
-        return dict(count=self.n, sum=None if not self.n else self.s.tolist(), sumsq=None if not self.n else
-                    self.q.tolist())
-
-    def stats(self, min_std: float = 1e-3) -> NormStats | None:
-        if not self.n:  # same estimator and std floor as `compute_norm_stats`
-            return None
-        mean = self.s / self.n
-        return NormStats(mean, np.maximum(np.sqrt(np.maximum(self.q / self.n - mean * mean, 0.0)), min_std), self.n)
-
-
 class LatentCacheWriter:
     """Appends samples to tar shards of `out_dir`; `add` one (episode, camera) at a time.
 
@@ -122,7 +91,7 @@ class LatentCacheWriter:
             known = {*self.records, *merged_records(self.out), *(p.name for p in self.out.glob("shard-*.tar"))}
             name = SHARD.format(max((int(n[6:-4]) for n in known if n[6:-4].isdigit()), default=-1) + 1)
         self._name, self._entries, self._skipped, self._items = name, [], [], []  # items: in processing order
-        self._stats, self._tmp = dict(latents=_Sums(), actions={}, proprio={}), self.out / f".{name}.tmp"
+        self._stats, self._tmp = dict(latents=ChannelSums(), actions={}, proprio={}), self.out / f".{name}.tmp"
         self._tar = tarfile.open(self._tmp, "w", format=tarfile.PAX_FORMAT)
         return name
 
@@ -140,9 +109,10 @@ class LatentCacheWriter:
             e["files"] = {ext: offsets[f"{e['key']}.{ext}"] for ext in e.pop("_exts")}
         checksum = file_checksum(self._tmp)
         os.replace(self._tmp, final)
+        stats = {k: v.to_dict() if isinstance(v, ChannelSums) else {d: x.to_dict() for d, x in v.items()}
+                 for k, v in self._stats.items()}
         rec = dict(name=self._name, bytes=final.stat().st_size, checksum=checksum, items=self._items,
-                   entries=self._entries, skipped=self._skipped, stats={k: v.to_dict() if isinstance(v, _Sums) else {
-                       d: x.to_dict() for d, x in v.items()} for k, v in self._stats.items()})
+                   entries=self._entries, skipped=self._skipped, stats=stats)
         self.records[self._name], self._tar, self._name = rec, None, None
         _atomic_write(self.index_path, json.dumps(dict(format=FORMAT, version=VERSION, shards=self.records)))
         return rec
@@ -189,9 +159,9 @@ class LatentCacheWriter:
         st = self._stats
         st["latents"].add(arrays["latents"])
         if actions is not None:
-            st["actions"].setdefault(dataset, _Sums()).add(np.asarray(actions)[np.asarray(action_mask, bool)])
+            st["actions"].setdefault(dataset, ChannelSums()).add(np.asarray(actions)[np.asarray(action_mask, bool)])
         if proprio is not None:
-            st["proprio"].setdefault(dataset, _Sums()).add(np.asarray(proprio))
+            st["proprio"].setdefault(dataset, ChannelSums()).add(np.asarray(proprio))
         item = item or f"{dataset}/{episode_id}"
         self._entries.append(dict({k: v for k, v in meta.items() if k != "extras"}, key=key, item=item,
                                   shard=self._name, _exts=list(files),
@@ -252,12 +222,12 @@ def write_stats(cache_dir: str | os.PathLike) -> tuple[NormStats | None, dict[st
 
 
 def _stats_from_records(records: dict) -> tuple[NormStats | None, dict[str, DatasetStats]]:
-    lat, per = _Sums(), {"actions": {}, "proprio": {}}
+    lat, per = ChannelSums(), {"actions": {}, "proprio": {}}
     for rec in records.values():
-        lat.add(_Sums(rec["stats"]["latents"]))
+        lat.add(ChannelSums(rec["stats"]["latents"]))
         for q, sums in per.items():
             for k, v in rec["stats"][q].items():
-                sums.setdefault(k, _Sums()).add(_Sums(v))
+                sums.setdefault(k, ChannelSums()).add(ChannelSums(v))
     names = sorted({e["dataset"] for r in records.values() for e in r["entries"]})
     return lat.stats(), {n: DatasetStats(n, **{q: s[n].stats() if n in s else None for q, s in per.items()})
                          for n in names}
@@ -280,15 +250,7 @@ def encode_to_cache(items: Iterable[tuple[str, Callable[[], Episode]]],
         raise CacheError(f"encode_to_cache: need unique item keys, 0 <= rank < world_size, episodes_per_shard > 0; "
                          f"got {len(keys) - len(loaders)} duplicates, {rank}, {world_size}, {episodes_per_shard}")
     (out := Path(out_dir)).mkdir(parents=True, exist_ok=True)
-    plan = dict(format=FORMAT, version=VERSION, episodes_per_shard=episodes_per_shard,
-                shards=[dict(name=SHARD.format(j), items=keys[s: s + episodes_per_shard])
-                        for j, s in enumerate(range(0, len(keys), episodes_per_shard))])
-    if (old := _read_json(out / "plan.json")) is None:
-        _atomic_write(out / "plan.json", json.dumps(plan))
-    elif old != plan:
-        n_old = sum(len(s["items"]) for s in old.get("shards", []))
-        raise CacheError(f"latent cache {out} was planned for a different list of {n_old} items "
-                         f"({old.get('episodes_per_shard')} per shard); encode into a new directory or delete it")
+    plan = _write_plan(out, keys, episodes_per_shard)
     ours = [s["name"] for j, s in enumerate(plan["shards"]) if j % world_size == rank]
     done = recheck(out, records := merged_records(out), _complete(out, records, plan), ours)
     mine = [j for j, s in enumerate(plan["shards"]) if j % world_size == rank and s["name"] not in done]
@@ -302,30 +264,51 @@ def encode_to_cache(items: Iterable[tuple[str, Callable[[], Episode]]],
             (out / f".{plan['shards'][j]['name']}.tmp").unlink(missing_ok=True)  # an interrupted attempt
             w.open_shard(plan["shards"][j]["name"])
             for key in plan["shards"][j]["items"]:
-                try:
-                    ep = loaders[key]()
-                    cams = cameras or ep.cameras
-                    if missing := [c for c in cams if c not in ep.frames]:
-                        raise EpisodeError(f"episode {key} has no camera {missing} (has {ep.cameras})")
-                    frames = {c: frames_at(ep.frames[c], range(len(ep))) for c in cams}
-                except (EpisodeError, VideoError) as e:  # bad data: skipped, counted, named
-                    w.skip(key, str(e))
-                    n_skip += 1
-                    print(f"encode: skipping {key}: {e}")
-                else:
-                    for cam in cams:
-                        lat = np.asarray(encode_fn(frames[cam]))
-                        if lat.ndim != 3 or lat.shape[0] != len(ep):
-                            raise CacheError(f"encode_fn returned {lat.shape} for {len(ep)} frames of {key}; "
-                                             "expected (T, N, D)")
-                        w.add_episode(ep, cam, lat, item=key)
-                    n_eps += 1
+                ok = _encode_item(w, key, loaders[key], encode_fn, cameras)
+                n_eps, n_skip = n_eps + ok, n_skip + (not ok)
                 bar.update(1)
             w.close_shard()
     bar.close()
     complete = finalize_cache(out)
     return dict(shards_written=[plan["shards"][j]["name"] for j in mine], episodes=n_eps, skipped=n_skip,
                 complete=complete, num_shards=len(plan["shards"]))
+
+
+def _write_plan(out: Path, keys: list[str], episodes_per_shard: int) -> dict:
+    """The cache's plan (item k in shard k // episodes_per_shard), written to plan.json on the first run; a later run
+    must plan the same (a CacheError otherwise)."""
+    plan = dict(format=FORMAT, version=VERSION, episodes_per_shard=episodes_per_shard,
+                shards=[dict(name=SHARD.format(j), items=keys[s: s + episodes_per_shard])
+                        for j, s in enumerate(range(0, len(keys), episodes_per_shard))])
+    if (old := _read_json(out / "plan.json")) is None:
+        _atomic_write(out / "plan.json", json.dumps(plan))
+    elif old != plan:
+        n_old = sum(len(s["items"]) for s in old.get("shards", []))
+        raise CacheError(f"latent cache {out} was planned for a different list of {n_old} items "
+                         f"({old.get('episodes_per_shard')} per shard); encode into a new directory or delete it")
+    return plan
+
+
+def _encode_item(w: LatentCacheWriter, key: str, loader: Callable[[], Episode],
+                 encode_fn: Callable[[np.ndarray], np.ndarray], cameras: list[str] | None) -> bool:
+    """Encode item `key`'s cameras into the open shard of `w`: True, or False when its data is bad (skipped, counted
+    and named)."""
+    try:
+        ep = loader()
+        cams = cameras or ep.cameras
+        if missing := [c for c in cams if c not in ep.frames]:
+            raise EpisodeError(f"episode {key} has no camera {missing} (has {ep.cameras})")
+        frames = {c: frames_at(ep.frames[c], range(len(ep))) for c in cams}
+    except (EpisodeError, VideoError) as e:  # bad data: skipped, counted, named
+        w.skip(key, str(e))
+        print(f"encode: skipping {key}: {e}")
+        return False
+    for cam in cams:
+        lat = np.asarray(encode_fn(frames[cam]))
+        if lat.ndim != 3 or lat.shape[0] != len(ep):
+            raise CacheError(f"encode_fn returned {lat.shape} for {len(ep)} frames of {key}; expected (T, N, D)")
+        w.add_episode(ep, cam, lat, item=key)
+    return True
 
 
 def finalize_cache(cache_dir: str | os.PathLike) -> bool:

@@ -23,7 +23,6 @@ Narrations are narrowed to each clip's frames by `LatentClipDataset.make_clip` i
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
@@ -251,35 +250,3 @@ class MixtureStream(IterableDataset):
     def load_state_dict(self, state: dict) -> None:
         self.mixture.check_state(state["mixture"])
         self.start = self.position = int(state["position"])
-
-
-def make_mixture_datasets(spec: MixtureSpec, clip_len: int, frame_skip: int = 1, action_dim: int | None = None,
-                          eval_fraction: float = 0.1, seed: int = 0, eval_len: int | None = None
-                          ) -> tuple[MixtureDataset, Dataset | None, dict]:
-    """(training mixture, evaluation set = every source's held-out grid concatenated (`ConcatClips`, the optional
-    fields the training mixture keeps) or None, facts for checkpoints) from a spec of latent caches. All caches must
-    hold latents of the same encoder, pooling, N and D."""
-    from latentwm.data.clips import LatentClipDataset
-    from latentwm.data.latent_cache import LatentCache, cache_pool
-
-    if not spec.sources:
-        raise ValueError("mixture spec has no sources")
-    caches = {s.name: LatentCache(os.fspath(s.cache_dir)) for s in spec.sources}
-    shapes = {n: (c.info["encoder"], cache_pool(c.info), c.info["num_tokens"], c.info["latent_dim"])
-              for n, c in caches.items()}
-    if len(set(shapes.values())) != 1:
-        raise ValueError(f"mixture sources hold different latents (encoder, pool, N, D): {shapes}")
-    kw = dict(frame_skip=frame_skip, action_dim=action_dim, eval_fraction=eval_fraction, seed=seed)
-    train = [(s.name, LatentClipDataset(caches[s.name], clip_len, split="train", **kw), s.weight) for s in spec.sources]
-    evals = []
-    if eval_fraction > 0:
-        for s in spec.sources:
-            ev = LatentClipDataset(caches[s.name], eval_len or clip_len, split="eval", **kw)
-            if len(ev):
-                evals.append(ev)
-    mixture = MixtureDataset(train, seed=spec.seed, block=spec.block)
-    extra = dict(mixture=mixture.state_dict(), frame_skip=frame_skip, encoder=next(iter(shapes.values()))[0],
-                 data_stats={n: dict(latents=c.latent_stats.to_dict(),
-                                     datasets={k: v.to_dict() for k, v in c.dataset_stats.items()})
-                             for n, c in caches.items()})
-    return mixture, (ConcatClips(evals, fields=mixture.fields) if evals else None), extra

@@ -24,9 +24,13 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from latentwm.config import ConfigError
 from latentwm.data.batch import WorldBatch
-from latentwm.data.episodes import DatasetStats, Episode, EpisodeError, NormStats, frames_at
-from latentwm.data.latent_cache import _Sums, sample_key
+from latentwm.data.clips import train_eval_sets
+from latentwm.data.episodes import ChannelSums, DatasetStats, Episode, EpisodeError, NormStats, frames_at
+from latentwm.data.latent_cache import LatentCache, cache_pool, sample_key
+from latentwm.data.latent_stats import LatentStats, compute_latent_stats
+from latentwm.data.sources import load_source, parse_options
 from latentwm.data.video import VideoError
 
 EncodeFn = Callable[[torch.Tensor], torch.Tensor]  # uint8 (B, 3, H, W) -> (B, N, D) LayerNorm-ed latents
@@ -50,7 +54,7 @@ class EpisodeStore:
         self.skipped: list[dict] = []
         self.latent_stats: NormStats | None = None
         self._lru: OrderedDict[str, Episode] = OrderedDict()
-        sums: dict[str, dict[str, _Sums]] = {"actions": {}, "proprio": {}}
+        sums: dict[str, dict[str, ChannelSums]] = {"actions": {}, "proprio": {}}
         for key, _ in tqdm(items, desc="scan episodes", unit="ep", disable=not show_progress, dynamic_ncols=True):
             try:
                 ep = self.loaders[key]()
@@ -69,9 +73,9 @@ class EpisodeStore:
                     action_dim=None if ep.actions is None else int(ep.actions.shape[1]),
                     proprio_dim=None if ep.proprio is None else int(ep.proprio.shape[1])))
                 if ep.actions is not None:
-                    sums["actions"].setdefault(ep.dataset, _Sums()).add(np.asarray(ep.actions)[ep.mask()])
+                    sums["actions"].setdefault(ep.dataset, ChannelSums()).add(np.asarray(ep.actions)[ep.mask()])
                 if ep.proprio is not None:
-                    sums["proprio"].setdefault(ep.dataset, _Sums()).add(np.asarray(ep.proprio))
+                    sums["proprio"].setdefault(ep.dataset, ChannelSums()).add(np.asarray(ep.proprio))
         names = sorted({e["dataset"] for e in self.entries})
         self.dataset_stats = {n: DatasetStats(n, **{q: s[n].stats() if n in s else None for q, s in sums.items()})
                               for n in names}
@@ -113,9 +117,6 @@ class EpisodeStore:
 def load_latent_stats(path: str | os.PathLike, encoder_label: str, pool: int) -> NormStats:
     """Latent statistics from a latent cache directory (checked against the encoder label and pooling) or a
     LatentStats .safetensors file (checked against the label)."""
-    from latentwm.data.latent_cache import LatentCache, cache_pool
-    from latentwm.encoders.dino import LatentStats
-
     p = Path(path)
     if p.is_dir():
         cache = LatentCache(p)
@@ -137,8 +138,6 @@ def estimate_latent_stats(store: EpisodeStore, encode_fn: EncodeFn, stats_frames
                           encoder_label: str = "") -> NormStats:
     """Per-channel statistics of the encoder's latents over ≤ stats_frames frames spread evenly over every entry
     (at most 64 entries, evenly spaced; frames evenly spaced within each), deterministic."""
-    from latentwm.encoders.dino import compute_latent_stats
-
     chosen = np.unique(np.linspace(0, len(store) - 1, min(len(store), 64)).round().astype(int))
     per = max(1, stats_frames // len(chosen))
 
@@ -178,10 +177,6 @@ def make_online_datasets(cfg, encode_fn: EncodeFn, encoder_label: str, stats_fra
                          show_progress: bool = True):
     """(train set, eval set or None, facts for checkpoints, OnlineEncoding) for an ExperimentConfig with
     data.online_encode: the clips of `make_clip_datasets` over a cache of the same episodes, with frames."""
-    from latentwm.config import ConfigError
-    from latentwm.data.clips import train_eval_sets
-    from latentwm.data.sources import load_source, parse_options
-
     d = cfg.data
     if not d.episodes_dir:
         raise ConfigError("data.episodes_dir must name the raw episodes when data.online_encode is on")

@@ -28,6 +28,10 @@ from pathlib import Path
 
 import av
 import numpy as np
+import torch
+import torch.nn.functional as F
+
+from latentwm.config.base import LatentwmError
 
 # Decoding forward is cheaper than a seek (which restarts at a keyframe) only for short gaps; beyond this many
 # seconds between consecutive requested times we seek again.
@@ -41,7 +45,7 @@ Size = int | tuple[int, int] | None
 PathLike = str | os.PathLike
 
 
-class VideoError(RuntimeError):
+class VideoError(LatentwmError, RuntimeError):
     """A video file is missing, truncated or corrupt, has no video stream, or lacks a requested frame."""
 
 
@@ -257,8 +261,6 @@ def _read_frames_torchcodec(path, ts: np.ndarray, size: Size, tolerance_s: float
     """torchcodec (>= 0.2) branch: opt-in, untested on CPU CI. ``get_frames_played_at(t)`` returns the frame whose
     [pts, pts + duration) contains t, so asking at t + half a period gives the nearest frame for constant-rate video.
     """
-    import torch
-    import torch.nn.functional as F
     from torchcodec.decoders import VideoDecoder
 
     if not Path(path).is_file():
@@ -385,3 +387,11 @@ def write_video(
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
+
+
+def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (B, 3, H, W) → float (B, 3, size, size) in [-1, 1], bicubic with antialias (the encoder's resize)."""
+    x = frames.float()
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 255)
+    return x / 127.5 - 1.0

@@ -6,6 +6,8 @@ import os
 from typing import Callable
 
 from latentwm.data.episodes import Episode
+from latentwm.data.sources import droid, epic_kitchens, video_folder
+from latentwm.data.sources.pusht import load_pusht
 
 SOURCES = ("pusht", "droid", "epic", "video-folder")
 Item = tuple[str, Callable[[], Episode]]
@@ -31,14 +33,10 @@ def load_source(source: str, root: str | os.PathLike, *, size: int | None = None
     keyword arguments of the reader (its OPTIONS)."""
     options = dict(options or {})
     if source == "pusht":
-        from latentwm.data.sources.pusht import load_pusht
-
         if options or cameras or fps:
             raise ValueError("the pusht source takes no reader options, cameras or fps (its episodes are stored "
                              "at the simulator's rate)")
         return load_pusht(root)
-    from latentwm.data.sources import droid, epic_kitchens, video_folder
-
     loaders = {"droid": droid.load_droid, "epic": epic_kitchens.load_epic_kitchens,
                "video-folder": video_folder.load_video_folder}
     if source not in loaders:

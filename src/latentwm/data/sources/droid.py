@@ -37,7 +37,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from latentwm.data.episodes import Episode, EpisodeError
-from latentwm.data.sources.video_folder import CheckedVideoFrames
+from latentwm.data.sources.video_folder import CheckedVideoFrames, probe_or_error
 
 OPTIONS = ("fps=<float|None: native 15> cameras=<comma list: all> size=<int|None> layout=auto|v3|v2.1|raw "
            "success_only=False episodes=<indices> dataset=droid")
@@ -345,8 +345,6 @@ def raw_episode(ep_dir: str | os.PathLike, *, fps: float | None = None, cameras:
         success = True if "success" in parts else False if "failure" in parts else None
     if success_only and success is False:
         raise EpisodeError(f"episode {name}: not successful (success_only=True)")
-    from latentwm.data.sources.video_folder import probe_or_error
-
     frames = {}
     native = DROID_FPS
     keep = sample_steps(len(cart), native, fps)

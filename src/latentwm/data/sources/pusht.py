@@ -24,9 +24,9 @@ from typing import Callable
 
 import numpy as np
 
-from latentwm.config import GenerateConfig
+from latentwm.config import ConfigError, GenerateConfig
 from latentwm.data.episodes import Episode, EpisodeError, load_episode, save_episode
-from latentwm.envs.pusht import proprio_from_state
+from latentwm.envs.pusht import PushTEnv, proprio_from_state
 
 CAMERA = "main"
 POLICIES = ("scripted", "random_walk")
@@ -145,8 +145,6 @@ def _is_valid(path: Path) -> bool:
 def _generate_range(args: tuple) -> list[str]:
     """Worker: generate the given episode indices (files missing or broken), return their paths."""
     out_dir, indices, seed, scripted_fraction, max_steps, image_size = args
-    from latentwm.envs.pusht import PushTEnv
-
     env = PushTEnv(image_size=image_size)
     try:
         for i in indices:
@@ -165,8 +163,6 @@ MUST_MATCH = ("max_steps", "image_size", "scripted_fraction", "seed")
 def folder_settings(out: Path) -> tuple[dict | None, str]:
     """(settings, where they come from) of an episode folder: its generate.json or, for folders written before it
     existed, what its first readable episode shows (image_size, seed); (None, "") for a folder without either."""
-    from latentwm.config import ConfigError
-
     f = out / SETTINGS_FILE
     if f.exists():
         try:
@@ -188,8 +184,6 @@ def folder_settings(out: Path) -> tuple[dict | None, str]:
 def check_and_record_settings(out: Path, settings: dict) -> None:
     """Refuse (ConfigError naming the fields and the folder) to add episodes made with other MUST_MATCH settings
     than those already in `out`; else record the settings (num_episodes: the largest asked for) atomically."""
-    from latentwm.config import ConfigError
-
     have, source = folder_settings(out)
     have = have or {}
     diff = [k for k in MUST_MATCH if k in have and have[k] != settings[k]]
@@ -238,8 +232,6 @@ def generate_pusht(out_dir: str | os.PathLike, num_episodes: int, max_steps: int
                 for done in pool.imap_unordered(_generate_range, args):
                     bar.update(len(done))
         elif todo:
-            from latentwm.envs.pusht import PushTEnv
-
             env = PushTEnv(image_size=image_size)
             try:
                 for i in todo:

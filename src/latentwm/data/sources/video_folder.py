@@ -32,6 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from latentwm.data.episodes import Episode, EpisodeError, VideoFrames
+from latentwm.data.video import VideoError, probe_video
 
 OPTIONS = ("fps=<float|None> size=<int|None> segment_s=<float|None> camera=main dataset=<folder name> "
            "captions=<csv|json path> extensions=mp4,mkv,webm,avi,mov,m4v")
@@ -51,8 +52,6 @@ class CheckedVideoFrames(VideoFrames):
         self.episode = episode
 
     def get(self, indices: Sequence[int]) -> np.ndarray:
-        from latentwm.data.video import VideoError
-
         try:
             return super().get(indices)
         except VideoError as e:
@@ -150,8 +149,6 @@ def _stem(name: str) -> str:
 
 
 def probe_or_error(path: Path, episode: str):
-    from latentwm.data.video import VideoError, probe_video
-
     try:
         return probe_video(path)
     except VideoError as e:
