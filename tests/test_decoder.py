@@ -12,12 +12,11 @@ from latentwm.cli import main
 from latentwm.config import ConfigError, EncoderConfig
 from latentwm.data.episodes import Episode, NormStats, save_episode
 from latentwm.data.sources.pusht import episode_path
-from latentwm.encoders.decoder import (DECODER_SIZES, DecoderSpec, RAEDecoder, decode_latents, load_decoder,
-                                       noise_augment, sincos_2d)
+from latentwm.encoders.decoder import DECODER_SIZES, DecoderSpec, RAEDecoder, decode_latents, noise_augment, sincos_2d
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.config.registry import ENCODER_PRESETS
 from latentwm.eval.decoder_metrics import PerceptualLoss, psnr, recon_grid, ssim
-from latentwm.train.decoder_trainer import DecoderConfig, DecoderTrainer, load_frame_sets
+from latentwm.train.decoder_trainer import DecoderConfig, DecoderTrainer, load_decoder, load_frame_sets
 
 
 @pytest.mark.parametrize("name,size", [("tiny-random", 56), ("tiny-random-reg", 56), ("tiny-random-v3", 64)])

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from latentwm.config import EncoderConfig
+from latentwm.config import ConfigError, EncoderConfig
 from latentwm.data.episodes import NormStats
 from latentwm.encoders.dino import (
     DinoEncoder,
@@ -211,7 +211,7 @@ def test_local_folder_is_exact_in_fp32(tmp_path):
 
 def test_local_folder_checks_image_size(tmp_path):
     load_backbone(EncoderConfig(name="tiny-random", image_size=56))[0].save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="multiple of the patch size 14"):
+    with pytest.raises(ConfigError, match="multiple of the patch size 14"):
         DinoEncoder.from_config(EncoderConfig(name=str(tmp_path), image_size=64))
 
 

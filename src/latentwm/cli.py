@@ -7,21 +7,25 @@ Every command is a frozen dataclass config (`latentwm.config`) parsed by tyro fr
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import Callable
 
 import tyro
 
-from latentwm.config import PRESETS, ConfigError, DemoConfig, EncodeConfig, EvalConfig, GenerateConfig, PlanRunConfig
+from latentwm.config import (PRESETS, ConfigError, DemoConfig, EncodeConfig, EvalConfig, GenerateConfig,
+                             LatentwmError, PlanRunConfig, VerifyConfig)
 from latentwm.config import preset as get_full_preset
 from latentwm.data.sources.pusht import run_generate
+from latentwm.data.verify import run_verify
 from latentwm.demo import run_demo
 from latentwm.encoders.encode import run_encode
-from latentwm.eval.evaluate import run_eval
+from latentwm.train.evaluate import run_eval
 from latentwm.planning.evaluate import run_plan
 from latentwm.rl.runner import run_rl
 from latentwm.train.decoder_trainer import run_train_decoder
+from latentwm.train.lock import RunLock
 from latentwm.train.trainer import train
 
 
@@ -30,6 +34,8 @@ class Command:
     summary: str
     make_default: Callable[[str], object]  # preset name -> the command's default config
     run: Callable[[object], object]
+    lock: bool = True
+    """Hold the config's out dir (train.out_dir for train) for the whole command, before any data is read."""
 
 
 COMMANDS: dict[str, Command] = {
@@ -52,6 +58,8 @@ COMMANDS: dict[str, Command] = {
                              "reconstruction grids)", lambda p: get_full_preset(p).decoder, run_train_decoder),
     "rl": Command("offline RL in the frozen model: BC + reward heads, PMPO imagination training, gym-pusht eval",
                   lambda p: get_full_preset(p).rl, run_rl),
+    "verify": Command("check a latent cache's shards against their checksums (exit 2 when one is damaged)",
+                      lambda p: VerifyConfig(), run_verify, lock=False),
 }
 
 
@@ -91,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = args[0], args[1:]
     if name == "generate" and rest and rest[0] == "pusht":
         rest = rest[1:]  # `latentwm generate pusht`: Push-T is the one simulator so far
+    if name == "verify" and rest and not rest[0].startswith("-"):
+        rest = ["--cache-dir", *rest]  # `latentwm verify CACHE`
     if name not in COMMANDS:
         print(f"latentwm: {name!r} is not a latentwm command\n\n{_usage()}", file=sys.stderr)
         return 2
@@ -101,8 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         default = cmd.make_default(preset)
         cfg = tyro.cli(type(default), args=rest, default=default, prog=f"latentwm {name}",
                        description=f"{cmd.summary} (defaults from preset {preset!r})")
-        cmd.run(cfg)
-    except (ConfigError, OSError) as e:
+        out = (cfg.train.out_dir if name == "train" else getattr(cfg, "out_dir", "")) if cmd.lock else ""
+        # one writer per out dir; under torchrun rank 0 holds it for all ranks
+        with RunLock(out or ".", f"latentwm {name}", enabled=bool(out) and os.environ.get("RANK", "0") == "0"):
+            cmd.run(cfg)
+    except (LatentwmError, OSError) as e:
         if debug:
             raise
         print(f"latentwm {name}: {e}", file=sys.stderr)

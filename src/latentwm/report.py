@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from latentwm.config import ExperimentConfig
-from latentwm.encoders.decoder import load_decoder
+from latentwm.train.decoder_trainer import load_decoder
 from latentwm.eval.visualize import plot_curves, write_rollout_gifs
 from latentwm.planning.evaluate import planning_table
 from latentwm.rl.runner import rl_table

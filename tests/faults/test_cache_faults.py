@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from latentwm.data.episodes import Episode
-from latentwm.data.latent_cache import CacheError, LatentCache, encode_to_cache, verify_cache
+from latentwm.data.latent_cache import CacheError, LatentCache, encode_to_cache
+from latentwm.data.verify import verify_cache
 
 N, D = 4, 3
 

@@ -4,16 +4,6 @@ import pytest
 
 from latentwm.cli import main
 
-# tyro wraps a ValueError raised while it builds a nested config section (ConfigError subclasses ValueError) into its
-# own multi-line error box and exits with SystemExit(2), so cli.main's one-line handler never sees it. Validation
-# itself works (NaN is refused, exit status 2); the message is not one line. Fixed when ConfigError (config/base.py)
-# no longer derives from ValueError: tyro only intercepts ValueError/TypeError from field constructors, so the error
-# then reaches cli.main and prints `latentwm train: train.lr must be > 0 and finite, got nan` (checked by hand).
-# Strict: the marker must go when it passes.
-_TYRO_BOX = pytest.mark.xfail(strict=True, raises=(AssertionError, SystemExit),
-                              reason="tyro turns the ConfigError of a nested section into a multi-line box")
-
-
 def _run(argv):
     try:
         return main(argv)
@@ -21,7 +11,6 @@ def _run(argv):
         return e.code
 
 
-@_TYRO_BOX
 @pytest.mark.parametrize("argv,field", [
     (["train", "--preset", "tiny", "--train.lr", "nan"], "train.lr"),
     (["train", "--preset", "tiny", "--train.lr", "inf"], "train.lr"),

@@ -7,8 +7,8 @@ Every command of the CLI is built from these (tyro). A newcomer looks for
 Nothing here imports the rest of the package: configs are validated before torch or data load.
 """
 
-from latentwm.config.base import ConfigError
-from latentwm.config.commands import DemoConfig, EncodeConfig, EvalConfig, GenerateConfig
+from latentwm.config.base import ConfigError, LatentwmError
+from latentwm.config.commands import DemoConfig, EncodeConfig, EvalConfig, GenerateConfig, VerifyConfig
 from latentwm.config.experiment import ExperimentConfig
 from latentwm.config.planning import (CEMConfig, GradientConfig, MPPIConfig, PlanConfig, PlanRunConfig,
                                       ProbeConfig)
@@ -21,6 +21,6 @@ from latentwm.config.stages import DecoderConfig, DemoSizes, RLConfig
 
 __all__ = ["BASELINE_NAMES", "CEMConfig", "ConfigError", "DEMO_PLAN", "DataConfig", "DecoderConfig", "DemoConfig",
            "DemoSizes", "ENCODER_PRESETS", "EncodeConfig", "EncoderConfig", "EncoderPreset", "EvalConfig",
-           "ExperimentConfig", "GenerateConfig", "GradientConfig", "MPPIConfig", "ModelConfig", "ObjectiveConfig",
-           "PLANNER_NAMES", "PRESETS", "PlanConfig", "PlanRunConfig", "Preset", "ProbeConfig", "RLConfig",
-           "RolloutConfig", "SOURCES", "TrainConfig", "get_preset", "preset"]
+           "ExperimentConfig", "LatentwmError", "GenerateConfig", "GradientConfig", "MPPIConfig", "ModelConfig",
+           "ObjectiveConfig", "PLANNER_NAMES", "PRESETS", "PlanConfig", "PlanRunConfig", "Preset", "ProbeConfig",
+           "RLConfig", "RolloutConfig", "SOURCES", "TrainConfig", "VerifyConfig", "get_preset", "preset"]

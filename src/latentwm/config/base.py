@@ -9,8 +9,16 @@ from __future__ import annotations
 import math
 
 
-class ConfigError(ValueError):
-    """A config value is out of range or inconsistent; the message names the field."""
+class LatentwmError(Exception):
+    """Base of the errors a user can act on (bad config, damaged checkpoint or cache, a locked out dir, ...): the
+    CLI prints their message as one line `latentwm <command>: <message>` (exit code 2) instead of a traceback."""
+
+
+class ConfigError(LatentwmError):
+    """A config value is out of range or inconsistent; the message names the field.
+
+    Not a ValueError on purpose: tyro turns ValueErrors raised while it builds a config into its own multi-line
+    box, which would hide the one-line message."""
 
 
 def positive(obj, prefix: str, *names: str) -> None:
@@ -41,4 +49,4 @@ def pow2(v: int) -> bool:
     return v > 0 and (v & (v - 1)) == 0
 
 
-__all__ = ["ConfigError", "nonneg", "positive", "pow2", "unit"]
+__all__ = ["ConfigError", "LatentwmError", "nonneg", "positive", "pow2", "unit"]

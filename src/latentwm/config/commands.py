@@ -148,4 +148,14 @@ class DemoConfig:
         return self.episodes or self.sizes.episodes, self.max_steps or self.sizes.env_steps
 
 
-__all__ = ["DemoConfig", "EncodeConfig", "EvalConfig", "GenerateConfig"]
+@dataclass(frozen=True)
+class VerifyConfig:
+    """Check every shard of a latent cache against its index (presence, size, CRC-32); exit 2 if any is damaged."""
+
+    cache_dir: str = "data/pusht_latents"
+    """The latent cache (`latentwm verify CACHE` takes it as the first argument too)."""
+    verbose: bool = False
+    """List every shard, not only the damaged ones."""
+
+
+__all__ = ["DemoConfig", "EncodeConfig", "EvalConfig", "GenerateConfig", "VerifyConfig"]

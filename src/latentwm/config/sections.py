@@ -208,6 +208,9 @@ class DataConfig:
     latent_stats: str = ""
     """online_encode: per-channel latent statistics from a latent cache directory (of the same encoder) or a
     LatentStats .safetensors file; empty: estimated at start from up to 1024 frames of the episodes."""
+    allow_partial: bool = False
+    """Train on a cache whose encode has not finished (the encoded shards only; a loud warning); otherwise an
+    incomplete cache is refused with how to finish it."""
     seed: int = 0
 
     def __post_init__(self):

@@ -131,6 +131,8 @@ class RLConfig:
     videos: int = 2
     log_every: int = 20
     ckpt_every: int = 200
+    max_nonfinite: int = 10
+    """Non-finite losses/gradients tolerated (step skipped, counted) before a phase stops."""
     seed: int = 0
     device: str = "auto"
 
@@ -138,7 +140,7 @@ class RLConfig:
         positive(self, "rl", "heads_steps", "imagine_steps", "batch_size", "clip_len", "lr", "hidden",
                  "reward_steps", "horizon", "sample_steps", "context", "eval_episodes", "eval_max_steps",
                  "log_every", "ckpt_every", "world_model_lr_scale")
-        nonneg(self, "rl", "value_warmup", "beta", "videos")
+        nonneg(self, "rl", "value_warmup", "beta", "videos", "max_nonfinite")
         unit(self, "rl", "gamma", "lam", "alpha")
         if self.clip_len < 2:
             raise ConfigError("rl.clip_len must be >= 2 (rewards need a next frame)")

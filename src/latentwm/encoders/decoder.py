@@ -15,14 +15,14 @@ sample, so the decoder also renders the slightly-off latents a world model predi
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from latentwm.data.episodes import NormStats
 
 
 @dataclass(frozen=True)
@@ -202,38 +202,6 @@ def from_uint8(frames: torch.Tensor) -> torch.Tensor:
     return frames.float() / 127.5 - 1.0
 
 
-def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (B, 3, H, W) → float (B, 3, size, size) in [-1, 1], bicubic with antialias (the encoder's resize)."""
-    x = frames.float()
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 255)
-    return x / 127.5 - 1.0
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Loading a trained decoder
-
-
-def load_decoder(path: str | os.PathLike, ema: bool = True, device="cpu") -> tuple[RAEDecoder, dict]:
-    """(decoder in eval mode, saved state) from a `latentwm train-decoder` run folder (its latest complete checkpoint)
-    or one checkpoint directory. ema=True loads the EMA weights (what the run's metrics are computed with)."""
-    from latentwm.train import checkpoint as ckpt
-
-    path = Path(path)
-    if not (path / "manifest.json").exists():
-        found = ckpt.latest_checkpoint(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
-        if found is None:
-            raise ckpt.CheckpointError(f"decoder: no complete checkpoint in {path} (train one with "
-                                       "`latentwm train-decoder`)")
-        path = found
-    state = ckpt.load_checkpoint(path, map_location=device)
-    if "decoder_spec" not in state:
-        raise ckpt.CheckpointError(f"{path} is not a decoder checkpoint (no decoder_spec); a dynamics checkpoint?")
-    dec = RAEDecoder(DecoderSpec(**state["decoder_spec"])).to(device)
-    dec.load_state_dict(state["ema" if ema else "model"])
-    return dec.eval().requires_grad_(False), state
-
-
 def decode_latents(decoder: RAEDecoder, latents: torch.Tensor, latent_stats=None,
                    batch_size: int = 64) -> np.ndarray:
     """Latents (..., N, D) → uint8 frames (..., H, W, 3) as numpy.
@@ -245,8 +213,6 @@ def decode_latents(decoder: RAEDecoder, latents: torch.Tensor, latent_stats=None
     x = torch.as_tensor(latents).float()
     if latent_stats is not None:
         if isinstance(latent_stats, dict):
-            from latentwm.data.episodes import NormStats
-
             latent_stats = NormStats.from_dict(latent_stats)
         x = x * torch.as_tensor(latent_stats.std, dtype=torch.float32) + torch.as_tensor(latent_stats.mean,
                                                                                           dtype=torch.float32)

@@ -11,7 +11,7 @@ from latentwm.config import ConfigError, EncodeConfig
 from latentwm.data.latent_cache import encode_to_cache, finalize_cache
 from latentwm.data.sources import load_source, parse_options
 from latentwm.encoders.dino import DinoEncoder
-from latentwm.train.distributed import init_distributed, shutdown
+from latentwm.distributed import init_distributed, shutdown
 
 
 def source_items(cfg: EncodeConfig) -> list:

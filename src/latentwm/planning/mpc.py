@@ -29,7 +29,8 @@ from latentwm.config import PlanConfig
 from latentwm.data.episodes import NormStats
 from latentwm.envs.pusht import goal_metrics
 from latentwm.planning.proprio import ProprioGoal
-from latentwm.planning.base import PlanResult, initial_std, plan, shift_plan
+from latentwm.planning.base import PlanResult, initial_std, shift_plan
+from latentwm.planning.plan import plan
 
 
 def _norm_stats(s) -> NormStats:

@@ -32,6 +32,7 @@ from latentwm.data.clips import LatentClipDataset
 from latentwm.data.latent_cache import _atomic_write
 from latentwm.model.layers import mlp
 from latentwm.train.checkpoint import load_world_model
+from latentwm.train.loop import NonFiniteGuard, optimizer_step
 
 PROBE_FILE = "proprio_probe.safetensors"
 _DEFAULT_PROBE = ProbeConfig()
@@ -146,8 +147,7 @@ def train_proprio_probe(model, cache_dir: str | os.PathLike, exp, cfg: ProbeConf
 
     exp: the model's ExperimentConfig (clip split, frame skip). Features are computed once (no grad) for
     `cfg.clips` clips per split, then the MLP trains `cfg.steps` Adam steps on minibatches of frames. Returns
-    (probe, metrics) with
-    held-out RMSE in raw proprio units, the constant-mean baseline's, and R² per dim.
+    (probe, metrics) with held-out RMSE in raw proprio units, the constant-mean baseline's, and R² per dim.
     """
     d = exp.data
     clip_len = clip_len or exp.data.clip_len
@@ -156,6 +156,29 @@ def train_proprio_probe(model, cache_dir: str | os.PathLike, exp, cfg: ProbeConf
     held = LatentClipDataset(cache_dir, clip_len, split="eval", **kw)
     if len(train) == 0:
         raise ValueError(f"proprio probe: no training clip of {clip_len} frames in {cache_dir}")
+    stats = _proprio_stats(train, cache_dir, dims)
+    model.eval()
+    dev = torch.device(device)
+    xf, yf = _features_and_targets(model, train, cfg.clips, dims, 16, seed, dev)
+    with torch.random.fork_rng(devices=[]):  # the same probe for the same seed, whatever ran before
+        torch.manual_seed(seed)
+        probe = ProprioProbe(xf.shape[-1], dims, stats.mean, stats.std, hidden=cfg.hidden).to(dev)
+    probe.feat_mean.copy_(xf.mean(0))
+    probe.feat_std.copy_(xf.std(0).clamp_min(1e-4))
+    train_mse = _fit(probe, xf, yf, cfg, seed)
+    metrics = {"train_frames": int(len(xf)), "steps": cfg.steps, "train_mse": train_mse}
+    if len(held):
+        xe, ye = _features_and_targets(model, held, cfg.clips, dims, 16, seed, dev)
+        metrics.update(_heldout_metrics(probe, xe, ye, yf.mean(0)))
+        log(f"proprio probe (dims {list(dims)}): held-out RMSE {metrics['heldout_rmse']:.1f} vs "
+            f"{metrics['baseline_rmse']:.1f} for the mean (R² {', '.join(f'{r:.2f}' for r in metrics['r2'])}; "
+            f"{len(xf)} train / {len(xe)} held-out frames)")
+    probe.metrics = metrics
+    return probe, metrics
+
+
+def _proprio_stats(train: LatentClipDataset, cache_dir, dims: tuple[int, ...]):
+    """The proprio NormStats of the cache's one dataset that records proprio (refusing none, several, bad dims)."""
     with_prop = {k: v.proprio for k, v in train.cache.dataset_stats.items() if v.proprio is not None}
     if not with_prop:
         raise ValueError(f"proprio probe: the cache {cache_dir} has no proprio statistics (no proprio recorded)")
@@ -165,41 +188,36 @@ def train_proprio_probe(model, cache_dir: str | os.PathLike, exp, cfg: ProbeConf
     stats = next(iter(with_prop.values()))
     if max(dims) >= len(stats.mean):
         raise ValueError(f"proprio probe: dims {list(dims)} out of range for {len(stats.mean)}-D proprio")
-    model.eval()
-    dev = torch.device(device)
-    xf, yf = _features_and_targets(model, train, cfg.clips, dims, 16, seed, dev)
-    with torch.random.fork_rng(devices=[]):  # the same probe for the same seed, whatever ran before
-        torch.manual_seed(seed)
-        probe = ProprioProbe(xf.shape[-1], dims, stats.mean, stats.std, hidden=cfg.hidden).to(dev)
-    probe.feat_mean.copy_(xf.mean(0))
-    probe.feat_std.copy_(xf.std(0).clamp_min(1e-4))
+    return stats
+
+
+def _fit(probe: ProprioProbe, xf: torch.Tensor, yf: torch.Tensor, cfg: ProbeConfig, seed: int) -> float:
+    """cfg.steps Adam steps (cosine schedule) on random minibatches of the precomputed features xf (M, F) → yf
+    (M, k), under the loop core's non-finite policy; returns the last minibatch's MSE."""
     opt = torch.optim.Adam(probe.net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
+    guard = NonFiniteGuard("proprio probe", budget=10, field="(fixed)")
     g = torch.Generator(device="cpu").manual_seed(seed + 1)
-    for _ in range(cfg.steps):
-        i = torch.randint(len(xf), (min(cfg.batch_size, len(xf)),), generator=g).to(dev)
+    loss = torch.zeros(())
+    for step in range(cfg.steps):
+        i = torch.randint(len(xf), (min(cfg.batch_size, len(xf)),), generator=g).to(xf.device)
         loss = (probe(xf[i]) - yf[i]).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        sched.step()
+        optimizer_step(opt, probe.net.parameters(), None, guard, step, sched=sched)
     probe.eval()
-    metrics = {"train_frames": int(len(xf)), "steps": cfg.steps, "train_mse": float(loss.detach())}
-    if len(held):
-        xe, ye = _features_and_targets(model, held, cfg.clips, dims, 16, seed, dev)
-        with torch.no_grad():
-            pe = probe(xe)
-        std = probe.prop_std[list(dims)]
-        err = ((pe - ye) * std).pow(2).mean(0)  # per dim, raw units²
-        base = ((ye - yf.mean(0)) * std).pow(2).mean(0)
-        metrics.update(heldout_frames=int(len(xe)), heldout_rmse=float(err.mean().sqrt()),
-                       baseline_rmse=float(base.mean().sqrt()),
-                       r2=[float(1 - e / b) for e, b in zip(err, base.clamp_min(1e-12))])
-        log(f"proprio probe (dims {list(dims)}): held-out RMSE {metrics['heldout_rmse']:.1f} vs "
-            f"{metrics['baseline_rmse']:.1f} for the mean (R² {', '.join(f'{r:.2f}' for r in metrics['r2'])}; "
-            f"{len(xf)} train / {len(xe)} held-out frames)")
-    probe.metrics = metrics
-    return probe, metrics
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def _heldout_metrics(probe: ProprioProbe, xe: torch.Tensor, ye: torch.Tensor, train_mean: torch.Tensor) -> dict:
+    """Held-out RMSE in raw proprio units, the train-mean baseline's, and R² per dim."""
+    std = probe.prop_std[list(probe.dims)]
+    err = ((probe(xe) - ye) * std).pow(2).mean(0)  # per dim, raw units²
+    base = ((ye - train_mean) * std).pow(2).mean(0)
+    return dict(heldout_frames=int(len(xe)), heldout_rmse=float(err.mean().sqrt()),
+                baseline_rmse=float(base.mean().sqrt()),
+                r2=[float(1 - e / b) for e, b in zip(err, base.clamp_min(1e-12))])
 
 
 def resolve_probe(checkpoint: str | os.PathLike, spec: str = "auto", cache_dir: str | os.PathLike | None = None,

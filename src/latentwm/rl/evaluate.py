@@ -8,10 +8,14 @@ success (the env's own test: goal-zone coverage > 95 %), the best coverage reach
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from latentwm.config import PlanConfig
+from latentwm.envs.pusht import PushTEnv
+from latentwm.eval.visualize import save_gif
 from latentwm.planning.mpc import ActionCodec, LatentObserver, RandomPolicy, derive_seed
 from latentwm.rl.heads import AgentHeads, frame_features
 
@@ -84,11 +88,6 @@ def evaluate_agents(model, policies: dict[str, AgentHeads], observer: LatentObse
                     context: int, episodes: int = 10, max_model_steps: int = 40, seed: int = 0, image_size: int = 96,
                     out_dir=None, videos: int = 2, random_baseline: bool = True, log=print) -> dict:
     """{method: {success_rate, max_coverage, return}} for every heads policy (and random) on the same resets."""
-    from pathlib import Path
-
-    from latentwm.envs.pusht import PushTEnv
-    from latentwm.eval.visualize import save_gif
-
     methods = {name: HeadsPolicy(model, h, observer, codec, context, name) for name, h in policies.items()}
     if random_baseline:
         methods["random"] = _Random(codec, seed)

@@ -14,14 +14,24 @@ from pathlib import Path
 import torch
 
 from latentwm.config import ConfigError, RLConfig
+from latentwm.data.batch import collate
+from latentwm.data.clips import LatentClipDataset
+from latentwm.data.episodes import NormStats
+from latentwm.encoders.dino import DinoEncoder
+from latentwm.objectives.shortcut_forcing import ShortcutForcing
+from latentwm.planning.mpc import ActionCodec, LatentObserver
+from latentwm.rl.bc import dataset_features, heads_loss
+from latentwm.rl.evaluate import evaluate_agents
+from latentwm.rl.heads import AgentHeads
+from latentwm.rl.imagination import imagination_loss, imagine, trainable_parameters
+from latentwm.train import checkpoint as ckpt
+from latentwm.train.checkpoint import load_world_model
+from latentwm.train.logging import RunLogger
+from latentwm.train.loop import Loop, NonFiniteGuard, optimizer_step, sample_seed
 
 
 class RLRun:
     def __init__(self, cfg: RLConfig):
-        from latentwm.data.clips import LatentClipDataset
-        from latentwm.planning.mpc import ActionCodec
-        from latentwm.train.checkpoint import load_world_model
-
         self.cfg = cfg
         self.device = torch.device(cfg.device if cfg.device != "auto" else
                                    ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -47,14 +57,10 @@ class RLRun:
         self.feature_dim = self.model.layout.registers * self.model.cfg.width
 
     def new_heads(self):
-        from latentwm.rl.heads import AgentHeads
-
         return AgentHeads(self.feature_dim, self.exp.model.action_dim, self.low, self.high, hidden=self.cfg.hidden,
                           reward_steps=self.cfg.reward_steps).to(self.device)
 
     def batch(self, step: int):
-        from latentwm.data.batch import collate
-
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)  # resumable: data depends on the step
         idx = torch.randint(len(self.data), (self.cfg.batch_size,), generator=g).tolist()
         return collate([self.data[i] for i in idx], action_dim=self.exp.model.action_dim).to(self.device)
@@ -62,7 +68,6 @@ class RLRun:
     # -------------------------------------------------------------------------------------------------------------
     def _load_finetuned(self) -> None:
         """Use the world model fine-tuned in phase heads, when it was."""
-        from latentwm.train import checkpoint as ckpt
 
         last = ckpt.latest_checkpoint(self.out / "heads" / "checkpoints")
         if last is not None:
@@ -72,54 +77,46 @@ class RLRun:
                 print(f"rl: using the world model fine-tuned in phase heads ({last})")
 
     def _train(self, phase: str, steps: int, heads, params, loss_fn, model=None) -> None:
-        from tqdm.auto import tqdm
-
-        from latentwm.train import checkpoint as ckpt
-        from latentwm.train.logging import RunLogger
-
+        """Run one phase on the loop core: out_dir/<phase>/ holds its checkpoints (resumed automatically) and logs.
+        loss_fn(step) -> (loss, stats)."""
+        c = self.cfg
         root = self.out / phase
         groups = [{"params": params}]
         if model is not None:  # fine-tuning the world model too, at a smaller learning rate
-            groups.append({"params": list(model.parameters()), "lr": self.cfg.lr * self.cfg.world_model_lr_scale})
-        opt = torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=0.0)
+            groups.append({"params": list(model.parameters()), "lr": c.lr * c.world_model_lr_scale})
+        opt = torch.optim.AdamW(groups, lr=c.lr, weight_decay=0.0)
         every = [p for g in groups for p in g["params"]]
-        step = 0
-        last = ckpt.latest_checkpoint(root / "checkpoints")
-        if last is not None:
-            st = ckpt.load_checkpoint(last, map_location=self.device)
+        log = RunLogger(root, config=asdict(c))
+        guard = NonFiniteGuard(f"rl {phase}", c.max_nonfinite, root / "checkpoints", "rl.max_nonfinite")
+
+        def state_fn() -> dict:
+            st = {"heads": heads.state_dict(), "optimizer": opt.state_dict(), "config": asdict(c),
+                  "nonfinite": guard.count}
+            return {**st, "world_model": model.state_dict()} if model is not None else st
+
+        def load_fn(st: dict) -> None:
             heads.load_state_dict(st["heads"])
             if model is not None:
                 model.load_state_dict(st["world_model"])
             opt.load_state_dict(st["optimizer"])
-            step = st["step"]
-            print(f"rl {phase}: resumed from {last} (step {step})")
-        log = RunLogger(root, config=asdict(self.cfg))
-        bar = tqdm(total=steps, initial=step, desc=f"rl {phase}", dynamic_ncols=True)
-        while step < steps:
+            guard.count = st.get("nonfinite", 0)
+
+        def step_fn(step: int) -> dict:
             loss, stats = loss_fn(step)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"rl {phase}: non-finite loss at step {step} ({stats})")
             opt.zero_grad(set_to_none=True)
+            if not guard.ok(loss.detach(), step, log):
+                return {}
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(every, 1.0)
-            opt.step()
-            step += 1
-            bar.update(1)
-            if step % self.cfg.log_every == 0 or step == steps:
-                log.scalars(step, {"loss": float(loss.detach()), **stats}, prefix=f"{phase}/")
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-            if step % self.cfg.ckpt_every == 0 or step == steps:
-                state = {"heads": heads.state_dict(), "step": step, "optimizer": opt.state_dict(),
-                         "config": asdict(self.cfg)}
-                if model is not None:
-                    state["world_model"] = model.state_dict()
-                ckpt.save_checkpoint(root / "checkpoints", step, state, keep_last=2)
-        bar.close()
+            if optimizer_step(opt, every, 1.0, guard, step, log=log) is None:
+                return {}
+            return {"loss": loss.detach(), **stats}
+
+        loop = Loop(f"rl {phase}", root, steps, state_fn=state_fn, load_fn=load_fn, log_every=c.log_every,
+                    ckpt_every=c.ckpt_every, keep_last=2, logger=log, log_prefix=f"{phase}/")
+        loop.fit(step_fn, resume=True, map_location=self.device)
         log.close()
 
     def final_heads(self, phase: str):
-        from latentwm.train import checkpoint as ckpt
-
         last = ckpt.latest_checkpoint(self.out / phase / "checkpoints")
         if last is None:
             raise ConfigError(f"rl: phase {phase!r} has no checkpoint in {self.out / phase} (run it first)")
@@ -128,15 +125,11 @@ class RLRun:
         return heads
 
     def phase_heads(self) -> None:
-        from latentwm.rl.bc import dataset_features, heads_loss
-
         heads = self.new_heads()
         heads.set_feature_stats(torch.cat([dataset_features(self.model, self.batch(-1 - i)).flatten(0, 1)
                                            for i in range(8)]))  # fixed from here on (a resume reloads them)
         ft = self.cfg.finetune_world_model
         if ft:
-            from latentwm.objectives.shortcut_forcing import ShortcutForcing
-
             self.model.requires_grad_(True).train()
             objective = ShortcutForcing(self.exp.objective, self.model.cfg.k_max)
 
@@ -145,7 +138,8 @@ class RLRun:
             loss, stats = heads_loss(heads, dataset_features(self.model, b, grad=ft), b)
             if ft:  # keep it a world model: its own objective on the same clips, bootstrap on
                 wm, _ = objective(self.model, b.latents, b.actions, b.action_mask, b.valid, global_step=10**9,
-                                  seeds=[self.cfg.seed * 1_000_003 + step * 4096 + i for i in range(len(b.latents))])
+                                  seeds=[sample_seed(self.cfg.seed, step * len(b.latents) + i)
+                                         for i in range(len(b.latents))])
                 loss = loss + wm
                 stats["world_model/loss"] = float(wm.detach())
             return loss, stats
@@ -155,8 +149,6 @@ class RLRun:
         self.model.requires_grad_(False).eval()
 
     def phase_imagine(self) -> None:
-        from latentwm.rl.imagination import imagination_loss, imagine, trainable_parameters
-
         prior = self.final_heads("heads").requires_grad_(False)
         heads = copy.deepcopy(prior).requires_grad_(True)
         c = self.cfg
@@ -173,11 +165,6 @@ class RLRun:
         self._train("imagine", c.imagine_steps, heads, trainable_parameters(heads), loss_fn)
 
     def phase_eval(self) -> dict:
-        from latentwm.data.episodes import NormStats
-        from latentwm.encoders.dino import DinoEncoder
-        from latentwm.planning.mpc import LatentObserver
-        from latentwm.rl.evaluate import evaluate_agents
-
         policies = {"bc": self.final_heads("heads")}
         if (self.out / "imagine" / "checkpoints").is_dir():
             policies["pmpo"] = self.final_heads("imagine")

@@ -32,10 +32,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from latentwm.config import ExperimentConfig
+from latentwm.config.base import LatentwmError
+from latentwm.model.dynamics import DynamicsModel
+
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(LatentwmError, RuntimeError):
     """A checkpoint is missing, incomplete or corrupt; the message names the directory."""
 
 
@@ -379,9 +383,6 @@ def load_world_model(path: str | os.PathLike, ema: bool = True, device="cpu"):
 
     ema=True loads the EMA weights (what sampling uses). state holds the saved facts (data_stats, encoder, ...).
     """
-    from latentwm.config import ExperimentConfig
-    from latentwm.model.dynamics import DynamicsModel
-
     path = Path(path)
     if not (path / "manifest.json").exists():
         found = latest_checkpoint(path / "checkpoints" if (path / "checkpoints").is_dir() else path)

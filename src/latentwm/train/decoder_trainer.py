@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from dataclasses import asdict
 from functools import partial
@@ -27,11 +28,13 @@ import torch
 from latentwm.config import ConfigError, DecoderConfig
 from latentwm.data.frame_pairs import FrameSet, load_frame_sets
 from latentwm.encoders.dino import DinoEncoder, compute_latent_stats
-from latentwm.encoders.decoder import DECODER_SIZES, DecoderSpec, RAEDecoder, resize_frames, to_uint8
+from latentwm.data.video import resize_frames
+from latentwm.encoders.decoder import DECODER_SIZES, DecoderSpec, RAEDecoder, to_uint8
 from latentwm.eval.decoder_metrics import PerceptualLoss, recon_grid, reconstruction_metrics, save_png
-from latentwm.train.distributed import DistInfo, init_distributed, shutdown, unwrap, wrap_model
+from latentwm.distributed import DistInfo, init_distributed, shutdown, unwrap, wrap_model
 from latentwm.train.logging import RunLogger
 from latentwm.model.layers import decay_groups
+from latentwm.train import checkpoint as ckpt
 from latentwm.train.gan import PatchDiscriminator, adaptive_weight, hinge_d_loss
 from latentwm.train.loop import Loop, NonFiniteGuard, autocast_args, lr_lambda, optimizer_step, sample_seed
 
@@ -203,11 +206,11 @@ class DecoderTrainer:
     def fit(self, stop_at: int | None = None) -> dict:
         """Train to `epochs` (or `stop_at` steps, or the time budget); returns the final held-out metrics."""
         t0 = time.monotonic()
-        self.loop.resume(self.cfg.resume, map_location=self.device)
         self.loop.total = min(self.total_steps, stop_at or self.total_steps)
         self.last_eval: tuple[int, dict] = (-1, {})
         self._frames = 0
-        self.loop.run(self.train_step, eval_fn=self._evaluate_at, on_log=self._log_row)
+        self.loop.fit(self.train_step, resume=self.cfg.resume, map_location=self.device,
+                      eval_fn=self._evaluate_at, on_log=self._log_row)
         res = self.last_eval[1] if self.last_eval[0] == self.step else self.evaluate()
         if self.dist.is_main:
             res.update(step=self.step, epochs=self.step / self.steps_per_epoch, train_frames=len(self.train_set),
@@ -248,6 +251,24 @@ class DecoderTrainer:
                   f"SSIM {res['ssim']:.3f}", flush=True)
         self.dist.barrier()
         return res
+
+
+def load_decoder(path: str | os.PathLike, ema: bool = True, device="cpu") -> tuple[RAEDecoder, dict]:
+    """(decoder in eval mode, saved state) from a `latentwm train-decoder` run folder (its latest complete checkpoint)
+    or one checkpoint directory. ema=True loads the EMA weights (what the run's metrics are computed with)."""
+    path = Path(path)
+    if not (path / "manifest.json").exists():
+        found = ckpt.latest_checkpoint(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
+        if found is None:
+            raise ckpt.CheckpointError(f"decoder: no complete checkpoint in {path} (train one with "
+                                       "`latentwm train-decoder`)")
+        path = found
+    state = ckpt.load_checkpoint(path, map_location=device)
+    if "decoder_spec" not in state:
+        raise ckpt.CheckpointError(f"{path} is not a decoder checkpoint (no decoder_spec); a dynamics checkpoint?")
+    dec = RAEDecoder(DecoderSpec(**state["decoder_spec"])).to(device)
+    dec.load_state_dict(state["ema" if ema else "model"])
+    return dec.eval().requires_grad_(False), state
 
 
 def train_decoder(cfg: DecoderConfig) -> dict:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from latentwm.config import ConfigError, EvalConfig
 from latentwm.data.clips import LatentClipDataset, eval_loader
-from latentwm.encoders.decoder import load_decoder
 from latentwm.eval.metrics import rollout_errors
 from latentwm.eval.visualize import plot_curves, write_rollout_gifs
 from latentwm.train.checkpoint import load_world_model
+from latentwm.train.decoder_trainer import load_decoder
 
 
 def run_eval(cfg: EvalConfig) -> dict:

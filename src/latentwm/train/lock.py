@@ -20,15 +20,22 @@ import time
 import warnings
 from pathlib import Path
 
+from latentwm.config.base import LatentwmError
+
 try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None
 
 LOCK_FILE = ".lock"
+_HELD: set[str] = set()  # out dirs this process holds (resolved paths)
 
 
-class RunLockedError(RuntimeError):
+def _key(path: Path) -> str:
+    return str(path.resolve())
+
+
+class RunLockedError(LatentwmError, RuntimeError):
     """The out dir is held by another live process; the message names it (PID, host, command, start time)."""
 
 
@@ -40,13 +47,17 @@ class RunLock:
     flock locks belong to open files, not processes.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, command: str, enabled: bool = True):
-        self.out_dir, self.command, self.enabled = Path(out_dir), command, enabled
+    def __init__(self, out_dir: str | os.PathLike, command: str, enabled: bool = True, reuse: bool = False):
+        self.out_dir, self.command, self.enabled, self.reuse = Path(out_dir), command, enabled, reuse
         self.path = self.out_dir / LOCK_FILE
         self._fd: int | None = None
 
     def acquire(self) -> "RunLock":
+        """Take the lock. reuse=True: a no-op when this process already holds it through an outer RunLock (a command
+        that locked its out dir before building datasets, then a trainer loop inside it)."""
         if not self.enabled or self._fd is not None:
+            return self
+        if self.reuse and _key(self.out_dir) in _HELD:
             return self
         if fcntl is None:
             warnings.warn(f"no fcntl on this platform: {self.out_dir} is not locked against a second writer",
@@ -64,10 +75,12 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
         self._fd = fd
+        _HELD.add(_key(self.out_dir))
         return self
 
     def release(self) -> None:
         if self._fd is not None:
+            _HELD.discard(_key(self.out_dir))
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

@@ -25,10 +25,12 @@ from tqdm.auto import tqdm
 
 from latentwm.config import ConfigError
 from latentwm.train import checkpoint as ckpt
+from latentwm.train.lock import RunLock
 from latentwm.train.logging import RunLogger
+from latentwm.config.base import LatentwmError
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(LatentwmError, RuntimeError):
     """Too many non-finite steps; the last good checkpoint is intact."""
 
 
@@ -122,7 +124,8 @@ class Loop:
     def __init__(self, name: str, out_dir: str | Path, total: int, *, state_fn: Callable[[], dict],
                  load_fn: Callable[[dict], None], log_every: int = 10, ckpt_every: int = 500, keep_last: int = 3,
                  eval_every: int = 0, max_minutes: float = 0.0, logger: RunLogger | None = None, dist=None,
-                 checkpoints: str | Path | None = None, resume_flag: str = "--resume", collective_state: bool = False):
+                 checkpoints: str | Path | None = None, resume_flag: str = "--resume", collective_state: bool = False,
+                 log_prefix: str = "train/"):
         self.name, self.out, self.total = name, Path(out_dir), total
         self.ckpt_dir = Path(checkpoints) if checkpoints is not None else self.out / "checkpoints"
         self.state_fn, self.load_fn = state_fn, load_fn
@@ -130,7 +133,7 @@ class Loop:
         self.eval_every, self.max_minutes, self.dist = eval_every, max_minutes, dist
         self.is_main = dist is None or dist.is_main
         self.log = logger
-        self.step, self.resume_flag = 0, resume_flag
+        self.step, self.resume_flag, self.log_prefix = 0, resume_flag, log_prefix
         self.collective_state = collective_state  # FSDP2: gathering the full state is a collective (every rank)
 
     # ------------------------------------------------------------------------------------------------ checkpoints
@@ -160,7 +163,19 @@ class Loop:
             ckpt.set_rng_state(st["rng"])
         if self.is_main:
             print(f"{self.name}: resumed from {latest} (step {self.step})")
+            if self.log is not None:  # rows logged after this checkpoint belong to a future that is redone now
+                self.log.truncate_after(self.step)
         return latest
+
+    def fit(self, step_fn: Callable[[int], dict], *, resume: bool, map_location="cpu",
+            before_run: Callable[[], None] | None = None, **run_kw) -> int:
+        """Lock the out dir (rank 0; a second writer is refused, naming this process), resume or refuse existing
+        checkpoints, call before_run() (e.g. to start the data stream at the resumed step), then `run`."""
+        with RunLock(self.out, f"latentwm {self.name}", enabled=self.is_main, reuse=True):
+            self.resume(resume, map_location)
+            if before_run is not None:
+                before_run()
+            return self.run(step_fn, **run_kw)
 
     # ------------------------------------------------------------------------------------------------ the loop
     def run(self, step_fn: Callable[[int], dict], eval_fn: Callable[[int], object] | None = None,
@@ -184,7 +199,7 @@ class Loop:
                 if on_log is not None:
                     means = on_log(self.step, means, max(time.monotonic() - t_log, 1e-9))
                 if self.is_main and self.log is not None:
-                    self.log.scalars(self.step, means, prefix="train/")
+                    self.log.scalars(self.step, means, prefix=self.log_prefix)
                 bar.set_postfix({k: f"{means[k]:.4f}" for k in list(means)[:2]})
                 acc, n_acc, t_log = {}, 0, time.monotonic()
             over = self._over_time(t0)

@@ -21,10 +21,15 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from latentwm.config import ConfigError, ExperimentConfig
 from latentwm.data.batch import WorldBatch, collate
-from latentwm.data.clips import eval_loader
+from latentwm.data.clips import eval_loader, make_clip_datasets
+from latentwm.data.online import make_online_datasets
+from latentwm.encoders.dino import DinoEncoder
+from latentwm.eval.metrics import rollout_errors
+from latentwm.eval.visualize import rollout_video, save_gif
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.objectives.shortcut_forcing import ShortcutForcing
-from latentwm.train.distributed import DistInfo, init_distributed, unwrap, wrap_model
+from latentwm.distributed import DistInfo, init_distributed, shutdown, unwrap, wrap_model
+from latentwm.train.decoder_trainer import load_decoder
 from latentwm.train.logging import RunLogger
 from latentwm.train.loop import (Loop, NonFiniteGuard, TrainingDiverged, autocast_args, lr_lambda,  # noqa: F401
                                  optimizer_step, sample_seed)
@@ -51,6 +56,28 @@ class TrainState:
     step: int
     nonfinite: int
     history: list
+
+
+# Fields a resumed run may change: how long and how often things happen, not what is learned from what.
+RESUMABLE = {"preset", "rollout", "plan", "train.steps", "train.log_every", "train.eval_every", "train.ckpt_every",
+             "train.keep_last", "train.resume", "train.wandb", "train.max_nonfinite", "train.out_dir",
+             "train.compile", "train.precision", "train.distributed", "data.num_workers", "data.allow_partial"}
+
+
+def config_changes(saved: dict, now: dict, prefix: str = "") -> list[str]:
+    """'field: saved -> now' for every field that differs between a checkpoint's config and this run's, except the
+    RESUMABLE ones (a section name covers all its fields)."""
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        name = f"{prefix}{key}"
+        if name in RESUMABLE:
+            continue
+        a, b = saved.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, name + ".")
+        elif (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
+            out.append(f"{name}: {a!r} -> {b!r}")
+    return out
 
 
 class Trainer:
@@ -141,6 +168,11 @@ class Trainer:
                 "config": self.cfg.to_dict(), **self.extra_state}
 
     def load_state_dict(self, st: dict) -> None:
+        changed = config_changes(st["config"], self.cfg.to_dict())
+        if changed:
+            raise ConfigError(f"train.resume: {st['path']} was trained with other settings: {'; '.join(changed)}. "
+                              "Only train.steps, logging/checkpoint cadence, data.num_workers, rollout.* and plan.* "
+                              "may change on resume; start a new out_dir for the rest")
         self._load_weights_state(st)
         self.sched.load_state_dict(st["scheduler"])
         self.guard.count = st["nonfinite"]
@@ -167,11 +199,13 @@ class Trainer:
     def fit(self) -> dict:
         """Train to train.steps (resuming with train.resume); returns {"step", "history", "nonfinite"}."""
         tc = self.cfg.train
-        self.loop.resume(tc.resume, map_location=self.device)
-        self._data = self._loader(self.loop.step * tc.grad_accum)
-        self._frames = 0
-        self.loop.run(self.train_step, eval_fn=self.evaluate if self.eval_set is not None else None,
-                      on_log=self._log_row)
+
+        def start_data():
+            self._data = self._loader(self.loop.step * tc.grad_accum)
+            self._frames = 0
+
+        self.loop.fit(self.train_step, resume=tc.resume, map_location=self.device, before_run=start_data,
+                      eval_fn=self.evaluate if self.eval_set is not None else None, on_log=self._log_row)
         self.log.close()
         return {"step": self.loop.step, "history": self.history, "nonfinite": self.guard.count}
 
@@ -233,17 +267,12 @@ class Trainer:
         if not self.cfg.rollout.decoder:
             return None
         if getattr(self, "_dec", None) is None:
-            from latentwm.encoders.decoder import load_decoder
-
             self._dec = load_decoder(self.cfg.rollout.decoder)[0]
         return self._dec
 
     def evaluate(self, step: int) -> dict:
         """Rollout error per horizon vs ground truth and copy-last, with the EMA weights; a video (decoded frames
         with rollout.decoder, PCA of the features otherwise)."""
-        from latentwm.eval.metrics import rollout_errors
-        from latentwm.eval.visualize import rollout_video, save_gif
-
         r = self.cfg.rollout
         model = self.ema if r.use_ema else unwrap(self.model)
         res = rollout_errors(model, self.eval_batches(), r.context, r.horizon, r.sample_steps, r.tau_ctx,
@@ -266,15 +295,10 @@ class Trainer:
 
 def train(cfg: ExperimentConfig) -> dict:
     """`latentwm train`: build the datasets from the latent cache (or raw episodes, encoded online), then fit."""
-    from latentwm.data.clips import make_clip_datasets
-
     dist = init_distributed()
     try:
         transform = None
         if cfg.data.online_encode:
-            from latentwm.data.online import make_online_datasets
-            from latentwm.encoders.dino import DinoEncoder
-
             enc = DinoEncoder.from_config(cfg.encoder, device=dist.device)
             train_set, eval_set, extra, transform = make_online_datasets(cfg, enc.encode, enc.weights_label,
                                                                          show_progress=dist.is_main)
@@ -282,6 +306,4 @@ def train(cfg: ExperimentConfig) -> dict:
             train_set, eval_set, extra = make_clip_datasets(cfg)
         return Trainer(cfg, train_set, eval_set, dist=dist, extra_state=extra, batch_transform=transform).fit()
     finally:
-        from latentwm.train.distributed import shutdown
-
         shutdown(dist)

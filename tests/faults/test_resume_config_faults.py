@@ -1,0 +1,43 @@
+"""Resuming with a changed config: model / data / objective / optimizer fields are refused by name; cadence and
+length fields (train.steps, ...) may change."""
+
+import pytest
+
+from latentwm.config import ConfigError, get_preset
+from latentwm.train.trainer import Trainer, config_changes
+from latentwm.data.sources.synthetic import MovingBlobClips
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(train__out_dir=str(tmp_path), train__steps=2, train__ckpt_every=2, train__log_every=1,
+                data__batch_size=2, train__resume=True)
+    return get_preset("tiny").replace(**{**base, **kw})
+
+
+def _fit(cfg):
+    m = cfg.model
+    return Trainer(cfg, MovingBlobClips(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len), None,
+                   device="cpu").fit()
+
+
+@pytest.mark.parametrize("change,field", [
+    (dict(model__width=64, model__heads=4), "model.width"),
+    (dict(data__frame_skip=3), "data.frame_skip"),
+    (dict(train__lr=1e-2), "train.lr"),
+    (dict(objective__bootstrap_fraction=0.5), "objective.bootstrap_fraction"),
+])
+def test_resume_with_a_changed_field_is_refused_naming_it(tmp_path, change, field):
+    _fit(_cfg(tmp_path))
+    with pytest.raises(ConfigError, match=rf"{field}: .* -> "):
+        _fit(_cfg(tmp_path, train__steps=4, **change))
+
+
+def test_resume_may_train_longer(tmp_path):
+    _fit(_cfg(tmp_path))
+    assert _fit(_cfg(tmp_path, train__steps=4, train__log_every=2, rollout__horizon=3))["step"] == 4
+
+
+def test_config_changes_lists_nested_fields():
+    a = {"model": {"width": 32}, "plan": {"cem": {"population": 8}}, "train": {"steps": 1, "lr": 1.0}}
+    b = {"model": {"width": 64}, "plan": {"cem": {"population": 9}}, "train": {"steps": 2, "lr": 1.0}}
+    assert config_changes(a, b) == ["model.width: 32 -> 64"]
