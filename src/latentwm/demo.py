@@ -9,12 +9,12 @@ stopped. `--fresh` starts over in the same folder.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import time
 from pathlib import Path
 
 from latentwm.config import DemoConfig, ExperimentConfig, PlanConfig, preset
+from latentwm.config.jsonfile import read_json
 from latentwm.data.clips import make_clip_datasets
 from latentwm.data.latent_cache import encode_to_cache
 from latentwm.data.sources.pusht import generate_pusht, load_pusht
@@ -93,7 +93,7 @@ def train_demo_decoder(cfg: DemoConfig, out: Path) -> dict:
                                frame_stride=max(1, n_eps * max_steps // sizes.decoder_frames),
                                max_frames=sizes.decoder_frames, resume=True, device="cpu", seed=cfg.seed)
     done = out / "decoder" / "metrics.json"
-    res = json.loads(done.read_text()) if done.exists() else train_decoder(dcfg)
+    res = read_json(done, "decoder metrics") if done.exists() else train_decoder(dcfg)
     return {**res, "path": str(out / "decoder")}
 
 

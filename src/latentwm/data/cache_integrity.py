@@ -19,6 +19,7 @@ from ~2.7-3.0 to ~3.3 GB/s with both (interleaved runs, 2-core CPU machine).
 from __future__ import annotations
 
 import io
+import json
 import os
 import zlib
 from pathlib import Path
@@ -73,6 +74,16 @@ def check_latents(latents: np.ndarray | None, shard: Path, entry: dict) -> None:
         raise CacheError(f"{shard}: episode {entry['dataset']}/{entry['episode_id']} (camera {entry['camera']}) holds "
                          f"a non-finite latent at frame {bad[0]} (index {bad}); the shard is corrupt: delete it and "
                          "run the same `latentwm encode` again to rewrite it")
+
+
+def decode_member(data: bytearray, ext: str, shard: Path, key: str):
+    """A shard member read by offset: `.json` parsed, `.npy` viewed; malformed bytes raise CacheError naming the
+    shard and the member."""
+    try:
+        return json.loads(data) if ext.endswith(".json") else npy_view(data)
+    except ValueError as e:
+        raise CacheError(f"{shard}: {key}.{ext} is malformed ({e}); the shard is corrupt: delete it and run the "
+                         "same `latentwm encode` again to rewrite it") from e
 
 
 def npy_view(buf: bytearray) -> np.ndarray:

@@ -16,6 +16,8 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from latentwm.config.base import LatentwmError
+from latentwm.config.jsonfile import read_json
+from latentwm.data.cache_integrity import CacheError
 from latentwm.data.video import read_frames
 
 
@@ -347,4 +349,4 @@ class DatasetStats:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "DatasetStats":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(read_json(path, "dataset statistics", CacheError))

@@ -32,7 +32,9 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from latentwm.data.cache_integrity import CacheError, check_latents, file_checksum, npy_view, recheck  # noqa: F401
+from latentwm.config.jsonfile import read_json
+from latentwm.data.cache_integrity import (CacheError, check_latents, decode_member, file_checksum,  # noqa: F401
+                                           npy_view, recheck)
 from latentwm.data.episodes import ChannelSums, DatasetStats, Episode, EpisodeError, NormStats, frames_at
 from latentwm.data.video import VideoError
 
@@ -60,7 +62,7 @@ def _atomic_write(path: Path, data: bytes | str) -> None:
 
 
 def _read_json(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(path, "latent cache file", CacheError, missing_ok=True)
 
 
 def _npy(a: np.ndarray) -> bytes:
@@ -383,7 +385,7 @@ class LatentCache:
                 fh.seek(off)
                 if fh.readinto(data := bytearray(size)) != size:
                     raise CacheError(f"{self.path / e['shard']}: truncated while reading {e['key']}.{ext}")
-                out[ext.split(".")[0]] = json.loads(data) if ext.endswith(".json") else npy_view(data)
+                out[ext.split(".")[0]] = decode_member(data, ext, self.path / e["shard"], e["key"])
         check_latents(out.get("latents"), self.path / e["shard"], e)
         self._lru[i], self._used = out, self._used + _nbytes(out)
         while self._used > self._budget and len(self._lru) > 1:

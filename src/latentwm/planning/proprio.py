@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from latentwm.config import ProbeConfig
+from latentwm.config.jsonfile import read_json
 from latentwm.data.batch import collate
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.latent_cache import _atomic_write
@@ -103,7 +104,7 @@ class ProprioProbe(nn.Module):
         meta_path = path.with_suffix(".json")
         if not path.exists() or not meta_path.exists():
             raise FileNotFoundError(f"proprio probe: {path} (and its .json) not found")
-        meta = json.loads(meta_path.read_text())
+        meta = read_json(meta_path, "proprio probe metadata")
         state = load_file(str(path))
         probe = cls(meta["feature_dim"], tuple(meta["dims"]), np.zeros(meta["proprio_dim"]),
                     np.ones(meta["proprio_dim"]), hidden=meta["hidden"])
