@@ -121,7 +121,7 @@ def test_frame_sets_follow_the_dynamics_split(data):
     _, cfg, (train, held, facts) = data
     assert len(train) == 4 * 24 and len(held) == 2 * 24  # 2 of 6 episodes held out, every frame
     assert train.latents.shape == (96, 16, 64) and facts["grid"] == 4 and facts["latent_dim"] == 64
-    assert facts["encoder"] == "random:tiny-random"
+    assert facts["encoder"] == "random:tiny-random:seed0:56px"
     lat, target = train.batch(torch.arange(5), "cpu", 16)
     assert lat.shape == (5, 16, 64) and target.shape == (5, 3, 16, 16) and target.min() >= -1
 
@@ -164,7 +164,7 @@ def test_checkpoint_round_trip_and_exact_resume(data):
     with pytest.raises(ConfigError, match="already has checkpoints"):
         _trainer(cfg, sets, out_dir=str(tmp / "full"), epochs=2).fit()
     dec, state = load_decoder(tmp / "full")
-    assert state["step"] == full.step and state["encoder"] == "random:tiny-random"
+    assert state["step"] == full.step and state["encoder"] == "random:tiny-random:seed0:56px"
     lat = sets[1].latents[:4].float()
     assert torch.equal(dec(lat), full.ema(lat))
     # world-model space → the decoder's: decode_latents undoes the data normalization
@@ -219,7 +219,7 @@ def test_cli_online_encoding(data, capsys):
                  "--out-dir", str(out), "--epochs", "1", "--eval-fraction", "0.34", "--eval-frames", "8"]) == 0
     assert "held-out PSNR" in capsys.readouterr().out
     m = json.loads((out / "metrics.json").read_text())
-    assert m["split"] == "eval" and m["decoder"]["grid"] == 4 and m["encoder"] == "random:tiny-random"
+    assert m["split"] == "eval" and m["decoder"]["grid"] == 4 and m["encoder"] == "random:tiny-random:seed0:56px"
     dec, state = load_decoder(out)
     assert dec.image_size == 16 and len(state["latent_stats"]["mean"]) == 64
 

@@ -31,7 +31,7 @@ def test_encode_video_folder_then_train_on_a_mixture(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "1 skipped" in printed  # the corrupt file is reported, the rest encoded
     ca = LatentCache(tmp_path / "lat_a")
-    assert ca.complete and len(ca.entries) == 3 and ca.info["encoder"] == "random:tiny-random"
+    assert ca.complete and len(ca.entries) == 3 and ca.info["encoder"] == "random:tiny-random:seed0:56px"
     assert all(e["length"] == 40 for e in ca.entries)
 
     cfg = get_preset("tiny").replace(

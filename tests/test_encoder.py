@@ -1,6 +1,8 @@
 """Frozen DINO encoder on tiny random configs of all three families (no downloads)."""
 
 import inspect
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -15,7 +17,9 @@ from latentwm.encoders.dino import (
     LatentStats,
     compute_latent_stats,
     load_backbone,
+    weights_hash,
 )
+from latentwm.data.cache_integrity import same_encoder
 from latentwm.config.registry import ENCODER_PRESETS
 
 # (preset, image_size, registers): grids 4×4 (patch 14) and 4×4 (patch 16)
@@ -55,7 +59,7 @@ def test_shapes_determinism_and_dropped_tokens(name, size, regs):
     g = size // enc.patch_size
     assert x.shape == (3, g * g, 64) and x.dtype == torch.float32
     assert (enc.num_tokens, enc.dim, enc.grid) == (g * g, 64, g) and enc.skip == 1 + regs
-    assert enc.is_random and enc.weights_label == f"random:{name}"
+    assert enc.is_random and enc.weights_label == f"random:{name}:seed0:{size}px"
     # a second encoder from the same config is the same function
     torch.testing.assert_close(DinoEncoder.from_config(cfg).encode(frames), x, rtol=0, atol=0)
     out, ref = _reference(cfg, frames)
@@ -194,7 +198,8 @@ def test_local_folder_loads_like_the_preset(tmp_path, name):
     backbone, _ = load_backbone(cfg)  # untouched, with its affine final norm, as a user would save it
     backbone.to(torch.bfloat16).save_pretrained(tmp_path / "model")  # bf16 on disk: must still load as fp32
     local = DinoEncoder.from_config(EncoderConfig(name=str(tmp_path / "model"), image_size=SIZE[name]))
-    assert local.weights_label == f"pretrained:{tmp_path / 'model'}" and not local.is_random
+    assert local.weights_label == f"pretrained:{tmp_path / 'model'}#{weights_hash(tmp_path / 'model')}"
+    assert re.fullmatch(r"[0-9a-f]{12}", local.weights_label.rsplit("#", 1)[1]) and not local.is_random
     assert all(p.dtype == torch.float32 for p in local.parameters())
     assert (local.skip, local.patch_size) == (ref.skip, ref.patch_size)
     # bf16-rounded weights: close, not equal
@@ -227,3 +232,21 @@ def test_random_preset_kwargs_are_real_config_fields(name):
         assert k in params and getattr(model.config, k) == v, k
     assert model.config.hidden_size == p.hidden_size and model.config.patch_size == p.patch_size
     assert int(getattr(model.config, "num_register_tokens", 0) or 0) == p.num_registers
+
+
+def test_weights_label_identifies_the_weights(tmp_path):
+    """Random presets: the seed and image size (position embeddings) are in the label; a local folder: a hash of
+    its weight files, which changes with the weights and not with the folder's place."""
+    labels = {DinoEncoder.from_config(EncoderConfig(name="tiny-random", image_size=s, seed=k)).weights_label
+              for s, k in ((56, 0), (56, 1), (112, 0))}
+    assert labels == {"random:tiny-random:seed0:56px", "random:tiny-random:seed1:56px",
+                      "random:tiny-random:seed0:112px"}
+    backbone, _ = load_backbone(EncoderConfig(name="tiny-random", image_size=56))
+    backbone.save_pretrained(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "copy")
+    load_backbone(EncoderConfig(name="tiny-random", image_size=56, seed=5))[0].save_pretrained(tmp_path / "b")
+    a, copy, b = (load_backbone(EncoderConfig(name=str(tmp_path / n), image_size=56))[1] for n in ("a", "copy", "b"))
+    assert a == f"pretrained:{tmp_path / 'a'}#{weights_hash(tmp_path / 'a')}" and a != copy
+    assert same_encoder(a, copy) and not same_encoder(a, b)
+    assert weights_hash(tmp_path / "a") != weights_hash(tmp_path / "b")
+    assert not same_encoder("random:tiny-random:seed0:56px", "random:tiny-random:seed1:56px")

@@ -165,4 +165,6 @@ def test_unreadable_episode_is_skipped_and_counted(tmp_path):
     c = LatentCache(tmp_path)
     assert len(c) == 2 and c.skipped[0]["item"] == its[1][0] and "truncated" in c.skipped[0]["error"]
     again = encode_to_cache(its, encode, tmp_path, encoder_label="t", episodes_per_shard=2, show_progress=False)
-    assert again["shards_written"] == []  # a shard with a skipped item is still complete
+    # a shard with a skipped item is complete, but encoded again on resume to retry the item (still unreadable)
+    assert again["shards_written"] == ["shard-000000.tar"] and again["skipped"] == 1 and again["complete"]
+    assert len(LatentCache(tmp_path)) == 2

@@ -84,9 +84,10 @@ def test_estimated_stats_and_store_facts(data):
     lat = est[2]["data_stats"]["latents"]  # every frame of the fixture fits the 1024-frame budget
     np.testing.assert_allclose(lat["mean"], cache_stats.mean, atol=2e-3)
     np.testing.assert_allclose(lat["std"], cache_stats.std, rtol=2e-3)
-    assert lat["encoder"] == "random:tiny-random" and est[2]["cache_info"]["format"] == "online"
+    assert lat["encoder"] == enc.weights_label == "random:tiny-random:seed0:56px"
+    assert est[2]["cache_info"]["format"] == "online"
     # a LatentStats file works too; one from another encoder is refused
-    LatentStats(cache_stats.mean, cache_stats.std, 1, "random:tiny-random").save(tmp / "s.safetensors")
+    LatentStats(cache_stats.mean, cache_stats.std, 1, enc.weights_label).save(tmp / "s.safetensors")
     make_online_datasets(online.replace(data__latent_stats=str(tmp / "s.safetensors")), enc.encode, enc.weights_label)
     LatentStats(cache_stats.mean, cache_stats.std, 1, "pretrained:x").save(tmp / "bad.safetensors")
     with pytest.raises(ConfigError, match="computed with 'pretrained:x'"):
@@ -95,7 +96,7 @@ def test_estimated_stats_and_store_facts(data):
     # stats of a cache with other pooling, and a pooled encoder for an unpooled model, are refused with the field
     pooled_cfg = online.replace(encoder__pool=2, model__latent_grid=2)
     pooled = DinoEncoder.from_config(pooled_cfg.encoder)
-    with pytest.raises(ConfigError, match=r"\(encoder, pool\) = \('random:tiny-random', 1\)"):
+    with pytest.raises(ConfigError, match=r"\(encoder, pool\) = \('random:tiny-random:seed0:56px', 1\)"):
         make_online_datasets(pooled_cfg, pooled.encode, pooled.weights_label)
     with pytest.raises(ConfigError, match="the encoder gives N = 4"):
         make_online_datasets(online, pooled.encode, pooled.weights_label)
@@ -138,5 +139,6 @@ def test_train_command_with_online_encoding(data):
     from latentwm.train.checkpoint import latest_checkpoint, load_checkpoint
 
     st = load_checkpoint(latest_checkpoint(tmp / "run_online" / "checkpoints"))
-    assert st["step"] == 2 and st["cache_info"]["format"] == "online" and st["encoder"] == "random:tiny-random"
+    assert st["step"] == 2 and st["cache_info"]["format"] == "online"
+    assert st["encoder"] == "random:tiny-random:seed0:56px"
     assert any((tmp / "run_online" / "eval").glob("rollout_step*.gif"))  # evaluation encoded its clips online

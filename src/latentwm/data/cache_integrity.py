@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import zlib
 from pathlib import Path
 
@@ -33,6 +34,35 @@ CHECKSUM = "crc32"
 
 class CacheError(LatentwmError, ValueError):
     """The cache directory is missing, inconsistent, or was written for something else; the message says which."""
+
+
+_WEIGHTS_HASH = re.compile(r"^pretrained:.*#([0-9a-f]{12})$")
+
+
+def same_encoder(a: str | None, b: str | None) -> bool:
+    """Whether two encoder labels (`DinoEncoder.weights_label`) name the same weights: equal labels, or two local
+    folders whose weight files hash the same (`pretrained:<folder>#<hash>`: a copied or moved model folder)."""
+    ha, hb = (_WEIGHTS_HASH.match(x or "") for x in (a, b))
+    return a == b or (ha is not None and hb is not None and ha[1] == hb[1])
+
+
+def cache_pool(info: dict) -> int:
+    """The encoder's token pooling recorded in cache.json (`pool`; caches written before it existed: 1)."""
+    return int(info.get("pool") or 1)
+
+
+def check_cache_identity(out: Path, info: dict | None, label: str, pool: int, image_size: int | None) -> None:
+    """Refuse to put latents of another encoder (weights label, token pooling, image size) into the cache at `out`,
+    whose cache.json is `info` (None: a new cache). Raises CacheError naming each difference, the cache's first."""
+    if info is None:
+        return
+    diffs = [] if same_encoder(have := info.get("encoder"), label) else [f"encoder {have!r} vs {label!r}"]
+    diffs += [] if cache_pool(info) == pool else [f"pool {cache_pool(info)} vs {pool}"]
+    if image_size is not None and info.get("image_size") not in (None, image_size):
+        diffs.append(f"image_size {info['image_size']} vs {image_size}")
+    if diffs:
+        raise CacheError(f"latent cache {out} was encoded with another encoder ({'; '.join(diffs)}: the cache's, then "
+                         "this encode's); refusing to mix their latents: encode into another directory")
 
 
 def file_checksum(path: str | os.PathLike, chunk: int = 4 << 20) -> str:
@@ -66,6 +96,17 @@ def recheck(out: Path, records: dict, done: set[str], names: list[str]) -> set[s
             print(f"encode: {out / name} fails its check ({why}); encoding it again")
             done.discard(name)
     return done
+
+
+def retry_skipped(out: Path, records: dict, done: set[str], names: list[str]) -> set[str]:
+    """`done` less the shards of `names` whose index record lists skipped (unreadable) items: they are encoded
+    again, so a file repaired since gets in (one still broken is skipped and counted again)."""
+    retry = {n for n in names if n in done and records[n].get("skipped")}
+    for n in sorted(retry):
+        items = [s["item"] for s in records[n]["skipped"]]
+        print(f"encode: {out / n} skipped {len(items)} unreadable items; encoding it again to retry them "
+              f"({', '.join(items[:5])}{', ...' if len(items) > 5 else ''})")
+    return set(done) - retry
 
 
 def check_latents(latents: np.ndarray | None, shard: Path, entry: dict) -> None:

@@ -33,8 +33,9 @@ from typing import Callable, Iterable
 import numpy as np
 
 from latentwm.config.jsonfile import read_json
-from latentwm.data.cache_integrity import (CacheError, check_latents, decode_member, file_checksum,  # noqa: F401
-                                           npy_view, recheck)
+from latentwm.data.cache_integrity import (CacheError, cache_pool, check_cache_identity,  # noqa: F401
+                                           check_latents, decode_member, file_checksum, npy_view, recheck,
+                                           retry_skipped)
 from latentwm.data.episodes import ChannelSums, DatasetStats, Episode, EpisodeError, NormStats, frames_at
 from latentwm.data.video import VideoError
 
@@ -126,7 +127,8 @@ class LatentCacheWriter:
             self._tar = self._name = None
 
     def skip(self, item: str, error: str) -> None:
-        """Record an item that could not be read (counted in the index, never retried silently)."""
+        """Record an item that could not be read (counted and named in the index; the next encode into this cache
+        encodes its shard again, so a repaired file gets in)."""
         if self._tar is None:
             self.open_shard()
         self._skipped.append(dict(item=item, error=error))
@@ -185,12 +187,10 @@ class LatentCacheWriter:
                               num_tokens=N, latent_dim=D, grid=g if g * g == N else None, fps=meta.get("fps"),
                               dtype="float16")
             _atomic_write(self.out / "cache.json", json.dumps(self._info, indent=1))
-        have = (self._info.get("encoder"), cache_pool(self._info), self._info.get("num_tokens"),
-                self._info.get("latent_dim"))
-        if have != (self.label, cache_pool(self.meta), N, D):
-            raise CacheError(f"latent cache {self.out} holds (encoder, pool, N, D) = {have}, refusing to add "
-                             f"{self.label!r} latents of pool = {cache_pool(self.meta)}, N = {N}, D = {D}; use "
-                             "another directory")
+        check_cache_identity(self.out, self._info, self.label, cache_pool(self.meta), self.image_size)
+        if (have := (self._info.get("num_tokens"), self._info.get("latent_dim"))) != (N, D):
+            raise CacheError(f"latent cache {self.out} holds latents of (N, D) = {have}, refusing to add "
+                             f"{self.label!r} latents of N = {N}, D = {D}; use another directory")
 
     close = close_shard
 
@@ -199,11 +199,6 @@ class LatentCacheWriter:
 
     def __exit__(self, exc_type, *_) -> None:
         self.abort_shard() if exc_type is not None else self.close_shard()
-
-
-def cache_pool(info: dict) -> int:
-    """The encoder's token pooling recorded in cache.json (`pool`; caches written before it existed: 1)."""
-    return int(info.get("pool") or 1)
 
 
 def merged_records(cache_dir: str | os.PathLike) -> dict[str, dict]:
@@ -243,8 +238,10 @@ def encode_to_cache(items: Iterable[tuple[str, Callable[[], Episode]]],
     """Encode every item's frames with `encode_fn` ((T, H, W, 3) uint8 → (T, N, D)) into the cache at `out_dir`.
 
     Item k goes to shard k // episodes_per_shard (the plan, written first); this rank writes the shards with
-    shard % world_size == rank that the index does not list as complete. An unreadable episode (EpisodeError) is
-    skipped and counted. When all shards are complete the statistics files are written. Returns a summary dict.
+    shard % world_size == rank that the index does not list as complete, fail their checksum, or skipped items (so
+    they are retried). An unreadable episode (EpisodeError) is skipped and counted. A cache.json of another encoder
+    (label, pooling, image size) is refused. When all shards are complete the statistics files are written.
+    Returns a summary dict.
     """
     loaders = dict(items := list(items))
     keys = [k for k, _ in items]
@@ -252,9 +249,12 @@ def encode_to_cache(items: Iterable[tuple[str, Callable[[], Episode]]],
         raise CacheError(f"encode_to_cache: need unique item keys, 0 <= rank < world_size, episodes_per_shard > 0; "
                          f"got {len(keys) - len(loaders)} duplicates, {rank}, {world_size}, {episodes_per_shard}")
     (out := Path(out_dir)).mkdir(parents=True, exist_ok=True)
+    # a resume with another encoder is refused even when every shard is written (the writer checks each new one)
+    check_cache_identity(out, _read_json(out / "cache.json"), encoder_label, cache_pool(meta or {}), image_size)
     plan = _write_plan(out, keys, episodes_per_shard)
     ours = [s["name"] for j, s in enumerate(plan["shards"]) if j % world_size == rank]
     done = recheck(out, records := merged_records(out), _complete(out, records, plan), ours)
+    done = retry_skipped(out, records, done, ours)  # a skipped episode may have been repaired since
     mine = [j for j, s in enumerate(plan["shards"]) if j % world_size == rank and s["name"] not in done]
     from tqdm.auto import tqdm
 

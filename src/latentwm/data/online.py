@@ -26,6 +26,7 @@ import torch
 
 from latentwm.config import ConfigError
 from latentwm.data.batch import WorldBatch
+from latentwm.data.cache_integrity import same_encoder
 from latentwm.data.clips import train_eval_sets
 from latentwm.data.episodes import ChannelSums, DatasetStats, Episode, EpisodeError, NormStats, frames_at
 from latentwm.data.latent_cache import LatentCache, cache_pool, sample_key
@@ -121,14 +122,14 @@ def load_latent_stats(path: str | os.PathLike, encoder_label: str, pool: int) ->
     if p.is_dir():
         cache = LatentCache(p)
         have = (cache.info.get("encoder"), cache_pool(cache.info))
-        if have != (encoder_label, pool):
+        if not same_encoder(have[0], encoder_label) or have[1] != pool:
             raise ValueError(f"data.latent_stats: the cache {p} holds latents of (encoder, pool) = {have}, online "
                              f"encoding uses {(encoder_label, pool)}")
         return cache.latent_stats
     if not p.is_file():
         raise ValueError(f"data.latent_stats: {p} is neither a latent cache directory nor a LatentStats file")
     stats = LatentStats.load(p)
-    if stats.encoder and stats.encoder != encoder_label:
+    if stats.encoder and not same_encoder(stats.encoder, encoder_label):
         raise ValueError(f"data.latent_stats: {p} was computed with {stats.encoder!r}, online encoding uses "
                          f"{encoder_label!r}")
     return stats

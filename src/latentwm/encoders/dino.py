@@ -19,6 +19,7 @@ Two exact rewrites of the frozen weights at load time keep the wrapper as cheap 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentwm.config import ConfigError, EncoderConfig
+from latentwm.data.cache_integrity import same_encoder
 from latentwm.data.episodes import NormStats
 from latentwm.data.latent_stats import STATS_EPS, LatentStats, compute_latent_stats  # noqa: F401  (API)
 from latentwm.config.registry import ENCODER_PRESETS
@@ -95,13 +97,35 @@ def _missing(cfg: EncoderConfig, source: str, local: bool, cause: Exception | No
     return EncoderWeightsMissing(msg)
 
 
+WEIGHT_FILES = ("*.safetensors", "pytorch_model.bin")
+
+
+def weights_hash(folder: str | os.PathLike) -> str:
+    """First 12 hex digits of a SHA-256 over a local model folder's weight files (every *.safetensors, or
+    pytorch_model.bin), sorted by name: names and bytes."""
+    files = sorted({p for pat in WEIGHT_FILES for p in Path(folder).glob(pat) if p.is_file()})
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode() + b"\0")
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()[:12]
+
+
 def load_backbone(cfg: EncoderConfig) -> tuple[nn.Module, str]:
-    """(untouched transformers model in fp32, weights label) for a preset, a hub id or a local folder."""
+    """(untouched transformers model in fp32, weights label) for a preset, a hub id or a local folder.
+
+    The label identifies the weights, so that latents of two encoders are never mistaken for each other:
+    `random:<preset>:seed<seed>:<image_size>px` (random weights depend on the seed, and on the image size through
+    the position embeddings), `pretrained:<folder>#<weights_hash>` for a local folder (its files may change),
+    `pretrained:<hub id>` for the Hugging Face hub."""
     preset = ENCODER_PRESETS.get(cfg.name)
     if preset is not None and preset.hub_id is None:  # random weights from a config: deterministic, never downloaded
         model_cls, config_cls = _classes(_PRESET_FAMILY[preset.family])
         torch.manual_seed(cfg.seed)
-        return model_cls(config_cls(image_size=cfg.image_size, **preset.tiny_config)), f"random:{cfg.name}"
+        return (model_cls(config_cls(image_size=cfg.image_size, **preset.tiny_config)),
+                f"random:{cfg.name}:seed{cfg.seed}:{cfg.image_size}px")
     source = preset.hub_id if preset is not None else cfg.name
     path = Path(source).expanduser()
     local = path.exists() or path.is_absolute() or source.startswith((".", "~")) or source.count("/") > 1
@@ -120,7 +144,7 @@ def load_backbone(cfg: EncoderConfig) -> tuple[nn.Module, str]:
         if "unsupported model type" in str(e):
             raise
         raise _missing(cfg, source, local, e) from e
-    return model, f"pretrained:{source}"
+    return model, f"pretrained:{source}#{weights_hash(path)}" if local else f"pretrained:{source}"
 
 
 def _final_norm(model: nn.Module) -> nn.LayerNorm:
@@ -146,7 +170,8 @@ class DinoEncoder(nn.Module):
     """Frozen patch-token encoder: `encode(frames)` -> (B, N, D) float32 latents on `device`.
 
     Always in eval mode and without gradients; bf16 autocast on CUDA. `weights_label` says what the weights are
-    ("random:tiny-random" or "pretrained:facebook/dinov2-small"); everything that stores latents records it.
+    ("random:tiny-random:seed0:56px", "pretrained:facebook/dinov2-small" or "pretrained:/models/dino#<hash>", see
+    `load_backbone`); everything that stores latents records it.
     """
 
     def __init__(self, backbone: nn.Module, cfg: EncoderConfig, weights_label: str, fold_normalization: bool = True):
@@ -234,7 +259,7 @@ class DinoEncoder(nn.Module):
         mis-scale every channel."""
         if stats is not None:
             other = getattr(stats, "encoder", "")
-            if other and other != self.weights_label:
+            if other and not same_encoder(other, self.weights_label):
                 raise ValueError(f"encoder: stats were computed with {other!r}, this encoder is "
                                  f"{self.weights_label!r}")
             if np.shape(stats.mean) != (self.dim,) or np.shape(stats.std) != (self.dim,):
