@@ -231,6 +231,7 @@ def test_bad_config_names_the_field(tmp_path):
         load_frame_sets(DecoderConfig(episodes_dir=str(tmp_path), cache_dir=""), show_progress=False)
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_match_one_process(data):
     """DDP: two gloo ranks each take half of every batch; without noise augmentation the averaged gradients are
     the one-process gradients, so the weights agree. A second run checks the GAN term under DDP."""

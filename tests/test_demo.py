@@ -2,11 +2,13 @@
 
 import json
 
+import pytest
 import torch
 
 from latentwm.cli import main
 
 
+@pytest.mark.slow
 def test_smoke_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--preset", "smoke", "--out-dir", str(out), "--rl"]) == 0

@@ -367,6 +367,7 @@ def test_flops_per_frame():
 # ------------------------------------------------------------------------------------------------ learning
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_a_moving_pattern():
     """A grating moving one cell per frame across the 4×4 latent grid (random phase per clip), trained with
     diffusion forcing (every frame its own random τ), x-prediction. The loss must fall ≥ 10×, and with a clean

@@ -1,6 +1,7 @@
 """`latentwm encode` on a real-format source, then training from a weighted mixture of two caches."""
 
 import numpy as np
+import pytest
 
 from latentwm.cli import main
 from latentwm.data.clips import make_clip_datasets
@@ -93,6 +94,7 @@ def test_encode_pool_is_recorded_and_a_disagreeing_config_is_rejected(tmp_path):
         make_mixture_datasets(spec, 6, eval_fraction=0.0)
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_write_the_same_cache_as_one_process(tmp_path):
     import json
     import os

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from latentwm.config import ObjectiveConfig, get_preset
@@ -108,6 +109,7 @@ def _samples(m, k, noise):
     return rollout(m, empty, 1, None, sample_steps=k, noise=noise)[:, 0]
 
 
+@pytest.mark.slow
 def test_few_step_samples_approach_the_many_step_sample():
     noise = torch.randn(64, 1, CFG.num_latent_tokens, CFG.latent_dim, generator=torch.Generator().manual_seed(5))
     errors = {}

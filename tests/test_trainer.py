@@ -48,6 +48,7 @@ def _run(cfg, *extra, env=None, wait=True):
     return p
 
 
+@pytest.mark.slow
 def test_loss_falls_and_run_is_logged(tmp_path):
     cfg = _cfg(tmp_path, train__steps=60, train__ckpt_every=30, train__lr=3e-3)
     out = Trainer(cfg, _data(cfg), None, device="cpu").fit()
@@ -78,6 +79,7 @@ def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
         Trainer(cfg, _data(cfg), None, device="cpu").fit()
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_repeats_the_uninterrupted_run_exactly(tmp_path):
     full = _cfg(tmp_path / "full", train__steps=14)
     _run(full)
@@ -123,6 +125,7 @@ def test_nonfinite_steps_are_skipped_then_the_run_stops(tmp_path):
                 device="cpu").fit()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_process_run_matches_single_process(tmp_path, strategy):
     # bootstrap on from step 2, so the FSDP teacher passes (collectives) are exercised too

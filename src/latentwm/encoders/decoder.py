@@ -197,11 +197,6 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
 
 
-def from_uint8(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, H, W) → float (B, 3, H, W) in [-1, 1]."""
-    return frames.float() / 127.5 - 1.0
-
-
 def decode_latents(decoder: RAEDecoder, latents: torch.Tensor, latent_stats=None,
                    batch_size: int = 64) -> np.ndarray:
     """Latents (..., N, D) → uint8 frames (..., H, W, 3) as numpy.
