@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from latentwm.config import BASELINE_NAMES, PLANNER_NAMES, ExperimentConfig, PlanConfig, PlanRunConfig
+from latentwm.data.cache_integrity import same_encoder
 from latentwm.data.clips import split_episodes
 from latentwm.data.episodes import NormStats, load_episode
 from latentwm.data.latent_cache import LatentCache
@@ -39,27 +40,30 @@ from latentwm.planning.base import bf16_is_fast
 from latentwm.planning.mpc import (ActionCodec, LatentObserver, MPCPolicy, RandomPolicy, ReplayPolicy, derive_seed,
                                    run_episode)
 from latentwm.planning.proprio import ProprioProbe, resolve_probe
-from latentwm.train.checkpoint import load_world_model
+from latentwm.train.checkpoint import check_pairing, load_world_model
+from latentwm.train.lock import writable_out_dir
 
 
 @dataclass
 class WorldModelRun:
     """A trained dynamics model with what acting in an environment needs from its run: the config, the
-    normalization statistics ({"latents": NormStats-dict, "datasets": {name: DatasetStats-dict}}), the frame skip
-    and the encoder label its latents came from (None: not recorded)."""
+    normalization statistics ({"latents": NormStats-dict, "datasets": {name: DatasetStats-dict}}), the frame skip,
+    the encoder label its latents came from (None: not recorded) and, loaded from a checkpoint, the facts of what it
+    was trained on (`check_pairing`'s state: path, encoder, cache_info, config)."""
 
     model: torch.nn.Module
     exp: ExperimentConfig
     data_stats: dict
     frame_skip: int
     encoder_label: str | None = None
+    facts: dict | None = None
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike, device="cpu") -> "WorldModelRun":
         """A run folder or checkpoint: EMA weights, statistics and frame skip as saved."""
         model, exp, state = load_world_model(checkpoint, ema=True, device=device)
         return cls(model, exp, state["data_stats"], int(state.get("frame_skip") or exp.data.frame_skip),
-                   state.get("encoder"))
+                   state.get("encoder"), {k: state.get(k) for k in ("path", "encoder", "cache_info", "config")})
 
     @classmethod
     def from_cache(cls, model, exp: ExperimentConfig, cache_dir: str | os.PathLike | None = None) -> "WorldModelRun":
@@ -200,7 +204,7 @@ def _session(run: WorldModelRun, cfg: PlanConfig, opts: PlanningOptions, encoder
     dev = next(run.model.parameters()).device
     if encoder is None:
         encoder = DinoEncoder.from_config(run.exp.encoder, device=dev)
-        if run.encoder_label and encoder.weights_label != run.encoder_label:
+        if run.encoder_label and not same_encoder(encoder.weights_label, run.encoder_label):
             raise ValueError(f"evaluate_planning: the model was trained on latents of {run.encoder_label!r}, the "
                              f"encoder config builds {encoder.weights_label!r}")
     encode = encoder.encode if hasattr(encoder, "encode") else encoder
@@ -239,6 +243,8 @@ def evaluate_planning(run: WorldModelRun, episodes_dir: str | os.PathLike, plan_
     s = _session(run, plan_cfg or run.exp.plan, options, encoder, proprio_probe)
     if cache_dir is None and Path(run.exp.data.cache_dir).is_dir():
         cache_dir = run.exp.data.cache_dir
+    if run.facts is not None and cache_dir is not None and (Path(cache_dir) / "cache.json").exists():
+        check_pairing(run.facts, LatentCache(cache_dir).info, cache_dir)  # its episodes choose the held-out split
     paths = held_out_episodes(episodes_dir, cache_dir, run.exp.data.eval_fraction, run.exp.data.seed)
     goals = sample_goals(paths, options.num_goals or s.cfg.num_goals, s.cfg.goal_offset, s.seed)
     methods = list(options.planners) + list(options.baselines)
@@ -323,6 +329,7 @@ def _summarize(s: _Session, goals: list[PlanningGoal], rows: dict[str, list[dict
 
 def run_plan(cfg: PlanRunConfig) -> dict:
     """`latentwm plan`: load the run, resolve the proprio probe, evaluate, print the table."""
+    writable_out_dir(cfg.out_dir)  # before loading anything: an unwritable out dir fails now, not after the work
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     probe = None
     if cfg.plan.proprio_weight > 0 and cfg.planners:

@@ -30,9 +30,9 @@ from latentwm.config import ProbeConfig
 from latentwm.config.jsonfile import read_json
 from latentwm.data.batch import collate
 from latentwm.data.clips import LatentClipDataset
-from latentwm.data.latent_cache import _atomic_write
+from latentwm.data.latent_cache import LatentCache, _atomic_write
 from latentwm.model.layers import mlp
-from latentwm.train.checkpoint import load_world_model
+from latentwm.train.checkpoint import check_pairing, load_world_model
 from latentwm.train.loop import NonFiniteGuard, optimizer_step
 
 PROBE_FILE = "proprio_probe.safetensors"
@@ -236,8 +236,10 @@ def resolve_probe(checkpoint: str | os.PathLike, spec: str = "auto", cache_dir: 
         if (d / PROBE_FILE).exists():
             log(f"proprio probe: {d / PROBE_FILE}")
             return ProprioProbe.load(d / PROBE_FILE, device=device)
-    model, exp, _ = load_world_model(checkpoint, ema=True, device=device)
+    model, exp, state = load_world_model(checkpoint, ema=True, device=device)
     cache = cache_dir or exp.data.cache_dir
+    if (Path(cache) / "cache.json").exists():  # a probe trained on another encoder's latents would misread them
+        check_pairing(state, LatentCache(cache).info, cache)
     try:
         probe, metrics = train_proprio_probe(model.requires_grad_(False), cache, exp, probe_cfg, device=device,
                                              log=log)

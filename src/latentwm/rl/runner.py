@@ -25,7 +25,7 @@ from latentwm.rl.evaluate import evaluate_agents
 from latentwm.rl.heads import AgentHeads
 from latentwm.rl.imagination import imagination_loss, imagine, trainable_parameters
 from latentwm.train import checkpoint as ckpt
-from latentwm.train.checkpoint import load_world_model
+from latentwm.train.checkpoint import check_pairing, load_world_model
 from latentwm.train.logging import RunLogger
 from latentwm.train.loop import Loop, NonFiniteGuard, optimizer_step, sample_seed
 
@@ -45,6 +45,7 @@ class RLRun:
         self.data = LatentClipDataset(cfg.cache_dir or d.cache_dir, cfg.clip_len, frame_skip=d.frame_skip,
                                       action_dim=self.exp.model.action_dim, split="train",
                                       eval_fraction=d.eval_fraction, seed=d.seed)
+        check_pairing(state, self.data.cache.info, self.data.cache.path)  # heads on another encoder's latents
         if len(self.data) == 0:
             raise ConfigError(f"rl: no training clip of {cfg.clip_len} frames in {self.data.cache.path}")
         ds = state["data_stats"]["datasets"]

@@ -4,26 +4,27 @@ horizon against the ground truth and the copy-last-frame baseline, a plot, side-
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from latentwm.config import ConfigError, EvalConfig
 from latentwm.data.clips import LatentClipDataset, eval_loader
+from latentwm.data.latent_cache import LatentCache
 from latentwm.eval.metrics import rollout_errors
 from latentwm.eval.visualize import plot_curves, write_rollout_gifs
-from latentwm.train.checkpoint import load_world_model
+from latentwm.train.checkpoint import check_pairing, load_world_model
 from latentwm.train.decoder_trainer import load_decoder
+from latentwm.train.lock import writable_out_dir
 
 
 def run_eval(cfg: EvalConfig) -> dict:
     """Evaluate `cfg.checkpoint` (EMA weights unless use_ema is off) and write the results to cfg.out_dir."""
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)  # before computing: an unwritable out dir fails now, not after the work
+    out = writable_out_dir(cfg.out_dir)  # before computing: an unwritable out dir fails now, not after the work
     model, exp, state = load_world_model(cfg.checkpoint, ema=cfg.use_ema)
     r, d = exp.rollout, exp.data
     C, H, K = cfg.context or r.context, cfg.horizon or r.horizon, cfg.sample_steps or r.sample_steps
-    data = LatentClipDataset(cfg.cache_dir or d.cache_dir, C + H, frame_skip=d.frame_skip,
-                             action_dim=exp.model.action_dim, split=cfg.split, eval_fraction=d.eval_fraction,
-                             seed=d.seed)
+    cache = LatentCache(cfg.cache_dir or d.cache_dir)
+    check_pairing(state, cache.info, cache.path)  # latents of another encoder would give numbers, all wrong
+    data = LatentClipDataset(cache, C + H, frame_skip=d.frame_skip, action_dim=exp.model.action_dim,
+                             split=cfg.split, eval_fraction=d.eval_fraction, seed=d.seed)
     if len(data) == 0:
         raise ConfigError(f"eval: no {cfg.split} clip of {C + H} frames in {data.cache.path}")
     res = rollout_errors(model, eval_loader(data, exp.model.action_dim), C, H, K, cfg.tau_ctx, seed=cfg.seed,

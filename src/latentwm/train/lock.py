@@ -63,7 +63,7 @@ class RunLock:
             warnings.warn(f"no fcntl on this platform: {self.out_dir} is not locked against a second writer",
                           stacklevel=2)
             return self
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        writable_out_dir(self.out_dir)  # a file in its place or a read-only folder: one line naming it
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -109,3 +109,30 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class OutDirError(LatentwmError, OSError):
+    """The out dir cannot be created or written; the message names it."""
+
+
+def writable_out_dir(out_dir: str | os.PathLike) -> Path:
+    """Create `out_dir` and prove it writable (a probe file written and removed) before a command computes anything:
+    a read-only folder or a file in its place fails at once, not after minutes of work. Raises OutDirError."""
+    out = Path(out_dir)
+    probe = out / f".write_test.{os.getpid()}"
+    if out.exists() and not out.is_dir():
+        raise OutDirError(f"out dir {out} is a file, not a folder; choose another out dir")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as fh:
+            fh.write(b"ok")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as e:
+        raise OutDirError(f"out dir {out} is not writable ({e.strerror or e}); choose another out dir") from e
+    finally:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:  # nothing was created
+            pass
+    return out
