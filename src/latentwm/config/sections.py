@@ -225,30 +225,22 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Optimizer, schedule, precision, checkpoints and logging (section 9)."""
+class LoopSettings:
+    """What every trainer on the loop core (train/loop.py) is configured with: optimizer schedule, EMA, precision,
+    logging and checkpoint cadence, resume, the non-finite budget. TrainConfig and DecoderConfig inherit it (flags
+    stay flat: --train.lr, --lr); they override defaults where their runs differ."""
 
-    out_dir: str = "runs/train"
-    steps: int = 10000
     lr: float = 3e-4
     min_lr_ratio: float = 0.1
     """Cosine decays to lr · min_lr_ratio."""
     warmup_steps: int = 500
     weight_decay: float = 0.05
-    beta1: float = 0.9
-    beta2: float = 0.95
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    grad_accum: int = 1
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """auto: bf16 autocast on CUDA, fp32 on CPU."""
-    compile: bool = False
-    """torch.compile the model (GPU runs)."""
-    distributed: Literal["ddp", "fsdp"] = "ddp"
-    """Strategy under torchrun: DDP, or FSDP2 fully_shard for models that do not fit one GPU."""
     seed: int = 0
     log_every: int = 10
-    eval_every: int = 500
     ckpt_every: int = 500
     keep_last: int = 3
     resume: bool = False
@@ -258,8 +250,28 @@ class TrainConfig:
     wandb: bool = False
     """Also log to Weights & Biases (needs the `wandb` extra)."""
 
+    def check_loop(self, prefix: str) -> None:
+        positive(self, prefix, "lr", "grad_clip", "log_every", "ckpt_every", "keep_last")
+        nonneg(self, prefix, "warmup_steps", "weight_decay", "max_nonfinite")
+        unit(self, prefix, "min_lr_ratio", "ema_decay")
+
+
+@dataclass(frozen=True)
+class TrainConfig(LoopSettings):
+    """Dynamics training: the loop settings plus length, AdamW betas, accumulation, compile, strategy (section 9)."""
+
+    out_dir: str = "runs/train"
+    steps: int = 10000
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_accum: int = 1
+    compile: bool = False
+    """torch.compile the model (GPU runs)."""
+    distributed: Literal["ddp", "fsdp"] = "ddp"
+    """Strategy under torchrun: DDP, or FSDP2 fully_shard for models that do not fit one GPU."""
+    eval_every: int = 500
+
     def __post_init__(self):
-        positive(self, "train", "steps", "lr", "grad_clip", "grad_accum", "log_every", "eval_every",
-                  "ckpt_every", "keep_last")
-        nonneg(self, "train", "warmup_steps", "weight_decay", "max_nonfinite")
-        unit(self, "train", "min_lr_ratio", "beta1", "beta2", "ema_decay")
+        self.check_loop("train")
+        positive(self, "train", "steps", "grad_accum", "eval_every")
+        unit(self, "train", "beta1", "beta2")

@@ -8,11 +8,11 @@ from typing import Literal
 
 from latentwm.config.base import ConfigError, nonneg, positive, unit
 from latentwm.config.registry import DecoderSizeName, Source
-from latentwm.config.sections import EncoderConfig
+from latentwm.config.sections import EncoderConfig, LoopSettings
 
 
 @dataclass(frozen=True)
-class DecoderConfig:
+class DecoderConfig(LoopSettings):
     """Train the RAE-style latents → pixels decoder on frames and their latents."""
 
     episodes_dir: str = "data/pusht_episodes"
@@ -34,11 +34,7 @@ class DecoderConfig:
     batch_size: int = 32
     """Frames per optimizer step across all ranks."""
     lr: float = 4e-4
-    min_lr_ratio: float = 0.1
     warmup_steps: int = 100
-    weight_decay: float = 0.05
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
     noise_tau: float = 0.8
     """Noise augmentation of the standardized input latents: σ = noise_tau · U(0, 1) per frame (0: off)."""
     l1_weight: float = 1.0
@@ -66,24 +62,16 @@ class DecoderConfig:
     log_every: int = 20
     eval_every: int = 1
     """Evaluate every this many epochs."""
-    ckpt_every: int = 500
     keep_last: int = 2
-    resume: bool = False
-    """Continue from the latest complete checkpoint in out_dir."""
-    max_nonfinite: int = 10
-    """Non-finite losses/gradients tolerated (step skipped, counted) before the run stops."""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: str = "auto"
-    seed: int = 0
-    wandb: bool = False
 
     def __post_init__(self):
-        positive(self, "decoder", "patch_size", "epochs", "batch_size", "lr", "grad_clip", "frame_stride",
-                 "max_frames", "eval_frames", "log_every", "eval_every", "ckpt_every", "keep_last", "disc_lr",
-                 "disc_channels")
-        nonneg(self, "decoder", "warmup_steps", "weight_decay", "noise_tau", "l1_weight", "perceptual_weight",
-               "adv_weight", "disc_start_epoch", "max_minutes", "grid_images", "max_nonfinite")
-        unit(self, "decoder", "min_lr_ratio", "ema_decay", "eval_fraction")
+        self.check_loop("decoder")
+        positive(self, "decoder", "patch_size", "epochs", "batch_size", "frame_stride", "max_frames", "eval_frames",
+                 "eval_every", "disc_lr", "disc_channels")
+        nonneg(self, "decoder", "noise_tau", "l1_weight", "perceptual_weight", "adv_weight", "disc_start_epoch",
+               "max_minutes", "grid_images")
+        unit(self, "decoder", "eval_fraction")
         if self.l1_weight == 0 and (self.perceptual == "off" or self.perceptual_weight == 0):
             raise ConfigError("decoder: l1_weight and the perceptual term are both off; nothing to train")
 
