@@ -105,7 +105,7 @@ def test_check_pairing_of_older_checkpoints_and_caches():
     check_pairing(old_ckpt, _info(), "c")  # no cache_info: the label and the model's N, D are compared
     with pytest.raises(CheckpointError, match="num_tokens 16 .* vs 4"):
         check_pairing(old_ckpt, _info(num_tokens=4), "c")
-    with pytest.raises(CheckpointError, match="encoder"):
+    with pytest.raises(CheckpointError, match="written before encoder labels named the seed"):
         check_pairing(old_ckpt, _info(encoder="random:tiny-random"), "c")  # a label that does not say the seed
     no_pool = {k: v for k, v in _info().items() if k != "pool"}  # written before pooling existed: pool 1
     check_pairing({"cache_info": no_pool}, _info(), "c")
@@ -113,3 +113,17 @@ def test_check_pairing_of_older_checkpoints_and_caches():
         check_pairing({"cache_info": no_pool}, _info(pool=2), "c")
     copy = "pretrained:/elsewhere/dino#0123456789ab"  # the same weights (hash) in another folder pair
     check_pairing({"cache_info": _info(encoder="pretrained:/models/dino#0123456789ab")}, _info(encoder=copy), "c")
+
+
+def test_plan_refuses_an_encoder_config_that_builds_other_weights(runs, capsys):
+    """A model trained on seed-0 latents whose saved encoder config says seed 1: planning would observe the real
+    environment through another encoder than the one its latents came from."""
+    assert main(["train", "--preset", "tiny", "--data.cache-dir", str(runs / "cache0"), "--data.frame-skip", "2",
+                 "--data.eval-fraction", "0.34", "--train.out-dir", str(runs / "wm_seed1"), "--train.steps", "1",
+                 "--train.eval-every", "100", "--train.ckpt-every", "1", "--encoder.seed", "1"]) == 0
+    capsys.readouterr()
+    assert main(["plan", "--checkpoint", str(runs / "wm_seed1"), "--cache-dir", str(runs / "cache0"),
+                 "--episodes-dir", str(runs / "episodes"), "--proprio-probe", "none",
+                 "--out-dir", str(runs / "plan_seed1")]) == 2
+    err = _one_line(capsys, "plan")
+    assert f"trained on latents of {SEED0!r}" in err and f"builds {SEED1!r}" in err

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latentwm.config import BASELINE_NAMES, PLANNER_NAMES, ExperimentConfig, PlanConfig, PlanRunConfig
-from latentwm.data.cache_integrity import same_encoder
+from latentwm.config import BASELINE_NAMES, PLANNER_NAMES, ConfigError, ExperimentConfig, PlanConfig, PlanRunConfig
+from latentwm.data.cache_integrity import legacy_label_note, same_encoder
 from latentwm.data.clips import split_episodes
 from latentwm.data.episodes import NormStats, load_episode
 from latentwm.data.latent_cache import LatentCache
@@ -205,8 +205,8 @@ def _session(run: WorldModelRun, cfg: PlanConfig, opts: PlanningOptions, encoder
     if encoder is None:
         encoder = DinoEncoder.from_config(run.exp.encoder, device=dev)
         if run.encoder_label and not same_encoder(encoder.weights_label, run.encoder_label):
-            raise ValueError(f"evaluate_planning: the model was trained on latents of {run.encoder_label!r}, the "
-                             f"encoder config builds {encoder.weights_label!r}")
+            raise ConfigError(f"evaluate_planning: the model was trained on latents of {run.encoder_label!r}, the "
+                              f"encoder config builds {encoder.weights_label!r}{legacy_label_note(run.encoder_label)}")
     encode = encoder.encode if hasattr(encoder, "encode") else encoder
     observer = LatentObserver(encode, NormStats.from_dict(run.data_stats["latents"]), device=dev)
     if isinstance(proprio_probe, (str, os.PathLike)):

@@ -15,6 +15,7 @@ import torch
 
 from latentwm.config import ConfigError, RLConfig
 from latentwm.data.batch import collate
+from latentwm.data.cache_integrity import legacy_label_note, same_encoder
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import NormStats
 from latentwm.encoders.dino import DinoEncoder
@@ -170,6 +171,9 @@ class RLRun:
         if (self.out / "imagine" / "checkpoints").is_dir():
             policies["pmpo"] = self.final_heads("imagine")
         encoder = DinoEncoder.from_config(self.exp.encoder, device=self.device)
+        if (trained := self.state.get("encoder")) and not same_encoder(trained, encoder.weights_label):
+            raise ConfigError(f"rl: the model was trained on latents of {trained!r}, its encoder config builds "
+                              f"{encoder.weights_label!r}{legacy_label_note(trained)}")
         observer = LatentObserver(encoder.encode, NormStats.from_dict(self.state["data_stats"]["latents"]),
                                   device=self.device)
         t0 = time.time()

@@ -34,7 +34,7 @@ import torch
 
 from latentwm.config import ExperimentConfig
 from latentwm.config.base import LatentwmError
-from latentwm.data.cache_integrity import cache_pool, same_encoder
+from latentwm.data.cache_integrity import cache_pool, legacy_label_note, same_encoder
 from latentwm.model.dynamics import DynamicsModel
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
@@ -399,7 +399,7 @@ def check_pairing(state: dict, cache_info: dict, cache_path) -> None:
     for key in ("encoder", "image_size", "pool", "num_tokens", "latent_dim"):
         a, b = (_fact(i, key) for i in (trained, cache_info))
         if a is not None and b is not None and not (same_encoder(a, b) if key == "encoder" else a == b):
-            diffs.append(f"{key} {a!r} (checkpoint) vs {b!r} (cache)")
+            diffs.append(f"{key} {a!r} (checkpoint) vs {b!r} (cache){legacy_label_note(a, b)}")
     if diffs:
         raise CheckpointError(f"checkpoint {state.get('path', '?')} was trained on other latents than the cache "
                               f"{cache_path} holds: {'; '.join(diffs)}. Use the cache it was trained on (or one "
