@@ -266,7 +266,13 @@ class TrainConfig(LoopSettings):
     beta2: float = 0.95
     grad_accum: int = 1
     compile: bool = False
-    """torch.compile the model (GPU runs)."""
+    """torch.compile the model (GPU runs; see compile_scope)."""
+    compile_scope: Literal["blocks", "model"] = "blocks"
+    """blocks: each transformer block compiled in place and reused by every pass (training, bootstrap teacher,
+    evaluation): on an H200 it compiled in 43 s and ran `small` 1.45× / `base` 1.40× faster than eager; model: the
+    whole forward at once (had not finished compiling after 110 s there)."""
+    compile_backend: str = "inductor"
+    """torch.compile backend ("aot_eager" traces without generating kernels: a quick correctness check)."""
     distributed: Literal["ddp", "fsdp"] = "ddp"
     """Strategy under torchrun: DDP, or FSDP2 fully_shard for models that do not fit one GPU."""
     eval_every: int = 500

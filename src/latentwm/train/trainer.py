@@ -61,7 +61,8 @@ class TrainState:
 # Fields a resumed run may change: how long and how often things happen, not what is learned from what.
 RESUMABLE = {"preset", "rollout", "plan", "train.steps", "train.log_every", "train.eval_every", "train.ckpt_every",
              "train.keep_last", "train.resume", "train.wandb", "train.max_nonfinite", "train.out_dir",
-             "train.compile", "train.precision", "train.distributed", "data.num_workers", "data.allow_partial"}
+             "train.compile", "train.compile_scope", "train.compile_backend", "train.precision", "train.distributed",
+             "data.num_workers", "data.allow_partial"}
 
 
 def config_changes(saved: dict, now: dict, prefix: str = "") -> list[str]:
@@ -114,7 +115,12 @@ class Trainer:
         if self.fsdp:  # the EMA is sharded like the model, so its update is a local op on matching shards
             wrap_model(self.ema, "fsdp", self.dist)
         self.wrapped = wrap_model(self.model, tc.distributed, self.dist)
-        self.forward = torch.compile(self.wrapped) if tc.compile else self.wrapped
+        self.forward = self.wrapped
+        if tc.compile and tc.compile_scope == "blocks":  # in place: the EMA's own blocks stay eager (sampling)
+            for blk in self.model.transformer.blocks:
+                blk.compile(backend=tc.compile_backend)
+        elif tc.compile:
+            self.forward = torch.compile(self.wrapped, backend=tc.compile_backend)
         self.opt = torch.optim.AdamW(self.model.param_groups(tc.weight_decay), lr=tc.lr,
                                      betas=(tc.beta1, tc.beta2), fused=self.device.type == "cuda")
         self.sched = torch.optim.lr_scheduler.LambdaLR(
