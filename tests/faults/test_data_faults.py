@@ -79,3 +79,13 @@ def test_a_half_written_mixture_source_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=rf"{re.escape(str(half))}.*incomplete"):
         make_clip_datasets(_cfg("", data__mixture=f"a={whole}:0.5,b={half}:0.5"))
     make_clip_datasets(_cfg("", data__mixture=f"a={whole}:0.5,b={half}:0.5"), allow_partial=True)
+
+
+def test_an_unknown_reader_option_is_one_line_naming_it(tmp_path, capsys):
+    from latentwm.cli import main
+
+    (tmp_path / "videos").mkdir()
+    assert main(["encode", "--source", "video-folder", "--root", str(tmp_path / "videos"), "--options", "bogus=1",
+                 "--out-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no option bogus" in err and "captions" in err and "\n" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Callable
 
@@ -48,4 +49,10 @@ def load_source(source: str, root: str | os.PathLike, *, size: int | None = None
         kw["cameras"] = cameras
     if segment_s >= 0 and source != "droid":
         kw["segment_s"] = segment_s or None
+    accepted = [n for n, p in inspect.signature(loaders[source]).parameters.items()
+                if p.kind is p.KEYWORD_ONLY or (p.default is not p.empty and n not in kw)]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"the {source} reader takes no option {', '.join(unknown)}; its options: "
+                         f"{', '.join(sorted(set(accepted) - set(kw)))}")
     return loaders[source](root, **kw, **options)
