@@ -295,10 +295,11 @@ def test_encode_skips_corrupt_video_and_keeps_cameras(tmp_path, capsys):
         (f"episode_00000{e}", c) for e in (0, 2) for c in CAMS]
     st = cache.dataset_stats["droid"]
     assert st.actions.mean.shape == (7,) and st.proprio.mean.shape == (7,)
-    # resumable: a second run finds everything done
+    # resumable: a second run keeps the finished shard and retries only the one holding the skipped (still corrupt)
+    # episode, so a repaired file would get in
     again = encode_to_cache(load_droid(root), encode_fn, out, encoder_label="mean8", episodes_per_shard=2,
                             show_progress=False)
-    assert again["shards_written"] == [] and again["complete"]
+    assert again["shards_written"] == ["shard-000000.tar"] and again["skipped"] == 1 and again["complete"]
     # training clips: a random camera per sample; evaluation: every camera, camera in the metadata
     train = LatentClipDataset(cache, clip_len=4, split="train", eval_fraction=0.0, seed=0)
     cams = {train[k].meta.camera for k in range(60)}
