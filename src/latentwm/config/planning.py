@@ -100,9 +100,12 @@ class ProbeConfig:
     hidden: int = 256
     lr: float = 1e-3
     batch_size: int = 256
+    max_nonfinite: int = 10
+    """Non-finite minibatch losses tolerated (step skipped, counted) before the fit stops."""
 
     def __post_init__(self):
         positive(self, "probe", "steps", "clips", "hidden", "lr", "batch_size")
+        nonneg(self, "probe", "max_nonfinite")
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,7 @@ def _fit(probe: ProprioProbe, xf: torch.Tensor, yf: torch.Tensor, cfg: ProbeConf
     (M, k), under the loop core's non-finite policy; returns the last minibatch's MSE."""
     opt = torch.optim.Adam(probe.net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
-    guard = NonFiniteGuard("proprio probe", budget=10, field="(fixed)")
+    guard = NonFiniteGuard("proprio probe", cfg.max_nonfinite, field="probe.max_nonfinite")
     g = torch.Generator(device="cpu").manual_seed(seed + 1)
     loss = torch.zeros(())
     for step in range(cfg.steps):

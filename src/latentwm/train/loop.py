@@ -139,8 +139,9 @@ class Loop:
     # ------------------------------------------------------------------------------------------------ checkpoints
     def save(self) -> Path:
         d = self.dist
-        state = {**self.state_fn(), "step": self.step} if self.is_main or self.collective_state else {}
-        state = state if self.is_main else {}
+        if self.is_main or self.collective_state:  # FSDP2: every rank joins the gather, rank 0 writes it
+            gathered = self.state_fn()
+        state = {**gathered, "step": self.step} if self.is_main else {}
         return ckpt.save_checkpoint(self.ckpt_dir, self.step, state, rank=d.rank if d else 0,
                                     world_size=d.world_size if d else 1, barrier=d.barrier if d else (lambda: None),
                                     keep_last=self.keep_last)
