@@ -62,7 +62,8 @@ class EncodeConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Roll a trained model out on held-out clips of a latent cache: error per horizon vs copy-last, and videos."""
+    """Roll a trained model out on held-out clips of a latent cache: error per horizon vs copy-last and
+    context-average baselines, mean of several samples, swapped actions, and videos."""
 
     checkpoint: str = "runs/demo/train"
     """A run folder (its latest complete checkpoint is used) or one checkpoint directory."""
@@ -84,9 +85,16 @@ class EvalConfig:
     """A `latentwm train-decoder` run folder or checkpoint: videos show decoded frames (empty: PCA of features)."""
     use_ema: bool = True
     seed: int = 0
+    num_samples: int = 4
+    """Rollouts per clip: with more than one, the error of their mean is reported beside the single-sample error
+    (a sharp stochastic model's mean is clearly better than one sample; a blurry model's is not)."""
+    action_swap: bool = True
+    """Also roll out with each clip's future actions swapped for the next clip's (same noise): the error increase
+    is the model's sensitivity to its actions."""
 
     def __post_init__(self):
         nonneg(self, "eval", "context", "horizon", "videos", "sample_steps")
+        positive(self, "eval", "num_samples")
         if self.sample_steps and not pow2(self.sample_steps):
             raise ConfigError(f"eval.sample_steps must be 0 or a power of two, got {self.sample_steps}")
         if not 0 < self.tau_ctx <= 1:

@@ -1,4 +1,5 @@
-"""Rollout metrics: latent error per horizon step against ground truth and the copy-last-frame baseline."""
+"""Rollout metrics: latent error per horizon step against ground truth and baselines that cannot be beaten by
+blurring (copy-last-frame, context average), mean-of-N samples and sensitivity to swapped actions."""
 
 from __future__ import annotations
 
@@ -10,30 +11,120 @@ import torch
 from latentwm.data.batch import WorldBatch
 from latentwm.rollout import rollout
 
+# Keys averaged over clips and reported per horizon; "_model_on_swapped" (the model's error on the clips the
+# swapped-action run covers) only feeds action_sensitivity.
+_SAMPLE_KEYS = ("sample_error", "mean_of_samples_error", "sample_spread")
+
 
 def latent_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error per sample and frame over tokens and channels: (B, H, N, D) x2 -> (B, H)."""
     return (pred.float() - target.float()).pow(2).mean(dim=(-2, -1))
 
 
+def sample_stats(preds: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:
+    """S rollouts of the same clips, preds (S, B, H, N, D), against truth (B, H, N, D) -> per clip (B, H) each:
+    sample_error (mean single-sample MSE), mean_of_samples_error (MSE of the average prediction) and sample_spread
+    (per-element variance across samples, averaged). sample = mean-of-samples + spread (bias-variance, up to
+    rounding): a model that predicts a blur has spread ≈ 0, a sharp stochastic one a mean clearly better than a
+    single sample."""
+    p = preds.float()
+    return {"sample_error": latent_mse(p, truth).mean(0),
+            "mean_of_samples_error": latent_mse(p.mean(0), truth),
+            "sample_spread": p.var(0, unbiased=False).mean(dim=(-2, -1))}
+
+
+def swap_future_actions(actions: torch.Tensor, action_mask: torch.Tensor, context: int):
+    """Clip i gets clip i+1's future actions (steps context−1 onward: those leading into predicted frames), masks
+    moving with them; the observed history's actions stay. actions (B, T, A), action_mask (B, T)."""
+    a, m = actions.clone(), action_mask.clone()
+    a[:, context - 1 :] = actions[:, context - 1 :].roll(-1, dims=0)
+    m[:, context - 1 :] = action_mask[:, context - 1 :].roll(-1, dims=0)
+    return a, m
+
+
+class _Sums:
+    """Per-horizon sums of per-clip errors (B, H) by key, overall and per dataset/camera group, with clip counts
+    per key (keys may cover different clips: the swapped-action run skips batches of one clip)."""
+
+    def __init__(self, horizon: int):
+        self.zeros = lambda: torch.zeros(horizon, dtype=torch.float64)
+        self.total: dict[str, torch.Tensor] = defaultdict(self.zeros)
+        self.n: dict[str, int] = defaultdict(int)
+        self.groups: dict[str, dict[str, torch.Tensor]] = defaultdict(lambda: defaultdict(self.zeros))
+        self.group_n: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+
+    def add(self, errs: dict[str, torch.Tensor], meta) -> None:
+        for key, err in errs.items():
+            err = err.double().cpu()  # (B, H)
+            self.total[key] += err.sum(0)
+            self.n[key] += err.shape[0]
+            for i, mt in enumerate(meta):
+                g = f"{mt.dataset}/{mt.camera}"
+                self.groups[g][key] += err[i]
+                self.group_n[g][key] += 1
+
+    def mean(self, key: str, group: str | None = None) -> list | None:
+        total, n = (self.total, self.n) if group is None else (self.groups[group], self.group_n[group])
+        return (total[key] / n[key]).tolist() if n[key] else None
+
+    def keys(self, group: str | None = None) -> list[str]:
+        return [k for k in (self.n if group is None else self.group_n[group]) if not k.startswith("_")]
+
+
+def _batch_errors(model, b: WorldBatch, context: int, horizon: int, gens: dict, num_samples: int,
+                  action_swap: bool, **kw) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One batch of full clips: the first sample's prediction (B, H, N, D) and per-clip errors (B, H) by key."""
+    need = context + horizon
+    x = b.latents[:, :need]
+    ctx, truth = x[:, :context], x[:, context:]
+    acts, mask = b.actions[:, : need - 1], b.action_mask[:, : need - 1]
+    state = gens["model"].get_state()  # the swapped run replays this noise
+    pred = rollout(model, ctx, horizon, actions=acts, action_mask=mask, generator=gens["model"], **kw)
+    ctx_mean = ctx.float().mean(1, keepdim=True)  # (B, 1, N, D)
+    errs = {"model_error": latent_mse(pred, truth),
+            "copy_last_error": latent_mse(x[:, context - 1 : context].expand_as(truth), truth),
+            "context_average_error": latent_mse(ctx_mean.expand_as(truth), truth)}
+    if num_samples > 1:  # extra samples from their own stream: model_error does not depend on num_samples
+        more = [rollout(model, ctx, horizon, actions=acts, action_mask=mask, generator=gens["extra"], **kw)
+                for _ in range(num_samples - 1)]
+        errs.update(sample_stats(torch.stack([pred, *more]), truth))
+    if action_swap and x.shape[0] > 1:
+        gens["swap"].set_state(state)
+        a, m = swap_future_actions(acts, mask, context)
+        swapped = rollout(model, ctx, horizon, actions=a, action_mask=m, generator=gens["swap"], **kw)
+        errs["swapped_actions_error"] = latent_mse(swapped, truth)
+        errs["_model_on_swapped"] = errs["model_error"]
+    return pred, errs
+
+
+def _generators(seed: int, device) -> dict[str, torch.Generator]:
+    """model: today's stream (seed); swap: reset to the model's state per batch (noise-matched); extra: the
+    samples after the first, from a seed derived from `seed` (deterministic, not the model's stream)."""
+    mk = lambda s: torch.Generator(device=device).manual_seed(s)  # noqa: E731
+    return {"model": mk(seed), "swap": mk(seed), "extra": mk((seed * 0x9E3779B1 + 0x7F4A7C15) % 2**63)}
+
+
 @torch.no_grad()
 def rollout_errors(model, batches: Iterable[WorldBatch], context: int, horizon: int, sample_steps: int = 4,
                    tau_ctx: float = 1.0, seed: int = 0, device: torch.device | str = "cpu",
-                   keep_predictions: int = 0) -> dict:
+                   keep_predictions: int = 0, num_samples: int = 1, action_swap: bool = False) -> dict:
     """Roll out `horizon` frames after `context` observed ones on every clip; compare with the truth.
 
     Clips must hold at least context + horizon valid frames (shorter ones are skipped and counted). Errors are
     latent MSE in the model's (normalized) latent space, per horizon step, averaged over clips, overall and per
-    dataset/camera group. The copy-last baseline repeats the last observed frame. Fixed noise seed: evaluations
-    of two checkpoints see the same noise.
+    dataset/camera group. Baselines: copy-last repeats the last observed frame, context-average predicts the mean
+    of the observed frames for every future frame (what a model that only blurs could reach). Fixed noise seed:
+    evaluations of two checkpoints see the same noise, and model_error does not depend on the options below.
+
+    num_samples > 1: N rollouts per clip → sample_error, mean_of_samples_error, sample_spread (see sample_stats).
+    action_swap: a second rollout with the batch's future actions rolled by one clip, same noise →
+    swapped_actions_error and action_sensitivity (mean over horizons of swapped − model error on those clips);
+    batches of one clip cannot swap (swap_skipped_clips).
     """
-    total_m = torch.zeros(horizon, dtype=torch.float64)
-    total_c = torch.zeros(horizon, dtype=torch.float64)
-    groups: dict[str, list] = defaultdict(lambda: [torch.zeros(horizon, dtype=torch.float64),
-                                                   torch.zeros(horizon, dtype=torch.float64), 0])
-    n = skipped = 0
-    kept = []
-    gen = torch.Generator(device=device).manual_seed(seed)
+    if num_samples < 1:
+        raise ValueError(f"rollout_errors: num_samples must be >= 1, got {num_samples}")
+    sums, kept, skipped, swap_skipped = _Sums(horizon), [], 0, 0
+    gens = _generators(seed, device)
     need = context + horizon
     for batch in batches:
         ok = batch.valid[:, :need].all(dim=1) if batch.seq_len >= need else torch.zeros(batch.batch_size,
@@ -42,36 +133,26 @@ def rollout_errors(model, batches: Iterable[WorldBatch], context: int, horizon: 
         if not ok.any():
             continue
         b = batch[ok.nonzero().squeeze(1)].to(device)
-        x = b.latents[:, :need]
-        pred = rollout(model, x[:, :context], horizon, actions=b.actions[:, : need - 1],
-                       action_mask=b.action_mask[:, : need - 1], sample_steps=sample_steps, tau_ctx=tau_ctx,
-                       generator=gen)
-        truth = x[:, context:]
-        err_m = latent_mse(pred, truth).double().cpu()  # (B, H)
-        err_c = latent_mse(x[:, context - 1 : context].expand_as(truth), truth).double().cpu()
-        total_m += err_m.sum(0)
-        total_c += err_c.sum(0)
-        for i, meta in enumerate(b.meta):
-            g = groups[f"{meta.dataset}/{meta.camera}"]
-            g[0] += err_m[i]
-            g[1] += err_c[i]
-            g[2] += 1
-        n += x.shape[0]
+        pred, errs = _batch_errors(model, b, context, horizon, gens, num_samples, action_swap,
+                                   sample_steps=sample_steps, tau_ctx=tau_ctx)
+        sums.add(errs, b.meta)
+        swap_skipped += int(action_swap and b.batch_size == 1)
         if len(kept) < keep_predictions:
-            kept.append((truth[: keep_predictions - len(kept)].cpu(), pred[: keep_predictions - len(kept)].cpu(),
-                         x[: keep_predictions - len(kept), :context].cpu()))
-    if n == 0:
+            x, k = b.latents[:, :need], keep_predictions - len(kept)
+            kept.append((x[:k, context:].cpu(), pred[:k].cpu(), x[:k, :context].cpu()))
+    if sums.n["model_error"] == 0:
         raise ValueError(f"rollout_errors: no clip has {need} valid frames (context {context} + horizon {horizon}); "
                          f"{skipped} clips skipped")
-    out = {
-        "horizons": list(range(1, horizon + 1)),
-        "model_error": (total_m / n).tolist(),
-        "copy_last_error": (total_c / n).tolist(),
-        "num_clips": n,
-        "skipped_clips": skipped,
-        "by_group": {k: {"model_error": (v[0] / v[2]).tolist(), "copy_last_error": (v[1] / v[2]).tolist(),
-                         "num_clips": v[2]} for k, v in groups.items()},
-    }
+    out = {"horizons": list(range(1, horizon + 1)), **{k: sums.mean(k) for k in sums.keys()},
+           "num_clips": sums.n["model_error"], "skipped_clips": skipped, "num_samples": num_samples,
+           "by_group": {g: {**{k: sums.mean(k, g) for k in sums.keys(g)}, "num_clips": sums.group_n[g]["model_error"]}
+                        for g in sums.groups}}
+    if action_swap:
+        out["swapped_actions_error"] = sums.mean("swapped_actions_error")  # None when no batch could swap
+        diff = None if out["swapped_actions_error"] is None else [
+            s - m for s, m in zip(out["swapped_actions_error"], sums.mean("_model_on_swapped"))]
+        out.update(action_sensitivity=None if diff is None else sum(diff) / len(diff),
+                   swap_skipped_clips=swap_skipped)
     if keep_predictions:
         out["examples"] = kept
     return out

@@ -1,5 +1,6 @@
 """`latentwm eval` / `latentwm rollout`: roll a trained model out on held-out clips of a latent cache; error per
-horizon against the ground truth and the copy-last-frame baseline, a plot, side-by-side GIFs and metrics.json."""
+horizon against the ground truth, the copy-last-frame and context-average baselines, the mean of several samples
+and a swapped-action rollout, a plot, side-by-side GIFs and metrics.json."""
 
 from __future__ import annotations
 
@@ -28,22 +29,42 @@ def run_eval(cfg: EvalConfig) -> dict:
     if len(data) == 0:
         raise ConfigError(f"eval: no {cfg.split} clip of {C + H} frames in {data.cache.path}")
     res = rollout_errors(model, eval_loader(data, exp.model.action_dim), C, H, K, cfg.tau_ctx, seed=cfg.seed,
-                         keep_predictions=cfg.videos)
+                         keep_predictions=cfg.videos, num_samples=cfg.num_samples, action_swap=cfg.action_swap)
     examples = res.pop("examples", [])
     dec = load_decoder(cfg.decoder)[0] if cfg.decoder and examples else None
     gifs = write_rollout_gifs(examples, out, decoder=dec,
                               latent_stats=state["data_stats"]["latents"] if dec is not None else None)
-    plot_curves(out / "rollout_error.png", {"model": (res["horizons"], res["model_error"]),
-                                             "copy last frame": (res["horizons"], res["copy_last_error"])},
-                f"Rollout error ({cfg.split} clips)", "horizon (model steps)", "latent MSE")
+    plot_curves(out / "rollout_error.png", error_series(res), f"Rollout error ({cfg.split} clips)",
+                "horizon (model steps)", "latent MSE")
     res.update(checkpoint=str(state["path"]), step=state["step"], context=C, sample_steps=K, tau_ctx=cfg.tau_ctx,
                encoder=state.get("encoder"))
     (out / "metrics.json").write_text(json.dumps(res, indent=1))
-    print("horizon  model     copy-last")
-    for h, m, c in zip(res["horizons"], res["model_error"], res["copy_last_error"]):
-        print(f"{h:>7}  {m:.5f}  {c:.5f}")
+    print(error_table(res))
     print(f"{res['num_clips']} clips; metrics, plot and {len(gifs)} videos in {out}")
     return res
 
 
-__all__ = ["run_eval"]
+# (label in the plot, column in the table, key of rollout_errors' result); absent or None keys are left out
+_SERIES = [("model", "model", "model_error"), ("mean of N samples", "mean-of-N", "mean_of_samples_error"),
+           ("context average", "ctx-avg", "context_average_error"), ("copy last frame", "copy-last", "copy_last_error"),
+           ("swapped actions", "swapped", "swapped_actions_error")]
+
+
+def error_series(res: dict) -> dict[str, tuple[list, list]]:
+    """The curves of rollout_error.png: name -> (horizons, errors), for the keys `res` has."""
+    return {f"{name} (N={res['num_samples']})" if key == "mean_of_samples_error" else name: (res["horizons"], res[key])
+            for name, _, key in _SERIES if res.get(key) is not None}
+
+
+def error_table(res: dict) -> str:
+    """Error per horizon: model, mean-of-N, ctx-avg, copy-last, swapped ("-" where not computed)."""
+    cols = [(col, res.get(key)) for _, col, key in _SERIES]
+    lines = ["horizon  " + "  ".join(f"{c:>9}" for c, _ in cols)]
+    for i, h in enumerate(res["horizons"]):
+        lines.append(f"{h:>7}  " + "  ".join(f"{v[i]:>9.5f}" if v is not None else f"{'-':>9}" for _, v in cols))
+    if res.get("action_sensitivity") is not None:
+        lines.append(f"action sensitivity (swapped - model, mean over horizons): {res['action_sensitivity']:.5f}")
+    return "\n".join(lines)
+
+
+__all__ = ["error_series", "error_table", "run_eval"]
