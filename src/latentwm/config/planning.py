@@ -71,6 +71,12 @@ class PlanConfig:
     proprio_weight: float = 1.0
     """Weight of the proprio term (DINO-WM: visual MSE + 1.0 × proprio MSE), used when a proprio probe is given
     (`planning/proprio.py`); 0 turns it off."""
+    visual_weight: float = 1.0
+    """Weight of the latent (visual) goal cost; 0 leaves it out (the diagnosis "plan on the state-probe cost alone":
+    visual_weight 0, state_weight 1, proprio_weight 0)."""
+    state_weight: float = 0.0
+    """Weight of the pose term of a state probe (`planning/state_probe.py`: agent and block pose read from the last
+    predicted frame's latents, against the goal state's), used when a state probe is given; 0 turns it off."""
     num_goals: int = 50
     seed: int = 0
     cem: CEMConfig = field(default_factory=CEMConfig)
@@ -79,7 +85,10 @@ class PlanConfig:
 
     def __post_init__(self):
         positive(self, "plan", "horizon", "exec_steps", "init_std", "sample_steps", "goal_offset", "num_goals")
-        nonneg(self, "plan", "proprio_weight")
+        nonneg(self, "plan", "proprio_weight", "visual_weight", "state_weight")
+        if self.visual_weight == 0 and self.state_weight == 0:  # the proprio term alone sees no block
+            raise ConfigError("plan.visual_weight and plan.state_weight are both 0: the cost would have no goal for "
+                              "the block (set one of them > 0)")
         if not pow2(self.sample_steps):
             raise ConfigError(f"plan.sample_steps must be a power of two, got {self.sample_steps}")
 

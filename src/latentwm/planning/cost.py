@@ -44,13 +44,18 @@ class LatentGoalObjective:
     (or None); goal: (N, D). Actions are in the model's (normalized, frame-skip-concatenated) action space.
     cache: the history already observed into a KV cache of batch 1 (then it is not observed again; `context` only
     gives shapes and the frame count C that positions the actions). proprio: a `planning.proprio.ProprioGoal`; its
-    term (on the features of the last predicted frame's clean pass) is added to the latent cost.
+    term (on the features of the last predicted frame's clean pass) is added to the latent cost. state: a
+    `planning.state_probe.StateGoal`; its pose term on the last predicted frame's latents (pred[:, -1]) is added.
+    visual_weight scales the latent cost (0: left out, the cost is the other terms alone; 1: as without it).
     """
 
     def __init__(self, model, context: torch.Tensor, goal: torch.Tensor, context_actions: torch.Tensor | None = None,
                  sample_steps: int = 1, tau_ctx: float = 1.0, cost: str = "mse", all_frames: bool = False,
-                 seed: int = 0, cache=None, proprio=None):
+                 seed: int = 0, cache=None, proprio=None, state=None, visual_weight: float = 1.0):
         self.model, self.context, self.goal, self.proprio = model, context, goal, proprio
+        self.state, self.visual_weight = state, float(visual_weight)
+        if self.visual_weight == 0 and proprio is None and state is None:
+            raise ValueError("LatentGoalObjective: visual_weight 0 without a proprio or state term: the cost is empty")
         self.sample_steps, self.tau_ctx, self.kind, self.all_frames = sample_steps, tau_ctx, cost, all_frames
         self.C = context.shape[1]
         A = model.cfg.action_dim
@@ -97,6 +102,18 @@ class LatentGoalObjective:
 
     def __call__(self, actions: torch.Tensor, grad: bool = False) -> torch.Tensor:
         if self.proprio is None:
-            return latent_cost(self.predict(actions, grad=grad), self.goal, self.kind, self.all_frames)
-        x, feats = self.predict(actions, grad=grad, features=True)
-        return latent_cost(x, self.goal, self.kind, self.all_frames) + self.proprio(feats)
+            x = self.predict(actions, grad=grad)
+            cost = self._visual(x)
+        else:
+            x, feats = self.predict(actions, grad=grad, features=True)
+            cost = self._visual(x) + self.proprio(feats)
+        if self.state is not None:
+            cost = cost + self.state(x[:, -1])
+        return cost
+
+    def _visual(self, x: torch.Tensor) -> torch.Tensor:
+        """visual_weight · latent cost (P,) of predictions x (P, H, N, D); exactly `latent_cost` at weight 1."""
+        if self.visual_weight == 0:
+            return x.new_zeros(x.shape[0])
+        c = latent_cost(x, self.goal, self.kind, self.all_frames)
+        return c if self.visual_weight == 1 else self.visual_weight * c

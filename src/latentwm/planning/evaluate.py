@@ -40,6 +40,7 @@ from latentwm.planning.base import bf16_is_fast
 from latentwm.planning.mpc import (ActionCodec, LatentObserver, MPCPolicy, RandomPolicy, ReplayPolicy, derive_seed,
                                    run_episode)
 from latentwm.planning.proprio import ProprioProbe, resolve_probe
+from latentwm.planning.state_probe import StateProbe
 from latentwm.train.checkpoint import check_pairing, load_world_model
 from latentwm.train.lock import writable_out_dir
 
@@ -114,6 +115,7 @@ class _Session:
     max_replans: int
     probe: ProprioProbe | None
     seed: int
+    state_probe: StateProbe | None = None
 
     @property
     def exec_steps(self) -> int:
@@ -123,7 +125,8 @@ class _Session:
         """(policy, chunks) of a method on one goal."""
         if method in self.opts.planners:
             return MPCPolicy(self.run.model, self.observer, self.codec, self.cfg, planner=method,
-                             context=self.context, bf16=self.bf16, proprio_probe=self.probe), self.max_replans
+                             context=self.context, bf16=self.bf16, proprio_probe=self.probe,
+                             state_probe=self.state_probe), self.max_replans
         if method == "random":
             return RandomPolicy(self.codec, self.cfg), self.max_replans
         return ReplayPolicy(goal.actions), 1
@@ -194,7 +197,8 @@ def _video(frames: np.ndarray, goal_frame: np.ndarray, success_step: int | None,
     return out.repeat(scale, 1).repeat(scale, 2)
 
 
-def _session(run: WorldModelRun, cfg: PlanConfig, opts: PlanningOptions, encoder, proprio_probe) -> _Session:
+def _session(run: WorldModelRun, cfg: PlanConfig, opts: PlanningOptions, encoder, proprio_probe,
+             state_probe=None) -> _Session:
     datasets = run.data_stats["datasets"]
     ds = datasets.get("pusht") or next(iter(datasets.values()))
     if ds.get("actions") is None:
@@ -211,17 +215,23 @@ def _session(run: WorldModelRun, cfg: PlanConfig, opts: PlanningOptions, encoder
     observer = LatentObserver(encode, NormStats.from_dict(run.data_stats["latents"]), device=dev)
     if isinstance(proprio_probe, (str, os.PathLike)):
         proprio_probe = ProprioProbe.load(proprio_probe, device=dev)
+    if isinstance(state_probe, (str, os.PathLike)):
+        state_probe = StateProbe.load(state_probe, device=dev)
+    if cfg.visual_weight == 0 and opts.planners and (state_probe is None or cfg.state_weight == 0):
+        raise ValueError("evaluate_planning: plan.visual_weight is 0, so the planners need a state probe "
+                         "(state_probe=...) and plan.state_weight > 0")
     exec_steps = min(cfg.exec_steps, cfg.horizon)
     max_replans = opts.max_replans or max(1, math.ceil(2 * cfg.goal_offset / (exec_steps * codec.frame_skip)))
     return _Session(run, cfg, opts, codec, observer, context=opts.context or run.exp.rollout.context,
                     bf16=bf16_is_fast(dev.type) if opts.bf16 is None else opts.bf16, max_replans=max_replans,
                     probe=proprio_probe if proprio_probe is not None and cfg.proprio_weight > 0 else None,
-                    seed=cfg.seed if opts.seed is None else opts.seed)
+                    seed=cfg.seed if opts.seed is None else opts.seed,
+                    state_probe=state_probe if state_probe is not None and cfg.state_weight > 0 else None)
 
 
 def evaluate_planning(run: WorldModelRun, episodes_dir: str | os.PathLike, plan_cfg: PlanConfig | None = None, *,
                       cache_dir: str | os.PathLike | None = None, options: PlanningOptions = PlanningOptions(),
-                      encoder=None, proprio_probe=None, out_dir: str | os.PathLike | None = None,
+                      encoder=None, proprio_probe=None, state_probe=None, out_dir: str | os.PathLike | None = None,
                       log=print) -> dict:
     """Score the planners and baselines of `options` on the same Push-T goals; returns the metrics dict.
 
@@ -230,9 +240,11 @@ def evaluate_planning(run: WorldModelRun, episodes_dir: str | os.PathLike, plan_
     run.exp.data.cache_dir when it exists, else the episode files). encoder: None (build `DinoEncoder` from the
     run's encoder config), a DinoEncoder, or a callable frames -> (B, N, D) LayerNorm-ed latents without dataset
     statistics. proprio_probe: a `ProprioProbe` (or its file): planners add DINO-WM's proprio term (weight
-    plan_cfg.proprio_weight); None: visual cost only. out_dir: writes planning.json (the returned dict),
-    planning_goals.json (per goal and method) and GIFs of the first `num_videos` goals for every method, and of
-    each planner's first success, under videos/.
+    plan_cfg.proprio_weight); None: visual cost only. state_probe: a `StateProbe` (or its file): planners add its
+    pose term on the last predicted frame toward each goal's state (weight plan_cfg.state_weight; with
+    plan_cfg.visual_weight 0 the diagnosis "the learned model under a pose cost"). out_dir: writes planning.json
+    (the returned dict), planning_goals.json (per goal and method) and GIFs of the first `num_videos` goals for
+    every method, and of each planner's first success, under videos/.
 
     Returns {"success_rate": {method: float}, "final_distance": {method: float}, "seconds_per_plan": {planner:
     float}, "num_goals", "videos": [paths relative to out_dir], "block_pos_diff" / "agent_pos_diff" /
@@ -240,7 +252,7 @@ def evaluate_planning(run: WorldModelRun, episodes_dir: str | os.PathLike, plan_
     "success_step", "settings", "convention", "wall_time_s"}; methods = planners + baselines.
     """
     t_start = time.time()
-    s = _session(run, plan_cfg or run.exp.plan, options, encoder, proprio_probe)
+    s = _session(run, plan_cfg or run.exp.plan, options, encoder, proprio_probe, state_probe)
     if cache_dir is None and Path(run.exp.data.cache_dir).is_dir():
         cache_dir = run.exp.data.cache_dir
     if run.facts is not None and cache_dir is not None and (Path(cache_dir) / "cache.json").exists():
@@ -250,8 +262,7 @@ def evaluate_planning(run: WorldModelRun, episodes_dir: str | os.PathLike, plan_
     methods = list(options.planners) + list(options.baselines)
     log(f"planning: {len(goals)} goals {s.cfg.goal_offset} env steps ahead from {len(paths)} held-out episodes; "
         f"{', '.join(methods)}; ≤ {s.max_replans} plans × {s.exec_steps} model steps; horizon {s.cfg.horizon}, "
-        f"K = {s.cfg.sample_steps}; cost: visual MSE"
-        + (f" + {s.cfg.proprio_weight:g} × proprio MSE (probe)" if s.probe is not None else ""))
+        f"K = {s.cfg.sample_steps}; cost: {_cost_text(s)}")
     out = Path(out_dir) if out_dir is not None else None
     rows, videos = _run_goals(s, goals, methods, out, log)
     res = _summarize(s, goals, rows, methods, held_out=len(paths))
@@ -261,6 +272,14 @@ def evaluate_planning(run: WorldModelRun, episodes_dir: str | os.PathLike, plan_
         (out / "planning.json").write_text(json.dumps(res, indent=1))
         (out / "planning_goals.json").write_text(json.dumps(rows, indent=1, default=_json_default))
     return res
+
+
+def _cost_text(s: _Session) -> str:
+    terms = [] if s.cfg.visual_weight == 0 else [("" if s.cfg.visual_weight == 1 else f"{s.cfg.visual_weight:g} × ")
+                                                  + "visual MSE"]
+    terms += [f"{s.cfg.proprio_weight:g} × proprio MSE (probe)"] if s.probe is not None else []
+    terms += [f"{s.cfg.state_weight:g} × pose error (state probe)"] if s.state_probe is not None else []
+    return " + ".join(terms)
 
 
 def _run_goals(s: _Session, goals: list[PlanningGoal], methods: list[str], out: Path | None,
@@ -321,6 +340,8 @@ def _summarize(s: _Session, goals: list[PlanningGoal], rows: dict[str, list[dict
                      s.codec.frame_skip, "frame_skip": s.codec.frame_skip, "context": s.context,
                      "repeat_actions": s.opts.repeat_actions, "bf16": s.bf16, "proprio_term": s.probe is not None,
                      "proprio_probe": getattr(s.probe, "metrics", None) if s.probe is not None else None,
+                     "state_term": s.state_probe is not None,
+                     "state_probe": getattr(s.state_probe, "metrics", None) if s.state_probe is not None else None,
                      "held_out_episodes": held_out},
         "convention": "DINO-WM Push-T success (block < 20 px, angle < π/9, agent < 20 px) at the end of any "
                       "executed chunk; final_distance = block px + agent px + angle degrees of the last state",

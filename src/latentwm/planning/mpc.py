@@ -31,6 +31,7 @@ from latentwm.envs.pusht import goal_metrics
 from latentwm.planning.proprio import ProprioGoal
 from latentwm.planning.base import PlanResult, initial_std, shift_plan
 from latentwm.planning.plan import plan
+from latentwm.planning.state_probe import StateGoal
 
 
 def _norm_stats(s) -> NormStats:
@@ -156,12 +157,14 @@ class MPCPolicy:
     for its relative actions; "center": the middle of the action box. Later plans warm-start from the previous plan
     shifted by the executed steps (cfg.warm_start). bf16: candidate rollouts under bf16 autocast (see `plan`).
     proprio_probe: a `ProprioProbe`; with cfg.proprio_weight > 0 and the goal's proprio (`info["goal_proprio"]` at
-    reset, raw units) the cost gains DINO-WM's proprio term.
+    reset, raw units) the cost gains DINO-WM's proprio term. state_probe: a `StateProbe`; with cfg.state_weight > 0
+    the cost gains its pose term on the last predicted frame, toward the goal state (`info["goal_state"]` at reset,
+    7-D; without it, the probe's reading of the goal frame). cfg.visual_weight scales the latent cost.
     """
 
     def __init__(self, model, observer: LatentObserver, codec: ActionCodec, cfg: PlanConfig,
                  planner: str | None = None, context: int = 4, tau_ctx: float = 1.0, init: str = "hold",
-                 bf16: bool = False, proprio_probe=None):
+                 bf16: bool = False, proprio_probe=None, state_probe=None):
         if init not in ("hold", "center"):
             raise ValueError(f"MPCPolicy: init must be 'hold' or 'center', got {init!r}")
         self.model, self.observer, self.codec, self.cfg = model, observer, codec, cfg
@@ -173,6 +176,11 @@ class MPCPolicy:
         self.device = next(model.parameters()).device
         use = proprio_probe is not None and cfg.proprio_weight > 0
         self.probe = proprio_probe.to(self.device) if use else None
+        use = state_probe is not None and cfg.state_weight > 0
+        self.state_probe = state_probe.to(self.device) if use else None
+        if cfg.visual_weight == 0 and self.state_probe is None:
+            raise ValueError("MPCPolicy: plan.visual_weight is 0 but no state probe is given (plan.state_weight > 0 "
+                             "and state_probe=...): the cost would have no goal for the block")
         self.low, self.high = codec.bounds(self.device)
         self.plan_seconds: list[float] = []
         self.results: list[PlanResult] = []
@@ -184,6 +192,11 @@ class MPCPolicy:
             if "goal_proprio" not in info:
                 raise ValueError("MPCPolicy: a proprio probe needs the goal's proprio (info['goal_proprio'] at reset)")
             self.proprio = ProprioGoal(self.probe, self.probe.normalize(info["goal_proprio"]), self.cfg.proprio_weight)
+        self.state = None
+        if self.state_probe is not None:
+            w = self.cfg.state_weight
+            self.state = (StateGoal.from_state(self.state_probe, info["goal_state"], w) if "goal_state" in info
+                          else StateGoal.from_latents(self.state_probe, self.goal, w))
         self.latents: list[torch.Tensor] = []
         self.actions: list[torch.Tensor] = []  # model actions executed between consecutive latents
         self.prev: torch.Tensor | None = None
@@ -206,7 +219,8 @@ class MPCPolicy:
         gen = torch.Generator(device=self.device).manual_seed(s)
         res = plan(self.model, history, self.goal, self.horizon, self.cfg, self.low, self.high,
                    history_actions=hist_actions, init=init, planner=self.name, generator=gen, seed=s,
-                   tau_ctx=self.tau_ctx, expand=self.codec.expand, bf16=self.bf16, proprio=self.proprio)
+                   tau_ctx=self.tau_ctx, expand=self.codec.expand, bf16=self.bf16, proprio=self.proprio,
+                   state=self.state)
         self.calls += 1
         self.plan_seconds.append(res.seconds)
         self.results.append(res)
@@ -264,7 +278,8 @@ def run_episode(env, policy, start_state: np.ndarray, goal_state: np.ndarray, go
                 record: bool = False, goal_proprio: np.ndarray | None = None) -> dict:
     """One goal-reaching episode from `start_state` (the env is reset to it exactly).
 
-    goal_proprio: the goal state's proprio (raw units), handed to the policy at reset (`info["goal_proprio"]`).
+    goal_proprio: the goal state's proprio (raw units), handed to the policy at reset (`info["goal_proprio"]`), as
+    is the goal state itself (`info["goal_state"]`, read by a state probe's pose term).
     Each of at most `max_replans` chunks: policy.act(frames at model-step boundaries since the last call, info) ->
     env actions, executed; then DINO-WM's Push-T test on the state reached (see the module docstring).
     Returns success, success_step (env steps when first successful, or None), final_distance, final
@@ -274,7 +289,10 @@ def run_episode(env, policy, start_state: np.ndarray, goal_state: np.ndarray, go
     `frames` (T, H, W, 3) of the executed episode when `record`.
     """
     frame, info = env.reset(state=start_state)
-    policy.reset(goal_frame, info if goal_proprio is None else {**info, "goal_proprio": goal_proprio}, seed=seed)
+    goal = {"goal_state": np.asarray(goal_state, np.float64)}
+    if goal_proprio is not None:
+        goal["goal_proprio"] = goal_proprio
+    policy.reset(goal_frame, {**info, **goal}, seed=seed)
     m0 = goal_metrics(env.state(), goal_state)
     start_success = bool(m0["success"])
     boundary, frames, steps = [frame], [frame] if record else [], 0

@@ -20,7 +20,8 @@ PLANNERS = {"cem": plan_cem, "mppi": plan_mppi, "gradient": plan_gradient}
 def plan(model, history: torch.Tensor, goal: torch.Tensor, horizon: int, cfg, low: torch.Tensor,
          high: torch.Tensor, *, history_actions: torch.Tensor | None = None, cache=None,
          init: torch.Tensor | None = None, planner: str | None = None, generator: torch.Generator | None = None,
-         seed: int = 0, tau_ctx: float = 1.0, expand=None, bf16: bool = False, proprio=None) -> PlanResult:
+         seed: int = 0, tau_ctx: float = 1.0, expand=None, bf16: bool = False, proprio=None,
+         state=None) -> PlanResult:
     """Plan `horizon` model-step actions from an observed history toward a goal image's latents.
 
     history: (1, C, N, D) normalized latents of the observed frames (oldest first); history_actions (1, C − 1, A)
@@ -32,7 +33,9 @@ def plan(model, history: torch.Tensor, goal: torch.Tensor, horizon: int, cfg, lo
     are then in the planning space, and so is the result). bf16: run the candidate rollouts under bf16 autocast
     (plans and costs stay float32; on the `cpu` preset with AMX 1.6× faster per batch of 300, the top-30 candidates
     unchanged in a check on a trained model). proprio: a `ProprioGoal` term added to the cost (DINO-WM's visual +
-    proprio objective). Returns a PlanResult whose actions lie within [low, high].
+    proprio objective). state: a `StateGoal` pose term on the last predicted frame (planning/state_probe.py);
+    cfg.visual_weight scales the latent cost (0: the other terms alone). Returns a PlanResult whose actions lie
+    within [low, high].
     """
     name = planner or cfg.planner
     if name not in PLANNERS:
@@ -44,7 +47,7 @@ def plan(model, history: torch.Tensor, goal: torch.Tensor, horizon: int, cfg, lo
     with amp:
         obj = LatentGoalObjective(model, history, goal, history_actions, sample_steps=k, tau_ctx=tau_ctx,
                                   cost=cfg.cost, all_frames=cfg.cost_all_frames, seed=seed, cache=cache,
-                                  proprio=proprio)
+                                  proprio=proprio, state=state, visual_weight=cfg.visual_weight)
         sampling = {} if name == "gradient" else {"init_std": cfg.init_std}
         res = PLANNERS[name](_Float32(obj if expand is None else MappedObjective(obj, expand)), horizon, low, high,
                              cfg.planner_config(name), init=init, generator=generator, **sampling)
