@@ -89,7 +89,7 @@ def test_save_load_round_trip(tmp_path):
     x = torch.randn(3, 2, N, D)
     torch.testing.assert_close(back(x), probe(x), atol=0, rtol=0)
     torch.testing.assert_close(back.predict_pose(x), probe.predict_pose(x), atol=0, rtol=0)
-    assert back.metrics == {"agent_rmse_px": 7.0} and (back.channels, back.hidden) == (4, 32)
+    assert back.metrics == {"agent_rmse_px": 7.0} and (back.channels, back.hidden, back.token_hidden) == (4, 32, 64)
     assert StateProbe.load(path).num_tokens == N
     with pytest.raises(FileNotFoundError, match="state probe"):
         StateProbe.load(tmp_path / "missing")
