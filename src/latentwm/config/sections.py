@@ -92,8 +92,13 @@ class ModelConfig:
     k_max: int = 64
     """Finest step size is 1/k_max (a power of two)."""
     rope_base: float = 10000.0
+    dropout: float = 0.0
+    """Dropout on every attention and MLP residual branch's output while training (0: off). Inactive in eval mode:
+    the EMA, rollouts, planning and the bootstrap teacher's targets always see the whole network."""
 
     def __post_init__(self):
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         positive(self, "model", "latent_dim", "latent_grid", "width", "depth", "heads", "kv_heads",
                   "mlp_ratio", "time_every", "action_dim", "context_frames", "k_max", "rope_base")
         nonneg(self, "model", "registers")
@@ -276,6 +281,9 @@ class TrainConfig(LoopSettings):
     distributed: Literal["ddp", "fsdp"] = "ddp"
     """Strategy under torchrun: DDP, or FSDP2 fully_shard for models that do not fit one GPU."""
     eval_every: int = 500
+    keep_best: bool = True
+    """At every evaluation, keep the weights of the best held-out score so far (mean rollout latent MSE over
+    horizons) as `<out_dir>/checkpoints/best.pt`, recorded in `<out_dir>/best.json` (train/best.py)."""
 
     def __post_init__(self):
         self.check_loop("train")

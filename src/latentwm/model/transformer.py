@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from latentwm.config import ModelConfig
 from latentwm.model.layers import Attention, RMSNorm, SwiGLU, cached_attention, rope_1d, rope_2d
@@ -146,12 +147,16 @@ class KVCache:
 
 
 class Block(nn.Module):
-    """Pre-RMSNorm residual block: x + attn(norm(x)), then x + swiglu(norm(x)); kind 'space' or 'time'."""
+    """Pre-RMSNorm residual block: x + attn(norm(x)), then x + swiglu(norm(x)); kind 'space' or 'time'.
+
+    model.dropout > 0 drops elements of each branch's output (scaled by 1/(1 − p)) in training mode only; at 0 no
+    dropout op runs at all (no RNG draw), so runs without it are unchanged."""
 
     def __init__(self, cfg: ModelConfig, kind: str):
         super().__init__()
         self.kind = kind
         self.window = cfg.context_frames
+        self.dropout = cfg.dropout
         self.norm1 = RMSNorm(cfg.width)
         self.attn = Attention(cfg.width, cfg.heads, cfg.kv_heads, cfg.softcap, cfg.attention)
         self.norm2 = RMSNorm(cfg.width)
@@ -166,8 +171,13 @@ class Block(nn.Module):
         else:
             h = h.transpose(1, 2).reshape(B * S, T, W)
             a = self.attn(h, cos, sin, window=self.window, causal=True).view(B, S, T, W).transpose(1, 2)
-        x = x + a
-        return x + self.mlp(self.norm2(x))
+        x = x + self._drop(a)
+        return x + self._drop(self.mlp(self.norm2(x)))
+
+    def _drop(self, branch: torch.Tensor) -> torch.Tensor:
+        if self.dropout == 0.0 or not self.training:
+            return branch
+        return F.dropout(branch, self.dropout, training=True)
 
     def step_time(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None, layer: int):
         """One new frame through a time block. x (B, S, W); cos/sin (1, E/2) at the frame's absolute index.
@@ -179,8 +189,8 @@ class Block(nn.Module):
             segments.insert(0, (cache.k[layer], cache.v[layer]))
             kp, vp, factor = cache.prefix_k[layer], cache.prefix_v[layer], cache.factor
         o = cached_attention(q, segments, kp, vp, tokens=S, factor=factor, softcap=self.attn.softcap)
-        x = x + self.attn.o(o.transpose(1, 2).reshape(B, S, -1))
-        return x + self.mlp(self.norm2(x)), (k, v)
+        x = x + self._drop(self.attn.o(o.transpose(1, 2).reshape(B, S, -1)))
+        return x + self._drop(self.mlp(self.norm2(x))), (k, v)
 
 
 class Transformer(nn.Module):

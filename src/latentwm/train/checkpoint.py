@@ -5,6 +5,8 @@ Layout: `<root>/step_00001000/` holding `state.pt` (model, EMA, optimizer, sched
 SHA-256 of every file), written last. Everything is first written to a temporary directory that is renamed into
 place only when complete, so a crash mid-write leaves no directory that looks finished; a checkpoint damaged later
 (truncated copy, disk error) fails its manifest check and `latest_checkpoint` falls back to the previous one.
+Only `step_N` directories are checkpoints to resume from, list or prune; `best.pt` beside them (the weights of the
+best held-out score, train/best.py) is a one-file checkpoint that `load_world_model` also loads.
 
 Files are loaded with `torch.load(weights_only=True)` only: unpickling a crafted file runs arbitrary code, and a
 recomputed manifest would not stop it. So everything saved is tensors and plain data (`plain_state` converts numpy
@@ -18,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle  # only for its exception type: files are loaded with torch.load(weights_only=True)
 import random
 import re
 import secrets
@@ -33,15 +34,12 @@ import numpy as np
 import torch
 
 from latentwm.config import ExperimentConfig
-from latentwm.config.base import LatentwmError
 from latentwm.data.cache_integrity import cache_pool, legacy_label_note, same_encoder
 from latentwm.model.dynamics import DynamicsModel
+from latentwm.train.state_file import (CheckpointError, fsync_dir as _fsync_dir, load_file as _load,
+                                       load_state_file, save_file as _save_file)
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
-
-
-class CheckpointError(LatentwmError, RuntimeError):
-    """A checkpoint is missing, incomplete or corrupt; the message names the directory."""
 
 
 def rng_state() -> dict:
@@ -92,47 +90,12 @@ def plain_state(obj, where: str = "state"):
                           "data (numbers, strings, lists, dicts), as they are loaded with weights_only=True")
 
 
-def _load(path: Path, map_location="cpu"):
-    """torch.load with weights_only=True: a file holding anything but tensors and plain data is refused, never
-    unpickled (unpickling a crafted file runs arbitrary code)."""
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        why = f" (it references {found.group(1)})" if found else ""
-        raise CheckpointError(f"{path}: holds objects other than tensors and plain data (numbers, strings, lists, "
-                              f"dicts){why}; refusing to unpickle it, which could run code. Checkpoints written "
-                              "before latentwm loaded them with weights_only=True cannot be loaded") from e
-    except (RuntimeError, EOFError, ValueError) as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint file ({e})") from e
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _save_file(obj, path: Path) -> None:
-    with open(path, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
@@ -407,17 +370,21 @@ def check_pairing(state: dict, cache_info: dict, cache_path) -> None:
 
 
 def load_world_model(path: str | os.PathLike, ema: bool = True, device="cpu"):
-    """(model, ExperimentConfig, state) from a checkpoint directory, or the latest one under a run folder.
+    """(model, ExperimentConfig, state) from a checkpoint directory, the latest one under a run folder, or a
+    one-file checkpoint such as `<run>/checkpoints/best.pt` (the best held-out score's weights, train/best.py).
 
     ema=True loads the EMA weights (what sampling uses). state holds the saved facts (data_stats, encoder, ...).
     """
     path = Path(path)
-    if not (path / "manifest.json").exists():
-        found = latest_checkpoint(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
-        if found is None:
-            raise CheckpointError(f"no complete checkpoint in {path}")
-        path = found
-    state = load_checkpoint(path, map_location=device)
+    if path.is_file():
+        state = load_state_file(path, map_location=device)
+    else:
+        if not (path / "manifest.json").exists():
+            found = latest_checkpoint(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
+            if found is None:
+                raise CheckpointError(f"no complete checkpoint in {path}")
+            path = found
+        state = load_checkpoint(path, map_location=device)
     cfg = ExperimentConfig.from_dict(state["config"])
     model = DynamicsModel(cfg.model).to(device)
     model.load_state_dict(state["ema" if ema else "model"])

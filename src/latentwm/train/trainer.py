@@ -1,5 +1,6 @@
 """Dynamics training: shortcut forcing, AdamW + warmup/cosine, EMA, bf16 autocast, accumulation, DDP/FSDP2,
-atomic checkpoints with exact resume, non-finite step skipping, logs, periodic rollout evaluation with videos.
+atomic checkpoints with exact resume, non-finite step skipping, logs, periodic rollout evaluation with videos, and
+the weights of the best held-out score kept as checkpoints/best.pt (train/best.py; `Trainer.load_best`).
 
 Determinism (what makes resume and DDP exact): the data stream is indexed by a global sample number k — the optimizer
 step s, micro-batch j and rank r read samples k = (s·accum + j)·G + r·m + i (G global micro-batch, m per rank) — and
@@ -29,6 +30,7 @@ from latentwm.eval.visualize import rollout_video, save_gif
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.objectives.shortcut_forcing import ShortcutForcing
 from latentwm.distributed import DistInfo, init_distributed, shutdown, unwrap, wrap_model
+from latentwm.train.best import BestKeeper, held_out_score
 from latentwm.train.decoder_trainer import load_decoder
 from latentwm.train.logging import RunLogger
 from latentwm.train.loop import (Loop, NonFiniteGuard, TrainingDiverged, autocast_args, lr_lambda,  # noqa: F401
@@ -51,18 +53,20 @@ class StreamBatchSampler(Sampler):
 
 @dataclass(frozen=True)
 class TrainState:
-    """Where a run is: optimizer steps done, non-finite steps skipped, (step, loss) of every logged row."""
+    """Where a run is: optimizer steps done, non-finite steps skipped, (step, loss) of every logged row, and the
+    best held-out score so far ({"step", "score", "rollout"}, None before the first evaluation)."""
 
     step: int
     nonfinite: int
     history: list
+    best: dict | None = None
 
 
 # Fields a resumed run may change: how long and how often things happen, not what is learned from what.
 RESUMABLE = {"preset", "rollout", "plan", "train.steps", "train.log_every", "train.eval_every", "train.ckpt_every",
-             "train.keep_last", "train.resume", "train.wandb", "train.max_nonfinite", "train.out_dir",
-             "train.compile", "train.compile_scope", "train.compile_backend", "train.precision", "train.distributed",
-             "data.num_workers", "data.allow_partial"}
+             "train.keep_last", "train.keep_best", "train.resume", "train.wandb", "train.max_nonfinite",
+             "train.out_dir", "train.compile", "train.compile_scope", "train.compile_backend", "train.precision",
+             "train.distributed", "data.num_workers", "data.allow_partial"}
 
 
 def config_changes(saved: dict, now: dict, prefix: str = "") -> list[str]:
@@ -79,6 +83,30 @@ def config_changes(saved: dict, now: dict, prefix: str = "") -> list[str]:
         elif (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
             out.append(f"{name}: {a!r} -> {b!r}")
     return out
+
+
+def saved_config(saved: dict) -> dict:
+    """A checkpoint's config as this version writes it: fields added since (model.dropout, train.keep_best, ...)
+    at their defaults, which are the behaviour before they existed. Unchanged when it does not parse."""
+    try:
+        return ExperimentConfig.from_dict(saved).to_dict()
+    except (ConfigError, TypeError):
+        return saved
+
+
+class _EvalModeTeacher:
+    """The bootstrap teacher with dropout off: calls `module` in eval mode and restores train mode, so the targets
+    are those of the network that is sampled from (used when model.dropout > 0)."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module = module
+
+    def __call__(self, *args, **kwargs):
+        self.module.eval()
+        try:
+            return self.module(*args, **kwargs)
+        finally:
+            self.module.train()
 
 
 class Trainer:
@@ -130,6 +158,10 @@ class Trainer:
         self.autocast = autocast_args(tc.precision, self.device)
         self.log = RunLogger(self.out, enabled=self.dist.is_main, wandb=tc.wandb, config=cfg.to_dict())
         self.guard = NonFiniteGuard("train", tc.max_nonfinite, self.ckpt_dir, "train.max_nonfinite")
+        r = cfg.rollout  # what the held-out score depends on (not rollout.decoder: videos only)
+        self.best = BestKeeper(self.out, {"context": r.context, "horizon": r.horizon, "sample_steps": r.sample_steps,
+                                          "tau_ctx": r.tau_ctx, "use_ema": r.use_ema})
+        self.teacher = _EvalModeTeacher(unwrap(self.model)) if cfg.model.dropout > 0 else unwrap(self.model)
         self.loop = Loop("train", self.out, tc.steps, state_fn=self.state_dict, load_fn=self.load_state_dict,
                          log_every=tc.log_every, ckpt_every=tc.ckpt_every, keep_last=tc.keep_last,
                          eval_every=tc.eval_every, logger=self.log, dist=self.dist,
@@ -137,27 +169,29 @@ class Trainer:
 
     @property
     def state(self) -> TrainState:
-        return TrainState(self.loop.step, self.guard.count, self.history)
+        return TrainState(self.loop.step, self.guard.count, self.history, self.best.record)
 
     # -------------------------------------------------------------------------------------------------- state
-    def _weights_state(self) -> dict:
-        """Model, EMA and optimizer state; under FSDP2 gathered into full tensors (a collective: every rank)."""
+    def _weights_state(self, optimizer: bool = True) -> dict:
+        """Model, EMA and (optimizer=True) optimizer state; under FSDP2 gathered into full tensors (a collective:
+        every rank)."""
         if not self.fsdp:
-            return {"model": unwrap(self.model).state_dict(), "ema": self.ema.state_dict(),
-                    "optimizer": self.opt.state_dict()}
+            out = {"model": unwrap(self.model).state_dict(), "ema": self.ema.state_dict()}
+            return {**out, "optimizer": self.opt.state_dict()} if optimizer else out
         from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                              get_optimizer_state_dict)
 
         full = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        return {"model": get_model_state_dict(self.model, options=full),
-                "ema": get_model_state_dict(self.ema, options=full),
-                "optimizer": get_optimizer_state_dict(self.model, self.opt, options=full)}
+        out = {"model": get_model_state_dict(self.model, options=full),
+               "ema": get_model_state_dict(self.ema, options=full)}
+        return {**out, "optimizer": get_optimizer_state_dict(self.model, self.opt, options=full)} if optimizer else out
 
-    def _load_weights_state(self, st: dict) -> None:
+    def _load_weights_state(self, st: dict, optimizer: bool = True) -> None:
         if not self.fsdp:
             unwrap(self.model).load_state_dict(st["model"])
             self.ema.load_state_dict(st["ema"])
-            self.opt.load_state_dict(st["optimizer"])
+            if optimizer:
+                self.opt.load_state_dict(st["optimizer"])
             return
         from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
                                                              set_optimizer_state_dict)
@@ -165,16 +199,17 @@ class Trainer:
         full = StateDictOptions(full_state_dict=True)
         set_model_state_dict(self.model, st["model"], options=full)
         set_model_state_dict(self.ema, st["ema"], options=full)
-        set_optimizer_state_dict(self.model, self.opt, st["optimizer"], options=full)
+        if optimizer:
+            set_optimizer_state_dict(self.model, self.opt, st["optimizer"], options=full)
 
     def state_dict(self) -> dict:
         return {**self._weights_state(), "scheduler": self.sched.state_dict(),
-                "nonfinite": self.guard.count, "history": self.history,
+                "nonfinite": self.guard.count, "history": self.history, "best": self.best.record,
                 "data_position": self.loop.step * self.cfg.train.grad_accum,
                 "config": self.cfg.to_dict(), **self.extra_state}
 
     def load_state_dict(self, st: dict) -> None:
-        changed = config_changes(st["config"], self.cfg.to_dict())
+        changed = config_changes(saved_config(st["config"]), self.cfg.to_dict())
         if changed:
             raise ConfigError(f"train.resume: {st['path']} was trained with other settings: {'; '.join(changed)}. "
                               "Only train.steps, logging/checkpoint cadence, data.num_workers, rollout.* and plan.* "
@@ -183,6 +218,20 @@ class Trainer:
         self.sched.load_state_dict(st["scheduler"])
         self.guard.count = st["nonfinite"]
         self.history = list(st.get("history", []))
+        self.best.restore(st.get("best"), log=print if self.dist.is_main else (lambda *_: None))
+
+    def load_best(self) -> dict:
+        """Load `<out_dir>/checkpoints/best.pt` — the weights of the best held-out score (train.keep_best) — into
+        the model and the EMA; returns its record {"step", "score", "rollout"}. Meant for after fit() (evaluation,
+        planning, export): the optimizer and scheduler keep the last step's state, so do not train on from here.
+        Raises CheckpointError naming the file when there is none or it is damaged, ConfigError when it was
+        trained with other settings than this trainer's."""
+        st = self.best.load(map_location=self.device)
+        changed = config_changes(saved_config(st["config"]), self.cfg.to_dict())
+        if changed:
+            raise ConfigError(f"{st['path']} was trained with other settings: {'; '.join(changed)}")
+        self._load_weights_state(st, optimizer=False)
+        return dict(st["best"])
 
     def save(self) -> Path:
         return self.loop.save()
@@ -203,7 +252,8 @@ class Trainer:
         return [sample_seed(self.cfg.train.seed, k) for k in range(base, base + m)]
 
     def fit(self) -> dict:
-        """Train to train.steps (resuming with train.resume); returns {"step", "history", "nonfinite"}."""
+        """Train to train.steps (resuming with train.resume); returns {"step", "history", "nonfinite", "best"}
+        (best: the best held-out score's {"step", "score", "rollout"} or None; `load_best()` loads its weights)."""
         tc = self.cfg.train
 
         def start_data():
@@ -213,7 +263,8 @@ class Trainer:
         self.loop.fit(self.train_step, resume=tc.resume, map_location=self.device, before_run=start_data,
                       eval_fn=self.evaluate if self.eval_set is not None else None, on_log=self._log_row)
         self.log.close()
-        return {"step": self.loop.step, "history": self.history, "nonfinite": self.guard.count}
+        return {"step": self.loop.step, "history": self.history, "nonfinite": self.guard.count,
+                "best": self.best.record}
 
     def train_step(self, step: int) -> dict:
         """One optimizer step over grad_accum micro-batches; {} when skipped as non-finite."""
@@ -235,7 +286,7 @@ class Trainer:
             with ctx, torch.autocast(**self.autocast):
                 loss, m = self.objective(
                     self.forward, b.latents, b.actions, b.action_mask, b.valid, global_step=step,
-                    bootstrap_model=unwrap(self.model), seeds=self._micro_seeds(step * tc.grad_accum + j),
+                    bootstrap_model=self.teacher, seeds=self._micro_seeds(step * tc.grad_accum + j),
                     normalizer=normalizer, collective_safe=self.fsdp)
             loss.backward()
             for k, v in m.items():
@@ -277,16 +328,22 @@ class Trainer:
         return self._dec
 
     def evaluate(self, step: int) -> dict:
-        """Rollout error per horizon vs ground truth and copy-last, with the EMA weights; a video (decoded frames
-        with rollout.decoder, PCA of the features otherwise)."""
+        """Rollout error per horizon vs ground truth and copy-last, with the EMA weights (rollout.use_ema) in eval
+        mode (no dropout); a video (decoded frames with rollout.decoder, PCA of the features otherwise); the best
+        held-out score so far and, when this one beats it, its weights as checkpoints/best.pt (`_keep_best`)."""
         r = self.cfg.rollout
         model = self.ema if r.use_ema else unwrap(self.model)
-        res = rollout_errors(model, self.eval_batches(), r.context, r.horizon, r.sample_steps, r.tau_ctx,
-                             seed=self.cfg.train.seed, device=self.device, keep_predictions=2)
+        training = model.training  # the raw model trains in train mode; evaluate it as it is sampled from
+        model.eval()
+        try:
+            res = rollout_errors(model, self.eval_batches(), r.context, r.horizon, r.sample_steps, r.tau_ctx,
+                                 seed=self.cfg.train.seed, device=self.device, keep_predictions=2)
+        finally:
+            model.train(training)
         if self.dist.is_main:
             vals = {f"h{h}_model": e for h, e in zip(res["horizons"], res["model_error"])}
             vals.update({f"h{h}_copy_last": e for h, e in zip(res["horizons"], res["copy_last_error"])})
-            vals["mean_model"] = sum(res["model_error"]) / len(res["model_error"])
+            vals["mean_model"] = held_out_score(res)
             vals["mean_copy_last"] = sum(res["copy_last_error"]) / len(res["copy_last_error"])
             self.log.scalars(step, vals, prefix="eval/")
             truth, pred, ctx = res["examples"][0]
@@ -294,9 +351,31 @@ class Trainer:
                                   latent_stats=self.extra_state.get("data_stats", {}).get("latents"))
             save_gif(self.out / "eval" / f"rollout_step{step:08d}.gif", video)
             self.log.image(step, "eval/rollout_last_frame", video[-1])
-            if self.on_eval is not None:
-                self.on_eval(step, res)
+        self._keep_best(step, res)
+        if self.dist.is_main and self.on_eval is not None:
+            self.on_eval(step, res)
         return res
+
+    def _keep_best(self, step: int, res: dict) -> None:
+        """Compare this evaluation's held-out score with the best so far; when it is lower, record it (saved with
+        the train state) and, with train.keep_best, write checkpoints/best.pt and best.json. Every rank calls this:
+        rank 0's verdict decides (the FSDP2 weight gather is a collective)."""
+        score = held_out_score(res)
+        improved = self.best.improves(score)
+        if self.dist.enabled:
+            mine = [float(improved), score] if self.dist.is_main else [0.0, 0.0]
+            verdict = self.dist.all_reduce_sum(torch.tensor(mine, dtype=torch.float64, device=self.device))
+            improved, score = bool(verdict[0] > 0), float(verdict[1])
+        if improved:
+            self.best.accept(step, score)
+            if self.cfg.train.keep_best:
+                weights = self._weights_state(optimizer=False) if self.dist.is_main or self.fsdp else {}
+                if self.dist.is_main:
+                    self.best.write({**weights, "config": self.cfg.to_dict(), **self.extra_state},
+                                    res["model_error"])
+        if self.dist.is_main and self.best.record is not None:
+            self.log.scalars(step, {"best_score": self.best.record["score"], "best_step": self.best.record["step"]},
+                             prefix="eval/")
 
 
 def train(cfg: ExperimentConfig) -> dict:
