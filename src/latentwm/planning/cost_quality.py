@@ -1,0 +1,162 @@
+"""Can a goal cost drive Push-T planning at all? A cost measured with the real simulator as a perfect world model.
+
+Two figures per cost (`benchmarks/bench_plan_cost.py`, the demo report's `encoder.cost_quality`):
+
+- rank correlation: `samples` random plans of `horizon` model steps from each goal's start (the planners' initial
+  distribution: the agent holding its position plus `init_std` noise in normalized action space) are executed in
+  the simulator; Spearman correlation, per goal, between the cost of the reached frame and the true state distance
+  to the goal (block px + agent px + angle degrees), averaged over goals. A cost a planner can use correlates.
+- CEM on the simulator: the plan section's CEM settings, up to 2 plans of `horizon` model steps per goal, candidates
+  scored by executing them in the simulator and applying the cost; DINO-WM's success test on the reached state.
+  When this fails, no world model trained on those latents can plan well: the encoder is the bottleneck.
+
+Costs: `latent` (MSE of the normalized encoder tokens of the last frame: what planning uses), `latent_raw` (the
+LayerNorm-ed tokens before per-channel statistics, as DINO-WM compares them), `pixel` (MSE of raw frames) and
+`state` (the true state distance: the planner's ceiling).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from latentwm.config import PlanConfig
+from latentwm.envs.pusht import PushTEnv, goal_metrics
+from latentwm.planning.cem import plan_cem
+from latentwm.planning.mpc import ActionCodec, LatentObserver
+
+COSTS = ("latent", "latent_raw", "pixel", "state")
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation of two 1-D sequences (0 when either is constant)."""
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    if ra.std() == 0 or rb.std() == 0:
+        return 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+class SimCosts:
+    """Executes (P, H, k) planning-space candidates from a state in a private simulator; returns every cost."""
+
+    def __init__(self, codec: ActionCodec, observer: LatentObserver, image_size: int):
+        self.codec, self.observer, self.sim = codec, observer, PushTEnv(image_size=image_size)
+
+    def __call__(self, start_state, candidates: torch.Tensor, goal_frame, goal_latent, goal_state,
+                 costs=COSTS) -> dict:
+        frames, dists = [], []
+        for c in candidates:
+            f, _ = self.sim.reset(state=start_state)
+            for a in self.codec.to_env(self.codec.expand(c)):
+                f, *_ = self.sim.step(a)
+            frames.append(f)
+            dists.append(goal_metrics(self.sim.state(), goal_state)["state_dist"])
+        frames = np.stack(frames)  # (P, H, W, 3)
+        out = {"state": np.asarray(dists)}
+        if "latent" in costs or "latent_raw" in costs:
+            raw = self.observer.encode(frames).float()  # (P, N, D) LayerNorm-ed tokens, before dataset statistics
+            lat = (raw - self.observer.mean) / self.observer.std
+            goal_raw = goal_latent * self.observer.std + self.observer.mean
+            out["latent"] = ((lat - goal_latent) ** 2).mean((1, 2)).numpy()
+            out["latent_raw"] = ((raw - goal_raw) ** 2).mean((1, 2)).numpy()
+        if "pixel" in costs:
+            out["pixel"] = ((frames.astype(np.float32) - goal_frame.astype(np.float32)) ** 2).mean((1, 2, 3))
+        return out
+
+    def close(self) -> None:
+        self.sim.close()
+
+
+@dataclass(frozen=True)
+class CostQualitySettings:
+    samples: int = 96
+    """Random plans per goal for the rank correlation."""
+    cem: bool = True
+    """Also run CEM on the simulator (the slower half)."""
+    max_plans: int = 2
+    """CEM plans of plan.horizon model steps per goal (DINO-WM's replanning, stopped at success)."""
+
+
+def cost_quality(goals: list, codec: ActionCodec, observer: LatentObserver, plan_cfg: PlanConfig,
+                 costs=COSTS, settings: CostQualitySettings = CostQualitySettings(), log=print) -> dict:
+    """Rank correlation and CEM-on-simulator success of each cost over `goals` (`planning.evaluate.sample_goals`).
+
+    observer: the encoder with the latent statistics the costs are normalized with (its `mean`/`std` must be set).
+    Returns {"per_cost": {cost: {rank_corr, cem_on_simulator_success, cem_on_simulator_final_distance}},
+    "goals", "samples", "start_distance", "per_goal": [...]}.
+    """
+    costs = tuple(costs)
+    if "state" not in costs:
+        costs = (*costs, "state")
+    sim = SimCosts(codec, observer, goals[0].goal_frame.shape[0])
+    env = PushTEnv(image_size=goals[0].goal_frame.shape[0])
+    corr = {c: [] for c in costs}
+    cem = {c: {"success": [], "final_distance": []} for c in costs}
+    per_goal = []
+    try:
+        for g in goals:
+            goal_latent = observer(g.goal_frame[None])[0]
+            cands = _random_plans(codec, g, plan_cfg, settings.samples)
+            got = sim(g.start_state, cands, g.goal_frame, goal_latent, g.goal_state, costs)
+            for c in costs:
+                corr[c].append(spearman(got[c], got["state"]))
+            row = {"goal": g.index, **{f"{c}_rank_corr": corr[c][-1] for c in costs}}
+            if settings.cem:
+                for c in costs:
+                    ok, dist = _cem_on_sim(sim, env, codec, g, goal_latent, plan_cfg, c, settings.max_plans)
+                    cem[c]["success"].append(ok)
+                    cem[c]["final_distance"].append(dist)
+                    row.update({f"{c}_cem_success": ok, f"{c}_cem_final_distance": dist})
+            per_goal.append(row)
+            log("goal {}: rank corr {}".format(g.index, " ".join(f"{c} {corr[c][-1]:.2f}" for c in costs))
+                + (" | CEM-on-sim " + " ".join(f"{c} {'✓' if cem[c]['success'][-1] else '✗'} "
+                                               f"{cem[c]['final_distance'][-1]:.0f}" for c in costs)
+                   if settings.cem else ""))
+    finally:
+        sim.close()
+        env.close()
+    per_cost = {c: {"rank_corr": float(np.mean(corr[c]))} for c in costs}
+    if settings.cem:
+        for c in costs:
+            per_cost[c].update(cem_on_simulator_success=float(np.mean(cem[c]["success"])),
+                               cem_on_simulator_final_distance=float(np.mean(cem[c]["final_distance"])))
+    return {"per_cost": per_cost, "goals": len(goals), "samples": settings.samples,
+            "start_distance": float(np.mean([goal_metrics(g.start_state, g.goal_state)["state_dist"]
+                                             for g in goals])), "per_goal": per_goal}
+
+
+def _random_plans(codec: ActionCodec, g, cfg: PlanConfig, n: int) -> torch.Tensor:
+    """(n, H, plan_dim) candidates from the planners' initial distribution around holding the agent's position."""
+    low, high = codec.bounds()
+    gen = torch.Generator().manual_seed(g.index)
+    mean = codec.hold(g.start_state[:2], cfg.horizon)
+    noise = cfg.init_std * torch.randn((n, *mean.shape), generator=gen)
+    return torch.max(torch.min(mean + noise, high), low)
+
+
+def _cem_on_sim(sim: SimCosts, env: PushTEnv, codec: ActionCodec, g, goal_latent, cfg: PlanConfig, cost: str,
+                max_plans: int) -> tuple[bool, float]:
+    """CEM with the simulator as the model under `cost`; (success at any replanning point, final state distance)."""
+    low, high = codec.bounds()
+    env.reset(state=g.start_state)
+    m = goal_metrics(env.state(), g.goal_state)
+    for rep in range(max_plans):
+        s0 = env.state().copy()
+
+        def objective(x, grad=False, s0=s0):
+            return torch.as_tensor(sim(s0, x, g.goal_frame, goal_latent, g.goal_state, (cost,))[cost])
+
+        res = plan_cem(objective, cfg.horizon, low, high, cfg.cem, init_std=cfg.init_std,
+                       init=codec.hold(s0[:2], cfg.horizon),
+                       generator=torch.Generator().manual_seed(1000 * g.index + rep))
+        for a in codec.to_env(codec.expand(res.actions)):
+            env.step(a)
+        m = goal_metrics(env.state(), g.goal_state)
+        if m["success"]:
+            return True, m["state_dist"]
+    return False, m["state_dist"]
+
+
+__all__ = ["COSTS", "CostQualitySettings", "SimCosts", "cost_quality", "spearman"]
