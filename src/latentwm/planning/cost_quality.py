@@ -18,13 +18,16 @@ LayerNorm-ed tokens before per-channel statistics, as DINO-WM compares them), `p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from latentwm.config import PlanConfig
+from latentwm.config import ExperimentConfig, PlanConfig
+from latentwm.data.episodes import NormStats, load_episode
 from latentwm.envs.pusht import PushTEnv, goal_metrics
 from latentwm.planning.cem import plan_cem
+from latentwm.planning.evaluate import held_out_episodes, sample_goals
 from latentwm.planning.mpc import ActionCodec, LatentObserver
 
 COSTS = ("latent", "latent_raw", "pixel", "state")
@@ -159,4 +162,32 @@ def _cem_on_sim(sim: SimCosts, env: PushTEnv, codec: ActionCodec, g, goal_latent
     return False, m["state_dist"]
 
 
-__all__ = ["COSTS", "CostQualitySettings", "SimCosts", "cost_quality", "spearman"]
+def encoder_cost_quality(encode, episodes_dir, exp: ExperimentConfig, num_goals: int = 8,
+                         settings: CostQualitySettings = CostQualitySettings(), costs=("latent",),
+                         stat_frames: int = 2000, log=print) -> dict:
+    """`cost_quality` of an encoder on a folder of Push-T episodes, before any latent cache exists (the demo scores
+    its encoder right after pretraining it, and the random one beside it).
+
+    encode: uint8 frames (B, H, W, 3) -> (B, N, D) LayerNorm-ed tokens (`DinoEncoder.encode` without stats).
+    Latent statistics come from `stat_frames` frames evenly strided over the training episodes, action statistics
+    from their actions; goals are `exp.plan`'s protocol on the held-out episodes (`exp.data` split).
+    """
+    d = exp.data
+    held = held_out_episodes(episodes_dir, None, d.eval_fraction, d.seed)
+    train = sorted(set(Path(episodes_dir).glob("episode_*.npz")) - set(held))
+    eps = [load_episode(p) for p in train]
+    frames = [np.asarray(e.frames[e.cameras[0]]) for e in eps]
+    total = sum(len(f) for f in frames)
+    stride = max(1, total // stat_frames)
+    sample = np.concatenate([f[::stride] for f in frames])
+    lat = torch.cat([torch.as_tensor(encode(sample[i:i + 256])).float().cpu() for i in range(0, len(sample), 256)])
+    lat = lat.reshape(-1, lat.shape[-1]).double()
+    stats = NormStats(mean=lat.mean(0).numpy(), std=lat.std(0).numpy(), count=len(lat))
+    acts = np.concatenate([e.actions for e in eps if e.actions is not None]).astype(np.float64)
+    codec = ActionCodec.from_stats(NormStats(mean=acts.mean(0), std=acts.std(0), count=len(acts)), d.frame_skip,
+                                   exp.model.action_dim)
+    goals = sample_goals(held, num_goals, exp.plan.goal_offset, exp.plan.seed)
+    return cost_quality(goals, codec, LatentObserver(encode, stats), exp.plan, costs, settings, log=log)
+
+
+__all__ = ["COSTS", "CostQualitySettings", "SimCosts", "cost_quality", "encoder_cost_quality", "spearman"]
