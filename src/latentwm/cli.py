@@ -15,7 +15,7 @@ from typing import Callable
 import tyro
 
 from latentwm.config import (PRESETS, ConfigError, DemoConfig, EncodeConfig, EvalConfig, GenerateConfig,
-                             LatentwmError, PlanRunConfig, VerifyConfig)
+                             LatentwmError, PlanRunConfig, PretrainEncoderConfig, VerifyConfig)
 from latentwm.config import preset as get_full_preset
 from latentwm.data.sources.pusht import run_generate
 from latentwm.data.verify import run_verify
@@ -25,6 +25,7 @@ from latentwm.train.evaluate import run_eval
 from latentwm.planning.evaluate import run_plan
 from latentwm.rl.runner import run_rl
 from latentwm.train.decoder_trainer import run_train_decoder
+from latentwm.train.encoder_pretrain import run_pretrain_encoder
 from latentwm.train.lock import RunLock
 from latentwm.train.trainer import train
 
@@ -56,6 +57,9 @@ COMMANDS: dict[str, Command] = {
                     lambda p: EvalConfig(), run_eval),
     "train-decoder": Command("RAE-style decoder from latents back to pixels (cache or online encoding; PSNR/SSIM, "
                              "reconstruction grids)", lambda p: get_full_preset(p).decoder, run_train_decoder),
+    "pretrain-encoder": Command("a small DINOv2-architecture encoder, self-supervised on your training episodes "
+                                "(dino / masked-pixels / time-contrastive) → --encoder.name OUT/encoder",
+                                lambda p: PretrainEncoderConfig(), run_pretrain_encoder),
     "rl": Command("offline RL in the frozen model: BC + reward heads, PMPO imagination training, gym-pusht eval",
                   lambda p: get_full_preset(p).rl, run_rl),
     "verify": Command("check a latent cache's shards against their checksums (exit 2 when one is damaged)",
@@ -66,7 +70,8 @@ COMMANDS: dict[str, Command] = {
 def _usage() -> str:
     lines = ["usage: latentwm <command> [--preset NAME] [--section.field VALUE ...] [--debug]", "",
              "Latent world models on frozen DINO features.", "", "commands:"]
-    lines += [f"  {name:<14} {cmd.summary}" for name, cmd in COMMANDS.items()]
+    width = max(map(len, COMMANDS))
+    lines += [f"  {name:<{width}} {cmd.summary}" for name, cmd in COMMANDS.items()]
     lines += ["", f"presets: {', '.join(PRESETS)} (default cpu)",
               "`latentwm <command> --help` lists every field of a command."]
     return "\n".join(lines)

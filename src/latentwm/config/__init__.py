@@ -12,6 +12,7 @@ from latentwm.config.commands import DemoConfig, EncodeConfig, EvalConfig, Gener
 from latentwm.config.experiment import ExperimentConfig
 from latentwm.config.planning import (CEMConfig, GradientConfig, MPPIConfig, PlanConfig, PlanRunConfig,
                                       ProbeConfig)
+from latentwm.config.pretrain import PretrainEncoderConfig
 from latentwm.config.presets import DEMO_PLAN, PRESETS, Preset, get_preset, preset
 from latentwm.config.registry import (BASELINE_NAMES, ENCODER_PRESETS, PLANNER_NAMES, SOURCES,
                                       EncoderPreset)
@@ -23,4 +24,5 @@ __all__ = ["BASELINE_NAMES", "CEMConfig", "ConfigError", "DEMO_PLAN", "DataConfi
            "DemoSizes", "ENCODER_PRESETS", "EncodeConfig", "EncoderConfig", "EncoderPreset", "EvalConfig",
            "ExperimentConfig", "LatentwmError", "GenerateConfig", "GradientConfig", "MPPIConfig", "ModelConfig",
            "ObjectiveConfig", "PLANNER_NAMES", "PRESETS", "PlanConfig", "PlanRunConfig", "Preset", "ProbeConfig",
-           "RLConfig", "RolloutConfig", "SOURCES", "TrainConfig", "VerifyConfig", "get_preset", "preset"]
+           "PretrainEncoderConfig", "RLConfig", "RolloutConfig", "SOURCES", "TrainConfig", "VerifyConfig", "get_preset",
+           "preset"]
