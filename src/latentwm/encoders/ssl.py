@@ -146,8 +146,8 @@ class DinoIbot(nn.Module):
         m = mask.float()
         ibot = ((-(p_patch * s_patch).sum(-1)) * m).sum() / m.sum().clamp_min(1.0)
         with torch.no_grad():
-            self.center.lerp_(t_cls.mean(0), 1 - self.cm)
-            self.patch_center.lerp_(t_patch.mean((0, 1)), 1 - self.cm)
+            self.center.lerp_(t_cls.float().mean(0), 1 - self.cm)
+            self.patch_center.lerp_(t_patch.float().mean((0, 1)), 1 - self.cm)
         return {"loss": dino + ibot, "dino": dino.detach(), "ibot": ibot.detach()}
 
 
