@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from latentwm.cli import main
+from latentwm.report.sections import encoder_paragraph
 
 
 @pytest.mark.slow
@@ -21,8 +22,24 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
     assert all(e > 0 for e in r["model_error"] + r["copy_last_error"])
     assert m["encoder"]["weights"] == "random"
     assert m["wall_time_s"] > 0 and m["training"]["steps"] == 150
+    # baselines a blurring model cannot beat by blurring, mean of 4 samples, swapped actions, K = 1
+    for k in ("context_average_error", "mean_of_samples_error", "sample_error", "swapped_actions_error",
+              "k1_model_error"):
+        assert len(r[k]) == 4 and all(e > 0 for e in r[k]), k
+    assert isinstance(r["action_sensitivity"], float) and r["num_samples"] == 4
+    assert r["beats_context_average"] == [m < c for m, c in zip(r["model_error"], r["context_average_error"])]
+    se = r["state_error"]  # the state probe's reading of predicted vs true frames, beside the baselines
+    for k in ("model", "copy_last", "context_average"):
+        assert set(se[k]) == {"agent_px", "block_px", "angle_deg"} and all(len(v) == 4 for v in se[k].values())
+    assert se["probe"]["block_rmse_px"] > 0 and (out / "train" / "state_probe.safetensors").exists()
+    # the best held-out weights are evaluated (smoke evaluates once, at the last step: the same step)
+    tr = m["training"]
+    assert tr["kept_step"] == 150 and (out / "train" / "checkpoints" / "best.pt").exists()
+    assert tr["kept_score"] == pytest.approx(sum(r["model_error"]) / 4, rel=1e-6) == tr["last_step_score"]
     report = (out / "report" / "report.md").read_text()
     assert "random weights" in report
+    assert "| context average |" in report and "| mean of 4 samples |" in report and "| model (K = 1) |" in report
+    assert "## Pose error of predicted frames (state probe)" in report and "best held-out weights" in report
     for f in ("training_curve.png", "rollout_error.png", "rollouts/rollout_0.gif"):
         assert (out / "report" / f).stat().st_size > 0
     dec = m["decoder"]  # the videos are rendered by the demo's own decoder
@@ -40,19 +57,34 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
     st = pl["settings"]  # DINO-WM's visual + proprio objective, the agent read out by the demo's probe
     assert st["proprio_term"] and st["proprio_weight"] == 1.0 and st["proprio_probe"]["heldout_rmse"] > 0
     assert (out / "train" / "proprio_probe.safetensors").exists() and "proprio MSE" in report
+    assert st["proprio_probe"]["model_step"] == tr["kept_step"]
+    # success split by whether the block must move; CEM on the state-probe cost alone (the diagnosis)
+    n_static = round(pl["block_static_goals"] * 2)
+    for k, n in (("success_rate_block_moves", 2 - n_static), ("success_rate_block_static", n_static)):
+        assert set(pl[k]) == methods and all((v is None) == (n == 0) for v in pl[k].values()), k
+    diag = pl["state_probe_cost"]
+    assert 0 <= diag["success_rate"] <= 1 and diag["block_pos_diff"] > 0 and diag["cost"]["visual_weight"] == 0
+    assert {"success_rate_block_moves", "agent_pos_diff", "angle_diff_deg", "final_distance"} <= set(diag)
+    assert "| cem (state-probe cost) |" in report and "**Diagnosis: CEM on the state-probe cost.**" in report
+    assert (out / "report" / "planning" / "state_cost" / "planning.json").exists()
 
-    # re-running resumes every stage instead of redoing it
+    # re-running resumes every stage instead of redoing it (the state probe too)
     assert main(["demo", "--preset", "smoke", "--out-dir", str(out)]) == 0
-    assert json.loads((out / "report" / "metrics.json").read_text())["rollout"]["model_error"] == r["model_error"]
+    assert "(fitted before on these latents)" in capsys.readouterr().out
+    m2 = json.loads((out / "report" / "metrics.json").read_text())
+    assert m2["rollout"]["model_error"] == r["model_error"] and m2["rollout"]["state_error"] == se
 
-    # the eval command on the demo's checkpoint reproduces the demo's own numbers
-    assert main(["eval", "--checkpoint", str(out / "train"), "--out-dir", str(tmp_path / "ev")]) == 0
+    # the eval command on the demo's kept checkpoint reproduces the demo's own numbers
+    best = str(out / "train" / "checkpoints" / "best.pt")
+    assert main(["eval", "--checkpoint", best, "--out-dir", str(tmp_path / "ev")]) == 0
     ev = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert ev["model_error"] == r["model_error"] and ev["num_clips"] == r["num_clips"]
+    assert ev["context_average_error"] == r["context_average_error"]
+    assert ev["mean_of_samples_error"] == r["mean_of_samples_error"]
     assert (tmp_path / "ev" / "rollout_0.gif").exists()
 
-    # the plan command on the demo's checkpoint reproduces the demo's planning numbers for the same goals
-    assert main(["plan", "--checkpoint", str(out / "train"), "--episodes-dir", str(out / "episodes"),
+    # the plan command on the demo's kept checkpoint reproduces the demo's planning numbers for the same goals
+    assert main(["plan", "--checkpoint", best, "--episodes-dir", str(out / "episodes"),
                  "--cache-dir", str(out / "latents"), "--out-dir", str(tmp_path / "pl"), "--plan.num-goals", "2",
                  "--planners", "cem", "--baselines", "random", "--videos", "0"]) == 0
     p2 = json.loads((tmp_path / "pl" / "planning.json").read_text())
@@ -80,3 +112,17 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
     original = ckpt.load_world_model(out / "train")[0].state_dict()
     assert any(not torch.equal(v, st["world_model"][k]) for k, v in original.items())
     assert "world_model/loss" in (tmp_path / "rlft" / "heads" / "metrics.jsonl").read_text()
+
+
+def test_report_encoder_paragraph():
+    """The random-weights warning only for an untrained encoder; what the caller says about a trained one (how,
+    goal-cost quality beside the random encoder's) otherwise."""
+    label = "random:tiny-random:seed0:56px"
+    assert "random weights" in encoder_paragraph({"weights": "random"}, label)
+    info = {"weights": "random", "how_trained": "DINO + iBOT on the demo's frames",
+            "cost_quality": {"rank_corr": 0.41, "cem_on_simulator_success": 0.3},
+            "random_encoder_cost_quality": {"rank_corr": 0.04, "cem_on_simulator_success": 0.0}}
+    text = encoder_paragraph(info, label)
+    assert "random weights" not in text and "DINO + iBOT on the demo's frames" in text
+    assert "0.41 (random encoder: 0.04)" in text and "0.30 (random encoder: 0.00)" in text
+    assert "random weights" not in encoder_paragraph({"weights": "pretrained:facebook/dinov2-small"}, "x")

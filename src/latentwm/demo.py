@@ -1,31 +1,49 @@
-"""`latentwm demo`: Push-T end to end on a CPU — generate → encode → decoder → train → evaluate → plan → report.
+"""`latentwm demo`: Push-T end to end on a CPU — generate → encode → decoder → train → state probe → evaluate → plan
+→ report.
 
 Every setting comes from the preset (`config/presets.py`: its training sections, decoder, probe, rl and demo
 sizes); this module only composes the commands' building blocks. Every stage is resumable: re-running the demo
-reuses finished episodes, shards, decoder and training checkpoints, so an interrupted demo continues where it
-stopped. `--fresh` starts over in the same folder.
+reuses finished episodes, shards, decoder, training checkpoints and probes, so an interrupted demo continues where
+it stopped. `--fresh` starts over in the same folder.
+
+After training, the run's best held-out weights (`checkpoints/best.pt`, train/best.py) are loaded: evaluation,
+planning and RL use the kept step, not the last one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from latentwm.config import DemoConfig, ExperimentConfig, PlanConfig, preset
 from latentwm.config.jsonfile import read_json
 from latentwm.data.clips import make_clip_datasets
-from latentwm.data.latent_cache import encode_to_cache
+from latentwm.data.latent_cache import LatentCache, encode_to_cache
 from latentwm.data.sources.pusht import generate_pusht, load_pusht
 from latentwm.encoders.dino import DinoEncoder
+from latentwm.envs.pusht import goal_metrics
 from latentwm.eval.metrics import rollout_errors
-from latentwm.planning.evaluate import PlanningOptions, WorldModelRun, evaluate_planning
+from latentwm.planning.evaluate import (PlanningOptions, WorldModelRun, evaluate_planning, held_out_episodes,
+                                        sample_goals)
 from latentwm.planning.proprio import PROBE_FILE, ProprioProbe, train_proprio_probe
-from latentwm.report import write_report
+from latentwm.planning.state_probe import (STATE_PROBE_CONFIG, STATE_PROBE_FILE, StateProbe, pose_errors,
+                                           train_state_probe)
+from latentwm.report import STATE_COST, write_report
 from latentwm.rl.runner import run_rl
 from latentwm.train.decoder_trainer import train_decoder
+from latentwm.train.state_file import CheckpointError
 from latentwm.train.trainer import Trainer
+
+NUM_SAMPLES = 4
+"""Rollouts per held-out clip at τ_ctx = 1 (the mean of several samples vs one: a blurring model gains nothing)."""
+GIFS = 4
+"""keep_predictions of the rollout GIFs (rollout_errors' meaning: up to GIFS − i clips of batch i)."""
 
 
 def run_demo(cfg: DemoConfig) -> Path:
@@ -36,7 +54,7 @@ def run_demo(cfg: DemoConfig) -> Path:
         shutil.rmtree(out)
     exp = cfg.experiment()
     n_eps, max_steps = cfg.data_size()
-    stage = _stages(7)
+    stage = _stages(8)
 
     stage("generate Push-T episodes (gym-pusht, scripted pushing + random walks)")
     generate_pusht(out / "episodes", num_episodes=n_eps, max_steps=max_steps, seed=cfg.seed)
@@ -50,32 +68,30 @@ def run_demo(cfg: DemoConfig) -> Path:
     decoder = train_demo_decoder(cfg, out)
     exp = exp.replace(rollout__decoder=str(out / "decoder"))
 
-    stage(f"train the dynamics model ({exp.preset} preset, {exp.train.steps} steps)")
+    stage(f"train the dynamics model ({exp.preset} preset, {exp.train.steps} steps); keep its best held-out weights")
     trainer, data = train_demo_model(exp)
+    kept = load_kept(trainer)
+
+    stage("fit the Push-T state probe (pose read from encoder latents) on the training frames")
+    state_probe = demo_state_probe(cfg, exp, out)
 
     stage("evaluate rollouts on held-out episodes")
-    results = evaluate(trainer, exp)
+    results = evaluate(trainer, exp, state_probe)
 
     planning = None
     if cfg.goals():
-        stage(f"plan toward {cfg.goals()} held-out goals in the real Push-T env "
-              f"({', '.join(cfg.planners)} vs random and dataset actions)")
-        planning = plan_demo(cfg, exp, trainer, encoder, out)
+        stage(_plan_title(cfg, state_probe))
+        planning = plan_demo(cfg, exp, trainer, encoder, out, kept, state_probe)
     else:
         stage("planning skipped (--plan-goals 0)")
 
-    rl = None
-    if cfg.rl:
-        print("\n[+] offline RL in the frozen model (BC + reward heads → PMPO in imagination → gym-pusht)")
-        rl = run_rl(dataclasses.replace(preset(cfg.preset).rl, checkpoint=str(out / "train"),
-                                        cache_dir=str(out / "latents"), out_dir=str(out / "rl"), seed=cfg.seed,
-                                        device="cpu"))
+    rl = demo_rl(cfg, out, kept) if cfg.rl else None
 
     stage("write the report")
     report = write_report(out / "report", exp, results, train_dir=Path(exp.train.out_dir),
                           encoder_label=encoder.weights_label, wall_time_s=time.time() - t0,
                           model_parameters=trainer.model.num_parameters(), planning=planning, decoder=decoder, rl=rl,
-                          latent_stats=data["extra"]["data_stats"]["latents"],
+                          latent_stats=data["extra"]["data_stats"]["latents"], best=kept,
                           data={"episodes": n_eps, "env_steps_per_episode": max_steps,
                                 "train_clips_per_epoch": len(data["train"]), "eval_clips": len(data["eval"])})
     print(f"\nreport: {report / 'report.md'}\nmetrics: {report / 'metrics.json'}")
@@ -107,38 +123,162 @@ def train_demo_model(exp: ExperimentConfig) -> tuple[Trainer, dict]:
     return trainer, {"train": train_set, "eval": eval_set, "extra": extra}
 
 
-def evaluate(trainer: Trainer, exp: ExperimentConfig) -> dict:
-    """Held-out rollout errors with the EMA weights, clean context (τ_ctx = 1) and lightly re-noised (0.9)."""
-    r = exp.rollout
-    out = {}
-    for tau_ctx in (1.0, 0.9):
-        out[f"tau_ctx={tau_ctx}"] = rollout_errors(trainer.ema, trainer.eval_batches(), r.context, r.horizon,
-                                                   r.sample_steps, tau_ctx, seed=exp.train.seed,
-                                                   device=trainer.device, keep_predictions=4)
-    return out
+def load_kept(trainer: Trainer) -> dict | None:
+    """Load the best held-out EMA weights (`<train>/checkpoints/best.pt`) into the trainer: the later stages use
+    them. Returns their record {"step", "score", "rollout", "path"}; None (the last step's weights stay) when the
+    run kept none."""
+    try:
+        rec = trainer.load_best()
+    except CheckpointError as e:
+        print(f"best checkpoint: none ({e}); the later stages use the last step's weights")
+        return None
+    print(f"kept the best held-out weights: step {rec['step']} of {trainer.state.step} (held-out score "
+          f"{rec['score']:.4f})")
+    return {**rec, "path": str(trainer.best.path)}
 
 
-def demo_probe(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, out: Path) -> ProprioProbe:
-    """DINO-WM plans on visual + proprio MSE; the agent state is read from the model's features by a probe, saved
-    beside the checkpoints (where `latentwm plan` finds it) and reused when it belongs to this model step."""
-    probe_path = Path(exp.train.out_dir) / PROBE_FILE
-    if probe_path.exists():
-        probe = ProprioProbe.load(probe_path)
-        if probe.metrics.get("model_step") == trainer.state.step:
+def demo_state_probe(cfg: DemoConfig, exp: ExperimentConfig, out: Path) -> StateProbe | None:
+    """The Push-T pose read from encoder latents (planning/state_probe.py), fitted on the cache's training frames with
+    the preset's demo sizes, saved beside the checkpoints (`<train>/state_probe.safetensors`) and reused while the
+    cache's encoder and the fit settings are the same. None when the sizes turn it off or the cache has no states."""
+    sizes = cfg.sizes
+    if not sizes.state_probe_steps:
+        return None
+    pcfg = dataclasses.replace(STATE_PROBE_CONFIG, steps=sizes.state_probe_steps, clips=sizes.state_probe_clips)
+    key = {"encoder": LatentCache(out / "latents").info.get("encoder"), "steps": pcfg.steps, "clips": pcfg.clips,
+           "seed": cfg.seed}
+    path = Path(exp.train.out_dir) / STATE_PROBE_FILE
+    if path.exists():
+        probe = StateProbe.load(path)
+        if {k: probe.metrics.get(k) for k in key} == key:
+            print(f"state probe: {path} (fitted before on these latents)")
             return probe
-    probe, metrics = train_proprio_probe(trainer.ema, out / "latents", exp, preset(cfg.preset).probe, seed=cfg.seed)
-    probe.save(probe_path, {**metrics, "model_step": trainer.state.step})
+    t = time.time()
+    try:
+        probe, metrics = train_state_probe(out / "latents", exp, pcfg, seed=cfg.seed)
+    except ValueError as e:  # a cache without simulator states
+        print(f"state probe: none ({e})")
+        return None
+    probe.save(path, {**metrics, **key, "fit_seconds": time.time() - t})
     return probe
 
 
-def plan_demo(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, encoder, out: Path) -> dict:
-    """The planners and baselines on the preset's plan section, toward cfg.goals() held-out goals."""
-    probe = demo_probe(cfg, exp, trainer, out)
+def evaluate(trainer: Trainer, exp: ExperimentConfig, state_probe: StateProbe | None = None) -> dict:
+    """Held-out rollout errors with the trainer's EMA weights (the kept ones): clean context (τ_ctx = 1) with
+    NUM_SAMPLES samples per clip and swapped actions, lightly re-noised context (0.9), clean context at K = 1
+    ("k=1", skipped when the preset samples with K = 1); with a state probe, "state_error": the pose error of the
+    predicted frames (every clip's first sample) beside copy-last and the context average."""
+    r = exp.rollout
+    run = functools.partial(rollout_errors, trainer.ema, context=r.context, horizon=r.horizon, seed=exp.train.seed,
+                            device=trainer.device)
+    keep = len(trainer.eval_set) if state_probe is not None else GIFS
+    main = run(trainer.eval_batches(), sample_steps=r.sample_steps, tau_ctx=1.0, keep_predictions=keep,
+               num_samples=NUM_SAMPLES, action_swap=True)
+    out = {"tau_ctx=1.0": main,
+           "tau_ctx=0.9": run(trainer.eval_batches(), sample_steps=r.sample_steps, tau_ctx=0.9, keep_predictions=GIFS)}
+    if r.sample_steps != 1:
+        out["k=1"] = run(trainer.eval_batches(), sample_steps=1, tau_ctx=1.0)
+    if state_probe is not None:
+        out["state_error"] = state_errors(state_probe, main["examples"])
+        main["examples"] = [tuple(t[: GIFS - i] for t in ex) for i, ex in enumerate(main["examples"][:GIFS])]
+    return out
+
+
+def state_errors(probe: StateProbe, examples: list) -> dict:
+    """Per-horizon agent px / block px / angle ° between the probe's reading of predicted and true frames, for the
+    model, copy-last and the context average; "probe": the probe's own held-out error on true frames."""
+    truth, pred, ctx = (torch.cat(t) for t in zip(*examples))
+    res = pose_errors(probe, pred, truth, baselines={"copy_last": ctx[:, -1:],
+                                                     "context_average": ctx.float().mean(1, keepdim=True)})
+    return {"model": {k: v for k, v in res.items() if k != "baselines"}, **res["baselines"],
+            "probe": dict(getattr(probe, "metrics", {})), "num_clips": int(truth.shape[0])}
+
+
+def demo_probe(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, out: Path, model_step: int) -> ProprioProbe:
+    """DINO-WM plans on visual + proprio MSE; the agent state is read from the model's features by a probe, saved
+    beside the checkpoints (where `latentwm plan` finds it) and reused when it belongs to these weights (the kept
+    step's)."""
+    probe_path = Path(exp.train.out_dir) / PROBE_FILE
+    if probe_path.exists():
+        probe = ProprioProbe.load(probe_path)
+        if probe.metrics.get("model_step") == model_step:
+            return probe
+    probe, metrics = train_proprio_probe(trainer.ema, out / "latents", exp, preset(cfg.preset).probe, seed=cfg.seed)
+    probe.save(probe_path, {**metrics, "model_step": model_step})
+    return probe
+
+
+def plan_demo(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, encoder, out: Path, kept: dict | None = None,
+              state_probe: StateProbe | None = None) -> dict:
+    """The planners and baselines on the preset's plan section, toward cfg.goals() held-out goals, with their
+    success on the goals where the block must move and where it already passes ("block static"); with a state
+    probe and cfg.state_cost_diagnosis, "state_probe_cost": CEM on the same goals and seeds, planned on the probe's
+    pose cost alone."""
+    probe = demo_probe(cfg, exp, trainer, out, kept["step"] if kept else trainer.state.step)
     plan_cfg: PlanConfig = dataclasses.replace(exp.plan, num_goals=cfg.goals())
-    return evaluate_planning(WorldModelRun.from_cache(trainer.ema, exp, out / "latents"), out / "episodes", plan_cfg,
-                             cache_dir=out / "latents", options=PlanningOptions(planners=tuple(cfg.planners),
-                                                                               seed=cfg.seed),
-                             encoder=encoder, proprio_probe=probe, out_dir=out / "report" / "planning")
+    run = WorldModelRun.from_cache(trainer.ema, exp, out / "latents")
+    plan = functools.partial(evaluate_planning, run, out / "episodes", cache_dir=out / "latents", encoder=encoder)
+    folder = out / "report" / "planning"
+    res = plan(plan_cfg, options=PlanningOptions(planners=tuple(cfg.planners), seed=cfg.seed), proprio_probe=probe,
+               out_dir=folder)
+    static = block_static_goals(exp, plan_cfg, out, cfg.seed)
+    res.update(goal_subsets(read_json(folder / "planning_goals.json", "planning goals"), static))
+    if cfg.state_cost_diagnosis and state_probe is not None:
+        dcfg = dataclasses.replace(plan_cfg, visual_weight=0.0, state_weight=1.0, proprio_weight=0.0)
+        diag = plan(dcfg, options=PlanningOptions(planners=("cem",), baselines=(), seed=cfg.seed, num_videos=0),
+                    state_probe=state_probe, out_dir=folder / "state_cost")
+        sub = goal_subsets(read_json(folder / "state_cost" / "planning_goals.json", "planning goals"), static)
+        res["state_probe_cost"] = {
+            "method": STATE_COST, **{k: diag[k]["cem"] for k in ("success_rate", "final_distance", "block_pos_diff",
+                                                                 "agent_pos_diff", "angle_diff_deg",
+                                                                 "seconds_per_plan")},
+            **{k: sub[k]["cem"] for k in ("success_rate_block_moves", "success_rate_block_static")},
+            "by_subset": {s: {k: v["cem"] if isinstance(v, dict) else v for k, v in d.items()}
+                          for s, d in sub["by_subset"].items()},
+            "cost": {"visual_weight": 0.0, "state_weight": 1.0, "proprio_weight": 0.0}, "probe": state_probe.metrics}
+    return res
+
+
+def block_static_goals(exp: ExperimentConfig, plan_cfg: PlanConfig, out: Path, seed: int) -> list[bool]:
+    """Per planning goal (evaluate_planning's goals: same held-out split, count, offset and seed): whether the
+    block pose already passes the success test at the start (only the agent has to get there)."""
+    d = exp.data
+    goals = sample_goals(held_out_episodes(out / "episodes", out / "latents", d.eval_fraction, d.seed),
+                         plan_cfg.num_goals, plan_cfg.goal_offset, seed)
+    return [bool(goal_metrics(np.r_[g.goal_state[:2], g.start_state[2:]], g.goal_state)["success"]) for g in goals]
+
+
+def goal_subsets(rows: dict[str, list[dict]], static: list[bool]) -> dict:
+    """Per-goal planning rows ({method: [row]}, planning_goals.json) split into goals whose block must move and
+    goals whose block pose already passes: {"success_rate_block_moves": {method: rate}, "success_rate_block_static":
+    {...}, "by_subset": {subset: {"num_goals", "block_pos_diff", "agent_pos_diff", "angle_diff_deg": {method:
+    mean}}}}; None where a subset has no goal."""
+    def mean(sel: dict, key: str, scale: float = 1.0) -> dict:
+        return {m: float(np.mean([r[key] for r in rs])) * scale if rs else None for m, rs in sel.items()}
+
+    out: dict = {"by_subset": {}}
+    for name, want in (("block_moves", False), ("block_static", True)):
+        sel = {m: [r for r in rs if static[r["goal"]] == want] for m, rs in rows.items()}
+        out[f"success_rate_{name}"] = mean(sel, "success")
+        out["by_subset"][name] = {"num_goals": sum(s == want for s in static),
+                                  "block_pos_diff": mean(sel, "block_pos_diff"),
+                                  "agent_pos_diff": mean(sel, "agent_pos_diff"),
+                                  "angle_diff_deg": mean(sel, "angle_diff", 180 / np.pi)}
+    return out
+
+
+def demo_rl(cfg: DemoConfig, out: Path, kept: dict | None) -> dict:
+    """Offline RL in the frozen model (the kept weights: best.pt, else the run's latest checkpoint)."""
+    print("\n[+] offline RL in the frozen model (BC + reward heads → PMPO in imagination → gym-pusht)")
+    return run_rl(dataclasses.replace(preset(cfg.preset).rl, checkpoint=kept["path"] if kept else str(out / "train"),
+                                      cache_dir=str(out / "latents"), out_dir=str(out / "rl"), seed=cfg.seed,
+                                      device="cpu"))
+
+
+def _plan_title(cfg: DemoConfig, state_probe: StateProbe | None) -> str:
+    diagnosis = "; CEM on the state-probe cost" if cfg.state_cost_diagnosis and state_probe is not None else ""
+    return (f"plan toward {cfg.goals()} held-out goals in the real Push-T env ({', '.join(cfg.planners)} vs random "
+            f"and dataset actions{diagnosis})")
 
 
 def _stages(n: int):

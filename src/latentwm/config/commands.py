@@ -122,6 +122,9 @@ class DemoConfig:
     rl: bool = False
     """Also run offline RL (`latentwm rl`: BC + reward heads, PMPO in imagination, gym-pusht evaluation) and add
     its section to the report."""
+    state_cost_diagnosis: bool = True
+    """Also plan with CEM on the state probe's pose cost alone (visual and proprio weights 0; same goals and seeds):
+    if that cannot move the block either, the dynamics model, not the encoder's latent cost, is the bottleneck."""
     seed: int = 0
     fresh: bool = False
     """Delete the demo folder first instead of resuming."""

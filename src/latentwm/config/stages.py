@@ -149,10 +149,17 @@ class DemoSizes:
     decoder_epochs: int = 8
     decoder_minutes: float = 4.0
     """Time cap of the decoder stage."""
+    state_probe_steps: int = 2000
+    """Adam steps of the Push-T state probe (pose from encoder latents, planning/state_probe.py) the demo fits; 0: no
+    probe (no state errors, no state-cost diagnosis). Half of STATE_PROBE_CONFIG's 4000: on the cpu cache 48 s on one
+    busy core, held-out agent / block / angle 80 px / 34 px / 41° vs 73 / 34 / 39 with 4000 steps."""
+    state_probe_clips: int = 3072
+    """Training clips whose frames the state probe reads (held-out clips: as many, at most)."""
 
     def __post_init__(self):
-        positive(self, "demo", "episodes", "env_steps", "decoder_frames", "decoder_epochs", "decoder_minutes")
-        nonneg(self, "demo", "goals")
+        positive(self, "demo", "episodes", "env_steps", "decoder_frames", "decoder_epochs", "decoder_minutes",
+                 "state_probe_clips")
+        nonneg(self, "demo", "goals", "state_probe_steps")
 
 
 __all__ = ["DecoderConfig", "DemoSizes", "RLConfig"]

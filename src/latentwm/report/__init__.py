@@ -1,0 +1,188 @@
+"""The demo's report folder: report.md, metrics.json, training curves, rollout-error plot and rollout GIFs.
+
+`metrics.json` is the machine-readable contract (later stages add their sections: planning, decoder, rl):
+  rollout.horizons, rollout.model_error, rollout.copy_last_error (aligned lists, latent MSE),
+  rollout.context_average_error, mean_of_samples_error, sample_error, swapped_actions_error (the same),
+  rollout.action_sensitivity, rollout.beats_copy_last / beats_context_average (per horizon), rollout.k1_model_error,
+  rollout.state_error {model, copy_last, context_average: {agent_px, block_px, angle_deg: per horizon}, probe},
+  training.kept_step / kept_score / last_step_score (the weights evaluated are the best held-out ones),
+  planning.success_rate_block_moves / success_rate_block_static {method: rate}, planning.state_probe_cost,
+  encoder.weights ("random" or "pretrained:<id>") and what the caller adds (encoder_info), wall_time_s, ...
+The markdown sections live in `report.sections`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from latentwm.config import ExperimentConfig
+from latentwm.eval.visualize import plot_curves, write_rollout_gifs
+from latentwm.report.sections import (STATE_COST, encoder_paragraph, planning_section, rl_section,
+                                      rollout_section, state_section, training_section, videos_section)
+from latentwm.train.decoder_trainer import load_decoder
+from latentwm.train.logging import read_metrics
+
+_PLANNING_KEYS = ("success_rate", "final_distance", "seconds_per_plan", "num_goals", "start_distance",
+                  "start_success_rate", "success_step", "settings", "convention", "block_pos_diff", "agent_pos_diff",
+                  "angle_diff_deg", "block_static_goals", "success_rate_block_moves", "success_rate_block_static",
+                  "by_subset", "state_probe_cost")
+_ROLLOUT_EXTRA = ("context_average_error", "mean_of_samples_error", "sample_error", "sample_spread",
+                  "swapped_actions_error", "action_sensitivity", "num_samples", "swap_skipped_clips")
+
+
+def weights_field(label: str) -> str:
+    """'random:tiny-random' -> 'random'; 'pretrained:facebook/dinov2-small' stays as it is."""
+    return "random" if label.startswith("random") else label
+
+
+def write_report(out: str | Path, exp: ExperimentConfig, results: dict, train_dir: Path, encoder_label: str,
+                 wall_time_s: float, data: dict, model_parameters: int | None = None,
+                 planning: dict | None = None, decoder: dict | None = None, latent_stats=None,
+                 rl: dict | None = None, best: dict | None = None, encoder_info: dict | None = None) -> Path:
+    """results: {"tau_ctx=1.0": rollout_errors(...), "tau_ctx=0.9": ..., optional "k=1": the same at K = 1,
+    optional "state_error": the demo's state-probe errors}; planning: an `evaluate_planning` result whose files
+    were written under out/planning (or None); decoder: a `train-decoder` run's metrics with its folder under "path"
+    (videos are then decoded frames, with `latent_stats` undoing the model's normalization; PCA of the features
+    otherwise); best: the kept weights' record {"step", "score", ...} (`Trainer.load_best`; None: the last step's
+    weights were evaluated); encoder_info: facts about the encoder from the caller (e.g. "how_trained",
+    "cost_quality", "random_encoder_cost_quality"), merged into metrics["encoder"]. Returns the report folder."""
+    out = Path(out)
+    (out / "rollouts").mkdir(parents=True, exist_ok=True)
+    main = results["tau_ctx=1.0"]
+    train_curve, ev = _plots(out, train_dir, results, best)
+    gifs = _videos(out, main, decoder, latent_stats)
+    metrics = {
+        "rollout": _rollout_metrics(exp, results),
+        "encoder": {"weights": weights_field(encoder_label), "label": encoder_label, "name": exp.encoder.name,
+                    "image_size": exp.encoder.image_size, **(encoder_info or {})},
+        "training": _training_metrics(exp, train_curve, ev, best, model_parameters),
+        "data": data,
+        "wall_time_s": wall_time_s,
+    }
+    if decoder is not None:
+        metrics["decoder"] = {k: decoder[k] for k in ("psnr", "ssim", "lpips", "mean_image_psnr", "mean_image_ssim",
+                                                     "split", "epochs", "train_seconds", "parameters", "perceptual")
+                              if k in decoder}
+    if rl is not None:
+        metrics["rl"] = rl
+    if planning is not None:
+        metrics["planning"] = {k: planning[k] for k in _PLANNING_KEYS if k in planning}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (out / "report.md").write_text(_markdown(exp, results, metrics, encoder_label, bool(ev), gifs, planning, rl,
+                                             decoder))
+    return out
+
+
+def _plots(out: Path, train_dir: Path, results: dict, best: dict | None) -> tuple[list, list]:
+    """Training curve, held-out curve (when logged; the kept step marked) and rollout error per horizon; returns
+    ([(step, loss)], [(step, held-out score, copy-last)])."""
+    main, renoised, k1 = results["tau_ctx=1.0"], results.get("tau_ctx=0.9"), results.get("k=1")
+    H = main["horizons"]
+    recs = read_metrics(train_dir / "metrics.jsonl") if (train_dir / "metrics.jsonl").exists() else []
+    tr = [(r["step"], r["train/loss"]) for r in recs if "train/loss" in r]
+    ev = sorted({r["step"]: (r["step"], r["eval/mean_model"], r["eval/mean_copy_last"])
+                 for r in recs if "eval/mean_model" in r}.values())  # a step logged twice (resumed): its last row
+    series = {"train loss (shortcut forcing)": ([s for s, _ in tr], [v for _, v in tr])}
+    plot_curves(out / "training_curve.png", series, "Training loss", "step", "loss", logy=True)
+    if ev:
+        curves = {"model (EMA)": ([e[0] for e in ev], [e[1] for e in ev]),
+                  "copy last frame": ([e[0] for e in ev], [e[2] for e in ev])}
+        if best is not None:
+            curves[f"kept (best): step {best['step']}"] = ([best["step"]], [best["score"]])
+        plot_curves(out / "eval_curve.png", curves, "Held-out rollout error (mean over horizons)", "step",
+                    "latent MSE")
+    err_series = {"model, clean context (τ_ctx=1.0)": (H, main["model_error"]),
+                  "copy last frame": (H, main["copy_last_error"])}
+    if main.get("context_average_error") is not None:
+        err_series["context average"] = (H, main["context_average_error"])
+    if main.get("mean_of_samples_error") is not None:
+        err_series[f"mean of {main['num_samples']} samples"] = (H, main["mean_of_samples_error"])
+    if main.get("swapped_actions_error") is not None:
+        err_series["swapped actions"] = (H, main["swapped_actions_error"])
+    if k1 is not None:
+        err_series["model, K = 1"] = (H, k1["model_error"])
+    if renoised:
+        err_series["model, re-noised context (τ_ctx=0.9)"] = (H, renoised["model_error"])
+    plot_curves(out / "rollout_error.png", err_series, "Rollout error per horizon (held-out episodes)",
+                "horizon (model steps)", "latent MSE")
+    return tr, ev
+
+
+def _videos(out: Path, main: dict, decoder: dict | None, latent_stats) -> list[Path]:
+    """Rollout GIFs (decoded frames when the demo trained a decoder) and the decoder's reconstruction grid."""
+    dec = None
+    if decoder is not None:
+        dec = load_decoder(decoder["path"])[0]
+        grids = sorted((Path(decoder["path"]) / "eval").glob("recon_step*.png"))
+        if grids:
+            shutil.copyfile(grids[-1], out / "decoder_reconstructions.png")
+    return write_rollout_gifs(main.get("examples", []), out / "rollouts", decoder=dec, latent_stats=latent_stats)
+
+
+def _rollout_metrics(exp: ExperimentConfig, results: dict) -> dict:
+    main, renoised, k1 = results["tau_ctx=1.0"], results.get("tau_ctx=0.9"), results.get("k=1")
+    model = main["model_error"]
+    res = {"horizons": main["horizons"], "model_error": model, "copy_last_error": main["copy_last_error"],
+           "metric": "latent MSE (normalized DINO features), mean over held-out clips",
+           "num_clips": main["num_clips"],
+           "beats_copy_last": [m < c for m, c in zip(model, main["copy_last_error"])],
+           "context": exp.rollout.context, "sample_steps": exp.rollout.sample_steps, "by_group": main["by_group"]}
+    res.update({k: main[k] for k in _ROLLOUT_EXTRA if k in main})
+    ctx_avg = main.get("context_average_error")
+    if ctx_avg is not None:
+        res["beats_context_average"] = [m < c for m, c in zip(model, ctx_avg)]
+    k1_error = k1["model_error"] if k1 is not None else model if exp.rollout.sample_steps == 1 else None
+    if k1_error is not None:
+        res["k1_model_error"] = k1_error
+        if ctx_avg is not None:
+            res["k1_beats_context_average"] = [m < c for m, c in zip(k1_error, ctx_avg)]
+    if renoised:
+        res["renoised_context"] = {"tau_ctx": 0.9, "model_error": renoised["model_error"]}
+    if results.get("state_error") is not None:
+        res["state_error"] = results["state_error"]
+    return res
+
+
+def _training_metrics(exp: ExperimentConfig, train_curve: list, ev: list, best: dict | None,
+                      model_parameters: int | None) -> dict:
+    """Steps, final loss, and which weights were evaluated: the kept (best held-out) step and its score beside the
+    last evaluated step's (held-out score = mean over horizons of the rollout latent MSE at training's
+    evaluations)."""
+    steps = train_curve[-1][0] if train_curve else 0
+    last = ev[-1] if ev else None
+    return {"steps": steps, "final_loss": train_curve[-1][1] if train_curve else None, "preset": exp.preset,
+            "model_parameters": model_parameters, "weights": "best" if best is not None else "last",
+            "kept_step": best["step"] if best is not None else steps,
+            "kept_score": best["score"] if best is not None else (last[1] if last and last[0] == steps else None),
+            "last_step_score": last[1] if last else None, "last_eval_step": last[0] if last else None}
+
+
+def _markdown(exp: ExperimentConfig, results: dict, metrics: dict, encoder_label: str, has_eval_curve: bool,
+              gifs: list[Path], planning: dict | None, rl: dict | None, decoder: dict | None) -> str:
+    data = metrics["data"]
+    params, steps = metrics["training"]["model_parameters"] or "?", metrics["training"]["steps"]
+    state = metrics["rollout"].get("state_error")
+    return f"""# latentwm demo report — Push-T
+
+{encoder_paragraph(metrics["encoder"], encoder_label)}
+
+- preset `{exp.preset}`: dynamics model of {params} parameters, {steps} steps
+- data: {data.get('episodes')} simulated Push-T episodes of {data.get('env_steps_per_episode')} env steps, frame skip
+  {exp.data.frame_skip} ({exp.data.frame_skip * 2}-D actions per model step), 10% of episodes held out
+- wall time: {metrics['wall_time_s'] / 60:.1f} min
+
+{rollout_section(exp, metrics["rollout"])}
+{state_section(state) if state is not None else ""}
+{planning_section(planning) if planning is not None else ""}
+{rl_section(rl) if rl is not None else ""}
+{training_section(metrics["training"], has_eval_curve)}
+
+{videos_section(decoder)}
+
+{chr(10).join(f'![rollout {i}](rollouts/{p.name})' for i, p in enumerate(gifs))}
+"""
+
+
+__all__ = ["STATE_COST", "weights_field", "write_report"]
