@@ -20,7 +20,12 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
     assert r["horizons"] == [1, 2, 3, 4]
     assert len(r["model_error"]) == len(r["copy_last_error"]) == 4
     assert all(e > 0 for e in r["model_error"] + r["copy_last_error"])
-    assert m["encoder"]["weights"] == "random"
+    enc = m["encoder"]  # pretrained in the demo on its own training episodes, scored beside the random encoder
+    assert enc["weights"].startswith("pretrained:") and enc["name"] == str(out / "encoder_pretrain" / "encoder")
+    assert enc["pretrain"]["objective"] == "time-contrastive" and enc["pretrain"]["steps_done"] == 40
+    for k in ("cost_quality", "random_encoder_cost_quality"):
+        assert -1 <= enc[k]["rank_corr"] <= 1 and 0 <= enc[k]["cem_on_simulator_success"] <= 1, k
+    assert enc["random_encoder_cost_quality"]["encoder"].startswith("random:tiny-random")
     assert m["wall_time_s"] > 0 and m["training"]["steps"] == 150
     # baselines a blurring model cannot beat by blurring, mean of 4 samples, swapped actions, K = 1
     for k in ("context_average_error", "mean_of_samples_error", "sample_error", "swapped_actions_error",
@@ -37,7 +42,7 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
     assert tr["kept_step"] == 150 and (out / "train" / "checkpoints" / "best.pt").exists()
     assert tr["kept_score"] == pytest.approx(sum(r["model_error"]) / 4, rel=1e-6) == tr["last_step_score"]
     report = (out / "report" / "report.md").read_text()
-    assert "random weights" in report
+    assert "trained: in this demo by `latentwm pretrain-encoder`" in report and "random weights" not in report
     assert "| context average |" in report and "| mean of 4 samples |" in report and "| model (K = 1) |" in report
     assert "## Pose error of predicted frames (state probe)" in report and "best held-out weights" in report
     for f in ("training_curve.png", "rollout_error.png", "rollouts/rollout_0.gif"):
@@ -126,3 +131,14 @@ def test_report_encoder_paragraph():
     assert "random weights" not in text and "DINO + iBOT on the demo's frames" in text
     assert "0.41 (random encoder: 0.04)" in text and "0.30 (random encoder: 0.00)" in text
     assert "random weights" not in encoder_paragraph({"weights": "pretrained:facebook/dinov2-small"}, "x")
+
+
+def test_demo_encoder_choice(tmp_path):
+    """`--encoder pretrain` (default) names the folder the demo pretrains into; any other value is used as is."""
+    from latentwm.config import ConfigError, DemoConfig
+
+    cfg = DemoConfig(preset="smoke", out_dir=str(tmp_path))
+    assert cfg.experiment().encoder.name == str(tmp_path / "encoder_pretrain" / "encoder")
+    assert DemoConfig(preset="smoke", encoder="tiny-random").experiment().encoder.name == "tiny-random"
+    with pytest.raises(ConfigError, match="demo.encoder"):
+        DemoConfig(encoder="")

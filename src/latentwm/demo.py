@@ -21,14 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latentwm.config import DemoConfig, ExperimentConfig, PlanConfig, preset
-from latentwm.config.jsonfile import read_json
+from latentwm.config import DemoConfig, ExperimentConfig, PlanConfig, get_preset, preset
+from latentwm.config.jsonfile import read_json, write_json
 from latentwm.data.clips import make_clip_datasets
 from latentwm.data.latent_cache import LatentCache, encode_to_cache
 from latentwm.data.sources.pusht import generate_pusht, load_pusht
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.envs.pusht import goal_metrics
 from latentwm.eval.metrics import rollout_errors
+from latentwm.planning.cost_quality import encoder_cost_quality
 from latentwm.planning.evaluate import (PlanningOptions, WorldModelRun, evaluate_planning, held_out_episodes,
                                         sample_goals)
 from latentwm.planning.proprio import PROBE_FILE, ProprioProbe, train_proprio_probe
@@ -37,6 +38,7 @@ from latentwm.planning.state_probe import (STATE_PROBE_CONFIG, STATE_PROBE_FILE,
 from latentwm.report import STATE_COST, write_report
 from latentwm.rl.runner import run_rl
 from latentwm.train.decoder_trainer import train_decoder
+from latentwm.train.encoder_pretrain import run_pretrain_encoder
 from latentwm.train.state_file import CheckpointError
 from latentwm.train.trainer import Trainer
 
@@ -54,10 +56,13 @@ def run_demo(cfg: DemoConfig) -> Path:
         shutil.rmtree(out)
     exp = cfg.experiment()
     n_eps, max_steps = cfg.data_size()
-    stage = _stages(8)
+    stage = _stages(9)
 
     stage("generate Push-T episodes (gym-pusht, scripted pushing + random walks)")
     generate_pusht(out / "episodes", num_episodes=n_eps, max_steps=max_steps, seed=cfg.seed)
+
+    stage(_encoder_title(cfg))
+    encoder_info = pretrain_demo_encoder(cfg, exp, out)
 
     stage(f"encode frames with the {exp.encoder.name} encoder")
     encoder = DinoEncoder.from_config(exp.encoder)
@@ -91,11 +96,66 @@ def run_demo(cfg: DemoConfig) -> Path:
     report = write_report(out / "report", exp, results, train_dir=Path(exp.train.out_dir),
                           encoder_label=encoder.weights_label, wall_time_s=time.time() - t0,
                           model_parameters=trainer.model.num_parameters(), planning=planning, decoder=decoder, rl=rl,
-                          latent_stats=data["extra"]["data_stats"]["latents"], best=kept,
+                          latent_stats=data["extra"]["data_stats"]["latents"], best=kept, encoder_info=encoder_info,
                           data={"episodes": n_eps, "env_steps_per_episode": max_steps,
                                 "train_clips_per_epoch": len(data["train"]), "eval_clips": len(data["eval"])})
     print(f"\nreport: {report / 'report.md'}\nmetrics: {report / 'metrics.json'}")
     return report
+
+
+def pretrain_demo_encoder(cfg: DemoConfig, exp: ExperimentConfig, out: Path) -> dict:
+    """With `--encoder pretrain` (the default): pretrain the encoder on the demo's training episodes (the preset's
+    `pretrain` section, capped at sizes.encoder_minutes; reused when saved before) into cfg.pretrained_encoder_dir,
+    which exp.encoder already names. Then score the goal cost of exp's encoder and of the random-weight one with the
+    simulator as the model. Returns the report's encoder_info."""
+    info: dict = {}
+    if cfg.encoder == "pretrain":
+        folder = cfg.pretrained_encoder_dir
+        if not (folder / "pretrain.json").exists():
+            run_pretrain_encoder(dataclasses.replace(
+                preset(cfg.preset).pretrain, data_dir=str(out / "episodes"), out_dir=str(folder.parent),
+                eval_fraction=exp.data.eval_fraction, split_seed=exp.data.seed, seed=cfg.seed, resume=True,
+                max_minutes=cfg.sizes.encoder_minutes))
+        facts = read_json(folder / "pretrain.json", "encoder pretraining record")
+        kw = facts["objective_kwargs"]
+        info["how_trained"] = (
+            f"in this demo by `latentwm pretrain-encoder` ({facts['objective']} objective "
+            f"{', '.join(f'{k}={v}' for k, v in kw.items())}; {facts['steps_done']} steps in "
+            f"{facts['train_seconds_total']:.0f} s on {facts['train_frames']} frames of {facts['train_episodes']} "
+            f"training episodes, the held-out ones never seen; {facts['parameters']:,} parameters, DINOv2 "
+            f"architecture, frozen afterwards)")
+        info["pretrain"] = {k: facts[k] for k in ("objective", "objective_kwargs", "steps_done", "train_seconds_total",
+                                                  "train_frames", "train_episodes", "parameters", "final_losses")}
+    info.update(demo_cost_quality(cfg, exp, out))
+    return info
+
+
+def demo_cost_quality(cfg: DemoConfig, exp: ExperimentConfig, out: Path) -> dict:
+    """Rank correlation and CEM-on-simulator success of the latent goal cost (planning/cost_quality.py) on
+    sizes.cost_quality_goals held-out goals, for exp's encoder and the preset's random-weight encoder; saved to
+    `<out>/encoder_cost_quality.json` and reused for the same encoders."""
+    n = cfg.sizes.cost_quality_goals
+    random_cfg = get_preset(cfg.preset).encoder
+    encoders = {"cost_quality": exp.encoder}
+    if exp.encoder != random_cfg:
+        encoders["random_encoder_cost_quality"] = random_cfg
+    path = out / "encoder_cost_quality.json"
+    if not n:
+        return {}
+    res = {}
+    saved = read_json(path, "encoder cost quality") if path.exists() else {}
+    for key, ecfg in encoders.items():
+        encoder = DinoEncoder.from_config(ecfg)
+        if saved.get(key, {}).get("encoder") == encoder.weights_label and saved[key].get("goals") == n:
+            res[key] = saved[key]
+            continue
+        print(f"goal-cost quality of {encoder.weights_label} ({n} held-out goals, the simulator as the model)")
+        q = encoder_cost_quality(encoder.encode, out / "episodes", exp, num_goals=n)["per_cost"]["latent"]
+        res[key] = {"rank_corr": q["rank_corr"], "cem_on_simulator_success": q["cem_on_simulator_success"],
+                    "cem_on_simulator_final_distance": q["cem_on_simulator_final_distance"], "goals": n,
+                    "encoder": encoder.weights_label}
+    write_json(path, res)
+    return res
 
 
 def train_demo_decoder(cfg: DemoConfig, out: Path) -> dict:
@@ -273,6 +333,14 @@ def demo_rl(cfg: DemoConfig, out: Path, kept: dict | None) -> dict:
     return run_rl(dataclasses.replace(preset(cfg.preset).rl, checkpoint=kept["path"] if kept else str(out / "train"),
                                       cache_dir=str(out / "latents"), out_dir=str(out / "rl"), seed=cfg.seed,
                                       device="cpu"))
+
+
+def _encoder_title(cfg: DemoConfig) -> str:
+    if cfg.encoder == "pretrain":
+        p = preset(cfg.preset).pretrain
+        return (f"pretrain the encoder on the training episodes ({p.objective}, DINOv2 architecture {p.hidden_size} "
+                f"wide × {p.layers} blocks, ≤ {cfg.sizes.encoder_minutes:g} min) and score its goal cost")
+    return f"encoder {cfg.encoder}: score its goal cost"
 
 
 def _plan_title(cfg: DemoConfig, state_probe: StateProbe | None) -> str:

@@ -122,6 +122,10 @@ class DemoConfig:
     rl: bool = False
     """Also run offline RL (`latentwm rl`: BC + reward heads, PMPO in imagination, gym-pusht evaluation) and add
     its section to the report."""
+    encoder: str = "pretrain"
+    """pretrain: train the demo's encoder on its own training episodes first (`latentwm pretrain-encoder` with the
+    preset's `pretrain` section) and use it; anything else is an encoder for every stage as `--encoder.name` takes
+    it (a preset such as tiny-random, a hub id, or a local DINOv2 folder), with the preset's image size."""
     state_cost_diagnosis: bool = True
     """Also plan with CEM on the state probe's pose cost alone (visual and proprio weights 0; same goals and seeds):
     if that cannot move the block either, the dynamics model, not the encoder's latent cost, is the bottleneck."""
@@ -135,6 +139,8 @@ class DemoConfig:
         nonneg(self, "demo", "episodes", "max_steps", "train_steps")
         if self.plan_goals < -1:
             raise ConfigError(f"demo.plan_goals must be >= -1, got {self.plan_goals}")
+        if not self.encoder:
+            raise ConfigError("demo.encoder must be 'pretrain' or an encoder name / folder, got ''")
         bad = set(self.planners) - set(PLANNER_NAMES)
         if bad:
             raise ConfigError(f"demo.planners: unknown {sorted(bad)}; choose from {', '.join(PLANNER_NAMES)}")
@@ -150,7 +156,13 @@ class DemoConfig:
                   train__seed=self.seed, data__seed=self.seed)
         if self.train_steps:
             kw["train__steps"] = self.train_steps
+        kw["encoder__name"] = str(self.pretrained_encoder_dir) if self.encoder == "pretrain" else self.encoder
         return base.replace(**kw)
+
+    @property
+    def pretrained_encoder_dir(self) -> Path:
+        """Where the demo's pretrained encoder is saved (`<out_dir>/encoder_pretrain/encoder`)."""
+        return Path(self.out_dir) / "encoder_pretrain" / "encoder"
 
     def goals(self) -> int:
         return self.sizes.goals if self.plan_goals < 0 else self.plan_goals

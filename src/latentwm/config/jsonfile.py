@@ -34,4 +34,20 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", error: type[Late
     return data
 
 
-__all__ = ["read_json"]
+
+
+def write_json(path: str | os.PathLike, obj, indent: int = 1) -> Path:
+    """Write `obj` as JSON atomically (a temporary file, fsynced, renamed into place): a crash leaves the old file
+    or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(obj, indent=indent))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+__all__ = ["read_json", "write_json"]

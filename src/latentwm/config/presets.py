@@ -17,6 +17,7 @@ from functools import cache
 from latentwm.config.base import ConfigError
 from latentwm.config.experiment import ExperimentConfig
 from latentwm.config.planning import CEMConfig, GradientConfig, MPPIConfig, PlanConfig, ProbeConfig
+from latentwm.config.pretrain import PretrainEncoderConfig
 from latentwm.config.registry import ENCODER_PRESETS
 from latentwm.config.sections import (DataConfig, EncoderConfig, ModelConfig, ObjectiveConfig, RolloutConfig,
                                       TrainConfig)
@@ -41,6 +42,9 @@ class Preset:
     rl: RLConfig
     probe: ProbeConfig
     demo: DemoSizes
+    pretrain: PretrainEncoderConfig = PretrainEncoderConfig()
+    """The demo's encoder-pretraining stage (`latentwm demo --encoder pretrain`): a ViT whose tokens match the
+    experiment's encoder section (hidden_size = latent_dim, image_size / patch_size = the latent grid)."""
 
     @property
     def summary(self) -> str:
@@ -87,7 +91,7 @@ def _cpu() -> ExperimentConfig:
         objective=ObjectiveConfig(bootstrap_start=400),
         rollout=RolloutConfig(sample_steps=4, context=4, horizon=8),
         data=DataConfig(clip_len=12, batch_size=16),
-        train=TrainConfig(steps=1200, lr=1e-3, warmup_steps=100, eval_every=400, ckpt_every=200,
+        train=TrainConfig(steps=800, lr=1e-3, warmup_steps=100, eval_every=200, ckpt_every=200,
                           ema_decay=0.995),
         plan=DEMO_PLAN,
     )
@@ -122,6 +126,16 @@ def _large() -> ExperimentConfig:
     return cfg.replace(train__distributed="fsdp")
 
 
+def _pretrain(exp: ExperimentConfig, layers: int, steps: int) -> PretrainEncoderConfig:
+    """Time-contrastive pretraining of an encoder with the shapes `exp.encoder` produces (benchmarks/
+    bench_encoder_pretrain.py compares the objectives: on Push-T it gave the latent cost with the best rank
+    correlation to the true state distance)."""
+    return PretrainEncoderConfig(hidden_size=exp.model.latent_dim, layers=layers, heads=4,
+                                 patch_size=ENCODER_PRESETS[exp.encoder.name].patch_size,
+                                 image_size=exp.encoder.image_size, steps=steps, objective="time-contrastive",
+                                 window=100, sigma=20.0, log_every=50, ckpt_every=1000, device="cpu")
+
+
 def _tiny_preset(name: str, exp: ExperimentConfig) -> Preset:
     return Preset(name, exp,
                   decoder=DecoderConfig(encoder=exp.encoder, size="tiny", patch_size=4, epochs=5, batch_size=16),
@@ -129,7 +143,9 @@ def _tiny_preset(name: str, exp: ExperimentConfig) -> Preset:
                               eval_episodes=2, eval_max_steps=5),
                   probe=ProbeConfig(steps=200, clips=64),
                   demo=DemoSizes(episodes=24, env_steps=100, goals=2, decoder_frames=400, decoder_epochs=40,
-                                 decoder_minutes=1.0))
+                                 decoder_minutes=1.0, state_probe_steps=300, encoder_minutes=1.0,
+                                 cost_quality_goals=1),
+                  pretrain=_pretrain(exp, layers=1, steps=40))
 
 
 def _gpu_preset(exp: ExperimentConfig) -> Preset:
@@ -144,7 +160,8 @@ _BUILDERS = {
     "tiny": lambda: _tiny_preset("tiny", _tiny()),
     "smoke": lambda: _tiny_preset("smoke", _smoke()),
     "cpu": lambda: Preset("cpu", _cpu(), decoder=DecoderConfig(encoder=_cpu().encoder), rl=RLConfig(),
-                          probe=ProbeConfig(steps=1500, clips=512), demo=DemoSizes()),
+                          probe=ProbeConfig(steps=1500, clips=512), demo=DemoSizes(),
+                          pretrain=_pretrain(_cpu(), layers=2, steps=4000)),
     "small": lambda: _gpu_preset(_small()),
     "base": lambda: _gpu_preset(_base()),
     "large": lambda: _gpu_preset(_large()),

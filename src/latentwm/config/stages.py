@@ -155,11 +155,16 @@ class DemoSizes:
     busy core, held-out agent / block / angle 80 px / 34 px / 41° vs 73 / 34 / 39 with 4000 steps."""
     state_probe_clips: int = 3072
     """Training clips whose frames the state probe reads (held-out clips: as many, at most)."""
+    encoder_minutes: float = 5.0
+    """Time cap of the encoder-pretraining stage (the preset's `pretrain` section sets the steps)."""
+    cost_quality_goals: int = 8
+    """Held-out goals on which the demo scores its encoder's goal cost (and the random encoder's) with the simulator
+    as the model (planning/cost_quality.py); 0: skip."""
 
     def __post_init__(self):
         positive(self, "demo", "episodes", "env_steps", "decoder_frames", "decoder_epochs", "decoder_minutes",
-                 "state_probe_clips")
-        nonneg(self, "demo", "goals", "state_probe_steps")
+                 "state_probe_clips", "encoder_minutes")
+        nonneg(self, "demo", "goals", "state_probe_steps", "cost_quality_goals")
 
 
 __all__ = ["DecoderConfig", "DemoSizes", "RLConfig"]
