@@ -89,3 +89,16 @@ def test_an_unknown_reader_option_is_one_line_naming_it(tmp_path, capsys):
                  "--out-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert "no option bogus" in err and "captions" in err and "\n" not in err
+
+
+def test_fps_given_as_a_reader_option_is_the_fps_setting(tmp_path, monkeypatch):
+    """`--data.source-options "fps=4"` (the README's online-encoding example) used to raise TypeError (fps passed
+    twice); now it is the fps setting, and two different values are refused naming both."""
+    from latentwm.data import sources
+
+    seen = {}
+    monkeypatch.setattr(sources.video_folder, "load_video_folder", lambda root, **kw: seen.update(kw) or [])
+    sources.load_source("video-folder", tmp_path, options={"fps": 4.0})
+    assert seen["fps"] == 4.0
+    with pytest.raises(ValueError, match="fps twice"):
+        sources.load_source("video-folder", tmp_path, fps=2.0, options={"fps": 4.0})

@@ -49,6 +49,10 @@ def load_source(source: str, root: str | os.PathLike, *, size: int | None = None
         kw["cameras"] = cameras
     if segment_s >= 0 and source != "droid":
         kw["segment_s"] = segment_s or None
+    for name in set(options) & set(kw):  # e.g. --data.source-options "fps=4": the same setting, given as an option
+        if kw[name] is not None and kw[name] != options[name]:
+            raise ValueError(f"the {source} reader got {name} twice: {kw[name]!r} and option {name}={options[name]!r}")
+        kw[name] = options.pop(name)
     accepted = [n for n, p in inspect.signature(loaders[source]).parameters.items()
                 if p.kind is p.KEYWORD_ONLY or (p.default is not p.empty and n not in kw)]
     unknown = sorted(set(options) - set(accepted))
