@@ -33,9 +33,17 @@ from latentwm.planning.mpc import ActionCodec, LatentObserver
 COSTS = ("latent", "latent_raw", "pixel", "state")
 
 
+def _ranks(x) -> np.ndarray:
+    """Ranks 0..n-1 with ties given their average rank (a constant sequence has constant ranks)."""
+    x = np.asarray(x, dtype=np.float64)
+    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return (first + (counts - 1) / 2)[inv]
+
+
 def spearman(a, b) -> float:
-    """Spearman rank correlation of two 1-D sequences (0 when either is constant)."""
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    """Spearman rank correlation of two 1-D sequences, ties averaged (0 when either is constant)."""
+    ra, rb = _ranks(a), _ranks(b)
     if ra.std() == 0 or rb.std() == 0:
         return 0.0
     return float(np.corrcoef(ra, rb)[0, 1])
@@ -90,9 +98,8 @@ def cost_quality(goals: list, codec: ActionCodec, observer: LatentObserver, plan
     Returns {"per_cost": {cost: {rank_corr, cem_on_simulator_success, cem_on_simulator_final_distance}},
     "goals", "samples", "start_distance", "per_goal": [...]}.
     """
-    costs = tuple(costs)
-    if "state" not in costs:
-        costs = (*costs, "state")
+    planned = tuple(costs)  # CEM runs on these; "state" is always scored, as the reference of the correlation
+    costs = planned if "state" in planned else (*planned, "state")
     sim = SimCosts(codec, observer, goals[0].goal_frame.shape[0])
     env = PushTEnv(image_size=goals[0].goal_frame.shape[0])
     corr = {c: [] for c in costs}
@@ -107,7 +114,7 @@ def cost_quality(goals: list, codec: ActionCodec, observer: LatentObserver, plan
                 corr[c].append(spearman(got[c], got["state"]))
             row = {"goal": g.index, **{f"{c}_rank_corr": corr[c][-1] for c in costs}}
             if settings.cem:
-                for c in costs:
+                for c in planned:
                     ok, dist = _cem_on_sim(sim, env, codec, g, goal_latent, plan_cfg, c, settings.max_plans)
                     cem[c]["success"].append(ok)
                     cem[c]["final_distance"].append(dist)
@@ -115,14 +122,14 @@ def cost_quality(goals: list, codec: ActionCodec, observer: LatentObserver, plan
             per_goal.append(row)
             log("goal {}: rank corr {}".format(g.index, " ".join(f"{c} {corr[c][-1]:.2f}" for c in costs))
                 + (" | CEM-on-sim " + " ".join(f"{c} {'✓' if cem[c]['success'][-1] else '✗'} "
-                                               f"{cem[c]['final_distance'][-1]:.0f}" for c in costs)
+                                               f"{cem[c]['final_distance'][-1]:.0f}" for c in planned)
                    if settings.cem else ""))
     finally:
         sim.close()
         env.close()
     per_cost = {c: {"rank_corr": float(np.mean(corr[c]))} for c in costs}
     if settings.cem:
-        for c in costs:
+        for c in planned:
             per_cost[c].update(cem_on_simulator_success=float(np.mean(cem[c]["success"])),
                                cem_on_simulator_final_distance=float(np.mean(cem[c]["final_distance"])))
     return {"per_cost": per_cost, "goals": len(goals), "samples": settings.samples,
