@@ -99,3 +99,23 @@ def test_goal_reached_and_state_distance():
     assert state_distance(s(agent=(6, 8), angle=math.radians(10)), g) == pytest.approx(20.0)
     assert state_distance(s(block=(3, 4)), g) == pytest.approx(state_distance(g, s(block=(3, 4))))
     assert PushTEnv.goal_reached(g, g)
+
+
+def test_advance_equals_stepping_one_action_at_a_time():
+    """`advance` (render only the last frame) runs the same physics as `step` per action: same state and frame."""
+    from latentwm.envs.pusht import PushTEnv
+
+    rng = np.random.default_rng(0)
+    a, b = PushTEnv(image_size=96), PushTEnv(image_size=96)
+    start, _ = a.reset(seed=3)
+    s0 = a.state()
+    b.reset(state=s0)
+    a.reset(state=s0)
+    actions = np.r_[rng.uniform(-50, 560, (12, 2)), np.repeat(s0[2:4][None], 6, 0)]  # off-arena + a push
+    for act in actions:
+        f_step, *_ = a.step(act)
+    f_adv = b.advance(actions)
+    assert np.array_equal(a.state(), b.state()) and np.array_equal(f_step, f_adv)
+    assert b.frame() is f_adv
+    a.close()
+    b.close()

@@ -139,6 +139,24 @@ class PushTEnv:
         self._last_info = self._info(float(info["coverage"]))
         return self._frame, float(reward), bool(terminated), bool(truncated), dict(self._last_info)
 
+    def advance(self, actions) -> np.ndarray:
+        """Execute (k, 2) actions and return only the last frame: the same physics as k `step` calls (gym-pusht's
+        PD control and pymunk stepping, actions clipped alike) without rendering or scoring the frames in between,
+        which is most of a step's cost. For evaluating many candidate plans (planning/cost_quality.py)."""
+        sim = self.sim
+        n_sub = int(1 / (sim.dt * sim.control_hz))
+        for action in np.asarray(actions, dtype=np.float64).reshape(-1, 2):
+            a = np.clip(action, 0.0, ARENA)
+            sim.n_contact_points = 0
+            sim._last_action = a
+            for _ in range(n_sub):
+                acc = sim.k_p * (a - sim.agent.position) + sim.k_v * (-sim.agent.velocity)
+                sim.agent.velocity += acc * sim.dt
+                sim.space.step(sim.dt)
+        self._frame = sim.get_obs()["pixels"]
+        self._last_info = self._info(float(sim._get_coverage()))
+        return self._frame
+
     def frame(self) -> np.ndarray:
         """The current observation, uint8 (image_size, image_size, 3)."""
         if self._frame is None:

@@ -59,10 +59,8 @@ class SimCosts:
                  costs=COSTS) -> dict:
         frames, dists = [], []
         for c in candidates:
-            f, _ = self.sim.reset(state=start_state)
-            for a in self.codec.to_env(self.codec.expand(c)):
-                f, *_ = self.sim.step(a)
-            frames.append(f)
+            self.sim.reset(state=start_state)
+            frames.append(self.sim.advance(self.codec.to_env(self.codec.expand(c))))
             dists.append(goal_metrics(self.sim.state(), goal_state)["state_dist"])
         frames = np.stack(frames)  # (P, H, W, 3)
         out = {"state": np.asarray(dists)}
