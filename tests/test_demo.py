@@ -95,6 +95,13 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
     p2 = json.loads((tmp_path / "pl" / "planning.json").read_text())
     for k in ("cem", "random"):
         assert p2["final_distance"][k] == m["planning"]["final_distance"][k]
+    # the diagnosis from the CLI: CEM on the state probe's pose cost alone (the run's saved probe) = the demo's
+    assert main(["plan", "--checkpoint", best, "--episodes-dir", str(out / "episodes"),
+                 "--cache-dir", str(out / "latents"), "--out-dir", str(tmp_path / "pls"), "--plan.num-goals", "2",
+                 "--planners", "cem", "--baselines", "random", "--videos", "0", "--plan.visual-weight", "0",
+                 "--plan.state-weight", "1", "--plan.proprio-weight", "0"]) == 0
+    p3 = json.loads((tmp_path / "pls" / "planning.json").read_text())
+    assert p3["final_distance"]["cem"] == m["planning"]["state_probe_cost"]["final_distance"]
 
     # offline RL on the demo's model and data: every phase runs, the table has BC, PMPO and random side by side
     assert main(["rl", "--checkpoint", str(out / "train"), "--out-dir", str(tmp_path / "rl"), "--heads-steps", "30",

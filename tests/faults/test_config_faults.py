@@ -23,3 +23,20 @@ def test_nan_learning_rate_is_refused_in_one_line(tmp_path, capsys, argv, field)
     err = capsys.readouterr().err
     assert code == 2 and not out.exists()  # refused at start, nothing written
     assert err.startswith(f"latentwm {argv[0]}: ") and len(err.strip().splitlines()) == 1 and field in err
+
+
+def test_a_state_cost_without_a_state_probe_names_the_flag(tmp_path):
+    """`latentwm plan --plan.state-weight 1` on a run without a saved state probe: one clear error, not a crash later
+    (and a saved one next to the checkpoint is found)."""
+    import dataclasses
+
+    from latentwm.config import ConfigError, PlanConfig, PlanRunConfig
+    from latentwm.planning.evaluate import _state_probe_path
+
+    cfg = PlanRunConfig(checkpoint=str(tmp_path / "train" / "checkpoints" / "best.pt"),
+                        plan=dataclasses.replace(PlanConfig(), state_weight=1.0))
+    with pytest.raises(ConfigError, match="--state-probe"):
+        _state_probe_path(cfg)
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "state_probe.safetensors").write_bytes(b"")
+    assert _state_probe_path(cfg) == tmp_path / "train" / "state_probe.safetensors"

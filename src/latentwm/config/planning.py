@@ -150,6 +150,11 @@ class PlanRunConfig:
     """DINO-WM's proprio term (weight plan.proprio-weight): 'auto' uses the run's proprio_probe.safetensors or trains
     one on the training cache (about a minute on the cpu preset; saved to out_dir), a path uses that probe, 'none'
     plans on the visual cost only."""
+    state_probe: str = "auto"
+    """Push-T pose probe on encoder latents (planning/state_probe.py) for the pose term of the cost, used when
+    plan.state-weight > 0 (e.g. the diagnosis `--plan.visual-weight 0 --plan.state-weight 1 --plan.proprio-weight
+    0`): 'auto' uses the run's state_probe.safetensors (the demo saves one beside the checkpoints), a path uses that
+    probe."""
     device: str = "auto"
     """auto: cuda when available, else cpu."""
 

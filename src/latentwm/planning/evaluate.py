@@ -40,7 +40,7 @@ from latentwm.planning.base import bf16_is_fast
 from latentwm.planning.mpc import (ActionCodec, LatentObserver, MPCPolicy, RandomPolicy, ReplayPolicy, derive_seed,
                                    run_episode)
 from latentwm.planning.proprio import ProprioProbe, resolve_probe
-from latentwm.planning.state_probe import StateProbe
+from latentwm.planning.state_probe import STATE_PROBE_FILE, StateProbe
 from latentwm.train.checkpoint import check_pairing, load_world_model
 from latentwm.train.lock import writable_out_dir
 
@@ -361,10 +361,24 @@ def run_plan(cfg: PlanRunConfig) -> dict:
                            repeat_actions=cfg.repeat_actions, num_videos=cfg.videos,
                            bf16=None if cfg.bf16 == "auto" else cfg.bf16 == "on")
     res = evaluate_planning(WorldModelRun.load(cfg.checkpoint, device=device), cfg.episodes_dir, cfg.plan,
-                            cache_dir=cfg.cache_dir or None, options=opts, proprio_probe=probe, out_dir=cfg.out_dir)
+                            cache_dir=cfg.cache_dir or None, options=opts, proprio_probe=probe, out_dir=cfg.out_dir,
+                            state_probe=_state_probe_path(cfg) if cfg.plan.state_weight > 0 else None)
     print(planning_table(res))
     print(f"planning.json, per-goal results and videos in {cfg.out_dir}")
     return res
+
+
+def _state_probe_path(cfg: PlanRunConfig) -> Path:
+    """--state-probe: a path as given; 'auto': state_probe.safetensors next to the checkpoint (the run folder or
+    its parents, where the demo saves it)."""
+    if cfg.state_probe != "auto":
+        return Path(cfg.state_probe)
+    ck = Path(cfg.checkpoint)
+    for d in (ck, ck.parent, ck.parent.parent):
+        if (d / STATE_PROBE_FILE).exists():
+            return d / STATE_PROBE_FILE
+    raise ConfigError(f"plan: plan.state_weight > 0 needs a state probe and none is saved next to {ck}; pass "
+                      "--state-probe PATH (the demo writes <run>/train/state_probe.safetensors)")
 
 
 def _json_default(o):
