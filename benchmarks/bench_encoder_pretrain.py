@@ -1,7 +1,7 @@
 """Which self-supervised objective (and which rendering resolution) gives Push-T a latent cost a planner can use?
 
     python benchmarks/bench_encoder_pretrain.py --episodes runs/demo/episodes [--minutes 4] [--goals 8]
-        [--objectives time-contrastive,masked-pixels,dino] [--res224 40] [--quick]
+        [--objectives time-contrastive,time-contrastive+pixels,masked-pixels,dino] [--res224 40] [--quick]
 
 For each objective, `latentwm pretrain-encoder` trains the demo's ViT (DINOv2 architecture, 64 wide, 2 blocks, 112 px,
 patch 14) on the training episodes for the same wall-clock budget; then `planning.cost_quality.encoder_cost_quality`
@@ -27,11 +27,38 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import report, table  # noqa: E402
 
-from latentwm.config import EncoderConfig, PretrainEncoderConfig, get_preset  # noqa: E402
+from latentwm.config import EncoderConfig, PretrainEncoderConfig, get_preset, preset  # noqa: E402
+from latentwm.data.episodes import load_episode  # noqa: E402
 from latentwm.data.sources.pusht import generate_pusht  # noqa: E402
 from latentwm.encoders.dino import DinoEncoder  # noqa: E402
 from latentwm.planning.cost_quality import CostQualitySettings, encoder_cost_quality  # noqa: E402
+from latentwm.planning.evaluate import held_out_episodes  # noqa: E402
 from latentwm.train.encoder_pretrain import run_pretrain_encoder  # noqa: E402
+
+
+def linear_probe(encoder: DinoEncoder, episodes: Path, frames: int = 3000) -> dict:
+    """How much pose the latents keep: ridge regression from the flattened tokens of training-episode frames to the
+    agent and block positions (px), RMSE on held-out-episode frames."""
+    exp = get_preset("cpu")
+    held = set(held_out_episodes(episodes, None, exp.data.eval_fraction, exp.data.seed))
+    sets = {"train": [], "held": []}
+    for p in sorted(episodes.glob("episode_*.npz")):
+        sets["held" if p in held else "train"].append(p)
+    xy = {}
+    for k, paths in sets.items():
+        eps = [load_episode(p) for p in paths]
+        stride = max(1, sum(len(e) for e in eps) // (frames if k == "train" else frames // 4))
+        f = np.concatenate([np.asarray(e.frames[e.cameras[0]])[::stride] for e in eps])
+        y = np.concatenate([e.states[::stride, :4] for e in eps])
+        x = torch.cat([encoder.encode(f[i:i + 256]).flatten(1) for i in range(0, len(f), 256)]).double().numpy()
+        xy[k] = (x, y)
+    (xt, yt), (xh, yh) = xy["train"], xy["held"]
+    mu, sd = xt.mean(0), xt.std(0) + 1e-6
+    a, b = (xt - mu) / sd, (xh - mu) / sd
+    w = np.linalg.solve(a.T @ a + 10.0 * len(a) * np.eye(a.shape[1]) / a.shape[1], a.T @ (yt - yt.mean(0)))
+    err = b @ w + yt.mean(0) - yh
+    return {"probe_agent_px": float(np.sqrt((err[:, :2] ** 2).sum(1).mean())),
+            "probe_block_px": float(np.sqrt((err[:, 2:4] ** 2).sum(1).mean()))}
 
 
 def score(encoder: DinoEncoder, episodes: Path, goals: int, samples: int) -> dict:
@@ -44,12 +71,18 @@ def score(encoder: DinoEncoder, episodes: Path, goals: int, samples: int) -> dic
     encoder.encode(frames)
     return {"rank_corr": lat["rank_corr"], "cem_on_simulator_success": lat["cem_on_simulator_success"],
             "cem_final_distance": lat["cem_on_simulator_final_distance"],
-            "encode_frames_per_s": 256 / (time.perf_counter() - t)}
+            "encode_frames_per_s": 256 / (time.perf_counter() - t), **linear_probe(encoder, episodes)}
 
 
 def pretrain(episodes: Path, out: Path, objective: str, minutes: float, image_size: int) -> tuple[DinoEncoder, dict]:
+    """objective: a --objective name, or "time-contrastive+pixels" (with the masked-pixel term, pixel_weight 1);
+    time-contrastive runs with the cpu preset's window and sigma."""
+    base = preset("cpu").pretrain
+    kw = dict(window=base.window, sigma=base.sigma)
+    if objective == "time-contrastive+pixels":
+        objective, kw["pixel_weight"] = "time-contrastive", 1.0
     cfg = PretrainEncoderConfig(data_dir=str(episodes), out_dir=str(out), objective=objective, steps=100_000,
-                                max_minutes=minutes, image_size=image_size, device="cpu")
+                                max_minutes=minutes, image_size=image_size, device="cpu", **kw)
     t = time.perf_counter()
     folder = run_pretrain_encoder(cfg)
     secs = time.perf_counter() - t
@@ -64,7 +97,7 @@ def main():
     ap.add_argument("--minutes", type=float, default=4.0)
     ap.add_argument("--goals", type=int, default=8)
     ap.add_argument("--samples", type=int, default=48)
-    ap.add_argument("--objectives", default="time-contrastive,masked-pixels,dino")
+    ap.add_argument("--objectives", default="time-contrastive,time-contrastive+pixels,masked-pixels,dino")
     ap.add_argument("--res224", type=int, default=0, help="episodes per resolution for the 96 vs 224 px comparison")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
@@ -88,12 +121,14 @@ def main():
                "rows": rows, "quick": args.quick}
     report("bench_encoder_pretrain: latent cost quality of pretrained encoders (simulator as the model)",
            table(rows, ["encoder", "objective", "pretrain_s", "pretrain_steps", "rank_corr",
-                        "cem_on_simulator_success", "cem_final_distance", "encode_frames_per_s", "generate_s"]),
+                        "cem_on_simulator_success", "cem_final_distance", "probe_agent_px", "probe_block_px",
+                        "encode_frames_per_s", "generate_s"]),
            summary,
            f"Episodes {episodes}; each objective pretrained for {args.minutes} min on the training episodes (demo "
            f"architecture: DINOv2 64 wide, 2 blocks, patch 14); cost quality over {args.goals} held-out goals "
            f"(25 env steps ahead), rank correlation over {args.samples} random 5-step plans per goal; CEM 32 × 6 "
-           "elites × 4 iterations, 2 plans, candidates executed in the simulator.")
+           "elites × 4 iterations, 2 plans, candidates executed in the simulator. probe_*_px: held-out RMSE of a ridge "
+           "regression from the flattened latents to agent / block position (how much pose the latents keep).")
 
 
 def resolution_rows(tmp: Path, args) -> list[dict]:

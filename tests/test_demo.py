@@ -149,3 +149,22 @@ def test_demo_encoder_choice(tmp_path):
     assert DemoConfig(preset="smoke", encoder="tiny-random").experiment().encoder.name == "tiny-random"
     with pytest.raises(ConfigError, match="demo.encoder"):
         DemoConfig(encoder="")
+
+
+def test_state_cost_diagnosis_verdict_depends_on_the_probe():
+    """A failed state-cost diagnosis blames the dynamics model only when the probe can read the pose within twice
+    the success tolerance; with a coarse probe (the cpu demo's time-contrastive latents: agent 105 px) it says the
+    diagnosis is inconclusive."""
+    from latentwm.report.sections import _diagnosis
+
+    def planning(agent_px):
+        probe = {"agent_rmse_px": agent_px, "agent_baseline_rmse_px": 165.0, "block_rmse_px": 30.0,
+                 "block_baseline_rmse_px": 136.0, "angle_err_deg": 30.0, "angle_baseline_err_deg": 95.0}
+        return {"state_probe_cost": {"success_rate": 0.0, "success_rate_block_moves": 0.0, "block_pos_diff": 107.0,
+                                     "probe": probe},
+                "by_subset": {"block_moves": {"num_goals": 11}}, "success_rate_block_moves": {"cem": 0.09},
+                "block_pos_diff": {"cem": 68.0}}
+
+    assert "**the dynamics model" in _diagnosis(planning(25.0)) and "inconclusive" not in _diagnosis(planning(25.0))
+    coarse = _diagnosis(planning(105.0))
+    assert "inconclusive" in coarse and "Taken at face value" in coarse and "agent" in coarse

@@ -12,6 +12,9 @@ STATE_COST = "cem (state-probe cost)"
 _PROBE_PARTS = (("agent", "agent_rmse_px", "agent_baseline_rmse_px", " px"),
                 ("block", "block_rmse_px", "block_baseline_rmse_px", " px"),
                 ("angle", "angle_err_deg", "angle_baseline_err_deg", "°"))
+_PROBE_LIMIT = 40.0
+"""A probe part whose held-out error exceeds twice the success tolerance (20 px, 20°) cannot steer a plan into
+the tolerance: a failed diagnosis on such a probe is inconclusive."""
 _COST_QUALITY = (("rank_corr", "rank correlation of the latent goal cost with the true state distance"),
                  ("cem_on_simulator_success", "success of CEM on the simulator with this cost"))
 
@@ -179,15 +182,17 @@ def _diagnosis(planning: dict) -> str:
 
 def _probe_caveat(p: dict, failed: bool) -> tuple[str, bool]:
     """How far the verdict rests on the probe: its held-out errors beside the train-mean pose's, and whether a failed
-    diagnosis is inconclusive (the probe reads some part no better than that mean: the pose cost was unreliable)."""
+    diagnosis is inconclusive (the probe reads some part no better than that mean, or with an error over twice the
+    success tolerance: the pose cost was unreliable)."""
     parts = [(n, p[k], p[b], u) for n, k, b, u in _PROBE_PARTS if p.get(k) is not None and p.get(b) is not None]
     if not parts:
         return "", False
     errs = ", ".join(f"{n} {e:.0f}{u} (mean pose {b:.0f}{u})" for n, e, b, u in parts)
-    weak = [n for n, e, b, _ in parts if e >= b]
+    weak = [n for n, e, b, _ in parts if e >= b or e > _PROBE_LIMIT]
     if weak and failed:
-        return (f" But the probe reads the {' and '.join(weak)} no better than the train-mean pose (held-out {errs}): "
-                "the pose cost is unreliable too, so this diagnosis is inconclusive.", True)
+        return (f" But the probe reads the {' and '.join(weak)} no better than the train-mean pose or with more than "
+                f"twice the success tolerance (held-out {errs}): the pose cost is unreliable too, so this diagnosis "
+                "is inconclusive.", True)
     return f" The probe's held-out error: {errs}.", False
 
 
