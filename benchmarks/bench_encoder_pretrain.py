@@ -55,7 +55,7 @@ def linear_probe(encoder: DinoEncoder, episodes: Path, frames: int = 3000) -> di
     (xt, yt), (xh, yh) = xy["train"], xy["held"]
     mu, sd = xt.mean(0), xt.std(0) + 1e-6
     a, b = (xt - mu) / sd, (xh - mu) / sd
-    w = np.linalg.solve(a.T @ a + 10.0 * len(a) * np.eye(a.shape[1]) / a.shape[1], a.T @ (yt - yt.mean(0)))
+    w = np.linalg.solve(a.T @ a + len(a) * np.eye(a.shape[1]), a.T @ (yt - yt.mean(0)))  # ridge λ = n: 4096-D
     err = b @ w + yt.mean(0) - yh
     return {"probe_agent_px": float(np.sqrt((err[:, :2] ** 2).sum(1).mean())),
             "probe_block_px": float(np.sqrt((err[:, 2:4] ** 2).sum(1).mean()))}
