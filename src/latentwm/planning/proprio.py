@@ -53,6 +53,28 @@ def clean_features(model, batch) -> torch.Tensor:
     return probe_features(model, h)
 
 
+def save_probe(probe: nn.Module, path: str | os.PathLike, metrics: dict | None = None) -> Path:
+    """Atomic write of a probe's weights to `path` (.safetensors) and of `probe.meta()` + metrics to its .json;
+    the metrics become `probe.metrics`. Shared by the proprio and state probes."""
+    path = Path(path)
+    _atomic_write(path, save({k: v.detach().cpu().contiguous() for k, v in probe.state_dict().items()}))
+    _atomic_write(path.with_suffix(".json"), json.dumps({**probe.meta(), "metrics": metrics or {}}, indent=1))
+    probe.metrics = metrics or {}
+    return path
+
+
+def read_probe(path: str | os.PathLike, filename: str, what: str) -> tuple[dict, dict]:
+    """(metadata, weights) of a probe written by `save_probe` (`path`: the file, or the folder holding `filename`);
+    a missing file is a FileNotFoundError naming it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / filename
+    meta_path = path.with_suffix(".json")
+    if not path.exists() or not meta_path.exists():
+        raise FileNotFoundError(f"{what}: {path} (and its .json) not found")
+    return read_json(meta_path, f"{what} metadata"), load_file(str(path))
+
+
 class ProprioProbe(nn.Module):
     """(…, F) frame features -> (…, k) normalized proprio of the dims `dims`.
 
@@ -89,23 +111,12 @@ class ProprioProbe(nn.Module):
 
     def save(self, path: str | os.PathLike, metrics: dict | None = None) -> Path:
         """Atomic write of `path` (.safetensors) and its .json (meta + metrics; they become `self.metrics`)."""
-        path = Path(path)
-        _atomic_write(path, save({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}))
-        _atomic_write(path.with_suffix(".json"), json.dumps({**self.meta(), "metrics": metrics or {}}, indent=1))
-        self.metrics = metrics or {}
-        return path
+        return save_probe(self, path, metrics)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device="cpu") -> "ProprioProbe":
         """A probe saved by `save` (a file, or the folder holding proprio_probe.safetensors)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / PROBE_FILE
-        meta_path = path.with_suffix(".json")
-        if not path.exists() or not meta_path.exists():
-            raise FileNotFoundError(f"proprio probe: {path} (and its .json) not found")
-        meta = read_json(meta_path, "proprio probe metadata")
-        state = load_file(str(path))
+        meta, state = read_probe(path, PROBE_FILE, "proprio probe")
         probe = cls(meta["feature_dim"], tuple(meta["dims"]), np.zeros(meta["proprio_dim"]),
                     np.ones(meta["proprio_dim"]), hidden=meta["hidden"])
         probe.load_state_dict(state)
@@ -251,5 +262,5 @@ def resolve_probe(checkpoint: str | os.PathLike, spec: str = "auto", cache_dir: 
     return probe
 
 
-__all__ = ["PROBE_FILE", "ProprioGoal", "ProprioProbe", "clean_features", "probe_features", "resolve_probe",
-           "train_proprio_probe"]
+__all__ = ["PROBE_FILE", "ProprioGoal", "ProprioProbe", "clean_features", "probe_features", "read_probe",
+           "resolve_probe", "save_probe", "train_proprio_probe"]

@@ -23,7 +23,6 @@ with `STATE_PROBE_CONFIG` (36k frames, 4000 steps; the train-mean pose: 165 / 13
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -31,14 +30,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save
 from torch import nn
 
 from latentwm.config import ProbeConfig
-from latentwm.config.jsonfile import read_json
 from latentwm.data.clips import LatentClipDataset
-from latentwm.data.latent_cache import _atomic_write
 from latentwm.model.layers import mlp
+from latentwm.planning.proprio import read_probe, save_probe
 from latentwm.train.loop import NonFiniteGuard, optimizer_step
 
 STATE_PROBE_FILE = "state_probe.safetensors"
@@ -98,25 +95,15 @@ class StateProbe(nn.Module):
 
     def save(self, path: str | os.PathLike, metrics: dict | None = None) -> Path:
         """Atomic write of `path` (.safetensors) and its .json (meta + metrics; they become `self.metrics`)."""
-        path = Path(path)
-        _atomic_write(path, save({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}))
-        _atomic_write(path.with_suffix(".json"), json.dumps({**self.meta(), "metrics": metrics or {}}, indent=1))
-        self.metrics = metrics or {}
-        return path
+        return save_probe(self, path, metrics)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device="cpu") -> "StateProbe":
         """A probe saved by `save` (a file, or the folder holding state_probe.safetensors)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / STATE_PROBE_FILE
-        meta_path = path.with_suffix(".json")
-        if not path.exists() or not meta_path.exists():
-            raise FileNotFoundError(f"state probe: {path} (and its .json) not found")
-        meta = read_json(meta_path, "state probe metadata")
+        meta, state = read_probe(path, STATE_PROBE_FILE, "state probe")
         probe = cls(meta["num_tokens"], meta["latent_dim"], channels=meta["channels"], hidden=meta["hidden"],
                     token_hidden=meta["token_hidden"])
-        probe.load_state_dict(load_file(str(path)))
+        probe.load_state_dict(state)
         probe.metrics = meta.get("metrics", {})
         return probe.to(device).eval().requires_grad_(False)
 
