@@ -17,12 +17,12 @@ from latentwm.config.presets import DEMO_PLAN, PRESETS, Preset, get_preset, pres
 from latentwm.config.registry import (BASELINE_NAMES, ENCODER_PRESETS, PLANNER_NAMES, SOURCES,
                                       EncoderPreset)
 from latentwm.config.sections import (DataConfig, EncoderConfig, ModelConfig, ObjectiveConfig, RolloutConfig,
-                                      TrainConfig)
+                                      TextEncoderConfig, TrainConfig)
 from latentwm.config.stages import DecoderConfig, DemoSizes, RLConfig
 
 __all__ = ["BASELINE_NAMES", "CEMConfig", "ConfigError", "DEMO_PLAN", "DataConfig", "DecoderConfig", "DemoConfig",
            "DemoSizes", "ENCODER_PRESETS", "EncodeConfig", "EncoderConfig", "EncoderPreset", "EvalConfig",
            "ExperimentConfig", "LatentwmError", "GenerateConfig", "GradientConfig", "MPPIConfig", "ModelConfig",
            "ObjectiveConfig", "PLANNER_NAMES", "PRESETS", "PlanConfig", "PlanRunConfig", "Preset", "ProbeConfig",
-           "PretrainEncoderConfig", "RLConfig", "RolloutConfig", "SOURCES", "TrainConfig", "VerifyConfig", "get_preset",
-           "preset"]
+           "PretrainEncoderConfig", "RLConfig", "RolloutConfig", "SOURCES", "TextEncoderConfig", "TrainConfig",
+           "VerifyConfig", "get_preset", "preset"]

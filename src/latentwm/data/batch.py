@@ -3,6 +3,9 @@
 A batch holds either encoded `latents` (B, T, N, D) or raw `frames` (B, T, 3, H, W) uint8 for online encoding.
 Clips of different lengths are right-padded; `valid` (B, T) marks real frames and `action_mask` (B, T) marks known
 actions (False for action-free video, padding, and a clip's last step when the action after it is unknown).
+Text is a per-frame condition like actions: `text` (B, T, E) holds the frozen sentence embedding of each frame's
+text (looked up from the cache's table, never computed per step) and `text_mask` (B, T) marks frames that have one;
+a batch may mix samples with and without text (those without get zeros and False).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import numpy as np
 import torch
 
 _TENSORS = ("latents", "frames", "actions", "action_mask", "valid", "proprio", "rewards", "terminal", "states",
-            "text_ids")
+            "text", "text_mask")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class ClipSample:
     rewards: torch.Tensor | None = None  # (T,)
     terminal: torch.Tensor | None = None  # (T,) bool
     states: torch.Tensor | None = None  # (T, S) float64 simulator state (goals, scoring)
+    text: torch.Tensor | None = None  # (T, E) float32 sentence embedding of each frame's text (zeros where none)
+    text_mask: torch.Tensor | None = None  # (T,) bool: the frame has a text
     meta: WorldBatchMetadata | None = None
 
     def __len__(self) -> int:
@@ -63,7 +68,8 @@ class WorldBatch:
     rewards: torch.Tensor | None = None  # (B, T)
     terminal: torch.Tensor | None = None  # (B, T) bool
     states: torch.Tensor | None = None  # (B, T, S) float64 simulator state
-    text_ids: torch.Tensor | None = None  # (B, L) long
+    text: torch.Tensor | None = None  # (B, T, E) float sentence embeddings (zeros where text_mask is False)
+    text_mask: torch.Tensor | None = None  # (B, T) bool
     meta: list[WorldBatchMetadata] = field(default_factory=list)
 
     def __post_init__(self):
@@ -72,7 +78,7 @@ class WorldBatch:
         B, T = self.valid.shape
         for name in _TENSORS:
             t = getattr(self, name)
-            if t is not None and name != "text_ids" and tuple(t.shape[:2]) != (B, T):
+            if t is not None and tuple(t.shape[:2]) != (B, T):
                 raise ValueError(f"WorldBatch.{name} has leading shape {tuple(t.shape[:2])}, expected (B, T) = "
                                  f"({B}, {T}) like `valid`")
         if self.meta and len(self.meta) != B:
@@ -141,9 +147,22 @@ def collate(samples: Sequence[ClipSample], action_dim: int) -> WorldBatch:
     for name, present in kinds.items():
         if any(present) and not all(present):
             raise ValueError(f"collate: `{name}` is present in some samples and missing in others")
+    widths = {int(s.text.shape[-1]) for s in samples if s.text is not None}
+    if len(widths) > 1:
+        raise ValueError(f"collate: samples carry text embeddings of different widths {sorted(widths)} (caches "
+                         "encoded with different text encoders cannot share a batch)")
+    if widths:  # text is a condition like actions: samples without it get zeros and text_mask False
+        out["text"] = torch.zeros(B, T, widths.pop())
+        out["text_mask"] = torch.zeros(B, T, dtype=torch.bool)
     for i, s in enumerate(samples):
         L = len(s)
         valid[i, :L] = True
+        if s.text is not None:
+            if s.text.shape[0] != L:
+                raise ValueError(f"collate: sample {i} ({_who(s)}) has {s.text.shape[0]} text rows for {L} frames")
+            m = torch.ones(L, dtype=torch.bool) if s.text_mask is None else s.text_mask.bool()
+            out["text"][i, :L] = torch.where(m[:, None], s.text.float(), torch.zeros((), dtype=torch.float))
+            out["text_mask"][i, :L] = m
         for name in kinds:
             v = getattr(s, name)
             if v is not None:
