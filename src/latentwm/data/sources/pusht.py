@@ -5,7 +5,14 @@ dataset "pusht", camera "main", fps 10, frames (T, S, S, 3) uint8, actions (T, 2
 target position in [0, 512]² (the action at t is taken after frame t), proprio (T, 4) = agent [x, y, vx, vy],
 rewards (T,) = the env's coverage reward of the step taken at t, states (T, 7) = DINO-WM's state
 [agent x, y, block x, y, angle, agent vx, vy], success = the env's coverage success (> 95%) was reached,
-extras = {seed, policy, block_travel}. An episode stops early when the env reports success.
+extras = {seed, policy, block_travel, narrations, narrations_heldout}. An episode stops early when the env
+reports success.
+
+Language: `extras["narrations"]` = `[start, end, text]` spans of NARRATION_SEGMENT stored frames describing what
+the frames show (the block moved / turned, or where the pusher went; `latentwm.envs.pusht_language.narrate` of
+the states, paraphrases drawn from the episode's seed), `extras["narrations_heldout"]` = the same spans worded with
+held-out paraphrases (evaluation only). `text` stays [] (the narrations are the text). Episodes written before
+narrations existed get identical ones computed from their states when `load_pusht`'s loaders read them.
 
 Episode i is a pure function of (seed + i, its policy), so generation is deterministic, resumable (existing files
 that load are kept; corrupt or partial ones are regenerated) and can run on several processes. The settings are
@@ -27,10 +34,14 @@ import numpy as np
 from latentwm.config import ConfigError, GenerateConfig
 from latentwm.data.episodes import Episode, EpisodeError, load_episode, save_episode
 from latentwm.envs.pusht import PushTEnv, proprio_from_state
+from latentwm.envs.pusht_language import narrate
 
 CAMERA = "main"
 POLICIES = ("scripted", "random_walk")
 ARENA_MAX = 512.0
+NARRATION_SEGMENT = 20
+"""Stored frames (env steps, 10 Hz) per narrated span: 2 s, 4 model steps at frame_skip 5 (a training clip of 8
+model steps spans 2). A constant, not a folder setting: narrations are recomputed from the states of old folders."""
 
 
 def episode_path(out_dir: str | os.PathLike, i: int) -> Path:
@@ -126,12 +137,23 @@ def rollout_episode(env, index: int, seed: int, policy: str, max_steps: int) -> 
             break
     states_a = np.stack(states)
     travel = float(np.linalg.norm(np.diff(states_a[:, 2:4], axis=0), axis=1).sum()) if len(states) > 1 else 0.0
-    return Episode(
+    return with_narrations(Episode(
         dataset="pusht", episode_id=f"episode_{index:06d}", fps=float(env.fps), frames={CAMERA: np.stack(frames)},
         actions=np.asarray(actions, dtype=np.float32), proprio=proprio_from_state(states_a),
         rewards=np.asarray(rewards, dtype=np.float32), states=states_a, success=bool(success),
         extras=dict(seed=int(seed + index), policy=policy, block_travel=travel),
-    )
+    ))
+
+
+def with_narrations(ep: Episode) -> Episode:
+    """`ep` with `extras["narrations"]` / `["narrations_heldout"]` from its states (`narrate`, NARRATION_SEGMENT,
+    paraphrases seeded by `extras["seed"]`) unless it has both already; episodes without states are returned as
+    they are. Generation and loading both go through here, so old and new folders narrate alike."""
+    if ep.states is None or ("narrations" in ep.extras and "narrations_heldout" in ep.extras):
+        return ep
+    train, held = narrate(ep.states, NARRATION_SEGMENT, seed=int(ep.extras.get("seed", 0)))
+    ep.extras = dict(ep.extras, narrations=train, narrations_heldout=held)
+    return ep
 
 
 def _is_valid(path: Path) -> bool:
@@ -249,9 +271,10 @@ def generate_pusht(out_dir: str | os.PathLike, num_episodes: int, max_steps: int
 
 
 def load_pusht(out_dir: str | os.PathLike) -> list[tuple[str, Callable[[], Episode]]]:
-    """(key, loader) pairs for every episode file in `out_dir`, sorted: the input of `encode_to_cache`."""
+    """(key, loader) pairs for every episode file in `out_dir`, sorted: the input of `encode_to_cache`. Episodes
+    saved without narrations get them from their states (`with_narrations`), as generation gives them."""
     paths = sorted(Path(out_dir).glob("episode_*.npz"))
-    return [(f"pusht/{p.stem}", (lambda p=p: load_episode(p))) for p in paths]
+    return [(f"pusht/{p.stem}", (lambda p=p: with_narrations(load_episode(p)))) for p in paths]
 
 
 def run_generate(cfg: GenerateConfig) -> list[Path]:
