@@ -244,7 +244,8 @@ def test_fused_trains_on_cpu_with_softcap():
     z, tau, step, a, mask = _inputs(m.cfg, 2, 3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        m(z, tau, step, a, mask).square().mean().backward()
+        text = torch.randn(2, 3, m.cfg.text_dim)  # with text, so the text projection gets a gradient too
+        m(z, tau, step, a, mask, text=text, text_mask=torch.rand(2, 3) < 0.5).square().mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
 
 
@@ -318,7 +319,7 @@ def test_shapes_and_errors():
     z, tau, step, a, mask = _inputs(cfg, 2, 3)
     x, h = m(z, tau, step, a, mask, return_hidden=True)
     assert x.shape == z.shape and x.dtype == torch.float32
-    assert h.shape == (2, 3, cfg.registers + 2 + 16, cfg.width) and m.tokens_per_frame == cfg.registers + 18
+    assert h.shape == (2, 3, cfg.registers + 3 + 16, cfg.width) and m.tokens_per_frame == cfg.registers + 19
     assert m(z, 1.0, 0.125).shape == z.shape  # scalar τ / d broadcast
     with pytest.raises(ValueError, match=r"z: expected shape \(B, T, N=16, D=64\)"):
         m(torch.randn(2, 3, 16, 65), tau, step)
@@ -431,7 +432,7 @@ def test_preset_parameter_counts_on_meta(capsys):
         n = m.num_parameters()
         rows.append(f"{name}: {n:,} parameters, {m.flops_per_frame(cfg.context_frames) / 1e9:.3f} GFLOP/frame")
         assert abs(n - approx_param_count(cfg)) <= 0.03 * n, (name, n, approx_param_count(cfg))
-        # the count quoted in the preset's docstring ("54k parameters", "1.13M", "46M", "1.08B") stays true
+        # the count quoted in the preset's docstring ("67k parameters", "1.13M", "46M", "1.08B") stays true
         doc = re.search(r"([\d.]+)([kMB]) parameters", preset(name).summary)
         quoted = float(doc.group(1)) * {"k": 1e3, "M": 1e6, "B": 1e9}[doc.group(2)]
         assert abs(quoted - n) <= 0.05 * n, (name, quoted, n)

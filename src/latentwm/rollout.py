@@ -7,6 +7,13 @@ robust to their own errors). Observed context frames enter the cache the same wa
 
 Action convention (DESIGN.md section 3): actions[:, t] is taken after frame t, so frame t+1 is generated from
 actions[:, t]. A rollout of H frames after C context frames needs actions[:, :C + H − 1].
+Text is per frame and not shifted: frame t is observed / generated with text[:, t] (a sentence for the whole rollout
+may be given once as (B, E)).
+
+Classifier-free guidance (`Guided`): the conditional branch and each null branch (no text, no action) run as one
+batched step over [cond | null…] rows with one KV cache, and x̂ = x̂_c + Σ_k (w_k − 1)·(x̂_c − x̂_k) — for one
+condition x̂_null + w·(x̂_c − x̂_null). Every branch commits the same finished frame with its own conditions. With
+all scales 1 there is no null branch at all, so it is exactly plain conditional sampling.
 """
 
 from __future__ import annotations
@@ -45,24 +52,86 @@ def _action_at(actions, action_mask, t: int, batch: int):
     return a, m
 
 
+def _text_at(text, text_mask, t: int, batch: int) -> dict:
+    """Keywords for model.step with frame t's text: text (B or 1, T, E) per frame or (B or 1, E) for all frames;
+    text_mask like it without E (None: present). {} without text."""
+    if text is None:
+        return {}
+    x = text[:, t] if text.dim() == 3 else text
+    m = None if text_mask is None else (text_mask[:, t] if text_mask.dim() == 2 else text_mask)
+    if x.shape[0] != batch:  # one sentence shared by every candidate
+        x = x.expand(batch, *x.shape[1:])
+        m = None if m is None else m.expand(batch)
+    return {"text": x, "text_mask": m}
+
+
+class Guided:
+    """Classifier-free guidance as a model: `step` runs the conditional branch and the null branches of the scales
+    that are not 1 in one batched call, rows branch-major ([cond B | no-text B | no-action B]), and returns the
+    guided x̂ (B, N, D). Its KV cache holds every branch (init_cache(B) has B·branches rows); `cache.expand(n)`
+    keeps the branch-major order, so planners may expand it like a plain cache."""
+
+    def __init__(self, model, text_guidance: float = 1.0, action_guidance: float = 1.0):
+        self.model, self.cfg = model, model.cfg
+        self.nulls = [(k, float(w)) for k, w in (("text", text_guidance), ("action", action_guidance)) if w != 1.0]
+        self.branches = 1 + len(self.nulls)
+
+    def init_cache(self, batch_size: int, device=None, dtype=None):
+        return self.model.init_cache(batch_size * self.branches, device=device, dtype=dtype)
+
+    def step(self, z, tau, step, prev_action=None, prev_action_mask=None, cache=None, commit=False,
+             return_hidden=False, *, text=None, text_mask=None):
+        """As DynamicsModel.step for B rows; the cache holds B·branches rows."""
+        n, B = self.branches, z.shape[0]
+        rep = lambda t: t if t is None or not torch.is_tensor(t) or t.dim() == 0 else t.repeat(n, *[1] * (t.dim() - 1))  # noqa: E731
+        off = torch.zeros((), dtype=torch.bool, device=z.device)
+        a_mask = t_mask = None
+        if prev_action is not None:
+            m = prev_action_mask if prev_action_mask is not None else torch.ones(B, dtype=torch.bool, device=z.device)
+            a_mask = torch.cat([m] + [m & off if k == "action" else m for k, _ in self.nulls])
+        if text is not None:
+            m = text_mask if text_mask is not None else torch.ones(B, dtype=torch.bool, device=z.device)
+            t_mask = torch.cat([m] + [m & off if k == "text" else m for k, _ in self.nulls])
+        out = self.model.step(rep(z), rep(tau), rep(step), rep(prev_action), a_mask, cache=cache, commit=commit,
+                              return_hidden=return_hidden, text=rep(text), text_mask=t_mask)
+        x, h = out if return_hidden else (out, None)
+        xs = x.view(n, B, *x.shape[1:])
+        guided = xs[0]
+        for i, (_, w) in enumerate(self.nulls, start=1):
+            guided = guided + (w - 1.0) * (xs[0] - xs[i])
+        return (guided, h[:B]) if return_hidden else guided
+
+
+def guided(model, text_guidance: float = 1.0, action_guidance: float = 1.0):
+    """`model` itself when both scales are 1 (plain conditional sampling, exactly), else a `Guided` view of it."""
+    if text_guidance == 1.0 and action_guidance == 1.0:
+        return model
+    if text_guidance != 1.0 and getattr(model.cfg, "text_dim", 0) == 0:
+        raise ValueError(f"text_guidance {text_guidance}: the model has no text slot (model.text_dim = 0)")
+    return Guided(model, text_guidance, action_guidance)
+
+
 def commit_frame(model, cache, x: torch.Tensor, prev_action=None, prev_action_mask=None, tau_ctx: float = 1.0,
-                 noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> None:
-    """Write the finished frame x (B, N, D) into the cache at signal level tau_ctx (one pass, output unused)."""
+                 noise: torch.Tensor | None = None, generator: torch.Generator | None = None, text_kw=None) -> None:
+    """Write the finished frame x (B, N, D) into the cache at signal level tau_ctx (one pass, output unused).
+    text_kw: {"text": (B, E), "text_mask": (B,)} of this frame, or None."""
     z = x
     if tau_ctx < 1.0:
         eps = noise if noise is not None else torch.randn(x.shape, generator=generator, device=x.device,
                                                            dtype=x.dtype)
         z = (1.0 - tau_ctx) * eps + tau_ctx * x
     d_min = 1.0 / model.cfg.k_max
-    model.step(z, _ones(x, tau_ctx), _ones(x, d_min), prev_action, prev_action_mask, cache=cache, commit=True)
+    model.step(z, _ones(x, tau_ctx), _ones(x, d_min), prev_action, prev_action_mask, cache=cache, commit=True,
+               **(text_kw or {}))
 
 
 def sample_frame(model, cache, sample_steps: int, noise: torch.Tensor, prev_action=None, prev_action_mask=None,
-                 batch: int | None = None) -> torch.Tensor:
+                 batch: int | None = None, text_kw=None) -> torch.Tensor:
     """Generate one frame (B, N, D) with K = sample_steps denoising steps (a power of two ≤ k_max, else a
     ValueError); the cache is read, not written.
 
-    noise: (B, N, D), or (1, N, D) shared by all B candidates (common random numbers).
+    noise: (B, N, D), or (1, N, D) shared by all B candidates (common random numbers). text_kw: this frame's
+    {"text": (B, E), "text_mask": (B,)} or None.
     """
     sample_steps = check_sample_steps(sample_steps, model.cfg.k_max)
     B = batch or noise.shape[0]
@@ -72,7 +141,7 @@ def sample_frame(model, cache, sample_steps: int, noise: torch.Tensor, prev_acti
     x_hat = z
     for k in range(sample_steps):
         x_hat = model.step(z, torch.full((B,), tau, device=z.device), torch.full((B,), d, device=z.device),
-                           prev_action, prev_action_mask, cache=cache, commit=False)
+                           prev_action, prev_action_mask, cache=cache, commit=False, **(text_kw or {}))
         if k < sample_steps - 1:
             z = z + d * (x_hat - z) / (1.0 - tau)
             tau += d
@@ -80,11 +149,12 @@ def sample_frame(model, cache, sample_steps: int, noise: torch.Tensor, prev_acti
 
 
 def observe(model, context: torch.Tensor, actions=None, action_mask=None, tau_ctx: float = 1.0, cache=None,
-            noise: torch.Tensor | None = None, generator: torch.Generator | None = None):
+            noise: torch.Tensor | None = None, generator: torch.Generator | None = None, text=None, text_mask=None):
     """Enter observed frames context (B, C, N, D) into a cache (a new one when None); returns the cache.
 
     actions (B, ≥C−1, A), actions[:, t] taken after context frame t (the first frame enters without an action);
-    noise (B, C, N, D) for re-noised context (tau_ctx < 1).
+    noise (B, C, N, D) for re-noised context (tau_ctx < 1); text (B, ≥C, E) per frame or (B, E), text_mask
+    (B, ≥C) / (B,) bool.
     """
     B, C = context.shape[:2]
     if actions is not None and action_mask is None:
@@ -93,14 +163,16 @@ def observe(model, context: torch.Tensor, actions=None, action_mask=None, tau_ct
         cache = model.init_cache(B, device=context.device)  # dtype follows autocast
     for c in range(C):
         a, m = _action_at(actions, action_mask, c, B)
-        commit_frame(model, cache, context[:, c], a, m, tau_ctx, None if noise is None else noise[:, c], generator)
+        commit_frame(model, cache, context[:, c], a, m, tau_ctx, None if noise is None else noise[:, c], generator,
+                     _text_at(text, text_mask, c, B))
     return cache
 
 
 def rollout(model, context: torch.Tensor, horizon: int, actions: torch.Tensor | None = None,
             action_mask: torch.Tensor | None = None, sample_steps: int = 4, tau_ctx: float = 1.0,
             noise: torch.Tensor | None = None, generator: torch.Generator | None = None, cache=None,
-            grad: bool = False) -> torch.Tensor:
+            grad: bool = False, text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
+            text_guidance: float = 1.0, action_guidance: float = 1.0) -> torch.Tensor:
     """Predict `horizon` frames after the observed `context` (B, C, N, D). Returns (B, H, N, D).
 
     actions: (B or 1, C + H − 1, A) or None (action-free); action_mask (B or 1, C + H − 1) bool.
@@ -109,8 +181,15 @@ def rollout(model, context: torch.Tensor, horizon: int, actions: torch.Tensor | 
     sample_steps: K, a power of two ≤ the model's k_max (else a ValueError naming sample_steps).
     cache: an already observed history (then `context` is only used for shapes and to position the actions);
     grad: keep the graph (gradient planners, K = 1).
+    text: (B or 1, C + H, E) the text of every frame, or (B or 1, E) one sentence for all; text_mask (B or 1, C + H)
+    / (B or 1,) bool (None: present). text_guidance / action_guidance: classifier-free guidance scales (1: none;
+    a given `cache` must then come from the same guided view, `guided(model, ...)`).
     """
     B, C, N, D = context.shape
+    model = guided(model, text_guidance, action_guidance)
+    if text is not None and text.dim() == 3 and text.shape[1] < C + horizon:
+        raise ValueError(f"rollout: text has {text.shape[1]} frames, needs C + H = {C + horizon} (or give one "
+                         f"sentence embedding per sample, (B, E))")
     check_sample_steps(sample_steps, model.cfg.k_max)
     if actions is not None and actions.shape[1] < C + horizon - 1:
         raise ValueError(f"rollout: actions has {actions.shape[1]} steps, needs C + H − 1 = {C + horizon - 1} "
@@ -122,8 +201,9 @@ def rollout(model, context: torch.Tensor, horizon: int, actions: torch.Tensor | 
     ctx = contextlib.nullcontext() if grad else torch.no_grad()
     with ctx:
         if cache is None:
-            cache = observe(model, context, actions, action_mask, tau_ctx, generator=generator)
-        B_out = max(B, cache.batch_size)  # an expanded cache: one history, many candidates
+            cache = observe(model, context, actions, action_mask, tau_ctx, generator=generator, text=text,
+                            text_mask=text_mask)
+        B_out = max(B, cache.batch_size // getattr(model, "branches", 1))  # an expanded cache: many candidates
         frames = []
         for h in range(horizon):
             t = C + h
@@ -132,8 +212,9 @@ def rollout(model, context: torch.Tensor, horizon: int, actions: torch.Tensor | 
                 eps = noise[:, h]
             else:  # a generator must live on context.device
                 eps = torch.randn((B_out, N, D), generator=generator, device=context.device, dtype=context.dtype)
-            x = sample_frame(model, cache, sample_steps, eps, a, m, batch=B_out)
+            tk = _text_at(text, text_mask, t, B_out)
+            x = sample_frame(model, cache, sample_steps, eps, a, m, batch=B_out, text_kw=tk)
             frames.append(x)
             if h < horizon - 1:  # the last frame is never attended to
-                commit_frame(model, cache, x, a, m, tau_ctx, generator=generator)
+                commit_frame(model, cache, x, a, m, tau_ctx, generator=generator, text_kw=tk)
     return torch.stack(frames, dim=1)

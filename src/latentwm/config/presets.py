@@ -59,7 +59,7 @@ class Preset:
 
 
 def _tiny() -> ExperimentConfig:
-    """Tests: 54k parameters; 4×4 latent grid of the 64-wide tiny-random encoder."""
+    """Tests: 67k parameters; 4×4 latent grid of the 64-wide tiny-random encoder."""
     enc = EncoderConfig(name="tiny-random", image_size=56, batch_size=32)
     model = ModelConfig(latent_dim=64, latent_grid=4, width=32, depth=4, heads=4, kv_heads=2, time_every=2,
                         registers=2, action_dim=10, context_frames=8, softcap=50.0, k_max=8)
@@ -75,7 +75,7 @@ def _tiny() -> ExperimentConfig:
 
 
 def _smoke() -> ExperimentConfig:
-    """CI demo (`latentwm demo --preset smoke`, < 5 minutes): the tiny model (54k parameters), a short run."""
+    """CI demo (`latentwm demo --preset smoke`, < 5 minutes): the tiny model (67k parameters), a short run."""
     base = _tiny()
     return base.replace(preset="smoke", train=dataclasses.replace(base.train, steps=150, eval_every=150,
                                                                     ckpt_every=150))

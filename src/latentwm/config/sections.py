@@ -312,6 +312,10 @@ class TrainConfig(LoopSettings):
     distributed: Literal["ddp", "fsdp"] = "ddp"
     """Strategy under torchrun: DDP, or FSDP2 fully_shard for models that do not fit one GPU."""
     eval_every: int = 500
+    condition_gain: bool = True
+    """At every evaluation also measure how much the model listens to each condition: held-out rollout error with
+    another clip's future actions / text and with none, minus the error with the true ones (noise-matched; 4 more
+    rollouts per clip). Logged (TensorBoard, metrics.jsonl) as eval/{action,text}_gain_h<h> and _gain_mean."""
     keep_best: bool = True
     """At every evaluation, keep the weights of the best held-out score so far (mean rollout latent MSE over
     horizons) as `<out_dir>/checkpoints/best.pt`, recorded in `<out_dir>/best.json` (train/best.py)."""

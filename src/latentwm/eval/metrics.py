@@ -1,5 +1,7 @@
 """Rollout metrics: latent error per horizon step against ground truth and baselines that cannot be beaten by
-blurring (copy-last-frame, context average), mean-of-N samples and sensitivity to swapped actions."""
+blurring (copy-last-frame, context average), mean-of-N samples, sensitivity to swapped actions, and the condition
+gain of actions and text (how much the model listens: error with another clip's condition or none, minus error with
+the true one, noise-matched)."""
 
 from __future__ import annotations
 
@@ -42,6 +44,38 @@ def swap_future_actions(actions: torch.Tensor, action_mask: torch.Tensor, contex
     return a, m
 
 
+CONDITIONS = ("action", "text")
+
+
+def _condition_variants(b: WorldBatch, cond: str, context: int, need: int):
+    """The future part of `cond` replaced: (rows (B,) bool — clips whose future has that condition —, {variant:
+    rollout keywords}). shuffled: clip i gets clip i+1's (only with ≥ 2 such clips); null: none at all. Only the
+    future changes (actions leading into predicted frames, text of predicted frames); the observed history keeps its
+    own. None when no clip of the batch has the condition in its future."""
+    if cond == "action":
+        acts, mask = b.actions[:, : need - 1], b.action_mask[:, : need - 1]
+        rows = mask[:, context - 1:].any(1)
+        null = mask.clone()
+        null[:, context - 1:] = False
+        out = {"null": dict(actions=acts, action_mask=null)}
+        if int(rows.sum()) > 1:
+            a, m = swap_future_actions(acts, mask, context)
+            out["shuffled"] = dict(actions=a, action_mask=m)
+        return (rows, out) if rows.any() else None
+    if b.text is None:
+        return None
+    text, mask = b.text[:, :need], b.text_mask[:, :need]
+    rows = mask[:, context:].any(1)
+    null = mask.clone()
+    null[:, context:] = False
+    out = {"null": dict(text=text, text_mask=null)}
+    if int(rows.sum()) > 1:
+        t, m = text.clone(), mask.clone()
+        t[:, context:], m[:, context:] = text[:, context:].roll(-1, dims=0), mask[:, context:].roll(-1, dims=0)
+        out["shuffled"] = dict(text=t, text_mask=m)
+    return (rows, out) if rows.any() else None
+
+
 class _Sums:
     """Per-horizon sums of per-clip errors (B, H) by key, overall and per dataset/camera group, with clip counts
     per key (keys may cover different clips: the swapped-action run skips batches of one clip)."""
@@ -53,7 +87,11 @@ class _Sums:
         self.groups: dict[str, dict[str, torch.Tensor]] = defaultdict(lambda: defaultdict(self.zeros))
         self.group_n: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 
-    def add(self, errs: dict[str, torch.Tensor], meta) -> None:
+    def add(self, errs: dict[str, torch.Tensor], meta, rows: torch.Tensor | None = None) -> None:
+        """errs: key -> (B, H) per-clip errors; rows (B,) bool: add only those clips."""
+        if rows is not None:
+            keep = rows.nonzero().flatten().tolist()
+            errs, meta = {k: v[rows] for k, v in errs.items()}, [meta[i] for i in keep]
         for key, err in errs.items():
             err = err.double().cpu()  # (B, H)
             self.total[key] += err.sum(0)
@@ -72,13 +110,17 @@ class _Sums:
 
 
 def _batch_errors(model, b: WorldBatch, context: int, horizon: int, gens: dict, num_samples: int,
-                  action_swap: bool, **kw) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One batch of full clips: the first sample's prediction (B, H, N, D) and per-clip errors (B, H) by key."""
+                  action_swap: bool, conditions: tuple[str, ...] = (), **kw
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list]:
+    """One batch of full clips: the first sample's prediction (B, H, N, D), per-clip errors (B, H) by key, and the
+    condition-gain errors as [(rows (B,) bool, {key: (B, H)})]."""
     need = context + horizon
     x = b.latents[:, :need]
     ctx, truth = x[:, :context], x[:, context:]
     acts, mask = b.actions[:, : need - 1], b.action_mask[:, : need - 1]
-    state = gens["model"].get_state()  # the swapped run replays this noise
+    if b.text is not None:  # the text of every frame, observed and predicted
+        kw = dict(kw, text=b.text[:, :need], text_mask=b.text_mask[:, :need])
+    state = gens["model"].get_state()  # the swapped / conditioned runs replay this noise
     pred = rollout(model, ctx, horizon, actions=acts, action_mask=mask, generator=gens["model"], **kw)
     ctx_mean = ctx.float().mean(1, keepdim=True)  # (B, 1, N, D)
     errs = {"model_error": latent_mse(pred, truth),
@@ -94,7 +136,21 @@ def _batch_errors(model, b: WorldBatch, context: int, horizon: int, gens: dict, 
         swapped = rollout(model, ctx, horizon, actions=a, action_mask=m, generator=gens["swap"], **kw)
         errs["swapped_actions_error"] = latent_mse(swapped, truth)
         errs["_model_on_swapped"] = errs["model_error"]
-    return pred, errs
+    gains = []
+    for cond in conditions:
+        if (found := _condition_variants(b, cond, context, need)) is None:
+            continue
+        rows, variants = found
+        ce = {f"{cond}_true_error": errs["model_error"]}
+        for name, change in variants.items():
+            gens["swap"].set_state(state)
+            run = {**kw, "actions": acts, "action_mask": mask, **change}
+            ce[f"{cond}_{name}_error"] = latent_mse(rollout(model, ctx, horizon, generator=gens["swap"], **run),
+                                                    truth)
+        if "shuffled" in variants:  # the clips the shuffled run covers, for its gain
+            ce[f"_{cond}_true_on_shuffled"] = errs["model_error"]
+        gains.append((rows, ce))
+    return pred, errs, gains
 
 
 def _generators(seed: int, device) -> dict[str, torch.Generator]:
@@ -107,7 +163,8 @@ def _generators(seed: int, device) -> dict[str, torch.Generator]:
 @torch.no_grad()
 def rollout_errors(model, batches: Iterable[WorldBatch], context: int, horizon: int, sample_steps: int = 4,
                    tau_ctx: float = 1.0, seed: int = 0, device: torch.device | str = "cpu",
-                   keep_predictions: int = 0, num_samples: int = 1, action_swap: bool = False) -> dict:
+                   keep_predictions: int = 0, num_samples: int = 1, action_swap: bool = False,
+                   condition_gain: bool = False, text_guidance: float = 1.0, action_guidance: float = 1.0) -> dict:
     """Roll out `horizon` frames after `context` observed ones on every clip; compare with the truth.
 
     Clips must hold at least context + horizon valid frames (shorter ones are skipped and counted). Errors are
@@ -120,10 +177,16 @@ def rollout_errors(model, batches: Iterable[WorldBatch], context: int, horizon: 
     action_swap: a second rollout with the batch's future actions rolled by one clip, same noise →
     swapped_actions_error and action_sensitivity (mean over horizons of swapped − model error on those clips);
     batches of one clip cannot swap (swap_skipped_clips).
+    condition_gain: for actions and for text, noise-matched rollouts with the future condition of another clip
+    (shuffled) and with none (null) on the clips whose future has it → `condition_gain[cond]` = {true, shuffled,
+    null: errors per horizon, gain: shuffled − true, null_gain: null − true, num_clips}. A model that ignores the
+    condition has gain 0; how fast the gain grows in training is how fast the model learns to listen.
+    Text: a batch's `text` (B, T, E) conditions every frame it covers (observed and predicted); text_guidance
+    scales classifier-free guidance on it, action_guidance on the actions (1: none).
     """
     if num_samples < 1:
         raise ValueError(f"rollout_errors: num_samples must be >= 1, got {num_samples}")
-    sums, kept, skipped, swap_skipped = _Sums(horizon), [], 0, 0
+    sums, gain_sums, kept, skipped, swap_skipped = _Sums(horizon), _Sums(horizon), [], 0, 0
     gens = _generators(seed, device)
     need = context + horizon
     for batch in batches:
@@ -133,9 +196,13 @@ def rollout_errors(model, batches: Iterable[WorldBatch], context: int, horizon: 
         if not ok.any():
             continue
         b = batch[ok.nonzero().squeeze(1)].to(device)
-        pred, errs = _batch_errors(model, b, context, horizon, gens, num_samples, action_swap,
-                                   sample_steps=sample_steps, tau_ctx=tau_ctx)
+        pred, errs, gains = _batch_errors(model, b, context, horizon, gens, num_samples, action_swap,
+                                          CONDITIONS if condition_gain else (), sample_steps=sample_steps,
+                                          tau_ctx=tau_ctx, text_guidance=text_guidance,
+                                          action_guidance=action_guidance)
         sums.add(errs, b.meta)
+        for rows, ce in gains:  # the shuffled run needs 2 clips: each key counts its own clips
+            gain_sums.add(ce, b.meta, rows)
         swap_skipped += int(action_swap and b.batch_size == 1)
         if len(kept) < keep_predictions:
             x, k = b.latents[:, :need], keep_predictions - len(kept)
@@ -143,16 +210,43 @@ def rollout_errors(model, batches: Iterable[WorldBatch], context: int, horizon: 
     if sums.n["model_error"] == 0:
         raise ValueError(f"rollout_errors: no clip has {need} valid frames (context {context} + horizon {horizon}); "
                          f"{skipped} clips skipped")
-    out = {"horizons": list(range(1, horizon + 1)), **{k: sums.mean(k) for k in sums.keys()},
-           "num_clips": sums.n["model_error"], "skipped_clips": skipped, "num_samples": num_samples,
-           "by_group": {g: {**{k: sums.mean(k, g) for k in sums.keys(g)}, "num_clips": sums.group_n[g]["model_error"]}
-                        for g in sums.groups}}
+    out = _summary(sums, horizon, skipped, num_samples)
     if action_swap:
         out["swapped_actions_error"] = sums.mean("swapped_actions_error")  # None when no batch could swap
         diff = None if out["swapped_actions_error"] is None else [
             s - m for s, m in zip(out["swapped_actions_error"], sums.mean("_model_on_swapped"))]
         out.update(action_sensitivity=None if diff is None else sum(diff) / len(diff),
                    swap_skipped_clips=swap_skipped)
+    if condition_gain:
+        out["condition_gain"] = {c: _gain(gain_sums, c) for c in CONDITIONS if gain_sums.n[f"{c}_true_error"]}
     if keep_predictions:
         out["examples"] = kept
     return out
+
+
+def _summary(sums: _Sums, horizon: int, skipped: int, num_samples: int) -> dict:
+    return {"horizons": list(range(1, horizon + 1)), **{k: sums.mean(k) for k in sums.keys()},
+            "num_clips": sums.n["model_error"], "skipped_clips": skipped, "num_samples": num_samples,
+            "by_group": {g: {**{k: sums.mean(k, g) for k in sums.keys(g)}, "num_clips": sums.group_n[g]["model_error"]}
+                         for g in sums.groups}}
+
+
+def gain_scalars(condition_gain: dict) -> dict[str, float]:
+    """rollout_errors' `condition_gain` -> flat scalars for the run log: {cond}_gain_h<h>, {cond}_gain_mean,
+    {cond}_null_gain_mean (conditions and horizons that were measured)."""
+    out = {}
+    for cond, g in condition_gain.items():
+        if g.get("gain"):
+            out.update({f"{cond}_gain_h{h}": v for h, v in enumerate(g["gain"], start=1)})
+            out[f"{cond}_gain_mean"] = sum(g["gain"]) / len(g["gain"])
+        if g.get("null_gain"):
+            out[f"{cond}_null_gain_mean"] = sum(g["null_gain"]) / len(g["null_gain"])
+    return out
+
+
+def _gain(sums: _Sums, cond: str) -> dict:
+    true, shuffled, null = (sums.mean(f"{cond}_{k}_error") for k in ("true", "shuffled", "null"))
+    diff = lambda other, base: None if other is None else [o - t for o, t in zip(other, base)]  # noqa: E731
+    return {"true": true, "shuffled": shuffled, "null": null,
+            "gain": diff(shuffled, sums.mean(f"_{cond}_true_on_shuffled")), "null_gain": diff(null, true),
+            "num_clips": sums.n[f"{cond}_true_error"]}

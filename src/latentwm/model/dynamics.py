@@ -1,7 +1,7 @@
 """The dynamics model f_θ(z_τ, τ, d, actions, history) -> x̂ (DESIGN section 5): token layout, embeddings, head.
 
-Tokens per frame t (S = R + 1 + 1 + N'), in the order `model/layout.py: TokenLayout` owns:
-  [R registers | 1 shortcut | 1 action | N' latent]
+Tokens per frame t (S = R + 1 + 1 + 1 + N'), in the order `model/layout.py: TokenLayout` owns:
+  [R registers | 1 shortcut | 1 action | 1 text | N' latent]   (no text token when model.text_dim = 0)
 - registers: R learned vectors, the same in every frame (scratch space for global state).
 - shortcut: MLP(sinusoidal features of τ_t) + table[log2(1/d_t)]. τ is embedded continuously so off-grid signal
   levels (a re-noised context at τ_ctx = 0.9) are meaningful; d is one of log2(k_max) + 1 powers of two, so a table.
@@ -10,6 +10,11 @@ Tokens per frame t (S = R + 1 + 1 + N'), in the order `model/layout.py: TokenLay
   Batches store actions[:, t] = action taken after frame t (DESIGN section 3), so forward() shifts by one.
   Unknown actions are replaced by 0 with torch.where before the linear layer and the result by the no-action vector,
   so NaN / huge values in masked entries cannot reach the output or the gradients.
+- text: Linear(frozen sentence embedding of frame t's own text) (text_dim -> W); a learned no-text vector where the
+  frame has none. Unlike the action it is not shifted: the text says what frame t shows (an instruction or a
+  narration spanning it), so it conditions frame t itself. Independent of the action: any of the four combinations.
+  Training drops each condition to its null vector with its own probability (objective.action/text_dropout), which
+  is what classifier-free guidance in rollout.py relies on.
 - latent: Linear(z) per token; with patch_group 2 each 2×2 block of the grid is one token of 4·D features.
 Head: the stack's final RMSNorm, then Linear on the latent tokens -> x̂ (B, T, N, D) (ungrouped).
 
@@ -66,6 +71,9 @@ class DynamicsModel(nn.Module):
         self.step_embed = nn.Embedding(self.num_step_sizes, W)
         self.action_in = nn.Linear(cfg.action_dim, W)
         self.no_action = nn.Parameter(torch.empty(W))
+        if cfg.text_dim > 0:
+            self.text_in = nn.Linear(cfg.text_dim, W)
+            self.no_text = nn.Parameter(torch.empty(W))
         self.latent_in = nn.Linear(self.patch_dim, W)
         self.transformer = Transformer(cfg, self.layout)
         self.head = nn.Linear(W, self.patch_dim)
@@ -85,6 +93,8 @@ class DynamicsModel(nn.Module):
                 nn.init.ones_(m.weight)
         nn.init.normal_(self.registers, std=0.02)
         nn.init.normal_(self.no_action, std=0.02)
+        if self.cfg.text_dim > 0:
+            nn.init.normal_(self.no_text, std=0.02)
         for blk in self.transformer.blocks:  # every residual branch starts at zero: blocks are identities
             nn.init.zeros_(blk.attn.o.weight)
             nn.init.zeros_(blk.mlp.down.weight)
@@ -110,7 +120,7 @@ class DynamicsModel(nn.Module):
         n_time = len(self.transformer.time_layers)
         stack = c.depth * (qkvo + mlp) + (c.depth - n_time) * attn_space + n_time * attn_time
         io = (linear_flops(self.num_tokens, self.patch_dim, W) * 2 + linear_flops(1, c.action_dim, W)
-              + linear_flops(1, TAU_FEATURES, W) + linear_flops(1, W, W))
+              + linear_flops(1, TAU_FEATURES, W) + linear_flops(1, W, W) + linear_flops(1, c.text_dim, W))
         return int(stack + io)
 
     # ---------------------------------------------------------------------------------------------- embeddings
@@ -139,14 +149,26 @@ class DynamicsModel(nn.Module):
         a = F.pad(a, (0, self.cfg.action_dim - a.shape[-1]))
         return torch.where(k, self.action_in(a), none)
 
-    def _tokens(self, z, tau, d, act) -> torch.Tensor:
-        """z (B, T, N, D), tau (B, T), d (B, T), act (B, T, W) -> tokens (B, T, S, W)."""
+    def _embed_text(self, text: torch.Tensor | None, mask: torch.Tensor | None, B: int, T: int) -> torch.Tensor | None:
+        """text (B, T, E) sentence embeddings of each frame's text, mask (B, T) bool -> (B, T, W) text tokens (None
+        when the model has no text slot)."""
+        if self.cfg.text_dim == 0:
+            return None
+        none = self.no_text.expand(B, T, -1)
+        if text is None or mask is None:
+            return none
+        k = mask[..., None]
+        text = torch.where(k, text, torch.zeros((), dtype=text.dtype, device=text.device))  # NaN-safe masking
+        return torch.where(k, self.text_in(text), none)
+
+    def _tokens(self, z, tau, d, act, txt=None) -> torch.Tensor:
+        """z (B, T, N, D), tau (B, T), d (B, T), act (B, T, W), txt (B, T, W) or None -> tokens (B, T, S, W)."""
         B, T = z.shape[:2]
         lat = self.latent_in(self.group(z))  # (B, T, N', W)
         idx = torch.round(-torch.log2(d.float())).clamp(0, self.num_step_sizes - 1).long()
         short = self.tau_mlp(tau_features(tau)) + self.step_embed(idx)  # (B, T, W)
         reg = self.registers.expand(B, T, -1, -1)  # (B, T, R, W)
-        slots = {"shortcut": short, "action": act}
+        slots = {"shortcut": short, "action": act, "text": txt}
         parts = [reg, *(slots[name][:, :, None] for name in self.layout.conditions), lat]
         # The residual stream runs in the parameters' dtype: fp32 under bf16 autocast (the linears' bf16 outputs
         # are upcast here and when added back), so small residual updates are not rounded away across depth.
@@ -187,15 +209,32 @@ class DynamicsModel(nn.Module):
             raise ValueError(f"{names[1]}: expected shape ({dims}) = {lead}, got {tuple(mask.shape)}")
         return a, mask.to(device=a.device, dtype=torch.bool)
 
+    def _check_text(self, text, mask, lead: tuple, dims: str, names: tuple[str, str]):
+        if text is None:
+            return None, None
+        if self.cfg.text_dim == 0:
+            raise ValueError(f"{names[0]}: this model has no text slot (model.text_dim = 0); train with "
+                             "model.text_dim = the text encoder's width to condition on text")
+        if text.dim() != len(lead) + 1 or tuple(text.shape[:-1]) != lead or text.shape[-1] != self.cfg.text_dim:
+            raise ValueError(f"{names[0]}: expected shape ({dims}, E) = {lead + (self.cfg.text_dim,)} "
+                             f"(E = model.text_dim), got {tuple(text.shape)}")
+        if mask is None:
+            return text, torch.ones(lead, dtype=torch.bool, device=text.device)
+        if tuple(mask.shape) != lead:
+            raise ValueError(f"{names[1]}: expected shape ({dims}) = {lead}, got {tuple(mask.shape)}")
+        return text, mask.to(device=text.device, dtype=torch.bool)
+
     # ---------------------------------------------------------------------------------------------- API
 
-    def forward(self, z, tau, step, actions=None, action_mask=None, return_hidden=False):
+    def forward(self, z, tau, step, actions=None, action_mask=None, return_hidden=False, *, text=None,
+                text_mask=None):
         """Full sequence, frames 0..T−1 (block-causal: frame t sees frames ≤ t within the window).
 
         z (B, T, N, D) noisy latents; tau (B, T) signal levels in [0, 1]; step (B, T) step sizes d (powers of two in
         [1/k_max, 1]); tau/step may be scalars. actions (B, T, A), A <= action_dim (zero-padded), actions[:, t] taken
         after frame t; action_mask (B, T) bool, False = unknown; None = all known (no mask given);
-        actions None = all unknown.
+        actions None = all unknown. text (B, T, E) (E = model.text_dim): the sentence embedding of each frame's own
+        text; text_mask (B, T) bool, False = no text (None with text: all present; text None: no text anywhere).
         -> x̂ (B, T, N, D) float32; with return_hidden also hidden (B, T, S, W) final-normed token outputs.
         """
         self._check_latents(z, "B, T")
@@ -206,7 +245,9 @@ class DynamicsModel(nn.Module):
         if a is not None:  # the token of frame t embeds the action that led into it: a[:, t − 1]; none at t = 0
             a = torch.cat([torch.zeros_like(a[:, :1]), a[:, :-1]], 1)
             known = torch.cat([torch.zeros_like(known[:, :1]), known[:, :-1]], 1)
-        h = self.transformer(self._tokens(z, tau, d, self._embed_actions(a, known, B, T)))
+        txt, has = self._check_text(text, text_mask, (B, T), "B, T", ("text", "text_mask"))
+        h = self.transformer(self._tokens(z, tau, d, self._embed_actions(a, known, B, T),
+                                          self._embed_text(txt, has, B, T)))
         x_hat = self._head(h)
         return (x_hat, h) if return_hidden else x_hat
 
@@ -215,10 +256,12 @@ class DynamicsModel(nn.Module):
         """The finest step size 1/k_max: what a clean (τ = 1) frame is labelled with when features are read."""
         return 1.0 / self.cfg.k_max
 
-    def clean_hidden(self, latents, actions=None, action_mask=None) -> torch.Tensor:
-        """latents (B, T, N, D) clean, actions (B, T, A), action_mask (B, T) -> hidden (B, T, S, W): the token
-        outputs of a clean pass (τ = 1), what probes and agent heads read (TokenLayout.special_slice)."""
-        return self(latents, 1.0, self.clean_step, actions, action_mask, return_hidden=True)[1]
+    def clean_hidden(self, latents, actions=None, action_mask=None, text=None, text_mask=None) -> torch.Tensor:
+        """latents (B, T, N, D) clean, actions (B, T, A), action_mask (B, T), text (B, T, E), text_mask (B, T) ->
+        hidden (B, T, S, W): the token outputs of a clean pass (τ = 1), what probes and agent heads read
+        (TokenLayout.special_slice)."""
+        return self(latents, 1.0, self.clean_step, actions, action_mask, return_hidden=True, text=text,
+                    text_mask=text_mask)[1]
 
     def init_cache(self, batch_size: int, device=None, dtype=None) -> KVCache:
         """An empty KV cache for `batch_size` sequences. device defaults to the parameters'; dtype to the active
@@ -231,12 +274,13 @@ class DynamicsModel(nn.Module):
         return self.transformer.init_cache(batch_size, device=device, dtype=dtype)
 
     def step(self, z, tau, step, prev_action=None, prev_action_mask=None, cache=None, commit=False,
-             return_hidden=False):
+             return_hidden=False, *, text=None, text_mask=None):
         """One new frame at absolute index cache.time_index (0 without a cache), attending to the cached frames.
 
         z (B, N, D); tau (B,), step (B,) (or scalars); prev_action (B, A): the action that led into this frame,
         prev_action_mask (B,) bool (False = unknown, None = known; prev_action None = unknown;
-        ignored at time index 0, like frame 0 of forward()).
+        ignored at time index 0, like frame 0 of forward()). text (B, E): this frame's own text embedding,
+        text_mask (B,) bool (None with text: present; text None: no text).
         commit=False leaves the cache untouched (denoising steps); commit=True appends this frame's keys/values
         (window-bounded) and advances cache.time_index. -> x̂ (B, N, D) [, hidden (B, S, W)].
         Equals forward() on the whole sequence at this frame, to float tolerance.
@@ -252,7 +296,9 @@ class DynamicsModel(nn.Module):
             act = self._embed_actions(None, None, B, 1)
         else:
             act = self._embed_actions(a[:, None], known[:, None], B, 1)
-        h = self.transformer.step(self._tokens(z[:, None], tau, d, act)[:, 0], cache, commit)
+        txt, has = self._check_text(text, text_mask, (B,), "B", ("text", "text_mask"))
+        txt = self._embed_text(None if txt is None else txt[:, None], None if has is None else has[:, None], B, 1)
+        h = self.transformer.step(self._tokens(z[:, None], tau, d, act, txt)[:, 0], cache, commit)
         x_hat = self._head(h)
         return (x_hat, h) if return_hidden else x_hat
 
@@ -264,7 +310,7 @@ def approx_param_count(m: ModelConfig) -> int:
     mlp = 3 * w * m.mlp_hidden
     block = attn + mlp + 2 * w
     g = m.patch_group**2
-    io = 2 * (m.latent_dim * g * w) + m.action_dim * w + TokenLayout.from_config(m).special * w
+    io = 2 * (m.latent_dim * g * w) + (m.action_dim + m.text_dim) * w + TokenLayout.from_config(m).special * w
     return m.depth * block + io + math.ceil(w * 2 * 64)  # + τ / step-size embedding MLPs (order of magnitude)
 
 

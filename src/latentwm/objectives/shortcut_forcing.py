@@ -10,6 +10,10 @@ clean latent x̂ = f(z_τ, τ, d, context) (x-prediction); its implied velocity 
 - Weight w(τ) = 0.9τ + 0.1; `valid` masks padding; the loss is the mean over valid frames of w·(mean over tokens).
   Padded frames are replaced by zeros before anything is computed (torch.where, not a 0 weight: 0·NaN = NaN), so
   whatever they hold, loss and gradients equal those of the zero-padded batch.
+- Condition dropout (for classifier-free guidance): each sequence's actions and, independently, its text are
+  replaced by the null condition (action_mask / text_mask all False: the learned no-action / no-text vectors) with
+  probability objective.action_dropout / text_dropout. The draws come after every other draw of the sample's own
+  generator, so they change nothing else; the bootstrap teacher sees the same dropped conditions.
 - Bootstrap sequences: a stratified choice, not a coin flip per sequence. Sequence j of a stream bootstraps iff
   (j·p mod q) ≥ q − p for the bootstrap fraction f = p/q: every run of L consecutive sequences holds ⌊f·L⌋ or ⌈f·L⌉
   of them — exactly f·L when that is whole — and the long-run fraction is exactly f. With per-sample seeds, j is
@@ -27,7 +31,8 @@ import torch
 
 from latentwm.config import ObjectiveConfig
 
-# model(z (B,T,N,D), tau (B,T), step (B,T), actions (B,T,A) | None, action_mask (B,T) | None) -> x̂ (B,T,N,D)
+# model(z (B,T,N,D), tau (B,T), step (B,T), actions (B,T,A) | None, action_mask (B,T) | None,
+#       *, text=(B,T,E), text_mask=(B,T)) -> x̂ (B,T,N,D); the text keywords are passed only when there is text
 Denoiser = Callable[..., torch.Tensor]
 
 
@@ -94,18 +99,39 @@ def ramp_weight(tau: torch.Tensor) -> torch.Tensor:
     return 0.9 * tau + 0.1
 
 
+def drop_conditions(actions: torch.Tensor | None, action_mask: torch.Tensor | None, text: torch.Tensor | None,
+                    text_mask: torch.Tensor | None, drop_action: torch.Tensor, drop_text: torch.Tensor):
+    """The masks with the dropped sequences' conditions removed: actions (B, T, A) / text (B, T, E) or None, their
+    masks (B, T) bool or None (None with the tensor given: all present), drop_action / drop_text (B,) bool.
+    Returns (action_mask, text_mask), None where the condition itself is absent."""
+    def drop(x, mask, gone):
+        if x is None:
+            return mask
+        if mask is None:
+            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        return mask & ~gone[:, None]
+
+    return drop(actions, action_mask, drop_action), drop(text, text_mask, drop_text)
+
+
+def _text_kw(text, text_mask) -> dict:
+    return {} if text is None else {"text": text, "text_mask": text_mask}
+
+
 @torch.no_grad()
 def bootstrap_target(model: Denoiser, z: torch.Tensor, tau: torch.Tensor, step: torch.Tensor,
-                     actions: torch.Tensor | None, action_mask: torch.Tensor | None) -> torch.Tensor:
+                     actions: torch.Tensor | None, action_mask: torch.Tensor | None, text: torch.Tensor | None = None,
+                     text_mask: torch.Tensor | None = None) -> torch.Tensor:
     """x-space target z + (1 − τ)·v* from two half steps of size d/2 (every frame advances its own half step).
 
-    z (B, T, N, D); tau, step (B, T). Returns (B, T, N, D).
+    z (B, T, N, D); tau, step (B, T); text (B, T, E), text_mask (B, T). Returns (B, T, N, D).
     """
     half = step / 2
-    b1 = velocity(model(z, tau, half, actions, action_mask), z, tau)
+    kw = _text_kw(text, text_mask)
+    b1 = velocity(model(z, tau, half, actions, action_mask, **kw), z, tau)
     z_mid = z + b1 * half[..., None, None]
     tau_mid = tau + half
-    b2 = velocity(model(z_mid, tau_mid, half, actions, action_mask), z_mid, tau_mid)
+    b2 = velocity(model(z_mid, tau_mid, half, actions, action_mask, **kw), z_mid, tau_mid)
     v_star = (b1 + b2) / 2
     return z + (1.0 - tau)[..., None, None] * v_star
 
@@ -125,7 +151,8 @@ class ShortcutForcing:
         return global_step >= self.cfg.bootstrap_start and self.cfg.bootstrap_fraction > 0 and self.k_max > 1
 
     def draw(self, x: torch.Tensor, global_step: int, seeds: list[int] | None = None):
-        """Random inputs of one step: bootstrap (B,) bool, tau (B, T), step (B, T), noise like x (B, T, N, D).
+        """Random inputs of one step: bootstrap (B,) bool, tau (B, T), step (B, T), noise like x (B, T, N, D),
+        and the condition dropout drop_action, drop_text (B,) bool.
 
         With `seeds` (one int per sample) every sample's draws come from its own generator, so a sample gets the
         same noise whatever the batch split across ranks or accumulation steps (DDP equals one process) and a
@@ -144,29 +171,35 @@ class ShortcutForcing:
             exp = torch.randint(0, levels, (B, T), device=dev)
             u = torch.rand(B, T, device=dev)
             noise = torch.randn_like(x)
+            cond_u = torch.rand(B, 2, device=dev)
         else:
             if len(seeds) != B:
                 raise ValueError(f"draw: {len(seeds)} seeds for a batch of {B}")
-            exps, us, noises = [], [], []
+            exps, us, noises, conds = [], [], [], []
             for s in seeds:
                 g = torch.Generator(device=dev).manual_seed(int(s))
                 torch.rand((1,), generator=g, device=dev)  # was the coin flip; kept so the draws after it stay
                 exps.append(torch.randint(0, levels, (T,), generator=g, device=dev))
                 us.append(torch.rand((T,), generator=g, device=dev))
                 noises.append(torch.randn(x.shape[1:], generator=g, device=dev, dtype=x.dtype))
-            exp, u, noise = torch.stack(exps), torch.stack(us), torch.stack(noises)
+                conds.append(torch.rand((2,), generator=g, device=dev))  # last: the draws above stay as they were
+            exp, u, noise, cond_u = torch.stack(exps), torch.stack(us), torch.stack(noises), torch.stack(conds)
             chosen = torch.tensor(stratified_choice([stream_position(s) for s in seeds], f), dtype=torch.bool,
                                   device=dev)
         boot = chosen & self.active(global_step)
         tau, step = levels_from_draws(boot, exp, u, self.k_max)
-        return boot, tau, step, noise
+        drop_action = cond_u[:, 0] < self.cfg.action_dropout
+        drop_text = cond_u[:, 1] < self.cfg.text_dropout
+        return boot, tau, step, noise, drop_action, drop_text
 
     def __call__(self, model: Denoiser, x: torch.Tensor, actions: torch.Tensor | None = None,
                  action_mask: torch.Tensor | None = None, valid: torch.Tensor | None = None,
                  global_step: int = 0, bootstrap_model: Denoiser | None = None, seeds: list[int] | None = None,
-                 normalizer: float | torch.Tensor | None = None, collective_safe: bool = False
+                 normalizer: float | torch.Tensor | None = None, collective_safe: bool = False,
+                 text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """x (B, T, N, D) clean latents; actions (B, T, A); action_mask, valid (B, T) bool.
+        """x (B, T, N, D) clean latents; actions (B, T, A); action_mask, valid (B, T) bool; text (B, T, E) sentence
+        embeddings per frame and text_mask (B, T) bool (None: no text in this batch).
 
         bootstrap_model computes the no-grad half steps (defaults to `model`; pass the unwrapped module under
         DDP/FSDP). seeds: per-sample seeds for the random draws (see `draw`). The loss is Σ w·ℓ over valid frames
@@ -179,20 +212,23 @@ class ShortcutForcing:
         device = x.device
         if valid is not None:  # padding may hold anything (NaN): the model and the loss see zeros there
             x = torch.where(valid[..., None, None], x, torch.zeros((), dtype=x.dtype, device=device))
-        boot, tau, step, noise = self.draw(x, global_step, seeds)
+        boot, tau, step, noise, drop_a, drop_t = self.draw(x, global_step, seeds)
+        action_mask, text_mask = drop_conditions(actions, action_mask, text, text_mask, drop_a, drop_t)
         z = corrupt(x, tau, noise)
-        x_hat = model(z, tau, step, actions, action_mask)
+        kw = _text_kw(text, text_mask)
+        x_hat = model(z, tau, step, actions, action_mask, **kw)
 
         target = x
         teacher = bootstrap_model or model
         if collective_safe and self.active(global_step):
-            full = bootstrap_target(teacher, z, tau, step, actions, action_mask)
+            full = bootstrap_target(teacher, z, tau, step, actions, action_mask, text, text_mask)
             target = torch.where(boot[:, None, None, None], full, x)
         elif boot.any():
             idx = boot.nonzero().squeeze(1)
             sub = lambda t: None if t is None else t[idx]  # noqa: E731
             target = x.clone()
-            target[idx] = bootstrap_target(teacher, z[idx], tau[idx], step[idx], sub(actions), sub(action_mask))
+            target[idx] = bootstrap_target(teacher, z[idx], tau[idx], step[idx], sub(actions), sub(action_mask),
+                                           sub(text), sub(text_mask))
         per_frame = (x_hat.float() - target.float()).pow(2).mean(dim=(-2, -1))  # (B, T)
         if valid is not None:
             per_frame = torch.where(valid, per_frame, torch.zeros((), device=device))
@@ -202,19 +238,25 @@ class ShortcutForcing:
         denom = valid_f.sum().clamp_min(1.0) if normalizer is None else normalizer
         loss = (w * per_frame).sum() / denom
 
-        with torch.no_grad():
-            pf = per_frame.detach()
-            is_boot = boot[:, None].expand(B, T).float() * valid_f
-            is_flow = valid_f - is_boot
-            metrics = {
-                "loss": (w * pf).sum() / valid_f.sum().clamp_min(1),
-                "loss_flow": (pf * is_flow).sum() / is_flow.sum().clamp_min(1),
-                "loss_bootstrap": (pf * is_boot).sum() / is_boot.sum().clamp_min(1),
-                "bootstrap_frac": is_boot.sum() / valid_f.sum().clamp_min(1),
-            }
-            nb = self.cfg.tau_buckets
-            bucket = torch.clamp((tau * nb).long(), max=nb - 1)
-            for b in range(nb):
-                m = (bucket == b).float() * valid_f
-                metrics[f"loss_tau/{b / nb:.2f}-{(b + 1) / nb:.2f}"] = (pf * m).sum() / m.sum().clamp_min(1)
+        metrics = self._metrics(per_frame.detach(), w, valid_f, boot, tau)
+        metrics.update(action_dropped_frac=drop_a.float().mean(), text_dropped_frac=drop_t.float().mean())
         return loss, metrics
+
+    @torch.no_grad()
+    def _metrics(self, pf, w, valid_f, boot, tau) -> dict[str, torch.Tensor]:
+        """Detached per-frame losses pf, weights w, valid_f (B, T), boot (B,), tau (B, T) -> logged means."""
+        B, T = pf.shape
+        is_boot = boot[:, None].expand(B, T).float() * valid_f
+        is_flow = valid_f - is_boot
+        metrics = {
+            "loss": (w * pf).sum() / valid_f.sum().clamp_min(1),
+            "loss_flow": (pf * is_flow).sum() / is_flow.sum().clamp_min(1),
+            "loss_bootstrap": (pf * is_boot).sum() / is_boot.sum().clamp_min(1),
+            "bootstrap_frac": is_boot.sum() / valid_f.sum().clamp_min(1),
+        }
+        nb = self.cfg.tau_buckets
+        bucket = torch.clamp((tau * nb).long(), max=nb - 1)
+        for b in range(nb):
+            m = (bucket == b).float() * valid_f
+            metrics[f"loss_tau/{b / nb:.2f}-{(b + 1) / nb:.2f}"] = (pf * m).sum() / m.sum().clamp_min(1)
+        return metrics

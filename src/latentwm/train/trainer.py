@@ -25,7 +25,7 @@ from latentwm.data.batch import WorldBatch, collate
 from latentwm.data.clips import eval_loader, make_clip_datasets
 from latentwm.data.online import make_online_datasets
 from latentwm.encoders.dino import DinoEncoder
-from latentwm.eval.metrics import rollout_errors
+from latentwm.eval.metrics import gain_scalars, rollout_errors
 from latentwm.eval.visualize import rollout_video, save_gif
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.objectives.shortcut_forcing import ShortcutForcing
@@ -287,7 +287,7 @@ class Trainer:
                 loss, m = self.objective(
                     self.forward, b.latents, b.actions, b.action_mask, b.valid, global_step=step,
                     bootstrap_model=self.teacher, seeds=self._micro_seeds(step * tc.grad_accum + j),
-                    normalizer=normalizer, collective_safe=self.fsdp)
+                    normalizer=normalizer, collective_safe=self.fsdp, text=b.text, text_mask=b.text_mask)
             loss.backward()
             for k, v in m.items():
                 metrics[k] = metrics.get(k, 0) + v.detach() / len(batches)
@@ -337,7 +337,9 @@ class Trainer:
         model.eval()
         try:
             res = rollout_errors(model, self.eval_batches(), r.context, r.horizon, r.sample_steps, r.tau_ctx,
-                                 seed=self.cfg.train.seed, device=self.device, keep_predictions=2)
+                                 seed=self.cfg.train.seed, device=self.device, keep_predictions=2,
+                                 condition_gain=self.cfg.train.condition_gain, text_guidance=r.text_guidance,
+                                 action_guidance=r.action_guidance)
         finally:
             model.train(training)
         if self.dist.is_main:
@@ -345,6 +347,7 @@ class Trainer:
             vals.update({f"h{h}_copy_last": e for h, e in zip(res["horizons"], res["copy_last_error"])})
             vals["mean_model"] = held_out_score(res)
             vals["mean_copy_last"] = sum(res["copy_last_error"]) / len(res["copy_last_error"])
+            vals.update(gain_scalars(res.get("condition_gain") or {}))
             self.log.scalars(step, vals, prefix="eval/")
             truth, pred, ctx = res["examples"][0]
             video = rollout_video(ctx[0], truth[0], pred[0], decoder=self._decoder(),
