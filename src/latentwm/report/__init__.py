@@ -7,7 +7,10 @@
   rollout.state_error {model, copy_last, context_average: {agent_px, block_px, angle_deg: per horizon}, probe},
   training.kept_step / kept_score / last_step_score (the weights evaluated are the best held-out ones),
   planning.success_rate_block_moves / success_rate_block_static {method: rate}, planning.state_probe_cost,
-  encoder.weights ("random" or "pretrained:<id>") and what the caller adds (encoder_info), wall_time_s, ...
+  encoder.weights ("random" or "pretrained:<id>") and what the caller adds (encoder_info), wall_time_s,
+  text.gain_curve [[step, gain]], text.half_gain_step, text.final_gain, text.by_horizon {horizons,
+  text_conditioned, no_text, shuffled_text}, text.shuffled_minus_true_h8, text.goal_planning, and action.gain_curve /
+  half_gain_step / final_gain (report/text.py), ...
 The markdown sections live in `report.sections`.
 """
 
@@ -19,6 +22,7 @@ from pathlib import Path
 
 from latentwm.config import ExperimentConfig
 from latentwm.eval.visualize import plot_curves, write_rollout_gifs
+from latentwm.report.text import text_metrics, text_section
 from latentwm.report.sections import (STATE_COST, encoder_paragraph, planning_section, rl_section,
                                       rollout_section, state_section, training_section, videos_section)
 from latentwm.train.decoder_trainer import load_decoder
@@ -40,14 +44,17 @@ def weights_field(label: str) -> str:
 def write_report(out: str | Path, exp: ExperimentConfig, results: dict, train_dir: Path, encoder_label: str,
                  wall_time_s: float, data: dict, model_parameters: int | None = None,
                  planning: dict | None = None, decoder: dict | None = None, latent_stats=None,
-                 rl: dict | None = None, best: dict | None = None, encoder_info: dict | None = None) -> Path:
+                 rl: dict | None = None, best: dict | None = None, encoder_info: dict | None = None,
+                 text_eval: dict | None = None, text_goal: dict | None = None) -> Path:
     """results: {"tau_ctx=1.0": rollout_errors(...), "tau_ctx=0.9": ..., optional "k=1": the same at K = 1,
     optional "state_error": the demo's state-probe errors}; planning: an `evaluate_planning` result whose files
     were written under out/planning (or None); decoder: a `train-decoder` run's metrics with its folder under "path"
     (videos are then decoded frames, with `latent_stats` undoing the model's normalization; PCA of the features
     otherwise); best: the kept weights' record {"step", "score", ...} (`Trainer.load_best`; None: the last step's
     weights were evaluated); encoder_info: facts about the encoder from the caller (e.g. "how_trained",
-    "cost_quality", "random_encoder_cost_quality"), merged into metrics["encoder"]. Returns the report folder."""
+    "cost_quality", "random_encoder_cost_quality"), merged into metrics["encoder"]; text_eval: rollout_errors with
+    condition_gain at long horizons (text vs no text), text_goal: text-goal vs image-goal planning (report/text.py).
+    Returns the report folder."""
     out = Path(out)
     (out / "rollouts").mkdir(parents=True, exist_ok=True)
     main = results["tau_ctx=1.0"]
@@ -61,6 +68,9 @@ def write_report(out: str | Path, exp: ExperimentConfig, results: dict, train_di
         "data": data,
         "wall_time_s": wall_time_s,
     }
+    cond = text_metrics(out, train_dir, text_eval, text_goal)
+    if cond["text"]["gain_curve"] or cond["action"]["gain_curve"] or text_eval is not None:
+        metrics.update(cond)
     if decoder is not None:
         metrics["decoder"] = {k: decoder[k] for k in ("psnr", "ssim", "lpips", "mean_image_psnr", "mean_image_ssim",
                                                      "split", "epochs", "train_seconds", "parameters", "perceptual")
@@ -174,6 +184,7 @@ def _markdown(exp: ExperimentConfig, results: dict, metrics: dict, encoder_label
 - wall time: {metrics['wall_time_s'] / 60:.1f} min
 
 {rollout_section(exp, metrics["rollout"])}
+{text_section(metrics["text"], metrics["action"]) if "text" in metrics else ""}
 {state_section(state) if state is not None else ""}
 {planning_section(planning) if planning is not None else ""}
 {rl_section(rl) if rl is not None else ""}

@@ -1,0 +1,120 @@
+"""The report's answer to "how fast does the model learn to listen?": condition gain of text and of actions against
+training steps, the steps each needs to reach half of its final gain, text-conditioned vs unconditioned rollout
+error per horizon, and text-goal planning beside image goals.
+
+Condition gain (eval/metrics.py) = held-out rollout error with another clip's future condition − error with the
+true one, noise-matched: 0 for a model that ignores the condition. Training logs it at every evaluation
+(train.condition_gain) as eval/{text,action}_gain_mean in metrics.jsonl, which is what the curve is read from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from latentwm.eval.visualize import plot_curves
+from latentwm.train.logging import read_metrics
+
+CONDITIONS = ("text", "action")
+
+
+def gain_curves(train_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """{cond: [(step, mean gain over horizons)]} from a training run's metrics.jsonl (a step logged twice, as after
+    a resume: its last row)."""
+    path = Path(train_dir) / "metrics.jsonl"
+    recs = read_metrics(path) if path.exists() else []
+    out = {}
+    for cond in CONDITIONS:
+        rows = {r["step"]: float(r[f"eval/{cond}_gain_mean"]) for r in recs if f"eval/{cond}_gain_mean" in r}
+        if rows:
+            out[cond] = sorted(rows.items())
+    return out
+
+
+def half_gain_step(curve: list[tuple[int, float]]) -> int | None:
+    """The first evaluated step whose gain reaches half of the final (last evaluated) gain; None when the final
+    gain is not positive (the model never learned to listen) or there is no curve."""
+    if not curve or curve[-1][1] <= 0:
+        return None
+    half = curve[-1][1] / 2
+    return next(step for step, g in curve if g >= half)
+
+
+def text_metrics(out: Path, train_dir: Path, horizon_eval: dict | None, text_goal: dict | None) -> dict:
+    """metrics.json's `text` and `action` sections; writes `condition_gain.png` (both gains against steps) and,
+    with horizon_eval (rollout_errors(..., condition_gain=True) at long horizons), `text_rollout_error.png`.
+    text_goal: the planning evaluation's text-goal results (beside the image-goal ones), or None."""
+    curves = gain_curves(train_dir)
+    if curves:
+        plot_curves(Path(out) / "condition_gain.png",
+                    {f"{c} gain": ([s for s, _ in v], [g for _, g in v]) for c, v in curves.items()},
+                    "Condition gain: error(shuffled condition) − error(true), held-out clips", "training step",
+                    "latent MSE gain")
+    res: dict = {}
+    for cond in CONDITIONS:
+        curve = curves.get(cond, [])
+        res[cond] = {"gain_curve": [[s, g] for s, g in curve], "half_gain_step": half_gain_step(curve),
+                     "final_gain": curve[-1][1] if curve else None}
+    if horizon_eval is not None and "text" in (horizon_eval.get("condition_gain") or {}):
+        t, H = horizon_eval["condition_gain"]["text"], horizon_eval["horizons"]
+        res["text"]["by_horizon"] = {"horizons": H, "text_conditioned": t["true"], "no_text": t["null"],
+                                     "shuffled_text": t["shuffled"], "num_clips": t["num_clips"]}
+        series = {"true text": (H, t["true"]), "no text (null)": (H, t["null"])}
+        if t["shuffled"] is not None:
+            series["another clip's text"] = (H, t["shuffled"])
+        plot_curves(Path(out) / "text_rollout_error.png", series, "Rollout error with and without text", "horizon",
+                    "latent MSE")
+        if t["shuffled"] is not None and len(H) >= 8:
+            res["text"]["shuffled_minus_true_h8"] = t["shuffled"][7] - t["true"][7]
+    if text_goal is not None:
+        res["text"]["goal_planning"] = text_goal
+    return res
+
+
+def _fmt(v, spec=".4f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def text_section(text: dict, action: dict) -> str:
+    """Markdown: the gain curves' summary, the per-horizon table and text-goal planning."""
+    lines = ["## Does the model listen? Text and actions", "",
+             "Condition gain = held-out rollout error with another clip's future condition − with the true one "
+             "(same noise); 0 means the condition is ignored. ![condition gain](condition_gain.png)", ""]
+    for name, sec in (("text", text), ("actions", action)):
+        if sec.get("gain_curve"):
+            half = sec["half_gain_step"]
+            lines.append(f"- {name}: final gain {_fmt(sec['final_gain'])} at step {sec['gain_curve'][-1][0]}; "
+                         + (f"half of it reached at step {half}" if half is not None
+                            else "never positive: the model did not learn to use it"))
+    by_h = text.get("by_horizon")
+    if by_h:
+        lines += ["", f"Text-conditioned vs unconditioned rollout error ({by_h['num_clips']} held-out clips, held-out "
+                  "paraphrases): ![text rollouts](text_rollout_error.png)", "",
+                  "| horizon | true text | no text | another clip's text |", "|---|---|---|---|"]
+        for i, h in enumerate(by_h["horizons"]):
+            sh = by_h["shuffled_text"][i] if by_h["shuffled_text"] is not None else None
+            lines.append(f"| {h} | {_fmt(by_h['text_conditioned'][i])} | {_fmt(by_h['no_text'][i])} | {_fmt(sh)} |")
+        if text.get("shuffled_minus_true_h8") is not None:
+            m = text["shuffled_minus_true_h8"]
+            lines.append(f"\nAt horizon 8 the true text is {'better' if m > 0 else 'not better'} than another clip's "
+                         f"by {m:+.4f} latent MSE.")
+    goal = text.get("goal_planning")
+    if goal:
+        lines += ["", _goal_table(goal)]
+    return "\n".join(lines) + "\n"
+
+
+def _goal_table(goal: dict) -> str:
+    rows = ["Goals from words: MPC toward the model's own imagined goal (a held-out paraphrase describing the "
+            "start → goal change) vs toward the goal image, same starts:", "",
+            "| method | image-goal success | text-goal success | image-goal final distance | text-goal final distance |",
+            "|---|---|---|---|---|"]
+    for m in goal.get("methods", []):
+        img, txt = goal.get("image", {}), goal.get("text", {})
+        rows.append(f"| {m} | {_fmt(img.get('success_rate', {}).get(m), '.2f')} | "
+                    f"{_fmt(txt.get('success_rate', {}).get(m), '.2f')} | "
+                    f"{_fmt(img.get('final_distance', {}).get(m), '.1f')} | "
+                    f"{_fmt(txt.get('final_distance', {}).get(m), '.1f')} |")
+    return "\n".join(rows)
+
+
+__all__ = ["gain_curves", "half_gain_step", "text_metrics", "text_section"]

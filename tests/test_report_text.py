@@ -1,0 +1,39 @@
+"""report/text.py: gain curves from a run log, the half-gain step, the per-horizon table and the markdown."""
+
+import json
+
+from latentwm.report.text import gain_curves, half_gain_step, text_metrics, text_section
+
+
+def _log(tmp_path, rows):
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+        f.write('{"step": 9')  # a torn last line (crash) is ignored
+
+
+def test_half_gain_step():
+    assert half_gain_step([(100, 0.01), (200, 0.05), (300, 0.08), (400, 0.1)]) == 200
+    assert half_gain_step([(100, 0.2), (200, 0.1)]) == 100  # already above half of the final at the first eval
+    assert half_gain_step([(100, 0.02), (200, -0.01)]) is None  # final gain not positive: never learned to listen
+    assert half_gain_step([]) is None
+
+
+def test_text_metrics_from_a_run_log(tmp_path):
+    _log(tmp_path, [{"step": 100, "eval/text_gain_mean": 0.0, "eval/action_gain_mean": 0.02},
+                    {"step": 100, "train/loss": 0.5},
+                    {"step": 200, "eval/text_gain_mean": 0.01, "eval/action_gain_mean": 0.03},
+                    {"step": 200, "eval/text_gain_mean": 0.02, "eval/action_gain_mean": 0.04},  # resumed: last row
+                    {"step": 300, "eval/text_gain_mean": 0.04, "eval/action_gain_mean": 0.04}])
+    curves = gain_curves(tmp_path)
+    assert curves["text"] == [(100, 0.0), (200, 0.02), (300, 0.04)]
+    H = list(range(1, 9))
+    ev = {"horizons": H, "condition_gain": {"text": {"true": [0.5] * 8, "null": [0.6] * 8, "shuffled": [0.55] * 8,
+                                                     "num_clips": 5}}}
+    res = text_metrics(tmp_path, tmp_path, ev, None)
+    assert res["text"]["half_gain_step"] == 200 and res["action"]["half_gain_step"] == 100
+    assert abs(res["text"]["shuffled_minus_true_h8"] - 0.05) < 1e-12
+    assert (tmp_path / "condition_gain.png").exists() and (tmp_path / "text_rollout_error.png").exists()
+    md = text_section(res["text"], res["action"])
+    assert "half of it reached at step 200" in md and "| 8 | 0.5000 | 0.6000 | 0.5500 |" in md
+    assert "better than another clip's by +0.0500" in md
