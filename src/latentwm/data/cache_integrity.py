@@ -11,9 +11,10 @@ than reading it.
 Reading does not re-hash shards (entries are read by byte offset, never whole shards); instead every latent array
 is checked finite when it is read from disk (`first_nonfinite`: two integer max-reductions over the fp16 bits), so a
 NaN that got in (a shard written by a buggy tool, bytes flipped into a NaN pattern) is named with its shard and
-episode instead of silently poisoning training. The check is a pass over memory, ~15% of a page-cache-warm read;
-reading .npy files in place (`npy_view`, no np.load copies) more than pays for it: bench_data's shard read went
-from ~2.7-3.0 to ~3.3 GB/s with both (interleaved runs, 2-core CPU machine).
+episode instead of silently poisoning training (text embedding tables likewise, `check_text`). The check is a
+pass over memory, ~15% of a page-cache-warm read; reading .npy files in place (`npy_view`, no np.load copies) more
+than pays for it: bench_data's shard read went from ~2.7-3.0 to ~3.3 GB/s with both (interleaved runs, 2-core CPU
+machine).
 """
 
 from __future__ import annotations
@@ -74,6 +75,16 @@ def check_cache_identity(out: Path, info: dict | None, label: str, pool: int, im
                          "this encode's); refusing to mix their latents: encode into another directory")
 
 
+def check_text_identity(out: Path, info: dict | None, label: str) -> None:
+    """Refuse to add text embedded by sentence encoder `label` to the cache at `out` whose cache.json (`info`)
+    records text of another one: rows of two encoders' tables are not comparable, even at the same width."""
+    have = (info or {}).get("text_encoder")
+    if have is not None and not same_encoder(have, label):
+        raise CacheError(f"latent cache {out} holds text embedded by {have!r}, this encode's text encoder is "
+                         f"{label!r}; refusing to mix their embeddings: pass the cache's text encoder (--text.name), "
+                         "or encode into another directory")
+
+
 def file_checksum(path: str | os.PathLike, chunk: int = 4 << 20) -> str:
     """`crc32:xxxxxxxx` of a file's bytes, read in chunks."""
     crc = 0
@@ -124,6 +135,23 @@ def check_latents(latents: np.ndarray | None, shard: Path, entry: dict) -> None:
         raise CacheError(f"{shard}: episode {entry['dataset']}/{entry['episode_id']} (camera {entry['camera']}) holds "
                          f"a non-finite latent at frame {bad[0]} (index {bad}); the shard is corrupt: delete it and "
                          "run the same `latentwm encode` again to rewrite it")
+
+
+def check_text(arrays: dict, shard: Path, entry: dict) -> None:
+    """Raise CacheError naming the shard, episode and sentence row of the first non-finite text embedding of an
+    entry (`text_emb`), or text ids pointing past the table."""
+    emb = arrays.get("text_emb")
+    if emb is None:
+        return
+    who = f"{shard}: episode {entry['dataset']}/{entry['episode_id']} (camera {entry['camera']})"
+    if (bad := first_nonfinite(emb)) is not None:
+        raise CacheError(f"{who} holds a non-finite text embedding (sentence row {bad[0]}); the shard is corrupt: "
+                         "delete it and run the same `latentwm encode` again to rewrite it")
+    for name in ("text_ids", "text_ids_heldout"):
+        ids = arrays.get(name)
+        if ids is not None and ids.size and int(ids.max()) >= len(emb):
+            raise CacheError(f"{who}: `{name}` refers to sentence {int(ids.max())} of a table of {len(emb)}; the "
+                             "shard is corrupt: delete it and run the same `latentwm encode` again to rewrite it")
 
 
 def decode_member(data: bytearray, ext: str, shard: Path, key: str):

@@ -2,12 +2,14 @@
 
 Layout of a cache directory:
 
-    cache.json             encoder label, image size, token pooling, N tokens, D, fps, dtype (float16), user facts
+    cache.json             encoder label, image size, token pooling, N tokens, D, fps, dtype (float16), user facts;
+                           text_encoder (label) and text_dim once an episode with text is stored
     plan.json              which items (episode keys) go to which shard, fixed before anything is written
     shard-000000.tar ...   WebDataset shards, one sample per (episode, camera) keyed `{dataset}/{episode}/{camera}`
                            ('%', '.', '/' in a part escaped as %25, %2E, %2F: webdataset splits keys at dots), files
                            `.latents.npy` (T, N, D) fp16, `.actions.npy` (T, A) f32, `.action_mask.npy` (T,) bool,
-                           `.proprio.npy`, `.rewards.npy`, `.states.npy`, `.meta.json`
+                           `.proprio.npy`, `.rewards.npy`, `.states.npy`, `.meta.json`; with text (`frame_text`):
+                           `.text_emb.npy` (U, E) fp16, `.text_ids.npy` (T, K) int16, `.text_ids_heldout.npy` (T,)
     index/rank-00000.json  per writer rank: its completed shards with their entries (byte offsets of every file in
                            the tar) and partial sums for statistics; rewritten atomically after each shard
     latent_stats.json      per-channel mean/std (D,) of the stored latents (NormStats)    } once every planned
@@ -27,61 +29,35 @@ import json
 import os
 import tarfile
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
-from latentwm.config.jsonfile import read_json
+from latentwm.data.cache_files import (FORMAT, SHARD, VERSION, _atomic_write, _escape, _npy,  # noqa: F401
+                                       _read_json, _stats_from_records, merged_records, sample_key, write_stats)
 from latentwm.data.cache_integrity import (CacheError, cache_pool, check_cache_identity,  # noqa: F401
-                                           check_latents, decode_member, file_checksum, npy_view, recheck,
-                                           retry_skipped)
+                                           check_latents, check_text, check_text_identity, decode_member,
+                                           file_checksum, npy_view, recheck, retry_skipped)
 from latentwm.data.episodes import ChannelSums, DatasetStats, Episode, EpisodeError, NormStats, frames_at
+from latentwm.data.frame_text import EpisodeTexts, TextEmbedding
 from latentwm.data.video import VideoError
-
-FORMAT, VERSION = "latentwm-latent-cache", 1
-SHARD = "shard-{:06d}.tar"
-
-
-def _escape(part: str) -> str:
-    return str(part).replace("%", "%25").replace(".", "%2E").replace("/", "%2F")
-
-
-def sample_key(dataset: str, episode_id: str, camera: str) -> str:
-    """WebDataset key `{dataset}/{episode}/{camera}` with dots (and slashes inside parts) escaped."""
-    return "/".join(_escape(p) for p in (dataset, episode_id, camera))
-
-
-def _atomic_write(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data.encode() if isinstance(data, str) else data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path):
-    return read_json(path, "latent cache file", CacheError, missing_ok=True)
-
-
-def _npy(a: np.ndarray) -> bytes:
-    np.save(buf := io.BytesIO(), np.ascontiguousarray(a), allow_pickle=False)
-    return buf.getvalue()
-
 
 class LatentCacheWriter:
     """Appends samples to tar shards of `out_dir`; `add` one (episode, camera) at a time.
 
     Shards roll over at `shard_size_mb` (None: only when `close_shard`/`open_shard` is called, as `encode_to_cache`
     does to follow its plan). Use as a context manager: an exception discards the open shard's temp file.
+    `text`: how sentences are embedded (`EpisodeTexts`: a TextEmbedding or a function building one); None: no text.
     """
 
     def __init__(self, out_dir: str | os.PathLike, shard_size_mb: float | None = 256.0, encoder_label: str = "unknown",
-                 meta: dict | None = None, rank: int = 0, image_size: int | None = None):
+                 meta: dict | None = None, rank: int = 0, image_size: int | None = None,
+                 text: TextEmbedding | Callable[[], TextEmbedding] | None = None):
         (out := Path(out_dir)).mkdir(parents=True, exist_ok=True)
         self.out, self.limit = out, None if shard_size_mb is None else int(shard_size_mb * 2**20)
+        self.text = None if text is None else EpisodeTexts(text, partial(_check_text_encoder, out))
         self.label, self.meta, self.image_size = encoder_label, dict(meta or {}), image_size
         self.index_path = self.out / "index" / f"rank-{rank:05d}.json"
         self.records = (_read_json(self.index_path) or {}).get("shards", {})
@@ -135,10 +111,19 @@ class LatentCacheWriter:
         self._items += [item] if item not in self._items else []
 
     # ------------------------------------------------------------------------------------------------ samples
+    def episode_text(self, ep: Episode) -> dict[str, np.ndarray] | None:
+        """`ep`'s text arrays (`frame_text`), to embed once for all its cameras; None: no text, or none stored."""
+        try:
+            return None if self.text is None else self.text.arrays(ep.text, ep.extras, len(ep),
+                                                                   f"episode {ep.dataset}/{ep.episode_id}")
+        except ValueError as e:  # the text encoder's output (wrong shape, non-finite): nothing may be stored
+            raise e if isinstance(e, CacheError) else CacheError(str(e)) from e
+
     def add(self, episode_id: str, camera: str, latents: np.ndarray, *, dataset: str, actions=None,
             action_mask=None, proprio=None, rewards=None, states=None, meta: dict | None = None,
-            item: str | None = None) -> str:
-        """Store one (episode, camera): latents (T, N, D) → fp16; optional per-step arrays (T, ...)."""
+            item: str | None = None, text: dict[str, np.ndarray] | None = None) -> str:
+        """Store one (episode, camera): latents (T, N, D) → fp16; optional per-step arrays (T, ...); `text` from
+        `episode_text`."""
         lat = np.asarray(latents)
         if lat.ndim != 3 or not np.isfinite(lat).all():
             raise CacheError(f"{dataset}/{episode_id}/{camera}: latents must be finite (T, N, D), got {lat.shape}")
@@ -148,10 +133,11 @@ class LatentCacheWriter:
         T, key = len(lat), sample_key(dataset, episode_id, camera)
         if actions is not None and action_mask is None:
             action_mask = np.ones(T, dtype=bool)
+        self._record_text(text)
         arrays = dict(latents=lat.astype(np.float16), actions=actions, action_mask=action_mask, proprio=proprio,
-                      rewards=rewards, states=states)
+                      rewards=rewards, states=states, **(text or {}))
         for name, a in arrays.items():
-            if a is not None and len(a) != T:
+            if a is not None and len(a) != T and name != "text_emb":
                 raise CacheError(f"{key}: `{name}` has {len(a)} steps for {T} latent frames")
         meta = dict(meta or {}, dataset=dataset, episode_id=episode_id, camera=camera, length=T)
         files = {f"{n}.npy": _npy(a) for n, a in arrays.items() if a is not None}
@@ -170,15 +156,31 @@ class LatentCacheWriter:
         self._entries.append(dict({k: v for k, v in meta.items() if k != "extras"}, key=key, item=item,
                                   shard=self._name, _exts=list(files),
                                   action_dim=None if actions is None else int(np.asarray(actions).shape[1]),
-                                  proprio_dim=None if proprio is None else int(np.asarray(proprio).shape[1])))
+                                  proprio_dim=None if proprio is None else int(np.asarray(proprio).shape[1]),
+                                  text_dim=None if text is None else int(text["text_emb"].shape[1])))
         self._items += [item] if item not in self._items else []
         return key
 
-    def add_episode(self, ep: Episode, camera: str, latents: np.ndarray, item: str | None = None) -> str:
+    def add_episode(self, ep: Episode, camera: str, latents: np.ndarray, item: str | None = None,
+                    text: dict[str, np.ndarray] | None = None) -> str:
         meta = dict(fps=ep.fps, success=ep.success, text=list(ep.text), frame_skip=ep.frame_skip, extras=ep.extras)
         return self.add(ep.episode_id, camera, latents, dataset=ep.dataset, actions=ep.actions,
                         action_mask=None if ep.actions is None else ep.mask(), proprio=ep.proprio,
-                        rewards=ep.rewards, states=ep.states, meta=meta, item=item)
+                        rewards=ep.rewards, states=ep.states, meta=meta, item=item, text=text)
+
+    def _record_text(self, text: dict | None) -> None:
+        """The first text stored records the writer's text encoder in cache.json (unless another rank did first:
+        then it must be the same)."""
+        if text is not None and "text_encoder" not in self._info:
+            emb = self.text.embedding
+            _check_text_encoder(self.out, emb.label)
+            self._info = dict(self._info, text_encoder=emb.label, text_dim=int(emb.dim))
+            self._save_info()
+
+    def _save_info(self) -> None:  # keeps a text encoder another rank recorded since we read cache.json
+        now = _read_json(self.out / "cache.json") or {}
+        self._info = {**{k: now[k] for k in ("text_encoder", "text_dim") if k in now}, **self._info}
+        _atomic_write(self.out / "cache.json", json.dumps(self._info, indent=1))
 
     def _check_info(self, lat: np.ndarray, meta: dict) -> None:
         N, D, g = int(lat.shape[1]), int(lat.shape[2]), int(round(lat.shape[1] ** 0.5))
@@ -186,7 +188,7 @@ class LatentCacheWriter:
             self._info = dict(self.meta, format=FORMAT, version=VERSION, encoder=self.label, image_size=self.image_size,
                               num_tokens=N, latent_dim=D, grid=g if g * g == N else None, fps=meta.get("fps"),
                               dtype="float16")
-            _atomic_write(self.out / "cache.json", json.dumps(self._info, indent=1))
+            self._save_info()
         check_cache_identity(self.out, self._info, self.label, cache_pool(self.meta), self.image_size)
         if (have := (self._info.get("num_tokens"), self._info.get("latent_dim"))) != (N, D):
             raise CacheError(f"latent cache {self.out} holds latents of (N, D) = {have}, refusing to add "
@@ -201,47 +203,24 @@ class LatentCacheWriter:
         self.abort_shard() if exc_type is not None else self.close_shard()
 
 
-def merged_records(cache_dir: str | os.PathLike) -> dict[str, dict]:
-    """Completed shards from every rank's index file (a shard listed twice has identical records)."""
-    return {k: v for p in sorted(Path(cache_dir).glob("index/rank-*.json"))
-            for k, v in (_read_json(p) or {}).get("shards", {}).items()}
-
-
-def write_stats(cache_dir: str | os.PathLike) -> tuple[NormStats | None, dict[str, DatasetStats]]:
-    """Merge the shards' sums into latent_stats.json and stats/<dataset>.json (atomic writes)."""
-    cache_dir = Path(cache_dir)
-    lat, ds = _stats_from_records(merged_records(cache_dir))
-    if lat is not None:
-        _atomic_write(cache_dir / "latent_stats.json", json.dumps(lat.to_dict()))
-    for name, s in ds.items():
-        _atomic_write(cache_dir / "stats" / f"{_escape(name)}.json", json.dumps(s.to_dict(), indent=1))
-    return lat, ds
-
-
-def _stats_from_records(records: dict) -> tuple[NormStats | None, dict[str, DatasetStats]]:
-    lat, per = ChannelSums(), {"actions": {}, "proprio": {}}
-    for rec in records.values():
-        lat.add(ChannelSums(rec["stats"]["latents"]))
-        for q, sums in per.items():
-            for k, v in rec["stats"][q].items():
-                sums.setdefault(k, ChannelSums()).add(ChannelSums(v))
-    names = sorted({e["dataset"] for r in records.values() for e in r["entries"]})
-    return lat.stats(), {n: DatasetStats(n, **{q: s[n].stats() if n in s else None for q, s in per.items()})
-                         for n in names}
+def _check_text_encoder(out: Path, label: str) -> None:
+    check_text_identity(out, _read_json(out / "cache.json"), label)
 
 
 def encode_to_cache(items: Iterable[tuple[str, Callable[[], Episode]]],
                     encode_fn: Callable[[np.ndarray], np.ndarray], out_dir: str | os.PathLike, *,
                     encoder_label: str, episodes_per_shard: int = 32, rank: int = 0, world_size: int = 1,
                     image_size: int | None = None, meta: dict | None = None, cameras: list[str] | None = None,
-                    show_progress: bool = True) -> dict:
+                    show_progress: bool = True, text: TextEmbedding | Callable[[], TextEmbedding] | None = None
+                    ) -> dict:
     """Encode every item's frames with `encode_fn` ((T, H, W, 3) uint8 → (T, N, D)) into the cache at `out_dir`.
 
     Item k goes to shard k // episodes_per_shard (the plan, written first); this rank writes the shards with
     shard % world_size == rank that the index does not list as complete, fail their checksum, or skipped items (so
     they are retried). An unreadable episode (EpisodeError) is skipped and counted. A cache.json of another encoder
     (label, pooling, image size) is refused. When all shards are complete the statistics files are written.
-    Returns a summary dict.
+    `text`: the sentence embedding of episodes' text (see LatentCacheWriter); another text encoder than the cache
+    records, or none for a cache that has text, is refused. Returns a summary dict.
     """
     loaders = dict(items := list(items))
     keys = [k for k, _ in items]
@@ -250,7 +229,11 @@ def encode_to_cache(items: Iterable[tuple[str, Callable[[], Episode]]],
                          f"got {len(keys) - len(loaders)} duplicates, {rank}, {world_size}, {episodes_per_shard}")
     (out := Path(out_dir)).mkdir(parents=True, exist_ok=True)
     # a resume with another encoder is refused even when every shard is written (the writer checks each new one)
-    check_cache_identity(out, _read_json(out / "cache.json"), encoder_label, cache_pool(meta or {}), image_size)
+    check_cache_identity(out, info := _read_json(out / "cache.json"), encoder_label, cache_pool(meta or {}),
+                         image_size)
+    if text is None and (info or {}).get("text_encoder"):
+        raise CacheError(f"latent cache {out} holds text embedded by {info['text_encoder']!r}, this encode stores "
+                         "none (--text.name ''): pass the same text encoder, or encode into another directory")
     plan = _write_plan(out, keys, episodes_per_shard)
     ours = [s["name"] for j, s in enumerate(plan["shards"]) if j % world_size == rank]
     done = recheck(out, records := merged_records(out), _complete(out, records, plan), ours)
@@ -261,7 +244,9 @@ def encode_to_cache(items: Iterable[tuple[str, Callable[[], Episode]]],
     bar = tqdm(total=sum(len(plan["shards"][j]["items"]) for j in mine), desc=f"encode (rank {rank})", unit="ep",
                disable=not show_progress, dynamic_ncols=True)
     n_eps = n_skip = 0
-    with LatentCacheWriter(out, None, encoder_label, meta, rank=rank, image_size=image_size) as w:
+    with LatentCacheWriter(out, None, encoder_label, meta, rank=rank, image_size=image_size, text=text) as w:
+        if w.text is not None and (info or {}).get("text_encoder"):
+            _ = w.text.embedding  # a resume: refuse another text encoder (as another image encoder) up front
         for j in mine:
             (out / f".{plan['shards'][j]['name']}.tmp").unlink(missing_ok=True)  # an interrupted attempt
             w.open_shard(plan["shards"][j]["name"])
@@ -305,11 +290,12 @@ def _encode_item(w: LatentCacheWriter, key: str, loader: Callable[[], Episode],
         w.skip(key, str(e))
         print(f"encode: skipping {key}: {e}")
         return False
+    text = w.episode_text(ep)  # its sentences embedded once, shared by its cameras
     for cam in cams:
         lat = np.asarray(encode_fn(frames[cam]))
         if lat.ndim != 3 or lat.shape[0] != len(ep):
             raise CacheError(f"encode_fn returned {lat.shape} for {len(ep)} frames of {key}; expected (T, N, D)")
-        w.add_episode(ep, cam, lat, item=key)
+        w.add_episode(ep, cam, lat, item=key, text=text)
     return True
 
 
@@ -360,6 +346,16 @@ class LatentCache:
         return len(self.entries)
 
     @property
+    def text_encoder(self) -> str | None:
+        """Label of the sentence encoder of the cache's text (None: no text), for checkpoints to record."""
+        return self.info.get("text_encoder")
+
+    @property
+    def text_dim(self) -> int:
+        """Width E of the cache's text embeddings (0: the cache has no text)."""
+        return int(self.info.get("text_dim") or 0)
+
+    @property
     def latent_stats(self) -> NormStats:
         d = _read_json(self.path / "latent_stats.json")
         return NormStats.from_dict(d) if d is not None else _stats_from_records(self.records)[0]
@@ -387,6 +383,7 @@ class LatentCache:
                     raise CacheError(f"{self.path / e['shard']}: truncated while reading {e['key']}.{ext}")
                 out[ext.split(".")[0]] = decode_member(data, ext, self.path / e["shard"], e["key"])
         check_latents(out.get("latents"), self.path / e["shard"], e)
+        check_text(out, self.path / e["shard"], e)
         self._lru[i], self._used = out, self._used + _nbytes(out)
         while self._used > self._budget and len(self._lru) > 1:
             self._used -= _nbytes(self._lru.popitem(last=False)[1])
