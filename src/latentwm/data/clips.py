@@ -10,8 +10,14 @@ drawn at random but deterministically: item k of epoch e is a function of (seed,
 valid (the trainer indexes a global sample stream), so resuming reproduces the data exactly. Evaluation clips sit on
 a fixed grid of starts (every `clip_len · frame_skip` frames), on every camera.
 
-Text: an episode's text, except where its entry carries timed narrations (`extras["narrations"]`, EPIC-KITCHENS):
-then only the narrations overlapping the clip's own frames, in training and evaluation clips alike.
+Text: `meta.text` holds an episode's text, except where its entry carries timed narrations (`extras["narrations"]`,
+EPIC-KITCHENS): then only the narrations overlapping the clip's own frames, in training and evaluation clips alike.
+The text condition (`ClipSample.text` (L, E), `text_mask` (L,)) is looked up in the entry's table of sentence
+embeddings, computed once at encode time (`frame_text`): frame t of a clip gets the text of its raw frame. Where a
+frame has several alternatives (DROID's paraphrased instructions, overlapping narrations), a training clip draws one
+choice with the clip's own generator (deterministic in the item); evaluation clips take the held-out paraphrase
+(`extras["narrations_heldout"]`) where there is one, else the first alternative, so evaluation never scores the
+model on a sentence it trained on when a held-out one exists.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from latentwm.config import ConfigError
 from latentwm.data.batch import ClipSample, WorldBatchMetadata, collate
 from latentwm.data.episodes import frames_at, narrations_in
+from latentwm.data.frame_text import pick_text
 from latentwm.data.latent_cache import LatentCache, cache_pool
 from latentwm.data.mixture import ConcatClips, MixtureDataset, MixtureSpec
 
@@ -52,18 +59,20 @@ class LatentClipDataset(Dataset):
 
     split: "train" (random clips, `len()` = epoch_size, any index ≥ 0 valid), "eval" (fixed grid) or "all" (fixed
     grid over every episode). Indices may also be (epoch, i) pairs, as `ClipSampler` yields them.
+    text: fill `text`/`text_mask` from entries that have text (training passes `model.text_dim > 0`: a model
+    without a text slot need not carry the embeddings).
     """
 
     def __init__(self, cache: LatentCache | str, clip_len: int, frame_skip: int = 1, action_dim: int | None = None,
                  split: str = "train", eval_fraction: float = 0.1, seed: int = 0, normalize: bool = True,
-                 epoch_size: int | None = None, eval_stride: int | None = None):
+                 epoch_size: int | None = None, eval_stride: int | None = None, text: bool = True):
         if split not in ("train", "eval", "all"):
             raise ValueError(f"LatentClipDataset: split must be 'train', 'eval' or 'all', got {split!r}")
         if clip_len < 1 or frame_skip < 1:
             raise ValueError(f"LatentClipDataset: clip_len and frame_skip must be >= 1, got {clip_len}, {frame_skip}")
         self.cache = LatentCache(cache) if isinstance(cache, (str, os.PathLike)) else cache
         self.clip_len, self.frame_skip, self.split, self.seed = clip_len, frame_skip, split, seed
-        self.normalize, self.epoch = normalize, 0
+        self.normalize, self.epoch, self.text = normalize, 0, text
         self.span = (clip_len - 1) * frame_skip + 1  # raw frames a clip covers
         entries = self.cache.entries
         groups: dict[str, list[int]] = {}
@@ -106,20 +115,25 @@ class LatentClipDataset(Dataset):
 
     def clip_at(self, index) -> tuple[int, int]:
         """(cache entry index, start frame) of item `index` (int, or (epoch, i))."""
+        return self._draw(index)[:2]
+
+    def _draw(self, index) -> tuple[int, int, int | None]:
+        """(entry, start, text choice) of item `index`: a training item draws all three from its own generator
+        (the choice last, so entries and starts are those drawn before text existed); evaluation: None."""
         epoch, i = index if isinstance(index, (tuple, list)) else (self.epoch, index)
         i = int(i)
         if self.split != "train":
-            return self.grid[i]
+            return (*self.grid[i], None)
         k = int(epoch) * self.epoch_size + i
         rng = np.random.default_rng([self.seed, 0xC1195, k])
         u = int(rng.integers(int(self._cum[-1])))
         g = int(np.searchsorted(self._cum, u, side="right"))
         start = u - (int(self._cum[g - 1]) if g else 0)
         cams = self.groups[g][1]
-        return cams[int(rng.integers(len(cams)))], start
+        return cams[int(rng.integers(len(cams)))], start, int(rng.integers(1 << 30))
 
     def __getitem__(self, index) -> ClipSample:
-        return self.make_clip(*self.clip_at(index))
+        return self.make_clip(*self._draw(index))
 
     def frames_of(self, start: int) -> np.ndarray:
         return start + self.frame_skip * np.arange(self.clip_len)
@@ -130,7 +144,10 @@ class LatentClipDataset(Dataset):
         states = self.cache.raw(entry).get("states")
         return None if states is None else states[self.frames_of(start)]
 
-    def make_clip(self, entry: int, start: int) -> ClipSample:
+    def make_clip(self, entry: int, start: int, text_choice: int | None = None) -> ClipSample:
+        """The clip of `clip_len` frames of cache entry `entry` from raw frame `start`. text_choice: which of a
+        frame's text alternatives (`frame_text.pick_text`); None: the held-out paraphrase, else the first (a
+        training dataset never uses held-out paraphrases: the first alternative)."""
         e, raw = self.cache.entries[entry], self.cache.raw(entry)
         T, fs, t = e["length"], self.frame_skip, self.frames_of(start)
         lat = frames = None
@@ -170,9 +187,15 @@ class LatentClipDataset(Dataset):
                                   start_frame=int(start), frame_stride=fs, fps=float(e.get("fps") or 0.0) / fs,
                                   text=text, success=e.get("success"))
         states = raw.get("states")
+        text_emb = text_mask = None
+        if self.text and raw.get("text_emb") is not None:
+            held = raw.get("text_ids_heldout") if self.split != "train" else None  # evaluation's paraphrases
+            text_emb, text_mask = pick_text(raw["text_emb"], raw["text_ids"][t], None if held is None else held[t],
+                                            text_choice)
         return ClipSample(latents=lat, frames=frames, actions=_t(actions), action_mask=_t(mask),
                           proprio=_t(proprio), rewards=_t(rewards),
-                          states=None if states is None else _t(states[t].astype(np.float64)), meta=meta)
+                          states=None if states is None else _t(states[t].astype(np.float64)),
+                          text=_t(text_emb), text_mask=_t(text_mask), meta=meta)
 
 
 def _t(a):
@@ -231,11 +254,12 @@ def make_loader(dataset: LatentClipDataset, batch_size: int, num_workers: int = 
 
 
 def make_mixture_datasets(spec: MixtureSpec, clip_len: int, frame_skip: int = 1, action_dim: int | None = None,
-                          eval_fraction: float = 0.1, seed: int = 0, eval_len: int | None = None
+                          eval_fraction: float = 0.1, seed: int = 0, eval_len: int | None = None, text: bool = True
                           ) -> tuple[MixtureDataset, Dataset | None, dict]:
     """(training mixture, evaluation set = every source's held-out grid concatenated (`ConcatClips`, the optional
     fields the training mixture keeps) or None, facts for checkpoints) from a spec of latent caches. All caches must
-    hold latents of the same encoder, pooling, N and D."""
+    hold latents of the same encoder, pooling, N and D, and those with text the same text encoder (`text`: see
+    LatentClipDataset)."""
     if not spec.sources:
         raise ValueError("mixture spec has no sources")
     caches = {s.name: LatentCache(os.fspath(s.cache_dir)) for s in spec.sources}
@@ -243,7 +267,10 @@ def make_mixture_datasets(spec: MixtureSpec, clip_len: int, frame_skip: int = 1,
               for n, c in caches.items()}
     if len(set(shapes.values())) != 1:
         raise ValueError(f"mixture sources hold different latents (encoder, pool, N, D): {shapes}")
-    kw = dict(frame_skip=frame_skip, action_dim=action_dim, eval_fraction=eval_fraction, seed=seed)
+    texts = {n: (c.text_encoder, c.text_dim) for n, c in caches.items() if text and c.text_encoder is not None}
+    if len(set(texts.values())) > 1:  # sources without text mix with any; two encoders' embeddings do not
+        raise ValueError(f"mixture sources hold text of different sentence encoders (label, dim): {texts}")
+    kw = dict(frame_skip=frame_skip, action_dim=action_dim, eval_fraction=eval_fraction, seed=seed, text=text)
     train = [(s.name, LatentClipDataset(caches[s.name], clip_len, split="train", **kw), s.weight) for s in spec.sources]
     evals = []
     if eval_fraction > 0:
@@ -252,8 +279,9 @@ def make_mixture_datasets(spec: MixtureSpec, clip_len: int, frame_skip: int = 1,
             if len(ev):
                 evals.append(ev)
     mixture = MixtureDataset(train, seed=spec.seed, block=spec.block)
+    label, dim = next(iter(texts.values()), (None, 0))
     extra = dict(mixture=mixture.state_dict(), frame_skip=frame_skip, encoder=next(iter(shapes.values()))[0],
-                 data_stats={n: dict(latents=c.latent_stats.to_dict(),
+                 text_encoder=label, text_dim=dim, data_stats={n: dict(latents=c.latent_stats.to_dict(),
                                      datasets={k: v.to_dict() for k, v in c.dataset_stats.items()})
                              for n, c in caches.items()})
     return mixture, (ConcatClips(evals, fields=mixture.fields) if evals else None), extra
@@ -284,6 +312,22 @@ def check_action_width(cache, cfg, where: str) -> None:
                           f"{max(widths)} × frame_skip {d.frame_skip} = {max(widths) * d.frame_skip})")
 
 
+def check_text_dim(cache, cfg, where: str) -> None:
+    """A cache (or online store) with text needs a model whose text slot has the embeddings' width, or none
+    (model.text_dim = 0: the text is not used)."""
+    if cache.text_encoder is not None and cfg.model.text_dim not in (0, cache.text_dim):
+        raise ConfigError(f"{where} holds text embeddings of text_dim = {cache.text_dim} (text encoder "
+                          f"{cache.text_encoder!r}), but model.text_dim = {cfg.model.text_dim}: pass --model.text-dim "
+                          f"{cache.text_dim} (or 0 to train without text), or encode with a matching --text.name")
+
+
+def text_facts(source, cfg) -> dict:
+    """What a checkpoint records about the text its model trains on: the sentence encoder's label (None: no text,
+    or a model without a text slot) and the embeddings' width."""
+    used = cfg.model.text_dim > 0 and source.text_encoder is not None
+    return dict(text_encoder=source.text_encoder if used else None, text_dim=source.text_dim if used else 0)
+
+
 def check_complete(cache: LatentCache, where: str, allow_partial: bool = False) -> None:
     """A cache whose encode has not finished (planned shards missing from its index) is refused with a ConfigError
     saying how much is missing and how to finish it, unless allow_partial (then a loud warning)."""
@@ -305,7 +349,8 @@ def train_eval_sets(source, cfg, eval_len: int):
     """Training clips (data.clip_len) and held-out clips (eval_len frames, or None when nothing fits / no split) of
     one latent source (a LatentCache or an online EpisodeStore), split by episode as data.eval_fraction / seed say."""
     d = cfg.data
-    kw = dict(frame_skip=d.frame_skip, action_dim=cfg.model.action_dim, eval_fraction=d.eval_fraction, seed=d.seed)
+    kw = dict(frame_skip=d.frame_skip, action_dim=cfg.model.action_dim, eval_fraction=d.eval_fraction, seed=d.seed,
+              text=cfg.model.text_dim > 0)
     train_set = LatentClipDataset(source, d.clip_len, split="train", **kw)
     eval_set = LatentClipDataset(source, eval_len, split="eval", **kw) if d.eval_fraction > 0 else None
     if eval_set is not None and len(eval_set) == 0:
@@ -331,8 +376,10 @@ def make_clip_datasets(cfg, allow_partial: bool | None = None
             src = LatentCache(s.cache_dir)
             check_complete(src, f"data.mixture source {s.name}:", allow_partial)
             check_action_width(src, cfg, f"data.mixture source {s.name} ({s.cache_dir})")
+            check_text_dim(src, cfg, f"data.mixture source {s.name} ({s.cache_dir})")
         train_set, eval_set, extra = make_mixture_datasets(spec, d.clip_len, d.frame_skip, cfg.model.action_dim,
-                                                           d.eval_fraction, d.seed, eval_len)
+                                                           d.eval_fraction, d.seed, eval_len,
+                                                           text=cfg.model.text_dim > 0)
         first = LatentCache(spec.sources[0].cache_dir).info
         check_pool(first, cfg, f"data.mixture source {spec.sources[0].cache_dir}")
         if first["latent_dim"] != cfg.model.latent_dim or first["num_tokens"] != cfg.model.num_latent_tokens:
@@ -345,6 +392,7 @@ def make_clip_datasets(cfg, allow_partial: bool | None = None
     check_complete(cache, "data.cache_dir", allow_partial)
     check_pool(info, cfg, f"data.cache_dir {d.cache_dir}")
     check_action_width(cache, cfg, f"data.cache_dir {d.cache_dir}")
+    check_text_dim(cache, cfg, f"data.cache_dir {d.cache_dir}")
     if info["latent_dim"] != cfg.model.latent_dim or info["num_tokens"] != cfg.model.num_latent_tokens:
         raise ConfigError(f"data.cache_dir {d.cache_dir} holds latents of N = {info['num_tokens']}, D = "
                           f"{info['latent_dim']} (encoder {info['encoder']}), but the model expects N = "
@@ -353,7 +401,8 @@ def make_clip_datasets(cfg, allow_partial: bool | None = None
     stats = cache.latent_stats
     extra = dict(data_stats=dict(latents=stats.to_dict(),
                                  datasets={k: v.to_dict() for k, v in cache.dataset_stats.items()}),
-                 encoder=info["encoder"], frame_skip=d.frame_skip, cache_info=info)
+                 encoder=info["encoder"], frame_skip=d.frame_skip, cache_info=info,
+                 **text_facts(cache, cfg))
     if train_set.num_skipped:
         print(f"{train_set.num_skipped} training episodes shorter than one clip ({train_set.span} frames) skipped")
     return train_set, eval_set, extra
