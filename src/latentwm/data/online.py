@@ -9,6 +9,10 @@ the trainer's batch transform: it encodes a WorldBatch's frames on the encoder's
 latent statistics exactly as `LatentClipDataset` normalizes cached latents, giving the WorldBatch the cache path
 gives (up to the cache's fp16 storage).
 
+Text: each episode's sentences are embedded once, when the store first scans it (`frame_text`, the table a cache
+stores, in fp16 as there), so the clips' text tensors equal a cache's and no sentence encoder runs in the training
+loop or its DataLoader workers.
+
 Latent statistics come from a latent cache of the same encoder (its latent_stats.json), a LatentStats file, or are
 estimated at start from up to `stats_frames` frames spread evenly over the episodes.
 """
@@ -27,8 +31,9 @@ import torch
 from latentwm.config import ConfigError
 from latentwm.data.batch import WorldBatch
 from latentwm.data.cache_integrity import same_encoder
-from latentwm.data.clips import train_eval_sets
+from latentwm.data.clips import check_text_dim, text_facts, train_eval_sets
 from latentwm.data.episodes import ChannelSums, DatasetStats, Episode, EpisodeError, NormStats, frames_at
+from latentwm.data.frame_text import EpisodeTexts, TextEmbedding
 from latentwm.data.latent_cache import LatentCache, cache_pool, sample_key
 from latentwm.data.latent_stats import LatentStats, compute_latent_stats
 from latentwm.data.sources import load_source, parse_options
@@ -43,17 +48,24 @@ class EpisodeStore:
     items: (key, loader) pairs as a source yields them. Every episode is loaded once at construction (facts and
     action/proprio sums; an unreadable one is skipped, counted in `skipped` and reported with its error), then on
     demand through an LRU of `keep` episodes. `latent_stats` must be set before a normalizing LatentClipDataset is
-    built on the store (`make_online_datasets` does it).
+    built on the store (`make_online_datasets` does it). `text` (a TextEmbedding, or a function building one when
+    the first episode with text is scanned; None: no text): each episode's text arrays are computed during the scan
+    and kept (`text_encoder`, `text_dim` as a LatentCache has them).
     """
 
     def __init__(self, items: Sequence[tuple[str, Callable[[], Episode]]], root: str | os.PathLike = "",
-                 cameras: Sequence[str] | None = None, keep: int = 8, show_progress: bool = True):
+                 cameras: Sequence[str] | None = None, keep: int = 8, show_progress: bool = True,
+                 text: TextEmbedding | Callable[[], TextEmbedding] | None = None):
         from tqdm.auto import tqdm
 
         self.path, self.loaders, self.keep = Path(root), dict(items), keep
+        texts = None if text is None else EpisodeTexts(text)
+        self.text: dict[str, dict[str, np.ndarray]] = {}  # item -> text arrays (memoized for the store's life)
         self.entries: list[dict] = []
         self.skipped: list[dict] = []
         self.latent_stats: NormStats | None = None
+        self.text_encoder: str | None = None
+        self.text_dim = 0
         self._lru: OrderedDict[str, Episode] = OrderedDict()
         sums: dict[str, dict[str, ChannelSums]] = {"actions": {}, "proprio": {}}
         for key, _ in tqdm(items, desc="scan episodes", unit="ep", disable=not show_progress, dynamic_ncols=True):
@@ -66,13 +78,18 @@ class EpisodeStore:
                 self.skipped.append(dict(item=key, error=str(e)))
                 print(f"online encode: skipping {key}: {e}")
                 continue
+            arrays = None if texts is None else texts.arrays(ep.text, ep.extras, len(ep), f"episode {key}")
+            if arrays is not None:
+                self.text[key] = arrays
+                self.text_encoder, self.text_dim = texts.embedding.label, int(texts.embedding.dim)
             for cam in cams:  # per camera, like the cache's sums: the same statistics
                 self.entries.append(dict(
                     fps=ep.fps, success=ep.success, text=list(ep.text), frame_skip=ep.frame_skip,
                     dataset=ep.dataset, episode_id=ep.episode_id, camera=cam, length=len(ep),
                     key=sample_key(ep.dataset, ep.episode_id, cam), item=key,
                     action_dim=None if ep.actions is None else int(ep.actions.shape[1]),
-                    proprio_dim=None if ep.proprio is None else int(ep.proprio.shape[1])))
+                    proprio_dim=None if ep.proprio is None else int(ep.proprio.shape[1]),
+                    text_dim=None if arrays is None else int(arrays["text_emb"].shape[1])))
                 if ep.actions is not None:
                     sums["actions"].setdefault(ep.dataset, ChannelSums()).add(np.asarray(ep.actions)[ep.mask()])
                 if ep.proprio is not None:
@@ -105,6 +122,7 @@ class EpisodeStore:
                              length=len(ep)))
         if ep.actions is not None:
             out.update(actions=ep.actions, action_mask=ep.mask())
+        out.update(self.text.get(e["item"], {}))
         return {k: v for k, v in out.items() if v is not None}
 
     def frames(self, i: int, indices: Sequence[int]) -> np.ndarray:
@@ -175,9 +193,11 @@ class OnlineEncoding:
 
 
 def make_online_datasets(cfg, encode_fn: EncodeFn, encoder_label: str, stats_frames: int = 1024,
-                         show_progress: bool = True):
+                         show_progress: bool = True, text: TextEmbedding | Callable[[], TextEmbedding] | None = None):
     """(train set, eval set or None, facts for checkpoints, OnlineEncoding) for an ExperimentConfig with
-    data.online_encode: the clips of `make_clip_datasets` over a cache of the same episodes, with frames."""
+    data.online_encode: the clips of `make_clip_datasets` over a cache of the same episodes, with frames.
+    `text`: the sentence embedding of the episodes' text (as `latentwm encode --text` would store it), used when
+    model.text_dim > 0; None: clips carry no text."""
     d = cfg.data
     if not d.episodes_dir:
         raise ConfigError("data.episodes_dir must name the raw episodes when data.online_encode is on")
@@ -191,7 +211,9 @@ def make_online_datasets(cfg, encode_fn: EncodeFn, encoder_label: str, stats_fra
         raise ConfigError(f"data.source {d.source} / data.episodes_dir {d.episodes_dir}: {e}") from e
     if not items:
         raise ConfigError(f"data.episodes_dir: no {d.source} episodes found in {d.episodes_dir}")
-    store = EpisodeStore(items, d.episodes_dir, show_progress=show_progress)
+    store = EpisodeStore(items, d.episodes_dir, show_progress=show_progress,
+                         text=text if cfg.model.text_dim > 0 else None)
+    check_text_dim(store, cfg, f"data.episodes_dir {d.episodes_dir}")
     probe = encode_fn(torch.from_numpy(np.ascontiguousarray(store.frames(0, [0]))).permute(0, 3, 1, 2))
     N, D = int(probe.shape[1]), int(probe.shape[2])
     if (N, D) != (cfg.model.num_latent_tokens, cfg.model.latent_dim):
@@ -213,5 +235,5 @@ def make_online_datasets(cfg, encode_fn: EncodeFn, encoder_label: str, stats_fra
                 skipped=len(store.skipped))
     stats_dict = stats.to_dict()
     extra = dict(data_stats=dict(latents=stats_dict, datasets={k: v.to_dict() for k, v in store.dataset_stats.items()}),
-                 encoder=encoder_label, frame_skip=d.frame_skip, cache_info=info)
+                 encoder=encoder_label, frame_skip=d.frame_skip, cache_info=info, **text_facts(store, cfg))
     return train_set, eval_set, extra, OnlineEncoding(encode_fn, stats)
