@@ -15,7 +15,7 @@ from typing import Callable
 import tyro
 
 from latentwm.config import (PRESETS, ConfigError, DemoConfig, EncodeConfig, EvalConfig, GenerateConfig,
-                             LatentwmError, PlanRunConfig, PretrainEncoderConfig, VerifyConfig)
+                             ImagineConfig, LatentwmError, PlanRunConfig, PretrainEncoderConfig, VerifyConfig)
 from latentwm.config import preset as get_full_preset
 from latentwm.data.sources.pusht import run_generate
 from latentwm.data.verify import run_verify
@@ -23,6 +23,7 @@ from latentwm.demo import run_demo
 from latentwm.encoders.encode import run_encode
 from latentwm.train.evaluate import run_eval
 from latentwm.planning.evaluate import run_plan
+from latentwm.planning.imagine import run_imagine
 from latentwm.rl.runner import run_rl
 from latentwm.train.decoder_trainer import run_train_decoder
 from latentwm.train.encoder_pretrain import run_pretrain_encoder
@@ -53,6 +54,8 @@ COMMANDS: dict[str, Command] = {
     "plan": Command("goal-conditioned MPC (CEM / MPPI / gradient) in the real Push-T env vs random and dataset "
                     "actions", lambda p: PlanRunConfig(plan=get_full_preset(p).plan, probe=get_full_preset(p).probe),
                     run_plan),
+    "imagine": Command("the future a sentence describes, imagined from a real context without actions (text-guided);"
+                       " GIF beside the real continuation and the goal latent", lambda p: ImagineConfig(), run_imagine),
     "eval": Command("rollout error of a trained model vs ground truth and copy-last-frame; plot and videos",
                     lambda p: EvalConfig(), run_eval),
     "train-decoder": Command("RAE-style decoder from latents back to pixels (cache or online encoding; PSNR/SSIM, "

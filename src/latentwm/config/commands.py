@@ -1,4 +1,4 @@
-"""Settings of the commands that are not a training run: generate, encode, eval/rollout, demo (each command's
+"""Settings of the commands that are not a training run: generate, encode, eval/rollout, imagine, demo (each command's
 section; `latentwm <command> --help` lists them)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Literal
 
 from latentwm.config.base import ConfigError, nonneg, positive, pow2, unit
 from latentwm.config.experiment import ExperimentConfig
+from latentwm.config.planning import TEXT_GOAL_GUIDANCE
 from latentwm.config.presets import PRESETS, get_preset, preset
 from latentwm.config.registry import PLANNER_NAMES, Planner, Source
 from latentwm.config.sections import EncoderConfig, TextEncoderConfig
@@ -105,6 +106,58 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class ImagineConfig:
+    """Imagine the future a sentence describes: an action-free rollout of a trained model from a real context under
+    the text (classifier-free guided), side by side with the real continuation; its last frame is a goal latent
+    (`latentwm plan --goal-text` plans toward such a goal)."""
+
+    checkpoint: str = "runs/demo/train"
+    """A run folder (its latest complete checkpoint), one checkpoint directory, or a best.pt; the model must have a
+    text slot trained on a cache with text."""
+    text: str = ""
+    """The sentence (required), e.g. "push the T block to the left"; every frame, observed and imagined, carries it."""
+    cache_dir: str = ""
+    """Latent cache the context comes from (empty: the one the model was trained on)."""
+    episode: str = "0"
+    """dataset/episode_id of the cache (e.g. pusht/episode_000003), or an integer: that held-out clip of the
+    training split (its episode, camera and start frame)."""
+    camera: str = ""
+    """Camera of a named episode (empty: its first)."""
+    start: int = -1
+    """Stored-frame index of the first context frame (-1: the held-out clip's start, 0 for a named episode)."""
+    context: int = 0
+    """Observed frames, frame_skip apart (0: the checkpoint's rollout.context)."""
+    horizon: int = 0
+    """Imagined frames (0: the checkpoint's rollout.horizon); the last one is the goal."""
+    sample_steps: int = 4
+    """K: denoising steps per imagined frame (a power of two ≤ model.k_max)."""
+    text_guidance: float = TEXT_GOAL_GUIDANCE
+    """Classifier-free guidance scale of the text (1: plain text-conditioned sampling; see planning/imagine.py)."""
+    tau_ctx: float = 1.0
+    seed: int = 0
+    """Noise of the imagined frames."""
+    decoder: str = ""
+    """A `latentwm train-decoder` run or checkpoint: the GIF shows decoded frames (empty: PCA of the features)."""
+    text_encoder: str = ""
+    """Where the sentence encoder the training cache used is now (a folder), when it moved; empty: rebuilt from the
+    name in the checkpoint's text encoder label. Its weights must match the label either way."""
+    out_dir: str = "runs/imagine"
+    device: str = "auto"
+    """auto: cuda when available, else cpu."""
+
+    def __post_init__(self):
+        nonneg(self, "imagine", "context", "horizon", "text_guidance")
+        if self.start < -1:
+            raise ConfigError(f"imagine.start must be >= 0 (or -1: the clip's start), got {self.start}")
+        if not pow2(self.sample_steps):
+            raise ConfigError(f"imagine.sample_steps must be a power of two, got {self.sample_steps}")
+        if not 0 < self.tau_ctx <= 1:
+            raise ConfigError(f"imagine.tau_ctx must be in (0, 1], got {self.tau_ctx}")
+        if not self.episode.strip():
+            raise ConfigError("imagine.episode is empty: give dataset/episode_id or a held-out clip index")
+
+
+@dataclass(frozen=True)
 class DemoConfig:
     """End-to-end Push-T on the CPU; writes a report folder (report.md, metrics.json, plots, GIFs)."""
 
@@ -184,4 +237,4 @@ class VerifyConfig:
     """List every shard, not only the damaged ones."""
 
 
-__all__ = ["DemoConfig", "EncodeConfig", "EvalConfig", "GenerateConfig", "VerifyConfig"]
+__all__ = ["DemoConfig", "EncodeConfig", "EvalConfig", "GenerateConfig", "ImagineConfig", "VerifyConfig"]

@@ -10,6 +10,11 @@ from latentwm.config.base import ConfigError, nonneg, positive, pow2
 from latentwm.config.registry import Baseline, Planner
 
 
+TEXT_GOAL_GUIDANCE = 3.0
+"""Default classifier-free guidance scale of the text when a sentence is imagined into a goal (plan.text_guidance,
+`latentwm imagine --text-guidance`); planning/imagine.py says why this value."""
+
+
 @dataclass(frozen=True)
 class CEMConfig:
     """Cross-entropy method: refit a Gaussian to the best `elites` of `population` samples, `iterations` times."""
@@ -79,18 +84,24 @@ class PlanConfig:
     predicted frame's latents, against the goal state's), used when a state probe is given; 0 turns it off."""
     num_goals: int = 50
     seed: int = 0
+    text_guidance: float = TEXT_GOAL_GUIDANCE
+    """Goals given as a sentence (`--goal-text`): classifier-free guidance scale of the text when the model imagines
+    the goal (x̂ = x̂_no-text + w·(x̂_text − x̂_no-text); 1: plain text-conditioned sampling)."""
+    imagine_steps: int = 4
+    """Goals given as a sentence: K (denoising steps per frame) of the imagination, once per episode."""
     cem: CEMConfig = field(default_factory=CEMConfig)
     mppi: MPPIConfig = field(default_factory=MPPIConfig)
     gradient: GradientConfig = field(default_factory=GradientConfig)
 
     def __post_init__(self):
         positive(self, "plan", "horizon", "exec_steps", "init_std", "sample_steps", "goal_offset", "num_goals")
-        nonneg(self, "plan", "proprio_weight", "visual_weight", "state_weight")
+        nonneg(self, "plan", "proprio_weight", "visual_weight", "state_weight", "text_guidance")
         if self.visual_weight == 0 and self.state_weight == 0:  # the proprio term alone sees no block
             raise ConfigError("plan.visual_weight and plan.state_weight are both 0: the cost would have no goal for "
                               "the block (set one of them > 0)")
-        if not pow2(self.sample_steps):
-            raise ConfigError(f"plan.sample_steps must be a power of two, got {self.sample_steps}")
+        for name in ("sample_steps", "imagine_steps"):
+            if not pow2(getattr(self, name)):
+                raise ConfigError(f"plan.{name} must be a power of two, got {getattr(self, name)}")
 
     def planner_config(self, name: str | None = None):
         """The section of planner `name` (default: `planner`)."""
@@ -155,13 +166,25 @@ class PlanRunConfig:
     plan.state-weight > 0 (e.g. the diagnosis `--plan.visual-weight 0 --plan.state-weight 1 --plan.proprio-weight
     0`): 'auto' uses the run's state_probe.safetensors (the demo saves one beside the checkpoints), a path uses that
     probe."""
+    goal_text: str = ""
+    """Also plan toward goals given as a sentence, on the same starts and seeds as the goal images: at the first step
+    the model imagines plan.horizon frames from the observation under the sentence (plan.text_guidance) and plans
+    toward the last one; scored against the true goal state like image goals (planning.json `text_goal`). 'auto':
+    each goal's own description in the Push-T language (a held-out paraphrase of `describe_segment(start, goal)`);
+    any other text: that sentence for every goal. Empty: image goals only."""
+    text_encoder: str = ""
+    """For --goal-text: where the sentence encoder of the model's training cache is now, if it moved (empty: rebuilt
+    from the checkpoint's text encoder label)."""
     device: str = "auto"
     """auto: cuda when available, else cpu."""
 
     def __post_init__(self):
         nonneg(self, "plan", "max_replans", "context", "videos")
+        if self.goal_text and not self.planners:
+            raise ConfigError("plan.goal_text needs at least one planner (--planners): baselines ignore the goal")
         if not self.planners and not self.baselines:
             raise ConfigError("plan: give at least one of --planners / --baselines")
 
 
-__all__ = ["CEMConfig", "GradientConfig", "MPPIConfig", "PlanConfig", "PlanRunConfig", "ProbeConfig"]
+__all__ = ["TEXT_GOAL_GUIDANCE", "CEMConfig", "GradientConfig", "MPPIConfig", "PlanConfig", "PlanRunConfig",
+           "ProbeConfig"]

@@ -13,11 +13,15 @@ episode's own `goal_offset` actions from the start state: the open-loop oracle, 
 Scoring (DINO-WM's convention, see `mpc.py`): success = the Push-T test (block within 20 px, angle within π/9,
 agent within 20 px of the goal state's) passes at the end of any executed chunk (the episode stops there);
 final distance = `state_distance` (block px + agent px + angle degrees) of the last state.
+
+Text goals (`PlanningOptions.goal_text`): the planners run again on the same starts and seeds with each goal given
+as a sentence (planning/results.py: a held-out paraphrase of its Push-T description, or one given sentence); the
+model imagines the goal (planning/imagine.py) and the episode is scored against the true goal state as above.
+Summaries, sentences and the table: planning/results.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -34,12 +38,14 @@ from latentwm.data.clips import split_episodes
 from latentwm.data.episodes import NormStats, load_episode
 from latentwm.data.latent_cache import LatentCache
 from latentwm.encoders.dino import DinoEncoder
-from latentwm.envs.pusht import PushTEnv, goal_metrics, proprio_from_state
+from latentwm.envs.pusht import PushTEnv, proprio_from_state
 from latentwm.eval.visualize import save_gif, side_by_side
 from latentwm.planning.base import bf16_is_fast
+from latentwm.planning.imagine import text_encoder_for
 from latentwm.planning.mpc import (ActionCodec, LatentObserver, MPCPolicy, RandomPolicy, ReplayPolicy, derive_seed,
                                    run_episode)
 from latentwm.planning.proprio import ProprioProbe, resolve_probe
+from latentwm.planning.results import goal_texts, imagined_goal_facts, planning_table, summarize, summarize_text_goals
 from latentwm.planning.state_probe import STATE_PROBE_FILE, StateProbe
 from latentwm.train.checkpoint import check_pairing, load_world_model
 from latentwm.train.lock import writable_out_dir
@@ -93,12 +99,17 @@ class PlanningOptions:
     num_videos: int = 2
     bf16: bool | None = None
     """Candidate rollouts under bf16 autocast (None: where it is fast, `bf16_is_fast`)."""
+    goal_text: str = ""
+    """Also run the planners with goals given as sentences on the same starts: "auto" (each goal's Push-T
+    description, a held-out paraphrase) or one sentence for every goal; empty: image goals only."""
 
     def __post_init__(self):
         unknown = set(self.planners) - set(PLANNER_NAMES) | set(self.baselines) - set(BASELINE_NAMES)
         if unknown:
             raise ValueError(f"evaluate_planning: unknown methods {sorted(unknown)}; planners "
                              f"{list(PLANNER_NAMES)}, baselines {list(BASELINE_NAMES)}")
+        if self.goal_text.strip() and not self.planners:
+            raise ValueError("evaluate_planning: goal_text needs at least one planner (baselines ignore the goal)")
 
 
 @dataclass
@@ -232,7 +243,7 @@ def _session(run: WorldModelRun, cfg: PlanConfig, opts: PlanningOptions, encoder
 def evaluate_planning(run: WorldModelRun, episodes_dir: str | os.PathLike, plan_cfg: PlanConfig | None = None, *,
                       cache_dir: str | os.PathLike | None = None, options: PlanningOptions = PlanningOptions(),
                       encoder=None, proprio_probe=None, state_probe=None, out_dir: str | os.PathLike | None = None,
-                      log=print) -> dict:
+                      log=print, text_encoder=None) -> dict:
     """Score the planners and baselines of `options` on the same Push-T goals; returns the metrics dict.
 
     run: the model and its statistics (`WorldModelRun.load(checkpoint)` or `.from_cache(model, exp)`). plan_cfg:
@@ -244,12 +255,17 @@ def evaluate_planning(run: WorldModelRun, episodes_dir: str | os.PathLike, plan_
     pose term on the last predicted frame toward each goal's state (weight plan_cfg.state_weight; with
     plan_cfg.visual_weight 0 the diagnosis "the learned model under a pose cost"). out_dir: writes planning.json
     (the returned dict), planning_goals.json (per goal and method) and GIFs of the first `num_videos` goals for
-    every method, and of each planner's first success, under videos/.
+    every method, and of each planner's first success, under videos/. text_encoder: for options.goal_text, the
+    sentence encoder (a TextEncoder or a function list[str] -> (U, E)); None: `text_encoder_for` the run's facts
+    (the one its training cache used, verified).
 
     Returns {"success_rate": {method: float}, "final_distance": {method: float}, "seconds_per_plan": {planner:
     float}, "num_goals", "videos": [paths relative to out_dir], "block_pos_diff" / "agent_pos_diff" /
     "angle_diff_deg": {method: float}, "block_static_goals", "start_success_rate", "start_distance",
-    "success_step", "settings", "convention", "wall_time_s"}; methods = planners + baselines.
+    "success_step", "settings", "convention", "wall_time_s"}; methods = planners + baselines. With
+    options.goal_text also "text_goal" (`results.summarize_text_goals`: the planners' success_rate, final_distance,
+    block/agent_pos_diff, angle_diff_deg, success_step, seconds_per_plan, imagine_seconds, imagined_goal_mse,
+    start_goal_mse, goals with their sentences, settings), per-goal rows in planning_goals_text.json.
     """
     t_start = time.time()
     s = _session(run, plan_cfg or run.exp.plan, options, encoder, proprio_probe, state_probe)
@@ -259,18 +275,27 @@ def evaluate_planning(run: WorldModelRun, episodes_dir: str | os.PathLike, plan_
         check_pairing(run.facts, LatentCache(cache_dir).info, cache_dir)  # its episodes choose the held-out split
     paths = held_out_episodes(episodes_dir, cache_dir, run.exp.data.eval_fraction, run.exp.data.seed)
     goals = sample_goals(paths, options.num_goals or s.cfg.num_goals, s.cfg.goal_offset, s.seed)
+    texts = goal_texts(s, goals, text_encoder, cache_dir) if options.goal_text.strip() else None
     methods = list(options.planners) + list(options.baselines)
     log(f"planning: {len(goals)} goals {s.cfg.goal_offset} env steps ahead from {len(paths)} held-out episodes; "
         f"{', '.join(methods)}; ≤ {s.max_replans} plans × {s.exec_steps} model steps; horizon {s.cfg.horizon}, "
         f"K = {s.cfg.sample_steps}; cost: {_cost_text(s)}")
     out = Path(out_dir) if out_dir is not None else None
     rows, videos = _run_goals(s, goals, methods, out, log)
-    res = _summarize(s, goals, rows, methods, held_out=len(paths))
+    res = summarize(s, goals, rows, methods, held_out=len(paths))
+    if texts is not None:
+        log(f"text goals ({'held-out paraphrases' if options.goal_text.strip() == 'auto' else 'given sentence'}, "
+            f"text guidance {s.cfg.text_guidance:g}): the same starts and seeds")
+        text_rows, text_videos = _run_goals(s, goals, list(options.planners), out, log, texts=texts[1])
+        res["text_goal"] = summarize_text_goals(s, goals, text_rows, texts[0], texts[2])
+        videos += text_videos
     res.update(videos=videos, wall_time_s=time.time() - t_start)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "planning.json").write_text(json.dumps(res, indent=1))
         (out / "planning_goals.json").write_text(json.dumps(rows, indent=1, default=_json_default))
+        if texts is not None:
+            (out / "planning_goals_text.json").write_text(json.dumps(text_rows, indent=1, default=_json_default))
     return res
 
 
@@ -283,9 +308,11 @@ def _cost_text(s: _Session) -> str:
 
 
 def _run_goals(s: _Session, goals: list[PlanningGoal], methods: list[str], out: Path | None,
-               log) -> tuple[dict[str, list[dict]], list[str]]:
+               log, texts: torch.Tensor | None = None) -> tuple[dict[str, list[dict]], list[str]]:
     """Every method on every goal, from the same start state and seed; GIFs of the first goals and of each
-    planner's first success."""
+    planner's first success. texts: (G, E) sentence embeddings: goal i is given as texts[i] instead of its image
+    (the rows gain `imagined_goal_facts`; GIFs are named ..._text_...)."""
+    tag = "" if texts is None else "_text"
     env = PushTEnv(image_size=goals[0].goal_frame.shape[0])
     rows: dict[str, list[dict]] = {m: [] for m in methods}
     videos: list[str] = []
@@ -298,54 +325,23 @@ def _run_goals(s: _Session, goals: list[PlanningGoal], methods: list[str], out: 
                 with torch.random.fork_rng(devices=[]):
                     r = run_episode(env, policy, g.start_state, g.goal_state, g.goal_frame, chunks,
                                     s.codec.frame_skip, seed=derive_seed(s.seed, g.index), record=out is not None,
-                                    goal_proprio=proprio_from_state(g.goal_state))
+                                    goal_proprio=proprio_from_state(g.goal_state),
+                                    goal_text=None if texts is None else texts[g.index])
+                if texts is not None:
+                    r.update(imagined_goal_facts(s.observer, policy, g))
                 frames = r.pop("frames")
                 first_success = m in s.opts.planners and r["success"] and m not in shown_success
                 if out is not None and (g.index < s.opts.num_videos or first_success):
                     shown_success.update([m] if first_success else [])
-                    name = f"videos/goal{g.index:02d}_{m}_{'success' if r['success'] else 'failure'}.gif"
+                    name = f"videos/goal{g.index:02d}_{m}{tag}_{'success' if r['success'] else 'failure'}.gif"
                     save_gif(out / name, _video(frames, g.goal_frame, r["success_step"]), fps=10)
                     videos.append(name)
                 rows[m].append({"goal": g.index, "episode": g.episode, "t0": g.t0, **r})
                 line.append(f"{m} {'✓' if r['success'] else '✗'} {r['final_distance']:.0f}")
-            log(f"  goal {g.index:2d} ({g.episode} t0={g.t0}): " + " | ".join(line))
+            log(f"  goal {g.index:2d} ({g.episode} t0={g.t0}){tag.replace('_', ' ')}: " + " | ".join(line))
     finally:
         env.close()
     return rows, videos
-
-
-def _summarize(s: _Session, goals: list[PlanningGoal], rows: dict[str, list[dict]], methods: list[str],
-               held_out: int) -> dict:
-    def mean(m, key):
-        return float(np.mean([r[key] for r in rows[m]]))
-
-    steps = {m: [r["success_step"] for r in rows[m] if r["success_step"] is not None] for m in methods}
-    cfg = s.cfg
-    return {
-        "success_rate": {m: mean(m, "success") for m in methods},
-        "final_distance": {m: mean(m, "final_distance") for m in methods},
-        "seconds_per_plan": {m: mean(m, "seconds_per_plan") for m in s.opts.planners},
-        "num_goals": len(goals),
-        "block_pos_diff": {m: mean(m, "block_pos_diff") for m in methods},
-        "agent_pos_diff": {m: mean(m, "agent_pos_diff") for m in methods},
-        "angle_diff_deg": {m: math.degrees(mean(m, "angle_diff")) for m in methods},
-        # goals whose block pose already passes at the start: only the agent has to get there
-        "block_static_goals": float(np.mean([goal_metrics(np.r_[g.goal_state[:2], g.start_state[2:]], g.goal_state)
-                                             ["success"] for g in goals])),
-        "start_success_rate": float(np.mean([r["start_success"] for r in rows[methods[0]]])),
-        "start_distance": float(np.mean([r["start_distance"] for r in rows[methods[0]]])),
-        "success_step": {m: float(np.mean(v)) if v else None for m, v in steps.items()},
-        "settings": {**{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("planner", "num_goals")},
-                     "max_replans": s.max_replans, "budget_env_steps": s.max_replans * s.exec_steps *
-                     s.codec.frame_skip, "frame_skip": s.codec.frame_skip, "context": s.context,
-                     "repeat_actions": s.opts.repeat_actions, "bf16": s.bf16, "proprio_term": s.probe is not None,
-                     "proprio_probe": getattr(s.probe, "metrics", None) if s.probe is not None else None,
-                     "state_term": s.state_probe is not None,
-                     "state_probe": getattr(s.state_probe, "metrics", None) if s.state_probe is not None else None,
-                     "held_out_episodes": held_out},
-        "convention": "DINO-WM Push-T success (block < 20 px, angle < π/9, agent < 20 px) at the end of any "
-                      "executed chunk; final_distance = block px + agent px + angle degrees of the last state",
-    }
 
 
 def run_plan(cfg: PlanRunConfig) -> dict:
@@ -359,9 +355,11 @@ def run_plan(cfg: PlanRunConfig) -> dict:
     opts = PlanningOptions(planners=tuple(cfg.planners), baselines=tuple(cfg.baselines),
                            max_replans=cfg.max_replans or None, context=cfg.context or None,
                            repeat_actions=cfg.repeat_actions, num_videos=cfg.videos,
-                           bf16=None if cfg.bf16 == "auto" else cfg.bf16 == "on")
-    res = evaluate_planning(WorldModelRun.load(cfg.checkpoint, device=device), cfg.episodes_dir, cfg.plan,
-                            cache_dir=cfg.cache_dir or None, options=opts, proprio_probe=probe, out_dir=cfg.out_dir,
+                           bf16=None if cfg.bf16 == "auto" else cfg.bf16 == "on", goal_text=cfg.goal_text)
+    run = WorldModelRun.load(cfg.checkpoint, device=device)
+    text_encoder = text_encoder_for(run.facts, cfg.text_encoder or None, "plan.goal_text") if cfg.goal_text else None
+    res = evaluate_planning(run, cfg.episodes_dir, cfg.plan, cache_dir=cfg.cache_dir or None, options=opts,
+                            proprio_probe=probe, out_dir=cfg.out_dir, text_encoder=text_encoder,
                             state_probe=_state_probe_path(cfg) if cfg.plan.state_weight > 0 else None)
     print(planning_table(res))
     print(f"planning.json, per-goal results and videos in {cfg.out_dir}")
@@ -385,38 +383,6 @@ def _json_default(o):
     if isinstance(o, (np.floating, np.integer, np.bool_)):
         return o.item()
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
-
-
-def planning_table(metrics: dict) -> str:
-    """Markdown table of an `evaluate_planning` result (one row per method), with a settings line under it."""
-    parts = all(k in metrics for k in ("block_pos_diff", "agent_pos_diff", "angle_diff_deg"))
-    lines = ["| method | success rate | final state distance | " + ("block px | agent px | angle ° | " if parts else "")
-             + "s / plan |", "|---|---|---|" + ("---|---|---|" if parts else "") + "---|"]
-    for m, sr in metrics["success_rate"].items():
-        sp = metrics.get("seconds_per_plan", {}).get(m)
-        extra = (f"{metrics['block_pos_diff'][m]:.1f} | {metrics['agent_pos_diff'][m]:.1f} | "
-                 f"{metrics['angle_diff_deg'][m]:.1f} | " if parts else "")
-        lines.append(f"| {m} | {sr:.2f} | {metrics['final_distance'][m]:.1f} | {extra}"
-                     f"{'–' if sp is None else f'{sp:.2f}'} |")
-    s = metrics.get("settings", {})
-    if s:
-        lines.append("")
-        lines.append(f"{metrics['num_goals']} goals {s.get('goal_offset')} env steps ahead (held-out episodes); "
-                     f"{_search_text(s)}, horizon {s.get('horizon')}, {s.get('exec_steps')} steps executed per plan, "
-                     f"≤ {s.get('max_replans')} plans, K = {s.get('sample_steps')}; at the start: distance "
-                     f"{metrics.get('start_distance', float('nan')):.1f}, goals already reached "
-                     f"{metrics.get('start_success_rate', 0):.2f}"
-                     + (f", goals whose block pose already passes (only the agent must get there) "
-                        f"{metrics['block_static_goals']:.2f}" if "block_static_goals" in metrics else "")
-                     + f". Success: {metrics.get('convention', '')}. Errors (block px, agent px, angle °) are "
-                     "means of the last states.")
-    return "\n".join(lines)
-
-
-def _search_text(settings: dict) -> str:
-    """The sampling planners' sizes, from planning.json settings (per-planner sections, or the older flat keys)."""
-    cem = settings.get("cem") or settings
-    return f"population {cem.get('population')}, elites {cem.get('elites')}, {cem.get('iterations')} iterations"
 
 
 __all__ = ["PlanningGoal", "PlanningOptions", "WorldModelRun", "evaluate_planning", "held_out_episodes",

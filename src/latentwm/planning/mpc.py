@@ -19,6 +19,7 @@ of finished episodes). The final distance is `state_distance` of the last state 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -28,9 +29,10 @@ import torch
 from latentwm.config import PlanConfig
 from latentwm.data.episodes import NormStats
 from latentwm.envs.pusht import goal_metrics
-from latentwm.planning.proprio import ProprioGoal
 from latentwm.planning.base import PlanResult, initial_std, shift_plan
+from latentwm.planning.imagine import imagine
 from latentwm.planning.plan import plan
+from latentwm.planning.proprio import ProprioGoal, probe_features
 from latentwm.planning.state_probe import StateGoal
 
 
@@ -160,6 +162,14 @@ class MPCPolicy:
     reset, raw units) the cost gains DINO-WM's proprio term. state_probe: a `StateProbe`; with cfg.state_weight > 0
     the cost gains its pose term on the last predicted frame, toward the goal state (`info["goal_state"]` at reset,
     7-D; without it, the probe's reading of the goal frame). cfg.visual_weight scales the latent cost.
+
+    Text goals: with `info["goal_text"]` at reset (a sentence embedding (E,), `imagine.embed_sentences`), the goal
+    image is not used. At the first call the model imagines `horizon` frames from the observation under the sentence
+    (`imagine`, K = cfg.imagine_steps, guidance cfg.text_guidance, seeded by the episode's seed) and the last one
+    becomes the goal latent (`imagined`: the frames, `imagine_seconds`); the rest of MPC is unchanged. The goal
+    state and proprio in `info` are then ignored (the sentence is all the policy knows): the state probe's term
+    reads its goal from the imagined goal latents, the proprio probe's from the model's features of the imagined
+    goal frame (the clean pass over the observation and the imagined frames, without actions).
     """
 
     def __init__(self, model, observer: LatentObserver, codec: ActionCodec, cfg: PlanConfig,
@@ -186,28 +196,52 @@ class MPCPolicy:
         self.results: list[PlanResult] = []
 
     def reset(self, goal_frame: np.ndarray, info: dict, seed: int = 0) -> None:
+        self.seed, self.calls = seed, 0
+        self.goal_text = info.get("goal_text")
+        self.imagined, self.imagine_seconds = None, 0.0
+        self.latents: list[torch.Tensor] = []
+        self.actions: list[torch.Tensor] = []  # model actions executed between consecutive latents
+        self.prev: torch.Tensor | None = None
+        self.plan_seconds, self.results = [], []
+        self.proprio = self.state = None
+        if self.goal_text is not None:  # the goal is imagined at the first call
+            self.goal = None
+            return
         self.goal = self.observer(goal_frame[None])[0]
-        self.proprio = None
         if self.probe is not None:
             if "goal_proprio" not in info:
                 raise ValueError("MPCPolicy: a proprio probe needs the goal's proprio (info['goal_proprio'] at reset)")
             self.proprio = ProprioGoal(self.probe, self.probe.normalize(info["goal_proprio"]), self.cfg.proprio_weight)
-        self.state = None
         if self.state_probe is not None:
             w = self.cfg.state_weight
             self.state = (StateGoal.from_state(self.state_probe, info["goal_state"], w) if "goal_state" in info
                           else StateGoal.from_latents(self.state_probe, self.goal, w))
-        self.latents: list[torch.Tensor] = []
-        self.actions: list[torch.Tensor] = []  # model actions executed between consecutive latents
-        self.prev: torch.Tensor | None = None
-        self.seed, self.calls = seed, 0
-        self.plan_seconds, self.results = [], []
+
+    def imagine_goal(self, history: torch.Tensor) -> None:
+        """The text goal: `horizon` frames imagined from `history` (1, C, N, D) under the sentence; the last is the
+        goal latent, and the probes' goals are read from it (see the class docstring)."""
+        t0 = time.perf_counter()
+        gen = torch.Generator(device=self.device).manual_seed(derive_seed(self.seed, 0x1A61E))
+        text = torch.as_tensor(self.goal_text, dtype=torch.float32, device=self.device).reshape(1, -1)
+        with torch.no_grad():
+            self.imagined = imagine(self.model, history, text, self.horizon, self.cfg.imagine_steps,
+                                    self.cfg.text_guidance, self.tau_ctx, gen)[0]
+            self.goal = self.imagined[-1]
+            if self.probe is not None:
+                h = self.model.clean_hidden(torch.cat([history, self.imagined[None]], 1))[:, -1]
+                self.proprio = ProprioGoal(self.probe, self.probe(probe_features(self.model, h))[0],
+                                           self.cfg.proprio_weight)
+        if self.state_probe is not None:
+            self.state = StateGoal.from_latents(self.state_probe, self.goal, self.cfg.state_weight)
+        self.imagine_seconds = time.perf_counter() - t0
 
     def act(self, new_frames: list[np.ndarray], info: dict) -> np.ndarray:
         if new_frames:
             self.latents.extend(self.observer(np.stack(new_frames)))
         C = min(self.context, len(self.latents))
         history = torch.stack(self.latents[-C:])[None]
+        if self.goal is None:
+            self.imagine_goal(history)
         hist_actions = torch.stack(self.actions[len(self.actions) - (C - 1):])[None] if C > 1 else None
         if self.prev is not None and self.cfg.warm_start:
             init = shift_plan(self.prev, self.exec_steps)
@@ -275,11 +309,13 @@ class ReplayPolicy:
 
 def run_episode(env, policy, start_state: np.ndarray, goal_state: np.ndarray, goal_frame: np.ndarray,
                 max_replans: int, frame_skip: int, seed: int = 0, stop_on_success: bool = True,
-                record: bool = False, goal_proprio: np.ndarray | None = None) -> dict:
+                record: bool = False, goal_proprio: np.ndarray | None = None, goal_text=None) -> dict:
     """One goal-reaching episode from `start_state` (the env is reset to it exactly).
 
     goal_proprio: the goal state's proprio (raw units), handed to the policy at reset (`info["goal_proprio"]`), as
-    is the goal state itself (`info["goal_state"]`, read by a state probe's pose term).
+    is the goal state itself (`info["goal_state"]`, read by a state probe's pose term). goal_text: a sentence
+    embedding (E,) handed over as `info["goal_text"]`: an `MPCPolicy` then plans toward its imagined goal instead of
+    `goal_frame` (the episode is still scored against `goal_state`).
     Each of at most `max_replans` chunks: policy.act(frames at model-step boundaries since the last call, info) ->
     env actions, executed; then DINO-WM's Push-T test on the state reached (see the module docstring).
     Returns success, success_step (env steps when first successful, or None), final_distance, final
@@ -292,6 +328,8 @@ def run_episode(env, policy, start_state: np.ndarray, goal_state: np.ndarray, go
     goal = {"goal_state": np.asarray(goal_state, np.float64)}
     if goal_proprio is not None:
         goal["goal_proprio"] = goal_proprio
+    if goal_text is not None:
+        goal["goal_text"] = goal_text
     policy.reset(goal_frame, {**info, **goal}, seed=seed)
     m0 = goal_metrics(env.state(), goal_state)
     start_success = bool(m0["success"])
