@@ -190,8 +190,7 @@ def rollout_errors(model, batches: Iterable[WorldBatch], context: int, horizon: 
     gens = _generators(seed, device)
     need = context + horizon
     for batch in batches:
-        ok = batch.valid[:, :need].all(dim=1) if batch.seq_len >= need else torch.zeros(batch.batch_size,
-                                                                                          dtype=torch.bool)
+        ok = batch.valid[:, :need].all(dim=1) if batch.seq_len >= need else torch.zeros(batch.batch_size, dtype=bool)
         skipped += int((~ok).sum())
         if not ok.any():
             continue
