@@ -1,16 +1,20 @@
 """`latentwm encode`: a dataset's frames → frozen encoder latents → a latent cache (WebDataset shards + index).
 
 Resumable (finished shards are kept), and parallel under torchrun: each rank encodes its own shards, rank 0 writes
-the index once every rank is done."""
+the index once every rank is done. Episodes' text (instructions, narrations) is embedded once here by the frozen
+sentence encoder of `--text` into each entry's table (`data/frame_text.py`); that encoder is loaded only when the
+first episode with text comes, so a dataset without text never needs the `[text]` extra."""
 
 from __future__ import annotations
 
 import torch
 
-from latentwm.config import ConfigError, EncodeConfig
+from latentwm.config import ConfigError, EncodeConfig, TextEncoderConfig
+from latentwm.data.frame_text import TextEmbedding
 from latentwm.data.latent_cache import encode_to_cache, finalize_cache
 from latentwm.data.sources import load_source, parse_options
 from latentwm.encoders.dino import DinoEncoder
+from latentwm.encoders.text import TextEncoder
 from latentwm.distributed import init_distributed, shutdown
 
 
@@ -21,6 +25,19 @@ def source_items(cfg: EncodeConfig) -> list:
                            segment_s=cfg.segment_s, cameras=cfg.cameras, options=parse_options(cfg.options))
     except ValueError as e:
         raise ConfigError(f"encode (--source {cfg.source} --root {cfg.root}): {e}") from e
+
+
+def text_embedding(cfg: TextEncoderConfig, device=None):
+    """A function building the TextEmbedding of `cfg` (called by the cache writer when it first meets text), or
+    None when `cfg.name` is empty (no text stored)."""
+    if not cfg.name:
+        return None
+
+    def build() -> TextEmbedding:
+        enc = TextEncoder.from_config(cfg, device=device)
+        return TextEmbedding(enc.embed, enc.label, enc.dim)
+
+    return build
 
 
 def run_encode(cfg: EncodeConfig) -> dict:
@@ -34,7 +51,8 @@ def run_encode(cfg: EncodeConfig) -> dict:
         res = encode_to_cache(items, lambda f: enc.encode(f).cpu().numpy(), cfg.out_dir,
                               encoder_label=enc.weights_label, episodes_per_shard=cfg.episodes_per_shard,
                               rank=dist.rank, world_size=dist.world_size, image_size=cfg.encoder.image_size,
-                              meta=dict(pool=cfg.encoder.pool), show_progress=dist.is_main)
+                              meta=dict(pool=cfg.encoder.pool), show_progress=dist.is_main,
+                              text=text_embedding(cfg.text, device=dist.device))
         res["shards"] = len(res["shards_written"])
         if dist.enabled:  # totals over ranks; the all-reduce returns once every rank has listed its shards
             tot = dist.all_reduce_sum(torch.tensor([res["episodes"], res["skipped"], res["shards"]],
@@ -50,4 +68,4 @@ def run_encode(cfg: EncodeConfig) -> dict:
     return res
 
 
-__all__ = ["run_encode", "source_items"]
+__all__ = ["run_encode", "source_items", "text_embedding"]
