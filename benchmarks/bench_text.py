@@ -65,7 +65,7 @@ def training(preset: str, steps: int, device) -> list[dict]:
             opt.step()
         runs[name] = (step, model)
     times = {n: [] for n in runs}
-    for n, (fn, _) in runs.items():  # warm-up
+    for fn, _ in runs.values():  # warm-up
         fn()
     for _ in range(steps):  # alternate, so drift in machine load hits both alike
         for n, (fn, _) in runs.items():
@@ -113,8 +113,8 @@ def encoding(preset: str, episodes: int) -> tuple[list[dict], dict]:
             ep = load()
             uniq = sorted({s for key in ("narrations", "narrations_heldout") for _, _, s in ep.extras[key]})
             frames = next(iter(ep.frames.values()))
-            te = median_time(lambda: enc.embed(uniq), repeats=3)
-            tl = median_time(lambda: dino.encode(frames), repeats=1, warmup=0)
+            te = median_time(lambda uniq=uniq: enc.embed(uniq), repeats=3)
+            tl = median_time(lambda frames=frames: dino.encode(frames), repeats=1, warmup=0)
             per_ep.append((len(uniq), te, tl, len(frames)))
     n, te, tl, nf = (float(np.mean([p[i] for p in per_ep])) for i in range(4))
     rows.append({"part": "encode one Push-T episode", "variant": f"{n:.0f} unique sentences vs {nf:.0f} frames",

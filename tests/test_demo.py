@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from latentwm.cli import main
+from latentwm.data.latent_cache import LatentCache
 from latentwm.report.sections import encoder_paragraph
 
 
@@ -72,6 +73,21 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
     assert {"success_rate_block_moves", "agent_pos_diff", "angle_diff_deg", "final_distance"} <= set(diag)
     assert "| cem (state-probe cost) |" in report and "**Diagnosis: CEM on the state-probe cost.**" in report
     assert (out / "report" / "planning" / "state_cost" / "planning.json").exists()
+
+    # text: the Push-T language conditions the model; the report answers how fast it learns to listen
+    t, a = m["text"], m["action"]
+    assert [s for s, _ in t["gain_curve"]] == [s for s, _ in a["gain_curve"]] == [150]
+    assert "half_gain_step" in t and "half_gain_step" in a and "final_gain" in t
+    bh = t["by_horizon"]
+    assert bh["horizons"] == list(range(1, 9)) and len(bh["text_conditioned"]) == len(bh["no_text"]) == 8
+    assert isinstance(t["shuffled_minus_true_h8"], float) or bh["shuffled_text"] is None
+    goal = pl["text_goal"]  # CEM toward goals given as sentences, the same starts as the image goals
+    assert set(goal["success_rate"]) == {"cem"} and goal["num_goals"] == 2 and goal["sentences"]
+    assert t["goal_planning"]["methods"] == ["cem"] and "image" in t["goal_planning"]
+    assert "## Does the model listen? Text and actions" in report and "| cem (text goal) |" in report
+    for f in ("condition_gain.png", "text_rollout_error.png"):
+        assert (out / "report" / f).stat().st_size > 0
+    assert LatentCache(out / "latents").text_encoder.startswith("minilm#")
 
     # re-running resumes every stage instead of redoing it (the state probe too)
     assert main(["demo", "--preset", "smoke", "--out-dir", str(out)]) == 0

@@ -28,6 +28,7 @@ def _cfg(out, **kw):
 
 def _data(cfg, **kw):
     m = cfg.model
+    kw.setdefault("text_dim", m.text_dim)  # with text: the text slot takes part in every check below
     return MovingBlobClips(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len, seed=0, **kw)
 
 

@@ -1,5 +1,6 @@
 """`latentwm demo`: Push-T end to end on a CPU — generate → encode → decoder → train → state probe → evaluate → plan
-→ report.
+→ report. The episodes carry language generated from the simulator state; the model trains with text and actions
+and the report answers how fast it learns to listen to each (report/text.py).
 
 Every setting comes from the preset (`config/presets.py`: its training sections, decoder, probe, rl and demo
 sizes); this module only composes the commands' building blocks. Every stage is resumable: re-running the demo
@@ -23,15 +24,17 @@ import torch
 
 from latentwm.config import DemoConfig, ExperimentConfig, PlanConfig, get_preset, preset
 from latentwm.config.jsonfile import read_json, write_json
-from latentwm.data.clips import make_clip_datasets
+from latentwm.data.clips import LatentClipDataset, eval_loader, make_clip_datasets
 from latentwm.data.latent_cache import LatentCache, encode_to_cache
 from latentwm.data.sources.pusht import generate_pusht, load_pusht
 from latentwm.encoders.dino import DinoEncoder
+from latentwm.encoders.encode import text_embedding
 from latentwm.envs.pusht import goal_metrics
 from latentwm.eval.metrics import rollout_errors
 from latentwm.planning.cost_quality import encoder_cost_quality
 from latentwm.planning.evaluate import (PlanningOptions, WorldModelRun, evaluate_planning, held_out_episodes,
                                         sample_goals)
+from latentwm.planning.results import text_goal_comparison
 from latentwm.planning.proprio import PROBE_FILE, ProprioProbe, train_proprio_probe
 from latentwm.planning.state_probe import (STATE_PROBE_CONFIG, STATE_PROBE_FILE, StateProbe, pose_errors,
                                            train_state_probe)
@@ -64,10 +67,12 @@ def run_demo(cfg: DemoConfig) -> Path:
     stage(_encoder_title(cfg))
     encoder_info = pretrain_demo_encoder(cfg, exp, out)
 
-    stage(f"encode frames with the {exp.encoder.name} encoder")
+    stage(f"encode frames with the {exp.encoder.name} encoder"
+          + (f" and the Push-T language with {cfg.text.name}" if cfg.text.name else ""))
     encoder = DinoEncoder.from_config(exp.encoder)
     encode_to_cache(load_pusht(out / "episodes"), lambda f: encoder.encode(f).numpy(), out / "latents",
-                    encoder_label=encoder.weights_label, image_size=exp.encoder.image_size, episodes_per_shard=32)
+                    encoder_label=encoder.weights_label, image_size=exp.encoder.image_size, episodes_per_shard=32,
+                    text=text_embedding(cfg.text))
 
     stage("train the latents → pixels decoder (RAE-style) that renders the videos")
     decoder = train_demo_decoder(cfg, out)
@@ -80,8 +85,9 @@ def run_demo(cfg: DemoConfig) -> Path:
     stage("fit the Push-T state probe (pose read from encoder latents) on the training frames")
     state_probe = demo_state_probe(cfg, exp, out)
 
-    stage("evaluate rollouts on held-out episodes")
+    stage("evaluate rollouts on held-out episodes (and with / without / another clip's text)")
     results = evaluate(trainer, exp, state_probe)
+    text_eval = text_horizon_eval(cfg, trainer, exp, out)
 
     planning = None
     if cfg.goals():
@@ -97,6 +103,7 @@ def run_demo(cfg: DemoConfig) -> Path:
                           encoder_label=encoder.weights_label, wall_time_s=time.time() - t0,
                           model_parameters=trainer.model.num_parameters(), planning=planning, decoder=decoder, rl=rl,
                           latent_stats=data["extra"]["data_stats"]["latents"], best=kept, encoder_info=encoder_info,
+                          text_eval=text_eval, text_goal=text_goal_comparison(planning) if planning else None,
                           data={"episodes": n_eps, "env_steps_per_episode": max_steps,
                                 "train_clips_per_epoch": len(data["train"]), "eval_clips": len(data["eval"])})
     print(f"\nreport: {report / 'report.md'}\nmetrics: {report / 'metrics.json'}")
@@ -244,6 +251,23 @@ def evaluate(trainer: Trainer, exp: ExperimentConfig, state_probe: StateProbe | 
     return out
 
 
+def text_horizon_eval(cfg: DemoConfig, trainer: Trainer, exp: ExperimentConfig, out: Path) -> dict | None:
+    """Held-out rollouts of sizes.text_horizon frames with the clips' true text (their held-out paraphrases), none,
+    and another clip's, noise-matched (rollout_errors' condition gain); None when the model or cache has no text."""
+    H, r = cfg.sizes.text_horizon, exp.rollout
+    if not H or exp.model.text_dim == 0 or LatentCache(out / "latents").text_encoder is None:
+        return None
+    d = exp.data
+    data = LatentClipDataset(out / "latents", r.context + H, frame_skip=d.frame_skip, action_dim=exp.model.action_dim,
+                             split="eval", eval_fraction=d.eval_fraction, seed=d.seed)
+    if len(data) == 0:
+        print(f"text rollouts: no held-out clip of {r.context + H} model steps; skipped")
+        return None
+    return rollout_errors(trainer.ema, eval_loader(data, exp.model.action_dim), r.context, H, r.sample_steps,
+                          seed=exp.train.seed, device=trainer.device, condition_gain=True,
+                          text_guidance=r.text_guidance)
+
+
 def state_errors(probe: StateProbe, examples: list) -> dict:
     """Per-horizon agent px / block px / angle ° between the probe's reading of predicted and true frames, for the
     model, copy-last and the context average; "probe": the probe's own held-out error on true frames."""
@@ -271,7 +295,8 @@ def demo_probe(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, out: Pa
 def plan_demo(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, encoder, out: Path, kept: dict | None = None,
               state_probe: StateProbe | None = None) -> dict:
     """The planners and baselines on the preset's plan section, toward cfg.goals() held-out goals, with their
-    success on the goals where the block must move and where it already passes ("block static"); with a state
+    success on the goals where the block must move and where it already passes ("block static"); the
+    sizes.text_goal_planners again on the same starts toward goals given as sentences ("text_goal"); with a state
     probe and cfg.state_cost_diagnosis, "state_probe_cost": CEM on the same goals and seeds, planned on the probe's
     pose cost alone."""
     probe = demo_probe(cfg, exp, trainer, out, kept["step"] if kept else trainer.state.step)
@@ -279,8 +304,12 @@ def plan_demo(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, encoder,
     run = WorldModelRun.from_cache(trainer.ema, exp, out / "latents")
     plan = functools.partial(evaluate_planning, run, out / "episodes", cache_dir=out / "latents", encoder=encoder)
     folder = out / "report" / "planning"
-    res = plan(plan_cfg, options=PlanningOptions(planners=tuple(cfg.planners), seed=cfg.seed), proprio_probe=probe,
-               out_dir=folder)
+    has_text = exp.model.text_dim > 0 and LatentCache(out / "latents").text_encoder is not None
+    text_goals = cfg.sizes.text_goal_planners if has_text else ()
+    res = plan(plan_cfg, options=PlanningOptions(planners=tuple(cfg.planners), seed=cfg.seed,
+                                                 goal_text="auto" if text_goals else "",
+                                                 text_goal_planners=tuple(text_goals) or None),
+               proprio_probe=probe, out_dir=folder)
     static = block_static_goals(exp, plan_cfg, out, cfg.seed)
     res.update(goal_subsets(read_json(folder / "planning_goals.json", "planning goals"), static))
     if cfg.state_cost_diagnosis and state_probe is not None:

@@ -182,6 +182,10 @@ class DemoConfig:
     """pretrain: train the demo's encoder on its own training episodes first (`latentwm pretrain-encoder` with the
     preset's `pretrain` section) and use it; anything else is an encoder for every stage as `--encoder.name` takes
     it (a preset such as tiny-random, a hub id, or a local DINOv2 folder), with the preset's image size."""
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    """The sentence encoder of the Push-T language (generated from the simulator state, `envs/pusht_language.py`):
+    the model trains with text and actions (condition dropout on) and the report measures how fast it learns to
+    listen to each. `--text.name ""`: no text (the model gets no text slot)."""
     state_cost_diagnosis: bool = True
     """Also plan with CEM on the state probe's pose cost alone (visual and proprio weights 0; same goals and seeds):
     if that cannot move the block either, the dynamics model, not the encoder's latent cost, is the bottleneck."""
@@ -213,6 +217,8 @@ class DemoConfig:
         if self.train_steps:
             kw["train__steps"] = self.train_steps
         kw["encoder__name"] = str(self.pretrained_encoder_dir) if self.encoder == "pretrain" else self.encoder
+        if not self.text.name:
+            kw["model__text_dim"] = 0
         return base.replace(**kw)
 
     @property

@@ -91,7 +91,7 @@ def _cpu() -> ExperimentConfig:
         objective=ObjectiveConfig(bootstrap_start=400),
         rollout=RolloutConfig(sample_steps=4, context=4, horizon=8),
         data=DataConfig(clip_len=12, batch_size=16),
-        train=TrainConfig(steps=800, lr=1e-3, warmup_steps=100, eval_every=200, ckpt_every=200,
+        train=TrainConfig(steps=800, lr=1e-3, warmup_steps=100, eval_every=100, ckpt_every=200,
                           ema_decay=0.995),
         plan=DEMO_PLAN,
     )
@@ -144,7 +144,7 @@ def _tiny_preset(name: str, exp: ExperimentConfig) -> Preset:
                   probe=ProbeConfig(steps=200, clips=64),
                   demo=DemoSizes(episodes=24, env_steps=100, goals=2, decoder_frames=400, decoder_epochs=40,
                                  decoder_minutes=1.0, state_probe_steps=300, encoder_minutes=1.0,
-                                 cost_quality_goals=1),
+                                 cost_quality_goals=1, text_horizon=8),
                   pretrain=_pretrain(exp, layers=1, steps=40))
 
 

@@ -160,11 +160,17 @@ class DemoSizes:
     cost_quality_goals: int = 8
     """Held-out goals on which the demo scores its encoder's goal cost (and the random encoder's) with the simulator
     as the model (planning/cost_quality.py); 0: skip."""
+    text_horizon: int = 16
+    """Horizon of the text-conditioned vs unconditioned (and another clip's text) rollout comparison on held-out
+    clips with their held-out paraphrases; 0: skip."""
+    text_goal_planners: tuple[str, ...] = ("cem",)
+    """Planners run a second time on the same starts toward goals given as sentences (the model imagines the goal);
+    empty: skip."""
 
     def __post_init__(self):
         positive(self, "demo", "episodes", "env_steps", "decoder_frames", "decoder_epochs", "decoder_minutes",
                  "state_probe_clips", "encoder_minutes")
-        nonneg(self, "demo", "goals", "state_probe_steps", "cost_quality_goals")
+        nonneg(self, "demo", "goals", "state_probe_steps", "cost_quality_goals", "text_horizon")
 
 
 __all__ = ["DecoderConfig", "DemoSizes", "RLConfig"]

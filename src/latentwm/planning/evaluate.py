@@ -102,9 +102,12 @@ class PlanningOptions:
     goal_text: str = ""
     """Also run the planners with goals given as sentences on the same starts: "auto" (each goal's Push-T
     description, a held-out paraphrase) or one sentence for every goal; empty: image goals only."""
+    text_goal_planners: tuple[str, ...] | None = None
+    """The planners run toward text goals (None: all of `planners`)."""
 
     def __post_init__(self):
-        unknown = set(self.planners) - set(PLANNER_NAMES) | set(self.baselines) - set(BASELINE_NAMES)
+        unknown = (set(self.planners) | set(self.text_goal_planners or ())) - set(PLANNER_NAMES) | (
+            set(self.baselines) - set(BASELINE_NAMES))
         if unknown:
             raise ValueError(f"evaluate_planning: unknown methods {sorted(unknown)}; planners "
                              f"{list(PLANNER_NAMES)}, baselines {list(BASELINE_NAMES)}")
@@ -286,7 +289,8 @@ def evaluate_planning(run: WorldModelRun, episodes_dir: str | os.PathLike, plan_
     if texts is not None:
         log(f"text goals ({'held-out paraphrases' if options.goal_text.strip() == 'auto' else 'given sentence'}, "
             f"text guidance {s.cfg.text_guidance:g}): the same starts and seeds")
-        text_rows, text_videos = _run_goals(s, goals, list(options.planners), out, log, texts=texts[1])
+        text_rows, text_videos = _run_goals(s, goals, list(options.text_goal_planners or options.planners), out, log,
+                                            texts=texts[1])
         res["text_goal"] = summarize_text_goals(s, goals, text_rows, texts[0], texts[2])
         videos += text_videos
     res.update(videos=videos, wall_time_s=time.time() - t_start)

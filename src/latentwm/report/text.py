@@ -106,7 +106,8 @@ def text_section(text: dict, action: dict) -> str:
 def _goal_table(goal: dict) -> str:
     rows = ["Goals from words: MPC toward the model's own imagined goal (a held-out paraphrase describing the "
             "start → goal change) vs toward the goal image, same starts:", "",
-            "| method | image-goal success | text-goal success | image-goal final distance | text-goal final distance |",
+            "| method | image-goal success | text-goal success | image-goal final distance "
+            "| text-goal final distance |",
             "|---|---|---|---|---|"]
     for m in goal.get("methods", []):
         img, txt = goal.get("image", {}), goal.get("text", {})
