@@ -141,4 +141,6 @@ def test_train_command_with_online_encoding(data):
     st = load_checkpoint(latest_checkpoint(tmp / "run_online" / "checkpoints"))
     assert st["step"] == 2 and st["cache_info"]["format"] == "online"
     assert st["encoder"] == "random:tiny-random:seed0:56px"
+    # the episodes' text is embedded on the fly by data.text_encoder, as `encode` stored it in the cache
+    assert st["text_encoder"] == LatentCache(tmp / "cache").text_encoder and st["text_encoder"].startswith("minilm#")
     assert any((tmp / "run_online" / "eval").glob("rollout_step*.gif"))  # evaluation encoded its clips online

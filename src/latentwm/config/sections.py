@@ -241,6 +241,9 @@ class DataConfig:
     """online_encode: where the source's raw episodes are."""
     source_options: str = ""
     """online_encode: reader options as k=v pairs (fps=10 segment_s=30 cameras=wrist_left ...)."""
+    text_encoder: str = "minilm"
+    """online_encode: the sentence encoder of the episodes' text, as `latentwm encode --text.name` takes it (used
+    when model.text_dim > 0; empty: no text). A latent cache carries its own."""
     latent_stats: str = ""
     """online_encode: per-channel latent statistics from a latent cache directory (of the same encoder) or a
     LatentStats .safetensors file; empty: estimated at start from up to 1024 frames of the episodes."""

@@ -163,7 +163,9 @@ def train_proprio_probe(model, cache_dir: str | os.PathLike, exp, cfg: ProbeConf
     """
     d = exp.data
     clip_len = clip_len or exp.data.clip_len
-    kw = dict(frame_skip=d.frame_skip, action_dim=exp.model.action_dim, eval_fraction=d.eval_fraction, seed=d.seed)
+    # text=False: features are read as planning reads them, without text (the null text token)
+    kw = dict(frame_skip=d.frame_skip, action_dim=exp.model.action_dim, eval_fraction=d.eval_fraction, seed=d.seed,
+              text=False)
     train = LatentClipDataset(cache_dir, clip_len, split="train", **kw)
     held = LatentClipDataset(cache_dir, clip_len, split="eval", **kw)
     if len(train) == 0:

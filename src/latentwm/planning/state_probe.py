@@ -220,7 +220,8 @@ def train_state_probe(cache_dir: str | os.PathLike, exp, cfg: ProbeConfig = STAT
     mean block angle error (degrees), each beside the train-mean baseline's.
     """
     d = exp.data
-    kw = dict(frame_skip=d.frame_skip, action_dim=exp.model.action_dim, eval_fraction=d.eval_fraction, seed=d.seed)
+    kw = dict(frame_skip=d.frame_skip, action_dim=exp.model.action_dim, eval_fraction=d.eval_fraction, seed=d.seed,
+              text=False)  # encoder latents only
     train = LatentClipDataset(cache_dir, clip_len or d.clip_len, split="train", **kw)
     held = LatentClipDataset(cache_dir, clip_len or d.clip_len, split="eval", **kw)
     dev = torch.device(device)

@@ -45,7 +45,7 @@ class RLRun:
         d = self.exp.data
         self.data = LatentClipDataset(cfg.cache_dir or d.cache_dir, cfg.clip_len, frame_skip=d.frame_skip,
                                       action_dim=self.exp.model.action_dim, split="train",
-                                      eval_fraction=d.eval_fraction, seed=d.seed)
+                                      eval_fraction=d.eval_fraction, seed=d.seed, text=False)
         check_pairing(state, self.data.cache.info, self.data.cache.path)  # heads on another encoder's latents
         if len(self.data) == 0:
             raise ConfigError(f"rl: no training clip of {cfg.clip_len} frames in {self.data.cache.path}")

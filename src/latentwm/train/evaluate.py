@@ -25,7 +25,8 @@ def run_eval(cfg: EvalConfig) -> dict:
     cache = LatentCache(cfg.cache_dir or d.cache_dir)
     check_pairing(state, cache.info, cache.path)  # latents of another encoder would give numbers, all wrong
     data = LatentClipDataset(cache, C + H, frame_skip=d.frame_skip, action_dim=exp.model.action_dim,
-                             split=cfg.split, eval_fraction=d.eval_fraction, seed=d.seed)
+                             split=cfg.split, eval_fraction=d.eval_fraction, seed=d.seed,
+                             text=exp.model.text_dim > 0)
     if len(data) == 0:
         raise ConfigError(f"eval: no {cfg.split} clip of {C + H} frames in {data.cache.path}")
     res = rollout_errors(model, eval_loader(data, exp.model.action_dim), C, H, K, cfg.tau_ctx, seed=cfg.seed,

@@ -20,11 +20,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from latentwm.config import ConfigError, ExperimentConfig
+from latentwm.config import ConfigError, ExperimentConfig, TextEncoderConfig
 from latentwm.data.batch import WorldBatch, collate
 from latentwm.data.clips import eval_loader, make_clip_datasets
 from latentwm.data.online import make_online_datasets
 from latentwm.encoders.dino import DinoEncoder
+from latentwm.encoders.encode import text_embedding
 from latentwm.eval.metrics import gain_scalars, rollout_errors
 from latentwm.eval.visualize import rollout_video, save_gif
 from latentwm.model.dynamics import DynamicsModel
@@ -388,8 +389,9 @@ def train(cfg: ExperimentConfig) -> dict:
         transform = None
         if cfg.data.online_encode:
             enc = DinoEncoder.from_config(cfg.encoder, device=dist.device)
-            train_set, eval_set, extra, transform = make_online_datasets(cfg, enc.encode, enc.weights_label,
-                                                                         show_progress=dist.is_main)
+            text = text_embedding(TextEncoderConfig(name=cfg.data.text_encoder), device=dist.device)
+            train_set, eval_set, extra, transform = make_online_datasets(
+                cfg, enc.encode, enc.weights_label, text=text, show_progress=dist.is_main)
         else:
             train_set, eval_set, extra = make_clip_datasets(cfg)
         return Trainer(cfg, train_set, eval_set, dist=dist, extra_state=extra, batch_transform=transform).fit()
