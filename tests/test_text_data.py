@@ -4,6 +4,7 @@ look the text up at their own raw frames (frame skip included), training alterna
 held-out paraphrases, online clips equal to cached ones, a mixture batch of text-only / action-only / both sources,
 and `latentwm encode --text` (lazy: a dataset without text never loads the sentence encoder)."""
 
+import dataclasses
 import hashlib
 import json
 
@@ -14,6 +15,7 @@ from test_droid import encode_fn
 from test_epic import write_epic
 
 from latentwm.cli import main
+from latentwm.config import ObjectiveConfig, get_preset
 from latentwm.data.batch import collate
 from latentwm.data.clips import LatentClipDataset, make_mixture_datasets
 from latentwm.data.episodes import Episode
@@ -23,6 +25,8 @@ from latentwm.data.mixture import MixtureSpec
 from latentwm.data.online import EpisodeStore
 from latentwm.data.sources.epic_kitchens import load_epic_kitchens
 from latentwm.encoders.text import TextEncoder, save_tiny_text_model
+from latentwm.model import DynamicsModel
+from latentwm.objectives.shortcut_forcing import ShortcutForcing
 
 E = 16
 
@@ -216,6 +220,22 @@ def test_mixture_of_text_only_action_only_and_both_in_one_batch(tmp_path):
         for row, w in enumerate(want):
             torch.testing.assert_close(batch.text[i, row], emb(w) if w else torch.zeros(E), rtol=0, atol=0)
     assert batch.text_mask.any() and not batch.text_mask.all()
+    # ... and trains: one shortcut-forcing step on that mixed batch, gradients reach both condition embeddings
+    lat = batch.latents[:, :, :64]  # the stand-in encoder's 96 tokens are no square grid: an 8×8 model reads 64
+    cfg = dataclasses.replace(get_preset("tiny").model, latent_dim=lat.shape[-1], latent_grid=8, action_dim=4,
+                              text_dim=E, attention="eager")
+    torch.manual_seed(0)
+    model = DynamicsModel(cfg)
+    with torch.no_grad():  # off the zero init (identity blocks, zero head), where inputs get no gradient yet
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    loss, _ = ShortcutForcing(ObjectiveConfig(action_dropout=0.0, text_dropout=0.0), cfg.k_max)(
+        model, lat, batch.actions, batch.action_mask, batch.valid, text=batch.text,
+        text_mask=batch.text_mask, seeds=list(range(30)))
+    loss.backward()
+    assert torch.isfinite(loss)
+    for p in (model.text_in.weight, model.action_in.weight, model.no_text, model.no_action):
+        assert p.grad is not None and p.grad.abs().sum() > 0
 
 
 def test_encode_command_embeds_text_once_with_the_configured_encoder(tmp_path, monkeypatch):
