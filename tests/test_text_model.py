@@ -157,3 +157,25 @@ def test_guided_cache_expands_for_candidates_like_a_plain_one():
         many = rollout(gm, z[:, :3], 2, acts, noise=noise, cache=cache, text=text)
         one = rollout(m, z[:, :3], 2, acts[1:2], noise=noise, text=text, text_guidance=2.0)
     assert many.shape[0] == 4 and torch.allclose(many[1:2], one, atol=1e-5)
+
+
+def test_broadcast_conditions_keep_causality_and_the_cache():
+    """model.condition_broadcast adds each frame's action/text embeddings to its latent tokens: still causal,
+    cached steps still equal the full forward, and the conditions now change the latents' input directly."""
+    cfg = dataclasses.replace(TINY, condition_broadcast=True)
+    m = _model(cfg)
+    z, tau, a, text, tmask = _inputs(T=6)
+    with torch.no_grad():
+        full = m(z, tau, 0.25, a, text=text, text_mask=tmask)
+        other = text.clone()
+        other[:, 4:] = torch.randn_like(other[:, 4:])
+        assert torch.equal(full[:, :4], m(z, tau, 0.25, a, text=other, text_mask=tmask)[:, :4])
+        cache = m.init_cache(2)
+        steps = [m.step(z[:, t], tau[:, t], 0.25, a[:, t - 1] if t else None, cache=cache, commit=True,
+                        text=text[:, t], text_mask=tmask[:, t]) for t in range(6)]
+        tokens = m._tokens(z, tau, torch.full_like(tau, 0.25), m._embed_actions(None, None, 2, 6),
+                           m._embed_text(text, tmask, 2, 6))
+        plain = _model(TINY)._tokens(z, tau, torch.full_like(tau, 0.25), m._embed_actions(None, None, 2, 6),
+                                     m._embed_text(text, tmask, 2, 6))
+    assert torch.allclose(torch.stack(steps, 1), full, atol=1e-5)
+    assert (tokens[..., m.layout.latent_slice, :] - plain[..., m.layout.latent_slice, :]).abs().amax() > 1e-3

@@ -112,6 +112,10 @@ class ModelConfig:
     text_dim: int = 384
     """Width of the frozen sentence embeddings of the text condition slot (all-MiniLM-L6-v2: 384). 0: the model
     has no text slot (S = R + 2 + N'), for action-only runs and the slot's cost benchmark."""
+    condition_broadcast: bool = False
+    """Also add each frame's action and text embeddings to every latent token of that frame (as DINO-WM feeds the
+    action to every patch), besides their own slot tokens: the latents see the condition from the first layer
+    instead of through attention. Off: the conditions reach the latents only through space attention."""
     dropout: float = 0.0
     """Dropout on every attention and MLP residual branch's output while training (0: off). Inactive in eval mode:
     the EMA, rollouts, planning and the bootstrap teacher's targets always see the whole network."""

@@ -15,7 +15,7 @@ Tokens per frame t (S = R + 1 + 1 + 1 + N'), in the order `model/layout.py: Toke
   narration spanning it), so it conditions frame t itself. Independent of the action: any of the four combinations.
   Training drops each condition to its null vector with its own probability (objective.action/text_dropout), which
   is what classifier-free guidance in rollout.py relies on.
-- latent: Linear(z) per token; with patch_group 2 each 2×2 block of the grid is one token of 4·D features.
+- latent: Linear(z) per token (model.condition_broadcast: plus the frame's action and text embeddings); with patch_group 2 each 2×2 block of the grid is one token of 4·D features.
 Head: the stack's final RMSNorm, then Linear on the latent tokens -> x̂ (B, T, N, D) (ungrouped).
 
 Init: inputs and hidden projections N(0, 0.02) (GPT-2 style); the output projections of every attention and MLP
@@ -165,6 +165,8 @@ class DynamicsModel(nn.Module):
         """z (B, T, N, D), tau (B, T), d (B, T), act (B, T, W), txt (B, T, W) or None -> tokens (B, T, S, W)."""
         B, T = z.shape[:2]
         lat = self.latent_in(self.group(z))  # (B, T, N', W)
+        if self.cfg.condition_broadcast:  # every latent token also carries its frame's conditions
+            lat = lat + act[:, :, None] + (0 if txt is None else txt[:, :, None])
         idx = torch.round(-torch.log2(d.float())).clamp(0, self.num_step_sizes - 1).long()
         short = self.tau_mlp(tau_features(tau)) + self.step_embed(idx)  # (B, T, W)
         reg = self.registers.expand(B, T, -1, -1)  # (B, T, R, W)
