@@ -46,3 +46,13 @@ def device() -> torch.device:
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls: two threads only add sync cost, and oversubscribe badly when other jobs share the 2 cores
+    (`pytestmark = pytest.mark.usefixtures("one_thread")` in a module)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -9,17 +9,13 @@ from latentwm.config import get_preset
 from latentwm.data.batch import WorldBatch, WorldBatchMetadata
 from latentwm.eval.metrics import rollout_errors
 from latentwm.model import DynamicsModel
+from test_text_model import _model as perturbed_model
 
 CFG = dataclasses.replace(get_preset("tiny").model, attention="eager", text_dim=8)
 
 
 def _model(seed=0):
-    torch.manual_seed(seed)
-    m = DynamicsModel(CFG).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return m
+    return perturbed_model(CFG, seed)
 
 
 def _batch(B=4, T=6, text=True, seed=0):

@@ -24,13 +24,7 @@ def _flex_on_cpu(monkeypatch):
     monkeypatch.setattr(layers, "FLEX_ON_CPU", True)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny matmuls: two threads only add sync cost, and oversubscribe badly when other jobs share the 2 cores
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(**kw):

@@ -13,12 +13,7 @@ from latentwm.rollout import Guided, guided, observe, rollout
 TINY = dataclasses.replace(get_preset("tiny").model, attention="eager", text_dim=12)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(cfg=TINY, seed=0):
