@@ -3,6 +3,7 @@ noise-matched, for actions and text — zero exactly when the model cannot read 
 
 import dataclasses
 
+import pytest
 import torch
 
 from latentwm.config import get_preset
@@ -48,6 +49,14 @@ def test_a_model_blind_to_text_has_exactly_zero_text_gain():
     cg = rollout_errors(m, [_batch()], context=2, horizon=3, sample_steps=2, condition_gain=True)["condition_gain"]
     assert cg["text"]["gain"] == [0.0] * 3 and cg["text"]["null_gain"] == [0.0] * 3
     assert max(abs(v) for v in cg["action"]["gain"]) > 1e-6
+
+
+def test_condition_gain_of_chosen_conditions_only():
+    cg = rollout_errors(_model(), [_batch()], context=2, horizon=2, sample_steps=1,
+                        condition_gain=("text",))["condition_gain"]
+    assert set(cg) == {"text"}
+    with pytest.raises(ValueError, match="condition_gain"):
+        rollout_errors(_model(), [_batch()], context=2, horizon=2, condition_gain=("txt",))
 
 
 def test_batches_without_text_report_the_action_gain_only():

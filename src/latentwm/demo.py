@@ -264,7 +264,7 @@ def text_horizon_eval(cfg: DemoConfig, trainer: Trainer, exp: ExperimentConfig, 
         print(f"text rollouts: no held-out clip of {r.context + H} model steps; skipped")
         return None
     return rollout_errors(trainer.ema, eval_loader(data, exp.model.action_dim), r.context, H, r.sample_steps,
-                          seed=exp.train.seed, device=trainer.device, condition_gain=True,
+                          seed=exp.train.seed, device=trainer.device, condition_gain=("text",),
                           text_guidance=r.text_guidance)
 
 

@@ -164,7 +164,8 @@ def _generators(seed: int, device) -> dict[str, torch.Generator]:
 def rollout_errors(model, batches: Iterable[WorldBatch], context: int, horizon: int, sample_steps: int = 4,
                    tau_ctx: float = 1.0, seed: int = 0, device: torch.device | str = "cpu",
                    keep_predictions: int = 0, num_samples: int = 1, action_swap: bool = False,
-                   condition_gain: bool = False, text_guidance: float = 1.0, action_guidance: float = 1.0) -> dict:
+                   condition_gain: bool | tuple[str, ...] = False, text_guidance: float = 1.0,
+                   action_guidance: float = 1.0) -> dict:
     """Roll out `horizon` frames after `context` observed ones on every clip; compare with the truth.
 
     Clips must hold at least context + horizon valid frames (shorter ones are skipped and counted). Errors are
@@ -180,9 +181,8 @@ def rollout_errors(model, batches: Iterable[WorldBatch], context: int, horizon: 
     condition_gain: for actions and for text, noise-matched rollouts with the future condition of another clip
     (shuffled) and with none (null) on the clips whose future has it → `condition_gain[cond]` = {true, shuffled,
     null: errors per horizon, gain: shuffled − true, null_gain: null − true, num_clips}. A model that ignores the
-    condition has gain 0; how fast the gain grows in training is how fast the model learns to listen.
-    Text: a batch's `text` (B, T, E) conditions every frame it covers (observed and predicted); text_guidance
-    scales classifier-free guidance on it, action_guidance on the actions (1: none).
+    condition has gain 0 (how fast the gain grows in training: how fast it learns to listen); ("text",): text only.
+    A batch's `text` (B, T, E) conditions every frame it covers; text/action_guidance: CFG scales (1: none).
     """
     if num_samples < 1:
         raise ValueError(f"rollout_errors: num_samples must be >= 1, got {num_samples}")
@@ -196,7 +196,7 @@ def rollout_errors(model, batches: Iterable[WorldBatch], context: int, horizon: 
             continue
         b = batch[ok.nonzero().squeeze(1)].to(device)
         pred, errs, gains = _batch_errors(model, b, context, horizon, gens, num_samples, action_swap,
-                                          CONDITIONS if condition_gain else (), sample_steps=sample_steps,
+                                          _conditions(condition_gain), sample_steps=sample_steps,
                                           tau_ctx=tau_ctx, text_guidance=text_guidance,
                                           action_guidance=action_guidance)
         sums.add(errs, b.meta)
@@ -221,6 +221,14 @@ def rollout_errors(model, batches: Iterable[WorldBatch], context: int, horizon: 
     if keep_predictions:
         out["examples"] = kept
     return out
+
+
+def _conditions(condition_gain: bool | tuple[str, ...]) -> tuple[str, ...]:
+    if isinstance(condition_gain, bool):
+        return CONDITIONS if condition_gain else ()
+    if unknown := set(condition_gain) - set(CONDITIONS):
+        raise ValueError(f"rollout_errors: condition_gain {sorted(unknown)} unknown; choose from {CONDITIONS}")
+    return tuple(condition_gain)
 
 
 def _summary(sums: _Sums, horizon: int, skipped: int, num_samples: int) -> dict:

@@ -15,7 +15,8 @@ Tokens per frame t (S = R + 1 + 1 + 1 + N'), in the order `model/layout.py: Toke
   narration spanning it), so it conditions frame t itself. Independent of the action: any of the four combinations.
   Training drops each condition to its null vector with its own probability (objective.action/text_dropout), which
   is what classifier-free guidance in rollout.py relies on.
-- latent: Linear(z) per token (model.condition_broadcast: plus the frame's action and text embeddings); with patch_group 2 each 2×2 block of the grid is one token of 4·D features.
+- latent: Linear(z) per token (model.condition_broadcast: plus the frame's action and text embeddings); with
+  patch_group 2 each 2×2 block of the grid is one token of 4·D features.
 Head: the stack's final RMSNorm, then Linear on the latent tokens -> x̂ (B, T, N, D) (ungrouped).
 
 Init: inputs and hidden projections N(0, 0.02) (GPT-2 style); the output projections of every attention and MLP
