@@ -86,6 +86,7 @@ class _Sums:
         self.n: dict[str, int] = defaultdict(int)
         self.groups: dict[str, dict[str, torch.Tensor]] = defaultdict(lambda: defaultdict(self.zeros))
         self.group_n: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.sq: dict[str, float] = defaultdict(float)  # Σ over clips of (mean over horizons)², for stderr
 
     def add(self, errs: dict[str, torch.Tensor], meta, rows: torch.Tensor | None = None) -> None:
         """errs: key -> (B, H) per-clip errors; rows (B,) bool: add only those clips."""
@@ -96,6 +97,7 @@ class _Sums:
             err = err.double().cpu()  # (B, H)
             self.total[key] += err.sum(0)
             self.n[key] += err.shape[0]
+            self.sq[key] += float(err.mean(1).pow(2).sum())
             for i, mt in enumerate(meta):
                 g = f"{mt.dataset}/{mt.camera}"
                 self.groups[g][key] += err[i]
@@ -104,6 +106,14 @@ class _Sums:
     def mean(self, key: str, group: str | None = None) -> list | None:
         total, n = (self.total, self.n) if group is None else (self.groups[group], self.group_n[group])
         return (total[key] / n[key]).tolist() if n[key] else None
+
+    def stderr(self, key: str) -> float | None:
+        """Standard error over clips of the per-clip mean over horizons (None with fewer than 2 clips)."""
+        n = self.n[key]
+        if n < 2:
+            return None
+        m = float(self.total[key].sum()) / len(self.total[key]) / n
+        return max(self.sq[key] / n - m * m, 0.0) ** 0.5 * (n / (n - 1)) ** 0.5 / n ** 0.5
 
     def keys(self, group: str | None = None) -> list[str]:
         return [k for k in (self.n if group is None else self.group_n[group]) if not k.startswith("_")]
@@ -147,8 +157,9 @@ def _batch_errors(model, b: WorldBatch, context: int, horizon: int, gens: dict, 
             run = {**kw, "actions": acts, "action_mask": mask, **change}
             ce[f"{cond}_{name}_error"] = latent_mse(rollout(model, ctx, horizon, generator=gens["swap"], **run),
                                                     truth)
-        if "shuffled" in variants:  # the clips the shuffled run covers, for its gain
+        if "shuffled" in variants:  # the clips the shuffled run covers, for its gain (and its per-clip spread)
             ce[f"_{cond}_true_on_shuffled"] = errs["model_error"]
+            ce[f"_{cond}_gain_per_clip"] = ce[f"{cond}_shuffled_error"] - errs["model_error"]
         gains.append((rows, ce))
     return pred, errs, gains
 
@@ -178,10 +189,10 @@ def rollout_errors(model, batches: Iterable[WorldBatch], context: int, horizon: 
     action_swap: a second rollout with the batch's future actions rolled by one clip, same noise →
     swapped_actions_error and action_sensitivity (mean over horizons of swapped − model error on those clips);
     batches of one clip cannot swap (swap_skipped_clips).
-    condition_gain: for actions and for text, noise-matched rollouts with the future condition of another clip
-    (shuffled) and with none (null) on the clips whose future has it → `condition_gain[cond]` = {true, shuffled,
-    null: errors per horizon, gain: shuffled − true, null_gain: null − true, num_clips}. A model that ignores the
-    condition has gain 0 (how fast the gain grows in training: how fast it learns to listen); ("text",): text only.
+    condition_gain: for actions and for text, noise-matched rollouts with another clip's future condition
+    (shuffled) and none (null) on the clips whose future has it → `condition_gain[cond]` = {true, shuffled, null:
+    errors per horizon, gain: shuffled − true, null_gain: null − true, gain_stderr, num_clips}; 0 gain: the
+    condition is ignored (its growth in training: how fast the model learns to listen); ("text",): text only.
     A batch's `text` (B, T, E) conditions every frame it covers; text/action_guidance: CFG scales (1: none).
     """
     if num_samples < 1:
@@ -246,6 +257,8 @@ def gain_scalars(condition_gain: dict) -> dict[str, float]:
         if g.get("gain"):
             out.update({f"{cond}_gain_h{h}": v for h, v in enumerate(g["gain"], start=1)})
             out[f"{cond}_gain_mean"] = sum(g["gain"]) / len(g["gain"])
+            if g.get("gain_stderr") is not None:
+                out[f"{cond}_gain_stderr"] = g["gain_stderr"]
         if g.get("null_gain"):
             out[f"{cond}_null_gain_mean"] = sum(g["null_gain"]) / len(g["null_gain"])
     return out
@@ -256,4 +269,4 @@ def _gain(sums: _Sums, cond: str) -> dict:
     diff = lambda other, base: None if other is None else [o - t for o, t in zip(other, base)]  # noqa: E731
     return {"true": true, "shuffled": shuffled, "null": null,
             "gain": diff(shuffled, sums.mean(f"_{cond}_true_on_shuffled")), "null_gain": diff(null, true),
-            "num_clips": sums.n[f"{cond}_true_error"]}
+            "gain_stderr": sums.stderr(f"_{cond}_gain_per_clip"), "num_clips": sums.n[f"{cond}_true_error"]}

@@ -17,14 +17,14 @@ from latentwm.train.logging import read_metrics
 CONDITIONS = ("text", "action")
 
 
-def gain_curves(train_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """{cond: [(step, mean gain over horizons)]} from a training run's metrics.jsonl (a step logged twice, as after
-    a resume: its last row)."""
+def gain_curves(train_dir: Path, key: str = "gain_mean") -> dict[str, list[tuple[int, float]]]:
+    """{cond: [(step, value)]} of eval/{cond}_{key} (the mean gain over horizons, or "gain_stderr" its standard
+    error over clips) from a training run's metrics.jsonl (a step logged twice, as after a resume: its last row)."""
     path = Path(train_dir) / "metrics.jsonl"
     recs = read_metrics(path) if path.exists() else []
     out = {}
     for cond in CONDITIONS:
-        rows = {r["step"]: float(r[f"eval/{cond}_gain_mean"]) for r in recs if f"eval/{cond}_gain_mean" in r}
+        rows = {r["step"]: float(r[f"eval/{cond}_{key}"]) for r in recs if f"eval/{cond}_{key}" in r}
         if rows:
             out[cond] = sorted(rows.items())
     return out
@@ -50,14 +50,18 @@ def text_metrics(out: Path, train_dir: Path, horizon_eval: dict | None, text_goa
                     "Condition gain: error(shuffled condition) − error(true), held-out clips", "training step",
                     "latent MSE gain")
     res: dict = {}
+    errs = gain_curves(train_dir, "gain_stderr")
     for cond in CONDITIONS:
-        curve = curves.get(cond, [])
+        curve, se = curves.get(cond, []), dict(errs.get(cond, []))
         res[cond] = {"gain_curve": [[s, g] for s, g in curve], "half_gain_step": half_gain_step(curve),
-                     "final_gain": curve[-1][1] if curve else None}
+                     "final_gain": curve[-1][1] if curve else None,
+                     "final_gain_stderr": se.get(curve[-1][0]) if curve else None}
     if horizon_eval is not None and "text" in (horizon_eval.get("condition_gain") or {}):
         t, H = horizon_eval["condition_gain"]["text"], horizon_eval["horizons"]
         res["text"]["by_horizon"] = {"horizons": H, "text_conditioned": t["true"], "no_text": t["null"],
-                                     "shuffled_text": t["shuffled"], "num_clips": t["num_clips"]}
+                                     "shuffled_text": t["shuffled"], "num_clips": t["num_clips"],
+                                     "gain_mean": None if t.get("gain") is None else sum(t["gain"]) / len(H),
+                                     "gain_stderr": t.get("gain_stderr")}
         series = {"true text": (H, t["true"]), "no text (null)": (H, t["null"])}
         if t["shuffled"] is not None:
             series["another clip's text"] = (H, t["shuffled"])
@@ -68,6 +72,17 @@ def text_metrics(out: Path, train_dir: Path, horizon_eval: dict | None, text_goa
     if text_goal is not None:
         res["text"]["goal_planning"] = text_goal
     return res
+
+
+def _pm(se) -> str:
+    return "" if se is None else f" ± {se:.4f} (standard error over clips)"
+
+
+def _noise(gain, se) -> str:
+    """Whether a gain is distinguishable from 0 at about two standard errors."""
+    if gain is None or se is None:
+        return ""
+    return ": within noise of 0" if abs(gain) < 2 * se else ": clearly above 0" if gain > 0 else ": clearly below 0"
 
 
 def _fmt(v, spec=".4f") -> str:
@@ -81,10 +96,10 @@ def text_section(text: dict, action: dict) -> str:
              "(same noise); 0 means the condition is ignored. ![condition gain](condition_gain.png)", ""]
     for name, sec in (("text", text), ("actions", action)):
         if sec.get("gain_curve"):
-            half = sec["half_gain_step"]
-            lines.append(f"- {name}: final gain {_fmt(sec['final_gain'])} at step {sec['gain_curve'][-1][0]}; "
-                         + (f"half of it reached at step {half}" if half is not None
-                            else "never positive: the model did not learn to use it"))
+            half, g, se = sec["half_gain_step"], sec["final_gain"], sec.get("final_gain_stderr")
+            lines.append(f"- {name}: final gain {_fmt(g)}{_pm(se)} at step {sec['gain_curve'][-1][0]}"
+                         + _noise(g, se) + "; " + (f"half of it reached at step {half}" if half is not None
+                                                   else "never positive: the model did not learn to use it"))
     by_h = text.get("by_horizon")
     if by_h:
         lines += ["", f"Text-conditioned vs unconditioned rollout error ({by_h['num_clips']} held-out clips, held-out "
@@ -93,6 +108,9 @@ def text_section(text: dict, action: dict) -> str:
         for i, h in enumerate(by_h["horizons"]):
             sh = by_h["shuffled_text"][i] if by_h["shuffled_text"] is not None else None
             lines.append(f"| {h} | {_fmt(by_h['text_conditioned'][i])} | {_fmt(by_h['no_text'][i])} | {_fmt(sh)} |")
+        if by_h.get("gain_mean") is not None:
+            lines.append(f"\nText gain over horizons 1–{by_h['horizons'][-1]}: {by_h['gain_mean']:+.4f}"
+                         f"{_pm(by_h.get('gain_stderr'))}{_noise(by_h['gain_mean'], by_h.get('gain_stderr'))}.")
         if text.get("shuffled_minus_true_h8") is not None:
             m = text["shuffled_minus_true_h8"]
             lines.append(f"\nAt horizon 8 the true text is {'better' if m > 0 else 'not better'} than another clip's "
