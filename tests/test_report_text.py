@@ -37,6 +37,7 @@ def test_text_metrics_from_a_run_log(tmp_path):
     assert (tmp_path / "condition_gain.png").exists() and (tmp_path / "text_rollout_error.png").exists()
     md = text_section(res["text"], res["action"])
     assert "half of it reached at step 200" in md and res["text"]["final_gain_stderr"] == 0.03
+    assert res["text"]["final_gain_above_noise"] is False and res["action"]["final_gain_above_noise"] is None
     assert "final gain 0.0400 ± 0.0300 (standard error over clips) at step 300: within noise of 0" in md
     assert "| 8 | 0.5000 | 0.6000 | 0.5500 |" in md
     assert "better than another clip's by +0.0500" in md

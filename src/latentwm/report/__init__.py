@@ -8,7 +8,8 @@
   training.kept_step / kept_score / last_step_score (the weights evaluated are the best held-out ones),
   planning.success_rate_block_moves / success_rate_block_static {method: rate}, planning.state_probe_cost,
   encoder.weights ("random" or "pretrained:<id>") and what the caller adds (encoder_info), wall_time_s,
-  text.gain_curve [[step, gain]], text.half_gain_step, text.final_gain, text.by_horizon {horizons,
+  text.gain_curve [[step, gain]], text.half_gain_step, text.final_gain (± final_gain_stderr,
+  final_gain_above_noise: > 2 standard errors), text.by_horizon {horizons,
   text_conditioned, no_text, shuffled_text}, text.shuffled_minus_true_h8, text.goal_planning, and action.gain_curve /
   half_gain_step / final_gain (report/text.py), ...
 The markdown sections live in `report.sections`.

@@ -47,7 +47,7 @@ def text_metrics(out: Path, train_dir: Path, horizon_eval: dict | None, text_goa
     if curves:
         plot_curves(Path(out) / "condition_gain.png",
                     {f"{c} gain": ([s for s, _ in v], [g for _, g in v]) for c, v in curves.items()},
-                    "Condition gain: error(shuffled condition) − error(true), held-out clips", "training step",
+                    "Condition gain: error(other clip's) − error(true)", "training step",
                     "latent MSE gain")
     res: dict = {}
     errs = gain_curves(train_dir, "gain_stderr")
@@ -56,6 +56,8 @@ def text_metrics(out: Path, train_dir: Path, horizon_eval: dict | None, text_goa
         res[cond] = {"gain_curve": [[s, g] for s, g in curve], "half_gain_step": half_gain_step(curve),
                      "final_gain": curve[-1][1] if curve else None,
                      "final_gain_stderr": se.get(curve[-1][0]) if curve else None}
+        g, e = res[cond]["final_gain"], res[cond]["final_gain_stderr"]
+        res[cond]["final_gain_above_noise"] = None if g is None or e is None else bool(g > 2 * e)
     if horizon_eval is not None and "text" in (horizon_eval.get("condition_gain") or {}):
         t, H = horizon_eval["condition_gain"]["text"], horizon_eval["horizons"]
         res["text"]["by_horizon"] = {"horizons": H, "text_conditioned": t["true"], "no_text": t["null"],
