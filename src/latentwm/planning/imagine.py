@@ -40,6 +40,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from latentwm.config import ConfigError, ImagineConfig
+from latentwm.config.jsonfile import write_json
 from latentwm.config.planning import TEXT_GOAL_GUIDANCE
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import NormStats
@@ -219,7 +220,7 @@ def _write(out: Path, ctx, real, pred, facts: dict, res: dict, decoder: str, lat
     meta = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in facts.items()}
     meta["normalized"] = "with the checkpoint's latent statistics (data_stats.latents), as the model sees latents"
     _atomic_write(out / GOAL_FILE, save({"goal": pred[-1].float().contiguous()}, metadata=meta))
-    _atomic_write(out / "imagine.json", json.dumps(res, indent=1))
+    write_json(out / "imagine.json", res)
 
 
 def _summary(res: dict, out: Path) -> str:
