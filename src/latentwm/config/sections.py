@@ -119,10 +119,20 @@ class ModelConfig:
     dropout: float = 0.0
     """Dropout on every attention and MLP residual branch's output while training (0: off). Inactive in eval mode:
     the EMA, rollouts, planning and the bootstrap teacher's targets always see the whole network."""
+    prediction: Literal["x", "v", "next"] = "x"
+    """What the network's output means (issue 17's ablation; checkpoints record it, older ones load as "x").
+    x: the clean latent x̂ of the noisy input frame (shortcut forcing as DESIGN section 5). v: the velocity v̂ = x − ε
+    of z_τ = (1 − τ)ε + τx; the model converts x̂ = z + (1 − τ)·v̂ right after its head, so every caller still gets
+    x̂, and the loss and bootstrap target are expressed in v-space. next: the deterministic next-frame regression
+    baseline (DINO-WM's teacher-forced MSE): every input frame is clean, frame t's action token embeds the action
+    taken AFTER frame t, and the output at frame t is x̂_{t+1} (objectives/next_frame.py; sampling ignores K and
+    noise)."""
 
     def __post_init__(self):
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.prediction not in ("x", "v", "next"):
+            raise ConfigError(f"model.prediction must be 'x', 'v' or 'next', got {self.prediction!r}")
         positive(self, "model", "latent_dim", "latent_grid", "width", "depth", "heads", "kv_heads",
                   "mlp_ratio", "time_every", "action_dim", "context_frames", "k_max", "rope_base")
         nonneg(self, "model", "registers", "text_dim")
@@ -177,9 +187,14 @@ class ObjectiveConfig:
     can use classifier-free guidance on actions (and the model also learns action-free dynamics)."""
     text_dropout: float = 0.1
     """The same, independently, for the text condition (the learned no-text vector)."""
+    clean_context: float = 0.0
+    """Probability per sequence that a random prefix of 1..T−1 frames is fully clean (τ = 1, d = 1/k_max, input
+    z = x) and left out of the loss (its target would be its input); the rest trains as usual. Sampling commits
+    context at τ_ctx = 1.0, a level shortcut forcing never draws otherwise (issue 17). 0: off (bit-identical to
+    training without the field)."""
 
     def __post_init__(self):
-        unit(self, "objective", "bootstrap_fraction", "action_dropout", "text_dropout")
+        unit(self, "objective", "bootstrap_fraction", "action_dropout", "text_dropout", "clean_context")
         nonneg(self, "objective", "bootstrap_start")
         positive(self, "objective", "tau_buckets")
 

@@ -19,6 +19,11 @@ Tokens per frame t (S = R + 1 + 1 + 1 + N'), in the order `model/layout.py: Toke
   patch_group 2 each 2×2 block of the grid is one token of 4·D features.
 Head: the stack's final RMSNorm, then Linear on the latent tokens -> x̂ (B, T, N, D) (ungrouped).
 
+What the output means (model.prediction, issue 17): "x" the head gives x̂; "v" it gives the velocity v̂ = x − ε and
+`_to_clean` returns x̂ = z + (1 − τ)·v̂, so forward/step hand x̂ to every caller either way; "next" (the next-frame
+regression baseline) the inputs are clean frames, frame t's action token embeds the action taken AFTER frame t
+(actions[:, t], no shift, used at t = 0 too) and the output at frame t is x̂_{t+1}.
+
 Init: inputs and hidden projections N(0, 0.02) (GPT-2 style); the output projections of every attention and MLP
 residual branch are zero, so each block starts as the identity and the residual stream is exactly the input
 embedding at step 0 — deep stacks then start well conditioned without depth-dependent scaling (as DiT's adaLN-zero /
@@ -53,7 +58,8 @@ def tau_features(tau: torch.Tensor, dim: int = TAU_FEATURES) -> torch.Tensor:
 
 
 class DynamicsModel(nn.Module):
-    """Block-causal space/time transformer predicting clean latents x̂ from noisy z (x-prediction)."""
+    """Block-causal space/time transformer predicting clean latents x̂ from noisy z (x-, v- or next-frame
+    prediction, model.prediction)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -182,6 +188,13 @@ class DynamicsModel(nn.Module):
         """h (..., S, W) final-normed -> x̂ (..., N, D)."""
         return self.ungroup(self.head(h[..., self.layout.latent_slice, :])).float()
 
+    def _to_clean(self, out: torch.Tensor, z: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        """The head's output out (..., N, D) as the x̂ every caller gets: model.prediction "v" converts the velocity,
+        x̂ = z + (1 − τ)·v̂ (z (..., N, D) the noisy input, tau (...,) its level); "x" and "next" return out."""
+        if self.cfg.prediction != "v":
+            return out
+        return z.float() + (1.0 - tau.float())[..., None, None] * out
+
     # ---------------------------------------------------------------------------------------------- checks
 
     def _check_latents(self, z: torch.Tensor, frame_dims: str) -> None:
@@ -235,7 +248,9 @@ class DynamicsModel(nn.Module):
 
         z (B, T, N, D) noisy latents; tau (B, T) signal levels in [0, 1]; step (B, T) step sizes d (powers of two in
         [1/k_max, 1]); tau/step may be scalars. actions (B, T, A), A <= action_dim (zero-padded), actions[:, t] taken
-        after frame t; action_mask (B, T) bool, False = unknown; None = all known (no mask given);
+        after frame t (frame t's token embeds actions[:, t − 1], none at t = 0; prediction "next": actions[:, t]
+        itself, frame 0 included, and the output at frame t is x̂_{t+1}); action_mask (B, T) bool, False = unknown;
+        None = all known (no mask given);
         actions None = all unknown. text (B, T, E) (E = model.text_dim): the sentence embedding of each frame's own
         text; text_mask (B, T) bool, False = no text (None with text: all present; text None: no text anywhere).
         -> x̂ (B, T, N, D) float32; with return_hidden also hidden (B, T, S, W) final-normed token outputs.
@@ -245,13 +260,13 @@ class DynamicsModel(nn.Module):
         tau = self._per_frame(tau, (B, T), "tau", "B, T", z.device)
         d = self._per_frame(step, (B, T), "step", "B, T", z.device)
         a, known = self._check_actions(actions, action_mask, (B, T), "B, T", ("actions", "action_mask"))
-        if a is not None:  # the token of frame t embeds the action that led into it: a[:, t − 1]; none at t = 0
+        if a is not None and self.cfg.prediction != "next":  # frame t's token: the action INTO it, a[:, t − 1]
             a = torch.cat([torch.zeros_like(a[:, :1]), a[:, :-1]], 1)
             known = torch.cat([torch.zeros_like(known[:, :1]), known[:, :-1]], 1)
         txt, has = self._check_text(text, text_mask, (B, T), "B, T", ("text", "text_mask"))
         h = self.transformer(self._tokens(z, tau, d, self._embed_actions(a, known, B, T),
                                           self._embed_text(txt, has, B, T)))
-        x_hat = self._head(h)
+        x_hat = self._to_clean(self._head(h), z, tau)
         return (x_hat, h) if return_hidden else x_hat
 
     @property
@@ -282,7 +297,8 @@ class DynamicsModel(nn.Module):
 
         z (B, N, D); tau (B,), step (B,) (or scalars); prev_action (B, A): the action that led into this frame,
         prev_action_mask (B,) bool (False = unknown, None = known; prev_action None = unknown;
-        ignored at time index 0, like frame 0 of forward()). text (B, E): this frame's own text embedding,
+        ignored at time index 0, like frame 0 of forward()). Prediction "next": prev_action is the action taken
+        AFTER this frame (used at time index 0 too) and the output is the next frame's x̂. text (B, E): this frame's own text embedding,
         text_mask (B,) bool (None with text: present; text None: no text).
         commit=False leaves the cache untouched (denoising steps); commit=True appends this frame's keys/values
         (window-bounded) and advances cache.time_index. -> x̂ (B, N, D) [, hidden (B, S, W)].
@@ -295,14 +311,15 @@ class DynamicsModel(nn.Module):
         a, known = self._check_actions(prev_action, prev_action_mask, (B,), "B", ("prev_action", "prev_action_mask"))
         if cache is not None and cache.batch_size != B:
             raise ValueError(f"cache: holds batch {cache.batch_size}, z has batch {B} (use cache.expand(n))")
-        if a is None or cache is None or cache.time_index == 0:
+        first = cache is None or cache.time_index == 0  # "next": the action after frame 0 is its condition
+        if a is None or (first and self.cfg.prediction != "next"):
             act = self._embed_actions(None, None, B, 1)
         else:
             act = self._embed_actions(a[:, None], known[:, None], B, 1)
         txt, has = self._check_text(text, text_mask, (B,), "B", ("text", "text_mask"))
         txt = self._embed_text(None if txt is None else txt[:, None], None if has is None else has[:, None], B, 1)
         h = self.transformer.step(self._tokens(z[:, None], tau, d, act, txt)[:, 0], cache, commit)
-        x_hat = self._head(h)
+        x_hat = self._to_clean(self._head(h), z, tau[:, 0])
         return (x_hat, h) if return_hidden else x_hat
 
 
