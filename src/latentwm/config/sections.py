@@ -127,6 +127,17 @@ class ModelConfig:
     baseline (DINO-WM's teacher-forced MSE): every input frame is clean, frame t's action token embeds the action
     taken AFTER frame t, and the output at frame t is x̂_{t+1} (objectives/next_frame.py; sampling ignores K and
     noise)."""
+    dh_blocks: int = 0
+    """Blocks of the DH head (RAE's DiT-DH, issue 17; model/dh_head.py): a wide, shallow transformer on each frame's
+    latent tokens after the backbone, space attention within the frame only, conditioned on the frame's shortcut
+    (τ, d) embedding, so causality and the KV cache are unchanged. Gives the prediction of wide (e.g. 2×2-grouped)
+    tokens more width than the backbone has. 0: no DH head, the plain Linear head (bit-identical to before)."""
+    dh_width: int = 0
+    """Width of the DH head's blocks. 0: max(2·width, latent_dim·patch_group²), i.e. at least the width of the
+    token it predicts (RAE: the denoiser must be at least as wide as its tokens)."""
+    dh_heads: int = 0
+    """Attention heads of the DH head (full multi-head, no KV cache to shrink). 0: model.heads. The head dim
+    dh width / dh heads must be divisible by 4 (2D RoPE)."""
 
     def __post_init__(self):
         if not 0.0 <= self.dropout < 1.0:
@@ -155,6 +166,26 @@ class ModelConfig:
             raise ConfigError(f"model.k_max must be a power of two, got {self.k_max}")
         if self.softcap is not None and self.softcap <= 0:
             raise ConfigError(f"model.softcap must be > 0 or None, got {self.softcap}")
+        self._check_dh_head()
+
+    def _check_dh_head(self) -> None:
+        nonneg(self, "model", "dh_blocks", "dh_width", "dh_heads")
+        if self.dh_blocks == 0:
+            return
+        w, h = self.dh_resolved_width, self.dh_resolved_heads
+        if w % h or (w // h) % 4:
+            raise ConfigError(f"model.dh_width ({self.dh_width} -> {w}) must split into model.dh_heads "
+                              f"({self.dh_heads} -> {h}) heads of a dim divisible by 4 (2D RoPE), got {w / h:g}")
+
+    @property
+    def dh_resolved_width(self) -> int:
+        """W_dh: model.dh_width, or max(2·width, latent_dim·patch_group²) when it is 0."""
+        return self.dh_width or max(2 * self.width, self.latent_dim * self.patch_group**2)
+
+    @property
+    def dh_resolved_heads(self) -> int:
+        """The DH head's attention heads: model.dh_heads, or model.heads when it is 0."""
+        return self.dh_heads or self.heads
 
     @property
     def num_latent_tokens(self) -> int:
