@@ -17,7 +17,10 @@ Tokens per frame t (S = R + 1 + 1 + 1 + N'), in the order `model/layout.py: Toke
   is what classifier-free guidance in rollout.py relies on.
 - latent: Linear(z) per token (model.condition_broadcast: plus the frame's action and text embeddings); with
   patch_group 2 each 2×2 block of the grid is one token of 4·D features.
-Head: the stack's final RMSNorm, then Linear on the latent tokens -> x̂ (B, T, N, D) (ungrouped).
+Head: the stack's final RMSNorm, then Linear on the latent tokens -> x̂ (B, T, N, D) (ungrouped). With
+model.dh_blocks > 0 the Linear is replaced by the DH head (RAE's DiT-DH, model/dh_head.py): a wide, shallow per-frame
+transformer on the latent tokens, conditioned on the frame's shortcut embedding (the very vector `_tokens` puts in
+the shortcut slot); it attends within the frame only, so causality and the KV cache are the backbone's.
 
 What the output means (model.prediction, issue 17): "x" the head gives x̂; "v" it gives the velocity v̂ = x − ε and
 `_to_clean` returns x̂ = z + (1 − τ)·v̂, so forward/step hand x̂ to every caller either way; "next" (the next-frame
@@ -41,6 +44,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from latentwm.config import ModelConfig
+from latentwm.model.dh_head import DHHead, DHShape
 from latentwm.model.layers import decay_groups, linear_flops
 from latentwm.model.layout import TokenLayout
 from latentwm.model.transformer import KVCache, Transformer
@@ -83,7 +87,10 @@ class DynamicsModel(nn.Module):
             self.no_text = nn.Parameter(torch.empty(W))
         self.latent_in = nn.Linear(self.patch_dim, W)
         self.transformer = Transformer(cfg, self.layout)
-        self.head = nn.Linear(W, self.patch_dim)
+        if cfg.dh_blocks > 0:  # the DH head replaces the plain Linear (no `head` then: state dicts say which)
+            self.dh_head = DHHead.from_config(cfg)
+        else:
+            self.head = nn.Linear(W, self.patch_dim)
         self.reset_parameters()
 
     # ---------------------------------------------------------------------------------------------- init, size
@@ -105,8 +112,11 @@ class DynamicsModel(nn.Module):
         for blk in self.transformer.blocks:  # every residual branch starts at zero: blocks are identities
             nn.init.zeros_(blk.attn.o.weight)
             nn.init.zeros_(blk.mlp.down.weight)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        if self.cfg.dh_blocks > 0:  # adaLN-zero gates and a zero output Linear: x̂ = 0 at step 0 as well
+            self.dh_head.reset_parameters()
+        else:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -126,7 +136,9 @@ class DynamicsModel(nn.Module):
         attn_time = 2 * 2 * S * ctx * W
         n_time = len(self.transformer.time_layers)
         stack = c.depth * (qkvo + mlp) + (c.depth - n_time) * attn_space + n_time * attn_time
-        io = (linear_flops(self.num_tokens, self.patch_dim, W) * 2 + linear_flops(1, c.action_dim, W)
+        head = (DHShape.from_config(c).flops_per_frame() if c.dh_blocks > 0
+                else linear_flops(self.num_tokens, W, self.patch_dim))
+        io = (linear_flops(self.num_tokens, self.patch_dim, W) + head + linear_flops(1, c.action_dim, W)
               + linear_flops(1, TAU_FEATURES, W) + linear_flops(1, W, W) + linear_flops(1, c.text_dim, W))
         return int(stack + io)
 
@@ -168,8 +180,9 @@ class DynamicsModel(nn.Module):
         text = torch.where(k, text, torch.zeros((), dtype=text.dtype, device=text.device))  # NaN-safe masking
         return torch.where(k, self.text_in(text), none)
 
-    def _tokens(self, z, tau, d, act, txt=None) -> torch.Tensor:
-        """z (B, T, N, D), tau (B, T), d (B, T), act (B, T, W), txt (B, T, W) or None -> tokens (B, T, S, W)."""
+    def _tokens(self, z, tau, d, act, txt=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """z (B, T, N, D), tau (B, T), d (B, T), act (B, T, W), txt (B, T, W) or None -> tokens (B, T, S, W) and the
+        shortcut embedding (B, T, W) (the shortcut slot's vector; the DH head is conditioned on it)."""
         B, T = z.shape[:2]
         lat = self.latent_in(self.group(z))  # (B, T, N', W)
         if self.cfg.condition_broadcast:  # every latent token also carries its frame's conditions
@@ -182,11 +195,13 @@ class DynamicsModel(nn.Module):
         # The residual stream runs in the parameters' dtype: fp32 under bf16 autocast (the linears' bf16 outputs
         # are upcast here and when added back), so small residual updates are not rounded away across depth.
         dt = self.registers.dtype
-        return torch.cat([p.to(dt) for p in parts], dim=2)
+        return torch.cat([p.to(dt) for p in parts], dim=2), short
 
-    def _head(self, h: torch.Tensor) -> torch.Tensor:
-        """h (..., S, W) final-normed -> x̂ (..., N, D)."""
-        return self.ungroup(self.head(h[..., self.layout.latent_slice, :])).float()
+    def _head(self, h: torch.Tensor, short: torch.Tensor) -> torch.Tensor:
+        """h (..., S, W) final-normed, short (..., W) each frame's shortcut embedding -> x̂ (..., N, D)."""
+        lat = h[..., self.layout.latent_slice, :]  # (..., N', W)
+        out = self.dh_head(lat, short) if self.cfg.dh_blocks > 0 else self.head(lat)
+        return self.ungroup(out).float()
 
     def _to_clean(self, out: torch.Tensor, z: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
         """The head's output out (..., N, D) as the x̂ every caller gets: model.prediction "v" converts the velocity,
@@ -264,9 +279,9 @@ class DynamicsModel(nn.Module):
             a = torch.cat([torch.zeros_like(a[:, :1]), a[:, :-1]], 1)
             known = torch.cat([torch.zeros_like(known[:, :1]), known[:, :-1]], 1)
         txt, has = self._check_text(text, text_mask, (B, T), "B, T", ("text", "text_mask"))
-        h = self.transformer(self._tokens(z, tau, d, self._embed_actions(a, known, B, T),
-                                          self._embed_text(txt, has, B, T)))
-        x_hat = self._to_clean(self._head(h), z, tau)
+        tokens, short = self._tokens(z, tau, d, self._embed_actions(a, known, B, T), self._embed_text(txt, has, B, T))
+        h = self.transformer(tokens)
+        x_hat = self._to_clean(self._head(h, short), z, tau)
         return (x_hat, h) if return_hidden else x_hat
 
     @property
@@ -318,8 +333,9 @@ class DynamicsModel(nn.Module):
             act = self._embed_actions(a[:, None], known[:, None], B, 1)
         txt, has = self._check_text(text, text_mask, (B,), "B", ("text", "text_mask"))
         txt = self._embed_text(None if txt is None else txt[:, None], None if has is None else has[:, None], B, 1)
-        h = self.transformer.step(self._tokens(z[:, None], tau, d, act, txt)[:, 0], cache, commit)
-        x_hat = self._to_clean(self._head(h), z, tau[:, 0])
+        tokens, short = self._tokens(z[:, None], tau, d, act, txt)
+        h = self.transformer.step(tokens[:, 0], cache, commit)
+        x_hat = self._to_clean(self._head(h, short[:, 0]), z, tau[:, 0])
         return (x_hat, h) if return_hidden else x_hat
 
 
@@ -331,6 +347,8 @@ def approx_param_count(m: ModelConfig) -> int:
     block = attn + mlp + 2 * w
     g = m.patch_group**2
     io = 2 * (m.latent_dim * g * w) + (m.action_dim + m.text_dim) * w + TokenLayout.from_config(m).special * w
+    if m.dh_blocks > 0:  # the DH head (exact count) instead of the plain head's W × patch_dim
+        io += DHShape.from_config(m).num_parameters() - m.latent_dim * g * w
     return m.depth * block + io + math.ceil(w * 2 * 64)  # + τ / step-size embedding MLPs (order of magnitude)
 
 
