@@ -19,7 +19,9 @@ LAYERS = [
     {"objectives", "rollout"},       # shortcut forcing; K-step sampling with the KV cache
     {"eval"},                        # metrics, pictures (used by training's periodic evaluation)
     {"train"},                       # the loop core, trainers, checkpoints, locks, logging
-    {"planning"},                    # costs, planners, MPC, probes, planning evaluation
+    {"planning", "sweep"},           # costs, planners, MPC, probes, planning evaluation; ablation sweeps (they
+                                     # need only train's entry, locks and logs and eval's metrics: beside planning,
+                                     # so neither imports the other and nothing below can reach them)
     {"rl"},                          # heads, imagination, PMPO (uses planning's action codec / observer)
     {"report"},                      # the demo's report (tables of planning and RL results)
     {"demo"},                        # the embedded default, composed from the commands' building blocks

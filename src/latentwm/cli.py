@@ -17,6 +17,7 @@ import tyro
 from latentwm.config import (PRESETS, ConfigError, DemoConfig, EncodeConfig, EvalConfig, GenerateConfig,
                              ImagineConfig, LatentwmError, PlanRunConfig, PretrainEncoderConfig, VerifyConfig)
 from latentwm.config import preset as get_full_preset
+from latentwm.config.sweep import SweepConfig
 from latentwm.data.sources.pusht import run_generate
 from latentwm.data.verify import run_verify
 from latentwm.demo import run_demo
@@ -25,6 +26,7 @@ from latentwm.train.evaluate import run_eval
 from latentwm.planning.evaluate import run_plan
 from latentwm.planning.imagine import run_imagine
 from latentwm.rl.runner import run_rl
+from latentwm.sweep.runner import run_sweep
 from latentwm.train.decoder_trainer import run_train_decoder
 from latentwm.train.encoder_pretrain import run_pretrain_encoder
 from latentwm.train.lock import RunLock
@@ -38,6 +40,10 @@ class Command:
     run: Callable[[object], object]
     lock: bool = True
     """Hold the config's out dir (train.out_dir for train) for the whole command, before any data is read."""
+    default_preset: str = "cpu"
+    """The preset when --preset is not given ("": the command reads it from elsewhere, e.g. a sweep file)."""
+    tyro_config: tuple = ()
+    """tyro markers for the command's flags (e.g. UseAppendAction: a flag repeated adds values)."""
 
 
 COMMANDS: dict[str, Command] = {
@@ -65,6 +71,10 @@ COMMANDS: dict[str, Command] = {
                                 lambda p: PretrainEncoderConfig(), run_pretrain_encoder),
     "rl": Command("offline RL in the frozen model: BC + reward heads, PMPO imagination training, gym-pusht eval",
                   lambda p: get_full_preset(p).rl, run_rl),
+    "sweep": Command("ablation sweep: a preset + variants (config overrides) × seeds from a TOML file, run one after "
+                     "another (resumable) or emitted as commands for a scheduler; tables, plots, JSON (--collect DIR)",
+                     lambda p: SweepConfig(preset=p), run_sweep, lock=False, default_preset="",
+                     tyro_config=(tyro.conf.UseAppendAction,)),
     "verify": Command("check a latent cache's shards against their checksums (exit 2 when one is damaged)",
                       lambda p: VerifyConfig(), run_verify, lock=False),
 }
@@ -109,15 +119,17 @@ def main(argv: list[str] | None = None) -> int:
         rest = rest[1:]  # `latentwm generate pusht`: Push-T is the one simulator so far
     if name == "verify" and rest and not rest[0].startswith("-"):
         rest = ["--cache-dir", *rest]  # `latentwm verify CACHE`
+    if name == "sweep" and rest and not rest[0].startswith("-"):
+        rest = ["--file", *rest]  # `latentwm sweep FILE`
     if name not in COMMANDS:
         print(f"latentwm: {name!r} is not a latentwm command\n\n{_usage()}", file=sys.stderr)
         return 2
     cmd = COMMANDS[name]
     debug, rest = _pop_flag(rest, "--debug", takes_value=False, default=False)
     try:
-        preset, rest = _pop_flag(rest, "--preset", takes_value=True, default="cpu")
+        preset, rest = _pop_flag(rest, "--preset", takes_value=True, default=cmd.default_preset)
         default = cmd.make_default(preset)
-        cfg = tyro.cli(type(default), args=rest, default=default, prog=f"latentwm {name}",
+        cfg = tyro.cli(type(default), args=rest, default=default, prog=f"latentwm {name}", config=cmd.tyro_config,
                        description=f"{cmd.summary} (defaults from preset {preset!r})")
         out = (cfg.train.out_dir if name == "train" else getattr(cfg, "out_dir", "")) if cmd.lock else ""
         # one writer per out dir; under torchrun rank 0 holds it for all ranks

@@ -95,6 +95,9 @@ class EvalConfig:
     action_swap: bool = True
     """Also roll out with each clip's future actions swapped for the next clip's (same noise): the error increase
     is the model's sensitivity to its actions."""
+    device: str = "auto"
+    """Where the rollouts run (auto: cuda when available, else cpu): a K = 64 evaluation of a GPU-sized model is
+    hours on a CPU."""
 
     def __post_init__(self):
         nonneg(self, "eval", "context", "horizon", "videos", "sample_steps")

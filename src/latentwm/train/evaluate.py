@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from latentwm.config import ConfigError, EvalConfig
 from latentwm.data.clips import LatentClipDataset, eval_loader
 from latentwm.data.latent_cache import LatentCache
@@ -19,7 +21,8 @@ from latentwm.train.lock import writable_out_dir
 def run_eval(cfg: EvalConfig) -> dict:
     """Evaluate `cfg.checkpoint` (EMA weights unless use_ema is off) and write the results to cfg.out_dir."""
     out = writable_out_dir(cfg.out_dir)  # before computing: an unwritable out dir fails now, not after the work
-    model, exp, state = load_world_model(cfg.checkpoint, ema=cfg.use_ema)
+    device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, exp, state = load_world_model(cfg.checkpoint, ema=cfg.use_ema, device=device)
     r, d = exp.rollout, exp.data
     C, H, K = cfg.context or r.context, cfg.horizon or r.horizon, cfg.sample_steps or r.sample_steps
     cache = LatentCache(cfg.cache_dir or d.cache_dir)
@@ -30,7 +33,8 @@ def run_eval(cfg: EvalConfig) -> dict:
     if len(data) == 0:
         raise ConfigError(f"eval: no {cfg.split} clip of {C + H} frames in {data.cache.path}")
     res = rollout_errors(model, eval_loader(data, exp.model.action_dim), C, H, K, cfg.tau_ctx, seed=cfg.seed,
-                         keep_predictions=cfg.videos, num_samples=cfg.num_samples, action_swap=cfg.action_swap)
+                         keep_predictions=cfg.videos, num_samples=cfg.num_samples, action_swap=cfg.action_swap,
+                         device=device)
     examples = res.pop("examples", [])
     dec = load_decoder(cfg.decoder)[0] if cfg.decoder and examples else None
     gifs = write_rollout_gifs(examples, out, decoder=dec,
