@@ -65,12 +65,13 @@ def _inputs(cfg, B, T, seed=0, A=4):
 # ------------------------------------------------------------------------------------------------ causality
 
 
+@pytest.mark.parametrize("dh_blocks", [0, 2])  # 2: with the DH head (per-frame, so causality is unchanged)
 @pytest.mark.parametrize("bf16", [False, True])
 @pytest.mark.parametrize("attention,softcap", BACKENDS)
 @pytest.mark.parametrize("group", [1, 2])
 @torch.no_grad()
-def test_causality(attention, softcap, group, bf16, device):
-    cfg = _dev(_cfg(attention=attention, softcap=softcap, patch_group=group), device)
+def test_causality(attention, softcap, group, bf16, dh_blocks, device):
+    cfg = _dev(_cfg(attention=attention, softcap=softcap, patch_group=group, dh_blocks=dh_blocks), device)
     m = _model(cfg).to(device)
     z, tau, step, a, mask = (t.to(device) for t in _inputs(cfg, 2, 5))
     mask[:] = True
@@ -167,6 +168,16 @@ def test_cached_generation_equals_full_recompute_bf16(attention, softcap, device
 def test_cached_generation_patch_group_2_small_window():
     cfg = _cfg(patch_group=2, context_frames=3)
     assert _run_cached(_model(cfg), cfg, 2, 7) < 1e-4
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+@pytest.mark.parametrize("attention,softcap", [("eager", 50.0), ("fused", None)])
+@pytest.mark.parametrize("group", [1, 2])
+@torch.no_grad()
+def test_cached_generation_with_dh_head(group, attention, softcap, bf16, device):
+    # the DH head attends within its frame only: cached generation still equals the full recompute (window slide)
+    cfg = _dev(_cfg(attention=attention, softcap=softcap, patch_group=group, context_frames=4, dh_blocks=2), device)
+    assert _run_cached(_model(cfg).to(device), cfg, 2, 7, bf16=bf16) < (0.03 if bf16 else 1e-4)
 
 
 @pytest.mark.parametrize("hist", [3, 10])
