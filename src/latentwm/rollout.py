@@ -14,6 +14,16 @@ Classifier-free guidance (`Guided`): the conditional branch and each null branch
 batched step over [cond | null…] rows with one KV cache, and x̂ = x̂_c + Σ_k (w_k − 1)·(x̂_c − x̂_k) — for one
 condition x̂_null + w·(x̂_c − x̂_null). Every branch commits the same finished frame with its own conditions. With
 all scales 1 there is no null branch at all, so it is exactly plain conditional sampling.
+
+Next-frame models (model.prediction "next", deterministic: K, noise and tau_ctx are ignored, every frame enters
+clean): frame t's pass conditions on the action taken AFTER frame t and outputs frame t+1. So the newest frame waits
+on the cache as `cache.pending` until that action is known: `commit_frame(x, a)` commits the pending frame with a
+(the action into x) and makes x pending; `sample_frame(a)` is the pending frame's pass with a (commit=False), i.e.
+the prediction of the next frame. The same action index generates frame t in every mode (actions[:, t − 1]), so
+observe / rollout / planning call these functions the same way; an observed history waits for the candidates'
+first action, which is what planning (one observed history, many candidates) needs. Guidance works unchanged (the
+pending frame's pass is the one guided). `frame_hidden` / `clip_hidden` give features that never see the action
+taken after their frame in either mode (what policies and probes read).
 """
 
 from __future__ import annotations
@@ -38,6 +48,20 @@ def check_sample_steps(sample_steps, k_max: int) -> int:
 
 def _ones(x: torch.Tensor, value: float) -> torch.Tensor:
     return torch.full((x.shape[0],), value, device=x.device, dtype=torch.float32)
+
+
+def predicts_next(model) -> bool:
+    """Whether `model` (a DynamicsModel or a Guided view) is a next-frame regression model (model.prediction)."""
+    return getattr(model.cfg, "prediction", "x") == "next"
+
+
+def _commit_pending(model, cache, prev_action, prev_action_mask) -> None:
+    """Next-frame mode: commit cache.pending (B, N, D) with the action taken after it, prev_action (B, A) /
+    prev_action_mask (B,) (None: unknown); it is no longer pending."""
+    x = cache.pending
+    model.step(x, _ones(x, 1.0), _ones(x, 1.0 / model.cfg.k_max), prev_action, prev_action_mask, cache=cache,
+               commit=True, **(cache.pending_text or {}))
+    cache.pending, cache.pending_text = None, None
 
 
 def _action_at(actions, action_mask, t: int, batch: int):
@@ -114,7 +138,14 @@ def guided(model, text_guidance: float = 1.0, action_guidance: float = 1.0):
 def commit_frame(model, cache, x: torch.Tensor, prev_action=None, prev_action_mask=None, tau_ctx: float = 1.0,
                  noise: torch.Tensor | None = None, generator: torch.Generator | None = None, text_kw=None) -> None:
     """Write the finished frame x (B, N, D) into the cache at signal level tau_ctx (one pass, output unused).
-    text_kw: {"text": (B, E), "text_mask": (B,)} of this frame, or None."""
+    text_kw: {"text": (B, E), "text_mask": (B,)} of this frame, or None. prev_action (B, A): the action into x.
+    Next-frame mode: the pending frame is committed with prev_action (the action taken after it) and x becomes
+    pending (tau_ctx and noise ignored: that model only ever sees clean frames)."""
+    if predicts_next(model):
+        if cache.pending is not None:
+            _commit_pending(model, cache, prev_action, prev_action_mask)
+        cache.pending, cache.pending_text = x, text_kw
+        return
     z = x
     if tau_ctx < 1.0:
         eps = noise if noise is not None else torch.randn(x.shape, generator=generator, device=x.device,
@@ -131,9 +162,18 @@ def sample_frame(model, cache, sample_steps: int, noise: torch.Tensor, prev_acti
     ValueError); the cache is read, not written.
 
     noise: (B, N, D), or (1, N, D) shared by all B candidates (common random numbers). text_kw: this frame's
-    {"text": (B, E), "text_mask": (B,)} or None.
+    {"text": (B, E), "text_mask": (B,)} or None. prev_action (B, A): the action into this frame.
+    Next-frame mode: one pass of the pending frame (its own text) with prev_action, the action taken after it;
+    K, noise and text_kw are not used.
     """
     sample_steps = check_sample_steps(sample_steps, model.cfg.k_max)
+    if predicts_next(model):
+        if cache is None or cache.pending is None:
+            raise ValueError("sample_frame: a next-frame model (model.prediction 'next') predicts from the newest "
+                             "observed frame; observe at least one frame into the cache first")
+        x = cache.pending
+        return model.step(x, _ones(x, 1.0), _ones(x, 1.0 / model.cfg.k_max), prev_action, prev_action_mask,
+                          cache=cache, commit=False, **(cache.pending_text or {}))
     B = batch or noise.shape[0]
     z = noise.expand(B, *noise.shape[1:]) if noise.shape[0] != B else noise
     d = 1.0 / sample_steps
@@ -148,13 +188,46 @@ def sample_frame(model, cache, sample_steps: int, noise: torch.Tensor, prev_acti
     return x_hat
 
 
+def frame_hidden(model, cache, x: torch.Tensor, prev_action=None, prev_action_mask=None, text_kw=None,
+                 commit: bool = True) -> torch.Tensor:
+    """Token outputs (B, S, W) of the clean pass (τ = 1) of frame x (B, N, D) after the cache's frames — features
+    that have seen x, its history and the action into it (prev_action (B, A) / prev_action_mask (B,)), never the
+    action taken after x (what a policy chooses). commit: also write x into the cache (x / v: that same pass).
+    Next-frame mode: the pending frame is committed with prev_action and x becomes pending (always: x's pass must
+    see its predecessor), then x's pass runs with its own (after-)action unknown, committing nothing."""
+    ones = _ones(x, 1.0)
+    d = ones / model.cfg.k_max
+    if not predicts_next(model):
+        return model.step(x, ones, d, prev_action, prev_action_mask, cache=cache, commit=commit, return_hidden=True,
+                          **(text_kw or {}))[1]
+    commit_frame(model, cache, x, prev_action, prev_action_mask, text_kw=text_kw)
+    return model.step(x, ones, d, None, None, cache=cache, commit=False, return_hidden=True, **(text_kw or {}))[1]
+
+
+def clip_hidden(model, latents: torch.Tensor, actions=None, action_mask=None) -> torch.Tensor:
+    """Token outputs (B, T, S, W) of clean clips latents (B, T, N, D) with their actions (B, T, A) (actions[:, t]
+    after frame t) / action_mask (B, T): frame t's features have seen frames ≤ t and actions < t. x / v: one
+    teacher-forced pass (`clean_hidden`); next-frame mode, whose frame-t pass embeds actions[:, t]: frame by frame
+    through the cache (`frame_hidden`), so the features never carry the action they may be asked to predict."""
+    if not predicts_next(model):
+        return model.clean_hidden(latents, actions, action_mask)
+    B, T = latents.shape[:2]
+    cache = model.init_cache(B, device=latents.device)
+    hs = []
+    for t in range(T):
+        a, m = _action_at(actions, action_mask, t, B)
+        hs.append(frame_hidden(model, cache, latents[:, t], a, m))
+    return torch.stack(hs, 1)
+
+
 def observe(model, context: torch.Tensor, actions=None, action_mask=None, tau_ctx: float = 1.0, cache=None,
             noise: torch.Tensor | None = None, generator: torch.Generator | None = None, text=None, text_mask=None):
     """Enter observed frames context (B, C, N, D) into a cache (a new one when None); returns the cache.
 
     actions (B, ≥C−1, A), actions[:, t] taken after context frame t (the first frame enters without an action);
     noise (B, C, N, D) for re-noised context (tau_ctx < 1); text (B, ≥C, E) per frame or (B, E), text_mask
-    (B, ≥C) / (B,) bool.
+    (B, ≥C) / (B,) bool. Next-frame mode: frames 0..C−2 are committed with the actions after them and frame C−1
+    stays pending until the first predicted frame's action comes (`sample_frame`).
     """
     B, C = context.shape[:2]
     if actions is not None and action_mask is None:
@@ -181,6 +254,8 @@ def rollout(model, context: torch.Tensor, horizon: int, actions: torch.Tensor | 
     sample_steps: K, a power of two ≤ the model's k_max (else a ValueError naming sample_steps).
     cache: an already observed history (then `context` is only used for shapes and to position the actions);
     grad: keep the graph (gradient planners, K = 1).
+    A next-frame model (model.prediction "next") ignores sample_steps, noise and tau_ctx: frame C + h is its
+    deterministic prediction from the frames before it (with a given cache, the one `observe` left pending).
     text: (B or 1, C + H, E) the text of every frame, or (B or 1, E) one sentence for all; text_mask (B or 1, C + H)
     / (B or 1,) bool (None: present). text_guidance / action_guidance: classifier-free guidance scales (1: none;
     a given `cache` must then come from the same guided view, `guided(model, ...)`).

@@ -59,6 +59,10 @@ class KVCache:
                    once per history for all n candidates (`layers.cached_attention`), in every backend.
       clone():     an independent cache. Tensors are shared because the cache never writes into a tensor in place
                    (commit builds new ones), so clone is O(1) memory and later commits on either copy do not leak.
+      pending:     (B, N, D) or None, with pending_text ({"text": (B, E), "text_mask": (B,)} or None): a next-frame
+                   model's (model.prediction "next") newest frame, not in the cache yet — its pass conditions on the
+                   action taken after it, so it is committed once that action is known (rollout.py owns this).
+                   expand(n) repeats it like the history (row b·n + j); other models leave it None.
     """
 
     def __init__(self, *, num_layers: int, batch_size: int, tokens: int, kv_heads: int, head_dim: int, window: int,
@@ -72,6 +76,8 @@ class KVCache:
         self.factor = 1
         self.time_index = 0
         self.dtype = empty.dtype
+        self.pending: torch.Tensor | None = None
+        self.pending_text: dict | None = None
 
     @property
     def prefix_length(self) -> int:
@@ -112,6 +118,9 @@ class KVCache:
             out.v[i] = out.k[i]
         out.factor = self.factor * n if self.suffix_length == 0 else n
         out.batch_size = B * n
+        rep = lambda t: t.repeat_interleave(n, 0) if torch.is_tensor(t) else t  # noqa: E731
+        out.pending = rep(self.pending)
+        out.pending_text = None if self.pending_text is None else {k: rep(v) for k, v in self.pending_text.items()}
         return out
 
     def _broadcast(self, p: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,17 @@ clean latent x̂ = f(z_τ, τ, d, context) (x-prediction); its implied velocity 
   of them — exactly f·L when that is whole — and the long-run fraction is exactly f. With per-sample seeds, j is
   the sample's position in the trainer's stream (recovered from its seed, see `stream_position`), so a sample's
   choice depends on its own seed only (DDP equals one process) and every global batch is exact.
+- v-prediction (model.prediction "v", issue 17): the network outputs v̂ and the model returns x̂ = z + (1 − τ)·v̂,
+  so v̂ = (x̂ − z)/(1 − τ) is recovered exactly (τ < 1 on every grid) and the loss is taken in v-space:
+  flow ‖v̂ − (x − ε)‖², bootstrap ‖v̂ − v*‖². Both equal the x-space error divided by (1 − τ)²: relative to x-space a
+  frame at level τ weighs 1/(1 − τ)² more (noisy frames least, near-clean ones up to k_max² times more); w(τ) still
+  applies on top. The gradient is that of the v-loss (the conversion is linear in the network's output).
+- Clean context (objective.clean_context = p, issue 17): with probability p per sequence a random prefix of 1..T−1
+  frames is clean (τ = 1, d = 1/k_max, z = x) — the level at which sampling commits context — and left out of the
+  loss (its target would be its input), so the model learns from histories it will actually see. Its draws come
+  after the condition dropout's and only when p > 0, so p = 0 is bit-identical to training without it. The
+  bootstrap teacher sees the same clean prefix (clean frames take no half step). The loss is still divided by the
+  valid-frame count: every noisy frame keeps its weight, the clean ones add nothing.
 """
 
 from __future__ import annotations
@@ -119,21 +130,45 @@ def _text_kw(text, text_mask) -> dict:
 
 
 @torch.no_grad()
+def bootstrap_velocity(model: Denoiser, z: torch.Tensor, tau: torch.Tensor, step: torch.Tensor,
+                       actions: torch.Tensor | None, action_mask: torch.Tensor | None,
+                       text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """v* = (b₁ + b₂)/2 from two half steps of size d/2 (every frame advances its own half step).
+
+    z (B, T, N, D); tau, step (B, T); text (B, T, E), text_mask (B, T). Returns (B, T, N, D). Clean-context frames
+    (τ = 1) stay as they are in both passes (v* = 0 there: they are not in the loss).
+    """
+    half = step / 2
+    moving = tau < 1.0  # (B, T); all True without clean context, where then picks the very same values
+    zero = torch.zeros((), device=z.device)
+    kw = _text_kw(text, text_mask)
+    half_in = torch.where(moving, half, step)
+    b1 = torch.where(moving[..., None, None], velocity(model(z, tau, half_in, actions, action_mask, **kw), z, tau),
+                     zero)
+    z_mid = z + b1 * half[..., None, None]
+    tau_mid = torch.where(moving, tau + half, tau)
+    b2 = torch.where(moving[..., None, None],
+                     velocity(model(z_mid, tau_mid, half_in, actions, action_mask, **kw), z_mid, tau_mid), zero)
+    return (b1 + b2) / 2
+
+
 def bootstrap_target(model: Denoiser, z: torch.Tensor, tau: torch.Tensor, step: torch.Tensor,
                      actions: torch.Tensor | None, action_mask: torch.Tensor | None, text: torch.Tensor | None = None,
                      text_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """x-space target z + (1 − τ)·v* from two half steps of size d/2 (every frame advances its own half step).
-
-    z (B, T, N, D); tau, step (B, T); text (B, T, E), text_mask (B, T). Returns (B, T, N, D).
-    """
-    half = step / 2
-    kw = _text_kw(text, text_mask)
-    b1 = velocity(model(z, tau, half, actions, action_mask, **kw), z, tau)
-    z_mid = z + b1 * half[..., None, None]
-    tau_mid = tau + half
-    b2 = velocity(model(z_mid, tau_mid, half, actions, action_mask, **kw), z_mid, tau_mid)
-    v_star = (b1 + b2) / 2
+    """x-space target z + (1 − τ)·v* of `bootstrap_velocity` (same arguments). Returns (B, T, N, D)."""
+    v_star = bootstrap_velocity(model, z, tau, step, actions, action_mask, text, text_mask)
     return z + (1.0 - tau)[..., None, None] * v_star
+
+
+def clean_prefix(tau: torch.Tensor, step: torch.Tensor, u: torch.Tensor, p: float,
+                 k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """tau, step (B, T) with a clean prefix (τ = 1, d = 1/k_max) of 1..T−1 frames in the sequences whose
+    u[:, 0] < p; u (B, 2) uniform in [0, 1) (u[:, 1] picks the length). T = 1: nothing is clean."""
+    T = tau.shape[1]
+    length = 1 + torch.floor(u[:, 1] * (T - 1)).clamp(max=max(T - 2, 0))  # (B,) in 1..T−1
+    on = (u[:, 0] < p) & (T > 1)
+    prefix = on[:, None] & (torch.arange(T, device=tau.device)[None] < length[:, None])  # (B, T)
+    return torch.where(prefix, 1.0, tau), torch.where(prefix, 1.0 / k_max, step)
 
 
 class ShortcutForcing:
@@ -143,8 +178,11 @@ class ShortcutForcing:
     frames) and the loss per τ bucket, plus the fraction of bootstrap frames.
     """
 
-    def __init__(self, cfg: ObjectiveConfig, k_max: int):
-        self.cfg, self.k_max = cfg, k_max
+    def __init__(self, cfg: ObjectiveConfig, k_max: int, prediction: str = "x"):
+        if prediction not in ("x", "v"):
+            raise ValueError(f"ShortcutForcing trains x- or v-prediction models, got model.prediction "
+                             f"{prediction!r} (next: objectives.next_frame.NextFrameRegression)")
+        self.cfg, self.k_max, self.v_space = cfg, k_max, prediction == "v"
 
     def active(self, global_step: int) -> bool:
         """Bootstrap targets are used only after the flow-only warm-up (they are meaningless for a random model)."""
@@ -152,7 +190,8 @@ class ShortcutForcing:
 
     def draw(self, x: torch.Tensor, global_step: int, seeds: list[int] | None = None):
         """Random inputs of one step: bootstrap (B,) bool, tau (B, T), step (B, T), noise like x (B, T, N, D),
-        and the condition dropout drop_action, drop_text (B,) bool.
+        and the condition dropout drop_action, drop_text (B,) bool. Clean-context frames have τ = 1 (no other
+        frame does).
 
         With `seeds` (one int per sample) every sample's draws come from its own generator, so a sample gets the
         same noise whatever the batch split across ranks or accumulation steps (DDP equals one process) and a
@@ -172,25 +211,36 @@ class ShortcutForcing:
             u = torch.rand(B, T, device=dev)
             noise = torch.randn_like(x)
             cond_u = torch.rand(B, 2, device=dev)
+            clean_u = torch.rand(B, 2, device=dev) if self.cfg.clean_context > 0 else None
         else:
             if len(seeds) != B:
                 raise ValueError(f"draw: {len(seeds)} seeds for a batch of {B}")
-            exps, us, noises, conds = [], [], [], []
-            for s in seeds:
-                g = torch.Generator(device=dev).manual_seed(int(s))
-                torch.rand((1,), generator=g, device=dev)  # was the coin flip; kept so the draws after it stay
-                exps.append(torch.randint(0, levels, (T,), generator=g, device=dev))
-                us.append(torch.rand((T,), generator=g, device=dev))
-                noises.append(torch.randn(x.shape[1:], generator=g, device=dev, dtype=x.dtype))
-                conds.append(torch.rand((2,), generator=g, device=dev))  # last: the draws above stay as they were
-            exp, u, noise, cond_u = torch.stack(exps), torch.stack(us), torch.stack(noises), torch.stack(conds)
+            exp, u, noise, cond_u, clean_u = self._seeded_draws(x, seeds, levels)
             chosen = torch.tensor(stratified_choice([stream_position(s) for s in seeds], f), dtype=torch.bool,
                                   device=dev)
         boot = chosen & self.active(global_step)
         tau, step = levels_from_draws(boot, exp, u, self.k_max)
+        if clean_u is not None:
+            tau, step = clean_prefix(tau, step, clean_u, self.cfg.clean_context, self.k_max)
         drop_action = cond_u[:, 0] < self.cfg.action_dropout
         drop_text = cond_u[:, 1] < self.cfg.text_dropout
         return boot, tau, step, noise, drop_action, drop_text
+
+    def _seeded_draws(self, x: torch.Tensor, seeds: list[int], levels: int):
+        """exp, u (B, T), noise like x, cond_u (B, 2) and clean_u (B, 2) or None, each sample from its own seed."""
+        T, dev = x.shape[1], x.device
+        exps, us, noises, conds, cleans = [], [], [], [], []
+        for s in seeds:
+            g = torch.Generator(device=dev).manual_seed(int(s))
+            torch.rand((1,), generator=g, device=dev)  # was the coin flip; kept so the draws after it stay
+            exps.append(torch.randint(0, levels, (T,), generator=g, device=dev))
+            us.append(torch.rand((T,), generator=g, device=dev))
+            noises.append(torch.randn(x.shape[1:], generator=g, device=dev, dtype=x.dtype))
+            conds.append(torch.rand((2,), generator=g, device=dev))  # after the above: they stay as they were
+            if self.cfg.clean_context > 0:  # last of all, so the draws above do not depend on it
+                cleans.append(torch.rand((2,), generator=g, device=dev))
+        clean_u = torch.stack(cleans) if cleans else None
+        return torch.stack(exps), torch.stack(us), torch.stack(noises), torch.stack(conds), clean_u
 
     def __call__(self, model: Denoiser, x: torch.Tensor, actions: torch.Tensor | None = None,
                  action_mask: torch.Tensor | None = None, valid: torch.Tensor | None = None,
@@ -229,18 +279,35 @@ class ShortcutForcing:
             target = x.clone()
             target[idx] = bootstrap_target(teacher, z[idx], tau[idx], step[idx], sub(actions), sub(action_mask),
                                            sub(text), sub(text_mask))
-        per_frame = (x_hat.float() - target.float()).pow(2).mean(dim=(-2, -1))  # (B, T)
-        if valid is not None:
-            per_frame = torch.where(valid, per_frame, torch.zeros((), device=device))
-
+        per_frame, keep = self._per_frame(x_hat, target, tau, valid)  # (B, T) each
         valid_f = torch.ones(B, T, device=device) if valid is None else valid.float()
-        w = (ramp_weight(tau) if self.cfg.ramp_weight else torch.ones_like(tau)) * valid_f
+        keep_f = valid_f if keep is None else keep.float()
+        w = (ramp_weight(tau) if self.cfg.ramp_weight else torch.ones_like(tau)) * keep_f
         denom = valid_f.sum().clamp_min(1.0) if normalizer is None else normalizer
         loss = (w * per_frame).sum() / denom
 
-        metrics = self._metrics(per_frame.detach(), w, valid_f, boot, tau)
+        metrics = self._metrics(per_frame.detach(), w, keep_f, boot, tau)
+        if keep is not None:
+            metrics["clean_context_frac"] = (valid_f - keep_f).sum() / valid_f.sum().clamp_min(1)
         metrics.update(action_dropped_frac=drop_a.float().mean(), text_dropped_frac=drop_t.float().mean())
         return loss, metrics
+
+    def _per_frame(self, x_hat, target, tau, valid):
+        """Squared error per frame (B, T) of x̂ (B, T, N, D) against the x-space target — in v-space, divided by
+        (1 − τ)² — zero where not trained; and the trained frames keep (B, T) bool (valid and not clean context),
+        None when every valid frame trains (no clean context: the arithmetic of the x path as before)."""
+        err = x_hat.float() - target.float()
+        keep = valid
+        if self.cfg.clean_context > 0:
+            clean = tau >= 1.0  # only clean-context frames sit at τ = 1
+            keep = ~clean if valid is None else valid & ~clean
+        if self.v_space:  # ‖v̂ − v_target‖ = ‖x̂ − x_target‖/(1 − τ); 1 at clean frames (out of the loss anyway)
+            inv = 1.0 / torch.where(tau < 1.0, 1.0 - tau, torch.ones((), device=tau.device))
+            err = err * inv[..., None, None]
+        per_frame = err.pow(2).mean(dim=(-2, -1))
+        if keep is not None:
+            per_frame = torch.where(keep, per_frame, torch.zeros((), device=per_frame.device))
+        return per_frame, (None if self.cfg.clean_context == 0 else keep)
 
     @torch.no_grad()
     def _metrics(self, pf, w, valid_f, boot, tau) -> dict[str, torch.Tensor]:

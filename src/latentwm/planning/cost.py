@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from latentwm.planning.proprio import probe_features
-from latentwm.rollout import observe, rollout
+from latentwm.rollout import frame_hidden, observe, rollout
 
 
 def latent_cost(pred: torch.Tensor, goal: torch.Tensor, kind: str = "mse", all_frames: bool = False) -> torch.Tensor:
@@ -94,10 +94,8 @@ class LatentGoalObjective:
         if not features:
             return x
         last = self.C + H - 1  # its action is full[:, last − 1]; the cache holds frames 0 .. last − 1
-        ones = torch.ones(P, device=x.device)
         with torch.set_grad_enabled(grad):
-            _, h = self.model.step(x[:, -1], ones, ones / self.model.cfg.k_max, full[:, last - 1], mask[:, last - 1],
-                                   cache=cache, commit=False, return_hidden=True)
+            h = frame_hidden(self.model, cache, x[:, -1], full[:, last - 1], mask[:, last - 1], commit=False)
         return x, probe_features(self.model, h)
 
     def __call__(self, actions: torch.Tensor, grad: bool = False) -> torch.Tensor:

@@ -32,6 +32,7 @@ from latentwm.data.batch import collate
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.latent_cache import LatentCache, _atomic_write
 from latentwm.model.layers import mlp
+from latentwm.rollout import clip_hidden
 from latentwm.train.checkpoint import check_pairing, load_world_model
 from latentwm.train.loop import NonFiniteGuard, optimizer_step
 
@@ -47,9 +48,10 @@ def probe_features(model, hidden: torch.Tensor) -> torch.Tensor:
 
 
 def clean_features(model, batch) -> torch.Tensor:
-    """(B, T, F) probe features of a batch of clean latent clips (τ = 1, the dataset's actions), no grad."""
+    """(B, T, F) probe features of a batch of clean latent clips (τ = 1, the dataset's actions: `clip_hidden`, the
+    features planning reads on a predicted frame, next-frame models included), no grad."""
     with torch.no_grad():
-        h = model.clean_hidden(batch.latents, batch.actions, batch.action_mask)
+        h = clip_hidden(model, batch.latents, batch.actions, batch.action_mask)
     return probe_features(model, h)
 
 

@@ -13,13 +13,15 @@ import torch
 
 from latentwm.data.batch import WorldBatch
 from latentwm.rl.heads import AgentHeads, frame_features
+from latentwm.rollout import clip_hidden
 
 
 def dataset_features(model, batch: WorldBatch, grad: bool = False) -> torch.Tensor:
-    """Frame features (B, T, R·W) of a batch of clean latent clips (τ = 1, the dataset's actions); grad=True keeps
-    the graph into the model (fine-tuning it with the heads)."""
+    """Frame features (B, T, R·W) of a batch of clean latent clips (τ = 1, the dataset's actions; frame t's have
+    seen a_{t−1}, never a_t — `rollout.clip_hidden`, also for next-frame models); grad=True keeps the graph into
+    the model (fine-tuning it with the heads)."""
     with torch.set_grad_enabled(grad):
-        h = model.clean_hidden(batch.latents, batch.actions, batch.action_mask)
+        h = clip_hidden(model, batch.latents, batch.actions, batch.action_mask)
     return frame_features(h, model.layout)
 
 

@@ -6,6 +6,8 @@ One imagination batch: observe C dataset frames into a KV cache (clean, with the
 h = 0..H−1: the policy samples a_h from the features of the newest frame, the model generates the next frame with
 K-step sampling, the frame is committed (its features come from that same commit pass), the reward head reads the
 reward of arriving there. λ-returns over the H steps bootstrap from the value of the last frame.
+A next-frame world model (model.prediction "next") runs the same loop through rollout's helpers: its frame features
+come from a pass with the frame's own (after-)action unknown, so the policy never reads the action it chooses.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from latentwm.rl.heads import AgentHeads, frame_features
 from latentwm.rl.pmpo import gaussian_kl, pmpo_loss
 from latentwm.rl.returns import lambda_returns
-from latentwm.rollout import sample_frame
+from latentwm.rollout import frame_hidden, sample_frame
 
 
 @torch.no_grad()
@@ -26,13 +28,12 @@ def imagine(model, heads: AgentHeads, context: torch.Tensor, context_actions: to
     feats (B, H + 1, F) (frame C−1 and the H imagined frames), actions (B, H, A) sampled, rewards (B, H) predicted,
     latents (B, H, N, D) imagined."""
     B, C = context.shape[:2]
-    d = model.clean_step
     cache = model.init_cache(B, device=context.device)
     h = None
     for t in range(C):
         pa = None if t == 0 or context_actions is None else context_actions[:, t - 1]
         pm = None if pa is None or context_mask is None else context_mask[:, t - 1]
-        _, h = model.step(context[:, t], 1.0, d, pa, pm, cache=cache, commit=True, return_hidden=True)
+        h = frame_hidden(model, cache, context[:, t], pa, pm)  # committed clean; features from that pass
     feats = [frame_features(h, model.layout)]
     actions, latents = [], []
     N, D = context.shape[2:]
@@ -41,7 +42,7 @@ def imagine(model, heads: AgentHeads, context: torch.Tensor, context_actions: to
         a = heads.dist(feats[-1], goal).sample(generator)
         noise = torch.randn((B, N, D), generator=generator, device=context.device)
         x = sample_frame(model, cache, sample_steps, noise, a, known)
-        _, h = model.step(x, 1.0, d, a, known, cache=cache, commit=True, return_hidden=True)
+        h = frame_hidden(model, cache, x, a, known)
         feats.append(frame_features(h, model.layout))
         actions.append(a)
         latents.append(x)

@@ -19,7 +19,7 @@ from latentwm.data.cache_integrity import legacy_label_note, same_encoder
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import NormStats
 from latentwm.encoders.dino import DinoEncoder
-from latentwm.objectives.shortcut_forcing import ShortcutForcing
+from latentwm.objectives import make_objective
 from latentwm.planning.mpc import ActionCodec, LatentObserver
 from latentwm.rl.bc import dataset_features, heads_loss
 from latentwm.rl.evaluate import evaluate_agents
@@ -57,6 +57,9 @@ class RLRun:
                                             self.exp.model.action_dim, repeat=False)
         self.low, self.high = (t.to(self.device) for t in self.codec.bounds())
         self.feature_dim = self.model.layout.registers * self.model.cfg.width
+        if self.feature_dim == 0:
+            raise ConfigError("rl: the agent heads read the world model's register tokens (rl.heads.frame_features) "
+                              "and this model has none (model.registers = 0); train it with model.registers >= 1")
 
     def new_heads(self):
         return AgentHeads(self.feature_dim, self.exp.model.action_dim, self.low, self.high, hidden=self.cfg.hidden,
@@ -133,7 +136,7 @@ class RLRun:
         ft = self.cfg.finetune_world_model
         if ft:
             self.model.requires_grad_(True).train()
-            objective = ShortcutForcing(self.exp.objective, self.model.cfg.k_max)
+            objective = make_objective(self.exp.objective, self.model.cfg)
 
         def loss_fn(step):
             b = self.batch(step)

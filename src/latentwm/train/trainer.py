@@ -29,7 +29,7 @@ from latentwm.encoders.encode import text_embedding
 from latentwm.eval.metrics import gain_scalars, rollout_errors
 from latentwm.eval.visualize import rollout_video, save_gif
 from latentwm.model.dynamics import DynamicsModel
-from latentwm.objectives.shortcut_forcing import ShortcutForcing
+from latentwm.objectives import make_objective
 from latentwm.distributed import DistInfo, init_distributed, shutdown, unwrap, wrap_model
 from latentwm.train.best import BestKeeper, held_out_score
 from latentwm.train.decoder_trainer import load_decoder
@@ -154,7 +154,7 @@ class Trainer:
                                      betas=(tc.beta1, tc.beta2), fused=self.device.type == "cuda")
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, partial(lr_lambda, warmup=tc.warmup_steps, total=tc.steps, min_ratio=tc.min_lr_ratio))
-        self.objective = ShortcutForcing(cfg.objective, cfg.model.k_max)
+        self.objective = make_objective(cfg.objective, cfg.model)  # the model's prediction mode picks it
         self.history: list = []  # (step, loss) of every logged row, for reports
         self.autocast = autocast_args(tc.precision, self.device)
         self.log = RunLogger(self.out, enabled=self.dist.is_main, wandb=tc.wandb, config=cfg.to_dict())
