@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         preset, rest = _pop_flag(rest, "--preset", takes_value=True, default=cmd.default_preset)
         default = cmd.make_default(preset)
         cfg = tyro.cli(type(default), args=rest, default=default, prog=f"latentwm {name}", config=cmd.tyro_config,
-                       description=f"{cmd.summary} (defaults from preset {preset!r})")
+                       description=cmd.summary + (f" (defaults from preset {preset!r})" if preset else ""))
         out = (cfg.train.out_dir if name == "train" else getattr(cfg, "out_dir", "")) if cmd.lock else ""
         # one writer per out dir; under torchrun rank 0 holds it for all ranks
         with RunLock(out or ".", f"latentwm {name}", enabled=bool(out) and os.environ.get("RANK", "0") == "0"):

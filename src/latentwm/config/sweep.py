@@ -69,7 +69,8 @@ class SweepConfig:
     """The sweep folder (empty: the file's [sweep] out_dir, else runs/sweeps/<name>)."""
     set: tuple[str, ...] = ()
     """Base overrides KEY=VALUE with dotted keys (`--set train.steps=200 --set model.registers=0`), applied after
-    the file's [base]; the value is read as a TOML value when it parses as one, else as a string."""
+    the file's [base]; VALUE is read as the field's type (numbers, true/false, none for an optional field, a
+    comma-separated list for a tuple)."""
     variant: tuple[str, ...] = ()
     """NAME:KEY=VALUE,KEY=VALUE adds a variant (or replaces the file's variant of that name); `NAME:` alone is the
     base; repeat --variant for more."""

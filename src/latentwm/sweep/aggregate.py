@@ -135,6 +135,8 @@ def summarize(sweep_dir: Path, spec: dict, records: list[dict]) -> dict:
 def _fmt(s: dict, digits: int = 4) -> str:
     if s["mean"] is None:
         return "–"
+    if digits == 0:  # a count (parameters): the same for every seed
+        return f"{s['mean']:,.0f}" if not s["std"] else f"{s['mean']:,.0f} ± {s['std']:,.0f}"
     m = f"{s['mean']:.{digits}g}"
     return m if s["std"] is None else f"{m} ± {s['std']:.2g}"
 
@@ -161,7 +163,7 @@ def markdown(summary: dict) -> str:
     lines += [_row([v, s["n"], *(_fmt(s["action_sensitivity"][f"K{k}"]) for k in ks)])
               for v, s in summary["variants"].items()]
     lines += ["", "## Training", "", *_header([t for _, t in _SCALARS])]
-    lines += [_row([v, s["n"], *(_fmt(s[k], 6 if k == "params" else 4) for k, _ in _SCALARS)])
+    lines += [_row([v, s["n"], *(_fmt(s[k], 0 if k == "params" else 4) for k, _ in _SCALARS)])
               for v, s in summary["variants"].items()]
     if summary["failed"]:
         lines += ["", "## Failed runs", ""] + [f"- `{f['run']}`: {f['error']}" for f in summary["failed"]]

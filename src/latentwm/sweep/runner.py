@@ -34,7 +34,7 @@ from latentwm.train.lock import RunLock, RunLockedError
 from latentwm.train.trainer import saved_config, train
 
 DONE, STATUS, CONFIG, EVAL, ERROR, SPEC = "done", "status.json", "config.json", "eval.json", "error.txt", "sweep.json"
-_LOCATION = {"train.out_dir"}  # where a run lives, not what it is: a moved sweep folder is the same sweep
+_LOCATION = {"experiment.train.out_dir"}  # where a run lives, not what it is: a moved sweep folder is the same sweep
 
 
 class SweepRunsFailed(LatentwmError):

@@ -159,6 +159,8 @@ def field_type(key: str, where: str):
             known = [f"{path}.{n}" if path else n for n in hints]
             close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
+            if i == 0 and where.startswith("variant"):
+                hint += "; a variant name with a dot must be quoted in its TOML header: [variants.\"a.b\"]"
             raise UnknownKeyError(f"{where}: unknown key {key!r} ({cls.__name__} has no field {part!r}{hint})", key)
         tp = hints[part]
         if i < len(parts) - 1:
