@@ -9,9 +9,12 @@ import warnings
 import pytest
 import torch
 
-from latentwm.config import PRESETS, get_preset, preset
+from latentwm.config import PRESETS, ObjectiveConfig, get_preset, preset
 from latentwm.model.dynamics import approx_param_count
 from latentwm.model import DynamicsModel, layers
+from latentwm.objectives import make_objective
+from latentwm.planning.proprio import probe_features
+from latentwm.rollout import rollout
 
 TINY = get_preset("tiny").model  # D 64, grid 4 (N 16), width 32, depth 4, time_every 2, window 8, k_max 8
 # (attention, softcap): eager reference; fused = SDPA without a cap; fused = flex_attention with a cap (forced on
@@ -443,3 +446,25 @@ def test_preset_parameter_counts_on_meta(capsys):
         assert abs(quoted - n) <= 0.05 * n, (name, quoted, n)
     with capsys.disabled():
         print("\n" + "\n".join(rows))
+
+
+# ------------------------------------------------------------------------------------------------ no registers
+
+
+def test_a_model_without_registers_works_end_to_end():
+    cfg = _cfg(registers=0)
+    m = _model(cfg)
+    assert m.layout.special == len(m.layout.conditions) and m.layout.register_slice == slice(0, 0)
+    with torch.no_grad():
+        assert _run_cached(m, cfg, 2, 5) < 1e-4  # step + cache == forward
+        z, _, _, a, mask = _inputs(cfg, 2, 4)
+        x, h = m(z, 1.0, 1 / cfg.k_max, a, mask, return_hidden=True)
+        assert h.shape[2] == m.tokens_per_frame == len(m.layout.conditions) + cfg.num_latent_tokens
+        feats = probe_features(m, h)  # the probes read the condition tokens (special_slice)
+        assert feats.shape == (2, 4, len(m.layout.conditions) * cfg.width) and torch.isfinite(feats).all()
+        assert rollout(m.eval(), z[:, :2], 2, a, sample_steps=2).shape == (2, 2, *z.shape[2:])
+    obj = make_objective(ObjectiveConfig(bootstrap_fraction=0.5, bootstrap_start=0), cfg)
+    loss, _ = obj(m.train(), z, a, mask, seeds=[1, 2])
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+    assert m.registers.numel() == 0

@@ -1,7 +1,10 @@
+import dataclasses
+
 import pytest
 import torch
 
-from latentwm.config import ObjectiveConfig
+from latentwm.config import ObjectiveConfig, get_preset
+from latentwm.model.dynamics import DynamicsModel
 from latentwm.objectives.shortcut_forcing import (ShortcutForcing, bootstrap_target, corrupt, levels_from_draws,
                                                   ramp_weight, sample_levels, velocity)
 
@@ -112,3 +115,85 @@ def test_metrics_split_by_term_and_tau_bucket():
     assert {"loss", "loss_flow", "loss_bootstrap", "bootstrap_frac"} <= set(m)
     assert len([k for k in m if k.startswith("loss_tau/")]) == 4
     assert torch.isfinite(loss)
+
+
+# ------------------------------------------------------------------------------------------------ clean context
+
+
+def _tiny_model(**kw):
+    """A perturbed tiny dynamics model (frames interact through time attention)."""
+    torch.manual_seed(0)
+    m = DynamicsModel(dataclasses.replace(get_preset("tiny").model, attention="eager", text_dim=0, **kw))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return m
+
+
+def test_clean_context_prefix_is_clean_and_out_of_the_loss():
+    cfg = ObjectiveConfig(bootstrap_fraction=0.0, clean_context=1.0, action_dropout=0.0, text_dropout=0.0)
+    obj = ShortcutForcing(cfg, 8)
+    x, seeds = torch.randn(5, 6, 16, 64), [21, 22, 23, 24, 25]
+    _, tau, step, _, _, _ = obj.draw(x, 0, seeds)
+    clean = tau == 1.0
+    lengths = clean.sum(1)
+    assert ((lengths >= 1) & (lengths <= 5)).all()
+    assert torch.equal(clean, torch.arange(6)[None] < lengths[:, None])  # a prefix
+    assert (step[clean] == 1 / 8).all() and (tau[~clean] < 1).all()
+    x2 = torch.where(clean[..., None, None], x + 3.0, x)  # other clean prefix frames
+    local = lambda z, tau, step, a=None, m=None: 0.7 * z  # noqa: E731  (frames do not interact)
+    assert obj(local, x, seeds=seeds)[0].item() == obj(local, x2, seeds=seeds)[0].item()
+    real = _tiny_model()
+    l1, m1 = obj(real, x, seeds=seeds)
+    l2, _ = obj(real, x2, seeds=seeds)
+    assert abs(l1.item() - l2.item()) > 1e-6  # they do reach the loss, as context through attention
+    torch.testing.assert_close(m1["clean_context_frac"], clean.float().mean())
+    # v-space: τ = 1 must not divide by zero, in the loss or its gradient
+    lv, _ = ShortcutForcing(cfg, 8, prediction="v")(_tiny_model(prediction="v"), x, seeds=seeds)
+    lv.backward()
+    assert torch.isfinite(lv)
+
+
+def test_clean_context_draws_come_after_every_other_draw():
+    x = torch.randn(6, 5, 2, 3)
+    base = ShortcutForcing(ObjectiveConfig(bootstrap_fraction=0.5, bootstrap_start=0, action_dropout=0.5), 8)
+    more = ShortcutForcing(ObjectiveConfig(bootstrap_fraction=0.5, bootstrap_start=0, action_dropout=0.5,
+                                           clean_context=0.7), 8)
+    for seeds in ([1, 2, 3, 4, 5, 6], None):  # per-sample generators, and the global RNG
+        torch.manual_seed(3)
+        a = base.draw(x, 0, seeds)
+        torch.manual_seed(3)
+        b = more.draw(x, 0, seeds)
+        for i in (0, 3, 4, 5):  # bootstrap choice, noise, condition dropout: the same
+            assert torch.equal(a[i], b[i])
+        prefix = b[1] == 1.0
+        assert prefix.any() and not (a[1] == 1.0).any()
+        assert torch.equal(a[1][~prefix], b[1][~prefix]) and torch.equal(a[2][~prefix], b[2][~prefix])
+
+
+def test_clean_context_fraction_and_lengths():
+    obj = ShortcutForcing(ObjectiveConfig(clean_context=0.3), 8)
+    x = torch.zeros(3000, 5, 1, 1)
+    tau = obj.draw(x, 0, seeds=list(range(3000)))[1]
+    lengths = (tau == 1.0).sum(1)
+    assert abs((lengths > 0).float().mean().item() - 0.3) < 0.03
+    counts = torch.bincount(lengths[lengths > 0], minlength=5)[1:]  # 1..T−1 = 4 lengths, about equally often
+    assert counts.min() > 0.7 * counts.float().mean()
+
+
+def test_bootstrap_teacher_sees_the_clean_prefix():
+    calls = []
+
+    def model(z, tau, step, a=None, m=None):
+        calls.append((z.clone(), tau.clone(), step.clone()))
+        return 0.5 * z
+
+    obj = ShortcutForcing(ObjectiveConfig(bootstrap_fraction=1.0, bootstrap_start=0, clean_context=1.0), 8)
+    x = torch.randn(3, 4, 2, 2)
+    loss, _ = obj(model, x, seeds=[7, 8, 9])
+    assert torch.isfinite(loss) and len(calls) == 3  # the student, then the teacher's two half steps
+    clean = calls[0][1] == 1.0
+    assert clean.any()
+    for z, tau, step in calls:
+        assert torch.equal(tau == 1.0, clean) and (step[clean] == 1 / 8).all()
+        torch.testing.assert_close(z[clean], x[clean])  # z = x on the prefix, in every pass

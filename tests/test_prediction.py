@@ -15,7 +15,7 @@ from latentwm.objectives.shortcut_forcing import bootstrap_target, bootstrap_vel
 from latentwm.planning.cost import LatentGoalObjective
 from latentwm.rl.heads import AgentHeads, frame_features
 from latentwm.rl.imagination import imagine
-from latentwm.rollout import clip_hidden, observe, rollout
+from latentwm.rollout import clip_hidden, observe, rollout, sample_frame
 from latentwm.train import checkpoint as ckpt
 from latentwm.train.logging import read_metrics
 from latentwm.train.trainer import Trainer
@@ -242,7 +242,6 @@ def test_next_rollout_is_teacher_forced_and_equals_full_recompute():
     again = rollout(m, ctx, H, a, sample_steps=1, generator=torch.Generator().manual_seed(9))
     assert torch.equal(pred, again)
     with pytest.raises(ValueError, match="observe at least one frame"):
-        from latentwm.rollout import sample_frame
         sample_frame(m, m.init_cache(2), 1, torch.zeros(2, N, D))
 
 
@@ -279,6 +278,10 @@ def test_planning_cost_runs_on_a_next_model_and_reads_action_free_features():
     cand = _actions(P, H, seed=3)
     costs = obj(cand)
     assert costs.shape == (P,) and torch.isfinite(costs).all() and costs.std() > 0
+    with torch.enable_grad():  # the gradient planner differentiates through the deterministic rollout
+        a = cand.clone().requires_grad_(True)
+        obj(a, grad=True).sum().backward()
+    assert torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
     x, feats = obj.predict(cand, features=True)
     full = torch.cat([hist.expand(P, -1, -1), cand], 1)
     torch.testing.assert_close(x, rollout(m, ctx.expand(P, -1, -1, -1), H, full), atol=1e-5, rtol=0)
