@@ -10,8 +10,8 @@ head after a narrower backbone (DiT-DH). Here:
         ──▶ RMSNorm ──Linear (zero init)──▶ (…, N', patch_dim)
 
 c (…, W) is the frame's shortcut embedding, the same `tau_mlp(tau_features(τ)) + step_embed(d)` vector the
-backbone's shortcut token carries (DynamicsModel passes it from `_tokens`), so the head knows how noisy its input
-is and how far it is asked to jump.
+backbone's shortcut token carries (DynamicsModel hands the head the shortcut slot of the tokens `_tokens` built),
+so the head knows how noisy its input is and how far it is asked to jump.
 
 Width. W_dh = model.dh_width, or by default max(2·W, patch_dim) with patch_dim = latent_dim · patch_group²: the
 width of the token the head must output. The issue writes "latent dim"; with patch_group 1 the two are equal, and

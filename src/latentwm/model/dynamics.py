@@ -180,9 +180,8 @@ class DynamicsModel(nn.Module):
         text = torch.where(k, text, torch.zeros((), dtype=text.dtype, device=text.device))  # NaN-safe masking
         return torch.where(k, self.text_in(text), none)
 
-    def _tokens(self, z, tau, d, act, txt=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """z (B, T, N, D), tau (B, T), d (B, T), act (B, T, W), txt (B, T, W) or None -> tokens (B, T, S, W) and the
-        shortcut embedding (B, T, W) (the shortcut slot's vector; the DH head is conditioned on it)."""
+    def _tokens(self, z, tau, d, act, txt=None) -> torch.Tensor:
+        """z (B, T, N, D), tau (B, T), d (B, T), act (B, T, W), txt (B, T, W) or None -> tokens (B, T, S, W)."""
         B, T = z.shape[:2]
         lat = self.latent_in(self.group(z))  # (B, T, N', W)
         if self.cfg.condition_broadcast:  # every latent token also carries its frame's conditions
@@ -195,13 +194,15 @@ class DynamicsModel(nn.Module):
         # The residual stream runs in the parameters' dtype: fp32 under bf16 autocast (the linears' bf16 outputs
         # are upcast here and when added back), so small residual updates are not rounded away across depth.
         dt = self.registers.dtype
-        return torch.cat([p.to(dt) for p in parts], dim=2), short
+        return torch.cat([p.to(dt) for p in parts], dim=2)
 
-    def _head(self, h: torch.Tensor, short: torch.Tensor) -> torch.Tensor:
-        """h (..., S, W) final-normed, short (..., W) each frame's shortcut embedding -> x̂ (..., N, D)."""
+    def _head(self, h: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """h (..., S, W) final-normed outputs, tokens (..., S, W) the stack's input tokens of the same frames ->
+        x̂ (..., N, D). The DH head is conditioned on each frame's shortcut slot: the very vector `_tokens` built."""
         lat = h[..., self.layout.latent_slice, :]  # (..., N', W)
-        out = self.dh_head(lat, short) if self.cfg.dh_blocks > 0 else self.head(lat)
-        return self.ungroup(out).float()
+        if self.cfg.dh_blocks == 0:
+            return self.ungroup(self.head(lat)).float()
+        return self.ungroup(self.dh_head(lat, tokens[..., self.layout.slot("shortcut"), :])).float()
 
     def _to_clean(self, out: torch.Tensor, z: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
         """The head's output out (..., N, D) as the x̂ every caller gets: model.prediction "v" converts the velocity,
@@ -279,9 +280,9 @@ class DynamicsModel(nn.Module):
             a = torch.cat([torch.zeros_like(a[:, :1]), a[:, :-1]], 1)
             known = torch.cat([torch.zeros_like(known[:, :1]), known[:, :-1]], 1)
         txt, has = self._check_text(text, text_mask, (B, T), "B, T", ("text", "text_mask"))
-        tokens, short = self._tokens(z, tau, d, self._embed_actions(a, known, B, T), self._embed_text(txt, has, B, T))
+        tokens = self._tokens(z, tau, d, self._embed_actions(a, known, B, T), self._embed_text(txt, has, B, T))
         h = self.transformer(tokens)
-        x_hat = self._to_clean(self._head(h, short), z, tau)
+        x_hat = self._to_clean(self._head(h, tokens), z, tau)
         return (x_hat, h) if return_hidden else x_hat
 
     @property
@@ -333,9 +334,9 @@ class DynamicsModel(nn.Module):
             act = self._embed_actions(a[:, None], known[:, None], B, 1)
         txt, has = self._check_text(text, text_mask, (B,), "B", ("text", "text_mask"))
         txt = self._embed_text(None if txt is None else txt[:, None], None if has is None else has[:, None], B, 1)
-        tokens, short = self._tokens(z[:, None], tau, d, act, txt)
-        h = self.transformer.step(tokens[:, 0], cache, commit)
-        x_hat = self._to_clean(self._head(h, short[:, 0]), z, tau[:, 0])
+        tokens = self._tokens(z[:, None], tau, d, act, txt)[:, 0]
+        h = self.transformer.step(tokens, cache, commit)
+        x_hat = self._to_clean(self._head(h, tokens), z, tau[:, 0])
         return (x_hat, h) if return_hidden else x_hat
 
 
