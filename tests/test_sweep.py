@@ -170,8 +170,14 @@ def test_eval_and_file_errors(tmp_path, cache):
     with pytest.raises(ConfigError, match=r"bad.toml: malformed TOML"):
         spec_from_config(SweepConfig(file=str(tmp_path / "bad.toml")))
     (tmp_path / "unk.toml").write_text('[sweep]\nname = "x"\n[eval]\nhorizonz = 3\n')
-    with pytest.raises(ConfigError, match=r"\[eval\]: SweepEvalConfig: unknown field\(s\) \['horizonz'\]"):
+    with pytest.raises(ConfigError, match=r"\[eval\]: unknown key 'horizonz' .*did you mean horizon"):
         spec_from_config(SweepConfig(file=str(tmp_path / "unk.toml")))
+    (tmp_path / "k.toml").write_text('[sweep]\nname = "x"\n[eval]\nsample_steps = 4\n')
+    with pytest.raises(ConfigError, match=r"\[eval\]: eval.sample_steps expects a list of integers, got 4"):
+        spec_from_config(SweepConfig(file=str(tmp_path / "k.toml")))
+    (tmp_path / "h.toml").write_text('[sweep]\nname = "x"\n[eval]\nhorizons = [1, 32]\n')
+    with pytest.raises(ConfigError, match=r"eval.horizons must be a non-empty list of horizons in 1..eval.horizon"):
+        spec_from_config(SweepConfig(file=str(tmp_path / "h.toml")))
     with pytest.raises(ConfigError, match=r"a variant name with a dot must be quoted"):
         build_runs(_spec(tmp_path, cache, '[variants.tau-0.9]\n"rollout.tau_ctx" = 0.9'))
 

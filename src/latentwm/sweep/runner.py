@@ -29,7 +29,7 @@ from latentwm.config.sweep import SweepConfig, SweepEvalConfig
 from latentwm.sweep.aggregate import report
 from latentwm.sweep.measure import evaluate_run
 from latentwm.sweep.spec import Run, SweepSpec, build_runs, find_run, spec_from_config
-from latentwm.train.checkpoint import latest_checkpoint
+from latentwm.train.checkpoint import list_checkpoints
 from latentwm.train.lock import RunLock, RunLockedError
 from latentwm.train.trainer import saved_config, train
 
@@ -83,8 +83,7 @@ def _now() -> str:
 
 def _train_and_evaluate(run: Run, spec: SweepSpec, device: str) -> dict:
     train_dir = Path(run.config.train.out_dir)
-    resumed = latest_checkpoint(train_dir / "checkpoints") is not None if (train_dir / "checkpoints").is_dir() \
-        else False
+    resumed = bool(list_checkpoints(train_dir / "checkpoints"))
     t0 = time.monotonic()
     train(run.config)  # the same entry as `latentwm train` (train.resume is on: a half-done run continues)
     t1 = time.monotonic()

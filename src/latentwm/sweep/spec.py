@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from latentwm.config import ConfigError, ExperimentConfig, get_preset
-from latentwm.config.experiment import from_dict
 from latentwm.config.sweep import SweepConfig, SweepEvalConfig
 
 SWEEP_OWNED = {"preset", "train.out_dir", "train.seed", "train.resume"}
@@ -149,9 +148,9 @@ def _hints(cls) -> dict:
     return typing.get_type_hints(cls)
 
 
-def field_type(key: str, where: str):
-    """The declared type of ExperimentConfig field `key` (dotted); UnknownKeyError naming the closest fields."""
-    cls, parts = ExperimentConfig, key.split(".")
+def field_type(key: str, where: str, root=ExperimentConfig):
+    """The declared type of field `key` (dotted) of dataclass `root`; UnknownKeyError naming the closest fields."""
+    cls, parts = root, key.split(".")
     for i, part in enumerate(parts):
         hints = _hints(cls)
         if part not in hints:
@@ -228,7 +227,8 @@ def _describe(tp) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join("none" if a is type(None) else _describe(a) for a in args)
     if origin is tuple:
-        return f"a list of {_describe(args[0])}"
+        return "a list of " + {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}.get(
+            args[0], str(args[0]))
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
@@ -260,10 +260,13 @@ def spec_from_config(cfg: SweepConfig) -> SweepSpec:
     variants = {n: flatten(v) if isinstance(v, dict) else v for n, v in data.get("variants", {}).items()}
     variants.update(parse_variant(v) for v in cfg.variant)
     seeds = [s.strip() for s in cfg.seeds.split(",") if s.strip()] if cfg.seeds else head.get("seeds", [0, 1])
+    where = f"sweep file {cfg.file} [eval]"
+    ev = {k: coerce(v, field_type(k, where, SweepEvalConfig), f"eval.{k}", where)
+          for k, v in flatten(data.get("eval", {})).items()}
     try:
-        eval_cfg = from_dict(SweepEvalConfig, data.get("eval", {}))
+        eval_cfg = SweepEvalConfig(**ev)
     except ConfigError as e:
-        raise ConfigError(f"sweep file {cfg.file} [eval]: {e}") from e
+        raise ConfigError(f"{where}: {e}") from e
     out = cfg.out_dir or head.get("out_dir") or f"runs/sweeps/{name}"
     return SweepSpec(name=name, preset=cfg.preset or head.get("preset", "cpu"), seeds=_seeds(seeds),
                      base=base, variants=_variants(variants), eval=eval_cfg, out_dir=Path(out), file=cfg.file)
