@@ -107,8 +107,8 @@ def execute(run: Run, spec: SweepSpec, device: str = "auto") -> dict:
     if os.environ.get("RANK", "0") != "0":
         train(run.config)
         return {"run": run.name, "state": "trained"}
-    with RunLock(run.dir, f"latentwm sweep --only {run.name}"):
-        if is_done(run.dir):  # finished by another process while this one waited its turn
+    with RunLock(run.dir, f"latentwm sweep ({run.name})"):
+        if is_done(run.dir):  # finished by another process between the check above and taking the lock
             return {"run": run.name, "state": "skipped"}
         write_json(run.dir / CONFIG, resolved(run, spec.eval))
         write_json(run.dir / STATUS, {"state": "running", "started": _now(), "pid": os.getpid(),
@@ -117,7 +117,7 @@ def execute(run: Run, spec: SweepSpec, device: str = "auto") -> dict:
         try:
             record = _train_and_evaluate(run, spec, device)
         except Exception as e:  # noqa: BLE001 — any failure of one run is recorded; the sweep goes on
-            error = f"{type(e).__name__}: {e}"
+            error = f"{type(e).__name__}: {' '.join(str(e).split())}"  # one line; error.txt has it all
             (run.dir / ERROR).write_text(traceback.format_exc())
             write_json(run.dir / STATUS, {"state": "failed", "error": error, "failed": _now()})
             return {"run": run.name, "state": "failed", "error": error}
