@@ -251,6 +251,38 @@ def test_rerun_skips_done_runs_finishes_a_half_done_one_and_retries_failed(done_
     assert json.loads(stdout.strip().splitlines()[-1])["failed"] == []
 
 
+def test_an_evaluation_only_variant_reuses_the_trained_runs(done_sweep, tmp_path):
+    f, out, *_ = done_sweep
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    before = _mtimes(copy)
+    rc, stdout, _ = _main(["sweep", str(f), "--out-dir", str(copy), "--variant", "bad:train.grad_accum=1",
+                           "--variant", "ctx09:from=base,rollout.tau_ctx=0.9"])
+    assert rc == 0 and stdout.count("  done") == 4, (stdout, _)
+    assert {p: t for p, t in _mtimes(copy).items() if p in before} == before  # nothing retrained
+    for s in (0, 1):
+        run, base = copy / "ctx09" / f"seed{s}", copy / "base" / f"seed{s}"
+        assert not (run / "train").exists()
+        ev, ref = _eval(run), _eval(base)
+        assert ev["trained_by"] == f"base/seed{s}" and ev["K"]["1"]["tau_ctx"] == 0.9
+        assert ev["checkpoint"] == str(base / "train" / "checkpoints" / "best.pt")
+        assert ev["frames_per_s"] == ref["frames_per_s"]
+        assert ev["K"]["2"]["model_error"] != ref["K"]["2"]["model_error"]  # re-noised context: other rollouts
+        assert ev["K"]["1"]["copy_last_error"] == ref["K"]["1"]["copy_last_error"]
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["variants"]["ctx09"]["params"] == summary["variants"]["base"]["params"]
+
+
+@pytest.mark.parametrize("variant, match", [
+    ("ctx:from=nope,rollout.tau_ctx=0.9", r"variant 'ctx': from = 'nope' must name a variant that trains"),
+    ("ctx:from=base,model.width=64", r"may set only rollout\.\* keys .*model.width"),
+])
+def test_evaluation_only_variants_are_checked(tmp_path, cache, variant, match):
+    spec = _spec(tmp_path, cache, VARIANTS, variant=(variant,))
+    with pytest.raises(ConfigError, match=match):
+        build_runs(spec)
+
+
 def test_a_changed_config_of_a_done_run_is_refused(done_sweep):
     f, out, *_ = done_sweep
     rc, _, err = _main(["sweep", str(f), "--set", "train.lr=0.01"])

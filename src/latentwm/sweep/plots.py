@@ -68,6 +68,8 @@ def plot_training_curves(path: Path, done: list[dict]) -> Path:
     """Training loss vs step per variant: the mean over seeds at the steps every seed logged."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for variant, runs in _by_variant(done).items():
+        if any(r["eval"].get("trained_by") for r in runs):  # evaluation-only: the curve of the variant it reuses
+            continue
         curves = [dict(zip(*loss_curve(Path(r["dir"]) / "train"))) for r in runs]
         steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
         if steps:

@@ -85,11 +85,16 @@ def _train_and_evaluate(run: Run, spec: SweepSpec, device: str) -> dict:
     train_dir = Path(run.config.train.out_dir)
     resumed = bool(list_checkpoints(train_dir / "checkpoints"))
     t0 = time.monotonic()
-    train(run.config)  # the same entry as `latentwm train` (train.resume is on: a half-done run continues)
+    if run.trained_by is None:
+        train(run.config)  # the same entry as `latentwm train` (train.resume is on: a half-done run continues)
+    elif not is_done(run.trained_by.dir):
+        raise ConfigError(f"run {run.name} evaluates the model of run {run.trained_by.name}, which is not done "
+                          "yet: run that one first (a local sweep runs it before; a scheduler retries this one)")
     t1 = time.monotonic()
     res = evaluate_run(run.config, run.dir, spec.eval, device)
     t2 = time.monotonic()
     record = {"run": run.name, "variant": run.variant, "seed": run.seed, "resumed": resumed,
+              "trained_by": run.trained_by.name if run.trained_by else None,
               "train_s": t1 - t0, "eval_s": t2 - t1, "wall_s": t2 - t0, **res}
     write_json(run.dir / EVAL, record)
     write_json(run.dir / STATUS, {"state": "done", "finished": _now()})
@@ -105,7 +110,8 @@ def execute(run: Run, spec: SweepSpec, device: str = "auto") -> dict:
     if is_done(run.dir):
         return {"run": run.name, "state": "skipped"}
     if os.environ.get("RANK", "0") != "0":
-        train(run.config)
+        if run.trained_by is None:
+            train(run.config)
         return {"run": run.name, "state": "trained"}
     with RunLock(run.dir, f"latentwm sweep ({run.name})"):
         if is_done(run.dir):  # finished by another process between the check above and taking the lock

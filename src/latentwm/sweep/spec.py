@@ -18,6 +18,9 @@ A sweep file (TOML, read with tomllib):
     [variants.base]                  # an empty table is the base itself
     [variants.v-pred]
     "model.prediction" = "v"
+    [variants.ctx09]                 # evaluation only: base's trained runs, sampled with other rollout.* settings
+    from = "base"
+    "rollout.tau_ctx" = 0.9
 
 Keys are generic: `section.field` (or deeper, `plan.cem.population`) of ExperimentConfig, checked against the
 dataclass fields that exist (an unknown one is a ConfigError naming the variant and the key, with the closest
@@ -48,6 +51,10 @@ SWEEP_OWNED = {"preset", "train.out_dir", "train.seed", "train.resume"}
 SPLIT_KEYS = {"data.seed", "data.eval_fraction", "data.cache_dir", "data.mixture", "data.mixture_block",
               "data.online_encode", "data.episodes_dir", "data.source", "data.frame_skip"}
 """Keys that decide the held-out clips: [base] may set them, a variant may not (its numbers would not compare)."""
+FROM = "from"
+"""The key of an evaluation-only variant: `from = "base"` evaluates that variant's trained runs (same seeds) with
+this variant's rollout.* settings, e.g. the context's signal level rollout.tau_ctx, without training again."""
+EVAL_ONLY_PREFIX = "rollout."
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _TOP = {"sweep", "base", "eval", "variants"}
 _SWEEP_KEYS = {"name", "preset", "seeds", "out_dir"}
@@ -69,6 +76,9 @@ class Run:
     seed: int
     config: ExperimentConfig
     dir: Path
+    trained_by: "Run | None" = None
+    """An evaluation-only variant (`from = "<variant>"`): the run of that variant at the same seed whose trained
+    model this run evaluates with its own rollout settings (no training of its own)."""
 
     @property
     def name(self) -> str:
@@ -295,19 +305,43 @@ def build_runs(spec: SweepSpec) -> list[Run]:
     """Every run's config (preset → [base] and --set → variant → seed, folder, resume), built and cross-checked
     with the evaluation, in order variant by variant; the first problem is a ConfigError naming where it is."""
     base = apply_overrides(get_preset(spec.preset), spec.base, "[base]")
-    runs = []
+    runs, trained = [], {}
     for name, overrides in spec.variants.items():
         where = f"variant {name!r}"
+        overrides = dict(overrides)
+        src_name = overrides.pop(FROM, None)
+        source = _eval_only_source(src_name, overrides, trained, where)
         if split := sorted(set(overrides) & SPLIT_KEYS):
             raise ConfigError(f"{where}: {', '.join(split)} would change the held-out clips, so its numbers would "
                               "not compare with the other variants'; set it in [base]")
-        cfg = apply_overrides(base, overrides, where)
+        cfg = apply_overrides(base if source is None else source, overrides, where)
         _check_eval(cfg, spec.eval, where)
         for seed in spec.seeds:
             d = spec.run_dir(name, seed)
-            runs.append(Run(name, seed, cfg.replace(train__seed=seed, train__out_dir=str(d / "train"),
-                                                    train__resume=True), d))
+            src = trained[src_name, seed] if source is not None else None
+            out = src.config.train.out_dir if src is not None else str(d / "train")
+            run = Run(name, seed, cfg.replace(train__seed=seed, train__out_dir=out, train__resume=True), d, src)
+            runs.append(run)
+            if source is None:
+                trained[name, seed] = run
+        if source is None:
+            trained[name] = cfg
     return runs
+
+
+def _eval_only_source(source, overrides: dict, trained: dict, where: str) -> ExperimentConfig | None:
+    """The config of the variant an evaluation-only variant reuses (None for a variant that trains): it must be a
+    training variant declared before this one, and only evaluation-time settings (rollout.*) may differ — the
+    model and its training are that variant's."""
+    if source is None:
+        return None
+    if not isinstance(source, str) or source not in trained:
+        raise ConfigError(f"{where}: from = {source!r} must name a variant that trains, declared above it "
+                          f"(known: {sorted(k for k in trained if isinstance(k, str))})")
+    if bad := sorted(k for k in overrides if not k.startswith(EVAL_ONLY_PREFIX)):
+        raise ConfigError(f"{where}: an evaluation-only variant (from = {source!r}) may set only "
+                          f"{EVAL_ONLY_PREFIX}* keys (it reuses {source!r}'s training), got {bad}")
+    return trained[source]
 
 
 def _check_eval(cfg: ExperimentConfig, ev: SweepEvalConfig, where: str) -> None:
