@@ -27,7 +27,9 @@ from latentwm.config.sweep import SweepConfig
 from latentwm.data.episodes import Episode
 from latentwm.data.latent_cache import encode_to_cache
 from latentwm.model.dynamics import DynamicsModel
+from latentwm.config import EvalConfig
 from latentwm.sweep.aggregate import run_state
+from latentwm.train.evaluate import clip_subset, run_eval
 from latentwm.sweep.spec import UnknownKeyError, build_runs, parse_variant, spec_from_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -249,6 +251,20 @@ def test_rerun_skips_done_runs_finishes_a_half_done_one_and_retries_failed(done_
     rc, stdout, _ = _main(["sweep", str(f), "--out-dir", str(copy), "--variant", "bad:train.grad_accum=1"])
     assert rc == 0 and stdout.count("  skipped") == 4 and stdout.count("  done") == 2  # a fixed variant finishes
     assert json.loads(stdout.strip().splitlines()[-1])["failed"] == []
+
+
+def test_max_clips_evaluates_an_evenly_spread_subset(done_sweep, tmp_path, one_thread):
+    _, out, *_ = done_sweep
+    ckpt = out / "base" / "seed0" / "train"
+    full = run_eval(EvalConfig(checkpoint=str(ckpt), out_dir=str(tmp_path / "a"), context=2, horizon=4,
+                               sample_steps=1, videos=0, num_samples=1, action_swap=False))
+    n = full["num_clips"]
+    assert n >= 3
+    part = run_eval(EvalConfig(checkpoint=str(ckpt), out_dir=str(tmp_path / "b"), context=2, horizon=4,
+                               sample_steps=1, videos=0, num_samples=1, action_swap=False, max_clips=2))
+    assert part["num_clips"] == 2 and part["copy_last_error"] != full["copy_last_error"]
+    assert [i * 10 // 3 for i in range(3)] == [0, 3, 6] and len(clip_subset(list(range(10)), 3)) == 3
+    assert clip_subset(list(range(10)), 3)[1] == 3 and clip_subset(list(range(4)), 9) == list(range(4))
 
 
 def test_an_evaluation_only_variant_reuses_the_trained_runs(done_sweep, tmp_path):

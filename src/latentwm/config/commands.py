@@ -95,12 +95,15 @@ class EvalConfig:
     action_swap: bool = True
     """Also roll out with each clip's future actions swapped for the next clip's (same noise): the error increase
     is the model's sensitivity to its actions."""
+    max_clips: int = 0
+    """Evaluate at most this many clips, spread evenly over the split's clips in order (0: all): a fixed subset, the
+    same for every model, when many evaluations (a sweep's K = 64 rollouts) must fit a budget."""
     device: str = "auto"
     """Where the rollouts run (auto: cuda when available, else cpu): a K = 64 evaluation of a GPU-sized model is
     hours on a CPU."""
 
     def __post_init__(self):
-        nonneg(self, "eval", "context", "horizon", "videos", "sample_steps")
+        nonneg(self, "eval", "context", "horizon", "videos", "sample_steps", "max_clips")
         positive(self, "eval", "num_samples")
         if self.sample_steps and not pow2(self.sample_steps):
             raise ConfigError(f"eval.sample_steps must be 0 or a power of two, got {self.sample_steps}")

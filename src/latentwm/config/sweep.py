@@ -37,10 +37,15 @@ class SweepEvalConfig:
     """Side-by-side real/predicted GIFs per run and K (0: none; they cost little but add up over a sweep)."""
     use_ema: bool = True
     """Evaluate the EMA weights (what sampling uses), as `latentwm eval` does."""
+    max_clips: int = 0
+    """At most this many held-out clips, spread evenly over them (0: all): the same subset for every run."""
+    extras_at: tuple[int, ...] = ()
+    """The K values at which the mean of num_samples rollouts and the swapped-action rollout are measured (empty:
+    every K). Each costs a whole rollout per clip more: at K = 64 that is 65 passes per frame."""
 
     def __post_init__(self):
         positive(self, "eval", "context", "horizon", "num_samples")
-        nonneg(self, "eval", "videos")
+        nonneg(self, "eval", "videos", "max_clips")
         if not self.horizons or any(not 1 <= h <= self.horizon for h in self.horizons):
             raise ConfigError(f"eval.horizons must be a non-empty list of horizons in 1..eval.horizon "
                               f"({self.horizon}), got {list(self.horizons)}")
@@ -50,6 +55,9 @@ class SweepEvalConfig:
         if len(set(self.sample_steps)) != len(self.sample_steps) or len(set(self.horizons)) != len(self.horizons):
             raise ConfigError(f"eval.sample_steps {list(self.sample_steps)} and eval.horizons "
                               f"{list(self.horizons)} must not repeat a value")
+        if not set(self.extras_at) <= set(self.sample_steps):
+            raise ConfigError(f"eval.extras_at {list(self.extras_at)} must be among eval.sample_steps "
+                              f"{list(self.sample_steps)}")
         if self.split not in ("eval", "all"):
             raise ConfigError(f"eval.split must be 'eval' or 'all', got {self.split!r}")
 

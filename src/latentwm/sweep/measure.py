@@ -70,11 +70,14 @@ def evaluate_run(cfg: ExperimentConfig, run_dir: Path, ev: SweepEvalConfig, devi
     train_dir = Path(cfg.train.out_dir)
     ckpt = kept_checkpoint(train_dir)
     per_k = {}
+    extras = lambda k: not ev.extras_at or k in ev.extras_at  # noqa: E731
     for k in ev.sample_steps:
         res = run_eval(EvalConfig(checkpoint=str(ckpt), cache_dir=ev.cache_dir, out_dir=str(run_dir / "eval" / f"K{k}"),
                                   split=ev.split, context=ev.context, horizon=ev.horizon, sample_steps=k,
                                   tau_ctx=cfg.rollout.tau_ctx, videos=ev.videos, use_ema=ev.use_ema, seed=ev.seed,
-                                  num_samples=ev.num_samples, action_swap=ev.action_swap, device=device))
+                                  num_samples=ev.num_samples if extras(k) else 1,
+                                  action_swap=ev.action_swap and extras(k), device=device,
+                                  max_clips=ev.max_clips))
         per_k[str(k)] = {key: res.get(key) for key in _KEEP}
     return {"checkpoint": str(ckpt), "best": ckpt.is_file(), "K": per_k, "params": parameter_count(cfg),
             **training_facts(train_dir)}

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+from torch.utils.data import Subset
+
 import torch
 
 from latentwm.config import ConfigError, EvalConfig
@@ -32,6 +34,7 @@ def run_eval(cfg: EvalConfig) -> dict:
                              text=exp.model.text_dim > 0)
     if len(data) == 0:
         raise ConfigError(f"eval: no {cfg.split} clip of {C + H} frames in {data.cache.path}")
+    data = clip_subset(data, cfg.max_clips)
     res = rollout_errors(model, eval_loader(data, exp.model.action_dim), C, H, K, cfg.tau_ctx, seed=cfg.seed,
                          keep_predictions=cfg.videos, num_samples=cfg.num_samples, action_swap=cfg.action_swap,
                          device=device)
@@ -47,6 +50,14 @@ def run_eval(cfg: EvalConfig) -> dict:
     print(error_table(res))
     print(f"{res['num_clips']} clips; metrics, plot and {len(gifs)} videos in {out}")
     return res
+
+
+def clip_subset(data, max_clips: int):
+    """`data` itself, or at most max_clips of its clips spread evenly over them in order (0: all)."""
+    n = len(data)
+    if not max_clips or max_clips >= n:
+        return data
+    return Subset(data, [i * n // max_clips for i in range(max_clips)])
 
 
 # (label in the plot, column in the table, key of rollout_errors' result); absent or None keys are left out
