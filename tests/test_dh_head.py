@@ -270,3 +270,12 @@ def test_tiny_model_with_the_head_trains():
         losses.append(loss.item())
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.1 * first, (first, last)
+
+
+def test_repeated_blocks_include_the_head_for_compile_and_fsdp():
+    """train.compile_scope "blocks" compiles, and FSDP2 shards, every block of model.repeated_blocks(): the DH head's
+    blocks too (at the base preset the default head holds half the parameters)."""
+    plain, with_head = DynamicsModel(_cfg(dh_blocks=0)), DynamicsModel(_cfg())
+    assert plain.repeated_blocks() == list(plain.transformer.blocks)
+    blocks = with_head.repeated_blocks()
+    assert len(blocks) == len(with_head.transformer.blocks) + 2 and blocks[-1] is with_head.dh_head.blocks[-1]

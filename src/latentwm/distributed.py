@@ -91,7 +91,8 @@ def wrap_model(model: nn.Module, strategy: str, info: DistInfo) -> nn.Module:
         from torch.distributed.fsdp import fully_shard
 
         stack = getattr(model, "transformer", model)
-        for block in getattr(stack, "blocks", []):  # one all-gather per block keeps peak memory at one block
+        blocks = model.repeated_blocks() if hasattr(model, "repeated_blocks") else getattr(stack, "blocks", [])
+        for block in blocks:  # one all-gather per block keeps peak memory at one block
             fully_shard(block)
         fully_shard(model)
         return model

@@ -118,6 +118,11 @@ class DynamicsModel(nn.Module):
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
+    def repeated_blocks(self) -> list[nn.Module]:
+        """The backbone's blocks, then the DH head's: the units compiled one by one (train.compile_scope "blocks")
+        and sharded one by one under FSDP2 (one all-gather per block keeps peak memory at one block)."""
+        return [*self.transformer.blocks, *(self.dh_head.blocks if self.cfg.dh_blocks else [])]
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

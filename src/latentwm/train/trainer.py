@@ -146,7 +146,7 @@ class Trainer:
         self.wrapped = wrap_model(self.model, tc.distributed, self.dist)
         self.forward = self.wrapped
         if tc.compile and tc.compile_scope == "blocks":  # in place: the EMA's own blocks stay eager (sampling)
-            for blk in self.model.transformer.blocks:
+            for blk in self.model.repeated_blocks():
                 blk.compile(backend=tc.compile_backend)
         elif tc.compile:
             self.forward = torch.compile(self.wrapped, backend=tc.compile_backend)
