@@ -16,8 +16,8 @@ alike. `cpu` uses its preset batch and clip; `base` (272M parameters) runs at ba
 RSS on 1 thread of a 2-core EPYC.
 
 Prints a markdown table and, as the last stdout line, one JSON object {preset: {param_ratio, flop_ratio,
-clip_flop_ratio, step_time_ratio, ...}} (keys "preset/v" for v-prediction rows). It does not write RESULTS.md (the
-lead records it).
+clip_flop_ratio, step_time_ratio, ...}} (keys "preset/v" for v-prediction rows), and appends the table to
+benchmarks/RESULTS.md (not with --quick).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, table  # noqa: E402
+from common import machine, report, table  # noqa: E402
 
 from latentwm.config import ObjectiveConfig, get_preset  # noqa: E402
 from latentwm.data.batch import collate  # noqa: E402
@@ -130,13 +130,17 @@ def main(argv=None):
     cols = ["preset", "prediction", "batch", "clip_len", "dh_width", "params", "params_dh", "param_ratio",
             "flops_per_frame", "flops_per_frame_dh", "flop_ratio", "clip_flop_ratio", "step_s", "step_s_dh",
             "step_time_ratio"]
-    print(table(rows, cols))
-    print(f"\nMachine: {machine()}. Training step = forward + backward of the flow-only shortcut-forcing loss "
-          f"(median of {repeats} after a warm-up, variants alternating); flop_ratio: one frame at the full window; "
-          f"clip_flop_ratio: the timed clip. DH head: {DH_BLOCKS} blocks at the default width.")
+    notes = (f"Training step = forward + backward of the flow-only shortcut-forcing loss (median of {repeats} after a "
+             f"warm-up, variants alternating); flop_ratio: one frame at the full window; clip_flop_ratio: the timed "
+             f"clip. DH head: {DH_BLOCKS} blocks at the default width.")
     key = lambda r: r["preset"] if r["prediction"] == "x" else f"{r['preset']}/{r['prediction']}"  # noqa: E731
-    print(json.dumps({key(r): {k: v for k, v in r.items() if k != "preset"} for r in rows}))
-
+    summary = {key(r): {k: v for k, v in r.items() if k != "preset"} for r in rows}
+    if args.quick:  # the suite's smoke run: printed, not recorded
+        print(table(rows, cols))
+        print(f"\nMachine: {machine()}. {notes}")
+        print(json.dumps(summary))
+    else:
+        report("bench_dh_head: the DH head's cost per training step", table(rows, cols), summary, notes)
 
 if __name__ == "__main__":
     main()
