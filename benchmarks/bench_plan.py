@@ -30,13 +30,24 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median_time, report, table  # noqa: E402
+from common import matmul_flops, median_time, report, table  # noqa: E402
 
 from latentwm.config import PlanConfig, get_preset  # noqa: E402
 from latentwm.config.experiment import replace_nested  # noqa: E402
 from latentwm.model import DynamicsModel  # noqa: E402
 from latentwm.planning import LatentGoalObjective, plan  # noqa: E402
 from latentwm.rollout import observe, rollout  # noqa: E402
+
+
+def cem_call_flops(model: DynamicsModel, context: int, population: int, iterations: int, horizon: int,
+                   sample_steps: int = 1) -> float:
+    """Analytic matmul FLOPs of one CEM call on the shared-history path: the history observed once (batch 1), then
+    per iteration every candidate generates `horizon` frames (sample_steps passes each) and commits all but the last
+    (one pass each); each pass of a frame at index t attends to the t frames before it (flops_per_frame)."""
+    observe = sum(model.flops_per_frame(t) for t in range(context))
+    per_candidate = sum(sample_steps * model.flops_per_frame(context + h) for h in range(horizon))
+    per_candidate += sum(model.flops_per_frame(context + h) for h in range(horizon - 1))
+    return float(observe + iterations * population * per_candidate)
 
 
 def main() -> None:
@@ -136,6 +147,10 @@ def main() -> None:
                      seconds_per_call=IT * t16_naive, measured=f"{n} candidates, extrapolated to {P} × {IT}"))
 
     call = summary["cem_seconds_per_call_k1"]
+    bound_flops = cem_call_flops(model, C, P, IT, H, sample_steps=1)
+    peak = matmul_flops()  # at this run's thread count
+    summary.update(cem_flops_per_call=bound_flops, matmul_flops_per_s=peak, cem_bound_seconds=bound_flops / peak,
+                   cem_vs_bound=call / (bound_flops / peak))
     gap = (t_naive / (C + 2 * H - 1)) / (t_shared / (2 * H - 1))
     summary.update(
         cem_seconds_per_call=call, shared_vs_naive_speedup=IT * t_naive / call,
@@ -160,7 +175,11 @@ def main() -> None:
              f"{summary['shared_vs_naive_speedup_bf16']:.1f}× vs naive in bf16. The speedup over naive is the "
              f"frame-pass ratio ({C + 2 * H - 1} vs {2 * H - 1} per candidate: the history is not re-observed) times "
              f"the batch-{P} vs batch-1 efficiency per frame pass ({gap:.2f}× in fp32 here: on a CPU a batch-1 "
-             f"forward of a small model is already fairly compute-bound; bf16/AMX only pays off on large matrices).")
+             f"forward of a small model is already fairly compute-bound; bf16/AMX only pays off on large matrices). "
+             f"Lower bound: the call's analytic matmul FLOPs ({bound_flops / 1e9:.1f} GFLOP: observe + {IT} × {P} "
+             f"candidates × {2 * H - 1} frame passes at K = 1, attention over the frames seen so far) at the measured "
+             f"float32 matmul peak ({peak / 1e9:.1f} GFLOP/s on {args.threads} thread(s)) = "
+             f"{summary['cem_bound_seconds']:.2f} s; the call takes {summary['cem_vs_bound']:.2f}× that.")
     table_md = table(rows, ["method", "K", "seconds_per_iteration", "seconds_per_call", "measured"])
     if args.quick:  # a smoke test of the script: not recorded
         import json
