@@ -1,4 +1,4 @@
-"""DROID robot episodes: the LeRobot v3 / v2.1 layouts (pyarrow + PyAV, no `lerobot` dependency) and raw DROID
+"""DROID robot episodes: the LeRobot v3 / v2.1 layouts (a preset of the generic reader, `lerobot.py`) and raw DROID
 (`trajectory.h5` + per-camera MP4, via h5py).
 
 `load_droid(root)` detects the layout and returns `[(key, loader)]`; a loader returns an `Episode` with
@@ -30,18 +30,18 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from latentwm.data.episodes import Episode, EpisodeError
+from latentwm.data.sources.lerobot import IMAGE_PREFIX, LeRobotReader, sample_steps  # noqa: F401  (re-exported)
+from latentwm.data.sources.lerobot import texts as _texts
 from latentwm.data.sources.video_folder import CheckedVideoFrames, probe_or_error
 
 OPTIONS = ("fps=<float|None: native 15> cameras=<comma list: all> size=<int|None> layout=auto|v3|v2.1|raw "
            "success_only=False episodes=<indices> dataset=droid")
-IMAGE_PREFIX = "observation.images."
 POSE_KEY, GRIPPER_KEY = "observation.state.cartesian_position", "observation.state.gripper_position"
 LANGUAGE_KEYS = ("language_instruction", "language_instruction_2", "language_instruction_3")
 SUCCESS_KEY = "is_episode_successful"
@@ -98,26 +98,6 @@ def pose_actions(cartesian: np.ndarray, gripper: np.ndarray) -> tuple[np.ndarray
     return actions.astype(np.float32), mask
 
 
-def sample_steps(num_steps: int, native_fps: float, fps: float | None) -> np.ndarray:
-    """Raw step indices kept at `fps` (nearest to k·native/fps), all of them when fps is None or ≥ native."""
-    if fps is None or fps >= native_fps:
-        return np.arange(num_steps)
-    if fps <= 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
-    idx = np.round(np.arange(0, num_steps / native_fps * fps) * native_fps / fps).astype(np.int64)
-    return np.unique(idx[idx < num_steps])
-
-
-def _texts(*groups) -> list[str]:
-    out: list[str] = []
-    for g in groups:
-        for t in ([g] if isinstance(g, str) else (g or [])):
-            t = str(t).strip() if t is not None else ""
-            if t and t not in out:
-                out.append(t)
-    return out
-
-
 def _episode(dataset: str, episode_id: str, native_fps: float, fps: float | None, frames: dict, cart, grip,
              text: list[str], success, extras: dict) -> Episode:
     cart = np.asarray(cart, dtype=np.float64).reshape(len(cart), -1)
@@ -137,165 +117,40 @@ def _episode(dataset: str, episode_id: str, native_fps: float, fps: float | None
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# LeRobot (v3 and v2.1)
+# LeRobot (v3 and v2.1): a preset of the generic reader (lerobot.py) with DROID's pose actions
 
 
-class _TableCache:
-    """A few recently read parquet tables (episodes of one data file are read one after the other)."""
-
-    def __init__(self, size: int = 2):
-        self.size, self.tables = size, OrderedDict()
-
-    def get(self, path: Path, columns: list[str]):
-        import pyarrow.parquet as pq
-
-        key = (str(path), tuple(columns))
-        if key in self.tables:
-            self.tables.move_to_end(key)
-            return self.tables[key]
-        table = pq.read_table(path, columns=columns)
-        self.tables[key] = table
-        while len(self.tables) > self.size:
-            self.tables.popitem(last=False)
-        return table
-
-
-def _column(table, name: str) -> np.ndarray:
-    col = table.column(name).combine_chunks()
-    import pyarrow as pa
-
-    if pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type) or pa.types.is_large_list(col.type):
-        width = len(col[0]) if len(col) else 0
-        return np.asarray(col.flatten().to_numpy(zero_copy_only=False)).reshape(len(col), width)
-    return np.asarray(col.to_numpy(zero_copy_only=False))
-
-
-class LeRobotDroid:
-    """Reader of one LeRobot-format (v3.0 or v2.1) dataset directory; `items()` lists its episodes."""
+class LeRobotDroid(LeRobotReader):
+    """DROID in the LeRobot format: cameras, rows and tasks from `LeRobotReader`; actions from the measured poses."""
 
     def __init__(self, root: str | os.PathLike, *, fps: float | None = None, cameras: Sequence[str] | None = None,
                  size=None, dataset: str = "droid", success_only: bool = False,
                  episodes: Sequence[int] | None = None):
-        self.root, self.fps, self.size, self.dataset = Path(root), fps, size, dataset
-        info_path = self.root / "meta" / "info.json"
-        try:
-            self.info = json.loads(info_path.read_text())
-        except (OSError, ValueError) as e:
-            raise FileNotFoundError(f"{info_path}: cannot read LeRobot info.json: {e}") from e
-        self.version = str(self.info.get("codebase_version", "v3.0"))
-        self.native_fps = float(self.info.get("fps", DROID_FPS))
-        feats = self.info.get("features", {})
-        self.video_keys = [k for k, v in feats.items() if v.get("dtype") == "video"]
-        names = {k: k[len(IMAGE_PREFIX):] if k.startswith(IMAGE_PREFIX) else k for k in self.video_keys}
-        if cameras:
-            unknown = [c for c in cameras if c not in names.values() and c not in names]
-            if unknown:
-                raise ValueError(f"{self.root}: no camera {unknown}; available {sorted(names.values())}")
-            self.video_keys = [k for k in self.video_keys if k in cameras or names[k] in cameras]
-        if not self.video_keys:
-            raise ValueError(f"{self.root}: info.json lists no video features")
-        self.camera_names = names
+        super().__init__(root, fps=fps, cameras=cameras, size=size, dataset=dataset, episodes=episodes,
+                         default_fps=DROID_FPS)
         for k in (POSE_KEY, GRIPPER_KEY):
-            if k not in feats:
-                raise ValueError(f"{self.root}: feature {k!r} (needed for pose actions) missing; has {sorted(feats)}")
-        self.lang_keys = [k for k in LANGUAGE_KEYS if k in feats]
-        self.success_key = SUCCESS_KEY if SUCCESS_KEY in feats else None
-        self.columns = ["episode_index", "timestamp", POSE_KEY, GRIPPER_KEY, *self.lang_keys] + (
-            [self.success_key] if self.success_key else [])
-        self.episodes = self._read_episodes()
-        if episodes is not None:
-            want = set(int(i) for i in episodes)
-            self.episodes = [e for e in self.episodes if int(e["episode_index"]) in want]
+            if k not in self.features:
+                raise ValueError(f"{self.root}: feature {k!r} (needed for pose actions) missing; "
+                                 f"has {sorted(self.features)}")
+        self.lang_keys = [k for k in LANGUAGE_KEYS if k in self.features]
+        self.success_key = SUCCESS_KEY if SUCCESS_KEY in self.features else None
+        self.columns = [POSE_KEY, GRIPPER_KEY, *self.lang_keys] + ([self.success_key] if self.success_key else [])
         self.success_only = success_only
-        self._tables = _TableCache()
-
-    # -- metadata -------------------------------------------------------------------------------------------
-    def _read_episodes(self) -> list[dict]:
-        if self.version.startswith("v2"):
-            path = self.root / "meta" / "episodes.jsonl"
-            try:
-                return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            except (OSError, ValueError) as e:
-                raise FileNotFoundError(f"{path}: cannot read LeRobot v2 episode list: {e}") from e
-        import pyarrow.parquet as pq
-
-        files = sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
-        if not files:
-            raise FileNotFoundError(f"{self.root}/meta/episodes: no chunk-*/file-*.parquet (LeRobot v3 layout)")
-        rows: list[dict] = []
-        for f in files:  # only the columns we need: the stats columns are many
-            names = pq.read_schema(f).names
-            cols = [c for c in names if c in ("episode_index", "length", "tasks", "data/chunk_index",
-                                              "data/file_index", "dataset_from_index", "dataset_to_index")
-                    or (c.startswith("videos/") and c.split("/")[-1] in ("chunk_index", "file_index",
-                                                                         "from_timestamp", "to_timestamp"))]
-            rows += pq.read_table(f, columns=cols).to_pylist()
-        return sorted(rows, key=lambda r: int(r["episode_index"]))
-
-    def _data_path(self, ep: dict) -> Path:
-        tpl = self.info.get("data_path")
-        if self.version.startswith("v2"):
-            tpl = tpl or "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
-            chunk = int(ep["episode_index"]) // int(self.info.get("chunks_size", 1000))
-            return self.root / tpl.format(episode_chunk=chunk, episode_index=int(ep["episode_index"]))
-        tpl = tpl or "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-        return self.root / tpl.format(chunk_index=int(ep["data/chunk_index"]), file_index=int(ep["data/file_index"]))
-
-    def _video(self, ep: dict, key: str) -> tuple[Path, float]:
-        """(video file, time of the episode's first frame in it)."""
-        tpl = self.info.get("video_path")
-        if self.version.startswith("v2"):
-            tpl = tpl or "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
-            chunk = int(ep["episode_index"]) // int(self.info.get("chunks_size", 1000))
-            return self.root / tpl.format(episode_chunk=chunk, video_key=key,
-                                          episode_index=int(ep["episode_index"])), 0.0
-        tpl = tpl or "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
-        path = self.root / tpl.format(video_key=key, chunk_index=int(ep[f"videos/{key}/chunk_index"]),
-                                      file_index=int(ep[f"videos/{key}/file_index"]))
-        return path, float(ep[f"videos/{key}/from_timestamp"])
-
-    # -- episodes ---------------------------------------------------------------------------------------------
-    def items(self) -> list[Item]:
-        return [(f"{self.dataset}/episode_{int(e['episode_index']):06d}", self._loader(e)) for e in self.episodes]
-
-    def _loader(self, ep: dict) -> Callable[[], Episode]:
-        return lambda: self.load(ep)
 
     def load(self, ep: dict) -> Episode:
-        idx = int(ep["episode_index"])
-        eid = f"episode_{idx:06d}"
-        name = f"{self.dataset}/{eid}"
-        path = self._data_path(ep)
-        try:
-            table = self._tables.get(path, self.columns)
-            import pyarrow.compute as pc
-
-            rows = table.filter(pc.equal(table.column("episode_index"), idx))
-            if rows.num_rows == 0:
-                raise EpisodeError(f"episode {name}: no rows with episode_index {idx} in {path}")
-            ts = _column(rows, "timestamp").astype(np.float64)
-            order = np.argsort(ts, kind="stable")
-            cart, grip = _column(rows, POSE_KEY)[order], _column(rows, GRIPPER_KEY)[order]
-            lang = [x for k in self.lang_keys for x in _column(rows, k)[order].tolist()]
-            success = bool(_column(rows, self.success_key).reshape(-1)[0]) if self.success_key else None
-        except EpisodeError:
-            raise
-        except Exception as e:  # pyarrow raises many types for missing/corrupt files
-            raise EpisodeError(f"episode {name}: cannot read {path}: {type(e).__name__}: {e}") from e
-        ts = ts[order]
+        eid, name = self.name(ep)
+        ts, cols = self.rows(ep, self.columns)
+        cart, grip = cols[POSE_KEY], cols[GRIPPER_KEY]
+        lang = [x for k in self.lang_keys for x in cols[k].tolist()]
+        success = bool(cols[self.success_key].reshape(-1)[0]) if self.success_key else None
         if self.success_only and success is False:
             raise EpisodeError(f"episode {name}: not successful (success_only=True)")
         keep = sample_steps(len(ts), self.native_fps, self.fps)
-        frames = {}
-        for key in self.video_keys:
-            vpath, t0 = self._video(ep, key)
-            if not vpath.is_file():
-                raise EpisodeError(f"episode {name}: video file {vpath} not found")
-            frames[self.camera_names[key]] = CheckedVideoFrames(vpath, t0 + ts[keep], self.size, episode=name)
+        frames = self.frames(ep, ts[keep])
         text = _texts(ep.get("tasks"), *lang)
         return _episode(self.dataset, eid, self.native_fps, self.fps, frames, cart[keep], grip[keep], text, success,
-                        dict(layout=f"lerobot-{self.version}", episode_index=idx, native_fps=self.native_fps,
-                             raw_steps=keep.tolist() if len(keep) != len(ts) else None))
+                        dict(layout=f"lerobot-{self.version}", episode_index=int(ep["episode_index"]),
+                             native_fps=self.native_fps, raw_steps=keep.tolist() if len(keep) != len(ts) else None))
 
 
 # ---------------------------------------------------------------------------------------------------------------
