@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-Source = Literal["pusht", "droid", "epic", "video-folder"]
+Source = Literal["pusht", "droid", "epic", "video-folder", "lerobot", "agibot", "egodex"]
 SOURCES: tuple[str, ...] = get_args(Source)
 
 Planner = Literal["cem", "mppi", "gradient"]

@@ -7,11 +7,13 @@ import os
 from typing import Callable
 
 from latentwm.data.episodes import Episode
-from latentwm.data.sources import droid, epic_kitchens, video_folder
+from latentwm.data.sources import agibot, droid, egodex, epic_kitchens, lerobot, video_folder
 from latentwm.data.sources.pusht import load_pusht
 
-SOURCES = ("pusht", "droid", "epic", "video-folder")
+SOURCES = ("pusht", "droid", "epic", "video-folder", "lerobot", "agibot", "egodex")
 Item = tuple[str, Callable[[], Episode]]
+MULTI_CAMERA = ("droid", "lerobot", "agibot")  # readers that take cameras=
+EPISODIC = ("droid", "lerobot", "agibot", "egodex")  # recorded episodes, never cut into segments
 
 
 def parse_options(text: str) -> dict:
@@ -30,8 +32,8 @@ def load_source(source: str, root: str | os.PathLike, *, size: int | None = None
     """`[(key, loader)]` of the episodes of `source` under `root`, video frames decoded at `size`² (None: native).
 
     fps: sampling rate of video sources (None: native). segment_s: cut long videos into episodes of this many seconds
-    (< 0: the reader's default, 0: whole videos; not droid). cameras: comma-separated (droid only). options: further
-    keyword arguments of the reader (its OPTIONS)."""
+    (< 0: the reader's default, 0: whole videos; not the EPISODIC sources). cameras: comma-separated (MULTI_CAMERA
+    sources). options: further keyword arguments of the reader (its OPTIONS)."""
     options = dict(options or {})
     if source == "pusht":
         if options or cameras or fps:
@@ -39,15 +41,16 @@ def load_source(source: str, root: str | os.PathLike, *, size: int | None = None
                              "at the simulator's rate)")
         return load_pusht(root)
     loaders = {"droid": droid.load_droid, "epic": epic_kitchens.load_epic_kitchens,
-               "video-folder": video_folder.load_video_folder}
+               "video-folder": video_folder.load_video_folder, "lerobot": lerobot.load_lerobot,
+               "agibot": agibot.load_agibot, "egodex": egodex.load_egodex}
     if source not in loaders:
         raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     kw = dict(fps=fps or None, size=size)
     if cameras:
-        if source != "droid":
-            raise ValueError(f"cameras apply to the droid source only, not {source!r}")
+        if source not in MULTI_CAMERA:
+            raise ValueError(f"cameras apply to the {', '.join(MULTI_CAMERA)} sources only, not {source!r}")
         kw["cameras"] = cameras
-    if segment_s >= 0 and source != "droid":
+    if segment_s >= 0 and source not in EPISODIC:
         kw["segment_s"] = segment_s or None
     for name in set(options) & set(kw):  # e.g. --data.source-options "fps=4": the same setting, given as an option
         if kw[name] is not None and kw[name] != options[name]:
