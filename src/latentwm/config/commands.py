@@ -40,7 +40,9 @@ class EncodeConfig:
 
     source: Source = "pusht"
     """Dataset reader: pusht (`latentwm generate pusht` output), droid (LeRobot v3 / v2.1 or raw DROID), epic
-    (EPIC-KITCHENS-100 tree with its CSVs), video-folder (any folder of videos, optional captions)."""
+    (EPIC-KITCHENS-100 tree with its CSVs), video-folder (any folder of videos, optional captions), lerobot (any
+    LeRobot v3 / v2.1 dataset), agibot (AgiBot World native layout or its LeRobot port), egodex (EgoDex MP4 +
+    HDF5). Each reader's module docstring gives its layout and OPTIONS."""
     root: str = "data/pusht_episodes"
     """Where the source's files are."""
     out_dir: str = "data/pusht_latents"
@@ -52,7 +54,7 @@ class EncodeConfig:
     segment_s: float = -1.0
     """Cut long videos into episodes of this many seconds (-1: the source's default, 0: whole videos)."""
     cameras: str = ""
-    """Comma-separated cameras to encode (droid; empty: all three)."""
+    """Comma-separated cameras to encode (droid, lerobot, agibot; empty: all of the dataset's)."""
     options: str = ""
     """Extra reader options as k=v pairs separated by spaces (see each reader's OPTIONS)."""
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
