@@ -156,7 +156,8 @@ def test_latentwm_encode_source_ssv2_then_train(ssv2, tmp_path, capsys):
     assert "1 skipped" in capsys.readouterr().out
     cache = LatentCache(out)
     assert cache.complete and len(cache.entries) == 3
-    cfg = get_preset("tiny").replace(data__cache_dir=str(out), data__env_action_dim=0, data__eval_fraction=0.0,
-                                     train__out_dir=str(tmp_path / "run"), train__steps=2, train__log_every=1)
+    cfg = get_preset("tiny").replace(data__cache_dir=str(out), data__env_action_dim=0, data__frame_skip=1,
+                                     data__eval_fraction=0.0, train__out_dir=str(tmp_path / "run"), train__steps=2,
+                                     train__log_every=1)
     train_set, _, extra = make_clip_datasets(cfg)
     assert Trainer(cfg, train_set, None, extra_state=extra, device="cpu").fit()["step"] == 2

@@ -245,7 +245,7 @@ def test_latentwm_encode_source_rlds_then_train(soar, tmp_path):
     cache = LatentCache(out)
     assert cache.complete and len(cache.entries) == 4 and len(cache.skipped) == 1
     cfg = get_preset("tiny").replace(
-        data__cache_dir=str(out), data__env_action_dim=7, model__action_dim=7, data__eval_fraction=0.0,
-        train__out_dir=str(tmp_path / "run"), train__steps=2, train__log_every=1)
+        data__cache_dir=str(out), data__env_action_dim=7, data__frame_skip=1, model__action_dim=7,
+        data__eval_fraction=0.0, train__out_dir=str(tmp_path / "run"), train__steps=2, train__log_every=1)
     train_set, _, extra = make_clip_datasets(cfg)
     assert Trainer(cfg, train_set, None, extra_state=extra, device="cpu").fit()["step"] == 2

@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-Source = Literal["pusht", "droid", "epic", "video-folder", "lerobot", "agibot", "egodex"]
+Source = Literal["pusht", "droid", "epic", "video-folder", "lerobot", "agibot", "egodex", "rlds", "ssv2", "kinetics",
+                 "openvid", "howto100m", "ego4d"]
 SOURCES: tuple[str, ...] = get_args(Source)
 
 Planner = Literal["cem", "mppi", "gradient"]

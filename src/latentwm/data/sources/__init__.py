@@ -7,13 +7,14 @@ import os
 from typing import Callable
 
 from latentwm.data.episodes import Episode
-from latentwm.data.sources import agibot, droid, egodex, epic_kitchens, lerobot, video_folder
+from latentwm.data.sources import agibot, annotated_video, droid, egodex, epic_kitchens, lerobot, rlds, video_folder
 from latentwm.data.sources.pusht import load_pusht
 
-SOURCES = ("pusht", "droid", "epic", "video-folder", "lerobot", "agibot", "egodex")
+SOURCES = ("pusht", "droid", "epic", "video-folder", "lerobot", "agibot", "egodex", "rlds", "ssv2", "kinetics",
+           "openvid", "howto100m", "ego4d")
 Item = tuple[str, Callable[[], Episode]]
 MULTI_CAMERA = ("droid", "lerobot", "agibot")  # readers that take cameras=
-EPISODIC = ("droid", "lerobot", "agibot", "egodex")  # recorded episodes, never cut into segments
+EPISODIC = ("droid", "lerobot", "agibot", "egodex", "rlds")  # recorded episodes, never cut into segments
 
 
 def parse_options(text: str) -> dict:
@@ -42,7 +43,10 @@ def load_source(source: str, root: str | os.PathLike, *, size: int | None = None
         return load_pusht(root)
     loaders = {"droid": droid.load_droid, "epic": epic_kitchens.load_epic_kitchens,
                "video-folder": video_folder.load_video_folder, "lerobot": lerobot.load_lerobot,
-               "agibot": agibot.load_agibot, "egodex": egodex.load_egodex}
+               "agibot": agibot.load_agibot, "egodex": egodex.load_egodex, "rlds": rlds.load_rlds,
+               "ssv2": annotated_video.load_ssv2, "kinetics": annotated_video.load_kinetics,
+               "openvid": annotated_video.load_openvid, "howto100m": annotated_video.load_howto100m,
+               "ego4d": annotated_video.load_ego4d}
     if source not in loaders:
         raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     kw = dict(fps=fps or None, size=size)

@@ -258,6 +258,3 @@ def load_ego4d(root: str | os.PathLike, *, fps: float | None = None, size=None, 
     videos = sorted((p, s) for s, p in _videos_by_stem(root).items())
     return annotated_items(root, dataset, videos, timed, fps=fps, size=size, segment_s=segment_s, camera=camera)
 
-
-LOADERS = {"ssv2": load_ssv2, "kinetics": load_kinetics, "openvid": load_openvid, "howto100m": load_howto100m,
-           "ego4d": load_ego4d}
