@@ -42,7 +42,9 @@ class EncodeConfig:
     """Dataset reader: pusht (`latentwm generate pusht` output), droid (LeRobot v3 / v2.1 or raw DROID), epic
     (EPIC-KITCHENS-100 tree with its CSVs), video-folder (any folder of videos, optional captions), lerobot (any
     LeRobot v3 / v2.1 dataset), agibot (AgiBot World native layout or its LeRobot port), egodex (EgoDex MP4 +
-    HDF5). Each reader's module docstring gives its layout and OPTIONS."""
+    HDF5), rlds (TFDS RLDS / Open X-Embodiment TFRecord shards: SOAR, Bridge, any set via spec=generic), and the
+    annotated video presets ssv2, kinetics, openvid, howto100m, ego4d (videos + the set's own annotation files as
+    text). Each reader's module docstring gives its layout and OPTIONS."""
     root: str = "data/pusht_episodes"
     """Where the source's files are."""
     out_dir: str = "data/pusht_latents"
@@ -251,4 +253,24 @@ class VerifyConfig:
     """List every shard, not only the damaged ones."""
 
 
-__all__ = ["DemoConfig", "EncodeConfig", "EvalConfig", "GenerateConfig", "ImagineConfig", "VerifyConfig"]
+@dataclass(frozen=True)
+class ExportConfig:
+    """One .safetensors file with a trained world model's weights and facts (config, latent statistics, encoder),
+    from a full or sharded (FSDP2 / DCP) checkpoint, for `latentwm eval` / `plan` on one device."""
+
+    checkpoint: str = "runs/train"
+    """A run folder (its newest verified checkpoint), a step directory, or a one-file checkpoint (best.pt)."""
+    out: str = "runs/export/model.safetensors"
+    """The file to write (must end in .safetensors; replaced atomically if it exists)."""
+    ema: bool = True
+    """Export the EMA weights (what sampling uses); --no-ema exports the raw trained weights."""
+
+    def __post_init__(self):
+        if not self.checkpoint:
+            raise ConfigError("export.checkpoint: empty; give a run folder, step directory or checkpoint file")
+        if not self.out.endswith(".safetensors"):
+            raise ConfigError(f"export.out: {self.out!r} must end in .safetensors")
+
+
+__all__ = ["DemoConfig", "EncodeConfig", "EvalConfig", "ExportConfig", "GenerateConfig", "ImagineConfig",
+           "VerifyConfig"]
