@@ -9,12 +9,14 @@ step), `steps/is_first` / `steps/is_last` / `steps/is_terminal` (T ints), `steps
 `episode_metadata/file_path`, ... (TFDS `Dataset` features are written this way; tfrecord.py reads the framing).
 
 Specs (`spec=`): which features are cameras, actions, proprio and text, and the recording rate.
-- `soar` (SOAR, WidowX 250, 5 Hz; same schema as the Bridge V2 RLDS release): camera `image_0` =
-  `steps/observation/image_0` (256² JPEG), action `steps/action` (7: Δxyz, Δroll/pitch/yaw, gripper),
-  proprio `steps/observation/state` (7), text `steps/language_instruction`.
+- `soar` (SOAR, WidowX 250, 5 Hz): camera `image_0` = `steps/observation/image_0` (256² JPEG), action
+  `steps/action` (7: Δxyz, Δroll/pitch/yaw, gripper), proprio `steps/observation/state` (7) — the keys and widths
+  SOAR's own loader parses (rail-berkeley/soar, jaxrl_m/data/dataset.py: PROTO_TYPE_SPEC, reshape [-1, 7], and it
+  too drops the last step's action) — and text `steps/language_instruction` (the Bridge RLDS key its OXE transform
+  reads).
 - `bridge`: the same keys (Bridge V2's RLDS; image_1..3 are often blank padding, so only image_0 by default).
 - `generic`: nothing assumed; give `image_keys=` (comma list; a key without `steps/` gets it), `action_key=`
-  (comma list, concatenated; empty: action-free), `language_key=`, `proprio_key=` and `native_fps=`.
+  (comma list, concatenated; omitted: action-free), `language_key=`, `proprio_key=` and `native_fps=`.
 The options override any spec's choice (e.g. `spec=soar image_keys=observation/image_0,observation/image_1`).
 
 Episodes: key `{dataset}/{subset}/{shard-stem}#{record}`; the action at step t is the one recorded at step t (RLDS
