@@ -14,8 +14,9 @@ from typing import Callable
 
 import tyro
 
-from latentwm.config import (PRESETS, ConfigError, DemoConfig, EncodeConfig, EvalConfig, GenerateConfig,
-                             ImagineConfig, LatentwmError, PlanRunConfig, PretrainEncoderConfig, VerifyConfig)
+from latentwm.config import (PRESETS, ConfigError, DemoConfig, EncodeConfig, EvalConfig, ExportConfig,
+                             GenerateConfig, ImagineConfig, LatentwmError, PlanRunConfig, PretrainEncoderConfig,
+                             VerifyConfig)
 from latentwm.config import preset as get_full_preset
 from latentwm.config.sweep import SweepConfig
 from latentwm.data.sources.pusht import run_generate
@@ -29,6 +30,7 @@ from latentwm.rl.runner import run_rl
 from latentwm.sweep.runner import run_sweep
 from latentwm.train.decoder_trainer import run_train_decoder
 from latentwm.train.encoder_pretrain import run_pretrain_encoder
+from latentwm.train.export import run_export
 from latentwm.train.lock import RunLock
 from latentwm.train.trainer import train
 
@@ -75,6 +77,8 @@ COMMANDS: dict[str, Command] = {
                      "another (resumable) or emitted as commands for a scheduler; tables, plots, JSON (--collect DIR)",
                      lambda p: SweepConfig(preset=p), run_sweep, lock=False, default_preset="",
                      tyro_config=(tyro.conf.UseAppendAction,)),
+    "export": Command("a checkpoint (full or sharded) → one .safetensors file (EMA weights + config and facts) that "
+                      "eval / plan load on one device", lambda p: ExportConfig(), run_export, lock=False),
     "verify": Command("check a latent cache's shards against their checksums (exit 2 when one is damaged)",
                       lambda p: VerifyConfig(), run_verify, lock=False),
 }

@@ -177,3 +177,25 @@ def test_prune_keeps_the_new_checkpoint_and_good_ones_over_damaged_later_ones(tm
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000002", "step_00000003"]
     ckpt.save_checkpoint(tmp_path, 4, _state(4), keep_last=0)  # even keep_last=0 keeps what was just written
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000004"]
+
+
+def test_truncated_dcp_shard_is_refused_with_one_line(tmp_path):
+    """A sharded (DCP) checkpoint whose shard lost its tail: the manifest catches it; with a recomputed manifest (a
+    careless copy) the DCP read itself fails — either way one CheckpointError line naming the checkpoint."""
+    from latentwm.train.sharded import sharded_state
+
+    cfg = get_preset("tiny").replace(train__out_dir=str(tmp_path))
+    model = DynamicsModel(cfg.model)
+    path = ckpt.save_checkpoint(tmp_path / "checkpoints", 1, {"step": 1, "config": cfg.to_dict(), "dcp": ["ema"]},
+                                sharded_state=sharded_state({"ema": model}))
+    shard = path / "dcp" / "__0_0.distcp"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(ckpt.CheckpointError, match="__0_0.distcp has .* bytes.*truncated") as e:
+        ckpt.load_world_model(path)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ckpt.CheckpointError, match="none of the 1 checkpoints"):
+        ckpt.resume_checkpoint(tmp_path / "checkpoints")
+    rewrite_manifest(path)
+    with pytest.raises(ckpt.CheckpointError, match="cannot read its sharded state") as e:
+        ckpt.load_world_model(path)
+    assert "\n" not in str(e.value) and str(path) in str(e.value)

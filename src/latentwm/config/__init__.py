@@ -8,8 +8,8 @@ Nothing here imports the rest of the package: configs are validated before torch
 """
 
 from latentwm.config.base import ConfigError, LatentwmError
-from latentwm.config.commands import (DemoConfig, EncodeConfig, EvalConfig, GenerateConfig, ImagineConfig,
-                                      VerifyConfig)
+from latentwm.config.commands import (DemoConfig, EncodeConfig, EvalConfig, ExportConfig, GenerateConfig,
+                                      ImagineConfig, VerifyConfig)
 from latentwm.config.experiment import ExperimentConfig
 from latentwm.config.planning import (CEMConfig, GradientConfig, MPPIConfig, PlanConfig, PlanRunConfig,
                                       ProbeConfig)
@@ -23,6 +23,7 @@ from latentwm.config.stages import DecoderConfig, DemoSizes, RLConfig
 
 __all__ = ["BASELINE_NAMES", "CEMConfig", "ConfigError", "DEMO_PLAN", "DataConfig", "DecoderConfig", "DemoConfig",
            "DemoSizes", "ENCODER_PRESETS", "EncodeConfig", "EncoderConfig", "EncoderPreset", "EvalConfig",
+           "ExportConfig",
            "ExperimentConfig", "LatentwmError", "GenerateConfig", "GradientConfig", "ImagineConfig", "MPPIConfig",
            "ModelConfig", "ObjectiveConfig", "PLANNER_NAMES", "PRESETS", "PlanConfig", "PlanRunConfig", "Preset",
            "ProbeConfig", "PretrainEncoderConfig", "RLConfig", "RolloutConfig", "SOURCES", "TextEncoderConfig",

@@ -253,4 +253,24 @@ class VerifyConfig:
     """List every shard, not only the damaged ones."""
 
 
-__all__ = ["DemoConfig", "EncodeConfig", "EvalConfig", "GenerateConfig", "ImagineConfig", "VerifyConfig"]
+@dataclass(frozen=True)
+class ExportConfig:
+    """One .safetensors file with a trained world model's weights and facts (config, latent statistics, encoder),
+    from a full or sharded (FSDP2 / DCP) checkpoint, for `latentwm eval` / `plan` on one device."""
+
+    checkpoint: str = "runs/train"
+    """A run folder (its newest verified checkpoint), a step directory, or a one-file checkpoint (best.pt)."""
+    out: str = "runs/export/model.safetensors"
+    """The file to write (must end in .safetensors; replaced atomically if it exists)."""
+    ema: bool = True
+    """Export the EMA weights (what sampling uses); --no-ema exports the raw trained weights."""
+
+    def __post_init__(self):
+        if not self.checkpoint:
+            raise ConfigError("export.checkpoint: empty; give a run folder, step directory or checkpoint file")
+        if not self.out.endswith(".safetensors"):
+            raise ConfigError(f"export.out: {self.out!r} must end in .safetensors")
+
+
+__all__ = ["DemoConfig", "EncodeConfig", "EvalConfig", "ExportConfig", "GenerateConfig", "ImagineConfig",
+           "VerifyConfig"]

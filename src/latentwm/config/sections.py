@@ -364,6 +364,11 @@ class TrainConfig(LoopSettings):
     """torch.compile backend ("aot_eager" traces without generating kernels: a quick correctness check)."""
     distributed: Literal["ddp", "fsdp"] = "ddp"
     """Strategy under torchrun: DDP, or FSDP2 fully_shard for models that do not fit one GPU."""
+    checkpoint_format: Literal["sharded", "full"] = "sharded"
+    """FSDP2 with world size > 1 only (DDP / one process always write full state): sharded = each rank writes its own
+    shards of model, EMA and optimizer with torch.distributed.checkpoint (in parallel, no rank ever holds the whole
+    state; loads onto any world size); full = gather everything on rank 0 into one state.pt (needs the whole model
+    in one process's memory). `latentwm export` turns either into one .safetensors file for one device."""
     eval_every: int = 500
     condition_gain: bool = True
     """At every evaluation also measure how much the model listens to each condition: held-out rollout error with

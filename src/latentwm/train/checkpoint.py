@@ -11,8 +11,8 @@ best held-out score, train/best.py) is a one-file checkpoint that `load_world_mo
 Files are loaded with `torch.load(weights_only=True)` only: unpickling a crafted file runs arbitrary code, and a
 recomputed manifest would not stop it. So everything saved is tensors and plain data (`plain_state` converts numpy
 values and paths at save time, and refuses anything else by its key); RNG states are stored the same way.
-
-For FSDP2 the model and optimizer live in `dcp/` written with torch.distributed.checkpoint (each rank its shards).
+Sharded (FSDP2, train.checkpoint_format "sharded"): model, EMA, optimizer in `dcp/` (each rank its shards, train/
+sharded.py), `"dcp": [names]` in state.pt; each rank hashes its own files, rank 0 merges them into the manifest.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ import torch
 from latentwm.config import ExperimentConfig
 from latentwm.data.cache_integrity import cache_pool, legacy_label_note, same_encoder
 from latentwm.model.dynamics import DynamicsModel
+from latentwm.train.export_file import is_export, read_export
+from latentwm.train.sharded import DCP_DIR, load_sharded_weights, save_sharded
 from latentwm.train.state_file import (CheckpointError, fsync_dir as _fsync_dir, load_file as _load,
                                        load_state_file, save_file as _save_file)
 
@@ -167,9 +169,10 @@ def save_checkpoint(root: str | os.PathLike, step: int, state: dict, *, rank: in
                     barrier=lambda: None, keep_last: int = 3, sharded_state: dict | None = None) -> Path:
     """Write a checkpoint for `step` atomically; every rank calls this (rank 0 owns `state` and the rename).
 
-    state: plain state (tensors, numbers) saved by rank 0. sharded_state: FSDP2 model/optimizer state dicts saved
-    collectively with torch.distributed.checkpoint. Returns the final directory. A failed write (disk full) removes
-    its temporary directory and raises CheckpointError naming it; the checkpoints already there are untouched.
+    state: plain state (tensors, numbers) saved by rank 0. sharded_state: FSDP2 model/EMA/optimizer state dicts
+    (train/sharded.py `sharded_state`) saved collectively into dcp/, each rank its shards. Returns the final
+    directory. A failed write (disk full) removes its temporary directory and raises CheckpointError naming it;
+    the checkpoints already there are untouched.
     """
     root = Path(root)
     final = step_dir(root, step)
@@ -183,14 +186,12 @@ def save_checkpoint(root: str | os.PathLike, step: int, state: dict, *, rank: in
         barrier()
         _save_file(rng_state(), tmp / f"rng_rank{rank}.pt")
         if sharded_state is not None:
-            import torch.distributed.checkpoint as dcp
-
-            dcp.save(sharded_state, checkpoint_id=str(tmp / "dcp"))
+            save_sharded(sharded_state, tmp / DCP_DIR)
         if rank == 0:
             _save_file(plain_state({**state, "world_size": world_size}), tmp / "state.pt")
-        barrier()
+        hashed = _gather_hashes(_hash_own_files(tmp, rank), world_size)  # also the barrier: every rank's files done
         if rank == 0:
-            _publish(tmp, final, step, world_size)
+            _publish(tmp, final, step, world_size, hashed)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError):
@@ -203,12 +204,33 @@ def save_checkpoint(root: str | os.PathLike, step: int, state: dict, *, rank: in
     return final
 
 
-def _publish(tmp: Path, final: Path, step: int, world_size: int) -> None:
-    """Manifest (written last, fsynced), then the atomic rename of the finished directory into place."""
+def _hash_own_files(tmp: Path, rank: int) -> dict:
+    """{relative name: {"bytes", "sha256"}} of the files this rank wrote: its RNG file and its DCP shards
+    (`__<rank>_<i>.distcp`, FileSystemWriter's naming). Rank 0 hashes the rest at publication."""
+    own = [tmp / f"rng_rank{rank}.pt", *sorted((tmp / DCP_DIR).glob(f"__{rank}_*.distcp"))]
+    return {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in own if p.is_file()}
+
+
+def _gather_hashes(mine: dict, world_size: int) -> dict:
+    """Every rank's `_hash_own_files` merged (on every rank); a collective that doubles as the barrier after which
+    all files exist."""
+    if world_size == 1:
+        return mine
+    import torch.distributed as tdist
+
+    parts: list = [None] * world_size
+    tdist.all_gather_object(parts, mine)
+    return {k: v for part in parts for k, v in part.items()}
+
+
+def _publish(tmp: Path, final: Path, step: int, world_size: int, hashed: dict | None = None) -> None:
+    """Manifest (written last, fsynced; files in `hashed` were hashed by the rank that wrote them), then the atomic
+    rename of the finished directory into place."""
+    hashed = hashed or {}
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     manifest = {"step": step, "world_size": world_size,
-                "files": {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-                          for p in files}}
+                "files": {str(p.relative_to(tmp)): hashed.get(str(p.relative_to(tmp))) or
+                          {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}}
     with open(tmp / "manifest.json", "w") as f:
         json.dump(manifest, f, indent=1)
         f.flush()
@@ -370,12 +392,18 @@ def check_pairing(state: dict, cache_info: dict, cache_path) -> None:
 
 
 def load_world_model(path: str | os.PathLike, ema: bool = True, device="cpu"):
-    """(model, ExperimentConfig, state) from a checkpoint directory, the latest one under a run folder, or a
-    one-file checkpoint such as `<run>/checkpoints/best.pt` (the best held-out score's weights, train/best.py).
+    """(model, ExperimentConfig, state) from a checkpoint directory (full or sharded), the latest one under a run
+    folder, a one-file checkpoint such as `<run>/checkpoints/best.pt` (the best held-out score's weights,
+    train/best.py), or a `latentwm export` file (.safetensors).
 
-    ema=True loads the EMA weights (what sampling uses). state holds the saved facts (data_stats, encoder, ...).
+    ema=True loads the EMA weights (what sampling uses); an export holds one set, chosen when it was written
+    (state["weights"] says which). state holds the saved facts (data_stats, encoder, ...).
     """
     path = Path(path)
+    if is_export(path):
+        weights, state = read_export(path, device)
+        state["path"] = path
+        return _build(state, weights, device, path), ExperimentConfig.from_dict(state["config"]), state
     if path.is_file():
         state = load_state_file(path, map_location=device)
     else:
@@ -385,7 +413,18 @@ def load_world_model(path: str | os.PathLike, ema: bool = True, device="cpu"):
                 raise CheckpointError(f"no complete checkpoint in {path}")
             path = found
         state = load_checkpoint(path, map_location=device)
-    cfg = ExperimentConfig.from_dict(state["config"])
-    model = DynamicsModel(cfg.model).to(device)
-    model.load_state_dict(state["ema" if ema else "model"])
-    return model.eval().requires_grad_(False), cfg, state
+    name = "ema" if ema else "model"
+    sharded = name in (state.get("dcp") or ())  # read every shard into one model (no process group needed)
+    model = _build(state, None if sharded else state[name], device, path)
+    load_sharded_weights(path, model, name) if sharded else None
+    return model.eval().requires_grad_(False), ExperimentConfig.from_dict(state["config"]), state
+
+
+def _build(state: dict, weights: dict | None, device, path: Path) -> DynamicsModel:
+    """The DynamicsModel of state["config"] on `device`, with `weights` loaded (None: left to the caller)."""
+    model = DynamicsModel(ExperimentConfig.from_dict(state["config"]).model).to(device)
+    try:
+        model.load_state_dict(weights) if weights is not None else None
+    except RuntimeError as e:  # another model size
+        raise CheckpointError(f"{path}: its weights do not fit its config's model ({str(e).splitlines()[0][:200]})")
+    return model.eval().requires_grad_(False)

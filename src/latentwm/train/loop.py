@@ -116,7 +116,8 @@ class Loop:
     atomic checkpoints of `state_fn()` every `ckpt_every` steps and at the end.
 
     State: `state_fn() -> dict` (rank 0's plain state; the loop adds "step"; called on every rank when
-    collective_state, as FSDP2's full-state gather needs) and `load_fn(state)` for resume.
+    collective_state, as FSDP2's full-state gather needs) and `load_fn(state)` for resume. sharded_fn: FSDP2's
+    sharded checkpoints — `sharded_fn() -> dict` (every rank, no gather) is written with DCP, each rank its shards.
     dist: a DistInfo (collectives, rank); None = one process. max_minutes > 0 stops early (every rank at the
     same step) with a checkpoint.
     """
@@ -125,7 +126,7 @@ class Loop:
                  load_fn: Callable[[dict], None], log_every: int = 10, ckpt_every: int = 500, keep_last: int = 3,
                  eval_every: int = 0, max_minutes: float = 0.0, logger: RunLogger | None = None, dist=None,
                  checkpoints: str | Path | None = None, resume_flag: str = "--resume", collective_state: bool = False,
-                 log_prefix: str = "train/"):
+                 log_prefix: str = "train/", sharded_fn: Callable[[], dict] | None = None):
         self.name, self.out, self.total = name, Path(out_dir), total
         self.ckpt_dir = Path(checkpoints) if checkpoints is not None else self.out / "checkpoints"
         self.state_fn, self.load_fn = state_fn, load_fn
@@ -135,16 +136,18 @@ class Loop:
         self.log = logger
         self.step, self.resume_flag, self.log_prefix = 0, resume_flag, log_prefix
         self.collective_state = collective_state  # FSDP2: gathering the full state is a collective (every rank)
+        self.sharded_fn = sharded_fn
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def save(self) -> Path:
         d = self.dist
-        if self.is_main or self.collective_state:  # FSDP2: every rank joins the gather, rank 0 writes it
+        sharded = self.sharded_fn() if self.sharded_fn is not None else None  # every rank: its own shards
+        if self.is_main or (self.collective_state and sharded is None):  # full FSDP2: every rank joins the gather
             gathered = self.state_fn()
         state = {**gathered, "step": self.step} if self.is_main else {}
         return ckpt.save_checkpoint(self.ckpt_dir, self.step, state, rank=d.rank if d else 0,
                                     world_size=d.world_size if d else 1, barrier=d.barrier if d else (lambda: None),
-                                    keep_last=self.keep_last)
+                                    keep_last=self.keep_last, sharded_state=sharded)
 
     def resume(self, resume: bool, map_location="cpu") -> Path | None:
         """Load the newest verified checkpoint when `resume`; refuse an out dir with checkpoints otherwise."""

@@ -34,6 +34,7 @@ from latentwm.distributed import DistInfo, init_distributed, shutdown, unwrap, w
 from latentwm.train.best import BestKeeper, held_out_score
 from latentwm.train.decoder_trainer import load_decoder
 from latentwm.train.logging import RunLogger
+from latentwm.train.sharded import load_sharded, sharded_state
 from latentwm.train.loop import (Loop, NonFiniteGuard, TrainingDiverged, autocast_args, lr_lambda,  # noqa: F401
                                  optimizer_step, sample_seed)
 
@@ -67,7 +68,7 @@ class TrainState:
 RESUMABLE = {"preset", "rollout", "plan", "train.steps", "train.log_every", "train.eval_every", "train.ckpt_every",
              "train.keep_last", "train.keep_best", "train.resume", "train.wandb", "train.max_nonfinite",
              "train.out_dir", "train.compile", "train.compile_scope", "train.compile_backend", "train.precision",
-             "train.distributed", "data.num_workers", "data.allow_partial"}
+             "train.distributed", "train.checkpoint_format", "data.num_workers", "data.allow_partial"}
 
 
 def config_changes(saved: dict, now: dict, prefix: str = "") -> list[str]:
@@ -141,6 +142,7 @@ class Trainer:
         self.model = DynamicsModel(cfg.model).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.fsdp = tc.distributed == "fsdp" and self.dist.enabled
+        self.sharded = self.fsdp and tc.checkpoint_format == "sharded"  # DCP: each rank writes its own shards
         if self.fsdp:  # the EMA is sharded like the model, so its update is a local op on matching shards
             wrap_model(self.ema, "fsdp", self.dist)
         self.wrapped = wrap_model(self.model, tc.distributed, self.dist)
@@ -166,7 +168,8 @@ class Trainer:
         self.loop = Loop("train", self.out, tc.steps, state_fn=self.state_dict, load_fn=self.load_state_dict,
                          log_every=tc.log_every, ckpt_every=tc.ckpt_every, keep_last=tc.keep_last,
                          eval_every=tc.eval_every, logger=self.log, dist=self.dist,
-                         resume_flag="--train.resume", collective_state=self.fsdp)
+                         resume_flag="--train.resume", collective_state=self.fsdp,
+                         sharded_fn=self._sharded_state if self.sharded else None)
 
     @property
     def state(self) -> TrainState:
@@ -187,7 +190,14 @@ class Trainer:
                "ema": get_model_state_dict(self.ema, options=full)}
         return {**out, "optimizer": get_optimizer_state_dict(self.model, self.opt, options=full)} if optimizer else out
 
+    def _sharded_state(self) -> dict:
+        """Model, EMA and optimizer as this rank's shards (no gather), for a sharded checkpoint's dcp/."""
+        return sharded_state({"model": self.model, "ema": self.ema}, self.opt)
+
     def _load_weights_state(self, st: dict, optimizer: bool = True) -> None:
+        if st.get("dcp"):  # a sharded checkpoint: DCP reshards it onto this run's layout, whatever its world size
+            load_sharded(st["path"], {"model": self.model, "ema": self.ema}, self.opt if optimizer else None)
+            return
         if not self.fsdp:
             unwrap(self.model).load_state_dict(st["model"])
             self.ema.load_state_dict(st["ema"])
@@ -204,7 +214,8 @@ class Trainer:
             set_optimizer_state_dict(self.model, self.opt, st["optimizer"], options=full)
 
     def state_dict(self) -> dict:
-        return {**self._weights_state(), "scheduler": self.sched.state_dict(),
+        weights = {"dcp": ["model", "ema", "optimizer"]} if self.sharded else self._weights_state()
+        return {**weights, "scheduler": self.sched.state_dict(),
                 "nonfinite": self.guard.count, "history": self.history, "best": self.best.record,
                 "data_position": self.loop.step * self.cfg.train.grad_accum,
                 "config": self.cfg.to_dict(), **self.extra_state}
