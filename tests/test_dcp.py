@@ -9,6 +9,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -227,3 +229,43 @@ def test_export_command_and_config(tmp_path, capsys):
     with pytest.raises(ConfigError, match="export.out"):
         ExportConfig(out="model.pt")
     assert cli.main(["export", "--checkpoint", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+
+
+def test_ranks_share_the_hashing_and_agree_on_a_damaged_checkpoint(tmp_path):
+    """Distributed resume: rank r of W hashes every W-th file, so only one rank sees a flipped byte; the agreement
+    (a collective in Loop.resume, a function here) makes every rank skip the checkpoint alike."""
+    root, model, ema, opt = _world_of_one(tmp_path, sharded=True)
+    ckpt.save_checkpoint(root, 5, {"config": {}, "dcp": ["ema"]}, sharded_state=sharded_state({"ema": ema}))
+    newest = ckpt.step_dir(root, 5)
+    shard = newest / "dcp" / "__0_0.distcp"
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # same size: only a hash notices
+    shard.write_bytes(bytes(raw))
+    caught = []
+    for r in range(2):
+        try:
+            ckpt.verify(newest, part=(r, 2))
+            caught.append(False)
+        except CheckpointError:
+            caught.append(True)
+    assert sorted(caught) == [False, True]  # exactly one rank hashed the shard
+    # two "ranks" as threads; agree = the all-reduce of their verdicts, round by round
+    votes, barrier, picked = [[], []], threading.Barrier(2, timeout=60), [None, None]
+
+    def rank(r):
+        def agree(ok):
+            votes[r].append(ok)
+            barrier.wait()
+            both = votes[0][len(votes[r]) - 1] and votes[1][len(votes[r]) - 1]
+            barrier.wait()
+            return both
+
+        picked[r] = ckpt.resume_checkpoint(root, part=(r, 2), agree=agree)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+    assert [p.name for p in picked] == ["step_00000003", "step_00000003"]
+    assert sorted(v[0] for v in votes) == [False, True] and votes[0][1] and votes[1][1]

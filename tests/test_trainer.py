@@ -144,8 +144,9 @@ def test_two_process_run_matches_single_process(tmp_path, strategy):
     for s in ls:
         assert abs(ls[s] - ld[s]) < 1e-4 * max(1.0, ls[s]), (s, ls[s], ld[s])
     # ranks stayed in sync: the saved weights equal the single-process ones
-    ws = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "single" / "checkpoints"))["model"]
-    wd = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "ddp" / "checkpoints"))["model"]
+    # (FSDP writes a sharded checkpoint: load_world_model reads either format)
+    ws = ckpt.load_world_model(tmp_path / "single", ema=False)[0].state_dict()
+    wd = ckpt.load_world_model(tmp_path / "ddp", ema=False)[0].state_dict()
     for k in ws:
         torch.testing.assert_close(ws[k], wd[k], atol=1e-5, rtol=1e-4)
 

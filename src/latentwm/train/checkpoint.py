@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from latentwm.config import ExperimentConfig
-from latentwm.data.cache_integrity import cache_pool, legacy_label_note, same_encoder
 from latentwm.model.dynamics import DynamicsModel
+from latentwm.train.pairing import check_pairing  # noqa: F401  (re-exported: planning imports it from here)
 from latentwm.train.export_file import is_export, read_export
 from latentwm.train.sharded import DCP_DIR, load_sharded_weights, save_sharded
 from latentwm.train.state_file import (CheckpointError, fsync_dir as _fsync_dir, load_file as _load,
@@ -243,10 +243,12 @@ def _publish(tmp: Path, final: Path, step: int, world_size: int, hashed: dict | 
     _KNOWN_GOOD[str(final)] = _fingerprint(final)
 
 
-def verify(path: str | os.PathLike, full: bool = True) -> None:
+def verify(path: str | os.PathLike, full: bool = True, part: tuple[int, int] | None = None) -> None:
     """Raise CheckpointError unless every file listed in the manifest exists with its size and (full=True) hash.
 
     full=False reads no file data (manifest present, sizes right): it catches truncation and missing files cheaply.
+    part=(rank, world_size): hash only every world_size-th file from the rank-th (sizes all), so the ranks of a
+    resumed run share the reading instead of each hashing the whole checkpoint (`resume_checkpoint`'s agree).
     """
     path = Path(path)
     try:
@@ -254,16 +256,16 @@ def verify(path: str | os.PathLike, full: bool = True) -> None:
         files = {str(k): (int(v["bytes"]), str(v["sha256"])) for k, v in files.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"checkpoint {path}: manifest missing or unreadable ({e!r})") from e
-    for name, (size, sha) in files.items():
+    for i, (name, (size, sha)) in enumerate(sorted(files.items())):
         f = path / name
         if not f.is_file():
             raise CheckpointError(f"checkpoint {path}: file {name} is missing")
         if f.stat().st_size != size:
             raise CheckpointError(f"checkpoint {path}: {name} has {f.stat().st_size} bytes, manifest says "
                                   f"{size} (truncated?)")
-        if full and _sha256(f) != sha:
+        if full and (part is None or i % part[1] == part[0]) and _sha256(f) != sha:
             raise CheckpointError(f"checkpoint {path}: {name} does not match its SHA-256 (corrupt)")
-    if full:
+    if full and part is None:
         _KNOWN_GOOD[str(path)] = _fingerprint(path)
 
 
@@ -310,9 +312,10 @@ def latest_checkpoint(root: str | os.PathLike) -> Path | None:
     return None
 
 
-def resume_checkpoint(root: str | os.PathLike) -> Path | None:
+def resume_checkpoint(root: str | os.PathLike, part: tuple[int, int] | None = None, agree=None) -> Path | None:
     """The checkpoint to resume from: the newest that verifies (damaged newer ones are warned about and skipped);
-    None when root holds no checkpoint at all.
+    None when root holds no checkpoint at all. Ranks of a distributed run pass part=(rank, world_size) (each hashes
+    its share of the files) and agree(ok) -> every rank's ok (a collective), so all pick the same checkpoint.
 
     Raises CheckpointError listing every checkpoint and why it failed when there are checkpoints but none verifies:
     starting over at step 0 beside them would silently discard the run (and, before `prune` protected new
@@ -321,21 +324,26 @@ def resume_checkpoint(root: str | os.PathLike) -> Path | None:
     ckpts, failures = list_checkpoints(root), []
     for path in reversed(ckpts):
         try:
-            verify(path)
-            return path
+            verify(path, part=part)
+            why = None
         except CheckpointError as e:
-            failures.append(str(e))
-            warnings.warn(f"skipping damaged checkpoint: {e}", stacklevel=2)
+            why = str(e)
+        if (agree or (lambda ok: ok))(why is None):
+            return path
+        failures.append(why or f"checkpoint {path}: damaged (another rank's share of its files failed the hash)")
+        warnings.warn(f"skipping damaged checkpoint: {failures[-1]}", stacklevel=2)
     if not ckpts:
         return None
     raise CheckpointError(f"cannot resume: none of the {len(ckpts)} checkpoints in {root} verifies:\n  "
                           + "\n  ".join(failures) + "\nRestore them from a copy, or move them away to start over")
 
 
-def load_checkpoint(path: str | os.PathLike, rank: int = 0, map_location="cpu") -> dict:
-    """Load `state.pt` (+ this rank's RNG state under key "rng") from a verified checkpoint directory."""
+def load_checkpoint(path: str | os.PathLike, rank: int = 0, map_location="cpu", verified: bool = False) -> dict:
+    """Load `state.pt` (+ this rank's RNG state under key "rng") from a checkpoint directory, verified first unless
+    `verified` (the caller just did, e.g. `resume_checkpoint`)."""
     path = Path(path)
-    verify(path)
+    if not verified:
+        verify(path)
     state = _load(path / "state.pt", map_location)
     rng = path / f"rng_rank{rank}.pt"
     state["rng"] = _load(rng) if rng.exists() else None
@@ -362,33 +370,6 @@ def prune(root: str | os.PathLike, keep_last: int, protect: str | os.PathLike | 
                 continue
             warnings.warn(f"deleting damaged checkpoint: {why}", stacklevel=2)
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _fact(info: dict, key: str):
-    """A fact of a cache.json (or of online encoding); a cache written before `pool` was recorded has pool 1."""
-    return cache_pool(info) if key == "pool" and "format" in info else info.get(key)
-
-
-def check_pairing(state: dict, cache_info: dict, cache_path) -> None:
-    """Refuse to pair a checkpoint with a latent cache of other latents: its numbers would be garbage, silently.
-
-    Compares what the checkpoint was trained on (state["cache_info"]: the training cache's cache.json or the online
-    encoder's facts; older checkpoints: state["encoder"] and the model's N, D) with `cache_info` (a cache.json):
-    encoder (weights label), image_size, pool, num_tokens, latent_dim. Facts one side does not record are skipped.
-    Raises CheckpointError naming each differing fact with both values and both paths."""
-    model = (state.get("config") or {}).get("model") or {}
-    grid = model.get("latent_grid")
-    trained = {"encoder": state.get("encoder"), "latent_dim": model.get("latent_dim"),
-               "num_tokens": None if grid is None else grid * grid, **(state.get("cache_info") or {})}
-    diffs = []
-    for key in ("encoder", "image_size", "pool", "num_tokens", "latent_dim"):
-        a, b = (_fact(i, key) for i in (trained, cache_info))
-        if a is not None and b is not None and not (same_encoder(a, b) if key == "encoder" else a == b):
-            diffs.append(f"{key} {a!r} (checkpoint) vs {b!r} (cache){legacy_label_note(a, b)}")
-    if diffs:
-        raise CheckpointError(f"checkpoint {state.get('path', '?')} was trained on other latents than the cache "
-                              f"{cache_path} holds: {'; '.join(diffs)}. Use the cache it was trained on (or one "
-                              "encoded with the same encoder settings)")
 
 
 def load_world_model(path: str | os.PathLike, ema: bool = True, device="cpu"):

@@ -157,10 +157,15 @@ class Loop:
                 raise ConfigError(f"{self.name}: {self.out} already has checkpoints ({existing[-1].name}); pass "
                                   f"{self.resume_flag} to continue it or choose another out_dir")
             return None
-        latest = ckpt.resume_checkpoint(self.ckpt_dir)
+        d = self.dist
+        if d is not None and d.enabled:  # each rank hashes 1/W of the files (not W full reads); all must pass
+            agree = lambda ok: not bool(d.all_reduce_sum(torch.tensor(float(not ok), device=d.device)))  # noqa: E731
+            latest = ckpt.resume_checkpoint(self.ckpt_dir, part=(d.rank, d.world_size), agree=agree)
+        else:
+            latest = ckpt.resume_checkpoint(self.ckpt_dir)
         if latest is None:
             return None
-        st = ckpt.load_checkpoint(latest, rank=self.dist.rank if self.dist else 0, map_location=map_location)
+        st = ckpt.load_checkpoint(latest, rank=d.rank if d else 0, map_location=map_location, verified=True)
         self.load_fn(st)
         self.step = int(st["step"])
         if st.get("rng") is not None:
