@@ -210,8 +210,8 @@ def main(argv=None):
     for kind in ("full", "sharded"):
         for r, part in enumerate(raw["ranks"]):
             x = part[kind]
-            rows.append({"format": kind, "rank": r, "save_s": x["seconds"], "extra_peak_rss_gb": x["peak_rss_bytes"] / 1e9,
-                         "written_gb": x["bytes_written"] / 1e9})
+            rows.append({"format": kind, "rank": r, "save_s": x["seconds"],
+                         "extra_peak_rss_gb": x["peak_rss_bytes"] / 1e9, "written_gb": x["bytes_written"] / 1e9})
         measured[kind] = {"seconds": max(p[kind]["seconds"] for p in raw["ranks"]),
                           "rank0_peak_rss_gb": raw["ranks"][0][kind]["peak_rss_bytes"] / 1e9,
                           "max_peak_rss_gb": max(p[kind]["peak_rss_bytes"] for p in raw["ranks"]) / 1e9}

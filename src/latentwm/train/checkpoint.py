@@ -383,6 +383,8 @@ def load_world_model(path: str | os.PathLike, ema: bool = True, device="cpu"):
     path = Path(path)
     if is_export(path):
         weights, state = read_export(path, device)
+        if state["weights"] != ("ema" if ema else "model"):  # an export holds one set: say which one is used
+            warnings.warn(f"{path} holds the {state['weights']} weights (exported so); using them", stacklevel=2)
         state["path"] = path
         return _build(state, weights, device, path), ExperimentConfig.from_dict(state["config"]), state
     if path.is_file():
@@ -395,17 +397,20 @@ def load_world_model(path: str | os.PathLike, ema: bool = True, device="cpu"):
             path = found
         state = load_checkpoint(path, map_location=device)
     name = "ema" if ema else "model"
-    sharded = name in (state.get("dcp") or ())  # read every shard into one model (no process group needed)
+    sharded = name in (state.get("dcp") or ())
     model = _build(state, None if sharded else state[name], device, path)
-    load_sharded_weights(path, model, name) if sharded else None
+    if sharded:  # every shard read into one model (no process group needed)
+        load_sharded_weights(path, model, name)
     return model.eval().requires_grad_(False), ExperimentConfig.from_dict(state["config"]), state
 
 
 def _build(state: dict, weights: dict | None, device, path: Path) -> DynamicsModel:
     """The DynamicsModel of state["config"] on `device`, with `weights` loaded (None: left to the caller)."""
     model = DynamicsModel(ExperimentConfig.from_dict(state["config"]).model).to(device)
-    try:
-        model.load_state_dict(weights) if weights is not None else None
-    except RuntimeError as e:  # another model size
-        raise CheckpointError(f"{path}: its weights do not fit its config's model ({str(e).splitlines()[0][:200]})")
+    if weights is not None:
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as e:  # another model size
+            raise CheckpointError(f"{path}: its weights do not fit its config's model "
+                                  f"({str(e).splitlines()[0][:200]})") from e
     return model.eval().requires_grad_(False)

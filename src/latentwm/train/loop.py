@@ -159,7 +159,9 @@ class Loop:
             return None
         d = self.dist
         if d is not None and d.enabled:  # each rank hashes 1/W of the files (not W full reads); all must pass
-            agree = lambda ok: not bool(d.all_reduce_sum(torch.tensor(float(not ok), device=d.device)))  # noqa: E731
+            def agree(ok: bool) -> bool:
+                return not bool(d.all_reduce_sum(torch.tensor(float(not ok), device=d.device)))
+
             latest = ckpt.resume_checkpoint(self.ckpt_dir, part=(d.rank, d.world_size), agree=agree)
         else:
             latest = ckpt.resume_checkpoint(self.ckpt_dir)
