@@ -42,7 +42,7 @@ import numpy as np
 from latentwm.data.episodes import Episode, EpisodeError
 from latentwm.data.sources.droid import matrix_to_euler, pose_actions
 from latentwm.data.sources.lerobot import kept_spans, load_lerobot, sample_steps, texts
-from latentwm.data.sources.video_folder import CheckedVideoFrames, probe_or_error
+from latentwm.data.sources.video_folder import CheckedVideoFrames, pick_cameras, probe_or_error
 
 OPTIONS = ("fps=<float|None: native 30> cameras=<comma list: every videos/*.mp4> size=<int|None> "
            "layout=auto|native|lerobot tasks=<task ids> native_fps=30 dataset=agibot "
@@ -118,13 +118,7 @@ def native_episode(root: Path, task: str, episode: str, info: dict | None, *, fp
         raise EpisodeError(f"episode {name}: {h5} has {len(pos)} positions, {len(quat)} orientations, "
                            f"{len(grip)} gripper states")
     vdir = root / "observations" / task / episode / "videos"
-    cams = {p.stem: p for p in sorted(vdir.glob("*.mp4"))}
-    if cameras:
-        if missing := [c for c in cameras if c not in cams]:
-            raise EpisodeError(f"episode {name}: no camera {missing} in {vdir} (has {sorted(cams)})")
-        cams = {c: cams[c] for c in cameras}
-    if not cams:
-        raise EpisodeError(f"episode {name}: no video in {vdir}")
+    cams = pick_cameras({p.stem: p for p in sorted(vdir.glob("*.mp4"))}, cameras, name, vdir)
     keep = sample_steps(len(pos), native_fps, fps)
     frames = {cam: CheckedVideoFrames(p, keep / probe_or_error(p, name).fps, size, episode=name)
               for cam, p in cams.items()}

@@ -34,13 +34,14 @@ import json
 import math
 import os
 import re
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from latentwm.data.episodes import Episode, EpisodeError
-from latentwm.data.sources.video_folder import _failing, find_videos, probe_or_error, segments, video_episode
+from latentwm.data.episodes import Episode
+from latentwm.data.sources.video_folder import find_videos, video_episode, video_items
 
 OPTIONS = ("fps=<float|None> size=<int|None> segment_s=<float|None> annotations=<file|dir> camera=main "
            "dataset=<preset name>; ego4d: window_s=2 passes=1|1,2")
@@ -80,17 +81,8 @@ def annotated_items(root: Path, dataset: str, videos: Sequence[tuple[Path, str]]
     for path, vid in videos:
         spans = sorted(timed.get(vid, []), key=lambda x: (x[0], x[1]))
         ex = dict((extras or {}).get(vid, {}), video_id=vid)
-        if segment_s is None:
-            items.append((f"{dataset}/{vid}", _loader(path, dataset, vid, camera, fps, size, spans, ex)))
-            continue
-        try:
-            info = probe_or_error(path, f"{dataset}/{vid}")
-        except EpisodeError as e:  # listed anyway, so the encode summary names it
-            items.append((f"{dataset}/{vid}", _failing(e)))
-            continue
-        for k, (s, e) in enumerate(segments(info.num_frames / info.fps, segment_s)):
-            items.append((f"{dataset}/{vid}@{k:04d}", _loader(path, dataset, f"{vid}@{k:04d}", camera, fps, size,
-                                                              spans, ex, s, e, info.fps, info.num_frames)))
+        items += video_items(path, dataset, vid, segment_s,
+                             partial(_loader, path, dataset, camera=camera, fps=fps, size=size, spans=spans, extras=ex))
     return items
 
 

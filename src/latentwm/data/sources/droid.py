@@ -38,7 +38,7 @@ import numpy as np
 from latentwm.data.episodes import Episode, EpisodeError
 from latentwm.data.sources.lerobot import IMAGE_PREFIX, LeRobotReader, sample_steps  # noqa: F401  (re-exported)
 from latentwm.data.sources.lerobot import texts as _texts
-from latentwm.data.sources.video_folder import CheckedVideoFrames, probe_or_error
+from latentwm.data.sources.video_folder import CheckedVideoFrames, pick_cameras, probe_or_error
 
 OPTIONS = ("fps=<float|None: native 15> cameras=<comma list: all> size=<int|None> layout=auto|v3|v2.1|raw "
            "success_only=False episodes=<indices> dataset=droid")
@@ -188,12 +188,7 @@ def raw_episode(ep_dir: str | os.PathLike, *, fps: float | None = None, cameras:
             cams[cam] = mp4_dir / f"{meta[field]}.mp4"
     if not cams:  # no metadata: every non-stereo MP4, named by its file
         cams = {p.stem: p for p in sorted(mp4_dir.glob("*.mp4")) if not p.stem.endswith("-stereo")}
-    if cameras:
-        if missing := [c for c in cameras if c not in cams]:
-            raise EpisodeError(f"episode {name}: no camera {missing} (has {sorted(cams)})")
-        cams = {c: cams[c] for c in cameras}
-    if not cams:
-        raise EpisodeError(f"episode {name}: no camera MP4 in {mp4_dir}")
+    cams = pick_cameras(cams, cameras, name, mp4_dir)
     success = meta.get("success")
     if success is None:
         parts = {p.lower() for p in ep_dir.parts}

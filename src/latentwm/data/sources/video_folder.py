@@ -26,6 +26,7 @@ import csv
 import json
 import math
 import os
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -187,19 +188,39 @@ def load_video_folder(root: str | os.PathLike, *, fps: float | None = None, size
     for path in find_videos(root, extensions):
         vid = path.relative_to(root).with_suffix("").as_posix()
         text = texts.get(vid) or texts.get(path.stem) or []
-        if segment_s is None:
-            items.append((f"{dataset}/{vid}", _loader(path, dataset, vid, camera, fps, size, text)))
-            continue
-        try:
-            info = probe_or_error(path, f"{dataset}/{vid}")
-        except EpisodeError as e:  # listed anyway, so the encode summary names it
-            items.append((f"{dataset}/{vid}", _failing(e)))
-            continue
-        for k, (s, e) in enumerate(segments(info.num_frames / info.fps, segment_s)):
-            eid = f"{vid}@{k:04d}"
-            items.append((f"{dataset}/{eid}", _loader(path, dataset, eid, camera, fps, size, text, s, e,
-                                                      info.fps, info.num_frames)))
+        items += video_items(path, dataset, vid, segment_s,
+                             partial(_loader, path, dataset, camera=camera, fps=fps, size=size, text=text))
     return items
+
+
+def pick_cameras(found: dict[str, Path], cameras: Sequence[str] | None, episode: str, where) -> dict[str, Path]:
+    """The `cameras` asked for (all when empty) of an episode's `found` {camera: video file}; a missing one, or no
+    camera at all, is an EpisodeError naming the episode and `where` it looked."""
+    if cameras:
+        if missing := [c for c in cameras if c not in found]:
+            raise EpisodeError(f"episode {episode}: no camera {missing} in {where} (has {sorted(found)})")
+        found = {c: found[c] for c in cameras}
+    if not found:
+        raise EpisodeError(f"episode {episode}: no camera video in {where}")
+    return found
+
+
+def video_items(path: Path, dataset: str, vid: str, segment_s: float | None,
+                make: Callable[..., Callable[[], Episode]]) -> list[Item]:
+    """The items of one video `{dataset}/{vid}`: the whole video, `make(vid)`, or with segment_s one per segment
+    `{vid}@k`, `make("{vid}@k", start_s=, end_s=, native_fps=, num_native=)` (durations from the video's header).
+    A video whose header cannot be read is listed anyway, with a loader that raises, so the encode summary names
+    it."""
+    key = f"{dataset}/{vid}"
+    if segment_s is None:
+        return [(key, make(vid))]
+    try:
+        info = probe_or_error(path, key)
+    except EpisodeError as e:
+        return [(key, _failing(e))]
+    return [(f"{key}@{k:04d}", make(f"{vid}@{k:04d}", start_s=s, end_s=e, native_fps=info.fps,
+                                    num_native=info.num_frames))
+            for k, (s, e) in enumerate(segments(info.num_frames / info.fps, segment_s))]
 
 
 def _loader(path, dataset, episode_id, camera, fps, size, text, start_s=0.0, end_s=None, native_fps=None,
