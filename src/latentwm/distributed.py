@@ -8,6 +8,7 @@ Launch with `torchrun` (RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PO
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -75,6 +76,11 @@ def init_distributed(device: str = "auto") -> DistInfo:
 
 def shutdown(info: DistInfo) -> None:
     if info.enabled and tdist.is_initialized():
+        # On a clean exit every rank meets here before any tears its group down: a gloo rank destroyed while a peer
+        # still has its pair open aborts the peer at exit ("terminate called without an active exception"). When an
+        # exception is on its way out (called from a `finally`), a barrier would wait for ranks that may never come.
+        if sys.exc_info()[0] is None:
+            tdist.barrier()
         tdist.destroy_process_group()
 
 
