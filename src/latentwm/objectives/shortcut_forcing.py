@@ -189,7 +189,13 @@ class ShortcutForcing:
         return global_step >= self.cfg.bootstrap_start and self.cfg.bootstrap_fraction > 0 and self.k_max > 1
 
     def draw(self, x: torch.Tensor, global_step: int, seeds: list[int] | None = None):
-        """Random inputs of one step: bootstrap (B,) bool, tau (B, T), step (B, T), noise like x (B, T, N, D),
+        """`_draw` with the bootstrap rows on x's device (see there)."""
+        boot_host, *rest = self._draw(x, global_step, seeds)
+        return (torch.tensor(boot_host, dtype=torch.bool, device=x.device), *rest)
+
+    def _draw(self, x: torch.Tensor, global_step: int, seeds: list[int] | None = None):
+        """Random inputs of one step: bootstrap (a host list of B bools; `draw` gives it as a (B,) bool tensor on
+        x's device), tau (B, T), step (B, T), noise like x (B, T, N, D),
         and the condition dropout drop_action, drop_text (B,) bool. Clean-context frames have τ = 1 (no other
         frame does).
 
@@ -206,7 +212,7 @@ class ShortcutForcing:
             # positions: a random phase, then a random order, so each batch holds ⌊f·B⌋ or ⌈f·B⌉ (f·B when whole)
             phase = int(torch.randint(0, 2**31 - 1, ()))
             chosen = torch.tensor(stratified_choice(range(phase, phase + B), f), dtype=torch.bool)
-            chosen = chosen[torch.randperm(B)].to(dev)
+            chosen = chosen[torch.randperm(B)].tolist()
             exp = torch.randint(0, levels, (B, T), device=dev)
             u = torch.rand(B, T, device=dev)
             noise = torch.randn_like(x)
@@ -216,15 +222,16 @@ class ShortcutForcing:
             if len(seeds) != B:
                 raise ValueError(f"draw: {len(seeds)} seeds for a batch of {B}")
             exp, u, noise, cond_u, clean_u = self._seeded_draws(x, seeds, levels)
-            chosen = torch.tensor(stratified_choice([stream_position(s) for s in seeds], f), dtype=torch.bool,
-                                  device=dev)
-        boot = chosen & self.active(global_step)
-        tau, step = levels_from_draws(boot, exp, u, self.k_max)
+            chosen = stratified_choice([stream_position(s) for s in seeds], f)
+        # the rows are chosen on the host, as a list: the loss reads which ones bootstrap without a device sync
+        active = self.active(global_step)
+        boot_host = [bool(c) and active for c in chosen]
+        tau, step = levels_from_draws(torch.tensor(boot_host, dtype=torch.bool, device=dev), exp, u, self.k_max)
         if clean_u is not None:
             tau, step = clean_prefix(tau, step, clean_u, self.cfg.clean_context, self.k_max)
         drop_action = cond_u[:, 0] < self.cfg.action_dropout
         drop_text = cond_u[:, 1] < self.cfg.text_dropout
-        return boot, tau, step, noise, drop_action, drop_text
+        return boot_host, tau, step, noise, drop_action, drop_text
 
     def _seeded_draws(self, x: torch.Tensor, seeds: list[int], levels: int):
         """exp, u (B, T), noise like x, cond_u (B, 2) and clean_u (B, 2) or None, each sample from its own seed."""
@@ -262,7 +269,8 @@ class ShortcutForcing:
         device = x.device
         if valid is not None:  # padding may hold anything (NaN): the model and the loss see zeros there
             x = torch.where(valid[..., None, None], x, torch.zeros((), dtype=x.dtype, device=device))
-        boot, tau, step, noise, drop_a, drop_t = self.draw(x, global_step, seeds)
+        boot_host, tau, step, noise, drop_a, drop_t = self._draw(x, global_step, seeds)
+        boot = torch.tensor(boot_host, dtype=torch.bool, device=device)  # (B,)
         action_mask, text_mask = drop_conditions(actions, action_mask, text, text_mask, drop_a, drop_t)
         z = corrupt(x, tau, noise)
         kw = _text_kw(text, text_mask)
@@ -273,8 +281,8 @@ class ShortcutForcing:
         if collective_safe and self.active(global_step):
             full = bootstrap_target(teacher, z, tau, step, actions, action_mask, text, text_mask)
             target = torch.where(boot[:, None, None, None], full, x)
-        elif boot.any():
-            idx = boot.nonzero().squeeze(1)
+        elif any(boot_host):  # a host list: no device sync
+            idx = torch.tensor([i for i, b in enumerate(boot_host) if b], dtype=torch.long, device=device)
             sub = lambda t: None if t is None else t[idx]  # noqa: E731
             target = x.clone()
             target[idx] = bootstrap_target(teacher, z[idx], tau[idx], step[idx], sub(actions), sub(action_mask),

@@ -15,6 +15,7 @@ step computes its loss and what their state holds — and get the same behaviour
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -52,9 +53,12 @@ def ema_decay_at(step: int, decay: float) -> float:
 
 
 @torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, gate: torch.Tensor | None = None) -> None:
+    """ema ← lerp(ema, model, 1 − decay); gate (0-dim, on the device): 1 updates, 0 leaves the EMA as it is —
+    decided on the device, so a skipped step needs no host sync."""
+    weight = 1.0 - decay if gate is None else gate.float() * (1.0 - decay)
     for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm.detach(), 1.0 - decay)
+        pe.lerp_(pm.detach(), weight)
 
 
 def autocast_args(precision: str, device: torch.device) -> dict:
@@ -68,14 +72,28 @@ class NonFiniteGuard:
 
     def __init__(self, name: str, budget: int, checkpoints: Path | None = None, field: str = "max_nonfinite"):
         self.name, self.budget, self.checkpoints, self.field, self.count = name, budget, checkpoints, field, 0
+        self._pending: torch.Tensor | None = None  # deferred verdicts not yet read (a device int64 count)
+        self.last_finite: torch.Tensor | None = None  # the last deferred step's verdict (0-dim bool, device)
 
-    def ok(self, value: torch.Tensor, step: int, log: RunLogger | None = None, verbose: bool = True) -> bool:
-        """True when `value` (a loss or gradient norm) is finite; otherwise count the skipped step, maybe stop."""
-        if bool(torch.isfinite(value).all()):
-            return True
-        self.count += 1
+    def record(self, finite: torch.Tensor) -> None:
+        """The sync-free path: add one step's verdict (0-dim bool on the device) without reading it; `flush`
+        reads them all at the next log, evaluation or checkpoint."""
+        bad = (~finite).long()
+        self._pending = bad if self._pending is None else self._pending + bad
+        self.last_finite = finite
+
+    def flush(self, step: int, log: RunLogger | None = None, verbose: bool = True) -> None:
+        """Read the deferred verdicts (one host sync), report the skipped steps and stop beyond the budget."""
+        if self._pending is None:
+            return
+        n, self._pending = int(self._pending), None
+        if n:
+            self._skipped(n, f"{n} non-finite step(s) skipped up to step {step}", step, log, verbose)
+
+    def _skipped(self, n: int, what: str, step: int, log: RunLogger | None, verbose: bool) -> None:
+        self.count += n
         if verbose:
-            print(f"{self.name} step {step}: non-finite loss/gradient, step skipped ({self.count} so far)")
+            print(f"{self.name}: {what} ({self.count} so far)")
         if log is not None:
             log.scalars(step, {"nonfinite_steps": self.count})
         if self.count > self.budget:
@@ -84,14 +102,35 @@ class NonFiniteGuard:
                 f"{self.name}: {self.count} non-finite steps (budget {self.field} = {self.budget}); stopping. Last "
                 f"good checkpoint: "
                 f"{last or 'none yet'}. Lower the learning rate, check the data for NaN/inf, or raise the budget.")
+
+    def ok(self, value: torch.Tensor, step: int, log: RunLogger | None = None, verbose: bool = True) -> bool:
+        """True when `value` (a loss or gradient norm) is finite; otherwise count the skipped step, maybe stop."""
+        if bool(torch.isfinite(value).all()):
+            return True
+        self._skipped(1, f"step {step}: non-finite loss/gradient, step skipped", step, log, verbose)
         return False
+
+
+def _plain_tensors_replicate():
+    """FSDP2's parameters are DTensors; the device-side verdict is a plain tensor, to be read as replicated."""
+    try:
+        from torch.distributed.tensor.experimental import implicit_replication
+    except ImportError:  # a torch built without distributed: no DTensors either
+        return contextlib.nullcontext()
+    return implicit_replication()
 
 
 def optimizer_step(opt: torch.optim.Optimizer, params, grad_clip: float | None, guard: NonFiniteGuard, step: int,
                    *, sched=None, ema: torch.nn.Module | None = None, model: torch.nn.Module | None = None,
                    ema_decay: float = 0.0, log: RunLogger | None = None, verbose: bool = True) -> torch.Tensor | None:
     """Clip, check, step (optimizer, scheduler, EMA of `model` into `ema`). Returns the gradient norm, or None when
-    the step was skipped as non-finite (gradients are then cleared)."""
+    the step was skipped as non-finite (gradients are then cleared).
+
+    A fused optimizer (AdamW(fused=True)) takes the sync-free path: the verdict stays on the device — the fused
+    kernel skips the update, the moments and the step count where `found_inf` is set, the EMA is gated the same
+    way — and the guard reads it at the next log/checkpoint (`NonFiniteGuard.flush`). The norm is returned (maybe
+    non-finite) and `guard.last_finite` holds the verdict; the LR schedule still advances over a skipped step.
+    Any other optimizer reads the verdict on the host each step."""
     params = list(params)
     if grad_clip:
         norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
@@ -99,6 +138,17 @@ def optimizer_step(opt: torch.optim.Optimizer, params, grad_clip: float | None, 
         norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params if p.grad is not None]))
     if hasattr(norm, "full_tensor"):  # FSDP2 returns a DTensor
         norm = norm.full_tensor()
+    if opt.defaults.get("fused"):
+        finite = torch.isfinite(norm)
+        with _plain_tensors_replicate():
+            opt.found_inf = (~finite).float()
+            opt.step()
+            if ema is not None:
+                ema_update(ema, model, ema_decay_at(step, ema_decay), gate=finite)
+        guard.record(finite)
+        if sched is not None:
+            sched.step()
+        return norm.detach()
     if not guard.ok(norm, step, log, verbose):
         opt.zero_grad(set_to_none=True)
         return None
@@ -108,6 +158,24 @@ def optimizer_step(opt: torch.optim.Optimizer, params, grad_clip: float | None, 
     if ema is not None:
         ema_update(ema, model, ema_decay_at(step, ema_decay))
     return norm.detach()
+
+
+STEP_WEIGHT = "_step_weight"
+"""A step_fn metric key: the step's weight in the running means (0-dim tensor; 0 = a deferred skipped step)."""
+
+
+def _accumulate(acc: dict, metrics: dict, n_acc):
+    """Add one step's metrics to the running sums without reading them (no host sync); returns the new count."""
+    if not metrics:  # a step skipped on the host returns nothing to average
+        return n_acc
+    metrics = dict(metrics)
+    w = metrics.pop(STEP_WEIGHT, None)
+    for k, v in metrics.items():
+        v = v.detach() if torch.is_tensor(v) else v
+        if w is not None:  # a skipped step's metrics may be NaN: where(), not a product
+            v = torch.where(w > 0, torch.as_tensor(v, device=w.device) * w, torch.zeros((), device=w.device))
+        acc[k] = acc.get(k, 0.0) + v
+    return n_acc + (1 if w is None else w)
 
 
 class Loop:
@@ -126,7 +194,8 @@ class Loop:
                  load_fn: Callable[[dict], None], log_every: int = 10, ckpt_every: int = 500, keep_last: int = 3,
                  eval_every: int = 0, max_minutes: float = 0.0, logger: RunLogger | None = None, dist=None,
                  checkpoints: str | Path | None = None, resume_flag: str = "--resume", collective_state: bool = False,
-                 log_prefix: str = "train/", sharded_fn: Callable[[], dict] | None = None):
+                 log_prefix: str = "train/", sharded_fn: Callable[[], dict] | None = None,
+                 guard: NonFiniteGuard | None = None):
         self.name, self.out, self.total = name, Path(out_dir), total
         self.ckpt_dir = Path(checkpoints) if checkpoints is not None else self.out / "checkpoints"
         self.state_fn, self.load_fn = state_fn, load_fn
@@ -137,6 +206,7 @@ class Loop:
         self.step, self.resume_flag, self.log_prefix = 0, resume_flag, log_prefix
         self.collective_state = collective_state  # FSDP2: gathering the full state is a collective (every rank)
         self.sharded_fn = sharded_fn
+        self.guard = guard  # its deferred verdicts are read before every log row, evaluation and checkpoint
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def save(self) -> Path:
@@ -200,23 +270,25 @@ class Loop:
             metrics = step_fn(self.step)
             self.step += 1
             bar.update(1)
-            if metrics:  # a skipped (non-finite) step returns nothing to average
-                for k, v in metrics.items():
-                    acc[k] = acc.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v)
-                n_acc += 1
+            n_acc = _accumulate(acc, metrics, n_acc)
             end = self.step == self.total
-            if (self.step % self.log_every == 0 or end) and n_acc:
-                means = {k: float(v) / n_acc for k, v in acc.items()}
+            at_log = self.step % self.log_every == 0 or end
+            over = at_log and self._over_time(t0)
+            do_eval = eval_fn is not None and self.eval_every and (self.step % self.eval_every == 0 or end or over)
+            do_save = self.step % self.ckpt_every == 0 or end or over
+            if self.guard is not None and (at_log or do_eval or do_save):  # the one host read of the verdicts
+                self.guard.flush(self.step, self.log, self.is_main)
+            if at_log and float(n_acc) > 0:
+                means = {k: float(v) / float(n_acc) for k, v in acc.items()}
                 if on_log is not None:
                     means = on_log(self.step, means, max(time.monotonic() - t_log, 1e-9))
                 if self.is_main and self.log is not None:
                     self.log.scalars(self.step, means, prefix=self.log_prefix)
                 bar.set_postfix({k: f"{means[k]:.4f}" for k in list(means)[:2]})
                 acc, n_acc, t_log = {}, 0, time.monotonic()
-            over = self._over_time(t0)
-            if eval_fn is not None and self.eval_every and (self.step % self.eval_every == 0 or end or over):
+            if do_eval:
                 eval_fn(self.step)
-            if self.step % self.ckpt_every == 0 or end or over:
+            if do_save:
                 self.save()
             if over:
                 if self.is_main:
@@ -226,11 +298,14 @@ class Loop:
         return self.step
 
     def _over_time(self, t0: float) -> bool:
-        over = self.max_minutes > 0 and time.monotonic() - t0 > self.max_minutes * 60
-        if self.dist is not None and self.dist.enabled:  # every rank stops at the same step
+        """Checked at log steps only: under several ranks it is a collective (every rank stops at the same step)."""
+        if self.max_minutes <= 0:
+            return False
+        over = time.monotonic() - t0 > self.max_minutes * 60
+        if self.dist is not None and self.dist.enabled:
             over = bool(self.dist.all_reduce_sum(torch.tensor(float(over), device=self.dist.device)) > 0)
         return over
 
 
-__all__ = ["Loop", "NonFiniteGuard", "TrainingDiverged", "autocast_args", "ema_decay_at", "ema_update", "lr_lambda",
+__all__ = ["Loop", "NonFiniteGuard", "STEP_WEIGHT", "TrainingDiverged", "autocast_args", "ema_decay_at", "ema_update", "lr_lambda",
            "optimizer_step", "sample_seed"]

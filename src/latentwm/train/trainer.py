@@ -36,7 +36,7 @@ from latentwm.train.decoder_trainer import load_decoder
 from latentwm.train.logging import RunLogger
 from latentwm.train.sharded import load_sharded, sharded_state
 from latentwm.train.loop import (Loop, NonFiniteGuard, TrainingDiverged, autocast_args, lr_lambda,  # noqa: F401
-                                 optimizer_step, sample_seed)
+                                 optimizer_step, sample_seed, STEP_WEIGHT)
 
 
 class StreamBatchSampler(Sampler):
@@ -153,7 +153,7 @@ class Trainer:
         elif tc.compile:
             self.forward = torch.compile(self.wrapped, backend=tc.compile_backend)
         self.opt = torch.optim.AdamW(self.model.param_groups(tc.weight_decay), lr=tc.lr,
-                                     betas=(tc.beta1, tc.beta2), fused=self.device.type == "cuda")
+                                     betas=(tc.beta1, tc.beta2), fused=True)  # fused: the sync-free step
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, partial(lr_lambda, warmup=tc.warmup_steps, total=tc.steps, min_ratio=tc.min_lr_ratio))
         self.objective = make_objective(cfg.objective, cfg.model)  # the model's prediction mode picks it
@@ -169,7 +169,7 @@ class Trainer:
                          log_every=tc.log_every, ckpt_every=tc.ckpt_every, keep_last=tc.keep_last,
                          eval_every=tc.eval_every, logger=self.log, dist=self.dist,
                          resume_flag="--train.resume", collective_state=self.fsdp,
-                         sharded_fn=self._sharded_state if self.sharded else None)
+                         sharded_fn=self._sharded_state if self.sharded else None, guard=self.guard)
 
     @property
     def state(self) -> TrainState:
@@ -279,11 +279,17 @@ class Trainer:
                 "best": self.best.record}
 
     def train_step(self, step: int) -> dict:
-        """One optimizer step over grad_accum micro-batches; {} when skipped as non-finite."""
-        tc = self.cfg.train
-        batches = [next(self._data) for _ in range(tc.grad_accum)]
-        local_valid = sum(int(b.valid.sum()) for b in batches)  # counted on the host before the copy
+        """One optimizer step over grad_accum micro-batches: host-side batch fetch, then `device_step`."""
+        batches = [next(self._data) for _ in range(self.cfg.train.grad_accum)]
+        local_valid = sum(int(b.valid.numpy().sum()) for b in batches)  # host memory, before the copy: no sync
         self._frames += local_valid
+        return self.device_step(step, batches, local_valid)
+
+    def device_step(self, step: int, batches: list[WorldBatch], local_valid: int) -> dict:
+        """Forward, backward and the optimizer step of host `batches` (local_valid valid frames on this rank)
+        without a host sync: the non-finite verdict stays on the device (see loop.optimizer_step) and the
+        metrics carry it as their STEP_WEIGHT."""
+        tc = self.cfg.train
         batches = [b.to(self.device, non_blocking=True) for b in batches]
         if self.batch_transform is not None:
             batches = [self.batch_transform(b) for b in batches]
@@ -309,7 +315,9 @@ class Trainer:
                                    log=self.log, verbose=self.dist.is_main)
         if grad_norm is None:
             return {}
-        return {**metrics, "grad_norm": grad_norm}
+        if self.guard.last_finite is None:
+            return {**metrics, "grad_norm": grad_norm}
+        return {**metrics, "grad_norm": grad_norm, STEP_WEIGHT: self.guard.last_finite.float()}
 
     def _log_row(self, step: int, means: dict, seconds: float) -> dict:
         # losses differ per rank (different samples): report the mean over ranks
