@@ -30,7 +30,7 @@ from latentwm.model.dynamics import DynamicsModel
 from latentwm.config import EvalConfig
 from latentwm.sweep.aggregate import run_state
 from latentwm.train.evaluate import clip_subset, run_eval
-from latentwm.sweep.spec import UnknownKeyError, build_runs, parse_variant, spec_from_config
+from latentwm.sweep.spec import build_runs, parse_variant, spec_from_config
 
 REPO = Path(__file__).resolve().parents[1]
 _W = np.random.default_rng(0).normal(size=(12, 64)).astype(np.float32)  # 2×2×3 pixels -> one 64-wide token

@@ -319,7 +319,8 @@ class DynamicsModel(nn.Module):
         z (B, N, D); tau (B,), step (B,) (or scalars); prev_action (B, A): the action that led into this frame,
         prev_action_mask (B,) bool (False = unknown, None = known; prev_action None = unknown;
         ignored at time index 0, like frame 0 of forward()). Prediction "next": prev_action is the action taken
-        AFTER this frame (used at time index 0 too) and the output is the next frame's x̂. text (B, E): this frame's own text embedding,
+        AFTER this frame (used at time index 0 too) and the output is the next frame's x̂.
+        text (B, E): this frame's own text embedding,
         text_mask (B,) bool (None with text: present; text None: no text).
         commit=False leaves the cache untouched (denoising steps); commit=True appends this frame's keys/values
         (window-bounded) and advances cache.time_index. -> x̂ (B, N, D) [, hidden (B, S, W)].

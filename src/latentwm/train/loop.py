@@ -307,5 +307,5 @@ class Loop:
         return over
 
 
-__all__ = ["Loop", "NonFiniteGuard", "STEP_WEIGHT", "TrainingDiverged", "autocast_args", "ema_decay_at", "ema_update", "lr_lambda",
-           "optimizer_step", "sample_seed"]
+__all__ = ["Loop", "NonFiniteGuard", "STEP_WEIGHT", "TrainingDiverged", "autocast_args", "ema_decay_at",
+           "ema_update", "lr_lambda", "optimizer_step", "sample_seed"]
