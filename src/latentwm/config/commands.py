@@ -105,6 +105,9 @@ class EvalConfig:
     device: str = "auto"
     """Where the rollouts run (auto: cuda when available, else cpu): a K = 64 evaluation of a GPU-sized model is
     hours on a CPU."""
+    compile: bool = False
+    """torch.compile the cached denoising pass (`DynamicsModel.compile_sampling`): the first rollout compiles
+    (seconds on the CPU), later ones run faster — worth it for many rollouts."""
 
     def __post_init__(self):
         nonneg(self, "eval", "context", "horizon", "videos", "sample_steps", "max_clips")

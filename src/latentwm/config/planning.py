@@ -157,6 +157,9 @@ class PlanRunConfig:
     """Goals whose executed episodes (next to the goal image) are written as GIFs, for every method."""
     bf16: Literal["auto", "on", "off"] = "auto"
     """Candidate rollouts under bf16 autocast (auto: on CUDA and CPUs with bf16 units)."""
+    compile: bool = False
+    """torch.compile the cached denoising pass (`DynamicsModel.compile_sampling`): the first rollout compiles
+    (seconds on the CPU), later ones run faster — worth it for many rollouts."""
     proprio_probe: str = "auto"
     """DINO-WM's proprio term (weight plan.proprio-weight): 'auto' uses the run's proprio_probe.safetensors or trains
     one on the training cache (about a minute on the cpu preset; saved to out_dir), a path uses that probe, 'none'

@@ -251,6 +251,9 @@ class RolloutConfig:
     decoder: str = ""
     """A `latentwm train-decoder` run (or checkpoint) on the same encoder's latents: evaluation videos show decoded
     frames; empty: PCA of the features."""
+    compile: bool = False
+    """torch.compile the cached denoising pass of the evaluation rollouts during training
+    (`DynamicsModel.compile_sampling`, with train.compile_backend)."""
 
     def __post_init__(self):
         positive(self, "rollout", "sample_steps", "context", "horizon")

@@ -191,12 +191,18 @@ class Block(nn.Module):
     def step_time(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None, layer: int):
         """One new frame through a time block. x (B, S, W); cos/sin (1, E/2) at the frame's absolute index.
         -> x (B, S, W), (k, v) (B·S, Hkv, 1, E): this frame's keys/values (for commit)."""
+        if cache is None:
+            return self.time_core(x, cos, sin, None, None, None, None, 1)
+        return self.time_core(x, cos, sin, cache.k[layer], cache.v[layer], cache.prefix_k[layer],
+                              cache.prefix_v[layer], cache.factor)
+
+    def time_core(self, x, cos, sin, ck, cv, kp, vp, factor: int):
+        """`step_time` on plain tensors — the cached layer's suffix ck, cv (B·S, Hkv, Ts, E) and prefix kp, vp
+        (Bp·S, Hkv, Tp, E) or None — so a compiled version (`DynamicsModel.compile_sampling`) guards on their
+        shapes, not on the cache object or the layer index."""
         B, S, W = x.shape
         q, k, v = self.attn.project(self.norm1(x).reshape(B * S, 1, W), cos, sin)
-        segments, kp, vp, factor = [(k, v)], None, None, 1
-        if cache is not None:
-            segments.insert(0, (cache.k[layer], cache.v[layer]))
-            kp, vp, factor = cache.prefix_k[layer], cache.prefix_v[layer], cache.factor
+        segments = [(k, v)] if ck is None else [(ck, cv), (k, v)]
         o = cached_attention(q, segments, kp, vp, tokens=S, factor=factor, softcap=self.attn.softcap)
         x = x + self._drop(self.attn.o(o.transpose(1, 2).reshape(B, S, -1)))
         return x + self._drop(self.mlp(self.norm2(x))), (k, v)

@@ -361,6 +361,8 @@ def run_plan(cfg: PlanRunConfig) -> dict:
                            repeat_actions=cfg.repeat_actions, num_videos=cfg.videos,
                            bf16=None if cfg.bf16 == "auto" else cfg.bf16 == "on", goal_text=cfg.goal_text)
     run = WorldModelRun.load(cfg.checkpoint, device=device)
+    if cfg.compile:
+        run.model.compile_sampling()
     text_encoder = text_encoder_for(run.facts, cfg.text_encoder or None, "plan.goal_text") if cfg.goal_text else None
     res = evaluate_planning(run, cfg.episodes_dir, cfg.plan, cache_dir=cfg.cache_dir or None, options=opts,
                             proprio_probe=probe, out_dir=cfg.out_dir, text_encoder=text_encoder,

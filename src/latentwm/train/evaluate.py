@@ -25,6 +25,8 @@ def run_eval(cfg: EvalConfig) -> dict:
     out = writable_out_dir(cfg.out_dir)  # before computing: an unwritable out dir fails now, not after the work
     device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     model, exp, state = load_world_model(cfg.checkpoint, ema=cfg.use_ema, device=device)
+    if cfg.compile:
+        model.compile_sampling()
     r, d = exp.rollout, exp.data
     C, H, K = cfg.context or r.context, cfg.horizon or r.horizon, cfg.sample_steps or r.sample_steps
     cache = LatentCache(cfg.cache_dir or d.cache_dir)

@@ -353,6 +353,8 @@ class Trainer:
         held-out score so far and, when this one beats it, its weights as checkpoints/best.pt (`_keep_best`)."""
         r = self.cfg.rollout
         model = self.ema if r.use_ema else unwrap(self.model)
+        if r.compile:  # in place, the first time only
+            model.compile_sampling(self.cfg.train.compile_backend)
         training = model.training  # the raw model trains in train mode; evaluate it as it is sampled from
         model.eval()
         try:
