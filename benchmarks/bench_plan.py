@@ -56,6 +56,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--naive-candidates", type=int, default=8)
+    ap.add_argument("--compile-backend", default="inductor",
+                    help="torch.compile backend of the compiled row (none: leave the row out)")
     ap.add_argument("--quick", action="store_true",
                     help="population 32, iterations 3: a smoke test of the script (not appended to RESULTS.md)")
     args = ap.parse_args()
@@ -146,11 +148,27 @@ def main() -> None:
     rows.append(dict(method="naive: each candidate alone, bf16 autocast", K=1, seconds_per_iteration=t16_naive,
                      seconds_per_call=IT * t16_naive, measured=f"{n} candidates, extrapolated to {P} × {IT}"))
 
+    # --plan.compile: the same shared-history scoring with the cached denoising pass compiled (model compiled in
+    # place, so last); the warm-up call compiles, its time is reported apart
+    if args.compile_backend != "none":
+        model.compile_sampling(args.compile_backend)
+        objc = LatentGoalObjective(model, ctx, goal, ctx_actions, sample_steps=1, seed=0)
+        t = time.perf_counter()
+        objc(cands)
+        summary["compile_first_iteration_s"] = time.perf_counter() - t
+        t_comp = median_time(lambda: objc(cands), repeats=args.repeats, warmup=0)
+        rows.append(dict(method=f"shared history, compiled ({args.compile_backend})", K=1,
+                         seconds_per_iteration=t_comp, seconds_per_call=t_obs + IT * t_comp,
+                         measured="1 iteration × %d after the compiling one" % args.repeats))
+        summary["cem_seconds_per_call_compiled"] = t_obs + IT * t_comp
+
     call = summary["cem_seconds_per_call_k1"]
     bound_flops = cem_call_flops(model, C, P, IT, H, sample_steps=1)
     peak = matmul_flops()  # at this run's thread count
     summary.update(cem_flops_per_call=bound_flops, matmul_flops_per_s=peak, cem_bound_seconds=bound_flops / peak,
                    cem_vs_bound=call / (bound_flops / peak))
+    if "cem_seconds_per_call_compiled" in summary:
+        summary["cem_vs_bound_compiled"] = summary["cem_seconds_per_call_compiled"] / (bound_flops / peak)
     gap = (t_naive / (C + 2 * H - 1)) / (t_shared / (2 * H - 1))
     summary.update(
         cem_seconds_per_call=call, shared_vs_naive_speedup=IT * t_naive / call,
@@ -180,6 +198,10 @@ def main() -> None:
              f"candidates × {2 * H - 1} frame passes at K = 1, attention over the frames seen so far) at the measured "
              f"float32 matmul peak ({peak / 1e9:.1f} GFLOP/s on {args.threads} thread(s)) = "
              f"{summary['cem_bound_seconds']:.2f} s; the call takes {summary['cem_vs_bound']:.2f}× that.")
+    if "cem_vs_bound_compiled" in summary:
+        notes += (f" Compiled (`--plan.compile`, {args.compile_backend}): "
+                  f"{summary['cem_seconds_per_call_compiled']:.1f} s per call, {summary['cem_vs_bound_compiled']:.2f}× "
+                  f"the bound (the first, compiling iteration took {summary['compile_first_iteration_s']:.1f} s).")
     table_md = table(rows, ["method", "K", "seconds_per_iteration", "seconds_per_call", "measured"])
     if args.quick:  # a smoke test of the script: not recorded
         import json

@@ -438,25 +438,29 @@ def sec_generation(ctx: Ctx, rec: Recorder) -> None:
     frames = torch.randn(1, max(contexts) + 1, N, D, device=dev, generator=g)
     actions = torch.randn(1, max(contexts) + 1, A, device=dev, generator=g)
     known = torch.ones(1, dtype=torch.bool, device=dev)
-    for C in contexts:
+    # eager, then --rollout.compile's compiled denoising pass (DynamicsModel.compile_sampling, in place: last)
+    runs = [(mode, C, K) for mode in (["eager"] if ctx.args.no_compile else ["eager", "compiled"])
+            for C in contexts for K in (1, 4)]
+    for mode, C, K in runs:
+        if mode == "compiled":
+            model.compile_sampling(ctx.args.compile_backend)
         with torch.no_grad(), _amp(dev):
             cache = observe(model, frames[:, :C], actions[:, :C - 1])
-        for K in (1, 4):
-            if ctx.left() < 3:
-                rec.update(**{f"skipped_ctx{C}_k{K}": f"only {ctx.left():.0f} s left"})
-                continue
-            noise = frames[:, C]
-            a = actions[:, C - 1]
+        if ctx.left() < (3 if mode == "eager" else 15):
+            rec.update(**{f"skipped_{mode}_ctx{C}_k{K}": f"only {ctx.left():.0f} s left"})
+            continue
+        noise = frames[:, C]
+        a = actions[:, C - 1]
 
-            def frame(cache=cache, K=K, noise=noise, a=a):
-                c = cache.clone()  # O(1): a commit never writes into the shared tensors
-                with torch.no_grad(), _amp(dev):
-                    x = sample_frame(model, c, K, noise, a, known)
-                    commit_frame(model, c, x, a, known)
+        def frame(cache=cache, K=K, noise=noise, a=a):
+            c = cache.clone()  # O(1): a commit never writes into the shared tensors
+            with torch.no_grad(), _amp(dev):
+                x = sample_frame(model, c, K, noise, a, known)
+                commit_frame(model, c, x, a, known)
 
-            t, n = _time(frame, ctx, budget_s=1.0 if ctx.quick else 3.0, min_reps=5, max_reps=100, warmup=2)
-            rec.row(context=C, K=K, ms_per_frame=t * 1e3, frames_per_s=1 / t, passes_per_frame=K + 1,
-                    model_gflop_per_frame=(K + 1) * model.flops_per_frame(C) / 1e9, reps=n)
+        t, n = _time(frame, ctx, budget_s=1.0 if ctx.quick else 3.0, min_reps=5, max_reps=100, warmup=2)
+        rec.row(mode=mode, context=C, K=K, ms_per_frame=t * 1e3, frames_per_s=1 / t, passes_per_frame=K + 1,
+                model_gflop_per_frame=(K + 1) * model.flops_per_frame(C) / 1e9, reps=n)
 
 
 def sec_planning(ctx: Ctx, rec: Recorder) -> None:
@@ -644,7 +648,7 @@ TABLE_COLUMNS = {
     "peak": ["what", "tflops", "ms"],
     "attention": ["shape", "backend", "ran", "softcap", "ms", "vs_eager", "attn_core_tflops_per_s", "peak_mem_gb",
                   "first_call_s"],
-    "generation": ["context", "K", "ms_per_frame", "frames_per_s", "passes_per_frame", "model_gflop_per_frame"],
+    "generation": ["mode", "context", "K", "ms_per_frame", "frames_per_s", "passes_per_frame", "model_gflop_per_frame"],
     "planning": ["precision", "seconds_per_call", "evaluations", "candidates_per_s", "first_iteration_s"],
     "encoder": ["encoder", "params", "tokens", "images_per_s", "ms_per_batch", "peak_mem_gb", "attn_impl"],
     "train_small": ["preset", "mode", "batch", "step_s", "frames_per_s", "tokens_per_s", "model_tflops_per_s", "mfu",
@@ -695,7 +699,8 @@ def headline(sections: dict) -> dict:
     for r in sections.get("attention", {}).get("rows", []):
         h[f"attn_{r['shape'].split()[0]}_{r['backend']}_ms"] = r["ms"]
     for r in sections.get("generation", {}).get("rows", []):
-        h[f"gen_fps_k{r['K']}_ctx{r['context']}"] = r["frames_per_s"]
+        tag = "" if r.get("mode", "eager") == "eager" else f"_{r['mode']}"
+        h[f"gen_fps_k{r['K']}_ctx{r['context']}{tag}"] = r["frames_per_s"]
     for r in sections.get("planning", {}).get("rows", []):
         h[f"cem_seconds_per_call_{r['precision']}"] = r["seconds_per_call"]
     for r in sections.get("encoder", {}).get("rows", []):
