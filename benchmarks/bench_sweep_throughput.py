@@ -73,7 +73,8 @@ def main(argv=None):
         r["vs_base"] = r["frames_per_s"] / base["frames_per_s"]
     cfg0 = runs[0].config
     summary = {"sweep": spec.name, "frames_per_s": {r["variant"]: r["frames_per_s"] for r in rows},
-               "vs_base": {r["variant"]: r["vs_base"] for r in rows}, "params": {r["variant"]: r["params"] for r in rows}}
+               "vs_base": {r["variant"]: r["vs_base"] for r in rows},
+               "params": {r["variant"]: r["params"] for r in rows}}
     cols = ["variant", "params", "step_s", "frames_per_s", "vs_base"]
     notes = (f"Machine: {machine()}; {torch.get_num_threads()} torch threads. Sweep {args.file} ({spec.preset} "
              f"preset + [base]): batch {2 if args.quick else cfg0.data.batch_size} × {cfg0.data.clip_len} frames, "
