@@ -77,7 +77,7 @@ QUICK_BUDGET_S, QUICK_MIN_S = 60.0, 3.0
 """--quick: every section's budget and minimum (tiny sizes: the budgets only bound the timing loops)."""
 
 TEST_FILES = ["tests/test_dynamics.py", "tests/test_transformer.py", "tests/test_rollout.py", "tests/test_layers.py",
-              "tests/test_objective.py"]
+              "tests/test_objective.py", "tests/test_host_sync.py", "tests/test_compile_sampling.py"]
 
 
 # ------------------------------------------------------------------------------------------------ plumbing

@@ -88,10 +88,11 @@ def test_expanded_cache_and_gradients_go_through_the_compiled_pass():
     torch.testing.assert_close(g, ref_g, rtol=1e-4, atol=1e-6)
 
 
-def test_inductor_compiled_rollout_matches_eager():
-    """The real backend (C++ kernels on the CPU): equal to float tolerance."""
+def test_inductor_compiled_rollout_matches_eager(device):
+    """The real backend (C++ kernels on the CPU, Triton on a GPU): equal to float tolerance."""
     model, cfg = _model()
-    ctx, acts, noise = _inputs(cfg, H=4)
+    model = model.to(device)
+    ctx, acts, noise = (t.to(device) for t in _inputs(cfg, H=4))
     with torch.no_grad():
         ref = rollout(model, ctx, 4, acts, sample_steps=2, noise=noise)
         out = rollout(model.compile_sampling(), ctx, 4, acts, sample_steps=2, noise=noise)

@@ -128,12 +128,34 @@ def test_kv_cached_sampling_reads_nothing_from_the_device(monkeypatch, predictio
     assert reads.where == [], f"{len(reads.where)} host reads in sampling:\n" + "\n".join(reads.where[:3])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the CPU tests above count the reads)")
-def test_cuda_sampling_under_sync_debug_mode():
-    cfg = get_preset("tiny").model
-    model = DynamicsModel(cfg).cuda().eval()
-    ctx = torch.randn(2, 3, cfg.num_latent_tokens, cfg.latent_dim, device="cuda")
-    rollout(model, ctx, 2, sample_steps=2)  # warm-up: lazy CUDA init may sync
+def test_cuda_training_step_and_sampling_under_sync_debug_mode(tmp_path, device):
+    """On CUDA (LATENTWM_TEST_DEVICE=cuda, as benchmarks/gpu_check.sh runs it): a synchronizing call in the training
+    step (after the warm-up step) or in the KV-cached sampling loop raises."""
+    if device.type != "cuda":
+        pytest.skip("needs CUDA (LATENTWM_TEST_DEVICE=cuda); on the CPU the tests above count the reads")
+    steps = 4
+    cfg = _cfg(tmp_path, steps)
+    m = cfg.model
+    trainer = Trainer(cfg, MovingBlobClips(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len, seed=0),
+                      None, device=str(device))
+    inner = trainer.device_step
+
+    def device_step(step, batches, local_valid):
+        if not 1 <= step < steps - 1:
+            return inner(step, batches, local_valid)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return inner(step, batches, local_valid)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+
+    trainer.device_step = device_step
+    assert trainer.fit()["step"] == steps
+
+    model = DynamicsModel(m).to(device).eval()
+    ctx = torch.randn(2, 3, m.num_latent_tokens, m.latent_dim, device=device)
+    rollout(model, ctx, 2, sample_steps=2)  # warm-up: lazy initialization may synchronize
     torch.cuda.set_sync_debug_mode("error")
     try:
         rollout(model, ctx, 4, sample_steps=4)
