@@ -267,6 +267,28 @@ def test_max_clips_evaluates_an_evenly_spread_subset(done_sweep, tmp_path, one_t
     assert clip_subset(list(range(10)), 3)[1] == 3 and clip_subset(list(range(4)), 9) == list(range(4))
 
 
+def test_eval_compile_compiles_the_sampling_model_and_scores_the_same(done_sweep, tmp_path, monkeypatch, one_thread):
+    from latentwm.model.dynamics import DynamicsModel
+
+    _, out, *_ = done_sweep
+    ckpt = out / "base" / "seed0" / "train"
+    calls = []
+    orig = DynamicsModel.compile_sampling
+
+    def compile_sampling(self, backend="inductor"):
+        calls.append(backend)
+        return orig(self, "aot_eager")  # traced, no kernels generated: quick
+
+    monkeypatch.setattr(DynamicsModel, "compile_sampling", compile_sampling)
+    kw = dict(checkpoint=str(ckpt), context=2, horizon=4, sample_steps=2, videos=0, num_samples=1,
+              action_swap=False, max_clips=2)
+    eager = run_eval(EvalConfig(out_dir=str(tmp_path / "e"), **kw))
+    assert calls == []
+    comp = run_eval(EvalConfig(out_dir=str(tmp_path / "c"), compile=True, **kw))
+    assert calls == ["inductor"]
+    assert np.allclose(comp["model_error"], eager["model_error"], rtol=1e-4, atol=1e-6)
+
+
 def test_an_evaluation_only_variant_reuses_the_trained_runs(done_sweep, tmp_path):
     f, out, *_ = done_sweep
     copy = tmp_path / "copy"
