@@ -102,9 +102,13 @@ def _cpu() -> ExperimentConfig:
 def _gpu(name: str, enc_name: str, width: int, depth: int, heads: int, kv_heads: int) -> ExperimentConfig:
     p = ENCODER_PRESETS[enc_name]
     enc = EncoderConfig(name=enc_name, image_size=224 if p.patch_size == 14 else 256, batch_size=256)
+    # attention "eager": with the soft cap, "fused" means flex_attention, which on an H200 (torch 2.11, base
+    # shapes, fwd + bwd) was 2.4× (space) / 1.7× (time) slower than the eager math and compiles a kernel per new
+    # shape (benchmarks/RESULTS.md, gpu_check 2026-11-30); at 70 tokens per frame and ≤ 33 frames the eager
+    # score matrices are small
     model = ModelConfig(latent_dim=p.hidden_size, latent_grid=enc.grid, patch_group=2, width=width, depth=depth,
                         heads=heads, kv_heads=kv_heads, time_every=4, registers=4, action_dim=10,
-                        context_frames=16, k_max=64)
+                        context_frames=16, k_max=64, attention="eager")
     return ExperimentConfig(
         preset=name, encoder=enc, model=model,
         data=DataConfig(clip_len=16, batch_size=256, num_workers=8),
