@@ -14,7 +14,6 @@ included). --quick: the tiny preset, few repeats, printed and not recorded (the 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -121,13 +120,8 @@ def main(argv=None):
              f"{args.backend}. s: median seconds after warm-up; speedup: eager s ÷ compiled s in this run; first_s: "
              f"the first call (compilation included). Training: bootstrap fraction 0.25, fused AdamW, "
              f"train.compile_scope blocks. Generation: context 4, horizon 8, K = 4.")
-    if args.quick:
-        print(table(rows, cols))
-        print(notes)
-        print(json.dumps(summary))
-    else:
-        report(f"bench_compile: torch.compile vs eager, training and K = 4 generation ({args.presets})",
-               table(rows, cols), summary, notes)
+    report(f"bench_compile: torch.compile vs eager, training and K = 4 generation ({args.presets})",
+           table(rows, cols), summary, notes, record=not args.quick)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ out. --quick: 2 steps at batch 2, printed and not recorded (the test suite runs 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -80,13 +79,8 @@ def main(argv=None):
              f"preset + [base]): batch {2 if args.quick else cfg0.data.batch_size} × {cfg0.data.clip_len} frames, "
              f"median of {2 if args.quick else args.steps} steps after a warm-up, bootstrap active where the variant "
              f"has one; every variant measured in this one process, back to back.")
-    if args.quick:
-        print(table(rows, cols))
-        print(notes)
-        print(json.dumps(summary))
-    else:
-        report(f"bench_sweep_throughput: training frames/s per variant of {spec.name}", table(rows, cols), summary,
-               notes)
+    report(f"bench_sweep_throughput: training frames/s per variant of {spec.name}", table(rows, cols), summary, notes,
+           record=not args.quick)
 
 
 if __name__ == "__main__":

@@ -63,11 +63,15 @@ def table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(out)
 
 
-def report(title: str, table_md: str, summary: dict, notes: str = "") -> None:
-    """Print the table, append a dated section to RESULTS.md, and print the summary JSON as the last line."""
+def report(title: str, table_md: str, summary: dict, notes: str = "", record: bool = True) -> None:
+    """Print the table, append a dated section to RESULTS.md (unless not `record`: a --quick smoke run), and print
+    the summary JSON as the last line."""
     print(table_md)
     if notes:
         print(notes)
+    if not record:
+        print(json.dumps(summary))
+        return
     if not RESULTS.exists():
         RESULTS.write_text("# Benchmark results\n\nAppended by the scripts in `benchmarks/`; newest last.\n")
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
