@@ -7,6 +7,10 @@ step computes its loss and what their state holds — and get the same behaviour
 - **Non-finite policy** (`NonFiniteGuard`): a step whose loss or gradient is NaN/inf changes nothing (no optimizer,
   scheduler or EMA update; its data is consumed so a bad batch is not retried forever) and is counted; after
   `budget` such steps the run stops with `TrainingDiverged` naming the last good checkpoint. Skipped steps are logged.
+  With a fused optimizer (the dynamics trainer) the check never waits on the device: the skip happens on the
+  device (found_inf, a gated EMA; the LR schedule does advance) and the loop reads the count before every log row,
+  evaluation and checkpoint, so a run stops at most `log_every` steps late and never saves after the budget is
+  crossed. No host sync remains in such a step (tests/test_host_sync.py).
 - **Resume**: an out dir with checkpoints is refused unless `resume` is set; with it, the newest verified checkpoint
   is loaded (RNG states included) and the loop continues at its step, bit-for-bit on the CPU.
 - **EMA**: decay ramps as min(decay, (1 + step) / (10 + step)), so early averages are not dominated by the init.
@@ -143,6 +147,7 @@ def optimizer_step(opt: torch.optim.Optimizer, params, grad_clip: float | None, 
         with _plain_tensors_replicate():
             opt.found_inf = (~finite).float()
             opt.step()
+            opt.found_inf = None  # read by this step only
             if ema is not None:
                 ema_update(ema, model, ema_decay_at(step, ema_decay), gate=finite)
         guard.record(finite)
