@@ -50,9 +50,13 @@ def test_quick_check_runs_every_section(tmp_path):
     for key in ("peak_bf16_tflops", "train_small_eager_frames_per_s", "train_small_compile_frames_per_s",
                 "train_base_eager_tokens_per_s", "train_base_compile_mfu", "train_base_eager_peak_mem_gb",
                 "attn_space_eager_ms", "attn_space_flex_ms", "attn_time_sdpa_ms", "gen_fps_k1_ctx16",
-                "gen_fps_k4_ctx32", "gen_fps_k4_ctx32_compiled", "cem_seconds_per_call_fp32", "encoder_vit-s14_images_per_s",
+                "gen_fps_k4_ctx32", "cem_seconds_per_call_fp32", "encoder_vit-s14_images_per_s",
                 "encoder_vit-b14_images_per_s"):
         assert h[key] > 0, key
+    # the compiled generation rows come last in their section: timed, or skipped with the reason when the section's
+    # budget ran out first (a busy machine)
+    gen = res["sections"]["generation"]
+    assert "gen_fps_k4_ctx32_compiled" in h or any(k.startswith("skipped_compiled") for k in gen), gen
     assert json.loads((out / "gpu_check.json").read_text())["headline"] == h
     assert "training step (base)" in (out / "gpu_check.md").read_text()
     assert (out / "gpu_check.log").stat().st_size > 0
