@@ -107,7 +107,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 def soft_cap(s: torch.Tensor, cap: float | None) -> torch.Tensor:
     """c·tanh(s/c): bounds logits to (-c, c) smoothly, so no head can saturate its softmax (Gemma 2 / Dreamer 4)."""
-    return s if cap is None else cap * torch.tanh(s / cap)
+    return s if cap is None else capped(s / cap, cap)
 
 
 def logit_scale(head_dim: int, cap: float | None) -> float:

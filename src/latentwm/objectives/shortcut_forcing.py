@@ -190,13 +190,13 @@ class ShortcutForcing:
 
     def draw(self, x: torch.Tensor, global_step: int, seeds: list[int] | None = None):
         """`_draw` with the bootstrap rows on x's device (see there)."""
-        boot_host, *rest = self._draw(x, global_step, seeds)
-        return (torch.tensor(boot_host, dtype=torch.bool, device=x.device), *rest)
+        _, *rest = self._draw(x, global_step, seeds)
+        return tuple(rest)
 
     def _draw(self, x: torch.Tensor, global_step: int, seeds: list[int] | None = None):
-        """Random inputs of one step: bootstrap (a host list of B bools; `draw` gives it as a (B,) bool tensor on
-        x's device), tau (B, T), step (B, T), noise like x (B, T, N, D),
-        and the condition dropout drop_action, drop_text (B,) bool. Clean-context frames have τ = 1 (no other
+        """Random inputs of one step: bootstrap rows as a host list of B bools (what the loss branches on, no
+        device sync) and as a (B,) bool tensor on x's device (`draw` returns only the tensor), tau (B, T),
+        step (B, T), noise like x (B, T, N, D), and the condition dropout drop_action, drop_text (B,) bool. Clean-context frames have τ = 1 (no other
         frame does).
 
         With `seeds` (one int per sample) every sample's draws come from its own generator, so a sample gets the
@@ -226,12 +226,13 @@ class ShortcutForcing:
         # the rows are chosen on the host, as a list: the loss reads which ones bootstrap without a device sync
         active = self.active(global_step)
         boot_host = [bool(c) and active for c in chosen]
-        tau, step = levels_from_draws(torch.tensor(boot_host, dtype=torch.bool, device=dev), exp, u, self.k_max)
+        boot = torch.tensor(boot_host, dtype=torch.bool, device=dev)  # (B,)
+        tau, step = levels_from_draws(boot, exp, u, self.k_max)
         if clean_u is not None:
             tau, step = clean_prefix(tau, step, clean_u, self.cfg.clean_context, self.k_max)
         drop_action = cond_u[:, 0] < self.cfg.action_dropout
         drop_text = cond_u[:, 1] < self.cfg.text_dropout
-        return boot_host, tau, step, noise, drop_action, drop_text
+        return boot_host, boot, tau, step, noise, drop_action, drop_text
 
     def _seeded_draws(self, x: torch.Tensor, seeds: list[int], levels: int):
         """exp, u (B, T), noise like x, cond_u (B, 2) and clean_u (B, 2) or None, each sample from its own seed."""
@@ -269,8 +270,7 @@ class ShortcutForcing:
         device = x.device
         if valid is not None:  # padding may hold anything (NaN): the model and the loss see zeros there
             x = torch.where(valid[..., None, None], x, torch.zeros((), dtype=x.dtype, device=device))
-        boot_host, tau, step, noise, drop_a, drop_t = self._draw(x, global_step, seeds)
-        boot = torch.tensor(boot_host, dtype=torch.bool, device=device)  # (B,)
+        boot_host, boot, tau, step, noise, drop_a, drop_t = self._draw(x, global_step, seeds)
         action_mask, text_mask = drop_conditions(actions, action_mask, text, text_mask, drop_a, drop_t)
         z = corrupt(x, tau, noise)
         kw = _text_kw(text, text_mask)
