@@ -196,8 +196,8 @@ class ShortcutForcing:
     def _draw(self, x: torch.Tensor, global_step: int, seeds: list[int] | None = None):
         """Random inputs of one step: bootstrap rows as a host list of B bools (what the loss branches on, no
         device sync) and as a (B,) bool tensor on x's device (`draw` returns only the tensor), tau (B, T),
-        step (B, T), noise like x (B, T, N, D), and the condition dropout drop_action, drop_text (B,) bool. Clean-context frames have τ = 1 (no other
-        frame does).
+        step (B, T), noise like x (B, T, N, D), and the condition dropout drop_action, drop_text (B,) bool.
+        Clean-context frames have τ = 1 (no other frame does).
 
         With `seeds` (one int per sample) every sample's draws come from its own generator, so a sample gets the
         same noise whatever the batch split across ranks or accumulation steps (DDP equals one process) and a
