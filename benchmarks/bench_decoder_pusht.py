@@ -41,13 +41,14 @@ def main() -> None:
     from latentwm.cli import main as cli
     from latentwm.config import get_preset
     from latentwm.data.latent_cache import encode_to_cache
+    from latentwm.config import GenerateConfig
     from latentwm.data.sources.pusht import generate_pusht, load_pusht
     from latentwm.encoders.dino import DinoEncoder
 
     out = Path(args.out)
     t0 = time.perf_counter()
-    generate_pusht(out / "episodes", num_episodes=args.episodes, max_steps=args.env_steps, seed=0, image_size=96,
-                   show_progress=False)
+    generate_pusht(GenerateConfig(out_dir=str(out / "episodes"), num_episodes=args.episodes,
+                                  max_steps=args.env_steps, seed=0, image_size=96), show_progress=False)
     enc_cfg = get_preset("cpu").encoder
     enc = DinoEncoder.from_config(enc_cfg)
     encode_to_cache(load_pusht(out / "episodes"), lambda f: enc.encode(f).numpy(), out / "latents",

@@ -29,6 +29,7 @@ from common import report, table  # noqa: E402
 
 from latentwm.config import EncoderConfig, PretrainEncoderConfig, get_preset, preset  # noqa: E402
 from latentwm.data.episodes import load_episode  # noqa: E402
+from latentwm.config import GenerateConfig
 from latentwm.data.sources.pusht import generate_pusht  # noqa: E402
 from latentwm.encoders.dino import DinoEncoder  # noqa: E402
 from latentwm.planning.cost_quality import CostQualitySettings, encoder_cost_quality  # noqa: E402
@@ -137,7 +138,8 @@ def resolution_rows(tmp: Path, args) -> list[dict]:
     for px, image_size in ((96, 112), (224, 224)):
         eps = tmp / f"eps{px}"
         t = time.perf_counter()
-        generate_pusht(eps, num_episodes=args.res224, max_steps=200, seed=0, image_size=px, show_progress=False)
+        generate_pusht(GenerateConfig(out_dir=str(eps), num_episodes=args.res224, max_steps=200, seed=0, image_size=px),
+            show_progress=False)
         gen_s = time.perf_counter() - t
         enc, facts = pretrain(eps, tmp / f"res{px}", obj, args.minutes, image_size)
         rows.append({"encoder": f"{px} px frames, {image_size} px input ({args.res224} episodes)", "objective": obj,

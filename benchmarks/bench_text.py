@@ -31,6 +31,7 @@ from common import median_time, report, table  # noqa: E402
 
 from latentwm.config import TextEncoderConfig, get_preset  # noqa: E402
 from latentwm.data.batch import collate  # noqa: E402
+from latentwm.config import GenerateConfig
 from latentwm.data.sources.pusht import generate_pusht, load_pusht  # noqa: E402
 from latentwm.data.sources.synthetic import MovingBlobClips  # noqa: E402
 from latentwm.encoders.dino import DinoEncoder  # noqa: E402
@@ -108,7 +109,8 @@ def encoding(preset: str, episodes: int) -> tuple[list[dict], dict]:
              "sentences_per_s": len(sentences) / t}]
     per_ep = []
     with tempfile.TemporaryDirectory() as tmp:
-        generate_pusht(tmp, episodes, max_steps=200, image_size=cfg.encoder.image_size, show_progress=False)
+        generate_pusht(GenerateConfig(out_dir=str(tmp), num_episodes=episodes, max_steps=200,
+                                      image_size=cfg.encoder.image_size), show_progress=False)
         for _, load in load_pusht(tmp):
             ep = load()
             uniq = sorted({s for key in ("narrations", "narrations_heldout") for _, _, s in ep.extras[key]})

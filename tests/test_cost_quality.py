@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from latentwm.config import CEMConfig, get_preset
+from latentwm.config import GenerateConfig
 from latentwm.data.sources.pusht import generate_pusht
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.planning.cost_quality import CostQualitySettings, encoder_cost_quality, spearman
@@ -22,7 +23,7 @@ def test_spearman_is_rank_based_and_handles_constants():
 @pytest.fixture(scope="module")
 def episodes(tmp_path_factory):
     out = tmp_path_factory.mktemp("cq") / "episodes"
-    generate_pusht(out, num_episodes=6, max_steps=40, seed=0, show_progress=False)
+    generate_pusht(GenerateConfig(out_dir=str(out), num_episodes=6, max_steps=40, seed=0), show_progress=False)
     return out
 
 

@@ -13,6 +13,7 @@ from safetensors import safe_open
 from latentwm.cli import main
 from latentwm.config import (CEMConfig, ConfigError, GradientConfig, ImagineConfig, MPPIConfig, PlanConfig,
                              PlanRunConfig, get_preset)
+from latentwm.config import GenerateConfig
 from latentwm.data.sources.pusht import generate_pusht
 from latentwm.encoders.text import TextEncoder, save_tiny_text_model
 from latentwm.envs.pusht_language import HELDOUT_PER_TEMPLATE, PARAPHRASES, parse_sentence
@@ -113,7 +114,7 @@ def test_goal_sentences_are_heldout_paraphrases_of_the_push_t_description():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, text_model):
     tmp = tmp_path_factory.mktemp("imagine_run")
-    generate_pusht(tmp / "eps", num_episodes=4, max_steps=40, seed=3, show_progress=False)
+    generate_pusht(GenerateConfig(out_dir=str(tmp / "eps"), num_episodes=4, max_steps=40, seed=3), show_progress=False)
     assert main(["encode", "--preset", "tiny", "--root", str(tmp / "eps"), "--out-dir", str(tmp / "cache"),
                  "--text.name", text_model]) == 0
     assert main(["train", "--preset", "tiny", "--data.cache-dir", str(tmp / "cache"), "--train.out-dir",
@@ -216,7 +217,7 @@ class StandInEncoder:
 @pytest.fixture(scope="module")
 def episodes(tmp_path_factory):
     out = tmp_path_factory.mktemp("pusht_eps")
-    generate_pusht(out, num_episodes=3, max_steps=40, seed=3, show_progress=False)
+    generate_pusht(GenerateConfig(out_dir=str(out), num_episodes=3, max_steps=40, seed=3), show_progress=False)
     return out
 
 

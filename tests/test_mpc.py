@@ -9,6 +9,7 @@ import torch
 from latentwm.config import CEMConfig, GradientConfig, MPPIConfig, PlanConfig, get_preset
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import DatasetStats, compute_norm_stats, load_episode
+from latentwm.config import GenerateConfig
 from latentwm.data.sources.pusht import generate_pusht
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.planning.evaluate import (PlanningOptions, WorldModelRun, evaluate_planning, planning_table,
@@ -22,7 +23,7 @@ STATS = {"mean": [250.0, 260.0], "std": [100.0, 110.0], "count": 1}
 @pytest.fixture(scope="module")
 def episodes(tmp_path_factory):
     out = tmp_path_factory.mktemp("pusht")
-    generate_pusht(out, num_episodes=3, max_steps=40, seed=3, show_progress=False)
+    generate_pusht(GenerateConfig(out_dir=str(out), num_episodes=3, max_steps=40, seed=3), show_progress=False)
     return out
 
 

@@ -112,10 +112,12 @@ def test_probe_trains_on_a_pusht_cache_and_scores_held_out(tmp_path):
     features; it fits its training frames (proprio normalized: the mean predictor's MSE is ≈ 1) and reports held-out
     RMSE in pixels beside the mean baseline."""
     from latentwm.data.latent_cache import encode_to_cache
+    from latentwm.config import GenerateConfig
     from latentwm.data.sources.pusht import generate_pusht, load_pusht
     from latentwm.planning.proprio import train_proprio_probe
 
-    generate_pusht(tmp_path / "eps", num_episodes=4, max_steps=40, seed=5, show_progress=False)
+    generate_pusht(GenerateConfig(out_dir=str(tmp_path / "eps"), num_episodes=4, max_steps=40, seed=5),
+                   show_progress=False)
     w = torch.randn(3 * 24 * 24, 64, generator=torch.Generator().manual_seed(0)) / 40
 
     def encode(frames):  # (T, 96, 96, 3) -> (T, 16, 64): a fixed random linear map of 24×24 patches

@@ -1,5 +1,6 @@
 """Push-T env wrapper and episode generation: determinism, resume, exact reset to saved states, the success test."""
 
+import json
 import math
 import os
 
@@ -8,9 +9,12 @@ import pytest
 
 pytest.importorskip("gym_pusht")
 
+from latentwm.config import ConfigError, GenerateConfig, PolicyMix  # noqa: E402
 from latentwm.data.episodes import load_episode  # noqa: E402
-from latentwm.data.sources.pusht import POLICIES, generate_pusht, rollout_episode  # noqa: E402
+from latentwm.data.sources.pusht import (EpisodeSpec, episode_spec, generate_pusht, policy_counts,  # noqa: E402
+                                         rollout_episode)
 from latentwm.envs.pusht import PushTEnv, goal_metrics, goal_reached, state_distance  # noqa: E402
+from latentwm.envs.pusht_policies import GOAL_POSE, POLICIES, GoalPusher, ScriptedPusher, keypoints  # noqa: E402
 
 
 def _arrays(path):
@@ -19,17 +23,19 @@ def _arrays(path):
                     states=ep.states)
 
 
+def _gen(out, n, **kw):
+    return generate_pusht(GenerateConfig(out_dir=str(out), num_episodes=n, **kw), show_progress=False)
+
+
 def test_generation_is_deterministic_and_well_formed(tmp_path):
-    a = generate_pusht(tmp_path / "a", 2, max_steps=12, seed=0, scripted_fraction=0.5, show_progress=False)
-    b = generate_pusht(tmp_path / "b", 2, max_steps=12, seed=0, scripted_fraction=0.5, show_progress=False)
-    c = generate_pusht(tmp_path / "c", 2, max_steps=12, seed=1, scripted_fraction=0.5, show_progress=False)
+    a = _gen(tmp_path / "a", 2, max_steps=12, seed=0)
+    b = _gen(tmp_path / "b", 2, max_steps=12, seed=0)
+    c = _gen(tmp_path / "c", 2, max_steps=12, seed=1)
     assert [p.name for p in a] == ["episode_000000.npz", "episode_000001.npz"]
     for pa, pb, pc in zip(a, b, c):
+        assert pa.read_bytes() == pb.read_bytes()  # byte for byte: fixed zip timestamps
         ea, xa = _arrays(pa)
-        _, xb = _arrays(pb)
         _, xc = _arrays(pc)
-        for k in xa:
-            np.testing.assert_array_equal(xa[k], xb[k], err_msg=k)
         assert not np.array_equal(xa["states"], xc["states"])
         assert ea.dataset == "pusht" and ea.cameras == ["main"] and ea.fps == 10.0
         assert xa["frames"].shape == (12, 96, 96, 3) and xa["frames"].dtype == np.uint8
@@ -40,26 +46,111 @@ def test_generation_is_deterministic_and_well_formed(tmp_path):
         assert ea.extras["policy"] in POLICIES and isinstance(ea.success, bool)
 
 
+@pytest.mark.slow
+def test_worker_processes_write_the_same_bytes_and_a_killed_run_resumes(tmp_path):
+    """Two processes give the files one process gives; a run killed mid-way (SIGKILL) is finished by the next."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    one = _gen(tmp_path / "one", 9, max_steps=10, seed=4, workers=1)
+    two = _gen(tmp_path / "two", 9, max_steps=10, seed=4, workers=2)
+    assert [p.read_bytes() for p in one] == [p.read_bytes() for p in two]
+    out = tmp_path / "killed"
+    code = ("from latentwm.config import GenerateConfig; from latentwm.data.sources.pusht import generate_pusht; "
+            f"generate_pusht(GenerateConfig(out_dir={str(out)!r}, num_episodes=40, max_steps=60, seed=4, workers=2))")
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(list(out.glob("episode_*.npz"))) < 3 and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list(out.glob("episode_*.npz")))
+    assert 3 <= done < 40, done
+    paths = _gen(out, 40, max_steps=60, seed=4, workers=2)
+    assert not list(out.glob(".*.tmp"))
+    ref = _gen(tmp_path / "ref", 40, max_steps=60, seed=4, workers=2)
+    assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in ref]
+
+
 def test_generation_resumes_and_regenerates_corrupt_files(tmp_path):
-    paths = generate_pusht(tmp_path, 3, max_steps=8, seed=3, show_progress=False)
-    ref = [_arrays(p)[1] for p in paths]
+    paths = _gen(tmp_path, 3, max_steps=8, seed=3)
+    ref = [p.read_bytes() for p in paths]
     past = 1_000_000_000
     os.utime(paths[0], (past, past))
-    paths[1].write_bytes(paths[1].read_bytes()[:200])  # a partial write
+    paths[1].write_bytes(paths[1].read_bytes()[:200])  # a truncated file
     paths[2].unlink()
     (tmp_path / ".episode_000002.npz.abc.tmp").write_bytes(b"junk")  # left by a crash
-    generate_pusht(tmp_path, 3, max_steps=8, seed=3, show_progress=False)
+    _gen(tmp_path, 3, max_steps=8, seed=3)
     assert paths[0].stat().st_mtime == past  # untouched
     assert not list(tmp_path.glob("*.tmp"))
-    for p, r in zip(paths, ref):
-        x = _arrays(p)[1]
-        for k in r:
-            np.testing.assert_array_equal(x[k], r[k])
+    assert [p.read_bytes() for p in paths] == ref
+
+
+def test_policy_mix_is_drawn_per_episode_and_recorded(tmp_path):
+    cfg = GenerateConfig(out_dir=str(tmp_path), num_episodes=400, seed=0)
+    counts = policy_counts(cfg)
+    assert sum(counts.values()) == 400 and abs(counts["goal"] - 200) < 35 and abs(counts["random_walk"] - 80) < 25
+    only_goal = GenerateConfig(num_episodes=10, mix=PolicyMix(goal=1.0, scripted=0.0, random_walk=0.0, noise=(7.0,)))
+    assert {episode_spec(only_goal, i).policy for i in range(10)} == {"goal"}
+    assert {episode_spec(only_goal, i).noise for i in range(10)} == {7.0}
+    # a spec depends on (seed, i) only, not on how many episodes are asked for
+    assert episode_spec(cfg, 7) == episode_spec(GenerateConfig(num_episodes=8, seed=0), 7)
+    _gen(tmp_path / "mix", 2, max_steps=6, mix=PolicyMix(goal=0.0, scripted=1.0, random_walk=0.0, noise=(3.0,)))
+    recorded = json.loads((tmp_path / "mix" / "generate.json").read_text())
+    assert recorded["mix"] == {"goal": 0.0, "scripted": 1.0, "random_walk": 0.0, "noise": [3.0]}
+    ep = load_episode(tmp_path / "mix" / "episode_000001.npz")
+    assert ep.extras["policy"] == "scripted" and ep.extras["noise"] == 3.0
+    with pytest.raises(ConfigError, match="sum to 1"):
+        PolicyMix(goal=0.5, scripted=0.3, random_walk=0.3)
+    with pytest.raises(ConfigError, match="workers"):
+        GenerateConfig(workers=0)
+
+
+def test_goal_policy_brings_the_block_toward_the_green_zone():
+    """Over the same starts, the goal-directed pusher ends with the T's keypoints much nearer the zone's than the
+    random-target pusher does (the data then holds pushes that reach the task's goal)."""
+    env = PushTEnv(image_size=32)
+    goal_pts = keypoints(GOAL_POSE, GoalPusher.KEYPOINTS)
+    err = {}
+    for name, make in (("goal", lambda r: GoalPusher(r, noise=4.0)), ("scripted", lambda r: ScriptedPusher(r))):
+        errs = []
+        for i in range(3):
+            _, info = env.reset(seed=100 + i)
+            pol, state = make(np.random.default_rng(i)), info["state"]
+            for _ in range(200):
+                _, _, done, _, info = env.step(pol(state))
+                state = info["state"]
+                if done:
+                    break
+            errs.append(np.linalg.norm(keypoints(state[2:5], GoalPusher.KEYPOINTS) - goal_pts, axis=1).mean())
+        err[name] = float(np.mean(errs))
+    assert err["goal"] < 0.75 * err["scripted"], err  # 69 vs 110 px
+
+
+def test_fast_step_equals_gym_pushts_own_step():
+    """PushTEnv.step replaces gym-pusht's step (cached goal geometry, contiguous frame copy): same frames, states,
+    rewards and termination, through contacts, as the env it wraps."""
+    ours, theirs = PushTEnv(image_size=96), PushTEnv(image_size=96)
+    for seed in range(2):
+        fa, info = ours.reset(seed=seed)
+        fb, _ = theirs.reset(seed=seed)
+        assert np.array_equal(fa, fb)
+        pol = ScriptedPusher(np.random.default_rng(seed))
+        for t in range(60):
+            act = pol(info["state"])
+            fa, ra, ta, _, info = ours.step(act)
+            obs, rb, tb, _, tinfo = theirs._env.step(np.clip(act, 0.0, 512.0))
+            assert np.array_equal(fa, obs["pixels"]), (seed, t)
+            assert ra == pytest.approx(rb, abs=1e-12) and ta == tb
+            assert info["coverage"] == pytest.approx(tinfo["coverage"], abs=1e-12)
+            np.testing.assert_array_equal(info["state"], theirs.state())
 
 
 def test_reset_to_saved_state_reproduces_the_frame():
     env = PushTEnv()
-    ep = rollout_episode(env, 0, 0, "scripted", 40)
+    ep = rollout_episode(env, EpisodeSpec(0, 0, "scripted", 6.0, 40))
     moving = np.linalg.norm(np.diff(ep.states[:, 2:4], axis=0), axis=1) > 0.5
     assert moving.any(), "the scripted policy should push the block within 40 steps"
     check = sorted({0, 5, 17, 39, *np.flatnonzero(moving)[:4].tolist()})  # incl. states in contact

@@ -160,9 +160,11 @@ def test_narrate_is_deterministic_and_seeded():
 
 def test_generated_and_old_episodes_carry_identical_narrations(tmp_path):
     pytest.importorskip("gym_pusht")
+    from latentwm.config import GenerateConfig
     from latentwm.data.sources.pusht import NARRATION_SEGMENT, generate_pusht, load_pusht
 
-    (path,) = generate_pusht(tmp_path / "new", 1, max_steps=41, seed=2, show_progress=False)
+    (path,) = generate_pusht(GenerateConfig(out_dir=str(tmp_path / "new"), num_episodes=1, max_steps=41, seed=2),
+        show_progress=False)
     ep = load_episode(path)
     assert ep.text == []
     train, held = ep.extras["narrations"], ep.extras["narrations_heldout"]

@@ -26,9 +26,10 @@ def test_generate_into_a_folder_made_with_other_settings_is_refused(tmp_path, ca
     assert len(err.strip().splitlines()) == 1 and err.startswith("latentwm generate: ")
     assert str(out) in err and "max_steps" in err and "image_size" in err and "seed" not in err
     assert sorted(p.name for p in out.iterdir()) == before  # nothing written
-    for flag, value in (("--seed", "4"), ("--scripted-fraction", "0.2")):
-        assert _generate(out, flag, value) == 2
-        assert flag[2:].replace("-", "_") in capsys.readouterr().err
+    for flags, field in ((["--seed", "4"], "seed"), (["--mix.goal", "0.2", "--mix.scripted", "0.6"], "mix"),
+                         (["--mix.noise", "3", "9"], "mix")):
+        assert _generate(out, *flags) == 2
+        assert f"{field} " in capsys.readouterr().err
 
 
 def test_generate_may_grow_a_folder_with_the_same_settings(tmp_path):
@@ -49,3 +50,20 @@ def test_generate_checks_a_folder_made_before_settings_were_recorded(tmp_path, c
     assert _generate(out, "--image-size", "48") == 2
     assert "image_size" in capsys.readouterr().err
     assert _generate(out, "--num-episodes", "2") == 0 and (out / "generate.json").exists()
+
+
+def test_a_mix_that_does_not_sum_to_one_is_refused(tmp_path, capsys):
+    assert _generate(tmp_path / "eps", "--mix.goal", "0.9") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("latentwm generate: ") and "sum to 1" in err and not (tmp_path / "eps").exists()
+
+
+def test_a_record_without_the_policy_mix_is_other_settings(tmp_path, capsys):
+    """A generate.json missing a setting (written by another version) cannot vouch for its episodes."""
+    out = tmp_path / "eps"
+    assert _generate(out) == 0
+    rec = json.loads((out / "generate.json").read_text())
+    del rec["mix"]
+    (out / "generate.json").write_text(json.dumps(rec))
+    assert _generate(out, "--num-episodes", "2") == 2
+    assert "mix not recorded there" in capsys.readouterr().err

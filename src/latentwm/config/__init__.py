@@ -9,7 +9,7 @@ Nothing here imports the rest of the package: configs are validated before torch
 
 from latentwm.config.base import ConfigError, LatentwmError
 from latentwm.config.commands import (DemoConfig, EncodeConfig, EvalConfig, ExportConfig, GenerateConfig,
-                                      ImagineConfig, VerifyConfig)
+                                      ImagineConfig, PolicyMix, VerifyConfig)
 from latentwm.config.experiment import ExperimentConfig
 from latentwm.config.planning import (CEMConfig, GradientConfig, MPPIConfig, PlanConfig, PlanRunConfig,
                                       ProbeConfig)
@@ -25,6 +25,7 @@ __all__ = ["BASELINE_NAMES", "CEMConfig", "ConfigError", "DEMO_PLAN", "DataConfi
            "DemoSizes", "ENCODER_PRESETS", "EncodeConfig", "EncoderConfig", "EncoderPreset", "EvalConfig",
            "ExportConfig",
            "ExperimentConfig", "LatentwmError", "GenerateConfig", "GradientConfig", "ImagineConfig", "MPPIConfig",
-           "ModelConfig", "ObjectiveConfig", "PLANNER_NAMES", "PRESETS", "PlanConfig", "PlanRunConfig", "Preset",
+           "ModelConfig", "ObjectiveConfig", "PLANNER_NAMES", "PRESETS", "PlanConfig", "PlanRunConfig",
+           "PolicyMix", "Preset",
            "ProbeConfig", "PretrainEncoderConfig", "RLConfig", "RolloutConfig", "SOURCES", "TextEncoderConfig",
            "TrainConfig", "VerifyConfig", "get_preset", "preset"]

@@ -7,31 +7,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from latentwm.config.base import ConfigError, nonneg, positive, pow2, unit
+from latentwm.config.base import ConfigError, nonneg, positive, pow2
 from latentwm.config.experiment import ExperimentConfig
 from latentwm.config.planning import TEXT_GOAL_GUIDANCE
 from latentwm.config.presets import PRESETS, get_preset, preset
 from latentwm.config.registry import PLANNER_NAMES, Planner, Source
 from latentwm.config.sections import EncoderConfig, TextEncoderConfig
-from latentwm.config.stages import DemoSizes
+from latentwm.config.stages import DemoSizes, PolicyMix
 
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    """Simulated Push-T episodes (gym-pusht) from a mix of scripted pushing and random-walk policies."""
+    """Simulated Push-T episodes (gym-pusht) from a mix of goal-directed, random-target and random-walk policies."""
 
     out_dir: str = "data/pusht_episodes"
     num_episodes: int = 200
     max_steps: int = 200
-    """Environment steps per episode (10 Hz)."""
+    """Environment steps per episode (10 Hz); an episode also ends when the block covers the goal zone."""
     seed: int = 0
-    scripted_fraction: float = 0.7
-    """Share of episodes driven by the scripted pushing policy; the rest use a smoothed random walk."""
+    mix: PolicyMix = field(default_factory=PolicyMix)
     image_size: int = 96
+    workers: int | None = None
+    """Processes that simulate and render (episode i depends only on the settings and i: the same files whatever
+    the count); None: one per CPU core (one process for fewer than 16 episodes to make)."""
 
     def __post_init__(self):
         positive(self, "generate", "num_episodes", "max_steps", "image_size")
-        unit(self, "generate", "scripted_fraction")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"generate.workers must be >= 1 (or unset: one per core), got {self.workers}")
+
+    def settings(self) -> dict:
+        """What every episode of one folder shares (generate.json; num_episodes may grow)."""
+        return {"max_steps": self.max_steps, "image_size": self.image_size, "seed": self.seed,
+                "mix": {**self.mix.shares(), "noise": list(self.mix.noise)}}
 
 
 @dataclass(frozen=True)
@@ -170,6 +178,10 @@ class ImagineConfig:
             raise ConfigError("imagine.episode is empty: give dataset/episode_id or a held-out clip index")
 
 
+DemoStage = Literal["episodes", "encoder", "encoder_quality", "latents", "decoder", "train", "state_probe",
+                    "proprio_probe", "evaluate", "plan", "rl"]
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """End-to-end Push-T on the CPU; writes a report folder (report.md, metrics.json, plots, GIFs)."""
@@ -204,7 +216,11 @@ class DemoConfig:
     if that cannot move the block either, the dynamics model, not the encoder's latent cost, is the bottleneck."""
     seed: int = 0
     fresh: bool = False
-    """Delete the demo folder first instead of resuming."""
+    """Delete the demo folder first instead of reusing its finished stages."""
+    redo: DemoStage | None = None
+    """Redo this stage and every stage after it, reusing the ones before (e.g. `--redo plan` after changing the
+    planner's code). Stages: episodes, encoder, encoder_quality, latents, decoder, train, state_probe,
+    proprio_probe, evaluate, plan, rl."""
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -245,6 +261,12 @@ class DemoConfig:
     def data_size(self) -> tuple[int, int]:
         return self.episodes or self.sizes.episodes, self.max_steps or self.sizes.env_steps
 
+    def generate_config(self) -> GenerateConfig:
+        """The episodes the demo simulates: the preset's data size and policy mix, under `<out_dir>/episodes`."""
+        n, steps = self.data_size()
+        return GenerateConfig(out_dir=str(Path(self.out_dir) / "episodes"), num_episodes=n, max_steps=steps,
+                              seed=self.seed, mix=self.sizes.mix)
+
 
 @dataclass(frozen=True)
 class VerifyConfig:
@@ -275,5 +297,6 @@ class ExportConfig:
             raise ConfigError(f"export.out: {self.out!r} must end in .safetensors")
 
 
-__all__ = ["DemoConfig", "EncodeConfig", "EvalConfig", "ExportConfig", "GenerateConfig", "ImagineConfig",
+__all__ = ["DemoConfig", "DemoStage", "EncodeConfig", "EvalConfig", "ExportConfig", "GenerateConfig", "ImagineConfig",
+           "PolicyMix",
            "VerifyConfig"]

@@ -65,7 +65,8 @@ class PretrainEncoderConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """auto: bf16 autocast on CUDA, fp32 on the CPU."""
     max_minutes: float = 0.0
-    """Stop after this much training time (with a checkpoint; the encoder is still saved); 0: no limit."""
+    """Safety cap on training time: past it the run checkpoints and exits with an error (rerun with --resume to
+    finish); a capped run saves no encoder. 0: no cap."""
     seed: int = 0
     resume: bool = False
     """Continue from the latest complete checkpoint in out_dir (exact on the CPU)."""

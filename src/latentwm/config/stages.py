@@ -58,7 +58,8 @@ class DecoderConfig(LoopSettings):
     grid_images: int = 8
     """Originals vs reconstructions shown in each evaluation's picture."""
     max_minutes: float = 0.0
-    """Stop (with a checkpoint and a final evaluation) after this much training time; 0: no limit."""
+    """Safety cap on training time: past it the run checkpoints and exits with an error (rerun with --resume to
+    finish); a capped run never writes results. 0: no cap."""
     log_every: int = 20
     eval_every: int = 1
     """Evaluate every this many epochs."""
@@ -135,6 +136,32 @@ class RLConfig:
 
 
 @dataclass(frozen=True)
+class PolicyMix:
+    """Which Push-T policies drive the episodes (envs/pusht_policies.py): shares that sum to 1, and the command noise
+    levels the pushing policies draw from (one per episode)."""
+
+    goal: float = 0.5
+    """Noisy pushing of the block toward the green zone's pose (DINO-WM's data are noisy replays of expert pushes)."""
+    scripted: float = 0.3
+    """Pushing toward random targets: block motion in every direction."""
+    random_walk: float = 0.2
+    """A smoothed random walk of the pusher: free motion and chance contacts."""
+    noise: tuple[float, ...] = (4.0, 12.0, 25.0)
+    """Command noise levels (std, arena px) of the pushing policies; each episode draws one uniformly."""
+
+    def __post_init__(self):
+        nonneg(self, "generate.mix", "goal", "scripted", "random_walk")
+        total = self.goal + self.scripted + self.random_walk
+        if abs(total - 1.0) > 1e-6:
+            raise ConfigError(f"generate.mix: the shares goal + scripted + random_walk must sum to 1, got {total:g}")
+        if not self.noise or any(not n >= 0 for n in self.noise):
+            raise ConfigError(f"generate.mix.noise: need one or more levels >= 0, got {self.noise}")
+
+    def shares(self) -> dict[str, float]:
+        return {"goal": self.goal, "scripted": self.scripted, "random_walk": self.random_walk}
+
+
+@dataclass(frozen=True)
 class DemoSizes:
     """How big `latentwm demo` makes each stage (the preset's demo section). Push-T runs at 10 Hz; frame skip 5 → 2
     model steps per second."""
@@ -147,30 +174,28 @@ class DemoSizes:
     decoder_frames: int = 4000
     """Frames the demo's decoder trains on (evenly strided over the episodes)."""
     decoder_epochs: int = 8
-    decoder_minutes: float = 4.0
-    """Time cap of the decoder stage."""
+    """Epochs of the decoder stage: a fixed count, so the decoder is the same on a busy and an idle machine."""
     state_probe_steps: int = 2000
     """Adam steps of the Push-T state probe (pose from encoder latents, planning/state_probe.py) the demo fits; 0: no
     probe (no state errors, no state-cost diagnosis). Half of STATE_PROBE_CONFIG's 4000: on the cpu cache 48 s on one
     busy core, held-out agent / block / angle 80 px / 34 px / 41° vs 73 / 34 / 39 with 4000 steps."""
     state_probe_clips: int = 3072
     """Training clips whose frames the state probe reads (held-out clips: as many, at most)."""
-    encoder_minutes: float = 5.0
-    """Time cap of the encoder-pretraining stage (the preset's `pretrain` section sets the steps)."""
     cost_quality_goals: int = 8
     """Held-out goals on which the demo scores its encoder's goal cost (and the random encoder's) with the simulator
     as the model (planning/cost_quality.py); 0: skip."""
     text_horizon: int = 16
     """Horizon of the text-conditioned vs unconditioned (and another clip's text) rollout comparison on held-out
     clips with their held-out paraphrases; 0: skip."""
+    mix: PolicyMix = field(default_factory=PolicyMix)
+    """The policies that drive the simulated episodes."""
     text_goal_planners: tuple[str, ...] = ("cem",)
     """Planners run a second time on the same starts toward goals given as sentences (the model imagines the goal);
     empty: skip."""
 
     def __post_init__(self):
-        positive(self, "demo", "episodes", "env_steps", "decoder_frames", "decoder_epochs", "decoder_minutes",
-                 "state_probe_clips", "encoder_minutes")
+        positive(self, "demo", "episodes", "env_steps", "decoder_frames", "decoder_epochs", "state_probe_clips")
         nonneg(self, "demo", "goals", "state_probe_steps", "cost_quality_goals", "text_horizon")
 
 
-__all__ = ["DecoderConfig", "DemoSizes", "RLConfig"]
+__all__ = ["DecoderConfig", "DemoSizes", "PolicyMix", "RLConfig"]

@@ -6,9 +6,11 @@ world from frame t to frame t+1). Frames are uint8 (T, H, W, 3) per camera, held
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
@@ -212,7 +214,7 @@ def save_episode(ep: Episode, path: str | os.PathLike) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+            _write_npz(fh, arrays)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -221,6 +223,18 @@ def save_episode(ep: Episode, path: str | os.PathLike) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _write_npz(fh, arrays: dict[str, np.ndarray]) -> None:
+    """`np.savez_compressed` with fixed zip timestamps: the same episode gives the same bytes whenever and wherever
+    it is written (np.savez stamps each member with the current time)."""
+    with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, arr in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asanyarray(arr), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, buf.getvalue())
 
 
 def load_episode(path: str | os.PathLike) -> Episode:

@@ -378,8 +378,7 @@ def run_pretrain_encoder(cfg: PretrainEncoderConfig) -> Path:
         trainer = EncoderPretrainer(cfg, data)
         trainer.fit()
         folder = trainer.save_encoder(time.monotonic() - t0)
-    done = "" if trainer.step >= cfg.steps else f" (stopped at step {trainer.step} of {cfg.steps})"
-    print(f"{NAME}: encoder saved to {folder}{done}; use it with:\n  --encoder.name {folder} "
+    print(f"{NAME}: encoder saved to {folder} after {trainer.step} steps; use it with:\n  --encoder.name {folder} "
           f"--encoder.image-size {cfg.image_size}")
     return folder
 

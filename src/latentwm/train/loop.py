@@ -183,6 +183,11 @@ def _accumulate(acc: dict, metrics: dict, n_acc):
     return n_acc + (1 if w is None else w)
 
 
+class TimeCapReached(LatentwmError):
+    """A run hit its wall-clock cap before its fixed step count: checkpointed and stopped, with a non-zero exit,
+    never passed on as if finished."""
+
+
 class Loop:
     """Drive `step_fn(step) -> {name: tensor | float}` from the resumed step to `total`, with a progress bar,
     running means logged every `log_every` steps, `eval_fn(step)` every `eval_every` steps and at the end, and
@@ -191,8 +196,9 @@ class Loop:
     State: `state_fn() -> dict` (rank 0's plain state; the loop adds "step"; called on every rank when
     collective_state, as FSDP2's full-state gather needs) and `load_fn(state)` for resume. sharded_fn: FSDP2's
     sharded checkpoints — `sharded_fn() -> dict` (every rank, no gather) is written with DCP, each rank its shards.
-    dist: a DistInfo (collectives, rank); None = one process. max_minutes > 0 stops early (every rank at the
-    same step) with a checkpoint.
+    dist: a DistInfo (collectives, rank); None = one process. max_minutes > 0 is a safety cap, not a budget: past
+    it the loop checkpoints (every rank at the same step) and raises TimeCapReached, so a run's result never
+    depends on how fast the machine was.
     """
 
     def __init__(self, name: str, out_dir: str | Path, total: int, *, state_fn: Callable[[], dict],
@@ -296,9 +302,12 @@ class Loop:
             if do_save:
                 self.save()
             if over:
-                if self.is_main:
-                    print(f"{self.name}: time budget of {self.max_minutes} min reached at step {self.step}")
-                break
+                bar.close()
+                raise TimeCapReached(
+                    f"{self.name}: stopped by its time cap ({self.max_minutes:g} min) at step {self.step} of "
+                    f"{self.total}, checkpoint saved in {self.ckpt_dir}; a capped run is never treated as finished "
+                    f"(its results would depend on the machine's speed): rerun with {self.resume_flag} to do the "
+                    f"remaining {self.total - self.step} steps")
         bar.close()
         return self.step
 
@@ -312,5 +321,6 @@ class Loop:
         return over
 
 
-__all__ = ["Loop", "NonFiniteGuard", "STEP_WEIGHT", "TrainingDiverged", "autocast_args", "ema_decay_at",
+__all__ = ["Loop", "NonFiniteGuard", "STEP_WEIGHT", "TimeCapReached", "TrainingDiverged",
+           "autocast_args", "ema_decay_at",
            "ema_update", "lr_lambda", "optimizer_step", "sample_seed"]

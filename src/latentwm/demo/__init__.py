@@ -3,9 +3,11 @@
 and the report answers how fast it learns to listen to each (report/text.py).
 
 Every setting comes from the preset (`config/presets.py`: its training sections, decoder, probe, rl and demo
-sizes); this module only composes the commands' building blocks. Every stage is resumable: re-running the demo
-reuses finished episodes, shards, decoder, training checkpoints and probes, so an interrupted demo continues where
-it stopped. `--fresh` starts over in the same folder.
+sizes); this module only composes the commands' building blocks. Every stage runs a fixed number of steps (no
+wall-clock budget: the result does not depend on the machine's speed) and is a stage cache (`demo/stages.py`): its
+folder records the settings and inputs that made it, a rerun reuses what still matches and says so, a changed
+setting redoes its stage and every stage after it, an interrupted stage continues where it stopped. `--fresh`
+starts over in the same folder; `--redo STAGE` redoes one stage and everything after it.
 
 After training, the run's best held-out weights (`checkpoints/best.pt`, train/best.py) are loaded: evaluation,
 planning and RL use the kept step, not the last one.
@@ -22,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latentwm.config import DemoConfig, ExperimentConfig, PlanConfig, get_preset, preset
-from latentwm.config.jsonfile import read_json, write_json
+from latentwm.config import DemoConfig, ExperimentConfig, GenerateConfig, PlanConfig, get_preset, preset
+from latentwm.config.jsonfile import read_json
 from latentwm.data.clips import LatentClipDataset, eval_loader, make_clip_datasets
 from latentwm.data.latent_cache import LatentCache, encode_to_cache
-from latentwm.data.sources.pusht import generate_pusht, load_pusht
+from latentwm.data.sources.pusht import generate_pusht, load_pusht, policy_counts
+from latentwm.demo.stages import Stages
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.encoders.encode import text_embedding
 from latentwm.envs.pusht import goal_metrics
@@ -49,135 +52,185 @@ NUM_SAMPLES = 4
 """Rollouts per held-out clip at τ_ctx = 1 (the mean of several samples vs one: a blurring model gains nothing)."""
 GIFS = 4
 """keep_predictions of the rollout GIFs (rollout_errors' meaning: up to GIFS − i clips of batch i)."""
+STAGES = ("episodes", "encoder", "encoder_quality", "latents", "decoder", "train", "state_probe", "proprio_probe",
+          "evaluate", "plan", "rl")
+"""The demo's cached stages in order (`--redo` takes these names)."""
+
+
+def settings_of(obj) -> dict:
+    """A config dataclass as the plain dict a stage key is made of."""
+    return dataclasses.asdict(obj)
 
 
 def run_demo(cfg: DemoConfig) -> Path:
-    """Run every stage; returns the report folder."""
+    """Run every stage (reusing the finished ones that still match); returns the report folder."""
     t0 = time.time()
     out = Path(cfg.out_dir)
     if cfg.fresh and out.exists():
         shutil.rmtree(out)
     exp = cfg.experiment()
-    n_eps, max_steps = cfg.data_size()
+    gen = cfg.generate_config()
+    st = Stages(redo=frozenset(STAGES[STAGES.index(cfg.redo):] if cfg.redo else ()))
     stage = _stages(9)
+    p = preset(cfg.preset)
 
-    stage("generate Push-T episodes (gym-pusht, scripted pushing + random walks)")
-    generate_pusht(out / "episodes", num_episodes=n_eps, max_steps=max_steps, seed=cfg.seed)
+    stage(f"generate {gen.num_episodes} Push-T episodes (gym-pusht; goal-directed, random-target and random-walk "
+          f"pushing)")
+    data_facts = st.run("episodes", out / "episodes", {**gen.settings(), "num_episodes": gen.num_episodes}, (),
+                        lambda: generate_stage(gen))
 
     stage(_encoder_title(cfg))
-    encoder_info = pretrain_demo_encoder(cfg, exp, out)
+    pre = (settings_of(dataclasses.replace(p.pretrain, data_dir="", out_dir=""))
+           if cfg.encoder == "pretrain" else {"encoder": cfg.encoder})
+    encoder_info = st.run("encoder", out / "encoder_pretrain",
+                          {"pretrain": pre, "split": [exp.data.eval_fraction, exp.data.seed], "seed": cfg.seed},
+                          ("episodes",), lambda: pretrain_demo_encoder(cfg, exp, out))
+    encoder_info = {**encoder_info, **st.run(
+        "encoder_quality", out / "encoder_quality",
+        {"goals": cfg.sizes.cost_quality_goals, "encoder": settings_of(exp.encoder), "plan": settings_of(exp.plan),
+         "split": [exp.data.eval_fraction, exp.data.seed]},
+        ("episodes", "encoder"), lambda: demo_cost_quality(cfg, exp, out))}
 
     stage(f"encode frames with the {exp.encoder.name} encoder"
           + (f" and the Push-T language with {cfg.text.name}" if cfg.text.name else ""))
     encoder = DinoEncoder.from_config(exp.encoder)
-    encode_to_cache(load_pusht(out / "episodes"), lambda f: encoder.encode(f).numpy(), out / "latents",
-                    encoder_label=encoder.weights_label, image_size=exp.encoder.image_size, episodes_per_shard=32,
-                    text=text_embedding(cfg.text))
+    st.run("latents", out / "latents", {"encoder": settings_of(exp.encoder), "text": settings_of(cfg.text),
+                                        "episodes_per_shard": 32}, ("episodes", "encoder"),
+           lambda: encode_stage(encoder, cfg, out))
 
     stage("train the latents → pixels decoder (RAE-style) that renders the videos")
-    decoder = train_demo_decoder(cfg, out)
+    dcfg = demo_decoder_config(cfg, out)
+    decoder = {**st.run("decoder", out / "decoder", settings_of(dcfg), ("episodes", "latents"),
+                        lambda: train_decoder(dcfg)), "path": str(out / "decoder")}
     exp = exp.replace(rollout__decoder=str(out / "decoder"))
 
     stage(f"train the dynamics model ({exp.preset} preset, {exp.train.steps} steps); keep its best held-out weights")
-    trainer, data = train_demo_model(exp)
+    made: dict = {}
+
+    def train_stage() -> dict:
+        made["run"] = train_demo_model(exp)
+        return {"steps": made["run"][0].state.step}
+
+    st.run("train", out / "train", settings_of(exp), ("latents",), train_stage)
+    trainer, data = made.get("run") or train_demo_model(exp)  # reused: resumes at its last step, trains nothing
     kept = load_kept(trainer)
 
     stage("fit the Push-T state probe (pose read from encoder latents) on the training frames")
-    state_probe = demo_state_probe(cfg, exp, out)
+    pcfg = dataclasses.replace(STATE_PROBE_CONFIG, steps=cfg.sizes.state_probe_steps, clips=cfg.sizes.state_probe_clips)
+    st.run("state_probe", out / "state_probe", {"probe": settings_of(pcfg), "seed": cfg.seed}, ("latents",),
+           lambda: fit_state_probe(cfg, exp, out, pcfg))
+    state_probe = load_state_probe(out, exp)
 
     stage("evaluate rollouts on held-out episodes (and with / without / another clip's text)")
-    results = evaluate(trainer, exp, state_probe)
-    text_eval = text_horizon_eval(cfg, trainer, exp, out)
+    st.run("evaluate", out / "evaluate", {"samples": NUM_SAMPLES, "gifs": GIFS, "rollout": settings_of(exp.rollout),
+                                          "text_horizon": cfg.sizes.text_horizon},
+           ("train", "state_probe"), lambda: evaluate_stage(cfg, trainer, exp, out, state_probe))
+    results = torch.load(out / "evaluate" / "results.pt", weights_only=True)
+    text_eval = results.pop("text_eval", None)
 
     planning = None
     if cfg.goals():
         stage(_plan_title(cfg, state_probe))
-        planning = plan_demo(cfg, exp, trainer, encoder, out, kept, state_probe)
+        st.run("proprio_probe", out / "proprio_probe", {"probe": settings_of(p.probe), "seed": cfg.seed},
+               ("train",), lambda: fit_proprio_probe(cfg, exp, trainer, out, kept))
+        planning = st.run("plan", out / "report" / "planning",
+                          {"plan": settings_of(exp.plan), "goals": cfg.goals(), "planners": list(cfg.planners),
+                           "text_goal_planners": list(cfg.sizes.text_goal_planners),
+                           "state_cost_diagnosis": cfg.state_cost_diagnosis, "seed": cfg.seed},
+                          ("episodes", "latents", "train", "state_probe", "proprio_probe"),
+                          lambda: plan_demo(cfg, exp, trainer, encoder, out, state_probe))
     else:
         stage("planning skipped (--plan-goals 0)")
 
-    rl = demo_rl(cfg, out, kept) if cfg.rl else None
+    rl = None
+    if cfg.rl:
+        rl = st.run("rl", out / "rl", settings_of(p.rl), ("latents", "train"), lambda: demo_rl(cfg, out, kept))
 
     stage("write the report")
+    if st.reused:
+        print(f"reused {len(st.reused)} finished stages ({', '.join(st.reused)}); made "
+              f"{', '.join(st.made) or 'none'}")
     report = write_report(out / "report", exp, results, train_dir=Path(exp.train.out_dir),
                           encoder_label=encoder.weights_label, wall_time_s=time.time() - t0,
                           model_parameters=trainer.model.num_parameters(), planning=planning, decoder=decoder, rl=rl,
                           latent_stats=data["extra"]["data_stats"]["latents"], best=kept, encoder_info=encoder_info,
                           text_eval=text_eval, text_goal=text_goal_comparison(planning) if planning else None,
-                          data={"episodes": n_eps, "env_steps_per_episode": max_steps,
-                                "train_clips_per_epoch": len(data["train"]), "eval_clips": len(data["eval"])})
+                          data={**data_facts, "train_clips_per_epoch": len(data["train"]),
+                                "eval_clips": len(data["eval"]),
+                                "stages": {"reused": st.reused, "made": st.made}})
     print(f"\nreport: {report / 'report.md'}\nmetrics: {report / 'metrics.json'}")
     return report
 
 
+def generate_stage(gen: GenerateConfig) -> dict:
+    """Simulate the episodes; the facts metrics.json reports about the data (count, env steps, policy mix)."""
+    from latentwm.data.episodes import load_episode
+
+    paths = generate_pusht(gen)
+    lengths = [len(load_episode(p).actions) for p in paths]
+    return {"trajectories": len(paths), "env_steps_per_episode": gen.max_steps, "env_steps": int(sum(lengths)),
+            "policy_mix": {"shares": gen.mix.shares(), "noise_px": list(gen.mix.noise),
+                           "episodes": policy_counts(gen)}}
+
+
+def encode_stage(encoder: DinoEncoder, cfg: DemoConfig, out: Path) -> dict:
+    encode_to_cache(load_pusht(out / "episodes"), lambda f: encoder.encode(f).numpy(), out / "latents",
+                    encoder_label=encoder.weights_label, image_size=encoder.cfg.image_size, episodes_per_shard=32,
+                    text=text_embedding(cfg.text))
+    return {"encoder": encoder.weights_label, "entries": len(LatentCache(out / "latents").entries)}
+
+
 def pretrain_demo_encoder(cfg: DemoConfig, exp: ExperimentConfig, out: Path) -> dict:
     """With `--encoder pretrain` (the default): pretrain the encoder on the demo's training episodes (the preset's
-    `pretrain` section, capped at sizes.encoder_minutes; reused when saved before) into cfg.pretrained_encoder_dir,
-    which exp.encoder already names. Then score the goal cost of exp's encoder and of the random-weight one with the
-    simulator as the model. Returns the report's encoder_info."""
-    info: dict = {}
-    if cfg.encoder == "pretrain":
-        folder = cfg.pretrained_encoder_dir
-        if not (folder / "pretrain.json").exists():
-            run_pretrain_encoder(dataclasses.replace(
-                preset(cfg.preset).pretrain, data_dir=str(out / "episodes"), out_dir=str(folder.parent),
-                eval_fraction=exp.data.eval_fraction, split_seed=exp.data.seed, seed=cfg.seed, resume=True,
-                max_minutes=cfg.sizes.encoder_minutes))
-        facts = read_json(folder / "pretrain.json", "encoder pretraining record")
-        kw = facts["objective_kwargs"]
-        info["how_trained"] = (
-            f"in this demo by `latentwm pretrain-encoder` ({facts['objective']} objective "
-            f"{', '.join(f'{k}={v}' for k, v in kw.items())}; {facts['steps_done']} steps in "
-            f"{facts['train_seconds_total']:.0f} s on {facts['train_frames']} frames of {facts['train_episodes']} "
-            f"training episodes, the held-out ones never seen; {facts['parameters']:,} parameters, DINOv2 "
-            f"architecture, frozen afterwards)")
-        info["pretrain"] = {k: facts[k] for k in ("objective", "objective_kwargs", "steps_done", "train_seconds_total",
-                                                  "train_frames", "train_episodes", "parameters", "final_losses")}
-    info.update(demo_cost_quality(cfg, exp, out))
-    return info
+    `pretrain` section: a fixed step count) into cfg.pretrained_encoder_dir, which exp.encoder already names.
+    Returns the report's facts about how it was trained ({} for an encoder given by name)."""
+    if cfg.encoder != "pretrain":
+        return {}
+    folder = cfg.pretrained_encoder_dir
+    run_pretrain_encoder(dataclasses.replace(
+        preset(cfg.preset).pretrain, data_dir=str(out / "episodes"), out_dir=str(folder.parent),
+        eval_fraction=exp.data.eval_fraction, split_seed=exp.data.seed, seed=cfg.seed, resume=True))
+    facts = read_json(folder / "pretrain.json", "encoder pretraining record")
+    kw = facts["objective_kwargs"]
+    return {"how_trained": (
+        f"in this demo by `latentwm pretrain-encoder` ({facts['objective']} objective "
+        f"{', '.join(f'{k}={v}' for k, v in kw.items())}; {facts['steps_done']} steps in "
+        f"{facts['train_seconds_total']:.0f} s on {facts['train_frames']} frames of {facts['train_episodes']} "
+        f"training episodes, the held-out ones never seen; {facts['parameters']:,} parameters, DINOv2 "
+        f"architecture, frozen afterwards)"),
+        "pretrain": {k: facts[k] for k in ("objective", "objective_kwargs", "steps_done", "train_seconds_total",
+                                           "train_frames", "train_episodes", "parameters", "final_losses")}}
 
 
 def demo_cost_quality(cfg: DemoConfig, exp: ExperimentConfig, out: Path) -> dict:
     """Rank correlation and CEM-on-simulator success of the latent goal cost (planning/cost_quality.py) on
-    sizes.cost_quality_goals held-out goals, for exp's encoder and the preset's random-weight encoder; saved to
-    `<out>/encoder_cost_quality.json` and reused for the same encoders."""
+    sizes.cost_quality_goals held-out goals, for exp's encoder and the preset's random-weight encoder."""
     n = cfg.sizes.cost_quality_goals
     random_cfg = get_preset(cfg.preset).encoder
     encoders = {"cost_quality": exp.encoder}
     if exp.encoder != random_cfg:
         encoders["random_encoder_cost_quality"] = random_cfg
-    path = out / "encoder_cost_quality.json"
-    if not n:
-        return {}
-    res = {}
-    saved = read_json(path, "encoder cost quality") if path.exists() else {}
-    for key, ecfg in encoders.items():
+    res: dict = {}
+    for key, ecfg in (encoders.items() if n else ()):
         encoder = DinoEncoder.from_config(ecfg)
-        if saved.get(key, {}).get("encoder") == encoder.weights_label and saved[key].get("goals") == n:
-            res[key] = saved[key]
-            continue
         print(f"goal-cost quality of {encoder.weights_label} ({n} held-out goals, the simulator as the model)")
         q = encoder_cost_quality(encoder.encode, out / "episodes", exp, num_goals=n)["per_cost"]["latent"]
         res[key] = {"rank_corr": q["rank_corr"], "cem_on_simulator_success": q["cem_on_simulator_success"],
                     "cem_on_simulator_final_distance": q["cem_on_simulator_final_distance"], "goals": n,
                     "encoder": encoder.weights_label}
-    write_json(path, res)
     return res
 
 
-def train_demo_decoder(cfg: DemoConfig, out: Path) -> dict:
-    """Train (or, when finished before, reuse) the demo's decoder on its episodes and latent cache; returns its
-    held-out metrics (PSNR / SSIM vs the mean image) with the run folder under "path"."""
+def demo_decoder_config(cfg: DemoConfig, out: Path):
+    """The preset's decoder section on the demo's episodes and cache: a fixed number of epochs on a fixed, evenly
+    strided set of frames."""
     sizes = cfg.sizes
     n_eps, max_steps = cfg.data_size()
-    dcfg = dataclasses.replace(preset(cfg.preset).decoder, episodes_dir=str(out / "episodes"),
+    return dataclasses.replace(preset(cfg.preset).decoder, episodes_dir=str(out / "episodes"),
                                cache_dir=str(out / "latents"), out_dir=str(out / "decoder"),
-                               epochs=sizes.decoder_epochs, max_minutes=sizes.decoder_minutes,
-                               frame_stride=max(1, n_eps * max_steps // sizes.decoder_frames),
-                               max_frames=sizes.decoder_frames, resume=True, device="cpu", seed=cfg.seed)
-    done = out / "decoder" / "metrics.json"
-    res = read_json(done, "decoder metrics") if done.exists() else train_decoder(dcfg)
-    return {**res, "path": str(out / "decoder")}
+                               epochs=sizes.decoder_epochs, max_frames=sizes.decoder_frames,
+                               frame_stride=max(1, n_eps * max_steps // sizes.decoder_frames), resume=True,
+                               device="cpu", seed=cfg.seed)
 
 
 def train_demo_model(exp: ExperimentConfig) -> tuple[Trainer, dict]:
@@ -204,30 +257,51 @@ def load_kept(trainer: Trainer) -> dict | None:
     return {**rec, "path": str(trainer.best.path)}
 
 
-def demo_state_probe(cfg: DemoConfig, exp: ExperimentConfig, out: Path) -> StateProbe | None:
-    """The Push-T pose read from encoder latents (planning/state_probe.py), fitted on the cache's training frames with
-    the preset's demo sizes, saved beside the checkpoints (`<train>/state_probe.safetensors`) and reused while the
-    cache's encoder and the fit settings are the same. None when the sizes turn it off or the cache has no states."""
-    sizes = cfg.sizes
-    if not sizes.state_probe_steps:
-        return None
-    pcfg = dataclasses.replace(STATE_PROBE_CONFIG, steps=sizes.state_probe_steps, clips=sizes.state_probe_clips)
-    key = {"encoder": LatentCache(out / "latents").info.get("encoder"), "steps": pcfg.steps, "clips": pcfg.clips,
-           "seed": cfg.seed}
-    path = Path(exp.train.out_dir) / STATE_PROBE_FILE
-    if path.exists():
-        probe = StateProbe.load(path)
-        if {k: probe.metrics.get(k) for k in key} == key:
-            print(f"state probe: {path} (fitted before on these latents)")
-            return probe
+def fit_state_probe(cfg: DemoConfig, exp: ExperimentConfig, out: Path, pcfg) -> dict:
+    """Fit the Push-T pose probe (planning/state_probe.py) on the cache's training frames into
+    `<out>/state_probe/`; {"fitted": False} when the sizes turn it off or the cache has no states."""
+    if not pcfg.steps:
+        return {"fitted": False, "why": "state_probe_steps = 0"}
     t = time.time()
     try:
         probe, metrics = train_state_probe(out / "latents", exp, pcfg, seed=cfg.seed)
     except ValueError as e:  # a cache without simulator states
         print(f"state probe: none ({e})")
+        return {"fitted": False, "why": str(e)}
+    probe.save(out / "state_probe" / STATE_PROBE_FILE, {**metrics, "fit_seconds": time.time() - t})
+    return {"fitted": True, **{k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}}
+
+
+def load_state_probe(out: Path, exp: ExperimentConfig) -> StateProbe | None:
+    """The demo's state probe, also placed beside the checkpoints (where `latentwm plan --state-probe` looks)."""
+    path = out / "state_probe" / STATE_PROBE_FILE
+    if not path.exists():
         return None
-    probe.save(path, {**metrics, **key, "fit_seconds": time.time() - t})
-    return probe
+    shutil.copy2(path, Path(exp.train.out_dir) / STATE_PROBE_FILE)
+    return StateProbe.load(path)
+
+
+def evaluate_stage(cfg: DemoConfig, trainer: Trainer, exp: ExperimentConfig, out: Path,
+                   state_probe: StateProbe | None) -> dict:
+    """Held-out rollout errors (`evaluate`) and the text-horizon comparison, saved to `<out>/evaluate/results.pt`
+    (tensors and numbers; read back with weights_only)."""
+    results = evaluate(trainer, exp, state_probe)
+    results["text_eval"] = text_horizon_eval(cfg, trainer, exp, out)
+    torch.save(_plain(results), out / "evaluate" / "results.pt")
+    return {"file": "results.pt", "model_step": trainer.state.step}
+
+
+def _plain(obj):
+    """Results with numpy scalars and arrays as Python numbers and tensors (what weights_only loading accepts)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
 
 
 def evaluate(trainer: Trainer, exp: ExperimentConfig, state_probe: StateProbe | None = None) -> dict:
@@ -278,28 +352,25 @@ def state_errors(probe: StateProbe, examples: list) -> dict:
             "probe": dict(getattr(probe, "metrics", {})), "num_clips": int(truth.shape[0])}
 
 
-def demo_probe(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, out: Path, model_step: int) -> ProprioProbe:
-    """DINO-WM plans on visual + proprio MSE; the agent state is read from the model's features by a probe, saved
-    beside the checkpoints (where `latentwm plan` finds it) and reused when it belongs to these weights (the kept
-    step's)."""
-    probe_path = Path(exp.train.out_dir) / PROBE_FILE
-    if probe_path.exists():
-        probe = ProprioProbe.load(probe_path)
-        if probe.metrics.get("model_step") == model_step:
-            return probe
+def fit_proprio_probe(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, out: Path,
+                      kept: dict | None) -> dict:
+    """DINO-WM plans on visual + proprio MSE; the agent state is read from the model's features (the kept weights)
+    by a probe, saved to `<out>/proprio_probe/` and beside the checkpoints (where `latentwm plan` finds it)."""
+    step = kept["step"] if kept else trainer.state.step
     probe, metrics = train_proprio_probe(trainer.ema, out / "latents", exp, preset(cfg.preset).probe, seed=cfg.seed)
-    probe.save(probe_path, {**metrics, "model_step": model_step})
-    return probe
+    probe.save(out / "proprio_probe" / PROBE_FILE, {**metrics, "model_step": step})
+    return {"model_step": step}
 
 
-def plan_demo(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, encoder, out: Path, kept: dict | None = None,
+def plan_demo(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, encoder, out: Path,
               state_probe: StateProbe | None = None) -> dict:
     """The planners and baselines on the preset's plan section, toward cfg.goals() held-out goals, with their
     success on the goals where the block must move and where it already passes ("block static"); the
     sizes.text_goal_planners again on the same starts toward goals given as sentences ("text_goal"); with a state
     probe and cfg.state_cost_diagnosis, "state_probe_cost": CEM on the same goals and seeds, planned on the probe's
     pose cost alone."""
-    probe = demo_probe(cfg, exp, trainer, out, kept["step"] if kept else trainer.state.step)
+    shutil.copy2(out / "proprio_probe" / PROBE_FILE, Path(exp.train.out_dir) / PROBE_FILE)
+    probe = ProprioProbe.load(out / "proprio_probe" / PROBE_FILE)
     plan_cfg: PlanConfig = dataclasses.replace(exp.plan, num_goals=cfg.goals())
     run = WorldModelRun.from_cache(trainer.ema, exp, out / "latents")
     plan = functools.partial(evaluate_planning, run, out / "episodes", cache_dir=out / "latents", encoder=encoder)
@@ -368,7 +439,7 @@ def _encoder_title(cfg: DemoConfig) -> str:
     if cfg.encoder == "pretrain":
         p = preset(cfg.preset).pretrain
         return (f"pretrain the encoder on the training episodes ({p.objective}, DINOv2 architecture {p.hidden_size} "
-                f"wide × {p.layers} blocks, ≤ {cfg.sizes.encoder_minutes:g} min) and score its goal cost")
+                f"wide × {p.layers} blocks, {p.steps} steps) and score its goal cost")
     return f"encoder {cfg.encoder}: score its goal cost"
 
 
