@@ -5,11 +5,14 @@
 "before" is the former path: gym-pusht's own `step` (the goal zone's polygons rebuilt every step, the 512² frame
 copied through pygame's strided 3-channel view) and `np.savez_compressed`, one process. "after" is
 `latentwm generate` as it runs now (`PushTEnv.step`: same physics, pixels and rewards, tested equal; fixed-timestamp
-zip files) on 1 process and on every core. Every setting writes the same episodes (the after-settings byte for
-byte), so the model trained on them is the same: the speedup costs no model quality. The table below it splits one
-env step into physics, coverage, drawing at 512² and the copy + resize to the observation size. --quick: a few short
-episodes, printed and not recorded (the test suite runs it). Last line: JSON with `speedup` (fastest after-setting /
-before) and episodes/s per setting.
+zip files) on 1 process and on every core, rendering every frame and every k-th frame (`--render-every k`: one phase
+of the frame skip per episode, stored with frame skip k). Every every-frame setting writes the same episodes (byte
+for byte), so the model trained on them is the same: that speedup costs no model quality. Whether one phase of more
+episodes trains a better model per minute of generation is measured separately (benchmarks/RESULTS.md, "render
+every k-th frame"). The second table splits one env step into physics, coverage, drawing at 512² and the copy +
+resize to the observation size. --quick: a few short episodes, printed and not recorded (the test suite runs it).
+Last line: JSON with `speedup` (fastest every-frame setting / before), `speedup_render_every` (fastest sparse
+setting / before) and episodes/s per setting.
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ def main(argv=None):
     ap.add_argument("--episodes", type=int, default=48)
     ap.add_argument("--steps", type=int, default=200, help="env steps per episode")
     ap.add_argument("--image-size", type=int, default=96)
+    ap.add_argument("--render-every", type=int, default=5, help="the sparse setting: render every k-th step")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     n, steps = (6, 30) if args.quick else (args.episodes, args.steps)
@@ -111,24 +115,30 @@ def main(argv=None):
         base = GenerateConfig(num_episodes=n, max_steps=steps, image_size=args.image_size, seed=0)
         t0 = before(base, Path(tmp) / "before")
         rows.append({"setting": "before: gym-pusht step, 1 process", "seconds": t0})
-        for w in sorted({1, cores}):
-            cfg = GenerateConfig(out_dir=str(Path(tmp) / f"after{w}"), num_episodes=n, max_steps=steps,
-                                 image_size=args.image_size, seed=0, workers=w)
-            rows.append({"setting": f"after: {w} process{'es' if w > 1 else ''}", "seconds": after(cfg)})
-        same = all((Path(tmp) / "after1" / p.name).read_bytes() == p.read_bytes()
-                   for p in (Path(tmp) / f"after{cores}").glob("episode_*.npz"))
+        for k in (1, args.render_every):
+            for w in sorted({1, cores}):
+                cfg = GenerateConfig(out_dir=str(Path(tmp) / f"after{w}_{k}"), num_episodes=n, max_steps=steps,
+                                     image_size=args.image_size, seed=0, workers=w, render_every=k)
+                every = "every frame" if k == 1 else f"every {k}th frame"
+                rows.append({"setting": f"after: {w} process{'es' if w > 1 else ''}, {every}", "render_every": k,
+                             "seconds": after(cfg)})
+        same = all((Path(tmp) / "after1_1" / p.name).read_bytes() == p.read_bytes()
+                   for p in (Path(tmp) / f"after{cores}_1").glob("episode_*.npz"))
     for r in rows:
         r["episodes_per_s"] = n / r["seconds"]
         r["env_steps_per_s"] = n * steps / r["seconds"]
         r["speedup"] = t0 / r["seconds"]
     prof = step_profile(args.image_size, 20 if args.quick else 200)
-    speedup = max(r["speedup"] for r in rows[1:])
+    full = [r for r in rows[1:] if r["render_every"] == 1]
+    speedup = max(r["speedup"] for r in full)
+    sparse = max(r["speedup"] for r in rows[1:] if r["render_every"] > 1)
     md = (table(rows, ["setting", "seconds", "episodes_per_s", "env_steps_per_s", "speedup"])
           + "\n\nOne env step, median ms (in contact with the block):\n\n" + table(prof, ["part", "ms_per_step"]))
     notes = (f"{n} episodes × ≤ {steps} env steps at {args.image_size} px, default policy mix, {cores} cores; the "
              f"episodes of 1 and {cores} processes byte-identical: {same}. Episodes that reach the goal zone end "
              f"early, so env steps/s is an upper bound per episode.")
-    summary = {"speedup": round(speedup, 3), "identical_across_workers": same,
+    summary = {"speedup": round(speedup, 3), "speedup_render_every": round(sparse, 3),
+               "render_every": args.render_every, "identical_across_workers": same,
                "episodes_per_s": {r["setting"]: round(r["episodes_per_s"], 3) for r in rows},
                "ms_per_step": {r["part"]: round(r["ms_per_step"], 4) for r in prof}}
     report("bench_generate: Push-T episodes/s", md, summary, notes, record=not args.quick)

@@ -89,11 +89,28 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
         assert (out / "report" / f).stat().st_size > 0
     assert LatentCache(out / "latents").text_encoder.startswith("minilm#")
 
-    # re-running resumes every stage instead of redoing it (the state probe too)
-    assert main(["demo", "--preset", "smoke", "--out-dir", str(out)]) == 0
-    assert "(fitted before on these latents)" in capsys.readouterr().out
+    # the data's scale and policy mix are reported
+    d = m["data"]
+    assert d["trajectories"] == 24 and d["env_steps_per_episode"] == 100 and 0 < d["env_steps"] <= 2400
+    assert d["policy_mix"]["shares"] == {"goal": 0.5, "scripted": 0.3, "random_walk": 0.2}
+    assert sum(d["policy_mix"]["episodes"].values()) == 24 and d["stages"]["reused"] == []
+
+    # re-running with unchanged settings reuses every stage (planning included) and says so
+    assert main(["demo", "--preset", "smoke", "--out-dir", str(out), "--rl"]) == 0
+    printed = capsys.readouterr().out
+    stages = ("episodes", "encoder", "encoder_quality", "latents", "decoder", "train", "state_probe", "evaluate",
+              "proprio_probe", "plan", "rl")
+    assert all(f"  reused: {s} " in printed for s in stages), printed
+    assert "made none" in printed and "resumed" in printed and "  redo:" not in printed
     m2 = json.loads((out / "report" / "metrics.json").read_text())
     assert m2["rollout"]["model_error"] == r["model_error"] and m2["rollout"]["state_error"] == se
+    assert m2["planning"]["final_distance"] == m["planning"]["final_distance"]
+    assert m2["data"]["stages"]["made"] == []
+    # a planning change goes straight to planning: everything before it is reused
+    assert main(["demo", "--preset", "smoke", "--out-dir", str(out), "--redo", "plan"]) == 0
+    printed = capsys.readouterr().out
+    assert "  redo: plan (asked to redo it)" in printed and "made plan" in printed
+    assert all(f"  reused: {s} " in printed for s in stages[:-2])
 
     # the eval command on the demo's kept checkpoint reproduces the demo's own numbers
     best = str(out / "train" / "checkpoints" / "best.pt")

@@ -1,4 +1,4 @@
-"""The package's layers (DESIGN.md section 2, as built): a module imports only from its own package or a lower
+"""The package's layers (docs/design.md section 2, as built): a module imports only from its own package or a lower
 layer — so there are no cycles between packages — and imports of latentwm itself sit at module top.
 
 Lowest first. A package spans one layer; a top-level module (rollout.py, demo.py, ...) is its own package.

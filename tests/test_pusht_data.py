@@ -210,3 +210,57 @@ def test_advance_equals_stepping_one_action_at_a_time():
     assert b.frame() is f_adv
     a.close()
     b.close()
+
+
+def test_render_every_k_stores_one_phase_with_the_same_physics(tmp_path):
+    """--render-every 5: the same simulation (rendering does not touch the physics), stored every 5th env step:
+    frames and states of steps 0, 5, 10, …, the 5 actions of each stored step concatenated, rewards summed."""
+    full = load_episode(_gen(tmp_path / "full", 2, max_steps=23, seed=2)[1])
+    sparse = load_episode(_gen(tmp_path / "sparse", 2, max_steps=23, seed=2, render_every=5)[1])
+    n = 5  # ceil(23 / 5)
+    assert len(sparse) == n and sparse.frame_skip == 5 and sparse.fps == 2.0
+    np.testing.assert_array_equal(sparse.frames["main"], full.frames["main"][::5])
+    np.testing.assert_array_equal(sparse.states, full.states[::5])
+    np.testing.assert_array_equal(sparse.actions[:4].reshape(20, 2), full.actions[:20])
+    assert sparse.actions.shape == (n, 10) and sparse.mask().tolist() == [True] * 4 + [False]  # 3 of 5 taken
+    np.testing.assert_allclose(sparse.rewards[:4], full.rewards[:20].reshape(4, 5).sum(1), rtol=1e-6)
+    spans = sparse.extras["narrations"]  # in stored frames (4 per 2-second span; a short tail joins the last)
+    assert spans[0][0] == 0 and spans[-1][1] == n
+    with pytest.raises(ConfigError, match="render_every"):
+        GenerateConfig(max_steps=3, render_every=5)
+
+
+def test_clips_of_a_sparse_cache_are_the_phase_zero_clips_of_a_full_one(tmp_path):
+    """Encoded, an episode rendered every 5th step gives exactly the clips (latents, actions, rewards, states) that
+    the fully rendered episode gives at the starts of phase 0 with frame_skip 5; a frame skip it does not divide is
+    refused with the fix named."""
+    from latentwm.data.clips import LatentClipDataset
+    from latentwm.data.latent_cache import encode_to_cache
+    from latentwm.data.sources.pusht import load_pusht
+
+    def encode(x):  # a deterministic stand-in encoder: per-patch means of the frame
+        x = np.asarray(x, np.float32) / 255.0
+        B, H = x.shape[0], x.shape[1]
+        return x.reshape(B, 4, H // 4, 4, H // 4, 3).mean((2, 4)).reshape(B, 16, 3)
+
+    caches = {}
+    for name, k in (("full", 1), ("sparse", 5)):
+        _gen(tmp_path / name, 3, max_steps=40, seed=1, image_size=32, render_every=k)
+        encode_to_cache(load_pusht(tmp_path / name), encode, tmp_path / f"{name}_cache", encoder_label="means",
+                        image_size=32, show_progress=False)
+        caches[name] = LatentClipDataset(tmp_path / f"{name}_cache", 4, frame_skip=5, split="all", normalize=False,
+                                         eval_stride=1)
+    full, sparse = caches["full"], caches["sparse"]
+    assert sparse.stride == 1 and full.stride == 5 and sparse.action_dim == full.action_dim == 10
+    by_start = {(full.cache.entries[e]["episode_id"], s): (e, s) for e, s in full.grid}
+    assert len(sparse) == 3 * 5  # 8 stored frames per episode, 4-frame clips: 5 starts
+    for e, s in sparse.grid:
+        a = sparse.make_clip(e, s)
+        b = full.make_clip(*by_start[(sparse.cache.entries[e]["episode_id"], 5 * s)])
+        for f in ("latents", "actions", "action_mask", "rewards", "states", "proprio"):
+            np.testing.assert_allclose(getattr(a, f).numpy(), getattr(b, f).numpy(), rtol=1e-6, err_msg=f)
+    with pytest.raises(ConfigError, match="--data.frame-skip 5"):
+        LatentClipDataset(tmp_path / "sparse_cache", 4, frame_skip=3, split="all")
+    # action statistics are per env step in both caches
+    assert full.cache.dataset_stats["pusht"].actions.mean.shape == (2,)
+    assert sparse.cache.dataset_stats["pusht"].actions.mean.shape == (2,)

@@ -5,7 +5,7 @@ x̂ = f(z, τ, d, cache); z ← z + d·(x̂ − z)/(1 − τ); τ ← τ + d. Th
 finished frame into the cache at signal level τ_ctx (1.0 clean; e.g. 0.9 lightly re-noised, which makes long rollouts
 robust to their own errors). Observed context frames enter the cache the same way.
 
-Action convention (DESIGN.md section 3): actions[:, t] is taken after frame t, so frame t+1 is generated from
+Action convention (docs/design.md section 3): actions[:, t] is taken after frame t, so frame t+1 is generated from
 actions[:, t]. A rollout of H frames after C context frames needs actions[:, :C + H − 1].
 Text is per frame and not shifted: frame t is observed / generated with text[:, t] (a sentence for the whole rollout
 may be given once as (B, E)).

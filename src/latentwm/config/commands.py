@@ -27,19 +27,27 @@ class GenerateConfig:
     seed: int = 0
     mix: PolicyMix = field(default_factory=PolicyMix)
     image_size: int = 96
+    render_every: int = 1
+    """Render (and store) every k-th env step only: the episode is stored with frame skip k (each stored step spans
+    k env steps, its action the k commanded targets concatenated, its reward their sum), one phase of a model's
+    frame skip per episode; rendering is most of an env step's cost. 1: every step. Must divide the model's
+    data.frame_skip."""
     workers: int | None = None
     """Processes that simulate and render (episode i depends only on the settings and i: the same files whatever
     the count); None: one per CPU core (one process for fewer than 16 episodes to make)."""
 
     def __post_init__(self):
-        positive(self, "generate", "num_episodes", "max_steps", "image_size")
+        positive(self, "generate", "num_episodes", "max_steps", "image_size", "render_every")
+        if self.max_steps < self.render_every:
+            raise ConfigError(f"generate.max_steps ({self.max_steps}) must be at least generate.render_every "
+                              f"({self.render_every})")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"generate.workers must be >= 1 (or unset: one per core), got {self.workers}")
 
     def settings(self) -> dict:
         """What every episode of one folder shares (generate.json; num_episodes may grow)."""
         return {"max_steps": self.max_steps, "image_size": self.image_size, "seed": self.seed,
-                "mix": {**self.mix.shares(), "noise": list(self.mix.noise)}}
+                "render_every": self.render_every, "mix": {**self.mix.shares(), "noise": list(self.mix.noise)}}
 
 
 @dataclass(frozen=True)
@@ -194,6 +202,9 @@ class DemoConfig:
     """Episodes to simulate (0: the preset's default)."""
     max_steps: int = 0
     """Environment steps per episode (0: the preset's default)."""
+    render_every: int = 1
+    """Render every k-th env step only (`latentwm generate --render-every`): one phase of the model's frame skip
+    per episode, more episodes per minute of generation; k must divide the preset's data.frame_skip."""
     train_steps: int = 0
     """Optimizer steps (0: the preset's train.steps)."""
     plan_goals: int = -1
@@ -226,6 +237,10 @@ class DemoConfig:
         if self.preset not in PRESETS:
             raise ConfigError(f"demo.preset must be one of {list(PRESETS)}, got {self.preset!r}")
         nonneg(self, "demo", "episodes", "max_steps", "train_steps")
+        positive(self, "demo", "render_every")
+        if preset(self.preset).data.frame_skip % self.render_every:
+            raise ConfigError(f"demo.render_every = {self.render_every} must divide the {self.preset} preset's "
+                              f"data.frame_skip = {preset(self.preset).data.frame_skip}")
         if self.plan_goals < -1:
             raise ConfigError(f"demo.plan_goals must be >= -1, got {self.plan_goals}")
         if not self.encoder:
@@ -265,7 +280,7 @@ class DemoConfig:
         """The episodes the demo simulates: the preset's data size and policy mix, under `<out_dir>/episodes`."""
         n, steps = self.data_size()
         return GenerateConfig(out_dir=str(Path(self.out_dir) / "episodes"), num_episodes=n, max_steps=steps,
-                              seed=self.seed, mix=self.sizes.mix)
+                              seed=self.seed, mix=self.sizes.mix, render_every=self.render_every)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Presets: one frozen object per size (tiny / smoke / cpu / small / base / large) holding every stage's settings.
+"""Presets: one frozen object per size (tiny / smoke / cpu / pusht-1k / -3k / -10k / small / base / large) holding every
+stage's settings.
 
 `preset(name)` is the one place a value per size is written: the training sections (encoder, model, objective,
 rollout, data, train, plan — `get_preset(name)` returns them as an ExperimentConfig, what a checkpoint records) and
@@ -99,6 +100,28 @@ def _cpu() -> ExperimentConfig:
     )
 
 
+def _pusht_scale(name: str, width: int, depth: int, steps: int, batch: int) -> ExperimentConfig:
+    cpu = _cpu()
+    return cpu.replace(preset=name, model__width=width, model__depth=depth, model__heads=max(4, width // 64),
+                       data__batch_size=batch, train__steps=steps, train__eval_every=steps // 8,
+                       train__ckpt_every=steps // 8, objective__bootstrap_start=steps // 2)
+
+
+def _pusht_1k() -> ExperimentConfig:
+    """Push-T at 1,000 trajectories: the cpu model (1.18M parameters) trained 2,000 steps at batch 32."""
+    return _pusht_scale("pusht-1k", 128, 6, 2000, 32)
+
+
+def _pusht_3k() -> ExperimentConfig:
+    """Push-T at 3,000 trajectories: 3.40M parameters (192 wide, 8 deep), 4,000 steps at batch 32."""
+    return _pusht_scale("pusht-3k", 192, 8, 4000, 32)
+
+
+def _pusht_10k() -> ExperimentConfig:
+    """Push-T at 10,000 trajectories (one GPU): 8.85M parameters (256 wide, 12 deep), 10,000 steps at batch 64."""
+    return _pusht_scale("pusht-10k", 256, 12, 10_000, 64)
+
+
 def _gpu(name: str, enc_name: str, width: int, depth: int, heads: int, kv_heads: int) -> ExperimentConfig:
     p = ENCODER_PRESETS[enc_name]
     enc = EncoderConfig(name=enc_name, image_size=224 if p.patch_size == 14 else 256, batch_size=256)
@@ -161,18 +184,31 @@ def _gpu_preset(exp: ExperimentConfig) -> Preset:
     return Preset(exp.preset, exp, decoder=dec, rl=RLConfig(), probe=ProbeConfig(), demo=DemoSizes())
 
 
+def _scale_preset(exp: ExperimentConfig, episodes: int, goals: int) -> Preset:
+    """The cpu demo's stages at a larger data size: the same encoder pretraining, decoder, probes and planner, more
+    trajectories, more planning goals (≥ 40 with ≥ 30 whose block must move needs about 60)."""
+    return Preset(exp.preset, exp, decoder=DecoderConfig(encoder=exp.encoder), rl=RLConfig(),
+                  probe=ProbeConfig(steps=1500, clips=512),
+                  demo=DemoSizes(episodes=episodes, goals=goals, decoder_frames=8000),
+                  pretrain=_pretrain(exp, layers=2, steps=4000))
+
+
 _BUILDERS = {
     "tiny": lambda: _tiny_preset("tiny", _tiny()),
     "smoke": lambda: _tiny_preset("smoke", _smoke()),
     "cpu": lambda: Preset("cpu", _cpu(), decoder=DecoderConfig(encoder=_cpu().encoder), rl=RLConfig(),
                           probe=ProbeConfig(steps=1500, clips=512), demo=DemoSizes(),
                           pretrain=_pretrain(_cpu(), layers=2, steps=4000)),
+    "pusht-1k": lambda: _scale_preset(_pusht_1k(), 1000, 60),
+    "pusht-3k": lambda: _scale_preset(_pusht_3k(), 3000, 60),
+    "pusht-10k": lambda: _scale_preset(_pusht_10k(), 10_000, 60),
     "small": lambda: _gpu_preset(_small()),
     "base": lambda: _gpu_preset(_base()),
     "large": lambda: _gpu_preset(_large()),
 }
 PRESETS: tuple[str, ...] = tuple(_BUILDERS)
-_SUMMARIES = {"tiny": _tiny.__doc__, "smoke": _smoke.__doc__, "cpu": _cpu.__doc__, "small": _small.__doc__,
+_SUMMARIES = {"tiny": _tiny.__doc__, "smoke": _smoke.__doc__, "cpu": _cpu.__doc__, "pusht-1k": _pusht_1k.__doc__,
+              "pusht-3k": _pusht_3k.__doc__, "pusht-10k": _pusht_10k.__doc__, "small": _small.__doc__,
               "base": _base.__doc__, "large": _large.__doc__}
 
 

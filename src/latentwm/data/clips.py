@@ -1,9 +1,12 @@
 """Clips for training and evaluation, cut from a LatentCache.
 
-A clip is `clip_len` frames `frame_skip` apart. The action of a kept frame t concatenates the `frame_skip` raw
-actions a[t], …, a[t+k−1] (each normalized with the dataset's per-env-step statistics first), exactly as
-`Episode.with_frame_skip`; it is known only if all of them were recorded. Rewards of a kept frame sum the raw rewards
-until the next kept frame. Latents are normalized per channel with the cache's latent statistics.
+A clip is `clip_len` frames `frame_skip` env steps apart. The action of a kept frame t concatenates the
+`frame_skip` env actions a[t], …, a[t+k−1] (each normalized with the dataset's per-env-step statistics first),
+exactly as `Episode.with_frame_skip`; it is known only if all of them were recorded. Rewards of a kept frame sum the
+raw rewards until the next kept frame. Latents are normalized per channel with the cache's latent statistics.
+A cache whose episodes were stored every s-th env step (Push-T rendered every s-th step; the episode's
+`frame_skip`) holds s env actions per stored frame: clips then step `frame_skip / s` stored frames (s must divide
+frame_skip), start anywhere in stored frames (one phase of the frame skip), and see the same actions.
 
 Splits are by episode (all cameras of an episode land on the same side), chosen by a seeded hash. Training clips are
 drawn at random but deterministically: item k of epoch e is a function of (seed, e·len + k) only, and any k ≥ 0 is
@@ -73,13 +76,15 @@ class LatentClipDataset(Dataset):
         self.cache = LatentCache(cache) if isinstance(cache, (str, os.PathLike)) else cache
         self.clip_len, self.frame_skip, self.split, self.seed = clip_len, frame_skip, split, seed
         self.normalize, self.epoch, self.text = normalize, 0, text
-        self.span = (clip_len - 1) * frame_skip + 1  # raw frames a clip covers
         entries = self.cache.entries
         groups: dict[str, list[int]] = {}
         for i, e in enumerate(entries):
             groups.setdefault(f"{e['dataset']}/{e['episode_id']}", []).append(i)
         held_out = split_episodes(sorted(groups), eval_fraction, seed)
         chosen = {k: v for k, v in groups.items() if split == "all" or (k in held_out) == (split == "eval")}
+        self.stored_skip = _stored_skip(self.cache, frame_skip)
+        self.stride = frame_skip // self.stored_skip  # stored frames between a clip's frames
+        self.span = (clip_len - 1) * self.stride + 1  # stored frames a clip covers
         self.short = sorted(k for k, v in chosen.items() if min(entries[i]["length"] for i in v) < self.span)
         self.groups = [(k, v) for k, v in sorted(chosen.items()) if k not in self.short]
         self.num_skipped = len(self.short)
@@ -89,7 +94,8 @@ class LatentClipDataset(Dataset):
             ls = self.cache.latent_stats
             self.latent_mean, self.latent_std = ls.mean.astype(np.float32), ls.std.astype(np.float32)
         self.ds_stats = self.cache.dataset_stats
-        widths = {e["action_dim"] for _, v in self.groups for e in (entries[i] for i in v)} - {None}
+        widths = {e["action_dim"] // self.stored_skip for _, v in self.groups for e in (entries[i] for i in v)
+                  if e["action_dim"] is not None}  # per env step
         self.action_dim = action_dim if action_dim is not None else frame_skip * max(widths, default=0)
         if frame_skip * max(widths, default=0) > self.action_dim:
             raise ValueError(f"LatentClipDataset: actions of {max(widths)} per env step × frame_skip {frame_skip} "
@@ -97,7 +103,7 @@ class LatentClipDataset(Dataset):
         # where clips can start
         lengths = [min(entries[i]["length"] for i in v) for _, v in self.groups]
         self._cum = np.cumsum([L - self.span + 1 for L in lengths]).astype(np.int64)
-        stride = eval_stride or clip_len * frame_skip
+        stride = eval_stride or clip_len * self.stride
         self.grid = [(i, s) for (_, v), L in zip(self.groups, lengths) for i in v
                      for s in range(0, L - self.span + 1, stride)]
         n_grid_train = sum(len(range(0, L - self.span + 1, stride)) for L in lengths)
@@ -136,7 +142,7 @@ class LatentClipDataset(Dataset):
         return self.make_clip(*self._draw(index))
 
     def frames_of(self, start: int) -> np.ndarray:
-        return start + self.frame_skip * np.arange(self.clip_len)
+        return start + self.stride * np.arange(self.clip_len)
 
     def states_for(self, index) -> np.ndarray | None:
         """Simulator states (clip_len, S) of item `index`'s frames, or None if the cache has none."""
@@ -149,7 +155,7 @@ class LatentClipDataset(Dataset):
         frame's text alternatives (`frame_text.pick_text`); None: the held-out paraphrase, else the first (a
         training dataset never uses held-out paraphrases: the first alternative)."""
         e, raw = self.cache.entries[entry], self.cache.raw(entry)
-        T, fs, t = e["length"], self.frame_skip, self.frames_of(start)
+        T, fs, t = e["length"], self.stride, self.frames_of(start)
         lat = frames = None
         if "latents" in raw:
             lat = raw["latents"][t].astype(np.float32)
@@ -168,7 +174,7 @@ class LatentClipDataset(Dataset):
             if self.normalize:
                 if stats is None or stats.actions is None:
                     raise ValueError(f"cache {self.cache.path}: no action statistics for dataset {e['dataset']!r}")
-                a = stats.actions.normalize(a)
+                a = stats.actions.normalize(a.reshape(len(a), self.stored_skip, -1)).reshape(len(a), -1)
             mask = inside.all(1) & raw["action_mask"][steps].all(1)
             actions = np.where(mask[:, None], a[steps].reshape(len(t), -1), 0.0).astype(np.float32)
         proprio = raw.get("proprio")
@@ -184,7 +190,8 @@ class LatentClipDataset(Dataset):
         if extras.get("narrations"):  # timed narrations (EPIC): only those overlapping this clip's frames
             text = tuple(narrations_in(extras, int(t[0]), int(t[-1]) + 1))
         meta = WorldBatchMetadata(dataset=e["dataset"], episode_id=e["episode_id"], camera=e["camera"],
-                                  start_frame=int(start), frame_stride=fs, fps=float(e.get("fps") or 0.0) / fs,
+                                  start_frame=int(start), frame_stride=self.frame_skip,
+                                  fps=float(e.get("fps") or 0.0) / fs,
                                   text=text, success=e.get("success"))
         states = raw.get("states")
         text_emb = text_mask = None
@@ -196,6 +203,21 @@ class LatentClipDataset(Dataset):
                           proprio=_t(proprio), rewards=_t(rewards),
                           states=None if states is None else _t(states[t].astype(np.float64)),
                           text=_t(text_emb), text_mask=_t(text_mask), meta=meta)
+
+
+def _stored_skip(cache, frame_skip: int) -> int:
+    """Env steps each stored frame of `cache` spans (the episodes' frame_skip: Push-T rendered every k-th step, video
+    resampled); one value per cache, and a divisor of `frame_skip` (env steps per clip step)."""
+    skips = {int(e.get("frame_skip") or 1) for e in cache.entries}
+    if len(skips) > 1:
+        raise ConfigError(f"{cache.path}: its episodes were stored with different frame skips {sorted(skips)} (env "
+                          f"steps per stored frame); encode each kind into its own cache and mix them")
+    k = skips.pop() if skips else 1
+    if frame_skip % k:
+        raise ConfigError(f"data.frame_skip = {frame_skip} env steps is not a multiple of the {k} env steps each "
+                          f"stored frame of {cache.path} spans (its episodes were stored every {k}-th step): pass "
+                          f"--data.frame-skip {k * max(1, round(frame_skip / k))}")
+    return k
 
 
 def _t(a):
@@ -302,8 +324,8 @@ def check_action_width(cache, cfg, where: str) -> None:
     d = cfg.data
     widths: dict[int, set[str]] = {}
     for e in cache.entries:
-        if e.get("action_dim") is not None:
-            widths.setdefault(int(e["action_dim"]), set()).add(e["dataset"])
+        if e.get("action_dim") is not None:  # per env step (a stored frame may span several)
+            widths.setdefault(int(e["action_dim"]) // int(e.get("frame_skip") or 1), set()).add(e["dataset"])
     if any(w != d.env_action_dim for w in widths):
         have = ", ".join(f"{w} per env step ({', '.join(sorted(ds))})" for w, ds in sorted(widths.items()))
         raise ConfigError(f"{where} holds actions of {have}, but data.env_action_dim = {d.env_action_dim} (× "

@@ -1,6 +1,6 @@
 """The Episode record every data source yields, frame skip, and per-dataset normalization statistics.
 
-Conventions (DESIGN.md section 3): the action at index t is the one taken *after* observing frame t (it moves the
+Conventions (docs/design.md section 3): the action at index t is the one taken *after* observing frame t (it moves the
 world from frame t to frame t+1). Frames are uint8 (T, H, W, 3) per camera, held in memory or decoded lazily.
 """
 

@@ -1,4 +1,4 @@
-"""Per-frame text of an episode as ids into a table of unique sentences, embedded once (DESIGN.md sections 3, 4).
+"""Per-frame text of an episode as ids into a table of unique sentences, embedded once (docs/design.md sections 3, 4).
 
 Text conditions are frozen sentence embeddings. A training step must never run the sentence encoder, so every
 sentence of an episode is embedded once (at encode time for a latent cache, when the episode is first scanned for

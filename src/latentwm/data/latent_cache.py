@@ -131,6 +131,10 @@ class LatentCacheWriter:
         if self._tar is None or (self.limit is not None and self._tar.offset > self.limit):
             self.open_shard()
         T, key = len(lat), sample_key(dataset, episode_id, camera)
+        skip = int((meta or {}).get("frame_skip") or 1)
+        if actions is not None and np.asarray(actions).shape[1] % skip:
+            raise CacheError(f"{key}: actions of width {np.asarray(actions).shape[1]} cannot hold frame_skip {skip} "
+                             f"env steps of equal width")
         if actions is not None and action_mask is None:
             action_mask = np.ones(T, dtype=bool)
         self._record_text(text)
@@ -148,8 +152,9 @@ class LatentCacheWriter:
             self._tar.addfile(ti, io.BytesIO(data))
         st = self._stats
         st["latents"].add(arrays["latents"])
-        if actions is not None:
-            st["actions"].setdefault(dataset, ChannelSums()).add(np.asarray(actions)[np.asarray(action_mask, bool)])
+        if actions is not None:  # statistics per env step: a stored step of frame skip k holds k actions
+            known = np.asarray(actions)[np.asarray(action_mask, bool)]
+            st["actions"].setdefault(dataset, ChannelSums()).add(known.reshape(-1, known.shape[1] // skip))
         if proprio is not None:
             st["proprio"].setdefault(dataset, ChannelSums()).add(np.asarray(proprio))
         item = item or f"{dataset}/{episode_id}"

@@ -80,7 +80,7 @@ def run_demo(cfg: DemoConfig) -> Path:
                         lambda: generate_stage(gen))
 
     stage(_encoder_title(cfg))
-    pre = (settings_of(dataclasses.replace(p.pretrain, data_dir="", out_dir=""))
+    pre = ({k: v for k, v in settings_of(p.pretrain).items() if k not in ("data_dir", "out_dir")}
            if cfg.encoder == "pretrain" else {"encoder": cfg.encoder})
     encoder_info = st.run("encoder", out / "encoder_pretrain",
                           {"pretrain": pre, "split": [exp.data.eval_fraction, exp.data.seed], "seed": cfg.seed},
@@ -229,7 +229,8 @@ def demo_decoder_config(cfg: DemoConfig, out: Path):
     return dataclasses.replace(preset(cfg.preset).decoder, episodes_dir=str(out / "episodes"),
                                cache_dir=str(out / "latents"), out_dir=str(out / "decoder"),
                                epochs=sizes.decoder_epochs, max_frames=sizes.decoder_frames,
-                               frame_stride=max(1, n_eps * max_steps // sizes.decoder_frames), resume=True,
+                               frame_stride=max(1, n_eps * -(-max_steps // cfg.render_every) // sizes.decoder_frames),
+                               resume=True,
                                device="cpu", seed=cfg.seed)
 
 

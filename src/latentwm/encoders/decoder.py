@@ -1,4 +1,4 @@
-"""RAE-style decoder: frozen-encoder latents (B, N, D) → pixels (DESIGN.md section 8).
+"""RAE-style decoder: frozen-encoder latents (B, N, D) → pixels (docs/design.md section 8).
 
 latents (LayerNorm-ed patch tokens, exactly what `DinoEncoder.encode` returns and the latent cache stores) →
 per-channel standardization with the training set's statistics (buffers, saved with the weights) → linear to the

@@ -1,4 +1,4 @@
-"""Frozen DINOv2 / DINOv2-with-registers / DINOv3 encoder through Hugging Face transformers (DESIGN.md section 4).
+"""Frozen DINOv2 / DINOv2-with-registers / DINOv3 encoder through Hugging Face transformers (docs/design.md section 4).
 
 uint8 frames → resize (bicubic, antialias) to image_size² → ImageNet mean/std → ViT → patch tokens only (CLS and
 register tokens dropped) → LayerNorm without affine (RAE's normalization) → optionally 2×2 average pooling of the

@@ -1,4 +1,4 @@
-"""Frozen sentence encoder for text conditions (DESIGN.md section 4), through transformers alone.
+"""Frozen sentence encoder for text conditions (docs/design.md section 4), through transformers alone.
 
 Why not sentence-transformers: the encoder is one frozen transformer forward plus a masked mean (and, for models whose
 `modules.json` lists a Normalize module, an L2 normalization), so a few lines of transformers reproduce what

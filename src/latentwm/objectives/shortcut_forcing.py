@@ -1,4 +1,4 @@
-"""Shortcut forcing (Dreamer 4): the training loss of the dynamics model, exactly as DESIGN.md section 5 writes it.
+"""Shortcut forcing (Dreamer 4): the training loss of the dynamics model, exactly as docs/design.md section 5 writes it.
 
 Convention: τ ∈ [0, 1] is the signal level (0 pure noise, 1 clean), z_τ = (1 − τ)·ε + τ·x. The network predicts the
 clean latent x̂ = f(z_τ, τ, d, context) (x-prediction); its implied velocity is v̂ = (x̂ − z_τ)/(1 − τ).

@@ -188,7 +188,8 @@ def encoder_cost_quality(encode, episodes_dir, exp: ExperimentConfig, num_goals:
     lat = torch.cat([torch.as_tensor(encode(sample[i:i + 256])).float().cpu() for i in range(0, len(sample), 256)])
     lat = lat.reshape(-1, lat.shape[-1]).double()
     stats = NormStats(mean=lat.mean(0).numpy(), std=lat.std(0).numpy(), count=len(lat))
-    acts = np.concatenate([e.actions for e in eps if e.actions is not None]).astype(np.float64)
+    acts = np.concatenate([e.actions.reshape(len(e.actions) * e.frame_skip, -1)  # per env step
+                           for e in eps if e.actions is not None]).astype(np.float64)
     codec = ActionCodec.from_stats(NormStats(mean=acts.mean(0), std=acts.std(0), count=len(acts)), d.frame_skip,
                                    exp.model.action_dim)
     goals = sample_goals(held, num_goals, exp.plan.goal_offset, exp.plan.seed)

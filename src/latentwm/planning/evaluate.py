@@ -177,12 +177,17 @@ def held_out_episodes(episodes_dir: str | os.PathLike, cache_dir: str | os.PathL
 
 
 def sample_goals(episode_paths: list[Path], num_goals: int, goal_offset: int, seed: int = 0) -> list[PlanningGoal]:
-    """Goal i: episode and start t0 uniform from (seed, i) among episodes longer than goal_offset (each file is
-    read once)."""
+    """Goal i: episode and start uniform from (seed, i) among episodes longer than goal_offset env steps (each file
+    is read once). Episodes stored every k-th env step (frame_skip k) start on a stored frame and reach the goal
+    goal_offset / k stored frames later (k must divide goal_offset); t0 is in env steps either way."""
     eps = {}
     for p in episode_paths:
         ep = load_episode(p)
-        if ep.states is not None and ep.actions is not None and len(ep) > goal_offset:
+        k = ep.frame_skip
+        if goal_offset % k:
+            raise ValueError(f"{p}: stored every {k} env steps, which does not divide plan.goal_offset = "
+                             f"{goal_offset} env steps")
+        if ep.states is not None and ep.actions is not None and len(ep) > goal_offset // k:
             eps[p] = ep
     if not eps:
         raise ValueError(f"no held-out episode has states, actions and more than goal_offset = {goal_offset} steps")
@@ -191,12 +196,14 @@ def sample_goals(episode_paths: list[Path], num_goals: int, goal_offset: int, se
     for i in range(num_goals):
         rng = np.random.default_rng([seed, i, 0x60A1])
         ep = eps[paths[int(rng.integers(len(paths)))]]
-        t0 = int(rng.integers(0, len(ep) - goal_offset))
+        k = ep.frame_skip
+        off = goal_offset // k
+        t0 = int(rng.integers(0, len(ep) - off))
         frames = ep.frames[ep.cameras[0]]
-        goals.append(PlanningGoal(i, f"{ep.dataset}/{ep.episode_id}", t0, ep.states[t0].copy(),
-                                  ep.states[t0 + goal_offset].copy(), np.asarray(frames[t0]),
-                                  np.asarray(frames[t0 + goal_offset]),
-                                  ep.actions[t0 : t0 + goal_offset].astype(np.float64)))
+        acts = ep.actions[t0: t0 + off].astype(np.float64)
+        goals.append(PlanningGoal(i, f"{ep.dataset}/{ep.episode_id}", t0 * k, ep.states[t0].copy(),
+                                  ep.states[t0 + off].copy(), np.asarray(frames[t0]), np.asarray(frames[t0 + off]),
+                                  acts.reshape(len(acts) * k, -1)))
     return goals
 
 

@@ -1,4 +1,4 @@
-"""Imagined goals (DESIGN.md section 6: a goal can be a sentence): the model's own future under a text, from a real
+"""Imagined goals (docs/design.md section 6: a goal can be a sentence): the model's own future under a text, from a real
 observation, without actions; its last frame is the goal latent that goal-conditioned MPC then plans toward.
 
 `imagine` is an action-free rollout in which every frame, observed and imagined, carries the sentence, sampled with

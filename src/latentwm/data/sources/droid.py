@@ -6,7 +6,7 @@
 - frames: every camera (or `cameras=`), named as in the LeRobot port: `exterior_1_left`, `exterior_2_left`,
   `wrist_left` (`observation.images.` dropped), decoded lazily (`CheckedVideoFrames`, at the episode's timestamps
   inside the possibly multi-episode MP4);
-- actions (T, 7): end-effector deltas from the *measured* poses at the sampled rate (DESIGN.md section 3; V-JEPA
+- actions (T, 7): end-effector deltas from the *measured* poses at the sampled rate (docs/design.md section 3; V-JEPA
   2-AC's recipe): xyz(t+1) − xyz(t), the extrinsic-xyz Euler angles of R(t+1)·R(t)ᵀ, gripper(t+1) − gripper(t);
   the last frame's action is unknown (`action_mask` False). DROID's own `action` field is not used.
 - proprio (T, 7): measured cartesian pose (xyz + Euler xyz, as stored) and gripper position;

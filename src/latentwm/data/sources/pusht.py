@@ -65,6 +65,7 @@ class EpisodeSpec:
     policy: str
     noise: float
     max_steps: int
+    render_every: int = 1
 
 
 def episode_spec(cfg: GenerateConfig, i: int) -> EpisodeSpec:
@@ -75,23 +76,26 @@ def episode_spec(cfg: GenerateConfig, i: int) -> EpisodeSpec:
     shares = cfg.mix.shares()
     cum = np.cumsum([shares[p] for p in POLICIES])
     policy = POLICIES[min(int(np.searchsorted(cum, u, side="right")), len(POLICIES) - 1)]
-    return EpisodeSpec(i, cfg.seed, policy, float(cfg.mix.noise[k]), cfg.max_steps)
+    return EpisodeSpec(i, cfg.seed, policy, float(cfg.mix.noise[k]), cfg.max_steps, cfg.render_every)
 
 
 def rollout_episode(env: PushTEnv, spec: EpisodeSpec) -> Episode:
-    """One episode of `spec.policy` from the env's seeded random start."""
+    """One episode of `spec.policy` from the env's seeded random start. With render_every k > 1 only every k-th
+    frame is rendered and the episode is stored with frame skip k (`stored_every`)."""
     rng = np.random.default_rng([spec.seed, spec.index])
+    k = spec.render_every
     frame, info = env.reset(seed=int(spec.seed + spec.index) % (2**31))
     state = info["state"]
     act = make_policy(spec.policy, rng, state, spec.noise)
     frames, actions, states, rewards = [], [], [], []
     success = False
-    for _ in range(spec.max_steps):
+    for t in range(spec.max_steps):
         a = act(state)
-        frames.append(frame)
+        if t % k == 0:
+            frames.append(frame)
         states.append(state)
         actions.append(a)
-        frame, reward, terminated, _, info = env.step(a)
+        frame, reward, terminated, _, info = env.step(a, render=(t + 1) % k == 0)
         state = info["state"]
         rewards.append(reward)
         success = success or info["is_success"]
@@ -100,12 +104,29 @@ def rollout_episode(env: PushTEnv, spec: EpisodeSpec) -> Episode:
     states_a = np.stack(states)
     travel = float(np.linalg.norm(np.diff(states_a[:, 2:4], axis=0), axis=1).sum()) if len(states) > 1 else 0.0
     noise = spec.noise if spec.policy != "random_walk" else None
-    return with_narrations(Episode(
-        dataset="pusht", episode_id=f"episode_{spec.index:06d}", fps=float(env.fps), frames={CAMERA: np.stack(frames)},
-        actions=np.asarray(actions, dtype=np.float32), proprio=proprio_from_state(states_a),
-        rewards=np.asarray(rewards, dtype=np.float32), states=states_a, success=bool(success),
-        extras=dict(seed=int(spec.seed + spec.index), policy=spec.policy, noise=noise, block_travel=travel),
-    ))
+    ep = stored_every(np.stack(frames), np.asarray(actions, dtype=np.float32), states_a,
+                      np.asarray(rewards, dtype=np.float32), k)
+    ep.episode_id, ep.success = f"episode_{spec.index:06d}", bool(success)
+    ep.extras = dict(seed=int(spec.seed + spec.index), policy=spec.policy, noise=noise, block_travel=travel)
+    return with_narrations(ep)
+
+
+def stored_every(frames: np.ndarray, actions: np.ndarray, states: np.ndarray, rewards: np.ndarray,
+                 k: int) -> Episode:
+    """A Push-T episode stored with frame skip k from env-step arrays: frames (n, S, S, 3) = the frames of env steps
+    0, k, 2k, … (n = ceil(T / k)); actions (T, 2), states (T, 7), rewards (T,) per env step. Stored step j holds the
+    state at env step j·k, the k actions taken from there concatenated ((n, 2k); a step whose k actions were not
+    all taken — the episode ended — is masked) and the sum of their rewards (`Episode.with_frame_skip`'s layout)."""
+    T, n = len(actions), len(frames)
+    if n != -(-T // k):
+        raise ValueError(f"stored_every: {n} frames for {T} env steps at k = {k} (want {-(-T // k)})")
+    padded = np.zeros((n * k, actions.shape[1]), np.float32)
+    padded[:T] = actions
+    mask = np.arange(n) * k + k <= T
+    summed = np.add.reduceat(rewards, np.arange(0, T, k)).astype(np.float32)
+    return Episode(dataset="pusht", episode_id="", fps=float(PushTEnv.fps) / k, frames={CAMERA: frames},
+                   actions=padded.reshape(n, k * actions.shape[1]), action_mask=None if mask.all() else mask,
+                   proprio=proprio_from_state(states[::k]), rewards=summed, states=states[::k], frame_skip=k)
 
 
 def with_narrations(ep: Episode) -> Episode:
@@ -114,7 +135,8 @@ def with_narrations(ep: Episode) -> Episode:
     they are. Generation and loading both go through here, so old and new folders narrate alike."""
     if ep.states is None or ("narrations" in ep.extras and "narrations_heldout" in ep.extras):
         return ep
-    train, held = narrate(ep.states, NARRATION_SEGMENT, seed=int(ep.extras.get("seed", 0)))
+    segment = max(1, NARRATION_SEGMENT // ep.frame_skip)  # 2 s of env steps whatever the stored frame skip
+    train, held = narrate(ep.states, segment, seed=int(ep.extras.get("seed", 0)))
     ep.extras = dict(ep.extras, narrations=train, narrations_heldout=held)
     return ep
 
