@@ -70,11 +70,12 @@ def test_online_batches_equal_cached_batches(data):
         assert {m.camera for m in cached.meta} <= {"front", "wrist"}
     grid = list(range(len(c_eval)))
     _same_batch(transform(collate([o_eval[i] for i in grid], A)), collate([c_eval[i] for i in grid], A), atol)
-    # the transform encodes exactly the clip's frames, normalized like the cache path
+    # the transform encodes exactly the clip's frames, normalized like the cache path (float32 matmuls of another
+    # batch composition round differently on some CPUs' kernels: 7e-6 measured on a 2-core Xeon, hence 2e-5)
     s = o_train[5]
     raw = enc.encode(s.frames)
     torch.testing.assert_close(transform(collate([s], A)).latents[0], (raw - torch.from_numpy(
-        c_train.latent_mean)) / torch.from_numpy(c_train.latent_std), rtol=0, atol=1e-6)
+        c_train.latent_mean)) / torch.from_numpy(c_train.latent_std), rtol=0, atol=2e-5)
 
 
 def test_estimated_stats_and_store_facts(data):

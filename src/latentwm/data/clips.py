@@ -4,9 +4,8 @@ A clip is `clip_len` frames `frame_skip` env steps apart. The action of a kept f
 `frame_skip` env actions a[t], …, a[t+k−1] (each normalized with the dataset's per-env-step statistics first),
 exactly as `Episode.with_frame_skip`; it is known only if all of them were recorded. Rewards of a kept frame sum the
 raw rewards until the next kept frame. Latents are normalized per channel with the cache's latent statistics.
-A cache whose episodes were stored every s-th env step (Push-T rendered every s-th step; the episode's
-`frame_skip`) holds s env actions per stored frame: clips then step `frame_skip / s` stored frames (s must divide
-frame_skip), start anywhere in stored frames (one phase of the frame skip), and see the same actions.
+Episodes stored every s-th env step (their `frame_skip`) hold s env actions per stored frame: clips step
+frame_skip / s stored frames (one phase of the frame skip) and see the same actions.
 
 Splits are by episode (all cameras of an episode land on the same side), chosen by a seeded hash. Training clips are
 drawn at random but deterministically: item k of epoch e is a function of (seed, e·len + k) only, and any k ≥ 0 is
@@ -83,12 +82,11 @@ class LatentClipDataset(Dataset):
         held_out = split_episodes(sorted(groups), eval_fraction, seed)
         chosen = {k: v for k, v in groups.items() if split == "all" or (k in held_out) == (split == "eval")}
         self.stored_skip = _stored_skip(self.cache, frame_skip)
-        self.stride = frame_skip // self.stored_skip  # stored frames between a clip's frames
-        self.span = (clip_len - 1) * self.stride + 1  # stored frames a clip covers
+        self.stride = frame_skip // self.stored_skip  # stored frames between a clip's frames; span: frames covered
+        self.span = (clip_len - 1) * self.stride + 1
         self.short = sorted(k for k, v in chosen.items() if min(entries[i]["length"] for i in v) < self.span)
         self.groups = [(k, v) for k, v in sorted(chosen.items()) if k not in self.short]
         self.num_skipped = len(self.short)
-        # statistics
         self.latent_mean = self.latent_std = None
         if normalize:
             ls = self.cache.latent_stats
@@ -190,9 +188,8 @@ class LatentClipDataset(Dataset):
         if extras.get("narrations"):  # timed narrations (EPIC): only those overlapping this clip's frames
             text = tuple(narrations_in(extras, int(t[0]), int(t[-1]) + 1))
         meta = WorldBatchMetadata(dataset=e["dataset"], episode_id=e["episode_id"], camera=e["camera"],
-                                  start_frame=int(start), frame_stride=self.frame_skip,
-                                  fps=float(e.get("fps") or 0.0) / fs,
-                                  text=text, success=e.get("success"))
+                                  start_frame=int(start), frame_stride=self.frame_skip, text=text,
+                                  fps=float(e.get("fps") or 0.0) / fs, success=e.get("success"))
         states = raw.get("states")
         text_emb = text_mask = None
         if self.text and raw.get("text_emb") is not None:
@@ -206,17 +203,14 @@ class LatentClipDataset(Dataset):
 
 
 def _stored_skip(cache, frame_skip: int) -> int:
-    """Env steps each stored frame of `cache` spans (the episodes' frame_skip: Push-T rendered every k-th step, video
-    resampled); one value per cache, and a divisor of `frame_skip` (env steps per clip step)."""
+    """Env steps each stored frame of `cache` spans (one value per cache; it must divide `frame_skip`)."""
     skips = {int(e.get("frame_skip") or 1) for e in cache.entries}
     if len(skips) > 1:
-        raise ConfigError(f"{cache.path}: its episodes were stored with different frame skips {sorted(skips)} (env "
-                          f"steps per stored frame); encode each kind into its own cache and mix them")
+        raise ConfigError(f"{cache.path}: episodes stored with different frame skips {sorted(skips)}; mix caches")
     k = skips.pop() if skips else 1
     if frame_skip % k:
         raise ConfigError(f"data.frame_skip = {frame_skip} env steps is not a multiple of the {k} env steps each "
-                          f"stored frame of {cache.path} spans (its episodes were stored every {k}-th step): pass "
-                          f"--data.frame-skip {k * max(1, round(frame_skip / k))}")
+                          f"stored frame of {cache.path} spans: pass --data.frame-skip {k * max(1, frame_skip // k)}")
     return k
 
 

@@ -19,29 +19,29 @@ import dataclasses
 import functools
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-from latentwm.config import DemoConfig, ExperimentConfig, GenerateConfig, PlanConfig, get_preset, preset
+from latentwm.config import DemoConfig, ExperimentConfig, GenerateConfig, get_preset, preset
 from latentwm.config.jsonfile import read_json
 from latentwm.data.clips import LatentClipDataset, eval_loader, make_clip_datasets
 from latentwm.data.latent_cache import LatentCache, encode_to_cache
+from latentwm.data.episodes import load_episode
 from latentwm.data.sources.pusht import generate_pusht, load_pusht, policy_counts
+from latentwm.demo.planning import fit_proprio_probe, place_beside, plan_demo
 from latentwm.demo.stages import Stages
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.encoders.encode import text_embedding
-from latentwm.envs.pusht import goal_metrics
 from latentwm.eval.metrics import rollout_errors
 from latentwm.planning.cost_quality import encoder_cost_quality
-from latentwm.planning.evaluate import (PlanningOptions, WorldModelRun, evaluate_planning, held_out_episodes,
-                                        sample_goals)
 from latentwm.planning.results import text_goal_comparison
-from latentwm.planning.proprio import PROBE_FILE, ProprioProbe, train_proprio_probe
 from latentwm.planning.state_probe import (STATE_PROBE_CONFIG, STATE_PROBE_FILE, StateProbe, pose_errors,
                                            train_state_probe)
-from latentwm.report import STATE_COST, write_report
+from latentwm.report import write_report
 from latentwm.rl.runner import run_rl
 from latentwm.train.decoder_trainer import train_decoder
 from latentwm.train.encoder_pretrain import run_pretrain_encoder
@@ -62,112 +62,127 @@ def settings_of(obj) -> dict:
     return dataclasses.asdict(obj)
 
 
+@dataclass
+class DemoRun:
+    """One demo run: its settings, its stage caches and the stage banner."""
+
+    cfg: DemoConfig
+    out: Path
+    exp: ExperimentConfig
+    st: Stages
+    stage: Callable[[str], None]
+
+    def run(self, name: str, folder: str, settings: dict, inputs: tuple[str, ...], make: Callable[[], dict]) -> dict:
+        return self.st.run(name, self.out / folder, settings, inputs, make)
+
+
 def run_demo(cfg: DemoConfig) -> Path:
     """Run every stage (reusing the finished ones that still match); returns the report folder."""
     t0 = time.time()
     out = Path(cfg.out_dir)
     if cfg.fresh and out.exists():
         shutil.rmtree(out)
-    exp = cfg.experiment()
+    run = DemoRun(cfg, out, cfg.experiment(), Stages(redo=frozenset(STAGES[STAGES.index(cfg.redo):]
+                                                                     if cfg.redo else ())), _stages(9))
+    facts, encoder, encoder_info, decoder = data_stages(run)
+    trainer, data, kept, state_probe, results = model_stages(run)
+    planning = rl = None
+    if cfg.goals():
+        run.stage(_plan_title(cfg, state_probe))
+        run.run("proprio_probe", "proprio_probe", {"probe": settings_of(preset(cfg.preset).probe), "seed": cfg.seed},
+                ("train",), lambda: fit_proprio_probe(cfg, run.exp, trainer, out, kept))
+        planning = run.run("plan", "report/planning",
+                           {"plan": settings_of(run.exp.plan), "goals": cfg.goals(), "planners": list(cfg.planners),
+                            "text_goal_planners": list(cfg.sizes.text_goal_planners),
+                            "state_cost_diagnosis": cfg.state_cost_diagnosis, "seed": cfg.seed},
+                           ("episodes", "latents", "train", "state_probe", "proprio_probe"),
+                           lambda: plan_demo(cfg, run.exp, trainer, encoder, out, state_probe))
+    else:
+        run.stage("planning skipped (--plan-goals 0)")
+    if cfg.rl:
+        rl = run.run("rl", "rl", settings_of(preset(cfg.preset).rl), ("latents", "train"),
+                     lambda: demo_rl(cfg, out, kept))
+    run.stage("write the report")
+    st = run.st
+    if st.reused:
+        print(f"reused {len(st.reused)} finished stages ({', '.join(st.reused)}); made {', '.join(st.made) or 'none'}")
+    text_eval = results.pop("text_eval", None)
+    report = write_report(out / "report", run.exp, results, train_dir=Path(run.exp.train.out_dir),
+                          encoder_label=encoder.weights_label, wall_time_s=time.time() - t0,
+                          model_parameters=trainer.model.num_parameters(), planning=planning, decoder=decoder, rl=rl,
+                          latent_stats=data["extra"]["data_stats"]["latents"], best=kept, encoder_info=encoder_info,
+                          text_eval=text_eval, text_goal=text_goal_comparison(planning) if planning else None,
+                          data={**facts, "train_clips_per_epoch": len(data["train"]), "eval_clips": len(data["eval"]),
+                                "stages": {"reused": st.reused, "made": st.made}})
+    print(f"\nreport: {report / 'report.md'}\nmetrics: {report / 'metrics.json'}")
+    return report
+
+
+def data_stages(run: DemoRun) -> tuple[dict, DinoEncoder, dict, dict]:
+    """Episodes, the encoder (pretrained here or named) and its goal-cost quality, the latent cache, the decoder.
+    Returns (the data's facts, the encoder, facts about the encoder, the decoder's metrics)."""
+    cfg, exp, out = run.cfg, run.exp, run.out
     gen = cfg.generate_config()
-    st = Stages(redo=frozenset(STAGES[STAGES.index(cfg.redo):] if cfg.redo else ()))
-    stage = _stages(9)
-    p = preset(cfg.preset)
-
-    stage(f"generate {gen.num_episodes} Push-T episodes (gym-pusht; goal-directed, random-target and random-walk "
-          f"pushing)")
-    data_facts = st.run("episodes", out / "episodes", {**gen.settings(), "num_episodes": gen.num_episodes}, (),
-                        lambda: generate_stage(gen))
-
-    stage(_encoder_title(cfg))
-    pre = ({k: v for k, v in settings_of(p.pretrain).items() if k not in ("data_dir", "out_dir")}
+    run.stage(f"generate {gen.num_episodes} Push-T episodes (gym-pusht; goal-directed, random-target and random-walk "
+              f"pushing{f', every {gen.render_every}th frame rendered' if gen.render_every > 1 else ''})")
+    facts = run.run("episodes", "episodes", {**gen.settings(), "num_episodes": gen.num_episodes}, (),
+                    lambda: generate_stage(gen))
+    run.stage(_encoder_title(cfg))
+    pre = ({k: v for k, v in settings_of(preset(cfg.preset).pretrain).items() if k not in ("data_dir", "out_dir")}
            if cfg.encoder == "pretrain" else {"encoder": cfg.encoder})
-    encoder_info = st.run("encoder", out / "encoder_pretrain",
-                          {"pretrain": pre, "split": [exp.data.eval_fraction, exp.data.seed], "seed": cfg.seed},
-                          ("episodes",), lambda: pretrain_demo_encoder(cfg, exp, out))
-    encoder_info = {**encoder_info, **st.run(
-        "encoder_quality", out / "encoder_quality",
-        {"goals": cfg.sizes.cost_quality_goals, "encoder": settings_of(exp.encoder), "plan": settings_of(exp.plan),
-         "split": [exp.data.eval_fraction, exp.data.seed]},
-        ("episodes", "encoder"), lambda: demo_cost_quality(cfg, exp, out))}
-
-    stage(f"encode frames with the {exp.encoder.name} encoder"
-          + (f" and the Push-T language with {cfg.text.name}" if cfg.text.name else ""))
+    split = [exp.data.eval_fraction, exp.data.seed]
+    info = run.run("encoder", "encoder_pretrain", {"pretrain": pre, "split": split, "seed": cfg.seed},
+                   ("episodes",), lambda: pretrain_demo_encoder(cfg, exp, out))
+    info = {**info, **run.run("encoder_quality", "encoder_quality",
+                              {"goals": cfg.sizes.cost_quality_goals, "encoder": settings_of(exp.encoder),
+                               "plan": settings_of(exp.plan), "split": split},
+                              ("episodes", "encoder"), lambda: demo_cost_quality(cfg, exp, out))}
+    run.stage(f"encode frames with the {exp.encoder.name} encoder"
+              + (f" and the Push-T language with {cfg.text.name}" if cfg.text.name else ""))
     encoder = DinoEncoder.from_config(exp.encoder)
-    st.run("latents", out / "latents", {"encoder": settings_of(exp.encoder), "text": settings_of(cfg.text),
-                                        "episodes_per_shard": 32}, ("episodes", "encoder"),
-           lambda: encode_stage(encoder, cfg, out))
-
-    stage("train the latents → pixels decoder (RAE-style) that renders the videos")
+    run.run("latents", "latents", {"encoder": settings_of(exp.encoder), "text": settings_of(cfg.text),
+                                   "episodes_per_shard": 32}, ("episodes", "encoder"),
+            lambda: encode_stage(encoder, cfg, out))
+    run.stage("train the latents → pixels decoder (RAE-style) that renders the videos")
     dcfg = demo_decoder_config(cfg, out)
-    decoder = {**st.run("decoder", out / "decoder", settings_of(dcfg), ("episodes", "latents"),
-                        lambda: train_decoder(dcfg)), "path": str(out / "decoder")}
-    exp = exp.replace(rollout__decoder=str(out / "decoder"))
+    decoder = {**run.run("decoder", "decoder", settings_of(dcfg), ("episodes", "latents"),
+                         lambda: train_decoder(dcfg)), "path": str(out / "decoder")}
+    run.exp = exp.replace(rollout__decoder=str(out / "decoder"))
+    return facts, encoder, info, decoder
 
-    stage(f"train the dynamics model ({exp.preset} preset, {exp.train.steps} steps); keep its best held-out weights")
+
+def model_stages(run: DemoRun) -> tuple[Trainer, dict, dict | None, StateProbe | None, dict]:
+    """The dynamics model (its best held-out weights loaded), the state probe and the held-out evaluation.
+    Returns (trainer, datasets, kept-weights record, state probe, evaluation results)."""
+    cfg, exp, out = run.cfg, run.exp, run.out
+    run.stage(f"train the dynamics model ({exp.preset} preset, {exp.train.steps} steps); keep its best held-out "
+              f"weights")
     made: dict = {}
 
     def train_stage() -> dict:
         made["run"] = train_demo_model(exp)
         return {"steps": made["run"][0].state.step}
 
-    st.run("train", out / "train", settings_of(exp), ("latents",), train_stage)
+    run.run("train", "train", settings_of(exp), ("latents",), train_stage)
     trainer, data = made.get("run") or train_demo_model(exp)  # reused: resumes at its last step, trains nothing
     kept = load_kept(trainer)
-
-    stage("fit the Push-T state probe (pose read from encoder latents) on the training frames")
+    run.stage("fit the Push-T state probe (pose read from encoder latents) on the training frames")
     pcfg = dataclasses.replace(STATE_PROBE_CONFIG, steps=cfg.sizes.state_probe_steps, clips=cfg.sizes.state_probe_clips)
-    st.run("state_probe", out / "state_probe", {"probe": settings_of(pcfg), "seed": cfg.seed}, ("latents",),
-           lambda: fit_state_probe(cfg, exp, out, pcfg))
+    run.run("state_probe", "state_probe", {"probe": settings_of(pcfg), "seed": cfg.seed}, ("latents",),
+            lambda: fit_state_probe(cfg, exp, out, pcfg))
     state_probe = load_state_probe(out, exp)
-
-    stage("evaluate rollouts on held-out episodes (and with / without / another clip's text)")
-    st.run("evaluate", out / "evaluate", {"samples": NUM_SAMPLES, "gifs": GIFS, "rollout": settings_of(exp.rollout),
-                                          "text_horizon": cfg.sizes.text_horizon},
-           ("train", "state_probe"), lambda: evaluate_stage(cfg, trainer, exp, out, state_probe))
+    run.stage("evaluate rollouts on held-out episodes (and with / without / another clip's text)")
+    run.run("evaluate", "evaluate", {"samples": NUM_SAMPLES, "gifs": GIFS, "rollout": settings_of(exp.rollout),
+                                     "text_horizon": cfg.sizes.text_horizon},
+            ("train", "state_probe"), lambda: evaluate_stage(cfg, trainer, exp, out, state_probe))
     results = torch.load(out / "evaluate" / "results.pt", weights_only=True)
-    text_eval = results.pop("text_eval", None)
-
-    planning = None
-    if cfg.goals():
-        stage(_plan_title(cfg, state_probe))
-        st.run("proprio_probe", out / "proprio_probe", {"probe": settings_of(p.probe), "seed": cfg.seed},
-               ("train",), lambda: fit_proprio_probe(cfg, exp, trainer, out, kept))
-        planning = st.run("plan", out / "report" / "planning",
-                          {"plan": settings_of(exp.plan), "goals": cfg.goals(), "planners": list(cfg.planners),
-                           "text_goal_planners": list(cfg.sizes.text_goal_planners),
-                           "state_cost_diagnosis": cfg.state_cost_diagnosis, "seed": cfg.seed},
-                          ("episodes", "latents", "train", "state_probe", "proprio_probe"),
-                          lambda: plan_demo(cfg, exp, trainer, encoder, out, state_probe))
-    else:
-        stage("planning skipped (--plan-goals 0)")
-
-    rl = None
-    if cfg.rl:
-        rl = st.run("rl", out / "rl", settings_of(p.rl), ("latents", "train"), lambda: demo_rl(cfg, out, kept))
-
-    stage("write the report")
-    if st.reused:
-        print(f"reused {len(st.reused)} finished stages ({', '.join(st.reused)}); made "
-              f"{', '.join(st.made) or 'none'}")
-    report = write_report(out / "report", exp, results, train_dir=Path(exp.train.out_dir),
-                          encoder_label=encoder.weights_label, wall_time_s=time.time() - t0,
-                          model_parameters=trainer.model.num_parameters(), planning=planning, decoder=decoder, rl=rl,
-                          latent_stats=data["extra"]["data_stats"]["latents"], best=kept, encoder_info=encoder_info,
-                          text_eval=text_eval, text_goal=text_goal_comparison(planning) if planning else None,
-                          data={**data_facts, "train_clips_per_epoch": len(data["train"]),
-                                "eval_clips": len(data["eval"]),
-                                "stages": {"reused": st.reused, "made": st.made}})
-    print(f"\nreport: {report / 'report.md'}\nmetrics: {report / 'metrics.json'}")
-    return report
+    return trainer, data, kept, state_probe, results
 
 
 def generate_stage(gen: GenerateConfig) -> dict:
     """Simulate the episodes; the facts metrics.json reports about the data (count, env steps, policy mix)."""
-    from latentwm.data.episodes import load_episode
-
     paths = generate_pusht(gen)
-    lengths = [len(load_episode(p).actions) for p in paths]
+    lengths = [len(ep.actions) * ep.frame_skip for ep in map(load_episode, paths)]
     return {"trajectories": len(paths), "env_steps_per_episode": gen.max_steps, "env_steps": int(sum(lengths)),
             "policy_mix": {"shares": gen.mix.shares(), "noise_px": list(gen.mix.noise),
                            "episodes": policy_counts(gen)}}
@@ -278,7 +293,7 @@ def load_state_probe(out: Path, exp: ExperimentConfig) -> StateProbe | None:
     path = out / "state_probe" / STATE_PROBE_FILE
     if not path.exists():
         return None
-    shutil.copy2(path, Path(exp.train.out_dir) / STATE_PROBE_FILE)
+    place_beside(path, Path(exp.train.out_dir))
     return StateProbe.load(path)
 
 
@@ -353,81 +368,6 @@ def state_errors(probe: StateProbe, examples: list) -> dict:
             "probe": dict(getattr(probe, "metrics", {})), "num_clips": int(truth.shape[0])}
 
 
-def fit_proprio_probe(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, out: Path,
-                      kept: dict | None) -> dict:
-    """DINO-WM plans on visual + proprio MSE; the agent state is read from the model's features (the kept weights)
-    by a probe, saved to `<out>/proprio_probe/` and beside the checkpoints (where `latentwm plan` finds it)."""
-    step = kept["step"] if kept else trainer.state.step
-    probe, metrics = train_proprio_probe(trainer.ema, out / "latents", exp, preset(cfg.preset).probe, seed=cfg.seed)
-    probe.save(out / "proprio_probe" / PROBE_FILE, {**metrics, "model_step": step})
-    return {"model_step": step}
-
-
-def plan_demo(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, encoder, out: Path,
-              state_probe: StateProbe | None = None) -> dict:
-    """The planners and baselines on the preset's plan section, toward cfg.goals() held-out goals, with their
-    success on the goals where the block must move and where it already passes ("block static"); the
-    sizes.text_goal_planners again on the same starts toward goals given as sentences ("text_goal"); with a state
-    probe and cfg.state_cost_diagnosis, "state_probe_cost": CEM on the same goals and seeds, planned on the probe's
-    pose cost alone."""
-    shutil.copy2(out / "proprio_probe" / PROBE_FILE, Path(exp.train.out_dir) / PROBE_FILE)
-    probe = ProprioProbe.load(out / "proprio_probe" / PROBE_FILE)
-    plan_cfg: PlanConfig = dataclasses.replace(exp.plan, num_goals=cfg.goals())
-    run = WorldModelRun.from_cache(trainer.ema, exp, out / "latents")
-    plan = functools.partial(evaluate_planning, run, out / "episodes", cache_dir=out / "latents", encoder=encoder)
-    folder = out / "report" / "planning"
-    has_text = exp.model.text_dim > 0 and LatentCache(out / "latents").text_encoder is not None
-    text_goals = cfg.sizes.text_goal_planners if has_text else ()
-    res = plan(plan_cfg, options=PlanningOptions(planners=tuple(cfg.planners), seed=cfg.seed,
-                                                 goal_text="auto" if text_goals else "",
-                                                 text_goal_planners=tuple(text_goals) or None),
-               proprio_probe=probe, out_dir=folder)
-    static = block_static_goals(exp, plan_cfg, out, cfg.seed)
-    res.update(goal_subsets(read_json(folder / "planning_goals.json", "planning goals"), static))
-    if cfg.state_cost_diagnosis and state_probe is not None:
-        dcfg = dataclasses.replace(plan_cfg, visual_weight=0.0, state_weight=1.0, proprio_weight=0.0)
-        diag = plan(dcfg, options=PlanningOptions(planners=("cem",), baselines=(), seed=cfg.seed, num_videos=0),
-                    state_probe=state_probe, out_dir=folder / "state_cost")
-        sub = goal_subsets(read_json(folder / "state_cost" / "planning_goals.json", "planning goals"), static)
-        res["state_probe_cost"] = {
-            "method": STATE_COST, **{k: diag[k]["cem"] for k in ("success_rate", "final_distance", "block_pos_diff",
-                                                                 "agent_pos_diff", "angle_diff_deg",
-                                                                 "seconds_per_plan")},
-            **{k: sub[k]["cem"] for k in ("success_rate_block_moves", "success_rate_block_static")},
-            "by_subset": {s: {k: v["cem"] if isinstance(v, dict) else v for k, v in d.items()}
-                          for s, d in sub["by_subset"].items()},
-            "cost": {"visual_weight": 0.0, "state_weight": 1.0, "proprio_weight": 0.0}, "probe": state_probe.metrics}
-    return res
-
-
-def block_static_goals(exp: ExperimentConfig, plan_cfg: PlanConfig, out: Path, seed: int) -> list[bool]:
-    """Per planning goal (evaluate_planning's goals: same held-out split, count, offset and seed): whether the
-    block pose already passes the success test at the start (only the agent has to get there)."""
-    d = exp.data
-    goals = sample_goals(held_out_episodes(out / "episodes", out / "latents", d.eval_fraction, d.seed),
-                         plan_cfg.num_goals, plan_cfg.goal_offset, seed)
-    return [bool(goal_metrics(np.r_[g.goal_state[:2], g.start_state[2:]], g.goal_state)["success"]) for g in goals]
-
-
-def goal_subsets(rows: dict[str, list[dict]], static: list[bool]) -> dict:
-    """Per-goal planning rows ({method: [row]}, planning_goals.json) split into goals whose block must move and
-    goals whose block pose already passes: {"success_rate_block_moves": {method: rate}, "success_rate_block_static":
-    {...}, "by_subset": {subset: {"num_goals", "block_pos_diff", "agent_pos_diff", "angle_diff_deg": {method:
-    mean}}}}; None where a subset has no goal."""
-    def mean(sel: dict, key: str, scale: float = 1.0) -> dict:
-        return {m: float(np.mean([r[key] for r in rs])) * scale if rs else None for m, rs in sel.items()}
-
-    out: dict = {"by_subset": {}}
-    for name, want in (("block_moves", False), ("block_static", True)):
-        sel = {m: [r for r in rs if static[r["goal"]] == want] for m, rs in rows.items()}
-        out[f"success_rate_{name}"] = mean(sel, "success")
-        out["by_subset"][name] = {"num_goals": sum(s == want for s in static),
-                                  "block_pos_diff": mean(sel, "block_pos_diff"),
-                                  "agent_pos_diff": mean(sel, "agent_pos_diff"),
-                                  "angle_diff_deg": mean(sel, "angle_diff", 180 / np.pi)}
-    return out
-
-
 def demo_rl(cfg: DemoConfig, out: Path, kept: dict | None) -> dict:
     """Offline RL in the frozen model (the kept weights: best.pt, else the run's latest checkpoint)."""
     print("\n[+] offline RL in the frozen model (BC + reward heads → PMPO in imagination → gym-pusht)")
@@ -460,4 +400,4 @@ def _stages(n: int):
     return stage
 
 
-__all__ = ["evaluate", "run_demo", "train_demo_decoder"]
+__all__ = ["DemoRun", "evaluate", "run_demo"]
