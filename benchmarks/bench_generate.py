@@ -38,7 +38,7 @@ from latentwm.envs.pusht_policies import ScriptedPusher  # noqa: E402
 class GymStepEnv(PushTEnv):
     """The wrapper as it stepped before: through gym-pusht's own step (and its observation rendering)."""
 
-    def step(self, action):
+    def step(self, action, render: bool = True):  # gym-pusht always renders
         a = np.clip(np.asarray(action, dtype=np.float64).reshape(2), 0.0, 512.0)
         obs, reward, terminated, truncated, info = self._env.step(a)
         self._frame = obs["pixels"]

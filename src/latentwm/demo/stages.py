@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from latentwm.config.base import LatentwmError
 from latentwm.config.jsonfile import read_json, write_json
 
 RECORD = "stage.json"
@@ -77,7 +78,11 @@ class Stages:
         key = self.key(name, settings, inputs)
         self.keys[name] = key
         rec_path = folder / RECORD
-        rec = read_json(rec_path, f"the {name} stage's record") if rec_path.exists() else None
+        try:
+            rec = read_json(rec_path, f"the {name} stage's record", missing_ok=True)
+        except LatentwmError as e:  # a damaged record cannot vouch for the folder: redo the stage
+            print(f"  {e}", flush=True)
+            rec = None
         if rec is not None and rec.get("key") == key and rec.get("done") and name not in self.redo:
             self.reused.append(name)
             print(f"  reused: {name} (finished {rec.get('finished', '?')}, settings and inputs unchanged; "
