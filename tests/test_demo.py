@@ -94,6 +94,8 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
     assert d["trajectories"] == 24 and d["env_steps_per_episode"] == 100 and 0 < d["env_steps"] <= 2400
     assert d["policy_mix"]["shares"] == {"goal": 0.5, "scripted": 0.3, "random_walk": 0.2}
     assert sum(d["policy_mix"]["episodes"].values()) == 24 and d["stages"]["reused"] == []
+    assert d["dino_wm_table5_success"] is None  # 24 trajectories: below its table
+    assert "24 simulated Push-T trajectories" in report and "DINO-WM's data-scaling table" in report
 
     # re-running with unchanged settings reuses every stage (planning included) and says so
     assert main(["demo", "--preset", "smoke", "--out-dir", str(out), "--rl"]) == 0

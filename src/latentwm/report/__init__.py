@@ -18,6 +18,7 @@ The markdown sections live in `report.sections`.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -66,7 +67,8 @@ def write_report(out: str | Path, exp: ExperimentConfig, results: dict, train_di
         "encoder": {"weights": weights_field(encoder_label), "label": encoder_label, "name": exp.encoder.name,
                     "image_size": exp.encoder.image_size, **(encoder_info or {})},
         "training": _training_metrics(exp, train_curve, ev, best, model_parameters),
-        "data": data,
+        "data": {**data, "dino_wm_table5_success": dino_wm_success_at(int(data["trajectories"]))
+                 if data.get("trajectories") else None},
         "wall_time_s": wall_time_s,
     }
     cond = text_metrics(out, train_dir, text_eval, text_goal)
@@ -180,8 +182,7 @@ def _markdown(exp: ExperimentConfig, results: dict, metrics: dict, encoder_label
 {encoder_paragraph(metrics["encoder"], encoder_label)}
 
 - preset `{exp.preset}`: dynamics model of {params} parameters, {steps} steps
-- data: {data.get('episodes')} simulated Push-T episodes of {data.get('env_steps_per_episode')} env steps, frame skip
-  {exp.data.frame_skip} ({exp.data.frame_skip * 2}-D actions per model step), 10% of episodes held out
+{data_lines(data, exp)}
 - wall time: {metrics['wall_time_s'] / 60:.1f} min
 
 {rollout_section(exp, metrics["rollout"])}
@@ -197,4 +198,42 @@ def _markdown(exp: ExperimentConfig, results: dict, metrics: dict, encoder_label
 """
 
 
-__all__ = ["STATE_COST", "weights_field", "write_report"]
+DINO_WM_SCALING = ((200, 0.08), (1000, 0.48), (5000, 0.72), (10000, 0.88), (18500, 0.92))
+"""DINO-WM's Push-T success rate by number of training trajectories (arXiv 2411.04983, Table 5: pretrained DINOv2
+features, noisy replays of expert pushes, its CEM planner)."""
+
+
+def dino_wm_success_at(trajectories: int) -> float | None:
+    """DINO-WM's Push-T success at this many trajectories, interpolated in log(trajectories) between its table's
+    rows; None outside the table (below 200 or above 18,500 trajectories)."""
+    pts = DINO_WM_SCALING
+    if not pts[0][0] <= trajectories <= pts[-1][0]:
+        return None
+    for (n0, s0), (n1, s1) in zip(pts, pts[1:]):
+        if n0 <= trajectories <= n1:
+            return s0 + (s1 - s0) * math.log(trajectories / n0) / math.log(n1 / n0)
+    return None
+
+
+def data_lines(data: dict, exp: ExperimentConfig) -> str:
+    """The report's lines on the data: scale, rendering, policy mix, and what DINO-WM's data-scaling table gives at
+    this scale."""
+    n = data.get("trajectories")
+    mix = data.get("policy_mix") or {}
+    counts, shares = mix.get("episodes") or {}, mix.get("shares") or {}
+    names = {"goal": "goal-directed", "scripted": "random-target", "random_walk": "random walk"}
+    mix_text = ", ".join(f"{names.get(k, k)} {counts.get(k, 0)} ({shares.get(k, 0):g})" for k in shares)
+    ref = dino_wm_success_at(int(n)) if n else None
+    ref_text = (f"≈ {ref:.2f} success at {n} trajectories" if ref is not None else
+                f"no row at {n} trajectories (its table spans 200 → 0.08 to 18,500 → 0.92)")
+    return (f"- data: {n} simulated Push-T trajectories ({data.get('env_steps')} env steps, at most "
+            f"{data.get('env_steps_per_episode')} per trajectory), frame skip {exp.data.frame_skip} "
+            f"({exp.data.frame_skip * exp.data.env_action_dim}-D actions per model step), "
+            f"{exp.data.eval_fraction:.0%} of trajectories held out\n"
+            f"- policy mix: {mix_text or 'not recorded'}; command noise {mix.get('noise_px', '?')} px\n"
+            f"- DINO-WM's data-scaling table on Push-T (pretrained DINOv2, noisy expert replays, Table 5 of "
+            f"arXiv 2411.04983) gives {ref_text}: another encoder and other data, a reference for the scale, not a "
+            f"target")
+
+
+__all__ = ["DINO_WM_SCALING", "STATE_COST", "data_lines", "dino_wm_success_at", "weights_field", "write_report"]
