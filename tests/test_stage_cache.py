@@ -8,6 +8,7 @@ import time
 import pytest
 
 from latentwm.demo.stages import RECORD, Stages
+from tests.faults.fault_helpers import SlowClock
 
 
 def _pipeline(root, st, a_setting=1, b_setting=2, calls=None, fail_b=False):
@@ -73,17 +74,6 @@ def test_a_folder_without_a_record_is_redone_and_settings_must_be_json(tmp_path)
         Stages().run("x", tmp_path / "x", {"f": object()}, (), dict)
     with pytest.raises(RuntimeError, match="needs"):
         Stages().run("y", tmp_path / "y", {}, ("a",), dict)
-
-
-class SlowClock:
-    """time.monotonic / perf_counter of a machine 1000× slower: every reading advances a minute."""
-
-    def __init__(self):
-        self.t = time.monotonic()
-
-    def __call__(self):
-        self.t += 60.0
-        return self.t
 
 
 @pytest.mark.slow

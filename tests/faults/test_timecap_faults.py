@@ -6,16 +6,8 @@ non-zero, and `--resume` finishes the same steps."""
 import time
 
 from latentwm.cli import main
+from tests.faults.fault_helpers import SlowClock
 from tests.test_pretrain_encoder import TINY_FLAGS, _episodes
-
-
-class SlowClock:
-    def __init__(self):
-        self.t = time.monotonic()
-
-    def __call__(self):
-        self.t += 60.0
-        return self.t
 
 
 def test_a_capped_pretraining_stops_with_an_error_and_resumes_to_its_steps(tmp_path, monkeypatch, capsys):
