@@ -51,7 +51,7 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "demo": Command("the embedded default, end to end on CPU (Push-T): generate → encode → decoder → train → "
                     "roll out → plan → report", lambda p: DemoConfig(preset=p), run_demo),
-    "generate": Command("simulated Push-T episodes (scripted + random-walk policies)",
+    "generate": Command("simulated Push-T episodes (goal-directed, random-target and random-walk policies)",
                         lambda p: GenerateConfig(), run_generate),
     "encode": Command("frames → DINO latents → cache shards (resumable, torchrun-parallel)",
                       lambda p: EncodeConfig(encoder=get_full_preset(p).encoder), run_encode),

@@ -5,7 +5,9 @@ camera "main", fps 10, frames (T, S, S, 3) uint8, actions (T, 2) float32 = the c
 [0, 512]² (the action at t is taken after frame t), proprio (T, 4) = agent [x, y, vx, vy], rewards (T,) = the env's
 coverage reward of the step taken at t, states (T, 7) = DINO-WM's state [agent x, y, block x, y, angle, agent vx,
 vy], success = the env's coverage success (> 95%) was reached, extras = {seed, policy, noise, block_travel,
-narrations, narrations_heldout}. An episode stops early when the env reports success.
+narrations, narrations_heldout}. An episode stops early when the env reports success. With `render_every` k > 1
+only every k-th env step is rendered and the episode is stored with frame skip k (`stored_every`: frames and states
+of steps 0, k, 2k, …, actions (T/k, 2k), rewards summed, fps 10/k); the physics are the same.
 
 Policies (`envs/pusht_policies.py`, shares in `GenerateConfig.mix`): "goal" pushes the block toward the green zone's
 pose with noise (as DINO-WM's noisy replays of expert pushes), "scripted" toward random targets, "random_walk" moves
