@@ -55,6 +55,8 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
     pl = m["planning"]  # the MPC stage: every planner and both baselines on the same goals
     methods = {"cem", "mppi", "gradient", "random", "dataset_actions"}
     assert set(pl["success_rate"]) == set(pl["final_distance"]) == methods and pl["num_goals"] == 2
+    assert set(pl["success_rate_joint"]) == methods  # DINO-WM's joint test beside ours
+    assert all(pl["success_rate_joint"][k] <= pl["success_rate"][k] for k in methods)
     assert pl["success_rate"]["dataset_actions"] == 1.0  # replaying the episode reproduces its goal
     assert all(0 <= v <= 1 for v in pl["success_rate"].values()) and pl["seconds_per_plan"]["cem"] > 0
     assert "## Goal-conditioned planning" in report and "| cem |" in report

@@ -190,6 +190,11 @@ def test_goal_reached_and_state_distance():
     assert state_distance(s(agent=(6, 8), angle=math.radians(10)), g) == pytest.approx(20.0)
     assert state_distance(s(block=(3, 4)), g) == pytest.approx(state_distance(g, s(block=(3, 4))))
     assert PushTEnv.goal_reached(g, g)
+    # DINO-WM's joint form: the four position coordinates together within 20 px (stricter than each within 20)
+    m = goal_metrics(s(agent=(14, 0), block=(0, 15)), g)
+    assert m["success"] and not m["success_joint"]  # 14 px and 15 px each, 20.5 px together
+    assert goal_metrics(s(agent=(10, 0), block=(0, 10)), g)["success_joint"]
+    assert not goal_metrics(s(angle=0.36), g)["success_joint"]
 
 
 def test_advance_equals_stepping_one_action_at_a_time():

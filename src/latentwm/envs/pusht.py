@@ -46,7 +46,9 @@ def goal_metrics(state, goal_state) -> dict:
     """DINO-WM's Push-T evaluation of `state` against `goal_state` (7-D or 5-D state vectors).
 
     block_pos_diff / agent_pos_diff: Euclidean distances in arena pixels; angle_diff: wrapped block angle difference
-    (radians); success: block within 20 px, block angle within π/9 and agent within 20 px of the goal's;
+    (radians); success: block within 20 px, block angle within π/9 and agent within 20 px of the goal's (each
+    position on its own); success_joint: DINO-WM's own form, ‖Δ(agent x, y, block x, y)‖ < 20 and angle within π/9
+    (the four coordinates together: stricter);
     state_dist: `state_distance`; dino_wm_state_dist: DINO-WM's ‖goal − state‖ over the vectors as given.
     """
     s, g = np.asarray(state, dtype=np.float64), np.asarray(goal_state, dtype=np.float64)
@@ -54,7 +56,9 @@ def goal_metrics(state, goal_state) -> dict:
     block = float(np.linalg.norm(s[2:4] - g[2:4]))
     ang = float(angle_diff(s[4], g[4]))
     n = min(len(s), len(g))
-    return dict(success=bool(block < POS_TOL and ang < ANGLE_TOL and agent < POS_TOL), block_pos_diff=block,
+    joint = float(np.linalg.norm(s[:4] - g[:4]))
+    return dict(success=bool(block < POS_TOL and ang < ANGLE_TOL and agent < POS_TOL),
+                success_joint=bool(joint < POS_TOL and ang < ANGLE_TOL), block_pos_diff=block,
                 agent_pos_diff=agent, angle_diff=ang, state_dist=block + agent + math.degrees(ang),
                 dino_wm_state_dist=float(np.linalg.norm(s[:n] - g[:n])))
 

@@ -334,7 +334,7 @@ def run_episode(env, policy, start_state: np.ndarray, goal_state: np.ndarray, go
     m0 = goal_metrics(env.state(), goal_state)
     start_success = bool(m0["success"])
     boundary, frames, steps = [frame], [frame] if record else [], 0
-    success, success_step = False, None
+    success, success_step, joint = False, None, False
     for _ in range(max_replans):
         env_actions = policy.act(boundary, info)
         boundary = []
@@ -347,13 +347,16 @@ def run_episode(env, policy, start_state: np.ndarray, goal_state: np.ndarray, go
                 frames.append(frame)
             if (i + 1) % frame_skip == 0:
                 boundary.append(frame)
-        if goal_metrics(env.state(), goal_state)["success"]:
+        now = goal_metrics(env.state(), goal_state)
+        joint = joint or now["success_joint"]
+        if now["success"]:
             success, success_step = True, steps
             if stop_on_success:
                 break
     m = goal_metrics(env.state(), goal_state)
     secs = getattr(policy, "plan_seconds", [])
-    return {"success": success, "success_step": success_step, "final_distance": float(m["state_dist"]),
+    return {"success": success, "success_joint": bool(joint), "success_step": success_step,
+            "final_distance": float(m["state_dist"]),
             "block_pos_diff": m["block_pos_diff"], "angle_diff": m["angle_diff"],
             "agent_pos_diff": m["agent_pos_diff"], "start_distance": float(m0["state_dist"]),
             "start_success": start_success,

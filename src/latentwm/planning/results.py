@@ -76,13 +76,14 @@ def imagined_goal_facts(observer, policy, goal) -> dict:
 
 
 def method_means(rows: dict[str, list[dict]], methods) -> dict:
-    """Means over goals per method: success_rate, final_distance, block/agent_pos_diff, angle_diff_deg, success_step
-    (over successful goals; None without one)."""
+    """Means over goals per method: success_rate (ours) and success_rate_joint (DINO-WM's joint test),
+    final_distance, block/agent_pos_diff, angle_diff_deg, success_step (over successful goals; None without one)."""
     def mean(m, key):
         return float(np.mean([r[key] for r in rows[m]]))
 
     steps = {m: [r["success_step"] for r in rows[m] if r["success_step"] is not None] for m in methods}
     return {"success_rate": {m: mean(m, "success") for m in methods},
+            "success_rate_joint": {m: mean(m, "success_joint") for m in methods},
             "final_distance": {m: mean(m, "final_distance") for m in methods},
             "block_pos_diff": {m: mean(m, "block_pos_diff") for m in methods},
             "agent_pos_diff": {m: mean(m, "agent_pos_diff") for m in methods},
@@ -96,6 +97,8 @@ def summarize(s, goals, rows: dict[str, list[dict]], methods: list[str], held_ou
     means = method_means(rows, methods)
     return {
         "success_rate": means["success_rate"], "final_distance": means["final_distance"],
+        # DINO-WM's joint test (‖Δ(agent, block position)‖ < 20 px, angle < π/9) beside ours (each within 20 px)
+        "success_rate_joint": means["success_rate_joint"],
         "seconds_per_plan": {m: float(np.mean([r["seconds_per_plan"] for r in rows[m]])) for m in s.opts.planners},
         "num_goals": len(goals),
         **{k: means[k] for k in ("block_pos_diff", "agent_pos_diff", "angle_diff_deg")},
@@ -158,8 +161,10 @@ def planning_table(metrics: dict) -> str:
     """Markdown table of an `evaluate_planning` result (one row per method, then one per planner with text goals
     when the result has a `text_goal` section), with a settings line under it."""
     parts = all(k in metrics for k in ("block_pos_diff", "agent_pos_diff", "angle_diff_deg"))
-    lines = ["| method | success rate | final state distance | " + ("block px | agent px | angle ° | " if parts else "")
-             + "s / plan |", "|---|---|---|" + ("---|---|---|" if parts else "") + "---|"]
+    joint = "success_rate_joint" in metrics
+    lines = ["| method | success rate | " + ("DINO-WM joint test | " if joint else "") + "final state distance | "
+             + ("block px | agent px | angle ° | " if parts else "") + "s / plan |",
+             "|---|---|---|" + ("---|" if joint else "") + ("---|---|---|" if parts else "") + "---|"]
     text = metrics.get("text_goal") or {}
     sections = [(metrics, ""), *([(text, TEXT_TAG)] if text else [])]
     for sec, tag in sections:
@@ -167,7 +172,9 @@ def planning_table(metrics: dict) -> str:
             sp = sec.get("seconds_per_plan", {}).get(m)
             extra = (f"{sec['block_pos_diff'][m]:.1f} | {sec['agent_pos_diff'][m]:.1f} | "
                      f"{sec['angle_diff_deg'][m]:.1f} | " if parts else "")
-            lines.append(f"| {m}{tag} | {sr:.2f} | {sec['final_distance'][m]:.1f} | {extra}"
+            jr = sec.get("success_rate_joint", {}).get(m)
+            jcol = ("–" if jr is None else f"{jr:.2f}") + " | " if joint else ""
+            lines.append(f"| {m}{tag} | {sr:.2f} | {jcol}{sec['final_distance'][m]:.1f} | {extra}"
                          f"{'–' if sp is None else f'{sp:.2f}'} |")
     s = metrics.get("settings", {})
     if s:
