@@ -99,3 +99,12 @@ def test_a_slow_machine_runs_the_same_steps_in_every_stage(tmp_path, monkeypatch
     assert slow["train"]["steps"] == idle["train"]["steps"] == 150
     assert m_slow["rollout"]["model_error"] == m_idle["rollout"]["model_error"]
     assert m_slow["decoder"]["psnr"] == pytest.approx(m_idle["decoder"]["psnr"], abs=1e-6)
+
+
+def test_an_input_made_again_redoes_what_depends_on_it(tmp_path, capsys):
+    """Same settings everywhere, but stage a was made again (its record was lost): b and c were made from the old
+    output of a, so they are redone too."""
+    _pipeline(tmp_path, Stages())
+    (tmp_path / "a" / RECORD).unlink()
+    *_, calls = _pipeline(tmp_path, Stages())
+    assert calls == ["a", "b", "c"] and "redo: b (its input changed: a)" in capsys.readouterr().out

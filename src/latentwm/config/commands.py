@@ -229,7 +229,7 @@ class DemoConfig:
     fresh: bool = False
     """Delete the demo folder first instead of reusing its finished stages."""
     redo: DemoStage | None = None
-    """Redo this stage and every stage after it, reusing the ones before (e.g. `--redo plan` after changing the
+    """Redo this stage and every stage that depends on it, reusing the rest (e.g. `--redo plan` after changing the
     planner's code). Stages: episodes, encoder, encoder_quality, latents, decoder, train, state_probe,
     proprio_probe, evaluate, plan, rl."""
 

@@ -6,8 +6,8 @@ Every setting comes from the preset (`config/presets.py`: its training sections,
 sizes); this module only composes the commands' building blocks. Every stage runs a fixed number of steps (no
 wall-clock budget: the result does not depend on the machine's speed) and is a stage cache (`demo/stages.py`): its
 folder records the settings and inputs that made it, a rerun reuses what still matches and says so, a changed
-setting redoes its stage and every stage after it, an interrupted stage continues where it stopped. `--fresh`
-starts over in the same folder; `--redo STAGE` redoes one stage and everything after it.
+setting redoes its stage and every stage that depends on it, an interrupted stage continues where it stopped.
+`--fresh` starts over in the same folder; `--redo STAGE` redoes one stage and every stage that depends on it.
 
 After training, the run's best held-out weights (`checkpoints/best.pt`, train/best.py) are loaded: evaluation,
 planning and RL use the kept step, not the last one.
@@ -52,9 +52,6 @@ NUM_SAMPLES = 4
 """Rollouts per held-out clip at τ_ctx = 1 (the mean of several samples vs one: a blurring model gains nothing)."""
 GIFS = 4
 """keep_predictions of the rollout GIFs (rollout_errors' meaning: up to GIFS − i clips of batch i)."""
-STAGES = ("episodes", "encoder", "encoder_quality", "latents", "decoder", "train", "state_probe", "proprio_probe",
-          "evaluate", "plan", "rl")
-"""The demo's cached stages in order (`--redo` takes these names)."""
 
 
 def settings_of(obj) -> dict:
@@ -82,8 +79,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     out = Path(cfg.out_dir)
     if cfg.fresh and out.exists():
         shutil.rmtree(out)
-    run = DemoRun(cfg, out, cfg.experiment(), Stages(redo=frozenset(STAGES[STAGES.index(cfg.redo):]
-                                                                     if cfg.redo else ())), _stages(9))
+    run = DemoRun(cfg, out, cfg.experiment(), Stages(redo=frozenset({cfg.redo} if cfg.redo else ())), _stages(9))
     facts, encoder, encoder_info, decoder = data_stages(run)
     trainer, data, kept, state_probe, results = model_stages(run)
     planning = rl = None

@@ -2,9 +2,10 @@
 identity match what made it, and redone (with everything that depends on it) when they do not.
 
 Each stage owns a folder and records `stage.json` there: its name, its key (a hash of its settings and of its
-inputs' keys), the settings themselves, the inputs' keys, and whether it finished. Because a key includes the keys of
-the stage's inputs, a changed setting changes the key of its stage and of every stage downstream: they are redone,
-the rest is reused. A stage that was interrupted (same key, not finished) keeps its folder, so its own resume logic
+inputs' identities), the settings themselves, the inputs' identities, whether it finished, and the identity of what
+it made (new each time the stage is made). Because a key includes the identities of the stage's inputs, a changed
+setting — or an input made again for any reason — changes the key of every stage downstream: they are redone, the
+rest is reused. A stage that was interrupted (same key, not finished) keeps its folder, so its own resume logic
 (checkpoints, finished shards, finished episodes) continues it; a stage whose key changed has its folder emptied
 first (a checkpoint of other settings must not be resumed).
 """
@@ -58,7 +59,7 @@ class Stages:
     for the caller to print."""
 
     redo: frozenset[str] = frozenset()
-    keys: dict[str, str] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)  # stage -> the identity of its output
     reused: list[str] = field(default_factory=list)
     made: list[str] = field(default_factory=list)
 
@@ -76,7 +77,6 @@ class Stages:
         made now. A redone stage (changed key, or named in `redo`) starts from an emptied folder."""
         folder = Path(folder)
         key = self.key(name, settings, inputs)
-        self.keys[name] = key
         rec_path = folder / RECORD
         try:
             rec = read_json(rec_path, f"the {name} stage's record", missing_ok=True)
@@ -84,6 +84,7 @@ class Stages:
             print(f"  {e}", flush=True)
             rec = None
         if rec is not None and rec.get("key") == key and rec.get("done") and name not in self.redo:
+            self.keys[name] = rec["output"]
             self.reused.append(name)
             print(f"  reused: {name} (finished {rec.get('finished', '?')}, settings and inputs unchanged; "
                   f"{folder})", flush=True)
@@ -100,8 +101,10 @@ class Stages:
         write_json(rec_path, {**base, "done": False})
         t = time.time()
         result = make()
-        write_json(rec_path, {**base, "done": True, "seconds": round(time.time() - t, 1),
+        output = hashlib.sha256(f"{key}:{time.time_ns()}".encode()).hexdigest()[:16]
+        write_json(rec_path, {**base, "done": True, "output": output, "seconds": round(time.time() - t, 1),
                               "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "result": _canonical(result)})
+        self.keys[name] = output
         self.made.append(name)
         return result
 
