@@ -164,6 +164,13 @@ def _worker_start(image_size: int) -> None:
     _WORKER_ENV = PushTEnv(image_size=image_size)
 
 
+def _worker_stop() -> None:
+    global _WORKER_ENV
+    if _WORKER_ENV is not None:
+        _WORKER_ENV.close()
+        _WORKER_ENV = None
+
+
 def _worker_run(task: tuple[str, list[EpisodeSpec]]) -> int:
     """Simulate and save the given episodes in this worker's env; returns how many."""
     out_dir, specs = task
@@ -248,8 +255,11 @@ def generate_pusht(cfg: GenerateConfig, show_progress: bool = True) -> list[Path
                     bar.update(n)
         elif todo:
             _worker_start(cfg.image_size)
-            for spec in todo:
-                bar.update(_worker_run((str(out), [spec])))
+            try:
+                for spec in todo:
+                    bar.update(_worker_run((str(out), [spec])))
+            finally:
+                _worker_stop()
     finally:
         bar.close()
     if todo and show_progress:
