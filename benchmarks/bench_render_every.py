@@ -11,10 +11,10 @@ Arms (the demo's policy mix and 200-step episodes, seed 0):
   arms cost the same generation time. Generation time of both arms is measured here too and reported.
 Both are encoded with the `cpu` preset's fixed random-weight encoder (`tiny-random`, 112 px: the same latent space
 for both arms, so their errors compare), and the `cpu` preset's model trains --steps steps on each (same seeds,
-frame skip 5: one model step = 5 env steps in both arms). Both are scored on one shared test set: 48 trajectories of
-another seed rendered at every step, every clip (`latentwm eval --split all`, 8-step rollouts, K = 4, mean of 4
-samples beside one, swapped actions). Every stage resumes (generate, encode, train --train.resume). --quick: tiny
-sizes (smoke preset, a few episodes), printed and not recorded.
+frame skip 5: one model step = 5 env steps in both arms; evaluated once, at the end). Both are scored on one
+shared test set: 48 trajectories of another seed rendered at every step, every clip (`latentwm eval --split all`,
+8-step rollouts, K = 4, mean of 4 samples beside one, swapped actions). Every stage resumes (generate, encode, train
+--train.resume). --quick: tiny sizes (smoke preset, a few episodes), printed and not recorded.
 Last line: JSON with each arm's trajectories, generation seconds and mean rollout error, and the winner.
 """
 
@@ -43,15 +43,18 @@ def run(args: list[str]) -> None:
 def arm(out: Path, name: str, episodes: int, k: int, seed: int, preset: str, steps: int, env_steps: int,
         image: int) -> dict:
     d = out / name
-    t = time.perf_counter()
-    generate_pusht(GenerateConfig(out_dir=str(d / "episodes"), num_episodes=episodes, max_steps=env_steps, seed=seed,
-                                  render_every=k), show_progress=False)
-    gen_s = time.perf_counter() - t
+    timing = d / "generate_seconds.json"  # measured when the episodes were made (a resumed run keeps it)
+    if not timing.exists():
+        t = time.perf_counter()
+        generate_pusht(GenerateConfig(out_dir=str(d / "episodes"), num_episodes=episodes, max_steps=env_steps,
+                                      seed=seed, render_every=k), show_progress=False)
+        timing.write_text(json.dumps({"seconds": time.perf_counter() - t}))
+    gen_s = json.loads(timing.read_text())["seconds"]
     run(["encode", "--root", str(d / "episodes"), "--out-dir", str(d / "latents"), "--encoder.name", "tiny-random",
          "--encoder.image-size", str(image)])
     if steps:
         run(["train", "--preset", preset, "--data.cache-dir", str(d / "latents"), "--train.out-dir", str(d / "train"),
-             "--train.steps", str(steps), "--train.resume"])
+             "--train.steps", str(steps), "--train.eval-every", str(steps), "--train.resume"])
     return {"arm": name, "trajectories": episodes, "render_every": k, "generate_s": gen_s}
 
 
