@@ -1,6 +1,7 @@
 """The embedded default end to end: `latentwm demo --preset smoke`, then `latentwm eval` on its checkpoint."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -8,10 +9,11 @@ import torch
 from latentwm.cli import main
 from latentwm.data.latent_cache import LatentCache
 from latentwm.report.sections import encoder_paragraph
+from tests.faults.fault_helpers import SlowClock
 
 
 @pytest.mark.slow
-def test_smoke_demo_end_to_end(tmp_path, capsys):
+def test_smoke_demo_end_to_end(tmp_path, capsys, monkeypatch):
     out = tmp_path / "demo"
     assert main(["demo", "--preset", "smoke", "--out-dir", str(out), "--rl"]) == 0
     printed = capsys.readouterr().out
@@ -98,6 +100,20 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
     assert sum(d["policy_mix"]["episodes"].values()) == 24 and d["stages"]["reused"] == []
     assert d["dino_wm_table5_success"] is None  # 24 trajectories: below its table
     assert "24 simulated Push-T trajectories" in report and "DINO-WM's data-scaling table" in report
+
+    # fixed steps: the same demo on a machine where every clock reading advances a minute runs the same steps in
+    # every stage and gives the same held-out errors (no stage stops on a clock)
+    clock = SlowClock()
+    monkeypatch.setattr(time, "monotonic", clock)
+    monkeypatch.setattr(time, "perf_counter", clock)
+    assert main(["demo", "--preset", "smoke", "--out-dir", str(tmp_path / "slow"), "--plan-goals", "0"]) == 0
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert json.loads((tmp_path / "slow" / "train" / "stage.json").read_text())["result"] == {"steps": 150}
+    ms = json.loads((tmp_path / "slow" / "report" / "metrics.json").read_text())
+    assert ms["rollout"]["model_error"] == r["model_error"] and ms["training"]["steps"] == 150
+    assert ms["encoder"]["pretrain"]["steps_done"] == 40 and ms["decoder"]["epochs"] == m["decoder"]["epochs"]
+    assert ms["decoder"]["psnr"] == pytest.approx(m["decoder"]["psnr"], abs=1e-6)
 
     # re-running with unchanged settings reuses every stage (planning included) and says so
     assert main(["demo", "--preset", "smoke", "--out-dir", str(out), "--rl"]) == 0

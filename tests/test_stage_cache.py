@@ -3,12 +3,10 @@ redone with everything downstream when they do not, continued when interrupted; 
 on a slow machine as on a fast one."""
 
 import json
-import time
 
 import pytest
 
 from latentwm.demo.stages import RECORD, Stages
-from tests.faults.fault_helpers import SlowClock
 
 
 def _pipeline(root, st, a_setting=1, b_setting=2, calls=None, fail_b=False):
@@ -74,31 +72,6 @@ def test_a_folder_without_a_record_is_redone_and_settings_must_be_json(tmp_path)
         Stages().run("x", tmp_path / "x", {"f": object()}, (), dict)
     with pytest.raises(RuntimeError, match="needs"):
         Stages().run("y", tmp_path / "y", {}, ("a",), dict)
-
-
-@pytest.mark.slow
-def test_a_slow_machine_runs_the_same_steps_in_every_stage(tmp_path, monkeypatch):
-    """The smoke demo on an idle machine and on one where every clock reading advances a minute: the same steps in
-    the encoder, decoder and dynamics stages, and the same held-out rollout errors (no stage stops on a clock)."""
-    from latentwm.cli import main
-
-    def demo(out):
-        assert main(["demo", "--preset", "smoke", "--out-dir", str(out), "--plan-goals", "0"]) == 0
-        rec = {s: json.loads((out / f / RECORD).read_text())["result"]
-               for s, f in (("encoder", "encoder_pretrain"), ("decoder", "decoder"), ("train", "train"))}
-        return rec, json.loads((out / "report" / "metrics.json").read_text())
-
-    idle, m_idle = demo(tmp_path / "idle")
-    clock = SlowClock()
-    monkeypatch.setattr(time, "monotonic", clock)
-    monkeypatch.setattr(time, "perf_counter", clock)
-    slow, m_slow = demo(tmp_path / "slow")
-    monkeypatch.undo()
-    assert slow["encoder"]["pretrain"]["steps_done"] == idle["encoder"]["pretrain"]["steps_done"] == 40
-    assert slow["decoder"]["epochs"] == idle["decoder"]["epochs"]
-    assert slow["train"]["steps"] == idle["train"]["steps"] == 150
-    assert m_slow["rollout"]["model_error"] == m_idle["rollout"]["model_error"]
-    assert m_slow["decoder"]["psnr"] == pytest.approx(m_idle["decoder"]["psnr"], abs=1e-6)
 
 
 def test_an_input_made_again_redoes_what_depends_on_it(tmp_path, capsys):

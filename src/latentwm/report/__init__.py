@@ -30,10 +30,10 @@ from latentwm.report.sections import (STATE_COST, encoder_paragraph, planning_se
 from latentwm.train.decoder_trainer import load_decoder
 from latentwm.train.logging import read_metrics
 
-_PLANNING_KEYS = ("success_rate", "final_distance", "seconds_per_plan", "num_goals", "start_distance",
-                  "start_success_rate", "success_step", "settings", "convention", "block_pos_diff", "agent_pos_diff",
-                  "angle_diff_deg", "block_static_goals", "success_rate_block_moves", "success_rate_block_static",
-                  "by_subset", "state_probe_cost", "text_goal")
+_PLANNING_KEYS = ("success_rate", "success_rate_joint", "final_distance", "seconds_per_plan", "num_goals",
+                  "start_distance", "start_success_rate", "success_step", "settings", "convention", "block_pos_diff",
+                  "agent_pos_diff", "angle_diff_deg", "block_static_goals", "success_rate_block_moves",
+                  "success_rate_block_static", "by_subset", "state_probe_cost", "text_goal")
 _ROLLOUT_EXTRA = ("context_average_error", "mean_of_samples_error", "sample_error", "sample_spread",
                   "swapped_actions_error", "action_sensitivity", "num_samples", "swap_skipped_clips")
 
