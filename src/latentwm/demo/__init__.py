@@ -30,7 +30,6 @@ from latentwm.config import DemoConfig, ExperimentConfig, GenerateConfig, get_pr
 from latentwm.config.jsonfile import read_json
 from latentwm.data.clips import LatentClipDataset, eval_loader, make_clip_datasets
 from latentwm.data.latent_cache import LatentCache, encode_to_cache
-from latentwm.data.episodes import load_episode
 from latentwm.data.sources.pusht import generate_pusht, load_pusht, policy_counts
 from latentwm.demo.planning import fit_proprio_probe, place_beside, plan_demo
 from latentwm.demo.stages import Stages
@@ -178,7 +177,10 @@ def model_stages(run: DemoRun) -> tuple[Trainer, dict, dict | None, StateProbe |
 def generate_stage(gen: GenerateConfig) -> dict:
     """Simulate the episodes; the facts metrics.json reports about the data (count, env steps, policy mix)."""
     paths = generate_pusht(gen)
-    lengths = [len(ep.actions) * ep.frame_skip for ep in map(load_episode, paths)]
+    lengths = []
+    for path in paths:  # the actions member only: loading whole episodes would decompress every frame
+        with np.load(path, allow_pickle=False) as z:
+            lengths.append(len(z["actions"]) * gen.render_every)
     return {"trajectories": len(paths), "env_steps_per_episode": gen.max_steps, "env_steps": int(sum(lengths)),
             "policy_mix": {"shares": gen.mix.shares(), "noise_px": list(gen.mix.noise),
                            "episodes": policy_counts(gen)}}
