@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from latentwm.cli import main
-from latentwm.data.clips import make_clip_datasets
+from latentwm.data.clip_sets import make_clip_datasets
 from latentwm.data.latent_cache import LatentCache
 from latentwm.data.mixture import MixtureDataset
 from latentwm.data.video import write_video
@@ -86,7 +86,7 @@ def test_encode_pool_is_recorded_and_a_disagreeing_config_is_rejected(tmp_path):
     assert main(["encode", "--preset", "tiny", "--source", "video-folder", "--root", str(src),
                  "--out-dir", str(tmp_path / "lat1")]) == 0
     assert LatentCache(tmp_path / "lat1").info["pool"] == 1
-    from latentwm.data.clips import make_mixture_datasets
+    from latentwm.data.clip_sets import make_mixture_datasets
     from latentwm.data.mixture import MixtureSpec
 
     spec = MixtureSpec.parse(f"a={tmp_path / 'lat'},b={tmp_path / 'lat1'}")

@@ -10,7 +10,7 @@ from test_epic import write_epic
 from torch.utils.data import DataLoader, Dataset
 
 from latentwm.data.batch import ClipSample, WorldBatchMetadata, collate
-from latentwm.data.clips import make_mixture_datasets
+from latentwm.data.clip_sets import make_mixture_datasets
 from latentwm.data.latent_cache import encode_to_cache
 from latentwm.data.mixture import MixtureDataset, MixtureSpec, MixtureStream, slot_counts
 from latentwm.data.sources.droid import load_droid

@@ -7,7 +7,7 @@ import torch
 from latentwm.cli import main
 from latentwm.config import ConfigError, get_preset
 from latentwm.data.batch import collate
-from latentwm.data.clips import make_clip_datasets
+from latentwm.data.clip_sets import make_clip_datasets
 from latentwm.data.episodes import Episode, save_episode
 from latentwm.data.latent_cache import LatentCache
 from latentwm.data.online import EpisodeStore, OnlineEncoding, make_online_datasets

@@ -15,7 +15,7 @@ from test_video import encode_index, indices
 
 from latentwm.cli import main
 from latentwm.config import get_preset
-from latentwm.data.clips import make_clip_datasets
+from latentwm.data.clip_sets import make_clip_datasets
 from latentwm.data.episodes import EpisodeError, narrations_in
 from latentwm.data.latent_cache import LatentCache, encode_to_cache
 from latentwm.data.sources import load_source

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from latentwm.config import ConfigError, get_preset
-from latentwm.data.clips import make_clip_datasets
+from latentwm.data.clip_sets import make_clip_datasets
 from latentwm.data.episodes import Episode
 from latentwm.data.latent_cache import LatentCache, encode_to_cache
 

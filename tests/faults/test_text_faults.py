@@ -11,7 +11,7 @@ import pytest
 
 from latentwm.config import ConfigError, get_preset
 from latentwm.data.cache_integrity import CacheError
-from latentwm.data.clips import check_text_dim, make_clip_datasets, make_mixture_datasets
+from latentwm.data.clip_sets import check_text_dim, make_clip_datasets, make_mixture_datasets
 from latentwm.data.episodes import Episode
 from latentwm.data.frame_text import TextEmbedding
 from latentwm.data.latent_cache import LatentCache, LatentCacheWriter, encode_to_cache

@@ -138,6 +138,11 @@ class ModelConfig:
     dh_heads: int = 0
     """Attention heads of the DH head (full multi-head, no KV cache to shrink). 0: model.heads. The head dim
     dh width / dh heads must be divisible by 4 (2D RoPE)."""
+    proprio_dim: int = 0
+    """Proprio channels of every frame (DINO-WM's per-patch concatenation): the frames the model sees and predicts
+    are (N, latent_dim + proprio_dim), the last proprio_dim channels of every token holding the frame's normalized
+    proprio (Push-T: agent x, y, vx, vy), so the proprio is an input, is predicted with the frame, and the planner's
+    cost reads the predicted proprio (planning/cost.py). 0: latents only (datasets without proprio)."""
 
     def __post_init__(self):
         if not 0.0 <= self.dropout < 1.0:
@@ -146,7 +151,7 @@ class ModelConfig:
             raise ConfigError(f"model.prediction must be 'x', 'v' or 'next', got {self.prediction!r}")
         positive(self, "model", "latent_dim", "latent_grid", "width", "depth", "heads", "kv_heads",
                   "mlp_ratio", "time_every", "action_dim", "context_frames", "k_max", "rope_base")
-        nonneg(self, "model", "registers", "text_dim")
+        nonneg(self, "model", "registers", "text_dim", "proprio_dim")
         if self.patch_group not in (1, 2):
             raise ConfigError(f"model.patch_group must be 1 or 2, got {self.patch_group}")
         if self.patch_group == 2 and self.latent_grid % 2:
@@ -178,9 +183,14 @@ class ModelConfig:
                               f"({self.dh_heads} -> {h}) heads of a dim divisible by 4 (2D RoPE), got {w / h:g}")
 
     @property
+    def frame_dim(self) -> int:
+        """Channels of one token of the frames the model sees: latent_dim + proprio_dim."""
+        return self.latent_dim + self.proprio_dim
+
+    @property
     def dh_resolved_width(self) -> int:
-        """W_dh: model.dh_width, or max(2·width, latent_dim·patch_group²) when it is 0."""
-        return self.dh_width or max(2 * self.width, self.latent_dim * self.patch_group**2)
+        """W_dh: model.dh_width, or max(2·width, frame_dim·patch_group²) when it is 0."""
+        return self.dh_width or max(2 * self.width, self.frame_dim * self.patch_group**2)
 
     @property
     def dh_resolved_heads(self) -> int:
@@ -276,6 +286,11 @@ class DataConfig:
     """Environment steps per model step; actions of the skipped steps are concatenated."""
     env_action_dim: int = 2
     """Action width per environment step in the dataset (Push-T: 2). 0 for action-free video."""
+    relative_actions: bool = False
+    """Actions relative to the agent (DINO-WM's Push-T actions): each commanded env action minus the first
+    env_action_dim proprio channels (Push-T: the agent's x, y) of the frame the model step starts from, normalized
+    with statistics of these offsets (data/proprio.py). Needs a cache with proprio; the planner adds the
+    agent's position observed at each model step back before executing."""
     batch_size: int = 16
     """Clips per optimizer step across all ranks (global batch, before gradient accumulation)."""
     num_workers: int = 0

@@ -36,8 +36,8 @@ from latentwm.config import ConfigError
 from latentwm.data.batch import ClipSample, WorldBatchMetadata, collate
 from latentwm.data.episodes import frames_at, narrations_in
 from latentwm.data.frame_text import pick_text
-from latentwm.data.latent_cache import LatentCache, cache_pool
-from latentwm.data.mixture import ConcatClips, MixtureDataset, MixtureSpec
+from latentwm.data.latent_cache import LatentCache
+from latentwm.data.proprio import attach_proprio, relative_action_stats, relative_to_agent
 
 
 def split_episodes(keys: list[str], eval_fraction: float, seed: int) -> set[str]:
@@ -63,11 +63,15 @@ class LatentClipDataset(Dataset):
     grid over every episode). Indices may also be (epoch, i) pairs, as `ClipSampler` yields them.
     text: fill `text`/`text_mask` from entries that have text (training passes `model.text_dim > 0`: a model
     without a text slot need not carry the embeddings).
+    proprio_frames: latents carry each frame's normalized proprio on every token ((T, N, D + P), model.proprio_dim;
+    data/proprio.py). relative_actions: actions relative to the agent (data.relative_actions; data/proprio.py),
+    normalized with the cache's relative-action statistics (`self.action_stats`).
     """
 
     def __init__(self, cache: LatentCache | str, clip_len: int, frame_skip: int = 1, action_dim: int | None = None,
                  split: str = "train", eval_fraction: float = 0.1, seed: int = 0, normalize: bool = True,
-                 epoch_size: int | None = None, eval_stride: int | None = None, text: bool = True):
+                 epoch_size: int | None = None, eval_stride: int | None = None, text: bool = True,
+                 proprio_frames: bool = False, relative_actions: bool = False):
         if split not in ("train", "eval", "all"):
             raise ValueError(f"LatentClipDataset: split must be 'train', 'eval' or 'all', got {split!r}")
         if clip_len < 1 or frame_skip < 1:
@@ -75,6 +79,7 @@ class LatentClipDataset(Dataset):
         self.cache = LatentCache(cache) if isinstance(cache, (str, os.PathLike)) else cache
         self.clip_len, self.frame_skip, self.split, self.seed = clip_len, frame_skip, split, seed
         self.normalize, self.epoch, self.text = normalize, 0, text
+        self.proprio_frames, self.relative_actions = proprio_frames, relative_actions
         entries = self.cache.entries
         groups: dict[str, list[int]] = {}
         for i, e in enumerate(entries):
@@ -92,6 +97,7 @@ class LatentClipDataset(Dataset):
             ls = self.cache.latent_stats
             self.latent_mean, self.latent_std = ls.mean.astype(np.float32), ls.std.astype(np.float32)
         self.ds_stats = self.cache.dataset_stats
+        self.action_stats = action_stats_of(self.cache, relative_actions, frame_skip // self.stored_skip)
         widths = {e["action_dim"] // self.stored_skip for _, v in self.groups for e in (entries[i] for i in v)
                   if e["action_dim"] is not None}  # per env step
         self.action_dim = action_dim if action_dim is not None else frame_skip * max(widths, default=0)
@@ -166,20 +172,28 @@ class LatentClipDataset(Dataset):
         steps = t[:, None] + np.arange(fs)  # (L, fs): the raw steps each clip step spans
         inside = steps < T
         steps = np.minimum(steps, T - 1)
+        raw_proprio = raw.get("proprio")
         actions = mask = None
         if raw.get("actions") is not None:
-            a = raw["actions"].astype(np.float32)
+            a = raw["actions"][steps].astype(np.float32).reshape(len(t), fs * self.stored_skip, -1)  # per env step
+            if self.relative_actions:
+                a = relative_to_agent(a, raw_proprio[t])
             if self.normalize:
-                if stats is None or stats.actions is None:
+                if (ast := self.action_stats.get(e["dataset"])) is None:
                     raise ValueError(f"cache {self.cache.path}: no action statistics for dataset {e['dataset']!r}")
-                a = stats.actions.normalize(a.reshape(len(a), self.stored_skip, -1)).reshape(len(a), -1)
+                a = ast.normalize(a)
             mask = inside.all(1) & raw["action_mask"][steps].all(1)
-            actions = np.where(mask[:, None], a[steps].reshape(len(t), -1), 0.0).astype(np.float32)
-        proprio = raw.get("proprio")
+            actions = np.where(mask[:, None], a.reshape(len(t), -1), 0.0).astype(np.float32)
+        proprio = raw_proprio
         if proprio is not None:
             proprio = proprio[t].astype(np.float32)
             if self.normalize and stats is not None and stats.proprio is not None:
                 proprio = stats.proprio.normalize(proprio)
+        if self.proprio_frames and lat is not None:
+            if proprio is None:
+                raise ValueError(f"cache {self.cache.path}: episode {e['episode_id']} has no proprio, but the model "
+                                 f"takes proprio channels (model.proprio_dim > 0)")
+            lat = attach_proprio(lat, torch.from_numpy(proprio))
         rewards = raw.get("rewards")
         if rewards is not None:
             rewards = np.where(inside, rewards[steps], 0.0).sum(1, dtype=np.float32)
@@ -200,6 +214,19 @@ class LatentClipDataset(Dataset):
                           proprio=_t(proprio), rewards=_t(rewards),
                           states=None if states is None else _t(states[t].astype(np.float64)),
                           text=_t(text_emb), text_mask=_t(text_mask), meta=meta)
+
+
+def action_stats_of(cache, relative: bool, stride: int) -> dict:
+    """{dataset: per-env-step NormStats} the actions are normalized with: the cache's own, or (relative) those of
+    the actions relative to the agent over model steps of `stride` stored frames, computed once per cache object
+    and stride (data/proprio.py)."""
+    if not relative:
+        return {k: v.actions for k, v in cache.dataset_stats.items() if v.actions is not None}
+    memo = cache.__dict__.setdefault("_relative_action_stats", {})
+    for k, v in cache.dataset_stats.items():
+        if v.actions is not None and (k, stride) not in memo:
+            memo[k, stride] = relative_action_stats(cache, k, stride)
+    return {k: s for (k, st), s in memo.items() if st == stride}
 
 
 def _stored_skip(cache, frame_skip: int) -> int:
@@ -267,161 +294,6 @@ def make_loader(dataset: LatentClipDataset, batch_size: int, num_workers: int = 
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       collate_fn=partial(collate, action_dim=max(1, dataset.action_dim)), drop_last=drop_last,
                       persistent_workers=False)
-
-
-def make_mixture_datasets(spec: MixtureSpec, clip_len: int, frame_skip: int = 1, action_dim: int | None = None,
-                          eval_fraction: float = 0.1, seed: int = 0, eval_len: int | None = None, text: bool = True
-                          ) -> tuple[MixtureDataset, Dataset | None, dict]:
-    """(training mixture, evaluation set = every source's held-out grid concatenated (`ConcatClips`, the optional
-    fields the training mixture keeps) or None, facts for checkpoints) from a spec of latent caches. All caches must
-    hold latents of the same encoder, pooling, N and D, and those with text the same text encoder (`text`: see
-    LatentClipDataset)."""
-    if not spec.sources:
-        raise ValueError("mixture spec has no sources")
-    caches = {s.name: LatentCache(os.fspath(s.cache_dir)) for s in spec.sources}
-    shapes = {n: (c.info["encoder"], cache_pool(c.info), c.info["num_tokens"], c.info["latent_dim"])
-              for n, c in caches.items()}
-    if len(set(shapes.values())) != 1:
-        raise ValueError(f"mixture sources hold different latents (encoder, pool, N, D): {shapes}")
-    texts = {n: (c.text_encoder, c.text_dim) for n, c in caches.items() if text and c.text_encoder is not None}
-    if len(set(texts.values())) > 1:  # sources without text mix with any; two encoders' embeddings do not
-        raise ValueError(f"mixture sources hold text of different sentence encoders (label, dim): {texts}")
-    kw = dict(frame_skip=frame_skip, action_dim=action_dim, eval_fraction=eval_fraction, seed=seed, text=text)
-    train = [(s.name, LatentClipDataset(caches[s.name], clip_len, split="train", **kw), s.weight) for s in spec.sources]
-    evals = []
-    if eval_fraction > 0:
-        for s in spec.sources:
-            ev = LatentClipDataset(caches[s.name], eval_len or clip_len, split="eval", **kw)
-            if len(ev):
-                evals.append(ev)
-    mixture = MixtureDataset(train, seed=spec.seed, block=spec.block)
-    label, dim = next(iter(texts.values()), (None, 0))
-    extra = dict(mixture=mixture.state_dict(), frame_skip=frame_skip, encoder=next(iter(shapes.values()))[0],
-                 text_encoder=label, text_dim=dim, data_stats={n: dict(latents=c.latent_stats.to_dict(),
-                                     datasets={k: v.to_dict() for k, v in c.dataset_stats.items()})
-                             for n, c in caches.items()})
-    return mixture, (ConcatClips(evals, fields=mixture.fields) if evals else None), extra
-
-
-def check_pool(info: dict, cfg, where: str) -> None:
-    """A cache encoded with another `encoder.pool` than the config's holds a different token grid: refuse it."""
-    if (have := cache_pool(info)) != cfg.encoder.pool:
-        raise ConfigError(f"{where} was encoded with encoder.pool = {have} (N = {info['num_tokens']} tokens), this "
-                          f"config has encoder.pool = {cfg.encoder.pool}: pass --encoder.pool {have} (and the matching "
-                          "model.latent_grid) or encode the data again")
-
-
-def check_action_width(cache, cfg, where: str) -> None:
-    """Every dataset of `cache` that has actions must record data.env_action_dim of them per env step (clips
-    concatenate frame_skip of them into one model-step action, so another width would be cut at the wrong places);
-    action-free datasets (video) pass whatever the setting."""
-    d = cfg.data
-    widths: dict[int, set[str]] = {}
-    for e in cache.entries:
-        if e.get("action_dim") is not None:  # per env step (a stored frame may span several)
-            widths.setdefault(int(e["action_dim"]) // int(e.get("frame_skip") or 1), set()).add(e["dataset"])
-    if any(w != d.env_action_dim for w in widths):
-        have = ", ".join(f"{w} per env step ({', '.join(sorted(ds))})" for w, ds in sorted(widths.items()))
-        raise ConfigError(f"{where} holds actions of {have}, but data.env_action_dim = {d.env_action_dim} (× "
-                          f"data.frame_skip {d.frame_skip} = {d.action_dim} per model step): pass "
-                          f"--data.env-action-dim {max(widths)} (model.action_dim must hold "
-                          f"{max(widths)} × frame_skip {d.frame_skip} = {max(widths) * d.frame_skip})")
-
-
-def check_text_dim(cache, cfg, where: str) -> None:
-    """A cache (or online store) with text needs a model whose text slot has the embeddings' width, or none
-    (model.text_dim = 0: the text is not used)."""
-    if cache.text_encoder is not None and cfg.model.text_dim not in (0, cache.text_dim):
-        raise ConfigError(f"{where} holds text embeddings of text_dim = {cache.text_dim} (text encoder "
-                          f"{cache.text_encoder!r}), but model.text_dim = {cfg.model.text_dim}: pass --model.text-dim "
-                          f"{cache.text_dim} (or 0 to train without text), or encode with a matching --text.name")
-
-
-def text_facts(source, cfg) -> dict:
-    """What a checkpoint records about the text its model trains on: the sentence encoder's label (None: no text,
-    or a model without a text slot) and the embeddings' width."""
-    used = cfg.model.text_dim > 0 and source.text_encoder is not None
-    return dict(text_encoder=source.text_encoder if used else None, text_dim=source.text_dim if used else 0)
-
-
-def check_complete(cache: LatentCache, where: str, allow_partial: bool = False) -> None:
-    """A cache whose encode has not finished (planned shards missing from its index) is refused with a ConfigError
-    saying how much is missing and how to finish it, unless allow_partial (then a loud warning)."""
-    if cache.complete:
-        return
-    miss = cache.missing_shards
-    total = len(cache.plan["shards"]) if cache.plan else len(miss) + len(cache.records)
-    what = (f"{where} {cache.path} is incomplete: {len(miss)} of {total} planned shards missing "
-            f"({', '.join(miss[:3])}{', ...' if len(miss) > 3 else ''}); its encode was interrupted or is still "
-            f"running")
-    if not allow_partial:
-        raise ConfigError(f"{what}. Finish it by running the same `latentwm encode` command again (it resumes "
-                          f"where it stopped), or pass --data.allow-partial to train on the {len(cache.records)} "
-                          f"encoded shards")
-    print(f"WARNING: {what}; training on the {len(cache.records)} encoded shards only (data.allow_partial)")
-
-
-def train_eval_sets(source, cfg, eval_len: int):
-    """Training clips (data.clip_len) and held-out clips (eval_len frames, or None when nothing fits / no split) of
-    one latent source (a LatentCache or an online EpisodeStore), split by episode as data.eval_fraction / seed say."""
-    d = cfg.data
-    kw = dict(frame_skip=d.frame_skip, action_dim=cfg.model.action_dim, eval_fraction=d.eval_fraction, seed=d.seed,
-              text=cfg.model.text_dim > 0)
-    train_set = LatentClipDataset(source, d.clip_len, split="train", **kw)
-    eval_set = LatentClipDataset(source, eval_len, split="eval", **kw) if d.eval_fraction > 0 else None
-    if eval_set is not None and len(eval_set) == 0:
-        print(f"no eval clip of {eval_len} frames fits the held-out episodes ({eval_set.num_skipped} too short)")
-        eval_set = None
-    return train_set, eval_set
-
-
-def make_clip_datasets(cfg, allow_partial: bool | None = None
-                       ) -> tuple[LatentClipDataset, LatentClipDataset | None, dict]:
-    """(train set, eval set or None, facts for checkpoints) from an ExperimentConfig's data section.
-
-    Refused with a ConfigError: caches whose actions are not data.env_action_dim wide per env step, and caches whose
-    encode has not finished unless allow_partial (default: the config's data.allow_partial, False without one).
-    """
-    d = cfg.data
-    if allow_partial is None:
-        allow_partial = bool(getattr(d, "allow_partial", False))
-    eval_len = max(d.clip_len, cfg.rollout.context + cfg.rollout.horizon)
-    if d.mixture:
-        spec = MixtureSpec.parse(d.mixture, seed=d.seed, block=d.mixture_block)
-        for s in spec.sources:
-            src = LatentCache(s.cache_dir)
-            check_complete(src, f"data.mixture source {s.name}:", allow_partial)
-            check_action_width(src, cfg, f"data.mixture source {s.name} ({s.cache_dir})")
-            check_text_dim(src, cfg, f"data.mixture source {s.name} ({s.cache_dir})")
-        train_set, eval_set, extra = make_mixture_datasets(spec, d.clip_len, d.frame_skip, cfg.model.action_dim,
-                                                           d.eval_fraction, d.seed, eval_len,
-                                                           text=cfg.model.text_dim > 0)
-        first = LatentCache(spec.sources[0].cache_dir).info
-        check_pool(first, cfg, f"data.mixture source {spec.sources[0].cache_dir}")
-        if first["latent_dim"] != cfg.model.latent_dim or first["num_tokens"] != cfg.model.num_latent_tokens:
-            raise ConfigError(f"data.mixture: caches hold latents of N = {first['num_tokens']}, D = "
-                              f"{first['latent_dim']}, the model expects N = {cfg.model.num_latent_tokens}, "
-                              f"D = {cfg.model.latent_dim}")
-        return train_set, eval_set, extra
-    cache = LatentCache(d.cache_dir)
-    info = cache.info
-    check_complete(cache, "data.cache_dir", allow_partial)
-    check_pool(info, cfg, f"data.cache_dir {d.cache_dir}")
-    check_action_width(cache, cfg, f"data.cache_dir {d.cache_dir}")
-    check_text_dim(cache, cfg, f"data.cache_dir {d.cache_dir}")
-    if info["latent_dim"] != cfg.model.latent_dim or info["num_tokens"] != cfg.model.num_latent_tokens:
-        raise ConfigError(f"data.cache_dir {d.cache_dir} holds latents of N = {info['num_tokens']}, D = "
-                          f"{info['latent_dim']} (encoder {info['encoder']}), but the model expects N = "
-                          f"{cfg.model.num_latent_tokens}, D = {cfg.model.latent_dim}")
-    train_set, eval_set = train_eval_sets(cache, cfg, eval_len)
-    stats = cache.latent_stats
-    extra = dict(data_stats=dict(latents=stats.to_dict(),
-                                 datasets={k: v.to_dict() for k, v in cache.dataset_stats.items()}),
-                 encoder=info["encoder"], frame_skip=d.frame_skip, cache_info=info,
-                 **text_facts(cache, cfg))
-    if train_set.num_skipped:
-        print(f"{train_set.num_skipped} training episodes shorter than one clip ({train_set.span} frames) skipped")
-    return train_set, eval_set, extra
 
 
 def eval_loader(dataset: Dataset, action_dim: int, batch_size: int = 16):

@@ -394,6 +394,21 @@ class LatentCache:
             self._used -= _nbytes(self._lru.popitem(last=False)[1])
         return out
 
+    def members(self, i: int, names: tuple[str, ...]) -> dict:
+        """Only the named arrays of entry i (e.g. ("actions", "proprio")), without reading its latents; names the
+        entry does not store are absent."""
+        if i in self._lru:
+            return {k: v for k, v in self._lru[i].items() if k in names}
+        e, out = self.entries[i], {}
+        with open(self.path / e["shard"], "rb") as fh:
+            for ext, (off, size) in e["files"].items():
+                if (name := ext.split(".")[0]) in names:
+                    fh.seek(off)
+                    if fh.readinto(data := bytearray(size)) != size:
+                        raise CacheError(f"{self.path / e['shard']}: truncated while reading {e['key']}.{ext}")
+                    out[name] = decode_member(data, ext, self.path / e["shard"], e["key"])
+        return out
+
     def load_episode(self, i: int, dtype=np.float32) -> dict:
         """Arrays of entry i (latents as `dtype`; others as stored) plus `meta` (dict)."""
         out = dict(self.raw(i))

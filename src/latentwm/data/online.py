@@ -31,10 +31,11 @@ import torch
 from latentwm.config import ConfigError
 from latentwm.data.batch import WorldBatch
 from latentwm.data.cache_integrity import same_encoder
-from latentwm.data.clips import check_text_dim, text_facts, train_eval_sets
+from latentwm.data.clip_sets import check_proprio, check_text_dim, dataset_stats_dict, text_facts, train_eval_sets
 from latentwm.data.episodes import ChannelSums, DatasetStats, Episode, EpisodeError, NormStats, frames_at
 from latentwm.data.frame_text import EpisodeTexts, TextEmbedding
 from latentwm.data.latent_cache import LatentCache, cache_pool, sample_key
+from latentwm.data.proprio import attach_proprio
 from latentwm.data.latent_stats import LatentStats, compute_latent_stats
 from latentwm.data.sources import load_source, parse_options
 from latentwm.data.video import VideoError
@@ -125,6 +126,10 @@ class EpisodeStore:
         out.update(self.text.get(e["item"], {}))
         return {k: v for k, v in out.items() if v is not None}
 
+    def members(self, i: int, names: tuple[str, ...]) -> dict:
+        """The named per-step arrays of entry i (LatentCache.members' interface)."""
+        return {k: v for k, v in self.raw(i).items() if k in names}
+
     def frames(self, i: int, indices: Sequence[int]) -> np.ndarray:
         """(k, H, W, 3) uint8 frames of entry i."""
         return frames_at(self.raw(i)["frames"], indices)
@@ -172,11 +177,12 @@ def estimate_latent_stats(store: EpisodeStore, encode_fn: EncodeFn, stats_frames
 
 class OnlineEncoding:
     """Batch transform: a WorldBatch with `frames` (B, T, 3, H, W) uint8 → the same batch with `latents` (B, T, N, D)
-    encoded by `encode_fn` and normalized (x − mean) / std like cached latents (padding steps zero), frames dropped.
-    A batch that already has latents passes through."""
+    encoded by `encode_fn` and normalized (x − mean) / std like cached latents (padding steps zero), frames dropped;
+    with `proprio_frames` the batch's normalized proprio is then attached to every token (model.proprio_dim,
+    data/proprio.py), as a cache's clips carry it. A batch that already has latents passes through."""
 
-    def __init__(self, encode_fn: EncodeFn, stats: NormStats):
-        self.encode_fn = encode_fn
+    def __init__(self, encode_fn: EncodeFn, stats: NormStats, proprio_frames: bool = False):
+        self.encode_fn, self.proprio_frames = encode_fn, proprio_frames
         self.mean = torch.as_tensor(np.asarray(stats.mean, np.float32))  # (D,)
         self.std = torch.as_tensor(np.asarray(stats.std, np.float32))
 
@@ -188,6 +194,8 @@ class OnlineEncoding:
         x = x.reshape(B, T, *x.shape[1:])
         mean, std = self.mean.to(x.device), self.std.to(x.device)
         x = (x - mean) / std
+        if self.proprio_frames:
+            x = attach_proprio(x, batch.proprio.to(x.device))
         x = torch.where(batch.valid.to(x.device)[:, :, None, None], x, torch.zeros((), device=x.device))
         return replace(batch, latents=x, frames=None)
 
@@ -214,6 +222,7 @@ def make_online_datasets(cfg, encode_fn: EncodeFn, encoder_label: str, stats_fra
     store = EpisodeStore(items, d.episodes_dir, show_progress=show_progress,
                          text=text if cfg.model.text_dim > 0 else None)
     check_text_dim(store, cfg, f"data.episodes_dir {d.episodes_dir}")
+    check_proprio(store, cfg, f"data.episodes_dir {d.episodes_dir}")
     probe = encode_fn(torch.from_numpy(np.ascontiguousarray(store.frames(0, [0]))).permute(0, 3, 1, 2))
     N, D = int(probe.shape[1]), int(probe.shape[2])
     if (N, D) != (cfg.model.num_latent_tokens, cfg.model.latent_dim):
@@ -234,6 +243,6 @@ def make_online_datasets(cfg, encode_fn: EncodeFn, encoder_label: str, stats_fra
                 num_tokens=N, latent_dim=D, source=d.source, episodes_dir=str(d.episodes_dir),
                 skipped=len(store.skipped))
     stats_dict = stats.to_dict()
-    extra = dict(data_stats=dict(latents=stats_dict, datasets={k: v.to_dict() for k, v in store.dataset_stats.items()}),
+    extra = dict(data_stats=dict(latents=stats_dict, datasets=dataset_stats_dict(store, train_set)),
                  encoder=encoder_label, frame_skip=d.frame_skip, cache_info=info, **text_facts(store, cfg))
-    return train_set, eval_set, extra, OnlineEncoding(encode_fn, stats)
+    return train_set, eval_set, extra, OnlineEncoding(encode_fn, stats, cfg.model.proprio_dim > 0)

@@ -28,7 +28,8 @@ import torch
 
 from latentwm.config import DemoConfig, ExperimentConfig, GenerateConfig, get_preset, preset
 from latentwm.config.jsonfile import read_json
-from latentwm.data.clips import LatentClipDataset, eval_loader, make_clip_datasets
+from latentwm.data.clips import LatentClipDataset, eval_loader
+from latentwm.data.clip_sets import make_clip_datasets, model_clip_kwargs
 from latentwm.data.latent_cache import LatentCache, encode_to_cache
 from latentwm.data.sources.pusht import generate_pusht, load_pusht, policy_counts
 from latentwm.demo.planning import fit_proprio_probe, place_beside, plan_demo
@@ -345,9 +346,7 @@ def text_horizon_eval(cfg: DemoConfig, trainer: Trainer, exp: ExperimentConfig, 
     H, r = cfg.sizes.text_horizon, exp.rollout
     if not H or exp.model.text_dim == 0 or LatentCache(out / "latents").text_encoder is None:
         return None
-    d = exp.data
-    data = LatentClipDataset(out / "latents", r.context + H, frame_skip=d.frame_skip, action_dim=exp.model.action_dim,
-                             split="eval", eval_fraction=d.eval_fraction, seed=d.seed)
+    data = LatentClipDataset(out / "latents", r.context + H, split="eval", **model_clip_kwargs(exp, text=True))
     if len(data) == 0:
         print(f"text rollouts: no held-out clip of {r.context + H} model steps; skipped")
         return None

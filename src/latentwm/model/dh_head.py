@@ -65,7 +65,7 @@ class DHShape:
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> "DHShape":
         g, width = cfg.patch_group, cfg.dh_resolved_width
-        return cls(cond_width=cfg.width, out_dim=cfg.latent_dim * g * g, grid=cfg.latent_grid // g,
+        return cls(cond_width=cfg.width, out_dim=cfg.frame_dim * g * g, grid=cfg.latent_grid // g,
                    blocks=cfg.dh_blocks, width=width, heads=cfg.dh_resolved_heads,
                    mlp_hidden=int(round(2 / 3 * cfg.mlp_ratio * width / 8)) * 8, softcap=cfg.softcap,
                    attention=cfg.attention, rope_base=cfg.rope_base)

@@ -16,7 +16,9 @@ Tokens per frame t (S = R + 1 + 1 + 1 + N'), in the order `model/layout.py: Toke
   Training drops each condition to its null vector with its own probability (objective.action/text_dropout), which
   is what classifier-free guidance in rollout.py relies on.
 - latent: Linear(z) per token (model.condition_broadcast: plus the frame's action and text embeddings); with
-  patch_group 2 each 2×2 block of the grid is one token of 4·D features.
+  patch_group 2 each 2×2 block of the grid is one token of 4·D features. D is model.frame_dim: the encoder's
+  latent_dim plus model.proprio_dim proprio channels that every token of a frame carries (DINO-WM's per-patch
+  concatenation; the data attaches them), so the proprio is diffused and predicted with the frame.
 Head: the stack's final RMSNorm, then Linear on the latent tokens -> x̂ (B, T, N, D) (ungrouped). With
 model.dh_blocks > 0 the Linear is replaced by the DH head (RAE's DiT-DH, model/dh_head.py): a wide, shallow per-frame
 transformer on the latent tokens, conditioned on the frame's shortcut embedding (the very vector `_tokens` puts in
@@ -71,7 +73,7 @@ class DynamicsModel(nn.Module):
         g = cfg.patch_group
         self.grid = cfg.latent_grid // g  # side of the (grouped) token grid
         self.num_tokens = self.grid**2  # N'
-        self.patch_dim = cfg.latent_dim * g * g
+        self.patch_dim = cfg.frame_dim * g * g
         self.layout = TokenLayout.from_config(cfg)
         self.special = self.layout.special  # tokens before the latents
         self.tokens_per_frame = self.layout.tokens_per_frame  # S
@@ -239,9 +241,10 @@ class DynamicsModel(nn.Module):
     def _check_latents(self, z: torch.Tensor, frame_dims: str) -> None:
         c = self.cfg
         want_ndim = 4 if frame_dims == "B, T" else 3
-        if z.dim() != want_ndim or z.shape[-2] != c.num_latent_tokens or z.shape[-1] != c.latent_dim:
-            raise ValueError(f"z: expected shape ({frame_dims}, N={c.num_latent_tokens}, D={c.latent_dim}), "
-                             f"got {tuple(z.shape)}")
+        if z.dim() != want_ndim or z.shape[-2] != c.num_latent_tokens or z.shape[-1] != c.frame_dim:
+            prop = f" + proprio_dim {c.proprio_dim}" if c.proprio_dim else ""
+            raise ValueError(f"z: expected shape ({frame_dims}, N={c.num_latent_tokens}, D={c.frame_dim}"
+                             f"{' = latent_dim ' + str(c.latent_dim) + prop if prop else ''}), got {tuple(z.shape)}")
 
     @staticmethod
     def _per_frame(x, shape: tuple, name: str, dims: str, device) -> torch.Tensor:
@@ -371,9 +374,9 @@ def approx_param_count(m: ModelConfig) -> int:
     mlp = 3 * w * m.mlp_hidden
     block = attn + mlp + 2 * w
     g = m.patch_group**2
-    io = 2 * (m.latent_dim * g * w) + (m.action_dim + m.text_dim) * w + TokenLayout.from_config(m).special * w
+    io = 2 * (m.frame_dim * g * w) + (m.action_dim + m.text_dim) * w + TokenLayout.from_config(m).special * w
     if m.dh_blocks > 0:  # the DH head (exact count) instead of the plain head's W × patch_dim
-        io += DHShape.from_config(m).num_parameters() - m.latent_dim * g * w
+        io += DHShape.from_config(m).num_parameters() - m.frame_dim * g * w
     return m.depth * block + io + math.ceil(w * 2 * 64)  # + τ / step-size embedding MLPs (order of magnitude)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from latentwm.data.proprio import latents_only, split_proprio
 from latentwm.planning.proprio import probe_features
 from latentwm.rollout import frame_hidden, observe, rollout
 
@@ -47,14 +48,20 @@ class LatentGoalObjective:
     term (on the features of the last predicted frame's clean pass) is added to the latent cost. state: a
     `planning.state_probe.StateGoal`; its pose term on the last predicted frame's latents (pred[:, -1]) is added.
     visual_weight scales the latent cost (0: left out, the cost is the other terms alone; 1: as without it).
+    A model with proprio channels (model.proprio_dim = P > 0; frames (N, D + P), data/proprio.py): the latent cost
+    is taken on the D encoder channels and DINO-WM's proprio term, proprio_weight · MSE between the predicted
+    frame's proprio (its tokens' mean) and the goal's, is added: the model's own prediction of the agent.
     """
 
     def __init__(self, model, context: torch.Tensor, goal: torch.Tensor, context_actions: torch.Tensor | None = None,
                  sample_steps: int = 1, tau_ctx: float = 1.0, cost: str = "mse", all_frames: bool = False,
-                 seed: int = 0, cache=None, proprio=None, state=None, visual_weight: float = 1.0):
+                 seed: int = 0, cache=None, proprio=None, state=None, visual_weight: float = 1.0,
+                 proprio_weight: float = 1.0):
         self.model, self.context, self.goal, self.proprio = model, context, goal, proprio
         self.state, self.visual_weight = state, float(visual_weight)
-        if self.visual_weight == 0 and proprio is None and state is None:
+        self.channels = int(getattr(model.cfg, "proprio_dim", 0))
+        self.proprio_weight = float(proprio_weight) if self.channels else 0.0
+        if self.visual_weight == 0 and proprio is None and state is None and self.proprio_weight == 0:
             raise ValueError("LatentGoalObjective: visual_weight 0 without a proprio or state term: the cost is empty")
         self.sample_steps, self.tau_ctx, self.kind, self.all_frames = sample_steps, tau_ctx, cost, all_frames
         self.C = context.shape[1]
@@ -106,12 +113,18 @@ class LatentGoalObjective:
             x, feats = self.predict(actions, grad=grad, features=True)
             cost = self._visual(x) + self.proprio(feats)
         if self.state is not None:
-            cost = cost + self.state(x[:, -1])
+            cost = cost + self.state(latents_only(x[:, -1], self.channels))
         return cost
 
     def _visual(self, x: torch.Tensor) -> torch.Tensor:
-        """visual_weight · latent cost (P,) of predictions x (P, H, N, D); exactly `latent_cost` at weight 1."""
-        if self.visual_weight == 0:
-            return x.new_zeros(x.shape[0])
-        c = latent_cost(x, self.goal, self.kind, self.all_frames)
-        return c if self.visual_weight == 1 else self.visual_weight * c
+        """visual_weight · latent cost (P,) of predictions x (P, H, N, D) (+ the proprio-channel term); exactly
+        `latent_cost` at weight 1 for a model without proprio channels."""
+        lat, prop = split_proprio(x, self.channels)
+        goal_lat, goal_prop = split_proprio(self.goal, self.channels)
+        c = x.new_zeros(x.shape[0])
+        if self.visual_weight:
+            v = latent_cost(lat, goal_lat, self.kind, self.all_frames)
+            c = v if self.visual_weight == 1 else self.visual_weight * v
+        if prop is not None and self.proprio_weight:
+            c = c + self.proprio_weight * (prop[:, -1] - goal_prop.reshape(1, -1).to(prop.dtype)).pow(2).mean(-1)
+        return c

@@ -43,7 +43,7 @@ from latentwm.eval.visualize import save_gif, side_by_side
 from latentwm.planning.base import bf16_is_fast
 from latentwm.planning.imagine import text_encoder_for
 from latentwm.planning.mpc import (ActionCodec, LatentObserver, MPCPolicy, RandomPolicy, ReplayPolicy, derive_seed,
-                                   run_episode)
+                                   proprio_stats_of, run_episode)
 from latentwm.planning.proprio import ProprioProbe, resolve_probe
 from latentwm.planning.results import goal_texts, imagined_goal_facts, planning_table, summarize, summarize_text_goals
 from latentwm.planning.state_probe import STATE_PROBE_FILE, StateProbe
@@ -225,7 +225,7 @@ def _session(run: WorldModelRun, cfg: PlanConfig, opts: PlanningOptions, encoder
     if ds.get("actions") is None:
         raise ValueError("evaluate_planning: the run's dataset has no action statistics (trained without actions)")
     codec = ActionCodec.from_stats(ds["actions"], int(run.frame_skip), run.model.cfg.action_dim,
-                                   repeat=opts.repeat_actions)
+                                   repeat=opts.repeat_actions, relative=run.exp.data.relative_actions)
     dev = next(run.model.parameters()).device
     if encoder is None:
         encoder = DinoEncoder.from_config(run.exp.encoder, device=dev)
@@ -233,7 +233,8 @@ def _session(run: WorldModelRun, cfg: PlanConfig, opts: PlanningOptions, encoder
             raise ConfigError(f"evaluate_planning: the model was trained on latents of {run.encoder_label!r}, the "
                               f"encoder config builds {encoder.weights_label!r}{legacy_label_note(run.encoder_label)}")
     encode = encoder.encode if hasattr(encoder, "encode") else encoder
-    observer = LatentObserver(encode, NormStats.from_dict(run.data_stats["latents"]), device=dev)
+    observer = LatentObserver(encode, NormStats.from_dict(run.data_stats["latents"]), device=dev,
+                              proprio_stats=proprio_stats_of(run.data_stats, run.model.cfg))
     if isinstance(proprio_probe, (str, os.PathLike)):
         proprio_probe = ProprioProbe.load(proprio_probe, device=dev)
     if isinstance(state_probe, (str, os.PathLike)):
@@ -359,15 +360,15 @@ def run_plan(cfg: PlanRunConfig) -> dict:
     """`latentwm plan`: load the run, resolve the proprio probe, evaluate, print the table."""
     writable_out_dir(cfg.out_dir)  # before loading anything: an unwritable out dir fails now, not after the work
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    probe = None
-    if cfg.plan.proprio_weight > 0 and cfg.planners:
+    run = WorldModelRun.load(cfg.checkpoint, device=device)
+    probe = None  # a model with proprio channels predicts the proprio itself: no probe
+    if cfg.plan.proprio_weight > 0 and cfg.planners and not run.model.cfg.proprio_dim:
         probe = resolve_probe(cfg.checkpoint, cfg.proprio_probe, cfg.cache_dir or None, cfg.out_dir,
                               probe_cfg=cfg.probe, device=device)
     opts = PlanningOptions(planners=tuple(cfg.planners), baselines=tuple(cfg.baselines),
                            max_replans=cfg.max_replans or None, context=cfg.context or None,
                            repeat_actions=cfg.repeat_actions, num_videos=cfg.videos,
                            bf16=None if cfg.bf16 == "auto" else cfg.bf16 == "on", goal_text=cfg.goal_text)
-    run = WorldModelRun.load(cfg.checkpoint, device=device)
     if cfg.compile:
         run.model.compile_sampling()
     text_encoder = text_encoder_for(run.facts, cfg.text_encoder or None, "plan.goal_text") if cfg.goal_text else None

@@ -6,7 +6,11 @@ Pieces:
   (exactly `data/clips.py`'s recipe). Bounds map the env's action box into that space (padding pinned to 0). With
   `repeat=True` planners search one env action per model step, held for its `frame_skip` env steps (Push-T: an
   agent target held for 0.5 s): a 2-D instead of a 10-D search per step, which small CPU populations need.
-- `LatentObserver`: frames → encoder → latents normalized with the training cache's latent statistics.
+  `relative` (a run trained with data.relative_actions): env actions are offsets from the agent's position at
+  the model step's first frame (data/proprio.py); `absolute` adds the observed position back and clips to the box,
+  which `run_episode` does at every model-step boundary.
+- `LatentObserver`: frames → encoder → latents normalized with the training cache's latent statistics; for a model
+  with proprio channels (model.proprio_dim), the frames' normalized proprio attached to every token.
 - Policies, all with `reset(goal_frame, info)` and `act(new_frames, info) -> env actions (n, a)` (n = 0: done):
   `MPCPolicy` (a planner on the world model), `RandomPolicy`, `ReplayPolicy` (fixed actions, e.g. the dataset's).
 - `run_episode`: resets the env to a start state and alternates `act` and execution, up to `max_replans` chunks.
@@ -28,7 +32,8 @@ import torch
 
 from latentwm.config import PlanConfig
 from latentwm.data.episodes import NormStats
-from latentwm.envs.pusht import goal_metrics
+from latentwm.data.proprio import attach_proprio, latents_only
+from latentwm.envs.pusht import goal_metrics, proprio_from_state
 from latentwm.planning.base import PlanResult, initial_std, shift_plan
 from latentwm.planning.imagine import imagine
 from latentwm.planning.plan import plan
@@ -57,10 +62,11 @@ class ActionCodec:
     env_low: np.ndarray  # (a,)
     env_high: np.ndarray  # (a,)
     repeat: bool = True
+    relative: bool = False
 
     @classmethod
     def from_stats(cls, action_stats, frame_skip: int, action_dim: int, env_low=0.0, env_high=512.0,
-                   repeat: bool = True) -> "ActionCodec":
+                   repeat: bool = True, relative: bool = False) -> "ActionCodec":
         s = _norm_stats(action_stats)
         a = len(s.mean)
         if a * frame_skip > action_dim:
@@ -69,7 +75,7 @@ class ActionCodec:
         lo, hi = np.broadcast_to(np.asarray(env_low, np.float64), (a,)), np.broadcast_to(np.asarray(env_high,
                                                                                                      np.float64), (a,))
         return cls(np.asarray(s.mean, np.float64), np.asarray(s.std, np.float64), int(frame_skip), int(action_dim),
-                   lo.copy(), hi.copy(), repeat)
+                   lo.copy(), hi.copy(), repeat, relative)
 
     @property
     def env_dim(self) -> int:
@@ -92,10 +98,25 @@ class ActionCodec:
         return torch.from_numpy(out)
 
     def to_env(self, model_actions) -> np.ndarray:
-        """(k, A) model actions -> (k·frame_skip, a) env actions, denormalized and clipped to the env's box."""
+        """(k, A) model actions -> (k·frame_skip, a) env actions, denormalized and clipped to the env's box
+        (relative: offsets from the agent, clipped to the box's extent; `absolute` makes them env actions)."""
         a = torch.as_tensor(model_actions).detach().cpu().double().numpy()[:, : self.frame_skip * self.env_dim]
         env = a.reshape(-1, self.env_dim) * self.std + self.mean
-        return np.clip(env, self.env_low, self.env_high)
+        return np.clip(env, *self._box())
+
+    def absolute(self, env_actions: np.ndarray, agent_pos) -> np.ndarray:
+        """(n, a) actions of one model step -> commanded env actions: relative ones plus the agent's position at
+        the step's first frame (`agent_pos`, the first `a` proprio channels), clipped to the box; absolute ones
+        unchanged."""
+        if not self.relative:
+            return env_actions
+        return np.clip(env_actions + np.asarray(agent_pos, np.float64)[: self.env_dim], self.env_low, self.env_high)
+
+    def _box(self) -> tuple[np.ndarray, np.ndarray]:
+        """The action box in env units: the env's, or (relative) every offset that stays inside it."""
+        if self.relative:
+            return self.env_low - self.env_high, self.env_high - self.env_low
+        return self.env_low, self.env_high
 
     # ---- planning space -------------------------------------------------------------------------------------
     def expand(self, plan_actions: torch.Tensor) -> torch.Tensor:
@@ -108,37 +129,60 @@ class ActionCodec:
 
     def bounds(self, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(plan_dim,) low/high in the planning space (normalized env box; model padding pinned to 0)."""
-        lo = ((self.env_low - self.mean) / self.std).astype(np.float32)
-        hi = ((self.env_high - self.mean) / self.std).astype(np.float32)
+        low, high = self._box()
+        lo = ((low - self.mean) / self.std).astype(np.float32)
+        hi = ((high - self.mean) / self.std).astype(np.float32)
         if not self.repeat:
             k = self.frame_skip * self.env_dim
             lo = np.concatenate([np.tile(lo, self.frame_skip), np.zeros(self.action_dim - k, np.float32)])
             hi = np.concatenate([np.tile(hi, self.frame_skip), np.zeros(self.action_dim - k, np.float32)])
         return torch.from_numpy(lo).to(device), torch.from_numpy(hi).to(device)
 
-    def hold(self, env_action: np.ndarray, horizon: int, device=None) -> torch.Tensor:
-        """(H, plan_dim): command `env_action` (e.g. the agent's own position: stay) at every step."""
-        a = np.asarray(env_action, np.float64).reshape(1, -1)
+    def hold(self, agent_pos: np.ndarray, horizon: int, device=None) -> torch.Tensor:
+        """(H, plan_dim): stay at every step: command the agent's own position `agent_pos` (relative: offset 0)."""
+        a = np.zeros((1, self.env_dim)) if self.relative else np.asarray(agent_pos, np.float64).reshape(1, -1)
         step = self.normalize(a)[0] if self.repeat else self.to_model(np.repeat(a, self.frame_skip, 0))[0]
         return torch.as_tensor(np.asarray(step, np.float32), device=device).expand(horizon, -1).clone()
+
+
+def proprio_stats_of(data_stats: dict, model_cfg) -> NormStats | None:
+    """The proprio statistics a model with proprio channels was trained with (its first dataset with proprio, as a
+    checkpoint's data_stats hold them); None for a model without them."""
+    if not model_cfg.proprio_dim:
+        return None
+    for d in data_stats["datasets"].values():
+        if d.get("proprio") is not None:
+            return NormStats.from_dict(d["proprio"])
+    raise ValueError("the model takes proprio channels (model.proprio_dim > 0) but its data statistics hold no proprio")
 
 
 class LatentObserver:
     """uint8 frames (B, H, W, 3) -> (B, N, D) latents on `device`, normalized (x − mean) / std with the latent
     statistics the model was trained with. `encode` must return the encoder's LayerNorm-ed tokens WITHOUT dataset
-    statistics (`DinoEncoder.encode` before `set_stats`), or pass stats=None when it already applies them."""
+    statistics (`DinoEncoder.encode` before `set_stats`), or pass stats=None when it already applies them.
+    proprio_stats (the training data's proprio NormStats; a model with proprio channels): each frame's proprio
+    (B, P) raw, which every call must then give, is normalized and attached to every token -> (B, N, D + P)."""
 
-    def __init__(self, encode: Callable[[np.ndarray], torch.Tensor], latent_stats=None, device=None):
+    def __init__(self, encode: Callable[[np.ndarray], torch.Tensor], latent_stats=None, device=None,
+                 proprio_stats=None):
         self.encode, self.device = encode, torch.device(device or "cpu")
         self.mean = self.std = None
         if latent_stats is not None:
             s = _norm_stats(latent_stats)
             self.mean = torch.as_tensor(s.mean, dtype=torch.float32, device=self.device)
             self.std = torch.as_tensor(s.std, dtype=torch.float32, device=self.device)
+        self.proprio_stats = None if proprio_stats is None else _norm_stats(proprio_stats)
 
-    def __call__(self, frames: np.ndarray) -> torch.Tensor:
+    def __call__(self, frames: np.ndarray, proprio: np.ndarray | None = None) -> torch.Tensor:
         x = torch.as_tensor(self.encode(np.ascontiguousarray(frames))).to(self.device, torch.float32)
-        return x if self.mean is None else (x - self.mean) / self.std
+        x = x if self.mean is None else (x - self.mean) / self.std
+        if self.proprio_stats is None:
+            return x
+        if proprio is None or len(proprio) != len(x):
+            raise ValueError(f"LatentObserver: the model takes proprio channels; give the proprio of each of the "
+                             f"{len(x)} frames (got {None if proprio is None else len(proprio)})")
+        p = torch.from_numpy(self.proprio_stats.normalize(np.asarray(proprio, np.float64))).to(self.device)
+        return attach_proprio(x, p)
 
 
 class Policy(Protocol):
@@ -184,7 +228,8 @@ class MPCPolicy:
         self.horizon = cfg.horizon
         self.exec_steps = min(cfg.exec_steps, cfg.horizon)
         self.device = next(model.parameters()).device
-        use = proprio_probe is not None and cfg.proprio_weight > 0
+        self.channels = model.cfg.proprio_dim  # proprio in the frames: the cost reads the model's own prediction
+        use = proprio_probe is not None and cfg.proprio_weight > 0 and not self.channels
         self.probe = proprio_probe.to(self.device) if use else None
         use = state_probe is not None and cfg.state_weight > 0
         self.state_probe = state_probe.to(self.device) if use else None
@@ -207,7 +252,11 @@ class MPCPolicy:
         if self.goal_text is not None:  # the goal is imagined at the first call
             self.goal = None
             return
-        self.goal = self.observer(goal_frame[None])[0]
+        if self.channels and "goal_proprio" not in info:
+            raise ValueError("MPCPolicy: the model takes proprio channels; the goal's proprio is needed "
+                             "(info['goal_proprio'] at reset)")
+        self.goal = self.observer(goal_frame[None], np.asarray(info["goal_proprio"])[None] if self.channels
+                                  else None)[0]
         if self.probe is not None:
             if "goal_proprio" not in info:
                 raise ValueError("MPCPolicy: a proprio probe needs the goal's proprio (info['goal_proprio'] at reset)")
@@ -215,7 +264,7 @@ class MPCPolicy:
         if self.state_probe is not None:
             w = self.cfg.state_weight
             self.state = (StateGoal.from_state(self.state_probe, info["goal_state"], w) if "goal_state" in info
-                          else StateGoal.from_latents(self.state_probe, self.goal, w))
+                          else StateGoal.from_latents(self.state_probe, latents_only(self.goal, self.channels), w))
 
     def imagine_goal(self, history: torch.Tensor) -> None:
         """The text goal: `horizon` frames imagined from `history` (1, C, N, D) under the sentence; the last is the
@@ -232,12 +281,13 @@ class MPCPolicy:
                 self.proprio = ProprioGoal(self.probe, self.probe(probe_features(self.model, h))[0],
                                            self.cfg.proprio_weight)
         if self.state_probe is not None:
-            self.state = StateGoal.from_latents(self.state_probe, self.goal, self.cfg.state_weight)
+            self.state = StateGoal.from_latents(self.state_probe, latents_only(self.goal, self.channels),
+                                                self.cfg.state_weight)
         self.imagine_seconds = time.perf_counter() - t0
 
     def act(self, new_frames: list[np.ndarray], info: dict) -> np.ndarray:
         if new_frames:
-            self.latents.extend(self.observer(np.stack(new_frames)))
+            self.latents.extend(self.observer(np.stack(new_frames), info.get("frame_proprio")))
         C = min(self.context, len(self.latents))
         history = torch.stack(self.latents[-C:])[None]
         if self.goal is None:
@@ -316,13 +366,14 @@ def run_episode(env, policy, start_state: np.ndarray, goal_state: np.ndarray, go
     is the goal state itself (`info["goal_state"]`, read by a state probe's pose term). goal_text: a sentence
     embedding (E,) handed over as `info["goal_text"]`: an `MPCPolicy` then plans toward its imagined goal instead of
     `goal_frame` (the episode is still scored against `goal_state`).
-    Each of at most `max_replans` chunks: policy.act(frames at model-step boundaries since the last call, info) ->
-    env actions, executed; then DINO-WM's Push-T test on the state reached (see the module docstring).
+    Each of at most `max_replans` chunks: policy.act(frames at model-step boundaries since the last call, info with
+    "frame_proprio": those frames' proprio) -> env actions, executed (a policy whose `codec` is relative gets the
+    agent's position at each model step's first frame added, `ActionCodec.absolute`); then DINO-WM's Push-T test
+    on the state reached (see the module docstring).
     Returns success, success_step (env steps when first successful, or None), final_distance, final
     block_pos_diff / angle_diff / agent_pos_diff, start_distance and start_success (the goal test already passed
-    at the start),
-    seconds_per_plan (mean planning wall time per call, 0 for policies that do not plan), plans, env_steps, and
-    `frames` (T, H, W, 3) of the executed episode when `record`.
+    at the start), seconds_per_plan (mean planning wall time per call, 0 for policies that do not plan), plans,
+    env_steps, and `frames` (T, H, W, 3) of the executed episode when `record`.
     """
     frame, info = env.reset(state=start_state)
     goal = {"goal_state": np.asarray(goal_state, np.float64)}
@@ -333,20 +384,24 @@ def run_episode(env, policy, start_state: np.ndarray, goal_state: np.ndarray, go
     policy.reset(goal_frame, {**info, **goal}, seed=seed)
     m0 = goal_metrics(env.state(), goal_state)
     start_success = bool(m0["success"])
-    boundary, frames, steps = [frame], [frame] if record else [], 0
+    boundary, proprio, frames, steps = [frame], [proprio_from_state(env.state())], [frame] if record else [], 0
     success, success_step, joint = False, None, False
+    codec = getattr(policy, "codec", None)
     for _ in range(max_replans):
-        env_actions = policy.act(boundary, info)
-        boundary = []
+        env_actions = policy.act(boundary, {**info, "frame_proprio": np.stack(proprio)})
+        boundary, proprio = [], []
         if len(env_actions) == 0:
             break
         for i, a in enumerate(env_actions):
-            frame, _, _, _, info = env.step(a)
+            if codec is not None and i % frame_skip == 0:
+                anchor = env.state()[:2]  # the agent's position at the model step's first frame
+            frame, _, _, _, info = env.step(a if codec is None else codec.absolute(a, anchor))
             steps += 1
             if record:
                 frames.append(frame)
             if (i + 1) % frame_skip == 0:
                 boundary.append(frame)
+                proprio.append(proprio_from_state(env.state()))
         now = goal_metrics(env.state(), goal_state)
         joint = joint or now["success_joint"]
         if now["success"]:

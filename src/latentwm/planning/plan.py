@@ -47,7 +47,8 @@ def plan(model, history: torch.Tensor, goal: torch.Tensor, horizon: int, cfg, lo
     with amp:
         obj = LatentGoalObjective(model, history, goal, history_actions, sample_steps=k, tau_ctx=tau_ctx,
                                   cost=cfg.cost, all_frames=cfg.cost_all_frames, seed=seed, cache=cache,
-                                  proprio=proprio, state=state, visual_weight=cfg.visual_weight)
+                                  proprio=proprio, state=state, visual_weight=cfg.visual_weight,
+                                  proprio_weight=cfg.proprio_weight)
         sampling = {} if name == "gradient" else {"init_std": cfg.init_std}
         res = PLANNERS[name](_Float32(obj if expand is None else MappedObjective(obj, expand)), horizon, low, high,
                              cfg.planner_config(name), init=init, generator=generator, **sampling)

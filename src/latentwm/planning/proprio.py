@@ -29,6 +29,7 @@ from torch import nn
 from latentwm.config import ProbeConfig
 from latentwm.config.jsonfile import read_json
 from latentwm.data.batch import collate
+from latentwm.data.clip_sets import model_clip_kwargs
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.latent_cache import LatentCache, _atomic_write
 from latentwm.model.layers import mlp
@@ -163,11 +164,9 @@ def train_proprio_probe(model, cache_dir: str | os.PathLike, exp, cfg: ProbeConf
     `cfg.clips` clips per split, then the MLP trains `cfg.steps` Adam steps on minibatches of frames. Returns
     (probe, metrics) with held-out RMSE in raw proprio units, the constant-mean baseline's, and R² per dim.
     """
-    d = exp.data
     clip_len = clip_len or exp.data.clip_len
     # text=False: features are read as planning reads them, without text (the null text token)
-    kw = dict(frame_skip=d.frame_skip, action_dim=exp.model.action_dim, eval_fraction=d.eval_fraction, seed=d.seed,
-              text=False)
+    kw = model_clip_kwargs(exp, text=False)
     train = LatentClipDataset(cache_dir, clip_len, split="train", **kw)
     held = LatentClipDataset(cache_dir, clip_len, split="eval", **kw)
     if len(train) == 0:

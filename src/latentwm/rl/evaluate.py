@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from latentwm.config import PlanConfig
-from latentwm.envs.pusht import PushTEnv
+from latentwm.envs.pusht import PushTEnv, proprio_from_state
 from latentwm.eval.visualize import save_gif
 from latentwm.planning.mpc import ActionCodec, LatentObserver, RandomPolicy, derive_seed
 from latentwm.rl.heads import AgentHeads, frame_features
@@ -29,13 +29,13 @@ class HeadsPolicy:
         self.context = max(1, min(context, model.cfg.context_frames))
 
     def reset(self, frame: np.ndarray, info: dict, seed: int = 0) -> None:
-        self.latents = [self.observer(frame[None])[0]]
+        self.latents = [self.observer(frame[None], info.get("frame_proprio"))[0]]
         self.actions: list[torch.Tensor] = []
 
     @torch.no_grad()
     def act(self, frames: list[np.ndarray], info: dict) -> np.ndarray:
         if frames:
-            self.latents.extend(self.observer(np.stack(frames)))
+            self.latents.extend(self.observer(np.stack(frames), info.get("frame_proprio")))
         C = min(self.context, len(self.latents))
         z = torch.stack(self.latents[-C:])[None]  # (1, C, N, D)
         A = self.model.cfg.action_dim
@@ -54,7 +54,9 @@ class _Random:
     """Random model steps from the planners' initial distribution around the agent (see planning.mpc)."""
 
     def __init__(self, codec: ActionCodec, seed: int):
-        held = ActionCodec(codec.mean, codec.std, codec.frame_skip, codec.action_dim, codec.env_low, codec.env_high)
+        held = ActionCodec(codec.mean, codec.std, codec.frame_skip, codec.action_dim, codec.env_low, codec.env_high,
+                           relative=codec.relative)
+        self.codec = held
         self.policy, self.seed, self.name = RandomPolicy(held, PlanConfig(horizon=1, exec_steps=1)), seed, "random"
 
     def reset(self, frame, info, seed: int = 0):
@@ -65,12 +67,16 @@ class _Random:
 
 
 def run_agent_episode(env, policy, seed: int, max_model_steps: int, frame_skip: int, record: bool = False) -> dict:
+    """One episode from a seeded reset: `policy.act(new boundary frames, info with their "frame_proprio")` per
+    model step; relative actions (the policy's codec) get the agent's position at the step's first frame added."""
     frame, info = env.reset(seed=seed)
-    policy.reset(frame, info, seed=seed)
+    policy.reset(frame, {**info, "frame_proprio": proprio_from_state(env.state())[None]}, seed=seed)
     frames, boundary, ret, best, success = ([frame] if record else []), [], 0.0, info["coverage"], False
     for _ in range(max_model_steps):
-        for i, a in enumerate(policy.act(boundary, info)):
-            frame, r, term, _, info = env.step(a)
+        step_info = {**info, "frame_proprio": proprio_from_state(env.state())[None]}
+        anchor = env.state()[:2]
+        for i, a in enumerate(policy.act(boundary, step_info)):
+            frame, r, term, _, info = env.step(policy.codec.absolute(a, anchor))
             ret += r
             best = max(best, info["coverage"])
             success = success or bool(info["is_success"])

@@ -16,11 +16,12 @@ import torch
 from latentwm.config import ConfigError, RLConfig
 from latentwm.data.batch import collate
 from latentwm.data.cache_integrity import legacy_label_note, same_encoder
+from latentwm.data.clip_sets import model_clip_kwargs
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import NormStats
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.objectives import make_objective
-from latentwm.planning.mpc import ActionCodec, LatentObserver
+from latentwm.planning.mpc import ActionCodec, LatentObserver, proprio_stats_of
 from latentwm.rl.bc import dataset_features, heads_loss
 from latentwm.rl.evaluate import evaluate_agents
 from latentwm.rl.heads import AgentHeads
@@ -43,9 +44,8 @@ class RLRun:
             self._load_finetuned()
         self.state = state
         d = self.exp.data
-        self.data = LatentClipDataset(cfg.cache_dir or d.cache_dir, cfg.clip_len, frame_skip=d.frame_skip,
-                                      action_dim=self.exp.model.action_dim, split="train",
-                                      eval_fraction=d.eval_fraction, seed=d.seed, text=False)
+        self.data = LatentClipDataset(cfg.cache_dir or d.cache_dir, cfg.clip_len, split="train",
+                                      **model_clip_kwargs(self.exp, text=False))
         check_pairing(state, self.data.cache.info, self.data.cache.path)  # heads on another encoder's latents
         if len(self.data) == 0:
             raise ConfigError(f"rl: no training clip of {cfg.clip_len} frames in {self.data.cache.path}")
@@ -54,7 +54,7 @@ class RLRun:
         if stats is None:
             raise ConfigError("rl: the model's dataset has no actions (trained action-free); RL needs actions")
         self.codec = ActionCodec.from_stats(stats, state.get("frame_skip") or d.frame_skip,
-                                            self.exp.model.action_dim, repeat=False)
+                                            self.exp.model.action_dim, repeat=False, relative=d.relative_actions)
         self.low, self.high = (t.to(self.device) for t in self.codec.bounds())
         self.feature_dim = self.model.layout.registers * self.model.cfg.width
         if self.feature_dim == 0:
@@ -178,7 +178,8 @@ class RLRun:
             raise ConfigError(f"rl: the model was trained on latents of {trained!r}, its encoder config builds "
                               f"{encoder.weights_label!r}{legacy_label_note(trained)}")
         observer = LatentObserver(encoder.encode, NormStats.from_dict(self.state["data_stats"]["latents"]),
-                                  device=self.device)
+                                  device=self.device,
+                                  proprio_stats=proprio_stats_of(self.state["data_stats"], self.model.cfg))
         t0 = time.time()
         res = evaluate_agents(self.model, policies, observer, self.codec, self.cfg.context, self.cfg.eval_episodes,
                               self.cfg.eval_max_steps, self.cfg.seed, out_dir=self.out / "eval",

@@ -11,6 +11,7 @@ from torch.utils.data import Subset
 import torch
 
 from latentwm.config import ConfigError, EvalConfig
+from latentwm.data.clip_sets import model_clip_kwargs
 from latentwm.data.clips import LatentClipDataset, eval_loader
 from latentwm.data.latent_cache import LatentCache
 from latentwm.eval.metrics import rollout_errors
@@ -31,9 +32,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     C, H, K = cfg.context or r.context, cfg.horizon or r.horizon, cfg.sample_steps or r.sample_steps
     cache = LatentCache(cfg.cache_dir or d.cache_dir)
     check_pairing(state, cache.info, cache.path)  # latents of another encoder would give numbers, all wrong
-    data = LatentClipDataset(cache, C + H, frame_skip=d.frame_skip, action_dim=exp.model.action_dim,
-                             split=cfg.split, eval_fraction=d.eval_fraction, seed=d.seed,
-                             text=exp.model.text_dim > 0)
+    data = LatentClipDataset(cache, C + H, split=cfg.split, **model_clip_kwargs(exp))
     if len(data) == 0:
         raise ConfigError(f"eval: no {cfg.split} clip of {C + H} frames in {data.cache.path}")
     data = clip_subset(data, cfg.max_clips)

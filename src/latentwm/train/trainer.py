@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from latentwm.config import ConfigError, ExperimentConfig, TextEncoderConfig
 from latentwm.data.batch import WorldBatch, collate
-from latentwm.data.clips import eval_loader, make_clip_datasets
+from latentwm.data.clips import eval_loader
+from latentwm.data.clip_sets import make_clip_datasets
 from latentwm.data.online import make_online_datasets
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.encoders.encode import text_embedding
