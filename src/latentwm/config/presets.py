@@ -75,15 +75,21 @@ def _tiny() -> ExperimentConfig:
     )
 
 
+PUSHT_CONDITIONING = dict(model__proprio_dim=4, data__relative_actions=True)
+"""DINO-WM's Push-T conditioning, on in the Push-T presets: the agent's proprio (x, y, vx, vy) on every token,
+predicted with the frame and planned on, and actions relative to the agent (data/proprio.py)."""
+
+
 def _smoke() -> ExperimentConfig:
     """CI demo (`latentwm demo --preset smoke`, < 5 minutes): the tiny model (67k parameters), a short run."""
     base = _tiny()
     return base.replace(preset="smoke", train=dataclasses.replace(base.train, steps=150, eval_every=150,
-                                                                    ckpt_every=150))
+                                                                    ckpt_every=150), **PUSHT_CONDITIONING)
 
 
 def _cpu() -> ExperimentConfig:
-    """The CPU demo: 1.13M parameters; 8×8 grid of the 64-wide tiny-random encoder at 112 px."""
+    """The CPU demo: 1.18M parameters; 8×8 grid of the 64-wide tiny-random encoder at 112 px, with the Push-T
+    proprio channels and relative actions."""
     enc = EncoderConfig(name="tiny-random", image_size=112, batch_size=64)
     model = ModelConfig(latent_dim=64, latent_grid=8, width=128, depth=6, heads=4, kv_heads=2, time_every=2,
                         registers=4, action_dim=10, context_frames=16, softcap=50.0, k_max=32)
@@ -97,7 +103,7 @@ def _cpu() -> ExperimentConfig:
         train=TrainConfig(steps=800, lr=1e-3, warmup_steps=100, eval_every=100, ckpt_every=200,
                           ema_decay=0.995),
         plan=DEMO_PLAN,
-    )
+    ).replace(**PUSHT_CONDITIONING)
 
 
 def _pusht_scale(name: str, width: int, depth: int, steps: int, batch: int) -> ExperimentConfig:

@@ -43,6 +43,17 @@ def latents_only(frames: torch.Tensor, proprio_dim: int) -> torch.Tensor:
     return frames[..., :-proprio_dim] if proprio_dim else frames
 
 
+def proprio_stats_of(data_stats: dict, model_cfg) -> NormStats | None:
+    """The proprio statistics a model with proprio channels was trained with (its first dataset with proprio, as a
+    checkpoint's data_stats hold them); None for a model without them."""
+    if not model_cfg.proprio_dim:
+        return None
+    for d in data_stats["datasets"].values():
+        if d.get("proprio") is not None:
+            return NormStats.from_dict(d["proprio"])
+    raise ValueError("the model takes proprio channels (model.proprio_dim > 0) but its data statistics hold no proprio")
+
+
 def relative_to_agent(actions: np.ndarray, anchor: np.ndarray) -> np.ndarray:
     """actions (L, k, a) commanded env actions of L model steps, anchor (L, ≥ a) the proprio of each model step's
     first frame -> (L, k, a) offsets from the agent's position (its first `a` channels)."""
@@ -80,4 +91,5 @@ def relative_action_stats(cache, dataset: str, stride: int = 1) -> NormStats:
     return compute_norm_stats(rows, masks)
 
 
-__all__ = ["attach_proprio", "latents_only", "relative_action_stats", "relative_to_agent", "split_proprio"]
+__all__ = ["attach_proprio", "latents_only", "proprio_stats_of", "relative_action_stats", "relative_to_agent",
+           "split_proprio"]

@@ -31,6 +31,7 @@ from latentwm.config.jsonfile import read_json
 from latentwm.data.clips import LatentClipDataset, eval_loader
 from latentwm.data.clip_sets import make_clip_datasets, model_clip_kwargs
 from latentwm.data.latent_cache import LatentCache, encode_to_cache
+from latentwm.data.proprio import latents_only
 from latentwm.data.sources.pusht import generate_pusht, load_pusht, policy_counts
 from latentwm.demo.planning import fit_proprio_probe, place_beside, plan_demo
 from latentwm.demo.stages import Stages
@@ -335,7 +336,7 @@ def evaluate(trainer: Trainer, exp: ExperimentConfig, state_probe: StateProbe | 
     if r.sample_steps != 1:
         out["k=1"] = run(trainer.eval_batches(), sample_steps=1, tau_ctx=1.0)
     if state_probe is not None:
-        out["state_error"] = state_errors(state_probe, main["examples"])
+        out["state_error"] = state_errors(state_probe, main["examples"], exp.model.proprio_dim)
         main["examples"] = [tuple(t[: GIFS - i] for t in ex) for i, ex in enumerate(main["examples"][:GIFS])]
     return out
 
@@ -355,10 +356,11 @@ def text_horizon_eval(cfg: DemoConfig, trainer: Trainer, exp: ExperimentConfig, 
                           text_guidance=r.text_guidance)
 
 
-def state_errors(probe: StateProbe, examples: list) -> dict:
+def state_errors(probe: StateProbe, examples: list, proprio_dim: int = 0) -> dict:
     """Per-horizon agent px / block px / angle ° between the probe's reading of predicted and true frames, for the
-    model, copy-last and the context average; "probe": the probe's own held-out error on true frames."""
-    truth, pred, ctx = (torch.cat(t) for t in zip(*examples))
+    model, copy-last and the context average; "probe": the probe's own held-out error on true frames. proprio_dim:
+    the frames' proprio channels (the probe reads the encoder channels)."""
+    truth, pred, ctx = (latents_only(torch.cat(t), proprio_dim) for t in zip(*examples))
     res = pose_errors(probe, pred, truth, baselines={"copy_last": ctx[:, -1:],
                                                      "context_average": ctx.float().mean(1, keepdim=True)})
     return {"model": {k: v for k, v in res.items() if k != "baselines"}, **res["baselines"],

@@ -32,9 +32,12 @@ def place_beside(path: Path, folder: Path) -> None:
 
 def fit_proprio_probe(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, out: Path,
                       kept: dict | None) -> dict:
-    """DINO-WM plans on visual + proprio MSE; the agent state is read from the model's features (the kept weights)
-    by a probe, saved to `<out>/proprio_probe/` and beside the checkpoints (where `latentwm plan` finds it)."""
+    """DINO-WM plans on visual + proprio MSE. A model with proprio channels predicts the agent's proprio itself
+    (nothing to fit); otherwise the agent state is read from the model's features (the kept weights) by a probe,
+    saved to `<out>/proprio_probe/` and beside the checkpoints (where `latentwm plan` finds it)."""
     step = kept["step"] if kept else trainer.state.step
+    if exp.model.proprio_dim:
+        return {"model_step": step, "fitted": False, "why": "the model predicts the proprio (model.proprio_dim)"}
     probe, metrics = train_proprio_probe(trainer.ema, out / "latents", exp, preset(cfg.preset).probe, seed=cfg.seed)
     probe.save(out / "proprio_probe" / PROBE_FILE, {**metrics, "model_step": step})
     return {"model_step": step}
@@ -47,8 +50,10 @@ def plan_demo(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, encoder,
     sizes.text_goal_planners again on the same starts toward goals given as sentences ("text_goal"); with a state
     probe and cfg.state_cost_diagnosis, "state_probe_cost": CEM on the same goals and seeds, planned on the probe's
     pose cost alone."""
-    place_beside(out / "proprio_probe" / PROBE_FILE, Path(exp.train.out_dir))
-    probe = ProprioProbe.load(out / "proprio_probe" / PROBE_FILE)
+    probe = None
+    if not exp.model.proprio_dim:
+        place_beside(out / "proprio_probe" / PROBE_FILE, Path(exp.train.out_dir))
+        probe = ProprioProbe.load(out / "proprio_probe" / PROBE_FILE)
     plan_cfg: PlanConfig = dataclasses.replace(exp.plan, num_goals=cfg.goals())
     run = WorldModelRun.from_cache(trainer.ema, exp, out / "latents")
     plan = functools.partial(evaluate_planning, run, out / "episodes", cache_dir=out / "latents", encoder=encoder)

@@ -150,12 +150,12 @@ class PushTEnv:
         reward = float(np.clip(coverage / sim.success_threshold, 0.0, 1.0))
         return self._frame, reward, bool(coverage > sim.success_threshold), False, dict(self._last_info)
 
-    def advance(self, actions) -> np.ndarray:
+    def advance(self, actions, render: bool = True) -> np.ndarray | None:
         """Execute (k, 2) actions and return only the last frame: the same physics as k `step` calls without
         rendering or scoring the frames in between, which is most of a step's cost. For evaluating many candidate
-        plans (planning/cost_quality.py)."""
+        plans (planning/cost_quality.py). render False: no frame now (None; `frame()` renders it when asked)."""
         self._simulate(np.asarray(actions, dtype=np.float64).reshape(-1, 2))
-        self._frame = self._observe()
+        self._frame = self._observe() if render else None
         self._last_info = self._info(self._coverage())
         return self._frame
 

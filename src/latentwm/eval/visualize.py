@@ -65,7 +65,9 @@ def decoded_frames(decoder, latents: torch.Tensor, latent_stats=None, size: int 
 
     decoder: an RAEDecoder (`encoders.decoder.load_decoder(run)[0]`). latent_stats: the NormStats (or its dict) the
     latents were normalized with — a dynamics checkpoint's `data_stats["latents"]`; None when they are the encoder's
-    own LayerNorm-ed latents."""
+    own LayerNorm-ed latents. Frames with proprio channels after the encoder's (model.proprio_dim, data/proprio.py)
+    are decoded from their encoder channels."""
+    latents = latents[..., : decoder.spec.latent_dim]
     img = torch.from_numpy(decode_latents(decoder, latents.detach().cpu(), latent_stats)).permute(0, 3, 1, 2)
     if img.shape[-1] != size:
         img = torch.nn.functional.interpolate(img.float(), size=(size, size), mode="bilinear", antialias=True,

@@ -49,6 +49,18 @@ def spearman(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def advance_plan(sim: PushTEnv, codec: ActionCodec, plan: torch.Tensor) -> np.ndarray:
+    """Execute a (H, plan_dim) planning-space plan in `sim` (relative actions anchored at the agent's position at
+    each model step's first frame, as `mpc.run_episode` executes them); returns the last frame."""
+    env = codec.to_env(codec.expand(plan))
+    if not codec.relative:
+        return sim.advance(env)
+    chunks = env.reshape(-1, codec.frame_skip, env.shape[-1])
+    for i, chunk in enumerate(chunks):
+        sim.advance(codec.absolute(chunk, sim.state()[:2]), render=i == len(chunks) - 1)
+    return sim.frame()
+
+
 class SimCosts:
     """Executes (P, H, k) planning-space candidates from a state in a private simulator; returns every cost."""
 
@@ -60,7 +72,7 @@ class SimCosts:
         frames, dists = [], []
         for c in candidates:
             self.sim.reset(state=start_state)
-            frames.append(self.sim.advance(self.codec.to_env(self.codec.expand(c))))
+            frames.append(advance_plan(self.sim, self.codec, c))
             dists.append(goal_metrics(self.sim.state(), goal_state)["state_dist"])
         frames = np.stack(frames)  # (P, H, W, 3)
         out = {"state": np.asarray(dists)}
@@ -113,10 +125,11 @@ def cost_quality(goals: list, codec: ActionCodec, observer: LatentObserver, plan
             row = {"goal": g.index, **{f"{c}_rank_corr": corr[c][-1] for c in costs}}
             if settings.cem:
                 for c in planned:
-                    ok, dist = _cem_on_sim(sim, env, codec, g, goal_latent, plan_cfg, c, settings.max_plans)
+                    ok, m = _cem_on_sim(sim, env, codec, g, goal_latent, plan_cfg, c, settings.max_plans)
                     cem[c]["success"].append(ok)
-                    cem[c]["final_distance"].append(dist)
-                    row.update({f"{c}_cem_success": ok, f"{c}_cem_final_distance": dist})
+                    cem[c]["final_distance"].append(m["state_dist"])
+                    row.update({f"{c}_cem_success": ok, f"{c}_cem_final_distance": m["state_dist"],
+                                f"{c}_cem_block_px": m["block_pos_diff"], f"{c}_cem_joint": m["success_joint"]})
             per_goal.append(row)
             log("goal {}: rank corr {}".format(g.index, " ".join(f"{c} {corr[c][-1]:.2f}" for c in costs))
                 + (" | CEM-on-sim " + " ".join(f"{c} {'✓' if cem[c]['success'][-1] else '✗'} "
@@ -145,8 +158,9 @@ def _random_plans(codec: ActionCodec, g, cfg: PlanConfig, n: int) -> torch.Tenso
 
 
 def _cem_on_sim(sim: SimCosts, env: PushTEnv, codec: ActionCodec, g, goal_latent, cfg: PlanConfig, cost: str,
-                max_plans: int) -> tuple[bool, float]:
-    """CEM with the simulator as the model under `cost`; (success at any replanning point, final state distance)."""
+                max_plans: int) -> tuple[bool, dict]:
+    """CEM with the simulator as the model under `cost`; (success at any replanning point, `goal_metrics` of the
+    last state)."""
     low, high = codec.bounds()
     env.reset(state=g.start_state)
     m = goal_metrics(env.state(), g.goal_state)
@@ -159,12 +173,11 @@ def _cem_on_sim(sim: SimCosts, env: PushTEnv, codec: ActionCodec, g, goal_latent
         res = plan_cem(objective, cfg.horizon, low, high, cfg.cem, init_std=cfg.init_std,
                        init=codec.hold(s0[:2], cfg.horizon),
                        generator=torch.Generator().manual_seed(1000 * g.index + rep))
-        for a in codec.to_env(codec.expand(res.actions)):
-            env.step(a)
+        advance_plan(env, codec, res.actions)
         m = goal_metrics(env.state(), g.goal_state)
         if m["success"]:
-            return True, m["state_dist"]
-    return False, m["state_dist"]
+            return True, m
+    return False, m
 
 
 def encoder_cost_quality(encode, episodes_dir, exp: ExperimentConfig, num_goals: int = 8,

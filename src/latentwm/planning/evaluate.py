@@ -36,6 +36,7 @@ from latentwm.config import BASELINE_NAMES, PLANNER_NAMES, ConfigError, Experime
 from latentwm.data.cache_integrity import legacy_label_note, same_encoder
 from latentwm.data.clips import split_episodes
 from latentwm.data.episodes import NormStats, load_episode
+from latentwm.data.proprio import proprio_stats_of
 from latentwm.data.latent_cache import LatentCache
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.envs.pusht import PushTEnv, proprio_from_state
@@ -43,7 +44,7 @@ from latentwm.eval.visualize import save_gif, side_by_side
 from latentwm.planning.base import bf16_is_fast
 from latentwm.planning.imagine import text_encoder_for
 from latentwm.planning.mpc import (ActionCodec, LatentObserver, MPCPolicy, RandomPolicy, ReplayPolicy, derive_seed,
-                                   proprio_stats_of, run_episode)
+                                   run_episode)
 from latentwm.planning.proprio import ProprioProbe, resolve_probe
 from latentwm.planning.results import goal_texts, imagined_goal_facts, planning_table, summarize, summarize_text_goals
 from latentwm.planning.state_probe import STATE_PROBE_FILE, StateProbe
@@ -315,6 +316,8 @@ def _cost_text(s: _Session) -> str:
     terms = [] if s.cfg.visual_weight == 0 else [("" if s.cfg.visual_weight == 1 else f"{s.cfg.visual_weight:g} × ")
                                                   + "visual MSE"]
     terms += [f"{s.cfg.proprio_weight:g} × proprio MSE (probe)"] if s.probe is not None else []
+    if s.run.model.cfg.proprio_dim and s.cfg.proprio_weight:
+        terms += [f"{s.cfg.proprio_weight:g} × proprio MSE (the model's predicted proprio)"]
     terms += [f"{s.cfg.state_weight:g} × pose error (state probe)"] if s.state_probe is not None else []
     return " + ".join(terms)
 

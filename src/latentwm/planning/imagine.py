@@ -45,6 +45,7 @@ from latentwm.config.planning import TEXT_GOAL_GUIDANCE
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import NormStats
 from latentwm.data.latent_cache import LatentCache, _atomic_write
+from latentwm.data.proprio import attach_proprio, proprio_stats_of
 from latentwm.encoders.text import TextEncoder
 from latentwm.eval.visualize import rollout_video, save_gif
 from latentwm.rollout import rollout
@@ -142,8 +143,10 @@ def _named_entry(cache: LatentCache, episode: str, camera: str) -> int:
     return cams[0]
 
 
-def _frames(cache: LatentCache, cfg: ImagineConfig, exp, C: int, H: int, fs: int, stats: NormStats):
-    """(entry, start, context (C, N, D), real continuation (≤ H, N, D)) in the model's normalized space."""
+def _frames(cache: LatentCache, cfg: ImagineConfig, exp, C: int, H: int, fs: int, stats: NormStats,
+            proprio: NormStats | None = None):
+    """(entry, start, context (C, N, D), real continuation (≤ H, N, D)) in the model's normalized space (proprio:
+    the statistics of a model with proprio channels, attached to every token)."""
     if cfg.episode.strip().lstrip("-").isdigit():
         entry, start = _held_out_clip(cache, exp, int(cfg.episode), C + H, fs)
         start = start if cfg.start < 0 else cfg.start
@@ -156,8 +159,10 @@ def _frames(cache: LatentCache, cfg: ImagineConfig, exp, C: int, H: int, fs: int
                           f"context frames {fs} apart need frames {start}..{start + (C - 1) * fs}, the episode has "
                           f"{T} (give imagine.start <= {max(T - 1 - (C - 1) * fs, 0)} or fewer context frames)")
     idx = [t for t in start + fs * np.arange(C + H) if t < T]
-    lat = (cache.load_episode(entry)["latents"][idx] - stats.mean) / stats.std
-    lat = torch.from_numpy(lat.astype(np.float32))
+    ep = cache.load_episode(entry)
+    lat = torch.from_numpy(((ep["latents"][idx] - stats.mean) / stats.std).astype(np.float32))
+    if proprio is not None:
+        lat = attach_proprio(lat, torch.from_numpy(proprio.normalize(ep["proprio"][idx])))
     return entry, start, lat[:C], lat[C:]
 
 
@@ -173,7 +178,8 @@ def run_imagine(cfg: ImagineConfig) -> dict:
     check_pairing(state, cache.info, cache.path)
     C, H = cfg.context or exp.rollout.context, cfg.horizon or exp.rollout.horizon
     fs, stats = int(state.get("frame_skip") or exp.data.frame_skip), NormStats.from_dict(state["data_stats"]["latents"])
-    entry, start, ctx, real = _frames(cache, cfg, exp, C, H, fs, stats)
+    entry, start, ctx, real = _frames(cache, cfg, exp, C, H, fs, stats, proprio_stats_of(state["data_stats"],
+                                                                                      model.cfg))
     text = embed_sentences(encoder, [cfg.text.strip()], device)
     t0 = time.time()
     ctx = ctx[None].to(device)

@@ -145,17 +145,6 @@ class ActionCodec:
         return torch.as_tensor(np.asarray(step, np.float32), device=device).expand(horizon, -1).clone()
 
 
-def proprio_stats_of(data_stats: dict, model_cfg) -> NormStats | None:
-    """The proprio statistics a model with proprio channels was trained with (its first dataset with proprio, as a
-    checkpoint's data_stats hold them); None for a model without them."""
-    if not model_cfg.proprio_dim:
-        return None
-    for d in data_stats["datasets"].values():
-        if d.get("proprio") is not None:
-            return NormStats.from_dict(d["proprio"])
-    raise ValueError("the model takes proprio channels (model.proprio_dim > 0) but its data statistics hold no proprio")
-
-
 class LatentObserver:
     """uint8 frames (B, H, W, 3) -> (B, N, D) latents on `device`, normalized (x − mean) / std with the latent
     statistics the model was trained with. `encode` must return the encoder's LayerNorm-ed tokens WITHOUT dataset

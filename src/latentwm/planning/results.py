@@ -20,7 +20,7 @@ import torch
 
 from latentwm.config import ConfigError
 from latentwm.data.latent_cache import LatentCache
-from latentwm.envs.pusht import goal_metrics
+from latentwm.envs.pusht import goal_metrics, proprio_from_state
 from latentwm.envs.pusht_language import HELDOUT_PER_TEMPLATE, PARAPHRASES, describe_segment, sentence
 from latentwm.planning.imagine import embed_sentences, text_encoder_for
 
@@ -67,8 +67,10 @@ def goal_texts(s, goals, text_encoder=None, cache_dir=None) -> tuple[list[str], 
 def imagined_goal_facts(observer, policy, goal) -> dict:
     """After a text-goal episode: latent MSE of the goal the policy imagined (`policy.goal`) to the true goal
     frame's latents, beside the start frame's (how far the goal was to begin with), and the imagination's seconds."""
+    prop = (None if observer.proprio_stats is None  # frames with proprio channels: the states' proprio
+            else np.stack([proprio_from_state(goal.goal_state), proprio_from_state(goal.start_state)]))
     with torch.no_grad():
-        true = observer(np.stack([goal.goal_frame, goal.start_frame]))
+        true = observer(np.stack([goal.goal_frame, goal.start_frame]), prop)
         imagined = policy.goal.to(true.device, true.dtype)
         return {"imagined_goal_mse": float((imagined - true[0]).pow(2).mean()),
                 "start_goal_mse": float((true[1] - true[0]).pow(2).mean()),
@@ -93,7 +95,7 @@ def method_means(rows: dict[str, list[dict]], methods) -> dict:
 
 def summarize(s, goals, rows: dict[str, list[dict]], methods: list[str], held_out: int) -> dict:
     """planning.json's image-goal part from the per-goal rows of evaluation session `s` (evaluate._Session)."""
-    cfg = s.cfg
+    cfg, channels = s.cfg, s.run.model.cfg.proprio_dim
     means = method_means(rows, methods)
     return {
         "success_rate": means["success_rate"], "final_distance": means["final_distance"],
@@ -111,7 +113,9 @@ def summarize(s, goals, rows: dict[str, list[dict]], methods: list[str], held_ou
         "settings": {**{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("planner", "num_goals")},
                      "max_replans": s.max_replans, "budget_env_steps": s.max_replans * s.exec_steps *
                      s.codec.frame_skip, "frame_skip": s.codec.frame_skip, "context": s.context,
-                     "repeat_actions": s.opts.repeat_actions, "bf16": s.bf16, "proprio_term": s.probe is not None,
+                     "repeat_actions": s.opts.repeat_actions, "bf16": s.bf16,
+                     "proprio_term": s.probe is not None or bool(channels and cfg.proprio_weight > 0),
+                     "proprio_channels": channels, "relative_actions": s.codec.relative,
                      "proprio_probe": getattr(s.probe, "metrics", None) if s.probe is not None else None,
                      "state_term": s.state_probe is not None,
                      "state_probe": getattr(s.state_probe, "metrics", None) if s.state_probe is not None else None,

@@ -207,7 +207,10 @@ def planning_section(planning: dict) -> str:
     videos = "\n".join(f"![{Path(v).stem}](planning/{v})" for v in planning.get("videos", []))
     st = planning["settings"]
     cost = "latent MSE to the goal's features"
-    if st.get("proprio_term"):
+    if st.get("proprio_term") and st.get("proprio_channels"):
+        cost += (f" + {st.get('proprio_weight', 1.0):g} × proprio MSE, as DINO-WM's objective, on the proprio the "
+                 "model predicts with the frame (the agent's x, y, vx, vy on every token, `data/proprio.py`)")
+    elif st.get("proprio_term"):
         pm = st.get("proprio_probe") or {}
         cost += (f" + {st.get('proprio_weight', 1.0):g} × proprio MSE, as DINO-WM's objective; the agent position is "
                  "read from the model's features of the last predicted frame by a probe trained on the training "

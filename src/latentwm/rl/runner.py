@@ -19,9 +19,10 @@ from latentwm.data.cache_integrity import legacy_label_note, same_encoder
 from latentwm.data.clip_sets import model_clip_kwargs
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import NormStats
+from latentwm.data.proprio import proprio_stats_of
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.objectives import make_objective
-from latentwm.planning.mpc import ActionCodec, LatentObserver, proprio_stats_of
+from latentwm.planning.mpc import ActionCodec, LatentObserver
 from latentwm.rl.bc import dataset_features, heads_loss
 from latentwm.rl.evaluate import evaluate_agents
 from latentwm.rl.heads import AgentHeads

@@ -1,0 +1,88 @@
+"""Data scaling on Push-T: planning success against the number of training trajectories, beside DINO-WM's Table 5.
+
+    python benchmarks/bench_data_scaling.py [--sizes 240,1000,3000] [--steps 3000] [--goals 60]
+                                            [--out runs/data_scaling] [--quick]
+
+For each size N (smallest first; every stage resumes, so a stopped run picks up where it stopped when started
+again): `latentwm generate` N trajectories of 200 env steps (the demo's policy mix, seed 0, every 5th frame
+rendered) → `latentwm encode` (the cpu preset's fixed random-weight encoder, 112 px) → `latentwm train` (the cpu
+preset with the Push-T conditioning, 2×2-grouped tokens, batch 16, clips of 8; the SAME --steps at every size, so
+the curve varies the data alone) → `latentwm plan` (CEM 32 × 6 × 4 and random actions on --goals held-out goals of
+that size's own split, 25 env steps ahead). Scored: success (ours and DINO-WM's joint test), success on the goals
+whose block must move, final block error. DINO-WM's Table 5 (success of its model with pretrained DINOv2 on its
+Push-T data: 200 → 0.08, 1,000 → 0.48, 5,000 → 0.72, 10,000 → 0.88, 18,500 → 0.92) is printed beside, marked as
+another encoder and other data. The RESULTS.md section is titled "Data scaling" and ends with the JSON line
+{"rows": [{"trajectories": N, "cem_block_moves": r, ...}, ...]}. --quick: tiny sizes, printed, not recorded.
+A single H100/H200 runs the largest point with `benchmarks/gpu_data_scaling.sh`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_conditioning import block_moves, run  # noqa: E402
+from common import report, table  # noqa: E402
+
+from latentwm.report import dino_wm_success_at  # noqa: E402
+
+MODEL = ["--model.patch-group", "2", "--model.text-dim", "0", "--data.batch-size", "16", "--data.clip-len", "8",
+         "--rollout.horizon", "4"]
+
+
+def point(out: Path, n: int, steps: int, goals: int, quick: bool) -> dict:
+    d = out / f"n{n}"
+    env_steps, image = (40, 112) if quick else (200, 112)
+    if not (d / "episodes" / "generate.json").exists() or len(list((d / "episodes").glob("*.npz"))) < n:
+        run(["generate", "--out-dir", str(d / "episodes"), "--num-episodes", str(n), "--max-steps", str(env_steps),
+             "--render-every", "5", "--seed", "0"])
+    run(["encode", "--root", str(d / "episodes"), "--out-dir", str(d / "latents"), "--encoder.name", "tiny-random",
+         "--encoder.image-size", str(image), "--text.name", ""])
+    run(["train", "--preset", "cpu", "--data.cache-dir", str(d / "latents"), "--train.out-dir", str(d / "train"),
+         "--train.steps", str(steps), "--train.eval-every", str(steps), "--train.ckpt-every", str(max(1, steps // 4)),
+         "--train.warmup-steps", str(max(1, steps // 10)), "--objective.bootstrap-start", str(steps // 2),
+         "--train.resume", *MODEL])
+    if not (d / "plan" / "planning_goals.json").exists():
+        run(["plan", "--checkpoint", str(d / "train"), "--episodes-dir", str(d / "episodes"), "--cache-dir",
+             str(d / "latents"), "--out-dir", str(d / "plan"), "--planners", "cem", "--baselines", "random",
+             "--preset", "cpu", "--plan.num-goals", str(goals), "--videos", "2"])
+    rows = json.loads((d / "plan" / "planning_goals.json").read_text())
+    moves = block_moves(d / "episodes", d / "latents", goals, seed=0)
+    res: dict = {"trajectories": n, "steps": steps, "goals": goals, "block_moving_goals": sum(moves),
+                 "dino_wm_table5_success": dino_wm_success_at(n)}
+    for m, rs in rows.items():
+        mv = [r for r in rs if moves[r["goal"]]]
+        res[f"{m}_success"] = float(np.mean([r["success"] for r in rs]))
+        res[f"{m}_success_joint"] = float(np.mean([r["success_joint"] for r in rs]))
+        res[f"{m}_block_moves"] = float(np.mean([r["success"] for r in mv])) if mv else None
+        res[f"{m}_block_px"] = float(np.mean([r["block_pos_diff"] for r in mv])) if mv else None
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="240,1000,3000")
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--goals", type=int, default=60)
+    ap.add_argument("--out", default="runs/data_scaling")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    sizes = [6, 12] if args.quick else [int(s) for s in args.sizes.split(",")]
+    steps, goals = (4, 2) if args.quick else (args.steps, args.goals)
+    rows = [point(Path(args.out), n, steps, goals, args.quick) for n in sizes]
+    cols = ["trajectories", "cem_success", "cem_success_joint", "cem_block_moves", "cem_block_px",
+            "random_block_moves", "random_block_px", "block_moving_goals", "dino_wm_table5_success"]
+    notes = (f"cpu preset with the Push-T conditioning (proprio channels, relative actions), 2×2-grouped tokens, "
+             f"{steps} training steps at every size (the data alone varies), tiny-random encoder at 112 px; CEM 32 × 6 "
+             f"× 4 on {goals} held-out goals per size (25 env steps ahead). dino_wm_table5_success: DINO-WM's own "
+             f"curve (pretrained DINOv2, its Push-T data, its budget), interpolated — another encoder and other data.")
+    report("Data scaling", table(rows, cols), {"rows": rows, "quick": args.quick}, notes, record=not args.quick)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The control benchmarks end to end at tiny sizes: bench_data_scaling.py --quick (generate, encode, train, plan per
+size) and bench_ladder.py --quick on the run it trained; both print their JSON and record nothing."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gym_pusht")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(args: list[str]) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_data_scaling_and_ladder_quick_runs(tmp_path):
+    before = (ROOT / "benchmarks/RESULTS.md").read_bytes()
+    res = _run(["benchmarks/bench_data_scaling.py", "--quick", "--out", str(tmp_path)])
+    assert [r["trajectories"] for r in res["rows"]] == [6, 12] and res["quick"]
+    for r in res["rows"]:
+        assert r["goals"] == 2 and 0 <= r["cem_success"] <= 1 and 0 <= r["random_success"] <= 1
+        assert r["dino_wm_table5_success"] is None  # below DINO-WM's smallest size: not extrapolated
+    run = tmp_path / "n12"
+    ladder = _run(["benchmarks/bench_ladder.py", "--quick", "--cache", str(run / "latents"), "--episodes",
+                   str(run / "episodes"), "--checkpoint", str(run / "train"), "--out", str(tmp_path / "ladder")])
+    rungs = ladder["rungs"]
+    assert set(rungs) == {"simulator + state cost", "simulator + latent cost", "state model (privileged)",
+                          "latent model K=1", "latent model K=4", "random actions"}
+    assert all(r["goals"] == 2 and 0 <= r["success_rate"] <= 1 for r in rungs.values())
+    again = _run(["benchmarks/bench_ladder.py", "--quick", "--cache", str(run / "latents"), "--episodes",
+                  str(run / "episodes"), "--checkpoint", str(run / "train"), "--out", str(tmp_path / "ladder")])
+    assert again["rungs"] == rungs  # every rung reused from its folder
+    assert (ROOT / "benchmarks/RESULTS.md").read_bytes() == before
