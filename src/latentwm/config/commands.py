@@ -187,7 +187,7 @@ class ImagineConfig:
 
 
 DemoStage = Literal["episodes", "encoder", "encoder_quality", "latents", "decoder", "train", "state_probe",
-                    "proprio_probe", "evaluate", "plan", "rl"]
+                    "proprio_probe", "evaluate", "plan", "ladder", "rl"]
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,7 @@ class DemoConfig:
     redo: DemoStage | None = None
     """Redo this stage and every stage that depends on it, reusing the rest (e.g. `--redo plan` after changing the
     planner's code). Stages: episodes, encoder, encoder_quality, latents, decoder, train, state_probe,
-    proprio_probe, evaluate, plan, rl."""
+    proprio_probe, evaluate, plan, ladder, rl."""
 
     def __post_init__(self):
         if self.preset not in PRESETS:

@@ -178,7 +178,7 @@ def _tiny_preset(name: str, exp: ExperimentConfig) -> Preset:
                               eval_episodes=2, eval_max_steps=5),
                   probe=ProbeConfig(steps=200, clips=64),
                   demo=DemoSizes(episodes=24, env_steps=100, goals=2, decoder_frames=400, decoder_epochs=40,
-                                 state_probe_steps=300, cost_quality_goals=1, text_horizon=8),
+                                 state_probe_steps=300, cost_quality_goals=1, text_horizon=8, ladder_state_steps=200),
                   pretrain=_pretrain(exp, layers=1, steps=40))
 
 

@@ -189,13 +189,17 @@ class DemoSizes:
     clips with their held-out paraphrases; 0: skip."""
     mix: PolicyMix = field(default_factory=PolicyMix)
     """The policies that drive the simulated episodes."""
+    ladder_state_steps: int = 3000
+    """Adam steps of the planning ladder's privileged state model (planning/ladder.py: the simulator with the state
+    and the latent cost, the state model, the latent model at K = 1 and 4, random actions on the planning goals);
+    0: no ladder."""
     text_goal_planners: tuple[str, ...] = ("cem",)
     """Planners run a second time on the same starts toward goals given as sentences (the model imagines the goal);
     empty: skip."""
 
     def __post_init__(self):
         positive(self, "demo", "episodes", "env_steps", "decoder_frames", "decoder_epochs", "state_probe_clips")
-        nonneg(self, "demo", "goals", "state_probe_steps", "cost_quality_goals", "text_horizon")
+        nonneg(self, "demo", "goals", "state_probe_steps", "cost_quality_goals", "text_horizon", "ladder_state_steps")
 
 
 __all__ = ["DecoderConfig", "DemoSizes", "PolicyMix", "RLConfig"]

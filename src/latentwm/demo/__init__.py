@@ -33,7 +33,7 @@ from latentwm.data.clip_sets import make_clip_datasets, model_clip_kwargs
 from latentwm.data.latent_cache import LatentCache, encode_to_cache
 from latentwm.data.proprio import latents_only
 from latentwm.data.sources.pusht import generate_pusht, load_pusht, policy_counts
-from latentwm.demo.planning import fit_proprio_probe, place_beside, plan_demo
+from latentwm.demo.planning import demo_ladder, fit_proprio_probe, place_beside, plan_demo
 from latentwm.demo.stages import Stages
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.encoders.encode import text_embedding
@@ -80,7 +80,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     out = Path(cfg.out_dir)
     if cfg.fresh and out.exists():
         shutil.rmtree(out)
-    run = DemoRun(cfg, out, cfg.experiment(), Stages(redo=frozenset({cfg.redo} if cfg.redo else ())), _stages(9))
+    run = DemoRun(cfg, out, cfg.experiment(), Stages(redo=frozenset({cfg.redo} if cfg.redo else ())), _stages(10))
     facts, encoder, encoder_info, decoder = data_stages(run)
     trainer, data, kept, state_probe, results = model_stages(run)
     planning = rl = None
@@ -94,6 +94,14 @@ def run_demo(cfg: DemoConfig) -> Path:
                             "state_cost_diagnosis": cfg.state_cost_diagnosis, "seed": cfg.seed},
                            ("episodes", "latents", "train", "state_probe", "proprio_probe"),
                            lambda: plan_demo(cfg, run.exp, trainer, encoder, out, state_probe))
+        if cfg.sizes.ladder_state_steps:
+            run.stage("the planning ladder on the same goals: the simulator (state / latent cost), a state model "
+                      "(privileged), the model at K = 1 and 4, random actions")
+            planning["ladder"] = run.run("ladder", "ladder", {"plan": settings_of(run.exp.plan), "goals": cfg.goals(),
+                                                              "state_steps": cfg.sizes.ladder_state_steps,
+                                                              "seed": cfg.seed},
+                                         ("episodes", "latents", "train", "plan"),
+                                         lambda: demo_ladder(cfg, run.exp, trainer, encoder, out))
     else:
         run.stage("planning skipped (--plan-goals 0)")
     if cfg.rl:

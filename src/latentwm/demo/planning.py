@@ -17,6 +17,7 @@ from latentwm.data.latent_cache import LatentCache
 from latentwm.envs.pusht import goal_metrics
 from latentwm.planning.evaluate import (PlanningOptions, WorldModelRun, evaluate_planning, held_out_episodes,
                                         sample_goals)
+from latentwm.planning.ladder import planning_ladder
 from latentwm.planning.proprio import PROBE_FILE, ProprioProbe, train_proprio_probe
 from latentwm.planning.state_probe import StateProbe
 from latentwm.report import STATE_COST
@@ -82,6 +83,19 @@ def plan_demo(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, encoder,
     return res
 
 
+def demo_ladder(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, encoder, out: Path) -> dict:
+    """The planning ladder (planning/ladder.py) on the plan stage's goals and seeds; its CEM and random rows are
+    the plan stage's own (K = plan.sample_steps), the rest is made under `<out>/ladder`."""
+    plan_cfg = dataclasses.replace(exp.plan, num_goals=cfg.goals(), seed=cfg.seed)
+    rows = read_json(out / "report" / "planning" / "planning_goals.json", "planning goals")
+    given = {name: rows[m] for name, m in ((f"latent model K={plan_cfg.sample_steps}", "cem"),
+                                           ("random actions", "random")) if m in rows}
+    return planning_ladder(WorldModelRun.from_cache(trainer.ema, exp, out / "latents"), out / "episodes",
+                           out / "latents", plan_cfg, out / "ladder", encoder=encoder,
+                           sample_steps=tuple(sorted({plan_cfg.sample_steps, 4})),
+                           state_steps=cfg.sizes.ladder_state_steps, given=given)
+
+
 def block_static_goals(exp: ExperimentConfig, plan_cfg: PlanConfig, out: Path, seed: int) -> list[bool]:
     """Per planning goal (evaluate_planning's goals: same held-out split, count, offset and seed): whether the
     block pose already passes the success test at the start (only the agent has to get there)."""
@@ -110,4 +124,4 @@ def goal_subsets(rows: dict[str, list[dict]], static: list[bool]) -> dict:
     return out
 
 
-__all__ = ["block_static_goals", "fit_proprio_probe", "goal_subsets", "place_beside", "plan_demo"]
+__all__ = ["block_static_goals", "demo_ladder", "fit_proprio_probe", "goal_subsets", "place_beside", "plan_demo"]

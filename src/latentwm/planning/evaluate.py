@@ -252,6 +252,13 @@ def _session(run: WorldModelRun, cfg: PlanConfig, opts: PlanningOptions, encoder
                     state_probe=state_probe if state_probe is not None and cfg.state_weight > 0 else None)
 
 
+def planning_session(run: WorldModelRun, plan_cfg: PlanConfig, options: PlanningOptions | None = None,
+                     encoder=None) -> _Session:
+    """What an evaluation resolves once (the action codec, observer, replanning budget, seed) for other planners
+    on the same protocol (the ladder's rungs); encoder as in `evaluate_planning`."""
+    return _session(run, plan_cfg, options or PlanningOptions(planners=("cem",), baselines=()), encoder, None)
+
+
 def evaluate_planning(run: WorldModelRun, episodes_dir: str | os.PathLike, plan_cfg: PlanConfig | None = None, *,
                       cache_dir: str | os.PathLike | None = None, options: PlanningOptions = PlanningOptions(),
                       encoder=None, proprio_probe=None, state_probe=None, out_dir: str | os.PathLike | None = None,

@@ -7,6 +7,7 @@
   rollout.state_error {model, copy_last, context_average: {agent_px, block_px, angle_deg: per horizon}, probe},
   training.kept_step / kept_score / last_step_score (the weights evaluated are the best held-out ones),
   planning.success_rate_block_moves / success_rate_block_static {method: rate}, planning.state_probe_cost,
+  planning.ladder {rungs: {rung: {success_rate, success_rate_joint, success_rate_block_moves, block_px, ...}}},
   encoder.weights ("random" or "pretrained:<id>") and what the caller adds (encoder_info), wall_time_s,
   text.gain_curve [[step, gain]], text.half_gain_step, text.final_gain (± final_gain_stderr,
   final_gain_above_noise: > 2 standard errors), text.by_horizon {horizons,
@@ -33,7 +34,7 @@ from latentwm.train.logging import read_metrics
 _PLANNING_KEYS = ("success_rate", "success_rate_joint", "final_distance", "seconds_per_plan", "num_goals",
                   "start_distance", "start_success_rate", "success_step", "settings", "convention", "block_pos_diff",
                   "agent_pos_diff", "angle_diff_deg", "block_static_goals", "success_rate_block_moves",
-                  "success_rate_block_static", "by_subset", "state_probe_cost", "text_goal")
+                  "success_rate_block_static", "by_subset", "state_probe_cost", "text_goal", "ladder")
 _ROLLOUT_EXTRA = ("context_average_error", "mean_of_samples_error", "sample_error", "sample_spread",
                   "swapped_actions_error", "action_sensitivity", "num_samples", "swap_skipped_clips")
 

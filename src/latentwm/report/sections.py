@@ -233,9 +233,35 @@ episode's own actions (the oracle that produced the goal). Same goals and seeds 
 
 {_diagnosis(planning)}
 
+{_ladder(planning.get("ladder"))}
+
 Executed episodes (left) beside the goal image (right); the strip turns green once the goal test passes.
 
 {videos}
+"""
+
+
+def _ladder(lad: dict | None) -> str:
+    """The planning ladder's table (planning/ladder.py), or nothing."""
+    if not lad:
+        return ""
+
+    def f(v, px=False):
+        return "–" if v is None else (f"{v:.0f}" if px else f"{v:.2f}")
+
+    rows = "\n".join(f"| {name} | {f(r['success_rate'])} | {f(r['success_rate_joint'])} | "
+                     f"{f(r['success_rate_block_moves'])} | {f(r['block_px'], True)} | "
+                     f"{f(r['block_px_block_moves'], True)} |" for name, r in lad["rungs"].items())
+    return f"""### The planning ladder
+
+The same {lad['goals']} goals ({lad['block_moving_goals']} whose block must move) and the same CEM budget on every
+rung, from the simulator down to the model (`planning/ladder.py`): where success drops between two rungs, the
+ingredient that changed (planner, encoder, dynamics on the true state, dynamics in latents) is the bottleneck. The
+state model reads the true state (privileged).
+
+| rung | success | DINO-WM joint test | success, block must move | block px | block px, block must move |
+|---|---|---|---|---|---|
+{rows}
 """
 
 
