@@ -40,3 +40,15 @@ def test_a_state_cost_without_a_state_probe_names_the_flag(tmp_path):
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "state_probe.safetensors").write_bytes(b"")
     assert _state_probe_path(cfg) == tmp_path / "train" / "state_probe.safetensors"
+
+
+@pytest.mark.parametrize("argv", [["train", "--preset", "tiny", "--train.out-dir", " "],
+                                  ["generate", "--out-dir", ""], ["plan", "--out-dir", ""],
+                                  ["demo", "--preset", "smoke", "--out-dir", ""]])
+def test_an_empty_output_folder_is_refused(tmp_path, capsys, monkeypatch, argv):
+    """An empty out dir would write the run into the current directory: refused at start, in one line."""
+    monkeypatch.chdir(tmp_path)
+    code = _run(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and list(tmp_path.iterdir()) == []
+    assert err.startswith(f"latentwm {argv[0]}: ") and "out_dir is empty" in err

@@ -102,3 +102,22 @@ def test_fps_given_as_a_reader_option_is_the_fps_setting(tmp_path, monkeypatch):
     assert seen["fps"] == 4.0
     with pytest.raises(ValueError, match="fps twice"):
         sources.load_source("video-folder", tmp_path, fps=2.0, options={"fps": 4.0})
+
+
+def test_holding_out_every_episode_says_so(tmp_path):
+    """--data.eval-fraction 1.0 leaves no training episode: said as such, not blamed on short episodes."""
+    encode_to_cache(_items(4, 2), _encode, tmp_path / "c", encoder_label="random:test", show_progress=False)
+    cfg = TINY.replace(data__cache_dir=str(tmp_path / "c"), data__eval_fraction=1.0, data__env_action_dim=2,
+                       model__text_dim=0)
+    with pytest.raises(ConfigError, match=r"holds out all 4 episodes.*--data.eval-fraction"):
+        make_clip_datasets(cfg)
+
+
+def test_proprio_channels_and_relative_actions_need_a_cache_with_proprio(tmp_path):
+    """A model with proprio channels (or relative actions) on a cache without proprio: one error naming the flag."""
+    encode_to_cache(_items(4, 2), _encode, tmp_path / "c", encoder_label="random:test", show_progress=False)
+    base = TINY.replace(data__cache_dir=str(tmp_path / "c"), data__env_action_dim=2, model__text_dim=0)
+    with pytest.raises(ConfigError, match="--model.proprio-dim 0"):
+        make_clip_datasets(base.replace(model__proprio_dim=4))
+    with pytest.raises(ConfigError, match="--data.no-relative-actions"):
+        make_clip_datasets(base.replace(data__relative_actions=True))

@@ -37,6 +37,13 @@ def nonneg(obj, prefix: str, *names: str) -> None:
             raise ConfigError(f"{prefix}.{n} must be >= 0 and finite, got {v!r}")
 
 
+def nonempty(obj, prefix: str, *names: str) -> None:
+    """Each field is a non-blank string (an empty output folder would write into the current directory)."""
+    for n in names:
+        if not str(getattr(obj, n)).strip():
+            raise ConfigError(f"{prefix}.{n} is empty: give a folder (the current directory is never assumed)")
+
+
 def unit(obj, prefix: str, *names: str) -> None:
     """Each field lies in [0, 1]."""
     for n in names:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from latentwm.config.base import ConfigError, nonneg, positive, pow2
+from latentwm.config.base import ConfigError, nonempty, nonneg, positive, pow2
 from latentwm.config.experiment import ExperimentConfig
 from latentwm.config.planning import TEXT_GOAL_GUIDANCE
 from latentwm.config.presets import PRESETS, get_preset, preset
@@ -37,6 +37,7 @@ class GenerateConfig:
     the count); None: one per CPU core (one process for fewer than 16 episodes to make)."""
 
     def __post_init__(self):
+        nonempty(self, "generate", "out_dir")
         positive(self, "generate", "num_episodes", "max_steps", "image_size", "render_every")
         if self.max_steps < self.render_every:
             raise ConfigError(f"generate.max_steps ({self.max_steps}) must be at least generate.render_every "
@@ -80,6 +81,7 @@ class EncodeConfig:
     embedded once and stored in the cache with per-frame ids; `--text.name ""` stores none."""
 
     def __post_init__(self):
+        nonempty(self, "encode", "out_dir")
         positive(self, "encode", "episodes_per_shard")
         nonneg(self, "encode", "fps")
 
@@ -126,6 +128,7 @@ class EvalConfig:
     (seconds on the CPU), later ones run faster — worth it for many rollouts."""
 
     def __post_init__(self):
+        nonempty(self, "eval", "out_dir")
         nonneg(self, "eval", "context", "horizon", "videos", "sample_steps", "max_clips")
         positive(self, "eval", "num_samples")
         if self.sample_steps and not pow2(self.sample_steps):
@@ -175,6 +178,7 @@ class ImagineConfig:
     """auto: cuda when available, else cpu."""
 
     def __post_init__(self):
+        nonempty(self, "imagine", "out_dir")
         nonneg(self, "imagine", "context", "horizon", "text_guidance")
         if self.start < -1:
             raise ConfigError(f"imagine.start must be >= 0 (or -1: the clip's start), got {self.start}")
@@ -236,6 +240,7 @@ class DemoConfig:
     def __post_init__(self):
         if self.preset not in PRESETS:
             raise ConfigError(f"demo.preset must be one of {list(PRESETS)}, got {self.preset!r}")
+        nonempty(self, "demo", "out_dir")
         nonneg(self, "demo", "episodes", "max_steps", "train_steps")
         positive(self, "demo", "render_every")
         if preset(self.preset).data.frame_skip % self.render_every:

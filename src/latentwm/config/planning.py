@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from latentwm.config.base import ConfigError, nonneg, positive, pow2
+from latentwm.config.base import ConfigError, nonempty, nonneg, positive, pow2
 from latentwm.config.registry import Baseline, Planner
 
 
@@ -182,6 +182,7 @@ class PlanRunConfig:
     """auto: cuda when available, else cpu."""
 
     def __post_init__(self):
+        nonempty(self, "plan", "out_dir")
         nonneg(self, "plan", "max_replans", "context", "videos")
         if self.goal_text and not self.planners:
             raise ConfigError("plan.goal_text needs at least one planner (--planners): baselines ignore the goal")

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from latentwm.config.base import ConfigError, nonneg, positive, unit
+from latentwm.config.base import ConfigError, nonempty, nonneg, positive, unit
 from latentwm.config.registry import Source
 
 PretrainObjective = Literal["dino", "masked-pixels", "time-contrastive"]
@@ -96,6 +96,7 @@ class PretrainEncoderConfig:
     """auto (CUDA when available), cpu, cuda or cuda:N."""
 
     def __post_init__(self):
+        nonempty(self, "pretrain_encoder", "out_dir")
         p = "pretrain"
         positive(self, p, "hidden_size", "layers", "heads", "patch_size", "mlp_ratio", "image_size", "steps",
                  "batch_size", "frames_per_episode", "window", "sigma", "temperature", "lr", "log_every",

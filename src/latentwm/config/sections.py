@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from latentwm.config.base import ConfigError, nonneg, positive, pow2, unit
+from latentwm.config.base import ConfigError, nonempty, nonneg, positive, pow2, unit
 from latentwm.config.registry import ENCODER_PRESETS, Source
 
 
@@ -397,6 +397,7 @@ class TrainConfig(LoopSettings):
     horizons) as `<out_dir>/checkpoints/best.pt`, recorded in `<out_dir>/best.json` (train/best.py)."""
 
     def __post_init__(self):
+        nonempty(self, "train", "out_dir")
         self.check_loop("train")
         positive(self, "train", "steps", "grad_accum", "eval_every")
         unit(self, "train", "beta1", "beta2")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from latentwm.config.base import ConfigError, nonneg, positive, unit
+from latentwm.config.base import ConfigError, nonempty, nonneg, positive, unit
 from latentwm.config.registry import DecoderSizeName, Source
 from latentwm.config.sections import EncoderConfig, LoopSettings
 
@@ -67,6 +67,7 @@ class DecoderConfig(LoopSettings):
     device: str = "auto"
 
     def __post_init__(self):
+        nonempty(self, "decoder", "out_dir")
         self.check_loop("decoder")
         positive(self, "decoder", "patch_size", "epochs", "batch_size", "frame_stride", "max_frames", "eval_frames",
                  "eval_every", "disc_lr", "disc_channels")
@@ -126,6 +127,7 @@ class RLConfig:
     device: str = "auto"
 
     def __post_init__(self):
+        nonempty(self, "rl", "out_dir")
         positive(self, "rl", "heads_steps", "imagine_steps", "batch_size", "clip_len", "lr", "hidden",
                  "reward_steps", "horizon", "sample_steps", "context", "eval_episodes", "eval_max_steps",
                  "log_every", "ckpt_every", "world_model_lr_scale")

@@ -86,6 +86,9 @@ class LatentClipDataset(Dataset):
             groups.setdefault(f"{e['dataset']}/{e['episode_id']}", []).append(i)
         held_out = split_episodes(sorted(groups), eval_fraction, seed)
         chosen = {k: v for k, v in groups.items() if split == "all" or (k in held_out) == (split == "eval")}
+        if split == "train" and groups and not chosen:
+            raise ConfigError(f"data.eval_fraction = {eval_fraction} holds out all {len(groups)} episodes of "
+                              f"{self.cache.path}: no training episode is left; lower --data.eval-fraction")
         self.stored_skip = _stored_skip(self.cache, frame_skip)
         self.stride = frame_skip // self.stored_skip  # stored frames between a clip's frames; span: frames covered
         self.span = (clip_len - 1) * self.stride + 1
