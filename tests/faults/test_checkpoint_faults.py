@@ -199,3 +199,23 @@ def test_truncated_dcp_shard_is_refused_with_one_line(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="cannot read its sharded state") as e:
         ckpt.load_world_model(path)
     assert "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+def test_nan_weights_and_non_world_model_files_are_refused_on_load(tmp_path):
+    """A diverged run's NaN EMA weights gave a table of nan with exit 0; a pretrain-encoder checkpoint or a plain
+    file gave KeyError tracebacks. Each is now a CheckpointError naming the file."""
+    cfg = get_preset("tiny").replace(train__out_dir=str(tmp_path / "nan"))
+    model = DynamicsModel(cfg.model)
+    bad = {k: v.clone() for k, v in model.state_dict().items()}
+    next(v for v in bad.values() if v.is_floating_point()).fill_(float("nan"))
+    ckpt.save_checkpoint(tmp_path / "nan" / "checkpoints", 1, {"model": model.state_dict(), "ema": bad, "step": 1,
+                                                                "config": cfg.to_dict()})
+    with pytest.raises(ckpt.CheckpointError, match="NaN/inf"):
+        ckpt.load_world_model(tmp_path / "nan", ema=True)
+    ckpt.load_world_model(tmp_path / "nan", ema=False)  # the raw weights are finite: they load
+    ckpt.save_checkpoint(tmp_path / "enc" / "checkpoints", 1, {"encoder": model.state_dict(), "step": 1})
+    with pytest.raises(ckpt.CheckpointError, match="not a world-model checkpoint"):
+        ckpt.load_world_model(tmp_path / "enc")
+    (tmp_path / "plain.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ckpt.CheckpointError):
+        ckpt.load_world_model(tmp_path / "plain.pt")

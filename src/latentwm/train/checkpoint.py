@@ -398,9 +398,16 @@ def load_world_model(path: str | os.PathLike, ema: bool = True, device="cpu"):
         state = load_checkpoint(path, map_location=device)
     name = "ema" if ema else "model"
     sharded = name in (state.get("dcp") or ())
+    if "config" not in state or not (sharded or name in state):  # e.g. a pretrain-encoder run or another file
+        raise CheckpointError(f"{path} is not a world-model checkpoint (no {name} weights or config; it holds "
+                              f"{sorted(map(str, state))[:6]}): give a `latentwm train` run or checkpoint")
     model = _build(state, None if sharded else state[name], device, path)
     if sharded:  # every shard read into one model (no process group needed)
         load_sharded_weights(path, model, name)
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:  # a run that diverged: numbers from these weights would all be NaN
+        raise CheckpointError(f"{path}: the {name} weights hold NaN/inf in {len(bad)} tensors ({bad[0]}, ...); "
+                              "use an earlier checkpoint")
     return model.eval().requires_grad_(False), ExperimentConfig.from_dict(state["config"]), state
 
 
