@@ -98,3 +98,27 @@ def test_first_nonfinite_bit_test_matches_isfinite(dtype):
     every = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16)  # all fp16 bit patterns
     assert (first_nonfinite(every[np.isfinite(every)]) is None
             and first_nonfinite(every) == (int(np.argmin(np.isfinite(every))),))
+
+
+def test_an_index_naming_a_shard_outside_the_cache_is_refused(tmp_path):
+    """An index entry `../outside/stolen.tar` was read by verify and train: refused when the cache is opened."""
+    import json
+
+    _cache(tmp_path / "c")
+    index = next((tmp_path / "c" / "index").glob("rank-*.json"))
+    doc = json.loads(index.read_text())
+    name, rec = next(iter(doc["shards"].items()))
+    for e in rec["entries"]:
+        e["shard"] = "../outside/stolen.tar"
+    index.write_text(json.dumps(doc))
+    with pytest.raises(CacheError, match="outside the cache folder"):
+        LatentCache(tmp_path / "c")
+    doc["shards"] = {"../outside/stolen.tar": rec}
+    index.write_text(json.dumps(doc))
+    plan = tmp_path / "c" / "plan.json"
+    if plan.exists():  # the plan names the shards the index may list: edited alike
+        p = json.loads(plan.read_text())
+        p["shards"] = [{**s, "name": "../outside/stolen.tar"} if s["name"] == name else s for s in p["shards"]]
+        plan.write_text(json.dumps(p))
+    with pytest.raises(CacheError, match="outside the cache folder"):
+        verify_cache(tmp_path / "c")

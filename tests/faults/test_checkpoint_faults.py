@@ -219,3 +219,24 @@ def test_nan_weights_and_non_world_model_files_are_refused_on_load(tmp_path):
     (tmp_path / "plain.pt").write_bytes(b"not a checkpoint at all")
     with pytest.raises(ckpt.CheckpointError):
         ckpt.load_world_model(tmp_path / "plain.pt")
+
+
+def test_a_manifest_that_lists_nothing_or_escapes_the_folder_is_refused(tmp_path):
+    """An empty manifest passed verification (resume then failed on its damaged state.pt instead of using the good
+    checkpoint beside it); an entry `../../…` was hashed. Both fail verification; resume falls back."""
+    import json
+
+    ckpt.save_checkpoint(tmp_path, 1, _state(1))
+    empty = ckpt.save_checkpoint(tmp_path, 2, _state(2))
+    man = json.loads((empty / "manifest.json").read_text())
+    (empty / "manifest.json").write_text(json.dumps({**man, "files": {}}))
+    with pytest.raises(ckpt.CheckpointError, match="lists no files"):
+        ckpt.verify(empty)
+    with pytest.warns(UserWarning, match="step_00000002"):
+        assert ckpt.resume_checkpoint(tmp_path).name == "step_00000001"
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not yours")
+    man["files"]["../../secret.txt"] = {"bytes": secret.stat().st_size, "sha256": "0" * 64}
+    (empty / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ckpt.CheckpointError, match="outside the checkpoint"):
+        ckpt.verify(empty)

@@ -342,6 +342,11 @@ class LatentCache:
         self.missing_shards = [n for n in order if n not in records]
         self.complete = not self.missing_shards  # every planned shard is written
         self.entries: list[dict] = [e for r in self.records.values() for e in r["entries"]]
+        root = self.path.resolve()
+        for name in [*self.records, *(e["shard"] for e in self.entries)]:  # an index is data, not a path to trust
+            if not (self.path / name).resolve().is_relative_to(root):
+                raise CacheError(f"{self.path}: the index names a shard outside the cache folder ({name!r}); "
+                                 "refused (a damaged or crafted index)")
         self.skipped = [s for r in self.records.values() for s in r.get("skipped", [])]
         self._by_key = {e["key"]: i for i, e in enumerate(self.entries)}
         self._budget, self._used = int(memory_mb * 2**20), 0

@@ -256,6 +256,9 @@ def verify(path: str | os.PathLike, full: bool = True, part: tuple[int, int] | N
         files = {str(k): (int(v["bytes"]), str(v["sha256"])) for k, v in files.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"checkpoint {path}: manifest missing or unreadable ({e!r})") from e
+    if not files or any(not (path / n).resolve().is_relative_to(path.resolve()) for n in files):
+        raise CheckpointError(f"checkpoint {path}: its manifest lists no files or a file outside the checkpoint "
+                              "(damaged or crafted)")
     for i, (name, (size, sha)) in enumerate(sorted(files.items())):
         f = path / name
         if not f.is_file():
