@@ -113,6 +113,17 @@ def _pop_flag(args: list[str], flag: str, takes_value: bool, default=None):
     return value, out
 
 
+def _check_utf8(args: list[str]) -> None:
+    """Arguments are sentences and paths that end up in tokenizers, logs and JSON: bytes that are not UTF-8 (the
+    shell hands them over as surrogates) are refused here, not as a traceback deep inside."""
+    for a in args:
+        try:
+            a.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(f"argument {ascii(a)} is not valid UTF-8; give sentences and paths as UTF-8 "
+                              "text") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
@@ -131,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = COMMANDS[name]
     debug, rest = _pop_flag(rest, "--debug", takes_value=False, default=False)
     try:
+        _check_utf8(rest)
         preset, rest = _pop_flag(rest, "--preset", takes_value=True, default=cmd.default_preset)
         default = cmd.make_default(preset)
         cfg = tyro.cli(type(default), args=rest, default=default, prog=f"latentwm {name}", config=cmd.tyro_config,

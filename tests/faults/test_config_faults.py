@@ -52,3 +52,12 @@ def test_an_empty_output_folder_is_refused(tmp_path, capsys, monkeypatch, argv):
     err = capsys.readouterr().err
     assert code == 2 and list(tmp_path.iterdir()) == []
     assert err.startswith(f"latentwm {argv[0]}: ") and "out_dir is empty" in err
+
+
+def test_arguments_that_are_not_utf8_are_refused_in_one_line(tmp_path, capsys):
+    """Non-UTF-8 bytes in --text or an out path (surrogate-escaped by Python) crashed in the tokenizer / TensorBoard."""
+    bad = b"push \xff\xfe left".decode("utf-8", "surrogateescape")
+    code = _run(["imagine", "--text", bad, "--out-dir", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("latentwm imagine: ") and "not valid UTF-8" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
