@@ -1,14 +1,17 @@
 """The planning ladder: the same goals, the same planner budget, from the ideal down to the model.
 
     python benchmarks/bench_ladder.py --cache CACHE --episodes EPISODES --checkpoint RUN
-                                      [--next-frame RUN2] [--goals 60] [--k 1,4] [--out runs/ladder] [--quick]
+                                      [--next-frame RUN2] [--goals 60] [--k 1,4] [--reuse-plan PLAN_DIR]
+                                      [--out runs/ladder] [--quick]
 
 Rungs (planning/ladder.py): simulator + state cost (the planner's ceiling), simulator + latent cost (the encoder's
 ceiling), a state model (privileged: an MLP on the true state), the latent model at each K of --k, the next-frame
 variant (--next-frame: a run of the same size trained with model.prediction "next"), random actions — CEM with the
 run's plan section on --goals held-out goals of the run's split, 25 env steps ahead, the same replanning budget.
 Scored per rung: success (ours and DINO-WM's joint test), success on the goals whose block must move, final block
-error overall and on those goals. Every rung resumes from its folder under --out. --quick: 2 goals, a small CEM and
+error overall and on those goals. --reuse-plan: a `latentwm plan` folder of this run on the same goals (same
+count, seed and plan section; e.g. bench_conditioning's arm), whose CEM rows are the K = plan.sample_steps rung and
+whose random rows the random rung. Every rung resumes from its folder under --out. --quick: 2 goals, a small CEM and
 a short state-model fit; printed, not recorded. Last line: JSON {"rungs": {rung: {...}}, ...}.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -36,6 +40,7 @@ def main(argv=None):
     ap.add_argument("--next-frame", default="")
     ap.add_argument("--goals", type=int, default=60)
     ap.add_argument("--k", default="1,4", help="denoising steps of the latent-model rungs")
+    ap.add_argument("--reuse-plan", default="")
     ap.add_argument("--out", default="runs/ladder")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
@@ -44,7 +49,14 @@ def main(argv=None):
     plan_cfg = dataclasses.replace(run.exp.plan, num_goals=n)
     if args.quick:
         plan_cfg = dataclasses.replace(plan_cfg, cem=CEMConfig(population=8, elites=2, iterations=2))
-    res = planning_ladder(run, args.episodes, args.cache, plan_cfg, Path(args.out),
+    given = None
+    if args.reuse_plan:
+        rows = json.loads((Path(args.reuse_plan) / "planning_goals.json").read_text())
+        given = {name: rows[m] for name, m in ((f"latent model K={plan_cfg.sample_steps}", "cem"),
+                                               ("random actions", "random")) if m in rows}
+        if any(len(r) != n for r in given.values()):
+            raise SystemExit(f"bench_ladder: {args.reuse_plan} holds other goals than --goals {n}")
+    res = planning_ladder(run, args.episodes, args.cache, plan_cfg, Path(args.out), given=given,
                           sample_steps=tuple(int(k) for k in args.k.split(",")),
                           next_frame=WorldModelRun.load(args.next_frame) if args.next_frame else None,
                           state_steps=200 if args.quick else 3000)

@@ -104,6 +104,9 @@ def test_resume_is_exact(episodes, tmp_path):
     assert straight.last["loss"] == resumed.last["loss"]
     with pytest.raises(ConfigError, match="use the same settings"):
         EncoderPretrainer(replace(cfg_b, resume=True, hidden_size=64, heads=2), data).fit()
+    with pytest.raises(ConfigError, match=r"lr: 0\.001 -> 0\.01"):  # was accepted silently
+        EncoderPretrainer(replace(cfg_b, resume=True, lr=1e-2), data).fit()
+    assert EncoderPretrainer(replace(cfg_b, resume=True, steps=5), data).fit() == 5  # longer: allowed
 
 
 def test_held_out_episodes_are_never_trained_on(episodes):

@@ -48,6 +48,9 @@ from latentwm.train.loop import Loop, NonFiniteGuard, autocast_args, lr_lambda, 
 from latentwm.train.state_file import fsync_dir
 
 NAME = "pretrain-encoder"
+RESUMABLE = frozenset({"out_dir", "resume", "steps", "log_every", "ckpt_every", "keep_last", "max_minutes",
+                       "max_nonfinite", "device"})
+"""Settings a resumed pretraining may change: how long and how often, not what is learned from what."""
 NOT_LOSSES = ("lr", "frames_per_s", "grad_norm", "teacher_momentum")
 NO_DECAY = ("cls_token", "mask_token", "register_tokens", "position_embeddings", "original0")
 
@@ -254,9 +257,15 @@ class EncoderPretrainer:
                 "config": asdict(self.cfg), "last": self.last, "seconds": self.seconds + self._elapsed()}
 
     def load_state_dict(self, st: dict) -> None:
-        if st.get("spec") != self.spec:
-            raise ConfigError(f"{NAME}: the checkpoints in {self.out} train {st.get('spec')}, this run "
-                              f"{self.spec}; use the same settings or another out_dir")
+        now = asdict(self.cfg)
+        changed = [f"{k}: {v!r} -> {now[k]!r}" for k, v in sorted((st.get("config") or {}).items())
+                   if k in now and k not in RESUMABLE and json.dumps(v) != json.dumps(now[k])]
+        if st.get("spec") != self.spec and not changed:
+            changed = [f"spec: {st.get('spec')!r} -> {self.spec!r}"]
+        if changed:
+            raise ConfigError(f"{NAME}: the checkpoints in {self.out} were trained with other settings "
+                              f"({'; '.join(changed)}); only {', '.join(sorted(RESUMABLE))} may change on resume: "
+                              "use the same settings or another out_dir")
         self.objective.load_state_dict(st["objective"])
         self.opt.load_state_dict(st["optimizer"])
         self.sched.load_state_dict(st["scheduler"])
