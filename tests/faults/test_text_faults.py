@@ -5,6 +5,7 @@ embeddings, and a mixture of caches embedded by two sentence encoders."""
 
 import hashlib
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,3 +137,20 @@ def test_a_mixture_of_two_sentence_encoders_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"different sentence encoders.*fake-a.*fake-b"):
         make_mixture_datasets(spec, clip_len=2, eval_fraction=0.0)
     make_mixture_datasets(spec, clip_len=2, eval_fraction=0.0, text=False)  # a model without text: no matter
+
+
+@pytest.mark.parametrize("damage", ["truncate", "bin_only"])
+def test_a_damaged_text_encoder_folder_is_one_config_error(tmp_path, damage):
+    """A truncated model.safetensors, or a folder with only a pytorch_model.bin of junk: SafetensorError /
+    UnpicklingError tracebacks before; a ConfigError naming the folder now."""
+    from latentwm.encoders.text import TextEncoder, save_tiny_text_model
+
+    folder = Path(save_tiny_text_model(tmp_path / "t"))
+    weights = next(folder.rglob("model.safetensors"))
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:200])
+    else:
+        weights.unlink()
+        (weights.parent / "pytorch_model.bin").write_bytes(b"\x80\x04junk that is no pickle")
+    with pytest.raises(ConfigError, match="does not hold a loadable transformers model"):
+        TextEncoder(str(folder))

@@ -122,7 +122,7 @@ class TextEncoder:
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
             model, info = AutoModel.from_pretrained(str(model_dir), local_files_only=True, dtype=torch.float32,
                                                     output_loading_info=True)
-        except (OSError, ValueError) as e:
+        except Exception as e:  # a damaged folder fails in many ways (SafetensorError, UnpicklingError, OSError...)
             raise ConfigError(f"text encoder {self.name!r}: {model_dir} does not hold a loadable transformers model "
                               f"+ tokenizer ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
         self.model = model.eval().requires_grad_(False).to(torch.device(device or "cpu"))
