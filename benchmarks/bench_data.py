@@ -45,6 +45,7 @@ from common import median_time, report, table  # noqa: E402
 from test_agibot import states as agibot_states  # noqa: E402
 from test_egodex import write_h5 as write_egodex_h5  # noqa: E402
 
+from latentwm.data.cache_integrity import file_checksum  # noqa: E402
 from latentwm.data.episodes import frames_at  # noqa: E402
 from latentwm.data.latent_cache import LatentCache, encode_to_cache  # noqa: E402
 from latentwm.data.sources import load_source  # noqa: E402
@@ -355,10 +356,12 @@ def bench_shards(v3: Path, out: Path, repeats: int) -> dict:
 
     read_raw = partial(read_files, shards)
     read_raw()  # page cache warm for both
-    t_cache = median_time(read_cache, repeats=repeats)
+    t_cache = median_time(read_cache, repeats=repeats)  # includes each shard's checksum check on first open
     t_raw = median_time(read_raw, repeats=repeats)
+    t_check = median_time(lambda: [file_checksum(p) for p in shards], repeats=repeats)
     return dict(shard_mb=total / 2**20, shard_read_mb_per_s=total / 2**20 / t_cache,
-                raw_read_mb_per_s=total / 2**20 / t_raw, shard_vs_raw_read_ratio=t_raw / t_cache)
+                raw_read_mb_per_s=total / 2**20 / t_raw, shard_vs_raw_read_ratio=t_raw / t_cache,
+                shard_check_share_of_read=t_check / t_cache)
 
 
 def bench_readers(paths: dict[str, Path], quick: bool) -> list[dict]:
@@ -388,6 +391,7 @@ def summarize(rows: list[dict], sh: dict, rl: dict, quick: bool) -> dict:
                                                          if r["size"] == 224])),
                 clips_per_s=float(np.median([r["clips_per_s"] for r in rows])),
                 shard_vs_raw_read_ratio=sh["shard_vs_raw_read_ratio"], shard_read_mb_per_s=sh["shard_read_mb_per_s"],
+                shard_check_share_of_read=sh["shard_check_share_of_read"],
                 raw_read_mb_per_s=sh["raw_read_mb_per_s"], **rl, per_reader=per, per_source=per_source, quick=quick)
 
 

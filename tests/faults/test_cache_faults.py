@@ -7,6 +7,8 @@ from latentwm.data.episodes import Episode
 from latentwm.data.latent_cache import CacheError, LatentCache, encode_to_cache
 from latentwm.data.verify import verify_cache
 
+from fault_helpers import reseal_shard
+
 N, D = 4, 3
 
 
@@ -73,6 +75,7 @@ def test_nan_latents_on_disk_are_named_by_shard_and_episode_when_read(tmp_path):
     shard, off, size = _latents_span(cache, 3)
     nan = np.full(N * D, np.nan, np.float16).tobytes()
     _overwrite(shard, off + size - len(nan), nan)  # the last frame of episode ep3 becomes NaN
+    reseal_shard(shard)  # NaN stored at encode time: the checksum matches, the value check must see it
     fresh = LatentCache(tmp_path)
     for i in (0, 1, 2, 4, 5):
         fresh.load_episode(i)
@@ -122,3 +125,19 @@ def test_an_index_naming_a_shard_outside_the_cache_is_refused(tmp_path):
         plan.write_text(json.dumps(p))
     with pytest.raises(CacheError, match="outside the cache folder"):
         verify_cache(tmp_path / "c")
+
+
+def test_finite_garbage_inside_a_shard_is_named_when_training_first_reads_it(tmp_path):
+    """4 KiB of finite float16 values over a shard: training read them (loss 3e8, kept as the best step); the
+    shard's checksum is now verified the first time a reader opens it, and the shard is named."""
+    from latentwm.data.clips import LatentClipDataset
+
+    cache = _cache(tmp_path)
+    shard, off, size = _latents_span(cache, 3)
+    _overwrite(shard, off, bytes([0xF0, 0x7B]) * min(2048, size // 2))
+    ds = LatentClipDataset(LatentCache(tmp_path), clip_len=2, split="all", normalize=False)
+    with pytest.raises(CacheError, match=rf"{shard.name}: checksum .* corrupt.*latentwm verify"):
+        for k in range(len(ds)):
+            ds[k]
+    ok = LatentCache(tmp_path)
+    ok.raw(next(i for i, e in enumerate(ok.entries) if e["shard"] != shard.name))  # other shards still read

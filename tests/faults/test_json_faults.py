@@ -10,6 +10,8 @@ from latentwm.data.cache_integrity import CacheError
 from latentwm.data.episodes import DatasetStats, Episode
 from latentwm.data.latent_cache import LatentCache, encode_to_cache
 
+from fault_helpers import reseal_shard
+
 
 def _cache(path):
     def episode(i):
@@ -61,5 +63,6 @@ def test_malformed_stats_file_and_shard_member_name_their_file(tmp_path):
     with open(cache / e["shard"], "r+b") as fh:  # the episode's meta.json inside the shard, same size
         fh.seek(off)
         fh.write(b"{" * size)
+    reseal_shard(cache / e["shard"])  # written so: the checksum matches, the parser must see it
     with pytest.raises(CacheError, match=rf"{e['shard']}: .*meta.json is malformed"):
         LatentCache(cache).raw(0)

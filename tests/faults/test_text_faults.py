@@ -19,6 +19,8 @@ from latentwm.data.latent_cache import LatentCache, LatentCacheWriter, encode_to
 from latentwm.data.mixture import MixtureSpec
 from latentwm.data.online import EpisodeStore
 
+from fault_helpers import reseal_shard
+
 TINY = get_preset("tiny")
 N, D, E = TINY.model.num_latent_tokens, TINY.model.latent_dim, 8
 
@@ -93,6 +95,7 @@ def _poke(cache_dir, member: str, data: bytes) -> str:
     with open(cache_dir / e["shard"], "r+b") as fh:
         fh.seek(off + size - len(data))
         fh.write(data)
+    reseal_shard(cache_dir / e["shard"])  # stored so at encode time: the checksum matches, the value check must see it
     return e["shard"]
 
 

@@ -107,6 +107,26 @@ def shard_problem(path: Path, record: dict, checksum: bool = True) -> str | None
     return None
 
 
+def check_inside(folder: Path, names) -> None:
+    """An index is data, not a path to trust: every shard it names must lie inside the cache folder."""
+    root = folder.resolve()
+    for name in names:
+        if not (folder / name).resolve().is_relative_to(root):
+            raise CacheError(f"{folder}: the index names a shard outside the cache folder ({name!r}); refused (a "
+                             "damaged or crafted index)")
+
+
+def check_shard_once(checked: set[str], path: Path, record: dict) -> None:
+    """Size and checksum of a shard, the first time a reader opens it (`checked`: the names already done). Finite
+    garbage inside a shard (same size, other bytes) would otherwise be trained on: it is named instead."""
+    if path.name in checked:
+        return
+    if why := shard_problem(path, record):
+        raise CacheError(f"{path}: {why}; `latentwm verify {path.parent}` lists every damaged shard, `latentwm "
+                         "encode` with the same settings rewrites it")
+    checked.add(path.name)
+
+
 def recheck(out: Path, records: dict, done: set[str], names: list[str]) -> set[str]:
     """`done` (shards complete by index and size) less those of `names` whose bytes no longer match their checksum:
     same size, different bytes, which a size check alone would skip as complete. Each is named; encode rewrites it."""

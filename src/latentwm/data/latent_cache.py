@@ -39,7 +39,8 @@ from latentwm.data.cache_files import (FORMAT, SHARD, VERSION, _atomic_write, _e
                                        _read_json, _stats_from_records, merged_records, sample_key, write_stats)
 from latentwm.data.cache_integrity import (CacheError, cache_pool, check_cache_identity,  # noqa: F401
                                            check_latents, check_text, check_text_identity, decode_member,
-                                           file_checksum, npy_view, recheck, retry_skipped)
+                                           check_inside, check_shard_once, file_checksum, npy_view, recheck,
+                                           retry_skipped)
 from latentwm.data.episodes import ChannelSums, DatasetStats, Episode, EpisodeError, NormStats, frames_at
 from latentwm.data.frame_text import EpisodeTexts, TextEmbedding
 from latentwm.data.video import VideoError
@@ -342,11 +343,8 @@ class LatentCache:
         self.missing_shards = [n for n in order if n not in records]
         self.complete = not self.missing_shards  # every planned shard is written
         self.entries: list[dict] = [e for r in self.records.values() for e in r["entries"]]
-        root = self.path.resolve()
-        for name in [*self.records, *(e["shard"] for e in self.entries)]:  # an index is data, not a path to trust
-            if not (self.path / name).resolve().is_relative_to(root):
-                raise CacheError(f"{self.path}: the index names a shard outside the cache folder ({name!r}); "
-                                 "refused (a damaged or crafted index)")
+        check_inside(self.path, [*self.records, *(e["shard"] for e in self.entries)])
+        self._checked: set[str] = set()  # shards whose size and checksum were verified by this reader
         self.skipped = [s for r in self.records.values() for s in r.get("skipped", [])]
         self._by_key = {e["key"]: i for i, e in enumerate(self.entries)}
         self._budget, self._used = int(memory_mb * 2**20), 0
@@ -386,6 +384,7 @@ class LatentCache:
             self._lru.move_to_end(i)
             return self._lru[i]
         e, out = self.entries[i], {}
+        check_shard_once(self._checked, self.path / e["shard"], self.records[e["shard"]])
         with open(self.path / e["shard"], "rb") as fh:  # opened per read: safe in forked DataLoader workers
             for ext, (off, size) in e["files"].items():
                 fh.seek(off)
@@ -405,6 +404,7 @@ class LatentCache:
         if i in self._lru:
             return {k: v for k, v in self._lru[i].items() if k in names}
         e, out = self.entries[i], {}
+        check_shard_once(self._checked, self.path / e["shard"], self.records[e["shard"]])
         with open(self.path / e["shard"], "rb") as fh:
             for ext, (off, size) in e["files"].items():
                 if (name := ext.split(".")[0]) in names:
