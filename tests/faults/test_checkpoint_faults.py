@@ -240,3 +240,23 @@ def test_a_manifest_that_lists_nothing_or_escapes_the_folder_is_refused(tmp_path
     (empty / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(ckpt.CheckpointError, match="outside the checkpoint"):
         ckpt.verify(empty)
+
+
+def test_disk_full_inside_torch_save_is_named_too(tmp_path, monkeypatch):
+    """torch's zip writer reports a full disk as RuntimeError("... unexpected pos ..."): a traceback before; now the
+    same CheckpointError as an OSError, for checkpoints and for best.pt alike."""
+    from latentwm.train.state_file import save_state_file
+
+    ckpt.save_checkpoint(tmp_path, 1, _state(1))
+
+    def full_disk(obj, f, *a, **kw):
+        f.write(b"\0" * 100)
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(ckpt.CheckpointError, match=r"step 2 .*disk full"):
+        ckpt.save_checkpoint(tmp_path, 2, _state(2))
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000001"] and not list(tmp_path.glob(".tmp_*"))
+    with pytest.raises(ckpt.CheckpointError, match="best.pt.*disk full"):
+        save_state_file(tmp_path / "best.pt", {"x": torch.zeros(2)})
+    assert not (tmp_path / "best.pt").exists() and not list(tmp_path.glob(".tmp_best.pt*"))

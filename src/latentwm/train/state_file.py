@@ -12,6 +12,7 @@ not notice: a flipped byte inside a tensor's data loads silently (PyTorch's zip 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle  # only for its exception type: files are loaded with torch.load(weights_only=True)
@@ -58,7 +59,12 @@ def fsync_dir(path: Path) -> None:
 
 def save_file(obj, path: Path) -> None:
     with open(path, "wb") as f:
-        torch.save(obj, f)
+        try:
+            torch.save(obj, f)
+        except RuntimeError as e:  # torch's zip writer reports a failed write (disk full) as "unexpected pos ..."
+            if "unexpected pos" not in str(e) and "PytorchStreamWriter failed" not in str(e):
+                raise
+            raise OSError(errno.ENOSPC, f"writing {path} failed ({str(e).splitlines()[0][:120]}): disk full?") from e
         f.flush()
         os.fsync(f.fileno())
 
