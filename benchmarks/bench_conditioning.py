@@ -2,7 +2,8 @@
 same data, scored by planning in the real Push-T env.
 
     python benchmarks/bench_conditioning.py --cache CACHE --episodes EPISODES [--out runs/conditioning]
-                                            [--steps 600] [--goals 60] [--arms absolute,relative,...] [--quick]
+                                            [--steps 600] [--goals 60] [--clip-len 8] [--broadcast]
+                                            [--arms absolute,relative,...] [--quick]
 
 CACHE / EPISODES: a Push-T latent cache and the episode folder it was encoded from (e.g. `latentwm generate
 --num-episodes 1000 --render-every 5` then `latentwm encode --text.name ""`). Arms (one model each, same seed, data,
@@ -12,11 +13,12 @@ steps and planner):
 - proprio: the agent's proprio (x, y, vx, vy) on every token, predicted with the frame, and in the planning cost
   (model.proprio_dim 4);
 - proprio+relative: both (DINO-WM's Push-T conditioning).
-Each trains `latentwm train --preset cpu` with a smaller, faster model (2×2-grouped tokens, batch 16, clips of 8)
-for --steps steps, then `latentwm plan` runs CEM (the cpu preset's 32 × 6 × 4 budget), random actions and the
-dataset's own actions on the same --goals held-out goals (DINO-WM's protocol, 25 env steps apart). Scored: success
-(ours and DINO-WM's joint test), success on the goals whose block must move, final block error in px. Every stage
-resumes (train --train.resume; an arm's planning is kept in its folder). --quick: a few steps and goals, printed,
+Each trains `latentwm train --preset cpu` with a smaller, faster model (2×2-grouped tokens, batch 16, clips of
+--clip-len frames; --broadcast: model.condition_broadcast, the action embedding added to every token as DINO-WM
+feeds it to every patch) for --steps steps, then `latentwm plan` runs CEM (the cpu preset's 32 × 6 × 4 budget),
+random actions and the dataset's own actions on the same --goals held-out goals (DINO-WM's protocol, 25 env steps
+apart). Scored: success (ours and DINO-WM's joint test), success on the goals whose block must move, final block
+error in px. Every stage resumes (train --train.resume; an arm's planning is kept in its folder). --quick: a few steps and goals, printed,
 not recorded. Last line: JSON {"rows": [...]} with each arm's figures.
 """
 
@@ -37,8 +39,7 @@ from latentwm.envs.pusht import goal_metrics  # noqa: E402
 from latentwm.planning.evaluate import held_out_episodes, sample_goals  # noqa: E402
 
 ARMS = {"absolute": (0, False), "relative": (0, True), "proprio": (4, False), "proprio+relative": (4, True)}
-MODEL = ["--model.patch-group", "2", "--model.text-dim", "0", "--data.batch-size", "16", "--data.clip-len", "8",
-         "--rollout.horizon", "4"]
+MODEL = ["--model.patch-group", "2", "--model.text-dim", "0", "--data.batch-size", "16", "--rollout.horizon", "4"]
 """The smaller model of every arm: 16 tokens of 2×2 patches per frame (the cpu preset's 8×8 grid grouped)."""
 
 
@@ -55,13 +56,15 @@ def block_moves(episodes: Path, cache: Path, goals: int, seed: int) -> list[bool
     return [not goal_metrics(np.r_[g.goal_state[:2], g.start_state[2:]], g.goal_state)["success"] for g in gs]
 
 
-def arm(out: Path, name: str, cache: Path, episodes: Path, steps: int, goals: int, moves: list[bool]) -> dict:
+def arm(out: Path, name: str, cache: Path, episodes: Path, steps: int, goals: int, moves: list[bool],
+        extra: list[str]) -> dict:
+    """Train (resumed) and plan one arm; `extra`: the flags every arm shares (clip length, broadcast)."""
     proprio, relative = ARMS[name]
     d = out / name
     train = ["train", "--preset", "cpu", "--data.cache-dir", str(cache), "--train.out-dir", str(d / "train"),
              "--train.steps", str(steps), "--train.eval-every", str(steps), "--train.ckpt-every",
              str(max(1, steps // 4)), "--train.warmup-steps", str(max(1, steps // 10)),
-             "--objective.bootstrap-start", str(steps // 2), "--train.resume", *MODEL,
+             "--objective.bootstrap-start", str(steps // 2), "--train.resume", *MODEL, *extra,
              "--model.proprio-dim", str(proprio),
              "--data.relative-actions" if relative else "--data.no-relative-actions"]
     run(train)
@@ -88,20 +91,24 @@ def main(argv=None):
     ap.add_argument("--out", default="runs/conditioning")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--goals", type=int, default=60)
+    ap.add_argument("--clip-len", type=int, default=8)
+    ap.add_argument("--broadcast", action="store_true")
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     steps, goals = (4, 2) if args.quick else (args.steps, args.goals)
     cache, episodes, out = Path(args.cache), Path(args.episodes), Path(args.out)
     moves = block_moves(episodes, cache, goals, seed=0)
-    rows = [arm(out, a, cache, episodes, steps, goals, moves) for a in args.arms.split(",")]
+    extra = ["--data.clip-len", str(args.clip_len), *(["--model.condition-broadcast"] if args.broadcast else [])]
+    rows = [arm(out, a, cache, episodes, steps, goals, moves, extra) for a in args.arms.split(",")]
     flat = [{"arm": r["arm"], **{f"{m}_{k}": r[m][k] for m in ("cem", "random", "dataset_actions")
                                  for k in ("success", "success_block_moves", "block_px_block_moves")}} for r in rows]
     md = table(flat, list(flat[0]))
     n_episodes = len(list(episodes.glob("*.npz")))
-    notes = (f"{n_episodes} trajectories ({cache}); cpu preset with 2×2-grouped tokens, batch 16, clips of 8, "
-             f"{steps} steps per arm, seed 0; CEM 32 × 6 × 4, horizon 5, goals 25 env steps apart; {goals} held-out "
-             f"goals, {sum(moves)} whose block must move. success: our test (block 20 px & 20°, agent 20 px); "
+    notes = (f"{n_episodes} trajectories ({cache}); cpu preset with 2×2-grouped tokens, batch 16, clips of "
+             f"{args.clip_len}{', condition broadcast' if args.broadcast else ''}, {steps} steps per arm, seed 0; "
+             f"CEM 32 × 6 × 4, horizon 5, goals 25 env steps apart; {goals} held-out goals, {sum(moves)} whose "
+             f"block must move. success: our test (block 20 px & 20°, agent 20 px); "
              f"block_px: final block position error on the block-moving goals.")
     report("bench_conditioning: proprio channels and relative actions on the same data", md,
            {"rows": rows, "trajectories": n_episodes, "goals": goals, "block_moving_goals": sum(moves),
