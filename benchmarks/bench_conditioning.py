@@ -18,8 +18,8 @@ Each trains `latentwm train --preset cpu` with a smaller, faster model (2×2-gro
 feeds it to every patch) for --steps steps, then `latentwm plan` runs CEM (the cpu preset's 32 × 6 × 4 budget),
 random actions and the dataset's own actions on the same --goals held-out goals (DINO-WM's protocol, 25 env steps
 apart). Scored: success (ours and DINO-WM's joint test), success on the goals whose block must move, final block
-error in px. Every stage resumes (train --train.resume; an arm's planning is kept in its folder). --quick: a few steps and goals, printed,
-not recorded. Last line: JSON {"rows": [...]} with each arm's figures.
+error in px. Every stage resumes (train --train.resume; an arm's planning is kept in its folder). --quick: a few
+steps and goals, printed, not recorded. Last line: JSON {"rows": [...]} with each arm's figures.
 """
 
 from __future__ import annotations
