@@ -56,6 +56,17 @@ def block_moves(episodes: Path, cache: Path, goals: int, seed: int) -> list[bool
     return [not goal_metrics(np.r_[g.goal_state[:2], g.start_state[2:]], g.goal_state)["success"] for g in gs]
 
 
+def last_eval(metrics: Path) -> dict:
+    """The run's last held-out figures: mean rollout error, copy-last's, and the action gain (± its standard error:
+    how much the true actions lower the error against shuffled ones)."""
+    ev = [r for r in map(json.loads, metrics.read_text().splitlines()) if "eval/action_gain_mean" in r]
+    if not ev:
+        return {}
+    r = ev[-1]
+    return {"heldout_error": r.get("eval/mean_model"), "copy_last_error": r.get("eval/mean_copy_last"),
+            "action_gain": r["eval/action_gain_mean"], "action_gain_stderr": r.get("eval/action_gain_stderr")}
+
+
 def arm(out: Path, name: str, cache: Path, episodes: Path, steps: int, goals: int, moves: list[bool],
         extra: list[str]) -> dict:
     """Train (resumed) and plan one arm; `extra`: the flags every arm shares (clip length, broadcast)."""
@@ -73,7 +84,8 @@ def arm(out: Path, name: str, cache: Path, episodes: Path, steps: int, goals: in
              "--out-dir", str(d / "plan"), "--planners", "cem", "--baselines", "random", "dataset_actions",
              "--preset", "cpu", "--plan.num-goals", str(goals), "--proprio-probe", "none", "--videos", "2"])
     rows = json.loads((d / "plan" / "planning_goals.json").read_text())
-    res: dict = {"arm": name, "proprio_dim": proprio, "relative_actions": relative, "steps": steps}
+    res: dict = {"arm": name, "proprio_dim": proprio, "relative_actions": relative, "steps": steps,
+                 **last_eval(d / "train" / "metrics.jsonl")}
     for method, rs in rows.items():
         mv = [r for r in rs if moves[r["goal"]]]
         res[method] = {"success": float(np.mean([r["success"] for r in rs])),
@@ -101,8 +113,9 @@ def main(argv=None):
     moves = block_moves(episodes, cache, goals, seed=0)
     extra = ["--data.clip-len", str(args.clip_len), *(["--model.condition-broadcast"] if args.broadcast else [])]
     rows = [arm(out, a, cache, episodes, steps, goals, moves, extra) for a in args.arms.split(",")]
-    flat = [{"arm": r["arm"], **{f"{m}_{k}": r[m][k] for m in ("cem", "random", "dataset_actions")
-                                 for k in ("success", "success_block_moves", "block_px_block_moves")}} for r in rows]
+    flat = [{"arm": r["arm"], "action_gain": r.get("action_gain"), "heldout_error": r.get("heldout_error"),
+             **{f"{m}_{k}": r[m][k] for m in ("cem", "random", "dataset_actions")
+                for k in ("success", "success_block_moves", "block_px_block_moves")}} for r in rows]
     md = table(flat, list(flat[0]))
     n_episodes = len(list(episodes.glob("*.npz")))
     notes = (f"{n_episodes} trajectories ({cache}); cpu preset with 2×2-grouped tokens, batch 16, clips of "
