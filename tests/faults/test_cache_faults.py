@@ -141,3 +141,26 @@ def test_finite_garbage_inside_a_shard_is_named_when_training_first_reads_it(tmp
             ds[k]
     ok = LatentCache(tmp_path)
     ok.raw(next(i for i, e in enumerate(ok.entries) if e["shard"] != shard.name))  # other shards still read
+
+
+def test_an_index_without_checksums_is_unverifiable_until_they_are_added(tmp_path, capsys):
+    """A cache written before checksums passed `latentwm verify` with exit 0: it now fails as unverifiable, and
+    --add-checksums records them (after which damage is found)."""
+    import json
+
+    from latentwm.cli import main
+
+    _cache(tmp_path / "c")
+    for index in (tmp_path / "c" / "index").glob("rank-*.json"):
+        doc = json.loads(index.read_text())
+        for rec in doc["shards"].values():
+            rec.pop("checksum", None)
+        index.write_text(json.dumps(doc))
+    assert main(["verify", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be verified" in err and "--add-checksums" in err and len(err.strip().splitlines()) == 1
+    assert main(["verify", str(tmp_path / "c"), "--add-checksums"]) == 0
+    assert verify_cache(tmp_path / "c")["num_unchecked"] == 0
+    shard, off, size = _latents_span(LatentCache(tmp_path / "c"), 1)
+    _overwrite(shard, off, bytes(16))
+    assert main(["verify", str(tmp_path / "c")]) == 2 and "damaged" in capsys.readouterr().err

@@ -296,6 +296,10 @@ class VerifyConfig:
     """The latent cache (`latentwm verify CACHE` takes it as the first argument too)."""
     verbose: bool = False
     """List every shard, not only the damaged ones."""
+    add_checksums: bool = False
+    """Record the CRC-32 of every shard whose index entry has none (caches written before checksums), trusting its
+    bytes as they are now; from then on `verify` and training check them. Without it such a cache fails
+    verification as unverifiable."""
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 from latentwm.config import VerifyConfig
-from latentwm.data.cache_integrity import CacheError, shard_problem
-from latentwm.data.latent_cache import LatentCache
+from latentwm.data.cache_integrity import CacheError, file_checksum, shard_problem
+from latentwm.data.latent_cache import LatentCache, _atomic_write
 
 
 def verify_cache(path: str | os.PathLike) -> dict:
@@ -32,8 +34,25 @@ def verify_cache(path: str | os.PathLike) -> dict:
                 num_unchecked=count["unchecked"], bytes=sum(v["bytes"] for v in shards.values()))
 
 
+def add_checksums(path: str | os.PathLike) -> int:
+    """Write the CRC-32 of every shard whose index record has none into the index (atomically); returns how many."""
+    added = 0
+    for index in sorted(Path(path).glob("index/rank-*.json")):
+        doc = json.loads(index.read_text())
+        todo = [n for n, rec in doc.get("shards", {}).items() if not rec.get("checksum")]
+        for name in todo:
+            doc["shards"][name]["checksum"] = file_checksum(Path(path) / name)
+        if todo:
+            _atomic_write(index, json.dumps(doc))
+            added += len(todo)
+    return added
+
+
 def run_verify(cfg: VerifyConfig) -> dict:
-    """Print one line per damaged shard and a summary; a damaged or incomplete cache is a CacheError (exit 2)."""
+    """Print one line per damaged shard and a summary; a damaged, incomplete or unverifiable (shards without a
+    checksum, unless --add-checksums records them) cache is a CacheError (exit 2)."""
+    if cfg.add_checksums and verify_cache(cfg.cache_dir)["num_bad"] == 0:
+        print(f"recorded the checksums of {add_checksums(cfg.cache_dir)} shards that had none")
     res = verify_cache(cfg.cache_dir)
     for name, sh in res["shards"].items():
         if sh["status"] != "ok" or cfg.verbose:
@@ -45,6 +64,10 @@ def run_verify(cfg: VerifyConfig) -> dict:
     if not res["ok"]:
         raise CacheError(f"cache {res['path']} failed verification ({res['num_bad']} damaged, "
                          f"{len(res['missing'])} missing shards); re-run `latentwm encode` into it to rewrite them")
+    if res["num_unchecked"]:
+        raise CacheError(f"cache {res['path']}: {res['num_unchecked']} shards have no checksum in the index (written "
+                         "before checksums) and cannot be verified; `latentwm verify CACHE --add-checksums` records "
+                         "them from the bytes as they are now")
     return res
 
 
