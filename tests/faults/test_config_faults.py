@@ -61,3 +61,28 @@ def test_arguments_that_are_not_utf8_are_refused_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("latentwm imagine: ") and "not valid UTF-8" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("flags", [["--data.batch-size", "1000000000"], ["--data.batch-size", "100000"],
+                                   ["--model.width", "1000000", "--model.heads", "4"]])
+def test_a_run_that_cannot_fit_in_memory_is_refused_before_it_allocates(tmp_path, capsys, monkeypatch, flags):
+    """Such runs grew until the kernel killed them (no message) or died in an allocation traceback: the lower bound
+    on their memory is checked against what the machine has, first (here: a machine with 24 GiB available)."""
+    from latentwm.train import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda device: 24 * 2**30)
+    code = _run(["train", "--preset", "tiny", "--data.cache-dir", str(tmp_path / "none"), "--train.out-dir",
+                 str(tmp_path / "run"), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("latentwm train: ") and len(err.strip().splitlines()) == 1
+    assert "needs at least" in err and "GiB available" in err
+
+
+def test_the_memory_bound_never_refuses_what_fits():
+    """Calibration: measured peaks (benchmarks/RESULTS.md) stay above the bound: cpu preset 1.8 GB, small at
+    batch 32 15.4 GB."""
+    from latentwm.config import get_preset
+    from latentwm.train.memory import memory_lower_bound
+
+    assert memory_lower_bound(get_preset("cpu")) < 1.8e9
+    assert memory_lower_bound(get_preset("small").replace(data__batch_size=32)) < 15.4e9

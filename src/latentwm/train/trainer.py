@@ -36,6 +36,7 @@ from latentwm.train.best import BestKeeper, held_out_score
 from latentwm.train.decoder_trainer import load_decoder
 from latentwm.train.logging import RunLogger
 from latentwm.train.sharded import load_sharded, sharded_state
+from latentwm.train.memory import check_memory
 from latentwm.train.loop import (Loop, NonFiniteGuard, TrainingDiverged, autocast_args, lr_lambda,  # noqa: F401
                                  optimizer_step, sample_seed, STEP_WEIGHT)
 
@@ -139,6 +140,7 @@ class Trainer:
                               f"world size ({self.dist.world_size})")
         self.global_micro = G // tc.grad_accum
         self.device = self.dist.device
+        check_memory(cfg, self.device, self.dist.world_size)  # before anything is allocated
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
         self.model = DynamicsModel(cfg.model).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
@@ -408,6 +410,7 @@ def train(cfg: ExperimentConfig) -> dict:
     """`latentwm train`: build the datasets from the latent cache (or raw episodes, encoded online), then fit."""
     dist = init_distributed()
     try:
+        check_memory(cfg, dist.device, dist.world_size)  # before reading any data
         transform = None
         if cfg.data.online_encode:
             enc = DinoEncoder.from_config(cfg.encoder, device=dist.device)
