@@ -164,3 +164,26 @@ def test_an_index_without_checksums_is_unverifiable_until_they_are_added(tmp_pat
     shard, off, size = _latents_span(LatentCache(tmp_path / "c"), 1)
     _overwrite(shard, off, bytes(16))
     assert main(["verify", str(tmp_path / "c")]) == 2 and "damaged" in capsys.readouterr().err
+
+
+def test_disk_full_during_encode_names_the_shard_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    """`[Errno 28]` with no path, and a `.shard-*.tar.tmp` left behind, before: now a CacheError naming the shard;
+    the finished shards stay, and the same encode continues once there is space."""
+    import errno
+    import tarfile
+
+    real, calls = tarfile.TarFile.addfile, [0]
+
+    def full_after_a_while(self, *a, **kw):
+        calls[0] += 1
+        if calls[0] > 20:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(tarfile.TarFile, "addfile", full_after_a_while)
+    with pytest.raises(CacheError, match=r"shard-\d+\.tar: could not be written \(No space left on device\).*again"):
+        _cache(tmp_path)
+    assert not list(tmp_path.glob(".*.tmp")) and list(tmp_path.glob("shard-*.tar"))  # finished shards kept
+    monkeypatch.setattr(tarfile.TarFile, "addfile", real)
+    _cache(tmp_path)  # space again: the same encode finishes the cache
+    assert verify_cache(tmp_path)["ok"]

@@ -19,6 +19,7 @@ machine).
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -125,6 +126,15 @@ def check_shard_once(checked: set[str], path: Path, record: dict) -> None:
         raise CacheError(f"{path}: {why}; `latentwm verify {path.parent}` lists every damaged shard, `latentwm "
                          "encode` with the same settings rewrites it")
     checked.add(path.name)
+
+
+def write_error(shard: Path, exc: OSError) -> Exception:
+    """A full disk (or quota) while writing `shard` as a CacheError that names it and says what is kept; any other
+    OSError unchanged."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return exc
+    return CacheError(f"{shard}: could not be written ({exc.strerror}); the partial shard was removed, the finished "
+                      "ones are kept: free disk space and run the same `latentwm encode` again to continue")
 
 
 def recheck(out: Path, records: dict, done: set[str], names: list[str]) -> set[str]:

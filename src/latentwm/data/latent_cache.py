@@ -17,13 +17,14 @@ Layout of a cache directory:
 
 A shard is written to `.<name>.tmp`, fsynced, renamed, and only then listed in the index: a reader (which reads only
 listed shards) never sees a half-written one; a temp file left by a crash is deleted and the shard rewritten.
-Each index record carries the shard's checksum, checked before a resumed encode skips the shard; latents are checked
-finite when read (see `cache_integrity`; `data/verify.py` checks a whole cache).
+Each index record carries the shard's checksum, checked before a resumed encode skips the shard and when a reader
+first opens the shard; latents are checked finite when read (`cache_integrity`; `data/verify.py`: a whole cache).
 Ranks own disjoint shards (k % world_size == rank) and separate index files, merged on read, so nothing races.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -40,7 +41,7 @@ from latentwm.data.cache_files import (FORMAT, SHARD, VERSION, _atomic_write, _e
 from latentwm.data.cache_integrity import (CacheError, cache_pool, check_cache_identity,  # noqa: F401
                                            check_latents, check_text, check_text_identity, decode_member,
                                            check_inside, check_shard_once, file_checksum, npy_view, recheck,
-                                           retry_skipped)
+                                           retry_skipped, write_error)
 from latentwm.data.episodes import ChannelSums, DatasetStats, Episode, EpisodeError, NormStats, frames_at
 from latentwm.data.frame_text import EpisodeTexts, TextEmbedding
 from latentwm.data.video import VideoError
@@ -99,7 +100,8 @@ class LatentCacheWriter:
 
     def abort_shard(self) -> None:
         if self._tar is not None:
-            self._tar.close()
+            with contextlib.suppress(OSError):  # a full disk fails the close too: the partial file goes anyway
+                self._tar.close()
             self._tmp.unlink(missing_ok=True)
             self._tar = self._name = None
 
@@ -205,8 +207,15 @@ class LatentCacheWriter:
     def __enter__(self) -> "LatentCacheWriter":
         return self
 
-    def __exit__(self, exc_type, *_) -> None:
-        self.abort_shard() if exc_type is not None else self.close_shard()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        shard = self.out / str(self._name)
+        try:
+            self.abort_shard() if exc_type is not None else self.close_shard()
+        except OSError as e:
+            self.abort_shard()
+            raise write_error(shard, e) from e
+        if isinstance(exc, OSError):
+            raise write_error(shard, exc) from exc
 
 
 def _check_text_encoder(out: Path, label: str) -> None:
@@ -220,14 +229,12 @@ def encode_to_cache(items: Iterable[tuple[str, Callable[[], Episode]]],
                     show_progress: bool = True, text: TextEmbedding | Callable[[], TextEmbedding] | None = None
                     ) -> dict:
     """Encode every item's frames with `encode_fn` ((T, H, W, 3) uint8 → (T, N, D)) into the cache at `out_dir`.
-
     Item k goes to shard k // episodes_per_shard (the plan, written first); this rank writes the shards with
     shard % world_size == rank that the index does not list as complete, fail their checksum, or skipped items (so
-    they are retried). An unreadable episode (EpisodeError) is skipped and counted. A cache.json of another encoder
-    (label, pooling, image size) is refused. When all shards are complete the statistics files are written.
-    `text`: the sentence embedding of episodes' text (see LatentCacheWriter); another text encoder than the cache
-    records, or none for a cache that has text, is refused. Returns a summary dict.
-    """
+    they are retried). An unreadable episode (EpisodeError) is skipped and counted; a cache.json of another encoder
+    (label, pooling, image size) is refused; when all shards are complete the statistics files are written. `text`:
+    the episodes' sentence embedding (LatentCacheWriter); another text encoder than the cache records, or none for a
+    cache that has text, is refused. Returns a summary dict."""
     loaders = dict(items := list(items))
     keys = [k for k, _ in items]
     if len(loaders) != len(keys) or not 0 <= rank < world_size or episodes_per_shard <= 0:
@@ -383,14 +390,7 @@ class LatentCache:
         if i in self._lru:
             self._lru.move_to_end(i)
             return self._lru[i]
-        e, out = self.entries[i], {}
-        check_shard_once(self._checked, self.path / e["shard"], self.records[e["shard"]])
-        with open(self.path / e["shard"], "rb") as fh:  # opened per read: safe in forked DataLoader workers
-            for ext, (off, size) in e["files"].items():
-                fh.seek(off)
-                if fh.readinto(data := bytearray(size)) != size:
-                    raise CacheError(f"{self.path / e['shard']}: truncated while reading {e['key']}.{ext}")
-                out[ext.split(".")[0]] = decode_member(data, ext, self.path / e["shard"], e["key"])
+        e, out = self.entries[i], self._read(i)
         check_latents(out.get("latents"), self.path / e["shard"], e)
         check_text(out, self.path / e["shard"], e)
         self._lru[i], self._used = out, self._used + _nbytes(out)
@@ -399,19 +399,20 @@ class LatentCache:
         return out
 
     def members(self, i: int, names: tuple[str, ...]) -> dict:
-        """Only the named arrays of entry i (e.g. ("actions", "proprio")), without reading its latents; names the
-        entry does not store are absent."""
-        if i in self._lru:
-            return {k: v for k, v in self._lru[i].items() if k in names}
+        """Only the named arrays of entry i (e.g. ("actions", "proprio")) that it stores, without its latents."""
+        return {k: v for k, v in self._lru[i].items() if k in names} if i in self._lru else self._read(i, names)
+
+    def _read(self, i: int, names: tuple[str, ...] | None = None) -> dict:
+        """Entry i's stored files (only `names`, if given), by byte offset, after its shard's first-open check."""
         e, out = self.entries[i], {}
         check_shard_once(self._checked, self.path / e["shard"], self.records[e["shard"]])
-        with open(self.path / e["shard"], "rb") as fh:
+        with open(self.path / e["shard"], "rb") as fh:  # opened per read: safe in forked DataLoader workers
             for ext, (off, size) in e["files"].items():
-                if (name := ext.split(".")[0]) in names:
+                if names is None or ext.split(".")[0] in names:
                     fh.seek(off)
                     if fh.readinto(data := bytearray(size)) != size:
                         raise CacheError(f"{self.path / e['shard']}: truncated while reading {e['key']}.{ext}")
-                    out[name] = decode_member(data, ext, self.path / e["shard"], e["key"])
+                    out[ext.split(".")[0]] = decode_member(data, ext, self.path / e["shard"], e["key"])
         return out
 
     def load_episode(self, i: int, dtype=np.float32) -> dict:
