@@ -95,10 +95,20 @@ def segments(duration_s: float, segment_s: float | None) -> list[tuple[float, fl
 
 
 def find_videos(root: str | os.PathLike, extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
+    """Video files under `root` (hidden files and folders skipped), following symlinked folders — each real
+    folder once, so a link back up the tree cannot loop."""
     exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
-    root = Path(root)
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in exts and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    root, seen, found = Path(root), set(), []
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(folder) / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in exts
+                  and (Path(folder) / f).is_file()]
+    return sorted(found)
 
 
 def read_captions(path: str | os.PathLike) -> dict[str, list[str]]:
