@@ -39,3 +39,22 @@ def test_data_scaling_and_ladder_quick_runs(tmp_path):
                   str(run / "episodes"), "--checkpoint", str(run / "train"), "--out", str(tmp_path / "ladder")])
     assert again["rungs"] == rungs  # every rung reused from its folder
     assert (ROOT / "benchmarks/RESULTS.md").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_encoder_table_quick_run(tmp_path):
+    """bench_encoder_pretrain.py --quick: each encoder scored on what the cost must resolve (nearest-latent pose,
+    the pose probe, rank correlation, CEM on the simulator), printed and not recorded."""
+    from latentwm.config import GenerateConfig
+    from latentwm.data.sources.pusht import generate_pusht
+
+    before = (ROOT / "benchmarks/RESULTS.md").read_bytes()
+    generate_pusht(GenerateConfig(out_dir=str(tmp_path / "eps"), num_episodes=12, max_steps=60, workers=1),
+                   show_progress=False)
+    res = _run(["benchmarks/bench_encoder_pretrain.py", "--quick", "--episodes", str(tmp_path / "eps"),
+                "--objectives", "time-contrastive"])
+    assert [r["objective"] for r in res["rows"]] == ["-", "time-contrastive"] and res["quick"]
+    for r in res["rows"]:
+        assert 0 <= r["nearest_block_within_20"] <= 1 and r["nearest_block_px"] >= 0 and r["probe_block_px"] > 0
+        assert -1 <= r["rank_corr"] <= 1 and 0 <= r["cem_on_simulator_success"] <= 1
+    assert (ROOT / "benchmarks/RESULTS.md").read_bytes() == before
