@@ -210,3 +210,27 @@ def test_mpc_with_proprio_channels_and_relative_actions_runs(data):
                         g.goal_frame, 1, 5)
     finally:
         env.close()
+
+
+def test_rl_agents_act_on_proprio_frames_with_relative_actions():
+    """The RL evaluation loop hands each frame's proprio to the observer and anchors relative actions at the
+    agent's position, as the planner's loop does."""
+    from latentwm.rl.evaluate import HeadsPolicy, _Random, run_agent_episode
+    from latentwm.rl.heads import AgentHeads
+
+    m = _proprio_model()
+    codec = ActionCodec.from_stats({"mean": [0.0, 0.0], "std": [20.0, 20.0], "count": 1}, 5, 10, relative=True,
+                                   repeat=False)
+    low, high = codec.bounds()
+    heads = AgentHeads(m.layout.registers * m.cfg.width, 10, low, high, hidden=16)
+    stats = {"mean": [250.0, 250.0, 0.0, 0.0], "std": [100.0, 100.0, 50.0, 50.0], "count": 1}
+    observer = LatentObserver(encode, None, proprio_stats=stats)
+    env = PushTEnv(image_size=96)
+    try:
+        agent = HeadsPolicy(m, heads, observer, codec, context=2, name="bc")
+        for pol in (agent, _Random(codec, seed=0)):
+            r = run_agent_episode(env, pol, seed=3, max_model_steps=2, frame_skip=5)
+            assert np.isfinite(r["return"]) and 0 <= r["max_coverage"] <= 1
+        assert len(agent.latents) == 2 and all(z.shape == (16, 68) for z in agent.latents)  # reset + 1 boundary
+    finally:
+        env.close()
