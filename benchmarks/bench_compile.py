@@ -50,7 +50,7 @@ def train_step_times(name: str, compiled: bool, backend: str, repeats: int) -> d
             blk.compile(backend=backend)
     opt = torch.optim.AdamW(model.param_groups(0.01), lr=1e-4, fused=True)
     guard = NonFiniteGuard("bench", 10**9)
-    data = MovingBlobClips(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len)
+    data = MovingBlobClips(grid=m.latent_grid, dim=m.frame_dim, frames=cfg.data.clip_len)
     B, T = cfg.data.batch_size, cfg.data.clip_len
     batch = collate([data[i] for i in range(B)], m.action_dim)
     obj = ShortcutForcing(cfg.objective.__class__(bootstrap_fraction=0.25, bootstrap_start=0), m.k_max)
@@ -77,9 +77,9 @@ def generation_times(name: str, compiled: bool, backend: str, batch: int, repeat
         model.compile_sampling(backend)
     C, H = 4, 8
     g = torch.Generator().manual_seed(0)
-    ctx = torch.randn(batch, C, m.num_latent_tokens, m.latent_dim, generator=g)
+    ctx = torch.randn(batch, C, m.num_latent_tokens, m.frame_dim, generator=g)
     acts = torch.randn(batch, C + H - 1, m.action_dim, generator=g)
-    noise = torch.randn(batch, H, m.num_latent_tokens, m.latent_dim, generator=g)
+    noise = torch.randn(batch, H, m.num_latent_tokens, m.frame_dim, generator=g)
 
     @torch.no_grad()
     def gen():

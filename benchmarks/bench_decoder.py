@@ -54,13 +54,13 @@ def main() -> None:
                          "GFLOP/frame": approx_decode_flops(spec) / 1e9})
         model = DynamicsModel(m).eval()
         C, H, K = 4, 16, 4
-        ctx = torch.randn(1, C, m.num_latent_tokens, m.latent_dim)
+        ctx = torch.randn(1, C, m.num_latent_tokens, m.frame_dim)
         actions = torch.randn(1, C + H - 1, m.action_dim)
         gen = torch.Generator().manual_seed(0)
         t_gen = median_time(lambda: rollout(model, ctx, H, actions, sample_steps=K, generator=gen),
                             max(3, args.repeats // 3), 1)
         pred = rollout(model, ctx, H, actions, sample_steps=K, generator=gen)[0]  # (16, N, D)
-        t_dec = median_time(lambda: dec.decode(pred, batch_size=16), args.repeats, 2)
+        t_dec = median_time(lambda: dec.decode(pred[..., : m.latent_dim], batch_size=16), args.repeats, 2)
         large = None
         if not args.no_large:
             big = DecoderSpec(768, 16, 16, "B")

@@ -88,7 +88,7 @@ def bench_preset(name: str, prediction: str, batch_size: int | None, clip: int |
     plain = dataclasses.replace(cfg.model, prediction=prediction)
     dh = dataclasses.replace(plain, dh_blocks=DH_BLOCKS)
     B, T = batch_size or cfg.data.batch_size, clip or cfg.data.clip_len
-    data = MovingBlobClips(grid=plain.latent_grid, dim=plain.latent_dim, frames=T)
+    data = MovingBlobClips(grid=plain.latent_grid, dim=plain.frame_dim, frames=T)
     batch = collate([data[i] for i in range(B)], plain.action_dim).to(device)
     obj = ShortcutForcing(ObjectiveConfig(bootstrap_fraction=0.0, bootstrap_start=0), plain.k_max)
     steps, a = {}, {}

@@ -71,7 +71,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = DynamicsModel(exp.model).eval().requires_grad_(False)
     mc = model.cfg
-    N, D, A = mc.num_latent_tokens, mc.latent_dim, mc.action_dim
+    N, D, A = mc.num_latent_tokens, mc.frame_dim, mc.action_dim
     ctx = torch.randn(1, C, N, D)
     ctx_actions = torch.randn(1, C - 1, A)
     goal = torch.randn(N, D)

@@ -94,7 +94,7 @@ def bench_preset(name: str, batch: int, repeats: int) -> dict:
     model = DynamicsModel(cfg).eval()
     for p in model.parameters():  # leave the zero init (identical cost, but keep the math representative)
         p.add_(torch.randn_like(p) * 0.02)
-    N, D = cfg.num_latent_tokens, cfg.latent_dim
+    N, D = cfg.num_latent_tokens, cfg.frame_dim
     g = torch.Generator().manual_seed(0)
     frames = torch.randn(batch, max(CONTEXTS) + 1, N, D, generator=g)
     actions = torch.randn(batch, max(CONTEXTS) + 1, cfg.action_dim, generator=g)

@@ -39,7 +39,7 @@ def step_time(cfg, steps: int, batch: int | None = None) -> dict:
     guard = NonFiniteGuard("bench", 10**9)
     objective = make_objective(cfg.objective, m)
     B, T = batch or cfg.data.batch_size, cfg.data.clip_len
-    data = MovingBlobClips(grid=m.latent_grid, dim=m.latent_dim, frames=T)
+    data = MovingBlobClips(grid=m.latent_grid, dim=m.frame_dim, frames=T)
     b = collate([data[i] for i in range(B)], m.action_dim)
     at = max(cfg.objective.bootstrap_start, 1)  # past the flow-only warm-up: the bootstrap costs what it costs
 

@@ -45,7 +45,7 @@ from latentwm.rollout import rollout  # noqa: E402
 def training(preset: str, steps: int, device) -> list[dict]:
     cfg = get_preset(preset)
     m, B, T = cfg.model, cfg.data.batch_size, cfg.data.clip_len
-    data = MovingBlobClips(grid=m.latent_grid, dim=m.latent_dim, frames=T)
+    data = MovingBlobClips(grid=m.latent_grid, dim=m.frame_dim, frames=T)
     batch = collate([data[i] for i in range(B)], m.action_dim).to(device)
     g = torch.Generator().manual_seed(0)
     text = torch.nn.functional.normalize(torch.randn(B, T, 384, generator=g), dim=-1).to(device)
@@ -83,10 +83,10 @@ def sampling(preset: str, repeats: int, device) -> list[dict]:
     torch.manual_seed(0)
     model = DynamicsModel(cfg.model).to(device).eval()
     B, C, H, m = 16, 4, 8, cfg.model
-    ctx = torch.randn(B, C, m.num_latent_tokens, m.latent_dim, device=device)
+    ctx = torch.randn(B, C, m.num_latent_tokens, m.frame_dim, device=device)
     acts = torch.randn(B, C + H - 1, m.action_dim, device=device)
     text = torch.randn(B, m.text_dim, device=device)
-    noise = torch.randn(B, H, m.num_latent_tokens, m.latent_dim, device=device)
+    noise = torch.randn(B, H, m.num_latent_tokens, m.frame_dim, device=device)
     rows = []
     for name, tg, ag in (("unguided", 1.0, 1.0), ("text guidance 3", 3.0, 1.0), ("text 3 + action 2", 3.0, 2.0)):
         t = median_time(lambda tg=tg, ag=ag: rollout(model, ctx, H, acts, noise=noise, text=text, text_guidance=tg,

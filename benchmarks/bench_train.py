@@ -39,7 +39,7 @@ def bench_preset(name: str, steps: int, device: torch.device) -> list[dict]:
     torch.manual_seed(0)
     model = DynamicsModel(m).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    data = MovingBlobClips(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len)
+    data = MovingBlobClips(grid=m.latent_grid, dim=m.frame_dim, frames=cfg.data.clip_len)
     B, T = cfg.data.batch_size, cfg.data.clip_len
     batch = collate([data[i] for i in range(B)], m.action_dim).to(device)
     fwd_flops = sum(model.flops_per_frame(t) for t in range(T)) * B

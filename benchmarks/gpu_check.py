@@ -301,7 +301,7 @@ def sec_train(ctx: Ctx, rec: Recorder, role: str) -> None:
     torch.manual_seed(0)
     with torch.device(dev):  # initialized where it runs (272M parameters: seconds on a CPU)
         model = DynamicsModel(m)
-    N, D, A = m.num_latent_tokens, m.latent_dim, m.action_dim
+    N, D, A = m.num_latent_tokens, m.frame_dim, m.action_dim
     batch = (torch.randn(B, T, N, D, device=dev), torch.randn(B, T, A, device=dev),
              torch.ones(B, T, dtype=torch.bool, device=dev), torch.ones(B, T, dtype=torch.bool, device=dev))
     obj = ShortcutForcing(ObjectiveConfig(bootstrap_fraction=0.0, bootstrap_start=0), m.k_max)  # flow-only: 3× fwd
@@ -430,7 +430,7 @@ def sec_generation(ctx: Ctx, rec: Recorder) -> None:
     torch.manual_seed(0)
     with torch.device(dev):
         model = DynamicsModel(mc).eval().requires_grad_(False)
-    N, D, A = mc.num_latent_tokens, mc.latent_dim, mc.action_dim
+    N, D, A = mc.num_latent_tokens, mc.frame_dim, mc.action_dim
     contexts = (16, 32)
     rec.update(preset=exp.preset, params=model.num_parameters(), latent_tokens=N, model_tokens_per_frame=model
                .tokens_per_frame, window=window, attention=mc.attention, preset_window=exp.model.context_frames,
@@ -479,7 +479,7 @@ def sec_planning(ctx: Ctx, rec: Recorder) -> None:
     mc = dataclasses.replace(exp.model, attention=os.environ.get("GPU_CHECK_ATTENTION", exp.model.attention))
     with torch.device(dev):
         model = DynamicsModel(mc).eval().requires_grad_(False)
-    N, D, A, C = mc.num_latent_tokens, mc.latent_dim, mc.action_dim, exp.rollout.context
+    N, D, A, C = mc.num_latent_tokens, mc.frame_dim, mc.action_dim, exp.rollout.context
     g = torch.Generator(device=dev).manual_seed(0)
     hist = torch.randn(1, C, N, D, device=dev, generator=g)
     hist_actions = torch.randn(1, C - 1, A, device=dev, generator=g)
