@@ -89,6 +89,10 @@ def test_training_sets_and_checkpoint_statistics(data):
     assert train[0].latents.shape[-1] == 68 and held[0].latents.shape[-1] == 68
     rec = extra["data_stats"]["datasets"]["pusht"]["actions"]
     np.testing.assert_allclose(rec["mean"], train.action_stats["pusht"].mean)  # what the planner's codec reads
+    from latentwm.planning.evaluate import WorldModelRun
+
+    mem = WorldModelRun.from_cache(None, exp).data_stats["datasets"]["pusht"]["actions"]  # the demo's path
+    np.testing.assert_allclose(mem["std"], rec["std"])
     model = DynamicsModel(exp.model)
     x = torch.stack([train[i].latents for i in range(2)])
     acts = torch.stack([train[i].actions for i in range(2)])

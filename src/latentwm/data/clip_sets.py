@@ -10,7 +10,7 @@ import os
 from torch.utils.data import Dataset
 
 from latentwm.config import ConfigError
-from latentwm.data.clips import LatentClipDataset
+from latentwm.data.clips import LatentClipDataset, training_stats
 from latentwm.data.latent_cache import LatentCache, cache_pool
 from latentwm.data.mixture import ConcatClips, MixtureDataset, MixtureSpec
 
@@ -46,18 +46,6 @@ def make_mixture_datasets(spec: MixtureSpec, clip_len: int, frame_skip: int = 1,
                                      datasets={k: v.to_dict() for k, v in c.dataset_stats.items()})
                              for n, c in caches.items()})
     return mixture, (ConcatClips(evals, fields=mixture.fields) if evals else None), extra
-
-
-def dataset_stats_dict(cache, clips: LatentClipDataset) -> dict:
-    """{dataset: DatasetStats dict} a checkpoint records: the cache's, with the action statistics the clips were
-    normalized with (relative actions: those of the offsets), which the planner's action codec reads back."""
-    out = {}
-    for k, v in cache.dataset_stats.items():
-        d = v.to_dict()
-        if clips.relative_actions and k in clips.action_stats:
-            d["actions"] = clips.action_stats[k].to_dict()
-        out[k] = d
-    return out
 
 
 def check_pool(info: dict, cfg, where: str) -> None:
@@ -197,7 +185,7 @@ def make_clip_datasets(cfg, allow_partial: bool | None = None
                           f"{cfg.model.num_latent_tokens}, D = {cfg.model.latent_dim}")
     train_set, eval_set = train_eval_sets(cache, cfg, eval_len)
     stats = cache.latent_stats
-    extra = dict(data_stats=dict(latents=stats.to_dict(), datasets=dataset_stats_dict(cache, train_set)),
+    extra = dict(data_stats=dict(latents=stats.to_dict(), datasets=training_stats(cache, cfg)),
                  encoder=info["encoder"], frame_skip=d.frame_skip, cache_info=info,
                  **text_facts(cache, cfg))
     if train_set.num_skipped:

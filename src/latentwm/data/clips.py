@@ -232,6 +232,16 @@ def action_stats_of(cache, relative: bool, stride: int) -> dict:
     return {k: s for (k, st), s in memo.items() if st == stride}
 
 
+def training_stats(cache, cfg) -> dict:
+    """{dataset: DatasetStats dict} as a model of ExperimentConfig `cfg` was trained on `cache`: the cache's own, with
+    the action statistics its clips were normalized with (relative actions: those of the offsets). What checkpoints
+    record and the planner's action codec reads back."""
+    d = cfg.data
+    acts = action_stats_of(cache, d.relative_actions, d.frame_skip // _stored_skip(cache, d.frame_skip))
+    return {k: {**v.to_dict(), **({"actions": acts[k].to_dict()} if k in acts else {})}
+            for k, v in cache.dataset_stats.items()}
+
+
 def _stored_skip(cache, frame_skip: int) -> int:
     """Env steps each stored frame of `cache` spans (one value per cache; it must divide `frame_skip`)."""
     skips = {int(e.get("frame_skip") or 1) for e in cache.entries}

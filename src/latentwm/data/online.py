@@ -31,7 +31,8 @@ import torch
 from latentwm.config import ConfigError
 from latentwm.data.batch import WorldBatch
 from latentwm.data.cache_integrity import same_encoder
-from latentwm.data.clip_sets import check_proprio, check_text_dim, dataset_stats_dict, text_facts, train_eval_sets
+from latentwm.data.clip_sets import check_proprio, check_text_dim, text_facts, train_eval_sets
+from latentwm.data.clips import training_stats
 from latentwm.data.episodes import ChannelSums, DatasetStats, Episode, EpisodeError, NormStats, frames_at
 from latentwm.data.frame_text import EpisodeTexts, TextEmbedding
 from latentwm.data.latent_cache import LatentCache, cache_pool, sample_key
@@ -243,6 +244,6 @@ def make_online_datasets(cfg, encode_fn: EncodeFn, encoder_label: str, stats_fra
                 num_tokens=N, latent_dim=D, source=d.source, episodes_dir=str(d.episodes_dir),
                 skipped=len(store.skipped))
     stats_dict = stats.to_dict()
-    extra = dict(data_stats=dict(latents=stats_dict, datasets=dataset_stats_dict(store, train_set)),
+    extra = dict(data_stats=dict(latents=stats_dict, datasets=training_stats(store, cfg)),
                  encoder=encoder_label, frame_skip=d.frame_skip, cache_info=info, **text_facts(store, cfg))
     return train_set, eval_set, extra, OnlineEncoding(encode_fn, stats, cfg.model.proprio_dim > 0)

@@ -34,7 +34,7 @@ import torch
 
 from latentwm.config import BASELINE_NAMES, PLANNER_NAMES, ConfigError, ExperimentConfig, PlanConfig, PlanRunConfig
 from latentwm.data.cache_integrity import legacy_label_note, same_encoder
-from latentwm.data.clips import split_episodes
+from latentwm.data.clips import split_episodes, training_stats
 from latentwm.data.episodes import NormStats, load_episode
 from latentwm.data.proprio import proprio_stats_of
 from latentwm.data.latent_cache import LatentCache
@@ -75,10 +75,10 @@ class WorldModelRun:
 
     @classmethod
     def from_cache(cls, model, exp: ExperimentConfig, cache_dir: str | os.PathLike | None = None) -> "WorldModelRun":
-        """A model in memory (e.g. the trainer's EMA) with the statistics of its latent cache."""
+        """A model in memory (e.g. the trainer's EMA) with the statistics of its latent cache, as its training
+        normalized them (relative actions: the offsets' statistics)."""
         cache = LatentCache(cache_dir or exp.data.cache_dir)
-        stats = dict(latents=cache.latent_stats.to_dict(),
-                     datasets={k: v.to_dict() for k, v in cache.dataset_stats.items()})
+        stats = dict(latents=cache.latent_stats.to_dict(), datasets=training_stats(cache, exp))
         return cls(model, exp, stats, exp.data.frame_skip, None)
 
 
