@@ -103,7 +103,7 @@ def fit_state_dynamics(clips: LatentClipDataset, steps: int = 3000, pairs: int =
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
     log(f"state model: {len(x)} pairs, {steps} steps, feature MSE {np.mean(losses[-100:]):.5f}")
     return model.eval().requires_grad_(False), {"train_mse": float(np.mean(losses[-100:])), "pairs": len(x),
                                                 "steps": steps}
