@@ -64,10 +64,16 @@ def test_smoke_demo_end_to_end(tmp_path, capsys, monkeypatch):
     assert "## Goal-conditioned planning" in report and "| cem |" in report
     assert (out / "report" / "planning" / "planning.json").exists()
     assert (out / "report" / "planning" / "videos").is_dir()
-    st = pl["settings"]  # DINO-WM's visual + proprio objective, the agent read out by the demo's probe
-    assert st["proprio_term"] and st["proprio_weight"] == 1.0 and st["proprio_probe"]["heldout_rmse"] > 0
-    assert (out / "train" / "proprio_probe.safetensors").exists() and "proprio MSE" in report
-    assert st["proprio_probe"]["model_step"] == tr["kept_step"]
+    st = pl["settings"]  # DINO-WM's visual + proprio objective on the proprio the model predicts (no probe)
+    assert st["proprio_term"] and st["proprio_weight"] == 1.0 and st["proprio_channels"] == 4
+    assert st["relative_actions"] and st["proprio_probe"] is None and "proprio the model predicts" in report
+    assert not (out / "train" / "proprio_probe.safetensors").exists()
+    lad = pl["ladder"]  # the same goals from the simulator down to the model
+    assert list(lad["rungs"]) == ["simulator + state cost", "simulator + latent cost", "state model (privileged)",
+                                  "latent model K=1", "latent model K=4", "random actions"]
+    assert all(r["goals"] == 2 and 0 <= r["success_rate"] <= 1 for r in lad["rungs"].values())
+    assert lad["rungs"]["random actions"]["success_rate"] == pl["success_rate"]["random"]  # the plan stage's rows
+    assert "### The planning ladder" in report
     # success split by whether the block must move; CEM on the state-probe cost alone (the diagnosis)
     n_static = round(pl["block_static_goals"] * 2)
     for k, n in (("success_rate_block_moves", 2 - n_static), ("success_rate_block_static", n_static)):
