@@ -2,7 +2,7 @@
 same data, scored by planning in the real Push-T env.
 
     python benchmarks/bench_conditioning.py --cache CACHE --episodes EPISODES [--out runs/conditioning]
-                                            [--steps 600] [--goals 60] [--clip-len 8] [--broadcast]
+                                            [--steps 600] [--goals 60] [--clip-len 8] [--broadcast] [--encoder E]
                                             [--arms absolute,relative,...] [--quick]
 
 CACHE / EPISODES: a Push-T latent cache and the episode folder it was encoded from (e.g. `latentwm generate
@@ -105,13 +105,15 @@ def main(argv=None):
     ap.add_argument("--goals", type=int, default=60)
     ap.add_argument("--clip-len", type=int, default=8)
     ap.add_argument("--broadcast", action="store_true")
+    ap.add_argument("--encoder", default="", help="the encoder the cache was encoded with (default: the preset's)")
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     steps, goals = (4, 2) if args.quick else (args.steps, args.goals)
     cache, episodes, out = Path(args.cache), Path(args.episodes), Path(args.out)
     moves = block_moves(episodes, cache, goals, seed=0)
-    extra = ["--data.clip-len", str(args.clip_len), *(["--model.condition-broadcast"] if args.broadcast else [])]
+    extra = ["--data.clip-len", str(args.clip_len), *(["--model.condition-broadcast"] if args.broadcast else []),
+             *(["--encoder.name", args.encoder] if args.encoder else [])]
     rows = [arm(out, a, cache, episodes, steps, goals, moves, extra) for a in args.arms.split(",")]
     flat = [{"arm": r["arm"], "action_gain": r.get("action_gain"), "heldout_error": r.get("heldout_error"),
              **{f"{m}_{k}": r[m][k] for m in ("cem", "random", "dataset_actions")
