@@ -1,15 +1,18 @@
 """Data scaling on Push-T: planning success against the number of training trajectories, beside DINO-WM's Table 5.
 
     python benchmarks/bench_data_scaling.py [--sizes 240,1000,3000] [--steps 3000] [--goals 60]
-                                            [--out runs/data_scaling] [--quick]
+                                            [--encoder E] [--out runs/data_scaling] [--quick]
 
 For each size N (smallest first; every stage resumes, so a stopped run picks up where it stopped when started
 again): `latentwm generate` N trajectories of 200 env steps (the demo's policy mix, seed 0, every 5th frame
-rendered) → `latentwm encode` (the cpu preset's fixed random-weight encoder, 112 px) → `latentwm train` (the cpu
+rendered) → `latentwm encode` (--encoder, a frozen encoder shared by every size; default the cpu preset's
+random-weight encoder; 112 px) → `latentwm train` (the cpu
 preset with the Push-T conditioning, 2×2-grouped tokens, batch 16, clips of 8; the SAME --steps at every size, so
 the curve varies the data alone) → `latentwm plan` (CEM 32 × 6 × 4 and random actions on --goals held-out goals of
-that size's own split, 25 env steps ahead). Scored: success (ours and DINO-WM's joint test), success on the goals
-whose block must move, final block error. DINO-WM's Table 5 (success of its model with pretrained DINOv2 on its
+that size's own split, 25 env steps ahead) → the planning ladder's other rungs on the same goals and budget
+(planning/ladder.py: simulator + state cost, simulator + latent cost, the privileged state model trained on that
+size's clips). Scored per rung: success (ours and DINO-WM's joint test), success on the goals whose block must move,
+final block error on them. DINO-WM's Table 5 (success of its model with pretrained DINOv2 on its
 Push-T data: 200 → 0.08, 1,000 → 0.48, 5,000 → 0.72, 10,000 → 0.88, 18,500 → 0.92) is printed beside, marked as
 another encoder and other data. The RESULTS.md section is titled "Data scaling" and ends with the JSON line
 {"rows": [{"trajectories": N, "cem_block_moves": r, ...}, ...]}. --quick: tiny sizes, printed, not recorded.
@@ -19,6 +22,7 @@ A single H100/H200 runs the largest point with `benchmarks/gpu_data_scaling.sh`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -30,24 +34,32 @@ from bench_conditioning import MODEL as GROUPED_MODEL  # noqa: E402
 from bench_conditioning import block_moves, run  # noqa: E402
 from common import report, table  # noqa: E402
 
+from latentwm.config import CEMConfig  # noqa: E402
+from latentwm.planning.evaluate import WorldModelRun  # noqa: E402
+from latentwm.planning.ladder import planning_ladder  # noqa: E402
 from latentwm.report import dino_wm_success_at  # noqa: E402
 
 MODEL = [*GROUPED_MODEL, "--data.clip-len", "8"]
 """bench_conditioning's grouped model at its measured clip length: the curve's points are comparable with its arms."""
 
 
-def point(out: Path, n: int, steps: int, goals: int, quick: bool) -> dict:
+RUNGS = {"simulator + state cost": "sim_state", "simulator + latent cost": "sim_latent",
+         "state model (privileged)": "state_model"}
+"""The ladder's rungs beside the model's own CEM and random rows, by their short column prefix."""
+
+
+def point(out: Path, n: int, steps: int, goals: int, encoder: str, quick: bool) -> dict:
     d = out / f"n{n}"
     env_steps, image = (40, 112) if quick else (200, 112)
     if not (d / "episodes" / "generate.json").exists() or len(list((d / "episodes").glob("*.npz"))) < n:
         run(["generate", "--out-dir", str(d / "episodes"), "--num-episodes", str(n), "--max-steps", str(env_steps),
              "--render-every", "5", "--seed", "0"])
-    run(["encode", "--root", str(d / "episodes"), "--out-dir", str(d / "latents"), "--encoder.name", "tiny-random",
+    run(["encode", "--root", str(d / "episodes"), "--out-dir", str(d / "latents"), "--encoder.name", encoder,
          "--encoder.image-size", str(image), "--text.name", ""])
     run(["train", "--preset", "cpu", "--data.cache-dir", str(d / "latents"), "--train.out-dir", str(d / "train"),
          "--train.steps", str(steps), "--train.eval-every", str(steps), "--train.ckpt-every", str(max(1, steps // 4)),
          "--train.warmup-steps", str(max(1, steps // 10)), "--objective.bootstrap-start", str(steps // 2),
-         "--train.resume", *MODEL])
+         "--train.resume", *MODEL, "--encoder.name", encoder])
     if not (d / "plan" / "planning_goals.json").exists():
         run(["plan", "--checkpoint", str(d / "train"), "--episodes-dir", str(d / "episodes"), "--cache-dir",
              str(d / "latents"), "--out-dir", str(d / "plan"), "--planners", "cem", "--baselines", "random",
@@ -62,6 +74,19 @@ def point(out: Path, n: int, steps: int, goals: int, quick: bool) -> dict:
         res[f"{m}_success_joint"] = float(np.mean([r["success_joint"] for r in rs]))
         res[f"{m}_block_moves"] = float(np.mean([r["success"] for r in mv])) if mv else None
         res[f"{m}_block_px"] = float(np.mean([r["block_pos_diff"] for r in mv])) if mv else None
+    run_ = WorldModelRun.load(d / "train")
+    plan_cfg = dataclasses.replace(run_.exp.plan, num_goals=goals)
+    if quick:
+        plan_cfg = dataclasses.replace(plan_cfg, cem=CEMConfig(population=8, elites=2, iterations=2))
+    k = f"latent model K={plan_cfg.sample_steps}"
+    ladder = planning_ladder(run_, d / "episodes", d / "latents", plan_cfg, d / "ladder",
+                             given={k: rows["cem"], "random actions": rows["random"]},
+                             sample_steps=(plan_cfg.sample_steps,), state_steps=200 if quick else 3000)
+    for rung, short in RUNGS.items():
+        r = ladder["rungs"][rung]
+        res[f"{short}_success"] = r["success_rate"]
+        res[f"{short}_block_moves"] = r["success_rate_block_moves"]
+        res[f"{short}_block_px"] = r["block_px_block_moves"]
     return res
 
 
@@ -70,17 +95,23 @@ def main(argv=None):
     ap.add_argument("--sizes", default="240,1000,3000")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--goals", type=int, default=60)
+    ap.add_argument("--encoder", default="tiny-random", help="the frozen encoder of every size (name or folder)")
     ap.add_argument("--out", default="runs/data_scaling")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     sizes = [6, 12] if args.quick else [int(s) for s in args.sizes.split(",")]
     steps, goals = (4, 2) if args.quick else (args.steps, args.goals)
-    rows = [point(Path(args.out), n, steps, goals, args.quick) for n in sizes]
+    rows = [point(Path(args.out), n, steps, goals, args.encoder, args.quick) for n in sizes]
     cols = ["trajectories", "cem_success", "cem_success_joint", "cem_block_moves", "cem_block_px",
-            "random_block_moves", "random_block_px", "block_moving_goals", "dino_wm_table5_success"]
+            "random_block_moves", "random_block_px", *[f"{s}_{m}" for s in RUNGS.values()
+                                                       for m in ("block_moves", "block_px")],
+            "block_moving_goals", "dino_wm_table5_success"]
     notes = (f"cpu preset with the Push-T conditioning (proprio channels, relative actions), 2×2-grouped tokens, "
-             f"{steps} training steps at every size (the data alone varies), tiny-random encoder at 112 px; CEM 32 × 6 "
-             f"× 4 on {goals} held-out goals per size (25 env steps ahead). dino_wm_table5_success: DINO-WM's own "
+             f"{steps} training steps at every size (the data alone varies), encoder {args.encoder} (frozen, 112 px); "
+             f"CEM 32 × 6 × 4 on {goals} held-out goals per size (25 env steps ahead); sim_state / sim_latent: the "
+             f"simulator as the model with the true-state / latent cost; state_model: the privileged MLP on the true "
+             f"state (the ladder's rungs, same goals and budget); *_block_moves / *_block_px: success and final block "
+             f"error on the goals whose block must move. dino_wm_table5_success: DINO-WM's own "
              f"curve (pretrained DINOv2, its Push-T data, its budget), interpolated — another encoder and other data.")
     report("Data scaling", table(rows, cols), {"rows": rows, "quick": args.quick}, notes, record=not args.quick)
 

@@ -27,6 +27,7 @@ def test_data_scaling_and_ladder_quick_runs(tmp_path):
     assert [r["trajectories"] for r in res["rows"]] == [6, 12] and res["quick"]
     for r in res["rows"]:
         assert r["goals"] == 2 and 0 <= r["cem_success"] <= 1 and 0 <= r["random_success"] <= 1
+        assert all(0 <= r[f"{rung}_success"] <= 1 for rung in ("sim_state", "sim_latent", "state_model"))
         assert r["dino_wm_table5_success"] is None  # below DINO-WM's smallest size: not extrapolated
     run = tmp_path / "n12"
     ladder = _run(["benchmarks/bench_ladder.py", "--quick", "--cache", str(run / "latents"), "--episodes",
