@@ -57,15 +57,20 @@ def train_step_times(name: str, compiled: bool, backend: str, repeats: int) -> d
     seeds = list(range(B))
 
     def step():
-        loss, _ = obj(model, batch.latents, batch.actions, batch.action_mask, batch.valid, global_step=1,
-                      seeds=seeds)
+        loss, _ = obj(model, batch.latents, batch.actions, batch.action_mask, batch.valid, global_step=1, seeds=seeds)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         optimizer_step(opt, model.parameters(), 1.0, guard, 1)
 
     first, t = _first_and_median(step, repeats)
-    return {"what": "train step", "preset": name, "batch": f"{B}×{T}", "first_s": first, "s": t,
-            "frames_per_s": B * T / t}
+    return {
+        "what": "train step",
+        "preset": name,
+        "batch": f"{B}×{T}",
+        "first_s": first,
+        "s": t,
+        "frames_per_s": B * T / t,
+    }
 
 
 def generation_times(name: str, compiled: bool, backend: str, batch: int, repeats: int) -> dict:
@@ -86,8 +91,14 @@ def generation_times(name: str, compiled: bool, backend: str, batch: int, repeat
         rollout(model, ctx, H, acts, sample_steps=4, noise=noise)
 
     first, t = _first_and_median(gen, repeats)
-    return {"what": f"K=4 generation, batch {batch}", "preset": name, "batch": f"{batch}×{H}", "first_s": first,
-            "s": t, "frames_per_s": batch * H / t}
+    return {
+        "what": f"K=4 generation, batch {batch}",
+        "preset": name,
+        "batch": f"{batch}×{H}",
+        "first_s": first,
+        "s": t,
+        "frames_per_s": batch * H / t,
+    }
 
 
 def main(argv=None):
@@ -105,8 +116,7 @@ def main(argv=None):
     rows, summary = [], {"backend": args.backend}
     for name in presets:
         jobs = [("train", lambda c, n=name: train_step_times(n, c, args.backend, repeats))]
-        jobs += [(f"gen_b{b}", lambda c, n=name, b=b: generation_times(n, c, args.backend, b, repeats))
-                 for b in (1, 8)]
+        jobs += [(f"gen_b{b}", lambda c, n=name, b=b: generation_times(n, c, args.backend, b, repeats)) for b in (1, 8)]
         for key, job in jobs:
             eager, comp = job(False), job(True)
             ratio = eager["s"] / comp["s"]
@@ -116,12 +126,19 @@ def main(argv=None):
             summary[f"{name}_{key}_eager_frames_per_s"] = eager["frames_per_s"]
             summary[f"{name}_{key}_compiled_frames_per_s"] = comp["frames_per_s"]
     cols = ["what", "preset", "mode", "batch", "s", "frames_per_s", "speedup", "first_s"]
-    notes = (f"Machine: {machine()}; {torch.get_num_threads()} torch threads, backend "
-             f"{args.backend}. s: median seconds after warm-up; speedup: eager s ÷ compiled s in this run; first_s: "
-             f"the first call (compilation included). Training: bootstrap fraction 0.25, fused AdamW, "
-             f"train.compile_scope blocks. Generation: context 4, horizon 8, K = 4.")
-    report(f"bench_compile: torch.compile vs eager, training and K = 4 generation ({args.presets})",
-           table(rows, cols), summary, notes, record=not args.quick)
+    notes = (
+        f"Machine: {machine()}; {torch.get_num_threads()} torch threads, backend "
+        f"{args.backend}. s: median seconds after warm-up; speedup: eager s ÷ compiled s in this run; first_s: "
+        f"the first call (compilation included). Training: bootstrap fraction 0.25, fused AdamW, "
+        f"train.compile_scope blocks. Generation: context 4, horizon 8, K = 4."
+    )
+    report(
+        f"bench_compile: torch.compile vs eager, training and K = 4 generation ({args.presets})",
+        table(rows, cols),
+        summary,
+        notes,
+        record=not args.quick,
+    )
 
 
 if __name__ == "__main__":

@@ -63,36 +63,90 @@ def last_eval(metrics: Path) -> dict:
     if not ev:
         return {}
     r = ev[-1]
-    return {"heldout_error": r.get("eval/mean_model"), "copy_last_error": r.get("eval/mean_copy_last"),
-            "action_gain": r["eval/action_gain_mean"], "action_gain_stderr": r.get("eval/action_gain_stderr")}
+    return {
+        "heldout_error": r.get("eval/mean_model"),
+        "copy_last_error": r.get("eval/mean_copy_last"),
+        "action_gain": r["eval/action_gain_mean"],
+        "action_gain_stderr": r.get("eval/action_gain_stderr"),
+    }
 
 
-def arm(out: Path, name: str, cache: Path, episodes: Path, steps: int, goals: int, moves: list[bool],
-        extra: list[str]) -> dict:
+def arm(
+    out: Path, name: str, cache: Path, episodes: Path, steps: int, goals: int, moves: list[bool], extra: list[str]
+) -> dict:
     """Train (resumed) and plan one arm; `extra`: the flags every arm shares (clip length, broadcast)."""
     proprio, relative = ARMS[name]
     d = out / name
-    train = ["train", "--preset", "cpu", "--data.cache-dir", str(cache), "--train.out-dir", str(d / "train"),
-             "--train.steps", str(steps), "--train.eval-every", str(steps), "--train.ckpt-every",
-             str(max(1, steps // 4)), "--train.warmup-steps", str(max(1, steps // 10)),
-             "--objective.bootstrap-start", str(steps // 2), "--train.resume", *MODEL, *extra,
-             "--model.proprio-dim", str(proprio),
-             "--data.relative-actions" if relative else "--data.no-relative-actions"]
+    train = [
+        "train",
+        "--preset",
+        "cpu",
+        "--data.cache-dir",
+        str(cache),
+        "--train.out-dir",
+        str(d / "train"),
+        "--train.steps",
+        str(steps),
+        "--train.eval-every",
+        str(steps),
+        "--train.ckpt-every",
+        str(max(1, steps // 4)),
+        "--train.warmup-steps",
+        str(max(1, steps // 10)),
+        "--objective.bootstrap-start",
+        str(steps // 2),
+        "--train.resume",
+        *MODEL,
+        *extra,
+        "--model.proprio-dim",
+        str(proprio),
+        "--data.relative-actions" if relative else "--data.no-relative-actions",
+    ]
     run(train)
     if not (d / "plan" / "planning_goals.json").exists():
-        run(["plan", "--checkpoint", str(d / "train"), "--episodes-dir", str(episodes), "--cache-dir", str(cache),
-             "--out-dir", str(d / "plan"), "--planners", "cem", "--baselines", "random", "dataset_actions",
-             "--preset", "cpu", "--plan.num-goals", str(goals), "--proprio-probe", "none", "--videos", "2"])
+        run(
+            [
+                "plan",
+                "--checkpoint",
+                str(d / "train"),
+                "--episodes-dir",
+                str(episodes),
+                "--cache-dir",
+                str(cache),
+                "--out-dir",
+                str(d / "plan"),
+                "--planners",
+                "cem",
+                "--baselines",
+                "random",
+                "dataset_actions",
+                "--preset",
+                "cpu",
+                "--plan.num-goals",
+                str(goals),
+                "--proprio-probe",
+                "none",
+                "--videos",
+                "2",
+            ]
+        )
     rows = json.loads((d / "plan" / "planning_goals.json").read_text())
-    res: dict = {"arm": name, "proprio_dim": proprio, "relative_actions": relative, "steps": steps,
-                 **last_eval(d / "train" / "metrics.jsonl")}
+    res: dict = {
+        "arm": name,
+        "proprio_dim": proprio,
+        "relative_actions": relative,
+        "steps": steps,
+        **last_eval(d / "train" / "metrics.jsonl"),
+    }
     for method, rs in rows.items():
         mv = [r for r in rs if moves[r["goal"]]]
-        res[method] = {"success": float(np.mean([r["success"] for r in rs])),
-                       "success_joint": float(np.mean([r["success_joint"] for r in rs])),
-                       "success_block_moves": float(np.mean([r["success"] for r in mv])) if mv else None,
-                       "block_px": float(np.mean([r["block_pos_diff"] for r in rs])),
-                       "block_px_block_moves": float(np.mean([r["block_pos_diff"] for r in mv])) if mv else None}
+        res[method] = {
+            "success": float(np.mean([r["success"] for r in rs])),
+            "success_joint": float(np.mean([r["success_joint"] for r in rs])),
+            "success_block_moves": float(np.mean([r["success"] for r in mv])) if mv else None,
+            "block_px": float(np.mean([r["block_pos_diff"] for r in rs])),
+            "block_px_block_moves": float(np.mean([r["block_pos_diff"] for r in mv])) if mv else None,
+        }
     return res
 
 
@@ -112,22 +166,48 @@ def main(argv=None):
     steps, goals = (4, 2) if args.quick else (args.steps, args.goals)
     cache, episodes, out = Path(args.cache), Path(args.episodes), Path(args.out)
     moves = block_moves(episodes, cache, goals, seed=0)
-    extra = ["--data.clip-len", str(args.clip_len), *(["--model.condition-broadcast"] if args.broadcast else []),
-             *(["--encoder.name", args.encoder] if args.encoder else [])]
+    extra = [
+        "--data.clip-len",
+        str(args.clip_len),
+        *(["--model.condition-broadcast"] if args.broadcast else []),
+        *(["--encoder.name", args.encoder] if args.encoder else []),
+    ]
     rows = [arm(out, a, cache, episodes, steps, goals, moves, extra) for a in args.arms.split(",")]
-    flat = [{"arm": r["arm"], "action_gain": r.get("action_gain"), "heldout_error": r.get("heldout_error"),
-             **{f"{m}_{k}": r[m][k] for m in ("cem", "random", "dataset_actions")
-                for k in ("success", "success_block_moves", "block_px_block_moves")}} for r in rows]
+    flat = [
+        {
+            "arm": r["arm"],
+            "action_gain": r.get("action_gain"),
+            "heldout_error": r.get("heldout_error"),
+            **{
+                f"{m}_{k}": r[m][k]
+                for m in ("cem", "random", "dataset_actions")
+                for k in ("success", "success_block_moves", "block_px_block_moves")
+            },
+        }
+        for r in rows
+    ]
     md = table(flat, list(flat[0]))
     n_episodes = len(list(episodes.glob("*.npz")))
-    notes = (f"{n_episodes} trajectories ({cache}); cpu preset with 2×2-grouped tokens, batch 16, clips of "
-             f"{args.clip_len}{', condition broadcast' if args.broadcast else ''}, {steps} steps per arm, seed 0; "
-             f"CEM 32 × 6 × 4, horizon 5, goals 25 env steps apart; {goals} held-out goals, {sum(moves)} whose "
-             f"block must move. success: our test (block 20 px & 20°, agent 20 px); "
-             f"block_px: final block position error on the block-moving goals.")
-    report("bench_conditioning: proprio channels and relative actions on the same data", md,
-           {"rows": rows, "trajectories": n_episodes, "goals": goals, "block_moving_goals": sum(moves),
-            "quick": args.quick}, notes, record=not args.quick)
+    notes = (
+        f"{n_episodes} trajectories ({cache}); cpu preset with 2×2-grouped tokens, batch 16, clips of "
+        f"{args.clip_len}{', condition broadcast' if args.broadcast else ''}, {steps} steps per arm, seed 0; "
+        f"CEM 32 × 6 × 4, horizon 5, goals 25 env steps apart; {goals} held-out goals, {sum(moves)} whose "
+        f"block must move. success: our test (block 20 px & 20°, agent 20 px); "
+        f"block_px: final block position error on the block-moving goals."
+    )
+    report(
+        "bench_conditioning: proprio channels and relative actions on the same data",
+        md,
+        {
+            "rows": rows,
+            "trajectories": n_episodes,
+            "goals": goals,
+            "block_moving_goals": sum(moves),
+            "quick": args.quick,
+        },
+        notes,
+        record=not args.quick,
+    )
 
 
 if __name__ == "__main__":

@@ -53,10 +53,21 @@ from latentwm.data.sources import tfrecord as tfr  # noqa: E402
 from latentwm.data.video import write_video  # noqa: E402
 
 # benchmark row → (`--source` name, reader options): the rows of the table, in order
-READERS = {"droid_v3": ("droid", {}), "droid_raw": ("droid", {}), "epic": ("epic", dict(segment_s=0)),
-           "folder": ("video-folder", {}), "lerobot": ("lerobot", {}), "rlds": ("rlds", {}), "agibot": ("agibot", {}),
-           "egodex": ("egodex", {}), "ssv2": ("ssv2", {}), "kinetics": ("kinetics", {}), "openvid": ("openvid", {}),
-           "howto100m": ("howto100m", {}), "ego4d": ("ego4d", {})}
+READERS = {
+    "droid_v3": ("droid", {}),
+    "droid_raw": ("droid", {}),
+    "epic": ("epic", dict(segment_s=0)),
+    "folder": ("video-folder", {}),
+    "lerobot": ("lerobot", {}),
+    "rlds": ("rlds", {}),
+    "agibot": ("agibot", {}),
+    "egodex": ("egodex", {}),
+    "ssv2": ("ssv2", {}),
+    "kinetics": ("kinetics", {}),
+    "openvid": ("openvid", {}),
+    "howto100m": ("howto100m", {}),
+    "ego4d": ("ego4d", {}),
+}
 
 
 def _frames(n: int, h: int, w: int, seed: int) -> np.ndarray:
@@ -77,25 +88,44 @@ def _floats(a: np.ndarray):
     return pa.array(a.astype(np.float32).tolist(), type=pa.list_(pa.float32()))
 
 
-def _lerobot_v3(root: Path, keys: list[str], columns: dict, feats: dict, steps: int, n_eps: int, tasks: list[str],
-                seed: int) -> Path:
+def _lerobot_v3(
+    root: Path, keys: list[str], columns: dict, feats: dict, steps: int, n_eps: int, tasks: list[str], seed: int
+) -> Path:
     """A LeRobot v3.0 dataset at 15 fps: all episodes in one data file (`columns`: n_eps·steps rows each, plus
     episode_index / timestamp) and one 180×320 MP4 per camera key; `feats`: info.json's non-video features."""
     (root / "meta/episodes/chunk-000").mkdir(parents=True)
     (root / "data/chunk-000").mkdir(parents=True)
     r = np.arange(steps * n_eps)
-    pq.write_table(pa.table({"episode_index": r // steps, "timestamp": pa.array((r % steps / 15).astype(np.float32)),
-                             **columns}), root / "data/chunk-000/file-000.parquet")
+    pq.write_table(
+        pa.table({"episode_index": r // steps, "timestamp": pa.array((r % steps / 15).astype(np.float32)), **columns}),
+        root / "data/chunk-000/file-000.parquet",
+    )
     for c, key in enumerate(keys):
         _video(root / f"videos/{key}/chunk-000/file-000.mp4", len(r), (180, 320), 15, seed + c)
-    rows = [{"episode_index": e, "tasks": tasks, "length": steps, "data/chunk_index": 0, "data/file_index": 0,
-             **{f"videos/{k}/{f}": v for k in keys for f, v in (("chunk_index", 0), ("file_index", 0),
-                                                                  ("from_timestamp", e * steps / 15),
-                                                                  ("to_timestamp", (e + 1) * steps / 15))}}
-            for e in range(n_eps)]
+    rows = [
+        {
+            "episode_index": e,
+            "tasks": tasks,
+            "length": steps,
+            "data/chunk_index": 0,
+            "data/file_index": 0,
+            **{
+                f"videos/{k}/{f}": v
+                for k in keys
+                for f, v in (
+                    ("chunk_index", 0),
+                    ("file_index", 0),
+                    ("from_timestamp", e * steps / 15),
+                    ("to_timestamp", (e + 1) * steps / 15),
+                )
+            },
+        }
+        for e in range(n_eps)
+    ]
     pq.write_table(pa.Table.from_pylist(rows), root / "meta/episodes/chunk-000/file-000.parquet")
-    (root / "meta/info.json").write_text(json.dumps(dict(codebase_version="v3.0", fps=15, features={
-        **{k: dict(dtype="video") for k in keys}, **feats})))
+    (root / "meta/info.json").write_text(
+        json.dumps(dict(codebase_version="v3.0", fps=15, features={**{k: dict(dtype="video") for k in keys}, **feats}))
+    )
     return root
 
 
@@ -105,11 +135,15 @@ def write_droid(root: Path, quick: bool) -> dict[str, Path]:
     keys = [f"observation.images.{c}" for c in ("exterior_1_left", "exterior_2_left", "wrist_left")]
     r = np.arange(steps * n_eps)
     cart = np.stack([0.01 * r, 0 * r, 0 * r, 0 * r, 0 * r, 0.05 * r], 1)
-    cols = {"observation.state.cartesian_position": _floats(cart),
-            "observation.state.gripper_position": _floats(r[:, None] * 0.01),
-            "language_instruction": ["pick"] * len(r), "is_episode_successful": [True] * len(r)}
-    feats = {k: dict(dtype="float32") for k in ("observation.state.cartesian_position",
-                                                "observation.state.gripper_position")}
+    cols = {
+        "observation.state.cartesian_position": _floats(cart),
+        "observation.state.gripper_position": _floats(r[:, None] * 0.01),
+        "language_instruction": ["pick"] * len(r),
+        "is_episode_successful": [True] * len(r),
+    }
+    feats = {
+        k: dict(dtype="float32") for k in ("observation.state.cartesian_position", "observation.state.gripper_position")
+    }
     feats.update(language_instruction=dict(dtype="string"), is_episode_successful=dict(dtype="bool"))
     v3 = _lerobot_v3(root / "droid_v3", keys, cols, feats, steps, n_eps, ["pick"], 0)
     raw = root / "droid_raw"
@@ -145,15 +179,21 @@ def write_lerobot(root: Path, quick: bool) -> dict[str, Path]:
     steps, n_eps = (20, 2) if quick else (60, 4)
     r = np.arange(steps * n_eps)
     keys = ["observation.images.top", "observation.images.wrist"]
-    cols = {"action": _floats(np.sin(0.1 * r[:, None] + np.arange(7))),
-            "observation.state": _floats(np.cos(0.1 * r[:, None] + np.arange(8))),
-            "task_index": (r % steps >= steps // 2).astype(np.int64)}
-    feats = {"action": dict(dtype="float32", shape=[7]), "observation.state": dict(dtype="float32", shape=[8]),
-             "task_index": dict(dtype="int64", shape=[1])}
-    out = _lerobot_v3(root / "lerobot", keys, cols, feats, steps, n_eps, ["grasp the cube", "place it in the box"],
-                      40)
-    pq.write_table(pa.table({"task_index": [0, 1], "__index_level_0__": ["grasp the cube", "place it in the box"]}),
-                   out / "meta/tasks.parquet")
+    cols = {
+        "action": _floats(np.sin(0.1 * r[:, None] + np.arange(7))),
+        "observation.state": _floats(np.cos(0.1 * r[:, None] + np.arange(8))),
+        "task_index": (r % steps >= steps // 2).astype(np.int64),
+    }
+    feats = {
+        "action": dict(dtype="float32", shape=[7]),
+        "observation.state": dict(dtype="float32", shape=[8]),
+        "task_index": dict(dtype="int64", shape=[1]),
+    }
+    out = _lerobot_v3(root / "lerobot", keys, cols, feats, steps, n_eps, ["grasp the cube", "place it in the box"], 40)
+    pq.write_table(
+        pa.table({"task_index": [0, 1], "__index_level_0__": ["grasp the cube", "place it in the box"]}),
+        out / "meta/tasks.parquet",
+    )
     return dict(lerobot=out)
 
 
@@ -171,14 +211,20 @@ def write_rlds(root: Path, quick: bool) -> dict[str, Path]:
     recs: dict[str, list[bytes]] = {"success": [], "failure": []}
     e = total = 0
     while total < target:  # every 4th episode a failure, as SOAR keeps both
-        rec = tfr.encode_example({
-            "steps/observation/image_0": [_jpeg(f) for f in _frames(T, 256, 256, 50 + e)],
-            "steps/observation/state": np.cos(0.1 * np.arange(T * 7, dtype=np.float32)),
-            "steps/action": np.sin(0.1 * np.arange(T * 7, dtype=np.float32)),
-            "steps/language_instruction": ["put the spoon in the pot"] * T,
-            "steps/is_first": np.arange(T) == 0, "steps/is_last": np.arange(T) == T - 1,
-            "steps/is_terminal": np.arange(T) == T - 1, "steps/reward": np.zeros(T, np.float32),
-            "steps/discount": np.ones(T, np.float32), "episode_metadata/file_path": [f"/raw/traj{e}.pkl"]})
+        rec = tfr.encode_example(
+            {
+                "steps/observation/image_0": [_jpeg(f) for f in _frames(T, 256, 256, 50 + e)],
+                "steps/observation/state": np.cos(0.1 * np.arange(T * 7, dtype=np.float32)),
+                "steps/action": np.sin(0.1 * np.arange(T * 7, dtype=np.float32)),
+                "steps/language_instruction": ["put the spoon in the pot"] * T,
+                "steps/is_first": np.arange(T) == 0,
+                "steps/is_last": np.arange(T) == T - 1,
+                "steps/is_terminal": np.arange(T) == T - 1,
+                "steps/reward": np.zeros(T, np.float32),
+                "steps/discount": np.ones(T, np.float32),
+                "episode_metadata/file_path": [f"/raw/traj{e}.pkl"],
+            }
+        )
         recs["failure" if e % 4 == 3 else "success"].append(rec)
         total, e = total + len(rec) + 16, e + 1
     out = root / "rlds_soar"
@@ -188,8 +234,9 @@ def write_rlds(root: Path, quick: bool) -> dict[str, Path]:
         (d / "dataset_info.json").write_text(json.dumps({"name": "soar_dataset", "version": "1.0.0"}))
         n = -(-len(rs) // per_shard)
         for s in range(n):
-            tfr.write_records(d / f"soar_dataset-train.tfrecord-{s:05d}-of-{n:05d}",
-                              rs[s * per_shard:(s + 1) * per_shard])
+            tfr.write_records(
+                d / f"soar_dataset-train.tfrecord-{s:05d}-of-{n:05d}", rs[s * per_shard : (s + 1) * per_shard]
+            )
     return dict(rlds=out)
 
 
@@ -208,11 +255,24 @@ def write_agibot(root: Path, quick: bool) -> dict[str, Path]:
             f["state/joint/position"] = np.zeros((n, 14))
             f["timestamp"] = np.arange(n) * 33_333_333
     (out / "task_info").mkdir()
-    (out / "task_info/task_327.json").write_text(json.dumps([dict(
-        episode_id=int(ep), task_id=327, task_name="Pickup items in the supermarket",
-        label_info=dict(action_config=[dict(start_frame=0, end_frame=n // 2, action_text="Grasp the bag."),
-                                       dict(start_frame=n // 2, end_frame=n, action_text="Place it in the cart.")]))
-        for ep in eps]))
+    (out / "task_info/task_327.json").write_text(
+        json.dumps(
+            [
+                dict(
+                    episode_id=int(ep),
+                    task_id=327,
+                    task_name="Pickup items in the supermarket",
+                    label_info=dict(
+                        action_config=[
+                            dict(start_frame=0, end_frame=n // 2, action_text="Grasp the bag."),
+                            dict(start_frame=n // 2, end_frame=n, action_text="Place it in the cart."),
+                        ]
+                    ),
+                )
+                for ep in eps
+            ]
+        )
+    )
     return dict(agibot=out)
 
 
@@ -222,8 +282,9 @@ def write_egodex(root: Path, quick: bool) -> dict[str, Path]:
     out = root / "egodex"
     for i in range(k):
         _video(out / f"part1/basic_pick_place/{i}.mp4", n, (1080, 1920), 30, 70 + i)
-        write_egodex_h5(out / f"part1/basic_pick_place/{i}.hdf5", n,
-                        llm_description="Pick up the cup and place it on the plate.")
+        write_egodex_h5(
+            out / f"part1/basic_pick_place/{i}.hdf5", n, llm_description="Pick up the cup and place it on the plate."
+        )
     return dict(egodex=out)
 
 
@@ -233,44 +294,90 @@ def write_annotated(root: Path, quick: bool) -> dict[str, Path]:
     q = quick
     ssv2 = root / "ssv2"
     for i in range(2 if q else 4):
-        _video(ssv2 / f"20bn-something-something-v2/{101 + i}.webm", 12 if q else 48, (240, 426), 12, 80 + i,
-               codec="libvpx")
-    (ssv2 / "something-something-v2-train.json").write_text(json.dumps([dict(
-        id=str(101 + i), label="putting a pen into a cup", template="Putting [something] into [something]",
-        placeholders=["a pen", "a cup"]) for i in range(4)]))
+        _video(
+            ssv2 / f"20bn-something-something-v2/{101 + i}.webm",
+            12 if q else 48,
+            (240, 426),
+            12,
+            80 + i,
+            codec="libvpx",
+        )
+    (ssv2 / "something-something-v2-train.json").write_text(
+        json.dumps(
+            [
+                dict(
+                    id=str(101 + i),
+                    label="putting a pen into a cup",
+                    template="Putting [something] into [something]",
+                    placeholders=["a pen", "a cup"],
+                )
+                for i in range(4)
+            ]
+        )
+    )
     kin = root / "kinetics"
     for i in range(1 if q else 2):
-        _video(kin / f"train/abseiling/{'abcdefghij' + str(i)}_000010_000020.mp4", 15 if q else 300, (360, 640), 30,
-               90 + i)
+        _video(
+            kin / f"train/abseiling/{'abcdefghij' + str(i)}_000010_000020.mp4", 15 if q else 300, (360, 640), 30, 90 + i
+        )
     (kin / "annotations").mkdir()
-    (kin / "annotations/train.csv").write_text("label,youtube_id,time_start,time_end,split\n" + "".join(
-        f"abseiling,abcdefghij{i},10,20,train\n" for i in range(2)))
+    (kin / "annotations/train.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\n"
+        + "".join(f"abseiling,abcdefghij{i},10,20,train\n" for i in range(2))
+    )
     ov = root / "openvid"
     for i in range(1 if q else 2):
         _video(ov / f"video/panda_{i}.mp4", 10 if q else 60, (720, 1280), 30, 100 + i)
-    (ov / "OpenVid-1M.csv").write_text("video,caption,aesthetic score,motion score,seconds\n" + "".join(
-        f'panda_{i}.mp4,"A dog runs across a field, then stops.",5.1,2.0,2.0\n' for i in range(2)))
+    (ov / "OpenVid-1M.csv").write_text(
+        "video,caption,aesthetic score,motion score,seconds\n"
+        + "".join(f'panda_{i}.mp4,"A dog runs across a field, then stops.",5.1,2.0,2.0\n' for i in range(2))
+    )
     how = root / "howto100m"
     for i in range(1 if q else 2):
         _video(how / f"videos/vid{i}.mp4", 15 if q else 150, (360, 640), 30, 110 + i)
-    (how / "caption.json").write_text(json.dumps({f"vid{i}": dict(start=[0.0, 2.5], end=[2.5, 5.0], text=[
-        "first cut the onion", "then fry it"]) for i in range(2)}))
+    (how / "caption.json").write_text(
+        json.dumps(
+            {
+                f"vid{i}": dict(start=[0.0, 2.5], end=[2.5, 5.0], text=["first cut the onion", "then fry it"])
+                for i in range(2)
+            }
+        )
+    )
     ego = root / "ego4d"
     uids = [f"0a1b2c3d-1111-2222-3333-44445555666{i}" for i in range(2)]
-    for i, uid in enumerate(uids[:1 if q else 2]):
+    for i, uid in enumerate(uids[: 1 if q else 2]):
         _video(ego / f"v2/full_scale/{uid}.mp4", 15 if q else 150, (540, 960), 30, 120 + i)
     (ego / "v2/annotations").mkdir(parents=True)
-    (ego / "v2/annotations/narration.json").write_text(json.dumps({uid: {"narration_pass_1": {"narrations": [
-        dict(timestamp_sec=t, narration_text=s) for t, s in ((0.4, "#C C opens the drawer"), (2.0, "#C C takes a cup"))
-    ]}} for uid in uids}))
+    (ego / "v2/annotations/narration.json").write_text(
+        json.dumps(
+            {
+                uid: {
+                    "narration_pass_1": {
+                        "narrations": [
+                            dict(timestamp_sec=t, narration_text=s)
+                            for t, s in ((0.4, "#C C opens the drawer"), (2.0, "#C C takes a cup"))
+                        ]
+                    }
+                }
+                for uid in uids
+            }
+        )
+    )
     return dict(ssv2=ssv2, kinetics=kin, openvid=ov, howto100m=how, ego4d=ego)
 
 
 def write_fixtures(root: Path, quick: bool) -> dict[str, Path]:
     """Every reader's fixture under `root`: {benchmark row: dataset root}."""
     paths = {}
-    for writer in (write_droid, write_epic_and_folder, write_lerobot, write_rlds, write_agibot, write_egodex,
-                   write_annotated):
+    for writer in (
+        write_droid,
+        write_epic_and_folder,
+        write_lerobot,
+        write_rlds,
+        write_agibot,
+        write_egodex,
+        write_annotated,
+    ):
         paths.update(writer(root, quick))
     assert set(paths) == set(READERS), sorted(set(paths) ^ set(READERS))
     return paths
@@ -303,8 +410,13 @@ def bench_reader(make, clip_len: int = 8, n_clips: int = 12, repeats: int = 2) -
             frames_at(e.frames[cam], range(s, s + clip_len))
 
     tc = median_time(clips, repeats=repeats, warmup=0)
-    return dict(hw=f"{first.shape[1]}×{first.shape[2]}", episodes=len(eps), frames=n_frames,
-                decode_frames_per_s=n_frames / t, clips_per_s=n_clips / tc)
+    return dict(
+        hw=f"{first.shape[1]}×{first.shape[2]}",
+        episodes=len(eps),
+        frames=n_frames,
+        decode_frames_per_s=n_frames / t,
+        clips_per_s=n_clips / tc,
+    )
 
 
 def read_files(paths: list[Path]) -> None:
@@ -331,10 +443,14 @@ def bench_tfrecord(root: Path, repeats: int) -> dict:
 
     records = read_crc()  # page cache warm for all three
     t_raw = median_time(partial(read_files, shards), repeats)
-    return dict(rlds_mb=mb, rlds_records=records, rlds_raw_read_mb_per_s=mb / t_raw,
-                rlds_read_crc_mb_per_s=mb / median_time(read_crc, repeats),
-                rlds_read_crc_parse_mb_per_s=mb / median_time(read_parse, repeats),
-                crc32c_impl="google_crc32c" if importlib.util.find_spec("google_crc32c") else "numpy")
+    return dict(
+        rlds_mb=mb,
+        rlds_records=records,
+        rlds_raw_read_mb_per_s=mb / t_raw,
+        rlds_read_crc_mb_per_s=mb / median_time(read_crc, repeats),
+        rlds_read_crc_parse_mb_per_s=mb / median_time(read_parse, repeats),
+        crc32c_impl="google_crc32c" if importlib.util.find_spec("google_crc32c") else "numpy",
+    )
 
 
 def bench_shards(v3: Path, out: Path, repeats: int) -> dict:
@@ -344,8 +460,14 @@ def bench_shards(v3: Path, out: Path, repeats: int) -> dict:
         g = frames[:, ::12, ::20, :].astype(np.float32).reshape(len(frames), -1)[:, :N]
         return (g[:, :, None] / 255.0 + np.linspace(0, 1, D, dtype=np.float32)).astype(np.float32)
 
-    encode_to_cache(load_source("droid", v3, size=224), encode, out, encoder_label="stand-in-vits",
-                    episodes_per_shard=2, show_progress=False)
+    encode_to_cache(
+        load_source("droid", v3, size=224),
+        encode,
+        out,
+        encoder_label="stand-in-vits",
+        episodes_per_shard=2,
+        show_progress=False,
+    )
     shards = sorted(out.glob("shard-*.tar"))
     total = sum(p.stat().st_size for p in shards)
 
@@ -359,9 +481,13 @@ def bench_shards(v3: Path, out: Path, repeats: int) -> dict:
     t_cache = median_time(read_cache, repeats=repeats)  # includes each shard's checksum check on first open
     t_raw = median_time(read_raw, repeats=repeats)
     t_check = median_time(lambda: [file_checksum(p) for p in shards], repeats=repeats)
-    return dict(shard_mb=total / 2**20, shard_read_mb_per_s=total / 2**20 / t_cache,
-                raw_read_mb_per_s=total / 2**20 / t_raw, shard_vs_raw_read_ratio=t_raw / t_cache,
-                shard_check_share_of_read=t_check / t_cache)
+    return dict(
+        shard_mb=total / 2**20,
+        shard_read_mb_per_s=total / 2**20 / t_cache,
+        raw_read_mb_per_s=total / 2**20 / t_raw,
+        shard_vs_raw_read_ratio=t_raw / t_cache,
+        shard_check_share_of_read=t_check / t_cache,
+    )
 
 
 def bench_readers(paths: dict[str, Path], quick: bool) -> list[dict]:
@@ -378,30 +504,40 @@ def bench_readers(paths: dict[str, Path], quick: bool) -> list[dict]:
 def summarize(rows: list[dict], sh: dict, rl: dict, quick: bool) -> dict:
     """The JSON line: medians over readers and sizes (as before the new readers), every reader's and every source's
     rates (a source's row: its first reader, DROID's LeRobot v3), the RLDS and shard read rates."""
-    per = {f"{r['reader']}@{r['size']}": dict(decode_frames_per_s=r["decode_frames_per_s"],
-                                              clips_per_s=r["clips_per_s"]) for r in rows}
+    per = {
+        f"{r['reader']}@{r['size']}": dict(decode_frames_per_s=r["decode_frames_per_s"], clips_per_s=r["clips_per_s"])
+        for r in rows
+    }
     per_source: dict[str, dict] = {}
     for r in rows:
         d = per_source.setdefault(r["source"], dict(reader=r["reader"]))
         if d["reader"] == r["reader"]:
             tag = "" if r["size"] == "native" else "_224"
             d.update({f"decode_frames_per_s{tag}": r["decode_frames_per_s"], f"clips_per_s{tag}": r["clips_per_s"]})
-    return dict(decode_frames_per_s=float(np.median([r["decode_frames_per_s"] for r in rows])),
-                decode_frames_per_s_224=float(np.median([r["decode_frames_per_s"] for r in rows
-                                                         if r["size"] == 224])),
-                clips_per_s=float(np.median([r["clips_per_s"] for r in rows])),
-                shard_vs_raw_read_ratio=sh["shard_vs_raw_read_ratio"], shard_read_mb_per_s=sh["shard_read_mb_per_s"],
-                shard_check_share_of_read=sh["shard_check_share_of_read"],
-                raw_read_mb_per_s=sh["raw_read_mb_per_s"], **rl, per_reader=per, per_source=per_source, quick=quick)
+    return dict(
+        decode_frames_per_s=float(np.median([r["decode_frames_per_s"] for r in rows])),
+        decode_frames_per_s_224=float(np.median([r["decode_frames_per_s"] for r in rows if r["size"] == 224])),
+        clips_per_s=float(np.median([r["clips_per_s"] for r in rows])),
+        shard_vs_raw_read_ratio=sh["shard_vs_raw_read_ratio"],
+        shard_read_mb_per_s=sh["shard_read_mb_per_s"],
+        shard_check_share_of_read=sh["shard_check_share_of_read"],
+        raw_read_mb_per_s=sh["raw_read_mb_per_s"],
+        **rl,
+        per_reader=per,
+        per_source=per_source,
+        quick=quick,
+    )
 
 
-NOTES = ("Fixtures: textured moving patterns (DROID / LeRobot 180×320 15 fps, EPIC 256×456 50 fps, folder 240×320, "
-         "RLDS/SOAR 256² JPEG q95 5 Hz, AgiBot 3 × 480×640, EgoDex 1080×1920, SSv2 240×426 VP8 webm 12 fps, Kinetics / "
-         "HowTo100M 360×640, OpenVid 720×1280, Ego4D 540×960, others 30 fps; H.264 libx264 default GOP but SSv2). "
-         "decode = every frame of every episode/camera; clips = random 8-frame clips (a seek each). RLDS: the shards "
-         "read whole (plain; TFRecord framing + CRC-32C per record; + tf.train.Example parse). Shards: LatentCache "
-         "(no LRU) vs plain reads of the same files. Page cache warm. decode_frames_per_s: the median over readers "
-         "and sizes (13 readers since issue 19, 4 before); per_source: each --source's own rates.")
+NOTES = (
+    "Fixtures: textured moving patterns (DROID / LeRobot 180×320 15 fps, EPIC 256×456 50 fps, folder 240×320, "
+    "RLDS/SOAR 256² JPEG q95 5 Hz, AgiBot 3 × 480×640, EgoDex 1080×1920, SSv2 240×426 VP8 webm 12 fps, Kinetics / "
+    "HowTo100M 360×640, OpenVid 720×1280, Ego4D 540×960, others 30 fps; H.264 libx264 default GOP but SSv2). "
+    "decode = every frame of every episode/camera; clips = random 8-frame clips (a seek each). RLDS: the shards "
+    "read whole (plain; TFRecord framing + CRC-32C per record; + tf.train.Example parse). Shards: LatentCache "
+    "(no LRU) vs plain reads of the same files. Page cache warm. decode_frames_per_s: the median over readers "
+    "and sizes (13 readers since issue 19, 4 before); per_source: each --source's own rates."
+)
 
 
 def main():
@@ -416,10 +552,18 @@ def main():
         rows = bench_readers(paths, args.quick)
         rl = bench_tfrecord(paths["rlds"], repeats=1 if args.quick else 5)
         sh = bench_shards(paths["droid_v3"], root / "cache", repeats=1 if args.quick else 5)
-        md = table(rows, ["reader", "source", "size", "hw", "episodes", "frames", "decode_frames_per_s",
-                          "clips_per_s"])
-        md += "\n\n" + table([rl], ["rlds_mb", "rlds_records", "crc32c_impl", "rlds_raw_read_mb_per_s",
-                                    "rlds_read_crc_mb_per_s", "rlds_read_crc_parse_mb_per_s"])
+        md = table(rows, ["reader", "source", "size", "hw", "episodes", "frames", "decode_frames_per_s", "clips_per_s"])
+        md += "\n\n" + table(
+            [rl],
+            [
+                "rlds_mb",
+                "rlds_records",
+                "crc32c_impl",
+                "rlds_raw_read_mb_per_s",
+                "rlds_read_crc_mb_per_s",
+                "rlds_read_crc_parse_mb_per_s",
+            ],
+        )
         md += "\n\n" + table([sh], ["shard_mb", "shard_read_mb_per_s", "raw_read_mb_per_s", "shard_vs_raw_read_ratio"])
         summary = summarize(rows, sh, rl, args.quick)
         if args.quick:  # the suite's smoke run: printed, not recorded

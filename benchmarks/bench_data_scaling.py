@@ -43,8 +43,11 @@ MODEL = [*GROUPED_MODEL, "--data.clip-len", "8"]
 """bench_conditioning's grouped model at its measured clip length: the curve's points are comparable with its arms."""
 
 
-RUNGS = {"simulator + state cost": "sim_state", "simulator + latent cost": "sim_latent",
-         "state model (privileged)": "state_model"}
+RUNGS = {
+    "simulator + state cost": "sim_state",
+    "simulator + latent cost": "sim_latent",
+    "state model (privileged)": "state_model",
+}
 """The ladder's rungs beside the model's own CEM and random rows, by their short column prefix."""
 
 
@@ -52,22 +55,94 @@ def point(out: Path, n: int, steps: int, goals: int, encoder: str, quick: bool) 
     d = out / f"n{n}"
     env_steps, image = (40, 112) if quick else (200, 112)
     if not (d / "episodes" / "generate.json").exists() or len(list((d / "episodes").glob("*.npz"))) < n:
-        run(["generate", "--out-dir", str(d / "episodes"), "--num-episodes", str(n), "--max-steps", str(env_steps),
-             "--render-every", "5", "--seed", "0"])
-    run(["encode", "--root", str(d / "episodes"), "--out-dir", str(d / "latents"), "--encoder.name", encoder,
-         "--encoder.image-size", str(image), "--text.name", ""])
-    run(["train", "--preset", "cpu", "--data.cache-dir", str(d / "latents"), "--train.out-dir", str(d / "train"),
-         "--train.steps", str(steps), "--train.eval-every", str(steps), "--train.ckpt-every", str(max(1, steps // 4)),
-         "--train.warmup-steps", str(max(1, steps // 10)), "--objective.bootstrap-start", str(steps // 2),
-         "--train.resume", *MODEL, "--encoder.name", encoder])
+        run(
+            [
+                "generate",
+                "--out-dir",
+                str(d / "episodes"),
+                "--num-episodes",
+                str(n),
+                "--max-steps",
+                str(env_steps),
+                "--render-every",
+                "5",
+                "--seed",
+                "0",
+            ]
+        )
+    run(
+        [
+            "encode",
+            "--root",
+            str(d / "episodes"),
+            "--out-dir",
+            str(d / "latents"),
+            "--encoder.name",
+            encoder,
+            "--encoder.image-size",
+            str(image),
+            "--text.name",
+            "",
+        ]
+    )
+    run(
+        [
+            "train",
+            "--preset",
+            "cpu",
+            "--data.cache-dir",
+            str(d / "latents"),
+            "--train.out-dir",
+            str(d / "train"),
+            "--train.steps",
+            str(steps),
+            "--train.eval-every",
+            str(steps),
+            "--train.ckpt-every",
+            str(max(1, steps // 4)),
+            "--train.warmup-steps",
+            str(max(1, steps // 10)),
+            "--objective.bootstrap-start",
+            str(steps // 2),
+            "--train.resume",
+            *MODEL,
+            "--encoder.name",
+            encoder,
+        ]
+    )
     if not (d / "plan" / "planning_goals.json").exists():
-        run(["plan", "--checkpoint", str(d / "train"), "--episodes-dir", str(d / "episodes"), "--cache-dir",
-             str(d / "latents"), "--out-dir", str(d / "plan"), "--planners", "cem", "--baselines", "random",
-             "--preset", "cpu", "--plan.num-goals", str(goals), "--videos", "2"])
+        run(
+            [
+                "plan",
+                "--checkpoint",
+                str(d / "train"),
+                "--episodes-dir",
+                str(d / "episodes"),
+                "--cache-dir",
+                str(d / "latents"),
+                "--out-dir",
+                str(d / "plan"),
+                "--planners",
+                "cem",
+                "--baselines",
+                "random",
+                "--preset",
+                "cpu",
+                "--plan.num-goals",
+                str(goals),
+                "--videos",
+                "2",
+            ]
+        )
     rows = json.loads((d / "plan" / "planning_goals.json").read_text())
     moves = block_moves(d / "episodes", d / "latents", goals, seed=0)
-    res: dict = {"trajectories": n, "steps": steps, "goals": goals, "block_moving_goals": sum(moves),
-                 "dino_wm_table5_success": dino_wm_success_at(n)}
+    res: dict = {
+        "trajectories": n,
+        "steps": steps,
+        "goals": goals,
+        "block_moving_goals": sum(moves),
+        "dino_wm_table5_success": dino_wm_success_at(n),
+    }
     for m, rs in rows.items():
         mv = [r for r in rs if moves[r["goal"]]]
         res[f"{m}_success"] = float(np.mean([r["success"] for r in rs]))
@@ -79,9 +154,16 @@ def point(out: Path, n: int, steps: int, goals: int, encoder: str, quick: bool) 
     if quick:
         plan_cfg = dataclasses.replace(plan_cfg, cem=CEMConfig(population=8, elites=2, iterations=2))
     k = f"latent model K={plan_cfg.sample_steps}"
-    ladder = planning_ladder(run_, d / "episodes", d / "latents", plan_cfg, d / "ladder",
-                             given={k: rows["cem"], "random actions": rows["random"]},
-                             sample_steps=(plan_cfg.sample_steps,), state_steps=200 if quick else 3000)
+    ladder = planning_ladder(
+        run_,
+        d / "episodes",
+        d / "latents",
+        plan_cfg,
+        d / "ladder",
+        given={k: rows["cem"], "random actions": rows["random"]},
+        sample_steps=(plan_cfg.sample_steps,),
+        state_steps=200 if quick else 3000,
+    )
     for rung, short in RUNGS.items():
         r = ladder["rungs"][rung]
         res[f"{short}_success"] = r["success_rate"]
@@ -102,17 +184,27 @@ def main(argv=None):
     sizes = [6, 12] if args.quick else [int(s) for s in args.sizes.split(",")]
     steps, goals = (4, 2) if args.quick else (args.steps, args.goals)
     rows = [point(Path(args.out), n, steps, goals, args.encoder, args.quick) for n in sizes]
-    cols = ["trajectories", "cem_success", "cem_success_joint", "cem_block_moves", "cem_block_px",
-            "random_block_moves", "random_block_px", *[f"{s}_{m}" for s in RUNGS.values()
-                                                       for m in ("block_moves", "block_px")],
-            "block_moving_goals", "dino_wm_table5_success"]
-    notes = (f"cpu preset with the Push-T conditioning (proprio channels, relative actions), 2×2-grouped tokens, "
-             f"{steps} training steps at every size (the data alone varies), encoder {args.encoder} (frozen, 112 px); "
-             f"CEM 32 × 6 × 4 on {goals} held-out goals per size (25 env steps ahead); sim_state / sim_latent: the "
-             f"simulator as the model with the true-state / latent cost; state_model: the privileged MLP on the true "
-             f"state (the ladder's rungs, same goals and budget); *_block_moves / *_block_px: success and final block "
-             f"error on the goals whose block must move. dino_wm_table5_success: DINO-WM's own "
-             f"curve (pretrained DINOv2, its Push-T data, its budget), interpolated — another encoder and other data.")
+    cols = [
+        "trajectories",
+        "cem_success",
+        "cem_success_joint",
+        "cem_block_moves",
+        "cem_block_px",
+        "random_block_moves",
+        "random_block_px",
+        *[f"{s}_{m}" for s in RUNGS.values() for m in ("block_moves", "block_px")],
+        "block_moving_goals",
+        "dino_wm_table5_success",
+    ]
+    notes = (
+        f"cpu preset with the Push-T conditioning (proprio channels, relative actions), 2×2-grouped tokens, "
+        f"{steps} training steps at every size (the data alone varies), encoder {args.encoder} (frozen, 112 px); "
+        f"CEM 32 × 6 × 4 on {goals} held-out goals per size (25 env steps ahead); sim_state / sim_latent: the "
+        f"simulator as the model with the true-state / latent cost; state_model: the privileged MLP on the true "
+        f"state (the ladder's rungs, same goals and budget); *_block_moves / *_block_px: success and final block "
+        f"error on the goals whose block must move. dino_wm_table5_success: DINO-WM's own "
+        f"curve (pretrained DINOv2, its Push-T data, its budget), interpolated — another encoder and other data."
+    )
     report("Data scaling", table(rows, cols), {"rows": rows, "quick": args.quick}, notes, record=not args.quick)
 
 

@@ -49,16 +49,25 @@ def main() -> None:
         t1 = median_time(lambda: dec(x16[:1]), args.repeats * 3, 3)
         fps16, fps1 = 16 / t16, 1 / t1
         for b, t in ((16, t16), (1, t1)):
-            rows.append({"decoder": "cpu", "latents": f"{spec.grid}×{spec.grid}×{spec.latent_dim}",
-                         "frame px": spec.image_size, "batch": b, "ms / batch": t * 1e3, "frames/s": b / t,
-                         "GFLOP/frame": approx_decode_flops(spec) / 1e9})
+            rows.append(
+                {
+                    "decoder": "cpu",
+                    "latents": f"{spec.grid}×{spec.grid}×{spec.latent_dim}",
+                    "frame px": spec.image_size,
+                    "batch": b,
+                    "ms / batch": t * 1e3,
+                    "frames/s": b / t,
+                    "GFLOP/frame": approx_decode_flops(spec) / 1e9,
+                }
+            )
         model = DynamicsModel(m).eval()
         C, H, K = 4, 16, 4
         ctx = torch.randn(1, C, m.num_latent_tokens, m.frame_dim)
         actions = torch.randn(1, C + H - 1, m.action_dim)
         gen = torch.Generator().manual_seed(0)
-        t_gen = median_time(lambda: rollout(model, ctx, H, actions, sample_steps=K, generator=gen),
-                            max(3, args.repeats // 3), 1)
+        t_gen = median_time(
+            lambda: rollout(model, ctx, H, actions, sample_steps=K, generator=gen), max(3, args.repeats // 3), 1
+        )
         pred = rollout(model, ctx, H, actions, sample_steps=K, generator=gen)[0]  # (16, N, D)
         t_dec = median_time(lambda: dec.decode(pred[..., : m.latent_dim], batch_size=16), args.repeats, 2)
         large = None
@@ -68,21 +77,48 @@ def main() -> None:
             xb = torch.randn(1, big.num_tokens, big.latent_dim)
             tb = median_time(lambda: bdec(xb), 3, 1)
             large = 1 / tb
-            rows.append({"decoder": "B (RAE ViT-B)", "latents": "16×16×768", "frame px": big.image_size, "batch": 1,
-                         "ms / batch": tb * 1e3, "frames/s": large, "GFLOP/frame": approx_decode_flops(big) / 1e9})
+            rows.append(
+                {
+                    "decoder": "B (RAE ViT-B)",
+                    "latents": "16×16×768",
+                    "frame px": big.image_size,
+                    "batch": 1,
+                    "ms / batch": tb * 1e3,
+                    "frames/s": large,
+                    "GFLOP/frame": approx_decode_flops(big) / 1e9,
+                }
+            )
     md = table(rows, list(rows[0]))
-    roll = table([{"cpu dynamics model": f"{model.num_parameters() / 1e6:.2f}M params", "context": C, "horizon": H,
-                   "K": K, "generate ms": t_gen * 1e3, "decode 16 frames ms": t_dec * 1e3,
-                   "decode / generate": t_dec / t_gen}],
-                 ["cpu dynamics model", "context", "horizon", "K", "generate ms", "decode 16 frames ms",
-                  "decode / generate"])
-    summary = {"decode_frames_per_s": round(fps16, 1), "decode_frames_per_s_batch1": round(fps1, 1),
-               "rollout16_generate_ms": round(t_gen * 1e3, 2), "rollout16_decode_ms": round(t_dec * 1e3, 2),
-               "decode_vs_generate": round(t_dec / t_gen, 4), "threads": torch.get_num_threads()}
+    roll = table(
+        [
+            {
+                "cpu dynamics model": f"{model.num_parameters() / 1e6:.2f}M params",
+                "context": C,
+                "horizon": H,
+                "K": K,
+                "generate ms": t_gen * 1e3,
+                "decode 16 frames ms": t_dec * 1e3,
+                "decode / generate": t_dec / t_gen,
+            }
+        ],
+        ["cpu dynamics model", "context", "horizon", "K", "generate ms", "decode 16 frames ms", "decode / generate"],
+    )
+    summary = {
+        "decode_frames_per_s": round(fps16, 1),
+        "decode_frames_per_s_batch1": round(fps1, 1),
+        "rollout16_generate_ms": round(t_gen * 1e3, 2),
+        "rollout16_decode_ms": round(t_dec * 1e3, 2),
+        "decode_vs_generate": round(t_dec / t_gen, 4),
+        "threads": torch.get_num_threads(),
+    }
     if large is not None:
         summary["decode_frames_per_s_B_256px"] = round(large, 3)
-    report("Decoder: decode speed and cost relative to generation (CPU)", md + "\n\n" + roll, summary,
-           "Random weights, float32, inference mode, medians; decoded in one batch per rollout.")
+    report(
+        "Decoder: decode speed and cost relative to generation (CPU)",
+        md + "\n\n" + roll,
+        summary,
+        "Random weights, float32, inference mode, medians; decoded in one batch per rollout.",
+    )
 
 
 if __name__ == "__main__":

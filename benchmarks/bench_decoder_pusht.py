@@ -47,35 +47,78 @@ def main() -> None:
 
     out = Path(args.out)
     t0 = time.perf_counter()
-    generate_pusht(GenerateConfig(out_dir=str(out / "episodes"), num_episodes=args.episodes,
-                                  max_steps=args.env_steps, seed=0, image_size=96), show_progress=False)
+    generate_pusht(
+        GenerateConfig(
+            out_dir=str(out / "episodes"), num_episodes=args.episodes, max_steps=args.env_steps, seed=0, image_size=96
+        ),
+        show_progress=False,
+    )
     enc_cfg = get_preset("cpu").encoder
     enc = DinoEncoder.from_config(enc_cfg)
-    encode_to_cache(load_pusht(out / "episodes"), lambda f: enc.encode(f).numpy(), out / "latents",
-                    encoder_label=enc.weights_label, image_size=enc_cfg.image_size, show_progress=False)
+    encode_to_cache(
+        load_pusht(out / "episodes"),
+        lambda f: enc.encode(f).numpy(),
+        out / "latents",
+        encoder_label=enc.weights_label,
+        image_size=enc_cfg.image_size,
+        show_progress=False,
+    )
     prep_s = time.perf_counter() - t0
     run = out / "decoder"
-    rc = cli(["train-decoder", "--preset", "cpu", "--episodes-dir", str(out / "episodes"), "--cache-dir",
-              str(out / "latents"), "--out-dir", str(run), "--epochs", str(args.epochs), "--max-minutes",
-              str(args.minutes), "--resume"])
+    rc = cli(
+        [
+            "train-decoder",
+            "--preset",
+            "cpu",
+            "--episodes-dir",
+            str(out / "episodes"),
+            "--cache-dir",
+            str(out / "latents"),
+            "--out-dir",
+            str(run),
+            "--epochs",
+            str(args.epochs),
+            "--max-minutes",
+            str(args.minutes),
+            "--resume",
+        ]
+    )
     if rc != 0:
         raise SystemExit(rc)
     m = json.loads((run / "metrics.json").read_text())
     gain = m["psnr"] - m["mean_image_psnr"]
-    rows = [{"decoder": f"cpu ({m['parameters'] / 1e6:.2f}M)", "frames": f"{m['train_frames']} train / "
-             f"{m['frames']} held-out", "train min": m["train_seconds"] / 60, "epochs": m["epochs"],
-             "PSNR dB": m["psnr"], "mean-image PSNR dB": m["mean_image_psnr"], "gain dB": gain, "SSIM": m["ssim"],
-             "mean-image SSIM": m["mean_image_ssim"], "perceptual": m["perceptual"]}]
+    rows = [
+        {
+            "decoder": f"cpu ({m['parameters'] / 1e6:.2f}M)",
+            "frames": f"{m['train_frames']} train / {m['frames']} held-out",
+            "train min": m["train_seconds"] / 60,
+            "epochs": m["epochs"],
+            "PSNR dB": m["psnr"],
+            "mean-image PSNR dB": m["mean_image_psnr"],
+            "gain dB": gain,
+            "SSIM": m["ssim"],
+            "mean-image SSIM": m["mean_image_ssim"],
+            "perceptual": m["perceptual"],
+        }
+    ]
     md = table(rows, list(rows[0]))
-    notes = (f"Push-T: {args.episodes} episodes × {args.env_steps} env steps at 96 px (generate + encode "
-             f"{prep_s:.0f} s); encoder {m['encoder']} at {enc_cfg.image_size} px → 8×8×64 latents; decoder output "
-             f"{m['decoder']['grid'] * m['decoder']['patch_size']} px (patch {m['decoder']['patch_size']}); "
-             f"{torch.get_num_threads()} torch thread(s), budget {args.minutes} min. Acceptance: gain ≥ 4 dB. "
-             f"Reconstruction grids: {run / 'eval'}.")
-    summary = {"heldout_psnr_db": round(m["psnr"], 3), "mean_image_psnr_db": round(m["mean_image_psnr"], 3),
-               "psnr_gain_db": round(gain, 3), "heldout_ssim": round(m["ssim"], 4),
-               "train_minutes": round(m["train_seconds"] / 60, 2), "epochs": round(m["epochs"], 2),
-               "threads": torch.get_num_threads(), "accepted": bool(gain >= 4.0)}
+    notes = (
+        f"Push-T: {args.episodes} episodes × {args.env_steps} env steps at 96 px (generate + encode "
+        f"{prep_s:.0f} s); encoder {m['encoder']} at {enc_cfg.image_size} px → 8×8×64 latents; decoder output "
+        f"{m['decoder']['grid'] * m['decoder']['patch_size']} px (patch {m['decoder']['patch_size']}); "
+        f"{torch.get_num_threads()} torch thread(s), budget {args.minutes} min. Acceptance: gain ≥ 4 dB. "
+        f"Reconstruction grids: {run / 'eval'}."
+    )
+    summary = {
+        "heldout_psnr_db": round(m["psnr"], 3),
+        "mean_image_psnr_db": round(m["mean_image_psnr"], 3),
+        "psnr_gain_db": round(gain, 3),
+        "heldout_ssim": round(m["ssim"], 4),
+        "train_minutes": round(m["train_seconds"] / 60, 2),
+        "epochs": round(m["epochs"], 2),
+        "threads": torch.get_num_threads(),
+        "accepted": bool(gain >= 4.0),
+    }
     report("Decoder: Push-T held-out reconstruction (tiny-random latents, CPU)", md, summary, notes)
 
 

@@ -50,8 +50,11 @@ def analytic(m, clip: int) -> dict:
     """Parameters and analytic forward FLOPs of the model config `m` (built on the meta device: no memory)."""
     with torch.device("meta"):
         model = DynamicsModel(m)
-    return {"params": model.num_parameters(), "flops_per_frame": model.flops_per_frame(m.context_frames - 1),
-            "clip_flops": sum(model.flops_per_frame(t) for t in range(clip))}
+    return {
+        "params": model.num_parameters(),
+        "flops_per_frame": model.flops_per_frame(m.context_frames - 1),
+        "clip_flops": sum(model.flops_per_frame(t) for t in range(clip)),
+    }
 
 
 def step_fn(model, obj, batch, device):
@@ -62,11 +65,13 @@ def step_fn(model, obj, batch, device):
     def step():
         model.zero_grad(set_to_none=True)
         with torch.autocast(**amp):
-            loss, _ = obj(model, batch.latents, batch.actions, batch.action_mask, batch.valid, global_step=0,
-                          seeds=seeds)
+            loss, _ = obj(
+                model, batch.latents, batch.actions, batch.action_mask, batch.valid, global_step=0, seeds=seeds
+            )
         loss.backward()
         if device.type == "cuda":
             torch.cuda.synchronize()
+
     return step
 
 
@@ -82,8 +87,7 @@ def measure(steps: dict, repeats: int) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def bench_preset(name: str, prediction: str, batch_size: int | None, clip: int | None, repeats: int,
-                 device) -> dict:
+def bench_preset(name: str, prediction: str, batch_size: int | None, clip: int | None, repeats: int, device) -> dict:
     cfg = get_preset(name)
     plain = dataclasses.replace(cfg.model, prediction=prediction)
     dh = dataclasses.replace(plain, dh_blocks=DH_BLOCKS)
@@ -98,14 +102,24 @@ def bench_preset(name: str, prediction: str, batch_size: int | None, clip: int |
         steps[key] = step_fn(DynamicsModel(m).to(device), obj, batch, device)
     t = measure(steps, repeats)
     shape = DHShape.from_config(dh)
-    return {"preset": name, "prediction": prediction, "batch": B, "clip_len": T, "dh_width": shape.width,
-            "dh_heads": shape.heads,
-            "params": a["plain"]["params"], "params_dh": a["dh"]["params"],
-            "param_ratio": a["dh"]["params"] / a["plain"]["params"],
-            "flops_per_frame": a["plain"]["flops_per_frame"], "flops_per_frame_dh": a["dh"]["flops_per_frame"],
-            "flop_ratio": a["dh"]["flops_per_frame"] / a["plain"]["flops_per_frame"],
-            "clip_flop_ratio": a["dh"]["clip_flops"] / a["plain"]["clip_flops"],
-            "step_s": t["plain"], "step_s_dh": t["dh"], "step_time_ratio": t["dh"] / t["plain"]}
+    return {
+        "preset": name,
+        "prediction": prediction,
+        "batch": B,
+        "clip_len": T,
+        "dh_width": shape.width,
+        "dh_heads": shape.heads,
+        "params": a["plain"]["params"],
+        "params_dh": a["dh"]["params"],
+        "param_ratio": a["dh"]["params"] / a["plain"]["params"],
+        "flops_per_frame": a["plain"]["flops_per_frame"],
+        "flops_per_frame_dh": a["dh"]["flops_per_frame"],
+        "flop_ratio": a["dh"]["flops_per_frame"] / a["plain"]["flops_per_frame"],
+        "clip_flop_ratio": a["dh"]["clip_flops"] / a["plain"]["clip_flops"],
+        "step_s": t["plain"],
+        "step_s_dh": t["dh"],
+        "step_time_ratio": t["dh"] / t["plain"],
+    }
 
 
 def main(argv=None):
@@ -125,14 +139,38 @@ def main(argv=None):
     for name in presets:
         small_cpu = name == "base" and device.type == "cpu"
         for pred in args.predictions.split(","):
-            rows.append(bench_preset(name, pred, args.base_batch if small_cpu else None,
-                                     args.base_clip if small_cpu else None, repeats, device))
-    cols = ["preset", "prediction", "batch", "clip_len", "dh_width", "params", "params_dh", "param_ratio",
-            "flops_per_frame", "flops_per_frame_dh", "flop_ratio", "clip_flop_ratio", "step_s", "step_s_dh",
-            "step_time_ratio"]
-    notes = (f"Training step = forward + backward of the flow-only shortcut-forcing loss (median of {repeats} after a "
-             f"warm-up, variants alternating); flop_ratio: one frame at the full window; clip_flop_ratio: the timed "
-             f"clip. DH head: {DH_BLOCKS} blocks at the default width.")
+            rows.append(
+                bench_preset(
+                    name,
+                    pred,
+                    args.base_batch if small_cpu else None,
+                    args.base_clip if small_cpu else None,
+                    repeats,
+                    device,
+                )
+            )
+    cols = [
+        "preset",
+        "prediction",
+        "batch",
+        "clip_len",
+        "dh_width",
+        "params",
+        "params_dh",
+        "param_ratio",
+        "flops_per_frame",
+        "flops_per_frame_dh",
+        "flop_ratio",
+        "clip_flop_ratio",
+        "step_s",
+        "step_s_dh",
+        "step_time_ratio",
+    ]
+    notes = (
+        f"Training step = forward + backward of the flow-only shortcut-forcing loss (median of {repeats} after a "
+        f"warm-up, variants alternating); flop_ratio: one frame at the full window; clip_flop_ratio: the timed "
+        f"clip. DH head: {DH_BLOCKS} blocks at the default width."
+    )
     key = lambda r: r["preset"] if r["prediction"] == "x" else f"{r['preset']}/{r['prediction']}"  # noqa: E731
     summary = {key(r): {k: v for k, v in r.items() if k != "preset"} for r in rows}
     if args.quick:  # the suite's smoke run: printed, not recorded
@@ -141,6 +179,7 @@ def main(argv=None):
         print(json.dumps(summary))
     else:
         report("bench_dh_head: the DH head's cost per training step", table(rows, cols), summary, notes)
+
 
 if __name__ == "__main__":
     main()

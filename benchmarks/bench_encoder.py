@@ -46,22 +46,36 @@ def bench(name: str, image_size: int, batch: int, repeats: int, warmup: int = 2)
         for k, fn in fns.items():
             times[k].append(median_time(fn, repeats=1, warmup=0))
     t = {k: float(np.median(v)) for k, v in times.items()}
-    return {"encoder": name, "image_size": image_size, "batch": batch, "tokens": enc.num_tokens,
-            "folded": enc.folded, "bare_images_per_s": batch / t["bare"], "wrapper_images_per_s": batch / t["wrapper"],
-            "wrapper_vs_bare": t["bare"] / t["wrapper"], "wrapper_from_256_images_per_s": batch / t["resize"]}
+    return {
+        "encoder": name,
+        "image_size": image_size,
+        "batch": batch,
+        "tokens": enc.num_tokens,
+        "folded": enc.folded,
+        "bare_images_per_s": batch / t["bare"],
+        "wrapper_images_per_s": batch / t["wrapper"],
+        "wrapper_vs_bare": t["bare"] / t["wrapper"],
+        "wrapper_from_256_images_per_s": batch / t["resize"],
+    }
 
 
 def main():
     torch.manual_seed(0)
     rows = [bench("tiny-random", 224, 64, 31), bench("vits-random", 224, 16, 9)]
     keys = ("bare_images_per_s", "wrapper_images_per_s", "wrapper_vs_bare", "wrapper_from_256_images_per_s")
-    summary = {"wrapper_vs_bare_ratio": min(r["wrapper_vs_bare"] for r in rows),
-               "per_encoder": {r["encoder"]: {k: r[k] for k in keys} for r in rows}}
+    summary = {
+        "wrapper_vs_bare_ratio": min(r["wrapper_vs_bare"] for r in rows),
+        "per_encoder": {r["encoder"]: {k: r[k] for k in keys} for r in rows},
+    }
     cols = ["encoder", "image_size", "batch", "tokens", "folded", *keys]
-    report("bench_encoder: wrapper vs bare transformers forward", table(rows, cols), summary,
-           "Random-weight configs (no downloads); vits-random has ViT-S/14 sizes (384 wide, 12 layers). "
-           "wrapper_vs_bare: same 224² uint8 frames (no resize), equal model work. wrapper_from_256: encode of "
-           "256² frames, including the bicubic-antialias resize to 224 (not in the ratio).")
+    report(
+        "bench_encoder: wrapper vs bare transformers forward",
+        table(rows, cols),
+        summary,
+        "Random-weight configs (no downloads); vits-random has ViT-S/14 sizes (384 wide, 12 layers). "
+        "wrapper_vs_bare: same 224² uint8 frames (no resize), equal model work. wrapper_from_256: encode of "
+        "256² frames, including the bicubic-antialias resize to 224 (not in the ratio).",
+    )
 
 
 if __name__ == "__main__":

@@ -59,15 +59,17 @@ def linear_probe(encoder: DinoEncoder, episodes: Path, frames: int = 3000) -> di
         stride = max(1, sum(len(e) for e in eps) // (frames if k == "train" else frames // 4))
         f = np.concatenate([np.asarray(e.frames[e.cameras[0]])[::stride] for e in eps])
         y = np.concatenate([e.states[::stride, :4] for e in eps])
-        x = torch.cat([encoder.encode(f[i:i + 256]).flatten(1) for i in range(0, len(f), 256)]).double().numpy()
+        x = torch.cat([encoder.encode(f[i : i + 256]).flatten(1) for i in range(0, len(f), 256)]).double().numpy()
         xy[k] = (x, y)
     (xt, yt), (xh, yh) = xy["train"], xy["held"]
     mu, sd = xt.mean(0), xt.std(0) + 1e-6
     a, b = (xt - mu) / sd, (xh - mu) / sd
     w = np.linalg.solve(a.T @ a + len(a) * np.eye(a.shape[1]), a.T @ (yt - yt.mean(0)))  # ridge λ = n: 4096-D
     err = b @ w + yt.mean(0) - yh
-    return {"probe_agent_px": float(np.sqrt((err[:, :2] ** 2).sum(1).mean())),
-            "probe_block_px": float(np.sqrt((err[:, 2:4] ** 2).sum(1).mean()))}
+    return {
+        "probe_agent_px": float(np.sqrt((err[:, :2] ** 2).sum(1).mean())),
+        "probe_block_px": float(np.sqrt((err[:, 2:4] ** 2).sum(1).mean())),
+    }
 
 
 def nearest_pose(encoder: DinoEncoder, episodes: Path, frames: int = 2000) -> dict:
@@ -82,7 +84,7 @@ def nearest_pose(encoder: DinoEncoder, episodes: Path, frames: int = 2000) -> di
         stride = max(1, sum(len(e) for e in eps) // (frames if k == "train" else frames // 8))
         f = np.concatenate([np.asarray(e.frames[e.cameras[0]])[::stride] for e in eps])
         st[k] = np.concatenate([e.states[::stride] for e in eps])
-        lat[k] = torch.cat([encoder.encode(f[i:i + 256]).flatten(1).float() for i in range(0, len(f), 256)])
+        lat[k] = torch.cat([encoder.encode(f[i : i + 256]).flatten(1).float() for i in range(0, len(f), 256)])
     mu, sd = lat["train"].mean(0), lat["train"].std(0) + 1e-6
     a, b = (lat["train"] - mu) / sd, (lat["held"] - mu) / sd
     nearest = torch.cdist(b, a).argmin(1).numpy()  # the same order as MSE
@@ -90,27 +92,44 @@ def nearest_pose(encoder: DinoEncoder, episodes: Path, frames: int = 2000) -> di
     block = np.linalg.norm(m[:, 2:4] - st["held"][:, 2:4], axis=1)
     agent = np.linalg.norm(m[:, :2] - st["held"][:, :2], axis=1)
     ang = np.degrees(np.abs((m[:, 4] - st["held"][:, 4] + np.pi) % (2 * np.pi) - np.pi))
-    return {"nearest_block_within_20": float(np.mean((block < 20) & (ang < 20))),
-            "nearest_block_px": float(np.median(block)), "nearest_agent_px": float(np.median(agent))}
+    return {
+        "nearest_block_within_20": float(np.mean((block < 20) & (ang < 20))),
+        "nearest_block_px": float(np.median(block)),
+        "nearest_agent_px": float(np.median(agent)),
+    }
 
 
 def score(encoder: DinoEncoder, episodes: Path, goals: int, samples: int) -> dict:
     exp = get_preset("cpu")
-    res = encoder_cost_quality(encoder.encode, episodes, exp, num_goals=goals,
-                               settings=CostQualitySettings(samples=samples), log=lambda *a: None)
+    res = encoder_cost_quality(
+        encoder.encode,
+        episodes,
+        exp,
+        num_goals=goals,
+        settings=CostQualitySettings(samples=samples),
+        log=lambda *a: None,
+    )
     lat = res["per_cost"]["latent"]
-    gs = sample_goals(held_out_episodes(episodes, None, exp.data.eval_fraction, exp.data.seed), goals,
-                      exp.plan.goal_offset, exp.plan.seed)  # encoder_cost_quality's goals
+    gs = sample_goals(
+        held_out_episodes(episodes, None, exp.data.eval_fraction, exp.data.seed),
+        goals,
+        exp.plan.goal_offset,
+        exp.plan.seed,
+    )  # encoder_cost_quality's goals
     moves = [not goal_metrics(np.r_[g.goal_state[:2], g.start_state[2:]], g.goal_state)["success"] for g in gs]
     corr = [r["latent_rank_corr"] for r, mv in zip(res["per_goal"], moves) if mv]
     frames = np.zeros((256, 96, 96, 3), np.uint8)
     t = time.perf_counter()
     encoder.encode(frames)
-    return {"rank_corr": lat["rank_corr"], "rank_corr_block_moves": float(np.mean(corr)) if corr else None,
-            "cem_on_simulator_success": lat["cem_on_simulator_success"],
-            "cem_final_distance": lat["cem_on_simulator_final_distance"],
-            "encode_frames_per_s": 256 / (time.perf_counter() - t), **linear_probe(encoder, episodes),
-            **nearest_pose(encoder, episodes)}
+    return {
+        "rank_corr": lat["rank_corr"],
+        "rank_corr_block_moves": float(np.mean(corr)) if corr else None,
+        "cem_on_simulator_success": lat["cem_on_simulator_success"],
+        "cem_final_distance": lat["cem_on_simulator_final_distance"],
+        "encode_frames_per_s": 256 / (time.perf_counter() - t),
+        **linear_probe(encoder, episodes),
+        **nearest_pose(encoder, episodes),
+    }
 
 
 def pretrain(episodes: Path, out: Path, objective: str, steps: int, image_size: int) -> tuple[DinoEncoder, dict]:
@@ -120,8 +139,16 @@ def pretrain(episodes: Path, out: Path, objective: str, steps: int, image_size: 
     kw = dict(window=base.window, sigma=base.sigma)
     if objective == "time-contrastive+pixels":
         objective, kw["pixel_weight"] = "time-contrastive", 1.0
-    cfg = PretrainEncoderConfig(data_dir=str(episodes), out_dir=str(out), objective=objective, steps=steps,
-                                image_size=image_size, device="cpu", resume=True, **kw)
+    cfg = PretrainEncoderConfig(
+        data_dir=str(episodes),
+        out_dir=str(out),
+        objective=objective,
+        steps=steps,
+        image_size=image_size,
+        device="cpu",
+        resume=True,
+        **kw,
+    )
     t = time.perf_counter()
     folder = run_pretrain_encoder(cfg)
     secs = time.perf_counter() - t
@@ -149,29 +176,65 @@ def main():
     with tempfile.TemporaryDirectory() as scratch:
         tmp = scratch if args.quick else args.out
         base = DinoEncoder.from_config(get_preset("cpu").encoder)
-        rows.append({"encoder": "random weights (tiny-random)", "objective": "-", "pretrain_s": 0.0,
-                     **score(base, episodes, args.goals, args.samples)})
+        rows.append(
+            {
+                "encoder": "random weights (tiny-random)",
+                "objective": "-",
+                "pretrain_s": 0.0,
+                **score(base, episodes, args.goals, args.samples),
+            }
+        )
         for obj in args.objectives.split(","):
             enc, facts = pretrain(episodes, Path(tmp) / obj, obj, args.steps, 112)
-            rows.append({"encoder": "pretrained 112 px", "objective": obj, **facts,
-                         **score(enc, episodes, args.goals, args.samples)})
+            rows.append(
+                {
+                    "encoder": "pretrained 112 px",
+                    "objective": obj,
+                    **facts,
+                    **score(enc, episodes, args.goals, args.samples),
+                }
+            )
             print(rows[-1], flush=True)
         if args.res224:
             rows += resolution_rows(Path(tmp), args)
-    summary = {"steps_per_objective": args.steps, "goals": args.goals, "samples": args.samples,
-               "rows": rows, "quick": args.quick}
-    report("bench_encoder_pretrain: latent cost quality of pretrained encoders (simulator as the model)",
-           table(rows, ["encoder", "objective", "pretrain_steps", "nearest_block_within_20", "nearest_block_px",
-                        "nearest_agent_px", "probe_block_px", "probe_agent_px", "rank_corr", "rank_corr_block_moves",
-                        "cem_on_simulator_success", "cem_final_distance", "pretrain_s", "generate_s"]),
-           summary,
-           f"Episodes {episodes}; each objective pretrained {args.steps} steps on the training episodes (demo "
-           f"architecture: DINOv2 64 wide, 2 blocks, patch 14); cost quality over {args.goals} held-out goals "
-           f"(25 env steps ahead), rank correlation over {args.samples} random 5-step plans per goal; CEM 32 × 6 "
-           "elites × 4 iterations, 2 plans, candidates executed in the simulator. probe_*_px: held-out RMSE of a ridge "
-           "regression from the flattened latents to agent / block position (how much pose the latents keep). "
-           "nearest_*: pose error of the training frame nearest by latent MSE to each held-out frame "
-           "(nearest_block_within_20: block within 20 px and 20°).", record=not args.quick)
+    summary = {
+        "steps_per_objective": args.steps,
+        "goals": args.goals,
+        "samples": args.samples,
+        "rows": rows,
+        "quick": args.quick,
+    }
+    report(
+        "bench_encoder_pretrain: latent cost quality of pretrained encoders (simulator as the model)",
+        table(
+            rows,
+            [
+                "encoder",
+                "objective",
+                "pretrain_steps",
+                "nearest_block_within_20",
+                "nearest_block_px",
+                "nearest_agent_px",
+                "probe_block_px",
+                "probe_agent_px",
+                "rank_corr",
+                "rank_corr_block_moves",
+                "cem_on_simulator_success",
+                "cem_final_distance",
+                "pretrain_s",
+                "generate_s",
+            ],
+        ),
+        summary,
+        f"Episodes {episodes}; each objective pretrained {args.steps} steps on the training episodes (demo "
+        f"architecture: DINOv2 64 wide, 2 blocks, patch 14); cost quality over {args.goals} held-out goals "
+        f"(25 env steps ahead), rank correlation over {args.samples} random 5-step plans per goal; CEM 32 × 6 "
+        "elites × 4 iterations, 2 plans, candidates executed in the simulator. probe_*_px: held-out RMSE of a ridge "
+        "regression from the flattened latents to agent / block position (how much pose the latents keep). "
+        "nearest_*: pose error of the training frame nearest by latent MSE to each held-out frame "
+        "(nearest_block_within_20: block within 20 px and 20°).",
+        record=not args.quick,
+    )
 
 
 def resolution_rows(tmp: Path, args) -> list[dict]:
@@ -180,12 +243,21 @@ def resolution_rows(tmp: Path, args) -> list[dict]:
     for px, image_size in ((96, 112), (224, 224)):
         eps = Path(tmp) / f"eps{px}"
         t = time.perf_counter()
-        generate_pusht(GenerateConfig(out_dir=str(eps), num_episodes=args.res224, max_steps=200, seed=0, image_size=px),
-            show_progress=False)
+        generate_pusht(
+            GenerateConfig(out_dir=str(eps), num_episodes=args.res224, max_steps=200, seed=0, image_size=px),
+            show_progress=False,
+        )
         gen_s = time.perf_counter() - t
         enc, facts = pretrain(eps, tmp / f"res{px}", obj, args.steps, image_size)
-        rows.append({"encoder": f"{px} px frames, {image_size} px input ({args.res224} episodes)", "objective": obj,
-                     "generate_s": gen_s, **facts, **score(enc, eps, args.goals, args.samples)})
+        rows.append(
+            {
+                "encoder": f"{px} px frames, {image_size} px input ({args.res224} episodes)",
+                "objective": obj,
+                "generate_s": gen_s,
+                **facts,
+                **score(enc, eps, args.goals, args.samples),
+            }
+        )
         print(rows[-1], flush=True)
     return rows
 

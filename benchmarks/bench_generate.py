@@ -55,8 +55,13 @@ def before(cfg: GenerateConfig, out: Path) -> float:
     t = time.perf_counter()
     for i in range(cfg.num_episodes):
         ep = rollout_episode(env, episode_spec(cfg, i))
-        arrays = {"frames/main": ep.frames["main"], "actions": ep.actions, "states": ep.states,
-                  "proprio": ep.proprio, "rewards": ep.rewards}
+        arrays = {
+            "frames/main": ep.frames["main"],
+            "actions": ep.actions,
+            "states": ep.states,
+            "proprio": ep.proprio,
+            "rewards": ep.rewards,
+        }
         with open(out / f"episode_{i:06d}.npz", "wb") as fh:
             np.savez_compressed(fh, **arrays)
     return time.perf_counter() - t
@@ -137,13 +142,27 @@ def main(argv=None):
         rows.append({"setting": "before: gym-pusht step, 1 process", "seconds": t0})
         for k in (1, args.render_every):
             for w in sorted({1, cores}):
-                cfg = GenerateConfig(out_dir=str(Path(tmp) / f"after{w}_{k}"), num_episodes=n, max_steps=steps,
-                                     image_size=args.image_size, seed=0, workers=w, render_every=k)
+                cfg = GenerateConfig(
+                    out_dir=str(Path(tmp) / f"after{w}_{k}"),
+                    num_episodes=n,
+                    max_steps=steps,
+                    image_size=args.image_size,
+                    seed=0,
+                    workers=w,
+                    render_every=k,
+                )
                 every = "every frame" if k == 1 else f"every {k}th frame"
-                rows.append({"setting": f"after: {w} process{'es' if w > 1 else ''}, {every}", "render_every": k,
-                             "seconds": after(cfg)})
-        same = all((Path(tmp) / "after1_1" / p.name).read_bytes() == p.read_bytes()
-                   for p in (Path(tmp) / f"after{cores}_1").glob("episode_*.npz"))
+                rows.append(
+                    {
+                        "setting": f"after: {w} process{'es' if w > 1 else ''}, {every}",
+                        "render_every": k,
+                        "seconds": after(cfg),
+                    }
+                )
+        same = all(
+            (Path(tmp) / "after1_1" / p.name).read_bytes() == p.read_bytes()
+            for p in (Path(tmp) / f"after{cores}_1").glob("episode_*.npz")
+        )
     for r in rows:
         r["episodes_per_s"] = n / r["seconds"]
         r["env_steps_per_s"] = n * steps / r["seconds"]
@@ -153,16 +172,25 @@ def main(argv=None):
     sparse = max(r["speedup"] for r in rows[1:] if r["render_every"] > 1)
     supported = sparse_supported()
     speedup = max(max(r["speedup"] for r in full), sparse if supported else 0.0)
-    md = (table(rows, ["setting", "seconds", "episodes_per_s", "env_steps_per_s", "speedup"])
-          + "\n\nOne env step, median ms (in contact with the block):\n\n" + table(prof, ["part", "ms_per_step"]))
-    notes = (f"{n} episodes × ≤ {steps} env steps at {args.image_size} px, default policy mix, {cores} cores; the "
-             f"episodes of 1 and {cores} processes byte-identical: {same}. Episodes that reach the goal zone end "
-             f"early, so env steps/s is an upper bound per episode.")
-    summary = {"speedup": round(speedup, 3), "speedup_render_every": round(sparse, 3),
-               "render_every_supported_by_model_quality": supported,
-               "render_every": args.render_every, "identical_across_workers": same,
-               "episodes_per_s": {r["setting"]: round(r["episodes_per_s"], 3) for r in rows},
-               "ms_per_step": {r["part"]: round(r["ms_per_step"], 4) for r in prof}}
+    md = (
+        table(rows, ["setting", "seconds", "episodes_per_s", "env_steps_per_s", "speedup"])
+        + "\n\nOne env step, median ms (in contact with the block):\n\n"
+        + table(prof, ["part", "ms_per_step"])
+    )
+    notes = (
+        f"{n} episodes × ≤ {steps} env steps at {args.image_size} px, default policy mix, {cores} cores; the "
+        f"episodes of 1 and {cores} processes byte-identical: {same}. Episodes that reach the goal zone end "
+        f"early, so env steps/s is an upper bound per episode."
+    )
+    summary = {
+        "speedup": round(speedup, 3),
+        "speedup_render_every": round(sparse, 3),
+        "render_every_supported_by_model_quality": supported,
+        "render_every": args.render_every,
+        "identical_across_workers": same,
+        "episodes_per_s": {r["setting"]: round(r["episodes_per_s"], 3) for r in rows},
+        "ms_per_step": {r["part"]: round(r["ms_per_step"], 4) for r in prof},
+    }
     report("bench_generate: Push-T episodes/s", md, summary, notes, record=not args.quick)
 
 

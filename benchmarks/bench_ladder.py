@@ -52,26 +52,54 @@ def main(argv=None):
     given = None
     if args.reuse_plan:
         rows = json.loads((Path(args.reuse_plan) / "planning_goals.json").read_text())
-        given = {name: rows[m] for name, m in ((f"latent model K={plan_cfg.sample_steps}", "cem"),
-                                               ("random actions", "random")) if m in rows}
+        given = {
+            name: rows[m]
+            for name, m in ((f"latent model K={plan_cfg.sample_steps}", "cem"), ("random actions", "random"))
+            if m in rows
+        }
         if any(len(r) != n for r in given.values()):
             raise SystemExit(f"bench_ladder: {args.reuse_plan} holds other goals than --goals {n}")
-    res = planning_ladder(run, args.episodes, args.cache, plan_cfg, Path(args.out), given=given,
-                          sample_steps=tuple(int(k) for k in args.k.split(",")),
-                          next_frame=WorldModelRun.load(args.next_frame) if args.next_frame else None,
-                          state_steps=200 if args.quick else 3000)
+    res = planning_ladder(
+        run,
+        args.episodes,
+        args.cache,
+        plan_cfg,
+        Path(args.out),
+        given=given,
+        sample_steps=tuple(int(k) for k in args.k.split(",")),
+        next_frame=WorldModelRun.load(args.next_frame) if args.next_frame else None,
+        state_steps=200 if args.quick else 3000,
+    )
     flat = [{"rung": k, **v} for k, v in res["rungs"].items()]
-    md = table(flat, ["rung", "success_rate", "success_rate_joint", "success_rate_block_moves", "block_px",
-                      "block_px_block_moves", "goals", "block_moving_goals"])
+    md = table(
+        flat,
+        [
+            "rung",
+            "success_rate",
+            "success_rate_joint",
+            "success_rate_block_moves",
+            "block_px",
+            "block_px_block_moves",
+            "goals",
+            "block_moving_goals",
+        ],
+    )
     st, d = res["settings"], run.exp.data
-    notes = (f"Model: {args.checkpoint} ({st['proprio_channels']} proprio channels, "
-             f"{'relative' if d.relative_actions else 'absolute'} actions); cache {args.cache} "
-             f"({len(LatentCache(args.cache).entries)} episodes); CEM {' × '.join(map(str, st['cem']))}, horizon "
-             f"{st['horizon']}, ≤ {st['max_replans']} plans of {st['exec_steps']} model steps; {res['goals']} "
-             f"held-out goals {st['goal_offset']} env steps ahead, {res['block_moving_goals']} whose block must "
-             f"move. The state model reads the true state (privileged).")
-    report("bench_ladder: the planning ladder from the simulator to the model", md,
-           {**res, "checkpoint": args.checkpoint, "quick": args.quick}, notes, record=not args.quick)
+    notes = (
+        f"Model: {args.checkpoint} ({st['proprio_channels']} proprio channels, "
+        f"{'relative' if d.relative_actions else 'absolute'} actions); cache {args.cache} "
+        f"({len(LatentCache(args.cache).entries)} episodes); CEM {' × '.join(map(str, st['cem']))}, horizon "
+        f"{st['horizon']}, ≤ {st['max_replans']} plans of {st['exec_steps']} model steps; {res['goals']} "
+        f"held-out goals {st['goal_offset']} env steps ahead, {res['block_moving_goals']} whose block must "
+        f"move. The state model reads the true state (privileged)."
+    )
+    report(
+        "bench_ladder: the planning ladder from the simulator to the model",
+        md,
+        {**res, "checkpoint": args.checkpoint, "quick": args.quick},
+        notes,
+        record=not args.quick,
+    )
 
 
 if __name__ == "__main__":

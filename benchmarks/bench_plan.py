@@ -39,8 +39,9 @@ from latentwm.planning import LatentGoalObjective, plan  # noqa: E402
 from latentwm.rollout import observe, rollout  # noqa: E402
 
 
-def cem_call_flops(model: DynamicsModel, context: int, population: int, iterations: int, horizon: int,
-                   sample_steps: int = 1) -> float:
+def cem_call_flops(
+    model: DynamicsModel, context: int, population: int, iterations: int, horizon: int, sample_steps: int = 1
+) -> float:
     """Analytic matmul FLOPs of one CEM call on the shared-history path: the history observed once (batch 1), then
     per iteration every candidate generates `horizon` frames (sample_steps passes each) and commits all but the last
     (one pass each); each pass of a frame at index t attends to the t frames before it (flops_per_frame)."""
@@ -56,10 +57,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--naive-candidates", type=int, default=8)
-    ap.add_argument("--compile-backend", default="inductor",
-                    help="torch.compile backend of the compiled row (none: leave the row out)")
-    ap.add_argument("--quick", action="store_true",
-                    help="population 32, iterations 3: a smoke test of the script (not appended to RESULTS.md)")
+    ap.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend of the compiled row (none: leave the row out)",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="population 32, iterations 3: a smoke test of the script (not appended to RESULTS.md)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -85,14 +92,31 @@ def main() -> None:
         obj = LatentGoalObjective(model, ctx, goal, ctx_actions, sample_steps=K, seed=0)
         t_iter = median_time(lambda obj=obj: obj(cands), repeats=args.repeats)
         call = t_obs + IT * t_iter
-        rows.append(dict(method="shared history (one cache, expand)", K=K, seconds_per_iteration=t_iter,
-                         seconds_per_call=call, measured="observe + 1 iteration × %d" % args.repeats))
+        rows.append(
+            dict(
+                method="shared history (one cache, expand)",
+                K=K,
+                seconds_per_iteration=t_iter,
+                seconds_per_call=call,
+                measured="observe + 1 iteration × %d" % args.repeats,
+            )
+        )
         summary[f"cem_seconds_per_call_k{K}"] = call
         if K == 1:
             check_cfg = replace_nested(cfg, cem__iterations=2, sample_steps=1)
             t = time.perf_counter()
-            plan(model, ctx, goal, H, check_cfg, low, high, history_actions=ctx_actions, planner="cem",
-                 generator=torch.Generator().manual_seed(0))
+            plan(
+                model,
+                ctx,
+                goal,
+                H,
+                check_cfg,
+                low,
+                high,
+                history_actions=ctx_actions,
+                planner="cem",
+                generator=torch.Generator().manual_seed(0),
+            )
             real2 = time.perf_counter() - t
             summary["check_real_2_iterations_s"] = real2
             summary["check_estimate_2_iterations_s"] = t_obs + 2 * t_iter
@@ -102,10 +126,16 @@ def main() -> None:
     ctx_b, ctx_a_b = ctx.expand(P, -1, -1, -1), ctx_actions.expand(P, -1, -1)
     full = torch.cat([ctx_a_b, cands], 1)
     noise = torch.randn(1, H, N, D)
-    t_recompute = median_time(lambda: rollout(model, ctx_b, H, full, sample_steps=1, noise=noise),
-                              repeats=args.repeats)
-    rows.append(dict(method="batched, history recomputed per candidate", K=1, seconds_per_iteration=t_recompute,
-                     seconds_per_call=IT * t_recompute, measured="1 iteration × %d" % args.repeats))
+    t_recompute = median_time(lambda: rollout(model, ctx_b, H, full, sample_steps=1, noise=noise), repeats=args.repeats)
+    rows.append(
+        dict(
+            method="batched, history recomputed per candidate",
+            K=1,
+            seconds_per_iteration=t_recompute,
+            seconds_per_call=IT * t_recompute,
+            measured="1 iteration × %d" % args.repeats,
+        )
+    )
 
     # batched, no KV cache at all: every new frame re-runs the full forward over history + generated frames
     # (a DINO-WM-style predictor; the cached rollout equals it to float tolerance, a test)
@@ -124,8 +154,15 @@ def main() -> None:
                 frames = torch.cat([frames, x], 1)
 
     t_nocache = median_time(no_cache, repeats=1, warmup=0)
-    rows.append(dict(method="batched, no KV cache (full forward per new frame)", K=1,
-                     seconds_per_iteration=t_nocache, seconds_per_call=IT * t_nocache, measured="1 iteration × 1"))
+    rows.append(
+        dict(
+            method="batched, no KV cache (full forward per new frame)",
+            K=1,
+            seconds_per_iteration=t_nocache,
+            seconds_per_call=IT * t_nocache,
+            measured="1 iteration × 1",
+        )
+    )
 
     # naive: one candidate at a time (observe + cached rollout each)
     n = min(args.naive_candidates, P)
@@ -135,18 +172,39 @@ def main() -> None:
             rollout(model, ctx, H, torch.cat([ctx_actions, cands[i : i + 1]], 1), sample_steps=1, noise=noise)
 
     t_naive = median_time(naive, repeats=args.repeats) / n * P
-    rows.append(dict(method="naive: each candidate alone", K=1, seconds_per_iteration=t_naive,
-                     seconds_per_call=IT * t_naive, measured=f"{n} candidates, extrapolated to {P} × {IT}"))
+    rows.append(
+        dict(
+            method="naive: each candidate alone",
+            K=1,
+            seconds_per_iteration=t_naive,
+            seconds_per_call=IT * t_naive,
+            measured=f"{n} candidates, extrapolated to {P} × {IT}",
+        )
+    )
 
     # the same two under bf16 autocast (AMX / AVX-512 bf16 CPUs, GPUs)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         obj16 = LatentGoalObjective(model, ctx, goal, ctx_actions, sample_steps=1, seed=0)
         t16 = median_time(lambda: obj16(cands), repeats=args.repeats)
         t16_naive = median_time(naive, repeats=args.repeats) / n * P
-    rows.append(dict(method="shared history, bf16 autocast", K=1, seconds_per_iteration=t16,
-                     seconds_per_call=t_obs + IT * t16, measured="1 iteration × %d" % args.repeats))
-    rows.append(dict(method="naive: each candidate alone, bf16 autocast", K=1, seconds_per_iteration=t16_naive,
-                     seconds_per_call=IT * t16_naive, measured=f"{n} candidates, extrapolated to {P} × {IT}"))
+    rows.append(
+        dict(
+            method="shared history, bf16 autocast",
+            K=1,
+            seconds_per_iteration=t16,
+            seconds_per_call=t_obs + IT * t16,
+            measured="1 iteration × %d" % args.repeats,
+        )
+    )
+    rows.append(
+        dict(
+            method="naive: each candidate alone, bf16 autocast",
+            K=1,
+            seconds_per_iteration=t16_naive,
+            seconds_per_call=IT * t16_naive,
+            measured=f"{n} candidates, extrapolated to {P} × {IT}",
+        )
+    )
 
     # --plan.compile: the same shared-history scoring with the cached denoising pass compiled (model compiled in
     # place, so last); the warm-up call compiles, its time is reported apart
@@ -157,51 +215,76 @@ def main() -> None:
         objc(cands)
         summary["compile_first_iteration_s"] = time.perf_counter() - t
         t_comp = median_time(lambda: objc(cands), repeats=args.repeats, warmup=0)
-        rows.append(dict(method=f"shared history, compiled ({args.compile_backend})", K=1,
-                         seconds_per_iteration=t_comp, seconds_per_call=t_obs + IT * t_comp,
-                         measured="1 iteration × %d after the compiling one" % args.repeats))
+        rows.append(
+            dict(
+                method=f"shared history, compiled ({args.compile_backend})",
+                K=1,
+                seconds_per_iteration=t_comp,
+                seconds_per_call=t_obs + IT * t_comp,
+                measured="1 iteration × %d after the compiling one" % args.repeats,
+            )
+        )
         summary["cem_seconds_per_call_compiled"] = t_obs + IT * t_comp
 
     call = summary["cem_seconds_per_call_k1"]
     bound_flops = cem_call_flops(model, C, P, IT, H, sample_steps=1)
     peak = matmul_flops()  # at this run's thread count
-    summary.update(cem_flops_per_call=bound_flops, matmul_flops_per_s=peak, cem_bound_seconds=bound_flops / peak,
-                   cem_vs_bound=call / (bound_flops / peak))
+    summary.update(
+        cem_flops_per_call=bound_flops,
+        matmul_flops_per_s=peak,
+        cem_bound_seconds=bound_flops / peak,
+        cem_vs_bound=call / (bound_flops / peak),
+    )
     if "cem_seconds_per_call_compiled" in summary:
         summary["cem_vs_bound_compiled"] = summary["cem_seconds_per_call_compiled"] / (bound_flops / peak)
     gap = (t_naive / (C + 2 * H - 1)) / (t_shared / (2 * H - 1))
     summary.update(
-        cem_seconds_per_call=call, shared_vs_naive_speedup=IT * t_naive / call,
-        shared_vs_recompute_speedup=IT * t_recompute / call, shared_vs_no_cache_speedup=IT * t_nocache / call,
-        cem_seconds_per_call_bf16=t_obs + IT * t16, shared_vs_naive_speedup_bf16=t16_naive / t16,
+        cem_seconds_per_call=call,
+        shared_vs_naive_speedup=IT * t_naive / call,
+        shared_vs_recompute_speedup=IT * t_recompute / call,
+        shared_vs_no_cache_speedup=IT * t_nocache / call,
+        cem_seconds_per_call_bf16=t_obs + IT * t16,
+        shared_vs_naive_speedup_bf16=t16_naive / t16,
         k4_vs_k1_slowdown=summary["cem_seconds_per_call_k4"] / call,
-        batch_efficiency_gap=gap, observe_seconds=t_obs,
-        preset=args.preset, population=P, elites=cfg.cem.elites, iterations=IT, horizon=H,
-        context=C, threads=args.threads, quick=args.quick)
-    notes = (f"`{args.preset}` preset ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, random "
-             f"weights), {C} observed history frames, CEM population {P}, {cfg.cem.elites} elites, {IT} iterations, "
-             f"horizon {H}, 10-D actions per model step; {args.threads} torch thread(s); medians of {args.repeats}. "
-             f"Per call = observe ({t_obs:.3f} s) + {IT} × per-iteration scoring of {P} candidates. Check: one real "
-             f"2-iteration `plan` call took {summary['check_real_2_iterations_s']:.2f} s vs "
-             f"{summary['check_estimate_2_iterations_s']:.2f} s estimated. Naive = every candidate observed and "
-             f"rolled out alone, measured on {n} candidates and extrapolated to {P} × {IT}. "
-             f"Shared vs naive: {summary['shared_vs_naive_speedup']:.1f}×; vs batched-but-recomputed history "
-             f"{summary['shared_vs_recompute_speedup']:.2f}× (the history's share of the work: {C} observed frames "
-             f"vs {2 * H - 1} candidate passes at K = 1); vs no KV cache at all "
-             f"{summary['shared_vs_no_cache_speedup']:.1f}×. K = 4 costs {summary['k4_vs_k1_slowdown']:.2f}× K = 1. "
-             f"bf16 autocast: {summary['cem_seconds_per_call_bf16']:.1f} s per call, "
-             f"{summary['shared_vs_naive_speedup_bf16']:.1f}× vs naive in bf16. The speedup over naive is the "
-             f"frame-pass ratio ({C + 2 * H - 1} vs {2 * H - 1} per candidate: the history is not re-observed) times "
-             f"the batch-{P} vs batch-1 efficiency per frame pass ({gap:.2f}× in fp32 here: on a CPU a batch-1 "
-             f"forward of a small model is already fairly compute-bound; bf16/AMX only pays off on large matrices). "
-             f"Lower bound: the call's analytic matmul FLOPs ({bound_flops / 1e9:.1f} GFLOP: observe + {IT} × {P} "
-             f"candidates × {2 * H - 1} frame passes at K = 1, attention over the frames seen so far) at the measured "
-             f"float32 matmul peak ({peak / 1e9:.1f} GFLOP/s on {args.threads} thread(s)) = "
-             f"{summary['cem_bound_seconds']:.2f} s; the call takes {summary['cem_vs_bound']:.2f}× that.")
+        batch_efficiency_gap=gap,
+        observe_seconds=t_obs,
+        preset=args.preset,
+        population=P,
+        elites=cfg.cem.elites,
+        iterations=IT,
+        horizon=H,
+        context=C,
+        threads=args.threads,
+        quick=args.quick,
+    )
+    notes = (
+        f"`{args.preset}` preset ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, random "
+        f"weights), {C} observed history frames, CEM population {P}, {cfg.cem.elites} elites, {IT} iterations, "
+        f"horizon {H}, 10-D actions per model step; {args.threads} torch thread(s); medians of {args.repeats}. "
+        f"Per call = observe ({t_obs:.3f} s) + {IT} × per-iteration scoring of {P} candidates. Check: one real "
+        f"2-iteration `plan` call took {summary['check_real_2_iterations_s']:.2f} s vs "
+        f"{summary['check_estimate_2_iterations_s']:.2f} s estimated. Naive = every candidate observed and "
+        f"rolled out alone, measured on {n} candidates and extrapolated to {P} × {IT}. "
+        f"Shared vs naive: {summary['shared_vs_naive_speedup']:.1f}×; vs batched-but-recomputed history "
+        f"{summary['shared_vs_recompute_speedup']:.2f}× (the history's share of the work: {C} observed frames "
+        f"vs {2 * H - 1} candidate passes at K = 1); vs no KV cache at all "
+        f"{summary['shared_vs_no_cache_speedup']:.1f}×. K = 4 costs {summary['k4_vs_k1_slowdown']:.2f}× K = 1. "
+        f"bf16 autocast: {summary['cem_seconds_per_call_bf16']:.1f} s per call, "
+        f"{summary['shared_vs_naive_speedup_bf16']:.1f}× vs naive in bf16. The speedup over naive is the "
+        f"frame-pass ratio ({C + 2 * H - 1} vs {2 * H - 1} per candidate: the history is not re-observed) times "
+        f"the batch-{P} vs batch-1 efficiency per frame pass ({gap:.2f}× in fp32 here: on a CPU a batch-1 "
+        f"forward of a small model is already fairly compute-bound; bf16/AMX only pays off on large matrices). "
+        f"Lower bound: the call's analytic matmul FLOPs ({bound_flops / 1e9:.1f} GFLOP: observe + {IT} × {P} "
+        f"candidates × {2 * H - 1} frame passes at K = 1, attention over the frames seen so far) at the measured "
+        f"float32 matmul peak ({peak / 1e9:.1f} GFLOP/s on {args.threads} thread(s)) = "
+        f"{summary['cem_bound_seconds']:.2f} s; the call takes {summary['cem_vs_bound']:.2f}× that."
+    )
     if "cem_vs_bound_compiled" in summary:
-        notes += (f" Compiled (`--plan.compile`, {args.compile_backend}): "
-                  f"{summary['cem_seconds_per_call_compiled']:.1f} s per call, {summary['cem_vs_bound_compiled']:.2f}× "
-                  f"the bound (the first, compiling iteration took {summary['compile_first_iteration_s']:.1f} s).")
+        notes += (
+            f" Compiled (`--plan.compile`, {args.compile_backend}): "
+            f"{summary['cem_seconds_per_call_compiled']:.1f} s per call, {summary['cem_vs_bound_compiled']:.2f}× "
+            f"the bound (the first, compiling iteration took {summary['compile_first_iteration_s']:.1f} s)."
+        )
     table_md = table(rows, ["method", "K", "seconds_per_iteration", "seconds_per_call", "measured"])
     if args.quick:  # a smoke test of the script: not recorded
         import json

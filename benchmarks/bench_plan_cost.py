@@ -52,32 +52,53 @@ def main():
     run = Path(args.run)
     model, exp, state = load_world_model(run / "train")
     stats = state["data_stats"]
-    codec = ActionCodec.from_stats(stats["datasets"]["pusht"]["actions"], state.get("frame_skip") or
-                                   exp.data.frame_skip, model.cfg.action_dim)
+    codec = ActionCodec.from_stats(
+        stats["datasets"]["pusht"]["actions"], state.get("frame_skip") or exp.data.frame_skip, model.cfg.action_dim
+    )
     encoder = DinoEncoder.from_config(exp.encoder)
     observer = LatentObserver(encoder.encode, NormStats.from_dict(stats["latents"]))
     cfg = get_preset("cpu").plan  # demo scale
-    goals = sample_goals(held_out_episodes(run / "episodes", run / "latents", exp.data.eval_fraction, exp.data.seed),
-                         args.goals, cfg.goal_offset, cfg.seed)
+    goals = sample_goals(
+        held_out_episodes(run / "episodes", run / "latents", exp.data.eval_fraction, exp.data.seed),
+        args.goals,
+        cfg.goal_offset,
+        cfg.seed,
+    )
     res = cost_quality(goals, codec, observer, cfg, COSTS, CostQualitySettings(samples=args.samples))
-    rows = [{"cost": c, "rank_corr_with_state_distance": r["rank_corr"],
-             "cem_on_simulator_success": r["cem_on_simulator_success"],
-             "cem_on_simulator_final_distance": r["cem_on_simulator_final_distance"]}
-            for c, r in res["per_cost"].items()]
-    summary = {"encoder": encoder.weights_label, "goals": len(goals), "samples": args.samples,
-               "start_distance": res["start_distance"],
-               **{f"{r['cost']}_{k}": r[k] for r in rows for k in ("rank_corr_with_state_distance",
-                                                                    "cem_on_simulator_success",
-                                                                    "cem_on_simulator_final_distance")},
-               "quick": args.quick}
-    report("bench_plan_cost: goal costs with the real simulator as the model",
-           table(rows, ["cost", "rank_corr_with_state_distance", "cem_on_simulator_success",
-                        "cem_on_simulator_final_distance"]), summary,
-           f"Run {run} (encoder {encoder.weights_label}); {len(goals)} held-out goals {cfg.goal_offset} env steps "
-           f"ahead (mean start distance {summary['start_distance']:.1f}); rank correlation over {args.samples} random "
-           f"5-step plans per goal; CEM population {cfg.cem.population}, {cfg.cem.elites} elites, {cfg.cem.iterations} "
-           "iterations, 2 plans × 5 model steps, candidates executed in the simulator. A planner on a learned model "
-           "cannot beat CEM on the simulator with the same cost.")
+    rows = [
+        {
+            "cost": c,
+            "rank_corr_with_state_distance": r["rank_corr"],
+            "cem_on_simulator_success": r["cem_on_simulator_success"],
+            "cem_on_simulator_final_distance": r["cem_on_simulator_final_distance"],
+        }
+        for c, r in res["per_cost"].items()
+    ]
+    summary = {
+        "encoder": encoder.weights_label,
+        "goals": len(goals),
+        "samples": args.samples,
+        "start_distance": res["start_distance"],
+        **{
+            f"{r['cost']}_{k}": r[k]
+            for r in rows
+            for k in ("rank_corr_with_state_distance", "cem_on_simulator_success", "cem_on_simulator_final_distance")
+        },
+        "quick": args.quick,
+    }
+    report(
+        "bench_plan_cost: goal costs with the real simulator as the model",
+        table(
+            rows,
+            ["cost", "rank_corr_with_state_distance", "cem_on_simulator_success", "cem_on_simulator_final_distance"],
+        ),
+        summary,
+        f"Run {run} (encoder {encoder.weights_label}); {len(goals)} held-out goals {cfg.goal_offset} env steps "
+        f"ahead (mean start distance {summary['start_distance']:.1f}); rank correlation over {args.samples} random "
+        f"5-step plans per goal; CEM population {cfg.cem.population}, {cfg.cem.elites} elites, {cfg.cem.iterations} "
+        "iterations, 2 plans × 5 model steps, candidates executed in the simulator. A planner on a learned model "
+        "cannot beat CEM on the simulator with the same cost.",
+    )
 
 
 if __name__ == "__main__":

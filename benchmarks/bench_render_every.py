@@ -40,21 +40,51 @@ def run(args: list[str]) -> None:
         raise SystemExit(f"bench_render_every: `latentwm {' '.join(args)}` exited {rc}")
 
 
-def arm(out: Path, name: str, episodes: int, k: int, seed: int, preset: str, steps: int, env_steps: int,
-        image: int) -> dict:
+def arm(
+    out: Path, name: str, episodes: int, k: int, seed: int, preset: str, steps: int, env_steps: int, image: int
+) -> dict:
     d = out / name
     timing = d / "generate_seconds.json"  # measured when the episodes were made (a resumed run keeps it)
     if not timing.exists():
         t = time.perf_counter()
-        generate_pusht(GenerateConfig(out_dir=str(d / "episodes"), num_episodes=episodes, max_steps=env_steps,
-                                      seed=seed, render_every=k), show_progress=False)
+        generate_pusht(
+            GenerateConfig(
+                out_dir=str(d / "episodes"), num_episodes=episodes, max_steps=env_steps, seed=seed, render_every=k
+            ),
+            show_progress=False,
+        )
         timing.write_text(json.dumps({"seconds": time.perf_counter() - t}))
     gen_s = json.loads(timing.read_text())["seconds"]
-    run(["encode", "--root", str(d / "episodes"), "--out-dir", str(d / "latents"), "--encoder.name", "tiny-random",
-         "--encoder.image-size", str(image)])
+    run(
+        [
+            "encode",
+            "--root",
+            str(d / "episodes"),
+            "--out-dir",
+            str(d / "latents"),
+            "--encoder.name",
+            "tiny-random",
+            "--encoder.image-size",
+            str(image),
+        ]
+    )
     if steps:
-        run(["train", "--preset", preset, "--data.cache-dir", str(d / "latents"), "--train.out-dir", str(d / "train"),
-             "--train.steps", str(steps), "--train.eval-every", str(steps), "--train.resume"])
+        run(
+            [
+                "train",
+                "--preset",
+                preset,
+                "--data.cache-dir",
+                str(d / "latents"),
+                "--train.out-dir",
+                str(d / "train"),
+                "--train.steps",
+                str(steps),
+                "--train.eval-every",
+                str(steps),
+                "--train.resume",
+            ]
+        )
     return {"arm": name, "trajectories": episodes, "render_every": k, "generate_s": gen_s}
 
 
@@ -71,14 +101,28 @@ def main(argv=None):
     n_full = 6 if args.quick else args.episodes
     steps = 20 if args.quick else args.steps
     out = Path(args.out)
-    rows = [arm(out, "every frame", n_full, 1, 0, preset, steps, env_steps, image),
-            arm(out, f"every {args.k}th frame", round(n_full * args.ratio), args.k, 0, preset, steps, env_steps,
-                image)]
+    rows = [
+        arm(out, "every frame", n_full, 1, 0, preset, steps, env_steps, image),
+        arm(out, f"every {args.k}th frame", round(n_full * args.ratio), args.k, 0, preset, steps, env_steps, image),
+    ]
     arm(out, "test", test_n, 1, 1000, preset, 0, env_steps, image)
     for r in rows:
         ev = out / r["arm"] / "eval"
-        run(["eval", "--checkpoint", str(out / r["arm"] / "train"), "--cache-dir", str(out / "test" / "latents"),
-             "--split", "all", "--out-dir", str(ev), "--videos", "0"])
+        run(
+            [
+                "eval",
+                "--checkpoint",
+                str(out / r["arm"] / "train"),
+                "--cache-dir",
+                str(out / "test" / "latents"),
+                "--split",
+                "all",
+                "--out-dir",
+                str(ev),
+                "--videos",
+                "0",
+            ]
+        )
         m = json.loads((ev / "metrics.json").read_text())
         r["mean_error"] = sum(m["model_error"]) / len(m["model_error"])
         r["error_h1"], r["error_h8"] = m["model_error"][0], m["model_error"][-1]
@@ -87,14 +131,35 @@ def main(argv=None):
         r["action_sensitivity"] = m.get("action_sensitivity")
         r["test_clips"] = m["num_clips"]
     best = min(rows, key=lambda r: r["mean_error"])
-    md = table(rows, ["arm", "trajectories", "render_every", "generate_s", "mean_error", "error_h1", "error_h8",
-                      "mean_of_samples_error", "copy_last_error", "action_sensitivity", "test_clips"])
-    notes = (f"{preset} preset, {steps} training steps per arm, tiny-random encoder at {image} px; the sparse arm has "
-             f"round({n_full} × {args.ratio}) trajectories (the measured episodes/s ratio); errors: normalized latent "
-             f"MSE on the shared {test_n}-trajectory test set (seed 1000, every frame), mean over horizons 1–8. "
-             f"Lower is better; copy-last is the do-nothing baseline.")
-    report("bench_render_every: every frame vs every k-th frame at equal generation time", md,
-           {"rows": rows, "better": best["arm"], "quick": args.quick}, notes, record=not args.quick)
+    md = table(
+        rows,
+        [
+            "arm",
+            "trajectories",
+            "render_every",
+            "generate_s",
+            "mean_error",
+            "error_h1",
+            "error_h8",
+            "mean_of_samples_error",
+            "copy_last_error",
+            "action_sensitivity",
+            "test_clips",
+        ],
+    )
+    notes = (
+        f"{preset} preset, {steps} training steps per arm, tiny-random encoder at {image} px; the sparse arm has "
+        f"round({n_full} × {args.ratio}) trajectories (the measured episodes/s ratio); errors: normalized latent "
+        f"MSE on the shared {test_n}-trajectory test set (seed 1000, every frame), mean over horizons 1–8. "
+        f"Lower is better; copy-last is the do-nothing baseline."
+    )
+    report(
+        "bench_render_every: every frame vs every k-th frame at equal generation time",
+        md,
+        {"rows": rows, "better": best["arm"], "quick": args.quick},
+        notes,
+        record=not args.quick,
+    )
 
 
 if __name__ == "__main__":

@@ -106,33 +106,64 @@ def bench_preset(name: str, batch: int, repeats: int) -> dict:
     for ctx in CONTEXTS:
         while cache.length < ctx:  # grow the shared history to ctx frames
             t = cache.time_index
-            model.step(frames[:, t], ones, d_min, actions[:, t - 1] if t else None, known[:, t - 1] if t else None,
-                       cache=cache, commit=True)
+            model.step(
+                frames[:, t],
+                ones,
+                d_min,
+                actions[:, t - 1] if t else None,
+                known[:, t - 1] if t else None,
+                cache=cache,
+                commit=True,
+            )
         args = (model, cache, frames[:, ctx], actions[:, ctx - 1], known[:, ctx - 1])
-        fns = [functools.partial(cached_step, *args), functools.partial(cached_frame, *args, cfg.k_max),
-               functools.partial(generate_recompute, model, frames[:, :ctx + 1], actions[:, :ctx + 1],
-                                 known[:, :ctx + 1], cfg.k_max)]
+        fns = [
+            functools.partial(cached_step, *args),
+            functools.partial(cached_frame, *args, cfg.k_max),
+            functools.partial(
+                generate_recompute, model, frames[:, : ctx + 1], actions[:, : ctx + 1], known[:, : ctx + 1], cfg.k_max
+            ),
+        ]
         ts, tf, tr = round_robin_medians(fns, repeats)
-        rows[ctx] = dict(step_ms=ts * 1e3, frame_ms=tf * 1e3, recompute_ms=tr * 1e3, speedup_step=tr / ts,
-                         speedup_frame_k1=tr / tf, gflop_per_frame=model.flops_per_frame(ctx) / 1e9)
-    return dict(params=model.num_parameters(), tokens_per_frame=model.tokens_per_frame, window=WINDOW,
-                preset_window=get_preset(name).model.context_frames, attention=cfg.attention, rows=rows,
-                kv_speedup_ctx16=rows[16]["speedup_step"], kv_speedup_ctx16_frame_k1=rows[16]["speedup_frame_k1"],
-                kv_flatness_32_vs_8=rows[32]["frame_ms"] / rows[8]["frame_ms"])
+        rows[ctx] = dict(
+            step_ms=ts * 1e3,
+            frame_ms=tf * 1e3,
+            recompute_ms=tr * 1e3,
+            speedup_step=tr / ts,
+            speedup_frame_k1=tr / tf,
+            gflop_per_frame=model.flops_per_frame(ctx) / 1e9,
+        )
+    return dict(
+        params=model.num_parameters(),
+        tokens_per_frame=model.tokens_per_frame,
+        window=WINDOW,
+        preset_window=get_preset(name).model.context_frames,
+        attention=cfg.attention,
+        rows=rows,
+        kv_speedup_ctx16=rows[16]["speedup_step"],
+        kv_speedup_ctx16_frame_k1=rows[16]["speedup_frame_k1"],
+        kv_flatness_32_vs_8=rows[32]["frame_ms"] / rows[8]["frame_ms"],
+    )
 
 
 def table(name: str, r: dict) -> str:
-    lines = [f"**{name}** — {r['params']:,} params, S = {r['tokens_per_frame']} tokens/frame, attention "
-             f"'{r['attention']}', window raised {r['preset_window']} → {r['window']} frames for this benchmark",
-             "", "| context frames | cached step ms | cached frame K=1 ms (step + commit) | recompute ms (full "
-             "forward) | speedup per step | speedup per frame K=1 | analytic GFLOP/frame |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"**{name}** — {r['params']:,} params, S = {r['tokens_per_frame']} tokens/frame, attention "
+        f"'{r['attention']}', window raised {r['preset_window']} → {r['window']} frames for this benchmark",
+        "",
+        "| context frames | cached step ms | cached frame K=1 ms (step + commit) | recompute ms (full "
+        "forward) | speedup per step | speedup per frame K=1 | analytic GFLOP/frame |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for ctx, w in r["rows"].items():
-        lines.append(f"| {ctx} | {w['step_ms']:.2f} | {w['frame_ms']:.2f} | {w['recompute_ms']:.2f} "
-                     f"| {w['speedup_step']:.1f}× | {w['speedup_frame_k1']:.1f}× | {w['gflop_per_frame']:.4f} |")
-    lines.append(f"\nspeedup at 16: {r['kv_speedup_ctx16']:.1f}× per step, {r['kv_speedup_ctx16_frame_k1']:.1f}× "
-                 f"per K=1 frame (target ≥ 5×); cached frame time 32 vs 8: {r['kv_flatness_32_vs_8']:.2f}× "
-                 "(target ≤ 1.5×)")
+        lines.append(
+            f"| {ctx} | {w['step_ms']:.2f} | {w['frame_ms']:.2f} | {w['recompute_ms']:.2f} "
+            f"| {w['speedup_step']:.1f}× | {w['speedup_frame_k1']:.1f}× | {w['gflop_per_frame']:.4f} |"
+        )
+    lines.append(
+        f"\nspeedup at 16: {r['kv_speedup_ctx16']:.1f}× per step, {r['kv_speedup_ctx16_frame_k1']:.1f}× "
+        f"per K=1 frame (target ≥ 5×); cached frame time 32 vs 8: {r['kv_flatness_32_vs_8']:.2f}× "
+        "(target ≤ 1.5×)"
+    )
     return "\n".join(lines)
 
 
@@ -149,16 +180,19 @@ def main() -> None:
     warnings.filterwarnings("ignore", message="attention='fused'")  # CPU resolves fused+softcap to eager; noted
     results = {name: bench_preset(name, args.batch, args.repeats) for name in args.presets}
 
-    machine = (f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-               f"torch threads: {torch.get_num_threads()}")
+    machine = (
+        f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, torch threads: {torch.get_num_threads()}"
+    )
     date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     body = "\n\n".join(table(n, r) for n, r in results.items())
-    section = (f"\n## bench_rollout — KV-cached generation vs full recompute ({date})\n\n"
-               f"Machine: {machine}. Batch {args.batch}, float32, inference_mode, median of {args.repeats}. "
-               "Step = one cached denoising step over the new frame's tokens; frame K=1 = step + commit pass; "
-               "recompute = one full forward over context + new frame (the cost of every denoising step without a "
-               "cache). On CPU attention='fused' with a soft cap runs the eager math (flex_attention has no CPU "
-               "backward and is unfused without torch.compile).\n\n" + body + "\n")
+    section = (
+        f"\n## bench_rollout — KV-cached generation vs full recompute ({date})\n\n"
+        f"Machine: {machine}. Batch {args.batch}, float32, inference_mode, median of {args.repeats}. "
+        "Step = one cached denoising step over the new frame's tokens; frame K=1 = step + commit pass; "
+        "recompute = one full forward over context + new frame (the cost of every denoising step without a "
+        "cache). On CPU attention='fused' with a soft cap runs the eager math (flex_attention has no CPU "
+        "backward and is unfused without torch.compile).\n\n" + body + "\n"
+    )
     print(section)
     path = Path(args.results)
     if not path.exists():
@@ -166,18 +200,26 @@ def main() -> None:
     with path.open("a") as f:
         f.write(section)
     head = results.get("cpu") or next(iter(results.values()))
-    summary = dict(kv_speedup_ctx16=round(head["kv_speedup_ctx16"], 2),
-                   kv_speedup_ctx16_frame_k1=round(head["kv_speedup_ctx16_frame_k1"], 2),
-                   kv_flatness_32_vs_8=round(head["kv_flatness_32_vs_8"], 3),
-                   headline_preset="cpu" if "cpu" in results else next(iter(results)), batch=args.batch,
-                   threads=torch.get_num_threads(), machine=machine,
-                   presets={n: dict(params=r["params"], window=r["window"],
-                                    kv_speedup_ctx16=round(r["kv_speedup_ctx16"], 2),
-                                    kv_speedup_ctx16_frame_k1=round(r["kv_speedup_ctx16_frame_k1"], 2),
-                                    kv_flatness_32_vs_8=round(r["kv_flatness_32_vs_8"], 3),
-                                    rows={str(c): {k: round(v, 4) for k, v in row.items()}
-                                          for c, row in r["rows"].items()})
-                             for n, r in results.items()})
+    summary = dict(
+        kv_speedup_ctx16=round(head["kv_speedup_ctx16"], 2),
+        kv_speedup_ctx16_frame_k1=round(head["kv_speedup_ctx16_frame_k1"], 2),
+        kv_flatness_32_vs_8=round(head["kv_flatness_32_vs_8"], 3),
+        headline_preset="cpu" if "cpu" in results else next(iter(results)),
+        batch=args.batch,
+        threads=torch.get_num_threads(),
+        machine=machine,
+        presets={
+            n: dict(
+                params=r["params"],
+                window=r["window"],
+                kv_speedup_ctx16=round(r["kv_speedup_ctx16"], 2),
+                kv_speedup_ctx16_frame_k1=round(r["kv_speedup_ctx16_frame_k1"], 2),
+                kv_flatness_32_vs_8=round(r["kv_flatness_32_vs_8"], 3),
+                rows={str(c): {k: round(v, 4) for k, v in row.items()} for c, row in r["rows"].items()},
+            )
+            for n, r in results.items()
+        },
+    )
     print(json.dumps(summary))
 
 

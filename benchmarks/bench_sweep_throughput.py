@@ -44,8 +44,16 @@ def step_time(cfg, steps: int, batch: int | None = None) -> dict:
     at = max(cfg.objective.bootstrap_start, 1)  # past the flow-only warm-up: the bootstrap costs what it costs
 
     def step():
-        loss, _ = objective(model, b.latents, b.actions, b.action_mask, b.valid, global_step=at, seeds=list(range(B)),
-                            bootstrap_model=model)
+        loss, _ = objective(
+            model,
+            b.latents,
+            b.actions,
+            b.action_mask,
+            b.valid,
+            global_step=at,
+            seeds=list(range(B)),
+            bootstrap_model=model,
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         optimizer_step(opt, model.parameters(), tc.grad_clip, guard, at)
@@ -71,16 +79,26 @@ def main(argv=None):
     for r in rows:
         r["vs_base"] = r["frames_per_s"] / base["frames_per_s"]
     cfg0 = runs[0].config
-    summary = {"sweep": spec.name, "frames_per_s": {r["variant"]: r["frames_per_s"] for r in rows},
-               "vs_base": {r["variant"]: r["vs_base"] for r in rows},
-               "params": {r["variant"]: r["params"] for r in rows}}
+    summary = {
+        "sweep": spec.name,
+        "frames_per_s": {r["variant"]: r["frames_per_s"] for r in rows},
+        "vs_base": {r["variant"]: r["vs_base"] for r in rows},
+        "params": {r["variant"]: r["params"] for r in rows},
+    }
     cols = ["variant", "params", "step_s", "frames_per_s", "vs_base"]
-    notes = (f"Machine: {machine()}; {torch.get_num_threads()} torch threads. Sweep {args.file} ({spec.preset} "
-             f"preset + [base]): batch {2 if args.quick else cfg0.data.batch_size} × {cfg0.data.clip_len} frames, "
-             f"median of {2 if args.quick else args.steps} steps after a warm-up, bootstrap active where the variant "
-             f"has one; every variant measured in this one process, back to back.")
-    report(f"bench_sweep_throughput: training frames/s per variant of {spec.name}", table(rows, cols), summary, notes,
-           record=not args.quick)
+    notes = (
+        f"Machine: {machine()}; {torch.get_num_threads()} torch threads. Sweep {args.file} ({spec.preset} "
+        f"preset + [base]): batch {2 if args.quick else cfg0.data.batch_size} × {cfg0.data.clip_len} frames, "
+        f"median of {2 if args.quick else args.steps} steps after a warm-up, bootstrap active where the variant "
+        f"has one; every variant measured in this one process, back to back."
+    )
+    report(
+        f"bench_sweep_throughput: training frames/s per variant of {spec.name}",
+        table(rows, cols),
+        summary,
+        notes,
+        record=not args.quick,
+    )
 
 
 if __name__ == "__main__":

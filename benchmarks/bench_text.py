@@ -59,11 +59,20 @@ def training(preset: str, steps: int, device) -> list[dict]:
         kw = dict(text=text, text_mask=text_mask) if dim else {}
 
         def step(model=model, opt=opt, obj=obj, kw=kw):
-            loss, _ = obj(model, batch.latents, batch.actions, batch.action_mask, batch.valid, global_step=1,
-                          seeds=list(range(B)), **kw)
+            loss, _ = obj(
+                model,
+                batch.latents,
+                batch.actions,
+                batch.action_mask,
+                batch.valid,
+                global_step=1,
+                seeds=list(range(B)),
+                **kw,
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+
         runs[name] = (step, model)
     times = {n: [] for n in runs}
     for fn, _ in runs.values():  # warm-up
@@ -73,9 +82,16 @@ def training(preset: str, steps: int, device) -> list[dict]:
             t = time.perf_counter()
             fn()
             times[n].append(time.perf_counter() - t)
-    return [{"part": "train step", "variant": n, "params": runs[n][1].num_parameters(),
-             "seconds": float(np.median(times[n])), "frames_per_s": B * T / float(np.median(times[n]))}
-            for n in runs]
+    return [
+        {
+            "part": "train step",
+            "variant": n,
+            "params": runs[n][1].num_parameters(),
+            "seconds": float(np.median(times[n])),
+            "frames_per_s": B * T / float(np.median(times[n])),
+        }
+        for n in runs
+    ]
 
 
 def sampling(preset: str, repeats: int, device) -> list[dict]:
@@ -89,10 +105,13 @@ def sampling(preset: str, repeats: int, device) -> list[dict]:
     noise = torch.randn(B, H, m.num_latent_tokens, m.frame_dim, device=device)
     rows = []
     for name, tg, ag in (("unguided", 1.0, 1.0), ("text guidance 3", 3.0, 1.0), ("text 3 + action 2", 3.0, 2.0)):
-        t = median_time(lambda tg=tg, ag=ag: rollout(model, ctx, H, acts, noise=noise, text=text, text_guidance=tg,
-                                                     action_guidance=ag, sample_steps=4), repeats=repeats)
-        rows.append({"part": "rollout B16 C4 H8 K4", "variant": name, "seconds": t,
-                     "frames_per_s": B * H / t})
+        t = median_time(
+            lambda tg=tg, ag=ag: rollout(
+                model, ctx, H, acts, noise=noise, text=text, text_guidance=tg, action_guidance=ag, sample_steps=4
+            ),
+            repeats=repeats,
+        )
+        rows.append({"part": "rollout B16 C4 H8 K4", "variant": name, "seconds": t, "frames_per_s": B * H / t})
     return rows
 
 
@@ -105,12 +124,20 @@ def encoding(preset: str, episodes: int) -> tuple[list[dict], dict]:
     enc.embed(sentences[:8])
     t = median_time(lambda: enc.embed(sentences), repeats=3)
     dino = DinoEncoder.from_config(cfg.encoder)
-    rows = [{"part": "MiniLM embed", "variant": f"{len(sentences)} Push-T sentences", "seconds": t,
-             "sentences_per_s": len(sentences) / t}]
+    rows = [
+        {
+            "part": "MiniLM embed",
+            "variant": f"{len(sentences)} Push-T sentences",
+            "seconds": t,
+            "sentences_per_s": len(sentences) / t,
+        }
+    ]
     per_ep = []
     with tempfile.TemporaryDirectory() as tmp:
-        generate_pusht(GenerateConfig(out_dir=str(tmp), num_episodes=episodes, max_steps=200,
-                                      image_size=cfg.encoder.image_size), show_progress=False)
+        generate_pusht(
+            GenerateConfig(out_dir=str(tmp), num_episodes=episodes, max_steps=200, image_size=cfg.encoder.image_size),
+            show_progress=False,
+        )
         for _, load in load_pusht(tmp):
             ep = load()
             uniq = sorted({s for key in ("narrations", "narrations_heldout") for _, _, s in ep.extras[key]})
@@ -119,10 +146,21 @@ def encoding(preset: str, episodes: int) -> tuple[list[dict], dict]:
             tl = median_time(lambda frames=frames: dino.encode(frames), repeats=1, warmup=0)
             per_ep.append((len(uniq), te, tl, len(frames)))
     n, te, tl, nf = (float(np.mean([p[i] for p in per_ep])) for i in range(4))
-    rows.append({"part": "encode one Push-T episode", "variant": f"{n:.0f} unique sentences vs {nf:.0f} frames",
-                 "seconds": te, "text_share_of_encode": te / (te + tl)})
-    return rows, {"text_encoder_load_s": load_s, "sentences_per_s": len(sentences) / t,
-                  "episode_text_s": te, "episode_frames_s": tl, "text_share_of_encode": te / (te + tl)}
+    rows.append(
+        {
+            "part": "encode one Push-T episode",
+            "variant": f"{n:.0f} unique sentences vs {nf:.0f} frames",
+            "seconds": te,
+            "text_share_of_encode": te / (te + tl),
+        }
+    )
+    return rows, {
+        "text_encoder_load_s": load_s,
+        "sentences_per_s": len(sentences) / t,
+        "episode_text_s": te,
+        "episode_frames_s": tl,
+        "text_share_of_encode": te / (te + tl),
+    }
 
 
 def main():
@@ -139,12 +177,20 @@ def main():
     slot = train_rows[0]["frames_per_s"] / train_rows[1]["frames_per_s"]
     guided = sample_rows[1]["seconds"] / sample_rows[0]["seconds"]
     both = sample_rows[2]["seconds"] / sample_rows[0]["seconds"]
-    summary = {"preset": args.preset, "device": device.type, "train_frames_per_s_ratio_text_vs_none": slot,
-               "guided_sampling_cost_ratio": guided, "guided_two_conditions_cost_ratio": both, **enc}
-    notes = (f"Training with the text slot runs at {slot:.3f}× the frames/s of the model without it (target ≥ 0.95); "
-             f"text-guided sampling costs {guided:.2f}× unguided (target ≤ 2.0), text + action guidance {both:.2f}×. "
-             f"MiniLM embeds {enc['sentences_per_s']:.0f} sentences/s; a Push-T episode's sentences take "
-             f"{100 * enc['text_share_of_encode']:.1f}% of its encode time.")
+    summary = {
+        "preset": args.preset,
+        "device": device.type,
+        "train_frames_per_s_ratio_text_vs_none": slot,
+        "guided_sampling_cost_ratio": guided,
+        "guided_two_conditions_cost_ratio": both,
+        **enc,
+    }
+    notes = (
+        f"Training with the text slot runs at {slot:.3f}× the frames/s of the model without it (target ≥ 0.95); "
+        f"text-guided sampling costs {guided:.2f}× unguided (target ≤ 2.0), text + action guidance {both:.2f}×. "
+        f"MiniLM embeds {enc['sentences_per_s']:.0f} sentences/s; a Push-T episode's sentences take "
+        f"{100 * enc['text_share_of_encode']:.1f}% of its encode time."
+    )
     cols = ["part", "variant", "params", "seconds", "frames_per_s", "sentences_per_s", "text_share_of_encode"]
     report(f"bench_text: the text condition's cost ({args.preset} preset)", table(rows, cols), summary, notes)
 

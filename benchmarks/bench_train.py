@@ -53,8 +53,9 @@ def bench_preset(name: str, steps: int, device: torch.device) -> list[dict]:
 
         def step(obj=obj, seeds=seeds):
             with torch.autocast(**amp):
-                loss, _ = obj(model, batch.latents, batch.actions, batch.action_mask, batch.valid,
-                              global_step=1, seeds=seeds)
+                loss, _ = obj(
+                    model, batch.latents, batch.actions, batch.action_mask, batch.valid, global_step=1, seeds=seeds
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -63,10 +64,19 @@ def bench_preset(name: str, steps: int, device: torch.device) -> list[dict]:
 
         t = median_time(step, repeats=steps, warmup=2)
         base = base or t
-        rows.append({"preset": name, "params": model.num_parameters(), "bootstrap_frac": frac,
-                     "step_s": t, "frames_per_s": B * T / t, "tokens_per_s": tokens / t,
-                     "model_flops_per_s": 3 * fwd_flops / t, "cost_vs_flow": t / base,
-                     "peak_mem_mb": peak_mem_mb(device)})
+        rows.append(
+            {
+                "preset": name,
+                "params": model.num_parameters(),
+                "bootstrap_frac": frac,
+                "step_s": t,
+                "frames_per_s": B * T / t,
+                "tokens_per_s": tokens / t,
+                "model_flops_per_s": 3 * fwd_flops / t,
+                "cost_vs_flow": t / base,
+                "peak_mem_mb": peak_mem_mb(device),
+            }
+        )
     return rows
 
 
@@ -82,8 +92,18 @@ def main():
         rows += bench_preset(name, args.steps, device)
     for r in rows:
         r["mfu"] = r["model_flops_per_s"] / peak if peak else float("nan")
-    cols = ["preset", "params", "bootstrap_frac", "step_s", "frames_per_s", "tokens_per_s", "model_flops_per_s",
-            "mfu", "cost_vs_flow", "peak_mem_mb"]
+    cols = [
+        "preset",
+        "params",
+        "bootstrap_frac",
+        "step_s",
+        "frames_per_s",
+        "tokens_per_s",
+        "model_flops_per_s",
+        "mfu",
+        "cost_vs_flow",
+        "peak_mem_mb",
+    ]
     main_rows = [r for r in rows if r["preset"] == args.presets.split(",")[-1]]
     flow = main_rows[0]
     summary = {
@@ -95,11 +115,16 @@ def main():
         "bootstrap_cost_ratio_f025": main_rows[1]["cost_vs_flow"],
         "bootstrap_cost_ratio_f1": main_rows[2]["cost_vs_flow"],
         "peak_mem_mb": max(r["peak_mem_mb"] for r in rows),
-        "per_preset": {r["preset"] + f"@{r['bootstrap_frac']}": {"frames_per_s": r["frames_per_s"], "mfu": r["mfu"]}
-                       for r in rows},
+        "per_preset": {
+            r["preset"] + f"@{r['bootstrap_frac']}": {"frames_per_s": r["frames_per_s"], "mfu": r["mfu"]} for r in rows
+        },
     }
-    notes = (f"Measured float32 matmul peak: {peak / 1e9:.1f} GFLOP/s. MFU counts 3× the analytic forward FLOPs "
-             "of the flow-only step." if peak else "")
+    notes = (
+        f"Measured float32 matmul peak: {peak / 1e9:.1f} GFLOP/s. MFU counts 3× the analytic forward FLOPs "
+        "of the flow-only step."
+        if peak
+        else ""
+    )
     report("bench_train: training throughput", table(rows, cols), summary, notes)
 
 

@@ -55,6 +55,7 @@ def matmul_flops(n: int = 2048, repeats: int = 7) -> float:
 
 def table(rows: list[dict], columns: list[str]) -> str:
     """A markdown table of rows (dicts) with the given columns; floats get 4 significant digits."""
+
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 

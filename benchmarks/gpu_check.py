@@ -67,17 +67,40 @@ sys.path.insert(0, str(HERE))
 ORDER = ["tests", "peak", "attention", "generation", "planning", "encoder", "train_small", "train_base"]
 """Cheap sections first; the two training sections (torch.compile) last, the base one taking what time is left."""
 
-BUDGET_S = {"tests": 120, "peak": 25, "attention": 60, "generation": 70, "planning": 40, "encoder": 30,
-            "train_small": 110, "train_base": 600}
+BUDGET_S = {
+    "tests": 120,
+    "peak": 25,
+    "attention": 60,
+    "generation": 70,
+    "planning": 40,
+    "encoder": 30,
+    "train_small": 110,
+    "train_base": 600,
+}
 """Wall-clock seconds per section on a GPU (a child process is killed at its budget); unused time flows on."""
-MIN_S = {"tests": 30, "peak": 8, "attention": 15, "generation": 12, "planning": 12, "encoder": 10,
-         "train_small": 30, "train_base": 45}
+MIN_S = {
+    "tests": 30,
+    "peak": 8,
+    "attention": 15,
+    "generation": 12,
+    "planning": 12,
+    "encoder": 10,
+    "train_small": 30,
+    "train_base": 45,
+}
 """Below this a section is skipped (with the reason recorded) rather than started."""
 QUICK_BUDGET_S, QUICK_MIN_S = 60.0, 3.0
 """--quick: every section's budget and minimum (tiny sizes: the budgets only bound the timing loops)."""
 
-TEST_FILES = ["tests/test_dynamics.py", "tests/test_transformer.py", "tests/test_rollout.py", "tests/test_layers.py",
-              "tests/test_objective.py", "tests/test_host_sync.py", "tests/test_compile_sampling.py"]
+TEST_FILES = [
+    "tests/test_dynamics.py",
+    "tests/test_transformer.py",
+    "tests/test_rollout.py",
+    "tests/test_layers.py",
+    "tests/test_objective.py",
+    "tests/test_host_sync.py",
+    "tests/test_compile_sampling.py",
+]
 
 
 # ------------------------------------------------------------------------------------------------ plumbing
@@ -136,8 +159,9 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time(fn, ctx: Ctx, *, budget_s: float, min_reps: int = 3, max_reps: int = 50,
-          warmup: int = 1) -> tuple[float, int]:
+def _time(
+    fn, ctx: Ctx, *, budget_s: float, min_reps: int = 3, max_reps: int = 50, warmup: int = 1
+) -> tuple[float, int]:
     """Median wall seconds of fn() (device-synchronized) and the repeat count: at least `min_reps`, then more while
     `budget_s` and the section's deadline allow, at most `max_reps`."""
     for _ in range(warmup):
@@ -190,8 +214,9 @@ def _plan_config(population: int, elites: int, iterations: int, horizon: int):
     if hasattr(cfg, "cem"):
         cem = dataclasses.replace(cfg.cem, population=population, elites=elites, iterations=iterations)
         return dataclasses.replace(cfg, cem=cem, horizon=horizon, planner="cem", sample_steps=1)
-    return dataclasses.replace(cfg, population=population, elites=elites, iterations=iterations, horizon=horizon,
-                               planner="cem", sample_steps=1)
+    return dataclasses.replace(
+        cfg, population=population, elites=elites, iterations=iterations, horizon=horizon, planner="cem", sample_steps=1
+    )
 
 
 # ------------------------------------------------------------------------------------------------ sections
@@ -201,8 +226,18 @@ def sec_tests(ctx: Ctx, rec: Recorder) -> None:
     """pytest over the device-agnostic tests with LATENTWM_TEST_DEVICE set to this run's device."""
     out = Path(ctx.args.out)
     log = out / "pytest.log"
-    cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "--durations=10", "-m",
-           "uses_device and not cpu_only", *TEST_FILES]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-v",
+        "-p",
+        "no:cacheprovider",
+        "--durations=10",
+        "-m",
+        "uses_device and not cpu_only",
+        *TEST_FILES,
+    ]
     import importlib.util
 
     if ctx.device.type != "cpu" and importlib.util.find_spec("xdist") is not None:
@@ -219,18 +254,36 @@ def sec_tests(ctx: Ctx, rec: Recorder) -> None:
             _kill_group(proc)
             rc = None
     text = log.read_text(errors="replace")
-    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected|xfailed|xpassed)",
-                                                text.splitlines()[-1] if text.strip() else "")}
+    counts = {
+        k: int(n)
+        for n, k in re.findall(
+            r"(\d+) (passed|failed|skipped|errors?|deselected|xfailed|xpassed)",
+            text.splitlines()[-1] if text.strip() else "",
+        )
+    }
     counts = {("errors" if k == "error" else k): v for k, v in counts.items()}
     if rc is None:  # killed: no summary line; count the verbose per-test lines written so far
         for word, key in (("PASSED", "passed"), ("FAILED", "failed"), ("SKIPPED", "skipped"), ("ERROR", "errors")):
             counts[key] = len(re.findall(rf"(?:::\S+ {word}\b|\] {word} tests/)", text))
     failures = sorted({ln for ln in text.splitlines() if ln.startswith(("FAILED ", "ERROR "))})[:20]
-    rec.update(rc=rc, seconds=time.monotonic() - t0, passed=counts.get("passed", 0), failed=counts.get("failed", 0),
-               errors=counts.get("errors", 0), skipped=counts.get("skipped", 0),
-               deselected=counts.get("deselected", 0), failures=failures)
-    rec.row(device=str(ctx.device), passed=counts.get("passed", 0), failed=counts.get("failed", 0),
-            errors=counts.get("errors", 0), skipped=counts.get("skipped", 0), seconds=time.monotonic() - t0)
+    rec.update(
+        rc=rc,
+        seconds=time.monotonic() - t0,
+        passed=counts.get("passed", 0),
+        failed=counts.get("failed", 0),
+        errors=counts.get("errors", 0),
+        skipped=counts.get("skipped", 0),
+        deselected=counts.get("deselected", 0),
+        failures=failures,
+    )
+    rec.row(
+        device=str(ctx.device),
+        passed=counts.get("passed", 0),
+        failed=counts.get("failed", 0),
+        errors=counts.get("errors", 0),
+        skipped=counts.get("skipped", 0),
+        seconds=time.monotonic() - t0,
+    )
     if rc is None:
         rec.update(error=f"pytest timed out after {time.monotonic() - t0:.0f} s (see pytest.log)")
     elif rc != 0:
@@ -264,8 +317,13 @@ def sec_peak(ctx: Ctx, rec: Recorder) -> None:
     info = {}
     if dev.type == "cuda":
         p = torch.cuda.get_device_properties(dev)
-        info = dict(gpu=p.name, capability=f"{p.major}.{p.minor}", gpu_memory_gb=p.total_memory / 2**30,
-                    multiprocessors=p.multi_processor_count, cuda=torch.version.cuda)
+        info = dict(
+            gpu=p.name,
+            capability=f"{p.major}.{p.minor}",
+            gpu_memory_gb=p.total_memory / 2**30,
+            multiprocessors=p.multi_processor_count,
+            cuda=torch.version.cuda,
+        )
     rec.update(bf16_matmul_tflops=2 * n**3 / best / 1e12, n=n, **info)
     rec.row(what=f"bf16 matmul {n}³", tflops=2 * n**3 / best / 1e12, ms=best * 1e3)
 
@@ -296,20 +354,33 @@ def sec_train(ctx: Ctx, rec: Recorder, role: str) -> None:
 
     exp = _preset(ctx, role)
     m, dev = exp.model, ctx.device
-    B = (4 if ctx.quick else {"small": ctx.args.batch_small, "base": ctx.args.batch_base}[role])
+    B = 4 if ctx.quick else {"small": ctx.args.batch_small, "base": ctx.args.batch_base}[role]
     T = exp.data.clip_len
     torch.manual_seed(0)
     with torch.device(dev):  # initialized where it runs (272M parameters: seconds on a CPU)
         model = DynamicsModel(m)
     N, D, A = m.num_latent_tokens, m.frame_dim, m.action_dim
-    batch = (torch.randn(B, T, N, D, device=dev), torch.randn(B, T, A, device=dev),
-             torch.ones(B, T, dtype=torch.bool, device=dev), torch.ones(B, T, dtype=torch.bool, device=dev))
+    batch = (
+        torch.randn(B, T, N, D, device=dev),
+        torch.randn(B, T, A, device=dev),
+        torch.ones(B, T, dtype=torch.bool, device=dev),
+        torch.ones(B, T, dtype=torch.bool, device=dev),
+    )
     obj = ShortcutForcing(ObjectiveConfig(bootstrap_fraction=0.0, bootstrap_start=0), m.k_max)  # flow-only: 3× fwd
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=dev.type == "cuda")
     fwd_flops = B * sum(model.flops_per_frame(t) for t in range(T))
     S = model.tokens_per_frame
-    rec.update(preset=exp.preset, role=role, params=model.num_parameters(), batch=B, clip_len=T, tokens_per_frame=S,
-               attention=m.attention, softcap=m.softcap, fwd_gflop_per_step=fwd_flops / 1e9)
+    rec.update(
+        preset=exp.preset,
+        role=role,
+        params=model.num_parameters(),
+        batch=B,
+        clip_len=T,
+        tokens_per_frame=S,
+        attention=m.attention,
+        softcap=m.softcap,
+        fwd_gflop_per_step=fwd_flops / 1e9,
+    )
     modes = ["eager"] if ctx.args.no_compile else ["eager", "compile"]
     for mode in modes:
         if mode == "compile" and ctx.left() < (10 if ctx.quick else 25):
@@ -318,7 +389,8 @@ def sec_train(ctx: Ctx, rec: Recorder, role: str) -> None:
         net, label = model, mode
         if mode == "compile" and ctx.args.compile_scope == "blocks":  # regional: each block compiled, reused
             model.transformer.blocks = torch.nn.ModuleList(
-                torch.compile(b, backend=ctx.args.compile_backend) for b in model.transformer.blocks)
+                torch.compile(b, backend=ctx.args.compile_backend) for b in model.transformer.blocks
+            )
             label = f"compile ({ctx.args.compile_backend}, per block)"
         elif mode == "compile":  # the whole model, as the trainer's train.compile does
             net = torch.compile(model, backend=ctx.args.compile_backend)
@@ -331,9 +403,18 @@ def sec_train(ctx: Ctx, rec: Recorder, role: str) -> None:
         _sync(dev)
         first = time.perf_counter() - t0
         t, n = _time(step, ctx, budget_s=2.0 if ctx.quick else 8.0, min_reps=3, max_reps=30, warmup=1)
-        rec.row(preset=exp.preset, mode=label, batch=B, step_s=t, frames_per_s=B * T / t, tokens_per_s=B * T * S / t,
-                model_tflops_per_s=3 * fwd_flops / t / 1e12, peak_mem_gb=_peak_mem_gb(dev), first_step_s=first,
-                reps=n)
+        rec.row(
+            preset=exp.preset,
+            mode=label,
+            batch=B,
+            step_s=t,
+            frames_per_s=B * T / t,
+            tokens_per_s=B * T * S / t,
+            model_tflops_per_s=3 * fwd_flops / t / 1e12,
+            peak_mem_gb=_peak_mem_gb(dev),
+            first_step_s=first,
+            reps=n,
+        )
         rec.update(last_phase=f"{mode}: done")
     from latentwm.model import layers
 
@@ -368,11 +449,22 @@ def sec_attention(ctx: Ctx, rec: Recorder) -> None:
     zero = torch.zeros(special, dtype=idx.dtype, device=dev)
     space_rope = layers.rope_2d(torch.cat([zero, idx // g + 1]), torch.cat([zero, idx % g + 1]), E, mc.rope_base)
     time_rope = layers.rope_1d(torch.arange(T, device=dev), E, mc.rope_base)
-    shapes = {"space": ((B * T, S, W), space_rope, dict()),
-              "time": ((B * S, T, W), time_rope, dict(window=mc.context_frames, causal=True))}
+    shapes = {
+        "space": ((B * T, S, W), space_rope, dict()),
+        "time": ((B * S, T, W), time_rope, dict(window=mc.context_frames, causal=True)),
+    }
     backends = [("eager", "eager", mc.softcap), ("flex", "fused", mc.softcap), ("sdpa", "fused", None)]
-    rec.update(width=W, heads=mc.heads, kv_heads=mc.kv_heads, head_dim=E, softcap=mc.softcap, clips=B, frames=T,
-               tokens_per_frame=S, preset=exp.preset)
+    rec.update(
+        width=W,
+        heads=mc.heads,
+        kv_heads=mc.kv_heads,
+        head_dim=E,
+        softcap=mc.softcap,
+        clips=B,
+        frames=T,
+        tokens_per_frame=S,
+        preset=exp.preset,
+    )
     base_ms: dict[str, float] = {}
     for shape_name, (shape, (cos, sin), kw) in shapes.items():
         for label, backend, cap in backends:
@@ -406,9 +498,18 @@ def sec_attention(ctx: Ctx, rec: Recorder) -> None:
             bprime, L = shape[0], shape[1]
             keys = min(L, mc.context_frames) if kw.get("causal") else L
             core = 3 * 4 * bprime * L * keys * mc.heads * E  # logits + values, fwd + 2× bwd (matmul FLOPs)
-            rec.row(shape=f"{shape_name} ({bprime}×{L}×{W})", backend=label, ran=ran, softcap=cap, ms=t * 1e3,
-                    vs_eager=base_ms[shape_name] / (t * 1e3), attn_core_tflops_per_s=core / t / 1e12,
-                    peak_mem_gb=_peak_mem_gb(dev), first_call_s=first, reps=n)
+            rec.row(
+                shape=f"{shape_name} ({bprime}×{L}×{W})",
+                backend=label,
+                ran=ran,
+                softcap=cap,
+                ms=t * 1e3,
+                vs_eager=base_ms[shape_name] / (t * 1e3),
+                attn_core_tflops_per_s=core / t / 1e12,
+                peak_mem_gb=_peak_mem_gb(dev),
+                first_call_s=first,
+                reps=n,
+            )
             del layer, x, gy
     rec.update(flex_fell_back=dev.type in layers._flex_broken)
 
@@ -425,28 +526,42 @@ def sec_generation(ctx: Ctx, rec: Recorder) -> None:
     window = 33
     # GPU_CHECK_ATTENTION=eager|fused: the decode path's backend (fused = flex with the soft cap, which compiles per
     # context length in a KV-cached loop)
-    mc = dataclasses.replace(exp.model, context_frames=window,
-                             attention=os.environ.get("GPU_CHECK_ATTENTION", exp.model.attention))
+    mc = dataclasses.replace(
+        exp.model, context_frames=window, attention=os.environ.get("GPU_CHECK_ATTENTION", exp.model.attention)
+    )
     torch.manual_seed(0)
     with torch.device(dev):
         model = DynamicsModel(mc).eval().requires_grad_(False)
     N, D, A = mc.num_latent_tokens, mc.frame_dim, mc.action_dim
     contexts = (16, 32)
-    rec.update(preset=exp.preset, params=model.num_parameters(), latent_tokens=N, model_tokens_per_frame=model
-               .tokens_per_frame, window=window, attention=mc.attention, preset_window=exp.model.context_frames,
-               batch=1, image_px=exp.encoder.image_size, precision="bf16 autocast")
+    rec.update(
+        preset=exp.preset,
+        params=model.num_parameters(),
+        latent_tokens=N,
+        model_tokens_per_frame=model.tokens_per_frame,
+        window=window,
+        attention=mc.attention,
+        preset_window=exp.model.context_frames,
+        batch=1,
+        image_px=exp.encoder.image_size,
+        precision="bf16 autocast",
+    )
     g = torch.Generator(device=dev).manual_seed(0)
     frames = torch.randn(1, max(contexts) + 1, N, D, device=dev, generator=g)
     actions = torch.randn(1, max(contexts) + 1, A, device=dev, generator=g)
     known = torch.ones(1, dtype=torch.bool, device=dev)
     # eager, then --rollout.compile's compiled denoising pass (DynamicsModel.compile_sampling, in place: last)
-    runs = [(mode, C, K) for mode in (["eager"] if ctx.args.no_compile else ["eager", "compiled"])
-            for C in contexts for K in (1, 4)]
+    runs = [
+        (mode, C, K)
+        for mode in (["eager"] if ctx.args.no_compile else ["eager", "compiled"])
+        for C in contexts
+        for K in (1, 4)
+    ]
     for mode, C, K in runs:
         if mode == "compiled":
             model.compile_sampling(ctx.args.compile_backend)
         with torch.no_grad(), _amp(dev):
-            cache = observe(model, frames[:, :C], actions[:, :C - 1])
+            cache = observe(model, frames[:, :C], actions[:, : C - 1])
         if ctx.left() < (3 if mode == "eager" else 15):
             rec.update(**{f"skipped_{mode}_ctx{C}_k{K}": f"only {ctx.left():.0f} s left"})
             continue
@@ -460,8 +575,16 @@ def sec_generation(ctx: Ctx, rec: Recorder) -> None:
                 commit_frame(model, c, x, a, known)
 
         t, n = _time(frame, ctx, budget_s=1.0 if ctx.quick else 3.0, min_reps=5, max_reps=100, warmup=2)
-        rec.row(mode=mode, context=C, K=K, ms_per_frame=t * 1e3, frames_per_s=1 / t, passes_per_frame=K + 1,
-                model_gflop_per_frame=(K + 1) * model.flops_per_frame(C) / 1e9, reps=n)
+        rec.row(
+            mode=mode,
+            context=C,
+            K=K,
+            ms_per_frame=t * 1e3,
+            frames_per_s=1 / t,
+            passes_per_frame=K + 1,
+            model_gflop_per_frame=(K + 1) * model.flops_per_frame(C) / 1e9,
+            reps=n,
+        )
 
 
 def sec_planning(ctx: Ctx, rec: Recorder) -> None:
@@ -485,27 +608,62 @@ def sec_planning(ctx: Ctx, rec: Recorder) -> None:
     hist_actions = torch.randn(1, C - 1, A, device=dev, generator=g)
     goal = torch.randn(N, D, device=dev, generator=g)
     low, high = torch.full((A,), -1.0, device=dev), torch.full((A,), 1.0, device=dev)
-    rec.update(preset=exp.preset, params=model.num_parameters(), population=P, elites=E, iterations=IT, horizon=H,
-               context=C, sample_steps=1, attention=mc.attention)
+    rec.update(
+        preset=exp.preset,
+        params=model.num_parameters(),
+        population=P,
+        elites=E,
+        iterations=IT,
+        horizon=H,
+        context=C,
+        sample_steps=1,
+        attention=mc.attention,
+    )
     precisions = (["bf16", "fp32"] if ctx.args.plan_fp32 else ["bf16"]) if dev.type == "cuda" else ["fp32"]
     for prec in precisions:
         bf16 = prec == "bf16"
         warm = _plan_config(P, E, 1, H)
         t0 = time.perf_counter()
-        plan(model, hist, goal, H, warm, low, high, history_actions=hist_actions, bf16=bf16,
-             generator=torch.Generator(device=dev).manual_seed(0))  # warm-up: one iteration
+        plan(
+            model,
+            hist,
+            goal,
+            H,
+            warm,
+            low,
+            high,
+            history_actions=hist_actions,
+            bf16=bf16,
+            generator=torch.Generator(device=dev).manual_seed(0),
+        )  # warm-up: one iteration
         _sync(dev)
         one_iter = time.perf_counter() - t0
         if prec != precisions[0] and one_iter * IT * 1.3 > ctx.left():
             rec.update(**{f"skipped_{prec}": f"one iteration took {one_iter:.2f} s, {ctx.left():.0f} s left"})
             continue
         t0 = time.perf_counter()
-        res = plan(model, hist, goal, H, cfg, low, high, history_actions=hist_actions, bf16=bf16,
-                   generator=torch.Generator(device=dev).manual_seed(0))
+        res = plan(
+            model,
+            hist,
+            goal,
+            H,
+            cfg,
+            low,
+            high,
+            history_actions=hist_actions,
+            bf16=bf16,
+            generator=torch.Generator(device=dev).manual_seed(0),
+        )
         _sync(dev)
         wall = time.perf_counter() - t0
-        rec.row(precision=prec, seconds_per_call=wall, evaluations=res.evaluations,
-                candidates_per_s=res.evaluations / wall, first_iteration_s=one_iter, best_cost=float(res.cost))
+        rec.row(
+            precision=prec,
+            seconds_per_call=wall,
+            evaluations=res.evaluations,
+            candidates_per_s=res.evaluations / wall,
+            first_iteration_s=one_iter,
+            best_cost=float(res.cost),
+        )
 
 
 def sec_encoder(ctx: Ctx, rec: Recorder) -> None:
@@ -518,8 +676,10 @@ def sec_encoder(ctx: Ctx, rec: Recorder) -> None:
 
     dev = ctx.device
     if ctx.quick:  # tiny stand-ins for both roles
-        specs = [("ViT-S/14 (tiny: 64 wide, 2 layers)", 64, 2, 4, "tiny-random"),
-                 ("ViT-B/14 (tiny: 128 wide, 2 layers)", 128, 2, 4, "tiny-random")]
+        specs = [
+            ("ViT-S/14 (tiny: 64 wide, 2 layers)", 64, 2, 4, "tiny-random"),
+            ("ViT-B/14 (tiny: 128 wide, 2 layers)", 128, 2, 4, "tiny-random"),
+        ]
         size, B = 56, 8
     else:
         specs = [("ViT-S/14", 384, 12, 6, "dinov2-s"), ("ViT-B/14", 768, 12, 12, "dinov2-b")]
@@ -530,24 +690,55 @@ def sec_encoder(ctx: Ctx, rec: Recorder) -> None:
             rec.update(**{f"skipped_{label}": f"only {ctx.left():.0f} s left"})
             continue
         torch.manual_seed(0)
-        backbone = Dinov2Model(Dinov2Config(hidden_size=width, num_hidden_layers=depth, num_attention_heads=heads,
-                                            mlp_ratio=4, patch_size=14, image_size=size))
-        enc = DinoEncoder(backbone, EncoderConfig(name=name, image_size=size, batch_size=B), f"random:{label}",
-                          fold_normalization=dev.type == "cpu").to(dev)
+        backbone = Dinov2Model(
+            Dinov2Config(
+                hidden_size=width,
+                num_hidden_layers=depth,
+                num_attention_heads=heads,
+                mlp_ratio=4,
+                patch_size=14,
+                image_size=size,
+            )
+        )
+        enc = DinoEncoder(
+            backbone,
+            EncoderConfig(name=name, image_size=size, batch_size=B),
+            f"random:{label}",
+            fold_normalization=dev.type == "cpu",
+        ).to(dev)
         frames = torch.randint(0, 256, (B, size, size, 3), dtype=torch.uint8, device=dev)
         _reset_peak(dev)
-        t, n = _time(lambda enc=enc, frames=frames: enc.encode(frames), ctx, budget_s=1.0 if ctx.quick else 4.0,
-                     min_reps=3, max_reps=50, warmup=2)
-        rec.row(encoder=label, params=sum(p.numel() for p in backbone.parameters()), tokens=enc.num_tokens,
-                images_per_s=B / t, ms_per_batch=t * 1e3, peak_mem_gb=_peak_mem_gb(dev),
-                attn_impl=str(getattr(backbone.config, "_attn_implementation", "?")), reps=n)
+        t, n = _time(
+            lambda enc=enc, frames=frames: enc.encode(frames),
+            ctx,
+            budget_s=1.0 if ctx.quick else 4.0,
+            min_reps=3,
+            max_reps=50,
+            warmup=2,
+        )
+        rec.row(
+            encoder=label,
+            params=sum(p.numel() for p in backbone.parameters()),
+            tokens=enc.num_tokens,
+            images_per_s=B / t,
+            ms_per_batch=t * 1e3,
+            peak_mem_gb=_peak_mem_gb(dev),
+            attn_impl=str(getattr(backbone.config, "_attn_implementation", "?")),
+            reps=n,
+        )
         del enc, backbone
 
 
-SECTIONS = {"tests": sec_tests, "peak": sec_peak, "attention": sec_attention, "generation": sec_generation,
-            "planning": sec_planning, "encoder": sec_encoder,
-            "train_small": lambda ctx, rec: sec_train(ctx, rec, "small"),
-            "train_base": lambda ctx, rec: sec_train(ctx, rec, "base")}
+SECTIONS = {
+    "tests": sec_tests,
+    "peak": sec_peak,
+    "attention": sec_attention,
+    "generation": sec_generation,
+    "planning": sec_planning,
+    "encoder": sec_encoder,
+    "train_small": lambda ctx, rec: sec_train(ctx, rec, "small"),
+    "train_base": lambda ctx, rec: sec_train(ctx, rec, "base"),
+}
 assert list(SECTIONS) == ORDER
 
 
@@ -573,10 +764,22 @@ def _run_inline(name: str, ctx: Ctx) -> dict:
 
 
 def _child_argv(args: argparse.Namespace) -> list[str]:
-    out = ["--out", args.out, "--device", args.device, "--compile-backend", args.compile_backend,
-           "--compile-scope", args.compile_scope,
-           "--batch-small", str(args.batch_small), "--batch-base", str(args.batch_base),
-           "--encoder-batch", str(args.encoder_batch)]
+    out = [
+        "--out",
+        args.out,
+        "--device",
+        args.device,
+        "--compile-backend",
+        args.compile_backend,
+        "--compile-scope",
+        args.compile_scope,
+        "--batch-small",
+        str(args.batch_small),
+        "--batch-base",
+        str(args.batch_base),
+        "--encoder-batch",
+        str(args.encoder_batch),
+    ]
     if args.quick:
         out.append("--quick")
     if args.no_compile:
@@ -589,11 +792,28 @@ def _child_argv(args: argparse.Namespace) -> list[str]:
 def _run_child(name: str, args: argparse.Namespace, budget: float, tmp: Path, emit) -> dict:
     """Run one section in a child process (its own process group), streaming its output; kill it at `budget`."""
     path = tmp / f"{name}.json"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--child-out", str(path),
-           "--child-deadline", f"{time.time() + budget:.3f}", *_child_argv(args)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        name,
+        "--child-out",
+        str(path),
+        "--child-deadline",
+        f"{time.time() + budget:.3f}",
+        *_child_argv(args),
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            errors="replace", start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
     tail: list[str] = []
 
     def pump():
@@ -647,28 +867,56 @@ def _child_main(args: argparse.Namespace) -> int:
 TABLE_COLUMNS = {
     "tests": ["device", "passed", "failed", "errors", "skipped", "seconds"],
     "peak": ["what", "tflops", "ms"],
-    "attention": ["shape", "backend", "ran", "softcap", "ms", "vs_eager", "attn_core_tflops_per_s", "peak_mem_gb",
-                  "first_call_s"],
+    "attention": [
+        "shape",
+        "backend",
+        "ran",
+        "softcap",
+        "ms",
+        "vs_eager",
+        "attn_core_tflops_per_s",
+        "peak_mem_gb",
+        "first_call_s",
+    ],
     "generation": ["mode", "context", "K", "ms_per_frame", "frames_per_s", "passes_per_frame", "model_gflop_per_frame"],
     "planning": ["precision", "seconds_per_call", "evaluations", "candidates_per_s", "first_iteration_s"],
     "encoder": ["encoder", "params", "tokens", "images_per_s", "ms_per_batch", "peak_mem_gb", "attn_impl"],
-    "train_small": ["preset", "mode", "batch", "step_s", "frames_per_s", "tokens_per_s", "model_tflops_per_s", "mfu",
-                    "peak_mem_gb", "first_step_s"],
+    "train_small": [
+        "preset",
+        "mode",
+        "batch",
+        "step_s",
+        "frames_per_s",
+        "tokens_per_s",
+        "model_tflops_per_s",
+        "mfu",
+        "peak_mem_gb",
+        "first_step_s",
+    ],
 }
 TABLE_COLUMNS["train_base"] = TABLE_COLUMNS["train_small"]
 
-TITLES = {"tests": "1. device tests", "peak": "bf16 matmul peak", "attention": "3. attention layer fwd+bwd (base)",
-          "generation": "4. KV-cached generation (base, batch 1)", "planning": "5. CEM planning call (small)",
-          "encoder": "6. encoder throughput", "train_small": "2. training step (small)",
-          "train_base": "2. training step (base)"}
+TITLES = {
+    "tests": "1. device tests",
+    "peak": "bf16 matmul peak",
+    "attention": "3. attention layer fwd+bwd (base)",
+    "generation": "4. KV-cached generation (base, batch 1)",
+    "planning": "5. CEM planning call (small)",
+    "encoder": "6. encoder throughput",
+    "train_small": "2. training step (small)",
+    "train_base": "2. training step (base)",
+}
 
 
 def section_markdown(name: str, data: dict) -> str:
     from common import table
 
     lines = [f"**{TITLES[name]}**"]
-    meta = {k: v for k, v in data.items() if k not in ("rows", "traceback", "failures", "error", "skipped")
-            and not isinstance(v, (dict, list))}
+    meta = {
+        k: v
+        for k, v in data.items()
+        if k not in ("rows", "traceback", "failures", "error", "skipped") and not isinstance(v, (dict, list))
+    }
     if meta:
         lines.append("; ".join(f"{k} {_fmt(v)}" for k, v in meta.items()))
     if data.get("rows"):
@@ -722,18 +970,35 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", default=os.environ.get("OUT") or "runs/gpu_check", help="folder for the JSON and logs")
     ap.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cpu, ...")
     ap.add_argument("--only", default="", help=f"comma-separated sections (default all): {','.join(ORDER)}")
-    ap.add_argument("--skip-tests", action="store_true", default=bool(os.environ.get("GPU_CHECK_SKIP_TESTS")),
-                    help="skip the pytest section (env GPU_CHECK_SKIP_TESTS=1)")
-    ap.add_argument("--budget-s", type=float, default=float(os.environ.get("GPU_CHECK_BUDGET_S", 450)),
-                    help="wall-clock seconds for all sections together (env GPU_CHECK_BUDGET_S)")
-    ap.add_argument("--isolate", choices=["auto", "yes", "no"], default="auto",
-                    help="run each section in a child process killed at its budget (auto: on CUDA)")
-    ap.add_argument("--compile-backend", default=None, help="torch.compile backend (default inductor; aot_eager "
-                                                             "under --quick)")
+    ap.add_argument(
+        "--skip-tests",
+        action="store_true",
+        default=bool(os.environ.get("GPU_CHECK_SKIP_TESTS")),
+        help="skip the pytest section (env GPU_CHECK_SKIP_TESTS=1)",
+    )
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        default=float(os.environ.get("GPU_CHECK_BUDGET_S", 450)),
+        help="wall-clock seconds for all sections together (env GPU_CHECK_BUDGET_S)",
+    )
+    ap.add_argument(
+        "--isolate",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="run each section in a child process killed at its budget (auto: on CUDA)",
+    )
+    ap.add_argument(
+        "--compile-backend", default=None, help="torch.compile backend (default inductor; aot_eager under --quick)"
+    )
     ap.add_argument("--no-compile", action="store_true", help="training: eager only")
-    ap.add_argument("--compile-scope", choices=["model", "blocks"], default="model",
-                    help="training: torch.compile the whole model (as the trainer does) or each block (regional "
-                         "compilation: the compiled block is reused, so it compiles much faster)")
+    ap.add_argument(
+        "--compile-scope",
+        choices=["model", "blocks"],
+        default="model",
+        help="training: torch.compile the whole model (as the trainer does) or each block (regional "
+        "compilation: the compiled block is reused, so it compiles much faster)",
+    )
     ap.add_argument("--batch-small", type=int, default=32, help="clips per training step at small")
     ap.add_argument("--batch-base", type=int, default=16, help="clips per training step at base (and attention)")
     ap.add_argument("--encoder-batch", type=int, default=256)
@@ -776,11 +1041,22 @@ def main(argv: list[str] | None = None) -> int:
     total = min(args.budget_s, 150.0) if args.quick else args.budget_s
     deadline = t_start + total
     started = _dt.datetime.now().isoformat(timespec="seconds")
-    emit(f"== gpu_check {started}: device {device}, torch {torch.__version__}, quick {args.quick}, budget "
-         f"{total:.0f} s, sections {','.join(wanted)}, {'child process per section' if isolate else 'in-process'}")
-    result = {"check": "gpu_check", "started": started, "device": str(device), "torch": torch.__version__,
-              "python": platform.python_version(), "quick": args.quick, "budget_s": total,
-              "compile_backend": args.compile_backend, "sections": {}, "headline": {}}
+    emit(
+        f"== gpu_check {started}: device {device}, torch {torch.__version__}, quick {args.quick}, budget "
+        f"{total:.0f} s, sections {','.join(wanted)}, {'child process per section' if isolate else 'in-process'}"
+    )
+    result = {
+        "check": "gpu_check",
+        "started": started,
+        "device": str(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "quick": args.quick,
+        "budget_s": total,
+        "compile_backend": args.compile_backend,
+        "sections": {},
+        "headline": {},
+    }
     if device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(device)
     json_path = out / "gpu_check.json"
@@ -791,7 +1067,7 @@ def main(argv: list[str] | None = None) -> int:
                 emit(f"\n-- {name}: skipped (--skip-tests)")
                 continue
             mins = {k: QUICK_MIN_S for k in MIN_S} if args.quick else MIN_S
-            later = sum(mins[s] for s in wanted[i + 1:] if not (s == "tests" and args.skip_tests))
+            later = sum(mins[s] for s in wanted[i + 1 :] if not (s == "tests" and args.skip_tests))
             avail = deadline - time.monotonic() - later
             budget = min(QUICK_BUDGET_S if args.quick else BUDGET_S[name], avail)
             if budget < mins[name]:
@@ -819,13 +1095,15 @@ def main(argv: list[str] | None = None) -> int:
     _add_mfu(result)
     result["headline"] = headline(result["sections"])
     _write_json(json_path, result)
-    md = (f"\n## gpu_check — {started[:16].replace('T', ' ')}\n\nMachine: {result['machine']}. "
-          f"Device {device}{' (' + result['gpu'] + ')' if 'gpu' in result else ''}, python {result['python']}, "
-          f"torch.compile backend {args.compile_backend}; {result['elapsed_s']:.0f} s for the sections. "
-          "Random weights and latents; bf16 autocast. `bash benchmarks/gpu_check.sh` (see benchmarks/gpu_check.py "
-          "for what each section measures).\n\n"
-          + "\n\n".join(section_markdown(n, d) for n, d in result["sections"].items())
-          + f"\n\n```json\n{json.dumps(result['headline'])}\n```\n")
+    md = (
+        f"\n## gpu_check — {started[:16].replace('T', ' ')}\n\nMachine: {result['machine']}. "
+        f"Device {device}{' (' + result['gpu'] + ')' if 'gpu' in result else ''}, python {result['python']}, "
+        f"torch.compile backend {args.compile_backend}; {result['elapsed_s']:.0f} s for the sections. "
+        "Random weights and latents; bf16 autocast. `bash benchmarks/gpu_check.sh` (see benchmarks/gpu_check.py "
+        "for what each section measures).\n\n"
+        + "\n\n".join(section_markdown(n, d) for n, d in result["sections"].items())
+        + f"\n\n```json\n{json.dumps(result['headline'])}\n```\n"
+    )
     (out / "gpu_check.md").write_text(md)
     if not (args.quick or args.no_record):
         from common import RESULTS
@@ -835,8 +1113,10 @@ def main(argv: list[str] | None = None) -> int:
         with open(RESULTS, "a") as f:
             f.write(md)
         emit(f"\nappended to {RESULTS}")
-    emit(f"\nJSON: {json_path}; log: {out / 'gpu_check.log'}; {result['elapsed_s']:.0f} s; errors: "
-         f"{sorted(result['errors']) or 'none'}")
+    emit(
+        f"\nJSON: {json_path}; log: {out / 'gpu_check.log'}; {result['elapsed_s']:.0f} s; errors: "
+        f"{sorted(result['errors']) or 'none'}"
+    )
     log.close()
     print(json.dumps(result, default=str), flush=True)
     return 0

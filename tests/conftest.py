@@ -15,15 +15,19 @@ does); tests that do not take the fixture stay on the CPU, and `cpu_only` ones a
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "cpu_only: checks CPU-specific behaviour (fallbacks, CPU autocast); skipped when "
-                   "LATENTWM_TEST_DEVICE is not cpu")
+        "markers",
+        "cpu_only: checks CPU-specific behaviour (fallbacks, CPU autocast); skipped when "
+        "LATENTWM_TEST_DEVICE is not cpu",
+    )
     config.addinivalue_line(
-        "markers", "uses_device: set automatically on tests that take the `device` fixture (select them with "
-                   "-m uses_device)")
+        "markers",
+        "uses_device: set automatically on tests that take the `device` fixture (select them with -m uses_device)",
+    )
     dev = torch.device(TEST_DEVICE)  # a bad name fails here, at start
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise pytest.UsageError(f"LATENTWM_TEST_DEVICE={TEST_DEVICE!r} but torch sees no CUDA device "
-                                f"(torch {torch.__version__})")
+        raise pytest.UsageError(
+            f"LATENTWM_TEST_DEVICE={TEST_DEVICE!r} but torch sees no CUDA device (torch {torch.__version__})"
+        )
 
 
 def pytest_collection_modifyitems(config, items):

@@ -53,12 +53,22 @@ def write_agibot(root: Path, corrupt: tuple[str, str] | None = None) -> Path:
             f["state/joint/position"] = np.zeros((n, 14))
             f["action/end/position"] = np.full((n, 2, 3), 9.0)  # the commands: not used
             f["timestamp"] = np.arange(n) * 33_333_333
-    info = [dict(episode_id=int(ep), task_id=327, task_name="Pickup items in the supermarket",
-                 init_scene_text="The robot is in front of the shelf.",
-                 label_info=dict(action_config=[
-                     dict(start_frame=0, end_frame=5, action_text="Grasp the bag with the left arm.", skill="Pick"),
-                     dict(start_frame=5, end_frame=n, action_text="Place the bag in the cart.", skill="Place")]))
-            for (task, ep), n in EPISODES.items() if task == "327"]
+    info = [
+        dict(
+            episode_id=int(ep),
+            task_id=327,
+            task_name="Pickup items in the supermarket",
+            init_scene_text="The robot is in front of the shelf.",
+            label_info=dict(
+                action_config=[
+                    dict(start_frame=0, end_frame=5, action_text="Grasp the bag with the left arm.", skill="Pick"),
+                    dict(start_frame=5, end_frame=n, action_text="Place the bag in the cart.", skill="Place"),
+                ]
+            ),
+        )
+        for (task, ep), n in EPISODES.items()
+        if task == "327"
+    ]
     (root / "task_info" / "task_327.json").write_text(json.dumps(info))
     return root
 
@@ -68,8 +78,9 @@ def test_quaternions_and_arm_actions_by_hand():
     np.testing.assert_allclose(quat_to_matrix(q), euler_to_matrix(np.array([0, 0, 0.3])), atol=1e-12)
     pos, quat, grip = states(4)
     a, m = arm_actions(pos, quat, grip)
-    np.testing.assert_allclose(a[:3], np.tile([0.01, 0, 0, 0, 0, 0.1, 0.05, 0, -0.02, 0, 0, 0, 0, 0], (3, 1)),
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        a[:3], np.tile([0.01, 0, 0, 0, 0, 0.1, 0.05, 0, -0.02, 0, 0, 0, 0, 0], (3, 1)), atol=1e-9
+    )
     assert m.tolist() == [True, True, True, False]
     pos[2, 1, 0] = np.nan  # a lost state: the actions into and out of it are unknown
     a, m = arm_actions(pos, quat, grip)
@@ -84,10 +95,15 @@ def test_native_layout_episodes_cameras_text_actions(tmp_path):
     assert ep.cameras == CAMS and len(ep) == 12 and ep.fps == 30
     for c, cam in enumerate(CAMS):
         assert indices(ep.frames[cam].get([0, 6, 11])) == [1000 * c, 1000 * c + 6, 1000 * c + 11]
-    assert ep.text == ["Pickup items in the supermarket", "Grasp the bag with the left arm.",
-                       "Place the bag in the cart."]
-    assert ep.extras["narrations"] == [[0, 5, "Grasp the bag with the left arm."],
-                                       [5, 12, "Place the bag in the cart."]]
+    assert ep.text == [
+        "Pickup items in the supermarket",
+        "Grasp the bag with the left arm.",
+        "Place the bag in the cart.",
+    ]
+    assert ep.extras["narrations"] == [
+        [0, 5, "Grasp the bag with the left arm."],
+        [5, 12, "Place the bag in the cart."],
+    ]
     assert narrations_in(ep.extras, 3, 7) == ["Grasp the bag with the left arm.", "Place the bag in the cart."]
     assert ep.actions.shape == (12, 14) and ep.mask().tolist() == [True] * 11 + [False]
     np.testing.assert_allclose(ep.actions[4], [0.01, 0, 0, 0, 0, 0.1, 0.05, 0, -0.02, 0, 0, 0, 0, 0], atol=1e-6)
@@ -105,7 +121,11 @@ def test_native_fps_cameras_and_task_filter(tmp_path):
     ep = load()  # 12 steps at 30 Hz → 0, 3, 6, 9
     assert key == "agibot/327/648642" and ep.cameras == ["head_color"] and ep.fps == 10
     assert ep.extras["raw_steps"] == [0, 3, 6, 9] and indices(ep.frames["head_color"].get(range(4))) == [
-        1000, 1003, 1006, 1009]
+        1000,
+        1003,
+        1006,
+        1009,
+    ]
     np.testing.assert_allclose(ep.actions[0, :7], [0.03, 0, 0, 0, 0, 0.3, 0.15], atol=1e-6)  # between kept steps
     assert ep.extras["narrations"] == [[0, 2, "Grasp the bag with the left arm."], [2, 4, "Place the bag in the cart."]]
     assert len(load_agibot(root, tasks=[352])) == 1
@@ -115,8 +135,7 @@ def test_native_fps_cameras_and_task_filter(tmp_path):
 
 def test_corrupt_proprio_skipped_and_counted(tmp_path):
     root = write_agibot(tmp_path / "agibot", corrupt=("327", "648649"))
-    res = encode_to_cache(load_agibot(root), encode_fn, tmp_path / "cache", encoder_label="mean8",
-                          show_progress=False)
+    res = encode_to_cache(load_agibot(root), encode_fn, tmp_path / "cache", encoder_label="mean8", show_progress=False)
     assert res["episodes"] == 2 and res["skipped"] == 1
     assert "proprio_stats.h5" in LatentCache(tmp_path / "cache").skipped[0]["error"]
 

@@ -11,8 +11,9 @@ def _sample(T, A=2, N=4, D=3, mask=None, ep="e0", with_actions=True):
         actions=torch.randn(T, A) if with_actions else None,
         action_mask=None if mask is None else torch.tensor(mask),
         rewards=torch.arange(T, dtype=torch.float32),
-        meta=WorldBatchMetadata("pusht", ep, camera="main", start_frame=3, frame_stride=5, fps=2.0,
-                                text=("push",), success=True),
+        meta=WorldBatchMetadata(
+            "pusht", ep, camera="main", start_frame=3, frame_stride=5, fps=2.0, text=("push",), success=True
+        ),
     )
 
 
@@ -58,11 +59,18 @@ def test_to_pin_and_select():
 
 def test_worldbatch_shape_contract():
     with pytest.raises(ValueError, match="actions.*leading shape"):
-        WorldBatch(actions=torch.zeros(2, 4, 3), action_mask=torch.zeros(2, 5, dtype=torch.bool),
-                   valid=torch.ones(2, 5, dtype=torch.bool), latents=torch.zeros(2, 5, 4, 3))
+        WorldBatch(
+            actions=torch.zeros(2, 4, 3),
+            action_mask=torch.zeros(2, 5, dtype=torch.bool),
+            valid=torch.ones(2, 5, dtype=torch.bool),
+            latents=torch.zeros(2, 5, 4, 3),
+        )
     with pytest.raises(ValueError, match="latents.*frames"):
-        WorldBatch(actions=torch.zeros(2, 5, 3), action_mask=torch.zeros(2, 5, dtype=torch.bool),
-                   valid=torch.ones(2, 5, dtype=torch.bool))
+        WorldBatch(
+            actions=torch.zeros(2, 5, 3),
+            action_mask=torch.zeros(2, 5, dtype=torch.bool),
+            valid=torch.ones(2, 5, dtype=torch.bool),
+        )
 
 
 def test_dataloader_pin_memory_protocol():

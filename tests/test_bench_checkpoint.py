@@ -13,8 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_quick_run_reports_full_vs_sharded_saves():
     results_before = (ROOT / "benchmarks/RESULTS.md").read_bytes()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "benchmarks/bench_checkpoint.py", "--quick"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/bench_checkpoint.py", "--quick"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])  # the last stdout line: one JSON object
     assert set(res) == {"full", "sharded", "params", "paper"} and res["params"] > 0
@@ -24,8 +30,7 @@ def test_quick_run_reports_full_vs_sharded_saves():
     for name, p in (("1B", 1e9), ("7B", 7e9)):
         q = res["paper"][name]
         assert q["full_rank0_bytes"] == 16 * p and q["sharded_per_rank_bytes"] == 2 * p
-    table = [line for line in proc.stdout.splitlines() if line.startswith("| full |") or
-             line.startswith("| sharded |")]
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| full |") or line.startswith("| sharded |")]
     assert len(table) == 4  # one row per format and rank
     # every rank wrote its own shards in the sharded save; only rank 0 wrote the full one
     rows = {(c[1].strip(), c[2].strip()): float(c[5]) for c in (line.split("|") for line in table)}

@@ -30,14 +30,44 @@ def test_data_scaling_and_ladder_quick_runs(tmp_path):
         assert all(0 <= r[f"{rung}_success"] <= 1 for rung in ("sim_state", "sim_latent", "state_model"))
         assert r["dino_wm_table5_success"] is None  # below DINO-WM's smallest size: not extrapolated
     run = tmp_path / "n12"
-    ladder = _run(["benchmarks/bench_ladder.py", "--quick", "--cache", str(run / "latents"), "--episodes",
-                   str(run / "episodes"), "--checkpoint", str(run / "train"), "--out", str(tmp_path / "ladder")])
+    ladder = _run(
+        [
+            "benchmarks/bench_ladder.py",
+            "--quick",
+            "--cache",
+            str(run / "latents"),
+            "--episodes",
+            str(run / "episodes"),
+            "--checkpoint",
+            str(run / "train"),
+            "--out",
+            str(tmp_path / "ladder"),
+        ]
+    )
     rungs = ladder["rungs"]
-    assert set(rungs) == {"simulator + state cost", "simulator + latent cost", "state model (privileged)",
-                          "latent model K=1", "latent model K=4", "random actions"}
+    assert set(rungs) == {
+        "simulator + state cost",
+        "simulator + latent cost",
+        "state model (privileged)",
+        "latent model K=1",
+        "latent model K=4",
+        "random actions",
+    }
     assert all(r["goals"] == 2 and 0 <= r["success_rate"] <= 1 for r in rungs.values())
-    again = _run(["benchmarks/bench_ladder.py", "--quick", "--cache", str(run / "latents"), "--episodes",
-                  str(run / "episodes"), "--checkpoint", str(run / "train"), "--out", str(tmp_path / "ladder")])
+    again = _run(
+        [
+            "benchmarks/bench_ladder.py",
+            "--quick",
+            "--cache",
+            str(run / "latents"),
+            "--episodes",
+            str(run / "episodes"),
+            "--checkpoint",
+            str(run / "train"),
+            "--out",
+            str(tmp_path / "ladder"),
+        ]
+    )
     assert again["rungs"] == rungs  # every rung reused from its folder
     assert (ROOT / "benchmarks/RESULTS.md").read_bytes() == before
 
@@ -50,10 +80,19 @@ def test_encoder_table_quick_run(tmp_path):
     from latentwm.data.sources.pusht import generate_pusht
 
     before = (ROOT / "benchmarks/RESULTS.md").read_bytes()
-    generate_pusht(GenerateConfig(out_dir=str(tmp_path / "eps"), num_episodes=12, max_steps=60, workers=1),
-                   show_progress=False)
-    res = _run(["benchmarks/bench_encoder_pretrain.py", "--quick", "--episodes", str(tmp_path / "eps"),
-                "--objectives", "time-contrastive"])
+    generate_pusht(
+        GenerateConfig(out_dir=str(tmp_path / "eps"), num_episodes=12, max_steps=60, workers=1), show_progress=False
+    )
+    res = _run(
+        [
+            "benchmarks/bench_encoder_pretrain.py",
+            "--quick",
+            "--episodes",
+            str(tmp_path / "eps"),
+            "--objectives",
+            "time-contrastive",
+        ]
+    )
     assert [r["objective"] for r in res["rows"]] == ["-", "time-contrastive"] and res["quick"]
     for r in res["rows"]:
         assert 0 <= r["nearest_block_within_20"] <= 1 and r["nearest_block_px"] >= 0 and r["probe_block_px"] > 0

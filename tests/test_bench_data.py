@@ -16,8 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_quick_run_times_every_source_and_leaves_results_alone():
     results = ROOT / "benchmarks/RESULTS.md"
     before = results.read_bytes()
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_data.py"), "--quick"], capture_output=True,
-                         text=True, check=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/bench_data.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["quick"] is True
     wanted = set(SOURCES) - {"pusht"}

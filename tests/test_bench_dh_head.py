@@ -13,8 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_quick_run_reports_the_heads_cost():
     results_before = (ROOT / "benchmarks/RESULTS.md").read_bytes()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "benchmarks/bench_dh_head.py", "--quick"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/bench_dh_head.py", "--quick"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])  # the last stdout line: one JSON object
     assert list(res) == ["tiny"]

@@ -16,8 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_quick_run_reports_speedup_and_identical_files():
     before = (ROOT / "benchmarks/RESULTS.md").read_bytes()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "benchmarks/bench_generate.py", "--quick"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/bench_generate.py", "--quick"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res["speedup"] > 0 and res["speedup_render_every"] > 0 and res["identical_across_workers"] is True
@@ -31,8 +37,14 @@ def test_quick_run_reports_speedup_and_identical_files():
 def test_render_every_experiment_quick_run(tmp_path):
     """bench_render_every.py --quick: both arms generate, encode, train and are scored on the shared test set."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "benchmarks/bench_render_every.py", "--quick", "--out", str(tmp_path)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/bench_render_every.py", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     full, sparse = res["rows"]

@@ -46,8 +46,21 @@ def test_cem_call_flops_match_the_counted_matmuls(one_thread):
 
 def test_quick_run_reports_the_bound_ratio():
     before = (ROOT / "benchmarks/RESULTS.md").read_bytes()
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_plan.py"), "--preset", "tiny", "--quick",
-                          "--compile-backend", "aot_eager"], capture_output=True, text=True, check=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks/bench_plan.py"),
+            "--preset",
+            "tiny",
+            "--quick",
+            "--compile-backend",
+            "aot_eager",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["cem_vs_bound"] > 0.5 and summary["cem_bound_seconds"] > 0
     assert summary["cem_vs_bound_compiled"] > 0.5 and summary["compile_first_iteration_s"] > 0

@@ -32,8 +32,15 @@ class _Offset(torch.utils.data.Dataset):
 
 
 def _cfg(out, **kw):
-    base = dict(train__out_dir=str(out), train__steps=12, train__log_every=2, train__ckpt_every=4,
-                train__eval_every=2, train__warmup_steps=2, objective__bootstrap_start=3)
+    base = dict(
+        train__out_dir=str(out),
+        train__steps=12,
+        train__log_every=2,
+        train__ckpt_every=4,
+        train__eval_every=2,
+        train__warmup_steps=2,
+        objective__bootstrap_start=3,
+    )
     return get_preset("tiny").replace(**{**base, **kw})
 
 
@@ -81,8 +88,12 @@ def test_best_is_written_when_the_score_improves_and_only_then(tmp_path, monkeyp
     current = _scripted(monkeypatch, {**SCORES, 12: 0.31})
     writes, emas = [], {}
     cfg = _cfg(tmp_path)
-    tr = Trainer(cfg, *_sets(cfg), device="cpu",
-                 on_eval=lambda s, r: emas.setdefault(s, {k: v.clone() for k, v in tr.ema.state_dict().items()}))
+    tr = Trainer(
+        cfg,
+        *_sets(cfg),
+        device="cpu",
+        on_eval=lambda s, r: emas.setdefault(s, {k: v.clone() for k, v in tr.ema.state_dict().items()}),
+    )
     current["trainer"] = tr
     real_write = tr.best.write
     tr.best.write = lambda *a: (writes.append(tr.loop.step), real_write(*a))[1]
@@ -128,8 +139,9 @@ def test_restored_best_is_in_the_state_and_other_rollout_settings_drop_it(tmp_pa
     tr = Trainer(_cfg(tmp_path, train__steps=6, train__resume=True), *_sets(_cfg(tmp_path)), device="cpu")
     tr.loop.resume(True)
     assert tr.state.best["step"] == 4
-    tr = Trainer(_cfg(tmp_path, train__steps=6, train__resume=True, rollout__horizon=3), *_sets(_cfg(tmp_path)),
-                 device="cpu")
+    tr = Trainer(
+        _cfg(tmp_path, train__steps=6, train__resume=True, rollout__horizon=3), *_sets(_cfg(tmp_path)), device="cpu"
+    )
     tr.loop.resume(True)
     assert tr.state.best is None
 
@@ -156,8 +168,9 @@ def test_load_best_restores_the_best_weights_and_their_score(tmp_path):
     rec = tr.load_best()
     assert rec == out["best"] and rec["step"] in (4, 8)
     r = cfg.rollout  # as the demo evaluates after fit() (Trainer.evaluate's logger is closed by then)
-    res = rollout_errors(tr.ema, tr.eval_batches(), r.context, r.horizon, r.sample_steps, r.tau_ctx,
-                         seed=cfg.train.seed)
+    res = rollout_errors(
+        tr.ema, tr.eval_batches(), r.context, r.horizon, r.sample_steps, r.tau_ctx, seed=cfg.train.seed
+    )
     assert best_mod.held_out_score(res) == rec["score"]
     fresh = Trainer(cfg.replace(train__resume=True), *_sets(cfg), device="cpu")
     assert fresh.load_best() == rec
@@ -189,8 +202,10 @@ def test_checkpoints_of_older_versions_resume(tmp_path):
     del st["config"]["model"]["dropout"], st["config"]["train"]["keep_best"], st["best"]
     torch.save(st, last / "state.pt")
     man = json.loads((last / "manifest.json").read_text())
-    man["files"]["state.pt"] = {"bytes": (last / "state.pt").stat().st_size,
-                                "sha256": hashlib.sha256((last / "state.pt").read_bytes()).hexdigest()}
+    man["files"]["state.pt"] = {
+        "bytes": (last / "state.pt").stat().st_size,
+        "sha256": hashlib.sha256((last / "state.pt").read_bytes()).hexdigest(),
+    }
     (last / "manifest.json").write_text(json.dumps(man))
     out = Trainer(cfg.replace(train__resume=True, train__steps=6), *_sets(cfg), device="cpu").fit()
     assert out["step"] == 6 and Path(tmp_path / "checkpoints" / "step_00000006").is_dir()

@@ -19,11 +19,19 @@ def make_episode(i: int, T: int, cameras=("main",)) -> Episode:
     mask = np.ones(T, dtype=bool)
     if i == 1:
         mask[7] = False  # one unknown raw action
-    return Episode(dataset="toy", episode_id=f"ep{i:02d}", fps=10.0,
-                   frames={c: g.integers(0, 255, size=(T, 8, 8, 3), dtype=np.uint8) for c in cameras},
-                   actions=actions, action_mask=mask, proprio=g.normal(size=(T, 2)).astype(np.float32),
-                   rewards=(t + 1) / 10, states=np.stack([t, -t], 1).astype(np.float64) + 10 * i,
-                   text=["push"], success=True)
+    return Episode(
+        dataset="toy",
+        episode_id=f"ep{i:02d}",
+        fps=10.0,
+        frames={c: g.integers(0, 255, size=(T, 8, 8, 3), dtype=np.uint8) for c in cameras},
+        actions=actions,
+        action_mask=mask,
+        proprio=g.normal(size=(T, 2)).astype(np.float32),
+        rewards=(t + 1) / 10,
+        states=np.stack([t, -t], 1).astype(np.float64) + 10 * i,
+        text=["push"],
+        success=True,
+    )
 
 
 def encode(frames):
@@ -35,8 +43,14 @@ def cache(tmp_path_factory):
     d = tmp_path_factory.mktemp("clipcache")
     eps = [make_episode(i, T=23 + 3 * (i % 3), cameras=("main", "wrist") if i % 2 else ("main",)) for i in range(9)]
     eps.append(make_episode(9, T=6))  # shorter than one clip
-    encode_to_cache([(f"toy/{e.episode_id}", (lambda e=e: e)) for e in eps], encode, d, encoder_label="t",
-                    episodes_per_shard=3, show_progress=False)
+    encode_to_cache(
+        [(f"toy/{e.episode_id}", (lambda e=e: e)) for e in eps],
+        encode,
+        d,
+        encoder_label="t",
+        episodes_per_shard=3,
+        show_progress=False,
+    )
     return LatentCache(d), {e.episode_id: e for e in eps}
 
 
@@ -64,7 +78,7 @@ def test_frame_skip_actions_match_episode_with_frame_skip(cache):
     ds_states = LatentClipDataset(c, clip_len=5, frame_skip=5, split="eval", eval_fraction=0.5, normalize=False)
     entry, start = ds_states.clip_at(0)
     e = c.entries[entry]
-    np.testing.assert_array_equal(ds_states.states_for(0), eps[e["episode_id"]].states[start:start + 21:5])
+    np.testing.assert_array_equal(ds_states.states_for(0), eps[e["episode_id"]].states[start : start + 21 : 5])
     np.testing.assert_array_equal(ds_states[0].states.numpy(), ds_states.states_for(0))  # travels in the sample
 
 
@@ -136,8 +150,10 @@ def test_loader_collates_world_batches_and_splits_ranks(cache):
             seen += b.meta
     assert sorted(seen, key=repr) == sorted(ref, key=repr)
     ev = LatentClipDataset(c, clip_len=5, frame_skip=2, split="eval", eval_fraction=0.4)
-    per_rank = [[(m.episode_id, m.camera, m.start_frame) for b in make_loader(ev, 4, rank=r, world_size=3)
-                 for m in b.meta] for r in range(3)]
+    per_rank = [
+        [(m.episode_id, m.camera, m.start_frame) for b in make_loader(ev, 4, rank=r, world_size=3) for m in b.meta]
+        for r in range(3)
+    ]
     flat = [x for p in per_rank for x in p]
     assert len(flat) == len(ev) == len(set(flat))  # eval: every clip exactly once, even when uneven
     full = [m for b in make_loader(tr, batch_size=1, rank=1, world_size=2) for m in b.meta]

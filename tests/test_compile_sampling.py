@@ -2,6 +2,7 @@
 the compiled cached denoising pass equals eager, a rollout longer than the attention window compiles a bounded
 number of graphs (the cache's growth is one dynamic-shape recompile, not one per frame), and expanded caches
 (planning) and gradients (the gradient planner) go through it too."""
+
 from dataclasses import replace
 
 import pytest
@@ -69,14 +70,14 @@ def test_expanded_cache_and_gradients_go_through_the_compiled_pass():
     model, cfg = _model()
     ctx, acts, noise = _inputs(cfg, B=1, H=3)
     n = 5
-    cand = torch.randn(n, ctx.shape[1] + 2, cfg.action_dim, generator=torch.Generator().manual_seed(2),
-                       requires_grad=True)
+    cand = torch.randn(
+        n, ctx.shape[1] + 2, cfg.action_dim, generator=torch.Generator().manual_seed(2), requires_grad=True
+    )
 
     def plan_like(m):
         with torch.no_grad():
             cache = observe(m, ctx, acts[:, : ctx.shape[1] - 1]).expand(n)
-        out = rollout(m, ctx.expand(n, -1, -1, -1), 3, cand, sample_steps=1, noise=noise[:, :3], cache=cache,
-                      grad=True)
+        out = rollout(m, ctx.expand(n, -1, -1, -1), 3, cand, sample_steps=1, noise=noise[:, :3], cache=cache, grad=True)
         loss = out.pow(2).mean()
         (g,) = torch.autograd.grad(loss, cand)
         return out.detach(), g

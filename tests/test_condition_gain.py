@@ -22,17 +22,26 @@ def _model(seed=0):
 def _batch(B=4, T=6, text=True, seed=0):
     g = torch.Generator().manual_seed(seed)
     lat = torch.randn(B, T, CFG.num_latent_tokens, CFG.latent_dim, generator=g)
-    kw = dict(text=torch.randn(B, T, CFG.text_dim, generator=g), text_mask=torch.ones(B, T, dtype=torch.bool)) \
-        if text else {}
-    return WorldBatch(actions=torch.randn(B, T, CFG.action_dim, generator=g), action_mask=torch.ones(B, T, dtype=bool),
-                      valid=torch.ones(B, T, dtype=torch.bool), latents=lat,
-                      meta=[WorldBatchMetadata("toy", str(i)) for i in range(B)], **kw)
+    kw = (
+        dict(text=torch.randn(B, T, CFG.text_dim, generator=g), text_mask=torch.ones(B, T, dtype=torch.bool))
+        if text
+        else {}
+    )
+    return WorldBatch(
+        actions=torch.randn(B, T, CFG.action_dim, generator=g),
+        action_mask=torch.ones(B, T, dtype=bool),
+        valid=torch.ones(B, T, dtype=torch.bool),
+        latents=lat,
+        meta=[WorldBatchMetadata("toy", str(i)) for i in range(B)],
+        **kw,
+    )
 
 
 def test_condition_gain_keys_and_a_model_that_reads_text():
     torch.set_num_threads(1)
-    res = rollout_errors(_model(), [_batch(), _batch(seed=1)], context=2, horizon=3, sample_steps=2,
-                         condition_gain=True)
+    res = rollout_errors(
+        _model(), [_batch(), _batch(seed=1)], context=2, horizon=3, sample_steps=2, condition_gain=True
+    )
     cg = res["condition_gain"]
     assert set(cg) == {"action", "text"}
     for c in cg.values():
@@ -52,18 +61,19 @@ def test_a_model_blind_to_text_has_exactly_zero_text_gain():
 
 
 def test_condition_gain_of_chosen_conditions_only():
-    cg = rollout_errors(_model(), [_batch()], context=2, horizon=2, sample_steps=1,
-                        condition_gain=("text",))["condition_gain"]
+    cg = rollout_errors(_model(), [_batch()], context=2, horizon=2, sample_steps=1, condition_gain=("text",))[
+        "condition_gain"
+    ]
     assert set(cg) == {"text"}
     with pytest.raises(ValueError, match="condition_gain"):
         rollout_errors(_model(), [_batch()], context=2, horizon=2, condition_gain=("txt",))
 
 
 def test_batches_without_text_report_the_action_gain_only():
-    cg = rollout_errors(_model(), [_batch(text=False)], context=2, horizon=2, sample_steps=1,
-                        condition_gain=True)["condition_gain"]
+    cg = rollout_errors(_model(), [_batch(text=False)], context=2, horizon=2, sample_steps=1, condition_gain=True)[
+        "condition_gain"
+    ]
     assert set(cg) == {"action"}
-
 
 
 class _SaidFrames(torch.utils.data.Dataset):
@@ -85,8 +95,12 @@ class _SaidFrames(torch.utils.data.Dataset):
         g = torch.Generator().manual_seed(self.offset + int(k))
         ids = torch.randint(0, 4, (self.frames,), generator=g)
         lat = self.protos[ids] + 0.05 * torch.randn(self.frames, *self.protos.shape[1:], generator=g)
-        return ClipSample(latents=lat, text=self.words[ids], text_mask=torch.ones(self.frames, dtype=torch.bool),
-                          meta=WorldBatchMetadata("said", str(k)))
+        return ClipSample(
+            latents=lat,
+            text=self.words[ids],
+            text_mask=torch.ones(self.frames, dtype=torch.bool),
+            meta=WorldBatchMetadata("said", str(k)),
+        )
 
 
 def test_training_on_text_only_data_teaches_the_model_to_listen(tmp_path):
@@ -95,15 +109,32 @@ def test_training_on_text_only_data_teaches_the_model_to_listen(tmp_path):
     from latentwm.train.trainer import Trainer
 
     torch.set_num_threads(1)
-    cfg = get_preset("tiny").replace(train__out_dir=str(tmp_path), train__steps=300, train__log_every=50,
-                                     train__ckpt_every=1000, train__eval_every=150, train__warmup_steps=10,
-                                     train__lr=3e-3, train__ema_decay=0.9, model__text_dim=8, data__clip_len=5,
-                                     rollout__context=2, rollout__horizon=3, rollout__sample_steps=2)
-    before = rollout_errors(DynamicsModel(cfg.model).eval(), [collate_said(_SaidFrames(16, 10**6))], 2, 3, 2,
-                            condition_gain=True)["condition_gain"]["text"]["gain"]
+    cfg = get_preset("tiny").replace(
+        train__out_dir=str(tmp_path),
+        train__steps=300,
+        train__log_every=50,
+        train__ckpt_every=1000,
+        train__eval_every=150,
+        train__warmup_steps=10,
+        train__lr=3e-3,
+        train__ema_decay=0.9,
+        model__text_dim=8,
+        data__clip_len=5,
+        rollout__context=2,
+        rollout__horizon=3,
+        rollout__sample_steps=2,
+    )
+    before = rollout_errors(
+        DynamicsModel(cfg.model).eval(), [collate_said(_SaidFrames(16, 10**6))], 2, 3, 2, condition_gain=True
+    )["condition_gain"]["text"]["gain"]
     gains = []
-    Trainer(cfg, _SaidFrames(1 << 20), _SaidFrames(16, 10**6), device="cpu",
-            on_eval=lambda step, res: gains.append(res["condition_gain"]["text"]["gain"])).fit()
+    Trainer(
+        cfg,
+        _SaidFrames(1 << 20),
+        _SaidFrames(16, 10**6),
+        device="cpu",
+        on_eval=lambda step, res: gains.append(res["condition_gain"]["text"]["gain"]),
+    ).fit()
     mean = lambda g: sum(g) / len(g)  # noqa: E731
     assert len(gains) == 2 and abs(mean(before)) < 1e-6  # the zero-init model ignores everything
     assert mean(gains[-1]) > 0.5, gains

@@ -2,8 +2,17 @@ import dataclasses
 
 import pytest
 
-from latentwm.config import (PRESETS, CEMConfig, ConfigError, DataConfig, EncoderConfig, ExperimentConfig,
-                             ModelConfig, TrainConfig, get_preset)
+from latentwm.config import (
+    PRESETS,
+    CEMConfig,
+    ConfigError,
+    DataConfig,
+    EncoderConfig,
+    ExperimentConfig,
+    ModelConfig,
+    TrainConfig,
+    get_preset,
+)
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -22,21 +31,24 @@ def test_unknown_preset_names_the_field():
         get_preset("nope")
 
 
-@pytest.mark.parametrize("make, field", [
-    (lambda: ModelConfig(width=-3), "model.width"),
-    (lambda: ModelConfig(depth=0), "model.depth"),
-    (lambda: ModelConfig(width=30, heads=4), "model.width"),
-    (lambda: ModelConfig(heads=8, kv_heads=3), "model.heads"),
-    (lambda: ModelConfig(k_max=48), "model.k_max"),
-    (lambda: ModelConfig(depth=2, time_every=4), "model.depth"),
-    (lambda: ModelConfig(patch_group=3), "model.patch_group"),
-    (lambda: DataConfig(clip_len=-1), "data.clip_len"),
-    (lambda: DataConfig(eval_fraction=1.5), "data.eval_fraction"),
-    (lambda: TrainConfig(lr=0), "train.lr"),
-    (lambda: CEMConfig(population=10, elites=20), "plan.cem.elites"),
-    (lambda: EncoderConfig(name="dinov9-xxl"), "encoder.name"),
-    (lambda: EncoderConfig(name="dinov2-s", image_size=200), "encoder.image_size"),
-])
+@pytest.mark.parametrize(
+    "make, field",
+    [
+        (lambda: ModelConfig(width=-3), "model.width"),
+        (lambda: ModelConfig(depth=0), "model.depth"),
+        (lambda: ModelConfig(width=30, heads=4), "model.width"),
+        (lambda: ModelConfig(heads=8, kv_heads=3), "model.heads"),
+        (lambda: ModelConfig(k_max=48), "model.k_max"),
+        (lambda: ModelConfig(depth=2, time_every=4), "model.depth"),
+        (lambda: ModelConfig(patch_group=3), "model.patch_group"),
+        (lambda: DataConfig(clip_len=-1), "data.clip_len"),
+        (lambda: DataConfig(eval_fraction=1.5), "data.eval_fraction"),
+        (lambda: TrainConfig(lr=0), "train.lr"),
+        (lambda: CEMConfig(population=10, elites=20), "plan.cem.elites"),
+        (lambda: EncoderConfig(name="dinov9-xxl"), "encoder.name"),
+        (lambda: EncoderConfig(name="dinov2-s", image_size=200), "encoder.image_size"),
+    ],
+)
 def test_bad_values_are_rejected_with_the_field_named(make, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         make()

@@ -32,8 +32,15 @@ def test_encoder_cost_quality_scores_latent_and_state(episodes):
     small = dataclasses.replace(exp.plan, cem=CEMConfig(population=4, elites=2, iterations=1), goal_offset=10)
     exp = exp.replace(plan=small, data__eval_fraction=0.34)
     enc = DinoEncoder.from_config(exp.encoder)
-    res = encoder_cost_quality(enc.encode, episodes, exp, num_goals=2, settings=CostQualitySettings(samples=6),
-                               stat_frames=64, log=lambda *a: None)
+    res = encoder_cost_quality(
+        enc.encode,
+        episodes,
+        exp,
+        num_goals=2,
+        settings=CostQualitySettings(samples=6),
+        stat_frames=64,
+        log=lambda *a: None,
+    )
     lat, state = res["per_cost"]["latent"], res["per_cost"]["state"]
     assert state["rank_corr"] == pytest.approx(1.0)  # the reference correlates with itself
     assert -1 <= lat["rank_corr"] <= 1 and 0 <= lat["cem_on_simulator_success"] <= 1

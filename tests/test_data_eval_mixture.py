@@ -23,8 +23,12 @@ def caches(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("evalmix")
     kw = dict(encoder_label="mean8", episodes_per_shard=2, show_progress=False)
     encode_to_cache(load_droid(write_lerobot_v3(tmp / "droid"), fps=5), encode_fn, tmp / "droid_lat", **kw)
-    encode_to_cache(load_epic_kitchens(write_epic(tmp / "epic"), fps=5, segment_s=None, participants="P01"),
-                    encode_fn, tmp / "epic_lat", **kw)
+    encode_to_cache(
+        load_epic_kitchens(write_epic(tmp / "epic"), fps=5, segment_s=None, participants="P01"),
+        encode_fn,
+        tmp / "epic_lat",
+        **kw,
+    )
     return tmp
 
 

@@ -33,9 +33,19 @@ SCRIPT = Path(__file__).parent / "scripts" / "toy_train.py"
 
 
 def _cfg(out, **kw):
-    base = dict(train__out_dir=str(out), train__steps=8, train__log_every=1, train__ckpt_every=4,
-                train__keep_last=5, train__eval_every=1000, train__warmup_steps=2, data__batch_size=4,
-                objective__bootstrap_start=2, objective__bootstrap_fraction=0.5, train__distributed="fsdp")
+    base = dict(
+        train__out_dir=str(out),
+        train__steps=8,
+        train__log_every=1,
+        train__ckpt_every=4,
+        train__keep_last=5,
+        train__eval_every=1000,
+        train__warmup_steps=2,
+        data__batch_size=4,
+        objective__bootstrap_start=2,
+        objective__bootstrap_fraction=0.5,
+        train__distributed="fsdp",
+    )
     base.update(kw)
     return get_preset("tiny").replace(**base)
 
@@ -45,8 +55,17 @@ def _losses(out):
 
 
 def _torchrun(cfg, port):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
-           str(SCRIPT), json.dumps(cfg.to_dict())]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(port),
+        str(SCRIPT),
+        json.dumps(cfg.to_dict()),
+    ]
     r = subprocess.run(cmd, capture_output=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, (r.stdout + r.stderr).decode()[-3000:]
 
@@ -68,7 +87,7 @@ def _probe(model):
     """A fixed forward pass: what "identical outputs" compares."""
     cfg = model.cfg
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 3, cfg.latent_grid ** 2, cfg.latent_dim, generator=g)
+    x = torch.randn(2, 3, cfg.latent_grid**2, cfg.latent_dim, generator=g)
     tau = torch.full((2, 3), 0.5)
     d = torch.full((2, 3), 0.25)
     a = torch.randn(2, 3, cfg.action_dim, generator=g)
@@ -102,8 +121,7 @@ def test_sharded_save_at_two_resumes_exactly_at_two_and_at_one(tmp_path):
     # resume at world size 1 (no FSDP): DCP reshards onto one process; the loaded state is the saved one
     one = _cfg(tmp_path / "c", train__resume=True)
     m = one.model
-    data = MovingBlobClips(grid=m.latent_grid, dim=m.latent_dim, frames=one.data.clip_len, seed=0,
-                           text_dim=m.text_dim)
+    data = MovingBlobClips(grid=m.latent_grid, dim=m.latent_dim, frames=one.data.clip_len, seed=0, text_dim=m.text_dim)
     t = Trainer(one, data, None, device="cpu")
     t.loop.resume(True)
     saved = _consolidated(s4, tmp_path)
@@ -143,11 +161,16 @@ def _world_of_one(tmp_path, sharded: bool):
     facts = {"config": cfg.to_dict(), "step": 3, "data_stats": {"latents": {"mean": torch.zeros(4), "std": 2.0}}}
     root = tmp_path / "checkpoints"
     if sharded:
-        ckpt.save_checkpoint(root, 3, {**facts, "dcp": ["model", "ema", "optimizer"]},
-                             sharded_state=sharded_state({"model": model, "ema": ema}, opt))
+        ckpt.save_checkpoint(
+            root,
+            3,
+            {**facts, "dcp": ["model", "ema", "optimizer"]},
+            sharded_state=sharded_state({"model": model, "ema": ema}, opt),
+        )
     else:
-        ckpt.save_checkpoint(root, 3, {**facts, "model": model.state_dict(), "ema": ema.state_dict(),
-                                       "optimizer": opt.state_dict()})
+        ckpt.save_checkpoint(
+            root, 3, {**facts, "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict()}
+        )
     return root, model, ema, opt
 
 
@@ -208,8 +231,12 @@ def test_corrupt_exports_and_dcp_dirs_get_one_line_errors(tmp_path):
     save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
     for name, raw in cases.items():
         (tmp_path / name).write_bytes(raw)
-    for name, why in [("truncated", "unreadable export"), ("garbage", "unreadable export"),
-                      ("flipped", "digest"), ("foreign", "not a latentwm export")]:
+    for name, why in [
+        ("truncated", "unreadable export"),
+        ("garbage", "unreadable export"),
+        ("flipped", "digest"),
+        ("foreign", "not a latentwm export"),
+    ]:
         with pytest.raises(CheckpointError, match=why) as e:
             ckpt.load_world_model(tmp_path / f"{name}.safetensors")
         assert "\n" not in str(e.value) and f"{name}.safetensors" in str(e.value)

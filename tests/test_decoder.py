@@ -94,9 +94,14 @@ def _episodes(root, n=6, T=24):
         colour = rng.integers(60, 255, 3)
         for t in range(T):
             r, c = (2 + t + 3 * i) % 24, (5 + 2 * t + i) % 24
-            frames[t, r: r + 8, c: c + 8] = colour
-        ep = Episode(dataset="toy", episode_id=f"ep{i}", fps=10.0, frames={"front": frames},
-                     actions=rng.normal(size=(T, 2)).astype(np.float32))
+            frames[t, r : r + 8, c : c + 8] = colour
+        ep = Episode(
+            dataset="toy",
+            episode_id=f"ep{i}",
+            fps=10.0,
+            frames={"front": frames},
+            actions=rng.normal(size=(T, 2)).astype(np.float32),
+        )
         save_episode(ep, episode_path(root, i))
     return root
 
@@ -106,9 +111,23 @@ def data(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("decoder")
     root = _episodes(tmp / "episodes")
     assert main(["encode", "--preset", "tiny", "--root", str(root), "--out-dir", str(tmp / "cache")]) == 0
-    cfg = DecoderConfig(episodes_dir=str(root), cache_dir=str(tmp / "cache"), size="tiny", patch_size=4, epochs=6,
-                        batch_size=16, lr=2e-3, warmup_steps=2, eval_fraction=0.34, log_every=1, ckpt_every=4,
-                        eval_frames=16, grid_images=3, perceptual="ssim", ema_decay=0.9)
+    cfg = DecoderConfig(
+        episodes_dir=str(root),
+        cache_dir=str(tmp / "cache"),
+        size="tiny",
+        patch_size=4,
+        epochs=6,
+        batch_size=16,
+        lr=2e-3,
+        warmup_steps=2,
+        eval_fraction=0.34,
+        log_every=1,
+        ckpt_every=4,
+        eval_frames=16,
+        grid_images=3,
+        perceptual="ssim",
+        ema_decay=0.9,
+    )
     sets = load_frame_sets(cfg, show_progress=False)
     return tmp, cfg, sets
 
@@ -201,13 +220,37 @@ def test_eval_command_decodes_rollout_videos(data):
     tmp, cfg, sets = data
     run = tmp / "dec_for_eval"
     _trainer(cfg, sets, out_dir=str(run), epochs=1).fit()
-    common = ["--preset", "tiny", "--data.cache-dir", cfg.cache_dir, "--data.frame-skip", "2",
-              "--data.eval-fraction", "0.34"]
-    assert main(["train", *common, "--train.out-dir", str(tmp / "wm"), "--train.steps", "4",
-                 "--train.eval-every", "100", "--train.ckpt-every", "4"]) == 0
+    common = [
+        "--preset",
+        "tiny",
+        "--data.cache-dir",
+        cfg.cache_dir,
+        "--data.frame-skip",
+        "2",
+        "--data.eval-fraction",
+        "0.34",
+    ]
+    assert (
+        main(
+            [
+                "train",
+                *common,
+                "--train.out-dir",
+                str(tmp / "wm"),
+                "--train.steps",
+                "4",
+                "--train.eval-every",
+                "100",
+                "--train.ckpt-every",
+                "4",
+            ]
+        )
+        == 0
+    )
     for name, extra in (("pca", []), ("decoded", ["--decoder", str(run)])):
-        assert main(["eval", "--checkpoint", str(tmp / "wm"), "--out-dir", str(tmp / name), "--videos", "1",
-                     *extra]) == 0
+        assert (
+            main(["eval", "--checkpoint", str(tmp / "wm"), "--out-dir", str(tmp / name), "--videos", "1", *extra]) == 0
+        )
     pca, decoded = (np.asarray(Image.open(tmp / n / "rollout_0.gif").convert("RGB")) for n in ("pca", "decoded"))
     assert pca.shape == decoded.shape and not np.array_equal(pca, decoded)
 
@@ -215,8 +258,28 @@ def test_eval_command_decodes_rollout_videos(data):
 def test_cli_online_encoding(data, capsys):
     tmp, cfg, _ = data
     out = tmp / "cli"
-    assert main(["train-decoder", "--preset", "tiny", "--episodes-dir", cfg.episodes_dir, "--cache-dir", "",
-                 "--out-dir", str(out), "--epochs", "1", "--eval-fraction", "0.34", "--eval-frames", "8"]) == 0
+    assert (
+        main(
+            [
+                "train-decoder",
+                "--preset",
+                "tiny",
+                "--episodes-dir",
+                cfg.episodes_dir,
+                "--cache-dir",
+                "",
+                "--out-dir",
+                str(out),
+                "--epochs",
+                "1",
+                "--eval-fraction",
+                "0.34",
+                "--eval-frames",
+                "8",
+            ]
+        )
+        == 0
+    )
     assert "held-out PSNR" in capsys.readouterr().out
     m = json.loads((out / "metrics.json").read_text())
     assert m["split"] == "eval" and m["decoder"]["grid"] == 4 and m["encoder"] == "random:tiny-random:seed0:56px"
@@ -241,17 +304,44 @@ def test_torchrun_two_ranks_match_one_process(data):
     import sys
 
     tmp, cfg, _ = data
-    args = ["train-decoder", "--preset", "tiny", "--episodes-dir", cfg.episodes_dir, "--cache-dir", cfg.cache_dir,
-            "--epochs", "2", "--eval-fraction", "0.34", "--noise-tau", "0", "--perceptual", "ssim",
-            "--eval-frames", "8"]
+    args = [
+        "train-decoder",
+        "--preset",
+        "tiny",
+        "--episodes-dir",
+        cfg.episodes_dir,
+        "--cache-dir",
+        cfg.cache_dir,
+        "--epochs",
+        "2",
+        "--eval-fraction",
+        "0.34",
+        "--noise-tau",
+        "0",
+        "--perceptual",
+        "ssim",
+        "--eval-frames",
+        "8",
+    ]
     assert main([*args, "--out-dir", str(tmp / "ddp1")]) == 0
 
     def torchrun(*extra):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = str(s.getsockname()[1])
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
-               "-m", "latentwm.cli", *args, *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            port,
+            "-m",
+            "latentwm.cli",
+            *args,
+            *extra,
+        ]
         r = subprocess.run(cmd, capture_output=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
         assert r.returncode == 0, (r.stdout + r.stderr).decode()[-3000:]
 

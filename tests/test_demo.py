@@ -31,8 +31,13 @@ def test_smoke_demo_end_to_end(tmp_path, capsys, monkeypatch):
     assert enc["random_encoder_cost_quality"]["encoder"].startswith("random:tiny-random")
     assert m["wall_time_s"] > 0 and m["training"]["steps"] == 150
     # baselines a blurring model cannot beat by blurring, mean of 4 samples, swapped actions, K = 1
-    for k in ("context_average_error", "mean_of_samples_error", "sample_error", "swapped_actions_error",
-              "k1_model_error"):
+    for k in (
+        "context_average_error",
+        "mean_of_samples_error",
+        "sample_error",
+        "swapped_actions_error",
+        "k1_model_error",
+    ):
         assert len(r[k]) == 4 and all(e > 0 for e in r[k]), k
     assert isinstance(r["action_sensitivity"], float) and r["num_samples"] == 4
     assert r["beats_context_average"] == [m < c for m, c in zip(r["model_error"], r["context_average_error"])]
@@ -69,8 +74,14 @@ def test_smoke_demo_end_to_end(tmp_path, capsys, monkeypatch):
     assert st["relative_actions"] and st["proprio_probe"] is None and "proprio the model predicts" in report
     assert not (out / "train" / "proprio_probe.safetensors").exists()
     lad = pl["ladder"]  # the same goals from the simulator down to the model
-    assert list(lad["rungs"]) == ["simulator + state cost", "simulator + latent cost", "state model (privileged)",
-                                  "latent model K=1", "latent model K=4", "random actions"]
+    assert list(lad["rungs"]) == [
+        "simulator + state cost",
+        "simulator + latent cost",
+        "state model (privileged)",
+        "latent model K=1",
+        "latent model K=4",
+        "random actions",
+    ]
     assert all(r["goals"] == 2 and 0 <= r["success_rate"] <= 1 for r in lad["rungs"].values())
     assert lad["rungs"]["random actions"]["success_rate"] == pl["success_rate"]["random"]  # the plan stage's rows
     assert "### The planning ladder" in report
@@ -124,8 +135,19 @@ def test_smoke_demo_end_to_end(tmp_path, capsys, monkeypatch):
     # re-running with unchanged settings reuses every stage (planning included) and says so
     assert main(["demo", "--preset", "smoke", "--out-dir", str(out), "--rl"]) == 0
     printed = capsys.readouterr().out
-    stages = ("episodes", "encoder", "encoder_quality", "latents", "decoder", "train", "state_probe", "evaluate",
-              "proprio_probe", "plan", "rl")
+    stages = (
+        "episodes",
+        "encoder",
+        "encoder_quality",
+        "latents",
+        "decoder",
+        "train",
+        "state_probe",
+        "evaluate",
+        "proprio_probe",
+        "plan",
+        "rl",
+    )
     assert all(f"  reused: {s} " in printed for s in stages), printed
     assert "made none" in printed and "resumed" in printed and "  redo:" not in printed
     m2 = json.loads((out / "report" / "metrics.json").read_text())
@@ -148,24 +170,98 @@ def test_smoke_demo_end_to_end(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "ev" / "rollout_0.gif").exists()
 
     # the plan command on the demo's kept checkpoint reproduces the demo's planning numbers for the same goals
-    assert main(["plan", "--checkpoint", best, "--episodes-dir", str(out / "episodes"),
-                 "--cache-dir", str(out / "latents"), "--out-dir", str(tmp_path / "pl"), "--plan.num-goals", "2",
-                 "--planners", "cem", "--baselines", "random", "--videos", "0"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "--checkpoint",
+                best,
+                "--episodes-dir",
+                str(out / "episodes"),
+                "--cache-dir",
+                str(out / "latents"),
+                "--out-dir",
+                str(tmp_path / "pl"),
+                "--plan.num-goals",
+                "2",
+                "--planners",
+                "cem",
+                "--baselines",
+                "random",
+                "--videos",
+                "0",
+            ]
+        )
+        == 0
+    )
     p2 = json.loads((tmp_path / "pl" / "planning.json").read_text())
     for k in ("cem", "random"):
         assert p2["final_distance"][k] == m["planning"]["final_distance"][k]
     # the diagnosis from the CLI: CEM on the state probe's pose cost alone (the run's saved probe) = the demo's
-    assert main(["plan", "--checkpoint", best, "--episodes-dir", str(out / "episodes"),
-                 "--cache-dir", str(out / "latents"), "--out-dir", str(tmp_path / "pls"), "--plan.num-goals", "2",
-                 "--planners", "cem", "--baselines", "random", "--videos", "0", "--plan.visual-weight", "0",
-                 "--plan.state-weight", "1", "--plan.proprio-weight", "0"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "--checkpoint",
+                best,
+                "--episodes-dir",
+                str(out / "episodes"),
+                "--cache-dir",
+                str(out / "latents"),
+                "--out-dir",
+                str(tmp_path / "pls"),
+                "--plan.num-goals",
+                "2",
+                "--planners",
+                "cem",
+                "--baselines",
+                "random",
+                "--videos",
+                "0",
+                "--plan.visual-weight",
+                "0",
+                "--plan.state-weight",
+                "1",
+                "--plan.proprio-weight",
+                "0",
+            ]
+        )
+        == 0
+    )
     p3 = json.loads((tmp_path / "pls" / "planning.json").read_text())
     assert p3["final_distance"]["cem"] == m["planning"]["state_probe_cost"]["final_distance"]
 
     # offline RL on the demo's model and data: every phase runs, the table has BC, PMPO and random side by side
-    assert main(["rl", "--checkpoint", str(out / "train"), "--out-dir", str(tmp_path / "rl"), "--heads-steps", "30",
-                 "--imagine-steps", "4", "--batch-size", "8", "--horizon", "3", "--sample-steps", "2",
-                 "--eval-episodes", "1", "--eval-max-steps", "3", "--videos", "1", "--hidden", "32"]) == 0
+    assert (
+        main(
+            [
+                "rl",
+                "--checkpoint",
+                str(out / "train"),
+                "--out-dir",
+                str(tmp_path / "rl"),
+                "--heads-steps",
+                "30",
+                "--imagine-steps",
+                "4",
+                "--batch-size",
+                "8",
+                "--horizon",
+                "3",
+                "--sample-steps",
+                "2",
+                "--eval-episodes",
+                "1",
+                "--eval-max-steps",
+                "3",
+                "--videos",
+                "1",
+                "--hidden",
+                "32",
+            ]
+        )
+        == 0
+    )
     rl = json.loads((tmp_path / "rl" / "eval" / "metrics.json").read_text())
     assert set(rl["methods"]) == {"bc", "pmpo", "random"}
     assert all(0 <= r["max_coverage"] <= 1 for r in rl["methods"].values())
@@ -177,8 +273,27 @@ def test_smoke_demo_end_to_end(tmp_path, capsys, monkeypatch):
     # imagine phase then runs on those weights
     from latentwm.train import checkpoint as ckpt
 
-    assert main(["rl", "--checkpoint", str(out / "train"), "--out-dir", str(tmp_path / "rlft"), "--phase", "heads",
-                 "--finetune-world-model", "--heads-steps", "3", "--batch-size", "4", "--hidden", "16"]) == 0
+    assert (
+        main(
+            [
+                "rl",
+                "--checkpoint",
+                str(out / "train"),
+                "--out-dir",
+                str(tmp_path / "rlft"),
+                "--phase",
+                "heads",
+                "--finetune-world-model",
+                "--heads-steps",
+                "3",
+                "--batch-size",
+                "4",
+                "--hidden",
+                "16",
+            ]
+        )
+        == 0
+    )
     st = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "rlft" / "heads" / "checkpoints"))
     original = ckpt.load_world_model(out / "train")[0].state_dict()
     assert any(not torch.equal(v, st["world_model"][k]) for k, v in original.items())
@@ -190,9 +305,12 @@ def test_report_encoder_paragraph():
     goal-cost quality beside the random encoder's) otherwise."""
     label = "random:tiny-random:seed0:56px"
     assert "random weights" in encoder_paragraph({"weights": "random"}, label)
-    info = {"weights": "random", "how_trained": "DINO + iBOT on the demo's frames",
-            "cost_quality": {"rank_corr": 0.41, "cem_on_simulator_success": 0.3},
-            "random_encoder_cost_quality": {"rank_corr": 0.04, "cem_on_simulator_success": 0.0}}
+    info = {
+        "weights": "random",
+        "how_trained": "DINO + iBOT on the demo's frames",
+        "cost_quality": {"rank_corr": 0.41, "cem_on_simulator_success": 0.3},
+        "random_encoder_cost_quality": {"rank_corr": 0.04, "cem_on_simulator_success": 0.0},
+    }
     text = encoder_paragraph(info, label)
     assert "random weights" not in text and "DINO + iBOT on the demo's frames" in text
     assert "0.41 (random encoder: 0.04)" in text and "0.30 (random encoder: 0.00)" in text
@@ -217,12 +335,25 @@ def test_state_cost_diagnosis_verdict_depends_on_the_probe():
     from latentwm.report.sections import _diagnosis
 
     def planning(agent_px):
-        probe = {"agent_rmse_px": agent_px, "agent_baseline_rmse_px": 165.0, "block_rmse_px": 30.0,
-                 "block_baseline_rmse_px": 136.0, "angle_err_deg": 30.0, "angle_baseline_err_deg": 95.0}
-        return {"state_probe_cost": {"success_rate": 0.0, "success_rate_block_moves": 0.0, "block_pos_diff": 107.0,
-                                     "probe": probe},
-                "by_subset": {"block_moves": {"num_goals": 11}}, "success_rate_block_moves": {"cem": 0.09},
-                "block_pos_diff": {"cem": 68.0}}
+        probe = {
+            "agent_rmse_px": agent_px,
+            "agent_baseline_rmse_px": 165.0,
+            "block_rmse_px": 30.0,
+            "block_baseline_rmse_px": 136.0,
+            "angle_err_deg": 30.0,
+            "angle_baseline_err_deg": 95.0,
+        }
+        return {
+            "state_probe_cost": {
+                "success_rate": 0.0,
+                "success_rate_block_moves": 0.0,
+                "block_pos_diff": 107.0,
+                "probe": probe,
+            },
+            "by_subset": {"block_moves": {"num_goals": 11}},
+            "success_rate_block_moves": {"cem": 0.09},
+            "block_pos_diff": {"cem": 68.0},
+        }
 
     assert "**the dynamics model" in _diagnosis(planning(25.0)) and "inconclusive" not in _diagnosis(planning(25.0))
     coarse = _diagnosis(planning(105.0))

@@ -25,8 +25,18 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _shape(group=1, **kw) -> DHShape:
     """The tiny preset's sizes (W 32, D 64, grid 4) with a 2-block head of the default width max(2W, D·g²)."""
     out_dim = 64 * group * group
-    base = dict(cond_width=32, out_dim=out_dim, grid=4 // group, blocks=2, width=max(64, out_dim), heads=4,
-                mlp_hidden=0, softcap=50.0, attention="eager", rope_base=10000.0)
+    base = dict(
+        cond_width=32,
+        out_dim=out_dim,
+        grid=4 // group,
+        blocks=2,
+        width=max(64, out_dim),
+        heads=4,
+        mlp_hidden=0,
+        softcap=50.0,
+        attention="eager",
+        rope_base=10000.0,
+    )
     base.update(kw)
     base["mlp_hidden"] = base["mlp_hidden"] or int(round(2 / 3 * 4.0 * base["width"] / 8)) * 8
     return DHShape(**base)
@@ -44,8 +54,10 @@ def _perturbed(shape: DHShape, seed=0) -> DHHead:
 
 def _inputs(shape: DHShape, lead=(2, 3), seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(*lead, shape.tokens, shape.cond_width, generator=g),
-            torch.randn(*lead, shape.cond_width, generator=g))
+    return (
+        torch.randn(*lead, shape.tokens, shape.cond_width, generator=g),
+        torch.randn(*lead, shape.cond_width, generator=g),
+    )
 
 
 @pytest.mark.parametrize("group", [1, 2])
@@ -262,8 +274,15 @@ def test_tiny_model_with_the_head_trains():
     opt = torch.optim.Adam(m.parameters(), lr=3e-3)
     losses = []
     for step in range(60):
-        loss, _ = obj(m, batch.latents, batch.actions, batch.action_mask, batch.valid, global_step=step,
-                      seeds=[1000 * step + i for i in range(8)])
+        loss, _ = obj(
+            m,
+            batch.latents,
+            batch.actions,
+            batch.action_mask,
+            batch.valid,
+            global_step=step,
+            seeds=[1000 * step + i for i in range(8)],
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()

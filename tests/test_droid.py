@@ -16,8 +16,14 @@ from test_video import encode_index, indices
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import EpisodeError, frames_at
 from latentwm.data.latent_cache import LatentCache, encode_to_cache
-from latentwm.data.sources.droid import (detect_layout, euler_to_matrix, load_droid, matrix_to_euler, pose_actions,
-                                         sample_steps)
+from latentwm.data.sources.droid import (
+    detect_layout,
+    euler_to_matrix,
+    load_droid,
+    matrix_to_euler,
+    pose_actions,
+    sample_steps,
+)
 from latentwm.data.video import write_video
 
 FPS = 15
@@ -43,17 +49,23 @@ def encode_fn(frames):
 
 def _features():
     f = {k: dict(dtype="video", shape=[64, 96, 3], names=["height", "width", "channels"]) for k in KEYS}
-    f.update({"observation.state.cartesian_position": dict(dtype="float32", shape=[6]),
-              "observation.state.gripper_position": dict(dtype="float32", shape=[1]),
-              "observation.state.joint_position": dict(dtype="float32", shape=[7]),
-              "action": dict(dtype="float32", shape=[8]),
-              "language_instruction": dict(dtype="string", shape=[1]),
-              "language_instruction_2": dict(dtype="string", shape=[1]),
-              "language_instruction_3": dict(dtype="string", shape=[1]),
-              "is_episode_successful": dict(dtype="bool", shape=[1]),
-              "timestamp": dict(dtype="float32", shape=[1]), "frame_index": dict(dtype="int64", shape=[1]),
-              "episode_index": dict(dtype="int64", shape=[1]), "index": dict(dtype="int64", shape=[1]),
-              "task_index": dict(dtype="int64", shape=[1])})
+    f.update(
+        {
+            "observation.state.cartesian_position": dict(dtype="float32", shape=[6]),
+            "observation.state.gripper_position": dict(dtype="float32", shape=[1]),
+            "observation.state.joint_position": dict(dtype="float32", shape=[7]),
+            "action": dict(dtype="float32", shape=[8]),
+            "language_instruction": dict(dtype="string", shape=[1]),
+            "language_instruction_2": dict(dtype="string", shape=[1]),
+            "language_instruction_3": dict(dtype="string", shape=[1]),
+            "is_episode_successful": dict(dtype="bool", shape=[1]),
+            "timestamp": dict(dtype="float32", shape=[1]),
+            "frame_index": dict(dtype="int64", shape=[1]),
+            "episode_index": dict(dtype="int64", shape=[1]),
+            "index": dict(dtype="int64", shape=[1]),
+            "task_index": dict(dtype="int64", shape=[1]),
+        }
+    )
     return f
 
 
@@ -61,13 +73,23 @@ def _rows(ep: int, start: int, n: int) -> pa.Table:
     r = np.arange(start, start + n)
     cart, grip = pose(r)
     fl = lambda a: pa.array(a.astype(np.float32).tolist(), type=pa.list_(pa.float32()))  # noqa: E731
-    return pa.table({
-        "observation.state.cartesian_position": fl(cart), "observation.state.gripper_position": fl(grip),
-        "observation.state.joint_position": fl(np.zeros((n, 7))), "action": fl(np.full((n, 8), 9.0)),
-        "language_instruction": [f"task {ep}"] * n, "language_instruction_2": [f"task {ep} again"] * n,
-        "language_instruction_3": [""] * n, "is_episode_successful": [ep != 1] * n,
-        "timestamp": pa.array((np.arange(n) / FPS).astype(np.float32)), "frame_index": np.arange(n),
-        "episode_index": [ep] * n, "index": r, "task_index": [ep] * n})
+    return pa.table(
+        {
+            "observation.state.cartesian_position": fl(cart),
+            "observation.state.gripper_position": fl(grip),
+            "observation.state.joint_position": fl(np.zeros((n, 7))),
+            "action": fl(np.full((n, 8), 9.0)),
+            "language_instruction": [f"task {ep}"] * n,
+            "language_instruction_2": [f"task {ep} again"] * n,
+            "language_instruction_3": [""] * n,
+            "is_episode_successful": [ep != 1] * n,
+            "timestamp": pa.array((np.arange(n) / FPS).astype(np.float32)),
+            "frame_index": np.arange(n),
+            "episode_index": [ep] * n,
+            "index": r,
+            "task_index": [ep] * n,
+        }
+    )
 
 
 def write_lerobot_v3(root: Path, corrupt_episode: int | None = None) -> Path:
@@ -89,21 +111,41 @@ def write_lerobot_v3(root: Path, corrupt_episode: int | None = None) -> Path:
             write_video(v, np.stack(frames), FPS)
         off = {c: LEAD.get(c, 0) if fi == 0 else 0 for c in range(3)}
         for e in eps:
-            row = {"episode_index": e, "tasks": [f"task {e}"], "length": LENGTHS[e], "data/chunk_index": 0,
-                   "data/file_index": fi, "dataset_from_index": int(starts[e]),
-                   "dataset_to_index": int(starts[e + 1]), "stats/action/mean": [0.0] * 8}
+            row = {
+                "episode_index": e,
+                "tasks": [f"task {e}"],
+                "length": LENGTHS[e],
+                "data/chunk_index": 0,
+                "data/file_index": fi,
+                "dataset_from_index": int(starts[e]),
+                "dataset_to_index": int(starts[e + 1]),
+                "stats/action/mean": [0.0] * 8,
+            }
             for c, key in enumerate(KEYS):
                 t0 = (off[c] + sum(LENGTHS[x] for x in eps if x < e)) / FPS
-                row.update({f"videos/{key}/chunk_index": 0, f"videos/{key}/file_index": fi,
-                            f"videos/{key}/from_timestamp": t0, f"videos/{key}/to_timestamp": t0 + LENGTHS[e] / FPS})
+                row.update(
+                    {
+                        f"videos/{key}/chunk_index": 0,
+                        f"videos/{key}/file_index": fi,
+                        f"videos/{key}/from_timestamp": t0,
+                        f"videos/{key}/to_timestamp": t0 + LENGTHS[e] / FPS,
+                    }
+                )
             meta_rows.append(row)
     (p := root / "meta/episodes/chunk-000/file-000.parquet").parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(meta_rows), p)
     pq.write_table(pa.table({"task_index": [0, 1, 2]}), root / "meta/tasks.parquet")
-    info = dict(codebase_version="v3.0", robot_type="franka", fps=FPS, total_episodes=3, total_frames=sum(LENGTHS),
-                chunks_size=1000, data_path="data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
-                video_path="videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
-                features=_features())
+    info = dict(
+        codebase_version="v3.0",
+        robot_type="franka",
+        fps=FPS,
+        total_episodes=3,
+        total_frames=sum(LENGTHS),
+        chunks_size=1000,
+        data_path="data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
+        video_path="videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
+        features=_features(),
+    )
     (root / "meta/info.json").write_text(json.dumps(info))
     return root
 
@@ -127,11 +169,17 @@ def write_lerobot_v21(root: Path, lengths=(9, 12, 7), corrupt: int | None = None
                 v.write_bytes(v.read_bytes()[: v.stat().st_size // 2])
         start += n
     (root / "meta/episodes.jsonl").write_text(
-        "\n".join(json.dumps(dict(episode_index=e, tasks=[f"task {e}"], length=n)) for e, n in enumerate(lengths)))
-    info = dict(codebase_version="v2.1", fps=FPS, chunks_size=1000, total_episodes=len(lengths),
-                data_path="data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
-                video_path="videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4",
-                features=_features())
+        "\n".join(json.dumps(dict(episode_index=e, tasks=[f"task {e}"], length=n)) for e, n in enumerate(lengths))
+    )
+    info = dict(
+        codebase_version="v2.1",
+        fps=FPS,
+        chunks_size=1000,
+        total_episodes=len(lengths),
+        data_path="data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
+        video_path="videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4",
+        features=_features(),
+    )
     (root / "meta/info.json").write_text(json.dumps(info))
     return root
 
@@ -149,14 +197,25 @@ def write_raw_droid(root: Path, n: int = 12) -> Path:
         f["observation/robot_state/gripper_position"] = grip[:, 0]
         f["observation/robot_state/joint_positions"] = np.zeros((n, 7))
         f["action/cartesian_position"] = np.full((n, 6), 9.0)
-    meta = dict(uuid="AUTOLab+5d05c5aa+2023-07-07-09h-42m-23s", current_task="put the marker in the cup",
-                success=True, trajectory_length=n, **SERIALS)
+    meta = dict(
+        uuid="AUTOLab+5d05c5aa+2023-07-07-09h-42m-23s",
+        current_task="put the marker in the cup",
+        success=True,
+        trajectory_length=n,
+        **SERIALS,
+    )
     (ep / "metadata_AUTOLab+5d05c5aa+2023-07-07-09h-42m-23s.json").write_text(json.dumps(meta))
     for c, field in enumerate(SERIALS):
-        write_video(ep / "recordings" / "MP4" / f"{SERIALS[field]}.mp4",
-                    np.stack([encode_index(1000 * c + t) for t in range(n)]), FPS)
-        write_video(ep / "recordings" / "MP4" / f"{SERIALS[field]}-stereo.mp4",  # side-by-side; not read
-                    np.stack([encode_index(3000) for _ in range(n)]), FPS)
+        write_video(
+            ep / "recordings" / "MP4" / f"{SERIALS[field]}.mp4",
+            np.stack([encode_index(1000 * c + t) for t in range(n)]),
+            FPS,
+        )
+        write_video(
+            ep / "recordings" / "MP4" / f"{SERIALS[field]}-stereo.mp4",  # side-by-side; not read
+            np.stack([encode_index(3000) for _ in range(n)]),
+            FPS,
+        )
     return root
 
 
@@ -175,9 +234,13 @@ def test_euler_roundtrip_and_convention():
     np.testing.assert_allclose(matrix_to_euler(euler_to_matrix(e)), e, atol=1e-9)
     # extrinsic x-y-z: R = Rz(γ)·Ry(β)·Rx(α); a pure yaw is a rotation about z
     Rz = euler_to_matrix(np.array([0.0, 0.0, 0.3]))
-    np.testing.assert_allclose(Rz, [[np.cos(.3), -np.sin(.3), 0], [np.sin(.3), np.cos(.3), 0], [0, 0, 1]], atol=1e-12)
+    np.testing.assert_allclose(
+        Rz, [[np.cos(0.3), -np.sin(0.3), 0], [np.sin(0.3), np.cos(0.3), 0], [0, 0, 1]], atol=1e-12
+    )
     Rx = euler_to_matrix(np.array([0.2, 0.0, 0.0]))
-    np.testing.assert_allclose(Rx, [[1, 0, 0], [0, np.cos(.2), -np.sin(.2)], [0, np.sin(.2), np.cos(.2)]], atol=1e-12)
+    np.testing.assert_allclose(
+        Rx, [[1, 0, 0], [0, np.cos(0.2), -np.sin(0.2)], [0, np.sin(0.2), np.cos(0.2)]], atol=1e-12
+    )
     np.testing.assert_allclose(euler_to_matrix(np.array([0.2, 0.0, 0.3])), Rz @ Rx, atol=1e-12)
     assert np.isfinite(matrix_to_euler(euler_to_matrix(np.array([0.3, np.pi / 2, 0.1])))).all()  # gimbal lock
 
@@ -214,13 +277,15 @@ def test_v3_frames_cameras_text_success(v3):
         ep = load()
         assert ep.cameras == CAMS and len(ep) == LENGTHS[e] and ep.fps == FPS
         for c, cam in enumerate(CAMS):  # every frame of every camera, located inside the multi-episode files
-            assert indices(frames_at(ep.frames[cam], range(len(ep)))) == [1000 * c + r for r in
-                                                                          range(starts[e], starts[e + 1])]
+            assert indices(frames_at(ep.frames[cam], range(len(ep)))) == [
+                1000 * c + r for r in range(starts[e], starts[e + 1])
+            ]
         assert ep.text == [f"task {e}", f"task {e} again"]
         assert ep.success is (e != 1)
         assert ep.actions.shape == (LENGTHS[e], 7) and ep.proprio.shape == (LENGTHS[e], 7)
-        np.testing.assert_allclose(ep.actions[:-1], np.tile([0.01, 0.02, 0, 0, 0, 0.1, 0.05], (LENGTHS[e] - 1, 1)),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            ep.actions[:-1], np.tile([0.01, 0.02, 0, 0, 0, 0.1, 0.05], (LENGTHS[e] - 1, 1)), atol=1e-5
+        )
         assert ep.mask().tolist() == [True] * (LENGTHS[e] - 1) + [False]
         cart, grip = pose(np.arange(starts[e], starts[e + 1]))
         np.testing.assert_allclose(ep.proprio, np.concatenate([cart, grip], 1), atol=1e-5)
@@ -264,7 +329,7 @@ def test_v21_layout(tmp_path):
 def test_raw_droid(tmp_path):
     root = write_raw_droid(tmp_path / "raw")
     assert detect_layout(root) == "raw"
-    (key, load), = load_droid(root)
+    ((key, load),) = load_droid(root)
     assert key == "droid/AUTOLab/success/2023-07-07/Fri_Jul__7_09:42:23_2023"
     ep = load()
     assert ep.cameras == CAMS and len(ep) == 12 and ep.success is True
@@ -285,20 +350,23 @@ def test_raw_droid(tmp_path):
 def test_encode_skips_corrupt_video_and_keeps_cameras(tmp_path, capsys):
     root = write_lerobot_v21(tmp_path / "v21", lengths=(9, 12, 10), corrupt=1)
     out = tmp_path / "cache"
-    res = encode_to_cache(load_droid(root), encode_fn, out, encoder_label="mean8", episodes_per_shard=2,
-                          show_progress=False)
+    res = encode_to_cache(
+        load_droid(root), encode_fn, out, encoder_label="mean8", episodes_per_shard=2, show_progress=False
+    )
     assert res["episodes"] == 2 and res["skipped"] == 1 and res["complete"]
     assert "episode_000001.mp4" in capsys.readouterr().out
     cache = LatentCache(out)
     assert len(cache.skipped) == 1 and "episode_000001.mp4" in cache.skipped[0]["error"]
     assert sorted({(e["episode_id"], e["camera"]) for e in cache.entries}) == [
-        (f"episode_00000{e}", c) for e in (0, 2) for c in CAMS]
+        (f"episode_00000{e}", c) for e in (0, 2) for c in CAMS
+    ]
     st = cache.dataset_stats["droid"]
     assert st.actions.mean.shape == (7,) and st.proprio.mean.shape == (7,)
     # resumable: a second run keeps the finished shard and retries only the one holding the skipped (still corrupt)
     # episode, so a repaired file would get in
-    again = encode_to_cache(load_droid(root), encode_fn, out, encoder_label="mean8", episodes_per_shard=2,
-                            show_progress=False)
+    again = encode_to_cache(
+        load_droid(root), encode_fn, out, encoder_label="mean8", episodes_per_shard=2, show_progress=False
+    )
     assert again["shards_written"] == ["shard-000000.tar"] and again["skipped"] == 1 and again["complete"]
     # training clips: a random camera per sample; evaluation: every camera, camera in the metadata
     train = LatentClipDataset(cache, clip_len=4, split="train", eval_fraction=0.0, seed=0)

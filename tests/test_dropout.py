@@ -62,11 +62,17 @@ def test_cached_generation_equals_full_recompute_with_dropout_in_eval_mode(T):
 
 
 def test_trainer_ema_is_in_eval_mode_and_the_teacher_runs_without_dropout(tmp_path):
-    cfg = get_preset("tiny").replace(train__out_dir=str(tmp_path), train__steps=2, model__dropout=0.2,
-                                     objective__bootstrap_start=0, objective__bootstrap_fraction=1.0)
+    cfg = get_preset("tiny").replace(
+        train__out_dir=str(tmp_path),
+        train__steps=2,
+        model__dropout=0.2,
+        objective__bootstrap_start=0,
+        objective__bootstrap_fraction=1.0,
+    )
     m = cfg.model
-    tr = Trainer(cfg, MovingBlobClips(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len), None,
-                 device="cpu")
+    tr = Trainer(
+        cfg, MovingBlobClips(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len), None, device="cpu"
+    )
     assert not any(mod.training for mod in tr.ema.modules())
     assert all(mod.training for mod in tr.model.modules())
     seen = []

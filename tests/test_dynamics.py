@@ -137,13 +137,13 @@ def _run_cached_loop(m, cfg, B, T, z_den, tau_den, d_den, a, mask, z_c, tau_c, d
             zt = z_den[:, t] + k
             x_step = m.step(zt, tau_den[:, t], d_den[:, t], prev, pm, cache=cache)
             z_full = torch.cat([z_c[:, :t], zt[:, None]], 1)
-            tau_full = torch.cat([tau_c[:, :t], tau_den[:, t:t + 1]], 1)
-            d_full = torch.cat([d_c[:, :t], d_den[:, t:t + 1]], 1)
-            ref = m(z_full, tau_full, d_full, a[:, :t + 1], mask[:, :t + 1])[:, t]
+            tau_full = torch.cat([tau_c[:, :t], tau_den[:, t : t + 1]], 1)
+            d_full = torch.cat([d_c[:, :t], d_den[:, t : t + 1]], 1)
+            ref = m(z_full, tau_full, d_full, a[:, : t + 1], mask[:, : t + 1])[:, t]
             worst, scale = max(worst, (x_step - ref).abs().max().item()), max(scale, ref.abs().max().item())
         assert cache.time_index == t and cache.length == min(t, cfg.context_frames - 1)
         x_c = m.step(z_c[:, t], tau_c[:, t], d_c[:, t], prev, pm, cache=cache, commit=True)
-        ref = m(z_c[:, :t + 1], tau_c[:, :t + 1], d_c[:, :t + 1], a[:, :t + 1], mask[:, :t + 1])[:, t]
+        ref = m(z_c[:, : t + 1], tau_c[:, : t + 1], d_c[:, : t + 1], a[:, : t + 1], mask[:, : t + 1])[:, t]
         worst, scale = max(worst, (x_c - ref).abs().max().item()), max(scale, ref.abs().max().item())
     return worst, scale
 
@@ -203,15 +203,15 @@ def test_expanded_cache_equals_separate_recomputations(hist, attention, softcap,
     z_all = torch.cat([rep(zh), zf], 1)
     tau_all, d_all = torch.cat([rep(tauh), tauf], 1), torch.cat([rep(dh), df], 1)
     # the action leading into future frame f is af[:, f − 1]; into the first future frame it is the history's last
-    a_all = torch.cat([rep(ah)[:, :hist - 1], af], 1)[:, :hist + F]
-    a_all = torch.cat([a_all, torch.zeros_like(a_all[:, :1])], 1)[:, :hist + F]
+    a_all = torch.cat([rep(ah)[:, : hist - 1], af], 1)[:, : hist + F]
+    a_all = torch.cat([a_all, torch.zeros_like(a_all[:, :1])], 1)[:, : hist + F]
     m_all = torch.ones(B * n, hist + F, dtype=torch.bool, device=device)
     for f in range(F):
         if f == 2:
             cache = cache.expand(1)  # expanding an expanded cache with a suffix merges once; same results
         t = hist + f
         x = m.step(zf[:, f], tauf[:, f], df[:, f], a_all[:, t - 1], m_all[:, t - 1], cache=cache, commit=True)
-        ref = m(z_all[:, :t + 1], tau_all[:, :t + 1], d_all[:, :t + 1], a_all[:, :t + 1], m_all[:, :t + 1])
+        ref = m(z_all[:, : t + 1], tau_all[:, : t + 1], d_all[:, : t + 1], a_all[:, : t + 1], m_all[:, : t + 1])
         assert (x - ref[:, t]).abs().max() < 1e-4
         per_candidate = ref[:, t].view(B, n, *ref.shape[2:])
         assert (per_candidate[:, 0] - per_candidate[:, 1]).abs().max() > 1e-4  # candidates really differ
@@ -307,8 +307,12 @@ def test_registers_and_shortcut_reach_every_latent_token(group):
     z, tau, step, a, mask = _inputs(cfg, 1, 3)
     mask[:] = True
     x = m(z, tau, step, a, mask)  # (1, 3, N, D)
-    params = {"registers": m.registers, "tau_mlp": m.tau_mlp[0].weight, "step_embed": m.step_embed.weight,
-              "action_in": m.action_in.weight}
+    params = {
+        "registers": m.registers,
+        "tau_mlp": m.tau_mlp[0].weight,
+        "step_embed": m.step_embed.weight,
+        "action_in": m.action_in.weight,
+    }
     for n in range(cfg.num_latent_tokens):
         grads = torch.autograd.grad(x[0, -1, n].sum(), list(params.values()), retain_graph=True)
         for name, g in zip(params, grads):
@@ -358,8 +362,18 @@ def test_bf16_autocast_forward_and_cache(device):
         full = m(z, tau, step, a, mask)
         cache = m.init_cache(2)
         assert cache.dtype == torch.bfloat16  # follows autocast
-        outs = [m.step(z[:, t], tau[:, t], step[:, t], a[:, t - 1] if t else None, mask[:, t - 1] if t else None,
-                       cache=cache, commit=True) for t in range(3)]
+        outs = [
+            m.step(
+                z[:, t],
+                tau[:, t],
+                step[:, t],
+                a[:, t - 1] if t else None,
+                mask[:, t - 1] if t else None,
+                cache=cache,
+                commit=True,
+            )
+            for t in range(3)
+        ]
     ref = m(z, tau, step, a, mask).detach()
     assert full.dtype == torch.float32 and torch.isfinite(full).all()
     scale = ref.abs().max()
@@ -390,8 +404,11 @@ def test_tiny_model_learns_a_moving_pattern():
     col, row = torch.arange(N) % G, torch.arange(N) // G
 
     def clips(B):  # (B, T, N, D): phase k·(col − t) + 0.5·row + φ: shifts one column per frame
-        phase = (torch.rand(B, generator=g)[:, None, None] * 2 * math.pi
-                 + 2 * math.pi / G * (col - torch.arange(T)[:, None]) + 0.5 * row)
+        phase = (
+            torch.rand(B, generator=g)[:, None, None] * 2 * math.pi
+            + 2 * math.pi / G * (col - torch.arange(T)[:, None])
+            + 0.5 * row
+        )
         return torch.stack([phase.cos(), phase.sin()], -1) @ basis
 
     def noisy(x):

@@ -50,9 +50,15 @@ def write_egodex(root: Path) -> Path:
         mp4 = root / "part1" / f"{eid}.mp4"
         mp4.parent.mkdir(parents=True, exist_ok=True)
         write_video(mp4, np.stack([encode_index(t) for t in range(n)]), 30)
-    write_h5(root / "part1/add_remove_lid/0.hdf5", 10, llm_description="Put the lid on the jar.",
-             llm_description2="Take the lid off the jar.", which_llm_description="2", llm_type="reversible",
-             task="add_remove_lid")
+    write_h5(
+        root / "part1/add_remove_lid/0.hdf5",
+        10,
+        llm_description="Put the lid on the jar.",
+        llm_description2="Take the lid off the jar.",
+        which_llm_description="2",
+        llm_type="reversible",
+        task="add_remove_lid",
+    )
     write_h5(root / "part1/basic_pick_place/0.hdf5", 12, llm_description="Pick up the cup and place it on the plate.")
     (root / "part1/basic_pick_place/1.hdf5").write_bytes(b"not an hdf5 file" * 20)
     return root
@@ -72,8 +78,11 @@ def test_hand_actions_in_the_camera_frame():
 def test_episodes_text_and_hand_actions(tmp_path):
     root = write_egodex(tmp_path / "egodex")
     items = load_egodex(root)
-    assert [k for k, _ in items] == ["egodex/part1/add_remove_lid/0", "egodex/part1/basic_pick_place/0",
-                                     "egodex/part1/basic_pick_place/1"]
+    assert [k for k, _ in items] == [
+        "egodex/part1/add_remove_lid/0",
+        "egodex/part1/basic_pick_place/0",
+        "egodex/part1/basic_pick_place/1",
+    ]
     lid = items[0][1]()
     assert lid.text == ["Take the lid off the jar.", "add remove lid"]  # the reversible task's 2nd direction
     pick = items[1][1]()
@@ -99,8 +108,7 @@ def test_episodes_text_and_hand_actions(tmp_path):
 
 def test_corrupt_hdf5_skipped_and_counted(tmp_path):
     root = write_egodex(tmp_path / "egodex")
-    res = encode_to_cache(load_egodex(root), encode_fn, tmp_path / "cache", encoder_label="mean8",
-                          show_progress=False)
+    res = encode_to_cache(load_egodex(root), encode_fn, tmp_path / "cache", encoder_label="mean8", show_progress=False)
     assert res["episodes"] == 2 and res["skipped"] == 1
     assert "1.hdf5" in LatentCache(tmp_path / "cache").skipped[0]["error"]
 

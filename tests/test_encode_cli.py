@@ -27,8 +27,22 @@ def test_encode_video_folder_then_train_on_a_mixture(tmp_path, capsys):
     a = _folder(tmp_path / "videos_a", 3, 0, corrupt=True)
     b = _folder(tmp_path / "videos_b", 2, 1)
     for src, out in ((a, "lat_a"), (b, "lat_b")):
-        assert main(["encode", "--preset", "tiny", "--source", "video-folder", "--root", str(src),
-                     "--out-dir", str(tmp_path / out)]) == 0
+        assert (
+            main(
+                [
+                    "encode",
+                    "--preset",
+                    "tiny",
+                    "--source",
+                    "video-folder",
+                    "--root",
+                    str(src),
+                    "--out-dir",
+                    str(tmp_path / out),
+                ]
+            )
+            == 0
+        )
     printed = capsys.readouterr().out
     assert "1 skipped" in printed  # the corrupt file is reported, the rest encoded
     ca = LatentCache(tmp_path / "lat_a")
@@ -36,8 +50,13 @@ def test_encode_video_folder_then_train_on_a_mixture(tmp_path, capsys):
     assert all(e["length"] == 40 for e in ca.entries)
 
     cfg = get_preset("tiny").replace(
-        data__mixture=f"a={tmp_path / 'lat_a'}:0.75,b={tmp_path / 'lat_b'}:0.25", data__env_action_dim=0,
-        data__eval_fraction=0.0, train__out_dir=str(tmp_path / "run"), train__steps=3, train__log_every=1)
+        data__mixture=f"a={tmp_path / 'lat_a'}:0.75,b={tmp_path / 'lat_b'}:0.25",
+        data__env_action_dim=0,
+        data__eval_fraction=0.0,
+        train__out_dir=str(tmp_path / "run"),
+        train__steps=3,
+        train__log_every=1,
+    )
     train_set, eval_set, extra = make_clip_datasets(cfg)
     assert isinstance(train_set, MixtureDataset) and eval_set is None
     names = [train_set[k].meta.dataset for k in range(400)]
@@ -59,7 +78,7 @@ def test_pool_averages_2x2_cells_of_the_token_grid():
     x, y = full.encode(frames), pooled.encode(frames)  # (3, 16, 64), (3, 4, 64)
     assert y.shape == (3, 4, 64)
     g = x.reshape(3, 4, 4, 64)  # row-major token grid
-    want = torch.stack([g[:, 2 * r: 2 * r + 2, 2 * c: 2 * c + 2].mean((1, 2)) for r in range(2) for c in range(2)], 1)
+    want = torch.stack([g[:, 2 * r : 2 * r + 2, 2 * c : 2 * c + 2].mean((1, 2)) for r in range(2) for c in range(2)], 1)
     torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(y[:, 0], y[:, 3])  # different cells, not one global mean
 
@@ -70,8 +89,24 @@ def test_encode_pool_is_recorded_and_a_disagreeing_config_is_rejected(tmp_path):
     from latentwm.config import ConfigError
 
     src = _folder(tmp_path / "videos", 2, 4)
-    assert main(["encode", "--preset", "tiny", "--source", "video-folder", "--root", str(src),
-                 "--out-dir", str(tmp_path / "lat"), "--encoder.pool", "2"]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                "--preset",
+                "tiny",
+                "--source",
+                "video-folder",
+                "--root",
+                str(src),
+                "--out-dir",
+                str(tmp_path / "lat"),
+                "--encoder.pool",
+                "2",
+            ]
+        )
+        == 0
+    )
     cache = LatentCache(tmp_path / "lat")
     assert (cache.info["pool"], cache.info["num_tokens"], cache.info["grid"]) == (2, 4, 2)
     assert cache.load_episode(0)["latents"].shape == (40, 4, 64)
@@ -83,8 +118,22 @@ def test_encode_pool_is_recorded_and_a_disagreeing_config_is_rejected(tmp_path):
     train_set, _, extra = make_clip_datasets(get_preset("tiny").replace(encoder__pool=2, model__latent_grid=2, **base))
     assert train_set[0].latents.shape == (6, 4, 64) and extra["cache_info"]["pool"] == 2
     # a pooled and an unpooled cache do not mix
-    assert main(["encode", "--preset", "tiny", "--source", "video-folder", "--root", str(src),
-                 "--out-dir", str(tmp_path / "lat1")]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                "--preset",
+                "tiny",
+                "--source",
+                "video-folder",
+                "--root",
+                str(src),
+                "--out-dir",
+                str(tmp_path / "lat1"),
+            ]
+        )
+        == 0
+    )
     assert LatentCache(tmp_path / "lat1").info["pool"] == 1
     from latentwm.data.clip_sets import make_mixture_datasets
     from latentwm.data.mixture import MixtureSpec
@@ -108,16 +157,45 @@ def test_torchrun_two_ranks_write_the_same_cache_as_one_process(tmp_path):
 
     rng = np.random.default_rng(5)
     for i in range(7):  # 4 shards of 2 (the last holds 1): rank 0 writes shards 0, 2; rank 1 writes 1, 3
-        save_episode(Episode("toy", f"ep{i}", 10.0, {"main": rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)},
-                             actions=rng.normal(size=(6, 2)).astype(np.float32)), episode_path(tmp_path / "eps", i))
-    args = ["encode", "--preset", "tiny", "--source", "pusht", "--root", str(tmp_path / "eps"),
-            "--episodes-per-shard", "2"]
+        save_episode(
+            Episode(
+                "toy",
+                f"ep{i}",
+                10.0,
+                {"main": rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)},
+                actions=rng.normal(size=(6, 2)).astype(np.float32),
+            ),
+            episode_path(tmp_path / "eps", i),
+        )
+    args = [
+        "encode",
+        "--preset",
+        "tiny",
+        "--source",
+        "pusht",
+        "--root",
+        str(tmp_path / "eps"),
+        "--episodes-per-shard",
+        "2",
+    ]
     assert main([*args, "--out-dir", str(tmp_path / "one")]) == 0
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
-           "-m", "latentwm.cli", *args, "--out-dir", str(tmp_path / "two")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        port,
+        "-m",
+        "latentwm.cli",
+        *args,
+        "--out-dir",
+        str(tmp_path / "two"),
+    ]
     r = subprocess.run(cmd, capture_output=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     out = (r.stdout + r.stderr).decode()
     assert r.returncode == 0, out[-3000:]
@@ -125,7 +203,8 @@ def test_torchrun_two_ranks_write_the_same_cache_as_one_process(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     assert sorted(p.name for p in (two / "index").iterdir()) == ["rank-00000.json", "rank-00001.json"]
     assert {n: r["items"] for n, r in merged_records(two).items() if int(n[6:-4]) % 2 == 1} == {
-        n: r["items"] for n, r in json.loads((two / "index" / "rank-00001.json").read_text())["shards"].items()}
+        n: r["items"] for n, r in json.loads((two / "index" / "rank-00001.json").read_text())["shards"].items()
+    }
     for name in ("plan.json", "cache.json", *(f"shard-{j:06d}.tar" for j in range(4))):
         assert (one / name).read_bytes() == (two / name).read_bytes(), name
     assert merged_records(one) == merged_records(two)

@@ -64,7 +64,7 @@ def test_shapes_determinism_and_dropped_tokens(name, size, regs):
     torch.testing.assert_close(DinoEncoder.from_config(cfg).encode(frames), x, rtol=0, atol=0)
     out, ref = _reference(cfg, frames)
     assert out.last_hidden_state.shape[1] == g * g + 1 + regs  # CLS + registers + patches ...
-    torch.testing.assert_close(x, ref[:, 1 + regs:], atol=1e-5, rtol=1e-5)  # ... of which only patches remain
+    torch.testing.assert_close(x, ref[:, 1 + regs :], atol=1e-5, rtol=1e-5)  # ... of which only patches remain
     # per-token LayerNorm without affine: zero mean, unit variance over channels
     assert x.mean(-1).abs().max() < 1e-4 and (x.var(-1, unbiased=False) - 1).abs().max() < 1e-2
 
@@ -151,11 +151,14 @@ def test_latent_stats_streaming_and_round_trip(tmp_path):
     assert compute_latent_stats([np.ones((4, 3))]).std.min() >= 1e-3  # constant channels stay finite
 
 
-@pytest.mark.parametrize("bad,match", [
-    (np.zeros((2, 8, 8, 3), np.float32), r"uint8 .*got dtype torch.float32"),
-    (np.zeros((2, 8, 8, 4), np.uint8), r"with 3 channels, got shape \(2, 8, 8, 4\)"),
-    (np.zeros((8, 8, 3), np.uint8), r"\(B, H, W, 3\) or \(B, 3, H, W\)"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (np.zeros((2, 8, 8, 3), np.float32), r"uint8 .*got dtype torch.float32"),
+        (np.zeros((2, 8, 8, 4), np.uint8), r"with 3 channels, got shape \(2, 8, 8, 4\)"),
+        (np.zeros((8, 8, 3), np.uint8), r"\(B, H, W, 3\) or \(B, 3, H, W\)"),
+    ],
+)
 def test_bad_frames_are_rejected(bad, match):
     enc = _enc("tiny-random")
     with pytest.raises(ValueError, match=match):
@@ -167,11 +170,14 @@ def test_bad_clips_are_rejected():
         _enc("tiny-random").encode_video(_frames(2))
 
 
-@pytest.mark.parametrize("name,hub_id", [
-    ("dinov2-s", "facebook/dinov2-small"),
-    ("facebook/dinov2-small", "facebook/dinov2-small"),
-    ("dinov3-s", "facebook/dinov3-vits16-pretrain-lvd1689m"),
-])
+@pytest.mark.parametrize(
+    "name,hub_id",
+    [
+        ("dinov2-s", "facebook/dinov2-small"),
+        ("facebook/dinov2-small", "facebook/dinov2-small"),
+        ("dinov3-s", "facebook/dinov3-vits16-pretrain-lvd1689m"),
+    ],
+)
 def test_missing_offline_weights_say_how_to_get_them(tmp_path, monkeypatch, name, hub_id):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -210,8 +216,9 @@ def test_local_folder_is_exact_in_fp32(tmp_path):
     cfg = EncoderConfig(name="tiny-random-reg", image_size=56)
     load_backbone(cfg)[0].save_pretrained(tmp_path)
     local = DinoEncoder.from_config(EncoderConfig(name=str(tmp_path), image_size=56))
-    torch.testing.assert_close(local.encode(_frames()), DinoEncoder.from_config(cfg).encode(_frames()),
-                               atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(
+        local.encode(_frames()), DinoEncoder.from_config(cfg).encode(_frames()), atol=1e-6, rtol=1e-6
+    )
 
 
 def test_local_folder_checks_image_size(tmp_path):
@@ -237,10 +244,15 @@ def test_random_preset_kwargs_are_real_config_fields(name):
 def test_weights_label_identifies_the_weights(tmp_path):
     """Random presets: the seed and image size (position embeddings) are in the label; a local folder: a hash of
     its weight files, which changes with the weights and not with the folder's place."""
-    labels = {DinoEncoder.from_config(EncoderConfig(name="tiny-random", image_size=s, seed=k)).weights_label
-              for s, k in ((56, 0), (56, 1), (112, 0))}
-    assert labels == {"random:tiny-random:seed0:56px", "random:tiny-random:seed1:56px",
-                      "random:tiny-random:seed0:112px"}
+    labels = {
+        DinoEncoder.from_config(EncoderConfig(name="tiny-random", image_size=s, seed=k)).weights_label
+        for s, k in ((56, 0), (56, 1), (112, 0))
+    }
+    assert labels == {
+        "random:tiny-random:seed0:56px",
+        "random:tiny-random:seed1:56px",
+        "random:tiny-random:seed0:112px",
+    }
     backbone, _ = load_backbone(EncoderConfig(name="tiny-random", image_size=56))
     backbone.save_pretrained(tmp_path / "a")
     shutil.copytree(tmp_path / "a", tmp_path / "copy")

@@ -13,9 +13,23 @@ from latentwm.data.episodes import frames_at
 from latentwm.data.sources.epic_kitchens import load_epic_kitchens, narrations_in, parse_timestamp
 from latentwm.data.video import write_video
 
-NARR_COLS = ["narration_id", "participant_id", "video_id", "narration_timestamp", "start_timestamp", "stop_timestamp",
-             "start_frame", "stop_frame", "narration", "verb", "verb_class", "noun", "noun_class", "all_nouns",
-             "all_noun_classes"]
+NARR_COLS = [
+    "narration_id",
+    "participant_id",
+    "video_id",
+    "narration_timestamp",
+    "start_timestamp",
+    "stop_timestamp",
+    "start_frame",
+    "stop_frame",
+    "narration",
+    "verb",
+    "verb_class",
+    "noun",
+    "noun_class",
+    "all_nouns",
+    "all_noun_classes",
+]
 
 
 def _ts(s: float) -> str:
@@ -23,8 +37,23 @@ def _ts(s: float) -> str:
 
 
 def _narr(vid, k, start, stop, text, fps):
-    return [f"{vid}_{k}", vid.split("_")[0], vid, _ts(start), _ts(start), _ts(stop), int(start * fps) + 1,
-            int(stop * fps) + 1, text, text.split()[0], 0, text.split()[-1], 0, f"['{text.split()[-1]}']", "[0]"]
+    return [
+        f"{vid}_{k}",
+        vid.split("_")[0],
+        vid,
+        _ts(start),
+        _ts(start),
+        _ts(stop),
+        int(start * fps) + 1,
+        int(stop * fps) + 1,
+        text,
+        text.split()[0],
+        0,
+        text.split()[-1],
+        0,
+        f"['{text.split()[-1]}']",
+        "[0]",
+    ]
 
 
 def write_epic(root: Path) -> Path:
@@ -39,12 +68,25 @@ def write_epic(root: Path) -> Path:
     with open(root / "EPIC_100_video_info.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["video_id", "duration", "fps", "resolution"])
-        w.writerows([["P01_01", 2.4, 50.0, "96x64"], ["P01_02", 1.67, 59.94005994005994, "96x64"],
-                     ["P02_03", 1.2, 25.0, "96x64"], ["P03_01", 100.0, 50.0, "1920x1080"]])
-    for name, rows in (("EPIC_100_train.csv", [_narr("P01_01", 0, 0.5, 1.2, "open drawer", 50),
-                                               _narr("P01_01", 1, 2.1, 2.3, "take knife", 50),
-                                               _narr("P02_03", 0, 0.0, 0.3, "wash cup", 25)]),
-                       ("EPIC_100_validation.csv", [_narr("P01_02", 0, 0.2, 0.4, "close tap", 59.94)])):
+        w.writerows(
+            [
+                ["P01_01", 2.4, 50.0, "96x64"],
+                ["P01_02", 1.67, 59.94005994005994, "96x64"],
+                ["P02_03", 1.2, 25.0, "96x64"],
+                ["P03_01", 100.0, 50.0, "1920x1080"],
+            ]
+        )
+    for name, rows in (
+        (
+            "EPIC_100_train.csv",
+            [
+                _narr("P01_01", 0, 0.5, 1.2, "open drawer", 50),
+                _narr("P01_01", 1, 2.1, 2.3, "take knife", 50),
+                _narr("P02_03", 0, 0.0, 0.3, "wash cup", 25),
+            ],
+        ),
+        ("EPIC_100_validation.csv", [_narr("P01_02", 0, 0.2, 0.4, "close tap", 59.94)]),
+    ):
         with open(root / name, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(NARR_COLS)
@@ -80,8 +122,9 @@ def test_native_rates_whole_videos(epic):
 
 def test_target_fps_segments_and_narrations(epic):
     items = dict(load_epic_kitchens(epic, fps=10, segment_s=1.0, participants="P01"))
-    assert sorted(items) == [f"epic_kitchens/P01_01@000{k}" for k in range(3)] + [f"epic_kitchens/P01_02@000{k}"
-                                                                                  for k in range(2)]
+    assert sorted(items) == [f"epic_kitchens/P01_01@000{k}" for k in range(3)] + [
+        f"epic_kitchens/P01_02@000{k}" for k in range(2)
+    ]
     segs = [items[f"epic_kitchens/P01_01@000{k}"]() for k in range(3)]
     assert [len(s) for s in segs] == [10, 10, 4] and all(s.fps == 10 for s in segs)
     assert indices(segs[1].frames["head"].get(range(10))) == list(range(50, 100, 5))  # 50 fps, every 5th

@@ -1,18 +1,32 @@
 import numpy as np
 import pytest
 
-from latentwm.data.episodes import (DatasetStats, Episode, EpisodeError, NormStats, compute_norm_stats,
-                                    load_episode, save_episode)
+from latentwm.data.episodes import (
+    DatasetStats,
+    Episode,
+    EpisodeError,
+    NormStats,
+    compute_norm_stats,
+    load_episode,
+    save_episode,
+)
 
 
 def _episode(T=11, A=2, ep="7"):
     rng = np.random.default_rng(0)
-    return Episode(dataset="pusht", episode_id=ep, fps=10.0,
-                   frames={"main": rng.integers(0, 255, (T, 8, 8, 3), dtype=np.uint8)},
-                   actions=rng.normal(size=(T, A)).astype(np.float32),
-                   proprio=rng.normal(size=(T, 2)).astype(np.float32),
-                   rewards=np.ones(T, np.float32), states=rng.normal(size=(T, 7)),
-                   text=["push the T"], success=True, extras={"seed": 3})
+    return Episode(
+        dataset="pusht",
+        episode_id=ep,
+        fps=10.0,
+        frames={"main": rng.integers(0, 255, (T, 8, 8, 3), dtype=np.uint8)},
+        actions=rng.normal(size=(T, A)).astype(np.float32),
+        proprio=rng.normal(size=(T, 2)).astype(np.float32),
+        rewards=np.ones(T, np.float32),
+        states=rng.normal(size=(T, 7)),
+        text=["push the T"],
+        success=True,
+        extras={"seed": 3},
+    )
 
 
 def test_frame_skip_concatenates_actions():

@@ -29,9 +29,14 @@ def _model(seed=0):
 
 def _batch(n, T=C + H, start=0, actions=None, dataset="toy"):
     g = torch.Generator().manual_seed(100 + start)
-    clips = [ClipSample(latents=torch.randn(T, CFG.num_latent_tokens, CFG.latent_dim, generator=g),
-                        actions=torch.randn(T, 3, generator=g) if actions is None else actions.clone(),
-                        meta=WorldBatchMetadata(dataset, f"ep{start + i}")) for i in range(n)]
+    clips = [
+        ClipSample(
+            latents=torch.randn(T, CFG.num_latent_tokens, CFG.latent_dim, generator=g),
+            actions=torch.randn(T, 3, generator=g) if actions is None else actions.clone(),
+            meta=WorldBatchMetadata(dataset, f"ep{start + i}"),
+        )
+        for i in range(n)
+    ]
     return collate(clips, action_dim=CFG.action_dim)
 
 
@@ -50,8 +55,16 @@ def test_one_sample_without_swap_is_todays_evaluation_bit_for_bit():
     gen, err_m, err_c = torch.Generator().manual_seed(5), [], []
     for b in batches:  # the evaluation before mean-of-N and swaps: one generator, one rollout per batch
         x = b.latents
-        pred = rollout(m, x[:, :C], H, b.actions[:, : C + H - 1], b.action_mask[:, : C + H - 1], sample_steps=2,
-                       tau_ctx=0.9, generator=gen)
+        pred = rollout(
+            m,
+            x[:, :C],
+            H,
+            b.actions[:, : C + H - 1],
+            b.action_mask[:, : C + H - 1],
+            sample_steps=2,
+            tau_ctx=0.9,
+            generator=gen,
+        )
         err_m.append(latent_mse(pred, x[:, C:]).double())
         err_c.append(latent_mse(x[:, C - 1 : C].expand_as(pred), x[:, C:]).double())
     want_m = sum(e.sum(0) for e in err_m) / 6
@@ -67,16 +80,18 @@ def test_one_sample_without_swap_is_todays_evaluation_bit_for_bit():
 
 
 def test_mean_of_samples_is_never_worse_than_one_sample():
-    out = rollout_errors(_model(), [_batch(3), _batch(2, start=3, dataset="other")], C, H, sample_steps=2,
-                         num_samples=4, seed=1)
+    out = rollout_errors(
+        _model(), [_batch(3), _batch(2, start=3, dataset="other")], C, H, sample_steps=2, num_samples=4, seed=1
+    )
     s, mos, spread = (np.array(out[k]) for k in ("sample_error", "mean_of_samples_error", "sample_spread"))
     assert (mos <= s).all() and (spread > 0).all()  # Jensen: the mean of the samples is closer than one sample
     np.testing.assert_allclose(s, mos + spread, rtol=1e-5)  # bias-variance: single = mean-of-N + spread
     for g in ("toy/main", "other/main"):
         grp = out["by_group"][g]
         assert all(a <= b for a, b in zip(grp["mean_of_samples_error"], grp["sample_error"]))
-    again = rollout_errors(_model(), [_batch(3), _batch(2, start=3, dataset="other")], C, H, sample_steps=2,
-                           num_samples=4, seed=1)
+    again = rollout_errors(
+        _model(), [_batch(3), _batch(2, start=3, dataset="other")], C, H, sample_steps=2, num_samples=4, seed=1
+    )
     assert again["mean_of_samples_error"] == out["mean_of_samples_error"]  # deterministic by seed
     with pytest.raises(ValueError, match="num_samples"):
         rollout_errors(_model(), [_batch(2)], C, H, sample_steps=1, num_samples=0)
@@ -85,8 +100,15 @@ def test_mean_of_samples_is_never_worse_than_one_sample():
 def test_swapped_actions_are_noise_matched():
     m = _model()
     same = torch.randn(C + H, 3)
-    ident = rollout_errors(m, [_batch(3, actions=same), _batch(2, start=3, actions=same)], C, H, sample_steps=2,
-                           tau_ctx=0.9, action_swap=True)
+    ident = rollout_errors(
+        m,
+        [_batch(3, actions=same), _batch(2, start=3, actions=same)],
+        C,
+        H,
+        sample_steps=2,
+        tau_ctx=0.9,
+        action_swap=True,
+    )
     assert ident["swapped_actions_error"] == ident["model_error"] and ident["action_sensitivity"] == 0.0
     batches = [_batch(3), _batch(1, start=3), _batch(2, start=4)]
     out = rollout_errors(m, batches, C, H, sample_steps=2, tau_ctx=0.9, action_swap=True)
@@ -116,20 +138,69 @@ def test_eval_command_writes_the_new_metrics(tmp_path, capsys):
 
     rng = np.random.default_rng(0)
     for i in range(4):
-        save_episode(Episode(dataset="toy", episode_id=f"ep{i}", fps=10.0,
-                             frames={"front": rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)},
-                             actions=rng.normal(size=(16, 2)).astype(np.float32)), episode_path(tmp_path / "eps", i))
+        save_episode(
+            Episode(
+                dataset="toy",
+                episode_id=f"ep{i}",
+                fps=10.0,
+                frames={"front": rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)},
+                actions=rng.normal(size=(16, 2)).astype(np.float32),
+            ),
+            episode_path(tmp_path / "eps", i),
+        )
     assert main(["encode", "--preset", "tiny", "--root", str(tmp_path / "eps"), "--out-dir", str(tmp_path / "c")]) == 0
-    assert main(["train", "--preset", "tiny", "--data.cache-dir", str(tmp_path / "c"), "--data.frame-skip", "2",
-                 "--train.out-dir", str(tmp_path / "wm"), "--train.steps", "1", "--train.eval-every", "100",
-                 "--train.ckpt-every", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "tiny",
+                "--data.cache-dir",
+                str(tmp_path / "c"),
+                "--data.frame-skip",
+                "2",
+                "--train.out-dir",
+                str(tmp_path / "wm"),
+                "--train.steps",
+                "1",
+                "--train.eval-every",
+                "100",
+                "--train.ckpt-every",
+                "1",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(tmp_path / "wm"), "--out-dir", str(tmp_path / "ev"), "--videos", "0",
-                 "--split", "all", "--num-samples", "2"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(tmp_path / "wm"),
+                "--out-dir",
+                str(tmp_path / "ev"),
+                "--videos",
+                "0",
+                "--split",
+                "all",
+                "--num-samples",
+                "2",
+            ]
+        )
+        == 0
+    )
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     H = len(m["horizons"])
-    for k in ("model_error", "copy_last_error", "context_average_error", "sample_error", "mean_of_samples_error",
-              "sample_spread", "swapped_actions_error"):
+    for k in (
+        "model_error",
+        "copy_last_error",
+        "context_average_error",
+        "sample_error",
+        "mean_of_samples_error",
+        "sample_spread",
+        "swapped_actions_error",
+    ):
         assert len(m[k]) == H, k
     assert m["num_samples"] == 2 and isinstance(m["action_sensitivity"], float) and m["swap_skipped_clips"] >= 0
     assert "mean-of-N" in capsys.readouterr().out and (tmp_path / "ev" / "rollout_error.png").stat().st_size > 0

@@ -31,10 +31,21 @@ def _numbers(obj):
 def test_quick_check_runs_every_section(tmp_path):
     out = tmp_path / "out"
     results_before = gpu_check.ROOT.joinpath("benchmarks/RESULTS.md").read_bytes()
-    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "GPU_CHECK_SKIP_INSTALL": "1",
-           "GPU_CHECK_SKIP_TESTS": "1"}
-    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--quick", "--device", "cpu"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "OUT": str(out),
+        "PYTHON": sys.executable,
+        "GPU_CHECK_SKIP_INSTALL": "1",
+        "GPU_CHECK_SKIP_TESTS": "1",
+    }
+    proc = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh", "--quick", "--device", "cpu"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])  # the last stdout line: one JSON object
     assert res["quick"] and res["device"] == "cpu"
@@ -47,11 +58,22 @@ def test_quick_check_runs_every_section(tmp_path):
         bad = [(k, v) for k, v in _numbers(sec["rows"]) if not v > 0]
         assert not bad, (name, bad)
     h = res["headline"]
-    for key in ("peak_bf16_tflops", "train_small_eager_frames_per_s", "train_small_compile_frames_per_s",
-                "train_base_eager_tokens_per_s", "train_base_compile_mfu", "train_base_eager_peak_mem_gb",
-                "attn_space_eager_ms", "attn_space_flex_ms", "attn_time_sdpa_ms", "gen_fps_k1_ctx16",
-                "gen_fps_k4_ctx32", "cem_seconds_per_call_fp32", "encoder_vit-s14_images_per_s",
-                "encoder_vit-b14_images_per_s"):
+    for key in (
+        "peak_bf16_tflops",
+        "train_small_eager_frames_per_s",
+        "train_small_compile_frames_per_s",
+        "train_base_eager_tokens_per_s",
+        "train_base_compile_mfu",
+        "train_base_eager_peak_mem_gb",
+        "attn_space_eager_ms",
+        "attn_space_flex_ms",
+        "attn_time_sdpa_ms",
+        "gen_fps_k1_ctx16",
+        "gen_fps_k4_ctx32",
+        "cem_seconds_per_call_fp32",
+        "encoder_vit-s14_images_per_s",
+        "encoder_vit-b14_images_per_s",
+    ):
         assert h[key] > 0, key
     # the compiled generation rows come last in their section: timed, or skipped with the reason when the section's
     # budget ran out first (a busy machine)
@@ -66,8 +88,9 @@ def test_quick_check_runs_every_section(tmp_path):
 def test_child_process_killed_at_its_budget_keeps_its_figures(tmp_path, monkeypatch):
     # on a GPU each section runs in a child process killed at its budget; what it recorded before must survive
     monkeypatch.setenv("GPU_CHECK_HANG", "peak")  # the child hangs after measuring
-    args = gpu_check.build_parser().parse_args(["--quick", "--out", str(tmp_path), "--device", "cpu",
-                                                "--compile-backend", "aot_eager"])
+    args = gpu_check.build_parser().parse_args(
+        ["--quick", "--out", str(tmp_path), "--device", "cpu", "--compile-backend", "aot_eager"]
+    )
     lines = []
     data = gpu_check._run_child("peak", args, budget=25.0, tmp=tmp_path, emit=lines.append)
     assert "timed out" in data["error"]

@@ -1,6 +1,7 @@
 """No host syncs on the hot paths (issue 18): a training step and the KV-cached sampling loop read nothing back
 from the device. On the CPU the reads are counted (every Tensor → Python conversion); where CUDA exists the same
 paths run under torch.cuda.set_sync_debug_mode("error")."""
+
 import contextlib
 import traceback
 
@@ -48,15 +49,29 @@ def test_the_counter_sees_every_kind_of_read(monkeypatch):
         if torch.isfinite(t).all():  # the guard's old per-step read
             pass
     assert [w.split(" at ")[0] for w in reads.where] == [
-        "Tensor.item", "Tensor.tolist", "Tensor.cpu", "Tensor.__bool__", "Tensor.__float__", "Tensor.__int__",
-        "Tensor.__index__", "Tensor.__bool__"]
+        "Tensor.item",
+        "Tensor.tolist",
+        "Tensor.cpu",
+        "Tensor.__bool__",
+        "Tensor.__float__",
+        "Tensor.__int__",
+        "Tensor.__index__",
+        "Tensor.__bool__",
+    ]
 
 
 def _cfg(tmp_path, steps):
     # log / checkpoint only at the end: the steps in between are the hot path
-    return get_preset("tiny").replace(train__out_dir=str(tmp_path), train__steps=steps, train__log_every=steps,
-                                      train__ckpt_every=steps, train__eval_every=1000, train__warmup_steps=2,
-                                      objective__bootstrap_start=1, objective__bootstrap_fraction=0.5)
+    return get_preset("tiny").replace(
+        train__out_dir=str(tmp_path),
+        train__steps=steps,
+        train__log_every=steps,
+        train__ckpt_every=steps,
+        train__eval_every=1000,
+        train__warmup_steps=2,
+        objective__bootstrap_start=1,
+        objective__bootstrap_fraction=0.5,
+    )
 
 
 def test_training_steps_between_log_rows_read_nothing_from_the_device(tmp_path, monkeypatch):
@@ -64,8 +79,9 @@ def test_training_steps_between_log_rows_read_nothing_from_the_device(tmp_path, 
     steps = 6
     cfg = _cfg(tmp_path, steps)
     m = cfg.model
-    trainer = Trainer(cfg, MovingBlobClips(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len, seed=0),
-                      None, device="cpu")
+    trainer = Trainer(
+        cfg, MovingBlobClips(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len, seed=0), None, device="cpu"
+    )
     inner = trainer.device_step
 
     def device_step(step, batches, local_valid):
@@ -93,8 +109,9 @@ def test_the_loop_reads_the_deferred_verdicts_only_at_log_rows(tmp_path, monkeyp
                 s.latents[0, 0, 0] = float("nan")
             return s
 
-    trainer = Trainer(cfg, Poisoned(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len, seed=0), None,
-                      device="cpu")
+    trainer = Trainer(
+        cfg, Poisoned(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len, seed=0), None, device="cpu"
+    )
     inner = trainer.train_step
 
     def train_step(step):
@@ -136,8 +153,12 @@ def test_cuda_training_step_and_sampling_under_sync_debug_mode(tmp_path, device)
     steps = 4
     cfg = _cfg(tmp_path, steps)
     m = cfg.model
-    trainer = Trainer(cfg, MovingBlobClips(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len, seed=0),
-                      None, device=str(device))
+    trainer = Trainer(
+        cfg,
+        MovingBlobClips(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len, seed=0),
+        None,
+        device=str(device),
+    )
     inner = trainer.device_step
 
     def device_step(step, batches, local_valid):

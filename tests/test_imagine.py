@@ -11,8 +11,16 @@ import torch
 from safetensors import safe_open
 
 from latentwm.cli import main
-from latentwm.config import (CEMConfig, ConfigError, GradientConfig, ImagineConfig, MPPIConfig, PlanConfig,
-                             PlanRunConfig, get_preset)
+from latentwm.config import (
+    CEMConfig,
+    ConfigError,
+    GradientConfig,
+    ImagineConfig,
+    MPPIConfig,
+    PlanConfig,
+    PlanRunConfig,
+    get_preset,
+)
 from latentwm.config import GenerateConfig
 from latentwm.data.sources.pusht import generate_pusht
 from latentwm.encoders.text import TextEncoder, save_tiny_text_model
@@ -26,9 +34,16 @@ from latentwm.rollout import rollout
 
 E, FS = 16, 5
 STATS = {"mean": [250.0, 260.0], "std": [100.0, 110.0], "count": 1}
-CFG = PlanConfig(horizon=2, exec_steps=2, goal_offset=10, num_goals=2, imagine_steps=2,
-                 cem=CEMConfig(population=8, elites=2, iterations=2), mppi=MPPIConfig(population=8, iterations=2),
-                 gradient=GradientConfig(steps=2))
+CFG = PlanConfig(
+    horizon=2,
+    exec_steps=2,
+    goal_offset=10,
+    num_goals=2,
+    imagine_steps=2,
+    cem=CEMConfig(population=8, elites=2, iterations=2),
+    mppi=MPPIConfig(population=8, iterations=2),
+    gradient=GradientConfig(steps=2),
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +68,11 @@ def _model(text_dim=E, seed=0):
 
 def _state(label, text_dim=E, path="ck"):
     cfg = get_preset("tiny").replace(model__text_dim=text_dim).to_dict()
-    return {"config": cfg, "cache_info": {"encoder": "random:test", "text_encoder": label, "text_dim": text_dim},
-            "path": path}
+    return {
+        "config": cfg,
+        "cache_info": {"encoder": "random:test", "text_encoder": label, "text_dim": text_dim},
+        "path": path,
+    }
 
 
 def test_imagine_shapes_determinism_sentences_and_guidance_one(encoder):
@@ -115,20 +133,74 @@ def test_goal_sentences_are_heldout_paraphrases_of_the_push_t_description():
 def run(tmp_path_factory, text_model):
     tmp = tmp_path_factory.mktemp("imagine_run")
     generate_pusht(GenerateConfig(out_dir=str(tmp / "eps"), num_episodes=4, max_steps=40, seed=3), show_progress=False)
-    assert main(["encode", "--preset", "tiny", "--root", str(tmp / "eps"), "--out-dir", str(tmp / "cache"),
-                 "--text.name", text_model]) == 0
-    assert main(["train", "--preset", "tiny", "--data.cache-dir", str(tmp / "cache"), "--train.out-dir",
-                 str(tmp / "wm"), "--train.steps", "2", "--train.eval-every", "100", "--train.ckpt-every", "2",
-                 "--model.text-dim", str(E), "--data.eval-fraction", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                "--preset",
+                "tiny",
+                "--root",
+                str(tmp / "eps"),
+                "--out-dir",
+                str(tmp / "cache"),
+                "--text.name",
+                text_model,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "tiny",
+                "--data.cache-dir",
+                str(tmp / "cache"),
+                "--train.out-dir",
+                str(tmp / "wm"),
+                "--train.steps",
+                "2",
+                "--train.eval-every",
+                "100",
+                "--train.ckpt-every",
+                "2",
+                "--model.text-dim",
+                str(E),
+                "--data.eval-fraction",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     return tmp
 
 
 def test_imagine_command_writes_gif_goal_and_json(run, text_model, capsys):
     out = run / "im"
     capsys.readouterr()
-    assert main(["imagine", "--checkpoint", str(run / "wm"), "--text", "push the T block to the left",
-                 "--episode", "pusht/episode_000001", "--start", "3", "--horizon", "3", "--sample-steps", "2",
-                 "--out-dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "imagine",
+                "--checkpoint",
+                str(run / "wm"),
+                "--text",
+                "push the T block to the left",
+                "--episode",
+                "pusht/episode_000001",
+                "--start",
+                "3",
+                "--horizon",
+                "3",
+                "--sample-steps",
+                "2",
+                "--out-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     line = capsys.readouterr().out.strip().splitlines()
     assert len(line) == 1 and "push the T block to the left" in line[0]
     assert (out / "imagined.gif").stat().st_size > 0
@@ -141,19 +213,40 @@ def test_imagine_command_writes_gif_goal_and_json(run, text_model, capsys):
     assert res["episode"] == "pusht/episode_000001" and res["start"] == 3 and res["horizon"] == 3
     assert meta["encoder"] == res["encoder"] and meta["horizon"] == "3" and meta["checkpoint"] == res["checkpoint"]
     assert res["real_frames"] == 3 and len(res["mse_to_real"]) == 3 and res["goal_mse_to_real"] is not None
-    assert main(["imagine", "--checkpoint", str(run / "wm"), "--text", "turn the T clockwise", "--episode", "0",
-                 "--horizon", "2", "--sample-steps", "1", "--out-dir", str(run / "im2")]) == 0  # a held-out clip
+    assert (
+        main(
+            [
+                "imagine",
+                "--checkpoint",
+                str(run / "wm"),
+                "--text",
+                "turn the T clockwise",
+                "--episode",
+                "0",
+                "--horizon",
+                "2",
+                "--sample-steps",
+                "1",
+                "--out-dir",
+                str(run / "im2"),
+            ]
+        )
+        == 0
+    )  # a held-out clip
     assert json.loads((run / "im2" / "imagine.json").read_text())["horizon"] == 2
 
 
-@pytest.mark.parametrize("args, field", [
-    (["--episode", "pusht/no_such_episode"], "imagine.episode"),
-    (["--episode", "99"], "imagine.episode"),
-    (["--episode", "pusht/episode_000001", "--start", "39"], "imagine.start"),
-    (["--episode", "pusht/episode_000001", "--camera", "wrist"], "imagine.camera"),
-    (["--text", ""], "imagine.text"),
-    (["--sample-steps", "3"], "imagine.sample_steps"),
-])
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["--episode", "pusht/no_such_episode"], "imagine.episode"),
+        (["--episode", "99"], "imagine.episode"),
+        (["--episode", "pusht/episode_000001", "--start", "39"], "imagine.start"),
+        (["--episode", "pusht/episode_000001", "--camera", "wrist"], "imagine.camera"),
+        (["--text", ""], "imagine.text"),
+        (["--sample-steps", "3"], "imagine.sample_steps"),
+    ],
+)
 def test_imagine_bad_inputs_are_one_line_errors_naming_the_field(run, capsys, args, field):
     base = ["imagine", "--checkpoint", str(run / "wm"), "--text", "push the block", "--out-dir", str(run / "bad")]
     assert main(base + args) == 2
@@ -168,12 +261,33 @@ def _error_line(err: str) -> str:
 
 
 def test_imagine_refuses_a_model_trained_without_text(run, tmp_path, capsys):
-    assert main(["train", "--preset", "tiny", "--data.cache-dir", str(run / "cache"), "--train.out-dir",
-                 str(tmp_path / "wm"), "--train.steps", "1", "--train.eval-every", "100", "--train.ckpt-every", "1",
-                 "--model.text-dim", "0"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "tiny",
+                "--data.cache-dir",
+                str(run / "cache"),
+                "--train.out-dir",
+                str(tmp_path / "wm"),
+                "--train.steps",
+                "1",
+                "--train.eval-every",
+                "100",
+                "--train.ckpt-every",
+                "1",
+                "--model.text-dim",
+                "0",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["imagine", "--checkpoint", str(tmp_path / "wm"), "--text", "push", "--out-dir",
-                 str(tmp_path / "im")]) == 2
+    assert (
+        main(["imagine", "--checkpoint", str(tmp_path / "wm"), "--text", "push", "--out-dir", str(tmp_path / "im")])
+        == 2
+    )
     assert "not trained with text" in _error_line(capsys.readouterr().err)
     with pytest.raises(ConfigError, match="imagine.tau_ctx"):
         ImagineConfig(tau_ctx=0.0)
@@ -181,19 +295,59 @@ def test_imagine_refuses_a_model_trained_without_text(run, tmp_path, capsys):
 
 def test_plan_goal_text_runs_the_same_starts_with_text_goals(run, capsys):
     out = run / "plan"
-    assert main(["plan", "--preset", "tiny", "--checkpoint", str(run / "wm"), "--episodes-dir", str(run / "eps"),
-                 "--out-dir", str(out), "--planners", "cem", "--baselines", "random", "--proprio-probe", "none",
-                 "--plan.num-goals", "2", "--plan.goal-offset", "10", "--plan.horizon", "2", "--plan.exec-steps", "2",
-                 "--plan.cem.population", "8", "--plan.cem.elites", "2", "--plan.cem.iterations", "1",
-                 "--plan.imagine-steps", "1", "--max-replans", "1", "--videos", "1", "--goal-text", "auto"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "--preset",
+                "tiny",
+                "--checkpoint",
+                str(run / "wm"),
+                "--episodes-dir",
+                str(run / "eps"),
+                "--out-dir",
+                str(out),
+                "--planners",
+                "cem",
+                "--baselines",
+                "random",
+                "--proprio-probe",
+                "none",
+                "--plan.num-goals",
+                "2",
+                "--plan.goal-offset",
+                "10",
+                "--plan.horizon",
+                "2",
+                "--plan.exec-steps",
+                "2",
+                "--plan.cem.population",
+                "8",
+                "--plan.cem.elites",
+                "2",
+                "--plan.cem.iterations",
+                "1",
+                "--plan.imagine-steps",
+                "1",
+                "--max-replans",
+                "1",
+                "--videos",
+                "1",
+                "--goal-text",
+                "auto",
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "planning.json").read_text())
     tg = res["text_goal"]
     assert list(tg["success_rate"]) == ["cem"] and set(tg["final_distance"]) == {"cem"}
     assert tg["num_goals"] == res["num_goals"] == 2 and tg["sentences"] == "heldout_paraphrase"
     image_rows = json.loads((out / "planning_goals.json").read_text())["cem"]
     text_rows = json.loads((out / "planning_goals_text.json").read_text())["cem"]
-    assert [(r["episode"], r["t0"], r["start_distance"]) for r in image_rows] == \
-        [(r["episode"], r["t0"], r["start_distance"]) for r in text_rows]  # the same starts
+    assert [(r["episode"], r["t0"], r["start_distance"]) for r in image_rows] == [
+        (r["episode"], r["t0"], r["start_distance"]) for r in text_rows
+    ]  # the same starts
     assert [(g["episode"], g["t0"]) for g in tg["goals"]] == [(r["episode"], r["t0"]) for r in image_rows]
     assert all(parse_sentence(g["sentence"]) is not None for g in tg["goals"])
     assert all(r["imagined_goal_mse"] >= 0 and r["imagine_seconds"] > 0 for r in text_rows)
@@ -234,8 +388,18 @@ def test_mpc_policy_plans_toward_its_imagined_goal(episodes, encoder):
         goals = []
         for _ in range(2):
             policy = MPCPolicy(model, observer, codec, CFG, planner="cem", context=2)
-            r = run_episode(env, policy, g.start_state, g.goal_state, g.goal_frame, 2, FS, seed=0, goal_text=text,
-                            stop_on_success=False)
+            r = run_episode(
+                env,
+                policy,
+                g.start_state,
+                g.goal_state,
+                g.goal_frame,
+                2,
+                FS,
+                seed=0,
+                goal_text=text,
+                stop_on_success=False,
+            )
             assert r["plans"] == 2 and policy.imagined.shape == (CFG.horizon, 16, 64)
             assert torch.equal(policy.goal, policy.imagined[-1]) and policy.imagine_seconds > 0
             goals.append(policy.goal)
@@ -263,12 +427,23 @@ def test_text_goal_probes_read_their_goals_from_the_imagination_not_the_goal_sta
     codec = ActionCodec.from_stats(STATS, FS, model.cfg.action_dim)
     observer = LatentObserver(StandInEncoder().encode, {"mean": [0.0] * 64, "std": [1.0] * 64, "count": 1})
     g = sample_goals(sorted(episodes.glob("*.npz")), 1, 10, seed=0)[0]
-    policy = MPCPolicy(model, observer, codec, cfg, planner="cem", context=2, proprio_probe=probe,
-                       state_probe=state_probe)
+    policy = MPCPolicy(
+        model, observer, codec, cfg, planner="cem", context=2, proprio_probe=probe, state_probe=state_probe
+    )
     env = PushTEnv(image_size=96)
     try:
-        run_episode(env, policy, g.start_state, g.goal_state, g.goal_frame, 1, FS, seed=0,
-                    goal_proprio=proprio_from_state(g.goal_state), goal_text=embed_sentences(encoder, ["push"])[0])
+        run_episode(
+            env,
+            policy,
+            g.start_state,
+            g.goal_state,
+            g.goal_frame,
+            1,
+            FS,
+            seed=0,
+            goal_proprio=proprio_from_state(g.goal_state),
+            goal_text=embed_sentences(encoder, ["push"])[0],
+        )
     finally:
         env.close()
     torch.testing.assert_close(policy.state.goal, StateGoal.from_latents(state_probe, policy.imagined[-1]).goal)
@@ -279,18 +454,37 @@ def test_text_goal_probes_read_their_goals_from_the_imagination_not_the_goal_sta
 
 def test_evaluation_text_goal_mode_scores_the_same_starts(episodes, encoder, tmp_path):
     model = _model()
-    exp = get_preset("tiny").replace(data__cache_dir=str(tmp_path / "no-cache"), data__eval_fraction=0.5,
-                                     model__text_dim=E)
-    stats = {"latents": {"mean": [0.0] * 64, "std": [1.0] * 64, "count": 1},
-             "datasets": {"pusht": {"dataset": "pusht", "actions": STATS, "proprio": None}}}
+    exp = get_preset("tiny").replace(
+        data__cache_dir=str(tmp_path / "no-cache"), data__eval_fraction=0.5, model__text_dim=E
+    )
+    stats = {
+        "latents": {"mean": [0.0] * 64, "std": [1.0] * 64, "count": 1},
+        "datasets": {"pusht": {"dataset": "pusht", "actions": STATS, "proprio": None}},
+    }
     wm = WorldModelRun(model, exp, stats, FS)
-    opts = PlanningOptions(planners=("cem", "mppi"), baselines=("random",), max_replans=2, num_videos=0,
-                           goal_text="auto")
-    res = evaluate_planning(wm, episodes, CFG, options=opts, encoder=StandInEncoder(), log=lambda *_: None,
-                            text_encoder=encoder, out_dir=tmp_path / "out")
+    opts = PlanningOptions(
+        planners=("cem", "mppi"), baselines=("random",), max_replans=2, num_videos=0, goal_text="auto"
+    )
+    res = evaluate_planning(
+        wm,
+        episodes,
+        CFG,
+        options=opts,
+        encoder=StandInEncoder(),
+        log=lambda *_: None,
+        text_encoder=encoder,
+        out_dir=tmp_path / "out",
+    )
     tg = res["text_goal"]
-    for k in ("success_rate", "final_distance", "block_pos_diff", "agent_pos_diff", "angle_diff_deg",
-              "seconds_per_plan", "imagined_goal_mse"):
+    for k in (
+        "success_rate",
+        "final_distance",
+        "block_pos_diff",
+        "agent_pos_diff",
+        "angle_diff_deg",
+        "seconds_per_plan",
+        "imagined_goal_mse",
+    ):
         assert list(tg[k]) == ["cem", "mppi"], k
     assert list(res["success_rate"]) == ["cem", "mppi", "random"] and tg["num_goals"] == res["num_goals"] == 2
     assert tg["text_encoder"] == encoder.label and tg["text_guidance"] == CFG.text_guidance
@@ -302,9 +496,17 @@ def test_evaluation_text_goal_mode_scores_the_same_starts(episodes, encoder, tmp
     assert text_goal_comparison({"success_rate": {}}) is None
     table = planning_table(res)
     assert "| cem (text goal) |" in table and "| mppi (text goal) |" in table and "| random |" in table
-    fixed = evaluate_planning(wm, episodes, CFG, options=PlanningOptions(
-        planners=("cem",), baselines=(), max_replans=1, num_videos=0, goal_text="push the T block to the left"),
-        encoder=StandInEncoder(), log=lambda *_: None, text_encoder=encoder)
+    fixed = evaluate_planning(
+        wm,
+        episodes,
+        CFG,
+        options=PlanningOptions(
+            planners=("cem",), baselines=(), max_replans=1, num_videos=0, goal_text="push the T block to the left"
+        ),
+        encoder=StandInEncoder(),
+        log=lambda *_: None,
+        text_encoder=encoder,
+    )
     assert {g["sentence"] for g in fixed["text_goal"]["goals"]} == {"push the T block to the left"}
     assert fixed["text_goal"]["sentences"] == "given"
     with pytest.raises(ValueError, match="goal_text needs at least one planner"):
@@ -313,5 +515,6 @@ def test_evaluation_text_goal_mode_scores_the_same_starts(episodes, encoder, tmp
         PlanRunConfig(planners=(), goal_text="auto")
     no_text = WorldModelRun(_model(text_dim=0), exp.replace(model__text_dim=0), stats, FS)
     with pytest.raises(ConfigError, match="not trained with text"):
-        evaluate_planning(no_text, episodes, CFG, options=opts, encoder=StandInEncoder(), log=lambda *_: None,
-                          text_encoder=encoder)
+        evaluate_planning(
+            no_text, episodes, CFG, options=opts, encoder=StandInEncoder(), log=lambda *_: None, text_encoder=encoder
+        )

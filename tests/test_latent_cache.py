@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from latentwm.data.episodes import Episode, EpisodeError, compute_norm_stats
-from latentwm.data.latent_cache import (CacheError, LatentCache, LatentCacheWriter, encode_to_cache, merged_records,
-                                        sample_key)
+from latentwm.data.latent_cache import (
+    CacheError,
+    LatentCache,
+    LatentCacheWriter,
+    encode_to_cache,
+    merged_records,
+    sample_key,
+)
 
 N, D = 4, 3
 
@@ -16,10 +22,19 @@ def make_episode(i: int, T: int | None = None, cameras=("main",), dataset="toy.v
     g = np.random.default_rng(i)
     T = T or 5 + i % 4
     frames = {c: g.integers(0, 255, size=(T, 8, 8, 3), dtype=np.uint8) for c in cameras}
-    return Episode(dataset=dataset, episode_id=f"ep.{i:03d}", fps=10.0, frames=frames,
-                   actions=g.normal(size=(T, 2)).astype(np.float32), proprio=g.normal(size=(T, 4)).astype(np.float32),
-                   rewards=g.random(T).astype(np.float32), states=g.normal(size=(T, 7)), text=[f"task {i}"],
-                   success=bool(i % 2), extras=dict(seed=i))
+    return Episode(
+        dataset=dataset,
+        episode_id=f"ep.{i:03d}",
+        fps=10.0,
+        frames=frames,
+        actions=g.normal(size=(T, 2)).astype(np.float32),
+        proprio=g.normal(size=(T, 4)).astype(np.float32),
+        rewards=g.random(T).astype(np.float32),
+        states=g.normal(size=(T, 7)),
+        text=[f"task {i}"],
+        success=bool(i % 2),
+        extras=dict(seed=i),
+    )
 
 
 def encode(frames: np.ndarray) -> np.ndarray:
@@ -40,8 +55,16 @@ def snapshot(d):
 
 def test_round_trip_with_index_and_stats(tmp_path):
     its, eps = items(5, cameras=("main", "wrist"))
-    summary = encode_to_cache(its, encode, tmp_path, encoder_label="random:test", episodes_per_shard=2,
-                              image_size=8, meta=dict(note="x"), show_progress=False)
+    summary = encode_to_cache(
+        its,
+        encode,
+        tmp_path,
+        encoder_label="random:test",
+        episodes_per_shard=2,
+        image_size=8,
+        meta=dict(note="x"),
+        show_progress=False,
+    )
     assert summary["complete"] and summary["episodes"] == 5 and summary["num_shards"] == 3
     c = LatentCache(tmp_path)
     assert c.complete and len(c) == 10
@@ -49,7 +72,8 @@ def test_round_trip_with_index_and_stats(tmp_path):
     assert c.info["dtype"] == "float16" and c.info["image_size"] == 8 and c.info["note"] == "x"
     assert c.info["fps"] == 10.0
     assert [e["shard"] for e in c.entries[::2]] == ["shard-000000.tar"] * 2 + ["shard-000001.tar"] * 2 + [
-        "shard-000002.tar"]
+        "shard-000002.tar"
+    ]
     for e, ep in zip(c.entries[::2], eps):
         assert e["key"] == "toy%2Ev1/ep%2E000/main".replace("000", ep.episode_id[3:])
         assert "." not in e["key"]
@@ -137,8 +161,16 @@ def test_rank_split_covers_every_episode_once(tmp_path):
     its, _ = items(11)
     world = 3
     for rank in range(world):
-        s = encode_to_cache(its, encode, tmp_path / "split", encoder_label="t", episodes_per_shard=2, rank=rank,
-                            world_size=world, show_progress=False)
+        s = encode_to_cache(
+            its,
+            encode,
+            tmp_path / "split",
+            encoder_label="t",
+            episodes_per_shard=2,
+            rank=rank,
+            world_size=world,
+            show_progress=False,
+        )
         assert all(int(n[6:12]) % world == rank for n in s["shards_written"])
         assert s["complete"] == (rank == world - 1)  # stats are written by whoever finishes last
     per_rank = [json.loads(p.read_text())["shards"] for p in sorted((tmp_path / "split" / "index").glob("*.json"))]

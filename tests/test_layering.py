@@ -12,20 +12,20 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "latentwm"
 
 LAYERS = [
-    {"config"},                      # frozen settings, registries, presets: imports nothing of latentwm
+    {"config"},  # frozen settings, registries, presets: imports nothing of latentwm
     {"envs", "model", "distributed"},  # simulators; the dynamics transformer; torch.distributed setup
-    {"data"},                        # episodes, sources, clips, latent caches
-    {"encoders"},                    # frozen DINO encoder, decoder, encode command
-    {"objectives", "rollout"},       # shortcut forcing; K-step sampling with the KV cache
-    {"eval"},                        # metrics, pictures (used by training's periodic evaluation)
-    {"train"},                       # the loop core, trainers, checkpoints, locks, logging
-    {"planning", "sweep"},           # costs, planners, MPC, probes, planning evaluation; ablation sweeps (they
-                                     # need only train's entry, locks and logs and eval's metrics: beside planning,
-                                     # so neither imports the other and nothing below can reach them)
-    {"rl"},                          # heads, imagination, PMPO (uses planning's action codec / observer)
-    {"report"},                      # the demo's report (tables of planning and RL results)
-    {"demo"},                        # the embedded default, composed from the commands' building blocks
-    {"cli"},                         # the command table
+    {"data"},  # episodes, sources, clips, latent caches
+    {"encoders"},  # frozen DINO encoder, decoder, encode command
+    {"objectives", "rollout"},  # shortcut forcing; K-step sampling with the KV cache
+    {"eval"},  # metrics, pictures (used by training's periodic evaluation)
+    {"train"},  # the loop core, trainers, checkpoints, locks, logging
+    {"planning", "sweep"},  # costs, planners, MPC, probes, planning evaluation; ablation sweeps (they
+    # need only train's entry, locks and logs and eval's metrics: beside planning,
+    # so neither imports the other and nothing below can reach them)
+    {"rl"},  # heads, imagination, PMPO (uses planning's action codec / observer)
+    {"report"},  # the demo's report (tables of planning and RL results)
+    {"demo"},  # the embedded default, composed from the commands' building blocks
+    {"cli"},  # the command table
 ]
 LAYER = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}
 
@@ -78,14 +78,20 @@ def upward_imports(src: Path = SRC) -> list[str]:
         for target, line, _ in _imports(path, mod):
             there = _package(target)
             if there and there != here and LAYER.get(there, len(LAYERS)) >= LAYER.get(here, -1):
-                bad.append(f"{path.relative_to(src)}:{line} ({here}, layer {LAYER.get(here)}) imports {target} "
-                           f"({there}, layer {LAYER.get(there)})")
+                bad.append(
+                    f"{path.relative_to(src)}:{line} ({here}, layer {LAYER.get(here)}) imports {target} "
+                    f"({there}, layer {LAYER.get(there)})"
+                )
     return bad
 
 
 def inner_imports(src: Path = SRC) -> list[str]:
-    return [f"{path.relative_to(src)}:{line} imports {target} inside a function or block"
-            for path, mod in _modules(src) for target, line, top in _imports(path, mod) if not top]
+    return [
+        f"{path.relative_to(src)}:{line} imports {target} inside a function or block"
+        for path, mod in _modules(src)
+        for target, line, top in _imports(path, mod)
+        if not top
+    ]
 
 
 def dynamic_imports(src: Path = SRC) -> list[str]:
@@ -93,11 +99,12 @@ def dynamic_imports(src: Path = SRC) -> list[str]:
     bad = []
     for path, _ in _modules(src):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, (ast.Import, ast.ImportFrom)) else [])
+            names = [a.name for a in node.names] if isinstance(node, (ast.Import, ast.ImportFrom)) else []
             if isinstance(node, ast.ImportFrom) and node.module:
                 names.append(node.module)
             if any(n.split(".")[0] == "importlib" for n in names) or (
-                    isinstance(node, ast.Name) and node.id == "__import__"):
+                isinstance(node, ast.Name) and node.id == "__import__"
+            ):
                 bad.append(f"{path.relative_to(src)}:{node.lineno} imports dynamically")
     return bad
 

@@ -6,8 +6,19 @@ import pytest
 import torch
 
 from latentwm.model import layers
-from latentwm.model.layers import (RMSNorm, SwiGLU, apply_rope, attention_logits, cached_attention, eager_attention,
-                                   fused_attention, rope_1d, rope_2d, soft_cap, window_mask)
+from latentwm.model.layers import (
+    RMSNorm,
+    SwiGLU,
+    apply_rope,
+    attention_logits,
+    cached_attention,
+    eager_attention,
+    fused_attention,
+    rope_1d,
+    rope_2d,
+    soft_cap,
+    window_mask,
+)
 
 
 def _naive(q, k, v, softcap=None, mask=None):
@@ -24,8 +35,11 @@ def _naive(q, k, v, softcap=None, mask=None):
 
 def _qkv(b=3, h=4, hkv=2, t=7, e=8, seed=0, scale=1.0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(b, h, t, e, generator=g) * scale, torch.randn(b, hkv, t, e, generator=g) * scale,
-            torch.randn(b, hkv, t, e, generator=g))
+    return (
+        torch.randn(b, h, t, e, generator=g) * scale,
+        torch.randn(b, hkv, t, e, generator=g) * scale,
+        torch.randn(b, hkv, t, e, generator=g),
+    )
 
 
 def test_rmsnorm_unit_rms_and_dtype():
@@ -143,8 +157,9 @@ def test_cached_attention_prefix_broadcast(softcap, tp, device):
     q = torch.randn(bp * m * S, H, 1, E, device=device) * 2
     k, v = torch.randn(bp * m * S, Hkv, tl, E, device=device), torch.randn(bp * m * S, Hkv, tl, E, device=device)
     kp, vp = torch.randn(bp * S, Hkv, tp, E, device=device), torch.randn(bp * S, Hkv, tp, E, device=device)
-    out = cached_attention(q, [(k[:, :, :2], v[:, :, :2]), (k[:, :, 2:], v[:, :, 2:])], kp, vp, tokens=S, factor=m,
-                           softcap=softcap)
+    out = cached_attention(
+        q, [(k[:, :, :2], v[:, :, :2]), (k[:, :, 2:], v[:, :, 2:])], kp, vp, tokens=S, factor=m, softcap=softcap
+    )
 
     def bcast(p):  # (Bp·S, ...) -> (Bp·m·S, ...), candidate-major within history
         return p.view(bp, 1, S, Hkv, tp, E).expand(bp, m, S, Hkv, tp, E).reshape(bp * m * S, Hkv, tp, E)

@@ -29,13 +29,37 @@ def encode_and_train(tmp_path: Path, source: str, root: Path, action_dim: int, *
     """`latentwm encode --source <source>` (tiny encoder, no text model) then 2 training steps on the cache (one
     recorded step per model step, so the model's action width is the data's)."""
     out = tmp_path / f"lat_{source}"
-    assert main(["encode", "--preset", "tiny", "--source", source, "--root", str(root), "--out-dir", str(out),
-                 "--text.name", "", *extra]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                "--preset",
+                "tiny",
+                "--source",
+                source,
+                "--root",
+                str(root),
+                "--out-dir",
+                str(out),
+                "--text.name",
+                "",
+                *extra,
+            ]
+        )
+        == 0
+    )
     cache = LatentCache(out)
     assert cache.complete
     cfg = get_preset("tiny").replace(
-        data__cache_dir=str(out), data__env_action_dim=action_dim, data__frame_skip=1, model__action_dim=action_dim,
-        data__eval_fraction=0.0, train__out_dir=str(tmp_path / f"run_{source}"), train__steps=2, train__log_every=1)
+        data__cache_dir=str(out),
+        data__env_action_dim=action_dim,
+        data__frame_skip=1,
+        model__action_dim=action_dim,
+        data__eval_fraction=0.0,
+        train__out_dir=str(tmp_path / f"run_{source}"),
+        train__steps=2,
+        train__log_every=1,
+    )
     train_set, _, extra_state = make_clip_datasets(cfg)
     assert Trainer(cfg, train_set, None, extra_state=extra_state, device="cpu").fit()["step"] == 2
     return cache
@@ -44,8 +68,10 @@ def encode_and_train(tmp_path: Path, source: str, root: Path, action_dim: int, *
 def _v3_with_tasks(root: Path) -> Path:
     write_lerobot_v3(root)
     # pandas' to_parquet of DataFrame({"task_index": ...}, index=tasks): the task strings are the index column
-    pq.write_table(pa.table({"task_index": [0, 1, 2], "__index_level_0__": ["task 0", "task 1", "task 2"]}),
-                   root / "meta/tasks.parquet")
+    pq.write_table(
+        pa.table({"task_index": [0, 1, 2], "__index_level_0__": ["task 0", "task 1", "task 2"]}),
+        root / "meta/tasks.parquet",
+    )
     return root
 
 
@@ -84,8 +110,11 @@ def test_v3_fps_resampling_keeps_the_recorded_action_of_each_kept_step(tmp_path)
     data = root / "data/chunk-000/file-000.parquet"  # make the action column tell its raw row apart
     t = pq.read_table(data)
     rows = np.asarray(t.column("index").to_numpy(), dtype=np.float32)
-    t = t.set_column(t.column_names.index("action"), "action",
-                     pa.array(np.repeat(rows[:, None], 8, 1).tolist(), type=pa.list_(pa.float32())))
+    t = t.set_column(
+        t.column_names.index("action"),
+        "action",
+        pa.array(np.repeat(rows[:, None], 8, 1).tolist(), type=pa.list_(pa.float32())),
+    )
     pq.write_table(t, data)
     ep = load_lerobot(root, fps=5, state_key=CART, episodes=[1])[0][1]()  # 14 raw steps at 15 Hz → 0, 3, .., 12
     assert ep.fps == 5 and len(ep) == 5 and ep.extras["raw_steps"] == [0, 3, 6, 9, 12]
@@ -94,7 +123,7 @@ def test_v3_fps_resampling_keeps_the_recorded_action_of_each_kept_step(tmp_path)
     np.testing.assert_array_equal(ep.actions[:, 0], kept_rows)  # the kept steps' own actions, none summed
     assert ep.extras["narrations"] == [[0, 5, "task 1"]]
     # through load_source: fps and options as `latentwm encode` passes them
-    (key, load), = load_source("lerobot", root, fps=5, options=dict(state_key=CART, episodes=1.0))
+    ((key, load),) = load_source("lerobot", root, fps=5, options=dict(state_key=CART, episodes=1.0))
     assert key == "v3/episode_000001" and len(load()) == 5
 
 
@@ -105,8 +134,12 @@ def test_kept_spans():
 
 def test_v21_task_spans_and_corrupt_episode_skipped(tmp_path, capsys):
     root = write_lerobot_v21(tmp_path / "v21", lengths=(9, 12, 10), corrupt=2)
-    (root / "meta/tasks.jsonl").write_text("\n".join(json.dumps(dict(task_index=i, task=t)) for i, t in enumerate(
-        ["task 0", "task 1", "task 2", "wipe the table"])))
+    (root / "meta/tasks.jsonl").write_text(
+        "\n".join(
+            json.dumps(dict(task_index=i, task=t))
+            for i, t in enumerate(["task 0", "task 1", "task 2", "wipe the table"])
+        )
+    )
     p = root / "data/chunk-000/episode_000001.parquet"  # episode 1 switches task at its 7th step
     t = pq.read_table(p)
     pq.write_table(t.set_column(t.column_names.index("task_index"), "task_index", pa.array([1] * 6 + [3] * 6)), p)
@@ -125,8 +158,7 @@ def test_v21_task_spans_and_corrupt_episode_skipped(tmp_path, capsys):
 
 def test_encode_cli_lerobot_then_train(tmp_path):
     root = write_lerobot_v21(tmp_path / "v21", lengths=(9, 12))
-    cache = encode_and_train(tmp_path, "lerobot", root, 8, "--cameras", "wrist_left",
-                             "--options", f"state_key={CART}")
+    cache = encode_and_train(tmp_path, "lerobot", root, 8, "--cameras", "wrist_left", "--options", f"state_key={CART}")
     assert sorted(e["episode_id"] for e in cache.entries) == ["episode_000000", "episode_000001"]
     assert {e["camera"] for e in cache.entries} == {"wrist_left"}
     assert cache.dataset_stats["v21"].actions.mean.shape == (8,)

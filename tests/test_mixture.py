@@ -33,8 +33,9 @@ class Tagged(Dataset):
 
 
 def _mix(seed=0, block=100):
-    return MixtureDataset([("a", Tagged("a"), 0.5), ("b", Tagged("b"), 0.3), ("c", Tagged("c", size=7), 0.2)],
-                          seed=seed, block=block)
+    return MixtureDataset(
+        [("a", Tagged("a"), 0.5), ("b", Tagged("b"), 0.3), ("c", Tagged("c", size=7), 0.2)], seed=seed, block=block
+    )
 
 
 def test_slot_counts():
@@ -59,7 +60,7 @@ def test_proportions_determinism_disjoint_streams():
     # the finite source is read in epochs: every item once per 7 draws
     c = [i for d, i in got if d == "c"]
     for e in range(len(c) // 7):
-        assert sorted(c[7 * e: 7 * e + 7]) == list(range(7))
+        assert sorted(c[7 * e : 7 * e + 7]) == list(range(7))
     assert c[:7] != list(range(7))  # permuted
     # deterministic in k, any order, any k; a different seed is a different order
     m2 = _mix()
@@ -72,8 +73,11 @@ def test_proportions_determinism_disjoint_streams():
 def test_stream_sharding_and_resume():
     m = _mix(block=10)
     world, workers = 2, 2
-    shards = [[k for k, _ in zip(MixtureStream(m, r, world).indices(w, workers), range(25))]
-              for r in range(world) for w in range(workers)]
+    shards = [
+        [k for k, _ in zip(MixtureStream(m, r, world).indices(w, workers), range(25))]
+        for r in range(world)
+        for w in range(workers)
+    ]
     flat = sorted(k for s in shards for k in s)
     assert flat == list(range(100))  # disjoint, and together every number
     # DataLoader workers over the stream; resume from a saved position gives the same continuation
@@ -95,9 +99,11 @@ def test_stream_sharding_and_resume():
 
 def test_parse_spec():
     spec = MixtureSpec.parse("epic=data/epic:0.7, droid=/x/y:z/droid:0.3,more=c")
-    assert [(s.name, s.cache_dir, s.weight) for s in spec.sources] == [("epic", "data/epic", 0.7),
-                                                                      ("droid", "/x/y:z/droid", 0.3),
-                                                                      ("more", "c", 1.0)]
+    assert [(s.name, s.cache_dir, s.weight) for s in spec.sources] == [
+        ("epic", "data/epic", 0.7),
+        ("droid", "/x/y:z/droid", 0.3),
+        ("more", "c", 1.0),
+    ]
     with pytest.raises(ValueError):
         MixtureSpec.parse("nocache")
 
@@ -107,8 +113,9 @@ def test_droid_epic_mixture_through_caches(tmp_path):
     epic = write_epic(tmp_path / "epic")
     kw = dict(encoder_label="mean8", episodes_per_shard=2, show_progress=False)
     encode_to_cache(load_droid(droid, fps=5), encode_fn, tmp_path / "droid_lat", **kw)
-    encode_to_cache(load_epic_kitchens(epic, fps=5, segment_s=None, participants="P01"), encode_fn,
-                    tmp_path / "epic_lat", **kw)
+    encode_to_cache(
+        load_epic_kitchens(epic, fps=5, segment_s=None, participants="P01"), encode_fn, tmp_path / "epic_lat", **kw
+    )
     spec = MixtureSpec.parse(f"epic={tmp_path / 'epic_lat'}:0.6,droid={tmp_path / 'droid_lat'}:0.4", seed=3, block=20)
     train, ev, extra = make_mixture_datasets(spec, clip_len=2, frame_skip=1, action_dim=7, eval_fraction=0.0)
     assert ev is None and extra["mixture"]["counts"] == [12, 8]
@@ -118,8 +125,11 @@ def test_droid_epic_mixture_through_caches(tmp_path):
     is_epic = torch.tensor([s.meta.dataset == "epic_kitchens" for s in samples])
     assert not batch.action_mask[is_epic].any()  # EPIC: no actions
     assert batch.action_mask[~is_epic, 0].all()  # DROID clip's first step: known (pose delta to the next frame)
-    assert {s.meta.camera for s in samples if s.meta.dataset == "droid"} == {"exterior_1_left", "exterior_2_left",
-                                                                             "wrist_left"}
+    assert {s.meta.camera for s in samples if s.meta.dataset == "droid"} == {
+        "exterior_1_left",
+        "exterior_2_left",
+        "wrist_left",
+    }
     # narrations narrowed to each clip: P01_01 at 5 fps (frame j shows [0.2j, 0.2j + 0.2) s): "open drawer"
     # 0.5–1.2 s is frames [2, 6), "take knife" 2.1–2.3 s is frames [10, 12); a clip covers frames [a, a + 2)
     seen = 0

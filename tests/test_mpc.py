@@ -12,8 +12,7 @@ from latentwm.data.episodes import DatasetStats, compute_norm_stats, load_episod
 from latentwm.config import GenerateConfig
 from latentwm.data.sources.pusht import generate_pusht
 from latentwm.model.dynamics import DynamicsModel
-from latentwm.planning.evaluate import (PlanningOptions, WorldModelRun, evaluate_planning, planning_table,
-                                       sample_goals)
+from latentwm.planning.evaluate import PlanningOptions, WorldModelRun, evaluate_planning, planning_table, sample_goals
 from latentwm.planning.mpc import ActionCodec, LatentObserver, MPCPolicy, ReplayPolicy, run_episode
 
 FS = 5
@@ -46,9 +45,15 @@ def _model():
     return DynamicsModel(get_preset("tiny").model).eval().requires_grad_(False)
 
 
-CFG = PlanConfig(horizon=3, exec_steps=2, goal_offset=10, num_goals=2,
-                 cem=CEMConfig(population=8, elites=2, iterations=2), mppi=MPPIConfig(population=8, iterations=2),
-                 gradient=GradientConfig(steps=2))
+CFG = PlanConfig(
+    horizon=3,
+    exec_steps=2,
+    goal_offset=10,
+    num_goals=2,
+    cem=CEMConfig(population=8, elites=2, iterations=2),
+    mppi=MPPIConfig(population=8, iterations=2),
+    gradient=GradientConfig(steps=2),
+)
 
 
 def test_codec_matches_the_clip_recipe_and_round_trips():
@@ -102,8 +107,9 @@ def test_goal_protocol_resets_the_env_to_the_saved_frame(episodes):
             assert r["final_distance"] < 5.0 and r["success"]  # the dataset's own actions reproduce the goal
     finally:
         env.close()
-    assert [(g.episode, g.t0) for g in goals] == [(g.episode, g.t0) for g in sample_goals(
-        sorted(episodes.glob("*.npz")), 3, 10, seed=1)]
+    assert [(g.episode, g.t0) for g in goals] == [
+        (g.episode, g.t0) for g in sample_goals(sorted(episodes.glob("*.npz")), 3, 10, seed=1)
+    ]
 
 
 def test_mpc_loop_runs_end_to_end(episodes):
@@ -117,8 +123,18 @@ def test_mpc_loop_runs_end_to_end(episodes):
     try:
         for planner in ("cem", "mppi", "gradient"):
             policy = MPCPolicy(model, observer, codec, CFG, planner=planner, context=2)
-            r = run_episode(env, policy, g.start_state, g.goal_state, g.goal_frame, 2, FS, seed=0, record=True,
-                            stop_on_success=False)
+            r = run_episode(
+                env,
+                policy,
+                g.start_state,
+                g.goal_state,
+                g.goal_frame,
+                2,
+                FS,
+                seed=0,
+                record=True,
+                stop_on_success=False,
+            )
             assert r["plans"] == 2 and r["env_steps"] == 2 * CFG.exec_steps * FS
             assert r["frames"].shape == (r["env_steps"] + 1, 96, 96, 3)
             assert set(r) >= {"success", "final_distance", "seconds_per_plan", "success_step", "start_distance"}
@@ -133,14 +149,22 @@ def test_mpc_loop_runs_end_to_end(episodes):
 def test_evaluate_planning_is_deterministic_and_complete(episodes, tmp_path):
     model = _model()
     exp = get_preset("tiny").replace(data__cache_dir=str(tmp_path / "no-cache"), data__eval_fraction=0.5)
-    stats = {"latents": {"mean": [0.0] * 64, "std": [1.0] * 64, "count": 1},
-             "datasets": {"pusht": {"dataset": "pusht", "actions": STATS, "proprio": None}}}
+    stats = {
+        "latents": {"mean": [0.0] * 64, "std": [1.0] * 64, "count": 1},
+        "datasets": {"pusht": {"dataset": "pusht", "actions": STATS, "proprio": None}},
+    }
     run = WorldModelRun(model, exp, stats, FS)
     opts = PlanningOptions(planners=("cem", "gradient"), max_replans=2, num_videos=1)
     kw = dict(encoder=StandInEncoder(), log=lambda *_: None)
     a = evaluate_planning(run, episodes, CFG, out_dir=tmp_path / "a", options=opts, **kw)
-    b = evaluate_planning(run, episodes, CFG, out_dir=tmp_path / "b", options=PlanningOptions(
-        planners=("cem", "gradient"), max_replans=2, num_videos=0), **kw)
+    b = evaluate_planning(
+        run,
+        episodes,
+        CFG,
+        out_dir=tmp_path / "b",
+        options=PlanningOptions(planners=("cem", "gradient"), max_replans=2, num_videos=0),
+        **kw,
+    )
     methods = ["cem", "gradient", "random", "dataset_actions"]
     assert list(a["success_rate"]) == methods and list(a["final_distance"]) == methods
     assert list(a["seconds_per_plan"]) == ["cem", "gradient"] and a["num_goals"] == 2

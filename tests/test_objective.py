@@ -5,8 +5,15 @@ import torch
 
 from latentwm.config import ObjectiveConfig, get_preset
 from latentwm.model.dynamics import DynamicsModel
-from latentwm.objectives.shortcut_forcing import (ShortcutForcing, bootstrap_target, corrupt, levels_from_draws,
-                                                  ramp_weight, sample_levels, velocity)
+from latentwm.objectives.shortcut_forcing import (
+    ShortcutForcing,
+    bootstrap_target,
+    corrupt,
+    levels_from_draws,
+    ramp_weight,
+    sample_levels,
+    velocity,
+)
 
 
 def oracle(x_true):
@@ -68,7 +75,7 @@ def test_levels_lie_on_the_grid():
     k = tau / step
     assert torch.allclose(k, torch.round(k)) and (tau <= 1 - step + 1e-7).all() and (tau >= 0).all()
     # every coarse step size occurs
-    assert set(torch.unique(step[boot]).tolist()) == {2 ** -i for i in range(0, 6)}
+    assert set(torch.unique(step[boot]).tolist()) == {2**-i for i in range(0, 6)}
     t, s = levels_from_draws(torch.tensor([True]), torch.tensor([[5]]), torch.tensor([[0.999]]), 64)
     assert s.item() == 1.0 and t.item() == 0.0  # d = 1: only τ = 0
 
@@ -85,7 +92,8 @@ def test_bootstrap_fraction_and_warmup():
 def test_valid_mask_and_weights():
     x = torch.randn(2, 4, 3, 2)
     bad = lambda z, tau, step, a=None, m=None: torch.where(  # noqa: E731
-        torch.arange(4)[None, :, None, None] >= 2, torch.full_like(z, 1e3), x)
+        torch.arange(4)[None, :, None, None] >= 2, torch.full_like(z, 1e3), x
+    )
     valid = torch.tensor([[True, True, False, False]] * 2)
     obj = ShortcutForcing(ObjectiveConfig(bootstrap_fraction=0.0), 8)
     loss, _ = obj(bad, x, valid=valid)
@@ -157,8 +165,9 @@ def test_clean_context_prefix_is_clean_and_out_of_the_loss():
 def test_clean_context_draws_come_after_every_other_draw():
     x = torch.randn(6, 5, 2, 3)
     base = ShortcutForcing(ObjectiveConfig(bootstrap_fraction=0.5, bootstrap_start=0, action_dropout=0.5), 8)
-    more = ShortcutForcing(ObjectiveConfig(bootstrap_fraction=0.5, bootstrap_start=0, action_dropout=0.5,
-                                           clean_context=0.7), 8)
+    more = ShortcutForcing(
+        ObjectiveConfig(bootstrap_fraction=0.5, bootstrap_start=0, action_dropout=0.5, clean_context=0.7), 8
+    )
     for seeds in ([1, 2, 3, 4, 5, 6], None):  # per-sample generators, and the global RNG
         torch.manual_seed(3)
         a = base.draw(x, 0, seeds)

@@ -21,11 +21,19 @@ def _episodes(root, n=6, T=24, cams=("front", "wrist")):
     for i in range(n):
         mask = np.ones(T, bool)
         mask[rng.integers(T)] = False
-        ep = Episode(dataset="toy", episode_id=f"ep{i}", fps=10.0,
-                     frames={c: rng.integers(0, 256, (T, 40, 40, 3), dtype=np.uint8) for c in cams},
-                     actions=rng.normal(size=(T, 2)).astype(np.float32), action_mask=mask,
-                     proprio=rng.normal(size=(T, 3)).astype(np.float32), rewards=rng.random(T).astype(np.float32),
-                     states=rng.normal(size=(T, 5)), text=[f"task {i}"], success=bool(i % 2))
+        ep = Episode(
+            dataset="toy",
+            episode_id=f"ep{i}",
+            fps=10.0,
+            frames={c: rng.integers(0, 256, (T, 40, 40, 3), dtype=np.uint8) for c in cams},
+            actions=rng.normal(size=(T, 2)).astype(np.float32),
+            action_mask=mask,
+            proprio=rng.normal(size=(T, 3)).astype(np.float32),
+            rewards=rng.random(T).astype(np.float32),
+            states=rng.normal(size=(T, 5)),
+            text=[f"task {i}"],
+            success=bool(i % 2),
+        )
         save_episode(ep, episode_path(root, i))
     return root
 
@@ -34,10 +42,17 @@ def _episodes(root, n=6, T=24, cams=("front", "wrist")):
 def data(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("online")
     root = _episodes(tmp / "episodes")
-    assert main(["encode", "--preset", "tiny", "--source", "pusht", "--root", str(root), "--out-dir",
-                 str(tmp / "cache")]) == 0
-    cfg = get_preset("tiny").replace(data__cache_dir=str(tmp / "cache"), data__frame_skip=2, data__clip_len=4,
-                                     data__eval_fraction=0.34, train__out_dir=str(tmp / "run"))
+    assert (
+        main(["encode", "--preset", "tiny", "--source", "pusht", "--root", str(root), "--out-dir", str(tmp / "cache")])
+        == 0
+    )
+    cfg = get_preset("tiny").replace(
+        data__cache_dir=str(tmp / "cache"),
+        data__frame_skip=2,
+        data__clip_len=4,
+        data__eval_fraction=0.34,
+        train__out_dir=str(tmp / "run"),
+    )
     online = cfg.replace(data__online_encode=True, data__episodes_dir=str(root), data__latent_stats=str(tmp / "cache"))
     enc = DinoEncoder.from_config(cfg.encoder)
     return tmp, cfg, online, enc
@@ -56,7 +71,8 @@ def test_online_batches_equal_cached_batches(data):
     o_train, o_eval, o_extra, transform = make_online_datasets(online, enc.encode, enc.weights_label)
     assert len(o_train.cache) == len(c_train.cache) == 12 and len(o_eval) == len(c_eval) > 0
     assert o_extra["data_stats"]["datasets"]["toy"]["actions"]["mean"] == pytest.approx(
-        c_extra["data_stats"]["datasets"]["toy"]["actions"]["mean"], abs=1e-12)
+        c_extra["data_stats"]["datasets"]["toy"]["actions"]["mean"], abs=1e-12
+    )
     # the cache holds fp16 latents: |x| ≲ 4 rounds by ≤ 2e-3, divided by per-channel std ≥ 0.8 (measured max 1.6e-3)
     assert c_train.latent_std.min() > 0.5
     atol = 5e-3
@@ -74,8 +90,12 @@ def test_online_batches_equal_cached_batches(data):
     # batch composition round differently on some CPUs' kernels: 7e-6 measured on a 2-core Xeon, hence 2e-5)
     s = o_train[5]
     raw = enc.encode(s.frames)
-    torch.testing.assert_close(transform(collate([s], A)).latents[0], (raw - torch.from_numpy(
-        c_train.latent_mean)) / torch.from_numpy(c_train.latent_std), rtol=0, atol=2e-5)
+    torch.testing.assert_close(
+        transform(collate([s], A)).latents[0],
+        (raw - torch.from_numpy(c_train.latent_mean)) / torch.from_numpy(c_train.latent_std),
+        rtol=0,
+        atol=2e-5,
+    )
 
 
 def test_estimated_stats_and_store_facts(data):
@@ -92,8 +112,9 @@ def test_estimated_stats_and_store_facts(data):
     make_online_datasets(online.replace(data__latent_stats=str(tmp / "s.safetensors")), enc.encode, enc.weights_label)
     LatentStats(cache_stats.mean, cache_stats.std, 1, "pretrained:x").save(tmp / "bad.safetensors")
     with pytest.raises(ConfigError, match="computed with 'pretrained:x'"):
-        make_online_datasets(online.replace(data__latent_stats=str(tmp / "bad.safetensors")), enc.encode,
-                             enc.weights_label)
+        make_online_datasets(
+            online.replace(data__latent_stats=str(tmp / "bad.safetensors")), enc.encode, enc.weights_label
+        )
     # stats of a cache with other pooling, and a pooled encoder for an unpooled model, are refused with the field
     pooled_cfg = online.replace(encoder__pool=2, model__latent_grid=2)
     pooled = DinoEncoder.from_config(pooled_cfg.encoder)
@@ -101,8 +122,9 @@ def test_estimated_stats_and_store_facts(data):
         make_online_datasets(pooled_cfg, pooled.encode, pooled.weights_label)
     with pytest.raises(ConfigError, match="the encoder gives N = 4"):
         make_online_datasets(online, pooled.encode, pooled.weights_label)
-    assert make_online_datasets(pooled_cfg.replace(data__latent_stats=""), pooled.encode, pooled.weights_label
-                                )[0][0].frames.shape == (4, 3, 40, 40)
+    assert make_online_datasets(pooled_cfg.replace(data__latent_stats=""), pooled.encode, pooled.weights_label)[0][
+        0
+    ].frames.shape == (4, 3, 40, 40)
     with pytest.raises(ConfigError, match="data.episodes_dir"):
         make_online_datasets(cfg.replace(data__online_encode=True), enc.encode, enc.weights_label)
 
@@ -122,8 +144,7 @@ def test_padding_steps_stay_zero():
 
     enc = DinoEncoder.from_config(get_preset("tiny").encoder)
     rng = np.random.default_rng(1)
-    clips = [ClipSample(frames=torch.from_numpy(rng.integers(0, 256, (L, 3, 56, 56), dtype=np.uint8)))
-             for L in (3, 2)]
+    clips = [ClipSample(frames=torch.from_numpy(rng.integers(0, 256, (L, 3, 56, 56), dtype=np.uint8))) for L in (3, 2)]
     stats = NormStats(np.zeros(64), np.full(64, 0.5), 1)
     out = OnlineEncoding(enc.encode, stats)(collate(clips, 2))
     assert out.latents.shape == (2, 3, 16, 64) and out.frames is None
@@ -133,9 +154,26 @@ def test_padding_steps_stay_zero():
 
 def test_train_command_with_online_encoding(data):
     tmp, cfg, online, enc = data
-    args = ["train", "--preset", "tiny", "--data.online-encode", "--data.episodes-dir",
-            online.data.episodes_dir, "--data.frame-skip", "2", "--data.clip-len", "4", "--data.eval-fraction", "0.34",
-            "--train.steps", "2", "--train.log-every", "1", "--train.out-dir", str(tmp / "run_online")]
+    args = [
+        "train",
+        "--preset",
+        "tiny",
+        "--data.online-encode",
+        "--data.episodes-dir",
+        online.data.episodes_dir,
+        "--data.frame-skip",
+        "2",
+        "--data.clip-len",
+        "4",
+        "--data.eval-fraction",
+        "0.34",
+        "--train.steps",
+        "2",
+        "--train.log-every",
+        "1",
+        "--train.out-dir",
+        str(tmp / "run_online"),
+    ]
     assert main(args) == 0
     from latentwm.train.checkpoint import latest_checkpoint, load_checkpoint
 

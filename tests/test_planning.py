@@ -1,4 +1,3 @@
-
 import pytest
 import torch
 
@@ -10,9 +9,13 @@ from latentwm.rollout import rollout
 
 H, A = 3, 2
 LOW, HIGH = -torch.ones(A), torch.ones(A)
-CFG = PlanConfig(init_std=1.0, horizon=H, cem=CEMConfig(population=128, elites=12, iterations=25),
-                 mppi=MPPIConfig(population=128, iterations=25, temperature=0.5),
-                 gradient=GradientConfig(steps=150, lr=0.1))
+CFG = PlanConfig(
+    init_std=1.0,
+    horizon=H,
+    cem=CEMConfig(population=128, elites=12, iterations=25),
+    mppi=MPPIConfig(population=128, iterations=25, temperature=0.5),
+    gradient=GradientConfig(steps=150, lr=0.1),
+)
 
 
 class LinearToyModel:
@@ -33,8 +36,9 @@ class LinearToyModel:
 @pytest.mark.parametrize("name", list(PLANNERS))
 def test_planners_find_the_optimum_of_a_quadratic(name):
     target = torch.tensor([[0.5, -0.3], [0.1, 0.7], [-0.6, 0.2]])
-    res = PLANNERS[name](LinearToyModel(target), H, LOW, HIGH, CFG.planner_config(name),
-                         generator=torch.Generator().manual_seed(1))
+    res = PLANNERS[name](
+        LinearToyModel(target), H, LOW, HIGH, CFG.planner_config(name), generator=torch.Generator().manual_seed(1)
+    )
     assert res.actions.shape == (H, A)
     assert (res.actions - target).abs().max() < 0.08, (name, res.actions, res.cost)
     assert res.history == sorted(res.history, reverse=True)  # the best cost never gets worse
@@ -43,18 +47,22 @@ def test_planners_find_the_optimum_of_a_quadratic(name):
 @pytest.mark.parametrize("name", list(PLANNERS))
 def test_bounds_are_respected(name):
     target = torch.tensor([[3.0, -3.0], [0.2, 5.0], [-4.0, 0.0]])  # outside the box
-    res = PLANNERS[name](LinearToyModel(target), H, LOW, HIGH, CFG.planner_config(name),
-                         generator=torch.Generator().manual_seed(2))
+    res = PLANNERS[name](
+        LinearToyModel(target), H, LOW, HIGH, CFG.planner_config(name), generator=torch.Generator().manual_seed(2)
+    )
     assert (res.actions >= LOW).all() and (res.actions <= HIGH).all()
 
 
 def test_warm_start_is_kept_when_nothing_beats_it():
     target = torch.zeros(H, A)
-    cfg = replace_nested(CFG, cem__iterations=1, cem__population=4, cem__elites=2, mppi__iterations=1,
-                         mppi__population=4)
+    cfg = replace_nested(
+        CFG, cem__iterations=1, cem__population=4, cem__elites=2, mppi__iterations=1, mppi__population=4
+    )
     res = PLANNERS["cem"](LinearToyModel(target), H, LOW, HIGH, cfg.cem, init=target.clone())
     assert res.cost == pytest.approx(0.0, abs=1e-9) and torch.equal(res.actions, target)
-    assert torch.equal(shift_plan(torch.arange(6.).reshape(3, 2), 1), torch.tensor([[2., 3.], [4., 5.], [4., 5.]]))
+    assert torch.equal(
+        shift_plan(torch.arange(6.0).reshape(3, 2), 1), torch.tensor([[2.0, 3.0], [4.0, 5.0], [4.0, 5.0]])
+    )
 
 
 def _model():
@@ -120,8 +128,15 @@ def test_plan_entry_point_observes_once_and_maps_the_planning_space():
     ctx = torch.randn(1, 2, c.num_latent_tokens, c.latent_dim)
     ctx_actions = torch.randn(1, 1, c.action_dim)
     goal = torch.randn(c.num_latent_tokens, c.latent_dim)
-    cfg = replace_nested(CFG, cem__population=16, cem__elites=4, cem__iterations=2, mppi__population=16,
-                         mppi__iterations=2, gradient__steps=2)
+    cfg = replace_nested(
+        CFG,
+        cem__population=16,
+        cem__elites=4,
+        cem__iterations=2,
+        mppi__population=16,
+        mppi__iterations=2,
+        gradient__steps=2,
+    )
     low, high = -torch.ones(2), torch.ones(2)
 
     def expand(a):  # (…, H, 2) -> (…, H, A): the 2-D action repeated, zero-padded
@@ -129,8 +144,20 @@ def test_plan_entry_point_observes_once_and_maps_the_planning_space():
 
     for name in PLANNERS:
         gen = torch.Generator().manual_seed(0)
-        res = plan(m, ctx, goal, 3, cfg, low, high, history_actions=ctx_actions, planner=name, generator=gen,
-                   seed=5, expand=expand)
+        res = plan(
+            m,
+            ctx,
+            goal,
+            3,
+            cfg,
+            low,
+            high,
+            history_actions=ctx_actions,
+            planner=name,
+            generator=gen,
+            seed=5,
+            expand=expand,
+        )
         assert res.actions.shape == (3, 2) and (res.actions.abs() <= 1).all()
         assert res.seconds > 0 and res.evaluations > 0
         obj = LatentGoalObjective(m, ctx, goal, ctx_actions, sample_steps=1, seed=5)
@@ -139,14 +166,52 @@ def test_plan_entry_point_observes_once_and_maps_the_planning_space():
     from latentwm.rollout import observe
 
     cache = observe(m, ctx, ctx_actions)
-    a = plan(m, ctx, goal, 3, cfg, low, high, history_actions=ctx_actions, cache=cache, planner="cem",
-             generator=torch.Generator().manual_seed(0), seed=5, expand=expand)
-    b = plan(m, ctx, goal, 3, cfg, low, high, history_actions=ctx_actions, planner="cem",
-             generator=torch.Generator().manual_seed(0), seed=5, expand=expand)
+    a = plan(
+        m,
+        ctx,
+        goal,
+        3,
+        cfg,
+        low,
+        high,
+        history_actions=ctx_actions,
+        cache=cache,
+        planner="cem",
+        generator=torch.Generator().manual_seed(0),
+        seed=5,
+        expand=expand,
+    )
+    b = plan(
+        m,
+        ctx,
+        goal,
+        3,
+        cfg,
+        low,
+        high,
+        history_actions=ctx_actions,
+        planner="cem",
+        generator=torch.Generator().manual_seed(0),
+        seed=5,
+        expand=expand,
+    )
     torch.testing.assert_close(a.actions, b.actions)
     assert a.cost == pytest.approx(b.cost, rel=1e-5)
-    c16 = plan(m, ctx, goal, 3, cfg, low, high, history_actions=ctx_actions, planner="cem",
-               generator=torch.Generator().manual_seed(0), seed=5, expand=expand, bf16=True)  # bf16 rollouts
+    c16 = plan(
+        m,
+        ctx,
+        goal,
+        3,
+        cfg,
+        low,
+        high,
+        history_actions=ctx_actions,
+        planner="cem",
+        generator=torch.Generator().manual_seed(0),
+        seed=5,
+        expand=expand,
+        bf16=True,
+    )  # bf16 rollouts
     assert c16.actions.dtype == torch.float32 and (c16.actions.abs() <= 1).all()
     assert c16.cost == pytest.approx(b.cost, rel=0.05)
     with pytest.raises(ValueError, match="plan.planner"):

@@ -58,8 +58,9 @@ def test_config_rejects_unknown_prediction_and_old_checkpoints_load_as_x():
     del old["model"]["prediction"]  # a checkpoint written before the field
     assert ExperimentConfig.from_dict(old).model.prediction == "x"
     assert isinstance(make_objective(exp.objective, exp.model), ShortcutForcing)
-    assert isinstance(make_objective(exp.objective, dataclasses.replace(exp.model, prediction="next")),
-                      NextFrameRegression)
+    assert isinstance(
+        make_objective(exp.objective, dataclasses.replace(exp.model, prediction="next")), NextFrameRegression
+    )
     with pytest.raises(ValueError, match="next"):
         ShortcutForcing(exp.objective, 8, prediction="next")
 
@@ -71,7 +72,7 @@ def test_config_rejects_unknown_prediction_and_old_checkpoints_load_as_x():
 def test_v_model_returns_x_hat_from_its_head_velocity():
     m = _model("v")
     mx = DynamicsModel(dataclasses.replace(m.cfg, prediction="x")).eval()  # same weights, read as x: the head's
-    mx.load_state_dict(m.state_dict())                                      # output itself
+    mx.load_state_dict(m.state_dict())  # output itself
     z, tau = _latents(2, 3), torch.rand(2, 3, generator=torch.Generator().manual_seed(2))
     v_hat = mx(z, tau, 0.125)
     x_hat = m(z, tau, 0.125)
@@ -111,8 +112,13 @@ def test_v_bootstrap_target_is_the_x_target_in_velocity_space():
     v_star = bootstrap_velocity(m, z, tau, step, None, None)
     x_star = bootstrap_target(m, z, tau, step, None, None)
     torch.testing.assert_close(v_star, (x_star - z) / (1 - tau)[..., None, None], atol=1e-5, rtol=1e-5)
-    obj = ShortcutForcing(ObjectiveConfig(bootstrap_fraction=1.0, bootstrap_start=0, ramp_weight=False,
-                                          action_dropout=0.0, text_dropout=0.0), 8, prediction="v")
+    obj = ShortcutForcing(
+        ObjectiveConfig(
+            bootstrap_fraction=1.0, bootstrap_start=0, ramp_weight=False, action_dropout=0.0, text_dropout=0.0
+        ),
+        8,
+        prediction="v",
+    )
     loss, metrics = obj(m, x, seeds=[1, 2])
     boot, tau, step, noise, _, _ = obj.draw(x, 0, [1, 2])
     assert boot.all()
@@ -130,8 +136,9 @@ def test_v_model_learns_a_toy():
     batch = [data[i] for i in range(8)]
     x = torch.stack([torch.as_tensor(b.latents) for b in batch])
     a = torch.stack([torch.as_tensor(b.actions) for b in batch])
-    obj = ShortcutForcing(ObjectiveConfig(bootstrap_fraction=0.0, action_dropout=0.0, text_dropout=0.0), 8,
-                          prediction="v")
+    obj = ShortcutForcing(
+        ObjectiveConfig(bootstrap_fraction=0.0, action_dropout=0.0, text_dropout=0.0), 8, prediction="v"
+    )
     opt = torch.optim.Adam(m.parameters(), lr=3e-3)
     held = [10**6 + i for i in range(8)]  # one fixed draw to judge by: the v-loss of a random draw is noisy
 
@@ -237,7 +244,7 @@ def test_next_rollout_is_teacher_forced_and_equals_full_recompute():
     torch.testing.assert_close(pred[:, 0], m(ctx, 1.0, 0.125, a[:, :C])[:, -1], atol=1e-5, rtol=0)
     for h in range(H):  # frame C + h = the output at frame C + h − 1 of [context + predicted so far]
         seq = torch.cat([ctx, pred[:, :h]], 1)
-        torch.testing.assert_close(pred[:, h], m(seq, 1.0, 0.125, a[:, :C + h])[:, -1], atol=1e-4, rtol=0)
+        torch.testing.assert_close(pred[:, h], m(seq, 1.0, 0.125, a[:, : C + h])[:, -1], atol=1e-4, rtol=0)
     # deterministic: K, noise and the generator play no part
     again = rollout(m, ctx, H, a, sample_steps=1, generator=torch.Generator().manual_seed(9))
     assert torch.equal(pred, again)
@@ -307,8 +314,9 @@ def test_features_never_see_the_action_after_their_frame(prediction):
         assert (clip_hidden(m, x, into)[:, t] - h[:, t]).abs().max() > 1e-4
     # imagination's context features are the policy's training features (rl.bc reads clip_hidden)
     heads = AgentHeads(m.layout.registers * m.cfg.width, 4, -torch.ones(4), torch.ones(4))
-    traj = imagine(m, heads, x[:, :3], a[:, :2], None, horizon=2, sample_steps=2,
-                   generator=torch.Generator().manual_seed(0))
+    traj = imagine(
+        m, heads, x[:, :3], a[:, :2], None, horizon=2, sample_steps=2, generator=torch.Generator().manual_seed(0)
+    )
     assert traj["latents"].shape == (2, 2, N, D) and torch.isfinite(traj["feats"]).all()
     torch.testing.assert_close(traj["feats"][:, 0], frame_features(h[:, 2], m.layout), atol=1e-4, rtol=0)
 
@@ -318,13 +326,22 @@ def test_features_never_see_the_action_after_their_frame(prediction):
 
 def test_next_training_run_learns_evaluates_and_records_the_mode(tmp_path):
     cfg = get_preset("tiny").replace(
-        model__prediction="next", train__out_dir=str(tmp_path), train__steps=30, train__log_every=1,
-        train__ckpt_every=30, train__eval_every=15, train__warmup_steps=2, train__lr=3e-3, train__condition_gain=False)
+        model__prediction="next",
+        train__out_dir=str(tmp_path),
+        train__steps=30,
+        train__log_every=1,
+        train__ckpt_every=30,
+        train__eval_every=15,
+        train__warmup_steps=2,
+        train__lr=3e-3,
+        train__condition_gain=False,
+    )
     m = cfg.model
-    world = MovingBlobClips(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len, seed=0,
-                            text_dim=m.text_dim)
-    held = torch.utils.data.Subset(MovingBlobClips(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len,
-                                                   seed=1, text_dim=m.text_dim), range(3))
+    world = MovingBlobClips(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len, seed=0, text_dim=m.text_dim)
+    held = torch.utils.data.Subset(
+        MovingBlobClips(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len, seed=1, text_dim=m.text_dim),
+        range(3),
+    )
     Trainer(cfg, world, held, device="cpu").fit()
     rows = list(read_metrics(tmp_path / "metrics.jsonl"))
     losses = [r["train/loss"] for r in rows if "train/loss" in r]

@@ -16,13 +16,48 @@ from latentwm.data.episodes import Episode, save_episode
 from latentwm.data.sources.pusht import episode_path
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.planning.evaluate import held_out_episodes
-from latentwm.train.encoder_pretrain import (EncoderPretrainer, build_backbone, load_training_frames,
-                                             run_pretrain_encoder, sample_batch, save_encoder_folder)
+from latentwm.train.encoder_pretrain import (
+    EncoderPretrainer,
+    build_backbone,
+    load_training_frames,
+    run_pretrain_encoder,
+    sample_batch,
+    save_encoder_folder,
+)
 
-TINY = dict(hidden_size=32, layers=1, heads=2, image_size=56, batch_size=8, frames_per_episode=4, window=10,
-            warmup_steps=1, log_every=1, ckpt_every=2, eval_fraction=0.34)
-TINY_FLAGS = ["--hidden-size", "32", "--layers", "1", "--heads", "2", "--image-size", "56", "--batch-size", "8",
-              "--frames-per-episode", "4", "--window", "10", "--eval-fraction", "0.34", "--steps", "2"]
+TINY = dict(
+    hidden_size=32,
+    layers=1,
+    heads=2,
+    image_size=56,
+    batch_size=8,
+    frames_per_episode=4,
+    window=10,
+    warmup_steps=1,
+    log_every=1,
+    ckpt_every=2,
+    eval_fraction=0.34,
+)
+TINY_FLAGS = [
+    "--hidden-size",
+    "32",
+    "--layers",
+    "1",
+    "--heads",
+    "2",
+    "--image-size",
+    "56",
+    "--batch-size",
+    "8",
+    "--frames-per-episode",
+    "4",
+    "--window",
+    "10",
+    "--eval-fraction",
+    "0.34",
+    "--steps",
+    "2",
+]
 
 
 def _episodes(root, n=6, T=16):
@@ -35,10 +70,18 @@ def _episodes(root, n=6, T=16):
         frames[..., 0], frames[..., 2] = (xx * 6)[None], (yy * 6)[None]
         for t in range(T):
             r, c = (2 + t + 3 * i) % 24, (5 + 2 * t + i) % 24
-            frames[t, r: r + 8, c: c + 8] = rng.integers(60, 255, 3)
+            frames[t, r : r + 8, c : c + 8] = rng.integers(60, 255, 3)
         frames[:, 0, 0, :] = 10 + i
-        save_episode(Episode(dataset="pusht", episode_id=f"episode_{i:06d}", fps=10.0, frames={"main": frames},
-                             actions=rng.normal(size=(T, 2)).astype(np.float32)), episode_path(root, i))
+        save_episode(
+            Episode(
+                dataset="pusht",
+                episode_id=f"episode_{i:06d}",
+                fps=10.0,
+                frames={"main": frames},
+                actions=rng.normal(size=(T, 2)).astype(np.float32),
+            ),
+            episode_path(root, i),
+        )
     return root
 
 
@@ -130,7 +173,7 @@ def test_time_contrastive_batches_are_groups_within_the_window(episodes):
     frames, seq, times = sample_batch(data, cfg, 7)
     assert frames.shape == (8, 32, 32, 3) and frames.dtype == np.uint8
     for g in range(2):
-        s, t = seq[g * 4: g * 4 + 4], times[g * 4: g * 4 + 4]
+        s, t = seq[g * 4 : g * 4 + 4], times[g * 4 : g * 4 + 4]
         assert (s == s[0]).all() and len(set(t.tolist())) == 4 and t.max() - t.min() < 6
     again = sample_batch(data, cfg, 7)
     assert all(np.array_equal(x, y) for x, y in zip((frames, seq, times), again))  # a function of (seed, step)
@@ -158,18 +201,35 @@ def test_cli_end_to_end_and_encode_with_the_result(episodes, tmp_path, capsys):
     assert main(["pretrain-encoder", "--data-dir", str(episodes), "--out-dir", str(out), *TINY_FLAGS]) == 0
     stdout = capsys.readouterr().out
     assert f"--encoder.name {out / 'encoder'} --encoder.image-size 56" in stdout
-    assert main(["encode", "--root", str(episodes), "--out-dir", str(tmp_path / "cache"), "--encoder.name",
-                 str(out / "encoder"), "--encoder.image-size", "56"]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                "--root",
+                str(episodes),
+                "--out-dir",
+                str(tmp_path / "cache"),
+                "--encoder.name",
+                str(out / "encoder"),
+                "--encoder.image-size",
+                "56",
+            ]
+        )
+        == 0
+    )
     info = json.loads((tmp_path / "cache" / "cache.json").read_text())
     assert str(info.get("encoder", "")).startswith(f"pretrained:{out / 'encoder'}#")
 
 
-@pytest.mark.parametrize("flags,field", [
-    (["--image-size", "50"], "pretrain.image_size must be a multiple of pretrain.patch_size"),
-    (["--batch-size", "12", "--frames-per-episode", "8"], "pretrain.batch_size"),
-    (["--lr", "nan"], "pretrain.lr"),
-    (["--hidden-size", "30", "--heads", "4"], "pretrain.hidden_size"),
-])
+@pytest.mark.parametrize(
+    "flags,field",
+    [
+        (["--image-size", "50"], "pretrain.image_size must be a multiple of pretrain.patch_size"),
+        (["--batch-size", "12", "--frames-per-episode", "8"], "pretrain.batch_size"),
+        (["--lr", "nan"], "pretrain.lr"),
+        (["--hidden-size", "30", "--heads", "4"], "pretrain.hidden_size"),
+    ],
+)
 def test_bad_config_is_one_line_naming_the_field(capsys, flags, field):
     assert main(["pretrain-encoder", *flags]) == 2
     err = capsys.readouterr().err
@@ -182,12 +242,17 @@ def test_missing_data_and_too_few_episodes_are_clear_errors(episodes, tmp_path):
     one = _episodes(tmp_path / "one", n=1)
     with pytest.raises(ConfigError, match="time-contrastive needs at least 2 training sequences"):
         load_training_frames(_cfg(one, tmp_path / "o", eval_fraction=0.0), show_progress=False)
-    data = load_training_frames(_cfg(one, tmp_path / "o", objective="masked-pixels", eval_fraction=0.0),
-                                show_progress=False)
+    data = load_training_frames(
+        _cfg(one, tmp_path / "o", objective="masked-pixels", eval_fraction=0.0), show_progress=False
+    )
     assert data.frames == 16 and data.episodes == 1
-    short = load_training_frames(_cfg(episodes, tmp_path / "o", objective="masked-pixels", frame_stride=9,
-                                      eval_fraction=0.0, max_episodes=3), show_progress=False)
+    short = load_training_frames(
+        _cfg(episodes, tmp_path / "o", objective="masked-pixels", frame_stride=9, eval_fraction=0.0, max_episodes=3),
+        show_progress=False,
+    )
     assert short.frames == 6 and len(short.seqs) == 3  # 16 frames at stride 9 → 2 frames each
     with pytest.raises(ConfigError, match="no training frames"):
-        load_training_frames(_cfg(episodes, tmp_path / "o", objective="masked-pixels", frame_stride=16,
-                                  eval_fraction=0.0), show_progress=False)
+        load_training_frames(
+            _cfg(episodes, tmp_path / "o", objective="masked-pixels", frame_stride=16, eval_fraction=0.0),
+            show_progress=False,
+        )

@@ -60,8 +60,13 @@ def test_gradient_flows_through_the_proprio_term():
     m = _model()
     c = m.cfg
     ctx = torch.randn(1, 2, c.num_latent_tokens, c.latent_dim)
-    obj = LatentGoalObjective(m, ctx, torch.zeros(c.num_latent_tokens, c.latent_dim), seed=0,
-                              proprio=ProprioGoal(_probe(m), torch.zeros(2), 1.0))
+    obj = LatentGoalObjective(
+        m,
+        ctx,
+        torch.zeros(c.num_latent_tokens, c.latent_dim),
+        seed=0,
+        proprio=ProprioGoal(_probe(m), torch.zeros(2), 1.0),
+    )
     a = torch.zeros(1, 2, c.action_dim, requires_grad=True)
     obj(a, grad=True).sum().backward()
     assert a.grad is not None and a.grad.abs().sum() > 0
@@ -116,8 +121,9 @@ def test_probe_trains_on_a_pusht_cache_and_scores_held_out(tmp_path):
     from latentwm.data.sources.pusht import generate_pusht, load_pusht
     from latentwm.planning.proprio import train_proprio_probe
 
-    generate_pusht(GenerateConfig(out_dir=str(tmp_path / "eps"), num_episodes=4, max_steps=40, seed=5),
-                   show_progress=False)
+    generate_pusht(
+        GenerateConfig(out_dir=str(tmp_path / "eps"), num_episodes=4, max_steps=40, seed=5), show_progress=False
+    )
     w = torch.randn(3 * 24 * 24, 64, generator=torch.Generator().manual_seed(0)) / 40
 
     def encode(frames):  # (T, 96, 96, 3) -> (T, 16, 64): a fixed random linear map of 24×24 patches
@@ -125,17 +131,25 @@ def test_probe_trains_on_a_pusht_cache_and_scores_held_out(tmp_path):
         x = x.reshape(-1, 4, 24, 4, 24, 3).permute(0, 1, 3, 2, 4, 5).reshape(-1, 16, 3 * 24 * 24)
         return torch.nn.functional.layer_norm(x @ w, (64,)).numpy()
 
-    encode_to_cache(load_pusht(tmp_path / "eps"), encode, tmp_path / "cache", encoder_label="test", image_size=96,
-                    show_progress=False)
+    encode_to_cache(
+        load_pusht(tmp_path / "eps"),
+        encode,
+        tmp_path / "cache",
+        encoder_label="test",
+        image_size=96,
+        show_progress=False,
+    )
     exp = get_preset("tiny").replace(data__cache_dir=str(tmp_path / "cache"), data__eval_fraction=0.25)
-    probe, m = train_proprio_probe(_model(), tmp_path / "cache", exp, ProbeConfig(steps=150, clips=64, hidden=32),
-                                   log=lambda *_: None)
+    probe, m = train_proprio_probe(
+        _model(), tmp_path / "cache", exp, ProbeConfig(steps=150, clips=64, hidden=32), log=lambda *_: None
+    )
     assert m["train_mse"] < 0.5 and m["heldout_rmse"] > 0 and m["baseline_rmse"] > 0 and len(m["r2"]) == 2
     assert probe.dims == (0, 1) and probe.prop_std.shape == (4,)
     model = _model()
     torch.manual_seed(123)  # whatever drew from the global RNG before: the same seed gives the same probe
-    again, _ = train_proprio_probe(model, tmp_path / "cache", exp, ProbeConfig(steps=150, clips=64, hidden=32),
-                                   log=lambda *_: None)
+    again, _ = train_proprio_probe(
+        model, tmp_path / "cache", exp, ProbeConfig(steps=150, clips=64, hidden=32), log=lambda *_: None
+    )
     for k, v in probe.state_dict().items():
         torch.testing.assert_close(again.state_dict()[k], v, atol=0, rtol=0)
     with pytest.raises(ValueError, match="out of range"):

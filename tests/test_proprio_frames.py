@@ -34,16 +34,25 @@ def data(tmp_path_factory):
     """Two folders of the same 4 episodes' physics: every env step rendered, and every 5th; a cache of each."""
     root = tmp_path_factory.mktemp("proprio")
     for name, k in (("full", 1), ("sparse", 5)):
-        generate_pusht(GenerateConfig(out_dir=str(root / name), num_episodes=4, max_steps=60, seed=2, render_every=k,
-                                      workers=1), show_progress=False)
-        encode_to_cache(load_pusht(root / name), lambda f: encode(f).numpy(), root / f"{name}_cache",
-                        encoder_label="stand-in", image_size=96, show_progress=False)
+        generate_pusht(
+            GenerateConfig(out_dir=str(root / name), num_episodes=4, max_steps=60, seed=2, render_every=k, workers=1),
+            show_progress=False,
+        )
+        encode_to_cache(
+            load_pusht(root / name),
+            lambda f: encode(f).numpy(),
+            root / f"{name}_cache",
+            encoder_label="stand-in",
+            image_size=96,
+            show_progress=False,
+        )
     return root
 
 
 def _exp(root, name="sparse", **kw):
-    return get_preset("tiny").replace(data__cache_dir=str(root / f"{name}_cache"), data__eval_fraction=0.25,
-                                      model__text_dim=0, data__clip_len=4, **kw)
+    return get_preset("tiny").replace(
+        data__cache_dir=str(root / f"{name}_cache"), data__eval_fraction=0.25, model__text_dim=0, data__clip_len=4, **kw
+    )
 
 
 def test_attach_and_split_round_trip():
@@ -59,8 +68,9 @@ def test_attach_and_split_round_trip():
 def test_clips_carry_proprio_channels_and_relative_actions(data):
     """Every token's last 4 channels are the frame's normalized proprio; actions are the commanded targets minus
     the agent's position at the model step's first frame, normalized with the statistics of those offsets."""
-    ds = LatentClipDataset(data / "sparse_cache", 4, frame_skip=5, split="all", proprio_frames=True,
-                           relative_actions=True)
+    ds = LatentClipDataset(
+        data / "sparse_cache", 4, frame_skip=5, split="all", proprio_frames=True, relative_actions=True
+    )
     plain = LatentClipDataset(data / "sparse_cache", 4, frame_skip=5, split="all")
     raw = LatentClipDataset(data / "sparse_cache", 4, frame_skip=5, split="all", normalize=False)
     e, s = ds.grid[1]
@@ -73,12 +83,13 @@ def test_clips_carry_proprio_channels_and_relative_actions(data):
     np.testing.assert_allclose(c.actions.numpy(), want.reshape(4, 10), rtol=1e-4, atol=1e-5)
     assert abs(float(stats.mean[0])) < 30 and 1 < float(stats.std[0]) < 200  # offsets, not absolute targets
     # a cache rendered at every step gives the same relative actions at phase 0 (its statistics: the same recipe)
-    full = LatentClipDataset(data / "full_cache", 4, frame_skip=5, split="all", normalize=False, eval_stride=1,
-                             relative_actions=True)
-    fe = next(i for i, en in enumerate(full.cache.entries)
-              if en["episode_id"] == raw.cache.entries[e]["episode_id"])
-    np.testing.assert_allclose(full.make_clip(fe, 5 * s).actions.numpy(),
-                               (want * stats.std + stats.mean).reshape(4, 10), rtol=1e-4, atol=1e-3)
+    full = LatentClipDataset(
+        data / "full_cache", 4, frame_skip=5, split="all", normalize=False, eval_stride=1, relative_actions=True
+    )
+    fe = next(i for i, en in enumerate(full.cache.entries) if en["episode_id"] == raw.cache.entries[e]["episode_id"])
+    np.testing.assert_allclose(
+        full.make_clip(fe, 5 * s).actions.numpy(), (want * stats.std + stats.mean).reshape(4, 10), rtol=1e-4, atol=1e-3
+    )
     fs = relative_action_stats(full.cache, "pusht", stride=5)
     np.testing.assert_allclose(fs.std, stats.std, rtol=0.5)  # same distribution, other phases
 
@@ -139,13 +150,14 @@ def test_relative_actions_are_anchored_at_each_model_step(data):
 
     env, policy = Spy(image_size=96), RandomPolicy(codec, cfg)
     try:
-        run_episode(env, policy, goal.start_state, goal.goal_state, goal.goal_frame, 1, 5, seed=3,
-                    stop_on_success=False)
+        run_episode(
+            env, policy, goal.start_state, goal.goal_state, goal.goal_frame, 1, 5, seed=3, stop_on_success=False
+        )
     finally:
         env.close()
     assert len(Spy.sent) == 10
     for step in range(2):
-        sent = np.stack([a for a, _ in Spy.sent[5 * step: 5 * step + 5]])
+        sent = np.stack([a for a, _ in Spy.sent[5 * step : 5 * step + 5]])
         anchor = Spy.sent[5 * step][1]
         offsets = sent - anchor
         assert np.allclose(offsets, offsets[0])  # one held offset per model step, from the step's first position
@@ -182,11 +194,13 @@ def test_cost_reads_the_predicted_proprio():
     obj = LatentGoalObjective(m, ctx, goal, sample_steps=1, seed=3, proprio_weight=2.0)
     pred = obj.predict(cands)
     want = latent_cost(pred[..., :64], goal[..., :64]) + 2.0 * (
-        pred[:, -1, :, 64:].mean(-2) - goal[:, 64:].mean(0)).pow(2).mean(-1)
+        pred[:, -1, :, 64:].mean(-2) - goal[:, 64:].mean(0)
+    ).pow(2).mean(-1)
     torch.testing.assert_close(obj(cands), want)
     target = pred[3, -1, :, 64:].mean(0)
-    pulled = LatentGoalObjective(m, ctx, torch.cat([goal[:, :64], target.expand(16, 4)], -1), sample_steps=1,
-                                 seed=3, proprio_weight=1e4)
+    pulled = LatentGoalObjective(
+        m, ctx, torch.cat([goal[:, :64], target.expand(16, 4)], -1), sample_steps=1, seed=3, proprio_weight=1e4
+    )
     assert int(pulled(cands).argmin()) == 3
     alone = LatentGoalObjective(m, ctx, goal, sample_steps=1, seed=3, visual_weight=0.0, proprio_weight=1.0)
     torch.testing.assert_close(alone(cands), (pred[:, -1, :, 64:].mean(-2) - goal[:, 64:].mean(0)).pow(2).mean(-1))
@@ -202,16 +216,28 @@ def test_mpc_with_proprio_channels_and_relative_actions_runs(data):
     env = PushTEnv(image_size=96)
     try:
         policy = MPCPolicy(m, observer, codec, cfg, planner="cem", context=2)
-        r = run_episode(env, policy, g.start_state, g.goal_state, g.goal_frame, 2, 5, seed=0, stop_on_success=False,
-                        goal_proprio=proprio_from_state(g.goal_state))
+        r = run_episode(
+            env,
+            policy,
+            g.start_state,
+            g.goal_state,
+            g.goal_frame,
+            2,
+            5,
+            seed=0,
+            stop_on_success=False,
+            goal_proprio=proprio_from_state(g.goal_state),
+        )
         assert r["plans"] == 2 and np.isfinite(r["final_distance"])
         assert policy.goal.shape == (16, 68) and all(z.shape == (16, 68) for z in policy.latents)
-        want = torch.from_numpy(((proprio_from_state(g.goal_state) - np.array(stats["mean"])) /
-                                 np.array(stats["std"])).astype(np.float32))
+        want = torch.from_numpy(
+            ((proprio_from_state(g.goal_state) - np.array(stats["mean"])) / np.array(stats["std"])).astype(np.float32)
+        )
         torch.testing.assert_close(policy.goal[0, 64:], want)
         with pytest.raises(ValueError, match="goal's proprio"):
-            run_episode(env, MPCPolicy(m, observer, codec, cfg, planner="cem"), g.start_state, g.goal_state,
-                        g.goal_frame, 1, 5)
+            run_episode(
+                env, MPCPolicy(m, observer, codec, cfg, planner="cem"), g.start_state, g.goal_state, g.goal_frame, 1, 5
+            )
     finally:
         env.close()
 
@@ -223,8 +249,9 @@ def test_rl_agents_act_on_proprio_frames_with_relative_actions():
     from latentwm.rl.heads import AgentHeads
 
     m = _proprio_model()
-    codec = ActionCodec.from_stats({"mean": [0.0, 0.0], "std": [20.0, 20.0], "count": 1}, 5, 10, relative=True,
-                                   repeat=False)
+    codec = ActionCodec.from_stats(
+        {"mean": [0.0, 0.0], "std": [20.0, 20.0], "count": 1}, 5, 10, relative=True, repeat=False
+    )
     low, high = codec.bounds()
     heads = AgentHeads(m.layout.registers * m.cfg.width, 10, low, high, hidden=16)
     stats = {"mean": [250.0, 250.0, 0.0, 0.0], "std": [100.0, 100.0, 50.0, 50.0], "count": 1}

@@ -11,16 +11,22 @@ pytest.importorskip("gym_pusht")
 
 from latentwm.config import ConfigError, GenerateConfig, PolicyMix  # noqa: E402
 from latentwm.data.episodes import load_episode  # noqa: E402
-from latentwm.data.sources.pusht import (EpisodeSpec, episode_spec, generate_pusht, policy_counts,  # noqa: E402
-                                         rollout_episode)
+from latentwm.data.sources.pusht import (
+    EpisodeSpec,
+    episode_spec,
+    generate_pusht,
+    policy_counts,  # noqa: E402
+    rollout_episode,
+)
 from latentwm.envs.pusht import PushTEnv, goal_metrics, goal_reached, state_distance  # noqa: E402
 from latentwm.envs.pusht_policies import GOAL_POSE, POLICIES, GoalPusher, ScriptedPusher, keypoints  # noqa: E402
 
 
 def _arrays(path):
     ep = load_episode(path)
-    return ep, dict(frames=ep.frames["main"], actions=ep.actions, proprio=ep.proprio, rewards=ep.rewards,
-                    states=ep.states)
+    return ep, dict(
+        frames=ep.frames["main"], actions=ep.actions, proprio=ep.proprio, rewards=ep.rewards, states=ep.states
+    )
 
 
 def _gen(out, n, **kw):
@@ -58,8 +64,10 @@ def test_worker_processes_write_the_same_bytes_and_a_killed_run_resumes(tmp_path
     two = _gen(tmp_path / "two", 9, max_steps=10, seed=4, workers=2)
     assert [p.read_bytes() for p in one] == [p.read_bytes() for p in two]
     out = tmp_path / "killed"
-    code = ("from latentwm.config import GenerateConfig; from latentwm.data.sources.pusht import generate_pusht; "
-            f"generate_pusht(GenerateConfig(out_dir={str(out)!r}, num_episodes=40, max_steps=60, seed=4, workers=2))")
+    code = (
+        "from latentwm.config import GenerateConfig; from latentwm.data.sources.pusht import generate_pusht; "
+        f"generate_pusht(GenerateConfig(out_dir={str(out)!r}, num_episodes=40, max_steps=60, seed=4, workers=2))"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while len(list(out.glob("episode_*.npz"))) < 3 and time.time() < deadline:
@@ -251,10 +259,17 @@ def test_clips_of_a_sparse_cache_are_the_phase_zero_clips_of_a_full_one(tmp_path
     caches = {}
     for name, k in (("full", 1), ("sparse", 5)):
         _gen(tmp_path / name, 3, max_steps=40, seed=1, image_size=32, render_every=k)
-        encode_to_cache(load_pusht(tmp_path / name), encode, tmp_path / f"{name}_cache", encoder_label="means",
-                        image_size=32, show_progress=False)
-        caches[name] = LatentClipDataset(tmp_path / f"{name}_cache", 4, frame_skip=5, split="all", normalize=False,
-                                         eval_stride=1)
+        encode_to_cache(
+            load_pusht(tmp_path / name),
+            encode,
+            tmp_path / f"{name}_cache",
+            encoder_label="means",
+            image_size=32,
+            show_progress=False,
+        )
+        caches[name] = LatentClipDataset(
+            tmp_path / f"{name}_cache", 4, frame_skip=5, split="all", normalize=False, eval_stride=1
+        )
     full, sparse = caches["full"], caches["sparse"]
     assert sparse.stride == 1 and full.stride == 5 and sparse.action_dim == full.action_dim == 10
     by_start = {(full.cache.entries[e]["episode_id"], s): (e, s) for e, s in full.grid}

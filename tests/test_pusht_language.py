@@ -83,10 +83,11 @@ def test_growing_angle_turns_the_t_clockwise_in_the_frame(env):
 
 
 def test_rotation_sense_wraps_and_combines():
-    assert L.describe_segment(_state(angle=0.1), _state(angle=-0.2)) == ("block_rotate",
-                                                                         {"sense": "counterclockwise"})
-    assert L.describe_segment(_state(angle=2 * math.pi - 0.1), _state(angle=0.2)) == ("block_rotate",
-                                                                                       {"sense": "clockwise"})
+    assert L.describe_segment(_state(angle=0.1), _state(angle=-0.2)) == ("block_rotate", {"sense": "counterclockwise"})
+    assert L.describe_segment(_state(angle=2 * math.pi - 0.1), _state(angle=0.2)) == (
+        "block_rotate",
+        {"sense": "clockwise"},
+    )
     assert L.describe_segment(_state(angle=0.0), _state(angle=math.radians(8))) == ("pusher_still", {})
     tid, slots = L.describe_segment(_state(cog=(256.0, 300.0)), _state(cog=(226.0, 270.0), angle=0.5))
     assert (tid, slots) == ("block_move_rotate", {"direction": "up_left", "sense": "clockwise"})
@@ -124,8 +125,8 @@ def test_heldout_paraphrases_never_train_and_all_reachable():
             s0, s1 = _example(tid, slots)
             assert L.describe_segment(s0, s1) == (tid, slots)
             for seed in range(40):
-                (_, _, t), = L.narrate(np.stack([s0, s1]), seed=seed)[0]
-                (_, _, h), = L.narrate(np.stack([s0, s1]), seed=seed)[1]
+                ((_, _, t),) = L.narrate(np.stack([s0, s1]), seed=seed)[0]
+                ((_, _, h),) = L.narrate(np.stack([s0, s1]), seed=seed)[1]
                 assert L.parse_sentence(t)[:2] == L.parse_sentence(h)[:2] == (tid, slots)
                 seen_train.add(t)
                 seen_held.add(h)
@@ -163,8 +164,9 @@ def test_generated_and_old_episodes_carry_identical_narrations(tmp_path):
     from latentwm.config import GenerateConfig
     from latentwm.data.sources.pusht import NARRATION_SEGMENT, generate_pusht, load_pusht
 
-    (path,) = generate_pusht(GenerateConfig(out_dir=str(tmp_path / "new"), num_episodes=1, max_steps=41, seed=2),
-        show_progress=False)
+    (path,) = generate_pusht(
+        GenerateConfig(out_dir=str(tmp_path / "new"), num_episodes=1, max_steps=41, seed=2), show_progress=False
+    )
     ep = load_episode(path)
     assert ep.text == []
     train, held = ep.extras["narrations"], ep.extras["narrations_heldout"]
@@ -179,7 +181,7 @@ def test_generated_and_old_episodes_carry_identical_narrations(tmp_path):
     old.extras = {k: v for k, v in old.extras.items() if not k.startswith("narrations")}
     save_episode(old, tmp_path / "old" / path.name)
     assert "narrations" not in load_episode(tmp_path / "old" / path.name).extras
-    (key, loader), = load_pusht(tmp_path / "old")
+    ((key, loader),) = load_pusht(tmp_path / "old")
     assert key == "pusht/episode_000000" and loader().extras == ep.extras and loader().text == []
-    (_, loader_new), = load_pusht(tmp_path / "new")
+    ((_, loader_new),) = load_pusht(tmp_path / "new")
     assert loader_new().extras == ep.extras

@@ -3,8 +3,15 @@
 import inspect
 import typing
 
-from latentwm.config import (BASELINE_NAMES, PLANNER_NAMES, SOURCES, DataConfig, DecoderConfig, EncodeConfig,
-                             PlanRunConfig)
+from latentwm.config import (
+    BASELINE_NAMES,
+    PLANNER_NAMES,
+    SOURCES,
+    DataConfig,
+    DecoderConfig,
+    EncodeConfig,
+    PlanRunConfig,
+)
 from latentwm.config.registry import Planner, Source
 from latentwm.data import sources
 from latentwm.planning import PLANNERS

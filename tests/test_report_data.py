@@ -14,9 +14,16 @@ def test_dino_wm_table_is_read_at_its_rows_and_between_them():
 
 
 def test_data_lines_state_scale_mix_and_reference():
-    data = {"trajectories": 1000, "env_steps": 180_000, "env_steps_per_episode": 200,
-            "policy_mix": {"shares": {"goal": 0.5, "scripted": 0.3, "random_walk": 0.2}, "noise_px": [4.0, 12.0],
-                           "episodes": {"goal": 501, "scripted": 296, "random_walk": 203}}}
+    data = {
+        "trajectories": 1000,
+        "env_steps": 180_000,
+        "env_steps_per_episode": 200,
+        "policy_mix": {
+            "shares": {"goal": 0.5, "scripted": 0.3, "random_walk": 0.2},
+            "noise_px": [4.0, 12.0],
+            "episodes": {"goal": 501, "scripted": 296, "random_walk": 203},
+        },
+    }
     text = data_lines(data, get_preset("cpu"))
     assert "1000 simulated Push-T trajectories (180000 env steps" in text and "10-D actions" in text
     assert "goal-directed 501 (0.5), random-target 296 (0.3), random walk 203 (0.2)" in text

@@ -20,17 +20,32 @@ def test_half_gain_step():
 
 
 def test_text_metrics_from_a_run_log(tmp_path):
-    _log(tmp_path, [{"step": 100, "eval/text_gain_mean": 0.0, "eval/action_gain_mean": 0.02},
-                    {"step": 100, "train/loss": 0.5},
-                    {"step": 200, "eval/text_gain_mean": 0.01, "eval/action_gain_mean": 0.03},
-                    {"step": 200, "eval/text_gain_mean": 0.02, "eval/action_gain_mean": 0.04},  # resumed: last row
-                    {"step": 300, "eval/text_gain_mean": 0.04, "eval/action_gain_mean": 0.04,
-                     "eval/text_gain_stderr": 0.03}])
+    _log(
+        tmp_path,
+        [
+            {"step": 100, "eval/text_gain_mean": 0.0, "eval/action_gain_mean": 0.02},
+            {"step": 100, "train/loss": 0.5},
+            {"step": 200, "eval/text_gain_mean": 0.01, "eval/action_gain_mean": 0.03},
+            {"step": 200, "eval/text_gain_mean": 0.02, "eval/action_gain_mean": 0.04},  # resumed: last row
+            {"step": 300, "eval/text_gain_mean": 0.04, "eval/action_gain_mean": 0.04, "eval/text_gain_stderr": 0.03},
+        ],
+    )
     curves = gain_curves(tmp_path)
     assert curves["text"] == [(100, 0.0), (200, 0.02), (300, 0.04)]
     H = list(range(1, 9))
-    ev = {"horizons": H, "condition_gain": {"text": {"true": [0.5] * 8, "null": [0.6] * 8, "shuffled": [0.55] * 8,
-                                                     "gain": [0.05] * 8, "gain_stderr": 0.01, "num_clips": 5}}}
+    ev = {
+        "horizons": H,
+        "condition_gain": {
+            "text": {
+                "true": [0.5] * 8,
+                "null": [0.6] * 8,
+                "shuffled": [0.55] * 8,
+                "gain": [0.05] * 8,
+                "gain_stderr": 0.01,
+                "num_clips": 5,
+            }
+        },
+    }
     res = text_metrics(tmp_path, tmp_path, ev, None)
     assert res["text"]["half_gain_step"] == 200 and res["action"]["half_gain_step"] == 100
     assert abs(res["text"]["shuffled_minus_true_h8"] - 0.05) < 1e-12
@@ -41,5 +56,4 @@ def test_text_metrics_from_a_run_log(tmp_path):
     assert "final gain 0.0400 ± 0.0300 (standard error over clips) at step 300: within noise of 0" in md
     assert "| 8 | 0.5000 | 0.6000 | 0.5500 |" in md
     assert "better than another clip's by +0.0500" in md
-    assert ("Text gain over horizons 1–8: +0.0500 ± 0.0100 (standard error over clips): clearly above 0"
-            in md)
+    assert "Text gain over horizons 1–8: +0.0500 ± 0.0100 (standard error over clips): clearly above 0" in md

@@ -98,8 +98,10 @@ def test_reward_and_value_heads_fit_a_known_reward():
     rt = torch.stack([target, target / 2, torch.zeros_like(target)], -1)
     opt = torch.optim.Adam(heads.parameters(), lr=3e-3)
     for _ in range(400):
-        loss = heads.twohot.loss(heads.reward_logits(x), rt).mean() + heads.twohot.loss(heads.value_logits(x),
-                                                                                       target).mean()
+        loss = (
+            heads.twohot.loss(heads.reward_logits(x), rt).mean()
+            + heads.twohot.loss(heads.value_logits(x), target).mean()
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -135,10 +137,13 @@ def _batch(model, B=3, T=5):
 
     c = model.cfg
     g = torch.Generator().manual_seed(0)
-    return WorldBatch(latents=torch.randn(B, T, c.num_latent_tokens, c.latent_dim, generator=g),
-                      actions=torch.rand(B, T, c.action_dim, generator=g) * 2 - 1,
-                      action_mask=torch.ones(B, T, dtype=torch.bool), valid=torch.ones(B, T, dtype=torch.bool),
-                      rewards=torch.rand(B, T, generator=g))
+    return WorldBatch(
+        latents=torch.randn(B, T, c.num_latent_tokens, c.latent_dim, generator=g),
+        actions=torch.rand(B, T, c.action_dim, generator=g) * 2 - 1,
+        action_mask=torch.ones(B, T, dtype=torch.bool),
+        valid=torch.ones(B, T, dtype=torch.bool),
+        rewards=torch.rand(B, T, generator=g),
+    )
 
 
 def test_phase_one_heads_learn_bc_and_rewards_on_frozen_features():
@@ -180,8 +185,9 @@ def test_imagination_shapes_and_the_world_model_never_changes():
     opt = torch.optim.Adam(trainable_parameters(heads), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
     for _ in range(3):
-        traj = imagine(m, heads, b.latents, b.actions[:, :2], b.action_mask[:, :2], horizon=4, sample_steps=2,
-                       generator=gen)
+        traj = imagine(
+            m, heads, b.latents, b.actions[:, :2], b.action_mask[:, :2], horizon=4, sample_steps=2, generator=gen
+        )
         loss, stats = imagination_loss(heads, prior, traj)
         opt.zero_grad()
         loss.backward()
@@ -204,8 +210,16 @@ def test_value_warmup_leaves_the_policy_alone():
     b = _batch(m, B=2, T=2)
     F, A = m.cfg.registers * m.cfg.width, m.cfg.action_dim
     heads = AgentHeads(F, A, -torch.ones(A), torch.ones(A), hidden=16, reward_steps=1)
-    traj = imagine(m, heads, b.latents, b.actions[:, :1], b.action_mask[:, :1], horizon=2, sample_steps=1,
-                   generator=torch.Generator().manual_seed(0))
+    traj = imagine(
+        m,
+        heads,
+        b.latents,
+        b.actions[:, :1],
+        b.action_mask[:, :1],
+        horizon=2,
+        sample_steps=1,
+        generator=torch.Generator().manual_seed(0),
+    )
     loss, _ = imagination_loss(heads, heads, traj, policy_weight=0.0)
     loss.backward()
     assert all(p.grad is None or not p.grad.any() for p in heads.policy.parameters())

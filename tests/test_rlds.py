@@ -45,9 +45,14 @@ def _tf_example_classes():
     msg("BytesList", [("value", 1, F.TYPE_BYTES, rep, None)])
     msg("FloatList", [("value", 1, F.TYPE_FLOAT, rep, None)])
     msg("Int64List", [("value", 1, F.TYPE_INT64, rep, None)])
-    feat = msg("Feature", [("bytes_list", 1, F.TYPE_MESSAGE, opt, ".tfx.BytesList"),
-                           ("float_list", 2, F.TYPE_MESSAGE, opt, ".tfx.FloatList"),
-                           ("int64_list", 3, F.TYPE_MESSAGE, opt, ".tfx.Int64List")])
+    feat = msg(
+        "Feature",
+        [
+            ("bytes_list", 1, F.TYPE_MESSAGE, opt, ".tfx.BytesList"),
+            ("float_list", 2, F.TYPE_MESSAGE, opt, ".tfx.FloatList"),
+            ("int64_list", 3, F.TYPE_MESSAGE, opt, ".tfx.Int64List"),
+        ],
+    )
     feat.oneof_decl.add(name="kind")
     for f in feat.field:
         f.oneof_index = 0
@@ -55,15 +60,25 @@ def _tf_example_classes():
         if value == "FeatureList":
             msg("FeatureList", [("feature", 1, F.TYPE_MESSAGE, rep, ".tfx.Feature")])
         m = msg(name, [(entry, 1, F.TYPE_MESSAGE, rep, f".tfx.{name}.Entry")])
-        msg("Entry", [("key", 1, F.TYPE_STRING, opt, None), ("value", 2, F.TYPE_MESSAGE, opt, f".tfx.{value}")],
-            parent=m, map_entry=True)
+        msg(
+            "Entry",
+            [("key", 1, F.TYPE_STRING, opt, None), ("value", 2, F.TYPE_MESSAGE, opt, f".tfx.{value}")],
+            parent=m,
+            map_entry=True,
+        )
     msg("Example", [("features", 1, F.TYPE_MESSAGE, opt, ".tfx.Features")])
-    msg("SequenceExample", [("context", 1, F.TYPE_MESSAGE, opt, ".tfx.Features"),
-                            ("feature_lists", 2, F.TYPE_MESSAGE, opt, ".tfx.FeatureLists")])
+    msg(
+        "SequenceExample",
+        [
+            ("context", 1, F.TYPE_MESSAGE, opt, ".tfx.Features"),
+            ("feature_lists", 2, F.TYPE_MESSAGE, opt, ".tfx.FeatureLists"),
+        ],
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
-    return [message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tfx.{n}"))
-            for n in ("Example", "SequenceExample")]
+    return [
+        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tfx.{n}")) for n in ("Example", "SequenceExample")
+    ]
 
 
 def test_crc32c_known_values_and_both_paths_agree():
@@ -102,13 +117,13 @@ def test_example_decoder_matches_protobuf_encoding_both_ways():
     ex = Example()
     ex.features.feature["steps/observation/image_0"].bytes_list.value.extend([b"\xff\xd8jpeg", b"", b"x" * 300])
     ex.features.feature["steps/action"].float_list.value.extend([0.5, -1.25, 3e38, 1e-7])
-    ex.features.feature["steps/is_first"].int64_list.value.extend([1, 0, -1, 2 ** 62, -(2 ** 63)])
+    ex.features.feature["steps/is_first"].int64_list.value.extend([1, 0, -1, 2**62, -(2**63)])
     ex.features.feature["steps/language_instruction"].bytes_list.value.append("ouvre le tiroir ü".encode())
     ex.features.feature["empty"].float_list.SetInParent()
     got = tfr.parse_example(ex.SerializeToString())
     assert got["steps/observation/image_0"] == [b"\xff\xd8jpeg", b"", b"x" * 300]
     np.testing.assert_array_equal(got["steps/action"], np.float32([0.5, -1.25, 3e38, 1e-7]))
-    assert got["steps/is_first"].tolist() == [1, 0, -1, 2 ** 62, -(2 ** 63)]
+    assert got["steps/is_first"].tolist() == [1, 0, -1, 2**62, -(2**63)]
     assert got["steps/language_instruction"][0].decode() == "ouvre le tiroir ü" and got["empty"].size == 0
     mine = tfr.encode_example({k: v for k, v in got.items()})
     back = Example.FromString(mine)  # our writer's bytes parse in protobuf to the same message
@@ -137,19 +152,25 @@ def _jpeg(img: np.ndarray) -> bytes:
 
 def soar_episode(e: int, T: int, instruction: str) -> dict:
     frames = [encode_index(100 * e + k) for k in range(T)]
-    return {"steps/observation/image_0": [_jpeg(f) for f in frames],
-            "steps/observation/state": np.arange(T * 7, dtype=np.float32) + 1000 * e,
-            "steps/action": (np.arange(T * 7, dtype=np.float32) / 10 + e),
-            "steps/language_instruction": [instruction] * T,
-            "steps/is_first": np.arange(T) == 0, "steps/is_last": np.arange(T) == T - 1,
-            "steps/is_terminal": np.arange(T) == T - 1, "steps/reward": np.zeros(T, np.float32),
-            "steps/discount": np.ones(T, np.float32),
-            "episode_metadata/file_path": [f"/raw/traj{e}.pkl"]}
+    return {
+        "steps/observation/image_0": [_jpeg(f) for f in frames],
+        "steps/observation/state": np.arange(T * 7, dtype=np.float32) + 1000 * e,
+        "steps/action": (np.arange(T * 7, dtype=np.float32) / 10 + e),
+        "steps/language_instruction": [instruction] * T,
+        "steps/is_first": np.arange(T) == 0,
+        "steps/is_last": np.arange(T) == T - 1,
+        "steps/is_terminal": np.arange(T) == T - 1,
+        "steps/reward": np.zeros(T, np.float32),
+        "steps/discount": np.ones(T, np.float32),
+        "episode_metadata/file_path": [f"/raw/traj{e}.pkl"],
+    }
 
 
 def write_soar(root: Path, corrupt: bool = False) -> Path:
-    layout = {"success": [[(0, 6, "put the spoon in the pot"), (1, 5, "open the drawer")], [(2, 7, "wipe table")]],
-              "failure": [[(3, 6, "close the drawer")]]}
+    layout = {
+        "success": [[(0, 6, "put the spoon in the pot"), (1, 5, "open the drawer")], [(2, 7, "wipe table")]],
+        "failure": [[(3, 6, "close the drawer")]],
+    }
     for subset, shards in layout.items():
         d = root / "rlds" / subset / "1.0.0"
         d.mkdir(parents=True)
@@ -174,11 +195,13 @@ def soar(tmp_path_factory):
 
 def test_soar_episodes_cameras_actions_text(soar):
     items = dict(load_rlds(soar))
-    assert sorted(items) == ["soar_dataset/failure/soar_dataset-train-00000#00000",
-                             "soar_dataset/failure/soar_dataset-train-00000#00001",
-                             "soar_dataset/success/soar_dataset-train-00000#00000",
-                             "soar_dataset/success/soar_dataset-train-00000#00001",
-                             "soar_dataset/success/soar_dataset-train-00001#00000"]
+    assert sorted(items) == [
+        "soar_dataset/failure/soar_dataset-train-00000#00000",
+        "soar_dataset/failure/soar_dataset-train-00000#00001",
+        "soar_dataset/success/soar_dataset-train-00000#00000",
+        "soar_dataset/success/soar_dataset-train-00000#00001",
+        "soar_dataset/success/soar_dataset-train-00001#00000",
+    ]
     ep = items["soar_dataset/success/soar_dataset-train-00000#00001"]()
     assert (ep.dataset, ep.cameras, len(ep), ep.fps, ep.success) == ("soar_dataset", ["image_0"], 5, 5.0, True)
     assert indices(ep.frames["image_0"].get(range(5))) == [100, 101, 102, 103, 104]
@@ -189,8 +212,11 @@ def test_soar_episodes_cameras_actions_text(soar):
     assert ep.extras["file_path"] == "/raw/traj1.pkl" and ep.extras["narrations"] == [[0, 5, "open the drawer"]]
     fail = items["soar_dataset/failure/soar_dataset-train-00000#00000"]()
     assert fail.success is False and fail.text == ["close the drawer"]
-    with pytest.raises(EpisodeError, match=r"failure/1.0.0/soar_dataset-train.tfrecord-00000-of-00001 record 1 "
-                                           r"\(byte \d+\): .*data CRC mismatch"):
+    with pytest.raises(
+        EpisodeError,
+        match=r"failure/1.0.0/soar_dataset-train.tfrecord-00000-of-00001 record 1 "
+        r"\(byte \d+\): .*data CRC mismatch",
+    ):
         items["soar_dataset/failure/soar_dataset-train-00000#00001"]()
 
 
@@ -199,14 +225,18 @@ def test_fps_size_split_and_generic_spec(soar):
     ep = items["s/success/soar_dataset-train-00001#00000"]()  # 7 steps at 5 Hz → steps 0, 2, 4, 6
     assert len(ep) == 4 and ep.fps == 2.5 and ep.frame_skip == 2 and ep.actions.shape == (4, 14)
     assert ep.mask().tolist() == [True, True, True, False] and ep.frames["image_0"].get([0]).shape == (1, 32, 32, 3)
-    assert indices(np.stack([np.asarray(Image.fromarray(f).resize((W, H))) for f in ep.frames["image_0"].get(
-        range(4))])) == [200, 202, 204, 206]
+    assert indices(
+        np.stack([np.asarray(Image.fromarray(f).resize((W, H))) for f in ep.frames["image_0"].get(range(4))])
+    ) == [200, 202, 204, 206]
     with pytest.raises(ValueError, match="fps=2.0 must divide the native 5.0"):
         load_rlds(soar, fps=2.0)
     with pytest.raises(FileNotFoundError, match="no TFRecord shards"):
         load_rlds(soar, split="val")
-    g = dict(load_source("rlds", soar, options=dict(spec="generic", image_keys="observation/image_0",
-                                                    action_key="", native_fps=10.0)))
+    g = dict(
+        load_source(
+            "rlds", soar, options=dict(spec="generic", image_keys="observation/image_0", action_key="", native_fps=10.0)
+        )
+    )
     ep = g["soar_dataset/success/soar_dataset-train-00000#00000"]()
     assert ep.actions is None and ep.proprio is None and ep.fps == 10 and ep.text == []
     with pytest.raises(ValueError, match="generic needs image_keys"):
@@ -230,8 +260,9 @@ def test_corrupt_header_lists_the_rest_of_the_shard_as_one_failing_item(tmp_path
 
 
 def test_encode_cache_skips_the_corrupt_record(soar, tmp_path, capsys):
-    res = encode_to_cache(load_rlds(soar), encode_fn, tmp_path / "c", encoder_label="mean8", episodes_per_shard=2,
-                          show_progress=False)
+    res = encode_to_cache(
+        load_rlds(soar), encode_fn, tmp_path / "c", encoder_label="mean8", episodes_per_shard=2, show_progress=False
+    )
     assert (res["episodes"], res["skipped"], res["complete"]) == (4, 1, True)
     cache = LatentCache(tmp_path / "c")
     assert [s["item"] for s in cache.skipped] == ["soar_dataset/failure/soar_dataset-train-00000#00001"]
@@ -240,12 +271,35 @@ def test_encode_cache_skips_the_corrupt_record(soar, tmp_path, capsys):
 
 def test_latentwm_encode_source_rlds_then_train(soar, tmp_path):
     out = tmp_path / "lat"
-    assert main(["encode", "--preset", "tiny", "--source", "rlds", "--root", str(soar), "--out-dir", str(out),
-                 "--text.name", ""]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                "--preset",
+                "tiny",
+                "--source",
+                "rlds",
+                "--root",
+                str(soar),
+                "--out-dir",
+                str(out),
+                "--text.name",
+                "",
+            ]
+        )
+        == 0
+    )
     cache = LatentCache(out)
     assert cache.complete and len(cache.entries) == 4 and len(cache.skipped) == 1
     cfg = get_preset("tiny").replace(
-        data__cache_dir=str(out), data__env_action_dim=7, data__frame_skip=1, model__action_dim=7,
-        data__eval_fraction=0.0, train__out_dir=str(tmp_path / "run"), train__steps=2, train__log_every=1)
+        data__cache_dir=str(out),
+        data__env_action_dim=7,
+        data__frame_skip=1,
+        model__action_dim=7,
+        data__eval_fraction=0.0,
+        train__out_dir=str(tmp_path / "run"),
+        train__steps=2,
+        train__log_every=1,
+    )
     train_set, _, extra = make_clip_datasets(cfg)
     assert Trainer(cfg, train_set, None, extra_state=extra, device="cpu").fit()["step"] == 2

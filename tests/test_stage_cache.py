@@ -19,6 +19,7 @@ def _pipeline(root, st, a_setting=1, b_setting=2, calls=None, fail_b=False):
             if fail:
                 raise RuntimeError("killed")
             return {"value": name}
+
         return f
 
     a = st.run("a", root / "a", {"x": a_setting}, (), make("a"))

@@ -21,10 +21,18 @@ STATS = {"mean": [0.0, 0.0], "std": [20.0, 20.0], "count": 1}
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("state_model")
-    generate_pusht(GenerateConfig(out_dir=str(root / "eps"), num_episodes=6, max_steps=60, seed=5, render_every=5,
-                                  workers=1), show_progress=False)
-    encode_to_cache(load_pusht(root / "eps"), lambda f: np.zeros((len(f), 4, 8), np.float32), root / "cache",
-                    encoder_label="zeros", image_size=96, show_progress=False)
+    generate_pusht(
+        GenerateConfig(out_dir=str(root / "eps"), num_episodes=6, max_steps=60, seed=5, render_every=5, workers=1),
+        show_progress=False,
+    )
+    encode_to_cache(
+        load_pusht(root / "eps"),
+        lambda f: np.zeros((len(f), 4, 8), np.float32),
+        root / "cache",
+        encoder_label="zeros",
+        image_size=96,
+        show_progress=False,
+    )
     return root
 
 
@@ -38,8 +46,7 @@ def test_state_distance_matches_the_env_metric():
 
 
 def test_state_model_learns_one_step_dynamics(data):
-    clips = LatentClipDataset(data / "cache", 2, frame_skip=5, split="train", eval_fraction=0.2,
-                              relative_actions=True)
+    clips = LatentClipDataset(data / "cache", 2, frame_skip=5, split="train", eval_fraction=0.2, relative_actions=True)
     _, early = fit_state_dynamics(clips, steps=5, pairs=300, log=lambda *_: None)
     model, late = fit_state_dynamics(clips, steps=400, pairs=300, log=lambda *_: None)
     assert late["train_mse"] < 0.5 * early["train_mse"]
@@ -47,8 +54,7 @@ def test_state_model_learns_one_step_dynamics(data):
 
 
 def test_state_policy_plans_and_reads_the_true_state(data):
-    clips = LatentClipDataset(data / "cache", 2, frame_skip=5, split="train", eval_fraction=0.2,
-                              relative_actions=True)
+    clips = LatentClipDataset(data / "cache", 2, frame_skip=5, split="train", eval_fraction=0.2, relative_actions=True)
     model, _ = fit_state_dynamics(clips, steps=50, pairs=200, log=lambda *_: None)
     codec = ActionCodec.from_stats(STATS, 5, 10, relative=True)
     cfg = PlanConfig(horizon=2, exec_steps=1, cem=CEMConfig(population=8, elites=2, iterations=2))

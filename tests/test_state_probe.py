@@ -11,8 +11,14 @@ from latentwm.config import CEMConfig, ConfigError, PlanConfig, ProbeConfig, get
 from latentwm.data.latent_cache import LatentCacheWriter, write_stats
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.planning import LatentGoalObjective, latent_cost
-from latentwm.planning.state_probe import (StateGoal, StateProbe, pose_errors, pose_errors_vs_states, pose_gap,
-                                           train_state_probe)
+from latentwm.planning.state_probe import (
+    StateGoal,
+    StateProbe,
+    pose_errors,
+    pose_errors_vs_states,
+    pose_gap,
+    train_state_probe,
+)
 
 N, D = 16, 64  # the tiny preset's latent grid (4 × 4) and width
 
@@ -31,8 +37,14 @@ def _write_cache(path, with_states: bool = True, episodes: int = 8, T: int = 40)
         for e in range(episodes):
             states = rng.uniform([50, 50, 50, 50, 0, 0, 0], [450, 450, 450, 450, 2 * math.pi, 0, 0], (T, 7))
             lat = (_pose_features(states) @ W).reshape(T, N, D) + 0.01 * rng.normal(size=(T, N, D))
-            w.add(f"ep{e}", "main", lat.astype(np.float32), dataset="pusht",
-                  actions=rng.uniform(0, 512, (T, 2)).astype(np.float32), states=states if with_states else None)
+            w.add(
+                f"ep{e}",
+                "main",
+                lat.astype(np.float32),
+                dataset="pusht",
+                actions=rng.uniform(0, 512, (T, 2)).astype(np.float32),
+                states=states if with_states else None,
+            )
     write_stats(path)
     return path
 
@@ -48,8 +60,13 @@ def _exp(cache):
 
 def _probe(seed: int = 1) -> StateProbe:
     torch.manual_seed(seed)
-    return StateProbe(N, D, channels=4, hidden=32, pos_mean=[250.0, 260.0, 240.0, 230.0],
-                      pos_std=[100.0, 110.0, 90.0, 80.0]).eval().requires_grad_(False)
+    return (
+        StateProbe(
+            N, D, channels=4, hidden=32, pos_mean=[250.0, 260.0, 240.0, 230.0], pos_std=[100.0, 110.0, 90.0, 80.0]
+        )
+        .eval()
+        .requires_grad_(False)
+    )
 
 
 def _model():
@@ -191,8 +208,14 @@ def test_mpc_policy_takes_the_goal_state_and_plans_on_it():
     m = _model()
     codec = ActionCodec.from_stats({"mean": [250.0, 260.0], "std": [100.0, 110.0], "count": 1}, 5, m.cfg.action_dim)
     observer = LatentObserver(lambda f: torch.randn(len(f), N, D, generator=torch.Generator().manual_seed(len(f))))
-    cfg = PlanConfig(horizon=2, exec_steps=1, visual_weight=0.0, state_weight=1.0, proprio_weight=0.0,
-                     cem=CEMConfig(population=4, elites=2, iterations=1))
+    cfg = PlanConfig(
+        horizon=2,
+        exec_steps=1,
+        visual_weight=0.0,
+        state_weight=1.0,
+        proprio_weight=0.0,
+        cem=CEMConfig(population=4, elites=2, iterations=1),
+    )
     probe = _probe()
     frame = np.zeros((96, 96, 3), np.uint8)
     goal_state = np.array([300.0, 200.0, 250.0, 260.0, 0.3, 0.0, 0.0])
@@ -232,9 +255,16 @@ def test_evaluation_session_hands_the_probe_to_the_planners(tmp_path):
     from latentwm.planning.evaluate import PlanningOptions, WorldModelRun, _session
 
     m = _model()
-    stats = {"latents": {"mean": [0.0] * D, "std": [1.0] * D, "count": 1},
-             "datasets": {"pusht": {"dataset": "pusht", "actions": {"mean": [250.0, 260.0], "std": [100.0, 110.0],
-                                                                     "count": 1}, "proprio": None}}}
+    stats = {
+        "latents": {"mean": [0.0] * D, "std": [1.0] * D, "count": 1},
+        "datasets": {
+            "pusht": {
+                "dataset": "pusht",
+                "actions": {"mean": [250.0, 260.0], "std": [100.0, 110.0], "count": 1},
+                "proprio": None,
+            }
+        },
+    }
     run = WorldModelRun(m, get_preset("tiny"), stats, 5)
     probe = _probe()
     path = probe.save(tmp_path / "state_probe.safetensors")

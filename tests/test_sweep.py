@@ -55,8 +55,14 @@ def _encode(frames: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("sweep_cache")
-    encode_to_cache([(f"toy/ep{i:02d}", (lambda i=i: _episode(i))) for i in range(10)], _encode, d,
-                    encoder_label="toy", episodes_per_shard=5, show_progress=False)
+    encode_to_cache(
+        [(f"toy/ep{i:02d}", (lambda i=i: _episode(i))) for i in range(10)],
+        _encode,
+        d,
+        encoder_label="toy",
+        episodes_per_shard=5,
+        show_progress=False,
+    )
     return d
 
 
@@ -128,8 +134,9 @@ def _eval(run_dir: Path) -> dict:
 
 
 def _config_of(done_sweep, variant: str):
-    return next(r.config for r in build_runs(spec_from_config(SweepConfig(file=str(done_sweep[0]))))
-                if r.variant == variant)
+    return next(
+        r.config for r in build_runs(spec_from_config(SweepConfig(file=str(done_sweep[0])))) if r.variant == variant
+    )
 
 
 def _mtimes(root: Path) -> dict:
@@ -142,15 +149,18 @@ def _spec(tmp_path, cache, variants, *, base="", **cli):
     return spec_from_config(SweepConfig(file=str(f), **cli))
 
 
-@pytest.mark.parametrize("variants, match", [
-    ('[variants.oops]\n"model.widht" = 3', r"variant 'oops': unknown key 'model.widht' .*did you mean model.width"),
-    ('[variants.neg]\n"model.width" = -8', r"variant 'neg': model.width must be > 0"),
-    ('[variants.words]\n"train.steps" = "many"', r"variant 'words': train.steps expects an integer, got 'many'"),
-    ('[variants.lit]\n"model.attention" = "fast"', r"variant 'lit': model.attention must be one of \['eager'"),
-    ('[variants.own]\n"train.seed" = 3', r"variant 'own': train.seed is set by the sweep"),
-    ('[variants.split]\n"data.seed" = 3', r"variant 'split': data.seed would change the held-out clips"),
-    ('[variants.section]\n"model" = 3', r"variant 'section': model is a section"),
-])
+@pytest.mark.parametrize(
+    "variants, match",
+    [
+        ('[variants.oops]\n"model.widht" = 3', r"variant 'oops': unknown key 'model.widht' .*did you mean model.width"),
+        ('[variants.neg]\n"model.width" = -8', r"variant 'neg': model.width must be > 0"),
+        ('[variants.words]\n"train.steps" = "many"', r"variant 'words': train.steps expects an integer, got 'many'"),
+        ('[variants.lit]\n"model.attention" = "fast"', r"variant 'lit': model.attention must be one of \['eager'"),
+        ('[variants.own]\n"train.seed" = 3', r"variant 'own': train.seed is set by the sweep"),
+        ('[variants.split]\n"data.seed" = 3', r"variant 'split': data.seed would change the held-out clips"),
+        ('[variants.section]\n"model" = 3', r"variant 'section': model is a section"),
+    ],
+)
 def test_bad_overrides_are_refused_naming_the_variant_and_key(tmp_path, cache, variants, match):
     spec = _spec(tmp_path, cache, VARIANTS + variants)
     with pytest.raises(ConfigError, match=match):
@@ -185,8 +195,14 @@ def test_eval_and_file_errors(tmp_path, cache):
 
 
 def test_command_line_overrides_and_seeds(tmp_path, cache):
-    spec = _spec(tmp_path, cache, VARIANTS, set=("train.steps=7", "rollout.tau_ctx=0.9", "model.softcap=none"),
-                 variant=("wide:model.width=64,model.heads=4", "r0:"), seeds="3,5")
+    spec = _spec(
+        tmp_path,
+        cache,
+        VARIANTS,
+        set=("train.steps=7", "rollout.tau_ctx=0.9", "model.softcap=none"),
+        variant=("wide:model.width=64,model.heads=4", "r0:"),
+        seeds="3,5",
+    )
     runs = build_runs(spec)
     assert [r.name for r in runs] == ["base/seed3", "base/seed5", "r0/seed3", "r0/seed5", "wide/seed3", "wide/seed5"]
     wide = runs[-1].config
@@ -256,12 +272,33 @@ def test_rerun_skips_done_runs_finishes_a_half_done_one_and_retries_failed(done_
 def test_max_clips_evaluates_an_evenly_spread_subset(done_sweep, tmp_path, one_thread):
     _, out, *_ = done_sweep
     ckpt = out / "base" / "seed0" / "train"
-    full = run_eval(EvalConfig(checkpoint=str(ckpt), out_dir=str(tmp_path / "a"), context=2, horizon=4,
-                               sample_steps=1, videos=0, num_samples=1, action_swap=False))
+    full = run_eval(
+        EvalConfig(
+            checkpoint=str(ckpt),
+            out_dir=str(tmp_path / "a"),
+            context=2,
+            horizon=4,
+            sample_steps=1,
+            videos=0,
+            num_samples=1,
+            action_swap=False,
+        )
+    )
     n = full["num_clips"]
     assert n >= 3
-    part = run_eval(EvalConfig(checkpoint=str(ckpt), out_dir=str(tmp_path / "b"), context=2, horizon=4,
-                               sample_steps=1, videos=0, num_samples=1, action_swap=False, max_clips=2))
+    part = run_eval(
+        EvalConfig(
+            checkpoint=str(ckpt),
+            out_dir=str(tmp_path / "b"),
+            context=2,
+            horizon=4,
+            sample_steps=1,
+            videos=0,
+            num_samples=1,
+            action_swap=False,
+            max_clips=2,
+        )
+    )
     assert part["num_clips"] == 2 and part["copy_last_error"] != full["copy_last_error"]
     assert [i * 10 // 3 for i in range(3)] == [0, 3, 6] and len(clip_subset(list(range(10)), 3)) == 3
     assert clip_subset(list(range(10)), 3)[1] == 3 and clip_subset(list(range(4)), 9) == list(range(4))
@@ -280,8 +317,16 @@ def test_eval_compile_compiles_the_sampling_model_and_scores_the_same(done_sweep
         return orig(self, "aot_eager")  # traced, no kernels generated: quick
 
     monkeypatch.setattr(DynamicsModel, "compile_sampling", compile_sampling)
-    kw = dict(checkpoint=str(ckpt), context=2, horizon=4, sample_steps=2, videos=0, num_samples=1,
-              action_swap=False, max_clips=2)
+    kw = dict(
+        checkpoint=str(ckpt),
+        context=2,
+        horizon=4,
+        sample_steps=2,
+        videos=0,
+        num_samples=1,
+        action_swap=False,
+        max_clips=2,
+    )
     eager = run_eval(EvalConfig(out_dir=str(tmp_path / "e"), **kw))
     assert calls == []
     comp = run_eval(EvalConfig(out_dir=str(tmp_path / "c"), compile=True, **kw))
@@ -294,8 +339,18 @@ def test_an_evaluation_only_variant_reuses_the_trained_runs(done_sweep, tmp_path
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     before = _mtimes(copy)
-    rc, stdout, _ = _main(["sweep", str(f), "--out-dir", str(copy), "--variant", "bad:train.grad_accum=1",
-                           "--variant", "ctx09:from=base,rollout.tau_ctx=0.9"])
+    rc, stdout, _ = _main(
+        [
+            "sweep",
+            str(f),
+            "--out-dir",
+            str(copy),
+            "--variant",
+            "bad:train.grad_accum=1",
+            "--variant",
+            "ctx09:from=base,rollout.tau_ctx=0.9",
+        ]
+    )
     assert rc == 0 and stdout.count("  done") == 4, (stdout, _)
     assert {p: t for p, t in _mtimes(copy).items() if p in before} == before  # nothing retrained
     for s in (0, 1):
@@ -311,10 +366,13 @@ def test_an_evaluation_only_variant_reuses_the_trained_runs(done_sweep, tmp_path
     assert summary["variants"]["ctx09"]["params"] == summary["variants"]["base"]["params"]
 
 
-@pytest.mark.parametrize("variant, match", [
-    ("ctx:from=nope,rollout.tau_ctx=0.9", r"variant 'ctx': from = 'nope' must name a variant that trains"),
-    ("ctx:from=base,model.width=64", r"may set only rollout\.\* keys .*model.width"),
-])
+@pytest.mark.parametrize(
+    "variant, match",
+    [
+        ("ctx:from=nope,rollout.tau_ctx=0.9", r"variant 'ctx': from = 'nope' must name a variant that trains"),
+        ("ctx:from=base,model.width=64", r"may set only rollout\.\* keys .*model.width"),
+    ],
+)
 def test_evaluation_only_variants_are_checked(tmp_path, cache, variant, match):
     spec = _spec(tmp_path, cache, VARIANTS, variant=(variant,))
     with pytest.raises(ConfigError, match=match):
@@ -338,8 +396,17 @@ def test_emitted_commands_run_one_run_each_and_collect_reports_the_rest(tmp_path
     rc, _, _ = _main(shlex.split(lines[2])[1:])  # what one job of a SLURM array runs
     assert rc == 0 and (tmp_path / "out" / "r0" / "seed0" / "done").is_file()
     assert not (tmp_path / "out" / "base" / "seed0").exists()  # --only ran exactly one run
-    rc, stdout, _ = _main(["sweep", str(f), "--emit-commands", "--set", "train.steps=2",
-                           "--launcher", "torchrun --nproc-per-node 8 -m latentwm.cli"])
+    rc, stdout, _ = _main(
+        [
+            "sweep",
+            str(f),
+            "--emit-commands",
+            "--set",
+            "train.steps=2",
+            "--launcher",
+            "torchrun --nproc-per-node 8 -m latentwm.cli",
+        ]
+    )
     assert len(stdout.strip().splitlines()) == 3 and "r0/seed0" not in stdout
     assert stdout.startswith("torchrun --nproc-per-node 8 -m latentwm.cli sweep ")
     rc, stdout, _ = _main(["sweep", "--collect", str(tmp_path / "out")])
@@ -347,7 +414,10 @@ def test_emitted_commands_run_one_run_each_and_collect_reports_the_rest(tmp_path
     assert rc == 0 and (summary["done"], summary["total"]) == (1, 4) and list(summary["variants"]) == ["r0"]
     assert summary["variants"]["r0"]["rollout_error"]["K1"]["h1"]["std"] is None  # one seed: no spread
     assert {u["run"]: u["state"] for u in summary["unfinished"]} == {
-        "base/seed0": "not started", "base/seed1": "not started", "r0/seed1": "not started"}
+        "base/seed0": "not started",
+        "base/seed1": "not started",
+        "r0/seed1": "not started",
+    }
 
 
 # ------------------------------------------------------------------------------------------------ shipped sweeps
@@ -362,8 +432,14 @@ def test_shipped_sweep_files_build_every_variant(name):
     assert len(runs) == len(spec.variants) * len(spec.seeds) and all(r.config.model.k_max >= 64 for r in runs)
     assert {r.variant for r in runs if r.trained_by} == {"tau-ctx-0.9"}
     keys = {k for o in spec.variants.values() for k in o}
-    assert keys >= {"model.prediction", "model.dh_blocks", "objective.bootstrap_fraction", "rollout.tau_ctx",
-                    "objective.clean_context", "model.registers"}
+    assert keys >= {
+        "model.prediction",
+        "model.dh_blocks",
+        "objective.bootstrap_fraction",
+        "rollout.tau_ctx",
+        "objective.clean_context",
+        "model.registers",
+    }
 
 
 def test_cli_lists_the_command(capsys):

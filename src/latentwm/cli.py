@@ -14,9 +14,20 @@ from typing import Callable
 
 import tyro
 
-from latentwm.config import (PRESETS, ConfigError, DemoConfig, EncodeConfig, EvalConfig, ExportConfig,
-                             GenerateConfig, ImagineConfig, LatentwmError, PlanRunConfig, PretrainEncoderConfig,
-                             VerifyConfig)
+from latentwm.config import (
+    PRESETS,
+    ConfigError,
+    DemoConfig,
+    EncodeConfig,
+    EvalConfig,
+    ExportConfig,
+    GenerateConfig,
+    ImagineConfig,
+    LatentwmError,
+    PlanRunConfig,
+    PretrainEncoderConfig,
+    VerifyConfig,
+)
 from latentwm.config import preset as get_full_preset
 from latentwm.config.sweep import SweepConfig
 from latentwm.data.sources.pusht import run_generate
@@ -49,48 +60,104 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "demo": Command("the embedded default, end to end on CPU (Push-T): generate → encode → decoder → train → "
-                    "roll out → plan → report", lambda p: DemoConfig(preset=p), run_demo),
-    "generate": Command("simulated Push-T episodes (goal-directed, random-target and random-walk policies)",
-                        lambda p: GenerateConfig(), run_generate),
-    "encode": Command("frames → DINO latents → cache shards (resumable, torchrun-parallel)",
-                      lambda p: EncodeConfig(encoder=get_full_preset(p).encoder), run_encode),
-    "train": Command("dynamics training with shortcut forcing (single process or torchrun)",
-                     lambda p: get_full_preset(p).experiment, train),
-    "rollout": Command("predict futures of held-out clips from their context and actions; side-by-side videos",
-                       lambda p: EvalConfig(videos=8, out_dir="runs/rollout"), run_eval),
-    "plan": Command("goal-conditioned MPC (CEM / MPPI / gradient) in the real Push-T env vs random and dataset "
-                    "actions", lambda p: PlanRunConfig(plan=get_full_preset(p).plan, probe=get_full_preset(p).probe),
-                    run_plan),
-    "imagine": Command("the future a sentence describes, imagined from a real context without actions (text-guided);"
-                       " GIF beside the real continuation and the goal latent", lambda p: ImagineConfig(), run_imagine),
-    "eval": Command("rollout error of a trained model vs ground truth and copy-last-frame; plot and videos",
-                    lambda p: EvalConfig(), run_eval),
-    "train-decoder": Command("RAE-style decoder from latents back to pixels (cache or online encoding; PSNR/SSIM, "
-                             "reconstruction grids)", lambda p: get_full_preset(p).decoder, run_train_decoder),
-    "pretrain-encoder": Command("a small DINOv2-architecture encoder, self-supervised on your training episodes "
-                                "(dino / masked-pixels / time-contrastive) → --encoder.name OUT/encoder",
-                                lambda p: PretrainEncoderConfig(), run_pretrain_encoder),
-    "rl": Command("offline RL in the frozen model: BC + reward heads, PMPO imagination training, gym-pusht eval",
-                  lambda p: get_full_preset(p).rl, run_rl),
-    "sweep": Command("ablation sweep: a preset + variants (config overrides) × seeds from a TOML file, run one after "
-                     "another (resumable) or emitted as commands for a scheduler; tables, plots, JSON (--collect DIR)",
-                     lambda p: SweepConfig(preset=p), run_sweep, lock=False, default_preset="",
-                     tyro_config=(tyro.conf.UseAppendAction,)),
-    "export": Command("a checkpoint (full or sharded) → one .safetensors file (EMA weights + config and facts) that "
-                      "eval / plan load on one device", lambda p: ExportConfig(), run_export, lock=False),
-    "verify": Command("check a latent cache's shards against their checksums (exit 2 when one is damaged)",
-                      lambda p: VerifyConfig(), run_verify, lock=False),
+    "demo": Command(
+        "the embedded default, end to end on CPU (Push-T): generate → encode → decoder → train → "
+        "roll out → plan → report",
+        lambda p: DemoConfig(preset=p),
+        run_demo,
+    ),
+    "generate": Command(
+        "simulated Push-T episodes (goal-directed, random-target and random-walk policies)",
+        lambda p: GenerateConfig(),
+        run_generate,
+    ),
+    "encode": Command(
+        "frames → DINO latents → cache shards (resumable, torchrun-parallel)",
+        lambda p: EncodeConfig(encoder=get_full_preset(p).encoder),
+        run_encode,
+    ),
+    "train": Command(
+        "dynamics training with shortcut forcing (single process or torchrun)",
+        lambda p: get_full_preset(p).experiment,
+        train,
+    ),
+    "rollout": Command(
+        "predict futures of held-out clips from their context and actions; side-by-side videos",
+        lambda p: EvalConfig(videos=8, out_dir="runs/rollout"),
+        run_eval,
+    ),
+    "plan": Command(
+        "goal-conditioned MPC (CEM / MPPI / gradient) in the real Push-T env vs random and dataset actions",
+        lambda p: PlanRunConfig(plan=get_full_preset(p).plan, probe=get_full_preset(p).probe),
+        run_plan,
+    ),
+    "imagine": Command(
+        "the future a sentence describes, imagined from a real context without actions (text-guided);"
+        " GIF beside the real continuation and the goal latent",
+        lambda p: ImagineConfig(),
+        run_imagine,
+    ),
+    "eval": Command(
+        "rollout error of a trained model vs ground truth and copy-last-frame; plot and videos",
+        lambda p: EvalConfig(),
+        run_eval,
+    ),
+    "train-decoder": Command(
+        "RAE-style decoder from latents back to pixels (cache or online encoding; PSNR/SSIM, reconstruction grids)",
+        lambda p: get_full_preset(p).decoder,
+        run_train_decoder,
+    ),
+    "pretrain-encoder": Command(
+        "a small DINOv2-architecture encoder, self-supervised on your training episodes "
+        "(dino / masked-pixels / time-contrastive) → --encoder.name OUT/encoder",
+        lambda p: PretrainEncoderConfig(),
+        run_pretrain_encoder,
+    ),
+    "rl": Command(
+        "offline RL in the frozen model: BC + reward heads, PMPO imagination training, gym-pusht eval",
+        lambda p: get_full_preset(p).rl,
+        run_rl,
+    ),
+    "sweep": Command(
+        "ablation sweep: a preset + variants (config overrides) × seeds from a TOML file, run one after "
+        "another (resumable) or emitted as commands for a scheduler; tables, plots, JSON (--collect DIR)",
+        lambda p: SweepConfig(preset=p),
+        run_sweep,
+        lock=False,
+        default_preset="",
+        tyro_config=(tyro.conf.UseAppendAction,),
+    ),
+    "export": Command(
+        "a checkpoint (full or sharded) → one .safetensors file (EMA weights + config and facts) that "
+        "eval / plan load on one device",
+        lambda p: ExportConfig(),
+        run_export,
+        lock=False,
+    ),
+    "verify": Command(
+        "check a latent cache's shards against their checksums (exit 2 when one is damaged)",
+        lambda p: VerifyConfig(),
+        run_verify,
+        lock=False,
+    ),
 }
 
 
 def _usage() -> str:
-    lines = ["usage: latentwm <command> [--preset NAME] [--section.field VALUE ...] [--debug]", "",
-             "Latent world models on frozen DINO features.", "", "commands:"]
+    lines = [
+        "usage: latentwm <command> [--preset NAME] [--section.field VALUE ...] [--debug]",
+        "",
+        "Latent world models on frozen DINO features.",
+        "",
+        "commands:",
+    ]
     width = max(map(len, COMMANDS))
     lines += [f"  {name:<{width}} {cmd.summary}" for name, cmd in COMMANDS.items()]
-    lines += ["", f"presets: {', '.join(PRESETS)} (default cpu)",
-              "`latentwm <command> --help` lists every field of a command."]
+    lines += [
+        "",
+        f"presets: {', '.join(PRESETS)} (default cpu)",
+        "`latentwm <command> --help` lists every field of a command.",
+    ]
     return "\n".join(lines)
 
 
@@ -120,8 +187,9 @@ def _check_utf8(args: list[str]) -> None:
         try:
             a.encode("utf-8")
         except UnicodeEncodeError:
-            raise ConfigError(f"argument {ascii(a)} is not valid UTF-8; give sentences and paths as UTF-8 "
-                              "text") from None
+            raise ConfigError(
+                f"argument {ascii(a)} is not valid UTF-8; give sentences and paths as UTF-8 text"
+            ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,8 +213,14 @@ def main(argv: list[str] | None = None) -> int:
         _check_utf8(rest)
         preset, rest = _pop_flag(rest, "--preset", takes_value=True, default=cmd.default_preset)
         default = cmd.make_default(preset)
-        cfg = tyro.cli(type(default), args=rest, default=default, prog=f"latentwm {name}", config=cmd.tyro_config,
-                       description=cmd.summary + (f" (defaults from preset {preset!r})" if preset else ""))
+        cfg = tyro.cli(
+            type(default),
+            args=rest,
+            default=default,
+            prog=f"latentwm {name}",
+            config=cmd.tyro_config,
+            description=cmd.summary + (f" (defaults from preset {preset!r})" if preset else ""),
+        )
         out = (cfg.train.out_dir if name == "train" else getattr(cfg, "out_dir", "")) if cmd.lock else ""
         # one writer per out dir; under torchrun rank 0 holds it for all ranks
         with RunLock(out or ".", f"latentwm {name}", enabled=bool(out) and os.environ.get("RANK", "0") == "0"):

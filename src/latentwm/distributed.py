@@ -67,8 +67,10 @@ def init_distributed(device: str = "auto") -> DistInfo:
         torch.cuda.set_device(dev)
     if world > 1 and not tdist.is_initialized():
         if "MASTER_ADDR" not in os.environ:
-            raise RuntimeError("distributed run (world size > 1) without MASTER_ADDR: launch with torchrun, or "
-                               "export MASTER_ADDR/MASTER_PORT in the SLURM job script")
+            raise RuntimeError(
+                "distributed run (world size > 1) without MASTER_ADDR: launch with torchrun, or "
+                "export MASTER_ADDR/MASTER_PORT in the SLURM job script"
+            )
         os.environ.setdefault("MASTER_PORT", "29500")
         tdist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world)
     return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)

@@ -41,8 +41,10 @@ def check_sample_steps(sample_steps, k_max: int) -> int:
     except TypeError:
         k = None
     if isinstance(sample_steps, bool) or k is None or k < 1 or k & (k - 1) or k > k_max:
-        raise ValueError(f"sample_steps must be a power of two between 1 and the model's k_max = {k_max} (step "
-                         f"size 1/sample_steps on its grid), got {sample_steps!r}")
+        raise ValueError(
+            f"sample_steps must be a power of two between 1 and the model's k_max = {k_max} (step "
+            f"size 1/sample_steps on its grid), got {sample_steps!r}"
+        )
     return k
 
 
@@ -59,8 +61,16 @@ def _commit_pending(model, cache, prev_action, prev_action_mask) -> None:
     """Next-frame mode: commit cache.pending (B, N, D) with the action taken after it, prev_action (B, A) /
     prev_action_mask (B,) (None: unknown); it is no longer pending."""
     x = cache.pending
-    model.step(x, _ones(x, 1.0), _ones(x, 1.0 / model.cfg.k_max), prev_action, prev_action_mask, cache=cache,
-               commit=True, **(cache.pending_text or {}))
+    model.step(
+        x,
+        _ones(x, 1.0),
+        _ones(x, 1.0 / model.cfg.k_max),
+        prev_action,
+        prev_action_mask,
+        cache=cache,
+        commit=True,
+        **(cache.pending_text or {}),
+    )
     cache.pending, cache.pending_text = None, None
 
 
@@ -103,8 +113,20 @@ class Guided:
     def init_cache(self, batch_size: int, device=None, dtype=None):
         return self.model.init_cache(batch_size * self.branches, device=device, dtype=dtype)
 
-    def step(self, z, tau, step, prev_action=None, prev_action_mask=None, cache=None, commit=False,
-             return_hidden=False, *, text=None, text_mask=None):
+    def step(
+        self,
+        z,
+        tau,
+        step,
+        prev_action=None,
+        prev_action_mask=None,
+        cache=None,
+        commit=False,
+        return_hidden=False,
+        *,
+        text=None,
+        text_mask=None,
+    ):
         """As DynamicsModel.step for B rows; the cache holds B·branches rows."""
         n, B = self.branches, z.shape[0]
         rep = lambda t: t if t is None or not torch.is_tensor(t) or t.dim() == 0 else t.repeat(n, *[1] * (t.dim() - 1))  # noqa: E731
@@ -116,8 +138,18 @@ class Guided:
         if text is not None:
             m = text_mask if text_mask is not None else torch.ones(B, dtype=torch.bool, device=z.device)
             t_mask = torch.cat([m] + [m & off if k == "text" else m for k, _ in self.nulls])
-        out = self.model.step(rep(z), rep(tau), rep(step), rep(prev_action), a_mask, cache=cache, commit=commit,
-                              return_hidden=return_hidden, text=rep(text), text_mask=t_mask)
+        out = self.model.step(
+            rep(z),
+            rep(tau),
+            rep(step),
+            rep(prev_action),
+            a_mask,
+            cache=cache,
+            commit=commit,
+            return_hidden=return_hidden,
+            text=rep(text),
+            text_mask=t_mask,
+        )
         x, h = out if return_hidden else (out, None)
         xs = x.view(n, B, *x.shape[1:])
         guided = xs[0]
@@ -135,8 +167,17 @@ def guided(model, text_guidance: float = 1.0, action_guidance: float = 1.0):
     return Guided(model, text_guidance, action_guidance)
 
 
-def commit_frame(model, cache, x: torch.Tensor, prev_action=None, prev_action_mask=None, tau_ctx: float = 1.0,
-                 noise: torch.Tensor | None = None, generator: torch.Generator | None = None, text_kw=None) -> None:
+def commit_frame(
+    model,
+    cache,
+    x: torch.Tensor,
+    prev_action=None,
+    prev_action_mask=None,
+    tau_ctx: float = 1.0,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    text_kw=None,
+) -> None:
     """Write the finished frame x (B, N, D) into the cache at signal level tau_ctx (one pass, output unused).
     text_kw: {"text": (B, E), "text_mask": (B,)} of this frame, or None. prev_action (B, A): the action into x.
     Next-frame mode: the pending frame is committed with prev_action (the action taken after it) and x becomes
@@ -148,16 +189,31 @@ def commit_frame(model, cache, x: torch.Tensor, prev_action=None, prev_action_ma
         return
     z = x
     if tau_ctx < 1.0:
-        eps = noise if noise is not None else torch.randn(x.shape, generator=generator, device=x.device,
-                                                           dtype=x.dtype)
+        eps = noise if noise is not None else torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         z = (1.0 - tau_ctx) * eps + tau_ctx * x
     d_min = 1.0 / model.cfg.k_max
-    model.step(z, _ones(x, tau_ctx), _ones(x, d_min), prev_action, prev_action_mask, cache=cache, commit=True,
-               **(text_kw or {}))
+    model.step(
+        z,
+        _ones(x, tau_ctx),
+        _ones(x, d_min),
+        prev_action,
+        prev_action_mask,
+        cache=cache,
+        commit=True,
+        **(text_kw or {}),
+    )
 
 
-def sample_frame(model, cache, sample_steps: int, noise: torch.Tensor, prev_action=None, prev_action_mask=None,
-                 batch: int | None = None, text_kw=None) -> torch.Tensor:
+def sample_frame(
+    model,
+    cache,
+    sample_steps: int,
+    noise: torch.Tensor,
+    prev_action=None,
+    prev_action_mask=None,
+    batch: int | None = None,
+    text_kw=None,
+) -> torch.Tensor:
     """Generate one frame (B, N, D) with K = sample_steps denoising steps (a power of two ≤ k_max, else a
     ValueError); the cache is read, not written.
 
@@ -169,27 +225,46 @@ def sample_frame(model, cache, sample_steps: int, noise: torch.Tensor, prev_acti
     sample_steps = check_sample_steps(sample_steps, model.cfg.k_max)
     if predicts_next(model):
         if cache is None or cache.pending is None:
-            raise ValueError("sample_frame: a next-frame model (model.prediction 'next') predicts from the newest "
-                             "observed frame; observe at least one frame into the cache first")
+            raise ValueError(
+                "sample_frame: a next-frame model (model.prediction 'next') predicts from the newest "
+                "observed frame; observe at least one frame into the cache first"
+            )
         x = cache.pending
-        return model.step(x, _ones(x, 1.0), _ones(x, 1.0 / model.cfg.k_max), prev_action, prev_action_mask,
-                          cache=cache, commit=False, **(cache.pending_text or {}))
+        return model.step(
+            x,
+            _ones(x, 1.0),
+            _ones(x, 1.0 / model.cfg.k_max),
+            prev_action,
+            prev_action_mask,
+            cache=cache,
+            commit=False,
+            **(cache.pending_text or {}),
+        )
     B = batch or noise.shape[0]
     z = noise.expand(B, *noise.shape[1:]) if noise.shape[0] != B else noise
     d = 1.0 / sample_steps
     tau = 0.0
     x_hat = z
     for k in range(sample_steps):
-        x_hat = model.step(z, torch.full((B,), tau, device=z.device), torch.full((B,), d, device=z.device),
-                           prev_action, prev_action_mask, cache=cache, commit=False, **(text_kw or {}))
+        x_hat = model.step(
+            z,
+            torch.full((B,), tau, device=z.device),
+            torch.full((B,), d, device=z.device),
+            prev_action,
+            prev_action_mask,
+            cache=cache,
+            commit=False,
+            **(text_kw or {}),
+        )
         if k < sample_steps - 1:
             z = z + d * (x_hat - z) / (1.0 - tau)
             tau += d
     return x_hat
 
 
-def frame_hidden(model, cache, x: torch.Tensor, prev_action=None, prev_action_mask=None, text_kw=None,
-                 commit: bool = True) -> torch.Tensor:
+def frame_hidden(
+    model, cache, x: torch.Tensor, prev_action=None, prev_action_mask=None, text_kw=None, commit: bool = True
+) -> torch.Tensor:
     """Token outputs (B, S, W) of the clean pass (τ = 1) of frame x (B, N, D) after the cache's frames — features
     that have seen x, its history and the action into it (prev_action (B, A) / prev_action_mask (B,)), never the
     action taken after x (what a policy chooses). commit: also write x into the cache (x / v: that same pass).
@@ -198,8 +273,9 @@ def frame_hidden(model, cache, x: torch.Tensor, prev_action=None, prev_action_ma
     ones = _ones(x, 1.0)
     d = ones / model.cfg.k_max
     if not predicts_next(model):
-        return model.step(x, ones, d, prev_action, prev_action_mask, cache=cache, commit=commit, return_hidden=True,
-                          **(text_kw or {}))[1]
+        return model.step(
+            x, ones, d, prev_action, prev_action_mask, cache=cache, commit=commit, return_hidden=True, **(text_kw or {})
+        )[1]
     commit_frame(model, cache, x, prev_action, prev_action_mask, text_kw=text_kw)
     return model.step(x, ones, d, None, None, cache=cache, commit=False, return_hidden=True, **(text_kw or {}))[1]
 
@@ -220,8 +296,18 @@ def clip_hidden(model, latents: torch.Tensor, actions=None, action_mask=None) ->
     return torch.stack(hs, 1)
 
 
-def observe(model, context: torch.Tensor, actions=None, action_mask=None, tau_ctx: float = 1.0, cache=None,
-            noise: torch.Tensor | None = None, generator: torch.Generator | None = None, text=None, text_mask=None):
+def observe(
+    model,
+    context: torch.Tensor,
+    actions=None,
+    action_mask=None,
+    tau_ctx: float = 1.0,
+    cache=None,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    text=None,
+    text_mask=None,
+):
     """Enter observed frames context (B, C, N, D) into a cache (a new one when None); returns the cache.
 
     actions (B, ≥C−1, A), actions[:, t] taken after context frame t (the first frame enters without an action);
@@ -236,16 +322,37 @@ def observe(model, context: torch.Tensor, actions=None, action_mask=None, tau_ct
         cache = model.init_cache(B, device=context.device)  # dtype follows autocast
     for c in range(C):
         a, m = _action_at(actions, action_mask, c, B)
-        commit_frame(model, cache, context[:, c], a, m, tau_ctx, None if noise is None else noise[:, c], generator,
-                     _text_at(text, text_mask, c, B))
+        commit_frame(
+            model,
+            cache,
+            context[:, c],
+            a,
+            m,
+            tau_ctx,
+            None if noise is None else noise[:, c],
+            generator,
+            _text_at(text, text_mask, c, B),
+        )
     return cache
 
 
-def rollout(model, context: torch.Tensor, horizon: int, actions: torch.Tensor | None = None,
-            action_mask: torch.Tensor | None = None, sample_steps: int = 4, tau_ctx: float = 1.0,
-            noise: torch.Tensor | None = None, generator: torch.Generator | None = None, cache=None,
-            grad: bool = False, text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
-            text_guidance: float = 1.0, action_guidance: float = 1.0) -> torch.Tensor:
+def rollout(
+    model,
+    context: torch.Tensor,
+    horizon: int,
+    actions: torch.Tensor | None = None,
+    action_mask: torch.Tensor | None = None,
+    sample_steps: int = 4,
+    tau_ctx: float = 1.0,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    cache=None,
+    grad: bool = False,
+    text: torch.Tensor | None = None,
+    text_mask: torch.Tensor | None = None,
+    text_guidance: float = 1.0,
+    action_guidance: float = 1.0,
+) -> torch.Tensor:
     """Predict `horizon` frames after the observed `context` (B, C, N, D). Returns (B, H, N, D).
 
     actions: (B or 1, C + H − 1, A) or None (action-free); action_mask (B or 1, C + H − 1) bool.
@@ -263,12 +370,16 @@ def rollout(model, context: torch.Tensor, horizon: int, actions: torch.Tensor | 
     B, C, N, D = context.shape
     model = guided(model, text_guidance, action_guidance)
     if text is not None and text.dim() == 3 and text.shape[1] < C + horizon:
-        raise ValueError(f"rollout: text has {text.shape[1]} frames, needs C + H = {C + horizon} (or give one "
-                         f"sentence embedding per sample, (B, E))")
+        raise ValueError(
+            f"rollout: text has {text.shape[1]} frames, needs C + H = {C + horizon} (or give one "
+            f"sentence embedding per sample, (B, E))"
+        )
     check_sample_steps(sample_steps, model.cfg.k_max)
     if actions is not None and actions.shape[1] < C + horizon - 1:
-        raise ValueError(f"rollout: actions has {actions.shape[1]} steps, needs C + H − 1 = {C + horizon - 1} "
-                         f"(context {C}, horizon {horizon})")
+        raise ValueError(
+            f"rollout: actions has {actions.shape[1]} steps, needs C + H − 1 = {C + horizon - 1} "
+            f"(context {C}, horizon {horizon})"
+        )
     if noise is not None and (noise.shape[1] < horizon or noise.shape[2:] != (N, D)):
         raise ValueError(f"rollout: noise must be (B or 1, {horizon}, {N}, {D}), got {tuple(noise.shape)}")
     if actions is not None and action_mask is None:  # given actions are known actions
@@ -276,8 +387,9 @@ def rollout(model, context: torch.Tensor, horizon: int, actions: torch.Tensor | 
     ctx = contextlib.nullcontext() if grad else torch.no_grad()
     with ctx:
         if cache is None:
-            cache = observe(model, context, actions, action_mask, tau_ctx, generator=generator, text=text,
-                            text_mask=text_mask)
+            cache = observe(
+                model, context, actions, action_mask, tau_ctx, generator=generator, text=text, text_mask=text_mask
+            )
         B_out = max(B, cache.batch_size // getattr(model, "branches", 1))  # an expanded cache: many candidates
         frames = []
         for h in range(horizon):

@@ -10,9 +10,10 @@ def rewrite_manifest(ckpt_dir: Path) -> None:
     """Recompute manifest.json of `ckpt_dir` from its files, so that it verifies whatever they hold."""
     man = json.loads((ckpt_dir / "manifest.json").read_text())
     files = sorted(p for p in ckpt_dir.rglob("*") if p.is_file() and p.name != "manifest.json")
-    man["files"] = {str(p.relative_to(ckpt_dir)): {"bytes": p.stat().st_size,
-                                                   "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
-                    for p in files}
+    man["files"] = {
+        str(p.relative_to(ckpt_dir)): {"bytes": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+        for p in files
+    }
     (ckpt_dir / "manifest.json").write_text(json.dumps(man))
 
 

@@ -11,8 +11,11 @@ CFG = get_preset("tiny").model
 
 
 def _clip(i, T):
-    return ClipSample(latents=torch.randn(T, CFG.num_latent_tokens, CFG.latent_dim), actions=torch.randn(T, 2),
-                      meta=WorldBatchMetadata("toy", f"ep{i}", start_frame=i))
+    return ClipSample(
+        latents=torch.randn(T, CFG.num_latent_tokens, CFG.latent_dim),
+        actions=torch.randn(T, 2),
+        meta=WorldBatchMetadata("toy", f"ep{i}", start_frame=i),
+    )
 
 
 def test_selecting_one_sample_keeps_the_batch_dimension_and_its_metadata():
@@ -30,7 +33,6 @@ def test_selecting_one_sample_keeps_the_batch_dimension_and_its_metadata():
 def test_eval_with_exactly_one_held_out_clip():
     model = DynamicsModel(CFG).eval()
     for clips in ([_clip(0, 4)], [_clip(0, 4), _clip(1, 2)]):  # one clip; one usable clip beside a short one
-        out = rollout_errors(model, [collate(clips, action_dim=CFG.action_dim)], context=2, horizon=2,
-                             sample_steps=1)
+        out = rollout_errors(model, [collate(clips, action_dim=CFG.action_dim)], context=2, horizon=2, sample_steps=1)
         assert out["num_clips"] == 1 and out["skipped_clips"] == len(clips) - 1
         assert list(out["by_group"]) == ["toy/main"]

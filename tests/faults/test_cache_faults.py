@@ -16,9 +16,14 @@ def _items(n):
     def episode(i):
         g = np.random.default_rng(i)
         T = 6 + i % 3
-        return Episode(dataset="toy", episode_id=f"ep{i}", fps=10.0,
-                       frames={"main": g.integers(0, 255, size=(T, 8, 8, 3), dtype=np.uint8)},
-                       actions=g.normal(size=(T, 2)).astype(np.float32))
+        return Episode(
+            dataset="toy",
+            episode_id=f"ep{i}",
+            fps=10.0,
+            frames={"main": g.integers(0, 255, size=(T, 8, 8, 3), dtype=np.uint8)},
+            actions=g.normal(size=(T, 2)).astype(np.float32),
+        )
+
     return [(f"item/ep{i}", (lambda i=i: episode(i))) for i in range(n)]
 
 
@@ -51,8 +56,9 @@ def test_flipped_bytes_inside_a_shard_are_found_and_encode_rewrites_the_shard(tm
     report = verify_cache(tmp_path)
     assert not report["ok"] and report["num_bad"] == 1 and report["num_ok"] == 2
     assert report["shards"][shard.name]["status"] == "bad" and "checksum" in report["shards"][shard.name]["reason"]
-    summary = encode_to_cache(_items(6), _encode, tmp_path, encoder_label="random:test", episodes_per_shard=2,
-                              show_progress=False)
+    summary = encode_to_cache(
+        _items(6), _encode, tmp_path, encoder_label="random:test", episodes_per_shard=2, show_progress=False
+    )
     assert summary["shards_written"] == [shard.name]  # only the damaged shard, the others are trusted
     assert f"{shard} fails its check" in capsys.readouterr().out
     assert shard.read_bytes() == good and verify_cache(tmp_path)["ok"]
@@ -99,8 +105,9 @@ def test_first_nonfinite_bit_test_matches_isfinite(dtype):
         b[1, 2] = bad
         assert first_nonfinite(b) == (1, 2)
     every = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16)  # all fp16 bit patterns
-    assert (first_nonfinite(every[np.isfinite(every)]) is None
-            and first_nonfinite(every) == (int(np.argmin(np.isfinite(every))),))
+    assert first_nonfinite(every[np.isfinite(every)]) is None and first_nonfinite(every) == (
+        int(np.argmin(np.isfinite(every))),
+    )
 
 
 def test_an_index_naming_a_shard_outside_the_cache_is_refused(tmp_path):

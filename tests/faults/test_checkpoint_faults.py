@@ -121,8 +121,12 @@ def test_stale_temp_dirs_are_ignored_then_removed_unless_their_writer_lives(tmp_
     dead.wait()
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        names = {"legacy": ".tmp_step_00000005", "dead": ckpt._temp_name(5, pid=dead.pid),
-                 "live": ckpt._temp_name(5, pid=live.pid), "other_host": ckpt._temp_name(5, pid=1, host="elsewhere")}
+        names = {
+            "legacy": ".tmp_step_00000005",
+            "dead": ckpt._temp_name(5, pid=dead.pid),
+            "live": ckpt._temp_name(5, pid=live.pid),
+            "other_host": ckpt._temp_name(5, pid=1, host="elsewhere"),
+        }
         for n in names.values():
             (tmp_path / n).mkdir()
             (tmp_path / n / "state.pt").write_bytes(b"partial")
@@ -186,8 +190,12 @@ def test_truncated_dcp_shard_is_refused_with_one_line(tmp_path):
 
     cfg = get_preset("tiny").replace(train__out_dir=str(tmp_path))
     model = DynamicsModel(cfg.model)
-    path = ckpt.save_checkpoint(tmp_path / "checkpoints", 1, {"step": 1, "config": cfg.to_dict(), "dcp": ["ema"]},
-                                sharded_state=sharded_state({"ema": model}))
+    path = ckpt.save_checkpoint(
+        tmp_path / "checkpoints",
+        1,
+        {"step": 1, "config": cfg.to_dict(), "dcp": ["ema"]},
+        sharded_state=sharded_state({"ema": model}),
+    )
     shard = path / "dcp" / "__0_0.distcp"
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     with pytest.raises(ckpt.CheckpointError, match="__0_0.distcp has .* bytes.*truncated") as e:
@@ -208,8 +216,11 @@ def test_nan_weights_and_non_world_model_files_are_refused_on_load(tmp_path):
     model = DynamicsModel(cfg.model)
     bad = {k: v.clone() for k, v in model.state_dict().items()}
     next(v for v in bad.values() if v.is_floating_point()).fill_(float("nan"))
-    ckpt.save_checkpoint(tmp_path / "nan" / "checkpoints", 1, {"model": model.state_dict(), "ema": bad, "step": 1,
-                                                                "config": cfg.to_dict()})
+    ckpt.save_checkpoint(
+        tmp_path / "nan" / "checkpoints",
+        1,
+        {"model": model.state_dict(), "ema": bad, "step": 1, "config": cfg.to_dict()},
+    )
     with pytest.raises(ckpt.CheckpointError, match="NaN/inf"):
         ckpt.load_world_model(tmp_path / "nan", ema=True)
     ckpt.load_world_model(tmp_path / "nan", ema=False)  # the raw weights are finite: they load

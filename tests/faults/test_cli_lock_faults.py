@@ -8,14 +8,17 @@ from latentwm.cli import main
 from latentwm.train.lock import RunLock
 
 
-@pytest.mark.parametrize("argv", [
-    ["generate", "--num-episodes", "1", "--max-steps", "5"],
-    ["train", "--preset", "tiny", "--train.steps", "1"],
-    ["train-decoder", "--preset", "tiny"],
-    ["plan", "--preset", "tiny"],
-    ["rl", "--preset", "tiny"],
-    ["demo", "--preset", "smoke"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "--num-episodes", "1", "--max-steps", "5"],
+        ["train", "--preset", "tiny", "--train.steps", "1"],
+        ["train-decoder", "--preset", "tiny"],
+        ["plan", "--preset", "tiny"],
+        ["rl", "--preset", "tiny"],
+        ["demo", "--preset", "smoke"],
+    ],
+)
 def test_a_held_out_dir_is_refused_naming_the_holder(tmp_path, capsys, argv):
     out = tmp_path / "run"
     flag = "--train.out-dir" if argv[0] == "train" else "--out-dir"

@@ -4,6 +4,7 @@ import pytest
 
 from latentwm.cli import main
 
+
 def _run(argv):
     try:
         return main(argv)
@@ -11,11 +12,14 @@ def _run(argv):
         return e.code
 
 
-@pytest.mark.parametrize("argv,field", [
-    (["train", "--preset", "tiny", "--train.lr", "nan"], "train.lr"),
-    (["train", "--preset", "tiny", "--train.lr", "inf"], "train.lr"),
-    (["train-decoder", "--preset", "tiny", "--lr", "nan"], "decoder.lr"),
-])
+@pytest.mark.parametrize(
+    "argv,field",
+    [
+        (["train", "--preset", "tiny", "--train.lr", "nan"], "train.lr"),
+        (["train", "--preset", "tiny", "--train.lr", "inf"], "train.lr"),
+        (["train-decoder", "--preset", "tiny", "--lr", "nan"], "decoder.lr"),
+    ],
+)
 def test_nan_learning_rate_is_refused_in_one_line(tmp_path, capsys, argv, field):
     out = tmp_path / "run"
     flag = "--train.out-dir" if argv[0] == "train" else "--out-dir"
@@ -33,8 +37,10 @@ def test_a_state_cost_without_a_state_probe_names_the_flag(tmp_path):
     from latentwm.config import ConfigError, PlanConfig, PlanRunConfig
     from latentwm.planning.evaluate import _state_probe_path
 
-    cfg = PlanRunConfig(checkpoint=str(tmp_path / "train" / "checkpoints" / "best.pt"),
-                        plan=dataclasses.replace(PlanConfig(), state_weight=1.0))
+    cfg = PlanRunConfig(
+        checkpoint=str(tmp_path / "train" / "checkpoints" / "best.pt"),
+        plan=dataclasses.replace(PlanConfig(), state_weight=1.0),
+    )
     with pytest.raises(ConfigError, match="--state-probe"):
         _state_probe_path(cfg)
     (tmp_path / "train").mkdir()
@@ -42,9 +48,15 @@ def test_a_state_cost_without_a_state_probe_names_the_flag(tmp_path):
     assert _state_probe_path(cfg) == tmp_path / "train" / "state_probe.safetensors"
 
 
-@pytest.mark.parametrize("argv", [["train", "--preset", "tiny", "--train.out-dir", " "],
-                                  ["generate", "--out-dir", ""], ["plan", "--out-dir", ""],
-                                  ["demo", "--preset", "smoke", "--out-dir", ""]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--preset", "tiny", "--train.out-dir", " "],
+        ["generate", "--out-dir", ""],
+        ["plan", "--out-dir", ""],
+        ["demo", "--preset", "smoke", "--out-dir", ""],
+    ],
+)
 def test_an_empty_output_folder_is_refused(tmp_path, capsys, monkeypatch, argv):
     """An empty out dir would write the run into the current directory: refused at start, in one line."""
     monkeypatch.chdir(tmp_path)
@@ -63,16 +75,32 @@ def test_arguments_that_are_not_utf8_are_refused_in_one_line(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("flags", [["--data.batch-size", "1000000000"], ["--data.batch-size", "100000"],
-                                   ["--model.width", "1000000", "--model.heads", "4"]])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--data.batch-size", "1000000000"],
+        ["--data.batch-size", "100000"],
+        ["--model.width", "1000000", "--model.heads", "4"],
+    ],
+)
 def test_a_run_that_cannot_fit_in_memory_is_refused_before_it_allocates(tmp_path, capsys, monkeypatch, flags):
     """Such runs grew until the kernel killed them (no message) or died in an allocation traceback: the lower bound
     on their memory is checked against what the machine has, first (here: a machine with 24 GiB available)."""
     from latentwm.train import memory
 
     monkeypatch.setattr(memory, "available_memory", lambda device: 24 * 2**30)
-    code = _run(["train", "--preset", "tiny", "--data.cache-dir", str(tmp_path / "none"), "--train.out-dir",
-                 str(tmp_path / "run"), *flags])
+    code = _run(
+        [
+            "train",
+            "--preset",
+            "tiny",
+            "--data.cache-dir",
+            str(tmp_path / "none"),
+            "--train.out-dir",
+            str(tmp_path / "run"),
+            *flags,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("latentwm train: ") and len(err.strip().splitlines()) == 1
     assert "needs at least" in err and "GiB available" in err

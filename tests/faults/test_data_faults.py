@@ -18,9 +18,14 @@ def _items(n, action_width, dataset="toy"):
     def episode(i):
         g = np.random.default_rng(i)
         T = 20
-        return Episode(dataset=dataset, episode_id=f"ep{i}", fps=10.0,
-                       frames={"main": g.integers(0, 255, size=(T, 4, 4, 3), dtype=np.uint8)},
-                       actions=None if action_width == 0 else g.normal(size=(T, action_width)).astype(np.float32))
+        return Episode(
+            dataset=dataset,
+            episode_id=f"ep{i}",
+            fps=10.0,
+            frames={"main": g.integers(0, 255, size=(T, 4, 4, 3), dtype=np.uint8)},
+            actions=None if action_width == 0 else g.normal(size=(T, action_width)).astype(np.float32),
+        )
+
     return [(f"{dataset}/ep{i}", (lambda i=i: episode(i))) for i in range(n)]
 
 
@@ -30,14 +35,26 @@ def _encode(frames):
 
 
 def _cache(path, action_width, n=6, dataset="toy", **kw):
-    encode_to_cache(_items(n, action_width, dataset), _encode, path, encoder_label="random:test",
-                    episodes_per_shard=2, show_progress=False, **kw)
+    encode_to_cache(
+        _items(n, action_width, dataset),
+        _encode,
+        path,
+        encoder_label="random:test",
+        episodes_per_shard=2,
+        show_progress=False,
+        **kw,
+    )
     return path
 
 
 def _cfg(cache_dir, env_action_dim=2, frame_skip=2, **kw):
-    return TINY.replace(data__cache_dir=str(cache_dir), data__env_action_dim=env_action_dim,
-                        data__frame_skip=frame_skip, data__eval_fraction=0.2, **kw)
+    return TINY.replace(
+        data__cache_dir=str(cache_dir),
+        data__env_action_dim=env_action_dim,
+        data__frame_skip=frame_skip,
+        data__eval_fraction=0.2,
+        **kw,
+    )
 
 
 def test_env_action_dim_that_disagrees_with_the_cache_is_refused(tmp_path):
@@ -85,8 +102,22 @@ def test_an_unknown_reader_option_is_one_line_naming_it(tmp_path, capsys):
     from latentwm.cli import main
 
     (tmp_path / "videos").mkdir()
-    assert main(["encode", "--source", "video-folder", "--root", str(tmp_path / "videos"), "--options", "bogus=1",
-                 "--out-dir", str(tmp_path / "out")]) == 2
+    assert (
+        main(
+            [
+                "encode",
+                "--source",
+                "video-folder",
+                "--root",
+                str(tmp_path / "videos"),
+                "--options",
+                "bogus=1",
+                "--out-dir",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "no option bogus" in err and "captions" in err and "\n" not in err
 
@@ -107,8 +138,9 @@ def test_fps_given_as_a_reader_option_is_the_fps_setting(tmp_path, monkeypatch):
 def test_holding_out_every_episode_says_so(tmp_path):
     """--data.eval-fraction 1.0 leaves no training episode: said as such, not blamed on short episodes."""
     encode_to_cache(_items(4, 2), _encode, tmp_path / "c", encoder_label="random:test", show_progress=False)
-    cfg = TINY.replace(data__cache_dir=str(tmp_path / "c"), data__eval_fraction=1.0, data__env_action_dim=2,
-                       model__text_dim=0)
+    cfg = TINY.replace(
+        data__cache_dir=str(tmp_path / "c"), data__eval_fraction=1.0, data__env_action_dim=2, model__text_dim=0
+    )
     with pytest.raises(ConfigError, match=r"holds out all 4 episodes.*--data.eval-fraction"):
         make_clip_datasets(cfg)
 

@@ -23,8 +23,9 @@ def test_a_damaged_stage_record_redoes_the_stage(tmp_path, capsys):
     assert "stage's record" in out and "redo: a (no record of what made this folder)" in out
 
 
-@pytest.mark.parametrize("flags,field", [(["--render-every", "3"], "demo.render_every"),
-                                         (["--render-every", "0"], "demo.render_every")])
+@pytest.mark.parametrize(
+    "flags,field", [(["--render-every", "3"], "demo.render_every"), (["--render-every", "0"], "demo.render_every")]
+)
 def test_bad_demo_stage_settings_are_one_line(tmp_path, capsys, flags, field):
     assert main(["demo", "--preset", "smoke", "--out-dir", str(tmp_path / "d"), *flags]) == 2
     err = capsys.readouterr().err

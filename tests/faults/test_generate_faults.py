@@ -26,8 +26,11 @@ def test_generate_into_a_folder_made_with_other_settings_is_refused(tmp_path, ca
     assert len(err.strip().splitlines()) == 1 and err.startswith("latentwm generate: ")
     assert str(out) in err and "max_steps" in err and "image_size" in err and "seed" not in err
     assert sorted(p.name for p in out.iterdir()) == before  # nothing written
-    for flags, field in ((["--seed", "4"], "seed"), (["--mix.goal", "0.2", "--mix.scripted", "0.6"], "mix"),
-                         (["--mix.noise", "3", "9"], "mix")):
+    for flags, field in (
+        (["--seed", "4"], "seed"),
+        (["--mix.goal", "0.2", "--mix.scripted", "0.6"], "mix"),
+        (["--mix.noise", "3", "9"], "mix"),
+    ):
         assert _generate(out, *flags) == 2
         assert f"{field} " in capsys.readouterr().err
 

@@ -16,13 +16,23 @@ from fault_helpers import reseal_shard
 def _cache(path):
     def episode(i):
         g = np.random.default_rng(i)
-        return Episode(dataset="toy", episode_id=f"ep{i}", fps=10.0,
-                       frames={"main": g.integers(0, 255, size=(6, 8, 8, 3), dtype=np.uint8)},
-                       actions=g.normal(size=(6, 2)).astype(np.float32))
+        return Episode(
+            dataset="toy",
+            episode_id=f"ep{i}",
+            fps=10.0,
+            frames={"main": g.integers(0, 255, size=(6, 8, 8, 3), dtype=np.uint8)},
+            actions=g.normal(size=(6, 2)).astype(np.float32),
+        )
 
     items = [(f"item/ep{i}", (lambda i=i: episode(i))) for i in range(4)]
-    encode_to_cache(items, lambda f: f.astype(np.float32).reshape(len(f), 4, -1, 3).mean(2), path,
-                    encoder_label="random:test", episodes_per_shard=2, show_progress=False)
+    encode_to_cache(
+        items,
+        lambda f: f.astype(np.float32).reshape(len(f), 4, -1, 3).mean(2),
+        path,
+        encoder_label="random:test",
+        episodes_per_shard=2,
+        show_progress=False,
+    )
     return path
 
 

@@ -29,8 +29,11 @@ def _holder(out_dir):
 def test_second_process_is_refused_with_the_holders_pid_until_it_dies(tmp_path):
     p = _holder(tmp_path)
     try:
-        with pytest.raises(RunLockedError, match=rf"out dir {tmp_path} is in use by PID {p.pid} on .*"
-                                                 r"\(latentwm train, started .*\); wait for it or choose another"):
+        with pytest.raises(
+            RunLockedError,
+            match=rf"out dir {tmp_path} is in use by PID {p.pid} on .*"
+            r"\(latentwm train, started .*\); wait for it or choose another",
+        ):
             with RunLock(tmp_path, "latentwm plan"):
                 pass
         with RunLock(tmp_path, "latentwm plan", enabled=False) as lock:  # ranks > 0: no lock taken

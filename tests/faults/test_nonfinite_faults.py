@@ -1,6 +1,7 @@
 """The dynamics trainer's sync-free non-finite policy: NaN steps are skipped on the device (fused AdamW's found_inf,
 gated EMA), counted when the loop reads them (log rows, evaluations, checkpoints), and the run stops beyond the
 budget before it saves — naming the last good checkpoint, whose weights are finite."""
+
 import pytest
 import torch
 
@@ -23,9 +24,15 @@ class Poisoned(MovingBlobClips):
 
 
 def test_a_deferred_stop_comes_at_the_next_read_and_never_saves_after_it(tmp_path):
-    cfg = get_preset("tiny").replace(train__out_dir=str(tmp_path), train__steps=8, train__log_every=4,
-                                     train__ckpt_every=4, train__eval_every=1000, train__max_nonfinite=1,
-                                     data__batch_size=4)
+    cfg = get_preset("tiny").replace(
+        train__out_dir=str(tmp_path),
+        train__steps=8,
+        train__log_every=4,
+        train__ckpt_every=4,
+        train__eval_every=1000,
+        train__max_nonfinite=1,
+        data__batch_size=4,
+    )
     m = cfg.model
     data = Poisoned(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len, seed=0)
     data.steps = (2, 5)  # one NaN step in each 4-step window: the second one crosses the budget at step 8

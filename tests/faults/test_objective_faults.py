@@ -84,5 +84,9 @@ def test_stream_position_inverts_the_trainers_sample_seed():
 
     for run_seed in (0, 7, 2**40 + 3):
         j0 = stream_position(sample_seed(run_seed, 0))
-        assert [(stream_position(sample_seed(run_seed, k)) - j0) % SEED_MODULUS for k in (1, 2, 1000, 10**9)] == \
-            [1, 2, 1000, 10**9]
+        assert [(stream_position(sample_seed(run_seed, k)) - j0) % SEED_MODULUS for k in (1, 2, 1000, 10**9)] == [
+            1,
+            2,
+            1000,
+            10**9,
+        ]

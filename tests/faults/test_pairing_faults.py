@@ -17,10 +17,14 @@ SEED0, SEED1 = "random:tiny-random:seed0:56px", "random:tiny-random:seed1:56px"
 def _episodes(root, n=6, T=24):
     rng = np.random.default_rng(0)
     for i in range(n):
-        ep = Episode(dataset="toy", episode_id=f"ep{i}", fps=10.0,
-                     frames={"front": rng.integers(0, 256, (T, 32, 32, 3), dtype=np.uint8)},
-                     actions=rng.normal(size=(T, 2)).astype(np.float32),
-                     proprio=rng.normal(size=(T, 4)).astype(np.float32))
+        ep = Episode(
+            dataset="toy",
+            episode_id=f"ep{i}",
+            fps=10.0,
+            frames={"front": rng.integers(0, 256, (T, 32, 32, 3), dtype=np.uint8)},
+            actions=rng.normal(size=(T, 2)).astype(np.float32),
+            proprio=rng.normal(size=(T, 4)).astype(np.float32),
+        )
         save_episode(ep, episode_path(root, i))
     return root
 
@@ -32,11 +36,46 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pairing")
     root = _episodes(tmp / "episodes")
     for seed in (0, 1):
-        assert main(["encode", "--preset", "tiny", "--root", str(root), "--out-dir", str(tmp / f"cache{seed}"),
-                     "--encoder.seed", str(seed)]) == 0
-    assert main(["train", "--preset", "tiny", "--data.cache-dir", str(tmp / "cache0"), "--data.frame-skip", "2",
-                 "--data.eval-fraction", "0.34", "--train.out-dir", str(tmp / "wm"), "--train.steps", "2",
-                 "--train.eval-every", "100", "--train.ckpt-every", "2"]) == 0
+        assert (
+            main(
+                [
+                    "encode",
+                    "--preset",
+                    "tiny",
+                    "--root",
+                    str(root),
+                    "--out-dir",
+                    str(tmp / f"cache{seed}"),
+                    "--encoder.seed",
+                    str(seed),
+                ]
+            )
+            == 0
+        )
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "tiny",
+                "--data.cache-dir",
+                str(tmp / "cache0"),
+                "--data.frame-skip",
+                "2",
+                "--data.eval-fraction",
+                "0.34",
+                "--train.out-dir",
+                str(tmp / "wm"),
+                "--train.steps",
+                "2",
+                "--train.eval-every",
+                "100",
+                "--train.ckpt-every",
+                "2",
+            ]
+        )
+        == 0
+    )
     return tmp
 
 
@@ -59,11 +98,41 @@ def test_eval_refuses_a_cache_of_another_encoder_with_the_same_shapes(runs, caps
 
 
 def test_plan_rl_and_the_probe_refuse_the_other_cache(runs, capsys):
-    assert main(["plan", "--checkpoint", str(runs / "wm"), "--cache-dir", str(runs / "cache1"), "--episodes-dir",
-                 str(runs / "episodes"), "--proprio-probe", "none", "--out-dir", str(runs / "plan")]) == 2
+    assert (
+        main(
+            [
+                "plan",
+                "--checkpoint",
+                str(runs / "wm"),
+                "--cache-dir",
+                str(runs / "cache1"),
+                "--episodes-dir",
+                str(runs / "episodes"),
+                "--proprio-probe",
+                "none",
+                "--out-dir",
+                str(runs / "plan"),
+            ]
+        )
+        == 2
+    )
     assert SEED1 in _one_line(capsys, "plan")
-    assert main(["rl", "--checkpoint", str(runs / "wm"), "--cache-dir", str(runs / "cache1"), "--phase", "heads",
-                 "--out-dir", str(runs / "rl")]) == 2
+    assert (
+        main(
+            [
+                "rl",
+                "--checkpoint",
+                str(runs / "wm"),
+                "--cache-dir",
+                str(runs / "cache1"),
+                "--phase",
+                "heads",
+                "--out-dir",
+                str(runs / "rl"),
+            ]
+        )
+        == 2
+    )
     assert SEED1 in _one_line(capsys, "rl")
     with pytest.raises(CheckpointError, match="encoder .*seed0.* vs .*seed1"):
         resolve_probe(runs / "wm", "auto", runs / "cache1", log=lambda *_: None)
@@ -71,27 +140,60 @@ def test_plan_rl_and_the_probe_refuse_the_other_cache(runs, capsys):
 
 def test_encode_resumed_with_another_encoder_is_refused(runs, capsys):
     """Every shard of cache0 is written: the resume would write nothing, and used to report the cache complete."""
+
     def files():
         return {p.name: p.read_bytes() for p in (runs / "cache0").rglob("*") if p.is_file() and p.name != ".lock"}
 
     before = files()
-    assert main(["encode", "--preset", "tiny", "--root", str(runs / "episodes"), "--out-dir", str(runs / "cache0"),
-                 "--encoder.seed", "1"]) == 2
+    assert (
+        main(
+            [
+                "encode",
+                "--preset",
+                "tiny",
+                "--root",
+                str(runs / "episodes"),
+                "--out-dir",
+                str(runs / "cache0"),
+                "--encoder.seed",
+                "1",
+            ]
+        )
+        == 2
+    )
     err = _one_line(capsys, "encode")
     assert SEED0 in err and SEED1 in err and str(runs / "cache0") in err
-    assert main(["encode", "--preset", "tiny", "--root", str(runs / "episodes"), "--out-dir", str(runs / "cache0"),
-                 "--encoder.image-size", "112", "--encoder.pool", "2"]) == 2  # same N = 16, other size and pool
+    assert (
+        main(
+            [
+                "encode",
+                "--preset",
+                "tiny",
+                "--root",
+                str(runs / "episodes"),
+                "--out-dir",
+                str(runs / "cache0"),
+                "--encoder.image-size",
+                "112",
+                "--encoder.pool",
+                "2",
+            ]
+        )
+        == 2
+    )  # same N = 16, other size and pool
     assert "image_size 56 vs 112" in _one_line(capsys, "encode")
     assert files() == before
 
 
 def _info(**kw):
-    return dict(dict(format="latentwm-latent-cache", encoder=SEED0, image_size=56, pool=1, num_tokens=16,
-                     latent_dim=64), **kw)
+    return dict(
+        dict(format="latentwm-latent-cache", encoder=SEED0, image_size=56, pool=1, num_tokens=16, latent_dim=64), **kw
+    )
 
 
-@pytest.mark.parametrize("fact,theirs", [("encoder", SEED1), ("image_size", 112), ("pool", 2), ("num_tokens", 4),
-                                         ("latent_dim", 32)])
+@pytest.mark.parametrize(
+    "fact,theirs", [("encoder", SEED1), ("image_size", 112), ("pool", 2), ("num_tokens", 4), ("latent_dim", 32)]
+)
 def test_check_pairing_names_each_fact_with_both_values_and_paths(fact, theirs):
     state = {"path": "/runs/wm/step_1", "cache_info": _info(), "encoder": SEED0}
     check_pairing(state, _info(), "/c")  # the same facts pair
@@ -118,12 +220,50 @@ def test_check_pairing_of_older_checkpoints_and_caches():
 def test_plan_refuses_an_encoder_config_that_builds_other_weights(runs, capsys):
     """A model trained on seed-0 latents whose saved encoder config says seed 1: planning would observe the real
     environment through another encoder than the one its latents came from."""
-    assert main(["train", "--preset", "tiny", "--data.cache-dir", str(runs / "cache0"), "--data.frame-skip", "2",
-                 "--data.eval-fraction", "0.34", "--train.out-dir", str(runs / "wm_seed1"), "--train.steps", "1",
-                 "--train.eval-every", "100", "--train.ckpt-every", "1", "--encoder.seed", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "tiny",
+                "--data.cache-dir",
+                str(runs / "cache0"),
+                "--data.frame-skip",
+                "2",
+                "--data.eval-fraction",
+                "0.34",
+                "--train.out-dir",
+                str(runs / "wm_seed1"),
+                "--train.steps",
+                "1",
+                "--train.eval-every",
+                "100",
+                "--train.ckpt-every",
+                "1",
+                "--encoder.seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["plan", "--checkpoint", str(runs / "wm_seed1"), "--cache-dir", str(runs / "cache0"),
-                 "--episodes-dir", str(runs / "episodes"), "--proprio-probe", "none",
-                 "--out-dir", str(runs / "plan_seed1")]) == 2
+    assert (
+        main(
+            [
+                "plan",
+                "--checkpoint",
+                str(runs / "wm_seed1"),
+                "--cache-dir",
+                str(runs / "cache0"),
+                "--episodes-dir",
+                str(runs / "episodes"),
+                "--proprio-probe",
+                "none",
+                "--out-dir",
+                str(runs / "plan_seed1"),
+            ]
+        )
+        == 2
+    )
     err = _one_line(capsys, "plan")
     assert f"trained on latents of {SEED0!r}" in err and f"builds {SEED1!r}" in err

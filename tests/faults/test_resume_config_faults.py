@@ -9,23 +9,33 @@ from latentwm.data.sources.synthetic import MovingBlobClips
 
 
 def _cfg(tmp_path, **kw):
-    base = dict(train__out_dir=str(tmp_path), train__steps=2, train__ckpt_every=2, train__log_every=1,
-                data__batch_size=2, train__resume=True)
+    base = dict(
+        train__out_dir=str(tmp_path),
+        train__steps=2,
+        train__ckpt_every=2,
+        train__log_every=1,
+        data__batch_size=2,
+        train__resume=True,
+    )
     return get_preset("tiny").replace(**{**base, **kw})
 
 
 def _fit(cfg):
     m = cfg.model
-    return Trainer(cfg, MovingBlobClips(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len), None,
-                   device="cpu").fit()
+    return Trainer(
+        cfg, MovingBlobClips(grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len), None, device="cpu"
+    ).fit()
 
 
-@pytest.mark.parametrize("change,field", [
-    (dict(model__width=64, model__heads=4), "model.width"),
-    (dict(data__frame_skip=3), "data.frame_skip"),
-    (dict(train__lr=1e-2), "train.lr"),
-    (dict(objective__bootstrap_fraction=0.5), "objective.bootstrap_fraction"),
-])
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        (dict(model__width=64, model__heads=4), "model.width"),
+        (dict(data__frame_skip=3), "data.frame_skip"),
+        (dict(train__lr=1e-2), "train.lr"),
+        (dict(objective__bootstrap_fraction=0.5), "objective.bootstrap_fraction"),
+    ],
+)
 def test_resume_with_a_changed_field_is_refused_naming_it(tmp_path, change, field):
     _fit(_cfg(tmp_path))
     with pytest.raises(ConfigError, match=rf"{field}: .* -> "):

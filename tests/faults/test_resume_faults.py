@@ -9,8 +9,16 @@ from latentwm.train.trainer import Trainer
 
 
 def _cfg(out, **kw):
-    base = dict(train__out_dir=str(out), train__steps=4, train__log_every=2, train__ckpt_every=2,
-                train__eval_every=1000, train__warmup_steps=1, train__keep_last=1, data__batch_size=2)
+    base = dict(
+        train__out_dir=str(out),
+        train__steps=4,
+        train__log_every=2,
+        train__ckpt_every=2,
+        train__eval_every=1000,
+        train__warmup_steps=1,
+        train__keep_last=1,
+        data__batch_size=2,
+    )
     return get_preset("tiny").replace(**{**base, **kw})
 
 

@@ -20,9 +20,13 @@ from latentwm.train.evaluate import run_eval
 def _episodes(root, n=5, T=8):
     rng = np.random.default_rng(0)
     for i in range(n):
-        ep = Episode(dataset="toy", episode_id=f"ep{i}", fps=10.0,
-                     frames={"front": rng.integers(0, 256, (T, 32, 32, 3), dtype=np.uint8)},
-                     actions=rng.normal(size=(T, 2)).astype(np.float32))
+        ep = Episode(
+            dataset="toy",
+            episode_id=f"ep{i}",
+            fps=10.0,
+            frames={"front": rng.integers(0, 256, (T, 32, 32, 3), dtype=np.uint8)},
+            actions=rng.normal(size=(T, 2)).astype(np.float32),
+        )
         save_episode(ep, episode_path(root, i))
     return root
 
@@ -32,8 +36,17 @@ def test_a_repaired_episode_gets_in_on_reencode(tmp_path, capsys):
     bad = episode_path(root, 1)
     shutil.copy(bad, tmp_path / "good.npz")
     bad.write_bytes(bad.read_bytes()[:200])  # truncated by a failed copy
-    args = ["encode", "--preset", "tiny", "--root", str(root), "--out-dir", str(tmp_path / "cache"),
-            "--episodes-per-shard", "2"]
+    args = [
+        "encode",
+        "--preset",
+        "tiny",
+        "--root",
+        str(root),
+        "--out-dir",
+        str(tmp_path / "cache"),
+        "--episodes-per-shard",
+        "2",
+    ]
     assert main(args) == 0
     cache = LatentCache(tmp_path / "cache")
     assert cache.complete and len(cache) == 4 and len(cache.skipped) == 1 and "1 skipped" in capsys.readouterr().out

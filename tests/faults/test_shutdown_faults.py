@@ -1,4 +1,5 @@
 """Tearing down the process group: ranks leave together on success, and nobody waits on a rank that crashed."""
+
 import pytest
 import torch
 

@@ -27,19 +27,29 @@ N, D, E = TINY.model.num_latent_tokens, TINY.model.latent_dim, 8
 
 def _fake(label="fake-a", dim=E, bad=None):
     def fn(sentences):
-        out = np.stack([np.random.default_rng(int(hashlib.sha1(s.encode()).hexdigest()[:8], 16)).normal(size=dim)
-                        for s in sentences]).astype(np.float32)
+        out = np.stack(
+            [
+                np.random.default_rng(int(hashlib.sha1(s.encode()).hexdigest()[:8], 16)).normal(size=dim)
+                for s in sentences
+            ]
+        ).astype(np.float32)
         if bad is not None:
             out[-1, 0] = bad
         return out
+
     return TextEmbedding(fn, label, dim)
 
 
 def _episode(i, text=("push the block",)):
     g = np.random.default_rng(i)
-    return Episode(dataset="toy", episode_id=f"ep{i}", fps=10.0,
-                   frames={"main": g.integers(0, 255, size=(12, 4, 4, 3), dtype=np.uint8)},
-                   actions=g.normal(size=(12, 2)).astype(np.float32), text=list(text))
+    return Episode(
+        dataset="toy",
+        episode_id=f"ep{i}",
+        fps=10.0,
+        frames={"main": g.integers(0, 255, size=(12, 4, 4, 3), dtype=np.uint8)},
+        actions=g.normal(size=(12, 2)).astype(np.float32),
+        text=list(text),
+    )
 
 
 def _items(n=4):
@@ -51,8 +61,15 @@ def _encode(frames):
 
 
 def _cache(path, text=None, n=4):
-    encode_to_cache(_items(n), _encode, path, encoder_label="random:test", episodes_per_shard=2,
-                    show_progress=False, text=_fake() if text is None else text)
+    encode_to_cache(
+        _items(n),
+        _encode,
+        path,
+        encoder_label="random:test",
+        episodes_per_shard=2,
+        show_progress=False,
+        text=_fake() if text is None else text,
+    )
     return path
 
 
@@ -64,19 +81,41 @@ def test_text_of_another_sentence_encoder_is_refused(tmp_path):
         with pytest.raises(CacheError, match=both):
             w.add_episode(ep := _episode(9), "main", _encode(np.zeros((12, 4, 4, 3))), text=w.episode_text(ep))
     with pytest.raises(CacheError, match=both):  # a resume (every shard written: still refused)
-        encode_to_cache(_items(), _encode, cache, encoder_label="random:test", episodes_per_shard=2,
-                        show_progress=False, text=_fake("fake-b"))
+        encode_to_cache(
+            _items(),
+            _encode,
+            cache,
+            encoder_label="random:test",
+            episodes_per_shard=2,
+            show_progress=False,
+            text=_fake("fake-b"),
+        )
     (cache / "shard-000001.tar").unlink()  # an interrupted encode, resumed with a lazily built other encoder
     built = []
     with pytest.raises(CacheError, match=both):
-        encode_to_cache(_items(), _encode, cache, encoder_label="random:test", episodes_per_shard=2,
-                        show_progress=False, text=lambda: built.append(1) or _fake("fake-b"))
+        encode_to_cache(
+            _items(),
+            _encode,
+            cache,
+            encoder_label="random:test",
+            episodes_per_shard=2,
+            show_progress=False,
+            text=lambda: built.append(1) or _fake("fake-b"),
+        )
     assert built == [1] and not (cache / "shard-000001.tar").exists()  # refused before anything was written
     with pytest.raises(CacheError, match=r"holds text embedded by 'fake-a'.*stores none.*--text\.name"):
-        encode_to_cache(_items(), _encode, cache, encoder_label="random:test", episodes_per_shard=2,
-                        show_progress=False, text=None)
-    encode_to_cache(_items(), _encode, cache, encoder_label="random:test", episodes_per_shard=2,
-                    show_progress=False, text=_fake("fake-a"))  # the same encoder finishes it
+        encode_to_cache(
+            _items(), _encode, cache, encoder_label="random:test", episodes_per_shard=2, show_progress=False, text=None
+        )
+    encode_to_cache(
+        _items(),
+        _encode,
+        cache,
+        encoder_label="random:test",
+        episodes_per_shard=2,
+        show_progress=False,
+        text=_fake("fake-a"),
+    )  # the same encoder finishes it
     assert LatentCache(cache).complete and LatentCache(cache).text_encoder == "fake-a"
 
 
@@ -102,19 +141,31 @@ def _poke(cache_dir, member: str, data: bytes) -> str:
 def test_a_stored_nan_text_embedding_is_named_with_its_shard(tmp_path):
     cache = _cache(tmp_path / "c")
     shard = _poke(cache, "text_emb.npy", np.array([np.nan], np.float16).tobytes())
-    with pytest.raises(CacheError, match=rf"{re.escape(str(cache / shard))}: episode toy/ep0 .*non-finite text "
-                                         r"embedding \(sentence row 0\)"):
+    with pytest.raises(
+        CacheError,
+        match=rf"{re.escape(str(cache / shard))}: episode toy/ep0 .*non-finite text "
+        r"embedding \(sentence row 0\)",
+    ):
         LatentCache(cache).raw(0)
     cache = _cache(tmp_path / "d")
     shard = _poke(cache, "text_ids.npy", np.array([7], np.int16).tobytes())
-    with pytest.raises(CacheError, match=rf"{re.escape(str(cache / shard))}.*`text_ids` refers to sentence 7 of a "
-                                         "table of 1"):
+    with pytest.raises(
+        CacheError,
+        match=rf"{re.escape(str(cache / shard))}.*`text_ids` refers to sentence 7 of a "
+        "table of 1",
+    ):
         LatentCache(cache).raw(0)
 
 
 def _cfg(cache_dir, text_dim, **kw):
-    return TINY.replace(data__cache_dir=str(cache_dir), data__env_action_dim=2, data__frame_skip=1,
-                        data__eval_fraction=0.0, model__text_dim=text_dim, **kw)
+    return TINY.replace(
+        data__cache_dir=str(cache_dir),
+        data__env_action_dim=2,
+        data__frame_skip=1,
+        data__eval_fraction=0.0,
+        model__text_dim=text_dim,
+        **kw,
+    )
 
 
 def test_model_text_dim_must_match_the_cache(tmp_path):
@@ -123,7 +174,9 @@ def test_model_text_dim_must_match_the_cache(tmp_path):
         make_clip_datasets(_cfg(cache, 24))
     train, _, extra = make_clip_datasets(_cfg(cache, E))
     assert train[0].text.shape == (TINY.data.clip_len, E) and (extra["text_encoder"], extra["text_dim"]) == (
-        "fake-a", E)
+        "fake-a",
+        E,
+    )
     train, _, extra = make_clip_datasets(_cfg(cache, 0))  # no text slot: the cache's text is not used
     assert train[0].text is None and extra["text_encoder"] is None
     mix = f"a={cache}:1"

@@ -13,8 +13,20 @@ from tests.test_pretrain_encoder import TINY_FLAGS, _episodes
 def test_a_capped_pretraining_stops_with_an_error_and_resumes_to_its_steps(tmp_path, monkeypatch, capsys):
     episodes = _episodes(tmp_path / "episodes")
     out = tmp_path / "run"
-    flags = ["pretrain-encoder", "--data-dir", str(episodes), "--out-dir", str(out),
-             *TINY_FLAGS[:-2], "--steps", "4", "--log-every", "1", "--ckpt-every", "100"]
+    flags = [
+        "pretrain-encoder",
+        "--data-dir",
+        str(episodes),
+        "--out-dir",
+        str(out),
+        *TINY_FLAGS[:-2],
+        "--steps",
+        "4",
+        "--log-every",
+        "1",
+        "--ckpt-every",
+        "100",
+    ]
     monkeypatch.setattr(time, "monotonic", SlowClock())
     assert main([*flags, "--max-minutes", "1.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # below the progress bars

@@ -32,8 +32,9 @@ def main():
     cfg = ExperimentConfig.from_dict(json.loads(sys.argv[1]))
     nan_every = int(sys.argv[2]) if len(sys.argv) > 2 else 0
     m = cfg.model
-    ds = NaNEvery(nan_every, grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len, seed=0,
-                  text_dim=m.text_dim)  # the text slot takes part in the resume / DDP / accumulation checks
+    ds = NaNEvery(
+        nan_every, grid=m.latent_grid, dim=m.latent_dim, frames=cfg.data.clip_len, seed=0, text_dim=m.text_dim
+    )  # the text slot takes part in the resume / DDP / accumulation checks
     Trainer(cfg, ds, None, device="cpu").fit()
 
 

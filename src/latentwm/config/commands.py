@@ -40,15 +40,21 @@ class GenerateConfig:
         nonempty(self, "generate", "out_dir")
         positive(self, "generate", "num_episodes", "max_steps", "image_size", "render_every")
         if self.max_steps < self.render_every:
-            raise ConfigError(f"generate.max_steps ({self.max_steps}) must be at least generate.render_every "
-                              f"({self.render_every})")
+            raise ConfigError(
+                f"generate.max_steps ({self.max_steps}) must be at least generate.render_every ({self.render_every})"
+            )
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"generate.workers must be >= 1 (or unset: one per core), got {self.workers}")
 
     def settings(self) -> dict:
         """What every episode of one folder shares (generate.json; num_episodes may grow)."""
-        return {"max_steps": self.max_steps, "image_size": self.image_size, "seed": self.seed,
-                "render_every": self.render_every, "mix": {**self.mix.shares(), "noise": list(self.mix.noise)}}
+        return {
+            "max_steps": self.max_steps,
+            "image_size": self.image_size,
+            "seed": self.seed,
+            "render_every": self.render_every,
+            "mix": {**self.mix.shares(), "noise": list(self.mix.noise)},
+        }
 
 
 @dataclass(frozen=True)
@@ -190,8 +196,20 @@ class ImagineConfig:
             raise ConfigError("imagine.episode is empty: give dataset/episode_id or a held-out clip index")
 
 
-DemoStage = Literal["episodes", "encoder", "encoder_quality", "latents", "decoder", "train", "state_probe",
-                    "proprio_probe", "evaluate", "plan", "ladder", "rl"]
+DemoStage = Literal[
+    "episodes",
+    "encoder",
+    "encoder_quality",
+    "latents",
+    "decoder",
+    "train",
+    "state_probe",
+    "proprio_probe",
+    "evaluate",
+    "plan",
+    "ladder",
+    "rl",
+]
 
 
 @dataclass(frozen=True)
@@ -244,8 +262,10 @@ class DemoConfig:
         nonneg(self, "demo", "episodes", "max_steps", "train_steps")
         positive(self, "demo", "render_every")
         if preset(self.preset).data.frame_skip % self.render_every:
-            raise ConfigError(f"demo.render_every = {self.render_every} must divide the {self.preset} preset's "
-                              f"data.frame_skip = {preset(self.preset).data.frame_skip}")
+            raise ConfigError(
+                f"demo.render_every = {self.render_every} must divide the {self.preset} preset's "
+                f"data.frame_skip = {preset(self.preset).data.frame_skip}"
+            )
         if self.plan_goals < -1:
             raise ConfigError(f"demo.plan_goals must be >= -1, got {self.plan_goals}")
         if not self.encoder:
@@ -261,8 +281,13 @@ class DemoConfig:
     def experiment(self) -> ExperimentConfig:
         base = get_preset(self.preset)
         out = Path(self.out_dir)
-        kw = dict(data__cache_dir=str(out / "latents"), train__out_dir=str(out / "train"), train__resume=True,
-                  train__seed=self.seed, data__seed=self.seed)
+        kw = dict(
+            data__cache_dir=str(out / "latents"),
+            train__out_dir=str(out / "train"),
+            train__resume=True,
+            train__seed=self.seed,
+            data__seed=self.seed,
+        )
         if self.train_steps:
             kw["train__steps"] = self.train_steps
         kw["encoder__name"] = str(self.pretrained_encoder_dir) if self.encoder == "pretrain" else self.encoder
@@ -284,8 +309,14 @@ class DemoConfig:
     def generate_config(self) -> GenerateConfig:
         """The episodes the demo simulates: the preset's data size and policy mix, under `<out_dir>/episodes`."""
         n, steps = self.data_size()
-        return GenerateConfig(out_dir=str(Path(self.out_dir) / "episodes"), num_episodes=n, max_steps=steps,
-                              seed=self.seed, mix=self.sizes.mix, render_every=self.render_every)
+        return GenerateConfig(
+            out_dir=str(Path(self.out_dir) / "episodes"),
+            num_episodes=n,
+            max_steps=steps,
+            seed=self.seed,
+            mix=self.sizes.mix,
+            render_every=self.render_every,
+        )
 
 
 @dataclass(frozen=True)
@@ -321,6 +352,14 @@ class ExportConfig:
             raise ConfigError(f"export.out: {self.out!r} must end in .safetensors")
 
 
-__all__ = ["DemoConfig", "DemoStage", "EncodeConfig", "EvalConfig", "ExportConfig", "GenerateConfig", "ImagineConfig",
-           "PolicyMix",
-           "VerifyConfig"]
+__all__ = [
+    "DemoConfig",
+    "DemoStage",
+    "EncodeConfig",
+    "EvalConfig",
+    "ExportConfig",
+    "GenerateConfig",
+    "ImagineConfig",
+    "PolicyMix",
+    "VerifyConfig",
+]

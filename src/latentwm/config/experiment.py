@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 
 from latentwm.config.base import ConfigError
 from latentwm.config.planning import PlanConfig
-from latentwm.config.sections import (DataConfig, EncoderConfig, ModelConfig, ObjectiveConfig, RolloutConfig,
-                                      TrainConfig)
+from latentwm.config.sections import DataConfig, EncoderConfig, ModelConfig, ObjectiveConfig, RolloutConfig, TrainConfig
 
 
 def replace_nested(obj, **overrides):
@@ -47,9 +46,14 @@ def from_dict(cls, d: dict):
     return cls(**kw)
 
 
-_FLAT_PLAN = {"population": ("cem", "population"), "elites": ("cem", "elites"), "iterations": ("cem", "iterations"),
-              "temperature": ("mppi", "temperature"), "grad_lr": ("gradient", "lr"),
-              "grad_steps": ("gradient", "steps")}
+_FLAT_PLAN = {
+    "population": ("cem", "population"),
+    "elites": ("cem", "elites"),
+    "iterations": ("cem", "iterations"),
+    "temperature": ("mppi", "temperature"),
+    "grad_lr": ("gradient", "lr"),
+    "grad_steps": ("gradient", "steps"),
+}
 
 
 def _upgrade_flat_plan(plan: dict) -> dict:
@@ -61,8 +65,9 @@ def _upgrade_flat_plan(plan: dict) -> dict:
         if old in plan:
             nested.setdefault(sec, {})[name] = plan.pop(old)
     if "cem" in nested:
-        nested.setdefault("mppi", {}).update({k: nested["cem"][k] for k in ("population", "iterations")
-                                             if k in nested["cem"]})
+        nested.setdefault("mppi", {}).update(
+            {k: nested["cem"][k] for k in ("population", "iterations") if k in nested["cem"]}
+        )
     for sec, kw in nested.items():
         plan[sec] = {**plan.get(sec, {}), **kw}
     return plan
@@ -87,26 +92,31 @@ class ExperimentConfig:
             if self.model.latent_dim != enc.hidden_size:
                 raise ConfigError(
                     f"model.latent_dim ({self.model.latent_dim}) must equal the width of encoder "
-                    f"{self.encoder.name!r} ({enc.hidden_size})")
+                    f"{self.encoder.name!r} ({enc.hidden_size})"
+                )
             if self.model.latent_grid != self.encoder.grid:
                 raise ConfigError(
                     f"model.latent_grid ({self.model.latent_grid}) must equal encoder.image_size / patch / pool = "
-                    f"{self.encoder.image_size} / {enc.patch_size} / {self.encoder.pool} = {self.encoder.grid}")
+                    f"{self.encoder.image_size} / {enc.patch_size} / {self.encoder.pool} = {self.encoder.grid}"
+                )
         if self.data.action_dim > self.model.action_dim:
             raise ConfigError(
                 f"model.action_dim ({self.model.action_dim}) is smaller than the data's action width "
                 f"data.env_action_dim × data.frame_skip = {self.data.env_action_dim} × {self.data.frame_skip} "
-                f"= {self.data.action_dim}")
+                f"= {self.data.action_dim}"
+            )
         if self.data.clip_len > self.model.context_frames:
             raise ConfigError(
                 f"data.clip_len ({self.data.clip_len}) must be <= model.context_frames "
-                f"({self.model.context_frames}): training would see longer histories than generation can keep")
+                f"({self.model.context_frames}): training would see longer histories than generation can keep"
+            )
         if self.rollout.sample_steps > self.model.k_max or self.plan.sample_steps > self.model.k_max:
             raise ConfigError(f"rollout/plan sample_steps must be <= model.k_max ({self.model.k_max})")
         if self.rollout.context > self.model.context_frames:
             raise ConfigError(
                 f"rollout.context ({self.rollout.context}) must be <= model.context_frames "
-                f"({self.model.context_frames})")
+                f"({self.model.context_frames})"
+            )
 
     def replace(self, **sections) -> "ExperimentConfig":
         """Copy with whole sections or `section__field=value` overrides (`plan__cem__population=64` reaches a

@@ -12,8 +12,14 @@ from typing import Any
 from latentwm.config.base import ConfigError, LatentwmError
 
 
-def read_json(path: str | os.PathLike, what: str = "JSON file", error: type[LatentwmError] = ConfigError, *,
-              missing_ok: bool = False, expect: type | None = dict) -> Any:
+def read_json(
+    path: str | os.PathLike,
+    what: str = "JSON file",
+    error: type[LatentwmError] = ConfigError,
+    *,
+    missing_ok: bool = False,
+    expect: type | None = dict,
+) -> Any:
     """The parsed contents of `path`. Malformed JSON (or not UTF-8, or not an `expect` instance: a dict unless
     told otherwise, None to accept anything) raises `error` naming the file and `what` it should hold. A missing
     file: None when missing_ok, else the OSError (which names the path)."""
@@ -29,11 +35,11 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", error: type[Late
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         raise error(f"{path}: malformed {what} ({e}); restore or delete it") from e
     if expect is not None and not isinstance(data, expect):
-        raise error(f"{path}: malformed {what} (a JSON {type(data).__name__}, expected a JSON "
-                    f"{'object' if expect is dict else expect.__name__}); restore or delete it")
+        raise error(
+            f"{path}: malformed {what} (a JSON {type(data).__name__}, expected a JSON "
+            f"{'object' if expect is dict else expect.__name__}); restore or delete it"
+        )
     return data
-
-
 
 
 def write_json(path: str | os.PathLike, obj, indent: int = 1) -> Path:

@@ -97,8 +97,10 @@ class PlanConfig:
         positive(self, "plan", "horizon", "exec_steps", "init_std", "sample_steps", "goal_offset", "num_goals")
         nonneg(self, "plan", "proprio_weight", "visual_weight", "state_weight", "text_guidance")
         if self.visual_weight == 0 and self.state_weight == 0:  # the proprio term alone sees no block
-            raise ConfigError("plan.visual_weight and plan.state_weight are both 0: the cost would have no goal for "
-                              "the block (set one of them > 0)")
+            raise ConfigError(
+                "plan.visual_weight and plan.state_weight are both 0: the cost would have no goal for "
+                "the block (set one of them > 0)"
+            )
         for name in ("sample_steps", "imagine_steps"):
             if not pow2(getattr(self, name)):
                 raise ConfigError(f"plan.{name} must be a power of two, got {getattr(self, name)}")
@@ -190,5 +192,12 @@ class PlanRunConfig:
             raise ConfigError("plan: give at least one of --planners / --baselines")
 
 
-__all__ = ["TEXT_GOAL_GUIDANCE", "CEMConfig", "GradientConfig", "MPPIConfig", "PlanConfig", "PlanRunConfig",
-           "ProbeConfig"]
+__all__ = [
+    "TEXT_GOAL_GUIDANCE",
+    "CEMConfig",
+    "GradientConfig",
+    "MPPIConfig",
+    "PlanConfig",
+    "PlanRunConfig",
+    "ProbeConfig",
+]

@@ -20,14 +20,19 @@ from latentwm.config.experiment import ExperimentConfig
 from latentwm.config.planning import CEMConfig, GradientConfig, MPPIConfig, PlanConfig, ProbeConfig
 from latentwm.config.pretrain import PretrainEncoderConfig
 from latentwm.config.registry import ENCODER_PRESETS
-from latentwm.config.sections import (DataConfig, EncoderConfig, ModelConfig, ObjectiveConfig, RolloutConfig,
-                                      TrainConfig)
+from latentwm.config.sections import DataConfig, EncoderConfig, ModelConfig, ObjectiveConfig, RolloutConfig, TrainConfig
 from latentwm.config.stages import DecoderConfig, DemoSizes, RLConfig
 
-DEMO_PLAN = PlanConfig(horizon=5, exec_steps=5, sample_steps=1, init_std=1.0, num_goals=20,
-                       cem=CEMConfig(population=32, elites=6, iterations=4),
-                       mppi=MPPIConfig(population=32, iterations=4, temperature=0.5),
-                       gradient=GradientConfig(steps=6, lr=0.3))
+DEMO_PLAN = PlanConfig(
+    horizon=5,
+    exec_steps=5,
+    sample_steps=1,
+    init_std=1.0,
+    num_goals=20,
+    cem=CEMConfig(population=32, elites=6, iterations=4),
+    mppi=MPPIConfig(population=32, iterations=4, temperature=0.5),
+    gradient=GradientConfig(steps=6, lr=0.3),
+)
 """Planning at demo scale, affordable on 2 CPU cores with the `cpu` model (PlanConfig's defaults are DINO-WM's
 300 × 30 elites × 30 iterations, ≈ 170 s per plan there)."""
 
@@ -62,15 +67,28 @@ class Preset:
 def _tiny() -> ExperimentConfig:
     """Tests: 67k parameters; 4×4 latent grid of the 64-wide tiny-random encoder."""
     enc = EncoderConfig(name="tiny-random", image_size=56, batch_size=32)
-    model = ModelConfig(latent_dim=64, latent_grid=4, width=32, depth=4, heads=4, kv_heads=2, time_every=2,
-                        registers=2, action_dim=10, context_frames=8, softcap=50.0, k_max=8)
+    model = ModelConfig(
+        latent_dim=64,
+        latent_grid=4,
+        width=32,
+        depth=4,
+        heads=4,
+        kv_heads=2,
+        time_every=2,
+        registers=2,
+        action_dim=10,
+        context_frames=8,
+        softcap=50.0,
+        k_max=8,
+    )
     return ExperimentConfig(
-        preset="tiny", encoder=enc, model=model,
+        preset="tiny",
+        encoder=enc,
+        model=model,
         objective=ObjectiveConfig(bootstrap_start=10),
         rollout=RolloutConfig(sample_steps=2, context=2, horizon=4),
         data=DataConfig(clip_len=6, batch_size=4),
-        train=TrainConfig(steps=50, lr=1e-3, warmup_steps=5, log_every=5, eval_every=25, ckpt_every=25,
-                          ema_decay=0.9),
+        train=TrainConfig(steps=50, lr=1e-3, warmup_steps=5, log_every=5, eval_every=25, ckpt_every=25, ema_decay=0.9),
         plan=DEMO_PLAN,
     )
 
@@ -83,34 +101,58 @@ predicted with the frame and planned on, and actions relative to the agent (data
 def _smoke() -> ExperimentConfig:
     """CI demo (`latentwm demo --preset smoke`, < 5 minutes): the tiny model (67k parameters), a short run."""
     base = _tiny()
-    return base.replace(preset="smoke", train=dataclasses.replace(base.train, steps=150, eval_every=150,
-                                                                    ckpt_every=150), **PUSHT_CONDITIONING)
+    return base.replace(
+        preset="smoke",
+        train=dataclasses.replace(base.train, steps=150, eval_every=150, ckpt_every=150),
+        **PUSHT_CONDITIONING,
+    )
 
 
 def _cpu() -> ExperimentConfig:
     """The CPU demo: 1.18M parameters; 8×8 grid of the 64-wide tiny-random encoder at 112 px, with the Push-T
     proprio channels and relative actions."""
     enc = EncoderConfig(name="tiny-random", image_size=112, batch_size=64)
-    model = ModelConfig(latent_dim=64, latent_grid=8, width=128, depth=6, heads=4, kv_heads=2, time_every=2,
-                        registers=4, action_dim=10, context_frames=16, softcap=50.0, k_max=32)
+    model = ModelConfig(
+        latent_dim=64,
+        latent_grid=8,
+        width=128,
+        depth=6,
+        heads=4,
+        kv_heads=2,
+        time_every=2,
+        registers=4,
+        action_dim=10,
+        context_frames=16,
+        softcap=50.0,
+        k_max=32,
+    )
     return ExperimentConfig(
-        preset="cpu", encoder=enc, model=model,
+        preset="cpu",
+        encoder=enc,
+        model=model,
         # flat loss weight: w(τ) weighs the nearly-pure-noise frames, where the actions decide the prediction, at
         # 0.1–0.3, and the 800-step model then ignores them (RESULTS.md, "Issue 15 follow-up")
         objective=ObjectiveConfig(bootstrap_start=400, ramp_weight=False),
         rollout=RolloutConfig(sample_steps=4, context=4, horizon=8),
         data=DataConfig(clip_len=12, batch_size=16),
-        train=TrainConfig(steps=800, lr=1e-3, warmup_steps=100, eval_every=100, ckpt_every=200,
-                          ema_decay=0.995),
+        train=TrainConfig(steps=800, lr=1e-3, warmup_steps=100, eval_every=100, ckpt_every=200, ema_decay=0.995),
         plan=DEMO_PLAN,
     ).replace(**PUSHT_CONDITIONING)
 
 
 def _pusht_scale(name: str, width: int, depth: int, steps: int, batch: int) -> ExperimentConfig:
     cpu = _cpu()
-    return cpu.replace(preset=name, model__width=width, model__depth=depth, model__heads=max(4, width // 64),
-                       data__batch_size=batch, train__steps=steps, train__eval_every=steps // 8,
-                       train__ckpt_every=steps // 8, objective__bootstrap_start=steps // 2)
+    return cpu.replace(
+        preset=name,
+        model__width=width,
+        model__depth=depth,
+        model__heads=max(4, width // 64),
+        data__batch_size=batch,
+        train__steps=steps,
+        train__eval_every=steps // 8,
+        train__ckpt_every=steps // 8,
+        objective__bootstrap_start=steps // 2,
+    )
 
 
 def _pusht_1k() -> ExperimentConfig:
@@ -135,11 +177,25 @@ def _gpu(name: str, enc_name: str, width: int, depth: int, heads: int, kv_heads:
     # shapes, fwd + bwd) was 2.4× (space) / 1.7× (time) slower than the eager math and compiles a kernel per new
     # shape (benchmarks/RESULTS.md, gpu_check 2026-11-30); at 70 tokens per frame and ≤ 33 frames the eager
     # score matrices are small
-    model = ModelConfig(latent_dim=p.hidden_size, latent_grid=enc.grid, patch_group=2, width=width, depth=depth,
-                        heads=heads, kv_heads=kv_heads, time_every=4, registers=4, action_dim=10,
-                        context_frames=16, k_max=64, attention="eager")
+    model = ModelConfig(
+        latent_dim=p.hidden_size,
+        latent_grid=enc.grid,
+        patch_group=2,
+        width=width,
+        depth=depth,
+        heads=heads,
+        kv_heads=kv_heads,
+        time_every=4,
+        registers=4,
+        action_dim=10,
+        context_frames=16,
+        k_max=64,
+        attention="eager",
+    )
     return ExperimentConfig(
-        preset=name, encoder=enc, model=model,
+        preset=name,
+        encoder=enc,
+        model=model,
         data=DataConfig(clip_len=16, batch_size=256, num_workers=8),
         train=TrainConfig(steps=200_000, lr=3e-4, warmup_steps=2000, eval_every=5000, ckpt_every=2000),
     )
@@ -165,46 +221,91 @@ def _pretrain(exp: ExperimentConfig, layers: int, steps: int) -> PretrainEncoder
     """Time-contrastive pretraining of an encoder with the shapes `exp.encoder` produces (benchmarks/
     bench_encoder_pretrain.py compares the objectives: on Push-T it gave the latent cost with the best rank
     correlation to the true state distance)."""
-    return PretrainEncoderConfig(hidden_size=exp.model.latent_dim, layers=layers, heads=4,
-                                 patch_size=ENCODER_PRESETS[exp.encoder.name].patch_size,
-                                 image_size=exp.encoder.image_size, steps=steps, objective="time-contrastive",
-                                 window=100, sigma=20.0, log_every=50, ckpt_every=1000, device="cpu")
+    return PretrainEncoderConfig(
+        hidden_size=exp.model.latent_dim,
+        layers=layers,
+        heads=4,
+        patch_size=ENCODER_PRESETS[exp.encoder.name].patch_size,
+        image_size=exp.encoder.image_size,
+        steps=steps,
+        objective="time-contrastive",
+        window=100,
+        sigma=20.0,
+        log_every=50,
+        ckpt_every=1000,
+        device="cpu",
+    )
 
 
 def _tiny_preset(name: str, exp: ExperimentConfig) -> Preset:
-    return Preset(name, exp,
-                  decoder=DecoderConfig(encoder=exp.encoder, size="tiny", patch_size=4, epochs=5, batch_size=16),
-                  rl=RLConfig(heads_steps=60, imagine_steps=8, value_warmup=4, batch_size=8, hidden=64,
-                              eval_episodes=2, eval_max_steps=5),
-                  probe=ProbeConfig(steps=200, clips=64),
-                  demo=DemoSizes(episodes=24, env_steps=100, goals=2, decoder_frames=400, decoder_epochs=40,
-                                 state_probe_steps=300, cost_quality_goals=1, text_horizon=8, ladder_state_steps=200),
-                  pretrain=_pretrain(exp, layers=1, steps=40))
+    return Preset(
+        name,
+        exp,
+        decoder=DecoderConfig(encoder=exp.encoder, size="tiny", patch_size=4, epochs=5, batch_size=16),
+        rl=RLConfig(
+            heads_steps=60, imagine_steps=8, value_warmup=4, batch_size=8, hidden=64, eval_episodes=2, eval_max_steps=5
+        ),
+        probe=ProbeConfig(steps=200, clips=64),
+        demo=DemoSizes(
+            episodes=24,
+            env_steps=100,
+            goals=2,
+            decoder_frames=400,
+            decoder_epochs=40,
+            state_probe_steps=300,
+            cost_quality_goals=1,
+            text_horizon=8,
+            ladder_state_steps=200,
+        ),
+        pretrain=_pretrain(exp, layers=1, steps=40),
+    )
 
 
 def _gpu_preset(exp: ExperimentConfig) -> Preset:
     """The decoder is RAE's ViT-B with the GAN term, trained on frames encoded online."""
-    dec = DecoderConfig(encoder=exp.encoder, cache_dir="", size="B", patch_size=16, epochs=16, batch_size=64,
-                        lr=2e-4, warmup_steps=1000, adv_weight=0.75, disc_start_epoch=6, disc_channels=64,
-                        ckpt_every=2000)
+    dec = DecoderConfig(
+        encoder=exp.encoder,
+        cache_dir="",
+        size="B",
+        patch_size=16,
+        epochs=16,
+        batch_size=64,
+        lr=2e-4,
+        warmup_steps=1000,
+        adv_weight=0.75,
+        disc_start_epoch=6,
+        disc_channels=64,
+        ckpt_every=2000,
+    )
     return Preset(exp.preset, exp, decoder=dec, rl=RLConfig(), probe=ProbeConfig(), demo=DemoSizes())
 
 
 def _scale_preset(exp: ExperimentConfig, episodes: int, goals: int) -> Preset:
     """The cpu demo's stages at a larger data size: the same encoder pretraining, decoder, probes and planner, more
     trajectories, more planning goals (≥ 40 with ≥ 30 whose block must move needs about 60)."""
-    return Preset(exp.preset, exp, decoder=DecoderConfig(encoder=exp.encoder), rl=RLConfig(),
-                  probe=ProbeConfig(steps=1500, clips=512),
-                  demo=DemoSizes(episodes=episodes, goals=goals, decoder_frames=8000),
-                  pretrain=_pretrain(exp, layers=2, steps=4000))
+    return Preset(
+        exp.preset,
+        exp,
+        decoder=DecoderConfig(encoder=exp.encoder),
+        rl=RLConfig(),
+        probe=ProbeConfig(steps=1500, clips=512),
+        demo=DemoSizes(episodes=episodes, goals=goals, decoder_frames=8000),
+        pretrain=_pretrain(exp, layers=2, steps=4000),
+    )
 
 
 _BUILDERS = {
     "tiny": lambda: _tiny_preset("tiny", _tiny()),
     "smoke": lambda: _tiny_preset("smoke", _smoke()),
-    "cpu": lambda: Preset("cpu", _cpu(), decoder=DecoderConfig(encoder=_cpu().encoder), rl=RLConfig(),
-                          probe=ProbeConfig(steps=1500, clips=512), demo=DemoSizes(),
-                          pretrain=_pretrain(_cpu(), layers=2, steps=4000)),
+    "cpu": lambda: Preset(
+        "cpu",
+        _cpu(),
+        decoder=DecoderConfig(encoder=_cpu().encoder),
+        rl=RLConfig(),
+        probe=ProbeConfig(steps=1500, clips=512),
+        demo=DemoSizes(),
+        pretrain=_pretrain(_cpu(), layers=2, steps=4000),
+    ),
     "pusht-1k": lambda: _scale_preset(_pusht_1k(), 1000, 60),
     "pusht-3k": lambda: _scale_preset(_pusht_3k(), 3000, 60),
     "pusht-10k": lambda: _scale_preset(_pusht_10k(), 10_000, 60),
@@ -213,9 +314,17 @@ _BUILDERS = {
     "large": lambda: _gpu_preset(_large()),
 }
 PRESETS: tuple[str, ...] = tuple(_BUILDERS)
-_SUMMARIES = {"tiny": _tiny.__doc__, "smoke": _smoke.__doc__, "cpu": _cpu.__doc__, "pusht-1k": _pusht_1k.__doc__,
-              "pusht-3k": _pusht_3k.__doc__, "pusht-10k": _pusht_10k.__doc__, "small": _small.__doc__,
-              "base": _base.__doc__, "large": _large.__doc__}
+_SUMMARIES = {
+    "tiny": _tiny.__doc__,
+    "smoke": _smoke.__doc__,
+    "cpu": _cpu.__doc__,
+    "pusht-1k": _pusht_1k.__doc__,
+    "pusht-3k": _pusht_3k.__doc__,
+    "pusht-10k": _pusht_10k.__doc__,
+    "small": _small.__doc__,
+    "base": _base.__doc__,
+    "large": _large.__doc__,
+}
 
 
 @cache

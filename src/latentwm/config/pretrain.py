@@ -98,20 +98,51 @@ class PretrainEncoderConfig:
     def __post_init__(self):
         nonempty(self, "pretrain_encoder", "out_dir")
         p = "pretrain"
-        positive(self, p, "hidden_size", "layers", "heads", "patch_size", "mlp_ratio", "image_size", "steps",
-                 "batch_size", "frames_per_episode", "window", "sigma", "temperature", "lr", "log_every",
-                 "ckpt_every", "keep_last", "frame_stride")
-        nonneg(self, p, "pixel_weight", "weight_decay", "warmup_steps", "grad_clip", "max_minutes", "max_nonfinite",
-               "max_episodes", "frame_size", "fps")
+        positive(
+            self,
+            p,
+            "hidden_size",
+            "layers",
+            "heads",
+            "patch_size",
+            "mlp_ratio",
+            "image_size",
+            "steps",
+            "batch_size",
+            "frames_per_episode",
+            "window",
+            "sigma",
+            "temperature",
+            "lr",
+            "log_every",
+            "ckpt_every",
+            "keep_last",
+            "frame_stride",
+        )
+        nonneg(
+            self,
+            p,
+            "pixel_weight",
+            "weight_decay",
+            "warmup_steps",
+            "grad_clip",
+            "max_minutes",
+            "max_nonfinite",
+            "max_episodes",
+            "frame_size",
+            "fps",
+        )
         unit(self, p, "min_lr_ratio", "eval_fraction")
         if not 0 <= self.mask_ratio < 1:
             raise ConfigError(f"{p}.mask_ratio must be in [0, 1) (0: the objective's default), got {self.mask_ratio}")
         if self.eval_fraction >= 1:
-            raise ConfigError(f"{p}.eval_fraction must be < 1 (some episodes must be left to train on), got "
-                              f"{self.eval_fraction}")
+            raise ConfigError(
+                f"{p}.eval_fraction must be < 1 (some episodes must be left to train on), got {self.eval_fraction}"
+            )
         if self.image_size % self.patch_size:
-            raise ConfigError(f"{p}.image_size must be a multiple of {p}.patch_size {self.patch_size}, got "
-                              f"{self.image_size}")
+            raise ConfigError(
+                f"{p}.image_size must be a multiple of {p}.patch_size {self.patch_size}, got {self.image_size}"
+            )
         if self.hidden_size % self.heads:
             raise ConfigError(f"{p}.hidden_size {self.hidden_size} must be divisible by {p}.heads {self.heads}")
         if not self.data_dir:
@@ -125,12 +156,15 @@ class PretrainEncoderConfig:
 
     def _check_groups(self, p: str) -> None:
         if self.frames_per_episode < 2:
-            raise ConfigError(f"{p}.frames_per_episode must be >= 2 for time-contrastive, got "
-                              f"{self.frames_per_episode}")
+            raise ConfigError(
+                f"{p}.frames_per_episode must be >= 2 for time-contrastive, got {self.frames_per_episode}"
+            )
         if self.batch_size % self.frames_per_episode or self.batch_size // self.frames_per_episode < 2:
-            raise ConfigError(f"{p}.batch_size {self.batch_size} must be a multiple (>= 2×) of "
-                              f"{p}.frames_per_episode {self.frames_per_episode} for time-contrastive "
-                              "(episodes per batch × frames per episode)")
+            raise ConfigError(
+                f"{p}.batch_size {self.batch_size} must be a multiple (>= 2×) of "
+                f"{p}.frames_per_episode {self.frames_per_episode} for time-contrastive "
+                "(episodes per batch × frames per episode)"
+            )
 
     @property
     def episodes_per_batch(self) -> int:

@@ -14,8 +14,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-Source = Literal["pusht", "droid", "epic", "video-folder", "lerobot", "agibot", "egodex", "rlds", "ssv2", "kinetics",
-                 "openvid", "howto100m", "ego4d"]
+Source = Literal[
+    "pusht",
+    "droid",
+    "epic",
+    "video-folder",
+    "lerobot",
+    "agibot",
+    "egodex",
+    "rlds",
+    "ssv2",
+    "kinetics",
+    "openvid",
+    "howto100m",
+    "ego4d",
+]
 SOURCES: tuple[str, ...] = get_args(Source)
 
 Planner = Literal["cem", "mppi", "gradient"]
@@ -54,22 +67,50 @@ ENCODER_PRESETS: dict[str, EncoderPreset] = {
     # (Dinov2 MLPs are mlp_ratio·hidden = 256 wide here: what these presets have always built, since an earlier
     # intermediate_size=128 was ignored by Dinov2Config. Kept so existing latent caches stay valid.)
     "tiny-random": EncoderPreset(
-        None, "dinov2", 64, 14, 0,
+        None,
+        "dinov2",
+        64,
+        14,
+        0,
         dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=4, patch_size=14),
     ),
     "tiny-random-reg": EncoderPreset(
-        None, "dinov2-reg", 64, 14, 4,
-        dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=4, patch_size=14,
-             num_register_tokens=4),
+        None,
+        "dinov2-reg",
+        64,
+        14,
+        4,
+        dict(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            mlp_ratio=4,
+            patch_size=14,
+            num_register_tokens=4,
+        ),
     ),
     "tiny-random-v3": EncoderPreset(
-        None, "dinov3", 64, 16, 4,
-        dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, patch_size=16,
-             num_register_tokens=4),
+        None,
+        "dinov3",
+        64,
+        16,
+        4,
+        dict(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            patch_size=16,
+            num_register_tokens=4,
+        ),
     ),
     # ViT-S-sized random config: real compute cost without downloads (benchmarks).
     "vits-random": EncoderPreset(
-        None, "dinov2", 384, 14, 0,
+        None,
+        "dinov2",
+        384,
+        14,
+        0,
         dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, mlp_ratio=4, patch_size=14),
     ),
 }

@@ -47,8 +47,10 @@ class EncoderConfig:
                 f"{self.name!r}, got {self.image_size}"
             )
         if preset is not None and (self.image_size // preset.patch_size) % self.pool:
-            raise ConfigError(f"encoder.pool {self.pool} needs an even patch grid; image_size {self.image_size} / "
-                              f"patch {preset.patch_size} = {self.image_size // preset.patch_size}")
+            raise ConfigError(
+                f"encoder.pool {self.pool} needs an even patch grid; image_size {self.image_size} / "
+                f"patch {preset.patch_size} = {self.image_size // preset.patch_size}"
+            )
 
     @property
     def preset(self):
@@ -149,8 +151,22 @@ class ModelConfig:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.prediction not in ("x", "v", "next"):
             raise ConfigError(f"model.prediction must be 'x', 'v' or 'next', got {self.prediction!r}")
-        positive(self, "model", "latent_dim", "latent_grid", "width", "depth", "heads", "kv_heads",
-                  "mlp_ratio", "time_every", "action_dim", "context_frames", "k_max", "rope_base")
+        positive(
+            self,
+            "model",
+            "latent_dim",
+            "latent_grid",
+            "width",
+            "depth",
+            "heads",
+            "kv_heads",
+            "mlp_ratio",
+            "time_every",
+            "action_dim",
+            "context_frames",
+            "k_max",
+            "rope_base",
+        )
         nonneg(self, "model", "registers", "text_dim", "proprio_dim")
         if self.patch_group not in (1, 2):
             raise ConfigError(f"model.patch_group must be 1 or 2, got {self.patch_group}")
@@ -162,11 +178,13 @@ class ModelConfig:
             raise ConfigError(f"model.heads ({self.heads}) must be divisible by model.kv_heads ({self.kv_heads})")
         if (self.width // self.heads) % 4:
             raise ConfigError(
-                f"model head dim width/heads = {self.width // self.heads} must be divisible by 4 (2D RoPE)")
+                f"model head dim width/heads = {self.width // self.heads} must be divisible by 4 (2D RoPE)"
+            )
         if self.depth < self.time_every:
             raise ConfigError(
                 f"model.depth ({self.depth}) must be >= model.time_every ({self.time_every}): "
-                "a model with no time block cannot predict the future")
+                "a model with no time block cannot predict the future"
+            )
         if not pow2(self.k_max):
             raise ConfigError(f"model.k_max must be a power of two, got {self.k_max}")
         if self.softcap is not None and self.softcap <= 0:
@@ -179,8 +197,10 @@ class ModelConfig:
             return
         w, h = self.dh_resolved_width, self.dh_resolved_heads
         if w % h or (w // h) % 4:
-            raise ConfigError(f"model.dh_width ({self.dh_width} -> {w}) must split into model.dh_heads "
-                              f"({self.dh_heads} -> {h}) heads of a dim divisible by 4 (2D RoPE), got {w / h:g}")
+            raise ConfigError(
+                f"model.dh_width ({self.dh_width} -> {w}) must split into model.dh_heads "
+                f"({self.dh_heads} -> {h}) heads of a dim divisible by 4 (2D RoPE), got {w / h:g}"
+            )
 
     @property
     def frame_dim(self) -> int:

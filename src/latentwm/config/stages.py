@@ -69,10 +69,30 @@ class DecoderConfig(LoopSettings):
     def __post_init__(self):
         nonempty(self, "decoder", "out_dir")
         self.check_loop("decoder")
-        positive(self, "decoder", "patch_size", "epochs", "batch_size", "frame_stride", "max_frames", "eval_frames",
-                 "eval_every", "disc_lr", "disc_channels")
-        nonneg(self, "decoder", "noise_tau", "l1_weight", "perceptual_weight", "adv_weight", "disc_start_epoch",
-               "max_minutes", "grid_images")
+        positive(
+            self,
+            "decoder",
+            "patch_size",
+            "epochs",
+            "batch_size",
+            "frame_stride",
+            "max_frames",
+            "eval_frames",
+            "eval_every",
+            "disc_lr",
+            "disc_channels",
+        )
+        nonneg(
+            self,
+            "decoder",
+            "noise_tau",
+            "l1_weight",
+            "perceptual_weight",
+            "adv_weight",
+            "disc_start_epoch",
+            "max_minutes",
+            "grid_images",
+        )
         unit(self, "decoder", "eval_fraction")
         if self.l1_weight == 0 and (self.perceptual == "off" or self.perceptual_weight == 0):
             raise ConfigError("decoder: l1_weight and the perceptual term are both off; nothing to train")
@@ -128,9 +148,25 @@ class RLConfig:
 
     def __post_init__(self):
         nonempty(self, "rl", "out_dir")
-        positive(self, "rl", "heads_steps", "imagine_steps", "batch_size", "clip_len", "lr", "hidden",
-                 "reward_steps", "horizon", "sample_steps", "context", "eval_episodes", "eval_max_steps",
-                 "log_every", "ckpt_every", "world_model_lr_scale")
+        positive(
+            self,
+            "rl",
+            "heads_steps",
+            "imagine_steps",
+            "batch_size",
+            "clip_len",
+            "lr",
+            "hidden",
+            "reward_steps",
+            "horizon",
+            "sample_steps",
+            "context",
+            "eval_episodes",
+            "eval_max_steps",
+            "log_every",
+            "ckpt_every",
+            "world_model_lr_scale",
+        )
         nonneg(self, "rl", "value_warmup", "beta", "videos", "max_nonfinite")
         unit(self, "rl", "gamma", "lam", "alpha")
         if self.clip_len < 2:

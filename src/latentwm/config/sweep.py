@@ -47,17 +47,23 @@ class SweepEvalConfig:
         positive(self, "eval", "context", "horizon", "num_samples")
         nonneg(self, "eval", "videos", "max_clips")
         if not self.horizons or any(not 1 <= h <= self.horizon for h in self.horizons):
-            raise ConfigError(f"eval.horizons must be a non-empty list of horizons in 1..eval.horizon "
-                              f"({self.horizon}), got {list(self.horizons)}")
+            raise ConfigError(
+                f"eval.horizons must be a non-empty list of horizons in 1..eval.horizon "
+                f"({self.horizon}), got {list(self.horizons)}"
+            )
         if not self.sample_steps or any(not pow2(k) for k in self.sample_steps):
-            raise ConfigError(f"eval.sample_steps must be a non-empty list of powers of two, got "
-                              f"{list(self.sample_steps)}")
+            raise ConfigError(
+                f"eval.sample_steps must be a non-empty list of powers of two, got {list(self.sample_steps)}"
+            )
         if len(set(self.sample_steps)) != len(self.sample_steps) or len(set(self.horizons)) != len(self.horizons):
-            raise ConfigError(f"eval.sample_steps {list(self.sample_steps)} and eval.horizons "
-                              f"{list(self.horizons)} must not repeat a value")
+            raise ConfigError(
+                f"eval.sample_steps {list(self.sample_steps)} and eval.horizons "
+                f"{list(self.horizons)} must not repeat a value"
+            )
         if not set(self.extras_at) <= set(self.sample_steps):
-            raise ConfigError(f"eval.extras_at {list(self.extras_at)} must be among eval.sample_steps "
-                              f"{list(self.sample_steps)}")
+            raise ConfigError(
+                f"eval.extras_at {list(self.extras_at)} must be among eval.sample_steps {list(self.sample_steps)}"
+            )
         if self.split not in ("eval", "all"):
             raise ConfigError(f"eval.split must be 'eval' or 'all', got {self.split!r}")
 
@@ -97,8 +103,7 @@ class SweepConfig:
 
     def __post_init__(self):
         if self.collect and (self.only or self.emit_commands):
-            raise ConfigError("sweep: --collect only aggregates; it cannot be combined with --only or "
-                              "--emit-commands")
+            raise ConfigError("sweep: --collect only aggregates; it cannot be combined with --only or --emit-commands")
         if self.only and self.emit_commands:
             raise ConfigError("sweep: --only runs one run and --emit-commands prints commands; choose one")
         if self.only and self.only.count("/") != 1:

@@ -16,8 +16,19 @@ from typing import Sequence
 import numpy as np
 import torch
 
-_TENSORS = ("latents", "frames", "actions", "action_mask", "valid", "proprio", "rewards", "terminal", "states",
-            "text", "text_mask")
+_TENSORS = (
+    "latents",
+    "frames",
+    "actions",
+    "action_mask",
+    "valid",
+    "proprio",
+    "rewards",
+    "terminal",
+    "states",
+    "text",
+    "text_mask",
+)
 
 
 @dataclass(frozen=True)
@@ -79,8 +90,10 @@ class WorldBatch:
         for name in _TENSORS:
             t = getattr(self, name)
             if t is not None and tuple(t.shape[:2]) != (B, T):
-                raise ValueError(f"WorldBatch.{name} has leading shape {tuple(t.shape[:2])}, expected (B, T) = "
-                                 f"({B}, {T}) like `valid`")
+                raise ValueError(
+                    f"WorldBatch.{name} has leading shape {tuple(t.shape[:2])}, expected (B, T) = "
+                    f"({B}, {T}) like `valid`"
+                )
         if self.meta and len(self.meta) != B:
             raise ValueError(f"WorldBatch.meta has {len(self.meta)} entries for batch size {B}")
 
@@ -116,8 +129,11 @@ class WorldBatch:
             pos = np.atleast_1d(np.arange(self.batch_size)[arr]).tolist()
             sel = torch.tensor(pos, dtype=torch.long)
         meta = [self.meta[i] for i in pos] if self.meta else []
-        out = {n: getattr(self, n)[sel.to(t.device) if isinstance(sel, torch.Tensor) else sel]
-               for n in _TENSORS if (t := getattr(self, n)) is not None}
+        out = {
+            n: getattr(self, n)[sel.to(t.device) if isinstance(sel, torch.Tensor) else sel]
+            for n in _TENSORS
+            if (t := getattr(self, n)) is not None
+        }
         return WorldBatch(**out, meta=meta)
 
 
@@ -138,19 +154,25 @@ def collate(samples: Sequence[ClipSample], action_dim: int) -> WorldBatch:
         if name not in out:
             out[name] = torch.zeros((B, T, *value.shape[1:]), dtype=dtype or value.dtype)
         if out[name].shape[2:] != value.shape[1:]:
-            raise ValueError(f"collate: sample {i} `{name}` has per-step shape {tuple(value.shape[1:])}, "
-                             f"sample 0 has {tuple(out[name].shape[2:])}")
+            raise ValueError(
+                f"collate: sample {i} `{name}` has per-step shape {tuple(value.shape[1:])}, "
+                f"sample 0 has {tuple(out[name].shape[2:])}"
+            )
         out[name][i, : len(value)] = value
 
-    kinds = {n: [getattr(s, n) is not None for s in samples]
-             for n in ("latents", "frames", "proprio", "rewards", "terminal", "states")}
+    kinds = {
+        n: [getattr(s, n) is not None for s in samples]
+        for n in ("latents", "frames", "proprio", "rewards", "terminal", "states")
+    }
     for name, present in kinds.items():
         if any(present) and not all(present):
             raise ValueError(f"collate: `{name}` is present in some samples and missing in others")
     widths = {int(s.text.shape[-1]) for s in samples if s.text is not None}
     if len(widths) > 1:
-        raise ValueError(f"collate: samples carry text embeddings of different widths {sorted(widths)} (caches "
-                         "encoded with different text encoders cannot share a batch)")
+        raise ValueError(
+            f"collate: samples carry text embeddings of different widths {sorted(widths)} (caches "
+            "encoded with different text encoders cannot share a batch)"
+        )
     if widths:  # text is a condition like actions: samples without it get zeros and text_mask False
         out["text"] = torch.zeros(B, T, widths.pop())
         out["text_mask"] = torch.zeros(B, T, dtype=torch.bool)
@@ -172,8 +194,10 @@ def collate(samples: Sequence[ClipSample], action_dim: int) -> WorldBatch:
             if a.shape[0] != L:
                 raise ValueError(f"collate: sample {i} has {a.shape[0]} actions for {L} frames")
             if a.shape[1] > action_dim:
-                raise ValueError(f"collate: sample {i} ({_who(s)}) has action dim {a.shape[1]}, larger than the "
-                                 f"model's action_dim {action_dim}")
+                raise ValueError(
+                    f"collate: sample {i} ({_who(s)}) has action dim {a.shape[1]}, larger than the "
+                    f"model's action_dim {action_dim}"
+                )
             m = torch.ones(L, dtype=torch.bool) if s.action_mask is None else s.action_mask.bool()
             actions[i, :L, : a.shape[1]] = torch.where(m[:, None], a.float(), torch.zeros_like(a, dtype=torch.float))
             action_mask[i, :L] = m

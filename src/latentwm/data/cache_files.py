@@ -49,8 +49,11 @@ def _npy(a: np.ndarray) -> bytes:
 
 def merged_records(cache_dir: str | os.PathLike) -> dict[str, dict]:
     """Completed shards from every rank's index file (a shard listed twice has identical records)."""
-    return {k: v for p in sorted(Path(cache_dir).glob("index/rank-*.json"))
-            for k, v in (_read_json(p) or {}).get("shards", {}).items()}
+    return {
+        k: v
+        for p in sorted(Path(cache_dir).glob("index/rank-*.json"))
+        for k, v in (_read_json(p) or {}).get("shards", {}).items()
+    }
 
 
 def write_stats(cache_dir: str | os.PathLike) -> tuple[NormStats | None, dict[str, DatasetStats]]:
@@ -72,5 +75,6 @@ def _stats_from_records(records: dict) -> tuple[NormStats | None, dict[str, Data
             for k, v in rec["stats"][q].items():
                 sums.setdefault(k, ChannelSums()).add(ChannelSums(v))
     names = sorted({e["dataset"] for r in records.values() for e in r["entries"]})
-    return lat.stats(), {n: DatasetStats(n, **{q: s[n].stats() if n in s else None for q, s in per.items()})
-                         for n in names}
+    return lat.stats(), {
+        n: DatasetStats(n, **{q: s[n].stats() if n in s else None for q, s in per.items()}) for n in names
+    }

@@ -52,8 +52,11 @@ def legacy_label_note(*labels) -> str:
     """A note for a mismatch involving a random-weights label written before labels named the seed and image size
     ("random:tiny-random"): such latents cannot be matched to an encoder, only re-encoded."""
     old = [x for x in labels if isinstance(x, str) and x.startswith("random:") and ":seed" not in x]
-    return (f" ({old[0]!r} was written before encoder labels named the seed and image size: re-encode with this "
-            "version)") if old else ""
+    return (
+        (f" ({old[0]!r} was written before encoder labels named the seed and image size: re-encode with this version)")
+        if old
+        else ""
+    )
 
 
 def cache_pool(info: dict) -> int:
@@ -66,14 +69,19 @@ def check_cache_identity(out: Path, info: dict | None, label: str, pool: int, im
     whose cache.json is `info` (None: a new cache). Raises CacheError naming each difference, the cache's first."""
     if info is None:
         return
-    diffs = [] if same_encoder(have := info.get("encoder"), label) else [
-        f"encoder {have!r} vs {label!r}{legacy_label_note(have, label)}"]
+    diffs = (
+        []
+        if same_encoder(have := info.get("encoder"), label)
+        else [f"encoder {have!r} vs {label!r}{legacy_label_note(have, label)}"]
+    )
     diffs += [] if cache_pool(info) == pool else [f"pool {cache_pool(info)} vs {pool}"]
     if image_size is not None and info.get("image_size") not in (None, image_size):
         diffs.append(f"image_size {info['image_size']} vs {image_size}")
     if diffs:
-        raise CacheError(f"latent cache {out} was encoded with another encoder ({'; '.join(diffs)}: the cache's, then "
-                         "this encode's); refusing to mix their latents: encode into another directory")
+        raise CacheError(
+            f"latent cache {out} was encoded with another encoder ({'; '.join(diffs)}: the cache's, then "
+            "this encode's); refusing to mix their latents: encode into another directory"
+        )
 
 
 def check_text_identity(out: Path, info: dict | None, label: str) -> None:
@@ -81,9 +89,11 @@ def check_text_identity(out: Path, info: dict | None, label: str) -> None:
     records text of another one: rows of two encoders' tables are not comparable, even at the same width."""
     have = (info or {}).get("text_encoder")
     if have is not None and not same_encoder(have, label):
-        raise CacheError(f"latent cache {out} holds text embedded by {have!r}, this encode's text encoder is "
-                         f"{label!r}; refusing to mix their embeddings: pass the cache's text encoder (--text.name), "
-                         "or encode into another directory")
+        raise CacheError(
+            f"latent cache {out} holds text embedded by {have!r}, this encode's text encoder is "
+            f"{label!r}; refusing to mix their embeddings: pass the cache's text encoder (--text.name), "
+            "or encode into another directory"
+        )
 
 
 def file_checksum(path: str | os.PathLike, chunk: int = 4 << 20) -> str:
@@ -113,8 +123,10 @@ def check_inside(folder: Path, names) -> None:
     root = folder.resolve()
     for name in names:
         if not (folder / name).resolve().is_relative_to(root):
-            raise CacheError(f"{folder}: the index names a shard outside the cache folder ({name!r}); refused (a "
-                             "damaged or crafted index)")
+            raise CacheError(
+                f"{folder}: the index names a shard outside the cache folder ({name!r}); refused (a "
+                "damaged or crafted index)"
+            )
 
 
 def check_shard_once(checked: set[str], path: Path, record: dict) -> None:
@@ -123,8 +135,10 @@ def check_shard_once(checked: set[str], path: Path, record: dict) -> None:
     if path.name in checked:
         return
     if why := shard_problem(path, record):
-        raise CacheError(f"{path}: {why}; `latentwm verify {path.parent}` lists every damaged shard, `latentwm "
-                         "encode` with the same settings rewrites it")
+        raise CacheError(
+            f"{path}: {why}; `latentwm verify {path.parent}` lists every damaged shard, `latentwm "
+            "encode` with the same settings rewrites it"
+        )
     checked.add(path.name)
 
 
@@ -133,8 +147,10 @@ def write_error(shard: Path, exc: OSError) -> Exception:
     OSError unchanged."""
     if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return exc
-    return CacheError(f"{shard}: could not be written ({exc.strerror}); the partial shard was removed, the finished "
-                      "ones are kept: free disk space and run the same `latentwm encode` again to continue")
+    return CacheError(
+        f"{shard}: could not be written ({exc.strerror}); the partial shard was removed, the finished "
+        "ones are kept: free disk space and run the same `latentwm encode` again to continue"
+    )
 
 
 def recheck(out: Path, records: dict, done: set[str], names: list[str]) -> set[str]:
@@ -154,17 +170,21 @@ def retry_skipped(out: Path, records: dict, done: set[str], names: list[str]) ->
     retry = {n for n in names if n in done and records[n].get("skipped")}
     for n in sorted(retry):
         items = [s["item"] for s in records[n]["skipped"]]
-        print(f"encode: {out / n} skipped {len(items)} unreadable items; encoding it again to retry them "
-              f"({', '.join(items[:5])}{', ...' if len(items) > 5 else ''})")
+        print(
+            f"encode: {out / n} skipped {len(items)} unreadable items; encoding it again to retry them "
+            f"({', '.join(items[:5])}{', ...' if len(items) > 5 else ''})"
+        )
     return set(done) - retry
 
 
 def check_latents(latents: np.ndarray | None, shard: Path, entry: dict) -> None:
     """Raise CacheError naming the shard, episode and frame of the first non-finite value of an entry's latents."""
     if latents is not None and (bad := first_nonfinite(latents)) is not None:
-        raise CacheError(f"{shard}: episode {entry['dataset']}/{entry['episode_id']} (camera {entry['camera']}) holds "
-                         f"a non-finite latent at frame {bad[0]} (index {bad}); the shard is corrupt: delete it and "
-                         "run the same `latentwm encode` again to rewrite it")
+        raise CacheError(
+            f"{shard}: episode {entry['dataset']}/{entry['episode_id']} (camera {entry['camera']}) holds "
+            f"a non-finite latent at frame {bad[0]} (index {bad}); the shard is corrupt: delete it and "
+            "run the same `latentwm encode` again to rewrite it"
+        )
 
 
 def check_text(arrays: dict, shard: Path, entry: dict) -> None:
@@ -175,13 +195,17 @@ def check_text(arrays: dict, shard: Path, entry: dict) -> None:
         return
     who = f"{shard}: episode {entry['dataset']}/{entry['episode_id']} (camera {entry['camera']})"
     if (bad := first_nonfinite(emb)) is not None:
-        raise CacheError(f"{who} holds a non-finite text embedding (sentence row {bad[0]}); the shard is corrupt: "
-                         "delete it and run the same `latentwm encode` again to rewrite it")
+        raise CacheError(
+            f"{who} holds a non-finite text embedding (sentence row {bad[0]}); the shard is corrupt: "
+            "delete it and run the same `latentwm encode` again to rewrite it"
+        )
     for name in ("text_ids", "text_ids_heldout"):
         ids = arrays.get(name)
         if ids is not None and ids.size and int(ids.max()) >= len(emb):
-            raise CacheError(f"{who}: `{name}` refers to sentence {int(ids.max())} of a table of {len(emb)}; the "
-                             "shard is corrupt: delete it and run the same `latentwm encode` again to rewrite it")
+            raise CacheError(
+                f"{who}: `{name}` refers to sentence {int(ids.max())} of a table of {len(emb)}; the "
+                "shard is corrupt: delete it and run the same `latentwm encode` again to rewrite it"
+            )
 
 
 def decode_member(data: bytearray, ext: str, shard: Path, key: str):
@@ -190,8 +214,10 @@ def decode_member(data: bytearray, ext: str, shard: Path, key: str):
     try:
         return json.loads(data) if ext.endswith(".json") else npy_view(data)
     except ValueError as e:
-        raise CacheError(f"{shard}: {key}.{ext} is malformed ({e}); the shard is corrupt: delete it and run the "
-                         "same `latentwm encode` again to rewrite it") from e
+        raise CacheError(
+            f"{shard}: {key}.{ext} is malformed ({e}); the shard is corrupt: delete it and run the "
+            "same `latentwm encode` again to rewrite it"
+        ) from e
 
 
 def npy_view(buf: bytearray) -> np.ndarray:
@@ -202,7 +228,7 @@ def npy_view(buf: bytearray) -> np.ndarray:
     if version not in ((1, 0), (2, 0)):  # not an .npy (np.load names the problem), or a rare utf-8 header
         return np.load(io.BytesIO(buf), allow_pickle=False)
     width = 2 if version == (1, 0) else 4
-    start = 8 + width + int.from_bytes(buf[8: 8 + width], "little")
+    start = 8 + width + int.from_bytes(buf[8 : 8 + width], "little")
     head = io.BytesIO(bytes(buf[8:start]))
     read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, fortran, dtype = read(head)

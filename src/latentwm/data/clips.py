@@ -68,10 +68,22 @@ class LatentClipDataset(Dataset):
     normalized with the cache's relative-action statistics (`self.action_stats`).
     """
 
-    def __init__(self, cache: LatentCache | str, clip_len: int, frame_skip: int = 1, action_dim: int | None = None,
-                 split: str = "train", eval_fraction: float = 0.1, seed: int = 0, normalize: bool = True,
-                 epoch_size: int | None = None, eval_stride: int | None = None, text: bool = True,
-                 proprio_frames: bool = False, relative_actions: bool = False):
+    def __init__(
+        self,
+        cache: LatentCache | str,
+        clip_len: int,
+        frame_skip: int = 1,
+        action_dim: int | None = None,
+        split: str = "train",
+        eval_fraction: float = 0.1,
+        seed: int = 0,
+        normalize: bool = True,
+        epoch_size: int | None = None,
+        eval_stride: int | None = None,
+        text: bool = True,
+        proprio_frames: bool = False,
+        relative_actions: bool = False,
+    ):
         if split not in ("train", "eval", "all"):
             raise ValueError(f"LatentClipDataset: split must be 'train', 'eval' or 'all', got {split!r}")
         if clip_len < 1 or frame_skip < 1:
@@ -87,8 +99,10 @@ class LatentClipDataset(Dataset):
         held_out = split_episodes(sorted(groups), eval_fraction, seed)
         chosen = {k: v for k, v in groups.items() if split == "all" or (k in held_out) == (split == "eval")}
         if split == "train" and groups and not chosen:
-            raise ConfigError(f"data.eval_fraction = {eval_fraction} holds out all {len(groups)} episodes of "
-                              f"{self.cache.path}: no training episode is left; lower --data.eval-fraction")
+            raise ConfigError(
+                f"data.eval_fraction = {eval_fraction} holds out all {len(groups)} episodes of "
+                f"{self.cache.path}: no training episode is left; lower --data.eval-fraction"
+            )
         self.stored_skip = _stored_skip(self.cache, frame_skip)
         self.stride = frame_skip // self.stored_skip  # stored frames between a clip's frames; span: frames covered
         self.span = (clip_len - 1) * self.stride + 1
@@ -101,23 +115,32 @@ class LatentClipDataset(Dataset):
             self.latent_mean, self.latent_std = ls.mean.astype(np.float32), ls.std.astype(np.float32)
         self.ds_stats = self.cache.dataset_stats
         self.action_stats = action_stats_of(self.cache, relative_actions, frame_skip // self.stored_skip)
-        widths = {e["action_dim"] // self.stored_skip for _, v in self.groups for e in (entries[i] for i in v)
-                  if e["action_dim"] is not None}  # per env step
+        widths = {
+            e["action_dim"] // self.stored_skip
+            for _, v in self.groups
+            for e in (entries[i] for i in v)
+            if e["action_dim"] is not None
+        }  # per env step
         self.action_dim = action_dim if action_dim is not None else frame_skip * max(widths, default=0)
         if frame_skip * max(widths, default=0) > self.action_dim:
-            raise ValueError(f"LatentClipDataset: actions of {max(widths)} per env step × frame_skip {frame_skip} "
-                             f"= {frame_skip * max(widths)} exceed action_dim {self.action_dim}")
+            raise ValueError(
+                f"LatentClipDataset: actions of {max(widths)} per env step × frame_skip {frame_skip} "
+                f"= {frame_skip * max(widths)} exceed action_dim {self.action_dim}"
+            )
         # where clips can start
         lengths = [min(entries[i]["length"] for i in v) for _, v in self.groups]
         self._cum = np.cumsum([L - self.span + 1 for L in lengths]).astype(np.int64)
         stride = eval_stride or clip_len * self.stride
-        self.grid = [(i, s) for (_, v), L in zip(self.groups, lengths) for i in v
-                     for s in range(0, L - self.span + 1, stride)]
+        self.grid = [
+            (i, s) for (_, v), L in zip(self.groups, lengths) for i in v for s in range(0, L - self.span + 1, stride)
+        ]
         n_grid_train = sum(len(range(0, L - self.span + 1, stride)) for L in lengths)
         self.epoch_size = epoch_size or max(1, n_grid_train)
         if split == "train" and not self.groups:
-            raise ValueError(f"LatentClipDataset: no training episode of the cache {self.cache.path} has the "
-                             f"{self.span} frames one clip needs ({self.num_skipped} too short)")
+            raise ValueError(
+                f"LatentClipDataset: no training episode of the cache {self.cache.path} has the "
+                f"{self.span} frames one clip needs ({self.num_skipped} too short)"
+            )
 
     # ------------------------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -194,8 +217,10 @@ class LatentClipDataset(Dataset):
                 proprio = stats.proprio.normalize(proprio)
         if self.proprio_frames and lat is not None:
             if proprio is None:
-                raise ValueError(f"cache {self.cache.path}: episode {e['episode_id']} has no proprio, but the model "
-                                 f"takes proprio channels (model.proprio_dim > 0)")
+                raise ValueError(
+                    f"cache {self.cache.path}: episode {e['episode_id']} has no proprio, but the model "
+                    f"takes proprio channels (model.proprio_dim > 0)"
+                )
             lat = attach_proprio(lat, torch.from_numpy(proprio))
         rewards = raw.get("rewards")
         if rewards is not None:
@@ -204,19 +229,35 @@ class LatentClipDataset(Dataset):
         extras = (raw.get("meta") or {}).get("extras") or {}
         if extras.get("narrations"):  # timed narrations (EPIC): only those overlapping this clip's frames
             text = tuple(narrations_in(extras, int(t[0]), int(t[-1]) + 1))
-        meta = WorldBatchMetadata(dataset=e["dataset"], episode_id=e["episode_id"], camera=e["camera"],
-                                  start_frame=int(start), frame_stride=self.frame_skip, text=text,
-                                  fps=float(e.get("fps") or 0.0) / fs, success=e.get("success"))
+        meta = WorldBatchMetadata(
+            dataset=e["dataset"],
+            episode_id=e["episode_id"],
+            camera=e["camera"],
+            start_frame=int(start),
+            frame_stride=self.frame_skip,
+            text=text,
+            fps=float(e.get("fps") or 0.0) / fs,
+            success=e.get("success"),
+        )
         states = raw.get("states")
         text_emb = text_mask = None
         if self.text and raw.get("text_emb") is not None:
             held = raw.get("text_ids_heldout") if self.split != "train" else None  # evaluation's paraphrases
-            text_emb, text_mask = pick_text(raw["text_emb"], raw["text_ids"][t], None if held is None else held[t],
-                                            text_choice)
-        return ClipSample(latents=lat, frames=frames, actions=_t(actions), action_mask=_t(mask),
-                          proprio=_t(proprio), rewards=_t(rewards),
-                          states=None if states is None else _t(states[t].astype(np.float64)),
-                          text=_t(text_emb), text_mask=_t(text_mask), meta=meta)
+            text_emb, text_mask = pick_text(
+                raw["text_emb"], raw["text_ids"][t], None if held is None else held[t], text_choice
+            )
+        return ClipSample(
+            latents=lat,
+            frames=frames,
+            actions=_t(actions),
+            action_mask=_t(mask),
+            proprio=_t(proprio),
+            rewards=_t(rewards),
+            states=None if states is None else _t(states[t].astype(np.float64)),
+            text=_t(text_emb),
+            text_mask=_t(text_mask),
+            meta=meta,
+        )
 
 
 def action_stats_of(cache, relative: bool, stride: int) -> dict:
@@ -238,8 +279,10 @@ def training_stats(cache, cfg) -> dict:
     record and the planner's action codec reads back."""
     d = cfg.data
     acts = action_stats_of(cache, d.relative_actions, d.frame_skip // _stored_skip(cache, d.frame_skip))
-    return {k: {**v.to_dict(), **({"actions": acts[k].to_dict()} if k in acts else {})}
-            for k, v in cache.dataset_stats.items()}
+    return {
+        k: {**v.to_dict(), **({"actions": acts[k].to_dict()} if k in acts else {})}
+        for k, v in cache.dataset_stats.items()
+    }
 
 
 def _stored_skip(cache, frame_skip: int) -> int:
@@ -249,8 +292,10 @@ def _stored_skip(cache, frame_skip: int) -> int:
         raise ConfigError(f"{cache.path}: episodes stored with different frame skips {sorted(skips)}; mix caches")
     k = skips.pop() if skips else 1
     if frame_skip % k:
-        raise ConfigError(f"data.frame_skip = {frame_skip} env steps is not a multiple of the {k} env steps each "
-                          f"stored frame of {cache.path} spans: pass --data.frame-skip {k * max(1, frame_skip // k)}")
+        raise ConfigError(
+            f"data.frame_skip = {frame_skip} env steps is not a multiple of the {k} env steps each "
+            f"stored frame of {cache.path} spans: pass --data.frame-skip {k * max(1, frame_skip // k)}"
+        )
     return k
 
 
@@ -267,8 +312,16 @@ class ClipSampler(Sampler):
     shuffle permutes the epoch's order with (seed, epoch) before splitting.
     """
 
-    def __init__(self, num_items: int, rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = False,
-                 drop_last: bool = False, start: int = 0):
+    def __init__(
+        self,
+        num_items: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        start: int = 0,
+    ):
         if not 0 <= rank < world_size:
             raise ValueError(f"ClipSampler: need 0 <= rank < world_size, got {rank}, {world_size}")
         self.n, self.rank, self.world, self.seed = num_items, rank, world_size, seed
@@ -284,7 +337,7 @@ class ClipSampler(Sampler):
             order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
         if self.drop_last:
             order = order[: (self.n // self.world) * self.world]
-        return order[self.rank:: self.world].tolist()[self.start:]
+        return order[self.rank :: self.world].tolist()[self.start :]
 
     def __iter__(self):
         return iter([(self.epoch, i) for i in self._indices()])
@@ -293,9 +346,17 @@ class ClipSampler(Sampler):
         return len(self._indices())
 
 
-def make_loader(dataset: LatentClipDataset, batch_size: int, num_workers: int = 0, rank: int = 0,
-                world_size: int = 1, seed: int = 0, shuffle: bool = False, drop_last: bool | None = None,
-                start: int = 0) -> DataLoader:
+def make_loader(
+    dataset: LatentClipDataset,
+    batch_size: int,
+    num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    seed: int = 0,
+    shuffle: bool = False,
+    drop_last: bool | None = None,
+    start: int = 0,
+) -> DataLoader:
     """DataLoader of WorldBatches for this rank. Call `loader.sampler.set_epoch(e)` before each epoch.
 
     `batch_size` is per rank. Workers get whole batches (map-style), and items are deterministic in their index,
@@ -304,12 +365,19 @@ def make_loader(dataset: LatentClipDataset, batch_size: int, num_workers: int = 
     if drop_last is None:
         drop_last = dataset.split == "train"
     sampler = ClipSampler(len(dataset), rank, world_size, seed, shuffle, drop_last, start)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      collate_fn=partial(collate, action_dim=max(1, dataset.action_dim)), drop_last=drop_last,
-                      persistent_workers=False)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=partial(collate, action_dim=max(1, dataset.action_dim)),
+        drop_last=drop_last,
+        persistent_workers=False,
+    )
 
 
 def eval_loader(dataset: Dataset, action_dim: int, batch_size: int = 16):
     """Batches (WorldBatch) of a finite evaluation dataset, in order."""
-    return iter(DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                           collate_fn=partial(collate, action_dim=action_dim)))
+    return iter(
+        DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=partial(collate, action_dim=action_dim))
+    )

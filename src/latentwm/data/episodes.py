@@ -174,10 +174,15 @@ class Episode:
         if self.rewards is not None:  # reward collected over the skipped steps
             rewards = np.add.reduceat(self.rewards.astype(np.float32), keep)
         return replace(
-            self, frames=frames, actions=actions, action_mask=mask,
+            self,
+            frames=frames,
+            actions=actions,
+            action_mask=mask,
             proprio=None if self.proprio is None else self.proprio[keep],
-            rewards=rewards, states=None if self.states is None else self.states[keep],
-            fps=self.fps / k, frame_skip=self.frame_skip * k,
+            rewards=rewards,
+            states=None if self.states is None else self.states[keep],
+            fps=self.fps / k,
+            frame_skip=self.frame_skip * k,
         )
 
 
@@ -208,8 +213,16 @@ def save_episode(ep: Episode, path: str | os.PathLike) -> Path:
     for name in _ARRAYS:
         if getattr(ep, name) is not None:
             arrays[name] = getattr(ep, name)
-    meta = dict(dataset=ep.dataset, episode_id=ep.episode_id, fps=ep.fps, text=ep.text, success=ep.success,
-                frame_skip=ep.frame_skip, extras=ep.extras, cameras=ep.cameras)
+    meta = dict(
+        dataset=ep.dataset,
+        episode_id=ep.episode_id,
+        fps=ep.fps,
+        text=ep.text,
+        success=ep.success,
+        frame_skip=ep.frame_skip,
+        extras=ep.extras,
+        cameras=ep.cameras,
+    )
     arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -247,9 +260,17 @@ def load_episode(path: str | os.PathLike) -> Episode:
             arrays = {n: z[n] for n in _ARRAYS if n in z.files}
     except Exception as e:  # zipfile/npz errors are many types; name the file
         raise EpisodeError(f"cannot read episode file {path}: {type(e).__name__}: {e}") from e
-    return Episode(dataset=meta["dataset"], episode_id=meta["episode_id"], fps=meta["fps"], frames=frames,
-                   text=meta["text"], success=meta["success"], frame_skip=meta["frame_skip"],
-                   extras=meta["extras"], **arrays)
+    return Episode(
+        dataset=meta["dataset"],
+        episode_id=meta["episode_id"],
+        fps=meta["fps"],
+        frames=frames,
+        text=meta["text"],
+        success=meta["success"],
+        frame_skip=meta["frame_skip"],
+        extras=meta["extras"],
+        **arrays,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -278,8 +299,9 @@ class NormStats:
         return cls(np.asarray(d["mean"], np.float64), np.asarray(d["std"], np.float64), int(d["count"]))
 
 
-def compute_norm_stats(arrays: Sequence[np.ndarray], masks: Sequence[np.ndarray] | None = None,
-                       min_std: float = 1e-3) -> NormStats:
+def compute_norm_stats(
+    arrays: Sequence[np.ndarray], masks: Sequence[np.ndarray] | None = None, min_std: float = 1e-3
+) -> NormStats:
     """Mean/std over rows of (T_i, C) arrays (rows where mask is False are ignored), in float64."""
     total = sq = None
     n = 0
@@ -305,8 +327,9 @@ class ChannelSums:
     def __init__(self, d: dict | None = None):
         d = d or {}
         self.n = int(d.get("count", 0))
-        self.s, self.q = (None, None) if not self.n else (np.asarray(d["sum"], np.float64),
-                                                          np.asarray(d["sumsq"], np.float64))
+        self.s, self.q = (
+            (None, None) if not self.n else (np.asarray(d["sum"], np.float64), np.asarray(d["sumsq"], np.float64))
+        )
 
     def add(self, o: "ChannelSums | np.ndarray") -> "ChannelSums":
         """Merge other sums, or rows (..., C) of values."""
@@ -319,8 +342,9 @@ class ChannelSums:
         return self
 
     def to_dict(self) -> dict:
-        return dict(count=self.n, sum=None if not self.n else self.s.tolist(), sumsq=None if not self.n else
-                    self.q.tolist())
+        return dict(
+            count=self.n, sum=None if not self.n else self.s.tolist(), sumsq=None if not self.n else self.q.tolist()
+        )
 
     def stats(self, min_std: float = 1e-3) -> NormStats | None:
         if not self.n:  # same estimator and std floor as `compute_norm_stats`
@@ -348,15 +372,19 @@ class DatasetStats:
         )
 
     def to_dict(self) -> dict:
-        return dict(dataset=self.dataset,
-                    actions=None if self.actions is None else self.actions.to_dict(),
-                    proprio=None if self.proprio is None else self.proprio.to_dict())
+        return dict(
+            dataset=self.dataset,
+            actions=None if self.actions is None else self.actions.to_dict(),
+            proprio=None if self.proprio is None else self.proprio.to_dict(),
+        )
 
     @classmethod
     def from_dict(cls, d: dict) -> "DatasetStats":
-        return cls(d["dataset"],
-                   actions=None if d.get("actions") is None else NormStats.from_dict(d["actions"]),
-                   proprio=None if d.get("proprio") is None else NormStats.from_dict(d["proprio"]))
+        return cls(
+            d["dataset"],
+            actions=None if d.get("actions") is None else NormStats.from_dict(d["actions"]),
+            proprio=None if d.get("proprio") is None else NormStats.from_dict(d["proprio"]),
+        )
 
     def save(self, path: str | os.PathLike) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))

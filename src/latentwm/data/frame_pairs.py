@@ -58,8 +58,12 @@ def load_frame_sets(cfg: DecoderConfig, show_progress: bool = True) -> tuple[Fra
     cache = LatentCache(cfg.cache_dir) if cfg.cache_dir else None
     size = cache.info.get("image_size") if cache is not None else cfg.encoder.image_size
     try:
-        items = load_source(cfg.source, cfg.episodes_dir, size=None if cfg.source == "pusht" else size,
-                            options=parse_options(cfg.source_options))
+        items = load_source(
+            cfg.source,
+            cfg.episodes_dir,
+            size=None if cfg.source == "pusht" else size,
+            options=parse_options(cfg.source_options),
+        )
     except ValueError as e:
         raise ConfigError(f"decoder (--source {cfg.source} --episodes-dir {cfg.episodes_dir}): {e}") from e
     if not items:
@@ -73,8 +77,9 @@ def load_frame_sets(cfg: DecoderConfig, show_progress: bool = True) -> tuple[Fra
     return train, held_out, facts
 
 
-def _load_frames(cfg: DecoderConfig, items: list, cache: LatentCache | None, show_progress: bool
-                 ) -> tuple[dict[str, list], list[dict]]:
+def _load_frames(
+    cfg: DecoderConfig, items: list, cache: LatentCache | None, show_progress: bool
+) -> tuple[dict[str, list], list[dict]]:
     """({"dataset/episode_id": [(frames, latents or None) per camera]}, skipped items): every `frame_stride`-th frame
     of every readable episode, with its cached latents when there is a cache."""
     per_ep: dict[str, list] = {}
@@ -90,7 +95,8 @@ def _load_frames(cfg: DecoderConfig, items: list, cache: LatentCache | None, sho
         for cam in ep.cameras:
             lat = None if cache is None else _cached_latents(cfg, cache, ep, cam, t)
             per_ep.setdefault(f"{ep.dataset}/{ep.episode_id}", []).append(
-                (torch.from_numpy(np.ascontiguousarray(frames_at(ep.frames[cam], t))), lat))
+                (torch.from_numpy(np.ascontiguousarray(frames_at(ep.frames[cam], t))), lat)
+            )
     if not per_ep:
         raise ConfigError(f"decoder.episodes_dir: no readable episode in {cfg.episodes_dir} ({len(skipped)} skipped)")
     shapes = {p[0].shape[1:] for v in per_ep.values() for p in v}
@@ -104,17 +110,22 @@ def _cached_latents(cfg: DecoderConfig, cache: LatentCache, ep, cam: str, t: np.
     try:
         raw = cache.raw(cache.find(ep.dataset, ep.episode_id, cam))["latents"]
     except KeyError:
-        raise ConfigError(f"decoder.cache_dir {cfg.cache_dir} has no latents of {ep.dataset}/"
-                          f"{ep.episode_id} camera {cam}: encode these episodes into it (or pass "
-                          "--cache-dir '' to encode online)") from None
+        raise ConfigError(
+            f"decoder.cache_dir {cfg.cache_dir} has no latents of {ep.dataset}/"
+            f"{ep.episode_id} camera {cam}: encode these episodes into it (or pass "
+            "--cache-dir '' to encode online)"
+        ) from None
     if len(raw) != len(ep):
-        raise ConfigError(f"decoder.cache_dir: {ep.dataset}/{ep.episode_id} has {len(raw)} latent frames "
-                          f"in the cache but {len(ep)} frames in {cfg.episodes_dir}")
+        raise ConfigError(
+            f"decoder.cache_dir: {ep.dataset}/{ep.episode_id} has {len(raw)} latent frames "
+            f"in the cache but {len(ep)} frames in {cfg.episodes_dir}"
+        )
     return torch.from_numpy(np.ascontiguousarray(raw[t]))
 
 
-def _split_sets(per_ep: dict[str, list], held: set[str], max_frames: int, with_latents: bool
-                ) -> tuple[FrameSet, FrameSet]:
+def _split_sets(
+    per_ep: dict[str, list], held: set[str], max_frames: int, with_latents: bool
+) -> tuple[FrameSet, FrameSet]:
     """(train, held-out) FrameSets: the frames of the episodes outside / inside `held`, each capped at max_frames."""
     shape = next(iter(per_ep.values()))[0][0].shape[1:]
     sets = []
@@ -133,5 +144,10 @@ def _cache_facts(cache: LatentCache) -> dict:
     if g * g != info["num_tokens"]:
         raise ConfigError(f"decoder.cache_dir: {info['num_tokens']} tokens per frame are not a square grid")
     st = cache.latent_stats
-    return dict(encoder=info["encoder"], pool=cache_pool(info), grid=g, latent_dim=int(info["latent_dim"]),
-                latent_stats=dict(mean=np.asarray(st.mean).tolist(), std=np.asarray(st.std).tolist()))
+    return dict(
+        encoder=info["encoder"],
+        pool=cache_pool(info),
+        grid=g,
+        latent_dim=int(info["latent_dim"]),
+        latent_stats=dict(mean=np.asarray(st.mean).tolist(), std=np.asarray(st.std).tolist()),
+    )

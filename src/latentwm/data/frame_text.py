@@ -54,13 +54,17 @@ class FrameText:
         Raises ValueError naming `who` when the embedding function returns the wrong shape or non-finite values."""
         emb = np.asarray(text.fn(list(self.sentences)), dtype=np.float32)
         if emb.shape != (len(self.sentences), text.dim):
-            raise ValueError(f"{who}: the text encoder {text.label!r} returned {emb.shape} for {len(self.sentences)} "
-                             f"sentences, expected ({len(self.sentences)}, {text.dim})")
+            raise ValueError(
+                f"{who}: the text encoder {text.label!r} returned {emb.shape} for {len(self.sentences)} "
+                f"sentences, expected ({len(self.sentences)}, {text.dim})"
+            )
         bad = ~(np.abs(emb) <= np.finfo(np.float16).max)  # NaN, inf, or inf once stored in fp16
         if bad.any():
             row = int(np.argwhere(bad)[0, 0])
-            raise ValueError(f"{who}: the text encoder {text.label!r} gave a non-finite embedding (or one beyond "
-                             f"fp16's range) for sentence {row} {self.sentences[row]!r}")
+            raise ValueError(
+                f"{who}: the text encoder {text.label!r} gave a non-finite embedding (or one beyond "
+                f"fp16's range) for sentence {row} {self.sentences[row]!r}"
+            )
         out = dict(text_emb=emb.astype(np.float16), text_ids=self.ids)
         if self.heldout is not None:
             out["text_ids_heldout"] = self.heldout
@@ -73,8 +77,7 @@ class EpisodeTexts:
     (label → None or raise) vets the embedding once it is built: the cache writer refuses another text encoder than
     the one its cache records."""
 
-    def __init__(self, text: TextEmbedding | Callable[[], TextEmbedding],
-                 check: Callable[[str], None] | None = None):
+    def __init__(self, text: TextEmbedding | Callable[[], TextEmbedding], check: Callable[[str], None] | None = None):
         self._text, self._check, self._ready = text, check, False
 
     @property
@@ -105,8 +108,9 @@ def frame_text(text: list[str], extras: dict | None, T: int) -> FrameText | None
     if not sentences:
         return None
     if len(sentences) > MAX_SENTENCES:
-        raise ValueError(f"an episode has {len(sentences)} unique sentences; text ids are int16 (at most "
-                         f"{MAX_SENTENCES})")
+        raise ValueError(
+            f"an episode has {len(sentences)} unique sentences; text ids are int16 (at most {MAX_SENTENCES})"
+        )
     row = {s: i for i, s in enumerate(sentences)}
     per_frame: list[list[int]] = [[] for _ in range(T)]
     if extras.get("narrations"):  # timed: each frame its own narrations (none between them)
@@ -128,8 +132,9 @@ def frame_text(text: list[str], extras: dict | None, T: int) -> FrameText | None
     return FrameText(sentences, ids, heldout)
 
 
-def pick_text(emb: np.ndarray, ids: np.ndarray, heldout: np.ndarray | None, choice: int | None
-              ) -> tuple[np.ndarray, np.ndarray]:
+def pick_text(
+    emb: np.ndarray, ids: np.ndarray, heldout: np.ndarray | None, choice: int | None
+) -> tuple[np.ndarray, np.ndarray]:
     """(text (L, E) float32, mask (L,) bool) of L frames whose alternatives are `ids` (L, K) rows of `emb` (U, E).
 
     choice: an int picks alternative `choice % count` of each frame (training: one draw per clip, so DROID's

@@ -36,15 +36,39 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from latentwm.data.cache_files import (FORMAT, SHARD, VERSION, _atomic_write, _escape, _npy,  # noqa: F401
-                                       _read_json, _stats_from_records, merged_records, sample_key, write_stats)
-from latentwm.data.cache_integrity import (CacheError, cache_pool, check_cache_identity,  # noqa: F401
-                                           check_latents, check_text, check_text_identity, decode_member,
-                                           check_inside, check_shard_once, file_checksum, npy_view, recheck,
-                                           retry_skipped, write_error)
+from latentwm.data.cache_files import (
+    FORMAT,
+    SHARD,
+    VERSION,
+    _atomic_write,
+    _escape,
+    _npy,  # noqa: F401
+    _read_json,
+    _stats_from_records,
+    merged_records,
+    sample_key,
+    write_stats,
+)
+from latentwm.data.cache_integrity import (
+    CacheError,
+    cache_pool,
+    check_cache_identity,  # noqa: F401
+    check_latents,
+    check_text,
+    check_text_identity,
+    decode_member,
+    check_inside,
+    check_shard_once,
+    file_checksum,
+    npy_view,  # noqa: F401
+    recheck,
+    retry_skipped,
+    write_error,
+)
 from latentwm.data.episodes import ChannelSums, DatasetStats, Episode, EpisodeError, NormStats, frames_at
 from latentwm.data.frame_text import EpisodeTexts, TextEmbedding
 from latentwm.data.video import VideoError
+
 
 class LatentCacheWriter:
     """Appends samples to tar shards of `out_dir`; `add` one (episode, camera) at a time.
@@ -54,9 +78,16 @@ class LatentCacheWriter:
     `text`: how sentences are embedded (`EpisodeTexts`: a TextEmbedding or a function building one); None: no text.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, shard_size_mb: float | None = 256.0, encoder_label: str = "unknown",
-                 meta: dict | None = None, rank: int = 0, image_size: int | None = None,
-                 text: TextEmbedding | Callable[[], TextEmbedding] | None = None):
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        shard_size_mb: float | None = 256.0,
+        encoder_label: str = "unknown",
+        meta: dict | None = None,
+        rank: int = 0,
+        image_size: int | None = None,
+        text: TextEmbedding | Callable[[], TextEmbedding] | None = None,
+    ):
         (out := Path(out_dir)).mkdir(parents=True, exist_ok=True)
         self.out, self.limit = out, None if shard_size_mb is None else int(shard_size_mb * 2**20)
         self.text = None if text is None else EpisodeTexts(text, partial(_check_text_encoder, out))
@@ -90,10 +121,19 @@ class LatentCacheWriter:
             e["files"] = {ext: offsets[f"{e['key']}.{ext}"] for ext in e.pop("_exts")}
         checksum = file_checksum(self._tmp)
         os.replace(self._tmp, final)
-        stats = {k: v.to_dict() if isinstance(v, ChannelSums) else {d: x.to_dict() for d, x in v.items()}
-                 for k, v in self._stats.items()}
-        rec = dict(name=self._name, bytes=final.stat().st_size, checksum=checksum, items=self._items,
-                   entries=self._entries, skipped=self._skipped, stats=stats)
+        stats = {
+            k: v.to_dict() if isinstance(v, ChannelSums) else {d: x.to_dict() for d, x in v.items()}
+            for k, v in self._stats.items()
+        }
+        rec = dict(
+            name=self._name,
+            bytes=final.stat().st_size,
+            checksum=checksum,
+            items=self._items,
+            entries=self._entries,
+            skipped=self._skipped,
+            stats=stats,
+        )
         self.records[self._name], self._tar, self._name = rec, None, None
         _atomic_write(self.index_path, json.dumps(dict(format=FORMAT, version=VERSION, shards=self.records)))
         return rec
@@ -117,14 +157,30 @@ class LatentCacheWriter:
     def episode_text(self, ep: Episode) -> dict[str, np.ndarray] | None:
         """`ep`'s text arrays (`frame_text`), to embed once for all its cameras; None: no text, or none stored."""
         try:
-            return None if self.text is None else self.text.arrays(ep.text, ep.extras, len(ep),
-                                                                   f"episode {ep.dataset}/{ep.episode_id}")
+            return (
+                None
+                if self.text is None
+                else self.text.arrays(ep.text, ep.extras, len(ep), f"episode {ep.dataset}/{ep.episode_id}")
+            )
         except ValueError as e:  # the text encoder's output (wrong shape, non-finite): nothing may be stored
             raise e if isinstance(e, CacheError) else CacheError(str(e)) from e
 
-    def add(self, episode_id: str, camera: str, latents: np.ndarray, *, dataset: str, actions=None,
-            action_mask=None, proprio=None, rewards=None, states=None, meta: dict | None = None,
-            item: str | None = None, text: dict[str, np.ndarray] | None = None) -> str:
+    def add(
+        self,
+        episode_id: str,
+        camera: str,
+        latents: np.ndarray,
+        *,
+        dataset: str,
+        actions=None,
+        action_mask=None,
+        proprio=None,
+        rewards=None,
+        states=None,
+        meta: dict | None = None,
+        item: str | None = None,
+        text: dict[str, np.ndarray] | None = None,
+    ) -> str:
         """Store one (episode, camera): latents (T, N, D) → fp16; optional per-step arrays (T, ...); `text` from
         `episode_text`."""
         lat = np.asarray(latents)
@@ -136,13 +192,22 @@ class LatentCacheWriter:
         T, key = len(lat), sample_key(dataset, episode_id, camera)
         skip = int((meta or {}).get("frame_skip") or 1)
         if actions is not None and np.asarray(actions).shape[1] % skip:
-            raise CacheError(f"{key}: actions of width {np.asarray(actions).shape[1]} cannot hold frame_skip {skip} "
-                             f"env steps of equal width")
+            raise CacheError(
+                f"{key}: actions of width {np.asarray(actions).shape[1]} cannot hold frame_skip {skip} "
+                f"env steps of equal width"
+            )
         if actions is not None and action_mask is None:
             action_mask = np.ones(T, dtype=bool)
         self._record_text(text)
-        arrays = dict(latents=lat.astype(np.float16), actions=actions, action_mask=action_mask, proprio=proprio,
-                      rewards=rewards, states=states, **(text or {}))
+        arrays = dict(
+            latents=lat.astype(np.float16),
+            actions=actions,
+            action_mask=action_mask,
+            proprio=proprio,
+            rewards=rewards,
+            states=states,
+            **(text or {}),
+        )
         for name, a in arrays.items():
             if a is not None and len(a) != T and name != "text_emb":
                 raise CacheError(f"{key}: `{name}` has {len(a)} steps for {T} latent frames")
@@ -161,20 +226,44 @@ class LatentCacheWriter:
         if proprio is not None:
             st["proprio"].setdefault(dataset, ChannelSums()).add(np.asarray(proprio))
         item = item or f"{dataset}/{episode_id}"
-        self._entries.append(dict({k: v for k, v in meta.items() if k != "extras"}, key=key, item=item,
-                                  shard=self._name, _exts=list(files),
-                                  action_dim=None if actions is None else int(np.asarray(actions).shape[1]),
-                                  proprio_dim=None if proprio is None else int(np.asarray(proprio).shape[1]),
-                                  text_dim=None if text is None else int(text["text_emb"].shape[1])))
+        self._entries.append(
+            dict(
+                {k: v for k, v in meta.items() if k != "extras"},
+                key=key,
+                item=item,
+                shard=self._name,
+                _exts=list(files),
+                action_dim=None if actions is None else int(np.asarray(actions).shape[1]),
+                proprio_dim=None if proprio is None else int(np.asarray(proprio).shape[1]),
+                text_dim=None if text is None else int(text["text_emb"].shape[1]),
+            )
+        )
         self._items += [item] if item not in self._items else []
         return key
 
-    def add_episode(self, ep: Episode, camera: str, latents: np.ndarray, item: str | None = None,
-                    text: dict[str, np.ndarray] | None = None) -> str:
+    def add_episode(
+        self,
+        ep: Episode,
+        camera: str,
+        latents: np.ndarray,
+        item: str | None = None,
+        text: dict[str, np.ndarray] | None = None,
+    ) -> str:
         meta = dict(fps=ep.fps, success=ep.success, text=list(ep.text), frame_skip=ep.frame_skip, extras=ep.extras)
-        return self.add(ep.episode_id, camera, latents, dataset=ep.dataset, actions=ep.actions,
-                        action_mask=None if ep.actions is None else ep.mask(), proprio=ep.proprio,
-                        rewards=ep.rewards, states=ep.states, meta=meta, item=item, text=text)
+        return self.add(
+            ep.episode_id,
+            camera,
+            latents,
+            dataset=ep.dataset,
+            actions=ep.actions,
+            action_mask=None if ep.actions is None else ep.mask(),
+            proprio=ep.proprio,
+            rewards=ep.rewards,
+            states=ep.states,
+            meta=meta,
+            item=item,
+            text=text,
+        )
 
     def _record_text(self, text: dict | None) -> None:
         """The first text stored records the writer's text encoder in cache.json (unless another rank did first:
@@ -193,14 +282,25 @@ class LatentCacheWriter:
     def _check_info(self, lat: np.ndarray, meta: dict) -> None:
         N, D, g = int(lat.shape[1]), int(lat.shape[2]), int(round(lat.shape[1] ** 0.5))
         if self._info is None:
-            self._info = dict(self.meta, format=FORMAT, version=VERSION, encoder=self.label, image_size=self.image_size,
-                              num_tokens=N, latent_dim=D, grid=g if g * g == N else None, fps=meta.get("fps"),
-                              dtype="float16")
+            self._info = dict(
+                self.meta,
+                format=FORMAT,
+                version=VERSION,
+                encoder=self.label,
+                image_size=self.image_size,
+                num_tokens=N,
+                latent_dim=D,
+                grid=g if g * g == N else None,
+                fps=meta.get("fps"),
+                dtype="float16",
+            )
             self._save_info()
         check_cache_identity(self.out, self._info, self.label, cache_pool(self.meta), self.image_size)
         if (have := (self._info.get("num_tokens"), self._info.get("latent_dim"))) != (N, D):
-            raise CacheError(f"latent cache {self.out} holds latents of (N, D) = {have}, refusing to add "
-                             f"{self.label!r} latents of N = {N}, D = {D}; use another directory")
+            raise CacheError(
+                f"latent cache {self.out} holds latents of (N, D) = {have}, refusing to add "
+                f"{self.label!r} latents of N = {N}, D = {D}; use another directory"
+            )
 
     close = close_shard
 
@@ -222,12 +322,21 @@ def _check_text_encoder(out: Path, label: str) -> None:
     check_text_identity(out, _read_json(out / "cache.json"), label)
 
 
-def encode_to_cache(items: Iterable[tuple[str, Callable[[], Episode]]],
-                    encode_fn: Callable[[np.ndarray], np.ndarray], out_dir: str | os.PathLike, *,
-                    encoder_label: str, episodes_per_shard: int = 32, rank: int = 0, world_size: int = 1,
-                    image_size: int | None = None, meta: dict | None = None, cameras: list[str] | None = None,
-                    show_progress: bool = True, text: TextEmbedding | Callable[[], TextEmbedding] | None = None
-                    ) -> dict:
+def encode_to_cache(
+    items: Iterable[tuple[str, Callable[[], Episode]]],
+    encode_fn: Callable[[np.ndarray], np.ndarray],
+    out_dir: str | os.PathLike,
+    *,
+    encoder_label: str,
+    episodes_per_shard: int = 32,
+    rank: int = 0,
+    world_size: int = 1,
+    image_size: int | None = None,
+    meta: dict | None = None,
+    cameras: list[str] | None = None,
+    show_progress: bool = True,
+    text: TextEmbedding | Callable[[], TextEmbedding] | None = None,
+) -> dict:
     """Encode every item's frames with `encode_fn` ((T, H, W, 3) uint8 → (T, N, D)) into the cache at `out_dir`.
     Item k goes to shard k // episodes_per_shard (the plan, written first); this rank writes the shards with
     shard % world_size == rank that the index does not list as complete, fail their checksum, or skipped items (so
@@ -238,15 +347,18 @@ def encode_to_cache(items: Iterable[tuple[str, Callable[[], Episode]]],
     loaders = dict(items := list(items))
     keys = [k for k, _ in items]
     if len(loaders) != len(keys) or not 0 <= rank < world_size or episodes_per_shard <= 0:
-        raise CacheError(f"encode_to_cache: need unique item keys, 0 <= rank < world_size, episodes_per_shard > 0; "
-                         f"got {len(keys) - len(loaders)} duplicates, {rank}, {world_size}, {episodes_per_shard}")
+        raise CacheError(
+            f"encode_to_cache: need unique item keys, 0 <= rank < world_size, episodes_per_shard > 0; "
+            f"got {len(keys) - len(loaders)} duplicates, {rank}, {world_size}, {episodes_per_shard}"
+        )
     (out := Path(out_dir)).mkdir(parents=True, exist_ok=True)
     # a resume with another encoder is refused even when every shard is written (the writer checks each new one)
-    check_cache_identity(out, info := _read_json(out / "cache.json"), encoder_label, cache_pool(meta or {}),
-                         image_size)
+    check_cache_identity(out, info := _read_json(out / "cache.json"), encoder_label, cache_pool(meta or {}), image_size)
     if text is None and (info or {}).get("text_encoder"):
-        raise CacheError(f"latent cache {out} holds text embedded by {info['text_encoder']!r}, this encode stores "
-                         "none (--text.name ''): pass the same text encoder, or encode into another directory")
+        raise CacheError(
+            f"latent cache {out} holds text embedded by {info['text_encoder']!r}, this encode stores "
+            "none (--text.name ''): pass the same text encoder, or encode into another directory"
+        )
     plan = _write_plan(out, keys, episodes_per_shard)
     ours = [s["name"] for j, s in enumerate(plan["shards"]) if j % world_size == rank]
     done = recheck(out, records := merged_records(out), _complete(out, records, plan), ours)
@@ -254,8 +366,13 @@ def encode_to_cache(items: Iterable[tuple[str, Callable[[], Episode]]],
     mine = [j for j, s in enumerate(plan["shards"]) if j % world_size == rank and s["name"] not in done]
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=sum(len(plan["shards"][j]["items"]) for j in mine), desc=f"encode (rank {rank})", unit="ep",
-               disable=not show_progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=sum(len(plan["shards"][j]["items"]) for j in mine),
+        desc=f"encode (rank {rank})",
+        unit="ep",
+        disable=not show_progress,
+        dynamic_ncols=True,
+    )
     n_eps = n_skip = 0
     with LatentCacheWriter(out, None, encoder_label, meta, rank=rank, image_size=image_size, text=text) as w:
         if w.text is not None and (info or {}).get("text_encoder"):
@@ -270,27 +387,45 @@ def encode_to_cache(items: Iterable[tuple[str, Callable[[], Episode]]],
             w.close_shard()
     bar.close()
     complete = finalize_cache(out)
-    return dict(shards_written=[plan["shards"][j]["name"] for j in mine], episodes=n_eps, skipped=n_skip,
-                complete=complete, num_shards=len(plan["shards"]))
+    return dict(
+        shards_written=[plan["shards"][j]["name"] for j in mine],
+        episodes=n_eps,
+        skipped=n_skip,
+        complete=complete,
+        num_shards=len(plan["shards"]),
+    )
 
 
 def _write_plan(out: Path, keys: list[str], episodes_per_shard: int) -> dict:
     """The cache's plan (item k in shard k // episodes_per_shard), written to plan.json on the first run; a later run
     must plan the same (a CacheError otherwise)."""
-    plan = dict(format=FORMAT, version=VERSION, episodes_per_shard=episodes_per_shard,
-                shards=[dict(name=SHARD.format(j), items=keys[s: s + episodes_per_shard])
-                        for j, s in enumerate(range(0, len(keys), episodes_per_shard))])
+    plan = dict(
+        format=FORMAT,
+        version=VERSION,
+        episodes_per_shard=episodes_per_shard,
+        shards=[
+            dict(name=SHARD.format(j), items=keys[s : s + episodes_per_shard])
+            for j, s in enumerate(range(0, len(keys), episodes_per_shard))
+        ],
+    )
     if (old := _read_json(out / "plan.json")) is None:
         _atomic_write(out / "plan.json", json.dumps(plan))
     elif old != plan:
         n_old = sum(len(s["items"]) for s in old.get("shards", []))
-        raise CacheError(f"latent cache {out} was planned for a different list of {n_old} items "
-                         f"({old.get('episodes_per_shard')} per shard); encode into a new directory or delete it")
+        raise CacheError(
+            f"latent cache {out} was planned for a different list of {n_old} items "
+            f"({old.get('episodes_per_shard')} per shard); encode into a new directory or delete it"
+        )
     return plan
 
 
-def _encode_item(w: LatentCacheWriter, key: str, loader: Callable[[], Episode],
-                 encode_fn: Callable[[np.ndarray], np.ndarray], cameras: list[str] | None) -> bool:
+def _encode_item(
+    w: LatentCacheWriter,
+    key: str,
+    loader: Callable[[], Episode],
+    encode_fn: Callable[[np.ndarray], np.ndarray],
+    cameras: list[str] | None,
+) -> bool:
     """Encode item `key`'s cameras into the open shard of `w`: True, or False when its data is bad (skipped, counted
     and named)."""
     try:
@@ -327,8 +462,14 @@ def finalize_cache(cache_dir: str | os.PathLike) -> bool:
 
 def _complete(out: Path, records: dict, plan: dict) -> set[str]:
     """Shards of `plan` that are listed in the index, present with the recorded size, and hold the planned items."""
-    return {s["name"] for s in plan["shards"] if (r := records.get(s["name"])) is not None and r["items"] == s["items"]
-            and (out / s["name"]).exists() and (out / s["name"]).stat().st_size == r["bytes"]}
+    return {
+        s["name"]
+        for s in plan["shards"]
+        if (r := records.get(s["name"])) is not None
+        and r["items"] == s["items"]
+        and (out / s["name"]).exists()
+        and (out / s["name"]).stat().st_size == r["bytes"]
+    }
 
 
 class LatentCache:

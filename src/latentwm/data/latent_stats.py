@@ -35,13 +35,20 @@ class LatentStats(NormStats):
 
     @classmethod
     def from_dict(cls, d: dict) -> LatentStats:
-        return cls(np.asarray(d["mean"], np.float64), np.asarray(d["std"], np.float64), int(d["count"]),
-                   str(d.get("encoder", "")))
+        return cls(
+            np.asarray(d["mean"], np.float64),
+            np.asarray(d["std"], np.float64),
+            int(d["count"]),
+            str(d.get("encoder", "")),
+        )
 
     def save(self, path: str | os.PathLike) -> None:
         """safetensors file: float64 `mean`/`std` tensors; count and encoder in its JSON header metadata."""
-        save_file({k: np.ascontiguousarray(getattr(self, k), np.float64) for k in ("mean", "std")}, str(path),
-                  metadata={"format": "latentwm.LatentStats/1", "count": str(self.count), "encoder": self.encoder})
+        save_file(
+            {k: np.ascontiguousarray(getattr(self, k), np.float64) for k in ("mean", "std")},
+            str(path),
+            metadata={"format": "latentwm.LatentStats/1", "count": str(self.count), "encoder": self.encoder},
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LatentStats:

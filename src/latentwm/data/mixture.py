@@ -97,8 +97,13 @@ class MixtureDataset(Dataset):
     every source provides (read off each source's first sample), since a batch cannot mix present and absent.
     """
 
-    def __init__(self, sources: Sequence[tuple[str, Dataset, float]], seed: int = 0, block: int = 1000,
-                 fields: Sequence[str] | None = None):
+    def __init__(
+        self,
+        sources: Sequence[tuple[str, Dataset, float]],
+        seed: int = 0,
+        block: int = 1000,
+        fields: Sequence[str] | None = None,
+    ):
         if not sources:
             raise ValueError("MixtureDataset needs at least one source")
         names = [s[0] for s in sources]
@@ -170,8 +175,9 @@ class MixtureDataset(Dataset):
 
     def state_dict(self) -> dict:
         """What fixes the schedule (saved with checkpoints; `check_state` refuses a resume with a different one)."""
-        return dict(names=self.names, weights=self.weights, counts=self.counts.tolist(), seed=self.seed,
-                    block=self.block)
+        return dict(
+            names=self.names, weights=self.weights, counts=self.counts.tolist(), seed=self.seed, block=self.block
+        )
 
     def check_state(self, state: dict) -> None:
         if state != self.state_dict():
@@ -228,8 +234,9 @@ class MixtureStream(IterableDataset):
     def indices(self, worker: int = 0, num_workers: int = 1) -> Iterator[int]:
         shards = self.world * num_workers
         if self.start % shards:
-            raise ValueError(f"MixtureStream: start {self.start} is not a multiple of world_size·num_workers = "
-                             f"{shards}")
+            raise ValueError(
+                f"MixtureStream: start {self.start} is not a multiple of world_size·num_workers = {shards}"
+            )
         k = self.start + self.rank * num_workers + worker
         while True:
             yield k

@@ -55,9 +55,15 @@ class EpisodeStore:
     and kept (`text_encoder`, `text_dim` as a LatentCache has them).
     """
 
-    def __init__(self, items: Sequence[tuple[str, Callable[[], Episode]]], root: str | os.PathLike = "",
-                 cameras: Sequence[str] | None = None, keep: int = 8, show_progress: bool = True,
-                 text: TextEmbedding | Callable[[], TextEmbedding] | None = None):
+    def __init__(
+        self,
+        items: Sequence[tuple[str, Callable[[], Episode]]],
+        root: str | os.PathLike = "",
+        cameras: Sequence[str] | None = None,
+        keep: int = 8,
+        show_progress: bool = True,
+        text: TextEmbedding | Callable[[], TextEmbedding] | None = None,
+    ):
         from tqdm.auto import tqdm
 
         self.path, self.loaders, self.keep = Path(root), dict(items), keep
@@ -85,20 +91,31 @@ class EpisodeStore:
                 self.text[key] = arrays
                 self.text_encoder, self.text_dim = texts.embedding.label, int(texts.embedding.dim)
             for cam in cams:  # per camera, like the cache's sums: the same statistics
-                self.entries.append(dict(
-                    fps=ep.fps, success=ep.success, text=list(ep.text), frame_skip=ep.frame_skip,
-                    dataset=ep.dataset, episode_id=ep.episode_id, camera=cam, length=len(ep),
-                    key=sample_key(ep.dataset, ep.episode_id, cam), item=key,
-                    action_dim=None if ep.actions is None else int(ep.actions.shape[1]),
-                    proprio_dim=None if ep.proprio is None else int(ep.proprio.shape[1]),
-                    text_dim=None if arrays is None else int(arrays["text_emb"].shape[1])))
+                self.entries.append(
+                    dict(
+                        fps=ep.fps,
+                        success=ep.success,
+                        text=list(ep.text),
+                        frame_skip=ep.frame_skip,
+                        dataset=ep.dataset,
+                        episode_id=ep.episode_id,
+                        camera=cam,
+                        length=len(ep),
+                        key=sample_key(ep.dataset, ep.episode_id, cam),
+                        item=key,
+                        action_dim=None if ep.actions is None else int(ep.actions.shape[1]),
+                        proprio_dim=None if ep.proprio is None else int(ep.proprio.shape[1]),
+                        text_dim=None if arrays is None else int(arrays["text_emb"].shape[1]),
+                    )
+                )
                 if ep.actions is not None:
                     sums["actions"].setdefault(ep.dataset, ChannelSums()).add(np.asarray(ep.actions)[ep.mask()])
                 if ep.proprio is not None:
                     sums["proprio"].setdefault(ep.dataset, ChannelSums()).add(np.asarray(ep.proprio))
         names = sorted({e["dataset"] for e in self.entries})
-        self.dataset_stats = {n: DatasetStats(n, **{q: s[n].stats() if n in s else None for q, s in sums.items()})
-                              for n in names}
+        self.dataset_stats = {
+            n: DatasetStats(n, **{q: s[n].stats() if n in s else None for q, s in sums.items()}) for n in names
+        }
         if not self.entries:
             raise EpisodeError(f"no readable episode among {len(items)} items of {root} ({len(self.skipped)} skipped)")
 
@@ -118,10 +135,23 @@ class EpisodeStore:
         """Entry i's `frames` ((T, H, W, 3) array or FrameSource), per-step arrays as a cache stores them, `meta`."""
         e = self.entries[i]
         ep = self.episode(e["item"])
-        out = dict(frames=ep.frames[e["camera"]], proprio=ep.proprio, rewards=ep.rewards, states=ep.states,
-                   meta=dict(fps=ep.fps, success=ep.success, text=list(ep.text), frame_skip=ep.frame_skip,
-                             extras=ep.extras, dataset=ep.dataset, episode_id=ep.episode_id, camera=e["camera"],
-                             length=len(ep)))
+        out = dict(
+            frames=ep.frames[e["camera"]],
+            proprio=ep.proprio,
+            rewards=ep.rewards,
+            states=ep.states,
+            meta=dict(
+                fps=ep.fps,
+                success=ep.success,
+                text=list(ep.text),
+                frame_skip=ep.frame_skip,
+                extras=ep.extras,
+                dataset=ep.dataset,
+                episode_id=ep.episode_id,
+                camera=e["camera"],
+                length=len(ep),
+            ),
+        )
         if ep.actions is not None:
             out.update(actions=ep.actions, action_mask=ep.mask())
         out.update(self.text.get(e["item"], {}))
@@ -147,20 +177,24 @@ def load_latent_stats(path: str | os.PathLike, encoder_label: str, pool: int) ->
         cache = LatentCache(p)
         have = (cache.info.get("encoder"), cache_pool(cache.info))
         if not same_encoder(have[0], encoder_label) or have[1] != pool:
-            raise ValueError(f"data.latent_stats: the cache {p} holds latents of (encoder, pool) = {have}, online "
-                             f"encoding uses {(encoder_label, pool)}")
+            raise ValueError(
+                f"data.latent_stats: the cache {p} holds latents of (encoder, pool) = {have}, online "
+                f"encoding uses {(encoder_label, pool)}"
+            )
         return cache.latent_stats
     if not p.is_file():
         raise ValueError(f"data.latent_stats: {p} is neither a latent cache directory nor a LatentStats file")
     stats = LatentStats.load(p)
     if stats.encoder and not same_encoder(stats.encoder, encoder_label):
-        raise ValueError(f"data.latent_stats: {p} was computed with {stats.encoder!r}, online encoding uses "
-                         f"{encoder_label!r}")
+        raise ValueError(
+            f"data.latent_stats: {p} was computed with {stats.encoder!r}, online encoding uses {encoder_label!r}"
+        )
     return stats
 
 
-def estimate_latent_stats(store: EpisodeStore, encode_fn: EncodeFn, stats_frames: int = 1024,
-                          encoder_label: str = "") -> NormStats:
+def estimate_latent_stats(
+    store: EpisodeStore, encode_fn: EncodeFn, stats_frames: int = 1024, encoder_label: str = ""
+) -> NormStats:
     """Per-channel statistics of the encoder's latents over ≤ stats_frames frames spread evenly over every entry
     (at most 64 entries, evenly spaced; frames evenly spaced within each), deterministic."""
     chosen = np.unique(np.linspace(0, len(store) - 1, min(len(store), 64)).round().astype(int))
@@ -201,8 +235,14 @@ class OnlineEncoding:
         return replace(batch, latents=x, frames=None)
 
 
-def make_online_datasets(cfg, encode_fn: EncodeFn, encoder_label: str, stats_frames: int = 1024,
-                         show_progress: bool = True, text: TextEmbedding | Callable[[], TextEmbedding] | None = None):
+def make_online_datasets(
+    cfg,
+    encode_fn: EncodeFn,
+    encoder_label: str,
+    stats_frames: int = 1024,
+    show_progress: bool = True,
+    text: TextEmbedding | Callable[[], TextEmbedding] | None = None,
+):
     """(train set, eval set or None, facts for checkpoints, OnlineEncoding) for an ExperimentConfig with
     data.online_encode: the clips of `make_clip_datasets` over a cache of the same episodes, with frames.
     `text`: the sentence embedding of the episodes' text (as `latentwm encode --text` would store it), used when
@@ -211,28 +251,37 @@ def make_online_datasets(cfg, encode_fn: EncodeFn, encoder_label: str, stats_fra
     if not d.episodes_dir:
         raise ConfigError("data.episodes_dir must name the raw episodes when data.online_encode is on")
     if d.mixture:
-        raise ConfigError("data.online_encode reads one source (data.source, data.episodes_dir); it does not "
-                          "combine with data.mixture (encode the sources into caches to mix them)")
+        raise ConfigError(
+            "data.online_encode reads one source (data.source, data.episodes_dir); it does not "
+            "combine with data.mixture (encode the sources into caches to mix them)"
+        )
     try:
-        items = load_source(d.source, d.episodes_dir, size=cfg.encoder.image_size,
-                            options=parse_options(d.source_options))
+        items = load_source(
+            d.source, d.episodes_dir, size=cfg.encoder.image_size, options=parse_options(d.source_options)
+        )
     except ValueError as e:
         raise ConfigError(f"data.source {d.source} / data.episodes_dir {d.episodes_dir}: {e}") from e
     if not items:
         raise ConfigError(f"data.episodes_dir: no {d.source} episodes found in {d.episodes_dir}")
-    store = EpisodeStore(items, d.episodes_dir, show_progress=show_progress,
-                         text=text if cfg.model.text_dim > 0 else None)
+    store = EpisodeStore(
+        items, d.episodes_dir, show_progress=show_progress, text=text if cfg.model.text_dim > 0 else None
+    )
     check_text_dim(store, cfg, f"data.episodes_dir {d.episodes_dir}")
     check_proprio(store, cfg, f"data.episodes_dir {d.episodes_dir}")
     probe = encode_fn(torch.from_numpy(np.ascontiguousarray(store.frames(0, [0]))).permute(0, 3, 1, 2))
     N, D = int(probe.shape[1]), int(probe.shape[2])
     if (N, D) != (cfg.model.num_latent_tokens, cfg.model.latent_dim):
-        raise ConfigError(f"data.online_encode: the encoder gives N = {N}, D = {D} (encoder.pool = "
-                          f"{cfg.encoder.pool}), the model expects N = {cfg.model.num_latent_tokens}, D = "
-                          f"{cfg.model.latent_dim}")
+        raise ConfigError(
+            f"data.online_encode: the encoder gives N = {N}, D = {D} (encoder.pool = "
+            f"{cfg.encoder.pool}), the model expects N = {cfg.model.num_latent_tokens}, D = "
+            f"{cfg.model.latent_dim}"
+        )
     try:
-        stats = (load_latent_stats(d.latent_stats, encoder_label, cfg.encoder.pool) if d.latent_stats else
-                 estimate_latent_stats(store, encode_fn, stats_frames, encoder_label))
+        stats = (
+            load_latent_stats(d.latent_stats, encoder_label, cfg.encoder.pool)
+            if d.latent_stats
+            else estimate_latent_stats(store, encode_fn, stats_frames, encoder_label)
+        )
     except ValueError as e:
         raise ConfigError(str(e)) from e
     if np.shape(stats.mean) != (D,):
@@ -240,10 +289,23 @@ def make_online_datasets(cfg, encode_fn: EncodeFn, encoder_label: str, stats_fra
     store.latent_stats = stats
     eval_len = max(d.clip_len, cfg.rollout.context + cfg.rollout.horizon)
     train_set, eval_set = train_eval_sets(store, cfg, eval_len)
-    info = dict(format="online", encoder=encoder_label, pool=cfg.encoder.pool, image_size=cfg.encoder.image_size,
-                num_tokens=N, latent_dim=D, source=d.source, episodes_dir=str(d.episodes_dir),
-                skipped=len(store.skipped))
+    info = dict(
+        format="online",
+        encoder=encoder_label,
+        pool=cfg.encoder.pool,
+        image_size=cfg.encoder.image_size,
+        num_tokens=N,
+        latent_dim=D,
+        source=d.source,
+        episodes_dir=str(d.episodes_dir),
+        skipped=len(store.skipped),
+    )
     stats_dict = stats.to_dict()
-    extra = dict(data_stats=dict(latents=stats_dict, datasets=training_stats(store, cfg)),
-                 encoder=encoder_label, frame_skip=d.frame_skip, cache_info=info, **text_facts(store, cfg))
+    extra = dict(
+        data_stats=dict(latents=stats_dict, datasets=training_stats(store, cfg)),
+        encoder=encoder_label,
+        frame_skip=d.frame_skip,
+        cache_info=info,
+        **text_facts(store, cfg),
+    )
     return train_set, eval_set, extra, OnlineEncoding(encode_fn, stats, cfg.model.proprio_dim > 0)

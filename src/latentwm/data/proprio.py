@@ -72,8 +72,10 @@ def relative_action_stats(cache, dataset: str, stride: int = 1) -> NormStats:
             continue
         m = cache.members(i, ("actions", "action_mask", "proprio"))
         if m.get("proprio") is None:
-            raise ValueError(f"cache {cache.path}: episode {e['episode_id']} of {dataset!r} has actions but no "
-                             f"proprio; relative actions (data.relative_actions) need the agent's position")
+            raise ValueError(
+                f"cache {cache.path}: episode {e['episode_id']} of {dataset!r} has actions but no "
+                f"proprio; relative actions (data.relative_actions) need the agent's position"
+            )
         acts, known = np.asarray(m["actions"], np.float64), np.asarray(m["action_mask"], bool)
         n = len(acts) - stride + 1  # model steps that fit
         if n < 1:
@@ -81,8 +83,10 @@ def relative_action_stats(cache, dataset: str, stride: int = 1) -> NormStats:
         steps = np.arange(n)[:, None] + np.arange(stride)  # (n, stride) stored frames of each model step
         a = acts[steps].reshape(n, -1, int(e["action_dim"]) // int(e.get("frame_skip") or 1))
         if m["proprio"].shape[-1] < a.shape[-1]:
-            raise ValueError(f"cache {cache.path}: {dataset!r} stores {m['proprio'].shape[-1]} proprio channels, "
-                             f"fewer than its {a.shape[-1]}-D actions: relative actions cannot be formed")
+            raise ValueError(
+                f"cache {cache.path}: {dataset!r} stores {m['proprio'].shape[-1]} proprio channels, "
+                f"fewer than its {a.shape[-1]}-D actions: relative actions cannot be formed"
+            )
         rel = relative_to_agent(a, np.asarray(m["proprio"], np.float64)[:n])
         rows.append(rel.reshape(-1, rel.shape[-1]))
         masks.append(np.repeat(known[steps].all(1), rel.shape[1]))
@@ -91,5 +95,11 @@ def relative_action_stats(cache, dataset: str, stride: int = 1) -> NormStats:
     return compute_norm_stats(rows, masks)
 
 
-__all__ = ["attach_proprio", "latents_only", "proprio_stats_of", "relative_action_stats", "relative_to_agent",
-           "split_proprio"]
+__all__ = [
+    "attach_proprio",
+    "latents_only",
+    "proprio_stats_of",
+    "relative_action_stats",
+    "relative_to_agent",
+    "split_proprio",
+]

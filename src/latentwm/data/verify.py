@@ -25,13 +25,24 @@ def verify_cache(path: str | os.PathLike) -> dict:
     for name, rec in cache.records.items():
         why = shard_problem(cache.path / name, rec)
         status = "bad" if why else ("ok" if rec.get("checksum") else "unchecked")
-        shards[name] = dict(status=status, reason=why or (None if status == "ok" else "no checksum in the index "
-                                                          "(written before checksums): size checked only"),
-                            bytes=int(rec["bytes"]))
+        shards[name] = dict(
+            status=status,
+            reason=why
+            or (None if status == "ok" else "no checksum in the index (written before checksums): size checked only"),
+            bytes=int(rec["bytes"]),
+        )
     count = {s: sum(v["status"] == s for v in shards.values()) for s in ("ok", "bad", "unchecked")}
-    return dict(path=str(cache.path), ok=not count["bad"] and not cache.missing_shards, complete=cache.complete,
-                shards=shards, missing=list(cache.missing_shards), num_ok=count["ok"], num_bad=count["bad"],
-                num_unchecked=count["unchecked"], bytes=sum(v["bytes"] for v in shards.values()))
+    return dict(
+        path=str(cache.path),
+        ok=not count["bad"] and not cache.missing_shards,
+        complete=cache.complete,
+        shards=shards,
+        missing=list(cache.missing_shards),
+        num_ok=count["ok"],
+        num_bad=count["bad"],
+        num_unchecked=count["unchecked"],
+        bytes=sum(v["bytes"] for v in shards.values()),
+    )
 
 
 def add_checksums(path: str | os.PathLike) -> int:
@@ -59,15 +70,21 @@ def run_verify(cfg: VerifyConfig) -> dict:
             print(f"{sh['status']:>9}  {name}" + (f"  ({sh['reason']})" if sh["reason"] else ""))
     for name in res["missing"]:
         print(f"{'missing':>9}  {name}  (planned, not written yet: re-run the same `latentwm encode` to finish)")
-    print(f"{res['path']}: {res['num_ok']} shards ok, {res['num_bad']} damaged, {res['num_unchecked']} without a "
-          f"checksum, {len(res['missing'])} missing; {res['bytes'] / 1e6:.1f} MB read")
+    print(
+        f"{res['path']}: {res['num_ok']} shards ok, {res['num_bad']} damaged, {res['num_unchecked']} without a "
+        f"checksum, {len(res['missing'])} missing; {res['bytes'] / 1e6:.1f} MB read"
+    )
     if not res["ok"]:
-        raise CacheError(f"cache {res['path']} failed verification ({res['num_bad']} damaged, "
-                         f"{len(res['missing'])} missing shards); re-run `latentwm encode` into it to rewrite them")
+        raise CacheError(
+            f"cache {res['path']} failed verification ({res['num_bad']} damaged, "
+            f"{len(res['missing'])} missing shards); re-run `latentwm encode` into it to rewrite them"
+        )
     if res["num_unchecked"]:
-        raise CacheError(f"cache {res['path']}: {res['num_unchecked']} shards have no checksum in the index (written "
-                         "before checksums) and cannot be verified; `latentwm verify CACHE --add-checksums` records "
-                         "them from the bytes as they are now")
+        raise CacheError(
+            f"cache {res['path']}: {res['num_unchecked']} shards have no checksum in the index (written "
+            "before checksums) and cannot be verified; `latentwm verify CACHE --add-checksums` records "
+            "them from the bytes as they are now"
+        )
     return res
 
 

@@ -346,7 +346,11 @@ def _rate(fps: float | Fraction) -> Fraction:
 
 
 def write_video(
-    path: PathLike, frames: np.ndarray, fps: float | Fraction, codec: str | None = None, crf: int = 18,
+    path: PathLike,
+    frames: np.ndarray,
+    fps: float | Fraction,
+    codec: str | None = None,
+    crf: int = 18,
     faststart: bool = False,
 ) -> None:
     """Write uint8 ``(T, H, W, 3)`` RGB frames to ``path`` (``faststart``: MP4 index first, for web streaming).

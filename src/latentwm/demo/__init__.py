@@ -40,8 +40,13 @@ from latentwm.encoders.encode import text_embedding
 from latentwm.eval.metrics import rollout_errors
 from latentwm.planning.cost_quality import encoder_cost_quality
 from latentwm.planning.results import text_goal_comparison
-from latentwm.planning.state_probe import (STATE_PROBE_CONFIG, STATE_PROBE_FILE, StateProbe, pose_errors,
-                                           train_state_probe)
+from latentwm.planning.state_probe import (
+    STATE_PROBE_CONFIG,
+    STATE_PROBE_FILE,
+    StateProbe,
+    pose_errors,
+    train_state_probe,
+)
 from latentwm.report import write_report
 from latentwm.rl.runner import run_rl
 from latentwm.train.decoder_trainer import train_decoder
@@ -86,39 +91,78 @@ def run_demo(cfg: DemoConfig) -> Path:
     planning = rl = None
     if cfg.goals():
         run.stage(_plan_title(cfg, state_probe))
-        run.run("proprio_probe", "proprio_probe", {"probe": settings_of(preset(cfg.preset).probe), "seed": cfg.seed},
-                ("train",), lambda: fit_proprio_probe(cfg, run.exp, trainer, out, kept))
-        planning = run.run("plan", "report/planning",
-                           {"plan": settings_of(run.exp.plan), "goals": cfg.goals(), "planners": list(cfg.planners),
-                            "text_goal_planners": list(cfg.sizes.text_goal_planners),
-                            "state_cost_diagnosis": cfg.state_cost_diagnosis, "seed": cfg.seed},
-                           ("episodes", "latents", "train", "state_probe", "proprio_probe"),
-                           lambda: plan_demo(cfg, run.exp, trainer, encoder, out, state_probe))
+        run.run(
+            "proprio_probe",
+            "proprio_probe",
+            {"probe": settings_of(preset(cfg.preset).probe), "seed": cfg.seed},
+            ("train",),
+            lambda: fit_proprio_probe(cfg, run.exp, trainer, out, kept),
+        )
+        planning = run.run(
+            "plan",
+            "report/planning",
+            {
+                "plan": settings_of(run.exp.plan),
+                "goals": cfg.goals(),
+                "planners": list(cfg.planners),
+                "text_goal_planners": list(cfg.sizes.text_goal_planners),
+                "state_cost_diagnosis": cfg.state_cost_diagnosis,
+                "seed": cfg.seed,
+            },
+            ("episodes", "latents", "train", "state_probe", "proprio_probe"),
+            lambda: plan_demo(cfg, run.exp, trainer, encoder, out, state_probe),
+        )
         if cfg.sizes.ladder_state_steps:
-            run.stage("the planning ladder on the same goals: the simulator (state / latent cost), a state model "
-                      "(privileged), the model at K = 1 and 4, random actions")
-            planning["ladder"] = run.run("ladder", "ladder", {"plan": settings_of(run.exp.plan), "goals": cfg.goals(),
-                                                              "state_steps": cfg.sizes.ladder_state_steps,
-                                                              "seed": cfg.seed},
-                                         ("episodes", "latents", "train", "plan"),
-                                         lambda: demo_ladder(cfg, run.exp, trainer, encoder, out))
+            run.stage(
+                "the planning ladder on the same goals: the simulator (state / latent cost), a state model "
+                "(privileged), the model at K = 1 and 4, random actions"
+            )
+            planning["ladder"] = run.run(
+                "ladder",
+                "ladder",
+                {
+                    "plan": settings_of(run.exp.plan),
+                    "goals": cfg.goals(),
+                    "state_steps": cfg.sizes.ladder_state_steps,
+                    "seed": cfg.seed,
+                },
+                ("episodes", "latents", "train", "plan"),
+                lambda: demo_ladder(cfg, run.exp, trainer, encoder, out),
+            )
     else:
         run.stage("planning skipped (--plan-goals 0)")
     if cfg.rl:
-        rl = run.run("rl", "rl", settings_of(preset(cfg.preset).rl), ("latents", "train"),
-                     lambda: demo_rl(cfg, out, kept))
+        rl = run.run(
+            "rl", "rl", settings_of(preset(cfg.preset).rl), ("latents", "train"), lambda: demo_rl(cfg, out, kept)
+        )
     run.stage("write the report")
     st = run.st
     if st.reused:
         print(f"reused {len(st.reused)} finished stages ({', '.join(st.reused)}); made {', '.join(st.made) or 'none'}")
     text_eval = results.pop("text_eval", None)
-    report = write_report(out / "report", run.exp, results, train_dir=Path(run.exp.train.out_dir),
-                          encoder_label=encoder.weights_label, wall_time_s=time.time() - t0,
-                          model_parameters=trainer.model.num_parameters(), planning=planning, decoder=decoder, rl=rl,
-                          latent_stats=data["extra"]["data_stats"]["latents"], best=kept, encoder_info=encoder_info,
-                          text_eval=text_eval, text_goal=text_goal_comparison(planning) if planning else None,
-                          data={**facts, "train_clips_per_epoch": len(data["train"]), "eval_clips": len(data["eval"]),
-                                "stages": {"reused": st.reused, "made": st.made}})
+    report = write_report(
+        out / "report",
+        run.exp,
+        results,
+        train_dir=Path(run.exp.train.out_dir),
+        encoder_label=encoder.weights_label,
+        wall_time_s=time.time() - t0,
+        model_parameters=trainer.model.num_parameters(),
+        planning=planning,
+        decoder=decoder,
+        rl=rl,
+        latent_stats=data["extra"]["data_stats"]["latents"],
+        best=kept,
+        encoder_info=encoder_info,
+        text_eval=text_eval,
+        text_goal=text_goal_comparison(planning) if planning else None,
+        data={
+            **facts,
+            "train_clips_per_epoch": len(data["train"]),
+            "eval_clips": len(data["eval"]),
+            "stages": {"reused": st.reused, "made": st.made},
+        },
+    )
     print(f"\nreport: {report / 'report.md'}\nmetrics: {report / 'metrics.json'}")
     return report
 
@@ -128,30 +172,60 @@ def data_stages(run: DemoRun) -> tuple[dict, DinoEncoder, dict, dict]:
     Returns (the data's facts, the encoder, facts about the encoder, the decoder's metrics)."""
     cfg, exp, out = run.cfg, run.exp, run.out
     gen = cfg.generate_config()
-    run.stage(f"generate {gen.num_episodes} Push-T episodes (gym-pusht; goal-directed, random-target and random-walk "
-              f"pushing{f', every {gen.render_every}th frame rendered' if gen.render_every > 1 else ''})")
-    facts = run.run("episodes", "episodes", {**gen.settings(), "num_episodes": gen.num_episodes}, (),
-                    lambda: generate_stage(gen))
+    run.stage(
+        f"generate {gen.num_episodes} Push-T episodes (gym-pusht; goal-directed, random-target and random-walk "
+        f"pushing{f', every {gen.render_every}th frame rendered' if gen.render_every > 1 else ''})"
+    )
+    facts = run.run(
+        "episodes", "episodes", {**gen.settings(), "num_episodes": gen.num_episodes}, (), lambda: generate_stage(gen)
+    )
     run.stage(_encoder_title(cfg))
-    pre = ({k: v for k, v in settings_of(preset(cfg.preset).pretrain).items() if k not in ("data_dir", "out_dir")}
-           if cfg.encoder == "pretrain" else {"encoder": cfg.encoder})
+    pre = (
+        {k: v for k, v in settings_of(preset(cfg.preset).pretrain).items() if k not in ("data_dir", "out_dir")}
+        if cfg.encoder == "pretrain"
+        else {"encoder": cfg.encoder}
+    )
     split = [exp.data.eval_fraction, exp.data.seed]
-    info = run.run("encoder", "encoder_pretrain", {"pretrain": pre, "split": split, "seed": cfg.seed},
-                   ("episodes",), lambda: pretrain_demo_encoder(cfg, exp, out))
-    info = {**info, **run.run("encoder_quality", "encoder_quality",
-                              {"goals": cfg.sizes.cost_quality_goals, "encoder": settings_of(exp.encoder),
-                               "plan": settings_of(exp.plan), "split": split},
-                              ("episodes", "encoder"), lambda: demo_cost_quality(cfg, exp, out))}
-    run.stage(f"encode frames with the {exp.encoder.name} encoder"
-              + (f" and the Push-T language with {cfg.text.name}" if cfg.text.name else ""))
+    info = run.run(
+        "encoder",
+        "encoder_pretrain",
+        {"pretrain": pre, "split": split, "seed": cfg.seed},
+        ("episodes",),
+        lambda: pretrain_demo_encoder(cfg, exp, out),
+    )
+    info = {
+        **info,
+        **run.run(
+            "encoder_quality",
+            "encoder_quality",
+            {
+                "goals": cfg.sizes.cost_quality_goals,
+                "encoder": settings_of(exp.encoder),
+                "plan": settings_of(exp.plan),
+                "split": split,
+            },
+            ("episodes", "encoder"),
+            lambda: demo_cost_quality(cfg, exp, out),
+        ),
+    }
+    run.stage(
+        f"encode frames with the {exp.encoder.name} encoder"
+        + (f" and the Push-T language with {cfg.text.name}" if cfg.text.name else "")
+    )
     encoder = DinoEncoder.from_config(exp.encoder)
-    run.run("latents", "latents", {"encoder": settings_of(exp.encoder), "text": settings_of(cfg.text),
-                                   "episodes_per_shard": 32}, ("episodes", "encoder"),
-            lambda: encode_stage(encoder, cfg, out))
+    run.run(
+        "latents",
+        "latents",
+        {"encoder": settings_of(exp.encoder), "text": settings_of(cfg.text), "episodes_per_shard": 32},
+        ("episodes", "encoder"),
+        lambda: encode_stage(encoder, cfg, out),
+    )
     run.stage("train the latents → pixels decoder (RAE-style) that renders the videos")
     dcfg = demo_decoder_config(cfg, out)
-    decoder = {**run.run("decoder", "decoder", settings_of(dcfg), ("episodes", "latents"),
-                         lambda: train_decoder(dcfg)), "path": str(out / "decoder")}
+    decoder = {
+        **run.run("decoder", "decoder", settings_of(dcfg), ("episodes", "latents"), lambda: train_decoder(dcfg)),
+        "path": str(out / "decoder"),
+    }
     run.exp = exp.replace(rollout__decoder=str(out / "decoder"))
     return facts, encoder, info, decoder
 
@@ -160,8 +234,9 @@ def model_stages(run: DemoRun) -> tuple[Trainer, dict, dict | None, StateProbe |
     """The dynamics model (its best held-out weights loaded), the state probe and the held-out evaluation.
     Returns (trainer, datasets, kept-weights record, state probe, evaluation results)."""
     cfg, exp, out = run.cfg, run.exp, run.out
-    run.stage(f"train the dynamics model ({exp.preset} preset, {exp.train.steps} steps); keep its best held-out "
-              f"weights")
+    run.stage(
+        f"train the dynamics model ({exp.preset} preset, {exp.train.steps} steps); keep its best held-out weights"
+    )
     made: dict = {}
 
     def train_stage() -> dict:
@@ -173,13 +248,27 @@ def model_stages(run: DemoRun) -> tuple[Trainer, dict, dict | None, StateProbe |
     kept = load_kept(trainer)
     run.stage("fit the Push-T state probe (pose read from encoder latents) on the training frames")
     pcfg = dataclasses.replace(STATE_PROBE_CONFIG, steps=cfg.sizes.state_probe_steps, clips=cfg.sizes.state_probe_clips)
-    run.run("state_probe", "state_probe", {"probe": settings_of(pcfg), "seed": cfg.seed}, ("latents",),
-            lambda: fit_state_probe(cfg, exp, out, pcfg))
+    run.run(
+        "state_probe",
+        "state_probe",
+        {"probe": settings_of(pcfg), "seed": cfg.seed},
+        ("latents",),
+        lambda: fit_state_probe(cfg, exp, out, pcfg),
+    )
     state_probe = load_state_probe(out, exp)
     run.stage("evaluate rollouts on held-out episodes (and with / without / another clip's text)")
-    run.run("evaluate", "evaluate", {"samples": NUM_SAMPLES, "gifs": GIFS, "rollout": settings_of(exp.rollout),
-                                     "text_horizon": cfg.sizes.text_horizon},
-            ("train", "state_probe"), lambda: evaluate_stage(cfg, trainer, exp, out, state_probe))
+    run.run(
+        "evaluate",
+        "evaluate",
+        {
+            "samples": NUM_SAMPLES,
+            "gifs": GIFS,
+            "rollout": settings_of(exp.rollout),
+            "text_horizon": cfg.sizes.text_horizon,
+        },
+        ("train", "state_probe"),
+        lambda: evaluate_stage(cfg, trainer, exp, out, state_probe),
+    )
     results = torch.load(out / "evaluate" / "results.pt", weights_only=True)
     return trainer, data, kept, state_probe, results
 
@@ -191,15 +280,24 @@ def generate_stage(gen: GenerateConfig) -> dict:
     for path in paths:  # the actions member only: loading whole episodes would decompress every frame
         with np.load(path, allow_pickle=False) as z:
             lengths.append(len(z["actions"]) * gen.render_every)
-    return {"trajectories": len(paths), "env_steps_per_episode": gen.max_steps, "env_steps": int(sum(lengths)),
-            "policy_mix": {"shares": gen.mix.shares(), "noise_px": list(gen.mix.noise),
-                           "episodes": policy_counts(gen)}}
+    return {
+        "trajectories": len(paths),
+        "env_steps_per_episode": gen.max_steps,
+        "env_steps": int(sum(lengths)),
+        "policy_mix": {"shares": gen.mix.shares(), "noise_px": list(gen.mix.noise), "episodes": policy_counts(gen)},
+    }
 
 
 def encode_stage(encoder: DinoEncoder, cfg: DemoConfig, out: Path) -> dict:
-    encode_to_cache(load_pusht(out / "episodes"), lambda f: encoder.encode(f).numpy(), out / "latents",
-                    encoder_label=encoder.weights_label, image_size=encoder.cfg.image_size, episodes_per_shard=32,
-                    text=text_embedding(cfg.text))
+    encode_to_cache(
+        load_pusht(out / "episodes"),
+        lambda f: encoder.encode(f).numpy(),
+        out / "latents",
+        encoder_label=encoder.weights_label,
+        image_size=encoder.cfg.image_size,
+        episodes_per_shard=32,
+        text=text_embedding(cfg.text),
+    )
     return {"encoder": encoder.weights_label, "entries": len(LatentCache(out / "latents").entries)}
 
 
@@ -210,19 +308,41 @@ def pretrain_demo_encoder(cfg: DemoConfig, exp: ExperimentConfig, out: Path) -> 
     if cfg.encoder != "pretrain":
         return {}
     folder = cfg.pretrained_encoder_dir
-    run_pretrain_encoder(dataclasses.replace(
-        preset(cfg.preset).pretrain, data_dir=str(out / "episodes"), out_dir=str(folder.parent),
-        eval_fraction=exp.data.eval_fraction, split_seed=exp.data.seed, seed=cfg.seed, resume=True))
+    run_pretrain_encoder(
+        dataclasses.replace(
+            preset(cfg.preset).pretrain,
+            data_dir=str(out / "episodes"),
+            out_dir=str(folder.parent),
+            eval_fraction=exp.data.eval_fraction,
+            split_seed=exp.data.seed,
+            seed=cfg.seed,
+            resume=True,
+        )
+    )
     facts = read_json(folder / "pretrain.json", "encoder pretraining record")
     kw = facts["objective_kwargs"]
-    return {"how_trained": (
-        f"in this demo by `latentwm pretrain-encoder` ({facts['objective']} objective "
-        f"{', '.join(f'{k}={v}' for k, v in kw.items())}; {facts['steps_done']} steps in "
-        f"{facts['train_seconds_total']:.0f} s on {facts['train_frames']} frames of {facts['train_episodes']} "
-        f"training episodes, the held-out ones never seen; {facts['parameters']:,} parameters, DINOv2 "
-        f"architecture, frozen afterwards)"),
-        "pretrain": {k: facts[k] for k in ("objective", "objective_kwargs", "steps_done", "train_seconds_total",
-                                           "train_frames", "train_episodes", "parameters", "final_losses")}}
+    return {
+        "how_trained": (
+            f"in this demo by `latentwm pretrain-encoder` ({facts['objective']} objective "
+            f"{', '.join(f'{k}={v}' for k, v in kw.items())}; {facts['steps_done']} steps in "
+            f"{facts['train_seconds_total']:.0f} s on {facts['train_frames']} frames of {facts['train_episodes']} "
+            f"training episodes, the held-out ones never seen; {facts['parameters']:,} parameters, DINOv2 "
+            f"architecture, frozen afterwards)"
+        ),
+        "pretrain": {
+            k: facts[k]
+            for k in (
+                "objective",
+                "objective_kwargs",
+                "steps_done",
+                "train_seconds_total",
+                "train_frames",
+                "train_episodes",
+                "parameters",
+                "final_losses",
+            )
+        },
+    }
 
 
 def demo_cost_quality(cfg: DemoConfig, exp: ExperimentConfig, out: Path) -> dict:
@@ -234,13 +354,17 @@ def demo_cost_quality(cfg: DemoConfig, exp: ExperimentConfig, out: Path) -> dict
     if exp.encoder != random_cfg:
         encoders["random_encoder_cost_quality"] = random_cfg
     res: dict = {}
-    for key, ecfg in (encoders.items() if n else ()):
+    for key, ecfg in encoders.items() if n else ():
         encoder = DinoEncoder.from_config(ecfg)
         print(f"goal-cost quality of {encoder.weights_label} ({n} held-out goals, the simulator as the model)")
         q = encoder_cost_quality(encoder.encode, out / "episodes", exp, num_goals=n)["per_cost"]["latent"]
-        res[key] = {"rank_corr": q["rank_corr"], "cem_on_simulator_success": q["cem_on_simulator_success"],
-                    "cem_on_simulator_final_distance": q["cem_on_simulator_final_distance"], "goals": n,
-                    "encoder": encoder.weights_label}
+        res[key] = {
+            "rank_corr": q["rank_corr"],
+            "cem_on_simulator_success": q["cem_on_simulator_success"],
+            "cem_on_simulator_final_distance": q["cem_on_simulator_final_distance"],
+            "goals": n,
+            "encoder": encoder.weights_label,
+        }
     return res
 
 
@@ -249,12 +373,18 @@ def demo_decoder_config(cfg: DemoConfig, out: Path):
     strided set of frames."""
     sizes = cfg.sizes
     n_eps, max_steps = cfg.data_size()
-    return dataclasses.replace(preset(cfg.preset).decoder, episodes_dir=str(out / "episodes"),
-                               cache_dir=str(out / "latents"), out_dir=str(out / "decoder"),
-                               epochs=sizes.decoder_epochs, max_frames=sizes.decoder_frames,
-                               frame_stride=max(1, n_eps * -(-max_steps // cfg.render_every) // sizes.decoder_frames),
-                               resume=True,
-                               device="cpu", seed=cfg.seed)
+    return dataclasses.replace(
+        preset(cfg.preset).decoder,
+        episodes_dir=str(out / "episodes"),
+        cache_dir=str(out / "latents"),
+        out_dir=str(out / "decoder"),
+        epochs=sizes.decoder_epochs,
+        max_frames=sizes.decoder_frames,
+        frame_stride=max(1, n_eps * -(-max_steps // cfg.render_every) // sizes.decoder_frames),
+        resume=True,
+        device="cpu",
+        seed=cfg.seed,
+    )
 
 
 def train_demo_model(exp: ExperimentConfig) -> tuple[Trainer, dict]:
@@ -276,8 +406,10 @@ def load_kept(trainer: Trainer) -> dict | None:
     except CheckpointError as e:
         print(f"best checkpoint: none ({e}); the later stages use the last step's weights")
         return None
-    print(f"kept the best held-out weights: step {rec['step']} of {trainer.state.step} (held-out score "
-          f"{rec['score']:.4f})")
+    print(
+        f"kept the best held-out weights: step {rec['step']} of {trainer.state.step} (held-out score "
+        f"{rec['score']:.4f})"
+    )
     return {**rec, "path": str(trainer.best.path)}
 
 
@@ -305,8 +437,9 @@ def load_state_probe(out: Path, exp: ExperimentConfig) -> StateProbe | None:
     return StateProbe.load(path)
 
 
-def evaluate_stage(cfg: DemoConfig, trainer: Trainer, exp: ExperimentConfig, out: Path,
-                   state_probe: StateProbe | None) -> dict:
+def evaluate_stage(
+    cfg: DemoConfig, trainer: Trainer, exp: ExperimentConfig, out: Path, state_probe: StateProbe | None
+) -> dict:
     """Held-out rollout errors (`evaluate`) and the text-horizon comparison, saved to `<out>/evaluate/results.pt`
     (tensors and numbers; read back with weights_only)."""
     results = evaluate(trainer, exp, state_probe)
@@ -334,13 +467,22 @@ def evaluate(trainer: Trainer, exp: ExperimentConfig, state_probe: StateProbe | 
     ("k=1", skipped when the preset samples with K = 1); with a state probe, "state_error": the pose error of the
     predicted frames (every clip's first sample) beside copy-last and the context average."""
     r = exp.rollout
-    run = functools.partial(rollout_errors, trainer.ema, context=r.context, horizon=r.horizon, seed=exp.train.seed,
-                            device=trainer.device)
+    run = functools.partial(
+        rollout_errors, trainer.ema, context=r.context, horizon=r.horizon, seed=exp.train.seed, device=trainer.device
+    )
     keep = len(trainer.eval_set) if state_probe is not None else GIFS
-    main = run(trainer.eval_batches(), sample_steps=r.sample_steps, tau_ctx=1.0, keep_predictions=keep,
-               num_samples=NUM_SAMPLES, action_swap=True)
-    out = {"tau_ctx=1.0": main,
-           "tau_ctx=0.9": run(trainer.eval_batches(), sample_steps=r.sample_steps, tau_ctx=0.9, keep_predictions=GIFS)}
+    main = run(
+        trainer.eval_batches(),
+        sample_steps=r.sample_steps,
+        tau_ctx=1.0,
+        keep_predictions=keep,
+        num_samples=NUM_SAMPLES,
+        action_swap=True,
+    )
+    out = {
+        "tau_ctx=1.0": main,
+        "tau_ctx=0.9": run(trainer.eval_batches(), sample_steps=r.sample_steps, tau_ctx=0.9, keep_predictions=GIFS),
+    }
     if r.sample_steps != 1:
         out["k=1"] = run(trainer.eval_batches(), sample_steps=1, tau_ctx=1.0)
     if state_probe is not None:
@@ -359,9 +501,17 @@ def text_horizon_eval(cfg: DemoConfig, trainer: Trainer, exp: ExperimentConfig, 
     if len(data) == 0:
         print(f"text rollouts: no held-out clip of {r.context + H} model steps; skipped")
         return None
-    return rollout_errors(trainer.ema, eval_loader(data, exp.model.action_dim), r.context, H, r.sample_steps,
-                          seed=exp.train.seed, device=trainer.device, condition_gain=("text",),
-                          text_guidance=r.text_guidance)
+    return rollout_errors(
+        trainer.ema,
+        eval_loader(data, exp.model.action_dim),
+        r.context,
+        H,
+        r.sample_steps,
+        seed=exp.train.seed,
+        device=trainer.device,
+        condition_gain=("text",),
+        text_guidance=r.text_guidance,
+    )
 
 
 def state_errors(probe: StateProbe, examples: list, proprio_dim: int = 0) -> dict:
@@ -369,32 +519,48 @@ def state_errors(probe: StateProbe, examples: list, proprio_dim: int = 0) -> dic
     model, copy-last and the context average; "probe": the probe's own held-out error on true frames. proprio_dim:
     the frames' proprio channels (the probe reads the encoder channels)."""
     truth, pred, ctx = (latents_only(torch.cat(t), proprio_dim) for t in zip(*examples))
-    res = pose_errors(probe, pred, truth, baselines={"copy_last": ctx[:, -1:],
-                                                     "context_average": ctx.float().mean(1, keepdim=True)})
-    return {"model": {k: v for k, v in res.items() if k != "baselines"}, **res["baselines"],
-            "probe": dict(getattr(probe, "metrics", {})), "num_clips": int(truth.shape[0])}
+    res = pose_errors(
+        probe, pred, truth, baselines={"copy_last": ctx[:, -1:], "context_average": ctx.float().mean(1, keepdim=True)}
+    )
+    return {
+        "model": {k: v for k, v in res.items() if k != "baselines"},
+        **res["baselines"],
+        "probe": dict(getattr(probe, "metrics", {})),
+        "num_clips": int(truth.shape[0]),
+    }
 
 
 def demo_rl(cfg: DemoConfig, out: Path, kept: dict | None) -> dict:
     """Offline RL in the frozen model (the kept weights: best.pt, else the run's latest checkpoint)."""
     print("\n[+] offline RL in the frozen model (BC + reward heads → PMPO in imagination → gym-pusht)")
-    return run_rl(dataclasses.replace(preset(cfg.preset).rl, checkpoint=kept["path"] if kept else str(out / "train"),
-                                      cache_dir=str(out / "latents"), out_dir=str(out / "rl"), seed=cfg.seed,
-                                      device="cpu"))
+    return run_rl(
+        dataclasses.replace(
+            preset(cfg.preset).rl,
+            checkpoint=kept["path"] if kept else str(out / "train"),
+            cache_dir=str(out / "latents"),
+            out_dir=str(out / "rl"),
+            seed=cfg.seed,
+            device="cpu",
+        )
+    )
 
 
 def _encoder_title(cfg: DemoConfig) -> str:
     if cfg.encoder == "pretrain":
         p = preset(cfg.preset).pretrain
-        return (f"pretrain the encoder on the training episodes ({p.objective}, DINOv2 architecture {p.hidden_size} "
-                f"wide × {p.layers} blocks, {p.steps} steps) and score its goal cost")
+        return (
+            f"pretrain the encoder on the training episodes ({p.objective}, DINOv2 architecture {p.hidden_size} "
+            f"wide × {p.layers} blocks, {p.steps} steps) and score its goal cost"
+        )
     return f"encoder {cfg.encoder}: score its goal cost"
 
 
 def _plan_title(cfg: DemoConfig, state_probe: StateProbe | None) -> str:
     diagnosis = "; CEM on the state-probe cost" if cfg.state_cost_diagnosis and state_probe is not None else ""
-    return (f"plan toward {cfg.goals()} held-out goals in the real Push-T env ({', '.join(cfg.planners)} vs random "
-            f"and dataset actions{diagnosis})")
+    return (
+        f"plan toward {cfg.goals()} held-out goals in the real Push-T env ({', '.join(cfg.planners)} vs random "
+        f"and dataset actions{diagnosis})"
+    )
 
 
 def _stages(n: int):

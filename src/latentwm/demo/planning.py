@@ -15,8 +15,13 @@ from latentwm.config import DemoConfig, ExperimentConfig, PlanConfig, preset
 from latentwm.config.jsonfile import read_json
 from latentwm.data.latent_cache import LatentCache
 from latentwm.envs.pusht import goal_metrics
-from latentwm.planning.evaluate import (PlanningOptions, WorldModelRun, evaluate_planning, held_out_episodes,
-                                        sample_goals)
+from latentwm.planning.evaluate import (
+    PlanningOptions,
+    WorldModelRun,
+    evaluate_planning,
+    held_out_episodes,
+    sample_goals,
+)
 from latentwm.planning.ladder import planning_ladder
 from latentwm.planning.proprio import PROBE_FILE, ProprioProbe, train_proprio_probe
 from latentwm.planning.state_probe import StateProbe
@@ -31,8 +36,7 @@ def place_beside(path: Path, folder: Path) -> None:
         shutil.copy2(f, Path(folder) / f.name)
 
 
-def fit_proprio_probe(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, out: Path,
-                      kept: dict | None) -> dict:
+def fit_proprio_probe(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, out: Path, kept: dict | None) -> dict:
     """DINO-WM plans on visual + proprio MSE. A model with proprio channels predicts the agent's proprio itself
     (nothing to fit); otherwise the agent state is read from the model's features (the kept weights) by a probe,
     saved to `<out>/proprio_probe/` and beside the checkpoints (where `latentwm plan` finds it)."""
@@ -44,8 +48,9 @@ def fit_proprio_probe(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, 
     return {"model_step": step}
 
 
-def plan_demo(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, encoder, out: Path,
-              state_probe: StateProbe | None = None) -> dict:
+def plan_demo(
+    cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, encoder, out: Path, state_probe: StateProbe | None = None
+) -> dict:
     """The planners and baselines on the preset's plan section, toward cfg.goals() held-out goals, with their
     success on the goals where the block must move and where it already passes ("block static"); the
     sizes.text_goal_planners again on the same starts toward goals given as sentences ("text_goal"); with a state
@@ -61,25 +66,49 @@ def plan_demo(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, encoder,
     folder = out / "report" / "planning"
     has_text = exp.model.text_dim > 0 and LatentCache(out / "latents").text_encoder is not None
     text_goals = cfg.sizes.text_goal_planners if has_text else ()
-    res = plan(plan_cfg, options=PlanningOptions(planners=tuple(cfg.planners), seed=cfg.seed,
-                                                 goal_text="auto" if text_goals else "",
-                                                 text_goal_planners=tuple(text_goals) or None),
-               proprio_probe=probe, out_dir=folder)
+    res = plan(
+        plan_cfg,
+        options=PlanningOptions(
+            planners=tuple(cfg.planners),
+            seed=cfg.seed,
+            goal_text="auto" if text_goals else "",
+            text_goal_planners=tuple(text_goals) or None,
+        ),
+        proprio_probe=probe,
+        out_dir=folder,
+    )
     static = block_static_goals(exp, plan_cfg, out, cfg.seed)
     res.update(goal_subsets(read_json(folder / "planning_goals.json", "planning goals"), static))
     if cfg.state_cost_diagnosis and state_probe is not None:
         dcfg = dataclasses.replace(plan_cfg, visual_weight=0.0, state_weight=1.0, proprio_weight=0.0)
-        diag = plan(dcfg, options=PlanningOptions(planners=("cem",), baselines=(), seed=cfg.seed, num_videos=0),
-                    state_probe=state_probe, out_dir=folder / "state_cost")
+        diag = plan(
+            dcfg,
+            options=PlanningOptions(planners=("cem",), baselines=(), seed=cfg.seed, num_videos=0),
+            state_probe=state_probe,
+            out_dir=folder / "state_cost",
+        )
         sub = goal_subsets(read_json(folder / "state_cost" / "planning_goals.json", "planning goals"), static)
         res["state_probe_cost"] = {
-            "method": STATE_COST, **{k: diag[k]["cem"] for k in ("success_rate", "final_distance", "block_pos_diff",
-                                                                 "agent_pos_diff", "angle_diff_deg",
-                                                                 "seconds_per_plan")},
+            "method": STATE_COST,
+            **{
+                k: diag[k]["cem"]
+                for k in (
+                    "success_rate",
+                    "final_distance",
+                    "block_pos_diff",
+                    "agent_pos_diff",
+                    "angle_diff_deg",
+                    "seconds_per_plan",
+                )
+            },
             **{k: sub[k]["cem"] for k in ("success_rate_block_moves", "success_rate_block_static")},
-            "by_subset": {s: {k: v["cem"] if isinstance(v, dict) else v for k, v in d.items()}
-                          for s, d in sub["by_subset"].items()},
-            "cost": {"visual_weight": 0.0, "state_weight": 1.0, "proprio_weight": 0.0}, "probe": state_probe.metrics}
+            "by_subset": {
+                s: {k: v["cem"] if isinstance(v, dict) else v for k, v in d.items()}
+                for s, d in sub["by_subset"].items()
+            },
+            "cost": {"visual_weight": 0.0, "state_weight": 1.0, "proprio_weight": 0.0},
+            "probe": state_probe.metrics,
+        }
     return res
 
 
@@ -88,20 +117,34 @@ def demo_ladder(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, encode
     the plan stage's own (K = plan.sample_steps), the rest is made under `<out>/ladder`."""
     plan_cfg = dataclasses.replace(exp.plan, num_goals=cfg.goals(), seed=cfg.seed)
     rows = read_json(out / "report" / "planning" / "planning_goals.json", "planning goals")
-    given = {name: rows[m] for name, m in ((f"latent model K={plan_cfg.sample_steps}", "cem"),
-                                           ("random actions", "random")) if m in rows}
-    return planning_ladder(WorldModelRun.from_cache(trainer.ema, exp, out / "latents"), out / "episodes",
-                           out / "latents", plan_cfg, out / "ladder", encoder=encoder,
-                           sample_steps=tuple(sorted({plan_cfg.sample_steps, 4})),
-                           state_steps=cfg.sizes.ladder_state_steps, given=given)
+    given = {
+        name: rows[m]
+        for name, m in ((f"latent model K={plan_cfg.sample_steps}", "cem"), ("random actions", "random"))
+        if m in rows
+    }
+    return planning_ladder(
+        WorldModelRun.from_cache(trainer.ema, exp, out / "latents"),
+        out / "episodes",
+        out / "latents",
+        plan_cfg,
+        out / "ladder",
+        encoder=encoder,
+        sample_steps=tuple(sorted({plan_cfg.sample_steps, 4})),
+        state_steps=cfg.sizes.ladder_state_steps,
+        given=given,
+    )
 
 
 def block_static_goals(exp: ExperimentConfig, plan_cfg: PlanConfig, out: Path, seed: int) -> list[bool]:
     """Per planning goal (evaluate_planning's goals: same held-out split, count, offset and seed): whether the
     block pose already passes the success test at the start (only the agent has to get there)."""
     d = exp.data
-    goals = sample_goals(held_out_episodes(out / "episodes", out / "latents", d.eval_fraction, d.seed),
-                         plan_cfg.num_goals, plan_cfg.goal_offset, seed)
+    goals = sample_goals(
+        held_out_episodes(out / "episodes", out / "latents", d.eval_fraction, d.seed),
+        plan_cfg.num_goals,
+        plan_cfg.goal_offset,
+        seed,
+    )
     return [bool(goal_metrics(np.r_[g.goal_state[:2], g.start_state[2:]], g.goal_state)["success"]) for g in goals]
 
 
@@ -110,6 +153,7 @@ def goal_subsets(rows: dict[str, list[dict]], static: list[bool]) -> dict:
     goals whose block pose already passes: {"success_rate_block_moves": {method: rate}, "success_rate_block_static":
     {...}, "by_subset": {subset: {"num_goals", "block_pos_diff", "agent_pos_diff", "angle_diff_deg": {method:
     mean}}}}; None where a subset has no goal."""
+
     def mean(sel: dict, key: str, scale: float = 1.0) -> dict:
         return {m: float(np.mean([r[key] for r in rs])) * scale if rs else None for m, rs in sel.items()}
 
@@ -117,10 +161,12 @@ def goal_subsets(rows: dict[str, list[dict]], static: list[bool]) -> dict:
     for name, want in (("block_moves", False), ("block_static", True)):
         sel = {m: [r for r in rs if static[r["goal"]] == want] for m, rs in rows.items()}
         out[f"success_rate_{name}"] = mean(sel, "success")
-        out["by_subset"][name] = {"num_goals": sum(s == want for s in static),
-                                  "block_pos_diff": mean(sel, "block_pos_diff"),
-                                  "agent_pos_diff": mean(sel, "agent_pos_diff"),
-                                  "angle_diff_deg": mean(sel, "angle_diff", 180 / np.pi)}
+        out["by_subset"][name] = {
+            "num_goals": sum(s == want for s in static),
+            "block_pos_diff": mean(sel, "block_pos_diff"),
+            "agent_pos_diff": mean(sel, "agent_pos_diff"),
+            "angle_diff_deg": mean(sel, "angle_diff", 180 / np.pi),
+        }
     return out
 
 

@@ -67,12 +67,13 @@ class Stages:
         missing = [i for i in inputs if i not in self.keys]
         if missing:
             raise RuntimeError(f"stage {name!r} needs {missing} to run first")
-        blob = json.dumps({"stage": name, "settings": _canonical(settings),
-                           "inputs": {i: self.keys[i] for i in inputs}}, sort_keys=True)
+        blob = json.dumps(
+            {"stage": name, "settings": _canonical(settings), "inputs": {i: self.keys[i] for i in inputs}},
+            sort_keys=True,
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def run(self, name: str, folder: Path, settings: dict, inputs: tuple[str, ...],
-            make: Callable[[], dict]) -> dict:
+    def run(self, name: str, folder: Path, settings: dict, inputs: tuple[str, ...], make: Callable[[], dict]) -> dict:
         """The stage's result dict (JSON-able): reused from `folder/stage.json` when finished with this key, else
         made now. A redone stage (changed key, or named in `redo`) starts from an emptied folder."""
         folder = Path(folder)
@@ -86,8 +87,10 @@ class Stages:
         if rec is not None and rec.get("key") == key and rec.get("done") and name not in self.redo:
             self.keys[name] = rec["output"]
             self.reused.append(name)
-            print(f"  reused: {name} (finished {rec.get('finished', '?')}, settings and inputs unchanged; "
-                  f"{folder})", flush=True)
+            print(
+                f"  reused: {name} (finished {rec.get('finished', '?')}, settings and inputs unchanged; {folder})",
+                flush=True,
+            )
             return rec["result"]
         if folder.exists() and (rec is None or rec.get("key") != key or name in self.redo):
             why = self._why(name, rec, settings, inputs)
@@ -96,14 +99,27 @@ class Stages:
         elif rec is not None:
             print(f"  resume: {name} (interrupted before; continuing in {folder})", flush=True)
         folder.mkdir(parents=True, exist_ok=True)
-        base = {"stage": name, "key": key, "settings": _canonical(settings),
-                "inputs": {i: self.keys[i] for i in inputs}}
+        base = {
+            "stage": name,
+            "key": key,
+            "settings": _canonical(settings),
+            "inputs": {i: self.keys[i] for i in inputs},
+        }
         write_json(rec_path, {**base, "done": False})
         t = time.time()
         result = make()
         output = hashlib.sha256(f"{key}:{time.time_ns()}".encode()).hexdigest()[:16]
-        write_json(rec_path, {**base, "done": True, "output": output, "seconds": round(time.time() - t, 1),
-                              "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "result": _canonical(result)})
+        write_json(
+            rec_path,
+            {
+                **base,
+                "done": True,
+                "output": output,
+                "seconds": round(time.time() - t, 1),
+                "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "result": _canonical(result),
+            },
+        )
         self.keys[name] = output
         self.made.append(name)
         return result

@@ -82,8 +82,9 @@ def sincos_2d(grid: int, dim: int) -> torch.Tensor:
     return torch.cat([rows, cols], -1).reshape(grid * grid, dim).float()
 
 
-def noise_augment(z: torch.Tensor, tau: float, generator: torch.Generator | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def noise_augment(
+    z: torch.Tensor, tau: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """z (B, ...) + σ·ε with σ = tau·U(0, 1) drawn per sample; returns (noisy z, σ (B,))."""
     B = z.shape[0]
     sigma = tau * torch.rand(B, generator=generator, device=z.device, dtype=torch.float32)
@@ -151,24 +152,29 @@ class RAEDecoder(nn.Module):
         mean = torch.as_tensor(np.asarray(mean), dtype=torch.float32)
         std = torch.as_tensor(np.asarray(std), dtype=torch.float32)
         if mean.shape != (self.spec.latent_dim,) or std.shape != (self.spec.latent_dim,):
-            raise ValueError(f"decoder.set_stats: mean/std must be ({self.spec.latent_dim},), got "
-                             f"{tuple(mean.shape)} / {tuple(std.shape)}")
+            raise ValueError(
+                f"decoder.set_stats: mean/std must be ({self.spec.latent_dim},), got "
+                f"{tuple(mean.shape)} / {tuple(std.shape)}"
+            )
         self.in_mean.copy_(mean)
         self.in_scale.copy_(1.0 / (std + eps))
 
     def check(self, latents: torch.Tensor) -> None:
         N, D = self.spec.num_tokens, self.spec.latent_dim
         if latents.dim() != 3 or latents.shape[1:] != (N, D):
-            raise ValueError(f"decoder: latents must be (B, {N}, {D}) (grid {self.spec.grid}², width {D}), got "
-                             f"{tuple(latents.shape)}")
+            raise ValueError(
+                f"decoder: latents must be (B, {N}, {D}) (grid {self.spec.grid}², width {D}), got "
+                f"{tuple(latents.shape)}"
+            )
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, p·p·3) → (B, 3, g·p, g·p); token n covers row n // g, column n % g."""
         B, g, p = x.shape[0], self.spec.grid, self.spec.patch_size
         return x.reshape(B, g, g, p, p, 3).permute(0, 5, 1, 3, 2, 4).reshape(B, 3, g * p, g * p)
 
-    def forward(self, latents: torch.Tensor, noise_tau: float = 0.0,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self, latents: torch.Tensor, noise_tau: float = 0.0, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """latents (B, N, D) → (B, 3, H, W); noise_tau > 0 adds the training noise augmentation."""
         self.check(latents)
         z = (latents.float() - self.in_mean) * self.in_scale  # (B, N, D), standardized
@@ -186,7 +192,7 @@ class RAEDecoder(nn.Module):
         lead = latents.shape[:-2]
         flat = latents.reshape(-1, *latents.shape[-2:])
         dev = self.in_mean.device
-        outs = [to_uint8(self(flat[i: i + batch_size].to(dev))).cpu() for i in range(0, len(flat), batch_size)]
+        outs = [to_uint8(self(flat[i : i + batch_size].to(dev))).cpu() for i in range(0, len(flat), batch_size)]
         S = self.image_size
         out = torch.cat(outs) if outs else torch.zeros(0, S, S, 3, dtype=torch.uint8)
         return out.reshape(*lead, S, S, 3)
@@ -197,8 +203,7 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
 
 
-def decode_latents(decoder: RAEDecoder, latents: torch.Tensor, latent_stats=None,
-                   batch_size: int = 64) -> np.ndarray:
+def decode_latents(decoder: RAEDecoder, latents: torch.Tensor, latent_stats=None, batch_size: int = 64) -> np.ndarray:
     """Latents (..., N, D) → uint8 frames (..., H, W, 3) as numpy.
 
     latent_stats: the NormStats a world model's latents were normalized with (a dynamics checkpoint's
@@ -209,8 +214,9 @@ def decode_latents(decoder: RAEDecoder, latents: torch.Tensor, latent_stats=None
     if latent_stats is not None:
         if isinstance(latent_stats, dict):
             latent_stats = NormStats.from_dict(latent_stats)
-        x = x * torch.as_tensor(latent_stats.std, dtype=torch.float32) + torch.as_tensor(latent_stats.mean,
-                                                                                          dtype=torch.float32)
+        x = x * torch.as_tensor(latent_stats.std, dtype=torch.float32) + torch.as_tensor(
+            latent_stats.mean, dtype=torch.float32
+        )
     return decoder.decode(x, batch_size).numpy()
 
 

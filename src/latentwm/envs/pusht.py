@@ -57,10 +57,15 @@ def goal_metrics(state, goal_state) -> dict:
     ang = float(angle_diff(s[4], g[4]))
     n = min(len(s), len(g))
     joint = float(np.linalg.norm(s[:4] - g[:4]))
-    return dict(success=bool(block < POS_TOL and ang < ANGLE_TOL and agent < POS_TOL),
-                success_joint=bool(joint < POS_TOL and ang < ANGLE_TOL), block_pos_diff=block,
-                agent_pos_diff=agent, angle_diff=ang, state_dist=block + agent + math.degrees(ang),
-                dino_wm_state_dist=float(np.linalg.norm(s[:n] - g[:n])))
+    return dict(
+        success=bool(block < POS_TOL and ang < ANGLE_TOL and agent < POS_TOL),
+        success_joint=bool(joint < POS_TOL and ang < ANGLE_TOL),
+        block_pos_diff=block,
+        agent_pos_diff=agent,
+        angle_diff=ang,
+        state_dist=block + agent + math.degrees(ang),
+        dino_wm_state_dist=float(np.linalg.norm(s[:n] - g[:n])),
+    )
 
 
 PROPRIO_INDEX = (0, 1, 5, 6)
@@ -106,9 +111,15 @@ class PushTEnv:
             warnings.simplefilter("ignore")
             import gym_pusht  # noqa: F401  (registers gym_pusht/PushT-v0)
 
-            self._env = gym.make("gym_pusht/PushT-v0", obs_type="pixels_agent_pos", render_mode="rgb_array",
-                                 observation_width=image_size, observation_height=image_size,
-                                 max_episode_steps=max_episode_steps or 10**9, disable_env_checker=True)
+            self._env = gym.make(
+                "gym_pusht/PushT-v0",
+                obs_type="pixels_agent_pos",
+                render_mode="rgb_array",
+                observation_width=image_size,
+                observation_height=image_size,
+                max_episode_steps=max_episode_steps or 10**9,
+                disable_env_checker=True,
+            )
         self.image_size = image_size
         self._frame: np.ndarray | None = None
         self._last_info: dict = {}
@@ -241,8 +252,12 @@ class PushTEnv:
 
     def _info(self, coverage: float) -> dict:
         state = self.state()
-        return dict(state=state, agent_pos=state[:2].copy(), coverage=coverage,
-                    is_success=bool(coverage > self.sim.success_threshold))
+        return dict(
+            state=state,
+            agent_pos=state[:2].copy(),
+            coverage=coverage,
+            is_success=bool(coverage > self.sim.success_threshold),
+        )
 
     def _legacy_reset_state(self, state: np.ndarray) -> list[float]:
         """The 5-D `reset_to_state` that gym-pusht's legacy order (position, then angle about the CoG) turns into

@@ -39,13 +39,37 @@ DIRECTIONS = ("right", "up_right", "up", "up_left", "left", "down_left", "down",
 SENSES = ("clockwise", "counterclockwise")
 
 DIRECTION_FORMS = {  # slot form -> direction -> words (as the frames show it)
-    "dir": ("to the right", "up and to the right", "up", "up and to the left", "to the left",
-            "down and to the left", "down", "down and to the right"),
+    "dir": (
+        "to the right",
+        "up and to the right",
+        "up",
+        "up and to the left",
+        "to the left",
+        "down and to the left",
+        "down",
+        "down and to the right",
+    ),
     "dir_short": ("right", "up and right", "up", "up and left", "left", "down and left", "down", "down and right"),
-    "toward": ("toward the right", "toward the top right", "toward the top", "toward the top left",
-               "toward the left", "toward the bottom left", "toward the bottom", "toward the bottom right"),
-    "corner": ("to the right", "to the upper right", "upward", "to the upper left", "to the left",
-               "to the lower left", "downward", "to the lower right"),
+    "toward": (
+        "toward the right",
+        "toward the top right",
+        "toward the top",
+        "toward the top left",
+        "toward the left",
+        "toward the bottom left",
+        "toward the bottom",
+        "toward the bottom right",
+    ),
+    "corner": (
+        "to the right",
+        "to the upper right",
+        "upward",
+        "to the upper left",
+        "to the left",
+        "to the lower left",
+        "downward",
+        "to the lower right",
+    ),
 }
 
 PARAPHRASES: dict[str, tuple[str, ...]] = {
@@ -93,8 +117,13 @@ PARAPHRASES: dict[str, tuple[str, ...]] = {
     ),
 }
 TEMPLATES = tuple(PARAPHRASES)
-SLOTS = {"block_move": ("direction",), "block_rotate": ("sense",), "block_move_rotate": ("direction", "sense"),
-         "pusher_move": ("direction",), "pusher_still": ()}
+SLOTS = {
+    "block_move": ("direction",),
+    "block_rotate": ("sense",),
+    "block_move_rotate": ("direction", "sense"),
+    "pusher_move": ("direction",),
+    "pusher_still": (),
+}
 
 
 def train_paraphrases(template_id: str) -> tuple[str, ...]:
@@ -184,8 +213,12 @@ def heldout_sentences() -> list[str]:
 
 @lru_cache(maxsize=1)
 def _parse_table() -> dict[str, tuple[str, dict[str, str], int]]:
-    return {sentence(tid, s, p): (tid, s, p) for tid in TEMPLATES for s in slot_values(tid)
-            for p in range(len(PARAPHRASES[tid]))}
+    return {
+        sentence(tid, s, p): (tid, s, p)
+        for tid in TEMPLATES
+        for s in slot_values(tid)
+        for p in range(len(PARAPHRASES[tid]))
+    }
 
 
 def parse_sentence(text: str) -> tuple[str, dict[str, str], int] | None:

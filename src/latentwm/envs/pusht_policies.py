@@ -163,5 +163,13 @@ def make_policy(name: str, rng: np.random.Generator, state: np.ndarray, noise: f
     raise ValueError(f"unknown Push-T policy {name!r}; expected one of {', '.join(POLICIES)}")
 
 
-__all__ = ["GOAL_POSE", "POLICIES", "GoalPusher", "RandomWalk", "ScriptedPusher", "block_cog", "keypoints",
-           "make_policy"]
+__all__ = [
+    "GOAL_POSE",
+    "POLICIES",
+    "GoalPusher",
+    "RandomWalk",
+    "ScriptedPusher",
+    "block_cog",
+    "keypoints",
+    "make_policy",
+]

@@ -84,8 +84,10 @@ class PerceptualLoss(torch.nn.Module):
         if mode == "auto":
             self.lpips, why = load_lpips(device)
             if self.lpips is None:
-                notice_once(f"decoder: LPIPS unavailable ({why}); training with L1 + pixel SSIM instead. "
-                            "Install `lpips` and put its backbone weights in the torch hub cache to use LPIPS.")
+                notice_once(
+                    f"decoder: LPIPS unavailable ({why}); training with L1 + pixel SSIM instead. "
+                    "Install `lpips` and put its backbone weights in the torch hub cache to use LPIPS."
+                )
             else:
                 self.kind = "lpips"
         elif mode not in ("ssim", "off"):
@@ -136,8 +138,8 @@ def recon_grid(originals: np.ndarray, recons: np.ndarray, gap: int = 2) -> np.nd
     out = np.full((2 * H + 3 * gap, K * W + (K + 1) * gap, 3), 255, np.uint8)
     for k in range(K):
         x = gap + k * (W + gap)
-        out[gap: gap + H, x: x + W] = originals[k]
-        out[2 * gap + H: 2 * gap + 2 * H, x: x + W] = recons[k]
+        out[gap : gap + H, x : x + W] = originals[k]
+        out[2 * gap + H : 2 * gap + 2 * H, x : x + W] = recons[k]
     return out
 
 

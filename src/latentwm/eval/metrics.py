@@ -30,9 +30,11 @@ def sample_stats(preds: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Te
     rounding): a model that predicts a blur has spread ≈ 0, a sharp stochastic one a mean clearly better than a
     single sample."""
     p = preds.float()
-    return {"sample_error": latent_mse(p, truth).mean(0),
-            "mean_of_samples_error": latent_mse(p.mean(0), truth),
-            "sample_spread": p.var(0, unbiased=False).mean(dim=(-2, -1))}
+    return {
+        "sample_error": latent_mse(p, truth).mean(0),
+        "mean_of_samples_error": latent_mse(p.mean(0), truth),
+        "sample_spread": p.var(0, unbiased=False).mean(dim=(-2, -1)),
+    }
 
 
 def swap_future_actions(actions: torch.Tensor, action_mask: torch.Tensor, context: int):
@@ -54,9 +56,9 @@ def _condition_variants(b: WorldBatch, cond: str, context: int, need: int):
     own. None when no clip of the batch has the condition in its future."""
     if cond == "action":
         acts, mask = b.actions[:, : need - 1], b.action_mask[:, : need - 1]
-        rows = mask[:, context - 1:].any(1)
+        rows = mask[:, context - 1 :].any(1)
         null = mask.clone()
-        null[:, context - 1:] = False
+        null[:, context - 1 :] = False
         out = {"null": dict(actions=acts, action_mask=null)}
         if int(rows.sum()) > 1:
             a, m = swap_future_actions(acts, mask, context)
@@ -113,15 +115,23 @@ class _Sums:
         if n < 2:
             return None
         m = float(self.total[key].sum()) / len(self.total[key]) / n
-        return max(self.sq[key] / n - m * m, 0.0) ** 0.5 * (n / (n - 1)) ** 0.5 / n ** 0.5
+        return max(self.sq[key] / n - m * m, 0.0) ** 0.5 * (n / (n - 1)) ** 0.5 / n**0.5
 
     def keys(self, group: str | None = None) -> list[str]:
         return [k for k in (self.n if group is None else self.group_n[group]) if not k.startswith("_")]
 
 
-def _batch_errors(model, b: WorldBatch, context: int, horizon: int, gens: dict, num_samples: int,
-                  action_swap: bool, conditions: tuple[str, ...] = (), **kw
-                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list]:
+def _batch_errors(
+    model,
+    b: WorldBatch,
+    context: int,
+    horizon: int,
+    gens: dict,
+    num_samples: int,
+    action_swap: bool,
+    conditions: tuple[str, ...] = (),
+    **kw,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], list]:
     """One batch of full clips: the first sample's prediction (B, H, N, D), per-clip errors (B, H) by key, and the
     condition-gain errors as [(rows (B,) bool, {key: (B, H)})]."""
     need = context + horizon
@@ -133,12 +143,16 @@ def _batch_errors(model, b: WorldBatch, context: int, horizon: int, gens: dict, 
     state = gens["model"].get_state()  # the swapped / conditioned runs replay this noise
     pred = rollout(model, ctx, horizon, actions=acts, action_mask=mask, generator=gens["model"], **kw)
     ctx_mean = ctx.float().mean(1, keepdim=True)  # (B, 1, N, D)
-    errs = {"model_error": latent_mse(pred, truth),
-            "copy_last_error": latent_mse(x[:, context - 1 : context].expand_as(truth), truth),
-            "context_average_error": latent_mse(ctx_mean.expand_as(truth), truth)}
+    errs = {
+        "model_error": latent_mse(pred, truth),
+        "copy_last_error": latent_mse(x[:, context - 1 : context].expand_as(truth), truth),
+        "context_average_error": latent_mse(ctx_mean.expand_as(truth), truth),
+    }
     if num_samples > 1:  # extra samples from their own stream: model_error does not depend on num_samples
-        more = [rollout(model, ctx, horizon, actions=acts, action_mask=mask, generator=gens["extra"], **kw)
-                for _ in range(num_samples - 1)]
+        more = [
+            rollout(model, ctx, horizon, actions=acts, action_mask=mask, generator=gens["extra"], **kw)
+            for _ in range(num_samples - 1)
+        ]
         errs.update(sample_stats(torch.stack([pred, *more]), truth))
     if action_swap and x.shape[0] > 1:
         gens["swap"].set_state(state)
@@ -155,8 +169,7 @@ def _batch_errors(model, b: WorldBatch, context: int, horizon: int, gens: dict, 
         for name, change in variants.items():
             gens["swap"].set_state(state)
             run = {**kw, "actions": acts, "action_mask": mask, **change}
-            ce[f"{cond}_{name}_error"] = latent_mse(rollout(model, ctx, horizon, generator=gens["swap"], **run),
-                                                    truth)
+            ce[f"{cond}_{name}_error"] = latent_mse(rollout(model, ctx, horizon, generator=gens["swap"], **run), truth)
         if "shuffled" in variants:  # the clips the shuffled run covers, for its gain (and its per-clip spread)
             ce[f"_{cond}_true_on_shuffled"] = errs["model_error"]
             ce[f"_{cond}_gain_per_clip"] = ce[f"{cond}_shuffled_error"] - errs["model_error"]
@@ -172,11 +185,22 @@ def _generators(seed: int, device) -> dict[str, torch.Generator]:
 
 
 @torch.no_grad()
-def rollout_errors(model, batches: Iterable[WorldBatch], context: int, horizon: int, sample_steps: int = 4,
-                   tau_ctx: float = 1.0, seed: int = 0, device: torch.device | str = "cpu",
-                   keep_predictions: int = 0, num_samples: int = 1, action_swap: bool = False,
-                   condition_gain: bool | tuple[str, ...] = False, text_guidance: float = 1.0,
-                   action_guidance: float = 1.0) -> dict:
+def rollout_errors(
+    model,
+    batches: Iterable[WorldBatch],
+    context: int,
+    horizon: int,
+    sample_steps: int = 4,
+    tau_ctx: float = 1.0,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    keep_predictions: int = 0,
+    num_samples: int = 1,
+    action_swap: bool = False,
+    condition_gain: bool | tuple[str, ...] = False,
+    text_guidance: float = 1.0,
+    action_guidance: float = 1.0,
+) -> dict:
     """Roll out `horizon` frames after `context` observed ones on every clip; compare with the truth.
 
     Clips must hold at least context + horizon valid frames (shorter ones are skipped and counted). Errors are
@@ -206,10 +230,20 @@ def rollout_errors(model, batches: Iterable[WorldBatch], context: int, horizon: 
         if not ok.any():
             continue
         b = batch[ok.nonzero().squeeze(1)].to(device)
-        pred, errs, gains = _batch_errors(model, b, context, horizon, gens, num_samples, action_swap,
-                                          _conditions(condition_gain), sample_steps=sample_steps,
-                                          tau_ctx=tau_ctx, text_guidance=text_guidance,
-                                          action_guidance=action_guidance)
+        pred, errs, gains = _batch_errors(
+            model,
+            b,
+            context,
+            horizon,
+            gens,
+            num_samples,
+            action_swap,
+            _conditions(condition_gain),
+            sample_steps=sample_steps,
+            tau_ctx=tau_ctx,
+            text_guidance=text_guidance,
+            action_guidance=action_guidance,
+        )
         sums.add(errs, b.meta)
         for rows, ce in gains:  # the shuffled run needs 2 clips: each key counts its own clips
             gain_sums.add(ce, b.meta, rows)
@@ -218,15 +252,19 @@ def rollout_errors(model, batches: Iterable[WorldBatch], context: int, horizon: 
             x, k = b.latents[:, :need], keep_predictions - len(kept)
             kept.append((x[:k, context:].cpu(), pred[:k].cpu(), x[:k, :context].cpu()))
     if sums.n["model_error"] == 0:
-        raise ValueError(f"rollout_errors: no clip has {need} valid frames (context {context} + horizon {horizon}); "
-                         f"{skipped} clips skipped")
+        raise ValueError(
+            f"rollout_errors: no clip has {need} valid frames (context {context} + horizon {horizon}); "
+            f"{skipped} clips skipped"
+        )
     out = _summary(sums, horizon, skipped, num_samples)
     if action_swap:
         out["swapped_actions_error"] = sums.mean("swapped_actions_error")  # None when no batch could swap
-        diff = None if out["swapped_actions_error"] is None else [
-            s - m for s, m in zip(out["swapped_actions_error"], sums.mean("_model_on_swapped"))]
-        out.update(action_sensitivity=None if diff is None else sum(diff) / len(diff),
-                   swap_skipped_clips=swap_skipped)
+        diff = (
+            None
+            if out["swapped_actions_error"] is None
+            else [s - m for s, m in zip(out["swapped_actions_error"], sums.mean("_model_on_swapped"))]
+        )
+        out.update(action_sensitivity=None if diff is None else sum(diff) / len(diff), swap_skipped_clips=swap_skipped)
     if condition_gain:
         out["condition_gain"] = {c: _gain(gain_sums, c) for c in CONDITIONS if gain_sums.n[f"{c}_true_error"]}
     if keep_predictions:
@@ -243,10 +281,17 @@ def _conditions(condition_gain: bool | tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _summary(sums: _Sums, horizon: int, skipped: int, num_samples: int) -> dict:
-    return {"horizons": list(range(1, horizon + 1)), **{k: sums.mean(k) for k in sums.keys()},
-            "num_clips": sums.n["model_error"], "skipped_clips": skipped, "num_samples": num_samples,
-            "by_group": {g: {**{k: sums.mean(k, g) for k in sums.keys(g)}, "num_clips": sums.group_n[g]["model_error"]}
-                         for g in sums.groups}}
+    return {
+        "horizons": list(range(1, horizon + 1)),
+        **{k: sums.mean(k) for k in sums.keys()},
+        "num_clips": sums.n["model_error"],
+        "skipped_clips": skipped,
+        "num_samples": num_samples,
+        "by_group": {
+            g: {**{k: sums.mean(k, g) for k in sums.keys(g)}, "num_clips": sums.group_n[g]["model_error"]}
+            for g in sums.groups
+        },
+    }
 
 
 def gain_scalars(condition_gain: dict) -> dict[str, float]:
@@ -267,6 +312,12 @@ def gain_scalars(condition_gain: dict) -> dict[str, float]:
 def _gain(sums: _Sums, cond: str) -> dict:
     true, shuffled, null = (sums.mean(f"{cond}_{k}_error") for k in ("true", "shuffled", "null"))
     diff = lambda other, base: None if other is None else [o - t for o, t in zip(other, base)]  # noqa: E731
-    return {"true": true, "shuffled": shuffled, "null": null,
-            "gain": diff(shuffled, sums.mean(f"_{cond}_true_on_shuffled")), "null_gain": diff(null, true),
-            "gain_stderr": sums.stderr(f"_{cond}_gain_per_clip"), "num_clips": sums.n[f"{cond}_true_error"]}
+    return {
+        "true": true,
+        "shuffled": shuffled,
+        "null": null,
+        "gain": diff(shuffled, sums.mean(f"_{cond}_true_on_shuffled")),
+        "null_gain": diff(null, true),
+        "gain_stderr": sums.stderr(f"_{cond}_gain_per_clip"),
+        "num_clips": sums.n[f"{cond}_true_error"],
+    }

@@ -70,13 +70,20 @@ def decoded_frames(decoder, latents: torch.Tensor, latent_stats=None, size: int 
     latents = latents[..., : decoder.spec.latent_dim]
     img = torch.from_numpy(decode_latents(decoder, latents.detach().cpu(), latent_stats)).permute(0, 3, 1, 2)
     if img.shape[-1] != size:
-        img = torch.nn.functional.interpolate(img.float(), size=(size, size), mode="bilinear", antialias=True,
-                                              align_corners=False).round().clamp(0, 255).to(torch.uint8)
+        img = (
+            torch.nn.functional.interpolate(
+                img.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+            )
+            .round()
+            .clamp(0, 255)
+            .to(torch.uint8)
+        )
     return img.permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def rollout_video(context: torch.Tensor, truth: torch.Tensor, pred: torch.Tensor, size: int = 128, decoder=None,
-                  latent_stats=None) -> np.ndarray:
+def rollout_video(
+    context: torch.Tensor, truth: torch.Tensor, pred: torch.Tensor, size: int = 128, decoder=None, latent_stats=None
+) -> np.ndarray:
     """Real | predicted video of one clip: context (C, N, D), truth and pred (H, N, D) -> (C + H, h, w, 3).
 
     Frames are decoded to pixels when a decoder is given (`decoded_frames`, with the latent_stats the latents are
@@ -90,13 +97,14 @@ def rollout_video(context: torch.Tensor, truth: torch.Tensor, pred: torch.Tensor
         pca = FeaturePCA(torch.cat([context, truth]))
         real = pca.to_rgb(torch.cat([context, truth]), size)
         fake = pca.to_rgb(torch.cat([context, pred]), size)
-    fake[len(context):, :3] = fake[len(context):, -3:] = (220, 40, 40)
-    fake[len(context):, :, :3] = fake[len(context):, :, -3:] = (220, 40, 40)
+    fake[len(context) :, :3] = fake[len(context) :, -3:] = (220, 40, 40)
+    fake[len(context) :, :, :3] = fake[len(context) :, :, -3:] = (220, 40, 40)
     return side_by_side(real, fake)
 
 
-def write_rollout_gifs(examples, out_dir: str | Path, decoder=None, latent_stats=None, prefix: str = "rollout",
-                       fps: float = 2.0) -> list[Path]:
+def write_rollout_gifs(
+    examples, out_dir: str | Path, decoder=None, latent_stats=None, prefix: str = "rollout", fps: float = 2.0
+) -> list[Path]:
     """One real | predicted GIF per clip of `rollout_errors(..., keep_predictions=n)["examples"]` (a list of
     (truth (B, H, N, D), pred (B, H, N, D), context (B, C, N, D)) batches): `out_dir/<prefix>_<i>.gif`."""
     paths = []
@@ -116,8 +124,9 @@ def save_gif(path: str | Path, frames: np.ndarray, fps: float = 4.0) -> Path:
     return path
 
 
-def plot_curves(path: str | Path, series: dict[str, tuple[list, list]], title: str, xlabel: str, ylabel: str,
-                logy: bool = False) -> Path:
+def plot_curves(
+    path: str | Path, series: dict[str, tuple[list, list]], title: str, xlabel: str, ylabel: str, logy: bool = False
+) -> Path:
     """series: name -> (xs, ys). Writes a PNG."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, (xs, ys) in series.items():

@@ -65,10 +65,18 @@ class DHShape:
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> "DHShape":
         g, width = cfg.patch_group, cfg.dh_resolved_width
-        return cls(cond_width=cfg.width, out_dim=cfg.frame_dim * g * g, grid=cfg.latent_grid // g,
-                   blocks=cfg.dh_blocks, width=width, heads=cfg.dh_resolved_heads,
-                   mlp_hidden=int(round(2 / 3 * cfg.mlp_ratio * width / 8)) * 8, softcap=cfg.softcap,
-                   attention=cfg.attention, rope_base=cfg.rope_base)
+        return cls(
+            cond_width=cfg.width,
+            out_dim=cfg.frame_dim * g * g,
+            grid=cfg.latent_grid // g,
+            blocks=cfg.dh_blocks,
+            width=width,
+            heads=cfg.dh_resolved_heads,
+            mlp_hidden=int(round(2 / 3 * cfg.mlp_ratio * width / 8)) * 8,
+            softcap=cfg.softcap,
+            attention=cfg.attention,
+            rope_base=cfg.rope_base,
+        )
 
     @property
     def tokens(self) -> int:
@@ -83,17 +91,26 @@ class DHShape:
         """Matmul FLOPs (2 per multiply-add) of the head on one frame: input projection, per block the modulation
         (one row), q/k/v/o, the N'×N' attention (logits + weighted values) and the SwiGLU, then the output Linear."""
         n, w, wd = self.tokens, self.cond_width, self.width
-        block = (linear_flops(1, w, 6 * wd) + 4 * linear_flops(n, wd, wd) + 2 * 2 * n * n * wd
-                 + linear_flops(n, wd, 2 * self.mlp_hidden) + linear_flops(n, self.mlp_hidden, wd))
+        block = (
+            linear_flops(1, w, 6 * wd)
+            + 4 * linear_flops(n, wd, wd)
+            + 2 * 2 * n * n * wd
+            + linear_flops(n, wd, 2 * self.mlp_hidden)
+            + linear_flops(n, self.mlp_hidden, wd)
+        )
         return linear_flops(n, w, wd) + self.blocks * block + linear_flops(n, wd, self.out_dim)
 
     def num_parameters(self) -> int:
         """Exact parameter count of `DHHead(self)` (a test holds it equal)."""
         w, wd, e = self.cond_width, self.width, self.head_dim
-        block = (4 * wd * wd + 2 * e  # q, kv, o; q/k norms
-                 + 3 * wd * self.mlp_hidden  # SwiGLU up (2×) and down
-                 + 2 * wd  # the two pre-norms
-                 + w * 6 * wd + 6 * wd)  # adaLN modulation
+        block = (
+            4 * wd * wd
+            + 2 * e  # q, kv, o; q/k norms
+            + 3 * wd * self.mlp_hidden  # SwiGLU up (2×) and down
+            + 2 * wd  # the two pre-norms
+            + w * 6 * wd
+            + 6 * wd
+        )  # adaLN modulation
         return (w * wd + wd) + self.blocks * block + wd + (wd * self.out_dim + self.out_dim)
 
 
@@ -128,8 +145,9 @@ class DHHead(nn.Module):
     def __init__(self, shape: DHShape):
         super().__init__()
         if shape.width % shape.heads or (shape.width // shape.heads) % 4:
-            raise ValueError(f"DH head: width {shape.width} must split into {shape.heads} heads of a dim divisible "
-                             "by 4 (2D RoPE)")
+            raise ValueError(
+                f"DH head: width {shape.width} must split into {shape.heads} heads of a dim divisible by 4 (2D RoPE)"
+            )
         self.shape = shape
         self.proj = nn.Linear(shape.cond_width, shape.width)
         self.blocks = nn.ModuleList(DHBlock(shape) for _ in range(shape.blocks))
@@ -164,8 +182,9 @@ class DHHead(nn.Module):
         key = str(device)
         if key not in self._rope or torch.compiler.is_compiling():
             idx = torch.arange(self.shape.tokens, device=device)
-            table = rope_2d(idx // self.shape.grid + 1, idx % self.shape.grid + 1, self.shape.head_dim,
-                            self.shape.rope_base)
+            table = rope_2d(
+                idx // self.shape.grid + 1, idx % self.shape.grid + 1, self.shape.head_dim, self.shape.rope_base
+            )
             if torch.compiler.is_compiling():
                 return table
             self._rope[key] = table
@@ -176,9 +195,11 @@ class DHHead(nn.Module):
         embedding -> (..., N', patch_dim) grouped prediction (the caller ungroups)."""
         lead, (n, w) = h.shape[:-2], h.shape[-2:]
         if n != self.shape.tokens or w != self.shape.cond_width or tuple(cond.shape) != (*lead, w):
-            raise ValueError(f"DH head: expected h (..., {self.shape.tokens}, {self.shape.cond_width}) and cond "
-                             f"(..., {self.shape.cond_width}) with the same leading dims, got {tuple(h.shape)} and "
-                             f"{tuple(cond.shape)}")
+            raise ValueError(
+                f"DH head: expected h (..., {self.shape.tokens}, {self.shape.cond_width}) and cond "
+                f"(..., {self.shape.cond_width}) with the same leading dims, got {tuple(h.shape)} and "
+                f"{tuple(cond.shape)}"
+            )
         # the residual stream in the parameters' dtype (fp32 under bf16 autocast), as the backbone's
         x = self.proj(h.reshape(-1, n, w)).to(self.proj.weight.dtype)  # (B', N', W_dh)
         c = cond.reshape(-1, w)  # (B', W)

@@ -161,10 +161,19 @@ class DynamicsModel(nn.Module):
         attn_time = 2 * 2 * S * ctx * W
         n_time = len(self.transformer.time_layers)
         stack = c.depth * (qkvo + mlp) + (c.depth - n_time) * attn_space + n_time * attn_time
-        head = (DHShape.from_config(c).flops_per_frame() if c.dh_blocks > 0
-                else linear_flops(self.num_tokens, W, self.patch_dim))
-        io = (linear_flops(self.num_tokens, self.patch_dim, W) + head + linear_flops(1, c.action_dim, W)
-              + linear_flops(1, TAU_FEATURES, W) + linear_flops(1, W, W) + linear_flops(1, c.text_dim, W))
+        head = (
+            DHShape.from_config(c).flops_per_frame()
+            if c.dh_blocks > 0
+            else linear_flops(self.num_tokens, W, self.patch_dim)
+        )
+        io = (
+            linear_flops(self.num_tokens, self.patch_dim, W)
+            + head
+            + linear_flops(1, c.action_dim, W)
+            + linear_flops(1, TAU_FEATURES, W)
+            + linear_flops(1, W, W)
+            + linear_flops(1, c.text_dim, W)
+        )
         return int(stack + io)
 
     # ---------------------------------------------------------------------------------------------- embeddings
@@ -243,8 +252,10 @@ class DynamicsModel(nn.Module):
         want_ndim = 4 if frame_dims == "B, T" else 3
         if z.dim() != want_ndim or z.shape[-2] != c.num_latent_tokens or z.shape[-1] != c.frame_dim:
             prop = f" + proprio_dim {c.proprio_dim}" if c.proprio_dim else ""
-            raise ValueError(f"z: expected shape ({frame_dims}, N={c.num_latent_tokens}, D={c.frame_dim}"
-                             f"{' = latent_dim ' + str(c.latent_dim) + prop if prop else ''}), got {tuple(z.shape)}")
+            raise ValueError(
+                f"z: expected shape ({frame_dims}, N={c.num_latent_tokens}, D={c.frame_dim}"
+                f"{' = latent_dim ' + str(c.latent_dim) + prop if prop else ''}), got {tuple(z.shape)}"
+            )
 
     @staticmethod
     def _per_frame(x, shape: tuple, name: str, dims: str, device) -> torch.Tensor:
@@ -259,8 +270,10 @@ class DynamicsModel(nn.Module):
         if a is None:
             return None, None
         if a.dim() != len(lead) + 1 or tuple(a.shape[:-1]) != lead or a.shape[-1] > self.cfg.action_dim:
-            raise ValueError(f"{names[0]}: expected shape ({dims}, A) = {lead + ('A',)} with "
-                             f"A <= model.action_dim = {self.cfg.action_dim}, got {tuple(a.shape)}")
+            raise ValueError(
+                f"{names[0]}: expected shape ({dims}, A) = {lead + ('A',)} with "
+                f"A <= model.action_dim = {self.cfg.action_dim}, got {tuple(a.shape)}"
+            )
         if mask is None:  # no mask given: every action is known (as in rollout(); False in a mask = unknown)
             return a, torch.ones(lead, dtype=torch.bool, device=a.device)
         if tuple(mask.shape) != lead:
@@ -271,11 +284,15 @@ class DynamicsModel(nn.Module):
         if text is None:
             return None, None
         if self.cfg.text_dim == 0:
-            raise ValueError(f"{names[0]}: this model has no text slot (model.text_dim = 0); train with "
-                             "model.text_dim = the text encoder's width to condition on text")
+            raise ValueError(
+                f"{names[0]}: this model has no text slot (model.text_dim = 0); train with "
+                "model.text_dim = the text encoder's width to condition on text"
+            )
         if text.dim() != len(lead) + 1 or tuple(text.shape[:-1]) != lead or text.shape[-1] != self.cfg.text_dim:
-            raise ValueError(f"{names[0]}: expected shape ({dims}, E) = {lead + (self.cfg.text_dim,)} "
-                             f"(E = model.text_dim), got {tuple(text.shape)}")
+            raise ValueError(
+                f"{names[0]}: expected shape ({dims}, E) = {lead + (self.cfg.text_dim,)} "
+                f"(E = model.text_dim), got {tuple(text.shape)}"
+            )
         if mask is None:
             return text, torch.ones(lead, dtype=torch.bool, device=text.device)
         if tuple(mask.shape) != lead:
@@ -284,8 +301,7 @@ class DynamicsModel(nn.Module):
 
     # ---------------------------------------------------------------------------------------------- API
 
-    def forward(self, z, tau, step, actions=None, action_mask=None, return_hidden=False, *, text=None,
-                text_mask=None):
+    def forward(self, z, tau, step, actions=None, action_mask=None, return_hidden=False, *, text=None, text_mask=None):
         """Full sequence, frames 0..T−1 (block-causal: frame t sees frames ≤ t within the window).
 
         z (B, T, N, D) noisy latents; tau (B, T) signal levels in [0, 1]; step (B, T) step sizes d (powers of two in
@@ -320,8 +336,9 @@ class DynamicsModel(nn.Module):
         """latents (B, T, N, D) clean, actions (B, T, A), action_mask (B, T), text (B, T, E), text_mask (B, T) ->
         hidden (B, T, S, W): the token outputs of a clean pass (τ = 1), what probes and agent heads read
         (TokenLayout.special_slice)."""
-        return self(latents, 1.0, self.clean_step, actions, action_mask, return_hidden=True, text=text,
-                    text_mask=text_mask)[1]
+        return self(
+            latents, 1.0, self.clean_step, actions, action_mask, return_hidden=True, text=text, text_mask=text_mask
+        )[1]
 
     def init_cache(self, batch_size: int, device=None, dtype=None) -> KVCache:
         """An empty KV cache for `batch_size` sequences. device defaults to the parameters'; dtype to the active
@@ -333,8 +350,20 @@ class DynamicsModel(nn.Module):
                 dtype = torch.get_autocast_dtype(dev.type)
         return self.transformer.init_cache(batch_size, device=device, dtype=dtype)
 
-    def step(self, z, tau, step, prev_action=None, prev_action_mask=None, cache=None, commit=False,
-             return_hidden=False, *, text=None, text_mask=None):
+    def step(
+        self,
+        z,
+        tau,
+        step,
+        prev_action=None,
+        prev_action_mask=None,
+        cache=None,
+        commit=False,
+        return_hidden=False,
+        *,
+        text=None,
+        text_mask=None,
+    ):
         """One new frame at absolute index cache.time_index (0 without a cache), attending to the cached frames.
 
         z (B, N, D); tau (B,), step (B,) (or scalars); prev_action (B, A): the action that led into this frame,

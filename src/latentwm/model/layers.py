@@ -145,8 +145,9 @@ def attention_logits(q: torch.Tensor, k: torch.Tensor, softcap: float | None = N
     return capped(s.view(b, hkv, g, tq, tk), softcap)
 
 
-def eager_attention(q, k, v, *, softcap: float | None = None, window: int | None = None,
-                    causal: bool = False) -> torch.Tensor:
+def eager_attention(
+    q, k, v, *, softcap: float | None = None, window: int | None = None, causal: bool = False
+) -> torch.Tensor:
     """Reference attention. q (B', H, Tq, E); k, v (B', Hkv, Tk, E) -> (B', H, Tq, E).
 
     causal=False: bidirectional (space). causal=True: query i sees keys max(0, i − window + 1)..i (time; Tq == Tk).
@@ -164,6 +165,7 @@ def eager_attention(q, k, v, *, softcap: float | None = None, window: int | None
 def _score_mod(cap: float, window: int | None, causal: bool):
     # Cached so the same (cap, window) always yields the same function object: torch.compile guards on it.
     if not causal:
+
         def mod(score, b, h, q_idx, kv_idx):
             return cap * torch.tanh(score / cap)
     else:
@@ -172,6 +174,7 @@ def _score_mod(cap: float, window: int | None, causal: bool):
         def mod(score, b, h, q_idx, kv_idx):
             keep = (kv_idx <= q_idx) & (q_idx - kv_idx < lim)
             return torch.where(keep, cap * torch.tanh(score / cap), float("-inf"))
+
     return mod
 
 
@@ -197,8 +200,9 @@ def flex_attention_capped(q, k, v, *, softcap: float, window: int | None = None,
     return _compiled_flex()(q, k, v, score_mod=mod, enable_gqa=gqa)
 
 
-def fused_attention(q, k, v, *, softcap: float | None = None, window: int | None = None,
-                    causal: bool = False) -> torch.Tensor:
+def fused_attention(
+    q, k, v, *, softcap: float | None = None, window: int | None = None, causal: bool = False
+) -> torch.Tensor:
     """SDPA (no cap) or flex_attention (cap); falls back to `eager_attention` where flex cannot run (see top)."""
     if softcap is None:
         gqa = q.shape[1] != k.shape[1]
@@ -211,8 +215,11 @@ def fused_attention(q, k, v, *, softcap: float | None = None, window: int | None
     dev = q.device.type
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     if dev == "cpu" and not (FLEX_ON_CPU and not needs_grad):
-        _warn_once("flex-cpu", "attention='fused' with a soft cap: flex_attention has no CPU backward and is unfused "
-                               "without torch.compile in this torch; using the eager attention math on CPU.")
+        _warn_once(
+            "flex-cpu",
+            "attention='fused' with a soft cap: flex_attention has no CPU backward and is unfused "
+            "without torch.compile in this torch; using the eager attention math on CPU.",
+        )
         return eager_attention(q, k, v, softcap=softcap, window=window, causal=causal)
     if dev in _flex_broken:
         return eager_attention(q, k, v, softcap=softcap, window=window, causal=causal)
@@ -222,13 +229,17 @@ def fused_attention(q, k, v, *, softcap: float | None = None, window: int | None
         return flex_attention_capped(q, k, v, softcap=softcap, window=window, causal=causal)
     except Exception as err:  # e.g. a head dim the kernel does not support; stay correct, say so once
         _flex_broken.add(dev)
-        _warn_once(f"flex-{dev}", f"flex_attention failed on {dev} ({type(err).__name__}: {err}); "
-                                  "using the eager attention math from now on.")
+        _warn_once(
+            f"flex-{dev}",
+            f"flex_attention failed on {dev} ({type(err).__name__}: {err}); "
+            "using the eager attention math from now on.",
+        )
         return eager_attention(q, k, v, softcap=softcap, window=window, causal=causal)
 
 
-def cached_attention(q, segments, k_prefix=None, v_prefix=None, *, tokens: int, factor: int = 1,
-                     softcap: float | None = None) -> torch.Tensor:
+def cached_attention(
+    q, segments, k_prefix=None, v_prefix=None, *, tokens: int, factor: int = 1, softcap: float | None = None
+) -> torch.Tensor:
     """One new frame's time attention over a KV cache whose oldest part may be shared by `factor` candidates.
 
     q: (B·S, H, 1, E) queries of the new frame, sample i = b·factor + j (history b, candidate j), S = `tokens`.
@@ -336,6 +347,22 @@ def decay_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-__all__ = ["RMSNorm", "SwiGLU", "Attention", "rope_1d", "rope_2d", "apply_rope", "soft_cap", "window_mask",
-           "attention_logits", "eager_attention", "fused_attention", "flex_attention_capped", "cached_attention",
-           "linear_flops", "mlp", "decay_groups", "FLEX_ON_CPU"]
+__all__ = [
+    "RMSNorm",
+    "SwiGLU",
+    "Attention",
+    "rope_1d",
+    "rope_2d",
+    "apply_rope",
+    "soft_cap",
+    "window_mask",
+    "attention_logits",
+    "eager_attention",
+    "fused_attention",
+    "flex_attention_capped",
+    "cached_attention",
+    "linear_flops",
+    "mlp",
+    "decay_groups",
+    "FLEX_ON_CPU",
+]

@@ -65,8 +65,18 @@ class KVCache:
                    expand(n) repeats it like the history (row b·n + j); other models leave it None.
     """
 
-    def __init__(self, *, num_layers: int, batch_size: int, tokens: int, kv_heads: int, head_dim: int, window: int,
-                 device=None, dtype=None):
+    def __init__(
+        self,
+        *,
+        num_layers: int,
+        batch_size: int,
+        tokens: int,
+        kv_heads: int,
+        head_dim: int,
+        window: int,
+        device=None,
+        dtype=None,
+    ):
         empty = torch.empty(batch_size * tokens, kv_heads, 0, head_dim, device=device, dtype=dtype)
         self.prefix_k = [empty] * num_layers
         self.prefix_v = [empty] * num_layers
@@ -150,9 +160,11 @@ class KVCache:
         self.time_index += 1
 
     def __repr__(self) -> str:
-        return (f"KVCache(batch={self.batch_size}, layers={len(self.k)}, length={self.length} "
-                f"(prefix {self.prefix_length} x{self.factor}, suffix {self.suffix_length}), "
-                f"time_index={self.time_index}, window={self.window})")
+        return (
+            f"KVCache(batch={self.batch_size}, layers={len(self.k)}, length={self.length} "
+            f"(prefix {self.prefix_length} x{self.factor}, suffix {self.suffix_length}), "
+            f"time_index={self.time_index}, window={self.window})"
+        )
 
 
 class Block(nn.Module):
@@ -193,8 +205,9 @@ class Block(nn.Module):
         -> x (B, S, W), (k, v) (B·S, Hkv, 1, E): this frame's keys/values (for commit)."""
         if cache is None:
             return self.time_core(x, cos, sin, None, None, None, None, 1)
-        return self.time_core(x, cos, sin, cache.k[layer], cache.v[layer], cache.prefix_k[layer],
-                              cache.prefix_v[layer], cache.factor)
+        return self.time_core(
+            x, cos, sin, cache.k[layer], cache.v[layer], cache.prefix_k[layer], cache.prefix_v[layer], cache.factor
+        )
 
     def time_core(self, x, cos, sin, ck, cv, kp, vp, factor: int):
         """`step_time` on plain tensors — the cached layer's suffix ck, cv (B·S, Hkv, Ts, E) and prefix kp, vp
@@ -247,8 +260,9 @@ class Transformer(nn.Module):
             return rope_1d(torch.arange(start, end, device=device), self.cfg.head_dim, self.cfg.rope_base)
         key = str(device)
         if key not in self._time_rope:
-            self._time_rope[key] = rope_1d(torch.arange(_ROPE_MEMO, device=device), self.cfg.head_dim,
-                                           self.cfg.rope_base)
+            self._time_rope[key] = rope_1d(
+                torch.arange(_ROPE_MEMO, device=device), self.cfg.head_dim, self.cfg.rope_base
+            )
         cos, sin = self._time_rope[key]
         return cos[start:end], sin[start:end]
 
@@ -283,6 +297,13 @@ class Transformer(nn.Module):
 
     def init_cache(self, batch_size: int, device=None, dtype=None) -> KVCache:
         p = next(self.parameters())
-        return KVCache(num_layers=len(self.time_layers), batch_size=batch_size, tokens=self.tokens,
-                       kv_heads=self.cfg.kv_heads, head_dim=self.cfg.head_dim, window=self.cfg.context_frames,
-                       device=device if device is not None else p.device, dtype=dtype or p.dtype)
+        return KVCache(
+            num_layers=len(self.time_layers),
+            batch_size=batch_size,
+            tokens=self.tokens,
+            kv_heads=self.cfg.kv_heads,
+            head_dim=self.cfg.head_dim,
+            window=self.cfg.context_frames,
+            device=device if device is not None else p.device,
+            dtype=dtype or p.dtype,
+        )

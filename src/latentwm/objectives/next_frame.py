@@ -40,16 +40,26 @@ class NextFrameRegression:
         else:
             if len(seeds) != B:
                 raise ValueError(f"draw: {len(seeds)} seeds for a batch of {B}")
-            u = torch.stack([torch.rand((2,), generator=torch.Generator(device=dev).manual_seed(int(s)), device=dev)
-                             for s in seeds])
+            u = torch.stack(
+                [torch.rand((2,), generator=torch.Generator(device=dev).manual_seed(int(s)), device=dev) for s in seeds]
+            )
         return u[:, 0] < self.cfg.action_dropout, u[:, 1] < self.cfg.text_dropout
 
-    def __call__(self, model: Denoiser, x: torch.Tensor, actions: torch.Tensor | None = None,
-                 action_mask: torch.Tensor | None = None, valid: torch.Tensor | None = None,
-                 global_step: int = 0, bootstrap_model: Denoiser | None = None, seeds: list[int] | None = None,
-                 normalizer: float | torch.Tensor | None = None, collective_safe: bool = False,
-                 text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
-                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __call__(
+        self,
+        model: Denoiser,
+        x: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        action_mask: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+        global_step: int = 0,
+        bootstrap_model: Denoiser | None = None,
+        seeds: list[int] | None = None,
+        normalizer: float | torch.Tensor | None = None,
+        collective_safe: bool = False,
+        text: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """x (B, T, N, D) clean latents, T >= 2; actions (B, T, A) (actions[:, t] taken after frame t);
         action_mask, valid (B, T) bool; text (B, T, E), text_mask (B, T) (None: no text).
 
@@ -69,8 +79,7 @@ class NextFrameRegression:
         kw = {} if text is None else {"text": text, "text_mask": text_mask}
         out = model(x, 1.0, 1.0 / self.k_max, actions, action_mask, **kw)  # (B, T, N, D): output t is x̂_{t+1}
         per_pair = (out[:, :-1].float() - x[:, 1:].float()).pow(2).mean(dim=(-2, -1))  # (B, T − 1)
-        pair = (torch.ones(B, T - 1, dtype=torch.bool, device=device) if valid is None
-                else valid[:, :-1] & valid[:, 1:])
+        pair = torch.ones(B, T - 1, dtype=torch.bool, device=device) if valid is None else valid[:, :-1] & valid[:, 1:]
         per_pair = torch.where(pair, per_pair, torch.zeros((), device=device))
         n_pairs = pair.float().sum()
         denom = n_pairs.clamp_min(1.0) if normalizer is None else normalizer
@@ -78,8 +87,14 @@ class NextFrameRegression:
         with torch.no_grad():
             mse = per_pair.detach().sum() / n_pairs.clamp_min(1.0)
             zero = torch.zeros((), device=device)
-            metrics = {"loss": mse, "loss_flow": mse, "loss_bootstrap": zero, "bootstrap_frac": zero,
-                       "action_dropped_frac": drop_a.float().mean(), "text_dropped_frac": drop_t.float().mean()}
+            metrics = {
+                "loss": mse,
+                "loss_flow": mse,
+                "loss_bootstrap": zero,
+                "bootstrap_frac": zero,
+                "action_dropped_frac": drop_a.float().mean(),
+                "text_dropped_frac": drop_t.float().mean(),
+            }
         return loss, metrics
 
 

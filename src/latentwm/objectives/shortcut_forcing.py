@@ -58,8 +58,9 @@ def velocity(x_hat: torch.Tensor, z: torch.Tensor, tau: torch.Tensor) -> torch.T
     return (x_hat - z) / (1.0 - tau)[..., None, None]
 
 
-def levels_from_draws(bootstrap: torch.Tensor, exp: torch.Tensor, u: torch.Tensor,
-                      k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+def levels_from_draws(
+    bootstrap: torch.Tensor, exp: torch.Tensor, u: torch.Tensor, k_max: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-frame step sizes and signal levels (diffusion forcing) from uniform draws.
 
     bootstrap (B,) bool: sequences trained with d > 1/k_max — d = 2^(exp+1)/k_max, uniform over {2/k_max, …, 1};
@@ -73,8 +74,9 @@ def levels_from_draws(bootstrap: torch.Tensor, exp: torch.Tensor, u: torch.Tenso
     return tau, step
 
 
-def sample_levels(batch: int, frames: int, k_max: int, bootstrap: torch.Tensor,
-                  device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_levels(
+    batch: int, frames: int, k_max: int, bootstrap: torch.Tensor, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(tau, step) (B, T) for `bootstrap` (B,) bool sequences, drawn from the global RNG."""
     levels = max(1, int(math.log2(k_max)))
     exp = torch.randint(0, levels, (batch, frames), device=device)
@@ -110,11 +112,18 @@ def ramp_weight(tau: torch.Tensor) -> torch.Tensor:
     return 0.9 * tau + 0.1
 
 
-def drop_conditions(actions: torch.Tensor | None, action_mask: torch.Tensor | None, text: torch.Tensor | None,
-                    text_mask: torch.Tensor | None, drop_action: torch.Tensor, drop_text: torch.Tensor):
+def drop_conditions(
+    actions: torch.Tensor | None,
+    action_mask: torch.Tensor | None,
+    text: torch.Tensor | None,
+    text_mask: torch.Tensor | None,
+    drop_action: torch.Tensor,
+    drop_text: torch.Tensor,
+):
     """The masks with the dropped sequences' conditions removed: actions (B, T, A) / text (B, T, E) or None, their
     masks (B, T) bool or None (None with the tensor given: all present), drop_action / drop_text (B,) bool.
     Returns (action_mask, text_mask), None where the condition itself is absent."""
+
     def drop(x, mask, gone):
         if x is None:
             return mask
@@ -130,9 +139,16 @@ def _text_kw(text, text_mask) -> dict:
 
 
 @torch.no_grad()
-def bootstrap_velocity(model: Denoiser, z: torch.Tensor, tau: torch.Tensor, step: torch.Tensor,
-                       actions: torch.Tensor | None, action_mask: torch.Tensor | None,
-                       text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None) -> torch.Tensor:
+def bootstrap_velocity(
+    model: Denoiser,
+    z: torch.Tensor,
+    tau: torch.Tensor,
+    step: torch.Tensor,
+    actions: torch.Tensor | None,
+    action_mask: torch.Tensor | None,
+    text: torch.Tensor | None = None,
+    text_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """v* = (b₁ + b₂)/2 from two half steps of size d/2 (every frame advances its own half step).
 
     z (B, T, N, D); tau, step (B, T); text (B, T, E), text_mask (B, T). Returns (B, T, N, D). Clean-context frames
@@ -143,25 +159,37 @@ def bootstrap_velocity(model: Denoiser, z: torch.Tensor, tau: torch.Tensor, step
     zero = torch.zeros((), device=z.device)
     kw = _text_kw(text, text_mask)
     half_in = torch.where(moving, half, step)
-    b1 = torch.where(moving[..., None, None], velocity(model(z, tau, half_in, actions, action_mask, **kw), z, tau),
-                     zero)
+    b1 = torch.where(
+        moving[..., None, None], velocity(model(z, tau, half_in, actions, action_mask, **kw), z, tau), zero
+    )
     z_mid = z + b1 * half[..., None, None]
     tau_mid = torch.where(moving, tau + half, tau)
-    b2 = torch.where(moving[..., None, None],
-                     velocity(model(z_mid, tau_mid, half_in, actions, action_mask, **kw), z_mid, tau_mid), zero)
+    b2 = torch.where(
+        moving[..., None, None],
+        velocity(model(z_mid, tau_mid, half_in, actions, action_mask, **kw), z_mid, tau_mid),
+        zero,
+    )
     return (b1 + b2) / 2
 
 
-def bootstrap_target(model: Denoiser, z: torch.Tensor, tau: torch.Tensor, step: torch.Tensor,
-                     actions: torch.Tensor | None, action_mask: torch.Tensor | None, text: torch.Tensor | None = None,
-                     text_mask: torch.Tensor | None = None) -> torch.Tensor:
+def bootstrap_target(
+    model: Denoiser,
+    z: torch.Tensor,
+    tau: torch.Tensor,
+    step: torch.Tensor,
+    actions: torch.Tensor | None,
+    action_mask: torch.Tensor | None,
+    text: torch.Tensor | None = None,
+    text_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """x-space target z + (1 − τ)·v* of `bootstrap_velocity` (same arguments). Returns (B, T, N, D)."""
     v_star = bootstrap_velocity(model, z, tau, step, actions, action_mask, text, text_mask)
     return z + (1.0 - tau)[..., None, None] * v_star
 
 
-def clean_prefix(tau: torch.Tensor, step: torch.Tensor, u: torch.Tensor, p: float,
-                 k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+def clean_prefix(
+    tau: torch.Tensor, step: torch.Tensor, u: torch.Tensor, p: float, k_max: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """tau, step (B, T) with a clean prefix (τ = 1, d = 1/k_max) of 1..T−1 frames in the sequences whose
     u[:, 0] < p; u (B, 2) uniform in [0, 1) (u[:, 1] picks the length). T = 1: nothing is clean."""
     T = tau.shape[1]
@@ -180,8 +208,10 @@ class ShortcutForcing:
 
     def __init__(self, cfg: ObjectiveConfig, k_max: int, prediction: str = "x"):
         if prediction not in ("x", "v"):
-            raise ValueError(f"ShortcutForcing trains x- or v-prediction models, got model.prediction "
-                             f"{prediction!r} (next: objectives.next_frame.NextFrameRegression)")
+            raise ValueError(
+                f"ShortcutForcing trains x- or v-prediction models, got model.prediction "
+                f"{prediction!r} (next: objectives.next_frame.NextFrameRegression)"
+            )
         self.cfg, self.k_max, self.v_space = cfg, k_max, prediction == "v"
 
     def active(self, global_step: int) -> bool:
@@ -250,12 +280,21 @@ class ShortcutForcing:
         clean_u = torch.stack(cleans) if cleans else None
         return torch.stack(exps), torch.stack(us), torch.stack(noises), torch.stack(conds), clean_u
 
-    def __call__(self, model: Denoiser, x: torch.Tensor, actions: torch.Tensor | None = None,
-                 action_mask: torch.Tensor | None = None, valid: torch.Tensor | None = None,
-                 global_step: int = 0, bootstrap_model: Denoiser | None = None, seeds: list[int] | None = None,
-                 normalizer: float | torch.Tensor | None = None, collective_safe: bool = False,
-                 text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
-                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __call__(
+        self,
+        model: Denoiser,
+        x: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        action_mask: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+        global_step: int = 0,
+        bootstrap_model: Denoiser | None = None,
+        seeds: list[int] | None = None,
+        normalizer: float | torch.Tensor | None = None,
+        collective_safe: bool = False,
+        text: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """x (B, T, N, D) clean latents; actions (B, T, A); action_mask, valid (B, T) bool; text (B, T, E) sentence
         embeddings per frame and text_mask (B, T) bool (None: no text in this batch).
 
@@ -285,8 +324,9 @@ class ShortcutForcing:
             idx = torch.tensor([i for i, b in enumerate(boot_host) if b], dtype=torch.long, device=device)
             sub = lambda t: None if t is None else t[idx]  # noqa: E731
             target = x.clone()
-            target[idx] = bootstrap_target(teacher, z[idx], tau[idx], step[idx], sub(actions), sub(action_mask),
-                                           sub(text), sub(text_mask))
+            target[idx] = bootstrap_target(
+                teacher, z[idx], tau[idx], step[idx], sub(actions), sub(action_mask), sub(text), sub(text_mask)
+            )
         per_frame, keep = self._per_frame(x_hat, target, tau, valid)  # (B, T) each
         valid_f = torch.ones(B, T, device=device) if valid is None else valid.float()
         keep_f = valid_f if keep is None else keep.float()

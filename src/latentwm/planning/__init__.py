@@ -12,5 +12,15 @@ from latentwm.planning.gradient import plan_gradient
 from latentwm.planning.mppi import plan_mppi
 from latentwm.planning.plan import PLANNERS, plan
 
-__all__ = ["PLANNERS", "LatentGoalObjective", "MappedObjective", "PlanResult", "latent_cost", "plan", "plan_cem",
-           "plan_gradient", "plan_mppi", "shift_plan"]
+__all__ = [
+    "PLANNERS",
+    "LatentGoalObjective",
+    "MappedObjective",
+    "PlanResult",
+    "latent_cost",
+    "plan",
+    "plan_cem",
+    "plan_gradient",
+    "plan_mppi",
+    "shift_plan",
+]

@@ -9,9 +9,16 @@ from latentwm.planning.base import PlanResult, initial_mean, initial_std, min_st
 
 
 @torch.no_grad()
-def plan_cem(objective, horizon: int, low: torch.Tensor, high: torch.Tensor, cfg: CEMConfig,
-             init_std: float = 1.0, init: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> PlanResult:
+def plan_cem(
+    objective,
+    horizon: int,
+    low: torch.Tensor,
+    high: torch.Tensor,
+    cfg: CEMConfig,
+    init_std: float = 1.0,
+    init: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> PlanResult:
     """Per-step diagonal Gaussian over (H, A), starting at the warm start (or the box centre) with std
     `init_std` (normalized action units); samples are clipped to the bounds; each of the `iterations` scores
     `population` samples in ONE batch, refits mean/std to the `elites` best.

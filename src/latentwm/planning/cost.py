@@ -53,10 +53,23 @@ class LatentGoalObjective:
     frame's proprio (its tokens' mean) and the goal's, is added: the model's own prediction of the agent.
     """
 
-    def __init__(self, model, context: torch.Tensor, goal: torch.Tensor, context_actions: torch.Tensor | None = None,
-                 sample_steps: int = 1, tau_ctx: float = 1.0, cost: str = "mse", all_frames: bool = False,
-                 seed: int = 0, cache=None, proprio=None, state=None, visual_weight: float = 1.0,
-                 proprio_weight: float = 1.0):
+    def __init__(
+        self,
+        model,
+        context: torch.Tensor,
+        goal: torch.Tensor,
+        context_actions: torch.Tensor | None = None,
+        sample_steps: int = 1,
+        tau_ctx: float = 1.0,
+        cost: str = "mse",
+        all_frames: bool = False,
+        seed: int = 0,
+        cache=None,
+        proprio=None,
+        state=None,
+        visual_weight: float = 1.0,
+        proprio_weight: float = 1.0,
+    ):
         self.model, self.context, self.goal, self.proprio = model, context, goal, proprio
         self.state, self.visual_weight = state, float(visual_weight)
         self.channels = int(getattr(model.cfg, "proprio_dim", 0))
@@ -66,8 +79,11 @@ class LatentGoalObjective:
         self.sample_steps, self.tau_ctx, self.kind, self.all_frames = sample_steps, tau_ctx, cost, all_frames
         self.C = context.shape[1]
         A = model.cfg.action_dim
-        self.context_actions = (torch.zeros(1, self.C - 1, A, device=context.device) if context_actions is None
-                                else context_actions.reshape(1, self.C - 1, -1))
+        self.context_actions = (
+            torch.zeros(1, self.C - 1, A, device=context.device)
+            if context_actions is None
+            else context_actions.reshape(1, self.C - 1, -1)
+        )
         ctx_mask = torch.full((1, self.C - 1), context_actions is not None, device=context.device)
         self.ctx_mask = ctx_mask
         self.generator = torch.Generator(device=context.device).manual_seed(seed)
@@ -75,8 +91,9 @@ class LatentGoalObjective:
             with torch.no_grad():  # once per planning call
                 cache = observe(model, context, self.context_actions, ctx_mask, tau_ctx, generator=self.generator)
         elif cache.batch_size != 1:
-            raise ValueError(f"LatentGoalObjective: the history cache must hold one history, got batch "
-                             f"{cache.batch_size}")
+            raise ValueError(
+                f"LatentGoalObjective: the history cache must hold one history, got batch {cache.batch_size}"
+            )
         self.cache = cache
         self._noise: torch.Tensor | None = None
         self.evaluations = 0
@@ -96,8 +113,19 @@ class LatentGoalObjective:
         mask = torch.cat([self.ctx_mask.expand(P, -1), torch.ones(P, H, dtype=torch.bool, device=actions.device)], 1)
         self.evaluations += P
         cache = self.cache.expand(P)
-        x = rollout(self.model, self.context, H, full, mask, sample_steps=self.sample_steps, tau_ctx=self.tau_ctx,
-                    noise=self.noise(H), generator=self.generator, cache=cache, grad=grad)
+        x = rollout(
+            self.model,
+            self.context,
+            H,
+            full,
+            mask,
+            sample_steps=self.sample_steps,
+            tau_ctx=self.tau_ctx,
+            noise=self.noise(H),
+            generator=self.generator,
+            cache=cache,
+            grad=grad,
+        )
         if not features:
             return x
         last = self.C + H - 1  # its action is full[:, last − 1]; the cache holds frames 0 .. last − 1

@@ -67,8 +67,7 @@ class SimCosts:
     def __init__(self, codec: ActionCodec, observer: LatentObserver, image_size: int):
         self.codec, self.observer, self.sim = codec, observer, PushTEnv(image_size=image_size)
 
-    def __call__(self, start_state, candidates: torch.Tensor, goal_frame, goal_latent, goal_state,
-                 costs=COSTS) -> dict:
+    def __call__(self, start_state, candidates: torch.Tensor, goal_frame, goal_latent, goal_state, costs=COSTS) -> dict:
         frames, dists = [], []
         for c in candidates:
             self.sim.reset(state=start_state)
@@ -100,8 +99,15 @@ class CostQualitySettings:
     """CEM plans of plan.horizon model steps per goal (DINO-WM's replanning, stopped at success)."""
 
 
-def cost_quality(goals: list, codec: ActionCodec, observer: LatentObserver, plan_cfg: PlanConfig,
-                 costs=COSTS, settings: CostQualitySettings = CostQualitySettings(), log=print) -> dict:
+def cost_quality(
+    goals: list,
+    codec: ActionCodec,
+    observer: LatentObserver,
+    plan_cfg: PlanConfig,
+    costs=COSTS,
+    settings: CostQualitySettings = CostQualitySettings(),
+    log=print,
+) -> dict:
     """Rank correlation and CEM-on-simulator success of each cost over `goals` (`planning.evaluate.sample_goals`).
 
     observer: the encoder with the latent statistics the costs are normalized with (its `mean`/`std` must be set).
@@ -128,24 +134,44 @@ def cost_quality(goals: list, codec: ActionCodec, observer: LatentObserver, plan
                     ok, m = _cem_on_sim(sim, env, codec, g, goal_latent, plan_cfg, c, settings.max_plans)
                     cem[c]["success"].append(ok)
                     cem[c]["final_distance"].append(m["state_dist"])
-                    row.update({f"{c}_cem_success": ok, f"{c}_cem_final_distance": m["state_dist"],
-                                f"{c}_cem_block_px": m["block_pos_diff"], f"{c}_cem_joint": m["success_joint"]})
+                    row.update(
+                        {
+                            f"{c}_cem_success": ok,
+                            f"{c}_cem_final_distance": m["state_dist"],
+                            f"{c}_cem_block_px": m["block_pos_diff"],
+                            f"{c}_cem_joint": m["success_joint"],
+                        }
+                    )
             per_goal.append(row)
-            log("goal {}: rank corr {}".format(g.index, " ".join(f"{c} {corr[c][-1]:.2f}" for c in costs))
-                + (" | CEM-on-sim " + " ".join(f"{c} {'✓' if cem[c]['success'][-1] else '✗'} "
-                                               f"{cem[c]['final_distance'][-1]:.0f}" for c in planned)
-                   if settings.cem else ""))
+            log(
+                "goal {}: rank corr {}".format(g.index, " ".join(f"{c} {corr[c][-1]:.2f}" for c in costs))
+                + (
+                    " | CEM-on-sim "
+                    + " ".join(
+                        f"{c} {'✓' if cem[c]['success'][-1] else '✗'} {cem[c]['final_distance'][-1]:.0f}"
+                        for c in planned
+                    )
+                    if settings.cem
+                    else ""
+                )
+            )
     finally:
         sim.close()
         env.close()
     per_cost = {c: {"rank_corr": float(np.mean(corr[c]))} for c in costs}
     if settings.cem:
         for c in planned:
-            per_cost[c].update(cem_on_simulator_success=float(np.mean(cem[c]["success"])),
-                               cem_on_simulator_final_distance=float(np.mean(cem[c]["final_distance"])))
-    return {"per_cost": per_cost, "goals": len(goals), "samples": settings.samples,
-            "start_distance": float(np.mean([goal_metrics(g.start_state, g.goal_state)["state_dist"]
-                                             for g in goals])), "per_goal": per_goal}
+            per_cost[c].update(
+                cem_on_simulator_success=float(np.mean(cem[c]["success"])),
+                cem_on_simulator_final_distance=float(np.mean(cem[c]["final_distance"])),
+            )
+    return {
+        "per_cost": per_cost,
+        "goals": len(goals),
+        "samples": settings.samples,
+        "start_distance": float(np.mean([goal_metrics(g.start_state, g.goal_state)["state_dist"] for g in goals])),
+        "per_goal": per_goal,
+    }
 
 
 def _random_plans(codec: ActionCodec, g, cfg: PlanConfig, n: int) -> torch.Tensor:
@@ -157,8 +183,9 @@ def _random_plans(codec: ActionCodec, g, cfg: PlanConfig, n: int) -> torch.Tenso
     return torch.max(torch.min(mean + noise, high), low)
 
 
-def _cem_on_sim(sim: SimCosts, env: PushTEnv, codec: ActionCodec, g, goal_latent, cfg: PlanConfig, cost: str,
-                max_plans: int) -> tuple[bool, dict]:
+def _cem_on_sim(
+    sim: SimCosts, env: PushTEnv, codec: ActionCodec, g, goal_latent, cfg: PlanConfig, cost: str, max_plans: int
+) -> tuple[bool, dict]:
     """CEM with the simulator as the model under `cost`; (success at any replanning point, `goal_metrics` of the
     last state)."""
     low, high = codec.bounds()
@@ -170,9 +197,16 @@ def _cem_on_sim(sim: SimCosts, env: PushTEnv, codec: ActionCodec, g, goal_latent
         def objective(x, grad=False, s0=s0):
             return torch.as_tensor(sim(s0, x, g.goal_frame, goal_latent, g.goal_state, (cost,))[cost])
 
-        res = plan_cem(objective, cfg.horizon, low, high, cfg.cem, init_std=cfg.init_std,
-                       init=codec.hold(s0[:2], cfg.horizon),
-                       generator=torch.Generator().manual_seed(1000 * g.index + rep))
+        res = plan_cem(
+            objective,
+            cfg.horizon,
+            low,
+            high,
+            cfg.cem,
+            init_std=cfg.init_std,
+            init=codec.hold(s0[:2], cfg.horizon),
+            generator=torch.Generator().manual_seed(1000 * g.index + rep),
+        )
         advance_plan(env, codec, res.actions)
         m = goal_metrics(env.state(), g.goal_state)
         if m["success"]:
@@ -180,9 +214,16 @@ def _cem_on_sim(sim: SimCosts, env: PushTEnv, codec: ActionCodec, g, goal_latent
     return False, m
 
 
-def encoder_cost_quality(encode, episodes_dir, exp: ExperimentConfig, num_goals: int = 8,
-                         settings: CostQualitySettings = CostQualitySettings(), costs=("latent",),
-                         stat_frames: int = 2000, log=print) -> dict:
+def encoder_cost_quality(
+    encode,
+    episodes_dir,
+    exp: ExperimentConfig,
+    num_goals: int = 8,
+    settings: CostQualitySettings = CostQualitySettings(),
+    costs=("latent",),
+    stat_frames: int = 2000,
+    log=print,
+) -> dict:
     """`cost_quality` of an encoder on a folder of Push-T episodes, before any latent cache exists (the demo scores
     its encoder right after pretraining it, and the random one beside it).
 
@@ -198,13 +239,19 @@ def encoder_cost_quality(encode, episodes_dir, exp: ExperimentConfig, num_goals:
     total = sum(len(f) for f in frames)
     stride = max(1, total // stat_frames)
     sample = np.concatenate([f[::stride] for f in frames])
-    lat = torch.cat([torch.as_tensor(encode(sample[i:i + 256])).float().cpu() for i in range(0, len(sample), 256)])
+    lat = torch.cat([torch.as_tensor(encode(sample[i : i + 256])).float().cpu() for i in range(0, len(sample), 256)])
     lat = lat.reshape(-1, lat.shape[-1]).double()
     stats = NormStats(mean=lat.mean(0).numpy(), std=lat.std(0).numpy(), count=len(lat))
-    acts = np.concatenate([e.actions.reshape(len(e.actions) * e.frame_skip, -1)  # per env step
-                           for e in eps if e.actions is not None]).astype(np.float64)
-    codec = ActionCodec.from_stats(NormStats(mean=acts.mean(0), std=acts.std(0), count=len(acts)), d.frame_skip,
-                                   exp.model.action_dim)
+    acts = np.concatenate(
+        [
+            e.actions.reshape(len(e.actions) * e.frame_skip, -1)  # per env step
+            for e in eps
+            if e.actions is not None
+        ]
+    ).astype(np.float64)
+    codec = ActionCodec.from_stats(
+        NormStats(mean=acts.mean(0), std=acts.std(0), count=len(acts)), d.frame_skip, exp.model.action_dim
+    )
     goals = sample_goals(held, num_goals, exp.plan.goal_offset, exp.plan.seed)
     return cost_quality(goals, codec, LatentObserver(encode, stats), exp.plan, costs, settings, log=log)
 

@@ -43,8 +43,15 @@ from latentwm.envs.pusht import PushTEnv, proprio_from_state
 from latentwm.eval.visualize import save_gif, side_by_side
 from latentwm.planning.base import bf16_is_fast
 from latentwm.planning.imagine import text_encoder_for
-from latentwm.planning.mpc import (ActionCodec, LatentObserver, MPCPolicy, RandomPolicy, ReplayPolicy, derive_seed,
-                                   run_episode)
+from latentwm.planning.mpc import (
+    ActionCodec,
+    LatentObserver,
+    MPCPolicy,
+    RandomPolicy,
+    ReplayPolicy,
+    derive_seed,
+    run_episode,
+)
 from latentwm.planning.proprio import ProprioProbe, resolve_probe
 from latentwm.planning.results import goal_texts, imagined_goal_facts, planning_table, summarize, summarize_text_goals
 from latentwm.planning.state_probe import STATE_PROBE_FILE, StateProbe
@@ -70,8 +77,14 @@ class WorldModelRun:
     def load(cls, checkpoint: str | os.PathLike, device="cpu") -> "WorldModelRun":
         """A run folder or checkpoint: EMA weights, statistics and frame skip as saved."""
         model, exp, state = load_world_model(checkpoint, ema=True, device=device)
-        return cls(model, exp, state["data_stats"], int(state.get("frame_skip") or exp.data.frame_skip),
-                   state.get("encoder"), {k: state.get(k) for k in ("path", "encoder", "cache_info", "config")})
+        return cls(
+            model,
+            exp,
+            state["data_stats"],
+            int(state.get("frame_skip") or exp.data.frame_skip),
+            state.get("encoder"),
+            {k: state.get(k) for k in ("path", "encoder", "cache_info", "config")},
+        )
 
     @classmethod
     def from_cache(cls, model, exp: ExperimentConfig, cache_dir: str | os.PathLike | None = None) -> "WorldModelRun":
@@ -108,10 +121,13 @@ class PlanningOptions:
 
     def __post_init__(self):
         unknown = (set(self.planners) | set(self.text_goal_planners or ())) - set(PLANNER_NAMES) | (
-            set(self.baselines) - set(BASELINE_NAMES))
+            set(self.baselines) - set(BASELINE_NAMES)
+        )
         if unknown:
-            raise ValueError(f"evaluate_planning: unknown methods {sorted(unknown)}; planners "
-                             f"{list(PLANNER_NAMES)}, baselines {list(BASELINE_NAMES)}")
+            raise ValueError(
+                f"evaluate_planning: unknown methods {sorted(unknown)}; planners "
+                f"{list(PLANNER_NAMES)}, baselines {list(BASELINE_NAMES)}"
+            )
         if self.goal_text.strip() and not self.planners:
             raise ValueError("evaluate_planning: goal_text needs at least one planner (baselines ignore the goal)")
 
@@ -139,9 +155,17 @@ class _Session:
     def policy(self, method: str, goal: "PlanningGoal"):
         """(policy, chunks) of a method on one goal."""
         if method in self.opts.planners:
-            return MPCPolicy(self.run.model, self.observer, self.codec, self.cfg, planner=method,
-                             context=self.context, bf16=self.bf16, proprio_probe=self.probe,
-                             state_probe=self.state_probe), self.max_replans
+            return MPCPolicy(
+                self.run.model,
+                self.observer,
+                self.codec,
+                self.cfg,
+                planner=method,
+                context=self.context,
+                bf16=self.bf16,
+                proprio_probe=self.probe,
+                state_probe=self.state_probe,
+            ), self.max_replans
         if method == "random":
             return RandomPolicy(self.codec, self.cfg), self.max_replans
         return ReplayPolicy(goal.actions), 1
@@ -159,8 +183,12 @@ class PlanningGoal:
     actions: np.ndarray  # (goal_offset, 2) the dataset's env actions from t0
 
 
-def held_out_episodes(episodes_dir: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
-                      eval_fraction: float = 0.1, split_seed: int = 0) -> list[Path]:
+def held_out_episodes(
+    episodes_dir: str | os.PathLike,
+    cache_dir: str | os.PathLike | None = None,
+    eval_fraction: float = 0.1,
+    split_seed: int = 0,
+) -> list[Path]:
     """Episode files of the held-out split, as `LatentClipDataset(split="eval")` chooses it (keys
     "dataset/episode_id" from the cache when given, else "pusht/<file stem>" for the files in episodes_dir)."""
     episodes_dir = Path(episodes_dir)
@@ -172,8 +200,9 @@ def held_out_episodes(episodes_dir: str | os.PathLike, cache_dir: str | os.PathL
     paths = [episodes_dir / f"{k.split('/', 1)[1]}.npz" for k in held]
     paths = [p for p in paths if p.exists()]
     if not paths:
-        raise ValueError(f"no held-out episode file in {episodes_dir} (eval_fraction {eval_fraction}, "
-                         f"{len(keys)} episodes)")
+        raise ValueError(
+            f"no held-out episode file in {episodes_dir} (eval_fraction {eval_fraction}, {len(keys)} episodes)"
+        )
     return paths
 
 
@@ -186,8 +215,9 @@ def sample_goals(episode_paths: list[Path], num_goals: int, goal_offset: int, se
         ep = load_episode(p)
         k = ep.frame_skip
         if goal_offset % k:
-            raise ValueError(f"{p}: stored every {k} env steps, which does not divide plan.goal_offset = "
-                             f"{goal_offset} env steps")
+            raise ValueError(
+                f"{p}: stored every {k} env steps, which does not divide plan.goal_offset = {goal_offset} env steps"
+            )
         if ep.states is not None and ep.actions is not None and len(ep) > goal_offset // k:
             eps[p] = ep
     if not eps:
@@ -201,10 +231,19 @@ def sample_goals(episode_paths: list[Path], num_goals: int, goal_offset: int, se
         off = goal_offset // k
         t0 = int(rng.integers(0, len(ep) - off))
         frames = ep.frames[ep.cameras[0]]
-        acts = ep.actions[t0: t0 + off].astype(np.float64)
-        goals.append(PlanningGoal(i, f"{ep.dataset}/{ep.episode_id}", t0 * k, ep.states[t0].copy(),
-                                  ep.states[t0 + off].copy(), np.asarray(frames[t0]), np.asarray(frames[t0 + off]),
-                                  acts.reshape(len(acts) * k, -1)))
+        acts = ep.actions[t0 : t0 + off].astype(np.float64)
+        goals.append(
+            PlanningGoal(
+                i,
+                f"{ep.dataset}/{ep.episode_id}",
+                t0 * k,
+                ep.states[t0].copy(),
+                ep.states[t0 + off].copy(),
+                np.asarray(frames[t0]),
+                np.asarray(frames[t0 + off]),
+                acts.reshape(len(acts) * k, -1),
+            )
+        )
     return goals
 
 
@@ -219,50 +258,83 @@ def _video(frames: np.ndarray, goal_frame: np.ndarray, success_step: int | None,
     return out.repeat(scale, 1).repeat(scale, 2)
 
 
-def _session(run: WorldModelRun, cfg: PlanConfig, opts: PlanningOptions, encoder, proprio_probe,
-             state_probe=None) -> _Session:
+def _session(
+    run: WorldModelRun, cfg: PlanConfig, opts: PlanningOptions, encoder, proprio_probe, state_probe=None
+) -> _Session:
     datasets = run.data_stats["datasets"]
     ds = datasets.get("pusht") or next(iter(datasets.values()))
     if ds.get("actions") is None:
         raise ValueError("evaluate_planning: the run's dataset has no action statistics (trained without actions)")
-    codec = ActionCodec.from_stats(ds["actions"], int(run.frame_skip), run.model.cfg.action_dim,
-                                   repeat=opts.repeat_actions, relative=run.exp.data.relative_actions)
+    codec = ActionCodec.from_stats(
+        ds["actions"],
+        int(run.frame_skip),
+        run.model.cfg.action_dim,
+        repeat=opts.repeat_actions,
+        relative=run.exp.data.relative_actions,
+    )
     dev = next(run.model.parameters()).device
     if encoder is None:
         encoder = DinoEncoder.from_config(run.exp.encoder, device=dev)
         if run.encoder_label and not same_encoder(encoder.weights_label, run.encoder_label):
-            raise ConfigError(f"evaluate_planning: the model was trained on latents of {run.encoder_label!r}, the "
-                              f"encoder config builds {encoder.weights_label!r}{legacy_label_note(run.encoder_label)}")
+            raise ConfigError(
+                f"evaluate_planning: the model was trained on latents of {run.encoder_label!r}, the "
+                f"encoder config builds {encoder.weights_label!r}{legacy_label_note(run.encoder_label)}"
+            )
     encode = encoder.encode if hasattr(encoder, "encode") else encoder
-    observer = LatentObserver(encode, NormStats.from_dict(run.data_stats["latents"]), device=dev,
-                              proprio_stats=proprio_stats_of(run.data_stats, run.model.cfg))
+    observer = LatentObserver(
+        encode,
+        NormStats.from_dict(run.data_stats["latents"]),
+        device=dev,
+        proprio_stats=proprio_stats_of(run.data_stats, run.model.cfg),
+    )
     if isinstance(proprio_probe, (str, os.PathLike)):
         proprio_probe = ProprioProbe.load(proprio_probe, device=dev)
     if isinstance(state_probe, (str, os.PathLike)):
         state_probe = StateProbe.load(state_probe, device=dev)
     if cfg.visual_weight == 0 and opts.planners and (state_probe is None or cfg.state_weight == 0):
-        raise ValueError("evaluate_planning: plan.visual_weight is 0, so the planners need a state probe "
-                         "(state_probe=...) and plan.state_weight > 0")
+        raise ValueError(
+            "evaluate_planning: plan.visual_weight is 0, so the planners need a state probe "
+            "(state_probe=...) and plan.state_weight > 0"
+        )
     exec_steps = min(cfg.exec_steps, cfg.horizon)
     max_replans = opts.max_replans or max(1, math.ceil(2 * cfg.goal_offset / (exec_steps * codec.frame_skip)))
-    return _Session(run, cfg, opts, codec, observer, context=opts.context or run.exp.rollout.context,
-                    bf16=bf16_is_fast(dev.type) if opts.bf16 is None else opts.bf16, max_replans=max_replans,
-                    probe=proprio_probe if proprio_probe is not None and cfg.proprio_weight > 0 else None,
-                    seed=cfg.seed if opts.seed is None else opts.seed,
-                    state_probe=state_probe if state_probe is not None and cfg.state_weight > 0 else None)
+    return _Session(
+        run,
+        cfg,
+        opts,
+        codec,
+        observer,
+        context=opts.context or run.exp.rollout.context,
+        bf16=bf16_is_fast(dev.type) if opts.bf16 is None else opts.bf16,
+        max_replans=max_replans,
+        probe=proprio_probe if proprio_probe is not None and cfg.proprio_weight > 0 else None,
+        seed=cfg.seed if opts.seed is None else opts.seed,
+        state_probe=state_probe if state_probe is not None and cfg.state_weight > 0 else None,
+    )
 
 
-def planning_session(run: WorldModelRun, plan_cfg: PlanConfig, options: PlanningOptions | None = None,
-                     encoder=None) -> _Session:
+def planning_session(
+    run: WorldModelRun, plan_cfg: PlanConfig, options: PlanningOptions | None = None, encoder=None
+) -> _Session:
     """What an evaluation resolves once (the action codec, observer, replanning budget, seed) for other planners
     on the same protocol (the ladder's rungs); encoder as in `evaluate_planning`."""
     return _session(run, plan_cfg, options or PlanningOptions(planners=("cem",), baselines=()), encoder, None)
 
 
-def evaluate_planning(run: WorldModelRun, episodes_dir: str | os.PathLike, plan_cfg: PlanConfig | None = None, *,
-                      cache_dir: str | os.PathLike | None = None, options: PlanningOptions = PlanningOptions(),
-                      encoder=None, proprio_probe=None, state_probe=None, out_dir: str | os.PathLike | None = None,
-                      log=print, text_encoder=None) -> dict:
+def evaluate_planning(
+    run: WorldModelRun,
+    episodes_dir: str | os.PathLike,
+    plan_cfg: PlanConfig | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    options: PlanningOptions = PlanningOptions(),
+    encoder=None,
+    proprio_probe=None,
+    state_probe=None,
+    out_dir: str | os.PathLike | None = None,
+    log=print,
+    text_encoder=None,
+) -> dict:
     """Score the planners and baselines of `options` on the same Push-T goals; returns the metrics dict.
 
     run: the model and its statistics (`WorldModelRun.load(checkpoint)` or `.from_cache(model, exp)`). plan_cfg:
@@ -296,17 +368,22 @@ def evaluate_planning(run: WorldModelRun, episodes_dir: str | os.PathLike, plan_
     goals = sample_goals(paths, options.num_goals or s.cfg.num_goals, s.cfg.goal_offset, s.seed)
     texts = goal_texts(s, goals, text_encoder, cache_dir) if options.goal_text.strip() else None
     methods = list(options.planners) + list(options.baselines)
-    log(f"planning: {len(goals)} goals {s.cfg.goal_offset} env steps ahead from {len(paths)} held-out episodes; "
+    log(
+        f"planning: {len(goals)} goals {s.cfg.goal_offset} env steps ahead from {len(paths)} held-out episodes; "
         f"{', '.join(methods)}; ≤ {s.max_replans} plans × {s.exec_steps} model steps; horizon {s.cfg.horizon}, "
-        f"K = {s.cfg.sample_steps}; cost: {_cost_text(s)}")
+        f"K = {s.cfg.sample_steps}; cost: {_cost_text(s)}"
+    )
     out = Path(out_dir) if out_dir is not None else None
     rows, videos = _run_goals(s, goals, methods, out, log)
     res = summarize(s, goals, rows, methods, held_out=len(paths))
     if texts is not None:
-        log(f"text goals ({'held-out paraphrases' if options.goal_text.strip() == 'auto' else 'given sentence'}, "
-            f"text guidance {s.cfg.text_guidance:g}): the same starts and seeds")
-        text_rows, text_videos = _run_goals(s, goals, list(options.text_goal_planners or options.planners), out, log,
-                                            texts=texts[1])
+        log(
+            f"text goals ({'held-out paraphrases' if options.goal_text.strip() == 'auto' else 'given sentence'}, "
+            f"text guidance {s.cfg.text_guidance:g}): the same starts and seeds"
+        )
+        text_rows, text_videos = _run_goals(
+            s, goals, list(options.text_goal_planners or options.planners), out, log, texts=texts[1]
+        )
         res["text_goal"] = summarize_text_goals(s, goals, text_rows, texts[0], texts[2])
         videos += text_videos
     res.update(videos=videos, wall_time_s=time.time() - t_start)
@@ -320,8 +397,11 @@ def evaluate_planning(run: WorldModelRun, episodes_dir: str | os.PathLike, plan_
 
 
 def _cost_text(s: _Session) -> str:
-    terms = [] if s.cfg.visual_weight == 0 else [("" if s.cfg.visual_weight == 1 else f"{s.cfg.visual_weight:g} × ")
-                                                  + "visual MSE"]
+    terms = (
+        []
+        if s.cfg.visual_weight == 0
+        else [("" if s.cfg.visual_weight == 1 else f"{s.cfg.visual_weight:g} × ") + "visual MSE"]
+    )
     terms += [f"{s.cfg.proprio_weight:g} × proprio MSE (probe)"] if s.probe is not None else []
     if s.run.model.cfg.proprio_dim and s.cfg.proprio_weight:
         terms += [f"{s.cfg.proprio_weight:g} × proprio MSE (the model's predicted proprio)"]
@@ -329,8 +409,9 @@ def _cost_text(s: _Session) -> str:
     return " + ".join(terms)
 
 
-def _run_goals(s: _Session, goals: list[PlanningGoal], methods: list[str], out: Path | None,
-               log, texts: torch.Tensor | None = None) -> tuple[dict[str, list[dict]], list[str]]:
+def _run_goals(
+    s: _Session, goals: list[PlanningGoal], methods: list[str], out: Path | None, log, texts: torch.Tensor | None = None
+) -> tuple[dict[str, list[dict]], list[str]]:
     """Every method on every goal, from the same start state and seed; GIFs of the first goals and of each
     planner's first success. texts: (G, E) sentence embeddings: goal i is given as texts[i] instead of its image
     (the rows gain `imagined_goal_facts`; GIFs are named ..._text_...)."""
@@ -345,10 +426,19 @@ def _run_goals(s: _Session, goals: list[PlanningGoal], methods: list[str], out: 
             for m in methods:
                 policy, chunks = s.policy(m, g)
                 with torch.random.fork_rng(devices=[]):
-                    r = run_episode(env, policy, g.start_state, g.goal_state, g.goal_frame, chunks,
-                                    s.codec.frame_skip, seed=derive_seed(s.seed, g.index), record=out is not None,
-                                    goal_proprio=proprio_from_state(g.goal_state),
-                                    goal_text=None if texts is None else texts[g.index])
+                    r = run_episode(
+                        env,
+                        policy,
+                        g.start_state,
+                        g.goal_state,
+                        g.goal_frame,
+                        chunks,
+                        s.codec.frame_skip,
+                        seed=derive_seed(s.seed, g.index),
+                        record=out is not None,
+                        goal_proprio=proprio_from_state(g.goal_state),
+                        goal_text=None if texts is None else texts[g.index],
+                    )
                 if texts is not None:
                     r.update(imagined_goal_facts(s.observer, policy, g))
                 frames = r.pop("frames")
@@ -373,18 +463,33 @@ def run_plan(cfg: PlanRunConfig) -> dict:
     run = WorldModelRun.load(cfg.checkpoint, device=device)
     probe = None  # a model with proprio channels predicts the proprio itself: no probe
     if cfg.plan.proprio_weight > 0 and cfg.planners and not run.model.cfg.proprio_dim:
-        probe = resolve_probe(cfg.checkpoint, cfg.proprio_probe, cfg.cache_dir or None, cfg.out_dir,
-                              probe_cfg=cfg.probe, device=device)
-    opts = PlanningOptions(planners=tuple(cfg.planners), baselines=tuple(cfg.baselines),
-                           max_replans=cfg.max_replans or None, context=cfg.context or None,
-                           repeat_actions=cfg.repeat_actions, num_videos=cfg.videos,
-                           bf16=None if cfg.bf16 == "auto" else cfg.bf16 == "on", goal_text=cfg.goal_text)
+        probe = resolve_probe(
+            cfg.checkpoint, cfg.proprio_probe, cfg.cache_dir or None, cfg.out_dir, probe_cfg=cfg.probe, device=device
+        )
+    opts = PlanningOptions(
+        planners=tuple(cfg.planners),
+        baselines=tuple(cfg.baselines),
+        max_replans=cfg.max_replans or None,
+        context=cfg.context or None,
+        repeat_actions=cfg.repeat_actions,
+        num_videos=cfg.videos,
+        bf16=None if cfg.bf16 == "auto" else cfg.bf16 == "on",
+        goal_text=cfg.goal_text,
+    )
     if cfg.compile:
         run.model.compile_sampling()
     text_encoder = text_encoder_for(run.facts, cfg.text_encoder or None, "plan.goal_text") if cfg.goal_text else None
-    res = evaluate_planning(run, cfg.episodes_dir, cfg.plan, cache_dir=cfg.cache_dir or None, options=opts,
-                            proprio_probe=probe, out_dir=cfg.out_dir, text_encoder=text_encoder,
-                            state_probe=_state_probe_path(cfg) if cfg.plan.state_weight > 0 else None)
+    res = evaluate_planning(
+        run,
+        cfg.episodes_dir,
+        cfg.plan,
+        cache_dir=cfg.cache_dir or None,
+        options=opts,
+        proprio_probe=probe,
+        out_dir=cfg.out_dir,
+        text_encoder=text_encoder,
+        state_probe=_state_probe_path(cfg) if cfg.plan.state_weight > 0 else None,
+    )
     print(planning_table(res))
     print(f"planning.json, per-goal results and videos in {cfg.out_dir}")
     return res
@@ -399,8 +504,10 @@ def _state_probe_path(cfg: PlanRunConfig) -> Path:
     for d in (ck, ck.parent, ck.parent.parent):
         if (d / STATE_PROBE_FILE).exists():
             return d / STATE_PROBE_FILE
-    raise ConfigError(f"plan: plan.state_weight > 0 needs a state probe and none is saved next to {ck}; pass "
-                      "--state-probe PATH (the demo writes <run>/train/state_probe.safetensors)")
+    raise ConfigError(
+        f"plan: plan.state_weight > 0 needs a state probe and none is saved next to {ck}; pass "
+        "--state-probe PATH (the demo writes <run>/train/state_probe.safetensors)"
+    )
 
 
 def _json_default(o):
@@ -409,5 +516,13 @@ def _json_default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-__all__ = ["PlanningGoal", "PlanningOptions", "WorldModelRun", "evaluate_planning", "held_out_episodes",
-           "planning_table", "run_plan", "sample_goals"]
+__all__ = [
+    "PlanningGoal",
+    "PlanningOptions",
+    "WorldModelRun",
+    "evaluate_planning",
+    "held_out_episodes",
+    "planning_table",
+    "run_plan",
+    "sample_goals",
+]

@@ -8,9 +8,16 @@ from latentwm.config import GradientConfig
 from latentwm.planning.base import PlanResult, initial_mean
 
 
-def plan_gradient(objective, horizon: int, low: torch.Tensor, high: torch.Tensor, cfg: GradientConfig,
-                  init: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                  restarts: int = 4) -> PlanResult:
+def plan_gradient(
+    objective,
+    horizon: int,
+    low: torch.Tensor,
+    high: torch.Tensor,
+    cfg: GradientConfig,
+    init: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    restarts: int = 4,
+) -> PlanResult:
     """`restarts` sequences (the warm start, and uniform random ones in the box) descend in one batch for
     `cfg.steps` Adam steps of `cfg.lr` (normalized action units); after every step they are projected
     back into the box. The best sequence seen is returned. objective must accept grad=True (LatentGoalObjective

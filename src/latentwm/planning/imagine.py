@@ -63,12 +63,16 @@ def trained_text(state: dict, where: str = "text goal") -> tuple[str, int]:
     path = state.get("path", "?")
     text_dim = int((((state.get("config") or {}).get("model") or {}).get("text_dim")) or 0)
     if text_dim == 0:
-        raise ConfigError(f"{where}: the model of checkpoint {path} was not trained with text (model.text_dim = 0): "
-                          "it cannot condition on a sentence; train with --model.text-dim on a cache with text")
+        raise ConfigError(
+            f"{where}: the model of checkpoint {path} was not trained with text (model.text_dim = 0): "
+            "it cannot condition on a sentence; train with --model.text-dim on a cache with text"
+        )
     label = (state.get("cache_info") or {}).get("text_encoder") or state.get("text_encoder")
     if not label:
-        raise ConfigError(f"{where}: the model of checkpoint {path} was not trained with text: its training cache "
-                          "records no text encoder (encode the episodes with --text.name, then train on that cache)")
+        raise ConfigError(
+            f"{where}: the model of checkpoint {path} was not trained with text: its training cache "
+            "records no text encoder (encode the episodes with --text.name, then train on that cache)"
+        )
     return str(label), text_dim
 
 
@@ -81,12 +85,16 @@ def text_encoder_for(state: dict, name: str | None = None, where: str = "text go
     enc = TextEncoder(name or recorded_name or label, device=device)
     same = enc.label == label if not name else enc.label.rpartition("#")[2] == recorded_hash
     if not same:
-        raise ConfigError(f"{where}: the training cache's text was embedded by {label!r}, but "
-                          f"{name or recorded_name!r} now loads {enc.label!r} (other weights): embeddings of another "
-                          "encoder mean nothing to the model; pass the original encoder's folder")
+        raise ConfigError(
+            f"{where}: the training cache's text was embedded by {label!r}, but "
+            f"{name or recorded_name!r} now loads {enc.label!r} (other weights): embeddings of another "
+            "encoder mean nothing to the model; pass the original encoder's folder"
+        )
     if enc.dim != text_dim:
-        raise ConfigError(f"{where}: text encoder {enc.label!r} gives {enc.dim}-D embeddings, the model's text slot "
-                          f"takes model.text_dim = {text_dim}")
+        raise ConfigError(
+            f"{where}: text encoder {enc.label!r} gives {enc.dim}-D embeddings, the model's text slot "
+            f"takes model.text_dim = {text_dim}"
+        )
     return enc
 
 
@@ -98,9 +106,16 @@ def embed_sentences(encoder, sentences: list[str], device=None) -> torch.Tensor:
     return torch.from_numpy(emb).to(device)
 
 
-def imagine(model, context: torch.Tensor, text: torch.Tensor, horizon: int, sample_steps: int = 4,
-            text_guidance: float = TEXT_GOAL_GUIDANCE, tau_ctx: float = 1.0,
-            generator: torch.Generator | None = None) -> torch.Tensor:
+def imagine(
+    model,
+    context: torch.Tensor,
+    text: torch.Tensor,
+    horizon: int,
+    sample_steps: int = 4,
+    text_guidance: float = TEXT_GOAL_GUIDANCE,
+    tau_ctx: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """The future (B, H, N, D) the model imagines after `context` (B, C, N, D) (normalized latents) under the
     sentence embeddings `text` (B or 1, E), without actions: every frame, observed and imagined, carries the text;
     sampled with K = sample_steps and text guidance `text_guidance` (1: plain conditional sampling). The last frame
@@ -108,23 +123,44 @@ def imagine(model, context: torch.Tensor, text: torch.Tensor, horizon: int, samp
     if getattr(model.cfg, "text_dim", 0) == 0:
         raise ConfigError("imagine: the model has no text slot (model.text_dim = 0): it was not trained with text")
     if text.dim() != 2 or text.shape[-1] != model.cfg.text_dim or text.shape[0] not in (1, context.shape[0]):
-        raise ValueError(f"imagine: text must be (B or 1, E = model.text_dim {model.cfg.text_dim}), got "
-                         f"{tuple(text.shape)} for a context of batch {context.shape[0]}")
+        raise ValueError(
+            f"imagine: text must be (B or 1, E = model.text_dim {model.cfg.text_dim}), got "
+            f"{tuple(text.shape)} for a context of batch {context.shape[0]}"
+        )
     text = text.to(context.device, context.dtype).expand(context.shape[0], -1)
-    return rollout(model, context, horizon, None, sample_steps=sample_steps, tau_ctx=tau_ctx, generator=generator,
-                   text=text, text_guidance=text_guidance)
+    return rollout(
+        model,
+        context,
+        horizon,
+        None,
+        sample_steps=sample_steps,
+        tau_ctx=tau_ctx,
+        generator=generator,
+        text=text,
+        text_guidance=text_guidance,
+    )
 
 
 # ---- latentwm imagine ------------------------------------------------------------------------------------------
 def _held_out_clip(cache: LatentCache, exp, index: int, span: int, frame_skip: int) -> tuple[int, int]:
     """(entry, start) of held-out clip `index` of `span` model frames (the training split of `exp.data`)."""
     d = exp.data
-    clips = LatentClipDataset(cache, span, frame_skip=frame_skip, action_dim=exp.model.action_dim, split="eval",
-                              eval_fraction=d.eval_fraction, seed=d.seed, normalize=False)
+    clips = LatentClipDataset(
+        cache,
+        span,
+        frame_skip=frame_skip,
+        action_dim=exp.model.action_dim,
+        split="eval",
+        eval_fraction=d.eval_fraction,
+        seed=d.seed,
+        normalize=False,
+    )
     if not 0 <= index < len(clips):
-        raise ConfigError(f"imagine.episode: held-out clip {index} does not exist: the cache {cache.path} has "
-                          f"{len(clips)} held-out clips of {span} frames (give 0..{len(clips) - 1}, or "
-                          "dataset/episode_id)")
+        raise ConfigError(
+            f"imagine.episode: held-out clip {index} does not exist: the cache {cache.path} has "
+            f"{len(clips)} held-out clips of {span} frames (give 0..{len(clips) - 1}, or "
+            "dataset/episode_id)"
+        )
     return clips.clip_at(index)
 
 
@@ -134,8 +170,10 @@ def _named_entry(cache: LatentCache, episode: str, camera: str) -> int:
     rows = [i for i, e in enumerate(cache.entries) if e["dataset"] == dataset and e["episode_id"] == episode_id]
     if not rows:
         some = ", ".join(f"{e['dataset']}/{e['episode_id']}" for e in cache.entries[:3])
-        raise ConfigError(f"imagine.episode: no episode {episode!r} in the cache {cache.path} (dataset/episode_id, "
-                          f"e.g. {some}; or an integer: a held-out clip)")
+        raise ConfigError(
+            f"imagine.episode: no episode {episode!r} in the cache {cache.path} (dataset/episode_id, "
+            f"e.g. {some}; or an integer: a held-out clip)"
+        )
     cams = [i for i in rows if not camera or cache.entries[i]["camera"] == camera]
     if not cams:
         have = sorted(cache.entries[i]["camera"] for i in rows)
@@ -143,8 +181,16 @@ def _named_entry(cache: LatentCache, episode: str, camera: str) -> int:
     return cams[0]
 
 
-def _frames(cache: LatentCache, cfg: ImagineConfig, exp, C: int, H: int, fs: int, stats: NormStats,
-            proprio: NormStats | None = None):
+def _frames(
+    cache: LatentCache,
+    cfg: ImagineConfig,
+    exp,
+    C: int,
+    H: int,
+    fs: int,
+    stats: NormStats,
+    proprio: NormStats | None = None,
+):
     """(entry, start, context (C, N, D), real continuation (≤ H, N, D)) in the model's normalized space (proprio:
     the statistics of a model with proprio channels, attached to every token)."""
     if cfg.episode.strip().lstrip("-").isdigit():
@@ -155,9 +201,11 @@ def _frames(cache: LatentCache, cfg: ImagineConfig, exp, C: int, H: int, fs: int
     e = cache.entries[entry]
     T = int(e["length"])
     if start + (C - 1) * fs >= T:
-        raise ConfigError(f"imagine.start: frame {start} is too late in {e['dataset']}/{e['episode_id']}: {C} "
-                          f"context frames {fs} apart need frames {start}..{start + (C - 1) * fs}, the episode has "
-                          f"{T} (give imagine.start <= {max(T - 1 - (C - 1) * fs, 0)} or fewer context frames)")
+        raise ConfigError(
+            f"imagine.start: frame {start} is too late in {e['dataset']}/{e['episode_id']}: {C} "
+            f"context frames {fs} apart need frames {start}..{start + (C - 1) * fs}, the episode has "
+            f"{T} (give imagine.start <= {max(T - 1 - (C - 1) * fs, 0)} or fewer context frames)"
+        )
     idx = [t for t in start + fs * np.arange(C + H) if t < T]
     ep = cache.load_episode(entry)
     lat = torch.from_numpy(((ep["latents"][idx] - stats.mean) / stats.std).astype(np.float32))
@@ -178,24 +226,57 @@ def run_imagine(cfg: ImagineConfig) -> dict:
     check_pairing(state, cache.info, cache.path)
     C, H = cfg.context or exp.rollout.context, cfg.horizon or exp.rollout.horizon
     fs, stats = int(state.get("frame_skip") or exp.data.frame_skip), NormStats.from_dict(state["data_stats"]["latents"])
-    entry, start, ctx, real = _frames(cache, cfg, exp, C, H, fs, stats, proprio_stats_of(state["data_stats"],
-                                                                                      model.cfg))
+    entry, start, ctx, real = _frames(
+        cache, cfg, exp, C, H, fs, stats, proprio_stats_of(state["data_stats"], model.cfg)
+    )
     text = embed_sentences(encoder, [cfg.text.strip()], device)
     t0 = time.time()
     ctx = ctx[None].to(device)
-    pred = imagine(model, ctx, text, H, cfg.sample_steps, cfg.text_guidance, cfg.tau_ctx,
-                   torch.Generator(device).manual_seed(cfg.seed))[0].cpu()
-    no_text = rollout(model, ctx, H, sample_steps=cfg.sample_steps, tau_ctx=cfg.tau_ctx,
-                      generator=torch.Generator(device).manual_seed(cfg.seed))[0].cpu()  # same noise, null text
+    pred = imagine(
+        model,
+        ctx,
+        text,
+        H,
+        cfg.sample_steps,
+        cfg.text_guidance,
+        cfg.tau_ctx,
+        torch.Generator(device).manual_seed(cfg.seed),
+    )[0].cpu()
+    no_text = rollout(
+        model,
+        ctx,
+        H,
+        sample_steps=cfg.sample_steps,
+        tau_ctx=cfg.tau_ctx,
+        generator=torch.Generator(device).manual_seed(cfg.seed),
+    )[0].cpu()  # same noise, null text
     seconds = time.time() - t0
     e = cache.entries[entry]
-    facts = dict(sentence=cfg.text.strip(), text_encoder=encoder.label, encoder=state.get("encoder"),
-                 checkpoint=str(state["path"]), step=state.get("step"),
-                 episode=f"{e['dataset']}/{e['episode_id']}", camera=e["camera"], start=int(start), context=C,
-                 horizon=H, frame_skip=fs, sample_steps=cfg.sample_steps, text_guidance=cfg.text_guidance,
-                 tau_ctx=cfg.tau_ctx, seed=cfg.seed)
-    res = dict(facts, **_scores(ctx[0].cpu(), real, pred, no_text), imagine_seconds=seconds,
-               decoder=cfg.decoder or None, gif="imagined.gif", goal=GOAL_FILE)
+    facts = dict(
+        sentence=cfg.text.strip(),
+        text_encoder=encoder.label,
+        encoder=state.get("encoder"),
+        checkpoint=str(state["path"]),
+        step=state.get("step"),
+        episode=f"{e['dataset']}/{e['episode_id']}",
+        camera=e["camera"],
+        start=int(start),
+        context=C,
+        horizon=H,
+        frame_skip=fs,
+        sample_steps=cfg.sample_steps,
+        text_guidance=cfg.text_guidance,
+        tau_ctx=cfg.tau_ctx,
+        seed=cfg.seed,
+    )
+    res = dict(
+        facts,
+        **_scores(ctx[0].cpu(), real, pred, no_text),
+        imagine_seconds=seconds,
+        decoder=cfg.decoder or None,
+        gif="imagined.gif",
+        goal=GOAL_FILE,
+    )
     _write(out, ctx[0].cpu(), real, pred, facts, res, cfg.decoder, state["data_stats"]["latents"])
     print(_summary(res, out))
     return res
@@ -210,11 +291,14 @@ def _scores(ctx: torch.Tensor, real: torch.Tensor, pred: torch.Tensor, no_text: 
     the real goal-step frame and to the last context frame, and the goal's change from the no-text rollout (same
     noise: what the sentence did)."""
     full = len(real) == len(pred)
-    return dict(real_frames=len(real), mse_to_real=[_mse(p, r) for p, r in zip(pred, real)],
-                goal_mse_to_real=_mse(pred[-1], real[-1]) if full else None,
-                last_context_mse_to_real=_mse(ctx[-1], real[-1]) if full else None,
-                goal_mse_to_last_context=_mse(pred[-1], ctx[-1]),
-                goal_change_vs_no_text=_mse(pred[-1], no_text[-1]))
+    return dict(
+        real_frames=len(real),
+        mse_to_real=[_mse(p, r) for p, r in zip(pred, real)],
+        goal_mse_to_real=_mse(pred[-1], real[-1]) if full else None,
+        last_context_mse_to_real=_mse(ctx[-1], real[-1]) if full else None,
+        goal_mse_to_last_context=_mse(pred[-1], ctx[-1]),
+        goal_change_vs_no_text=_mse(pred[-1], no_text[-1]),
+    )
 
 
 def _write(out: Path, ctx, real, pred, facts: dict, res: dict, decoder: str, latent_stats: dict) -> None:
@@ -230,12 +314,17 @@ def _write(out: Path, ctx, real, pred, facts: dict, res: dict, decoder: str, lat
 
 
 def _summary(res: dict, out: Path) -> str:
-    gap = (f"goal MSE to the real frame {res['goal_mse_to_real']:.4f} (last context frame "
-           f"{res['last_context_mse_to_real']:.4f})" if res["goal_mse_to_real"] is not None
-           else f"no real continuation ({res['real_frames']} of {res['horizon']} frames)")
-    return (f"imagined {res['horizon']} frames of {res['episode']} ({res['camera']}) from frame {res['start']} under "
-            f"{res['sentence']!r} (text guidance {res['text_guidance']:g}, K = {res['sample_steps']}): {gap}, change "
-            f"vs no text {res['goal_change_vs_no_text']:.4f}; imagined.gif, {GOAL_FILE}, imagine.json in {out}")
+    gap = (
+        f"goal MSE to the real frame {res['goal_mse_to_real']:.4f} (last context frame "
+        f"{res['last_context_mse_to_real']:.4f})"
+        if res["goal_mse_to_real"] is not None
+        else f"no real continuation ({res['real_frames']} of {res['horizon']} frames)"
+    )
+    return (
+        f"imagined {res['horizon']} frames of {res['episode']} ({res['camera']}) from frame {res['start']} under "
+        f"{res['sentence']!r} (text guidance {res['text_guidance']:g}, K = {res['sample_steps']}): {gap}, change "
+        f"vs no text {res['goal_change_vs_no_text']:.4f}; imagined.gif, {GOAL_FILE}, imagine.json in {out}"
+    )
 
 
 def load_goal(path: str | Path) -> tuple[torch.Tensor, dict]:
@@ -244,5 +333,4 @@ def load_goal(path: str | Path) -> tuple[torch.Tensor, dict]:
         return f.get_tensor("goal"), dict(f.metadata() or {})
 
 
-__all__ = ["GOAL_FILE", "embed_sentences", "imagine", "load_goal", "run_imagine", "text_encoder_for",
-           "trained_text"]
+__all__ = ["GOAL_FILE", "embed_sentences", "imagine", "load_goal", "run_imagine", "text_encoder_for", "trained_text"]

@@ -30,8 +30,14 @@ from latentwm.data.episodes import NormStats
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.envs.pusht import PushTEnv, goal_metrics
 from latentwm.planning.cost_quality import CostQualitySettings, cost_quality
-from latentwm.planning.evaluate import (PlanningOptions, WorldModelRun, evaluate_planning, held_out_episodes,
-                                        planning_session, sample_goals)
+from latentwm.planning.evaluate import (
+    PlanningOptions,
+    WorldModelRun,
+    evaluate_planning,
+    held_out_episodes,
+    planning_session,
+    sample_goals,
+)
 from latentwm.planning.mpc import LatentObserver, derive_seed, run_episode
 from latentwm.planning.state_model import StatePolicy, fit_state_dynamics
 
@@ -45,9 +51,15 @@ def summarize_rung(rows: list[dict], moves: list[bool]) -> dict:
     def mean(rs, k):
         return float(np.mean([float(r[k]) for r in rs])) if rs else None
 
-    return {"success_rate": mean(rows, "success"), "success_rate_joint": mean(rows, "success_joint"),
-            "success_rate_block_moves": mean(mv, "success"), "block_px": mean(rows, "block_pos_diff"),
-            "block_px_block_moves": mean(mv, "block_pos_diff"), "goals": len(rows), "block_moving_goals": len(mv)}
+    return {
+        "success_rate": mean(rows, "success"),
+        "success_rate_joint": mean(rows, "success_joint"),
+        "success_rate_block_moves": mean(mv, "success"),
+        "block_px": mean(rows, "block_pos_diff"),
+        "block_px_block_moves": mean(mv, "block_pos_diff"),
+        "goals": len(rows),
+        "block_moving_goals": len(mv),
+    }
 
 
 def _kept(path: Path, make):
@@ -67,8 +79,14 @@ def simulator_rows(run: WorldModelRun, goals, plan_cfg, replans: int, encoder=No
     encoder = encoder or DinoEncoder.from_config(run.exp.encoder)
     encode = encoder.encode if hasattr(encoder, "encode") else encoder
     observer = LatentObserver(encode, NormStats.from_dict(run.data_stats["latents"]))
-    res = cost_quality(goals, s.codec, observer, plan_cfg, costs=tuple(SIMULATOR_RUNGS),
-                       settings=CostQualitySettings(samples=4, cem=True, max_plans=replans))
+    res = cost_quality(
+        goals,
+        s.codec,
+        observer,
+        plan_cfg,
+        costs=tuple(SIMULATOR_RUNGS),
+        settings=CostQualitySettings(samples=4, cem=True, max_plans=replans),
+    )
     return [{"goal": i, **r} for i, r in enumerate(res["per_goal"])]
 
 
@@ -80,8 +98,16 @@ def state_model_rows(run: WorldModelRun, cache, goals, plan_cfg, replans: int, s
     env, rows = PushTEnv(image_size=goals[0].goal_frame.shape[0]), []
     try:
         for i, g in enumerate(goals):
-            r = run_episode(env, StatePolicy(model, s.codec, plan_cfg), g.start_state, g.goal_state, g.goal_frame,
-                            replans, s.codec.frame_skip, seed=derive_seed(s.seed, g.index))
+            r = run_episode(
+                env,
+                StatePolicy(model, s.codec, plan_cfg),
+                g.start_state,
+                g.goal_state,
+                g.goal_frame,
+                replans,
+                s.codec.frame_skip,
+                seed=derive_seed(s.seed, g.index),
+            )
             r.pop("frames")
             rows.append({"goal": i, **r})
             log(f"  state model, goal {i}: {'✓' if r['success'] else '✗'} block {r['block_pos_diff']:.0f} px")
@@ -93,48 +119,103 @@ def state_model_rows(run: WorldModelRun, cache, goals, plan_cfg, replans: int, s
 def model_rows(run: WorldModelRun, episodes, cache, plan_cfg, out: Path, baselines=(), encoder=None) -> dict:
     """Per-goal rows {method: [...]} of the world model's CEM (and `baselines`), kept under `out`."""
     if not (out / "planning_goals.json").exists():
-        evaluate_planning(run, episodes, plan_cfg, cache_dir=cache, out_dir=out, encoder=encoder,
-                          options=PlanningOptions(planners=("cem",), baselines=tuple(baselines), num_videos=1))
+        evaluate_planning(
+            run,
+            episodes,
+            plan_cfg,
+            cache_dir=cache,
+            out_dir=out,
+            encoder=encoder,
+            options=PlanningOptions(planners=("cem",), baselines=tuple(baselines), num_videos=1),
+        )
     return json.loads((out / "planning_goals.json").read_text())
 
 
-def planning_ladder(run: WorldModelRun, episodes, cache, plan_cfg, out: Path, *, encoder=None,
-                    sample_steps=(1, 4), next_frame: WorldModelRun | None = None, state_steps: int = 3000,
-                    given: dict | None = None, log=print) -> dict:
+def planning_ladder(
+    run: WorldModelRun,
+    episodes,
+    cache,
+    plan_cfg,
+    out: Path,
+    *,
+    encoder=None,
+    sample_steps=(1, 4),
+    next_frame: WorldModelRun | None = None,
+    state_steps: int = 3000,
+    given: dict | None = None,
+    log=print,
+) -> dict:
     """Every rung on plan_cfg.num_goals goals of the run's held-out split (seed plan_cfg.seed). given: per-goal rows
     already made on these goals ({"latent model K=1": rows, "random actions": rows}, e.g. the demo's plan stage),
     not run again. Returns {"rungs": {rung: summary}, "goals", "block_moving_goals", "settings"}."""
     d = run.exp.data
-    goals = sample_goals(held_out_episodes(episodes, cache, d.eval_fraction, d.seed), plan_cfg.num_goals,
-                         plan_cfg.goal_offset, plan_cfg.seed)
+    goals = sample_goals(
+        held_out_episodes(episodes, cache, d.eval_fraction, d.seed),
+        plan_cfg.num_goals,
+        plan_cfg.goal_offset,
+        plan_cfg.seed,
+    )
     moves = [not goal_metrics(np.r_[g.goal_state[:2], g.start_state[2:]], g.goal_state)["success"] for g in goals]
     replans = planning_session(run, plan_cfg, encoder=lambda f: None).max_replans
     given, out = dict(given or {}), Path(out)
     sim = _kept(out / "simulator.json", lambda: simulator_rows(run, goals, plan_cfg, replans, encoder))
-    rungs = {name: summarize_rung([{"goal": r["goal"], "success": r[f"{c}_cem_success"],
-                                    "success_joint": r[f"{c}_cem_joint"], "block_pos_diff": r[f"{c}_cem_block_px"]}
-                                   for r in sim], moves) for c, name in SIMULATOR_RUNGS.items()}
-    rungs["state model (privileged)"] = summarize_rung(_kept(out / "state_model.json", lambda: state_model_rows(
-        run, cache, goals, plan_cfg, replans, state_steps, log)), moves)
+    rungs = {
+        name: summarize_rung(
+            [
+                {
+                    "goal": r["goal"],
+                    "success": r[f"{c}_cem_success"],
+                    "success_joint": r[f"{c}_cem_joint"],
+                    "block_pos_diff": r[f"{c}_cem_block_px"],
+                }
+                for r in sim
+            ],
+            moves,
+        )
+        for c, name in SIMULATOR_RUNGS.items()
+    }
+    rungs["state model (privileged)"] = summarize_rung(
+        _kept(
+            out / "state_model.json", lambda: state_model_rows(run, cache, goals, plan_cfg, replans, state_steps, log)
+        ),
+        moves,
+    )
     for k in sample_steps:
         name = f"latent model K={k}"
         if name not in given:
-            rows = model_rows(run, episodes, cache, dataclasses.replace(plan_cfg, sample_steps=k), out / f"latent_k{k}",
-                              baselines=() if "random actions" in given else ("random",), encoder=encoder)
+            rows = model_rows(
+                run,
+                episodes,
+                cache,
+                dataclasses.replace(plan_cfg, sample_steps=k),
+                out / f"latent_k{k}",
+                baselines=() if "random actions" in given else ("random",),
+                encoder=encoder,
+            )
             given[name] = rows["cem"]
             given.setdefault("random actions", rows.get("random"))
         rungs[name] = summarize_rung(given[name], moves)
     if next_frame is not None:
         rungs["next-frame variant"] = summarize_rung(
-            model_rows(next_frame, episodes, cache, plan_cfg, out / "next_frame", encoder=encoder)["cem"], moves)
+            model_rows(next_frame, episodes, cache, plan_cfg, out / "next_frame", encoder=encoder)["cem"], moves
+        )
     if given.get("random actions") is not None:
         rungs["random actions"] = summarize_rung(given["random actions"], moves)
     c = plan_cfg.cem
-    return {"rungs": rungs, "goals": len(goals), "block_moving_goals": int(sum(moves)),
-            "settings": {"cem": [c.population, c.elites, c.iterations], "horizon": plan_cfg.horizon,
-                         "exec_steps": plan_cfg.exec_steps, "max_replans": replans,
-                         "goal_offset": plan_cfg.goal_offset, "relative_actions": d.relative_actions,
-                         "proprio_channels": run.exp.model.proprio_dim}}
+    return {
+        "rungs": rungs,
+        "goals": len(goals),
+        "block_moving_goals": int(sum(moves)),
+        "settings": {
+            "cem": [c.population, c.elites, c.iterations],
+            "horizon": plan_cfg.horizon,
+            "exec_steps": plan_cfg.exec_steps,
+            "max_replans": replans,
+            "goal_offset": plan_cfg.goal_offset,
+            "relative_actions": d.relative_actions,
+            "proprio_channels": run.exp.model.proprio_dim,
+        },
+    }
 
 
 __all__ = ["SIMULATOR_RUNGS", "planning_ladder", "summarize_rung"]

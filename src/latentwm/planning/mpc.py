@@ -65,17 +65,36 @@ class ActionCodec:
     relative: bool = False
 
     @classmethod
-    def from_stats(cls, action_stats, frame_skip: int, action_dim: int, env_low=0.0, env_high=512.0,
-                   repeat: bool = True, relative: bool = False) -> "ActionCodec":
+    def from_stats(
+        cls,
+        action_stats,
+        frame_skip: int,
+        action_dim: int,
+        env_low=0.0,
+        env_high=512.0,
+        repeat: bool = True,
+        relative: bool = False,
+    ) -> "ActionCodec":
         s = _norm_stats(action_stats)
         a = len(s.mean)
         if a * frame_skip > action_dim:
-            raise ValueError(f"ActionCodec: {a}-D env actions × frame_skip {frame_skip} exceed the model's "
-                             f"action_dim {action_dim}")
-        lo, hi = np.broadcast_to(np.asarray(env_low, np.float64), (a,)), np.broadcast_to(np.asarray(env_high,
-                                                                                                     np.float64), (a,))
-        return cls(np.asarray(s.mean, np.float64), np.asarray(s.std, np.float64), int(frame_skip), int(action_dim),
-                   lo.copy(), hi.copy(), repeat, relative)
+            raise ValueError(
+                f"ActionCodec: {a}-D env actions × frame_skip {frame_skip} exceed the model's action_dim {action_dim}"
+            )
+        lo, hi = (
+            np.broadcast_to(np.asarray(env_low, np.float64), (a,)),
+            np.broadcast_to(np.asarray(env_high, np.float64), (a,)),
+        )
+        return cls(
+            np.asarray(s.mean, np.float64),
+            np.asarray(s.std, np.float64),
+            int(frame_skip),
+            int(action_dim),
+            lo.copy(),
+            hi.copy(),
+            repeat,
+            relative,
+        )
 
     @property
     def env_dim(self) -> int:
@@ -152,8 +171,9 @@ class LatentObserver:
     proprio_stats (the training data's proprio NormStats; a model with proprio channels): each frame's proprio
     (B, P) raw, which every call must then give, is normalized and attached to every token -> (B, N, D + P)."""
 
-    def __init__(self, encode: Callable[[np.ndarray], torch.Tensor], latent_stats=None, device=None,
-                 proprio_stats=None):
+    def __init__(
+        self, encode: Callable[[np.ndarray], torch.Tensor], latent_stats=None, device=None, proprio_stats=None
+    ):
         self.encode, self.device = encode, torch.device(device or "cpu")
         self.mean = self.std = None
         if latent_stats is not None:
@@ -168,8 +188,10 @@ class LatentObserver:
         if self.proprio_stats is None:
             return x
         if proprio is None or len(proprio) != len(x):
-            raise ValueError(f"LatentObserver: the model takes proprio channels; give the proprio of each of the "
-                             f"{len(x)} frames (got {None if proprio is None else len(proprio)})")
+            raise ValueError(
+                f"LatentObserver: the model takes proprio channels; give the proprio of each of the "
+                f"{len(x)} frames (got {None if proprio is None else len(proprio)})"
+            )
         p = torch.from_numpy(self.proprio_stats.normalize(np.asarray(proprio, np.float64))).to(self.device)
         return attach_proprio(x, p)
 
@@ -205,9 +227,20 @@ class MPCPolicy:
     goal frame (the clean pass over the observation and the imagined frames, without actions).
     """
 
-    def __init__(self, model, observer: LatentObserver, codec: ActionCodec, cfg: PlanConfig,
-                 planner: str | None = None, context: int = 4, tau_ctx: float = 1.0, init: str = "hold",
-                 bf16: bool = False, proprio_probe=None, state_probe=None):
+    def __init__(
+        self,
+        model,
+        observer: LatentObserver,
+        codec: ActionCodec,
+        cfg: PlanConfig,
+        planner: str | None = None,
+        context: int = 4,
+        tau_ctx: float = 1.0,
+        init: str = "hold",
+        bf16: bool = False,
+        proprio_probe=None,
+        state_probe=None,
+    ):
         if init not in ("hold", "center"):
             raise ValueError(f"MPCPolicy: init must be 'hold' or 'center', got {init!r}")
         self.model, self.observer, self.codec, self.cfg = model, observer, codec, cfg
@@ -223,8 +256,10 @@ class MPCPolicy:
         use = state_probe is not None and cfg.state_weight > 0
         self.state_probe = state_probe.to(self.device) if use else None
         if cfg.visual_weight == 0 and self.state_probe is None:
-            raise ValueError("MPCPolicy: plan.visual_weight is 0 but no state probe is given (plan.state_weight > 0 "
-                             "and state_probe=...): the cost would have no goal for the block")
+            raise ValueError(
+                "MPCPolicy: plan.visual_weight is 0 but no state probe is given (plan.state_weight > 0 "
+                "and state_probe=...): the cost would have no goal for the block"
+            )
         self.low, self.high = codec.bounds(self.device)
         self.plan_seconds: list[float] = []
         self.results: list[PlanResult] = []
@@ -242,18 +277,24 @@ class MPCPolicy:
             self.goal = None
             return
         if self.channels and "goal_proprio" not in info:
-            raise ValueError("MPCPolicy: the model takes proprio channels; the goal's proprio is needed "
-                             "(info['goal_proprio'] at reset)")
-        self.goal = self.observer(goal_frame[None], np.asarray(info["goal_proprio"])[None] if self.channels
-                                  else None)[0]
+            raise ValueError(
+                "MPCPolicy: the model takes proprio channels; the goal's proprio is needed "
+                "(info['goal_proprio'] at reset)"
+            )
+        self.goal = self.observer(goal_frame[None], np.asarray(info["goal_proprio"])[None] if self.channels else None)[
+            0
+        ]
         if self.probe is not None:
             if "goal_proprio" not in info:
                 raise ValueError("MPCPolicy: a proprio probe needs the goal's proprio (info['goal_proprio'] at reset)")
             self.proprio = ProprioGoal(self.probe, self.probe.normalize(info["goal_proprio"]), self.cfg.proprio_weight)
         if self.state_probe is not None:
             w = self.cfg.state_weight
-            self.state = (StateGoal.from_state(self.state_probe, info["goal_state"], w) if "goal_state" in info
-                          else StateGoal.from_latents(self.state_probe, latents_only(self.goal, self.channels), w))
+            self.state = (
+                StateGoal.from_state(self.state_probe, info["goal_state"], w)
+                if "goal_state" in info
+                else StateGoal.from_latents(self.state_probe, latents_only(self.goal, self.channels), w)
+            )
 
     def imagine_goal(self, history: torch.Tensor) -> None:
         """The text goal: `horizon` frames imagined from `history` (1, C, N, D) under the sentence; the last is the
@@ -262,16 +303,26 @@ class MPCPolicy:
         gen = torch.Generator(device=self.device).manual_seed(derive_seed(self.seed, 0x1A61E))
         text = torch.as_tensor(self.goal_text, dtype=torch.float32, device=self.device).reshape(1, -1)
         with torch.no_grad():
-            self.imagined = imagine(self.model, history, text, self.horizon, self.cfg.imagine_steps,
-                                    self.cfg.text_guidance, self.tau_ctx, gen)[0]
+            self.imagined = imagine(
+                self.model,
+                history,
+                text,
+                self.horizon,
+                self.cfg.imagine_steps,
+                self.cfg.text_guidance,
+                self.tau_ctx,
+                gen,
+            )[0]
             self.goal = self.imagined[-1]
             if self.probe is not None:
                 h = self.model.clean_hidden(torch.cat([history, self.imagined[None]], 1))[:, -1]
-                self.proprio = ProprioGoal(self.probe, self.probe(probe_features(self.model, h))[0],
-                                           self.cfg.proprio_weight)
+                self.proprio = ProprioGoal(
+                    self.probe, self.probe(probe_features(self.model, h))[0], self.cfg.proprio_weight
+                )
         if self.state_probe is not None:
-            self.state = StateGoal.from_latents(self.state_probe, latents_only(self.goal, self.channels),
-                                                self.cfg.state_weight)
+            self.state = StateGoal.from_latents(
+                self.state_probe, latents_only(self.goal, self.channels), self.cfg.state_weight
+            )
         self.imagine_seconds = time.perf_counter() - t0
 
     def act(self, new_frames: list[np.ndarray], info: dict) -> np.ndarray:
@@ -281,7 +332,7 @@ class MPCPolicy:
         history = torch.stack(self.latents[-C:])[None]
         if self.goal is None:
             self.imagine_goal(history)
-        hist_actions = torch.stack(self.actions[len(self.actions) - (C - 1):])[None] if C > 1 else None
+        hist_actions = torch.stack(self.actions[len(self.actions) - (C - 1) :])[None] if C > 1 else None
         if self.prev is not None and self.cfg.warm_start:
             init = shift_plan(self.prev, self.exec_steps)
         elif self.init == "hold" and "agent_pos" in info:
@@ -290,10 +341,25 @@ class MPCPolicy:
             init = None
         s = derive_seed(self.seed, self.calls)
         gen = torch.Generator(device=self.device).manual_seed(s)
-        res = plan(self.model, history, self.goal, self.horizon, self.cfg, self.low, self.high,
-                   history_actions=hist_actions, init=init, planner=self.name, generator=gen, seed=s,
-                   tau_ctx=self.tau_ctx, expand=self.codec.expand, bf16=self.bf16, proprio=self.proprio,
-                   state=self.state)
+        res = plan(
+            self.model,
+            history,
+            self.goal,
+            self.horizon,
+            self.cfg,
+            self.low,
+            self.high,
+            history_actions=hist_actions,
+            init=init,
+            planner=self.name,
+            generator=gen,
+            seed=s,
+            tau_ctx=self.tau_ctx,
+            expand=self.codec.expand,
+            bf16=self.bf16,
+            proprio=self.proprio,
+            state=self.state,
+        )
         self.calls += 1
         self.plan_seconds.append(res.seconds)
         self.results.append(res)
@@ -346,9 +412,20 @@ class ReplayPolicy:
         return self.env_actions
 
 
-def run_episode(env, policy, start_state: np.ndarray, goal_state: np.ndarray, goal_frame: np.ndarray,
-                max_replans: int, frame_skip: int, seed: int = 0, stop_on_success: bool = True,
-                record: bool = False, goal_proprio: np.ndarray | None = None, goal_text=None) -> dict:
+def run_episode(
+    env,
+    policy,
+    start_state: np.ndarray,
+    goal_state: np.ndarray,
+    goal_frame: np.ndarray,
+    max_replans: int,
+    frame_skip: int,
+    seed: int = 0,
+    stop_on_success: bool = True,
+    record: bool = False,
+    goal_proprio: np.ndarray | None = None,
+    goal_text=None,
+) -> dict:
     """One goal-reaching episode from `start_state` (the env is reset to it exactly).
 
     goal_proprio: the goal state's proprio (raw units), handed to the policy at reset (`info["goal_proprio"]`), as
@@ -399,10 +476,18 @@ def run_episode(env, policy, start_state: np.ndarray, goal_state: np.ndarray, go
                 break
     m = goal_metrics(env.state(), goal_state)
     secs = getattr(policy, "plan_seconds", [])
-    return {"success": success, "success_joint": bool(joint), "success_step": success_step,
-            "final_distance": float(m["state_dist"]),
-            "block_pos_diff": m["block_pos_diff"], "angle_diff": m["angle_diff"],
-            "agent_pos_diff": m["agent_pos_diff"], "start_distance": float(m0["state_dist"]),
-            "start_success": start_success,
-            "seconds_per_plan": float(np.mean(secs)) if secs else 0.0, "plans": len(secs), "env_steps": steps,
-            "frames": np.stack(frames) if record else None}
+    return {
+        "success": success,
+        "success_joint": bool(joint),
+        "success_step": success_step,
+        "final_distance": float(m["state_dist"]),
+        "block_pos_diff": m["block_pos_diff"],
+        "angle_diff": m["angle_diff"],
+        "agent_pos_diff": m["agent_pos_diff"],
+        "start_distance": float(m0["state_dist"]),
+        "start_success": start_success,
+        "seconds_per_plan": float(np.mean(secs)) if secs else 0.0,
+        "plans": len(secs),
+        "env_steps": steps,
+        "frames": np.stack(frames) if record else None,
+    }

@@ -9,9 +9,16 @@ from latentwm.planning.base import PlanResult, initial_mean, initial_std, min_st
 
 
 @torch.no_grad()
-def plan_mppi(objective, horizon: int, low: torch.Tensor, high: torch.Tensor, cfg: MPPIConfig,
-              init_std: float = 1.0, init: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> PlanResult:
+def plan_mppi(
+    objective,
+    horizon: int,
+    low: torch.Tensor,
+    high: torch.Tensor,
+    cfg: MPPIConfig,
+    init_std: float = 1.0,
+    init: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> PlanResult:
     """Sampling as CEM; the update is the exponentially weighted average of all samples.
 
     Weights ∝ exp(−(cost − min cost) / (temperature · σ_cost)), σ_cost the standard deviation of this iteration's

@@ -17,11 +17,27 @@ from latentwm.planning.mppi import plan_mppi
 PLANNERS = {"cem": plan_cem, "mppi": plan_mppi, "gradient": plan_gradient}
 
 
-def plan(model, history: torch.Tensor, goal: torch.Tensor, horizon: int, cfg, low: torch.Tensor,
-         high: torch.Tensor, *, history_actions: torch.Tensor | None = None, cache=None,
-         init: torch.Tensor | None = None, planner: str | None = None, generator: torch.Generator | None = None,
-         seed: int = 0, tau_ctx: float = 1.0, expand=None, bf16: bool = False, proprio=None,
-         state=None) -> PlanResult:
+def plan(
+    model,
+    history: torch.Tensor,
+    goal: torch.Tensor,
+    horizon: int,
+    cfg,
+    low: torch.Tensor,
+    high: torch.Tensor,
+    *,
+    history_actions: torch.Tensor | None = None,
+    cache=None,
+    init: torch.Tensor | None = None,
+    planner: str | None = None,
+    generator: torch.Generator | None = None,
+    seed: int = 0,
+    tau_ctx: float = 1.0,
+    expand=None,
+    bf16: bool = False,
+    proprio=None,
+    state=None,
+) -> PlanResult:
     """Plan `horizon` model-step actions from an observed history toward a goal image's latents.
 
     history: (1, C, N, D) normalized latents of the observed frames (oldest first); history_actions (1, C − 1, A)
@@ -42,16 +58,35 @@ def plan(model, history: torch.Tensor, goal: torch.Tensor, horizon: int, cfg, lo
         raise ValueError(f"plan.planner must be one of {sorted(PLANNERS)}, got {name!r}")
     t0 = time.perf_counter()
     k = 1 if name == "gradient" else cfg.sample_steps
-    amp = (torch.autocast(device_type=history.device.type, dtype=torch.bfloat16) if bf16
-           else contextlib.nullcontext())
+    amp = torch.autocast(device_type=history.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with amp:
-        obj = LatentGoalObjective(model, history, goal, history_actions, sample_steps=k, tau_ctx=tau_ctx,
-                                  cost=cfg.cost, all_frames=cfg.cost_all_frames, seed=seed, cache=cache,
-                                  proprio=proprio, state=state, visual_weight=cfg.visual_weight,
-                                  proprio_weight=cfg.proprio_weight)
+        obj = LatentGoalObjective(
+            model,
+            history,
+            goal,
+            history_actions,
+            sample_steps=k,
+            tau_ctx=tau_ctx,
+            cost=cfg.cost,
+            all_frames=cfg.cost_all_frames,
+            seed=seed,
+            cache=cache,
+            proprio=proprio,
+            state=state,
+            visual_weight=cfg.visual_weight,
+            proprio_weight=cfg.proprio_weight,
+        )
         sampling = {} if name == "gradient" else {"init_std": cfg.init_std}
-        res = PLANNERS[name](_Float32(obj if expand is None else MappedObjective(obj, expand)), horizon, low, high,
-                             cfg.planner_config(name), init=init, generator=generator, **sampling)
+        res = PLANNERS[name](
+            _Float32(obj if expand is None else MappedObjective(obj, expand)),
+            horizon,
+            low,
+            high,
+            cfg.planner_config(name),
+            init=init,
+            generator=generator,
+            **sampling,
+        )
     res.seconds, res.evaluations = time.perf_counter() - t0, obj.evaluations
     return res
 

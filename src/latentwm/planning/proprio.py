@@ -109,8 +109,12 @@ class ProprioProbe(nn.Module):
 
     # ---- persistence -------------------------------------------------------------------------------------------
     def meta(self) -> dict:
-        return dict(feature_dim=self.feature_dim, dims=list(self.dims), hidden=self.hidden,
-                    proprio_dim=int(self.prop_mean.numel()))
+        return dict(
+            feature_dim=self.feature_dim,
+            dims=list(self.dims),
+            hidden=self.hidden,
+            proprio_dim=int(self.prop_mean.numel()),
+        )
 
     def save(self, path: str | os.PathLike, metrics: dict | None = None) -> Path:
         """Atomic write of `path` (.safetensors) and its .json (meta + metrics; they become `self.metrics`)."""
@@ -120,8 +124,13 @@ class ProprioProbe(nn.Module):
     def load(cls, path: str | os.PathLike, device="cpu") -> "ProprioProbe":
         """A probe saved by `save` (a file, or the folder holding proprio_probe.safetensors)."""
         meta, state = read_probe(path, PROBE_FILE, "proprio probe")
-        probe = cls(meta["feature_dim"], tuple(meta["dims"]), np.zeros(meta["proprio_dim"]),
-                    np.ones(meta["proprio_dim"]), hidden=meta["hidden"])
+        probe = cls(
+            meta["feature_dim"],
+            tuple(meta["dims"]),
+            np.zeros(meta["proprio_dim"]),
+            np.ones(meta["proprio_dim"]),
+            hidden=meta["hidden"],
+        )
         probe.load_state_dict(state)
         probe.metrics = meta.get("metrics", {})
         return probe.to(device).eval()
@@ -145,7 +154,7 @@ def _features_and_targets(model, data, n_clips: int, dims, batch_size: int, seed
     idx = torch.randperm(len(data), generator=g)[:n_clips].tolist()
     feats, targets = [], []
     for i in range(0, len(idx), batch_size):
-        b = collate([data[j] for j in idx[i:i + batch_size]], action_dim=model.cfg.action_dim).to(device)
+        b = collate([data[j] for j in idx[i : i + batch_size]], action_dim=model.cfg.action_dim).to(device)
         if b.proprio is None:
             raise ValueError("proprio probe: the clips carry no proprio (the dataset records none)")
         f = clean_features(model, b)  # (B, T, F)
@@ -155,9 +164,17 @@ def _features_and_targets(model, data, n_clips: int, dims, batch_size: int, seed
     return torch.cat(feats), torch.cat(targets)
 
 
-def train_proprio_probe(model, cache_dir: str | os.PathLike, exp, cfg: ProbeConfig = _DEFAULT_PROBE,
-                        dims: tuple[int, ...] = (0, 1), clip_len: int | None = None, seed: int = 0, device="cpu",
-                        log=print) -> tuple[ProprioProbe, dict]:
+def train_proprio_probe(
+    model,
+    cache_dir: str | os.PathLike,
+    exp,
+    cfg: ProbeConfig = _DEFAULT_PROBE,
+    dims: tuple[int, ...] = (0, 1),
+    clip_len: int | None = None,
+    seed: int = 0,
+    device="cpu",
+    log=print,
+) -> tuple[ProprioProbe, dict]:
     """Fit a `ProprioProbe` on the frozen `model`'s features of the cache's training clips; score held-out clips.
 
     exp: the model's ExperimentConfig (clip split, frame skip). Features are computed once (no grad) for
@@ -185,9 +202,11 @@ def train_proprio_probe(model, cache_dir: str | os.PathLike, exp, cfg: ProbeConf
     if len(held):
         xe, ye = _features_and_targets(model, held, cfg.clips, dims, 16, seed, dev)
         metrics.update(_heldout_metrics(probe, xe, ye, yf.mean(0)))
-        log(f"proprio probe (dims {list(dims)}): held-out RMSE {metrics['heldout_rmse']:.1f} vs "
+        log(
+            f"proprio probe (dims {list(dims)}): held-out RMSE {metrics['heldout_rmse']:.1f} vs "
             f"{metrics['baseline_rmse']:.1f} for the mean (R² {', '.join(f'{r:.2f}' for r in metrics['r2'])}; "
-            f"{len(xf)} train / {len(xe)} held-out frames)")
+            f"{len(xf)} train / {len(xe)} held-out frames)"
+        )
     probe.metrics = metrics
     return probe, metrics
 
@@ -198,8 +217,10 @@ def _proprio_stats(train: LatentClipDataset, cache_dir, dims: tuple[int, ...]):
     if not with_prop:
         raise ValueError(f"proprio probe: the cache {cache_dir} has no proprio statistics (no proprio recorded)")
     if len(with_prop) > 1:  # each dataset's proprio means something else (Push-T agent xy vs DROID pose)
-        raise ValueError(f"proprio probe: the cache {cache_dir} mixes datasets with proprio ({sorted(with_prop)}); "
-                         "train the probe on a cache of the one dataset you plan in")
+        raise ValueError(
+            f"proprio probe: the cache {cache_dir} mixes datasets with proprio ({sorted(with_prop)}); "
+            "train the probe on a cache of the one dataset you plan in"
+        )
     stats = next(iter(with_prop.values()))
     if max(dims) >= len(stats.mean):
         raise ValueError(f"proprio probe: dims {list(dims)} out of range for {len(stats.mean)}-D proprio")
@@ -230,14 +251,23 @@ def _heldout_metrics(probe: ProprioProbe, xe: torch.Tensor, ye: torch.Tensor, tr
     std = probe.prop_std[list(probe.dims)]
     err = ((probe(xe) - ye) * std).pow(2).mean(0)  # per dim, raw units²
     base = ((ye - train_mean) * std).pow(2).mean(0)
-    return dict(heldout_frames=int(len(xe)), heldout_rmse=float(err.mean().sqrt()),
-                baseline_rmse=float(base.mean().sqrt()),
-                r2=[float(1 - e / b) for e, b in zip(err, base.clamp_min(1e-12))])
+    return dict(
+        heldout_frames=int(len(xe)),
+        heldout_rmse=float(err.mean().sqrt()),
+        baseline_rmse=float(base.mean().sqrt()),
+        r2=[float(1 - e / b) for e, b in zip(err, base.clamp_min(1e-12))],
+    )
 
 
-def resolve_probe(checkpoint: str | os.PathLike, spec: str = "auto", cache_dir: str | os.PathLike | None = None,
-                  out_dir: str | os.PathLike | None = None, probe_cfg: ProbeConfig = _DEFAULT_PROBE, device="cpu",
-                  log=print) -> ProprioProbe | None:
+def resolve_probe(
+    checkpoint: str | os.PathLike,
+    spec: str = "auto",
+    cache_dir: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    probe_cfg: ProbeConfig = _DEFAULT_PROBE,
+    device="cpu",
+    log=print,
+) -> ProprioProbe | None:
     """The probe `latentwm plan` uses. spec "none": no proprio term; a path: that probe; "auto": the run's own
     (`<run>/proprio_probe.safetensors`, next to its checkpoints), else one trained now on the training cache and
     saved under out_dir (None when the cache records no proprio: visual cost only, said in the log)."""
@@ -255,8 +285,7 @@ def resolve_probe(checkpoint: str | os.PathLike, spec: str = "auto", cache_dir: 
     if (Path(cache) / "cache.json").exists():  # a probe trained on another encoder's latents would misread them
         check_pairing(state, LatentCache(cache).info, cache)
     try:
-        probe, metrics = train_proprio_probe(model.requires_grad_(False), cache, exp, probe_cfg, device=device,
-                                             log=log)
+        probe, metrics = train_proprio_probe(model.requires_grad_(False), cache, exp, probe_cfg, device=device, log=log)
     except ValueError as e:
         log(f"proprio probe: none ({e}); planning with the visual cost only")
         return None
@@ -265,5 +294,14 @@ def resolve_probe(checkpoint: str | os.PathLike, spec: str = "auto", cache_dir: 
     return probe
 
 
-__all__ = ["PROBE_FILE", "ProprioGoal", "ProprioProbe", "clean_features", "probe_features", "read_probe",
-           "resolve_probe", "save_probe", "train_proprio_probe"]
+__all__ = [
+    "PROBE_FILE",
+    "ProprioGoal",
+    "ProprioProbe",
+    "clean_features",
+    "probe_features",
+    "read_probe",
+    "resolve_probe",
+    "save_probe",
+    "train_proprio_probe",
+]

@@ -53,8 +53,11 @@ def goal_texts(s, goals, text_encoder=None, cache_dir=None) -> tuple[list[str], 
     if text_encoder is None:
         facts = s.run.facts
         if facts is None:
-            info = LatentCache(cache_dir).info if cache_dir is not None and (Path(cache_dir) / "cache.json").exists() \
+            info = (
+                LatentCache(cache_dir).info
+                if cache_dir is not None and (Path(cache_dir) / "cache.json").exists()
                 else {}
+            )
             facts = {"config": s.run.exp.to_dict(), "cache_info": info, "path": "(in memory)"}
         text_encoder = text_encoder_for(facts, where="plan.goal_text")
     elif s.run.model.cfg.text_dim == 0:
@@ -67,30 +70,38 @@ def goal_texts(s, goals, text_encoder=None, cache_dir=None) -> tuple[list[str], 
 def imagined_goal_facts(observer, policy, goal) -> dict:
     """After a text-goal episode: latent MSE of the goal the policy imagined (`policy.goal`) to the true goal
     frame's latents, beside the start frame's (how far the goal was to begin with), and the imagination's seconds."""
-    prop = (None if observer.proprio_stats is None  # frames with proprio channels: the states' proprio
-            else np.stack([proprio_from_state(goal.goal_state), proprio_from_state(goal.start_state)]))
+    prop = (
+        None
+        if observer.proprio_stats is None  # frames with proprio channels: the states' proprio
+        else np.stack([proprio_from_state(goal.goal_state), proprio_from_state(goal.start_state)])
+    )
     with torch.no_grad():
         true = observer(np.stack([goal.goal_frame, goal.start_frame]), prop)
         imagined = policy.goal.to(true.device, true.dtype)
-        return {"imagined_goal_mse": float((imagined - true[0]).pow(2).mean()),
-                "start_goal_mse": float((true[1] - true[0]).pow(2).mean()),
-                "imagine_seconds": float(policy.imagine_seconds)}
+        return {
+            "imagined_goal_mse": float((imagined - true[0]).pow(2).mean()),
+            "start_goal_mse": float((true[1] - true[0]).pow(2).mean()),
+            "imagine_seconds": float(policy.imagine_seconds),
+        }
 
 
 def method_means(rows: dict[str, list[dict]], methods) -> dict:
     """Means over goals per method: success_rate (ours) and success_rate_joint (DINO-WM's joint test),
     final_distance, block/agent_pos_diff, angle_diff_deg, success_step (over successful goals; None without one)."""
+
     def mean(m, key):
         return float(np.mean([r[key] for r in rows[m]]))
 
     steps = {m: [r["success_step"] for r in rows[m] if r["success_step"] is not None] for m in methods}
-    return {"success_rate": {m: mean(m, "success") for m in methods},
-            "success_rate_joint": {m: mean(m, "success_joint") for m in methods},
-            "final_distance": {m: mean(m, "final_distance") for m in methods},
-            "block_pos_diff": {m: mean(m, "block_pos_diff") for m in methods},
-            "agent_pos_diff": {m: mean(m, "agent_pos_diff") for m in methods},
-            "angle_diff_deg": {m: math.degrees(mean(m, "angle_diff")) for m in methods},
-            "success_step": {m: float(np.mean(v)) if v else None for m, v in steps.items()}}
+    return {
+        "success_rate": {m: mean(m, "success") for m in methods},
+        "success_rate_joint": {m: mean(m, "success_joint") for m in methods},
+        "final_distance": {m: mean(m, "final_distance") for m in methods},
+        "block_pos_diff": {m: mean(m, "block_pos_diff") for m in methods},
+        "agent_pos_diff": {m: mean(m, "agent_pos_diff") for m in methods},
+        "angle_diff_deg": {m: math.degrees(mean(m, "angle_diff")) for m in methods},
+        "success_step": {m: float(np.mean(v)) if v else None for m, v in steps.items()},
+    }
 
 
 def summarize(s, goals, rows: dict[str, list[dict]], methods: list[str], held_out: int) -> dict:
@@ -98,30 +109,38 @@ def summarize(s, goals, rows: dict[str, list[dict]], methods: list[str], held_ou
     cfg, channels = s.cfg, s.run.model.cfg.proprio_dim
     means = method_means(rows, methods)
     return {
-        "success_rate": means["success_rate"], "final_distance": means["final_distance"],
+        "success_rate": means["success_rate"],
+        "final_distance": means["final_distance"],
         # DINO-WM's joint test (‖Δ(agent, block position)‖ < 20 px, angle < π/9) beside ours (each within 20 px)
         "success_rate_joint": means["success_rate_joint"],
         "seconds_per_plan": {m: float(np.mean([r["seconds_per_plan"] for r in rows[m]])) for m in s.opts.planners},
         "num_goals": len(goals),
         **{k: means[k] for k in ("block_pos_diff", "agent_pos_diff", "angle_diff_deg")},
         # goals whose block pose already passes at the start: only the agent has to get there
-        "block_static_goals": float(np.mean([goal_metrics(np.r_[g.goal_state[:2], g.start_state[2:]], g.goal_state)
-                                             ["success"] for g in goals])),
+        "block_static_goals": float(
+            np.mean([goal_metrics(np.r_[g.goal_state[:2], g.start_state[2:]], g.goal_state)["success"] for g in goals])
+        ),
         "start_success_rate": float(np.mean([r["start_success"] for r in rows[methods[0]]])),
         "start_distance": float(np.mean([r["start_distance"] for r in rows[methods[0]]])),
         "success_step": means["success_step"],
-        "settings": {**{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("planner", "num_goals")},
-                     "max_replans": s.max_replans, "budget_env_steps": s.max_replans * s.exec_steps *
-                     s.codec.frame_skip, "frame_skip": s.codec.frame_skip, "context": s.context,
-                     "repeat_actions": s.opts.repeat_actions, "bf16": s.bf16,
-                     "proprio_term": s.probe is not None or bool(channels and cfg.proprio_weight > 0),
-                     "proprio_channels": channels, "relative_actions": s.codec.relative,
-                     "proprio_probe": getattr(s.probe, "metrics", None) if s.probe is not None else None,
-                     "state_term": s.state_probe is not None,
-                     "state_probe": getattr(s.state_probe, "metrics", None) if s.state_probe is not None else None,
-                     "held_out_episodes": held_out},
+        "settings": {
+            **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("planner", "num_goals")},
+            "max_replans": s.max_replans,
+            "budget_env_steps": s.max_replans * s.exec_steps * s.codec.frame_skip,
+            "frame_skip": s.codec.frame_skip,
+            "context": s.context,
+            "repeat_actions": s.opts.repeat_actions,
+            "bf16": s.bf16,
+            "proprio_term": s.probe is not None or bool(channels and cfg.proprio_weight > 0),
+            "proprio_channels": channels,
+            "relative_actions": s.codec.relative,
+            "proprio_probe": getattr(s.probe, "metrics", None) if s.probe is not None else None,
+            "state_term": s.state_probe is not None,
+            "state_probe": getattr(s.state_probe, "metrics", None) if s.state_probe is not None else None,
+            "held_out_episodes": held_out,
+        },
         "convention": "DINO-WM Push-T success (block < 20 px, angle < π/9, agent < 20 px) at the end of any "
-                      "executed chunk; final_distance = block px + agent px + angle degrees of the last state",
+        "executed chunk; final_distance = block px + agent px + angle degrees of the last state",
     }
 
 
@@ -131,18 +150,25 @@ def summarize_text_goals(s, goals, rows: dict[str, list[dict]], sentences: list[
     sentence of every goal and the settings that made them."""
     planners = list(rows)
     means = method_means(rows, planners)
-    per = {k: {m: float(np.mean([r[k] for r in rows[m]])) for m in planners}
-           for k in ("seconds_per_plan", "imagine_seconds", "imagined_goal_mse")}
-    return {**means, **per, "start_goal_mse": float(np.mean([r["start_goal_mse"] for r in rows[planners[0]]])),
-            "num_goals": len(goals),
-            "goals": [{"goal": g.index, "episode": g.episode, "t0": g.t0, "sentence": t} for g, t in
-                      zip(goals, sentences)],
-            "sentences": "heldout_paraphrase" if s.opts.goal_text.strip() == AUTO else "given",
-            "text_guidance": s.cfg.text_guidance, "imagine_steps": s.cfg.imagine_steps,
-            "imagine_horizon": s.cfg.horizon, "text_encoder": text_encoder,
-            "convention": "goals are sentences: the model imagines plan.horizon frames from the start observation "
-                          "under the sentence (text guidance plan.text_guidance) and plans toward the last one; "
-                          "success and distances against the true goal state, as image goals"}
+    per = {
+        k: {m: float(np.mean([r[k] for r in rows[m]])) for m in planners}
+        for k in ("seconds_per_plan", "imagine_seconds", "imagined_goal_mse")
+    }
+    return {
+        **means,
+        **per,
+        "start_goal_mse": float(np.mean([r["start_goal_mse"] for r in rows[planners[0]]])),
+        "num_goals": len(goals),
+        "goals": [{"goal": g.index, "episode": g.episode, "t0": g.t0, "sentence": t} for g, t in zip(goals, sentences)],
+        "sentences": "heldout_paraphrase" if s.opts.goal_text.strip() == AUTO else "given",
+        "text_guidance": s.cfg.text_guidance,
+        "imagine_steps": s.cfg.imagine_steps,
+        "imagine_horizon": s.cfg.horizon,
+        "text_encoder": text_encoder,
+        "convention": "goals are sentences: the model imagines plan.horizon frames from the start observation "
+        "under the sentence (text guidance plan.text_guidance) and plans toward the last one; "
+        "success and distances against the true goal state, as image goals",
+    }
 
 
 def text_goal_comparison(metrics: dict) -> dict | None:
@@ -155,10 +181,12 @@ def text_goal_comparison(metrics: dict) -> dict | None:
         return None
     methods = list(text["success_rate"])
     keys = ("success_rate", "final_distance", "block_pos_diff", "agent_pos_diff", "angle_diff_deg")
-    return {"methods": methods, "image": {k: {m: metrics[k][m] for m in methods} for k in keys},
-            "text": {k: dict(text[k]) for k in keys},
-            **{k: text.get(k) for k in ("imagined_goal_mse", "start_goal_mse", "sentences", "text_guidance",
-                                        "num_goals")}}
+    return {
+        "methods": methods,
+        "image": {k: {m: metrics[k][m] for m in methods} for k in keys},
+        "text": {k: dict(text[k]) for k in keys},
+        **{k: text.get(k) for k in ("imagined_goal_mse", "start_goal_mse", "sentences", "text_guidance", "num_goals")},
+    }
 
 
 def planning_table(metrics: dict) -> str:
@@ -166,42 +194,63 @@ def planning_table(metrics: dict) -> str:
     when the result has a `text_goal` section), with a settings line under it."""
     parts = all(k in metrics for k in ("block_pos_diff", "agent_pos_diff", "angle_diff_deg"))
     joint = "success_rate_joint" in metrics
-    lines = ["| method | success rate | " + ("DINO-WM joint test | " if joint else "") + "final state distance | "
-             + ("block px | agent px | angle ° | " if parts else "") + "s / plan |",
-             "|---|---|---|" + ("---|" if joint else "") + ("---|---|---|" if parts else "") + "---|"]
+    lines = [
+        "| method | success rate | "
+        + ("DINO-WM joint test | " if joint else "")
+        + "final state distance | "
+        + ("block px | agent px | angle ° | " if parts else "")
+        + "s / plan |",
+        "|---|---|---|" + ("---|" if joint else "") + ("---|---|---|" if parts else "") + "---|",
+    ]
     text = metrics.get("text_goal") or {}
     sections = [(metrics, ""), *([(text, TEXT_TAG)] if text else [])]
     for sec, tag in sections:
         for m, sr in sec["success_rate"].items():
             sp = sec.get("seconds_per_plan", {}).get(m)
-            extra = (f"{sec['block_pos_diff'][m]:.1f} | {sec['agent_pos_diff'][m]:.1f} | "
-                     f"{sec['angle_diff_deg'][m]:.1f} | " if parts else "")
+            extra = (
+                f"{sec['block_pos_diff'][m]:.1f} | {sec['agent_pos_diff'][m]:.1f} | {sec['angle_diff_deg'][m]:.1f} | "
+                if parts
+                else ""
+            )
             jr = sec.get("success_rate_joint", {}).get(m)
             jcol = ("–" if jr is None else f"{jr:.2f}") + " | " if joint else ""
-            lines.append(f"| {m}{tag} | {sr:.2f} | {jcol}{sec['final_distance'][m]:.1f} | {extra}"
-                         f"{'–' if sp is None else f'{sp:.2f}'} |")
+            lines.append(
+                f"| {m}{tag} | {sr:.2f} | {jcol}{sec['final_distance'][m]:.1f} | {extra}"
+                f"{'–' if sp is None else f'{sp:.2f}'} |"
+            )
     s = metrics.get("settings", {})
     if s:
         lines.append("")
-        lines.append(f"{metrics['num_goals']} goals {s.get('goal_offset')} env steps ahead (held-out episodes); "
-                     f"{_search_text(s)}, horizon {s.get('horizon')}, {s.get('exec_steps')} steps executed per plan, "
-                     f"≤ {s.get('max_replans')} plans, K = {s.get('sample_steps')}; at the start: distance "
-                     f"{metrics.get('start_distance', float('nan')):.1f}, goals already reached "
-                     f"{metrics.get('start_success_rate', 0):.2f}"
-                     + (f", goals whose block pose already passes (only the agent must get there) "
-                        f"{metrics['block_static_goals']:.2f}" if "block_static_goals" in metrics else "")
-                     + f". Success: {metrics.get('convention', '')}. Errors (block px, agent px, angle °) are "
-                     "means of the last states." + (_text_note(text) if text else ""))
+        lines.append(
+            f"{metrics['num_goals']} goals {s.get('goal_offset')} env steps ahead (held-out episodes); "
+            f"{_search_text(s)}, horizon {s.get('horizon')}, {s.get('exec_steps')} steps executed per plan, "
+            f"≤ {s.get('max_replans')} plans, K = {s.get('sample_steps')}; at the start: distance "
+            f"{metrics.get('start_distance', float('nan')):.1f}, goals already reached "
+            f"{metrics.get('start_success_rate', 0):.2f}"
+            + (
+                f", goals whose block pose already passes (only the agent must get there) "
+                f"{metrics['block_static_goals']:.2f}"
+                if "block_static_goals" in metrics
+                else ""
+            )
+            + f". Success: {metrics.get('convention', '')}. Errors (block px, agent px, angle °) are "
+            "means of the last states." + (_text_note(text) if text else "")
+        )
     return "\n".join(lines)
 
 
 def _text_note(text: dict) -> str:
-    what = ("a held-out paraphrase of its Push-T description" if text.get("sentences") == "heldout_paraphrase"
-            else "the sentence given")
+    what = (
+        "a held-out paraphrase of its Push-T description"
+        if text.get("sentences") == "heldout_paraphrase"
+        else "the sentence given"
+    )
     mse = ", ".join(f"{m} {v:.3f}" for m, v in text.get("imagined_goal_mse", {}).items())
-    return (f" Rows{TEXT_TAG}: the same starts and seeds with each goal given as {what} (text guidance "
-            f"{text.get('text_guidance')}): the planners plan toward the goal the model imagines; latent MSE of the "
-            f"imagined goal to the true one {mse} (start to goal {text.get('start_goal_mse', float('nan')):.3f}).")
+    return (
+        f" Rows{TEXT_TAG}: the same starts and seeds with each goal given as {what} (text guidance "
+        f"{text.get('text_guidance')}): the planners plan toward the goal the model imagines; latent MSE of the "
+        f"imagined goal to the true one {mse} (start to goal {text.get('start_goal_mse', float('nan')):.3f})."
+    )
 
 
 def _search_text(settings: dict) -> str:
@@ -210,5 +259,16 @@ def _search_text(settings: dict) -> str:
     return f"population {cem.get('population')}, elites {cem.get('elites')}, {cem.get('iterations')} iterations"
 
 
-__all__ = ["AUTO", "TEXT_TAG", "goal_sentence", "goal_sentences", "goal_texts", "imagined_goal_facts", "method_means",
-           "planning_table", "summarize", "summarize_text_goals", "text_goal_comparison"]
+__all__ = [
+    "AUTO",
+    "TEXT_TAG",
+    "goal_sentence",
+    "goal_sentences",
+    "goal_texts",
+    "imagined_goal_facts",
+    "method_means",
+    "planning_table",
+    "summarize",
+    "summarize_text_goals",
+    "text_goal_comparison",
+]

@@ -36,8 +36,19 @@ SCALE = torch.tensor([256.0, 256.0, 256.0, 256.0, 1.0, 1.0, 200.0, 200.0])
 def state_features(state: torch.Tensor) -> torch.Tensor:
     """(…, 7) Push-T states -> (…, 8) normalized features [ax, ay, bx, by, sin θ, cos θ, vx, vy]."""
     s = state.float()
-    f = torch.stack([s[..., 0] - 256, s[..., 1] - 256, s[..., 2] - 256, s[..., 3] - 256, torch.sin(s[..., 4]),
-                     torch.cos(s[..., 4]), s[..., 5], s[..., 6]], -1)
+    f = torch.stack(
+        [
+            s[..., 0] - 256,
+            s[..., 1] - 256,
+            s[..., 2] - 256,
+            s[..., 3] - 256,
+            torch.sin(s[..., 4]),
+            torch.cos(s[..., 4]),
+            s[..., 5],
+            s[..., 6],
+        ],
+        -1,
+    )
     return f / SCALE.to(f.device)
 
 
@@ -56,8 +67,15 @@ class StateDynamics(nn.Module):
 
     def __init__(self, action_dim: int, hidden: int = 256):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(8 + action_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-                                 nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 8))
+        self.net = nn.Sequential(
+            nn.Linear(8 + action_dim, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, 8),
+        )
 
     def forward(self, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return features + self.net(torch.cat([features, actions.to(features)], -1))
@@ -85,8 +103,9 @@ def _pairs(clips: LatentClipDataset, n: int, seed: int) -> tuple[torch.Tensor, t
     return torch.stack(f), torch.stack(a), torch.stack(nxt)
 
 
-def fit_state_dynamics(clips: LatentClipDataset, steps: int = 3000, pairs: int = 20000, batch: int = 512,
-                       seed: int = 0, log=print) -> tuple[StateDynamics, dict]:
+def fit_state_dynamics(
+    clips: LatentClipDataset, steps: int = 3000, pairs: int = 20000, batch: int = 512, seed: int = 0, log=print
+) -> tuple[StateDynamics, dict]:
     """Train on `pairs` (state, action, next state) of the training clips (clip_len 2: one model step); returns
     (model, {"train_mse", "pairs", "steps"}) with the last 100 steps' mean feature MSE."""
     x, a, y = _pairs(clips, pairs, seed)
@@ -105,8 +124,11 @@ def fit_state_dynamics(clips: LatentClipDataset, steps: int = 3000, pairs: int =
             sched.step()
             losses.append(float(loss.detach()))
     log(f"state model: {len(x)} pairs, {steps} steps, feature MSE {np.mean(losses[-100:]):.5f}")
-    return model.eval().requires_grad_(False), {"train_mse": float(np.mean(losses[-100:])), "pairs": len(x),
-                                                "steps": steps}
+    return model.eval().requires_grad_(False), {
+        "train_mse": float(np.mean(losses[-100:])),
+        "pairs": len(x),
+        "steps": steps,
+    }
 
 
 class StatePolicy:
@@ -129,12 +151,23 @@ class StatePolicy:
         def cost(x: torch.Tensor, grad: bool = False) -> torch.Tensor:
             return state_distance_of(self.model.rollout(f0.expand(len(x), -1), self.codec.expand(x)), self.goal)
 
-        init = (shift_plan(self.prev, self.exec_steps) if self.prev is not None
-                else self.codec.hold(info["state"][:2], self.cfg.horizon))
+        init = (
+            shift_plan(self.prev, self.exec_steps)
+            if self.prev is not None
+            else self.codec.hold(info["state"][:2], self.cfg.horizon)
+        )
         gen = torch.Generator().manual_seed(derive_seed(self.seed, self.calls))
         t0 = time.perf_counter()
-        res = plan_cem(cost, self.cfg.horizon, self.low, self.high, self.cfg.cem, init_std=self.cfg.init_std,
-                       init=init, generator=gen)
+        res = plan_cem(
+            cost,
+            self.cfg.horizon,
+            self.low,
+            self.high,
+            self.cfg.cem,
+            init_std=self.cfg.init_std,
+            init=init,
+            generator=gen,
+        )
         self.plan_seconds.append(time.perf_counter() - t0)
         self.calls += 1
         self.prev = res.actions

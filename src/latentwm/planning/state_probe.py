@@ -50,21 +50,31 @@ class StateProbe(nn.Module):
     `pos_mean` / `pos_std` (4,) are the training frames' statistics of [agent x, y, block x, y] (buffers, saved).
     """
 
-    def __init__(self, num_tokens: int, latent_dim: int, channels: int = 8, hidden: int = 256, pos_mean=None,
-                 pos_std=None, token_hidden: int = 64):
+    def __init__(
+        self,
+        num_tokens: int,
+        latent_dim: int,
+        channels: int = 8,
+        hidden: int = 256,
+        pos_mean=None,
+        pos_std=None,
+        token_hidden: int = 64,
+    ):
         super().__init__()
         self.num_tokens, self.latent_dim = int(num_tokens), int(latent_dim)
         self.channels, self.hidden, self.token_hidden = int(channels), int(hidden), int(token_hidden)
-        self.proj = nn.Sequential(nn.Linear(self.latent_dim, self.token_hidden), nn.SiLU(),
-                                  nn.Linear(self.token_hidden, self.channels))
+        self.proj = nn.Sequential(
+            nn.Linear(self.latent_dim, self.token_hidden), nn.SiLU(), nn.Linear(self.token_hidden, self.channels)
+        )
         self.net = mlp(self.num_tokens * self.channels, self.hidden, 6)
         self.register_buffer("pos_mean", torch.zeros(4) if pos_mean is None else torch.as_tensor(pos_mean).float())
         self.register_buffer("pos_std", torch.ones(4) if pos_std is None else torch.as_tensor(pos_std).float())
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         if tuple(latents.shape[-2:]) != (self.num_tokens, self.latent_dim):
-            raise ValueError(f"state probe: latents (…, {self.num_tokens}, {self.latent_dim}) expected, got "
-                             f"{tuple(latents.shape)}")
+            raise ValueError(
+                f"state probe: latents (…, {self.num_tokens}, {self.latent_dim}) expected, got {tuple(latents.shape)}"
+            )
         return self.net(self.proj(latents.float()).flatten(-2))
 
     @staticmethod
@@ -90,8 +100,14 @@ class StateProbe(nn.Module):
 
     # ---- persistence -------------------------------------------------------------------------------------------
     def meta(self) -> dict:
-        return dict(kind="state_probe", num_tokens=self.num_tokens, latent_dim=self.latent_dim,
-                    channels=self.channels, hidden=self.hidden, token_hidden=self.token_hidden)
+        return dict(
+            kind="state_probe",
+            num_tokens=self.num_tokens,
+            latent_dim=self.latent_dim,
+            channels=self.channels,
+            hidden=self.hidden,
+            token_hidden=self.token_hidden,
+        )
 
     def save(self, path: str | os.PathLike, metrics: dict | None = None) -> Path:
         """Atomic write of `path` (.safetensors) and its .json (meta + metrics; they become `self.metrics`)."""
@@ -101,8 +117,13 @@ class StateProbe(nn.Module):
     def load(cls, path: str | os.PathLike, device="cpu") -> "StateProbe":
         """A probe saved by `save` (a file, or the folder holding state_probe.safetensors)."""
         meta, state = read_probe(path, STATE_PROBE_FILE, "state probe")
-        probe = cls(meta["num_tokens"], meta["latent_dim"], channels=meta["channels"], hidden=meta["hidden"],
-                    token_hidden=meta["token_hidden"])
+        probe = cls(
+            meta["num_tokens"],
+            meta["latent_dim"],
+            channels=meta["channels"],
+            hidden=meta["hidden"],
+            token_hidden=meta["token_hidden"],
+        )
         probe.load_state_dict(state)
         probe.metrics = meta.get("metrics", {})
         return probe.to(device).eval().requires_grad_(False)
@@ -156,8 +177,13 @@ def _check4(name: str, x: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def pose_errors(probe: StateProbe, pred: torch.Tensor, truth: torch.Tensor,
-                baselines: dict[str, torch.Tensor] | None = None, valid: torch.Tensor | None = None) -> dict:
+def pose_errors(
+    probe: StateProbe,
+    pred: torch.Tensor,
+    truth: torch.Tensor,
+    baselines: dict[str, torch.Tensor] | None = None,
+    valid: torch.Tensor | None = None,
+) -> dict:
     """The state error of predicted frames: mean distance per horizon between probe(pred) and probe(truth).
 
     pred, truth (B, H, N, D) normalized latents; baselines {name: latents broadcastable to truth} (e.g. copy-last
@@ -171,14 +197,16 @@ def pose_errors(probe: StateProbe, pred: torch.Tensor, truth: torch.Tensor,
     ref = probe.predict_pose(truth)
     out = _per_horizon(pose_gap(probe.predict_pose(pred), ref), valid)
     if baselines:
-        out["baselines"] = {k: _per_horizon(pose_gap(probe.predict_pose(v.expand_as(truth)), ref), valid)
-                            for k, v in baselines.items()}
+        out["baselines"] = {
+            k: _per_horizon(pose_gap(probe.predict_pose(v.expand_as(truth)), ref), valid) for k, v in baselines.items()
+        }
     return out
 
 
 @torch.no_grad()
-def pose_errors_vs_states(probe: StateProbe, latents: torch.Tensor, states: torch.Tensor,
-                          valid: torch.Tensor | None = None) -> dict:
+def pose_errors_vs_states(
+    probe: StateProbe, latents: torch.Tensor, states: torch.Tensor, valid: torch.Tensor | None = None
+) -> dict:
     """The probe's reading of latents (B, H, N, D) against simulator states (B, H, ≥ 5): per-horizon mean agent
     px, block px, angle degrees (on true frames: the probe's own error, the floor under `pose_errors`)."""
     _check4("latents", latents)
@@ -200,8 +228,10 @@ def _frames(data: LatentClipDataset, n_clips: int, seed: int, cache_dir) -> tupl
         if c.states is None or c.latents is None:
             continue
         if c.states.shape[-1] < 5:
-            raise ValueError(f"state probe: the cache {cache_dir} has {c.states.shape[-1]}-D states, a Push-T pose "
-                             "needs [agent x, y, block x, y, angle, ...]")
+            raise ValueError(
+                f"state probe: the cache {cache_dir} has {c.states.shape[-1]}-D states, a Push-T pose "
+                "needs [agent x, y, block x, y, angle, ...]"
+            )
         lats.append(c.latents.half())  # as the cache stores them: half the memory (the probe computes in fp32)
         states.append(c.states)
     if not lats:
@@ -209,9 +239,16 @@ def _frames(data: LatentClipDataset, n_clips: int, seed: int, cache_dir) -> tupl
     return torch.cat(lats), torch.cat(states)
 
 
-def train_state_probe(cache_dir: str | os.PathLike, exp, cfg: ProbeConfig = STATE_PROBE_CONFIG, seed: int = 0,
-                      clip_len: int | None = None, channels: int = 8, device="cpu",
-                      log=print) -> tuple[StateProbe, dict]:
+def train_state_probe(
+    cache_dir: str | os.PathLike,
+    exp,
+    cfg: ProbeConfig = STATE_PROBE_CONFIG,
+    seed: int = 0,
+    clip_len: int | None = None,
+    channels: int = 8,
+    device="cpu",
+    log=print,
+) -> tuple[StateProbe, dict]:
     """Fit a `StateProbe` on the latents of the cache's training frames; score held-out frames.
 
     exp: an ExperimentConfig (its data section gives the clip split: frame_skip, eval_fraction, seed). The frames of
@@ -220,8 +257,9 @@ def train_state_probe(cache_dir: str | os.PathLike, exp, cfg: ProbeConfig = STAT
     mean block angle error (degrees), each beside the train-mean baseline's.
     """
     d = exp.data
-    kw = dict(frame_skip=d.frame_skip, action_dim=exp.model.action_dim, eval_fraction=d.eval_fraction, seed=d.seed,
-              text=False)  # encoder latents only
+    kw = dict(
+        frame_skip=d.frame_skip, action_dim=exp.model.action_dim, eval_fraction=d.eval_fraction, seed=d.seed, text=False
+    )  # encoder latents only
     train = LatentClipDataset(cache_dir, clip_len or d.clip_len, split="train", **kw)
     held = LatentClipDataset(cache_dir, clip_len or d.clip_len, split="eval", **kw)
     dev = torch.device(device)
@@ -236,10 +274,12 @@ def train_state_probe(cache_dir: str | os.PathLike, exp, cfg: ProbeConfig = STAT
     if len(held):
         xe, se = (t.to(dev) for t in _frames(held, cfg.clips, seed, cache_dir))
         metrics.update(_heldout_metrics(probe, xe, se, probe.to_pose(probe.encode_state(s).mean(0))))
-        log(f"state probe: held-out agent RMSE {metrics['agent_rmse_px']:.1f} px (mean: "
+        log(
+            f"state probe: held-out agent RMSE {metrics['agent_rmse_px']:.1f} px (mean: "
             f"{metrics['agent_baseline_rmse_px']:.1f}), block {metrics['block_rmse_px']:.1f} px "
             f"({metrics['block_baseline_rmse_px']:.1f}), angle {metrics['angle_err_deg']:.1f}° "
-            f"({metrics['angle_baseline_err_deg']:.1f}°); {len(x)} train / {len(xe)} held-out frames")
+            f"({metrics['angle_baseline_err_deg']:.1f}°); {len(x)} train / {len(xe)} held-out frames"
+        )
     probe.metrics = metrics
     return probe, metrics
 
@@ -275,9 +315,24 @@ def _heldout_metrics(probe: StateProbe, x: torch.Tensor, states: torch.Tensor, m
         return (float(g[:, 0].pow(2).mean().sqrt()), float(g[:, 1].pow(2).mean().sqrt()), float(g[:, 2].mean()))
 
     (a, b, t), (a0, b0, t0) = summary(gap), summary(base)
-    return dict(heldout_frames=int(len(x)), agent_rmse_px=a, agent_baseline_rmse_px=a0, block_rmse_px=b,
-                block_baseline_rmse_px=b0, angle_err_deg=t, angle_baseline_err_deg=t0)
+    return dict(
+        heldout_frames=int(len(x)),
+        agent_rmse_px=a,
+        agent_baseline_rmse_px=a0,
+        block_rmse_px=b,
+        block_baseline_rmse_px=b0,
+        angle_err_deg=t,
+        angle_baseline_err_deg=t0,
+    )
 
 
-__all__ = ["STATE_PROBE_CONFIG", "STATE_PROBE_FILE", "StateGoal", "StateProbe", "pose_errors",
-           "pose_errors_vs_states", "pose_gap", "train_state_probe"]
+__all__ = [
+    "STATE_PROBE_CONFIG",
+    "STATE_PROBE_FILE",
+    "StateGoal",
+    "StateProbe",
+    "pose_errors",
+    "pose_errors_vs_states",
+    "pose_gap",
+    "train_state_probe",
+]

@@ -26,17 +26,51 @@ from pathlib import Path
 from latentwm.config import ExperimentConfig
 from latentwm.eval.visualize import plot_curves, write_rollout_gifs
 from latentwm.report.text import text_metrics, text_section
-from latentwm.report.sections import (STATE_COST, encoder_paragraph, planning_section, rl_section,
-                                      rollout_section, state_section, training_section, videos_section)
+from latentwm.report.sections import (
+    STATE_COST,
+    encoder_paragraph,
+    planning_section,
+    rl_section,
+    rollout_section,
+    state_section,
+    training_section,
+    videos_section,
+)
 from latentwm.train.decoder_trainer import load_decoder
 from latentwm.train.logging import read_metrics
 
-_PLANNING_KEYS = ("success_rate", "success_rate_joint", "final_distance", "seconds_per_plan", "num_goals",
-                  "start_distance", "start_success_rate", "success_step", "settings", "convention", "block_pos_diff",
-                  "agent_pos_diff", "angle_diff_deg", "block_static_goals", "success_rate_block_moves",
-                  "success_rate_block_static", "by_subset", "state_probe_cost", "text_goal", "ladder")
-_ROLLOUT_EXTRA = ("context_average_error", "mean_of_samples_error", "sample_error", "sample_spread",
-                  "swapped_actions_error", "action_sensitivity", "num_samples", "swap_skipped_clips")
+_PLANNING_KEYS = (
+    "success_rate",
+    "success_rate_joint",
+    "final_distance",
+    "seconds_per_plan",
+    "num_goals",
+    "start_distance",
+    "start_success_rate",
+    "success_step",
+    "settings",
+    "convention",
+    "block_pos_diff",
+    "agent_pos_diff",
+    "angle_diff_deg",
+    "block_static_goals",
+    "success_rate_block_moves",
+    "success_rate_block_static",
+    "by_subset",
+    "state_probe_cost",
+    "text_goal",
+    "ladder",
+)
+_ROLLOUT_EXTRA = (
+    "context_average_error",
+    "mean_of_samples_error",
+    "sample_error",
+    "sample_spread",
+    "swapped_actions_error",
+    "action_sensitivity",
+    "num_samples",
+    "swap_skipped_clips",
+)
 
 
 def weights_field(label: str) -> str:
@@ -44,11 +78,24 @@ def weights_field(label: str) -> str:
     return "random" if label.startswith("random") else label
 
 
-def write_report(out: str | Path, exp: ExperimentConfig, results: dict, train_dir: Path, encoder_label: str,
-                 wall_time_s: float, data: dict, model_parameters: int | None = None,
-                 planning: dict | None = None, decoder: dict | None = None, latent_stats=None,
-                 rl: dict | None = None, best: dict | None = None, encoder_info: dict | None = None,
-                 text_eval: dict | None = None, text_goal: dict | None = None) -> Path:
+def write_report(
+    out: str | Path,
+    exp: ExperimentConfig,
+    results: dict,
+    train_dir: Path,
+    encoder_label: str,
+    wall_time_s: float,
+    data: dict,
+    model_parameters: int | None = None,
+    planning: dict | None = None,
+    decoder: dict | None = None,
+    latent_stats=None,
+    rl: dict | None = None,
+    best: dict | None = None,
+    encoder_info: dict | None = None,
+    text_eval: dict | None = None,
+    text_goal: dict | None = None,
+) -> Path:
     """results: {"tau_ctx=1.0": rollout_errors(...), "tau_ctx=0.9": ..., optional "k=1": the same at K = 1,
     optional "state_error": the demo's state-probe errors}; planning: an `evaluate_planning` result whose files
     were written under out/planning (or None); decoder: a `train-decoder` run's metrics with its folder under "path"
@@ -65,27 +112,50 @@ def write_report(out: str | Path, exp: ExperimentConfig, results: dict, train_di
     gifs = _videos(out, main, decoder, latent_stats)
     metrics = {
         "rollout": _rollout_metrics(exp, results),
-        "encoder": {"weights": weights_field(encoder_label), "label": encoder_label, "name": exp.encoder.name,
-                    "image_size": exp.encoder.image_size, **(encoder_info or {})},
+        "encoder": {
+            "weights": weights_field(encoder_label),
+            "label": encoder_label,
+            "name": exp.encoder.name,
+            "image_size": exp.encoder.image_size,
+            **(encoder_info or {}),
+        },
         "training": _training_metrics(exp, train_curve, ev, best, model_parameters),
-        "data": {**data, "dino_wm_table5_success": dino_wm_success_at(int(data["trajectories"]))
-                 if data.get("trajectories") else None},
+        "data": {
+            **data,
+            "dino_wm_table5_success": dino_wm_success_at(int(data["trajectories"]))
+            if data.get("trajectories")
+            else None,
+        },
         "wall_time_s": wall_time_s,
     }
     cond = text_metrics(out, train_dir, text_eval, text_goal)
     if cond["text"]["gain_curve"] or cond["action"]["gain_curve"] or text_eval is not None:
         metrics.update(cond)
     if decoder is not None:
-        metrics["decoder"] = {k: decoder[k] for k in ("psnr", "ssim", "lpips", "mean_image_psnr", "mean_image_ssim",
-                                                     "split", "epochs", "train_seconds", "parameters", "perceptual")
-                              if k in decoder}
+        metrics["decoder"] = {
+            k: decoder[k]
+            for k in (
+                "psnr",
+                "ssim",
+                "lpips",
+                "mean_image_psnr",
+                "mean_image_ssim",
+                "split",
+                "epochs",
+                "train_seconds",
+                "parameters",
+                "perceptual",
+            )
+            if k in decoder
+        }
     if rl is not None:
         metrics["rl"] = rl
     if planning is not None:
         metrics["planning"] = {k: planning[k] for k in _PLANNING_KEYS if k in planning}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    (out / "report.md").write_text(_markdown(exp, results, metrics, encoder_label, bool(ev), gifs, planning, rl,
-                                             decoder))
+    (out / "report.md").write_text(
+        _markdown(exp, results, metrics, encoder_label, bool(ev), gifs, planning, rl, decoder)
+    )
     return out
 
 
@@ -96,19 +166,27 @@ def _plots(out: Path, train_dir: Path, results: dict, best: dict | None) -> tupl
     H = main["horizons"]
     recs = read_metrics(train_dir / "metrics.jsonl") if (train_dir / "metrics.jsonl").exists() else []
     tr = [(r["step"], r["train/loss"]) for r in recs if "train/loss" in r]
-    ev = sorted({r["step"]: (r["step"], r["eval/mean_model"], r["eval/mean_copy_last"])
-                 for r in recs if "eval/mean_model" in r}.values())  # a step logged twice (resumed): its last row
+    ev = sorted(
+        {
+            r["step"]: (r["step"], r["eval/mean_model"], r["eval/mean_copy_last"])
+            for r in recs
+            if "eval/mean_model" in r
+        }.values()
+    )  # a step logged twice (resumed): its last row
     series = {"train loss (shortcut forcing)": ([s for s, _ in tr], [v for _, v in tr])}
     plot_curves(out / "training_curve.png", series, "Training loss", "step", "loss", logy=True)
     if ev:
-        curves = {"model (EMA)": ([e[0] for e in ev], [e[1] for e in ev]),
-                  "copy last frame": ([e[0] for e in ev], [e[2] for e in ev])}
+        curves = {
+            "model (EMA)": ([e[0] for e in ev], [e[1] for e in ev]),
+            "copy last frame": ([e[0] for e in ev], [e[2] for e in ev]),
+        }
         if best is not None:
             curves[f"kept (best): step {best['step']}"] = ([best["step"]], [best["score"]])
-        plot_curves(out / "eval_curve.png", curves, "Held-out rollout error (mean over horizons)", "step",
-                    "latent MSE")
-    err_series = {"model, clean context (τ_ctx=1.0)": (H, main["model_error"]),
-                  "copy last frame": (H, main["copy_last_error"])}
+        plot_curves(out / "eval_curve.png", curves, "Held-out rollout error (mean over horizons)", "step", "latent MSE")
+    err_series = {
+        "model, clean context (τ_ctx=1.0)": (H, main["model_error"]),
+        "copy last frame": (H, main["copy_last_error"]),
+    }
     if main.get("context_average_error") is not None:
         err_series["context average"] = (H, main["context_average_error"])
     if main.get("mean_of_samples_error") is not None:
@@ -119,8 +197,13 @@ def _plots(out: Path, train_dir: Path, results: dict, best: dict | None) -> tupl
         err_series["model, K = 1"] = (H, k1["model_error"])
     if renoised:
         err_series["model, re-noised context (τ_ctx=0.9)"] = (H, renoised["model_error"])
-    plot_curves(out / "rollout_error.png", err_series, "Rollout error per horizon (held-out episodes)",
-                "horizon (model steps)", "latent MSE")
+    plot_curves(
+        out / "rollout_error.png",
+        err_series,
+        "Rollout error per horizon (held-out episodes)",
+        "horizon (model steps)",
+        "latent MSE",
+    )
     return tr, ev
 
 
@@ -138,11 +221,17 @@ def _videos(out: Path, main: dict, decoder: dict | None, latent_stats) -> list[P
 def _rollout_metrics(exp: ExperimentConfig, results: dict) -> dict:
     main, renoised, k1 = results["tau_ctx=1.0"], results.get("tau_ctx=0.9"), results.get("k=1")
     model = main["model_error"]
-    res = {"horizons": main["horizons"], "model_error": model, "copy_last_error": main["copy_last_error"],
-           "metric": "latent MSE (normalized DINO features), mean over held-out clips",
-           "num_clips": main["num_clips"],
-           "beats_copy_last": [m < c for m, c in zip(model, main["copy_last_error"])],
-           "context": exp.rollout.context, "sample_steps": exp.rollout.sample_steps, "by_group": main["by_group"]}
+    res = {
+        "horizons": main["horizons"],
+        "model_error": model,
+        "copy_last_error": main["copy_last_error"],
+        "metric": "latent MSE (normalized DINO features), mean over held-out clips",
+        "num_clips": main["num_clips"],
+        "beats_copy_last": [m < c for m, c in zip(model, main["copy_last_error"])],
+        "context": exp.rollout.context,
+        "sample_steps": exp.rollout.sample_steps,
+        "by_group": main["by_group"],
+    }
     res.update({k: main[k] for k in _ROLLOUT_EXTRA if k in main})
     ctx_avg = main.get("context_average_error")
     if ctx_avg is not None:
@@ -159,22 +248,38 @@ def _rollout_metrics(exp: ExperimentConfig, results: dict) -> dict:
     return res
 
 
-def _training_metrics(exp: ExperimentConfig, train_curve: list, ev: list, best: dict | None,
-                      model_parameters: int | None) -> dict:
+def _training_metrics(
+    exp: ExperimentConfig, train_curve: list, ev: list, best: dict | None, model_parameters: int | None
+) -> dict:
     """Steps, final loss, and which weights were evaluated: the kept (best held-out) step and its score beside the
     last evaluated step's (held-out score = mean over horizons of the rollout latent MSE at training's
     evaluations)."""
     steps = train_curve[-1][0] if train_curve else 0
     last = ev[-1] if ev else None
-    return {"steps": steps, "final_loss": train_curve[-1][1] if train_curve else None, "preset": exp.preset,
-            "model_parameters": model_parameters, "weights": "best" if best is not None else "last",
-            "kept_step": best["step"] if best is not None else steps,
-            "kept_score": best["score"] if best is not None else (last[1] if last and last[0] == steps else None),
-            "last_step_score": last[1] if last else None, "last_eval_step": last[0] if last else None}
+    return {
+        "steps": steps,
+        "final_loss": train_curve[-1][1] if train_curve else None,
+        "preset": exp.preset,
+        "model_parameters": model_parameters,
+        "weights": "best" if best is not None else "last",
+        "kept_step": best["step"] if best is not None else steps,
+        "kept_score": best["score"] if best is not None else (last[1] if last and last[0] == steps else None),
+        "last_step_score": last[1] if last else None,
+        "last_eval_step": last[0] if last else None,
+    }
 
 
-def _markdown(exp: ExperimentConfig, results: dict, metrics: dict, encoder_label: str, has_eval_curve: bool,
-              gifs: list[Path], planning: dict | None, rl: dict | None, decoder: dict | None) -> str:
+def _markdown(
+    exp: ExperimentConfig,
+    results: dict,
+    metrics: dict,
+    encoder_label: str,
+    has_eval_curve: bool,
+    gifs: list[Path],
+    planning: dict | None,
+    rl: dict | None,
+    decoder: dict | None,
+) -> str:
     data = metrics["data"]
     params, steps = metrics["training"]["model_parameters"] or "?", metrics["training"]["steps"]
     state = metrics["rollout"].get("state_error")
@@ -184,7 +289,7 @@ def _markdown(exp: ExperimentConfig, results: dict, metrics: dict, encoder_label
 
 - preset `{exp.preset}`: dynamics model of {params} parameters, {steps} steps
 {data_lines(data, exp)}
-- wall time: {metrics['wall_time_s'] / 60:.1f} min
+- wall time: {metrics["wall_time_s"] / 60:.1f} min
 
 {rollout_section(exp, metrics["rollout"])}
 {text_section(metrics["text"], metrics["action"]) if "text" in metrics else ""}
@@ -195,7 +300,7 @@ def _markdown(exp: ExperimentConfig, results: dict, metrics: dict, encoder_label
 
 {videos_section(decoder)}
 
-{chr(10).join(f'![rollout {i}](rollouts/{p.name})' for i, p in enumerate(gifs))}
+{chr(10).join(f"![rollout {i}](rollouts/{p.name})" for i, p in enumerate(gifs))}
 """
 
 
@@ -225,16 +330,21 @@ def data_lines(data: dict, exp: ExperimentConfig) -> str:
     names = {"goal": "goal-directed", "scripted": "random-target", "random_walk": "random walk"}
     mix_text = ", ".join(f"{names.get(k, k)} {counts.get(k, 0)} ({shares.get(k, 0):g})" for k in shares)
     ref = dino_wm_success_at(int(n)) if n else None
-    ref_text = (f"≈ {ref:.2f} success at {n} trajectories" if ref is not None else
-                f"no row at {n} trajectories (its table spans 200 → 0.08 to 18,500 → 0.92)")
-    return (f"- data: {n} simulated Push-T trajectories ({data.get('env_steps')} env steps, at most "
-            f"{data.get('env_steps_per_episode')} per trajectory), frame skip {exp.data.frame_skip} "
-            f"({exp.data.frame_skip * exp.data.env_action_dim}-D actions per model step), "
-            f"{exp.data.eval_fraction:.0%} of trajectories held out\n"
-            f"- policy mix: {mix_text or 'not recorded'}; command noise {mix.get('noise_px', '?')} px\n"
-            f"- DINO-WM's data-scaling table on Push-T (pretrained DINOv2, noisy expert replays, Table 5 of "
-            f"arXiv 2411.04983) gives {ref_text}: another encoder and other data, a reference for the scale, not a "
-            f"target")
+    ref_text = (
+        f"≈ {ref:.2f} success at {n} trajectories"
+        if ref is not None
+        else f"no row at {n} trajectories (its table spans 200 → 0.08 to 18,500 → 0.92)"
+    )
+    return (
+        f"- data: {n} simulated Push-T trajectories ({data.get('env_steps')} env steps, at most "
+        f"{data.get('env_steps_per_episode')} per trajectory), frame skip {exp.data.frame_skip} "
+        f"({exp.data.frame_skip * exp.data.env_action_dim}-D actions per model step), "
+        f"{exp.data.eval_fraction:.0%} of trajectories held out\n"
+        f"- policy mix: {mix_text or 'not recorded'}; command noise {mix.get('noise_px', '?')} px\n"
+        f"- DINO-WM's data-scaling table on Push-T (pretrained DINOv2, noisy expert replays, Table 5 of "
+        f"arXiv 2411.04983) gives {ref_text}: another encoder and other data, a reference for the scale, not a "
+        f"target"
+    )
 
 
 __all__ = ["DINO_WM_SCALING", "STATE_COST", "data_lines", "dino_wm_success_at", "weights_field", "write_report"]

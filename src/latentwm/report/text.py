@@ -45,30 +45,42 @@ def text_metrics(out: Path, train_dir: Path, horizon_eval: dict | None, text_goa
     text_goal: the planning evaluation's text-goal results (beside the image-goal ones), or None."""
     curves = gain_curves(train_dir)
     if curves:
-        plot_curves(Path(out) / "condition_gain.png",
-                    {f"{c} gain": ([s for s, _ in v], [g for _, g in v]) for c, v in curves.items()},
-                    "Condition gain: error(other clip's) − error(true)", "training step",
-                    "latent MSE gain")
+        plot_curves(
+            Path(out) / "condition_gain.png",
+            {f"{c} gain": ([s for s, _ in v], [g for _, g in v]) for c, v in curves.items()},
+            "Condition gain: error(other clip's) − error(true)",
+            "training step",
+            "latent MSE gain",
+        )
     res: dict = {}
     errs = gain_curves(train_dir, "gain_stderr")
     for cond in CONDITIONS:
         curve, se = curves.get(cond, []), dict(errs.get(cond, []))
-        res[cond] = {"gain_curve": [[s, g] for s, g in curve], "half_gain_step": half_gain_step(curve),
-                     "final_gain": curve[-1][1] if curve else None,
-                     "final_gain_stderr": se.get(curve[-1][0]) if curve else None}
+        res[cond] = {
+            "gain_curve": [[s, g] for s, g in curve],
+            "half_gain_step": half_gain_step(curve),
+            "final_gain": curve[-1][1] if curve else None,
+            "final_gain_stderr": se.get(curve[-1][0]) if curve else None,
+        }
         g, e = res[cond]["final_gain"], res[cond]["final_gain_stderr"]
         res[cond]["final_gain_above_noise"] = None if g is None or e is None else bool(g > 2 * e)
     if horizon_eval is not None and "text" in (horizon_eval.get("condition_gain") or {}):
         t, H = horizon_eval["condition_gain"]["text"], horizon_eval["horizons"]
-        res["text"]["by_horizon"] = {"horizons": H, "text_conditioned": t["true"], "no_text": t["null"],
-                                     "shuffled_text": t["shuffled"], "num_clips": t["num_clips"],
-                                     "gain_mean": None if t.get("gain") is None else sum(t["gain"]) / len(H),
-                                     "gain_stderr": t.get("gain_stderr")}
+        res["text"]["by_horizon"] = {
+            "horizons": H,
+            "text_conditioned": t["true"],
+            "no_text": t["null"],
+            "shuffled_text": t["shuffled"],
+            "num_clips": t["num_clips"],
+            "gain_mean": None if t.get("gain") is None else sum(t["gain"]) / len(H),
+            "gain_stderr": t.get("gain_stderr"),
+        }
         series = {"true text": (H, t["true"]), "no text (null)": (H, t["null"])}
         if t["shuffled"] is not None:
             series["another clip's text"] = (H, t["shuffled"])
-        plot_curves(Path(out) / "text_rollout_error.png", series, "Rollout error with and without text", "horizon",
-                    "latent MSE")
+        plot_curves(
+            Path(out) / "text_rollout_error.png", series, "Rollout error with and without text", "horizon", "latent MSE"
+        )
         if t["shuffled"] is not None and len(H) >= 8:
             res["text"]["shuffled_minus_true_h8"] = t["shuffled"][7] - t["true"][7]
     if text_goal is not None:
@@ -93,30 +105,50 @@ def _fmt(v, spec=".4f") -> str:
 
 def text_section(text: dict, action: dict) -> str:
     """Markdown: the gain curves' summary, the per-horizon table and text-goal planning."""
-    lines = ["## Does the model listen? Text and actions", "",
-             "Condition gain = held-out rollout error with another clip's future condition − with the true one "
-             "(same noise); 0 means the condition is ignored. ![condition gain](condition_gain.png)", ""]
+    lines = [
+        "## Does the model listen? Text and actions",
+        "",
+        "Condition gain = held-out rollout error with another clip's future condition − with the true one "
+        "(same noise); 0 means the condition is ignored. ![condition gain](condition_gain.png)",
+        "",
+    ]
     for name, sec in (("text", text), ("actions", action)):
         if sec.get("gain_curve"):
             half, g, se = sec["half_gain_step"], sec["final_gain"], sec.get("final_gain_stderr")
-            lines.append(f"- {name}: final gain {_fmt(g)}{_pm(se)} at step {sec['gain_curve'][-1][0]}"
-                         + _noise(g, se) + "; " + (f"half of it reached at step {half}" if half is not None
-                                                   else "never positive: the model did not learn to use it"))
+            lines.append(
+                f"- {name}: final gain {_fmt(g)}{_pm(se)} at step {sec['gain_curve'][-1][0]}"
+                + _noise(g, se)
+                + "; "
+                + (
+                    f"half of it reached at step {half}"
+                    if half is not None
+                    else "never positive: the model did not learn to use it"
+                )
+            )
     by_h = text.get("by_horizon")
     if by_h:
-        lines += ["", f"Text-conditioned vs unconditioned rollout error ({by_h['num_clips']} held-out clips, held-out "
-                  "paraphrases): ![text rollouts](text_rollout_error.png)", "",
-                  "| horizon | true text | no text | another clip's text |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"Text-conditioned vs unconditioned rollout error ({by_h['num_clips']} held-out clips, held-out "
+            "paraphrases): ![text rollouts](text_rollout_error.png)",
+            "",
+            "| horizon | true text | no text | another clip's text |",
+            "|---|---|---|---|",
+        ]
         for i, h in enumerate(by_h["horizons"]):
             sh = by_h["shuffled_text"][i] if by_h["shuffled_text"] is not None else None
             lines.append(f"| {h} | {_fmt(by_h['text_conditioned'][i])} | {_fmt(by_h['no_text'][i])} | {_fmt(sh)} |")
         if by_h.get("gain_mean") is not None:
-            lines.append(f"\nText gain over horizons 1–{by_h['horizons'][-1]}: {by_h['gain_mean']:+.4f}"
-                         f"{_pm(by_h.get('gain_stderr'))}{_noise(by_h['gain_mean'], by_h.get('gain_stderr'))}.")
+            lines.append(
+                f"\nText gain over horizons 1–{by_h['horizons'][-1]}: {by_h['gain_mean']:+.4f}"
+                f"{_pm(by_h.get('gain_stderr'))}{_noise(by_h['gain_mean'], by_h.get('gain_stderr'))}."
+            )
         if text.get("shuffled_minus_true_h8") is not None:
             m = text["shuffled_minus_true_h8"]
-            lines.append(f"\nAt horizon 8 the true text is {'better' if m > 0 else 'not better'} than another clip's "
-                         f"by {m:+.4f} latent MSE.")
+            lines.append(
+                f"\nAt horizon 8 the true text is {'better' if m > 0 else 'not better'} than another clip's "
+                f"by {m:+.4f} latent MSE."
+            )
     goal = text.get("goal_planning")
     if goal:
         lines += ["", _goal_table(goal)]
@@ -124,17 +156,21 @@ def text_section(text: dict, action: dict) -> str:
 
 
 def _goal_table(goal: dict) -> str:
-    rows = ["Goals from words: MPC toward the model's own imagined goal (a held-out paraphrase describing the "
-            "start → goal change) vs toward the goal image, same starts:", "",
-            "| method | image-goal success | text-goal success | image-goal final distance "
-            "| text-goal final distance |",
-            "|---|---|---|---|---|"]
+    rows = [
+        "Goals from words: MPC toward the model's own imagined goal (a held-out paraphrase describing the "
+        "start → goal change) vs toward the goal image, same starts:",
+        "",
+        "| method | image-goal success | text-goal success | image-goal final distance | text-goal final distance |",
+        "|---|---|---|---|---|",
+    ]
     for m in goal.get("methods", []):
         img, txt = goal.get("image", {}), goal.get("text", {})
-        rows.append(f"| {m} | {_fmt(img.get('success_rate', {}).get(m), '.2f')} | "
-                    f"{_fmt(txt.get('success_rate', {}).get(m), '.2f')} | "
-                    f"{_fmt(img.get('final_distance', {}).get(m), '.1f')} | "
-                    f"{_fmt(txt.get('final_distance', {}).get(m), '.1f')} |")
+        rows.append(
+            f"| {m} | {_fmt(img.get('success_rate', {}).get(m), '.2f')} | "
+            f"{_fmt(txt.get('success_rate', {}).get(m), '.2f')} | "
+            f"{_fmt(img.get('final_distance', {}).get(m), '.1f')} | "
+            f"{_fmt(txt.get('final_distance', {}).get(m), '.1f')} |"
+        )
     return "\n".join(rows)
 
 

@@ -25,8 +25,13 @@ def dataset_features(model, batch: WorldBatch, grad: bool = False) -> torch.Tens
     return frame_features(h, model.layout)
 
 
-def heads_loss(heads: AgentHeads, feats: torch.Tensor, batch: WorldBatch, reward_weight: float = 1.0,
-               goal: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+def heads_loss(
+    heads: AgentHeads,
+    feats: torch.Tensor,
+    batch: WorldBatch,
+    reward_weight: float = 1.0,
+    goal: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict]:
     """BC negative log-likelihood of the dataset's known actions + two-hot reward cross-entropy (L steps ahead).
 
     feats (B, T, F) frame features; batch supplies actions (B, T, A), action_mask (B, T), valid (B, T), rewards
@@ -57,8 +62,8 @@ def heads_loss(heads: AgentHeads, feats: torch.Tensor, batch: WorldBatch, reward
         msk = torch.zeros(B, T - 1, L, dtype=torch.bool, device=feats.device)
         for lag in range(L):  # frame t (1..T−1) predicts rewards[t − 1 + lag]
             n = T - 1 - lag
-            tgt[:, :n, lag] = rew[:, lag: lag + n]
-            msk[:, :n, lag] = ok_r[:, lag: lag + n]
+            tgt[:, :n, lag] = rew[:, lag : lag + n]
+            msk[:, :n, lag] = ok_r[:, lag : lag + n]
         ce = heads.twohot.loss(logits, tgt)
         r_loss = (ce * msk).sum() / msk.sum().clamp_min(1)
         loss = loss + reward_weight * r_loss

@@ -23,8 +23,7 @@ from latentwm.rl.heads import AgentHeads, frame_features
 class HeadsPolicy:
     """Acts with `heads`' policy (mode) on features of the observed history."""
 
-    def __init__(self, model, heads: AgentHeads, observer: LatentObserver, codec: ActionCodec, context: int,
-                 name: str):
+    def __init__(self, model, heads: AgentHeads, observer: LatentObserver, codec: ActionCodec, context: int, name: str):
         self.model, self.heads, self.observer, self.codec, self.name = model, heads, observer, codec, name
         self.context = max(1, min(context, model.cfg.context_frames))
 
@@ -41,7 +40,7 @@ class HeadsPolicy:
         A = self.model.cfg.action_dim
         acts = torch.zeros(1, C, A, device=z.device)
         if C > 1:
-            acts[0, : C - 1] = torch.stack(self.actions[-(C - 1):])
+            acts[0, : C - 1] = torch.stack(self.actions[-(C - 1) :])
         mask = torch.zeros(1, C, dtype=torch.bool, device=z.device)
         mask[0, : C - 1] = True
         h = self.model.clean_hidden(z, acts, mask)
@@ -54,8 +53,15 @@ class _Random:
     """Random model steps from the planners' initial distribution around the agent (see planning.mpc)."""
 
     def __init__(self, codec: ActionCodec, seed: int):
-        held = ActionCodec(codec.mean, codec.std, codec.frame_skip, codec.action_dim, codec.env_low, codec.env_high,
-                           relative=codec.relative)
+        held = ActionCodec(
+            codec.mean,
+            codec.std,
+            codec.frame_skip,
+            codec.action_dim,
+            codec.env_low,
+            codec.env_high,
+            relative=codec.relative,
+        )
         self.codec = held
         self.policy, self.seed, self.name = RandomPolicy(held, PlanConfig(horizon=1, exec_steps=1)), seed, "random"
 
@@ -86,13 +92,29 @@ def run_agent_episode(env, policy, seed: int, max_model_steps: int, frame_skip: 
                 boundary = [frame]
         if success:
             break
-    return {"success": success, "max_coverage": float(best), "return": float(ret),
-            "frames": np.stack(frames) if record else None}
+    return {
+        "success": success,
+        "max_coverage": float(best),
+        "return": float(ret),
+        "frames": np.stack(frames) if record else None,
+    }
 
 
-def evaluate_agents(model, policies: dict[str, AgentHeads], observer: LatentObserver, codec: ActionCodec,
-                    context: int, episodes: int = 10, max_model_steps: int = 40, seed: int = 0, image_size: int = 96,
-                    out_dir=None, videos: int = 2, random_baseline: bool = True, log=print) -> dict:
+def evaluate_agents(
+    model,
+    policies: dict[str, AgentHeads],
+    observer: LatentObserver,
+    codec: ActionCodec,
+    context: int,
+    episodes: int = 10,
+    max_model_steps: int = 40,
+    seed: int = 0,
+    image_size: int = 96,
+    out_dir=None,
+    videos: int = 2,
+    random_baseline: bool = True,
+    log=print,
+) -> dict:
     """{method: {success_rate, max_coverage, return}} for every heads policy (and random) on the same resets."""
     methods = {name: HeadsPolicy(model, h, observer, codec, context, name) for name, h in policies.items()}
     if random_baseline:
@@ -104,15 +126,23 @@ def evaluate_agents(model, policies: dict[str, AgentHeads], observer: LatentObse
             s = derive_seed(seed, i) % (2**31)
             for name, pol in methods.items():
                 with torch.random.fork_rng(devices=[]):
-                    r = run_agent_episode(env, pol, s, max_model_steps, codec.frame_skip,
-                                          record=out_dir is not None and i < videos)
+                    r = run_agent_episode(
+                        env, pol, s, max_model_steps, codec.frame_skip, record=out_dir is not None and i < videos
+                    )
                 frames = r.pop("frames")
                 if frames is not None:
                     save_gif(Path(out_dir) / "videos" / f"episode{i:02d}_{name}.gif", frames, fps=10)
                 rows[name].append(r)
-            log(f"  episode {i:2d}: " + " | ".join(f"{n} {'✓' if rows[n][-1]['success'] else '✗'} "
-                                                   f"cov {rows[n][-1]['max_coverage']:.2f}" for n in methods))
+            log(
+                f"  episode {i:2d}: "
+                + " | ".join(
+                    f"{n} {'✓' if rows[n][-1]['success'] else '✗'} cov {rows[n][-1]['max_coverage']:.2f}"
+                    for n in methods
+                )
+            )
     finally:
         env.close()
-    return {n: {k: float(np.mean([r[k] for r in rs])) for k in ("success", "max_coverage", "return")}
-            for n, rs in rows.items()}
+    return {
+        n: {k: float(np.mean([r[k] for r in rs])) for k in ("success", "max_coverage", "return")}
+        for n, rs in rows.items()
+    }

@@ -68,8 +68,17 @@ class TanhGaussian:
 class AgentHeads(nn.Module):
     """Policy, reward (L steps) and value heads over (…, F) frame features (+ an optional goal vector)."""
 
-    def __init__(self, feature_dim: int, action_dim: int, low: torch.Tensor, high: torch.Tensor, hidden: int = 256,
-                 reward_steps: int = 4, num_bins: int = 255, goal_dim: int = 0):
+    def __init__(
+        self,
+        feature_dim: int,
+        action_dim: int,
+        low: torch.Tensor,
+        high: torch.Tensor,
+        hidden: int = 256,
+        reward_steps: int = 4,
+        num_bins: int = 255,
+        goal_dim: int = 0,
+    ):
         super().__init__()
         if low.shape != (action_dim,) or high.shape != (action_dim,) or bool((high < low).any()):
             raise ValueError(f"AgentHeads: low/high must be ({action_dim},) with low <= high")

@@ -21,9 +21,17 @@ from latentwm.rollout import frame_hidden, sample_frame
 
 
 @torch.no_grad()
-def imagine(model, heads: AgentHeads, context: torch.Tensor, context_actions: torch.Tensor | None,
-            context_mask: torch.Tensor | None, horizon: int, sample_steps: int = 4,
-            generator: torch.Generator | None = None, goal: torch.Tensor | None = None) -> dict:
+def imagine(
+    model,
+    heads: AgentHeads,
+    context: torch.Tensor,
+    context_actions: torch.Tensor | None,
+    context_mask: torch.Tensor | None,
+    horizon: int,
+    sample_steps: int = 4,
+    generator: torch.Generator | None = None,
+    goal: torch.Tensor | None = None,
+) -> dict:
     """context (B, C, N, D) clean latents, context_actions (B, C − 1, A) / context_mask (B, C − 1) -> dict of
     feats (B, H + 1, F) (frame C−1 and the H imagined frames), actions (B, H, A) sampled, rewards (B, H) predicted,
     latents (B, H, N, D) imagined."""
@@ -47,13 +55,25 @@ def imagine(model, heads: AgentHeads, context: torch.Tensor, context_actions: to
         actions.append(a)
         latents.append(x)
     feats_t = torch.stack(feats, 1)
-    return {"feats": feats_t, "actions": torch.stack(actions, 1), "latents": torch.stack(latents, 1),
-            "rewards": heads.predict_reward(feats_t[:, 1:], goal)}
+    return {
+        "feats": feats_t,
+        "actions": torch.stack(actions, 1),
+        "latents": torch.stack(latents, 1),
+        "rewards": heads.predict_reward(feats_t[:, 1:], goal),
+    }
 
 
-def imagination_loss(heads: AgentHeads, prior: AgentHeads, traj: dict, gamma: float = 0.997, lam: float = 0.95,
-                     alpha: float = 0.5, beta: float = 0.3, goal: torch.Tensor | None = None,
-                     policy_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+def imagination_loss(
+    heads: AgentHeads,
+    prior: AgentHeads,
+    traj: dict,
+    gamma: float = 0.997,
+    lam: float = 0.95,
+    alpha: float = 0.5,
+    beta: float = 0.3,
+    goal: torch.Tensor | None = None,
+    policy_weight: float = 1.0,
+) -> tuple[torch.Tensor, dict]:
     """PMPO policy loss (× policy_weight: 0 during the value warm-up) + value regression on one imagined batch
     (`imagine`'s output; features detached)."""
     feats = traj["feats"].detach()  # (B, H + 1, F)
@@ -71,10 +91,16 @@ def imagination_loss(heads: AgentHeads, prior: AgentHeads, traj: dict, gamma: fl
     kl = gaussian_kl(dist, prior_dist)
     p_loss, stats = pmpo_loss(logp.flatten(), adv.flatten(), kl.flatten(), alpha, beta)
     v_loss = heads.twohot.loss(v_logits[:, :H], returns).mean()
-    stats.update({"imagine/return": float(returns[:, 0].mean()), "imagine/reward": float(traj["rewards"].mean()),
-                  "imagine/advantage_mean": float(adv.mean()), "imagine/advantage_std": float(adv.std()),
-                  "imagine/entropy": float(dist.entropy().mean().detach()),
-                  "imagine/value_loss": float(v_loss.detach())})
+    stats.update(
+        {
+            "imagine/return": float(returns[:, 0].mean()),
+            "imagine/reward": float(traj["rewards"].mean()),
+            "imagine/advantage_mean": float(adv.mean()),
+            "imagine/advantage_std": float(adv.std()),
+            "imagine/entropy": float(dist.entropy().mean().detach()),
+            "imagine/value_loss": float(v_loss.detach()),
+        }
+    )
     return policy_weight * p_loss + v_loss, stats
 
 

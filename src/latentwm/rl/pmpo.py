@@ -21,8 +21,14 @@ def gaussian_kl(p: TanhGaussian, q: TanhGaussian) -> torch.Tensor:
     return (kl * p.free).sum(-1)
 
 
-def pmpo_loss(log_prob: torch.Tensor, advantages: torch.Tensor, kl: torch.Tensor | None = None,
-              alpha: float = 0.5, beta: float = 0.3, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+def pmpo_loss(
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    kl: torch.Tensor | None = None,
+    alpha: float = 0.5,
+    beta: float = 0.3,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict]:
     """log_prob (N,) of the taken actions under the current policy, advantages (N,) (detached), kl (N,) to the prior,
     mask (N,) bool of the samples that count -> (loss, stats)."""
     adv = advantages.detach()
@@ -36,7 +42,10 @@ def pmpo_loss(log_prob: torch.Tensor, advantages: torch.Tensor, kl: torch.Tensor
     if kl is not None:
         kl_mean = (kl * m).sum() / m.sum().clamp_min(1)
         loss = loss + beta * kl_mean
-    stats = {"pmpo/positive_fraction": float(pos.sum() / m.sum().clamp_min(1)),  # detached floats for logging
-             "pmpo/loss_positive": float(loss_pos.detach()), "pmpo/loss_negative": float(loss_neg.detach()),
-             "pmpo/kl_to_prior": float(kl_mean.detach())}
+    stats = {
+        "pmpo/positive_fraction": float(pos.sum() / m.sum().clamp_min(1)),  # detached floats for logging
+        "pmpo/loss_positive": float(loss_pos.detach()),
+        "pmpo/loss_negative": float(loss_neg.detach()),
+        "pmpo/kl_to_prior": float(kl_mean.detach()),
+    }
     return loss, stats

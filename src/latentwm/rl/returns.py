@@ -53,8 +53,9 @@ class TwoHot:
         return -(self.encode(x) * F.log_softmax(logits.float(), -1)).sum(-1)
 
 
-def lambda_returns(rewards: torch.Tensor, values: torch.Tensor, continues: torch.Tensor, gamma: float = 0.997,
-                   lam: float = 0.95) -> torch.Tensor:
+def lambda_returns(
+    rewards: torch.Tensor, values: torch.Tensor, continues: torch.Tensor, gamma: float = 0.997, lam: float = 0.95
+) -> torch.Tensor:
     """TD(λ) returns of an imagined trajectory.
 
     rewards (B, H): reward received on arriving at steps 1..H; values (B, H + 1): value estimates at steps 0..H
@@ -63,8 +64,10 @@ def lambda_returns(rewards: torch.Tensor, values: torch.Tensor, continues: torch
     """
     B, H = rewards.shape
     if values.shape != (B, H + 1) or continues.shape != (B, H):
-        raise ValueError(f"lambda_returns: rewards (B, H) = {tuple(rewards.shape)} needs values (B, H + 1) and "
-                         f"continues (B, H); got {tuple(values.shape)} and {tuple(continues.shape)}")
+        raise ValueError(
+            f"lambda_returns: rewards (B, H) = {tuple(rewards.shape)} needs values (B, H + 1) and "
+            f"continues (B, H); got {tuple(values.shape)} and {tuple(continues.shape)}"
+        )
     out = torch.empty_like(rewards)
     nxt = values[:, H]
     for t in reversed(range(H)):

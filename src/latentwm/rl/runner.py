@@ -36,8 +36,9 @@ from latentwm.train.loop import Loop, NonFiniteGuard, optimizer_step, sample_see
 class RLRun:
     def __init__(self, cfg: RLConfig):
         self.cfg = cfg
-        self.device = torch.device(cfg.device if cfg.device != "auto" else
-                                   ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(
+            cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        )
         self.model, self.exp, state = load_world_model(cfg.checkpoint, ema=True, device=self.device)
         self.model.requires_grad_(False).eval()
         self.out = Path(cfg.out_dir)
@@ -45,8 +46,9 @@ class RLRun:
             self._load_finetuned()
         self.state = state
         d = self.exp.data
-        self.data = LatentClipDataset(cfg.cache_dir or d.cache_dir, cfg.clip_len, split="train",
-                                      **model_clip_kwargs(self.exp, text=False))
+        self.data = LatentClipDataset(
+            cfg.cache_dir or d.cache_dir, cfg.clip_len, split="train", **model_clip_kwargs(self.exp, text=False)
+        )
         check_pairing(state, self.data.cache.info, self.data.cache.path)  # heads on another encoder's latents
         if len(self.data) == 0:
             raise ConfigError(f"rl: no training clip of {cfg.clip_len} frames in {self.data.cache.path}")
@@ -54,17 +56,30 @@ class RLRun:
         stats = (ds.get("pusht") or next(iter(ds.values())))["actions"]
         if stats is None:
             raise ConfigError("rl: the model's dataset has no actions (trained action-free); RL needs actions")
-        self.codec = ActionCodec.from_stats(stats, state.get("frame_skip") or d.frame_skip,
-                                            self.exp.model.action_dim, repeat=False, relative=d.relative_actions)
+        self.codec = ActionCodec.from_stats(
+            stats,
+            state.get("frame_skip") or d.frame_skip,
+            self.exp.model.action_dim,
+            repeat=False,
+            relative=d.relative_actions,
+        )
         self.low, self.high = (t.to(self.device) for t in self.codec.bounds())
         self.feature_dim = self.model.layout.registers * self.model.cfg.width
         if self.feature_dim == 0:
-            raise ConfigError("rl: the agent heads read the world model's register tokens (rl.heads.frame_features) "
-                              "and this model has none (model.registers = 0); train it with model.registers >= 1")
+            raise ConfigError(
+                "rl: the agent heads read the world model's register tokens (rl.heads.frame_features) "
+                "and this model has none (model.registers = 0); train it with model.registers >= 1"
+            )
 
     def new_heads(self):
-        return AgentHeads(self.feature_dim, self.exp.model.action_dim, self.low, self.high, hidden=self.cfg.hidden,
-                          reward_steps=self.cfg.reward_steps).to(self.device)
+        return AgentHeads(
+            self.feature_dim,
+            self.exp.model.action_dim,
+            self.low,
+            self.high,
+            hidden=self.cfg.hidden,
+            reward_steps=self.cfg.reward_steps,
+        ).to(self.device)
 
     def batch(self, step: int):
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)  # resumable: data depends on the step
@@ -96,8 +111,12 @@ class RLRun:
         guard = NonFiniteGuard(f"rl {phase}", c.max_nonfinite, root / "checkpoints", "rl.max_nonfinite")
 
         def state_fn() -> dict:
-            st = {"heads": heads.state_dict(), "optimizer": opt.state_dict(), "config": asdict(c),
-                  "nonfinite": guard.count}
+            st = {
+                "heads": heads.state_dict(),
+                "optimizer": opt.state_dict(),
+                "config": asdict(c),
+                "nonfinite": guard.count,
+            }
             return {**st, "world_model": model.state_dict()} if model is not None else st
 
         def load_fn(st: dict) -> None:
@@ -117,8 +136,18 @@ class RLRun:
                 return {}
             return {"loss": loss.detach(), **stats}
 
-        loop = Loop(f"rl {phase}", root, steps, state_fn=state_fn, load_fn=load_fn, log_every=c.log_every,
-                    ckpt_every=c.ckpt_every, keep_last=2, logger=log, log_prefix=f"{phase}/")
+        loop = Loop(
+            f"rl {phase}",
+            root,
+            steps,
+            state_fn=state_fn,
+            load_fn=load_fn,
+            log_every=c.log_every,
+            ckpt_every=c.ckpt_every,
+            keep_last=2,
+            logger=log,
+            log_prefix=f"{phase}/",
+        )
         loop.fit(step_fn, resume=True, map_location=self.device)
         log.close()
 
@@ -132,8 +161,9 @@ class RLRun:
 
     def phase_heads(self) -> None:
         heads = self.new_heads()
-        heads.set_feature_stats(torch.cat([dataset_features(self.model, self.batch(-1 - i)).flatten(0, 1)
-                                           for i in range(8)]))  # fixed from here on (a resume reloads them)
+        heads.set_feature_stats(
+            torch.cat([dataset_features(self.model, self.batch(-1 - i)).flatten(0, 1) for i in range(8)])
+        )  # fixed from here on (a resume reloads them)
         ft = self.cfg.finetune_world_model
         if ft:
             self.model.requires_grad_(True).train()
@@ -143,15 +173,22 @@ class RLRun:
             b = self.batch(step)
             loss, stats = heads_loss(heads, dataset_features(self.model, b, grad=ft), b)
             if ft:  # keep it a world model: its own objective on the same clips, bootstrap on
-                wm, _ = objective(self.model, b.latents, b.actions, b.action_mask, b.valid, global_step=10**9,
-                                  seeds=[sample_seed(self.cfg.seed, step * len(b.latents) + i)
-                                         for i in range(len(b.latents))])
+                wm, _ = objective(
+                    self.model,
+                    b.latents,
+                    b.actions,
+                    b.action_mask,
+                    b.valid,
+                    global_step=10**9,
+                    seeds=[sample_seed(self.cfg.seed, step * len(b.latents) + i) for i in range(len(b.latents))],
+                )
                 loss = loss + wm
                 stats["world_model/loss"] = float(wm.detach())
             return loss, stats
 
-        self._train("heads", self.cfg.heads_steps, heads, list(heads.parameters()), loss_fn,
-                    model=self.model if ft else None)
+        self._train(
+            "heads", self.cfg.heads_steps, heads, list(heads.parameters()), loss_fn, model=self.model if ft else None
+        )
         self.model.requires_grad_(False).eval()
 
     def phase_imagine(self) -> None:
@@ -163,10 +200,19 @@ class RLRun:
         def loss_fn(step):
             b = self.batch(10**9 + step)  # a different stream from phase 1's
             gen = torch.Generator(device=self.device).manual_seed(c.seed * 7919 + step)
-            traj = imagine(self.model, heads, b.latents[:, :C], b.actions[:, : C - 1], b.action_mask[:, : C - 1],
-                           c.horizon, c.sample_steps, generator=gen)
-            return imagination_loss(heads, prior, traj, c.gamma, c.lam, c.alpha, c.beta,
-                                    policy_weight=float(step >= c.value_warmup))
+            traj = imagine(
+                self.model,
+                heads,
+                b.latents[:, :C],
+                b.actions[:, : C - 1],
+                b.action_mask[:, : C - 1],
+                c.horizon,
+                c.sample_steps,
+                generator=gen,
+            )
+            return imagination_loss(
+                heads, prior, traj, c.gamma, c.lam, c.alpha, c.beta, policy_weight=float(step >= c.value_warmup)
+            )
 
         self._train("imagine", c.imagine_steps, heads, trainable_parameters(heads), loss_fn)
 
@@ -176,19 +222,38 @@ class RLRun:
             policies["pmpo"] = self.final_heads("imagine")
         encoder = DinoEncoder.from_config(self.exp.encoder, device=self.device)
         if (trained := self.state.get("encoder")) and not same_encoder(trained, encoder.weights_label):
-            raise ConfigError(f"rl: the model was trained on latents of {trained!r}, its encoder config builds "
-                              f"{encoder.weights_label!r}{legacy_label_note(trained)}")
-        observer = LatentObserver(encoder.encode, NormStats.from_dict(self.state["data_stats"]["latents"]),
-                                  device=self.device,
-                                  proprio_stats=proprio_stats_of(self.state["data_stats"], self.model.cfg))
+            raise ConfigError(
+                f"rl: the model was trained on latents of {trained!r}, its encoder config builds "
+                f"{encoder.weights_label!r}{legacy_label_note(trained)}"
+            )
+        observer = LatentObserver(
+            encoder.encode,
+            NormStats.from_dict(self.state["data_stats"]["latents"]),
+            device=self.device,
+            proprio_stats=proprio_stats_of(self.state["data_stats"], self.model.cfg),
+        )
         t0 = time.time()
-        res = evaluate_agents(self.model, policies, observer, self.codec, self.cfg.context, self.cfg.eval_episodes,
-                              self.cfg.eval_max_steps, self.cfg.seed, out_dir=self.out / "eval",
-                              videos=self.cfg.videos)
-        out = {"methods": res, "episodes": self.cfg.eval_episodes, "max_model_steps": self.cfg.eval_max_steps,
-               "frame_skip": self.codec.frame_skip, "wall_time_s": time.time() - t0,
-               "convention": "gym-pusht: success = goal-zone coverage > 95 % at any step; max_coverage = best "
-                             "coverage reached; return = sum of env rewards"}
+        res = evaluate_agents(
+            self.model,
+            policies,
+            observer,
+            self.codec,
+            self.cfg.context,
+            self.cfg.eval_episodes,
+            self.cfg.eval_max_steps,
+            self.cfg.seed,
+            out_dir=self.out / "eval",
+            videos=self.cfg.videos,
+        )
+        out = {
+            "methods": res,
+            "episodes": self.cfg.eval_episodes,
+            "max_model_steps": self.cfg.eval_max_steps,
+            "frame_skip": self.codec.frame_skip,
+            "wall_time_s": time.time() - t0,
+            "convention": "gym-pusht: success = goal-zone coverage > 95 % at any step; max_coverage = best "
+            "coverage reached; return = sum of env rewards",
+        }
         (self.out / "eval").mkdir(parents=True, exist_ok=True)
         (self.out / "eval" / "metrics.json").write_text(json.dumps(out, indent=1))
         return out

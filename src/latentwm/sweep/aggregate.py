@@ -23,12 +23,22 @@ from latentwm.config.jsonfile import read_json, write_json
 from latentwm.sweep.plots import plot_rollout_errors, plot_training_curves
 from latentwm.train.lock import RunLock
 
-_SCALARS = [("params", "params"), ("frames_per_s", "frames/s"), ("loss_flow", "final flow loss"),
-            ("loss_bootstrap", "final bootstrap loss"), ("loss", "final loss"), ("wall_s", "wall time (s)")]
-_PER_HORIZON = [("rollout_error", "model_error", "Rollout error (normalized latent MSE)"),
-                ("mean_of_samples_error", "mean_of_samples_error", "Error of the mean of N samples")]
-_BASELINES = [("copy_last", "copy_last_error", "copy-last frame"),
-              ("context_average", "context_average_error", "context average")]
+_SCALARS = [
+    ("params", "params"),
+    ("frames_per_s", "frames/s"),
+    ("loss_flow", "final flow loss"),
+    ("loss_bootstrap", "final bootstrap loss"),
+    ("loss", "final loss"),
+    ("wall_s", "wall time (s)"),
+]
+_PER_HORIZON = [
+    ("rollout_error", "model_error", "Rollout error (normalized latent MSE)"),
+    ("mean_of_samples_error", "mean_of_samples_error", "Error of the mean of N samples"),
+]
+_BASELINES = [
+    ("copy_last", "copy_last_error", "copy-last frame"),
+    ("context_average", "context_average_error", "context average"),
+]
 
 
 def stat(values) -> dict:
@@ -71,11 +81,20 @@ def gather(sweep_dir: Path) -> tuple[dict, list[dict]]:
     expects, then any other `<variant>/seed<k>` folder found (a variant since removed from the file)."""
     spec = read_json(sweep_dir / "sweep.json", "sweep description", missing_ok=True) or {}
     pairs = [(v, s) for v in spec.get("variants", {}) for s in spec.get("seeds", [])]
-    found = sorted((d.parent.name, int(d.name[4:])) for d in sweep_dir.glob("*/seed*")
-                   if d.is_dir() and d.name[4:].isdigit())
+    found = sorted(
+        (d.parent.name, int(d.name[4:])) for d in sweep_dir.glob("*/seed*") if d.is_dir() and d.name[4:].isdigit()
+    )
     pairs += [p for p in found if p not in pairs]
-    return spec, [{"variant": v, "seed": s, "run": f"{v}/seed{s}", "dir": str(sweep_dir / v / f"seed{s}"),
-                   **run_state(sweep_dir / v / f"seed{s}")} for v, s in pairs]
+    return spec, [
+        {
+            "variant": v,
+            "seed": s,
+            "run": f"{v}/seed{s}",
+            "dir": str(sweep_dir / v / f"seed{s}"),
+            **run_state(sweep_dir / v / f"seed{s}"),
+        }
+        for v, s in pairs
+    ]
 
 
 def _variant_summary(done: list[dict], ks: list[str], horizons: list[int]) -> dict:
@@ -83,8 +102,7 @@ def _variant_summary(done: list[dict], ks: list[str], horizons: list[int]) -> di
     out = {"n": len(done), "seeds": [r["seed"] for r in done]}
     for name, key, _ in _PER_HORIZON:
         out[name] = {f"K{k}": {f"h{h}": stat(_at(e, k, key, h) for e in evals) for h in horizons} for k in ks}
-    out["action_sensitivity"] = {f"K{k}": stat(e["K"].get(k, {}).get("action_sensitivity") for e in evals)
-                                 for k in ks}
+    out["action_sensitivity"] = {f"K{k}": stat(e["K"].get(k, {}).get("action_sensitivity") for e in evals) for k in ks}
     out.update({key: stat(e.get(key) for e in evals) for key, _ in _SCALARS})
     return out
 
@@ -115,21 +133,30 @@ def summarize(sweep_dir: Path, spec: dict, records: list[dict]) -> dict:
     done = [r for r in records if r["state"] == "done"]
     ev = spec.get("eval", {})
     ks = [str(k) for k in ev.get("sample_steps", [])] or sorted({k for r in done for k in r["eval"]["K"]}, key=int)
-    horizons = list(ev.get("horizons", [])) or [h for h in (1, 4, 8, 16)
-                                                if any(h in (r["eval"]["K"][k].get("horizons") or [])
-                                                       for r in done for k in r["eval"]["K"])]
+    horizons = list(ev.get("horizons", [])) or [
+        h
+        for h in (1, 4, 8, 16)
+        if any(h in (r["eval"]["K"][k].get("horizons") or []) for r in done for k in r["eval"]["K"])
+    ]
     order = list(dict.fromkeys(r["variant"] for r in records))
     variants = {}
     for v in order:
         mine = [r for r in done if r["variant"] == v]
         if mine:
             variants[v] = {"overrides": spec.get("variants", {}).get(v), **_variant_summary(mine, ks, horizons)}
-    return {"sweep": spec.get("name", sweep_dir.name), "dir": str(sweep_dir), "preset": spec.get("preset"),
-            "horizons": horizons, "sample_steps": [int(k) for k in ks], "done": len(done), "total": len(records),
-            "variants": variants, "baselines": _baselines([r["eval"] for r in done], horizons),
-            "failed": [{"run": r["run"], "error": r["error"]} for r in records if r["state"] == "failed"],
-            "unfinished": [{"run": r["run"], "state": r["state"]} for r in records
-                           if r["state"] not in ("done", "failed")]}
+    return {
+        "sweep": spec.get("name", sweep_dir.name),
+        "dir": str(sweep_dir),
+        "preset": spec.get("preset"),
+        "horizons": horizons,
+        "sample_steps": [int(k) for k in ks],
+        "done": len(done),
+        "total": len(records),
+        "variants": variants,
+        "baselines": _baselines([r["eval"] for r in done], horizons),
+        "failed": [{"run": r["run"], "error": r["error"]} for r in records if r["state"] == "failed"],
+        "unfinished": [{"run": r["run"], "state": r["state"]} for r in records if r["state"] not in ("done", "failed")],
+    }
 
 
 def _fmt(s: dict, digits: int = 4) -> str:
@@ -153,18 +180,25 @@ def markdown(summary: dict) -> str:
         if name == "rollout_error":
             for b, _, label in _BASELINES:
                 row = summary["baselines"][b]
-                lines.append(_row([label, row[f"h{hs[0]}"]["n"] if hs else 0,
-                                   *(_fmt(row[f"h{h}"]) for _ in ks for h in hs)]))
+                lines.append(
+                    _row([label, row[f"h{hs[0]}"]["n"] if hs else 0, *(_fmt(row[f"h{h}"]) for _ in ks for h in hs)])
+                )
             if not summary["baselines"]["consistent"]:
                 lines += ["", "Warning: the runs' baselines differ — they were not evaluated on the same clips."]
         lines.append("")
-    lines += ["## Action sensitivity (swapped − true actions, mean over horizons)", "",
-              *_header([f"K={k}" for k in ks])]
-    lines += [_row([v, s["n"], *(_fmt(s["action_sensitivity"][f"K{k}"]) for k in ks)])
-              for v, s in summary["variants"].items()]
+    lines += [
+        "## Action sensitivity (swapped − true actions, mean over horizons)",
+        "",
+        *_header([f"K={k}" for k in ks]),
+    ]
+    lines += [
+        _row([v, s["n"], *(_fmt(s["action_sensitivity"][f"K{k}"]) for k in ks)]) for v, s in summary["variants"].items()
+    ]
     lines += ["", "## Training", "", *_header([t for _, t in _SCALARS])]
-    lines += [_row([v, s["n"], *(_fmt(s[k], 0 if k == "params" else 4) for k, _ in _SCALARS)])
-              for v, s in summary["variants"].items()]
+    lines += [
+        _row([v, s["n"], *(_fmt(s[k], 0 if k == "params" else 4) for k, _ in _SCALARS)])
+        for v, s in summary["variants"].items()
+    ]
     if summary["failed"]:
         lines += ["", "## Failed runs", ""] + [f"- `{f['run']}`: {f['error']}" for f in summary["failed"]]
     if summary["unfinished"]:
@@ -186,10 +220,14 @@ def csv_rows(summary: dict) -> list[list]:
     rows = [["variant", "metric", "K", "horizon", "mean", "std", "n"]]
     for v, s in summary["variants"].items():
         for name, _, _ in _PER_HORIZON:
-            rows += [[v, name, k, h, *_cells(s[name][f"K{k}"][f"h{h}"])]
-                     for k in summary["sample_steps"] for h in summary["horizons"]]
-        rows += [[v, "action_sensitivity", k, "", *_cells(s["action_sensitivity"][f"K{k}"])]
-                 for k in summary["sample_steps"]]
+            rows += [
+                [v, name, k, h, *_cells(s[name][f"K{k}"][f"h{h}"])]
+                for k in summary["sample_steps"]
+                for h in summary["horizons"]
+            ]
+        rows += [
+            [v, "action_sensitivity", k, "", *_cells(s["action_sensitivity"][f"K{k}"])] for k in summary["sample_steps"]
+        ]
         rows += [[v, key, "", "", *_cells(s[key])] for key, _ in _SCALARS]
     for b, _, _ in _BASELINES:
         rows += [[b, "rollout_error", "", h, *_cells(summary["baselines"][b][f"h{h}"])] for h in summary["horizons"]]

@@ -18,9 +18,25 @@ from latentwm.train.logging import read_metrics
 FINAL_FRACTION = 0.1
 """The losses "at the end" are the mean of the rows logged in the last 10% of the training steps (at least the last
 row): one logged row is the mean of train.log_every steps, still noisy at a few hundred steps."""
-_KEEP = ("horizons", "model_error", "copy_last_error", "context_average_error", "sample_error",
-         "mean_of_samples_error", "sample_spread", "swapped_actions_error", "action_sensitivity", "num_clips",
-         "skipped_clips", "num_samples", "step", "checkpoint", "tau_ctx", "context", "sample_steps")
+_KEEP = (
+    "horizons",
+    "model_error",
+    "copy_last_error",
+    "context_average_error",
+    "sample_error",
+    "mean_of_samples_error",
+    "sample_spread",
+    "swapped_actions_error",
+    "action_sensitivity",
+    "num_clips",
+    "skipped_clips",
+    "num_samples",
+    "step",
+    "checkpoint",
+    "tau_ctx",
+    "context",
+    "sample_steps",
+)
 
 
 def kept_checkpoint(train_dir: Path) -> Path:
@@ -49,10 +65,13 @@ def training_facts(train_dir: Path) -> dict:
     mean = lambda k: sum(r.get(k, 0.0) for r in tail) / len(tail)  # noqa: E731
     fps = [r["train/frames_per_s"] for r in rows if "train/frames_per_s" in r]
     boot = [r for r in tail if r.get("train/bootstrap_frac", 0.0) > 0]
-    return {"frames_per_s": statistics.median(fps) if fps else None, "loss": mean("train/loss"),
-            "loss_flow": mean("train/loss_flow"),
-            "loss_bootstrap": sum(r["train/loss_bootstrap"] for r in boot) / len(boot) if boot else None,
-            "steps": last}
+    return {
+        "frames_per_s": statistics.median(fps) if fps else None,
+        "loss": mean("train/loss"),
+        "loss_flow": mean("train/loss_flow"),
+        "loss_bootstrap": sum(r["train/loss_bootstrap"] for r in boot) / len(boot) if boot else None,
+        "steps": last,
+    }
 
 
 def loss_curve(train_dir: Path) -> tuple[list[int], list[float]]:
@@ -72,15 +91,33 @@ def evaluate_run(cfg: ExperimentConfig, run_dir: Path, ev: SweepEvalConfig, devi
     per_k = {}
     extras = lambda k: not ev.extras_at or k in ev.extras_at  # noqa: E731
     for k in ev.sample_steps:
-        res = run_eval(EvalConfig(checkpoint=str(ckpt), cache_dir=ev.cache_dir, out_dir=str(run_dir / "eval" / f"K{k}"),
-                                  split=ev.split, context=ev.context, horizon=ev.horizon, sample_steps=k,
-                                  tau_ctx=cfg.rollout.tau_ctx, videos=ev.videos, use_ema=ev.use_ema, seed=ev.seed,
-                                  num_samples=ev.num_samples if extras(k) else 1,
-                                  action_swap=ev.action_swap and extras(k), device=device,
-                                  max_clips=ev.max_clips))
+        res = run_eval(
+            EvalConfig(
+                checkpoint=str(ckpt),
+                cache_dir=ev.cache_dir,
+                out_dir=str(run_dir / "eval" / f"K{k}"),
+                split=ev.split,
+                context=ev.context,
+                horizon=ev.horizon,
+                sample_steps=k,
+                tau_ctx=cfg.rollout.tau_ctx,
+                videos=ev.videos,
+                use_ema=ev.use_ema,
+                seed=ev.seed,
+                num_samples=ev.num_samples if extras(k) else 1,
+                action_swap=ev.action_swap and extras(k),
+                device=device,
+                max_clips=ev.max_clips,
+            )
+        )
         per_k[str(k)] = {key: res.get(key) for key in _KEEP}
-    return {"checkpoint": str(ckpt), "best": ckpt.is_file(), "K": per_k, "params": parameter_count(cfg),
-            **training_facts(train_dir)}
+    return {
+        "checkpoint": str(ckpt),
+        "best": ckpt.is_file(),
+        "K": per_k,
+        "params": parameter_count(cfg),
+        **training_facts(train_dir),
+    }
 
 
 __all__ = ["FINAL_FRACTION", "evaluate_run", "kept_checkpoint", "loss_curve", "parameter_count", "training_facts"]

@@ -54,10 +54,19 @@ def plot_rollout_errors(sweep_dir: Path, done: list[dict], ks: list[int]) -> lis
         if base is not None:
             for key, label in (("copy_last_error", "copy-last frame"), ("context_average_error", "context average")):
                 if base.get(key):
-                    ax.plot(base["horizons"], base[key], ls="--", color="grey" if "copy" in key else "black",
-                            lw=1, label=label)
-        ax.set(title=f"Rollout error, K = {k} (mean ± std over seeds)", xlabel="horizon (model steps)",
-               ylabel="normalized latent MSE")
+                    ax.plot(
+                        base["horizons"],
+                        base[key],
+                        ls="--",
+                        color="grey" if "copy" in key else "black",
+                        lw=1,
+                        label=label,
+                    )
+        ax.set(
+            title=f"Rollout error, K = {k} (mean ± std over seeds)",
+            xlabel="horizon (model steps)",
+            ylabel="normalized latent MSE",
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         paths.append(_save(fig, sweep_dir / f"rollout_error_K{k}.png"))

@@ -53,8 +53,12 @@ def resolved(run: Run, ev: SweepEvalConfig) -> dict:
 def config_diff(saved, now, prefix: str = "") -> list[str]:
     """'key: saved -> now' for every leaf that differs (lists and tuples compare equal), except _LOCATION."""
     if isinstance(saved, dict) and isinstance(now, dict):
-        return [d for k in sorted(set(saved) | set(now)) if f"{prefix}{k}" not in _LOCATION
-                for d in config_diff(saved.get(k), now.get(k), f"{prefix}{k}.")]
+        return [
+            d
+            for k in sorted(set(saved) | set(now))
+            if f"{prefix}{k}" not in _LOCATION
+            for d in config_diff(saved.get(k), now.get(k), f"{prefix}{k}.")
+        ]
     norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
     return [] if norm(saved) == norm(now) else [f"{prefix.rstrip('.')}: {saved!r} -> {now!r}"]
 
@@ -72,9 +76,11 @@ def check_done_runs(runs: list[Run], ev: SweepEvalConfig) -> None:
         now = resolved(run, ev)
         if changed := config_diff(saved, now):
             shown = "; ".join(changed[:6]) + (f"; and {len(changed) - 6} more" if len(changed) > 6 else "")
-            raise ConfigError(f"sweep: run {run.name} is done with other settings than the sweep gives it now "
-                              f"({shown}). Restore the sweep file, or delete {run.dir} to rerun it, or use another "
-                              "--out-dir")
+            raise ConfigError(
+                f"sweep: run {run.name} is done with other settings than the sweep gives it now "
+                f"({shown}). Restore the sweep file, or delete {run.dir} to rerun it, or use another "
+                "--out-dir"
+            )
 
 
 def _now() -> str:
@@ -88,14 +94,24 @@ def _train_and_evaluate(run: Run, spec: SweepSpec, device: str) -> dict:
     if run.trained_by is None:
         train(run.config)  # the same entry as `latentwm train` (train.resume is on: a half-done run continues)
     elif not is_done(run.trained_by.dir):
-        raise ConfigError(f"run {run.name} evaluates the model of run {run.trained_by.name}, which is not done "
-                          "yet: run that one first (a local sweep runs it before; a scheduler retries this one)")
+        raise ConfigError(
+            f"run {run.name} evaluates the model of run {run.trained_by.name}, which is not done "
+            "yet: run that one first (a local sweep runs it before; a scheduler retries this one)"
+        )
     t1 = time.monotonic()
     res = evaluate_run(run.config, run.dir, spec.eval, device)
     t2 = time.monotonic()
-    record = {"run": run.name, "variant": run.variant, "seed": run.seed, "resumed": resumed,
-              "trained_by": run.trained_by.name if run.trained_by else None,
-              "train_s": t1 - t0, "eval_s": t2 - t1, "wall_s": t2 - t0, **res}
+    record = {
+        "run": run.name,
+        "variant": run.variant,
+        "seed": run.seed,
+        "resumed": resumed,
+        "trained_by": run.trained_by.name if run.trained_by else None,
+        "train_s": t1 - t0,
+        "eval_s": t2 - t1,
+        "wall_s": t2 - t0,
+        **res,
+    }
     write_json(run.dir / EVAL, record)
     write_json(run.dir / STATUS, {"state": "done", "finished": _now()})
     write_json(run.dir / DONE, {"finished": _now()})  # last: everything above is complete
@@ -117,8 +133,9 @@ def execute(run: Run, spec: SweepSpec, device: str = "auto") -> dict:
         if is_done(run.dir):  # finished by another process between the check above and taking the lock
             return {"run": run.name, "state": "skipped"}
         write_json(run.dir / CONFIG, resolved(run, spec.eval))
-        write_json(run.dir / STATUS, {"state": "running", "started": _now(), "pid": os.getpid(),
-                                      "host": socket.gethostname()})
+        write_json(
+            run.dir / STATUS, {"state": "running", "started": _now(), "pid": os.getpid(), "host": socket.gethostname()}
+        )
         (run.dir / ERROR).unlink(missing_ok=True)
         try:
             record = _train_and_evaluate(run, spec, device)
@@ -140,15 +157,20 @@ def emit_commands(cfg: SweepConfig, runs: list[Run]) -> list[str]:
         args += ["--set", s]
     for v in cfg.variant:
         args += ["--variant", v]
-    return [f"{cfg.launcher} sweep {' '.join(shlex.quote(a) for a in [*args, '--only', r.name])}"
-            for r in runs if not is_done(r.dir)]
+    return [
+        f"{cfg.launcher} sweep {' '.join(shlex.quote(a) for a in [*args, '--only', r.name])}"
+        for r in runs
+        if not is_done(r.dir)
+    ]
 
 
 def _run_local(spec: SweepSpec, runs: list[Run]) -> dict:
     """Every run in order (done ones skipped, a run held by another process left to it), then the aggregate."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError("sweep: under torchrun run one run per launch: `--emit-commands --launcher \"torchrun "
-                          "... -m latentwm.cli\"` prints them (each with --only)")
+        raise ConfigError(
+            'sweep: under torchrun run one run per launch: `--emit-commands --launcher "torchrun '
+            '... -m latentwm.cli"` prints them (each with --only)'
+        )
     outcomes = []
     for i, run in enumerate(runs, 1):
         print(f"sweep {spec.name} [{i}/{len(runs)}] {run.name}", flush=True)
@@ -163,8 +185,10 @@ def _run_local(spec: SweepSpec, runs: list[Run]) -> dict:
     summary = report(spec.out_dir)
     failed = [o for o in outcomes if o["state"] == "failed"]
     if failed:
-        raise SweepRunsFailed(f"{len(failed)} of {len(runs)} runs failed (listed in {spec.out_dir / 'results.md'}): "
-                              + "; ".join(f"{o['run']}: {o['error']}" for o in failed))
+        raise SweepRunsFailed(
+            f"{len(failed)} of {len(runs)} runs failed (listed in {spec.out_dir / 'results.md'}): "
+            + "; ".join(f"{o['run']}: {o['error']}" for o in failed)
+        )
     return summary
 
 
@@ -191,11 +215,21 @@ def run_sweep(cfg: SweepConfig) -> dict:
         out = execute(run, spec)
         if out["state"] == "failed":
             raise SweepRunsFailed(f"run {run.name} failed: {out['error']} (traceback in {run.dir / ERROR})")
-        print(f"sweep {spec.name}: {run.name} {'was already done' if out['state'] == 'skipped' else out['state']} "
-              f"({run.dir})")
+        print(
+            f"sweep {spec.name}: {run.name} {'was already done' if out['state'] == 'skipped' else out['state']} "
+            f"({run.dir})"
+        )
         return out
     return _run_local(spec, runs)
 
 
-__all__ = ["SweepRunsFailed", "check_done_runs", "config_diff", "emit_commands", "execute", "is_done", "resolved",
-           "run_sweep"]
+__all__ = [
+    "SweepRunsFailed",
+    "check_done_runs",
+    "config_diff",
+    "emit_commands",
+    "execute",
+    "is_done",
+    "resolved",
+    "run_sweep",
+]

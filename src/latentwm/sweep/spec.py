@@ -48,8 +48,17 @@ from latentwm.config.sweep import SweepConfig, SweepEvalConfig
 
 SWEEP_OWNED = {"preset", "train.out_dir", "train.seed", "train.resume"}
 """Keys the sweep sets itself: the run folder, the seed, resume (always on: a half-done run continues)."""
-SPLIT_KEYS = {"data.seed", "data.eval_fraction", "data.cache_dir", "data.mixture", "data.mixture_block",
-              "data.online_encode", "data.episodes_dir", "data.source", "data.frame_skip"}
+SPLIT_KEYS = {
+    "data.seed",
+    "data.eval_fraction",
+    "data.cache_dir",
+    "data.mixture",
+    "data.mixture_block",
+    "data.online_encode",
+    "data.episodes_dir",
+    "data.source",
+    "data.frame_skip",
+}
 """Keys that decide the held-out clips: [base] may set them, a variant may not (its numbers would not compare)."""
 FROM = "from"
 """The key of an evaluation-only variant: `from = "base"` evaluates that variant's trained runs (same seeds) with
@@ -101,9 +110,16 @@ class SweepSpec:
 
     def to_dict(self) -> dict:
         """What `<sweep>/sweep.json` records (collect reads it: the runs to expect, the tables' columns)."""
-        return {"name": self.name, "preset": self.preset, "seeds": list(self.seeds), "base": self.base,
-                "variants": self.variants, "eval": dataclasses.asdict(self.eval), "file": self.file,
-                "out_dir": str(self.out_dir)}
+        return {
+            "name": self.name,
+            "preset": self.preset,
+            "seeds": list(self.seeds),
+            "base": self.base,
+            "variants": self.variants,
+            "eval": dataclasses.asdict(self.eval),
+            "file": self.file,
+            "out_dir": str(self.out_dir),
+        }
 
     def run_dir(self, variant: str, seed: int) -> Path:
         return self.out_dir / variant / f"seed{seed}"
@@ -136,7 +152,7 @@ def flatten(table: dict, prefix: str = "") -> dict:
 
 
 def parse_assignment(text: str, where: str) -> tuple[str, str]:
-    """"key=value" -> (key, value as a string; coerce() reads it as the field's type)."""
+    """ "key=value" -> (key, value as a string; coerce() reads it as the field's type)."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"{where}: expected KEY=VALUE, got {text!r}")
@@ -144,7 +160,7 @@ def parse_assignment(text: str, where: str) -> tuple[str, str]:
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
-    """"name:k=v,k2=v2" -> (name, {k: v, k2: v2}); a comma starts a new assignment only before `key=`, so list
+    """ "name:k=v,k2=v2" -> (name, {k: v, k2: v2}); a comma starts a new assignment only before `key=`, so list
     values such as [1,2] keep theirs."""
     name, sep, rest = text.partition(":")
     name = name.strip()
@@ -169,13 +185,14 @@ def field_type(key: str, where: str, root=ExperimentConfig):
             close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             if i == 0 and where.startswith("variant"):
-                hint += "; a variant name with a dot must be quoted in its TOML header: [variants.\"a.b\"]"
+                hint += '; a variant name with a dot must be quoted in its TOML header: [variants."a.b"]'
             raise UnknownKeyError(f"{where}: unknown key {key!r} ({cls.__name__} has no field {part!r}{hint})", key)
         tp = hints[part]
         if i < len(parts) - 1:
             if not dataclasses.is_dataclass(tp):
-                raise UnknownKeyError(f"{where}: unknown key {key!r} ({'.'.join(parts[:i + 1])} is a value, "
-                                      f"not a section)", key)
+                raise UnknownKeyError(
+                    f"{where}: unknown key {key!r} ({'.'.join(parts[: i + 1])} is a value, not a section)", key
+                )
             cls = tp
     return tp
 
@@ -238,7 +255,8 @@ def _describe(tp) -> str:
         return " or ".join("none" if a is type(None) else _describe(a) for a in args)
     if origin is tuple:
         return "a list of " + {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}.get(
-            args[0], str(args[0]))
+            args[0], str(args[0])
+        )
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
@@ -260,8 +278,7 @@ def spec_from_config(cfg: SweepConfig) -> SweepSpec:
     data = read_sweep_file(cfg.file)
     head = data.get("sweep", {})
     if unknown := sorted(set(head) - _SWEEP_KEYS):
-        raise ConfigError(f"sweep file {cfg.file}: unknown key(s) {unknown} in [sweep]; expected "
-                          f"{sorted(_SWEEP_KEYS)}")
+        raise ConfigError(f"sweep file {cfg.file}: unknown key(s) {unknown} in [sweep]; expected {sorted(_SWEEP_KEYS)}")
     name = head.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         raise ConfigError(f"sweep file {cfg.file}: [sweep] name must be a folder-safe name, got {name!r}")
@@ -271,15 +288,25 @@ def spec_from_config(cfg: SweepConfig) -> SweepSpec:
     variants.update(parse_variant(v) for v in cfg.variant)
     seeds = [s.strip() for s in cfg.seeds.split(",") if s.strip()] if cfg.seeds else head.get("seeds", [0, 1])
     where = f"sweep file {cfg.file} [eval]"
-    ev = {k: coerce(v, field_type(k, where, SweepEvalConfig), f"eval.{k}", where)
-          for k, v in flatten(data.get("eval", {})).items()}
+    ev = {
+        k: coerce(v, field_type(k, where, SweepEvalConfig), f"eval.{k}", where)
+        for k, v in flatten(data.get("eval", {})).items()
+    }
     try:
         eval_cfg = SweepEvalConfig(**ev)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from e
     out = cfg.out_dir or head.get("out_dir") or f"runs/sweeps/{name}"
-    return SweepSpec(name=name, preset=cfg.preset or head.get("preset", "cpu"), seeds=_seeds(seeds),
-                     base=base, variants=_variants(variants), eval=eval_cfg, out_dir=Path(out), file=cfg.file)
+    return SweepSpec(
+        name=name,
+        preset=cfg.preset or head.get("preset", "cpu"),
+        seeds=_seeds(seeds),
+        base=base,
+        variants=_variants(variants),
+        eval=eval_cfg,
+        out_dir=Path(out),
+        file=cfg.file,
+    )
 
 
 def _seeds(seeds) -> tuple[int, ...]:
@@ -312,8 +339,10 @@ def build_runs(spec: SweepSpec) -> list[Run]:
         src_name = overrides.pop(FROM, None)
         source = _eval_only_source(src_name, overrides, trained, where)
         if split := sorted(set(overrides) & SPLIT_KEYS):
-            raise ConfigError(f"{where}: {', '.join(split)} would change the held-out clips, so its numbers would "
-                              "not compare with the other variants'; set it in [base]")
+            raise ConfigError(
+                f"{where}: {', '.join(split)} would change the held-out clips, so its numbers would "
+                "not compare with the other variants'; set it in [base]"
+            )
         cfg = apply_overrides(base if source is None else source, overrides, where)
         _check_eval(cfg, spec.eval, where)
         for seed in spec.seeds:
@@ -336,22 +365,27 @@ def _eval_only_source(source, overrides: dict, trained: dict, where: str) -> Exp
     if source is None:
         return None
     if not isinstance(source, str) or source not in trained:
-        raise ConfigError(f"{where}: from = {source!r} must name a variant that trains, declared above it "
-                          f"(known: {sorted(k for k in trained if isinstance(k, str))})")
+        raise ConfigError(
+            f"{where}: from = {source!r} must name a variant that trains, declared above it "
+            f"(known: {sorted(k for k in trained if isinstance(k, str))})"
+        )
     if bad := sorted(k for k in overrides if not k.startswith(EVAL_ONLY_PREFIX)):
-        raise ConfigError(f"{where}: an evaluation-only variant (from = {source!r}) may set only "
-                          f"{EVAL_ONLY_PREFIX}* keys (it reuses {source!r}'s training), got {bad}")
+        raise ConfigError(
+            f"{where}: an evaluation-only variant (from = {source!r}) may set only "
+            f"{EVAL_ONLY_PREFIX}* keys (it reuses {source!r}'s training), got {bad}"
+        )
     return trained[source]
 
 
 def _check_eval(cfg: ExperimentConfig, ev: SweepEvalConfig, where: str) -> None:
     m = cfg.model
     if too_fine := [k for k in ev.sample_steps if k > m.k_max]:
-        raise ConfigError(f"{where}: eval.sample_steps {too_fine} exceed model.k_max ({m.k_max}); raise "
-                          "model.k_max in [base] or drop them")
+        raise ConfigError(
+            f"{where}: eval.sample_steps {too_fine} exceed model.k_max ({m.k_max}); raise "
+            "model.k_max in [base] or drop them"
+        )
     if ev.context > m.context_frames:
-        raise ConfigError(f"{where}: eval.context ({ev.context}) must be <= model.context_frames "
-                          f"({m.context_frames})")
+        raise ConfigError(f"{where}: eval.context ({ev.context}) must be <= model.context_frames ({m.context_frames})")
 
 
 def find_run(runs: list[Run], only: str) -> Run:
@@ -364,6 +398,20 @@ def find_run(runs: list[Run], only: str) -> Run:
     raise ConfigError(f"sweep.only: no run {only!r} in this sweep; runs: {', '.join(r.name for r in runs)}")
 
 
-__all__ = ["Run", "SPLIT_KEYS", "SWEEP_OWNED", "SweepSpec", "UnknownKeyError", "apply_overrides", "build_runs",
-           "coerce", "field_type", "find_run", "flatten", "parse_assignment", "parse_variant", "read_sweep_file",
-           "spec_from_config"]
+__all__ = [
+    "Run",
+    "SPLIT_KEYS",
+    "SWEEP_OWNED",
+    "SweepSpec",
+    "UnknownKeyError",
+    "apply_overrides",
+    "build_runs",
+    "coerce",
+    "field_type",
+    "find_run",
+    "flatten",
+    "parse_assignment",
+    "parse_variant",
+    "read_sweep_file",
+    "spec_from_config",
+]

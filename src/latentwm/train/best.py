@@ -83,8 +83,10 @@ class BestKeeper:
     def restore(self, record: dict | None, log=print) -> None:
         """The record saved in a step checkpoint (None: an older checkpoint, or no evaluation yet)."""
         if record is not None and dict(record.get("rollout", {})) != self.rollout:
-            log(f"best checkpoint: rollout settings changed since step {record['step']} (score {record['score']:.4g}"
-                " measured with others); the next evaluation starts a new best")
+            log(
+                f"best checkpoint: rollout settings changed since step {record['step']} (score {record['score']:.4g}"
+                " measured with others); the next evaluation starts a new best"
+            )
             record = None
         self.record = None if record is None else dict(record)
 
@@ -93,15 +95,19 @@ class BestKeeper:
         rec = self.record
         self.path.parent.mkdir(parents=True, exist_ok=True)
         save_state_file(self.path, plain_state({**state, "step": rec["step"], "best": rec}))
-        _write_json(self.json, {**rec, "model_error": [float(e) for e in model_error],
-                                "path": os.path.relpath(self.path, self.out)})
+        _write_json(
+            self.json,
+            {**rec, "model_error": [float(e) for e in model_error], "path": os.path.relpath(self.path, self.out)},
+        )
         return self.path
 
     def load(self, map_location="cpu") -> dict:
         """best.pt's state; CheckpointError naming the file when there is none or it is damaged."""
         if not self.path.is_file():
-            raise CheckpointError(f"{self.path}: no best checkpoint (it is written at evaluations when "
-                                  "train.keep_best is on and the run has an eval set and train.eval_every)")
+            raise CheckpointError(
+                f"{self.path}: no best checkpoint (it is written at evaluations when "
+                "train.keep_best is on and the run has an eval set and train.eval_every)"
+            )
         state = load_state_file(self.path, map_location)
         if not isinstance(state.get("best"), dict) or "ema" not in state or "model" not in state:
             raise CheckpointError(f"{self.path}: not a best checkpoint (no best record or weights)")

@@ -38,8 +38,13 @@ from latentwm.model.dynamics import DynamicsModel
 from latentwm.train.pairing import check_pairing  # noqa: F401  (re-exported: planning imports it from here)
 from latentwm.train.export_file import is_export, read_export
 from latentwm.train.sharded import DCP_DIR, load_sharded_weights, save_sharded
-from latentwm.train.state_file import (CheckpointError, fsync_dir as _fsync_dir, load_file as _load,
-                                       load_state_file, save_file as _save_file)
+from latentwm.train.state_file import (
+    CheckpointError,
+    fsync_dir as _fsync_dir,
+    load_file as _load,
+    load_state_file,
+    save_file as _save_file,
+)
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 
@@ -48,10 +53,17 @@ def rng_state() -> dict:
     """Every RNG's state as tensors and plain numbers, so the file loads with `weights_only=True`."""
     version, internal, gauss_next = random.getstate()
     kind, key, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": [version, list(internal), gauss_next],
-             "numpy": {"kind": str(kind), "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": [version, list(internal), gauss_next],
+        "numpy": {
+            "kind": str(kind),
+            "key": torch.from_numpy(key.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -61,8 +73,7 @@ def set_rng_state(state: dict) -> None:
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state((n["kind"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -88,8 +99,10 @@ def plain_state(obj, where: str = "state"):
         return obj.item()
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
-    raise CheckpointError(f"cannot save {where} of type {type(obj).__name__}: checkpoints hold only tensors and plain "
-                          "data (numbers, strings, lists, dicts), as they are loaded with weights_only=True")
+    raise CheckpointError(
+        f"cannot save {where} of type {type(obj).__name__}: checkpoints hold only tensors and plain "
+        "data (numbers, strings, lists, dicts), as they are loaded with weights_only=True"
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -121,8 +134,10 @@ def _agree_on_name(name: str, rank: int, world_size: int) -> str:
     import torch.distributed as tdist
 
     if not (tdist.is_available() and tdist.is_initialized()):
-        raise CheckpointError("save_checkpoint with world_size > 1 needs an initialized torch.distributed process "
-                              "group (the ranks agree on the temporary directory through it)")
+        raise CheckpointError(
+            "save_checkpoint with world_size > 1 needs an initialized torch.distributed process "
+            "group (the ranks agree on the temporary directory through it)"
+        )
     cuda = tdist.get_backend() == "nccl"
     buf = torch.zeros(256, dtype=torch.uint8, device=f"cuda:{torch.cuda.current_device()}" if cuda else "cpu")
     if rank == 0:
@@ -165,8 +180,17 @@ def step_dir(root: str | os.PathLike, step: int) -> Path:
     return Path(root) / f"step_{step:08d}"
 
 
-def save_checkpoint(root: str | os.PathLike, step: int, state: dict, *, rank: int = 0, world_size: int = 1,
-                    barrier=lambda: None, keep_last: int = 3, sharded_state: dict | None = None) -> Path:
+def save_checkpoint(
+    root: str | os.PathLike,
+    step: int,
+    state: dict,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier=lambda: None,
+    keep_last: int = 3,
+    sharded_state: dict | None = None,
+) -> Path:
     """Write a checkpoint for `step` atomically; every rank calls this (rank 0 owns `state` and the rename).
 
     state: plain state (tensors, numbers) saved by rank 0. sharded_state: FSDP2 model/EMA/optimizer state dicts
@@ -195,8 +219,10 @@ def save_checkpoint(root: str | os.PathLike, step: int, state: dict, *, rank: in
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError):
-            raise CheckpointError(f"could not write checkpoint step {step} to {tmp}: {e}. The partial directory was "
-                                  f"removed; earlier checkpoints in {root} are intact (free disk space?)") from e
+            raise CheckpointError(
+                f"could not write checkpoint step {step} to {tmp}: {e}. The partial directory was "
+                f"removed; earlier checkpoints in {root} are intact (free disk space?)"
+            ) from e
         raise
     if rank == 0:
         prune(root, keep_last, protect=final)
@@ -228,9 +254,15 @@ def _publish(tmp: Path, final: Path, step: int, world_size: int, hashed: dict | 
     rename of the finished directory into place."""
     hashed = hashed or {}
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
-    manifest = {"step": step, "world_size": world_size,
-                "files": {str(p.relative_to(tmp)): hashed.get(str(p.relative_to(tmp))) or
-                          {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}}
+    manifest = {
+        "step": step,
+        "world_size": world_size,
+        "files": {
+            str(p.relative_to(tmp)): hashed.get(str(p.relative_to(tmp)))
+            or {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            for p in files
+        },
+    }
     with open(tmp / "manifest.json", "w") as f:
         json.dump(manifest, f, indent=1)
         f.flush()
@@ -257,15 +289,17 @@ def verify(path: str | os.PathLike, full: bool = True, part: tuple[int, int] | N
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"checkpoint {path}: manifest missing or unreadable ({e!r})") from e
     if not files or any(not (path / n).resolve().is_relative_to(path.resolve()) for n in files):
-        raise CheckpointError(f"checkpoint {path}: its manifest lists no files or a file outside the checkpoint "
-                              "(damaged or crafted)")
+        raise CheckpointError(
+            f"checkpoint {path}: its manifest lists no files or a file outside the checkpoint (damaged or crafted)"
+        )
     for i, (name, (size, sha)) in enumerate(sorted(files.items())):
         f = path / name
         if not f.is_file():
             raise CheckpointError(f"checkpoint {path}: file {name} is missing")
         if f.stat().st_size != size:
-            raise CheckpointError(f"checkpoint {path}: {name} has {f.stat().st_size} bytes, manifest says "
-                                  f"{size} (truncated?)")
+            raise CheckpointError(
+                f"checkpoint {path}: {name} has {f.stat().st_size} bytes, manifest says {size} (truncated?)"
+            )
         if full and (part is None or i % part[1] == part[0]) and _sha256(f) != sha:
             raise CheckpointError(f"checkpoint {path}: {name} does not match its SHA-256 (corrupt)")
     if full and part is None:
@@ -279,8 +313,13 @@ _KNOWN_GOOD: dict[str, tuple] = {}
 
 def _fingerprint(path: Path) -> tuple:
     try:
-        return tuple(sorted((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns)
-                            for f in path.rglob("*") if f.is_file()))
+        return tuple(
+            sorted(
+                (str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns)
+                for f in path.rglob("*")
+                if f.is_file()
+            )
+        )
     except OSError:
         return ()
 
@@ -337,8 +376,11 @@ def resume_checkpoint(root: str | os.PathLike, part: tuple[int, int] | None = No
         warnings.warn(f"skipping damaged checkpoint: {failures[-1]}", stacklevel=2)
     if not ckpts:
         return None
-    raise CheckpointError(f"cannot resume: none of the {len(ckpts)} checkpoints in {root} verifies:\n  "
-                          + "\n  ".join(failures) + "\nRestore them from a copy, or move them away to start over")
+    raise CheckpointError(
+        f"cannot resume: none of the {len(ckpts)} checkpoints in {root} verifies:\n  "
+        + "\n  ".join(failures)
+        + "\nRestore them from a copy, or move them away to start over"
+    )
 
 
 def load_checkpoint(path: str | os.PathLike, rank: int = 0, map_location="cpu", verified: bool = False) -> dict:
@@ -402,15 +444,18 @@ def load_world_model(path: str | os.PathLike, ema: bool = True, device="cpu"):
     name = "ema" if ema else "model"
     sharded = name in (state.get("dcp") or ())
     if "config" not in state or not (sharded or name in state):  # e.g. a pretrain-encoder run or another file
-        raise CheckpointError(f"{path} is not a world-model checkpoint (no {name} weights or config; it holds "
-                              f"{sorted(map(str, state))[:6]}): give a `latentwm train` run or checkpoint")
+        raise CheckpointError(
+            f"{path} is not a world-model checkpoint (no {name} weights or config; it holds "
+            f"{sorted(map(str, state))[:6]}): give a `latentwm train` run or checkpoint"
+        )
     model = _build(state, None if sharded else state[name], device, path)
     if sharded:  # every shard read into one model (no process group needed)
         load_sharded_weights(path, model, name)
     bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:  # a run that diverged: numbers from these weights would all be NaN
-        raise CheckpointError(f"{path}: the {name} weights hold NaN/inf in {len(bad)} tensors ({bad[0]}, ...); "
-                              "use an earlier checkpoint")
+        raise CheckpointError(
+            f"{path}: the {name} weights hold NaN/inf in {len(bad)} tensors ({bad[0]}, ...); use an earlier checkpoint"
+        )
     return model.eval().requires_grad_(False), ExperimentConfig.from_dict(state["config"]), state
 
 
@@ -421,6 +466,7 @@ def _build(state: dict, weights: dict | None, device, path: Path) -> DynamicsMod
         try:
             model.load_state_dict(weights)
         except RuntimeError as e:  # another model size
-            raise CheckpointError(f"{path}: its weights do not fit its config's model "
-                                  f"({str(e).splitlines()[0][:200]})") from e
+            raise CheckpointError(
+                f"{path}: its weights do not fit its config's model ({str(e).splitlines()[0][:200]})"
+            ) from e
     return model.eval().requires_grad_(False)

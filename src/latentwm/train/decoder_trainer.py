@@ -47,16 +47,24 @@ class DecoderTrainer:
     """`DecoderTrainer(cfg, train, held_out, facts, encoder).fit()`; facts as `load_frame_sets` returns them
     (online encoding: give the encoder; grid, width and statistics then come from it)."""
 
-    def __init__(self, cfg: DecoderConfig, train: FrameSet, held_out: FrameSet, facts: dict, encoder=None,
-                 dist: DistInfo | None = None):
+    def __init__(
+        self,
+        cfg: DecoderConfig,
+        train: FrameSet,
+        held_out: FrameSet,
+        facts: dict,
+        encoder=None,
+        dist: DistInfo | None = None,
+    ):
         self.cfg, self.train_set, self.eval_set, self.facts = cfg, train, held_out, dict(facts)
         self.dist = dist or init_distributed(cfg.device)
         self.device = self.dist.device
         if len(train) == 0:
             raise ConfigError("decoder: no training frames (every episode is held out?)")
         if cfg.batch_size % self.dist.world_size:
-            raise ConfigError(f"decoder.batch_size ({cfg.batch_size}) must be divisible by the world size "
-                              f"({self.dist.world_size})")
+            raise ConfigError(
+                f"decoder.batch_size ({cfg.batch_size}) must be divisible by the world size ({self.dist.world_size})"
+            )
         self.encode_fn = None
         if train.latents is None:
             if encoder is None:
@@ -64,11 +72,14 @@ class DecoderTrainer:
             self.encode_fn = encoder.encode
             if "latent_stats" not in self.facts:
                 sel = np.linspace(0, len(train) - 1, min(len(train), 1024)).round().astype(int)
-                st = compute_latent_stats(encoder.encode(train.frames[sel[i: i + 64]].permute(0, 3, 1, 2)).cpu()
-                                          for i in range(0, len(sel), 64))
+                st = compute_latent_stats(
+                    encoder.encode(train.frames[sel[i : i + 64]].permute(0, 3, 1, 2)).cpu()
+                    for i in range(0, len(sel), 64)
+                )
                 self.facts["latent_stats"] = dict(mean=st.mean.tolist(), std=st.std.tolist())
-            self.facts.update(encoder=encoder.weights_label, pool=encoder.pool, grid=encoder.grid,
-                              latent_dim=encoder.dim)
+            self.facts.update(
+                encoder=encoder.weights_label, pool=encoder.pool, grid=encoder.grid, latent_dim=encoder.dim
+            )
         self.spec = DecoderSpec(self.facts["latent_dim"], self.facts["grid"], cfg.patch_size, cfg.size)
         self.out = Path(cfg.out_dir)
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
@@ -79,8 +90,9 @@ class DecoderTrainer:
         self.opt = torch.optim.AdamW(decay_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
         self.steps_per_epoch = max(1, len(train) // cfg.batch_size)
         self.total_steps = cfg.epochs * self.steps_per_epoch
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, partial(
-            lr_lambda, warmup=cfg.warmup_steps, total=self.total_steps, min_ratio=cfg.min_lr_ratio))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, partial(lr_lambda, warmup=cfg.warmup_steps, total=self.total_steps, min_ratio=cfg.min_lr_ratio)
+        )
         self.disc = self.wrapped_disc = self.opt_d = None
         if cfg.adv_weight > 0:
             self.disc = PatchDiscriminator(cfg.disc_channels, self.spec.image_size).to(self.device)
@@ -91,18 +103,29 @@ class DecoderTrainer:
         self.history: list = []  # (step, epoch, loss, adversarial weight) of every logged row
         self.mean_image = self._mean_image()
         self.log = RunLogger(self.out, enabled=self.dist.is_main, wandb=cfg.wandb, config=asdict(cfg))
-        self.guard = NonFiniteGuard("train-decoder", cfg.max_nonfinite, self.out / "checkpoints",
-                                    "decoder.max_nonfinite")
-        self.loop = Loop("train-decoder", self.out, self.total_steps, state_fn=self.state_dict,
-                         load_fn=self.load_state_dict, log_every=cfg.log_every, ckpt_every=cfg.ckpt_every,
-                         keep_last=cfg.keep_last, eval_every=self.steps_per_epoch * cfg.eval_every,
-                         max_minutes=cfg.max_minutes, logger=self.log, dist=self.dist)
+        self.guard = NonFiniteGuard(
+            "train-decoder", cfg.max_nonfinite, self.out / "checkpoints", "decoder.max_nonfinite"
+        )
+        self.loop = Loop(
+            "train-decoder",
+            self.out,
+            self.total_steps,
+            state_fn=self.state_dict,
+            load_fn=self.load_state_dict,
+            log_every=cfg.log_every,
+            ckpt_every=cfg.ckpt_every,
+            keep_last=cfg.keep_last,
+            eval_every=self.steps_per_epoch * cfg.eval_every,
+            max_minutes=cfg.max_minutes,
+            logger=self.log,
+            dist=self.dist,
+        )
 
     def _mean_image(self) -> torch.Tensor:
         """Pixel-wise mean training frame at the output size (3, S, S) in [-1, 1]: the baseline."""
         tot = torch.zeros(3, self.spec.image_size, self.spec.image_size, dtype=torch.float64)
         for i in range(0, len(self.train_set), 256):
-            f = self.train_set.frames[i: i + 256].permute(0, 3, 1, 2)
+            f = self.train_set.frames[i : i + 256].permute(0, 3, 1, 2)
             tot += resize_frames(f, self.spec.image_size).double().sum(0)
         return (tot / len(self.train_set)).float()
 
@@ -111,19 +134,28 @@ class DecoderTrainer:
 
     # -------------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
-        st = {"model": unwrap(self.model).state_dict(), "ema": self.ema.state_dict(),
-              "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-              "nonfinite": self.guard.count, "history": self.history, "config": asdict(self.cfg),
-              "decoder_spec": asdict(self.spec), "perceptual": self.perceptual.kind,
-              **{k: v for k, v in self.facts.items() if k != "skipped"}}
+        st = {
+            "model": unwrap(self.model).state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "nonfinite": self.guard.count,
+            "history": self.history,
+            "config": asdict(self.cfg),
+            "decoder_spec": asdict(self.spec),
+            "perceptual": self.perceptual.kind,
+            **{k: v for k, v in self.facts.items() if k != "skipped"},
+        }
         if self.disc is not None:
             st.update(disc=self.disc.state_dict(), disc_optimizer=self.opt_d.state_dict())
         return st
 
     def load_state_dict(self, st: dict) -> None:
         if st["decoder_spec"] != asdict(self.spec):
-            raise ConfigError(f"decoder: {st['path']} holds a decoder {st['decoder_spec']}, this run builds "
-                              f"{asdict(self.spec)}; use another out_dir")
+            raise ConfigError(
+                f"decoder: {st['path']} holds a decoder {st['decoder_spec']}, this run builds "
+                f"{asdict(self.spec)}; use another out_dir"
+            )
         unwrap(self.model).load_state_dict(st["model"])
         self.ema.load_state_dict(st["ema"])
         self.opt.load_state_dict(st["optimizer"])
@@ -145,12 +177,13 @@ class DecoderTrainer:
     def _indices(self, step: int) -> torch.Tensor:
         """This rank's frames of optimizer step `step`: a (seed, epoch)-seeded permutation, sliced by position."""
         epoch, pos = divmod(step, self.steps_per_epoch)
-        perm = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(
-            sample_seed(self.cfg.seed, 1_000_000 + epoch)))
+        perm = torch.randperm(
+            len(self.train_set), generator=torch.Generator().manual_seed(sample_seed(self.cfg.seed, 1_000_000 + epoch))
+        )
         G = self.cfg.batch_size
         m = G // self.dist.world_size
         start = pos * G + self.dist.rank * m
-        return perm[start: start + m]
+        return perm[start : start + m]
 
     def train_step(self, step: int) -> dict:
         """One decoder step (and, once adversarial training is on, one discriminator step); {} when skipped."""
@@ -158,7 +191,8 @@ class DecoderTrainer:
         lat, target = self.train_set.batch(self._indices(step), self.device, self.spec.image_size, self.encode_fn)
         self._frames += cfg.batch_size
         gen = torch.Generator(device=self.device).manual_seed(
-            sample_seed(cfg.seed, step * self.dist.world_size + self.dist.rank))
+            sample_seed(cfg.seed, step * self.dist.world_size + self.dist.rank)
+        )
         with torch.autocast(**self.autocast):
             pred = self.wrapped(lat, noise_tau=cfg.noise_tau, generator=gen).float()  # (B, 3, S, S)
         l1 = (pred - target).abs().mean()
@@ -174,9 +208,19 @@ class DecoderTrainer:
             m.update(g_loss=g_loss.detach(), adv_weight=w)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = optimizer_step(self.opt, self.model.parameters(), cfg.grad_clip, self.guard, step,
-                                   sched=self.sched, ema=self.ema, model=unwrap(self.model),
-                                   ema_decay=cfg.ema_decay, log=self.log, verbose=self.dist.is_main)
+        grad_norm = optimizer_step(
+            self.opt,
+            self.model.parameters(),
+            cfg.grad_clip,
+            self.guard,
+            step,
+            sched=self.sched,
+            ema=self.ema,
+            model=unwrap(self.model),
+            ema_decay=cfg.ema_decay,
+            log=self.log,
+            verbose=self.dist.is_main,
+        )
         if grad_norm is None:
             return {}
         if adv:
@@ -209,14 +253,25 @@ class DecoderTrainer:
         self.loop.total = min(self.total_steps, stop_at or self.total_steps)
         self.last_eval: tuple[int, dict] = (-1, {})
         self._frames = 0
-        self.loop.fit(self.train_step, resume=self.cfg.resume, map_location=self.device,
-                      eval_fn=self._evaluate_at, on_log=self._log_row)
+        self.loop.fit(
+            self.train_step,
+            resume=self.cfg.resume,
+            map_location=self.device,
+            eval_fn=self._evaluate_at,
+            on_log=self._log_row,
+        )
         res = self.last_eval[1] if self.last_eval[0] == self.step else self.evaluate()
         if self.dist.is_main:
-            res.update(step=self.step, epochs=self.step / self.steps_per_epoch, train_frames=len(self.train_set),
-                       train_seconds=time.monotonic() - t0, perceptual=self.perceptual.kind,
-                       decoder=asdict(self.spec), parameters=self.model.num_parameters(),
-                       encoder=self.facts.get("encoder"))
+            res.update(
+                step=self.step,
+                epochs=self.step / self.steps_per_epoch,
+                train_frames=len(self.train_set),
+                train_seconds=time.monotonic() - t0,
+                perceptual=self.perceptual.kind,
+                decoder=asdict(self.spec),
+                parameters=self.model.num_parameters(),
+                encoder=self.facts.get("encoder"),
+            )
             (self.out / "metrics.json").write_text(json.dumps(res, indent=1))
         self.log.close()
         return res
@@ -228,27 +283,32 @@ class DecoderTrainer:
         res: dict = {}
         if self.dist.is_main:
             data, split = (self.eval_set, "eval") if len(self.eval_set) else (self.train_set, "train")
-            sel = torch.from_numpy(np.unique(np.linspace(0, len(data) - 1, min(len(data), self.cfg.eval_frames))
-                                             .round().astype(np.int64)))
+            sel = torch.from_numpy(
+                np.unique(np.linspace(0, len(data) - 1, min(len(data), self.cfg.eval_frames)).round().astype(np.int64))
+            )
             S = self.spec.image_size
 
             def pairs():
                 for i in range(0, len(sel), 64):
-                    yield data.batch(sel[i: i + 64], self.device, S, self.encode_fn)
+                    yield data.batch(sel[i : i + 64], self.device, S, self.encode_fn)
 
             with torch.autocast(**self.autocast):
                 res = reconstruction_metrics(pairs(), self.ema, self.perceptual.lpips, self.mean_image)
             res["split"] = split
             k = min(self.cfg.grid_images, len(sel))
             if k:
-                lat, target = data.batch(sel[np.linspace(0, len(sel) - 1, k).round().astype(np.int64)], self.device,
-                                         S, self.encode_fn)
+                lat, target = data.batch(
+                    sel[np.linspace(0, len(sel) - 1, k).round().astype(np.int64)], self.device, S, self.encode_fn
+                )
                 grid = recon_grid(to_uint8(target).cpu().numpy(), to_uint8(self.ema(lat)).cpu().numpy())
                 save_png(self.out / "eval" / f"recon_step{self.step:08d}.png", grid)
                 self.log.image(self.step, "eval/reconstructions", grid)
             self.log.scalars(self.step, {k: v for k, v in res.items() if isinstance(v, float)}, prefix="eval/")
-            print(f"step {self.step}: {split} PSNR {res['psnr']:.2f} dB (mean image {res['mean_image_psnr']:.2f}), "
-                  f"SSIM {res['ssim']:.3f}", flush=True)
+            print(
+                f"step {self.step}: {split} PSNR {res['psnr']:.2f} dB (mean image {res['mean_image_psnr']:.2f}), "
+                f"SSIM {res['ssim']:.3f}",
+                flush=True,
+            )
         self.dist.barrier()
         return res
 
@@ -260,8 +320,9 @@ def load_decoder(path: str | os.PathLike, ema: bool = True, device="cpu") -> tup
     if not (path / "manifest.json").exists():
         found = ckpt.latest_checkpoint(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
         if found is None:
-            raise ckpt.CheckpointError(f"decoder: no complete checkpoint in {path} (train one with "
-                                       "`latentwm train-decoder`)")
+            raise ckpt.CheckpointError(
+                f"decoder: no complete checkpoint in {path} (train one with `latentwm train-decoder`)"
+            )
         path = found
     state = ckpt.load_checkpoint(path, map_location=device)
     if "decoder_spec" not in state:
@@ -280,8 +341,10 @@ def train_decoder(cfg: DecoderConfig) -> dict:
         if not cfg.cache_dir:
             encoder = DinoEncoder.from_config(cfg.encoder, device=dist.device)
         if dist.is_main:
-            print(f"train-decoder: {len(train)} training / {len(held)} held-out frames; decoder "
-                  f"{cfg.size} {DECODER_SIZES[cfg.size]}, patch {cfg.patch_size}")
+            print(
+                f"train-decoder: {len(train)} training / {len(held)} held-out frames; decoder "
+                f"{cfg.size} {DECODER_SIZES[cfg.size]}, patch {cfg.patch_size}"
+            )
         return DecoderTrainer(cfg, train, held, facts, encoder=encoder, dist=dist).fit()
     finally:
         shutdown(dist)
@@ -291,6 +354,8 @@ def run_train_decoder(cfg: DecoderConfig) -> dict:
     """`latentwm train-decoder`: train, then print the held-out figures (rank 0)."""
     res = train_decoder(cfg)
     if res:
-        print(f"held-out PSNR {res['psnr']:.2f} dB (mean image {res['mean_image_psnr']:.2f} dB), SSIM "
-              f"{res['ssim']:.3f}; decoder and metrics.json in {cfg.out_dir}")
+        print(
+            f"held-out PSNR {res['psnr']:.2f} dB (mean image {res['mean_image_psnr']:.2f} dB), SSIM "
+            f"{res['ssim']:.3f}; decoder and metrics.json in {cfg.out_dir}"
+        )
     return res

@@ -48,8 +48,9 @@ from latentwm.train.loop import Loop, NonFiniteGuard, autocast_args, lr_lambda, 
 from latentwm.train.state_file import fsync_dir
 
 NAME = "pretrain-encoder"
-RESUMABLE = frozenset({"out_dir", "resume", "steps", "log_every", "ckpt_every", "keep_last", "max_minutes",
-                       "max_nonfinite", "device"})
+RESUMABLE = frozenset(
+    {"out_dir", "resume", "steps", "log_every", "ckpt_every", "keep_last", "max_minutes", "max_nonfinite", "device"}
+)
 """Settings a resumed pretraining may change: how long and how often, not what is learned from what."""
 NOT_LOSSES = ("lr", "frames_per_s", "grad_norm", "teacher_momentum")
 NO_DECAY = ("cls_token", "mask_token", "register_tokens", "position_embeddings", "original0")
@@ -87,17 +88,27 @@ class TrainFrames:
         return sum(s.nbytes for s in self.seqs)
 
     def facts(self) -> dict:
-        return dict(train_frames=self.frames, train_sequences=len(self.seqs), train_episodes=self.episodes,
-                    held_out_episodes=len(self.held_out), skipped_short=len(self.skipped_short),
-                    skipped_unreadable=len(self.skipped_bad), frame_shape=list(self.seqs[0].shape[1:]),
-                    memory_mb=round(self.nbytes / 2**20, 1))
+        return dict(
+            train_frames=self.frames,
+            train_sequences=len(self.seqs),
+            train_episodes=self.episodes,
+            held_out_episodes=len(self.held_out),
+            skipped_short=len(self.skipped_short),
+            skipped_unreadable=len(self.skipped_bad),
+            frame_shape=list(self.seqs[0].shape[1:]),
+            memory_mb=round(self.nbytes / 2**20, 1),
+        )
 
 
 def _items(cfg: PretrainEncoderConfig) -> list:
     try:
-        items = load_source(cfg.source, cfg.data_dir, size=None if cfg.source == "pusht" else
-                            (cfg.frame_size or cfg.image_size), fps=cfg.fps or None,
-                            options=parse_options(cfg.source_options))
+        items = load_source(
+            cfg.source,
+            cfg.data_dir,
+            size=None if cfg.source == "pusht" else (cfg.frame_size or cfg.image_size),
+            fps=cfg.fps or None,
+            options=parse_options(cfg.source_options),
+        )
     except ValueError as e:
         raise ConfigError(f"pretrain (--source {cfg.source} --data-dir {cfg.data_dir}): {e}") from e
     if not items:
@@ -111,7 +122,7 @@ def load_training_frames(cfg: PretrainEncoderConfig, show_progress: bool = True)
     items = _items(cfg)
     held = split_episodes([k for k, _ in items], cfg.eval_fraction, cfg.split_seed)
     todo = [kv for kv in items if kv[0] not in held]
-    todo = todo[:cfg.max_episodes] if cfg.max_episodes else todo
+    todo = todo[: cfg.max_episodes] if cfg.max_episodes else todo
     seqs, times, keys, short, bad = [], [], [], [], []
     for key, loader in tqdm(todo, desc="load frames", unit="ep", disable=not show_progress, dynamic_ncols=True):
         try:
@@ -136,21 +147,26 @@ def load_training_frames(cfg: PretrainEncoderConfig, show_progress: bool = True)
 
 def _check_frames(cfg: PretrainEncoderConfig, data: TrainFrames, n_items: int) -> None:
     if not data.seqs:
-        raise ConfigError(f"pretrain.data_dir: no training frames in {cfg.data_dir} ({n_items} episodes, "
-                          f"{len(data.held_out)} held out, {len(data.skipped_short)} sequences shorter than 2 frames "
-                          f"at frame_stride {cfg.frame_stride}, {len(data.skipped_bad)} unreadable)")
+        raise ConfigError(
+            f"pretrain.data_dir: no training frames in {cfg.data_dir} ({n_items} episodes, "
+            f"{len(data.held_out)} held out, {len(data.skipped_short)} sequences shorter than 2 frames "
+            f"at frame_stride {cfg.frame_stride}, {len(data.skipped_bad)} unreadable)"
+        )
     shapes = sorted({s.shape[1:] for s in data.seqs})
     if len(shapes) > 1:
-        raise ConfigError(f"pretrain.data_dir: frames of {cfg.data_dir} have different shapes {shapes}; set "
-                          "--frame-size to decode them at one size")
+        raise ConfigError(
+            f"pretrain.data_dir: frames of {cfg.data_dir} have different shapes {shapes}; set "
+            "--frame-size to decode them at one size"
+        )
     if cfg.objective == "time-contrastive" and len(data.seqs) < 2:
-        raise ConfigError(f"pretrain.objective time-contrastive needs at least 2 training sequences (other "
-                          f"episodes are its negatives); {cfg.data_dir} has {len(data.seqs)} after holding out "
-                          f"{len(data.held_out)} (pretrain.eval_fraction {cfg.eval_fraction})")
+        raise ConfigError(
+            f"pretrain.objective time-contrastive needs at least 2 training sequences (other "
+            f"episodes are its negatives); {cfg.data_dir} has {len(data.seqs)} after holding out "
+            f"{len(data.held_out)} (pretrain.eval_fraction {cfg.eval_fraction})"
+        )
 
 
-def sample_batch(data: TrainFrames, cfg: PretrainEncoderConfig, step: int) -> tuple[np.ndarray, np.ndarray,
-                                                                                    np.ndarray]:
+def sample_batch(data: TrainFrames, cfg: PretrainEncoderConfig, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(frames (B, H, W, 3) uint8, sequence ids (B,), env-step times (B,)) of optimizer step `step`, a pure function
     of (cfg.seed, step). time-contrastive: groups of frames_per_episode frames of one sequence, within `window` env
     steps (distinct frames when the window holds enough); otherwise frames uniform over all training frames."""
@@ -168,7 +184,7 @@ def sample_batch(data: TrainFrames, cfg: PretrainEncoderConfig, step: int) -> tu
             L, dt = len(data.seqs[s]), int(data.times[s][1] - data.times[s][0])  # env steps between frames
             w = min(L, max(2, cfg.window // dt))  # frames less than `window` env steps apart
             start = rng.integers(0, L - w + 1)
-            idx[g * k: (g + 1) * k] = np.sort(start + rng.choice(w, k, replace=w < k))
+            idx[g * k : (g + 1) * k] = np.sort(start + rng.choice(w, k, replace=w < k))
     frames = np.stack([data.seqs[s][i] for s, i in zip(seq, idx)])
     times = np.array([data.times[s][i] for s, i in zip(seq, idx)], dtype=np.int64)
     return frames, seq.astype(np.int64), times
@@ -183,9 +199,16 @@ def build_backbone(cfg: PretrainEncoderConfig) -> torch.nn.Module:
     from transformers import Dinov2Config, Dinov2Model
 
     torch.manual_seed(cfg.seed)
-    return Dinov2Model(Dinov2Config(hidden_size=cfg.hidden_size, num_hidden_layers=cfg.layers,
-                                    num_attention_heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, patch_size=cfg.patch_size,
-                                    image_size=cfg.image_size))
+    return Dinov2Model(
+        Dinov2Config(
+            hidden_size=cfg.hidden_size,
+            num_hidden_layers=cfg.layers,
+            num_attention_heads=cfg.heads,
+            mlp_ratio=cfg.mlp_ratio,
+            patch_size=cfg.patch_size,
+            image_size=cfg.image_size,
+        )
+    )
 
 
 def objective_kwargs(cfg: PretrainEncoderConfig) -> dict:
@@ -217,14 +240,24 @@ class EncoderPretrainer:
         self.objective.to(self.device).train()
         self.params = list(self.objective.student_parameters())
         self.opt = torch.optim.AdamW(self._groups(), lr=cfg.lr, betas=(0.9, 0.999))
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, partial(
-            lr_lambda, warmup=cfg.warmup_steps, total=cfg.steps, min_ratio=cfg.min_lr_ratio))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, partial(lr_lambda, warmup=cfg.warmup_steps, total=cfg.steps, min_ratio=cfg.min_lr_ratio)
+        )
         self.autocast = autocast_args(cfg.precision, self.device)
         self.log = RunLogger(self.out, config=asdict(cfg))
         self.guard = NonFiniteGuard(NAME, cfg.max_nonfinite, self.out / "checkpoints", "pretrain.max_nonfinite")
-        self.loop = Loop(NAME, self.out, cfg.steps, state_fn=self.state_dict, load_fn=self.load_state_dict,
-                         log_every=cfg.log_every, ckpt_every=cfg.ckpt_every, keep_last=cfg.keep_last,
-                         max_minutes=cfg.max_minutes, logger=self.log)
+        self.loop = Loop(
+            NAME,
+            self.out,
+            cfg.steps,
+            state_fn=self.state_dict,
+            load_fn=self.load_state_dict,
+            log_every=cfg.log_every,
+            ckpt_every=cfg.ckpt_every,
+            keep_last=cfg.keep_last,
+            max_minutes=cfg.max_minutes,
+            logger=self.log,
+        )
         self.last: dict = {}  # the last logged row (running means of the losses)
         self.seconds, self._frames = 0.0, 0  # training seconds of earlier invocations (resume); frames since a row
         self._t0: float | None = None  # when this invocation's fit started
@@ -242,9 +275,16 @@ class EncoderPretrainer:
     def spec(self) -> dict:
         """What a checkpoint must match to be resumed by this run."""
         c = self.cfg
-        return dict(objective=c.objective, hidden_size=c.hidden_size, layers=c.layers, heads=c.heads,
-                    patch_size=c.patch_size, mlp_ratio=c.mlp_ratio, image_size=c.image_size,
-                    objective_kwargs=objective_kwargs(c))
+        return dict(
+            objective=c.objective,
+            hidden_size=c.hidden_size,
+            layers=c.layers,
+            heads=c.heads,
+            patch_size=c.patch_size,
+            mlp_ratio=c.mlp_ratio,
+            image_size=c.image_size,
+            objective_kwargs=objective_kwargs(c),
+        )
 
     @property
     def step(self) -> int:
@@ -252,20 +292,32 @@ class EncoderPretrainer:
 
     # -------------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
-        return {"objective": self.objective.state_dict(), "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict(), "nonfinite": self.guard.count, "spec": self.spec,
-                "config": asdict(self.cfg), "last": self.last, "seconds": self.seconds + self._elapsed()}
+        return {
+            "objective": self.objective.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "nonfinite": self.guard.count,
+            "spec": self.spec,
+            "config": asdict(self.cfg),
+            "last": self.last,
+            "seconds": self.seconds + self._elapsed(),
+        }
 
     def load_state_dict(self, st: dict) -> None:
         now = asdict(self.cfg)
-        changed = [f"{k}: {v!r} -> {now[k]!r}" for k, v in sorted((st.get("config") or {}).items())
-                   if k in now and k not in RESUMABLE and json.dumps(v) != json.dumps(now[k])]
+        changed = [
+            f"{k}: {v!r} -> {now[k]!r}"
+            for k, v in sorted((st.get("config") or {}).items())
+            if k in now and k not in RESUMABLE and json.dumps(v) != json.dumps(now[k])
+        ]
         if st.get("spec") != self.spec and not changed:
             changed = [f"spec: {st.get('spec')!r} -> {self.spec!r}"]
         if changed:
-            raise ConfigError(f"{NAME}: the checkpoints in {self.out} were trained with other settings "
-                              f"({'; '.join(changed)}); only {', '.join(sorted(RESUMABLE))} may change on resume: "
-                              "use the same settings or another out_dir")
+            raise ConfigError(
+                f"{NAME}: the checkpoints in {self.out} were trained with other settings "
+                f"({'; '.join(changed)}); only {', '.join(sorted(RESUMABLE))} may change on resume: "
+                "use the same settings or another out_dir"
+            )
         self.objective.load_state_dict(st["objective"])
         self.opt.load_state_dict(st["optimizer"])
         self.sched.load_state_dict(st["scheduler"])
@@ -283,15 +335,17 @@ class EncoderPretrainer:
         frames, seq, times = sample_batch(self.data, cfg, step)
         x = torch.from_numpy(frames).to(self.device, non_blocking=True)
         gen = torch.Generator().manual_seed(sample_seed(cfg.seed, step))  # crops and masks (drawn on the CPU)
-        kw = dict(episode=torch.from_numpy(seq), time=torch.from_numpy(times)) \
-            if cfg.objective == "time-contrastive" else {}
+        kw = (
+            dict(episode=torch.from_numpy(seq), time=torch.from_numpy(times))
+            if cfg.objective == "time-contrastive"
+            else {}
+        )
         with torch.autocast(**self.autocast):
             out = self.objective.loss(x, gen, **kw)
         loss = out["loss"].float()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        norm = optimizer_step(self.opt, self.params, cfg.grad_clip, self.guard, step, sched=self.sched,
-                              log=self.log)
+        norm = optimizer_step(self.opt, self.params, cfg.grad_clip, self.guard, step, sched=self.sched, log=self.log)
         self._frames += len(frames)
         if norm is None:
             return {}
@@ -328,16 +382,25 @@ class EncoderPretrainer:
 
     def summary(self, wall_time_s: float) -> dict:
         cfg = self.cfg
-        return dict(config=asdict(cfg), objective=cfg.objective, objective_kwargs=objective_kwargs(cfg),
-                    steps_done=self.step, steps=cfg.steps, complete=self.step >= cfg.steps,
-                    weights="teacher" if cfg.objective == "dino" else "student",
-                    final_losses={k: v for k, v in self.last.items() if k not in NOT_LOSSES},
-                    final_lr=self.last.get("lr"), final_grad_norm=self.last.get("grad_norm"),
-                    parameters=sum(p.numel() for p in self.backbone.parameters()), **self.data.facts(),
-                    held_out=self.data.held_out, wall_time_s=round(wall_time_s, 2),
-                    train_seconds_total=round(self.seconds + self._elapsed(), 2),
-                    nonfinite_steps=self.guard.count,
-                    usage=f"--encoder.name {self.out / 'encoder'} --encoder.image-size {cfg.image_size}")
+        return dict(
+            config=asdict(cfg),
+            objective=cfg.objective,
+            objective_kwargs=objective_kwargs(cfg),
+            steps_done=self.step,
+            steps=cfg.steps,
+            complete=self.step >= cfg.steps,
+            weights="teacher" if cfg.objective == "dino" else "student",
+            final_losses={k: v for k, v in self.last.items() if k not in NOT_LOSSES},
+            final_lr=self.last.get("lr"),
+            final_grad_norm=self.last.get("grad_norm"),
+            parameters=sum(p.numel() for p in self.backbone.parameters()),
+            **self.data.facts(),
+            held_out=self.data.held_out,
+            wall_time_s=round(wall_time_s, 2),
+            train_seconds_total=round(self.seconds + self._elapsed(), 2),
+            nonfinite_steps=self.guard.count,
+            usage=f"--encoder.name {self.out / 'encoder'} --encoder.image-size {cfg.image_size}",
+        )
 
     def save_encoder(self, wall_time_s: float = 0.0) -> Path:
         """Write <out_dir>/encoder (save_pretrained + pretrain.json) atomically; returns it."""
@@ -380,17 +443,30 @@ def run_pretrain_encoder(cfg: PretrainEncoderConfig) -> Path:
     with RunLock(cfg.out_dir, f"latentwm {NAME}", reuse=True):
         data = load_training_frames(cfg)
         f = data.facts()
-        print(f"{NAME}: {f['train_frames']} frames of {f['train_sequences']} sequences from {f['train_episodes']} "
-              f"training episodes ({f['held_out_episodes']} held out, {f['skipped_short']} sequences shorter than "
-              f"2 frames and {f['skipped_unreadable']} unreadable episodes skipped), {f['memory_mb']} MB in memory; "
-              f"objective {cfg.objective}")
+        print(
+            f"{NAME}: {f['train_frames']} frames of {f['train_sequences']} sequences from {f['train_episodes']} "
+            f"training episodes ({f['held_out_episodes']} held out, {f['skipped_short']} sequences shorter than "
+            f"2 frames and {f['skipped_unreadable']} unreadable episodes skipped), {f['memory_mb']} MB in memory; "
+            f"objective {cfg.objective}"
+        )
         trainer = EncoderPretrainer(cfg, data)
         trainer.fit()
         folder = trainer.save_encoder(time.monotonic() - t0)
-    print(f"{NAME}: encoder saved to {folder} after {trainer.step} steps; use it with:\n  --encoder.name {folder} "
-          f"--encoder.image-size {cfg.image_size}")
+    print(
+        f"{NAME}: encoder saved to {folder} after {trainer.step} steps; use it with:\n  --encoder.name {folder} "
+        f"--encoder.image-size {cfg.image_size}"
+    )
     return folder
 
 
-__all__ = ["EncoderPretrainer", "TrainFrames", "build_backbone", "load_training_frames", "objective_kwargs",
-           "run_pretrain_encoder", "sample_batch", "save_encoder_folder", "teacher_momentum"]
+__all__ = [
+    "EncoderPretrainer",
+    "TrainFrames",
+    "build_backbone",
+    "load_training_frames",
+    "objective_kwargs",
+    "run_pretrain_encoder",
+    "sample_batch",
+    "save_encoder_folder",
+    "teacher_momentum",
+]

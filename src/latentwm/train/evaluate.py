@@ -36,17 +36,39 @@ def run_eval(cfg: EvalConfig) -> dict:
     if len(data) == 0:
         raise ConfigError(f"eval: no {cfg.split} clip of {C + H} frames in {data.cache.path}")
     data = clip_subset(data, cfg.max_clips)
-    res = rollout_errors(model, eval_loader(data, exp.model.action_dim), C, H, K, cfg.tau_ctx, seed=cfg.seed,
-                         keep_predictions=cfg.videos, num_samples=cfg.num_samples, action_swap=cfg.action_swap,
-                         device=device)
+    res = rollout_errors(
+        model,
+        eval_loader(data, exp.model.action_dim),
+        C,
+        H,
+        K,
+        cfg.tau_ctx,
+        seed=cfg.seed,
+        keep_predictions=cfg.videos,
+        num_samples=cfg.num_samples,
+        action_swap=cfg.action_swap,
+        device=device,
+    )
     examples = res.pop("examples", [])
     dec = load_decoder(cfg.decoder)[0] if cfg.decoder and examples else None
-    gifs = write_rollout_gifs(examples, out, decoder=dec,
-                              latent_stats=state["data_stats"]["latents"] if dec is not None else None)
-    plot_curves(out / "rollout_error.png", error_series(res), f"Rollout error ({cfg.split} clips)",
-                "horizon (model steps)", "latent MSE")
-    res.update(checkpoint=str(state["path"]), step=state["step"], context=C, sample_steps=K, tau_ctx=cfg.tau_ctx,
-               encoder=state.get("encoder"))
+    gifs = write_rollout_gifs(
+        examples, out, decoder=dec, latent_stats=state["data_stats"]["latents"] if dec is not None else None
+    )
+    plot_curves(
+        out / "rollout_error.png",
+        error_series(res),
+        f"Rollout error ({cfg.split} clips)",
+        "horizon (model steps)",
+        "latent MSE",
+    )
+    res.update(
+        checkpoint=str(state["path"]),
+        step=state["step"],
+        context=C,
+        sample_steps=K,
+        tau_ctx=cfg.tau_ctx,
+        encoder=state.get("encoder"),
+    )
     (out / "metrics.json").write_text(json.dumps(res, indent=1))
     print(error_table(res))
     print(f"{res['num_clips']} clips; metrics, plot and {len(gifs)} videos in {out}")
@@ -62,15 +84,22 @@ def clip_subset(data, max_clips: int):
 
 
 # (label in the plot, column in the table, key of rollout_errors' result); absent or None keys are left out
-_SERIES = [("model", "model", "model_error"), ("mean of N samples", "mean-of-N", "mean_of_samples_error"),
-           ("context average", "ctx-avg", "context_average_error"), ("copy last frame", "copy-last", "copy_last_error"),
-           ("swapped actions", "swapped", "swapped_actions_error")]
+_SERIES = [
+    ("model", "model", "model_error"),
+    ("mean of N samples", "mean-of-N", "mean_of_samples_error"),
+    ("context average", "ctx-avg", "context_average_error"),
+    ("copy last frame", "copy-last", "copy_last_error"),
+    ("swapped actions", "swapped", "swapped_actions_error"),
+]
 
 
 def error_series(res: dict) -> dict[str, tuple[list, list]]:
     """The curves of rollout_error.png: name -> (horizons, errors), for the keys `res` has."""
-    return {f"{name} (N={res['num_samples']})" if key == "mean_of_samples_error" else name: (res["horizons"], res[key])
-            for name, _, key in _SERIES if res.get(key) is not None}
+    return {
+        f"{name} (N={res['num_samples']})" if key == "mean_of_samples_error" else name: (res["horizons"], res[key])
+        for name, _, key in _SERIES
+        if res.get(key) is not None
+    }
 
 
 def error_table(res: dict) -> str:

@@ -33,8 +33,10 @@ def run_export(cfg: ExportConfig) -> Path:
     """The CLI body: export, then print what was written."""
     path = export_checkpoint(cfg.checkpoint, cfg.out, ema=cfg.ema)
     _, _, state = load_world_model(path)  # read back: the file is verified before the user relies on it
-    print(f"exported {state['weights']} weights of {state['source']} (step {state.get('step', '?')}) to {path} "
-          f"({path.stat().st_size / 1e6:.1f} MB)")
+    print(
+        f"exported {state['weights']} weights of {state['source']} (step {state.get('step', '?')}) to {path} "
+        f"({path.stat().st_size / 1e6:.1f} MB)"
+    )
     return path
 
 

@@ -48,16 +48,20 @@ def _to_json(obj, tensors: dict, where: str):
         return [_to_json(v, tensors, f"{where}[{i}]") for i, v in enumerate(obj)]
     if obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
-    raise CheckpointError(f"cannot export {where} of type {type(obj).__name__}: an export holds tensors, numbers, "
-                          "strings, lists and dicts")
+    raise CheckpointError(
+        f"cannot export {where} of type {type(obj).__name__}: an export holds tensors, numbers, "
+        "strings, lists and dicts"
+    )
 
 
 def _from_json(obj, tensors: dict, path: Path):
     if isinstance(obj, dict):
         if set(obj) == {"__tensor__"}:
             if obj["__tensor__"] not in tensors:
-                raise CheckpointError(f"{path}: damaged export: its facts reference tensor {obj['__tensor__']!r}, "
-                                      "which the file does not hold")
+                raise CheckpointError(
+                    f"{path}: damaged export: its facts reference tensor {obj['__tensor__']!r}, "
+                    "which the file does not hold"
+                )
             return tensors[obj["__tensor__"]]
         return {k: _from_json(v, tensors, path) for k, v in obj.items()}
     if isinstance(obj, list):
@@ -84,8 +88,12 @@ def write_export(path: str | os.PathLike, weights: dict[str, torch.Tensor], stat
     tensors: dict[str, torch.Tensor] = {}
     facts = _to_json(state, tensors, "state")
     weights = {k: v.detach().cpu().contiguous().clone() for k, v in weights.items()}  # no shared storage
-    meta = {"format": EXPORT_FORMAT, "state": json.dumps(facts), "weights": which,
-            "digest": _digest(weights, _from_json(facts, tensors, path))}
+    meta = {
+        "format": EXPORT_FORMAT,
+        "state": json.dumps(facts),
+        "weights": which,
+        "digest": _digest(weights, _from_json(facts, tensors, path)),
+    }
     data = save({**weights, **tensors}, metadata=meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -111,8 +119,10 @@ def read_export(path: str | os.PathLike, device="cpu") -> tuple[dict[str, torch.
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
             if meta.get("format") != EXPORT_FORMAT:
-                raise CheckpointError(f"{path}: not a latentwm export (metadata format {meta.get('format')!r}, "
-                                      f"expected {EXPORT_FORMAT!r}); write one with `latentwm export`")
+                raise CheckpointError(
+                    f"{path}: not a latentwm export (metadata format {meta.get('format')!r}, "
+                    f"expected {EXPORT_FORMAT!r}); write one with `latentwm export`"
+                )
             everything = {k: f.get_tensor(k) for k in f.keys()}
         facts = json.loads(meta["state"])
         which, digest = str(meta["weights"]), str(meta["digest"])

@@ -20,8 +20,11 @@ class PatchDiscriminator(nn.Module):
         ch = channels
         for i in range(1, n + 1):
             nxt = channels * min(2**i, 8)
-            layers += [nn.Conv2d(ch, nxt, 4, 2 if i < n else 1, 1), nn.GroupNorm(math.gcd(8, nxt), nxt),
-                       nn.LeakyReLU(0.2)]
+            layers += [
+                nn.Conv2d(ch, nxt, 4, 2 if i < n else 1, 1),
+                nn.GroupNorm(math.gcd(8, nxt), nxt),
+                nn.LeakyReLU(0.2),
+            ]
             ch = nxt
         layers.append(nn.Conv2d(ch, 1, 4, 1, 1))
         self.net = nn.Sequential(*layers)

@@ -60,8 +60,9 @@ class RunLock:
         if self.reuse and _key(self.out_dir) in _HELD:
             return self
         if fcntl is None:
-            warnings.warn(f"no fcntl on this platform: {self.out_dir} is not locked against a second writer",
-                          stacklevel=2)
+            warnings.warn(
+                f"no fcntl on this platform: {self.out_dir} is not locked against a second writer", stacklevel=2
+            )
             return self
         writable_out_dir(self.out_dir)  # a file in its place or a read-only folder: one line naming it
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -70,8 +71,12 @@ class RunLock:
         except OSError as e:  # BlockingIOError (EWOULDBLOCK): held by someone else
             os.close(fd)
             raise RunLockedError(self._refusal()) from e
-        holder = dict(pid=os.getpid(), host=socket.gethostname(), command=self.command,
-                      started=time.strftime("%Y-%m-%d %H:%M:%S %z"))
+        holder = dict(
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            command=self.command,
+            started=time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        )
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
         self._fd = fd
@@ -97,8 +102,10 @@ class RunLock:
     def _refusal(self) -> str:
         h = self.holder()
         who = f"PID {h.get('pid', '?')}" + (f" on {h['host']}" if h.get("host") else "")
-        return (f"out dir {self.out_dir} is in use by {who} ({h.get('command', 'unknown command')}, started "
-                f"{h.get('started', 'at an unknown time')}); wait for it or choose another out dir")
+        return (
+            f"out dir {self.out_dir} is in use by {who} ({h.get('command', 'unknown command')}, started "
+            f"{h.get('started', 'at an unknown time')}); wait for it or choose another out dir"
+        )
 
     @property
     def held(self) -> bool:

@@ -16,8 +16,14 @@ import numpy as np
 
 
 class RunLogger:
-    def __init__(self, out_dir: str | Path, enabled: bool = True, wandb: bool = False, config: dict | None = None,
-                 tensorboard: bool = True):
+    def __init__(
+        self,
+        out_dir: str | Path,
+        enabled: bool = True,
+        wandb: bool = False,
+        config: dict | None = None,
+        tensorboard: bool = True,
+    ):
         self.enabled = enabled
         self.out_dir = Path(out_dir)
         self._tb = self._wandb = None
@@ -37,11 +43,13 @@ class RunLogger:
             try:
                 import wandb as wb
 
-                self._wandb = wb.init(project="latentwm", dir=str(self.out_dir), config=config or {},
-                                      resume="allow")
+                self._wandb = wb.init(project="latentwm", dir=str(self.out_dir), config=config or {}, resume="allow")
             except ImportError:
-                warnings.warn("--train.wandb was set but wandb is not installed (pip install 'latentwm[wandb]'); "
-                              "logging to TensorBoard only", stacklevel=2)
+                warnings.warn(
+                    "--train.wandb was set but wandb is not installed (pip install 'latentwm[wandb]'); "
+                    "logging to TensorBoard only",
+                    stacklevel=2,
+                )
 
     def scalars(self, step: int, values: dict[str, float], prefix: str = "") -> None:
         if not self.enabled:

@@ -105,7 +105,8 @@ class NonFiniteGuard:
             raise TrainingDiverged(
                 f"{self.name}: {self.count} non-finite steps (budget {self.field} = {self.budget}); stopping. Last "
                 f"good checkpoint: "
-                f"{last or 'none yet'}. Lower the learning rate, check the data for NaN/inf, or raise the budget.")
+                f"{last or 'none yet'}. Lower the learning rate, check the data for NaN/inf, or raise the budget."
+            )
 
     def ok(self, value: torch.Tensor, step: int, log: RunLogger | None = None, verbose: bool = True) -> bool:
         """True when `value` (a loss or gradient norm) is finite; otherwise count the skipped step, maybe stop."""
@@ -124,9 +125,20 @@ def _plain_tensors_replicate():
     return implicit_replication()
 
 
-def optimizer_step(opt: torch.optim.Optimizer, params, grad_clip: float | None, guard: NonFiniteGuard, step: int,
-                   *, sched=None, ema: torch.nn.Module | None = None, model: torch.nn.Module | None = None,
-                   ema_decay: float = 0.0, log: RunLogger | None = None, verbose: bool = True) -> torch.Tensor | None:
+def optimizer_step(
+    opt: torch.optim.Optimizer,
+    params,
+    grad_clip: float | None,
+    guard: NonFiniteGuard,
+    step: int,
+    *,
+    sched=None,
+    ema: torch.nn.Module | None = None,
+    model: torch.nn.Module | None = None,
+    ema_decay: float = 0.0,
+    log: RunLogger | None = None,
+    verbose: bool = True,
+) -> torch.Tensor | None:
     """Clip, check, step (optimizer, scheduler, EMA of `model` into `ema`). Returns the gradient norm, or None when
     the step was skipped as non-finite (gradients are then cleared).
 
@@ -201,12 +213,28 @@ class Loop:
     depends on how fast the machine was.
     """
 
-    def __init__(self, name: str, out_dir: str | Path, total: int, *, state_fn: Callable[[], dict],
-                 load_fn: Callable[[dict], None], log_every: int = 10, ckpt_every: int = 500, keep_last: int = 3,
-                 eval_every: int = 0, max_minutes: float = 0.0, logger: RunLogger | None = None, dist=None,
-                 checkpoints: str | Path | None = None, resume_flag: str = "--resume", collective_state: bool = False,
-                 log_prefix: str = "train/", sharded_fn: Callable[[], dict] | None = None,
-                 guard: NonFiniteGuard | None = None):
+    def __init__(
+        self,
+        name: str,
+        out_dir: str | Path,
+        total: int,
+        *,
+        state_fn: Callable[[], dict],
+        load_fn: Callable[[dict], None],
+        log_every: int = 10,
+        ckpt_every: int = 500,
+        keep_last: int = 3,
+        eval_every: int = 0,
+        max_minutes: float = 0.0,
+        logger: RunLogger | None = None,
+        dist=None,
+        checkpoints: str | Path | None = None,
+        resume_flag: str = "--resume",
+        collective_state: bool = False,
+        log_prefix: str = "train/",
+        sharded_fn: Callable[[], dict] | None = None,
+        guard: NonFiniteGuard | None = None,
+    ):
         self.name, self.out, self.total = name, Path(out_dir), total
         self.ckpt_dir = Path(checkpoints) if checkpoints is not None else self.out / "checkpoints"
         self.state_fn, self.load_fn = state_fn, load_fn
@@ -226,20 +254,30 @@ class Loop:
         if self.is_main or (self.collective_state and sharded is None):  # full FSDP2: every rank joins the gather
             gathered = self.state_fn()
         state = {**gathered, "step": self.step} if self.is_main else {}
-        return ckpt.save_checkpoint(self.ckpt_dir, self.step, state, rank=d.rank if d else 0,
-                                    world_size=d.world_size if d else 1, barrier=d.barrier if d else (lambda: None),
-                                    keep_last=self.keep_last, sharded_state=sharded)
+        return ckpt.save_checkpoint(
+            self.ckpt_dir,
+            self.step,
+            state,
+            rank=d.rank if d else 0,
+            world_size=d.world_size if d else 1,
+            barrier=d.barrier if d else (lambda: None),
+            keep_last=self.keep_last,
+            sharded_state=sharded,
+        )
 
     def resume(self, resume: bool, map_location="cpu") -> Path | None:
         """Load the newest verified checkpoint when `resume`; refuse an out dir with checkpoints otherwise."""
         existing = ckpt.list_checkpoints(self.ckpt_dir)
         if not resume:
             if existing:
-                raise ConfigError(f"{self.name}: {self.out} already has checkpoints ({existing[-1].name}); pass "
-                                  f"{self.resume_flag} to continue it or choose another out_dir")
+                raise ConfigError(
+                    f"{self.name}: {self.out} already has checkpoints ({existing[-1].name}); pass "
+                    f"{self.resume_flag} to continue it or choose another out_dir"
+                )
             return None
         d = self.dist
         if d is not None and d.enabled:  # each rank hashes 1/W of the files (not W full reads); all must pass
+
             def agree(ok: bool) -> bool:
                 return not bool(d.all_reduce_sum(torch.tensor(float(not ok), device=d.device)))
 
@@ -259,8 +297,15 @@ class Loop:
                 self.log.truncate_after(self.step)
         return latest
 
-    def fit(self, step_fn: Callable[[int], dict], *, resume: bool, map_location="cpu",
-            before_run: Callable[[], None] | None = None, **run_kw) -> int:
+    def fit(
+        self,
+        step_fn: Callable[[int], dict],
+        *,
+        resume: bool,
+        map_location="cpu",
+        before_run: Callable[[], None] | None = None,
+        **run_kw,
+    ) -> int:
         """Lock the out dir (rank 0; a second writer is refused, naming this process), resume or refuse existing
         checkpoints, call before_run() (e.g. to start the data stream at the resumed step), then `run`."""
         with RunLock(self.out, f"latentwm {self.name}", enabled=self.is_main, reuse=True):
@@ -270,8 +315,12 @@ class Loop:
             return self.run(step_fn, **run_kw)
 
     # ------------------------------------------------------------------------------------------------ the loop
-    def run(self, step_fn: Callable[[int], dict], eval_fn: Callable[[int], object] | None = None,
-            on_log: Callable[[int, dict, float], dict] | None = None) -> int:
+    def run(
+        self,
+        step_fn: Callable[[int], dict],
+        eval_fn: Callable[[int], object] | None = None,
+        on_log: Callable[[int, dict, float], dict] | None = None,
+    ) -> int:
         """Run to `total`; returns the step reached. on_log(step, means, seconds since the last row) -> the row to
         write (e.g. reduced over ranks, with throughput and the learning rate; kept as history by the caller)."""
         bar = tqdm(total=self.total, initial=self.step, desc=self.name, dynamic_ncols=True, disable=not self.is_main)
@@ -307,7 +356,8 @@ class Loop:
                     f"{self.name}: stopped by its time cap ({self.max_minutes:g} min) at step {self.step} of "
                     f"{self.total}, checkpoint saved in {self.ckpt_dir}; a capped run is never treated as finished "
                     f"(its results would depend on the machine's speed): rerun with {self.resume_flag} to do the "
-                    f"remaining {self.total - self.step} steps")
+                    f"remaining {self.total - self.step} steps"
+                )
         bar.close()
         return self.step
 
@@ -321,6 +371,16 @@ class Loop:
         return over
 
 
-__all__ = ["Loop", "NonFiniteGuard", "STEP_WEIGHT", "TimeCapReached", "TrainingDiverged",
-           "autocast_args", "ema_decay_at",
-           "ema_update", "lr_lambda", "optimizer_step", "sample_seed"]
+__all__ = [
+    "Loop",
+    "NonFiniteGuard",
+    "STEP_WEIGHT",
+    "TimeCapReached",
+    "TrainingDiverged",
+    "autocast_args",
+    "ema_decay_at",
+    "ema_update",
+    "lr_lambda",
+    "optimizer_step",
+    "sample_seed",
+]

@@ -54,11 +54,13 @@ def check_memory(cfg: ExperimentConfig, device: torch.device, world_size: int = 
     need, have = memory_lower_bound(cfg, world_size), available_memory(device)
     if have is None or need <= have:
         return
-    raise ConfigError(f"train: this config needs at least {need / 2**30:,.1f} GiB per rank "
-                      f"({approx_param_count(cfg.model):,} parameters; data.batch_size {cfg.data.batch_size} clips "
-                      f"of {cfg.data.clip_len} frames), "
-                      f"more than the {have / 2**30:,.1f} GiB available on {device}: lower data.batch_size (or raise "
-                      "train.grad_accum), model.width or model.depth")
+    raise ConfigError(
+        f"train: this config needs at least {need / 2**30:,.1f} GiB per rank "
+        f"({approx_param_count(cfg.model):,} parameters; data.batch_size {cfg.data.batch_size} clips "
+        f"of {cfg.data.clip_len} frames), "
+        f"more than the {have / 2**30:,.1f} GiB available on {device}: lower data.batch_size (or raise "
+        "train.grad_accum), model.width or model.depth"
+    )
 
 
 __all__ = ["available_memory", "check_memory", "memory_lower_bound"]

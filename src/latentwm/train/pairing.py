@@ -21,17 +21,23 @@ def check_pairing(state: dict, cache_info: dict, cache_path) -> None:
     Raises CheckpointError naming each differing fact with both values and both paths."""
     model = (state.get("config") or {}).get("model") or {}
     grid = model.get("latent_grid")
-    trained = {"encoder": state.get("encoder"), "latent_dim": model.get("latent_dim"),
-               "num_tokens": None if grid is None else grid * grid, **(state.get("cache_info") or {})}
+    trained = {
+        "encoder": state.get("encoder"),
+        "latent_dim": model.get("latent_dim"),
+        "num_tokens": None if grid is None else grid * grid,
+        **(state.get("cache_info") or {}),
+    }
     diffs = []
     for key in ("encoder", "image_size", "pool", "num_tokens", "latent_dim"):
         a, b = (_fact(i, key) for i in (trained, cache_info))
         if a is not None and b is not None and not (same_encoder(a, b) if key == "encoder" else a == b):
             diffs.append(f"{key} {a!r} (checkpoint) vs {b!r} (cache){legacy_label_note(a, b)}")
     if diffs:
-        raise CheckpointError(f"checkpoint {state.get('path', '?')} was trained on other latents than the cache "
-                              f"{cache_path} holds: {'; '.join(diffs)}. Use the cache it was trained on (or one "
-                              "encoded with the same encoder settings)")
+        raise CheckpointError(
+            f"checkpoint {state.get('path', '?')} was trained on other latents than the cache "
+            f"{cache_path} holds: {'; '.join(diffs)}. Use the cache it was trained on (or one "
+            "encoded with the same encoder settings)"
+        )
 
 
 __all__ = ["check_pairing"]

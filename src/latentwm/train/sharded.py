@@ -36,8 +36,9 @@ def _quiet_single_process():
         yield
 
 
-def sharded_state(models: dict[str, nn.Module], opt: torch.optim.Optimizer | None = None,
-                  opt_model: str = "model") -> dict:
+def sharded_state(
+    models: dict[str, nn.Module], opt: torch.optim.Optimizer | None = None, opt_model: str = "model"
+) -> dict:
     """{name: model state dict (DTensor shards under FSDP2, no gather)} for each of `models`, plus "optimizer" (the
     optimizer of `models[opt_model]`, keyed by parameter names so it reshards): what `dcp.save` writes. A
     collective under FSDP2: every rank calls it."""
@@ -59,8 +60,13 @@ def save_sharded(state: dict, directory: Path) -> None:
         dcp.save(state, checkpoint_id=str(directory), no_dist=alone)
 
 
-def load_sharded(path: str | Path, models: dict[str, nn.Module], opt: torch.optim.Optimizer | None = None,
-                 opt_model: str = "model", no_dist: bool = False) -> None:
+def load_sharded(
+    path: str | Path,
+    models: dict[str, nn.Module],
+    opt: torch.optim.Optimizer | None = None,
+    opt_model: str = "model",
+    no_dist: bool = False,
+) -> None:
     """Load the entries `models` (and "optimizer" when `opt` is given) of the checkpoint at `path` (a step directory
     holding dcp/) into the live objects, whatever their sharding (FSDP2 at any world size, or a plain module).
 
@@ -68,8 +74,12 @@ def load_sharded(path: str | Path, models: dict[str, nn.Module], opt: torch.opti
     unreadable, or does not fit these objects (another model size). no_dist: this process alone reads (no
     collective even when a process group exists)."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
-                                                         set_model_state_dict, set_optimizer_state_dict)
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
 
     where = Path(path) / DCP_DIR
     if not (where / ".metadata").is_file():

@@ -37,9 +37,11 @@ def load_file(path: Path, map_location="cpu"):
     except pickle.UnpicklingError as e:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         why = f" (it references {found.group(1)})" if found else ""
-        raise CheckpointError(f"{path}: holds objects other than tensors and plain data (numbers, strings, lists, "
-                              f"dicts){why}; refusing to unpickle it, which could run code. Checkpoints written "
-                              "before latentwm loaded them with weights_only=True cannot be loaded") from e
+        raise CheckpointError(
+            f"{path}: holds objects other than tensors and plain data (numbers, strings, lists, "
+            f"dicts){why}; refusing to unpickle it, which could run code. Checkpoints written "
+            "before latentwm loaded them with weights_only=True cannot be loaded"
+        ) from e
     except (RuntimeError, EOFError, ValueError) as e:
         raise CheckpointError(f"{path}: unreadable checkpoint file ({e})") from e
 
@@ -108,8 +110,10 @@ def save_state_file(path: str | os.PathLike, state: dict) -> Path:
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise CheckpointError(f"could not write {path}: {e}. The partial file was removed; the previous "
-                                  f"{path.name}, if any, is intact (free disk space?)") from e
+            raise CheckpointError(
+                f"could not write {path}: {e}. The partial file was removed; the previous "
+                f"{path.name}, if any, is intact (free disk space?)"
+            ) from e
         raise
     fsync_dir(path.parent)
     return path
@@ -123,14 +127,23 @@ def load_state_file(path: str | os.PathLike, map_location="cpu") -> dict:
         raise CheckpointError(f"{path}: no such checkpoint file")
     state = load_file(path, map_location)
     if not isinstance(state, dict) or "digest" not in state:
-        raise CheckpointError(f"{path}: not a one-file checkpoint (no digest); step checkpoints are directories "
-                              "(checkpoints/step_N)")
+        raise CheckpointError(
+            f"{path}: not a one-file checkpoint (no digest); step checkpoints are directories (checkpoints/step_N)"
+        )
     if state.pop("digest") != state_digest(state):
-        raise CheckpointError(f"{path}: contents do not match the digest saved with them (corrupt); delete it or "
-                              "restore it from a copy")
+        raise CheckpointError(
+            f"{path}: contents do not match the digest saved with them (corrupt); delete it or restore it from a copy"
+        )
     state["path"] = path
     return state
 
 
-__all__ = ["CheckpointError", "fsync_dir", "load_file", "load_state_file", "save_file", "save_state_file",
-           "state_digest"]
+__all__ = [
+    "CheckpointError",
+    "fsync_dir",
+    "load_file",
+    "load_state_file",
+    "save_file",
+    "save_state_file",
+    "state_digest",
+]

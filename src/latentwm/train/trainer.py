@@ -37,8 +37,16 @@ from latentwm.train.decoder_trainer import load_decoder
 from latentwm.train.logging import RunLogger
 from latentwm.train.sharded import load_sharded, sharded_state
 from latentwm.train.memory import check_memory
-from latentwm.train.loop import (Loop, NonFiniteGuard, TrainingDiverged, autocast_args, lr_lambda,  # noqa: F401
-                                 optimizer_step, sample_seed, STEP_WEIGHT)
+from latentwm.train.loop import (
+    Loop,
+    NonFiniteGuard,
+    TrainingDiverged,  # noqa: F401
+    autocast_args,
+    lr_lambda,  # noqa: F401
+    optimizer_step,
+    sample_seed,
+    STEP_WEIGHT,
+)
 
 
 class StreamBatchSampler(Sampler):
@@ -67,10 +75,29 @@ class TrainState:
 
 
 # Fields a resumed run may change: how long and how often things happen, not what is learned from what.
-RESUMABLE = {"preset", "rollout", "plan", "train.steps", "train.log_every", "train.eval_every", "train.ckpt_every",
-             "train.keep_last", "train.keep_best", "train.resume", "train.wandb", "train.max_nonfinite",
-             "train.out_dir", "train.compile", "train.compile_scope", "train.compile_backend", "train.precision",
-             "train.distributed", "train.checkpoint_format", "data.num_workers", "data.allow_partial"}
+RESUMABLE = {
+    "preset",
+    "rollout",
+    "plan",
+    "train.steps",
+    "train.log_every",
+    "train.eval_every",
+    "train.ckpt_every",
+    "train.keep_last",
+    "train.keep_best",
+    "train.resume",
+    "train.wandb",
+    "train.max_nonfinite",
+    "train.out_dir",
+    "train.compile",
+    "train.compile_scope",
+    "train.compile_backend",
+    "train.precision",
+    "train.distributed",
+    "train.checkpoint_format",
+    "data.num_workers",
+    "data.allow_partial",
+}
 
 
 def config_changes(saved: dict, now: dict, prefix: str = "") -> list[str]:
@@ -123,9 +150,17 @@ class Trainer:
     latents, `data.online.OnlineEncoding`).
     """
 
-    def __init__(self, cfg: ExperimentConfig, train_set: Dataset, eval_set: Dataset | None = None,
-                 dist: DistInfo | None = None, extra_state: dict | None = None, device: str = "auto",
-                 on_eval=None, batch_transform=None):
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        train_set: Dataset,
+        eval_set: Dataset | None = None,
+        dist: DistInfo | None = None,
+        extra_state: dict | None = None,
+        device: str = "auto",
+        on_eval=None,
+        batch_transform=None,
+    ):
         self.cfg, self.train_set, self.eval_set = cfg, train_set, eval_set
         self.batch_transform = batch_transform
         self.dist = dist or init_distributed(device)
@@ -136,8 +171,10 @@ class Trainer:
         self.ckpt_dir = self.out / "checkpoints"
         G = cfg.data.batch_size
         if G % tc.grad_accum or (G // tc.grad_accum) % self.dist.world_size:
-            raise ConfigError(f"data.batch_size ({G}) must be divisible by train.grad_accum ({tc.grad_accum}) × "
-                              f"world size ({self.dist.world_size})")
+            raise ConfigError(
+                f"data.batch_size ({G}) must be divisible by train.grad_accum ({tc.grad_accum}) × "
+                f"world size ({self.dist.world_size})"
+            )
         self.global_micro = G // tc.grad_accum
         self.device = self.dist.device
         check_memory(cfg, self.device, self.dist.world_size)  # before anything is allocated
@@ -155,24 +192,46 @@ class Trainer:
                 blk.compile(backend=tc.compile_backend)
         elif tc.compile:
             self.forward = torch.compile(self.wrapped, backend=tc.compile_backend)
-        self.opt = torch.optim.AdamW(self.model.param_groups(tc.weight_decay), lr=tc.lr,
-                                     betas=(tc.beta1, tc.beta2), fused=True)  # fused: the sync-free step
+        self.opt = torch.optim.AdamW(
+            self.model.param_groups(tc.weight_decay), lr=tc.lr, betas=(tc.beta1, tc.beta2), fused=True
+        )  # fused: the sync-free step
         self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, partial(lr_lambda, warmup=tc.warmup_steps, total=tc.steps, min_ratio=tc.min_lr_ratio))
+            self.opt, partial(lr_lambda, warmup=tc.warmup_steps, total=tc.steps, min_ratio=tc.min_lr_ratio)
+        )
         self.objective = make_objective(cfg.objective, cfg.model)  # the model's prediction mode picks it
         self.history: list = []  # (step, loss) of every logged row, for reports
         self.autocast = autocast_args(tc.precision, self.device)
         self.log = RunLogger(self.out, enabled=self.dist.is_main, wandb=tc.wandb, config=cfg.to_dict())
         self.guard = NonFiniteGuard("train", tc.max_nonfinite, self.ckpt_dir, "train.max_nonfinite")
         r = cfg.rollout  # what the held-out score depends on (not rollout.decoder: videos only)
-        self.best = BestKeeper(self.out, {"context": r.context, "horizon": r.horizon, "sample_steps": r.sample_steps,
-                                          "tau_ctx": r.tau_ctx, "use_ema": r.use_ema})
+        self.best = BestKeeper(
+            self.out,
+            {
+                "context": r.context,
+                "horizon": r.horizon,
+                "sample_steps": r.sample_steps,
+                "tau_ctx": r.tau_ctx,
+                "use_ema": r.use_ema,
+            },
+        )
         self.teacher = _EvalModeTeacher(unwrap(self.model)) if cfg.model.dropout > 0 else unwrap(self.model)
-        self.loop = Loop("train", self.out, tc.steps, state_fn=self.state_dict, load_fn=self.load_state_dict,
-                         log_every=tc.log_every, ckpt_every=tc.ckpt_every, keep_last=tc.keep_last,
-                         eval_every=tc.eval_every, logger=self.log, dist=self.dist,
-                         resume_flag="--train.resume", collective_state=self.fsdp,
-                         sharded_fn=self._sharded_state if self.sharded else None, guard=self.guard)
+        self.loop = Loop(
+            "train",
+            self.out,
+            tc.steps,
+            state_fn=self.state_dict,
+            load_fn=self.load_state_dict,
+            log_every=tc.log_every,
+            ckpt_every=tc.ckpt_every,
+            keep_last=tc.keep_last,
+            eval_every=tc.eval_every,
+            logger=self.log,
+            dist=self.dist,
+            resume_flag="--train.resume",
+            collective_state=self.fsdp,
+            sharded_fn=self._sharded_state if self.sharded else None,
+            guard=self.guard,
+        )
 
     @property
     def state(self) -> TrainState:
@@ -185,12 +244,17 @@ class Trainer:
         if not self.fsdp:
             out = {"model": unwrap(self.model).state_dict(), "ema": self.ema.state_dict()}
             return {**out, "optimizer": self.opt.state_dict()} if optimizer else out
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                             get_optimizer_state_dict)
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
 
         full = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        out = {"model": get_model_state_dict(self.model, options=full),
-               "ema": get_model_state_dict(self.ema, options=full)}
+        out = {
+            "model": get_model_state_dict(self.model, options=full),
+            "ema": get_model_state_dict(self.ema, options=full),
+        }
         return {**out, "optimizer": get_optimizer_state_dict(self.model, self.opt, options=full)} if optimizer else out
 
     def _sharded_state(self) -> dict:
@@ -207,8 +271,11 @@ class Trainer:
             if optimizer:
                 self.opt.load_state_dict(st["optimizer"])
             return
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                             set_optimizer_state_dict)
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
 
         full = StateDictOptions(full_state_dict=True)
         set_model_state_dict(self.model, st["model"], options=full)
@@ -218,17 +285,25 @@ class Trainer:
 
     def state_dict(self) -> dict:
         weights = {"dcp": ["model", "ema", "optimizer"]} if self.sharded else self._weights_state()
-        return {**weights, "scheduler": self.sched.state_dict(),
-                "nonfinite": self.guard.count, "history": self.history, "best": self.best.record,
-                "data_position": self.loop.step * self.cfg.train.grad_accum,
-                "config": self.cfg.to_dict(), **self.extra_state}
+        return {
+            **weights,
+            "scheduler": self.sched.state_dict(),
+            "nonfinite": self.guard.count,
+            "history": self.history,
+            "best": self.best.record,
+            "data_position": self.loop.step * self.cfg.train.grad_accum,
+            "config": self.cfg.to_dict(),
+            **self.extra_state,
+        }
 
     def load_state_dict(self, st: dict) -> None:
         changed = config_changes(saved_config(st["config"]), self.cfg.to_dict())
         if changed:
-            raise ConfigError(f"train.resume: {st['path']} was trained with other settings: {'; '.join(changed)}. "
-                              "Only train.steps, logging/checkpoint cadence, data.num_workers, rollout.* and plan.* "
-                              "may change on resume; start a new out_dir for the rest")
+            raise ConfigError(
+                f"train.resume: {st['path']} was trained with other settings: {'; '.join(changed)}. "
+                "Only train.steps, logging/checkpoint cadence, data.num_workers, rollout.* and plan.* "
+                "may change on resume; start a new out_dir for the rest"
+            )
         self._load_weights_state(st)
         self.sched.load_state_dict(st["scheduler"])
         self.guard.count = st["nonfinite"]
@@ -255,10 +330,15 @@ class Trainer:
     def _loader(self, start_micro: int) -> Iterator[WorldBatch]:
         sampler = StreamBatchSampler(self.global_micro, self.dist.rank, self.dist.world_size, start_micro)
         nw = self.cfg.data.num_workers
-        loader = DataLoader(self.train_set, batch_sampler=sampler, num_workers=nw,
-                            collate_fn=partial(collate, action_dim=self.cfg.model.action_dim),
-                            pin_memory=self.device.type == "cuda", persistent_workers=nw > 0,
-                            prefetch_factor=4 if nw > 0 else None)
+        loader = DataLoader(
+            self.train_set,
+            batch_sampler=sampler,
+            num_workers=nw,
+            collate_fn=partial(collate, action_dim=self.cfg.model.action_dim),
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=nw > 0,
+            prefetch_factor=4 if nw > 0 else None,
+        )
         return iter(loader)
 
     def _micro_seeds(self, micro: int) -> list[int]:
@@ -275,11 +355,21 @@ class Trainer:
             self._data = self._loader(self.loop.step * tc.grad_accum)
             self._frames = 0
 
-        self.loop.fit(self.train_step, resume=tc.resume, map_location=self.device, before_run=start_data,
-                      eval_fn=self.evaluate if self.eval_set is not None else None, on_log=self._log_row)
+        self.loop.fit(
+            self.train_step,
+            resume=tc.resume,
+            map_location=self.device,
+            before_run=start_data,
+            eval_fn=self.evaluate if self.eval_set is not None else None,
+            on_log=self._log_row,
+        )
         self.log.close()
-        return {"step": self.loop.step, "history": self.history, "nonfinite": self.guard.count,
-                "best": self.best.record}
+        return {
+            "step": self.loop.step,
+            "history": self.history,
+            "nonfinite": self.guard.count,
+            "best": self.best.record,
+        }
 
     def train_step(self, step: int) -> dict:
         """One optimizer step over grad_accum micro-batches: host-side batch fetch, then `device_step`."""
@@ -306,16 +396,36 @@ class Trainer:
             ctx = self.wrapped.no_sync() if not sync else contextlib.nullcontext()
             with ctx, torch.autocast(**self.autocast):
                 loss, m = self.objective(
-                    self.forward, b.latents, b.actions, b.action_mask, b.valid, global_step=step,
-                    bootstrap_model=self.teacher, seeds=self._micro_seeds(step * tc.grad_accum + j),
-                    normalizer=normalizer, collective_safe=self.fsdp, text=b.text, text_mask=b.text_mask)
+                    self.forward,
+                    b.latents,
+                    b.actions,
+                    b.action_mask,
+                    b.valid,
+                    global_step=step,
+                    bootstrap_model=self.teacher,
+                    seeds=self._micro_seeds(step * tc.grad_accum + j),
+                    normalizer=normalizer,
+                    collective_safe=self.fsdp,
+                    text=b.text,
+                    text_mask=b.text_mask,
+                )
             loss.backward()
             for k, v in m.items():
                 metrics[k] = metrics.get(k, 0) + v.detach() / len(batches)
         # skipped or not, the step's data is consumed: the same bad batch is not retried forever
-        grad_norm = optimizer_step(self.opt, self.model.parameters(), tc.grad_clip, self.guard, step,
-                                   sched=self.sched, ema=self.ema, model=unwrap(self.model), ema_decay=tc.ema_decay,
-                                   log=self.log, verbose=self.dist.is_main)
+        grad_norm = optimizer_step(
+            self.opt,
+            self.model.parameters(),
+            tc.grad_clip,
+            self.guard,
+            step,
+            sched=self.sched,
+            ema=self.ema,
+            model=unwrap(self.model),
+            ema_decay=tc.ema_decay,
+            log=self.log,
+            verbose=self.dist.is_main,
+        )
         if grad_norm is None:
             return {}
         if self.guard.last_finite is None:
@@ -324,14 +434,21 @@ class Trainer:
 
     def _log_row(self, step: int, means: dict, seconds: float) -> dict:
         # losses differ per rank (different samples): report the mean over ranks
-        row = {k: float(self.dist.all_reduce_mean(torch.as_tensor(v, device=self.device, dtype=torch.float32)))
-               for k, v in means.items()}
+        row = {
+            k: float(self.dist.all_reduce_mean(torch.as_tensor(v, device=self.device, dtype=torch.float32)))
+            for k, v in means.items()
+        }
         fps = self._frames * self.dist.world_size / seconds
         self._frames = 0
         model = unwrap(self.model)
-        row.update({"lr": self.sched.get_last_lr()[0], "frames_per_s": fps,
-                    "tokens_per_s": fps * model.tokens_per_frame,
-                    "train_flops_per_s": 3 * model.flops_per_frame(self.cfg.data.clip_len) * fps})
+        row.update(
+            {
+                "lr": self.sched.get_last_lr()[0],
+                "frames_per_s": fps,
+                "tokens_per_s": fps * model.tokens_per_frame,
+                "train_flops_per_s": 3 * model.flops_per_frame(self.cfg.data.clip_len) * fps,
+            }
+        )
         self.history.append((step, row["loss"]))
         return row
 
@@ -361,10 +478,20 @@ class Trainer:
         training = model.training  # the raw model trains in train mode; evaluate it as it is sampled from
         model.eval()
         try:
-            res = rollout_errors(model, self.eval_batches(), r.context, r.horizon, r.sample_steps, r.tau_ctx,
-                                 seed=self.cfg.train.seed, device=self.device, keep_predictions=2,
-                                 condition_gain=self.cfg.train.condition_gain, text_guidance=r.text_guidance,
-                                 action_guidance=r.action_guidance)
+            res = rollout_errors(
+                model,
+                self.eval_batches(),
+                r.context,
+                r.horizon,
+                r.sample_steps,
+                r.tau_ctx,
+                seed=self.cfg.train.seed,
+                device=self.device,
+                keep_predictions=2,
+                condition_gain=self.cfg.train.condition_gain,
+                text_guidance=r.text_guidance,
+                action_guidance=r.action_guidance,
+            )
         finally:
             model.train(training)
         if self.dist.is_main:
@@ -375,8 +502,13 @@ class Trainer:
             vals.update(gain_scalars(res.get("condition_gain") or {}))
             self.log.scalars(step, vals, prefix="eval/")
             truth, pred, ctx = res["examples"][0]
-            video = rollout_video(ctx[0], truth[0], pred[0], decoder=self._decoder(),
-                                  latent_stats=self.extra_state.get("data_stats", {}).get("latents"))
+            video = rollout_video(
+                ctx[0],
+                truth[0],
+                pred[0],
+                decoder=self._decoder(),
+                latent_stats=self.extra_state.get("data_stats", {}).get("latents"),
+            )
             save_gif(self.out / "eval" / f"rollout_step{step:08d}.gif", video)
             self.log.image(step, "eval/rollout_last_frame", video[-1])
         self._keep_best(step, res)
@@ -399,11 +531,11 @@ class Trainer:
             if self.cfg.train.keep_best:
                 weights = self._weights_state(optimizer=False) if self.dist.is_main or self.fsdp else {}
                 if self.dist.is_main:
-                    self.best.write({**weights, "config": self.cfg.to_dict(), **self.extra_state},
-                                    res["model_error"])
+                    self.best.write({**weights, "config": self.cfg.to_dict(), **self.extra_state}, res["model_error"])
         if self.dist.is_main and self.best.record is not None:
-            self.log.scalars(step, {"best_score": self.best.record["score"], "best_step": self.best.record["step"]},
-                             prefix="eval/")
+            self.log.scalars(
+                step, {"best_score": self.best.record["score"], "best_step": self.best.record["step"]}, prefix="eval/"
+            )
 
 
 def train(cfg: ExperimentConfig) -> dict:
@@ -416,7 +548,8 @@ def train(cfg: ExperimentConfig) -> dict:
             enc = DinoEncoder.from_config(cfg.encoder, device=dist.device)
             text = text_embedding(TextEncoderConfig(name=cfg.data.text_encoder), device=dist.device)
             train_set, eval_set, extra, transform = make_online_datasets(
-                cfg, enc.encode, enc.weights_label, text=text, show_progress=dist.is_main)
+                cfg, enc.encode, enc.weights_label, text=text, show_progress=dist.is_main
+            )
         else:
             train_set, eval_set, extra = make_clip_datasets(cfg)
         return Trainer(cfg, train_set, eval_set, dist=dist, extra_state=extra, batch_transform=transform).fit()

@@ -10,8 +10,21 @@ from latentwm.data.episodes import Episode
 from latentwm.data.sources import agibot, annotated_video, droid, egodex, epic_kitchens, lerobot, rlds, video_folder
 from latentwm.data.sources.pusht import load_pusht
 
-SOURCES = ("pusht", "droid", "epic", "video-folder", "lerobot", "agibot", "egodex", "rlds", "ssv2", "kinetics",
-           "openvid", "howto100m", "ego4d")
+SOURCES = (
+    "pusht",
+    "droid",
+    "epic",
+    "video-folder",
+    "lerobot",
+    "agibot",
+    "egodex",
+    "rlds",
+    "ssv2",
+    "kinetics",
+    "openvid",
+    "howto100m",
+    "ego4d",
+)
 Item = tuple[str, Callable[[], Episode]]
 MULTI_CAMERA = ("droid", "lerobot", "agibot")  # readers that take cameras=
 EPISODIC = ("droid", "lerobot", "agibot", "egodex", "rlds")  # recorded episodes, never cut into segments
@@ -28,8 +41,16 @@ def parse_options(text: str) -> dict:
     return out
 
 
-def load_source(source: str, root: str | os.PathLike, *, size: int | None = None, fps: float | None = None,
-                segment_s: float = -1.0, cameras: str = "", options: dict | None = None) -> list[Item]:
+def load_source(
+    source: str,
+    root: str | os.PathLike,
+    *,
+    size: int | None = None,
+    fps: float | None = None,
+    segment_s: float = -1.0,
+    cameras: str = "",
+    options: dict | None = None,
+) -> list[Item]:
     """`[(key, loader)]` of the episodes of `source` under `root`, video frames decoded at `size`² (None: native).
 
     fps: sampling rate of video sources (None: native). segment_s: cut long videos into episodes of this many seconds
@@ -38,15 +59,25 @@ def load_source(source: str, root: str | os.PathLike, *, size: int | None = None
     options = dict(options or {})
     if source == "pusht":
         if options or cameras or fps:
-            raise ValueError("the pusht source takes no reader options, cameras or fps (its episodes are stored "
-                             "at the simulator's rate)")
+            raise ValueError(
+                "the pusht source takes no reader options, cameras or fps (its episodes are stored "
+                "at the simulator's rate)"
+            )
         return load_pusht(root)
-    loaders = {"droid": droid.load_droid, "epic": epic_kitchens.load_epic_kitchens,
-               "video-folder": video_folder.load_video_folder, "lerobot": lerobot.load_lerobot,
-               "agibot": agibot.load_agibot, "egodex": egodex.load_egodex, "rlds": rlds.load_rlds,
-               "ssv2": annotated_video.load_ssv2, "kinetics": annotated_video.load_kinetics,
-               "openvid": annotated_video.load_openvid, "howto100m": annotated_video.load_howto100m,
-               "ego4d": annotated_video.load_ego4d}
+    loaders = {
+        "droid": droid.load_droid,
+        "epic": epic_kitchens.load_epic_kitchens,
+        "video-folder": video_folder.load_video_folder,
+        "lerobot": lerobot.load_lerobot,
+        "agibot": agibot.load_agibot,
+        "egodex": egodex.load_egodex,
+        "rlds": rlds.load_rlds,
+        "ssv2": annotated_video.load_ssv2,
+        "kinetics": annotated_video.load_kinetics,
+        "openvid": annotated_video.load_openvid,
+        "howto100m": annotated_video.load_howto100m,
+        "ego4d": annotated_video.load_ego4d,
+    }
     if source not in loaders:
         raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     kw = dict(fps=fps or None, size=size)
@@ -60,10 +91,15 @@ def load_source(source: str, root: str | os.PathLike, *, size: int | None = None
         if kw[name] is not None and kw[name] != options[name]:
             raise ValueError(f"the {source} reader got {name} twice: {kw[name]!r} and option {name}={options[name]!r}")
         kw[name] = options.pop(name)
-    accepted = [n for n, p in inspect.signature(loaders[source]).parameters.items()
-                if p.kind is p.KEYWORD_ONLY or (p.default is not p.empty and n not in kw)]
+    accepted = [
+        n
+        for n, p in inspect.signature(loaders[source]).parameters.items()
+        if p.kind is p.KEYWORD_ONLY or (p.default is not p.empty and n not in kw)
+    ]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise ValueError(f"the {source} reader takes no option {', '.join(unknown)}; its options: "
-                         f"{', '.join(sorted(set(accepted) - set(kw)))}")
+        raise ValueError(
+            f"the {source} reader takes no option {', '.join(unknown)}; its options: "
+            f"{', '.join(sorted(set(accepted) - set(kw)))}"
+        )
     return loaders[source](root, **kw, **options)

@@ -44,9 +44,11 @@ from latentwm.data.sources.droid import matrix_to_euler, pose_actions
 from latentwm.data.sources.lerobot import kept_spans, load_lerobot, sample_steps, texts
 from latentwm.data.sources.video_folder import CheckedVideoFrames, pick_cameras, probe_or_error
 
-OPTIONS = ("fps=<float|None: native 30> cameras=<comma list: every videos/*.mp4> size=<int|None> "
-           "layout=auto|native|lerobot tasks=<task ids> native_fps=30 dataset=agibot "
-           "action_key=action state_key=observation.state (LeRobot port only)")
+OPTIONS = (
+    "fps=<float|None: native 30> cameras=<comma list: every videos/*.mp4> size=<int|None> "
+    "layout=auto|native|lerobot tasks=<task ids> native_fps=30 dataset=agibot "
+    "action_key=action state_key=observation.state (LeRobot port only)"
+)
 POSITION, ORIENTATION, GRIPPER = "state/end/position", "state/end/orientation", "state/effector/position"
 AGIBOT_FPS = 30.0
 
@@ -70,14 +72,17 @@ def arm_actions(pos: np.ndarray, quat: np.ndarray, grip: np.ndarray) -> tuple[np
 
     Per arm the 7-D DROID action (`droid.pose_actions`); an action is known when both of its states are finite."""
     T = len(pos)
-    finite = np.isfinite(pos).reshape(T, -1).all(1) & np.isfinite(quat).reshape(T, -1).all(1) & np.isfinite(
-        grip).reshape(T, -1).all(1)
+    finite = (
+        np.isfinite(pos).reshape(T, -1).all(1)
+        & np.isfinite(quat).reshape(T, -1).all(1)
+        & np.isfinite(grip).reshape(T, -1).all(1)
+    )
     pos, quat, grip = (np.where(finite.reshape((T,) + (1,) * (a.ndim - 1)), a, 0.0) for a in (pos, quat, grip))
     quat = np.where(np.linalg.norm(quat, axis=-1, keepdims=True) > 0, quat, [0.0, 0.0, 0.0, 1.0])
     parts, mask = [], None
     for arm in range(2):
         euler = matrix_to_euler(quat_to_matrix(quat[:, arm]))
-        a, mask = pose_actions(np.concatenate([pos[:, arm], euler], 1), grip[:, arm:arm + 1])
+        a, mask = pose_actions(np.concatenate([pos[:, arm], euler], 1), grip[:, arm : arm + 1])
         parts.append(a)
     mask = mask & finite & np.roll(finite, -1)
     actions = np.concatenate(parts, 1)
@@ -99,8 +104,18 @@ def read_task_info(root: Path) -> dict[tuple[str, str], dict]:
     return out
 
 
-def native_episode(root: Path, task: str, episode: str, info: dict | None, *, fps: float | None, size,
-                   cameras: Sequence[str] | None, native_fps: float, dataset: str) -> Episode:
+def native_episode(
+    root: Path,
+    task: str,
+    episode: str,
+    info: dict | None,
+    *,
+    fps: float | None,
+    size,
+    cameras: Sequence[str] | None,
+    native_fps: float,
+    dataset: str,
+) -> Episode:
     """One AgiBot episode of the native layout (see the module docstring)."""
     import h5py
 
@@ -115,31 +130,55 @@ def native_episode(root: Path, task: str, episode: str, info: dict | None, *, fp
     except Exception as e:  # OSError, KeyError, ValueError from h5py / reshape
         raise EpisodeError(f"episode {name}: cannot read {h5}: {type(e).__name__}: {e}") from e
     if not len(pos) == len(quat) == len(grip):
-        raise EpisodeError(f"episode {name}: {h5} has {len(pos)} positions, {len(quat)} orientations, "
-                           f"{len(grip)} gripper states")
+        raise EpisodeError(
+            f"episode {name}: {h5} has {len(pos)} positions, {len(quat)} orientations, {len(grip)} gripper states"
+        )
     vdir = root / "observations" / task / episode / "videos"
     cams = pick_cameras({p.stem: p for p in sorted(vdir.glob("*.mp4"))}, cameras, name, vdir)
     keep = sample_steps(len(pos), native_fps, fps)
-    frames = {cam: CheckedVideoFrames(p, keep / probe_or_error(p, name).fps, size, episode=name)
-              for cam, p in cams.items()}
+    frames = {
+        cam: CheckedVideoFrames(p, keep / probe_or_error(p, name).fps, size, episode=name) for cam, p in cams.items()
+    }
     actions, mask = arm_actions(pos[keep], quat[keep], grip[keep])
     proprio = np.concatenate([pos[keep], quat[keep], grip[keep][..., None]], 2).reshape(len(keep), 16)
     info = info or {}
     steps = ((info.get("label_info") or {}).get("action_config")) or []
     spans = [(int(s["start_frame"]), int(s["end_frame"]), s.get("action_text", "")) for s in steps]
     narr = kept_spans(spans, keep)
-    return Episode(dataset=dataset, episode_id=eid, fps=float(fps if fps and fps < native_fps else native_fps),
-                   frames=frames, actions=actions, action_mask=mask, proprio=np.nan_to_num(proprio).astype(np.float32),
-                   text=texts(info.get("task_name"), [t for _, _, t in narr]),
-                   extras=dict(layout="agibot-native", task_id=task, episode_id=episode, native_fps=native_fps,
-                               narrations=narr, init_scene=str(info.get("init_scene_text") or ""),
-                               raw_steps=keep.tolist() if len(keep) != len(pos) else None))
+    return Episode(
+        dataset=dataset,
+        episode_id=eid,
+        fps=float(fps if fps and fps < native_fps else native_fps),
+        frames=frames,
+        actions=actions,
+        action_mask=mask,
+        proprio=np.nan_to_num(proprio).astype(np.float32),
+        text=texts(info.get("task_name"), [t for _, _, t in narr]),
+        extras=dict(
+            layout="agibot-native",
+            task_id=task,
+            episode_id=episode,
+            native_fps=native_fps,
+            narrations=narr,
+            init_scene=str(info.get("init_scene_text") or ""),
+            raw_steps=keep.tolist() if len(keep) != len(pos) else None,
+        ),
+    )
 
 
-def load_agibot(root: str | os.PathLike, *, fps: float | None = None, size: int | tuple[int, int] | None = None,
-                cameras: Sequence[str] | str = "", layout: str = "auto", tasks: Sequence[str] | str | None = None,
-                native_fps: float = AGIBOT_FPS, dataset: str = "agibot", action_key: str | None = "action",
-                state_key: str | None = "observation.state") -> list[Item]:
+def load_agibot(
+    root: str | os.PathLike,
+    *,
+    fps: float | None = None,
+    size: int | tuple[int, int] | None = None,
+    cameras: Sequence[str] | str = "",
+    layout: str = "auto",
+    tasks: Sequence[str] | str | None = None,
+    native_fps: float = AGIBOT_FPS,
+    dataset: str = "agibot",
+    action_key: str | None = "action",
+    state_key: str | None = "observation.state",
+) -> list[Item]:
     """`[(key, loader)]` of the AgiBot World episodes under `root` (native or LeRobot port; module docstring); keys
     are `{dataset}/{task_id}/{episode_id}` (native) or `{dataset}/episode_XXXXXX` (port)."""
     root = Path(root)
@@ -148,23 +187,41 @@ def load_agibot(root: str | os.PathLike, *, fps: float | None = None, size: int 
     if layout == "auto":
         layout = "lerobot" if (root / "meta" / "info.json").is_file() else "native"
     if layout == "lerobot":
-        return load_lerobot(root, fps=fps, size=size, cameras=cameras, action_key=action_key, state_key=state_key,
-                            dataset=dataset)
+        return load_lerobot(
+            root, fps=fps, size=size, cameras=cameras, action_key=action_key, state_key=state_key, dataset=dataset
+        )
     if layout != "native":
         raise ValueError(f"load_agibot: layout must be auto, native or lerobot, got {layout!r}")
     if not (root / "observations").is_dir():
-        raise FileNotFoundError(f"{root}: no observations/ folder (AgiBot World native layout) and no meta/info.json "
-                                "(LeRobot port)")
+        raise FileNotFoundError(
+            f"{root}: no observations/ folder (AgiBot World native layout) and no meta/info.json (LeRobot port)"
+        )
     if tasks is not None:
-        tasks = {str(int(float(t))) for t in (str(tasks).split(",") if isinstance(tasks, (str, float, int))
-                                              else tasks) if str(t)}
+        tasks = {
+            str(int(float(t)))
+            for t in (str(tasks).split(",") if isinstance(tasks, (str, float, int)) else tasks)
+            if str(t)
+        }
     info = read_task_info(root)
     items = []
     for ep_dir in sorted(p for p in (root / "observations").glob("*/*") if p.is_dir()):
         task, episode = ep_dir.parent.name, ep_dir.name
         if tasks is not None and task not in tasks:
             continue
-        items.append((f"{dataset}/{task}/{episode}", lambda t=task, e=episode: native_episode(
-            root, t, e, info.get((t, e)), fps=fps, size=size, cameras=cameras or None, native_fps=native_fps,
-            dataset=dataset)))
+        items.append(
+            (
+                f"{dataset}/{task}/{episode}",
+                lambda t=task, e=episode: native_episode(
+                    root,
+                    t,
+                    e,
+                    info.get((t, e)),
+                    fps=fps,
+                    size=size,
+                    cameras=cameras or None,
+                    native_fps=native_fps,
+                    dataset=dataset,
+                ),
+            )
+        )
     return items

@@ -43,8 +43,10 @@ import numpy as np
 from latentwm.data.episodes import Episode
 from latentwm.data.sources.video_folder import find_videos, video_episode, video_items
 
-OPTIONS = ("fps=<float|None> size=<int|None> segment_s=<float|None> annotations=<file|dir> camera=main "
-           "dataset=<preset name>; ego4d: window_s=2 passes=1|1,2")
+OPTIONS = (
+    "fps=<float|None> size=<int|None> segment_s=<float|None> annotations=<file|dir> camera=main "
+    "dataset=<preset name>; ego4d: window_s=2 passes=1|1,2"
+)
 Item = tuple[str, Callable[[], Episode]]
 Timed = dict[str, list[tuple[float, float, str]]]  # video id → [(start_s, end_s, text)]
 _ANN_DIRS = ("", "annotations", "labels", "v2/annotations")
@@ -74,24 +76,51 @@ def frame_spans(ts: np.ndarray, period: float, timed: Iterable[tuple[float, floa
     return out
 
 
-def annotated_items(root: Path, dataset: str, videos: Sequence[tuple[Path, str]], timed: Timed, *, fps, size,
-                    segment_s: float | None, camera: str, extras: dict | None = None) -> list[Item]:
+def annotated_items(
+    root: Path,
+    dataset: str,
+    videos: Sequence[tuple[Path, str]],
+    timed: Timed,
+    *,
+    fps,
+    size,
+    segment_s: float | None,
+    camera: str,
+    extras: dict | None = None,
+) -> list[Item]:
     """`[(key, loader)]` of `videos` [(path, video id)] with texts from `timed` (ids as in the annotations)."""
     items: list[Item] = []
     for path, vid in videos:
         spans = sorted(timed.get(vid, []), key=lambda x: (x[0], x[1]))
         ex = dict((extras or {}).get(vid, {}), video_id=vid)
-        items += video_items(path, dataset, vid, segment_s,
-                             partial(_loader, path, dataset, camera=camera, fps=fps, size=size, spans=spans, extras=ex))
+        items += video_items(
+            path,
+            dataset,
+            vid,
+            segment_s,
+            partial(_loader, path, dataset, camera=camera, fps=fps, size=size, spans=spans, extras=ex),
+        )
     return items
 
 
-def _loader(path, dataset, eid, camera, fps, size, spans, extras, start_s=0.0, end_s=None, native_fps=None,
-            num_native=None) -> Callable[[], Episode]:
+def _loader(
+    path, dataset, eid, camera, fps, size, spans, extras, start_s=0.0, end_s=None, native_fps=None, num_native=None
+) -> Callable[[], Episode]:
     def load() -> Episode:
-        ep = video_episode(path, dataset=dataset, episode_id=eid, camera=camera, fps=fps, size=size, text=[],
-                           start_s=start_s, end_s=end_s, native_fps=native_fps, num_native=num_native,
-                           extras=extras)
+        ep = video_episode(
+            path,
+            dataset=dataset,
+            episode_id=eid,
+            camera=camera,
+            fps=fps,
+            size=size,
+            text=[],
+            start_s=start_s,
+            end_s=end_s,
+            native_fps=native_fps,
+            num_native=num_native,
+            extras=extras,
+        )
         narr = frame_spans(ep.frames[camera].timestamps, 1.0 / ep.fps, spans)
         ep.text = list(dict.fromkeys(t for _, _, t in narr))
         ep.extras["narrations"] = narr
@@ -117,8 +146,10 @@ def _rows(path: Path) -> list[dict]:
             rows = list(csv.DictReader(fh))
     except (OSError, csv.Error, UnicodeDecodeError) as e:
         raise ValueError(f"annotation file {path}: {e}") from e
-    return [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if isinstance(v, str) or v is None}
-            for row in rows]
+    return [
+        {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if isinstance(v, str) or v is None}
+        for row in rows
+    ]
 
 
 def _root(root) -> Path:
@@ -128,13 +159,29 @@ def _root(root) -> Path:
     return root
 
 
-def load_ssv2(root: str | os.PathLike, *, fps: float | None = None, size=None, segment_s: float | None = None,
-              annotations: str | os.PathLike | None = None, camera: str = "main", dataset: str = "ssv2") -> list[Item]:
+def load_ssv2(
+    root: str | os.PathLike,
+    *,
+    fps: float | None = None,
+    size=None,
+    segment_s: float | None = None,
+    annotations: str | os.PathLike | None = None,
+    camera: str = "main",
+    dataset: str = "ssv2",
+) -> list[Item]:
     """Something-Something V2 (see the module docstring)."""
     root = _root(root)
-    files = find_annotation(root, annotations, ("something-something-v2-train.json",
-                                                "something-something-v2-validation.json", "train.json",
-                                                "validation.json"), "ssv2 labels")
+    files = find_annotation(
+        root,
+        annotations,
+        (
+            "something-something-v2-train.json",
+            "something-something-v2-validation.json",
+            "train.json",
+            "validation.json",
+        ),
+        "ssv2 labels",
+    )
     timed: Timed = {}
     extras: dict = {}
     for f in files:
@@ -147,20 +194,29 @@ def load_ssv2(root: str | os.PathLike, *, fps: float | None = None, size=None, s
             timed[vid] = [(-math.inf, math.inf, label)]
             extras[vid] = dict(template=str(row.get("template", "")), split=split)
     videos = sorted((p, s) for s, p in _videos_by_stem(root).items())
-    return annotated_items(root, dataset, videos, timed, fps=fps, size=size, segment_s=segment_s, camera=camera,
-                           extras=extras)
+    return annotated_items(
+        root, dataset, videos, timed, fps=fps, size=size, segment_s=segment_s, camera=camera, extras=extras
+    )
 
 
 _KINETICS_CLIP = re.compile(r"^(?P<yt>.{11})_(?P<s>\d{6})_(?P<e>\d{6})$")
 
 
-def load_kinetics(root: str | os.PathLike, *, fps: float | None = None, size=None, segment_s: float | None = None,
-                  annotations: str | os.PathLike | None = None, camera: str = "main",
-                  dataset: str = "kinetics") -> list[Item]:
+def load_kinetics(
+    root: str | os.PathLike,
+    *,
+    fps: float | None = None,
+    size=None,
+    segment_s: float | None = None,
+    annotations: str | os.PathLike | None = None,
+    camera: str = "main",
+    dataset: str = "kinetics",
+) -> list[Item]:
     """Kinetics-700 (see the module docstring)."""
     root = _root(root)
-    files = find_annotation(root, annotations, ("train.csv", "validate.csv", "val.csv", "test.csv",
-                                                "kinetics*.csv"), "kinetics CSV")
+    files = find_annotation(
+        root, annotations, ("train.csv", "validate.csv", "val.csv", "test.csv", "kinetics*.csv"), "kinetics CSV"
+    )
     label: dict[tuple[str, int], tuple[str, str]] = {}
     for f in files:
         for row in _rows(f):
@@ -183,17 +239,26 @@ def load_kinetics(root: str | os.PathLike, *, fps: float | None = None, size=Non
             timed[stem] = [(-math.inf, math.inf, label[key][0])]
         if key in label:
             extras[stem] = dict(youtube_id=key[0], time_start=key[1], split=label[key][1])
-    return annotated_items(root, dataset, videos, timed, fps=fps, size=size, segment_s=segment_s, camera=camera,
-                           extras=extras)
+    return annotated_items(
+        root, dataset, videos, timed, fps=fps, size=size, segment_s=segment_s, camera=camera, extras=extras
+    )
 
 
-def load_openvid(root: str | os.PathLike, *, fps: float | None = None, size=None, segment_s: float | None = None,
-                 annotations: str | os.PathLike | None = None, camera: str = "main",
-                 dataset: str = "openvid") -> list[Item]:
+def load_openvid(
+    root: str | os.PathLike,
+    *,
+    fps: float | None = None,
+    size=None,
+    segment_s: float | None = None,
+    annotations: str | os.PathLike | None = None,
+    camera: str = "main",
+    dataset: str = "openvid",
+) -> list[Item]:
     """OpenVid-1M (see the module docstring)."""
     root = _root(root)
-    files = find_annotation(root, annotations, ("OpenVid-1M.csv", "OpenVidHD.csv", "data/train/OpenVid*.csv"),
-                            "openvid CSV")
+    files = find_annotation(
+        root, annotations, ("OpenVid-1M.csv", "OpenVidHD.csv", "data/train/OpenVid*.csv"), "openvid CSV"
+    )
     timed: Timed = {}
     for f in files:
         for row in _rows(f):
@@ -205,17 +270,27 @@ def load_openvid(root: str | os.PathLike, *, fps: float | None = None, size=None
     return annotated_items(root, dataset, videos, timed, fps=fps, size=size, segment_s=segment_s, camera=camera)
 
 
-def load_howto100m(root: str | os.PathLike, *, fps: float | None = None, size=None, segment_s: float | None = 30.0,
-                   annotations: str | os.PathLike | None = None, camera: str = "main",
-                   dataset: str = "howto100m") -> list[Item]:
+def load_howto100m(
+    root: str | os.PathLike,
+    *,
+    fps: float | None = None,
+    size=None,
+    segment_s: float | None = 30.0,
+    annotations: str | os.PathLike | None = None,
+    camera: str = "main",
+    dataset: str = "howto100m",
+) -> list[Item]:
     """HowTo100M (see the module docstring)."""
     root = _root(root)
     files = find_annotation(root, annotations, ("caption.json", "raw_caption.json"), "howto100m captions")
     timed: Timed = {}
     for vid, c in _read_json(files[0]).items():
         try:
-            timed[vid] = [(float(s), float(e), str(t).strip()) for s, e, t in zip(c["start"], c["end"], c["text"])
-                          if str(t).strip()]
+            timed[vid] = [
+                (float(s), float(e), str(t).strip())
+                for s, e, t in zip(c["start"], c["end"], c["text"])
+                if str(t).strip()
+            ]
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"annotation file {files[0]}: video {vid}: expected start/end/text lists ({e})") from e
     videos = sorted((p, s) for s, p in _videos_by_stem(root).items())
@@ -226,9 +301,18 @@ def _ego4d_text(text: str) -> str:
     return re.sub(r"^\s*#[CO]\s+", "", str(text)).strip()
 
 
-def load_ego4d(root: str | os.PathLike, *, fps: float | None = None, size=None, segment_s: float | None = 30.0,
-               annotations: str | os.PathLike | None = None, camera: str = "main", dataset: str = "ego4d",
-               window_s: float = 2.0, passes: str | float = "1") -> list[Item]:
+def load_ego4d(
+    root: str | os.PathLike,
+    *,
+    fps: float | None = None,
+    size=None,
+    segment_s: float | None = 30.0,
+    annotations: str | os.PathLike | None = None,
+    camera: str = "main",
+    dataset: str = "ego4d",
+    window_s: float = 2.0,
+    passes: str | float = "1",
+) -> list[Item]:
     """Ego4D narrations (see the module docstring)."""
     root = _root(root)
     if window_s <= 0:
@@ -249,4 +333,3 @@ def load_ego4d(root: str | os.PathLike, *, fps: float | None = None, size=None, 
         timed[uid] = rows
     videos = sorted((p, s) for s, p in _videos_by_stem(root).items())
     return annotated_items(root, dataset, videos, timed, fps=fps, size=size, segment_s=segment_s, camera=camera)
-

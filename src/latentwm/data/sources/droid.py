@@ -40,13 +40,18 @@ from latentwm.data.sources.lerobot import IMAGE_PREFIX, LeRobotReader, sample_st
 from latentwm.data.sources.lerobot import texts as _texts
 from latentwm.data.sources.video_folder import CheckedVideoFrames, pick_cameras, probe_or_error
 
-OPTIONS = ("fps=<float|None: native 15> cameras=<comma list: all> size=<int|None> layout=auto|v3|v2.1|raw "
-           "success_only=False episodes=<indices> dataset=droid")
+OPTIONS = (
+    "fps=<float|None: native 15> cameras=<comma list: all> size=<int|None> layout=auto|v3|v2.1|raw "
+    "success_only=False episodes=<indices> dataset=droid"
+)
 POSE_KEY, GRIPPER_KEY = "observation.state.cartesian_position", "observation.state.gripper_position"
 LANGUAGE_KEYS = ("language_instruction", "language_instruction_2", "language_instruction_3")
 SUCCESS_KEY = "is_episode_successful"
-RAW_CAMERAS = {"ext1_cam_serial": "exterior_1_left", "ext2_cam_serial": "exterior_2_left",
-               "wrist_cam_serial": "wrist_left"}
+RAW_CAMERAS = {
+    "ext1_cam_serial": "exterior_1_left",
+    "ext2_cam_serial": "exterior_2_left",
+    "wrist_cam_serial": "wrist_left",
+}
 DROID_FPS = 15.0
 
 Item = tuple[str, Callable[[], Episode]]
@@ -98,8 +103,18 @@ def pose_actions(cartesian: np.ndarray, gripper: np.ndarray) -> tuple[np.ndarray
     return actions.astype(np.float32), mask
 
 
-def _episode(dataset: str, episode_id: str, native_fps: float, fps: float | None, frames: dict, cart, grip,
-             text: list[str], success, extras: dict) -> Episode:
+def _episode(
+    dataset: str,
+    episode_id: str,
+    native_fps: float,
+    fps: float | None,
+    frames: dict,
+    cart,
+    grip,
+    text: list[str],
+    success,
+    extras: dict,
+) -> Episode:
     cart = np.asarray(cart, dtype=np.float64).reshape(len(cart), -1)
     grip = np.asarray(grip, dtype=np.float64).reshape(len(grip), -1)[:, :1]
     try:
@@ -111,9 +126,18 @@ def _episode(dataset: str, episode_id: str, native_fps: float, fps: float | None
         mask = mask & ~bad & ~np.roll(bad, -1)  # an action is known only if both of its poses are
         actions[~mask] = 0.0
     proprio = np.concatenate([cart, grip], 1).astype(np.float32)
-    return Episode(dataset=dataset, episode_id=episode_id, fps=float(fps if fps and fps < native_fps else native_fps),
-                   frames=frames, actions=actions, action_mask=mask, proprio=np.nan_to_num(proprio), text=text,
-                   success=None if success is None else bool(success), extras=extras)
+    return Episode(
+        dataset=dataset,
+        episode_id=episode_id,
+        fps=float(fps if fps and fps < native_fps else native_fps),
+        frames=frames,
+        actions=actions,
+        action_mask=mask,
+        proprio=np.nan_to_num(proprio),
+        text=text,
+        success=None if success is None else bool(success),
+        extras=extras,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -123,15 +147,25 @@ def _episode(dataset: str, episode_id: str, native_fps: float, fps: float | None
 class LeRobotDroid(LeRobotReader):
     """DROID in the LeRobot format: cameras, rows and tasks from `LeRobotReader`; actions from the measured poses."""
 
-    def __init__(self, root: str | os.PathLike, *, fps: float | None = None, cameras: Sequence[str] | None = None,
-                 size=None, dataset: str = "droid", success_only: bool = False,
-                 episodes: Sequence[int] | None = None):
-        super().__init__(root, fps=fps, cameras=cameras, size=size, dataset=dataset, episodes=episodes,
-                         default_fps=DROID_FPS)
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        fps: float | None = None,
+        cameras: Sequence[str] | None = None,
+        size=None,
+        dataset: str = "droid",
+        success_only: bool = False,
+        episodes: Sequence[int] | None = None,
+    ):
+        super().__init__(
+            root, fps=fps, cameras=cameras, size=size, dataset=dataset, episodes=episodes, default_fps=DROID_FPS
+        )
         for k in (POSE_KEY, GRIPPER_KEY):
             if k not in self.features:
-                raise ValueError(f"{self.root}: feature {k!r} (needed for pose actions) missing; "
-                                 f"has {sorted(self.features)}")
+                raise ValueError(
+                    f"{self.root}: feature {k!r} (needed for pose actions) missing; has {sorted(self.features)}"
+                )
         self.lang_keys = [k for k in LANGUAGE_KEYS if k in self.features]
         self.success_key = SUCCESS_KEY if SUCCESS_KEY in self.features else None
         self.columns = [POSE_KEY, GRIPPER_KEY, *self.lang_keys] + ([self.success_key] if self.success_key else [])
@@ -148,18 +182,39 @@ class LeRobotDroid(LeRobotReader):
         keep = sample_steps(len(ts), self.native_fps, self.fps)
         frames = self.frames(ep, ts[keep])
         text = _texts(ep.get("tasks"), *lang)
-        return _episode(self.dataset, eid, self.native_fps, self.fps, frames, cart[keep], grip[keep], text, success,
-                        dict(layout=f"lerobot-{self.version}", episode_index=int(ep["episode_index"]),
-                             native_fps=self.native_fps, raw_steps=keep.tolist() if len(keep) != len(ts) else None))
+        return _episode(
+            self.dataset,
+            eid,
+            self.native_fps,
+            self.fps,
+            frames,
+            cart[keep],
+            grip[keep],
+            text,
+            success,
+            dict(
+                layout=f"lerobot-{self.version}",
+                episode_index=int(ep["episode_index"]),
+                native_fps=self.native_fps,
+                raw_steps=keep.tolist() if len(keep) != len(ts) else None,
+            ),
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Raw DROID
 
 
-def raw_episode(ep_dir: str | os.PathLike, *, fps: float | None = None, cameras: Sequence[str] | None = None,
-                size=None, dataset: str = "droid", episode_id: str | None = None,
-                success_only: bool = False) -> Episode:
+def raw_episode(
+    ep_dir: str | os.PathLike,
+    *,
+    fps: float | None = None,
+    cameras: Sequence[str] | None = None,
+    size=None,
+    dataset: str = "droid",
+    episode_id: str | None = None,
+    success_only: bool = False,
+) -> Episode:
     """One raw DROID episode directory (trajectory.h5, metadata_*.json, recordings/MP4/<serial>.mp4)."""
     import h5py
 
@@ -202,9 +257,23 @@ def raw_episode(ep_dir: str | os.PathLike, *, fps: float | None = None, cameras:
         info = probe_or_error(path, name)  # missing/garbage file → EpisodeError naming it
         frames[cam] = CheckedVideoFrames(path, keep / info.fps, size, episode=name)
     text = _texts(meta.get("current_task"), *(meta.get(k) for k in LANGUAGE_KEYS))
-    return _episode(dataset, eid, native, fps, frames, cart[keep], grip[keep], text, success,
-                    dict(layout="droid-raw", path=str(ep_dir), native_fps=native,
-                         raw_steps=keep.tolist() if len(keep) != len(cart) else None))
+    return _episode(
+        dataset,
+        eid,
+        native,
+        fps,
+        frames,
+        cart[keep],
+        grip[keep],
+        text,
+        success,
+        dict(
+            layout="droid-raw",
+            path=str(ep_dir),
+            native_fps=native,
+            raw_steps=keep.tolist() if len(keep) != len(cart) else None,
+        ),
+    )
 
 
 def find_raw_episodes(root: str | os.PathLike) -> list[Path]:
@@ -215,7 +284,7 @@ def find_raw_episodes(root: str | os.PathLike) -> list[Path]:
 
 
 def detect_layout(root: str | os.PathLike) -> str:
-    """"v3" / "v2.1" (LeRobot, from meta/info.json) or "raw" (trajectory.h5 files below root)."""
+    """ "v3" / "v2.1" (LeRobot, from meta/info.json) or "raw" (trajectory.h5 files below root)."""
     root = Path(root)
     info = root / "meta" / "info.json"
     if info.is_file():
@@ -229,16 +298,25 @@ def detect_layout(root: str | os.PathLike) -> str:
     raise FileNotFoundError(f"{root}: neither a LeRobot dataset (meta/info.json) nor raw DROID (trajectory.h5)")
 
 
-def load_droid(root: str | os.PathLike, *, fps: float | None = None, cameras: Sequence[str] | str | None = None,
-               size=None, layout: str = "auto", success_only: bool = False, episodes: Sequence[int] | None = None,
-               dataset: str = "droid") -> list[Item]:
+def load_droid(
+    root: str | os.PathLike,
+    *,
+    fps: float | None = None,
+    cameras: Sequence[str] | str | None = None,
+    size=None,
+    layout: str = "auto",
+    success_only: bool = False,
+    episodes: Sequence[int] | None = None,
+    dataset: str = "droid",
+) -> list[Item]:
     """`[(key, loader)]` of the DROID episodes under `root` (LeRobot v3 / v2.1 or raw; see the module docstring)."""
     if isinstance(cameras, str):
         cameras = [c for c in cameras.split(",") if c]
     layout = detect_layout(root) if layout == "auto" else layout
     if layout in ("v3", "v2.1", "v2", "lerobot"):
-        return LeRobotDroid(root, fps=fps, cameras=cameras, size=size, dataset=dataset, success_only=success_only,
-                            episodes=episodes).items()
+        return LeRobotDroid(
+            root, fps=fps, cameras=cameras, size=size, dataset=dataset, success_only=success_only, episodes=episodes
+        ).items()
     if layout != "raw":
         raise ValueError(f"load_droid: layout must be auto, v3, v2.1 or raw, got {layout!r}")
     root = Path(root)
@@ -248,6 +326,12 @@ def load_droid(root: str | os.PathLike, *, fps: float | None = None, cameras: Se
     items = []
     for d in dirs:
         eid = d.relative_to(root).as_posix() if d != root else d.name
-        items.append((f"{dataset}/{eid}", lambda d=d, eid=eid: raw_episode(
-            d, fps=fps, cameras=cameras, size=size, dataset=dataset, episode_id=eid, success_only=success_only)))
+        items.append(
+            (
+                f"{dataset}/{eid}",
+                lambda d=d, eid=eid: raw_episode(
+                    d, fps=fps, cameras=cameras, size=size, dataset=dataset, episode_id=eid, success_only=success_only
+                ),
+            )
+        )
     return items

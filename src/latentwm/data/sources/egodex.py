@@ -36,8 +36,11 @@ from latentwm.data.sources.video_folder import CheckedVideoFrames, probe_or_erro
 
 OPTIONS = "fps=<float|None: native 30> size=<int|None> actions=hands|fingertips|none camera=ego dataset=egodex"
 WRISTS = ("leftHand", "rightHand")
-TIPS = tuple(f"{side}{finger}Tip" for side in ("left", "right")
-             for finger in ("Thumb", "IndexFinger", "MiddleFinger", "RingFinger", "LittleFinger"))
+TIPS = tuple(
+    f"{side}{finger}Tip"
+    for side in ("left", "right")
+    for finger in ("Thumb", "IndexFinger", "MiddleFinger", "RingFinger", "LittleFinger")
+)
 ACTIONS = ("hands", "fingertips", "none")
 EGODEX_FPS = 30.0
 
@@ -79,8 +82,17 @@ def hand_actions(camera: np.ndarray, joints: np.ndarray) -> tuple[np.ndarray, np
     return actions.astype(np.float32), mask, np.nan_to_num(proprio).astype(np.float32)
 
 
-def egodex_episode(mp4: Path, h5: Path, *, episode_id: str, fps: float | None, size, actions: str = "hands",
-                   camera: str = "ego", dataset: str = "egodex") -> Episode:
+def egodex_episode(
+    mp4: Path,
+    h5: Path,
+    *,
+    episode_id: str,
+    fps: float | None,
+    size,
+    actions: str = "hands",
+    camera: str = "ego",
+    dataset: str = "egodex",
+) -> Episode:
     """One EgoDex episode (see the module docstring)."""
     import h5py
 
@@ -103,15 +115,34 @@ def egodex_episode(mp4: Path, h5: Path, *, episode_id: str, fps: float | None, s
     if actions != "none":
         act, mask, proprio = hand_actions(cam[keep], pos[keep])
     native = info.fps or EGODEX_FPS
-    return Episode(dataset=dataset, episode_id=episode_id, fps=float(fps if fps and fps < native else native),
-                   frames={camera: CheckedVideoFrames(mp4, keep / native, size, episode=name)}, actions=act,
-                   action_mask=mask, proprio=proprio, text=text,
-                   extras=dict(layout="egodex", path=str(mp4), native_fps=native, action_joints=list(
-                       joints if actions != "none" else ()), raw_steps=keep.tolist() if len(keep) != T else None))
+    return Episode(
+        dataset=dataset,
+        episode_id=episode_id,
+        fps=float(fps if fps and fps < native else native),
+        frames={camera: CheckedVideoFrames(mp4, keep / native, size, episode=name)},
+        actions=act,
+        action_mask=mask,
+        proprio=proprio,
+        text=text,
+        extras=dict(
+            layout="egodex",
+            path=str(mp4),
+            native_fps=native,
+            action_joints=list(joints if actions != "none" else ()),
+            raw_steps=keep.tolist() if len(keep) != T else None,
+        ),
+    )
 
 
-def load_egodex(root: str | os.PathLike, *, fps: float | None = None, size: int | tuple[int, int] | None = None,
-                actions: str = "hands", camera: str = "ego", dataset: str = "egodex") -> list[Item]:
+def load_egodex(
+    root: str | os.PathLike,
+    *,
+    fps: float | None = None,
+    size: int | tuple[int, int] | None = None,
+    actions: str = "hands",
+    camera: str = "ego",
+    dataset: str = "egodex",
+) -> list[Item]:
     """`[(key, loader)]` of every `<i>.mp4` with a same-named `.hdf5` under `root` (module docstring). An MP4 without
     its HDF5 is listed too, so the encode summary names it as skipped."""
     root = Path(root)
@@ -122,7 +153,19 @@ def load_egodex(root: str | os.PathLike, *, fps: float | None = None, size: int 
     items = []
     for mp4 in sorted(p for p in root.rglob("*.mp4") if p.is_file()):
         eid = mp4.relative_to(root).with_suffix("").as_posix()
-        items.append((f"{dataset}/{eid}", lambda m=mp4, e=eid: egodex_episode(
-            m, m.with_suffix(".hdf5"), episode_id=e, fps=fps, size=size, actions=actions, camera=camera,
-            dataset=dataset)))
+        items.append(
+            (
+                f"{dataset}/{eid}",
+                lambda m=mp4, e=eid: egodex_episode(
+                    m,
+                    m.with_suffix(".hdf5"),
+                    episode_id=e,
+                    fps=fps,
+                    size=size,
+                    actions=actions,
+                    camera=camera,
+                    dataset=dataset,
+                ),
+            )
+        )
     return items

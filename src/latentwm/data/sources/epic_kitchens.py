@@ -29,10 +29,14 @@ import numpy as np
 from latentwm.data.episodes import Episode, EpisodeError, narrations_in  # noqa: F401  (re-exported)
 from latentwm.data.sources.video_folder import CheckedVideoFrames, sample_grid, segments
 
-OPTIONS = ("fps=<float|None: native> size=<int|None> segment_s=30 annotations=<dir: root> "
-           "splits=train,validation,unannotated participants=<P01,...> frames=videos|rgb_frames|auto")
-VIDEO_INFO, NARRATION_FILES = "EPIC_100_video_info.csv", {"train": "EPIC_100_train.csv",
-                                                          "validation": "EPIC_100_validation.csv"}
+OPTIONS = (
+    "fps=<float|None: native> size=<int|None> segment_s=30 annotations=<dir: root> "
+    "splits=train,validation,unannotated participants=<P01,...> frames=videos|rgb_frames|auto"
+)
+VIDEO_INFO, NARRATION_FILES = (
+    "EPIC_100_video_info.csv",
+    {"train": "EPIC_100_train.csv", "validation": "EPIC_100_validation.csv"},
+)
 DATASET, CAMERA = "epic_kitchens", "head"
 
 Item = tuple[str, Callable[[], Episode]]
@@ -42,7 +46,7 @@ def parse_timestamp(s: str) -> float:
     """'HH:MM:SS.ff' (or MM:SS.ff, or seconds) → seconds."""
     parts = str(s).strip().split(":")
     try:
-        return float(sum(float(p) * 60 ** i for i, p in enumerate(reversed(parts))))
+        return float(sum(float(p) * 60**i for i, p in enumerate(reversed(parts))))
     except ValueError as e:
         raise ValueError(f"bad EPIC timestamp {s!r}") from e
 
@@ -53,8 +57,9 @@ def read_video_info(path: str | os.PathLike) -> dict[str, dict]:
     with open(path, newline="") as fh:
         for row in csv.DictReader(fh):
             try:
-                out[row["video_id"]] = dict(duration=float(row["duration"]), fps=float(row["fps"]),
-                                            resolution=row.get("resolution", ""))
+                out[row["video_id"]] = dict(
+                    duration=float(row["duration"]), fps=float(row["fps"]), resolution=row.get("resolution", "")
+                )
             except (KeyError, ValueError) as e:
                 raise ValueError(f"{path}: bad row {row}: {e}") from e
     return out
@@ -67,8 +72,12 @@ def read_narrations(path: str | os.PathLike) -> dict[str, list[tuple[float, floa
         for row in csv.DictReader(fh):
             try:
                 out.setdefault(row["video_id"], []).append(
-                    (parse_timestamp(row["start_timestamp"]), parse_timestamp(row["stop_timestamp"]),
-                     row["narration"].strip()))
+                    (
+                        parse_timestamp(row["start_timestamp"]),
+                        parse_timestamp(row["stop_timestamp"]),
+                        row["narration"].strip(),
+                    )
+                )
             except (KeyError, ValueError) as e:
                 raise ValueError(f"{path}: bad row {row}: {e}") from e
     return {k: sorted(v) for k, v in out.items()}
@@ -118,11 +127,18 @@ def _find_frames(root: Path, vid: str) -> Path | None:
     return None
 
 
-def load_epic_kitchens(root: str | os.PathLike, *, fps: float | None = None, size=None, segment_s: float | None = 30.0,
-                       annotations: str | os.PathLike | None = None,
-                       splits: Sequence[str] | str = ("train", "validation", "unannotated"),
-                       participants: Sequence[str] | str | None = None, frames: str = "auto",
-                       dataset: str = DATASET) -> list[Item]:
+def load_epic_kitchens(
+    root: str | os.PathLike,
+    *,
+    fps: float | None = None,
+    size=None,
+    segment_s: float | None = 30.0,
+    annotations: str | os.PathLike | None = None,
+    splits: Sequence[str] | str = ("train", "validation", "unannotated"),
+    participants: Sequence[str] | str | None = None,
+    frames: str = "auto",
+    dataset: str = DATASET,
+) -> list[Item]:
     """`[(key, loader)]` of EPIC-KITCHENS-100 segments found under `root` (see the module docstring).
 
     Videos listed in the video info file but absent on disk are left out (a partial download is normal); a video on
@@ -138,8 +154,10 @@ def load_epic_kitchens(root: str | os.PathLike, *, fps: float | None = None, siz
     ann_dirs = [Path(annotations)] if annotations is not None else [root, root / "annotations"]
     ann = next((d for d in ann_dirs if (d / VIDEO_INFO).is_file()), None)
     if ann is None:
-        raise FileNotFoundError(f"{VIDEO_INFO} not found in {', '.join(map(str, ann_dirs))} (it gives each video's "
-                                "frame rate; get it from github.com/epic-kitchens/epic-kitchens-100-annotations)")
+        raise FileNotFoundError(
+            f"{VIDEO_INFO} not found in {', '.join(map(str, ann_dirs))} (it gives each video's "
+            "frame rate; get it from github.com/epic-kitchens/epic-kitchens-100-annotations)"
+        )
     info = read_video_info(ann / VIDEO_INFO)
     narr: dict[str, list] = {}
     split_of: dict[str, str] = {}
@@ -148,8 +166,9 @@ def load_epic_kitchens(root: str | os.PathLike, *, fps: float | None = None, siz
             for vid, rows in read_narrations(ann / fname).items():
                 narr.setdefault(vid, []).extend(rows)
                 split_of[vid] = split
-    on_disk = {p.stem for p in root.glob("**/*.[mM][pP]4")} | {p.name for p in root.glob("**/rgb_frames/*/")
-                                                                  if p.is_dir()}
+    on_disk = {p.stem for p in root.glob("**/*.[mM][pP]4")} | {
+        p.name for p in root.glob("**/rgb_frames/*/") if p.is_dir()
+    }
     unknown = sorted(v for v in on_disk if v not in info and v.split("_")[0].startswith("P"))
     if unknown:
         raise ValueError(f"videos {unknown[:5]} are under {root} but not in {ann / VIDEO_INFO}")
@@ -166,8 +185,25 @@ def load_epic_kitchens(root: str | os.PathLike, *, fps: float | None = None, siz
         meta = info[vid]
         for k, (s, e) in enumerate(segments(meta["duration"], segment_s)):
             eid = f"{vid}@{k:04d}"
-            items.append((f"{dataset}/{eid}", _loader(dataset, eid, vid, video, folder, meta, s, e, fps, size,
-                                                      narr.get(vid, []), split_of.get(vid, "unannotated"))))
+            items.append(
+                (
+                    f"{dataset}/{eid}",
+                    _loader(
+                        dataset,
+                        eid,
+                        vid,
+                        video,
+                        folder,
+                        meta,
+                        s,
+                        e,
+                        fps,
+                        size,
+                        narr.get(vid, []),
+                        split_of.get(vid, "unannotated"),
+                    ),
+                )
+            )
     return items
 
 
@@ -191,10 +227,21 @@ def _loader(dataset, eid, vid, video, folder, meta, start_s, end_s, fps, size, n
                 a = int(np.searchsorted(ts + period, s, side="right"))
                 b = int(np.searchsorted(ts, e, side="left"))
                 spans.append([a, max(b, a + 1), text])
-        return Episode(dataset=dataset, episode_id=eid, fps=float(fps or native), frames={CAMERA: src},
-                       text=list(dict.fromkeys(t for _, _, t in spans)),
-                       extras=dict(video_id=vid, participant=vid.split("_")[0], start_s=float(ts[0]),
-                                   native_fps=native, split=split, narrations=spans,
-                                   source=str(video if video is not None else folder)))
+        return Episode(
+            dataset=dataset,
+            episode_id=eid,
+            fps=float(fps or native),
+            frames={CAMERA: src},
+            text=list(dict.fromkeys(t for _, _, t in spans)),
+            extras=dict(
+                video_id=vid,
+                participant=vid.split("_")[0],
+                start_s=float(ts[0]),
+                native_fps=native,
+                split=split,
+                narrations=spans,
+                source=str(video if video is not None else folder),
+            ),
+        )
 
     return load

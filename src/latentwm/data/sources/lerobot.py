@@ -41,8 +41,10 @@ import numpy as np
 from latentwm.data.episodes import Episode, EpisodeError
 from latentwm.data.sources.video_folder import CheckedVideoFrames
 
-OPTIONS = ("fps=<float|None: native> cameras=<comma list: all observation.images.*> size=<int|None> "
-           "action_key=action state_key=observation.state episodes=<indices> dataset=<folder name>")
+OPTIONS = (
+    "fps=<float|None: native> cameras=<comma list: all observation.images.*> size=<int|None> "
+    "action_key=action state_key=observation.state episodes=<indices> dataset=<folder name>"
+)
 IMAGE_PREFIX = "observation.images."
 
 Item = tuple[str, Callable[[], Episode]]
@@ -73,7 +75,7 @@ def texts(*groups) -> list[str]:
     """Non-empty strings of `groups` (each a string or a list of them), stripped, deduplicated, in order."""
     out: list[str] = []
     for g in groups:
-        for t in ([g] if isinstance(g, str) else (g or [])):
+        for t in [g] if isinstance(g, str) else (g or []):
             t = str(t).strip() if t is not None else ""
             if t and t not in out:
                 out.append(t)
@@ -117,9 +119,17 @@ class LeRobotReader:
     Subclasses (DROID) pick the row columns they need (`columns`) and build their own episodes from `rows` and
     `frames`; `LeRobotDataset` is the generic one."""
 
-    def __init__(self, root: str | os.PathLike, *, fps: float | None = None, cameras: Sequence[str] | None = None,
-                 size=None, dataset: str | None = None, episodes: Sequence[int] | None = None,
-                 default_fps: float = 30.0):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        fps: float | None = None,
+        cameras: Sequence[str] | None = None,
+        size=None,
+        dataset: str | None = None,
+        episodes: Sequence[int] | None = None,
+        default_fps: float = 30.0,
+    ):
         self.root, self.fps, self.size = Path(root), fps, size
         self.dataset = dataset or self.root.resolve().name
         self.info_path = self.root / "meta" / "info.json"
@@ -131,7 +141,7 @@ class LeRobotReader:
         self.native_fps = float(self.info.get("fps", default_fps))
         self.features = self.info.get("features", {})
         self.video_keys = [k for k, v in self.features.items() if v.get("dtype") == "video"]
-        names = {k: k[len(IMAGE_PREFIX):] if k.startswith(IMAGE_PREFIX) else k for k in self.video_keys}
+        names = {k: k[len(IMAGE_PREFIX) :] if k.startswith(IMAGE_PREFIX) else k for k in self.video_keys}
         if cameras:
             unknown = [c for c in cameras if c not in names.values() and c not in names]
             if unknown:
@@ -149,8 +159,10 @@ class LeRobotReader:
     def require(self, key: str, option: str) -> None:
         """ValueError naming info.json, the option and the available keys when feature `key` is missing."""
         if key not in self.features:
-            raise ValueError(f"{self.info_path}: no feature {key!r} ({option}); available: "
-                             f"{', '.join(sorted(k for k in self.features if k not in self.video_keys))}")
+            raise ValueError(
+                f"{self.info_path}: no feature {key!r} ({option}); available: "
+                f"{', '.join(sorted(k for k in self.features if k not in self.video_keys))}"
+            )
 
     # -- metadata -------------------------------------------------------------------------------------------
     def _read_episodes(self) -> list[dict]:
@@ -168,10 +180,24 @@ class LeRobotReader:
         rows: list[dict] = []
         for f in files:  # only the columns we need: the stats columns are many
             names = pq.read_schema(f).names
-            cols = [c for c in names if c in ("episode_index", "length", "tasks", "data/chunk_index",
-                                              "data/file_index", "dataset_from_index", "dataset_to_index")
-                    or (c.startswith("videos/") and c.split("/")[-1] in ("chunk_index", "file_index",
-                                                                         "from_timestamp", "to_timestamp"))]
+            cols = [
+                c
+                for c in names
+                if c
+                in (
+                    "episode_index",
+                    "length",
+                    "tasks",
+                    "data/chunk_index",
+                    "data/file_index",
+                    "dataset_from_index",
+                    "dataset_to_index",
+                )
+                or (
+                    c.startswith("videos/")
+                    and c.split("/")[-1] in ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
+                )
+            ]
             rows += pq.read_table(f, columns=cols).to_pylist()
         return sorted(rows, key=lambda r: int(r["episode_index"]))
 
@@ -209,11 +235,15 @@ class LeRobotReader:
         if self.version.startswith("v2"):
             tpl = tpl or "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
             chunk = int(ep["episode_index"]) // int(self.info.get("chunks_size", 1000))
-            return self.root / tpl.format(episode_chunk=chunk, video_key=key,
-                                          episode_index=int(ep["episode_index"])), 0.0
+            return self.root / tpl.format(
+                episode_chunk=chunk, video_key=key, episode_index=int(ep["episode_index"])
+            ), 0.0
         tpl = tpl or "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
-        path = self.root / tpl.format(video_key=key, chunk_index=int(ep[f"videos/{key}/chunk_index"]),
-                                      file_index=int(ep[f"videos/{key}/file_index"]))
+        path = self.root / tpl.format(
+            video_key=key,
+            chunk_index=int(ep[f"videos/{key}/chunk_index"]),
+            file_index=int(ep[f"videos/{key}/file_index"]),
+        )
         return path, float(ep[f"videos/{key}/from_timestamp"])
 
     # -- episodes ---------------------------------------------------------------------------------------------
@@ -264,8 +294,7 @@ class LeRobotReader:
 class LeRobotDataset(LeRobotReader):
     """The generic reader: actions and proprio straight from the columns `action_key` / `state_key`."""
 
-    def __init__(self, root, *, action_key: str | None = "action", state_key: str | None = "observation.state",
-                 **kw):
+    def __init__(self, root, *, action_key: str | None = "action", state_key: str | None = "observation.state", **kw):
         super().__init__(root, **kw)
         self.action_key, self.state_key = action_key or None, state_key or None
         for key, option in ((self.action_key, "action_key"), (self.state_key, "state_key")):
@@ -273,7 +302,8 @@ class LeRobotDataset(LeRobotReader):
                 self.require(key, option)
         self.tasks = self.task_table()
         self.columns = [k for k in (self.action_key, self.state_key) if k] + (
-            ["task_index"] if "task_index" in self.features else [])
+            ["task_index"] if "task_index" in self.features else []
+        )
 
     def load(self, ep: dict) -> Episode:
         eid, name = self.name(ep)
@@ -294,26 +324,53 @@ class LeRobotDataset(LeRobotReader):
         if "task_index" in cols:
             per_step = [self.tasks.get(int(i), "") for i in cols["task_index"].reshape(-1)]
             starts = [i for i in range(len(per_step)) if i == 0 or per_step[i] != per_step[i - 1]]
-            spans = [(s, starts[j + 1] if j + 1 < len(starts) else len(per_step), per_step[s])
-                     for j, s in enumerate(starts)]
+            spans = [
+                (s, starts[j + 1] if j + 1 < len(starts) else len(per_step), per_step[s]) for j, s in enumerate(starts)
+            ]
         narr = kept_spans(spans, keep)
-        return Episode(dataset=self.dataset, episode_id=eid, fps=self.out_fps(), frames=self.frames(ep, ts[keep]),
-                       actions=actions, action_mask=mask, proprio=proprio,
-                       text=texts(ep.get("tasks"), [t for _, _, t in narr]),
-                       extras=dict(layout=f"lerobot-{self.version}", episode_index=int(ep["episode_index"]),
-                                   native_fps=self.native_fps, narrations=narr,
-                                   raw_steps=keep.tolist() if len(keep) != len(ts) else None))
+        return Episode(
+            dataset=self.dataset,
+            episode_id=eid,
+            fps=self.out_fps(),
+            frames=self.frames(ep, ts[keep]),
+            actions=actions,
+            action_mask=mask,
+            proprio=proprio,
+            text=texts(ep.get("tasks"), [t for _, _, t in narr]),
+            extras=dict(
+                layout=f"lerobot-{self.version}",
+                episode_index=int(ep["episode_index"]),
+                native_fps=self.native_fps,
+                narrations=narr,
+                raw_steps=keep.tolist() if len(keep) != len(ts) else None,
+            ),
+        )
 
 
-def load_lerobot(root: str | os.PathLike, *, fps: float | None = None, size: int | tuple[int, int] | None = None,
-                 cameras: Sequence[str] | str = "", action_key: str | None = "action",
-                 state_key: str | None = "observation.state", episodes: Sequence[int] | None = None,
-                 dataset: str | None = None) -> list[Item]:
+def load_lerobot(
+    root: str | os.PathLike,
+    *,
+    fps: float | None = None,
+    size: int | tuple[int, int] | None = None,
+    cameras: Sequence[str] | str = "",
+    action_key: str | None = "action",
+    state_key: str | None = "observation.state",
+    episodes: Sequence[int] | None = None,
+    dataset: str | None = None,
+) -> list[Item]:
     """`[(key, loader)]` of the episodes of the LeRobot dataset at `root` (see the module docstring); keys are
     `{dataset}/episode_XXXXXX`, dataset defaulting to the folder's name."""
     if isinstance(cameras, str):
         cameras = [c for c in cameras.split(",") if c]
     if episodes is not None and isinstance(episodes, (str, float, int)):
         episodes = [int(float(e)) for e in str(episodes).split(",") if e]
-    return LeRobotDataset(root, fps=fps, cameras=cameras or None, size=size, dataset=dataset, episodes=episodes,
-                          action_key=action_key, state_key=state_key).items()
+    return LeRobotDataset(
+        root,
+        fps=fps,
+        cameras=cameras or None,
+        size=size,
+        dataset=dataset,
+        episodes=episodes,
+        action_key=action_key,
+        state_key=state_key,
+    ).items()

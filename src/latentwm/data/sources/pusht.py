@@ -106,15 +106,15 @@ def rollout_episode(env: PushTEnv, spec: EpisodeSpec) -> Episode:
     states_a = np.stack(states)
     travel = float(np.linalg.norm(np.diff(states_a[:, 2:4], axis=0), axis=1).sum()) if len(states) > 1 else 0.0
     noise = spec.noise if spec.policy != "random_walk" else None
-    ep = stored_every(np.stack(frames), np.asarray(actions, dtype=np.float32), states_a,
-                      np.asarray(rewards, dtype=np.float32), k)
+    ep = stored_every(
+        np.stack(frames), np.asarray(actions, dtype=np.float32), states_a, np.asarray(rewards, dtype=np.float32), k
+    )
     ep.episode_id, ep.success = f"episode_{spec.index:06d}", bool(success)
     ep.extras = dict(seed=int(spec.seed + spec.index), policy=spec.policy, noise=noise, block_travel=travel)
     return with_narrations(ep)
 
 
-def stored_every(frames: np.ndarray, actions: np.ndarray, states: np.ndarray, rewards: np.ndarray,
-                 k: int) -> Episode:
+def stored_every(frames: np.ndarray, actions: np.ndarray, states: np.ndarray, rewards: np.ndarray, k: int) -> Episode:
     """A Push-T episode stored with frame skip k from env-step arrays: frames (n, S, S, 3) = the frames of env steps
     0, k, 2k, … (n = ceil(T / k)); actions (T, 2), states (T, 7), rewards (T,) per env step. Stored step j holds the
     state at env step j·k, the k actions taken from there concatenated ((n, 2k); a step whose k actions were not
@@ -126,9 +126,18 @@ def stored_every(frames: np.ndarray, actions: np.ndarray, states: np.ndarray, re
     padded[:T] = actions
     mask = np.arange(n) * k + k <= T
     summed = np.add.reduceat(rewards, np.arange(0, T, k)).astype(np.float32)
-    return Episode(dataset="pusht", episode_id="", fps=float(PushTEnv.fps) / k, frames={CAMERA: frames},
-                   actions=padded.reshape(n, k * actions.shape[1]), action_mask=None if mask.all() else mask,
-                   proprio=proprio_from_state(states[::k]), rewards=summed, states=states[::k], frame_skip=k)
+    return Episode(
+        dataset="pusht",
+        episode_id="",
+        fps=float(PushTEnv.fps) / k,
+        frames={CAMERA: frames},
+        actions=padded.reshape(n, k * actions.shape[1]),
+        action_mask=None if mask.all() else mask,
+        proprio=proprio_from_state(states[::k]),
+        rewards=summed,
+        states=states[::k],
+        frame_skip=k,
+    )
 
 
 def with_narrations(ep: Episode) -> Episode:
@@ -213,8 +222,10 @@ def check_and_record_settings(out: Path, cfg: GenerateConfig) -> None:
     diff = [k for k in settings if (k in have or recorded) and have.get(k) != settings[k]]
     if diff:
         what = "; ".join(f"{k} {have.get(k, 'not recorded')} there, {settings[k]} now" for k in diff)
-        raise ConfigError(f"{out} holds Push-T episodes generated with other settings ({what}; {source}): use "
-                          f"another --out-dir, or the folder's settings to add episodes to it")
+        raise ConfigError(
+            f"{out} holds Push-T episodes generated with other settings ({what}; {source}): use "
+            f"another --out-dir, or the folder's settings to add episodes to it"
+        )
     record = {**settings, "num_episodes": max(int(cfg.num_episodes), int(have.get("num_episodes", 0)))}
     tmp = out / f".{SETTINGS_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(record, indent=1))
@@ -244,12 +255,18 @@ def generate_pusht(cfg: GenerateConfig, show_progress: bool = True) -> list[Path
         workers = 1  # starting processes (each imports the simulator) costs more than a few episodes take
     else:
         workers = min(cfg.workers or os.cpu_count() or 1, max(1, -(-len(todo) // CHUNK)))
-    bar = tqdm(total=cfg.num_episodes, initial=cfg.num_episodes - len(todo), desc="generate pusht", unit="ep",
-               disable=not show_progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.num_episodes,
+        initial=cfg.num_episodes - len(todo),
+        desc="generate pusht",
+        unit="ep",
+        disable=not show_progress,
+        dynamic_ncols=True,
+    )
     t0 = time.perf_counter()
     try:
         if workers > 1:
-            tasks = [(str(out), todo[k: k + CHUNK]) for k in range(0, len(todo), CHUNK)]
+            tasks = [(str(out), todo[k : k + CHUNK]) for k in range(0, len(todo), CHUNK)]
             with mp.get_context("spawn").Pool(workers, _worker_start, (cfg.image_size,)) as pool:
                 for n in pool.imap_unordered(_worker_run, tasks):
                     bar.update(n)
@@ -264,8 +281,10 @@ def generate_pusht(cfg: GenerateConfig, show_progress: bool = True) -> list[Path
         bar.close()
     if todo and show_progress:
         dt = time.perf_counter() - t0
-        print(f"generated {len(todo)} Push-T episodes in {dt:.1f} s ({len(todo) / max(dt, 1e-9):.2f} episodes/s, "
-              f"{workers} process{'es' if workers > 1 else ''})")
+        print(
+            f"generated {len(todo)} Push-T episodes in {dt:.1f} s ({len(todo) / max(dt, 1e-9):.2f} episodes/s, "
+            f"{workers} process{'es' if workers > 1 else ''})"
+        )
     return [episode_path(out, i) for i in range(cfg.num_episodes)]
 
 

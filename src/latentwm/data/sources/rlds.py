@@ -47,9 +47,11 @@ from latentwm.data.episodes import Episode, EpisodeError
 from latentwm.data.sources.tfrecord import TFRecordError, parse_example, read_record, scan_records
 from latentwm.data.sources.video_folder import _failing
 
-OPTIONS = ("spec=soar|bridge|generic fps=<float|None: native> size=<int|None> split=<train,val,...> "
-           "image_keys=<k1,k2> action_key=<k1,k2|''> language_key=<key> proprio_key=<key> native_fps=<float> "
-           "dataset=<name>")
+OPTIONS = (
+    "spec=soar|bridge|generic fps=<float|None: native> size=<int|None> split=<train,val,...> "
+    "image_keys=<k1,k2> action_key=<k1,k2|''> language_key=<key> proprio_key=<key> native_fps=<float> "
+    "dataset=<name>"
+)
 _SHARD = re.compile(r"^(?P<name>.+)-(?P<split>[^-]+)\.tfrecord(-(?P<idx>\d+)-of-\d+)?$")
 Item = tuple[str, Callable[[], Episode]]
 
@@ -72,10 +74,14 @@ class RldsSpec:
             raise ValueError(f"RLDS spec {self.name}: native_fps must be > 0, got {self.fps}")
 
 
-_WIDOWX = dict(cameras=(("steps/observation/image_0", "image_0"),), action_keys=("steps/action",),
-               language_key="steps/language_instruction", proprio_key="steps/observation/state", fps=5.0)
-SPECS = {"soar": RldsSpec("soar", **_WIDOWX), "bridge": RldsSpec("bridge", **_WIDOWX),
-         "generic": None}
+_WIDOWX = dict(
+    cameras=(("steps/observation/image_0", "image_0"),),
+    action_keys=("steps/action",),
+    language_key="steps/language_instruction",
+    proprio_key="steps/observation/state",
+    fps=5.0,
+)
+SPECS = {"soar": RldsSpec("soar", **_WIDOWX), "bridge": RldsSpec("bridge", **_WIDOWX), "generic": None}
 
 
 def _key(k: str) -> str:
@@ -83,9 +89,15 @@ def _key(k: str) -> str:
     return k if k.startswith(("steps/", "episode_metadata/")) else f"steps/{k}"
 
 
-def make_spec(spec: str = "soar", *, image_keys: str | None = None, action_key: str | None = None,
-              language_key: str | None = None, proprio_key: str | None = None,
-              native_fps: float | None = None) -> RldsSpec:
+def make_spec(
+    spec: str = "soar",
+    *,
+    image_keys: str | None = None,
+    action_key: str | None = None,
+    language_key: str | None = None,
+    proprio_key: str | None = None,
+    native_fps: float | None = None,
+) -> RldsSpec:
     """A named spec with any of its choices overridden (`generic` starts from nothing)."""
     if spec not in SPECS:
         raise ValueError(f"rlds: unknown spec {spec!r}; choose one of {', '.join(SPECS)}")
@@ -99,8 +111,14 @@ def make_spec(spec: str = "soar", *, image_keys: str | None = None, action_key: 
     fps = float(native_fps) if native_fps is not None else base.fps
     if fps is None:
         raise ValueError("rlds spec generic needs native_fps=<steps per second>")
-    return RldsSpec(spec, cams, acts, _key(language_key) if language_key else base.language_key,
-                    _key(proprio_key) if proprio_key else base.proprio_key, fps)
+    return RldsSpec(
+        spec,
+        cams,
+        acts,
+        _key(language_key) if language_key else base.language_key,
+        _key(proprio_key) if proprio_key else base.proprio_key,
+        fps,
+    )
 
 
 class EncodedImages:
@@ -147,22 +165,39 @@ def find_shards(root: Path, splits: Sequence[str] | None) -> list[tuple[Path, st
     return out
 
 
-def load_rlds(root: str | os.PathLike, *, fps: float | None = None, size=None, spec: str = "soar",
-              split: str | None = None, image_keys: str | None = None, action_key: str | None = None,
-              language_key: str | None = None, proprio_key: str | None = None, native_fps: float | None = None,
-              dataset: str | None = None) -> list[Item]:
+def load_rlds(
+    root: str | os.PathLike,
+    *,
+    fps: float | None = None,
+    size=None,
+    spec: str = "soar",
+    split: str | None = None,
+    image_keys: str | None = None,
+    action_key: str | None = None,
+    language_key: str | None = None,
+    proprio_key: str | None = None,
+    native_fps: float | None = None,
+    dataset: str | None = None,
+) -> list[Item]:
     """`[(key, loader)]`, one per episode record of every shard under `root` (see the module docstring)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"rlds root {root} does not exist")
-    sp = make_spec(spec, image_keys=image_keys, action_key=action_key, language_key=language_key,
-                   proprio_key=proprio_key, native_fps=native_fps)
+    sp = make_spec(
+        spec,
+        image_keys=image_keys,
+        action_key=action_key,
+        language_key=language_key,
+        proprio_key=proprio_key,
+        native_fps=native_fps,
+    )
     skip = 1
     if fps is not None:
         skip = int(round(sp.fps / float(fps)))
         if skip < 1 or abs(sp.fps / float(fps) - skip) > 1e-6:
-            raise ValueError(f"rlds: fps={fps} must divide the native {sp.fps} steps/s (steps are kept, not "
-                             "interpolated)")
+            raise ValueError(
+                f"rlds: fps={fps} must divide the native {sp.fps} steps/s (steps are kept, not interpolated)"
+            )
     shards = find_shards(root, [s for s in str(split).split(",") if s] if split else None)
     if not shards:
         raise FileNotFoundError(f"no TFRecord shards (<name>-<split>.tfrecord-NNNNN-of-NNNNN) under {root}")
@@ -176,8 +211,12 @@ def load_rlds(root: str | os.PathLike, *, fps: float | None = None, size=None, s
             eid = f"{subset}/{stem}#{r:05d}"
             items.append((f"{ds}/{eid}", _loader(path, off, r, ds, eid, subset, sp, size, skip)))
         if err is not None:  # listed, so the encode summary names the unreadable rest of the shard
-            items.append((f"{ds}/{subset}/{stem}#{len(offsets):05d}+", _failing(EpisodeError(
-                f"shard {path}: records from {len(offsets)} on are unreadable: {err}"))))
+            items.append(
+                (
+                    f"{ds}/{subset}/{stem}#{len(offsets):05d}+",
+                    _failing(EpisodeError(f"shard {path}: records from {len(offsets)} on are unreadable: {err}")),
+                )
+            )
     return items
 
 
@@ -202,8 +241,9 @@ def _loader(path, offset, record, dataset, eid, subset, sp: RldsSpec, size, skip
         if subset in ("success", "failure"):
             ep.success = subset == "success"
         if skip > 1:  # spans in kept-frame indices: kept frame j is native step j·skip
-            ep.extras["narrations"] = [[a // skip, max(-(-b // skip), a // skip + 1), w]
-                                       for a, b, w in ep.extras["narrations"]]
+            ep.extras["narrations"] = [
+                [a // skip, max(-(-b // skip), a // skip + 1), w] for a, b, w in ep.extras["narrations"]
+            ]
         return ep.with_frame_skip(skip)
 
     return load
@@ -219,8 +259,9 @@ def _floats(ex: dict, key: str, T: int, where: str) -> np.ndarray:
     return v.reshape(T, -1)
 
 
-def episode_from_example(ex: dict, sp: RldsSpec, *, dataset: str, episode_id: str, size=None,
-                         where: str = "") -> Episode:
+def episode_from_example(
+    ex: dict, sp: RldsSpec, *, dataset: str, episode_id: str, size=None, where: str = ""
+) -> Episode:
     """An Episode (native rate) from one decoded RLDS Example `ex` {key: list[bytes] | array}."""
     frames = {}
     for key, cam in sp.cameras:
@@ -252,5 +293,14 @@ def episode_from_example(ex: dict, sp: RldsSpec, *, dataset: str, episode_id: st
     fp = ex.get("episode_metadata/file_path")
     if isinstance(fp, list) and fp:
         extras["file_path"] = fp[0].decode("utf-8", "replace")
-    return Episode(dataset=dataset, episode_id=episode_id, fps=float(sp.fps), frames=frames, actions=actions,
-                   action_mask=mask, proprio=proprio, text=list(dict.fromkeys(s[2] for s in spans)), extras=extras)
+    return Episode(
+        dataset=dataset,
+        episode_id=episode_id,
+        fps=float(sp.fps),
+        frames=frames,
+        actions=actions,
+        action_mask=mask,
+        proprio=proprio,
+        text=list(dict.fromkeys(s[2] for s in spans)),
+        extras=extras,
+    )

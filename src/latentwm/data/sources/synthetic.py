@@ -25,8 +25,17 @@ class MovingBlobClips(Dataset):
     all — so with `with_actions=False` the future is predictable from the text alone.
     """
 
-    def __init__(self, grid: int = 4, dim: int = 16, frames: int = 8, seed: int = 0, noise: float = 0.05,
-                 length: int = 1 << 30, with_actions: bool = True, text_dim: int = 0):
+    def __init__(
+        self,
+        grid: int = 4,
+        dim: int = 16,
+        frames: int = 8,
+        seed: int = 0,
+        noise: float = 0.05,
+        length: int = 1 << 30,
+        with_actions: bool = True,
+        text_dim: int = 0,
+    ):
         self.grid, self.dim, self.frames, self.seed = grid, dim, frames, seed
         self.noise, self.length, self.with_actions = noise, length, with_actions
         g = np.random.default_rng(seed)

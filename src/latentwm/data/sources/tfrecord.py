@@ -73,7 +73,7 @@ def _crc_numpy(data: bytes) -> int:
     acc = 0xFFFFFFFF
     for r in reg.tolist():
         acc = s[0][acc & 0xFF] ^ s[1][(acc >> 8) & 0xFF] ^ s[2][(acc >> 16) & 0xFF] ^ s[3][acc >> 24] ^ r
-    return _crc_py(acc, data[n_chunks * _CHUNK:]) ^ 0xFFFFFFFF
+    return _crc_py(acc, data[n_chunks * _CHUNK :]) ^ 0xFFFFFFFF
 
 
 def _crc_fast():
@@ -128,8 +128,10 @@ def scan_records(path: str | os.PathLike) -> tuple[list[tuple[int, int]], TFReco
         try:
             while (length := _read_header(fh, path, offset)) is not None:
                 if offset + 12 + length + 4 > size:
-                    raise TFRecordError(f"{path}: record at byte {offset} of {length} bytes runs past the end of "
-                                        f"file ({size} bytes; truncated)")
+                    raise TFRecordError(
+                        f"{path}: record at byte {offset} of {length} bytes runs past the end of "
+                        f"file ({size} bytes; truncated)"
+                    )
                 out.append((offset, length))
                 offset += 16 + length
                 fh.seek(offset)
@@ -221,12 +223,12 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int, object]]:
             ln, i = _varint(buf, i)
             if i + ln > n:
                 raise TFRecordError(f"field {num}: {ln} bytes past the end of the message")
-            v, i = buf[i:i + ln], i + ln
+            v, i = buf[i : i + ln], i + ln
         elif wt in (1, 5):
             w = 8 if wt == 1 else 4
             if i + w > n:
                 raise TFRecordError(f"field {num}: truncated fixed{w * 8}")
-            v, i = buf[i:i + w], i + w
+            v, i = buf[i : i + w], i + w
         else:
             raise TFRecordError(f"field {num}: unsupported wire type {wt}")
         yield num, wt, v
@@ -325,6 +327,7 @@ def encode_feature(value) -> bytes:
 
 def encode_example(features: dict) -> bytes:
     """{key: value} → serialized `tf.train.Example` (values as `encode_feature` takes them)."""
-    entries = b"".join(_len_field(1, _len_field(1, k.encode()) + _len_field(2, encode_feature(v)))
-                       for k, v in features.items())
+    entries = b"".join(
+        _len_field(1, _len_field(1, k.encode()) + _len_field(2, encode_feature(v))) for k, v in features.items()
+    )
     return _len_field(1, entries)

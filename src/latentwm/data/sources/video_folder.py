@@ -35,8 +35,10 @@ import numpy as np
 from latentwm.data.episodes import Episode, EpisodeError, VideoFrames
 from latentwm.data.video import VideoError, probe_video
 
-OPTIONS = ("fps=<float|None> size=<int|None> segment_s=<float|None> camera=main dataset=<folder name> "
-           "captions=<csv|json path> extensions=mp4,mkv,webm,avi,mov,m4v")
+OPTIONS = (
+    "fps=<float|None> size=<int|None> segment_s=<float|None> camera=main dataset=<folder name> "
+    "captions=<csv|json path> extensions=mp4,mkv,webm,avi,mov,m4v"
+)
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov")
 _ID_COLUMNS = ("video", "path", "video_id", "id", "file", "filename", "video_path")
 _TEXT_COLUMNS = ("caption", "text", "label", "narration", "template", "description", "sentence")
@@ -59,8 +61,9 @@ class CheckedVideoFrames(VideoFrames):
             raise EpisodeError(f"episode {self.episode}: cannot decode {self.path}: {e}") from e
 
 
-def sample_grid(num_native: int, native_fps: float, fps: float | None, start_s: float = 0.0,
-                end_s: float | None = None) -> np.ndarray:
+def sample_grid(
+    num_native: int, native_fps: float, fps: float | None, start_s: float = 0.0, end_s: float | None = None
+) -> np.ndarray:
     """Timestamps (s) of the frames an episode keeps from a video of `num_native` frames at `native_fps`.
 
     fps None: the native frames k/native_fps in [start_s, end_s); else the grid start_s + k/fps while it lies before
@@ -90,8 +93,9 @@ def segments(duration_s: float, segment_s: float | None) -> list[tuple[float, fl
     starts = list(np.arange(0.0, duration_s, segment_s))
     if len(starts) > 1 and duration_s - starts[-1] < 0.25 * segment_s:
         starts.pop()
-    return [(float(s), float(starts[i + 1]) if i + 1 < len(starts) else float(duration_s))
-            for i, s in enumerate(starts)]
+    return [
+        (float(s), float(starts[i + 1]) if i + 1 < len(starts) else float(duration_s)) for i, s in enumerate(starts)
+    ]
 
 
 def find_videos(root: str | os.PathLike, extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
@@ -106,8 +110,11 @@ def find_videos(root: str | os.PathLike, extensions: Sequence[str] = VIDEO_EXTEN
             continue
         seen.add((st.st_dev, st.st_ino))
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(folder) / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in exts
-                  and (Path(folder) / f).is_file()]
+        found += [
+            Path(folder) / f
+            for f in files
+            if not f.startswith(".") and Path(f).suffix.lower() in exts and (Path(folder) / f).is_file()
+        ]
     return sorted(found)
 
 
@@ -120,7 +127,7 @@ def read_captions(path: str | os.PathLike) -> dict[str, list[str]]:
         if vid is None or text is None or str(text).strip() == "":
             return
         key = _stem(str(vid))
-        for t in (text if isinstance(text, list) else [text]):
+        for t in text if isinstance(text, list) else [text]:
             if str(t).strip() and str(t) not in out.setdefault(key, []):
                 out[key].append(str(t))
 
@@ -141,8 +148,10 @@ def read_captions(path: str | os.PathLike) -> dict[str, list[str]]:
                 id_col = next((c for c in _ID_COLUMNS if c in cols), None)
                 text_col = next((c for c in _TEXT_COLUMNS if c in cols), None)
                 if id_col is None or text_col is None:
-                    raise ValueError(f"needs a video column ({'/'.join(_ID_COLUMNS)}) and a text column "
-                                     f"({'/'.join(_TEXT_COLUMNS)}); has {cols}")
+                    raise ValueError(
+                        f"needs a video column ({'/'.join(_ID_COLUMNS)}) and a text column "
+                        f"({'/'.join(_TEXT_COLUMNS)}); has {cols}"
+                    )
                 for row in reader:
                     row = {k.strip().lower(): v for k, v in row.items() if k is not None}
                     add(row[id_col], row[text_col])
@@ -166,9 +175,21 @@ def probe_or_error(path: Path, episode: str):
         raise EpisodeError(f"episode {episode}: {e}") from e
 
 
-def video_episode(path: Path, *, dataset: str, episode_id: str, camera: str, fps: float | None, size,
-                  text: list[str], start_s: float = 0.0, end_s: float | None = None, native_fps: float | None = None,
-                  num_native: int | None = None, extras: dict | None = None) -> Episode:
+def video_episode(
+    path: Path,
+    *,
+    dataset: str,
+    episode_id: str,
+    camera: str,
+    fps: float | None,
+    size,
+    text: list[str],
+    start_s: float = 0.0,
+    end_s: float | None = None,
+    native_fps: float | None = None,
+    num_native: int | None = None,
+    extras: dict | None = None,
+) -> Episode:
     """One lazy episode of `path` over [start_s, end_s) (probing the header when native fps/count are not given)."""
     name = f"{dataset}/{episode_id}"
     if native_fps is None or num_native is None:
@@ -177,15 +198,27 @@ def video_episode(path: Path, *, dataset: str, episode_id: str, camera: str, fps
     ts = sample_grid(num_native, native_fps, fps, start_s, end_s)
     if not len(ts):
         raise EpisodeError(f"episode {name}: no frames in [{start_s}, {end_s}) of {path}")
-    return Episode(dataset=dataset, episode_id=episode_id, fps=float(fps or native_fps),
-                   frames={camera: CheckedVideoFrames(path, ts, size, episode=name)}, text=list(text),
-                   extras=dict(extras or {}, path=str(path), start_s=float(ts[0]), native_fps=float(native_fps)))
+    return Episode(
+        dataset=dataset,
+        episode_id=episode_id,
+        fps=float(fps or native_fps),
+        frames={camera: CheckedVideoFrames(path, ts, size, episode=name)},
+        text=list(text),
+        extras=dict(extras or {}, path=str(path), start_s=float(ts[0]), native_fps=float(native_fps)),
+    )
 
 
-def load_video_folder(root: str | os.PathLike, *, fps: float | None = None, size: int | tuple[int, int] | None = None,
-                      segment_s: float | None = None, camera: str = "main", dataset: str | None = None,
-                      captions: str | os.PathLike | None = None,
-                      extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Item]:
+def load_video_folder(
+    root: str | os.PathLike,
+    *,
+    fps: float | None = None,
+    size: int | tuple[int, int] | None = None,
+    segment_s: float | None = None,
+    camera: str = "main",
+    dataset: str | None = None,
+    captions: str | os.PathLike | None = None,
+    extensions: Sequence[str] = VIDEO_EXTENSIONS,
+) -> list[Item]:
     """`[(key, loader)]` for every video under `root` (see the module docstring); keys are `{dataset}/{id}`."""
     root = Path(root)
     if not root.is_dir():
@@ -198,8 +231,9 @@ def load_video_folder(root: str | os.PathLike, *, fps: float | None = None, size
     for path in find_videos(root, extensions):
         vid = path.relative_to(root).with_suffix("").as_posix()
         text = texts.get(vid) or texts.get(path.stem) or []
-        items += video_items(path, dataset, vid, segment_s,
-                             partial(_loader, path, dataset, camera=camera, fps=fps, size=size, text=text))
+        items += video_items(
+            path, dataset, vid, segment_s, partial(_loader, path, dataset, camera=camera, fps=fps, size=size, text=text)
+        )
     return items
 
 
@@ -215,8 +249,9 @@ def pick_cameras(found: dict[str, Path], cameras: Sequence[str] | None, episode:
     return found
 
 
-def video_items(path: Path, dataset: str, vid: str, segment_s: float | None,
-                make: Callable[..., Callable[[], Episode]]) -> list[Item]:
+def video_items(
+    path: Path, dataset: str, vid: str, segment_s: float | None, make: Callable[..., Callable[[], Episode]]
+) -> list[Item]:
     """The items of one video `{dataset}/{vid}`: the whole video, `make(vid)`, or with segment_s one per segment
     `{vid}@k`, `make("{vid}@k", start_s=, end_s=, native_fps=, num_native=)` (durations from the video's header).
     A video whose header cannot be read is listed anyway, with a loader that raises, so the encode summary names
@@ -228,16 +263,29 @@ def video_items(path: Path, dataset: str, vid: str, segment_s: float | None,
         info = probe_or_error(path, key)
     except EpisodeError as e:
         return [(key, _failing(e))]
-    return [(f"{key}@{k:04d}", make(f"{vid}@{k:04d}", start_s=s, end_s=e, native_fps=info.fps,
-                                    num_native=info.num_frames))
-            for k, (s, e) in enumerate(segments(info.num_frames / info.fps, segment_s))]
+    return [
+        (f"{key}@{k:04d}", make(f"{vid}@{k:04d}", start_s=s, end_s=e, native_fps=info.fps, num_native=info.num_frames))
+        for k, (s, e) in enumerate(segments(info.num_frames / info.fps, segment_s))
+    ]
 
 
-def _loader(path, dataset, episode_id, camera, fps, size, text, start_s=0.0, end_s=None, native_fps=None,
-            num_native=None) -> Callable[[], Episode]:
+def _loader(
+    path, dataset, episode_id, camera, fps, size, text, start_s=0.0, end_s=None, native_fps=None, num_native=None
+) -> Callable[[], Episode]:
     def load() -> Episode:
-        return video_episode(path, dataset=dataset, episode_id=episode_id, camera=camera, fps=fps, size=size,
-                             text=text, start_s=start_s, end_s=end_s, native_fps=native_fps, num_native=num_native)
+        return video_episode(
+            path,
+            dataset=dataset,
+            episode_id=episode_id,
+            camera=camera,
+            fps=fps,
+            size=size,
+            text=text,
+            start_s=start_s,
+            end_s=end_s,
+            native_fps=native_fps,
+            num_native=num_native,
+        )
 
     return load
 
