@@ -34,7 +34,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
 from common import machine, report, table  # noqa: E402
 
 BYTES_PER_PARAM = {"params": 4, "ema": 4, "adam": 8}  # fp32 weights, fp32 EMA, two fp32 Adam moments

@@ -39,9 +39,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     from latentwm.cli import main as cli
-    from latentwm.config import get_preset
+    from latentwm.config import GenerateConfig, get_preset
     from latentwm.data.latent_cache import encode_to_cache
-    from latentwm.config import GenerateConfig
     from latentwm.data.sources.pusht import generate_pusht, load_pusht
     from latentwm.encoders.dino import DinoEncoder
 

@@ -34,13 +34,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import report, table  # noqa: E402
 
-from latentwm.config import EncoderConfig, PretrainEncoderConfig, get_preset, preset  # noqa: E402
+from latentwm.config import (  # noqa: E402
+    EncoderConfig,
+    GenerateConfig,  # noqa: E402
+    PretrainEncoderConfig,
+    get_preset,
+    preset,
+)
 from latentwm.data.episodes import load_episode  # noqa: E402
-from latentwm.config import GenerateConfig  # noqa: E402
 from latentwm.data.sources.pusht import generate_pusht  # noqa: E402
 from latentwm.encoders.dino import DinoEncoder  # noqa: E402
-from latentwm.planning.cost_quality import CostQualitySettings, encoder_cost_quality  # noqa: E402
 from latentwm.envs.pusht import goal_metrics  # noqa: E402
+from latentwm.planning.cost_quality import CostQualitySettings, encoder_cost_quality  # noqa: E402
 from latentwm.planning.evaluate import held_out_episodes, sample_goals  # noqa: E402
 from latentwm.train.encoder_pretrain import run_pretrain_encoder  # noqa: E402
 

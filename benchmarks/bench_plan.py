@@ -98,7 +98,7 @@ def main() -> None:
                 K=K,
                 seconds_per_iteration=t_iter,
                 seconds_per_call=call,
-                measured="observe + 1 iteration × %d" % args.repeats,
+                measured=f"observe + 1 iteration × {args.repeats}",
             )
         )
         summary[f"cem_seconds_per_call_k{K}"] = call
@@ -133,7 +133,7 @@ def main() -> None:
             K=1,
             seconds_per_iteration=t_recompute,
             seconds_per_call=IT * t_recompute,
-            measured="1 iteration × %d" % args.repeats,
+            measured=f"1 iteration × {args.repeats}",
         )
     )
 
@@ -193,7 +193,7 @@ def main() -> None:
             K=1,
             seconds_per_iteration=t16,
             seconds_per_call=t_obs + IT * t16,
-            measured="1 iteration × %d" % args.repeats,
+            measured=f"1 iteration × {args.repeats}",
         )
     )
     rows.append(
@@ -221,7 +221,7 @@ def main() -> None:
                 K=1,
                 seconds_per_iteration=t_comp,
                 seconds_per_call=t_obs + IT * t_comp,
-                measured="1 iteration × %d after the compiling one" % args.repeats,
+                measured=f"1 iteration × {args.repeats} after the compiling one",
             )
         )
         summary["cem_seconds_per_call_compiled"] = t_obs + IT * t_comp

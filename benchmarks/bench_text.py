@@ -29,9 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median_time, report, table  # noqa: E402
 
-from latentwm.config import TextEncoderConfig, get_preset  # noqa: E402
+from latentwm.config import GenerateConfig, TextEncoderConfig, get_preset  # noqa: E402
 from latentwm.data.batch import collate  # noqa: E402
-from latentwm.config import GenerateConfig
 from latentwm.data.sources.pusht import generate_pusht, load_pusht  # noqa: E402
 from latentwm.data.sources.synthetic import MovingBlobClips  # noqa: E402
 from latentwm.encoders.dino import DinoEncoder  # noqa: E402

@@ -132,7 +132,7 @@ class Recorder:
 @dataclasses.dataclass
 class Ctx:
     args: argparse.Namespace
-    device: "torch.device"  # noqa: F821
+    device: torch.device  # noqa: F821
     quick: bool
     deadline: float  # time.monotonic() by which the section must be done
 

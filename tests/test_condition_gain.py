@@ -5,12 +5,12 @@ import dataclasses
 
 import pytest
 import torch
+from test_text_model import _model as perturbed_model
 
 from latentwm.config import get_preset
 from latentwm.data.batch import WorldBatch, WorldBatchMetadata
 from latentwm.eval.metrics import rollout_errors
 from latentwm.model import DynamicsModel
-from test_text_model import _model as perturbed_model
 
 CFG = dataclasses.replace(get_preset("tiny").model, attention="eager", text_dim=8)
 

@@ -6,8 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from latentwm.config import CEMConfig, get_preset
-from latentwm.config import GenerateConfig
+from latentwm.config import CEMConfig, GenerateConfig, get_preset
 from latentwm.data.sources.pusht import generate_pusht
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.planning.cost_quality import CostQualitySettings, encoder_cost_quality, spearman

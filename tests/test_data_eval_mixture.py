@@ -6,8 +6,8 @@ from test_droid import encode_fn, write_lerobot_v3
 from test_epic import write_epic
 
 from latentwm.data.batch import collate
-from latentwm.data.clips import LatentClipDataset
 from latentwm.data.clip_sets import make_mixture_datasets
+from latentwm.data.clips import LatentClipDataset
 from latentwm.data.latent_cache import encode_to_cache
 from latentwm.data.mixture import ConcatClips, MixtureSpec
 from latentwm.data.sources.droid import load_droid

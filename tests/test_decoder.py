@@ -10,11 +10,11 @@ import torch
 
 from latentwm.cli import main
 from latentwm.config import ConfigError, EncoderConfig
+from latentwm.config.registry import ENCODER_PRESETS
 from latentwm.data.episodes import Episode, NormStats, save_episode
 from latentwm.data.sources.pusht import episode_path
 from latentwm.encoders.decoder import DECODER_SIZES, DecoderSpec, RAEDecoder, decode_latents, noise_augment, sincos_2d
 from latentwm.encoders.dino import DinoEncoder
-from latentwm.config.registry import ENCODER_PRESETS
 from latentwm.eval.decoder_metrics import PerceptualLoss, psnr, recon_grid, ssim
 from latentwm.train.decoder_trainer import DecoderConfig, DecoderTrainer, load_decoder, load_frame_sets
 
@@ -356,8 +356,8 @@ def test_torchrun_two_ranks_match_one_process(data):
 
 
 def test_lpips_fallback_notice_once_and_cli_help(capsys):
-    from latentwm.eval import decoder_metrics
     from latentwm.config import preset
+    from latentwm.eval import decoder_metrics
 
     if decoder_metrics.load_lpips()[0] is None:  # this machine has no LPIPS weights: one notice, SSIM instead
         decoder_metrics._notices.clear()

@@ -5,13 +5,12 @@ import dataclasses
 
 import pytest
 import torch
+from test_dynamics import _inputs, _model, _run_cached
 
 from latentwm.config import ConfigError, get_preset
 from latentwm.data.sources.synthetic import MovingBlobClips
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.train.trainer import Trainer
-
-from test_dynamics import _inputs, _model, _run_cached
 
 TINY = get_preset("tiny").model
 

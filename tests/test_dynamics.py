@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from latentwm.config import PRESETS, ObjectiveConfig, get_preset, preset
-from latentwm.model.dynamics import approx_param_count
 from latentwm.model import DynamicsModel, layers
+from latentwm.model.dynamics import approx_param_count
 from latentwm.objectives import make_objective
 from latentwm.planning.proprio import probe_features
 from latentwm.rollout import rollout

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from latentwm.cli import main
+from latentwm.config import get_preset
 from latentwm.data.clip_sets import make_clip_datasets
 from latentwm.data.latent_cache import LatentCache
 from latentwm.data.mixture import MixtureDataset
 from latentwm.data.video import write_video
-from latentwm.config import get_preset
 from latentwm.train.trainer import Trainer
 
 

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from latentwm.config import ConfigError, EncoderConfig
+from latentwm.config.registry import ENCODER_PRESETS
+from latentwm.data.cache_integrity import same_encoder
 from latentwm.data.episodes import NormStats
 from latentwm.encoders.dino import (
     DinoEncoder,
@@ -19,8 +21,6 @@ from latentwm.encoders.dino import (
     load_backbone,
     weights_hash,
 )
-from latentwm.data.cache_integrity import same_encoder
-from latentwm.config.registry import ENCODER_PRESETS
 
 # (preset, image_size, registers): grids 4×4 (patch 14) and 4×4 (patch 16)
 FAMILIES = [("tiny-random", 56, 0), ("tiny-random-reg", 56, 4), ("tiny-random-v3", 64, 4)]

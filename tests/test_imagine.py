@@ -14,6 +14,7 @@ from latentwm.cli import main
 from latentwm.config import (
     CEMConfig,
     ConfigError,
+    GenerateConfig,
     GradientConfig,
     ImagineConfig,
     MPPIConfig,
@@ -21,7 +22,6 @@ from latentwm.config import (
     PlanRunConfig,
     get_preset,
 )
-from latentwm.config import GenerateConfig
 from latentwm.data.sources.pusht import generate_pusht
 from latentwm.encoders.text import TextEncoder, save_tiny_text_model
 from latentwm.envs.pusht_language import HELDOUT_PER_TEMPLATE, PARAPHRASES, parse_sentence

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_droid import CAMS, FPS, LENGTHS, encode_fn, pose, write_lerobot_v21, write_lerobot_v3
+from test_droid import CAMS, FPS, LENGTHS, encode_fn, pose, write_lerobot_v3, write_lerobot_v21
 from test_video import indices
 
 from latentwm.cli import main

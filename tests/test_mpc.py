@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from latentwm.config import CEMConfig, GradientConfig, MPPIConfig, PlanConfig, get_preset
+from latentwm.config import CEMConfig, GenerateConfig, GradientConfig, MPPIConfig, PlanConfig, get_preset
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import DatasetStats, compute_norm_stats, load_episode
-from latentwm.config import GenerateConfig
 from latentwm.data.sources.pusht import generate_pusht
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.planning.evaluate import PlanningOptions, WorldModelRun, evaluate_planning, planning_table, sample_goals

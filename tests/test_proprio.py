@@ -116,8 +116,8 @@ def test_probe_trains_on_a_pusht_cache_and_scores_held_out(tmp_path):
     """End to end on real-format files: simulated episodes → latent cache → probe fitted on the frozen model's
     features; it fits its training frames (proprio normalized: the mean predictor's MSE is ≈ 1) and reports held-out
     RMSE in pixels beside the mean baseline."""
-    from latentwm.data.latent_cache import encode_to_cache
     from latentwm.config import GenerateConfig
+    from latentwm.data.latent_cache import encode_to_cache
     from latentwm.data.sources.pusht import generate_pusht, load_pusht
     from latentwm.planning.proprio import train_proprio_probe
 

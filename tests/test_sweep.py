@@ -10,8 +10,8 @@ import dataclasses
 import io
 import json
 import math
-import shlex
 import os
+import shlex
 import shutil
 import socket
 import statistics
@@ -22,15 +22,14 @@ import pytest
 import torch
 
 from latentwm.cli import main
-from latentwm.config import ConfigError
+from latentwm.config import ConfigError, EvalConfig
 from latentwm.config.sweep import SweepConfig
 from latentwm.data.episodes import Episode
 from latentwm.data.latent_cache import encode_to_cache
 from latentwm.model.dynamics import DynamicsModel
-from latentwm.config import EvalConfig
 from latentwm.sweep.aggregate import run_state
-from latentwm.train.evaluate import clip_subset, run_eval
 from latentwm.sweep.spec import build_runs, parse_variant, spec_from_config
+from latentwm.train.evaluate import clip_subset, run_eval
 
 REPO = Path(__file__).resolve().parents[1]
 _W = np.random.default_rng(0).normal(size=(12, 64)).astype(np.float32)  # 2×2×3 pixels -> one 64-wide token

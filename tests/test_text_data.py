@@ -17,8 +17,8 @@ from test_epic import write_epic
 from latentwm.cli import main
 from latentwm.config import ObjectiveConfig, get_preset
 from latentwm.data.batch import collate
-from latentwm.data.clips import LatentClipDataset
 from latentwm.data.clip_sets import make_mixture_datasets
+from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import Episode
 from latentwm.data.frame_text import TextEmbedding, frame_text
 from latentwm.data.latent_cache import LatentCache, encode_to_cache

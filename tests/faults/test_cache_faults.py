@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
+from fault_helpers import reseal_shard
 
 from latentwm.data.episodes import Episode
 from latentwm.data.latent_cache import CacheError, LatentCache, encode_to_cache
 from latentwm.data.verify import verify_cache
-
-from fault_helpers import reseal_shard
 
 N, D = 4, 3
 

@@ -6,12 +6,11 @@ import time
 import numpy as np
 import pytest
 import torch
+from fault_helpers import rewrite_manifest
 
 from latentwm.config import get_preset
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.train import checkpoint as ckpt
-
-from fault_helpers import rewrite_manifest
 
 
 class _RunsCode:

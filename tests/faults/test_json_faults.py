@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from fault_helpers import reseal_shard
 
 from latentwm.cli import main
 from latentwm.config import ConfigError, LatentwmError
@@ -9,8 +10,6 @@ from latentwm.config.jsonfile import read_json
 from latentwm.data.cache_integrity import CacheError
 from latentwm.data.episodes import DatasetStats, Episode
 from latentwm.data.latent_cache import LatentCache, encode_to_cache
-
-from fault_helpers import reseal_shard
 
 
 def _cache(path):

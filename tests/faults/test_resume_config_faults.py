@@ -4,8 +4,8 @@ length fields (train.steps, ...) may change."""
 import pytest
 
 from latentwm.config import ConfigError, get_preset
-from latentwm.train.trainer import Trainer, config_changes
 from latentwm.data.sources.synthetic import MovingBlobClips
+from latentwm.train.trainer import Trainer, config_changes
 
 
 def _cfg(tmp_path, **kw):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fault_helpers import reseal_shard
 
 from latentwm.config import ConfigError, get_preset
 from latentwm.data.cache_integrity import CacheError
@@ -18,8 +19,6 @@ from latentwm.data.frame_text import TextEmbedding
 from latentwm.data.latent_cache import LatentCache, LatentCacheWriter, encode_to_cache
 from latentwm.data.mixture import MixtureSpec
 from latentwm.data.online import EpisodeStore
-
-from fault_helpers import reseal_shard
 
 TINY = get_preset("tiny")
 N, D, E = TINY.model.num_latent_tokens, TINY.model.latent_dim, 8

@@ -20,8 +20,8 @@ from latentwm.config.commands import (
 )
 from latentwm.config.experiment import ExperimentConfig
 from latentwm.config.planning import CEMConfig, GradientConfig, MPPIConfig, PlanConfig, PlanRunConfig, ProbeConfig
-from latentwm.config.pretrain import PretrainEncoderConfig
 from latentwm.config.presets import DEMO_PLAN, PRESETS, Preset, get_preset, preset
+from latentwm.config.pretrain import PretrainEncoderConfig
 from latentwm.config.registry import BASELINE_NAMES, ENCODER_PRESETS, PLANNER_NAMES, SOURCES, EncoderPreset
 from latentwm.config.sections import (
     DataConfig,

@@ -118,7 +118,7 @@ class ExperimentConfig:
                 f"({self.model.context_frames})"
             )
 
-    def replace(self, **sections) -> "ExperimentConfig":
+    def replace(self, **sections) -> ExperimentConfig:
         """Copy with whole sections or `section__field=value` overrides (`plan__cem__population=64` reaches a
         nested section), re-validated."""
         return replace_nested(self, **sections)
@@ -127,7 +127,7 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ExperimentConfig":
+    def from_dict(cls, d: dict) -> ExperimentConfig:
         """Inverse of to_dict (a checkpoint's config); unknown sections or fields are a ConfigError naming them."""
         d = dict(d)
         if isinstance(d.get("plan"), dict):

@@ -9,7 +9,6 @@ from typing import Literal
 from latentwm.config.base import ConfigError, nonempty, nonneg, positive, pow2
 from latentwm.config.registry import Baseline, Planner
 
-
 TEXT_GOAL_GUIDANCE = 3.0
 """Default classifier-free guidance scale of the text when a sentence is imagined into a goal (plan.text_guidance,
 `latentwm imagine --text-guidance`); planning/imagine.py says why this value."""

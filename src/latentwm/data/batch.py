@@ -10,8 +10,8 @@ a batch may mix samples with and without text (those without get zeros and False
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -105,17 +105,17 @@ class WorldBatch:
     def seq_len(self) -> int:
         return int(self.valid.shape[1])
 
-    def _map(self, fn) -> "WorldBatch":
+    def _map(self, fn) -> WorldBatch:
         return replace(self, **{n: fn(getattr(self, n)) for n in _TENSORS if getattr(self, n) is not None})
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "WorldBatch":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> WorldBatch:
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
-    def pin_memory(self) -> "WorldBatch":
+    def pin_memory(self) -> WorldBatch:
         # DataLoader(pin_memory=True) calls this on custom batch types.
         return self._map(lambda t: t.pin_memory())
 
-    def __getitem__(self, idx) -> "WorldBatch":
+    def __getitem__(self, idx) -> WorldBatch:
         """Select samples (int, slice, list, index or bool-mask tensor/array) keeping the batch dimension.
 
         A scalar index (int, 0-d tensor or array) selects one sample as a batch of one; a one-element index tensor

@@ -11,9 +11,10 @@ import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -145,7 +146,7 @@ class Episode:
             return np.ones(len(self), dtype=bool)
         return self.action_mask.astype(bool)
 
-    def with_frame_skip(self, k: int) -> "Episode":
+    def with_frame_skip(self, k: int) -> Episode:
         """Keep every k-th frame; the kept frame's action concatenates the k actions taken until the next kept one.
 
         The last kept frame's action is known only if all k following actions were recorded. (T, A) -> (T', k·A).
@@ -295,7 +296,7 @@ class NormStats:
         return dict(mean=self.mean.tolist(), std=self.std.tolist(), count=self.count)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "NormStats":
+    def from_dict(cls, d: dict) -> NormStats:
         return cls(np.asarray(d["mean"], np.float64), np.asarray(d["std"], np.float64), int(d["count"]))
 
 
@@ -331,7 +332,7 @@ class ChannelSums:
             (None, None) if not self.n else (np.asarray(d["sum"], np.float64), np.asarray(d["sumsq"], np.float64))
         )
 
-    def add(self, o: "ChannelSums | np.ndarray") -> "ChannelSums":
+    def add(self, o: ChannelSums | np.ndarray) -> ChannelSums:
         """Merge other sums, or rows (..., C) of values."""
         if isinstance(o, np.ndarray):
             x = o.astype(np.float64).reshape(-1, o.shape[-1])
@@ -362,7 +363,7 @@ class DatasetStats:
     proprio: NormStats | None = None
 
     @classmethod
-    def from_episodes(cls, dataset: str, episodes: Sequence[Episode]) -> "DatasetStats":
+    def from_episodes(cls, dataset: str, episodes: Sequence[Episode]) -> DatasetStats:
         acts = [e for e in episodes if e.actions is not None and e.mask().any()]
         prop = [e for e in episodes if e.proprio is not None]
         return cls(
@@ -379,7 +380,7 @@ class DatasetStats:
         )
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DatasetStats":
+    def from_dict(cls, d: dict) -> DatasetStats:
         return cls(
             d["dataset"],
             actions=None if d.get("actions") is None else NormStats.from_dict(d["actions"]),
@@ -390,5 +391,5 @@ class DatasetStats:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "DatasetStats":
+    def load(cls, path: str | os.PathLike) -> DatasetStats:
         return cls.from_dict(read_json(path, "dataset statistics", CacheError))

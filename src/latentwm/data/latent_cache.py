@@ -30,9 +30,9 @@ import json
 import os
 import tarfile
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -53,12 +53,12 @@ from latentwm.data.cache_integrity import (
     CacheError,
     cache_pool,
     check_cache_identity,  # noqa: F401
+    check_inside,
     check_latents,
+    check_shard_once,
     check_text,
     check_text_identity,
     decode_member,
-    check_inside,
-    check_shard_once,
     file_checksum,
     npy_view,  # noqa: F401
     recheck,
@@ -304,7 +304,7 @@ class LatentCacheWriter:
 
     close = close_shard
 
-    def __enter__(self) -> "LatentCacheWriter":
+    def __enter__(self) -> LatentCacheWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

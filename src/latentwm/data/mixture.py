@@ -24,8 +24,8 @@ Narrations are narrowed to each clip's frames by `LatentClipDataset.make_clip` i
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
@@ -54,7 +54,7 @@ class MixtureSpec:
     block: int = 1000
 
     @classmethod
-    def parse(cls, text: str, seed: int = 0, block: int = 1000) -> "MixtureSpec":
+    def parse(cls, text: str, seed: int = 0, block: int = 1000) -> MixtureSpec:
         """'epic=data/epic_latents:0.7,droid=data/droid_latents:0.3' (weight optional, default 1)."""
         out = []
         for part in filter(None, (p.strip() for p in text.split(","))):

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -36,8 +36,8 @@ from latentwm.data.clips import training_stats
 from latentwm.data.episodes import ChannelSums, DatasetStats, Episode, EpisodeError, NormStats, frames_at
 from latentwm.data.frame_text import EpisodeTexts, TextEmbedding
 from latentwm.data.latent_cache import LatentCache, cache_pool, sample_key
-from latentwm.data.proprio import attach_proprio
 from latentwm.data.latent_stats import LatentStats, compute_latent_stats
+from latentwm.data.proprio import attach_proprio
 from latentwm.data.sources import load_source, parse_options
 from latentwm.data.video import VideoError
 

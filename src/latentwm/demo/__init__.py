@@ -19,17 +19,17 @@ import dataclasses
 import functools
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from latentwm.config import DemoConfig, ExperimentConfig, GenerateConfig, get_preset, preset
 from latentwm.config.jsonfile import read_json
-from latentwm.data.clips import LatentClipDataset, eval_loader
 from latentwm.data.clip_sets import make_clip_datasets, model_clip_kwargs
+from latentwm.data.clips import LatentClipDataset, eval_loader
 from latentwm.data.latent_cache import LatentCache, encode_to_cache
 from latentwm.data.proprio import latents_only
 from latentwm.data.sources.pusht import generate_pusht, load_pusht, policy_counts

@@ -16,9 +16,10 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from latentwm.config.base import LatentwmError
 from latentwm.config.jsonfile import read_json, write_json

@@ -13,9 +13,9 @@ from latentwm.config import ConfigError, EncodeConfig, TextEncoderConfig
 from latentwm.data.frame_text import TextEmbedding
 from latentwm.data.latent_cache import encode_to_cache, finalize_cache
 from latentwm.data.sources import load_source, parse_options
+from latentwm.distributed import init_distributed, shutdown
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.encoders.text import TextEncoder
-from latentwm.distributed import init_distributed, shutdown
 
 
 def source_items(cfg: EncodeConfig) -> list:

@@ -63,7 +63,7 @@ class DHShape:
     rope_base: float
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig) -> "DHShape":
+    def from_config(cls, cfg: ModelConfig) -> DHShape:
         g, width = cfg.patch_group, cfg.dh_resolved_width
         return cls(
             cond_width=cfg.width,
@@ -157,7 +157,7 @@ class DHHead(nn.Module):
         self.reset_parameters()
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig) -> "DHHead":
+    def from_config(cls, cfg: ModelConfig) -> DHHead:
         return cls(DHShape.from_config(cfg))
 
     def reset_parameters(self) -> None:

@@ -125,7 +125,7 @@ class DynamicsModel(nn.Module):
         and sharded one by one under FSDP2 (one all-gather per block keeps peak memory at one block)."""
         return [*self.transformer.blocks, *(self.dh_head.blocks if self.cfg.dh_blocks else [])]
 
-    def compile_sampling(self, backend: str = "inductor") -> "DynamicsModel":
+    def compile_sampling(self, backend: str = "inductor") -> DynamicsModel:
         """torch.compile what a cached denoising pass runs, block by block, in place: the space blocks' forward,
         the time blocks' `time_core` (plain tensors in, so the cache's growth and the layer index cost one
         dynamic-shape recompile, not one per frame) and the DH head's blocks. Outputs equal eager to float

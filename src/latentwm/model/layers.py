@@ -161,7 +161,7 @@ def eager_attention(
     return torch.matmul(p.view(b, hkv, (h // hkv) * tq, tk), v).view(b, h, tq, e)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _score_mod(cap: float, window: int | None, causal: bool):
     # Cached so the same (cap, window) always yields the same function object: torch.compile guards on it.
     if not causal:
@@ -178,7 +178,7 @@ def _score_mod(cap: float, window: int | None, causal: bool):
     return mod
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled_flex():
     from torch.nn.attention.flex_attention import flex_attention
 

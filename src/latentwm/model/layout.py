@@ -28,7 +28,7 @@ class TokenLayout:
     conditions: tuple[str, ...] = CONDITION_SLOTS
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig) -> "TokenLayout":
+    def from_config(cls, cfg: ModelConfig) -> TokenLayout:
         slots = CONDITION_SLOTS if cfg.text_dim > 0 else tuple(s for s in CONDITION_SLOTS if s != "text")
         return cls(registers=cfg.registers, latents=(cfg.latent_grid // cfg.patch_group) ** 2, conditions=slots)
 

@@ -30,7 +30,6 @@ from latentwm.config import ModelConfig
 from latentwm.model.layers import Attention, RMSNorm, SwiGLU, cached_attention, rope_1d, rope_2d
 from latentwm.model.layout import TokenLayout
 
-
 _ROPE_MEMO = 4096
 """Frame positions whose time-RoPE table is memoized (16 KB per device at head dim 64); later ones are computed."""
 
@@ -101,17 +100,17 @@ class KVCache:
     def length(self) -> int:
         return self.prefix_length + self.suffix_length
 
-    def _copy(self) -> "KVCache":
+    def _copy(self) -> KVCache:
         out = KVCache.__new__(KVCache)
         out.__dict__.update(self.__dict__)
         for name in ("prefix_k", "prefix_v", "k", "v"):
             setattr(out, name, list(getattr(self, name)))
         return out
 
-    def clone(self) -> "KVCache":
+    def clone(self) -> KVCache:
         return self._copy()
 
-    def expand(self, n: int) -> "KVCache":
+    def expand(self, n: int) -> KVCache:
         if n < 1:
             raise ValueError(f"KVCache.expand: n must be >= 1, got {n}")
         out = self._copy()

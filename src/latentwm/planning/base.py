@@ -52,7 +52,7 @@ def shift_plan(actions: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.cat([actions[steps:], actions[-1:].expand(steps, -1)], 0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bf16_is_fast(device_type: str = "cpu") -> bool:
     """Whether bf16 autocast speeds candidate rollouts up here: CUDA, or a CPU with AMX / AVX-512 bf16 units
     (elsewhere CPU bf16 is emulated and slower)."""

@@ -36,8 +36,8 @@ from latentwm.config import BASELINE_NAMES, PLANNER_NAMES, ConfigError, Experime
 from latentwm.data.cache_integrity import legacy_label_note, same_encoder
 from latentwm.data.clips import split_episodes, training_stats
 from latentwm.data.episodes import NormStats, load_episode
-from latentwm.data.proprio import proprio_stats_of
 from latentwm.data.latent_cache import LatentCache
+from latentwm.data.proprio import proprio_stats_of
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.envs.pusht import PushTEnv, proprio_from_state
 from latentwm.eval.visualize import save_gif, side_by_side
@@ -74,7 +74,7 @@ class WorldModelRun:
     facts: dict | None = None
 
     @classmethod
-    def load(cls, checkpoint: str | os.PathLike, device="cpu") -> "WorldModelRun":
+    def load(cls, checkpoint: str | os.PathLike, device="cpu") -> WorldModelRun:
         """A run folder or checkpoint: EMA weights, statistics and frame skip as saved."""
         model, exp, state = load_world_model(checkpoint, ema=True, device=device)
         return cls(
@@ -87,7 +87,7 @@ class WorldModelRun:
         )
 
     @classmethod
-    def from_cache(cls, model, exp: ExperimentConfig, cache_dir: str | os.PathLike | None = None) -> "WorldModelRun":
+    def from_cache(cls, model, exp: ExperimentConfig, cache_dir: str | os.PathLike | None = None) -> WorldModelRun:
         """A model in memory (e.g. the trainer's EMA) with the statistics of its latent cache, as its training
         normalized them (relative actions: the offsets' statistics)."""
         cache = LatentCache(cache_dir or exp.data.cache_dir)
@@ -152,7 +152,7 @@ class _Session:
     def exec_steps(self) -> int:
         return min(self.cfg.exec_steps, self.cfg.horizon)
 
-    def policy(self, method: str, goal: "PlanningGoal"):
+    def policy(self, method: str, goal: PlanningGoal):
         """(policy, chunks) of a method on one goal."""
         if method in self.opts.planners:
             return MPCPolicy(

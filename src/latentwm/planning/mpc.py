@@ -24,8 +24,9 @@ of finished episodes). The final distance is `state_distance` of the last state 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -74,7 +75,7 @@ class ActionCodec:
         env_high=512.0,
         repeat: bool = True,
         relative: bool = False,
-    ) -> "ActionCodec":
+    ) -> ActionCodec:
         s = _norm_stats(action_stats)
         a = len(s.mean)
         if a * frame_skip > action_dim:

@@ -121,7 +121,7 @@ class ProprioProbe(nn.Module):
         return save_probe(self, path, metrics)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device="cpu") -> "ProprioProbe":
+    def load(cls, path: str | os.PathLike, device="cpu") -> ProprioProbe:
         """A probe saved by `save` (a file, or the folder holding proprio_probe.safetensors)."""
         meta, state = read_probe(path, PROBE_FILE, "proprio probe")
         probe = cls(

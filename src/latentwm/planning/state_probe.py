@@ -114,7 +114,7 @@ class StateProbe(nn.Module):
         return save_probe(self, path, metrics)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device="cpu") -> "StateProbe":
+    def load(cls, path: str | os.PathLike, device="cpu") -> StateProbe:
         """A probe saved by `save` (a file, or the folder holding state_probe.safetensors)."""
         meta, state = read_probe(path, STATE_PROBE_FILE, "state probe")
         probe = cls(
@@ -139,12 +139,12 @@ class StateGoal:
     weight: float = 1.0
 
     @classmethod
-    def from_state(cls, probe: StateProbe, goal_state, weight: float = 1.0) -> "StateGoal":
+    def from_state(cls, probe: StateProbe, goal_state, weight: float = 1.0) -> StateGoal:
         """The goal from a Push-T state (7,) (the episode's true goal pose)."""
         return cls(probe, probe.encode_state(goal_state), weight)
 
     @classmethod
-    def from_latents(cls, probe: StateProbe, goal_latents: torch.Tensor, weight: float = 1.0) -> "StateGoal":
+    def from_latents(cls, probe: StateProbe, goal_latents: torch.Tensor, weight: float = 1.0) -> StateGoal:
         """The goal read by the probe from the goal frame's latents (N, D)."""
         with torch.no_grad():
             return cls(probe, probe.unit(probe(goal_latents)).float(), weight)

@@ -25,7 +25,6 @@ from pathlib import Path
 
 from latentwm.config import ExperimentConfig
 from latentwm.eval.visualize import plot_curves, write_rollout_gifs
-from latentwm.report.text import text_metrics, text_section
 from latentwm.report.sections import (
     STATE_COST,
     encoder_paragraph,
@@ -36,6 +35,7 @@ from latentwm.report.sections import (
     training_section,
     videos_section,
 )
+from latentwm.report.text import text_metrics, text_section
 from latentwm.train.decoder_trainer import load_decoder
 from latentwm.train.logging import read_metrics
 

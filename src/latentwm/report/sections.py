@@ -33,9 +33,9 @@ def encoder_paragraph(enc: dict, label: str) -> str:
     trained = enc.get("how_trained")
     if enc["weights"] == "random" and not trained:
         return (
-            "**The encoder has random weights** (`%s`): the latents are features of an untrained DINOv2 "
+            f"**The encoder has random weights** (`{label}`): the latents are features of an untrained DINOv2 "
             "architecture, not pretrained DINO features. Pass a real encoder (e.g. `--encoder.name dinov2-s` with "
-            "local weights) for meaningful features." % label
+            "local weights) for meaningful features."
         )
     text = f"Encoder `{label}`" + (f", trained: {trained}." if trained else f" (weights `{enc['weights']}`).")
     cq, rq = enc.get("cost_quality") or {}, enc.get("random_encoder_cost_quality") or {}

@@ -37,11 +37,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-import tomllib
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
+
+import tomllib
 
 from latentwm.config import ConfigError, ExperimentConfig, get_preset
 from latentwm.config.sweep import SweepConfig, SweepEvalConfig
@@ -85,7 +86,7 @@ class Run:
     seed: int
     config: ExperimentConfig
     dir: Path
-    trained_by: "Run | None" = None
+    trained_by: Run | None = None
     """An evaluation-only variant (`from = "<variant>"`): the run of that variant at the same seed whose trained
     model this run evaluates with its own rollout settings (no training of its own)."""
 

@@ -27,17 +27,16 @@ import torch
 
 from latentwm.config import ConfigError, DecoderConfig
 from latentwm.data.frame_pairs import FrameSet, load_frame_sets
-from latentwm.encoders.dino import DinoEncoder, compute_latent_stats
 from latentwm.data.video import resize_frames
-from latentwm.encoders.decoder import DECODER_SIZES, DecoderSpec, RAEDecoder, to_uint8
-from latentwm.eval.decoder_metrics import PerceptualLoss, recon_grid, reconstruction_metrics, save_png
 from latentwm.distributed import DistInfo, init_distributed, shutdown, unwrap, wrap_model
-from latentwm.train.logging import RunLogger
+from latentwm.encoders.decoder import DECODER_SIZES, DecoderSpec, RAEDecoder, to_uint8
+from latentwm.encoders.dino import DinoEncoder, compute_latent_stats
+from latentwm.eval.decoder_metrics import PerceptualLoss, recon_grid, reconstruction_metrics, save_png
 from latentwm.model.layers import decay_groups
 from latentwm.train import checkpoint as ckpt
 from latentwm.train.gan import PatchDiscriminator, adaptive_weight, hinge_d_loss
+from latentwm.train.logging import RunLogger
 from latentwm.train.loop import Loop, NonFiniteGuard, autocast_args, lr_lambda, optimizer_step, sample_seed
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Training

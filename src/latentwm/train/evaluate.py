@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import json
 
-from torch.utils.data import Subset
-
 import torch
+from torch.utils.data import Subset
 
 from latentwm.config import ConfigError, EvalConfig
 from latentwm.data.clip_sets import model_clip_kwargs

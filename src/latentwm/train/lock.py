@@ -52,7 +52,7 @@ class RunLock:
         self.path = self.out_dir / LOCK_FILE
         self._fd: int | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         """Take the lock. reuse=True: a no-op when this process already holds it through an outer RunLock (a command
         that locked its out dir before building datasets, then a trainer loop inside it)."""
         if not self.enabled or self._fd is not None:
@@ -111,7 +111,7 @@ class RunLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

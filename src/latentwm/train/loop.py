@@ -29,10 +29,10 @@ import torch
 from tqdm.auto import tqdm
 
 from latentwm.config import ConfigError
+from latentwm.config.base import LatentwmError
 from latentwm.train import checkpoint as ckpt
 from latentwm.train.lock import RunLock
 from latentwm.train.logging import RunLogger
-from latentwm.config.base import LatentwmError
 
 
 class TrainingDiverged(LatentwmError, RuntimeError):

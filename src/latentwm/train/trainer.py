@@ -22,22 +22,21 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from latentwm.config import ConfigError, ExperimentConfig, TextEncoderConfig
 from latentwm.data.batch import WorldBatch, collate
-from latentwm.data.clips import eval_loader
 from latentwm.data.clip_sets import make_clip_datasets
+from latentwm.data.clips import eval_loader
 from latentwm.data.online import make_online_datasets
+from latentwm.distributed import DistInfo, init_distributed, shutdown, unwrap, wrap_model
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.encoders.encode import text_embedding
 from latentwm.eval.metrics import gain_scalars, rollout_errors
 from latentwm.eval.visualize import rollout_video, save_gif
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.objectives import make_objective
-from latentwm.distributed import DistInfo, init_distributed, shutdown, unwrap, wrap_model
 from latentwm.train.best import BestKeeper, held_out_score
 from latentwm.train.decoder_trainer import load_decoder
 from latentwm.train.logging import RunLogger
-from latentwm.train.sharded import load_sharded, sharded_state
-from latentwm.train.memory import check_memory
 from latentwm.train.loop import (
+    STEP_WEIGHT,
     Loop,
     NonFiniteGuard,
     TrainingDiverged,  # noqa: F401
@@ -45,8 +44,9 @@ from latentwm.train.loop import (
     lr_lambda,  # noqa: F401
     optimizer_step,
     sample_seed,
-    STEP_WEIGHT,
 )
+from latentwm.train.memory import check_memory
+from latentwm.train.sharded import load_sharded, sharded_state
 
 
 class StreamBatchSampler(Sampler):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from latentwm.data.episodes import Episode
 from latentwm.data.sources import agibot, annotated_video, droid, egodex, epic_kitchens, lerobot, rlds, video_folder

@@ -34,9 +34,9 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 

@@ -25,8 +25,8 @@ frame at each frame (6-D / 36-D), or none with `actions=none`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

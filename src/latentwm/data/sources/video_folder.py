@@ -26,9 +26,9 @@ import csv
 import json
 import math
 import os
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 

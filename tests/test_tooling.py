@@ -1,0 +1,17 @@
+"""The project's standard tooling, enforced by the test command CI runs: ruff's lint rules (pycodestyle, pyflakes,
+bugbear, import sorting, pyupgrade) and ruff's formatter over src/, tests/ and benchmarks/."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytest.importorskip("ruff")
+
+
+@pytest.mark.parametrize("args", [["check", "."], ["format", "--check", "."]], ids=["lint", "format"])
+def test_ruff(args):
+    proc = subprocess.run([sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
