@@ -23,11 +23,17 @@ LAYERS = [
     # need only train's entry, locks and logs and eval's metrics: beside planning,
     # so neither imports the other and nothing below can reach them)
     {"rl"},  # heads, imagination, PMPO (uses planning's action codec / observer)
-    {"report"},  # the demo's report (tables of planning and RL results)
+    {"report", "api"},  # the demo's report; the Python API (load, encode, rollout, plan)
     {"demo"},  # the embedded default, composed from the commands' building blocks
     {"cli"},  # the command table
 ]
 LAYER = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}
+DESIGN = Path(__file__).resolve().parents[1] / "docs" / "design.md"
+
+
+def layer_picture() -> str:
+    """The layers as docs/design.md draws them, top (cli) to bottom (config): one line per layer."""
+    return "\n".join(f"{i + 1:2d}  " + "   ".join(sorted(LAYERS[i])) for i in reversed(range(len(LAYERS))))
 
 
 def _modules(src: Path = SRC):
@@ -154,3 +160,7 @@ def test_the_checks_catch_each_escape(tmp_path, escape):
 def test_an_empty_source_tree_fails(tmp_path):
     with pytest.raises(AssertionError, match="no modules found"):
         _modules(tmp_path)
+
+
+def test_the_design_document_draws_these_layers():
+    assert layer_picture() in DESIGN.read_text(), "docs/design.md section 2 must show:\n" + layer_picture()
