@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "latentwm"
 
 LAYERS = [
     {"config"},  # frozen settings, registries, presets: imports nothing of latentwm
-    {"envs", "model", "distributed"},  # simulators; the dynamics transformer; torch.distributed setup
+    {"envs", "model", "distributed", "io"},  # simulators; the dynamics transformer; torch.distributed setup
     {"data"},  # episodes, sources, clips, latent caches
     {"encoders"},  # frozen DINO encoder, decoder, encode command
     {"objectives", "rollout"},  # shortcut forcing; K-step sampling with the KV cache

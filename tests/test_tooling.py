@@ -1,5 +1,6 @@
 """The project's standard tooling, enforced by the test command CI runs: ruff's lint rules (pycodestyle, pyflakes,
-bugbear, import sorting, pyupgrade) and ruff's formatter over src/, tests/ and benchmarks/."""
+bugbear, import sorting, pyupgrade) and ruff's formatter over src/, tests/ and benchmarks/; mypy over the packages
+pyproject.toml's [tool.mypy] names (config, model, objectives, planning)."""
 
 import subprocess
 import sys
@@ -8,10 +9,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytest.importorskip("ruff")
 
 
 @pytest.mark.parametrize("args", [["check", "."], ["format", "--check", "."]], ids=["lint", "format"])
 def test_ruff(args):
+    pytest.importorskip("ruff")
     proc = subprocess.run([sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_mypy():
+    """No arguments: the files and settings are pyproject.toml's [tool.mypy] (about 2 minutes)."""
+    pytest.importorskip("mypy")
+    proc = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]

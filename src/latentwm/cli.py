@@ -34,6 +34,7 @@ from latentwm.data.sources.pusht import run_generate
 from latentwm.data.verify import run_verify
 from latentwm.demo import run_demo
 from latentwm.encoders.encode import run_encode
+from latentwm.io.lock import RunLock
 from latentwm.planning.evaluate import run_plan
 from latentwm.planning.imagine import run_imagine
 from latentwm.rl.runner import run_rl
@@ -42,7 +43,6 @@ from latentwm.train.decoder_trainer import run_train_decoder
 from latentwm.train.encoder_pretrain import run_pretrain_encoder
 from latentwm.train.evaluate import run_eval
 from latentwm.train.export import run_export
-from latentwm.train.lock import RunLock
 from latentwm.train.trainer import train
 
 

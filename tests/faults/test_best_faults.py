@@ -80,7 +80,7 @@ def test_a_file_without_digest_or_best_record_is_refused(tmp_path):
 def test_a_failed_write_keeps_the_previous_best_and_leaves_no_temp(tmp_path, monkeypatch):
     k, _ = _keeper(tmp_path, step=3)
     before = k.path.read_bytes()
-    (k.path.parent / ".tmp_best.pt.999999.deadbeef").write_bytes(b"partial")  # a crashed writer's leftover
+    (k.path.parent / ".best.pt.999999.deadbeef.tmp").write_bytes(b"partial")  # a crashed writer's leftover
 
     def full(obj, path):
         path.write_bytes(b"half")

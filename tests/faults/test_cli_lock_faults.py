@@ -5,7 +5,7 @@ import os
 import pytest
 
 from latentwm.cli import main
-from latentwm.train.lock import RunLock
+from latentwm.io.lock import RunLock
 
 
 @pytest.mark.parametrize(

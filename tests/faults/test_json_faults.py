@@ -6,10 +6,10 @@ from fault_helpers import reseal_shard
 
 from latentwm.cli import main
 from latentwm.config import ConfigError, LatentwmError
-from latentwm.config.jsonfile import read_json
 from latentwm.data.cache_integrity import CacheError
 from latentwm.data.episodes import DatasetStats, Episode
 from latentwm.data.latent_cache import LatentCache, encode_to_cache
+from latentwm.io.files import read_json
 
 
 def _cache(path):

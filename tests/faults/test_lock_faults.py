@@ -8,11 +8,11 @@ import textwrap
 
 import pytest
 
-from latentwm.train.lock import RunLock, RunLockedError
+from latentwm.io.lock import RunLock, RunLockedError
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from latentwm.train.lock import RunLock
+    from latentwm.io.lock import RunLock
     with RunLock(sys.argv[1], "latentwm train"):
         print("locked", flush=True)
         time.sleep(120)
@@ -57,7 +57,7 @@ def test_released_on_exit_and_on_exception(tmp_path):
 
 
 def test_no_fcntl_is_a_warned_no_op(tmp_path, monkeypatch):
-    import latentwm.train.lock as lock_mod
+    import latentwm.io.lock as lock_mod
 
     monkeypatch.setattr(lock_mod, "fcntl", None)
     with pytest.warns(UserWarning, match="not locked"):

@@ -55,7 +55,9 @@ class Preset:
     @property
     def summary(self) -> str:
         """What the size is for and how big its dynamics model is (the training sections' builder docstring)."""
-        return _SUMMARIES[self.name]
+        summary = _SUMMARIES[self.name]
+        assert summary is not None  # every builder has a docstring
+        return summary
 
     def __getattr__(self, section: str):
         """preset.model, preset.plan, ...: the training sections read like the stage sections."""
@@ -173,13 +175,15 @@ def _pusht_10k() -> ExperimentConfig:
 def _gpu(name: str, enc_name: str, width: int, depth: int, heads: int, kv_heads: int) -> ExperimentConfig:
     p = ENCODER_PRESETS[enc_name]
     enc = EncoderConfig(name=enc_name, image_size=224 if p.patch_size == 14 else 256, batch_size=256)
+    grid = enc.grid
+    assert grid is not None  # a known encoder preset: its grid is known
     # attention "eager": with the soft cap, "fused" means flex_attention, which on an H200 (torch 2.11, base
     # shapes, fwd + bwd) was 2.4× (space) / 1.7× (time) slower than the eager math and compiles a kernel per new
     # shape (benchmarks/RESULTS.md, gpu_check 2026-11-30); at 70 tokens per frame and ≤ 33 frames the eager
     # score matrices are small
     model = ModelConfig(
         latent_dim=p.hidden_size,
-        latent_grid=enc.grid,
+        latent_grid=grid,
         patch_group=2,
         width=width,
         depth=depth,

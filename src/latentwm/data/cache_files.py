@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from latentwm.config.jsonfile import read_json
 from latentwm.data.cache_integrity import CacheError
 from latentwm.data.episodes import ChannelSums, DatasetStats, NormStats
+from latentwm.io.files import atomic_write, read_json
 
 FORMAT, VERSION = "latentwm-latent-cache", 1
 SHARD = "shard-{:06d}.tar"
@@ -26,16 +26,6 @@ def _escape(part: str) -> str:
 def sample_key(dataset: str, episode_id: str, camera: str) -> str:
     """WebDataset key `{dataset}/{episode}/{camera}` with dots (and slashes inside parts) escaped."""
     return "/".join(_escape(p) for p in (dataset, episode_id, camera))
-
-
-def _atomic_write(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data.encode() if isinstance(data, str) else data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path):
@@ -61,9 +51,9 @@ def write_stats(cache_dir: str | os.PathLike) -> tuple[NormStats | None, dict[st
     cache_dir = Path(cache_dir)
     lat, ds = _stats_from_records(merged_records(cache_dir))
     if lat is not None:
-        _atomic_write(cache_dir / "latent_stats.json", json.dumps(lat.to_dict()))
+        atomic_write(cache_dir / "latent_stats.json", json.dumps(lat.to_dict()))
     for name, s in ds.items():
-        _atomic_write(cache_dir / "stats" / f"{_escape(name)}.json", json.dumps(s.to_dict(), indent=1))
+        atomic_write(cache_dir / "stats" / f"{_escape(name)}.json", json.dumps(s.to_dict(), indent=1))
     return lat, ds
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -19,9 +18,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from latentwm.config.base import LatentwmError
-from latentwm.config.jsonfile import read_json
 from latentwm.data.cache_integrity import CacheError
 from latentwm.data.video import read_frames
+from latentwm.io.files import atomic_path, read_json
 
 
 class EpisodeError(LatentwmError, ValueError):
@@ -225,17 +224,8 @@ def save_episode(ep: Episode, path: str | os.PathLike) -> Path:
         cameras=ep.cameras,
     )
     arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            _write_npz(fh, arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        _write_npz(fh, arrays)
     return path
 
 

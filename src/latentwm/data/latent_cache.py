@@ -40,7 +40,6 @@ from latentwm.data.cache_files import (
     FORMAT,
     SHARD,
     VERSION,
-    _atomic_write,
     _escape,
     _npy,  # noqa: F401
     _read_json,
@@ -68,6 +67,7 @@ from latentwm.data.cache_integrity import (
 from latentwm.data.episodes import ChannelSums, DatasetStats, Episode, EpisodeError, NormStats, frames_at
 from latentwm.data.frame_text import EpisodeTexts, TextEmbedding
 from latentwm.data.video import VideoError
+from latentwm.io.files import atomic_write
 
 
 class LatentCacheWriter:
@@ -135,7 +135,7 @@ class LatentCacheWriter:
             stats=stats,
         )
         self.records[self._name], self._tar, self._name = rec, None, None
-        _atomic_write(self.index_path, json.dumps(dict(format=FORMAT, version=VERSION, shards=self.records)))
+        atomic_write(self.index_path, json.dumps(dict(format=FORMAT, version=VERSION, shards=self.records)))
         return rec
 
     def abort_shard(self) -> None:
@@ -277,7 +277,7 @@ class LatentCacheWriter:
     def _save_info(self) -> None:  # keeps a text encoder another rank recorded since we read cache.json
         now = _read_json(self.out / "cache.json") or {}
         self._info = {**{k: now[k] for k in ("text_encoder", "text_dim") if k in now}, **self._info}
-        _atomic_write(self.out / "cache.json", json.dumps(self._info, indent=1))
+        atomic_write(self.out / "cache.json", json.dumps(self._info, indent=1))
 
     def _check_info(self, lat: np.ndarray, meta: dict) -> None:
         N, D, g = int(lat.shape[1]), int(lat.shape[2]), int(round(lat.shape[1] ** 0.5))
@@ -409,7 +409,7 @@ def _write_plan(out: Path, keys: list[str], episodes_per_shard: int) -> dict:
         ],
     )
     if (old := _read_json(out / "plan.json")) is None:
-        _atomic_write(out / "plan.json", json.dumps(plan))
+        atomic_write(out / "plan.json", json.dumps(plan))
     elif old != plan:
         n_old = sum(len(s["items"]) for s in old.get("shards", []))
         raise CacheError(

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from latentwm.config import VerifyConfig
 from latentwm.data.cache_integrity import CacheError, file_checksum, shard_problem
-from latentwm.data.latent_cache import LatentCache, _atomic_write
+from latentwm.data.latent_cache import LatentCache
+from latentwm.io.files import atomic_write
 
 
 def verify_cache(path: str | os.PathLike) -> dict:
@@ -54,7 +55,7 @@ def add_checksums(path: str | os.PathLike) -> int:
         for name in todo:
             doc["shards"][name]["checksum"] = file_checksum(Path(path) / name)
         if todo:
-            _atomic_write(index, json.dumps(doc))
+            atomic_write(index, json.dumps(doc))
             added += len(todo)
     return added
 

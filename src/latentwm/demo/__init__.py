@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from latentwm.config import DemoConfig, ExperimentConfig, GenerateConfig, get_preset, preset
-from latentwm.config.jsonfile import read_json
 from latentwm.data.clip_sets import make_clip_datasets, model_clip_kwargs
 from latentwm.data.clips import LatentClipDataset, eval_loader
 from latentwm.data.latent_cache import LatentCache, encode_to_cache
@@ -38,6 +37,7 @@ from latentwm.demo.stages import Stages
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.encoders.encode import text_embedding
 from latentwm.eval.metrics import rollout_errors
+from latentwm.io.files import read_json
 from latentwm.planning.cost_quality import encoder_cost_quality
 from latentwm.planning.results import text_goal_comparison
 from latentwm.planning.state_probe import (

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from latentwm.config import DemoConfig, ExperimentConfig, PlanConfig, preset
-from latentwm.config.jsonfile import read_json
 from latentwm.data.latent_cache import LatentCache
 from latentwm.envs.pusht import goal_metrics
+from latentwm.io.files import read_json
 from latentwm.planning.evaluate import (
     PlanningOptions,
     WorldModelRun,

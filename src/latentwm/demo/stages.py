@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from latentwm.config.base import LatentwmError
-from latentwm.config.jsonfile import read_json, write_json
+from latentwm.io.files import read_json, write_json
 
 RECORD = "stage.json"
 

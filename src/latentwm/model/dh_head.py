@@ -32,7 +32,9 @@ both and never train.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -170,7 +172,7 @@ class DHHead(nn.Module):
                     nn.init.zeros_(m.bias)
             elif isinstance(m, RMSNorm):
                 nn.init.ones_(m.weight)
-        for blk in self.blocks:
+        for blk in cast("Iterable[DHBlock]", self.blocks):  # nn.ModuleList iterates as nn.Module
             nn.init.zeros_(blk.modulation.weight)
             nn.init.zeros_(blk.modulation.bias)
         nn.init.zeros_(self.out.weight)

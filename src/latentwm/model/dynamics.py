@@ -39,6 +39,8 @@ instead of a random linear map of the noise. Gradients still reach everything af
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -49,7 +51,7 @@ from latentwm.config import ModelConfig
 from latentwm.model.dh_head import DHHead, DHShape
 from latentwm.model.layers import decay_groups, linear_flops
 from latentwm.model.layout import TokenLayout
-from latentwm.model.transformer import KVCache, Transformer
+from latentwm.model.transformer import Block, KVCache, Transformer
 
 TAU_FEATURES = 64
 """Sinusoidal features of τ fed to the shortcut MLP (32 frequencies × sin, cos)."""
@@ -106,12 +108,13 @@ class DynamicsModel(nn.Module):
             elif isinstance(m, nn.Embedding):
                 nn.init.normal_(m.weight, std=0.02)
             elif hasattr(m, "weight") and m.__class__.__name__ == "RMSNorm":
-                nn.init.ones_(m.weight)
+                nn.init.ones_(cast(torch.Tensor, m.weight))  # torch types a module's attributes Tensor | Module
         nn.init.normal_(self.registers, std=0.02)
         nn.init.normal_(self.no_action, std=0.02)
         if self.cfg.text_dim > 0:
             nn.init.normal_(self.no_text, std=0.02)
-        for blk in self.transformer.blocks:  # every residual branch starts at zero: blocks are identities
+        # every residual branch starts at zero: blocks are identities (nn.ModuleList iterates as nn.Module)
+        for blk in cast("Iterable[Block]", self.transformer.blocks):
             nn.init.zeros_(blk.attn.o.weight)
             nn.init.zeros_(blk.mlp.down.weight)
         if self.cfg.dh_blocks > 0:  # adaLN-zero gates and a zero output Linear: x̂ = 0 at step 0 as well
@@ -134,13 +137,14 @@ class DynamicsModel(nn.Module):
         if getattr(self, "_sampling_compiled", False):
             return self
         self._sampling_compiled = True
-        for blk in self.transformer.blocks:
+        for blk in cast("Iterable[Block]", self.transformer.blocks):  # nn.ModuleList iterates as nn.Module
             if blk.kind == "space":
                 blk.compile(backend=backend, dynamic=None)
             else:
-                blk.time_core = torch.compile(blk.time_core, backend=backend, dynamic=None)
-        for blk in self.dh_head.blocks if self.cfg.dh_blocks else []:
-            blk.compile(backend=backend, dynamic=None)
+                # an instance attribute shadowing the method on purpose, which mypy refuses for any method
+                blk.time_core = torch.compile(blk.time_core, backend=backend, dynamic=None)  # type: ignore[method-assign]
+        for head_blk in self.dh_head.blocks if self.cfg.dh_blocks else []:
+            head_blk.compile(backend=backend, dynamic=None)
         return self
 
     def num_parameters(self) -> int:

@@ -270,13 +270,14 @@ def cached_attention(
     # one query per row and T_all ≤ window keys: the logits are smaller than q here, so they take the scale
     p = capped(torch.cat(logits, dim=-1) * logit_scale(e, softcap), softcap).softmax(-1)  # (B·S, Hkv, g, T_all)
     parts = p.split([s.shape[-1] for s in logits], dim=-1)
-    out = 0
+    out: torch.Tensor | int = 0
     for pi, (_, v) in zip(parts[1:] if has_prefix else parts, segments):
         out = out + torch.matmul(pi.to(v.dtype), v)  # (B·S, Hkv, g, E)
     if has_prefix:
         p_pre = parts[0].reshape(bp, m, S, hkv, g, tp).permute(0, 2, 3, 1, 4, 5).reshape(bp * S, hkv, m * g, tp)
         o_pre = torch.matmul(p_pre.to(v_prefix.dtype), v_prefix)  # (Bp·S, Hkv, m·g, E)
         out = out + o_pre.view(bp, S, hkv, m, g, e).permute(0, 3, 1, 2, 4, 5).reshape(bs, hkv, g, e)
+    assert isinstance(out, torch.Tensor)  # segments always hold the new frame's own keys/values
     return out.reshape(bs, h, 1, e).to(q.dtype)
 
 
@@ -340,7 +341,8 @@ def mlp(inp: int, hidden: int, out: int, layers: int = 2) -> nn.Sequential:
 
 def decay_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW parameter groups: decay on matrices (ndim ≥ 2), none on norms, biases and learned 1-D tokens."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in module.parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)

@@ -22,6 +22,9 @@ learned content).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -283,14 +286,15 @@ class Transformer(nn.Module):
         t = 0 if cache is None else cache.time_index
         sp = self.space_rope(x.device)
         tm = self.time_rope(t, 1, x.device)
-        local = []
-        for blk in self.blocks:
+        local: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for blk in cast("Iterable[Block]", self.blocks):  # nn.ModuleList iterates as nn.Module
             if blk.kind == "space":
                 x = blk(x[:, None], *sp)[:, 0]
             else:
                 x, kv = blk.step_time(x, *tm, cache, len(local))
                 local.append(kv)
         if commit:
+            assert cache is not None  # refused above
             cache._commit(local)
         return self.norm(x)
 

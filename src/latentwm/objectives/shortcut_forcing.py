@@ -241,8 +241,8 @@ class ShortcutForcing:
         if seeds is None:
             # positions: a random phase, then a random order, so each batch holds ⌊f·B⌋ or ⌈f·B⌉ (f·B when whole)
             phase = int(torch.randint(0, 2**31 - 1, ()))
-            chosen = torch.tensor(stratified_choice(range(phase, phase + B), f), dtype=torch.bool)
-            chosen = chosen[torch.randperm(B)].tolist()
+            picked = torch.tensor(stratified_choice(range(phase, phase + B), f), dtype=torch.bool)
+            chosen = picked[torch.randperm(B)].tolist()
             exp = torch.randint(0, levels, (B, T), device=dev)
             u = torch.rand(B, T, device=dev)
             noise = torch.randn_like(x)

@@ -154,5 +154,6 @@ class LatentGoalObjective:
             v = latent_cost(lat, goal_lat, self.kind, self.all_frames)
             c = v if self.visual_weight == 1 else self.visual_weight * v
         if prop is not None and self.proprio_weight:
+            assert goal_prop is not None  # the goal has the frames' proprio channels
             c = c + self.proprio_weight * (prop[:, -1] - goal_prop.reshape(1, -1).to(prop.dtype)).pow(2).mean(-1)
         return c

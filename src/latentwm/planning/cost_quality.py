@@ -54,7 +54,9 @@ def advance_plan(sim: PushTEnv, codec: ActionCodec, plan: torch.Tensor) -> np.nd
     each model step's first frame, as `mpc.run_episode` executes them); returns the last frame."""
     env = codec.to_env(codec.expand(plan))
     if not codec.relative:
-        return sim.advance(env)
+        last = sim.advance(env)
+        assert last is not None  # rendered: advance's default
+        return last
     chunks = env.reshape(-1, codec.frame_skip, env.shape[-1])
     for i, chunk in enumerate(chunks):
         sim.advance(codec.absolute(chunk, sim.state()[:2]), render=i == len(chunks) - 1)
@@ -68,15 +70,17 @@ class SimCosts:
         self.codec, self.observer, self.sim = codec, observer, PushTEnv(image_size=image_size)
 
     def __call__(self, start_state, candidates: torch.Tensor, goal_frame, goal_latent, goal_state, costs=COSTS) -> dict:
-        frames, dists = [], []
+        reached, dists = [], []
         for c in candidates:
             self.sim.reset(state=start_state)
-            frames.append(advance_plan(self.sim, self.codec, c))
+            reached.append(advance_plan(self.sim, self.codec, c))
             dists.append(goal_metrics(self.sim.state(), goal_state)["state_dist"])
-        frames = np.stack(frames)  # (P, H, W, 3)
+        frames = np.stack(reached)  # (P, H, W, 3)
         out = {"state": np.asarray(dists)}
         if "latent" in costs or "latent_raw" in costs:
             raw = self.observer.encode(frames).float()  # (P, N, D) LayerNorm-ed tokens, before dataset statistics
+            # cost_quality's observer carries the latent statistics
+            assert self.observer.mean is not None and self.observer.std is not None
             lat = (raw - self.observer.mean) / self.observer.std
             goal_raw = goal_latent * self.observer.std + self.observer.mean
             out["latent"] = ((lat - goal_latent) ** 2).mean((1, 2)).numpy()
@@ -118,8 +122,8 @@ def cost_quality(
     costs = planned if "state" in planned else (*planned, "state")
     sim = SimCosts(codec, observer, goals[0].goal_frame.shape[0])
     env = PushTEnv(image_size=goals[0].goal_frame.shape[0])
-    corr = {c: [] for c in costs}
-    cem = {c: {"success": [], "final_distance": []} for c in costs}
+    corr: dict[str, list[float]] = {c: [] for c in costs}
+    cem: dict[str, dict[str, list[float]]] = {c: {"success": [], "final_distance": []} for c in costs}
     per_goal = []
     try:
         for g in goals:

@@ -41,6 +41,8 @@ from latentwm.data.proprio import proprio_stats_of
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.envs.pusht import PushTEnv, proprio_from_state
 from latentwm.eval.visualize import save_gif, side_by_side
+from latentwm.io.lock import writable_out_dir
+from latentwm.model.dynamics import DynamicsModel
 from latentwm.planning.base import bf16_is_fast
 from latentwm.planning.imagine import text_encoder_for
 from latentwm.planning.mpc import (
@@ -56,7 +58,6 @@ from latentwm.planning.proprio import ProprioProbe, resolve_probe
 from latentwm.planning.results import goal_texts, imagined_goal_facts, planning_table, summarize, summarize_text_goals
 from latentwm.planning.state_probe import STATE_PROBE_FILE, StateProbe
 from latentwm.train.checkpoint import check_pairing, load_world_model
-from latentwm.train.lock import writable_out_dir
 
 
 @dataclass
@@ -66,7 +67,7 @@ class WorldModelRun:
     the encoder label its latents came from (None: not recorded) and, loaded from a checkpoint, the facts of what it
     was trained on (`check_pairing`'s state: path, encoder, cache_info, config)."""
 
-    model: torch.nn.Module
+    model: DynamicsModel
     exp: ExperimentConfig
     data_stats: dict
     frame_skip: int
@@ -227,10 +228,12 @@ def sample_goals(episode_paths: list[Path], num_goals: int, goal_offset: int, se
     for i in range(num_goals):
         rng = np.random.default_rng([seed, i, 0x60A1])
         ep = eps[paths[int(rng.integers(len(paths)))]]
+        assert ep.states is not None and ep.actions is not None  # only such episodes were kept
         k = ep.frame_skip
         off = goal_offset // k
         t0 = int(rng.integers(0, len(ep) - off))
         frames = ep.frames[ep.cameras[0]]
+        assert isinstance(frames, np.ndarray)  # load_episode reads arrays (not a FrameSource)
         acts = ep.actions[t0 : t0 + off].astype(np.float64)
         goals.append(
             PlanningGoal(
@@ -478,6 +481,7 @@ def run_plan(cfg: PlanRunConfig) -> dict:
     )
     if cfg.compile:
         run.model.compile_sampling()
+    assert run.facts is not None  # WorldModelRun.load records them
     text_encoder = text_encoder_for(run.facts, cfg.text_encoder or None, "plan.goal_text") if cfg.goal_text else None
     res = evaluate_planning(
         run,

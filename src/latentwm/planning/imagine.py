@@ -40,18 +40,18 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from latentwm.config import ConfigError, ImagineConfig
-from latentwm.config.jsonfile import write_json
 from latentwm.config.planning import TEXT_GOAL_GUIDANCE
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import NormStats
-from latentwm.data.latent_cache import LatentCache, _atomic_write
+from latentwm.data.latent_cache import LatentCache
 from latentwm.data.proprio import attach_proprio, proprio_stats_of
 from latentwm.encoders.text import TextEncoder
 from latentwm.eval.visualize import rollout_video, save_gif
+from latentwm.io.files import atomic_write, write_json
+from latentwm.io.lock import writable_out_dir
 from latentwm.rollout import rollout
 from latentwm.train.checkpoint import check_pairing, load_world_model
 from latentwm.train.decoder_trainer import load_decoder
-from latentwm.train.lock import writable_out_dir
 
 GOAL_FILE = "goal.safetensors"
 
@@ -309,7 +309,7 @@ def _write(out: Path, ctx, real, pred, facts: dict, res: dict, decoder: str, lat
     save_gif(out / "imagined.gif", video, fps=2)
     meta = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in facts.items()}
     meta["normalized"] = "with the checkpoint's latent statistics (data_stats.latents), as the model sees latents"
-    _atomic_write(out / GOAL_FILE, save({"goal": pred[-1].float().contiguous()}, metadata=meta))
+    atomic_write(out / GOAL_FILE, save({"goal": pred[-1].float().contiguous()}, metadata=meta))
     write_json(out / "imagine.json", res)
 
 

@@ -185,7 +185,7 @@ class LatentObserver:
 
     def __call__(self, frames: np.ndarray, proprio: np.ndarray | None = None) -> torch.Tensor:
         x = torch.as_tensor(self.encode(np.ascontiguousarray(frames))).to(self.device, torch.float32)
-        x = x if self.mean is None else (x - self.mean) / self.std
+        x = x if self.mean is None or self.std is None else (x - self.mean) / self.std  # set together
         if self.proprio_stats is None:
             return x
         if proprio is None or len(proprio) != len(x):
@@ -227,6 +227,8 @@ class MPCPolicy:
     reads its goal from the imagined goal latents, the proprio probe's from the model's features of the imagined
     goal frame (the clean pass over the observation and the imagined frames, without actions).
     """
+
+    imagined: torch.Tensor | None  # the text goal's imagined frames (set by reset, then by imagine_goal)
 
     def __init__(
         self,
@@ -333,6 +335,7 @@ class MPCPolicy:
         history = torch.stack(self.latents[-C:])[None]
         if self.goal is None:
             self.imagine_goal(history)
+        assert self.goal is not None  # set by reset, or by imagine_goal for a text goal
         hist_actions = torch.stack(self.actions[len(self.actions) - (C - 1) :])[None] if C > 1 else None
         if self.prev is not None and self.cfg.warm_start:
             init = shift_plan(self.prev, self.exec_steps)

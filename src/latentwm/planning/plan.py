@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -14,7 +15,7 @@ from latentwm.planning.cost import LatentGoalObjective
 from latentwm.planning.gradient import plan_gradient
 from latentwm.planning.mppi import plan_mppi
 
-PLANNERS = {"cem": plan_cem, "mppi": plan_mppi, "gradient": plan_gradient}
+PLANNERS: dict[str, Callable[..., PlanResult]] = {"cem": plan_cem, "mppi": plan_mppi, "gradient": plan_gradient}
 
 
 def plan(

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -27,11 +29,11 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from latentwm.config import ProbeConfig
-from latentwm.config.jsonfile import read_json
 from latentwm.data.batch import collate
 from latentwm.data.clip_sets import model_clip_kwargs
 from latentwm.data.clips import LatentClipDataset
-from latentwm.data.latent_cache import LatentCache, _atomic_write
+from latentwm.data.latent_cache import LatentCache
+from latentwm.io.files import atomic_write, read_json
 from latentwm.model.layers import mlp
 from latentwm.rollout import clip_hidden
 from latentwm.train.checkpoint import check_pairing, load_world_model
@@ -56,12 +58,22 @@ def clean_features(model, batch) -> torch.Tensor:
     return probe_features(model, h)
 
 
-def save_probe(probe: nn.Module, path: str | os.PathLike, metrics: dict | None = None) -> Path:
+class _SavableProbe(Protocol):
+    """What `save_probe` writes: a module's weights and `meta()`; it keeps the metrics as `metrics`."""
+
+    metrics: dict
+
+    def meta(self) -> dict: ...
+
+    def state_dict(self) -> Mapping[str, torch.Tensor]: ...
+
+
+def save_probe(probe: _SavableProbe, path: str | os.PathLike, metrics: dict | None = None) -> Path:
     """Atomic write of a probe's weights to `path` (.safetensors) and of `probe.meta()` + metrics to its .json;
     the metrics become `probe.metrics`. Shared by the proprio and state probes."""
     path = Path(path)
-    _atomic_write(path, save({k: v.detach().cpu().contiguous() for k, v in probe.state_dict().items()}))
-    _atomic_write(path.with_suffix(".json"), json.dumps({**probe.meta(), "metrics": metrics or {}}, indent=1))
+    atomic_write(path, save({k: v.detach().cpu().contiguous() for k, v in probe.state_dict().items()}))
+    atomic_write(path.with_suffix(".json"), json.dumps({**probe.meta(), "metrics": metrics or {}}, indent=1))
     probe.metrics = metrics or {}
     return path
 
@@ -84,6 +96,12 @@ class ProprioProbe(nn.Module):
     Features are standardized per dimension with statistics of the training features (buffers, saved with the
     weights); `prop_mean`/`prop_std` (P,) are the dataset's proprio statistics, kept to normalize goal states.
     """
+
+    feat_mean: torch.Tensor
+    feat_std: torch.Tensor
+    prop_mean: torch.Tensor
+    prop_std: torch.Tensor
+    metrics: dict  # set by save / load / train_proprio_probe
 
     def __init__(self, feature_dim: int, dims: tuple[int, ...], prop_mean, prop_std, hidden: int = 256):
         super().__init__()
@@ -184,8 +202,9 @@ def train_proprio_probe(
     clip_len = clip_len or exp.data.clip_len
     # text=False: features are read as planning reads them, without text (the null text token)
     kw = model_clip_kwargs(exp, text=False)
-    train = LatentClipDataset(cache_dir, clip_len, split="train", **kw)
-    held = LatentClipDataset(cache_dir, clip_len, split="eval", **kw)
+    # the ignores: LatentClipDataset takes an os.PathLike too, but its annotation says `LatentCache | str`
+    train = LatentClipDataset(cache_dir, clip_len, split="train", **kw)  # type: ignore[arg-type]
+    held = LatentClipDataset(cache_dir, clip_len, split="eval", **kw)  # type: ignore[arg-type]
     if len(train) == 0:
         raise ValueError(f"proprio probe: no training clip of {clip_len} frames in {cache_dir}")
     stats = _proprio_stats(train, cache_dir, dims)
@@ -198,7 +217,7 @@ def train_proprio_probe(
     probe.feat_mean.copy_(xf.mean(0))
     probe.feat_std.copy_(xf.std(0).clamp_min(1e-4))
     train_mse = _fit(probe, xf, yf, cfg, seed)
-    metrics = {"train_frames": int(len(xf)), "steps": cfg.steps, "train_mse": train_mse}
+    metrics: dict[str, Any] = {"train_frames": int(len(xf)), "steps": cfg.steps, "train_mse": train_mse}
     if len(held):
         xe, ye = _features_and_targets(model, held, cfg.clips, dims, 16, seed, dev)
         metrics.update(_heldout_metrics(probe, xe, ye, yf.mean(0)))

@@ -96,6 +96,7 @@ def _pairs(clips: LatentClipDataset, n: int, seed: int) -> tuple[torch.Tensor, t
         if c.states is None:
             raise ValueError(f"state model: the cache {clips.cache.path} stores no simulator states")
         if c.action_mask is not None and bool(c.action_mask[0]):
+            assert c.actions is not None  # a clip has an action mask only with its actions
             s = torch.as_tensor(c.states)
             f.append(state_features(s[0]))
             nxt.append(state_features(s[1]))
@@ -135,6 +136,8 @@ class StatePolicy:
     """CEM on `StateDynamics` toward the goal state; `act` reads the env's true state (`info["state"]`)."""
 
     name = "state_model"
+    prev: torch.Tensor | None  # the last plan (set by reset, then by act)
+    plan_seconds: list[float]
 
     def __init__(self, model: StateDynamics, codec: ActionCodec, cfg: PlanConfig):
         self.model, self.codec, self.cfg = model, codec, cfg

@@ -50,6 +50,10 @@ class StateProbe(nn.Module):
     `pos_mean` / `pos_std` (4,) are the training frames' statistics of [agent x, y, block x, y] (buffers, saved).
     """
 
+    pos_mean: torch.Tensor
+    pos_std: torch.Tensor
+    metrics: dict  # set by save / load / train_state_probe
+
     def __init__(
         self,
         num_tokens: int,
@@ -260,8 +264,9 @@ def train_state_probe(
     kw = dict(
         frame_skip=d.frame_skip, action_dim=exp.model.action_dim, eval_fraction=d.eval_fraction, seed=d.seed, text=False
     )  # encoder latents only
-    train = LatentClipDataset(cache_dir, clip_len or d.clip_len, split="train", **kw)
-    held = LatentClipDataset(cache_dir, clip_len or d.clip_len, split="eval", **kw)
+    # the ignores: LatentClipDataset takes an os.PathLike too, but its annotation says `LatentCache | str`
+    train = LatentClipDataset(cache_dir, clip_len or d.clip_len, split="train", **kw)  # type: ignore[arg-type]
+    held = LatentClipDataset(cache_dir, clip_len or d.clip_len, split="eval", **kw)  # type: ignore[arg-type]
     dev = torch.device(device)
     x, s = (t.to(dev) for t in _frames(train, cfg.clips, seed, cache_dir))
     pos = s[:, :4].float()

@@ -19,9 +19,9 @@ import os
 import socket
 from pathlib import Path
 
-from latentwm.config.jsonfile import read_json, write_json
+from latentwm.io.files import read_json, write_json
+from latentwm.io.lock import RunLock
 from latentwm.sweep.plots import plot_rollout_errors, plot_training_curves
-from latentwm.train.lock import RunLock
 
 _SCALARS = [
     ("params", "params"),

@@ -9,7 +9,7 @@ A run's folder `<sweep>/<variant>/seed<k>/`:
     status.json   running / failed (with the error) / done; error.txt holds a failed run's traceback
     eval.json     what the run measured (sweep/measure.py)
     done          written atomically last: the run is finished and is skipped from then on
-The run folder is locked (train/lock.py) while a process works on it, so a scheduler's job and a local sweep never
+The run folder is locked (io/lock.py) while a process works on it, so a scheduler's job and a local sweep never
 run the same run twice at once; a failed run is retried by the next invocation.
 """
 
@@ -24,13 +24,13 @@ import traceback
 from pathlib import Path
 
 from latentwm.config import ConfigError, LatentwmError
-from latentwm.config.jsonfile import read_json, write_json
 from latentwm.config.sweep import SweepConfig, SweepEvalConfig
+from latentwm.io.files import read_json, write_json
+from latentwm.io.lock import RunLock, RunLockedError
 from latentwm.sweep.aggregate import report
 from latentwm.sweep.measure import evaluate_run
 from latentwm.sweep.spec import Run, SweepSpec, build_runs, find_run, spec_from_config
 from latentwm.train.checkpoint import list_checkpoints
-from latentwm.train.lock import RunLock, RunLockedError
 from latentwm.train.trainer import saved_config, train
 
 DONE, STATUS, CONFIG, EVAL, ERROR, SPEC = "done", "status.json", "config.json", "eval.json", "error.txt", "sweep.json"

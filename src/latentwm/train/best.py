@@ -23,13 +23,13 @@ evaluation starts a new one.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 
+from latentwm.io.files import write_json
 from latentwm.train.checkpoint import plain_state
-from latentwm.train.state_file import CheckpointError, fsync_dir, load_state_file, save_state_file
+from latentwm.train.state_file import CheckpointError, load_state_file, save_state_file
 
 BEST_FILE = "best.pt"
 BEST_JSON = "best.json"
@@ -47,17 +47,10 @@ def best_path(run: str | os.PathLike) -> Path:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_json(path, data)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"could not write {path}: {e}") from e
-    fsync_dir(path.parent)
 
 
 class BestKeeper:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from latentwm.config import ExperimentConfig
+from latentwm.io.files import fsync_dir as _fsync_dir
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.train.export_file import is_export, read_export
 from latentwm.train.pairing import check_pairing  # noqa: F401  (re-exported: planning imports it from here)
@@ -41,9 +42,6 @@ from latentwm.train.sharded import DCP_DIR, load_sharded_weights, save_sharded
 from latentwm.train.state_file import (
     CheckpointError,
     load_state_file,
-)
-from latentwm.train.state_file import (
-    fsync_dir as _fsync_dir,
 )
 from latentwm.train.state_file import (
     load_file as _load,

@@ -42,10 +42,10 @@ from latentwm.data.sources import load_source, parse_options
 from latentwm.data.video import VideoError
 from latentwm.encoders.dino import weights_hash
 from latentwm.encoders.ssl import OBJECTIVES
-from latentwm.train.lock import RunLock
+from latentwm.io.files import fsync_dir
+from latentwm.io.lock import RunLock
 from latentwm.train.logging import RunLogger
 from latentwm.train.loop import Loop, NonFiniteGuard, autocast_args, lr_lambda, optimizer_step, sample_seed
-from latentwm.train.state_file import fsync_dir
 
 NAME = "pretrain-encoder"
 RESUMABLE = frozenset(

@@ -15,9 +15,9 @@ from latentwm.data.clips import LatentClipDataset, eval_loader
 from latentwm.data.latent_cache import LatentCache
 from latentwm.eval.metrics import rollout_errors
 from latentwm.eval.visualize import plot_curves, write_rollout_gifs
+from latentwm.io.lock import writable_out_dir
 from latentwm.train.checkpoint import check_pairing, load_world_model
 from latentwm.train.decoder_trainer import load_decoder
-from latentwm.train.lock import writable_out_dir
 
 
 def run_eval(cfg: EvalConfig) -> dict:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from pathlib import Path
 
 import torch
 
-from latentwm.train.state_file import CheckpointError, fsync_dir, state_digest
+from latentwm.io.files import atomic_write
+from latentwm.train.state_file import CheckpointError, state_digest
 
 EXPORT_FORMAT = "latentwm-export/1"
 _STATE_PREFIX = "state/"
@@ -94,19 +94,7 @@ def write_export(path: str | os.PathLike, weights: dict[str, torch.Tensor], stat
         "weights": which,
         "digest": _digest(weights, _from_json(facts, tensors, path)),
     }
-    data = save({**weights, **tensors}, metadata=meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-    return path
+    return atomic_write(path, save({**weights, **tensors}, metadata=meta))
 
 
 def read_export(path: str | os.PathLike, device="cpu") -> tuple[dict[str, torch.Tensor], dict]:

@@ -7,12 +7,13 @@ The JSONL file is what reports plot from (no TensorBoard parsing needed); only r
 from __future__ import annotations
 
 import json
-import os
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from latentwm.io.files import atomic_write
 
 
 class RunLogger:
@@ -81,12 +82,7 @@ class RunLogger:
                 keep.append(line + "\n")
             else:
                 dropped += 1
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w") as fh:
-            fh.writelines(keep)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, "".join(keep))
         self._jsonl = open(path, "a")
         if self._tb is not None:  # a new writer whose purge_step hides the old events past `step`
             from torch.utils.tensorboard import SummaryWriter

@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 
 from latentwm.config import ConfigError
 from latentwm.config.base import LatentwmError
+from latentwm.io.lock import RunLock
 from latentwm.train import checkpoint as ckpt
-from latentwm.train.lock import RunLock
 from latentwm.train.logging import RunLogger
 
 

@@ -17,12 +17,12 @@ import hashlib
 import os
 import pickle  # only for its exception type: files are loaded with torch.load(weights_only=True)
 import re
-import secrets
 from pathlib import Path
 
 import torch
 
 from latentwm.config.base import LatentwmError
+from latentwm.io.files import atomic_path
 
 
 class CheckpointError(LatentwmError, RuntimeError):
@@ -44,19 +44,6 @@ def load_file(path: Path, map_location="cpu"):
         ) from e
     except (RuntimeError, EOFError, ValueError) as e:
         raise CheckpointError(f"{path}: unreadable checkpoint file ({e})") from e
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_file(obj, path: Path) -> None:
@@ -99,23 +86,18 @@ def save_state_file(path: str | os.PathLike, state: dict) -> Path:
     """Write a plain state (tensors and plain data only) with its digest to `path`, atomically: readers see the old
     file or the new one, never a part. A failed write (disk full) removes its temporary file and raises
     CheckpointError; the file already there is untouched. Temporary files of `path` left by a crashed writer are
-    removed first: callers hold the run's lock (train/lock.py), so no other process writes `path` meanwhile."""
+    removed first: callers hold the run's lock (io/lock.py), so no other process writes `path` meanwhile."""
     path = Path(path)
-    for old in path.parent.glob(f".tmp_{path.name}.*"):  # a crashed writer's (callers hold the run's lock)
+    for old in path.parent.glob(f".{path.name}.*.tmp"):  # a crashed writer's (callers hold the run's lock)
         old.unlink(missing_ok=True)
-    tmp = path.with_name(f".tmp_{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     try:
-        save_file({**state, "digest": state_digest(state)}, tmp)
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise CheckpointError(
-                f"could not write {path}: {e}. The partial file was removed; the previous "
-                f"{path.name}, if any, is intact (free disk space?)"
-            ) from e
-        raise
-    fsync_dir(path.parent)
+        with atomic_path(path) as tmp:
+            save_file({**state, "digest": state_digest(state)}, tmp)
+    except OSError as e:
+        raise CheckpointError(
+            f"could not write {path}: {e}. The partial file was removed; the previous "
+            f"{path.name}, if any, is intact (free disk space?)"
+        ) from e
     return path
 
 
@@ -140,7 +122,6 @@ def load_state_file(path: str | os.PathLike, map_location="cpu") -> dict:
 
 __all__ = [
     "CheckpointError",
-    "fsync_dir",
     "load_file",
     "load_state_file",
     "save_file",

@@ -44,6 +44,7 @@ from latentwm.data.episodes import Episode, load_episode, save_episode
 from latentwm.envs.pusht import PushTEnv, proprio_from_state
 from latentwm.envs.pusht_language import narrate
 from latentwm.envs.pusht_policies import POLICIES, make_policy
+from latentwm.io.files import write_json
 
 CAMERA = "main"
 NARRATION_SEGMENT = 20
@@ -227,9 +228,7 @@ def check_and_record_settings(out: Path, cfg: GenerateConfig) -> None:
             f"another --out-dir, or the folder's settings to add episodes to it"
         )
     record = {**settings, "num_episodes": max(int(cfg.num_episodes), int(have.get("num_episodes", 0)))}
-    tmp = out / f".{SETTINGS_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, out / SETTINGS_FILE)
+    write_json(out / SETTINGS_FILE, record)
 
 
 def policy_counts(cfg: GenerateConfig) -> dict[str, int]:

@@ -25,7 +25,7 @@ from latentwm.config.base import LatentwmError
 try:
     import fcntl
 except ImportError:  # Windows
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # the lock then degrades to a warning
 
 LOCK_FILE = ".lock"
 _HELD: set[str] = set()  # out dirs this process holds (resolved paths)
