@@ -74,7 +74,9 @@ def report(title: str, table_md: str, summary: dict, notes: str = "", record: bo
         print(json.dumps(summary))
         return
     if not RESULTS.exists():
-        RESULTS.write_text("# Benchmark results\n\nAppended by the scripts in `benchmarks/`; the log is oldest first.\n")
+        RESULTS.write_text(
+            "# Benchmark results\n\nAppended by the scripts in `benchmarks/`; the log is oldest first.\n"
+        )
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     with open(RESULTS, "a") as f:
         f.write(f"\n## {title} — {stamp}\n\nMachine: {machine()}\n\n{table_md}\n\n")
