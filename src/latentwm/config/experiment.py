@@ -46,33 +46,6 @@ def from_dict(cls, d: dict):
     return cls(**kw)
 
 
-_FLAT_PLAN = {
-    "population": ("cem", "population"),
-    "elites": ("cem", "elites"),
-    "iterations": ("cem", "iterations"),
-    "temperature": ("mppi", "temperature"),
-    "grad_lr": ("gradient", "lr"),
-    "grad_steps": ("gradient", "steps"),
-}
-
-
-def _upgrade_flat_plan(plan: dict) -> dict:
-    """Checkpoints written before the per-planner sections kept one flat plan dict: map its fields (population and
-    iterations served CEM and MPPI alike)."""
-    plan = dict(plan)
-    nested: dict[str, dict] = {}
-    for old, (sec, name) in _FLAT_PLAN.items():
-        if old in plan:
-            nested.setdefault(sec, {})[name] = plan.pop(old)
-    if "cem" in nested:
-        nested.setdefault("mppi", {}).update(
-            {k: nested["cem"][k] for k in ("population", "iterations") if k in nested["cem"]}
-        )
-    for sec, kw in nested.items():
-        plan[sec] = {**plan.get(sec, {}), **kw}
-    return plan
-
-
 @dataclass(frozen=True)
 class ExperimentConfig:
     """Everything one training / evaluation run needs; `preset` records where the defaults came from."""
@@ -129,10 +102,7 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, d: dict) -> ExperimentConfig:
         """Inverse of to_dict (a checkpoint's config); unknown sections or fields are a ConfigError naming them."""
-        d = dict(d)
-        if isinstance(d.get("plan"), dict):
-            d["plan"] = _upgrade_flat_plan(d["plan"])
-        return from_dict(cls, d)
+        return from_dict(cls, dict(d))
 
 
 __all__ = ["ExperimentConfig", "from_dict", "replace_nested"]

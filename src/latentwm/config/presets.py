@@ -133,7 +133,8 @@ def _cpu() -> ExperimentConfig:
         encoder=enc,
         model=model,
         # flat loss weight: w(τ) weighs the nearly-pure-noise frames, where the actions decide the prediction, at
-        # 0.1–0.3, and the 800-step model then ignores them (RESULTS.md, "Issue 15 follow-up")
+        # 0.1–0.3, and the 800-step model then ignores them (benchmarks/RESULTS.md, "The cpu demo with the flat
+        # loss weight")
         objective=ObjectiveConfig(bootstrap_start=400, ramp_weight=False),
         rollout=RolloutConfig(sample_steps=4, context=4, horizon=8),
         data=DataConfig(clip_len=12, batch_size=16),
@@ -179,7 +180,7 @@ def _gpu(name: str, enc_name: str, width: int, depth: int, heads: int, kv_heads:
     assert grid is not None  # a known encoder preset: its grid is known
     # attention "eager": with the soft cap, "fused" means flex_attention, which on an H200 (torch 2.11, base
     # shapes, fwd + bwd) was 2.4× (space) / 1.7× (time) slower than the eager math and compiles a kernel per new
-    # shape (benchmarks/RESULTS.md, gpu_check 2026-11-30); at 70 tokens per frame and ≤ 33 frames the eager
+    # shape (benchmarks/RESULTS.md, gpu_check on an H200); at 70 tokens per frame and ≤ 33 frames the eager
     # score matrices are small
     model = ModelConfig(
         latent_dim=p.hidden_size,

@@ -122,7 +122,7 @@ class ModelConfig:
     """Dropout on every attention and MLP residual branch's output while training (0: off). Inactive in eval mode:
     the EMA, rollouts, planning and the bootstrap teacher's targets always see the whole network."""
     prediction: Literal["x", "v", "next"] = "x"
-    """What the network's output means (issue 17's ablation; checkpoints record it, older ones load as "x").
+    """What the network's output means (an ablation; checkpoints record it, older ones load as "x").
     x: the clean latent x̂ of the noisy input frame (shortcut forcing as DESIGN section 5). v: the velocity v̂ = x − ε
     of z_τ = (1 − τ)ε + τx; the model converts x̂ = z + (1 − τ)·v̂ right after its head, so every caller still gets
     x̂, and the loss and bootstrap target are expressed in v-space. next: the deterministic next-frame regression
@@ -130,7 +130,7 @@ class ModelConfig:
     taken AFTER frame t, and the output at frame t is x̂_{t+1} (objectives/next_frame.py; sampling ignores K and
     noise)."""
     dh_blocks: int = 0
-    """Blocks of the DH head (RAE's DiT-DH, issue 17; model/dh_head.py): a wide, shallow transformer on each frame's
+    """Blocks of the DH head (RAE's DiT-DH; model/dh_head.py): a wide, shallow transformer on each frame's
     latent tokens after the backbone, space attention within the frame only, conditioned on the frame's shortcut
     (τ, d) embedding, so causality and the KV cache are unchanged. Gives the prediction of wide (e.g. 2×2-grouped)
     tokens more width than the backbone has. 0: no DH head, the plain Linear head (bit-identical to before)."""
@@ -251,7 +251,7 @@ class ObjectiveConfig:
     clean_context: float = 0.0
     """Probability per sequence that a random prefix of 1..T−1 frames is fully clean (τ = 1, d = 1/k_max, input
     z = x) and left out of the loss (its target would be its input); the rest trains as usual. Sampling commits
-    context at τ_ctx = 1.0, a level shortcut forcing never draws otherwise (issue 17). 0: off (bit-identical to
+    context at τ_ctx = 1.0, a level shortcut forcing never draws otherwise. 0: off (bit-identical to
     training without the field)."""
 
     def __post_init__(self):

@@ -48,17 +48,6 @@ def same_encoder(a: str | None, b: str | None) -> bool:
     return a == b or (ha is not None and hb is not None and ha[1] == hb[1])
 
 
-def legacy_label_note(*labels) -> str:
-    """A note for a mismatch involving a random-weights label written before labels named the seed and image size
-    ("random:tiny-random"): such latents cannot be matched to an encoder, only re-encoded."""
-    old = [x for x in labels if isinstance(x, str) and x.startswith("random:") and ":seed" not in x]
-    return (
-        (f" ({old[0]!r} was written before encoder labels named the seed and image size: re-encode with this version)")
-        if old
-        else ""
-    )
-
-
 def cache_pool(info: dict) -> int:
     """The encoder's token pooling recorded in cache.json (`pool`; caches written before it existed: 1)."""
     return int(info.get("pool") or 1)
@@ -69,11 +58,7 @@ def check_cache_identity(out: Path, info: dict | None, label: str, pool: int, im
     whose cache.json is `info` (None: a new cache). Raises CacheError naming each difference, the cache's first."""
     if info is None:
         return
-    diffs = (
-        []
-        if same_encoder(have := info.get("encoder"), label)
-        else [f"encoder {have!r} vs {label!r}{legacy_label_note(have, label)}"]
-    )
+    diffs = [] if same_encoder(have := info.get("encoder"), label) else [f"encoder {have!r} vs {label!r}"]
     diffs += [] if cache_pool(info) == pool else [f"pool {cache_pool(info)} vs {pool}"]
     if image_size is not None and info.get("image_size") not in (None, image_size):
         diffs.append(f"image_size {info['image_size']} vs {image_size}")

@@ -1,4 +1,4 @@
-"""The DH head (RAE's DiT-DH, issue 17): a wide, shallow transformer on one frame's latent tokens after the backbone.
+"""The DH head (RAE's DiT-DH): a wide, shallow transformer on one frame's latent tokens after the backbone.
 
 RAE ("Diffusion Transformers with Representation Autoencoders") argues that denoising high-dimensional encoder
 tokens needs a network at least as wide as the token, and that a cheap way to get that width is a shallow, wide

@@ -24,7 +24,7 @@ model.dh_blocks > 0 the Linear is replaced by the DH head (RAE's DiT-DH, model/d
 transformer on the latent tokens, conditioned on the frame's shortcut embedding (the very vector `_tokens` puts in
 the shortcut slot); it attends within the frame only, so causality and the KV cache are the backbone's.
 
-What the output means (model.prediction, issue 17): "x" the head gives x̂; "v" it gives the velocity v̂ = x − ε and
+What the output means (model.prediction): "x" the head gives x̂; "v" it gives the velocity v̂ = x − ε and
 `_to_clean` returns x̂ = z + (1 − τ)·v̂, so forward/step hand x̂ to every caller either way; "next" (the next-frame
 regression baseline) the inputs are clean frames, frame t's action token embeds the action taken AFTER frame t
 (actions[:, t], no shift, used at t = 0 too) and the output at frame t is x̂_{t+1}.

@@ -1,4 +1,4 @@
-"""Next-frame regression: the deterministic baseline of issue 17 (DINO-WM's teacher-forced MSE objective) on the
+"""Next-frame regression: the deterministic baseline (DINO-WM's teacher-forced MSE objective) on the
 same backbone and data as shortcut forcing (model.prediction = "next").
 
 Every input frame is clean (τ = 1, d = 1/k_max, z = x). The action token of frame t embeds actions[:, t], the

@@ -19,12 +19,12 @@ clean latent x̂ = f(z_τ, τ, d, context) (x-prediction); its implied velocity 
   of them — exactly f·L when that is whole — and the long-run fraction is exactly f. With per-sample seeds, j is
   the sample's position in the trainer's stream (recovered from its seed, see `stream_position`), so a sample's
   choice depends on its own seed only (DDP equals one process) and every global batch is exact.
-- v-prediction (model.prediction "v", issue 17): the network outputs v̂ and the model returns x̂ = z + (1 − τ)·v̂,
+- v-prediction (model.prediction "v"): the network outputs v̂ and the model returns x̂ = z + (1 − τ)·v̂,
   so v̂ = (x̂ − z)/(1 − τ) is recovered exactly (τ < 1 on every grid) and the loss is taken in v-space:
   flow ‖v̂ − (x − ε)‖², bootstrap ‖v̂ − v*‖². Both equal the x-space error divided by (1 − τ)²: relative to x-space a
   frame at level τ weighs 1/(1 − τ)² more (noisy frames least, near-clean ones up to k_max² times more); w(τ) still
   applies on top. The gradient is that of the v-loss (the conversion is linear in the network's output).
-- Clean context (objective.clean_context = p, issue 17): with probability p per sequence a random prefix of 1..T−1
+- Clean context (objective.clean_context = p): with probability p per sequence a random prefix of 1..T−1
   frames is clean (τ = 1, d = 1/k_max, z = x) — the level at which sampling commits context — and left out of the
   loss (its target would be its input), so the model learns from histories it will actually see. Its draws come
   after the condition dropout's and only when p > 0, so p = 0 is bit-identical to training without it. The

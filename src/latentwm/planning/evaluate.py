@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from latentwm.config import BASELINE_NAMES, PLANNER_NAMES, ConfigError, ExperimentConfig, PlanConfig, PlanRunConfig
-from latentwm.data.cache_integrity import legacy_label_note, same_encoder
+from latentwm.data.cache_integrity import same_encoder
 from latentwm.data.clips import split_episodes, training_stats
 from latentwm.data.episodes import NormStats, load_episode
 from latentwm.data.latent_cache import LatentCache
@@ -281,7 +281,7 @@ def _session(
         if run.encoder_label and not same_encoder(encoder.weights_label, run.encoder_label):
             raise ConfigError(
                 f"evaluate_planning: the model was trained on latents of {run.encoder_label!r}, the "
-                f"encoder config builds {encoder.weights_label!r}{legacy_label_note(run.encoder_label)}"
+                f"encoder config builds {encoder.weights_label!r}"
             )
     encode = encoder.encode if hasattr(encoder, "encode") else encoder
     observer = LatentObserver(

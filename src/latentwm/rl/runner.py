@@ -15,7 +15,7 @@ import torch
 
 from latentwm.config import ConfigError, RLConfig
 from latentwm.data.batch import collate
-from latentwm.data.cache_integrity import legacy_label_note, same_encoder
+from latentwm.data.cache_integrity import same_encoder
 from latentwm.data.clip_sets import model_clip_kwargs
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import NormStats
@@ -224,7 +224,7 @@ class RLRun:
         if (trained := self.state.get("encoder")) and not same_encoder(trained, encoder.weights_label):
             raise ConfigError(
                 f"rl: the model was trained on latents of {trained!r}, its encoder config builds "
-                f"{encoder.weights_label!r}{legacy_label_note(trained)}"
+                f"{encoder.weights_label!r}"
             )
         observer = LatentObserver(
             encoder.encode,

@@ -3,7 +3,7 @@ dim), or every number computed from the pair is garbage, silently."""
 
 from __future__ import annotations
 
-from latentwm.data.cache_integrity import cache_pool, legacy_label_note, same_encoder
+from latentwm.data.cache_integrity import cache_pool, same_encoder
 from latentwm.train.state_file import CheckpointError
 
 
@@ -31,7 +31,7 @@ def check_pairing(state: dict, cache_info: dict, cache_path) -> None:
     for key in ("encoder", "image_size", "pool", "num_tokens", "latent_dim"):
         a, b = (_fact(i, key) for i in (trained, cache_info))
         if a is not None and b is not None and not (same_encoder(a, b) if key == "encoder" else a == b):
-            diffs.append(f"{key} {a!r} (checkpoint) vs {b!r} (cache){legacy_label_note(a, b)}")
+            diffs.append(f"{key} {a!r} (checkpoint) vs {b!r} (cache)")
     if diffs:
         raise CheckpointError(
             f"checkpoint {state.get('path', '?')} was trained on other latents than the cache "
