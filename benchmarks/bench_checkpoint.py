@@ -83,8 +83,8 @@ def _timed_save(kind, trainer_like, root, dist):
     """(seconds, peak RSS delta) of one save of `kind` on this rank, barrier to barrier."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
 
-    from latentwm.train import checkpoint as ckpt
-    from latentwm.train.sharded import sharded_state
+    from latentwm.engine import checkpoint as ckpt
+    from latentwm.engine.sharded import sharded_state
 
     model, ema, opt = trainer_like
     dist.barrier()

@@ -98,3 +98,18 @@ def test_encoder_table_quick_run(tmp_path):
         assert 0 <= r["nearest_block_within_20"] <= 1 and r["nearest_block_px"] >= 0 and r["probe_block_px"] > 0
         assert -1 <= r["rank_corr"] <= 1 and 0 <= r["cem_on_simulator_success"] <= 1
     assert (ROOT / "benchmarks/RESULTS.md").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_text_arms_quick_run(tmp_path):
+    """bench_text_arms.py --quick: the four arms on a tiny Push-T folder, each condition's gain with the other present
+    and alone logged at every evaluation; printed, not recorded."""
+    before = (ROOT / "benchmarks/RESULTS.md").read_bytes()
+    res = _run(["benchmarks/bench_text_arms.py", "--quick", "--out", str(tmp_path)])
+    rows = {r["arm"]: r for r in res["rows"]}
+    assert set(rows) == {"joint", "text-only", "action-only", "motion-class"} and res["quick"]
+    for r in rows.values():
+        assert [s for s, _ in r["text_alone_curve"]] == [2, 4]  # logged at every evaluation
+        assert r["text_alone_gain"] is not None and r["text_gain"] is not None
+    assert rows["motion-class"]["text"] == "pusht-motion-class"
+    assert (ROOT / "benchmarks/RESULTS.md").read_bytes() == before

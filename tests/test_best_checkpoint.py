@@ -10,11 +10,11 @@ import torch
 
 from latentwm.config import get_preset
 from latentwm.data.sources.synthetic import MovingBlobClips
+from latentwm.engine import checkpoint as ckpt
+from latentwm.engine.logging import read_metrics
 from latentwm.eval.metrics import rollout_errors
 from latentwm.train import best as best_mod
-from latentwm.train import checkpoint as ckpt
 from latentwm.train import trainer as trainer_mod
-from latentwm.train.logging import read_metrics
 from latentwm.train.trainer import Trainer
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from latentwm.train import checkpoint as ckpt
+from latentwm.engine import checkpoint as ckpt
 
 
 def _state(v):

@@ -43,11 +43,20 @@ def test_condition_gain_keys_and_a_model_that_reads_text():
         _model(), [_batch(), _batch(seed=1)], context=2, horizon=3, sample_steps=2, condition_gain=True
     )
     cg = res["condition_gain"]
-    assert set(cg) == {"action", "text"}
-    for c in cg.values():
+    assert set(cg) == {"action", "text", "action_alone", "text_alone"}
+    for name, c in cg.items():
         assert c["num_clips"] == 8 and all(len(c[k]) == 3 for k in ("true", "shuffled", "null", "gain", "null_gain"))
-        assert c["true"] == res["model_error"]  # the same noise as the plain rollout
         assert max(abs(v) for v in c["gain"]) > 1e-6 and max(abs(v) for v in c["null_gain"]) > 1e-6
+        if not name.endswith("_alone"):
+            assert c["true"] == res["model_error"]  # the same noise as the plain rollout
+    # alone: the other condition is gone from every frame, so the true rollout differs from the joint one
+    assert cg["text_alone"]["true"] != res["model_error"] and cg["action_alone"]["true"] != res["model_error"]
+    # text alone is exactly a rollout of the same clips with no actions anywhere (the same noise)
+    b = _batch()
+    no_actions = dataclasses.replace(b, action_mask=torch.zeros_like(b.action_mask))
+    one = rollout_errors(_model(), [b], context=2, horizon=3, sample_steps=2, condition_gain=True)["condition_gain"]
+    plain = rollout_errors(_model(), [no_actions], context=2, horizon=3, sample_steps=2)
+    assert one["text_alone"]["true"] == plain["model_error"]
 
 
 def test_a_model_blind_to_text_has_exactly_zero_text_gain():
@@ -57,14 +66,26 @@ def test_a_model_blind_to_text_has_exactly_zero_text_gain():
         m.no_text.copy_(m.text_in.bias)
     cg = rollout_errors(m, [_batch()], context=2, horizon=3, sample_steps=2, condition_gain=True)["condition_gain"]
     assert cg["text"]["gain"] == [0.0] * 3 and cg["text"]["null_gain"] == [0.0] * 3
+    assert cg["text_alone"]["gain"] == [0.0] * 3 and cg["text_alone"]["null_gain"] == [0.0] * 3
     assert max(abs(v) for v in cg["action"]["gain"]) > 1e-6
+    assert cg["action_alone"] == cg["action"]  # text cannot matter: removing it changes nothing
+
+
+def test_a_model_blind_to_actions_gets_the_same_text_gain_with_or_without_them():
+    m = _model()
+    with torch.no_grad():  # every action (and no action) becomes the same token
+        m.action_in.weight.zero_()
+        m.no_action.copy_(m.action_in.bias)
+    cg = rollout_errors(m, [_batch()], context=2, horizon=3, sample_steps=2, condition_gain=True)["condition_gain"]
+    assert cg["action"]["gain"] == [0.0] * 3 and cg["action_alone"]["gain"] == [0.0] * 3
+    assert cg["text_alone"] == cg["text"] and max(abs(v) for v in cg["text"]["gain"]) > 1e-6
 
 
 def test_condition_gain_of_chosen_conditions_only():
     cg = rollout_errors(_model(), [_batch()], context=2, horizon=2, sample_steps=1, condition_gain=("text",))[
         "condition_gain"
     ]
-    assert set(cg) == {"text"}
+    assert set(cg) == {"text", "text_alone"}
     with pytest.raises(ValueError, match="condition_gain"):
         rollout_errors(_model(), [_batch()], context=2, horizon=2, condition_gain=("txt",))
 

@@ -20,13 +20,13 @@ from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 from latentwm import cli
 from latentwm.config import ConfigError, ExportConfig, get_preset
 from latentwm.data.sources.synthetic import MovingBlobClips
+from latentwm.engine import checkpoint as ckpt
+from latentwm.engine.export_file import read_export
+from latentwm.engine.logging import read_metrics
+from latentwm.engine.sharded import load_sharded, sharded_state
+from latentwm.engine.state_file import CheckpointError
 from latentwm.model.dynamics import DynamicsModel
-from latentwm.train import checkpoint as ckpt
 from latentwm.train.export import export_checkpoint
-from latentwm.train.export_file import read_export
-from latentwm.train.logging import read_metrics
-from latentwm.train.sharded import load_sharded, sharded_state
-from latentwm.train.state_file import CheckpointError
 from latentwm.train.trainer import Trainer
 
 SCRIPT = Path(__file__).parent / "scripts" / "toy_train.py"

@@ -15,8 +15,9 @@ from latentwm.data.episodes import Episode, NormStats, save_episode
 from latentwm.data.sources.pusht import episode_path
 from latentwm.encoders.decoder import DECODER_SIZES, DecoderSpec, RAEDecoder, decode_latents, noise_augment, sincos_2d
 from latentwm.encoders.dino import DinoEncoder
+from latentwm.engine.checkpoint import load_decoder
 from latentwm.eval.decoder_metrics import PerceptualLoss, psnr, recon_grid, ssim
-from latentwm.train.decoder_trainer import DecoderConfig, DecoderTrainer, load_decoder, load_frame_sets
+from latentwm.train.decoder_trainer import DecoderConfig, DecoderTrainer, load_frame_sets
 
 
 @pytest.mark.parametrize("name,size", [("tiny-random", 56), ("tiny-random-reg", 56), ("tiny-random-v3", 64)])

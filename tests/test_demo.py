@@ -271,7 +271,7 @@ def test_smoke_demo_end_to_end(tmp_path, capsys, monkeypatch):
 
     # --finetune-world-model trains the dynamics model with the heads (its own loss keeps it a world model); the
     # imagine phase then runs on those weights
-    from latentwm.train import checkpoint as ckpt
+    from latentwm.engine import checkpoint as ckpt
 
     assert (
         main(

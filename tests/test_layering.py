@@ -13,17 +13,15 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "latentwm"
 
 LAYERS = [
     {"config"},  # frozen settings, registries, presets: imports nothing of latentwm
-    {"envs", "model", "distributed", "io"},  # simulators; the dynamics transformer; torch.distributed setup
+    {"envs", "model", "distributed", "io", "objectives", "rollout"},  # simulators; the dynamics transformer and its
+    # objectives and sampling; torch.distributed setup; atomic files, JSON, the out-dir lock
     {"data"},  # episodes, sources, clips, latent caches
     {"encoders"},  # frozen DINO encoder, decoder, encode command
-    {"objectives", "rollout"},  # shortcut forcing; K-step sampling with the KV cache
-    {"eval"},  # metrics, pictures (used by training's periodic evaluation)
-    {"train"},  # the loop core, trainers, checkpoints, locks, logging
-    {"planning", "sweep"},  # costs, planners, MPC, probes, planning evaluation; ablation sweeps (they
-    # need only train's entry, locks and logs and eval's metrics: beside planning,
-    # so neither imports the other and nothing below can reach them)
-    {"rl"},  # heads, imagination, PMPO (uses planning's action codec / observer)
-    {"report", "api"},  # the demo's report; the Python API (load, encode, rollout, plan)
+    {"engine", "eval"},  # the loop core, checkpoints and model loading, run logs; metrics and pictures
+    {"train", "planning"},  # the trainers; costs, planners, MPC, probes, planning evaluation (neither imports the
+    # other: planning loads trained models through engine)
+    {"rl", "sweep", "api"},  # heads, imagination, PMPO; ablation sweeps (they run training); the Python API
+    {"report"},  # the demo's report (tables of planning and RL results)
     {"demo"},  # the embedded default, composed from the commands' building blocks
     {"cli"},  # the command table
 ]
@@ -138,8 +136,8 @@ def test_no_dynamic_imports():
 ESCAPES = {
     "from latentwm import": "from latentwm import train\n",
     "relative import": "from ..train import loop\n",
-    "importlib": "import importlib\nloop = importlib.import_module('latentwm.train.loop')\n",
-    "__import__": "loop = __import__('latentwm.train.loop')\n",
+    "importlib": "import importlib\nloop = importlib.import_module('latentwm.engine.loop')\n",
+    "__import__": "loop = __import__('latentwm.engine.loop')\n",
 }
 
 
@@ -164,3 +162,16 @@ def test_an_empty_source_tree_fails(tmp_path):
 
 def test_the_design_document_draws_these_layers():
     assert layer_picture() in DESIGN.read_text(), "docs/design.md section 2 must show:\n" + layer_picture()
+
+
+def test_consumers_of_a_trained_model_do_not_import_the_trainers():
+    """Planning, RL, the report and the API load models through engine; only the CLI, the demo and sweeps (which run
+    training) import train."""
+    bad = [
+        f"{path.relative_to(SRC)}:{line} imports {target}"
+        for path, mod in _modules()
+        if _package(mod) in {"planning", "rl", "report", "api"}
+        for target, line, _ in _imports(path, mod)
+        if _package(target) == "train"
+    ]
+    assert not bad, "\n".join(bad)

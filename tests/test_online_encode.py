@@ -175,7 +175,7 @@ def test_train_command_with_online_encoding(data):
         str(tmp / "run_online"),
     ]
     assert main(args) == 0
-    from latentwm.train.checkpoint import latest_checkpoint, load_checkpoint
+    from latentwm.engine.checkpoint import latest_checkpoint, load_checkpoint
 
     st = load_checkpoint(latest_checkpoint(tmp / "run_online" / "checkpoints"))
     assert st["step"] == 2 and st["cache_info"]["format"] == "online"

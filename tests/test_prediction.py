@@ -9,6 +9,8 @@ import torch
 
 from latentwm.config import ConfigError, ExperimentConfig, ObjectiveConfig, get_preset
 from latentwm.data.sources.synthetic import MovingBlobClips
+from latentwm.engine import checkpoint as ckpt
+from latentwm.engine.logging import read_metrics
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.objectives import NextFrameRegression, ShortcutForcing, make_objective
 from latentwm.objectives.shortcut_forcing import bootstrap_target, bootstrap_velocity, corrupt, ramp_weight
@@ -16,8 +18,6 @@ from latentwm.planning.cost import LatentGoalObjective
 from latentwm.rl.heads import AgentHeads, frame_features
 from latentwm.rl.imagination import imagine
 from latentwm.rollout import clip_hidden, observe, rollout, sample_frame
-from latentwm.train import checkpoint as ckpt
-from latentwm.train.logging import read_metrics
 from latentwm.train.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -2,7 +2,8 @@
 
 import json
 
-from latentwm.report.text import gain_curves, half_gain_step, text_metrics, text_section
+from latentwm.report.sections import noise_verdict
+from latentwm.report.text import gain_curves, half_gain_interval, half_gain_step, text_metrics, text_section
 
 
 def _log(tmp_path, rows):
@@ -19,6 +20,22 @@ def test_half_gain_step():
     assert half_gain_step([]) is None
 
 
+def test_half_gain_interval_brackets_the_step_by_two_standard_errors():
+    curve = [(100, 0.01), (200, 0.04), (300, 0.07), (400, 0.1)]
+    se = {100: 0.01, 200: 0.01, 300: 0.01, 400: 0.01}
+    # half = 0.05: reached at 300; gain + 2 s.e. reaches it at 200; gain − 2 s.e. at 300
+    assert half_gain_interval(curve, se) == [300, 200, 300]
+    assert half_gain_interval(curve, {**se, 300: 0.02}) == [300, 200, 400]
+    assert half_gain_interval(curve, {**se, 400: 0.06}) is None  # final gain within 2 s.e. of 0: no claim
+    assert half_gain_interval([], {}) is None
+
+
+def test_noise_verdict_claims_an_effect_only_beyond_two_standard_errors():
+    assert "within noise" in noise_verdict(0.0015, 0.0059, "x") and "does not show" in noise_verdict(0.01, 0.006, "x")
+    assert noise_verdict(0.05, 0.01, "the predictions depend on the actions").endswith("depend on the actions.")
+    assert "not claimed" in noise_verdict(0.05, None, "x")
+
+
 def test_text_metrics_from_a_run_log(tmp_path):
     _log(
         tmp_path,
@@ -28,6 +45,7 @@ def test_text_metrics_from_a_run_log(tmp_path):
             {"step": 200, "eval/text_gain_mean": 0.01, "eval/action_gain_mean": 0.03},
             {"step": 200, "eval/text_gain_mean": 0.02, "eval/action_gain_mean": 0.04},  # resumed: last row
             {"step": 300, "eval/text_gain_mean": 0.04, "eval/action_gain_mean": 0.04, "eval/text_gain_stderr": 0.03},
+            {"step": 300, "eval/text_alone_gain_mean": 0.09, "eval/text_alone_gain_stderr": 0.01},
         ],
     )
     curves = gain_curves(tmp_path)
@@ -57,3 +75,6 @@ def test_text_metrics_from_a_run_log(tmp_path):
     assert "| 8 | 0.5000 | 0.6000 | 0.5500 |" in md
     assert "better than another clip's by +0.0500" in md
     assert "Text gain over horizons 1–8: +0.0500 ± 0.0100 (standard error over clips): clearly above 0" in md
+    # the text's own gain, measured without actions, beside the joint one
+    assert res["text"]["alone"]["final_gain"] == 0.09 and res["text"]["alone"]["final_gain_above_noise"] is True
+    assert "- text alone (no actions): final gain 0.0900 ± 0.0100" in md

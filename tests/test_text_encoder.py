@@ -146,3 +146,22 @@ def test_minilm_paraphrase_is_closest(minilm):
     )
     sim = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
     assert all(sim(q, para) > sim(q, o) for o in others), [sim(q, para)] + [sim(q, o) for o in others]
+
+
+def test_the_motion_class_control_is_one_hot_over_meanings():
+    """`--text.name pusht-motion-class`: every paraphrase of one motion (held-out ones too) gets the same one-hot
+    vector, different motions different ones; anything else is refused by name."""
+    from latentwm.config import ConfigError, TextEncoderConfig
+    from latentwm.encoders.text import MOTION_CLASS, MotionClassEncoder, TextEncoder
+    from latentwm.envs.pusht_language import PARAPHRASES, sentence
+
+    enc = TextEncoder.from_config(TextEncoderConfig(name=MOTION_CLASS))
+    assert isinstance(enc, MotionClassEncoder) and enc.label.startswith(MOTION_CLASS + "#")
+    left = [sentence("block_move", {"direction": "left"}, p) for p in range(len(PARAPHRASES["block_move"]))]
+    right = sentence("block_move", {"direction": "right"}, 0)
+    x = enc.embed([*left, right, sentence("pusher_still", {}, 0)])
+    assert x.shape == (len(left) + 2, enc.dim) and (x.sum(1) == 1).all()
+    assert (x[: len(left)] == x[0]).all() and not (x[len(left)] == x[0]).all() and not (x[-1] == x[0]).all()
+    assert MotionClassEncoder().label == enc.label  # rebuilt identically (what a checkpoint's record is checked with)
+    with pytest.raises(ConfigError, match="not a sentence of the Push-T generator"):
+        enc.embed(["open the fridge"])

@@ -11,9 +11,10 @@ import torch
 
 from latentwm.config import ConfigError, get_preset
 from latentwm.data.sources.synthetic import MovingBlobClips
-from latentwm.train import checkpoint as ckpt
-from latentwm.train.logging import read_metrics
-from latentwm.train.trainer import Trainer, TrainingDiverged
+from latentwm.engine import checkpoint as ckpt
+from latentwm.engine.logging import read_metrics
+from latentwm.engine.loop import TrainingDiverged
+from latentwm.train.trainer import Trainer
 
 SCRIPT = Path(__file__).parent / "scripts" / "toy_train.py"
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from latentwm.config import get_preset
+from latentwm.engine import checkpoint as ckpt
+from latentwm.engine import state_file
 from latentwm.model.dynamics import DynamicsModel
-from latentwm.train import checkpoint as ckpt
-from latentwm.train import state_file
 from latentwm.train.best import BestKeeper
 from latentwm.train.trainer import Trainer
 

@@ -9,8 +9,8 @@ import torch
 from fault_helpers import rewrite_manifest
 
 from latentwm.config import get_preset
+from latentwm.engine import checkpoint as ckpt
 from latentwm.model.dynamics import DynamicsModel
-from latentwm.train import checkpoint as ckpt
 
 
 class _RunsCode:
@@ -185,7 +185,7 @@ def test_prune_keeps_the_new_checkpoint_and_good_ones_over_damaged_later_ones(tm
 def test_truncated_dcp_shard_is_refused_with_one_line(tmp_path):
     """A sharded (DCP) checkpoint whose shard lost its tail: the manifest catches it; with a recomputed manifest (a
     careless copy) the DCP read itself fails — either way one CheckpointError line naming the checkpoint."""
-    from latentwm.train.sharded import sharded_state
+    from latentwm.engine.sharded import sharded_state
 
     cfg = get_preset("tiny").replace(train__out_dir=str(tmp_path))
     model = DynamicsModel(cfg.model)
@@ -255,7 +255,7 @@ def test_a_manifest_that_lists_nothing_or_escapes_the_folder_is_refused(tmp_path
 def test_disk_full_inside_torch_save_is_named_too(tmp_path, monkeypatch):
     """torch's zip writer reports a full disk as RuntimeError("... unexpected pos ..."): a traceback before; now the
     same CheckpointError as an OSError, for checkpoints and for best.pt alike."""
-    from latentwm.train.state_file import save_state_file
+    from latentwm.engine.state_file import save_state_file
 
     ckpt.save_checkpoint(tmp_path, 1, _state(1))
 

@@ -2,7 +2,7 @@
 
 import json
 
-from latentwm.train.logging import RunLogger, read_metrics
+from latentwm.engine.logging import RunLogger, read_metrics
 
 
 def _run(out, steps, resume_at=None):

@@ -7,9 +7,9 @@ import torch
 
 from latentwm.config import get_preset
 from latentwm.data.sources.synthetic import MovingBlobClips
-from latentwm.train import checkpoint as ckpt
-from latentwm.train.loop import NonFiniteGuard, optimizer_step
-from latentwm.train.trainer import Trainer, TrainingDiverged
+from latentwm.engine import checkpoint as ckpt
+from latentwm.engine.loop import NonFiniteGuard, TrainingDiverged, optimizer_step
+from latentwm.train.trainer import Trainer
 
 
 class Poisoned(MovingBlobClips):

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from latentwm.config import ObjectiveConfig, get_preset
+from latentwm.engine.loop import sample_seed
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.objectives.shortcut_forcing import ShortcutForcing
-from latentwm.train.loop import sample_seed
 
 
 def _micro_seeds(run_seed, micro, G, rank=0, world=1):

@@ -8,8 +8,9 @@ from latentwm.cli import main
 from latentwm.data.episodes import Episode, save_episode
 from latentwm.data.latent_cache import LatentCache
 from latentwm.data.sources.pusht import episode_path
+from latentwm.engine.checkpoint import CheckpointError
+from latentwm.engine.pairing import check_pairing
 from latentwm.planning.proprio import resolve_probe
-from latentwm.train.checkpoint import CheckpointError, check_pairing
 
 SEED0, SEED1 = "random:tiny-random:seed0:56px", "random:tiny-random:seed1:56px"
 

@@ -4,7 +4,7 @@ import pytest
 
 from latentwm.config import get_preset
 from latentwm.data.sources.synthetic import MovingBlobClips
-from latentwm.train import checkpoint as ckpt
+from latentwm.engine import checkpoint as ckpt
 from latentwm.train.trainer import Trainer
 
 

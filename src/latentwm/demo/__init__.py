@@ -36,6 +36,7 @@ from latentwm.demo.planning import demo_ladder, fit_proprio_probe, place_beside,
 from latentwm.demo.stages import Stages
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.encoders.encode import text_embedding
+from latentwm.engine.state_file import CheckpointError
 from latentwm.eval.metrics import rollout_errors
 from latentwm.io.files import read_json
 from latentwm.planning.cost_quality import encoder_cost_quality
@@ -51,7 +52,6 @@ from latentwm.report import write_report
 from latentwm.rl.runner import run_rl
 from latentwm.train.decoder_trainer import train_decoder
 from latentwm.train.encoder_pretrain import run_pretrain_encoder
-from latentwm.train.state_file import CheckpointError
 from latentwm.train.trainer import Trainer
 
 NUM_SAMPLES = 4

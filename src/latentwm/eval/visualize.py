@@ -63,7 +63,7 @@ def side_by_side(*videos: np.ndarray, gap: int = 4) -> np.ndarray:
 def decoded_frames(decoder, latents: torch.Tensor, latent_stats=None, size: int = 128) -> np.ndarray:
     """Latents (T, N, D) -> (T, size, size, 3) uint8 pixels through a trained decoder (`encoders.decoder`).
 
-    decoder: an RAEDecoder (`encoders.decoder.load_decoder(run)[0]`). latent_stats: the NormStats (or its dict) the
+    decoder: an RAEDecoder (`engine.checkpoint.load_decoder(run)[0]`). latent_stats: the NormStats (or its dict) the
     latents were normalized with — a dynamics checkpoint's `data_stats["latents"]`; None when they are the encoder's
     own LayerNorm-ed latents. Frames with proprio channels after the encoder's (model.proprio_dim, data/proprio.py)
     are decoded from their encoder channels."""

@@ -39,6 +39,8 @@ from latentwm.data.episodes import NormStats, load_episode
 from latentwm.data.latent_cache import LatentCache
 from latentwm.data.proprio import proprio_stats_of
 from latentwm.encoders.dino import DinoEncoder
+from latentwm.engine.checkpoint import load_world_model
+from latentwm.engine.pairing import check_pairing
 from latentwm.envs.pusht import PushTEnv, proprio_from_state
 from latentwm.eval.visualize import save_gif, side_by_side
 from latentwm.io.lock import writable_out_dir
@@ -57,7 +59,6 @@ from latentwm.planning.mpc import (
 from latentwm.planning.proprio import ProprioProbe, resolve_probe
 from latentwm.planning.results import goal_texts, imagined_goal_facts, planning_table, summarize, summarize_text_goals
 from latentwm.planning.state_probe import STATE_PROBE_FILE, StateProbe
-from latentwm.train.checkpoint import check_pairing, load_world_model
 
 
 @dataclass

@@ -45,13 +45,13 @@ from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import NormStats
 from latentwm.data.latent_cache import LatentCache
 from latentwm.data.proprio import attach_proprio, proprio_stats_of
-from latentwm.encoders.text import TextEncoder
+from latentwm.encoders.text import MotionClassEncoder, TextEncoder, open_text_encoder
+from latentwm.engine.checkpoint import load_decoder, load_world_model
+from latentwm.engine.pairing import check_pairing
 from latentwm.eval.visualize import rollout_video, save_gif
 from latentwm.io.files import atomic_write, write_json
 from latentwm.io.lock import writable_out_dir
 from latentwm.rollout import rollout
-from latentwm.train.checkpoint import check_pairing, load_world_model
-from latentwm.train.decoder_trainer import load_decoder
 
 GOAL_FILE = "goal.safetensors"
 
@@ -76,13 +76,15 @@ def trained_text(state: dict, where: str = "text goal") -> tuple[str, int]:
     return str(label), text_dim
 
 
-def text_encoder_for(state: dict, name: str | None = None, where: str = "text goal", device=None) -> TextEncoder:
+def text_encoder_for(
+    state: dict, name: str | None = None, where: str = "text goal", device=None
+) -> TextEncoder | MotionClassEncoder:
     """The sentence encoder that embedded the text of a checkpoint's training cache, rebuilt from its label's name
     part (or from `name`, a folder it moved to) and verified: the rebuilt label must equal the recorded one exactly
     (with `name`: the same weights hash), else a ConfigError naming both labels."""
     label, text_dim = trained_text(state, where)
     recorded_name, _, recorded_hash = label.rpartition("#")
-    enc = TextEncoder(name or recorded_name or label, device=device)
+    enc = open_text_encoder(name or recorded_name or label, device=device)
     same = enc.label == label if not name else enc.label.rpartition("#")[2] == recorded_hash
     if not same:
         raise ConfigError(

@@ -33,11 +33,12 @@ from latentwm.data.batch import collate
 from latentwm.data.clip_sets import model_clip_kwargs
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.latent_cache import LatentCache
+from latentwm.engine.checkpoint import load_world_model
+from latentwm.engine.loop import NonFiniteGuard, optimizer_step
+from latentwm.engine.pairing import check_pairing
 from latentwm.io.files import atomic_write, read_json
 from latentwm.model.layers import mlp
 from latentwm.rollout import clip_hidden
-from latentwm.train.checkpoint import check_pairing, load_world_model
-from latentwm.train.loop import NonFiniteGuard, optimizer_step
 
 PROBE_FILE = "proprio_probe.safetensors"
 _DEFAULT_PROBE = ProbeConfig()

@@ -34,9 +34,9 @@ from torch import nn
 
 from latentwm.config import ProbeConfig
 from latentwm.data.clips import LatentClipDataset
+from latentwm.engine.loop import NonFiniteGuard, optimizer_step
 from latentwm.model.layers import mlp
 from latentwm.planning.proprio import read_probe, save_probe
-from latentwm.train.loop import NonFiniteGuard, optimizer_step
 
 STATE_PROBE_FILE = "state_probe.safetensors"
 STATE_PROBE_CONFIG = ProbeConfig(steps=4000, clips=3072)

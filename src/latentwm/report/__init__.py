@@ -24,6 +24,8 @@ import shutil
 from pathlib import Path
 
 from latentwm.config import ExperimentConfig
+from latentwm.engine.checkpoint import load_decoder
+from latentwm.engine.logging import read_metrics
 from latentwm.eval.visualize import plot_curves, write_rollout_gifs
 from latentwm.report.sections import (
     STATE_COST,
@@ -36,8 +38,6 @@ from latentwm.report.sections import (
     videos_section,
 )
 from latentwm.report.text import text_metrics, text_section
-from latentwm.train.decoder_trainer import load_decoder
-from latentwm.train.logging import read_metrics
 
 _PLANNING_KEYS = (
     "success_rate",

@@ -21,16 +21,17 @@ from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import NormStats
 from latentwm.data.proprio import proprio_stats_of
 from latentwm.encoders.dino import DinoEncoder
+from latentwm.engine import checkpoint as ckpt
+from latentwm.engine.checkpoint import load_world_model
+from latentwm.engine.logging import RunLogger
+from latentwm.engine.loop import Loop, NonFiniteGuard, optimizer_step, sample_seed
+from latentwm.engine.pairing import check_pairing
 from latentwm.objectives import make_objective
 from latentwm.planning.mpc import ActionCodec, LatentObserver
 from latentwm.rl.bc import dataset_features, heads_loss
 from latentwm.rl.evaluate import evaluate_agents
 from latentwm.rl.heads import AgentHeads
 from latentwm.rl.imagination import imagination_loss, imagine, trainable_parameters
-from latentwm.train import checkpoint as ckpt
-from latentwm.train.checkpoint import check_pairing, load_world_model
-from latentwm.train.logging import RunLogger
-from latentwm.train.loop import Loop, NonFiniteGuard, optimizer_step, sample_seed
 
 
 class RLRun:

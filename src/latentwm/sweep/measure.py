@@ -10,10 +10,10 @@ import torch
 
 from latentwm.config import EvalConfig, ExperimentConfig
 from latentwm.config.sweep import SweepEvalConfig
+from latentwm.engine.logging import read_metrics
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.train.best import best_path
 from latentwm.train.evaluate import run_eval
-from latentwm.train.logging import read_metrics
 
 FINAL_FRACTION = 0.1
 """The losses "at the end" are the mean of the rows logged in the last 10% of the training steps (at least the last

@@ -25,12 +25,12 @@ from pathlib import Path
 
 from latentwm.config import ConfigError, LatentwmError
 from latentwm.config.sweep import SweepConfig, SweepEvalConfig
+from latentwm.engine.checkpoint import list_checkpoints
 from latentwm.io.files import read_json, write_json
 from latentwm.io.lock import RunLock, RunLockedError
 from latentwm.sweep.aggregate import report
 from latentwm.sweep.measure import evaluate_run
 from latentwm.sweep.spec import Run, SweepSpec, build_runs, find_run, spec_from_config
-from latentwm.train.checkpoint import list_checkpoints
 from latentwm.train.trainer import saved_config, train
 
 DONE, STATUS, CONFIG, EVAL, ERROR, SPEC = "done", "status.json", "config.json", "eval.json", "error.txt", "sweep.json"

@@ -6,7 +6,7 @@ Score: the mean over horizons 1..H of the held-out rollout latent MSE of the wei
 evaluation: every train.eval_every steps and at the end of the run (the loop core evaluates the last step too).
 
 Files, both written atomically (best.pt first) by rank 0:
-- `<out>/checkpoints/best.pt`: a one-file checkpoint (train/state_file.py) in the format of a step checkpoint's
+- `<out>/checkpoints/best.pt`: a one-file checkpoint (engine/state_file.py) in the format of a step checkpoint's
   state.pt — config, model, EMA, the run's saved facts (data_stats, encoder, ...), "step" (the best step) and
   "best" — without optimizer or scheduler state: it is for using the model, not for resuming.
   `checkpoint.load_world_model(<out>/checkpoints/best.pt)` loads it; `Trainer.load_best()` loads it into a trainer.
@@ -27,9 +27,9 @@ import math
 import os
 from pathlib import Path
 
+from latentwm.engine.checkpoint import plain_state
+from latentwm.engine.state_file import CheckpointError, load_state_file, save_state_file
 from latentwm.io.files import write_json
-from latentwm.train.checkpoint import plain_state
-from latentwm.train.state_file import CheckpointError, load_state_file, save_state_file
 
 BEST_FILE = "best.pt"
 BEST_JSON = "best.json"

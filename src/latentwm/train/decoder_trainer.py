@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from dataclasses import asdict
 from functools import partial
@@ -31,12 +30,11 @@ from latentwm.data.video import resize_frames
 from latentwm.distributed import DistInfo, init_distributed, shutdown, unwrap, wrap_model
 from latentwm.encoders.decoder import DECODER_SIZES, DecoderSpec, RAEDecoder, to_uint8
 from latentwm.encoders.dino import DinoEncoder, compute_latent_stats
+from latentwm.engine.logging import RunLogger
+from latentwm.engine.loop import Loop, NonFiniteGuard, autocast_args, lr_lambda, optimizer_step, sample_seed
 from latentwm.eval.decoder_metrics import PerceptualLoss, recon_grid, reconstruction_metrics, save_png
 from latentwm.model.layers import decay_groups
-from latentwm.train import checkpoint as ckpt
 from latentwm.train.gan import PatchDiscriminator, adaptive_weight, hinge_d_loss
-from latentwm.train.logging import RunLogger
-from latentwm.train.loop import Loop, NonFiniteGuard, autocast_args, lr_lambda, optimizer_step, sample_seed
 
 # ---------------------------------------------------------------------------------------------------------------
 # Training
@@ -310,25 +308,6 @@ class DecoderTrainer:
             )
         self.dist.barrier()
         return res
-
-
-def load_decoder(path: str | os.PathLike, ema: bool = True, device="cpu") -> tuple[RAEDecoder, dict]:
-    """(decoder in eval mode, saved state) from a `latentwm train-decoder` run folder (its latest complete checkpoint)
-    or one checkpoint directory. ema=True loads the EMA weights (what the run's metrics are computed with)."""
-    path = Path(path)
-    if not (path / "manifest.json").exists():
-        found = ckpt.latest_checkpoint(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
-        if found is None:
-            raise ckpt.CheckpointError(
-                f"decoder: no complete checkpoint in {path} (train one with `latentwm train-decoder`)"
-            )
-        path = found
-    state = ckpt.load_checkpoint(path, map_location=device)
-    if "decoder_spec" not in state:
-        raise ckpt.CheckpointError(f"{path} is not a decoder checkpoint (no decoder_spec); a dynamics checkpoint?")
-    dec = RAEDecoder(DecoderSpec(**state["decoder_spec"])).to(device)
-    dec.load_state_dict(state["ema" if ema else "model"])
-    return dec.eval().requires_grad_(False), state
 
 
 def train_decoder(cfg: DecoderConfig) -> dict:

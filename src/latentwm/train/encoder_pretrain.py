@@ -13,7 +13,7 @@ exactly as it loads real DINOv2 weights (`--encoder.name <out_dir>/encoder`; wei
   within `window` env steps; the other objectives draw frames uniformly.
 - **Objectives** (`encoders/ssl.py`): dino (the EMA teacher is what is saved, as DINO/DINOv2 release it; teacher
   momentum follows a cosine from 0.99 to 1 over the run), masked-pixels, time-contrastive.
-- **Loop** (`train/loop.py`): AdamW (no decay on norms, biases, tokens, position embeddings), linear warmup + cosine,
+- **Loop** (`engine/loop.py`): AdamW (no decay on norms, biases, tokens, position embeddings), linear warmup + cosine,
   gradient clipping, the non-finite policy, bf16 autocast on CUDA, atomic checkpoints (objective state: student,
   teacher, heads, centers; optimizer; scheduler), resume-or-refuse, max_minutes, metrics.jsonl + TensorBoard.
 - **Output**: `<out_dir>/encoder/` (config.json, model.safetensors, pretrain.json) written to a temporary folder and
@@ -42,10 +42,10 @@ from latentwm.data.sources import load_source, parse_options
 from latentwm.data.video import VideoError
 from latentwm.encoders.dino import weights_hash
 from latentwm.encoders.ssl import OBJECTIVES
+from latentwm.engine.logging import RunLogger
+from latentwm.engine.loop import Loop, NonFiniteGuard, autocast_args, lr_lambda, optimizer_step, sample_seed
 from latentwm.io.files import fsync_dir
 from latentwm.io.lock import RunLock
-from latentwm.train.logging import RunLogger
-from latentwm.train.loop import Loop, NonFiniteGuard, autocast_args, lr_lambda, optimizer_step, sample_seed
 
 NAME = "pretrain-encoder"
 RESUMABLE = frozenset(

@@ -13,11 +13,11 @@ from latentwm.config import ConfigError, EvalConfig
 from latentwm.data.clip_sets import model_clip_kwargs
 from latentwm.data.clips import LatentClipDataset, eval_loader
 from latentwm.data.latent_cache import LatentCache
+from latentwm.engine.checkpoint import load_decoder, load_world_model
+from latentwm.engine.pairing import check_pairing
 from latentwm.eval.metrics import rollout_errors
 from latentwm.eval.visualize import plot_curves, write_rollout_gifs
 from latentwm.io.lock import writable_out_dir
-from latentwm.train.checkpoint import check_pairing, load_world_model
-from latentwm.train.decoder_trainer import load_decoder
 
 
 def run_eval(cfg: EvalConfig) -> dict:

@@ -3,7 +3,7 @@
 A sharded checkpoint is read shard by shard into one unsharded model on this process's CPU (DCP reshards to a world
 of one); only the chosen weights (EMA by default) are exported, not the optimizer, so the file is a third of the
 training state. The facts eval and planning need (config, latent statistics, encoder identity, cache facts, step)
-travel in its metadata (train/export_file.py), and `load_world_model` loads it like a checkpoint.
+travel in its metadata (engine/export_file.py), and `load_world_model` loads it like a checkpoint.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from latentwm.config import ExportConfig
-from latentwm.train.checkpoint import load_world_model
-from latentwm.train.export_file import write_export
+from latentwm.engine.checkpoint import load_world_model
+from latentwm.engine.export_file import write_export
 
 # Training-only state a one-device user never needs: optimizer/scheduler (the model's only in a full checkpoint),
 # RNG, loss history, the DCP marker, and where it was loaded from.

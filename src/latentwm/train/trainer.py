@@ -28,25 +28,24 @@ from latentwm.data.online import make_online_datasets
 from latentwm.distributed import DistInfo, init_distributed, shutdown, unwrap, wrap_model
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.encoders.encode import text_embedding
+from latentwm.engine.checkpoint import load_decoder
+from latentwm.engine.logging import RunLogger
+from latentwm.engine.loop import (
+    STEP_WEIGHT,
+    Loop,
+    NonFiniteGuard,
+    autocast_args,
+    lr_lambda,
+    optimizer_step,
+    sample_seed,
+)
+from latentwm.engine.sharded import load_sharded, sharded_state
 from latentwm.eval.metrics import gain_scalars, rollout_errors
 from latentwm.eval.visualize import rollout_video, save_gif
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.objectives import make_objective
 from latentwm.train.best import BestKeeper, held_out_score
-from latentwm.train.decoder_trainer import load_decoder
-from latentwm.train.logging import RunLogger
-from latentwm.train.loop import (
-    STEP_WEIGHT,
-    Loop,
-    NonFiniteGuard,
-    TrainingDiverged,  # noqa: F401
-    autocast_args,
-    lr_lambda,  # noqa: F401
-    optimizer_step,
-    sample_seed,
-)
 from latentwm.train.memory import check_memory
-from latentwm.train.sharded import load_sharded, sharded_state
 
 
 class StreamBatchSampler(Sampler):

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
 
-from latentwm.train.state_file import CheckpointError
+from latentwm.engine.state_file import CheckpointError
 
 DCP_DIR = "dcp"
 

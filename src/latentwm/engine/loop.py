@@ -30,9 +30,9 @@ from tqdm.auto import tqdm
 
 from latentwm.config import ConfigError
 from latentwm.config.base import LatentwmError
+from latentwm.engine import checkpoint as ckpt
+from latentwm.engine.logging import RunLogger
 from latentwm.io.lock import RunLock
-from latentwm.train import checkpoint as ckpt
-from latentwm.train.logging import RunLogger
 
 
 class TrainingDiverged(LatentwmError, RuntimeError):

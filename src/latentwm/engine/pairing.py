@@ -4,7 +4,7 @@ dim), or every number computed from the pair is garbage, silently."""
 from __future__ import annotations
 
 from latentwm.data.cache_integrity import cache_pool, same_encoder
-from latentwm.train.state_file import CheckpointError
+from latentwm.engine.state_file import CheckpointError
 
 
 def _fact(info: dict, key: str):

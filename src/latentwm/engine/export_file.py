@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
+from latentwm.engine.state_file import CheckpointError, state_digest
 from latentwm.io.files import atomic_write
-from latentwm.train.state_file import CheckpointError, state_digest
 
 EXPORT_FORMAT = "latentwm-export/1"
 _STATE_PREFIX = "state/"

@@ -34,21 +34,21 @@ import numpy as np
 import torch
 
 from latentwm.config import ExperimentConfig
-from latentwm.io.files import fsync_dir as _fsync_dir
-from latentwm.model.dynamics import DynamicsModel
-from latentwm.train.export_file import is_export, read_export
-from latentwm.train.pairing import check_pairing  # noqa: F401  (re-exported: planning imports it from here)
-from latentwm.train.sharded import DCP_DIR, load_sharded_weights, save_sharded
-from latentwm.train.state_file import (
+from latentwm.encoders.decoder import DecoderSpec, RAEDecoder
+from latentwm.engine.export_file import is_export, read_export
+from latentwm.engine.sharded import DCP_DIR, load_sharded_weights, save_sharded
+from latentwm.engine.state_file import (
     CheckpointError,
     load_state_file,
 )
-from latentwm.train.state_file import (
+from latentwm.engine.state_file import (
     load_file as _load,
 )
-from latentwm.train.state_file import (
+from latentwm.engine.state_file import (
     save_file as _save_file,
 )
+from latentwm.io.files import fsync_dir as _fsync_dir
+from latentwm.model.dynamics import DynamicsModel
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 
@@ -198,7 +198,7 @@ def save_checkpoint(
     """Write a checkpoint for `step` atomically; every rank calls this (rank 0 owns `state` and the rename).
 
     state: plain state (tensors, numbers) saved by rank 0. sharded_state: FSDP2 model/EMA/optimizer state dicts
-    (train/sharded.py `sharded_state`) saved collectively into dcp/, each rank its shards. Returns the final
+    (engine/sharded.py `sharded_state`) saved collectively into dcp/, each rank its shards. Returns the final
     directory. A failed write (disk full) removes its temporary directory and raises CheckpointError naming it;
     the checkpoints already there are untouched.
     """
@@ -474,3 +474,22 @@ def _build(state: dict, weights: dict | None, device, path: Path) -> DynamicsMod
                 f"{path}: its weights do not fit its config's model ({str(e).splitlines()[0][:200]})"
             ) from e
     return model.eval().requires_grad_(False)
+
+
+def load_decoder(path: str | os.PathLike, ema: bool = True, device="cpu") -> tuple[RAEDecoder, dict]:
+    """(decoder in eval mode, saved state) from a `latentwm train-decoder` run folder (its latest complete checkpoint)
+    or one checkpoint directory. ema=True loads the EMA weights (what the run's metrics are computed with)."""
+    path = Path(path)
+    if not (path / "manifest.json").exists():
+        found = latest_checkpoint(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
+        if found is None:
+            raise CheckpointError(
+                f"decoder: no complete checkpoint in {path} (train one with `latentwm train-decoder`)"
+            )
+        path = found
+    state = load_checkpoint(path, map_location=device)
+    if "decoder_spec" not in state:
+        raise CheckpointError(f"{path} is not a decoder checkpoint (no decoder_spec); a dynamics checkpoint?")
+    dec = RAEDecoder(DecoderSpec(**state["decoder_spec"])).to(device)
+    dec.load_state_dict(state["ema" if ema else "model"])
+    return dec.eval().requires_grad_(False), state
