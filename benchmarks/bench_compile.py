@@ -26,10 +26,10 @@ from common import machine, median_time, report, table  # noqa: E402
 from latentwm.config import get_preset  # noqa: E402
 from latentwm.data.batch import collate  # noqa: E402
 from latentwm.data.sources.synthetic import MovingBlobClips  # noqa: E402
+from latentwm.engine.loop import NonFiniteGuard, optimizer_step  # noqa: E402
 from latentwm.model.dynamics import DynamicsModel  # noqa: E402
 from latentwm.objectives.shortcut_forcing import ShortcutForcing  # noqa: E402
 from latentwm.rollout import rollout  # noqa: E402
-from latentwm.train.loop import NonFiniteGuard, optimizer_step  # noqa: E402
 
 
 def _first_and_median(fn, repeats: int) -> tuple[float, float]:

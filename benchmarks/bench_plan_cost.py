@@ -33,10 +33,10 @@ from common import report, table  # noqa: E402
 from latentwm.config import get_preset  # noqa: E402
 from latentwm.data.episodes import NormStats  # noqa: E402
 from latentwm.encoders.dino import DinoEncoder  # noqa: E402
+from latentwm.engine.checkpoint import load_world_model  # noqa: E402
 from latentwm.planning.cost_quality import COSTS, CostQualitySettings, cost_quality  # noqa: E402
 from latentwm.planning.evaluate import held_out_episodes, sample_goals  # noqa: E402
 from latentwm.planning.mpc import ActionCodec, LatentObserver  # noqa: E402
-from latentwm.train.checkpoint import load_world_model  # noqa: E402
 
 
 def main():

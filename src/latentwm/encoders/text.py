@@ -23,6 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from latentwm.config import ConfigError, TextEncoderConfig
+from latentwm.envs.pusht_language import TEMPLATES, parse_sentence, slot_values
+
+MOTION_CLASS = "pusht-motion-class"
+"""`--text.name pusht-motion-class`: the control of the text experiments, a one-hot motion class instead of language."""
 
 MINILM = "minilm"
 _SUPPORTED = ("Transformer", "Pooling", "Normalize")  # sentence-transformers module types we reproduce
@@ -160,7 +164,11 @@ class TextEncoder:
         self.label = f"{self.name}#{state_hash(self.model, skip=set(info.get('missing_keys', ())))}"
 
     @classmethod
-    def from_config(cls, cfg: TextEncoderConfig, device: torch.device | str | None = None) -> TextEncoder:
+    def from_config(
+        cls, cfg: TextEncoderConfig, device: torch.device | str | None = None
+    ) -> TextEncoder | MotionClassEncoder:
+        if cfg.name == MOTION_CLASS:
+            return MotionClassEncoder()
         return cls(cfg.name, max_length=cfg.max_length, batch_size=cfg.batch_size, device=device)
 
     @property
@@ -207,6 +215,42 @@ class TextEncoder:
             hidden[idx, : h.shape[1]] = (h * m.unsqueeze(-1)).cpu().numpy()
             mask[idx, : m.shape[1]] = m.cpu().numpy()
         return hidden, mask
+
+
+class MotionClassEncoder:
+    """The sentence's Push-T motion class as a one-hot vector: what the sentence means (template and slots, read back
+    from the generator's own wording, envs/pusht_language.py), with no language. Every paraphrase of a class, held-out
+    ones included, gets the same vector, so a model conditioned on it learns the conditioning path without a language
+    encoder in the way: the control that separates "the path learns" from "the language encoder carries it". Any
+    other text is refused by name."""
+
+    normalize = True
+
+    def __init__(self):
+        self.classes = [(t, tuple(sorted(s.items()))) for t in TEMPLATES for s in slot_values(t)]
+        self.index = {c: i for i, c in enumerate(self.classes)}
+        self.name, self.dim = MOTION_CLASS, len(self.classes)
+        self.label = f"{MOTION_CLASS}#{hashlib.sha256(repr(self.classes).encode()).hexdigest()[:16]}"
+
+    def embed(self, sentences: list[str]) -> np.ndarray:
+        """U generated Push-T sentences -> (U, classes) float32 one-hot."""
+        if isinstance(sentences, str):
+            raise TypeError("MotionClassEncoder: pass a list of sentences, not one string")
+        out = np.zeros((len(sentences), self.dim), np.float32)
+        for i, text in enumerate(sentences):
+            hit = parse_sentence(text)
+            if hit is None:
+                raise ConfigError(
+                    f"text encoder {MOTION_CLASS!r}: {text!r} is not a sentence of the Push-T generator "
+                    "(the motion-class control reads only those); use a language encoder for other text"
+                )
+            out[i, self.index[(hit[0], tuple(sorted(hit[1].items())))]] = 1.0
+        return out
+
+
+def open_text_encoder(name: str, device: torch.device | str | None = None) -> TextEncoder | MotionClassEncoder:
+    """The sentence encoder called `name` (a language model folder / id / "minilm", or the motion-class control)."""
+    return MotionClassEncoder() if name == MOTION_CLASS else TextEncoder(name, device=device)
 
 
 _TINY_WORDS = (

@@ -78,6 +78,18 @@ def _condition_variants(b: WorldBatch, cond: str, context: int, need: int):
     return (rows, out) if rows.any() else None
 
 
+def _without_the_other(b: WorldBatch, cond: str, need: int) -> dict | None:
+    """Rollout keywords that remove the condition other than `cond` from every frame of the clip (the measurement
+    of `cond` alone: text-only rollouts have no actions, action-only ones no text); None when the batch has none of
+    it anyway (then `cond` alone is `cond` with the other present, already measured)."""
+    if cond == "text":
+        mask = b.action_mask[:, : need - 1]
+        return dict(action_mask=torch.zeros_like(mask)) if mask.any() else None
+    if b.text is None or not b.text_mask[:, :need].any():
+        return None
+    return dict(text=b.text[:, :need], text_mask=torch.zeros_like(b.text_mask[:, :need]))
+
+
 class _Sums:
     """Per-horizon sums of per-clip errors (B, H) by key, overall and per dataset/camera group, with clip counts
     per key (keys may cover different clips: the swapped-action run skips batches of one clip)."""
@@ -160,20 +172,30 @@ def _batch_errors(
         swapped = rollout(model, ctx, horizon, actions=a, action_mask=m, generator=gens["swap"], **kw)
         errs["swapped_actions_error"] = latent_mse(swapped, truth)
         errs["_model_on_swapped"] = errs["model_error"]
+        errs["_swap_diff_per_clip"] = errs["swapped_actions_error"] - errs["model_error"]
     gains = []
     for cond in conditions:
-        if (found := _condition_variants(b, cond, context, need)) is None:
-            continue
-        rows, variants = found
-        ce = {f"{cond}_true_error": errs["model_error"]}
-        for name, change in variants.items():
-            gens["swap"].set_state(state)
-            run = {**kw, "actions": acts, "action_mask": mask, **change}
-            ce[f"{cond}_{name}_error"] = latent_mse(rollout(model, ctx, horizon, generator=gens["swap"], **run), truth)
-        if "shuffled" in variants:  # the clips the shuffled run covers, for its gain (and its per-clip spread)
-            ce[f"_{cond}_true_on_shuffled"] = errs["model_error"]
-            ce[f"_{cond}_gain_per_clip"] = ce[f"{cond}_shuffled_error"] - errs["model_error"]
-        gains.append((rows, ce))
+        for alone in (False, True):
+            found = _condition_variants(b, cond, context, need)
+            other = _without_the_other(b, cond, need) if alone else {}
+            if found is None or other is None:
+                continue
+            rows, variants = found
+            label = f"{cond}_alone" if alone else cond
+            base = {**kw, "actions": acts, "action_mask": mask, **other}
+
+            def run(change: dict, base: dict = base) -> torch.Tensor:
+                gens["swap"].set_state(state)
+                return latent_mse(rollout(model, ctx, horizon, generator=gens["swap"], **{**base, **change}), truth)
+
+            true = run({}) if alone else errs["model_error"]
+            ce = {f"{label}_true_error": true}
+            for name, change in variants.items():
+                ce[f"{label}_{name}_error"] = run(change)
+            if "shuffled" in variants:  # the clips the shuffled run covers, for its gain (and its per-clip spread)
+                ce[f"_{label}_true_on_shuffled"] = true
+                ce[f"_{label}_gain_per_clip"] = ce[f"{label}_shuffled_error"] - true
+            gains.append((rows, ce))
     return pred, errs, gains
 
 
@@ -211,12 +233,16 @@ def rollout_errors(
 
     num_samples > 1: N rollouts per clip → sample_error, mean_of_samples_error, sample_spread (see sample_stats).
     action_swap: a second rollout with the batch's future actions rolled by one clip, same noise →
-    swapped_actions_error and action_sensitivity (mean over horizons of swapped − model error on those clips);
+    swapped_actions_error and action_sensitivity (mean over horizons of swapped − model error on those clips; with
+    action_sensitivity_stderr, its standard error over clips);
     batches of one clip cannot swap (swap_skipped_clips).
     condition_gain: for actions and for text, noise-matched rollouts with another clip's future condition
     (shuffled) and none (null) on the clips whose future has it → `condition_gain[cond]` = {true, shuffled, null:
     errors per horizon, gain: shuffled − true, null_gain: null − true, gain_stderr, num_clips}; 0 gain: the
     condition is ignored (its growth in training: how fast the model learns to listen); ("text",): text only.
+    Each is measured twice: with the other condition present (`text`, `action`: what a joint model gets) and
+    removed from the whole clip (`text_alone`: text-only rollouts, no actions; `action_alone`: no text) — the
+    second is what the condition carries by itself (with true actions present a sentence can add almost nothing).
     A batch's `text` (B, T, E) conditions every frame it covers; text/action_guidance: CFG scales (1: none).
     """
     if num_samples < 1:
@@ -264,9 +290,14 @@ def rollout_errors(
             if out["swapped_actions_error"] is None
             else [s - m for s, m in zip(out["swapped_actions_error"], sums.mean("_model_on_swapped"))]
         )
-        out.update(action_sensitivity=None if diff is None else sum(diff) / len(diff), swap_skipped_clips=swap_skipped)
+        out.update(
+            action_sensitivity=None if diff is None else sum(diff) / len(diff),
+            action_sensitivity_stderr=sums.stderr("_swap_diff_per_clip"),
+            swap_skipped_clips=swap_skipped,
+        )
     if condition_gain:
-        out["condition_gain"] = {c: _gain(gain_sums, c) for c in CONDITIONS if gain_sums.n[f"{c}_true_error"]}
+        labels = [*CONDITIONS, *(f"{c}_alone" for c in CONDITIONS)]
+        out["condition_gain"] = {c: _gain(gain_sums, c) for c in labels if gain_sums.n[f"{c}_true_error"]}
     if keep_predictions:
         out["examples"] = kept
     return out

@@ -78,15 +78,7 @@ def rollout_section(exp: ExperimentConfig, ro: dict) -> str:
         verdict += f" and the context average at {n_ctx}/{len(H)}" + (
             f" (K = 1: {n_k1}/{len(H)})" if "k1_beats_context_average" in ro and K != 1 else ""
         )
-    sens = ro.get("action_sensitivity")
-    sens_text = (
-        ""
-        if sens is None
-        else (
-            f" Action sensitivity (swapped − model error, mean over horizons, same noise): {sens:+.4f} — "
-            + ("the predictions depend on the actions." if sens > 0 else "the actions barely matter to the model.")
-        )
-    )
+    sens_text = _sensitivity_text(ro.get("action_sensitivity"), ro.get("action_sensitivity_stderr"))
     return f"""## Rollouts on held-out episodes
 
 {exp.rollout.context} observed frames, then {len(H)} predicted frames from the dataset's actions with
@@ -383,3 +375,22 @@ __all__ = [
     "training_section",
     "videos_section",
 ]
+
+
+def noise_verdict(value: float, stderr: float | None, what: str) -> str:
+    """A sentence on whether `value` (a difference measured over clips) is distinguishable from 0: only a value
+    beyond two standard errors is called an effect; without a standard error nothing is claimed."""
+    if stderr is None:
+        return f"no standard error was measured, so whether {what} is not claimed."
+    if abs(value) <= 2 * stderr:
+        return f"within noise (±2 s.e. = ±{2 * stderr:.4f}): this does not show that {what}."
+    return f"beyond 2 s.e. ({stderr:.4f}): {what}." if value > 0 else f"negative beyond 2 s.e. ({stderr:.4f})."
+
+
+def _sensitivity_text(sens: float | None, stderr: float | None) -> str:
+    if sens is None:
+        return ""
+    return (
+        f" Action sensitivity (swapped − model error, mean over horizons, same noise): {sens:+.4f}, "
+        + noise_verdict(sens, stderr, "the predictions depend on the actions")
+    )

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from latentwm.engine.logging import read_metrics
 from latentwm.eval.visualize import plot_curves
-from latentwm.train.logging import read_metrics
 
 CONDITIONS = ("text", "action")
+CURVES = (*CONDITIONS, *(f"{c}_alone" for c in CONDITIONS))
+"""Each condition with the other present and alone (the other removed from the whole clip: eval/metrics.py)."""
 
 
 def gain_curves(train_dir: Path, key: str = "gain_mean") -> dict[str, list[tuple[int, float]]]:
@@ -23,7 +25,7 @@ def gain_curves(train_dir: Path, key: str = "gain_mean") -> dict[str, list[tuple
     path = Path(train_dir) / "metrics.jsonl"
     recs = read_metrics(path) if path.exists() else []
     out = {}
-    for cond in CONDITIONS:
+    for cond in CURVES:
         rows = {r["step"]: float(r[f"eval/{cond}_{key}"]) for r in recs if f"eval/{cond}_{key}" in r}
         if rows:
             out[cond] = sorted(rows.items())
@@ -55,15 +57,9 @@ def text_metrics(out: Path, train_dir: Path, horizon_eval: dict | None, text_goa
     res: dict = {}
     errs = gain_curves(train_dir, "gain_stderr")
     for cond in CONDITIONS:
-        curve, se = curves.get(cond, []), dict(errs.get(cond, []))
-        res[cond] = {
-            "gain_curve": [[s, g] for s, g in curve],
-            "half_gain_step": half_gain_step(curve),
-            "final_gain": curve[-1][1] if curve else None,
-            "final_gain_stderr": se.get(curve[-1][0]) if curve else None,
-        }
-        g, e = res[cond]["final_gain"], res[cond]["final_gain_stderr"]
-        res[cond]["final_gain_above_noise"] = None if g is None or e is None else bool(g > 2 * e)
+        res[cond] = _curve_summary(curves.get(cond, []), dict(errs.get(cond, [])))
+        if curves.get(f"{cond}_alone"):
+            res[cond]["alone"] = _curve_summary(curves[f"{cond}_alone"], dict(errs.get(f"{cond}_alone", [])))
     if horizon_eval is not None and "text" in (horizon_eval.get("condition_gain") or {}):
         t, H = horizon_eval["condition_gain"]["text"], horizon_eval["horizons"]
         res["text"]["by_horizon"] = {
@@ -88,6 +84,36 @@ def text_metrics(out: Path, train_dir: Path, horizon_eval: dict | None, text_goa
     return res
 
 
+def half_gain_interval(curve: list[tuple[int, float]], stderr: dict[int, float]) -> list[int | None] | None:
+    """[step, low, high]: the first evaluated step whose gain reaches half of the final gain, and the first steps
+    where gain + 2 s.e. (the earliest it may have) and gain − 2 s.e. (the latest; None: not yet) reach it. None when
+    the final gain is not above two standard errors (there is no gain to reach half of)."""
+    if not curve:
+        return None
+    final, e = curve[-1][1], stderr.get(curve[-1][0])
+    if final <= 0 or (e is not None and final <= 2 * e):
+        return None
+    half = final / 2
+
+    def first(shift: float) -> int | None:
+        return next((s for s, g in curve if g + shift * stderr.get(s, 0.0) >= half), None)
+
+    return [first(0.0), first(2.0), first(-2.0)]
+
+
+def _curve_summary(curve: list[tuple[int, float]], se: dict[int, float]) -> dict:
+    out = {
+        "gain_curve": [[s, g] for s, g in curve],
+        "half_gain_step": half_gain_step(curve),
+        "half_gain_interval": half_gain_interval(curve, se),
+        "final_gain": curve[-1][1] if curve else None,
+        "final_gain_stderr": se.get(curve[-1][0]) if curve else None,
+    }
+    g, e = out["final_gain"], out["final_gain_stderr"]
+    out["final_gain_above_noise"] = None if g is None or e is None else bool(g > 2 * e)
+    return out
+
+
 def _pm(se) -> str:
     return "" if se is None else f" ± {se:.4f} (standard error over clips)"
 
@@ -109,10 +135,14 @@ def text_section(text: dict, action: dict) -> str:
         "## Does the model listen? Text and actions",
         "",
         "Condition gain = held-out rollout error with another clip's future condition − with the true one "
-        "(same noise); 0 means the condition is ignored. ![condition gain](condition_gain.png)",
+        "(same noise); 0 means the condition is ignored. Each is measured with the other condition present and "
+        "alone (the other removed from the whole clip): with the true actions present a sentence can add almost "
+        "nothing, so the text's own gain is the alone one. ![condition gain](condition_gain.png)",
         "",
     ]
-    for name, sec in (("text", text), ("actions", action)):
+    rows = [("text, actions present", text), ("text alone (no actions)", text.get("alone") or {})]
+    rows += [("actions, text present", action), ("actions alone (no text)", action.get("alone") or {})]
+    for name, sec in rows:
         if sec.get("gain_curve"):
             half, g, se = sec["half_gain_step"], sec["final_gain"], sec.get("final_gain_stderr")
             lines.append(
@@ -174,4 +204,4 @@ def _goal_table(goal: dict) -> str:
     return "\n".join(rows)
 
 
-__all__ = ["gain_curves", "half_gain_step", "text_metrics", "text_section"]
+__all__ = ["gain_curves", "half_gain_interval", "half_gain_step", "text_metrics", "text_section"]
