@@ -209,3 +209,25 @@ def test_a_damaged_text_encoder_folder_is_one_config_error(tmp_path, damage):
         (weights.parent / "pytorch_model.bin").write_bytes(b"\x80\x04junk that is no pickle")
     with pytest.raises(ConfigError, match="does not hold a loadable transformers model"):
         TextEncoder(str(folder))
+
+
+def test_encode_with_a_damaged_text_encoder_leaves_no_cache_folder(tmp_path, capsys):
+    """The text encoder is loaded before anything is written; the failed command's folder (only its lock) is removed:
+    before, the folder kept plan.json and .lock, a half-made cache a later encode would trip over."""
+    from latentwm.cli import main
+    from latentwm.data.episodes import save_episode
+    from latentwm.encoders.text import save_tiny_text_model
+
+    folder = Path(save_tiny_text_model(tmp_path / "t"))
+    weights = next(folder.rglob("model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:200])
+    capsys.readouterr()  # the tiny model's own save progress
+    frames = np.zeros((6, 32, 32, 3), np.uint8)
+    ep = Episode("pusht", "0", 10.0, {"main": frames}, actions=np.zeros((6, 2), np.float32))
+    save_episode(ep, tmp_path / "eps" / "episode_000000.npz")
+    out = tmp_path / "lat"
+    argv = ["encode", "--preset", "tiny", "--root", str(tmp_path / "eps"), "--out-dir", str(out)]
+    assert main([*argv, "--text.name", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("latentwm encode: ") and "does not hold a loadable transformers model" in err
+    assert not out.exists()

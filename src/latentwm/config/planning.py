@@ -170,12 +170,12 @@ class PlanRunConfig:
     plan.state-weight > 0 (e.g. the diagnosis `--plan.visual-weight 0 --plan.state-weight 1 --plan.proprio-weight
     0`): 'auto' uses the run's state_probe.safetensors (the demo saves one beside the checkpoints), a path uses that
     probe."""
-    goal_text: str = ""
+    goal_text: str | None = None
     """Also plan toward goals given as a sentence, on the same starts and seeds as the goal images: at the first step
     the model imagines plan.horizon frames from the observation under the sentence (plan.text_guidance) and plans
     toward the last one; scored against the true goal state like image goals (planning.json `text_goal`). 'auto':
     each goal's own description in the Push-T language (a held-out paraphrase of `describe_segment(start, goal)`);
-    any other text: that sentence for every goal. Empty: image goals only."""
+    any other text: that sentence for every goal. None (not given): image goals only; an empty sentence is refused."""
     text_encoder: str = ""
     """For --goal-text: where the sentence encoder of the model's training cache is now, if it moved (empty: rebuilt
     from the checkpoint's text encoder label)."""
@@ -185,6 +185,11 @@ class PlanRunConfig:
     def __post_init__(self):
         nonempty(self, "plan", "out_dir")
         nonneg(self, "plan", "max_replans", "context", "videos")
+        if self.goal_text is not None and not self.goal_text.strip():
+            raise ConfigError(
+                "plan.goal_text is empty: give a sentence, or 'auto' (each goal's own description), or leave "
+                "--goal-text out to plan toward goal images only"
+            )
         if self.goal_text and not self.planners:
             raise ConfigError("plan.goal_text needs at least one planner (--planners): baselines ignore the goal")
         if not self.planners and not self.baselines:

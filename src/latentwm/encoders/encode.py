@@ -35,16 +35,13 @@ def source_items(cfg: EncodeConfig) -> list:
 
 
 def text_embedding(cfg: TextEncoderConfig, device=None):
-    """A function building the TextEmbedding of `cfg` (called by the cache writer when it first meets text), or
-    None when `cfg.name` is empty (no text stored)."""
+    """A function giving the TextEmbedding of `cfg` (called by the cache writer when it first meets text), or None
+    when `cfg.name` is empty (no text stored). The encoder is loaded here, before anything is written: a missing or
+    damaged one is a ConfigError that leaves no half-made cache folder behind."""
     if not cfg.name:
         return None
-
-    def build() -> TextEmbedding:
-        enc = TextEncoder.from_config(cfg, device=device)
-        return TextEmbedding(enc.embed, enc.label, enc.dim)
-
-    return build
+    enc = TextEncoder.from_config(cfg, device=device)
+    return lambda: TextEmbedding(enc.embed, enc.label, enc.dim)
 
 
 def run_encode(cfg: EncodeConfig) -> dict:
@@ -55,6 +52,7 @@ def run_encode(cfg: EncodeConfig) -> dict:
     dist = init_distributed()  # under torchrun each rank encodes its own shards
     try:
         enc = DinoEncoder.from_config(cfg.encoder, device=dist.device)
+        text = text_embedding(cfg.text, device=dist.device)
         res = encode_to_cache(
             items,
             lambda f: enc.encode(f).cpu().numpy(),
@@ -66,7 +64,7 @@ def run_encode(cfg: EncodeConfig) -> dict:
             image_size=cfg.encoder.image_size,
             meta=dict(pool=cfg.encoder.pool),
             show_progress=dist.is_main,
-            text=text_embedding(cfg.text, device=dist.device),
+            text=text,
         )
         res["shards"] = len(res["shards_written"])
         if dist.enabled:  # totals over ranks; the all-reduce returns once every rank has listed its shards

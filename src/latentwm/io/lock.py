@@ -44,13 +44,15 @@ class RunLock:
 
     enabled=False (every rank but 0, or a caller that opts out) makes it a no-op. Raises RunLockedError on entry
     when another process holds the lock. Re-entering in the same process through a second RunLock also refuses:
-    flock locks belong to open files, not processes.
+    flock locks belong to open files, not processes. A command that fails after creating its out dir and writing
+    nothing into it leaves no folder behind (only the lock file was in it).
     """
 
     def __init__(self, out_dir: str | os.PathLike, command: str, enabled: bool = True, reuse: bool = False):
         self.out_dir, self.command, self.enabled, self.reuse = Path(out_dir), command, enabled, reuse
         self.path = self.out_dir / LOCK_FILE
         self._fd: int | None = None
+        self._created = False
 
     def acquire(self) -> RunLock:
         """Take the lock. reuse=True: a no-op when this process already holds it through an outer RunLock (a command
@@ -64,6 +66,7 @@ class RunLock:
                 f"no fcntl on this platform: {self.out_dir} is not locked against a second writer", stacklevel=2
             )
             return self
+        self._created = not self.out_dir.exists()
         writable_out_dir(self.out_dir)  # a file in its place or a read-only folder: one line naming it
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -114,8 +117,16 @@ class RunLock:
     def __enter__(self) -> RunLock:
         return self.acquire()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        held = self.held
         self.release()
+        if exc_type is not None and held and self._created:
+            try:
+                if [p.name for p in self.out_dir.iterdir()] == [LOCK_FILE]:
+                    self.path.unlink()
+                    self.out_dir.rmdir()
+            except OSError:
+                pass  # another writer got in meanwhile, or the folder is not ours to tidy: leave it
 
 
 class OutDirError(LatentwmError, OSError):

@@ -478,7 +478,7 @@ def run_plan(cfg: PlanRunConfig) -> dict:
         repeat_actions=cfg.repeat_actions,
         num_videos=cfg.videos,
         bf16=None if cfg.bf16 == "auto" else cfg.bf16 == "on",
-        goal_text=cfg.goal_text,
+        goal_text=cfg.goal_text or "",
     )
     if cfg.compile:
         run.model.compile_sampling()
