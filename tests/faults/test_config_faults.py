@@ -68,12 +68,13 @@ def test_an_empty_output_folder_is_refused(tmp_path, capsys, monkeypatch, argv):
 
 @pytest.mark.parametrize("text", ["", "   "])
 def test_an_empty_goal_sentence_is_refused_like_imagine_refuses_it(tmp_path, capsys, text):
-    """`plan --goal-text ""` exited 0 and silently dropped the text-goal rows; leaving the flag out means image goals."""
+    """`plan --goal-text ""` exited 0 and dropped the text-goal rows; leaving the flag out means image goals only."""
     out = tmp_path / "plan"
     code = _run(["plan", "--checkpoint", "x", "--episodes-dir", "y", "--goal-text", text, "--out-dir", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and not out.exists()
-    assert err.startswith("latentwm plan: ") and "plan.goal_text is empty" in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("latentwm plan: ") and "plan.goal_text is empty" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_arguments_that_are_not_utf8_are_refused_in_one_line(tmp_path, capsys):

@@ -212,7 +212,7 @@ def test_a_damaged_text_encoder_folder_is_one_config_error(tmp_path, damage):
 
 
 def test_encode_with_a_damaged_text_encoder_leaves_no_cache_folder(tmp_path, capsys):
-    """The text encoder is loaded before anything is written; the failed command's folder (only its lock) is removed:
+    """A failed encode that wrote no episode removes the plan.json it started with, and the command's empty folder:
     before, the folder kept plan.json and .lock, a half-made cache a later encode would trip over."""
     from latentwm.cli import main
     from latentwm.data.episodes import save_episode
@@ -223,11 +223,11 @@ def test_encode_with_a_damaged_text_encoder_leaves_no_cache_folder(tmp_path, cap
     weights.write_bytes(weights.read_bytes()[:200])
     capsys.readouterr()  # the tiny model's own save progress
     frames = np.zeros((6, 32, 32, 3), np.uint8)
-    ep = Episode("pusht", "0", 10.0, {"main": frames}, actions=np.zeros((6, 2), np.float32))
+    ep = Episode("pusht", "0", 10.0, {"main": frames}, actions=np.zeros((6, 2), np.float32), text=["push left"])
     save_episode(ep, tmp_path / "eps" / "episode_000000.npz")
     out = tmp_path / "lat"
     argv = ["encode", "--preset", "tiny", "--root", str(tmp_path / "eps"), "--out-dir", str(out)]
     assert main([*argv, "--text.name", str(folder)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("latentwm encode: ") and "does not hold a loadable transformers model" in err
+    assert "latentwm encode: text encoder" in err and "does not hold a loadable transformers model" in err
     assert not out.exists()

@@ -18,6 +18,7 @@ several times faster than decoding at full size and resizing in torch. The torch
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -113,6 +114,32 @@ def probe_video(path: PathLike) -> VideoInfo:
         cc = stream.codec_context
         # canonical_name is the format ("av1"), cc.name the decoder that reads it ("libdav1d")
         return VideoInfo(str(path), fps, int(num), duration, cc.width, cc.height, cc.codec.canonical_name)
+
+
+@functools.lru_cache(maxsize=8)
+def _frame_times(path: str, mtime_ns: int) -> tuple[float, ...]:
+    container, stream = _open(path)
+    with container:
+        try:
+            pts = [p.pts for p in container.demux(stream) if p.pts is not None and p.size]
+        except av.FFmpegError as e:
+            raise VideoError(f"{path}: cannot read the packet timestamps: {e}") from e
+    return tuple(sorted(float(t * stream.time_base) for t in pts))
+
+
+def frame_times(path: PathLike) -> np.ndarray:
+    """The presentation time (s) of every frame of the video stream, ascending, read from the packets without
+    decoding (cached per file: the segments of one long video share one read). Raises VideoError when the file has
+    no timestamped frame."""
+    path = str(path)
+    try:
+        mtime = os.stat(path).st_mtime_ns
+    except OSError as e:
+        raise VideoError(f"{path}: cannot read the video file: {e}") from e
+    times = np.asarray(_frame_times(path, mtime), np.float64)
+    if not len(times):
+        raise VideoError(f"{path}: no timestamped video frames")
+    return times
 
 
 def _to_rgb(frame: av.VideoFrame, hw: tuple[int, int] | None) -> np.ndarray:

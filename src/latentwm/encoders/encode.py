@@ -7,6 +7,8 @@ first episode with text comes, so a dataset without text never needs the `[text]
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from latentwm.config import ConfigError, EncodeConfig, TextEncoderConfig
@@ -35,13 +37,16 @@ def source_items(cfg: EncodeConfig) -> list:
 
 
 def text_embedding(cfg: TextEncoderConfig, device=None):
-    """A function giving the TextEmbedding of `cfg` (called by the cache writer when it first meets text), or None
-    when `cfg.name` is empty (no text stored). The encoder is loaded here, before anything is written: a missing or
-    damaged one is a ConfigError that leaves no half-made cache folder behind."""
+    """A function building the TextEmbedding of `cfg` (called by the cache writer when it first meets text: data
+    without text never loads it), or None when `cfg.name` is empty (no text stored)."""
     if not cfg.name:
         return None
-    enc = TextEncoder.from_config(cfg, device=device)
-    return lambda: TextEmbedding(enc.embed, enc.label, enc.dim)
+
+    def build() -> TextEmbedding:
+        enc = TextEncoder.from_config(cfg, device=device)
+        return TextEmbedding(enc.embed, enc.label, enc.dim)
+
+    return build
 
 
 def run_encode(cfg: EncodeConfig) -> dict:
@@ -50,6 +55,7 @@ def run_encode(cfg: EncodeConfig) -> dict:
     if not items:
         raise ConfigError(f"encode.root: no {cfg.source} episodes found in {cfg.root}")
     dist = init_distributed()  # under torchrun each rank encodes its own shards
+    fresh = not (Path(cfg.out_dir) / "plan.json").exists()
     try:
         enc = DinoEncoder.from_config(cfg.encoder, device=dist.device)
         text = text_embedding(cfg.text, device=dist.device)
@@ -78,6 +84,9 @@ def run_encode(cfg: EncodeConfig) -> dict:
                 complete=finalize_cache(cfg.out_dir) if dist.is_main else res["complete"],
             )
             dist.barrier()  # leave together: a gloo rank tearing down while its peer still works can abort
+    except BaseException:
+        _forget_unstarted(Path(cfg.out_dir), fresh)
+        raise
     finally:
         shutdown(dist)
     if dist.is_main:
@@ -86,6 +95,14 @@ def run_encode(cfg: EncodeConfig) -> dict:
             f"cache {'complete' if res['complete'] else 'incomplete'}: {cfg.out_dir}"
         )
     return res
+
+
+def _forget_unstarted(out: Path, fresh: bool) -> None:
+    """A run that failed before writing any episode (a damaged text encoder met with the first sentence, say) removes
+    the plan.json it started the cache with, so no half-made cache is left for a later encode to trip over (the
+    command's lock then removes the empty folder)."""
+    if fresh and out.is_dir() and {p.name for p in out.iterdir()} <= {"plan.json", ".lock"}:
+        (out / "plan.json").unlink(missing_ok=True)
 
 
 __all__ = ["run_encode", "source_items", "text_embedding"]

@@ -103,9 +103,7 @@ def annotated_items(
     return items
 
 
-def _loader(
-    path, dataset, eid, camera, fps, size, spans, extras, start_s=0.0, end_s=None, native_fps=None, num_native=None
-) -> Callable[[], Episode]:
+def _loader(path, dataset, eid, camera, fps, size, spans, extras, start_s=0.0, end_s=None) -> Callable[[], Episode]:
     def load() -> Episode:
         ep = video_episode(
             path,
@@ -117,8 +115,6 @@ def _loader(
             text=[],
             start_s=start_s,
             end_s=end_s,
-            native_fps=native_fps,
-            num_native=num_native,
             extras=extras,
         )
         narr = frame_spans(ep.frames[camera].timestamps, 1.0 / ep.fps, spans)

@@ -23,9 +23,11 @@ when its frames are decoded), which `encode_to_cache` skips and counts.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -33,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from latentwm.data.episodes import Episode, EpisodeError, VideoFrames
-from latentwm.data.video import VideoError, probe_video
+from latentwm.data.video import VideoError, frame_times, probe_video, read_frames
 
 OPTIONS = (
     "fps=<float|None> size=<int|None> segment_s=<float|None> camera=main dataset=<folder name> "
@@ -48,17 +50,61 @@ Item = tuple[str, Callable[[], Episode]]
 
 class CheckedVideoFrames(VideoFrames):
     """`VideoFrames` whose decode errors (missing/corrupt/truncated file, frame past the end) are `EpisodeError`s
-    naming the episode and file, the error `encode_to_cache` skips and counts."""
+    naming the episode and file, the error `encode_to_cache` skips and counts. tolerance_s: how far the nearest frame
+    may be from a requested time (None: 1.5 frame periods; a variable-rate video's grid needs its largest gap)."""
 
-    def __init__(self, path, timestamps, size=None, episode: str = ""):
+    def __init__(self, path, timestamps, size=None, episode: str = "", tolerance_s: float | None = None):
         super().__init__(path, timestamps, size)
-        self.episode = episode
+        self.episode, self.tolerance_s = episode, tolerance_s
 
     def get(self, indices: Sequence[int]) -> np.ndarray:
         try:
-            return super().get(indices)
+            return read_frames(self.path, self.timestamps[np.asarray(indices)], self.size, self.tolerance_s)
         except VideoError as e:
             raise EpisodeError(f"episode {self.episode}: cannot decode {self.path}: {e}") from e
+
+
+VFR_SPREAD = 0.5
+"""A video is variable-rate when its frame intervals spread by more than this fraction of their median."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeline:
+    """The times (s) an episode reads, its frame rate, and how far a read may be from a frame (None: the default)."""
+
+    timestamps: np.ndarray  # (T,)
+    fps: float
+    tolerance_s: float | None = None
+    variable_rate: bool = False
+
+
+def timeline(
+    times: np.ndarray, fps: float | None, start_s: float = 0.0, end_s: float | None = None, header_fps: float = 0.0
+) -> Timeline:
+    """What an episode over [start_s, end_s) (seconds from the video's first frame) reads, from the presentation
+    times `times` (K,) of every frame of the video (`video.frame_times`: a first frame at 0.5 s is where the video
+    starts, not a missing frame).
+
+    fps None, constant rate: the native frames themselves. fps None, variable rate (phone and screen recordings:
+    intervals of 10–500 ms): a uniform grid at the average rate, each point read from the nearest frame — one fps
+    per episode must mean one spacing — flagged `variable_rate`. fps given: the grid first + start_s + k/fps while it
+    lies before end_s and the last frame's display interval. Reads of a variable-rate video accept its largest gap.
+    header_fps: the container's rate, the native fps when it agrees with the frames' median interval (millisecond
+    timestamps round 30 fps to 33 ms)."""
+    times = np.asarray(times, np.float64)
+    first = times[0]
+    gaps = np.diff(times)
+    period = float(np.median(gaps)) if len(gaps) else 1.0 / (fps or 30.0)
+    vfr = len(gaps) > 1 and float(np.ptp(gaps)) > VFR_SPREAD * period
+    video_end = times[-1] + period
+    lo, hi = first + start_s, min(video_end, first + end_s if end_s is not None else math.inf)
+    tol = float(gaps.max()) if vfr else None
+    if fps is None and not vfr:
+        native = header_fps if header_fps > 0 and abs(1.0 / header_fps - period) <= 0.1 * period else 1.0 / period
+        return Timeline(times[(times >= lo - 1e-6) & (times < hi - 1e-6)], native)
+    rate = fps or (len(times) - 1) / float(times[-1] - first) if len(times) > 1 else 1.0 / period
+    n = int(math.ceil((hi - lo) * rate - 1e-6))
+    return Timeline(lo + np.arange(max(n, 0)) / rate, float(rate), tol, vfr)
 
 
 def sample_grid(
@@ -175,7 +221,7 @@ def probe_or_error(path: Path, episode: str):
         raise EpisodeError(f"episode {episode}: {e}") from e
 
 
-def video_episode(
+def video_episode(  # many parameters: the reader options of every video source, passed by keyword
     path: Path,
     *,
     dataset: str,
@@ -186,25 +232,38 @@ def video_episode(
     text: list[str],
     start_s: float = 0.0,
     end_s: float | None = None,
-    native_fps: float | None = None,
-    num_native: int | None = None,
     extras: dict | None = None,
 ) -> Episode:
-    """One lazy episode of `path` over [start_s, end_s) (probing the header when native fps/count are not given)."""
+    """One lazy episode of `path` over [start_s, end_s) (seconds from its first frame), read at the frames' own
+    presentation times (`timeline`); a variable-rate video is resampled to one rate and says so (a warning and
+    extras["variable_rate"])."""
     name = f"{dataset}/{episode_id}"
-    if native_fps is None or num_native is None:
-        info = probe_or_error(path, name)
-        native_fps, num_native = info.fps, info.num_frames
-    ts = sample_grid(num_native, native_fps, fps, start_s, end_s)
-    if not len(ts):
+    try:
+        line = timeline(frame_times(path), fps, start_s, end_s, header_fps=probe_video(path).fps)
+    except VideoError as e:
+        raise EpisodeError(f"episode {name}: {e}") from e
+    if not len(line.timestamps):
         raise EpisodeError(f"episode {name}: no frames in [{start_s}, {end_s}) of {path}")
+    if line.variable_rate and fps is None:
+        warnings.warn(
+            f"{path}: variable frame rate; episode {name} is resampled to its average {line.fps:.3f} fps (nearest "
+            "frame); pass fps= to choose the rate",
+            stacklevel=2,
+        )
+    frames = CheckedVideoFrames(path, line.timestamps, size, episode=name, tolerance_s=line.tolerance_s)
     return Episode(
         dataset=dataset,
         episode_id=episode_id,
-        fps=float(fps or native_fps),
-        frames={camera: CheckedVideoFrames(path, ts, size, episode=name)},
+        fps=line.fps,
+        frames={camera: frames},
         text=list(text),
-        extras=dict(extras or {}, path=str(path), start_s=float(ts[0]), native_fps=float(native_fps)),
+        extras=dict(
+            extras or {},
+            path=str(path),
+            start_s=float(line.timestamps[0]),
+            native_fps=line.fps,
+            variable_rate=line.variable_rate,
+        ),
     )
 
 
@@ -253,7 +312,7 @@ def video_items(
     path: Path, dataset: str, vid: str, segment_s: float | None, make: Callable[..., Callable[[], Episode]]
 ) -> list[Item]:
     """The items of one video `{dataset}/{vid}`: the whole video, `make(vid)`, or with segment_s one per segment
-    `{vid}@k`, `make("{vid}@k", start_s=, end_s=, native_fps=, num_native=)` (durations from the video's header).
+    `{vid}@k`, `make("{vid}@k", start_s=, end_s=)` (durations from the video's header).
     A video whose header cannot be read is listed anyway, with a loader that raises, so the encode summary names
     it."""
     key = f"{dataset}/{vid}"
@@ -264,14 +323,12 @@ def video_items(
     except EpisodeError as e:
         return [(key, _failing(e))]
     return [
-        (f"{key}@{k:04d}", make(f"{vid}@{k:04d}", start_s=s, end_s=e, native_fps=info.fps, num_native=info.num_frames))
+        (f"{key}@{k:04d}", make(f"{vid}@{k:04d}", start_s=s, end_s=e))
         for k, (s, e) in enumerate(segments(info.num_frames / info.fps, segment_s))
     ]
 
 
-def _loader(
-    path, dataset, episode_id, camera, fps, size, text, start_s=0.0, end_s=None, native_fps=None, num_native=None
-) -> Callable[[], Episode]:
+def _loader(path, dataset, episode_id, camera, fps, size, text, start_s=0.0, end_s=None) -> Callable[[], Episode]:
     def load() -> Episode:
         return video_episode(
             path,
@@ -283,8 +340,6 @@ def _loader(
             text=text,
             start_s=start_s,
             end_s=end_s,
-            native_fps=native_fps,
-            num_native=num_native,
         )
 
     return load
