@@ -35,7 +35,7 @@ from common import matmul_flops, median_time, report, table  # noqa: E402
 from latentwm.config import PlanConfig, get_preset  # noqa: E402
 from latentwm.config.experiment import replace_nested  # noqa: E402
 from latentwm.model import DynamicsModel  # noqa: E402
-from latentwm.planning import LatentGoalObjective, plan  # noqa: E402
+from latentwm.planning import LatentGoalObjective, PlanProblem, plan  # noqa: E402
 from latentwm.rollout import observe, rollout  # noqa: E402
 
 
@@ -107,13 +107,8 @@ def main() -> None:
             t = time.perf_counter()
             plan(
                 model,
-                ctx,
-                goal,
-                H,
+                PlanProblem(ctx, goal, low, high, history_actions=ctx_actions),
                 check_cfg,
-                low,
-                high,
-                history_actions=ctx_actions,
                 planner="cem",
                 generator=torch.Generator().manual_seed(0),
             )

@@ -596,7 +596,7 @@ def sec_planning(ctx: Ctx, rec: Recorder) -> None:
     import torch
 
     from latentwm.model import DynamicsModel
-    from latentwm.planning import plan
+    from latentwm.planning import PlanProblem, plan
 
     exp = _preset(ctx, "small")
     dev = ctx.device
@@ -630,13 +630,8 @@ def sec_planning(ctx: Ctx, rec: Recorder) -> None:
         t0 = time.perf_counter()
         plan(
             model,
-            hist,
-            goal,
-            H,
+            PlanProblem(hist, goal, low, high, history_actions=hist_actions),
             warm,
-            low,
-            high,
-            history_actions=hist_actions,
             bf16=bf16,
             generator=torch.Generator(device=dev).manual_seed(0),
         )  # warm-up: one iteration
@@ -648,13 +643,8 @@ def sec_planning(ctx: Ctx, rec: Recorder) -> None:
         t0 = time.perf_counter()
         res = plan(
             model,
-            hist,
-            goal,
-            H,
+            PlanProblem(hist, goal, low, high, history_actions=hist_actions),
             cfg,
-            low,
-            high,
-            history_actions=hist_actions,
             bf16=bf16,
             generator=torch.Generator(device=dev).manual_seed(0),
         )

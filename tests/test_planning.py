@@ -4,7 +4,7 @@ import torch
 from latentwm.config import CEMConfig, GradientConfig, MPPIConfig, PlanConfig, get_preset
 from latentwm.config.experiment import replace_nested
 from latentwm.model.dynamics import DynamicsModel
-from latentwm.planning import PLANNERS, LatentGoalObjective, latent_cost, plan, shift_plan
+from latentwm.planning import PLANNERS, LatentGoalObjective, PlanProblem, latent_cost, plan, shift_plan
 from latentwm.rollout import rollout
 
 H, A = 3, 2
@@ -136,6 +136,7 @@ def test_plan_entry_point_observes_once_and_maps_the_planning_space():
         mppi__population=16,
         mppi__iterations=2,
         gradient__steps=2,
+        horizon=3,
     )
     low, high = -torch.ones(2), torch.ones(2)
 
@@ -146,17 +147,11 @@ def test_plan_entry_point_observes_once_and_maps_the_planning_space():
         gen = torch.Generator().manual_seed(0)
         res = plan(
             m,
-            ctx,
-            goal,
-            3,
+            PlanProblem(ctx, goal, low, high, history_actions=ctx_actions, expand=expand),
             cfg,
-            low,
-            high,
-            history_actions=ctx_actions,
             planner=name,
             generator=gen,
             seed=5,
-            expand=expand,
         )
         assert res.actions.shape == (3, 2) and (res.actions.abs() <= 1).all()
         assert res.seconds > 0 and res.evaluations > 0
@@ -168,51 +163,32 @@ def test_plan_entry_point_observes_once_and_maps_the_planning_space():
     cache = observe(m, ctx, ctx_actions)
     a = plan(
         m,
-        ctx,
-        goal,
-        3,
+        PlanProblem(ctx, goal, low, high, history_actions=ctx_actions, cache=cache, expand=expand),
         cfg,
-        low,
-        high,
-        history_actions=ctx_actions,
-        cache=cache,
         planner="cem",
         generator=torch.Generator().manual_seed(0),
         seed=5,
-        expand=expand,
     )
     b = plan(
         m,
-        ctx,
-        goal,
-        3,
+        PlanProblem(ctx, goal, low, high, history_actions=ctx_actions, expand=expand),
         cfg,
-        low,
-        high,
-        history_actions=ctx_actions,
         planner="cem",
         generator=torch.Generator().manual_seed(0),
         seed=5,
-        expand=expand,
     )
     torch.testing.assert_close(a.actions, b.actions)
     assert a.cost == pytest.approx(b.cost, rel=1e-5)
     c16 = plan(
         m,
-        ctx,
-        goal,
-        3,
+        PlanProblem(ctx, goal, low, high, history_actions=ctx_actions, expand=expand),
         cfg,
-        low,
-        high,
-        history_actions=ctx_actions,
         planner="cem",
         generator=torch.Generator().manual_seed(0),
         seed=5,
-        expand=expand,
         bf16=True,
     )  # bf16 rollouts
     assert c16.actions.dtype == torch.float32 and (c16.actions.abs() <= 1).all()
     assert c16.cost == pytest.approx(b.cost, rel=0.05)
     with pytest.raises(ValueError, match="plan.planner"):
-        plan(m, ctx, goal, 3, cfg, low, high, planner="beam")
+        plan(m, PlanProblem(ctx, goal, low, high), cfg, planner="beam")

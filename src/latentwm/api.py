@@ -23,6 +23,7 @@ import torch
 from latentwm.config import ConfigError, PlanConfig
 from latentwm.data.proprio import latents_only
 from latentwm.planning.evaluate import WorldModelRun, planning_session
+from latentwm.planning.plan import PlanProblem
 from latentwm.planning.plan import plan as plan_actions
 from latentwm.rollout import rollout
 
@@ -140,19 +141,15 @@ class WorldModel:
             if proprio is None
             else s.codec.hold(np.asarray(proprio)[-1, : s.codec.env_dim], cfg.horizon, self.device)
         )
+        problem = PlanProblem(
+            history, goal[0], low, high, history_actions=history_actions, init=init, expand=s.codec.expand
+        )
         res = plan_actions(
             self.model,
-            history,
-            goal[0],
-            cfg.horizon,
+            problem,
             cfg,
-            low,
-            high,
-            history_actions=history_actions,
-            init=init,
             generator=torch.Generator(device=self.device).manual_seed(seed),
             seed=seed,
-            expand=s.codec.expand,
             bf16=s.bf16,
         )
         return s.codec.to_env(s.codec.expand(res.actions[: s.exec_steps]).detach())

@@ -5,7 +5,7 @@ Low level (what CEM / MPPI / gradient implement):
 (P, H, A)) -> costs (P,) (a `LatentGoalObjective`, or any differentiable toy), low/high (A,) are the action bounds in
 the model's normalized action space, and init (H, A) warm-starts the search (the previous plan, shifted).
 
-High level (what MPC calls): `plan(model, history, goal, horizon, cfg, low, high, ...) -> PlanResult`: builds the
+High level (what MPC calls): `plan(model, PlanProblem(history, goal, low, high, ...), cfg) -> PlanResult`: builds the
 latent objective (observing the history ONCE, or reusing a given history cache), then runs the configured planner.
 """
 

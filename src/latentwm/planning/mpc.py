@@ -37,7 +37,7 @@ from latentwm.data.proprio import attach_proprio, latents_only
 from latentwm.envs.pusht import goal_metrics, proprio_from_state
 from latentwm.planning.base import PlanResult, initial_std, shift_plan
 from latentwm.planning.imagine import imagine
-from latentwm.planning.plan import plan
+from latentwm.planning.plan import PlanProblem, plan
 from latentwm.planning.proprio import ProprioGoal, probe_features
 from latentwm.planning.state_probe import StateGoal
 
@@ -345,24 +345,26 @@ class MPCPolicy:
             init = None
         s = derive_seed(self.seed, self.calls)
         gen = torch.Generator(device=self.device).manual_seed(s)
-        res = plan(
-            self.model,
+        problem = PlanProblem(
             history,
             self.goal,
-            self.horizon,
-            self.cfg,
             self.low,
             self.high,
             history_actions=hist_actions,
             init=init,
+            expand=self.codec.expand,
+            proprio=self.proprio,
+            state=self.state,
+        )
+        res = plan(
+            self.model,
+            problem,
+            self.cfg,
             planner=self.name,
             generator=gen,
             seed=s,
             tau_ctx=self.tau_ctx,
-            expand=self.codec.expand,
             bf16=self.bf16,
-            proprio=self.proprio,
-            state=self.state,
         )
         self.calls += 1
         self.plan_seconds.append(res.seconds)
