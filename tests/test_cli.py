@@ -39,3 +39,16 @@ def test_action_dim_mismatch_is_rejected(capsys):
 def test_unknown_command(capsys):
     assert main(["fly"]) == 2
     assert "not a latentwm command" in capsys.readouterr().err
+
+
+def test_print_config_shows_the_resolved_config_and_runs_nothing(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "run"
+    argv = ["train", "--preset", "tiny", "--train.steps", "7", "--train.out-dir", str(out), "--print-config"]
+    assert main(argv) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["preset"] == "tiny" and cfg["train"]["steps"] == 7 and cfg["train"]["out_dir"] == str(out)
+    assert not out.exists()  # nothing ran, not even the out-dir lock
+    assert main(["train", "--preset", "tiny", "--train.steps", "0", "--print-config"]) == 2  # still validated
+    assert "train.steps" in capsys.readouterr().err

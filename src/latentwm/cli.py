@@ -7,6 +7,8 @@ Every command is a frozen dataclass config (`latentwm.config`) parsed by tyro fr
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -145,7 +147,7 @@ COMMANDS: dict[str, Command] = {
 
 def _usage() -> str:
     lines = [
-        "usage: latentwm <command> [--preset NAME] [--section.field VALUE ...] [--debug]",
+        "usage: latentwm <command> [--preset NAME] [--section.field VALUE ...] [--print-config] [--debug]",
         "",
         "Latent world models on frozen DINO features.",
         "",
@@ -156,7 +158,8 @@ def _usage() -> str:
     lines += [
         "",
         f"presets: {', '.join(PRESETS)} (default cpu)",
-        "`latentwm <command> --help` lists every field of a command.",
+        "`latentwm <command> --help` lists every field of a command; --print-config prints the resolved config",
+        "(preset and flags, validated) as JSON and runs nothing.",
     ]
     return "\n".join(lines)
 
@@ -209,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cmd = COMMANDS[name]
     debug, rest = _pop_flag(rest, "--debug", takes_value=False, default=False)
+    show, rest = _pop_flag(rest, "--print-config", takes_value=False, default=False)
     try:
         _check_utf8(rest)
         preset, rest = _pop_flag(rest, "--preset", takes_value=True, default=cmd.default_preset)
@@ -221,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
             config=cmd.tyro_config,
             description=cmd.summary + (f" (defaults from preset {preset!r})" if preset else ""),
         )
+        if show:  # the resolved config (preset + flags, validated), as JSON; nothing runs
+            print(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
+            return 0
         out = (cfg.train.out_dir if name == "train" else getattr(cfg, "out_dir", "")) if cmd.lock else ""
         # one writer per out dir; under torchrun rank 0 holds it for all ranks
         with RunLock(out or ".", f"latentwm {name}", enabled=bool(out) and os.environ.get("RANK", "0") == "0"):
