@@ -12,7 +12,7 @@ from latentwm.config import get_preset
 from latentwm.data.sources.synthetic import MovingBlobClips
 from latentwm.engine import checkpoint as ckpt
 from latentwm.engine.logging import read_metrics
-from latentwm.eval.metrics import rollout_errors
+from latentwm.eval.metrics import EvalOptions, rollout_errors
 from latentwm.train import best as best_mod
 from latentwm.train import trainer as trainer_mod
 from latentwm.train.trainer import Trainer
@@ -169,7 +169,11 @@ def test_load_best_restores_the_best_weights_and_their_score(tmp_path):
     assert rec == out["best"] and rec["step"] in (4, 8)
     r = cfg.rollout  # as the demo evaluates after fit() (Trainer.evaluate's logger is closed by then)
     res = rollout_errors(
-        tr.ema, tr.eval_batches(), r.context, r.horizon, r.sample_steps, r.tau_ctx, seed=cfg.train.seed
+        tr.ema,
+        tr.eval_batches(),
+        r.context,
+        r.horizon,
+        options=EvalOptions(seed=cfg.train.seed, sample_steps=r.sample_steps, tau_ctx=r.tau_ctx),
     )
     assert best_mod.held_out_score(res) == rec["score"]
     fresh = Trainer(cfg.replace(train__resume=True), *_sets(cfg), device="cpu")

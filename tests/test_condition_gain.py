@@ -9,7 +9,7 @@ from test_text_model import _model as perturbed_model
 
 from latentwm.config import get_preset
 from latentwm.data.batch import WorldBatch, WorldBatchMetadata
-from latentwm.eval.metrics import rollout_errors
+from latentwm.eval.metrics import EvalOptions, rollout_errors
 from latentwm.model import DynamicsModel
 
 CFG = dataclasses.replace(get_preset("tiny").model, attention="eager", text_dim=8)
@@ -40,7 +40,11 @@ def _batch(B=4, T=6, text=True, seed=0):
 def test_condition_gain_keys_and_a_model_that_reads_text():
     torch.set_num_threads(1)
     res = rollout_errors(
-        _model(), [_batch(), _batch(seed=1)], context=2, horizon=3, sample_steps=2, condition_gain=True
+        _model(),
+        [_batch(), _batch(seed=1)],
+        context=2,
+        horizon=3,
+        options=EvalOptions(sample_steps=2, condition_gain=True),
     )
     cg = res["condition_gain"]
     assert set(cg) == {"action", "text", "action_alone", "text_alone"}
@@ -54,8 +58,10 @@ def test_condition_gain_keys_and_a_model_that_reads_text():
     # text alone is exactly a rollout of the same clips with no actions anywhere (the same noise)
     b = _batch()
     no_actions = dataclasses.replace(b, action_mask=torch.zeros_like(b.action_mask))
-    one = rollout_errors(_model(), [b], context=2, horizon=3, sample_steps=2, condition_gain=True)["condition_gain"]
-    plain = rollout_errors(_model(), [no_actions], context=2, horizon=3, sample_steps=2)
+    one = rollout_errors(_model(), [b], context=2, horizon=3, options=EvalOptions(sample_steps=2, condition_gain=True))[
+        "condition_gain"
+    ]
+    plain = rollout_errors(_model(), [no_actions], context=2, horizon=3, options=EvalOptions(sample_steps=2))
     assert one["text_alone"]["true"] == plain["model_error"]
 
 
@@ -64,7 +70,9 @@ def test_a_model_blind_to_text_has_exactly_zero_text_gain():
     with torch.no_grad():  # every text (and no text) becomes the same token
         m.text_in.weight.zero_()
         m.no_text.copy_(m.text_in.bias)
-    cg = rollout_errors(m, [_batch()], context=2, horizon=3, sample_steps=2, condition_gain=True)["condition_gain"]
+    cg = rollout_errors(m, [_batch()], context=2, horizon=3, options=EvalOptions(sample_steps=2, condition_gain=True))[
+        "condition_gain"
+    ]
     assert cg["text"]["gain"] == [0.0] * 3 and cg["text"]["null_gain"] == [0.0] * 3
     assert cg["text_alone"]["gain"] == [0.0] * 3 and cg["text_alone"]["null_gain"] == [0.0] * 3
     assert max(abs(v) for v in cg["action"]["gain"]) > 1e-6
@@ -76,24 +84,26 @@ def test_a_model_blind_to_actions_gets_the_same_text_gain_with_or_without_them()
     with torch.no_grad():  # every action (and no action) becomes the same token
         m.action_in.weight.zero_()
         m.no_action.copy_(m.action_in.bias)
-    cg = rollout_errors(m, [_batch()], context=2, horizon=3, sample_steps=2, condition_gain=True)["condition_gain"]
+    cg = rollout_errors(m, [_batch()], context=2, horizon=3, options=EvalOptions(sample_steps=2, condition_gain=True))[
+        "condition_gain"
+    ]
     assert cg["action"]["gain"] == [0.0] * 3 and cg["action_alone"]["gain"] == [0.0] * 3
     assert cg["text_alone"] == cg["text"] and max(abs(v) for v in cg["text"]["gain"]) > 1e-6
 
 
 def test_condition_gain_of_chosen_conditions_only():
-    cg = rollout_errors(_model(), [_batch()], context=2, horizon=2, sample_steps=1, condition_gain=("text",))[
-        "condition_gain"
-    ]
+    cg = rollout_errors(
+        _model(), [_batch()], context=2, horizon=2, options=EvalOptions(sample_steps=1, condition_gain=("text",))
+    )["condition_gain"]
     assert set(cg) == {"text", "text_alone"}
     with pytest.raises(ValueError, match="condition_gain"):
-        rollout_errors(_model(), [_batch()], context=2, horizon=2, condition_gain=("txt",))
+        rollout_errors(_model(), [_batch()], context=2, horizon=2, options=EvalOptions(condition_gain=("txt",)))
 
 
 def test_batches_without_text_report_the_action_gain_only():
-    cg = rollout_errors(_model(), [_batch(text=False)], context=2, horizon=2, sample_steps=1, condition_gain=True)[
-        "condition_gain"
-    ]
+    cg = rollout_errors(
+        _model(), [_batch(text=False)], context=2, horizon=2, options=EvalOptions(sample_steps=1, condition_gain=True)
+    )["condition_gain"]
     assert set(cg) == {"action"}
 
 
@@ -146,7 +156,11 @@ def test_training_on_text_only_data_teaches_the_model_to_listen(tmp_path):
         rollout__sample_steps=2,
     )
     before = rollout_errors(
-        DynamicsModel(cfg.model).eval(), [collate_said(_SaidFrames(16, 10**6))], 2, 3, 2, condition_gain=True
+        DynamicsModel(cfg.model).eval(),
+        [collate_said(_SaidFrames(16, 10**6))],
+        2,
+        3,
+        options=EvalOptions(condition_gain=True, sample_steps=2),
     )["condition_gain"]["text"]["gain"]
     gains = []
     Trainer(

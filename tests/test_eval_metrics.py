@@ -10,7 +10,7 @@ import torch
 from latentwm.cli import main
 from latentwm.config import ConfigError, EvalConfig, get_preset
 from latentwm.data.batch import ClipSample, WorldBatchMetadata, collate
-from latentwm.eval.metrics import latent_mse, rollout_errors, swap_future_actions
+from latentwm.eval.metrics import EvalOptions, latent_mse, rollout_errors, swap_future_actions
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.rollout import rollout
 
@@ -42,7 +42,7 @@ def _batch(n, T=C + H, start=0, actions=None, dataset="toy"):
 
 def test_context_average_error_is_the_mean_of_the_observed_frames():
     b = _batch(3)
-    out = rollout_errors(_model(), [b], C, H, sample_steps=1)
+    out = rollout_errors(_model(), [b], C, H, options=EvalOptions(sample_steps=1))
     x = b.latents
     guess = x[:, :C].mean(1, keepdim=True)  # (B, 1, N, D): one blurred frame for every future step
     hand = ((guess - x[:, C:]) ** 2).mean(dim=(0, 2, 3))  # (H,)
@@ -69,11 +69,13 @@ def test_one_sample_without_swap_is_todays_evaluation_bit_for_bit():
         err_c.append(latent_mse(x[:, C - 1 : C].expand_as(pred), x[:, C:]).double())
     want_m = sum(e.sum(0) for e in err_m) / 6
     want_c = sum(e.sum(0) for e in err_c) / 6
-    base = rollout_errors(m, batches, C, H, sample_steps=2, tau_ctx=0.9, seed=5)
+    base = rollout_errors(m, batches, C, H, options=EvalOptions(sample_steps=2, tau_ctx=0.9, seed=5))
     assert base["model_error"] == want_m.tolist() and base["copy_last_error"] == want_c.tolist()
     assert "sample_error" not in base and "swapped_actions_error" not in base and base["num_samples"] == 1
     # the extra samples and the swapped run draw their own noise: model_error keeps its meaning and its value
-    more = rollout_errors(m, batches, C, H, sample_steps=2, tau_ctx=0.9, seed=5, num_samples=3, action_swap=True)
+    more = rollout_errors(
+        m, batches, C, H, options=EvalOptions(sample_steps=2, tau_ctx=0.9, seed=5, num_samples=3, action_swap=True)
+    )
     for k in ("model_error", "copy_last_error", "context_average_error", "num_clips"):
         assert more[k] == base[k]
     assert more["by_group"]["toy/main"]["model_error"] == base["by_group"]["toy/main"]["model_error"]
@@ -81,7 +83,11 @@ def test_one_sample_without_swap_is_todays_evaluation_bit_for_bit():
 
 def test_mean_of_samples_is_never_worse_than_one_sample():
     out = rollout_errors(
-        _model(), [_batch(3), _batch(2, start=3, dataset="other")], C, H, sample_steps=2, num_samples=4, seed=1
+        _model(),
+        [_batch(3), _batch(2, start=3, dataset="other")],
+        C,
+        H,
+        options=EvalOptions(sample_steps=2, num_samples=4, seed=1),
     )
     s, mos, spread = (np.array(out[k]) for k in ("sample_error", "mean_of_samples_error", "sample_spread"))
     assert (mos <= s).all() and (spread > 0).all()  # Jensen: the mean of the samples is closer than one sample
@@ -90,11 +96,15 @@ def test_mean_of_samples_is_never_worse_than_one_sample():
         grp = out["by_group"][g]
         assert all(a <= b for a, b in zip(grp["mean_of_samples_error"], grp["sample_error"]))
     again = rollout_errors(
-        _model(), [_batch(3), _batch(2, start=3, dataset="other")], C, H, sample_steps=2, num_samples=4, seed=1
+        _model(),
+        [_batch(3), _batch(2, start=3, dataset="other")],
+        C,
+        H,
+        options=EvalOptions(sample_steps=2, num_samples=4, seed=1),
     )
     assert again["mean_of_samples_error"] == out["mean_of_samples_error"]  # deterministic by seed
     with pytest.raises(ValueError, match="num_samples"):
-        rollout_errors(_model(), [_batch(2)], C, H, sample_steps=1, num_samples=0)
+        rollout_errors(_model(), [_batch(2)], C, H, options=EvalOptions(sample_steps=1, num_samples=0))
 
 
 def test_swapped_actions_are_noise_matched():
@@ -105,16 +115,14 @@ def test_swapped_actions_are_noise_matched():
         [_batch(3, actions=same), _batch(2, start=3, actions=same)],
         C,
         H,
-        sample_steps=2,
-        tau_ctx=0.9,
-        action_swap=True,
+        options=EvalOptions(sample_steps=2, tau_ctx=0.9, action_swap=True),
     )
     assert ident["swapped_actions_error"] == ident["model_error"] and ident["action_sensitivity"] == 0.0
     batches = [_batch(3), _batch(1, start=3), _batch(2, start=4)]
-    out = rollout_errors(m, batches, C, H, sample_steps=2, tau_ctx=0.9, action_swap=True)
+    out = rollout_errors(m, batches, C, H, options=EvalOptions(sample_steps=2, tau_ctx=0.9, action_swap=True))
     assert out["swapped_actions_error"] != out["model_error"] and out["action_sensitivity"] != 0.0
     assert out["swap_skipped_clips"] == 1 and out["num_clips"] == 6  # the batch of one cannot swap
-    alone = rollout_errors(m, [_batch(1)], C, H, sample_steps=1, action_swap=True)
+    alone = rollout_errors(m, [_batch(1)], C, H, options=EvalOptions(sample_steps=1, action_swap=True))
     assert alone["swapped_actions_error"] is None and alone["action_sensitivity"] is None
 
 

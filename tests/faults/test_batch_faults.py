@@ -4,7 +4,7 @@ import torch
 
 from latentwm.config import get_preset
 from latentwm.data.batch import ClipSample, WorldBatchMetadata, collate
-from latentwm.eval.metrics import rollout_errors
+from latentwm.eval.metrics import EvalOptions, rollout_errors
 from latentwm.model.dynamics import DynamicsModel
 
 CFG = get_preset("tiny").model
@@ -33,6 +33,12 @@ def test_selecting_one_sample_keeps_the_batch_dimension_and_its_metadata():
 def test_eval_with_exactly_one_held_out_clip():
     model = DynamicsModel(CFG).eval()
     for clips in ([_clip(0, 4)], [_clip(0, 4), _clip(1, 2)]):  # one clip; one usable clip beside a short one
-        out = rollout_errors(model, [collate(clips, action_dim=CFG.action_dim)], context=2, horizon=2, sample_steps=1)
+        out = rollout_errors(
+            model,
+            [collate(clips, action_dim=CFG.action_dim)],
+            context=2,
+            horizon=2,
+            options=EvalOptions(sample_steps=1),
+        )
         assert out["num_clips"] == 1 and out["skipped_clips"] == len(clips) - 1
         assert list(out["by_group"]) == ["toy/main"]

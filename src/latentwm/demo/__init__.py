@@ -37,7 +37,7 @@ from latentwm.demo.stages import Stages
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.encoders.encode import text_embedding
 from latentwm.engine.state_file import CheckpointError
-from latentwm.eval.metrics import rollout_errors
+from latentwm.eval.metrics import EvalOptions, rollout_errors
 from latentwm.io.files import read_json
 from latentwm.planning.cost_quality import encoder_cost_quality
 from latentwm.planning.results import text_goal_comparison
@@ -506,11 +506,10 @@ def text_horizon_eval(cfg: DemoConfig, trainer: Trainer, exp: ExperimentConfig, 
         eval_loader(data, exp.model.action_dim),
         r.context,
         H,
-        r.sample_steps,
-        seed=exp.train.seed,
         device=trainer.device,
-        condition_gain=("text",),
-        text_guidance=r.text_guidance,
+        options=EvalOptions(
+            seed=exp.train.seed, condition_gain=("text",), text_guidance=r.text_guidance, sample_steps=r.sample_steps
+        ),
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 
@@ -206,22 +207,30 @@ def _generators(seed: int, device) -> dict[str, torch.Generator]:
     return {"model": mk(seed), "swap": mk(seed), "extra": mk((seed * 0x9E3779B1 + 0x7F4A7C15) % 2**63)}
 
 
+@dataclass(frozen=True)
+class EvalOptions:
+    """How `rollout_errors` samples (K = sample_steps, tau_ctx, the noise seed, classifier-free guidance scales) and
+    what it measures beside the model's error (see rollout_errors)."""
+
+    sample_steps: int = 4
+    tau_ctx: float = 1.0
+    seed: int = 0
+    num_samples: int = 1
+    action_swap: bool = False
+    condition_gain: bool | tuple[str, ...] = False
+    text_guidance: float = 1.0
+    action_guidance: float = 1.0
+    keep_predictions: int = 0
+
+
 @torch.no_grad()
 def rollout_errors(
     model,
     batches: Iterable[WorldBatch],
     context: int,
     horizon: int,
-    sample_steps: int = 4,
-    tau_ctx: float = 1.0,
-    seed: int = 0,
+    options: EvalOptions = EvalOptions(),
     device: torch.device | str = "cpu",
-    keep_predictions: int = 0,
-    num_samples: int = 1,
-    action_swap: bool = False,
-    condition_gain: bool | tuple[str, ...] = False,
-    text_guidance: float = 1.0,
-    action_guidance: float = 1.0,
 ) -> dict:
     """Roll out `horizon` frames after `context` observed ones on every clip; compare with the truth.
 
@@ -230,6 +239,7 @@ def rollout_errors(
     dataset/camera group. Baselines: copy-last repeats the last observed frame, context-average predicts the mean
     of the observed frames for every future frame (what a model that only blurs could reach). Fixed noise seed:
     evaluations of two checkpoints see the same noise, and model_error does not depend on the options below.
+    options (EvalOptions):
 
     num_samples > 1: N rollouts per clip → sample_error, mean_of_samples_error, sample_spread (see sample_stats).
     action_swap: a second rollout with the batch's future actions rolled by one clip, same noise →
@@ -245,10 +255,17 @@ def rollout_errors(
     second is what the condition carries by itself (with true actions present a sentence can add almost nothing).
     A batch's `text` (B, T, E) conditions every frame it covers; text/action_guidance: CFG scales (1: none).
     """
+    o = options
+    num_samples, action_swap, condition_gain, keep_predictions = (
+        o.num_samples,
+        o.action_swap,
+        o.condition_gain,
+        o.keep_predictions,
+    )
     if num_samples < 1:
         raise ValueError(f"rollout_errors: num_samples must be >= 1, got {num_samples}")
     sums, gain_sums, kept, skipped, swap_skipped = _Sums(horizon), _Sums(horizon), [], 0, 0
-    gens = _generators(seed, device)
+    gens = _generators(o.seed, device)
     need = context + horizon
     for batch in batches:
         ok = batch.valid[:, :need].all(dim=1) if batch.seq_len >= need else torch.zeros(batch.batch_size, dtype=bool)
@@ -265,10 +282,10 @@ def rollout_errors(
             num_samples,
             action_swap,
             _conditions(condition_gain),
-            sample_steps=sample_steps,
-            tau_ctx=tau_ctx,
-            text_guidance=text_guidance,
-            action_guidance=action_guidance,
+            sample_steps=o.sample_steps,
+            tau_ctx=o.tau_ctx,
+            text_guidance=o.text_guidance,
+            action_guidance=o.action_guidance,
         )
         sums.add(errs, b.meta)
         for rows, ce in gains:  # the shuffled run needs 2 clips: each key counts its own clips

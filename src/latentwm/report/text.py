@@ -43,7 +43,7 @@ def half_gain_step(curve: list[tuple[int, float]]) -> int | None:
 
 def text_metrics(out: Path, train_dir: Path, horizon_eval: dict | None, text_goal: dict | None) -> dict:
     """metrics.json's `text` and `action` sections; writes `condition_gain.png` (both gains against steps) and,
-    with horizon_eval (rollout_errors(..., condition_gain=True) at long horizons), `text_rollout_error.png`.
+    with horizon_eval (rollout_errors with condition_gain at long horizons), `text_rollout_error.png`.
     text_goal: the planning evaluation's text-goal results (beside the image-goal ones), or None."""
     curves = gain_curves(train_dir)
     if curves:

@@ -15,7 +15,7 @@ from latentwm.data.clips import LatentClipDataset, eval_loader
 from latentwm.data.latent_cache import LatentCache
 from latentwm.engine.checkpoint import load_decoder, load_world_model
 from latentwm.engine.pairing import check_pairing
-from latentwm.eval.metrics import rollout_errors
+from latentwm.eval.metrics import EvalOptions, rollout_errors
 from latentwm.eval.visualize import plot_curves, write_rollout_gifs
 from latentwm.io.lock import writable_out_dir
 
@@ -40,13 +40,15 @@ def run_eval(cfg: EvalConfig) -> dict:
         eval_loader(data, exp.model.action_dim),
         C,
         H,
-        K,
-        cfg.tau_ctx,
-        seed=cfg.seed,
-        keep_predictions=cfg.videos,
-        num_samples=cfg.num_samples,
-        action_swap=cfg.action_swap,
         device=device,
+        options=EvalOptions(
+            seed=cfg.seed,
+            keep_predictions=cfg.videos,
+            num_samples=cfg.num_samples,
+            action_swap=cfg.action_swap,
+            sample_steps=K,
+            tau_ctx=cfg.tau_ctx,
+        ),
     )
     examples = res.pop("examples", [])
     dec = load_decoder(cfg.decoder)[0] if cfg.decoder and examples else None

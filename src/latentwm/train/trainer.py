@@ -40,7 +40,7 @@ from latentwm.engine.loop import (
     sample_seed,
 )
 from latentwm.engine.sharded import load_sharded, sharded_state
-from latentwm.eval.metrics import gain_scalars, rollout_errors
+from latentwm.eval.metrics import EvalOptions, gain_scalars, rollout_errors
 from latentwm.eval.visualize import rollout_video, save_gif
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.objectives import make_objective
@@ -482,14 +482,16 @@ class Trainer:
                 self.eval_batches(),
                 r.context,
                 r.horizon,
-                r.sample_steps,
-                r.tau_ctx,
-                seed=self.cfg.train.seed,
                 device=self.device,
-                keep_predictions=2,
-                condition_gain=self.cfg.train.condition_gain,
-                text_guidance=r.text_guidance,
-                action_guidance=r.action_guidance,
+                options=EvalOptions(
+                    seed=self.cfg.train.seed,
+                    keep_predictions=2,
+                    condition_gain=self.cfg.train.condition_gain,
+                    text_guidance=r.text_guidance,
+                    action_guidance=r.action_guidance,
+                    sample_steps=r.sample_steps,
+                    tau_ctx=r.tau_ctx,
+                ),
             )
         finally:
             model.train(training)
