@@ -105,7 +105,7 @@ def rollout_video(
 def write_rollout_gifs(
     examples, out_dir: str | Path, decoder=None, latent_stats=None, prefix: str = "rollout", fps: float = 2.0
 ) -> list[Path]:
-    """One real | predicted GIF per clip of `rollout_errors(..., options=EvalOptions(keep_predictions=n))["examples"]` (a list of
+    """One real | predicted GIF per clip of rollout_errors' "examples" (EvalOptions.keep_predictions: a list of
     (truth (B, H, N, D), pred (B, H, N, D), context (B, C, N, D)) batches): `out_dir/<prefix>_<i>.gif`."""
     paths = []
     for truth, pred, ctx in examples:
