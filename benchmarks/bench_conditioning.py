@@ -43,6 +43,15 @@ MODEL = ["--model.patch-group", "2", "--model.text-dim", "0", "--data.batch-size
 """The smaller model of every arm: 16 tokens of 2×2 patches per frame (the cpu preset's 8×8 grid grouped)."""
 
 
+def train_args(cache: Path, out: Path, steps: int, eval_every: int | None = None) -> list[str]:
+    """`latentwm train` of the grouped cpu model (MODEL) for a fixed number of steps, resumed: warm-up over the first
+    10 %, the bootstrap from the middle, a checkpoint every quarter, evaluation at the end (or every `eval_every`)."""
+    return ["train", "--preset", "cpu", "--data.cache-dir", str(cache), "--train.out-dir", str(out),
+            "--train.steps", str(steps), "--train.eval-every", str(eval_every or steps),
+            "--train.ckpt-every", str(max(1, steps // 4)), "--train.warmup-steps", str(max(1, steps // 10)),
+            "--objective.bootstrap-start", str(steps // 2), "--train.resume", *MODEL]  # fmt: skip
+
+
 def run(args: list[str]) -> None:
     rc = cli(args)
     if rc != 0:
@@ -78,25 +87,7 @@ def arm(
     proprio, relative = ARMS[name]
     d = out / name
     train = [
-        "train",
-        "--preset",
-        "cpu",
-        "--data.cache-dir",
-        str(cache),
-        "--train.out-dir",
-        str(d / "train"),
-        "--train.steps",
-        str(steps),
-        "--train.eval-every",
-        str(steps),
-        "--train.ckpt-every",
-        str(max(1, steps // 4)),
-        "--train.warmup-steps",
-        str(max(1, steps // 10)),
-        "--objective.bootstrap-start",
-        str(steps // 2),
-        "--train.resume",
-        *MODEL,
+        *train_args(cache, d / "train", steps),
         *extra,
         "--model.proprio-dim",
         str(proprio),

@@ -30,8 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_conditioning import MODEL as GROUPED_MODEL  # noqa: E402
-from bench_conditioning import block_moves, run  # noqa: E402
+from bench_conditioning import block_moves, run, train_args  # noqa: E402
 from common import report, table  # noqa: E402
 
 from latentwm.config import CEMConfig  # noqa: E402
@@ -39,8 +38,8 @@ from latentwm.planning.evaluate import WorldModelRun  # noqa: E402
 from latentwm.planning.ladder import planning_ladder  # noqa: E402
 from latentwm.report import dino_wm_success_at  # noqa: E402
 
-MODEL = [*GROUPED_MODEL, "--data.clip-len", "8"]
-"""bench_conditioning's grouped model at its measured clip length: the curve's points are comparable with its arms."""
+CLIP = ["--data.clip-len", "8"]
+"""bench_conditioning's clip length: the curve's points are comparable with its arms."""
 
 
 RUNGS = {
@@ -85,31 +84,7 @@ def point(out: Path, n: int, steps: int, goals: int, encoder: str, quick: bool) 
             "",
         ]
     )
-    run(
-        [
-            "train",
-            "--preset",
-            "cpu",
-            "--data.cache-dir",
-            str(d / "latents"),
-            "--train.out-dir",
-            str(d / "train"),
-            "--train.steps",
-            str(steps),
-            "--train.eval-every",
-            str(steps),
-            "--train.ckpt-every",
-            str(max(1, steps // 4)),
-            "--train.warmup-steps",
-            str(max(1, steps // 10)),
-            "--objective.bootstrap-start",
-            str(steps // 2),
-            "--train.resume",
-            *MODEL,
-            "--encoder.name",
-            encoder,
-        ]
-    )
+    run([*train_args(d / "latents", d / "train", steps), *CLIP, "--encoder.name", encoder])
     if not (d / "plan" / "planning_goals.json").exists():
         run(
             [

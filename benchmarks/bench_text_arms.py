@@ -30,8 +30,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_conditioning import MODEL as GROUPED_MODEL  # noqa: E402
-from bench_conditioning import run  # noqa: E402
+from bench_conditioning import run, train_args  # noqa: E402
 from common import report, table  # noqa: E402
 
 from latentwm.config import GenerateConfig  # noqa: E402
@@ -55,10 +54,8 @@ def arm(out: Path, name: str, episodes: Path, steps: int, every: int, encoder: s
     run(["encode", "--root", str(episodes), "--out-dir", str(cache), "--encoder.name", encoder,
          "--encoder.image-size", "112", "--text.name", text])  # fmt: skip
     d = out / name
-    run(["train", "--preset", "cpu", "--data.cache-dir", str(cache), "--train.out-dir", str(d), "--train.steps",
-         str(steps), "--train.eval-every", str(every), "--train.ckpt-every", str(every), "--train.warmup-steps",
-         str(max(1, steps // 10)), "--objective.bootstrap-start", str(steps // 2), "--train.resume", *GROUPED_MODEL,
-         "--model.text-dim", str(TEXT_DIM[text]), "--encoder.name", encoder, *flags, *extra])  # fmt: skip
+    run([*train_args(cache, d, steps, every), "--model.text-dim", str(TEXT_DIM[text]), "--encoder.name", encoder,
+         *flags, *extra])  # fmt: skip
     gains, errs = gain_curves(d), gain_curves(d, "gain_stderr")
     row: dict = {"arm": name, "text": text, "steps": steps}
     for cond in ("text", "action", "text_alone", "action_alone"):
