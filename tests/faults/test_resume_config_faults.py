@@ -51,3 +51,28 @@ def test_config_changes_lists_nested_fields():
     a = {"model": {"width": 32}, "plan": {"cem": {"population": 8}}, "train": {"steps": 1, "lr": 1.0}}
     b = {"model": {"width": 64}, "plan": {"cem": {"population": 9}}, "train": {"steps": 2, "lr": 1.0}}
     assert config_changes(a, b) == ["model.width: 32 -> 64"]
+
+
+def test_pretrain_encoder_resume_refuses_a_changed_learning_rate(tmp_path, capsys):
+    """`latentwm pretrain-encoder --resume` accepted a changed --lr silently (`train --train.resume` refuses such
+    changes): now it is refused in one line naming the field, and the run's checkpoints are untouched."""
+    from latentwm.cli import main
+    from latentwm.config import GenerateConfig
+    from latentwm.data.sources.pusht import generate_pusht
+
+    pytest.importorskip("gym_pusht")
+    generate_pusht(
+        GenerateConfig(out_dir=str(tmp_path / "eps"), num_episodes=3, max_steps=20, workers=1), show_progress=False
+    )
+    base = ["pretrain-encoder", "--data-dir", str(tmp_path / "eps"), "--out-dir", str(tmp_path / "run"),
+            "--hidden-size", "32", "--layers", "1", "--heads", "2", "--image-size", "56", "--batch-size", "8",
+            "--frames-per-episode", "4", "--window", "10", "--warmup-steps", "1", "--ckpt-every", "2",
+            "--eval-fraction", "0.34"]  # fmt: skip
+    assert main([*base, "--steps", "2"]) == 0
+    ckpts = tmp_path / "run" / "checkpoints"
+    before = {p: p.read_bytes() for p in ckpts.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main([*base, "--steps", "4", "--resume", "--lr", "0.01"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]  # after the frame-loading progress bar
+    assert line.startswith("latentwm pretrain-encoder: ") and "lr: 0.001 -> 0.01" in line
+    assert {p: p.read_bytes() for p in ckpts.rglob("*") if p.is_file()} == before  # checkpoints untouched

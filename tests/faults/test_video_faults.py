@@ -1,6 +1,7 @@
-"""Videos whose frames are not on the grid 0, 1/fps, 2/fps, ...: a first frame at 0.5 s was skipped whole; a
-variable-frame-rate file read at its "native" rate was stored with one average fps while its frames were 10–500 ms
-apart, with no warning. Both are now read at the frames' own presentation times."""
+"""Video folders as users have them. Frames not on the grid 0, 1/fps, 2/fps, ...: a first frame at 0.5 s was skipped
+whole; a variable-frame-rate file read at its "native" rate was stored with one average fps while its frames were
+10–500 ms apart, with no warning — both are now read at the frames' own presentation times. A symlinked subfolder
+was silently not followed."""
 
 from fractions import Fraction
 
@@ -70,3 +71,21 @@ def test_timeline_keeps_constant_rate_frames_as_they_are():
     np.testing.assert_array_equal(line.timestamps, times)
     assert line.fps == 30.0 and line.tolerance_s is None and not line.variable_rate
     assert len(timeline(times, None, start_s=0.2, end_s=0.4, header_fps=30.0).timestamps) == 6
+
+
+def test_symlinked_subfolders_are_followed_once_and_loops_end(tmp_path):
+    """A symlinked subfolder was silently not followed; now it is, each real folder once (a link back up the tree
+    does not loop), and hidden files and folders stay out."""
+    from latentwm.data.sources.video_folder import find_videos
+
+    real = tmp_path / "elsewhere" / "clips"
+    real.mkdir(parents=True)
+    (real / "a.mp4").write_bytes(b"x")
+    root = tmp_path / "root"
+    (root / ".hidden").mkdir(parents=True)
+    (root / ".hidden" / "h.mp4").write_bytes(b"x")
+    (root / "b.mp4").write_bytes(b"x")
+    (root / "linked").symlink_to(real, target_is_directory=True)
+    (real / "loop").symlink_to(root, target_is_directory=True)
+    names = [p.name for p in find_videos(root)]
+    assert sorted(names) == ["a.mp4", "b.mp4"]
