@@ -16,7 +16,6 @@ planning and RL use the kept step, not the last one.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import shutil
 import time
 from collections.abc import Callable
@@ -467,9 +466,11 @@ def evaluate(trainer: Trainer, exp: ExperimentConfig, state_probe: StateProbe | 
     ("k=1", skipped when the preset samples with K = 1); with a state probe, "state_error": the pose error of the
     predicted frames (every clip's first sample) beside copy-last and the context average."""
     r = exp.rollout
-    run = functools.partial(
-        rollout_errors, trainer.ema, context=r.context, horizon=r.horizon, seed=exp.train.seed, device=trainer.device
-    )
+
+    def run(batches, **options) -> dict:
+        opts = EvalOptions(seed=exp.train.seed, **options)
+        return rollout_errors(trainer.ema, batches, r.context, r.horizon, opts, device=trainer.device)
+
     keep = len(trainer.eval_set) if state_probe is not None else GIFS
     main = run(
         trainer.eval_batches(),
