@@ -71,6 +71,8 @@ def test_timeline_keeps_constant_rate_frames_as_they_are():
     np.testing.assert_array_equal(line.timestamps, times)
     assert line.fps == 30.0 and line.tolerance_s is None and not line.variable_rate
     assert len(timeline(times, None, start_s=0.2, end_s=0.4, header_fps=30.0).timestamps) == 6
+    one = timeline(np.array([0.5]), 4.0)  # a single frame at a chosen rate: that rate, from the frame
+    assert one.fps == 4.0 and one.timestamps.tolist() == [0.5]
 
 
 def test_symlinked_subfolders_are_followed_once_and_loops_end(tmp_path):

@@ -102,7 +102,10 @@ def timeline(
     if fps is None and not vfr:
         native = header_fps if header_fps > 0 and abs(1.0 / header_fps - period) <= 0.1 * period else 1.0 / period
         return Timeline(times[(times >= lo - 1e-6) & (times < hi - 1e-6)], native)
-    rate = fps or (len(times) - 1) / float(times[-1] - first) if len(times) > 1 else 1.0 / period
+    if fps is not None:
+        rate = float(fps)
+    else:  # variable rate: the average over the video (a single frame: its nominal period)
+        rate = (len(times) - 1) / float(times[-1] - first) if len(times) > 1 else 1.0 / period
     n = int(math.ceil((hi - lo) * rate - 1e-6))
     return Timeline(lo + np.arange(max(n, 0)) / rate, float(rate), tol, vfr)
 
