@@ -23,13 +23,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, median_time, report, table  # noqa: E402
 
+from latentwm.conditions import Conditions  # noqa: E402
 from latentwm.config import get_preset  # noqa: E402
 from latentwm.data.batch import collate  # noqa: E402
 from latentwm.data.sources.synthetic import MovingBlobClips  # noqa: E402
 from latentwm.engine.loop import NonFiniteGuard, optimizer_step  # noqa: E402
 from latentwm.model.dynamics import DynamicsModel  # noqa: E402
-from latentwm.objectives.shortcut_forcing import ShortcutForcing  # noqa: E402
-from latentwm.rollout import rollout  # noqa: E402
+from latentwm.objectives.shortcut_forcing import ShortcutForcing, TrainStep  # noqa: E402
+from latentwm.rollout import Sampling, rollout  # noqa: E402
 
 
 def _first_and_median(fn, repeats: int) -> tuple[float, float]:
@@ -57,7 +58,7 @@ def train_step_times(name: str, compiled: bool, backend: str, repeats: int) -> d
     seeds = list(range(B))
 
     def step():
-        loss, _ = obj(model, batch.latents, batch.actions, batch.action_mask, batch.valid, global_step=1, seeds=seeds)
+        loss, _ = obj(model, batch.latents, batch.conditions, batch.valid, TrainStep(1, seeds=seeds))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         optimizer_step(opt, model.parameters(), 1.0, guard, 1)
@@ -88,7 +89,7 @@ def generation_times(name: str, compiled: bool, backend: str, batch: int, repeat
 
     @torch.no_grad()
     def gen():
-        rollout(model, ctx, H, acts, sample_steps=4, noise=noise)
+        rollout(model, ctx, H, Conditions(acts), Sampling(4), noise=noise)
 
     first, t = _first_and_median(gen, repeats)
     return {

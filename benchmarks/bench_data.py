@@ -47,7 +47,7 @@ from test_egodex import write_h5 as write_egodex_h5  # noqa: E402
 
 from latentwm.data.cache_integrity import file_checksum  # noqa: E402
 from latentwm.data.episodes import frames_at  # noqa: E402
-from latentwm.data.latent_cache import LatentCache, encode_to_cache  # noqa: E402
+from latentwm.data.latent_cache import Encoding, LatentCache, encode_to_cache  # noqa: E402
 from latentwm.data.sources import load_source  # noqa: E402
 from latentwm.data.sources import tfrecord as tfr  # noqa: E402
 from latentwm.data.video import write_video  # noqa: E402
@@ -462,9 +462,8 @@ def bench_shards(v3: Path, out: Path, repeats: int) -> dict:
 
     encode_to_cache(
         load_source("droid", v3, size=224),
-        encode,
+        Encoding(encode, "stand-in-vits"),
         out,
-        encoder_label="stand-in-vits",
         episodes_per_shard=2,
         show_progress=False,
     )

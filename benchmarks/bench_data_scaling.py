@@ -35,7 +35,7 @@ from common import report, table  # noqa: E402
 
 from latentwm.config import CEMConfig  # noqa: E402
 from latentwm.planning.evaluate import WorldModelRun  # noqa: E402
-from latentwm.planning.ladder import planning_ladder  # noqa: E402
+from latentwm.planning.ladder import LadderOptions, planning_ladder  # noqa: E402
 from latentwm.report import dino_wm_success_at  # noqa: E402
 
 CLIP = ["--data.clip-len", "8"]
@@ -135,9 +135,11 @@ def point(out: Path, n: int, steps: int, goals: int, encoder: str, quick: bool) 
         d / "latents",
         plan_cfg,
         d / "ladder",
-        given={k: rows["cem"], "random actions": rows["random"]},
-        sample_steps=(plan_cfg.sample_steps,),
-        state_steps=200 if quick else 3000,
+        LadderOptions(
+            sample_steps=(plan_cfg.sample_steps,),
+            state_steps=200 if quick else 3000,
+            given={k: rows["cem"], "random actions": rows["random"]},
+        ),
     )
     for rung, short in RUNGS.items():
         r = ladder["rungs"][rung]

@@ -32,10 +32,11 @@ def main() -> None:
     ap.add_argument("--no-large", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    from latentwm.conditions import Conditions
     from latentwm.config import get_preset
     from latentwm.encoders.decoder import DecoderSpec, RAEDecoder, approx_decode_flops
     from latentwm.model import DynamicsModel
-    from latentwm.rollout import rollout
+    from latentwm.rollout import Sampling, rollout
 
     torch.manual_seed(0)
     exp = get_preset("cpu")
@@ -66,9 +67,11 @@ def main() -> None:
         actions = torch.randn(1, C + H - 1, m.action_dim)
         gen = torch.Generator().manual_seed(0)
         t_gen = median_time(
-            lambda: rollout(model, ctx, H, actions, sample_steps=K, generator=gen), max(3, args.repeats // 3), 1
+            lambda: rollout(model, ctx, H, Conditions(actions), Sampling(K), generator=gen),
+            max(3, args.repeats // 3),
+            1,
         )
-        pred = rollout(model, ctx, H, actions, sample_steps=K, generator=gen)[0]  # (16, N, D)
+        pred = rollout(model, ctx, H, Conditions(actions), Sampling(K), generator=gen)[0]  # (16, N, D)
         t_dec = median_time(lambda: dec.decode(pred[..., : m.latent_dim], batch_size=16), args.repeats, 2)
         large = None
         if not args.no_large:

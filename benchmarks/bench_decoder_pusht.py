@@ -40,7 +40,7 @@ def main() -> None:
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     from latentwm.cli import main as cli
     from latentwm.config import GenerateConfig, get_preset
-    from latentwm.data.latent_cache import encode_to_cache
+    from latentwm.data.latent_cache import Encoding, encode_to_cache
     from latentwm.data.sources.pusht import generate_pusht, load_pusht
     from latentwm.encoders.dino import DinoEncoder
 
@@ -56,10 +56,8 @@ def main() -> None:
     enc = DinoEncoder.from_config(enc_cfg)
     encode_to_cache(
         load_pusht(out / "episodes"),
-        lambda f: enc.encode(f).numpy(),
+        Encoding(lambda f: enc.encode(f).numpy(), enc.weights_label, image_size=enc_cfg.image_size),
         out / "latents",
-        encoder_label=enc.weights_label,
-        image_size=enc_cfg.image_size,
         show_progress=False,
     )
     prep_s = time.perf_counter() - t0

@@ -40,7 +40,7 @@ from latentwm.data.batch import collate  # noqa: E402
 from latentwm.data.sources.synthetic import MovingBlobClips  # noqa: E402
 from latentwm.model.dh_head import DHShape  # noqa: E402
 from latentwm.model.dynamics import DynamicsModel  # noqa: E402
-from latentwm.objectives.shortcut_forcing import ShortcutForcing  # noqa: E402
+from latentwm.objectives.shortcut_forcing import ShortcutForcing, TrainStep  # noqa: E402
 
 DH_BLOCKS = 2
 """The issue's default head depth."""
@@ -65,9 +65,7 @@ def step_fn(model, obj, batch, device):
     def step():
         model.zero_grad(set_to_none=True)
         with torch.autocast(**amp):
-            loss, _ = obj(
-                model, batch.latents, batch.actions, batch.action_mask, batch.valid, global_step=0, seeds=seeds
-            )
+            loss, _ = obj(model, batch.latents, batch.conditions, batch.valid, TrainStep(0, seeds=seeds))
         loss.backward()
         if device.type == "cuda":
             torch.cuda.synchronize()

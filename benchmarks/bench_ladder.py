@@ -29,7 +29,7 @@ from common import report, table  # noqa: E402
 from latentwm.config import CEMConfig  # noqa: E402
 from latentwm.data.latent_cache import LatentCache  # noqa: E402
 from latentwm.planning.evaluate import WorldModelRun  # noqa: E402
-from latentwm.planning.ladder import planning_ladder  # noqa: E402
+from latentwm.planning.ladder import LadderOptions, planning_ladder  # noqa: E402
 
 
 def main(argv=None):
@@ -65,10 +65,12 @@ def main(argv=None):
         args.cache,
         plan_cfg,
         Path(args.out),
-        given=given,
-        sample_steps=tuple(int(k) for k in args.k.split(",")),
-        next_frame=WorldModelRun.load(args.next_frame) if args.next_frame else None,
-        state_steps=200 if args.quick else 3000,
+        LadderOptions(
+            sample_steps=tuple(int(k) for k in args.k.split(",")),
+            state_steps=200 if args.quick else 3000,
+            next_frame=WorldModelRun.load(args.next_frame) if args.next_frame else None,
+            given=given,
+        ),
     )
     flat = [{"rung": k, **v} for k, v in res["rungs"].items()]
     md = table(

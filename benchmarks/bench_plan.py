@@ -32,11 +32,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import matmul_flops, median_time, report, table  # noqa: E402
 
+from latentwm.conditions import Conditions  # noqa: E402
 from latentwm.config import PlanConfig, get_preset  # noqa: E402
 from latentwm.config.experiment import replace_nested  # noqa: E402
 from latentwm.model import DynamicsModel  # noqa: E402
 from latentwm.planning import LatentGoalObjective, PlanProblem, plan  # noqa: E402
-from latentwm.rollout import observe, rollout  # noqa: E402
+from latentwm.rollout import Sampling, observe, rollout  # noqa: E402
 
 
 def cem_call_flops(
@@ -87,9 +88,9 @@ def main() -> None:
     rows, summary = [], {}
 
     with torch.inference_mode():
-        t_obs = median_time(lambda: observe(model, ctx, ctx_actions), repeats=args.repeats)
+        t_obs = median_time(lambda: observe(model, ctx, Conditions(ctx_actions)), repeats=args.repeats)
     for K in (1, 4):
-        obj = LatentGoalObjective(model, ctx, goal, ctx_actions, sample_steps=K, seed=0)
+        obj = LatentGoalObjective(model, ctx, goal, ctx_actions, Sampling(K), seed=0)
         t_iter = median_time(lambda obj=obj: obj(cands), repeats=args.repeats)
         call = t_obs + IT * t_iter
         rows.append(
@@ -121,7 +122,9 @@ def main() -> None:
     ctx_b, ctx_a_b = ctx.expand(P, -1, -1, -1), ctx_actions.expand(P, -1, -1)
     full = torch.cat([ctx_a_b, cands], 1)
     noise = torch.randn(1, H, N, D)
-    t_recompute = median_time(lambda: rollout(model, ctx_b, H, full, sample_steps=1, noise=noise), repeats=args.repeats)
+    t_recompute = median_time(
+        lambda: rollout(model, ctx_b, H, Conditions(full), Sampling(1), noise=noise), repeats=args.repeats
+    )
     rows.append(
         dict(
             method="batched, history recomputed per candidate",
@@ -164,7 +167,7 @@ def main() -> None:
 
     def naive():
         for i in range(n):
-            rollout(model, ctx, H, torch.cat([ctx_actions, cands[i : i + 1]], 1), sample_steps=1, noise=noise)
+            rollout(model, ctx, H, Conditions(torch.cat([ctx_actions, cands[i : i + 1]], 1)), Sampling(1), noise=noise)
 
     t_naive = median_time(naive, repeats=args.repeats) / n * P
     rows.append(
@@ -179,7 +182,7 @@ def main() -> None:
 
     # the same two under bf16 autocast (AMX / AVX-512 bf16 CPUs, GPUs)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        obj16 = LatentGoalObjective(model, ctx, goal, ctx_actions, sample_steps=1, seed=0)
+        obj16 = LatentGoalObjective(model, ctx, goal, ctx_actions, Sampling(1), seed=0)
         t16 = median_time(lambda: obj16(cands), repeats=args.repeats)
         t16_naive = median_time(naive, repeats=args.repeats) / n * P
     rows.append(
@@ -205,7 +208,7 @@ def main() -> None:
     # place, so last); the warm-up call compiles, its time is reported apart
     if args.compile_backend != "none":
         model.compile_sampling(args.compile_backend)
-        objc = LatentGoalObjective(model, ctx, goal, ctx_actions, sample_steps=1, seed=0)
+        objc = LatentGoalObjective(model, ctx, goal, ctx_actions, Sampling(1), seed=0)
         t = time.perf_counter()
         objc(cands)
         summary["compile_first_iteration_s"] = time.perf_counter() - t

@@ -27,7 +27,7 @@ from latentwm.data.batch import collate  # noqa: E402
 from latentwm.data.sources.synthetic import MovingBlobClips  # noqa: E402
 from latentwm.engine.loop import NonFiniteGuard, optimizer_step  # noqa: E402
 from latentwm.model.dynamics import DynamicsModel  # noqa: E402
-from latentwm.objectives import make_objective  # noqa: E402
+from latentwm.objectives import TrainStep, make_objective  # noqa: E402
 from latentwm.sweep.spec import build_runs, spec_from_config  # noqa: E402
 
 
@@ -44,16 +44,7 @@ def step_time(cfg, steps: int, batch: int | None = None) -> dict:
     at = max(cfg.objective.bootstrap_start, 1)  # past the flow-only warm-up: the bootstrap costs what it costs
 
     def step():
-        loss, _ = objective(
-            model,
-            b.latents,
-            b.actions,
-            b.action_mask,
-            b.valid,
-            global_step=at,
-            seeds=list(range(B)),
-            bootstrap_model=model,
-        )
+        loss, _ = objective(model, b.latents, b.conditions, b.valid, TrainStep(at, model, list(range(B))))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         optimizer_step(opt, model.parameters(), tc.grad_clip, guard, at)

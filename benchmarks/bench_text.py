@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median_time, report, table  # noqa: E402
 
+from latentwm.conditions import Conditions  # noqa: E402
 from latentwm.config import GenerateConfig, TextEncoderConfig, get_preset  # noqa: E402
 from latentwm.data.batch import collate  # noqa: E402
 from latentwm.data.sources.pusht import generate_pusht, load_pusht  # noqa: E402
@@ -37,8 +38,8 @@ from latentwm.encoders.dino import DinoEncoder  # noqa: E402
 from latentwm.encoders.text import TextEncoder  # noqa: E402
 from latentwm.envs.pusht_language import heldout_sentences, train_sentences  # noqa: E402
 from latentwm.model.dynamics import DynamicsModel  # noqa: E402
-from latentwm.objectives.shortcut_forcing import ShortcutForcing  # noqa: E402
-from latentwm.rollout import rollout  # noqa: E402
+from latentwm.objectives.shortcut_forcing import ShortcutForcing, TrainStep  # noqa: E402
+from latentwm.rollout import Sampling, rollout  # noqa: E402
 
 
 def training(preset: str, steps: int, device) -> list[dict]:
@@ -55,19 +56,10 @@ def training(preset: str, steps: int, device) -> list[dict]:
         model = DynamicsModel(dataclasses.replace(m, text_dim=dim)).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         obj = ShortcutForcing(cfg.objective, m.k_max)
-        kw = dict(text=text, text_mask=text_mask) if dim else {}
+        cond = batch.conditions.replace(text=text, text_mask=text_mask) if dim else batch.conditions
 
-        def step(model=model, opt=opt, obj=obj, kw=kw):
-            loss, _ = obj(
-                model,
-                batch.latents,
-                batch.actions,
-                batch.action_mask,
-                batch.valid,
-                global_step=1,
-                seeds=list(range(B)),
-                **kw,
-            )
+        def step(model=model, opt=opt, obj=obj, cond=cond):
+            loss, _ = obj(model, batch.latents, cond, batch.valid, TrainStep(1, seeds=list(range(B))))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -106,7 +98,12 @@ def sampling(preset: str, repeats: int, device) -> list[dict]:
     for name, tg, ag in (("unguided", 1.0, 1.0), ("text guidance 3", 3.0, 1.0), ("text 3 + action 2", 3.0, 2.0)):
         t = median_time(
             lambda tg=tg, ag=ag: rollout(
-                model, ctx, H, acts, noise=noise, text=text, text_guidance=tg, action_guidance=ag, sample_steps=4
+                model,
+                ctx,
+                H,
+                Conditions(acts, text=text, text_guidance=tg, action_guidance=ag),
+                Sampling(4),
+                noise=noise,
             ),
             repeats=repeats,
         )

@@ -24,7 +24,7 @@ from latentwm.config import get_preset  # noqa: E402
 from latentwm.data.batch import collate  # noqa: E402
 from latentwm.data.sources.synthetic import MovingBlobClips  # noqa: E402
 from latentwm.model.dynamics import DynamicsModel  # noqa: E402
-from latentwm.objectives.shortcut_forcing import ShortcutForcing  # noqa: E402
+from latentwm.objectives.shortcut_forcing import ShortcutForcing, TrainStep  # noqa: E402
 
 
 def peak_mem_mb(device) -> float:
@@ -53,9 +53,7 @@ def bench_preset(name: str, steps: int, device: torch.device) -> list[dict]:
 
         def step(obj=obj, seeds=seeds):
             with torch.autocast(**amp):
-                loss, _ = obj(
-                    model, batch.latents, batch.actions, batch.action_mask, batch.valid, global_step=1, seeds=seeds
-                )
+                loss, _ = obj(model, batch.latents, batch.conditions, batch.valid, TrainStep(1, seeds=seeds))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

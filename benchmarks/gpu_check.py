@@ -522,6 +522,7 @@ def sec_generation(ctx: Ctx, rec: Recorder) -> None:
     """KV-cached generation, batch 1: K denoising steps + one commit pass per frame, after C cached frames."""
     import torch
 
+    from latentwm.conditions import Conditions, FrameConditions
     from latentwm.model import DynamicsModel
     from latentwm.rollout import commit_frame, observe, sample_frame
 
@@ -565,7 +566,7 @@ def sec_generation(ctx: Ctx, rec: Recorder) -> None:
         if mode == "compiled":
             model.compile_sampling(ctx.args.compile_backend)
         with torch.no_grad(), _amp(dev):
-            cache = observe(model, frames[:, :C], actions[:, : C - 1])
+            cache = observe(model, frames[:, :C], Conditions(actions[:, : C - 1]))
         if ctx.left() < (3 if mode == "eager" else 15):
             rec.update(**{f"skipped_{mode}_ctx{C}_k{K}": f"only {ctx.left():.0f} s left"})
             continue
@@ -575,8 +576,8 @@ def sec_generation(ctx: Ctx, rec: Recorder) -> None:
         def frame(cache=cache, K=K, noise=noise, a=a):
             c = cache.clone()  # O(1): a commit never writes into the shared tensors
             with torch.no_grad(), _amp(dev):
-                x = sample_frame(model, c, K, noise, a, known)
-                commit_frame(model, c, x, a, known)
+                x = sample_frame(model, c, K, noise, FrameConditions(a, known))
+                commit_frame(model, c, x, FrameConditions(a, known))
 
         t, n = _time(frame, ctx, budget_s=1.0 if ctx.quick else 3.0, min_reps=5, max_reps=100, warmup=2)
         rec.row(

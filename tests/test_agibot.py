@@ -14,7 +14,7 @@ from test_lerobot import CART, encode_and_train
 from test_video import encode_index, indices
 
 from latentwm.data.episodes import EpisodeError, narrations_in
-from latentwm.data.latent_cache import LatentCache, encode_to_cache
+from latentwm.data.latent_cache import Encoding, LatentCache, encode_to_cache
 from latentwm.data.sources.agibot import arm_actions, load_agibot, quat_to_matrix
 from latentwm.data.sources.droid import euler_to_matrix
 from latentwm.data.video import write_video
@@ -135,7 +135,7 @@ def test_native_fps_cameras_and_task_filter(tmp_path):
 
 def test_corrupt_proprio_skipped_and_counted(tmp_path):
     root = write_agibot(tmp_path / "agibot", corrupt=("327", "648649"))
-    res = encode_to_cache(load_agibot(root), encode_fn, tmp_path / "cache", encoder_label="mean8", show_progress=False)
+    res = encode_to_cache(load_agibot(root), Encoding(encode_fn, "mean8"), tmp_path / "cache", show_progress=False)
     assert res["episodes"] == 2 and res["skipped"] == 1
     assert "proprio_stats.h5" in LatentCache(tmp_path / "cache").skipped[0]["error"]
 

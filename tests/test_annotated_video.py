@@ -14,7 +14,7 @@ from latentwm.cli import main
 from latentwm.config import get_preset
 from latentwm.data.clip_sets import make_clip_datasets
 from latentwm.data.episodes import EpisodeError, narrations_in
-from latentwm.data.latent_cache import LatentCache, encode_to_cache
+from latentwm.data.latent_cache import Encoding, LatentCache, encode_to_cache
 from latentwm.data.sources import load_source
 from latentwm.data.sources.annotated_video import frame_spans, load_ego4d, load_howto100m, load_kinetics, load_ssv2
 from latentwm.data.video import write_video
@@ -79,7 +79,7 @@ def test_ssv2_labels_templates_and_a_corrupt_clip(ssv2, tmp_path, capsys):
     assert items["ssv2/404"]().text == []  # a clip without a label (the test split) keeps empty text
     with pytest.raises(EpisodeError, match="505.webm"):
         items["ssv2/505"]()
-    res = encode_to_cache(load_ssv2(ssv2), encode_fn, tmp_path / "c", encoder_label="mean8", show_progress=False)
+    res = encode_to_cache(load_ssv2(ssv2), Encoding(encode_fn, "mean8"), tmp_path / "c", show_progress=False)
     assert (res["episodes"], res["skipped"]) == (3, 1) and "505.webm" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="something-something-v2-train.json.*annotations="):
         load_ssv2(ssv2 / "20bn-something-something-v2")

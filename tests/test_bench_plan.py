@@ -11,10 +11,11 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from latentwm.conditions import Conditions
 from latentwm.config import get_preset
 from latentwm.model import DynamicsModel
 from latentwm.planning import LatentGoalObjective
-from latentwm.rollout import observe
+from latentwm.rollout import Sampling, observe
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -33,8 +34,8 @@ def test_cem_call_flops_match_the_counted_matmuls(one_thread):
     cands = torch.randn(P, H, mc.action_dim)
     with torch.inference_mode():
         with FlopCounterMode(display=False) as obs:
-            observe(model, ctx, ctx_actions)
-        obj = LatentGoalObjective(model, ctx, goal, ctx_actions, sample_steps=1, seed=0)
+            observe(model, ctx, Conditions(ctx_actions))
+        obj = LatentGoalObjective(model, ctx, goal, ctx_actions, Sampling(1), seed=0)
         with FlopCounterMode(display=False) as it:
             obj(cands)
     counted = obs.get_total_flops() + it.get_total_flops()

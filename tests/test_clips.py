@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from latentwm.data.batch import WorldBatch
-from latentwm.data.clips import LatentClipDataset, make_loader, split_episodes
+from latentwm.data.clips import ClipOptions, LatentClipDataset, ReadOrder, make_loader, split_episodes
 from latentwm.data.episodes import Episode
-from latentwm.data.latent_cache import LatentCache, encode_to_cache
+from latentwm.data.latent_cache import Encoding, LatentCache, encode_to_cache
 
 N, D = 4, 3
 
@@ -45,9 +45,8 @@ def cache(tmp_path_factory):
     eps.append(make_episode(9, T=6))  # shorter than one clip
     encode_to_cache(
         [(f"toy/{e.episode_id}", (lambda e=e: e)) for e in eps],
-        encode,
+        Encoding(encode, "t"),
         d,
-        encoder_label="t",
         episodes_per_shard=3,
         show_progress=False,
     )
@@ -56,7 +55,7 @@ def cache(tmp_path_factory):
 
 def test_frame_skip_actions_match_episode_with_frame_skip(cache):
     c, eps = cache
-    ds = LatentClipDataset(c, clip_len=5, frame_skip=5, split="all", normalize=False)
+    ds = LatentClipDataset(c, clip_len=5, split="all", options=ClipOptions(frame_skip=5, normalize=False))
     for ep_id in ("ep00", "ep01"):
         ep = eps[ep_id]  # T = 23 and 26
         i = c.find("toy", ep_id, "main")
@@ -75,7 +74,9 @@ def test_frame_skip_actions_match_episode_with_frame_skip(cache):
     s = ds.make_clip(c.find("toy", "ep01", "wrist"), 3)
     assert s.meta.camera == "wrist" and s.meta.start_frame == 3 and s.meta.frame_stride == 5 and s.meta.fps == 2.0
     assert s.meta.text == ("push",) and s.meta.success is True and s.meta.episode_id == "ep01"
-    ds_states = LatentClipDataset(c, clip_len=5, frame_skip=5, split="eval", eval_fraction=0.5, normalize=False)
+    ds_states = LatentClipDataset(
+        c, clip_len=5, split="eval", options=ClipOptions(frame_skip=5, eval_fraction=0.5, normalize=False)
+    )
     entry, start = ds_states.clip_at(0)
     e = c.entries[entry]
     np.testing.assert_array_equal(ds_states.states_for(0), eps[e["episode_id"]].states[start : start + 21 : 5])
@@ -84,8 +85,8 @@ def test_frame_skip_actions_match_episode_with_frame_skip(cache):
 
 def test_splits_are_by_episode_disjoint_and_seeded(cache):
     c, _ = cache
-    kw = dict(clip_len=4, frame_skip=2, eval_fraction=0.3)
-    tr, ev = LatentClipDataset(c, split="train", **kw), LatentClipDataset(c, split="eval", **kw)
+    o = ClipOptions(frame_skip=2, eval_fraction=0.3)
+    tr, ev = LatentClipDataset(c, 4, "train", o), LatentClipDataset(c, 4, "eval", o)
     tr_eps, ev_eps = {k for k, _ in tr.groups}, {k for k, _ in ev.groups}
     assert tr_eps and ev_eps and not tr_eps & ev_eps
     assert len(tr_eps | ev_eps) + tr.num_skipped + ev.num_skipped == 10
@@ -93,7 +94,7 @@ def test_splits_are_by_episode_disjoint_and_seeded(cache):
     for _, entries in tr.groups + ev.groups:  # all cameras of an episode on one side
         assert len({c.entries[i]["episode_id"] for i in entries}) == 1
     assert {c.entries[i]["camera"] for i, _ in ev.grid} <= {"main", "wrist"}
-    assert {k for k, _ in LatentClipDataset(c, split="eval", **kw).groups} == ev_eps
+    assert {k for k, _ in LatentClipDataset(c, 4, "eval", o).groups} == ev_eps
     keys = [f"e{i}" for i in range(50)]
     assert len(split_episodes(keys, 0.1, 0)) == 5 and split_episodes(keys, 0.1, 0) != split_episodes(keys, 0.1, 1)
     assert split_episodes(keys, 0.0, 0) == set() and len(split_episodes(keys[:3], 0.01, 0)) == 1
@@ -101,8 +102,8 @@ def test_splits_are_by_episode_disjoint_and_seeded(cache):
 
 def test_train_items_are_deterministic_in_seed_epoch_index(cache):
     c, _ = cache
-    a = LatentClipDataset(c, clip_len=4, frame_skip=2, seed=3, epoch_size=10)
-    b = LatentClipDataset(c, clip_len=4, frame_skip=2, seed=3, epoch_size=10)
+    a = LatentClipDataset(c, clip_len=4, options=ClipOptions(frame_skip=2, seed=3, epoch_size=10))
+    b = LatentClipDataset(c, clip_len=4, options=ClipOptions(frame_skip=2, seed=3, epoch_size=10))
     for i in (0, 7, 123):
         x, y = a[i], b[i]
         assert x.meta == y.meta and torch.equal(x.latents, y.latents) and torch.equal(x.actions, y.actions)
@@ -111,7 +112,7 @@ def test_train_items_are_deterministic_in_seed_epoch_index(cache):
     assert a.clip_at(13) == a.clip_at((1, 3))  # global index k = epoch · len + i
     a.set_epoch(1)
     assert a.clip_at(3) == b.clip_at((1, 3))
-    other = LatentClipDataset(c, clip_len=4, frame_skip=2, seed=4, epoch_size=10)
+    other = LatentClipDataset(c, clip_len=4, options=ClipOptions(frame_skip=2, seed=4, epoch_size=10))
     assert [other.clip_at(i) for i in range(10)] != starts
     for i in range(200):  # every clip fits its episode
         entry, start = b.clip_at(i)
@@ -120,8 +121,8 @@ def test_train_items_are_deterministic_in_seed_epoch_index(cache):
 
 def test_normalization_uses_cache_stats(cache):
     c, _ = cache
-    raw = LatentClipDataset(c, clip_len=4, frame_skip=3, split="all", normalize=False)
-    norm = LatentClipDataset(c, clip_len=4, frame_skip=3, split="all", normalize=True)
+    raw = LatentClipDataset(c, clip_len=4, split="all", options=ClipOptions(frame_skip=3, normalize=False))
+    norm = LatentClipDataset(c, clip_len=4, split="all", options=ClipOptions(frame_skip=3, normalize=True))
     ls, st = c.latent_stats, c.dataset_stats["toy"]
     for i in (0, 5):
         r, n = raw[i], norm[i]
@@ -136,7 +137,7 @@ def test_normalization_uses_cache_stats(cache):
 
 def test_loader_collates_world_batches_and_splits_ranks(cache):
     c, _ = cache
-    tr = LatentClipDataset(c, clip_len=5, frame_skip=2, action_dim=12, epoch_size=12)
+    tr = LatentClipDataset(c, clip_len=5, options=ClipOptions(frame_skip=2, action_dim=12, epoch_size=12))
     batch = next(iter(make_loader(tr, batch_size=3)))
     assert isinstance(batch, WorldBatch)
     assert batch.latents.shape == (3, 5, N, D) and batch.actions.shape == (3, 5, 12)
@@ -146,18 +147,22 @@ def test_loader_collates_world_batches_and_splits_ranks(cache):
     ref = [tr[i].meta for i in range(12)]
     seen = []
     for rank in range(2):
-        for b in make_loader(tr, batch_size=2, rank=rank, world_size=2):
+        for b in make_loader(tr, batch_size=2, order=ReadOrder(rank=rank, world_size=2)):
             seen += b.meta
     assert sorted(seen, key=repr) == sorted(ref, key=repr)
-    ev = LatentClipDataset(c, clip_len=5, frame_skip=2, split="eval", eval_fraction=0.4)
+    ev = LatentClipDataset(c, clip_len=5, split="eval", options=ClipOptions(frame_skip=2, eval_fraction=0.4))
     per_rank = [
-        [(m.episode_id, m.camera, m.start_frame) for b in make_loader(ev, 4, rank=r, world_size=3) for m in b.meta]
+        [
+            (m.episode_id, m.camera, m.start_frame)
+            for b in make_loader(ev, 4, order=ReadOrder(rank=r, world_size=3))
+            for m in b.meta
+        ]
         for r in range(3)
     ]
     flat = [x for p in per_rank for x in p]
     assert len(flat) == len(ev) == len(set(flat))  # eval: every clip exactly once, even when uneven
-    full = [m for b in make_loader(tr, batch_size=1, rank=1, world_size=2) for m in b.meta]
-    resumed = make_loader(tr, batch_size=1, rank=1, world_size=2)
+    full = [m for b in make_loader(tr, batch_size=1, order=ReadOrder(rank=1, world_size=2)) for m in b.meta]
+    resumed = make_loader(tr, batch_size=1, order=ReadOrder(rank=1, world_size=2))
     resumed.sampler.set_epoch(0, start=2)  # resume mid-epoch
     assert [m for b in resumed for m in b.meta] == full[2:]
     resumed.sampler.set_epoch(1)

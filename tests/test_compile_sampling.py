@@ -8,9 +8,10 @@ from dataclasses import replace
 import pytest
 import torch
 
+from latentwm.conditions import Conditions
 from latentwm.config import get_preset
 from latentwm.model.dynamics import DynamicsModel
-from latentwm.rollout import observe, rollout
+from latentwm.rollout import Sampling, observe, rollout
 
 
 class CountingBackend:
@@ -51,13 +52,13 @@ def test_compiled_rollout_equals_eager_and_compiles_a_bounded_number_of_graphs(k
     H = cfg.context_frames + 4  # past the window: the cache stops growing, then slides
     ctx, acts, noise = _inputs(cfg, H=H)
     with torch.no_grad():
-        ref = rollout(model, ctx, H, acts, sample_steps=4, noise=noise)
+        ref = rollout(model, ctx, H, Conditions(acts), Sampling(4), noise=noise)
         backend = CountingBackend()
         model.compile_sampling(backend)
         assert model.compile_sampling(backend) is model  # idempotent
-        out = rollout(model, ctx, H, acts, sample_steps=4, noise=noise)
+        out = rollout(model, ctx, H, Conditions(acts), Sampling(4), noise=noise)
         graphs = backend.graphs
-        again = rollout(model, ctx, H, acts, sample_steps=4, noise=noise)
+        again = rollout(model, ctx, H, Conditions(acts), Sampling(4), noise=noise)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(again, ref, rtol=1e-5, atol=1e-5)
     # space blocks: 1 graph; time core: empty cache, one frame, then dynamic length (+ the DH head's blocks)
@@ -76,8 +77,10 @@ def test_expanded_cache_and_gradients_go_through_the_compiled_pass():
 
     def plan_like(m):
         with torch.no_grad():
-            cache = observe(m, ctx, acts[:, : ctx.shape[1] - 1]).expand(n)
-        out = rollout(m, ctx.expand(n, -1, -1, -1), 3, cand, sample_steps=1, noise=noise[:, :3], cache=cache, grad=True)
+            cache = observe(m, ctx, Conditions(acts[:, : ctx.shape[1] - 1])).expand(n)
+        out = rollout(
+            m, ctx.expand(n, -1, -1, -1), 3, Conditions(cand), Sampling(1, grad=True), noise=noise[:, :3], cache=cache
+        )
         loss = out.pow(2).mean()
         (g,) = torch.autograd.grad(loss, cand)
         return out.detach(), g
@@ -95,6 +98,6 @@ def test_inductor_compiled_rollout_matches_eager(device):
     model = model.to(device)
     ctx, acts, noise = (t.to(device) for t in _inputs(cfg, H=4))
     with torch.no_grad():
-        ref = rollout(model, ctx, 4, acts, sample_steps=2, noise=noise)
-        out = rollout(model.compile_sampling(), ctx, 4, acts, sample_steps=2, noise=noise)
+        ref = rollout(model, ctx, 4, Conditions(acts), Sampling(2), noise=noise)
+        out = rollout(model.compile_sampling(), ctx, 4, Conditions(acts), Sampling(2), noise=noise)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)

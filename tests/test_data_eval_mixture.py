@@ -7,8 +7,8 @@ from test_epic import write_epic
 
 from latentwm.data.batch import collate
 from latentwm.data.clip_sets import make_mixture_datasets
-from latentwm.data.clips import LatentClipDataset
-from latentwm.data.latent_cache import encode_to_cache
+from latentwm.data.clips import ClipOptions, LatentClipDataset
+from latentwm.data.latent_cache import Encoding, encode_to_cache
 from latentwm.data.mixture import ConcatClips, MixtureSpec
 from latentwm.data.sources.droid import load_droid
 from latentwm.data.sources.epic_kitchens import load_epic_kitchens
@@ -21,11 +21,11 @@ SPANS = {"P01_01@0000": [("open drawer", 2, 6), ("take knife", 10, 12)], "P01_02
 @pytest.fixture(scope="module")
 def caches(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("evalmix")
-    kw = dict(encoder_label="mean8", episodes_per_shard=2, show_progress=False)
-    encode_to_cache(load_droid(write_lerobot_v3(tmp / "droid"), fps=5), encode_fn, tmp / "droid_lat", **kw)
+    mean8, kw = Encoding(encode_fn, "mean8"), dict(episodes_per_shard=2, show_progress=False)
+    encode_to_cache(load_droid(write_lerobot_v3(tmp / "droid"), fps=5), mean8, tmp / "droid_lat", **kw)
     encode_to_cache(
         load_epic_kitchens(write_epic(tmp / "epic"), fps=5, segment_s=None, participants="P01"),
-        encode_fn,
+        mean8,
         tmp / "epic_lat",
         **kw,
     )
@@ -38,7 +38,9 @@ def _want(episode_id, first, last):
 
 @pytest.mark.parametrize("frame_skip", [1, 2])
 def test_eval_clips_carry_only_their_narrations(caches, frame_skip):
-    ds = LatentClipDataset(caches / "epic_lat", 2, frame_skip=frame_skip, split="all", eval_stride=1)
+    ds = LatentClipDataset(
+        caches / "epic_lat", 2, split="all", options=ClipOptions(frame_skip=frame_skip, eval_stride=1)
+    )
     seen = set()
     for i in range(len(ds)):
         m = ds[i].meta

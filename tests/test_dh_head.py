@@ -17,7 +17,7 @@ from latentwm.model import DynamicsModel
 from latentwm.model.dh_head import DHHead, DHShape
 from latentwm.model.dynamics import approx_param_count
 from latentwm.model.layers import linear_flops
-from latentwm.objectives.shortcut_forcing import ShortcutForcing
+from latentwm.objectives.shortcut_forcing import ShortcutForcing, TrainStep
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -275,13 +275,7 @@ def test_tiny_model_with_the_head_trains():
     losses = []
     for step in range(60):
         loss, _ = obj(
-            m,
-            batch.latents,
-            batch.actions,
-            batch.action_mask,
-            batch.valid,
-            global_step=step,
-            seeds=[1000 * step + i for i in range(8)],
+            m, batch.latents, batch.conditions, batch.valid, TrainStep(step, seeds=[1000 * step + i for i in range(8)])
         )
         opt.zero_grad()
         loss.backward()

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 from test_video import encode_index, indices
 
-from latentwm.data.clips import LatentClipDataset
+from latentwm.data.clips import ClipOptions, LatentClipDataset
 from latentwm.data.episodes import EpisodeError, frames_at
-from latentwm.data.latent_cache import LatentCache, encode_to_cache
+from latentwm.data.latent_cache import Encoding, LatentCache, encode_to_cache
 from latentwm.data.sources.droid import (
     detect_layout,
     euler_to_matrix,
@@ -351,7 +351,7 @@ def test_encode_skips_corrupt_video_and_keeps_cameras(tmp_path, capsys):
     root = write_lerobot_v21(tmp_path / "v21", lengths=(9, 12, 10), corrupt=1)
     out = tmp_path / "cache"
     res = encode_to_cache(
-        load_droid(root), encode_fn, out, encoder_label="mean8", episodes_per_shard=2, show_progress=False
+        load_droid(root), Encoding(encode_fn, "mean8"), out, episodes_per_shard=2, show_progress=False
     )
     assert res["episodes"] == 2 and res["skipped"] == 1 and res["complete"]
     assert "episode_000001.mp4" in capsys.readouterr().out
@@ -365,11 +365,11 @@ def test_encode_skips_corrupt_video_and_keeps_cameras(tmp_path, capsys):
     # resumable: a second run keeps the finished shard and retries only the one holding the skipped (still corrupt)
     # episode, so a repaired file would get in
     again = encode_to_cache(
-        load_droid(root), encode_fn, out, encoder_label="mean8", episodes_per_shard=2, show_progress=False
+        load_droid(root), Encoding(encode_fn, "mean8"), out, episodes_per_shard=2, show_progress=False
     )
     assert again["shards_written"] == ["shard-000000.tar"] and again["skipped"] == 1 and again["complete"]
     # training clips: a random camera per sample; evaluation: every camera, camera in the metadata
-    train = LatentClipDataset(cache, clip_len=4, split="train", eval_fraction=0.0, seed=0)
+    train = LatentClipDataset(cache, clip_len=4, split="train", options=ClipOptions(eval_fraction=0.0, seed=0))
     cams = {train[k].meta.camera for k in range(60)}
     assert cams == set(CAMS)
     ev = LatentClipDataset(cache, clip_len=4, split="all")

@@ -9,12 +9,13 @@ import warnings
 import pytest
 import torch
 
+from latentwm.conditions import Conditions, FrameConditions
 from latentwm.config import PRESETS, ObjectiveConfig, get_preset, preset
 from latentwm.model import DynamicsModel, layers
 from latentwm.model.dynamics import approx_param_count
-from latentwm.objectives import make_objective
+from latentwm.objectives import TrainStep, make_objective
 from latentwm.planning.proprio import probe_features
-from latentwm.rollout import rollout
+from latentwm.rollout import Sampling, rollout
 
 TINY = get_preset("tiny").model  # D 64, grid 4 (N 16), width 32, depth 4, time_every 2, window 8, k_max 8
 # (attention, softcap): eager reference; fused = SDPA without a cap; fused = flex_attention with a cap (forced on
@@ -135,14 +136,14 @@ def _run_cached_loop(m, cfg, B, T, z_den, tau_den, d_den, a, mask, z_c, tau_c, d
         prev, pm = (a[:, t - 1], mask[:, t - 1]) if t else (None, None)
         for k in range(2):
             zt = z_den[:, t] + k
-            x_step = m.step(zt, tau_den[:, t], d_den[:, t], prev, pm, cache=cache)
+            x_step = m.step(zt, tau_den[:, t], d_den[:, t], FrameConditions(prev, pm), cache=cache)
             z_full = torch.cat([z_c[:, :t], zt[:, None]], 1)
             tau_full = torch.cat([tau_c[:, :t], tau_den[:, t : t + 1]], 1)
             d_full = torch.cat([d_c[:, :t], d_den[:, t : t + 1]], 1)
             ref = m(z_full, tau_full, d_full, a[:, : t + 1], mask[:, : t + 1])[:, t]
             worst, scale = max(worst, (x_step - ref).abs().max().item()), max(scale, ref.abs().max().item())
         assert cache.time_index == t and cache.length == min(t, cfg.context_frames - 1)
-        x_c = m.step(z_c[:, t], tau_c[:, t], d_c[:, t], prev, pm, cache=cache, commit=True)
+        x_c = m.step(z_c[:, t], tau_c[:, t], d_c[:, t], FrameConditions(prev, pm), cache=cache, commit=True)
         ref = m(z_c[:, : t + 1], tau_c[:, : t + 1], d_c[:, : t + 1], a[:, : t + 1], mask[:, : t + 1])[:, t]
         worst, scale = max(worst, (x_c - ref).abs().max().item()), max(scale, ref.abs().max().item())
     return worst, scale
@@ -195,7 +196,7 @@ def test_expanded_cache_equals_separate_recomputations(hist, attention, softcap,
     cache = m.init_cache(B)
     for t in range(hist):
         prev, pm = (ah[:, t - 1], mh[:, t - 1]) if t else (None, None)
-        m.step(zh[:, t], tauh[:, t], dh[:, t], prev, pm, cache=cache, commit=True)
+        m.step(zh[:, t], tauh[:, t], dh[:, t], FrameConditions(prev, pm), cache=cache, commit=True)
     cache = cache.expand(n)  # history b -> candidates b·n .. b·n + n − 1
     zf, tauf, df, af, mf = (t.to(device) for t in _inputs(cfg, B * n, F, seed=2))
     mf[:] = True
@@ -210,7 +211,9 @@ def test_expanded_cache_equals_separate_recomputations(hist, attention, softcap,
         if f == 2:
             cache = cache.expand(1)  # expanding an expanded cache with a suffix merges once; same results
         t = hist + f
-        x = m.step(zf[:, f], tauf[:, f], df[:, f], a_all[:, t - 1], m_all[:, t - 1], cache=cache, commit=True)
+        x = m.step(
+            zf[:, f], tauf[:, f], df[:, f], FrameConditions(a_all[:, t - 1], m_all[:, t - 1]), cache=cache, commit=True
+        )
         ref = m(z_all[:, : t + 1], tau_all[:, : t + 1], d_all[:, : t + 1], a_all[:, : t + 1], m_all[:, : t + 1])
         assert (x - ref[:, t]).abs().max() < 1e-4
         per_candidate = ref[:, t].view(B, n, *ref.shape[2:])
@@ -223,7 +226,9 @@ def test_step_without_cache_is_frame_zero():
     m = _model(cfg)
     z, tau, step, a, mask = _inputs(cfg, 3, 1)
     mask[:] = True
-    x, h = m.step(z[:, 0], tau[:, 0], step[:, 0], a[:, 0], mask[:, 0], return_hidden=True)  # action ignored at t=0
+    x, h = m.step(
+        z[:, 0], tau[:, 0], step[:, 0], FrameConditions(a[:, 0], mask[:, 0]), return_hidden=True
+    )  # action ignored at t=0
     ref, href = m(z, tau, step, return_hidden=True)
     torch.testing.assert_close(x, ref[:, 0], atol=1e-5, rtol=0)
     assert h.shape == (3, m.tokens_per_frame, cfg.width) and href.shape == (3, 1, m.tokens_per_frame, cfg.width)
@@ -289,11 +294,11 @@ def test_step_masked_prev_action_has_no_influence():
     z = torch.randn(2, 2, 16, 64)
     cache = m.init_cache(2)
     m.step(z[:, 0], 1.0, 0.125, cache=cache, commit=True)
-    ref = m.step(z[:, 1], 0.3, 0.5, None, None, cache=cache)
+    ref = m.step(z[:, 1], 0.3, 0.5, cache=cache)
     bad = torch.tensor([[float("nan")] * 10, [1e30] * 10])
-    out = m.step(z[:, 1], 0.3, 0.5, bad, torch.tensor([False, False]), cache=cache)
+    out = m.step(z[:, 1], 0.3, 0.5, FrameConditions(bad, torch.tensor([False, False])), cache=cache)
     assert torch.equal(out, ref)
-    out = m.step(z[:, 1], 0.3, 0.5, torch.randn(2, 10), torch.tensor([True, False]), cache=cache)
+    out = m.step(z[:, 1], 0.3, 0.5, FrameConditions(torch.randn(2, 10), torch.tensor([True, False])), cache=cache)
     assert (out[0] - ref[0]).abs().max() > 1e-4 and torch.equal(out[1], ref[1])
 
 
@@ -347,8 +352,8 @@ def test_shapes_and_errors():
         m(z, tau, step, a, mask[:, :2])
     with pytest.raises(ValueError, match=r"z: expected shape \(B, N=16, D=64\)"):
         m.step(z, tau[:, 0], step[:, 0])
-    with pytest.raises(ValueError, match=r"prev_action: expected shape"):
-        m.step(z[:, 0], tau[:, 0], step[:, 0], torch.randn(2, 11), mask[:, 0])
+    with pytest.raises(ValueError, match=r"cond.action: expected shape"):
+        m.step(z[:, 0], tau[:, 0], step[:, 0], FrameConditions(torch.randn(2, 11), mask[:, 0]))
     g = _cfg(patch_group=2)
     assert DynamicsModel(g)(z, tau, step).shape == z.shape
 
@@ -367,8 +372,7 @@ def test_bf16_autocast_forward_and_cache(device):
                 z[:, t],
                 tau[:, t],
                 step[:, t],
-                a[:, t - 1] if t else None,
-                mask[:, t - 1] if t else None,
+                FrameConditions(a[:, t - 1] if t else None, mask[:, t - 1] if t else None),
                 cache=cache,
                 commit=True,
             )
@@ -479,9 +483,9 @@ def test_a_model_without_registers_works_end_to_end():
         assert h.shape[2] == m.tokens_per_frame == len(m.layout.conditions) + cfg.num_latent_tokens
         feats = probe_features(m, h)  # the probes read the condition tokens (special_slice)
         assert feats.shape == (2, 4, len(m.layout.conditions) * cfg.width) and torch.isfinite(feats).all()
-        assert rollout(m.eval(), z[:, :2], 2, a, sample_steps=2).shape == (2, 2, *z.shape[2:])
+        assert rollout(m.eval(), z[:, :2], 2, Conditions(a), Sampling(2)).shape == (2, 2, *z.shape[2:])
     obj = make_objective(ObjectiveConfig(bootstrap_fraction=0.5, bootstrap_start=0), cfg)
-    loss, _ = obj(m.train(), z, a, mask, seeds=[1, 2])
+    loss, _ = obj(m.train(), z, Conditions(a, mask), at=TrainStep(seeds=[1, 2]))
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
     assert m.registers.numel() == 0

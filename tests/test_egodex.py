@@ -12,7 +12,7 @@ from test_lerobot import encode_and_train
 from test_video import encode_index, indices
 
 from latentwm.data.episodes import EpisodeError
-from latentwm.data.latent_cache import LatentCache, encode_to_cache
+from latentwm.data.latent_cache import Encoding, LatentCache, encode_to_cache
 from latentwm.data.sources.egodex import TIPS, hand_actions, load_egodex
 from latentwm.data.video import write_video
 
@@ -108,7 +108,7 @@ def test_episodes_text_and_hand_actions(tmp_path):
 
 def test_corrupt_hdf5_skipped_and_counted(tmp_path):
     root = write_egodex(tmp_path / "egodex")
-    res = encode_to_cache(load_egodex(root), encode_fn, tmp_path / "cache", encoder_label="mean8", show_progress=False)
+    res = encode_to_cache(load_egodex(root), Encoding(encode_fn, "mean8"), tmp_path / "cache", show_progress=False)
     assert res["episodes"] == 2 and res["skipped"] == 1
     assert "1.hdf5" in LatentCache(tmp_path / "cache").skipped[0]["error"]
 

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from latentwm.cli import main
+from latentwm.conditions import Conditions
 from latentwm.config import ConfigError, EvalConfig, get_preset
 from latentwm.data.batch import ClipSample, WorldBatchMetadata, collate
 from latentwm.eval.metrics import EvalOptions, latent_mse, rollout_errors, swap_future_actions
 from latentwm.model.dynamics import DynamicsModel
-from latentwm.rollout import rollout
+from latentwm.rollout import Sampling, rollout
 
 CFG = get_preset("tiny").model
 C, H = 2, 3
@@ -59,10 +60,8 @@ def test_one_sample_without_swap_is_todays_evaluation_bit_for_bit():
             m,
             x[:, :C],
             H,
-            b.actions[:, : C + H - 1],
-            b.action_mask[:, : C + H - 1],
-            sample_steps=2,
-            tau_ctx=0.9,
+            Conditions(b.actions[:, : C + H - 1], b.action_mask[:, : C + H - 1]),
+            Sampling(2, tau_ctx=0.9),
             generator=gen,
         )
         err_m.append(latent_mse(pred, x[:, C:]).double())

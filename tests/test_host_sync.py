@@ -8,10 +8,11 @@ import traceback
 import pytest
 import torch
 
+from latentwm.conditions import Conditions
 from latentwm.config import get_preset
 from latentwm.data.sources.synthetic import MovingBlobClips
 from latentwm.model.dynamics import DynamicsModel
-from latentwm.rollout import rollout
+from latentwm.rollout import Sampling, rollout
 from latentwm.train.trainer import Trainer
 
 READS = ("item", "tolist", "cpu", "__bool__", "__float__", "__int__", "__index__")
@@ -140,7 +141,7 @@ def test_kv_cached_sampling_reads_nothing_from_the_device(monkeypatch, predictio
     acts = torch.randn(B, C + H - 1, cfg.action_dim)
     gen = torch.Generator().manual_seed(0)
     with reads.counting():
-        out = rollout(model, ctx, H, acts, sample_steps=4, generator=gen)
+        out = rollout(model, ctx, H, Conditions(acts), Sampling(4), generator=gen)
     assert out.shape == (B, H, cfg.num_latent_tokens, cfg.latent_dim)
     assert reads.where == [], f"{len(reads.where)} host reads in sampling:\n" + "\n".join(reads.where[:3])
 
@@ -176,9 +177,9 @@ def test_cuda_training_step_and_sampling_under_sync_debug_mode(tmp_path, device)
 
     model = DynamicsModel(m).to(device).eval()
     ctx = torch.randn(2, 3, m.num_latent_tokens, m.latent_dim, device=device)
-    rollout(model, ctx, 2, sample_steps=2)  # warm-up: lazy initialization may synchronize
+    rollout(model, ctx, 2, sampling=Sampling(2))  # warm-up: lazy initialization may synchronize
     torch.cuda.set_sync_debug_mode("error")
     try:
-        rollout(model, ctx, 4, sample_steps=4)
+        rollout(model, ctx, 4, sampling=Sampling(4))
     finally:
         torch.cuda.set_sync_debug_mode(0)

@@ -11,6 +11,7 @@ import torch
 from safetensors import safe_open
 
 from latentwm.cli import main
+from latentwm.conditions import Conditions
 from latentwm.config import (
     CEMConfig,
     ConfigError,
@@ -26,11 +27,18 @@ from latentwm.data.sources.pusht import generate_pusht
 from latentwm.encoders.text import TextEncoder, save_tiny_text_model
 from latentwm.envs.pusht_language import HELDOUT_PER_TEMPLATE, PARAPHRASES, parse_sentence
 from latentwm.model.dynamics import DynamicsModel
-from latentwm.planning.evaluate import PlanningOptions, WorldModelRun, evaluate_planning, planning_table, sample_goals
+from latentwm.planning.evaluate import (
+    PlanningModels,
+    PlanningOptions,
+    WorldModelRun,
+    evaluate_planning,
+    planning_table,
+    sample_goals,
+)
 from latentwm.planning.imagine import embed_sentences, imagine, load_goal, text_encoder_for
-from latentwm.planning.mpc import ActionCodec, LatentObserver, MPCPolicy, run_episode
+from latentwm.planning.mpc import ActionCodec, EpisodeGoal, LatentObserver, MPCOptions, MPCPolicy, run_episode
 from latentwm.planning.results import goal_sentence, text_goal_comparison
-from latentwm.rollout import rollout
+from latentwm.rollout import Sampling, rollout
 
 E, FS = 16, 5
 STATS = {"mean": [250.0, 260.0], "std": [100.0, 110.0], "count": 1}
@@ -87,7 +95,7 @@ def test_imagine_shapes_determinism_sentences_and_guidance_one(encoder):
     same_ctx = ctx[:1].expand(2, -1, -1, -1)  # one context, two sentences: two goals
     two = imagine(m, same_ctx, text, 3, sample_steps=2, generator=torch.Generator().manual_seed(1))
     assert (two[0, -1] - two[1, -1]).abs().max() > 1e-4
-    plain = rollout(m, ctx, 3, sample_steps=2, text=text, generator=torch.Generator().manual_seed(1))
+    plain = rollout(m, ctx, 3, Conditions(text=text), Sampling(2), generator=torch.Generator().manual_seed(1))
     one = imagine(m, ctx, text, 3, sample_steps=2, text_guidance=1.0, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(one, plain, rtol=0, atol=0)
     assert not torch.equal(out, plain)  # guidance 3 (the default) is another sample
@@ -387,25 +395,22 @@ def test_mpc_policy_plans_toward_its_imagined_goal(episodes, encoder):
     try:
         goals = []
         for _ in range(2):
-            policy = MPCPolicy(model, observer, codec, CFG, planner="cem", context=2)
+            policy = MPCPolicy(model, observer, codec, CFG, MPCOptions(planner="cem", context=2))
             r = run_episode(
                 env,
                 policy,
-                g.start_state,
-                g.goal_state,
-                g.goal_frame,
+                EpisodeGoal(g.start_state, g.goal_state, g.goal_frame, text=text),
                 2,
                 FS,
                 seed=0,
-                goal_text=text,
                 stop_on_success=False,
             )
             assert r["plans"] == 2 and policy.imagined.shape == (CFG.horizon, 16, 64)
             assert torch.equal(policy.goal, policy.imagined[-1]) and policy.imagine_seconds > 0
             goals.append(policy.goal)
         assert torch.equal(goals[0], goals[1])  # seeded by the episode's seed
-        image = MPCPolicy(model, observer, codec, CFG, planner="cem", context=2)
-        run_episode(env, image, g.start_state, g.goal_state, g.goal_frame, 1, FS, seed=0)
+        image = MPCPolicy(model, observer, codec, CFG, MPCOptions(planner="cem", context=2))
+        run_episode(env, image, EpisodeGoal(g.start_state, g.goal_state, g.goal_frame), 1, FS, seed=0)
         assert image.imagined is None and not torch.equal(image.goal, goals[0])
     finally:
         env.close()
@@ -428,21 +433,23 @@ def test_text_goal_probes_read_their_goals_from_the_imagination_not_the_goal_sta
     observer = LatentObserver(StandInEncoder().encode, {"mean": [0.0] * 64, "std": [1.0] * 64, "count": 1})
     g = sample_goals(sorted(episodes.glob("*.npz")), 1, 10, seed=0)[0]
     policy = MPCPolicy(
-        model, observer, codec, cfg, planner="cem", context=2, proprio_probe=probe, state_probe=state_probe
+        model, observer, codec, cfg, MPCOptions(planner="cem", context=2), proprio_probe=probe, state_probe=state_probe
     )
     env = PushTEnv(image_size=96)
     try:
         run_episode(
             env,
             policy,
-            g.start_state,
-            g.goal_state,
-            g.goal_frame,
+            EpisodeGoal(
+                g.start_state,
+                g.goal_state,
+                g.goal_frame,
+                proprio=proprio_from_state(g.goal_state),
+                text=embed_sentences(encoder, ["push"])[0],
+            ),
             1,
             FS,
             seed=0,
-            goal_proprio=proprio_from_state(g.goal_state),
-            goal_text=embed_sentences(encoder, ["push"])[0],
         )
     finally:
         env.close()
@@ -470,9 +477,8 @@ def test_evaluation_text_goal_mode_scores_the_same_starts(episodes, encoder, tmp
         episodes,
         CFG,
         options=opts,
-        encoder=StandInEncoder(),
+        models=PlanningModels(encoder=StandInEncoder(), text_encoder=encoder),
         log=lambda *_: None,
-        text_encoder=encoder,
         out_dir=tmp_path / "out",
     )
     tg = res["text_goal"]
@@ -503,9 +509,8 @@ def test_evaluation_text_goal_mode_scores_the_same_starts(episodes, encoder, tmp
         options=PlanningOptions(
             planners=("cem",), baselines=(), max_replans=1, num_videos=0, goal_text="push the T block to the left"
         ),
-        encoder=StandInEncoder(),
+        models=PlanningModels(encoder=StandInEncoder(), text_encoder=encoder),
         log=lambda *_: None,
-        text_encoder=encoder,
     )
     assert {g["sentence"] for g in fixed["text_goal"]["goals"]} == {"push the T block to the left"}
     assert fixed["text_goal"]["sentences"] == "given"
@@ -516,5 +521,10 @@ def test_evaluation_text_goal_mode_scores_the_same_starts(episodes, encoder, tmp
     no_text = WorldModelRun(_model(text_dim=0), exp.replace(model__text_dim=0), stats, FS)
     with pytest.raises(ConfigError, match="not trained with text"):
         evaluate_planning(
-            no_text, episodes, CFG, options=opts, encoder=StandInEncoder(), log=lambda *_: None, text_encoder=encoder
+            no_text,
+            episodes,
+            CFG,
+            options=opts,
+            models=PlanningModels(encoder=StandInEncoder(), text_encoder=encoder),
+            log=lambda *_: None,
         )

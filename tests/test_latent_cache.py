@@ -8,6 +8,7 @@ import pytest
 from latentwm.data.episodes import Episode, EpisodeError, compute_norm_stats
 from latentwm.data.latent_cache import (
     CacheError,
+    Encoding,
     LatentCache,
     LatentCacheWriter,
     encode_to_cache,
@@ -57,12 +58,9 @@ def test_round_trip_with_index_and_stats(tmp_path):
     its, eps = items(5, cameras=("main", "wrist"))
     summary = encode_to_cache(
         its,
-        encode,
+        Encoding(encode, "random:test", image_size=8, meta=dict(note="x")),
         tmp_path,
-        encoder_label="random:test",
         episodes_per_shard=2,
-        image_size=8,
-        meta=dict(note="x"),
         show_progress=False,
     )
     assert summary["complete"] and summary["episodes"] == 5 and summary["num_shards"] == 3
@@ -105,7 +103,7 @@ def test_round_trip_with_index_and_stats(tmp_path):
 def test_shards_are_webdataset_readable(tmp_path):
     wds = pytest.importorskip("webdataset")
     its, _ = items(3)
-    encode_to_cache(its, encode, tmp_path, encoder_label="t", episodes_per_shard=8, show_progress=False)
+    encode_to_cache(its, Encoding(encode, "t"), tmp_path, episodes_per_shard=8, show_progress=False)
     samples = list(wds.WebDataset(str(tmp_path / "shard-000000.tar"), shardshuffle=False, empty_check=False))
     assert [s["__key__"] for s in samples] == [e["key"] for e in LatentCache(tmp_path).entries]
     assert {"latents.npy", "actions.npy", "action_mask.npy", "meta.json"} <= set(samples[0])
@@ -128,7 +126,7 @@ def test_streaming_writer_rolls_shards(tmp_path):
 def test_resume_after_interrupted_write(tmp_path):
     its, _ = items(7)
     ref = tmp_path / "ref"
-    encode_to_cache(its, encode, ref, encoder_label="t", episodes_per_shard=2, show_progress=False)
+    encode_to_cache(its, Encoding(encode, "t"), ref, episodes_per_shard=2, show_progress=False)
 
     out = tmp_path / "run"
     calls = {"n": 0}
@@ -140,21 +138,21 @@ def test_resume_after_interrupted_write(tmp_path):
         return encode(frames)
 
     with pytest.raises(RuntimeError, match="killed"):
-        encode_to_cache(its, flaky, out, encoder_label="t", episodes_per_shard=2, show_progress=False)
+        encode_to_cache(its, Encoding(flaky, "t"), out, episodes_per_shard=2, show_progress=False)
     (out / ".shard-000002.tar.tmp").write_bytes(b"half a shard")  # as if the process had died mid-write
     c = LatentCache(out)  # readers only see what is complete
     assert [r for r in c.records] == ["shard-000000.tar", "shard-000001.tar"]
     assert c.missing_shards == ["shard-000002.tar", "shard-000003.tar"] and len(c) == 4
     assert not (out / "latent_stats.json").exists()
     mtimes = {n: (out / n).stat().st_mtime_ns for n in c.records}
-    summary = encode_to_cache(its, encode, out, encoder_label="t", episodes_per_shard=2, show_progress=False)
+    summary = encode_to_cache(its, Encoding(encode, "t"), out, episodes_per_shard=2, show_progress=False)
     assert summary["shards_written"] == ["shard-000002.tar", "shard-000003.tar"] and summary["complete"]
     assert {n: (out / n).stat().st_mtime_ns for n in mtimes} == mtimes  # finished shards not rewritten
     assert snapshot(out) == snapshot(ref)  # byte-identical to an uninterrupted run
-    again = encode_to_cache(its, encode, out, encoder_label="t", episodes_per_shard=2, show_progress=False)
+    again = encode_to_cache(its, Encoding(encode, "t"), out, episodes_per_shard=2, show_progress=False)
     assert again["shards_written"] == []
     with pytest.raises(CacheError, match="different list"):
-        encode_to_cache(its[:5], encode, out, encoder_label="t", episodes_per_shard=2, show_progress=False)
+        encode_to_cache(its[:5], Encoding(encode, "t"), out, episodes_per_shard=2, show_progress=False)
 
 
 def test_rank_split_covers_every_episode_once(tmp_path):
@@ -163,9 +161,8 @@ def test_rank_split_covers_every_episode_once(tmp_path):
     for rank in range(world):
         s = encode_to_cache(
             its,
-            encode,
+            Encoding(encode, "t"),
             tmp_path / "split",
-            encoder_label="t",
             episodes_per_shard=2,
             rank=rank,
             world_size=world,
@@ -178,7 +175,7 @@ def test_rank_split_covers_every_episode_once(tmp_path):
     c = LatentCache(tmp_path / "split")
     keys = [e["item"] for e in c.entries]
     assert sorted(keys) == sorted(k for k, _ in its) and len(set(keys)) == len(keys)
-    encode_to_cache(its, encode, tmp_path / "single", encoder_label="t", episodes_per_shard=2, show_progress=False)
+    encode_to_cache(its, Encoding(encode, "t"), tmp_path / "single", episodes_per_shard=2, show_progress=False)
     one = LatentCache(tmp_path / "single")
     assert [e["key"] for e in one.entries] == [e["key"] for e in c.entries]
     np.testing.assert_array_equal(one.latent_stats.std, c.latent_stats.std)
@@ -192,11 +189,11 @@ def test_unreadable_episode_is_skipped_and_counted(tmp_path):
         raise EpisodeError("cannot read episode file x.npz: truncated")
 
     its[1] = (its[1][0], broken)
-    s = encode_to_cache(its, encode, tmp_path, encoder_label="t", episodes_per_shard=2, show_progress=False)
+    s = encode_to_cache(its, Encoding(encode, "t"), tmp_path, episodes_per_shard=2, show_progress=False)
     assert s["skipped"] == 1 and s["episodes"] == 2 and s["complete"]
     c = LatentCache(tmp_path)
     assert len(c) == 2 and c.skipped[0]["item"] == its[1][0] and "truncated" in c.skipped[0]["error"]
-    again = encode_to_cache(its, encode, tmp_path, encoder_label="t", episodes_per_shard=2, show_progress=False)
+    again = encode_to_cache(its, Encoding(encode, "t"), tmp_path, episodes_per_shard=2, show_progress=False)
     # a shard with a skipped item is complete, but encoded again on resume to retry the item (still unreadable)
     assert again["shards_written"] == ["shard-000000.tar"] and again["skipped"] == 1 and again["complete"]
     assert len(LatentCache(tmp_path)) == 2

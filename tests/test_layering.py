@@ -12,7 +12,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "latentwm"
 
 LAYERS = [
-    {"config"},  # frozen settings, registries, presets: imports nothing of latentwm
+    {"config", "conditions"},  # frozen settings, registries, presets; the conditions value: nothing of latentwm
     {"envs", "model", "distributed", "io", "objectives", "rollout"},  # simulators; the dynamics transformer and its
     # objectives and sampling; torch.distributed setup; atomic files, JSON, the out-dir lock
     {"data"},  # episodes, sources, clips, latent caches

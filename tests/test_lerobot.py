@@ -17,7 +17,7 @@ from latentwm.cli import main
 from latentwm.config import get_preset
 from latentwm.data.clip_sets import make_clip_datasets
 from latentwm.data.episodes import narrations_in
-from latentwm.data.latent_cache import LatentCache, encode_to_cache
+from latentwm.data.latent_cache import Encoding, LatentCache, encode_to_cache
 from latentwm.data.sources import load_source
 from latentwm.data.sources.lerobot import kept_spans, load_lerobot
 from latentwm.train.trainer import Trainer
@@ -151,7 +151,7 @@ def test_v21_task_spans_and_corrupt_episode_skipped(tmp_path, capsys):
     assert indices(ep.frames["exterior_2_left"].get([0, 5, 11])) == [1009, 1014, 1020]
     ep5 = load_lerobot(root, fps=5, state_key=CART, episodes=[1])[0][1]()  # kept raw steps 0, 3, 6, 9
     assert ep5.extras["narrations"] == [[0, 2, "task 1"], [2, 4, "wipe the table"]]
-    res = encode_to_cache(items, encode_fn, tmp_path / "cache", encoder_label="mean8", show_progress=False)
+    res = encode_to_cache(items, Encoding(encode_fn, "mean8"), tmp_path / "cache", show_progress=False)
     assert res["episodes"] == 2 and res["skipped"] == 1
     assert "episode_000002.mp4" in LatentCache(tmp_path / "cache").skipped[0]["error"]
 

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from latentwm.data.batch import ClipSample, WorldBatchMetadata, collate
 from latentwm.data.clip_sets import make_mixture_datasets
-from latentwm.data.latent_cache import encode_to_cache
+from latentwm.data.latent_cache import Encoding, encode_to_cache
 from latentwm.data.mixture import MixtureDataset, MixtureSpec, MixtureStream, slot_counts
 from latentwm.data.sources.droid import load_droid
 from latentwm.data.sources.epic_kitchens import load_epic_kitchens
@@ -111,10 +111,10 @@ def test_parse_spec():
 def test_droid_epic_mixture_through_caches(tmp_path):
     droid = write_lerobot_v3(tmp_path / "droid")
     epic = write_epic(tmp_path / "epic")
-    kw = dict(encoder_label="mean8", episodes_per_shard=2, show_progress=False)
-    encode_to_cache(load_droid(droid, fps=5), encode_fn, tmp_path / "droid_lat", **kw)
+    mean8, kw = Encoding(encode_fn, "mean8"), dict(episodes_per_shard=2, show_progress=False)
+    encode_to_cache(load_droid(droid, fps=5), mean8, tmp_path / "droid_lat", **kw)
     encode_to_cache(
-        load_epic_kitchens(epic, fps=5, segment_s=None, participants="P01"), encode_fn, tmp_path / "epic_lat", **kw
+        load_epic_kitchens(epic, fps=5, segment_s=None, participants="P01"), mean8, tmp_path / "epic_lat", **kw
     )
     spec = MixtureSpec.parse(f"epic={tmp_path / 'epic_lat'}:0.6,droid={tmp_path / 'droid_lat'}:0.4", seed=3, block=20)
     train, ev, extra = make_mixture_datasets(spec, clip_len=2, frame_skip=1, action_dim=7, eval_fraction=0.0)

@@ -7,12 +7,27 @@ import pytest
 import torch
 
 from latentwm.config import CEMConfig, GenerateConfig, GradientConfig, MPPIConfig, PlanConfig, get_preset
-from latentwm.data.clips import LatentClipDataset
+from latentwm.data.clips import ClipOptions, LatentClipDataset
 from latentwm.data.episodes import DatasetStats, compute_norm_stats, load_episode
 from latentwm.data.sources.pusht import generate_pusht
 from latentwm.model.dynamics import DynamicsModel
-from latentwm.planning.evaluate import PlanningOptions, WorldModelRun, evaluate_planning, planning_table, sample_goals
-from latentwm.planning.mpc import ActionCodec, LatentObserver, MPCPolicy, ReplayPolicy, run_episode
+from latentwm.planning.evaluate import (
+    PlanningModels,
+    PlanningOptions,
+    WorldModelRun,
+    evaluate_planning,
+    planning_table,
+    sample_goals,
+)
+from latentwm.planning.mpc import (
+    ActionCodec,
+    EpisodeGoal,
+    LatentObserver,
+    MPCOptions,
+    MPCPolicy,
+    ReplayPolicy,
+    run_episode,
+)
 
 FS = 5
 STATS = {"mean": [250.0, 260.0], "std": [100.0, 110.0], "count": 1}
@@ -82,7 +97,9 @@ def test_codec_agrees_with_make_clip(episodes, tmp_path):
     with LatentCacheWriter(tmp_path / "cache", encoder_label="random:test") as w:
         w.add_episode(ep, "main", np.zeros((len(ep), 16, 64), np.float16))
     write_stats(tmp_path / "cache")
-    ds = LatentClipDataset(tmp_path / "cache", 4, frame_skip=FS, action_dim=12, split="all", normalize=True)
+    ds = LatentClipDataset(
+        tmp_path / "cache", 4, split="all", options=ClipOptions(frame_skip=FS, action_dim=12, normalize=True)
+    )
     stats = DatasetStats("pusht", actions=compute_norm_stats([ep.actions]))
     codec = ActionCodec.from_stats(ds.ds_stats["pusht"].actions, FS, 12, repeat=False)
     np.testing.assert_allclose(ds.ds_stats["pusht"].actions.mean, stats.actions.mean)
@@ -101,7 +118,7 @@ def test_goal_protocol_resets_the_env_to_the_saved_frame(episodes):
         for g in goals:
             frame, _ = env.reset(state=g.start_state)
             np.testing.assert_array_equal(frame, g.start_frame)
-            r = run_episode(env, ReplayPolicy(g.actions), g.start_state, g.goal_state, g.goal_frame, 3, FS)
+            r = run_episode(env, ReplayPolicy(g.actions), EpisodeGoal(g.start_state, g.goal_state, g.goal_frame), 3, FS)
             assert r["env_steps"] == 10 and r["plans"] == 0  # the replay runs once, then stops
             assert r["final_distance"] < 5.0 and r["success"]  # the dataset's own actions reproduce the goal
     finally:
@@ -121,13 +138,11 @@ def test_mpc_loop_runs_end_to_end(episodes):
     env = PushTEnv(image_size=96)
     try:
         for planner in ("cem", "mppi", "gradient"):
-            policy = MPCPolicy(model, observer, codec, CFG, planner=planner, context=2)
+            policy = MPCPolicy(model, observer, codec, CFG, MPCOptions(planner=planner, context=2))
             r = run_episode(
                 env,
                 policy,
-                g.start_state,
-                g.goal_state,
-                g.goal_frame,
+                EpisodeGoal(g.start_state, g.goal_state, g.goal_frame),
                 2,
                 FS,
                 seed=0,
@@ -154,7 +169,7 @@ def test_evaluate_planning_is_deterministic_and_complete(episodes, tmp_path):
     }
     run = WorldModelRun(model, exp, stats, FS)
     opts = PlanningOptions(planners=("cem", "gradient"), max_replans=2, num_videos=1)
-    kw = dict(encoder=StandInEncoder(), log=lambda *_: None)
+    kw = dict(models=PlanningModels(encoder=StandInEncoder()), log=lambda *_: None)
     a = evaluate_planning(run, episodes, CFG, out_dir=tmp_path / "a", options=opts, **kw)
     b = evaluate_planning(
         run,

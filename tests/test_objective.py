@@ -7,6 +7,7 @@ from latentwm.config import ObjectiveConfig, get_preset
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.objectives.shortcut_forcing import (
     ShortcutForcing,
+    TrainStep,
     bootstrap_target,
     corrupt,
     levels_from_draws,
@@ -45,7 +46,7 @@ def test_bootstrap_target_equals_flow_target_for_exact_model(device):
     x = torch.randn(3, 5, 8, 6, device=device)
     tau, step = sample_levels(3, 5, 64, torch.ones(3, dtype=torch.bool), device=device)
     z = corrupt(x, tau, torch.randn_like(x))
-    target = bootstrap_target(oracle(x), z, tau, step, None, None)
+    target = bootstrap_target(oracle(x), z, tau, step)
     torch.testing.assert_close(target, x, atol=1e-5, rtol=1e-5)
     obj = ShortcutForcing(ObjectiveConfig(bootstrap_fraction=1.0, bootstrap_start=0), 64)
     loss, m = obj(oracle(x), x)
@@ -62,7 +63,7 @@ def test_bootstrap_target_is_two_half_steps_of_a_linear_model():
     z1 = z + b1 * 0.25
     b2 = (a * z1 - z1) / 0.5
     expected = z + 0.75 * (b1 + b2) / 2
-    torch.testing.assert_close(bootstrap_target(model, z, tau, d, None, None), expected)
+    torch.testing.assert_close(bootstrap_target(model, z, tau, d), expected)
 
 
 def test_levels_lie_on_the_grid():
@@ -150,14 +151,14 @@ def test_clean_context_prefix_is_clean_and_out_of_the_loss():
     assert (step[clean] == 1 / 8).all() and (tau[~clean] < 1).all()
     x2 = torch.where(clean[..., None, None], x + 3.0, x)  # other clean prefix frames
     local = lambda z, tau, step, a=None, m=None: 0.7 * z  # noqa: E731  (frames do not interact)
-    assert obj(local, x, seeds=seeds)[0].item() == obj(local, x2, seeds=seeds)[0].item()
+    assert obj(local, x, at=TrainStep(seeds=seeds))[0].item() == obj(local, x2, at=TrainStep(seeds=seeds))[0].item()
     real = _tiny_model()
-    l1, m1 = obj(real, x, seeds=seeds)
-    l2, _ = obj(real, x2, seeds=seeds)
+    l1, m1 = obj(real, x, at=TrainStep(seeds=seeds))
+    l2, _ = obj(real, x2, at=TrainStep(seeds=seeds))
     assert abs(l1.item() - l2.item()) > 1e-6  # they do reach the loss, as context through attention
     torch.testing.assert_close(m1["clean_context_frac"], clean.float().mean())
     # v-space: τ = 1 must not divide by zero, in the loss or its gradient
-    lv, _ = ShortcutForcing(cfg, 8, prediction="v")(_tiny_model(prediction="v"), x, seeds=seeds)
+    lv, _ = ShortcutForcing(cfg, 8, prediction="v")(_tiny_model(prediction="v"), x, at=TrainStep(seeds=seeds))
     lv.backward()
     assert torch.isfinite(lv)
 
@@ -199,7 +200,7 @@ def test_bootstrap_teacher_sees_the_clean_prefix():
 
     obj = ShortcutForcing(ObjectiveConfig(bootstrap_fraction=1.0, bootstrap_start=0, clean_context=1.0), 8)
     x = torch.randn(3, 4, 2, 2)
-    loss, _ = obj(model, x, seeds=[7, 8, 9])
+    loss, _ = obj(model, x, at=TrainStep(seeds=[7, 8, 9]))
     assert torch.isfinite(loss) and len(calls) == 3  # the student, then the teacher's two half steps
     clean = calls[0][1] == 1.0
     assert clean.any()

@@ -1,11 +1,12 @@
 import pytest
 import torch
 
+from latentwm.conditions import Conditions
 from latentwm.config import CEMConfig, GradientConfig, MPPIConfig, PlanConfig, get_preset
 from latentwm.config.experiment import replace_nested
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.planning import PLANNERS, LatentGoalObjective, PlanProblem, latent_cost, plan, shift_plan
-from latentwm.rollout import rollout
+from latentwm.rollout import Sampling, rollout
 
 H, A = 3, 2
 LOW, HIGH = -torch.ones(A), torch.ones(A)
@@ -82,12 +83,12 @@ def test_shared_history_batching_equals_one_by_one():
     goal = torch.randn(c.num_latent_tokens, c.latent_dim)
     cands = torch.randn(6, 4, c.action_dim)
     for K in (1, 2):
-        obj = LatentGoalObjective(m, ctx, goal, ctx_actions, sample_steps=K, seed=3)
+        obj = LatentGoalObjective(m, ctx, goal, ctx_actions, Sampling(K), seed=3)
         batched = obj(cands)
         noise = obj.noise(4)
         for i in range(6):  # each candidate on its own: observe the history again, roll out, score
             full = torch.cat([ctx_actions, cands[i : i + 1]], 1)
-            pred = rollout(m, ctx, 4, full, sample_steps=K, noise=noise)
+            pred = rollout(m, ctx, 4, Conditions(full), Sampling(K), noise=noise)
             one = latent_cost(pred, goal)
             torch.testing.assert_close(batched[i : i + 1], one, atol=1e-5, rtol=1e-4)
     assert obj.evaluations == 6
@@ -155,12 +156,12 @@ def test_plan_entry_point_observes_once_and_maps_the_planning_space():
         )
         assert res.actions.shape == (3, 2) and (res.actions.abs() <= 1).all()
         assert res.seconds > 0 and res.evaluations > 0
-        obj = LatentGoalObjective(m, ctx, goal, ctx_actions, sample_steps=1, seed=5)
+        obj = LatentGoalObjective(m, ctx, goal, ctx_actions, Sampling(1), seed=5)
         assert float(obj(expand(res.actions)[None])) == pytest.approx(res.cost, rel=1e-4, abs=1e-5)
     # a given history cache is used as is (not observed again) and gives the same plan
     from latentwm.rollout import observe
 
-    cache = observe(m, ctx, ctx_actions)
+    cache = observe(m, ctx, Conditions(ctx_actions))
     a = plan(
         m,
         PlanProblem(ctx, goal, low, high, history_actions=ctx_actions, cache=cache, expand=expand),

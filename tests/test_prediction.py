@@ -7,17 +7,18 @@ import dataclasses
 import pytest
 import torch
 
-from latentwm.config import ConfigError, ExperimentConfig, ObjectiveConfig, get_preset
+from latentwm.conditions import Conditions, FrameConditions
+from latentwm.config import ConfigError, ExperimentConfig, ObjectiveConfig, RLConfig, get_preset
 from latentwm.data.sources.synthetic import MovingBlobClips
 from latentwm.engine import checkpoint as ckpt
 from latentwm.engine.logging import read_metrics
 from latentwm.model.dynamics import DynamicsModel
-from latentwm.objectives import NextFrameRegression, ShortcutForcing, make_objective
+from latentwm.objectives import NextFrameRegression, ShortcutForcing, TrainStep, make_objective
 from latentwm.objectives.shortcut_forcing import bootstrap_target, bootstrap_velocity, corrupt, ramp_weight
 from latentwm.planning.cost import LatentGoalObjective
 from latentwm.rl.heads import AgentHeads, frame_features
 from latentwm.rl.imagination import imagine
-from latentwm.rollout import clip_hidden, observe, rollout, sample_frame
+from latentwm.rollout import Sampling, clip_hidden, observe, rollout, sample_frame
 from latentwm.train.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -88,7 +89,7 @@ def test_v_loss_is_the_velocity_error_weighted_by_w():
     cfg = ObjectiveConfig(bootstrap_fraction=0.0, ramp_weight=True, action_dropout=0.0, text_dropout=0.0)
     obj = ShortcutForcing(cfg, 8, prediction="v")
     x, seeds = _latents(3, 4), [5, 6, 7]
-    loss, metrics = obj(m, x, seeds=seeds)
+    loss, metrics = obj(m, x, at=TrainStep(seeds=seeds))
     _, tau, step, noise, _, _ = obj.draw(x, 0, seeds)
     z = corrupt(x, tau, noise)
     with torch.no_grad():
@@ -99,7 +100,9 @@ def test_v_loss_is_the_velocity_error_weighted_by_w():
     # = the x-space error divided by (1 − τ)²
     per_x = (x_hat - x).pow(2).mean((-2, -1)) / (1 - tau) ** 2
     torch.testing.assert_close(per, per_x, rtol=1e-3, atol=0)
-    x_loss, _ = ShortcutForcing(cfg, 8)(m, x, seeds=seeds)  # the same outputs judged in x-space: another number
+    x_loss, _ = ShortcutForcing(cfg, 8)(
+        m, x, at=TrainStep(seeds=seeds)
+    )  # the same outputs judged in x-space: another number
     assert abs(x_loss.item() - loss.item()) > 1e-3 * loss.item()
 
 
@@ -109,8 +112,8 @@ def test_v_bootstrap_target_is_the_x_target_in_velocity_space():
     g = torch.Generator().manual_seed(3)
     tau, step = torch.tensor([[0.0, 0.25, 0.5]] * 2), torch.tensor([[0.5, 0.25, 0.5]] * 2)
     z = corrupt(x, tau, torch.randn(x.shape, generator=g))
-    v_star = bootstrap_velocity(m, z, tau, step, None, None)
-    x_star = bootstrap_target(m, z, tau, step, None, None)
+    v_star = bootstrap_velocity(m, z, tau, step)
+    x_star = bootstrap_target(m, z, tau, step)
     torch.testing.assert_close(v_star, (x_star - z) / (1 - tau)[..., None, None], atol=1e-5, rtol=1e-5)
     obj = ShortcutForcing(
         ObjectiveConfig(
@@ -119,13 +122,13 @@ def test_v_bootstrap_target_is_the_x_target_in_velocity_space():
         8,
         prediction="v",
     )
-    loss, metrics = obj(m, x, seeds=[1, 2])
+    loss, metrics = obj(m, x, at=TrainStep(seeds=[1, 2]))
     boot, tau, step, noise, _, _ = obj.draw(x, 0, [1, 2])
     assert boot.all()
     z = corrupt(x, tau, noise)
     with torch.no_grad():
         v_hat = (m(z, tau, step) - z) / (1 - tau)[..., None, None]
-        want = (v_hat - bootstrap_velocity(m, z, tau, step, None, None)).pow(2).mean((-2, -1)).mean()
+        want = (v_hat - bootstrap_velocity(m, z, tau, step)).pow(2).mean((-2, -1)).mean()
     torch.testing.assert_close(loss.detach(), want, rtol=1e-4, atol=0)
 
 
@@ -144,11 +147,11 @@ def test_v_model_learns_a_toy():
 
     def held_loss():
         with torch.no_grad():
-            return obj(m, x, a, seeds=held)[0].item()
+            return obj(m, x, Conditions(a), at=TrainStep(seeds=held))[0].item()
 
     before = held_loss()
     for step in range(60):
-        loss, _ = obj(m, x, a, seeds=[1000 * step + i for i in range(8)])
+        loss, _ = obj(m, x, Conditions(a), at=TrainStep(seeds=[1000 * step + i for i in range(8)]))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -187,7 +190,7 @@ def test_v_cached_steps_equal_forward():
     cache = m.init_cache(2)
     for t in range(6):
         prev = a[:, t - 1] if t else None
-        x = m.step(z[:, t], tau[:, t], 0.25, prev, cache=cache, commit=True)
+        x = m.step(z[:, t], tau[:, t], 0.25, FrameConditions(prev), cache=cache, commit=True)
         torch.testing.assert_close(x, full[:, t], atol=1e-4, rtol=0)
 
 
@@ -198,7 +201,7 @@ def test_next_cached_steps_equal_forward_and_use_the_action_at_frame_0():
     full = m(z, 1.0, 0.125, a)
     cache = m.init_cache(2)
     for t in range(10):  # next: step's action is the one taken after the frame, at t = 0 too
-        x = m.step(z[:, t], 1.0, 0.125, a[:, t], cache=cache, commit=True)
+        x = m.step(z[:, t], 1.0, 0.125, FrameConditions(a[:, t]), cache=cache, commit=True)
         torch.testing.assert_close(x, full[:, t], atol=1e-4, rtol=0)
     a2 = a.clone()
     a2[:, 0] += 1.0
@@ -215,7 +218,7 @@ def test_next_loss_is_the_teacher_forced_mse():
     valid = torch.ones(3, 5, dtype=torch.bool)
     valid[1, 3:] = False  # padding: pairs (2, 3) and (3, 4) of clip 1 are out
     x_pad = torch.where(valid[..., None, None], x, torch.full_like(x, float("nan")))
-    loss, metrics = obj(m, x_pad, a, valid=valid)
+    loss, metrics = obj(m, x_pad, Conditions(a), valid=valid)
     with torch.no_grad():
         out = m(torch.where(valid[..., None, None], x, 0.0), 1.0, 0.125, a)
     pairs = [(b, t) for b in range(3) for t in range(4) if valid[b, t] and valid[b, t + 1]]
@@ -225,7 +228,7 @@ def test_next_loss_is_the_teacher_forced_mse():
     assert metrics["loss_bootstrap"] == 0 and metrics["bootstrap_frac"] == 0
     # action dropout still applies (guidance stays measurable), from each sample's own seed
     drop = NextFrameRegression(ObjectiveConfig(action_dropout=1.0), 8)
-    loss_null, m_null = drop(m, x, a, seeds=[1, 2, 3])
+    loss_null, m_null = drop(m, x, Conditions(a), at=TrainStep(seeds=[1, 2, 3]))
     assert m_null["action_dropped_frac"] == 1.0
     with torch.no_grad():
         ref = m(x, 1.0, 0.125, None)
@@ -240,13 +243,13 @@ def test_next_rollout_is_teacher_forced_and_equals_full_recompute():
     m = _model("next")
     C, H = 3, 7  # C + H = 10 > window 8
     ctx, a = _latents(2, C), _actions(2, C + H - 1)
-    pred = rollout(m, ctx, H, a, sample_steps=4, generator=torch.Generator().manual_seed(0))
+    pred = rollout(m, ctx, H, Conditions(a), Sampling(4), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(pred[:, 0], m(ctx, 1.0, 0.125, a[:, :C])[:, -1], atol=1e-5, rtol=0)
     for h in range(H):  # frame C + h = the output at frame C + h − 1 of [context + predicted so far]
         seq = torch.cat([ctx, pred[:, :h]], 1)
         torch.testing.assert_close(pred[:, h], m(seq, 1.0, 0.125, a[:, : C + h])[:, -1], atol=1e-4, rtol=0)
     # deterministic: K, noise and the generator play no part
-    again = rollout(m, ctx, H, a, sample_steps=1, generator=torch.Generator().manual_seed(9))
+    again = rollout(m, ctx, H, Conditions(a), Sampling(1), generator=torch.Generator().manual_seed(9))
     assert torch.equal(pred, again)
     with pytest.raises(ValueError, match="observe at least one frame"):
         sample_frame(m, m.init_cache(2), 1, torch.zeros(2, N, D))
@@ -257,12 +260,12 @@ def test_next_rollout_from_an_observed_expanded_cache_equals_separate_rollouts()
     m = _model("next")
     B, n, C, H = 2, 3, 3, 4
     ctx, hist = _latents(B, C), _actions(B, C - 1)
-    cache = observe(m, ctx, hist)
+    cache = observe(m, ctx, Conditions(hist))
     assert cache.time_index == C - 1 and torch.equal(cache.pending, ctx[:, -1])  # waits for its action
     fut = _actions(B * n, H, seed=7)
     full = torch.cat([hist.repeat_interleave(n, 0), fut], 1)
-    got = rollout(m, ctx, H, full, cache=cache.expand(n))
-    want = rollout(m, ctx.repeat_interleave(n, 0), H, full)
+    got = rollout(m, ctx, H, Conditions(full), cache=cache.expand(n))
+    want = rollout(m, ctx.repeat_interleave(n, 0), H, Conditions(full))
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     assert (got[0] - got[1]).abs().max() > 1e-4  # the candidates' own actions matter
 
@@ -271,7 +274,7 @@ def test_next_rollout_from_an_observed_expanded_cache_equals_separate_rollouts()
 def test_next_action_guidance_combines_the_branches():
     m = _model("next")
     ctx, a, w = _latents(2, 3), _actions(2, 4), 2.5
-    pred = rollout(m, ctx, 2, a, action_guidance=w)
+    pred = rollout(m, ctx, 2, Conditions(a, action_guidance=w))
     cond, null = m(ctx, 1.0, 0.125, a[:, :3])[:, -1], m(ctx, 1.0, 0.125, None)[:, -1]
     torch.testing.assert_close(pred[:, 0], cond + (w - 1) * (cond - null), atol=1e-5, rtol=0)
 
@@ -281,7 +284,7 @@ def test_planning_cost_runs_on_a_next_model_and_reads_action_free_features():
     m = _model("next")
     C, H, P = 3, 4, 5
     ctx, hist, goal = _latents(1, C), _actions(1, C - 1), _latents(1, 1, seed=9)[0, 0]
-    obj = LatentGoalObjective(m, ctx, goal, context_actions=hist)
+    obj = LatentGoalObjective(m, ctx, goal, hist)
     cand = _actions(P, H, seed=3)
     costs = obj(cand)
     assert costs.shape == (P,) and torch.isfinite(costs).all() and costs.std() > 0
@@ -291,7 +294,7 @@ def test_planning_cost_runs_on_a_next_model_and_reads_action_free_features():
     assert torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
     x, feats = obj.predict(cand, features=True)
     full = torch.cat([hist.expand(P, -1, -1), cand], 1)
-    torch.testing.assert_close(x, rollout(m, ctx.expand(P, -1, -1, -1), H, full), atol=1e-5, rtol=0)
+    torch.testing.assert_close(x, rollout(m, ctx.expand(P, -1, -1, -1), H, Conditions(full)), atol=1e-5, rtol=0)
     # the last predicted frame's features = the clean pass with the action after it unknown
     mask = torch.ones(P, C + H, dtype=torch.bool)
     mask[:, -1] = False
@@ -305,17 +308,23 @@ def test_planning_cost_runs_on_a_next_model_and_reads_action_free_features():
 def test_features_never_see_the_action_after_their_frame(prediction):
     m = _model(prediction)
     x, a = _latents(2, 5), _actions(2, 5)
-    h = clip_hidden(m, x, a)
+    h = clip_hidden(m, x, Conditions(a))
     for t in (1, 3):
         after, into = a.clone(), a.clone()
         after[:, t] += 1.0
         into[:, t - 1] += 1.0
-        torch.testing.assert_close(clip_hidden(m, x, after)[:, t], h[:, t], atol=1e-5, rtol=0)
-        assert (clip_hidden(m, x, into)[:, t] - h[:, t]).abs().max() > 1e-4
+        torch.testing.assert_close(clip_hidden(m, x, Conditions(after))[:, t], h[:, t], atol=1e-5, rtol=0)
+        assert (clip_hidden(m, x, Conditions(into))[:, t] - h[:, t]).abs().max() > 1e-4
     # imagination's context features are the policy's training features (rl.bc reads clip_hidden)
     heads = AgentHeads(m.layout.registers * m.cfg.width, 4, -torch.ones(4), torch.ones(4))
     traj = imagine(
-        m, heads, x[:, :3], a[:, :2], None, horizon=2, sample_steps=2, generator=torch.Generator().manual_seed(0)
+        m,
+        heads,
+        x[:, :3],
+        a[:, :2],
+        None,
+        RLConfig(horizon=2, sample_steps=2),
+        generator=torch.Generator().manual_seed(0),
     )
     assert traj["latents"].shape == (2, 2, N, D) and torch.isfinite(traj["feats"]).all()
     torch.testing.assert_close(traj["feats"][:, 0], frame_features(h[:, 2], m.layout), atol=1e-4, rtol=0)

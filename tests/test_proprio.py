@@ -8,7 +8,9 @@ from latentwm.config import CEMConfig, PlanConfig, ProbeConfig, get_preset
 from latentwm.envs.pusht import proprio_from_state
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.planning import LatentGoalObjective, latent_cost
+from latentwm.planning.cost import GoalCost
 from latentwm.planning.proprio import ProprioGoal, ProprioProbe, probe_features, resolve_probe
+from latentwm.rollout import Sampling
 
 
 def _model():
@@ -37,9 +39,9 @@ def test_proprio_term_uses_the_last_frames_clean_pass():
     probe = _probe(m)
     term = ProprioGoal(probe, torch.tensor([0.3, -0.5]), weight=2.0)
     cands = torch.randn(5, 3, c.action_dim)
-    obj = LatentGoalObjective(m, ctx, goal, ctx_actions, sample_steps=1, seed=3, proprio=term)
+    obj = LatentGoalObjective(m, ctx, goal, ctx_actions, Sampling(1), cost=GoalCost(proprio=term), seed=3)
     batched = obj(cands)
-    plain = LatentGoalObjective(m, ctx, goal, ctx_actions, sample_steps=1, seed=3)
+    plain = LatentGoalObjective(m, ctx, goal, ctx_actions, Sampling(1), seed=3)
     pred = plain.predict(cands)
     for i in range(5):
         seq = torch.cat([ctx, pred[i : i + 1]], 1)  # (1, C + H, N, D)
@@ -52,7 +54,9 @@ def test_proprio_term_uses_the_last_frames_clean_pass():
     # the term changes the ranking toward the candidate whose read-out proprio matches the goal
     _, feats = plain.predict(cands, features=True)
     target = probe(feats[2]).detach()
-    pulled = LatentGoalObjective(m, ctx, goal, ctx_actions, seed=3, proprio=ProprioGoal(probe, target, 1e4))
+    pulled = LatentGoalObjective(
+        m, ctx, goal, ctx_actions, cost=GoalCost(proprio=ProprioGoal(probe, target, 1e4)), seed=3
+    )
     assert int(pulled(cands).argmin()) == 2
 
 
@@ -64,8 +68,8 @@ def test_gradient_flows_through_the_proprio_term():
         m,
         ctx,
         torch.zeros(c.num_latent_tokens, c.latent_dim),
+        cost=GoalCost(proprio=ProprioGoal(_probe(m), torch.zeros(2), 1.0)),
         seed=0,
-        proprio=ProprioGoal(_probe(m), torch.zeros(2), 1.0),
     )
     a = torch.zeros(1, 2, c.action_dim, requires_grad=True)
     obj(a, grad=True).sum().backward()
@@ -117,7 +121,7 @@ def test_probe_trains_on_a_pusht_cache_and_scores_held_out(tmp_path):
     features; it fits its training frames (proprio normalized: the mean predictor's MSE is ≈ 1) and reports held-out
     RMSE in pixels beside the mean baseline."""
     from latentwm.config import GenerateConfig
-    from latentwm.data.latent_cache import encode_to_cache
+    from latentwm.data.latent_cache import Encoding, encode_to_cache
     from latentwm.data.sources.pusht import generate_pusht, load_pusht
     from latentwm.planning.proprio import train_proprio_probe
 
@@ -132,12 +136,7 @@ def test_probe_trains_on_a_pusht_cache_and_scores_held_out(tmp_path):
         return torch.nn.functional.layer_norm(x @ w, (64,)).numpy()
 
     encode_to_cache(
-        load_pusht(tmp_path / "eps"),
-        encode,
-        tmp_path / "cache",
-        encoder_label="test",
-        image_size=96,
-        show_progress=False,
+        load_pusht(tmp_path / "eps"), Encoding(encode, "test", image_size=96), tmp_path / "cache", show_progress=False
     )
     exp = get_preset("tiny").replace(data__cache_dir=str(tmp_path / "cache"), data__eval_fraction=0.25)
     probe, m = train_proprio_probe(

@@ -9,15 +9,24 @@ import torch
 
 from latentwm.config import CEMConfig, ConfigError, GenerateConfig, PlanConfig, get_preset
 from latentwm.data.clip_sets import make_clip_datasets
-from latentwm.data.clips import LatentClipDataset
-from latentwm.data.latent_cache import encode_to_cache
+from latentwm.data.clips import ClipOptions, LatentClipDataset
+from latentwm.data.latent_cache import Encoding, encode_to_cache
 from latentwm.data.proprio import attach_proprio, latents_only, relative_action_stats, split_proprio
 from latentwm.data.sources.pusht import generate_pusht, load_pusht
 from latentwm.envs.pusht import PushTEnv, proprio_from_state
 from latentwm.model.dynamics import DynamicsModel
-from latentwm.planning.cost import LatentGoalObjective, latent_cost
+from latentwm.planning.cost import GoalCost, LatentGoalObjective, latent_cost
 from latentwm.planning.evaluate import sample_goals
-from latentwm.planning.mpc import ActionCodec, LatentObserver, MPCPolicy, RandomPolicy, run_episode
+from latentwm.planning.mpc import (
+    ActionCodec,
+    EpisodeGoal,
+    LatentObserver,
+    MPCOptions,
+    MPCPolicy,
+    RandomPolicy,
+    run_episode,
+)
+from latentwm.rollout import Sampling
 
 W = torch.randn(48, 64, generator=torch.Generator().manual_seed(0)) / 7
 
@@ -40,10 +49,8 @@ def data(tmp_path_factory):
         )
         encode_to_cache(
             load_pusht(root / name),
-            lambda f: encode(f).numpy(),
+            Encoding(lambda f: encode(f).numpy(), "stand-in", image_size=96),
             root / f"{name}_cache",
-            encoder_label="stand-in",
-            image_size=96,
             show_progress=False,
         )
     return root
@@ -69,10 +76,13 @@ def test_clips_carry_proprio_channels_and_relative_actions(data):
     """Every token's last 4 channels are the frame's normalized proprio; actions are the commanded targets minus
     the agent's position at the model step's first frame, normalized with the statistics of those offsets."""
     ds = LatentClipDataset(
-        data / "sparse_cache", 4, frame_skip=5, split="all", proprio_frames=True, relative_actions=True
+        data / "sparse_cache",
+        4,
+        split="all",
+        options=ClipOptions(frame_skip=5, proprio_frames=True, relative_actions=True),
     )
-    plain = LatentClipDataset(data / "sparse_cache", 4, frame_skip=5, split="all")
-    raw = LatentClipDataset(data / "sparse_cache", 4, frame_skip=5, split="all", normalize=False)
+    plain = LatentClipDataset(data / "sparse_cache", 4, split="all", options=ClipOptions(frame_skip=5))
+    raw = LatentClipDataset(data / "sparse_cache", 4, split="all", options=ClipOptions(frame_skip=5, normalize=False))
     e, s = ds.grid[1]
     c, p, r = ds.make_clip(e, s), plain.make_clip(e, s), raw.make_clip(e, s)
     assert c.latents.shape == (4, 16, 68)
@@ -84,7 +94,10 @@ def test_clips_carry_proprio_channels_and_relative_actions(data):
     assert abs(float(stats.mean[0])) < 30 and 1 < float(stats.std[0]) < 200  # offsets, not absolute targets
     # a cache rendered at every step gives the same relative actions at phase 0 (its statistics: the same recipe)
     full = LatentClipDataset(
-        data / "full_cache", 4, frame_skip=5, split="all", normalize=False, eval_stride=1, relative_actions=True
+        data / "full_cache",
+        4,
+        split="all",
+        options=ClipOptions(frame_skip=5, normalize=False, eval_stride=1, relative_actions=True),
     )
     fe = next(i for i, en in enumerate(full.cache.entries) if en["episode_id"] == raw.cache.entries[e]["episode_id"])
     np.testing.assert_allclose(
@@ -151,7 +164,13 @@ def test_relative_actions_are_anchored_at_each_model_step(data):
     env, policy = Spy(image_size=96), RandomPolicy(codec, cfg)
     try:
         run_episode(
-            env, policy, goal.start_state, goal.goal_state, goal.goal_frame, 1, 5, seed=3, stop_on_success=False
+            env,
+            policy,
+            EpisodeGoal(goal.start_state, goal.goal_state, goal.goal_frame),
+            1,
+            5,
+            seed=3,
+            stop_on_success=False,
         )
     finally:
         env.close()
@@ -191,7 +210,7 @@ def test_cost_reads_the_predicted_proprio():
     ctx = torch.randn(1, 2, 16, 68)
     goal = torch.randn(16, 68)
     cands = torch.randn(5, 3, 10)
-    obj = LatentGoalObjective(m, ctx, goal, sample_steps=1, seed=3, proprio_weight=2.0)
+    obj = LatentGoalObjective(m, ctx, goal, sampling=Sampling(1), cost=GoalCost(proprio_weight=2.0), seed=3)
     pred = obj.predict(cands)
     want = latent_cost(pred[..., :64], goal[..., :64]) + 2.0 * (
         pred[:, -1, :, 64:].mean(-2) - goal[:, 64:].mean(0)
@@ -199,10 +218,17 @@ def test_cost_reads_the_predicted_proprio():
     torch.testing.assert_close(obj(cands), want)
     target = pred[3, -1, :, 64:].mean(0)
     pulled = LatentGoalObjective(
-        m, ctx, torch.cat([goal[:, :64], target.expand(16, 4)], -1), sample_steps=1, seed=3, proprio_weight=1e4
+        m,
+        ctx,
+        torch.cat([goal[:, :64], target.expand(16, 4)], -1),
+        sampling=Sampling(1),
+        cost=GoalCost(proprio_weight=1e4),
+        seed=3,
     )
     assert int(pulled(cands).argmin()) == 3
-    alone = LatentGoalObjective(m, ctx, goal, sample_steps=1, seed=3, visual_weight=0.0, proprio_weight=1.0)
+    alone = LatentGoalObjective(
+        m, ctx, goal, sampling=Sampling(1), cost=GoalCost(visual_weight=0.0, proprio_weight=1.0), seed=3
+    )
     torch.testing.assert_close(alone(cands), (pred[:, -1, :, 64:].mean(-2) - goal[:, 64:].mean(0)).pow(2).mean(-1))
 
 
@@ -215,18 +241,15 @@ def test_mpc_with_proprio_channels_and_relative_actions_runs(data):
     g = sample_goals(sorted((data / "full").glob("*.npz")), 1, 10, seed=0)[0]
     env = PushTEnv(image_size=96)
     try:
-        policy = MPCPolicy(m, observer, codec, cfg, planner="cem", context=2)
+        policy = MPCPolicy(m, observer, codec, cfg, MPCOptions(planner="cem", context=2))
         r = run_episode(
             env,
             policy,
-            g.start_state,
-            g.goal_state,
-            g.goal_frame,
+            EpisodeGoal(g.start_state, g.goal_state, g.goal_frame, proprio=proprio_from_state(g.goal_state)),
             2,
             5,
             seed=0,
             stop_on_success=False,
-            goal_proprio=proprio_from_state(g.goal_state),
         )
         assert r["plans"] == 2 and np.isfinite(r["final_distance"])
         assert policy.goal.shape == (16, 68) and all(z.shape == (16, 68) for z in policy.latents)
@@ -236,7 +259,11 @@ def test_mpc_with_proprio_channels_and_relative_actions_runs(data):
         torch.testing.assert_close(policy.goal[0, 64:], want)
         with pytest.raises(ValueError, match="goal's proprio"):
             run_episode(
-                env, MPCPolicy(m, observer, codec, cfg, planner="cem"), g.start_state, g.goal_state, g.goal_frame, 1, 5
+                env,
+                MPCPolicy(m, observer, codec, cfg, MPCOptions(planner="cem")),
+                EpisodeGoal(g.start_state, g.goal_state, g.goal_frame),
+                1,
+                5,
             )
     finally:
         env.close()

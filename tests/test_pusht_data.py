@@ -247,8 +247,8 @@ def test_clips_of_a_sparse_cache_are_the_phase_zero_clips_of_a_full_one(tmp_path
     """Encoded, an episode rendered every 5th step gives exactly the clips (latents, actions, rewards, states) that
     the fully rendered episode gives at the starts of phase 0 with frame_skip 5; a frame skip it does not divide is
     refused with the fix named."""
-    from latentwm.data.clips import LatentClipDataset
-    from latentwm.data.latent_cache import encode_to_cache
+    from latentwm.data.clips import ClipOptions, LatentClipDataset
+    from latentwm.data.latent_cache import Encoding, encode_to_cache
     from latentwm.data.sources.pusht import load_pusht
 
     def encode(x):  # a deterministic stand-in encoder: per-patch means of the frame
@@ -261,14 +261,15 @@ def test_clips_of_a_sparse_cache_are_the_phase_zero_clips_of_a_full_one(tmp_path
         _gen(tmp_path / name, 3, max_steps=40, seed=1, image_size=32, render_every=k)
         encode_to_cache(
             load_pusht(tmp_path / name),
-            encode,
+            Encoding(encode, "means", image_size=32),
             tmp_path / f"{name}_cache",
-            encoder_label="means",
-            image_size=32,
             show_progress=False,
         )
         caches[name] = LatentClipDataset(
-            tmp_path / f"{name}_cache", 4, frame_skip=5, split="all", normalize=False, eval_stride=1
+            tmp_path / f"{name}_cache",
+            4,
+            split="all",
+            options=ClipOptions(frame_skip=5, normalize=False, eval_stride=1),
         )
     full, sparse = caches["full"], caches["sparse"]
     assert sparse.stride == 1 and full.stride == 5 and sparse.action_dim == full.action_dim == 10
@@ -280,7 +281,7 @@ def test_clips_of_a_sparse_cache_are_the_phase_zero_clips_of_a_full_one(tmp_path
         for f in ("latents", "actions", "action_mask", "rewards", "states", "proprio"):
             np.testing.assert_allclose(getattr(a, f).numpy(), getattr(b, f).numpy(), rtol=1e-6, err_msg=f)
     with pytest.raises(ConfigError, match="--data.frame-skip 5"):
-        LatentClipDataset(tmp_path / "sparse_cache", 4, frame_skip=3, split="all")
+        LatentClipDataset(tmp_path / "sparse_cache", 4, split="all", options=ClipOptions(frame_skip=3))
     # action statistics are per env step in both caches
     assert full.cache.dataset_stats["pusht"].actions.mean.shape == (2,)
     assert sparse.cache.dataset_stats["pusht"].actions.mean.shape == (2,)

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from latentwm.config import RLConfig
 from latentwm.rl.heads import AgentHeads, TanhGaussian
 from latentwm.rl.pmpo import gaussian_kl, pmpo_loss
 from latentwm.rl.returns import TwoHot, lambda_returns, symexp, symlog
@@ -184,11 +185,10 @@ def test_imagination_shapes_and_the_world_model_never_changes():
     reward_before = {k: v.clone() for k, v in heads.reward.state_dict().items()}
     opt = torch.optim.Adam(trainable_parameters(heads), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
+    cfg = RLConfig(horizon=4, sample_steps=2, gamma=0.997)
     for _ in range(3):
-        traj = imagine(
-            m, heads, b.latents, b.actions[:, :2], b.action_mask[:, :2], horizon=4, sample_steps=2, generator=gen
-        )
-        loss, stats = imagination_loss(heads, prior, traj)
+        traj = imagine(m, heads, b.latents, b.actions[:, :2], b.action_mask[:, :2], cfg, generator=gen)
+        loss, stats = imagination_loss(heads, prior, traj, cfg)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -216,11 +216,10 @@ def test_value_warmup_leaves_the_policy_alone():
         b.latents,
         b.actions[:, :1],
         b.action_mask[:, :1],
-        horizon=2,
-        sample_steps=1,
+        RLConfig(horizon=2, sample_steps=1),
         generator=torch.Generator().manual_seed(0),
     )
-    loss, _ = imagination_loss(heads, heads, traj, policy_weight=0.0)
+    loss, _ = imagination_loss(heads, heads, traj, RLConfig(gamma=0.997), policy_weight=0.0)
     loss.backward()
     assert all(p.grad is None or not p.grad.any() for p in heads.policy.parameters())
     assert any(p.grad is not None and p.grad.any() for p in heads.value.parameters())

@@ -17,7 +17,7 @@ from latentwm.cli import main
 from latentwm.config import get_preset
 from latentwm.data.clip_sets import make_clip_datasets
 from latentwm.data.episodes import EpisodeError, narrations_in
-from latentwm.data.latent_cache import LatentCache, encode_to_cache
+from latentwm.data.latent_cache import Encoding, LatentCache, encode_to_cache
 from latentwm.data.sources import load_source
 from latentwm.data.sources import tfrecord as tfr
 from latentwm.data.sources.rlds import load_rlds, make_spec
@@ -261,7 +261,7 @@ def test_corrupt_header_lists_the_rest_of_the_shard_as_one_failing_item(tmp_path
 
 def test_encode_cache_skips_the_corrupt_record(soar, tmp_path, capsys):
     res = encode_to_cache(
-        load_rlds(soar), encode_fn, tmp_path / "c", encoder_label="mean8", episodes_per_shard=2, show_progress=False
+        load_rlds(soar), Encoding(encode_fn, "mean8"), tmp_path / "c", episodes_per_shard=2, show_progress=False
     )
     assert (res["episodes"], res["skipped"], res["complete"]) == (4, 1, True)
     cache = LatentCache(tmp_path / "c")

@@ -1,10 +1,11 @@
 import pytest
 import torch
 
+from latentwm.conditions import Conditions
 from latentwm.config import ObjectiveConfig, get_preset
 from latentwm.model.dynamics import DynamicsModel
-from latentwm.objectives.shortcut_forcing import ShortcutForcing
-from latentwm.rollout import observe, rollout
+from latentwm.objectives.shortcut_forcing import ShortcutForcing, TrainStep
+from latentwm.rollout import Sampling, observe, rollout
 
 CFG = get_preset("tiny").model
 
@@ -23,16 +24,16 @@ def test_shapes_and_seed_determinism():
     ctx = torch.randn(3, 2, CFG.num_latent_tokens, CFG.latent_dim)
     acts = torch.randn(3, 5, 4)
     g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
-    a = rollout(m, ctx, 4, acts, sample_steps=2, generator=g1)
-    b = rollout(m, ctx, 4, acts, sample_steps=2, generator=g2)
+    a = rollout(m, ctx, 4, Conditions(acts), Sampling(2), generator=g1)
+    b = rollout(m, ctx, 4, Conditions(acts), Sampling(2), generator=g2)
     assert a.shape == (3, 4, CFG.num_latent_tokens, CFG.latent_dim)
     assert torch.equal(a, b)
-    c = rollout(m, ctx, 4, acts, sample_steps=2, generator=torch.Generator().manual_seed(8))
+    c = rollout(m, ctx, 4, Conditions(acts), Sampling(2), generator=torch.Generator().manual_seed(8))
     assert not torch.allclose(a, c)
     # re-noised context (τ_ctx < 1) draws its noise from the same generator: still deterministic
-    r1 = rollout(m, ctx, 3, acts, sample_steps=2, tau_ctx=0.9, generator=torch.Generator().manual_seed(3))
+    r1 = rollout(m, ctx, 3, Conditions(acts), Sampling(2, tau_ctx=0.9), generator=torch.Generator().manual_seed(3))
     torch.manual_seed(1234)  # the global RNG plays no part
-    r2 = rollout(m, ctx, 3, acts, sample_steps=2, tau_ctx=0.9, generator=torch.Generator().manual_seed(3))
+    r2 = rollout(m, ctx, 3, Conditions(acts), Sampling(2, tau_ctx=0.9), generator=torch.Generator().manual_seed(3))
     assert torch.equal(r1, r2) and not torch.allclose(r1, a[:, :3])
 
 
@@ -44,7 +45,7 @@ def test_rollout_matches_full_forward_recomputation(device):
     ctx = torch.randn(2, C, CFG.num_latent_tokens, CFG.latent_dim, device=device)
     acts = torch.randn(2, C + H - 1, 10, device=device)
     noise = torch.randn(2, H, CFG.num_latent_tokens, CFG.latent_dim, device=device)
-    out = rollout(m, ctx, H, acts, sample_steps=1, noise=noise)
+    out = rollout(m, ctx, H, Conditions(acts), Sampling(1), noise=noise)
     frames = torch.cat([ctx, out], 1)
     acts = torch.cat([acts, acts.new_zeros(2, 1, 10)], 1)  # forward takes one action per frame; the last is unused
     for h in range(H):
@@ -66,19 +67,19 @@ def test_shared_history_candidates_equal_separate_rollouts(device):
     acts = torch.randn(n, 3 + H - 1, 10, device=device)
     acts[:, :2] = acts[:1, :2]  # the observed history's actions are shared
     noise = torch.randn(1, H, CFG.num_latent_tokens, CFG.latent_dim, device=device)  # common random numbers
-    cache = observe(m, ctx, acts[:1], torch.ones(1, 4, dtype=torch.bool, device=device)).expand(n)
-    batched = rollout(m, ctx, H, acts, sample_steps=2, noise=noise, cache=cache)
+    cache = observe(m, ctx, Conditions(acts[:1], torch.ones(1, 4, dtype=torch.bool, device=device))).expand(n)
+    batched = rollout(m, ctx, H, Conditions(acts), Sampling(2), noise=noise, cache=cache)
     for i in range(n):
-        one = rollout(m, ctx, H, acts[i : i + 1], sample_steps=2, noise=noise)
+        one = rollout(m, ctx, H, Conditions(acts[i : i + 1]), Sampling(2), noise=noise)
         torch.testing.assert_close(batched[i : i + 1], one, atol=1e-4, rtol=1e-4)
 
 
 def test_action_free_rollout_and_bad_actions():
     m = _model()
     ctx = torch.randn(2, 2, CFG.num_latent_tokens, CFG.latent_dim)
-    assert rollout(m, ctx, 2, None, sample_steps=1).shape[1] == 2
+    assert rollout(m, ctx, 2, sampling=Sampling(1)).shape[1] == 2
     try:
-        rollout(m, ctx, 3, torch.randn(2, 2, 10))
+        rollout(m, ctx, 3, Conditions(torch.randn(2, 2, 10)))
     except ValueError as e:
         assert "C + H − 1 = 4" in str(e)
     else:
@@ -97,7 +98,7 @@ def _train_toy(bootstrap_fraction: float, steps: int = 300):
     opt = torch.optim.Adam(m.parameters(), lr=3e-3)
     for it in range(steps):
         x = (torch.randint(0, 2, (32, 1, CFG.num_latent_tokens, 1)).float() * 2 - 1) * u
-        loss, _ = obj(m, x, global_step=it)
+        loss, _ = obj(m, x, at=TrainStep(it))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -106,7 +107,7 @@ def _train_toy(bootstrap_fraction: float, steps: int = 300):
 
 def _samples(m, k, noise):
     empty = torch.zeros(noise.shape[0], 0, CFG.num_latent_tokens, CFG.latent_dim)  # no context: first frame
-    return rollout(m, empty, 1, None, sample_steps=k, noise=noise)[:, 0]
+    return rollout(m, empty, 1, sampling=Sampling(k), noise=noise)[:, 0]
 
 
 @pytest.mark.slow

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from latentwm.config import CEMConfig, GenerateConfig, PlanConfig
-from latentwm.data.clips import LatentClipDataset
-from latentwm.data.latent_cache import encode_to_cache
+from latentwm.data.clips import ClipOptions, LatentClipDataset
+from latentwm.data.latent_cache import Encoding, encode_to_cache
 from latentwm.data.sources.pusht import generate_pusht, load_pusht
 from latentwm.envs.pusht import PushTEnv, goal_metrics
 from latentwm.planning.cost_quality import advance_plan
 from latentwm.planning.evaluate import sample_goals
-from latentwm.planning.mpc import ActionCodec, run_episode
+from latentwm.planning.mpc import ActionCodec, EpisodeGoal, run_episode
 from latentwm.planning.state_model import StatePolicy, fit_state_dynamics, state_distance_of, state_features
 
 STATS = {"mean": [0.0, 0.0], "std": [20.0, 20.0], "count": 1}
@@ -27,10 +27,8 @@ def data(tmp_path_factory):
     )
     encode_to_cache(
         load_pusht(root / "eps"),
-        lambda f: np.zeros((len(f), 4, 8), np.float32),
+        Encoding(lambda f: np.zeros((len(f), 4, 8), np.float32), "zeros", image_size=96),
         root / "cache",
-        encoder_label="zeros",
-        image_size=96,
         show_progress=False,
     )
     return root
@@ -46,7 +44,9 @@ def test_state_distance_matches_the_env_metric():
 
 
 def test_state_model_learns_one_step_dynamics(data):
-    clips = LatentClipDataset(data / "cache", 2, frame_skip=5, split="train", eval_fraction=0.2, relative_actions=True)
+    clips = LatentClipDataset(
+        data / "cache", 2, split="train", options=ClipOptions(frame_skip=5, eval_fraction=0.2, relative_actions=True)
+    )
     _, early = fit_state_dynamics(clips, steps=5, pairs=300, log=lambda *_: None)
     model, late = fit_state_dynamics(clips, steps=400, pairs=300, log=lambda *_: None)
     assert late["train_mse"] < 0.5 * early["train_mse"]
@@ -54,7 +54,9 @@ def test_state_model_learns_one_step_dynamics(data):
 
 
 def test_state_policy_plans_and_reads_the_true_state(data):
-    clips = LatentClipDataset(data / "cache", 2, frame_skip=5, split="train", eval_fraction=0.2, relative_actions=True)
+    clips = LatentClipDataset(
+        data / "cache", 2, split="train", options=ClipOptions(frame_skip=5, eval_fraction=0.2, relative_actions=True)
+    )
     model, _ = fit_state_dynamics(clips, steps=50, pairs=200, log=lambda *_: None)
     codec = ActionCodec.from_stats(STATS, 5, 10, relative=True)
     cfg = PlanConfig(horizon=2, exec_steps=1, cem=CEMConfig(population=8, elites=2, iterations=2))
@@ -62,7 +64,7 @@ def test_state_policy_plans_and_reads_the_true_state(data):
     env = PushTEnv(image_size=96)
     try:
         pol = StatePolicy(model, codec, cfg)
-        r = run_episode(env, pol, g.start_state, g.goal_state, g.goal_frame, 2, 5, stop_on_success=False)
+        r = run_episode(env, pol, EpisodeGoal(g.start_state, g.goal_state, g.goal_frame), 2, 5, stop_on_success=False)
         assert r["plans"] == 2 and r["env_steps"] == 10 and r["seconds_per_plan"] > 0
         with pytest.raises(KeyError):
             pol.act([], {})  # no true state: the privileged policy cannot act

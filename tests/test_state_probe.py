@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from latentwm.config import CEMConfig, ConfigError, PlanConfig, ProbeConfig, get_preset
-from latentwm.data.latent_cache import LatentCacheWriter, write_stats
+from latentwm.data.latent_cache import LatentCacheWriter, StepArrays, write_stats
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.planning import LatentGoalObjective, latent_cost
+from latentwm.planning.cost import GoalCost
 from latentwm.planning.state_probe import (
     StateGoal,
     StateProbe,
@@ -42,8 +43,9 @@ def _write_cache(path, with_states: bool = True, episodes: int = 8, T: int = 40)
                 "main",
                 lat.astype(np.float32),
                 dataset="pusht",
-                actions=rng.uniform(0, 512, (T, 2)).astype(np.float32),
-                states=states if with_states else None,
+                steps=StepArrays(
+                    actions=rng.uniform(0, 512, (T, 2)).astype(np.float32), states=states if with_states else None
+                ),
             )
     write_stats(path)
     return path
@@ -175,20 +177,24 @@ def test_objective_state_term_and_visual_weight():
     plain = LatentGoalObjective(m, ctx, goal, ctx_actions, seed=3)
     default = plain(cands)
     pred = plain.predict(cands)
-    explicit = LatentGoalObjective(m, ctx, goal, ctx_actions, seed=3, state=None, visual_weight=1.0)(cands)
+    explicit = LatentGoalObjective(m, ctx, goal, ctx_actions, cost=GoalCost(visual_weight=1.0, state=None), seed=3)(
+        cands
+    )
     assert torch.equal(default, explicit)  # the new arguments at their defaults change nothing
     torch.testing.assert_close(default, latent_cost(pred, goal), atol=0, rtol=0)
     term = StateGoal.from_latents(probe, pred[4, -1])  # the pose of candidate 4's last predicted frame
-    only = LatentGoalObjective(m, ctx, goal, ctx_actions, seed=3, state=term, visual_weight=0.0)(cands)
+    only = LatentGoalObjective(m, ctx, goal, ctx_actions, cost=GoalCost(visual_weight=0.0, state=term), seed=3)(cands)
     torch.testing.assert_close(only, term(pred[:, -1]))  # ranks by the pose term alone
     assert int(only.argmin()) == 4
-    both = LatentGoalObjective(m, ctx, goal, ctx_actions, seed=3, state=term, visual_weight=0.5)(cands)
+    both = LatentGoalObjective(m, ctx, goal, ctx_actions, cost=GoalCost(visual_weight=0.5, state=term), seed=3)(cands)
     torch.testing.assert_close(both, 0.5 * latent_cost(pred, goal) + term(pred[:, -1]))
     a = torch.zeros(1, 2, c.action_dim, requires_grad=True)  # the gradient planner can descend the pose term
-    LatentGoalObjective(m, ctx, goal, ctx_actions, seed=3, state=term, visual_weight=0.0)(a, grad=True).sum().backward()
+    LatentGoalObjective(m, ctx, goal, ctx_actions, cost=GoalCost(visual_weight=0.0, state=term), seed=3)(
+        a, grad=True
+    ).sum().backward()
     assert a.grad is not None and a.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="visual_weight"):
-        LatentGoalObjective(m, ctx, goal, ctx_actions, visual_weight=0.0)
+        LatentGoalObjective(m, ctx, goal, ctx_actions, cost=GoalCost(visual_weight=0.0))
 
 
 def test_config_fields_are_validated():
@@ -203,7 +209,7 @@ def test_config_fields_are_validated():
 
 
 def test_mpc_policy_takes_the_goal_state_and_plans_on_it():
-    from latentwm.planning.mpc import ActionCodec, LatentObserver, MPCPolicy, run_episode
+    from latentwm.planning.mpc import ActionCodec, EpisodeGoal, LatentObserver, MPCPolicy, run_episode
 
     m = _model()
     codec = ActionCodec.from_stats({"mean": [250.0, 260.0], "std": [100.0, 110.0], "count": 1}, 5, m.cfg.action_dim)
@@ -247,12 +253,12 @@ def test_mpc_policy_takes_the_goal_state_and_plans_on_it():
             return np.zeros((0, 2))
 
     rec = Recorder()
-    run_episode(Env(), rec, np.zeros(7), goal_state, frame, 1, 5)
+    run_episode(Env(), rec, EpisodeGoal(np.zeros(7), goal_state, frame), 1, 5)
     np.testing.assert_array_equal(rec.info["goal_state"], goal_state)
 
 
 def test_evaluation_session_hands_the_probe_to_the_planners(tmp_path):
-    from latentwm.planning.evaluate import PlanningOptions, WorldModelRun, _session
+    from latentwm.planning.evaluate import PlanningModels, PlanningOptions, WorldModelRun, _session
 
     m = _model()
     stats = {
@@ -271,9 +277,11 @@ def test_evaluation_session_hands_the_probe_to_the_planners(tmp_path):
     cfg = PlanConfig(visual_weight=0.0, state_weight=1.0)
     opts = PlanningOptions(planners=("cem",))
     encoder = lambda f: torch.zeros(len(f), N, D)  # noqa: E731
-    s = _session(run, cfg, opts, encoder, None, path)  # a file is loaded
+    s = _session(run, cfg, opts, PlanningModels(encoder=encoder, state_probe=path))  # a file is loaded
     policy, _ = s.policy("cem", None)
     assert isinstance(policy.state_probe, StateProbe)
-    assert _session(run, PlanConfig(), opts, encoder, None, probe).state_probe is None  # state_weight 0: unused
+    assert (
+        _session(run, PlanConfig(), opts, PlanningModels(encoder=encoder, state_probe=probe)).state_probe is None
+    )  # state_weight 0: unused
     with pytest.raises(ValueError, match="state probe"):
-        _session(run, cfg, opts, encoder, None, None)
+        _session(run, cfg, opts, PlanningModels(encoder=encoder))

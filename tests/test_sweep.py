@@ -25,7 +25,7 @@ from latentwm.cli import main
 from latentwm.config import ConfigError, EvalConfig
 from latentwm.config.sweep import SweepConfig
 from latentwm.data.episodes import Episode
-from latentwm.data.latent_cache import encode_to_cache
+from latentwm.data.latent_cache import Encoding, encode_to_cache
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.sweep.aggregate import run_state
 from latentwm.sweep.spec import build_runs, parse_variant, spec_from_config
@@ -56,9 +56,8 @@ def cache(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("sweep_cache")
     encode_to_cache(
         [(f"toy/ep{i:02d}", (lambda i=i: _episode(i))) for i in range(10)],
-        _encode,
+        Encoding(_encode, "toy"),
         d,
-        encoder_label="toy",
         episodes_per_shard=5,
         show_progress=False,
     )

@@ -18,16 +18,16 @@ from latentwm.cli import main
 from latentwm.config import ObjectiveConfig, get_preset
 from latentwm.data.batch import collate
 from latentwm.data.clip_sets import make_mixture_datasets
-from latentwm.data.clips import LatentClipDataset
+from latentwm.data.clips import ClipOptions, LatentClipDataset
 from latentwm.data.episodes import Episode
 from latentwm.data.frame_text import TextEmbedding, frame_text
-from latentwm.data.latent_cache import LatentCache, encode_to_cache
+from latentwm.data.latent_cache import Encoding, LatentCache, encode_to_cache
 from latentwm.data.mixture import MixtureSpec
 from latentwm.data.online import EpisodeStore
 from latentwm.data.sources.epic_kitchens import load_epic_kitchens
 from latentwm.encoders.text import TextEncoder, save_tiny_text_model
 from latentwm.model import DynamicsModel
-from latentwm.objectives.shortcut_forcing import ShortcutForcing
+from latentwm.objectives.shortcut_forcing import ShortcutForcing, TrainStep
 
 E = 16
 
@@ -90,9 +90,7 @@ def _heldout(t):
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     out = tmp_path_factory.mktemp("text") / "cache"
-    encode_to_cache(
-        _items(), encode_fn, out, encoder_label="mean8", episodes_per_shard=2, show_progress=False, text=FAKE
-    )
+    encode_to_cache(_items(), Encoding(encode_fn, "mean8", text=FAKE), out, episodes_per_shard=2, show_progress=False)
     return LatentCache(out)
 
 
@@ -125,7 +123,7 @@ def test_cache_holds_one_table_per_entry_and_ids_per_frame(cache):
 
 
 def test_clip_text_is_the_text_of_each_raw_frame_with_frame_skip(cache):
-    ev = LatentClipDataset(cache, 4, frame_skip=2, split="all", normalize=False, eval_stride=1)
+    ev = LatentClipDataset(cache, 4, split="all", options=ClipOptions(frame_skip=2, normalize=False, eval_stride=1))
     seen = 0
     for k in range(len(ev)):
         entry, start = ev.clip_at(k)
@@ -144,8 +142,12 @@ def test_clip_text_is_the_text_of_each_raw_frame_with_frame_skip(cache):
 
 
 def test_training_alternatives_vary_per_clip_but_are_deterministic(cache):
-    train = LatentClipDataset(cache, 3, frame_skip=2, split="train", eval_fraction=0.0, normalize=False)
-    again = LatentClipDataset(cache, 3, frame_skip=2, split="train", eval_fraction=0.0, normalize=False)
+    train = LatentClipDataset(
+        cache, 3, split="train", options=ClipOptions(frame_skip=2, eval_fraction=0.0, normalize=False)
+    )
+    again = LatentClipDataset(
+        cache, 3, split="train", options=ClipOptions(frame_skip=2, eval_fraction=0.0, normalize=False)
+    )
     held = {s for *_, s in HELD}
     picked = {"instr": set(), "narr": set()}
     for k in range(120):
@@ -169,7 +171,7 @@ def test_training_alternatives_vary_per_clip_but_are_deterministic(cache):
 
 
 def test_text_off_keeps_clips_without_text(cache):
-    ds = LatentClipDataset(cache, 3, split="all", normalize=False, text=False)
+    ds = LatentClipDataset(cache, 3, split="all", options=ClipOptions(normalize=False, text=False))
     assert all(ds[k].text is None for k in range(len(ds)))
     assert ds[0].meta.text  # the strings stay in the metadata
 
@@ -179,8 +181,8 @@ def test_online_store_gives_the_cached_text(cache):
     assert (store.text_encoder, store.text_dim) == (cache.text_encoder, cache.text_dim)
     assert [e["text_dim"] for e in store.entries] == [e.get("text_dim") for e in cache.entries]
     for split, idx in (("all", None), ("train", [0, 3, 7, 11, 50, (2, 5)])):
-        kw = dict(clip_len=3, frame_skip=2, split=split, eval_fraction=0.0, normalize=False)
-        c, o = LatentClipDataset(cache, **kw), LatentClipDataset(store, **kw)
+        opts = ClipOptions(frame_skip=2, eval_fraction=0.0, normalize=False)
+        c, o = LatentClipDataset(cache, 3, split, opts), LatentClipDataset(store, 3, split, opts)
         for k in idx or range(len(c)):
             a, b = c[k], o[k]
             assert a.meta == b.meta
@@ -200,18 +202,18 @@ def _pusht_like(i, T=24):
 
 def test_mixture_of_text_only_action_only_and_both_in_one_batch(tmp_path):
     epic = write_epic(tmp_path / "epic")
-    kw = dict(encoder_label="mean8", episodes_per_shard=2, show_progress=False, text=FAKE)
+    mean8, kw = Encoding(encode_fn, "mean8", text=FAKE), dict(episodes_per_shard=2, show_progress=False)
     encode_to_cache(
-        load_epic_kitchens(epic, fps=5, segment_s=None, participants="P01"), encode_fn, tmp_path / "epic_lat", **kw
+        load_epic_kitchens(epic, fps=5, segment_s=None, participants="P01"), mean8, tmp_path / "epic_lat", **kw
     )
     encode_to_cache(
         [(f"robot/ep{i}", (lambda i=i: _episode(20 + i, dataset="robot"))) for i in range(3)],
-        encode_fn,
+        mean8,
         tmp_path / "robot_lat",
         **kw,
     )
     encode_to_cache(
-        [(f"pusht/ep{i}", (lambda i=i: _pusht_like(i))) for i in range(3)], encode_fn, tmp_path / "pusht_lat", **kw
+        [(f"pusht/ep{i}", (lambda i=i: _pusht_like(i))) for i in range(3)], mean8, tmp_path / "pusht_lat", **kw
     )
     assert LatentCache(tmp_path / "robot_lat").text_encoder is None  # no episode had text: nothing recorded
     spec = MixtureSpec.parse(
@@ -256,14 +258,7 @@ def test_mixture_of_text_only_action_only_and_both_in_one_batch(tmp_path):
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     loss, _ = ShortcutForcing(ObjectiveConfig(action_dropout=0.0, text_dropout=0.0), cfg.k_max)(
-        model,
-        lat,
-        batch.actions,
-        batch.action_mask,
-        batch.valid,
-        text=batch.text,
-        text_mask=batch.text_mask,
-        seeds=list(range(30)),
+        model, lat, batch.conditions, batch.valid, TrainStep(seeds=list(range(30)))
     )
     loss.backward()
     assert torch.isfinite(loss)

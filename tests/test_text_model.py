@@ -5,10 +5,11 @@ import dataclasses
 import pytest
 import torch
 
+from latentwm.conditions import Conditions, FrameConditions
 from latentwm.config import ObjectiveConfig, get_preset
 from latentwm.model import DynamicsModel
-from latentwm.objectives.shortcut_forcing import ShortcutForcing
-from latentwm.rollout import Guided, guided, observe, rollout
+from latentwm.objectives.shortcut_forcing import ShortcutForcing, TrainStep
+from latentwm.rollout import Guided, Sampling, guided, observe, rollout
 
 TINY = dataclasses.replace(get_preset("tiny").model, attention="eager", text_dim=12)
 
@@ -72,7 +73,14 @@ def test_kv_cached_steps_equal_the_full_forward_with_text():
         for t in range(6):
             prev = a[:, t - 1] if t else None
             steps.append(
-                m.step(z[:, t], tau[:, t], 0.25, prev, cache=cache, commit=True, text=text[:, t], text_mask=tmask[:, t])
+                m.step(
+                    z[:, t],
+                    tau[:, t],
+                    0.25,
+                    FrameConditions(prev, text=text[:, t], text_mask=tmask[:, t]),
+                    cache=cache,
+                    commit=True,
+                )
             )
     assert torch.allclose(torch.stack(steps, 1), full, atol=1e-5)
 
@@ -95,12 +103,12 @@ def test_condition_dropout_is_per_sample_seeded_and_equals_the_null_conditions()
     seeds = [101, 102, 103, 104]
     always = ShortcutForcing(ObjectiveConfig(action_dropout=1.0, text_dropout=1.0, bootstrap_start=0), TINY.k_max)
     with torch.no_grad():
-        dropped, _ = always(m, z, a, None, text=text, seeds=seeds, global_step=5)
-        null, _ = always(m, z, None, None, seeds=seeds, global_step=5)
+        dropped, _ = always(m, z, Conditions(a, text=text), at=TrainStep(5, seeds=seeds))
+        null, _ = always(m, z, at=TrainStep(5, seeds=seeds))
     assert torch.equal(dropped, null)
     never = ShortcutForcing(ObjectiveConfig(action_dropout=0.0, text_dropout=0.0, bootstrap_start=0), TINY.k_max)
     with torch.no_grad():
-        kept, _ = never(m, z, a, None, text=text, seeds=seeds, global_step=5)
+        kept, _ = never(m, z, Conditions(a, text=text), at=TrainStep(5, seeds=seeds))
     assert kept != dropped
     # the default 0.1 each: the rate over many samples, and each sample's decision depends on its own seed only
     obj = ShortcutForcing(ObjectiveConfig(), TINY.k_max)
@@ -116,24 +124,28 @@ def test_guidance_one_is_plain_sampling_and_guided_steps_combine_the_branches():
     z, _, a, text, _ = _inputs(B=2, T=6)
     ctx, g = z[:, :3], torch.Generator().manual_seed(3)
     noise = torch.randn(2, 3, TINY.num_latent_tokens, TINY.latent_dim, generator=g)
-    plain = rollout(m, ctx, 3, a, noise=noise, text=text, sample_steps=2)
+    plain = rollout(m, ctx, 3, Conditions(a, text=text), Sampling(2), noise=noise)
     assert guided(m, 1.0, 1.0) is m
-    assert torch.equal(plain, rollout(m, ctx, 3, a, noise=noise, text=text, sample_steps=2, text_guidance=1.0))
+    assert torch.equal(plain, rollout(m, ctx, 3, Conditions(a, text=text, text_guidance=1.0), Sampling(2), noise=noise))
     # w != 1: one batched call over [cond | no-text | no-action] rows equals the three branches run apart
     w_t, w_a = 2.5, 1.5
     gm = Guided(m, w_t, w_a)
     assert gm.branches == 3
     with torch.no_grad():
-        cache = observe(gm, ctx, a, text=text)
+        cache = observe(gm, ctx, Conditions(a, text=text))
         caches = {
-            k: observe(m, ctx, a if k != "action" else None, text=text if k != "text" else None)
+            k: observe(m, ctx, Conditions(a if k != "action" else None, text=text if k != "text" else None))
             for k in ("cond", "text", "action")
         }
         zz = noise[:, 0]
-        got = gm.step(zz, 0.0, 0.5, a[:, 2], cache=cache, text=text[:, 3])
+        got = gm.step(zz, 0.0, 0.5, FrameConditions(a[:, 2], text=text[:, 3]), cache=cache)
         out = {
             k: m.step(
-                zz, 0.0, 0.5, a[:, 2] if k != "action" else None, cache=c, text=text[:, 3] if k != "text" else None
+                zz,
+                0.0,
+                0.5,
+                FrameConditions(a[:, 2] if k != "action" else None, text=text[:, 3] if k != "text" else None),
+                cache=c,
             )
             for k, c in caches.items()
         }
@@ -141,10 +153,10 @@ def test_guidance_one_is_plain_sampling_and_guided_steps_combine_the_branches():
     assert torch.allclose(got, want, atol=1e-5)
     # a guided rollout runs, differs from the plain one, and accepts one sentence for every frame
     with torch.no_grad():
-        gr = rollout(m, ctx, 3, a, noise=noise, text=text[:, 0], sample_steps=2, text_guidance=3.0)
+        gr = rollout(m, ctx, 3, Conditions(a, text=text[:, 0], text_guidance=3.0), Sampling(2), noise=noise)
     assert gr.shape == plain.shape and (gr - plain).abs().amax() > 1e-4
     with pytest.raises(ValueError, match="text has 4 frames"):
-        rollout(m, ctx, 3, a, text=text[:, :4])
+        rollout(m, ctx, 3, Conditions(a, text=text[:, :4]))
 
 
 def test_guided_cache_expands_for_candidates_like_a_plain_one():
@@ -152,12 +164,12 @@ def test_guided_cache_expands_for_candidates_like_a_plain_one():
     z, _, a, text, _ = _inputs(B=1, T=5)
     gm = Guided(m, 2.0)
     with torch.no_grad():
-        cache = observe(gm, z[:, :3], a, text=text).expand(4)  # one history, 4 candidates
+        cache = observe(gm, z[:, :3], Conditions(a, text=text)).expand(4)  # one history, 4 candidates
         acts = torch.randn(4, 5, 4)
         acts[:, :2] = a[:, :2]  # the observed history's actions; candidates differ in the future ones
         noise = torch.randn(1, 2, TINY.num_latent_tokens, TINY.latent_dim)
-        many = rollout(gm, z[:, :3], 2, acts, noise=noise, cache=cache, text=text)
-        one = rollout(m, z[:, :3], 2, acts[1:2], noise=noise, text=text, text_guidance=2.0)
+        many = rollout(gm, z[:, :3], 2, Conditions(acts, text=text), noise=noise, cache=cache)
+        one = rollout(m, z[:, :3], 2, Conditions(acts[1:2], text=text, text_guidance=2.0), noise=noise)
     assert many.shape[0] == 4 and torch.allclose(many[1:2], one, atol=1e-5)
 
 
@@ -178,11 +190,9 @@ def test_broadcast_conditions_keep_causality_and_the_cache():
                 z[:, t],
                 tau[:, t],
                 0.25,
-                a[:, t - 1] if t else None,
+                FrameConditions(a[:, t - 1] if t else None, text=text[:, t], text_mask=tmask[:, t]),
                 cache=cache,
                 commit=True,
-                text=text[:, t],
-                text_mask=tmask[:, t],
             )
             for t in range(6)
         ]

@@ -38,3 +38,49 @@ def test_the_source_carries_no_history():
         if pattern.search(line)
     ]
     assert not hits, "\n".join(hits)
+
+
+MAX_PARAMS = 8
+WHY = re.compile(r"#\s*Many parameters:\s*\S.{20,}")
+"""The comment a function with more than MAX_PARAMS parameters carries on the lines just above its `def` (or its
+decorators): why the values do not belong in one config or value object."""
+
+
+def wide_signatures(root: Path) -> list[str]:
+    """`path:line name (n parameters)` of every function under `root` with more than MAX_PARAMS parameters (self
+    and cls not counted, *args / **kwargs not counted) and no WHY comment above it."""
+    import ast
+
+    out = []
+    for p in sorted(root.rglob("*.py")):
+        lines = p.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            a = node.args
+            names = [x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs) if x.arg not in ("self", "cls")]
+            if len(names) <= MAX_PARAMS:
+                continue
+            top = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            above = "\n".join(lines[max(0, top - 4) : top - 1])
+            if not WHY.search(above):
+                out.append(f"{p.relative_to(root.parent)}:{node.lineno} {node.name} ({len(names)} parameters)")
+    return out
+
+
+def test_signatures_stay_small():
+    """No function in the package takes more than MAX_PARAMS parameters without a comment saying why: values that
+    travel together are one config or value object (Conditions, PlanProblem, EvalOptions, ...)."""
+    wide = wide_signatures(ROOT / "src" / "latentwm")
+    assert not wide, "more than 8 parameters and no '# Many parameters: <why>' comment above:\n" + "\n".join(wide)
+
+
+def test_signature_check_catches_a_wide_function(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    body = "    return 0\n"
+    wide = "def f(self, a, b, c, d, e, f, g, h, i):\n" + body
+    (pkg / "bad.py").write_text(wide + "\n\ndef ok(a, b, c, d, e, f, g, h, *args, **kw):\n" + body)
+    (pkg / "why.py").write_text("# Many parameters: mirrors the file format's nine columns one to one\n" + wide)
+    (pkg / "lazy.py").write_text("# Many parameters: yes\n" + wide)  # a reason must say something
+    assert [w.split(":")[0] for w in wide_signatures(pkg)] == ["pkg/bad.py", "pkg/lazy.py"]

@@ -11,7 +11,7 @@ from test_video import encode_index, indices
 
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import EpisodeError
-from latentwm.data.latent_cache import LatentCache, encode_to_cache
+from latentwm.data.latent_cache import Encoding, LatentCache, encode_to_cache
 from latentwm.data.sources.video_folder import load_video_folder, read_captions, sample_grid, segments
 from latentwm.data.video import write_video
 
@@ -93,7 +93,7 @@ def test_corrupt_video_skipped_and_reported(tmp_path, capsys):
     with pytest.raises(EpisodeError, match="broken.mp4"):
         dict(items)["vids/broken"]()
     out = tmp_path / "cache"
-    res = encode_to_cache(items, encode_fn, out, encoder_label="mean8", episodes_per_shard=2, show_progress=False)
+    res = encode_to_cache(items, Encoding(encode_fn, "mean8"), out, episodes_per_shard=2, show_progress=False)
     assert res == dict(
         shards_written=["shard-000000.tar", "shard-000001.tar"], episodes=3, skipped=1, complete=True, num_shards=2
     )

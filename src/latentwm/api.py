@@ -20,12 +20,13 @@ import os
 import numpy as np
 import torch
 
+from latentwm.conditions import Conditions
 from latentwm.config import ConfigError, PlanConfig
 from latentwm.data.proprio import latents_only
 from latentwm.planning.evaluate import WorldModelRun, planning_session
 from latentwm.planning.plan import PlanProblem
 from latentwm.planning.plan import plan as plan_actions
-from latentwm.rollout import rollout
+from latentwm.rollout import Sampling, rollout
 
 
 class WorldModel:
@@ -104,8 +105,8 @@ class WorldModel:
                 self.model,
                 context[None].to(self.device),
                 horizon,
-                None if actions is None else actions[None].to(self.device),
-                sample_steps=sample_steps or self.run.exp.rollout.sample_steps,
+                Conditions(None if actions is None else actions[None].to(self.device)),
+                Sampling(steps=sample_steps or self.run.exp.rollout.sample_steps),
                 generator=gen,
             )[0]
 

@@ -30,8 +30,11 @@ from __future__ import annotations
 
 import contextlib
 import operator
+from dataclasses import dataclass
 
 import torch
+
+from latentwm.conditions import NO_CONDITIONS, NO_FRAME_CONDITIONS, Conditions, FrameConditions
 
 
 def check_sample_steps(sample_steps, k_max: int) -> int:
@@ -48,6 +51,18 @@ def check_sample_steps(sample_steps, k_max: int) -> int:
     return k
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How `rollout` draws frames. steps: K denoising steps per frame, a power of two ≤ the model's k_max; tau_ctx:
+    the signal level finished frames enter the cache at (1.0 clean; e.g. 0.9 lightly re-noised, which makes long
+    rollouts robust to their own errors); grad: keep the graph (gradient planners, K = 1). A next-frame model
+    ignores steps and tau_ctx."""
+
+    steps: int = 4
+    tau_ctx: float = 1.0
+    grad: bool = False
+
+
 def _ones(x: torch.Tensor, value: float) -> torch.Tensor:
     return torch.full((x.shape[0],), value, device=x.device, dtype=torch.float32)
 
@@ -57,46 +72,20 @@ def predicts_next(model) -> bool:
     return getattr(model.cfg, "prediction", "x") == "next"
 
 
-def _commit_pending(model, cache, prev_action, prev_action_mask) -> None:
-    """Next-frame mode: commit cache.pending (B, N, D) with the action taken after it, prev_action (B, A) /
-    prev_action_mask (B,) (None: unknown); it is no longer pending."""
+def _commit_pending(model, cache, action: FrameConditions) -> None:
+    """Next-frame mode: commit cache.pending (B, N, D) with the action taken after it (action.action (B, A) /
+    action.action_mask (B,); None: unknown) and its own text; it is no longer pending."""
     x = cache.pending
+    text = cache.pending_text or NO_FRAME_CONDITIONS
     model.step(
         x,
         _ones(x, 1.0),
         _ones(x, 1.0 / model.cfg.k_max),
-        prev_action,
-        prev_action_mask,
+        text.with_action(action.action, action.action_mask),
         cache=cache,
         commit=True,
-        **(cache.pending_text or {}),
     )
     cache.pending, cache.pending_text = None, None
-
-
-def _action_at(actions, action_mask, t: int, batch: int):
-    """The action that led into frame t (taken after frame t − 1), or None at t = 0 / without actions."""
-    if actions is None or t == 0:
-        return None, None
-    a = actions[:, t - 1]
-    m = None if action_mask is None else action_mask[:, t - 1]
-    if a.shape[0] != batch:  # one action sequence shared by every candidate
-        a = a.expand(batch, *a.shape[1:])
-        m = None if m is None else m.expand(batch)
-    return a, m
-
-
-def _text_at(text, text_mask, t: int, batch: int) -> dict:
-    """Keywords for model.step with frame t's text: text (B or 1, T, E) per frame or (B or 1, E) for all frames;
-    text_mask like it without E (None: present). {} without text."""
-    if text is None:
-        return {}
-    x = text[:, t] if text.dim() == 3 else text
-    m = None if text_mask is None else (text_mask[:, t] if text_mask.dim() == 2 else text_mask)
-    if x.shape[0] != batch:  # one sentence shared by every candidate
-        x = x.expand(batch, *x.shape[1:])
-        m = None if m is None else m.expand(batch)
-    return {"text": x, "text_mask": m}
 
 
 class Guided:
@@ -113,49 +102,34 @@ class Guided:
     def init_cache(self, batch_size: int, device=None, dtype=None):
         return self.model.init_cache(batch_size * self.branches, device=device, dtype=dtype)
 
-    def step(
-        self,
-        z,
-        tau,
-        step,
-        prev_action=None,
-        prev_action_mask=None,
-        cache=None,
-        commit=False,
-        return_hidden=False,
-        *,
-        text=None,
-        text_mask=None,
-    ):
+    def step(self, z, tau, step, cond: FrameConditions | None = None, cache=None, commit=False, return_hidden=False):
         """As DynamicsModel.step for B rows; the cache holds B·branches rows."""
         n, B = self.branches, z.shape[0]
+        c = cond if cond is not None else NO_FRAME_CONDITIONS
         rep = lambda t: t if t is None or not torch.is_tensor(t) or t.dim() == 0 else t.repeat(n, *[1] * (t.dim() - 1))  # noqa: E731
         off = torch.zeros((), dtype=torch.bool, device=z.device)
         a_mask = t_mask = None
-        if prev_action is not None:
-            m = prev_action_mask if prev_action_mask is not None else torch.ones(B, dtype=torch.bool, device=z.device)
+        if c.action is not None:
+            m = c.action_mask if c.action_mask is not None else torch.ones(B, dtype=torch.bool, device=z.device)
             a_mask = torch.cat([m] + [m & off if k == "action" else m for k, _ in self.nulls])
-        if text is not None:
-            m = text_mask if text_mask is not None else torch.ones(B, dtype=torch.bool, device=z.device)
+        if c.text is not None:
+            m = c.text_mask if c.text_mask is not None else torch.ones(B, dtype=torch.bool, device=z.device)
             t_mask = torch.cat([m] + [m & off if k == "text" else m for k, _ in self.nulls])
         out = self.model.step(
             rep(z),
             rep(tau),
             rep(step),
-            rep(prev_action),
-            a_mask,
+            FrameConditions(rep(c.action), a_mask, rep(c.text), t_mask),
             cache=cache,
             commit=commit,
             return_hidden=return_hidden,
-            text=rep(text),
-            text_mask=t_mask,
         )
-        x, h = out if return_hidden else (out, None)
+        x = out[0] if return_hidden else out
         xs = x.view(n, B, *x.shape[1:])
         guided = xs[0]
         for i, (_, w) in enumerate(self.nulls, start=1):
             guided = guided + (w - 1.0) * (xs[0] - xs[i])
-        return (guided, h[:B]) if return_hidden else guided
+        return (guided, out[1][:B]) if return_hidden else guided
 
 
 def guided(model, text_guidance: float = 1.0, action_guidance: float = 1.0):
@@ -171,37 +145,27 @@ def commit_frame(
     model,
     cache,
     x: torch.Tensor,
-    prev_action=None,
-    prev_action_mask=None,
+    cond: FrameConditions | None = None,
     tau_ctx: float = 1.0,
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    text_kw=None,
 ) -> None:
     """Write the finished frame x (B, N, D) into the cache at signal level tau_ctx (one pass, output unused).
-    text_kw: {"text": (B, E), "text_mask": (B,)} of this frame, or None. prev_action (B, A): the action into x.
-    Next-frame mode: the pending frame is committed with prev_action (the action taken after it) and x becomes
-    pending (tau_ctx and noise ignored: that model only ever sees clean frames)."""
+    cond: x's conditions (the action into x, x's text), or None.
+    Next-frame mode: the pending frame is committed with cond's action (the action taken after it) and x becomes
+    pending with cond's text (tau_ctx and noise ignored: that model only ever sees clean frames)."""
+    c = cond if cond is not None else NO_FRAME_CONDITIONS
     if predicts_next(model):
         if cache.pending is not None:
-            _commit_pending(model, cache, prev_action, prev_action_mask)
-        cache.pending, cache.pending_text = x, text_kw
+            _commit_pending(model, cache, c)
+        cache.pending, cache.pending_text = x, c.text_only()
         return
     z = x
     if tau_ctx < 1.0:
         eps = noise if noise is not None else torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         z = (1.0 - tau_ctx) * eps + tau_ctx * x
     d_min = 1.0 / model.cfg.k_max
-    model.step(
-        z,
-        _ones(x, tau_ctx),
-        _ones(x, d_min),
-        prev_action,
-        prev_action_mask,
-        cache=cache,
-        commit=True,
-        **(text_kw or {}),
-    )
+    model.step(z, _ones(x, tau_ctx), _ones(x, d_min), c, cache=cache, commit=True)
 
 
 def sample_frame(
@@ -209,20 +173,19 @@ def sample_frame(
     cache,
     sample_steps: int,
     noise: torch.Tensor,
-    prev_action=None,
-    prev_action_mask=None,
+    cond: FrameConditions | None = None,
     batch: int | None = None,
-    text_kw=None,
 ) -> torch.Tensor:
     """Generate one frame (B, N, D) with K = sample_steps denoising steps (a power of two ≤ k_max, else a
     ValueError); the cache is read, not written.
 
-    noise: (B, N, D), or (1, N, D) shared by all B candidates (common random numbers). text_kw: this frame's
-    {"text": (B, E), "text_mask": (B,)} or None. prev_action (B, A): the action into this frame.
-    Next-frame mode: one pass of the pending frame (its own text) with prev_action, the action taken after it;
-    K, noise and text_kw are not used.
+    noise: (B, N, D), or (1, N, D) shared by all B candidates (common random numbers). cond: this frame's
+    conditions (the action into it (B, A), its text (B, E)) or None.
+    Next-frame mode: one pass of the pending frame (its own text) with cond's action, the action taken after it;
+    K, noise and cond's text are not used.
     """
     sample_steps = check_sample_steps(sample_steps, model.cfg.k_max)
+    c = cond if cond is not None else NO_FRAME_CONDITIONS
     if predicts_next(model):
         if cache is None or cache.pending is None:
             raise ValueError(
@@ -230,16 +193,8 @@ def sample_frame(
                 "observed frame; observe at least one frame into the cache first"
             )
         x = cache.pending
-        return model.step(
-            x,
-            _ones(x, 1.0),
-            _ones(x, 1.0 / model.cfg.k_max),
-            prev_action,
-            prev_action_mask,
-            cache=cache,
-            commit=False,
-            **(cache.pending_text or {}),
-        )
+        pending = (cache.pending_text or NO_FRAME_CONDITIONS).with_action(c.action, c.action_mask)
+        return model.step(x, _ones(x, 1.0), _ones(x, 1.0 / model.cfg.k_max), pending, cache=cache, commit=False)
     B = batch or noise.shape[0]
     z = noise.expand(B, *noise.shape[1:]) if noise.shape[0] != B else noise
     d = 1.0 / sample_steps
@@ -250,11 +205,9 @@ def sample_frame(
             z,
             torch.full((B,), tau, device=z.device),
             torch.full((B,), d, device=z.device),
-            prev_action,
-            prev_action_mask,
+            c,
             cache=cache,
             commit=False,
-            **(text_kw or {}),
         )
         if k < sample_steps - 1:
             z = z + d * (x_hat - z) / (1.0 - tau)
@@ -263,76 +216,64 @@ def sample_frame(
 
 
 def frame_hidden(
-    model, cache, x: torch.Tensor, prev_action=None, prev_action_mask=None, text_kw=None, commit: bool = True
+    model, cache, x: torch.Tensor, cond: FrameConditions | None = None, commit: bool = True
 ) -> torch.Tensor:
     """Token outputs (B, S, W) of the clean pass (τ = 1) of frame x (B, N, D) after the cache's frames — features
-    that have seen x, its history and the action into it (prev_action (B, A) / prev_action_mask (B,)), never the
+    that have seen x, its history and the action into it (cond.action (B, A) / cond.action_mask (B,)), never the
     action taken after x (what a policy chooses). commit: also write x into the cache (x / v: that same pass).
-    Next-frame mode: the pending frame is committed with prev_action and x becomes pending (always: x's pass must
+    Next-frame mode: the pending frame is committed with cond's action and x becomes pending (always: x's pass must
     see its predecessor), then x's pass runs with its own (after-)action unknown, committing nothing."""
+    c = cond if cond is not None else NO_FRAME_CONDITIONS
     ones = _ones(x, 1.0)
     d = ones / model.cfg.k_max
     if not predicts_next(model):
-        return model.step(
-            x, ones, d, prev_action, prev_action_mask, cache=cache, commit=commit, return_hidden=True, **(text_kw or {})
-        )[1]
-    commit_frame(model, cache, x, prev_action, prev_action_mask, text_kw=text_kw)
-    return model.step(x, ones, d, None, None, cache=cache, commit=False, return_hidden=True, **(text_kw or {}))[1]
+        return model.step(x, ones, d, c, cache=cache, commit=commit, return_hidden=True)[1]
+    commit_frame(model, cache, x, c)
+    return model.step(x, ones, d, c.text_only(), cache=cache, commit=False, return_hidden=True)[1]
 
 
-def clip_hidden(model, latents: torch.Tensor, actions=None, action_mask=None) -> torch.Tensor:
-    """Token outputs (B, T, S, W) of clean clips latents (B, T, N, D) with their actions (B, T, A) (actions[:, t]
-    after frame t) / action_mask (B, T): frame t's features have seen frames ≤ t and actions < t. x / v: one
-    teacher-forced pass (`clean_hidden`); next-frame mode, whose frame-t pass embeds actions[:, t]: frame by frame
-    through the cache (`frame_hidden`), so the features never carry the action they may be asked to predict."""
+def clip_hidden(model, latents: torch.Tensor, cond: Conditions | None = None) -> torch.Tensor:
+    """Token outputs (B, T, S, W) of clean clips latents (B, T, N, D) with their conditions (cond.actions (B, T, A),
+    actions[:, t] after frame t, cond.action_mask (B, T); text is not read): frame t's features have seen frames ≤ t
+    and actions < t. x / v: one teacher-forced pass (`clean_hidden`); next-frame mode, whose frame-t pass embeds
+    actions[:, t]: frame by frame through the cache (`frame_hidden`), so the features never carry the action they
+    may be asked to predict."""
+    c = Conditions(cond.actions, cond.action_mask) if cond is not None else NO_CONDITIONS
     if not predicts_next(model):
-        return model.clean_hidden(latents, actions, action_mask)
+        return model.clean_hidden(latents, c.actions, c.action_mask)
     B, T = latents.shape[:2]
     cache = model.init_cache(B, device=latents.device)
     hs = []
     for t in range(T):
-        a, m = _action_at(actions, action_mask, t, B)
-        hs.append(frame_hidden(model, cache, latents[:, t], a, m))
+        a, m = c.action_into(t, B)
+        hs.append(frame_hidden(model, cache, latents[:, t], FrameConditions(a, m)))
     return torch.stack(hs, 1)
 
 
 def observe(
     model,
     context: torch.Tensor,
-    actions=None,
-    action_mask=None,
+    cond: Conditions | None = None,
     tau_ctx: float = 1.0,
     cache=None,
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    text=None,
-    text_mask=None,
 ):
     """Enter observed frames context (B, C, N, D) into a cache (a new one when None); returns the cache.
 
-    actions (B, ≥C−1, A), actions[:, t] taken after context frame t (the first frame enters without an action);
-    noise (B, C, N, D) for re-noised context (tau_ctx < 1); text (B, ≥C, E) per frame or (B, E), text_mask
-    (B, ≥C) / (B,) bool. Next-frame mode: frames 0..C−2 are committed with the actions after them and frame C−1
-    stays pending until the first predicted frame's action comes (`sample_frame`).
+    cond: cond.actions (B, ≥C−1, A), actions[:, t] taken after context frame t (the first frame enters without an
+    action); cond.text (B, ≥C, E) per frame or (B, E); its guidance scales are not read here (observe into the
+    guided view, `guided(model, ...)`, to sample with guidance). noise (B, C, N, D) for re-noised context
+    (tau_ctx < 1). Next-frame mode: frames 0..C−2 are committed with the actions after them and frame C−1 stays
+    pending until the first predicted frame's action comes (`sample_frame`).
     """
     B, C = context.shape[:2]
-    if actions is not None and action_mask is None:
-        action_mask = torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device)
+    c = (cond if cond is not None else NO_CONDITIONS).known()
     if cache is None:
         cache = model.init_cache(B, device=context.device)  # dtype follows autocast
-    for c in range(C):
-        a, m = _action_at(actions, action_mask, c, B)
-        commit_frame(
-            model,
-            cache,
-            context[:, c],
-            a,
-            m,
-            tau_ctx,
-            None if noise is None else noise[:, c],
-            generator,
-            _text_at(text, text_mask, c, B),
-        )
+    for t in range(C):
+        eps = None if noise is None else noise[:, t]
+        commit_frame(model, cache, context[:, t], c.at(t, B), tau_ctx, eps, generator)
     return cache
 
 
@@ -340,68 +281,55 @@ def rollout(
     model,
     context: torch.Tensor,
     horizon: int,
-    actions: torch.Tensor | None = None,
-    action_mask: torch.Tensor | None = None,
-    sample_steps: int = 4,
-    tau_ctx: float = 1.0,
+    cond: Conditions | None = None,
+    sampling: Sampling = Sampling(),
+    *,
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     cache=None,
-    grad: bool = False,
-    text: torch.Tensor | None = None,
-    text_mask: torch.Tensor | None = None,
-    text_guidance: float = 1.0,
-    action_guidance: float = 1.0,
 ) -> torch.Tensor:
     """Predict `horizon` frames after the observed `context` (B, C, N, D). Returns (B, H, N, D).
 
-    actions: (B or 1, C + H − 1, A) or None (action-free); action_mask (B or 1, C + H − 1) bool.
+    cond: cond.actions (B or 1, C + H − 1, A) or None (action-free), cond.action_mask (B or 1, C + H − 1) bool;
+    cond.text (B or 1, C + H, E) the text of every frame, or (B or 1, E) one sentence for all, cond.text_mask
+    (B or 1, C + H) / (B or 1,) bool (None: present); cond.text_guidance / cond.action_guidance: classifier-free
+    guidance scales (1: none; a given `cache` must then come from the same guided view, `guided(model, ...)`).
+    sampling: K (a power of two ≤ the model's k_max, else a ValueError naming sample_steps), tau_ctx, grad.
     noise: (B or 1, H, N, D) fixed noise per generated frame (common random numbers for planning); otherwise drawn
     from `generator` (or the global RNG), which also draws the re-noising of context frames when tau_ctx < 1.
-    sample_steps: K, a power of two ≤ the model's k_max (else a ValueError naming sample_steps).
-    cache: an already observed history (then `context` is only used for shapes and to position the actions);
-    grad: keep the graph (gradient planners, K = 1).
-    A next-frame model (model.prediction "next") ignores sample_steps, noise and tau_ctx: frame C + h is its
-    deterministic prediction from the frames before it (with a given cache, the one `observe` left pending).
-    text: (B or 1, C + H, E) the text of every frame, or (B or 1, E) one sentence for all; text_mask (B or 1, C + H)
-    / (B or 1,) bool (None: present). text_guidance / action_guidance: classifier-free guidance scales (1: none;
-    a given `cache` must then come from the same guided view, `guided(model, ...)`).
+    cache: an already observed history (then `context` is only used for shapes and to position the actions).
+    A next-frame model (model.prediction "next") ignores K, noise and tau_ctx: frame C + h is its deterministic
+    prediction from the frames before it (with a given cache, the one `observe` left pending).
     """
     B, C, N, D = context.shape
-    model = guided(model, text_guidance, action_guidance)
-    if text is not None and text.dim() == 3 and text.shape[1] < C + horizon:
+    c = (cond if cond is not None else NO_CONDITIONS).known()  # given actions are known actions
+    model = guided(model, c.text_guidance, c.action_guidance)
+    if c.text is not None and c.text.dim() == 3 and c.text.shape[1] < C + horizon:
         raise ValueError(
-            f"rollout: text has {text.shape[1]} frames, needs C + H = {C + horizon} (or give one "
+            f"rollout: text has {c.text.shape[1]} frames, needs C + H = {C + horizon} (or give one "
             f"sentence embedding per sample, (B, E))"
         )
-    check_sample_steps(sample_steps, model.cfg.k_max)
-    if actions is not None and actions.shape[1] < C + horizon - 1:
+    check_sample_steps(sampling.steps, model.cfg.k_max)
+    if c.actions is not None and c.actions.shape[1] < C + horizon - 1:
         raise ValueError(
-            f"rollout: actions has {actions.shape[1]} steps, needs C + H − 1 = {C + horizon - 1} "
+            f"rollout: actions has {c.actions.shape[1]} steps, needs C + H − 1 = {C + horizon - 1} "
             f"(context {C}, horizon {horizon})"
         )
     if noise is not None and (noise.shape[1] < horizon or noise.shape[2:] != (N, D)):
         raise ValueError(f"rollout: noise must be (B or 1, {horizon}, {N}, {D}), got {tuple(noise.shape)}")
-    if actions is not None and action_mask is None:  # given actions are known actions
-        action_mask = torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device)
-    ctx = contextlib.nullcontext() if grad else torch.no_grad()
-    with ctx:
+    with contextlib.nullcontext() if sampling.grad else torch.no_grad():
         if cache is None:
-            cache = observe(
-                model, context, actions, action_mask, tau_ctx, generator=generator, text=text, text_mask=text_mask
-            )
+            cache = observe(model, context, c, sampling.tau_ctx, generator=generator)
         B_out = max(B, cache.batch_size // getattr(model, "branches", 1))  # an expanded cache: many candidates
         frames = []
         for h in range(horizon):
-            t = C + h
-            a, m = _action_at(actions, action_mask, t, B_out)
+            fc = c.at(C + h, B_out)
             if noise is not None:
                 eps = noise[:, h]
             else:  # a generator must live on context.device
                 eps = torch.randn((B_out, N, D), generator=generator, device=context.device, dtype=context.dtype)
-            tk = _text_at(text, text_mask, t, B_out)
-            x = sample_frame(model, cache, sample_steps, eps, a, m, batch=B_out, text_kw=tk)
+            x = sample_frame(model, cache, sampling.steps, eps, fc, batch=B_out)
             frames.append(x)
             if h < horizon - 1:  # the last frame is never attended to
-                commit_frame(model, cache, x, a, m, tau_ctx, generator=generator, text_kw=tk)
+                commit_frame(model, cache, x, fc, sampling.tau_ctx, generator=generator)
     return torch.stack(frames, dim=1)

@@ -5,7 +5,7 @@ import pytest
 from fault_helpers import reseal_shard
 
 from latentwm.data.episodes import Episode
-from latentwm.data.latent_cache import CacheError, LatentCache, encode_to_cache
+from latentwm.data.latent_cache import CacheError, Encoding, LatentCache, encode_to_cache
 from latentwm.data.verify import verify_cache
 
 N, D = 4, 3
@@ -31,7 +31,7 @@ def _encode(frames):
 
 
 def _cache(path, n=6):
-    encode_to_cache(_items(n), _encode, path, encoder_label="random:test", episodes_per_shard=2, show_progress=False)
+    encode_to_cache(_items(n), Encoding(_encode, "random:test"), path, episodes_per_shard=2, show_progress=False)
     return LatentCache(path)
 
 
@@ -56,7 +56,7 @@ def test_flipped_bytes_inside_a_shard_are_found_and_encode_rewrites_the_shard(tm
     assert not report["ok"] and report["num_bad"] == 1 and report["num_ok"] == 2
     assert report["shards"][shard.name]["status"] == "bad" and "checksum" in report["shards"][shard.name]["reason"]
     summary = encode_to_cache(
-        _items(6), _encode, tmp_path, encoder_label="random:test", episodes_per_shard=2, show_progress=False
+        _items(6), Encoding(_encode, "random:test"), tmp_path, episodes_per_shard=2, show_progress=False
     )
     assert summary["shards_written"] == [shard.name]  # only the damaged shard, the others are trusted
     assert f"{shard} fails its check" in capsys.readouterr().out
@@ -74,7 +74,7 @@ def test_verify_reports_missing_and_truncated_shards(tmp_path):
 
 
 def test_nan_latents_on_disk_are_named_by_shard_and_episode_when_read(tmp_path):
-    from latentwm.data.clips import LatentClipDataset
+    from latentwm.data.clips import ClipOptions, LatentClipDataset
 
     cache = _cache(tmp_path)
     shard, off, size = _latents_span(cache, 3)
@@ -87,7 +87,7 @@ def test_nan_latents_on_disk_are_named_by_shard_and_episode_when_read(tmp_path):
     last = cache.entries[3]["length"] - 1
     with pytest.raises(CacheError, match=rf"{shard.name}: episode toy/ep3 \(camera main\).*at frame {last}"):
         fresh.load_episode(3)
-    ds = LatentClipDataset(LatentCache(tmp_path), clip_len=2, split="all", normalize=False)
+    ds = LatentClipDataset(LatentCache(tmp_path), clip_len=2, split="all", options=ClipOptions(normalize=False))
     with pytest.raises(CacheError, match="toy/ep3"):
         for k in range(len(ds)):
             ds[k]
@@ -136,12 +136,12 @@ def test_an_index_naming_a_shard_outside_the_cache_is_refused(tmp_path):
 def test_finite_garbage_inside_a_shard_is_named_when_training_first_reads_it(tmp_path):
     """4 KiB of finite float16 values over a shard: training read them (loss 3e8, kept as the best step); the
     shard's checksum is now verified the first time a reader opens it, and the shard is named."""
-    from latentwm.data.clips import LatentClipDataset
+    from latentwm.data.clips import ClipOptions, LatentClipDataset
 
     cache = _cache(tmp_path)
     shard, off, size = _latents_span(cache, 3)
     _overwrite(shard, off, bytes([0xF0, 0x7B]) * min(2048, size // 2))
-    ds = LatentClipDataset(LatentCache(tmp_path), clip_len=2, split="all", normalize=False)
+    ds = LatentClipDataset(LatentCache(tmp_path), clip_len=2, split="all", options=ClipOptions(normalize=False))
     with pytest.raises(CacheError, match=rf"{shard.name}: checksum .* corrupt.*latentwm verify"):
         for k in range(len(ds)):
             ds[k]

@@ -8,7 +8,7 @@ import pytest
 from latentwm.config import ConfigError, get_preset
 from latentwm.data.clip_sets import make_clip_datasets
 from latentwm.data.episodes import Episode
-from latentwm.data.latent_cache import LatentCache, encode_to_cache
+from latentwm.data.latent_cache import Encoding, LatentCache, encode_to_cache
 
 TINY = get_preset("tiny")
 N, D = TINY.model.num_latent_tokens, TINY.model.latent_dim
@@ -37,9 +37,8 @@ def _encode(frames):
 def _cache(path, action_width, n=6, dataset="toy", **kw):
     encode_to_cache(
         _items(n, action_width, dataset),
-        _encode,
+        Encoding(_encode, "random:test"),
         path,
-        encoder_label="random:test",
         episodes_per_shard=2,
         show_progress=False,
         **kw,
@@ -137,7 +136,7 @@ def test_fps_given_as_a_reader_option_is_the_fps_setting(tmp_path, monkeypatch):
 
 def test_holding_out_every_episode_says_so(tmp_path):
     """--data.eval-fraction 1.0 leaves no training episode: said as such, not blamed on short episodes."""
-    encode_to_cache(_items(4, 2), _encode, tmp_path / "c", encoder_label="random:test", show_progress=False)
+    encode_to_cache(_items(4, 2), Encoding(_encode, "random:test"), tmp_path / "c", show_progress=False)
     cfg = TINY.replace(
         data__cache_dir=str(tmp_path / "c"), data__eval_fraction=1.0, data__env_action_dim=2, model__text_dim=0
     )
@@ -147,7 +146,7 @@ def test_holding_out_every_episode_says_so(tmp_path):
 
 def test_proprio_channels_and_relative_actions_need_a_cache_with_proprio(tmp_path):
     """A model with proprio channels (or relative actions) on a cache without proprio: one error naming the flag."""
-    encode_to_cache(_items(4, 2), _encode, tmp_path / "c", encoder_label="random:test", show_progress=False)
+    encode_to_cache(_items(4, 2), Encoding(_encode, "random:test"), tmp_path / "c", show_progress=False)
     base = TINY.replace(data__cache_dir=str(tmp_path / "c"), data__env_action_dim=2, model__text_dim=0)
     with pytest.raises(ConfigError, match="--model.proprio-dim 0"):
         make_clip_datasets(base.replace(model__proprio_dim=4))

@@ -8,7 +8,7 @@ from latentwm.cli import main
 from latentwm.config import ConfigError, LatentwmError
 from latentwm.data.cache_integrity import CacheError
 from latentwm.data.episodes import DatasetStats, Episode
-from latentwm.data.latent_cache import LatentCache, encode_to_cache
+from latentwm.data.latent_cache import Encoding, LatentCache, encode_to_cache
 from latentwm.io.files import read_json
 
 
@@ -26,9 +26,8 @@ def _cache(path):
     items = [(f"item/ep{i}", (lambda i=i: episode(i))) for i in range(4)]
     encode_to_cache(
         items,
-        lambda f: f.astype(np.float32).reshape(len(f), 4, -1, 3).mean(2),
+        Encoding(lambda f: f.astype(np.float32).reshape(len(f), 4, -1, 3).mean(2), "random:test"),
         path,
-        encoder_label="random:test",
         episodes_per_shard=2,
         show_progress=False,
     )

@@ -5,9 +5,10 @@ import warnings
 import pytest
 import torch
 
+from latentwm.conditions import Conditions, FrameConditions
 from latentwm.config import get_preset
 from latentwm.model.dynamics import DynamicsModel
-from latentwm.rollout import rollout
+from latentwm.rollout import Sampling, rollout
 
 CFG = get_preset("tiny").model
 N, D = CFG.num_latent_tokens, CFG.latent_dim
@@ -28,14 +29,14 @@ def test_rollout_refuses_sample_steps_it_cannot_honour(steps):
     a step size the model never trained on — both ran silently."""
     ctx = torch.randn(1, 2, N, D)
     with pytest.raises(ValueError, match=rf"sample_steps.*power of two.*k_max = {CFG.k_max}"):
-        rollout(_model(), ctx, 2, sample_steps=steps)
+        rollout(_model(), ctx, 2, sampling=Sampling(steps))
 
 
 def test_rollout_accepts_every_power_of_two_up_to_k_max():
     ctx = torch.randn(1, 2, N, D)
     m = _model()
     for steps in (1, 2, CFG.k_max):
-        assert rollout(m, ctx, 1, sample_steps=steps).shape == (1, 1, N, D)
+        assert rollout(m, ctx, 1, sampling=Sampling(steps)).shape == (1, 1, N, D)
 
 
 @torch.no_grad()
@@ -55,12 +56,16 @@ def test_actions_without_a_mask_are_known_actions_everywhere():
         assert not torch.equal(none, m(z, tau, step))  # the actions are used
         cache = m.init_cache(B)
         m.step(z[:, 0], tau[:, 0], step[:, 0], cache=cache, commit=True)
-        s_none = m.step(z[:, 1], tau[:, 1], step[:, 1], a[:, 0], None, cache=cache)
-        assert torch.equal(s_none, m.step(z[:, 1], tau[:, 1], step[:, 1], a[:, 0], known[:, 0], cache=cache))
+        s_none = m.step(z[:, 1], tau[:, 1], step[:, 1], FrameConditions(a[:, 0]), cache=cache)
+        assert torch.equal(
+            s_none, m.step(z[:, 1], tau[:, 1], step[:, 1], FrameConditions(a[:, 0], known[:, 0]), cache=cache)
+        )
         torch.testing.assert_close(s_none, none[:, 1], atol=1e-4, rtol=1e-4)  # the cached step agrees with forward
         noise = torch.randn(B, 2, N, D)
-        r_none = rollout(m, z[:, :2], 2, a[:, :3], None, sample_steps=1, noise=noise)
-        assert torch.equal(r_none, rollout(m, z[:, :2], 2, a[:, :3], known[:, :3], sample_steps=1, noise=noise))
+        r_none = rollout(m, z[:, :2], 2, Conditions(a[:, :3]), Sampling(1), noise=noise)
+        assert torch.equal(
+            r_none, rollout(m, z[:, :2], 2, Conditions(a[:, :3], known[:, :3]), Sampling(1), noise=noise)
+        )
     # a one-step rollout is one forward pass over [context, noise] at τ = 0 for the new frame: same actions used
     zf = torch.cat([z[:, :2], noise[:, :1]], 1)
     tf = torch.tensor([1.0, 1.0, 0.0]).expand(B, 3)

@@ -8,7 +8,7 @@ import torch
 from latentwm.config import get_preset
 from latentwm.data.sources.synthetic import MovingBlobClips
 from latentwm.engine import checkpoint as ckpt
-from latentwm.engine.loop import NonFiniteGuard, TrainingDiverged, optimizer_step
+from latentwm.engine.loop import EmaUpdate, NonFiniteGuard, TrainingDiverged, optimizer_step
 from latentwm.train.trainer import Trainer
 
 
@@ -51,13 +51,13 @@ def test_a_skipped_fused_step_leaves_weights_moments_step_count_and_ema_untouche
     opt = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)
     guard = NonFiniteGuard("t", budget=5)
     model(torch.ones(1, 3)).sum().backward()
-    optimizer_step(opt, model.parameters(), 1.0, guard, 0, ema=ema, model=model, ema_decay=0.5)  # a good step
+    optimizer_step(opt, model.parameters(), 1.0, guard, 0, ema=EmaUpdate(ema, model, 0.5))  # a good step
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ema_before = {k: v.clone() for k, v in ema.state_dict().items()}
     moments = {id(p): (s["exp_avg"].clone(), s["step"].clone()) for p, s in opt.state.items()}
     opt.zero_grad()
     (model(torch.ones(1, 3)).sum() * float("nan")).backward()
-    optimizer_step(opt, model.parameters(), 1.0, guard, 1, ema=ema, model=model, ema_decay=0.5)
+    optimizer_step(opt, model.parameters(), 1.0, guard, 1, ema=EmaUpdate(ema, model, 0.5))
     assert guard.count == 0  # not read yet: no host sync in the step
     guard.flush(1)
     assert guard.count == 1

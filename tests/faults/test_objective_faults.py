@@ -3,10 +3,11 @@
 import pytest
 import torch
 
+from latentwm.conditions import Conditions
 from latentwm.config import ObjectiveConfig, get_preset
 from latentwm.engine.loop import sample_seed
 from latentwm.model.dynamics import DynamicsModel
-from latentwm.objectives.shortcut_forcing import ShortcutForcing
+from latentwm.objectives.shortcut_forcing import ShortcutForcing, TrainStep
 
 
 def _micro_seeds(run_seed, micro, G, rank=0, world=1):
@@ -67,7 +68,7 @@ def test_nan_in_padded_frames_does_not_poison_the_loss_or_the_gradients():
 
     def run(latents):
         model.zero_grad(set_to_none=True)
-        loss, metrics = obj(model, latents, actions, mask, valid, global_step=1, seeds=seeds)
+        loss, metrics = obj(model, latents, Conditions(actions, mask), valid, TrainStep(1, seeds=seeds))
         loss.backward()
         return loss.detach(), metrics, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 

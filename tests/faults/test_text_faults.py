@@ -16,7 +16,7 @@ from latentwm.data.cache_integrity import CacheError
 from latentwm.data.clip_sets import check_text_dim, make_clip_datasets, make_mixture_datasets
 from latentwm.data.episodes import Episode
 from latentwm.data.frame_text import TextEmbedding
-from latentwm.data.latent_cache import LatentCache, LatentCacheWriter, encode_to_cache
+from latentwm.data.latent_cache import Encoding, LatentCache, LatentCacheWriter, encode_to_cache
 from latentwm.data.mixture import MixtureSpec
 from latentwm.data.online import EpisodeStore
 
@@ -62,12 +62,10 @@ def _encode(frames):
 def _cache(path, text=None, n=4):
     encode_to_cache(
         _items(n),
-        _encode,
+        Encoding(_encode, "random:test", text=_fake() if text is None else text),
         path,
-        encoder_label="random:test",
         episodes_per_shard=2,
         show_progress=False,
-        text=_fake() if text is None else text,
     )
     return path
 
@@ -82,38 +80,32 @@ def test_text_of_another_sentence_encoder_is_refused(tmp_path):
     with pytest.raises(CacheError, match=both):  # a resume (every shard written: still refused)
         encode_to_cache(
             _items(),
-            _encode,
+            Encoding(_encode, "random:test", text=_fake("fake-b")),
             cache,
-            encoder_label="random:test",
             episodes_per_shard=2,
             show_progress=False,
-            text=_fake("fake-b"),
         )
     (cache / "shard-000001.tar").unlink()  # an interrupted encode, resumed with a lazily built other encoder
     built = []
     with pytest.raises(CacheError, match=both):
         encode_to_cache(
             _items(),
-            _encode,
+            Encoding(_encode, "random:test", text=lambda: built.append(1) or _fake("fake-b")),
             cache,
-            encoder_label="random:test",
             episodes_per_shard=2,
             show_progress=False,
-            text=lambda: built.append(1) or _fake("fake-b"),
         )
     assert built == [1] and not (cache / "shard-000001.tar").exists()  # refused before anything was written
     with pytest.raises(CacheError, match=r"holds text embedded by 'fake-a'.*stores none.*--text\.name"):
         encode_to_cache(
-            _items(), _encode, cache, encoder_label="random:test", episodes_per_shard=2, show_progress=False, text=None
+            _items(), Encoding(_encode, "random:test", text=None), cache, episodes_per_shard=2, show_progress=False
         )
     encode_to_cache(
         _items(),
-        _encode,
+        Encoding(_encode, "random:test", text=_fake("fake-a")),
         cache,
-        encoder_label="random:test",
         episodes_per_shard=2,
         show_progress=False,
-        text=_fake("fake-a"),
     )  # the same encoder finishes it
     assert LatentCache(cache).complete and LatentCache(cache).text_encoder == "fake-a"
 

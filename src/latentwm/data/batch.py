@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from latentwm.conditions import Conditions
+
 _TENSORS = (
     "latents",
     "frames",
@@ -104,6 +106,11 @@ class WorldBatch:
     @property
     def seq_len(self) -> int:
         return int(self.valid.shape[1])
+
+    @property
+    def conditions(self) -> Conditions:
+        """The batch's actions, text and their masks as one value (what objectives and rollouts take)."""
+        return Conditions(self.actions, self.action_mask, self.text, self.text_mask)
 
     def _map(self, fn) -> WorldBatch:
         return replace(self, **{n: fn(getattr(self, n)) for n in _TENSORS if getattr(self, n) is not None})

@@ -10,7 +10,7 @@ import os
 from torch.utils.data import Dataset
 
 from latentwm.config import ConfigError
-from latentwm.data.clips import LatentClipDataset, training_stats
+from latentwm.data.clips import ClipOptions, LatentClipDataset, training_stats
 from latentwm.data.latent_cache import LatentCache, cache_pool
 from latentwm.data.mixture import ConcatClips, MixtureDataset, MixtureSpec
 
@@ -41,12 +41,12 @@ def make_mixture_datasets(
     texts = {n: (c.text_encoder, c.text_dim) for n, c in caches.items() if text and c.text_encoder is not None}
     if len(set(texts.values())) > 1:  # sources without text mix with any; two encoders' embeddings do not
         raise ValueError(f"mixture sources hold text of different sentence encoders (label, dim): {texts}")
-    kw = dict(frame_skip=frame_skip, action_dim=action_dim, eval_fraction=eval_fraction, seed=seed, text=text)
-    train = [(s.name, LatentClipDataset(caches[s.name], clip_len, split="train", **kw), s.weight) for s in spec.sources]
+    opts = ClipOptions(frame_skip=frame_skip, action_dim=action_dim, eval_fraction=eval_fraction, seed=seed, text=text)
+    train = [(s.name, LatentClipDataset(caches[s.name], clip_len, "train", opts), s.weight) for s in spec.sources]
     evals = []
     if eval_fraction > 0:
         for s in spec.sources:
-            ev = LatentClipDataset(caches[s.name], eval_len or clip_len, split="eval", **kw)
+            ev = LatentClipDataset(caches[s.name], eval_len or clip_len, "eval", opts)
             if len(ev):
                 evals.append(ev)
     mixture = MixtureDataset(train, seed=spec.seed, block=spec.block)
@@ -133,11 +133,11 @@ def check_complete(cache: LatentCache, where: str, allow_partial: bool = False) 
     print(f"WARNING: {what}; training on the {len(cache.records)} encoded shards only (data.allow_partial)")
 
 
-def model_clip_kwargs(cfg, text: bool | None = None) -> dict:
-    """LatentClipDataset's keywords for clips as the model of ExperimentConfig `cfg` sees them: its frame skip,
+def model_clip_options(cfg, text: bool | None = None) -> ClipOptions:
+    """LatentClipDataset's options for clips as the model of ExperimentConfig `cfg` sees them: its frame skip,
     action width, split, proprio channels and action convention; text: None = whether the model has a text slot."""
     d = cfg.data
-    return dict(
+    return ClipOptions(
         frame_skip=d.frame_skip,
         action_dim=cfg.model.action_dim,
         eval_fraction=d.eval_fraction,
@@ -169,9 +169,9 @@ def train_eval_sets(source, cfg, eval_len: int):
     """Training clips (data.clip_len) and held-out clips (eval_len frames, or None when nothing fits / no split) of
     one latent source (a LatentCache or an online EpisodeStore), split by episode as data.eval_fraction / seed say."""
     d = cfg.data
-    kw = model_clip_kwargs(cfg)
-    train_set = LatentClipDataset(source, d.clip_len, split="train", **kw)
-    eval_set = LatentClipDataset(source, eval_len, split="eval", **kw) if d.eval_fraction > 0 else None
+    opts = model_clip_options(cfg)
+    train_set = LatentClipDataset(source, d.clip_len, "train", opts)
+    eval_set = LatentClipDataset(source, eval_len, "eval", opts) if d.eval_fraction > 0 else None
     if eval_set is not None and len(eval_set) == 0:
         print(f"no eval clip of {eval_len} frames fits the held-out episodes ({eval_set.num_skipped} too short)")
         eval_set = None

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -53,54 +54,70 @@ def split_episodes(keys: list[str], eval_fraction: float, seed: int) -> set[str]
     return set(h[:n_eval])
 
 
+@dataclass(frozen=True)
+class ClipOptions:
+    """How a `LatentClipDataset` cuts, splits and presents its clips; the same for a run's training and held-out sets
+    (which differ only in split and clip length)."""
+
+    frame_skip: int = 1
+    """Env steps between a clip's frames; a frame's action concatenates the frame_skip env actions."""
+    action_dim: int | None = None
+    """Width every clip's actions are padded to (model.action_dim); None: frame_skip × the widest env action."""
+    eval_fraction: float = 0.1
+    """Share of episodes held out (`split_episodes`)."""
+    seed: int = 0
+    """Seeds the episode split and the training clips' draws."""
+    normalize: bool = True
+    """Normalize latents, actions and proprio with the cache's statistics."""
+    epoch_size: int | None = None
+    """Training items per epoch; None: as many as the clips on the evaluation grid of the training episodes."""
+    eval_stride: int | None = None
+    """Stored frames between evaluation clip starts; None: clip_len × the clips' frame stride (no overlap)."""
+    text: bool = True
+    """Fill `text`/`text_mask` from entries that have text (training passes `model.text_dim > 0`: a model without a
+    text slot need not carry the embeddings)."""
+    proprio_frames: bool = False
+    """Latents carry each frame's normalized proprio on every token ((T, N, D + P), model.proprio_dim;
+    data/proprio.py)."""
+    relative_actions: bool = False
+    """Actions relative to the agent (data.relative_actions; data/proprio.py), normalized with the cache's
+    relative-action statistics (`LatentClipDataset.action_stats`)."""
+
+
 class LatentClipDataset(Dataset):
     """`ClipSample`s (latents, actions, action_mask, proprio, rewards, meta) of one split of a LatentCache.
 
     `cache` may also be an `online.EpisodeStore` (raw episodes behind the same interface): the clips are then the
     same, with `frames` (T, 3, H, W) uint8 in place of latents, for the trainer to encode on the device.
 
-    split: "train" (random clips, `len()` = epoch_size, any index ≥ 0 valid), "eval" (fixed grid) or "all" (fixed
-    grid over every episode). Indices may also be (epoch, i) pairs, as `ClipSampler` yields them.
-    text: fill `text`/`text_mask` from entries that have text (training passes `model.text_dim > 0`: a model
-    without a text slot need not carry the embeddings).
-    proprio_frames: latents carry each frame's normalized proprio on every token ((T, N, D + P), model.proprio_dim;
-    data/proprio.py). relative_actions: actions relative to the agent (data.relative_actions; data/proprio.py),
-    normalized with the cache's relative-action statistics (`self.action_stats`).
+    split: "train" (random clips, `len()` = options.epoch_size, any index ≥ 0 valid), "eval" (fixed grid) or "all"
+    (fixed grid over every episode). Indices may also be (epoch, i) pairs, as `ClipSampler` yields them.
+    options: how clips are cut, split and presented (`ClipOptions`; `clip_sets.model_clip_options` gives those a
+    model of an ExperimentConfig sees).
     """
 
     def __init__(
-        self,
-        cache: LatentCache | str,
-        clip_len: int,
-        frame_skip: int = 1,
-        action_dim: int | None = None,
-        split: str = "train",
-        eval_fraction: float = 0.1,
-        seed: int = 0,
-        normalize: bool = True,
-        epoch_size: int | None = None,
-        eval_stride: int | None = None,
-        text: bool = True,
-        proprio_frames: bool = False,
-        relative_actions: bool = False,
+        self, cache: LatentCache | str, clip_len: int, split: str = "train", options: ClipOptions | None = None
     ):
+        self.options = o = options or ClipOptions()
+        frame_skip = o.frame_skip
         if split not in ("train", "eval", "all"):
             raise ValueError(f"LatentClipDataset: split must be 'train', 'eval' or 'all', got {split!r}")
         if clip_len < 1 or frame_skip < 1:
             raise ValueError(f"LatentClipDataset: clip_len and frame_skip must be >= 1, got {clip_len}, {frame_skip}")
         self.cache = LatentCache(cache) if isinstance(cache, (str, os.PathLike)) else cache
-        self.clip_len, self.frame_skip, self.split, self.seed = clip_len, frame_skip, split, seed
-        self.normalize, self.epoch, self.text = normalize, 0, text
-        self.proprio_frames, self.relative_actions = proprio_frames, relative_actions
+        self.clip_len, self.frame_skip, self.split, self.seed = clip_len, frame_skip, split, o.seed
+        self.normalize, self.epoch, self.text = o.normalize, 0, o.text
+        self.proprio_frames, self.relative_actions = o.proprio_frames, o.relative_actions
         entries = self.cache.entries
         groups: dict[str, list[int]] = {}
         for i, e in enumerate(entries):
             groups.setdefault(f"{e['dataset']}/{e['episode_id']}", []).append(i)
-        held_out = split_episodes(sorted(groups), eval_fraction, seed)
+        held_out = split_episodes(sorted(groups), o.eval_fraction, o.seed)
         chosen = {k: v for k, v in groups.items() if split == "all" or (k in held_out) == (split == "eval")}
         if split == "train" and groups and not chosen:
             raise ConfigError(
-                f"data.eval_fraction = {eval_fraction} holds out all {len(groups)} episodes of "
+                f"data.eval_fraction = {o.eval_fraction} holds out all {len(groups)} episodes of "
                 f"{self.cache.path}: no training episode is left; lower --data.eval-fraction"
             )
         self.stored_skip = _stored_skip(self.cache, frame_skip)
@@ -110,18 +127,18 @@ class LatentClipDataset(Dataset):
         self.groups = [(k, v) for k, v in sorted(chosen.items()) if k not in self.short]
         self.num_skipped = len(self.short)
         self.latent_mean = self.latent_std = None
-        if normalize:
+        if o.normalize:
             ls = self.cache.latent_stats
             self.latent_mean, self.latent_std = ls.mean.astype(np.float32), ls.std.astype(np.float32)
         self.ds_stats = self.cache.dataset_stats
-        self.action_stats = action_stats_of(self.cache, relative_actions, frame_skip // self.stored_skip)
+        self.action_stats = action_stats_of(self.cache, o.relative_actions, self.stride)
         widths = {
             e["action_dim"] // self.stored_skip
             for _, v in self.groups
             for e in (entries[i] for i in v)
             if e["action_dim"] is not None
         }  # per env step
-        self.action_dim = action_dim if action_dim is not None else frame_skip * max(widths, default=0)
+        self.action_dim = o.action_dim if o.action_dim is not None else frame_skip * max(widths, default=0)
         if frame_skip * max(widths, default=0) > self.action_dim:
             raise ValueError(
                 f"LatentClipDataset: actions of {max(widths)} per env step × frame_skip {frame_skip} "
@@ -130,12 +147,12 @@ class LatentClipDataset(Dataset):
         # where clips can start
         lengths = [min(entries[i]["length"] for i in v) for _, v in self.groups]
         self._cum = np.cumsum([L - self.span + 1 for L in lengths]).astype(np.int64)
-        stride = eval_stride or clip_len * self.stride
+        stride = o.eval_stride or clip_len * self.stride
         self.grid = [
             (i, s) for (_, v), L in zip(self.groups, lengths) for i in v for s in range(0, L - self.span + 1, stride)
         ]
         n_grid_train = sum(len(range(0, L - self.span + 1, stride)) for L in lengths)
-        self.epoch_size = epoch_size or max(1, n_grid_train)
+        self.epoch_size = o.epoch_size or max(1, n_grid_train)
         if split == "train" and not self.groups:
             raise ValueError(
                 f"LatentClipDataset: no training episode of the cache {self.cache.path} has the "
@@ -346,25 +363,31 @@ class ClipSampler(Sampler):
         return len(self._indices())
 
 
+@dataclass(frozen=True)
+class ReadOrder:
+    """Which items of a dataset one rank's loader reads, in which order (`ClipSampler`'s settings): items
+    i ≡ rank (mod world_size) of each epoch, permuted with (seed, epoch) when shuffle, from this rank's item `start`
+    on (resume mid-epoch). drop_last: every rank gets the same count; None: only for a training dataset."""
+
+    rank: int = 0
+    world_size: int = 1
+    seed: int = 0
+    shuffle: bool = False
+    drop_last: bool | None = None
+    start: int = 0
+
+
 def make_loader(
-    dataset: LatentClipDataset,
-    batch_size: int,
-    num_workers: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
-    seed: int = 0,
-    shuffle: bool = False,
-    drop_last: bool | None = None,
-    start: int = 0,
+    dataset: LatentClipDataset, batch_size: int, num_workers: int = 0, order: ReadOrder | None = None
 ) -> DataLoader:
     """DataLoader of WorldBatches for this rank. Call `loader.sampler.set_epoch(e)` before each epoch.
 
     `batch_size` is per rank. Workers get whole batches (map-style), and items are deterministic in their index,
-    so the result does not depend on num_workers.
+    so the result does not depend on num_workers. order: which items, in which order (default: rank 0 of 1).
     """
-    if drop_last is None:
-        drop_last = dataset.split == "train"
-    sampler = ClipSampler(len(dataset), rank, world_size, seed, shuffle, drop_last, start)
+    s = order or ReadOrder()
+    drop_last = dataset.split == "train" if s.drop_last is None else s.drop_last
+    sampler = ClipSampler(len(dataset), s.rank, s.world_size, s.seed, s.shuffle, drop_last, s.start)
     return DataLoader(
         dataset,
         batch_size=batch_size,

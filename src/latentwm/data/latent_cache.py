@@ -31,6 +31,7 @@ import os
 import tarfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -68,6 +69,19 @@ from latentwm.data.episodes import ChannelSums, DatasetStats, Episode, EpisodeEr
 from latentwm.data.frame_text import EpisodeTexts, TextEmbedding
 from latentwm.data.video import VideoError
 from latentwm.io.files import atomic_write
+
+
+@dataclass(frozen=True, eq=False)
+class StepArrays:
+    """The optional per-step arrays stored beside one (episode, camera)'s latents, each with its T steps: actions
+    (T, A) (a stored step of frame skip k holds k env actions of equal width), action_mask (T,) bool (None with
+    actions: all known), proprio (T, P), rewards (T,), states (T, S)."""
+
+    actions: np.ndarray | None = None
+    action_mask: np.ndarray | None = None
+    proprio: np.ndarray | None = None
+    rewards: np.ndarray | None = None
+    states: np.ndarray | None = None
 
 
 class LatentCacheWriter:
@@ -172,17 +186,15 @@ class LatentCacheWriter:
         latents: np.ndarray,
         *,
         dataset: str,
-        actions=None,
-        action_mask=None,
-        proprio=None,
-        rewards=None,
-        states=None,
+        steps: StepArrays | None = None,
         meta: dict | None = None,
         item: str | None = None,
         text: dict[str, np.ndarray] | None = None,
     ) -> str:
-        """Store one (episode, camera): latents (T, N, D) → fp16; optional per-step arrays (T, ...); `text` from
+        """Store one (episode, camera): latents (T, N, D) → fp16; `steps` its optional per-step arrays; `text` from
         `episode_text`."""
+        steps = steps or StepArrays()
+        actions, action_mask, proprio = steps.actions, steps.action_mask, steps.proprio
         lat = np.asarray(latents)
         if lat.ndim != 3 or not np.isfinite(lat).all():
             raise CacheError(f"{dataset}/{episode_id}/{camera}: latents must be finite (T, N, D), got {lat.shape}")
@@ -204,8 +216,8 @@ class LatentCacheWriter:
             actions=actions,
             action_mask=action_mask,
             proprio=proprio,
-            rewards=rewards,
-            states=states,
+            rewards=steps.rewards,
+            states=steps.states,
             **(text or {}),
         )
         for name, a in arrays.items():
@@ -255,11 +267,13 @@ class LatentCacheWriter:
             camera,
             latents,
             dataset=ep.dataset,
-            actions=ep.actions,
-            action_mask=None if ep.actions is None else ep.mask(),
-            proprio=ep.proprio,
-            rewards=ep.rewards,
-            states=ep.states,
+            steps=StepArrays(
+                actions=ep.actions,
+                action_mask=None if ep.actions is None else ep.mask(),
+                proprio=ep.proprio,
+                rewards=ep.rewards,
+                states=ep.states,
+            ),
             meta=meta,
             item=item,
             text=text,
@@ -322,28 +336,38 @@ def _check_text_encoder(out: Path, label: str) -> None:
     check_text_identity(out, _read_json(out / "cache.json"), label)
 
 
+@dataclass(frozen=True)
+class Encoding:
+    """What `encode_to_cache` runs on every episode and what the cache records of it (cache.json; a resume with other
+    values is refused): the image encoder `fn` ((T, H, W, 3) uint8 → (T, N, D)) with its `label`, the `image_size`
+    its frames are resized to and further `meta` facts (e.g. dict(pool=2)); `text`: how the episodes' sentences are
+    embedded (LatentCacheWriter's `text`; None: no text stored)."""
+
+    fn: Callable[[np.ndarray], np.ndarray]
+    label: str
+    image_size: int | None = None
+    meta: dict | None = None
+    text: TextEmbedding | Callable[[], TextEmbedding] | None = None
+
+
 def encode_to_cache(
     items: Iterable[tuple[str, Callable[[], Episode]]],
-    encode_fn: Callable[[np.ndarray], np.ndarray],
+    encoding: Encoding,
     out_dir: str | os.PathLike,
     *,
-    encoder_label: str,
     episodes_per_shard: int = 32,
     rank: int = 0,
     world_size: int = 1,
-    image_size: int | None = None,
-    meta: dict | None = None,
     cameras: list[str] | None = None,
     show_progress: bool = True,
-    text: TextEmbedding | Callable[[], TextEmbedding] | None = None,
 ) -> dict:
-    """Encode every item's frames with `encode_fn` ((T, H, W, 3) uint8 → (T, N, D)) into the cache at `out_dir`.
+    """Encode every item's frames with `encoding.fn` into the cache at `out_dir`.
     Item k goes to shard k // episodes_per_shard (the plan, written first); this rank writes the shards with
     shard % world_size == rank that the index does not list as complete, fail their checksum, or skipped items (so
     they are retried). An unreadable episode (EpisodeError) is skipped and counted; a cache.json of another encoder
-    (label, pooling, image size) is refused; when all shards are complete the statistics files are written. `text`:
-    the episodes' sentence embedding (LatentCacheWriter); another text encoder than the cache records, or none for a
-    cache that has text, is refused. Returns a summary dict."""
+    (label, pooling, image size) is refused; when all shards are complete the statistics files are written. Another
+    text encoder (`encoding.text`) than the cache records, or none for a cache that has text, is refused. Returns a
+    summary dict."""
     loaders = dict(items := list(items))
     keys = [k for k, _ in items]
     if len(loaders) != len(keys) or not 0 <= rank < world_size or episodes_per_shard <= 0:
@@ -353,8 +377,14 @@ def encode_to_cache(
         )
     (out := Path(out_dir)).mkdir(parents=True, exist_ok=True)
     # a resume with another encoder is refused even when every shard is written (the writer checks each new one)
-    check_cache_identity(out, info := _read_json(out / "cache.json"), encoder_label, cache_pool(meta or {}), image_size)
-    if text is None and (info or {}).get("text_encoder"):
+    check_cache_identity(
+        out,
+        info := _read_json(out / "cache.json"),
+        encoding.label,
+        cache_pool(encoding.meta or {}),
+        encoding.image_size,
+    )
+    if encoding.text is None and (info or {}).get("text_encoder"):
         raise CacheError(
             f"latent cache {out} holds text embedded by {info['text_encoder']!r}, this encode stores "
             "none (--text.name ''): pass the same text encoder, or encode into another directory"
@@ -374,14 +404,16 @@ def encode_to_cache(
         dynamic_ncols=True,
     )
     n_eps = n_skip = 0
-    with LatentCacheWriter(out, None, encoder_label, meta, rank=rank, image_size=image_size, text=text) as w:
+    with LatentCacheWriter(
+        out, None, encoding.label, encoding.meta, rank=rank, image_size=encoding.image_size, text=encoding.text
+    ) as w:
         if w.text is not None and (info or {}).get("text_encoder"):
             _ = w.text.embedding  # a resume: refuse another text encoder (as another image encoder) up front
         for j in mine:
             (out / f".{plan['shards'][j]['name']}.tmp").unlink(missing_ok=True)  # an interrupted attempt
             w.open_shard(plan["shards"][j]["name"])
             for key in plan["shards"][j]["items"]:
-                ok = _encode_item(w, key, loaders[key], encode_fn, cameras)
+                ok = _encode_item(w, key, loaders[key], encoding.fn, cameras)
                 n_eps, n_skip = n_eps + ok, n_skip + (not ok)
                 bar.update(1)
             w.close_shard()

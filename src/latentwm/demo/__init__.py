@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from latentwm.config import DemoConfig, ExperimentConfig, GenerateConfig, get_preset, preset
-from latentwm.data.clip_sets import make_clip_datasets, model_clip_kwargs
+from latentwm.data.clip_sets import make_clip_datasets, model_clip_options
 from latentwm.data.clips import LatentClipDataset, eval_loader
-from latentwm.data.latent_cache import LatentCache, encode_to_cache
+from latentwm.data.latent_cache import Encoding, LatentCache, encode_to_cache
 from latentwm.data.proprio import latents_only
 from latentwm.data.sources.pusht import generate_pusht, load_pusht, policy_counts
 from latentwm.demo.planning import demo_ladder, fit_proprio_probe, place_beside, plan_demo
@@ -47,7 +47,7 @@ from latentwm.planning.state_probe import (
     pose_errors,
     train_state_probe,
 )
-from latentwm.report import write_report
+from latentwm.report import ReportRun, StageResults, write_report
 from latentwm.rl.runner import run_rl
 from latentwm.train.decoder_trainer import train_decoder
 from latentwm.train.encoder_pretrain import run_pretrain_encoder
@@ -142,25 +142,29 @@ def run_demo(cfg: DemoConfig) -> Path:
     report = write_report(
         out / "report",
         run.exp,
-        results,
-        train_dir=Path(run.exp.train.out_dir),
-        encoder_label=encoder.weights_label,
-        wall_time_s=time.time() - t0,
-        model_parameters=trainer.model.num_parameters(),
-        planning=planning,
-        decoder=decoder,
-        rl=rl,
-        latent_stats=data["extra"]["data_stats"]["latents"],
-        best=kept,
-        encoder_info=encoder_info,
-        text_eval=text_eval,
-        text_goal=text_goal_comparison(planning) if planning else None,
-        data={
-            **facts,
-            "train_clips_per_epoch": len(data["train"]),
-            "eval_clips": len(data["eval"]),
-            "stages": {"reused": st.reused, "made": st.made},
-        },
+        ReportRun(
+            results,
+            train_dir=Path(run.exp.train.out_dir),
+            encoder_label=encoder.weights_label,
+            wall_time_s=time.time() - t0,
+            model_parameters=trainer.model.num_parameters(),
+            best=kept,
+            encoder_info=encoder_info,
+            data={
+                **facts,
+                "train_clips_per_epoch": len(data["train"]),
+                "eval_clips": len(data["eval"]),
+                "stages": {"reused": st.reused, "made": st.made},
+            },
+        ),
+        StageResults(
+            planning=planning,
+            decoder=decoder,
+            latent_stats=data["extra"]["data_stats"]["latents"],
+            rl=rl,
+            text_eval=text_eval,
+            text_goal=text_goal_comparison(planning) if planning else None,
+        ),
     )
     print(f"\nreport: {report / 'report.md'}\nmetrics: {report / 'metrics.json'}")
     return report
@@ -290,12 +294,14 @@ def generate_stage(gen: GenerateConfig) -> dict:
 def encode_stage(encoder: DinoEncoder, cfg: DemoConfig, out: Path) -> dict:
     encode_to_cache(
         load_pusht(out / "episodes"),
-        lambda f: encoder.encode(f).numpy(),
+        Encoding(
+            lambda f: encoder.encode(f).numpy(),
+            encoder.weights_label,
+            image_size=encoder.cfg.image_size,
+            text=text_embedding(cfg.text),
+        ),
         out / "latents",
-        encoder_label=encoder.weights_label,
-        image_size=encoder.cfg.image_size,
         episodes_per_shard=32,
-        text=text_embedding(cfg.text),
     )
     return {"encoder": encoder.weights_label, "entries": len(LatentCache(out / "latents").entries)}
 
@@ -498,7 +504,7 @@ def text_horizon_eval(cfg: DemoConfig, trainer: Trainer, exp: ExperimentConfig, 
     H, r = cfg.sizes.text_horizon, exp.rollout
     if not H or exp.model.text_dim == 0 or LatentCache(out / "latents").text_encoder is None:
         return None
-    data = LatentClipDataset(out / "latents", r.context + H, split="eval", **model_clip_kwargs(exp, text=True))
+    data = LatentClipDataset(out / "latents", r.context + H, "eval", model_clip_options(exp, text=True))
     if len(data) == 0:
         print(f"text rollouts: no held-out clip of {r.context + H} model steps; skipped")
         return None

@@ -16,13 +16,14 @@ from latentwm.data.latent_cache import LatentCache
 from latentwm.envs.pusht import goal_metrics
 from latentwm.io.files import read_json
 from latentwm.planning.evaluate import (
+    PlanningModels,
     PlanningOptions,
     WorldModelRun,
     evaluate_planning,
     held_out_episodes,
     sample_goals,
 )
-from latentwm.planning.ladder import planning_ladder
+from latentwm.planning.ladder import LadderOptions, planning_ladder
 from latentwm.planning.proprio import PROBE_FILE, ProprioProbe, train_proprio_probe
 from latentwm.planning.state_probe import StateProbe
 from latentwm.report import STATE_COST
@@ -62,7 +63,7 @@ def plan_demo(
         probe = ProprioProbe.load(out / "proprio_probe" / PROBE_FILE)
     plan_cfg: PlanConfig = dataclasses.replace(exp.plan, num_goals=cfg.goals())
     run = WorldModelRun.from_cache(trainer.ema, exp, out / "latents")
-    plan = functools.partial(evaluate_planning, run, out / "episodes", cache_dir=out / "latents", encoder=encoder)
+    plan = functools.partial(evaluate_planning, run, out / "episodes", cache_dir=out / "latents")
     folder = out / "report" / "planning"
     has_text = exp.model.text_dim > 0 and LatentCache(out / "latents").text_encoder is not None
     text_goals = cfg.sizes.text_goal_planners if has_text else ()
@@ -74,7 +75,7 @@ def plan_demo(
             goal_text="auto" if text_goals else "",
             text_goal_planners=tuple(text_goals) or None,
         ),
-        proprio_probe=probe,
+        models=PlanningModels(encoder=encoder, proprio_probe=probe),
         out_dir=folder,
     )
     static = block_static_goals(exp, plan_cfg, out, cfg.seed)
@@ -84,7 +85,7 @@ def plan_demo(
         diag = plan(
             dcfg,
             options=PlanningOptions(planners=("cem",), baselines=(), seed=cfg.seed, num_videos=0),
-            state_probe=state_probe,
+            models=PlanningModels(encoder=encoder, state_probe=state_probe),
             out_dir=folder / "state_cost",
         )
         sub = goal_subsets(read_json(folder / "state_cost" / "planning_goals.json", "planning goals"), static)
@@ -128,10 +129,12 @@ def demo_ladder(cfg: DemoConfig, exp: ExperimentConfig, trainer: Trainer, encode
         out / "latents",
         plan_cfg,
         out / "ladder",
+        LadderOptions(
+            sample_steps=tuple(sorted({plan_cfg.sample_steps, 4})),
+            state_steps=cfg.sizes.ladder_state_steps,
+            given=given,
+        ),
         encoder=encoder,
-        sample_steps=tuple(sorted({plan_cfg.sample_steps, 4})),
-        state_steps=cfg.sizes.ladder_state_steps,
-        given=given,
     )
 
 

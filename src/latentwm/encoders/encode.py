@@ -13,7 +13,7 @@ import torch
 
 from latentwm.config import ConfigError, EncodeConfig, TextEncoderConfig
 from latentwm.data.frame_text import TextEmbedding
-from latentwm.data.latent_cache import encode_to_cache, finalize_cache
+from latentwm.data.latent_cache import Encoding, encode_to_cache, finalize_cache
 from latentwm.data.sources import load_source, parse_options
 from latentwm.distributed import init_distributed, shutdown
 from latentwm.encoders.dino import DinoEncoder
@@ -59,18 +59,21 @@ def run_encode(cfg: EncodeConfig) -> dict:
     try:
         enc = DinoEncoder.from_config(cfg.encoder, device=dist.device)
         text = text_embedding(cfg.text, device=dist.device)
+        encoding = Encoding(
+            lambda f: enc.encode(f).cpu().numpy(),
+            enc.weights_label,
+            image_size=cfg.encoder.image_size,
+            meta=dict(pool=cfg.encoder.pool),
+            text=text,
+        )
         res = encode_to_cache(
             items,
-            lambda f: enc.encode(f).cpu().numpy(),
+            encoding,
             cfg.out_dir,
-            encoder_label=enc.weights_label,
             episodes_per_shard=cfg.episodes_per_shard,
             rank=dist.rank,
             world_size=dist.world_size,
-            image_size=cfg.encoder.image_size,
-            meta=dict(pool=cfg.encoder.pool),
             show_progress=dist.is_main,
-            text=text,
         )
         res["shards"] = len(res["shards_written"])
         if dist.enabled:  # totals over ranks; the all-reduce returns once every rank has listed its shards

@@ -87,6 +87,8 @@ class DinoIbot(nn.Module):
     backbone: the student (trained, saved); the teacher is an EMA copy updated by `update_teacher(momentum)`.
     """
 
+    # Many parameters: DINOv2's recipe knobs, each with the recipe's default; `objective_kwargs` passes only those a
+    # config sets, and each SSL objective has its own set, so one shared options object would not fit them all.
     def __init__(
         self,
         backbone: nn.Module,

@@ -23,6 +23,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -125,6 +126,16 @@ def _plain_tensors_replicate():
     return implicit_replication()
 
 
+@dataclass(frozen=True)
+class EmaUpdate:
+    """An exponential moving average to update after each optimizer step: `ema` tracks `model` with `decay`
+    (warmed up by `ema_decay_at`)."""
+
+    ema: torch.nn.Module
+    model: torch.nn.Module
+    decay: float
+
+
 def optimizer_step(
     opt: torch.optim.Optimizer,
     params,
@@ -133,20 +144,19 @@ def optimizer_step(
     step: int,
     *,
     sched=None,
-    ema: torch.nn.Module | None = None,
-    model: torch.nn.Module | None = None,
-    ema_decay: float = 0.0,
+    ema: EmaUpdate | None = None,
     log: RunLogger | None = None,
-    verbose: bool = True,
 ) -> torch.Tensor | None:
-    """Clip, check, step (optimizer, scheduler, EMA of `model` into `ema`). Returns the gradient norm, or None when
-    the step was skipped as non-finite (gradients are then cleared).
+    """Clip, check, step (optimizer, scheduler, EMA). Returns the gradient norm, or None when the step was skipped
+    as non-finite (gradients are then cleared; reported through `log`, printed unless `log` is a disabled logger,
+    i.e. not the main rank).
 
     A fused optimizer (AdamW(fused=True)) takes the sync-free path: the verdict stays on the device — the fused
     kernel skips the update, the moments and the step count where `found_inf` is set, the EMA is gated the same
     way — and the guard reads it at the next log/checkpoint (`NonFiniteGuard.flush`). The norm is returned (maybe
     non-finite) and `guard.last_finite` holds the verdict; the LR schedule still advances over a skipped step.
     Any other optimizer reads the verdict on the host each step."""
+    verbose = log is None or log.enabled
     params = list(params)
     if grad_clip:
         norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
@@ -157,11 +167,11 @@ def optimizer_step(
     if opt.defaults.get("fused"):
         finite = torch.isfinite(norm)
         with _plain_tensors_replicate():
-            opt.found_inf = (~finite).float()
+            opt.found_inf = (~finite).float()  # type: ignore[attr-defined]  # fused AdamW reads it in step()
             opt.step()
-            opt.found_inf = None  # read by this step only
+            opt.found_inf = None  # type: ignore[attr-defined]  # read by this step only
             if ema is not None:
-                ema_update(ema, model, ema_decay_at(step, ema_decay), gate=finite)
+                ema_update(ema.ema, ema.model, ema_decay_at(step, ema.decay), gate=finite)
         guard.record(finite)
         if sched is not None:
             sched.step()
@@ -173,7 +183,7 @@ def optimizer_step(
     if sched is not None:
         sched.step()
     if ema is not None:
-        ema_update(ema, model, ema_decay_at(step, ema_decay))
+        ema_update(ema.ema, ema.model, ema_decay_at(step, ema.decay))
     return norm.detach()
 
 
@@ -200,51 +210,66 @@ class TimeCapReached(LatentwmError):
     never passed on as if finished."""
 
 
-class Loop:
-    """Drive `step_fn(step) -> {name: tensor | float}` from the resumed step to `total`, with a progress bar,
-    running means logged every `log_every` steps, `eval_fn(step)` every `eval_every` steps and at the end, and
-    atomic checkpoints of `state_fn()` every `ckpt_every` steps and at the end.
+@dataclass(frozen=True)
+class Schedule:
+    """How long a `Loop` runs and when it acts: `total` steps; running means logged every `log_every` steps;
+    `eval_fn(step)` every `eval_every` steps and at the end (None: never); max_minutes: a safety cap, not a budget
+    (None: none) — past it the loop checkpoints (every rank at the same step) and raises TimeCapReached, so a
+    run's result never depends on how fast the machine was."""
 
-    State: `state_fn() -> dict` (rank 0's plain state; the loop adds "step"; called on every rank when
-    collective_state, as FSDP2's full-state gather needs) and `load_fn(state)` for resume. sharded_fn: FSDP2's
-    sharded checkpoints — `sharded_fn() -> dict` (every rank, no gather) is written with DCP, each rank its shards.
-    dist: a DistInfo (collectives, rank); None = one process. max_minutes > 0 is a safety cap, not a budget: past
-    it the loop checkpoints (every rank at the same step) and raises TimeCapReached, so a run's result never
-    depends on how fast the machine was.
+    total: int
+    log_every: int = 10
+    eval_every: int | None = None
+    max_minutes: float | None = None
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """What a `Loop` saves and restores, and how often. state_fn() -> dict: rank 0's plain state (the loop adds
+    "step"; called on every rank when collective_state, as FSDP2's full-state gather needs); load_fn(state) for
+    resume; every / keep_last: atomic checkpoints every N steps (and at the end), the newest keep_last kept;
+    sharded_fn: FSDP2's sharded checkpoints — `sharded_fn() -> dict` (every rank, no gather) written with DCP,
+    each rank its shards; resume_flag: the flag named when an out dir with checkpoints is refused."""
+
+    state_fn: Callable[[], dict]
+    load_fn: Callable[[dict], None]
+    every: int = 500
+    keep_last: int = 3
+    resume_flag: str = "--resume"
+    collective_state: bool = False
+    sharded_fn: Callable[[], dict] | None = None
+
+
+class Loop:
+    """Drive `step_fn(step) -> {name: tensor | float}` from the resumed step to schedule.total, with a progress
+    bar, running means logged, evaluations and atomic checkpoints (`Schedule`, `Checkpointing`) into
+    out_dir/checkpoints. dist: a DistInfo (collectives, rank); None = one process. guard: a NonFiniteGuard whose
+    deferred verdicts are read before every log row, evaluation and checkpoint. log_prefix: the logged scalars'.
     """
 
     def __init__(
         self,
         name: str,
         out_dir: str | Path,
-        total: int,
+        schedule: Schedule,
+        checkpointing: Checkpointing,
         *,
-        state_fn: Callable[[], dict],
-        load_fn: Callable[[dict], None],
-        log_every: int = 10,
-        ckpt_every: int = 500,
-        keep_last: int = 3,
-        eval_every: int = 0,
-        max_minutes: float = 0.0,
         logger: RunLogger | None = None,
         dist=None,
-        checkpoints: str | Path | None = None,
-        resume_flag: str = "--resume",
-        collective_state: bool = False,
-        log_prefix: str = "train/",
-        sharded_fn: Callable[[], dict] | None = None,
         guard: NonFiniteGuard | None = None,
+        log_prefix: str = "train/",
     ):
-        self.name, self.out, self.total = name, Path(out_dir), total
-        self.ckpt_dir = Path(checkpoints) if checkpoints is not None else self.out / "checkpoints"
-        self.state_fn, self.load_fn = state_fn, load_fn
-        self.log_every, self.ckpt_every, self.keep_last = log_every, ckpt_every, keep_last
-        self.eval_every, self.max_minutes, self.dist = eval_every, max_minutes, dist
+        s, c = schedule, checkpointing
+        self.name, self.out, self.total = name, Path(out_dir), s.total
+        self.ckpt_dir = self.out / "checkpoints"
+        self.state_fn, self.load_fn = c.state_fn, c.load_fn
+        self.log_every, self.ckpt_every, self.keep_last = s.log_every, c.every, c.keep_last
+        self.eval_every, self.max_minutes, self.dist = s.eval_every, s.max_minutes, dist
         self.is_main = dist is None or dist.is_main
         self.log = logger
-        self.step, self.resume_flag, self.log_prefix = 0, resume_flag, log_prefix
-        self.collective_state = collective_state  # FSDP2: gathering the full state is a collective (every rank)
-        self.sharded_fn = sharded_fn
+        self.step, self.resume_flag, self.log_prefix = 0, c.resume_flag, log_prefix
+        self.collective_state = c.collective_state  # FSDP2: gathering the full state is a collective (every rank)
+        self.sharded_fn = c.sharded_fn
         self.guard = guard  # its deferred verdicts are read before every log row, evaluation and checkpoint
 
     # ------------------------------------------------------------------------------------------------ checkpoints
@@ -346,7 +371,7 @@ class Loop:
                     self.log.scalars(self.step, means, prefix=self.log_prefix)
                 bar.set_postfix({k: f"{means[k]:.4f}" for k in list(means)[:2]})
                 acc, n_acc, t_log = {}, 0, time.monotonic()
-            if do_eval:
+            if do_eval and eval_fn is not None:
                 eval_fn(self.step)
             if do_save:
                 self.save()
@@ -363,7 +388,7 @@ class Loop:
 
     def _over_time(self, t0: float) -> bool:
         """Checked at log steps only: under several ranks it is a collective (every rank stops at the same step)."""
-        if self.max_minutes <= 0:
+        if self.max_minutes is None:
             return False
         over = time.monotonic() - t0 > self.max_minutes * 60
         if self.dist is not None and self.dist.enabled:

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
+from latentwm.conditions import Conditions
 from latentwm.data.batch import WorldBatch
-from latentwm.rollout import rollout
+from latentwm.rollout import Sampling, rollout
 
 # Keys averaged over clips and reported per horizon; "_model_on_swapped" (the model's error on the clips the
 # swapped-action run covers) only feeds action_sensitivity.
@@ -140,10 +141,7 @@ def _batch_errors(
     context: int,
     horizon: int,
     gens: dict,
-    num_samples: int,
-    action_swap: bool,
-    conditions: tuple[str, ...] = (),
-    **kw,
+    o: EvalOptions,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list]:
     """One batch of full clips: the first sample's prediction (B, H, N, D), per-clip errors (B, H) by key, and the
     condition-gain errors as [(rows (B,) bool, {key: (B, H)})]."""
@@ -151,48 +149,49 @@ def _batch_errors(
     x = b.latents[:, :need]
     ctx, truth = x[:, :context], x[:, context:]
     acts, mask = b.actions[:, : need - 1], b.action_mask[:, : need - 1]
+    cond = Conditions(acts, mask, text_guidance=o.text_guidance, action_guidance=o.action_guidance)
     if b.text is not None:  # the text of every frame, observed and predicted
-        kw = dict(kw, text=b.text[:, :need], text_mask=b.text_mask[:, :need])
+        cond = cond.replace(text=b.text[:, :need], text_mask=b.text_mask[:, :need])
+    sampling = Sampling(o.sample_steps, o.tau_ctx)
     state = gens["model"].get_state()  # the swapped / conditioned runs replay this noise
-    pred = rollout(model, ctx, horizon, actions=acts, action_mask=mask, generator=gens["model"], **kw)
+    pred = rollout(model, ctx, horizon, cond, sampling, generator=gens["model"])
     ctx_mean = ctx.float().mean(1, keepdim=True)  # (B, 1, N, D)
     errs = {
         "model_error": latent_mse(pred, truth),
         "copy_last_error": latent_mse(x[:, context - 1 : context].expand_as(truth), truth),
         "context_average_error": latent_mse(ctx_mean.expand_as(truth), truth),
     }
-    if num_samples > 1:  # extra samples from their own stream: model_error does not depend on num_samples
-        more = [
-            rollout(model, ctx, horizon, actions=acts, action_mask=mask, generator=gens["extra"], **kw)
-            for _ in range(num_samples - 1)
-        ]
+    if o.num_samples > 1:  # extra samples from their own stream: model_error does not depend on num_samples
+        more = [rollout(model, ctx, horizon, cond, sampling, generator=gens["extra"]) for _ in range(o.num_samples - 1)]
         errs.update(sample_stats(torch.stack([pred, *more]), truth))
-    if action_swap and x.shape[0] > 1:
+    if o.action_swap and x.shape[0] > 1:
         gens["swap"].set_state(state)
         a, m = swap_future_actions(acts, mask, context)
-        swapped = rollout(model, ctx, horizon, actions=a, action_mask=m, generator=gens["swap"], **kw)
+        swapped = rollout(model, ctx, horizon, cond.replace(actions=a, action_mask=m), sampling, generator=gens["swap"])
         errs["swapped_actions_error"] = latent_mse(swapped, truth)
         errs["_model_on_swapped"] = errs["model_error"]
         errs["_swap_diff_per_clip"] = errs["swapped_actions_error"] - errs["model_error"]
     gains = []
-    for cond in conditions:
+    for name in _conditions(o.condition_gain):
         for alone in (False, True):
-            found = _condition_variants(b, cond, context, need)
-            other = _without_the_other(b, cond, need) if alone else {}
+            found = _condition_variants(b, name, context, need)
+            other = _without_the_other(b, name, need) if alone else {}
             if found is None or other is None:
                 continue
             rows, variants = found
-            label = f"{cond}_alone" if alone else cond
-            base = {**kw, "actions": acts, "action_mask": mask, **other}
+            label = f"{name}_alone" if alone else name
+            base = cond.replace(**other)
 
-            def run(change: dict, base: dict = base) -> torch.Tensor:
+            def run(change: dict, base: Conditions = base) -> torch.Tensor:
                 gens["swap"].set_state(state)
-                return latent_mse(rollout(model, ctx, horizon, generator=gens["swap"], **{**base, **change}), truth)
+                return latent_mse(
+                    rollout(model, ctx, horizon, base.replace(**change), sampling, generator=gens["swap"]), truth
+                )
 
             true = run({}) if alone else errs["model_error"]
             ce = {f"{label}_true_error": true}
-            for name, change in variants.items():
-                ce[f"{label}_{name}_error"] = run(change)
+            for variant, change in variants.items():
+                ce[f"{label}_{variant}_error"] = run(change)
             if "shuffled" in variants:  # the clips the shuffled run covers, for its gain (and its per-clip spread)
                 ce[f"_{label}_true_on_shuffled"] = true
                 ce[f"_{label}_gain_per_clip"] = ce[f"{label}_shuffled_error"] - true
@@ -273,20 +272,7 @@ def rollout_errors(
         if not ok.any():
             continue
         b = batch[ok.nonzero().squeeze(1)].to(device)
-        pred, errs, gains = _batch_errors(
-            model,
-            b,
-            context,
-            horizon,
-            gens,
-            num_samples,
-            action_swap,
-            _conditions(condition_gain),
-            sample_steps=o.sample_steps,
-            tau_ctx=o.tau_ctx,
-            text_guidance=o.text_guidance,
-            action_guidance=o.action_guidance,
-        )
+        pred, errs, gains = _batch_errors(model, b, context, horizon, gens, o)
         sums.add(errs, b.meta)
         for rows, ce in gains:  # the shuffled run needs 2 clips: each key counts its own clips
             gain_sums.add(ce, b.meta, rows)

@@ -47,6 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from latentwm.conditions import NO_FRAME_CONDITIONS, FrameConditions
 from latentwm.config import ModelConfig
 from latentwm.model.dh_head import DHHead, DHShape
 from latentwm.model.layers import decay_groups, linear_flops
@@ -359,23 +360,18 @@ class DynamicsModel(nn.Module):
         z,
         tau,
         step,
-        prev_action=None,
-        prev_action_mask=None,
+        cond: FrameConditions | None = None,
         cache=None,
         commit=False,
         return_hidden=False,
-        *,
-        text=None,
-        text_mask=None,
     ):
         """One new frame at absolute index cache.time_index (0 without a cache), attending to the cached frames.
 
-        z (B, N, D); tau (B,), step (B,) (or scalars); prev_action (B, A): the action that led into this frame,
-        prev_action_mask (B,) bool (False = unknown, None = known; prev_action None = unknown;
-        ignored at time index 0, like frame 0 of forward()). Prediction "next": prev_action is the action taken
-        AFTER this frame (used at time index 0 too) and the output is the next frame's x̂.
-        text (B, E): this frame's own text embedding,
-        text_mask (B,) bool (None with text: present; text None: no text).
+        z (B, N, D); tau (B,), step (B,) (or scalars). cond: this frame's conditions (None: none) — cond.action
+        (B, A) the action that led into this frame, cond.action_mask (B,) bool (False = unknown, None = known;
+        action None = unknown; ignored at time index 0, like frame 0 of forward()); prediction "next": the action
+        taken AFTER this frame (used at time index 0 too) and the output is the next frame's x̂. cond.text (B, E):
+        this frame's own text embedding, cond.text_mask (B,) bool (None with text: present; text None: no text).
         commit=False leaves the cache untouched (denoising steps); commit=True appends this frame's keys/values
         (window-bounded) and advances cache.time_index. -> x̂ (B, N, D) [, hidden (B, S, W)].
         Equals forward() on the whole sequence at this frame, to float tolerance.
@@ -384,7 +380,8 @@ class DynamicsModel(nn.Module):
         B = z.shape[0]
         tau = self._per_frame(tau, (B,), "tau", "B", z.device)[:, None]
         d = self._per_frame(step, (B,), "step", "B", z.device)[:, None]
-        a, known = self._check_actions(prev_action, prev_action_mask, (B,), "B", ("prev_action", "prev_action_mask"))
+        c = cond if cond is not None else NO_FRAME_CONDITIONS
+        a, known = self._check_actions(c.action, c.action_mask, (B,), "B", ("cond.action", "cond.action_mask"))
         if cache is not None and cache.batch_size != B:
             raise ValueError(f"cache: holds batch {cache.batch_size}, z has batch {B} (use cache.expand(n))")
         first = cache is None or cache.time_index == 0  # "next": the action after frame 0 is its condition
@@ -392,7 +389,7 @@ class DynamicsModel(nn.Module):
             act = self._embed_actions(None, None, B, 1)
         else:
             act = self._embed_actions(a[:, None], known[:, None], B, 1)
-        txt, has = self._check_text(text, text_mask, (B,), "B", ("text", "text_mask"))
+        txt, has = self._check_text(c.text, c.text_mask, (B,), "B", ("cond.text", "cond.text_mask"))
         txt = self._embed_text(None if txt is None else txt[:, None], None if has is None else has[:, None], B, 1)
         tokens = self._tokens(z[:, None], tau, d, act, txt)[:, 0]
         h = self.transformer.step(tokens, cache, commit)

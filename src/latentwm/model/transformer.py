@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from latentwm.conditions import FrameConditions
 from latentwm.config import ModelConfig
 from latentwm.model.layers import Attention, RMSNorm, SwiGLU, cached_attention, rope_1d, rope_2d
 from latentwm.model.layout import TokenLayout
@@ -61,7 +62,7 @@ class KVCache:
                    once per history for all n candidates (`layers.cached_attention`), in every backend.
       clone():     an independent cache. Tensors are shared because the cache never writes into a tensor in place
                    (commit builds new ones), so clone is O(1) memory and later commits on either copy do not leak.
-      pending:     (B, N, D) or None, with pending_text ({"text": (B, E), "text_mask": (B,)} or None): a next-frame
+      pending:     (B, N, D) or None, with pending_text (its FrameConditions, text only, or None): a next-frame
                    model's (model.prediction "next") newest frame, not in the cache yet — its pass conditions on the
                    action taken after it, so it is committed once that action is known (rollout.py owns this).
                    expand(n) repeats it like the history (row b·n + j); other models leave it None.
@@ -89,7 +90,7 @@ class KVCache:
         self.time_index = 0
         self.dtype = empty.dtype
         self.pending: torch.Tensor | None = None
-        self.pending_text: dict | None = None
+        self.pending_text: FrameConditions | None = None
 
     @property
     def prefix_length(self) -> int:
@@ -132,7 +133,7 @@ class KVCache:
         out.batch_size = B * n
         rep = lambda t: t.repeat_interleave(n, 0) if torch.is_tensor(t) else t  # noqa: E731
         out.pending = rep(self.pending)
-        out.pending_text = None if self.pending_text is None else {k: rep(v) for k, v in self.pending_text.items()}
+        out.pending_text = None if self.pending_text is None else self.pending_text.map(rep)
         return out
 
     def _broadcast(self, p: torch.Tensor) -> torch.Tensor:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from latentwm.config import ModelConfig, ObjectiveConfig
 from latentwm.objectives.next_frame import NextFrameRegression
-from latentwm.objectives.shortcut_forcing import ShortcutForcing
+from latentwm.objectives.shortcut_forcing import ShortcutForcing, TrainStep
 
 
 def make_objective(objective: ObjectiveConfig, model: ModelConfig) -> ShortcutForcing | NextFrameRegression:
     """Shortcut forcing for model.prediction "x" / "v" (the loss in the model's own space), next-frame regression
-    for "next". Both are called the same way: `loss, metrics = obj(model, x, actions, action_mask, valid, ...)`."""
+    for "next". Both are called the same way: `loss, metrics = obj(model, x, cond, valid, TrainStep(...))`."""
     if model.prediction == "next":
         return NextFrameRegression(objective, model.k_max)
     return ShortcutForcing(objective, model.k_max, prediction=model.prediction)
 
 
-__all__ = ["NextFrameRegression", "ShortcutForcing", "make_objective"]
+__all__ = ["NextFrameRegression", "ShortcutForcing", "TrainStep", "make_objective"]

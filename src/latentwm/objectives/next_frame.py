@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import torch
 
+from latentwm.conditions import NO_CONDITIONS, Conditions
 from latentwm.config import ObjectiveConfig
-from latentwm.objectives.shortcut_forcing import Denoiser, drop_conditions
+from latentwm.objectives.shortcut_forcing import STANDALONE, Denoiser, TrainStep, denoise, drop_conditions
 
 
 class NextFrameRegression:
@@ -49,22 +50,16 @@ class NextFrameRegression:
         self,
         model: Denoiser,
         x: torch.Tensor,
-        actions: torch.Tensor | None = None,
-        action_mask: torch.Tensor | None = None,
+        cond: Conditions | None = None,
         valid: torch.Tensor | None = None,
-        global_step: int = 0,
-        bootstrap_model: Denoiser | None = None,
-        seeds: list[int] | None = None,
-        normalizer: float | torch.Tensor | None = None,
-        collective_safe: bool = False,
-        text: torch.Tensor | None = None,
-        text_mask: torch.Tensor | None = None,
+        at: TrainStep = STANDALONE,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """x (B, T, N, D) clean latents, T >= 2; actions (B, T, A) (actions[:, t] taken after frame t);
-        action_mask, valid (B, T) bool; text (B, T, E), text_mask (B, T) (None: no text).
+        """x (B, T, N, D) clean latents, T >= 2; cond: actions (B, T, A) (actions[:, t] taken after frame t), text
+        (B, T, E), their masks (B, T) (None: none); valid (B, T) bool. at: as for ShortcutForcing (its global step
+        and teacher are not used: there is no bootstrap).
 
         The loss is Σ over pairs (t, t+1) of ‖x̂_{t+1} − x_{t+1}‖² (mean over tokens and channels) divided by
-        `normalizer` (default: this batch's pair count). A trainer passes its global valid-frame count, the same
+        at.normalizer (default: this batch's pair count). A trainer passes its global valid-frame count, the same
         for every micro-batch and rank, so accumulation and DDP give exactly the single-process gradient (the loss
         is then (T − 1)/T of the pair mean; the logged `loss` is the pair mean itself).
         """
@@ -74,15 +69,14 @@ class NextFrameRegression:
         device = x.device
         if valid is not None:  # padding may hold anything (NaN): the model and the loss see zeros there
             x = torch.where(valid[..., None, None], x, torch.zeros((), dtype=x.dtype, device=device))
-        drop_a, drop_t = self.draw(x, seeds)
-        action_mask, text_mask = drop_conditions(actions, action_mask, text, text_mask, drop_a, drop_t)
-        kw = {} if text is None else {"text": text, "text_mask": text_mask}
-        out = model(x, 1.0, 1.0 / self.k_max, actions, action_mask, **kw)  # (B, T, N, D): output t is x̂_{t+1}
+        drop_a, drop_t = self.draw(x, at.seeds)
+        cond = drop_conditions(cond if cond is not None else NO_CONDITIONS, drop_a, drop_t)
+        out = denoise(model, x, 1.0, 1.0 / self.k_max, cond)  # (B, T, N, D): output t is x̂_{t+1}
         per_pair = (out[:, :-1].float() - x[:, 1:].float()).pow(2).mean(dim=(-2, -1))  # (B, T − 1)
         pair = torch.ones(B, T - 1, dtype=torch.bool, device=device) if valid is None else valid[:, :-1] & valid[:, 1:]
         per_pair = torch.where(pair, per_pair, torch.zeros((), device=device))
         n_pairs = pair.float().sum()
-        denom = n_pairs.clamp_min(1.0) if normalizer is None else normalizer
+        denom = n_pairs.clamp_min(1.0) if at.normalizer is None else at.normalizer
         loss = per_pair.sum() / denom
         with torch.no_grad():
             mse = per_pair.detach().sum() / n_pairs.clamp_min(1.0)

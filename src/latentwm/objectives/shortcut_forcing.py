@@ -36,10 +36,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 
 import torch
 
+from latentwm.conditions import NO_CONDITIONS, Conditions
 from latentwm.config import ObjectiveConfig
 
 # model(z (B,T,N,D), tau (B,T), step (B,T), actions (B,T,A) | None, action_mask (B,T) | None,
@@ -112,17 +114,27 @@ def ramp_weight(tau: torch.Tensor) -> torch.Tensor:
     return 0.9 * tau + 0.1
 
 
-def drop_conditions(
-    actions: torch.Tensor | None,
-    action_mask: torch.Tensor | None,
-    text: torch.Tensor | None,
-    text_mask: torch.Tensor | None,
-    drop_action: torch.Tensor,
-    drop_text: torch.Tensor,
-):
-    """The masks with the dropped sequences' conditions removed: actions (B, T, A) / text (B, T, E) or None, their
-    masks (B, T) bool or None (None with the tensor given: all present), drop_action / drop_text (B,) bool.
-    Returns (action_mask, text_mask), None where the condition itself is absent."""
+@dataclass(frozen=True)
+class TrainStep:
+    """Where a micro-batch sits in training, for the objectives. global_step: the optimizer step (the bootstrap's
+    warm-up schedule); teacher: the model for the no-grad bootstrap passes (None: the trained model itself);
+    seeds: per-sample seeds of the random draws (None: the global RNG); normalizer: the loss's denominator (None:
+    this batch's own count); collective_safe: every rank runs the same passes (FSDP's all-gathers must match)."""
+
+    global_step: int = 0
+    teacher: Denoiser | None = None
+    seeds: list[int] | None = None
+    normalizer: float | torch.Tensor | None = None
+    collective_safe: bool = False
+
+
+STANDALONE = TrainStep()
+"""A call outside a trainer: step 0, the model as its own teacher, the global RNG, this batch's own normalizer."""
+
+
+def drop_conditions(cond: Conditions, drop_action: torch.Tensor, drop_text: torch.Tensor) -> Conditions:
+    """cond with the dropped sequences' conditions masked out: drop_action / drop_text (B,) bool. A mask left None
+    with its tensor given (all present) becomes explicit; an absent condition stays absent."""
 
     def drop(x, mask, gone):
         if x is None:
@@ -131,59 +143,47 @@ def drop_conditions(
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         return mask & ~gone[:, None]
 
-    return drop(actions, action_mask, drop_action), drop(text, text_mask, drop_text)
+    return cond.replace(
+        action_mask=drop(cond.actions, cond.action_mask, drop_action),
+        text_mask=drop(cond.text, cond.text_mask, drop_text),
+    )
 
 
-def _text_kw(text, text_mask) -> dict:
-    return {} if text is None else {"text": text, "text_mask": text_mask}
+def denoise(model: Denoiser, z: torch.Tensor, tau, step, cond: Conditions | None) -> torch.Tensor:
+    """The model's whole-clip pass model(z (B, T, N, D), tau, step, ...) under cond's actions and text."""
+    c = cond if cond is not None else NO_CONDITIONS
+    kw = {} if c.text is None else {"text": c.text, "text_mask": c.text_mask}
+    return model(z, tau, step, c.actions, c.action_mask, **kw)
 
 
 @torch.no_grad()
 def bootstrap_velocity(
-    model: Denoiser,
-    z: torch.Tensor,
-    tau: torch.Tensor,
-    step: torch.Tensor,
-    actions: torch.Tensor | None,
-    action_mask: torch.Tensor | None,
-    text: torch.Tensor | None = None,
-    text_mask: torch.Tensor | None = None,
+    model: Denoiser, z: torch.Tensor, tau: torch.Tensor, step: torch.Tensor, cond: Conditions | None = None
 ) -> torch.Tensor:
     """v* = (b₁ + b₂)/2 from two half steps of size d/2 (every frame advances its own half step).
 
-    z (B, T, N, D); tau, step (B, T); text (B, T, E), text_mask (B, T). Returns (B, T, N, D). Clean-context frames
-    (τ = 1) stay as they are in both passes (v* = 0 there: they are not in the loss).
+    z (B, T, N, D); tau, step (B, T); cond: the clip's conditions (actions (B, T, A), text (B, T, E), masks
+    (B, T)). Returns (B, T, N, D). Clean-context frames (τ = 1) stay as they are in both passes (v* = 0 there:
+    they are not in the loss).
     """
     half = step / 2
     moving = tau < 1.0  # (B, T); all True without clean context, where then picks the very same values
     zero = torch.zeros((), device=z.device)
-    kw = _text_kw(text, text_mask)
     half_in = torch.where(moving, half, step)
-    b1 = torch.where(
-        moving[..., None, None], velocity(model(z, tau, half_in, actions, action_mask, **kw), z, tau), zero
-    )
+    b1 = torch.where(moving[..., None, None], velocity(denoise(model, z, tau, half_in, cond), z, tau), zero)
     z_mid = z + b1 * half[..., None, None]
     tau_mid = torch.where(moving, tau + half, tau)
     b2 = torch.where(
-        moving[..., None, None],
-        velocity(model(z_mid, tau_mid, half_in, actions, action_mask, **kw), z_mid, tau_mid),
-        zero,
+        moving[..., None, None], velocity(denoise(model, z_mid, tau_mid, half_in, cond), z_mid, tau_mid), zero
     )
     return (b1 + b2) / 2
 
 
 def bootstrap_target(
-    model: Denoiser,
-    z: torch.Tensor,
-    tau: torch.Tensor,
-    step: torch.Tensor,
-    actions: torch.Tensor | None,
-    action_mask: torch.Tensor | None,
-    text: torch.Tensor | None = None,
-    text_mask: torch.Tensor | None = None,
+    model: Denoiser, z: torch.Tensor, tau: torch.Tensor, step: torch.Tensor, cond: Conditions | None = None
 ) -> torch.Tensor:
     """x-space target z + (1 − τ)·v* of `bootstrap_velocity` (same arguments). Returns (B, T, N, D)."""
-    v_star = bootstrap_velocity(model, z, tau, step, actions, action_mask, text, text_mask)
+    v_star = bootstrap_velocity(model, z, tau, step, cond)
     return z + (1.0 - tau)[..., None, None] * v_star
 
 
@@ -200,7 +200,7 @@ def clean_prefix(
 
 
 class ShortcutForcing:
-    """The loss: `loss, metrics = objective(model, x, actions, action_mask, valid, step=global_step)`.
+    """The loss: `loss, metrics = objective(model, x, Conditions(actions, action_mask), valid, TrainStep(step))`.
 
     Metrics are detached tensors (no host sync): total, flow and bootstrap losses (unweighted means over their
     frames) and the loss per τ bucket, plus the fraction of bootstrap frames.
@@ -284,54 +284,46 @@ class ShortcutForcing:
         self,
         model: Denoiser,
         x: torch.Tensor,
-        actions: torch.Tensor | None = None,
-        action_mask: torch.Tensor | None = None,
+        cond: Conditions | None = None,
         valid: torch.Tensor | None = None,
-        global_step: int = 0,
-        bootstrap_model: Denoiser | None = None,
-        seeds: list[int] | None = None,
-        normalizer: float | torch.Tensor | None = None,
-        collective_safe: bool = False,
-        text: torch.Tensor | None = None,
-        text_mask: torch.Tensor | None = None,
+        at: TrainStep = STANDALONE,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """x (B, T, N, D) clean latents; actions (B, T, A); action_mask, valid (B, T) bool; text (B, T, E) sentence
-        embeddings per frame and text_mask (B, T) bool (None: no text in this batch).
+        """x (B, T, N, D) clean latents; cond: the clip's conditions (actions (B, T, A), text (B, T, E) sentence
+        embeddings per frame, their masks (B, T) bool; None: none); valid (B, T) bool.
 
-        bootstrap_model computes the no-grad half steps (defaults to `model`; pass the unwrapped module under
-        DDP/FSDP). seeds: per-sample seeds for the random draws (see `draw`). The loss is Σ w·ℓ over valid frames
-        divided by `normalizer` (default: this batch's valid-frame count); a trainer passes the global count of
-        the whole optimizer step (all micro-batches, all ranks) so that accumulation and DDP give exactly the
-        single-process gradient. collective_safe (FSDP): the teacher passes run on the whole batch whenever the
-        bootstrap is active, so every rank runs the same number of forwards (their all-gathers must match).
+        at (TrainStep): the global step (bootstrap schedule), the teacher for the no-grad half steps (defaults to
+        `model`; pass the unwrapped module under DDP/FSDP), per-sample seeds for the random draws (see `draw`),
+        the normalizer and collective_safe. The loss is Σ w·ℓ over valid frames divided by at.normalizer
+        (default: this batch's valid-frame count); a trainer passes the global count of the whole optimizer step
+        (all micro-batches, all ranks) so that accumulation and DDP give exactly the single-process gradient.
+        collective_safe (FSDP): the teacher passes run on the whole batch whenever the bootstrap is active, so
+        every rank runs the same number of forwards (their all-gathers must match).
         """
         B, T = x.shape[:2]
         device = x.device
         if valid is not None:  # padding may hold anything (NaN): the model and the loss see zeros there
             x = torch.where(valid[..., None, None], x, torch.zeros((), dtype=x.dtype, device=device))
-        boot_host, boot, tau, step, noise, drop_a, drop_t = self._draw(x, global_step, seeds)
-        action_mask, text_mask = drop_conditions(actions, action_mask, text, text_mask, drop_a, drop_t)
+        boot_host, boot, tau, step, noise, drop_a, drop_t = self._draw(x, at.global_step, at.seeds)
+        cond = drop_conditions(cond if cond is not None else NO_CONDITIONS, drop_a, drop_t)
         z = corrupt(x, tau, noise)
-        kw = _text_kw(text, text_mask)
-        x_hat = model(z, tau, step, actions, action_mask, **kw)
+        x_hat = denoise(model, z, tau, step, cond)
 
         target = x
-        teacher = bootstrap_model or model
-        if collective_safe and self.active(global_step):
-            full = bootstrap_target(teacher, z, tau, step, actions, action_mask, text, text_mask)
+        teacher = at.teacher or model
+        if at.collective_safe and self.active(at.global_step):
+            full = bootstrap_target(teacher, z, tau, step, cond)
             target = torch.where(boot[:, None, None, None], full, x)
         elif any(boot_host):  # a host list: no device sync
             idx = torch.tensor([i for i, b in enumerate(boot_host) if b], dtype=torch.long, device=device)
             sub = lambda t: None if t is None else t[idx]  # noqa: E731
+            rows = Conditions(sub(cond.actions), sub(cond.action_mask), sub(cond.text), sub(cond.text_mask))
             target = x.clone()
-            target[idx] = bootstrap_target(
-                teacher, z[idx], tau[idx], step[idx], sub(actions), sub(action_mask), sub(text), sub(text_mask)
-            )
+            target[idx] = bootstrap_target(teacher, z[idx], tau[idx], step[idx], rows)
         per_frame, keep = self._per_frame(x_hat, target, tau, valid)  # (B, T) each
         valid_f = torch.ones(B, T, device=device) if valid is None else valid.float()
         keep_f = valid_f if keep is None else keep.float()
         w = (ramp_weight(tau) if self.cfg.ramp_weight else torch.ones_like(tau)) * keep_f
-        denom = valid_f.sum().clamp_min(1.0) if normalizer is None else normalizer
+        denom = valid_f.sum().clamp_min(1.0) if at.normalizer is None else at.normalizer
         loss = (w * per_frame).sum() / denom
 
         metrics = self._metrics(per_frame.detach(), w, keep_f, boot, tau)

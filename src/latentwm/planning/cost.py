@@ -8,12 +8,17 @@ differences come from the actions, not from the noise.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
+from latentwm.conditions import Conditions, FrameConditions
 from latentwm.data.proprio import latents_only, split_proprio
 from latentwm.planning.proprio import probe_features
-from latentwm.rollout import frame_hidden, observe, rollout
+from latentwm.rollout import Sampling, frame_hidden, observe, rollout
 
 
 def latent_cost(pred: torch.Tensor, goal: torch.Tensor, kind: str = "mse", all_frames: bool = False) -> torch.Tensor:
@@ -38,19 +43,45 @@ def latent_cost(pred: torch.Tensor, goal: torch.Tensor, kind: str = "mse", all_f
     return (per * w).sum(1) / w.sum()
 
 
+ONE_STEP = Sampling(steps=1)
+"""Planning's default sampling: K = 1 (one pass per frame), clean context."""
+
+
+@dataclass(frozen=True)
+class GoalCost:
+    """What a plan's cost is made of. kind: the latent cost ("mse", "l1", "cosine"; `latent_cost`); all_frames:
+    weight every predicted frame (2^h) instead of the last alone; visual_weight scales the latent cost (0: left
+    out, the cost is the other terms alone); proprio_weight: DINO-WM's term on the model's own predicted proprio
+    channels (models with proprio channels only); proprio: a `planning.proprio.ProprioGoal` (a probe on the last
+    predicted frame's features); state: a `planning.state_probe.StateGoal` (pose term on the last predicted
+    frame's latents)."""
+
+    kind: str = "mse"
+    all_frames: bool = False
+    visual_weight: float = 1.0
+    proprio_weight: float = 1.0
+    proprio: Any = None
+    state: Any = None
+
+    @classmethod
+    def of_plan(cls, cfg, proprio=None, state=None) -> GoalCost:
+        """The cost a PlanConfig names (cost, cost_all_frames, visual_weight, proprio_weight) with these terms."""
+        return cls(cfg.cost, cfg.cost_all_frames, cfg.visual_weight, cfg.proprio_weight, proprio, state)
+
+
 class LatentGoalObjective:
     """cost(actions (P, H, A)) -> (P,) for candidate action sequences after one observed history.
 
     context: (1, C, N, D) observed latents (normalized); context_actions: (1, C − 1, A) actions taken between them
     (or None); goal: (N, D). Actions are in the model's (normalized, frame-skip-concatenated) action space.
+    sampling: how predictions are drawn (K, tau_ctx; grad is set per call). cost: its terms and weights
+    (`GoalCost`): the latent cost on the last predicted frame (or all frames) plus, when given, the proprio
+    probe's term (on the features of the last predicted frame's clean pass) and the state probe's pose term (on
+    its latents). A model with proprio channels (model.proprio_dim = P > 0; frames (N, D + P), data/proprio.py):
+    the latent cost is taken on the D encoder channels and DINO-WM's proprio term, proprio_weight · MSE between the
+    predicted frame's proprio (its tokens' mean) and the goal's, is added: the model's own prediction of the agent.
     cache: the history already observed into a KV cache of batch 1 (then it is not observed again; `context` only
-    gives shapes and the frame count C that positions the actions). proprio: a `planning.proprio.ProprioGoal`; its
-    term (on the features of the last predicted frame's clean pass) is added to the latent cost. state: a
-    `planning.state_probe.StateGoal`; its pose term on the last predicted frame's latents (pred[:, -1]) is added.
-    visual_weight scales the latent cost (0: left out, the cost is the other terms alone; 1: as without it).
-    A model with proprio channels (model.proprio_dim = P > 0; frames (N, D + P), data/proprio.py): the latent cost
-    is taken on the D encoder channels and DINO-WM's proprio term, proprio_weight · MSE between the predicted
-    frame's proprio (its tokens' mean) and the goal's, is added: the model's own prediction of the agent.
+    gives shapes and the frame count C that positions the actions). seed: the noise shared by every candidate.
     """
 
     def __init__(
@@ -59,24 +90,18 @@ class LatentGoalObjective:
         context: torch.Tensor,
         goal: torch.Tensor,
         context_actions: torch.Tensor | None = None,
-        sample_steps: int = 1,
-        tau_ctx: float = 1.0,
-        cost: str = "mse",
-        all_frames: bool = False,
+        sampling: Sampling = ONE_STEP,
+        cost: GoalCost = GoalCost(),
         seed: int = 0,
         cache=None,
-        proprio=None,
-        state=None,
-        visual_weight: float = 1.0,
-        proprio_weight: float = 1.0,
     ):
-        self.model, self.context, self.goal, self.proprio = model, context, goal, proprio
-        self.state, self.visual_weight = state, float(visual_weight)
+        self.model, self.context, self.goal, self.proprio = model, context, goal, cost.proprio
+        self.state, self.visual_weight = cost.state, float(cost.visual_weight)
         self.channels = int(getattr(model.cfg, "proprio_dim", 0))
-        self.proprio_weight = float(proprio_weight) if self.channels else 0.0
-        if self.visual_weight == 0 and proprio is None and state is None and self.proprio_weight == 0:
+        self.proprio_weight = float(cost.proprio_weight) if self.channels else 0.0
+        if self.visual_weight == 0 and self.proprio is None and self.state is None and self.proprio_weight == 0:
             raise ValueError("LatentGoalObjective: visual_weight 0 without a proprio or state term: the cost is empty")
-        self.sample_steps, self.tau_ctx, self.kind, self.all_frames = sample_steps, tau_ctx, cost, all_frames
+        self.sampling, self.kind, self.all_frames = sampling, cost.kind, cost.all_frames
         self.C = context.shape[1]
         A = model.cfg.action_dim
         self.context_actions = (
@@ -89,7 +114,8 @@ class LatentGoalObjective:
         self.generator = torch.Generator(device=context.device).manual_seed(seed)
         if cache is None:
             with torch.no_grad():  # once per planning call
-                cache = observe(model, context, self.context_actions, ctx_mask, tau_ctx, generator=self.generator)
+                history = Conditions(self.context_actions, ctx_mask)
+                cache = observe(model, context, history, sampling.tau_ctx, generator=self.generator)
         elif cache.batch_size != 1:
             raise ValueError(
                 f"LatentGoalObjective: the history cache must hold one history, got batch {cache.batch_size}"
@@ -117,20 +143,19 @@ class LatentGoalObjective:
             self.model,
             self.context,
             H,
-            full,
-            mask,
-            sample_steps=self.sample_steps,
-            tau_ctx=self.tau_ctx,
+            Conditions(full, mask),
+            dataclasses.replace(self.sampling, grad=grad),
             noise=self.noise(H),
             generator=self.generator,
             cache=cache,
-            grad=grad,
         )
         if not features:
             return x
         last = self.C + H - 1  # its action is full[:, last − 1]; the cache holds frames 0 .. last − 1
         with torch.set_grad_enabled(grad):
-            h = frame_hidden(self.model, cache, x[:, -1], full[:, last - 1], mask[:, last - 1], commit=False)
+            h = frame_hidden(
+                self.model, cache, x[:, -1], FrameConditions(full[:, last - 1], mask[:, last - 1]), commit=False
+            )
         return x, probe_features(self.model, h)
 
     def __call__(self, actions: torch.Tensor, grad: bool = False) -> torch.Tensor:

@@ -28,6 +28,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +50,9 @@ from latentwm.planning.base import bf16_is_fast
 from latentwm.planning.imagine import text_encoder_for
 from latentwm.planning.mpc import (
     ActionCodec,
+    EpisodeGoal,
     LatentObserver,
+    MPCOptions,
     MPCPolicy,
     RandomPolicy,
     ReplayPolicy,
@@ -134,6 +137,27 @@ class PlanningOptions:
             raise ValueError("evaluate_planning: goal_text needs at least one planner (baselines ignore the goal)")
 
 
+@dataclass(frozen=True)
+class PlanningModels:
+    """The learned models an evaluation uses beside the world model: the encoders that read observations and
+    sentences, and the probes whose terms the planners add to the cost. None: each field's default below."""
+
+    encoder: Any = None
+    """None: `DinoEncoder` from the run's encoder config (checked against the encoder its latents came from); a
+    DinoEncoder; or a callable frames (B, H, W, 3) uint8 -> (B, N, D) LayerNorm-ed latents without dataset
+    statistics."""
+    proprio_probe: ProprioProbe | str | os.PathLike | None = None
+    """A `ProprioProbe` (or its file): planners add DINO-WM's proprio term (weight plan_cfg.proprio_weight); None:
+    no proprio term."""
+    state_probe: StateProbe | str | os.PathLike | None = None
+    """A `StateProbe` (or its file): planners add its pose term on the last predicted frame toward each goal's state
+    (weight plan_cfg.state_weight; with plan_cfg.visual_weight 0 the diagnosis "the learned model under a pose
+    cost")."""
+    text_encoder: Any = None
+    """For options.goal_text, the sentence encoder (a TextEncoder or a function list[str] -> (U, E)); None:
+    `text_encoder_for` the run's facts (the one its training cache used, verified)."""
+
+
 @dataclass
 class _Session:
     """Everything one evaluation resolved once: the planner settings, codec, observer and budget."""
@@ -162,9 +186,7 @@ class _Session:
                 self.observer,
                 self.codec,
                 self.cfg,
-                planner=method,
-                context=self.context,
-                bf16=self.bf16,
+                MPCOptions(planner=method, context=self.context, bf16=self.bf16),
                 proprio_probe=self.probe,
                 state_probe=self.state_probe,
             ), self.max_replans
@@ -262,9 +284,8 @@ def _video(frames: np.ndarray, goal_frame: np.ndarray, success_step: int | None,
     return out.repeat(scale, 1).repeat(scale, 2)
 
 
-def _session(
-    run: WorldModelRun, cfg: PlanConfig, opts: PlanningOptions, encoder, proprio_probe, state_probe=None
-) -> _Session:
+def _session(run: WorldModelRun, cfg: PlanConfig, opts: PlanningOptions, models: PlanningModels) -> _Session:
+    encoder, proprio_probe, state_probe = models.encoder, models.proprio_probe, models.state_probe
     datasets = run.data_stats["datasets"]
     ds = datasets.get("pusht") or next(iter(datasets.values()))
     if ds.get("actions") is None:
@@ -322,7 +343,8 @@ def planning_session(
 ) -> _Session:
     """What an evaluation resolves once (the action codec, observer, replanning budget, seed) for other planners
     on the same protocol (the ladder's rungs); encoder as in `evaluate_planning`."""
-    return _session(run, plan_cfg, options or PlanningOptions(planners=("cem",), baselines=()), encoder, None)
+    opts = options or PlanningOptions(planners=("cem",), baselines=())
+    return _session(run, plan_cfg, opts, PlanningModels(encoder=encoder))
 
 
 def evaluate_planning(
@@ -332,27 +354,18 @@ def evaluate_planning(
     *,
     cache_dir: str | os.PathLike | None = None,
     options: PlanningOptions = PlanningOptions(),
-    encoder=None,
-    proprio_probe=None,
-    state_probe=None,
+    models: PlanningModels = PlanningModels(),
     out_dir: str | os.PathLike | None = None,
     log=print,
-    text_encoder=None,
 ) -> dict:
     """Score the planners and baselines of `options` on the same Push-T goals; returns the metrics dict.
 
     run: the model and its statistics (`WorldModelRun.load(checkpoint)` or `.from_cache(model, exp)`). plan_cfg:
     default run.exp.plan. cache_dir: the training latent cache (its episode keys define the held-out split; default
-    run.exp.data.cache_dir when it exists, else the episode files). encoder: None (build `DinoEncoder` from the
-    run's encoder config), a DinoEncoder, or a callable frames -> (B, N, D) LayerNorm-ed latents without dataset
-    statistics. proprio_probe: a `ProprioProbe` (or its file): planners add DINO-WM's proprio term (weight
-    plan_cfg.proprio_weight); None: visual cost only. state_probe: a `StateProbe` (or its file): planners add its
-    pose term on the last predicted frame toward each goal's state (weight plan_cfg.state_weight; with
-    plan_cfg.visual_weight 0 the diagnosis "the learned model under a pose cost"). out_dir: writes planning.json
-    (the returned dict), planning_goals.json (per goal and method) and GIFs of the first `num_videos` goals for
-    every method, and of each planner's first success, under videos/. text_encoder: for options.goal_text, the
-    sentence encoder (a TextEncoder or a function list[str] -> (U, E)); None: `text_encoder_for` the run's facts
-    (the one its training cache used, verified).
+    run.exp.data.cache_dir when it exists, else the episode files). models: the encoders and probes
+    (`PlanningModels`; by default the run's encoder and no probe). out_dir: writes planning.json (the returned
+    dict), planning_goals.json (per goal and method) and GIFs of the first `num_videos` goals for every method, and
+    of each planner's first success, under videos/.
 
     Returns {"success_rate": {method: float}, "final_distance": {method: float}, "seconds_per_plan": {planner:
     float}, "num_goals", "videos": [paths relative to out_dir], "block_pos_diff" / "agent_pos_diff" /
@@ -363,14 +376,14 @@ def evaluate_planning(
     start_goal_mse, goals with their sentences, settings), per-goal rows in planning_goals_text.json.
     """
     t_start = time.time()
-    s = _session(run, plan_cfg or run.exp.plan, options, encoder, proprio_probe, state_probe)
+    s = _session(run, plan_cfg or run.exp.plan, options, models)
     if cache_dir is None and Path(run.exp.data.cache_dir).is_dir():
         cache_dir = run.exp.data.cache_dir
     if run.facts is not None and cache_dir is not None and (Path(cache_dir) / "cache.json").exists():
         check_pairing(run.facts, LatentCache(cache_dir).info, cache_dir)  # its episodes choose the held-out split
     paths = held_out_episodes(episodes_dir, cache_dir, run.exp.data.eval_fraction, run.exp.data.seed)
     goals = sample_goals(paths, options.num_goals or s.cfg.num_goals, s.cfg.goal_offset, s.seed)
-    texts = goal_texts(s, goals, text_encoder, cache_dir) if options.goal_text.strip() else None
+    texts = goal_texts(s, goals, models.text_encoder, cache_dir) if options.goal_text.strip() else None
     methods = list(options.planners) + list(options.baselines)
     log(
         f"planning: {len(goals)} goals {s.cfg.goal_offset} env steps ahead from {len(paths)} held-out episodes; "
@@ -427,21 +440,24 @@ def _run_goals(
     try:
         for g in goals:
             line = []
+            goal = EpisodeGoal(
+                g.start_state,
+                g.goal_state,
+                g.goal_frame,
+                proprio=proprio_from_state(g.goal_state),
+                text=None if texts is None else texts[g.index],
+            )
             for m in methods:
                 policy, chunks = s.policy(m, g)
                 with torch.random.fork_rng(devices=[]):
                     r = run_episode(
                         env,
                         policy,
-                        g.start_state,
-                        g.goal_state,
-                        g.goal_frame,
+                        goal,
                         chunks,
                         s.codec.frame_skip,
                         seed=derive_seed(s.seed, g.index),
                         record=out is not None,
-                        goal_proprio=proprio_from_state(g.goal_state),
-                        goal_text=None if texts is None else texts[g.index],
                     )
                 if texts is not None:
                     r.update(imagined_goal_facts(s.observer, policy, g))
@@ -490,10 +506,12 @@ def run_plan(cfg: PlanRunConfig) -> dict:
         cfg.plan,
         cache_dir=cfg.cache_dir or None,
         options=opts,
-        proprio_probe=probe,
+        models=PlanningModels(
+            proprio_probe=probe,
+            state_probe=_state_probe_path(cfg) if cfg.plan.state_weight > 0 else None,
+            text_encoder=text_encoder,
+        ),
         out_dir=cfg.out_dir,
-        text_encoder=text_encoder,
-        state_probe=_state_probe_path(cfg) if cfg.plan.state_weight > 0 else None,
     )
     print(planning_table(res))
     print(f"planning.json, per-goal results and videos in {cfg.out_dir}")
@@ -523,6 +541,7 @@ def _json_default(o):
 
 __all__ = [
     "PlanningGoal",
+    "PlanningModels",
     "PlanningOptions",
     "WorldModelRun",
     "evaluate_planning",

@@ -39,9 +39,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
+from latentwm.conditions import Conditions
 from latentwm.config import ConfigError, ImagineConfig
 from latentwm.config.planning import TEXT_GOAL_GUIDANCE
-from latentwm.data.clips import LatentClipDataset
+from latentwm.data.clips import ClipOptions, LatentClipDataset
 from latentwm.data.episodes import NormStats
 from latentwm.data.latent_cache import LatentCache
 from latentwm.data.proprio import attach_proprio, proprio_stats_of
@@ -51,7 +52,7 @@ from latentwm.engine.pairing import check_pairing
 from latentwm.eval.visualize import rollout_video, save_gif
 from latentwm.io.files import atomic_write, write_json
 from latentwm.io.lock import writable_out_dir
-from latentwm.rollout import rollout
+from latentwm.rollout import Sampling, rollout
 
 GOAL_FILE = "goal.safetensors"
 
@@ -130,17 +131,8 @@ def imagine(
             f"{tuple(text.shape)} for a context of batch {context.shape[0]}"
         )
     text = text.to(context.device, context.dtype).expand(context.shape[0], -1)
-    return rollout(
-        model,
-        context,
-        horizon,
-        None,
-        sample_steps=sample_steps,
-        tau_ctx=tau_ctx,
-        generator=generator,
-        text=text,
-        text_guidance=text_guidance,
-    )
+    cond = Conditions(text=text, text_guidance=text_guidance)
+    return rollout(model, context, horizon, cond, Sampling(sample_steps, tau_ctx), generator=generator)
 
 
 # ---- latentwm imagine ------------------------------------------------------------------------------------------
@@ -150,12 +142,14 @@ def _held_out_clip(cache: LatentCache, exp, index: int, span: int, frame_skip: i
     clips = LatentClipDataset(
         cache,
         span,
-        frame_skip=frame_skip,
-        action_dim=exp.model.action_dim,
-        split="eval",
-        eval_fraction=d.eval_fraction,
-        seed=d.seed,
-        normalize=False,
+        "eval",
+        ClipOptions(
+            frame_skip=frame_skip,
+            action_dim=exp.model.action_dim,
+            eval_fraction=d.eval_fraction,
+            seed=d.seed,
+            normalize=False,
+        ),
     )
     if not 0 <= index < len(clips):
         raise ConfigError(
@@ -248,8 +242,8 @@ def run_imagine(cfg: ImagineConfig) -> dict:
         model,
         ctx,
         H,
-        sample_steps=cfg.sample_steps,
-        tau_ctx=cfg.tau_ctx,
+        None,
+        Sampling(cfg.sample_steps, cfg.tau_ctx),
         generator=torch.Generator(device).manual_seed(cfg.seed),
     )[0].cpu()  # same noise, null text
     seconds = time.time() - t0

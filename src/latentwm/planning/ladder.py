@@ -20,17 +20,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from latentwm.data.clip_sets import model_clip_kwargs
+from latentwm.data.clip_sets import model_clip_options
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import NormStats
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.envs.pusht import PushTEnv, goal_metrics
 from latentwm.planning.cost_quality import CostQualitySettings, cost_quality
 from latentwm.planning.evaluate import (
+    PlanningModels,
     PlanningOptions,
     WorldModelRun,
     evaluate_planning,
@@ -38,7 +40,7 @@ from latentwm.planning.evaluate import (
     planning_session,
     sample_goals,
 )
-from latentwm.planning.mpc import LatentObserver, derive_seed, run_episode
+from latentwm.planning.mpc import EpisodeGoal, LatentObserver, derive_seed, run_episode
 from latentwm.planning.state_model import StatePolicy, fit_state_dynamics
 
 SIMULATOR_RUNGS = {"state": "simulator + state cost", "latent": "simulator + latent cost"}
@@ -92,7 +94,7 @@ def simulator_rows(run: WorldModelRun, goals, plan_cfg, replans: int, encoder=No
 
 def state_model_rows(run: WorldModelRun, cache, goals, plan_cfg, replans: int, steps: int, log=print) -> list[dict]:
     """Per-goal rows of CEM on the privileged state model fitted on the cache's training clips."""
-    clips = LatentClipDataset(cache, 2, split="train", **model_clip_kwargs(run.exp, text=False))
+    clips = LatentClipDataset(cache, 2, "train", model_clip_options(run.exp, text=False))
     model, _ = fit_state_dynamics(clips, steps=steps, log=log)
     s = planning_session(run, plan_cfg, encoder=lambda f: None)
     env, rows = PushTEnv(image_size=goals[0].goal_frame.shape[0]), []
@@ -101,9 +103,7 @@ def state_model_rows(run: WorldModelRun, cache, goals, plan_cfg, replans: int, s
             r = run_episode(
                 env,
                 StatePolicy(model, s.codec, plan_cfg),
-                g.start_state,
-                g.goal_state,
-                g.goal_frame,
+                EpisodeGoal(g.start_state, g.goal_state, g.goal_frame),
                 replans,
                 s.codec.frame_skip,
                 seed=derive_seed(s.seed, g.index),
@@ -125,10 +125,25 @@ def model_rows(run: WorldModelRun, episodes, cache, plan_cfg, out: Path, baselin
             plan_cfg,
             cache_dir=cache,
             out_dir=out,
-            encoder=encoder,
             options=PlanningOptions(planners=("cem",), baselines=tuple(baselines), num_videos=1),
+            models=PlanningModels(encoder=encoder),
         )
     return json.loads((out / "planning_goals.json").read_text())
+
+
+@dataclass(frozen=True)
+class LadderOptions:
+    """Which rungs the ladder climbs beside the simulator's, and what is already made."""
+
+    sample_steps: tuple[int, ...] = (1, 4)
+    """K of the latent-model rungs, one rung each ("latent model K=k")."""
+    state_steps: int = 3000
+    """Training steps of the privileged state model's rung."""
+    next_frame: WorldModelRun | None = None
+    """A run of the same size trained with model.prediction "next": adds the "next-frame variant" rung."""
+    given: dict[str, list[dict]] | None = None
+    """Per-goal rows already made on these goals ({"latent model K=1": rows, "random actions": rows}, e.g. the
+    demo's plan stage), not run again."""
 
 
 def planning_ladder(
@@ -137,17 +152,14 @@ def planning_ladder(
     cache,
     plan_cfg,
     out: Path,
+    options: LadderOptions = LadderOptions(),
     *,
     encoder=None,
-    sample_steps=(1, 4),
-    next_frame: WorldModelRun | None = None,
-    state_steps: int = 3000,
-    given: dict | None = None,
     log=print,
 ) -> dict:
-    """Every rung on plan_cfg.num_goals goals of the run's held-out split (seed plan_cfg.seed). given: per-goal rows
-    already made on these goals ({"latent model K=1": rows, "random actions": rows}, e.g. the demo's plan stage),
-    not run again. Returns {"rungs": {rung: summary}, "goals", "block_moving_goals", "settings"}."""
+    """Every rung of `options` on plan_cfg.num_goals goals of the run's held-out split (seed plan_cfg.seed).
+    Returns {"rungs": {rung: summary}, "goals", "block_moving_goals", "settings"}."""
+    sample_steps, next_frame, state_steps = options.sample_steps, options.next_frame, options.state_steps
     d = run.exp.data
     goals = sample_goals(
         held_out_episodes(episodes, cache, d.eval_fraction, d.seed),
@@ -157,7 +169,8 @@ def planning_ladder(
     )
     moves = [not goal_metrics(np.r_[g.goal_state[:2], g.start_state[2:]], g.goal_state)["success"] for g in goals]
     replans = planning_session(run, plan_cfg, encoder=lambda f: None).max_replans
-    given, out = dict(given or {}), Path(out)
+    given: dict = dict(options.given or {})  # gains the rows made here
+    out = Path(out)
     sim = _kept(out / "simulator.json", lambda: simulator_rows(run, goals, plan_cfg, replans, encoder))
     rungs = {
         name: summarize_rung(
@@ -218,4 +231,4 @@ def planning_ladder(
     }
 
 
-__all__ = ["SIMULATOR_RUNGS", "planning_ladder", "summarize_rung"]
+__all__ = ["SIMULATOR_RUNGS", "LadderOptions", "planning_ladder", "summarize_rung"]

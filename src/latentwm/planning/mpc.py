@@ -13,7 +13,8 @@ Pieces:
   with proprio channels (model.proprio_dim), the frames' normalized proprio attached to every token.
 - Policies, all with `reset(goal_frame, info)` and `act(new_frames, info) -> env actions (n, a)` (n = 0: done):
   `MPCPolicy` (a planner on the world model), `RandomPolicy`, `ReplayPolicy` (fixed actions, e.g. the dataset's).
-- `run_episode`: resets the env to a start state and alternates `act` and execution, up to `max_replans` chunks.
+- `run_episode`: resets the env to an `EpisodeGoal`'s start state and alternates `act` and execution, up to
+  `max_replans` chunks.
 
 Success (DINO-WM's convention, `dino_wm/planning/mpc.py`): the Push-T test (block within 20 px, block angle within
 π/9, agent within 20 px of the goal state's) is evaluated on the state reached at the end of every executed chunk
@@ -26,7 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -205,15 +206,36 @@ class Policy(Protocol):
     def act(self, new_frames: list[np.ndarray], info: dict) -> np.ndarray: ...
 
 
+@dataclass(frozen=True)
+class MPCOptions:
+    """How an `MPCPolicy` plans, beside the planner settings (PlanConfig)."""
+
+    planner: str | None = None
+    """The planner to run (None: cfg.planner); also the policy's name."""
+    context: int = 4
+    """Observed frames per planning call (at most the model's context_frames − 1)."""
+    tau_ctx: float = 1.0
+    """Noise level of the observed history (1: clean)."""
+    init: str = "hold"
+    """The first plan's start: "hold" (command the agent's current position) or "center" (the action box's)."""
+    bf16: bool = False
+    """Candidate rollouts under bf16 autocast (see `plan`)."""
+
+    def __post_init__(self):
+        if self.init not in ("hold", "center"):
+            raise ValueError(f"MPCPolicy: init must be 'hold' or 'center', got {self.init!r}")
+
+
 class MPCPolicy:
     """Plan with the world model at every call; return the first `exec_steps` planned model steps as env actions.
 
     History: the latents of the frames at model-step boundaries (the start frame, then every `frame_skip`-th env
     frame) and the model actions executed between them; the last `context` of them are observed once per planning
-    call into one KV cache shared by all candidates. init "hold": the first plan starts from commanding the agent's
-    current position (`info["agent_pos"]`, part of gym-pusht's observation), the analogue of DINO-WM's zero mean
-    for its relative actions; "center": the middle of the action box. Later plans warm-start from the previous plan
-    shifted by the executed steps (cfg.warm_start). bf16: candidate rollouts under bf16 autocast (see `plan`).
+    call into one KV cache shared by all candidates. options (`MPCOptions`): the planner, context, tau_ctx, init and
+    bf16. init "hold": the first plan starts from commanding the agent's current position (`info["agent_pos"]`,
+    part of gym-pusht's observation), the analogue of DINO-WM's zero mean for its relative actions; "center": the
+    middle of the action box. Later plans warm-start from the previous plan shifted by the executed steps
+    (cfg.warm_start). bf16: candidate rollouts under bf16 autocast (see `plan`).
     proprio_probe: a `ProprioProbe`; with cfg.proprio_weight > 0 and the goal's proprio (`info["goal_proprio"]` at
     reset, raw units) the cost gains DINO-WM's proprio term. state_probe: a `StateProbe`; with cfg.state_weight > 0
     the cost gains its pose term on the last predicted frame, toward the goal state (`info["goal_state"]` at reset,
@@ -236,20 +258,14 @@ class MPCPolicy:
         observer: LatentObserver,
         codec: ActionCodec,
         cfg: PlanConfig,
-        planner: str | None = None,
-        context: int = 4,
-        tau_ctx: float = 1.0,
-        init: str = "hold",
-        bf16: bool = False,
+        options: MPCOptions = MPCOptions(),
         proprio_probe=None,
         state_probe=None,
     ):
-        if init not in ("hold", "center"):
-            raise ValueError(f"MPCPolicy: init must be 'hold' or 'center', got {init!r}")
         self.model, self.observer, self.codec, self.cfg = model, observer, codec, cfg
-        self.name = planner or cfg.planner
-        self.context = max(1, min(context, model.cfg.context_frames - 1))
-        self.tau_ctx, self.init, self.bf16 = tau_ctx, init, bf16
+        self.name = options.planner or cfg.planner
+        self.context = max(1, min(options.context, model.cfg.context_frames - 1))
+        self.tau_ctx, self.init, self.bf16 = options.tau_ctx, options.init, options.bf16
         self.horizon = cfg.horizon
         self.exec_steps = min(cfg.exec_steps, cfg.horizon)
         self.device = next(model.parameters()).device
@@ -418,26 +434,33 @@ class ReplayPolicy:
         return self.env_actions
 
 
+@dataclass(frozen=True)
+class EpisodeGoal:
+    """One goal-reaching task: where the episode starts and what it is scored against, with what the policy is
+    told about the goal at reset."""
+
+    start_state: np.ndarray  # (7,) the env is reset to it exactly
+    goal_state: np.ndarray  # (7,) scored against; handed to the policy as info["goal_state"] (a state probe's term)
+    goal_frame: np.ndarray  # (H, W, 3) uint8, the goal image
+    proprio: np.ndarray | None = None
+    """The goal state's proprio (raw units), handed to the policy as info["goal_proprio"]."""
+    text: np.ndarray | torch.Tensor | None = None
+    """A sentence embedding (E,), handed over as info["goal_text"]: an `MPCPolicy` then plans toward its imagined
+    goal instead of `goal_frame` (the episode is still scored against `goal_state`)."""
+
+
 def run_episode(
     env,
     policy,
-    start_state: np.ndarray,
-    goal_state: np.ndarray,
-    goal_frame: np.ndarray,
+    goal: EpisodeGoal,
     max_replans: int,
     frame_skip: int,
     seed: int = 0,
     stop_on_success: bool = True,
     record: bool = False,
-    goal_proprio: np.ndarray | None = None,
-    goal_text=None,
 ) -> dict:
-    """One goal-reaching episode from `start_state` (the env is reset to it exactly).
+    """One goal-reaching episode from `goal.start_state` (the env is reset to it exactly), toward `goal`.
 
-    goal_proprio: the goal state's proprio (raw units), handed to the policy at reset (`info["goal_proprio"]`), as
-    is the goal state itself (`info["goal_state"]`, read by a state probe's pose term). goal_text: a sentence
-    embedding (E,) handed over as `info["goal_text"]`: an `MPCPolicy` then plans toward its imagined goal instead of
-    `goal_frame` (the episode is still scored against `goal_state`).
     Each of at most `max_replans` chunks: policy.act(frames at model-step boundaries since the last call, info with
     "frame_proprio": those frames' proprio) -> env actions, executed (a policy whose `codec` is relative gets the
     agent's position at each model step's first frame added, `ActionCodec.absolute`); then DINO-WM's Push-T test
@@ -447,13 +470,14 @@ def run_episode(
     at the start), seconds_per_plan (mean planning wall time per call, 0 for policies that do not plan), plans,
     env_steps, and `frames` (T, H, W, 3) of the executed episode when `record`.
     """
-    frame, info = env.reset(state=start_state)
-    goal = {"goal_state": np.asarray(goal_state, np.float64)}
-    if goal_proprio is not None:
-        goal["goal_proprio"] = goal_proprio
-    if goal_text is not None:
-        goal["goal_text"] = goal_text
-    policy.reset(goal_frame, {**info, **goal}, seed=seed)
+    goal_state = goal.goal_state
+    frame, info = env.reset(state=goal.start_state)
+    told: dict[str, Any] = {"goal_state": np.asarray(goal_state, np.float64)}  # what the policy is told at reset
+    if goal.proprio is not None:
+        told["goal_proprio"] = goal.proprio
+    if goal.text is not None:
+        told["goal_text"] = goal.text
+    policy.reset(goal.goal_frame, {**info, **told}, seed=seed)
     m0 = goal_metrics(env.state(), goal_state)
     start_success = bool(m0["success"])
     boundary, proprio, frames, steps = [frame], [proprio_from_state(env.state())], [frame] if record else [], 0

@@ -14,9 +14,10 @@ import torch
 from latentwm.config import PlanConfig
 from latentwm.planning.base import MappedObjective, PlanResult
 from latentwm.planning.cem import plan_cem
-from latentwm.planning.cost import LatentGoalObjective
+from latentwm.planning.cost import GoalCost, LatentGoalObjective
 from latentwm.planning.gradient import plan_gradient
 from latentwm.planning.mppi import plan_mppi
+from latentwm.rollout import Sampling
 
 PLANNERS: dict[str, Callable[..., PlanResult]] = {"cem": plan_cem, "mppi": plan_mppi, "gradient": plan_gradient}
 
@@ -77,16 +78,10 @@ def plan(
             pb.history,
             pb.goal,
             pb.history_actions,
-            sample_steps=k,
-            tau_ctx=tau_ctx,
-            cost=cfg.cost,
-            all_frames=cfg.cost_all_frames,
+            Sampling(steps=k, tau_ctx=tau_ctx),
+            GoalCost.of_plan(cfg, pb.proprio, pb.state),
             seed=seed,
             cache=pb.cache,
-            proprio=pb.proprio,
-            state=pb.state,
-            visual_weight=cfg.visual_weight,
-            proprio_weight=cfg.proprio_weight,
         )
         sampling = {} if name == "gradient" else {"init_std": cfg.init_std}
         res = PLANNERS[name](

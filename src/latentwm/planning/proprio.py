@@ -28,9 +28,10 @@ import torch
 from safetensors.torch import load_file, save
 from torch import nn
 
+from latentwm.conditions import Conditions
 from latentwm.config import ProbeConfig
 from latentwm.data.batch import collate
-from latentwm.data.clip_sets import model_clip_kwargs
+from latentwm.data.clip_sets import model_clip_options
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.latent_cache import LatentCache
 from latentwm.engine.checkpoint import load_world_model
@@ -55,7 +56,7 @@ def clean_features(model, batch) -> torch.Tensor:
     """(B, T, F) probe features of a batch of clean latent clips (τ = 1, the dataset's actions: `clip_hidden`, the
     features planning reads on a predicted frame, next-frame models included), no grad."""
     with torch.no_grad():
-        h = clip_hidden(model, batch.latents, batch.actions, batch.action_mask)
+        h = clip_hidden(model, batch.latents, Conditions(batch.actions, batch.action_mask))
     return probe_features(model, h)
 
 
@@ -189,23 +190,22 @@ def train_proprio_probe(
     exp,
     cfg: ProbeConfig = _DEFAULT_PROBE,
     dims: tuple[int, ...] = (0, 1),
-    clip_len: int | None = None,
     seed: int = 0,
     device="cpu",
     log=print,
 ) -> tuple[ProprioProbe, dict]:
     """Fit a `ProprioProbe` on the frozen `model`'s features of the cache's training clips; score held-out clips.
 
-    exp: the model's ExperimentConfig (clip split, frame skip). Features are computed once (no grad) for
+    exp: the model's ExperimentConfig (clip split, clip length, frame skip). Features are computed once (no grad) for
     `cfg.clips` clips per split, then the MLP trains `cfg.steps` Adam steps on minibatches of frames. Returns
     (probe, metrics) with held-out RMSE in raw proprio units, the constant-mean baseline's, and R² per dim.
     """
-    clip_len = clip_len or exp.data.clip_len
+    clip_len = exp.data.clip_len
     # text=False: features are read as planning reads them, without text (the null text token)
-    kw = model_clip_kwargs(exp, text=False)
+    opts = model_clip_options(exp, text=False)
     # the ignores: LatentClipDataset takes an os.PathLike too, but its annotation says `LatentCache | str`
-    train = LatentClipDataset(cache_dir, clip_len, split="train", **kw)  # type: ignore[arg-type]
-    held = LatentClipDataset(cache_dir, clip_len, split="eval", **kw)  # type: ignore[arg-type]
+    train = LatentClipDataset(cache_dir, clip_len, "train", opts)  # type: ignore[arg-type]
+    held = LatentClipDataset(cache_dir, clip_len, "eval", opts)  # type: ignore[arg-type]
     if len(train) == 0:
         raise ValueError(f"proprio probe: no training clip of {clip_len} frames in {cache_dir}")
     stats = _proprio_stats(train, cache_dir, dims)

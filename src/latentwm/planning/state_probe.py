@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentwm.config import ProbeConfig
-from latentwm.data.clips import LatentClipDataset
+from latentwm.data.clips import ClipOptions, LatentClipDataset
 from latentwm.engine.loop import NonFiniteGuard, optimizer_step
 from latentwm.model.layers import mlp
 from latentwm.planning.proprio import read_probe, save_probe
@@ -261,12 +261,12 @@ def train_state_probe(
     mean block angle error (degrees), each beside the train-mean baseline's.
     """
     d = exp.data
-    kw = dict(
+    opts = ClipOptions(
         frame_skip=d.frame_skip, action_dim=exp.model.action_dim, eval_fraction=d.eval_fraction, seed=d.seed, text=False
     )  # encoder latents only
     # the ignores: LatentClipDataset takes an os.PathLike too, but its annotation says `LatentCache | str`
-    train = LatentClipDataset(cache_dir, clip_len or d.clip_len, split="train", **kw)  # type: ignore[arg-type]
-    held = LatentClipDataset(cache_dir, clip_len or d.clip_len, split="eval", **kw)  # type: ignore[arg-type]
+    train = LatentClipDataset(cache_dir, clip_len or d.clip_len, "train", opts)  # type: ignore[arg-type]
+    held = LatentClipDataset(cache_dir, clip_len or d.clip_len, "eval", opts)  # type: ignore[arg-type]
     dev = torch.device(device)
     x, s = (t.to(dev) for t in _frames(train, cfg.clips, seed, cache_dir))
     pos = s[:, :4].float()

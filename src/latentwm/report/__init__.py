@@ -21,7 +21,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from latentwm.config import ExperimentConfig
 from latentwm.engine.checkpoint import load_decoder
@@ -78,62 +80,79 @@ def weights_field(label: str) -> str:
     return "random" if label.startswith("random") else label
 
 
-def write_report(
-    out: str | Path,
-    exp: ExperimentConfig,
-    results: dict,
-    train_dir: Path,
-    encoder_label: str,
-    wall_time_s: float,
-    data: dict,
-    model_parameters: int | None = None,
-    planning: dict | None = None,
-    decoder: dict | None = None,
-    latent_stats=None,
-    rl: dict | None = None,
-    best: dict | None = None,
-    encoder_info: dict | None = None,
-    text_eval: dict | None = None,
-    text_goal: dict | None = None,
-) -> Path:
-    """results: {"tau_ctx=1.0": rollout_errors(...), "tau_ctx=0.9": ..., optional "k=1": the same at K = 1,
-    optional "state_error": the demo's state-probe errors}; planning: an `evaluate_planning` result whose files
-    were written under out/planning (or None); decoder: a `train-decoder` run's metrics with its folder under "path"
-    (videos are then decoded frames, with `latent_stats` undoing the model's normalization; PCA of the features
-    otherwise); best: the kept weights' record {"step", "score", ...} (`Trainer.load_best`; None: the last step's
-    weights were evaluated); encoder_info: facts about the encoder from the caller (e.g. "how_trained",
-    "cost_quality", "random_encoder_cost_quality"), merged into metrics["encoder"]; text_eval: rollout_errors with
-    condition_gain at long horizons (text vs no text), text_goal: text-goal vs image-goal planning (report/text.py).
-    Returns the report folder."""
+@dataclass(frozen=True)
+class ReportRun:
+    """What every report shows: the trained model's evaluation and the run's facts."""
+
+    results: dict
+    """{"tau_ctx=1.0": rollout_errors(...), "tau_ctx=0.9": ..., optional "k=1": the same at K = 1, optional
+    "state_error": the demo's state-probe errors}."""
+    train_dir: Path
+    """The training run's folder (its metrics.jsonl gives the curves)."""
+    encoder_label: str
+    wall_time_s: float
+    data: dict
+    """Facts about the data (trajectories, env_steps, policy_mix, ...), kept in metrics["data"]."""
+    model_parameters: int | None = None
+    best: dict | None = None
+    """The kept weights' record {"step", "score", ...} (`Trainer.load_best`; None: the last step's weights were
+    evaluated)."""
+    encoder_info: dict | None = None
+    """Facts about the encoder from the caller (e.g. "how_trained", "cost_quality", "random_encoder_cost_quality"),
+    merged into metrics["encoder"]."""
+
+
+@dataclass(frozen=True)
+class StageResults:
+    """The optional stages' results; None: the stage did not run (its section is left out)."""
+
+    planning: dict | None = None
+    """An `evaluate_planning` result whose files were written under out/planning."""
+    decoder: dict | None = None
+    """A `train-decoder` run's metrics with its folder under "path": videos are then decoded frames (PCA of the
+    features otherwise)."""
+    latent_stats: Any = None
+    """The model's latent normalization, undone before decoding (used with `decoder` only)."""
+    rl: dict | None = None
+    text_eval: dict | None = None
+    """rollout_errors with condition_gain at long horizons (text vs no text; report/text.py)."""
+    text_goal: dict | None = None
+    """Text-goal vs image-goal planning (report/text.py)."""
+
+
+def write_report(out: str | Path, exp: ExperimentConfig, run: ReportRun, stages: StageResults = StageResults()) -> Path:
+    """Write report.md, metrics.json and the plots of `run` and the `stages` that ran under `out`; returns the
+    report folder."""
     out = Path(out)
     (out / "rollouts").mkdir(parents=True, exist_ok=True)
+    results, best = run.results, run.best
     main = results["tau_ctx=1.0"]
-    train_curve, ev = _plots(out, train_dir, results, best)
-    gifs = _videos(out, main, decoder, latent_stats)
+    train_curve, ev = _plots(out, run.train_dir, results, best)
+    gifs = _videos(out, main, stages.decoder, stages.latent_stats)
     metrics = {
         "rollout": _rollout_metrics(exp, results),
         "encoder": {
-            "weights": weights_field(encoder_label),
-            "label": encoder_label,
+            "weights": weights_field(run.encoder_label),
+            "label": run.encoder_label,
             "name": exp.encoder.name,
             "image_size": exp.encoder.image_size,
-            **(encoder_info or {}),
+            **(run.encoder_info or {}),
         },
-        "training": _training_metrics(exp, train_curve, ev, best, model_parameters),
+        "training": _training_metrics(exp, train_curve, ev, best, run.model_parameters),
         "data": {
-            **data,
-            "dino_wm_table5_success": dino_wm_success_at(int(data["trajectories"]))
-            if data.get("trajectories")
+            **run.data,
+            "dino_wm_table5_success": dino_wm_success_at(int(run.data["trajectories"]))
+            if run.data.get("trajectories")
             else None,
         },
-        "wall_time_s": wall_time_s,
+        "wall_time_s": run.wall_time_s,
     }
-    cond = text_metrics(out, train_dir, text_eval, text_goal)
-    if cond["text"]["gain_curve"] or cond["action"]["gain_curve"] or text_eval is not None:
+    cond = text_metrics(out, run.train_dir, stages.text_eval, stages.text_goal)
+    if cond["text"]["gain_curve"] or cond["action"]["gain_curve"] or stages.text_eval is not None:
         metrics.update(cond)
-    if decoder is not None:
+    if stages.decoder is not None:
         metrics["decoder"] = {
-            k: decoder[k]
+            k: stages.decoder[k]
             for k in (
                 "psnr",
                 "ssim",
@@ -146,16 +165,14 @@ def write_report(
                 "parameters",
                 "perceptual",
             )
-            if k in decoder
+            if k in stages.decoder
         }
-    if rl is not None:
-        metrics["rl"] = rl
-    if planning is not None:
-        metrics["planning"] = {k: planning[k] for k in _PLANNING_KEYS if k in planning}
+    if stages.rl is not None:
+        metrics["rl"] = stages.rl
+    if stages.planning is not None:
+        metrics["planning"] = {k: stages.planning[k] for k in _PLANNING_KEYS if k in stages.planning}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    (out / "report.md").write_text(
-        _markdown(exp, results, metrics, encoder_label, bool(ev), gifs, planning, rl, decoder)
-    )
+    (out / "report.md").write_text(_markdown(exp, metrics, run.encoder_label, bool(ev), gifs, stages))
     return out
 
 
@@ -271,15 +288,13 @@ def _training_metrics(
 
 def _markdown(
     exp: ExperimentConfig,
-    results: dict,
     metrics: dict,
     encoder_label: str,
     has_eval_curve: bool,
     gifs: list[Path],
-    planning: dict | None,
-    rl: dict | None,
-    decoder: dict | None,
+    stages: StageResults,
 ) -> str:
+    planning, rl = stages.planning, stages.rl
     data = metrics["data"]
     params, steps = metrics["training"]["model_parameters"] or "?", metrics["training"]["steps"]
     state = metrics["rollout"].get("state_error")
@@ -298,7 +313,7 @@ def _markdown(
 {rl_section(rl) if rl is not None else ""}
 {training_section(metrics["training"], has_eval_curve)}
 
-{videos_section(decoder)}
+{videos_section(stages.decoder)}
 
 {chr(10).join(f"![rollout {i}](rollouts/{p.name})" for i, p in enumerate(gifs))}
 """
@@ -347,4 +362,13 @@ def data_lines(data: dict, exp: ExperimentConfig) -> str:
     )
 
 
-__all__ = ["DINO_WM_SCALING", "STATE_COST", "data_lines", "dino_wm_success_at", "weights_field", "write_report"]
+__all__ = [
+    "DINO_WM_SCALING",
+    "STATE_COST",
+    "ReportRun",
+    "StageResults",
+    "data_lines",
+    "dino_wm_success_at",
+    "weights_field",
+    "write_report",
+]

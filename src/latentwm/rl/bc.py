@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from latentwm.conditions import Conditions
 from latentwm.data.batch import WorldBatch
 from latentwm.rl.heads import AgentHeads, frame_features
 from latentwm.rollout import clip_hidden
@@ -21,7 +22,7 @@ def dataset_features(model, batch: WorldBatch, grad: bool = False) -> torch.Tens
     seen a_{t−1}, never a_t — `rollout.clip_hidden`, also for next-frame models); grad=True keeps the graph into
     the model (fine-tuning it with the heads)."""
     with torch.set_grad_enabled(grad):
-        h = clip_hidden(model, batch.latents, batch.actions, batch.action_mask)
+        h = clip_hidden(model, batch.latents, Conditions(batch.actions, batch.action_mask))
     return frame_features(h, model.layout)
 
 

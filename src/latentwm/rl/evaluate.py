@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latentwm.config import PlanConfig
+from latentwm.config import PlanConfig, RLConfig
 from latentwm.envs.pusht import PushTEnv, proprio_from_state
 from latentwm.eval.visualize import save_gif
 from latentwm.planning.mpc import ActionCodec, LatentObserver, RandomPolicy, derive_seed
@@ -105,33 +105,32 @@ def evaluate_agents(
     policies: dict[str, AgentHeads],
     observer: LatentObserver,
     codec: ActionCodec,
-    context: int,
-    episodes: int = 10,
-    max_model_steps: int = 40,
-    seed: int = 0,
+    cfg: RLConfig,
+    *,
     image_size: int = 96,
-    out_dir=None,
-    videos: int = 2,
     random_baseline: bool = True,
     log=print,
 ) -> dict:
-    """{method: {success_rate, max_coverage, return}} for every heads policy (and random) on the same resets."""
-    methods = {name: HeadsPolicy(model, h, observer, codec, context, name) for name, h in policies.items()}
+    """{method: {success_rate, max_coverage, return}} for every heads policy (and random) on the same resets.
+
+    From cfg: the policies' history (context), cfg.eval_episodes seeded resets (cfg.seed) of at most
+    cfg.eval_max_steps model steps each; the first cfg.videos episodes of every method are saved as GIFs under
+    cfg.out_dir/eval/videos."""
+    seed, out_dir = cfg.seed, Path(cfg.out_dir) / "eval"
+    methods = {name: HeadsPolicy(model, h, observer, codec, cfg.context, name) for name, h in policies.items()}
     if random_baseline:
         methods["random"] = _Random(codec, seed)
     env = PushTEnv(image_size=image_size)
     rows: dict[str, list[dict]] = {m: [] for m in methods}
     try:
-        for i in range(episodes):
+        for i in range(cfg.eval_episodes):
             s = derive_seed(seed, i) % (2**31)
             for name, pol in methods.items():
                 with torch.random.fork_rng(devices=[]):
-                    r = run_agent_episode(
-                        env, pol, s, max_model_steps, codec.frame_skip, record=out_dir is not None and i < videos
-                    )
+                    r = run_agent_episode(env, pol, s, cfg.eval_max_steps, codec.frame_skip, record=i < cfg.videos)
                 frames = r.pop("frames")
                 if frames is not None:
-                    save_gif(Path(out_dir) / "videos" / f"episode{i:02d}_{name}.gif", frames, fps=10)
+                    save_gif(out_dir / "videos" / f"episode{i:02d}_{name}.gif", frames, fps=10)
                 rows[name].append(r)
             log(
                 f"  episode {i:2d}: "

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from latentwm.conditions import FrameConditions
+from latentwm.config import RLConfig
 from latentwm.rl.heads import AgentHeads, frame_features
 from latentwm.rl.pmpo import gaussian_kl, pmpo_loss
 from latentwm.rl.returns import lambda_returns
@@ -27,30 +29,31 @@ def imagine(
     context: torch.Tensor,
     context_actions: torch.Tensor | None,
     context_mask: torch.Tensor | None,
-    horizon: int,
-    sample_steps: int = 4,
+    cfg: RLConfig,
     generator: torch.Generator | None = None,
     goal: torch.Tensor | None = None,
 ) -> dict:
     """context (B, C, N, D) clean latents, context_actions (B, C − 1, A) / context_mask (B, C − 1) -> dict of
     feats (B, H + 1, F) (frame C−1 and the H imagined frames), actions (B, H, A) sampled, rewards (B, H) predicted,
-    latents (B, H, N, D) imagined."""
+    latents (B, H, N, D) imagined; H = cfg.horizon, each frame sampled with K = cfg.sample_steps."""
     B, C = context.shape[:2]
     cache = model.init_cache(B, device=context.device)
     h = None
     for t in range(C):
         pa = None if t == 0 or context_actions is None else context_actions[:, t - 1]
         pm = None if pa is None or context_mask is None else context_mask[:, t - 1]
-        h = frame_hidden(model, cache, context[:, t], pa, pm)  # committed clean; features from that pass
+        h = frame_hidden(
+            model, cache, context[:, t], FrameConditions(pa, pm)
+        )  # committed clean; features from that pass
     feats = [frame_features(h, model.layout)]
     actions, latents = [], []
     N, D = context.shape[2:]
     known = torch.ones(B, dtype=torch.bool, device=context.device)
-    for _ in range(horizon):
+    for _ in range(cfg.horizon):
         a = heads.dist(feats[-1], goal).sample(generator)
         noise = torch.randn((B, N, D), generator=generator, device=context.device)
-        x = sample_frame(model, cache, sample_steps, noise, a, known)
-        h = frame_hidden(model, cache, x, a, known)
+        x = sample_frame(model, cache, cfg.sample_steps, noise, FrameConditions(a, known))
+        h = frame_hidden(model, cache, x, FrameConditions(a, known))
         feats.append(frame_features(h, model.layout))
         actions.append(a)
         latents.append(x)
@@ -67,29 +70,26 @@ def imagination_loss(
     heads: AgentHeads,
     prior: AgentHeads,
     traj: dict,
-    gamma: float = 0.997,
-    lam: float = 0.95,
-    alpha: float = 0.5,
-    beta: float = 0.3,
+    cfg: RLConfig,
     goal: torch.Tensor | None = None,
     policy_weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict]:
     """PMPO policy loss (× policy_weight: 0 during the value warm-up) + value regression on one imagined batch
-    (`imagine`'s output; features detached)."""
+    (`imagine`'s output; features detached). cfg: the λ-return's gamma and lam, PMPO's alpha and beta."""
     feats = traj["feats"].detach()  # (B, H + 1, F)
     B, H1 = feats.shape[:2]
     H = H1 - 1
     v_logits = heads.value_logits(feats, goal)  # (B, H + 1, bins)
     with torch.no_grad():
         values = heads.twohot.decode(v_logits)
-        returns = lambda_returns(traj["rewards"], values, torch.ones(B, H, device=feats.device), gamma, lam)
+        returns = lambda_returns(traj["rewards"], values, torch.ones(B, H, device=feats.device), cfg.gamma, cfg.lam)
         adv = returns - values[:, :H]
     dist = heads.dist(feats[:, :H], goal)
     with torch.no_grad():
         prior_dist = prior.dist(feats[:, :H], goal)
     logp = dist.log_prob(traj["actions"])
     kl = gaussian_kl(dist, prior_dist)
-    p_loss, stats = pmpo_loss(logp.flatten(), adv.flatten(), kl.flatten(), alpha, beta)
+    p_loss, stats = pmpo_loss(logp.flatten(), adv.flatten(), kl.flatten(), cfg.alpha, cfg.beta)
     v_loss = heads.twohot.loss(v_logits[:, :H], returns).mean()
     stats.update(
         {

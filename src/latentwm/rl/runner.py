@@ -16,7 +16,7 @@ import torch
 from latentwm.config import ConfigError, RLConfig
 from latentwm.data.batch import collate
 from latentwm.data.cache_integrity import same_encoder
-from latentwm.data.clip_sets import model_clip_kwargs
+from latentwm.data.clip_sets import model_clip_options
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import NormStats
 from latentwm.data.proprio import proprio_stats_of
@@ -24,9 +24,9 @@ from latentwm.encoders.dino import DinoEncoder
 from latentwm.engine import checkpoint as ckpt
 from latentwm.engine.checkpoint import load_world_model
 from latentwm.engine.logging import RunLogger
-from latentwm.engine.loop import Loop, NonFiniteGuard, optimizer_step, sample_seed
+from latentwm.engine.loop import Checkpointing, Loop, NonFiniteGuard, Schedule, optimizer_step, sample_seed
 from latentwm.engine.pairing import check_pairing
-from latentwm.objectives import make_objective
+from latentwm.objectives import TrainStep, make_objective
 from latentwm.planning.mpc import ActionCodec, LatentObserver
 from latentwm.rl.bc import dataset_features, heads_loss
 from latentwm.rl.evaluate import evaluate_agents
@@ -48,7 +48,7 @@ class RLRun:
         self.state = state
         d = self.exp.data
         self.data = LatentClipDataset(
-            cfg.cache_dir or d.cache_dir, cfg.clip_len, split="train", **model_clip_kwargs(self.exp, text=False)
+            cfg.cache_dir or d.cache_dir, cfg.clip_len, "train", model_clip_options(self.exp, text=False)
         )
         check_pairing(state, self.data.cache.info, self.data.cache.path)  # heads on another encoder's latents
         if len(self.data) == 0:
@@ -140,12 +140,8 @@ class RLRun:
         loop = Loop(
             f"rl {phase}",
             root,
-            steps,
-            state_fn=state_fn,
-            load_fn=load_fn,
-            log_every=c.log_every,
-            ckpt_every=c.ckpt_every,
-            keep_last=2,
+            Schedule(steps, c.log_every),
+            Checkpointing(state_fn, load_fn, c.ckpt_every, keep_last=2),
             logger=log,
             log_prefix=f"{phase}/",
         )
@@ -174,15 +170,8 @@ class RLRun:
             b = self.batch(step)
             loss, stats = heads_loss(heads, dataset_features(self.model, b, grad=ft), b)
             if ft:  # keep it a world model: its own objective on the same clips, bootstrap on
-                wm, _ = objective(
-                    self.model,
-                    b.latents,
-                    b.actions,
-                    b.action_mask,
-                    b.valid,
-                    global_step=10**9,
-                    seeds=[sample_seed(self.cfg.seed, step * len(b.latents) + i) for i in range(len(b.latents))],
-                )
+                seeds = [sample_seed(self.cfg.seed, step * len(b.latents) + i) for i in range(len(b.latents))]
+                wm, _ = objective(self.model, b.latents, b.conditions, b.valid, TrainStep(10**9, seeds=seeds))
                 loss = loss + wm
                 stats["world_model/loss"] = float(wm.detach())
             return loss, stats
@@ -207,13 +196,10 @@ class RLRun:
                 b.latents[:, :C],
                 b.actions[:, : C - 1],
                 b.action_mask[:, : C - 1],
-                c.horizon,
-                c.sample_steps,
+                c,
                 generator=gen,
             )
-            return imagination_loss(
-                heads, prior, traj, c.gamma, c.lam, c.alpha, c.beta, policy_weight=float(step >= c.value_warmup)
-            )
+            return imagination_loss(heads, prior, traj, c, policy_weight=float(step >= c.value_warmup))
 
         self._train("imagine", c.imagine_steps, heads, trainable_parameters(heads), loss_fn)
 
@@ -234,18 +220,7 @@ class RLRun:
             proprio_stats=proprio_stats_of(self.state["data_stats"], self.model.cfg),
         )
         t0 = time.time()
-        res = evaluate_agents(
-            self.model,
-            policies,
-            observer,
-            self.codec,
-            self.cfg.context,
-            self.cfg.eval_episodes,
-            self.cfg.eval_max_steps,
-            self.cfg.seed,
-            out_dir=self.out / "eval",
-            videos=self.cfg.videos,
-        )
+        res = evaluate_agents(self.model, policies, observer, self.codec, self.cfg)
         out = {
             "methods": res,
             "episodes": self.cfg.eval_episodes,

@@ -31,7 +31,17 @@ from latentwm.distributed import DistInfo, init_distributed, shutdown, unwrap, w
 from latentwm.encoders.decoder import DECODER_SIZES, DecoderSpec, RAEDecoder, to_uint8
 from latentwm.encoders.dino import DinoEncoder, compute_latent_stats
 from latentwm.engine.logging import RunLogger
-from latentwm.engine.loop import Loop, NonFiniteGuard, autocast_args, lr_lambda, optimizer_step, sample_seed
+from latentwm.engine.loop import (
+    Checkpointing,
+    EmaUpdate,
+    Loop,
+    NonFiniteGuard,
+    Schedule,
+    autocast_args,
+    lr_lambda,
+    optimizer_step,
+    sample_seed,
+)
 from latentwm.eval.decoder_metrics import PerceptualLoss, recon_grid, reconstruction_metrics, save_png
 from latentwm.model.layers import decay_groups
 from latentwm.train.gan import PatchDiscriminator, adaptive_weight, hinge_d_loss
@@ -106,14 +116,10 @@ class DecoderTrainer:
         self.loop = Loop(
             "train-decoder",
             self.out,
-            self.total_steps,
-            state_fn=self.state_dict,
-            load_fn=self.load_state_dict,
-            log_every=cfg.log_every,
-            ckpt_every=cfg.ckpt_every,
-            keep_last=cfg.keep_last,
-            eval_every=self.steps_per_epoch * cfg.eval_every,
-            max_minutes=cfg.max_minutes,
+            Schedule(
+                self.total_steps, cfg.log_every, self.steps_per_epoch * cfg.eval_every or None, cfg.max_minutes or None
+            ),
+            Checkpointing(self.state_dict, self.load_state_dict, cfg.ckpt_every, cfg.keep_last),
             logger=self.log,
             dist=self.dist,
         )
@@ -212,11 +218,8 @@ class DecoderTrainer:
             self.guard,
             step,
             sched=self.sched,
-            ema=self.ema,
-            model=unwrap(self.model),
-            ema_decay=cfg.ema_decay,
+            ema=EmaUpdate(self.ema, unwrap(self.model), cfg.ema_decay),
             log=self.log,
-            verbose=self.dist.is_main,
         )
         if grad_norm is None:
             return {}

@@ -43,7 +43,16 @@ from latentwm.data.video import VideoError
 from latentwm.encoders.dino import weights_hash
 from latentwm.encoders.ssl import OBJECTIVES
 from latentwm.engine.logging import RunLogger
-from latentwm.engine.loop import Loop, NonFiniteGuard, autocast_args, lr_lambda, optimizer_step, sample_seed
+from latentwm.engine.loop import (
+    Checkpointing,
+    Loop,
+    NonFiniteGuard,
+    Schedule,
+    autocast_args,
+    lr_lambda,
+    optimizer_step,
+    sample_seed,
+)
 from latentwm.io.files import fsync_dir
 from latentwm.io.lock import RunLock
 
@@ -249,13 +258,8 @@ class EncoderPretrainer:
         self.loop = Loop(
             NAME,
             self.out,
-            cfg.steps,
-            state_fn=self.state_dict,
-            load_fn=self.load_state_dict,
-            log_every=cfg.log_every,
-            ckpt_every=cfg.ckpt_every,
-            keep_last=cfg.keep_last,
-            max_minutes=cfg.max_minutes,
+            Schedule(cfg.steps, cfg.log_every, max_minutes=cfg.max_minutes or None),
+            Checkpointing(self.state_dict, self.load_state_dict, cfg.ckpt_every, cfg.keep_last),
             logger=self.log,
         )
         self.last: dict = {}  # the last logged row (running means of the losses)

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Subset
 
 from latentwm.config import ConfigError, EvalConfig
-from latentwm.data.clip_sets import model_clip_kwargs
+from latentwm.data.clip_sets import model_clip_options
 from latentwm.data.clips import LatentClipDataset, eval_loader
 from latentwm.data.latent_cache import LatentCache
 from latentwm.engine.checkpoint import load_decoder, load_world_model
@@ -31,7 +31,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     C, H, K = cfg.context or r.context, cfg.horizon or r.horizon, cfg.sample_steps or r.sample_steps
     cache = LatentCache(cfg.cache_dir or d.cache_dir)
     check_pairing(state, cache.info, cache.path)  # latents of another encoder would give numbers, all wrong
-    data = LatentClipDataset(cache, C + H, split=cfg.split, **model_clip_kwargs(exp))
+    data = LatentClipDataset(cache, C + H, cfg.split, model_clip_options(exp))
     if len(data) == 0:
         raise ConfigError(f"eval: no {cfg.split} clip of {C + H} frames in {data.cache.path}")
     data = clip_subset(data, cfg.max_clips)

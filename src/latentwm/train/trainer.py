@@ -32,8 +32,11 @@ from latentwm.engine.checkpoint import load_decoder
 from latentwm.engine.logging import RunLogger
 from latentwm.engine.loop import (
     STEP_WEIGHT,
+    Checkpointing,
+    EmaUpdate,
     Loop,
     NonFiniteGuard,
+    Schedule,
     autocast_args,
     lr_lambda,
     optimizer_step,
@@ -43,7 +46,7 @@ from latentwm.engine.sharded import load_sharded, sharded_state
 from latentwm.eval.metrics import EvalOptions, gain_scalars, rollout_errors
 from latentwm.eval.visualize import rollout_video, save_gif
 from latentwm.model.dynamics import DynamicsModel
-from latentwm.objectives import make_objective
+from latentwm.objectives import TrainStep, make_objective
 from latentwm.train.best import BestKeeper, held_out_score
 from latentwm.train.memory import check_memory
 
@@ -217,18 +220,18 @@ class Trainer:
         self.loop = Loop(
             "train",
             self.out,
-            tc.steps,
-            state_fn=self.state_dict,
-            load_fn=self.load_state_dict,
-            log_every=tc.log_every,
-            ckpt_every=tc.ckpt_every,
-            keep_last=tc.keep_last,
-            eval_every=tc.eval_every,
+            Schedule(tc.steps, tc.log_every, eval_every=tc.eval_every or None),
+            Checkpointing(
+                self.state_dict,
+                self.load_state_dict,
+                tc.ckpt_every,
+                tc.keep_last,
+                resume_flag="--train.resume",
+                collective_state=self.fsdp,
+                sharded_fn=self._sharded_state if self.sharded else None,
+            ),
             logger=self.log,
             dist=self.dist,
-            resume_flag="--train.resume",
-            collective_state=self.fsdp,
-            sharded_fn=self._sharded_state if self.sharded else None,
             guard=self.guard,
         )
 
@@ -394,20 +397,8 @@ class Trainer:
             sync = j == len(batches) - 1 or not hasattr(self.wrapped, "no_sync")
             ctx = self.wrapped.no_sync() if not sync else contextlib.nullcontext()
             with ctx, torch.autocast(**self.autocast):
-                loss, m = self.objective(
-                    self.forward,
-                    b.latents,
-                    b.actions,
-                    b.action_mask,
-                    b.valid,
-                    global_step=step,
-                    bootstrap_model=self.teacher,
-                    seeds=self._micro_seeds(step * tc.grad_accum + j),
-                    normalizer=normalizer,
-                    collective_safe=self.fsdp,
-                    text=b.text,
-                    text_mask=b.text_mask,
-                )
+                at = TrainStep(step, self.teacher, self._micro_seeds(step * tc.grad_accum + j), normalizer, self.fsdp)
+                loss, m = self.objective(self.forward, b.latents, b.conditions, b.valid, at)
             loss.backward()
             for k, v in m.items():
                 metrics[k] = metrics.get(k, 0) + v.detach() / len(batches)
@@ -419,11 +410,8 @@ class Trainer:
             self.guard,
             step,
             sched=self.sched,
-            ema=self.ema,
-            model=unwrap(self.model),
-            ema_decay=tc.ema_decay,
+            ema=EmaUpdate(self.ema, unwrap(self.model), tc.ema_decay),
             log=self.log,
-            verbose=self.dist.is_main,
         )
         if grad_norm is None:
             return {}

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -104,23 +105,25 @@ def read_task_info(root: Path) -> dict[tuple[str, str], dict]:
     return out
 
 
-def native_episode(
-    root: Path,
-    task: str,
-    episode: str,
-    info: dict | None,
-    *,
-    fps: float | None,
-    size,
-    cameras: Sequence[str] | None,
-    native_fps: float,
-    dataset: str,
-) -> Episode:
+@dataclass(frozen=True)
+class NativeRead:
+    """How `native_episode` reads an episode (`load_agibot`'s options): sampled at `fps` (None: native), frames
+    resized to `size` (None: native), the `cameras` asked for (None: every video), recorded at `native_fps`, named
+    under `dataset`."""
+
+    fps: float | None = None
+    size: int | tuple[int, int] | None = None
+    cameras: Sequence[str] | None = None
+    native_fps: float = AGIBOT_FPS
+    dataset: str = "agibot"
+
+
+def native_episode(root: Path, task: str, episode: str, info: dict | None, read: NativeRead) -> Episode:
     """One AgiBot episode of the native layout (see the module docstring)."""
     import h5py
 
     eid = f"{task}/{episode}"
-    name = f"{dataset}/{eid}"
+    name = f"{read.dataset}/{eid}"
     h5 = root / "proprio_stats" / task / episode / "proprio_stats.h5"
     try:
         with h5py.File(h5, "r") as f:
@@ -134,10 +137,11 @@ def native_episode(
             f"episode {name}: {h5} has {len(pos)} positions, {len(quat)} orientations, {len(grip)} gripper states"
         )
     vdir = root / "observations" / task / episode / "videos"
-    cams = pick_cameras({p.stem: p for p in sorted(vdir.glob("*.mp4"))}, cameras, name, vdir)
-    keep = sample_steps(len(pos), native_fps, fps)
+    cams = pick_cameras({p.stem: p for p in sorted(vdir.glob("*.mp4"))}, read.cameras, name, vdir)
+    keep = sample_steps(len(pos), read.native_fps, read.fps)
     frames = {
-        cam: CheckedVideoFrames(p, keep / probe_or_error(p, name).fps, size, episode=name) for cam, p in cams.items()
+        cam: CheckedVideoFrames(p, keep / probe_or_error(p, name).fps, read.size, episode=name)
+        for cam, p in cams.items()
     }
     actions, mask = arm_actions(pos[keep], quat[keep], grip[keep])
     proprio = np.concatenate([pos[keep], quat[keep], grip[keep][..., None]], 2).reshape(len(keep), 16)
@@ -146,9 +150,9 @@ def native_episode(
     spans = [(int(s["start_frame"]), int(s["end_frame"]), s.get("action_text", "")) for s in steps]
     narr = kept_spans(spans, keep)
     return Episode(
-        dataset=dataset,
+        dataset=read.dataset,
         episode_id=eid,
-        fps=float(fps if fps and fps < native_fps else native_fps),
+        fps=float(read.fps if read.fps and read.fps < read.native_fps else read.native_fps),
         frames=frames,
         actions=actions,
         action_mask=mask,
@@ -158,7 +162,7 @@ def native_episode(
             layout="agibot-native",
             task_id=task,
             episode_id=episode,
-            native_fps=native_fps,
+            native_fps=read.native_fps,
             narrations=narr,
             init_scene=str(info.get("init_scene_text") or ""),
             raw_steps=keep.tolist() if len(keep) != len(pos) else None,
@@ -166,6 +170,8 @@ def native_episode(
     )
 
 
+# Many parameters: each keyword is one reader option of OPTIONS, which load_source checks
+# --data.source-options against by reading this signature; grouping them would hide them from it
 def load_agibot(
     root: str | os.PathLike,
     *,
@@ -203,6 +209,7 @@ def load_agibot(
             if str(t)
         }
     info = read_task_info(root)
+    read = NativeRead(fps, size, cameras or None, native_fps, dataset)
     items = []
     for ep_dir in sorted(p for p in (root / "observations").glob("*/*") if p.is_dir()):
         task, episode = ep_dir.parent.name, ep_dir.name
@@ -211,17 +218,7 @@ def load_agibot(
         items.append(
             (
                 f"{dataset}/{task}/{episode}",
-                lambda t=task, e=episode: native_episode(
-                    root,
-                    t,
-                    e,
-                    info.get((t, e)),
-                    fps=fps,
-                    size=size,
-                    cameras=cameras or None,
-                    native_fps=native_fps,
-                    dataset=dataset,
-                ),
+                lambda t=task, e=episode: native_episode(root, t, e, info.get((t, e)), read),
             )
         )
     return items

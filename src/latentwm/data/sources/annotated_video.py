@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from latentwm.data.episodes import Episode
-from latentwm.data.sources.video_folder import find_videos, video_episode, video_items
+from latentwm.data.sources.video_folder import VideoEpisodeSpec, find_videos, video_episode, video_items
 
 OPTIONS = (
     "fps=<float|None> size=<int|None> segment_s=<float|None> annotations=<file|dir> camera=main "
@@ -77,7 +77,6 @@ def frame_spans(ts: np.ndarray, period: float, timed: Iterable[tuple[float, floa
 
 
 def annotated_items(
-    root: Path,
     dataset: str,
     videos: Sequence[tuple[Path, str]],
     timed: Timed,
@@ -93,31 +92,18 @@ def annotated_items(
     for path, vid in videos:
         spans = sorted(timed.get(vid, []), key=lambda x: (x[0], x[1]))
         ex = dict((extras or {}).get(vid, {}), video_id=vid)
-        items += video_items(
-            path,
-            dataset,
-            vid,
-            segment_s,
-            partial(_loader, path, dataset, camera=camera, fps=fps, size=size, spans=spans, extras=ex),
-        )
+        spec = VideoEpisodeSpec(path, dataset, vid, camera, fps, size, extras=ex)
+        items += video_items(path, dataset, vid, segment_s, partial(_loader, spec, spans))
     return items
 
 
-def _loader(path, dataset, eid, camera, fps, size, spans, extras, start_s=0.0, end_s=None) -> Callable[[], Episode]:
+def _loader(video: VideoEpisodeSpec, spans, episode_id: str, start_s=0.0, end_s=None) -> Callable[[], Episode]:
+    """The loader of `video`'s episode `episode_id` over [start_s, end_s), its text the timed `spans` it overlaps."""
+    spec = video.segment(episode_id, start_s, end_s)
+
     def load() -> Episode:
-        ep = video_episode(
-            path,
-            dataset=dataset,
-            episode_id=eid,
-            camera=camera,
-            fps=fps,
-            size=size,
-            text=[],
-            start_s=start_s,
-            end_s=end_s,
-            extras=extras,
-        )
-        narr = frame_spans(ep.frames[camera].timestamps, 1.0 / ep.fps, spans)
+        ep = video_episode(spec)
+        narr = frame_spans(ep.frames[spec.camera].timestamps, 1.0 / ep.fps, spans)
         ep.text = list(dict.fromkeys(t for _, _, t in narr))
         ep.extras["narrations"] = narr
         return ep
@@ -191,7 +177,7 @@ def load_ssv2(
             extras[vid] = dict(template=str(row.get("template", "")), split=split)
     videos = sorted((p, s) for s, p in _videos_by_stem(root).items())
     return annotated_items(
-        root, dataset, videos, timed, fps=fps, size=size, segment_s=segment_s, camera=camera, extras=extras
+        dataset, videos, timed, fps=fps, size=size, segment_s=segment_s, camera=camera, extras=extras
     )
 
 
@@ -236,7 +222,7 @@ def load_kinetics(
         if key in label:
             extras[stem] = dict(youtube_id=key[0], time_start=key[1], split=label[key][1])
     return annotated_items(
-        root, dataset, videos, timed, fps=fps, size=size, segment_s=segment_s, camera=camera, extras=extras
+        dataset, videos, timed, fps=fps, size=size, segment_s=segment_s, camera=camera, extras=extras
     )
 
 
@@ -263,7 +249,7 @@ def load_openvid(
             if row["caption"]:
                 timed[Path(row["video"]).stem] = [(-math.inf, math.inf, row["caption"])]
     videos = sorted((p, s) for s, p in _videos_by_stem(root).items())
-    return annotated_items(root, dataset, videos, timed, fps=fps, size=size, segment_s=segment_s, camera=camera)
+    return annotated_items(dataset, videos, timed, fps=fps, size=size, segment_s=segment_s, camera=camera)
 
 
 def load_howto100m(
@@ -290,13 +276,15 @@ def load_howto100m(
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"annotation file {files[0]}: video {vid}: expected start/end/text lists ({e})") from e
     videos = sorted((p, s) for s, p in _videos_by_stem(root).items())
-    return annotated_items(root, dataset, videos, timed, fps=fps, size=size, segment_s=segment_s, camera=camera)
+    return annotated_items(dataset, videos, timed, fps=fps, size=size, segment_s=segment_s, camera=camera)
 
 
 def _ego4d_text(text: str) -> str:
     return re.sub(r"^\s*#[CO]\s+", "", str(text)).strip()
 
 
+# Many parameters: each keyword is one reader option of OPTIONS, which load_source checks
+# --data.source-options against by reading this signature; grouping them would hide them from it
 def load_ego4d(
     root: str | os.PathLike,
     *,
@@ -328,4 +316,4 @@ def load_ego4d(
                     rows.append((t - window_s / 2, t + window_s / 2, text))
         timed[uid] = rows
     videos = sorted((p, s) for s, p in _videos_by_stem(root).items())
-    return annotated_items(root, dataset, videos, timed, fps=fps, size=size, segment_s=segment_s, camera=camera)
+    return annotated_items(dataset, videos, timed, fps=fps, size=size, segment_s=segment_s, camera=camera)

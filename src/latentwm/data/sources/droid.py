@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -103,40 +104,48 @@ def pose_actions(cartesian: np.ndarray, gripper: np.ndarray) -> tuple[np.ndarray
     return actions.astype(np.float32), mask
 
 
-def _episode(
-    dataset: str,
-    episode_id: str,
-    native_fps: float,
-    fps: float | None,
-    frames: dict,
-    cart,
-    grip,
-    text: list[str],
-    success,
-    extras: dict,
-) -> Episode:
+@dataclass(frozen=True)
+class _Recording:
+    """What a DROID reader found of one episode besides its poses: its name, the recording rate `native_fps` and the
+    requested `fps` (None: native), the kept steps' `frames` {camera: FrameSource}, `text`, `success` (None:
+    unknown) and `extras`."""
+
+    dataset: str
+    episode_id: str
+    native_fps: float
+    fps: float | None
+    frames: dict
+    text: list[str]
+    success: bool | None  # as recorded (raw DROID: a JSON value), stored as bool
+    extras: dict
+
+
+def _episode(rec: _Recording, cart, grip) -> Episode:
+    """The Episode of `rec` with DROID's pose actions and proprio from the kept steps' poses: cart (T, 6) xyz + Euler
+    angles, grip (T, ≥1) gripper position (first column)."""
     cart = np.asarray(cart, dtype=np.float64).reshape(len(cart), -1)
     grip = np.asarray(grip, dtype=np.float64).reshape(len(grip), -1)[:, :1]
     try:
         actions, mask = pose_actions(cart, grip)
     except ValueError as e:
-        raise EpisodeError(f"episode {dataset}/{episode_id}: {e}") from e
+        raise EpisodeError(f"episode {rec.dataset}/{rec.episode_id}: {e}") from e
     if not np.isfinite(cart).all() or not np.isfinite(grip).all():
         bad = ~(np.isfinite(cart).all(1) & np.isfinite(grip).all(1))
         mask = mask & ~bad & ~np.roll(bad, -1)  # an action is known only if both of its poses are
         actions[~mask] = 0.0
     proprio = np.concatenate([cart, grip], 1).astype(np.float32)
+    fps, native_fps = rec.fps, rec.native_fps
     return Episode(
-        dataset=dataset,
-        episode_id=episode_id,
+        dataset=rec.dataset,
+        episode_id=rec.episode_id,
         fps=float(fps if fps and fps < native_fps else native_fps),
-        frames=frames,
+        frames=rec.frames,
         actions=actions,
         action_mask=mask,
         proprio=np.nan_to_num(proprio),
-        text=text,
-        success=None if success is None else bool(success),
-        extras=extras,
+        text=rec.text,
+        success=None if rec.success is None else bool(rec.success),
+        extras=rec.extras,
     )
 
 
@@ -182,23 +191,14 @@ class LeRobotDroid(LeRobotReader):
         keep = sample_steps(len(ts), self.native_fps, self.fps)
         frames = self.frames(ep, ts[keep])
         text = _texts(ep.get("tasks"), *lang)
-        return _episode(
-            self.dataset,
-            eid,
-            self.native_fps,
-            self.fps,
-            frames,
-            cart[keep],
-            grip[keep],
-            text,
-            success,
-            dict(
-                layout=f"lerobot-{self.version}",
-                episode_index=int(ep["episode_index"]),
-                native_fps=self.native_fps,
-                raw_steps=keep.tolist() if len(keep) != len(ts) else None,
-            ),
+        extras = dict(
+            layout=f"lerobot-{self.version}",
+            episode_index=int(ep["episode_index"]),
+            native_fps=self.native_fps,
+            raw_steps=keep.tolist() if len(keep) != len(ts) else None,
         )
+        rec = _Recording(self.dataset, eid, self.native_fps, self.fps, frames, text, success, extras)
+        return _episode(rec, cart[keep], grip[keep])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -257,23 +257,13 @@ def raw_episode(
         info = probe_or_error(path, name)  # missing/garbage file → EpisodeError naming it
         frames[cam] = CheckedVideoFrames(path, keep / info.fps, size, episode=name)
     text = _texts(meta.get("current_task"), *(meta.get(k) for k in LANGUAGE_KEYS))
-    return _episode(
-        dataset,
-        eid,
-        native,
-        fps,
-        frames,
-        cart[keep],
-        grip[keep],
-        text,
-        success,
-        dict(
-            layout="droid-raw",
-            path=str(ep_dir),
-            native_fps=native,
-            raw_steps=keep.tolist() if len(keep) != len(cart) else None,
-        ),
+    extras = dict(
+        layout="droid-raw",
+        path=str(ep_dir),
+        native_fps=native,
+        raw_steps=keep.tolist() if len(keep) != len(cart) else None,
     )
+    return _episode(_Recording(dataset, eid, native, fps, frames, text, success, extras), cart[keep], grip[keep])
 
 
 def find_raw_episodes(root: str | os.PathLike) -> list[Path]:

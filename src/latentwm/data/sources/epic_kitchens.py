@@ -22,6 +22,7 @@ import csv
 import math
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,8 @@ def _find_frames(root: Path, vid: str) -> Path | None:
     return None
 
 
+# Many parameters: each keyword is one reader option of OPTIONS, which load_source checks
+# --data.source-options against by reading this signature; grouping them would hide them from it
 def load_epic_kitchens(
     root: str | os.PathLike,
     *,
@@ -185,62 +188,65 @@ def load_epic_kitchens(
         meta = info[vid]
         for k, (s, e) in enumerate(segments(meta["duration"], segment_s)):
             eid = f"{vid}@{k:04d}"
-            items.append(
-                (
-                    f"{dataset}/{eid}",
-                    _loader(
-                        dataset,
-                        eid,
-                        vid,
-                        video,
-                        folder,
-                        meta,
-                        s,
-                        e,
-                        fps,
-                        size,
-                        narr.get(vid, []),
-                        split_of.get(vid, "unannotated"),
-                    ),
-                )
+            seg = _Segment(
+                dataset, eid, vid, video, folder, meta, s, e, narr.get(vid, []), split_of.get(vid, "unannotated")
             )
+            items.append((f"{dataset}/{eid}", _loader(seg, fps, size)))
     return items
 
 
-def _loader(dataset, eid, vid, video, folder, meta, start_s, end_s, fps, size, narrations, split):
+@dataclass(frozen=True)
+class _Segment:
+    """One episode of EPIC-KITCHENS: [start_s, end_s) of video `video_id`, read from its `video` file or else its
+    extracted frames `folder`; `info` its video-info row (duration (s), native fps); `narrations` the video's
+    [(start_s, stop_s, narration)]; `split` train / validation / unannotated."""
+
+    dataset: str
+    episode_id: str
+    video_id: str
+    video: Path | None
+    folder: Path | None
+    info: dict
+    start_s: float
+    end_s: float
+    narrations: list
+    split: str
+
+
+def _loader(seg: _Segment, fps: float | None, size) -> Callable[[], Episode]:
     def load() -> Episode:
-        name = f"{dataset}/{eid}"
-        native = meta["fps"]
-        ts = sample_grid(int(math.floor(meta["duration"] * native + 1e-6)), native, fps, start_s, end_s)
+        name = f"{seg.dataset}/{seg.episode_id}"
+        native = seg.info["fps"]
+        ts = sample_grid(int(math.floor(seg.info["duration"] * native + 1e-6)), native, fps, seg.start_s, seg.end_s)
         if not len(ts):
-            raise EpisodeError(f"episode {name}: no frames in [{start_s}, {end_s})")
-        if video is not None:
-            if not video.is_file():
-                raise EpisodeError(f"episode {name}: video file {video} not found")
-            src = CheckedVideoFrames(video, ts, size, episode=name)
+            raise EpisodeError(f"episode {name}: no frames in [{seg.start_s}, {seg.end_s})")
+        if seg.video is not None:
+            if not seg.video.is_file():
+                raise EpisodeError(f"episode {name}: video file {seg.video} not found")
+            src = CheckedVideoFrames(seg.video, ts, size, episode=name)
         else:
-            src = RgbFrames(folder, np.round(ts * native).astype(np.int64) + 1, size, episode=name)
+            src = RgbFrames(seg.folder, np.round(ts * native).astype(np.int64) + 1, size, episode=name)
         period = 1.0 / (fps or native)
         spans = []
-        for s, e, text in narrations:  # frame j covers [ts[j], ts[j] + period)
+        for s, e, text in seg.narrations:  # frame j covers [ts[j], ts[j] + period)
             if s < ts[-1] + period and e > ts[0]:
                 a = int(np.searchsorted(ts + period, s, side="right"))
                 b = int(np.searchsorted(ts, e, side="left"))
                 spans.append([a, max(b, a + 1), text])
         return Episode(
-            dataset=dataset,
-            episode_id=eid,
+            dataset=seg.dataset,
+            episode_id=seg.episode_id,
             fps=float(fps or native),
             frames={CAMERA: src},
             text=list(dict.fromkeys(t for _, _, t in spans)),
             extras=dict(
-                video_id=vid,
-                participant=vid.split("_")[0],
+                video_id=seg.video_id,
+                participant=seg.video_id.split("_")[0],
                 start_s=float(ts[0]),
                 native_fps=native,
-                split=split,
+                split=seg.split,
                 narrations=spans,
-                source=str(video if video is not None else folder),
+                source=str(seg.video if seg.video is not None else seg.folder),
             ),
         )
 

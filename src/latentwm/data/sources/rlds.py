@@ -165,6 +165,8 @@ def find_shards(root: Path, splits: Sequence[str] | None) -> list[tuple[Path, st
     return out
 
 
+# Many parameters: each keyword is one reader option of OPTIONS, which load_source checks
+# --data.source-options against by reading this signature; grouping them would hide them from it
 def load_rlds(
     root: str | os.PathLike,
     *,
@@ -209,7 +211,7 @@ def load_rlds(
         offsets, err = scan_records(path)
         for r, (off, _) in enumerate(offsets):
             eid = f"{subset}/{stem}#{r:05d}"
-            items.append((f"{ds}/{eid}", _loader(path, off, r, ds, eid, subset, sp, size, skip)))
+            items.append((f"{ds}/{eid}", _loader(_Record(path, off, r, ds, eid, subset), sp, size, skip)))
         if err is not None:  # listed, so the encode summary names the unreadable rest of the shard
             items.append(
                 (
@@ -229,17 +231,32 @@ def _subset(path: Path, root: Path, split: str) -> str:
     return split
 
 
-def _loader(path, offset, record, dataset, eid, subset, sp: RldsSpec, size, skip) -> Callable[[], Episode]:
+@dataclass(frozen=True)
+class _Record:
+    """Where one episode is: record number `index` of shard `path`, starting at byte `offset`; it becomes episode
+    `episode_id` of `dataset`, from the shard's `subset` folder (SOAR: success / failure)."""
+
+    path: Path
+    offset: int
+    index: int
+    dataset: str
+    episode_id: str
+    subset: str
+
+
+def _loader(rec: _Record, sp: RldsSpec, size, skip: int) -> Callable[[], Episode]:
+    """The episode of `rec` (features mapped by `sp`, frames resized to `size`), keeping every `skip`-th step."""
+
     def load() -> Episode:
-        where = f"shard {path} record {record} (byte {offset})"
+        where = f"shard {rec.path} record {rec.index} (byte {rec.offset})"
         try:
-            ex = parse_example(read_record(path, offset))
+            ex = parse_example(read_record(rec.path, rec.offset))
         except (TFRecordError, UnicodeDecodeError) as e:
             raise EpisodeError(f"{where}: {e}") from e
-        ep = episode_from_example(ex, sp, dataset=dataset, episode_id=eid, size=size, where=where)
-        ep.extras.update(shard=str(path), record=record, offset=offset, subset=subset)
-        if subset in ("success", "failure"):
-            ep.success = subset == "success"
+        ep = episode_from_example(ex, sp, dataset=rec.dataset, episode_id=rec.episode_id, size=size, where=where)
+        ep.extras.update(shard=str(rec.path), record=rec.index, offset=rec.offset, subset=rec.subset)
+        if rec.subset in ("success", "failure"):
+            ep.success = rec.subset == "success"
         if skip > 1:  # spans in kept-frame indices: kept frame j is native step j·skip
             ep.extras["narrations"] = [
                 [a // skip, max(-(-b // skip), a // skip + 1), w] for a, b, w in ep.extras["narrations"]

@@ -224,23 +224,33 @@ def probe_or_error(path: Path, episode: str):
         raise EpisodeError(f"episode {episode}: {e}") from e
 
 
-def video_episode(  # many parameters: the reader options of every video source, passed by keyword
-    path: Path,
-    *,
-    dataset: str,
-    episode_id: str,
-    camera: str,
-    fps: float | None,
-    size,
-    text: list[str],
-    start_s: float = 0.0,
-    end_s: float | None = None,
-    extras: dict | None = None,
-) -> Episode:
-    """One lazy episode of `path` over [start_s, end_s) (seconds from its first frame), read at the frames' own
-    presentation times (`timeline`); a variable-rate video is resampled to one rate and says so (a warning and
-    extras["variable_rate"])."""
-    name = f"{dataset}/{episode_id}"
+@dataclasses.dataclass(frozen=True)
+class VideoEpisodeSpec:
+    """One episode of a video file: [start_s, end_s) (seconds from its first frame; end None: to the end) of `path`,
+    named `dataset`/`episode_id`, its frames under `camera`, sampled at `fps` (None: native) and resized to `size`
+    (None: native); `text` its sentences, `extras` further facts for `Episode.extras`."""
+
+    path: Path
+    dataset: str
+    episode_id: str
+    camera: str = "main"
+    fps: float | None = None
+    size: int | tuple[int, int] | None = None
+    text: Sequence[str] = ()
+    start_s: float = 0.0
+    end_s: float | None = None
+    extras: dict | None = None
+
+    def segment(self, episode_id: str, start_s: float = 0.0, end_s: float | None = None) -> VideoEpisodeSpec:
+        """The same video's episode `episode_id` over [start_s, end_s)."""
+        return dataclasses.replace(self, episode_id=episode_id, start_s=start_s, end_s=end_s)
+
+
+def video_episode(spec: VideoEpisodeSpec) -> Episode:
+    """The lazy episode `spec` describes, read at the frames' own presentation times (`timeline`); a variable-rate
+    video is resampled to one rate and says so (a warning and extras["variable_rate"])."""
+    path, fps, start_s, end_s = spec.path, spec.fps, spec.start_s, spec.end_s
+    name = f"{spec.dataset}/{spec.episode_id}"
     try:
         line = timeline(frame_times(path), fps, start_s, end_s, header_fps=probe_video(path).fps)
     except VideoError as e:
@@ -253,15 +263,15 @@ def video_episode(  # many parameters: the reader options of every video source,
             "frame); pass fps= to choose the rate",
             stacklevel=2,
         )
-    frames = CheckedVideoFrames(path, line.timestamps, size, episode=name, tolerance_s=line.tolerance_s)
+    frames = CheckedVideoFrames(path, line.timestamps, spec.size, episode=name, tolerance_s=line.tolerance_s)
     return Episode(
-        dataset=dataset,
-        episode_id=episode_id,
+        dataset=spec.dataset,
+        episode_id=spec.episode_id,
         fps=line.fps,
-        frames={camera: frames},
-        text=list(text),
+        frames={spec.camera: frames},
+        text=list(spec.text),
         extras=dict(
-            extras or {},
+            spec.extras or {},
             path=str(path),
             start_s=float(line.timestamps[0]),
             native_fps=line.fps,
@@ -293,9 +303,8 @@ def load_video_folder(
     for path in find_videos(root, extensions):
         vid = path.relative_to(root).with_suffix("").as_posix()
         text = texts.get(vid) or texts.get(path.stem) or []
-        items += video_items(
-            path, dataset, vid, segment_s, partial(_loader, path, dataset, camera=camera, fps=fps, size=size, text=text)
-        )
+        spec = VideoEpisodeSpec(path, dataset, vid, camera, fps, size, text)
+        items += video_items(path, dataset, vid, segment_s, partial(_loader, spec))
     return items
 
 
@@ -331,19 +340,12 @@ def video_items(
     ]
 
 
-def _loader(path, dataset, episode_id, camera, fps, size, text, start_s=0.0, end_s=None) -> Callable[[], Episode]:
+def _loader(video: VideoEpisodeSpec, episode_id: str, start_s=0.0, end_s=None) -> Callable[[], Episode]:
+    """The loader of `video`'s episode `episode_id` over [start_s, end_s) (`video_items`' `make`)."""
+    spec = video.segment(episode_id, start_s, end_s)
+
     def load() -> Episode:
-        return video_episode(
-            path,
-            dataset=dataset,
-            episode_id=episode_id,
-            camera=camera,
-            fps=fps,
-            size=size,
-            text=text,
-            start_s=start_s,
-            end_s=end_s,
-        )
+        return video_episode(spec)
 
     return load
 
