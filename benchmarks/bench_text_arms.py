@@ -33,10 +33,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_conditioning import run, train_args  # noqa: E402
 from common import report, table  # noqa: E402
 
-from latentwm.config import GenerateConfig  # noqa: E402
+from latentwm.config import GenerateConfig, ProbeConfig  # noqa: E402
+from latentwm.data.clip_sets import model_clip_options  # noqa: E402
+from latentwm.data.clips import LatentClipDataset  # noqa: E402
+from latentwm.data.proprio import proprio_stats_of  # noqa: E402
 from latentwm.data.sources.pusht import generate_pusht  # noqa: E402
 from latentwm.encoders.text import MOTION_CLASS, MotionClassEncoder  # noqa: E402
+from latentwm.engine.checkpoint import load_world_model  # noqa: E402
+from latentwm.planning.state_probe import STATE_PROBE_CONFIG, StateProbe, train_state_probe  # noqa: E402
+from latentwm.planning.text_meaning import MeaningCheck, direction_accuracy  # noqa: E402
 from latentwm.report.text import gain_curves, half_gain_interval  # noqa: E402
+from latentwm.rollout import Sampling  # noqa: E402
 
 ARMS = {
     "joint": ("minilm", ["--objective.action-dropout", "0.5", "--objective.text-dropout", "0.1"]),
@@ -47,7 +54,7 @@ ARMS = {
 TEXT_DIM = {"minilm": 384, MOTION_CLASS: MotionClassEncoder().dim}
 
 
-def arm(out: Path, name: str, episodes: Path, steps: int, every: int, encoder: str, extra: list[str]) -> dict:
+def arm(out: Path, name: str, episodes: Path, steps: int, every: int, encoder: str, quick: bool) -> dict:
     """Encode (once per text encoder) and train one arm (resumed); its gains from the run's log."""
     text, flags = ARMS[name]
     cache = out / f"latents_{'minilm' if text == 'minilm' else 'motion'}"
@@ -55,9 +62,9 @@ def arm(out: Path, name: str, episodes: Path, steps: int, every: int, encoder: s
          "--encoder.image-size", "112", "--text.name", text])  # fmt: skip
     d = out / name
     run([*train_args(cache, d, steps, every), "--model.text-dim", str(TEXT_DIM[text]), "--encoder.name", encoder,
-         *flags, *extra])  # fmt: skip
+         *flags, *(["--data.eval-fraction", "0.4"] if quick else [])])  # fmt: skip
     gains, errs = gain_curves(d), gain_curves(d, "gain_stderr")
-    row: dict = {"arm": name, "text": text, "steps": steps}
+    row: dict = {"arm": name, "text": text, "steps": steps, "direction": meaning(out, cache, d, steps, quick)}
     for cond in ("text", "action", "text_alone", "action_alone"):
         curve, se = gains.get(cond, []), dict(errs.get(cond, []))
         row[f"{cond}_gain"] = curve[-1][1] if curve else None
@@ -65,6 +72,29 @@ def arm(out: Path, name: str, episodes: Path, steps: int, every: int, encoder: s
         row[f"{cond}_curve"] = curve
         row[f"{cond}_half_gain"] = half_gain_interval(curve, se) if curve else None
     return row
+
+
+def meaning(out: Path, cache: Path, run_dir: Path, steps: int, quick: bool = False) -> dict:
+    """The meaning check of the arm's final model (planning/text_meaning.py): direction accuracy of text-only
+    futures (context 4, horizon 4; K = the run's rollout steps) on held-out clips, beside chance (shuffled
+    sentences), the true future's (ceiling) and the null-text rollout's. One state probe per cache (the pose
+    reader, fitted once on its training frames). Cached in the run folder, keyed on the step count."""
+    f = run_dir / "meaning.json"
+    if f.exists() and json.loads(f.read_text()).get("steps") == steps:
+        return json.loads(f.read_text())["direction"]
+    model, exp, state = load_world_model(run_dir)
+    probe_file = out / f"state_probe_{cache.name}.safetensors"
+    if probe_file.exists():
+        probe = StateProbe.load(probe_file)
+    else:
+        cfg = ProbeConfig(steps=50, clips=64) if quick else STATE_PROBE_CONFIG
+        probe, metrics = train_state_probe(cache, exp, cfg)
+        probe.save(probe_file, metrics)
+    data = LatentClipDataset(str(cache), 8, "eval", model_clip_options(exp))
+    check = MeaningCheck(context=4, horizon=4, clips=40 if quick else 300, sampling=Sampling(exp.rollout.sample_steps))
+    res = direction_accuracy(model, probe, data, check, proprio_stats_of(state["data_stats"], exp.model))
+    f.write_text(json.dumps({"steps": steps, "direction": res}, indent=1))
+    return res
 
 
 def main(argv=None):
@@ -83,15 +113,22 @@ def main(argv=None):
         generate_pusht(GenerateConfig(out_dir=str(episodes), num_episodes=8, max_steps=60, workers=1),
                        show_progress=False)  # fmt: skip
     steps, every = (4, 2) if args.quick else (args.steps, args.eval_every)
-    extra = ["--data.eval-fraction", "0.4"] if args.quick else []  # a few held-out clips to shuffle between
-    rows = [arm(out, a, episodes, steps, every, args.encoder, extra) for a in args.arms.split(",")]
+    rows = [arm(out, a, episodes, steps, every, args.encoder, args.quick) for a in args.arms.split(",")]
     cols = ["arm", "text_alone_gain", "text_alone_gain_stderr", "text_gain", "action_alone_gain", "action_gain"]
-    flat = [{c: r[c] for c in cols} | {"text_alone_half_gain": json.dumps(r["text_alone_half_gain"])} for r in rows]
+    flat = [
+        {c: r[c] for c in cols}
+        | {"text_alone_half_gain": json.dumps(r["text_alone_half_gain"])}
+        | {f"direction_{k}": r["direction"].get(k) for k in ("accuracy", "chance", "ceiling", "null_text_accuracy")}
+        for r in rows
+    ]
     notes = (
         f"{len(list(episodes.glob('*.npz')))} Push-T episodes ({episodes}); encoder {args.encoder} (frozen, "
         f"112 px); cpu preset with 2×2-grouped tokens, batch 16, {steps} steps per arm, evaluation every {every} "
         f"steps; *_alone: the condition's gain with the other removed from the whole clip; text_alone_half_gain: "
-        f"[step, low, high], the step the alone text gain first reaches half its final value and its interval."
+        f"[step, low, high], the step the alone text gain first reaches half its final value and its interval; "
+        f"direction_*: the meaning check (planning/text_meaning.py) of text-only futures, context 4, horizon 4, on "
+        f"held-out clips under one directional sentence: accuracy of the imagined motion's 8-way direction, chance "
+        f"(shuffled sentences), ceiling (the true future read the same way), null text."
     )
     report("bench_text_arms: following text instead of actions", table(flat, list(flat[0])),
            {"rows": rows, "quick": args.quick}, notes, record=not args.quick)  # fmt: skip

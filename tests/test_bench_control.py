@@ -111,5 +111,7 @@ def test_text_arms_quick_run(tmp_path):
     for r in rows.values():
         assert [s for s, _ in r["text_alone_curve"]] == [2, 4]  # logged at every evaluation
         assert r["text_alone_gain"] is not None and r["text_gain"] is not None
+        d = r["direction"]  # the meaning check of the arm's final model, with its references
+        assert d["clips"] > 0 and 0 <= d["accuracy"] <= 1 and 0 <= d["chance"] <= 1 and d["uniform_chance"] == 1 / 8
     assert rows["motion-class"]["text"] == "pusht-motion-class"
     assert (ROOT / "benchmarks/RESULTS.md").read_bytes() == before
