@@ -179,3 +179,19 @@ def collate_said(ds):
     from latentwm.data.batch import collate
 
     return collate([ds[i] for i in range(len(ds))], CFG.action_dim)
+
+
+def test_standard_errors_per_horizon_are_those_of_the_clips():
+    from latentwm.data.batch import WorldBatchMetadata
+    from latentwm.eval.metrics import _Sums
+
+    torch.manual_seed(0)
+    a, b = torch.randn(3, 4), torch.randn(2, 4)
+    sums = _Sums(4)
+    meta = lambda n: [WorldBatchMetadata(dataset="d", episode_id=str(i)) for i in range(n)]  # noqa: E731
+    sums.add({"k": a}, meta(3))
+    sums.add({"k": b}, meta(2))
+    x = torch.cat([a, b]).double()
+    want = x.std(0, unbiased=True) / 5**0.5
+    assert torch.allclose(torch.tensor(sums.stderr_by_horizon("k"), dtype=torch.float64), want)
+    assert sums.stderr_by_horizon("missing") is None

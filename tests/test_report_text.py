@@ -78,3 +78,45 @@ def test_text_metrics_from_a_run_log(tmp_path):
     # the text's own gain, measured without actions, beside the joint one
     assert res["text"]["alone"]["final_gain"] == 0.09 and res["text"]["alone"]["final_gain_above_noise"] is True
     assert "- text alone (no actions): final gain 0.0900 ± 0.0100" in md
+
+
+def test_the_answer_states_text_only_gain_per_horizon_and_the_meaning_check(tmp_path):
+    _log(
+        tmp_path,
+        [
+            {
+                "step": s,
+                "eval/text_alone_gain_mean": g,
+                "eval/text_alone_gain_stderr": 0.005,
+                "eval/action_alone_gain_mean": 2 * g,
+                "eval/action_alone_gain_stderr": 0.005,
+            }  # fmt: skip
+            for s, g in ((100, 0.01), (200, 0.03), (300, 0.04))
+        ],
+    )
+    H = list(range(1, 9))
+    alone = lambda g: {"true": [0.5] * 8, "null": [0.6] * 8, "shuffled": [0.5 + g] * 8, "gain": [g] * 8}  # noqa: E731
+    ev = {
+        "horizons": H,
+        "condition_gain": {
+            "text_alone": {
+                **alone(0.02),
+                "gain_stderr": 0.004,
+                "num_clips": 300,
+                "gain_stderr_by_horizon": [0.01] * 3 + [0.005] * 5,
+            },  # fmt: skip
+            "action_alone": {**alone(0.05), "gain_stderr": 0.004, "num_clips": 300, "gain_stderr_by_horizon": None},
+        },
+    }
+    meaning = {"accuracy": 0.5, "chance": 0.2, "ceiling": 0.8, "null_text_accuracy": 0.25, "clips": 300}
+    res = text_metrics(tmp_path, tmp_path, ev, None, meaning)
+    only = res["text"]["text_only_gain"]
+    assert only["by_horizon"] == [0.02] * 8 and only["stderr"][3] == 0.005 and only["num_clips"] == 300
+    assert res["action"]["action_only_gain"]["stderr"] is None  # no per-horizon errors: not invented
+    assert res["text"]["direction_accuracy"] == meaning
+    md = text_section(res["text"], res["action"])
+    assert "**The answer.** Text alone (no actions) lowers held-out rollout error by 0.0400" in md
+    assert "50% of what actions alone give (0.0800)" in md and "half of its final gain was reached at step 200" in md
+    assert "beyond 3 standard errors at 5 of horizons 4–8 (4, 5, 6, 7, 8)" in md  # 0.02 > 3 × 0.005
+    assert "50% of 300 held-out clips against 20% by chance" in md and "×2.5" in md and "80% for the true future" in md
+    assert text_section({"gain_curve": []}, {}).count("The answer") == 0  # nothing measured alone: no answer

@@ -103,6 +103,7 @@ class _Sums:
         self.groups: dict[str, dict[str, torch.Tensor]] = defaultdict(lambda: defaultdict(self.zeros))
         self.group_n: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.sq: dict[str, float] = defaultdict(float)  # Σ over clips of (mean over horizons)², for stderr
+        self.sq_h: dict[str, torch.Tensor] = defaultdict(self.zeros)  # Σ over clips of error², per horizon
 
     def add(self, errs: dict[str, torch.Tensor], meta, rows: torch.Tensor | None = None) -> None:
         """errs: key -> (B, H) per-clip errors; rows (B,) bool: add only those clips."""
@@ -114,6 +115,7 @@ class _Sums:
             self.total[key] += err.sum(0)
             self.n[key] += err.shape[0]
             self.sq[key] += float(err.mean(1).pow(2).sum())
+            self.sq_h[key] += err.pow(2).sum(0)
             for i, mt in enumerate(meta):
                 g = f"{mt.dataset}/{mt.camera}"
                 self.groups[g][key] += err[i]
@@ -130,6 +132,15 @@ class _Sums:
             return None
         m = float(self.total[key].sum()) / len(self.total[key]) / n
         return max(self.sq[key] / n - m * m, 0.0) ** 0.5 * (n / (n - 1)) ** 0.5 / n**0.5
+
+    def stderr_by_horizon(self, key: str) -> list[float] | None:
+        """Standard error over clips at each horizon (None with fewer than 2 clips)."""
+        n = self.n[key]
+        if n < 2:
+            return None
+        m = self.total[key] / n
+        var = (self.sq_h[key] / n - m * m).clamp_min(0.0) * (n / (n - 1))
+        return (var / n).sqrt().tolist()
 
     def keys(self, group: str | None = None) -> list[str]:
         return [k for k in (self.n if group is None else self.group_n[group]) if not k.startswith("_")]
@@ -247,8 +258,8 @@ def rollout_errors(
     batches of one clip cannot swap (swap_skipped_clips).
     condition_gain: for actions and for text, noise-matched rollouts with another clip's future condition
     (shuffled) and none (null) on the clips whose future has it → `condition_gain[cond]` = {true, shuffled, null:
-    errors per horizon, gain: shuffled − true, null_gain: null − true, gain_stderr, num_clips}; 0 gain: the
-    condition is ignored (its growth in training: how fast the model learns to listen); ("text",): text only.
+    errors per horizon, gain: shuffled − true, null_gain: null − true, gain_stderr (over clips, of the mean over
+    horizons), gain_stderr_by_horizon, num_clips}; 0 gain: the condition is ignored (its growth in training: how fast the model learns to listen); ("text",): text only.
     Each is measured twice: with the other condition present (`text`, `action`: what a joint model gets) and
     removed from the whole clip (`text_alone`: text-only rollouts, no actions; `action_alone`: no text) — the
     second is what the condition carries by itself (with true actions present a sentence can add almost nothing).
@@ -353,5 +364,6 @@ def _gain(sums: _Sums, cond: str) -> dict:
         "gain": diff(shuffled, sums.mean(f"_{cond}_true_on_shuffled")),
         "null_gain": diff(null, true),
         "gain_stderr": sums.stderr(f"_{cond}_gain_per_clip"),
+        "gain_stderr_by_horizon": sums.stderr_by_horizon(f"_{cond}_gain_per_clip"),
         "num_clips": sums.n[f"{cond}_true_error"],
     }

@@ -41,10 +41,15 @@ def half_gain_step(curve: list[tuple[int, float]]) -> int | None:
     return next(step for step, g in curve if g >= half)
 
 
-def text_metrics(out: Path, train_dir: Path, horizon_eval: dict | None, text_goal: dict | None) -> dict:
+def text_metrics(
+    out: Path, train_dir: Path, horizon_eval: dict | None, text_goal: dict | None, meaning: dict | None = None
+) -> dict:
     """metrics.json's `text` and `action` sections; writes `condition_gain.png` (both gains against steps) and,
     with horizon_eval (rollout_errors with condition_gain at long horizons), `text_rollout_error.png`.
-    text_goal: the planning evaluation's text-goal results (beside the image-goal ones), or None."""
+    text_goal: the planning evaluation's text-goal results (beside the image-goal ones), or None. meaning: the
+    meaning check (planning/text_meaning.py `direction_accuracy`), or None.
+    With horizon_eval's alone gains: `text.text_only_gain` / `action.action_only_gain` = {by_horizon, stderr} (the
+    condition's gain per horizon with the other removed from the whole clip, and its standard errors)."""
     curves = gain_curves(train_dir)
     if curves:
         plot_curves(
@@ -79,6 +84,18 @@ def text_metrics(out: Path, train_dir: Path, horizon_eval: dict | None, text_goa
         )
         if t["shuffled"] is not None and len(H) >= 8:
             res["text"]["shuffled_minus_true_h8"] = t["shuffled"][7] - t["true"][7]
+    gains = (horizon_eval or {}).get("condition_gain") or {}
+    for cond in CONDITIONS:
+        g = gains.get(f"{cond}_alone")
+        if g is not None and g.get("gain") is not None:
+            res[cond][f"{cond}_only_gain"] = {
+                "horizons": horizon_eval["horizons"],  # type: ignore[index]
+                "by_horizon": g["gain"],
+                "stderr": g.get("gain_stderr_by_horizon"),
+                "num_clips": g["num_clips"],
+            }
+    if meaning is not None:
+        res["text"]["direction_accuracy"] = meaning
     if text_goal is not None:
         res["text"]["goal_planning"] = text_goal
     return res
@@ -129,11 +146,52 @@ def _fmt(v, spec=".4f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def answer(text: dict, action: dict) -> str | None:
+    """One paragraph answering the seed's question from the measured figures: how far text alone gets toward the
+    gain of actions alone, at which step half of it was reached, whether the text-only gain clears 3 standard
+    errors at horizons 4–8, and whether imagined motion follows the sentence's direction beyond chance. None
+    without the alone measurements."""
+    t, a = text.get("alone") or {}, action.get("alone") or {}
+    if t.get("final_gain") is None:
+        return None
+    gain = f"{_fmt(t['final_gain'])}{_pm(t.get('final_gain_stderr'))}"
+    parts = [f"Text alone (no actions) lowers held-out rollout error by {gain}"]
+    if a.get("final_gain"):
+        ratio = t["final_gain"] / a["final_gain"]
+        parts[0] += f", {ratio:.0%} of what actions alone give ({_fmt(a['final_gain'])})"
+    half = t.get("half_gain_interval")
+    if half:
+        hi = "not yet" if half[2] is None else f"{half[2]}"
+        parts.append(f"half of its final gain was reached at step {half[0]} (interval {half[1]}–{hi})")
+    else:
+        parts.append("its final gain is not above 2 standard errors, so there is no half-gain step yet")
+    only = text.get("text_only_gain")
+    if only and only.get("stderr"):
+        hs, g, e = only["horizons"], only["by_horizon"], only["stderr"]
+        clear = [h for h, gi, ei in zip(hs, g, e) if 4 <= h <= 8 and ei and gi > 3 * ei]
+        want = [h for h in hs if 4 <= h <= 8]
+        if want:
+            parts.append(
+                f"beyond 3 standard errors at {len(clear)} of horizons {want[0]}–{want[-1]}"
+                + (f" ({', '.join(map(str, clear))})" if clear else "")
+            )
+    d = text.get("direction_accuracy")
+    if d and d.get("accuracy") is not None:
+        parts.append(
+            f"imagined motion goes the sentence's way in {d['accuracy']:.0%} of {d['clips']} held-out clips against "
+            f"{d['chance']:.0%} by chance (shuffled sentences; ×{d['accuracy'] / max(d['chance'], 1e-9):.1f}), "
+            f"{d['null_text_accuracy']:.0%} without text, {d['ceiling']:.0%} for the true future read the same way"
+        )
+    return "**The answer.** " + "; ".join(parts) + "."
+
+
 def text_section(text: dict, action: dict) -> str:
-    """Markdown: the gain curves' summary, the per-horizon table and text-goal planning."""
+    """Markdown: the answer, the gain curves' summary, the per-horizon table and text-goal planning."""
+    said = answer(text, action)
     lines = [
         "## Does the model listen? Text and actions",
         "",
+        *([said, ""] if said else []),
         "Condition gain = held-out rollout error with another clip's future condition − with the true one "
         "(same noise); 0 means the condition is ignored. Each is measured with the other condition present and "
         "alone (the other removed from the whole clip): with the true actions present a sentence can add almost "
