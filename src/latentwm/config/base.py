@@ -44,6 +44,37 @@ def nonempty(obj, prefix: str, *names: str) -> None:
             raise ConfigError(f"{prefix}.{n} is empty: give a folder (the current directory is never assumed)")
 
 
+def _unset_hint(name: str, meaning: str) -> str:
+    return f"leave --{name.replace('_', '-')} out for {meaning}"
+
+
+def positive_or_unset(obj, prefix: str, **unset: str) -> None:
+    """Each field (a keyword) is None or a finite number > 0; the keyword's value says what None means (a given 0,
+    which once meant that, is refused with the flag to leave out instead)."""
+    for n, meaning in unset.items():
+        v = getattr(obj, n)
+        if v is not None and (not v > 0 or (isinstance(v, float) and math.isinf(v))):
+            need = ">= 1" if isinstance(v, int) else "> 0 and finite"
+            raise ConfigError(f"{prefix}.{n} must be {need}, got {v!r} ({_unset_hint(n, meaning)})")
+
+
+def nonneg_or_unset(obj, prefix: str, **unset: str) -> None:
+    """Each field (a keyword) is None or a finite number >= 0; the keyword's value says what None means."""
+    for n, meaning in unset.items():
+        v = getattr(obj, n)
+        if v is not None and (not v >= 0 or (isinstance(v, float) and math.isinf(v))):
+            need = ">= 0" if isinstance(v, int) else ">= 0 and finite"
+            raise ConfigError(f"{prefix}.{n} must be {need}, got {v!r} ({_unset_hint(n, meaning)})")
+
+
+def nonempty_or_unset(obj, prefix: str, **unset: str) -> None:
+    """Each field (a keyword) is None or a non-blank string; the keyword's value says what None means."""
+    for n, meaning in unset.items():
+        v = getattr(obj, n)
+        if v is not None and not str(v).strip():
+            raise ConfigError(f"{prefix}.{n} is empty: give a value, or {_unset_hint(n, meaning)}")
+
+
 def unit(obj, prefix: str, *names: str) -> None:
     """Each field lies in [0, 1]."""
     for n in names:
@@ -56,4 +87,14 @@ def pow2(v: int) -> bool:
     return v > 0 and (v & (v - 1)) == 0
 
 
-__all__ = ["ConfigError", "LatentwmError", "nonneg", "positive", "pow2", "unit"]
+__all__ = [
+    "ConfigError",
+    "LatentwmError",
+    "nonempty_or_unset",
+    "nonneg",
+    "nonneg_or_unset",
+    "positive",
+    "positive_or_unset",
+    "pow2",
+    "unit",
+]

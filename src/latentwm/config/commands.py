@@ -7,7 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from latentwm.config.base import ConfigError, nonempty, nonneg, positive, pow2
+from latentwm.config.base import (
+    ConfigError,
+    nonempty,
+    nonempty_or_unset,
+    nonneg,
+    nonneg_or_unset,
+    positive,
+    positive_or_unset,
+    pow2,
+)
 from latentwm.config.experiment import ExperimentConfig
 from latentwm.config.planning import TEXT_GOAL_GUIDANCE
 from latentwm.config.presets import PRESETS, get_preset, preset
@@ -74,12 +83,15 @@ class EncodeConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     """`--encoder.pool 2` stores 2×2-pooled tokens (N/4; recorded in cache.json, training must use the same)."""
     episodes_per_shard: int = 32
-    fps: float = 0.0
-    """Frame rate to sample video sources at (0: native; e.g. 10 for EPIC's 50/60 fps, 4 for DROID as V-JEPA 2)."""
-    segment_s: float = -1.0
-    """Cut long videos into episodes of this many seconds (-1: the source's default, 0: whole videos)."""
-    cameras: str = ""
-    """Comma-separated cameras to encode (droid, lerobot, agibot; empty: all of the dataset's)."""
+    fps: float | None = None
+    """Frame rate to sample video sources at, > 0 (e.g. 10 for EPIC's 50/60 fps, 4 for DROID as V-JEPA 2);
+    None (not given): the source's native rate."""
+    segment_s: float | None = None
+    """Cut long videos into episodes of this many seconds; 0: whole videos, uncut;
+    None (not given): the source's default (30 s for epic, howto100m and ego4d; whole videos for the others).
+    Recorded-episode sources (droid, lerobot, agibot, egodex, rlds) are never cut."""
+    cameras: str | None = None
+    """Comma-separated cameras to encode (droid, lerobot, agibot); None (not given): all of the dataset's."""
     options: str = ""
     """Extra reader options as k=v pairs separated by spaces (see each reader's OPTIONS)."""
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
@@ -89,7 +101,9 @@ class EncodeConfig:
     def __post_init__(self):
         nonempty(self, "encode", "out_dir")
         positive(self, "encode", "episodes_per_shard")
-        nonneg(self, "encode", "fps")
+        positive_or_unset(self, "encode", fps="the source's native rate")
+        nonneg_or_unset(self, "encode", segment_s="the source's default; 0: whole videos")
+        nonempty_or_unset(self, "encode", cameras="all of the dataset's cameras")
 
 
 @dataclass(frozen=True)
@@ -99,22 +113,23 @@ class EvalConfig:
 
     checkpoint: str = "runs/demo/train"
     """A run folder (its latest complete checkpoint is used) or one checkpoint directory."""
-    cache_dir: str = ""
-    """Latent cache to evaluate on (empty: the one the model was trained on)."""
+    cache_dir: str | None = None
+    """Latent cache to evaluate on; None (not given): the one the model was trained on."""
     out_dir: str = "runs/eval"
     split: Literal["eval", "all"] = "eval"
     """eval: the held-out episodes of the training split; all: every episode of the cache."""
-    context: int = 0
-    """Observed frames (0: the checkpoint's rollout.context)."""
-    horizon: int = 0
-    """Predicted frames (0: the checkpoint's rollout.horizon)."""
-    sample_steps: int = 0
-    """Denoising steps per frame (0: the checkpoint's rollout.sample_steps)."""
+    context: int | None = None
+    """Observed frames, >= 1; None (not given): the checkpoint's rollout.context."""
+    horizon: int | None = None
+    """Predicted frames, >= 1; None (not given): the checkpoint's rollout.horizon."""
+    sample_steps: int | None = None
+    """Denoising steps per frame, a power of two; None (not given): the checkpoint's rollout.sample_steps."""
     tau_ctx: float = 1.0
     videos: int = 4
     """Side-by-side real/predicted GIFs to write."""
-    decoder: str = ""
-    """A `latentwm train-decoder` run folder or checkpoint: videos show decoded frames (empty: PCA of features)."""
+    decoder: str | None = None
+    """A `latentwm train-decoder` run folder or checkpoint: videos show decoded frames; None (not given): a PCA of
+    the features."""
     use_ema: bool = True
     seed: int = 0
     num_samples: int = 4
@@ -123,9 +138,10 @@ class EvalConfig:
     action_swap: bool = True
     """Also roll out with each clip's future actions swapped for the next clip's (same noise): the error increase
     is the model's sensitivity to its actions."""
-    max_clips: int = 0
-    """Evaluate at most this many clips, spread evenly over the split's clips in order (0: all): a fixed subset, the
-    same for every model, when many evaluations (a sweep's K = 64 rollouts) must fit a budget."""
+    max_clips: int | None = None
+    """Evaluate at most this many clips (>= 1), spread evenly over the split's clips in order: a fixed subset, the
+    same for every model, when many evaluations (a sweep's K = 64 rollouts) must fit a budget. None (not given):
+    all of them."""
     device: str = "auto"
     """Where the rollouts run (auto: cuda when available, else cpu): a K = 64 evaluation of a GPU-sized model is
     hours on a CPU."""
@@ -135,10 +151,21 @@ class EvalConfig:
 
     def __post_init__(self):
         nonempty(self, "eval", "out_dir")
-        nonneg(self, "eval", "context", "horizon", "videos", "sample_steps", "max_clips")
+        nonneg(self, "eval", "videos")
         positive(self, "eval", "num_samples")
-        if self.sample_steps and not pow2(self.sample_steps):
-            raise ConfigError(f"eval.sample_steps must be 0 or a power of two, got {self.sample_steps}")
+        positive_or_unset(
+            self,
+            "eval",
+            context="the checkpoint's rollout.context",
+            horizon="the checkpoint's rollout.horizon",
+            max_clips="all clips",
+        )
+        nonempty_or_unset(self, "eval", cache_dir="the cache the model was trained on", decoder="a PCA of the features")
+        if self.sample_steps is not None and not pow2(self.sample_steps):
+            raise ConfigError(
+                f"eval.sample_steps must be a power of two, got {self.sample_steps} (leave --sample-steps out "
+                "for the checkpoint's rollout.sample_steps)"
+            )
         if not 0 < self.tau_ctx <= 1:
             raise ConfigError(f"eval.tau_ctx must be in (0, 1], got {self.tau_ctx}")
 
@@ -154,19 +181,20 @@ class ImagineConfig:
     text slot trained on a cache with text."""
     text: str = ""
     """The sentence (required), e.g. "push the T block to the left"; every frame, observed and imagined, carries it."""
-    cache_dir: str = ""
-    """Latent cache the context comes from (empty: the one the model was trained on)."""
+    cache_dir: str | None = None
+    """Latent cache the context comes from; None (not given): the one the model was trained on."""
     episode: str = "0"
     """dataset/episode_id of the cache (e.g. pusht/episode_000003), or an integer: that held-out clip of the
     training split (its episode, camera and start frame)."""
-    camera: str = ""
-    """Camera of a named episode (empty: its first)."""
-    start: int = -1
-    """Stored-frame index of the first context frame (-1: the held-out clip's start, 0 for a named episode)."""
-    context: int = 0
-    """Observed frames, frame_skip apart (0: the checkpoint's rollout.context)."""
-    horizon: int = 0
-    """Imagined frames (0: the checkpoint's rollout.horizon); the last one is the goal."""
+    camera: str | None = None
+    """Camera of a named episode; None (not given): its first."""
+    start: int | None = None
+    """Stored-frame index (>= 0) of the first context frame; None (not given): the held-out clip's start, or 0 for
+    a named episode."""
+    context: int | None = None
+    """Observed frames (>= 1), frame_skip apart; None (not given): the checkpoint's rollout.context."""
+    horizon: int | None = None
+    """Imagined frames (>= 1), the last one the goal; None (not given): the checkpoint's rollout.horizon."""
     sample_steps: int = 4
     """K: denoising steps per imagined frame (a power of two ≤ model.k_max)."""
     text_guidance: float = TEXT_GOAL_GUIDANCE
@@ -174,20 +202,31 @@ class ImagineConfig:
     tau_ctx: float = 1.0
     seed: int = 0
     """Noise of the imagined frames."""
-    decoder: str = ""
-    """A `latentwm train-decoder` run or checkpoint: the GIF shows decoded frames (empty: PCA of the features)."""
-    text_encoder: str = ""
-    """Where the sentence encoder the training cache used is now (a folder), when it moved; empty: rebuilt from the
-    name in the checkpoint's text encoder label. Its weights must match the label either way."""
+    decoder: str | None = None
+    """A `latentwm train-decoder` run or checkpoint: the GIF shows decoded frames; None (not given): a PCA of the
+    features."""
+    text_encoder: str | None = None
+    """Where the sentence encoder the training cache used is now (a folder), when it moved; None (not given):
+    rebuilt from the name in the checkpoint's text encoder label. Its weights must match the label either way."""
     out_dir: str = "runs/imagine"
     device: str = "auto"
     """auto: cuda when available, else cpu."""
 
     def __post_init__(self):
         nonempty(self, "imagine", "out_dir")
-        nonneg(self, "imagine", "context", "horizon", "text_guidance")
-        if self.start < -1:
-            raise ConfigError(f"imagine.start must be >= 0 (or -1: the clip's start), got {self.start}")
+        nonneg(self, "imagine", "text_guidance")
+        positive_or_unset(
+            self, "imagine", context="the checkpoint's rollout.context", horizon="the checkpoint's rollout.horizon"
+        )
+        nonneg_or_unset(self, "imagine", start="the held-out clip's start, or 0 for a named episode")
+        nonempty_or_unset(
+            self,
+            "imagine",
+            cache_dir="the cache the model was trained on",
+            camera="the episode's first camera",
+            decoder="a PCA of the features",
+            text_encoder="the one the checkpoint's text encoder label names",
+        )
         if not pow2(self.sample_steps):
             raise ConfigError(f"imagine.sample_steps must be a power of two, got {self.sample_steps}")
         if not 0 < self.tau_ctx <= 1:
@@ -220,17 +259,18 @@ class DemoConfig:
     """Every stage's settings come from this preset: cpu (the full demo, 30–40 min on 2 cores), smoke (CI, about a
     minute); GPU presets need their encoder's pretrained weights."""
     out_dir: str = "runs/demo"
-    episodes: int = 0
-    """Episodes to simulate (0: the preset's default)."""
-    max_steps: int = 0
-    """Environment steps per episode (0: the preset's default)."""
+    episodes: int | None = None
+    """Episodes to simulate (>= 1); None (not given): the preset's default."""
+    max_steps: int | None = None
+    """Environment steps per episode (>= 1); None (not given): the preset's default."""
     render_every: int = 1
     """Render every k-th env step only (`latentwm generate --render-every`): one phase of the model's frame skip
     per episode, more episodes per minute of generation; k must divide the preset's data.frame_skip."""
-    train_steps: int = 0
-    """Optimizer steps (0: the preset's train.steps)."""
-    plan_goals: int = -1
-    """Planning goals for the MPC stage (-1: the preset's default, 0: skip planning)."""
+    train_steps: int | None = None
+    """Optimizer steps (>= 1); None (not given): the preset's train.steps."""
+    plan_goals: int | None = None
+    """Planning goals for the MPC stage; 0: skip planning (and the stages only it needs); None (not given): the
+    preset's default."""
     planners: tuple[Planner, ...] = ("cem", "mppi", "gradient")
     """Planners scored beside the random and dataset-action baselines."""
     rl: bool = False
@@ -259,15 +299,20 @@ class DemoConfig:
         if self.preset not in PRESETS:
             raise ConfigError(f"demo.preset must be one of {list(PRESETS)}, got {self.preset!r}")
         nonempty(self, "demo", "out_dir")
-        nonneg(self, "demo", "episodes", "max_steps", "train_steps")
+        positive_or_unset(
+            self,
+            "demo",
+            episodes="the preset's default",
+            max_steps="the preset's default",
+            train_steps="the preset's train.steps",
+        )
         positive(self, "demo", "render_every")
         if preset(self.preset).data.frame_skip % self.render_every:
             raise ConfigError(
                 f"demo.render_every = {self.render_every} must divide the {self.preset} preset's "
                 f"data.frame_skip = {preset(self.preset).data.frame_skip}"
             )
-        if self.plan_goals < -1:
-            raise ConfigError(f"demo.plan_goals must be >= -1, got {self.plan_goals}")
+        nonneg_or_unset(self, "demo", plan_goals="the preset's default; 0: skip planning")
         if not self.encoder:
             raise ConfigError("demo.encoder must be 'pretrain' or an encoder name / folder, got ''")
         bad = set(self.planners) - set(PLANNER_NAMES)
@@ -288,7 +333,7 @@ class DemoConfig:
             train__seed=self.seed,
             data__seed=self.seed,
         )
-        if self.train_steps:
+        if self.train_steps is not None:
             kw["train__steps"] = self.train_steps
         kw["encoder__name"] = str(self.pretrained_encoder_dir) if self.encoder == "pretrain" else self.encoder
         if not self.text.name:
@@ -301,10 +346,15 @@ class DemoConfig:
         return Path(self.out_dir) / "encoder_pretrain" / "encoder"
 
     def goals(self) -> int:
-        return self.sizes.goals if self.plan_goals < 0 else self.plan_goals
+        """Planning goals: plan_goals, or the preset's default when it is not given (0: no planning)."""
+        return self.sizes.goals if self.plan_goals is None else self.plan_goals
 
     def data_size(self) -> tuple[int, int]:
-        return self.episodes or self.sizes.episodes, self.max_steps or self.sizes.env_steps
+        """(episodes, environment steps per episode): the given ones, else the preset's."""
+        return (
+            self.sizes.episodes if self.episodes is None else self.episodes,
+            self.sizes.env_steps if self.max_steps is None else self.max_steps,
+        )
 
     def generate_config(self) -> GenerateConfig:
         """The episodes the demo simulates: the preset's data size and policy mix, under `<out_dir>/episodes`."""

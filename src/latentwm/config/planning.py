@@ -6,7 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from latentwm.config.base import ConfigError, nonempty, nonneg, positive, pow2
+from latentwm.config.base import (
+    ConfigError,
+    nonempty,
+    nonempty_or_unset,
+    nonneg,
+    positive,
+    positive_or_unset,
+    pow2,
+)
 from latentwm.config.registry import Baseline, Planner
 
 TEXT_GOAL_GUIDANCE = 3.0
@@ -138,8 +146,9 @@ class PlanRunConfig:
     """A training run folder (its latest complete checkpoint, EMA weights) or one checkpoint directory."""
     episodes_dir: str = "runs/demo/episodes"
     """Push-T episode files (`latentwm generate`); goals come from the held-out ones."""
-    cache_dir: str = ""
-    """The training latent cache (its episode list defines the held-out split; empty: the checkpoint's)."""
+    cache_dir: str | None = None
+    """The training latent cache (its episode list defines the held-out split); None (not given): the
+    checkpoint's."""
     out_dir: str = "runs/plan"
     planners: tuple[Planner, ...] = ("cem", "mppi", "gradient")
     baselines: tuple[Baseline, ...] = ("random", "dataset_actions")
@@ -147,10 +156,10 @@ class PlanRunConfig:
     """Planner settings (the preset's plan section)."""
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     """Used when a proprio probe has to be trained (--proprio-probe auto without a saved one)."""
-    max_replans: int = 0
-    """Plans per episode (0: a budget of twice the goal distance)."""
-    context: int = 0
-    """Observed history frames per plan (0: the checkpoint's rollout.context)."""
+    max_replans: int | None = None
+    """Plans per episode (>= 1); None (not given): a budget of twice the goal distance."""
+    context: int | None = None
+    """Observed history frames per plan (>= 1); None (not given): the checkpoint's rollout.context."""
     repeat_actions: bool = True
     """Search one env action per model step, held for the frame skip (else the full frame-skip-concatenated
     action)."""
@@ -176,15 +185,27 @@ class PlanRunConfig:
     toward the last one; scored against the true goal state like image goals (planning.json `text_goal`). 'auto':
     each goal's own description in the Push-T language (a held-out paraphrase of `describe_segment(start, goal)`);
     any other text: that sentence for every goal. None (not given): image goals only; an empty sentence is refused."""
-    text_encoder: str = ""
-    """For --goal-text: where the sentence encoder of the model's training cache is now, if it moved (empty: rebuilt
-    from the checkpoint's text encoder label)."""
+    text_encoder: str | None = None
+    """For --goal-text: where the sentence encoder of the model's training cache is now, if it moved; None (not
+    given): rebuilt from the checkpoint's text encoder label."""
     device: str = "auto"
     """auto: cuda when available, else cpu."""
 
     def __post_init__(self):
         nonempty(self, "plan", "out_dir")
-        nonneg(self, "plan", "max_replans", "context", "videos")
+        nonneg(self, "plan", "videos")
+        positive_or_unset(
+            self,
+            "plan",
+            max_replans="a budget of twice the goal distance",
+            context="the checkpoint's rollout.context",
+        )
+        nonempty_or_unset(
+            self,
+            "plan",
+            cache_dir="the checkpoint's training cache",
+            text_encoder="the one the checkpoint's text encoder label names",
+        )
         if self.goal_text is not None and not self.goal_text.strip():
             raise ConfigError(
                 "plan.goal_text is empty: give a sentence, or 'auto' (each goal's own description), or leave "

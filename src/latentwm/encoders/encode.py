@@ -27,7 +27,7 @@ def source_items(cfg: EncodeConfig) -> list:
             cfg.source,
             cfg.root,
             size=cfg.encoder.image_size,
-            fps=cfg.fps or None,
+            fps=cfg.fps,
             segment_s=cfg.segment_s,
             cameras=cfg.cameras,
             options=parse_options(cfg.options),

@@ -259,7 +259,8 @@ def rollout_errors(
     condition_gain: for actions and for text, noise-matched rollouts with another clip's future condition
     (shuffled) and none (null) on the clips whose future has it → `condition_gain[cond]` = {true, shuffled, null:
     errors per horizon, gain: shuffled − true, null_gain: null − true, gain_stderr (over clips, of the mean over
-    horizons), gain_stderr_by_horizon, num_clips}; 0 gain: the condition is ignored (its growth in training: how fast the model learns to listen); ("text",): text only.
+    horizons), gain_stderr_by_horizon, num_clips}; 0 gain: the condition is ignored (its growth in training: how
+    fast the model learns to listen); ("text",): text only.
     Each is measured twice: with the other condition present (`text`, `action`: what a joint model gets) and
     removed from the whole clip (`text_alone`: text-only rollouts, no actions; `action_alone`: no text) — the
     second is what the condition carries by itself (with true actions present a sentence can add almost nothing).

@@ -322,14 +322,18 @@ def _session(run: WorldModelRun, cfg: PlanConfig, opts: PlanningOptions, models:
             "(state_probe=...) and plan.state_weight > 0"
         )
     exec_steps = min(cfg.exec_steps, cfg.horizon)
-    max_replans = opts.max_replans or max(1, math.ceil(2 * cfg.goal_offset / (exec_steps * codec.frame_skip)))
+    max_replans = (
+        max(1, math.ceil(2 * cfg.goal_offset / (exec_steps * codec.frame_skip)))
+        if opts.max_replans is None
+        else opts.max_replans
+    )
     return _Session(
         run,
         cfg,
         opts,
         codec,
         observer,
-        context=opts.context or run.exp.rollout.context,
+        context=run.exp.rollout.context if opts.context is None else opts.context,
         bf16=bf16_is_fast(dev.type) if opts.bf16 is None else opts.bf16,
         max_replans=max_replans,
         probe=proprio_probe if proprio_probe is not None and cfg.proprio_weight > 0 else None,
@@ -484,13 +488,13 @@ def run_plan(cfg: PlanRunConfig) -> dict:
     probe = None  # a model with proprio channels predicts the proprio itself: no probe
     if cfg.plan.proprio_weight > 0 and cfg.planners and not run.model.cfg.proprio_dim:
         probe = resolve_probe(
-            cfg.checkpoint, cfg.proprio_probe, cfg.cache_dir or None, cfg.out_dir, probe_cfg=cfg.probe, device=device
+            cfg.checkpoint, cfg.proprio_probe, cfg.cache_dir, cfg.out_dir, probe_cfg=cfg.probe, device=device
         )
     opts = PlanningOptions(
         planners=tuple(cfg.planners),
         baselines=tuple(cfg.baselines),
-        max_replans=cfg.max_replans or None,
-        context=cfg.context or None,
+        max_replans=cfg.max_replans,
+        context=cfg.context,
         repeat_actions=cfg.repeat_actions,
         num_videos=cfg.videos,
         bf16=None if cfg.bf16 == "auto" else cfg.bf16 == "on",
@@ -499,12 +503,12 @@ def run_plan(cfg: PlanRunConfig) -> dict:
     if cfg.compile:
         run.model.compile_sampling()
     assert run.facts is not None  # WorldModelRun.load records them
-    text_encoder = text_encoder_for(run.facts, cfg.text_encoder or None, "plan.goal_text") if cfg.goal_text else None
+    text_encoder = text_encoder_for(run.facts, cfg.text_encoder, "plan.goal_text") if cfg.goal_text else None
     res = evaluate_planning(
         run,
         cfg.episodes_dir,
         cfg.plan,
-        cache_dir=cfg.cache_dir or None,
+        cache_dir=cfg.cache_dir,
         options=opts,
         models=PlanningModels(
             proprio_probe=probe,

@@ -160,8 +160,8 @@ def _held_out_clip(cache: LatentCache, exp, index: int, span: int, frame_skip: i
     return clips.clip_at(index)
 
 
-def _named_entry(cache: LatentCache, episode: str, camera: str) -> int:
-    """The cache entry of `dataset/episode_id` (and camera; empty: its first); ConfigError naming the field."""
+def _named_entry(cache: LatentCache, episode: str, camera: str | None) -> int:
+    """The cache entry of `dataset/episode_id` (and camera; None: its first); ConfigError naming the field."""
     dataset, _, episode_id = episode.partition("/")
     rows = [i for i, e in enumerate(cache.entries) if e["dataset"] == dataset and e["episode_id"] == episode_id]
     if not rows:
@@ -170,7 +170,7 @@ def _named_entry(cache: LatentCache, episode: str, camera: str) -> int:
             f"imagine.episode: no episode {episode!r} in the cache {cache.path} (dataset/episode_id, "
             f"e.g. {some}; or an integer: a held-out clip)"
         )
-    cams = [i for i in rows if not camera or cache.entries[i]["camera"] == camera]
+    cams = [i for i in rows if camera is None or cache.entries[i]["camera"] == camera]
     if not cams:
         have = sorted(cache.entries[i]["camera"] for i in rows)
         raise ConfigError(f"imagine.camera: episode {episode!r} has no camera {camera!r} (it has {', '.join(have)})")
@@ -191,9 +191,9 @@ def _frames(
     the statistics of a model with proprio channels, attached to every token)."""
     if cfg.episode.strip().lstrip("-").isdigit():
         entry, start = _held_out_clip(cache, exp, int(cfg.episode), C + H, fs)
-        start = start if cfg.start < 0 else cfg.start
+        start = start if cfg.start is None else cfg.start
     else:
-        entry, start = _named_entry(cache, cfg.episode.strip(), cfg.camera), max(cfg.start, 0)
+        entry, start = _named_entry(cache, cfg.episode.strip(), cfg.camera), 0 if cfg.start is None else cfg.start
     e = cache.entries[entry]
     T = int(e["length"])
     if start + (C - 1) * fs >= T:
@@ -217,10 +217,11 @@ def run_imagine(cfg: ImagineConfig) -> dict:
     out = writable_out_dir(cfg.out_dir)
     device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     model, exp, state = load_world_model(cfg.checkpoint, ema=True, device=device)
-    encoder = text_encoder_for(state, cfg.text_encoder or None, where="imagine")  # before any data is read
-    cache = LatentCache(cfg.cache_dir or exp.data.cache_dir)
+    encoder = text_encoder_for(state, cfg.text_encoder, where="imagine")  # before any data is read
+    cache = LatentCache(exp.data.cache_dir if cfg.cache_dir is None else cfg.cache_dir)
     check_pairing(state, cache.info, cache.path)
-    C, H = cfg.context or exp.rollout.context, cfg.horizon or exp.rollout.horizon
+    C = exp.rollout.context if cfg.context is None else cfg.context
+    H = exp.rollout.horizon if cfg.horizon is None else cfg.horizon
     fs, stats = int(state.get("frame_skip") or exp.data.frame_skip), NormStats.from_dict(state["data_stats"]["latents"])
     entry, start, ctx, real = _frames(
         cache, cfg, exp, C, H, fs, stats, proprio_stats_of(state["data_stats"], model.cfg)
@@ -269,7 +270,7 @@ def run_imagine(cfg: ImagineConfig) -> dict:
         facts,
         **_scores(ctx[0].cpu(), real, pred, no_text),
         imagine_seconds=seconds,
-        decoder=cfg.decoder or None,
+        decoder=cfg.decoder,
         gif="imagined.gif",
         goal=GOAL_FILE,
     )
@@ -297,10 +298,10 @@ def _scores(ctx: torch.Tensor, real: torch.Tensor, pred: torch.Tensor, no_text: 
     )
 
 
-def _write(out: Path, ctx, real, pred, facts: dict, res: dict, decoder: str, latent_stats: dict) -> None:
+def _write(out: Path, ctx, real, pred, facts: dict, res: dict, decoder: str | None, latent_stats: dict) -> None:
     """imagined.gif (context + real | context + imagined; decoded frames with a decoder, else PCA), goal.safetensors
     and imagine.json."""
-    dec = load_decoder(decoder)[0] if decoder else None
+    dec = load_decoder(decoder)[0] if decoder is not None else None
     video = rollout_video(ctx, real, pred, decoder=dec, latent_stats=latent_stats if dec is not None else None)
     save_gif(out / "imagined.gif", video, fps=2)
     meta = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in facts.items()}

@@ -111,10 +111,15 @@ def direction_accuracy(
     C, H = check.context, check.horizon
     p_dim = int(getattr(model.cfg, "proprio_dim", 0))
     gen = torch.Generator(device=device).manual_seed(check.seed)
-    pred_dir, true_dir, null_dir, target, subject = [], [], [], [], []
+    pred_dir: list[str] = []
+    true_dir: list[str] = []
+    null_dir: list[str] = []
+    target: list[str] = []
+    subject: list[str] = []
     for k in range(0, len(found), check.batch):
         part = found[k : k + check.batch]
         b = collate([data[i] for i, _, _ in part], model.cfg.action_dim).to(device)
+        assert b.latents is not None and b.text is not None and b.text_mask is not None  # chosen clips have them
         x = b.latents[:, : C + H]
         what = [w for _, _, w in part]
         text = Conditions(text=b.text[:, : C + H], text_mask=b.text_mask[:, : C + H])

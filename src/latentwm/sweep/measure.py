@@ -94,7 +94,7 @@ def evaluate_run(cfg: ExperimentConfig, run_dir: Path, ev: SweepEvalConfig, devi
         res = run_eval(
             EvalConfig(
                 checkpoint=str(ckpt),
-                cache_dir=ev.cache_dir,
+                cache_dir=ev.cache_dir or None,  # the [eval] table's "" / 0: eval's None (not given)
                 out_dir=str(run_dir / "eval" / f"K{k}"),
                 split=ev.split,
                 context=ev.context,
@@ -107,7 +107,7 @@ def evaluate_run(cfg: ExperimentConfig, run_dir: Path, ev: SweepEvalConfig, devi
                 num_samples=ev.num_samples if extras(k) else 1,
                 action_swap=ev.action_swap and extras(k),
                 device=device,
-                max_clips=ev.max_clips,
+                max_clips=ev.max_clips or None,
             )
         )
         per_k[str(k)] = {key: res.get(key) for key in _KEEP}

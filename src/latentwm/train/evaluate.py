@@ -28,8 +28,10 @@ def run_eval(cfg: EvalConfig) -> dict:
     if cfg.compile:
         model.compile_sampling()
     r, d = exp.rollout, exp.data
-    C, H, K = cfg.context or r.context, cfg.horizon or r.horizon, cfg.sample_steps or r.sample_steps
-    cache = LatentCache(cfg.cache_dir or d.cache_dir)
+    C = r.context if cfg.context is None else cfg.context
+    H = r.horizon if cfg.horizon is None else cfg.horizon
+    K = r.sample_steps if cfg.sample_steps is None else cfg.sample_steps
+    cache = LatentCache(d.cache_dir if cfg.cache_dir is None else cfg.cache_dir)
     check_pairing(state, cache.info, cache.path)  # latents of another encoder would give numbers, all wrong
     data = LatentClipDataset(cache, C + H, cfg.split, model_clip_options(exp))
     if len(data) == 0:
@@ -51,7 +53,7 @@ def run_eval(cfg: EvalConfig) -> dict:
         ),
     )
     examples = res.pop("examples", [])
-    dec = load_decoder(cfg.decoder)[0] if cfg.decoder and examples else None
+    dec = load_decoder(cfg.decoder)[0] if cfg.decoder is not None and examples else None
     gifs = write_rollout_gifs(
         examples, out, decoder=dec, latent_stats=state["data_stats"]["latents"] if dec is not None else None
     )
@@ -76,10 +78,10 @@ def run_eval(cfg: EvalConfig) -> dict:
     return res
 
 
-def clip_subset(data, max_clips: int):
-    """`data` itself, or at most max_clips of its clips spread evenly over them in order (0: all)."""
+def clip_subset(data, max_clips: int | None):
+    """`data` itself, or at most max_clips of its clips spread evenly over them in order (None: all)."""
     n = len(data)
-    if not max_clips or max_clips >= n:
+    if max_clips is None or max_clips >= n:
         return data
     return Subset(data, [i * n // max_clips for i in range(max_clips)])
 

@@ -47,15 +47,15 @@ def load_source(
     *,
     size: int | None = None,
     fps: float | None = None,
-    segment_s: float = -1.0,
-    cameras: str = "",
+    segment_s: float | None = None,
+    cameras: str | None = None,
     options: dict | None = None,
 ) -> list[Item]:
     """`[(key, loader)]` of the episodes of `source` under `root`, video frames decoded at `size`² (None: native).
 
     fps: sampling rate of video sources (None: native). segment_s: cut long videos into episodes of this many seconds
-    (< 0: the reader's default, 0: whole videos; not the EPISODIC sources). cameras: comma-separated (MULTI_CAMERA
-    sources). options: further keyword arguments of the reader (its OPTIONS)."""
+    (None: the reader's default, 0: whole videos; not the EPISODIC sources). cameras: comma-separated (MULTI_CAMERA
+    sources; None: all). options: further keyword arguments of the reader (its OPTIONS)."""
     options = dict(options or {})
     if source == "pusht":
         if options or cameras or fps:
@@ -85,7 +85,9 @@ def load_source(
         if source not in MULTI_CAMERA:
             raise ValueError(f"cameras apply to the {', '.join(MULTI_CAMERA)} sources only, not {source!r}")
         kw["cameras"] = cameras
-    if segment_s >= 0 and source not in EPISODIC:
+    if segment_s is not None and segment_s < 0:
+        raise ValueError(f"segment_s must be >= 0 (0: whole videos; None: the reader's default), got {segment_s}")
+    if segment_s is not None and source not in EPISODIC:
         kw["segment_s"] = segment_s or None
     for name in set(options) & set(kw):  # e.g. --data.source-options "fps=4": the same setting, given as an option
         if kw[name] is not None and kw[name] != options[name]:
