@@ -8,15 +8,16 @@ import pytest
 import torch
 
 from latentwm.config import GenerateConfig, get_preset
+from latentwm.data.batch import ClipSample, WorldBatchMetadata
 from latentwm.data.clip_sets import model_clip_options
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.sources.pusht import generate_pusht
 from latentwm.encoders.text import save_tiny_text_model
-from latentwm.envs.pusht_language import DIRECTIONS, direction_of
+from latentwm.envs.pusht_language import DIRECTIONS, direction_of, parse_sentence
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.planning import text_meaning
 from latentwm.planning.state_probe import StateProbe
-from latentwm.planning.text_meaning import MeaningCheck, direction_accuracy
+from latentwm.planning.text_meaning import MeaningCheck, direction_accuracy, future_sentence
 from latentwm.rollout import Sampling
 
 E = 16
@@ -96,9 +97,27 @@ def test_only_clips_under_one_directional_sentence_are_scored(setup):
     found = text_meaning._directional_clips(data, check)
     assert found, "the tiny data has directional held-out clips"
     for i, direction, what in found:
-        c = data[i]
-        assert len(c.meta.text) == 1 and bool(c.text_mask[: check.context + check.horizon].all())
+        said = future_sentence(data[i], check.context, check.horizon)
+        assert said is not None and parse_sentence(said)[1]["direction"] == direction
         assert direction in DIRECTIONS and what in ("block", "pusher")
+
+
+def _clip(rows: list[int], sentences: tuple[str, ...]) -> ClipSample:
+    """A clip whose frame t carries embedding row rows[t] (one-hot), with the metadata's sentences."""
+    text = torch.nn.functional.one_hot(torch.tensor(rows), 5).float()
+    meta = WorldBatchMetadata(dataset="d", episode_id="e", text=sentences)
+    return ClipSample(text=text, text_mask=torch.ones(len(rows), dtype=torch.bool), meta=meta)
+
+
+def test_the_future_sentence_is_the_one_all_predicted_frames_carry():
+    c = _clip([0, 0, 1, 1, 1, 1, 2, 2], ("a", "b", "c"))
+    assert future_sentence(c, 2, 4) == "b"  # frames 2..5: one narration
+    assert future_sentence(c, 3, 3) == "b" and future_sentence(c, 6, 2) == "c"
+    assert future_sentence(c, 4, 3) is None  # frames 4..6 span two narrations
+    assert future_sentence(_clip([0, 0, 1, 1, 0, 0], ("a", "b")), 4, 2) is None  # "a" again: which one? not guessed
+    gap = _clip([0, 0, 1, 1], ("a", "b"))
+    gap.text_mask[0] = False
+    assert future_sentence(gap, 2, 2) is None
 
 
 def test_a_model_without_text_is_refused(setup):

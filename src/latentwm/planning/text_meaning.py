@@ -4,7 +4,7 @@ Latent error says whether text helps predict the future; it does not say whether
 check reads the pose of imagined frames and compares the direction of the motion with the direction the sentence
 names. On held-out clips whose predicted frames all carry one generated sentence with a direction ("push the T block
 to the upper left", "move the pusher down"; `envs/pusht_language.py`), the model rolls out the future from the
-context under that sentence alone (no actions: text-only), and the thing the sentence is about is read at the last
+context with every frame's own text and no actions (text-only), and the thing the sentence is about is read at the last
 context frame and at the last predicted frame:
 
 - the block: its centre of gravity from a `StateProbe` pose of the frame's encoder latents;
@@ -55,19 +55,36 @@ class MeaningCheck:
     seed: int = 0
 
 
+def future_sentence(c, context: int, horizon: int) -> str | None:
+    """The one sentence every predicted frame of clip `c` (a ClipSample with text) carries, frames context ..
+    context + horizon − 1; None when they span two narrations or the mapping is ambiguous.
+
+    Frames carry sentence embeddings, the clip's metadata the sentences (unique, in time order): runs of identical
+    embedding rows are matched to them in order, and a clip whose run count differs (a sentence repeated in
+    adjacent spans) is left out rather than guessed."""
+    if c.meta is None or c.text is None or c.text_mask is None or not bool(c.text_mask.all()):
+        return None
+    emb = c.text
+    starts = [0] + [t for t in range(1, len(emb)) if not torch.equal(emb[t], emb[t - 1])]
+    if len(starts) != len(c.meta.text):
+        return None
+    run = lambda t: sum(1 for s in starts if s <= t) - 1  # noqa: E731
+    first, last = run(context), run(context + horizon - 1)
+    return c.meta.text[first] if first == last else None
+
+
 def _directional_clips(data: LatentClipDataset, check: MeaningCheck) -> list[tuple[int, str, str]]:
-    """(index, direction, what) of held-out clips with every frame valid and one directional sentence on all frames
-    (clips whose frames span two narrations are left out: which sentence would the motion follow?)."""
+    """(index, direction, what) of held-out clips with every frame valid whose predicted frames all carry one
+    directional sentence (futures spanning two narrations are left out: which sentence would the motion follow?)."""
     need = check.context + check.horizon
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(check.seed)).tolist()
     out = []
     for i in order:
         c = data[i]
-        if c.meta is None or len(c.meta.text) != 1 or c.text_mask is None or len(c) < need:
+        if len(c) < need or c.states is None:
             continue
-        if not bool(c.text_mask[:need].all()) or c.states is None:
-            continue
-        parsed = parse_sentence(c.meta.text[0])
+        said = future_sentence(c, check.context, check.horizon)
+        parsed = None if said is None else parse_sentence(said)
         if parsed is None or parsed[0] not in DIRECTIONAL:
             continue
         out.append((i, parsed[1]["direction"], DIRECTIONAL[parsed[0]]))
