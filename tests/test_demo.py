@@ -102,6 +102,11 @@ def test_smoke_demo_end_to_end(tmp_path, capsys, monkeypatch):
     bh = t["by_horizon"]
     assert bh["horizons"] == list(range(1, 9)) and len(bh["text_conditioned"]) == len(bh["no_text"]) == 8
     assert isinstance(t["shuffled_minus_true_h8"], float) or bh["shuffled_text"] is None
+    for cond, key in (("text", "text_only_gain"), ("action", "action_only_gain")):  # each with the other removed
+        only = m[cond].get(key)
+        assert only is None or (len(only["by_horizon"]) == 8 and only["horizons"] == list(range(1, 9))), cond
+    d = t["direction_accuracy"]  # the meaning check, with its chance level and ceiling
+    assert d["uniform_chance"] == 1 / 8 and (d["clips"] == 0 or 0 <= d["accuracy"] <= 1)
     goal = pl["text_goal"]  # CEM toward goals given as sentences, the same starts as the image goals
     assert set(goal["success_rate"]) == {"cem"} and goal["num_goals"] == 2 and goal["sentences"]
     assert t["goal_planning"]["methods"] == ["cem"] and "image" in t["goal_planning"]

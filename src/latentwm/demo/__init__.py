@@ -29,7 +29,7 @@ from latentwm.config import DemoConfig, ExperimentConfig, GenerateConfig, get_pr
 from latentwm.data.clip_sets import make_clip_datasets, model_clip_options
 from latentwm.data.clips import LatentClipDataset, eval_loader
 from latentwm.data.latent_cache import Encoding, LatentCache, encode_to_cache
-from latentwm.data.proprio import latents_only
+from latentwm.data.proprio import latents_only, proprio_stats_of
 from latentwm.data.sources.pusht import generate_pusht, load_pusht, policy_counts
 from latentwm.demo.planning import demo_ladder, fit_proprio_probe, place_beside, plan_demo
 from latentwm.demo.stages import Stages
@@ -47,8 +47,10 @@ from latentwm.planning.state_probe import (
     pose_errors,
     train_state_probe,
 )
+from latentwm.planning.text_meaning import MeaningCheck, direction_accuracy
 from latentwm.report import ReportRun, StageResults, write_report
 from latentwm.rl.runner import run_rl
+from latentwm.rollout import Sampling
 from latentwm.train.decoder_trainer import train_decoder
 from latentwm.train.encoder_pretrain import run_pretrain_encoder
 from latentwm.train.trainer import Trainer
@@ -268,6 +270,8 @@ def model_stages(run: DemoRun) -> tuple[Trainer, dict, dict | None, StateProbe |
             "gifs": GIFS,
             "rollout": settings_of(exp.rollout),
             "text_horizon": cfg.sizes.text_horizon,
+            "text_conditions": list(TEXT_EVAL_CONDITIONS),
+            "meaning_check": settings_of(MEANING_CHECK),
         },
         ("train", "state_probe"),
         lambda: evaluate_stage(cfg, trainer, exp, out, state_probe),
@@ -448,7 +452,7 @@ def evaluate_stage(
     """Held-out rollout errors (`evaluate`) and the text-horizon comparison, saved to `<out>/evaluate/results.pt`
     (tensors and numbers; read back with weights_only)."""
     results = evaluate(trainer, exp, state_probe)
-    results["text_eval"] = text_horizon_eval(cfg, trainer, exp, out)
+    results["text_eval"] = text_horizon_eval(cfg, trainer, exp, out, state_probe)
     torch.save(_plain(results), out / "evaluate" / "results.pt")
     return {"file": "results.pt", "model_step": trainer.state.step}
 
@@ -498,9 +502,20 @@ def evaluate(trainer: Trainer, exp: ExperimentConfig, state_probe: StateProbe | 
     return out
 
 
-def text_horizon_eval(cfg: DemoConfig, trainer: Trainer, exp: ExperimentConfig, out: Path) -> dict | None:
+TEXT_EVAL_CONDITIONS = ("text", "action")
+"""Each condition's gain at the text horizon, with the other present and removed from the whole clip."""
+MEANING_CHECK = MeaningCheck(context=4, horizon=4, clips=300)
+"""The meaning check's window: a narration spans 4 model steps at Push-T's frame skip, so 4 predicted frames under
+one sentence; K and the seed come from the run."""
+
+
+def text_horizon_eval(
+    cfg: DemoConfig, trainer: Trainer, exp: ExperimentConfig, out: Path, state_probe: StateProbe | None = None
+) -> dict | None:
     """Held-out rollouts of sizes.text_horizon frames with the clips' true text (their held-out paraphrases), none,
-    and another clip's, noise-matched (rollout_errors' condition gain); None when the model or cache has no text."""
+    and another clip's, noise-matched, and the same for actions, each with the other condition present and removed
+    (rollout_errors' condition gain); with the state probe, the meaning check (planning/text_meaning.py) under
+    "meaning". None when the model or cache has no text."""
     H, r = cfg.sizes.text_horizon, exp.rollout
     if not H or exp.model.text_dim == 0 or LatentCache(out / "latents").text_encoder is None:
         return None
@@ -508,16 +523,26 @@ def text_horizon_eval(cfg: DemoConfig, trainer: Trainer, exp: ExperimentConfig, 
     if len(data) == 0:
         print(f"text rollouts: no held-out clip of {r.context + H} model steps; skipped")
         return None
-    return rollout_errors(
+    res = rollout_errors(
         trainer.ema,
         eval_loader(data, exp.model.action_dim),
         r.context,
         H,
         device=trainer.device,
         options=EvalOptions(
-            seed=exp.train.seed, condition_gain=("text",), text_guidance=r.text_guidance, sample_steps=r.sample_steps
+            seed=exp.train.seed,
+            condition_gain=TEXT_EVAL_CONDITIONS,
+            text_guidance=r.text_guidance,
+            sample_steps=r.sample_steps,
         ),
     )
+    if state_probe is not None:
+        check = dataclasses.replace(MEANING_CHECK, sampling=Sampling(r.sample_steps), seed=exp.train.seed)
+        clips = LatentClipDataset(out / "latents", check.context + check.horizon, "eval", model_clip_options(exp))
+        data_stats = trainer.extra_state.get("data_stats")
+        stats = proprio_stats_of(data_stats, exp.model) if data_stats and exp.model.proprio_dim else None
+        res["meaning"] = direction_accuracy(trainer.ema, state_probe, clips, check, stats, trainer.device)
+    return res
 
 
 def state_errors(probe: StateProbe, examples: list, proprio_dim: int = 0) -> dict:

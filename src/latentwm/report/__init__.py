@@ -147,7 +147,8 @@ def write_report(out: str | Path, exp: ExperimentConfig, run: ReportRun, stages:
         },
         "wall_time_s": run.wall_time_s,
     }
-    cond = text_metrics(out, run.train_dir, stages.text_eval, stages.text_goal)
+    meaning = (stages.text_eval or {}).get("meaning")
+    cond = text_metrics(out, run.train_dir, stages.text_eval, stages.text_goal, meaning)
     if cond["text"]["gain_curve"] or cond["action"]["gain_curve"] or stages.text_eval is not None:
         metrics.update(cond)
     if stages.decoder is not None:
