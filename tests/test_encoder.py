@@ -13,14 +13,8 @@ from latentwm.config import ConfigError, EncoderConfig
 from latentwm.config.registry import ENCODER_PRESETS
 from latentwm.data.cache_integrity import same_encoder
 from latentwm.data.episodes import NormStats
-from latentwm.encoders.dino import (
-    DinoEncoder,
-    EncoderWeightsMissing,
-    LatentStats,
-    compute_latent_stats,
-    load_backbone,
-    weights_hash,
-)
+from latentwm.data.latent_stats import LatentStats, compute_latent_stats
+from latentwm.encoders.dino import DinoEncoder, EncoderWeightsMissing, load_backbone, weights_hash
 
 # (preset, image_size, registers): grids 4×4 (patch 14) and 4×4 (patch 16)
 FAMILIES = [("tiny-random", 56, 0), ("tiny-random-reg", 56, 4), ("tiny-random-v3", 64, 4)]

@@ -10,9 +10,10 @@ from latentwm.data.batch import collate
 from latentwm.data.clip_sets import make_clip_datasets
 from latentwm.data.episodes import Episode, save_episode
 from latentwm.data.latent_cache import LatentCache
+from latentwm.data.latent_stats import LatentStats
 from latentwm.data.online import EpisodeStore, OnlineEncoding, make_online_datasets
 from latentwm.data.sources.pusht import episode_path, load_pusht
-from latentwm.encoders.dino import DinoEncoder, LatentStats
+from latentwm.encoders.dino import DinoEncoder
 
 
 def _episodes(root, n=6, T=24, cams=("front", "wrist")):

@@ -112,6 +112,11 @@ class PlanConfig:
             if not pow2(getattr(self, name)):
                 raise ConfigError(f"plan.{name} must be a power of two, got {getattr(self, name)}")
 
+    @property
+    def executed_steps(self) -> int:
+        """Actions executed per plan: exec_steps, never more than were planned."""
+        return min(self.exec_steps, self.horizon)
+
     def planner_config(self, name: str | None = None):
         """The section of planner `name` (default: `planner`)."""
         return getattr(self, name or self.planner)

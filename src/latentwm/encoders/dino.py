@@ -33,7 +33,7 @@ from latentwm.config.base import LatentwmError
 from latentwm.config.registry import ENCODER_PRESETS
 from latentwm.data.cache_integrity import same_encoder
 from latentwm.data.episodes import NormStats
-from latentwm.data.latent_stats import STATS_EPS, LatentStats, compute_latent_stats  # noqa: F401  (API)
+from latentwm.data.latent_stats import STATS_EPS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -176,7 +176,7 @@ class _Session:
 
     @property
     def exec_steps(self) -> int:
-        return min(self.cfg.exec_steps, self.cfg.horizon)
+        return self.cfg.executed_steps
 
     def policy(self, method: str, goal: PlanningGoal):
         """(policy, chunks) of a method on one goal."""
@@ -321,7 +321,7 @@ def _session(run: WorldModelRun, cfg: PlanConfig, opts: PlanningOptions, models:
             "evaluate_planning: plan.visual_weight is 0, so the planners need a state probe "
             "(state_probe=...) and plan.state_weight > 0"
         )
-    exec_steps = min(cfg.exec_steps, cfg.horizon)
+    exec_steps = cfg.executed_steps
     max_replans = (
         max(1, math.ceil(2 * cfg.goal_offset / (exec_steps * codec.frame_skip)))
         if opts.max_replans is None

@@ -267,7 +267,7 @@ class MPCPolicy:
         self.context = max(1, min(options.context, model.cfg.context_frames - 1))
         self.tau_ctx, self.init, self.bf16 = options.tau_ctx, options.init, options.bf16
         self.horizon = cfg.horizon
-        self.exec_steps = min(cfg.exec_steps, cfg.horizon)
+        self.exec_steps = cfg.executed_steps
         self.device = next(model.parameters()).device
         self.channels = model.cfg.proprio_dim  # proprio in the frames: the cost reads the model's own prediction
         use = proprio_probe is not None and cfg.proprio_weight > 0 and not self.channels
@@ -400,7 +400,7 @@ class RandomPolicy:
 
     def __init__(self, codec: ActionCodec, cfg: PlanConfig):
         self.codec, self.cfg = codec, cfg
-        self.exec_steps = min(cfg.exec_steps, cfg.horizon)
+        self.exec_steps = cfg.executed_steps
         self.low, self.high = codec.bounds()
 
     def reset(self, goal_frame: np.ndarray, info: dict, seed: int = 0) -> None:

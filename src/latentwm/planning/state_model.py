@@ -141,7 +141,7 @@ class StatePolicy:
 
     def __init__(self, model: StateDynamics, codec: ActionCodec, cfg: PlanConfig):
         self.model, self.codec, self.cfg = model, codec, cfg
-        self.exec_steps = min(cfg.exec_steps, cfg.horizon)
+        self.exec_steps = cfg.executed_steps
         self.low, self.high = codec.bounds()
 
     def reset(self, goal_frame: np.ndarray, info: dict, seed: int = 0) -> None:

@@ -26,10 +26,11 @@ import torch
 
 from latentwm.config import ConfigError, DecoderConfig
 from latentwm.data.frame_pairs import FrameSet, load_frame_sets
+from latentwm.data.latent_stats import compute_latent_stats
 from latentwm.data.video import resize_frames
 from latentwm.distributed import DistInfo, init_distributed, shutdown, unwrap, wrap_model
 from latentwm.encoders.decoder import DECODER_SIZES, DecoderSpec, RAEDecoder, to_uint8
-from latentwm.encoders.dino import DinoEncoder, compute_latent_stats
+from latentwm.encoders.dino import DinoEncoder
 from latentwm.engine.logging import RunLogger
 from latentwm.engine.loop import (
     Checkpointing,
