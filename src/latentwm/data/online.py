@@ -38,7 +38,7 @@ from latentwm.data.frame_text import EpisodeTexts, TextEmbedding
 from latentwm.data.latent_cache import LatentCache, cache_pool, sample_key
 from latentwm.data.latent_stats import LatentStats, compute_latent_stats
 from latentwm.data.proprio import attach_proprio
-from latentwm.data.sources import load_source, parse_options
+from latentwm.data.sources import load_source, parse_options, source_facts
 from latentwm.data.video import VideoError
 
 EncodeFn = Callable[[torch.Tensor], torch.Tensor]  # uint8 (B, 3, H, W) -> (B, N, D) LayerNorm-ed latents
@@ -299,6 +299,7 @@ def make_online_datasets(
         source=d.source,
         episodes_dir=str(d.episodes_dir),
         skipped=len(store.skipped),
+        **source_facts(d.source, parse_options(d.source_options)),  # as a cache.json records the reader
     )
     stats_dict = stats.to_dict()
     extra = dict(

@@ -14,7 +14,7 @@ import torch
 from latentwm.config import ConfigError, EncodeConfig, TextEncoderConfig
 from latentwm.data.frame_text import TextEmbedding
 from latentwm.data.latent_cache import Encoding, encode_to_cache, finalize_cache
-from latentwm.data.sources import load_source, parse_options
+from latentwm.data.sources import load_source, parse_options, source_facts
 from latentwm.distributed import init_distributed, shutdown
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.encoders.text import TextEncoder
@@ -63,7 +63,7 @@ def run_encode(cfg: EncodeConfig) -> dict:
             lambda f: enc.encode(f).cpu().numpy(),
             enc.weights_label,
             image_size=cfg.encoder.image_size,
-            meta=dict(pool=cfg.encoder.pool),
+            meta=dict(pool=cfg.encoder.pool, **source_facts(cfg.source, parse_options(cfg.options))),
             text=text,
         )
         res = encode_to_cache(

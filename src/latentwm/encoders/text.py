@@ -23,10 +23,17 @@ import torch
 import torch.nn.functional as F
 
 from latentwm.config import ConfigError, TextEncoderConfig
-from latentwm.envs.pusht_language import TEMPLATES, parse_sentence, slot_values
+from latentwm.envs.pusht_language import MAGNITUDE_TEMPLATES, TEMPLATES, parse_sentence, slot_values
 
 MOTION_CLASS = "pusht-motion-class"
 """`--text.name pusht-motion-class`: the control of the text experiments, a one-hot motion class instead of language."""
+MOTION_CLASS_MAGNITUDE = "pusht-motion-class-magnitude"
+"""`--text.name pusht-motion-class-magnitude`: the same control for the "magnitude" narration style (a cache encoded
+with the pusht reader option narration=magnitude): one-hot template and slot values, no language."""
+MOTION_CLASS_STYLES = {MOTION_CLASS: "direction", MOTION_CLASS_MAGNITUDE: "magnitude"}
+"""Motion-class encoder name -> the narration style whose sentences it reads."""
+MAGNITUDE_SLOT_ORDER = ("direction", "distance", "sense", "angle", "side")
+"""The slots of the magnitude style, in the order of their one-hot groups (MotionClassEncoder(style="magnitude"))."""
 
 MINILM = "minilm"
 _SUPPORTED = ("Transformer", "Pooling", "Normalize")  # sentence-transformers module types we reproduce
@@ -167,8 +174,8 @@ class TextEncoder:
     def from_config(
         cls, cfg: TextEncoderConfig, device: torch.device | str | None = None
     ) -> TextEncoder | MotionClassEncoder:
-        if cfg.name == MOTION_CLASS:
-            return MotionClassEncoder()
+        if cfg.name in MOTION_CLASS_STYLES:
+            return MotionClassEncoder(MOTION_CLASS_STYLES[cfg.name])
         return cls(cfg.name, max_length=cfg.max_length, batch_size=cfg.batch_size, device=device)
 
     @property
@@ -222,35 +229,80 @@ class MotionClassEncoder:
     from the generator's own wording, envs/pusht_language.py), with no language. Every paraphrase of a class, held-out
     ones included, gets the same vector, so a model conditioned on it learns the conditioning path without a language
     encoder in the way: the control that separates "the path learns" from "the language encoder carries it". Any
-    other text is refused by name."""
+    other text is refused by name.
+
+    style "direction" (name MOTION_CLASS): one class per (template, slots) of the direction style, exactly the classes
+    (and so the label) every existing cache records. style "magnitude" (name MOTION_CLASS_MAGNITUDE): the magnitude
+    style's sentences as concatenated one-hot groups, (U, T + Σ values) with a 1 for the template and one per slot it
+    has (direction, distance, sense, angle, side; `classes` lists the (group, value) features). Factored rather than one
+    class per filling: the fillings number ~2,200 (8 directions × 10 distances × 2 senses × 12 angles = 1,920 for
+    a push that turns the block as it goes), most of them rare in training, and the control must be able to learn
+    "about 40 px" once for every direction as words can, or it would lose to language for a reason that has nothing
+    to do with language."""
 
     normalize = True
 
-    def __init__(self):
-        self.classes = [(t, tuple(sorted(s.items()))) for t in TEMPLATES for s in slot_values(t)]
+    def __init__(self, style: str = "direction"):
+        self.style = style
+        if style == "direction":
+            self.classes: list = [(t, tuple(sorted(s.items()))) for t in TEMPLATES for s in slot_values(t)]
+            self.name = MOTION_CLASS
+        elif style == "magnitude":
+            values: dict[str, dict[str, None]] = {k: {} for k in MAGNITUDE_SLOT_ORDER}  # ordered sets, in the
+            # generator's order (distances and angles ascending: the block's range first, then the pusher's beyond it)
+            for t in MAGNITUDE_TEMPLATES:
+                for filling in slot_values(t):
+                    for k, v in filling.items():
+                        values[k][v] = None
+            self.classes = [("template", t) for t in MAGNITUDE_TEMPLATES]
+            self.classes += [(k, v) for k in MAGNITUDE_SLOT_ORDER for v in values[k]]
+            self.name = MOTION_CLASS_MAGNITUDE
+            self.normalize = False  # 1 + (number of slots) ones per row: a binary code, not a unit vector
+        else:
+            raise ConfigError(f"MotionClassEncoder: style must be 'direction' or 'magnitude', got {style!r}")
         self.index = {c: i for i, c in enumerate(self.classes)}
-        self.name, self.dim = MOTION_CLASS, len(self.classes)
-        self.label = f"{MOTION_CLASS}#{hashlib.sha256(repr(self.classes).encode()).hexdigest()[:16]}"
+        self.dim = len(self.classes)
+        self.label = f"{self.name}#{hashlib.sha256(repr(self.classes).encode()).hexdigest()[:16]}"
+
+    def _features(self, text: str) -> list[int]:
+        """Indices of the 1s of sentence `text`'s row; ConfigError for text this style does not read."""
+        hit = parse_sentence(text)
+        if hit is None:
+            raise ConfigError(
+                f"text encoder {self.name!r}: {text!r} is not a sentence of the Push-T generator "
+                "(the motion-class control reads only those); use a language encoder for other text"
+            )
+        tid, slots = hit[0], hit[1]
+        keys = (
+            [(tid, tuple(sorted(slots.items())))]
+            if self.style == "direction"
+            else [("template", tid), *((k, v) for k, v in slots.items())]
+        )
+        if any(k not in self.index for k in keys):
+            other = next(n for n, st in MOTION_CLASS_STYLES.items() if st != self.style)
+            raise ConfigError(
+                f"text encoder {self.name!r}: {text!r} is a sentence of the other Push-T narration style; "
+                f"use --text.name {other} for it"
+            )
+        return [self.index[k] for k in keys]
 
     def embed(self, sentences: list[str]) -> np.ndarray:
-        """U generated Push-T sentences -> (U, classes) float32 one-hot."""
+        """U generated Push-T sentences -> (U, dim) float32: one-hot (direction style), or one-hot groups
+        (magnitude style)."""
         if isinstance(sentences, str):
             raise TypeError("MotionClassEncoder: pass a list of sentences, not one string")
         out = np.zeros((len(sentences), self.dim), np.float32)
         for i, text in enumerate(sentences):
-            hit = parse_sentence(text)
-            if hit is None:
-                raise ConfigError(
-                    f"text encoder {MOTION_CLASS!r}: {text!r} is not a sentence of the Push-T generator "
-                    "(the motion-class control reads only those); use a language encoder for other text"
-                )
-            out[i, self.index[(hit[0], tuple(sorted(hit[1].items())))]] = 1.0
+            out[i, self._features(text)] = 1.0
         return out
 
 
 def open_text_encoder(name: str, device: torch.device | str | None = None) -> TextEncoder | MotionClassEncoder:
-    """The sentence encoder called `name` (a language model folder / id / "minilm", or the motion-class control)."""
-    return MotionClassEncoder() if name == MOTION_CLASS else TextEncoder(name, device=device)
+    """The sentence encoder called `name` (a language model folder / id / "minilm", or a motion-class control:
+    MOTION_CLASS, MOTION_CLASS_MAGNITUDE)."""
+    if name in MOTION_CLASS_STYLES:
+        return MotionClassEncoder(MOTION_CLASS_STYLES[name])
+    return TextEncoder(name, device=device)
 
 
 _TINY_WORDS = (

@@ -18,10 +18,19 @@ The 8-way image direction of that displacement (`direction_of`) is right when it
 - ceiling: the true future frames read the same way (the probe's and the window's limit: a sentence describes its
   whole 20-step span, the window sees part of it);
 - the null-text rollout scored the same way (what the context alone makes the model do).
+
+Sentences of the "magnitude" narration style (`pusht_language`, reader option narration=magnitude) also say how far
+and how much: on clips whose sentence has a distance, the length of the same displacement is right when, rounded to
+the nearest DISTANCE_BIN_PX (capped as the words are, DISTANCE_CAPS), it is within one bin of the named distance
+("magnitude_*" keys); on clips whose sentence has an angle, the probe's wrapped block-angle change (its size, in
+degrees, to the nearest ANGLE_BIN_DEG) within one bin of the named angle ("angle_*" keys; a rotate-only sentence is
+scored there and not for direction). Each has its chance (shuffled sentences), ceiling (true future) and null-text
+score, over its own clips. Direction-style data gives exactly the direction keys.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,17 +41,48 @@ from latentwm.data.batch import collate
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import NormStats
 from latentwm.data.proprio import split_proprio
-from latentwm.envs.pusht_language import DIRECTIONS, block_centre, direction_of, parse_sentence
+from latentwm.envs.pusht_language import (
+    ANGLE_BIN_DEG,
+    ANGLE_CAP_DEG,
+    DIRECTIONS,
+    DISTANCE_BIN_PX,
+    DISTANCE_CAPS,
+    block_centre,
+    direction_of,
+    magnitude_bin,
+    parse_sentence,
+)
 from latentwm.planning.state_probe import StateProbe
 from latentwm.rollout import Sampling, rollout
 
-DIRECTIONAL = {"block_move": "block", "block_move_rotate": "block", "pusher_move": "pusher"}
-"""Templates whose sentence names a direction, and what moves."""
+DIRECTIONAL = {
+    "block_move": "block",
+    "block_move_rotate": "block",
+    "pusher_move": "pusher",
+    "block_move_by": "block",
+    "block_move_rotate_by": "block",
+    "pusher_move_by": "pusher",
+}
+"""Templates whose sentence names a direction (either narration style), and what moves."""
+ROTATION_ONLY = {"block_rotate_by": "block"}
+"""Templates scored for their angle alone (the magnitude style's rotation: no direction to read)."""
+
+
+@dataclass(frozen=True)
+class ClipTarget:
+    """What the sentence of clip `index` asks for: its subject ("block" / "pusher"), the direction (None: a rotation
+    alone), the distance in arena px and the angle in degrees (None: the sentence names none)."""
+
+    index: int
+    subject: str
+    direction: str | None = None
+    distance: int | None = None
+    angle: int | None = None
 
 
 @dataclass(frozen=True)
 class MeaningCheck:
-    """context / horizon in model frames; clips: at most this many directional held-out clips; sampling: how the
+    """context / horizon in model frames; clips: at most this many scored held-out clips; sampling: how the
     futures are drawn; batch: clips per rollout; permutations: shuffles averaged for the chance level; seed: the
     clip order and the noise."""
 
@@ -73,9 +113,10 @@ def future_sentence(c, context: int, horizon: int) -> str | None:
     return c.meta.text[first] if first == last else None
 
 
-def _directional_clips(data: LatentClipDataset, check: MeaningCheck) -> list[tuple[int, str, str]]:
-    """(index, direction, what) of held-out clips with every frame valid whose predicted frames all carry one
-    directional sentence (futures spanning two narrations are left out: which sentence would the motion follow?)."""
+def _scored_clips(data: LatentClipDataset, check: MeaningCheck) -> list[ClipTarget]:
+    """Targets of held-out clips with every frame valid whose predicted frames all carry one sentence with a
+    direction or an angle (futures spanning two narrations are left out: which sentence would the motion follow?),
+    at most check.clips of them, in the seeded order."""
     need = check.context + check.horizon
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(check.seed)).tolist()
     out = []
@@ -85,12 +126,24 @@ def _directional_clips(data: LatentClipDataset, check: MeaningCheck) -> list[tup
             continue
         said = future_sentence(c, check.context, check.horizon)
         parsed = None if said is None else parse_sentence(said)
-        if parsed is None or parsed[0] not in DIRECTIONAL:
+        if parsed is None or (parsed[0] not in DIRECTIONAL and parsed[0] not in ROTATION_ONLY):
             continue
-        out.append((i, parsed[1]["direction"], DIRECTIONAL[parsed[0]]))
+        slots = parsed[1]
+        subject = DIRECTIONAL.get(parsed[0]) or ROTATION_ONLY[parsed[0]]
+        out.append(ClipTarget(i, subject, slots.get("direction"), _number(slots, "distance"), _number(slots, "angle")))
         if len(out) == check.clips:
             break
     return out
+
+
+def _number(slots: dict[str, str], key: str) -> int | None:
+    """The number a sentence's slot `key` says ("40" -> 40); None when it has no such slot."""
+    return int(slots[key]) if key in slots else None
+
+
+def _directional_clips(data: LatentClipDataset, check: MeaningCheck) -> list[tuple[int, str, str]]:
+    """(index, direction, what) of the scored clips whose sentence names a direction (`_scored_clips`)."""
+    return [(t.index, t.direction, t.subject) for t in _scored_clips(data, check) if t.direction is not None]
 
 
 def _positions(frames: torch.Tensor, what: list[str], probe: StateProbe, proprio: NormStats | None, p_dim: int):
@@ -106,6 +159,54 @@ def _positions(frames: torch.Tensor, what: list[str], probe: StateProbe, proprio
     return np.stack([block[i] if w == "block" else agent[i] for i, w in enumerate(what)])
 
 
+def _block_angles(frames: torch.Tensor, probe: StateProbe, p_dim: int) -> np.ndarray:
+    """(B,) the probe's block angle (radians) in frames (B, N, D [+ P])."""
+    lat, _ = split_proprio(frames, p_dim)
+    return probe.predict_pose(lat.float()).double().cpu().numpy()[:, 4]
+
+
+@dataclass(frozen=True)
+class _Readings:
+    """One future (imagined under text / without text / true), read per clip (M,): the subject's displacement length
+    (arena px) and the size of the block's wrapped angle change (degrees)."""
+
+    length: np.ndarray
+    turn: np.ndarray
+
+
+def _within_one_bin(value: np.ndarray, named: np.ndarray, step: float, caps: np.ndarray) -> np.ndarray:
+    """(M,) bool: `value` rounded to the nearest multiple of `step` (at most `caps`, per clip) is within one bin of
+    `named` (M,)."""
+    binned = np.array([magnitude_bin(float(v), step, float(c)) for v, c in zip(value, caps)])
+    return np.abs(binned - named) <= step
+
+
+def _magnitude_scores(prefix: str, reads: dict[str, _Readings], found: list[ClipTarget], check: MeaningCheck) -> dict:
+    """`{prefix}_accuracy`, `_chance`, `_ceiling`, `_null_text_accuracy`, `_clips` of the distance ("magnitude")
+    or angle ("angle") each clip's sentence names, over the clips that name one; {} when none does."""
+    key = "distance" if prefix == "magnitude" else "angle"
+    rows = np.array([getattr(t, key) is not None for t in found])
+    if not rows.any():
+        return {}
+    named = np.array([getattr(t, key) for t in found if getattr(t, key) is not None], dtype=np.float64)
+    if key == "distance":
+        step, caps = DISTANCE_BIN_PX, np.array([DISTANCE_CAPS[t.subject] for t in found], dtype=np.float64)[rows]
+    else:
+        step, caps = ANGLE_BIN_DEG, np.full(int(rows.sum()), float(ANGLE_CAP_DEG))
+    value = {n: (r.length if key == "distance" else r.turn)[rows] for n, r in reads.items()}
+    rng = np.random.default_rng([check.seed, 1 if key == "distance" else 2])  # apart from the direction's shuffles
+    shuffled = [
+        np.mean(_within_one_bin(value["text"], rng.permutation(named), step, caps)) for _ in range(check.permutations)
+    ]
+    return {
+        f"{prefix}_accuracy": float(np.mean(_within_one_bin(value["text"], named, step, caps))),
+        f"{prefix}_chance": float(np.mean(shuffled)),
+        f"{prefix}_ceiling": float(np.mean(_within_one_bin(value["true"], named, step, caps))),
+        f"{prefix}_null_text_accuracy": float(np.mean(_within_one_bin(value["null"], named, step, caps))),
+        f"{prefix}_clips": int(rows.sum()),
+    }
+
+
 @torch.no_grad()
 def direction_accuracy(
     model,
@@ -118,27 +219,28 @@ def direction_accuracy(
     """The meaning check (module docstring) on held-out clips of `data` (with text and simulator states; clips of at
     least context + horizon frames). proprio: the model's proprio statistics (`proprio_stats_of`) when it has
     proprio channels. Returns {"accuracy", "chance", "uniform_chance", "ceiling", "null_text_accuracy", "clips",
-    "by_subject": {"block": {...}, "pusher": {...}}}; accuracy None (and clips 0) without a directional clip."""
+    "by_subject": {"block": {...}, "pusher": {...}}}; accuracy None (and clips 0) without a directional clip. With
+    magnitude-style sentences also "magnitude_accuracy", "magnitude_chance", "magnitude_ceiling",
+    "magnitude_null_text_accuracy", "magnitude_clips" (clips naming a distance) and the same "angle_*" keys (clips
+    naming an angle); those keys are absent when no clip names one (direction-style data)."""
     if getattr(model.cfg, "text_dim", 0) == 0:
         raise ValueError("direction_accuracy: the model has no text slot (model.text_dim = 0)")
-    found = _directional_clips(data, check)
+    found = _scored_clips(data, check)
     empty = {"accuracy": None, "chance": None, "uniform_chance": 1 / len(DIRECTIONS), "ceiling": None, "clips": 0}
     if not found:
         return {**empty, "null_text_accuracy": None, "by_subject": {}}
     C, H = check.context, check.horizon
     p_dim = int(getattr(model.cfg, "proprio_dim", 0))
     gen = torch.Generator(device=device).manual_seed(check.seed)
-    pred_dir: list[str] = []
-    true_dir: list[str] = []
-    null_dir: list[str] = []
-    target: list[str] = []
-    subject: list[str] = []
+    dirs: dict[str, list[str]] = {"text": [], "null": [], "true": []}
+    lengths: dict[str, list[float]] = {"text": [], "null": [], "true": []}
+    turns: dict[str, list[float]] = {"text": [], "null": [], "true": []}
     for k in range(0, len(found), check.batch):
         part = found[k : k + check.batch]
-        b = collate([data[i] for i, _, _ in part], model.cfg.action_dim).to(device)
+        b = collate([data[t.index] for t in part], model.cfg.action_dim).to(device)
         assert b.latents is not None and b.text is not None and b.text_mask is not None  # chosen clips have them
         x = b.latents[:, : C + H]
-        what = [w for _, _, w in part]
+        what = [t.subject for t in part]
         text = Conditions(text=b.text[:, : C + H], text_mask=b.text_mask[:, : C + H])
         noise = torch.randn((len(part), H, *x.shape[2:]), generator=gen, device=x.device, dtype=x.dtype)
         futures = {
@@ -147,28 +249,37 @@ def direction_accuracy(
             "true": x[:, C:],
         }
         start = _positions(x[:, C - 1], what, probe, proprio, p_dim)
-        for name, dirs in (("text", pred_dir), ("null", null_dir), ("true", true_dir)):
+        angle0 = _block_angles(x[:, C - 1], probe, p_dim)
+        for name in ("text", "null", "true"):
             end = _positions(futures[name][:, -1], what, probe, proprio, p_dim)
-            dirs += [direction_of(*(e - s)) for s, e in zip(start, end)]
-        target += [d for _, d, _ in part]
-        subject += what
-    pred, tgt = np.array(pred_dir), np.array(target)
+            dirs[name] += [direction_of(*(e - s)) for s, e in zip(start, end)]
+            lengths[name] += [float(np.hypot(*(e - s))) for s, e in zip(start, end)]
+            turn = (_block_angles(futures[name][:, -1], probe, p_dim) - angle0 + math.pi) % (2 * math.pi) - math.pi
+            turns[name] += np.abs(np.degrees(turn)).tolist()
+    reads = {n: _Readings(np.array(lengths[n]), np.array(turns[n])) for n in dirs}
+    extra = {**_magnitude_scores("magnitude", reads, found, check), **_magnitude_scores("angle", reads, found, check)}
+    directional = np.array([t.direction is not None for t in found])
+    if not directional.any():  # magnitude-style rotations only: no direction to score
+        return {**empty, "null_text_accuracy": None, "by_subject": {}, **extra}
+    pick = lambda values: np.array(values)[directional]  # noqa: E731
+    pred, tgt = pick(dirs["text"]), np.array([t.direction for t in found if t.direction is not None])
+    true_dir, null_dir = pick(dirs["true"]), pick(dirs["null"])
     rng = np.random.default_rng(check.seed)
     chance = float(np.mean([np.mean(pred == rng.permutation(tgt)) for _ in range(check.permutations)]))
 
     def score(mask: np.ndarray) -> dict:
         return {
             "accuracy": float(np.mean(pred[mask] == tgt[mask])),
-            "ceiling": float(np.mean(np.array(true_dir)[mask] == tgt[mask])),
-            "null_text_accuracy": float(np.mean(np.array(null_dir)[mask] == tgt[mask])),
+            "ceiling": float(np.mean(true_dir[mask] == tgt[mask])),
+            "null_text_accuracy": float(np.mean(null_dir[mask] == tgt[mask])),
             "clips": int(mask.sum()),
         }
 
-    subj = np.array(subject)
+    subj = pick([t.subject for t in found])
     out = {**score(np.ones(len(tgt), dtype=bool)), "chance": chance, "uniform_chance": 1 / len(DIRECTIONS)}
     out["by_subject"] = {w: score(subj == w) for w in ("block", "pusher") if (subj == w).any()}
     out["stderr"] = float(np.sqrt(out["accuracy"] * (1 - out["accuracy"]) / len(tgt)))
-    return out
+    return {**out, **extra}
 
 
-__all__ = ["DIRECTIONAL", "MeaningCheck", "direction_accuracy"]
+__all__ = ["DIRECTIONAL", "ROTATION_ONLY", "ClipTarget", "MeaningCheck", "direction_accuracy"]

@@ -8,7 +8,9 @@ from collections.abc import Callable
 
 from latentwm.data.episodes import Episode
 from latentwm.data.sources import agibot, annotated_video, droid, egodex, epic_kitchens, lerobot, rlds, video_folder
+from latentwm.data.sources.pusht import OPTIONS as PUSHT_OPTIONS
 from latentwm.data.sources.pusht import load_pusht
+from latentwm.envs.pusht_language import NARRATION_STYLES
 
 SOURCES = (
     "pusht",
@@ -41,6 +43,15 @@ def parse_options(text: str) -> dict:
     return out
 
 
+def source_facts(source: str, options: dict | None = None) -> dict:
+    """What a cache of `source` read with reader `options` records of the reader (cache.json, beside the encoder's
+    facts) so that episodes read two ways are never mixed: for pusht, the narration style of its sentences
+    ({"narration": "direction" | "magnitude"}, the reader's default when not given); nothing for other sources."""
+    if source != "pusht":
+        return {}
+    return {"narration": (options or {}).get("narration") or NARRATION_STYLES[0]}
+
+
 def load_source(
     source: str,
     root: str | os.PathLike,
@@ -58,12 +69,15 @@ def load_source(
     sources; None: all). options: further keyword arguments of the reader (its OPTIONS)."""
     options = dict(options or {})
     if source == "pusht":
-        if options or cameras or fps:
+        if cameras or fps:
             raise ValueError(
-                "the pusht source takes no reader options, cameras or fps (its episodes are stored "
-                "at the simulator's rate)"
+                "the pusht source takes no cameras or fps (its episodes are stored at the simulator's rate)"
             )
-        return load_pusht(root)
+        if unknown := sorted(set(options) - set(PUSHT_OPTIONS)):
+            raise ValueError(
+                f"the pusht reader takes no option {', '.join(unknown)}; its options: {', '.join(PUSHT_OPTIONS)}"
+            )
+        return load_pusht(root, **options)
     loaders = {
         "droid": droid.load_droid,
         "epic": epic_kitchens.load_epic_kitchens,

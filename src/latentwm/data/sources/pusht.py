@@ -19,6 +19,10 @@ the states, paraphrases drawn from the episode's seed), `extras["narrations_held
 held-out paraphrases (evaluation only). `text` stays [] (the narrations are the text). Episodes written without
 narrations get identical ones computed from their states when `load_pusht`'s loaders read them.
 
+OPTIONS of the reader (`latentwm encode --options`, `--data.source-options` online): narration = "direction" (the
+default: the narrations stored with the episodes) or "magnitude" (`pusht_language`'s sentences whose slots say how far
+and to where, computed from the states when the episodes are read; the stored ones are left unread).
+
 Episode i is a pure function of the folder's settings and i, written with fixed zip timestamps: the same bytes
 whatever the number of worker processes, and a killed run continues where it stopped (files that open are kept,
 unreadable ones regenerated). The settings are recorded in `generate.json` in the folder: generating again with
@@ -42,7 +46,7 @@ import numpy as np
 from latentwm.config import ConfigError, GenerateConfig
 from latentwm.data.episodes import Episode, load_episode, save_episode
 from latentwm.envs.pusht import PushTEnv, proprio_from_state
-from latentwm.envs.pusht_language import narrate
+from latentwm.envs.pusht_language import NARRATION_STYLES, narrate
 from latentwm.envs.pusht_policies import POLICIES, make_policy
 from latentwm.io.files import write_json
 
@@ -50,6 +54,8 @@ CAMERA = "main"
 NARRATION_SEGMENT = 20
 """Stored frames (env steps, 10 Hz) per narrated span: 2 s, 4 model steps at frame_skip 5 (a training clip of 8
 model steps spans 2). A constant, not a folder setting: narrations are recomputed from the states of old folders."""
+OPTIONS = ("narration",)
+"""Reader options `load_source` passes to `load_pusht` (the narration style)."""
 CHUNK = 4
 """Episodes per task handed to a worker process (small: progress stays smooth and the workers stay balanced)."""
 
@@ -141,14 +147,17 @@ def stored_every(frames: np.ndarray, actions: np.ndarray, states: np.ndarray, re
     )
 
 
-def with_narrations(ep: Episode) -> Episode:
+def with_narrations(ep: Episode, style: str = "direction") -> Episode:
     """`ep` with `extras["narrations"]` / `["narrations_heldout"]` from its states (`narrate`, NARRATION_SEGMENT,
     paraphrases seeded by `extras["seed"]`) unless it has both already; episodes without states are returned as
-    they are. Generation and loading both go through here, so old and new folders narrate alike."""
-    if ep.states is None or ("narrations" in ep.extras and "narrations_heldout" in ep.extras):
+    they are. Generation and loading both go through here, so old and new folders narrate alike.
+
+    style: the narration style (NARRATION_STYLES). Episodes are stored with "direction" narrations, so any other
+    style is always computed from the states, replacing the stored ones."""
+    if ep.states is None or (style == "direction" and "narrations" in ep.extras and "narrations_heldout" in ep.extras):
         return ep
     segment = max(1, NARRATION_SEGMENT // ep.frame_skip)  # 2 s of env steps whatever the stored frame skip
-    train, held = narrate(ep.states, segment, seed=int(ep.extras.get("seed", 0)))
+    train, held = narrate(ep.states, segment, seed=int(ep.extras.get("seed", 0)), style=style)
     ep.extras = dict(ep.extras, narrations=train, narrations_heldout=held)
     return ep
 
@@ -287,11 +296,18 @@ def generate_pusht(cfg: GenerateConfig, show_progress: bool = True) -> list[Path
     return [episode_path(out, i) for i in range(cfg.num_episodes)]
 
 
-def load_pusht(out_dir: str | os.PathLike) -> list[tuple[str, Callable[[], Episode]]]:
+def load_pusht(out_dir: str | os.PathLike, *, narration: str = "direction") -> list[tuple[str, Callable[[], Episode]]]:
     """(key, loader) pairs for every episode file in `out_dir`, sorted: the input of `encode_to_cache`. Episodes
-    saved without narrations get them from their states (`with_narrations`), as generation gives them."""
+    saved without narrations get them from their states (`with_narrations`), as generation gives them.
+
+    narration: the narration style of the loaded episodes' `extras["narrations"]` (NARRATION_STYLES; a reader
+    option). ValueError naming the option for another value."""
+    if narration not in NARRATION_STYLES:
+        raise ValueError(
+            f"the pusht reader's option narration must be one of {', '.join(NARRATION_STYLES)}, got {narration!r}"
+        )
     paths = sorted(Path(out_dir).glob("episode_*.npz"))
-    return [(f"pusht/{p.stem}", (lambda p=p: with_narrations(load_episode(p)))) for p in paths]
+    return [(f"pusht/{p.stem}", (lambda p=p: with_narrations(load_episode(p), narration))) for p in paths]
 
 
 def run_generate(cfg: GenerateConfig) -> list[Path]:
