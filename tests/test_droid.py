@@ -22,8 +22,8 @@ from latentwm.data.sources.droid import (
     load_droid,
     matrix_to_euler,
     pose_actions,
-    sample_steps,
 )
+from latentwm.data.sources.lerobot import sample_steps
 from latentwm.data.video import write_video
 
 FPS = 15

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from test_video import encode_index, indices
 
-from latentwm.data.episodes import frames_at
-from latentwm.data.sources.epic_kitchens import load_epic_kitchens, narrations_in, parse_timestamp
+from latentwm.data.episodes import frames_at, narrations_in
+from latentwm.data.sources.epic_kitchens import load_epic_kitchens, parse_timestamp
 from latentwm.data.video import write_video
 
 NARR_COLS = [

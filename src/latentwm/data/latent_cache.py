@@ -43,7 +43,7 @@ from latentwm.data.cache_files import (
     SHARD,
     VERSION,
     _escape,
-    _npy,  # noqa: F401
+    _npy,
     _read_json,
     _stats_from_records,
     merged_records,
@@ -53,7 +53,7 @@ from latentwm.data.cache_files import (
 from latentwm.data.cache_integrity import (
     CacheError,
     cache_pool,
-    check_cache_identity,  # noqa: F401
+    check_cache_identity,
     check_inside,
     check_latents,
     check_narration_identity,
@@ -62,7 +62,6 @@ from latentwm.data.cache_integrity import (
     check_text_identity,
     decode_member,
     file_checksum,
-    npy_view,  # noqa: F401
     recheck,
     retry_skipped,
     write_error,

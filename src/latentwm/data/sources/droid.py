@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from latentwm.data.episodes import Episode, EpisodeError
-from latentwm.data.sources.lerobot import IMAGE_PREFIX, LeRobotReader, sample_steps  # noqa: F401  (re-exported)
+from latentwm.data.sources.lerobot import LeRobotReader, sample_steps
 from latentwm.data.sources.lerobot import texts as _texts
 from latentwm.data.sources.video_folder import CheckedVideoFrames, pick_cameras, probe_or_error
 

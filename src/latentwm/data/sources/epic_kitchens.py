@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latentwm.data.episodes import Episode, EpisodeError, narrations_in  # noqa: F401  (re-exported)
+from latentwm.data.episodes import Episode, EpisodeError
 from latentwm.data.sources.video_folder import CheckedVideoFrames, sample_grid, segments
 
 OPTIONS = (
