@@ -124,3 +124,20 @@ def test_a_model_without_text_is_refused(setup):
     _, probe, data = setup
     with pytest.raises(ValueError, match="text_dim"):
         direction_accuracy(DynamicsModel(get_preset("tiny").model), probe, data, CHECK)
+
+
+def test_the_pusher_is_read_from_the_predicted_proprio_when_the_model_has_it(setup):
+    """A model with proprio channels: the pusher's position is its own prediction (the tokens' mean proprio,
+    denormalized), the block's still the probe's."""
+    from latentwm.data.episodes import NormStats
+    from latentwm.data.proprio import attach_proprio
+
+    _, probe, data = setup
+    lat = data[0].latents[:2]  # (2, N, D)
+    prop = torch.tensor([[1.0, -1.0], [0.0, 0.5]])  # normalized (agent x, y)
+    stats = NormStats(np.array([250.0, 260.0]), np.array([100.0, 110.0]), 1)
+    pos = text_meaning._positions(attach_proprio(lat, prop), ["pusher", "block"], probe, stats, 2)
+    assert np.allclose(pos[0], [350.0, 150.0])  # 1 × 100 + 250, −1 × 110 + 260
+    with torch.no_grad():
+        want = text_meaning.block_centre(probe.predict_pose(lat[1:]).double().numpy())[0]
+    assert np.allclose(pos[1], want)

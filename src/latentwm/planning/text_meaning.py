@@ -146,6 +146,7 @@ def _directional_clips(data: LatentClipDataset, check: MeaningCheck) -> list[tup
     return [(t.index, t.direction, t.subject) for t in _scored_clips(data, check) if t.direction is not None]
 
 
+@torch.no_grad()
 def _positions(frames: torch.Tensor, what: list[str], probe: StateProbe, proprio: NormStats | None, p_dim: int):
     """(B, 2) arena-px position of the sentence's subject in frames (B, N, D [+ P]): the block's centre of gravity,
     or the pusher (predicted proprio when the model has it, else the probe)."""
@@ -154,11 +155,12 @@ def _positions(frames: torch.Tensor, what: list[str], probe: StateProbe, proprio
     block = block_centre(pose)
     agent = pose[:, :2]
     if prop is not None and proprio is not None:
-        p = prop.float().mean(-2).cpu().numpy()  # (B, P): the tokens' proprio channels
+        p = prop.float().cpu().numpy()  # (B, P): the mean of the tokens' proprio channels
         agent = proprio.denormalize(p)[:, :2].astype(np.float64)
     return np.stack([block[i] if w == "block" else agent[i] for i, w in enumerate(what)])
 
 
+@torch.no_grad()
 def _block_angles(frames: torch.Tensor, probe: StateProbe, p_dim: int) -> np.ndarray:
     """(B,) the probe's block angle (radians) in frames (B, N, D [+ P])."""
     lat, _ = split_proprio(frames, p_dim)
