@@ -42,8 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from common import median_time, report, table  # noqa: E402
-from test_agibot import states as agibot_states  # noqa: E402
-from test_egodex import write_h5 as write_egodex_h5  # noqa: E402
+from formats import agibot_states, write_egodex_h5  # noqa: E402  (tests/formats.py: tiny files in the real formats)
 
 from latentwm.data.cache_integrity import file_checksum  # noqa: E402
 from latentwm.data.episodes import frames_at  # noqa: E402
@@ -241,7 +240,7 @@ def write_rlds(root: Path, quick: bool) -> dict[str, Path]:
 
 
 def write_agibot(root: Path, quick: bool) -> dict[str, Path]:
-    """AgiBot World's native layout: 3 cameras 480×640 at 30 fps, proprio_stats.h5 (test_agibot's states), one
+    """AgiBot World's native layout: 3 cameras 480×640 at 30 fps, proprio_stats.h5 (formats.agibot_states), one
     task_info JSON with two action texts per episode."""
     n, eps = (12, ["648642"]) if quick else (90, ["648642", "648649"])
     out = root / "agibot"
@@ -277,7 +276,7 @@ def write_agibot(root: Path, quick: bool) -> dict[str, Path]:
 
 
 def write_egodex(root: Path, quick: bool) -> dict[str, Path]:
-    """EgoDex: `<task>/<i>.mp4` at 1080×1920 30 fps beside test_egodex's per-frame HDF5 (joint transforms)."""
+    """EgoDex: `<task>/<i>.mp4` at 1080×1920 30 fps beside per-frame joint transforms (formats.write_egodex_h5)."""
     n, k = (10, 1) if quick else (60, 2)
     out = root / "egodex"
     for i in range(k):

@@ -7,6 +7,14 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from latentwm.config import GenerateConfig, get_preset  # noqa: E402
+from latentwm.data.clip_sets import model_clip_options  # noqa: E402
+from latentwm.data.clips import LatentClipDataset  # noqa: E402
+from latentwm.data.sources.pusht import generate_pusht  # noqa: E402
+from latentwm.encoders.text import save_tiny_text_model  # noqa: E402
+from latentwm.model.dynamics import DynamicsModel  # noqa: E402
+from latentwm.planning.state_probe import StateProbe  # noqa: E402
+
 TEST_DEVICE = os.environ.get("LATENTWM_TEST_DEVICE", "cpu")
 """Where the device-agnostic tests (those taking the `device` fixture, marked `uses_device`) run:
 `LATENTWM_TEST_DEVICE=cuda pytest -m "uses_device and not cpu_only" ...` runs them on the GPU (benchmarks/gpu_check.sh
@@ -60,3 +68,34 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+E = 16  # the meaning check's text width (its tiny text model's hidden size)
+
+
+@pytest.fixture(scope="module")
+def meaning_setup(tmp_path_factory):
+    """(model, probe, data) for the meaning check (test_text_meaning, test_pusht_magnitude): Push-T episodes with
+    the default (direction-style) narrations encoded with a tiny text model, the eval clips of that cache, a
+    text-conditioned tiny DynamicsModel and a StateProbe, both perturbed off their init so predictions depend on
+    their inputs."""
+    from latentwm.cli import main
+
+    tmp = tmp_path_factory.mktemp("meaning")
+    text = save_tiny_text_model(tmp / "text", hidden=E)
+    generate_pusht(GenerateConfig(out_dir=str(tmp / "eps"), num_episodes=6, max_steps=60, seed=5), show_progress=False)
+    args = ["encode", "--preset", "tiny", "--root", str(tmp / "eps"), "--out-dir", str(tmp / "cache")]
+    assert main([*args, "--text.name", text]) == 0
+    exp = get_preset("tiny").replace(model__text_dim=E, data__eval_fraction=0.5)
+    data = LatentClipDataset(str(tmp / "cache"), 8, "eval", model_clip_options(exp))
+    torch.manual_seed(0)
+    model = DynamicsModel(exp.model).eval().requires_grad_(False)
+    with torch.no_grad():  # off the zero-initialized head: predictions that depend on their inputs
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    N, D = data[0].latents.shape[1:]
+    probe = StateProbe(N, D, 4, 32, torch.full((4,), 256.0), torch.full((4,), 100.0))
+    with torch.no_grad():
+        for p in probe.parameters():
+            p.add_(0.5 * torch.randn_like(p))  # a probe that reads different frames differently
+    return model, probe, data

@@ -9,9 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from test_droid import encode_fn, write_lerobot_v21
-from test_lerobot import CART, encode_and_train
-from test_video import encode_index, indices
+from formats import CART, agibot_states, encode_and_train, encode_fn, encode_index, indices, write_lerobot_v21
 
 from latentwm.data.episodes import EpisodeError, narrations_in
 from latentwm.data.latent_cache import Encoding, LatentCache, encode_to_cache
@@ -21,18 +19,6 @@ from latentwm.data.video import write_video
 
 CAMS = ["hand_left_color", "head_color"]  # sorted file stems
 EPISODES = {("327", "648642"): 12, ("327", "648649"): 9, ("352", "700001"): 10}  # 352 is not in task_info
-
-
-def states(n: int):
-    """pos (n, 2, 3), quat (n, 2, 4) xyzw, grip (n, 2): left arm +1 cm x and +0.1 rad yaw per step, right arm
-    −2 cm y per step and still; left gripper +0.05 per step."""
-    t = np.arange(n, dtype=np.float64)
-    pos = np.zeros((n, 2, 3))
-    pos[:, 0, 0], pos[:, 1, 1], pos[:, :, 2] = 0.01 * t, -0.02 * t, 0.8
-    quat = np.zeros((n, 2, 4))
-    quat[:, 0, 2], quat[:, 0, 3] = np.sin(0.05 * t), np.cos(0.05 * t)  # rotation 0.1·t about z
-    quat[:, 1, 3] = 1.0
-    return pos, quat, np.stack([0.05 * t, 0 * t], 1)
 
 
 def write_agibot(root: Path, corrupt: tuple[str, str] | None = None) -> Path:
@@ -47,7 +33,7 @@ def write_agibot(root: Path, corrupt: tuple[str, str] | None = None) -> Path:
         if (task, ep) == corrupt:
             h5.write_bytes(b"\x89HDF\r\n garbage" * 10)
             continue
-        pos, quat, grip = states(n)
+        pos, quat, grip = agibot_states(n)
         with h5py.File(h5, "w") as f:
             f["state/end/position"], f["state/end/orientation"], f["state/effector/position"] = pos, quat, grip
             f["state/joint/position"] = np.zeros((n, 14))
@@ -76,7 +62,7 @@ def write_agibot(root: Path, corrupt: tuple[str, str] | None = None) -> Path:
 def test_quaternions_and_arm_actions_by_hand():
     q = np.array([0.0, 0.0, np.sin(0.15), np.cos(0.15)])
     np.testing.assert_allclose(quat_to_matrix(q), euler_to_matrix(np.array([0, 0, 0.3])), atol=1e-12)
-    pos, quat, grip = states(4)
+    pos, quat, grip = agibot_states(4)
     a, m = arm_actions(pos, quat, grip)
     np.testing.assert_allclose(
         a[:3], np.tile([0.01, 0, 0, 0, 0, 0.1, 0.05, 0, -0.02, 0, 0, 0, 0, 0], (3, 1)), atol=1e-9

@@ -1,5 +1,5 @@
 """Annotated video presets (ssv2, kinetics, openvid, howto100m, ego4d) on fixtures in each set's own layout: videos
-whose frame k shows the number k (test_video.encode_index) beside the set's annotation files; texts, time spans
+whose frame k shows the number k (formats.encode_index) beside the set's annotation files; texts, time spans
 narrowed to episode frames, a corrupt video skipped and counted, and `latentwm encode --source ssv2` that trains."""
 
 import json
@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_droid import encode_fn
-from test_video import encode_index, indices
+from formats import encode_fn, encode_index, indices
 
 from latentwm.cli import main
 from latentwm.config import get_preset

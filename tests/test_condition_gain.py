@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 import torch
-from test_text_model import _model as perturbed_model
+from tiny_models import perturbed_text_model
 
 from latentwm.config import get_preset
 from latentwm.data.batch import WorldBatch, WorldBatchMetadata
@@ -16,7 +16,7 @@ CFG = dataclasses.replace(get_preset("tiny").model, attention="eager", text_dim=
 
 
 def _model(seed=0):
-    return perturbed_model(CFG, seed)
+    return perturbed_text_model(CFG, seed)
 
 
 def _batch(B=4, T=6, text=True, seed=0):

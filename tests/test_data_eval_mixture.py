@@ -2,8 +2,7 @@
 different optional fields (DROID has proprio, EPIC-KITCHENS none) batches like the training mixture does."""
 
 import pytest
-from test_droid import encode_fn, write_lerobot_v3
-from test_epic import write_epic
+from formats import encode_fn, write_epic, write_lerobot_v3
 
 from latentwm.data.batch import collate
 from latentwm.data.clip_sets import make_mixture_datasets

@@ -1,6 +1,6 @@
 """DROID readers: LeRobot v3 (multi-episode parquet/MP4 files located by per-episode offsets), LeRobot v2.1 (one file
 per episode) and raw DROID (trajectory.h5 + per-camera MP4). Every fixture frame encodes its own number (see
-test_video.encode_index): camera c, global row r shows 1000·c + r, so tests check which frame of which camera came
+formats.encode_index): camera c, global row r shows 1000·c + r, so tests check which frame of which camera came
 back; poses follow formulas so the 7-D actions can be checked by hand."""
 
 import json
@@ -8,10 +8,19 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from test_video import encode_index, indices
+from formats import (
+    CAMS,
+    FPS,
+    KEYS,
+    LENGTHS,
+    encode_fn,
+    encode_index,
+    indices,
+    pose,
+    write_lerobot_v3,
+    write_lerobot_v21,
+)
 
 from latentwm.data.clips import ClipOptions, LatentClipDataset
 from latentwm.data.episodes import EpisodeError, frames_at
@@ -25,164 +34,6 @@ from latentwm.data.sources.droid import (
 )
 from latentwm.data.sources.lerobot import sample_steps
 from latentwm.data.video import write_video
-
-FPS = 15
-CAMS = ["exterior_1_left", "exterior_2_left", "wrist_left"]
-KEYS = [f"observation.images.{c}" for c in CAMS]
-LENGTHS = [10, 14, 8]  # episodes 0, 1 share data/video file 0; episode 2 is in file 1
-LEAD = {2: 5}  # the wrist camera's file-000 starts with 5 frames of another episode: offsets differ per camera
-
-
-def pose(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """cartesian (n, 6), gripper (n, 1) at global rows r: xyz linear, yaw +0.1 rad per step, gripper +0.05."""
-    r = np.asarray(r, dtype=np.float64)
-    cart = np.stack([0.01 * r, 0.02 * r, 0.5 + 0 * r, 0 * r, 0 * r, 0.1 * r - 1.0], 1)
-    return cart, (0.05 * r)[:, None]
-
-
-def encode_fn(frames):
-    """Trivial stand-in encoder: mean-pooled 8×8 patches of the gray image → (T, N, 1)."""
-    g = frames.astype(np.float32).mean(-1)
-    T, H, W = g.shape
-    return g[:, : H // 8 * 8, : W // 8 * 8].reshape(T, H // 8, 8, W // 8, 8).mean((2, 4)).reshape(T, -1, 1) / 255
-
-
-def _features():
-    f = {k: dict(dtype="video", shape=[64, 96, 3], names=["height", "width", "channels"]) for k in KEYS}
-    f.update(
-        {
-            "observation.state.cartesian_position": dict(dtype="float32", shape=[6]),
-            "observation.state.gripper_position": dict(dtype="float32", shape=[1]),
-            "observation.state.joint_position": dict(dtype="float32", shape=[7]),
-            "action": dict(dtype="float32", shape=[8]),
-            "language_instruction": dict(dtype="string", shape=[1]),
-            "language_instruction_2": dict(dtype="string", shape=[1]),
-            "language_instruction_3": dict(dtype="string", shape=[1]),
-            "is_episode_successful": dict(dtype="bool", shape=[1]),
-            "timestamp": dict(dtype="float32", shape=[1]),
-            "frame_index": dict(dtype="int64", shape=[1]),
-            "episode_index": dict(dtype="int64", shape=[1]),
-            "index": dict(dtype="int64", shape=[1]),
-            "task_index": dict(dtype="int64", shape=[1]),
-        }
-    )
-    return f
-
-
-def _rows(ep: int, start: int, n: int) -> pa.Table:
-    r = np.arange(start, start + n)
-    cart, grip = pose(r)
-    fl = lambda a: pa.array(a.astype(np.float32).tolist(), type=pa.list_(pa.float32()))  # noqa: E731
-    return pa.table(
-        {
-            "observation.state.cartesian_position": fl(cart),
-            "observation.state.gripper_position": fl(grip),
-            "observation.state.joint_position": fl(np.zeros((n, 7))),
-            "action": fl(np.full((n, 8), 9.0)),
-            "language_instruction": [f"task {ep}"] * n,
-            "language_instruction_2": [f"task {ep} again"] * n,
-            "language_instruction_3": [""] * n,
-            "is_episode_successful": [ep != 1] * n,
-            "timestamp": pa.array((np.arange(n) / FPS).astype(np.float32)),
-            "frame_index": np.arange(n),
-            "episode_index": [ep] * n,
-            "index": r,
-            "task_index": [ep] * n,
-        }
-    )
-
-
-def write_lerobot_v3(root: Path, corrupt_episode: int | None = None) -> Path:
-    """Mini DROID in the LeRobot v3 layout; the rows of all episodes are numbered globally (dataset index)."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "meta").mkdir(exist_ok=True)
-    files = {0: [0, 1], 1: [2]}  # file index → episodes
-    starts = np.concatenate([[0], np.cumsum(LENGTHS)])
-    meta_rows = []
-    for fi, eps in files.items():
-        data = pa.concat_tables([_rows(e, int(starts[e]), LENGTHS[e]) for e in eps])
-        (p := root / f"data/chunk-000/file-{fi:03d}.parquet").parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(data, p, row_group_size=8)
-        for c, key in enumerate(KEYS):
-            lead = LEAD.get(c, 0) if fi == 0 else 0
-            frames = [encode_index(4000 - 1 - k) for k in range(lead)]  # someone else's frames first
-            frames += [encode_index(1000 * c + r) for e in eps for r in range(starts[e], starts[e] + LENGTHS[e])]
-            (v := root / f"videos/{key}/chunk-000/file-{fi:03d}.mp4").parent.mkdir(parents=True, exist_ok=True)
-            write_video(v, np.stack(frames), FPS)
-        off = {c: LEAD.get(c, 0) if fi == 0 else 0 for c in range(3)}
-        for e in eps:
-            row = {
-                "episode_index": e,
-                "tasks": [f"task {e}"],
-                "length": LENGTHS[e],
-                "data/chunk_index": 0,
-                "data/file_index": fi,
-                "dataset_from_index": int(starts[e]),
-                "dataset_to_index": int(starts[e + 1]),
-                "stats/action/mean": [0.0] * 8,
-            }
-            for c, key in enumerate(KEYS):
-                t0 = (off[c] + sum(LENGTHS[x] for x in eps if x < e)) / FPS
-                row.update(
-                    {
-                        f"videos/{key}/chunk_index": 0,
-                        f"videos/{key}/file_index": fi,
-                        f"videos/{key}/from_timestamp": t0,
-                        f"videos/{key}/to_timestamp": t0 + LENGTHS[e] / FPS,
-                    }
-                )
-            meta_rows.append(row)
-    (p := root / "meta/episodes/chunk-000/file-000.parquet").parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(meta_rows), p)
-    pq.write_table(pa.table({"task_index": [0, 1, 2]}), root / "meta/tasks.parquet")
-    info = dict(
-        codebase_version="v3.0",
-        robot_type="franka",
-        fps=FPS,
-        total_episodes=3,
-        total_frames=sum(LENGTHS),
-        chunks_size=1000,
-        data_path="data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
-        video_path="videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
-        features=_features(),
-    )
-    (root / "meta/info.json").write_text(json.dumps(info))
-    return root
-
-
-def write_lerobot_v21(root: Path, lengths=(9, 12, 7), corrupt: int | None = None) -> Path:
-    """Mini DROID in the LeRobot v2.1 layout (one parquet and one MP4 per camera per episode); `corrupt`: that
-    episode's wrist MP4 is cut in half."""
-    (root / "meta").mkdir(parents=True, exist_ok=True)
-    start = 0
-    for e, n in enumerate(lengths):
-        (p := root / f"data/chunk-000/episode_{e:06d}.parquet").parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(_rows(e, start, n), p)
-        for c, key in enumerate(KEYS):
-            v = root / f"videos/chunk-000/{key}/episode_{e:06d}.mp4"
-            v.parent.mkdir(parents=True, exist_ok=True)
-            rng = np.random.default_rng(e)  # noise: bytes spread over frames, so a cut file loses frames
-            frames = np.stack([encode_index(1000 * c + start + t) for t in range(n)]).astype(np.int16)
-            frames = np.clip(frames + rng.integers(-20, 20, frames.shape), 0, 255).astype(np.uint8)
-            write_video(v, frames, FPS)
-            if e == corrupt and c == 2:
-                v.write_bytes(v.read_bytes()[: v.stat().st_size // 2])
-        start += n
-    (root / "meta/episodes.jsonl").write_text(
-        "\n".join(json.dumps(dict(episode_index=e, tasks=[f"task {e}"], length=n)) for e, n in enumerate(lengths))
-    )
-    info = dict(
-        codebase_version="v2.1",
-        fps=FPS,
-        chunks_size=1000,
-        total_episodes=len(lengths),
-        data_path="data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
-        video_path="videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4",
-        features=_features(),
-    )
-    (root / "meta/info.json").write_text(json.dumps(info))
-    return root
-
 
 SERIALS = {"ext1_cam_serial": "24259877", "ext2_cam_serial": "24400334", "wrist_cam_serial": "13062452"}
 

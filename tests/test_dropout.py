@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 import torch
-from test_dynamics import _inputs, _model, _run_cached
+from tiny_models import perturbed_model, random_inputs, run_cached
 
 from latentwm.config import ConfigError, get_preset
 from latentwm.data.sources.synthetic import MovingBlobClips
@@ -27,8 +27,8 @@ def test_dropout_is_validated():
 
 def test_dropout_changes_train_mode_outputs_only():
     cfg = _cfg(dropout=0.3)
-    m = _model(cfg)  # perturbed: residual branches are not zero, so dropping them shows
-    z, tau, step, a, mask = _inputs(cfg, 2, 4)
+    m = perturbed_model(cfg)  # perturbed: residual branches are not zero, so dropping them shows
+    z, tau, step, a, mask = random_inputs(cfg, 2, 4)
     with torch.no_grad():
         m.train()
         t1, t2 = m(z, tau, step, a, mask), m(z, tau, step, a, mask)
@@ -36,15 +36,15 @@ def test_dropout_changes_train_mode_outputs_only():
         e1, e2 = m(z, tau, step, a, mask), m(z, tau, step, a, mask)
     assert (t1 - t2).abs().max() > 1e-3 and (t1 - e1).abs().max() > 1e-3
     assert torch.equal(e1, e2)
-    ref = _model(_cfg())  # the same weights without dropout: eval mode is exactly the plain network
+    ref = perturbed_model(_cfg())  # the same weights without dropout: eval mode is exactly the plain network
     ref.load_state_dict(m.state_dict())
     with torch.no_grad():
         assert torch.equal(ref.eval()(z, tau, step, a, mask), e1)
 
 
 def test_zero_dropout_runs_no_op_and_draws_no_random_numbers():
-    m = _model(_cfg()).train()
-    z, tau, step, a, mask = _inputs(m.cfg, 2, 3)
+    m = perturbed_model(_cfg()).train()
+    z, tau, step, a, mask = random_inputs(m.cfg, 2, 3)
     state = torch.get_rng_state()
     with torch.no_grad():
         out = m(z, tau, step, a, mask)
@@ -57,7 +57,7 @@ def test_zero_dropout_runs_no_op_and_draws_no_random_numbers():
 @torch.no_grad()
 def test_cached_generation_equals_full_recompute_with_dropout_in_eval_mode(T):
     cfg = _cfg(dropout=0.5)
-    assert _run_cached(_model(cfg).eval(), cfg, 2, T) < 1e-4
+    assert run_cached(perturbed_model(cfg).eval(), cfg, 2, T) < 1e-4
 
 
 def test_trainer_ema_is_in_eval_mode_and_the_teacher_runs_without_dropout(tmp_path):

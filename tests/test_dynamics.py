@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 import torch
+from tiny_models import bf16_autocast, perturbed_model, random_inputs, run_cached
 
 from latentwm.conditions import Conditions, FrameConditions
 from latentwm.config import PRESETS, ObjectiveConfig, get_preset, preset
@@ -36,34 +37,9 @@ def _cfg(**kw):
     return dataclasses.replace(TINY, **kw)
 
 
-def _model(cfg, seed=0):
-    """Perturbed away from the zero init (blocks identity, head 0) so every output depends on every input."""
-    torch.manual_seed(seed)
-    m = DynamicsModel(cfg)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return m
-
-
 def _dev(cfg, device):
     """On an accelerator flex_attention's kernel needs a head dim >= 16 (tiny's is 8): widen the model there."""
     return cfg if device.type == "cpu" or cfg.head_dim >= 16 else dataclasses.replace(cfg, width=16 * cfg.heads)
-
-
-def _amp(device, on=True):
-    """bf16 autocast on the test device (CPU autocast exercises the same dtype plumbing)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
-
-
-def _inputs(cfg, B, T, seed=0, A=4):
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(B, T, cfg.num_latent_tokens, cfg.latent_dim, generator=g)
-    tau = torch.rand(B, T, generator=g)
-    step = 2.0 ** -torch.randint(0, int(math.log2(cfg.k_max)) + 1, (B, T), generator=g).float()
-    actions = torch.randn(B, T, A, generator=g)
-    mask = torch.rand(B, T, generator=g) > 0.3
-    return z, tau, step, actions, mask
 
 
 # ------------------------------------------------------------------------------------------------ causality
@@ -76,10 +52,10 @@ def _inputs(cfg, B, T, seed=0, A=4):
 @torch.no_grad()
 def test_causality(attention, softcap, group, bf16, dh_blocks, device):
     cfg = _dev(_cfg(attention=attention, softcap=softcap, patch_group=group, dh_blocks=dh_blocks), device)
-    m = _model(cfg).to(device)
-    z, tau, step, a, mask = (t.to(device) for t in _inputs(cfg, 2, 5))
+    m = perturbed_model(cfg).to(device)
+    z, tau, step, a, mask = (t.to(device) for t in random_inputs(cfg, 2, 5))
     mask[:] = True
-    with _amp(device, bf16):
+    with bf16_autocast(device, bf16):
         base = m(z, tau, step, a, mask)
     for t in (1, 3):
         for what in ("z", "tau", "step", "action"):
@@ -92,7 +68,7 @@ def test_causality(attention, softcap, group, bf16, dh_blocks, device):
                 step2[:, t] = torch.where(step[:, t] == 1.0, 0.5, 1.0)
             else:
                 a2[:, t - 1] += 1.0  # the action that led into frame t
-            with _amp(device, bf16):
+            with bf16_autocast(device, bf16):
                 out = m(z2, tau2, step2, a2, mask)
             torch.testing.assert_close(out[:, :t], base[:, :t], atol=1e-6, rtol=0, msg=f"{what} at {t} leaked back")
             assert (out[:, t] - base[:, t]).abs().max() > 1e-4, f"changing {what} at {t} did not change frame {t}"
@@ -103,8 +79,8 @@ def test_causality(attention, softcap, group, bf16, dh_blocks, device):
 def test_time_window_bounds_the_receptive_field():
     # one time layer with window 3: frame t sees frames t−2..t only
     cfg = _cfg(depth=2, time_every=2, context_frames=3)
-    m = _model(cfg)
-    z, tau, step, _, _ = _inputs(cfg, 1, 6)
+    m = perturbed_model(cfg)
+    z, tau, step, _, _ = random_inputs(cfg, 1, 6)
     base = m(z, tau, step)
     z[:, 0] += 5.0
     out = m(z, tau, step)
@@ -115,46 +91,12 @@ def test_time_window_bounds_the_receptive_field():
 # ------------------------------------------------------------------------------------------------ KV cache
 
 
-def _run_cached(m, cfg, B, T, seed=0, group_check=True, bf16=False):
-    """Generate T frames with the cache: per frame two commit=False denoising steps (their own z, τ, d), then a
-    commit pass with the 'finished' frame at its own τ/d; each output must equal the full recomputation.
-    Runs on the model's device; returns the worst absolute difference (bf16: relative to the largest |output|,
-    both paths under bf16 autocast)."""
-    dev = next(m.parameters()).device
-    z_den, tau_den, d_den, a, mask = (t.to(dev) for t in _inputs(cfg, B, T, seed))
-    z_c, tau_c, d_c, _, _ = (t.to(dev) for t in _inputs(cfg, B, T, seed + 1))
-    tau_c = torch.where(tau_c > 0.5, 1.0, 0.9)  # committed context at τ_ctx 1.0 or 0.9 (per sample and frame)
-    with _amp(dev, bf16):
-        worst, scale = _run_cached_loop(m, cfg, B, T, z_den, tau_den, d_den, a, mask, z_c, tau_c, d_c)
-    return worst / scale if bf16 else worst
-
-
-def _run_cached_loop(m, cfg, B, T, z_den, tau_den, d_den, a, mask, z_c, tau_c, d_c):
-    cache = m.init_cache(B)
-    worst, scale = 0.0, 0.0
-    for t in range(T):
-        prev, pm = (a[:, t - 1], mask[:, t - 1]) if t else (None, None)
-        for k in range(2):
-            zt = z_den[:, t] + k
-            x_step = m.step(zt, tau_den[:, t], d_den[:, t], FrameConditions(prev, pm), cache=cache)
-            z_full = torch.cat([z_c[:, :t], zt[:, None]], 1)
-            tau_full = torch.cat([tau_c[:, :t], tau_den[:, t : t + 1]], 1)
-            d_full = torch.cat([d_c[:, :t], d_den[:, t : t + 1]], 1)
-            ref = m(z_full, tau_full, d_full, a[:, : t + 1], mask[:, : t + 1])[:, t]
-            worst, scale = max(worst, (x_step - ref).abs().max().item()), max(scale, ref.abs().max().item())
-        assert cache.time_index == t and cache.length == min(t, cfg.context_frames - 1)
-        x_c = m.step(z_c[:, t], tau_c[:, t], d_c[:, t], FrameConditions(prev, pm), cache=cache, commit=True)
-        ref = m(z_c[:, : t + 1], tau_c[:, : t + 1], d_c[:, : t + 1], a[:, : t + 1], mask[:, : t + 1])[:, t]
-        worst, scale = max(worst, (x_c - ref).abs().max().item()), max(scale, ref.abs().max().item())
-    return worst, scale
-
-
 @pytest.mark.parametrize("T", [3, 8, 13])
 @pytest.mark.parametrize("attention,softcap", BACKENDS)
 @torch.no_grad()
 def test_cached_generation_equals_full_recompute(T, attention, softcap, device):
     cfg = _dev(_cfg(attention=attention, softcap=softcap), device)  # window 8: T = 13 slides it
-    assert _run_cached(_model(cfg).to(device), cfg, 2, T) < 1e-4
+    assert run_cached(perturbed_model(cfg).to(device), cfg, 2, T) < 1e-4
     assert device.type not in layers._flex_broken
 
 
@@ -164,14 +106,14 @@ def test_cached_generation_equals_full_recompute_bf16(attention, softcap, device
     # under bf16 autocast the cached path (matrix-vector attention over bf16 keys) and the full forward round
     # differently; they must still agree to bf16 precision, window slide included (T 11 > window 8)
     cfg = _dev(_cfg(attention=attention, softcap=softcap), device)
-    assert _run_cached(_model(cfg).to(device), cfg, 2, 11, bf16=True) < 0.03
+    assert run_cached(perturbed_model(cfg).to(device), cfg, 2, 11, bf16=True) < 0.03
     assert device.type not in layers._flex_broken
 
 
 @torch.no_grad()
 def test_cached_generation_patch_group_2_small_window():
     cfg = _cfg(patch_group=2, context_frames=3)
-    assert _run_cached(_model(cfg), cfg, 2, 7) < 1e-4
+    assert run_cached(perturbed_model(cfg), cfg, 2, 7) < 1e-4
 
 
 @pytest.mark.parametrize("bf16", [False, True])
@@ -181,7 +123,7 @@ def test_cached_generation_patch_group_2_small_window():
 def test_cached_generation_with_dh_head(group, attention, softcap, bf16, device):
     # the DH head attends within its frame only: cached generation still equals the full recompute (window slide)
     cfg = _dev(_cfg(attention=attention, softcap=softcap, patch_group=group, context_frames=4, dh_blocks=2), device)
-    assert _run_cached(_model(cfg).to(device), cfg, 2, 7, bf16=bf16) < (0.03 if bf16 else 1e-4)
+    assert run_cached(perturbed_model(cfg).to(device), cfg, 2, 7, bf16=bf16) < (0.03 if bf16 else 1e-4)
 
 
 @pytest.mark.parametrize("hist", [3, 10])
@@ -189,16 +131,16 @@ def test_cached_generation_with_dh_head(group, attention, softcap, bf16, device)
 @torch.no_grad()
 def test_expanded_cache_equals_separate_recomputations(hist, attention, softcap, device):
     cfg = _cfg(attention=attention, softcap=softcap)
-    m = _model(cfg).to(device)
+    m = perturbed_model(cfg).to(device)
     B, n, F = 2, 3, 4
-    zh, tauh, dh, ah, mh = (t.to(device) for t in _inputs(cfg, B, hist, seed=1))
+    zh, tauh, dh, ah, mh = (t.to(device) for t in random_inputs(cfg, B, hist, seed=1))
     mh[:] = True
     cache = m.init_cache(B)
     for t in range(hist):
         prev, pm = (ah[:, t - 1], mh[:, t - 1]) if t else (None, None)
         m.step(zh[:, t], tauh[:, t], dh[:, t], FrameConditions(prev, pm), cache=cache, commit=True)
     cache = cache.expand(n)  # history b -> candidates b·n .. b·n + n − 1
-    zf, tauf, df, af, mf = (t.to(device) for t in _inputs(cfg, B * n, F, seed=2))
+    zf, tauf, df, af, mf = (t.to(device) for t in random_inputs(cfg, B * n, F, seed=2))
     mf[:] = True
     rep = lambda x: x.repeat_interleave(n, 0)  # noqa: E731
     z_all = torch.cat([rep(zh), zf], 1)
@@ -223,8 +165,8 @@ def test_expanded_cache_equals_separate_recomputations(hist, attention, softcap,
 @torch.no_grad()
 def test_step_without_cache_is_frame_zero():
     cfg = _cfg()
-    m = _model(cfg)
-    z, tau, step, a, mask = _inputs(cfg, 3, 1)
+    m = perturbed_model(cfg)
+    z, tau, step, a, mask = random_inputs(cfg, 3, 1)
     mask[:] = True
     x, h = m.step(
         z[:, 0], tau[:, 0], step[:, 0], FrameConditions(a[:, 0], mask[:, 0]), return_hidden=True
@@ -242,10 +184,10 @@ def test_step_without_cache_is_frame_zero():
 @torch.no_grad()
 def test_backends_agree(group, softcap, device):
     cfg_e = _dev(_cfg(attention="eager", softcap=softcap, patch_group=group, context_frames=4), device)
-    m = _model(cfg_e).to(device)
+    m = perturbed_model(cfg_e).to(device)
     m_f = DynamicsModel(dataclasses.replace(cfg_e, attention="fused")).to(device)
     m_f.load_state_dict(m.state_dict())
-    z, tau, step, a, mask = (t.to(device) for t in _inputs(cfg_e, 2, 7))  # T 7 > window 4: the band mask path
+    z, tau, step, a, mask = (t.to(device) for t in random_inputs(cfg_e, 2, 7))  # T 7 > window 4: the band mask path
     torch.testing.assert_close(m_f(z, tau, step, a, mask), m(z, tau, step, a, mask), atol=1e-5, rtol=1e-5)
     assert device.type not in layers._flex_broken
 
@@ -253,8 +195,8 @@ def test_backends_agree(group, softcap, device):
 @pytest.mark.cpu_only
 def test_fused_trains_on_cpu_with_softcap():
     # flex has no CPU backward: the fused backend must still train (eager math fallback)
-    m = _model(_cfg(attention="fused", softcap=50.0))
-    z, tau, step, a, mask = _inputs(m.cfg, 2, 3)
+    m = perturbed_model(_cfg(attention="fused", softcap=50.0))
+    z, tau, step, a, mask = random_inputs(m.cfg, 2, 3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         text = torch.randn(2, 3, m.cfg.text_dim)  # with text, so the text projection gets a gradient too
@@ -267,8 +209,8 @@ def test_fused_trains_on_cpu_with_softcap():
 
 def test_masked_actions_have_no_influence():
     cfg = _cfg()
-    m = _model(cfg)
-    z, tau, step, a, mask = _inputs(cfg, 3, 5)
+    m = perturbed_model(cfg)
+    z, tau, step, a, mask = random_inputs(cfg, 3, 5)
     mask[:, ::2] = False
     base = m(z, tau, step, a, mask)
     for bad in (float("nan"), 1e30, -float("inf")):
@@ -290,7 +232,7 @@ def test_masked_actions_have_no_influence():
 @torch.no_grad()
 def test_step_masked_prev_action_has_no_influence():
     cfg = _cfg()
-    m = _model(cfg)
+    m = perturbed_model(cfg)
     z = torch.randn(2, 2, 16, 64)
     cache = m.init_cache(2)
     m.step(z[:, 0], 1.0, 0.125, cache=cache, commit=True)
@@ -308,8 +250,8 @@ def test_step_masked_prev_action_has_no_influence():
 @pytest.mark.parametrize("group", [1, 2])
 def test_registers_and_shortcut_reach_every_latent_token(group):
     cfg = _cfg(patch_group=group)
-    m = _model(cfg)
-    z, tau, step, a, mask = _inputs(cfg, 1, 3)
+    m = perturbed_model(cfg)
+    z, tau, step, a, mask = random_inputs(cfg, 1, 3)
     mask[:] = True
     x = m(z, tau, step, a, mask)  # (1, 3, N, D)
     params = {
@@ -332,8 +274,8 @@ def test_registers_and_shortcut_reach_every_latent_token(group):
 
 def test_shapes_and_errors():
     cfg = _cfg()
-    m = _model(cfg)
-    z, tau, step, a, mask = _inputs(cfg, 2, 3)
+    m = perturbed_model(cfg)
+    z, tau, step, a, mask = random_inputs(cfg, 2, 3)
     x, h = m(z, tau, step, a, mask, return_hidden=True)
     assert x.shape == z.shape and x.dtype == torch.float32
     assert h.shape == (2, 3, cfg.registers + 3 + 16, cfg.width) and m.tokens_per_frame == cfg.registers + 19
@@ -361,9 +303,9 @@ def test_shapes_and_errors():
 def test_bf16_autocast_forward_and_cache(device):
     # the CUDA bf16 path's dtype plumbing (exercised with CPU autocast on the CPU)
     cfg = _cfg(attention="fused", softcap=None)
-    m = _model(cfg).to(device)
-    z, tau, step, a, mask = (t.to(device) for t in _inputs(cfg, 2, 3))
-    with torch.no_grad(), _amp(device):
+    m = perturbed_model(cfg).to(device)
+    z, tau, step, a, mask = (t.to(device) for t in random_inputs(cfg, 2, 3))
+    with torch.no_grad(), bf16_autocast(device):
         full = m(z, tau, step, a, mask)
         cache = m.init_cache(2)
         assert cache.dtype == torch.bfloat16  # follows autocast
@@ -474,11 +416,11 @@ def test_preset_parameter_counts_on_meta(capsys):
 
 def test_a_model_without_registers_works_end_to_end():
     cfg = _cfg(registers=0)
-    m = _model(cfg)
+    m = perturbed_model(cfg)
     assert m.layout.special == len(m.layout.conditions) and m.layout.register_slice == slice(0, 0)
     with torch.no_grad():
-        assert _run_cached(m, cfg, 2, 5) < 1e-4  # step + cache == forward
-        z, _, _, a, mask = _inputs(cfg, 2, 4)
+        assert run_cached(m, cfg, 2, 5) < 1e-4  # step + cache == forward
+        z, _, _, a, mask = random_inputs(cfg, 2, 4)
         x, h = m(z, 1.0, 1 / cfg.k_max, a, mask, return_hidden=True)
         assert h.shape[2] == m.tokens_per_frame == len(m.layout.conditions) + cfg.num_latent_tokens
         feats = probe_features(m, h)  # the probes read the condition tokens (special_slice)

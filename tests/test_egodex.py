@@ -4,43 +4,14 @@ the hand actions (world displacements expressed in the camera frame) are checked
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
-from test_droid import encode_fn
-from test_lerobot import encode_and_train
-from test_video import encode_index, indices
+from formats import RZ90, encode_and_train, encode_fn, encode_index, indices, se3_poses, write_egodex_h5
 
 from latentwm.data.episodes import EpisodeError
 from latentwm.data.latent_cache import Encoding, LatentCache, encode_to_cache
-from latentwm.data.sources.egodex import TIPS, hand_actions, load_egodex
+from latentwm.data.sources.egodex import hand_actions, load_egodex
 from latentwm.data.video import write_video
-
-RZ90 = np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])  # camera pose rotation: its x axis is the world's y
-
-
-def _pose(R: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """(n, 4, 4) SE(3) poses of rotation R (3, 3) at positions p (n, 3)."""
-    out = np.tile(np.eye(4), (len(p), 1, 1))
-    out[:, :3, :3], out[:, :3, 3] = R, p
-    return out
-
-
-def write_h5(path: Path, n: int, **attrs) -> None:
-    """left wrist +1 cm world x per step, right wrist +2 cm world z per step, fingertips rigidly on their wrist."""
-    t = np.arange(n, dtype=np.float64)[:, None]
-    left, right = np.array([0.3, 0.2, 1.0]) + 0.01 * t * [1, 0, 0], np.array([0.5, -0.2, 1.0]) + 0.02 * t * [0, 0, 1]
-    with h5py.File(path, "w") as f:
-        f["camera/intrinsic"] = np.eye(3)
-        f["transforms/camera"] = _pose(RZ90, np.tile([1.0, 0.0, 1.5], (n, 1)))
-        f["transforms/leftHand"], f["transforms/rightHand"] = _pose(np.eye(3), left), _pose(np.eye(3), right)
-        for k, tip in enumerate(TIPS):
-            base = left if tip.startswith("left") else right
-            f[f"transforms/{tip}"] = _pose(np.eye(3), base + 0.01 * k)
-        f["transforms/leftForearm"] = _pose(np.eye(3), left - 0.2)  # other joints: not read
-        f["confidences/leftHand"] = np.ones(n)
-        for k, v in attrs.items():
-            f.attrs[k] = v
 
 
 def write_egodex(root: Path) -> Path:
@@ -50,7 +21,7 @@ def write_egodex(root: Path) -> Path:
         mp4 = root / "part1" / f"{eid}.mp4"
         mp4.parent.mkdir(parents=True, exist_ok=True)
         write_video(mp4, np.stack([encode_index(t) for t in range(n)]), 30)
-    write_h5(
+    write_egodex_h5(
         root / "part1/add_remove_lid/0.hdf5",
         10,
         llm_description="Put the lid on the jar.",
@@ -59,13 +30,15 @@ def write_egodex(root: Path) -> Path:
         llm_type="reversible",
         task="add_remove_lid",
     )
-    write_h5(root / "part1/basic_pick_place/0.hdf5", 12, llm_description="Pick up the cup and place it on the plate.")
+    write_egodex_h5(
+        root / "part1/basic_pick_place/0.hdf5", 12, llm_description="Pick up the cup and place it on the plate."
+    )
     (root / "part1/basic_pick_place/1.hdf5").write_bytes(b"not an hdf5 file" * 20)
     return root
 
 
 def test_hand_actions_in_the_camera_frame():
-    cam = _pose(RZ90, np.tile([1.0, 0.0, 1.5], (3, 1)))
+    cam = se3_poses(RZ90, np.tile([1.0, 0.0, 1.5], (3, 1)))
     joints = np.array([[[0.0, 0, 0]], [[0.01, 0, 0]], [[0.01, 0.03, 0]]])  # (3, 1, 3)
     a, m, p = hand_actions(cam, joints)
     np.testing.assert_allclose(a, [[0, -0.01, 0], [0.03, 0, 0], [0, 0, 0]], atol=1e-12)  # world +x = camera −y

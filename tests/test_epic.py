@@ -1,97 +1,13 @@
 """EPIC-KITCHENS-100 reader: a mini tree with two frame rates (50 and 59.94 fps), extracted rgb_frames for a third
 video, both narration CSVs and the video-info CSV; fixture frame k of a video shows the number k."""
 
-import csv
-from pathlib import Path
-
 import numpy as np
 import pytest
-from PIL import Image
-from test_video import encode_index, indices
+from formats import encode_index, indices, write_epic
 
 from latentwm.data.episodes import frames_at, narrations_in
 from latentwm.data.sources.epic_kitchens import load_epic_kitchens, parse_timestamp
 from latentwm.data.video import write_video
-
-NARR_COLS = [
-    "narration_id",
-    "participant_id",
-    "video_id",
-    "narration_timestamp",
-    "start_timestamp",
-    "stop_timestamp",
-    "start_frame",
-    "stop_frame",
-    "narration",
-    "verb",
-    "verb_class",
-    "noun",
-    "noun_class",
-    "all_nouns",
-    "all_noun_classes",
-]
-
-
-def _ts(s: float) -> str:
-    return f"{int(s // 3600):02d}:{int(s % 3600 // 60):02d}:{s % 60:05.2f}"
-
-
-def _narr(vid, k, start, stop, text, fps):
-    return [
-        f"{vid}_{k}",
-        vid.split("_")[0],
-        vid,
-        _ts(start),
-        _ts(start),
-        _ts(stop),
-        int(start * fps) + 1,
-        int(stop * fps) + 1,
-        text,
-        text.split()[0],
-        0,
-        text.split()[-1],
-        0,
-        f"['{text.split()[-1]}']",
-        "[0]",
-    ]
-
-
-def write_epic(root: Path) -> Path:
-    """P01_01: 120 frames at 50 fps (2.4 s); P01_02: 100 frames at 59.94 fps; P02_03: 30 JPEG frames at 25 fps;
-    P03_01 is listed in the info file but not downloaded."""
-    (root / "P01" / "videos").mkdir(parents=True)
-    write_video(root / "P01/videos/P01_01.MP4", np.stack([encode_index(k) for k in range(120)]), 50)
-    write_video(root / "P01/videos/P01_02.MP4", np.stack([encode_index(k) for k in range(100)]), 59.94)
-    (frames := root / "P02" / "rgb_frames" / "P02_03").mkdir(parents=True)
-    for k in range(30):
-        Image.fromarray(encode_index(k)).save(frames / f"frame_{k + 1:010d}.jpg", quality=95)
-    with open(root / "EPIC_100_video_info.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["video_id", "duration", "fps", "resolution"])
-        w.writerows(
-            [
-                ["P01_01", 2.4, 50.0, "96x64"],
-                ["P01_02", 1.67, 59.94005994005994, "96x64"],
-                ["P02_03", 1.2, 25.0, "96x64"],
-                ["P03_01", 100.0, 50.0, "1920x1080"],
-            ]
-        )
-    for name, rows in (
-        (
-            "EPIC_100_train.csv",
-            [
-                _narr("P01_01", 0, 0.5, 1.2, "open drawer", 50),
-                _narr("P01_01", 1, 2.1, 2.3, "take knife", 50),
-                _narr("P02_03", 0, 0.0, 0.3, "wash cup", 25),
-            ],
-        ),
-        ("EPIC_100_validation.csv", [_narr("P01_02", 0, 0.2, 0.4, "close tap", 59.94)]),
-    ):
-        with open(root / name, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(NARR_COLS)
-            w.writerows(rows)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -500,6 +500,7 @@ def test_evaluation_text_goal_mode_scores_the_same_starts(episodes, encoder, tmp
     assert both["methods"] == ["cem", "mppi"] and both["text"]["success_rate"] == tg["success_rate"]
     assert both["image"]["final_distance"] == {m: res["final_distance"][m] for m in ("cem", "mppi")}
     assert text_goal_comparison({"success_rate": {}}) is None
+    assert "imagined_goal_pose" not in tg  # no state probe: no pose claimed
     table = planning_table(res)
     assert "| cem (text goal) |" in table and "| mppi (text goal) |" in table and "| random |" in table
     fixed = evaluate_planning(
@@ -528,3 +529,47 @@ def test_evaluation_text_goal_mode_scores_the_same_starts(episodes, encoder, tmp
             models=PlanningModels(encoder=StandInEncoder(), text_encoder=encoder),
             log=lambda *_: None,
         )
+
+
+def test_imagined_goals_are_scored_by_pose_with_a_state_probe(episodes, encoder, tmp_path):
+    """With a state probe, each imagined goal's pose (probe reading) is compared with the true goal state, beside
+    the exact start-to-goal gap and the probe's reading of the true goal frame (its own floor)."""
+    from latentwm.planning.state_probe import StateProbe, pose_gap
+
+    model = _model()
+    exp = get_preset("tiny").replace(
+        data__cache_dir=str(tmp_path / "no-cache"), data__eval_fraction=0.5, model__text_dim=E
+    )
+    stats = {
+        "latents": {"mean": [0.0] * 64, "std": [1.0] * 64, "count": 1},
+        "datasets": {"pusht": {"dataset": "pusht", "actions": STATS, "proprio": None}},
+    }
+    m = exp.model
+    torch.manual_seed(0)
+    probe = StateProbe(m.num_latent_tokens, m.latent_dim, 4, 16, torch.full((4,), 256.0), torch.full((4,), 100.0))
+    opts = PlanningOptions(planners=("cem",), baselines=(), max_replans=1, num_videos=0, goal_text="auto")
+    res = evaluate_planning(
+        WorldModelRun(model, exp, stats, FS),
+        episodes,
+        CFG,
+        options=opts,
+        models=PlanningModels(encoder=StandInEncoder(), text_encoder=encoder, state_probe=probe),
+        log=lambda *_: None,
+        out_dir=tmp_path / "out",
+    )
+    tg = res["text_goal"]
+    for k in ("imagined_goal_pose", "probe_goal_pose", "start_goal_pose"):
+        assert set(tg[k]["cem"]) == {"agent_px", "block_px", "angle_deg"} and tg[k]["cem"]["block_px"] >= 0, k
+    rows = json.loads((tmp_path / "out" / "planning_goals.json").read_text())["cem"]
+    goals = {g["goal"]: g for g in tg["goals"]}
+    exact = (
+        [pose_gap(torch.tensor(r["start_state"][:5]), torch.tensor(r["goal_state"][:5])).tolist() for r in rows]
+        if "start_state" in rows[0]
+        else None
+    )
+    if exact is not None:  # the start's gap is the simulator's, not a probe reading
+        assert tg["start_goal_pose"]["cem"]["block_px"] == pytest.approx(np.mean([e[1] for e in exact]))
+    assert len(goals) == tg["num_goals"]
+    both = text_goal_comparison(res)
+    assert both["imagined_goal_pose"] == tg["imagined_goal_pose"]
+    assert "Pose of the imagined goal (state probe) to the true goal: block" in planning_table(res)

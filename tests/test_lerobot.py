@@ -1,7 +1,8 @@
 """Generic LeRobot reader (v3 / v2.1): cameras, action / state columns chosen by key, task strings with per-frame
 spans, fps resampling, a corrupt episode skipped, and `latentwm encode --source lerobot` into a cache that trains.
-The fixtures are test_droid's (every frame encodes its own number: camera c, global row r shows 1000·c + r) plus the
-task lists a real dataset has (v3 `meta/tasks.parquet` as pandas writes it, v2.1 `meta/tasks.jsonl`)."""
+The fixtures are the mini DROID of formats.py (every frame encodes its own number: camera c, global row r shows
+1000·c + r) plus the task lists a real dataset has (v3 `meta/tasks.parquet` as pandas writes it, v2.1
+`meta/tasks.jsonl`)."""
 
 import json
 from pathlib import Path
@@ -10,59 +11,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_droid import CAMS, FPS, LENGTHS, encode_fn, pose, write_lerobot_v3, write_lerobot_v21
-from test_video import indices
+from formats import (
+    CAMS,
+    CART,
+    FPS,
+    LENGTHS,
+    encode_and_train,
+    encode_fn,
+    indices,
+    pose,
+    write_lerobot_v3,
+    write_lerobot_v21,
+)
 
-from latentwm.cli import main
-from latentwm.config import get_preset
-from latentwm.data.clip_sets import make_clip_datasets
 from latentwm.data.episodes import narrations_in
 from latentwm.data.latent_cache import Encoding, LatentCache, encode_to_cache
 from latentwm.data.sources import load_source
 from latentwm.data.sources.lerobot import kept_spans, load_lerobot
-from latentwm.train.trainer import Trainer
-
-CART = "observation.state.cartesian_position"
-
-
-def encode_and_train(tmp_path: Path, source: str, root: Path, action_dim: int, *extra: str) -> LatentCache:
-    """`latentwm encode --source <source>` (tiny encoder, no text model) then 2 training steps on the cache (one
-    recorded step per model step, so the model's action width is the data's)."""
-    out = tmp_path / f"lat_{source}"
-    assert (
-        main(
-            [
-                "encode",
-                "--preset",
-                "tiny",
-                "--source",
-                source,
-                "--root",
-                str(root),
-                "--out-dir",
-                str(out),
-                "--text.name",
-                "",
-                *extra,
-            ]
-        )
-        == 0
-    )
-    cache = LatentCache(out)
-    assert cache.complete
-    cfg = get_preset("tiny").replace(
-        data__cache_dir=str(out),
-        data__env_action_dim=action_dim,
-        data__frame_skip=1,
-        model__action_dim=action_dim,
-        data__eval_fraction=0.0,
-        train__out_dir=str(tmp_path / f"run_{source}"),
-        train__steps=2,
-        train__log_every=1,
-    )
-    train_set, _, extra_state = make_clip_datasets(cfg)
-    assert Trainer(cfg, train_set, None, extra_state=extra_state, device="cpu").fit()["step"] == 2
-    return cache
 
 
 def _v3_with_tasks(root: Path) -> Path:

@@ -5,8 +5,7 @@ through latent caches (actions only where known, narrations per clip, dataset an
 import numpy as np
 import pytest
 import torch
-from test_droid import encode_fn, write_lerobot_v3
-from test_epic import write_epic
+from formats import encode_fn, write_epic, write_lerobot_v3
 from torch.utils.data import DataLoader, Dataset
 
 from latentwm.data.batch import ClipSample, WorldBatchMetadata, collate

@@ -5,19 +5,12 @@ import math
 
 import numpy as np
 import pytest
+from pusht_states import state_at, states_for
 
 from latentwm.data.episodes import load_episode, narrations_in, save_episode
 from latentwm.envs import pusht_language as L
 
 BLOCK_RGB = (119, 136, 153)  # gym-pusht's LightSlateGray tee
-
-
-def _state(agent=(60.0, 60.0), cog=(256.0, 300.0), angle=0.0):
-    """A 7-D state whose block centre of gravity is at `cog` (arena px) with the given angle."""
-    c, s = math.cos(angle), math.sin(angle)
-    gx, gy = L.TEE_COG
-    pos = np.array(cog) - np.array([c * gx - s * gy, s * gx + c * gy])
-    return np.array([*agent, *pos, angle % (2 * math.pi), 0.0, 0.0])
 
 
 @pytest.fixture(scope="module")
@@ -42,35 +35,35 @@ def _agent_row_col(frame):  # the blue pusher: strongly blue pixels
 
 def test_image_orientation_matches_the_words(env):
     """State y grows DOWN the rendered frame, x to the right; the words say so."""
-    f_hi, _ = env.reset(state=_state(agent=(100.0, 100.0)))
-    f_lo, _ = env.reset(state=_state(agent=(100.0, 400.0)))
-    f_rt, _ = env.reset(state=_state(agent=(400.0, 100.0)))
+    f_hi, _ = env.reset(state=state_at(agent=(100.0, 100.0)))
+    f_lo, _ = env.reset(state=state_at(agent=(100.0, 400.0)))
+    f_rt, _ = env.reset(state=state_at(agent=(400.0, 100.0)))
     (r_hi, c_hi), (r_lo, _), (_, c_rt) = _agent_row_col(f_hi), _agent_row_col(f_lo), _agent_row_col(f_rt)
     assert r_lo > r_hi + 40 and c_rt > c_hi + 40  # larger y: lower in the image; larger x: further right
-    s0, s1 = _state(agent=(100.0, 100.0)), _state(agent=(100.0, 400.0))
+    s0, s1 = state_at(agent=(100.0, 100.0)), state_at(agent=(100.0, 400.0))
     assert L.describe_segment(s0, s1) == ("pusher_move", {"direction": "down"})
-    assert L.describe_segment(s0, _state(agent=(400.0, 100.0))) == ("pusher_move", {"direction": "right"})
+    assert L.describe_segment(s0, state_at(agent=(400.0, 100.0))) == ("pusher_move", {"direction": "right"})
     # the block: its drawn centre follows the centre of gravity, and moving it +y / +x reads "down" / "right"
-    a, b = _state(cog=(256.0, 256.0)), _state(cog=(300.0, 300.0))
+    a, b = state_at(cog=(256.0, 256.0)), state_at(cog=(300.0, 300.0))
     ma, mb = _block_mask(env.reset(state=a)[0]), _block_mask(env.reset(state=b)[0])
     ra, ca = np.nonzero(ma)
     rb, cb = np.nonzero(mb)
     assert rb.mean() > ra.mean() + 5 and cb.mean() > ca.mean() + 5  # drawn lower and to the right
     assert abs(ca.mean() - 256 * 96 / 512) < 1.5 and abs(ra.mean() - 256 * 96 / 512) < 1.5
     assert L.describe_segment(a, b) == ("block_move", {"direction": "down_right"})
-    assert L.describe_segment(a, _state(cog=(256.0, 200.0))) == ("block_move", {"direction": "up"})
-    assert L.describe_segment(a, _state(cog=(200.0, 256.0))) == ("block_move", {"direction": "left"})
+    assert L.describe_segment(a, state_at(cog=(256.0, 200.0))) == ("block_move", {"direction": "up"})
+    assert L.describe_segment(a, state_at(cog=(200.0, 256.0))) == ("block_move", {"direction": "left"})
     text = L.sentence("block_move", {"direction": "down_right"}, 0)
     assert text == "push the T block down and to the right"
 
 
 def test_growing_angle_turns_the_t_clockwise_in_the_frame(env):
     cog = np.array([256.0, 300.0]) * 96 / 512
-    m0 = _block_mask(env.reset(state=_state(angle=0.0))[0])
+    m0 = _block_mask(env.reset(state=state_at(angle=0.0))[0])
     r, c = np.nonzero(m0)
     dc, dr = c + 0.5 - cog[0], r + 0.5 - cog[1]
     for angle in (0.4, -0.4):
-        m1 = _block_mask(env.reset(state=_state(angle=angle))[0])
+        m1 = _block_mask(env.reset(state=state_at(angle=angle))[0])
         fit = {}
         for name, phi in (("cw", 0.4), ("ccw", -0.4)):  # (col right, row down): phi > 0 is clockwise on screen
             nc = np.floor(cog[0] + math.cos(phi) * dc - math.sin(phi) * dr).astype(int)
@@ -78,40 +71,32 @@ def test_growing_angle_turns_the_t_clockwise_in_the_frame(env):
             fit[name] = m1[nr, nc].mean()
         seen = "clockwise" if fit["cw"] > fit["ccw"] else "counterclockwise"
         assert max(fit.values()) > 2 * min(fit.values())
-        assert L.describe_segment(_state(angle=0.0), _state(angle=angle)) == ("block_rotate", {"sense": seen})
+        assert L.describe_segment(state_at(angle=0.0), state_at(angle=angle)) == ("block_rotate", {"sense": seen})
     assert seen == "counterclockwise"  # the last one, angle -0.4
 
 
 def test_rotation_sense_wraps_and_combines():
-    assert L.describe_segment(_state(angle=0.1), _state(angle=-0.2)) == ("block_rotate", {"sense": "counterclockwise"})
-    assert L.describe_segment(_state(angle=2 * math.pi - 0.1), _state(angle=0.2)) == (
+    assert L.describe_segment(state_at(angle=0.1), state_at(angle=-0.2)) == (
+        "block_rotate",
+        {"sense": "counterclockwise"},
+    )
+    assert L.describe_segment(state_at(angle=2 * math.pi - 0.1), state_at(angle=0.2)) == (
         "block_rotate",
         {"sense": "clockwise"},
     )
-    assert L.describe_segment(_state(angle=0.0), _state(angle=math.radians(8))) == ("pusher_still", {})
-    tid, slots = L.describe_segment(_state(cog=(256.0, 300.0)), _state(cog=(226.0, 270.0), angle=0.5))
+    assert L.describe_segment(state_at(angle=0.0), state_at(angle=math.radians(8))) == ("pusher_still", {})
+    tid, slots = L.describe_segment(state_at(cog=(256.0, 300.0)), state_at(cog=(226.0, 270.0), angle=0.5))
     assert (tid, slots) == ("block_move_rotate", {"direction": "up_left", "sense": "clockwise"})
     assert L.sentence(tid, slots, 1) == "slide the block up and left and turn it clockwise"
 
 
 def test_pusher_only_motion_and_still():
-    s0 = _state(agent=(100.0, 100.0))
-    assert L.describe_segment(s0, _state(agent=(60.0, 140.0))) == ("pusher_move", {"direction": "down_left"})
-    assert L.describe_segment(s0, _state(agent=(130.0, 70.0))) == ("pusher_move", {"direction": "up_right"})
-    assert L.describe_segment(s0, _state(agent=(103.0, 102.0))) == ("pusher_still", {})
+    s0 = state_at(agent=(100.0, 100.0))
+    assert L.describe_segment(s0, state_at(agent=(60.0, 140.0))) == ("pusher_move", {"direction": "down_left"})
+    assert L.describe_segment(s0, state_at(agent=(130.0, 70.0))) == ("pusher_move", {"direction": "up_right"})
+    assert L.describe_segment(s0, state_at(agent=(103.0, 102.0))) == ("pusher_still", {})
     # the block nudged below the threshold does not count as moved
-    assert L.describe_segment(s0, _state(agent=(100.0, 140.0), cog=(259.0, 303.0)))[0] == "pusher_move"
-
-
-def _example(tid, slots):
-    """Two states that `describe_segment` turns into (tid, slots)."""
-    k = L.DIRECTIONS.index(slots.get("direction", "right"))
-    d = 30.0 * np.array([math.cos(k * math.pi / 4), -math.sin(k * math.pi / 4)])
-    turn = {"clockwise": 0.4, "counterclockwise": -0.4}.get(slots.get("sense"), 0.0)
-    a0, c0 = np.array([80.0, 80.0]), np.array([256.0, 300.0])
-    if tid.startswith("block"):
-        return _state(agent=a0, cog=c0), _state(agent=a0, cog=c0 + (d if "move" in tid else 0), angle=turn)
-    return _state(agent=a0, cog=c0), _state(agent=a0 + (d if tid == "pusher_move" else 0), cog=c0)
+    assert L.describe_segment(s0, state_at(agent=(100.0, 140.0), cog=(259.0, 303.0)))[0] == "pusher_move"
 
 
 def test_heldout_paraphrases_never_train_and_all_reachable():
@@ -122,7 +107,7 @@ def test_heldout_paraphrases_never_train_and_all_reachable():
     seen_train, seen_held = set(), set()
     for tid in L.TEMPLATES:
         for slots in L.slot_values(tid):
-            s0, s1 = _example(tid, slots)
+            s0, s1 = states_for(tid, slots)
             assert L.describe_segment(s0, s1) == (tid, slots)
             for seed in range(40):
                 ((_, _, t),) = L.narrate(np.stack([s0, s1]), seed=seed)[0]
@@ -140,7 +125,7 @@ def test_spans_cover_the_episode_contiguously():
         assert spans[0][0] == 0 and spans[-1][1] == T
         assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
         assert all(2 <= e - s <= 21 for s, e in spans) or T == 1
-        states = np.tile(_state(), (T, 1))
+        states = np.tile(state_at(), (T, 1))
         train, held = L.narrate(states)
         assert [x[:2] for x in train] == [x[:2] for x in held] == [list(s) for s in spans]
     assert L.segments(41, 20) == [(0, 20), (20, 41)] and L.segments(42, 20)[-1] == (40, 42)

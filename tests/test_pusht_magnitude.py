@@ -9,8 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_pusht_language import _example, _state
-from test_text_meaning import setup  # noqa: F401  (the direction-style cache, to show its keys are unchanged)
+from pusht_states import state_at, states_for
 
 from latentwm.config import ConfigError, EncodeConfig, GenerateConfig, TextEncoderConfig, get_preset
 from latentwm.envs import pusht_language as L
@@ -22,14 +21,17 @@ def test_magnitude_words_from_crafted_states():
     """Distances to the nearest 20 px, angles to the nearest 15 degrees, directions and senses as the frames show
     them (state y grows down; a growing angle turns the T clockwise), and where the pusher ends by the block."""
     c0 = (256.0, 300.0)
-    moved = L.describe_segment(_state(cog=c0), _state(cog=(213.0, 300.0)), MAG)  # 43 px left
+    moved = L.describe_segment(state_at(cog=c0), state_at(cog=(213.0, 300.0)), MAG)  # 43 px left
     assert moved == ("block_move_by", {"direction": "left", "distance": "40"})
     assert L.sentence(*moved, 0) == "push the T block about 40 px to the left"
-    turned = L.describe_segment(_state(angle=0.0), _state(angle=math.radians(32)), MAG)
+    turned = L.describe_segment(state_at(angle=0.0), state_at(angle=math.radians(32)), MAG)
     assert turned == ("block_rotate_by", {"sense": "clockwise", "angle": "30"})  # growing angle: clockwise as seen
     assert L.sentence(*turned, 0) == "rotate the block about 30 degrees clockwise"
-    assert L.describe_segment(_state(angle=0.0), _state(angle=math.radians(-32)), MAG)[1]["sense"] == "counterclockwise"
-    both = L.describe_segment(_state(cog=c0), _state(cog=(226.0, 270.0), angle=0.5), MAG)  # 42.4 px up-left, 28.6°
+    assert (
+        L.describe_segment(state_at(angle=0.0), state_at(angle=math.radians(-32)), MAG)[1]["sense"]
+        == "counterclockwise"
+    )
+    both = L.describe_segment(state_at(cog=c0), state_at(cog=(226.0, 270.0), angle=0.5), MAG)  # 42.4 px up-left, 28.6°
     assert both == (
         "block_move_rotate_by",
         {"direction": "up_left", "distance": "40", "sense": "clockwise", "angle": "30"},
@@ -39,31 +41,36 @@ def test_magnitude_words_from_crafted_states():
         == "push the T block about 40 px up and to the left while rotating it about 30 degrees clockwise"
     )
     # the pusher alone: it ends 70 px left of the block's centre (within NEAR_BLOCK_PX): "to the block's left side"
-    side = L.describe_segment(_state(agent=(60.0, 60.0), cog=c0), _state(agent=(186.0, 300.0), cog=c0), MAG)
+    side = L.describe_segment(state_at(agent=(60.0, 60.0), cog=c0), state_at(agent=(186.0, 300.0), cog=c0), MAG)
     assert side == ("pusher_to_block", {"side": "left"}) and 70 < L.NEAR_BLOCK_PX
     assert L.sentence(*side, 0) == "move the pusher to the block's left side"
-    top = L.describe_segment(_state(agent=(60.0, 60.0), cog=c0), _state(agent=(266.0, 230.0), cog=c0), MAG)
+    top = L.describe_segment(state_at(agent=(60.0, 60.0), cog=c0), state_at(agent=(266.0, 230.0), cog=c0), MAG)
     assert top == ("pusher_to_block", {"side": "top"})  # smaller y: above the block in the image
-    far = L.describe_segment(_state(agent=(100.0, 100.0)), _state(agent=(100.0, 223.0)), MAG)  # 123 px down, 156 px off
+    far = L.describe_segment(
+        state_at(agent=(100.0, 100.0)), state_at(agent=(100.0, 223.0)), MAG
+    )  # 123 px down, 156 px off
     assert far == ("pusher_move_by", {"direction": "down", "distance": "120"})
     assert L.sentence(*far, 0) == "move the pusher about 120 px down"
-    assert L.describe_segment(_state(agent=(100.0, 100.0)), _state(agent=(103.0, 102.0)), MAG) == ("pusher_still", {})
+    assert L.describe_segment(state_at(agent=(100.0, 100.0)), state_at(agent=(103.0, 102.0)), MAG) == (
+        "pusher_still",
+        {},
+    )
 
 
 def test_magnitude_bins_round_to_the_nearest_and_stay_within_their_range():
     assert L.magnitude_bin(43, 20, 200) == 40 and L.magnitude_bin(50, 20, 200) == 60  # halves round up
     assert L.magnitude_bin(9.9, 20, 200) == 0 and L.magnitude_bin(500, 20, 200) == 200
     c0 = np.array([256.0, 300.0])
-    nudged = L.describe_segment(_state(cog=c0), _state(cog=c0 + (9.0, 0.0)), MAG)  # just above BLOCK_MOVE_PX
+    nudged = L.describe_segment(state_at(cog=c0), state_at(cog=c0 + (9.0, 0.0)), MAG)  # just above BLOCK_MOVE_PX
     assert nudged == ("block_move_by", {"direction": "right", "distance": "20"})  # never "about 0 px"
-    assert L.describe_segment(_state(angle=0.0), _state(angle=math.radians(11)), MAG)[1]["angle"] == "15"
-    far = L.describe_segment(_state(cog=(60.0, 300.0)), _state(cog=(320.0, 300.0)), MAG)  # 260 px: the block's cap
+    assert L.describe_segment(state_at(angle=0.0), state_at(angle=math.radians(11)), MAG)[1]["angle"] == "15"
+    far = L.describe_segment(state_at(cog=(60.0, 300.0)), state_at(cog=(320.0, 300.0)), MAG)  # 260 px: the block's cap
     assert far[1]["distance"] == str(L.BLOCK_DISTANCE_CAP_PX)
     run = L.describe_segment(
-        _state(agent=(10.0, 10.0), cog=(60.0, 480.0)), _state(agent=(510.0, 10.0), cog=(60.0, 480.0)), MAG
+        state_at(agent=(10.0, 10.0), cog=(60.0, 480.0)), state_at(agent=(510.0, 10.0), cog=(60.0, 480.0)), MAG
     )
     assert run == ("pusher_move_by", {"direction": "right", "distance": str(L.PUSHER_DISTANCE_CAP_PX)})
-    assert L.describe_segment(_state(angle=0.0), _state(angle=math.pi - 0.01), MAG)[1]["angle"] == "180"
+    assert L.describe_segment(state_at(angle=0.0), state_at(angle=math.pi - 0.01), MAG)[1]["angle"] == "180"
 
 
 def test_both_styles_pick_the_same_kind_of_template():
@@ -77,7 +84,7 @@ def test_both_styles_pick_the_same_kind_of_template():
     }
     for tid in L.TEMPLATES:
         for slots in L.slot_values(tid):
-            s0, s1 = _example(tid, slots)
+            s0, s1 = states_for(tid, slots)
             mtid, mslots = L.describe_segment(s0, s1, MAG)
             assert mtid in counterpart[tid]
             assert {k: v for k, v in mslots.items() if k in slots} == slots  # direction and sense agree
@@ -129,7 +136,7 @@ def test_the_default_style_is_unchanged():
     assert len(L.train_sentences()) == 140 and len(L.heldout_sentences()) == 70
     assert L.train_sentences()[:2] == ["push the T block to the right", "slide the T-shaped block right"]
     assert L.heldout_sentences()[-1] == "hold the agent still" and L.train_sentences() == L.train_sentences("direction")
-    assert L.describe_segment(_state(cog=(256.0, 300.0)), _state(cog=(213.0, 300.0))) == (
+    assert L.describe_segment(state_at(cog=(256.0, 300.0)), state_at(cog=(213.0, 300.0))) == (
         "block_move",
         {"direction": "left"},
     )
@@ -252,7 +259,7 @@ def _check():
     return MeaningCheck(context=2, horizon=2, clips=40, sampling=Sampling(steps=1), batch=8, permutations=5)
 
 
-def test_magnitude_scores_are_rates_over_the_clips_that_name_one(magnitude_setup, setup):  # noqa: F811
+def test_magnitude_scores_are_rates_over_the_clips_that_name_one(magnitude_setup, meaning_setup):
     from latentwm.planning import text_meaning
     from latentwm.planning.text_meaning import direction_accuracy
 
@@ -266,7 +273,7 @@ def test_magnitude_scores_are_rates_over_the_clips_that_name_one(magnitude_setup
     assert out["clips"] == sum(t.direction is not None for t in found)  # the direction part as before
     assert out == direction_accuracy(model, probe, data, _check())  # seeded
     # direction-style data: exactly the keys it had
-    d_model, d_probe, d_data = setup
+    d_model, d_probe, d_data = meaning_setup  # conftest's direction-style cache
     keys = set(direction_accuracy(d_model, d_probe, d_data, _check()))
     assert keys == {
         "accuracy",

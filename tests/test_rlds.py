@@ -1,6 +1,6 @@
 """TFRecord + tf.train.Example without TensorFlow (CRC-32C, framing, corrupt bytes named by offset, the wire format
 checked against protobuf's own encoder) and the RLDS reader on a SOAR-layout fixture: TFDS shards of one-episode
-Examples whose JPEG frames encode their own number (test_video.encode_index), actions, state, instructions, a corrupt
+Examples whose JPEG frames encode their own number (formats.encode_index), actions, state, instructions, a corrupt
 record skipped and counted, and `latentwm encode --source rlds` into a cache that trains."""
 
 import io
@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from formats import encode_fn, encode_index, indices
 from PIL import Image
-from test_droid import encode_fn
-from test_video import encode_index, indices
 
 from latentwm.cli import main
 from latentwm.config import get_preset
@@ -141,7 +140,7 @@ def test_example_decoder_matches_protobuf_encoding_both_ways():
 # ----------------------------------------------------------------------------------------------------------------
 # SOAR fixture: rlds/{success,failure}/1.0.0/ with TFDS metadata and shards; frame k of episode e shows 100·e + k.
 
-H, W = 64, 96  # test_video's frame size
+H, W = 64, 96  # formats.encode_index's frame size
 
 
 def _jpeg(img: np.ndarray) -> bytes:

@@ -11,8 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_droid import encode_fn
-from test_epic import write_epic
+from formats import encode_fn, write_epic
 
 from latentwm.cli import main
 from latentwm.config import ObjectiveConfig, get_preset

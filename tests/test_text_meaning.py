@@ -7,51 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from latentwm.config import GenerateConfig, get_preset
+from latentwm.config import get_preset
 from latentwm.data.batch import ClipSample, WorldBatchMetadata
-from latentwm.data.clip_sets import model_clip_options
-from latentwm.data.clips import LatentClipDataset
-from latentwm.data.sources.pusht import generate_pusht
-from latentwm.encoders.text import save_tiny_text_model
 from latentwm.envs.pusht_language import DIRECTIONS, direction_of, parse_sentence
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.planning import text_meaning
-from latentwm.planning.state_probe import StateProbe
 from latentwm.planning.text_meaning import MeaningCheck, direction_accuracy, future_sentence
 from latentwm.rollout import Sampling
-
-E = 16
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    from latentwm.cli import main
-
-    tmp = tmp_path_factory.mktemp("meaning")
-    text = save_tiny_text_model(tmp / "text", hidden=E)
-    generate_pusht(GenerateConfig(out_dir=str(tmp / "eps"), num_episodes=6, max_steps=60, seed=5), show_progress=False)
-    args = ["encode", "--preset", "tiny", "--root", str(tmp / "eps"), "--out-dir", str(tmp / "cache")]
-    assert main([*args, "--text.name", text]) == 0
-    exp = get_preset("tiny").replace(model__text_dim=E, data__eval_fraction=0.5)
-    data = LatentClipDataset(str(tmp / "cache"), 8, "eval", model_clip_options(exp))
-    torch.manual_seed(0)
-    model = DynamicsModel(exp.model).eval().requires_grad_(False)
-    with torch.no_grad():  # off the zero-initialized head: predictions that depend on their inputs
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    N, D = data[0].latents.shape[1:]
-    probe = StateProbe(N, D, 4, 32, torch.full((4,), 256.0), torch.full((4,), 100.0))
-    with torch.no_grad():
-        for p in probe.parameters():
-            p.add_(0.5 * torch.randn_like(p))  # a probe that reads different frames differently
-    return model, probe, data
-
 
 CHECK = MeaningCheck(context=2, horizon=2, clips=40, sampling=Sampling(steps=1), batch=8, permutations=5)
 
 
-def test_scores_are_rates_with_their_references(setup):
-    model, probe, data = setup
+def test_scores_are_rates_with_their_references(meaning_setup):
+    model, probe, data = meaning_setup
     out = direction_accuracy(model, probe, data, CHECK)
     assert out["clips"] > 0 and out["uniform_chance"] == 1 / 8
     for k in ("accuracy", "chance", "ceiling", "null_text_accuracy"):
@@ -60,10 +28,10 @@ def test_scores_are_rates_with_their_references(setup):
     assert out == direction_accuracy(model, probe, data, CHECK)  # seeded: clip order, noise, shuffles
 
 
-def test_an_oracle_future_scores_the_ceiling_and_a_frozen_one_scores_right_only(setup, monkeypatch):
+def test_an_oracle_future_scores_the_ceiling_and_a_frozen_one_scores_right_only(meaning_setup, monkeypatch):
     """Predicting the true future reads exactly as the true frames do (accuracy = ceiling); predicting the last
     context frame again is no motion, direction_of(0, 0) = "right": right only on the sentences that say right."""
-    model, probe, data = setup
+    model, probe, data = meaning_setup
     C, H = CHECK.context, CHECK.horizon
 
     def oracle(model, context, horizon, cond=None, sampling=None, *, noise=None, generator=None, cache=None):
@@ -91,8 +59,8 @@ def test_an_oracle_future_scores_the_ceiling_and_a_frozen_one_scores_right_only(
     assert still["accuracy"] == pytest.approx(np.mean([d == "right" for _, d, _ in found]))
 
 
-def test_only_clips_under_one_directional_sentence_are_scored(setup):
-    _, _, data = setup
+def test_only_clips_under_one_directional_sentence_are_scored(meaning_setup):
+    _, _, data = meaning_setup
     check = dataclasses.replace(CHECK, clips=10_000)
     found = text_meaning._directional_clips(data, check)
     assert found, "the tiny data has directional held-out clips"
@@ -120,19 +88,19 @@ def test_the_future_sentence_is_the_one_all_predicted_frames_carry():
     assert future_sentence(gap, 2, 2) is None
 
 
-def test_a_model_without_text_is_refused(setup):
-    _, probe, data = setup
+def test_a_model_without_text_is_refused(meaning_setup):
+    _, probe, data = meaning_setup
     with pytest.raises(ValueError, match="text_dim"):
         direction_accuracy(DynamicsModel(get_preset("tiny").model), probe, data, CHECK)
 
 
-def test_the_pusher_is_read_from_the_predicted_proprio_when_the_model_has_it(setup):
+def test_the_pusher_is_read_from_the_predicted_proprio_when_the_model_has_it(meaning_setup):
     """A model with proprio channels: the pusher's position is its own prediction (the tokens' mean proprio,
     denormalized), the block's still the probe's."""
     from latentwm.data.episodes import NormStats
     from latentwm.data.proprio import attach_proprio
 
-    _, probe, data = setup
+    _, probe, data = meaning_setup
     lat = data[0].latents[:2]  # (2, N, D)
     prop = torch.tensor([[1.0, -1.0], [0.0, 0.5]])  # normalized (agent x, y)
     stats = NormStats(np.array([250.0, 260.0]), np.array([100.0, 110.0]), 1)

@@ -4,41 +4,28 @@ import dataclasses
 
 import pytest
 import torch
+from tiny_models import TINY_TEXT, perturbed_text_model
 
 from latentwm.conditions import Conditions, FrameConditions
-from latentwm.config import ObjectiveConfig, get_preset
-from latentwm.model import DynamicsModel
+from latentwm.config import ObjectiveConfig
 from latentwm.objectives.shortcut_forcing import ShortcutForcing, TrainStep
 from latentwm.rollout import Guided, Sampling, guided, observe, rollout
-
-TINY = dataclasses.replace(get_preset("tiny").model, attention="eager", text_dim=12)
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _model(cfg=TINY, seed=0):
-    """Perturbed away from the zero init so every output depends on every input."""
-    torch.manual_seed(seed)
-    m = DynamicsModel(cfg).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return m
-
-
 def _inputs(B=2, T=5, seed=0):
     g = torch.Generator().manual_seed(seed)
-    z = torch.randn(B, T, TINY.num_latent_tokens, TINY.latent_dim, generator=g)
+    z = torch.randn(B, T, TINY_TEXT.num_latent_tokens, TINY_TEXT.latent_dim, generator=g)
     tau = torch.rand(B, T, generator=g)
     a = torch.randn(B, T, 4, generator=g)
-    text = torch.randn(B, T, TINY.text_dim, generator=g)
+    text = torch.randn(B, T, TINY_TEXT.text_dim, generator=g)
     tmask = torch.rand(B, T, generator=g) > 0.3
     return z, tau, a, text, tmask
 
 
 def test_text_changes_the_output_and_the_future_text_never_changes_the_past():
-    m = _model()
+    m = perturbed_text_model()
     z, tau, a, text, _ = _inputs()
     with torch.no_grad():
         base = m(z, tau, 0.25, a, text=text)
@@ -52,7 +39,7 @@ def test_text_changes_the_output_and_the_future_text_never_changes_the_past():
 
 
 def test_masked_text_is_the_null_text_whatever_it_holds():
-    m = _model()
+    m = perturbed_text_model()
     z, tau, a, text, tmask = _inputs()
     poisoned = torch.where(tmask[..., None], text, torch.full_like(text, float("nan")))
     with torch.no_grad():
@@ -64,7 +51,7 @@ def test_masked_text_is_the_null_text_whatever_it_holds():
 
 
 def test_kv_cached_steps_equal_the_full_forward_with_text():
-    m = _model()
+    m = perturbed_text_model()
     z, tau, a, text, tmask = _inputs(T=6)
     with torch.no_grad():
         full = m(z, tau, 0.25, a, text=text, text_mask=tmask)
@@ -86,32 +73,32 @@ def test_kv_cached_steps_equal_the_full_forward_with_text():
 
 
 def test_model_without_text_slot_refuses_text_and_shapes_are_checked():
-    m = _model(dataclasses.replace(TINY, text_dim=0))
-    assert not hasattr(m, "text_in") and m.tokens_per_frame == TINY.registers + 2 + m.num_tokens
+    m = perturbed_text_model(dataclasses.replace(TINY_TEXT, text_dim=0))
+    assert not hasattr(m, "text_in") and m.tokens_per_frame == TINY_TEXT.registers + 2 + m.num_tokens
     z, tau, a, text, _ = _inputs()
     with pytest.raises(ValueError, match="no text slot"):
         m(z, tau, 0.25, a, text=text)
     with pytest.raises(ValueError, match="text: expected shape"):
-        _model()(z, tau, 0.25, a, text=text[..., :5])
+        perturbed_text_model()(z, tau, 0.25, a, text=text[..., :5])
     with pytest.raises(ValueError, match="text_guidance"):
         guided(m, text_guidance=2.0)
 
 
 def test_condition_dropout_is_per_sample_seeded_and_equals_the_null_conditions():
-    m = _model()
+    m = perturbed_text_model()
     z, _, a, text, _ = _inputs(B=4, T=4)
     seeds = [101, 102, 103, 104]
-    always = ShortcutForcing(ObjectiveConfig(action_dropout=1.0, text_dropout=1.0, bootstrap_start=0), TINY.k_max)
+    always = ShortcutForcing(ObjectiveConfig(action_dropout=1.0, text_dropout=1.0, bootstrap_start=0), TINY_TEXT.k_max)
     with torch.no_grad():
         dropped, _ = always(m, z, Conditions(a, text=text), at=TrainStep(5, seeds=seeds))
         null, _ = always(m, z, at=TrainStep(5, seeds=seeds))
     assert torch.equal(dropped, null)
-    never = ShortcutForcing(ObjectiveConfig(action_dropout=0.0, text_dropout=0.0, bootstrap_start=0), TINY.k_max)
+    never = ShortcutForcing(ObjectiveConfig(action_dropout=0.0, text_dropout=0.0, bootstrap_start=0), TINY_TEXT.k_max)
     with torch.no_grad():
         kept, _ = never(m, z, Conditions(a, text=text), at=TrainStep(5, seeds=seeds))
     assert kept != dropped
     # the default 0.1 each: the rate over many samples, and each sample's decision depends on its own seed only
-    obj = ShortcutForcing(ObjectiveConfig(), TINY.k_max)
+    obj = ShortcutForcing(ObjectiveConfig(), TINY_TEXT.k_max)
     x = torch.zeros(400, 2, 1, 1)
     *_, da, dt = obj.draw(x, 0, seeds=list(range(1000, 1400)))
     assert 0.05 < da.float().mean() < 0.15 and 0.05 < dt.float().mean() < 0.15 and not torch.equal(da, dt)
@@ -120,10 +107,10 @@ def test_condition_dropout_is_per_sample_seeded_and_equals_the_null_conditions()
 
 
 def test_guidance_one_is_plain_sampling_and_guided_steps_combine_the_branches():
-    m = _model()
+    m = perturbed_text_model()
     z, _, a, text, _ = _inputs(B=2, T=6)
     ctx, g = z[:, :3], torch.Generator().manual_seed(3)
-    noise = torch.randn(2, 3, TINY.num_latent_tokens, TINY.latent_dim, generator=g)
+    noise = torch.randn(2, 3, TINY_TEXT.num_latent_tokens, TINY_TEXT.latent_dim, generator=g)
     plain = rollout(m, ctx, 3, Conditions(a, text=text), Sampling(2), noise=noise)
     assert guided(m, 1.0, 1.0) is m
     assert torch.equal(plain, rollout(m, ctx, 3, Conditions(a, text=text, text_guidance=1.0), Sampling(2), noise=noise))
@@ -160,14 +147,14 @@ def test_guidance_one_is_plain_sampling_and_guided_steps_combine_the_branches():
 
 
 def test_guided_cache_expands_for_candidates_like_a_plain_one():
-    m = _model()
+    m = perturbed_text_model()
     z, _, a, text, _ = _inputs(B=1, T=5)
     gm = Guided(m, 2.0)
     with torch.no_grad():
         cache = observe(gm, z[:, :3], Conditions(a, text=text)).expand(4)  # one history, 4 candidates
         acts = torch.randn(4, 5, 4)
         acts[:, :2] = a[:, :2]  # the observed history's actions; candidates differ in the future ones
-        noise = torch.randn(1, 2, TINY.num_latent_tokens, TINY.latent_dim)
+        noise = torch.randn(1, 2, TINY_TEXT.num_latent_tokens, TINY_TEXT.latent_dim)
         many = rollout(gm, z[:, :3], 2, Conditions(acts, text=text), noise=noise, cache=cache)
         one = rollout(m, z[:, :3], 2, Conditions(acts[1:2], text=text, text_guidance=2.0), noise=noise)
     assert many.shape[0] == 4 and torch.allclose(many[1:2], one, atol=1e-5)
@@ -176,8 +163,8 @@ def test_guided_cache_expands_for_candidates_like_a_plain_one():
 def test_broadcast_conditions_keep_causality_and_the_cache():
     """model.condition_broadcast adds each frame's action/text embeddings to its latent tokens: still causal,
     cached steps still equal the full forward, and the conditions now change the latents' input directly."""
-    cfg = dataclasses.replace(TINY, condition_broadcast=True)
-    m = _model(cfg)
+    cfg = dataclasses.replace(TINY_TEXT, condition_broadcast=True)
+    m = perturbed_text_model(cfg)
     z, tau, a, text, tmask = _inputs(T=6)
     with torch.no_grad():
         full = m(z, tau, 0.25, a, text=text, text_mask=tmask)
@@ -199,7 +186,7 @@ def test_broadcast_conditions_keep_causality_and_the_cache():
         tokens = m._tokens(
             z, tau, torch.full_like(tau, 0.25), m._embed_actions(None, None, 2, 6), m._embed_text(text, tmask, 2, 6)
         )
-        plain = _model(TINY)._tokens(
+        plain = perturbed_text_model(TINY_TEXT)._tokens(
             z, tau, torch.full_like(tau, 0.25), m._embed_actions(None, None, 2, 6), m._embed_text(text, tmask, 2, 6)
         )
     assert torch.allclose(torch.stack(steps, 1), full, atol=1e-5)

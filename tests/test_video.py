@@ -1,5 +1,6 @@
-"""Video reader: fixtures are MP4s whose frames encode their own index as 12 black/white vertical stripes (binary),
-which survives H.264 compression and resizing, so every test can check *which* frame came back."""
+"""Video reader: fixtures are MP4s whose frames encode their own index as 12 black/white vertical stripes (binary,
+formats.encode_index), which survives H.264 compression and resizing, so every test can check *which* frame came
+back."""
 
 import importlib.util
 import math
@@ -10,31 +11,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from formats import H, W, decode_index, encode_index, indices
 
 from latentwm.data import video
 from latentwm.data.video import VideoError, iter_frames, probe_video, read_clip, read_frames, write_video
 
-BITS = 12
-H, W = 64, 96
 NTSC = Fraction(60000, 1001)
-
-
-def encode_index(i: int) -> np.ndarray:
-    f = np.zeros((H, W, 3), np.uint8)
-    sw = W // BITS
-    for b in range(BITS):
-        if (i >> b) & 1:
-            f[:, b * sw : (b + 1) * sw] = 255
-    return f
-
-
-def decode_index(frame: np.ndarray) -> int:
-    w = frame.shape[1]
-    return sum(1 << b for b in range(BITS) if frame[:, int((b + 0.5) * w / BITS)].mean() > 127)
-
-
-def indices(frames) -> list[int]:
-    return [decode_index(f) for f in frames]
 
 
 @pytest.fixture(scope="module")

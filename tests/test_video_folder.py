@@ -1,13 +1,12 @@
 """Video-folder source: nested videos of several rates and containers, captions CSV/JSON, segments, a corrupt file
-skipped by encode_to_cache while the rest encodes. Fixture frame k shows the number k (test_video.encode_index)."""
+skipped by encode_to_cache while the rest encodes. Fixture frame k shows the number k (formats.encode_index)."""
 
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_droid import encode_fn
-from test_video import encode_index, indices
+from formats import encode_fn, encode_index, indices
 
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import EpisodeError

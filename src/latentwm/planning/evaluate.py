@@ -172,7 +172,8 @@ class _Session:
     max_replans: int
     probe: ProprioProbe | None
     seed: int
-    state_probe: StateProbe | None = None
+    state_probe: StateProbe | None = None  # a cost term (plan.state_weight > 0)
+    pose_reader: StateProbe | None = None  # the same probe as a measurement (imagined goals' poses), any weight
 
     @property
     def exec_steps(self) -> int:
@@ -339,6 +340,7 @@ def _session(run: WorldModelRun, cfg: PlanConfig, opts: PlanningOptions, models:
         probe=proprio_probe if proprio_probe is not None and cfg.proprio_weight > 0 else None,
         seed=cfg.seed if opts.seed is None else opts.seed,
         state_probe=state_probe if state_probe is not None and cfg.state_weight > 0 else None,
+        pose_reader=state_probe,
     )
 
 
@@ -464,7 +466,7 @@ def _run_goals(
                         record=out is not None,
                     )
                 if texts is not None:
-                    r.update(imagined_goal_facts(s.observer, policy, g))
+                    r.update(imagined_goal_facts(s.observer, policy, g, s.pose_reader))
                 frames = r.pop("frames")
                 first_success = m in s.opts.planners and r["success"] and m not in shown_success
                 if out is not None and (g.index < s.opts.num_videos or first_success):

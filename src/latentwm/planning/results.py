@@ -20,9 +20,11 @@ import torch
 
 from latentwm.config import ConfigError
 from latentwm.data.latent_cache import LatentCache
+from latentwm.data.proprio import latents_only
 from latentwm.envs.pusht import goal_metrics, proprio_from_state
 from latentwm.envs.pusht_language import HELDOUT_PER_TEMPLATE, PARAPHRASES, describe_segment, sentence
 from latentwm.planning.imagine import embed_sentences, text_encoder_for
+from latentwm.planning.state_probe import pose_gap
 
 AUTO = "auto"
 TEXT_TAG = " (text goal)"
@@ -67,9 +69,13 @@ def goal_texts(s, goals, text_encoder=None, cache_dir=None) -> tuple[list[str], 
     return sentences, embed_sentences(text_encoder, sentences, dev), getattr(text_encoder, "label", "(given)")
 
 
-def imagined_goal_facts(observer, policy, goal) -> dict:
+def imagined_goal_facts(observer, policy, goal, probe=None) -> dict:
     """After a text-goal episode: latent MSE of the goal the policy imagined (`policy.goal`) to the true goal
-    frame's latents, beside the start frame's (how far the goal was to begin with), and the imagination's seconds."""
+    frame's latents, beside the start frame's (how far the goal was to begin with), and the imagination's seconds.
+    probe (a `StateProbe`): the imagined goal's pose too — block px, agent px and angle degrees between the probe's
+    reading of it and the true goal state (`imagined_goal_pose`), beside the true start state's gap to the goal
+    (`start_goal_pose`, exact) and the probe's reading of the true goal frame (`probe_goal_pose`: its own error,
+    the floor under the imagined one)."""
     prop = (
         None
         if observer.proprio_stats is None  # frames with proprio channels: the states' proprio
@@ -78,11 +84,20 @@ def imagined_goal_facts(observer, policy, goal) -> dict:
     with torch.no_grad():
         true = observer(np.stack([goal.goal_frame, goal.start_frame]), prop)
         imagined = policy.goal.to(true.device, true.dtype)
-        return {
+        out: dict = {
             "imagined_goal_mse": float((imagined - true[0]).pow(2).mean()),
             "start_goal_mse": float((true[1] - true[0]).pow(2).mean()),
             "imagine_seconds": float(policy.imagine_seconds),
         }
+        if probe is not None:
+            p_dim = 0 if observer.proprio_stats is None else len(observer.proprio_stats.mean)
+            goal_pose = torch.as_tensor(np.asarray(goal.goal_state, dtype=np.float64)[:5])
+            start_pose = torch.as_tensor(np.asarray(goal.start_state, dtype=np.float64)[:5])
+            read = probe.predict_pose(latents_only(torch.stack([imagined, true[0]]), p_dim).float()).cpu()
+            gaps = pose_gap(torch.stack([read[0].double(), read[1].double(), start_pose]), goal_pose)
+            for name, g in zip(("imagined_goal_pose", "probe_goal_pose", "start_goal_pose"), gaps.tolist()):
+                out[name] = dict(zip(("agent_px", "block_px", "angle_deg"), g))
+        return out
 
 
 def method_means(rows: dict[str, list[dict]], methods) -> dict:
@@ -150,10 +165,14 @@ def summarize_text_goals(s, goals, rows: dict[str, list[dict]], sentences: list[
     sentence of every goal and the settings that made them."""
     planners = list(rows)
     means = method_means(rows, planners)
-    per = {
+    per: dict[str, dict] = {
         k: {m: float(np.mean([r[k] for r in rows[m]])) for m in planners}
         for k in ("seconds_per_plan", "imagine_seconds", "imagined_goal_mse")
     }
+    for k in ("imagined_goal_pose", "probe_goal_pose", "start_goal_pose"):  # with a state probe
+        if all(k in r for m in planners for r in rows[m]):
+            parts = ("agent_px", "block_px", "angle_deg")
+            per[k] = {m: {p: float(np.mean([r[k][p] for r in rows[m]])) for p in parts} for m in planners}
     return {
         **means,
         **per,
@@ -185,7 +204,19 @@ def text_goal_comparison(metrics: dict) -> dict | None:
         "methods": methods,
         "image": {k: {m: metrics[k][m] for m in methods} for k in keys},
         "text": {k: dict(text[k]) for k in keys},
-        **{k: text.get(k) for k in ("imagined_goal_mse", "start_goal_mse", "sentences", "text_guidance", "num_goals")},
+        **{
+            k: text.get(k)
+            for k in (
+                "imagined_goal_mse",
+                "start_goal_mse",
+                "imagined_goal_pose",
+                "probe_goal_pose",
+                "start_goal_pose",
+                "sentences",
+                "text_guidance",
+                "num_goals",
+            )
+        },
     }
 
 
@@ -246,11 +277,21 @@ def _text_note(text: dict) -> str:
         else "the sentence given"
     )
     mse = ", ".join(f"{m} {v:.3f}" for m, v in text.get("imagined_goal_mse", {}).items())
-    return (
+    note = (
         f" Rows{TEXT_TAG}: the same starts and seeds with each goal given as {what} (text guidance "
         f"{text.get('text_guidance')}): the planners plan toward the goal the model imagines; latent MSE of the "
         f"imagined goal to the true one {mse} (start to goal {text.get('start_goal_mse', float('nan')):.3f})."
     )
+    pose, start, floor = (text.get(k) for k in ("imagined_goal_pose", "start_goal_pose", "probe_goal_pose"))
+    if pose and start:
+        m = next(iter(pose))
+        note += (
+            f" Pose of the imagined goal (state probe) to the true goal: block {pose[m]['block_px']:.0f} px, "
+            f"{pose[m]['angle_deg']:.0f}°, agent {pose[m]['agent_px']:.0f} px; the start's: block "
+            f"{start[m]['block_px']:.0f} px, {start[m]['angle_deg']:.0f}°, agent {start[m]['agent_px']:.0f} px"
+            + (f"; the probe on the true goal frame: block {floor[m]['block_px']:.0f} px." if floor else ".")
+        )
+    return note
 
 
 def _search_text(settings: dict) -> str:
