@@ -24,9 +24,9 @@ from latentwm.objectives.shortcut_forcing import STANDALONE, Denoiser, TrainStep
 
 
 class NextFrameRegression:
-    """The loss: `loss, metrics = objective(model, x, actions, action_mask, valid, ...)`, with ShortcutForcing's
-    call signature (the trainer calls either one the same way; bootstrap_model, global_step and collective_safe
-    have nothing to do here)."""
+    """The loss: `loss, metrics = objective(model, x, cond, valid, at)`, with ShortcutForcing's call signature (the
+    trainer calls either one the same way; the TrainStep's global step, teacher and collective_safe have nothing to
+    do here)."""
 
     def __init__(self, cfg: ObjectiveConfig, k_max: int):
         self.cfg, self.k_max = cfg, k_max
