@@ -20,10 +20,11 @@ clean): frame t's pass conditions on the action taken AFTER frame t and outputs 
 on the cache as `cache.pending` until that action is known: `commit_frame(x, FrameConditions(a))` commits the
 pending frame with a (the action into x) and makes x pending; `sample_frame(..., FrameConditions(a))` is the
 pending frame's pass with a (commit=False), i.e. the prediction of the next frame. The same action index generates
-frame t in every mode (actions[:, t − 1]), so observe / rollout / planning call these functions the same way; an observed history waits for the candidates'
-first action, which is what planning (one observed history, many candidates) needs. Guidance works unchanged (the
-pending frame's pass is the one guided). `frame_hidden` / `clip_hidden` give features that never see the action
-taken after their frame in either mode (what policies and probes read).
+frame t in every mode (actions[:, t − 1]), so observe / rollout / planning call these functions the same way; an
+observed history waits for the candidates' first action, which is what planning (one observed history, many
+candidates) needs. Guidance works unchanged (the pending frame's pass is the one guided). `frame_hidden` /
+`clip_hidden` give features that never see the action taken after their frame in either mode (what policies and
+probes read).
 """
 
 from __future__ import annotations
