@@ -332,11 +332,13 @@ def sec_peak(ctx: Ctx, rec: Recorder) -> None:
 def _train_step_fn(model, net, obj, opt, batch, device):
     import torch
 
+    from latentwm.conditions import Conditions
+
     x, actions, mask, valid = batch
 
     def step():
         with _amp(device):
-            loss, _ = obj(net, x, actions, mask, valid)
+            loss, _ = obj(net, x, Conditions(actions, mask), valid)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

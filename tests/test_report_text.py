@@ -115,8 +115,11 @@ def test_the_answer_states_text_only_gain_per_horizon_and_the_meaning_check(tmp_
     assert res["action"]["action_only_gain"]["stderr"] is None  # no per-horizon errors: not invented
     assert res["text"]["direction_accuracy"] == meaning
     md = text_section(res["text"], res["action"])
-    assert "**The answer.** Text alone (no actions) lowers held-out rollout error by 0.0400" in md
-    assert "50% of what actions alone give (0.0800)" in md and "half of its final gain was reached at step 200" in md
+    assert "**The answer.** Text alone (no actions): held-out gain +0.0400 ± 0.0050" in md and "clearly above 0" in md
+    assert "50% of what actions alone give (+0.0800)" in md and "half of its final gain was reached at step 200" in md
     assert "beyond 3 standard errors at 5 of horizons 4–8 (4, 5, 6, 7, 8)" in md  # 0.02 > 3 × 0.005
     assert "50% of 300 held-out clips against 20% by chance" in md and "×2.5" in md and "80% for the true future" in md
     assert text_section({"gain_curve": []}, {}).count("The answer") == 0  # nothing measured alone: no answer
+    noisy = {"alone": {"final_gain": -0.0007, "final_gain_stderr": 0.003}}  # negative, within noise: no share
+    md = text_section({"alone": {"final_gain": -0.0001, "final_gain_stderr": 0.0007}}, noisy)
+    assert "no share is claimed" in md and "% of what actions" not in md

@@ -154,11 +154,16 @@ def answer(text: dict, action: dict) -> str | None:
     t, a = text.get("alone") or {}, action.get("alone") or {}
     if t.get("final_gain") is None:
         return None
-    gain = f"{_fmt(t['final_gain'])}{_pm(t.get('final_gain_stderr'))}"
-    parts = [f"Text alone (no actions) lowers held-out rollout error by {gain}"]
-    if a.get("final_gain"):
-        ratio = t["final_gain"] / a["final_gain"]
-        parts[0] += f", {ratio:.0%} of what actions alone give ({_fmt(a['final_gain'])})"
+    gain = (
+        f"{t['final_gain']:+.4f}{_pm(t.get('final_gain_stderr'))}{_noise(t['final_gain'], t.get('final_gain_stderr'))}"
+    )
+    parts = [f"Text alone (no actions): held-out gain {gain}"]
+    if a.get("final_gain") is not None:
+        a_gain, a_se = a["final_gain"], a.get("final_gain_stderr")
+        if a_gain > 2 * (a_se or 0.0) and t["final_gain"] > 0:  # a share of a real gain, or no share at all
+            parts[0] += f", {t['final_gain'] / a_gain:.0%} of what actions alone give ({a_gain:+.4f})"
+        else:
+            parts[0] += f"; actions alone {a_gain:+.4f}{_pm(a_se)}{_noise(a_gain, a_se)}, so no share is claimed"
     half = t.get("half_gain_interval")
     if half:
         hi = "not yet" if half[2] is None else f"{half[2]}"
