@@ -6,14 +6,13 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from tiny_models import meaning_model_and_probe  # noqa: E402
 
 from latentwm.config import GenerateConfig, get_preset  # noqa: E402
 from latentwm.data.clip_sets import model_clip_options  # noqa: E402
 from latentwm.data.clips import LatentClipDataset  # noqa: E402
 from latentwm.data.sources.pusht import generate_pusht  # noqa: E402
 from latentwm.encoders.text import save_tiny_text_model  # noqa: E402
-from latentwm.model.dynamics import DynamicsModel  # noqa: E402
-from latentwm.planning.state_probe import StateProbe  # noqa: E402
 
 TEST_DEVICE = os.environ.get("LATENTWM_TEST_DEVICE", "cpu")
 """Where the device-agnostic tests (those taking the `device` fixture, marked `uses_device`) run:
@@ -88,14 +87,5 @@ def meaning_setup(tmp_path_factory):
     assert main([*args, "--text.name", text]) == 0
     exp = get_preset("tiny").replace(model__text_dim=E, data__eval_fraction=0.5)
     data = LatentClipDataset(str(tmp / "cache"), 8, "eval", model_clip_options(exp))
-    torch.manual_seed(0)
-    model = DynamicsModel(exp.model).eval().requires_grad_(False)
-    with torch.no_grad():  # off the zero-initialized head: predictions that depend on their inputs
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    N, D = data[0].latents.shape[1:]
-    probe = StateProbe(N, D, 4, 32, torch.full((4,), 256.0), torch.full((4,), 100.0))
-    with torch.no_grad():
-        for p in probe.parameters():
-            p.add_(0.5 * torch.randn_like(p))  # a probe that reads different frames differently
+    model, probe = meaning_model_and_probe(exp, data)
     return model, probe, data

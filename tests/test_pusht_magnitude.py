@@ -8,8 +8,8 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from pusht_states import state_at, states_for
+from tiny_models import frozen_futures, meaning_model_and_probe, oracle_futures
 
 from latentwm.config import ConfigError, EncodeConfig, GenerateConfig, TextEncoderConfig, get_preset
 from latentwm.envs import pusht_language as L
@@ -231,24 +231,13 @@ def magnitude_setup(episodes):
     from latentwm.data.clip_sets import model_clip_options
     from latentwm.data.clips import LatentClipDataset
     from latentwm.encoders.text import save_tiny_text_model
-    from latentwm.model.dynamics import DynamicsModel
-    from latentwm.planning.state_probe import StateProbe
 
     text = save_tiny_text_model(episodes / "text", hidden=E)
     args = ["encode", "--preset", "tiny", "--root", str(episodes / "eps"), "--out-dir", str(episodes / "cache")]
     assert main([*args, "--text.name", text, "--options", "narration=magnitude"]) == 0
     exp = get_preset("tiny").replace(model__text_dim=E, data__eval_fraction=0.5)
     data = LatentClipDataset(str(episodes / "cache"), 4, "eval", model_clip_options(exp))  # context + horizon
-    torch.manual_seed(0)
-    model = DynamicsModel(exp.model).eval().requires_grad_(False)
-    with torch.no_grad():  # off the zero-initialized head: predictions that depend on their inputs
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    N, D = data[0].latents.shape[1:]
-    probe = StateProbe(N, D, 4, 32, torch.full((4,), 256.0), torch.full((4,), 100.0))
-    with torch.no_grad():
-        for p in probe.parameters():
-            p.add_(0.5 * torch.randn_like(p))  # a probe that reads different frames differently
+    model, probe = meaning_model_and_probe(exp, data)
     return model, probe, data
 
 
@@ -297,26 +286,12 @@ def test_an_oracle_future_scores_the_magnitude_ceiling_and_a_frozen_one_the_smal
     check = _check()
     C, H = check.context, check.horizon
 
-    def oracle(model, context, horizon, cond=None, sampling=None, *, noise=None, generator=None, cache=None):
-        return oracle.future  # the true frames after the context of the batch just collated
-
-    real_collate = text_meaning.collate
-
-    def remember(samples, action_dim):
-        b = real_collate(samples, action_dim)
-        oracle.future = b.latents[:, C : C + H]
-        return b
-
-    monkeypatch.setattr(text_meaning, "collate", remember)
-    monkeypatch.setattr(text_meaning, "rollout", oracle)
+    oracle_futures(monkeypatch, C, H)
     out = direction_accuracy(model, probe, data, check)
     for k in ("magnitude", "angle"):
         assert out[f"{k}_accuracy"] == out[f"{k}_ceiling"] == out[f"{k}_null_text_accuracy"]
 
-    def frozen(model, context, horizon, cond=None, sampling=None, *, noise=None, generator=None, cache=None):
-        return context[:, -1:].expand(-1, horizon, -1, -1)
-
-    monkeypatch.setattr(text_meaning, "rollout", frozen)
+    frozen_futures(monkeypatch)
     still = direction_accuracy(model, probe, data, check)
     found = text_meaning._scored_clips(data, check)
     dist = [t.distance for t in found if t.distance is not None]

@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from tiny_models import frozen_futures, oracle_futures
 
 from latentwm.config import get_preset
 from latentwm.data.batch import ClipSample, WorldBatchMetadata
@@ -34,25 +35,11 @@ def test_an_oracle_future_scores_the_ceiling_and_a_frozen_one_scores_right_only(
     model, probe, data = meaning_setup
     C, H = CHECK.context, CHECK.horizon
 
-    def oracle(model, context, horizon, cond=None, sampling=None, *, noise=None, generator=None, cache=None):
-        return oracle.future  # the true frames after the context of the batch just collated
-
-    real_collate = text_meaning.collate
-
-    def remember(samples, action_dim):
-        b = real_collate(samples, action_dim)
-        oracle.future = b.latents[:, C : C + H]
-        return b
-
-    monkeypatch.setattr(text_meaning, "collate", remember)
-    monkeypatch.setattr(text_meaning, "rollout", oracle)
+    oracle_futures(monkeypatch, C, H)
     out = direction_accuracy(model, probe, data, CHECK)
     assert out["accuracy"] == out["ceiling"] == out["null_text_accuracy"]
 
-    def frozen(model, context, horizon, cond=None, sampling=None, *, noise=None, generator=None, cache=None):
-        return context[:, -1:].expand(-1, horizon, -1, -1)
-
-    monkeypatch.setattr(text_meaning, "rollout", frozen)
+    frozen_futures(monkeypatch)
     still = direction_accuracy(model, probe, data, CHECK)
     found = text_meaning._directional_clips(data, CHECK)
     assert direction_of(0.0, 0.0) == DIRECTIONS[0]

@@ -89,3 +89,54 @@ def perturbed_text_model(cfg=TINY_TEXT, seed=0):
         for p in m.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     return m
+
+
+# ---- the meaning check: a text model, a pose probe, stand-in futures ---------------------------------------------
+
+
+def meaning_model_and_probe(exp, data):
+    """(model, probe) for the meaning check on clips `data`: the experiment's text-conditioned DynamicsModel in eval
+    mode and a StateProbe of the clips' token shape, both perturbed off their init (seed 0) so predictions and pose
+    readings depend on their inputs."""
+    from latentwm.planning.state_probe import StateProbe
+
+    torch.manual_seed(0)
+    model = DynamicsModel(exp.model).eval().requires_grad_(False)
+    with torch.no_grad():  # off the zero-initialized head: predictions that depend on their inputs
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    N, D = data[0].latents.shape[1:]
+    probe = StateProbe(N, D, 4, 32, torch.full((4,), 256.0), torch.full((4,), 100.0))
+    with torch.no_grad():
+        for p in probe.parameters():
+            p.add_(0.5 * torch.randn_like(p))  # a probe that reads different frames differently
+    return model, probe
+
+
+def oracle_futures(monkeypatch, context: int, horizon: int) -> None:
+    """Make planning/text_meaning's rollouts return the true future of the batch it just collated (frames context
+    .. context + horizon − 1): a model that predicts perfectly, whatever its conditions."""
+    from latentwm.planning import text_meaning
+
+    real_collate, seen = text_meaning.collate, {}
+
+    def remember(samples, action_dim):
+        b = real_collate(samples, action_dim)
+        seen["future"] = b.latents[:, context : context + horizon]
+        return b
+
+    def oracle(model, ctx, h, cond=None, sampling=None, *, noise=None, generator=None, cache=None):
+        return seen["future"]
+
+    monkeypatch.setattr(text_meaning, "collate", remember)
+    monkeypatch.setattr(text_meaning, "rollout", oracle)
+
+
+def frozen_futures(monkeypatch) -> None:
+    """Make planning/text_meaning's rollouts repeat the last context frame: a model that predicts no motion."""
+    from latentwm.planning import text_meaning
+
+    def frozen(model, ctx, horizon, cond=None, sampling=None, *, noise=None, generator=None, cache=None):
+        return ctx[:, -1:].expand(-1, horizon, -1, -1)
+
+    monkeypatch.setattr(text_meaning, "rollout", frozen)
