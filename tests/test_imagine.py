@@ -459,8 +459,8 @@ def test_text_goal_probes_read_their_goals_from_the_imagination_not_the_goal_sta
     assert not torch.allclose(policy.proprio.goal, probe.normalize(proprio_from_state(g.goal_state)))
 
 
-def test_evaluation_text_goal_mode_scores_the_same_starts(episodes, encoder, tmp_path):
-    model = _model()
+def _text_run(tmp_path) -> WorldModelRun:
+    """The tiny text model as a planning run on the fixture's episodes (no cache: goals come from the episodes)."""
     exp = get_preset("tiny").replace(
         data__cache_dir=str(tmp_path / "no-cache"), data__eval_fraction=0.5, model__text_dim=E
     )
@@ -468,7 +468,11 @@ def test_evaluation_text_goal_mode_scores_the_same_starts(episodes, encoder, tmp
         "latents": {"mean": [0.0] * 64, "std": [1.0] * 64, "count": 1},
         "datasets": {"pusht": {"dataset": "pusht", "actions": STATS, "proprio": None}},
     }
-    wm = WorldModelRun(model, exp, stats, FS)
+    return WorldModelRun(_model(), exp, stats, FS)
+
+
+def test_evaluation_text_goal_mode_scores_the_same_starts(episodes, encoder, tmp_path):
+    wm = _text_run(tmp_path)
     opts = PlanningOptions(
         planners=("cem", "mppi"), baselines=("random",), max_replans=2, num_videos=0, goal_text="auto"
     )
@@ -519,7 +523,7 @@ def test_evaluation_text_goal_mode_scores_the_same_starts(episodes, encoder, tmp
         PlanningOptions(planners=(), goal_text="auto")
     with pytest.raises(ConfigError, match="plan.goal_text"):
         PlanRunConfig(planners=(), goal_text="auto")
-    no_text = WorldModelRun(_model(text_dim=0), exp.replace(model__text_dim=0), stats, FS)
+    no_text = WorldModelRun(_model(text_dim=0), wm.exp.replace(model__text_dim=0), wm.data_stats, FS)
     with pytest.raises(ConfigError, match="not trained with text"):
         evaluate_planning(
             no_text,
@@ -536,20 +540,13 @@ def test_imagined_goals_are_scored_by_pose_with_a_state_probe(episodes, encoder,
     the exact start-to-goal gap and the probe's reading of the true goal frame (its own floor)."""
     from latentwm.planning.state_probe import StateProbe, pose_gap
 
-    model = _model()
-    exp = get_preset("tiny").replace(
-        data__cache_dir=str(tmp_path / "no-cache"), data__eval_fraction=0.5, model__text_dim=E
-    )
-    stats = {
-        "latents": {"mean": [0.0] * 64, "std": [1.0] * 64, "count": 1},
-        "datasets": {"pusht": {"dataset": "pusht", "actions": STATS, "proprio": None}},
-    }
-    m = exp.model
+    wm = _text_run(tmp_path)
+    m = wm.exp.model
     torch.manual_seed(0)
     probe = StateProbe(m.num_latent_tokens, m.latent_dim, 4, 16, torch.full((4,), 256.0), torch.full((4,), 100.0))
     opts = PlanningOptions(planners=("cem",), baselines=(), max_replans=1, num_videos=0, goal_text="auto")
     res = evaluate_planning(
-        WorldModelRun(model, exp, stats, FS),
+        wm,
         episodes,
         CFG,
         options=opts,
