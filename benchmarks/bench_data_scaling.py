@@ -36,7 +36,7 @@ from common import report, table  # noqa: E402
 from latentwm.config import CEMConfig  # noqa: E402
 from latentwm.planning.evaluate import WorldModelRun  # noqa: E402
 from latentwm.planning.ladder import LadderOptions, planning_ladder  # noqa: E402
-from latentwm.report import dino_wm_success_at  # noqa: E402
+from latentwm.report import DINO_WM_SCALING, dino_wm_success_at  # noqa: E402
 
 CLIP = ["--data.clip-len", "8"]
 """bench_conditioning's clip length: the curve's points are comparable with its arms."""
@@ -149,6 +149,43 @@ def point(out: Path, n: int, steps: int, goals: int, encoder: str, quick: bool) 
     return res
 
 
+FIGURE = Path(__file__).resolve().parent / "figures" / "data_scaling.png"
+"""Where a recorded run draws its curve (the RESULTS.md entry links it)."""
+
+
+def plot(rows: list[dict], path: Path) -> Path:
+    """Success against trajectories (log scale): the latent model overall and on block-moving goals, the ladder's
+    rungs on block-moving goals, beside DINO-WM's Table 5 (marked: another encoder, other data, its budget)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(rows, key=lambda r: r["trajectories"])
+    n = [r["trajectories"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    series = {
+        "latent model CEM, all goals": "cem_success",
+        "latent model CEM, block-moving goals": "cem_block_moves",
+        "simulator + state cost (planner's ceiling)": "sim_state_block_moves",
+        "simulator + latent cost (encoder's ceiling)": "sim_latent_block_moves",
+        "state model, privileged": "state_model_block_moves",
+    }
+    for label, key in series.items():
+        ax.plot(n, [r.get(key) for r in rows], marker="o", label=label)
+    dn, ds = zip(*DINO_WM_SCALING)
+    ax.plot(dn, ds, "k--", marker="s", label="DINO-WM Table 5 (DINOv2, its data and budget)")
+    ax.set(xscale="log", xlabel="training trajectories", ylabel="success rate", ylim=(-0.02, 1.0))
+    ax.set_title("Push-T planning success against data (2,000 steps at every size)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="240,1000,3000")
@@ -182,6 +219,8 @@ def main(argv=None):
         f"error on the goals whose block must move. dino_wm_table5_success: DINO-WM's own "
         f"curve (pretrained DINOv2, its Push-T data, its budget), interpolated — another encoder and other data."
     )
+    fig = plot(rows, Path(args.out) / "data_scaling.png" if args.quick else FIGURE)
+    notes += f" Plot: {fig.relative_to(FIGURE.parents[1]) if not args.quick else fig}."
     report("Data scaling", table(rows, cols), {"rows": rows, "quick": args.quick}, notes, record=not args.quick)
 
 
