@@ -91,3 +91,22 @@ def test_simulator_executes_relative_plans_as_the_env_loop_does(data):
     finally:
         a.close()
         b.close()
+
+
+def test_ladder_rows_are_reused_only_with_the_settings_that_made_them(tmp_path):
+    """A rung's rows are kept with their settings: the same settings reuse them, other settings (or a file from
+    before settings were kept) compute them again and say so — never another goal set's rows passed on."""
+    from latentwm.planning.ladder import _kept
+
+    calls, said = [], []
+
+    def make(v):
+        return lambda: calls.append(v) or [{"goal": 0, "success": v}]
+
+    f = tmp_path / "rung.json"
+    assert _kept(f, {"goals": [["a", 1]]}, make(True), said.append) == [{"goal": 0, "success": True}]
+    assert _kept(f, {"goals": [["a", 1]]}, make(False), said.append)[0]["success"] is True and calls == [True]
+    assert _kept(f, {"goals": [["b", 2]]}, make(False), said.append)[0]["success"] is False  # other goals: again
+    assert calls == [True, False] and "other settings" in said[-1]
+    f.write_text('[{"goal": 0, "success": true}]')  # rows without their settings
+    assert _kept(f, {"goals": [["b", 2]]}, make(False), said.append)[0]["success"] is False and len(calls) == 3

@@ -30,6 +30,7 @@ from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import NormStats
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.envs.pusht import PushTEnv, goal_metrics
+from latentwm.io.files import read_json, write_json
 from latentwm.planning.cost_quality import CostQualitySettings, cost_quality
 from latentwm.planning.evaluate import (
     PlanningModels,
@@ -64,14 +65,38 @@ def summarize_rung(rows: list[dict], moves: list[bool]) -> dict:
     }
 
 
-def _kept(path: Path, make):
-    """Rows kept in `path` (a rerun reuses them)."""
+def _kept(path: Path, settings: dict, make, log=print):
+    """Rows kept in `path` with the settings that made them: a rerun with the same settings reuses them; other
+    settings (or a file without them) are computed again and replace the file, said in one line — never rows of
+    another goal set or budget passed on as this one's."""
     if path.exists():
-        return json.loads(path.read_text())
+        kept = read_json(path, "ladder rows", expect=None)
+        if isinstance(kept, dict) and kept.get("settings") == settings:
+            return kept["rows"]
+        log(f"ladder: {path} was made with other settings; computing it again")
     rows = make()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rows, default=float))
+    write_json(path, {"settings": settings, "rows": rows})
     return rows
+
+
+def _settings(run: WorldModelRun, goals, plan_cfg, replans: int, **more) -> dict:
+    """What a rung's rows depend on: the run's encoder and conditioning, the plan section, the goals (episode, start,
+    offset), the replanning budget, and any rung-specific value (`more`). JSON-plain, so a reread compares equal."""
+    return json.loads(
+        json.dumps(
+            {
+                "encoder": run.encoder_label,
+                "proprio_channels": run.exp.model.proprio_dim,
+                "relative_actions": run.exp.data.relative_actions,
+                "plan": dataclasses.asdict(plan_cfg),
+                "goals": [[g.episode, int(g.t0)] for g in goals],
+                "max_replans": replans,
+                **more,
+            },
+            default=str,
+        )
+    )
 
 
 def simulator_rows(run: WorldModelRun, goals, plan_cfg, replans: int, encoder=None) -> list[dict]:
@@ -171,7 +196,8 @@ def planning_ladder(
     replans = planning_session(run, plan_cfg, encoder=lambda f: None).max_replans
     given: dict = dict(options.given or {})  # gains the rows made here
     out = Path(out)
-    sim = _kept(out / "simulator.json", lambda: simulator_rows(run, goals, plan_cfg, replans, encoder))
+    key = _settings(run, goals, plan_cfg, replans)
+    sim = _kept(out / "simulator.json", key, lambda: simulator_rows(run, goals, plan_cfg, replans, encoder), log)
     rungs = {
         name: summarize_rung(
             [
@@ -189,7 +215,10 @@ def planning_ladder(
     }
     rungs["state model (privileged)"] = summarize_rung(
         _kept(
-            out / "state_model.json", lambda: state_model_rows(run, cache, goals, plan_cfg, replans, state_steps, log)
+            out / "state_model.json",
+            {**key, "state_steps": state_steps, "cache": str(cache)},
+            lambda: state_model_rows(run, cache, goals, plan_cfg, replans, state_steps, log),
+            log,
         ),
         moves,
     )
