@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+from tiny_models import perturbed_model
 from torch.utils.flop_counter import FlopCounterMode
 
 from latentwm.config import ConfigError, ObjectiveConfig, get_preset
@@ -202,22 +203,13 @@ def test_model_shapes_and_zero_init(group):
 
 def test_head_is_conditioned_on_the_shortcut_slot_vector():
     cfg = _cfg()
-    m = _perturbed_model(cfg)
+    m = perturbed_model(cfg)
     seen = {}
     m.transformer.register_forward_hook(lambda mod, args, out: seen.setdefault("tokens", args[0]))
     m.dh_head.register_forward_hook(lambda mod, args, out: seen.setdefault("cond", args[1]))
     g = torch.Generator().manual_seed(1)
     m(torch.randn(2, 3, 16, 64, generator=g), torch.rand(2, 3, generator=g), torch.tensor([[0.5, 0.125, 1.0]] * 2))
     torch.testing.assert_close(seen["cond"], seen["tokens"][:, :, m.layout.slot("shortcut")], atol=0, rtol=0)
-
-
-def _perturbed_model(cfg, seed=0):
-    torch.manual_seed(seed)
-    m = DynamicsModel(cfg)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return m
 
 
 @pytest.mark.parametrize("group", [1, 2])

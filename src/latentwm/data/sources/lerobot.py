@@ -25,7 +25,8 @@ Layout. v3: `meta/info.json` (fps, features, `data_path`/`video_path` templates)
 `videos/<key>/{chunk_index,file_index,from_timestamp,to_timestamp}`), `meta/tasks.parquet` (task string as the index
 or a `task` column, `task_index`), `data/chunk-*/file-*.parquet` (rows of many episodes), `videos/<key>/chunk-*/
 file-*.mp4`; a frame is at `from_timestamp + timestamp` of its row. v2.1: `meta/episodes.jsonl`, `meta/tasks.jsonl`,
-one parquet (`data/chunk-XXX/episode_XXXXXX.parquet`) and one MP4 per camera per episode; a frame is at `timestamp`.
+one parquet (`data/chunk-000/episode_000000.parquet`, numbered) and one MP4 per camera per episode; a frame
+is at `timestamp`.
 """
 
 from __future__ import annotations
