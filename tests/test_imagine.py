@@ -25,7 +25,13 @@ from latentwm.config import (
 )
 from latentwm.data.sources.pusht import generate_pusht
 from latentwm.encoders.text import TextEncoder, save_tiny_text_model
-from latentwm.envs.pusht_language import HELDOUT_PER_TEMPLATE, PARAPHRASES, parse_sentence
+from latentwm.envs.pusht_language import (
+    HELDOUT_PER_TEMPLATE,
+    PARAPHRASES,
+    heldout_paraphrases,
+    parse_sentence,
+    train_paraphrases,
+)
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.planning.evaluate import (
     PlanningModels,
@@ -134,6 +140,10 @@ def test_goal_sentences_are_heldout_paraphrases_of_the_push_t_description():
     assert tid == "block_move" and slots == {"direction": "left"}
     assert p >= len(PARAPHRASES[tid]) - HELDOUT_PER_TEMPLATE
     assert goal_sentence(s0, s1, seed=0, index=3) == text
+    # a model trained on the magnitude narration gets its goals in those words: how far, not only where
+    tid, slots, p = parse_sentence(goal_sentence(s0, s1, seed=0, index=3, style="magnitude"))
+    assert tid == "block_move_by" and slots == {"direction": "left", "distance": "100"}
+    assert p >= len(heldout_paraphrases(tid)) + len(train_paraphrases(tid)) - HELDOUT_PER_TEMPLATE
 
 
 # ---- a tiny trained run with text: generate → encode (with the tiny sentence encoder) → train ------------------
@@ -319,6 +329,7 @@ def test_plan_goal_text_runs_the_same_starts_with_text_goals(run, capsys):
                 "cem",
                 "--baselines",
                 "random",
+                "dataset_actions",
                 "--proprio-probe",
                 "none",
                 "--plan.num-goals",
@@ -359,7 +370,13 @@ def test_plan_goal_text_runs_the_same_starts_with_text_goals(run, capsys):
     assert [(g["episode"], g["t0"]) for g in tg["goals"]] == [(r["episode"], r["t0"]) for r in image_rows]
     assert all(parse_sentence(g["sentence"]) is not None for g in tg["goals"])
     assert all(r["imagined_goal_mse"] >= 0 and r["imagine_seconds"] > 0 for r in text_rows)
-    assert "cem (text goal)" in capsys.readouterr().out
+    # the words' test beside the image test, on both runs; replaying the episode's own actions reaches the goal
+    # state, and the change that made a sentence always fits it
+    assert set(res["sentence_success_rate"]) == {"cem", "random", "dataset_actions"}
+    assert res["sentence_success_rate"]["dataset_actions"] == 1.0 and set(tg["sentence_success_rate"]) == {"cem"}
+    assert all(isinstance(r["sentence_success"], bool) for r in text_rows + image_rows)
+    printed = capsys.readouterr().out
+    assert "goal's words fit" in printed and "cem (text goal)" in printed
     assert any("_text_" in v for v in res["videos"])
 
 

@@ -298,3 +298,44 @@ def test_an_oracle_future_scores_the_magnitude_ceiling_and_a_frozen_one_the_smal
     angle = [t.angle for t in found if t.angle is not None]
     assert still["magnitude_accuracy"] == pytest.approx(np.mean([d == L.DISTANCE_BIN_PX for d in dist]))
     assert still["angle_accuracy"] == pytest.approx(np.mean([a == L.ANGLE_BIN_DEG for a in angle]))
+
+
+@pytest.mark.parametrize("style", L.NARRATION_STYLES)
+def test_the_change_that_made_a_sentence_always_fits_it(style):
+    """Random state pairs (moves up to 300 px, turns up to 180°, pushers anywhere): the words describing the change
+    fit it in every paraphrase, so a reached goal state always passes the words' test."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        s0 = state_at(agent=rng.uniform(20, 490, 2), cog=rng.uniform(100, 400, 2), angle=rng.uniform(-3, 3))
+        scale = rng.choice([3.0, 30.0, 300.0])
+        s1 = state_at(
+            agent=np.clip(s0[:2] + rng.normal(0, scale, 2), 0, 512),
+            cog=L.block_centre(s0) + rng.normal(0, scale / 3, 2) * rng.integers(0, 2),
+            angle=s0[4] + rng.normal(0, 0.6) * rng.integers(0, 2),
+        )
+        tid, slots = L.describe_segment(s0, s1, style)
+        for p in range(len(L.train_paraphrases(tid)) + L.HELDOUT_PER_TEMPLATE):
+            assert L.sentence_fits(L.sentence(tid, slots, p), s0, s1) is True, (tid, slots)
+
+
+def test_sentence_fits_reads_direction_distance_angle_and_side():
+    c0 = np.array([256.0, 300.0])
+    s0 = state_at(agent=(80.0, 80.0), cog=c0)
+    left40 = "push the T block about 40 px to the left"
+    for dx, fits in ((-43, True), (-58, True), (-25, True), (-75, False), (43, False), (-5, False)):
+        assert L.sentence_fits(left40, s0, state_at(agent=(80.0, 80.0), cog=c0 + (dx, 0))) is fits, dx
+    assert not L.sentence_fits(left40, s0, state_at(agent=(80.0, 80.0), cog=c0 + (-30, -30)))  # up-left
+    turn30 = "rotate the block about 30 degrees clockwise"
+    assert L.sentence_fits(turn30, s0, state_at(agent=(80.0, 80.0), cog=c0, angle=math.radians(35)))
+    assert not L.sentence_fits(turn30, s0, state_at(agent=(80.0, 80.0), cog=c0, angle=math.radians(-35)))
+    assert not L.sentence_fits(turn30, s0, state_at(agent=(80.0, 80.0), cog=c0, angle=math.radians(70)))
+    # what the words do not name is free: the block may also turn, the pusher go anywhere
+    assert L.sentence_fits(left40, s0, state_at(agent=(400.0, 400.0), cog=c0 + (-40, 0), angle=0.5))
+    side = "move the pusher to the block's left side"
+    assert L.sentence_fits(side, s0, state_at(agent=(c0[0] - 60, c0[1]), cog=c0))
+    assert not L.sentence_fits(side, s0, state_at(agent=(c0[0] + 60, c0[1]), cog=c0))
+    assert not L.sentence_fits(side, s0, state_at(agent=(c0[0] - 150, c0[1]), cog=c0))  # not next to it
+    assert L.sentence_fits("push the T block to the left", s0, state_at(agent=(80.0, 80.0), cog=c0 + (-90, 0)))
+    assert L.sentence_fits("the pusher stays still", s0, s0)
+    assert not L.sentence_fits("the pusher stays still", s0, state_at(agent=(80.0, 120.0), cog=c0))
+    assert L.sentence_fits("make a cup of tea", s0, s0) is None

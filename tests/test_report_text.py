@@ -123,3 +123,25 @@ def test_the_answer_states_text_only_gain_per_horizon_and_the_meaning_check(tmp_
     noisy = {"alone": {"final_gain": -0.0007, "final_gain_stderr": 0.003}}  # negative, within noise: no share
     md = text_section({"alone": {"final_gain": -0.0001, "final_gain_stderr": 0.0007}}, noisy)
     assert "no share is claimed" in md and "% of what actions" not in md
+
+
+def test_goals_from_words_show_the_words_test_beside_the_image_test(tmp_path):
+    """Text-goal planning: the words' test (did the change do what the sentence says) beside the image test, for the
+    image and the text goals, with random actions' score as the chance level; the answer paragraph quotes them."""
+    rate = lambda c, r=None: {"cem": c, **({"random": r} if r is not None else {})}  # noqa: E731
+    goal = {
+        "methods": ["cem"],
+        "num_goals": 40,
+        "image": {"success_rate": rate(0.3), "final_distance": rate(50.0), "sentence_success_rate": rate(0.6)},
+        "text": {"success_rate": rate(0.05), "final_distance": rate(90.0), "sentence_success_rate": rate(0.35)},
+        "sentence_baselines": {"random": 0.1, "dataset_actions": 1.0},
+    }
+    text = {"alone": {"final_gain": 0.01, "final_gain_stderr": 0.002}, "goal_planning": goal}
+    md = text_section(text, {})
+    assert "| cem | 0.30 | 0.05 | 0.60 | 0.35 | 50.0 | 90.0 |" in md
+    assert "| random (no planner) | – | – | 0.10 |" in md and "| dataset_actions (no planner) | – | – | 1.00 |" in md
+    assert "cem does what the goal's sentence says on 35% of 40 goals (random actions 10%)" in md
+    assert "reaching the goal state itself on 5%" in md
+    del goal["text"]["sentence_success_rate"]  # an older planning result: the table as it was, no words' columns
+    md = text_section(text, {})
+    assert "| cem | 0.30 | 0.05 | 50.0 | 90.0 |" in md and "words fit" not in md and "sentence says" not in md

@@ -458,3 +458,49 @@ def narrate(states: np.ndarray, segment: int = 20, seed: int = 0, style: str = "
         train.append([a, b, sentence(tid, slots, p_train)])
         held.append([a, b, sentence(tid, slots, p_held)])
     return train, held
+
+
+def _near_bin(value: float, named: str, step: float, cap: float) -> bool:
+    """`value` rounded as the words round it (nearest `step`, at most `cap`) is within one bin of the `named` one:
+    the change that produced a sentence always fits it, and so does one bin more or less."""
+    return abs(magnitude_bin(value, step, cap) - int(named)) <= step
+
+
+def sentence_fits(text: str, s0, s1) -> bool | None:
+    """Does the change from state s0 to state s1 (each (≥5,)) do what the generated sentence `text` says? None when
+    `text` is not one of the Push-T language's sentences (either style).
+
+    A goal given in words is reached when the words fit what happened, not when an image is matched: the subject the
+    sentence names must have moved (BLOCK_MOVE_PX / BLOCK_TURN_DEG / PUSHER_STILL_PX, the thresholds that chose the
+    words) in the named 8-way direction and sense, named distances and angles within one bin of what happened
+    (rounded as the words round: DISTANCE_BIN_PX, ANGLE_BIN_DEG, with the subject's cap), a named side of the block
+    is where the pusher ends (within NEAR_BLOCK_PX), and "stays still" means nothing moved. What a sentence does
+    not name is free ("push the block left" says nothing about the pusher). The change that generated a sentence
+    always fits it (`describe_segment` then `sentence`)."""
+    parsed = parse_sentence(text)
+    if parsed is None:
+        return None
+    tid, slots, _ = parsed
+    m = SegmentMotion.between(s0, s1)
+    subject = "pusher" if tid.startswith("pusher") else "block"
+    ok = True
+    if tid == "pusher_still":
+        return m.pusher_still and not m.moved and not m.turned
+    if tid == "pusher_to_block":
+        return (
+            not m.pusher_still
+            and float(np.hypot(*m.agent_from_block)) <= NEAR_BLOCK_PX
+            and side_of(m.agent_from_block) == slots["side"]
+        )
+    if "direction" in slots:
+        motion = m.agent if subject == "pusher" else m.block
+        moved = not m.pusher_still if subject == "pusher" else m.moved
+        ok = ok and moved and direction_of(*motion) == slots["direction"]
+        if "distance" in slots:
+            dist = float(np.hypot(*motion))
+            ok = ok and _near_bin(dist, slots["distance"], DISTANCE_BIN_PX, DISTANCE_CAPS[subject])
+    if "sense" in slots:
+        ok = ok and m.turned and m.sense == slots["sense"]
+        if "angle" in slots:
+            ok = ok and _near_bin(abs(m.turn_deg), slots["angle"], ANGLE_BIN_DEG, ANGLE_CAP_DEG)
+    return bool(ok)

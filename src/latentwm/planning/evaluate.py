@@ -17,6 +17,8 @@ final distance = `state_distance` (block px + agent px + angle degrees) of the l
 Text goals (`PlanningOptions.goal_text`): the planners run again on the same starts and seeds with each goal given
 as a sentence (planning/results.py: a held-out paraphrase of its Push-T description, or one given sentence); the
 model imagines the goal (planning/imagine.py) and the episode is scored against the true goal state as above.
+Both runs are also scored by the goal's words (`sentence_success_rate`: the change from the start does what the
+sentence says, `pusht_language.sentence_fits`, at the end of any chunk), so random actions give the words' chance level.
 Summaries, sentences and the table: planning/results.py.
 """
 
@@ -377,9 +379,10 @@ def evaluate_planning(
     float}, "num_goals", "videos": [paths relative to out_dir], "block_pos_diff" / "agent_pos_diff" /
     "angle_diff_deg": {method: float}, "block_static_goals", "start_success_rate", "start_distance",
     "success_step", "settings", "convention", "wall_time_s"}; methods = planners + baselines. With
-    options.goal_text also "text_goal" (`results.summarize_text_goals`: the planners' success_rate, final_distance,
-    block/agent_pos_diff, angle_diff_deg, success_step, seconds_per_plan, imagine_seconds, imagined_goal_mse,
-    start_goal_mse, goals with their sentences, settings), per-goal rows in planning_goals_text.json.
+    options.goal_text also "sentence_success_rate" {method: float} and "text_goal" (`results.summarize_text_goals`:
+    the planners' success_rate, sentence_success_rate, final_distance, block/agent_pos_diff, angle_diff_deg,
+    success_step, seconds_per_plan, imagine_seconds, imagined_goal_mse, start_goal_mse, goals with their sentences,
+    settings), per-goal rows in planning_goals_text.json.
     """
     t_start = time.time()
     s = _session(run, plan_cfg or run.exp.plan, options, models)
@@ -397,7 +400,8 @@ def evaluate_planning(
         f"K = {s.cfg.sample_steps}; cost: {_cost_text(s)}"
     )
     out = Path(out_dir) if out_dir is not None else None
-    rows, videos = _run_goals(s, goals, methods, out, log)
+    words = None if texts is None else texts[0]  # image goals are scored by their words too, beside the image test
+    rows, videos = _run_goals(s, goals, methods, out, log, words)
     res = summarize(s, goals, rows, methods, held_out=len(paths))
     if texts is not None:
         log(
@@ -405,7 +409,7 @@ def evaluate_planning(
             f"text guidance {s.cfg.text_guidance:g}): the same starts and seeds"
         )
         text_rows, text_videos = _run_goals(
-            s, goals, list(options.text_goal_planners or options.planners), out, log, texts=texts[1]
+            s, goals, list(options.text_goal_planners or options.planners), out, log, words, texts[1]
         )
         res["text_goal"] = summarize_text_goals(s, goals, text_rows, texts[0], texts[2])
         videos += text_videos
@@ -433,11 +437,18 @@ def _cost_text(s: _Session) -> str:
 
 
 def _run_goals(
-    s: _Session, goals: list[PlanningGoal], methods: list[str], out: Path | None, log, texts: torch.Tensor | None = None
+    s: _Session,
+    goals: list[PlanningGoal],
+    methods: list[str],
+    out: Path | None,
+    log,
+    words: list[str] | None = None,
+    texts: torch.Tensor | None = None,
 ) -> tuple[dict[str, list[dict]], list[str]]:
     """Every method on every goal, from the same start state and seed; GIFs of the first goals and of each
-    planner's first success. texts: (G, E) sentence embeddings: goal i is given as texts[i] instead of its image
-    (the rows gain `imagined_goal_facts`; GIFs are named ..._text_...)."""
+    planner's first success. words: goal i's sentence, scored beside the image test (`EpisodeGoal.sentence`).
+    texts: (G, E) sentence embeddings: goal i is given as texts[i] instead of its image (the rows gain
+    `imagined_goal_facts`; GIFs are named ..._text_...)."""
     tag = "" if texts is None else "_text"
     env = PushTEnv(image_size=goals[0].goal_frame.shape[0])
     rows: dict[str, list[dict]] = {m: [] for m in methods}
@@ -452,6 +463,7 @@ def _run_goals(
                 g.goal_frame,
                 proprio=proprio_from_state(g.goal_state),
                 text=None if texts is None else texts[g.index],
+                sentence=None if words is None else words[g.index],
             )
             for m in methods:
                 policy, chunks = s.policy(m, g)

@@ -36,6 +36,7 @@ from latentwm.config import PlanConfig
 from latentwm.data.episodes import NormStats
 from latentwm.data.proprio import attach_proprio, latents_only
 from latentwm.envs.pusht import goal_metrics, proprio_from_state
+from latentwm.envs.pusht_language import parse_sentence, sentence_fits
 from latentwm.planning.base import PlanResult, initial_std, shift_plan
 from latentwm.planning.imagine import imagine
 from latentwm.planning.plan import PlanProblem, plan
@@ -447,6 +448,10 @@ class EpisodeGoal:
     text: np.ndarray | torch.Tensor | None = None
     """A sentence embedding (E,), handed over as info["goal_text"]: an `MPCPolicy` then plans toward its imagined
     goal instead of `goal_frame` (the episode is still scored against `goal_state`)."""
+    sentence: str | None = None
+    """The goal in words (a Push-T language sentence), scored beside the image test: `sentence_success` = the change
+    from `start_state` fits it (`pusht_language.sentence_fits`) at the end of any executed chunk. Not told to the
+    policy (`text` is its embedding)."""
 
 
 def run_episode(
@@ -468,7 +473,9 @@ def run_episode(
     Returns success, success_step (env steps when first successful, or None), final_distance, final
     block_pos_diff / angle_diff / agent_pos_diff, start_distance and start_success (the goal test already passed
     at the start), seconds_per_plan (mean planning wall time per call, 0 for policies that do not plan), plans,
-    env_steps, and `frames` (T, H, W, 3) of the executed episode when `record`.
+    env_steps, sentence_success (with `goal.sentence`: the words fit the change at a chunk's end; None for a
+    sentence the Push-T language cannot read, or without one) and `frames` (T, H, W, 3) of the executed episode
+    when `record`.
     """
     goal_state = goal.goal_state
     frame, info = env.reset(state=goal.start_state)
@@ -482,6 +489,8 @@ def run_episode(
     start_success = bool(m0["success"])
     boundary, proprio, frames, steps = [frame], [proprio_from_state(env.state())], [frame] if record else [], 0
     success, success_step, joint = False, None, False
+    words = goal.sentence if goal.sentence is not None and parse_sentence(goal.sentence) is not None else None
+    said: bool | None = None if words is None else False  # the words fit the change at some chunk's end
     codec = getattr(policy, "codec", None)
     for _ in range(max_replans):
         env_actions = policy.act(boundary, {**info, "frame_proprio": np.stack(proprio)})
@@ -500,6 +509,8 @@ def run_episode(
                 proprio.append(proprio_from_state(env.state()))
         now = goal_metrics(env.state(), goal_state)
         joint = joint or now["success_joint"]
+        if words is not None:
+            said = said or bool(sentence_fits(words, goal.start_state, env.state()))
         if now["success"]:
             success, success_step = True, steps
             if stop_on_success:
@@ -519,5 +530,6 @@ def run_episode(
         "seconds_per_plan": float(np.mean(secs)) if secs else 0.0,
         "plans": len(secs),
         "env_steps": steps,
+        "sentence_success": said,
         "frames": np.stack(frames) if record else None,
     }

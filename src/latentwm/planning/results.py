@@ -22,7 +22,14 @@ from latentwm.config import ConfigError
 from latentwm.data.latent_cache import LatentCache
 from latentwm.data.proprio import latents_only
 from latentwm.envs.pusht import goal_metrics, proprio_from_state
-from latentwm.envs.pusht_language import HELDOUT_PER_TEMPLATE, PARAPHRASES, describe_segment, sentence
+from latentwm.envs.pusht_language import (
+    HELDOUT_PER_TEMPLATE,
+    NARRATION_STYLES,
+    describe_segment,
+    heldout_paraphrases,
+    sentence,
+    train_paraphrases,
+)
 from latentwm.planning.imagine import embed_sentences, text_encoder_for
 from latentwm.planning.state_probe import pose_gap
 
@@ -31,19 +38,21 @@ TEXT_TAG = " (text goal)"
 """Suffix of the text-goal rows in `planning_table`."""
 
 
-def goal_sentence(start_state, goal_state, seed: int, index: int) -> str:
-    """The Push-T language's description of the change from start to goal, in a held-out paraphrase drawn from
+def goal_sentence(start_state, goal_state, seed: int, index: int, style: str = "direction") -> str:
+    """The Push-T language's description of the change from start to goal in narration `style` (the one the model
+    was trained on: a magnitude-trained model gets a goal with distances), in a held-out paraphrase drawn from
     default_rng([seed, index, 0x7E47]) (deterministic)."""
-    tid, slots = describe_segment(start_state, goal_state)
-    n = len(PARAPHRASES[tid])
+    tid, slots = describe_segment(start_state, goal_state, style)
+    n = len(heldout_paraphrases(tid)) + len(train_paraphrases(tid))
     p = n - HELDOUT_PER_TEMPLATE + int(np.random.default_rng([seed, index, 0x7E47]).integers(HELDOUT_PER_TEMPLATE))
     return sentence(tid, slots, p)
 
 
-def goal_sentences(goals, goal_text: str, seed: int) -> list[str]:
-    """One sentence per goal (`PlanningGoal`s): `goal_sentence` of each for "auto", else `goal_text` for all."""
+def goal_sentences(goals, goal_text: str, seed: int, style: str = "direction") -> list[str]:
+    """One sentence per goal (`PlanningGoal`s): `goal_sentence` of each (in narration `style`) for "auto", else
+    `goal_text` for all."""
     if goal_text.strip() == AUTO:
-        return [goal_sentence(g.start_state, g.goal_state, seed, g.index) for g in goals]
+        return [goal_sentence(g.start_state, g.goal_state, seed, g.index, style) for g in goals]
     return [goal_text.strip()] * len(goals)
 
 
@@ -52,19 +61,18 @@ def goal_texts(s, goals, text_encoder=None, cache_dir=None) -> tuple[list[str], 
     session `s` (evaluate._Session; s.opts.goal_text), resolved before any planning so a model without text fails at
     once. text_encoder None: `text_encoder_for` the run's facts (for a model in memory: its config and the training
     cache's cache.json in `cache_dir`)."""
+    facts = s.run.facts
+    if facts is None:
+        info = (
+            LatentCache(cache_dir).info if cache_dir is not None and (Path(cache_dir) / "cache.json").exists() else {}
+        )
+        facts = {"config": s.run.exp.to_dict(), "cache_info": info, "path": "(in memory)"}
     if text_encoder is None:
-        facts = s.run.facts
-        if facts is None:
-            info = (
-                LatentCache(cache_dir).info
-                if cache_dir is not None and (Path(cache_dir) / "cache.json").exists()
-                else {}
-            )
-            facts = {"config": s.run.exp.to_dict(), "cache_info": info, "path": "(in memory)"}
         text_encoder = text_encoder_for(facts, where="plan.goal_text")
     elif s.run.model.cfg.text_dim == 0:
         raise ConfigError("plan.goal_text: the model was not trained with text (model.text_dim = 0)")
-    sentences = goal_sentences(goals, s.opts.goal_text, s.seed)
+    style = (facts.get("cache_info") or {}).get("narration", NARRATION_STYLES[0])  # the words it was trained on
+    sentences = goal_sentences(goals, s.opts.goal_text, s.seed, style)
     dev = next(s.run.model.parameters()).device
     return sentences, embed_sentences(text_encoder, sentences, dev), getattr(text_encoder, "label", "(given)")
 
@@ -102,13 +110,16 @@ def imagined_goal_facts(observer, policy, goal, probe=None) -> dict:
 
 def method_means(rows: dict[str, list[dict]], methods) -> dict:
     """Means over goals per method: success_rate (ours) and success_rate_joint (DINO-WM's joint test),
-    final_distance, block/agent_pos_diff, angle_diff_deg, success_step (over successful goals; None without one)."""
+    final_distance, block/agent_pos_diff, angle_diff_deg, success_step (over successful goals; None without one);
+    sentence_success_rate for the methods whose every goal had words (`EpisodeGoal.sentence`) to fit."""
 
     def mean(m, key):
         return float(np.mean([r[key] for r in rows[m]]))
 
     steps = {m: [r["success_step"] for r in rows[m] if r["success_step"] is not None] for m in methods}
+    said = {m for m in methods if all(r.get("sentence_success") is not None for r in rows[m])}
     return {
+        **({"sentence_success_rate": {m: mean(m, "sentence_success") for m in methods if m in said}} if said else {}),
         "success_rate": {m: mean(m, "success") for m in methods},
         "success_rate_joint": {m: mean(m, "success_joint") for m in methods},
         "final_distance": {m: mean(m, "final_distance") for m in methods},
@@ -128,6 +139,8 @@ def summarize(s, goals, rows: dict[str, list[dict]], methods: list[str], held_ou
         "final_distance": means["final_distance"],
         # DINO-WM's joint test (‖Δ(agent, block position)‖ < 20 px, angle < π/9) beside ours (each within 20 px)
         "success_rate_joint": means["success_rate_joint"],
+        # with goal sentences: did the change from the start do what the goal's words say (`sentence_fits`)?
+        **{k: means[k] for k in ("sentence_success_rate",) if k in means},
         "seconds_per_plan": {m: float(np.mean([r["seconds_per_plan"] for r in rows[m]])) for m in s.opts.planners},
         "num_goals": len(goals),
         **{k: means[k] for k in ("block_pos_diff", "agent_pos_diff", "angle_diff_deg")},
@@ -200,10 +213,15 @@ def text_goal_comparison(metrics: dict) -> dict | None:
         return None
     methods = list(text["success_rate"])
     keys = ("success_rate", "final_distance", "block_pos_diff", "agent_pos_diff", "angle_diff_deg")
+    said = ("sentence_success_rate",) if "sentence_success_rate" in text else ()
     return {
         "methods": methods,
-        "image": {k: {m: metrics[k][m] for m in methods} for k in keys},
-        "text": {k: dict(text[k]) for k in keys},
+        "image": {k: {m: metrics[k][m] for m in methods if m in metrics.get(k, {})} for k in (*keys, *said)},
+        "text": {k: dict(text[k]) for k in (*keys, *said)},
+        # what the words' test gives without a planner: random actions (chance) and the episode's own actions
+        "sentence_baselines": {
+            m: v for m, v in metrics.get("sentence_success_rate", {}).items() if m not in methods and said
+        },
         **{
             k: text.get(k)
             for k in (
@@ -225,18 +243,26 @@ def planning_table(metrics: dict) -> str:
     when the result has a `text_goal` section), with a settings line under it."""
     parts = all(k in metrics for k in ("block_pos_diff", "agent_pos_diff", "angle_diff_deg"))
     joint = "success_rate_joint" in metrics
+    text = metrics.get("text_goal") or {}
+    said = "sentence_success_rate" in metrics or "sentence_success_rate" in text
     lines = [
         "| method | success rate | "
         + ("DINO-WM joint test | " if joint else "")
+        + ("goal's words fit | " if said else "")
         + "final state distance | "
         + ("block px | agent px | angle ° | " if parts else "")
         + "s / plan |",
-        "|---|---|---|" + ("---|" if joint else "") + ("---|---|---|" if parts else "") + "---|",
+        "|---|---|---|"
+        + ("---|" if joint else "")
+        + ("---|" if said else "")
+        + ("---|---|---|" if parts else "")
+        + "---|",
     ]
-    text = metrics.get("text_goal") or {}
     sections = [(metrics, ""), *([(text, TEXT_TAG)] if text else [])]
     for sec, tag in sections:
         for m, sr in sec["success_rate"].items():
+            wr = sec.get("sentence_success_rate", {}).get(m)
+            wcol = ("–" if wr is None else f"{wr:.2f}") + " | " if said else ""
             sp = sec.get("seconds_per_plan", {}).get(m)
             extra = (
                 f"{sec['block_pos_diff'][m]:.1f} | {sec['agent_pos_diff'][m]:.1f} | {sec['angle_diff_deg'][m]:.1f} | "
@@ -246,7 +272,7 @@ def planning_table(metrics: dict) -> str:
             jr = sec.get("success_rate_joint", {}).get(m)
             jcol = ("–" if jr is None else f"{jr:.2f}") + " | " if joint else ""
             lines.append(
-                f"| {m}{tag} | {sr:.2f} | {jcol}{sec['final_distance'][m]:.1f} | {extra}"
+                f"| {m}{tag} | {sr:.2f} | {jcol}{wcol}{sec['final_distance'][m]:.1f} | {extra}"
                 f"{'–' if sp is None else f'{sp:.2f}'} |"
             )
     s = metrics.get("settings", {})
@@ -265,7 +291,15 @@ def planning_table(metrics: dict) -> str:
                 else ""
             )
             + f". Success: {metrics.get('convention', '')}. Errors (block px, agent px, angle °) are "
-            "means of the last states." + (_text_note(text) if text else "")
+            "means of the last states."
+            + (
+                " The goal's words fit: the change from the start does what the goal's sentence says (direction, "
+                "sense, distance and angle within one bin, side; `pusht_language.sentence_fits`) at the end of "
+                "any executed chunk."
+                if said
+                else ""
+            )
+            + (_text_note(text) if text else "")
         )
     return "\n".join(lines)
 

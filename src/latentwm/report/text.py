@@ -187,6 +187,16 @@ def answer(text: dict, action: dict) -> str | None:
             f"{d['chance']:.0%} by chance (shuffled sentences; ×{d['accuracy'] / max(d['chance'], 1e-9):.1f}), "
             f"{d['null_text_accuracy']:.0%} without text, {d['ceiling']:.0%} for the true future read the same way"
         )
+    goal = text.get("goal_planning") or {}
+    fit = (goal.get("text") or {}).get("sentence_success_rate") or {}
+    if fit:
+        m, base = next(iter(fit)), goal.get("sentence_baselines") or {}
+        parts.append(
+            f"planning toward its own imagined goal, {m} does what the goal's sentence says on {fit[m]:.0%} of "
+            f"{goal.get('num_goals')} goals"
+            + (f" (random actions {base['random']:.0%})" if "random" in base else "")
+            + f", reaching the goal state itself on {goal['text']['success_rate'][m]:.0%}"
+        )
     return "**The answer.** " + "; ".join(parts) + "."
 
 
@@ -249,21 +259,39 @@ def text_section(text: dict, action: dict) -> str:
 
 
 def _goal_table(goal: dict) -> str:
+    img, txt = goal.get("image", {}), goal.get("text", {})
+    said = "sentence_success_rate" in txt
     rows = [
         "Goals from words: MPC toward the model's own imagined goal (a held-out paraphrase describing the "
-        "start → goal change) vs toward the goal image, same starts:",
+        "start → goal change) vs toward the goal image, same starts"
+        + (
+            "; beside the image test (the goal state reached), the words' test: the change from the start does what "
+            "the sentence says (direction, sense, distance and angle within one bin)"
+            if said
+            else ""
+        )
+        + ":",
         "",
-        "| method | image-goal success | text-goal success | image-goal final distance | text-goal final distance |",
-        "|---|---|---|---|---|",
+        "| method | image-goal success | text-goal success | "
+        + ("image goal, words fit | text goal, words fit | " if said else "")
+        + "image-goal final distance | text-goal final distance |",
+        "|---|---|---|" + ("---|---|" if said else "") + "---|---|",
     ]
     for m in goal.get("methods", []):
-        img, txt = goal.get("image", {}), goal.get("text", {})
+        words = (
+            f"{_fmt(img.get('sentence_success_rate', {}).get(m), '.2f')} | "
+            f"{_fmt(txt.get('sentence_success_rate', {}).get(m), '.2f')} | "
+            if said
+            else ""
+        )
         rows.append(
             f"| {m} | {_fmt(img.get('success_rate', {}).get(m), '.2f')} | "
-            f"{_fmt(txt.get('success_rate', {}).get(m), '.2f')} | "
+            f"{_fmt(txt.get('success_rate', {}).get(m), '.2f')} | {words}"
             f"{_fmt(img.get('final_distance', {}).get(m), '.1f')} | "
             f"{_fmt(txt.get('final_distance', {}).get(m), '.1f')} |"
         )
+    for m, v in (goal.get("sentence_baselines") or {}).items() if said else ():
+        rows.append(f"| {m} (no planner) | – | – | {v:.2f} | – | – | – |")
     return "\n".join(rows)
 
 
