@@ -18,7 +18,9 @@ Every evaluation (--eval-every) logs, on held-out clips, each condition's gain (
 condition − with the true one, noise-matched) with the other condition present and alone (removed from the whole
 clip): eval/{text,action}{,_alone}_gain_mean ± stderr (eval/metrics.py). Scored per arm: the final gains with their
 standard errors and the step each alone-gain first reaches half its final value, with an interval (the steps where
-gain + 2 s.e. and gain − 2 s.e. first reach it). Every stage resumes. --quick: tiny sizes, printed, not recorded.
+gain + 2 s.e. and gain − 2 s.e. first reach it); each arm's run folder gets a metrics.json with the demo's `text` /
+`action` sections (`text.alone.half_gain_step`, ...; the rows' `text.half_gain_step` / `action.half_gain_step` are
+the alone ones). Every stage resumes. --quick: tiny sizes, printed, not recorded.
 Last line: JSON {"rows": [...], ...}.
 """
 
@@ -42,7 +44,7 @@ from latentwm.encoders.text import MOTION_CLASS, MotionClassEncoder  # noqa: E40
 from latentwm.engine.checkpoint import load_world_model  # noqa: E402
 from latentwm.planning.state_probe import STATE_PROBE_CONFIG, StateProbe, train_state_probe  # noqa: E402
 from latentwm.planning.text_meaning import MeaningCheck, direction_accuracy  # noqa: E402
-from latentwm.report.text import gain_curves, half_gain_interval  # noqa: E402
+from latentwm.report.text import gain_curves, half_gain_interval, text_metrics  # noqa: E402
 from latentwm.rollout import Sampling  # noqa: E402
 
 ARMS = {
@@ -65,6 +67,11 @@ def arm(out: Path, name: str, episodes: Path, steps: int, every: int, encoder: s
          *flags, *(["--data.eval-fraction", "0.4"] if quick else [])])  # fmt: skip
     gains, errs = gain_curves(d), gain_curves(d, "gain_stderr")
     row: dict = {"arm": name, "text": text, "steps": steps, "direction": meaning(out, cache, d, steps, quick)}
+    # the arm's metrics.json, as a demo run's: text / action sections with half_gain_step, alone ones inside
+    sections = text_metrics(d, d, None, None, row["direction"])
+    (d / "metrics.json").write_text(json.dumps(sections, indent=1))
+    for cond in ("text", "action"):
+        row[f"{cond}.half_gain_step"] = (sections[cond].get("alone") or {}).get("half_gain_step")
     for cond in ("text", "action", "text_alone", "action_alone"):
         curve, se = gains.get(cond, []), dict(errs.get(cond, []))
         row[f"{cond}_gain"] = curve[-1][1] if curve else None

@@ -113,5 +113,9 @@ def test_text_arms_quick_run(tmp_path):
         assert r["text_alone_gain"] is not None and r["text_gain"] is not None
         d = r["direction"]  # the meaning check of the arm's final model, with its references
         assert d["clips"] > 0 and 0 <= d["accuracy"] <= 1 and 0 <= d["chance"] <= 1 and d["uniform_chance"] == 1 / 8
+        metrics = json.loads((tmp_path / r["arm"] / "metrics.json").read_text())  # the demo's sections, per arm
+        for cond in ("text", "action"):
+            assert r[f"{cond}.half_gain_step"] == metrics[cond]["alone"]["half_gain_step"]
+            assert [s for s, _ in metrics[cond]["alone"]["gain_curve"]] == [2, 4]
     assert rows["motion-class"]["text"] == "pusht-motion-class"
     assert (ROOT / "benchmarks/RESULTS.md").read_bytes() == before

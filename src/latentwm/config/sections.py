@@ -147,6 +147,13 @@ class ModelConfig:
     are (N, latent_dim + proprio_dim), the last proprio_dim channels of every token holding the frame's normalized
     proprio (Push-T: agent x, y, vx, vy), so the proprio is an input, is predicted with the frame, and the planner's
     cost reads the predicted proprio (planning/cost.py). 0: latents only (datasets without proprio)."""
+    proprio_input: Literal["concat", "slot"] = "concat"
+    """How the model reads and writes the proprio channels (the frames' layout and everything outside the model stay
+    as they are). concat: DINO-WM's per-patch concatenation, every latent token's input Linear and head carry the
+    proprio channels. slot: one proprio token per frame (a condition slot after the others): Linear(proprio) in,
+    Linear(slot output) -> the frame's proprio out, written into every token's proprio channels; the latent tokens
+    carry the encoder channels only. The slot reads the noisy proprio of the frame's first token (its noise at the
+    frame's level, as every copy has), so the objective, the rollout and the KV cache are unchanged."""
 
     def __post_init__(self):
         if not 0.0 <= self.dropout < 1.0:
@@ -170,6 +177,8 @@ class ModelConfig:
             "rope_base",
         )
         nonneg(self, "model", "registers", "text_dim", "proprio_dim")
+        if self.proprio_input not in ("concat", "slot"):
+            raise ConfigError(f"model.proprio_input must be 'concat' or 'slot', got {self.proprio_input!r}")
         if self.patch_group not in (1, 2):
             raise ConfigError(f"model.patch_group must be 1 or 2, got {self.patch_group}")
         if self.patch_group == 2 and self.latent_grid % 2:
@@ -210,9 +219,20 @@ class ModelConfig:
         return self.latent_dim + self.proprio_dim
 
     @property
+    def proprio_slot(self) -> bool:
+        """The proprio has its own token (model.proprio_input "slot" with proprio channels)."""
+        return self.proprio_dim > 0 and self.proprio_input == "slot"
+
+    @property
+    def token_dim(self) -> int:
+        """Channels of one latent token the model's input Linear reads and its head writes (ungrouped): frame_dim,
+        or latent_dim when the proprio has its own slot."""
+        return self.latent_dim if self.proprio_slot else self.frame_dim
+
+    @property
     def dh_resolved_width(self) -> int:
-        """W_dh: model.dh_width, or max(2·width, frame_dim·patch_group²) when it is 0."""
-        return self.dh_width or max(2 * self.width, self.frame_dim * self.patch_group**2)
+        """W_dh: model.dh_width, or max(2·width, token_dim·patch_group²) when it is 0."""
+        return self.dh_width or max(2 * self.width, self.token_dim * self.patch_group**2)
 
     @property
     def dh_resolved_heads(self) -> int:

@@ -52,7 +52,7 @@ class DHShape:
     cond_width: int
     """W: the backbone width (input tokens and the shortcut embedding)."""
     out_dim: int
-    """patch_dim = latent_dim · patch_group²: features per (grouped) latent token."""
+    """patch_dim = token_dim · patch_group²: features per (grouped) latent token."""
     grid: int
     """Side of the (grouped) latent token grid; N' = grid²."""
     blocks: int
@@ -69,7 +69,7 @@ class DHShape:
         g, width = cfg.patch_group, cfg.dh_resolved_width
         return cls(
             cond_width=cfg.width,
-            out_dim=cfg.frame_dim * g * g,
+            out_dim=cfg.token_dim * g * g,
             grid=cfg.latent_grid // g,
             blocks=cfg.dh_blocks,
             width=width,

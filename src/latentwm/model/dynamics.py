@@ -19,6 +19,9 @@ Tokens per frame t (S = R + 1 + 1 + 1 + N'), in the order `model/layout.py: Toke
   patch_group 2 each 2×2 block of the grid is one token of 4·D features. D is model.frame_dim: the encoder's
   latent_dim plus model.proprio_dim proprio channels that every token of a frame carries (DINO-WM's per-patch
   concatenation; the data attaches them), so the proprio is diffused and predicted with the frame.
+- proprio (model.proprio_input "slot" only): Linear(the frame's noisy proprio, read from its first token's copy);
+  the latent tokens then embed the encoder channels alone, and the head writes the slot's Linear output into every
+  token's proprio channels (x̂ (B, T, N, latent_dim + P) either way: the frames' layout does not change).
 Head: the stack's final RMSNorm, then Linear on the latent tokens -> x̂ (B, T, N, D) (ungrouped). With
 model.dh_blocks > 0 the Linear is replaced by the DH head (RAE's DiT-DH, model/dh_head.py): a wide, shallow per-frame
 transformer on the latent tokens, conditioned on the frame's shortcut embedding (the very vector `_tokens` puts in
@@ -76,7 +79,7 @@ class DynamicsModel(nn.Module):
         g = cfg.patch_group
         self.grid = cfg.latent_grid // g  # side of the (grouped) token grid
         self.num_tokens = self.grid**2  # N'
-        self.patch_dim = cfg.frame_dim * g * g
+        self.patch_dim = cfg.token_dim * g * g
         self.layout = TokenLayout.from_config(cfg)
         self.special = self.layout.special  # tokens before the latents
         self.tokens_per_frame = self.layout.tokens_per_frame  # S
@@ -91,6 +94,9 @@ class DynamicsModel(nn.Module):
             self.text_in = nn.Linear(cfg.text_dim, W)
             self.no_text = nn.Parameter(torch.empty(W))
         self.latent_in = nn.Linear(self.patch_dim, W)
+        if cfg.proprio_slot:  # the proprio's own token: in from the frame's proprio, out to it
+            self.proprio_in = nn.Linear(cfg.proprio_dim, W)
+            self.proprio_head = nn.Linear(W, cfg.proprio_dim)
         self.transformer = Transformer(cfg, self.layout)
         if cfg.dh_blocks > 0:  # the DH head replaces the plain Linear (no `head` then: state dicts say which)
             self.dh_head = DHHead.from_config(cfg)
@@ -123,6 +129,9 @@ class DynamicsModel(nn.Module):
         else:
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
+        if self.cfg.proprio_slot:  # x̂ = 0 at step 0 for the proprio too
+            nn.init.zeros_(self.proprio_head.weight)
+            nn.init.zeros_(self.proprio_head.bias)
 
     def repeated_blocks(self) -> list[nn.Module]:
         """The backbone's blocks, then the DH head's: the units compiled one by one (train.compile_scope "blocks")
@@ -178,6 +187,7 @@ class DynamicsModel(nn.Module):
             + linear_flops(1, TAU_FEATURES, W)
             + linear_flops(1, W, W)
             + linear_flops(1, c.text_dim, W)
+            + (2 * linear_flops(1, c.proprio_dim, W) if c.proprio_slot else 0)
         )
         return int(stack + io)
 
@@ -222,13 +232,18 @@ class DynamicsModel(nn.Module):
     def _tokens(self, z, tau, d, act, txt=None) -> torch.Tensor:
         """z (B, T, N, D), tau (B, T), d (B, T), act (B, T, W), txt (B, T, W) or None -> tokens (B, T, S, W)."""
         B, T = z.shape[:2]
+        slots = {"action": act, "text": txt}
+        if self.cfg.proprio_slot:  # the slot reads the first token's (noisy) proprio copy; latents the rest
+            P = self.cfg.proprio_dim
+            slots["proprio"] = self.proprio_in(z[..., 0, -P:])
+            z = z[..., :-P]
         lat = self.latent_in(self.group(z))  # (B, T, N', W)
         if self.cfg.condition_broadcast:  # every latent token also carries its frame's conditions
             lat = lat + act[:, :, None] + (0 if txt is None else txt[:, :, None])
         idx = torch.round(-torch.log2(d.float())).clamp(0, self.num_step_sizes - 1).long()
         short = self.tau_mlp(tau_features(tau)) + self.step_embed(idx)  # (B, T, W)
         reg = self.registers.expand(B, T, -1, -1)  # (B, T, R, W)
-        slots = {"shortcut": short, "action": act, "text": txt}
+        slots["shortcut"] = short
         parts = [reg, *(slots[name][:, :, None] for name in self.layout.conditions), lat]
         # The residual stream runs in the parameters' dtype: fp32 under bf16 autocast (the linears' bf16 outputs
         # are upcast here and when added back), so small residual updates are not rounded away across depth.
@@ -240,14 +255,24 @@ class DynamicsModel(nn.Module):
         x̂ (..., N, D). The DH head is conditioned on each frame's shortcut slot: the very vector `_tokens` built."""
         lat = h[..., self.layout.latent_slice, :]  # (..., N', W)
         if self.cfg.dh_blocks == 0:
-            return self.ungroup(self.head(lat)).float()
-        return self.ungroup(self.dh_head(lat, tokens[..., self.layout.slot("shortcut"), :])).float()
+            out = self.ungroup(self.head(lat)).float()
+        else:
+            out = self.ungroup(self.dh_head(lat, tokens[..., self.layout.slot("shortcut"), :])).float()
+        if not self.cfg.proprio_slot:
+            return out
+        prop = self.proprio_head(h[..., self.layout.slot("proprio"), :]).float()  # (..., P): every token's copy
+        return torch.cat([out, prop[..., None, :].expand(*out.shape[:-1], prop.shape[-1])], -1)
 
     def _to_clean(self, out: torch.Tensor, z: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
         """The head's output out (..., N, D) as the x̂ every caller gets: model.prediction "v" converts the velocity,
-        x̂ = z + (1 − τ)·v̂ (z (..., N, D) the noisy input, tau (...,) its level); "x" and "next" return out."""
+        x̂ = z + (1 − τ)·v̂ (z (..., N, D) the noisy input, tau (...,) its level); "x" and "next" return out.
+        With a proprio slot the velocity is the first token's (the copy the slot read), so every token's proprio
+        is the same x̂ (and v̂ = (x̂ − z)/(1 − τ) is each copy's own exactly)."""
         if self.cfg.prediction != "v":
             return out
+        if self.cfg.proprio_slot:
+            P = self.cfg.proprio_dim
+            z = torch.cat([z[..., :-P], z[..., :1, -P:].expand(*z.shape[:-1], P)], -1)
         return z.float() + (1.0 - tau.float())[..., None, None] * out
 
     # ---------------------------------------------------------------------------------------------- checks
@@ -404,9 +429,10 @@ def approx_param_count(m: ModelConfig) -> int:
     mlp = 3 * w * m.mlp_hidden
     block = attn + mlp + 2 * w
     g = m.patch_group**2
-    io = 2 * (m.frame_dim * g * w) + (m.action_dim + m.text_dim) * w + TokenLayout.from_config(m).special * w
+    io = 2 * (m.token_dim * g * w) + (m.action_dim + m.text_dim) * w + TokenLayout.from_config(m).special * w
+    io += 2 * m.proprio_dim * w if m.proprio_slot else 0
     if m.dh_blocks > 0:  # the DH head (exact count) instead of the plain head's W × patch_dim
-        io += DHShape.from_config(m).num_parameters() - m.frame_dim * g * w
+        io += DHShape.from_config(m).num_parameters() - m.token_dim * g * w
     return m.depth * block + io + math.ceil(w * 2 * 64)  # + τ / step-size embedding MLPs (order of magnitude)
 
 

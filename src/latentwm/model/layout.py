@@ -1,6 +1,7 @@
 """TokenLayout: the order and count of the tokens of one frame, in one place (DESIGN section 5).
 
-    [R registers | 1 shortcut | 1 action | 1 text | N' latent]   (no text slot when model.text_dim = 0)
+    [R registers | 1 shortcut | 1 action | 1 text | 1 proprio | N' latent]
+    (no text slot when model.text_dim = 0; a proprio slot only with model.proprio_input "slot")
 
 Condition slots (shortcut, action, and any added later such as text) sit between the registers and the latents, so
 every non-latent token has a fixed index and the latents are always the tail. Everything that needs an index — the
@@ -14,8 +15,9 @@ from dataclasses import dataclass
 
 from latentwm.config import ModelConfig
 
-CONDITION_SLOTS: tuple[str, ...] = ("shortcut", "action", "text")
-"""Condition tokens after the registers, in order (one token each); "text" only when model.text_dim > 0."""
+CONDITION_SLOTS: tuple[str, ...] = ("shortcut", "action", "text", "proprio")
+"""Condition tokens after the registers, in order (one token each); "text" only when model.text_dim > 0, "proprio"
+only when the proprio has its own slot (ModelConfig.proprio_slot)."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,8 @@ class TokenLayout:
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> TokenLayout:
-        slots = CONDITION_SLOTS if cfg.text_dim > 0 else tuple(s for s in CONDITION_SLOTS if s != "text")
+        has = {"text": cfg.text_dim > 0, "proprio": cfg.proprio_slot}
+        slots = tuple(s for s in CONDITION_SLOTS if has.get(s, True))
         return cls(registers=cfg.registers, latents=(cfg.latent_grid // cfg.patch_group) ** 2, conditions=slots)
 
     @property
