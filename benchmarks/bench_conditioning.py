@@ -12,7 +12,9 @@ steps and planner):
 - relative: actions relative to the agent (data.relative_actions);
 - proprio: the agent's proprio (x, y, vx, vy) on every token, predicted with the frame, and in the planning cost
   (model.proprio_dim 4);
-- proprio+relative: both (DINO-WM's Push-T conditioning).
+- proprio+relative: both (DINO-WM's Push-T conditioning);
+- proprio-slot+relative: the same, the proprio as one token of its own instead of on every token
+  (model.proprio_input slot).
 Each trains `latentwm train --preset cpu` with a smaller, faster model (2×2-grouped tokens, batch 16, clips of
 --clip-len frames; --broadcast: model.condition_broadcast, the action embedding added to every token as DINO-WM
 feeds it to every patch) for --steps steps, then `latentwm plan` runs CEM (the cpu preset's 32 × 6 × 4 budget),
@@ -38,7 +40,14 @@ from latentwm.cli import main as cli  # noqa: E402
 from latentwm.envs.pusht import goal_metrics  # noqa: E402
 from latentwm.planning.evaluate import held_out_episodes, sample_goals  # noqa: E402
 
-ARMS = {"absolute": (0, False), "relative": (0, True), "proprio": (4, False), "proprio+relative": (4, True)}
+ARMS = {
+    "absolute": (0, False, "concat"),
+    "relative": (0, True, "concat"),
+    "proprio": (4, False, "concat"),
+    "proprio+relative": (4, True, "concat"),
+    "proprio-slot+relative": (4, True, "slot"),
+}
+"""arm -> (model.proprio_dim, data.relative_actions, model.proprio_input)."""
 MODEL = ["--model.patch-group", "2", "--model.text-dim", "0", "--data.batch-size", "16", "--rollout.horizon", "4"]
 """The smaller model of every arm: 16 tokens of 2×2 patches per frame (the cpu preset's 8×8 grid grouped)."""
 
@@ -84,13 +93,15 @@ def arm(
     out: Path, name: str, cache: Path, episodes: Path, steps: int, goals: int, moves: list[bool], extra: list[str]
 ) -> dict:
     """Train (resumed) and plan one arm; `extra`: the flags every arm shares (clip length, broadcast)."""
-    proprio, relative = ARMS[name]
+    proprio, relative, proprio_input = ARMS[name]
     d = out / name
     train = [
         *train_args(cache, d / "train", steps),
         *extra,
         "--model.proprio-dim",
         str(proprio),
+        "--model.proprio-input",
+        proprio_input,
         "--data.relative-actions" if relative else "--data.no-relative-actions",
     ]
     run(train)
@@ -126,6 +137,7 @@ def arm(
         "arm": name,
         "proprio_dim": proprio,
         "relative_actions": relative,
+        "proprio_input": proprio_input,
         "steps": steps,
         **last_eval(d / "train" / "metrics.jsonl"),
     }

@@ -1,5 +1,6 @@
 """The control benchmarks end to end at tiny sizes: bench_data_scaling.py --quick (generate, encode, train, plan per
-size) and bench_ladder.py --quick on the run it trained; both print their JSON and record nothing."""
+size), bench_ladder.py and bench_conditioning.py --quick on the data it made; all print their JSON and record
+nothing."""
 
 import json
 import os
@@ -69,6 +70,21 @@ def test_data_scaling_and_ladder_quick_runs(tmp_path):
         ]
     )
     assert again["rungs"] == rungs  # every rung reused from its folder
+    # the proprio on every token vs in its own slot, on the same cache (bench_conditioning)
+    cond = _run(
+        ["benchmarks/bench_conditioning.py", "--quick", "--cache", str(run / "latents"), "--episodes",
+         str(run / "episodes"), "--encoder", "tiny-random", "--arms", "proprio+relative,proprio-slot+relative",
+         "--out", str(tmp_path / "conditioning")]
+    )  # fmt: skip
+    assert [(r["arm"], r["proprio_input"]) for r in cond["rows"]] == [
+        ("proprio+relative", "concat"),
+        ("proprio-slot+relative", "slot"),
+    ]
+    assert all(0 <= r["cem"]["success"] <= 1 for r in cond["rows"])
+    from latentwm.engine.checkpoint import load_world_model
+
+    model, exp, _ = load_world_model(tmp_path / "conditioning/proprio-slot+relative/train")
+    assert exp.model.proprio_input == "slot" and "proprio" in model.layout.conditions
     assert (ROOT / "benchmarks/RESULTS.md").read_bytes() == before
 
 
