@@ -77,6 +77,7 @@ def arm(out: Path, name: str, episodes: Path, steps: int, every: int, encoder: s
         row[f"{cond}_gain"] = curve[-1][1] if curve else None
         row[f"{cond}_gain_stderr"] = se.get(curve[-1][0]) if curve else None
         row[f"{cond}_curve"] = curve
+        row[f"{cond}_stderr_curve"] = [[st, se.get(st)] for st, _ in curve]
         row[f"{cond}_half_gain"] = half_gain_interval(curve, se) if curve else None
     return row
 
@@ -102,6 +103,43 @@ def meaning(out: Path, cache: Path, run_dir: Path, steps: int, quick: bool = Fal
     res = direction_accuracy(model, probe, data, check, proprio_stats_of(state["data_stats"], exp.model))
     f.write_text(json.dumps({"steps": steps, "direction": res}, indent=1))
     return res
+
+
+FIGURES = Path(__file__).resolve().parent / "figures"
+"""Where a recorded run draws its curves, one figure per data size (the RESULTS.md entry links it)."""
+
+
+def plot(rows: list[dict], path: Path, trajectories: int) -> Path:
+    """Two panels against training steps, one line per arm with a ±2 standard-error band: the text's gain with the
+    actions removed, and the actions' gain with the text removed (eval/metrics.py's alone gains)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    for ax, cond, title in zip(
+        axes, ("text_alone", "action_alone"), ("text alone (no actions)", "actions alone (no text)")
+    ):
+        for r in rows:
+            curve = r.get(f"{cond}_curve") or []
+            if not curve:
+                continue
+            steps, gains = zip(*curve)
+            se = [e if e is not None else 0.0 for _, e in r.get(f"{cond}_stderr_curve") or [(s, 0.0) for s in steps]]
+            line = ax.plot(steps, gains, marker="o", ms=3, label=r["arm"])[0]
+            ax.fill_between(steps, [g - 2 * e for g, e in zip(gains, se)], [g + 2 * e for g, e in zip(gains, se)],
+                            color=line.get_color(), alpha=0.15)  # fmt: skip
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.set(title=f"{title}: held-out gain", xlabel="training step", ylabel="latent MSE gain (shuffled − true)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"How fast each arm learns to listen ({trajectories} Push-T trajectories; ±2 s.e. bands)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def main(argv=None):
@@ -137,6 +175,9 @@ def main(argv=None):
         f"held-out clips under one directional sentence: accuracy of the imagined motion's 8-way direction, chance "
         f"(shuffled sentences), ceiling (the true future read the same way), null text."
     )
+    n_traj = len(list(episodes.glob("*.npz")))
+    fig = plot(rows, out / "text_arms.png" if args.quick else FIGURES / f"text_arms_{n_traj}.png", n_traj)
+    notes += f" Plot: {fig if args.quick else fig.relative_to(FIGURES.parent)}."
     report("bench_text_arms: following text instead of actions", table(flat, list(flat[0])),
            {"rows": rows, "quick": args.quick}, notes, record=not args.quick)  # fmt: skip
 

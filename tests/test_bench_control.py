@@ -134,4 +134,5 @@ def test_text_arms_quick_run(tmp_path):
             assert r[f"{cond}.half_gain_step"] == metrics[cond]["alone"]["half_gain_step"]
             assert [s for s, _ in metrics[cond]["alone"]["gain_curve"]] == [2, 4]
     assert rows["motion-class"]["text"] == "pusht-motion-class"
+    assert (tmp_path / "text_arms.png").stat().st_size > 0  # the curves, drawn
     assert (ROOT / "benchmarks/RESULTS.md").read_bytes() == before
