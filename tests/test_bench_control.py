@@ -1,6 +1,6 @@
-"""The control benchmarks end to end at tiny sizes: bench_data_scaling.py --quick (generate, encode, train, plan per
-size), bench_ladder.py and bench_conditioning.py --quick on the data it made; all print their JSON and record
-nothing."""
+"""The control benchmarks end to end at tiny sizes: the data-scaling sweep (sweeps/data-scaling-pusht.sh: an encoder,
+then bench_data_scaling.py --quick: generate, encode, train, plan per size), bench_ladder.py and
+bench_conditioning.py --quick on the data it made; all print their JSON and record nothing."""
 
 import json
 import os
@@ -23,9 +23,21 @@ def _run(args: list[str]) -> dict:
 
 @pytest.mark.slow
 def test_data_scaling_and_ladder_quick_runs(tmp_path):
+    """The sweep script (sweeps/data-scaling-pusht.sh: the encoder's episodes, the encoder, then bench_data_scaling
+    on it) at tiny sizes, then the ladder and the conditioning arms on the data it made."""
     before = (ROOT / "benchmarks/RESULTS.md").read_bytes()
-    res = _run(["benchmarks/bench_data_scaling.py", "--quick", "--out", str(tmp_path)])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable, "OUT": str(tmp_path)}
+    env |= {"ENC_EPISODES": "6", "PRETRAIN_STEPS": "4"}
+    proc = subprocess.run(
+        ["bash", "sweeps/data-scaling-pusht.sh", "--quick"], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert [r["trajectories"] for r in res["rows"]] == [6, 12] and res["quick"]
+    encoder = tmp_path / "encoder/encoder"
+    assert json.loads((encoder / "pretrain.json").read_text())["steps_done"] == 4
+    assert str(encoder) in (tmp_path / "n6/latents/cache.json").read_text()  # encoded with the encoder it trained
     for r in res["rows"]:
         assert r["goals"] == 2 and 0 <= r["cem_success"] <= 1 and 0 <= r["random_success"] <= 1
         assert all(0 <= r[f"{rung}_success"] <= 1 for rung in ("sim_state", "sim_latent", "state_model"))
@@ -73,7 +85,7 @@ def test_data_scaling_and_ladder_quick_runs(tmp_path):
     # the proprio on every token vs in its own slot, on the same cache (bench_conditioning)
     cond = _run(
         ["benchmarks/bench_conditioning.py", "--quick", "--cache", str(run / "latents"), "--episodes",
-         str(run / "episodes"), "--encoder", "tiny-random", "--arms", "proprio+relative,proprio-slot+relative",
+         str(run / "episodes"), "--encoder", str(encoder), "--arms", "proprio+relative,proprio-slot+relative",
          "--out", str(tmp_path / "conditioning")]
     )  # fmt: skip
     assert [(r["arm"], r["proprio_input"]) for r in cond["rows"]] == [
