@@ -148,3 +148,22 @@ def test_text_arms_quick_run(tmp_path):
     assert rows["motion-class"]["text"] == "pusht-motion-class"
     assert (tmp_path / "text_arms.png").stat().st_size > 0  # the curves, drawn
     assert (ROOT / "benchmarks/RESULTS.md").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_objective_gap_quick_run(tmp_path):
+    """bench_objective_gap.py --quick: two objectives on one tiny cache, each scored on held-out rollouts (one
+    sample, the mean of samples and its extrapolation); printed, not recorded."""
+    before = (ROOT / "benchmarks/RESULTS.md").read_bytes()
+    res = _run(["benchmarks/bench_objective_gap.py", "--quick", "--variants", "shortcut,next", "--out", str(tmp_path)])
+    rows = {r["variant"]: r for r in res["rows"]}
+    assert set(rows) == {"shortcut", "next"} and res["quick"]
+    assert rows["next"]["num_samples"] == 2 or rows["next"]["mean_of_samples_error"] == rows["next"]["heldout_error"]
+    for r in rows.values():
+        assert len(r["heldout_error"]) == 4 and r["step"] == 4 and r["num_clips"] > 0
+    again = _run(  # reusing a run: scored, not trained again
+        ["benchmarks/bench_objective_gap.py", "--quick", "--variants", "next", "--reuse", f"next={tmp_path / 'next'}",
+         "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert again["rows"][0]["heldout_error"] == rows["next"]["heldout_error"]
+    assert (ROOT / "benchmarks/RESULTS.md").read_bytes() == before

@@ -1,0 +1,134 @@
+"""Why does the next-frame regression predict better than shortcut forcing at equal training compute? Objective
+variants of the same model on the same data and steps, scored on held-out rollouts.
+
+    python benchmarks/bench_objective_gap.py --cache CACHE --encoder E [--steps 2000] [--clip-len 8]
+        [--variants shortcut,next,clean-context,flat-weight,v] [--reuse NAME=RUN,...] [--samples 4]
+        [--clips 200] [--out runs/objective_gap] [--quick]
+
+Every variant trains bench_conditioning's model (the cpu preset with 2×2-grouped tokens, the Push-T conditioning,
+batch 16) for --steps steps on CACHE (resumed), then `latentwm eval` rolls it out on --clips held-out clips, horizon
+1–4 after 4 context frames, at the checkpoint's K with --samples samples per clip. Variants (one setting each away
+from the default):
+- shortcut: shortcut forcing as configured (x-prediction, w(τ) = 0.9τ + 0.1, diffusion-forcing levels);
+- next: the next-frame regression (model.prediction next; DINO-WM's teacher-forced MSE; deterministic);
+- clean-context: objective.clean_context 0.5 (half the clips train on a clean prefix, the level sampling commits
+  context at);
+- flat-weight: objective.ramp_weight off (the pure-noise level, where sampling starts, weighs as much as the rest);
+- v: v-prediction (model.prediction v).
+Scored: the one-sample error per horizon, the error of the mean of the samples, and their extrapolation to infinitely
+many samples (error = bias + spread / N from N = 1 and N = samples: the part no averaging removes), copy-last's, and
+the action sensitivity (error with another clip's actions − with the true ones). --reuse NAME=RUN scores an existing
+run as variant NAME instead of training it (same data, model and steps, e.g. the data-scaling point's). --quick: a
+tiny cache and a few steps, printed, not recorded. Last line: JSON {"rows": [...], ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_conditioning import run, train_args  # noqa: E402
+from common import report, table  # noqa: E402
+
+from latentwm.config import GenerateConfig  # noqa: E402
+from latentwm.data.sources.pusht import generate_pusht  # noqa: E402
+
+VARIANTS = {
+    "shortcut": [],
+    "next": ["--model.prediction", "next"],
+    "clean-context": ["--objective.clean-context", "0.5"],
+    "flat-weight": ["--objective.no-ramp-weight"],
+    "v": ["--model.prediction", "v"],
+}
+HORIZON = 4
+
+
+def score(run_dir: Path, out: Path, samples: int, clips: int) -> dict:
+    """`latentwm eval` of a run (kept in `out`, recomputed only when missing); the figures the table shows."""
+    f = out / "metrics.json"
+    if not f.exists():
+        run(["eval", "--checkpoint", str(run_dir), "--out-dir", str(out), "--num-samples", str(samples),
+             "--max-clips", str(clips), "--videos", "0", "--context", "4", "--horizon", str(HORIZON)])  # fmt: skip
+    m = json.loads(f.read_text())
+    one = m.get("sample_error") or m["model_error"]
+    mean = m.get("mean_of_samples_error") or one  # a deterministic model: one sample is every sample
+    n = m.get("num_samples", 1)
+    # error_N = bias + spread / N: two N's give both; the bias is what no number of samples removes
+    bias = [o - (o - a) * n / (n - 1) if n > 1 else o for o, a in zip(one, mean)]
+    return {
+        "heldout_error": one,
+        "mean_of_samples_error": mean,
+        "bias_error": bias,
+        "copy_last_error": m["copy_last_error"],
+        "action_sensitivity": m["action_sensitivity"],
+        "action_sensitivity_stderr": m.get("action_sensitivity_stderr"),
+        "num_clips": m["num_clips"],
+        "num_samples": n,
+        "sample_steps": m["sample_steps"],
+        "step": m["step"],
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cache", default="")
+    ap.add_argument("--encoder", default="tiny-random", help="the encoder the cache was encoded with")
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--clip-len", type=int, default=8)
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--reuse", default="", help="NAME=RUN,...: score these runs instead of training them")
+    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--clips", type=int, default=200)
+    ap.add_argument("--out", default="runs/objective_gap")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    cache = Path(args.cache) if args.cache else out / "latents"
+    if args.quick and not args.cache:
+        eps = out / "episodes"
+        if not (eps / "generate.json").exists():
+            generate_pusht(GenerateConfig(out_dir=str(eps), num_episodes=8, max_steps=60, workers=1),
+                           show_progress=False)  # fmt: skip
+        run(["encode", "--root", str(eps), "--out-dir", str(cache), "--encoder.name", args.encoder,
+             "--encoder.image-size", "112", "--text.name", ""])  # fmt: skip
+    steps, clips = (4, 8) if args.quick else (args.steps, args.clips)
+    reuse = dict(kv.split("=", 1) for kv in args.reuse.split(",") if kv)
+    rows = []
+    for name in args.variants.split(","):
+        if name not in VARIANTS:
+            raise SystemExit(f"bench_objective_gap: unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+        d = Path(reuse[name]) if name in reuse else out / name
+        if name not in reuse:
+            run([*train_args(cache, d, steps), "--data.clip-len", str(args.clip_len), "--encoder.name", args.encoder,
+                 *(["--data.eval-fraction", "0.4"] if args.quick else []), *VARIANTS[name]])  # fmt: skip
+        rows.append({"variant": name, "run": str(d), **score(d, out / f"eval_{name}", args.samples, clips)})
+    flat = [
+        {
+            "variant": r["variant"],
+            **{f"h{h}": r["heldout_error"][h - 1] for h in (1, HORIZON)},
+            **{f"mean_of_{r['num_samples']}_h{h}": r["mean_of_samples_error"][h - 1] for h in (1, HORIZON)},
+            **{f"bias_h{h}": r["bias_error"][h - 1] for h in (1, HORIZON)},
+            "copy_last_h1": r["copy_last_error"][0],
+            "action_sensitivity": r["action_sensitivity"],
+        }
+        for r in rows
+    ]
+    cols = list(dict.fromkeys(k for f in flat for k in f))
+    notes = (
+        f"cache {cache}, encoder {args.encoder}; the cpu preset with 2×2-grouped tokens, proprio channels and "
+        f"relative actions, batch 16, clips of {args.clip_len}, {steps} steps per variant, seed 0"
+        + (f" (reused runs: {', '.join(f'{k} = {v}' for k, v in reuse.items())})" if reuse else "")
+        + f"; held-out rollouts on {clips} clips, 4 context frames, at the checkpoint's K with {args.samples} samples "
+        "per clip. h*: one sample's latent MSE at that horizon; mean_of_*: the samples' mean; bias_*: extrapolated "
+        "to infinitely many samples (error = bias + spread / N); action_sensitivity: error with another clip's "
+        "actions − with the true ones (mean over horizons)."
+    )
+    report("bench_objective_gap: shortcut forcing vs next-frame regression at equal compute", table(flat, cols),
+           {"rows": rows, "quick": args.quick}, notes, record=not args.quick)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
