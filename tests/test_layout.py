@@ -12,7 +12,7 @@ from latentwm.model.layout import CONDITION_SLOTS, TokenLayout
 
 def test_layout_indices():
     lay = TokenLayout(registers=4, latents=16)
-    assert lay.special == 4 + len(CONDITION_SLOTS) == 7
+    assert lay.special == 4 + len(CONDITION_SLOTS) - 1 == 7  # no proprio slot unless asked for
     assert lay.tokens_per_frame == lay.special + 16
     assert lay.slot("shortcut") == 4 and lay.slot("action") == 5 and lay.slot("text") == 6
     assert lay.register_slice == slice(0, 4)
@@ -22,6 +22,11 @@ def test_layout_indices():
     assert plain.conditions == ("shortcut", "action") and plain.special == plain.registers + 2
     with pytest.raises(KeyError, match="no slot 'text'"):
         plain.slot("text")
+    # model.proprio_input "slot": the proprio's token comes last among the conditions, the latents move up by one
+    cfg = dataclasses.replace(get_preset("tiny").model, proprio_dim=4, proprio_input="slot")
+    slot = TokenLayout.from_config(cfg)
+    assert slot.conditions == ("shortcut", "action", "text", "proprio") and slot.slot("proprio") == slot.special - 1
+    assert TokenLayout.from_config(dataclasses.replace(cfg, proprio_input="concat")).conditions[-1] == "text"
 
 
 def test_model_follows_layout():

@@ -27,7 +27,8 @@ class TokenLayout:
     registers: int
     latents: int
     """N': latent tokens after 2×2 grouping (model.latent_grid² / patch_group²)."""
-    conditions: tuple[str, ...] = CONDITION_SLOTS
+    conditions: tuple[str, ...] = CONDITION_SLOTS[:3]
+    """The condition slots present, in CONDITION_SLOTS order (default: shortcut, action, text)."""
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> TokenLayout:
