@@ -1,7 +1,8 @@
 """The dynamics model f_θ(z_τ, τ, d, actions, history) -> x̂ (DESIGN section 5): token layout, embeddings, head.
 
 Tokens per frame t (S = R + 1 + 1 + 1 + N'), in the order `model/layout.py: TokenLayout` owns:
-  [R registers | 1 shortcut | 1 action | 1 text | N' latent]   (no text token when model.text_dim = 0)
+  [R registers | 1 shortcut | 1 action | 1 text | 1 proprio | N' latent]   (no text token when model.text_dim = 0;
+  a proprio token only with model.proprio_input "slot")
 - registers: R learned vectors, the same in every frame (scratch space for global state).
 - shortcut: MLP(sinusoidal features of τ_t) + table[log2(1/d_t)]. τ is embedded continuously so off-grid signal
   levels (a re-noised context at τ_ctx = 0.9) are meaningful; d is one of log2(k_max) + 1 powers of two, so a table.
