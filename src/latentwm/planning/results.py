@@ -26,7 +26,6 @@ from latentwm.envs.pusht_language import (
     HELDOUT_PER_TEMPLATE,
     NARRATION_STYLES,
     describe_segment,
-    heldout_paraphrases,
     sentence,
     train_paraphrases,
 )
@@ -43,8 +42,8 @@ def goal_sentence(start_state, goal_state, seed: int, index: int, style: str = "
     was trained on: a magnitude-trained model gets a goal with distances), in a held-out paraphrase drawn from
     default_rng([seed, index, 0x7E47]) (deterministic)."""
     tid, slots = describe_segment(start_state, goal_state, style)
-    n = len(heldout_paraphrases(tid)) + len(train_paraphrases(tid))
-    p = n - HELDOUT_PER_TEMPLATE + int(np.random.default_rng([seed, index, 0x7E47]).integers(HELDOUT_PER_TEMPLATE))
+    # the held-out paraphrases follow the training ones
+    p = len(train_paraphrases(tid)) + int(np.random.default_rng([seed, index, 0x7E47]).integers(HELDOUT_PER_TEMPLATE))
     return sentence(tid, slots, p)
 
 
