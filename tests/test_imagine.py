@@ -376,7 +376,7 @@ def test_plan_goal_text_runs_the_same_starts_with_text_goals(run, capsys):
     assert res["sentence_success_rate"]["dataset_actions"] == 1.0 and set(tg["sentence_success_rate"]) == {"cem"}
     assert all(isinstance(r["sentence_success"], bool) for r in text_rows + image_rows)
     printed = capsys.readouterr().out
-    assert "goal's words fit" in printed and "cem (text goal)" in printed
+    assert "goal's words fit" in printed and "cem (text goal)" in printed and " words " in printed  # per goal too
     assert any("_text_" in v for v in res["videos"])
 
 

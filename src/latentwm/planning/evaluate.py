@@ -487,7 +487,8 @@ def _run_goals(
                     save_gif(out / name, _video(frames, g.goal_frame, r["success_step"]), fps=10)
                     videos.append(name)
                 rows[m].append({"goal": g.index, "episode": g.episode, "t0": g.t0, **r})
-                line.append(f"{m} {'✓' if r['success'] else '✗'} {r['final_distance']:.0f}")
+                said = "" if r["sentence_success"] is None else f" words {'✓' if r['sentence_success'] else '✗'}"
+                line.append(f"{m} {'✓' if r['success'] else '✗'} {r['final_distance']:.0f}{said}")
             log(f"  goal {g.index:2d} ({g.episode} t0={g.t0}){tag.replace('_', ' ')}: " + " | ".join(line))
     finally:
         env.close()
