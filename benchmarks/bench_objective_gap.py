@@ -2,18 +2,20 @@
 variants of the same model on the same data and steps, scored on held-out rollouts.
 
     python benchmarks/bench_objective_gap.py --cache CACHE --encoder E [--steps 2000] [--clip-len 8]
-        [--variants shortcut,next,clean-context,flat-weight,v] [--reuse NAME=RUN,...] [--samples 4]
+        [--variants shortcut,next,clean-context,ramp-weight,v] [--reuse NAME=RUN,...] [--samples 4]
         [--clips 200] [--out runs/objective_gap] [--quick]
 
 Every variant trains bench_conditioning's model (the cpu preset with 2×2-grouped tokens, the Push-T conditioning,
 batch 16) for --steps steps on CACHE (resumed), then `latentwm eval` rolls it out on --clips held-out clips, horizon
 1–4 after 4 context frames, at the checkpoint's K with --samples samples per clip. Variants (one setting each away
 from the default):
-- shortcut: shortcut forcing as configured (x-prediction, w(τ) = 0.9τ + 0.1, diffusion-forcing levels);
+- shortcut: shortcut forcing as the cpu preset configures it (x-prediction, diffusion-forcing levels, a flat loss
+  weight over τ);
 - next: the next-frame regression (model.prediction next; DINO-WM's teacher-forced MSE; deterministic);
 - clean-context: objective.clean_context 0.5 (half the clips train on a clean prefix, the level sampling commits
   context at);
-- flat-weight: objective.ramp_weight off (the pure-noise level, where sampling starts, weighs as much as the rest);
+- ramp-weight: Dreamer 4's w(τ) = 0.9τ + 0.1 (objective.ramp_weight on: the nearly-pure-noise levels, where
+  sampling starts and the actions decide the prediction, weigh 0.1–0.3);
 - v: v-prediction (model.prediction v).
 Scored: the one-sample error per horizon, the error of the mean of the samples, and their extrapolation to infinitely
 many samples (error = bias + spread / N from N = 1 and N = samples: the part no averaging removes), copy-last's, and
@@ -40,7 +42,7 @@ VARIANTS = {
     "shortcut": [],
     "next": ["--model.prediction", "next"],
     "clean-context": ["--objective.clean-context", "0.5"],
-    "flat-weight": ["--objective.no-ramp-weight"],
+    "ramp-weight": ["--objective.ramp-weight"],
     "v": ["--model.prediction", "v"],
 }
 HORIZON = 4
