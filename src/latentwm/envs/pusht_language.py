@@ -460,10 +460,11 @@ def narrate(states: np.ndarray, segment: int = 20, seed: int = 0, style: str = "
     return train, held
 
 
-def _near_bin(value: float, named: str, step: float, cap: float) -> bool:
+def within_one_bin(value: float, named: float, step: float, cap: float) -> bool:
     """`value` rounded as the words round it (nearest `step`, at most `cap`) is within one bin of the `named` one:
-    the change that produced a sentence always fits it, and so does one bin more or less."""
-    return abs(magnitude_bin(value, step, cap) - int(named)) <= step
+    the change that produced a sentence always fits it, and so does one bin more or less. The tolerance of every
+    magnitude judged against words (`sentence_fits`, the meaning check)."""
+    return abs(magnitude_bin(value, step, cap) - float(named)) <= step
 
 
 def sentence_fits(text: str, s0, s1) -> bool | None:
@@ -498,9 +499,9 @@ def sentence_fits(text: str, s0, s1) -> bool | None:
         ok = ok and moved and direction_of(*motion) == slots["direction"]
         if "distance" in slots:
             dist = float(np.hypot(*motion))
-            ok = ok and _near_bin(dist, slots["distance"], DISTANCE_BIN_PX, DISTANCE_CAPS[subject])
+            ok = ok and within_one_bin(dist, int(slots["distance"]), DISTANCE_BIN_PX, DISTANCE_CAPS[subject])
     if "sense" in slots:
         ok = ok and m.turned and m.sense == slots["sense"]
         if "angle" in slots:
-            ok = ok and _near_bin(abs(m.turn_deg), slots["angle"], ANGLE_BIN_DEG, ANGLE_CAP_DEG)
+            ok = ok and within_one_bin(abs(m.turn_deg), int(slots["angle"]), ANGLE_BIN_DEG, ANGLE_CAP_DEG)
     return bool(ok)

@@ -218,9 +218,9 @@ def text_goal_comparison(metrics: dict) -> dict | None:
         "image": {k: {m: metrics[k][m] for m in methods if m in metrics.get(k, {})} for k in (*keys, *said)},
         "text": {k: dict(text[k]) for k in (*keys, *said)},
         # what the words' test gives without a planner: random actions (chance) and the episode's own actions
-        "sentence_baselines": {
-            m: v for m, v in metrics.get("sentence_success_rate", {}).items() if m not in methods and said
-        },
+        "sentence_baselines": (
+            {m: v for m, v in metrics.get("sentence_success_rate", {}).items() if m not in methods} if said else {}
+        ),
         **{
             k: text.get(k)
             for k in (

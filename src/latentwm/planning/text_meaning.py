@@ -49,8 +49,8 @@ from latentwm.envs.pusht_language import (
     DISTANCE_CAPS,
     block_centre,
     direction_of,
-    magnitude_bin,
     parse_sentence,
+    within_one_bin,
 )
 from latentwm.planning.state_probe import StateProbe
 from latentwm.rollout import Sampling, rollout
@@ -179,8 +179,7 @@ class _Readings:
 def _within_one_bin(value: np.ndarray, named: np.ndarray, step: float, caps: np.ndarray) -> np.ndarray:
     """(M,) bool: `value` rounded to the nearest multiple of `step` (at most `caps`, per clip) is within one bin of
     `named` (M,)."""
-    binned = np.array([magnitude_bin(float(v), step, float(c)) for v, c in zip(value, caps)])
-    return np.abs(binned - named) <= step
+    return np.array([within_one_bin(float(v), float(n), step, float(c)) for v, n, c in zip(value, named, caps)])
 
 
 def _magnitude_scores(prefix: str, reads: dict[str, _Readings], found: list[ClipTarget], check: MeaningCheck) -> dict:
