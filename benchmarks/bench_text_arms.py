@@ -28,8 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
+
+from torch.utils.data import Subset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_conditioning import run, train_args  # noqa: E402
@@ -37,14 +40,23 @@ from common import report, table  # noqa: E402
 
 from latentwm.config import GenerateConfig, ProbeConfig  # noqa: E402
 from latentwm.data.clip_sets import model_clip_options  # noqa: E402
-from latentwm.data.clips import LatentClipDataset  # noqa: E402
+from latentwm.data.clips import LatentClipDataset, eval_loader  # noqa: E402
 from latentwm.data.proprio import proprio_stats_of  # noqa: E402
 from latentwm.data.sources.pusht import generate_pusht  # noqa: E402
 from latentwm.encoders.text import MOTION_CLASS, MotionClassEncoder  # noqa: E402
 from latentwm.engine.checkpoint import load_world_model  # noqa: E402
+from latentwm.eval.metrics import EvalOptions, rollout_errors  # noqa: E402
 from latentwm.planning.state_probe import STATE_PROBE_CONFIG, StateProbe, train_state_probe  # noqa: E402
 from latentwm.planning.text_meaning import MeaningCheck, direction_accuracy  # noqa: E402
-from latentwm.report.text import gain_curves, half_gain_interval, text_metrics  # noqa: E402
+from latentwm.report.text import (  # noqa: E402
+    ARMS_FILE,
+    above_3se_h4_8,
+    arms_answer,
+    arms_section,
+    gain_curves,
+    half_gain_interval,
+    text_metrics,
+)
 from latentwm.rollout import Sampling  # noqa: E402
 
 ARMS = {
@@ -67,11 +79,13 @@ def arm(out: Path, name: str, episodes: Path, steps: int, every: int, encoder: s
          *flags, *(["--data.eval-fraction", "0.4"] if quick else [])])  # fmt: skip
     gains, errs = gain_curves(d), gain_curves(d, "gain_stderr")
     row: dict = {"arm": name, "text": text, "steps": steps, "direction": meaning(out, cache, d, steps, quick)}
-    # the arm's metrics.json, as a demo run's: text / action sections with half_gain_step, alone ones inside
-    sections = text_metrics(d, d, None, None, row["direction"])
+    # the arm's metrics.json, as a demo run's: text / action sections with half_gain_step, alone ones inside, and
+    # the final model's per-horizon gains with the other condition removed (text_only_gain / action_only_gain)
+    sections = text_metrics(d, d, horizon_gains(cache, d, steps, quick), None, row["direction"])
     (d / "metrics.json").write_text(json.dumps(sections, indent=1))
     for cond in ("text", "action"):
         row[f"{cond}.half_gain_step"] = (sections[cond].get("alone") or {}).get("half_gain_step")
+        row[f"{cond}_only_gain"] = sections[cond].get(f"{cond}_only_gain")
     for cond in ("text", "action", "text_alone", "action_alone"):
         curve, se = gains.get(cond, []), dict(errs.get(cond, []))
         row[f"{cond}_gain"] = curve[-1][1] if curve else None
@@ -102,6 +116,34 @@ def meaning(out: Path, cache: Path, run_dir: Path, steps: int, quick: bool = Fal
     check = MeaningCheck(context=4, horizon=4, clips=40 if quick else 300, sampling=Sampling(exp.rollout.sample_steps))
     res = direction_accuracy(model, probe, data, check, proprio_stats_of(state["data_stats"], exp.model))
     f.write_text(json.dumps({"steps": steps, "direction": res}, indent=1))
+    return res
+
+
+HORIZON = 8
+"""The final per-horizon evaluation's length: the issue's test reads horizons 4–8."""
+HORIZON_CLIPS = 480
+"""At most this many held-out clips (evenly spaced over the split) in the per-horizon evaluation."""
+
+
+def horizon_gains(cache: Path, run_dir: Path, steps: int, quick: bool = False) -> dict:
+    """The arm's final model (EMA) rolled out HORIZON frames after the run's context on held-out clips (held-out
+    paraphrases), each condition's gain per horizon with the other present and removed from the whole clip
+    (rollout_errors' condition gain: another clip's condition − the true one, same noise), with standard errors.
+    Cached in the run folder, keyed on the step count."""
+    f = run_dir / "horizon_eval.json"
+    if f.exists() and json.loads(f.read_text()).get("steps") == steps:
+        return json.loads(f.read_text())["eval"]
+    model, exp, _ = load_world_model(run_dir)
+    r = exp.rollout
+    data = LatentClipDataset(str(cache), r.context + HORIZON, "eval", model_clip_options(exp, text=True))
+    n = min(len(data), 24 if quick else HORIZON_CLIPS)
+    if n == 0:
+        raise SystemExit(f"bench_text_arms: no held-out clip of {r.context + HORIZON} frames in {cache}")
+    picked = Subset(data, [round(i * len(data) / n) for i in range(n)])
+    opts = EvalOptions(seed=exp.train.seed, condition_gain=("text", "action"), text_guidance=r.text_guidance,
+                       sample_steps=r.sample_steps)  # fmt: skip
+    res = rollout_errors(model, eval_loader(picked, exp.model.action_dim), r.context, HORIZON, opts)
+    f.write_text(json.dumps({"steps": steps, "eval": res}, indent=1, default=float))
     return res
 
 
@@ -164,6 +206,7 @@ def main(argv=None):
         {c: r[c] for c in cols}
         | {"text_alone_half_gain": json.dumps(r["text_alone_half_gain"])}
         | {f"direction_{k}": r["direction"].get(k) for k in ("accuracy", "chance", "ceiling", "null_text_accuracy")}
+        | {"text_only_h4_8_above_3se": json.dumps(above_3se_h4_8(r.get("text_only_gain")))}
         for r in rows
     ]
     notes = (
@@ -176,8 +219,16 @@ def main(argv=None):
         f"(shuffled sentences), ceiling (the true future read the same way), null text."
     )
     n_traj = len(list(episodes.glob("*.npz")))
-    fig = plot(rows, out / "text_arms.png" if args.quick else FIGURES / f"text_arms_{n_traj}.png", n_traj)
+    # the sweep's own folder: arms.json, the curves and a report section (the demo's --text-arms reads them)
+    sweep = {"trajectories": n_traj, "steps": steps, "eval_every": every, "encoder": args.encoder, "rows": rows}
+    (out / ARMS_FILE).write_text(json.dumps(sweep, indent=1))
+    fig = plot(rows, out / "text_arms.png", n_traj)
+    (out / "report.md").write_text(arms_section([sweep], lambda s: fig.name) + "\n")
+    if not args.quick:
+        fig = Path(shutil.copy(fig, FIGURES / f"text_arms_{n_traj}.png"))
     notes += f" Plot: {fig if args.quick else fig.relative_to(FIGURES.parent)}."
+    said = arms_answer(sweep)
+    notes += f"\n\n{said}" if said else ""
     report("bench_text_arms: following text instead of actions", table(flat, list(flat[0])),
            {"rows": rows, "quick": args.quick}, notes, record=not args.quick)  # fmt: skip
 

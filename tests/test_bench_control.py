@@ -145,8 +145,14 @@ def test_text_arms_quick_run(tmp_path):
         for cond in ("text", "action"):
             assert r[f"{cond}.half_gain_step"] == metrics[cond]["alone"]["half_gain_step"]
             assert [s for s, _ in metrics[cond]["alone"]["gain_curve"]] == [2, 4]
+        only = metrics["text"]["text_only_gain"]  # the final model's per-horizon gains, the other condition removed
+        assert only["horizons"] == list(range(1, 9)) and len(only["by_horizon"]) == len(only["stderr"]) == 8
+        assert r["text_only_gain"] == only and r["action_only_gain"] == metrics["action"]["action_only_gain"]
     assert rows["motion-class"]["text"] == "pusht-motion-class"
     assert (tmp_path / "text_arms.png").stat().st_size > 0  # the curves, drawn
+    sweep = json.loads((tmp_path / "arms.json").read_text())  # what the demo's --text-arms reads
+    assert sweep["rows"] == res["rows"] and sweep["trajectories"] == 8 and sweep["steps"] == 4
+    assert "### Training arms" in (tmp_path / "report.md").read_text()
     assert (ROOT / "benchmarks/RESULTS.md").read_bytes() == before
 
 

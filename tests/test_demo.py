@@ -10,6 +10,7 @@ from latentwm.cli import main
 from latentwm.data.latent_cache import LatentCache
 from latentwm.report.sections import encoder_paragraph
 from tests.faults.fault_helpers import SlowClock
+from tests.test_report_text import _sweep
 
 
 @pytest.mark.slow
@@ -137,9 +138,20 @@ def test_smoke_demo_end_to_end(tmp_path, capsys, monkeypatch):
     assert ms["encoder"]["pretrain"]["steps_done"] == 40 and ms["decoder"]["epochs"] == m["decoder"]["epochs"]
     assert ms["decoder"]["psnr"] == pytest.approx(m["decoder"]["psnr"], abs=1e-6)
 
-    # re-running with unchanged settings reuses every stage (planning included) and says so
-    assert main(["demo", "--preset", "smoke", "--out-dir", str(out), "--rl"]) == 0
+    # re-running with unchanged settings reuses every stage (planning included) and says so; training-arms sweeps
+    # given to it join the report's "Does the model listen?" section (report-time only: no stage is redone)
+    arms = []
+    for n in (240, 1000):
+        (tmp_path / f"arms{n}").mkdir()
+        (tmp_path / f"arms{n}" / "arms.json").write_text(json.dumps(_sweep(n)))
+        (tmp_path / f"arms{n}" / "text_arms.png").write_bytes(b"png")
+        arms.append(str(tmp_path / f"arms{n}"))
+    assert main(["demo", "--preset", "smoke", "--out-dir", str(out), "--rl", "--text-arms", *arms]) == 0
     printed = capsys.readouterr().out
+    report = (out / "report" / "report.md").read_text()
+    assert "### Training arms: text instead of actions" in report and "At 240 trajectories" in report
+    assert (out / "report" / "text_arms_1000.png").read_bytes() == b"png"
+    assert set(json.loads((out / "report" / "metrics.json").read_text())["text"]["arms"]) == {"240", "1000"}
     stages = (
         "episodes",
         "encoder",
@@ -363,3 +375,12 @@ def test_state_cost_diagnosis_verdict_depends_on_the_probe():
     assert "**the dynamics model" in _diagnosis(planning(25.0)) and "inconclusive" not in _diagnosis(planning(25.0))
     coarse = _diagnosis(planning(105.0))
     assert "inconclusive" in coarse and "Taken at face value" in coarse and "agent" in coarse
+
+
+def test_demo_text_arms_folder_without_arms_json_fails_before_any_stage(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--preset", "smoke", "--out-dir", str(out), "--text-arms", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"latentwm demo: {tmp_path / 'arms.json'}: no arms.json (a benchmarks/bench_text_arms.py output "
+                   "folder has one)"]  # fmt: skip
+    assert not (out / "episodes").exists()  # nothing was made

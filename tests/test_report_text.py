@@ -2,8 +2,22 @@
 
 import json
 
+import pytest
+
+from latentwm.config import LatentwmError
 from latentwm.report.sections import noise_verdict
-from latentwm.report.text import gain_curves, half_gain_interval, half_gain_step, text_metrics, text_section
+from latentwm.report.text import (
+    above_3se_h4_8,
+    arms_answer,
+    arms_metrics,
+    arms_section,
+    gain_curves,
+    half_gain_interval,
+    half_gain_step,
+    read_arms,
+    text_metrics,
+    text_section,
+)
 
 
 def _log(tmp_path, rows):
@@ -145,3 +159,61 @@ def test_goals_from_words_show_the_words_test_beside_the_image_test(tmp_path):
     del goal["text"]["sentence_success_rate"]  # an older planning result: the table as it was, no words' columns
     md = text_section(text, {})
     assert "| cem | 0.30 | 0.05 | 50.0 | 90.0 |" in md and "words fit" not in md and "sentence says" not in md
+
+
+def _sweep(n: int, text_gain: float = 0.02) -> dict:
+    """A training-arms sweep as bench_text_arms writes it (arms.json), with made-up figures."""
+    only = {"horizons": list(range(1, 9)), "by_horizon": [text_gain] * 8, "stderr": [0.004] * 4 + [0.01] * 4}
+    rows = []
+    for arm, t, a in (("joint", 0.01, 0.08), ("text-only", text_gain, 0.0), ("action-only", 0.0, 0.1),
+                      ("motion-class", 0.03, 0.07)):  # fmt: skip
+        rows.append({
+            "arm": arm, "steps": 2000, "text_alone_gain": t, "text_alone_gain_stderr": 0.004,
+            "action_alone_gain": a, "action_alone_gain_stderr": 0.005,
+            "text_alone_half_gain": [400, 200, 600] if t > 0.008 else None,
+            "action_alone_half_gain": [200, 200, None] if a > 0.01 else None,
+            "text.half_gain_step": 400, "action.half_gain_step": 200,
+            "text_only_gain": only if arm == "text-only" else None, "action_only_gain": None,
+            "direction": {"accuracy": 0.5, "chance": 0.2, "ceiling": 0.9, "null_text_accuracy": 0.15, "clips": 300},
+        })  # fmt: skip
+    return {"trajectories": n, "steps": 2000, "eval_every": 200, "encoder": "e", "rows": rows}
+
+
+def test_the_arms_answer_reads_text_only_against_action_only():
+    said = arms_answer(_sweep(1000))
+    assert said.startswith("At 1,000 trajectories and 2,000 steps, text alone gains +0.0200 ± 0.0040")
+    assert "20% of the action-only arm's +0.1000 ± 0.0050" in said and "half of it by step 400 (200–600)" in said
+    assert "above 3 s.e. at 1 of 5 horizons 4–8" in said  # h4: 0.02 > 3 × 0.004; h5–8: 0.02 < 3 × 0.01
+    assert "50% of 300 held-out clips vs 20% by chance (×2.5" in said
+    assert "a one-hot of the true motion class in place of the sentence: text alone +0.0300" in said
+    # text alone within noise: said so beside its share, and no half-gain step is claimed
+    weak = arms_answer(_sweep(240, text_gain=0.005))
+    assert "within noise of 0, 5% of" in weak and "no half-gain step" in weak
+    assert arms_answer({"trajectories": 5, "steps": 1, "rows": [{"arm": "joint"}]}) is None  # no text-only arm
+
+
+def test_arms_section_one_table_per_data_size_smallest_first_and_metrics():
+    md = arms_section([_sweep(1000), _sweep(240)], lambda s: f"text_arms_{s['trajectories']}.png")
+    assert md.index("**240 trajectories**") < md.index("**1,000 trajectories**")
+    assert "| text-only | +0.0200 ± 0.0040 | 400 (200–600) | 1 of 5 | +0.0000 ± 0.0050 | - | 0.50 (0.20) |" in md
+    assert "| action-only | +0.0000 ± 0.0040 | - | - | +0.1000 ± 0.0050 | 200 (200–not yet) |" in md
+    assert "![training arms, 240 trajectories](text_arms_240.png)" in md
+    m = arms_metrics(_sweep(1000))
+    assert m["steps"] == 2000 and set(m["arms"]) == {"joint", "text-only", "action-only", "motion-class"}
+    assert m["arms"]["text-only"]["text_only_gain"]["by_horizon"] == [0.02] * 8 and m["answer"].startswith("At 1,000")
+    assert above_3se_h4_8(None) is None and above_3se_h4_8({"horizons": [1], "by_horizon": [1], "stderr": [0]}) is None
+
+
+def test_read_arms_names_the_file_and_what_was_expected(tmp_path):
+    with pytest.raises(LatentwmError, match="no arms.json"):
+        read_arms(tmp_path)
+    (tmp_path / "arms.json").write_text("{not json")
+    with pytest.raises(LatentwmError, match="arms.json: not JSON"):
+        read_arms(tmp_path)
+    (tmp_path / "arms.json").write_text('{"rows": 3}')
+    with pytest.raises(LatentwmError, match=r"expected \{trajectories, steps, rows"):
+        read_arms(tmp_path)
+    (tmp_path / "arms.json").write_text(json.dumps(_sweep(240)))
+    assert read_arms(tmp_path)["figure"] is None and read_arms(tmp_path)["trajectories"] == 240
+    (tmp_path / "text_arms.png").write_bytes(b"png")
+    assert read_arms(tmp_path)["figure"] == str(tmp_path / "text_arms.png")

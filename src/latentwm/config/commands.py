@@ -284,6 +284,11 @@ class DemoConfig:
     """The sentence encoder of the Push-T language (generated from the simulator state, `envs/pusht_language.py`):
     the model trains with text and actions (condition dropout on) and the report measures how fast it learns to
     listen to each. `--text.name ""`: no text (the model gets no text slot)."""
+    text_arms: tuple[str, ...] = ()
+    """Training-arms sweeps to answer the seed's question with (`benchmarks/bench_text_arms.py` output folders, one
+    per data size: joint, text-only, action-only and motion-class arms on the same data): the report's "Does the
+    model listen?" section adds how much of the actions' gain text alone reaches at each data size and how many steps
+    it needs, the arms' tables and curves."""
     state_cost_diagnosis: bool = True
     """Also plan with CEM on the state probe's pose cost alone (visual and proprio weights 0; same goals and seeds):
     if that cannot move the block either, the dynamics model, not the encoder's latent cost, is the bottleneck."""

@@ -49,6 +49,7 @@ from latentwm.planning.state_probe import (
 )
 from latentwm.planning.text_meaning import MeaningCheck, direction_accuracy
 from latentwm.report import ReportRun, StageResults, write_report
+from latentwm.report.text import read_arms
 from latentwm.rl.runner import run_rl
 from latentwm.rollout import Sampling
 from latentwm.train.decoder_trainer import train_decoder
@@ -87,6 +88,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     if cfg.fresh and out.exists():
         shutil.rmtree(out)
     run = DemoRun(cfg, out, cfg.experiment(), Stages(redo=frozenset({cfg.redo} if cfg.redo else ())), _stages(10))
+    arms = tuple(read_arms(Path(f)) for f in cfg.text_arms)  # read first: a wrong folder fails before hours of work
     facts, encoder, encoder_info, decoder = data_stages(run)
     trainer, data, kept, state_probe, results = model_stages(run)
     planning = rl = None
@@ -166,6 +168,7 @@ def run_demo(cfg: DemoConfig) -> Path:
             rl=rl,
             text_eval=text_eval,
             text_goal=text_goal_comparison(planning) if planning else None,
+            text_arms=arms,
         ),
     )
     print(f"\nreport: {report / 'report.md'}\nmetrics: {report / 'metrics.json'}")

@@ -39,7 +39,7 @@ from latentwm.report.sections import (
     training_section,
     videos_section,
 )
-from latentwm.report.text import text_metrics, text_section
+from latentwm.report.text import arms_metrics, arms_section, text_metrics, text_section
 
 _PLANNING_KEYS = (
     "success_rate",
@@ -118,6 +118,9 @@ class StageResults:
     """rollout_errors with condition_gain at long horizons (text vs no text; report/text.py)."""
     text_goal: dict | None = None
     """Text-goal vs image-goal planning (report/text.py)."""
+    text_arms: tuple[dict, ...] = ()
+    """Training-arms sweeps (report/text.py `read_arms`, one per data size): their answer, tables and curves join
+    the "Does the model listen?" section; metrics.json's text.arms holds their figures."""
 
 
 def write_report(out: str | Path, exp: ExperimentConfig, run: ReportRun, stages: StageResults = StageResults()) -> Path:
@@ -151,6 +154,11 @@ def write_report(out: str | Path, exp: ExperimentConfig, run: ReportRun, stages:
     cond = text_metrics(out, run.train_dir, stages.text_eval, stages.text_goal, meaning)
     if cond["text"]["gain_curve"] or cond["action"]["gain_curve"] or stages.text_eval is not None:
         metrics.update(cond)
+    if stages.text_arms:
+        metrics.setdefault("text", {})["arms"] = {str(sw["trajectories"]): arms_metrics(sw) for sw in stages.text_arms}
+        for sw in stages.text_arms:
+            if sw.get("figure"):
+                shutil.copyfile(sw["figure"], out / f"text_arms_{sw['trajectories']}.png")
     if stages.decoder is not None:
         metrics["decoder"] = {
             k: stages.decoder[k]
@@ -308,7 +316,8 @@ def _markdown(
 - wall time: {metrics["wall_time_s"] / 60:.1f} min
 
 {rollout_section(exp, metrics["rollout"])}
-{text_section(metrics["text"], metrics["action"]) if "text" in metrics else ""}
+{text_section(metrics["text"], metrics.get("action", {})) if "text" in metrics else ""}
+{_arms(stages.text_arms)}
 {state_section(state) if state is not None else ""}
 {planning_section(planning) if planning is not None else ""}
 {rl_section(rl) if rl is not None else ""}
@@ -318,6 +327,12 @@ def _markdown(
 
 {chr(10).join(f"![rollout {i}](rollouts/{p.name})" for i, p in enumerate(gifs))}
 """
+
+
+def _arms(sweeps: tuple[dict, ...]) -> str:
+    if not sweeps:
+        return ""
+    return arms_section(list(sweeps), lambda s: f"text_arms_{s['trajectories']}.png" if s.get("figure") else None)
 
 
 DINO_WM_SCALING = ((200, 0.08), (1000, 0.48), (5000, 0.72), (10000, 0.88), (18500, 0.92))

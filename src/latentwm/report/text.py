@@ -9,8 +9,11 @@ true one, noise-matched: 0 for a model that ignores the condition. Training logs
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
+from latentwm.config import LatentwmError
 from latentwm.engine.logging import read_metrics
 from latentwm.eval.visualize import plot_curves
 
@@ -295,4 +298,138 @@ def _goal_table(goal: dict) -> str:
     return "\n".join(rows)
 
 
-__all__ = ["gain_curves", "half_gain_interval", "half_gain_step", "text_metrics", "text_section"]
+ARMS_FILE = "arms.json"
+"""What a training-arms sweep (benchmarks/bench_text_arms.py) leaves in its folder: {trajectories, steps,
+eval_every, encoder, rows: [one row per arm]}; its curves are drawn beside it as `text_arms.png`."""
+
+
+def read_arms(folder: Path) -> dict:
+    """A training-arms sweep's arms.json (and its figure's path under "figure", None when not drawn)."""
+    f = Path(folder) / ARMS_FILE
+    if not f.is_file():
+        raise LatentwmError(f"{f}: no {ARMS_FILE} (a benchmarks/bench_text_arms.py output folder has one)")
+    try:
+        sweep = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LatentwmError(f"{f}: not JSON ({e})") from None
+    if not isinstance(sweep, dict) or not isinstance(sweep.get("rows"), list) or "trajectories" not in sweep:
+        raise LatentwmError(f"{f}: expected {{trajectories, steps, rows: [...]}} as bench_text_arms writes it")
+    fig = Path(folder) / "text_arms.png"
+    return {**sweep, "figure": str(fig) if fig.is_file() else None}
+
+
+def arms_metrics(sweep: dict) -> dict:
+    """metrics.json's text.arms[N]: per arm, the alone gains with standard errors, their half-gain steps
+    ([step, low, high]), the per-horizon gains with the other condition removed, and the meaning check."""
+    keys = ("text_alone_gain", "text_alone_gain_stderr", "action_alone_gain", "action_alone_gain_stderr",
+            "text_alone_half_gain", "action_alone_half_gain", "text.half_gain_step", "action.half_gain_step",
+            "text_only_gain", "action_only_gain", "direction")  # fmt: skip
+    arms = {r["arm"]: {k: r.get(k) for k in keys} for r in sweep["rows"]}
+    return {"steps": sweep["steps"], "arms": arms, "answer": arms_answer(sweep)}
+
+
+def above_3se_h4_8(only: dict | None) -> tuple[int, int] | None:
+    """(horizons 4–8 where the gain is above 3 standard errors, horizons 4–8 measured) of a per-horizon gain."""
+    if not only or not only.get("stderr"):
+        return None
+    pairs = [(g, e) for h, g, e in zip(only["horizons"], only["by_horizon"], only["stderr"]) if 4 <= h <= 8]
+    return (sum(1 for g, e in pairs if e is not None and g > 3 * e), len(pairs)) if pairs else None
+
+
+def _gain(g, se) -> str:
+    return "-" if g is None else f"{g:+.4f}" + ("" if se is None else f" ± {se:.4f}")
+
+
+def _half(h) -> str:
+    """[step, low, high] as 'step (low–high)'; high None: the lower edge of the gain has not reached half yet."""
+    return "-" if not h else f"{h[0]} ({h[1]}–{'not yet' if h[2] is None else h[2]})"
+
+
+def arms_answer(sweep: dict) -> str | None:
+    """The seed's question at one data size, from a training-arms sweep: how much of the action-only arm's gain the
+    text-only arm's sentences give (both measured with the other condition removed), how many steps text needed for
+    half of its gain, whether it clears 3 standard errors at horizons 4–8, whether imagined motion follows the
+    sentence beyond chance, and what the joint and motion-class arms add. None without a text-only arm."""
+    rows = {r["arm"]: r for r in sweep["rows"]}
+    t, a = rows.get("text-only"), rows.get("action-only")
+    if t is None or t.get("text_alone_gain") is None:
+        return None
+    g, se = t["text_alone_gain"], t.get("text_alone_gain_stderr")
+    out = f"At {sweep['trajectories']:,} trajectories and {sweep['steps']:,} steps, text alone gains {_gain(g, se)}"
+    out += _noise(g, se)
+    if a is not None and a.get("action_alone_gain") is not None:
+        ag, ase = a["action_alone_gain"], a.get("action_alone_gain_stderr")
+        share = ag > 2 * (ase or 0.0) and g > 0
+        out += (f", {g / ag:.0%} of" if share else "; beside") + f" the action-only arm's {_gain(ag, ase)}"
+    half = t.get("text_alone_half_gain")
+    out += f"; half of it by step {_half(half)}" if half else "; no half-gain step (the gain is not above 2 s.e.)"
+    clear = above_3se_h4_8(t.get("text_only_gain"))
+    if clear:
+        out += f"; above 3 s.e. at {clear[0]} of {clear[1]} horizons 4–8"
+    d = t.get("direction") or {}
+    if d.get("accuracy") is not None:
+        out += (
+            f"; imagined motion goes the sentence's way in {d['accuracy']:.0%} of {d['clips']} held-out clips vs "
+            f"{d['chance']:.0%} by chance (×{d['accuracy'] / max(d['chance'], 1e-9):.1f}; ceiling {d['ceiling']:.0%})"
+        )
+    for name, what in (("joint", "the joint arm (actions dropped half the time)"),
+                       ("motion-class", "a one-hot of the true motion class in place of the sentence")):  # fmt: skip
+        r = rows.get(name)
+        if r is not None and r.get("text_alone_gain") is not None:
+            out += f"; {what}: text alone {_gain(r['text_alone_gain'], r.get('text_alone_gain_stderr'))}"
+    return out + "."
+
+
+def arms_section(sweeps: list[dict], figure_of: Callable[[dict], str | None] = lambda s: s.get("figure")) -> str:
+    """Markdown: the training arms at each data size (smallest first): the answer per size, one table per size and
+    its curves (figure_of(sweep): the figure's link, or None)."""
+    sweeps = sorted(sweeps, key=lambda s: s["trajectories"])
+    said = [x for x in map(arms_answer, sweeps) if x]
+    lines = [
+        "### Training arms: text instead of actions",
+        "",
+        "One model per arm, same data, seed and steps: joint (action dropout 0.5), text-only (actions always null), "
+        "action-only (text always null), motion-class (the joint arm with a one-hot of the sentence's motion class "
+        "in place of its embedding: does the conditioning path learn without a language encoder?). Gains are held-out "
+        "(held-out paraphrases), each condition with the other removed from the whole clip, ± one standard error "
+        "over clips; half-gain: the step the gain first reaches half its final value (interval: where gain ± 2 s.e. "
+        "reach it).",
+        "",
+        *([" ".join(said), ""] if said else []),
+    ]
+    for sw in sweeps:
+        lines += [
+            f"**{sw['trajectories']:,} trajectories**, {sw['steps']:,} steps per arm:",
+            "",
+            "| arm | text alone | half-gain step | > 3 s.e. at h 4–8 | actions alone | half-gain step | "
+            "direction (chance) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in sw["rows"]:
+            clear, d = above_3se_h4_8(r.get("text_only_gain")), r.get("direction") or {}
+            lines.append(
+                f"| {r['arm']} | {_gain(r.get('text_alone_gain'), r.get('text_alone_gain_stderr'))} | "
+                f"{_half(r.get('text_alone_half_gain'))} | {'-' if not clear else f'{clear[0]} of {clear[1]}'} | "
+                f"{_gain(r.get('action_alone_gain'), r.get('action_alone_gain_stderr'))} | "
+                f"{_half(r.get('action_alone_half_gain'))} | "
+                + ("-" if d.get("accuracy") is None else f"{d['accuracy']:.2f} ({d['chance']:.2f})")
+                + " |"
+            )
+        fig = figure_of(sw)
+        lines += ["", *([f"![training arms, {sw['trajectories']} trajectories]({fig})", ""] if fig else [])]
+    return "\n".join(lines)
+
+
+__all__ = [
+    "ARMS_FILE",
+    "above_3se_h4_8",
+    "arms_metrics",
+    "arms_answer",
+    "arms_section",
+    "gain_curves",
+    "half_gain_interval",
+    "half_gain_step",
+    "read_arms",
+    "text_metrics",
+    "text_section",
+]
