@@ -3,12 +3,14 @@ condition's held-out gain measured with the other condition removed, against tra
 
     python benchmarks/bench_text_arms.py --episodes EPISODES [--steps 2000] [--eval-every 200]
                                          [--arms joint,text-only,action-only,motion-class] [--encoder E]
-                                         [--out runs/text_arms] [--quick]
+                                         [--out runs/text_arms] [--narration direction|magnitude] [--quick]
 
 EPISODES: a `latentwm generate pusht` folder (its narrations: one sentence per 20-step segment, training
-paraphrases; held-out paraphrases kept apart). It is encoded twice with the same frozen image encoder (--encoder,
-default the cpu preset's): sentences through all-MiniLM-L6-v2 (`minilm`), and as the one-hot motion class the
-sentence was generated from (`pusht-motion-class`, no language). Arms (one model each; same seed, data, steps):
+paraphrases; held-out paraphrases kept apart; --narration magnitude: the sentences that say how far and which way,
+`pusht_language`'s magnitude style, read from the same states into <out>/magnitude/). It is encoded twice with the
+same frozen image encoder (--encoder, default the cpu preset's): sentences through all-MiniLM-L6-v2 (`minilm`), and
+as the one-hot motion class the sentence was generated from (`pusht-motion-class[-magnitude]`, no language).
+Arms (one model each; same seed, data, steps):
 - joint: actions and text, action dropout 0.5 (half the clips are text-only in training);
 - text-only: actions always null (action dropout 1), text dropout 0.1;
 - action-only: text always null (text dropout 1), action dropout 0.1;
@@ -30,6 +32,7 @@ import argparse
 import json
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch.utils.data import Subset
@@ -43,7 +46,7 @@ from latentwm.data.clip_sets import model_clip_options  # noqa: E402
 from latentwm.data.clips import LatentClipDataset, eval_loader  # noqa: E402
 from latentwm.data.proprio import proprio_stats_of  # noqa: E402
 from latentwm.data.sources.pusht import generate_pusht  # noqa: E402
-from latentwm.encoders.text import MOTION_CLASS, MotionClassEncoder  # noqa: E402
+from latentwm.encoders.text import MOTION_CLASS, MOTION_CLASS_MAGNITUDE, MotionClassEncoder  # noqa: E402
 from latentwm.engine.checkpoint import load_world_model  # noqa: E402
 from latentwm.eval.metrics import EvalOptions, rollout_errors  # noqa: E402
 from latentwm.planning.state_probe import STATE_PROBE_CONFIG, StateProbe, train_state_probe  # noqa: E402
@@ -65,23 +68,49 @@ ARMS = {
     "action-only": ("minilm", ["--objective.action-dropout", "0.1", "--objective.text-dropout", "1.0"]),
     "motion-class": (MOTION_CLASS, ["--objective.action-dropout", "0.5", "--objective.text-dropout", "0.1"]),
 }
-TEXT_DIM = {"minilm": 384, MOTION_CLASS: MotionClassEncoder().dim}
+MOTION = {"direction": MOTION_CLASS, "magnitude": MOTION_CLASS_MAGNITUDE}
+"""The motion-class control of each narration style (encoders/text.py MotionClassEncoder)."""
 
 
-def arm(out: Path, name: str, episodes: Path, steps: int, every: int, encoder: str, quick: bool) -> dict:
-    """Encode (once per text encoder) and train one arm (resumed); its gains from the run's log."""
+@dataclass(frozen=True)
+class Sweep:
+    """One training-arms sweep: the data, the arms' shared settings and where they go."""
+
+    out: Path
+    episodes: Path
+    steps: int
+    every: int
+    encoder: str
+    narration: str = "direction"
+    """The Push-T reader's narration style: "direction" (the stored templates) or "magnitude" (sentences that say
+    how far and which way: pusht_language's magnitude style); another style's caches, arms and results go to
+    <out>/<style>/."""
+    quick: bool = False
+
+    def folder(self, name: str) -> Path:
+        """<out>/<name> for the stored narration, <out>/<style>/<name> for another (name "": the sweep's folder)."""
+        return (self.out if self.narration == "direction" else self.out / self.narration) / name
+
+
+def arm(sw: Sweep, name: str) -> dict:
+    """Encode (once per text encoder and narration style) and train one arm (resumed); its gains from the run's
+    log, its final model's per-horizon gains and the meaning check."""
     text, flags = ARMS[name]
-    cache = out / f"latents_{'minilm' if text == 'minilm' else 'motion'}"
-    run(["encode", "--root", str(episodes), "--out-dir", str(cache), "--encoder.name", encoder,
-         "--encoder.image-size", "112", "--text.name", text])  # fmt: skip
-    d = out / name
-    run([*train_args(cache, d, steps, every), "--model.text-dim", str(TEXT_DIM[text]), "--encoder.name", encoder,
-         *flags, *(["--data.eval-fraction", "0.4"] if quick else [])])  # fmt: skip
+    text = MOTION[sw.narration] if text == MOTION_CLASS else text
+    cache = sw.folder(f"latents_{'minilm' if text == 'minilm' else 'motion'}")
+    run(["encode", "--root", str(sw.episodes), "--out-dir", str(cache), "--encoder.name", sw.encoder,
+         "--encoder.image-size", "112", "--text.name", text,
+         *(["--options", f"narration={sw.narration}"] if sw.narration != "direction" else [])])  # fmt: skip
+    d = sw.folder(name)
+    text_dim = 384 if text == "minilm" else MotionClassEncoder(sw.narration).dim
+    run([*train_args(cache, d, sw.steps, sw.every), "--model.text-dim", str(text_dim), "--encoder.name", sw.encoder,
+         *flags, *(["--data.eval-fraction", "0.4"] if sw.quick else [])])  # fmt: skip
     gains, errs = gain_curves(d), gain_curves(d, "gain_stderr")
-    row: dict = {"arm": name, "text": text, "steps": steps, "direction": meaning(out, cache, d, steps, quick)}
+    row: dict = {"arm": name, "text": text, "steps": sw.steps}
+    row["direction"] = meaning(sw.folder(""), cache, d, sw.steps, sw.quick)
     # the arm's metrics.json, as a demo run's: text / action sections with half_gain_step, alone ones inside, and
     # the final model's per-horizon gains with the other condition removed (text_only_gain / action_only_gain)
-    sections = text_metrics(d, d, horizon_gains(cache, d, steps, quick), None, row["direction"])
+    sections = text_metrics(d, d, horizon_gains(cache, d, sw.steps, sw.quick), None, row["direction"])
     (d / "metrics.json").write_text(json.dumps(sections, indent=1))
     for cond in ("text", "action"):
         row[f"{cond}.half_gain_step"] = (sections[cond].get("alone") or {}).get("half_gain_step")
@@ -192,6 +221,7 @@ def main(argv=None):
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--encoder", default="tiny-random")
     ap.add_argument("--out", default="runs/text_arms")
+    ap.add_argument("--narration", choices=sorted(MOTION), default="direction")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -200,7 +230,8 @@ def main(argv=None):
         generate_pusht(GenerateConfig(out_dir=str(episodes), num_episodes=8, max_steps=60, workers=1),
                        show_progress=False)  # fmt: skip
     steps, every = (4, 2) if args.quick else (args.steps, args.eval_every)
-    rows = [arm(out, a, episodes, steps, every, args.encoder, args.quick) for a in args.arms.split(",")]
+    sw = Sweep(out, episodes, steps, every, args.encoder, args.narration, args.quick)
+    rows = [arm(sw, a) for a in args.arms.split(",")]
     cols = ["arm", "text_alone_gain", "text_alone_gain_stderr", "text_gain", "action_alone_gain", "action_gain"]
     flat = [
         {c: r[c] for c in cols}
@@ -215,17 +246,22 @@ def main(argv=None):
         f"steps; *_alone: the condition's gain with the other removed from the whole clip; text_alone_half_gain: "
         f"[step, low, high], the step the alone text gain first reaches half its final value and its interval; "
         f"direction_*: the meaning check (planning/text_meaning.py) of text-only futures, context 4, horizon 4, on "
-        f"held-out clips under one directional sentence: accuracy of the imagined motion's 8-way direction, chance "
-        f"(shuffled sentences), ceiling (the true future read the same way), null text."
+        f"held-out clips under one sentence: accuracy of the imagined motion's 8-way direction, chance "
+        f"(shuffled sentences), ceiling (the true future read the same way), null text. Narration style: "
+        f"{args.narration}."
     )
     n_traj = len(list(episodes.glob("*.npz")))
     # the sweep's own folder: arms.json, the curves and a report section (the demo's --text-arms reads them)
-    sweep = {"trajectories": n_traj, "steps": steps, "eval_every": every, "encoder": args.encoder, "rows": rows}
-    (out / ARMS_FILE).write_text(json.dumps(sweep, indent=1))
-    fig = plot(rows, out / "text_arms.png", n_traj)
-    (out / "report.md").write_text(arms_section([sweep], lambda s: fig.name) + "\n")
+    sweep = {"trajectories": n_traj, "steps": steps, "eval_every": every, "encoder": args.encoder,
+             "narration": args.narration, "rows": rows}  # fmt: skip
+    here = sw.folder("")
+    here.mkdir(parents=True, exist_ok=True)
+    (here / ARMS_FILE).write_text(json.dumps(sweep, indent=1))
+    fig = plot(rows, here / "text_arms.png", n_traj)
+    (here / "report.md").write_text(arms_section([sweep], lambda s: fig.name) + "\n")
     if not args.quick:
-        fig = Path(shutil.copy(fig, FIGURES / f"text_arms_{n_traj}.png"))
+        suffix = "" if args.narration == "direction" else f"_{args.narration}"
+        fig = Path(shutil.copy(fig, FIGURES / f"text_arms_{n_traj}{suffix}.png"))
     notes += f" Plot: {fig if args.quick else fig.relative_to(FIGURES.parent)}."
     said = arms_answer(sweep)
     notes += f"\n\n{said}" if said else ""

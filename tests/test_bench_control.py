@@ -153,6 +153,15 @@ def test_text_arms_quick_run(tmp_path):
     sweep = json.loads((tmp_path / "arms.json").read_text())  # what the demo's --text-arms reads
     assert sweep["rows"] == res["rows"] and sweep["trajectories"] == 8 and sweep["steps"] == 4
     assert "### Training arms" in (tmp_path / "report.md").read_text()
+    # the sentences that say how far: the same episodes re-read in the magnitude style, apart from the first sweep
+    args = ["--episodes", str(tmp_path / "episodes"), "--narration", "magnitude", "--arms", "text-only,motion-class"]
+    res = _run(["benchmarks/bench_text_arms.py", "--quick", "--out", str(tmp_path), *args])
+    rows = {r["arm"]: r for r in res["rows"]}
+    assert rows["motion-class"]["text"] == "pusht-motion-class-magnitude" and rows["text-only"]["text"] == "minilm"
+    mag = tmp_path / "magnitude"
+    assert json.loads((mag / "arms.json").read_text())["narration"] == "magnitude"
+    assert (mag / "text-only" / "metrics.json").exists() and (mag / "text_arms.png").stat().st_size > 0
+    assert json.loads((mag / "latents_minilm" / "cache.json").read_text())["narration"] == "magnitude"
     assert (ROOT / "benchmarks/RESULTS.md").read_bytes() == before
 
 
