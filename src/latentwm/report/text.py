@@ -361,6 +361,10 @@ def arms_answer(sweep: dict) -> str | None:
         ag, ase = a["action_alone_gain"], a.get("action_alone_gain_stderr")
         share = ag > 2 * (ase or 0.0) and g > 0
         out += (f", {g / ag:.0%} of" if share else "; beside") + f" the action-only arm's {_gain(ag, ase)}"
+    floor = t.get("action_alone_gain")  # the text-only arm never trained on actions: what an unused path scores
+    if floor is not None:
+        floor_se = t.get("action_alone_gain_stderr")
+        out += f" (an untrained path's floor, the text-only arm's own action gain: {_gain(floor, floor_se)})"
     half = t.get("text_alone_half_gain")
     out += f"; half of it by step {_half(half)}" if half else "; no half-gain step (the gain is not above 2 s.e.)"
     clear = above_3se_h4_8(t.get("text_only_gain"))
