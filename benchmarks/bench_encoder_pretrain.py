@@ -93,6 +93,8 @@ def nearest_pose(encoder: DinoEncoder, episodes: Path, frames: int = 2000) -> di
     mu, sd = lat["train"].mean(0), lat["train"].std(0) + 1e-6
     a, b = (lat["train"] - mu) / sd, (lat["held"] - mu) / sd
     nearest = torch.cdist(b, a).argmin(1).numpy()  # the same order as MSE
+    pooled = lat["held"].view(len(b), -1, encoder.dim).mean(1).double()  # (frames, D)
+    ev = torch.linalg.eigvalsh(torch.cov(pooled.T)).clamp_min(0)
     m = st["train"][nearest]
     block = np.linalg.norm(m[:, 2:4] - st["held"][:, 2:4], axis=1)
     agent = np.linalg.norm(m[:, :2] - st["held"][:, :2], axis=1)
@@ -101,6 +103,8 @@ def nearest_pose(encoder: DinoEncoder, episodes: Path, frames: int = 2000) -> di
         "nearest_block_within_20": float(np.mean((block < 20) & (ang < 20))),
         "nearest_block_px": float(np.median(block)),
         "nearest_agent_px": float(np.median(agent)),
+        # participation ratio of the pooled latents' covariance: ≈ 1 when the encoder has collapsed, D at most
+        "effective_rank": float(ev.sum() ** 2 / (ev**2).sum().clamp_min(1e-30)),
     }
 
 
@@ -159,7 +163,10 @@ def pretrain(episodes: Path, out: Path, objective: str, steps: int, image_size: 
     secs = time.perf_counter() - t
     info = json.loads((folder / "pretrain.json").read_text())
     enc = DinoEncoder.from_config(EncoderConfig(name=str(folder), image_size=image_size, batch_size=64))
-    return enc, {"pretrain_s": secs, "pretrain_steps": info["steps_done"]}
+    facts = {"pretrain_s": secs, "pretrain_steps": info["steps_done"]}
+    if info.get("final_teacher_entropy") is not None:
+        facts["teacher_entropy"] = info["final_teacher_entropy"]
+    return enc, facts
 
 
 def main():
@@ -220,6 +227,8 @@ def main():
                 "nearest_block_within_20",
                 "nearest_block_px",
                 "nearest_agent_px",
+                "effective_rank",
+                "teacher_entropy",
                 "probe_block_px",
                 "probe_agent_px",
                 "rank_corr",
@@ -237,7 +246,10 @@ def main():
         "elites × 4 iterations, 2 plans, candidates executed in the simulator. probe_*_px: held-out RMSE of a ridge "
         "regression from the flattened latents to agent / block position (how much pose the latents keep). "
         "nearest_*: pose error of the training frame nearest by latent MSE to each held-out frame "
-        "(nearest_block_within_20: block within 20 px and 20°).",
+        "(nearest_block_within_20: block within 20 px and 20°). effective_rank: participation ratio of the "
+        "covariance of held-out frames' token-mean latents (≈ 1: collapsed; at most the width, 64); "
+        "teacher_entropy (dino): the teacher's output entropy over the last logged steps as a share of its maximum "
+        "(→ 0: one dimension dominates, → 1: uniform; either is collapse).",
         record=not args.quick,
     )
 

@@ -118,13 +118,15 @@ def test_encoder_table_quick_run(tmp_path):
             "--episodes",
             str(tmp_path / "eps"),
             "--objectives",
-            "time-contrastive",
+            "time-contrastive,dino",
         ]
     )
-    assert [r["objective"] for r in res["rows"]] == ["-", "time-contrastive"] and res["quick"]
+    assert [r["objective"] for r in res["rows"]] == ["-", "time-contrastive", "dino"] and res["quick"]
     for r in res["rows"]:
         assert 0 <= r["nearest_block_within_20"] <= 1 and r["nearest_block_px"] >= 0 and r["probe_block_px"] > 0
         assert -1 <= r["rank_corr"] <= 1 and 0 <= r["cem_on_simulator_success"] <= 1
+        assert 1 <= r["effective_rank"] <= 64  # the demo encoder's width
+    assert 0 < res["rows"][2]["teacher_entropy"] <= 1 and "teacher_entropy" not in res["rows"][1]
     assert (ROOT / "benchmarks/RESULTS.md").read_bytes() == before
 
 

@@ -104,6 +104,10 @@ def test_each_objective_trains_and_the_folder_loads_as_a_pretrained_encoder(epis
     assert info["steps_done"] == 3 and info["complete"] and info["objective"] == objective
     assert np.isfinite(info["final_losses"]["loss"]) and info["train_episodes"] == 4 and info["held_out_episodes"] == 2
     assert info["weights"] == ("teacher" if objective == "dino" else "student")
+    if objective == "dino":  # the collapse monitor: a share of the maximum entropy
+        assert 0.0 < info["final_teacher_entropy"] <= 1.0
+    else:
+        assert info["final_teacher_entropy"] is None
     enc = DinoEncoder.from_config(EncoderConfig(name=str(folder), image_size=56))
     assert enc.weights_label == f"pretrained:{folder}#{info['weights_hash']}"
     lat = enc.encode(np.zeros((2, 32, 32, 3), np.uint8))
@@ -112,6 +116,36 @@ def test_each_objective_trains_and_the_folder_loads_as_a_pretrained_encoder(epis
 
 
 @pytest.mark.parametrize("objective", ["dino", "masked-pixels", "time-contrastive"])
+class _ConstantHead(torch.nn.Module):
+    """A teacher head whose output is the same logits for every input (a collapsed teacher)."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(*x.shape[:-1], -1)
+
+
+def test_the_teacher_entropy_reads_both_collapse_modes():
+    from latentwm.encoders.ssl import DinoIbot
+
+    cfg = PretrainEncoderConfig(**{k: v for k, v in TINY.items() if k != "eval_fraction"})
+    obj = DinoIbot(build_backbone(cfg), 56, out_dim=64)
+    frames = torch.rand(4, 3, 56, 56) * 255
+
+    def entropy() -> float:
+        obj.center.zero_()
+        return float(obj.loss(frames, torch.Generator().manual_seed(0))["teacher_entropy"])
+
+    assert 0.0 < entropy() < 1.0
+    obj.teacher_head = _ConstantHead(torch.zeros(64))  # uniform output
+    assert entropy() == pytest.approx(1.0)
+    obj.teacher_head = _ConstantHead(torch.zeros(64).index_fill(0, torch.tensor([3]), 5.0))  # one dimension dominates
+    assert entropy() < 0.05
+
+
+@pytest.mark.parametrize("objective", ["dino", "masked-pixels"])
 def test_bf16_autocast_steps_are_finite(episodes, tmp_path, objective):
     """The CUDA path's autocast (bf16), exercised on the CPU."""
     cfg = _cfg(episodes, tmp_path, objective=objective, steps=2, precision="bf16", pixel_weight=0.5)

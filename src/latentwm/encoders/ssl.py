@@ -166,7 +166,11 @@ class DinoIbot(nn.Module):
         with torch.no_grad():
             self.center.lerp_(t_cls.float().mean(0), 1 - self.cm)
             self.patch_center.lerp_(t_patch.float().mean((0, 1)), 1 - self.cm)
-        return {"loss": dino + ibot, "dino": dino.detach(), "ibot": ibot.detach()}
+            # DINO's two collapse modes read off the teacher: one dimension dominating (entropy → 0) or a uniform
+            # output (entropy → 1, as a share of log out_dim).
+            pt = torch.cat(p_cls).float()
+            entropy = -(pt * pt.clamp_min(1e-12).log()).sum(-1).mean() / math.log(pt.shape[-1])
+        return {"loss": dino + ibot, "dino": dino.detach(), "ibot": ibot.detach(), "teacher_entropy": entropy}
 
 
 class MaskedPixels(nn.Module):

@@ -61,7 +61,7 @@ RESUMABLE = frozenset(
     {"out_dir", "resume", "steps", "log_every", "ckpt_every", "keep_last", "max_minutes", "max_nonfinite", "device"}
 )
 """Settings a resumed pretraining may change: how long and how often, not what is learned from what."""
-NOT_LOSSES = ("lr", "frames_per_s", "grad_norm", "teacher_momentum")
+NOT_LOSSES = ("lr", "frames_per_s", "grad_norm", "teacher_momentum", "teacher_entropy")
 NO_DECAY = ("cls_token", "mask_token", "register_tokens", "position_embeddings", "original0")
 
 
@@ -397,6 +397,7 @@ class EncoderPretrainer:
             final_losses={k: v for k, v in self.last.items() if k not in NOT_LOSSES},
             final_lr=self.last.get("lr"),
             final_grad_norm=self.last.get("grad_norm"),
+            final_teacher_entropy=self.last.get("teacher_entropy"),
             parameters=sum(p.numel() for p in self.backbone.parameters()),
             **self.data.facts(),
             held_out=self.data.held_out,
