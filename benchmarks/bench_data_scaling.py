@@ -34,9 +34,11 @@ from bench_conditioning import block_moves, run, train_args  # noqa: E402
 from common import report, table  # noqa: E402
 
 from latentwm.config import CEMConfig  # noqa: E402
+from latentwm.io.files import write_json  # noqa: E402
 from latentwm.planning.evaluate import WorldModelRun  # noqa: E402
 from latentwm.planning.ladder import LadderOptions, planning_ladder  # noqa: E402
 from latentwm.report import DINO_WM_SCALING, dino_wm_success_at  # noqa: E402
+from latentwm.report.studies import SCALING_FIGURE, SCALING_FILE  # noqa: E402
 
 CLIP = ["--data.clip-len", "8"]
 """bench_conditioning's clip length: the curve's points are comparable with its arms."""
@@ -219,7 +221,15 @@ def main(argv=None):
         f"error on the goals whose block must move. dino_wm_table5_success: DINO-WM's own "
         f"curve (pretrained DINOv2, its Push-T data, its budget), interpolated — another encoder and other data."
     )
-    fig = plot(rows, Path(args.out) / "data_scaling.png" if args.quick else FIGURE)
+    # what `latentwm demo --data-scaling <out>` shows (a quick run's under <out>/quick, apart from a real curve)
+    here = Path(args.out) / ("quick" if args.quick else "")
+    here.mkdir(parents=True, exist_ok=True)
+    plot(rows, here / SCALING_FIGURE)
+    write_json(
+        here / SCALING_FILE,
+        {"steps": steps, "goals": goals, "encoder": args.encoder, "rows": rows, "quick": args.quick},
+    )
+    fig = here / SCALING_FIGURE if args.quick else plot(rows, FIGURE)
     notes += f" Plot: {fig.relative_to(FIGURE.parents[1]) if not args.quick else fig}."
     report("Data scaling", table(rows, cols), {"rows": rows, "quick": args.quick}, notes, record=not args.quick)
 

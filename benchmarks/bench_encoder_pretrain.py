@@ -45,8 +45,10 @@ from latentwm.data.episodes import load_episode  # noqa: E402
 from latentwm.data.sources.pusht import generate_pusht  # noqa: E402
 from latentwm.encoders.dino import DinoEncoder  # noqa: E402
 from latentwm.envs.pusht import goal_metrics  # noqa: E402
+from latentwm.io.files import write_json  # noqa: E402
 from latentwm.planning.cost_quality import CostQualitySettings, encoder_cost_quality  # noqa: E402
 from latentwm.planning.evaluate import held_out_episodes, sample_goals  # noqa: E402
+from latentwm.report.studies import ENCODERS_FILE  # noqa: E402
 from latentwm.train.encoder_pretrain import run_pretrain_encoder  # noqa: E402
 
 
@@ -210,12 +212,17 @@ def main():
         if args.res224:
             rows += resolution_rows(Path(tmp), args)
     summary = {
+        "episodes": str(episodes),
         "steps_per_objective": args.steps,
         "goals": args.goals,
         "samples": args.samples,
         "rows": rows,
         "quick": args.quick,
     }
+    # what `latentwm demo --encoder-table <out>` shows (a quick run's under <out>/quick, apart from a real table)
+    folder = Path(args.out) / ("quick" if args.quick else "")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / ENCODERS_FILE, summary)
     report(
         "bench_encoder_pretrain: latent cost quality of pretrained encoders (simulator as the model)",
         table(

@@ -2,7 +2,7 @@
 variants of the same model on the same data and steps, scored on held-out rollouts.
 
     python benchmarks/bench_objective_gap.py --cache CACHE --encoder E [--steps 2000] [--clip-len 8]
-        [--variants shortcut,next,clean-context,ramp-weight,v] [--reuse NAME=RUN,...] [--samples 4]
+        [--variants shortcut,next,clean-context,ramp-weight,v,no-bootstrap] [--reuse NAME=RUN,...] [--samples 4]
         [--clips 200] [--out runs/objective_gap] [--quick]
 
 Every variant trains bench_conditioning's model (the cpu preset with 2×2-grouped tokens, the Push-T conditioning,
@@ -16,7 +16,9 @@ from the default):
   context at);
 - ramp-weight: Dreamer 4's w(τ) = 0.9τ + 0.1 (objective.ramp_weight on: the nearly-pure-noise levels, where
   sampling starts and the actions decide the prediction, weigh 0.1–0.3);
-- v: v-prediction (model.prediction v).
+- v: v-prediction (model.prediction v);
+- no-bootstrap: objective.bootstrap_fraction 0 with model.k_max 4 (every clip on flow targets at the one step size
+  the K = 4 sampler uses: what the compute buys when none goes to bootstrap targets for other step sizes).
 Scored: the one-sample error per horizon, the error of the mean of the samples, and their extrapolation to infinitely
 many samples (error = bias + spread / N from N = 1 and N = samples: the part no averaging removes), copy-last's, and
 the action sensitivity (error with another clip's actions − with the true ones). --reuse NAME=RUN scores an existing
@@ -44,6 +46,7 @@ VARIANTS = {
     "clean-context": ["--objective.clean-context", "0.5"],
     "ramp-weight": ["--objective.ramp-weight"],
     "v": ["--model.prediction", "v"],
+    "no-bootstrap": ["--objective.bootstrap-fraction", "0", "--model.k-max", "4"],
 }
 HORIZON = 4
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from latentwm.report.studies import read_data_scaling, read_encoder_table
+
 pytest.importorskip("gym_pusht")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +44,8 @@ def test_data_scaling_and_ladder_quick_runs(tmp_path):
         assert r["goals"] == 2 and 0 <= r["cem_success"] <= 1 and 0 <= r["random_success"] <= 1
         assert all(0 <= r[f"{rung}_success"] <= 1 for rung in ("sim_state", "sim_latent", "state_model"))
         assert r["dino_wm_table5_success"] is None  # below DINO-WM's smallest size: not extrapolated
+    study = read_data_scaling(tmp_path / "quick")  # what `latentwm demo --data-scaling` reads
+    assert study["rows"] == res["rows"] and study["quick"] and study["figure"].endswith("data_scaling.png")
     run = tmp_path / "n12"
     ladder = _run(
         [
@@ -119,6 +123,8 @@ def test_encoder_table_quick_run(tmp_path):
             str(tmp_path / "eps"),
             "--objectives",
             "time-contrastive,dino",
+            "--out",
+            str(tmp_path / "table"),
         ]
     )
     assert [r["objective"] for r in res["rows"]] == ["-", "time-contrastive", "dino"] and res["quick"]
@@ -127,6 +133,7 @@ def test_encoder_table_quick_run(tmp_path):
         assert -1 <= r["rank_corr"] <= 1 and 0 <= r["cem_on_simulator_success"] <= 1
         assert 1 <= r["effective_rank"] <= 64  # the demo encoder's width
     assert 0 < res["rows"][2]["teacher_entropy"] <= 1 and "teacher_entropy" not in res["rows"][1]
+    assert read_encoder_table(tmp_path / "table" / "quick")["rows"] == res["rows"]  # what demo --encoder-table reads
     assert (ROOT / "benchmarks/RESULTS.md").read_bytes() == before
 
 
@@ -172,9 +179,11 @@ def test_objective_gap_quick_run(tmp_path):
     """bench_objective_gap.py --quick: two objectives on one tiny cache, each scored on held-out rollouts (one
     sample, the mean of samples and its extrapolation); printed, not recorded."""
     before = (ROOT / "benchmarks/RESULTS.md").read_bytes()
-    res = _run(["benchmarks/bench_objective_gap.py", "--quick", "--variants", "shortcut,next", "--out", str(tmp_path)])
+    variants = "shortcut,next,no-bootstrap"
+    res = _run(["benchmarks/bench_objective_gap.py", "--quick", "--variants", variants, "--out", str(tmp_path)])
     rows = {r["variant"]: r for r in res["rows"]}
-    assert set(rows) == {"shortcut", "next"} and res["quick"]
+    assert set(rows) == {"shortcut", "next", "no-bootstrap"} and res["quick"]
+    assert rows["no-bootstrap"]["sample_steps"] == 4  # flow targets at the one step size its sampler uses
     assert rows["next"]["num_samples"] == 2 or rows["next"]["mean_of_samples_error"] == rows["next"]["heldout_error"]
     for r in rows.values():
         assert len(r["heldout_error"]) == 4 and r["step"] == 4 and r["num_clips"] > 0

@@ -10,6 +10,7 @@ from latentwm.cli import main
 from latentwm.data.latent_cache import LatentCache
 from latentwm.report.sections import encoder_paragraph
 from tests.faults.fault_helpers import SlowClock
+from tests.test_report_studies import encoders_study, scaling_study
 from tests.test_report_text import _sweep
 
 
@@ -138,20 +139,37 @@ def test_smoke_demo_end_to_end(tmp_path, capsys, monkeypatch):
     assert ms["encoder"]["pretrain"]["steps_done"] == 40 and ms["decoder"]["epochs"] == m["decoder"]["epochs"]
     assert ms["decoder"]["psnr"] == pytest.approx(m["decoder"]["psnr"], abs=1e-6)
 
-    # re-running with unchanged settings reuses every stage (planning included) and says so; training-arms sweeps
-    # given to it join the report's "Does the model listen?" section (report-time only: no stage is redone)
+    # re-running with unchanged settings reuses every stage (planning included) and says so; the benchmark studies
+    # given to it (training arms, the encoder table, the data-scaling curve) join the report (report-time only: no
+    # stage is redone)
     arms = []
     for n in (240, 1000):
         (tmp_path / f"arms{n}").mkdir()
         (tmp_path / f"arms{n}" / "arms.json").write_text(json.dumps(_sweep(n)))
         (tmp_path / f"arms{n}" / "text_arms.png").write_bytes(b"png")
         arms.append(str(tmp_path / f"arms{n}"))
-    assert main(["demo", "--preset", "smoke", "--out-dir", str(out), "--rl", "--text-arms", *arms]) == 0
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    (studies / "encoders.json").write_text(json.dumps(encoders_study()))
+    (studies / "scaling.json").write_text(json.dumps(scaling_study()))
+    (studies / "data_scaling.png").write_bytes(b"curve")
+    flags = ["--encoder-table", str(studies), "--data-scaling", str(studies)]
+    assert main(["demo", "--preset", "smoke", "--out-dir", str(out), "--rl", "--text-arms", *arms, *flags]) == 0
     printed = capsys.readouterr().out
     report = (out / "report" / "report.md").read_text()
     assert "### Training arms: text instead of actions" in report and "At 240 trajectories" in report
     assert (out / "report" / "text_arms_1000.png").read_bytes() == b"png"
-    assert set(json.loads((out / "report" / "metrics.json").read_text())["text"]["arms"]) == {"240", "1000"}
+    m2 = json.loads((out / "report" / "metrics.json").read_text())
+    assert set(m2["text"]["arms"]) == {"240", "1000"}
+    assert "(the encoder table)" in report and "### Data scaling" in report and "![data scaling]" in report
+    assert (
+        report.index("(the encoder table)")
+        < report.index("## Goal-conditioned planning")
+        < report.index("### Data scaling")
+    )
+    assert (out / "report" / "data_scaling.png").read_bytes() == b"curve"
+    assert len(m2["encoder"]["table"]["rows"]) == 2 and len(m2["planning"]["data_scaling"]["rows"]) == 2
+    assert m2["planning"]["success_rate"] == m["planning"]["success_rate"]  # the demo's own planning kept
     stages = (
         "episodes",
         "encoder",
@@ -377,10 +395,17 @@ def test_state_cost_diagnosis_verdict_depends_on_the_probe():
     assert "inconclusive" in coarse and "Taken at face value" in coarse and "agent" in coarse
 
 
-def test_demo_text_arms_folder_without_arms_json_fails_before_any_stage(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "flag, name, bench",
+    [
+        ("--text-arms", "arms.json", "bench_text_arms.py"),
+        ("--encoder-table", "encoders.json", "bench_encoder_pretrain.py"),
+        ("--data-scaling", "scaling.json", "bench_data_scaling.py"),
+    ],
+)
+def test_demo_study_folder_without_its_file_fails_before_any_stage(tmp_path, capsys, flag, name, bench):
     out = tmp_path / "demo"
-    assert main(["demo", "--preset", "smoke", "--out-dir", str(out), "--text-arms", str(tmp_path)]) == 2
+    assert main(["demo", "--preset", "smoke", "--out-dir", str(out), flag, str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"latentwm demo: {tmp_path / 'arms.json'}: no arms.json (a benchmarks/bench_text_arms.py output "
-                   "folder has one)"]  # fmt: skip
+    assert err == [f"latentwm demo: {tmp_path / name}: no {name} (a benchmarks/{bench} output folder has one)"]
     assert not (out / "episodes").exists()  # nothing was made

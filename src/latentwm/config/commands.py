@@ -289,6 +289,12 @@ class DemoConfig:
     per data size: joint, text-only, action-only and motion-class arms on the same data): the report's "Does the
     model listen?" section adds how much of the actions' gain text alone reaches at each data size and how many steps
     it needs, the arms' tables and curves."""
+    encoder_table: str | None = None
+    """The encoder table to show under the encoder (a `benchmarks/bench_encoder_pretrain.py` output folder, holding
+    encoders.json): every candidate encoder scored on what the planning cost must resolve."""
+    data_scaling: str | None = None
+    """The data-scaling curve to show after planning (a `benchmarks/bench_data_scaling.py` output folder, holding
+    scaling.json and data_scaling.png): success against training trajectories beside DINO-WM's Table 5."""
     state_cost_diagnosis: bool = True
     """Also plan with CEM on the state probe's pose cost alone (visual and proprio weights 0; same goals and seeds):
     if that cannot move the block either, the dynamics model, not the encoder's latent cost, is the bottleneck."""

@@ -49,6 +49,7 @@ from latentwm.planning.state_probe import (
 )
 from latentwm.planning.text_meaning import MeaningCheck, direction_accuracy
 from latentwm.report import ReportRun, StageResults, write_report
+from latentwm.report.studies import read_data_scaling, read_encoder_table
 from latentwm.report.text import read_arms
 from latentwm.rl.runner import run_rl
 from latentwm.rollout import Sampling
@@ -88,7 +89,10 @@ def run_demo(cfg: DemoConfig) -> Path:
     if cfg.fresh and out.exists():
         shutil.rmtree(out)
     run = DemoRun(cfg, out, cfg.experiment(), Stages(redo=frozenset({cfg.redo} if cfg.redo else ())), _stages(10))
-    arms = tuple(read_arms(Path(f)) for f in cfg.text_arms)  # read first: a wrong folder fails before hours of work
+    # the studies are read first: a wrong folder fails before hours of work
+    arms = tuple(read_arms(Path(f)) for f in cfg.text_arms)
+    encoder_table = read_encoder_table(Path(cfg.encoder_table)) if cfg.encoder_table else None
+    scaling = read_data_scaling(Path(cfg.data_scaling)) if cfg.data_scaling else None
     facts, encoder, encoder_info, decoder = data_stages(run)
     trainer, data, kept, state_probe, results = model_stages(run)
     planning = rl = None
@@ -169,6 +173,8 @@ def run_demo(cfg: DemoConfig) -> Path:
             text_eval=text_eval,
             text_goal=text_goal_comparison(planning) if planning else None,
             text_arms=arms,
+            encoder_table=encoder_table,
+            data_scaling=scaling,
         ),
     )
     print(f"\nreport: {report / 'report.md'}\nmetrics: {report / 'metrics.json'}")

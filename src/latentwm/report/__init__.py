@@ -12,7 +12,8 @@
   text.gain_curve [[step, gain]], text.half_gain_step, text.final_gain (± final_gain_stderr,
   final_gain_above_noise: > 2 standard errors), text.by_horizon {horizons,
   text_conditioned, no_text, shuffled_text}, text.shuffled_minus_true_h8, text.goal_planning, and action.gain_curve /
-  half_gain_step / final_gain (report/text.py), ...
+  half_gain_step / final_gain (report/text.py), text.arms[N] (training arms), encoder.table and
+  planning.data_scaling (benchmark studies, report/studies.py), ...
 The markdown sections live in `report.sections`.
 """
 
@@ -38,6 +39,13 @@ from latentwm.report.sections import (
     state_section,
     training_section,
     videos_section,
+)
+from latentwm.report.studies import (
+    SCALING_FIGURE,
+    data_scaling_metrics,
+    data_scaling_section,
+    encoder_table_metrics,
+    encoder_table_section,
 )
 from latentwm.report.text import arms_metrics, arms_section, text_metrics, text_section
 
@@ -121,6 +129,12 @@ class StageResults:
     text_arms: tuple[dict, ...] = ()
     """Training-arms sweeps (report/text.py `read_arms`, one per data size): their answer, tables and curves join
     the "Does the model listen?" section; metrics.json's text.arms holds their figures."""
+    encoder_table: dict | None = None
+    """The encoder table (report/studies.py `read_encoder_table`): shown under the encoder paragraph; metrics.json's
+    encoder.table."""
+    data_scaling: dict | None = None
+    """The data-scaling curve (report/studies.py `read_data_scaling`): shown after planning with its plot;
+    metrics.json's planning.data_scaling."""
 
 
 def write_report(out: str | Path, exp: ExperimentConfig, run: ReportRun, stages: StageResults = StageResults()) -> Path:
@@ -159,6 +173,8 @@ def write_report(out: str | Path, exp: ExperimentConfig, run: ReportRun, stages:
         for sw in stages.text_arms:
             if sw.get("figure"):
                 shutil.copyfile(sw["figure"], out / f"text_arms_{sw['trajectories']}.png")
+    if stages.encoder_table is not None:
+        metrics["encoder"]["table"] = encoder_table_metrics(stages.encoder_table)
     if stages.decoder is not None:
         metrics["decoder"] = {
             k: stages.decoder[k]
@@ -180,6 +196,10 @@ def write_report(out: str | Path, exp: ExperimentConfig, run: ReportRun, stages:
         metrics["rl"] = stages.rl
     if stages.planning is not None:
         metrics["planning"] = {k: stages.planning[k] for k in _PLANNING_KEYS if k in stages.planning}
+    if stages.data_scaling is not None:
+        metrics.setdefault("planning", {})["data_scaling"] = data_scaling_metrics(stages.data_scaling)
+        if stages.data_scaling.get("figure"):
+            shutil.copyfile(stages.data_scaling["figure"], out / SCALING_FIGURE)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (out / "report.md").write_text(_markdown(exp, metrics, run.encoder_label, bool(ev), gifs, stages))
     return out
@@ -310,6 +330,7 @@ def _markdown(
     return f"""# latentwm demo report — Push-T
 
 {encoder_paragraph(metrics["encoder"], encoder_label)}
+{_encoder_table(stages.encoder_table, encoder_label)}
 
 - preset `{exp.preset}`: dynamics model of {params} parameters, {steps} steps
 {data_lines(data, exp)}
@@ -320,6 +341,7 @@ def _markdown(
 {_arms(stages.text_arms)}
 {state_section(state) if state is not None else ""}
 {planning_section(planning) if planning is not None else ""}
+{_scaling(stages.data_scaling)}
 {rl_section(rl) if rl is not None else ""}
 {training_section(metrics["training"], has_eval_curve)}
 
@@ -327,6 +349,16 @@ def _markdown(
 
 {chr(10).join(f"![rollout {i}](rollouts/{p.name})" for i, p in enumerate(gifs))}
 """
+
+
+def _encoder_table(study: dict | None, encoder_label: str) -> str:
+    return "" if study is None else encoder_table_section(study, encoder_label) + "\n"
+
+
+def _scaling(study: dict | None) -> str:
+    if study is None:
+        return ""
+    return data_scaling_section(study, SCALING_FIGURE if study.get("figure") else None)
 
 
 def _arms(sweeps: tuple[dict, ...]) -> str:
