@@ -3,7 +3,8 @@ condition's held-out gain measured with the other condition removed, against tra
 
     python benchmarks/bench_text_arms.py --episodes EPISODES [--steps 2000] [--eval-every 200]
                                          [--arms joint,text-only,action-only,motion-class] [--encoder E]
-                                         [--out runs/text_arms] [--narration direction|magnitude] [--quick]
+                                         [--out runs/text_arms] [--narration direction|magnitude]
+                                         [--floor-draws 6] [--quick]
 
 EPISODES: a `latentwm generate pusht` folder (its narrations: one sentence per 20-step segment, training
 paraphrases; held-out paraphrases kept apart; --narration magnitude: the sentences that say how far and which way,
@@ -22,7 +23,10 @@ clip): eval/{text,action}{,_alone}_gain_mean ± stderr (eval/metrics.py). Scored
 standard errors and the step each alone-gain first reaches half its final value, with an interval (the steps where
 gain + 2 s.e. and gain − 2 s.e. first reach it); each arm's run folder gets a metrics.json with the demo's `text` /
 `action` sections (`text.alone.half_gain_step`, ...; the rows' `text.half_gain_step` / `action.half_gain_step` are
-the alone ones). Every stage resumes. --quick: tiny sizes, printed, not recorded.
+the alone ones). The floor: an arm never trained on a condition still "gains" from it (its input layer is a random
+projection of the condition, correlated with the future by chance); the text-only arm's action path and the
+action-only arm's text path are redrawn --floor-draws times and scored the same way (untrained_floor), the spread a
+trained gain must exceed. Every stage resumes. --quick: tiny sizes, printed, not recorded.
 Last line: JSON {"rows": [...], ...}.
 """
 
@@ -35,6 +39,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch.utils.data import Subset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -86,6 +91,8 @@ class Sweep:
     how far and which way: pusht_language's magnitude style); another style's caches, arms and results go to
     <out>/<style>/."""
     quick: bool = False
+    floor_draws: int = 0
+    """Redraws of the untrained condition path of the text-only and action-only arms (untrained_floor); 0: none."""
 
     def folder(self, name: str) -> Path:
         """<out>/<name> for the stored narration, <out>/<style>/<name> for another (name "": the sweep's folder)."""
@@ -108,6 +115,8 @@ def arm(sw: Sweep, name: str) -> dict:
     gains, errs = gain_curves(d), gain_curves(d, "gain_stderr")
     row: dict = {"arm": name, "text": text, "steps": sw.steps}
     row["direction"] = meaning(sw.folder(""), cache, d, sw.steps, sw.quick)
+    if sw.floor_draws and name in UNTRAINED:
+        row["untrained_floor"] = untrained_floor(cache, d, UNTRAINED[name], sw.steps, sw.floor_draws, sw.quick)
     # the arm's metrics.json, as a demo run's: text / action sections with half_gain_step, alone ones inside, and
     # the final model's per-horizon gains with the other condition removed (text_only_gain / action_only_gain)
     sections = text_metrics(d, d, horizon_gains(cache, d, sw.steps, sw.quick), None, row["direction"])
@@ -154,6 +163,20 @@ HORIZON_CLIPS = 480
 """At most this many held-out clips (evenly spaced over the split) in the per-horizon evaluation."""
 
 
+def _final_eval(cache: Path, exp, quick: bool, gain: tuple[str, ...]) -> tuple:
+    """The final evaluations' held-out clips (at most HORIZON_CLIPS, evenly spaced; held-out paraphrases) as a
+    loader, and their options (condition gains of `gain`)."""
+    r = exp.rollout
+    data = LatentClipDataset(str(cache), r.context + HORIZON, "eval", model_clip_options(exp, text=True))
+    n = min(len(data), 24 if quick else HORIZON_CLIPS)
+    if n == 0:
+        raise SystemExit(f"bench_text_arms: no held-out clip of {r.context + HORIZON} frames in {cache}")
+    picked = Subset(data, [round(i * len(data) / n) for i in range(n)])
+    opts = EvalOptions(seed=exp.train.seed, condition_gain=gain, text_guidance=r.text_guidance,
+                       sample_steps=r.sample_steps)  # fmt: skip
+    return eval_loader(picked, exp.model.action_dim), opts
+
+
 def horizon_gains(cache: Path, run_dir: Path, steps: int, quick: bool = False) -> dict:
     """The arm's final model (EMA) rolled out HORIZON frames after the run's context on held-out clips (held-out
     paraphrases), each condition's gain per horizon with the other present and removed from the whole clip
@@ -163,17 +186,54 @@ def horizon_gains(cache: Path, run_dir: Path, steps: int, quick: bool = False) -
     if f.exists() and json.loads(f.read_text()).get("steps") == steps:
         return json.loads(f.read_text())["eval"]
     model, exp, _ = load_world_model(run_dir)
-    r = exp.rollout
-    data = LatentClipDataset(str(cache), r.context + HORIZON, "eval", model_clip_options(exp, text=True))
-    n = min(len(data), 24 if quick else HORIZON_CLIPS)
-    if n == 0:
-        raise SystemExit(f"bench_text_arms: no held-out clip of {r.context + HORIZON} frames in {cache}")
-    picked = Subset(data, [round(i * len(data) / n) for i in range(n)])
-    opts = EvalOptions(seed=exp.train.seed, condition_gain=("text", "action"), text_guidance=r.text_guidance,
-                       sample_steps=r.sample_steps)  # fmt: skip
-    res = rollout_errors(model, eval_loader(picked, exp.model.action_dim), r.context, HORIZON, opts)
+    loader, opts = _final_eval(cache, exp, quick, ("text", "action"))
+    res = rollout_errors(model, loader, exp.rollout.context, HORIZON, opts)
     f.write_text(json.dumps({"steps": steps, "eval": res}, indent=1, default=float))
     return res
+
+
+UNTRAINED = {"text-only": "action", "action-only": "text"}
+"""The condition each arm never trains on (always null): its input layer stays as initialized."""
+
+
+def untrained_floor(cache: Path, run_dir: Path, cond: str, steps: int, draws: int, quick: bool = False) -> dict:
+    """What an untrained condition path 'gains': the arm never saw `cond`, so its input layer (`{cond}_in`) is a
+    random projection, and a random projection of the true condition correlates with the future by chance — with a
+    sign and size set by the draw, not by learning. The floor: the alone gain (mean over horizons 1–HORIZON, same
+    clips and noise as horizon_gains) with that layer redrawn `draws` times (seeds 1..draws, rescaled to the saved
+    layer's norm) beside the saved layer's; a trained condition's gain means listening only beyond this spread.
+    Cached in the run folder, keyed on the step count and the draws."""
+    f = run_dir / f"floor_{cond}.json"
+    if f.exists() and (kept := json.loads(f.read_text())).get("key") == [steps, draws]:
+        return kept["floor"]
+    saved_gain = horizon_gains(cache, run_dir, steps, quick)["condition_gain"][f"{cond}_alone"]
+    model, exp, _ = load_world_model(run_dir)
+    layer = getattr(model, f"{cond}_in")
+    saved = layer.weight.detach().clone()
+    loader, opts = _final_eval(cache, exp, quick, (cond,))
+    gains, stderrs = [], []
+    for seed in range(1, draws + 1):
+        w = torch.randn(saved.shape, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            layer.weight.copy_(w * (saved.norm() / w.norm()))
+        g = rollout_errors(model, loader, exp.rollout.context, HORIZON, opts)["condition_gain"][f"{cond}_alone"]
+        gains.append(sum(g["gain"]) / len(g["gain"]))
+        stderrs.append(g["gain_stderr"])
+    mean = sum(gains) / len(gains)
+    sd = (sum((g - mean) ** 2 for g in gains) / max(1, len(gains) - 1)) ** 0.5
+    floor = {
+        "condition": cond,
+        "saved_layer_gain": sum(saved_gain["gain"]) / len(saved_gain["gain"]),
+        "saved_layer_gain_stderr": saved_gain["gain_stderr"],
+        "redrawn_gains": gains,
+        "redrawn_stderrs": stderrs,
+        "mean": mean,
+        "sd": sd,
+        "max_abs": max(abs(g) for g in gains),
+        "draws": draws,
+    }
+    f.write_text(json.dumps({"key": [steps, draws], "floor": floor}, indent=1))
+    return floor
 
 
 FIGURES = Path(__file__).resolve().parent / "figures"
@@ -213,6 +273,15 @@ def plot(rows: list[dict], path: Path, trajectories: int) -> Path:
     return path
 
 
+def _floor_cells(floor: dict | None) -> dict:
+    """The table's untrained-floor columns: the condition, the saved layer's gain, the redrawn layers' mean ± sd."""
+    if not floor:
+        return {"untrained_path": "", "untrained_saved_gain": None, "untrained_redrawn_mean": None,
+                "untrained_redrawn_sd": None}  # fmt: skip
+    return {"untrained_path": floor["condition"], "untrained_saved_gain": floor["saved_layer_gain"],
+            "untrained_redrawn_mean": floor["mean"], "untrained_redrawn_sd": floor["sd"]}  # fmt: skip
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--episodes", default="")
@@ -222,6 +291,7 @@ def main(argv=None):
     ap.add_argument("--encoder", default="tiny-random")
     ap.add_argument("--out", default="runs/text_arms")
     ap.add_argument("--narration", choices=sorted(MOTION), default="direction")
+    ap.add_argument("--floor-draws", type=int, default=6, help="redraws of an arm's untrained condition path (0: none)")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -230,7 +300,8 @@ def main(argv=None):
         generate_pusht(GenerateConfig(out_dir=str(episodes), num_episodes=8, max_steps=60, workers=1),
                        show_progress=False)  # fmt: skip
     steps, every = (4, 2) if args.quick else (args.steps, args.eval_every)
-    sw = Sweep(out, episodes, steps, every, args.encoder, args.narration, args.quick)
+    draws = min(args.floor_draws, 2) if args.quick else args.floor_draws
+    sw = Sweep(out, episodes, steps, every, args.encoder, args.narration, args.quick, draws)
     rows = [arm(sw, a) for a in args.arms.split(",")]
     cols = ["arm", "text_alone_gain", "text_alone_gain_stderr", "text_gain", "action_alone_gain", "action_gain"]
     flat = [
@@ -238,6 +309,7 @@ def main(argv=None):
         | {"text_alone_half_gain": json.dumps(r["text_alone_half_gain"])}
         | {f"direction_{k}": r["direction"].get(k) for k in ("accuracy", "chance", "ceiling", "null_text_accuracy")}
         | {"text_only_h4_8_above_3se": json.dumps(above_3se_h4_8(r.get("text_only_gain")))}
+        | _floor_cells(r.get("untrained_floor"))
         for r in rows
     ]
     notes = (
@@ -247,8 +319,10 @@ def main(argv=None):
         f"[step, low, high], the step the alone text gain first reaches half its final value and its interval; "
         f"direction_*: the meaning check (planning/text_meaning.py) of text-only futures, context 4, horizon 4, on "
         f"held-out clips under one sentence: accuracy of the imagined motion's 8-way direction, chance "
-        f"(shuffled sentences), ceiling (the true future read the same way), null text. Narration style: "
-        f"{args.narration}."
+        f"(shuffled sentences), ceiling (the true future read the same way), null text. untrained_*: the arm's "
+        f"never-trained condition path (text-only: actions; action-only: text), its alone gain over horizons 1–"
+        f"{HORIZON} with the saved input layer and with the layer redrawn {draws} times (mean ± sd): what a random "
+        f"projection of the condition gains by chance. Narration style: {args.narration}."
     )
     n_traj = len(list(episodes.glob("*.npz")))
     # the sweep's own folder: arms.json, the curves and a report section (the demo's --text-arms reads them)

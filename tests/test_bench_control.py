@@ -158,6 +158,13 @@ def test_text_arms_quick_run(tmp_path):
         assert only["horizons"] == list(range(1, 9)) and len(only["by_horizon"]) == len(only["stderr"]) == 8
         assert r["text_only_gain"] == only and r["action_only_gain"] == metrics["action"]["action_only_gain"]
     assert rows["motion-class"]["text"] == "pusht-motion-class"
+    for name, cond in (("text-only", "action"), ("action-only", "text")):  # the never-trained path, redrawn
+        floor = rows[name]["untrained_floor"]
+        assert floor["condition"] == cond and floor["draws"] == 2 and len(floor["redrawn_gains"]) == 2
+        assert floor["redrawn_gains"][0] != floor["redrawn_gains"][1]  # each draw its own chance correlation
+        saved = rows[name][f"{cond}_only_gain"]["by_horizon"]  # the saved layer: the final evaluation's own gain
+        assert floor["saved_layer_gain"] == pytest.approx(sum(saved) / len(saved))
+    assert "untrained_floor" not in rows["joint"] and "untrained_floor" not in rows["motion-class"]
     assert (tmp_path / "text_arms.png").stat().st_size > 0  # the curves, drawn
     sweep = json.loads((tmp_path / "arms.json").read_text())  # what the demo's --text-arms reads
     assert sweep["rows"] == res["rows"] and sweep["trajectories"] == 8 and sweep["steps"] == 4

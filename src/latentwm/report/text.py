@@ -323,7 +323,7 @@ def arms_metrics(sweep: dict) -> dict:
     ([step, low, high]), the per-horizon gains with the other condition removed, and the meaning check."""
     keys = ("text_alone_gain", "text_alone_gain_stderr", "action_alone_gain", "action_alone_gain_stderr",
             "text_alone_half_gain", "action_alone_half_gain", "text.half_gain_step", "action.half_gain_step",
-            "text_only_gain", "action_only_gain", "direction")  # fmt: skip
+            "text_only_gain", "action_only_gain", "direction", "untrained_floor")  # fmt: skip
     arms = {r["arm"]: {k: r.get(k) for k in keys} for r in sweep["rows"]}
     return {"steps": sweep["steps"], "arms": arms, "answer": arms_answer(sweep)}
 
@@ -364,7 +364,14 @@ def arms_answer(sweep: dict) -> str | None:
     floor = t.get("action_alone_gain")  # the text-only arm never trained on actions: what an unused path scores
     if floor is not None:
         floor_se = t.get("action_alone_gain_stderr")
-        out += f" (an untrained path's floor, the text-only arm's own action gain: {_gain(floor, floor_se)})"
+        out += f" (an untrained path's floor, the text-only arm's own action gain: {_gain(floor, floor_se)}"
+        redrawn = t.get("untrained_floor")
+        if redrawn:
+            out += (
+                f"; its action layer redrawn {redrawn['draws']} times: {redrawn['mean']:+.4f} ± {redrawn['sd']:.4f} "
+                f"(sd over draws; largest |gain| {redrawn['max_abs']:.4f})"
+            )
+        out += ")"
     half = t.get("text_alone_half_gain")
     out += f"; half of it by step {_half(half)}" if half else "; no half-gain step (the gain is not above 2 s.e.)"
     clear = above_3se_h4_8(t.get("text_only_gain"))
