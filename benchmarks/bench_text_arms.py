@@ -165,7 +165,8 @@ HORIZON_CLIPS = 480
 
 def _final_eval(cache: Path, exp, quick: bool, gain: tuple[str, ...]) -> tuple:
     """The final evaluations' held-out clips (at most HORIZON_CLIPS, evenly spaced; held-out paraphrases) as a
-    loader, and their options (condition gains of `gain`)."""
+    function making a fresh loader (a loader is consumed by one evaluation), and their options (condition gains of
+    `gain`)."""
     r = exp.rollout
     data = LatentClipDataset(str(cache), r.context + HORIZON, "eval", model_clip_options(exp, text=True))
     n = min(len(data), 24 if quick else HORIZON_CLIPS)
@@ -174,7 +175,7 @@ def _final_eval(cache: Path, exp, quick: bool, gain: tuple[str, ...]) -> tuple:
     picked = Subset(data, [round(i * len(data) / n) for i in range(n)])
     opts = EvalOptions(seed=exp.train.seed, condition_gain=gain, text_guidance=r.text_guidance,
                        sample_steps=r.sample_steps)  # fmt: skip
-    return eval_loader(picked, exp.model.action_dim), opts
+    return (lambda: eval_loader(picked, exp.model.action_dim)), opts
 
 
 def horizon_gains(cache: Path, run_dir: Path, steps: int, quick: bool = False) -> dict:
@@ -187,7 +188,7 @@ def horizon_gains(cache: Path, run_dir: Path, steps: int, quick: bool = False) -
         return json.loads(f.read_text())["eval"]
     model, exp, _ = load_world_model(run_dir)
     loader, opts = _final_eval(cache, exp, quick, ("text", "action"))
-    res = rollout_errors(model, loader, exp.rollout.context, HORIZON, opts)
+    res = rollout_errors(model, loader(), exp.rollout.context, HORIZON, opts)
     f.write_text(json.dumps({"steps": steps, "eval": res}, indent=1, default=float))
     return res
 
@@ -216,7 +217,7 @@ def untrained_floor(cache: Path, run_dir: Path, cond: str, steps: int, draws: in
         w = torch.randn(saved.shape, generator=torch.Generator().manual_seed(seed))
         with torch.no_grad():
             layer.weight.copy_(w * (saved.norm() / w.norm()))
-        g = rollout_errors(model, loader, exp.rollout.context, HORIZON, opts)["condition_gain"][f"{cond}_alone"]
+        g = rollout_errors(model, loader(), exp.rollout.context, HORIZON, opts)["condition_gain"][f"{cond}_alone"]
         gains.append(sum(g["gain"]) / len(g["gain"]))
         stderrs.append(g["gain_stderr"])
     mean = sum(gains) / len(gains)
