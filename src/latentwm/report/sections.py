@@ -275,14 +275,16 @@ Executed episodes (left) beside the goal image (right); the strip turns green on
 """
 
 
+def rate_or_px(v: float | None, px: bool = False) -> str:
+    """A table cell: a rate to 2 decimals, pixels (px) to whole ones, "–" for a value not measured."""
+    return "–" if v is None else (f"{v:.0f}" if px else f"{v:.2f}")
+
+
 def _ladder(lad: dict | None) -> str:
     """The planning ladder's table (planning/ladder.py), or nothing."""
     if not lad:
         return ""
-
-    def f(v, px=False):
-        return "–" if v is None else (f"{v:.0f}" if px else f"{v:.2f}")
-
+    f = rate_or_px
     rows = "\n".join(
         f"| {name} | {f(r['success_rate'])} | {f(r['success_rate_joint'])} | "
         f"{f(r['success_rate_block_moves'])} | {f(r['block_px'], True)} | "
@@ -368,6 +370,7 @@ in the real gym-pusht environment on {rl["episodes"]} seeded resets, {rl["max_mo
 __all__ = [
     "STATE_COST",
     "encoder_paragraph",
+    "rate_or_px",
     "planning_section",
     "rl_section",
     "rollout_section",

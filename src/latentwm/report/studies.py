@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from latentwm.config import LatentwmError
+from latentwm.report.sections import rate_or_px
 
 ENCODERS_FILE = "encoders.json"
 SCALING_FILE = "scaling.json"
@@ -47,7 +48,9 @@ _SCALING_KEYS = (
 """metrics.json's planning.data_scaling keeps these per size."""
 
 
-def _read(folder: Path, name: str, bench: str, expected: str) -> dict:
+def read_study(folder: Path, name: str, bench: str, expected: str) -> dict:
+    """`folder`/`name`, the JSON file benchmarks/`bench` leaves in its output folder: a dict with a non-empty "rows"
+    list, or a LatentwmError naming the file (missing, not JSON, or not what `expected` describes)."""
     f = Path(folder) / name
     if not f.is_file():
         raise LatentwmError(f"{f}: no {name} (a benchmarks/{bench} output folder has one)")
@@ -62,7 +65,7 @@ def _read(folder: Path, name: str, bench: str, expected: str) -> dict:
 
 def read_encoder_table(folder: Path) -> dict:
     """bench_encoder_pretrain's encoders.json: {episodes, steps_per_objective, goals, samples, rows: [...]}."""
-    study = _read(folder, ENCODERS_FILE, "bench_encoder_pretrain.py", "{steps_per_objective, rows: [...]}")
+    study = read_study(folder, ENCODERS_FILE, "bench_encoder_pretrain.py", "{steps_per_objective, rows: [...]}")
     if any(not isinstance(r, dict) or "encoder" not in r for r in study["rows"]):
         raise LatentwmError(f"{Path(folder) / ENCODERS_FILE}: every row needs an 'encoder' name")
     return study
@@ -70,7 +73,7 @@ def read_encoder_table(folder: Path) -> dict:
 
 def read_data_scaling(folder: Path) -> dict:
     """bench_data_scaling's scaling.json (and its figure's path under "figure", None when not drawn)."""
-    study = _read(folder, SCALING_FILE, "bench_data_scaling.py", "{steps, rows: [{trajectories, ...}, ...]}")
+    study = read_study(folder, SCALING_FILE, "bench_data_scaling.py", "{steps, rows: [{trajectories, ...}, ...]}")
     if any(not isinstance(r, dict) or "trajectories" not in r for r in study["rows"]):
         raise LatentwmError(f"{Path(folder) / SCALING_FILE}: every row needs 'trajectories'")
     fig = Path(folder) / SCALING_FIGURE
@@ -142,10 +145,7 @@ def data_scaling_metrics(study: dict) -> dict:
 def data_scaling_section(study: dict, figure: str | None) -> str:
     """Markdown: the data-scaling table, smallest size first, with the curve (figure: its link, or None)."""
     rows = sorted(study["rows"], key=lambda r: r["trajectories"])
-
-    def f(v, px=False):
-        return "–" if v is None else (f"{v:.0f}" if px else f"{v:.2f}")
-
+    f = rate_or_px
     table = "\n".join(
         f"| {r['trajectories']:,} | {f(r.get('cem_success'))} | {f(r.get('cem_block_moves'))} | "
         f"{f(r.get('cem_block_px'), True)} | {f(r.get('random_block_px'), True)} | "
@@ -183,4 +183,5 @@ __all__ = [
     "encoder_table_section",
     "read_data_scaling",
     "read_encoder_table",
+    "read_study",
 ]

@@ -9,13 +9,13 @@ true one, noise-matched: 0 for a model that ignores the condition. Training logs
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 from latentwm.config import LatentwmError
 from latentwm.engine.logging import read_metrics
 from latentwm.eval.visualize import plot_curves
+from latentwm.report.studies import read_study
 
 CONDITIONS = ("text", "action")
 CURVES = (*CONDITIONS, *(f"{c}_alone" for c in CONDITIONS))
@@ -305,15 +305,10 @@ eval_every, encoder, rows: [one row per arm]}; its curves are drawn beside it as
 
 def read_arms(folder: Path) -> dict:
     """A training-arms sweep's arms.json (and its figure's path under "figure", None when not drawn)."""
-    f = Path(folder) / ARMS_FILE
-    if not f.is_file():
-        raise LatentwmError(f"{f}: no {ARMS_FILE} (a benchmarks/bench_text_arms.py output folder has one)")
-    try:
-        sweep = json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LatentwmError(f"{f}: not JSON ({e})") from None
-    if not isinstance(sweep, dict) or not isinstance(sweep.get("rows"), list) or "trajectories" not in sweep:
-        raise LatentwmError(f"{f}: expected {{trajectories, steps, rows: [...]}} as bench_text_arms writes it")
+    expected = "{trajectories, steps, rows: [...]}"
+    sweep = read_study(folder, ARMS_FILE, "bench_text_arms.py", expected)
+    if "trajectories" not in sweep:
+        raise LatentwmError(f"{Path(folder) / ARMS_FILE}: expected {expected} as bench_text_arms.py writes it")
     fig = Path(folder) / "text_arms.png"
     return {**sweep, "figure": str(fig) if fig.is_file() else None}
 
