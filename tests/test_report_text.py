@@ -183,11 +183,11 @@ def test_the_arms_answer_reads_text_only_against_action_only():
     said = arms_answer(_sweep(1000))
     assert said.startswith("At 1,000 trajectories and 2,000 steps, text alone gains +0.0200 ± 0.0040")
     assert "20% of the action-only arm's +0.1000 ± 0.0050" in said and "half of it by step 400 (200–600)" in said
-    assert "untrained path's floor, the text-only arm's own action gain: +0.0000 ± 0.0050)" in said
+    assert "(the text-only arm, never trained on actions, scores on them +0.0000 ± 0.0050)" in said
     sweep = _sweep(1000)  # with the never-trained action layer redrawn: the spread of chance gains beside
     sweep["rows"][1]["untrained_floor"] = {"draws": 6, "mean": -0.001, "sd": 0.006, "max_abs": 0.011}
-    assert "own action gain: +0.0000 ± 0.0050; its action layer redrawn 6 times: -0.0010 ± 0.0060 (sd over draws; " \
-           "largest |gain| 0.0110))" in arms_answer(sweep)  # fmt: skip
+    assert "scores on them +0.0000 ± 0.0050; with its action layer redrawn 6 times, the chance floor: -0.0010 ± " \
+           "0.0060 (sd over draws; largest |gain| 0.0110))" in arms_answer(sweep)  # fmt: skip
     assert "above 3 s.e. at 1 of 5 horizons 4–8" in said  # h4: 0.02 > 3 × 0.004; h5–8: 0.02 < 3 × 0.01
     assert "50% of 300 held-out clips vs 20% by chance (×2.5" in said
     assert "a one-hot of the true motion class in place of the sentence: text alone +0.0300" in said

@@ -359,12 +359,12 @@ def arms_answer(sweep: dict) -> str | None:
     floor = t.get("action_alone_gain")  # the text-only arm never trained on actions: what an unused path scores
     if floor is not None:
         floor_se = t.get("action_alone_gain_stderr")
-        out += f" (an untrained path's floor, the text-only arm's own action gain: {_gain(floor, floor_se)}"
+        out += f" (the text-only arm, never trained on actions, scores on them {_gain(floor, floor_se)}"
         redrawn = t.get("untrained_floor")
         if redrawn:
             out += (
-                f"; its action layer redrawn {redrawn['draws']} times: {redrawn['mean']:+.4f} ± {redrawn['sd']:.4f} "
-                f"(sd over draws; largest |gain| {redrawn['max_abs']:.4f})"
+                f"; with its action layer redrawn {redrawn['draws']} times, the chance floor: {redrawn['mean']:+.4f} ± "
+                f"{redrawn['sd']:.4f} (sd over draws; largest |gain| {redrawn['max_abs']:.4f})"
             )
         out += ")"
     half = t.get("text_alone_half_gain")
