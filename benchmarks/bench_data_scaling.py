@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -223,13 +224,12 @@ def main(argv=None):
     )
     # what `latentwm demo --data-scaling <out>` shows (a quick run's under <out>/quick, apart from a real curve)
     here = Path(args.out) / ("quick" if args.quick else "")
-    here.mkdir(parents=True, exist_ok=True)
     plot(rows, here / SCALING_FIGURE)
     write_json(
         here / SCALING_FILE,
         {"steps": steps, "goals": goals, "encoder": args.encoder, "rows": rows, "quick": args.quick},
     )
-    fig = here / SCALING_FIGURE if args.quick else plot(rows, FIGURE)
+    fig = here / SCALING_FIGURE if args.quick else Path(shutil.copy(here / SCALING_FIGURE, FIGURE))
     notes += f" Plot: {fig.relative_to(FIGURE.parents[1]) if not args.quick else fig}."
     report("Data scaling", table(rows, cols), {"rows": rows, "quick": args.quick}, notes, record=not args.quick)
 

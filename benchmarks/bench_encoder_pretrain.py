@@ -220,9 +220,7 @@ def main():
         "quick": args.quick,
     }
     # what `latentwm demo --encoder-table <out>` shows (a quick run's under <out>/quick, apart from a real table)
-    folder = Path(args.out) / ("quick" if args.quick else "")
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / ENCODERS_FILE, summary)
+    write_json(Path(args.out) / ("quick" if args.quick else "") / ENCODERS_FILE, summary)  # makes the folder
     report(
         "bench_encoder_pretrain: latent cost quality of pretrained encoders (simulator as the model)",
         table(
