@@ -54,6 +54,7 @@ from latentwm.data.sources.pusht import generate_pusht  # noqa: E402
 from latentwm.encoders.text import MOTION_CLASS, MOTION_CLASS_MAGNITUDE, MotionClassEncoder  # noqa: E402
 from latentwm.engine.checkpoint import load_world_model  # noqa: E402
 from latentwm.eval.metrics import EvalOptions, rollout_errors  # noqa: E402
+from latentwm.model.dynamics import DynamicsModel  # noqa: E402
 from latentwm.planning.state_probe import STATE_PROBE_CONFIG, StateProbe, train_state_probe  # noqa: E402
 from latentwm.planning.text_meaning import MeaningCheck, direction_accuracy  # noqa: E402
 from latentwm.report.text import (  # noqa: E402
@@ -203,29 +204,49 @@ def untrained_floor(cache: Path, run_dir: Path, cond: str, steps: int, draws: in
     sign and size set by the draw, not by learning. The floor: the alone gain (mean over horizons 1–HORIZON, same
     clips and noise as horizon_gains) with that layer redrawn `draws` times (seeds 1..draws, rescaled to the saved
     layer's norm) beside the saved layer's; a trained condition's gain means listening only beyond this spread.
+    Two controls say what the saved layer is: its cosine with the arm's own initial draw (the trainer's seed, the
+    model rebuilt: 1 = never moved by a gradient, only shrunk by weight decay), and the saved layer with its output
+    rows permuted (its values kept, any alignment with the trained network's directions destroyed). The saved layer
+    is scored in the same loop as the redraws, so no difference of evaluation path can separate them.
     Cached in the run folder, keyed on the step count and the draws."""
     f = run_dir / f"floor_{cond}.json"
-    if f.exists() and (kept := json.loads(f.read_text())).get("key") == [steps, draws]:
+    if f.exists() and (kept := json.loads(f.read_text())).get("key") == [steps, draws, FLOOR_VERSION]:
         return kept["floor"]
-    saved_gain = horizon_gains(cache, run_dir, steps, quick)["condition_gain"][f"{cond}_alone"]
+    final = horizon_gains(cache, run_dir, steps, quick)["condition_gain"][f"{cond}_alone"]
     model, exp, _ = load_world_model(run_dir)
     layer = getattr(model, f"{cond}_in")
     saved = layer.weight.detach().clone()
+    torch.manual_seed(exp.train.seed)  # the trainer's: the arm's initial weights, drawn again
+    init = getattr(DynamicsModel(exp.model), f"{cond}_in").weight.detach()
     loader, opts = _final_eval(cache, exp, quick, (cond,))
+
+    def score(w: torch.Tensor) -> tuple[float, float]:
+        with torch.no_grad():
+            layer.weight.copy_(w)
+        g = rollout_errors(model, loader(), exp.rollout.context, HORIZON, opts)["condition_gain"][f"{cond}_alone"]
+        return sum(g["gain"]) / len(g["gain"]), g["gain_stderr"]
+
+    saved_gain, saved_se = score(saved)
     gains, stderrs = [], []
     for seed in range(1, draws + 1):
         w = torch.randn(saved.shape, generator=torch.Generator().manual_seed(seed))
-        with torch.no_grad():
-            layer.weight.copy_(w * (saved.norm() / w.norm()))
-        g = rollout_errors(model, loader(), exp.rollout.context, HORIZON, opts)["condition_gain"][f"{cond}_alone"]
-        gains.append(sum(g["gain"]) / len(g["gain"]))
-        stderrs.append(g["gain_stderr"])
+        g, se = score(w * (saved.norm() / w.norm()))
+        gains.append(g)
+        stderrs.append(se)
+    permuted = [
+        score(saved[torch.randperm(saved.shape[0], generator=torch.Generator().manual_seed(seed))])[0]
+        for seed in range(1, min(draws, 2) + 1)
+    ]
     mean = sum(gains) / len(gains)
     sd = (sum((g - mean) ** 2 for g in gains) / max(1, len(gains) - 1)) ** 0.5
     floor = {
         "condition": cond,
-        "saved_layer_gain": sum(saved_gain["gain"]) / len(saved_gain["gain"]),
-        "saved_layer_gain_stderr": saved_gain["gain_stderr"],
+        "saved_layer_gain": saved_gain,
+        "saved_layer_gain_stderr": saved_se,
+        "final_eval_gain": sum(final["gain"]) / len(final["gain"]),
+        "saved_init_cosine": float(torch.nn.functional.cosine_similarity(saved.flatten(), init.flatten(), dim=0)),
+        "saved_init_norm_ratio": float(saved.norm() / init.norm()),
+        "permuted_gains": permuted,
         "redrawn_gains": gains,
         "redrawn_stderrs": stderrs,
         "mean": mean,
@@ -233,8 +254,13 @@ def untrained_floor(cache: Path, run_dir: Path, cond: str, steps: int, draws: in
         "max_abs": max(abs(g) for g in gains),
         "draws": draws,
     }
-    f.write_text(json.dumps({"key": [steps, draws], "floor": floor}, indent=1))
+    f.write_text(json.dumps({"key": [steps, draws, FLOOR_VERSION], "floor": floor}, indent=1))
     return floor
+
+
+FLOOR_VERSION = 2
+"""Bumped when the floor's measurement changes (2: the saved layer scored in the redraws' loop, its initial draw's
+cosine and permuted rows), so an older cached floor is measured again."""
 
 
 FIGURES = Path(__file__).resolve().parent / "figures"

@@ -162,8 +162,13 @@ def test_text_arms_quick_run(tmp_path):
         floor = rows[name]["untrained_floor"]
         assert floor["condition"] == cond and floor["draws"] == 2 and len(floor["redrawn_gains"]) == 2
         assert floor["redrawn_gains"][0] != floor["redrawn_gains"][1]  # each draw its own chance correlation
-        saved = rows[name][f"{cond}_only_gain"]["by_horizon"]  # the saved layer: the final evaluation's own gain
-        assert floor["saved_layer_gain"] == pytest.approx(sum(saved) / len(saved))
+        saved = rows[name][f"{cond}_only_gain"]["by_horizon"]  # the final evaluation's own gain
+        assert floor["final_eval_gain"] == pytest.approx(sum(saved) / len(saved))
+        # the saved layer scored in the redraws' loop: the same number (one evaluation path for both)
+        assert floor["saved_layer_gain"] == pytest.approx(floor["final_eval_gain"], abs=1e-6)
+        assert floor["saved_init_cosine"] == pytest.approx(1.0, abs=1e-5)  # never moved by a gradient
+        assert 0.9 < floor["saved_init_norm_ratio"] <= 1.0  # only weight decay's shrink
+        assert len(floor["permuted_gains"]) == 2
     assert "untrained_floor" not in rows["joint"] and "untrained_floor" not in rows["motion-class"]
     assert (tmp_path / "text_arms.png").stat().st_size > 0  # the curves, drawn
     sweep = json.loads((tmp_path / "arms.json").read_text())  # what the demo's --text-arms reads
