@@ -33,6 +33,7 @@ Last line: JSON {"rows": [...], ...}.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -51,12 +52,17 @@ from latentwm.data.clip_sets import model_clip_options  # noqa: E402
 from latentwm.data.clips import LatentClipDataset, eval_loader  # noqa: E402
 from latentwm.data.proprio import proprio_stats_of  # noqa: E402
 from latentwm.data.sources.pusht import generate_pusht  # noqa: E402
-from latentwm.encoders.text import MOTION_CLASS, MOTION_CLASS_MAGNITUDE, MotionClassEncoder  # noqa: E402
+from latentwm.encoders.text import (  # noqa: E402
+    MOTION_CLASS,
+    MOTION_CLASS_MAGNITUDE,
+    MotionClassEncoder,
+    open_text_encoder,
+)
 from latentwm.engine.checkpoint import load_world_model  # noqa: E402
 from latentwm.eval.metrics import EvalOptions, rollout_errors  # noqa: E402
 from latentwm.model.dynamics import DynamicsModel  # noqa: E402
 from latentwm.planning.state_probe import STATE_PROBE_CONFIG, StateProbe, train_state_probe  # noqa: E402
-from latentwm.planning.text_meaning import MeaningCheck, direction_accuracy  # noqa: E402
+from latentwm.planning.text_meaning import MeaningCheck, direction_accuracy, wording_readout  # noqa: E402
 from latentwm.report.text import (  # noqa: E402
     ARMS_FILE,
     above_3se_h4_8,
@@ -116,6 +122,8 @@ def arm(sw: Sweep, name: str) -> dict:
     gains, errs = gain_curves(d), gain_curves(d, "gain_stderr")
     row: dict = {"arm": name, "text": text, "steps": sw.steps}
     row["direction"] = meaning(sw.folder(""), cache, d, sw.steps, sw.quick)
+    if text == "minilm" and name != "action-only":  # an arm that learns sentences: on the wording it saw, too
+        row["wording_gain"] = seen_wording_gain(cache, d, sw.steps, sw.quick)
     if sw.floor_draws and name in UNTRAINED:
         row["untrained_floor"] = untrained_floor(cache, d, UNTRAINED[name], sw.steps, sw.floor_draws, sw.quick)
     # the arm's metrics.json, as a demo run's: text / action sections with half_gain_step, alone ones inside, and
@@ -164,12 +172,13 @@ HORIZON_CLIPS = 480
 """At most this many held-out clips (evenly spaced over the split) in the per-horizon evaluation."""
 
 
-def _final_eval(cache: Path, exp, quick: bool, gain: tuple[str, ...]) -> tuple:
-    """The final evaluations' held-out clips (at most HORIZON_CLIPS, evenly spaced; held-out paraphrases) as a
-    function making a fresh loader (a loader is consumed by one evaluation), and their options (condition gains of
-    `gain`)."""
+def _final_eval(cache: Path, exp, quick: bool, gain: tuple[str, ...], heldout_text: bool = True) -> tuple:
+    """The final evaluations' held-out clips (at most HORIZON_CLIPS, evenly spaced; held-out paraphrases, or with
+    heldout_text False the training wording of the same clips) as a function making a fresh loader (a loader is
+    consumed by one evaluation), and their options (condition gains of `gain`)."""
     r = exp.rollout
-    data = LatentClipDataset(str(cache), r.context + HORIZON, "eval", model_clip_options(exp, text=True))
+    opts = dataclasses.replace(model_clip_options(exp, text=True), heldout_text=heldout_text)
+    data = LatentClipDataset(str(cache), r.context + HORIZON, "eval", opts)
     n = min(len(data), 24 if quick else HORIZON_CLIPS)
     if n == 0:
         raise SystemExit(f"bench_text_arms: no held-out clip of {r.context + HORIZON} frames in {cache}")
@@ -191,6 +200,25 @@ def horizon_gains(cache: Path, run_dir: Path, steps: int, quick: bool = False) -
     loader, opts = _final_eval(cache, exp, quick, ("text", "action"))
     res = rollout_errors(model, loader(), exp.rollout.context, HORIZON, opts)
     f.write_text(json.dumps({"steps": steps, "eval": res}, indent=1, default=float))
+    return res
+
+
+def seen_wording_gain(cache: Path, run_dir: Path, steps: int, quick: bool = False) -> dict:
+    """The arm's text-alone gain on the same held-out clips, noise and horizons as horizon_gains, with each frame's
+    training wording in place of its held-out paraphrase: {by_horizon, stderr (of the mean over horizons), mean}
+    beside the held-out wording's mean. What separates "the model learned the sentences" from "its text encoder
+    carries them to new wording". Cached in the run folder, keyed on the step count."""
+    f = run_dir / "wording_eval.json"
+    if f.exists() and json.loads(f.read_text()).get("steps") == steps:
+        return json.loads(f.read_text())["wording"]
+    held = horizon_gains(cache, run_dir, steps, quick)["condition_gain"]["text_alone"]
+    model, exp, _ = load_world_model(run_dir)
+    loader, opts = _final_eval(cache, exp, quick, ("text",), heldout_text=False)
+    seen = rollout_errors(model, loader(), exp.rollout.context, HORIZON, opts)["condition_gain"]["text_alone"]
+    mean = lambda g: sum(g["gain"]) / len(g["gain"])  # noqa: E731
+    res = {"seen": {"by_horizon": seen["gain"], "mean": mean(seen), "stderr": seen["gain_stderr"]},
+           "heldout": {"by_horizon": held["gain"], "mean": mean(held), "stderr": held["gain_stderr"]}}  # fmt: skip
+    f.write_text(json.dumps({"steps": steps, "wording": res}, indent=1, default=float))
     return res
 
 
@@ -309,6 +337,24 @@ def _floor_cells(floor: dict | None) -> dict:
             "untrained_redrawn_mean": floor["mean"], "untrained_redrawn_sd": floor["sd"]}  # fmt: skip
 
 
+def _wording_cells(w: dict | None) -> dict:
+    """The table's wording columns: the final text-alone gain with the training wording and with the held-out one."""
+    return {"text_alone_seen_wording": w["seen"]["mean"] if w else None,
+            "text_alone_heldout_wording": w["heldout"]["mean"] if w else None}  # fmt: skip
+
+
+def wording_readout_of(sw: Sweep) -> dict:
+    """How much of the narration style's meaning all-MiniLM-L6-v2 carries to held-out wording (text_meaning's
+    wording_readout), cached in the sweep's folder."""
+    f = sw.folder("") / "wording_readout.json"
+    if f.exists():
+        return json.loads(f.read_text())
+    res = wording_readout(open_text_encoder("minilm").embed, sw.narration)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps(res, indent=1))
+    return res
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--episodes", default="")
@@ -337,8 +383,10 @@ def main(argv=None):
         | {f"direction_{k}": r["direction"].get(k) for k in ("accuracy", "chance", "ceiling", "null_text_accuracy")}
         | {"text_only_h4_8_above_3se": json.dumps(above_3se_h4_8(r.get("text_only_gain")))}
         | _floor_cells(r.get("untrained_floor"))
+        | _wording_cells(r.get("wording_gain"))
         for r in rows
     ]
+    wording = wording_readout_of(sw) if any(ARMS[a][0] == "minilm" for a in args.arms.split(",")) else None
     notes = (
         f"{len(list(episodes.glob('*.npz')))} Push-T episodes ({episodes}); encoder {args.encoder} (frozen, "
         f"112 px); cpu preset with 2×2-grouped tokens, batch 16, {steps} steps per arm, evaluation every {every} "
@@ -349,12 +397,25 @@ def main(argv=None):
         f"(shuffled sentences), ceiling (the true future read the same way), null text. untrained_*: the arm's "
         f"never-trained condition path (text-only: actions; action-only: text), its alone gain over horizons 1–"
         f"{HORIZON} with the saved input layer and with the layer redrawn {draws} times (mean ± sd): what a random "
-        f"projection of the condition gains by chance. Narration style: {args.narration}."
+        f"projection of the condition gains by chance. text_alone_seen/heldout_wording: the final model's text-alone "
+        f"gain over horizons 1–{HORIZON} on the same clips with the training wording vs the held-out paraphrases. "
+        f"Narration style: {args.narration}."
     )
+    if wording:
+        notes += (
+            " The wording readout (planning/text_meaning.py wording_readout, all-MiniLM-L6-v2, ridge fitted on every "
+            "training paraphrase, scored on every held-out one): "
+            + "; ".join(
+                f"{k} {v['ridge_accuracy']:.2f} (nearest {v['nearest_accuracy']:.2f}, chance "
+                f"{v['chance']:.2f}, {v['classes']} classes)"
+                for k, v in wording.items()
+            )  # fmt: skip
+            + "."
+        )
     n_traj = len(list(episodes.glob("*.npz")))
     # the sweep's own folder: arms.json, the curves and a report section (the demo's --text-arms reads them)
     sweep = {"trajectories": n_traj, "steps": steps, "eval_every": every, "encoder": args.encoder,
-             "narration": args.narration, "rows": rows}  # fmt: skip
+             "narration": args.narration, "rows": rows, "wording_readout": wording}  # fmt: skip
     here = sw.folder("")
     here.mkdir(parents=True, exist_ok=True)
     (here / ARMS_FILE).write_text(json.dumps(sweep, indent=1))
@@ -367,7 +428,8 @@ def main(argv=None):
     said = arms_answer(sweep)
     notes += f"\n\n{said}" if said else ""
     report("bench_text_arms: following text instead of actions", table(flat, list(flat[0])),
-           {"rows": rows, "quick": args.quick}, notes, record=not args.quick)  # fmt: skip
+           {"rows": rows, "wording_readout": wording, "quick": args.quick}, notes,
+           record=not args.quick)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -170,6 +170,12 @@ def test_text_arms_quick_run(tmp_path):
         assert 0.9 < floor["saved_init_norm_ratio"] <= 1.0  # only weight decay's shrink
         assert len(floor["permuted_gains"]) == 2
     assert "untrained_floor" not in rows["joint"] and "untrained_floor" not in rows["motion-class"]
+    for name in ("joint", "text-only"):  # the arms that learn sentences: scored on the wording they saw, too
+        w = rows[name]["wording_gain"]
+        assert len(w["seen"]["by_horizon"]) == len(w["heldout"]["by_horizon"]) == 8
+        assert w["heldout"]["by_horizon"] == rows[name]["text_only_gain"]["by_horizon"]  # the same final evaluation
+    assert "wording_gain" not in rows["motion-class"] and "wording_gain" not in rows["action-only"]
+    assert set(res["wording_readout"]) == {"direction", "template", "class"}  # MiniLM's carry to new wording
     assert (tmp_path / "text_arms.png").stat().st_size > 0  # the curves, drawn
     sweep = json.loads((tmp_path / "arms.json").read_text())  # what the demo's --text-arms reads
     assert sweep["rows"] == res["rows"] and sweep["trajectories"] == 8 and sweep["steps"] == 4

@@ -140,6 +140,27 @@ def test_clip_text_is_the_text_of_each_raw_frame_with_frame_skip(cache):
     assert seen > 40
 
 
+def test_evaluation_can_carry_the_training_paraphrase_instead(cache):
+    """heldout_text=False: evaluation clips get each frame's first training alternative (the wording the model saw),
+    never a held-out paraphrase; the default stays the held-out one."""
+    opts = dict(frame_skip=2, normalize=False, eval_stride=1)
+    ev = LatentClipDataset(cache, 4, split="all", options=ClipOptions(**opts, heldout_text=False))
+    held = {s for *_, s in HELD}
+    seen = 0
+    for k in range(len(ev)):
+        s = ev[k]
+        if s.meta.episode_id != "narr":
+            continue
+        for row, t in enumerate(ev.frames_of(s.meta.start_frame)):
+            alts = _alternatives(int(t))
+            assert bool(s.text_mask[row]) == bool(alts)
+            if alts:
+                torch.testing.assert_close(s.text[row], emb(alts[0]), rtol=0, atol=0)
+                assert alts[0] not in held
+                seen += 1
+    assert seen > 10
+
+
 def test_training_alternatives_vary_per_clip_but_are_deterministic(cache):
     train = LatentClipDataset(
         cache, 3, split="train", options=ClipOptions(frame_skip=2, eval_fraction=0.0, normalize=False)

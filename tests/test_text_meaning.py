@@ -2,6 +2,7 @@
 true future (ceiling), shuffled sentences (chance) and the null-text rollout, on held-out Push-T clips."""
 
 import dataclasses
+import zlib
 
 import numpy as np
 import pytest
@@ -10,10 +11,17 @@ from tiny_models import frozen_futures, oracle_futures
 
 from latentwm.config import get_preset
 from latentwm.data.batch import ClipSample, WorldBatchMetadata
+from latentwm.encoders.text import MotionClassEncoder
 from latentwm.envs.pusht_language import DIRECTIONS, direction_of, parse_sentence
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.planning import text_meaning
-from latentwm.planning.text_meaning import MeaningCheck, direction_accuracy, future_sentence
+from latentwm.planning.text_meaning import (
+    READOUT_LABELS,
+    MeaningCheck,
+    direction_accuracy,
+    future_sentence,
+    wording_readout,
+)
 from latentwm.rollout import Sampling
 
 CHECK = MeaningCheck(context=2, horizon=2, clips=40, sampling=Sampling(steps=1), batch=8, permutations=5)
@@ -96,3 +104,26 @@ def test_the_pusher_is_read_from_the_predicted_proprio_when_the_model_has_it(mea
     with torch.no_grad():
         want = text_meaning.block_centre(probe.predict_pose(lat[1:]).double().numpy())[0]
     assert np.allclose(pos[1], want)
+
+
+@pytest.mark.parametrize("style", ["direction", "magnitude"])
+def test_wording_readout_is_perfect_for_the_class_and_near_chance_for_noise(style):
+    """The motion class itself carries every label to held-out wording exactly; a random vector per sentence (no
+    meaning shared between paraphrases) carries nothing beyond chance."""
+    exact = wording_readout(MotionClassEncoder(style).embed, style)
+    assert set(exact) == set(READOUT_LABELS)
+    for name, r in exact.items():
+        if style == "magnitude" and name == "class":
+            continue  # the factored one-hot of the magnitude style has no row per class: only most labels read
+        assert r["ridge_accuracy"] == 1.0 and r["nearest_accuracy"] == 1.0, name
+        assert 0 < r["chance"] < 1 and r["heldout"] > 0 and r["classes"] >= 2
+
+    def noise(sentences):
+        return np.stack([np.random.default_rng(zlib.crc32(s.encode())).normal(size=32) for s in sentences])
+
+    if style == "magnitude":
+        return  # thousands of sentences: the noise case is the direction style's
+    blind = wording_readout(noise, style)
+    for name, r in blind.items():
+        assert r["train_accuracy"] > r["ridge_accuracy"]  # it fits the wording it saw
+        assert r["ridge_accuracy"] < r["chance"] + 0.2, name  # and reads new wording near chance

@@ -82,6 +82,10 @@ class ClipOptions:
     relative_actions: bool = False
     """Actions relative to the agent (data.relative_actions; data/proprio.py), normalized with the cache's
     relative-action statistics (`LatentClipDataset.action_stats`)."""
+    heldout_text: bool = True
+    """Evaluation clips carry each frame's held-out paraphrase where it has one (wording training never saw); False:
+    the first training paraphrase, which separates "the model learned the sentences" from "its text encoder carries
+    their meaning to new wording"."""
 
 
 class LatentClipDataset(Dataset):
@@ -109,6 +113,7 @@ class LatentClipDataset(Dataset):
         self.clip_len, self.frame_skip, self.split, self.seed = clip_len, frame_skip, split, o.seed
         self.normalize, self.epoch, self.text = o.normalize, 0, o.text
         self.proprio_frames, self.relative_actions = o.proprio_frames, o.relative_actions
+        self.heldout_text = o.heldout_text
         entries = self.cache.entries
         groups: dict[str, list[int]] = {}
         for i, e in enumerate(entries):
@@ -259,7 +264,7 @@ class LatentClipDataset(Dataset):
         states = raw.get("states")
         text_emb = text_mask = None
         if self.text and raw.get("text_emb") is not None:
-            held = raw.get("text_ids_heldout") if self.split != "train" else None  # evaluation's paraphrases
+            held = raw.get("text_ids_heldout") if self.split != "train" and self.heldout_text else None
             text_emb, text_mask = pick_text(
                 raw["text_emb"], raw["text_ids"][t], None if held is None else held[t], text_choice
             )

@@ -31,6 +31,7 @@ score, over its own clips. Direction-style data gives exactly the direction keys
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +50,9 @@ from latentwm.envs.pusht_language import (
     DISTANCE_CAPS,
     block_centre,
     direction_of,
+    heldout_sentences,
     parse_sentence,
+    train_sentences,
     within_one_bin,
 )
 from latentwm.planning.state_probe import StateProbe
@@ -283,4 +286,52 @@ def direction_accuracy(
     return {**out, **extra}
 
 
-__all__ = ["DIRECTIONAL", "ROTATION_ONLY", "ClipTarget", "MeaningCheck", "direction_accuracy"]
+READOUT_LABELS = {
+    "direction": lambda tid, slots: slots.get("direction"),
+    "template": lambda tid, slots: tid,
+    "class": lambda tid, slots: (tid, tuple(sorted((k, v) for k, v in slots.items() if k in ("direction", "sense")))),
+}
+"""What the wording readout asks of a sentence's embedding: the 8-way direction it names (sentences naming one), its
+template (what moves and how: block push, push and turn, pusher move, ...) and the motion class (template, direction
+and sense: the direction style's classes; the magnitude style's without its numbers)."""
+
+
+def wording_readout(embed: Callable[[list[str]], np.ndarray], style: str = "direction", ridge: float = 1.0) -> dict:
+    """How much of what a sentence means a text encoder carries to wording the model never saw: a ridge readout
+    (one-hot targets, penalty `ridge`) fitted on the embeddings of every training paraphrase of the narration style
+    and scored on every held-out paraphrase, per label of READOUT_LABELS; beside it the label of the nearest training
+    sentence (cosine) and chance (the held-out set's most frequent label). A model that learned the training
+    sentences perfectly still meets new wording through this embedding: with a linear text layer the readout is
+    roughly its ceiling. embed: sentences -> (U, E) (a text encoder's `embed`).
+    Returns {label: {ridge_accuracy, train_accuracy, nearest_accuracy, chance, classes, heldout}}."""
+    train, held = train_sentences(style), heldout_sentences(style)
+    x_tr, x_he = np.asarray(embed(train), np.float64), np.asarray(embed(held), np.float64)
+    parsed = [[parse_sentence(t) for t in train], [parse_sentence(t) for t in held]]
+    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
+    nearest = (unit(x_he) @ unit(x_tr).T).argmax(1)  # (U_held,) index of the closest training sentence
+    out = {}
+    for name, label in READOUT_LABELS.items():
+        y_tr = [label(p[0], p[1]) if p else None for p in parsed[0]]
+        y_he = [label(p[0], p[1]) if p else None for p in parsed[1]]
+        keep_tr = np.array([y is not None for y in y_tr])
+        keep_he = np.array([y is not None for y in y_he])
+        classes = sorted({y for y in y_tr if y is not None}, key=repr)
+        index = {c: i for i, c in enumerate(classes)}
+        t_tr = np.array([index[y] for y in y_tr if y is not None])
+        t_he = np.array([index.get(y, -1) for y in y_he if y is not None])
+        a = x_tr[keep_tr]
+        w = np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ np.eye(len(classes))[t_tr])  # (E, C)
+        near = np.array([index.get(y_tr[j], -2) for j in nearest[keep_he]])
+        out[name] = {
+            "ridge_accuracy": float(np.mean((x_he[keep_he] @ w).argmax(1) == t_he)),
+            "train_accuracy": float(np.mean((a @ w).argmax(1) == t_tr)),
+            "nearest_accuracy": float(np.mean(near == t_he)),
+            "chance": float(np.bincount(t_he[t_he >= 0]).max() / len(t_he)),
+            "classes": len(classes),
+            "heldout": int(keep_he.sum()),
+        }
+    return out
+
+
+__all__ = ["DIRECTIONAL", "READOUT_LABELS", "ROTATION_ONLY", "ClipTarget", "MeaningCheck", "direction_accuracy",
+           "wording_readout"]  # fmt: skip
