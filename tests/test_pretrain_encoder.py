@@ -128,10 +128,10 @@ class _ConstantHead(torch.nn.Module):
 
 
 def test_the_teacher_entropy_reads_both_collapse_modes():
-    from latentwm.encoders.ssl import DinoIbot
+    from latentwm.encoders.ssl import DinoIbot, DinoRecipe
 
     cfg = PretrainEncoderConfig(**{k: v for k, v in TINY.items() if k != "eval_fraction"})
-    obj = DinoIbot(build_backbone(cfg), 56, out_dim=64)
+    obj = DinoIbot(build_backbone(cfg), 56, DinoRecipe(out_dim=64, centering="mean"))
     frames = torch.rand(4, 3, 56, 56) * 255
 
     def entropy() -> float:
@@ -290,3 +290,41 @@ def test_missing_data_and_too_few_episodes_are_clear_errors(episodes, tmp_path):
             _cfg(episodes, tmp_path / "o", objective="masked-pixels", frame_stride=16, eval_fraction=0.0),
             show_progress=False,
         )
+
+
+def test_sinkhorn_targets_are_distributions_with_balanced_prototypes():
+    from latentwm.encoders.ssl import sinkhorn_knopp
+
+    logits = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    q = sinkhorn_knopp(logits, temp=0.5, iters=20)
+    torch.testing.assert_close(q.sum(1), torch.ones(16))  # each image: a distribution
+    torch.testing.assert_close(q.sum(0), torch.full((8,), 2.0), atol=1e-3, rtol=0)  # each prototype: B/K images
+    assert torch.isfinite(sinkhorn_knopp(logits * 1e4, temp=0.05)).all()  # large logits cannot overflow
+    # one prototype winning every image (the other collapse mode): the balancing spreads the images over prototypes
+    peaked = torch.zeros(16, 8).index_fill(1, torch.tensor([3]), 5.0) + 0.1 * logits
+    assert sinkhorn_knopp(peaked, temp=0.5, iters=20).argmax(1).unique().numel() > 1
+
+
+def test_koleo_is_lower_for_spread_features():
+    from latentwm.encoders.ssl import koleo
+
+    g = torch.Generator().manual_seed(0)
+    spread = torch.randn(32, 16, generator=g)
+    bunched = torch.randn(1, 16, generator=g) + 0.01 * torch.randn(32, 16, generator=g)
+    assert koleo(spread) < koleo(bunched)
+
+
+def test_dino_recipe_is_validated_and_reaches_the_objective(episodes, tmp_path):
+    from latentwm.encoders.ssl import DinoRecipe
+
+    with pytest.raises(ValueError, match="centering"):
+        DinoRecipe(centering="median")
+    with pytest.raises(ConfigError, match="koleo_weight"):
+        _cfg(episodes, tmp_path, objective="dino", koleo_weight=-1.0)
+    cfg = _cfg(episodes, tmp_path, objective="dino", steps=2, dino_centering="mean", koleo_weight=0.0)
+    tr = EncoderPretrainer(cfg, load_training_frames(cfg, show_progress=False))
+    assert tr.objective.recipe.centering == "mean" and tr.objective.recipe.koleo_weight == 0.0
+    assert tr.fit() == 2 and float(tr.last["koleo"]) == 0.0
+    cfg = _cfg(episodes, tmp_path / "sk", objective="dino", steps=2)
+    tr = EncoderPretrainer(cfg, load_training_frames(cfg, show_progress=False))
+    assert tr.objective.recipe.centering == "sinkhorn" and tr.fit() == 2 and np.isfinite(tr.last["koleo"])

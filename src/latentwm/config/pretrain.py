@@ -56,6 +56,12 @@ class PretrainEncoderConfig:
     mask_ratio: float = 0.0
     """Share of patches masked (dino's iBOT term, masked-pixels, the pixel term); 0: the objective's default
     (dino 0.3, masked-pixels 0.6)."""
+    dino_centering: Literal["sinkhorn", "mean"] = "sinkhorn"
+    """dino: how the teacher's outputs become targets — sinkhorn (DINOv2: Sinkhorn–Knopp, every prototype the same
+    share of the batch) or mean (DINO v1: a running mean subtracted; on Push-T's near-identical frames the teacher
+    turned uniform within 20 steps and stayed there)."""
+    koleo_weight: float = 0.1
+    """dino: weight of DINOv2's KoLeo term spreading the student's CLS features (0: off)."""
     lr: float = 1e-3
     min_lr_ratio: float = 0.01
     """Linear warmup, then cosine to lr · min_lr_ratio."""
@@ -123,6 +129,7 @@ class PretrainEncoderConfig:
             self,
             p,
             "pixel_weight",
+            "koleo_weight",
             "weight_decay",
             "warmup_steps",
             "grad_clip",

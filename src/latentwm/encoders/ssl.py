@@ -18,6 +18,7 @@ the unfolded path, so the saved weights expect what every DINOv2 checkpoint expe
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -81,42 +82,86 @@ class ProjectionHead(nn.Module):
         return self.last(F.normalize(self.mlp(x), dim=-1))
 
 
+@torch.no_grad()
+def sinkhorn_knopp(logits: torch.Tensor, temp: float, iters: int = 3) -> torch.Tensor:
+    """Teacher targets by Sinkhorn–Knopp (SwAV, DINOv2): logits (B, K) -> (B, K), each row a distribution and every
+    prototype given (after enough iterations) the same share of the batch. Against the collapse where one prototype
+    wins every image, the balancing is enforced within each batch rather than by a running center that lags the
+    teacher."""
+    q = torch.exp((logits.float() - logits.float().max()) / temp).T  # (K, B), shifted: exp cannot overflow
+    q = q / q.sum()
+    K, B = q.shape
+    for _ in range(iters):
+        q = q / q.sum(1, keepdim=True).clamp_min(1e-30) / K  # every prototype the same total mass
+        q = q / q.sum(0, keepdim=True).clamp_min(1e-30) / B  # every image one unit of mass
+    return (q * B).T
+
+
+def koleo(x: torch.Tensor) -> torch.Tensor:
+    """KoLeo (DINOv2): −mean log distance of each L2-normalized row of x (B, D) to its nearest other row; it spreads
+    the batch's features over the sphere, against the collapse where every image maps to one point."""
+    x = F.normalize(x.float(), dim=-1)
+    d = torch.cdist(x, x)
+    d = d + torch.eye(len(x), device=x.device) * 1e9  # never oneself
+    return -torch.log(d.min(1).values + 1e-8).mean()
+
+
+@dataclass(frozen=True)
+class DinoRecipe:
+    """DINOv2's recipe knobs, scaled down; each with the recipe's value unless a config sets it.
+
+    out_dim: prototypes K of both heads; local_crops / local_size: the small views (None: half the image, in whole
+    patches); mask_ratio: iBOT's share of masked patches; student_temp / teacher_temp: softmax temperatures;
+    centering: how the teacher's outputs become targets — "sinkhorn" (DINOv2: batch-balanced, Sinkhorn–Knopp) or
+    "mean" (DINO v1: an EMA of the mean output subtracted, momentum center_momentum); koleo_weight: weight of the
+    KoLeo spreading term on the student's CLS features (0: off)."""
+
+    out_dim: int = 1024
+    local_crops: int = 4
+    local_size: int | None = None
+    mask_ratio: float = 0.3
+    student_temp: float = 0.1
+    teacher_temp: float = 0.05
+    centering: str = "sinkhorn"
+    center_momentum: float = 0.9
+    koleo_weight: float = 0.1
+
+    def __post_init__(self):
+        if self.centering not in ("sinkhorn", "mean"):
+            raise ValueError(f"DinoRecipe.centering must be 'sinkhorn' or 'mean', got {self.centering!r}")
+
+
 class DinoIbot(nn.Module):
     """DINO (CLS, across views) + iBOT (masked patches) self-distillation; see the module docstring.
 
     backbone: the student (trained, saved); the teacher is an EMA copy updated by `update_teacher(momentum)`.
     """
 
-    # Many parameters: DINOv2's recipe knobs, each with the recipe's default; `objective_kwargs` passes only those a
-    # config sets, and each SSL objective has its own set, so one shared options object would not fit them all.
-    def __init__(
-        self,
-        backbone: nn.Module,
-        image_size: int,
-        out_dim: int = 1024,
-        local_crops: int = 4,
-        local_size: int | None = None,
-        mask_ratio: float = 0.3,
-        student_temp: float = 0.1,
-        teacher_temp: float = 0.05,
-        center_momentum: float = 0.9,
-    ):
+    def __init__(self, backbone: nn.Module, image_size: int, recipe: DinoRecipe = DinoRecipe()):
         super().__init__()
         import copy
 
+        r = recipe
         dim = backbone.config.hidden_size
         self.backbone = backbone
-        self.head = ProjectionHead(dim, out_dim, 4 * dim, max(32, dim))
-        self.patch_head = ProjectionHead(dim, out_dim, 4 * dim, max(32, dim))
+        self.head = ProjectionHead(dim, r.out_dim, 4 * dim, max(32, dim))
+        self.patch_head = ProjectionHead(dim, r.out_dim, 4 * dim, max(32, dim))
         self.teacher = copy.deepcopy(backbone).requires_grad_(False)
         self.teacher_head = copy.deepcopy(self.head).requires_grad_(False)
         self.teacher_patch_head = copy.deepcopy(self.patch_head).requires_grad_(False)
-        self.register_buffer("center", torch.zeros(out_dim))
-        self.register_buffer("patch_center", torch.zeros(out_dim))
+        self.register_buffer("center", torch.zeros(r.out_dim))
+        self.register_buffer("patch_center", torch.zeros(r.out_dim))
         patch = backbone.config.patch_size
-        self.image_size, self.patch, self.local_crops = image_size, patch, local_crops
-        self.local_size = local_size or max(patch * 2, (image_size // 2) // patch * patch)
-        self.mask_ratio, self.ts, self.tt, self.cm = mask_ratio, student_temp, teacher_temp, center_momentum
+        self.image_size, self.patch, self.local_crops = image_size, patch, r.local_crops
+        self.local_size = r.local_size or max(patch * 2, (image_size // 2) // patch * patch)
+        self.mask_ratio, self.ts, self.tt, self.cm = r.mask_ratio, r.student_temp, r.teacher_temp, r.center_momentum
+        self.recipe = r
+
+    def _targets(self, logits: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits (M, K) -> target distributions (M, K), by the recipe's centering."""
+        if self.recipe.centering == "sinkhorn":
+            return sinkhorn_knopp(logits, self.tt)
+        return F.softmax((logits - center) / self.tt, -1)
 
     def student_parameters(self):
         return [*self.backbone.parameters(), *self.head.parameters(), *self.patch_head.parameters()]
@@ -141,8 +186,12 @@ class DinoIbot(nn.Module):
             th = self.teacher(pixel_values=glob).last_hidden_state  # (2B, 1 + N, D)
             t_cls = self.teacher_head(th[:, 0])
             t_patch = self.teacher_patch_head(th[:, 1:])
-            p_cls = F.softmax((t_cls - self.center) / self.tt, -1).chunk(2)
-            p_patch = F.softmax((t_patch - self.patch_center) / self.tt, -1)
+            p_cls = self._targets(t_cls, self.center).chunk(2)
+            m_flat = mask.flatten()
+            p_patch = torch.zeros(t_patch.shape, dtype=torch.float32, device=t_patch.device)
+            if m_flat.any():  # iBOT's targets: the masked patches' (balanced among themselves under sinkhorn)
+                flat = self._targets(t_patch.flatten(0, 1)[m_flat], self.patch_center).float()
+                p_patch = p_patch.flatten(0, 1).index_put((m_flat.nonzero()[:, 0],), flat).view_as(t_patch)
         sh = self.backbone(pixel_values=glob, bool_masked_pos=mask).last_hidden_state
         s_cls = [F.log_softmax(self.head(sh[:, 0]) / self.ts, -1).chunk(2)]
         if self.local_crops:
@@ -153,6 +202,7 @@ class DinoIbot(nn.Module):
                 )
             )
         views = [v for group in s_cls for v in group]
+        spread = koleo(sh[:, 0].chunk(2)[0]) if self.recipe.koleo_weight else torch.zeros((), device=x.device)
         dino, n = 0.0, 0
         for i, p in enumerate(p_cls):
             for j, q in enumerate(views):
@@ -170,7 +220,9 @@ class DinoIbot(nn.Module):
             # output (entropy → 1, as a share of log out_dim).
             pt = torch.cat(p_cls).float()
             entropy = -(pt * pt.clamp_min(1e-12).log()).sum(-1).mean() / math.log(pt.shape[-1])
-        return {"loss": dino + ibot, "dino": dino.detach(), "ibot": ibot.detach(), "teacher_entropy": entropy}
+        loss = dino + ibot + self.recipe.koleo_weight * spread
+        return {"loss": loss, "dino": dino.detach(), "ibot": ibot.detach(), "koleo": spread.detach(),
+                "teacher_entropy": entropy}  # fmt: skip
 
 
 class MaskedPixels(nn.Module):
@@ -269,4 +321,4 @@ class TimeContrastive(nn.Module):
 
 OBJECTIVES = {"dino": DinoIbot, "masked-pixels": MaskedPixels, "time-contrastive": TimeContrastive}
 
-__all__ = ["OBJECTIVES", "DinoIbot", "MaskedPixels", "ProjectionHead", "block_mask", "normalize_pixels", "random_crops"]
+__all__ = ["OBJECTIVES", "DinoIbot", "DinoRecipe", "koleo", "sinkhorn_knopp", "MaskedPixels", "ProjectionHead", "block_mask", "normalize_pixels", "random_crops"]

@@ -41,7 +41,7 @@ from latentwm.data.episodes import EpisodeError, frames_at
 from latentwm.data.sources import load_source, parse_options
 from latentwm.data.video import VideoError
 from latentwm.encoders.dino import weights_hash
-from latentwm.encoders.ssl import OBJECTIVES
+from latentwm.encoders.ssl import OBJECTIVES, DinoIbot, DinoRecipe
 from latentwm.engine.logging import RunLogger
 from latentwm.engine.loop import (
     Checkpointing,
@@ -224,7 +224,18 @@ def objective_kwargs(cfg: PretrainEncoderConfig) -> dict:
     mask = dict(mask_ratio=cfg.mask_ratio) if cfg.mask_ratio else {}
     if cfg.objective == "time-contrastive":
         return dict(temperature=cfg.temperature, sigma=cfg.sigma, pixel_weight=cfg.pixel_weight, **mask)
+    if cfg.objective == "dino":
+        return dict(centering=cfg.dino_centering, koleo_weight=cfg.koleo_weight, **mask)
     return mask
+
+
+def make_objective(cfg: PretrainEncoderConfig, backbone: torch.nn.Module) -> torch.nn.Module:
+    """The SSL objective of `cfg` around `backbone`; dino's settings go in as its recipe (objective_kwargs stays
+    plain data: it is part of the checkpoint's spec)."""
+    kw = objective_kwargs(cfg)
+    if cfg.objective == "dino":
+        return DinoIbot(backbone, cfg.image_size, DinoRecipe(**kw))
+    return OBJECTIVES[cfg.objective](backbone, cfg.image_size, **kw)
 
 
 def teacher_momentum(step: int, total: int, base: float = 0.99) -> float:
@@ -245,7 +256,7 @@ class EncoderPretrainer:
         self.cfg, self.data, self.out = cfg, data, Path(cfg.out_dir)
         self.device = torch.device(device) if device is not None else resolve_device(cfg.device)
         self.backbone = build_backbone(cfg)
-        self.objective = OBJECTIVES[cfg.objective](self.backbone, cfg.image_size, **objective_kwargs(cfg))
+        self.objective = make_objective(cfg, self.backbone)
         self.objective.to(self.device).train()
         self.params = list(self.objective.student_parameters())
         self.opt = torch.optim.AdamW(self._groups(), lr=cfg.lr, betas=(0.9, 0.999))
