@@ -195,6 +195,22 @@ def test_the_arms_answer_reads_text_only_against_action_only():
     weak = arms_answer(_sweep(240, text_gain=0.005))
     assert "within noise of 0, 5% of" in weak and "no half-gain step" in weak
     assert arms_answer({"trajectories": 5, "steps": 1, "rows": [{"arm": "joint"}]}) is None  # no text-only arm
+    # the training wording beside the held-out paraphrases, and what the sentence embedding carries to new wording
+    sweep = _sweep(1000)
+    sweep["rows"][1]["wording_gain"] = {
+        "seen": {"mean": 0.03, "stderr": 0.004, "by_horizon": [0.03] * 8},
+        "heldout": {"mean": 0.01, "stderr": 0.003, "by_horizon": [0.01] * 8},
+    }
+    sweep["wording_readout"] = {"class": {"ridge_accuracy": 0.34, "chance": 0.03, "classes": 35}}
+    said = arms_answer(sweep)
+    assert "on the wording it was trained with, the same clips give text alone +0.0300 ± 0.0040 (held-out " \
+           "paraphrases +0.0100 ± 0.0030, mean over horizons 1–8)" in said  # fmt: skip
+    assert "training wording 34% of the time (chance 3%, 35 classes)" in said
+    m = arms_metrics(sweep)
+    assert (
+        m["wording_readout"]["class"]["classes"] == 35
+        and m["arms"]["text-only"]["wording_gain"]["seen"]["mean"] == 0.03
+    )
 
 
 def test_arms_section_one_table_per_data_size_smallest_first_and_metrics():

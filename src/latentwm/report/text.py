@@ -315,12 +315,14 @@ def read_arms(folder: Path) -> dict:
 
 def arms_metrics(sweep: dict) -> dict:
     """metrics.json's text.arms[N]: per arm, the alone gains with standard errors, their half-gain steps
-    ([step, low, high]), the per-horizon gains with the other condition removed, and the meaning check."""
+    ([step, low, high]), the per-horizon gains with the other condition removed, the meaning check, the untrained
+    path's floor and the text gain on the training wording; the sweep's wording readout where it has one."""
     keys = ("text_alone_gain", "text_alone_gain_stderr", "action_alone_gain", "action_alone_gain_stderr",
             "text_alone_half_gain", "action_alone_half_gain", "text.half_gain_step", "action.half_gain_step",
-            "text_only_gain", "action_only_gain", "direction", "untrained_floor")  # fmt: skip
+            "text_only_gain", "action_only_gain", "direction", "untrained_floor", "wording_gain")  # fmt: skip
     arms = {r["arm"]: {k: r.get(k) for k in keys} for r in sweep["rows"]}
-    return {"steps": sweep["steps"], "arms": arms, "answer": arms_answer(sweep)}
+    out = {"steps": sweep["steps"], "arms": arms, "answer": arms_answer(sweep)}
+    return out | ({"wording_readout": sweep["wording_readout"]} if sweep.get("wording_readout") else {})
 
 
 def above_3se_h4_8(only: dict | None) -> tuple[int, int] | None:
@@ -377,6 +379,20 @@ def arms_answer(sweep: dict) -> str | None:
         out += (
             f"; imagined motion goes the sentence's way in {d['accuracy']:.0%} of {d['clips']} held-out clips vs "
             f"{d['chance']:.0%} by chance (×{d['accuracy'] / max(d['chance'], 1e-9):.1f}; ceiling {d['ceiling']:.0%})"
+        )
+    w = t.get("wording_gain")
+    if w:
+        seen, held = (_gain(w[k]["mean"], w[k]["stderr"]) for k in ("seen", "heldout"))
+        out += (
+            f"; on the wording it was trained with, the same clips give text alone {seen} (held-out paraphrases "
+            f"{held}, mean over horizons 1–{len(w['seen']['by_horizon'])})"
+        )
+    ro = (sweep.get("wording_readout") or {}).get("class")
+    if ro:
+        out += (
+            f"; the sentence embedding carries a held-out paraphrase's motion class to a linear readout fitted on the "
+            f"training wording {ro['ridge_accuracy']:.0%} of the time (chance {ro['chance']:.0%}, "
+            f"{ro['classes']} classes)"
         )
     for name, what in (("joint", "the joint arm (actions dropped half the time)"),
                        ("motion-class", "a one-hot of the true motion class in place of the sentence")):  # fmt: skip
