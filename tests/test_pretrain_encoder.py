@@ -328,3 +328,17 @@ def test_dino_recipe_is_validated_and_reaches_the_objective(episodes, tmp_path):
     cfg = _cfg(episodes, tmp_path / "sk", objective="dino", steps=2)
     tr = EncoderPretrainer(cfg, load_training_frames(cfg, show_progress=False))
     assert tr.objective.recipe.centering == "sinkhorn" and tr.fit() == 2 and np.isfinite(tr.last["koleo"])
+
+
+def test_frozen_prototypes_take_no_update_until_the_step_named(episodes, tmp_path):
+    def prototypes_after(freeze: int, out) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = _cfg(episodes, out, objective="dino", steps=2, freeze_prototypes=freeze)
+        tr = EncoderPretrainer(cfg, load_training_frames(cfg, show_progress=False))
+        before = tr.objective.head.last.weight.detach().clone()
+        tr.fit()
+        return before, tr.objective.head.last.weight.detach()
+
+    before, after = prototypes_after(5, tmp_path / "frozen")
+    assert torch.equal(before, after)  # no gradient step and no weight decay while frozen
+    before, after = prototypes_after(0, tmp_path / "free")
+    assert not torch.equal(before, after)

@@ -62,6 +62,8 @@ class PretrainEncoderConfig:
     turned uniform within 20 steps and stayed there)."""
     koleo_weight: float = 0.1
     """dino: weight of DINOv2's KoLeo term spreading the student's CLS features (0: off)."""
+    freeze_prototypes: int = 0
+    """dino: steps during which the heads' prototypes (last layers) take no update (DINO's freeze_last_layer)."""
     lr: float = 1e-3
     min_lr_ratio: float = 0.01
     """Linear warmup, then cosine to lr · min_lr_ratio."""
@@ -130,6 +132,7 @@ class PretrainEncoderConfig:
             p,
             "pixel_weight",
             "koleo_weight",
+            "freeze_prototypes",
             "weight_decay",
             "warmup_steps",
             "grad_clip",

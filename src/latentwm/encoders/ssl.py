@@ -4,8 +4,12 @@
 - `DinoIbot`: DINOv2's recipe scaled down. A student and a momentum (EMA) teacher; multi-crop views (2 global, a
   few local); the DINO loss on the CLS token (teacher outputs centered and sharpened, student cross-entropy against
   them across views) and iBOT's masked-patch loss (the student sees the global views with blocks of patches
-  replaced by the mask token and predicts the teacher's patch distributions there). The centering (an EMA of the
-  teacher's mean output) and sharpening (a low teacher temperature) are what keep the teacher from collapsing.
+  replaced by the mask token and predicts the teacher's patch distributions there). What keeps the teacher from
+  collapsing: sharpening (a low teacher temperature) and centering — DINOv2's Sinkhorn–Knopp balancing by default,
+  DINO v1's running mean as an option — with DINOv2's KoLeo term spreading the student's features and, optionally,
+  DINO's frozen prototypes early on (`DinoRecipe`). On near-identical frames (Push-T) neither centering has been
+  enough at the demo's size: the teacher maps every frame to one output and the targets stay uniform
+  (`teacher_entropy` → 1, logged).
 - `MaskedPixels`: SimMIM/MAE-style: random patches replaced by the mask token, a linear head predicts the
   per-patch-normalized pixels of the masked patches (L1). Keeps spatial layout by construction.
 
@@ -125,6 +129,10 @@ class DinoRecipe:
     centering: str = "sinkhorn"
     center_momentum: float = 0.9
     koleo_weight: float = 0.1
+    freeze_prototypes: int = 0
+    """Steps during which the heads' last layers (the prototypes) take no update (DINO's freeze_last_layer): the
+    targets of a young teacher are near uniform, and prototypes trained toward them collapse into one another, after
+    which the targets stay uniform whatever the backbone learns."""
 
     def __post_init__(self):
         if self.centering not in ("sinkhorn", "mean"):
@@ -156,6 +164,13 @@ class DinoIbot(nn.Module):
         self.local_size = r.local_size or max(patch * 2, (image_size // 2) // patch * patch)
         self.mask_ratio, self.ts, self.tt, self.cm = r.mask_ratio, r.student_temp, r.teacher_temp, r.center_momentum
         self.recipe = r
+
+    def cancel_prototype_grads(self, step: int) -> None:
+        """Drop the prototypes' gradients while step < recipe.freeze_prototypes (call between backward and the
+        optimizer step); a parameter without a gradient is left alone by AdamW, weight decay included."""
+        if step < self.recipe.freeze_prototypes:
+            for p in (*self.head.last.parameters(), *self.patch_head.last.parameters()):
+                p.grad = None
 
     def _targets(self, logits: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
         """The teacher's logits (M, K) -> target distributions (M, K), by the recipe's centering."""
@@ -321,4 +336,15 @@ class TimeContrastive(nn.Module):
 
 OBJECTIVES = {"dino": DinoIbot, "masked-pixels": MaskedPixels, "time-contrastive": TimeContrastive}
 
-__all__ = ["OBJECTIVES", "DinoIbot", "DinoRecipe", "koleo", "sinkhorn_knopp", "MaskedPixels", "ProjectionHead", "block_mask", "normalize_pixels", "random_crops"]
+__all__ = [
+    "OBJECTIVES",
+    "DinoIbot",
+    "DinoRecipe",
+    "MaskedPixels",
+    "ProjectionHead",
+    "block_mask",
+    "koleo",
+    "normalize_pixels",
+    "random_crops",
+    "sinkhorn_knopp",
+]

@@ -225,7 +225,8 @@ def objective_kwargs(cfg: PretrainEncoderConfig) -> dict:
     if cfg.objective == "time-contrastive":
         return dict(temperature=cfg.temperature, sigma=cfg.sigma, pixel_weight=cfg.pixel_weight, **mask)
     if cfg.objective == "dino":
-        return dict(centering=cfg.dino_centering, koleo_weight=cfg.koleo_weight, **mask)
+        return dict(centering=cfg.dino_centering, koleo_weight=cfg.koleo_weight,
+                    freeze_prototypes=cfg.freeze_prototypes, **mask)  # fmt: skip
     return mask
 
 
@@ -360,6 +361,8 @@ class EncoderPretrainer:
         loss = out["loss"].float()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if isinstance(self.objective, DinoIbot):
+            self.objective.cancel_prototype_grads(step)
         norm = optimizer_step(self.opt, self.params, cfg.grad_clip, self.guard, step, sched=self.sched, log=self.log)
         self._frames += len(frames)
         if norm is None:
