@@ -368,6 +368,10 @@ def arms_answer(sweep: dict) -> str | None:
                 f"; with its action layer redrawn {redrawn['draws']} times, the chance floor: {redrawn['mean']:+.4f} ± "
                 f"{redrawn['sd']:.4f} (sd over draws; largest |gain| {redrawn['max_abs']:.4f})"
             )
+            if redrawn.get("saved_init_cosine") is not None:  # what the saved layer is: its initial draw, or not
+                out += f"; the saved layer's cosine with its initial draw {redrawn['saved_init_cosine']:.3f}"
+            if redrawn.get("permuted_gains"):
+                out += ", its rows permuted " + " / ".join(f"{g:+.4f}" for g in redrawn["permuted_gains"])
         out += ")"
     half = t.get("text_alone_half_gain")
     out += f"; half of it by step {_half(half)}" if half else "; no half-gain step (the gain is not above 2 s.e.)"
