@@ -189,7 +189,7 @@ def test_the_arms_answer_reads_text_only_against_action_only():
     assert "scores on them +0.0000 ± 0.0050; with its action layer redrawn 6 times, the chance floor: -0.0010 ± " \
            "0.0060 (sd over draws; largest |gain| 0.0110))" in arms_answer(sweep)  # fmt: skip
     sweep["rows"][1]["untrained_floor"] |= {"saved_init_cosine": 1.0, "permuted_gains": [-0.007, 0.0002]}
-    assert "largest |gain| 0.0110; the saved layer's cosine with its initial draw 1.000, its rows permuted " \
+    assert "largest |gain| 0.0110); the saved layer's cosine with its initial draw 1.000, its rows permuted " \
            "-0.0070 / +0.0002)" in arms_answer(sweep)  # fmt: skip
     assert "above 3 s.e. at 1 of 5 horizons 4–8" in said  # h4: 0.02 > 3 × 0.004; h5–8: 0.02 < 3 × 0.01
     assert "50% of 300 held-out clips vs 20% by chance (×2.5" in said
