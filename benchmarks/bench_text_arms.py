@@ -4,7 +4,7 @@ condition's held-out gain measured with the other condition removed, against tra
     python benchmarks/bench_text_arms.py --episodes EPISODES [--steps 2000] [--eval-every 200]
                                          [--arms joint,text-only,action-only,motion-class] [--encoder E]
                                          [--out runs/text_arms] [--narration direction|magnitude]
-                                         [--floor-draws 6] [--quick]
+                                         [--floor-draws 20] [--quick]
 
 EPISODES: a `latentwm generate pusht` folder (its narrations: one sentence per 20-step segment, training
 paraphrases; held-out paraphrases kept apart; --narration magnitude: the sentences that say how far and which way,
@@ -364,7 +364,7 @@ def main(argv=None):
     ap.add_argument("--encoder", default="tiny-random")
     ap.add_argument("--out", default="runs/text_arms")
     ap.add_argument("--narration", choices=sorted(MOTION), default="direction")
-    ap.add_argument("--floor-draws", type=int, default=6, help="redraws of an arm's untrained condition path (0: none)")
+    ap.add_argument("--floor-draws", type=int, default=20, help="redraws of an arm's untrained path (0: none)")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     out = Path(args.out)
