@@ -60,6 +60,7 @@ from latentwm.encoders.text import (  # noqa: E402
 )
 from latentwm.engine.checkpoint import load_world_model  # noqa: E402
 from latentwm.eval.metrics import EvalOptions, rollout_errors  # noqa: E402
+from latentwm.io.files import write_json  # noqa: E402
 from latentwm.model.dynamics import DynamicsModel  # noqa: E402
 from latentwm.planning.state_probe import STATE_PROBE_CONFIG, StateProbe, train_state_probe  # noqa: E402
 from latentwm.planning.text_meaning import MeaningCheck, direction_accuracy, wording_readout  # noqa: E402
@@ -203,6 +204,11 @@ def horizon_gains(cache: Path, run_dir: Path, steps: int, quick: bool = False) -
     return res
 
 
+def _mean_gain(g: dict) -> float:
+    """A condition gain of rollout_errors ({gain: per horizon, ...}) as its mean over horizons."""
+    return sum(g["gain"]) / len(g["gain"])
+
+
 def seen_wording_gain(cache: Path, run_dir: Path, steps: int, quick: bool = False) -> dict:
     """The arm's text-alone gain on the same held-out clips, noise and horizons as horizon_gains, with each frame's
     training wording in place of its held-out paraphrase: {by_horizon, stderr (of the mean over horizons), mean}
@@ -215,9 +221,8 @@ def seen_wording_gain(cache: Path, run_dir: Path, steps: int, quick: bool = Fals
     model, exp, _ = load_world_model(run_dir)
     loader, opts = _final_eval(cache, exp, quick, ("text",), heldout_text=False)
     seen = rollout_errors(model, loader(), exp.rollout.context, HORIZON, opts)["condition_gain"]["text_alone"]
-    mean = lambda g: sum(g["gain"]) / len(g["gain"])  # noqa: E731
-    res = {"seen": {"by_horizon": seen["gain"], "mean": mean(seen), "stderr": seen["gain_stderr"]},
-           "heldout": {"by_horizon": held["gain"], "mean": mean(held), "stderr": held["gain_stderr"]}}  # fmt: skip
+    res = {k: {"by_horizon": g["gain"], "mean": _mean_gain(g), "stderr": g["gain_stderr"]}
+           for k, g in (("seen", seen), ("heldout", held))}  # fmt: skip
     f.write_text(json.dumps({"steps": steps, "wording": res}, indent=1, default=float))
     return res
 
@@ -252,7 +257,7 @@ def untrained_floor(cache: Path, run_dir: Path, cond: str, steps: int, draws: in
         with torch.no_grad():
             layer.weight.copy_(w)
         g = rollout_errors(model, loader(), exp.rollout.context, HORIZON, opts)["condition_gain"][f"{cond}_alone"]
-        return sum(g["gain"]) / len(g["gain"]), g["gain_stderr"]
+        return _mean_gain(g), g["gain_stderr"]
 
     saved_gain, saved_se = score(saved)
     gains, stderrs = [], []
@@ -271,7 +276,7 @@ def untrained_floor(cache: Path, run_dir: Path, cond: str, steps: int, draws: in
         "condition": cond,
         "saved_layer_gain": saved_gain,
         "saved_layer_gain_stderr": saved_se,
-        "final_eval_gain": sum(final["gain"]) / len(final["gain"]),
+        "final_eval_gain": _mean_gain(final),
         "saved_init_cosine": float(torch.nn.functional.cosine_similarity(saved.flatten(), init.flatten(), dim=0)),
         "saved_init_norm_ratio": float(saved.norm() / init.norm()),
         "permuted_gains": permuted,
@@ -350,8 +355,7 @@ def wording_readout_of(sw: Sweep) -> dict:
     if f.exists():
         return json.loads(f.read_text())
     res = wording_readout(open_text_encoder("minilm").embed, sw.narration)
-    f.parent.mkdir(parents=True, exist_ok=True)
-    f.write_text(json.dumps(res, indent=1))
+    write_json(f, res)  # atomic, makes the folder
     return res
 
 

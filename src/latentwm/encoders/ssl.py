@@ -162,7 +162,6 @@ class DinoIbot(nn.Module):
         patch = backbone.config.patch_size
         self.image_size, self.patch, self.local_crops = image_size, patch, r.local_crops
         self.local_size = r.local_size or max(patch * 2, (image_size // 2) // patch * patch)
-        self.mask_ratio, self.ts, self.tt, self.cm = r.mask_ratio, r.student_temp, r.teacher_temp, r.center_momentum
         self.recipe = r
 
     def cancel_prototype_grads(self, step: int) -> None:
@@ -175,8 +174,8 @@ class DinoIbot(nn.Module):
     def _targets(self, logits: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
         """The teacher's logits (M, K) -> target distributions (M, K), by the recipe's centering."""
         if self.recipe.centering == "sinkhorn":
-            return sinkhorn_knopp(logits, self.tt)
-        return F.softmax((logits - center) / self.tt, -1)
+            return sinkhorn_knopp(logits, self.recipe.teacher_temp)
+        return F.softmax((logits - center) / self.recipe.teacher_temp, -1)
 
     def student_parameters(self):
         return [*self.backbone.parameters(), *self.head.parameters(), *self.patch_head.parameters()]
@@ -195,7 +194,8 @@ class DinoIbot(nn.Module):
         x = normalize_pixels(frames)
         B, S, g = x.shape[0], self.image_size, self.image_size // self.patch
         glob = torch.cat([random_crops(x, S, (0.6, 1.0), gen) for _ in range(2)])  # (2B, 3, S, S)
-        mask = block_mask(2 * B, g, self.mask_ratio, gen).to(x.device)
+        r = self.recipe
+        mask = block_mask(2 * B, g, r.mask_ratio, gen).to(x.device)
         mask[torch.rand(2 * B, generator=gen).to(x.device) < 0.5] = False  # iBOT: half the images unmasked
         with torch.no_grad():
             th = self.teacher(pixel_values=glob).last_hidden_state  # (2B, 1 + N, D)
@@ -208,16 +208,13 @@ class DinoIbot(nn.Module):
                 flat = self._targets(t_patch.flatten(0, 1)[m_flat], self.patch_center).float()
                 p_patch = p_patch.flatten(0, 1).index_put((m_flat.nonzero()[:, 0],), flat).view_as(t_patch)
         sh = self.backbone(pixel_values=glob, bool_masked_pos=mask).last_hidden_state
-        s_cls = [F.log_softmax(self.head(sh[:, 0]) / self.ts, -1).chunk(2)]
+        s_cls = [F.log_softmax(self.head(sh[:, 0]) / r.student_temp, -1).chunk(2)]
         if self.local_crops:
             loc = torch.cat([random_crops(x, self.local_size, (0.1, 0.4), gen) for _ in range(self.local_crops)])
-            s_cls.append(
-                F.log_softmax(self.head(self.backbone(pixel_values=loc).last_hidden_state[:, 0]) / self.ts, -1).chunk(
-                    self.local_crops
-                )
-            )
+            local = self.head(self.backbone(pixel_values=loc).last_hidden_state[:, 0])
+            s_cls.append(F.log_softmax(local / r.student_temp, -1).chunk(self.local_crops))
         views = [v for group in s_cls for v in group]
-        spread = koleo(sh[:, 0].chunk(2)[0]) if self.recipe.koleo_weight else torch.zeros((), device=x.device)
+        spread = koleo(sh[:, 0].chunk(2)[0]) if r.koleo_weight else torch.zeros((), device=x.device)
         dino, n = 0.0, 0
         for i, p in enumerate(p_cls):
             for j, q in enumerate(views):
@@ -225,17 +222,18 @@ class DinoIbot(nn.Module):
                     dino = dino + (-(p * q).sum(-1)).mean()
                     n += 1
         dino = dino / n
-        s_patch = F.log_softmax(self.patch_head(sh[:, 1:]) / self.ts, -1)
+        s_patch = F.log_softmax(self.patch_head(sh[:, 1:]) / r.student_temp, -1)
         m = mask.float()
         ibot = ((-(p_patch * s_patch).sum(-1)) * m).sum() / m.sum().clamp_min(1.0)
         with torch.no_grad():
-            self.center.lerp_(t_cls.float().mean(0), 1 - self.cm)
-            self.patch_center.lerp_(t_patch.float().mean((0, 1)), 1 - self.cm)
+            if r.centering == "mean":  # the running centers only mean centering reads
+                self.center.lerp_(t_cls.float().mean(0), 1 - r.center_momentum)
+                self.patch_center.lerp_(t_patch.float().mean((0, 1)), 1 - r.center_momentum)
             # DINO's two collapse modes read off the teacher: one dimension dominating (entropy → 0) or a uniform
             # output (entropy → 1, as a share of log out_dim).
             pt = torch.cat(p_cls).float()
             entropy = -(pt * pt.clamp_min(1e-12).log()).sum(-1).mean() / math.log(pt.shape[-1])
-        loss = dino + ibot + self.recipe.koleo_weight * spread
+        loss = dino + ibot + r.koleo_weight * spread
         return {"loss": loss, "dino": dino.detach(), "ibot": ibot.detach(), "koleo": spread.detach(),
                 "teacher_entropy": entropy}  # fmt: skip
 
