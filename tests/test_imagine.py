@@ -312,7 +312,14 @@ def test_imagine_refuses_a_model_trained_without_text(run, tmp_path, capsys):
 
 
 def test_plan_goal_text_runs_the_same_starts_with_text_goals(run, capsys):
+    from latentwm.planning.state_probe import StateProbe
+
     out = run / "plan"
+    # a pose probe given at state weight 0 is no cost term, only the reader of the imagined goals' poses
+    m = WorldModelRun.load(run / "wm").exp.model
+    torch.manual_seed(0)
+    probe = StateProbe(m.num_latent_tokens, m.latent_dim, 4, 16, torch.full((4,), 256.0), torch.full((4,), 100.0))
+    probe_file = probe.save(run / "pose_probe.safetensors")
     assert (
         main(
             [
@@ -354,12 +361,16 @@ def test_plan_goal_text_runs_the_same_starts_with_text_goals(run, capsys):
                 "1",
                 "--goal-text",
                 "auto",
+                "--state-probe",
+                str(probe_file),
             ]
         )
         == 0
     )
     res = json.loads((out / "planning.json").read_text())
     tg = res["text_goal"]
+    assert set(tg["imagined_goal_pose"]["cem"]) == {"agent_px", "block_px", "angle_deg"}
+    assert res["settings"]["state_term"] is False  # read, not planned on
     assert list(tg["success_rate"]) == ["cem"] and set(tg["final_distance"]) == {"cem"}
     assert tg["num_goals"] == res["num_goals"] == 2 and tg["sentences"] == "heldout_paraphrase"
     image_rows = json.loads((out / "planning_goals.json").read_text())["cem"]

@@ -43,6 +43,7 @@ def test_a_state_cost_without_a_state_probe_names_the_flag(tmp_path):
     )
     with pytest.raises(ConfigError, match="--state-probe"):
         _state_probe_path(cfg)
+    assert _state_probe_path(cfg, required=False) is None  # text goals' pose reading is optional
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "state_probe.safetensors").write_bytes(b"")
     assert _state_probe_path(cfg) == tmp_path / "train" / "state_probe.safetensors"

@@ -183,7 +183,8 @@ class PlanRunConfig:
     """Push-T pose probe on encoder latents (planning/state_probe.py) for the pose term of the cost, used when
     plan.state-weight > 0 (e.g. the diagnosis `--plan.visual-weight 0 --plan.state-weight 1 --plan.proprio-weight
     0`): 'auto' uses the run's state_probe.safetensors (the demo saves one beside the checkpoints), a path uses that
-    probe."""
+    probe. With --goal-text it also reads the imagined goal's pose (planning.json `text_goal.imagined_goal_pose`)
+    at any state weight, when one is given or found ('auto' without one: text goals are scored without poses)."""
     goal_text: str | None = None
     """Also plan toward goals given as a sentence, on the same starts and seeds as the goal images: at the first step
     the model imagines plan.horizon frames from the observation under the sentence (plan.text_guidance) and plans

@@ -519,6 +519,8 @@ def run_plan(cfg: PlanRunConfig) -> dict:
         run.model.compile_sampling()
     assert run.facts is not None  # WorldModelRun.load records them
     text_encoder = text_encoder_for(run.facts, cfg.text_encoder, "plan.goal_text") if cfg.goal_text else None
+    # a probe is a cost term at state weight > 0, and for text goals also the reader of the imagined goal's pose
+    uses_probe = cfg.plan.state_weight > 0 or bool(cfg.goal_text)
     res = evaluate_planning(
         run,
         cfg.episodes_dir,
@@ -527,7 +529,7 @@ def run_plan(cfg: PlanRunConfig) -> dict:
         options=opts,
         models=PlanningModels(
             proprio_probe=probe,
-            state_probe=_state_probe_path(cfg) if cfg.plan.state_weight > 0 else None,
+            state_probe=_state_probe_path(cfg, required=cfg.plan.state_weight > 0) if uses_probe else None,
             text_encoder=text_encoder,
         ),
         out_dir=cfg.out_dir,
@@ -537,15 +539,18 @@ def run_plan(cfg: PlanRunConfig) -> dict:
     return res
 
 
-def _state_probe_path(cfg: PlanRunConfig) -> Path:
+def _state_probe_path(cfg: PlanRunConfig, required: bool = True) -> Path | None:
     """--state-probe: a path as given; 'auto': state_probe.safetensors next to the checkpoint (the run folder or
-    its parents, where the demo saves it)."""
+    its parents, where the demo saves it); none found: a ConfigError when `required` (the cost needs it), else None
+    (only a measurement would have used it)."""
     if cfg.state_probe != "auto":
         return Path(cfg.state_probe)
     ck = Path(cfg.checkpoint)
     for d in (ck, ck.parent, ck.parent.parent):
         if (d / STATE_PROBE_FILE).exists():
             return d / STATE_PROBE_FILE
+    if not required:
+        return None
     raise ConfigError(
         f"plan: plan.state_weight > 0 needs a state probe and none is saved next to {ck}; pass "
         "--state-probe PATH (the demo writes <run>/train/state_probe.safetensors)"
