@@ -11,6 +11,7 @@ from latentwm.report.text import (
     arms_answer,
     arms_metrics,
     arms_section,
+    data_answer,
     gain_curves,
     half_gain_interval,
     half_gain_step,
@@ -222,6 +223,10 @@ def test_arms_section_one_table_per_data_size_smallest_first_and_metrics():
     assert "| text-only | +0.0200 ± 0.0040 | 400 (200–600) | 1 of 5 | +0.0000 ± 0.0050 | - | 0.50 (0.20) |" in md
     assert "| action-only | +0.0000 ± 0.0040 | - | - | +0.1000 ± 0.0050 | 200 (200–not yet) |" in md
     assert "![training arms, 240 trajectories](text_arms_240.png)" in md
+    # how the answer moves with data, smallest first, with text's share of the actions' gain at each size
+    assert "By data size (trajectories): 240: text alone +0.0200 ± 0.0040, actions alone +0.1000 ± 0.0050 (2,000 " \
+           "steps); 1,000: text alone" in md and "share of the actions' gain 20% → 20%." in md  # fmt: skip
+    assert data_answer([_sweep(1000)]) is None and "By data size" not in arms_section([_sweep(1000)])
     m = arms_metrics(_sweep(1000))
     assert m["steps"] == 2000 and set(m["arms"]) == {"joint", "text-only", "action-only", "motion-class"}
     assert m["arms"]["text-only"]["text_only_gain"]["by_horizon"] == [0.02] * 8 and m["answer"].startswith("At 1,000")

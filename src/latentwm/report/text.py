@@ -406,11 +406,34 @@ def arms_answer(sweep: dict) -> str | None:
     return out + "."
 
 
+def data_answer(sweeps: list[dict]) -> str | None:
+    """How the answer moves with data, from training-arms sweeps at several sizes (same steps per arm): the text-only
+    arm's text alone and the action-only arm's actions alone at each size, and text's share of the actions' gain
+    where both are measured. None with fewer than two sizes holding a text-only arm."""
+    sweeps = sorted(sweeps, key=lambda s: s["trajectories"])
+    parts, shares = [], []
+    for sw in sweeps:
+        rows = {r["arm"]: r for r in sw["rows"]}
+        t, a = rows.get("text-only") or {}, rows.get("action-only") or {}
+        if t.get("text_alone_gain") is None:
+            continue
+        said = f"{sw['trajectories']:,}: text alone {_gain(t['text_alone_gain'], t.get('text_alone_gain_stderr'))}"
+        if a.get("action_alone_gain") is not None:
+            said += f", actions alone {_gain(a['action_alone_gain'], a.get('action_alone_gain_stderr'))}"
+            if a["action_alone_gain"] > 0:
+                shares.append(f"{t['text_alone_gain'] / a['action_alone_gain']:.0%}")
+        parts.append(f"{said} ({sw['steps']:,} steps)")
+    if len(parts) < 2:
+        return None
+    out = "By data size (trajectories): " + "; ".join(parts)
+    return out + (f" — text's share of the actions' gain {' → '.join(shares)}." if len(shares) == len(parts) else ".")
+
+
 def arms_section(sweeps: list[dict], figure_of: Callable[[dict], str | None] = lambda s: s.get("figure")) -> str:
     """Markdown: the training arms at each data size (smallest first): the answer per size, one table per size and
     its curves (figure_of(sweep): the figure's link, or None)."""
     sweeps = sorted(sweeps, key=lambda s: s["trajectories"])
-    said = [x for x in map(arms_answer, sweeps) if x]
+    said = [x for x in (*map(arms_answer, sweeps), data_answer(sweeps)) if x]
     lines = [
         "### Training arms: text instead of actions",
         "",
@@ -452,6 +475,7 @@ __all__ = [
     "arms_metrics",
     "arms_answer",
     "arms_section",
+    "data_answer",
     "gain_curves",
     "half_gain_interval",
     "half_gain_step",
