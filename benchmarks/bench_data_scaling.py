@@ -48,6 +48,7 @@ CLIP = ["--data.clip-len", "8"]
 RUNGS = {
     "simulator + state cost": "sim_state",
     "simulator + latent cost": "sim_latent",
+    "simulator + latent + proprio cost": "sim_latent_proprio",
     "state model (privileged)": "state_model",
 }
 """The ladder's rungs beside the model's own CEM and random rows, by their short column prefix."""
@@ -172,6 +173,7 @@ def plot(rows: list[dict], path: Path) -> Path:
         "latent model CEM, block-moving goals": "cem_block_moves",
         "simulator + state cost (planner's ceiling)": "sim_state_block_moves",
         "simulator + latent cost (encoder's ceiling)": "sim_latent_block_moves",
+        "simulator + latent + proprio cost": "sim_latent_proprio_block_moves",
         "state model, privileged": "state_model_block_moves",
     }
     for label, key in series.items():
@@ -216,8 +218,9 @@ def main(argv=None):
     notes = (
         f"cpu preset with the Push-T conditioning (proprio channels, relative actions), 2×2-grouped tokens, "
         f"{steps} training steps at every size (the data alone varies), encoder {args.encoder} (frozen, 112 px); "
-        f"CEM 32 × 6 × 4 on {goals} held-out goals per size (25 env steps ahead); sim_state / sim_latent: the "
-        f"simulator as the model with the true-state / latent cost; state_model: the privileged MLP on the true "
+        f"CEM 32 × 6 × 4 on {goals} held-out goals per size (25 env steps ahead); sim_state / sim_latent / "
+        f"sim_latent_proprio: the simulator as the model with the true-state / latent / latent + proprio (DINO-WM's "
+        f"objective on the true agent state) cost; state_model: the privileged MLP on the true "
         f"state (the ladder's rungs, same goals and budget); *_block_moves / *_block_px: success and final block "
         f"error on the goals whose block must move. dino_wm_table5_success: DINO-WM's own "
         f"curve (pretrained DINOv2, its Push-T data, its budget), interpolated — another encoder and other data."

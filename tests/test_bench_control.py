@@ -65,6 +65,7 @@ def test_data_scaling_and_ladder_quick_runs(tmp_path):
     assert set(rungs) == {
         "simulator + state cost",
         "simulator + latent cost",
+        "simulator + latent + proprio cost",
         "state model (privileged)",
         "latent model K=1",
         "latent model K=4",

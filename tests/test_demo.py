@@ -79,6 +79,7 @@ def test_smoke_demo_end_to_end(tmp_path, capsys, monkeypatch):
     assert list(lad["rungs"]) == [
         "simulator + state cost",
         "simulator + latent cost",
+        "simulator + latent + proprio cost",  # the smoke model plans with a proprio term
         "state model (privileged)",
         "latent model K=1",
         "latent model K=4",

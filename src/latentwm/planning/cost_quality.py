@@ -12,7 +12,9 @@ Two figures per cost (`benchmarks/bench_plan_cost.py`, the demo report's `encode
 
 Costs: `latent` (MSE of the normalized encoder tokens of the last frame: what planning uses), `latent_raw` (the
 LayerNorm-ed tokens before per-channel statistics, as DINO-WM compares them), `pixel` (MSE of raw frames) and
-`state` (the true state distance: the planner's ceiling).
+`state` (the true state distance: the planner's ceiling); `latent+proprio` (PROPRIO_COST, asked for by name):
+DINO-WM's objective, the latent cost plus the proprio term, with the agent's true proprio where a model with
+proprio channels plans on its predicted one (the encoder's ceiling under the cost such a model actually uses).
 """
 
 from __future__ import annotations
@@ -25,12 +27,16 @@ import torch
 
 from latentwm.config import ExperimentConfig, PlanConfig
 from latentwm.data.episodes import NormStats, load_episode
-from latentwm.envs.pusht import PushTEnv, goal_metrics
+from latentwm.envs.pusht import PushTEnv, goal_metrics, proprio_from_state
 from latentwm.planning.cem import plan_cem
 from latentwm.planning.evaluate import held_out_episodes, sample_goals
 from latentwm.planning.mpc import ActionCodec, LatentObserver
 
 COSTS = ("latent", "latent_raw", "pixel", "state")
+PROPRIO_COST = "latent+proprio"
+"""The latent cost + plan.proprio_weight × the mean squared difference of the agent's normalized proprio (x, y, vx,
+vy) from the goal's (`planning/cost.py`'s term for a model with proprio channels, on the true state); needs the
+observer's proprio statistics (`LatentObserver(..., proprio_stats=...)`)."""
 
 
 def _ranks(x) -> np.ndarray:
@@ -64,20 +70,30 @@ def advance_plan(sim: PushTEnv, codec: ActionCodec, plan: torch.Tensor) -> np.nd
 
 
 class SimCosts:
-    """Executes (P, H, k) planning-space candidates from a state in a private simulator; returns every cost."""
+    """Executes (P, H, k) planning-space candidates from a state in a private simulator; returns every cost.
+    proprio_weight: the weight of PROPRIO_COST's proprio term (plan.proprio_weight)."""
 
-    def __init__(self, codec: ActionCodec, observer: LatentObserver, image_size: int):
+    def __init__(self, codec: ActionCodec, observer: LatentObserver, image_size: int, proprio_weight: float = 1.0):
         self.codec, self.observer, self.sim = codec, observer, PushTEnv(image_size=image_size)
+        self.proprio_weight = float(proprio_weight)
+
+    def goal_latent(self, frame: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 goal frame -> (N, D) normalized latents (the encoder channels alone: the proprio term
+        reads the goal state, not channels attached to the latents)."""
+        raw = torch.as_tensor(self.observer.encode(frame[None])).float()
+        assert self.observer.mean is not None and self.observer.std is not None  # cost_quality's observer has them
+        return ((raw - self.observer.mean) / self.observer.std)[0]
 
     def __call__(self, start_state, candidates: torch.Tensor, goal_frame, goal_latent, goal_state, costs=COSTS) -> dict:
-        reached, dists = [], []
+        reached, dists, states = [], [], []
         for c in candidates:
             self.sim.reset(state=start_state)
             reached.append(advance_plan(self.sim, self.codec, c))
-            dists.append(goal_metrics(self.sim.state(), goal_state)["state_dist"])
+            states.append(self.sim.state().copy())
+            dists.append(goal_metrics(states[-1], goal_state)["state_dist"])
         frames = np.stack(reached)  # (P, H, W, 3)
         out = {"state": np.asarray(dists)}
-        if "latent" in costs or "latent_raw" in costs:
+        if "latent" in costs or "latent_raw" in costs or PROPRIO_COST in costs:
             raw = self.observer.encode(frames).float()  # (P, N, D) LayerNorm-ed tokens, before dataset statistics
             # cost_quality's observer carries the latent statistics
             assert self.observer.mean is not None and self.observer.std is not None
@@ -87,6 +103,13 @@ class SimCosts:
             out["latent_raw"] = ((raw - goal_raw) ** 2).mean((1, 2)).numpy()
         if "pixel" in costs:
             out["pixel"] = ((frames.astype(np.float32) - goal_frame.astype(np.float32)) ** 2).mean((1, 2, 3))
+        if PROPRIO_COST in costs:
+            stats = self.observer.proprio_stats
+            if stats is None:
+                raise ValueError(f"cost_quality: the {PROPRIO_COST!r} cost needs the observer's proprio statistics")
+            reached_p = stats.normalize(proprio_from_state(np.stack(states)).astype(np.float64))  # (P, 4)
+            goal_p = stats.normalize(proprio_from_state(np.asarray(goal_state)[None]).astype(np.float64))  # (1, 4)
+            out[PROPRIO_COST] = out["latent"] + self.proprio_weight * ((reached_p - goal_p) ** 2).mean(1)
         return out
 
     def close(self) -> None:
@@ -120,14 +143,14 @@ def cost_quality(
     """
     planned = tuple(costs)  # CEM runs on these; "state" is always scored, as the reference of the correlation
     costs = planned if "state" in planned else (*planned, "state")
-    sim = SimCosts(codec, observer, goals[0].goal_frame.shape[0])
+    sim = SimCosts(codec, observer, goals[0].goal_frame.shape[0], plan_cfg.proprio_weight)
     env = PushTEnv(image_size=goals[0].goal_frame.shape[0])
     corr: dict[str, list[float]] = {c: [] for c in costs}
     cem: dict[str, dict[str, list[float]]] = {c: {"success": [], "final_distance": []} for c in costs}
     per_goal = []
     try:
         for g in goals:
-            goal_latent = observer(g.goal_frame[None])[0]
+            goal_latent = sim.goal_latent(g.goal_frame)
             cands = _random_plans(codec, g, plan_cfg, settings.samples)
             got = sim(g.start_state, cands, g.goal_frame, goal_latent, g.goal_state, costs)
             for c in costs:
@@ -233,7 +256,8 @@ def encoder_cost_quality(
 
     encode: uint8 frames (B, H, W, 3) -> (B, N, D) LayerNorm-ed tokens (`DinoEncoder.encode` without stats).
     Latent statistics come from `stat_frames` frames evenly strided over the training episodes, action statistics
-    from their actions; goals are `exp.plan`'s protocol on the held-out episodes (`exp.data` split).
+    from their actions (proprio statistics from their states, for PROPRIO_COST); goals are `exp.plan`'s protocol on
+    the held-out episodes (`exp.data` split).
     """
     d = exp.data
     held = held_out_episodes(episodes_dir, None, d.eval_fraction, d.seed)
@@ -256,8 +280,21 @@ def encoder_cost_quality(
     codec = ActionCodec.from_stats(
         NormStats(mean=acts.mean(0), std=acts.std(0), count=len(acts)), d.frame_skip, exp.model.action_dim
     )
+    proprio = None
+    if PROPRIO_COST in costs:
+        p = proprio_from_state(np.concatenate([e.states for e in eps])).astype(np.float64)
+        proprio = NormStats(mean=p.mean(0), std=p.std(0), count=len(p))
     goals = sample_goals(held, num_goals, exp.plan.goal_offset, exp.plan.seed)
-    return cost_quality(goals, codec, LatentObserver(encode, stats), exp.plan, costs, settings, log=log)
+    observer = LatentObserver(encode, stats, proprio_stats=proprio)
+    return cost_quality(goals, codec, observer, exp.plan, costs, settings, log=log)
 
 
-__all__ = ["COSTS", "CostQualitySettings", "SimCosts", "cost_quality", "encoder_cost_quality", "spearman"]
+__all__ = [
+    "COSTS",
+    "PROPRIO_COST",
+    "CostQualitySettings",
+    "SimCosts",
+    "cost_quality",
+    "encoder_cost_quality",
+    "spearman",
+]

@@ -6,6 +6,8 @@ the same replanning budget, relative or absolute actions as the run was trained)
   ceiling; planning/cost_quality.py);
 - "simulator + latent cost": the simulator as the model, the encoder's latent MSE to the goal frame as the cost (the
   encoder's ceiling);
+- "simulator + latent + proprio cost" (runs with proprio channels): the same with DINO-WM's proprio term on the true
+  agent state — the cost such a model plans on, so the encoder's ceiling for it;
 - "state model (privileged)": an MLP dynamics model of the true state trained on the same clips, state cost
   (planning/state_model.py);
 - "latent model K=k": the world model's CEM with k denoising steps per predicted frame (planning/evaluate.py);
@@ -28,10 +30,11 @@ import numpy as np
 from latentwm.data.clip_sets import model_clip_options
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import NormStats
+from latentwm.data.proprio import proprio_stats_of
 from latentwm.encoders.dino import DinoEncoder
 from latentwm.envs.pusht import PushTEnv, goal_metrics
 from latentwm.io.files import read_json, write_json
-from latentwm.planning.cost_quality import CostQualitySettings, cost_quality
+from latentwm.planning.cost_quality import PROPRIO_COST, CostQualitySettings, cost_quality
 from latentwm.planning.evaluate import (
     PlanningModels,
     PlanningOptions,
@@ -44,7 +47,18 @@ from latentwm.planning.evaluate import (
 from latentwm.planning.mpc import EpisodeGoal, LatentObserver, derive_seed, run_episode
 from latentwm.planning.state_model import StatePolicy, fit_state_dynamics
 
-SIMULATOR_RUNGS = {"state": "simulator + state cost", "latent": "simulator + latent cost"}
+SIMULATOR_RUNGS = {
+    "state": "simulator + state cost",
+    "latent": "simulator + latent cost",
+    PROPRIO_COST: "simulator + latent + proprio cost",
+}
+"""cost_quality's cost -> its rung; the proprio one only for runs with proprio channels (`simulator_costs`)."""
+
+
+def simulator_costs(run: WorldModelRun) -> tuple[str, ...]:
+    """The simulator rungs' costs for `run`: the state and latent costs, and the latent + proprio cost when the run
+    plans with a proprio term (proprio channels)."""
+    return ("state", "latent", *((PROPRIO_COST,) if run.exp.model.proprio_dim else ()))
 
 
 def summarize_rung(rows: list[dict], moves: list[bool]) -> dict:
@@ -100,18 +114,19 @@ def _settings(run: WorldModelRun, goals, plan_cfg, replans: int, **more) -> dict
 
 
 def simulator_rows(run: WorldModelRun, goals, plan_cfg, replans: int, encoder=None) -> list[dict]:
-    """Per-goal rows of CEM on the simulator under the state and the latent cost (the run's codec, the cache's
-    latent statistics)."""
+    """Per-goal rows of CEM on the simulator under each of `simulator_costs(run)` (the run's codec, the cache's
+    latent and proprio statistics)."""
     s = planning_session(run, plan_cfg, encoder=lambda f: None)
     encoder = encoder or DinoEncoder.from_config(run.exp.encoder)
     encode = encoder.encode if hasattr(encoder, "encode") else encoder
-    observer = LatentObserver(encode, NormStats.from_dict(run.data_stats["latents"]))
+    stats = NormStats.from_dict(run.data_stats["latents"])
+    observer = LatentObserver(encode, stats, proprio_stats=proprio_stats_of(run.data_stats, run.model.cfg))
     res = cost_quality(
         goals,
         s.codec,
         observer,
         plan_cfg,
-        costs=tuple(SIMULATOR_RUNGS),
+        costs=simulator_costs(run),
         settings=CostQualitySettings(samples=4, cem=True, max_plans=replans),
     )
     return [{"goal": i, **r} for i, r in enumerate(res["per_goal"])]
@@ -197,7 +212,13 @@ def planning_ladder(
     given: dict = dict(options.given or {})  # gains the rows made here
     out = Path(out)
     key = _settings(run, goals, plan_cfg, replans)
-    sim = _kept(out / "simulator.json", key, lambda: simulator_rows(run, goals, plan_cfg, replans, encoder), log)
+    costs = simulator_costs(run)
+    sim = _kept(
+        out / "simulator.json",
+        {**key, "costs": list(costs)},
+        lambda: simulator_rows(run, goals, plan_cfg, replans, encoder),
+        log,
+    )
     rungs = {
         name: summarize_rung(
             [
@@ -212,6 +233,7 @@ def planning_ladder(
             moves,
         )
         for c, name in SIMULATOR_RUNGS.items()
+        if c in costs
     }
     rungs["state model (privileged)"] = summarize_rung(
         _kept(
@@ -260,4 +282,4 @@ def planning_ladder(
     }
 
 
-__all__ = ["SIMULATOR_RUNGS", "LadderOptions", "planning_ladder", "summarize_rung"]
+__all__ = ["SIMULATOR_RUNGS", "LadderOptions", "simulator_costs", "planning_ladder", "summarize_rung"]

@@ -42,6 +42,7 @@ _SCALING_KEYS = (
     "random_block_px",
     "sim_state_block_moves",
     "sim_latent_block_moves",
+    "sim_latent_proprio_block_moves",
     "state_model_block_moves",
     "dino_wm_table5_success",
 )
