@@ -2,17 +2,19 @@
 
     python benchmarks/bench_ladder.py --cache CACHE --episodes EPISODES --checkpoint RUN
                                       [--next-frame RUN2] [--goals 60] [--k 1,4] [--reuse-plan PLAN_DIR]
-                                      [--out runs/ladder] [--quick]
+                                      [--rank-samples 48] [--out runs/ladder] [--quick]
 
 Rungs (planning/ladder.py): simulator + state cost (the planner's ceiling), simulator + latent cost (the encoder's
 ceiling), a state model (privileged: an MLP on the true state), the latent model at each K of --k, the next-frame
 variant (--next-frame: a run of the same size trained with model.prediction "next"), random actions — CEM with the
 run's plan section on --goals held-out goals of the run's split, 25 env steps ahead, the same replanning budget.
 Scored per rung: success (ours and DINO-WM's joint test), success on the goals whose block must move, final block
-error overall and on those goals. --reuse-plan: a `latentwm plan` folder of this run on the same goals (same
-count, seed and plan section; e.g. bench_conditioning's arm), whose CEM rows are the K = plan.sample_steps rung and
-whose random rows the random rung. Every rung resumes from its folder under --out. --quick: 2 goals, a small CEM and
-a short state-model fit; printed, not recorded. Last line: JSON {"rungs": {rung: {...}}, ...}.
+error overall and on those goals; and, before any planner runs, how well each cost orders the same --rank-samples
+random plans per goal (the simulator's costs beside the model's own objective). --reuse-plan: a `latentwm plan`
+folder of this run on the same goals (same count, seed and plan section; e.g. bench_conditioning's arm), whose CEM
+rows are the K = plan.sample_steps rung and whose random rows the random rung. Every rung resumes from its folder
+under --out. --quick: 2 goals, a small CEM and a short state-model fit; printed, not recorded. Last line: JSON
+{"rungs": {rung: {...}}, "cost_rank": {cost: {...}}, ...}.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def main(argv=None):
     ap.add_argument("--goals", type=int, default=60)
     ap.add_argument("--k", default="1,4", help="denoising steps of the latent-model rungs")
     ap.add_argument("--reuse-plan", default="")
+    ap.add_argument("--rank-samples", type=int, default=48, help="random plans per goal for the cost ranks (0: none)")
     ap.add_argument("--out", default="runs/ladder")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
@@ -70,6 +73,7 @@ def main(argv=None):
             state_steps=200 if args.quick else 3000,
             next_frame=WorldModelRun.load(args.next_frame) if args.next_frame else None,
             given=given,
+            rank_samples=(8 if args.quick else args.rank_samples) or None,
         ),
     )
     flat = [{"rung": k, **v} for k, v in res["rungs"].items()]
@@ -86,6 +90,9 @@ def main(argv=None):
             "block_moving_goals",
         ],
     )
+    if res.get("cost_rank"):
+        ranked = [{"cost": k, **v} for k, v in res["cost_rank"].items()]
+        md += "\n\n" + table(ranked, ["cost", "rank_corr", "rank_corr_block_moves"])
     st, d = res["settings"], run.exp.data
     notes = (
         f"Model: {args.checkpoint} ({st['proprio_channels']} proprio channels, "
@@ -94,6 +101,14 @@ def main(argv=None):
         f"{st['horizon']}, ≤ {st['max_replans']} plans of {st['exec_steps']} model steps; {res['goals']} "
         f"held-out goals {st['goal_offset']} env steps ahead, {res['block_moving_goals']} whose block must "
         f"move. The state model reads the true state (privileged)."
+        + (
+            f" Cost ranks: Spearman correlation with the true state distance over {res['rank_samples']} random plans "
+            "per goal from the start, executed in the simulator (state, latent, latent + proprio costs) and rolled "
+            "out by the model under its own planning objective (model K=k); mean over goals and over those whose "
+            "block must move."
+            if res.get("cost_rank")
+            else ""
+        )
     )
     report(
         "bench_ladder: the planning ladder from the simulator to the model",

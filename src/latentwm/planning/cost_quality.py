@@ -151,7 +151,7 @@ def cost_quality(
     try:
         for g in goals:
             goal_latent = sim.goal_latent(g.goal_frame)
-            cands = _random_plans(codec, g, plan_cfg, settings.samples)
+            cands = random_plans(codec, g, plan_cfg, settings.samples)
             got = sim(g.start_state, cands, g.goal_frame, goal_latent, g.goal_state, costs)
             for c in costs:
                 corr[c].append(spearman(got[c], got["state"]))
@@ -201,8 +201,9 @@ def cost_quality(
     }
 
 
-def _random_plans(codec: ActionCodec, g, cfg: PlanConfig, n: int) -> torch.Tensor:
-    """(n, H, plan_dim) candidates from the planners' initial distribution around holding the agent's position."""
+def random_plans(codec: ActionCodec, g, cfg: PlanConfig, n: int) -> torch.Tensor:
+    """(n, H, plan_dim) candidates from the planners' initial distribution around holding the agent's position
+    (seeded by the goal's index: every cost scored on a goal sees the same candidates)."""
     low, high = codec.bounds()
     gen = torch.Generator().manual_seed(g.index)
     mean = codec.hold(g.start_state[:2], cfg.horizon)
@@ -296,5 +297,6 @@ __all__ = [
     "SimCosts",
     "cost_quality",
     "encoder_cost_quality",
+    "random_plans",
     "spearman",
 ]

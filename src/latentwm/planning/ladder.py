@@ -16,6 +16,13 @@ the same replanning budget, relative or absolute actions as the run was trained)
 - "random actions": the planners' initial distribution, same chunks.
 Each rung: success (ours; DINO-WM's joint test), success on the goals whose block must move, final block error (px)
 overall and on those goals. Every rung's per-goal rows are kept as JSON under the output folder and reused.
+
+Before any planner runs, the costs themselves (`cost_rank_rows`, `LadderOptions.rank_samples`): on each goal the same
+random plans from the start (the planners' initial distribution) are executed in the simulator and rolled out by the
+model; each cost's Spearman correlation with the true state distance of the reached states says how well it orders
+the candidates a planner chooses among — the simulator's costs (true dynamics) beside the model's own objective on
+its predictions (latent MSE + proprio term, K = k): where the model's ordering falls below the simulator's under the
+same objective, its predictions are what fails, not the planner.
 """
 
 from __future__ import annotations
@@ -26,15 +33,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from latentwm.data.clip_sets import model_clip_options
 from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import NormStats
 from latentwm.data.proprio import proprio_stats_of
 from latentwm.encoders.dino import DinoEncoder
-from latentwm.envs.pusht import PushTEnv, goal_metrics
+from latentwm.envs.pusht import PushTEnv, goal_metrics, proprio_from_state
 from latentwm.io.files import read_json, write_json
-from latentwm.planning.cost_quality import PROPRIO_COST, CostQualitySettings, cost_quality
+from latentwm.planning.base import MappedObjective
+from latentwm.planning.cost import GoalCost, LatentGoalObjective
+from latentwm.planning.cost_quality import (
+    PROPRIO_COST,
+    CostQualitySettings,
+    SimCosts,
+    cost_quality,
+    random_plans,
+    spearman,
+)
 from latentwm.planning.evaluate import (
     PlanningModels,
     PlanningOptions,
@@ -46,6 +63,7 @@ from latentwm.planning.evaluate import (
 )
 from latentwm.planning.mpc import EpisodeGoal, LatentObserver, derive_seed, run_episode
 from latentwm.planning.state_model import StatePolicy, fit_state_dynamics
+from latentwm.rollout import Sampling
 
 SIMULATOR_RUNGS = {
     "state": "simulator + state cost",
@@ -132,6 +150,57 @@ def simulator_rows(run: WorldModelRun, goals, plan_cfg, replans: int, encoder=No
     return [{"goal": i, **r} for i, r in enumerate(res["per_goal"])]
 
 
+def cost_rank_rows(run: WorldModelRun, goals, plan_cfg, samples: int, sample_steps=(1,), encoder=None) -> list[dict]:
+    """Per goal {"goal", cost: Spearman correlation with the true state distance}: `samples` random plans from the
+    start (`cost_quality.random_plans`) executed in the simulator — scored by the state, latent and (proprio
+    channels) latent + proprio costs — and rolled out by the model from the start frame, scored by its own planning
+    objective (`GoalCost.of_plan(plan_cfg)`: latent MSE and the proprio term on its predicted proprio) at each K of
+    `sample_steps` ("model K=k"); the candidates and the model's noise are the same for every cost of a goal."""
+    s = planning_session(run, plan_cfg, encoder=encoder)
+    channels = run.exp.model.proprio_dim
+    costs = simulator_costs(run)
+    sim = SimCosts(s.codec, s.observer, goals[0].goal_frame.shape[0], plan_cfg.proprio_weight)
+    rows = []
+    try:
+        for i, g in enumerate(goals):
+            cands = random_plans(s.codec, g, plan_cfg, samples)  # (P, H, plan_dim)
+            got = sim(g.start_state, cands, g.goal_frame, sim.goal_latent(g.goal_frame), g.goal_state, costs)
+            row = {"goal": i, **{c: spearman(got[c], got["state"]) for c in costs}}
+            prop = (lambda st: proprio_from_state(st)[None]) if channels else (lambda st: None)  # noqa: E731
+            history = s.observer(g.start_frame[None], prop(g.start_state))[None]  # (1, 1, N, D + P)
+            goal = s.observer(g.goal_frame[None], prop(g.goal_state))[0]  # (N, D + P)
+            dev = history.device
+            for k in sample_steps:
+                obj = LatentGoalObjective(
+                    run.model,
+                    history,
+                    goal,
+                    sampling=Sampling(steps=k),
+                    cost=GoalCost.of_plan(plan_cfg),
+                    seed=derive_seed(s.seed, g.index),
+                )
+                with torch.no_grad():
+                    model_cost = MappedObjective(obj, s.codec.expand)(cands.to(dev)).float().cpu().numpy()
+                row[f"model K={k}"] = spearman(model_cost, got["state"])
+            rows.append(row)
+    finally:
+        sim.close()
+    return rows
+
+
+def summarize_ranks(rows: list[dict], moves: list[bool]) -> dict:
+    """Per cost of `cost_rank_rows`: the mean rank correlation over all goals and over those whose block must move."""
+    names = [k for k in rows[0] if k != "goal"]
+    mv = [r for r in rows if moves[r["goal"]]]
+    return {
+        c: {
+            "rank_corr": float(np.mean([r[c] for r in rows])),
+            "rank_corr_block_moves": float(np.mean([r[c] for r in mv])) if mv else None,
+        }
+        for c in names
+    }
+
+
 def state_model_rows(run: WorldModelRun, cache, goals, plan_cfg, replans: int, steps: int, log=print) -> list[dict]:
     """Per-goal rows of CEM on the privileged state model fitted on the cache's training clips."""
     clips = LatentClipDataset(cache, 2, "train", model_clip_options(run.exp, text=False))
@@ -184,6 +253,9 @@ class LadderOptions:
     given: dict[str, list[dict]] | None = None
     """Per-goal rows already made on these goals ({"latent model K=1": rows, "random actions": rows}, e.g. the
     demo's plan stage), not run again."""
+    rank_samples: int | None = 48
+    """Random plans per goal for the costs' rank correlations (`cost_rank_rows`, at each K of sample_steps); None:
+    not measured."""
 
 
 def planning_ladder(
@@ -198,7 +270,8 @@ def planning_ladder(
     log=print,
 ) -> dict:
     """Every rung of `options` on plan_cfg.num_goals goals of the run's held-out split (seed plan_cfg.seed).
-    Returns {"rungs": {rung: summary}, "goals", "block_moving_goals", "settings"}."""
+    Returns {"rungs": {rung: summary}, "goals", "block_moving_goals", "settings"} and, with options.rank_samples,
+    "cost_rank" ({cost: {rank_corr, rank_corr_block_moves}}, `summarize_ranks`) and "rank_samples"."""
     sample_steps, next_frame, state_steps = options.sample_steps, options.next_frame, options.state_steps
     d = run.exp.data
     goals = sample_goals(
@@ -265,9 +338,21 @@ def planning_ladder(
         )
     if given.get("random actions") is not None:
         rungs["random actions"] = summarize_rung(given["random actions"], moves)
+    ranks = None
+    if options.rank_samples:
+        ranks = summarize_ranks(
+            _kept(
+                out / "cost_rank.json",
+                {**key, "costs": list(costs), "samples": options.rank_samples, "sample_steps": list(sample_steps)},
+                lambda: cost_rank_rows(run, goals, plan_cfg, options.rank_samples, sample_steps, encoder),
+                log,
+            ),
+            moves,
+        )
     c = plan_cfg.cem
     return {
         "rungs": rungs,
+        **({"cost_rank": ranks, "rank_samples": options.rank_samples} if ranks else {}),
         "goals": len(goals),
         "block_moving_goals": int(sum(moves)),
         "settings": {
@@ -282,4 +367,12 @@ def planning_ladder(
     }
 
 
-__all__ = ["SIMULATOR_RUNGS", "LadderOptions", "simulator_costs", "planning_ladder", "summarize_rung"]
+__all__ = [
+    "SIMULATOR_RUNGS",
+    "LadderOptions",
+    "cost_rank_rows",
+    "simulator_costs",
+    "summarize_ranks",
+    "planning_ladder",
+    "summarize_rung",
+]

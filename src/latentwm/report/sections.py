@@ -301,7 +301,25 @@ state model reads the true state (privileged).
 | rung | success | DINO-WM joint test | success, block must move | block px | block px, block must move |
 |---|---|---|---|---|---|
 {rows}
-"""
+{_cost_ranks(lad)}"""
+
+
+def _cost_ranks(lad: dict) -> str:
+    """The ladder's cost ranks as one sentence (empty when not measured)."""
+    ranks = lad.get("cost_rank")
+    if not ranks:
+        return ""
+    said = ", ".join(
+        f"{c} {v['rank_corr']:.2f}"
+        + ("" if v.get("rank_corr_block_moves") is None else f" ({v['rank_corr_block_moves']:.2f})")
+        for c, v in ranks.items()
+    )
+    return (
+        f"\nHow each cost orders the same {lad.get('rank_samples', '?')} random plans per goal before any planner runs "
+        f"(Spearman correlation with the true state distance; in brackets, goals whose block must move): {said}. "
+        "The simulator's costs use the true dynamics; `model K=k` is the model's own planning objective on its "
+        "predictions — below the simulator's latent + proprio cost, the model's predictions are what fails.\n"
+    )
 
 
 def training_section(tr: dict, has_eval_curve: bool) -> str:
