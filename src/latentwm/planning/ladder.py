@@ -150,7 +150,9 @@ def simulator_rows(run: WorldModelRun, goals, plan_cfg, replans: int, encoder=No
     return [{"goal": i, **r} for i, r in enumerate(res["per_goal"])]
 
 
-def cost_rank_rows(run: WorldModelRun, goals, plan_cfg, samples: int, sample_steps=(1,), encoder=None) -> list[dict]:
+def cost_rank_rows(
+    run: WorldModelRun, goals, plan_cfg, samples: int, sample_steps=(1,), encoder=None, log=print
+) -> list[dict]:
     """Per goal {"goal", cost: Spearman correlation with the true state distance}: `samples` random plans from the
     start (`cost_quality.random_plans`) executed in the simulator — scored by the state, latent and (proprio
     channels) latent + proprio costs — and rolled out by the model from the start frame, scored by its own planning
@@ -183,6 +185,7 @@ def cost_rank_rows(run: WorldModelRun, goals, plan_cfg, samples: int, sample_ste
                     model_cost = MappedObjective(obj, s.codec.expand)(cands.to(dev)).float().cpu().numpy()
                 row[f"model K={k}"] = spearman(model_cost, got["state"])
             rows.append(row)
+            log(f"  cost ranks, goal {i}: " + " ".join(f"{c} {v:.2f}" for c, v in row.items() if c != "goal"))
     finally:
         sim.close()
     return rows
@@ -344,7 +347,7 @@ def planning_ladder(
             _kept(
                 out / "cost_rank.json",
                 {**key, "costs": list(costs), "samples": options.rank_samples, "sample_steps": list(sample_steps)},
-                lambda: cost_rank_rows(run, goals, plan_cfg, options.rank_samples, sample_steps, encoder),
+                lambda: cost_rank_rows(run, goals, plan_cfg, options.rank_samples, sample_steps, encoder, log),
                 log,
             ),
             moves,
