@@ -12,7 +12,9 @@ encoder is scored on what the planning cost must resolve — the block:
 - a pose probe: ridge regression from the flattened latents to agent and block positions (held-out RMSE);
 - `planning.cost_quality.encoder_cost_quality` with the real simulator as the model: Spearman rank correlation with
   the true state distance over random plans (all goals, and the goals whose block must move), and CEM-on-simulator
-  success (DINO-WM's test).
+  success (DINO-WM's test), under the latent cost alone and under DINO-WM's objective with the true proprio
+  (`*_proprio`: latent + proprio term, the cost a model with proprio channels plans on — the agent is then the
+  proprio term's, and what the latent cost must resolve is the block).
 The random-weight encoder is the baseline row. `--res224 N` also renders N episodes at 224 px (DINO-WM's
 resolution) and N at 96 px with the same seeds, pretrains the chosen objective on each (112 px input vs 224 px
 input) and compares cost quality against generation, pretraining and encoding time on this machine. --quick: a
@@ -46,7 +48,7 @@ from latentwm.data.sources.pusht import generate_pusht  # noqa: E402
 from latentwm.encoders.dino import DinoEncoder  # noqa: E402
 from latentwm.envs.pusht import goal_metrics  # noqa: E402
 from latentwm.io.files import write_json  # noqa: E402
-from latentwm.planning.cost_quality import CostQualitySettings, encoder_cost_quality  # noqa: E402
+from latentwm.planning.cost_quality import PROPRIO_COST, CostQualitySettings, encoder_cost_quality  # noqa: E402
 from latentwm.planning.evaluate import held_out_episodes, sample_goals  # noqa: E402
 from latentwm.report.studies import ENCODERS_FILE  # noqa: E402
 from latentwm.train.encoder_pretrain import run_pretrain_encoder  # noqa: E402
@@ -118,9 +120,9 @@ def score(encoder: DinoEncoder, episodes: Path, goals: int, samples: int) -> dic
         exp,
         num_goals=goals,
         settings=CostQualitySettings(samples=samples),
+        costs=("latent", PROPRIO_COST),
         log=lambda *a: None,
     )
-    lat = res["per_cost"]["latent"]
     gs = sample_goals(
         held_out_episodes(episodes, None, exp.data.eval_fraction, exp.data.seed),
         goals,
@@ -128,15 +130,27 @@ def score(encoder: DinoEncoder, episodes: Path, goals: int, samples: int) -> dic
         exp.plan.seed,
     )  # encoder_cost_quality's goals
     moves = [not goal_metrics(np.r_[g.goal_state[:2], g.start_state[2:]], g.goal_state)["success"] for g in gs]
-    corr = [r["latent_rank_corr"] for r, mv in zip(res["per_goal"], moves) if mv]
+    moving = [r for r, mv in zip(res["per_goal"], moves) if mv]
+
+    def on_moves(key: str) -> float | None:
+        return float(np.mean([float(r[key]) for r in moving])) if moving else None
+
     frames = np.zeros((256, 96, 96, 3), np.uint8)
     t = time.perf_counter()
     encoder.encode(frames)
+    lat, prop = res["per_cost"]["latent"], res["per_cost"][PROPRIO_COST]
     return {
         "rank_corr": lat["rank_corr"],
-        "rank_corr_block_moves": float(np.mean(corr)) if corr else None,
+        "rank_corr_block_moves": on_moves("latent_rank_corr"),
         "cem_on_simulator_success": lat["cem_on_simulator_success"],
+        "cem_block_moves": on_moves("latent_cem_success"),
         "cem_final_distance": lat["cem_on_simulator_final_distance"],
+        "rank_corr_proprio": prop["rank_corr"],
+        "rank_corr_proprio_block_moves": on_moves(f"{PROPRIO_COST}_rank_corr"),
+        "cem_proprio_success": prop["cem_on_simulator_success"],
+        "cem_proprio_block_moves": on_moves(f"{PROPRIO_COST}_cem_success"),
+        "cem_proprio_block_px": on_moves(f"{PROPRIO_COST}_cem_block_px"),
+        "block_moving_goals": len(moving),
         "encode_frames_per_s": 256 / (time.perf_counter() - t),
         **linear_probe(encoder, episodes),
         **nearest_pose(encoder, episodes),
@@ -239,6 +253,11 @@ def main():
                 "rank_corr",
                 "rank_corr_block_moves",
                 "cem_on_simulator_success",
+                "cem_block_moves",
+                "rank_corr_proprio_block_moves",
+                "cem_proprio_success",
+                "cem_proprio_block_moves",
+                "cem_proprio_block_px",
                 "cem_final_distance",
                 "pretrain_s",
                 "generate_s",
@@ -248,7 +267,9 @@ def main():
         f"Episodes {episodes}; each objective pretrained {args.steps} steps on the training episodes (demo "
         f"architecture: DINOv2 64 wide, 2 blocks, patch 14); cost quality over {args.goals} held-out goals "
         f"(25 env steps ahead), rank correlation over {args.samples} random 5-step plans per goal; CEM 32 × 6 "
-        "elites × 4 iterations, 2 plans, candidates executed in the simulator. probe_*_px: held-out RMSE of a ridge "
+        "elites × 4 iterations, 2 plans, candidates executed in the simulator; *_proprio: the same under the "
+        "latent cost + 1.0 × the normalized proprio MSE of the true agent state (DINO-WM's objective, what a proprio "
+        "model plans on); *_block_moves: on the goals whose block must move. probe_*_px: held-out RMSE of a ridge "
         "regression from the flattened latents to agent / block position (how much pose the latents keep). "
         "nearest_*: pose error of the training frame nearest by latent MSE to each held-out frame "
         "(nearest_block_within_20: block within 20 px and 20°). effective_rank: participation ratio of the "

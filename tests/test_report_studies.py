@@ -50,7 +50,7 @@ def test_the_encoder_table_names_the_best_cost_ranking_and_keeps_every_row(tmp_p
     (tmp_path / "encoders.json").write_text(json.dumps(encoders_study()))
     study = read_encoder_table(tmp_path)
     md = encoder_table_section(study, "runs/enc")
-    assert "| random weights (tiny-random) | 0.50 | 17 | 56 | 0.13 | 0.17 | 0.00 | 3.2 |" in md
+    assert "| random weights (tiny-random) | 0.50 | 17 | 56 | 0.13 | 0.17 | 0.00 | – | 3.2 |" in md
     assert "| pretrained 112 px, time-contrastive |" in md
     assert "**pretrained 112 px, time-contrastive** (0.34); this demo ran with `runs/enc`." in md
     m = encoder_table_metrics(study)
@@ -58,6 +58,11 @@ def test_the_encoder_table_names_the_best_cost_ranking_and_keeps_every_row(tmp_p
     assert m["rows"][1]["rank_corr_block_moves"] == 0.34 and m["steps_per_objective"] == 2000 and not m["quick"]
     quick = encoder_table_section({**study, "quick": True})
     assert "**Quick run**" in quick and "this demo ran" not in quick
+    # scored under the cost a proprio model plans on: the best is named by CEM there, not by the latent ranking
+    study["rows"][0]["cem_proprio_block_moves"], study["rows"][1]["cem_proprio_block_moves"] = 0.4, 0.3
+    md = encoder_table_section(study)
+    assert "| random weights (tiny-random) | 0.50 | 17 | 56 | 0.13 | 0.17 | 0.00 | 0.40 | 3.2 |" in md
+    assert "latent + proprio cost where the block must move: **random weights (tiny-random)** (0.40)." in md
 
 
 def test_the_scaling_section_is_smallest_first_with_dino_wm_beside(tmp_path):
