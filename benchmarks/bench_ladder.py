@@ -92,7 +92,7 @@ def main(argv=None):
     )
     if res.get("cost_rank"):
         ranked = [{"cost": k, **v} for k, v in res["cost_rank"].items()]
-        md += "\n\n" + table(ranked, ["cost", "rank_corr", "rank_corr_block_moves"])
+        md += "\n\n" + table(ranked, ["cost", "rank_corr", "rank_corr_block_moves", "block_rank_corr", "block_goals"])
     st, d = res["settings"], run.exp.data
     notes = (
         f"Model: {args.checkpoint} ({st['proprio_channels']} proprio channels, "
@@ -104,8 +104,9 @@ def main(argv=None):
         + (
             f" Cost ranks: Spearman correlation with the true state distance over {res['rank_samples']} random plans "
             "per goal from the start, executed in the simulator (state, latent, latent + proprio costs) and rolled "
-            "out by the model under its own planning objective (model K=k); mean over goals and over those whose "
-            "block must move."
+            "out by the model under its own planning objective (model K=k) and its latent term alone (model K=k "
+            "latent); mean over goals and over those whose block must move; block_rank_corr: against the block's "
+            "own distance (px + degrees), over the block_goals where a candidate moved the block."
             if res.get("cost_rank")
             else ""
         )

@@ -73,8 +73,8 @@ def test_data_scaling_and_ladder_quick_runs(tmp_path):
     }
     assert all(r["goals"] == 2 and 0 <= r["success_rate"] <= 1 for r in rungs.values())
     ranks = ladder["cost_rank"]  # the costs' ordering of the same random plans, the model's own beside
-    assert set(ranks) == {"state", "latent", "latent+proprio", "model K=1", "model K=4"}
-    assert ranks["state"]["rank_corr"] == 1.0 and ladder["rank_samples"] == 8
+    assert set(ranks) == {"latent", "latent+proprio", "model K=1", "model K=1 latent", "model K=4", "model K=4 latent"}
+    assert all(-1 <= v["rank_corr"] <= 1 for v in ranks.values()) and ladder["rank_samples"] == 8
     again = _run(
         [
             "benchmarks/bench_ladder.py",

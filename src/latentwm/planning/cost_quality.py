@@ -19,6 +19,7 @@ proprio channels plans on its predicted one (the encoder's ceiling under the cos
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +71,8 @@ def advance_plan(sim: PushTEnv, codec: ActionCodec, plan: torch.Tensor) -> np.nd
 
 
 class SimCosts:
-    """Executes (P, H, k) planning-space candidates from a state in a private simulator; returns every cost.
+    """Executes (P, H, k) planning-space candidates from a state in a private simulator; returns every cost asked
+    for, the true state distance ("state") and the block's alone ("block": px + degrees) of the reached states.
     proprio_weight: the weight of PROPRIO_COST's proprio term (plan.proprio_weight)."""
 
     def __init__(self, codec: ActionCodec, observer: LatentObserver, image_size: int, proprio_weight: float = 1.0):
@@ -85,14 +87,16 @@ class SimCosts:
         return ((raw - self.observer.mean) / self.observer.std)[0]
 
     def __call__(self, start_state, candidates: torch.Tensor, goal_frame, goal_latent, goal_state, costs=COSTS) -> dict:
-        reached, dists, states = [], [], []
+        reached, metrics, states = [], [], []
         for c in candidates:
             self.sim.reset(state=start_state)
             reached.append(advance_plan(self.sim, self.codec, c))
             states.append(self.sim.state().copy())
-            dists.append(goal_metrics(states[-1], goal_state)["state_dist"])
+            metrics.append(goal_metrics(states[-1], goal_state))
         frames = np.stack(reached)  # (P, H, W, 3)
-        out = {"state": np.asarray(dists)}
+        out = {"state": np.asarray([m["state_dist"] for m in metrics])}
+        # the block's own distance (px + degrees): a reference like "state", without the agent
+        out["block"] = np.asarray([m["block_pos_diff"] + math.degrees(m["angle_diff"]) for m in metrics])
         if "latent" in costs or "latent_raw" in costs or PROPRIO_COST in costs:
             raw = self.observer.encode(frames).float()  # (P, N, D) LayerNorm-ed tokens, before dataset statistics
             # cost_quality's observer carries the latent statistics

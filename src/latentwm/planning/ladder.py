@@ -153,52 +153,73 @@ def simulator_rows(run: WorldModelRun, goals, plan_cfg, replans: int, encoder=No
 def cost_rank_rows(
     run: WorldModelRun, goals, plan_cfg, samples: int, sample_steps=(1,), encoder=None, log=print
 ) -> list[dict]:
-    """Per goal {"goal", cost: Spearman correlation with the true state distance}: `samples` random plans from the
-    start (`cost_quality.random_plans`) executed in the simulator — scored by the state, latent and (proprio
-    channels) latent + proprio costs — and rolled out by the model from the start frame, scored by its own planning
-    objective (`GoalCost.of_plan(plan_cfg)`: latent MSE and the proprio term on its predicted proprio) at each K of
-    `sample_steps` ("model K=k"); the candidates and the model's noise are the same for every cost of a goal."""
+    """Per goal {"goal", "state": {cost: r}, "block": {cost: r or None}}: Spearman correlations of each cost with
+    the true state distance and with the block's own distance (px + degrees; None where no candidate moved the
+    block) of the reached states. `samples` random plans from the start (`cost_quality.random_plans`) are executed
+    in the simulator — scored by the state, latent and (proprio channels) latent + proprio costs — and rolled out by
+    the model from the start frame, scored by its own planning objective (`GoalCost.of_plan(plan_cfg)`: latent MSE and
+    the proprio term on its predicted proprio; "model K=k") and by its latent term alone ("model K=k latent"), at
+    each K of `sample_steps`; the candidates and the model's noise are the same for every cost of a goal. Against
+    the block's distance the latent terms say whether the predicted frames resolve the block — what the proprio
+    term cannot carry."""
     s = planning_session(run, plan_cfg, encoder=encoder)
     channels = run.exp.model.proprio_dim
     costs = simulator_costs(run)
     sim = SimCosts(s.codec, s.observer, goals[0].goal_frame.shape[0], plan_cfg.proprio_weight)
+    full = GoalCost.of_plan(plan_cfg)
+    objectives = {"": full, " latent": dataclasses.replace(full, proprio_weight=0.0)}
+    prop = (lambda st: proprio_from_state(st)[None]) if channels else (lambda st: None)  # noqa: E731
     rows = []
     try:
         for i, g in enumerate(goals):
             cands = random_plans(s.codec, g, plan_cfg, samples)  # (P, H, plan_dim)
             got = sim(g.start_state, cands, g.goal_frame, sim.goal_latent(g.goal_frame), g.goal_state, costs)
-            row = {"goal": i, **{c: spearman(got[c], got["state"]) for c in costs}}
-            prop = (lambda st: proprio_from_state(st)[None]) if channels else (lambda st: None)  # noqa: E731
+            scored = {c: got[c] for c in costs if c != "state"}  # the references are "state" and "block"
             history = s.observer(g.start_frame[None], prop(g.start_state))[None]  # (1, 1, N, D + P)
             goal = s.observer(g.goal_frame[None], prop(g.goal_state))[0]  # (N, D + P)
-            dev = history.device
             for k in sample_steps:
-                obj = LatentGoalObjective(
-                    run.model,
-                    history,
-                    goal,
-                    sampling=Sampling(steps=k),
-                    cost=GoalCost.of_plan(plan_cfg),
-                    seed=derive_seed(s.seed, g.index),
-                )
-                with torch.no_grad():
-                    model_cost = MappedObjective(obj, s.codec.expand)(cands.to(dev)).float().cpu().numpy()
-                row[f"model K={k}"] = spearman(model_cost, got["state"])
+                for suffix, cost in objectives.items():
+                    obj = LatentGoalObjective(
+                        run.model,
+                        history,
+                        goal,
+                        sampling=Sampling(steps=k),
+                        cost=cost,
+                        seed=derive_seed(s.seed, g.index),
+                    )
+                    with torch.no_grad():
+                        pred = MappedObjective(obj, s.codec.expand)(cands.to(history.device))
+                    scored[f"model K={k}{suffix}"] = pred.float().cpu().numpy()
+            block_varies = len(np.unique(np.round(got["block"], 6))) > 1
+            row: dict = {
+                "goal": i,
+                "state": {c: spearman(v, got["state"]) for c, v in scored.items()},
+                "block": {c: spearman(v, got["block"]) if block_varies else None for c, v in scored.items()},
+            }
             rows.append(row)
-            log(f"  cost ranks, goal {i}: " + " ".join(f"{c} {v:.2f}" for c, v in row.items() if c != "goal"))
+            log(f"  cost ranks, goal {i}: " + " ".join(f"{c} {v:.2f}" for c, v in row["state"].items()))
     finally:
         sim.close()
     return rows
 
 
 def summarize_ranks(rows: list[dict], moves: list[bool]) -> dict:
-    """Per cost of `cost_rank_rows`: the mean rank correlation over all goals and over those whose block must move."""
-    names = [k for k in rows[0] if k != "goal"]
+    """Per cost of `cost_rank_rows`: the mean rank correlation with the state distance over all goals and over
+    those whose block must move, and with the block's distance over the goals where a candidate moved the block
+    (`block_goals` of them)."""
+    names = list(rows[0]["state"])
     mv = [r for r in rows if moves[r["goal"]]]
+
+    def mean(xs):
+        xs = [x for x in xs if x is not None]
+        return float(np.mean(xs)) if xs else None
+
     return {
         c: {
-            "rank_corr": float(np.mean([r[c] for r in rows])),
-            "rank_corr_block_moves": float(np.mean([r[c] for r in mv])) if mv else None,
+            "rank_corr": mean([r["state"][c] for r in rows]),
+            "rank_corr_block_moves": mean([r["state"][c] for r in mv]),
+            "block_rank_corr": mean([r["block"][c] for r in rows]),
+            "block_goals": sum(r["block"][c] is not None for r in rows),
         }
         for c in names
     }
@@ -346,7 +367,13 @@ def planning_ladder(
         ranks = summarize_ranks(
             _kept(
                 out / "cost_rank.json",
-                {**key, "costs": list(costs), "samples": options.rank_samples, "sample_steps": list(sample_steps)},
+                {
+                    **key,
+                    "costs": list(costs),
+                    "samples": options.rank_samples,
+                    "sample_steps": list(sample_steps),
+                    "v": 2,
+                },
                 lambda: cost_rank_rows(run, goals, plan_cfg, options.rank_samples, sample_steps, encoder, log),
                 log,
             ),

@@ -305,20 +305,19 @@ state model reads the true state (privileged).
 
 
 def _cost_ranks(lad: dict) -> str:
-    """The ladder's cost ranks as one sentence (empty when not measured)."""
+    """The ladder's cost ranks as two sentences (empty when not measured)."""
     ranks = lad.get("cost_rank")
     if not ranks:
         return ""
-    said = ", ".join(
-        f"{c} {v['rank_corr']:.2f}"
-        + ("" if v.get("rank_corr_block_moves") is None else f" ({v['rank_corr_block_moves']:.2f})")
-        for c, v in ranks.items()
-    )
+    f = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+    state = ", ".join(f"{c} {f(v['rank_corr'])}" for c, v in ranks.items())
+    block = ", ".join(f"{c} {f(v.get('block_rank_corr'))}" for c, v in ranks.items())
     return (
         f"\nHow each cost orders the same {lad.get('rank_samples', '?')} random plans per goal before any planner runs "
-        f"(Spearman correlation with the true state distance; in brackets, goals whose block must move): {said}. "
-        "The simulator's costs use the true dynamics; `model K=k` is the model's own planning objective on its "
-        "predictions — below the simulator's latent + proprio cost, the model's predictions are what fails.\n"
+        f"(Spearman correlation with the true state distance): {state}; with the block's own distance (px + degrees, "
+        f"goals where a candidate moved it): {block}. The simulator's costs use the true dynamics; `model K=k` is "
+        "the model's own planning objective on its predictions, `latent` its latent term alone — below the "
+        "simulator's under the same cost, the model's predictions are what fails.\n"
     )
 
 
