@@ -19,10 +19,11 @@ overall and on those goals. Every rung's per-goal rows are kept as JSON under th
 
 Before any planner runs, the costs themselves (`cost_rank_rows`, `LadderOptions.rank_samples`): on each goal the same
 random plans from the start (the planners' initial distribution) are executed in the simulator and rolled out by the
-model; each cost's Spearman correlation with the true state distance of the reached states says how well it orders
-the candidates a planner chooses among — the simulator's costs (true dynamics) beside the model's own objective on
-its predictions (latent MSE + proprio term, K = k): where the model's ordering falls below the simulator's under the
-same objective, its predictions are what fails, not the planner.
+model; each cost's Spearman correlation with the true state distance of the reached states, and with the block's own
+distance, says how well it orders the candidates a planner chooses among — the simulator's costs (true dynamics)
+beside the model's own objective on its predictions (latent MSE + proprio term, and its latent term alone, K = k):
+where the model's ordering falls below the simulator's under the same cost, its predictions are what fails, not the
+planner.
 """
 
 from __future__ import annotations
@@ -167,7 +168,8 @@ def cost_rank_rows(
     costs = simulator_costs(run)
     sim = SimCosts(s.codec, s.observer, goals[0].goal_frame.shape[0], plan_cfg.proprio_weight)
     full = GoalCost.of_plan(plan_cfg)
-    objectives = {"": full, " latent": dataclasses.replace(full, proprio_weight=0.0)}
+    # the latent term alone, where there is another term to leave out
+    objectives = {"": full, **({" latent": dataclasses.replace(full, proprio_weight=0.0)} if channels else {})}
     prop = (lambda st: proprio_from_state(st)[None]) if channels else (lambda st: None)  # noqa: E731
     rows = []
     try:
