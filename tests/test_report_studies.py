@@ -63,6 +63,13 @@ def test_the_encoder_table_names_the_best_cost_ranking_and_keeps_every_row(tmp_p
     md = encoder_table_section(study)
     assert "| random weights (tiny-random) | 0.50 | 17 | 56 | 0.13 | 0.17 | 0.00 | 0.40 | 3.2 |" in md
     assert "latent + proprio cost where the block must move: **random weights (tiny-random)** (0.40)." in md
+    for r in study["rows"]:
+        r["block_moving_goals"] = 22  # 0.40 vs 0.30 over 22 goals: inside two standard errors of the difference
+    assert "(0.40), within noise of pretrained 112 px, time-contrastive (0.30; ± 0.14 over 22 goals)." in (
+        encoder_table_section(study)
+    )
+    study["rows"][1]["cem_proprio_block_moves"] = 0.0  # far apart: named without a caveat
+    assert "within noise" not in encoder_table_section(study)
 
 
 def test_the_scaling_section_is_smallest_first_with_dino_wm_beside(tmp_path):

@@ -10,6 +10,7 @@ once with one line naming the file, not after hours of work.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from latentwm.config import LatentwmError
@@ -141,9 +142,15 @@ def encoder_table_section(study: dict, chosen: str | None = None) -> str:
             if by_cem
             else "Best cost ranking where the block must move"
         )
-        lines.append(
-            f"{what}: **{_label(best)}** ({best[key]:.2f})" + (f"; this demo ran with `{chosen}`." if chosen else ".")
-        )
+        said = f"{what}: **{_label(best)}** ({best[key]:.2f})"
+        runner = max((r for r in ranked if r is not best), key=lambda r: r[key], default=None)
+        n = best.get("block_moving_goals")
+        if by_cem and runner is not None and n:
+            # a success rate over n goals: one binomial standard error of the difference of two such rates
+            se = math.sqrt(sum(p * (1 - p) for p in (best[key], runner[key])) / n)
+            if best[key] - runner[key] < 2 * se:
+                said += f", within noise of {_label(runner)} ({runner[key]:.2f}; ± {se:.2f} over {n} goals)"
+        lines.append(said + (f"; this demo ran with `{chosen}`." if chosen else "."))
     return "\n".join(lines)
 
 
