@@ -103,8 +103,8 @@ class SimCosts:
             assert self.observer.mean is not None and self.observer.std is not None
             lat = (raw - self.observer.mean) / self.observer.std
             goal_raw = goal_latent * self.observer.std + self.observer.mean
-            out["latent"] = ((lat - goal_latent) ** 2).mean((1, 2)).numpy()
-            out["latent_raw"] = ((raw - goal_raw) ** 2).mean((1, 2)).numpy()
+            out["latent"] = ((lat - goal_latent) ** 2).mean((1, 2)).cpu().numpy()  # the observer may be on CUDA
+            out["latent_raw"] = ((raw - goal_raw) ** 2).mean((1, 2)).cpu().numpy()
         if "pixel" in costs:
             out["pixel"] = ((frames.astype(np.float32) - goal_frame.astype(np.float32)) ** 2).mean((1, 2, 3))
         if PROPRIO_COST in costs:
