@@ -148,7 +148,7 @@ def encoder_table_section(study: dict, chosen: str | None = None) -> str:
         if by_cem and runner is not None and n:
             # a success rate over n goals: one binomial standard error of the difference of two such rates
             se = math.sqrt(sum(p * (1 - p) for p in (best[key], runner[key])) / n)
-            if best[key] - runner[key] < 2 * se:
+            if best[key] - runner[key] <= 2 * se:  # a tie too
                 said += f", within noise of {_label(runner)} ({runner[key]:.2f}; ± {se:.2f} over {n} goals)"
         lines.append(said + (f"; this demo ran with `{chosen}`." if chosen else "."))
     return "\n".join(lines)
