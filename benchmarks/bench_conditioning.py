@@ -37,8 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import report, table  # noqa: E402
 
 from latentwm.cli import main as cli  # noqa: E402
-from latentwm.envs.pusht import goal_metrics  # noqa: E402
-from latentwm.planning.evaluate import held_out_episodes, sample_goals  # noqa: E402
+from latentwm.planning.evaluate import block_must_move, held_out_episodes, sample_goals  # noqa: E402
 
 ARMS = {
     "absolute": (0, False, "concat"),
@@ -71,7 +70,7 @@ def block_moves(episodes: Path, cache: Path, goals: int, seed: int) -> list[bool
     """Per planning goal (latentwm plan's: held-out split of the cpu preset's data section, 25 env steps): whether
     the block must move (its start pose fails the goal's block test)."""
     gs = sample_goals(held_out_episodes(episodes, cache, 0.1, 0), goals, 25, seed)
-    return [not goal_metrics(np.r_[g.goal_state[:2], g.start_state[2:]], g.goal_state)["success"] for g in gs]
+    return [block_must_move(g) for g in gs]
 
 
 def last_eval(metrics: Path) -> dict:

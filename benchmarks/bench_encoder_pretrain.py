@@ -46,10 +46,9 @@ from latentwm.config import (  # noqa: E402
 from latentwm.data.episodes import load_episode  # noqa: E402
 from latentwm.data.sources.pusht import generate_pusht  # noqa: E402
 from latentwm.encoders.dino import DinoEncoder  # noqa: E402
-from latentwm.envs.pusht import goal_metrics  # noqa: E402
 from latentwm.io.files import write_json  # noqa: E402
 from latentwm.planning.cost_quality import PROPRIO_COST, CostQualitySettings, encoder_cost_quality  # noqa: E402
-from latentwm.planning.evaluate import held_out_episodes, sample_goals  # noqa: E402
+from latentwm.planning.evaluate import block_must_move, held_out_episodes, sample_goals  # noqa: E402
 from latentwm.report.studies import ENCODERS_FILE  # noqa: E402
 from latentwm.train.encoder_pretrain import run_pretrain_encoder  # noqa: E402
 
@@ -129,7 +128,7 @@ def score(encoder: DinoEncoder, episodes: Path, goals: int, samples: int) -> dic
         exp.plan.goal_offset,
         exp.plan.seed,
     )  # encoder_cost_quality's goals
-    moves = [not goal_metrics(np.r_[g.goal_state[:2], g.start_state[2:]], g.goal_state)["success"] for g in gs]
+    moves = [block_must_move(g) for g in gs]
     moving = [r for r, mv in zip(res["per_goal"], moves) if mv]
 
     def on_moves(key: str) -> float | None:

@@ -62,7 +62,14 @@ from latentwm.planning.mpc import (
     run_episode,
 )
 from latentwm.planning.proprio import ProprioProbe, resolve_probe
-from latentwm.planning.results import goal_texts, imagined_goal_facts, planning_table, summarize, summarize_text_goals
+from latentwm.planning.results import (
+    block_must_move,
+    goal_texts,
+    imagined_goal_facts,
+    planning_table,
+    summarize,
+    summarize_text_goals,
+)
 from latentwm.planning.state_probe import STATE_PROBE_FILE, StateProbe
 
 
@@ -573,4 +580,5 @@ __all__ = [
     "planning_table",
     "run_plan",
     "sample_goals",
+    "block_must_move",
 ]

@@ -41,7 +41,7 @@ from latentwm.data.clips import LatentClipDataset
 from latentwm.data.episodes import NormStats
 from latentwm.data.proprio import proprio_stats_of
 from latentwm.encoders.dino import DinoEncoder
-from latentwm.envs.pusht import PushTEnv, goal_metrics, proprio_from_state
+from latentwm.envs.pusht import PushTEnv, proprio_from_state
 from latentwm.io.files import read_json, write_json
 from latentwm.planning.base import MappedObjective
 from latentwm.planning.cost import GoalCost, LatentGoalObjective
@@ -57,6 +57,7 @@ from latentwm.planning.evaluate import (
     PlanningModels,
     PlanningOptions,
     WorldModelRun,
+    block_must_move,
     evaluate_planning,
     held_out_episodes,
     planning_session,
@@ -306,7 +307,7 @@ def planning_ladder(
         plan_cfg.goal_offset,
         plan_cfg.seed,
     )
-    moves = [not goal_metrics(np.r_[g.goal_state[:2], g.start_state[2:]], g.goal_state)["success"] for g in goals]
+    moves = [block_must_move(g) for g in goals]
     replans = planning_session(run, plan_cfg, encoder=lambda f: None).max_replans
     given: dict = dict(options.given or {})  # gains the rows made here
     out = Path(out)

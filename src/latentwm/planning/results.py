@@ -37,6 +37,12 @@ TEXT_TAG = " (text goal)"
 """Suffix of the text-goal rows in `planning_table`."""
 
 
+def block_must_move(goal) -> bool:
+    """Whether a planning goal's block pose (`evaluate.PlanningGoal`: start_state, goal_state) fails the success test
+    at the start with the agent placed at its goal: the block must be pushed, not only the pusher moved."""
+    return not goal_metrics(np.r_[goal.goal_state[:2], goal.start_state[2:]], goal.goal_state)["success"]
+
+
 def goal_sentence(start_state, goal_state, seed: int, index: int, style: str = "direction") -> str:
     """The Push-T language's description of the change from start to goal in narration `style` (the one the model
     was trained on: a magnitude-trained model gets a goal with distances), in a held-out paraphrase drawn from
@@ -144,9 +150,7 @@ def summarize(s, goals, rows: dict[str, list[dict]], methods: list[str], held_ou
         "num_goals": len(goals),
         **{k: means[k] for k in ("block_pos_diff", "agent_pos_diff", "angle_diff_deg")},
         # goals whose block pose already passes at the start: only the agent has to get there
-        "block_static_goals": float(
-            np.mean([goal_metrics(np.r_[g.goal_state[:2], g.start_state[2:]], g.goal_state)["success"] for g in goals])
-        ),
+        "block_static_goals": float(np.mean([not block_must_move(g) for g in goals])),
         "start_success_rate": float(np.mean([r["start_success"] for r in rows[methods[0]]])),
         "start_distance": float(np.mean([r["start_distance"] for r in rows[methods[0]]])),
         "success_step": means["success_step"],
@@ -334,6 +338,7 @@ def _search_text(settings: dict) -> str:
 
 
 __all__ = [
+    "block_must_move",
     "AUTO",
     "TEXT_TAG",
     "goal_sentence",
