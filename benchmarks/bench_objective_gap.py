@@ -3,7 +3,7 @@ variants of the same model on the same data and steps, scored on held-out rollou
 
     python benchmarks/bench_objective_gap.py --cache CACHE --encoder E [--steps 2000] [--clip-len 8]
         [--variants shortcut,next,clean-context,ramp-weight,v,no-bootstrap] [--reuse NAME=RUN,...] [--samples 4]
-        [--clips 200] [--out runs/objective_gap] [--quick]
+        [--clips 200] [--out runs/objective_gap] [--extra "ARGS"] [--episodes EPISODES [--rank-goals 20]] [--quick]
 
 Every variant trains bench_conditioning's model (the cpu preset with 2×2-grouped tokens, the Push-T conditioning,
 batch 16) for --steps steps on CACHE (resumed), then `latentwm eval` rolls it out on --clips held-out clips, horizon
@@ -21,15 +21,22 @@ from the default):
   the K = 4 sampler uses: what the compute buys when none goes to bootstrap targets for other step sizes).
 Scored: the one-sample error per horizon, the error of the mean of the samples, and their extrapolation to infinitely
 many samples (error = bias + spread / N from N = 1 and N = samples: the part no averaging removes), copy-last's, and
-the action sensitivity (error with another clip's actions − with the true ones). --reuse NAME=RUN scores an existing
-run as variant NAME instead of training it (same data, model and steps, e.g. the data-scaling point's). --quick: a
-tiny cache and a few steps, printed, not recorded. Last line: JSON {"rows": [...], ...}.
+the action sensitivity (error with another clip's actions − with the true ones). With --episodes (the episodes the
+cache was encoded from), also whether the predictions resolve the block: `planning.ladder.cost_rank_rows` on
+--rank-goals held-out planning goals × 48 random plans, the Spearman correlation of the model's latent cost of its
+rollouts (at the checkpoint's K) with the block's true distance after executing them in the simulator, beside the
+encoder's own latent cost on the simulator's frames (the ceiling). --reuse NAME=RUN scores an existing run as
+variant NAME instead of training it (same data, model and steps, e.g. the data-scaling point's); --extra: arguments
+added to every trained variant's `latentwm train` (to match reused runs, e.g. their text width). --quick: a tiny
+cache and a few steps, printed, not recorded. Last line: JSON {"rows": [...], ...}.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -39,6 +46,10 @@ from common import report, table  # noqa: E402
 
 from latentwm.config import GenerateConfig  # noqa: E402
 from latentwm.data.sources.pusht import generate_pusht  # noqa: E402
+from latentwm.io.files import write_json  # noqa: E402
+from latentwm.planning.evaluate import WorldModelRun, held_out_episodes, sample_goals  # noqa: E402
+from latentwm.planning.ladder import cost_rank_rows, summarize_ranks  # noqa: E402
+from latentwm.planning.results import block_must_move  # noqa: E402
 
 VARIANTS = {
     "shortcut": [],
@@ -77,6 +88,29 @@ def score(run_dir: Path, out: Path, samples: int, clips: int) -> dict:
     }
 
 
+def block_rank(run_dir: Path, out: Path, episodes: Path, goals: int, samples: int = 48) -> dict:
+    """Does the run's prediction resolve the block? (kept in `out`/cost_rank.json, recomputed only when missing.)
+    Mean Spearman correlation, over held-out goals where a random plan moved the block, of the block's true
+    distance with the model's latent cost (at the checkpoint's K) and with the encoder's latent cost of the
+    simulator's frames."""
+    f = out / "cost_rank.json"
+    if not f.exists():
+        run = WorldModelRun.load(run_dir)
+        d, k = run.exp.data, run.exp.rollout.sample_steps
+        plan_cfg = dataclasses.replace(run.exp.plan, num_goals=goals)
+        gs = sample_goals(held_out_episodes(episodes, d.cache_dir, d.eval_fraction, d.seed), goals,
+                          plan_cfg.goal_offset, plan_cfg.seed)  # fmt: skip
+        rows = cost_rank_rows(run, gs, plan_cfg, samples, (k,), log=lambda m: None)
+        summary = summarize_ranks(rows, [block_must_move(g) for g in gs])
+        model = f"model K={k} latent" if f"model K={k} latent" in summary else f"model K={k}"
+        write_json(f, {"model": summary[model], "simulator_latent": summary["latent"], "sample_steps": k,
+                       "goals": goals, "samples": samples, "summary": summary})  # fmt: skip
+    r = json.loads(f.read_text())
+    return {"block_rank": r["model"]["block_rank_corr"],
+            "sim_latent_block_rank": r["simulator_latent"]["block_rank_corr"],
+            "rank_goals": r["goals"], "rank_k": r["sample_steps"]}  # fmt: skip
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", default="")
@@ -88,6 +122,9 @@ def main(argv=None):
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--clips", type=int, default=200)
     ap.add_argument("--out", default="runs/objective_gap")
+    ap.add_argument("--extra", default="", help="arguments added to every trained variant's `latentwm train`")
+    ap.add_argument("--episodes", default="", help="the cache's episodes: also score the block cost rank")
+    ap.add_argument("--rank-goals", type=int, default=20)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -108,8 +145,12 @@ def main(argv=None):
         d = Path(reuse[name]) if name in reuse else out / name
         if name not in reuse:
             run([*train_args(cache, d, steps), "--data.clip-len", str(args.clip_len), "--encoder.name", args.encoder,
-                 *(["--data.eval-fraction", "0.4"] if args.quick else []), *VARIANTS[name]])  # fmt: skip
-        rows.append({"variant": name, "run": str(d), **score(d, out / f"eval_{name}", args.samples, clips)})
+                 *(["--data.eval-fraction", "0.4"] if args.quick else []), *shlex.split(args.extra),
+                 *VARIANTS[name]])  # fmt: skip
+        row = {"variant": name, "run": str(d), **score(d, out / f"eval_{name}", args.samples, clips)}
+        if args.episodes:
+            row |= block_rank(d, out / f"eval_{name}", Path(args.episodes), 2 if args.quick else args.rank_goals)
+        rows.append(row)
     flat = [
         {
             "variant": r["variant"],
@@ -118,6 +159,11 @@ def main(argv=None):
             **{f"bias_h{h}": r["bias_error"][h - 1] for h in (1, HORIZON)},
             "copy_last_h1": r["copy_last_error"][0],
             "action_sensitivity": r["action_sensitivity"],
+            **(
+                {"block_rank": r["block_rank"], "sim_latent_block_rank": r["sim_latent_block_rank"]}
+                if "block_rank" in r
+                else {}
+            ),  # fmt: skip
         }
         for r in rows
     ]
@@ -130,6 +176,14 @@ def main(argv=None):
         "per clip. h*: one sample's latent MSE at that horizon; mean_of_*: the samples' mean; bias_*: extrapolated "
         "to infinitely many samples (error = bias + spread / N); action_sensitivity: error with another clip's "
         "actions − with the true ones (mean over horizons)."
+        + (
+            f" block_rank: Spearman correlation of the model's latent cost (at its K) with the block's true distance "
+            f"over {args.rank_goals} held-out goals × 48 random plans executed in the simulator; sim_latent_block_rank: "
+            "the encoder's latent cost of the simulator's frames (the ceiling)."
+            if args.episodes
+            else ""
+        )
+        + (f" Extra training arguments: {args.extra}." if args.extra else "")
     )
     report("bench_objective_gap: shortcut forcing vs next-frame regression at equal compute", table(flat, cols),
            {"rows": rows, "quick": args.quick}, notes, record=not args.quick)  # fmt: skip

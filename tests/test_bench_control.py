@@ -199,13 +199,23 @@ def test_text_arms_quick_run(tmp_path):
 @pytest.mark.slow
 def test_objective_gap_quick_run(tmp_path):
     """bench_objective_gap.py --quick: two objectives on one tiny cache, each scored on held-out rollouts (one
-    sample, the mean of samples and its extrapolation); printed, not recorded."""
+    sample, the mean of samples and its extrapolation) and by the block cost rank at its own K; printed, not
+    recorded."""
     before = (ROOT / "benchmarks/RESULTS.md").read_bytes()
     variants = "shortcut,next,no-bootstrap"
-    res = _run(["benchmarks/bench_objective_gap.py", "--quick", "--variants", variants, "--out", str(tmp_path)])
+    res = _run(["benchmarks/bench_objective_gap.py", "--quick", "--variants", variants, "--out", str(tmp_path),
+                "--episodes", str(tmp_path / "episodes"), "--extra", "--objective.text-dropout 1.0"])  # fmt: skip
     rows = {r["variant"]: r for r in res["rows"]}
     assert set(rows) == {"shortcut", "next", "no-bootstrap"} and res["quick"]
     assert rows["no-bootstrap"]["sample_steps"] == 4  # flow targets at the one step size its sampler uses
+    for r in rows.values():  # the cost rank ran at the checkpoint's own K, on the quick run's two goals
+        assert r["rank_k"] == r["sample_steps"] and r["rank_goals"] == 2
+        rank = json.loads((tmp_path / f"eval_{r['variant']}" / "cost_rank.json").read_text())
+        assert rank["model"]["block_rank_corr"] == r["block_rank"]
+    from latentwm.planning.evaluate import WorldModelRun
+
+    # --extra reached the trained variants
+    assert WorldModelRun.load(tmp_path / "next").exp.objective.text_dropout == 1.0
     assert rows["next"]["num_samples"] == 2 or rows["next"]["mean_of_samples_error"] == rows["next"]["heldout_error"]
     for r in rows.values():
         assert len(r["heldout_error"]) == 4 and r["step"] == 4 and r["num_clips"] > 0
