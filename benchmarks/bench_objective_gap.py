@@ -2,7 +2,8 @@
 variants of the same model on the same data and steps, scored on held-out rollouts.
 
     python benchmarks/bench_objective_gap.py --cache CACHE --encoder E [--steps 2000] [--clip-len 8]
-        [--variants shortcut,next,clean-context,ramp-weight,v,no-bootstrap] [--reuse NAME=RUN,...] [--samples 4]
+        [--variants shortcut,next,clean-context,ramp-weight,v,no-bootstrap,noise-shift] [--reuse NAME=RUN,...]
+        [--samples 4]
         [--clips 200] [--out runs/objective_gap] [--extra "ARGS"] [--episodes EPISODES [--rank-goals 20]] [--quick]
 
 Every variant trains bench_conditioning's model (the cpu preset with 2×2-grouped tokens, the Push-T conditioning,
@@ -18,7 +19,10 @@ from the default):
   sampling starts and the actions decide the prediction, weigh 0.1–0.3);
 - v: v-prediction (model.prediction v);
 - no-bootstrap: objective.bootstrap_fraction 0 with model.k_max 4 (every clip on flow targets at the one step size
-  the K = 4 sampler uses: what the compute buys when none goes to bootstrap targets for other step sizes).
+  the K = 4 sampler uses: what the compute buys when none goes to bootstrap targets for other step sizes);
+- noise-shift: objective.noise_shift 8 (k_max and the bootstrap as the default; the pure-noise level, where
+  sampling starts and the prediction must come from the context and actions, trains on 21 % of the flow frames
+  instead of 1/32 — about no-bootstrap's 25 %, so the two separate that share from the step-size set).
 Scored: the one-sample error per horizon, the error of the mean of the samples, and their extrapolation to infinitely
 many samples (error = bias + spread / N from N = 1 and N = samples: the part no averaging removes), copy-last's, and
 the action sensitivity (error with another clip's actions − with the true ones). With --episodes (the episodes the
@@ -58,6 +62,7 @@ VARIANTS = {
     "ramp-weight": ["--objective.ramp-weight"],
     "v": ["--model.prediction", "v"],
     "no-bootstrap": ["--objective.bootstrap-fraction", "0", "--model.k-max", "4"],
+    "noise-shift": ["--objective.noise-shift", "8"],
 }
 HORIZON = 4
 
@@ -178,8 +183,8 @@ def main(argv=None):
         "actions − with the true ones (mean over horizons)."
         + (
             f" block_rank: Spearman correlation of the model's latent cost (at its K) with the block's true distance "
-            f"over {args.rank_goals} held-out goals × 48 random plans executed in the simulator; sim_latent_block_rank: "
-            "the encoder's latent cost of the simulator's frames (the ceiling)."
+            f"over {args.rank_goals} held-out goals × 48 random plans executed in the simulator; "
+            "sim_latent_block_rank: the encoder's latent cost of the simulator's frames (the ceiling)."
             if args.episodes
             else ""
         )

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from latentwm.config import ObjectiveConfig, get_preset
+from latentwm.config.base import ConfigError
 from latentwm.model.dynamics import DynamicsModel
 from latentwm.objectives.shortcut_forcing import (
     ShortcutForcing,
@@ -13,6 +14,7 @@ from latentwm.objectives.shortcut_forcing import (
     levels_from_draws,
     ramp_weight,
     sample_levels,
+    shift_levels,
     velocity,
 )
 
@@ -79,6 +81,34 @@ def test_levels_lie_on_the_grid():
     assert set(torch.unique(step[boot]).tolist()) == {2**-i for i in range(0, 6)}
     t, s = levels_from_draws(torch.tensor([True]), torch.tensor([[5]]), torch.tensor([[0.999]]), 64)
     assert s.item() == 1.0 and t.item() == 0.0  # d = 1: only τ = 0
+
+
+def test_noise_shift_moves_levels_toward_noise_on_the_grid():
+    """s = 1 is the uniform grid exactly; s > 1 keeps every level on its step's grid and trains the pure-noise
+    level with probability s·c / (1 + (s − 1)·c) for a grid cell c = 1/k_max (the config's documented share)."""
+    torch.manual_seed(0)
+    boot = torch.zeros(4000, dtype=torch.bool)
+    exp, u = torch.zeros(4000, 8, dtype=torch.long), torch.rand(4000, 8)
+    plain = levels_from_draws(boot, exp, u, 32)
+    same = levels_from_draws(boot, exp, u, 32, 1.0)
+    assert torch.equal(plain[0], same[0]) and torch.equal(plain[1], same[1]) and shift_levels(u, 1.0) is u
+    tau, step = levels_from_draws(boot, exp, u, 32, 8.0)
+    assert torch.equal(step, plain[1]) and torch.allclose(tau / step, torch.round(tau / step))
+    assert (tau <= 1 - step + 1e-7).all() and (tau >= 0).all() and (tau <= plain[0]).all()  # monotone: never cleaner
+    c = 1 / 32
+    expected = 8 * c / (1 + 7 * c)  # 0.205 vs 1/32 uniform
+    assert abs((tau == 0).float().mean().item() - expected) < 0.01
+    assert abs((plain[0] == 0).float().mean().item() - c) < 0.005
+    assert shift_levels(torch.tensor([0.0, 1.0]), 3.0).tolist() == [0.0, 1.0]
+    for bad in (0.5, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="objective.noise_shift"):
+            ObjectiveConfig(noise_shift=bad)
+    # the loss reads the field: the same draws at noisier levels weigh less under w(τ) (a zero prediction's error
+    # is the same at every level)
+    x, seeds = torch.randn(4, 3, 2, 2), TrainStep(seeds=[1, 2, 3, 4])
+    a, _ = ShortcutForcing(ObjectiveConfig(bootstrap_fraction=0.0), 32)(oracle(x * 0), x, at=seeds)
+    b, _ = ShortcutForcing(ObjectiveConfig(bootstrap_fraction=0.0, noise_shift=8.0), 32)(oracle(x * 0), x, at=seeds)
+    assert torch.isfinite(b) and b.item() < a.item()
 
 
 def test_bootstrap_fraction_and_warmup():

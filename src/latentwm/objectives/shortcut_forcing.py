@@ -7,6 +7,8 @@ clean latent x̂ = f(z_τ, τ, d, context) (x-prediction); its implied velocity 
 - Flow term (d = 1/K_max): ‖x̂ − x‖².
 - Bootstrap term (d > 1/K_max): two no-grad half steps of the model give v* = (b₁ + b₂)/2; the loss is
   (1 − τ)²‖v̂ − v*‖² = ‖x̂ − (z_τ + (1 − τ)·v*)‖², so both terms are squared errors on x̂ with different targets.
+- Noise shift (objective.noise_shift = s): each frame's uniform level draw u becomes u/(s − (s − 1)u) before it
+  snaps to d's grid, so s > 1 trains more frames at the noisy levels (SD3's shift); s = 1 is the uniform grid.
 - Weight w(τ) = 0.9τ + 0.1; `valid` masks padding; the loss is the mean over valid frames of w·(mean over tokens).
   Padded frames are replaced by zeros before anything is computed (torch.where, not a 0 weight: 0·NaN = NaN), so
   whatever they hold, loss and gradients equal those of the zero-padded batch.
@@ -60,15 +62,26 @@ def velocity(x_hat: torch.Tensor, z: torch.Tensor, tau: torch.Tensor) -> torch.T
     return (x_hat - z) / (1.0 - tau)[..., None, None]
 
 
+def shift_levels(u: torch.Tensor, shift: float) -> torch.Tensor:
+    """u ↦ u / (s − (s − 1)·u): a uniform draw in [0, 1) moved toward 0 (noise) for s > 1 — SD3's timestep shift,
+    written for the signal level. Monotone, keeps 0 and 1; s = 1 returns u itself."""
+    if shift == 1.0:
+        return u
+    return u / (shift - (shift - 1.0) * u)
+
+
 def levels_from_draws(
-    bootstrap: torch.Tensor, exp: torch.Tensor, u: torch.Tensor, k_max: int
+    bootstrap: torch.Tensor, exp: torch.Tensor, u: torch.Tensor, k_max: int, shift: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-frame step sizes and signal levels (diffusion forcing) from uniform draws.
 
     bootstrap (B,) bool: sequences trained with d > 1/k_max — d = 2^(exp+1)/k_max, uniform over {2/k_max, …, 1};
     the others use d = 1/k_max. exp (B, T) ints in [0, log2 k_max); u (B, T) uniform in [0, 1).
-    τ is uniform on d's grid {0, d, …, 1 − d}. Returns (tau (B, T), step (B, T)) float32.
+    τ is on d's grid {0, d, …, 1 − d}: uniform for shift 1, else the grid cell of `shift_levels(u, shift)` (more
+    of the noisy levels, where the prediction must come from the context and the conditions rather than from
+    the frame's own input). Returns (tau (B, T), step (B, T)) float32.
     """
+    u = shift_levels(u, shift)
     coarse = torch.pow(2.0, exp.float() + 1.0) / k_max
     step = torch.where(bootstrap[:, None], coarse, torch.full_like(coarse, 1.0 / k_max))
     n_grid = torch.round(1.0 / step)
@@ -77,12 +90,17 @@ def levels_from_draws(
 
 
 def sample_levels(
-    batch: int, frames: int, k_max: int, bootstrap: torch.Tensor, device: torch.device | None = None
+    batch: int,
+    frames: int,
+    k_max: int,
+    bootstrap: torch.Tensor,
+    device: torch.device | None = None,
+    shift: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(tau, step) (B, T) for `bootstrap` (B,) bool sequences, drawn from the global RNG."""
     levels = max(1, int(math.log2(k_max)))
     exp = torch.randint(0, levels, (batch, frames), device=device)
-    return levels_from_draws(bootstrap.to(device), exp, torch.rand(batch, frames, device=device), k_max)
+    return levels_from_draws(bootstrap.to(device), exp, torch.rand(batch, frames, device=device), k_max, shift)
 
 
 SEED_STRIDE, SEED_MODULUS = 7919, 2**62
@@ -257,7 +275,7 @@ class ShortcutForcing:
         active = self.active(global_step)
         boot_host = [bool(c) and active for c in chosen]
         boot = torch.tensor(boot_host, dtype=torch.bool, device=dev)  # (B,)
-        tau, step = levels_from_draws(boot, exp, u, self.k_max)
+        tau, step = levels_from_draws(boot, exp, u, self.k_max, self.cfg.noise_shift)
         if clean_u is not None:
             tau, step = clean_prefix(tau, step, clean_u, self.cfg.clean_context, self.k_max)
         drop_action = cond_u[:, 0] < self.cfg.action_dropout
