@@ -2,9 +2,9 @@
 variants of the same model on the same data and steps, scored on held-out rollouts.
 
     python benchmarks/bench_objective_gap.py --cache CACHE --encoder E [--steps 2000] [--clip-len 8]
-        [--variants shortcut,next,clean-context,ramp-weight,v,no-bootstrap,noise-shift] [--reuse NAME=RUN,...]
-        [--samples 4]
-        [--clips 200] [--out runs/objective_gap] [--extra "ARGS"] [--episodes EPISODES [--rank-goals 20]] [--quick]
+        [--variants shortcut,next,clean-context,ramp-weight,v,no-bootstrap,noise-shift,teacher-forcing]
+        [--reuse NAME=RUN,...] [--samples 4] [--clips 200] [--out runs/objective_gap] [--extra "ARGS"]
+        [--episodes EPISODES [--rank-goals 20]] [--quick]
 
 Every variant trains bench_conditioning's model (the cpu preset with 2×2-grouped tokens, the Push-T conditioning,
 batch 16) for --steps steps on CACHE (resumed), then `latentwm eval` rolls it out on --clips held-out clips, horizon
@@ -22,7 +22,10 @@ from the default):
   the K = 4 sampler uses: what the compute buys when none goes to bootstrap targets for other step sizes);
 - noise-shift: objective.noise_shift 8 (k_max and the bootstrap as the default; the pure-noise level, where
   sampling starts and the prediction must come from the context and actions, trains on 21 % of the flow frames
-  instead of 1/32 — about no-bootstrap's 25 %, so the two separate that share from the step-size set).
+  instead of 1/32 — about no-bootstrap's 25 %, so the two separate that share from the step-size set);
+- teacher-forcing: objective.teacher_forcing (every frame's context is the clean clip, as sampling's KV cache
+  holds it, instead of noisy frames at their own levels) at half the batch: a clip costs two passes' worth, so
+  the steps and the frames processed stay those of the others (equal compute).
 Scored: the one-sample error per horizon, the error of the mean of the samples, and their extrapolation to infinitely
 many samples (error = bias + spread / N from N = 1 and N = samples: the part no averaging removes), copy-last's, and
 the action sensitivity (error with another clip's actions − with the true ones). With --episodes (the episodes the
@@ -63,6 +66,7 @@ VARIANTS = {
     "v": ["--model.prediction", "v"],
     "no-bootstrap": ["--objective.bootstrap-fraction", "0", "--model.k-max", "4"],
     "noise-shift": ["--objective.noise-shift", "8"],
+    "teacher-forcing": ["--objective.teacher-forcing", "--data.batch-size", "8"],
 }
 HORIZON = 4
 

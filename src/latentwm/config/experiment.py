@@ -83,6 +83,11 @@ class ExperimentConfig:
                 f"data.clip_len ({self.data.clip_len}) must be <= model.context_frames "
                 f"({self.model.context_frames}): training would see longer histories than generation can keep"
             )
+        if self.objective.teacher_forcing and self.model.prediction == "next":
+            raise ConfigError(
+                "objective.teacher_forcing is for shortcut forcing: model.prediction 'next' trains on clean inputs "
+                "already"
+            )
         if self.rollout.sample_steps > self.model.k_max or self.plan.sample_steps > self.model.k_max:
             raise ConfigError(f"rollout/plan sample_steps must be <= model.k_max ({self.model.k_max})")
         if self.rollout.context > self.model.context_frames:

@@ -281,7 +281,18 @@ class ObjectiveConfig:
     context at τ_ctx = 1.0, a level shortcut forcing never draws otherwise. 0: off (bit-identical to
     training without the field)."""
 
+    teacher_forcing: bool = False
+    """Every frame's context is the clean clip: the pass carries the clip's clean frames as a second stream, and
+    each noisy frame attends to the clean frames before it and to itself — exactly the KV cache sampling builds
+    (context committed clean) — instead of to the noisy frames before it (diffusion forcing). About twice the
+    compute per clip; the bootstrap teacher sees the same clean stream. Off: diffusion forcing (bit-identical to
+    training without the field)."""
+
     def __post_init__(self):
+        if self.teacher_forcing and self.clean_context > 0:
+            raise ConfigError(
+                "objective.teacher_forcing gives every frame a clean context already: set objective.clean_context 0"
+            )
         unit(self, "objective", "bootstrap_fraction", "action_dropout", "text_dropout", "clean_context")
         nonneg(self, "objective", "bootstrap_start")
         positive(self, "objective", "tau_buckets")

@@ -332,7 +332,19 @@ class DynamicsModel(nn.Module):
 
     # ---------------------------------------------------------------------------------------------- API
 
-    def forward(self, z, tau, step, actions=None, action_mask=None, return_hidden=False, *, text=None, text_mask=None):
+    def forward(
+        self,
+        z,
+        tau,
+        step,
+        actions=None,
+        action_mask=None,
+        return_hidden=False,
+        *,
+        text=None,
+        text_mask=None,
+        history=None,
+    ):
         """Full sequence, frames 0..T−1 (block-causal: frame t sees frames ≤ t within the window).
 
         z (B, T, N, D) noisy latents; tau (B, T) signal levels in [0, 1]; step (B, T) step sizes d (powers of two in
@@ -342,6 +354,10 @@ class DynamicsModel(nn.Module):
         None = all known (no mask given);
         actions None = all unknown. text (B, T, E) (E = model.text_dim): the sentence embedding of each frame's own
         text; text_mask (B, T) bool, False = no text (None with text: all present; text None: no text anywhere).
+        history (B, T, N, D) or None: teacher forcing — the clip's clean frames as a second stream of the same pass
+        (τ = 1, d = 1/k_max, the frames' own actions and text: how sampling commits context to the KV cache); frame
+        t of z then sees the clean frames before it and itself instead of the noisy frames before it, so every
+        frame of a clip trains as sampling uses it (`transformer.teacher_forcing_mask`; about twice the compute).
         -> x̂ (B, T, N, D) float32; with return_hidden also hidden (B, T, S, W) final-normed token outputs.
         """
         self._check_latents(z, "B, T")
@@ -353,8 +369,17 @@ class DynamicsModel(nn.Module):
             a = torch.cat([torch.zeros_like(a[:, :1]), a[:, :-1]], 1)
             known = torch.cat([torch.zeros_like(known[:, :1]), known[:, :-1]], 1)
         txt, has = self._check_text(text, text_mask, (B, T), "B, T", ("text", "text_mask"))
-        tokens = self._tokens(z, tau, d, self._embed_actions(a, known, B, T), self._embed_text(txt, has, B, T))
-        h = self.transformer(tokens)
+        act, txt_tok = self._embed_actions(a, known, B, T), self._embed_text(txt, has, B, T)
+        tokens = self._tokens(z, tau, d, act, txt_tok)
+        if history is None:
+            h = self.transformer(tokens)
+        else:
+            if self.cfg.prediction == "next":
+                raise ValueError("history: the next-frame model is teacher forced already (its inputs are clean)")
+            if tuple(history.shape) != tuple(z.shape):
+                raise ValueError(f"history: expected the shape of z {tuple(z.shape)}, got {tuple(history.shape)}")
+            clean = self._tokens(history, torch.ones_like(tau), torch.full_like(d, self.clean_step), act, txt_tok)
+            h = self.transformer(torch.cat([clean, tokens], 1), teacher_forced=True)[:, T:]
         x_hat = self._to_clean(self._head(h, tokens), z, tau)
         return (x_hat, h) if return_hidden else x_hat
 

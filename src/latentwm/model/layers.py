@@ -146,16 +146,27 @@ def attention_logits(q: torch.Tensor, k: torch.Tensor, softcap: float | None = N
 
 
 def eager_attention(
-    q, k, v, *, softcap: float | None = None, window: int | None = None, causal: bool = False
+    q,
+    k,
+    v,
+    *,
+    softcap: float | None = None,
+    window: int | None = None,
+    causal: bool = False,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Reference attention. q (B', H, Tq, E); k, v (B', Hkv, Tk, E) -> (B', H, Tq, E).
 
     causal=False: bidirectional (space). causal=True: query i sees keys max(0, i − window + 1)..i (time; Tq == Tk).
+    mask (Tq, Tk) bool, True = attend: any other pattern (every query row must keep a key); window and causal are
+    then not used.
     """
     b, h, tq, e = q.shape
     hkv, tk = k.shape[1], k.shape[2]
     s = attention_logits(q, k, softcap)  # (B', Hkv, g, Tq, Tk)
-    if causal:
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    elif causal:
         s = s.masked_fill(~window_mask(tq, window, q.device), float("-inf"))
     p = s.softmax(dim=-1).to(v.dtype)
     return torch.matmul(p.view(b, hkv, (h // hkv) * tq, tk), v).view(b, h, tq, e)
@@ -311,16 +322,23 @@ class Attention(nn.Module):
         k = apply_rope(self.k_norm(k), cos, sin)
         return q, k, v
 
-    def attend(self, q, k, v, *, window: int | None = None, causal: bool = False) -> torch.Tensor:
-        """(B', H, L, E) x2 (B', Hkv, L, E) -> (B', L, H·E) before the output projection."""
-        fn = eager_attention if self.backend == "eager" else fused_attention
-        o = fn(q, k, v, softcap=self.softcap, window=window, causal=causal)
+    def attend(self, q, k, v, *, window: int | None = None, causal: bool = False, mask=None) -> torch.Tensor:
+        """(B', H, L, E) x2 (B', Hkv, L, E) -> (B', L, H·E) before the output projection. mask (L, L) bool: an
+        explicit pattern (teacher-forced training's two streams) — SDPA without a cap, the eager math with one."""
+        if mask is not None:
+            if self.softcap is None and self.backend != "eager":
+                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
+            else:
+                o = eager_attention(q, k, v, softcap=self.softcap, mask=mask)
+        else:
+            fn = eager_attention if self.backend == "eager" else fused_attention
+            o = fn(q, k, v, softcap=self.softcap, window=window, causal=causal)
         return o.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
 
-    def forward(self, x, cos, sin, *, window: int | None = None, causal: bool = False) -> torch.Tensor:
-        """x (B', L, W) -> (B', L, W)."""
+    def forward(self, x, cos, sin, *, window: int | None = None, causal: bool = False, mask=None) -> torch.Tensor:
+        """x (B', L, W) -> (B', L, W); mask (L, L) bool or None (see `attend`)."""
         q, k, v = self.project(x, cos, sin)
-        return self.o(self.attend(q, k, v, window=window, causal=causal))
+        return self.o(self.attend(q, k, v, window=window, causal=causal, mask=mask))
 
 
 def linear_flops(tokens: int, fan_in: int, fan_out: int) -> int:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from latentwm.conditions import FrameConditions
 from latentwm.config import ModelConfig
-from latentwm.model.layers import Attention, RMSNorm, SwiGLU, cached_attention, rope_1d, rope_2d
+from latentwm.model.layers import Attention, RMSNorm, SwiGLU, cached_attention, rope_1d, rope_2d, window_mask
 from latentwm.model.layout import TokenLayout
 
 _ROPE_MEMO = 4096
@@ -170,6 +170,18 @@ class KVCache:
         )
 
 
+def teacher_forcing_mask(frames: int, window: int, device=None) -> torch.Tensor:
+    """(2T, 2T) bool time pattern of a teacher-forced pass (True = attend), T = frames: queries and keys 0..T−1 are
+    the clean stream, T..2T−1 the noisy frames. Clean frame i sees clean frames i − window + 1..i (the causal
+    window); noisy frame i sees clean frames i − window + 1..i − 1 and itself — the window − 1 committed frames of
+    the KV cache plus the frame being denoised. Noisy frames never see each other; clean frames never see noise."""
+    band = window_mask(frames, window, device)  # (T, T): j ≤ i, i − j < window
+    eye = torch.eye(frames, dtype=torch.bool, device=device)
+    top = torch.cat([band, torch.zeros_like(band)], 1)
+    bottom = torch.cat([band & ~eye, eye], 1)
+    return torch.cat([top, bottom], 0)
+
+
 class Block(nn.Module):
     """Pre-RMSNorm residual block: x + attn(norm(x)), then x + swiglu(norm(x)); kind 'space' or 'time'.
 
@@ -186,15 +198,17 @@ class Block(nn.Module):
         self.norm2 = RMSNorm(cfg.width)
         self.mlp = SwiGLU(cfg.width, cfg.mlp_hidden)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """x (B, T, S, W); cos/sin (S, E/2) for space, (T, E/2) for time -> (B, T, S, W)."""
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask=None) -> torch.Tensor:
+        """x (B, T, S, W); cos/sin (S, E/2) for space, (T, E/2) for time -> (B, T, S, W). mask (T, T) bool: the
+        time blocks' pattern instead of the causal window (`teacher_forcing_mask`); space blocks ignore it."""
         B, T, S, W = x.shape
         h = self.norm1(x)
         if self.kind == "space":
             a = self.attn(h.reshape(B * T, S, W), cos, sin).view(B, T, S, W)
         else:
             h = h.transpose(1, 2).reshape(B * S, T, W)
-            a = self.attn(h, cos, sin, window=self.window, causal=True).view(B, S, T, W).transpose(1, 2)
+            kw = {"window": self.window, "causal": True} if mask is None else {"mask": mask}
+            a = self.attn(h, cos, sin, **kw).view(B, S, T, W).transpose(1, 2)
         x = x + self._drop(a)
         return x + self._drop(self.mlp(self.norm2(x)))
 
@@ -269,12 +283,24 @@ class Transformer(nn.Module):
         cos, sin = self._time_rope[key]
         return cos[start:end], sin[start:end]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, T, S, W) embedded tokens of frames 0..T−1 -> (B, T, S, W) final-normed outputs."""
+    def forward(self, x: torch.Tensor, teacher_forced: bool = False) -> torch.Tensor:
+        """x (B, T, S, W) embedded tokens of frames 0..T−1 -> (B, T, S, W) final-normed outputs.
+
+        teacher_forced: x is (B, 2T', S, W), a clip's clean frames 0..T'−1 then its noisy frames 0..T'−1 (both at
+        time positions 0..T'−1); the time blocks use `teacher_forcing_mask`, so each noisy frame sees the clean
+        frames before it and itself — what the KV cache holds when sampling — and the clean stream is the plain
+        causal pass of the clean clip."""
         sp = self.space_rope(x.device)
-        tm = self.time_rope(0, x.shape[1], x.device)
+        mask = None
+        if teacher_forced:
+            frames = x.shape[1] // 2
+            cos, sin = self.time_rope(0, frames, x.device)
+            tm = (torch.cat([cos, cos]), torch.cat([sin, sin]))
+            mask = teacher_forcing_mask(frames, self.cfg.context_frames, x.device)
+        else:
+            tm = self.time_rope(0, x.shape[1], x.device)
         for blk in self.blocks:
-            x = blk(x, *(sp if blk.kind == "space" else tm))
+            x = blk(x, *(sp if blk.kind == "space" else tm), mask=None if blk.kind == "space" else mask)
         return self.norm(x)
 
     def step(self, x: torch.Tensor, cache: KVCache | None, commit: bool) -> torch.Tensor:

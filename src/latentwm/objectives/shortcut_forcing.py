@@ -26,6 +26,10 @@ clean latent x̂ = f(z_τ, τ, d, context) (x-prediction); its implied velocity 
   flow ‖v̂ − (x − ε)‖², bootstrap ‖v̂ − v*‖². Both equal the x-space error divided by (1 − τ)²: relative to x-space a
   frame at level τ weighs 1/(1 − τ)² more (noisy frames least, near-clean ones up to k_max² times more); w(τ) still
   applies on top. The gradient is that of the v-loss (the conversion is linear in the network's output).
+- Teacher forcing (objective.teacher_forcing): every pass — the student's and the bootstrap teacher's half steps —
+  also carries the clip's clean frames as a second stream, and each noisy frame attends to the clean frames before
+  it and to itself (`DynamicsModel.forward(history=x)`): the history sampling commits to the KV cache, for every
+  frame of the clip, at about twice the compute. Diffusion forcing's noisy histories are then not trained on.
 - Clean context (objective.clean_context = p): with probability p per sequence a random prefix of 1..T−1
   frames is clean (τ = 1, d = 1/k_max, z = x) — the level at which sampling commits context — and left out of the
   loss (its target would be its input), so the model learns from histories it will actually see. Its draws come
@@ -36,6 +40,7 @@ clean latent x̂ = f(z_τ, τ, d, context) (x-prediction); its implied velocity 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -324,19 +329,19 @@ class ShortcutForcing:
         boot_host, boot, tau, step, noise, drop_a, drop_t = self._draw(x, at.global_step, at.seeds)
         cond = drop_conditions(cond if cond is not None else NO_CONDITIONS, drop_a, drop_t)
         z = corrupt(x, tau, noise)
-        x_hat = denoise(model, z, tau, step, cond)
+        x_hat = denoise(self._forced(model, x), z, tau, step, cond)
 
         target = x
         teacher = at.teacher or model
         if at.collective_safe and self.active(at.global_step):
-            full = bootstrap_target(teacher, z, tau, step, cond)
+            full = bootstrap_target(self._forced(teacher, x), z, tau, step, cond)
             target = torch.where(boot[:, None, None, None], full, x)
         elif any(boot_host):  # a host list: no device sync
             idx = torch.tensor([i for i, b in enumerate(boot_host) if b], dtype=torch.long, device=device)
             sub = lambda t: None if t is None else t[idx]  # noqa: E731
             rows = Conditions(sub(cond.actions), sub(cond.action_mask), sub(cond.text), sub(cond.text_mask))
             target = x.clone()
-            target[idx] = bootstrap_target(teacher, z[idx], tau[idx], step[idx], rows)
+            target[idx] = bootstrap_target(self._forced(teacher, x[idx]), z[idx], tau[idx], step[idx], rows)
         per_frame, keep = self._per_frame(x_hat, target, tau, valid)  # (B, T) each
         valid_f = torch.ones(B, T, device=device) if valid is None else valid.float()
         keep_f = valid_f if keep is None else keep.float()
@@ -349,6 +354,13 @@ class ShortcutForcing:
             metrics["clean_context_frac"] = (valid_f - keep_f).sum() / valid_f.sum().clamp_min(1)
         metrics.update(action_dropped_frac=drop_a.float().mean(), text_dropped_frac=drop_t.float().mean())
         return loss, metrics
+
+    def _forced(self, model: Denoiser, x: torch.Tensor) -> Denoiser:
+        """The model as the loss calls it: with objective.teacher_forcing, every pass also gets the clean clip
+        x (B, T, N, D) as its history stream (`DynamicsModel.forward(history=...)`); otherwise the model itself."""
+        if not self.cfg.teacher_forcing:
+            return model
+        return functools.partial(model, history=x)
 
     def _per_frame(self, x_hat, target, tau, valid):
         """Squared error per frame (B, T) of x̂ (B, T, N, D) against the x-space target — in v-space, divided by
