@@ -26,16 +26,19 @@ from the default):
 - teacher-forcing: objective.teacher_forcing (every frame's context is the clean clip, as sampling's KV cache
   holds it, instead of noisy frames at their own levels) at half the batch: a clip costs two passes' worth, so
   the steps and the frames processed stay those of the others (equal compute).
-Scored: the one-sample error per horizon, the error of the mean of the samples, and their extrapolation to infinitely
-many samples (error = bias + spread / N from N = 1 and N = samples: the part no averaging removes), copy-last's, and
-the action sensitivity (error with another clip's actions − with the true ones). With --episodes (the episodes the
-cache was encoded from), also whether the predictions resolve the block: `planning.ladder.cost_rank_rows` on
---rank-goals held-out planning goals × 48 random plans, the Spearman correlation of the model's latent cost of its
-rollouts (at the checkpoint's K) with the block's true distance after executing them in the simulator, beside the
-encoder's own latent cost on the simulator's frames (the ceiling). --reuse NAME=RUN scores an existing run as
-variant NAME instead of training it (same data, model and steps, e.g. the data-scaling point's); --extra: arguments
-added to every trained variant's `latentwm train` (to match reused runs, e.g. their text width). --quick: a tiny
-cache and a few steps, printed, not recorded. Last line: JSON {"rows": [...], ...}.
+Scored: the network's own fit of frames 4–7 given the clean frames before them, sampler aside, on held-out and on
+training clips (shortcut models: one pass from pure noise at the flow-trained step, the clean history in a
+teacher-forced pass; the regression: its prediction), the one-sample error per horizon, the error of the mean of the
+samples, and their extrapolation to infinitely many samples (error = bias + spread / N from N = 1 and N = samples:
+the part no averaging removes), copy-last's, and the action sensitivity (error with another clip's actions − with
+the true ones). With --episodes (the episodes the cache was encoded from), also whether the predictions resolve the
+block: `planning.ladder.cost_rank_rows` on --rank-goals held-out planning goals × 48 random plans, the Spearman
+correlation of the model's latent cost of its rollouts (at the checkpoint's K) with the block's true distance after
+executing them in the simulator, beside the encoder's own latent cost on the simulator's frames (the ceiling).
+--reuse NAME=RUN scores an existing run as variant NAME instead of training it (same data, model and steps, e.g. the
+data-scaling point's); --extra: arguments added to every trained variant's `latentwm train` (to match reused runs,
+e.g. their text width). --quick: a tiny cache and a few steps, printed, not recorded. Last line: JSON {"rows":
+[...], ...}.
 """
 
 from __future__ import annotations
@@ -47,12 +50,18 @@ import shlex
 import sys
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_conditioning import run, train_args  # noqa: E402
 from common import report, table  # noqa: E402
 
 from latentwm.config import GenerateConfig  # noqa: E402
+from latentwm.data.batch import collate  # noqa: E402
+from latentwm.data.clip_sets import model_clip_options  # noqa: E402
+from latentwm.data.clips import LatentClipDataset  # noqa: E402
 from latentwm.data.sources.pusht import generate_pusht  # noqa: E402
+from latentwm.eval.metrics import latent_mse  # noqa: E402
 from latentwm.io.files import write_json  # noqa: E402
 from latentwm.planning.evaluate import WorldModelRun, held_out_episodes, sample_goals  # noqa: E402
 from latentwm.planning.ladder import cost_rank_rows, summarize_ranks  # noqa: E402
@@ -95,6 +104,39 @@ def score(run_dir: Path, out: Path, samples: int, clips: int) -> dict:
         "sample_steps": m["sample_steps"],
         "step": m["step"],
     }
+
+
+@torch.no_grad()
+def one_pass_error(run_dir: Path, out: Path, clips: int) -> dict:
+    """How well the network itself fits the next frame, sampler aside (kept in `out`/one_pass.json): on `clips`
+    held-out and `clips` training clips, frames 4..7 given the clean frames before them — shortcut models: x̂ of
+    one pass from pure noise (τ = 0, d = 1/k_max, the flow-trained level) with the clean history in a teacher-forced
+    pass (what sampling's KV cache holds); the regression: its x̂_{t+1}. Latent MSE per frame."""
+    f = out / "one_pass.json"
+    if not f.exists():
+        run = WorldModelRun.load(run_dir)
+        m, exp = run.model.eval(), run.exp
+        dev = next(m.parameters()).device
+        res = {}
+        for split in ("eval", "train"):
+            data = LatentClipDataset(exp.data.cache_dir, exp.data.clip_len, split, model_clip_options(exp))
+            n = min(clips, len(data))
+            stride = max(1, len(data) // n)
+            errs = []
+            for i in range(0, n, 25):
+                b = collate([data[j * stride] for j in range(i, min(i + 25, n))], exp.model.action_dim)
+                x, a, mk = b.latents.float().to(dev), b.actions.to(dev), b.action_mask.to(dev)
+                kw = {} if b.text is None else {"text": b.text.to(dev), "text_mask": b.text_mask.to(dev)}
+                if exp.model.prediction == "next":
+                    pred = m(x, 1.0, 1.0 / exp.model.k_max, a, mk, **kw)[:, 3:7]
+                else:
+                    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(i)).to(dev)
+                    lv = torch.zeros(x.shape[:2], device=dev)
+                    pred = m(noise, lv, lv + 1.0 / exp.model.k_max, a, mk, history=x, **kw)[:, 4:8]
+                errs.append(latent_mse(pred, x[:, 4:8]))
+            res["heldout" if split == "eval" else "train"] = torch.cat(errs).mean(0).tolist()
+        write_json(f, res)
+    return json.loads(f.read_text())
 
 
 def block_rank(run_dir: Path, out: Path, episodes: Path, goals: int, samples: int = 48) -> dict:
@@ -157,6 +199,7 @@ def main(argv=None):
                  *(["--data.eval-fraction", "0.4"] if args.quick else []), *shlex.split(args.extra),
                  *VARIANTS[name]])  # fmt: skip
         row = {"variant": name, "run": str(d), **score(d, out / f"eval_{name}", args.samples, clips)}
+        row["one_pass_error"] = one_pass_error(d, out / f"eval_{name}", clips)
         if args.episodes:
             row |= block_rank(d, out / f"eval_{name}", Path(args.episodes), 2 if args.quick else args.rank_goals)
         rows.append(row)
@@ -168,6 +211,8 @@ def main(argv=None):
             **{f"bias_h{h}": r["bias_error"][h - 1] for h in (1, HORIZON)},
             "copy_last_h1": r["copy_last_error"][0],
             "action_sensitivity": r["action_sensitivity"],
+            "one_pass_h1": r["one_pass_error"]["heldout"][0],
+            "one_pass_train_h1": r["one_pass_error"]["train"][0],
             **(
                 {"block_rank": r["block_rank"], "sim_latent_block_rank": r["sim_latent_block_rank"]}
                 if "block_rank" in r
@@ -184,7 +229,10 @@ def main(argv=None):
         + f"; held-out rollouts on {clips} clips, 4 context frames, at the checkpoint's K with {args.samples} samples "
         "per clip. h*: one sample's latent MSE at that horizon; mean_of_*: the samples' mean; bias_*: extrapolated "
         "to infinitely many samples (error = bias + spread / N); action_sensitivity: error with another clip's "
-        "actions − with the true ones (mean over horizons)."
+        "actions − with the true ones (mean over horizons). one_pass_h1 / one_pass_train_h1: the network's own fit "
+        "of the first predicted frame, sampler aside, on held-out / training clips — one pass from pure noise at "
+        "the flow-trained step with the clean history (teacher-forced pass: the cache sampling builds); the "
+        "regression's x̂_{t+1}."
         + (
             f" block_rank: Spearman correlation of the model's latent cost (at its K) with the block's true distance "
             f"over {args.rank_goals} held-out goals × 48 random plans executed in the simulator; "

@@ -202,20 +202,24 @@ def test_objective_gap_quick_run(tmp_path):
     sample, the mean of samples and its extrapolation) and by the block cost rank at its own K; printed, not
     recorded."""
     before = (ROOT / "benchmarks/RESULTS.md").read_bytes()
-    variants = "shortcut,next,no-bootstrap"
+    variants = "shortcut,next,no-bootstrap,teacher-forcing"
     res = _run(["benchmarks/bench_objective_gap.py", "--quick", "--variants", variants, "--out", str(tmp_path),
                 "--episodes", str(tmp_path / "episodes"), "--extra", "--objective.text-dropout 1.0"])  # fmt: skip
     rows = {r["variant"]: r for r in res["rows"]}
-    assert set(rows) == {"shortcut", "next", "no-bootstrap"} and res["quick"]
+    assert set(rows) == {"shortcut", "next", "no-bootstrap", "teacher-forcing"} and res["quick"]
     assert rows["no-bootstrap"]["sample_steps"] == 4  # flow targets at the one step size its sampler uses
     for r in rows.values():  # the cost rank ran at the checkpoint's own K, on the quick run's two goals
         assert r["rank_k"] == r["sample_steps"] and r["rank_goals"] == 2
+        fit = r["one_pass_error"]  # the network's own fit of frames 4..7, on held-out and training clips
+        assert len(fit["heldout"]) == len(fit["train"]) == 4 and all(v > 0 for v in fit["heldout"] + fit["train"])
         rank = json.loads((tmp_path / f"eval_{r['variant']}" / "cost_rank.json").read_text())
         assert rank["model"]["block_rank_corr"] == r["block_rank"]
     from latentwm.planning.evaluate import WorldModelRun
 
-    # --extra reached the trained variants
+    # --extra reached the trained variants; the teacher-forced one trains at half the batch (equal compute)
     assert WorldModelRun.load(tmp_path / "next").exp.objective.text_dropout == 1.0
+    tf = WorldModelRun.load(tmp_path / "teacher-forcing").exp
+    assert tf.objective.teacher_forcing and tf.data.batch_size == 8
     assert rows["next"]["num_samples"] == 2 or rows["next"]["mean_of_samples_error"] == rows["next"]["heldout_error"]
     for r in rows.values():
         assert len(r["heldout_error"]) == 4 and r["step"] == 4 and r["num_clips"] > 0
