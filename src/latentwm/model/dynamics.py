@@ -332,6 +332,8 @@ class DynamicsModel(nn.Module):
 
     # ---------------------------------------------------------------------------------------------- API
 
+    # Many parameters: the module's call convention (objectives' `denoise`, DDP/FSDP wrappers pass tensors through
+    # as arguments); every one is a per-frame tensor of the same clip or a flag, checked below
     def forward(
         self,
         z,
