@@ -193,7 +193,7 @@ def test_model_shapes_and_zero_init(group):
     assert not hasattr(m, "head") and m.dh_head.shape == DHShape.from_config(cfg)
     g = torch.Generator().manual_seed(0)
     z = torch.randn(2, 3, 16, 64, generator=g)
-    x, h = m(z, torch.rand(2, 3, generator=g), 0.25, return_hidden=True)
+    x, h = m.hidden(z, torch.rand(2, 3, generator=g), 0.25)
     assert x.shape == z.shape and x.dtype == torch.float32 and h.shape == (2, 3, m.tokens_per_frame, cfg.width)
     assert torch.equal(x, torch.zeros_like(x))  # adaLN-zero + zero output Linear: x̂ = 0 like the plain head
     assert torch.equal(m.step(z[:, 0], 0.5, 0.25), torch.zeros_like(z[:, 0]))

@@ -171,7 +171,7 @@ def test_step_without_cache_is_frame_zero():
     x, h = m.step(
         z[:, 0], tau[:, 0], step[:, 0], FrameConditions(a[:, 0], mask[:, 0]), return_hidden=True
     )  # action ignored at t=0
-    ref, href = m(z, tau, step, return_hidden=True)
+    ref, href = m.hidden(z, tau, step)
     torch.testing.assert_close(x, ref[:, 0], atol=1e-5, rtol=0)
     assert h.shape == (3, m.tokens_per_frame, cfg.width) and href.shape == (3, 1, m.tokens_per_frame, cfg.width)
 
@@ -276,7 +276,7 @@ def test_shapes_and_errors():
     cfg = _cfg()
     m = perturbed_model(cfg)
     z, tau, step, a, mask = random_inputs(cfg, 2, 3)
-    x, h = m(z, tau, step, a, mask, return_hidden=True)
+    x, h = m.hidden(z, tau, step, Conditions(a, mask))
     assert x.shape == z.shape and x.dtype == torch.float32
     assert h.shape == (2, 3, cfg.registers + 3 + 16, cfg.width) and m.tokens_per_frame == cfg.registers + 19
     assert m(z, 1.0, 0.125).shape == z.shape  # scalar τ / d broadcast
@@ -421,7 +421,7 @@ def test_a_model_without_registers_works_end_to_end():
     with torch.no_grad():
         assert run_cached(m, cfg, 2, 5) < 1e-4  # step + cache == forward
         z, _, _, a, mask = random_inputs(cfg, 2, 4)
-        x, h = m(z, 1.0, 1 / cfg.k_max, a, mask, return_hidden=True)
+        x, h = m.hidden(z, 1.0, 1 / cfg.k_max, Conditions(a, mask))
         assert h.shape[2] == m.tokens_per_frame == len(m.layout.conditions) + cfg.num_latent_tokens
         feats = probe_features(m, h)  # the probes read the condition tokens (special_slice)
         assert feats.shape == (2, 4, len(m.layout.conditions) * cfg.width) and torch.isfinite(feats).all()

@@ -35,7 +35,7 @@ def test_model_follows_layout():
     lay = TokenLayout.from_config(cfg)
     assert m.layout == lay and m.tokens_per_frame == lay.tokens_per_frame
     z = torch.randn(2, 3, cfg.num_latent_tokens, cfg.latent_dim)
-    x_hat, h = m(z, 0.5, 0.25, return_hidden=True)
+    x_hat, h = m.hidden(z, 0.5, 0.25)
     assert h.shape == (2, 3, lay.tokens_per_frame, cfg.width)
     # the action slot's output is the only one that changes when an action is given (frame 1 sees a_0) ...
     a = torch.randn(2, 3, cfg.action_dim)

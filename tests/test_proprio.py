@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from latentwm.conditions import Conditions
 from latentwm.config import CEMConfig, PlanConfig, ProbeConfig, get_preset
 from latentwm.envs.pusht import proprio_from_state
 from latentwm.model.dynamics import DynamicsModel
@@ -47,7 +48,7 @@ def test_proprio_term_uses_the_last_frames_clean_pass():
         seq = torch.cat([ctx, pred[i : i + 1]], 1)  # (1, C + H, N, D)
         acts = torch.cat([ctx_actions, cands[i : i + 1], torch.zeros(1, 1, c.action_dim)], 1)  # the last is unused
         mask = torch.ones(acts.shape[:2], dtype=torch.bool)
-        _, h = m(seq, 1.0, 1.0 / c.k_max, acts, mask, return_hidden=True)
+        _, h = m.hidden(seq, 1.0, 1.0 / c.k_max, Conditions(acts, mask))
         feats = probe_features(m, h[:, -1])
         want = latent_cost(pred[i : i + 1], goal) + 2.0 * (probe(feats) - term.goal).pow(2).mean(-1)
         torch.testing.assert_close(batched[i : i + 1], want, atol=1e-5, rtol=1e-4)

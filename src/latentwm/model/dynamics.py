@@ -51,7 +51,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from latentwm.conditions import NO_FRAME_CONDITIONS, FrameConditions
+from latentwm.conditions import NO_CONDITIONS, NO_FRAME_CONDITIONS, Conditions, FrameConditions
 from latentwm.config import ModelConfig
 from latentwm.model.dh_head import DHHead, DHShape
 from latentwm.model.layers import decay_groups, linear_flops
@@ -332,22 +332,9 @@ class DynamicsModel(nn.Module):
 
     # ---------------------------------------------------------------------------------------------- API
 
-    # Many parameters: the module's call convention (objectives' `denoise`, DDP/FSDP wrappers pass tensors through
-    # as arguments); every one is a per-frame tensor of the same clip or a flag, checked below
-    def forward(
-        self,
-        z,
-        tau,
-        step,
-        actions=None,
-        action_mask=None,
-        return_hidden=False,
-        *,
-        text=None,
-        text_mask=None,
-        history=None,
-    ):
-        """Full sequence, frames 0..T−1 (block-causal: frame t sees frames ≤ t within the window).
+    def forward(self, z, tau, step, actions=None, action_mask=None, *, text=None, text_mask=None, history=None):
+        """Full sequence, frames 0..T−1 (block-causal: frame t sees frames ≤ t within the window) -> x̂ (B, T, N, D)
+        float32. The training entry point (DDP/FSDP wrap it); `hidden` is the same pass with its token outputs.
 
         z (B, T, N, D) noisy latents; tau (B, T) signal levels in [0, 1]; step (B, T) step sizes d (powers of two in
         [1/k_max, 1]); tau/step may be scalars. actions (B, T, A), A <= action_dim (zero-padded), actions[:, t] taken
@@ -360,17 +347,23 @@ class DynamicsModel(nn.Module):
         (τ = 1, d = 1/k_max, the frames' own actions and text: how sampling commits context to the KV cache); frame
         t of z then sees the clean frames before it and itself instead of the noisy frames before it, so every
         frame of a clip trains as sampling uses it (`transformer.teacher_forcing_mask`; about twice the compute).
-        -> x̂ (B, T, N, D) float32; with return_hidden also hidden (B, T, S, W) final-normed token outputs.
         """
+        return self.hidden(z, tau, step, Conditions(actions, action_mask, text, text_mask), history)[0]
+
+    def hidden(self, z, tau, step, cond: Conditions | None = None, history=None):
+        """`forward`'s pass with its token outputs: -> (x̂ (B, T, N, D) float32, hidden (B, T, S, W) final-normed).
+        z, tau, step, history as `forward`; cond: the clip's actions, action_mask, text, text_mask (as `forward`'s
+        arguments; None: none; its guidance scales are for samplers and not read here)."""
+        c = cond if cond is not None else NO_CONDITIONS
         self._check_latents(z, "B, T")
         B, T = z.shape[:2]
         tau = self._per_frame(tau, (B, T), "tau", "B, T", z.device)
         d = self._per_frame(step, (B, T), "step", "B, T", z.device)
-        a, known = self._check_actions(actions, action_mask, (B, T), "B, T", ("actions", "action_mask"))
+        a, known = self._check_actions(c.actions, c.action_mask, (B, T), "B, T", ("actions", "action_mask"))
         if a is not None and self.cfg.prediction != "next":  # frame t's token: the action INTO it, a[:, t − 1]
             a = torch.cat([torch.zeros_like(a[:, :1]), a[:, :-1]], 1)
             known = torch.cat([torch.zeros_like(known[:, :1]), known[:, :-1]], 1)
-        txt, has = self._check_text(text, text_mask, (B, T), "B, T", ("text", "text_mask"))
+        txt, has = self._check_text(c.text, c.text_mask, (B, T), "B, T", ("text", "text_mask"))
         act, txt_tok = self._embed_actions(a, known, B, T), self._embed_text(txt, has, B, T)
         tokens = self._tokens(z, tau, d, act, txt_tok)
         if history is None:
@@ -382,8 +375,7 @@ class DynamicsModel(nn.Module):
                 raise ValueError(f"history: expected the shape of z {tuple(z.shape)}, got {tuple(history.shape)}")
             clean = self._tokens(history, torch.ones_like(tau), torch.full_like(d, self.clean_step), act, txt_tok)
             h = self.transformer(torch.cat([clean, tokens], 1), teacher_forced=True)[:, T:]
-        x_hat = self._to_clean(self._head(h, tokens), z, tau)
-        return (x_hat, h) if return_hidden else x_hat
+        return self._to_clean(self._head(h, tokens), z, tau), h
 
     @property
     def clean_step(self) -> float:
@@ -394,9 +386,7 @@ class DynamicsModel(nn.Module):
         """latents (B, T, N, D) clean, actions (B, T, A), action_mask (B, T), text (B, T, E), text_mask (B, T) ->
         hidden (B, T, S, W): the token outputs of a clean pass (τ = 1), what probes and agent heads read
         (TokenLayout.special_slice)."""
-        return self(
-            latents, 1.0, self.clean_step, actions, action_mask, return_hidden=True, text=text, text_mask=text_mask
-        )[1]
+        return self.hidden(latents, 1.0, self.clean_step, Conditions(actions, action_mask, text, text_mask))[1]
 
     def init_cache(self, batch_size: int, device=None, dtype=None) -> KVCache:
         """An empty KV cache for `batch_size` sequences. device defaults to the parameters'; dtype to the active
