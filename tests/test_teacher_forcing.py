@@ -7,7 +7,7 @@ import pytest
 import torch
 from tiny_models import perturbed_model, random_inputs
 
-from latentwm.conditions import Conditions, FrameConditions
+from latentwm.conditions import Conditions, FrameConditions, History
 from latentwm.config import ConfigError, ObjectiveConfig, get_preset
 from latentwm.model.transformer import teacher_forcing_mask
 from latentwm.objectives import TrainStep, make_objective
@@ -52,7 +52,7 @@ def test_teacher_forced_pass_equals_sampling_with_a_clean_cache(kw):
     if cfg.proprio_dim:
         z = torch.cat([z, torch.randn(B, T, z.shape[2], cfg.proprio_dim)], -1)
         x = torch.cat([x, x[..., :1, :2].expand(B, T, x.shape[2], 2)], -1)  # one proprio value per frame
-    out = m(z, tau, step, a, mask, history=x)
+    out = m(z, tau, step, a, mask, history=History(x, stream=True))
     cache = m.init_cache(B)
     for t in range(T):
         prev = FrameConditions(a[:, t - 1], mask[:, t - 1]) if t else FrameConditions()
@@ -67,15 +67,15 @@ def test_noisy_frames_do_not_see_each_other_or_the_future():
     m = perturbed_model(cfg)
     z, tau, step, a, mask = random_inputs(cfg, 2, 5, A=4)
     x = torch.randn_like(z)
-    base = m(z, tau, step, a, mask, history=x)
+    base = m(z, tau, step, a, mask, history=History(x, stream=True))
     z2 = z.clone()
     z2[:, 1] += 3.0  # another noisy frame 1: only output 1 moves
-    out = m(z2, tau, step, a, mask, history=x)
+    out = m(z2, tau, step, a, mask, history=History(x, stream=True))
     assert (out[:, 1] - base[:, 1]).abs().max() > 1e-4
     torch.testing.assert_close(out[:, [0, 2, 3, 4]], base[:, [0, 2, 3, 4]], atol=1e-6, rtol=0)
     x2 = x.clone()
     x2[:, 2] += 3.0  # another clean frame 2: outputs 3 and 4 move, 0..2 do not (the future never changes the past)
-    out = m(z, tau, step, a, mask, history=x2)
+    out = m(z, tau, step, a, mask, history=History(x2, stream=True))
     torch.testing.assert_close(out[:, :3], base[:, :3], atol=1e-6, rtol=0)
     assert (out[:, 3:] - base[:, 3:]).abs().max() > 1e-4
 
@@ -83,11 +83,13 @@ def test_noisy_frames_do_not_see_each_other_or_the_future():
 def test_history_errors():
     m = perturbed_model(_cfg())
     z, tau, step, *_ = random_inputs(TINY, 1, 3)
-    with pytest.raises(ValueError, match="history: expected the shape of z"):
-        m(z, tau, step, history=z[:, :2])
+    with pytest.raises(ValueError, match="history.frames: expected the shape of z"):
+        m(z, tau, step, history=History(z[:, :2], stream=True))
+    with pytest.raises(ValueError, match="expected a conditions.History"):
+        m(z, tau, step, history=z)
     nxt = perturbed_model(_cfg(prediction="next"))
     with pytest.raises(ValueError, match="teacher forced already"):
-        nxt(z, tau, step, history=z)
+        nxt(z, tau, step, history=History(z, stream=True))
     with pytest.raises(ConfigError, match="objective.clean_context 0"):
         ObjectiveConfig(teacher_forcing=True, clean_context=0.5)
     with pytest.raises(ConfigError, match="objective.teacher_forcing"):
@@ -109,8 +111,8 @@ def test_objective_passes_the_clean_clip_to_student_and_teacher():
     obj_cfg = ObjectiveConfig(bootstrap_fraction=0.5, bootstrap_start=0, teacher_forcing=True)
     loss, metrics = make_objective(obj_cfg, cfg)(spy, z, Conditions(), at=TrainStep(global_step=1))
     assert torch.isfinite(loss) and metrics["bootstrap_frac"] > 0
-    assert len(seen) == 3 and torch.equal(seen[0], z)  # student, then two teacher half steps on the bootstrap rows
-    assert all(h is not None and h.shape[0] == 4 for h in seen[1:])
+    assert len(seen) == 3 and torch.equal(seen[0].frames, z)  # student, then the teacher's two half steps
+    assert all(h is not None and h.stream and h.frames.shape[0] == 4 for h in seen[1:])  # on the bootstrap rows
     seen.clear()
     make_objective(dataclasses.replace(obj_cfg, teacher_forcing=False), cfg)(spy, z, at=TrainStep(global_step=1))
     assert seen == [None, None, None]

@@ -1,4 +1,5 @@
-"""What a world model is conditioned on besides its frames: actions, text, their masks and guidance scales.
+"""What a world model is conditioned on besides its frames: actions, text, their masks and guidance scales — and
+`History`, what a whole-clip training pass may know of the clean clip it denoises.
 
 `Conditions` covers a clip or a rollout (time on dim 1); `FrameConditions` is one frame's share of it, what
 `DynamicsModel.step` takes. One value travels through sampling (`rollout`, `observe`), the training objectives and
@@ -111,4 +112,20 @@ class Conditions:
 
 NO_CONDITIONS = Conditions()
 
-__all__ = ["Conditions", "FrameConditions", "NO_CONDITIONS", "NO_FRAME_CONDITIONS"]
+
+@dataclass(frozen=True)
+class History:
+    """What a whole-clip pass may know of the clean clip its noisy frames z come from — what sampling will have
+    committed to the KV cache by each frame.
+
+    frames (B, T, N, D): the clip's clean frames. A model with model.previous_frame reads frame t − 1's as frame
+    t's previous-frame input (required there: without it a pass would have to guess the frame it conditions on).
+    stream: teacher forcing (objective.teacher_forcing) — the frames also run as a second, clean stream of the same
+    pass (τ = 1, d = 1/k_max, the frames' own actions and text), and frame t of z sees the clean frames before it
+    and itself instead of the noisy frames before it (`transformer.teacher_forcing_mask`; about twice the compute)."""
+
+    frames: torch.Tensor
+    stream: bool = False
+
+
+__all__ = ["Conditions", "FrameConditions", "History", "NO_CONDITIONS", "NO_FRAME_CONDITIONS"]

@@ -154,6 +154,14 @@ class ModelConfig:
     Linear(slot output) -> the frame's proprio out, written into every token's proprio channels; the latent tokens
     carry the encoder channels only. The slot reads the noisy proprio of the frame's first token (its noise at the
     frame's level, as every copy has), so the objective, the rollout and the KV cache are unchanged."""
+    previous_frame: bool = False
+    """Give every latent token the frame before its own, clean, as a second input (video diffusion models'
+    concatenation of the last frame): token i of frame t embeds Linear(z_t token i) + Linear(x_{t−1} token i), a
+    learned no-previous vector at frame 0. Without it a frame at τ = 0 holds pure noise and reaches the past only
+    through the time blocks; with it the past frame is in every token from the first layer, so a prediction can be
+    a small change of it (what the next-frame regression's inputs give it). Training reads x_{t−1} from the clip's
+    clean frames (`dynamics.History`), sampling from the KV cache's last committed frame (`KVCache.previous`), so
+    cached generation still equals the whole-clip pass. Not with prediction "next" (its input is the frame)."""
 
     def __post_init__(self):
         if not 0.0 <= self.dropout < 1.0:
@@ -177,6 +185,11 @@ class ModelConfig:
             "rope_base",
         )
         nonneg(self, "model", "registers", "text_dim", "proprio_dim")
+        if self.previous_frame and self.prediction == "next":
+            raise ConfigError(
+                "model.previous_frame: the next-frame model's input is the previous frame already "
+                "(use it with prediction 'x' or 'v')"
+            )
         if self.proprio_input not in ("concat", "slot"):
             raise ConfigError(f"model.proprio_input must be 'concat' or 'slot', got {self.proprio_input!r}")
         if self.patch_group not in (1, 2):

@@ -23,6 +23,9 @@ Tokens per frame t (S = R + 1 + 1 + 1 + N'), in the order `model/layout.py: Toke
 - proprio (model.proprio_input "slot" only): Linear(the frame's noisy proprio, read from its first token's copy);
   the latent tokens then embed the encoder channels alone, and the head writes the slot's Linear output into every
   token's proprio channels (x̂ (B, T, N, latent_dim + P) either way: the frames' layout does not change).
+- previous frame (model.previous_frame only): every latent token also adds Linear(the same token of the frame
+  before, clean) — x_{t−1} from `conditions.History.frames` in a whole-clip pass, the KV cache's last committed
+  frame when sampling — and a learned no-previous vector at frame 0. Same grouping and channels as the latent input.
 Head: the stack's final RMSNorm, then Linear on the latent tokens -> x̂ (B, T, N, D) (ungrouped). With
 model.dh_blocks > 0 the Linear is replaced by the DH head (RAE's DiT-DH, model/dh_head.py): a wide, shallow per-frame
 transformer on the latent tokens, conditioned on the frame's shortcut embedding (the very vector `_tokens` puts in
@@ -51,7 +54,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from latentwm.conditions import NO_CONDITIONS, NO_FRAME_CONDITIONS, Conditions, FrameConditions
+from latentwm.conditions import NO_CONDITIONS, NO_FRAME_CONDITIONS, Conditions, FrameConditions, History
 from latentwm.config import ModelConfig
 from latentwm.model.dh_head import DHHead, DHShape
 from latentwm.model.layers import decay_groups, linear_flops
@@ -95,6 +98,9 @@ class DynamicsModel(nn.Module):
             self.text_in = nn.Linear(cfg.text_dim, W)
             self.no_text = nn.Parameter(torch.empty(W))
         self.latent_in = nn.Linear(self.patch_dim, W)
+        if cfg.previous_frame:  # the frame before, clean, into every latent token
+            self.previous_in = nn.Linear(self.patch_dim, W)
+            self.no_previous = nn.Parameter(torch.empty(W))
         if cfg.proprio_slot:  # the proprio's own token: in from the frame's proprio, out to it
             self.proprio_in = nn.Linear(cfg.proprio_dim, W)
             self.proprio_head = nn.Linear(W, cfg.proprio_dim)
@@ -121,6 +127,8 @@ class DynamicsModel(nn.Module):
         nn.init.normal_(self.no_action, std=0.02)
         if self.cfg.text_dim > 0:
             nn.init.normal_(self.no_text, std=0.02)
+        if self.cfg.previous_frame:
+            nn.init.normal_(self.no_previous, std=0.02)
         # every residual branch starts at zero: blocks are identities (nn.ModuleList iterates as nn.Module)
         for blk in cast("Iterable[Block]", self.transformer.blocks):
             nn.init.zeros_(blk.attn.o.weight)
@@ -189,6 +197,7 @@ class DynamicsModel(nn.Module):
             + linear_flops(1, W, W)
             + linear_flops(1, c.text_dim, W)
             + (2 * linear_flops(1, c.proprio_dim, W) if c.proprio_slot else 0)
+            + (linear_flops(self.num_tokens, self.patch_dim, W) if c.previous_frame else 0)
         )
         return int(stack + io)
 
@@ -230,15 +239,34 @@ class DynamicsModel(nn.Module):
         text = torch.where(k, text, torch.zeros((), dtype=text.dtype, device=text.device))  # NaN-safe masking
         return torch.where(k, self.text_in(text), none)
 
-    def _tokens(self, z, tau, d, act, txt=None) -> torch.Tensor:
-        """z (B, T, N, D), tau (B, T), d (B, T), act (B, T, W), txt (B, T, W) or None -> tokens (B, T, S, W)."""
+    def _latent_part(self, z: torch.Tensor) -> torch.Tensor:
+        """(..., N, D) frames -> (..., N', patch_dim): the grouped channels a latent token's input Linear reads
+        (without the proprio channels when the proprio has its own slot)."""
+        return self.group(z[..., : -self.cfg.proprio_dim] if self.cfg.proprio_slot else z)
+
+    def _embed_previous(self, prev: torch.Tensor | None, B: int, first: bool) -> torch.Tensor | None:
+        """prev (B, T', N, D): the clean frame before each of T' frames, or None; first: one more frame in front
+        with no frame before it (frame 0 of a clip, or a step at time index 0) -> (B, T' (+1), N', W) what the
+        latent tokens add, None without model.previous_frame."""
+        if not self.cfg.previous_frame:
+            return None
+        none = self.no_previous.expand(B, 1, self.num_tokens, -1)
+        if prev is None:
+            return none
+        emb = self.previous_in(self._latent_part(prev))
+        return torch.cat([none.to(emb.dtype), emb], 1) if first else emb
+
+    def _tokens(self, z, tau, d, act, txt=None, prev=None) -> torch.Tensor:
+        """z (B, T, N, D), tau (B, T), d (B, T), act (B, T, W), txt (B, T, W) or None, prev (B, T, N', W) previous-
+        frame embeddings or None -> tokens (B, T, S, W)."""
         B, T = z.shape[:2]
         slots = {"action": act, "text": txt}
         if self.cfg.proprio_slot:  # the slot reads the first token's (noisy) proprio copy; latents the rest
             P = self.cfg.proprio_dim
             slots["proprio"] = self.proprio_in(z[..., 0, -P:])
-            z = z[..., :-P]
-        lat = self.latent_in(self.group(z))  # (B, T, N', W)
+        lat = self.latent_in(self._latent_part(z))  # (B, T, N', W)
+        if prev is not None:
+            lat = lat + prev
         if self.cfg.condition_broadcast:  # every latent token also carries its frame's conditions
             lat = lat + act[:, :, None] + (0 if txt is None else txt[:, :, None])
         idx = torch.round(-torch.log2(d.float())).clamp(0, self.num_step_sizes - 1).long()
@@ -343,10 +371,9 @@ class DynamicsModel(nn.Module):
         None = all known (no mask given);
         actions None = all unknown. text (B, T, E) (E = model.text_dim): the sentence embedding of each frame's own
         text; text_mask (B, T) bool, False = no text (None with text: all present; text None: no text anywhere).
-        history (B, T, N, D) or None: teacher forcing — the clip's clean frames as a second stream of the same pass
-        (τ = 1, d = 1/k_max, the frames' own actions and text: how sampling commits context to the KV cache); frame
-        t of z then sees the clean frames before it and itself instead of the noisy frames before it, so every
-        frame of a clip trains as sampling uses it (`transformer.teacher_forcing_mask`; about twice the compute).
+        history: `History` or None — the clip's clean frames: frame t − 1's is frame t's previous-frame input
+        (model.previous_frame; required there), and with history.stream a second, clean stream of the same pass
+        (teacher forcing), so every frame of a clip trains as sampling uses it.
         """
         return self.hidden(z, tau, step, Conditions(actions, action_mask, text, text_mask), history)[0]
 
@@ -365,17 +392,35 @@ class DynamicsModel(nn.Module):
             known = torch.cat([torch.zeros_like(known[:, :1]), known[:, :-1]], 1)
         txt, has = self._check_text(c.text, c.text_mask, (B, T), "B, T", ("text", "text_mask"))
         act, txt_tok = self._embed_actions(a, known, B, T), self._embed_text(txt, has, B, T)
-        tokens = self._tokens(z, tau, d, act, txt_tok)
-        if history is None:
+        frames = self._check_history(history, z)
+        prev = self._embed_previous(None if frames is None else frames[:, :-1], B, first=True)
+        tokens = self._tokens(z, tau, d, act, txt_tok, prev)
+        if history is None or not history.stream:
             h = self.transformer(tokens)
         else:
-            if self.cfg.prediction == "next":
-                raise ValueError("history: the next-frame model is teacher forced already (its inputs are clean)")
-            if tuple(history.shape) != tuple(z.shape):
-                raise ValueError(f"history: expected the shape of z {tuple(z.shape)}, got {tuple(history.shape)}")
-            clean = self._tokens(history, torch.ones_like(tau), torch.full_like(d, self.clean_step), act, txt_tok)
+            ones, finest = torch.ones_like(tau), torch.full_like(d, self.clean_step)
+            clean = self._tokens(history.frames, ones, finest, act, txt_tok, prev)
             h = self.transformer(torch.cat([clean, tokens], 1), teacher_forced=True)[:, T:]
         return self._to_clean(self._head(h, tokens), z, tau), h
+
+    def _check_history(self, history: History | None, z: torch.Tensor) -> torch.Tensor | None:
+        """history's clean frames (B, T, N, D) after checking them against z (B, T, N, D); None without history."""
+        if history is None:
+            if self.cfg.previous_frame:
+                raise ValueError(
+                    "history: model.previous_frame reads each frame's predecessor from the clip's clean frames; "
+                    "pass history=History(x) with x (B, T, N, D) clean (a clean pass: x = z)"
+                )
+            return None
+        if not isinstance(history, History):
+            raise ValueError(f"history: expected a conditions.History(frames, stream), got {type(history).__name__}")
+        if history.stream and self.cfg.prediction == "next":
+            raise ValueError("history.stream: the next-frame model is teacher forced already (its inputs are clean)")
+        if tuple(history.frames.shape) != tuple(z.shape):
+            raise ValueError(
+                f"history.frames: expected the shape of z {tuple(z.shape)}, got {tuple(history.frames.shape)}"
+            )
+        return history.frames
 
     @property
     def clean_step(self) -> float:
@@ -386,7 +431,8 @@ class DynamicsModel(nn.Module):
         """latents (B, T, N, D) clean, actions (B, T, A), action_mask (B, T), text (B, T, E), text_mask (B, T) ->
         hidden (B, T, S, W): the token outputs of a clean pass (τ = 1), what probes and agent heads read
         (TokenLayout.special_slice)."""
-        return self.hidden(latents, 1.0, self.clean_step, Conditions(actions, action_mask, text, text_mask))[1]
+        cond = Conditions(actions, action_mask, text, text_mask)
+        return self.hidden(latents, 1.0, self.clean_step, cond, History(latents))[1]
 
     def init_cache(self, batch_size: int, device=None, dtype=None) -> KVCache:
         """An empty KV cache for `batch_size` sequences. device defaults to the parameters'; dtype to the active
@@ -416,7 +462,8 @@ class DynamicsModel(nn.Module):
         taken AFTER this frame (used at time index 0 too) and the output is the next frame's x̂. cond.text (B, E):
         this frame's own text embedding, cond.text_mask (B,) bool (None with text: present; text None: no text).
         commit=False leaves the cache untouched (denoising steps); commit=True appends this frame's keys/values
-        (window-bounded) and advances cache.time_index. -> x̂ (B, N, D) [, hidden (B, S, W)].
+        (window-bounded), advances cache.time_index and (model.previous_frame) keeps z as cache.previous, the next
+        frame's previous-frame input. -> x̂ (B, N, D) [, hidden (B, S, W)].
         Equals forward() on the whole sequence at this frame, to float tolerance.
         """
         self._check_latents(z, "B")
@@ -434,8 +481,15 @@ class DynamicsModel(nn.Module):
             act = self._embed_actions(a[:, None], known[:, None], B, 1)
         txt, has = self._check_text(c.text, c.text_mask, (B,), "B", ("cond.text", "cond.text_mask"))
         txt = self._embed_text(None if txt is None else txt[:, None], None if has is None else has[:, None], B, 1)
-        tokens = self._tokens(z[:, None], tau, d, act, txt)[:, 0]
+        prev = None if first or cache is None or cache.previous is None else cache.previous[:, None]
+        if self.cfg.previous_frame and not first and prev is None:
+            raise ValueError("cache: model.previous_frame needs the last committed frame (cache.previous), found none")
+        prev_emb = self._embed_previous(prev, B, first=prev is None)
+        tokens = self._tokens(z[:, None], tau, d, act, txt, prev_emb)[:, 0]
         h = self.transformer.step(tokens, cache, commit)
+        if commit and self.cfg.previous_frame:
+            assert cache is not None  # transformer.step refuses a commit without one
+            cache.previous = z
         x_hat = self._to_clean(self._head(h, tokens), z, tau[:, 0])
         return (x_hat, h) if return_hidden else x_hat
 
@@ -449,9 +503,10 @@ def approx_param_count(m: ModelConfig) -> int:
     g = m.patch_group**2
     io = 2 * (m.token_dim * g * w) + (m.action_dim + m.text_dim) * w + TokenLayout.from_config(m).special * w
     io += 2 * m.proprio_dim * w if m.proprio_slot else 0
+    io += (m.token_dim * g + 2) * w if m.previous_frame else 0  # Linear + bias + the no-previous vector
     if m.dh_blocks > 0:  # the DH head (exact count) instead of the plain head's W × patch_dim
         io += DHShape.from_config(m).num_parameters() - m.token_dim * g * w
     return m.depth * block + io + math.ceil(w * 2 * 64)  # + τ / step-size embedding MLPs (order of magnitude)
 
 
-__all__ = ["DynamicsModel", "approx_param_count", "KVCache", "tau_features", "TAU_FEATURES"]
+__all__ = ["DynamicsModel", "History", "approx_param_count", "KVCache", "tau_features", "TAU_FEATURES"]

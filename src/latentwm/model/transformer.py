@@ -66,6 +66,9 @@ class KVCache:
                    model's (model.prediction "next") newest frame, not in the cache yet — its pass conditions on the
                    action taken after it, so it is committed once that action is known (rollout.py owns this).
                    expand(n) repeats it like the history (row b·n + j); other models leave it None.
+      previous:    (B, N, D) or None: the last committed frame's input z (model.previous_frame: the next frame's
+                   previous-frame input; set by DynamicsModel.step on commit, None for other models). expand(n)
+                   repeats it like `pending`.
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class KVCache:
         self.dtype = empty.dtype
         self.pending: torch.Tensor | None = None
         self.pending_text: FrameConditions | None = None
+        self.previous: torch.Tensor | None = None
 
     @property
     def prefix_length(self) -> int:
@@ -133,6 +137,7 @@ class KVCache:
         out.batch_size = B * n
         rep = lambda t: t.repeat_interleave(n, 0) if torch.is_tensor(t) else t  # noqa: E731
         out.pending = rep(self.pending)
+        out.previous = rep(self.previous)
         out.pending_text = None if self.pending_text is None else self.pending_text.map(rep)
         return out
 

@@ -12,7 +12,7 @@ def make_objective(objective: ObjectiveConfig, model: ModelConfig) -> ShortcutFo
     for "next". Both are called the same way: `loss, metrics = obj(model, x, cond, valid, TrainStep(...))`."""
     if model.prediction == "next":
         return NextFrameRegression(objective, model.k_max)
-    return ShortcutForcing(objective, model.k_max, prediction=model.prediction)
+    return ShortcutForcing(objective, model.k_max, model.prediction, model.previous_frame)
 
 
 __all__ = ["NextFrameRegression", "ShortcutForcing", "TrainStep", "make_objective"]

@@ -28,8 +28,11 @@ clean latent x̂ = f(z_τ, τ, d, context) (x-prediction); its implied velocity 
   applies on top. The gradient is that of the v-loss (the conversion is linear in the network's output).
 - Teacher forcing (objective.teacher_forcing): every pass — the student's and the bootstrap teacher's half steps —
   also carries the clip's clean frames as a second stream, and each noisy frame attends to the clean frames before
-  it and to itself (`DynamicsModel.forward(history=x)`): the history sampling commits to the KV cache, for every
-  frame of the clip, at about twice the compute. Diffusion forcing's noisy histories are then not trained on.
+  it and to itself (`DynamicsModel.forward(history=History(x, stream=True))`): the history sampling commits to the
+  KV cache, for every frame of the clip, at about twice the compute. Diffusion forcing's noisy histories are then
+  not trained on.
+- Previous frame (model.previous_frame): every pass gets the clean clip as `History(x)` (no stream), from which the
+  model reads x_{t−1} beside each frame t — sampling gives it the last committed frame instead.
 - Clean context (objective.clean_context = p): with probability p per sequence a random prefix of 1..T−1
   frames is clean (τ = 1, d = 1/k_max, z = x) — the level at which sampling commits context — and left out of the
   loss (its target would be its input), so the model learns from histories it will actually see. Its draws come
@@ -48,7 +51,7 @@ from fractions import Fraction
 
 import torch
 
-from latentwm.conditions import NO_CONDITIONS, Conditions
+from latentwm.conditions import NO_CONDITIONS, Conditions, History
 from latentwm.config import ObjectiveConfig
 
 # model(z (B,T,N,D), tau (B,T), step (B,T), actions (B,T,A) | None, action_mask (B,T) | None,
@@ -229,13 +232,14 @@ class ShortcutForcing:
     frames) and the loss per τ bucket, plus the fraction of bootstrap frames.
     """
 
-    def __init__(self, cfg: ObjectiveConfig, k_max: int, prediction: str = "x"):
+    def __init__(self, cfg: ObjectiveConfig, k_max: int, prediction: str = "x", previous_frame: bool = False):
         if prediction not in ("x", "v"):
             raise ValueError(
                 f"ShortcutForcing trains x- or v-prediction models, got model.prediction "
                 f"{prediction!r} (next: objectives.next_frame.NextFrameRegression)"
             )
         self.cfg, self.k_max, self.v_space = cfg, k_max, prediction == "v"
+        self.previous_frame = previous_frame  # the model reads x_{t−1} from the clean clip (model.previous_frame)
 
     def active(self, global_step: int) -> bool:
         """Bootstrap targets are used only after the flow-only warm-up (they are meaningless for a random model)."""
@@ -356,11 +360,12 @@ class ShortcutForcing:
         return loss, metrics
 
     def _forced(self, model: Denoiser, x: torch.Tensor) -> Denoiser:
-        """The model as the loss calls it: with objective.teacher_forcing, every pass also gets the clean clip
-        x (B, T, N, D) as its history stream (`DynamicsModel.forward(history=...)`); otherwise the model itself."""
-        if not self.cfg.teacher_forcing:
+        """The model as the loss calls it: every pass (student and bootstrap teacher) gets the clean clip x
+        (B, T, N, D) as its `History` when the model reads it — model.previous_frame (x_{t−1} beside each frame)
+        or objective.teacher_forcing (a clean stream); otherwise the model itself."""
+        if not (self.cfg.teacher_forcing or self.previous_frame):
             return model
-        return functools.partial(model, history=x)
+        return functools.partial(model, history=History(x, stream=self.cfg.teacher_forcing))
 
     def _per_frame(self, x_hat, target, tau, valid):
         """Squared error per frame (B, T) of x̂ (B, T, N, D) against the x-space target — in v-space, divided by
