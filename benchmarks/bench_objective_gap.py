@@ -2,7 +2,7 @@
 variants of the same model on the same data and steps, scored on held-out rollouts.
 
     python benchmarks/bench_objective_gap.py --cache CACHE --encoder E [--steps 2000] [--clip-len 8]
-        [--variants shortcut,next,clean-context,ramp-weight,v,no-bootstrap,noise-shift,teacher-forcing]
+        [--variants shortcut,next,clean-context,ramp-weight,v,no-bootstrap,noise-shift,teacher-forcing,previous-frame]
         [--reuse NAME=RUN,...] [--samples 4] [--clips 200] [--out runs/objective_gap] [--extra "ARGS"]
         [--episodes EPISODES [--rank-goals 20]] [--quick]
 
@@ -26,6 +26,8 @@ from the default):
 - teacher-forcing: objective.teacher_forcing (every frame's context is the clean clip, as sampling's KV cache
   holds it, instead of noisy frames at their own levels) at half the batch: a clip costs two passes' worth, so
   the steps and the frames processed stay those of the others (equal compute).
+- previous-frame: model.previous_frame (every latent token also embeds the same token of the frame before, clean —
+  what the regression's inputs hold — instead of reaching the past only through the time blocks).
 Scored: the network's own fit of frames 4–7 given the clean frames before them, sampler aside, on held-out and on
 training clips (shortcut models: one pass from pure noise at the flow-trained step, the clean history in a
 teacher-forced pass; the regression: its prediction), the one-sample error per horizon, the error of the mean of the
@@ -56,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_conditioning import run, train_args  # noqa: E402
 from common import report, table  # noqa: E402
 
+from latentwm.conditions import History  # noqa: E402
 from latentwm.config import GenerateConfig  # noqa: E402
 from latentwm.data.batch import collate  # noqa: E402
 from latentwm.data.clip_sets import model_clip_options  # noqa: E402
@@ -76,6 +79,7 @@ VARIANTS = {
     "no-bootstrap": ["--objective.bootstrap-fraction", "0", "--model.k-max", "4"],
     "noise-shift": ["--objective.noise-shift", "8"],
     "teacher-forcing": ["--objective.teacher-forcing", "--data.batch-size", "8"],
+    "previous-frame": ["--model.previous-frame"],
 }
 HORIZON = 4
 
@@ -132,7 +136,9 @@ def one_pass_error(run_dir: Path, out: Path, clips: int) -> dict:
                 else:
                     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(i)).to(dev)
                     lv = torch.zeros(x.shape[:2], device=dev)
-                    pred = m(noise, lv, lv + 1.0 / exp.model.k_max, a, mk, history=x, **kw)[:, 4:8]
+                    pred = m(noise, lv, lv + 1.0 / exp.model.k_max, a, mk, history=History(x, stream=True), **kw)[
+                        :, 4:8
+                    ]
                 errs.append(latent_mse(pred, x[:, 4:8]))
             res["heldout" if split == "eval" else "train"] = torch.cat(errs).mean(0).tolist()
         write_json(f, res)

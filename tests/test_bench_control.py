@@ -202,11 +202,11 @@ def test_objective_gap_quick_run(tmp_path):
     sample, the mean of samples and its extrapolation) and by the block cost rank at its own K; printed, not
     recorded."""
     before = (ROOT / "benchmarks/RESULTS.md").read_bytes()
-    variants = "shortcut,next,no-bootstrap,teacher-forcing"
+    variants = "shortcut,next,no-bootstrap,teacher-forcing,previous-frame"
     res = _run(["benchmarks/bench_objective_gap.py", "--quick", "--variants", variants, "--out", str(tmp_path),
                 "--episodes", str(tmp_path / "episodes"), "--extra", "--objective.text-dropout 1.0"])  # fmt: skip
     rows = {r["variant"]: r for r in res["rows"]}
-    assert set(rows) == {"shortcut", "next", "no-bootstrap", "teacher-forcing"} and res["quick"]
+    assert set(rows) == {"shortcut", "next", "no-bootstrap", "teacher-forcing", "previous-frame"} and res["quick"]
     assert rows["no-bootstrap"]["sample_steps"] == 4  # flow targets at the one step size its sampler uses
     for r in rows.values():  # the cost rank ran at the checkpoint's own K, on the quick run's two goals
         assert r["rank_k"] == r["sample_steps"] and r["rank_goals"] == 2
@@ -220,6 +220,7 @@ def test_objective_gap_quick_run(tmp_path):
     assert WorldModelRun.load(tmp_path / "next").exp.objective.text_dropout == 1.0
     tf = WorldModelRun.load(tmp_path / "teacher-forcing").exp
     assert tf.objective.teacher_forcing and tf.data.batch_size == 8
+    assert WorldModelRun.load(tmp_path / "previous-frame").exp.model.previous_frame  # planned with (cost rank above)
     assert rows["next"]["num_samples"] == 2 or rows["next"]["mean_of_samples_error"] == rows["next"]["heldout_error"]
     for r in rows.values():
         assert len(r["heldout_error"]) == 4 and r["step"] == 4 and r["num_clips"] > 0
