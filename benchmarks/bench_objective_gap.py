@@ -2,7 +2,8 @@
 variants of the same model on the same data and steps, scored on held-out rollouts.
 
     python benchmarks/bench_objective_gap.py --cache CACHE --encoder E [--steps 2000] [--clip-len 8]
-        [--variants shortcut,next,clean-context,ramp-weight,v,no-bootstrap,noise-shift,teacher-forcing,previous-frame]
+        [--variants shortcut,next,clean-context,ramp-weight,v,no-bootstrap,noise-shift,teacher-forcing,previous-frame,
+         pure-noise]
         [--reuse NAME=RUN,...] [--samples 4] [--clips 200] [--out runs/objective_gap] [--extra "ARGS"]
         [--episodes EPISODES [--rank-goals 20]] [--quick]
 
@@ -28,6 +29,10 @@ from the default):
   the steps and the frames processed stay those of the others (equal compute).
 - previous-frame: model.previous_frame (every latent token also embeds the same token of the frame before, clean —
   what the regression's inputs hold — instead of reaching the past only through the time blocks).
+- pure-noise: the regression's task on the shortcut architecture — model.k_max 1, so every frame trains at τ = 0,
+  d = 1 (no other level, no bootstrap; sampled at K = 1), with teacher forcing's clean history (diffusion forcing at
+  one level would leave the history pure noise) at half the batch (equal compute). What is left of the gap to the
+  regression is then the frame's input (noise instead of the frame), not the objective's spread over levels.
 Scored: the network's own fit of frames 4–7 given the clean frames before them, sampler aside, on held-out and on
 training clips (shortcut models: one pass from pure noise at the flow-trained step, the clean history in a
 teacher-forced pass; the regression: its prediction), the one-sample error per horizon, the error of the mean of the
@@ -80,6 +85,19 @@ VARIANTS = {
     "noise-shift": ["--objective.noise-shift", "8"],
     "teacher-forcing": ["--objective.teacher-forcing", "--data.batch-size", "8"],
     "previous-frame": ["--model.previous-frame"],
+    "pure-noise": [
+        "--model.k-max",
+        "1",
+        "--objective.bootstrap-fraction",
+        "0",
+        "--objective.teacher-forcing",
+        "--data.batch-size",
+        "8",
+        "--rollout.sample-steps",
+        "1",
+        "--plan.sample-steps",
+        "1",
+    ],
 }
 HORIZON = 4
 
