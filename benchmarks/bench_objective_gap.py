@@ -3,7 +3,7 @@ variants of the same model on the same data and steps, scored on held-out rollou
 
     python benchmarks/bench_objective_gap.py --cache CACHE --encoder E [--steps 2000] [--clip-len 8]
         [--variants shortcut,next,clean-context,ramp-weight,v,no-bootstrap,noise-shift,teacher-forcing,previous-frame,
-         pure-noise]
+         pure-noise,pure-noise-previous]
         [--reuse NAME=RUN,...] [--samples 4] [--clips 200] [--out runs/objective_gap] [--extra "ARGS"]
         [--episodes EPISODES [--rank-goals 20]] [--quick]
 
@@ -33,6 +33,8 @@ from the default):
   d = 1 (no other level, no bootstrap; sampled at K = 1), with teacher forcing's clean history (diffusion forcing at
   one level would leave the history pure noise) at half the batch (equal compute). What is left of the gap to the
   regression is then the frame's input (noise instead of the frame), not the objective's spread over levels.
+- pure-noise-previous: pure-noise with model.previous_frame (the frame before, clean, in every token, as the
+  regression's input holds it): the regression's task and information on the shortcut architecture.
 Scored: the network's own fit of frames 4–7 given the clean frames before them, sampler aside, on held-out and on
 training clips (shortcut models: one pass from pure noise at the flow-trained step, the clean history in a
 teacher-forced pass; the regression: its prediction), the one-sample error per horizon, the error of the mean of the
@@ -75,6 +77,9 @@ from latentwm.planning.evaluate import WorldModelRun, held_out_episodes, sample_
 from latentwm.planning.ladder import cost_rank_rows, summarize_ranks  # noqa: E402
 from latentwm.planning.results import block_must_move  # noqa: E402
 
+# one level (τ = 0, d = 1, sampled at K = 1) with clean histories, at half the batch (two streams per clip)
+PURE_NOISE = ["--model.k-max", "1", "--objective.bootstrap-fraction", "0", "--objective.teacher-forcing",
+              "--data.batch-size", "8", "--rollout.sample-steps", "1", "--plan.sample-steps", "1"]  # fmt: skip
 VARIANTS = {
     "shortcut": [],
     "next": ["--model.prediction", "next"],
@@ -85,19 +90,8 @@ VARIANTS = {
     "noise-shift": ["--objective.noise-shift", "8"],
     "teacher-forcing": ["--objective.teacher-forcing", "--data.batch-size", "8"],
     "previous-frame": ["--model.previous-frame"],
-    "pure-noise": [
-        "--model.k-max",
-        "1",
-        "--objective.bootstrap-fraction",
-        "0",
-        "--objective.teacher-forcing",
-        "--data.batch-size",
-        "8",
-        "--rollout.sample-steps",
-        "1",
-        "--plan.sample-steps",
-        "1",
-    ],
+    "pure-noise": PURE_NOISE,
+    "pure-noise-previous": [*PURE_NOISE, "--model.previous-frame"],
 }
 HORIZON = 4
 

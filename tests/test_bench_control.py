@@ -202,12 +202,12 @@ def test_objective_gap_quick_run(tmp_path):
     sample, the mean of samples and its extrapolation) and by the block cost rank at its own K; printed, not
     recorded."""
     before = (ROOT / "benchmarks/RESULTS.md").read_bytes()
-    variants = "shortcut,next,no-bootstrap,teacher-forcing,previous-frame,pure-noise"
+    variants = "shortcut,next,no-bootstrap,teacher-forcing,previous-frame,pure-noise-previous"
     res = _run(["benchmarks/bench_objective_gap.py", "--quick", "--variants", variants, "--out", str(tmp_path),
                 "--episodes", str(tmp_path / "episodes"), "--extra", "--objective.text-dropout 1.0"])  # fmt: skip
     rows = {r["variant"]: r for r in res["rows"]}
-    assert set(rows) == {"shortcut", "next", "no-bootstrap", "teacher-forcing", "previous-frame", "pure-noise"}
-    assert res["quick"] and rows["pure-noise"]["sample_steps"] == 1  # one level, one step: τ = 0, d = 1
+    assert set(rows) == {"shortcut", "next", "no-bootstrap", "teacher-forcing", "previous-frame", "pure-noise-previous"}
+    assert res["quick"] and rows["pure-noise-previous"]["sample_steps"] == 1  # one level, one step: τ = 0, d = 1
     assert rows["no-bootstrap"]["sample_steps"] == 4  # flow targets at the one step size its sampler uses
     for r in rows.values():  # the cost rank ran at the checkpoint's own K, on the quick run's two goals
         assert r["rank_k"] == r["sample_steps"] and r["rank_goals"] == 2
