@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from tiny_models import perturbed_model, random_inputs
+from tiny_models import history_spy, perturbed_model, random_inputs
 
 from latentwm.conditions import Conditions, FrameConditions, History
 from latentwm.config import ConfigError, ObjectiveConfig, get_preset
@@ -161,20 +161,15 @@ def test_objective_passes_the_clean_clip_without_a_stream():
     cfg = _cfg()
     m = perturbed_model(cfg)
     z, *_ = random_inputs(cfg, 8, 4)
-    seen = []
-
-    def spy(*args, **kw):
-        seen.append(kw.get("history"))
-        return m(*args, **kw)
+    spy, seen = history_spy(m)
 
     obj_cfg = ObjectiveConfig(bootstrap_fraction=0.5, bootstrap_start=0)
     loss, metrics = make_objective(obj_cfg, cfg)(spy, z, Conditions(), at=TrainStep(global_step=1))
     assert torch.isfinite(loss) and metrics["bootstrap_frac"] > 0
     assert len(seen) == 3 and torch.equal(seen[0].frames, z) and not seen[0].stream
     assert all(h.frames.shape[0] == 4 and not h.stream for h in seen[1:])
-    seen.clear()
     plain = dataclasses.replace(cfg, previous_frame=False)
-    m = perturbed_model(plain)
+    spy, seen = history_spy(perturbed_model(plain))
     make_objective(obj_cfg, plain)(spy, z, at=TrainStep(global_step=1))
     assert seen == [None, None, None]
 

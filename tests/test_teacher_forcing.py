@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 import torch
-from tiny_models import perturbed_model, random_inputs
+from tiny_models import history_spy, perturbed_model, random_inputs
 
 from latentwm.conditions import Conditions, FrameConditions, History
 from latentwm.config import ConfigError, ObjectiveConfig, get_preset
@@ -102,11 +102,7 @@ def test_objective_passes_the_clean_clip_to_student_and_teacher():
     cfg = _cfg(softcap=50.0)
     m = perturbed_model(cfg)
     z, *_ = random_inputs(cfg, 8, 4)
-    seen = []
-
-    def spy(*args, **kw):
-        seen.append(kw.get("history"))
-        return m(*args, **kw)
+    spy, seen = history_spy(m)
 
     obj_cfg = ObjectiveConfig(bootstrap_fraction=0.5, bootstrap_start=0, teacher_forcing=True)
     loss, metrics = make_objective(obj_cfg, cfg)(spy, z, Conditions(), at=TrainStep(global_step=1))

@@ -76,6 +76,18 @@ def _run_cached_loop(m, cfg, B, T, z_den, tau_den, d_den, a, mask, z_c, tau_c, d
     return worst, scale
 
 
+def history_spy(model):
+    """(spy, seen): spy calls model and appends the `history` keyword of every call (None when absent) to seen —
+    what an objective hands each of its passes."""
+    seen = []
+
+    def spy(*args, **kw):
+        seen.append(kw.get("history"))
+        return model(*args, **kw)
+
+    return spy, seen
+
+
 # ---- a model with a text slot, in eval mode --------------------------------------------------------------------------
 
 TINY_TEXT = dataclasses.replace(get_preset("tiny").model, attention="eager", text_dim=12)
