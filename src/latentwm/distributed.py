@@ -83,7 +83,18 @@ def shutdown(info: DistInfo) -> None:
         # exception is on its way out (called from a `finally`), a barrier would wait for ranks that may never come.
         if sys.exc_info()[0] is None:
             tdist.barrier()
+            _all_arrived(info)
         tdist.destroy_process_group()
+
+
+def _all_arrived(info: DistInfo) -> None:
+    """Every rank has come back from the barrier before any closes its pairs. The barrier alone is not enough: a rank
+    returns from it once its peers' messages reached it, and may destroy its group while a peer still reads the
+    barrier's last message, which aborts that peer (exit -6, seen in CI after the barrier was added). The default
+    store (TCP, its own connections, outside the group's pairs) takes one key per rank and each rank waits for all."""
+    store = tdist.distributed_c10d._get_default_store()
+    store.set(f"latentwm/shutdown/{info.rank}", "1")
+    store.wait([f"latentwm/shutdown/{r}" for r in range(info.world_size)])
 
 
 def wrap_model(model: nn.Module, strategy: str, info: DistInfo) -> nn.Module:
