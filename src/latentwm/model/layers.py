@@ -226,11 +226,12 @@ def fused_attention(
     dev = q.device.type
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     if dev == "cpu" and not (FLEX_ON_CPU and not needs_grad):
-        _warn_once(
-            "flex-cpu",
-            "attention='fused' with a soft cap: flex_attention has no CPU backward and is unfused "
-            "without torch.compile in this torch; using the eager attention math on CPU.",
-        )
+        if not torch.compiler.is_compiling():  # a warning inside a traced region is a graph break per layer
+            _warn_once(
+                "flex-cpu",
+                "attention='fused' with a soft cap: flex_attention has no CPU backward and is unfused "
+                "without torch.compile in this torch; using the eager attention math on CPU.",
+            )
         return eager_attention(q, k, v, softcap=softcap, window=window, causal=causal)
     if dev in _flex_broken:
         return eager_attention(q, k, v, softcap=softcap, window=window, causal=causal)
