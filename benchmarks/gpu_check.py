@@ -29,6 +29,11 @@ what it measured so far):
                analytic forward FLOPs (DynamicsModel.flops_per_frame) per second ÷ the measured bf16 peak; the first
                step's time (compilation included) is reported beside the steady-state one
 
+After the sections, one verdict line per throughput target (TARGETS: base-preset training MFU >= 0.35, batch-1
+K = 4 generation at 16 cached frames >= 20 frames/s, CEM 300 x 30 x 30 <= 3 s per call), read from the best row of
+its section (eager or compiled, bf16 or fp32): met / NOT met / not measured (with the section's error), in the JSON
+under "verdicts" and in the markdown section.
+
 Random weights and random latents throughout (timing does not depend on them). `--quick`: tiny sizes on the CPU
 (the `tiny` preset in the small and base roles, a tiny random ViT, CEM 32 × 4 × 3, torch.compile with the aot_eager
 backend), under a minute on 2 cores: the test suite runs it so the script cannot rot; it writes the JSON but not
@@ -954,6 +959,58 @@ def headline(sections: dict) -> dict:
     return h
 
 
+TARGETS = (
+    ("train_base", "base-preset training MFU", "mfu", ">=", 0.35),
+    ("generation", "batch-1 K = 4 generation at 224 px (16 cached frames), frames/s", "frames_per_s", ">=", 20.0),
+    ("planning", "CEM 300 × 30 × 30, horizon 5 (small), s per call", "seconds_per_call", "<=", 3.0),
+)
+"""The throughput targets a GPU run is judged against: (section, what, row field, comparison, goal)."""
+
+
+def _target_rows(section: str, rows: list[dict]) -> list[dict]:
+    """The rows of a section a target reads: K = 4 at 16 cached frames for generation, every row otherwise."""
+    if section == "generation":
+        return [r for r in rows if r.get("K") == 4 and r.get("context") == 16]
+    return rows
+
+
+def verdicts(sections: dict, quick: bool) -> list[dict]:
+    """One verdict per target: the best row's figure (over eager / compiled modes and precisions), whether it meets
+    the goal (None where the section measured no such row, with the reason, or in a quick run) and which row."""
+    out = []
+    for section, what, field, cmp, goal in TARGETS:
+        sec = sections.get(section, {})
+        rows = [r for r in _target_rows(section, sec.get("rows", [])) if isinstance(r.get(field), (int, float))]
+        v: dict = {"target": what, "goal": goal, "comparison": cmp, "measured": None, "met": None, "row": None}
+        if rows:
+            best = (max if cmp == ">=" else min)(rows, key=lambda r: r[field])
+            v["measured"] = best[field]
+            v["met"] = best[field] >= goal if cmp == ">=" else best[field] <= goal
+            v["row"] = {k: best[k] for k in ("mode", "precision", "context", "K") if k in best}
+        else:
+            v["reason"] = sec.get("error") or sec.get("skipped") or f"section {section} not run"
+        if quick:  # measured, not judged: tiny sizes say nothing about the target
+            v["met"], v["reason"] = None, "quick run: tiny sizes on this device, not the target's setting"
+        out.append(v)
+    return out
+
+
+def verdict_lines(vs: list[dict]) -> str:
+    """The verdicts as markdown, one line per target."""
+    lines = ["**Targets**"]
+    for v in vs:
+        if v["measured"] is None:
+            state = f"not measured ({v.get('reason', '')})"
+        else:
+            state = {True: "met", False: "NOT met", None: "not judged"}[v["met"]]
+            row = ", ".join(f"{k} {x}" for k, x in (v["row"] or {}).items())
+            state += f": {_fmt(v['measured'])} {v['comparison']} {_fmt(v['goal'])}" + (f" ({row})" if row else "")
+            if v.get("reason"):
+                state += f" — {v['reason']}"
+        lines.append(f"- {v['target']}: {state}")
+    return "\n".join(lines)
+
+
 def _machine() -> str:
     from common import machine
 
@@ -1093,7 +1150,9 @@ def main(argv: list[str] | None = None) -> int:
     result["errors"] = {k: v["error"] for k, v in result["sections"].items() if v.get("error")}
     _add_mfu(result)
     result["headline"] = headline(result["sections"])
+    result["verdicts"] = verdicts(result["sections"], args.quick)
     _write_json(json_path, result)
+    emit("\n" + verdict_lines(result["verdicts"]))
     md = (
         f"\n## gpu_check — {started[:16].replace('T', ' ')}\n\nMachine: {result['machine']}. "
         f"Device {device}{' (' + result['gpu'] + ')' if 'gpu' in result else ''}, python {result['python']}, "
@@ -1101,6 +1160,8 @@ def main(argv: list[str] | None = None) -> int:
         "Random weights and latents; bf16 autocast. `bash benchmarks/gpu_check.sh` (see benchmarks/gpu_check.py "
         "for what each section measures).\n\n"
         + "\n\n".join(section_markdown(n, d) for n, d in result["sections"].items())
+        + "\n\n"
+        + verdict_lines(result["verdicts"])
         + f"\n\n```json\n{json.dumps(result['headline'])}\n```\n"
     )
     (out / "gpu_check.md").write_text(md)

@@ -80,6 +80,9 @@ def test_quick_check_runs_every_section(tmp_path):
     gen = res["sections"]["generation"]
     assert "gen_fps_k4_ctx32_compiled" in h or any(k.startswith("skipped_compiled") for k in gen), gen
     assert json.loads((out / "gpu_check.json").read_text())["headline"] == h
+    assert [v["target"] for v in res["verdicts"]] == [t[1] for t in gpu_check.TARGETS]
+    assert all(v["measured"] > 0 and v["met"] is None and "quick run" in v["reason"] for v in res["verdicts"])
+    assert "**Targets**" in (out / "gpu_check.md").read_text()
     assert "training step (base)" in (out / "gpu_check.md").read_text()
     assert (out / "gpu_check.log").stat().st_size > 0
     assert gpu_check.ROOT.joinpath("benchmarks/RESULTS.md").read_bytes() == results_before  # --quick: not recorded
@@ -102,3 +105,26 @@ def test_child_process_killed_at_its_budget_keeps_its_figures(tmp_path, monkeypa
 def test_bad_section_name_is_rejected(argv, tmp_path):
     with pytest.raises(SystemExit):
         gpu_check.main([*argv, "--quick", "--out", str(tmp_path)])
+
+
+def test_verdicts_read_the_best_row_and_say_what_is_missing():
+    sections = {
+        "train_base": {"rows": [{"mode": "eager", "mfu": 0.13}, {"mode": "compile", "mfu": 0.36}]},
+        "generation": {
+            "rows": [
+                {"mode": "eager", "context": 16, "K": 4, "frames_per_s": 7.8},
+                {"mode": "compiled", "context": 16, "K": 4, "frames_per_s": 12.0},
+                {"mode": "compiled", "context": 16, "K": 1, "frames_per_s": 40.0},  # another K: not the target
+                {"mode": "compiled", "context": 32, "K": 4, "frames_per_s": 25.0},  # another context: neither
+            ]
+        },
+        "planning": {"rows": [], "error": "timed out after 40 s (its budget)"},
+    }
+    base, gen, cem = gpu_check.verdicts(sections, quick=False)
+    assert base["met"] is True and base["measured"] == 0.36 and base["row"] == {"mode": "compile"}
+    assert gen["met"] is False and gen["measured"] == 12.0 and gen["row"]["mode"] == "compiled"
+    assert cem["met"] is None and cem["measured"] is None and "timed out" in cem["reason"]
+    text = gpu_check.verdict_lines([base, gen, cem])
+    assert "met: 0.36 >= 0.35" in text and "NOT met: 12 >= 20" in text and "not measured (timed out" in text
+    cem_ok = gpu_check.verdicts({"planning": {"rows": [{"precision": "bf16", "seconds_per_call": 2.5}]}}, False)[2]
+    assert cem_ok["met"] is True and cem_ok["measured"] == 2.5
