@@ -41,6 +41,15 @@ def test_probe(videos):
     assert info.duration_s == pytest.approx(120 / float(NTSC))
 
 
+def test_frame_times_from_the_packets(videos):
+    # read from the packets without decoding; the stream's time base is read while the container is open (a closed
+    # container's streams refuse every attribute from PyAV 18.1.1 on)
+    t = video.frame_times(videos["v10"])
+    assert t.shape == (600,) and np.allclose(t, np.arange(600) / 10.0)
+    t = video.frame_times(videos["v5994"])
+    assert t.shape == (120,) and np.allclose(t, np.arange(120) / float(NTSC), atol=1e-6)
+
+
 def test_read_frames_nearest_unordered_duplicates(videos):
     # jitter within half a period must still pick the frame; far jumps (> RESEEK_GAP_S) force re-seeks
     ts = [57.04, 0.0, 0.0, 12.96, 59.9, 3.3, 12.96, 0.049, 26.01]

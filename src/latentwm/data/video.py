@@ -120,11 +120,12 @@ def probe_video(path: PathLike) -> VideoInfo:
 def _frame_times(path: str, mtime_ns: int) -> tuple[float, ...]:
     container, stream = _open(path)
     with container:
+        base = stream.time_base  # read while open: a closed container's streams refuse every attribute (PyAV 18.1.1)
         try:
             pts = [p.pts for p in container.demux(stream) if p.pts is not None and p.size]
         except av.FFmpegError as e:
             raise VideoError(f"{path}: cannot read the packet timestamps: {e}") from e
-    return tuple(sorted(float(t * stream.time_base) for t in pts))
+    return tuple(sorted(float(t * base) for t in pts))
 
 
 def frame_times(path: PathLike) -> np.ndarray:
