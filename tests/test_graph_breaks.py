@@ -1,8 +1,8 @@
 """What torch.compile captures has no graph breaks: the training forward of every model variant (the region
 `--train.compile` compiles, as one graph with `compile_scope model`, block by block with `blocks`) and the KV-cached
 denoising step (what `compile_sampling` compiles). A break splits the compiled region, so fusion stops at it and
-every break costs a Python round trip per call; counted here on the CPU with torch._dynamo.explain, which traces
-without generating kernels."""
+every break costs a Python round trip per call; counted with torch._dynamo.explain, which traces without generating
+kernels — on the CPU here, on CUDA in benchmarks/gpu_check.sh (where attention="fused" traces flex_attention)."""
 
 import dataclasses
 import warnings
@@ -34,10 +34,10 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
-def _model(**kw):
+def _model(device, **kw):
     torch.manual_seed(0)
     cfg = dataclasses.replace(get_preset("tiny").model, **kw)
-    return DynamicsModel(cfg), cfg
+    return DynamicsModel(cfg).to(device), cfg
 
 
 def _breaks(fn, *args) -> tuple[int, list[str]]:
@@ -49,15 +49,15 @@ def _breaks(fn, *args) -> tuple[int, list[str]]:
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "teacher_forced"])
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_training_forward_has_no_graph_breaks(name, stream):
-    model, cfg = _model(**VARIANTS[name])
+def test_training_forward_has_no_graph_breaks(name, stream, device):
+    model, cfg = _model(device, **VARIANTS[name])
     model.train()
     B, T = 2, 4
     g = torch.Generator().manual_seed(1)
-    z = torch.randn(B, T, cfg.num_latent_tokens, cfg.latent_dim, generator=g)
-    tau, step = torch.rand(B, T, generator=g), torch.full((B, T), 0.25)
-    acts = torch.randn(B, T, cfg.action_dim, generator=g)
-    text = torch.randn(B, T, cfg.text_dim, generator=g) if cfg.text_dim else None
+    z = torch.randn(B, T, cfg.num_latent_tokens, cfg.latent_dim, generator=g).to(device)
+    tau, step = torch.rand(B, T, generator=g).to(device), torch.full((B, T), 0.25, device=device)
+    acts = torch.randn(B, T, cfg.action_dim, generator=g).to(device)
+    text = torch.randn(B, T, cfg.text_dim, generator=g).to(device) if cfg.text_dim else None
     history = History(z, stream=stream) if (stream or cfg.previous_frame) else None
 
     def loss(z, tau, step, acts):
@@ -71,23 +71,24 @@ def test_training_forward_has_no_graph_breaks(name, stream):
 
 
 @pytest.mark.parametrize("name", ["plain", "dh_head", "previous_frame", "text"])
-def test_cached_denoising_step_has_no_graph_breaks(name):
-    model, cfg = _model(**VARIANTS[name])
+def test_cached_denoising_step_has_no_graph_breaks(name, device):
+    model, cfg = _model(device, **VARIANTS[name])
     model.eval()
     B = 2
     g = torch.Generator().manual_seed(2)
     cache = model.init_cache(B)
+    ones, d, half = (torch.full((B,), v, device=device) for v in (1.0, 0.25, 0.5))
     with torch.no_grad():  # two committed frames, so the step attends to a real cache
         for _ in range(2):
-            x = torch.randn(B, cfg.num_latent_tokens, cfg.latent_dim, generator=g)
-            model.step(x, torch.ones(B), torch.full((B,), 0.25), None, cache, commit=True)
-    z = torch.randn(B, cfg.num_latent_tokens, cfg.latent_dim, generator=g)
-    acts = torch.randn(B, cfg.action_dim, generator=g)
-    text = torch.randn(B, cfg.text_dim, generator=g) if cfg.text_dim else None
+            x = torch.randn(B, cfg.num_latent_tokens, cfg.latent_dim, generator=g).to(device)
+            model.step(x, ones, d, None, cache, commit=True)
+    z = torch.randn(B, cfg.num_latent_tokens, cfg.latent_dim, generator=g).to(device)
+    acts = torch.randn(B, cfg.action_dim, generator=g).to(device)
+    text = torch.randn(B, cfg.text_dim, generator=g).to(device) if cfg.text_dim else None
 
     def denoise(z, acts):
         with torch.no_grad():
-            return model.step(z, torch.full((B,), 0.5), torch.full((B,), 0.25), FrameConditions(acts, text=text), cache)
+            return model.step(z, half, d, FrameConditions(acts, text=text), cache)
 
     layers._warned.clear()
     breaks, reasons = _breaks(denoise, z, acts)
