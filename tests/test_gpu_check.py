@@ -126,5 +126,7 @@ def test_verdicts_read_the_best_row_and_say_what_is_missing():
     assert cem["met"] is None and cem["measured"] is None and "timed out" in cem["reason"]
     text = gpu_check.verdict_lines([base, gen, cem])
     assert "met: 0.36 >= 0.35" in text and "NOT met: 12 >= 20" in text and "not measured (timed out" in text
+    no_peak = gpu_check.verdicts({"train_base": {"rows": [{"mode": "eager", "frames_per_s": 900.0}]}}, False)[0]
+    assert no_peak["measured"] is None and "no row of train_base has mfu" in no_peak["reason"]
     cem_ok = gpu_check.verdicts({"planning": {"rows": [{"precision": "bf16", "seconds_per_call": 2.5}]}}, False)[2]
     assert cem_ok["met"] is True and cem_ok["measured"] == 2.5
